@@ -1,0 +1,43 @@
+# DriftPilot — every target sets itself up; `make demo` and `make test` work on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup demo test test-all lint bench clean
+
+help: ## Show this help
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+setup: $(STAMP) ## Create .venv and install the pinned version set (quick when done)
+
+# torch goes first: the pinned CPU build lies on disk; a looser spec pulls a multi-GB CUDA build.
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip==25.3"
+	$(BIN)/pip install --quiet "torch==2.13.0"
+	$(BIN)/pip install --quiet -c requirements.lock -e ".[dev]"
+	touch $(STAMP)
+
+demo: setup ## Run the main job offline on built-in real data
+	$(BIN)/driftpilot demo
+
+test: setup ## Run the default test suite (unit + integration, no slow tiers)
+	$(BIN)/pytest -m "not slow and not full_data" $(PYTEST_ARGS)
+
+test-all: setup ## Run every test, slow tiers included
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: setup ## ruff + mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy driftpilot tools evals
+
+bench: setup ## Tool benchmarks; results in evals/results/
+	$(BIN)/python -m evals.bench_tools
+
+clean: ## Remove the local home (.driftpilot) — models, reports, audit
+	rm -rf .driftpilot

@@ -1,0 +1,68 @@
+"""DriftPilot's error hierarchy.
+
+Every error DriftPilot raises on purpose is a ``DriftPilotError``; callers (CLI, API, agents)
+catch the branch they can handle and let the rest surface with its message.
+
+    DriftPilotError
+    ├── ConfigError                 a setting or argument is invalid
+    ├── DataError                   input data cannot be used
+    │   ├── DatasetUnavailable      a built-in or remote dataset cannot be fetched
+    │   ├── IntegrityError          a checksum (sha256 / md5) does not match
+    │   ├── FormatError             a file is not in the expected format (e.g. GDELT 1.0)
+    │   └── SchemaError             columns or dtypes differ from what is expected
+    ├── ModelError                  training, scoring or evaluation failed
+    │   └── TuningError             an Optuna study could not produce a result
+    ├── RegistryError               MLflow tracking / registry failed
+    │   └── AliasNotFound           no model version carries the asked alias
+    └── SynthError                  synthetic scenario generation failed
+"""
+
+from __future__ import annotations
+
+
+class DriftPilotError(Exception):
+    """Base class of every error DriftPilot raises on purpose."""
+
+
+class ConfigError(DriftPilotError):
+    """A setting or argument is invalid."""
+
+
+class DataError(DriftPilotError):
+    """Input data cannot be used."""
+
+
+class DatasetUnavailable(DataError):
+    """A built-in or remote dataset cannot be fetched or found."""
+
+
+class IntegrityError(DataError):
+    """A downloaded or cached file does not match its expected checksum."""
+
+
+class FormatError(DataError):
+    """A file is not in the expected format."""
+
+
+class SchemaError(DataError):
+    """Columns or dtypes differ from what is expected."""
+
+
+class ModelError(DriftPilotError):
+    """Training, scoring or evaluation of a model failed."""
+
+
+class TuningError(ModelError):
+    """A hyper-parameter study could not produce a result."""
+
+
+class RegistryError(DriftPilotError):
+    """MLflow tracking or model-registry operation failed."""
+
+
+class AliasNotFound(RegistryError):
+    """No registered version of the model carries the requested alias."""
+
+
+class SynthError(DriftPilotError):
+    """Synthetic scenario generation failed."""

@@ -1,0 +1,61 @@
+"""One settings object for the whole of DriftPilot.
+
+Every value can be set from the environment with the ``DRIFTPILOT_`` prefix
+(e.g. ``DRIFTPILOT_HOME=/data/dp``) or from a ``.env`` file. Store locations default to
+paths under ``home`` and can each be pointed elsewhere (Postgres, a remote MLflow server).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Runtime configuration. Unset locations are derived from ``home``."""
+
+    model_config = SettingsConfigDict(env_prefix="DRIFTPILOT_", env_file=".env", extra="ignore")
+
+    home: Path = Field(Path(".driftpilot"), description="Root of every local store.")
+    db_url: str = Field("", description="SQLAlchemy URL of the audit/approvals/checkpoint DB.")
+    mlflow_tracking_uri: str = Field("", description="MLflow tracking URI (SQLite by default).")
+    mlflow_registry_uri: str = Field("", description="MLflow registry URI; tracking URI if unset.")
+    mlflow_artifact_root: str = Field("", description="Where MLflow stores artifacts.")
+    optuna_storage: str = Field("", description="Optuna RDB storage URL.")
+    reports_dir: Path | None = Field(None, description="Evidently HTML reports.")
+    batches_dir: Path | None = Field(None, description="Persisted Parquet batches.")
+    cache_dir: Path | None = Field(None, description="Downloaded datasets and fitted synthesizers.")
+    llm: str = Field("builtin", description="Chat model spec: builtin | openai:<m> | ollama:<m>.")
+    threads: int = Field(1, ge=1, description="Threads per training/tuning job (1 is fastest on 2 cores).")
+    seed: int = Field(42, description="Seed for training, tuning, sampling and bootstrap.")
+    log_level: str = Field("INFO", description="Logging level.")
+
+    @model_validator(mode="after")
+    def _derive_locations(self) -> Settings:
+        home = self.home.expanduser().resolve()
+        self.home = home
+        self.reports_dir = self.reports_dir or home / "reports"
+        self.batches_dir = self.batches_dir or home / "batches"
+        self.cache_dir = self.cache_dir or home / "cache"
+        self.db_url = self.db_url or f"sqlite:///{home / 'driftpilot.db'}"
+        self.mlflow_tracking_uri = self.mlflow_tracking_uri or f"sqlite:///{home / 'mlflow.db'}"
+        self.mlflow_registry_uri = self.mlflow_registry_uri or self.mlflow_tracking_uri
+        self.mlflow_artifact_root = self.mlflow_artifact_root or (home / "mlartifacts").as_uri()
+        self.optuna_storage = self.optuna_storage or f"sqlite:///{home / 'optuna.db'}"
+        return self
+
+    def ensure_dirs(self) -> Settings:
+        """Create the local directories; returns self so it chains."""
+        for path in (self.home, self.reports_dir, self.batches_dir, self.cache_dir):
+            assert path is not None
+            path.mkdir(parents=True, exist_ok=True)
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once from the environment)."""
+    return Settings().ensure_dirs()

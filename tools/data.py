@@ -1,0 +1,206 @@
+"""Data tools: load tables, cut them into time batches, hash and persist batches.
+
+Polars end to end. A *batch* is the unit DriftPilot reasons about: one slice of a source
+(one hour/day/week/month of a time column, or N rows), identified by a content hash so that
+the same data arriving twice is recognised.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+import polars as pl
+from pydantic import BaseModel, Field
+
+from driftpilot.errors import DataError, FormatError, SchemaError
+
+Period = Literal["hour", "day", "week", "month"]
+
+_TRUNCATE = {"hour": "1h", "day": "1d", "week": "1w", "month": "1mo"}
+_SECONDS = {"hour": 3600, "day": 86_400, "week": 604_800}
+_ID_FORMAT = {"hour": "%Y-%m-%dT%H", "day": "%Y-%m-%d", "week": "%Y-%m-%d", "month": "%Y-%m"}
+
+
+class BatchInfo(BaseModel):
+    """What is known about one batch without looking at its rows."""
+
+    batch_id: str = Field(description="Stable name of the batch, e.g. '2013-03' for a month.")
+    n_rows: int = Field(description="Number of rows in the batch.")
+    content_hash: str = Field(description="sha256 of the batch content (row order ignored).")
+    start: datetime | float | None = Field(None, description="First value of the time column.")
+    end: datetime | float | None = Field(None, description="Last value of the time column.")
+    path: str | None = Field(None, description="Parquet file the batch was persisted to, if any.")
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A batch: its rows and its description."""
+
+    info: BatchInfo
+    frame: pl.DataFrame
+
+
+def load_table(path: str | Path, *, lazy: bool = False) -> pl.DataFrame | pl.LazyFrame:
+    """Load a CSV or Parquet file (or a glob of them) with Polars.
+
+    Args:
+        path: a file path or glob ending in .csv, .csv.gz, .tsv or .parquet.
+        lazy: return a LazyFrame that scans the file(s) instead of reading them now.
+
+    Raises:
+        DataError: the path matches no file.
+        FormatError: the extension is not CSV/TSV/Parquet, or the file cannot be parsed.
+    """
+    text = str(path)
+    if not any(c in text for c in "*?[") and not Path(text).exists():
+        raise DataError(f"no such file: {text}")
+    suffix = text.lower()
+    try:
+        if suffix.endswith(".parquet"):
+            frame: pl.LazyFrame = pl.scan_parquet(text)
+        elif suffix.endswith((".csv", ".csv.gz", ".tsv")):
+            sep = "\t" if suffix.endswith(".tsv") else ","
+            frame = pl.scan_csv(text, separator=sep, try_parse_dates=True, infer_schema_length=10_000)
+        else:
+            raise FormatError(f"unsupported file type {text!r}: expected .csv, .tsv or .parquet")
+        return frame if lazy else frame.collect()
+    except (pl.exceptions.ComputeError, pl.exceptions.NoDataError, OSError) as exc:
+        raise FormatError(f"cannot read {text}: {exc}") from exc
+
+
+def content_hash(frame: pl.DataFrame) -> str:
+    """sha256 of a frame's schema and rows, independent of row order.
+
+    Two batches with the same rows (in any order) and the same column names and dtypes
+    share a hash; this is how a batch delivered twice is recognised.
+    """
+    digest = hashlib.sha256()
+    for name, dtype in frame.schema.items():
+        digest.update(f"{name}:{dtype};".encode())
+    if frame.height:
+        row_hashes = frame.hash_rows(seed=0, seed_1=1, seed_2=2, seed_3=3).sort()
+        digest.update(row_hashes.to_numpy().tobytes())
+    return digest.hexdigest()
+
+
+def make_batch(frame: pl.DataFrame, batch_id: str, time_col: str | None = None) -> Batch:
+    """Wrap rows as a Batch, computing its hash and time range."""
+    start = end = None
+    if time_col is not None and frame.height:
+        start, end = frame[time_col].min(), frame[time_col].max()
+    info = BatchInfo(
+        batch_id=batch_id,
+        n_rows=frame.height,
+        content_hash=content_hash(frame),
+        start=start,  # type: ignore[arg-type]
+        end=end,  # type: ignore[arg-type]
+    )
+    return Batch(info=info, frame=frame)
+
+
+def split_batches(
+    frame: pl.DataFrame,
+    time_col: str,
+    *,
+    every: Period | None = "month",
+    n_rows: int | None = None,
+) -> list[Batch]:
+    """Cut a table into consecutive batches ordered by a time column.
+
+    Args:
+        frame: the table.
+        time_col: column giving each row's time. A datetime/date column is cut by calendar
+            period; a numeric column is read as seconds since a start (as in the Kaggle
+            credit-card file) and cut into fixed-length windows.
+        every: calendar period of one batch: hour, day, week or month.
+        n_rows: instead of a period, cut into batches of this many rows (time-ordered).
+
+    Returns:
+        Batches in time order; empty periods produce no batch.
+
+    Raises:
+        SchemaError: the time column is missing or has an unusable type.
+        DataError: neither or both of ``every`` and ``n_rows`` are usable.
+    """
+    if time_col not in frame.columns:
+        raise SchemaError(f"time column {time_col!r} not in columns {frame.columns}")
+    ordered = frame.sort(time_col)
+    if n_rows is not None:
+        if n_rows <= 0:
+            raise DataError(f"n_rows must be positive, got {n_rows}")
+        return [
+            make_batch(ordered.slice(offset, n_rows), f"rows-{offset:09d}", time_col)
+            for offset in range(0, ordered.height, n_rows)
+        ]
+    if every not in _TRUNCATE:
+        raise DataError(f"every must be one of {sorted(_TRUNCATE)}, got {every!r}")
+    keyed = ordered.with_columns(_period_key(ordered[time_col], every).alias("__batch_key"))
+    batches = []
+    for (key,), part in keyed.group_by("__batch_key", maintain_order=True):
+        rows = part.drop("__batch_key")
+        batches.append(make_batch(rows, _batch_name(key, every), time_col))
+    return batches
+
+
+def _period_key(column: pl.Series, every: Period) -> pl.Series:
+    dtype = column.dtype
+    if dtype.is_temporal():
+        return column.dt.truncate(_TRUNCATE[every])
+    if dtype.is_numeric():
+        if every == "month":
+            raise SchemaError(f"numeric time column {column.name!r} cannot be cut by month")
+        return (column // _SECONDS[every]).cast(pl.Int64)
+    raise SchemaError(f"time column {column.name!r} has type {dtype}; expected datetime or number")
+
+
+def _batch_name(key: object, every: Period) -> str:
+    if isinstance(key, datetime):
+        return key.strftime(_ID_FORMAT[every])
+    if hasattr(key, "strftime"):  # a date
+        return key.strftime(_ID_FORMAT[every])  # type: ignore[union-attr]
+    return f"{every}-{int(key):05d}"  # type: ignore[call-overload]
+
+
+def persist_batch(batch: Batch, directory: Path) -> BatchInfo:
+    """Write a batch to ``directory/<batch_id>.parquet`` atomically.
+
+    The file is written under a temporary name and renamed, so a crash never leaves a
+    half-written batch. Returns the batch info with ``path`` set.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / f"{batch.info.batch_id}.parquet"
+    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".parquet.tmp")
+    os.close(fd)
+    try:
+        batch.frame.write_parquet(tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return batch.info.model_copy(update={"path": str(target)})
+
+
+def read_batch(info: BatchInfo, time_col: str | None = None) -> Batch:
+    """Load a persisted batch back and check its content hash.
+
+    Raises:
+        DataError: the batch was never persisted or its file is missing.
+        IntegrityError: the file's content no longer matches the recorded hash.
+    """
+    from driftpilot.errors import IntegrityError
+
+    if info.path is None or not Path(info.path).exists():
+        raise DataError(f"batch {info.batch_id!r} has no persisted file")
+    frame = pl.read_parquet(info.path)
+    actual = content_hash(frame)
+    if actual != info.content_hash:
+        raise IntegrityError(
+            f"batch {info.batch_id!r} at {info.path} changed: hash {actual[:12]} != {info.content_hash[:12]}"
+        )
+    return Batch(info=info, frame=frame)
