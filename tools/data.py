@@ -84,7 +84,7 @@ def content_hash(frame: pl.DataFrame) -> str:
     for name, dtype in frame.schema.items():
         digest.update(f"{name}:{dtype};".encode())
     if frame.height:
-        row_hashes = frame.hash_rows(seed=0, seed_1=1, seed_2=2, seed_3=3).sort()
+        row_hashes = frame.hash_rows(seed=0).sort()
         digest.update(row_hashes.to_numpy().tobytes())
     return digest.hexdigest()
 

@@ -1,0 +1,264 @@
+"""Quality tools: is a new batch fit to be used at all?
+
+A batch is checked against a *reference profile* of the data the model was trained on
+(columns, kinds, null rates, value ranges, categories). The verdict lists every issue with
+a severity: any ``error`` means the batch must be quarantined; ``warning`` means it may be
+used but the finding should travel with it (e.g. into the risk assessment).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Literal
+
+import polars as pl
+from pydantic import BaseModel, Field
+
+from driftpilot.errors import SchemaError
+from tools.data import content_hash
+
+Kind = Literal["numeric", "categorical", "datetime", "boolean", "other"]
+Check = Literal[
+    "empty", "missing_column", "extra_column", "type_mismatch", "null_spike",
+    "out_of_range", "duplicate_batch", "constant_column", "new_categories",
+]  # fmt: skip
+
+
+class ColumnProfile(BaseModel):
+    """What a column looked like in the reference data."""
+
+    name: str
+    kind: Kind = Field(description="Logical kind: numeric, categorical, datetime, boolean, other.")
+    dtype: str = Field(description="Polars dtype in the reference.")
+    null_rate: float = Field(description="Share of nulls (NaN counts as null) in the reference.")
+    n_unique: int = Field(description="Distinct non-null values in the reference.")
+    min: float | None = Field(None, description="Smallest value (numeric columns).")
+    max: float | None = Field(None, description="Largest value (numeric columns).")
+    categories: list[str] | None = Field(None, description="Known values (categorical columns).")
+
+
+class ReferenceProfile(BaseModel):
+    """Expected schema and value envelope of a model's input data."""
+
+    n_rows: int
+    columns: list[ColumnProfile]
+
+    def column(self, name: str) -> ColumnProfile | None:
+        return next((c for c in self.columns if c.name == name), None)
+
+
+class QualityThresholds(BaseModel):
+    """Limits of the quality checks (defaults suit monthly/daily batches)."""
+
+    null_increase: float = Field(0.2, description="Error when a column's null rate rises by more.")
+    range_tolerance: float = Field(
+        1.0, description="Values beyond [min - t*span, max + t*span] of the reference are errors."
+    )
+    max_out_of_range_share: float = Field(0.01, description="Error above this share of wild values.")
+    max_new_category_share: float = Field(0.2, description="Warning above this share of new categories.")
+    max_categories: int = Field(1000, description="Categorical columns keep at most this many values.")
+
+
+class QualityIssue(BaseModel):
+    """One finding about a batch."""
+
+    check: Check = Field(description="Which check found it.")
+    severity: Literal["error", "warning"] = Field(description="error = quarantine the batch.")
+    column: str | None = Field(None, description="Column concerned, if any.")
+    value: float | None = Field(None, description="Measured value (a rate or share), if any.")
+    message: str = Field(description="Plain-language explanation.")
+
+
+class QualityVerdict(BaseModel):
+    """Result of checking one batch. ``ok`` is False when any issue is an error."""
+
+    ok: bool
+    n_rows: int
+    content_hash: str
+    issues: list[QualityIssue]
+
+    @property
+    def errors(self) -> list[QualityIssue]:
+        return [i for i in self.issues if i.severity == "error"]
+
+    @property
+    def warnings(self) -> list[QualityIssue]:
+        return [i for i in self.issues if i.severity == "warning"]
+
+    def reason(self) -> str:
+        """One line naming every error (the quarantine reason)."""
+        return "; ".join(i.message for i in self.errors) or "ok"
+
+
+def _kind(dtype: pl.DataType) -> Kind:
+    if dtype == pl.Boolean:
+        return "boolean"
+    if dtype.is_numeric():
+        return "numeric"
+    if dtype.is_temporal():
+        return "datetime"
+    if dtype in (pl.String, pl.Categorical, pl.Enum) or isinstance(dtype, pl.Categorical | pl.Enum):
+        return "categorical"
+    return "other"
+
+
+def _null_rate(series: pl.Series) -> float:
+    if series.len() == 0:
+        return 0.0
+    nulls = series.null_count()
+    if series.dtype.is_float():
+        nulls += int(series.is_nan().sum() or 0)
+    return nulls / series.len()
+
+
+def profile_reference(
+    frame: pl.DataFrame, columns: Iterable[str] | None = None, *, max_categories: int = 1000
+) -> ReferenceProfile:
+    """Describe reference data (the model's training window) for later quality checks.
+
+    Args:
+        frame: reference rows.
+        columns: columns to profile (default: all).
+        max_categories: categorical columns with more distinct values keep no category list.
+    """
+    names = list(columns) if columns is not None else frame.columns
+    missing = [c for c in names if c not in frame.columns]
+    if missing:
+        raise SchemaError(f"reference lacks columns {missing}")
+    profiles = []
+    for name in names:
+        series = frame[name]
+        kind = _kind(series.dtype)
+        values = series.drop_nulls()
+        if series.dtype.is_float():
+            values = values.drop_nans()
+        profile = ColumnProfile(
+            name=name, kind=kind, dtype=str(series.dtype), null_rate=_null_rate(series),
+            n_unique=values.n_unique(),
+        )  # fmt: skip
+        if kind == "numeric" and values.len():
+            profile.min, profile.max = float(values.min()), float(values.max())  # type: ignore[arg-type]
+        if kind == "categorical" and profile.n_unique <= max_categories:
+            profile.categories = sorted(values.cast(pl.String).unique().to_list())
+        profiles.append(profile)
+    return ReferenceProfile(n_rows=frame.height, columns=profiles)
+
+
+def check_batch(
+    frame: pl.DataFrame,
+    reference: ReferenceProfile,
+    *,
+    seen_hashes: Iterable[str] = (),
+    thresholds: QualityThresholds | None = None,
+) -> QualityVerdict:
+    """Validate a new batch against the reference profile of the model's data.
+
+    Checks: empty batch; missing, extra and re-typed columns; null-rate spikes (NaN storm);
+    values far outside the reference range; a batch identical to one already seen
+    (same content hash); columns that became constant; unseen categories.
+
+    Returns:
+        QualityVerdict with ``ok`` False when any issue has severity 'error'; ``reason()``
+        gives the quarantine reason.
+    """
+    limits = thresholds or QualityThresholds()
+    digest = content_hash(frame)
+    issues: list[QualityIssue] = []
+    if frame.height == 0:
+        issues.append(QualityIssue(check="empty", severity="error", message="batch has no rows"))
+    if digest in set(seen_hashes):
+        issues.append(QualityIssue(
+            check="duplicate_batch", severity="error",
+            message=f"batch content {digest[:12]} was already ingested",
+        ))  # fmt: skip
+    issues.extend(_schema_issues(frame, reference))
+    if frame.height:
+        for profile in reference.columns:
+            if profile.name in frame.columns and _kind(frame[profile.name].dtype) == profile.kind:
+                issues.extend(_column_issues(frame[profile.name], profile, limits))
+    ok = not any(i.severity == "error" for i in issues)
+    return QualityVerdict(ok=ok, n_rows=frame.height, content_hash=digest, issues=issues)
+
+
+def _schema_issues(frame: pl.DataFrame, reference: ReferenceProfile) -> list[QualityIssue]:
+    issues = []
+    expected = {c.name for c in reference.columns}
+    for name in [c.name for c in reference.columns if c.name not in frame.columns]:
+        issues.append(QualityIssue(
+            check="missing_column", severity="error", column=name,
+            message=f"column {name!r} is missing",
+        ))  # fmt: skip
+    for name in [c for c in frame.columns if c not in expected]:
+        issues.append(QualityIssue(
+            check="extra_column", severity="warning", column=name,
+            message=f"unexpected column {name!r} (ignored)",
+        ))  # fmt: skip
+    for profile in reference.columns:
+        if profile.name in frame.columns:
+            kind = _kind(frame[profile.name].dtype)
+            if kind != profile.kind:
+                issues.append(QualityIssue(
+                    check="type_mismatch", severity="error", column=profile.name,
+                    message=f"column {profile.name!r} is {kind} ({frame[profile.name].dtype}), "
+                    f"expected {profile.kind} ({profile.dtype})",
+                ))  # fmt: skip
+    return issues
+
+
+def _column_issues(
+    series: pl.Series, profile: ColumnProfile, limits: QualityThresholds
+) -> list[QualityIssue]:
+    issues = []
+    name = profile.name
+    rate = _null_rate(series)
+    if rate - profile.null_rate > limits.null_increase:
+        issues.append(QualityIssue(
+            check="null_spike", severity="error", column=name, value=round(rate, 4),
+            message=f"column {name!r} is {rate:.0%} null (reference {profile.null_rate:.0%})",
+        ))  # fmt: skip
+    values = series.drop_nulls()
+    if series.dtype.is_float():
+        values = values.drop_nans()
+    if values.len() > 1 and values.n_unique() == 1 and profile.n_unique > 1:
+        issues.append(QualityIssue(
+            check="constant_column", severity="warning", column=name,
+            message=f"column {name!r} is constant ({values[0]!r}) in this batch",
+        ))  # fmt: skip
+    if profile.kind == "numeric" and profile.min is not None and profile.max is not None:
+        issues.extend(_range_issues(values, profile, limits))
+    if profile.kind == "categorical" and profile.categories is not None and values.len():
+        unseen = ~values.cast(pl.String).is_in(profile.categories)
+        share = float(unseen.mean() or 0.0)
+        if share > limits.max_new_category_share:
+            issues.append(QualityIssue(
+                check="new_categories", severity="warning", column=name, value=round(share, 4),
+                message=f"{share:.0%} of {name!r} values were never seen in the reference",
+            ))  # fmt: skip
+    return issues
+
+
+def _range_issues(
+    values: pl.Series, profile: ColumnProfile, limits: QualityThresholds
+) -> list[QualityIssue]:
+    assert profile.min is not None and profile.max is not None
+    if values.len() == 0:
+        return []
+    span = max(profile.max - profile.min, abs(profile.max), 1e-9)
+    low = profile.min - limits.range_tolerance * span
+    high = profile.max + limits.range_tolerance * span
+    wild = float(((values < low) | (values > high)).mean() or 0.0)
+    outside = float(((values < profile.min) | (values > profile.max)).mean() or 0.0)
+    name = profile.name
+    if wild > limits.max_out_of_range_share:
+        return [QualityIssue(
+            check="out_of_range", severity="error", column=name, value=round(wild, 4),
+            message=f"{wild:.1%} of {name!r} lies far outside the reference range "
+            f"[{profile.min:g}, {profile.max:g}]",
+        )]  # fmt: skip
+    if outside > 0:
+        return [QualityIssue(
+            check="out_of_range", severity="warning", column=name, value=round(outside, 4),
+            message=f"{outside:.1%} of {name!r} lies outside the reference range "
+            f"[{profile.min:g}, {profile.max:g}]",
+        )]  # fmt: skip
+    return []
