@@ -1,0 +1,256 @@
+"""Training tools: fit a LightGBM or CatBoost binary classifier on a window of data.
+
+Categorical columns are handled natively by both families (LightGBM through pandas
+categoricals with the training categories frozen, CatBoost through ``cat_features``).
+Thread counts are explicit: on 2 cores, more than one thread inside tuning is slower.
+Early stopping watches log loss on a validation split (the latest rows when a time column
+is given, so validation mimics the future).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from collections.abc import Callable
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+from pydantic import BaseModel, Field
+
+from driftpilot.errors import ModelError, SchemaError
+from tools.drift import PerformanceResult, score_predictions
+
+Family = Literal["lightgbm", "catboost"]
+ParamValue = int | float | str | bool
+_MISSING = "__missing__"
+
+# Called every ``report_every`` rounds with (round, validation log loss); False stops fitting.
+IterationHook = Callable[[int, float], bool]
+
+
+class TrainSpec(BaseModel):
+    """What to train: family, columns, hyper-parameters and the fitting budget."""
+
+    family: Family = Field("lightgbm", description="Model family: 'lightgbm' or 'catboost'.")
+    target: str = Field(description="Binary label column (0/1).")
+    numeric: list[str] = Field(default_factory=list, description="Numeric feature columns.")
+    categorical: list[str] = Field(default_factory=list, description="Categorical feature columns.")
+    time_col: str | None = Field(None, description="If set, validate on the latest rows.")
+    params: dict[str, ParamValue] = Field(default_factory=dict, description="Family parameters.")
+    valid_fraction: float = Field(0.2, gt=0, lt=0.9, description="Share of rows for validation.")
+    max_rounds: int = Field(1000, ge=1, description="Upper bound of boosting rounds.")
+    early_stopping_rounds: int = Field(50, ge=1, description="Stop after this many flat rounds.")
+    threads: int = Field(1, ge=1, description="Threads used by the booster.")
+    seed: int = Field(42, description="Random seed.")
+
+    @property
+    def features(self) -> list[str]:
+        return [*self.numeric, *self.categorical]
+
+
+class TrainReport(BaseModel):
+    """Outcome of one training run."""
+
+    family: Family
+    params: dict[str, ParamValue] = Field(description="Parameters actually used.")
+    best_iteration: int = Field(description="Boosting rounds kept after early stopping.")
+    n_train: int
+    n_valid: int
+    valid: PerformanceResult = Field(description="Metrics on the validation split.")
+    feature_importance: dict[str, float] = Field(description="Normalised gain per feature.")
+    elapsed_s: float
+
+
+@dataclass
+class TrainedModel:
+    """A fitted classifier with the column handling it was trained with."""
+
+    spec: TrainSpec
+    booster: Any
+    categories: dict[str, list[str]] = field(default_factory=dict)
+    report: TrainReport | None = None
+
+    @property
+    def family(self) -> Family:
+        return self.spec.family
+
+    def predict_proba(self, frame: pl.DataFrame) -> np.ndarray:
+        """P(label = 1) for every row of ``frame`` (which must hold the feature columns)."""
+        missing = [c for c in self.spec.features if c not in frame.columns]
+        if missing:
+            raise SchemaError(f"cannot score: columns {missing} are missing")
+        design = _design(frame, self.spec, self.categories)
+        if self.family == "lightgbm":
+            return np.asarray(self.booster.predict(design), dtype=float)
+        return np.asarray(self.booster.predict_proba(design)[:, 1], dtype=float)
+
+
+DEFAULT_PARAMS: dict[Family, dict[str, ParamValue]] = {
+    "lightgbm": {"learning_rate": 0.05, "num_leaves": 31, "min_child_samples": 20,
+                 "feature_fraction": 0.9, "bagging_fraction": 0.9, "bagging_freq": 1,
+                 "lambda_l2": 1.0},  # fmt: skip
+    "catboost": {"learning_rate": 0.08, "depth": 6, "l2_leaf_reg": 3.0},
+}
+
+
+def train_model(
+    frame: pl.DataFrame, spec: TrainSpec, *, on_iteration: IterationHook | None = None,
+    report_every: int = 10,
+) -> TrainedModel:
+    """Fit a binary classifier on ``frame`` as described by ``spec``.
+
+    The rows are split into train and validation (latest ``valid_fraction`` when
+    ``time_col`` is set, otherwise a seeded random split); boosting stops early on the
+    validation log loss. Returns the model with its ``report`` (validation ROC AUC, PR AUC,
+    F1, log loss, best iteration, feature importance, wall time).
+
+    Raises:
+        SchemaError: a feature or the target column is missing, or the target is not 0/1.
+        ModelError: too few rows, or a single class in the training split.
+    """
+    _validate(frame, spec)
+    started = time.perf_counter()
+    train, valid = split_train_valid(frame, spec)
+    categories = {c: _categories(train[c]) for c in spec.categorical}
+    x_train, x_valid = (_design(part, spec, categories) for part in (train, valid))
+    y_train, y_valid = train[spec.target].to_numpy(), valid[spec.target].to_numpy()
+    params = {**DEFAULT_PARAMS[spec.family], **spec.params}
+    fit = _fit_lightgbm if spec.family == "lightgbm" else _fit_catboost
+    hook = _Every(on_iteration, report_every) if on_iteration else None
+    booster, best_iteration, importance = fit(x_train, y_train, x_valid, y_valid, params, spec, hook)
+    model = TrainedModel(spec=spec, booster=booster, categories=categories)
+    valid_scores = model.predict_proba(valid)
+    model.report = TrainReport(
+        family=spec.family, params=params, best_iteration=best_iteration,
+        n_train=train.height, n_valid=valid.height,
+        valid=score_predictions(y_valid, valid_scores), feature_importance=importance,
+        elapsed_s=round(time.perf_counter() - started, 3),
+    )  # fmt: skip
+    return model
+
+
+def _validate(frame: pl.DataFrame, spec: TrainSpec) -> None:
+    needed = [*spec.features, spec.target, *([spec.time_col] if spec.time_col else [])]
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise SchemaError(f"training data lacks columns {missing}")
+    if not spec.features:
+        raise SchemaError("no feature columns given")
+    labels = frame[spec.target].drop_nulls().unique().to_list()
+    if not set(labels) <= {0, 1}:
+        raise SchemaError(f"target {spec.target!r} must be 0/1, found {sorted(labels)[:5]}")
+    if frame.height < 50:
+        raise ModelError(f"too few rows to train: {frame.height} (need at least 50)")
+
+
+def split_train_valid(frame: pl.DataFrame, spec: TrainSpec) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Train/validation split: the latest rows by ``time_col``, else a seeded shuffle."""
+    rows = frame.filter(pl.col(spec.target).is_not_null())
+    if spec.time_col:
+        rows = rows.sort(spec.time_col)
+    else:
+        rows = rows.sample(fraction=1.0, shuffle=True, seed=spec.seed)
+    n_valid = max(1, int(rows.height * spec.valid_fraction))
+    train, valid = rows.head(rows.height - n_valid), rows.tail(n_valid)
+    for name, part in (("train", train), ("validation", valid)):
+        if part[spec.target].n_unique() < 2:
+            raise ModelError(f"the {name} split holds a single class; need both 0 and 1")
+    return train, valid
+
+
+def _categories(series: pl.Series) -> list[str]:
+    return sorted(series.drop_nulls().cast(pl.String).unique().to_list())
+
+
+def _design(frame: pl.DataFrame, spec: TrainSpec, categories: dict[str, list[str]]) -> Any:
+    """The pandas matrix a booster sees; categoricals frozen to the training categories."""
+    import pandas as pd
+
+    numeric = frame.select([pl.col(c).cast(pl.Float64) for c in spec.numeric]).to_pandas()
+    for col in spec.categorical:
+        values = frame[col].cast(pl.String).to_list()
+        if spec.family == "lightgbm":
+            numeric[col] = pd.Categorical(values, categories=categories[col])
+        else:
+            numeric[col] = [v if v is not None else _MISSING for v in values]
+    return numeric[spec.features]
+
+
+def _fit_lightgbm(x_train: Any, y_train: np.ndarray, x_valid: Any, y_valid: np.ndarray,
+                  params: dict[str, ParamValue], spec: TrainSpec,
+                  hook: _Every | None) -> tuple[Any, int, dict[str, float]]:  # fmt: skip
+    import lightgbm as lgb
+
+    full = {**params, "objective": "binary", "metric": "binary_logloss", "verbose": -1,
+            "num_threads": spec.threads, "seed": spec.seed, "deterministic": True,
+            "force_row_wise": True}  # fmt: skip
+    train_set = lgb.Dataset(x_train, y_train, params={"feature_pre_filter": False})
+    valid_set = lgb.Dataset(
+        x_valid, y_valid, reference=train_set, params={"feature_pre_filter": False}
+    )
+    booster = lgb.train(
+        full, train_set, num_boost_round=spec.max_rounds, valid_sets=[valid_set],
+        callbacks=[lgb.early_stopping(spec.early_stopping_rounds, verbose=False),
+                   *([_lightgbm_hook(hook)] if hook else [])],
+    )  # fmt: skip
+    gains = booster.feature_importance(importance_type="gain")
+    return booster, int(booster.best_iteration or spec.max_rounds), _normalise(spec.features, gains)
+
+
+def _fit_catboost(x_train: Any, y_train: np.ndarray, x_valid: Any, y_valid: np.ndarray,
+                  params: dict[str, ParamValue], spec: TrainSpec,
+                  hook: _Every | None) -> tuple[Any, int, dict[str, float]]:  # fmt: skip
+    from catboost import CatBoostClassifier, Pool
+
+    model = CatBoostClassifier(
+        **params, iterations=spec.max_rounds, loss_function="Logloss",
+        thread_count=spec.threads, random_seed=spec.seed, verbose=False,
+        allow_writing_files=False, early_stopping_rounds=spec.early_stopping_rounds,
+    )  # fmt: skip
+    cats = spec.categorical or None
+    model.fit(Pool(x_train, y_train, cat_features=cats),
+              eval_set=Pool(x_valid, y_valid, cat_features=cats), use_best_model=True,
+              callbacks=[_CatBoostHook(hook)] if hook else None)  # fmt: skip
+    gains = model.get_feature_importance()
+    return model, int(model.get_best_iteration() or 0) + 1, _normalise(spec.features, gains)
+
+
+def _normalise(names: list[str], gains: Any) -> dict[str, float]:
+    values = np.asarray(gains, dtype=float)
+    total = values.sum() or 1.0
+    pairs = sorted(zip(names, values / total, strict=True), key=lambda p: -p[1])
+    return {name: round(float(v), 5) for name, v in pairs}
+
+
+class _Every:
+    """Forward every n-th round's validation loss to a hook; remember a stop request."""
+
+    def __init__(self, hook: IterationHook, every: int) -> None:
+        self.hook, self.every, self.stopped = hook, max(1, every), False
+
+    def __call__(self, iteration: int, loss: float) -> bool:
+        if (iteration + 1) % self.every == 0 and not self.hook(iteration + 1, loss):
+            self.stopped = True
+        return not self.stopped
+
+
+def _lightgbm_hook(hook: _Every) -> Callable[[Any], None]:
+    import lightgbm as lgb
+
+    def callback(env: Any) -> None:
+        loss = next(v for _, name, v, _ in env.evaluation_result_list if name == "binary_logloss")
+        if not hook(env.iteration, float(loss)):
+            raise lgb.callback.EarlyStopException(env.iteration, env.evaluation_result_list)
+
+    callback.order = 40  # type: ignore[attr-defined]  # after early stopping's bookkeeping
+    return callback
+
+
+class _CatBoostHook:
+    def __init__(self, hook: _Every) -> None:
+        self.hook = hook
+
+    def after_iteration(self, info: Any) -> bool:
+        loss = info.metrics["validation"]["Logloss"][-1]
+        return self.hook(info.iteration - 1, float(loss))
