@@ -1,0 +1,290 @@
+"""Registry tools: MLflow tracking and model registry for DriftPilot's managed models.
+
+Every trained model is logged as an MLflow run (params, metrics, the model as a pyfunc with
+explicit pip requirements, the drift report as an artifact) and registered as a version of
+its registered model. Aliases carry roles: ``champion`` (serving) and ``challenger``
+(candidate). Promotion keeps a history of champions on the registered model so that a
+rollback can move ``champion`` back to the previous version.
+
+Registration is idempotent for a caller-supplied key (stored as the version tag
+``driftpilot.key``): the same key returns the same version. MLflow is imported lazily.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from driftpilot.errors import AliasNotFound, RegistryError
+from driftpilot.settings import Settings, get_settings
+from tools.train import TrainedModel
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+KEY_TAG = "driftpilot.key"
+HISTORY_TAG = "driftpilot.champion_history"
+ROLLBACK_TAG = "driftpilot.last_rollback"
+_REQUIREMENTS = ("lightgbm", "catboost", "polars", "pandas", "numpy", "scikit-learn", "pyarrow")
+
+
+class ModelVersionInfo(BaseModel):
+    """One registered version of a managed model."""
+
+    name: str
+    version: int
+    run_id: str | None
+    aliases: list[str] = Field(description="Aliases pointing at this version (champion, ...).")
+    tags: dict[str, str]
+    created_at: datetime
+    source: str = Field(description="Model URI the version was registered from.")
+
+
+class RegisterRequest(BaseModel):
+    """What to record with a new model version."""
+
+    name: str = Field(description="Registered model name (one per managed model).")
+    key: str = Field(description="Idempotency key, e.g. '<run id>:retraining'.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Run parameters to log.")
+    metrics: dict[str, float] = Field(default_factory=dict, description="Run metrics to log.")
+    tags: dict[str, str] = Field(default_factory=dict, description="Tags for run and version.")
+    artifacts: list[str] = Field(default_factory=list, description="Files to attach (reports).")
+
+
+class PromotionResult(BaseModel):
+    """Where the champion alias points before and after a promotion or rollback."""
+
+    name: str
+    previous: int | None = Field(description="Champion version before (None: there was none).")
+    current: int = Field(description="Champion version now.")
+    changed: bool = Field(description="False when the call was a no-op (already so).")
+
+
+def _client(settings: Settings) -> Any:
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    mlflow.set_registry_uri(settings.mlflow_registry_uri)
+    return MlflowClient(settings.mlflow_tracking_uri, settings.mlflow_registry_uri)
+
+
+def _experiment_id(client: Any, name: str, settings: Settings) -> str:
+    experiment_name = f"driftpilot/{name}"
+    found = client.get_experiment_by_name(experiment_name)
+    if found is not None:
+        return str(found.experiment_id)
+    location = f"{settings.mlflow_artifact_root.rstrip('/')}/{name}"
+    return str(client.create_experiment(experiment_name, artifact_location=location))
+
+
+def _info(mv: Any) -> ModelVersionInfo:
+    return ModelVersionInfo(
+        name=mv.name, version=int(mv.version), run_id=mv.run_id, aliases=list(mv.aliases or []),
+        tags=dict(mv.tags or {}), source=mv.source,
+        created_at=datetime.fromtimestamp(mv.creation_timestamp / 1000, tz=UTC),
+    )  # fmt: skip
+
+
+def find_by_key(name: str, key: str, settings: Settings | None = None) -> ModelVersionInfo | None:
+    """The version registered under an idempotency key, if any."""
+    client = _client(settings or get_settings())
+    found = client.search_model_versions(f"name = '{name}' and tags.`{KEY_TAG}` = '{key}'")
+    return _info(client.get_model_version(name, found[0].version)) if found else None
+
+
+def register_model(
+    model: TrainedModel, request: RegisterRequest, settings: Settings | None = None
+) -> ModelVersionInfo:
+    """Log a trained model as an MLflow run and register it as a new version.
+
+    Idempotent per ``request.key``: if a version with that key exists it is returned and
+    nothing is logged. Params, metrics, the training report and ``request.artifacts`` (e.g.
+    the Evidently HTML) are attached to the run.
+
+    Raises:
+        RegistryError: MLflow rejected the run or the registration.
+    """
+    settings = settings or get_settings()
+    existing = find_by_key(request.name, request.key, settings)
+    if existing is not None:
+        return existing
+    import mlflow
+
+    client = _client(settings)
+    tags = {**request.tags, KEY_TAG: request.key, "driftpilot.family": model.family}
+    try:
+        with mlflow.start_run(experiment_id=_experiment_id(client, request.name, settings),
+                              tags=tags) as run:  # fmt: skip
+            _log_run(mlflow, model, request)
+            info = _log_pyfunc(mlflow, model)
+        _ensure_registered_model(client, request.name)
+        mv = client.create_model_version(request.name, info.model_uri, run_id=run.info.run_id,
+                                         tags=tags)  # fmt: skip
+    except Exception as exc:  # MLflow raises MlflowException, OSError, SQLAlchemy errors
+        raise RegistryError(f"could not register {request.name!r}: {exc}") from exc
+    return _info(client.get_model_version(request.name, mv.version))
+
+
+def _log_run(mlflow: Any, model: TrainedModel, request: RegisterRequest) -> None:
+    params = {**(model.report.params if model.report else {}), **request.params,
+              "family": model.family, "features": ",".join(model.spec.features)}  # fmt: skip
+    mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
+    metrics = dict(request.metrics)
+    if model.report is not None:
+        valid = model.report.valid
+        metrics.update({"valid_log_loss": valid.log_loss, "valid_f1": valid.f1,
+                        "best_iteration": float(model.report.best_iteration)})  # fmt: skip
+        if valid.roc_auc is not None:
+            metrics["valid_roc_auc"] = valid.roc_auc
+        mlflow.log_dict(model.report.model_dump(mode="json"), "train_report.json")
+    mlflow.log_metrics(metrics)
+    for path in request.artifacts:
+        if not Path(path).exists():
+            raise RegistryError(f"artifact {path} does not exist")
+        mlflow.log_artifact(path, artifact_path="reports")
+
+
+def _log_pyfunc(mlflow: Any, model: TrainedModel) -> Any:
+    from tools._pyfunc import DriftPilotModel
+
+    # Explicit requirements: inference takes ~7 s, this takes ~0.1 s.
+    requirements = [f"{pkg}=={package_version(pkg)}" for pkg in _REQUIREMENTS]
+    pyfunc_logger = logging.getLogger("mlflow.pyfunc")
+    level = pyfunc_logger.level
+    pyfunc_logger.setLevel(logging.ERROR)  # its CloudPickle notice is expected: we log our own class
+    try:
+        return mlflow.pyfunc.log_model(
+            name="model", python_model=DriftPilotModel(model), pip_requirements=requirements
+        )
+    finally:
+        pyfunc_logger.setLevel(level)
+
+
+def _ensure_registered_model(client: Any, name: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, tags={"driftpilot.managed": "true"})
+
+
+def set_alias(name: str, alias: str, version: int, settings: Settings | None = None) -> ModelVersionInfo:
+    """Point an alias (e.g. 'challenger') at a version. Moving 'champion' should go through
+    ``promote`` so the champion history is kept."""
+    client = _client(settings or get_settings())
+    try:
+        client.set_registered_model_alias(name, alias, str(version))
+        return _info(client.get_model_version(name, str(version)))
+    except Exception as exc:
+        raise RegistryError(f"cannot set alias {alias!r} of {name!r} to v{version}: {exc}") from exc
+
+
+def get_alias(name: str, alias: str, settings: Settings | None = None) -> ModelVersionInfo:
+    """The version an alias points at.
+
+    Raises:
+        AliasNotFound: the model does not exist or no version carries the alias.
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = _client(settings or get_settings())
+    try:
+        return _info(client.get_model_version_by_alias(name, alias))
+    except MlflowException as exc:
+        raise AliasNotFound(f"model {name!r} has no version with alias {alias!r}") from exc
+
+
+def load_version(name: str, version: int, settings: Settings | None = None) -> TrainedModel:
+    """Load a registered version back as a TrainedModel (scores Polars frames)."""
+    _client(settings or get_settings())
+    return _load(f"models:/{name}/{version}")
+
+
+def load_by_alias(name: str, alias: str, settings: Settings | None = None) -> TrainedModel:
+    """Load the version an alias points at (e.g. the champion) as a TrainedModel.
+
+    Raises:
+        AliasNotFound: no version carries the alias.
+    """
+    settings = settings or get_settings()
+    get_alias(name, alias, settings)  # clear error before MLflow's
+    return _load(f"models:/{name}@{alias}")
+
+
+def _load(uri: str) -> TrainedModel:
+    import mlflow.pyfunc
+
+    try:
+        wrapper = mlflow.pyfunc.load_model(uri).unwrap_python_model()
+    except Exception as exc:
+        raise RegistryError(f"cannot load {uri}: {exc}") from exc
+    return wrapper.model  # type: ignore[no-any-return]
+
+
+def list_versions(name: str, settings: Settings | None = None) -> list[ModelVersionInfo]:
+    """Every version of a registered model, newest first (empty if the model is unknown)."""
+    client = _client(settings or get_settings())
+    found = client.search_model_versions(f"name = '{name}'")
+    versions = [_info(client.get_model_version(name, mv.version)) for mv in found]
+    return sorted(versions, key=lambda v: -v.version)
+
+
+def champion_history(name: str, settings: Settings | None = None) -> list[int]:
+    """Champion versions in the order they were promoted (last = current)."""
+    client = _client(settings or get_settings())
+    try:
+        tags = client.get_registered_model(name).tags
+    except Exception as exc:
+        raise RegistryError(f"unknown registered model {name!r}: {exc}") from exc
+    return [int(v) for v in json.loads(tags.get(HISTORY_TAG, "[]"))]
+
+
+def promote(name: str, version: int, settings: Settings | None = None) -> PromotionResult:
+    """Make ``version`` the champion, remembering the previous one for rollback.
+
+    Idempotent: promoting the current champion again changes nothing. Risk checks are not
+    made here: the policy layer decides whether a promotion may happen.
+    """
+    settings = settings or get_settings()
+    client = _client(settings)
+    history = champion_history(name, settings)
+    previous = history[-1] if history else None
+    if previous == version:
+        return PromotionResult(name=name, previous=previous, current=version, changed=False)
+    set_alias(name, CHAMPION, version, settings)
+    client.set_registered_model_tag(name, HISTORY_TAG, json.dumps([*history, version]))
+    return PromotionResult(name=name, previous=previous, current=version, changed=True)
+
+
+def rollback(name: str, key: str, settings: Settings | None = None) -> PromotionResult:
+    """Move ``champion`` back to the previous champion.
+
+    Idempotent per ``key``: a second call with the same key returns the first call's result
+    without moving anything.
+
+    Raises:
+        RegistryError: there is no previous champion to return to.
+    """
+    settings = settings or get_settings()
+    client = _client(settings)
+    done = client.get_registered_model(name).tags.get(ROLLBACK_TAG)
+    if done is not None:
+        record = json.loads(done)
+        if record["key"] == key:
+            return PromotionResult.model_validate({**record["result"], "changed": False})
+    history = champion_history(name, settings)
+    if len(history) < 2:
+        raise RegistryError(f"model {name!r} has no previous champion to roll back to")
+    current, previous = history[-1], history[-2]
+    set_alias(name, CHAMPION, previous, settings)
+    client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history[:-1]))
+    result = PromotionResult(name=name, previous=current, current=previous, changed=True)
+    client.set_registered_model_tag(name, ROLLBACK_TAG, json.dumps(
+        {"key": key, "result": result.model_dump()}))  # fmt: skip
+    return result
