@@ -1,0 +1,251 @@
+"""Synthetic scenario tools: CTGAN-generated batch streams with a known drift.
+
+A CTGAN is fitted on a reference window of a real dataset (cached per dataset and sample)
+and sampled into a stream of batches. From a chosen onset batch on, a drift of a known kind
+is injected — this ground truth (kind, onset, columns) is what evals score detection
+against:
+
+- ``none``: no drift;
+- ``covariate_shift``: chosen numeric columns shifted by ``magnitude`` reference std-devs;
+- ``concept_drift``: P(label | x) changes — labels flip for rows where a column is high;
+- ``label_shift``: the positive rate is multiplied by ``magnitude`` (P(x | label) kept);
+- ``corruption``: a schema break, a NaN storm, or out-of-range values.
+
+Sampled numeric values are clipped to the reference range (CTGAN can leave it) and integer
+columns are rounded. torch and CTGAN are imported lazily; torch runs on one thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+from pydantic import BaseModel, Field
+
+from driftpilot.errors import SchemaError, SynthError
+from driftpilot.settings import Settings, get_settings
+from tools.data import Batch, make_batch
+from tools.datasets import DatasetSpec
+
+ScenarioKind = Literal["none", "covariate_shift", "concept_drift", "label_shift", "corruption"]
+Corruption = Literal["schema_break", "nan_storm", "out_of_range"]
+
+
+class SynthesizerInfo(BaseModel):
+    """A fitted (or cached) CTGAN synthesizer."""
+
+    dataset: str
+    path: str = Field(description="Pickle of the fitted synthesizer.")
+    n_rows: int = Field(description="Reference rows it was fitted on.")
+    epochs: int
+    cached: bool = Field(description="True when loaded from cache instead of fitted.")
+
+
+class ScenarioSpec(BaseModel):
+    """Shape of a synthetic stream and the drift to inject."""
+
+    kind: ScenarioKind = Field("none", description="Which drift to inject.")
+    n_batches: int = Field(12, ge=2, description="Batches in the stream.")
+    batch_rows: int = Field(2000, ge=10, description="Rows per batch.")
+    onset: int = Field(6, ge=1, description="Index of the first drifted batch (0-based).")
+    columns: list[str] = Field(default_factory=list, description="Columns the drift acts on.")
+    magnitude: float = Field(1.0, description="Shift in std-devs / flip share / prevalence factor.")
+    corruption: Corruption = Field("nan_storm", description="Corruption type for 'corruption'.")
+    start: datetime = Field(datetime(2030, 1, 1), description="Time of the first batch.")
+    seed: int = Field(0, description="Sampling seed.")
+
+
+class GroundTruth(BaseModel):
+    """What was injected where: the answer key for drift detection."""
+
+    kind: ScenarioKind
+    onset: int | None = Field(description="First drifted batch index; None for 'none'.")
+    columns: list[str]
+    magnitude: float
+    corruption: Corruption | None
+
+
+class Scenario(BaseModel):
+    """A synthetic stream of batches with its ground truth."""
+
+    model_config = {"arbitrary_types_allowed": True}
+
+    truth: GroundTruth
+    reference: Any = Field(description="A clean synthetic reference window (tools.data.Batch).")
+    batches: list[Any] = Field(description="tools.data.Batch objects in time order.")
+
+
+def fit_synthesizer(
+    reference: pl.DataFrame,
+    spec: DatasetSpec,
+    *,
+    epochs: int = 10,
+    max_rows: int = 2000,
+    settings: Settings | None = None,
+    seed: int = 0,
+) -> tuple[Any, SynthesizerInfo]:
+    """Fit CTGAN on (a sample of) the reference window; reuse the cached fit if present.
+
+    Only the features and the target are modelled. Nulls are imputed for fitting (CTGAN
+    rejects them) and re-inserted at the reference null rate when sampling.
+    """
+    settings = settings or get_settings()
+    columns = [*spec.features, spec.target]
+    missing = [c for c in columns if c not in reference.columns]
+    if missing:
+        raise SchemaError(f"reference lacks columns {missing}")
+    sample = reference.select(columns)
+    if sample.height > max_rows:
+        sample = sample.sample(n=max_rows, seed=seed)
+    assert settings.cache_dir is not None
+    key = hashlib.sha256(f"{epochs}:{seed}:".encode() + sample.write_ipc(None).getvalue()).hexdigest()
+    path = settings.cache_dir / "synth" / f"{spec.name}-{key[:16]}.pkl"
+    info = SynthesizerInfo(dataset=spec.name, path=str(path), n_rows=sample.height, epochs=epochs,
+                           cached=path.exists())  # fmt: skip
+    import torch
+    from ctgan import CTGAN
+
+    torch.set_num_threads(1)  # more threads on 2 cores made CTGAN 4-10x slower
+    if path.exists():
+        return CTGAN.load(str(path)), info
+    model = CTGAN(epochs=epochs, enable_gpu=False, verbose=False)
+    model.set_random_state(seed)
+    try:
+        model.fit(_impute(sample, spec).to_pandas(), discrete_columns=[*spec.categorical, spec.target])
+    except Exception as exc:  # CTGAN/RDT raise ValueError/TypeError on odd inputs
+        raise SynthError(f"CTGAN could not fit {spec.name}: {exc}") from exc
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    model.save(str(tmp))
+    tmp.replace(path)
+    return model, info
+
+
+def _impute(frame: pl.DataFrame, spec: DatasetSpec) -> pl.DataFrame:
+    return frame.with_columns(
+        *[pl.col(c).fill_nan(None).fill_null(pl.col(c).median()) for c in spec.numeric],
+        *[pl.col(c).fill_null("__missing__") for c in spec.categorical],
+    )
+
+
+def make_scenario(
+    synthesizer: Any, reference: pl.DataFrame, spec: DatasetSpec, scenario: ScenarioSpec
+) -> Scenario:
+    """Sample a stream of batches and inject the scenario's drift from its onset on.
+
+    Args:
+        synthesizer: a fitted CTGAN (from ``fit_synthesizer``).
+        reference: the real reference window (gives ranges, null rates, std-devs).
+        spec: the dataset's columns.
+        scenario: kind, onset, columns, magnitude, stream length.
+
+    Returns:
+        Scenario with a clean synthetic reference window (compare against it, not the real
+        data: a short CTGAN fit is not indistinguishable from the real rows), the batches
+        (time column ``spec.time_col``, one day per batch) and the ground truth.
+    """
+    if scenario.onset >= scenario.n_batches:
+        raise SynthError(f"onset {scenario.onset} is past the last batch {scenario.n_batches - 1}")
+    columns = scenario.columns or _default_columns(scenario.kind, spec)
+    unknown = [c for c in columns if c not in reference.columns]
+    if unknown:
+        raise SchemaError(f"scenario columns {unknown} are not in the data")
+    rng = np.random.default_rng(scenario.seed)
+    ref_rows = _sample_clean(synthesizer, reference, spec, 2 * scenario.batch_rows, rng, scenario.seed - 1)
+    ref_start = scenario.start - timedelta(days=1)
+    ref_times = [ref_start + timedelta(seconds=int(s)) for s in np.sort(rng.integers(0, 86_400, ref_rows.height))]
+    ref_batch = make_batch(ref_rows.with_columns(pl.Series(spec.time_col, ref_times, dtype=pl.Datetime("us"))),
+                           "reference", spec.time_col)  # fmt: skip
+    batches = []
+    for index in range(scenario.n_batches):
+        rows = _sample_clean(synthesizer, reference, spec, scenario.batch_rows, rng, scenario.seed + index)
+        if scenario.kind != "none" and index >= scenario.onset:
+            rows = _inject(rows, reference, spec, scenario, columns, rng)
+        day = scenario.start + timedelta(days=index)
+        times = [day + timedelta(seconds=int(s)) for s in np.sort(rng.integers(0, 86_400, rows.height))]
+        rows = rows.with_columns(pl.Series(spec.time_col, times, dtype=pl.Datetime("us")))
+        batches.append(make_batch(rows, f"{day:%Y-%m-%d}", spec.time_col))
+    truth = GroundTruth(
+        kind=scenario.kind, onset=None if scenario.kind == "none" else scenario.onset,
+        columns=columns if scenario.kind != "none" else [], magnitude=scenario.magnitude,
+        corruption=scenario.corruption if scenario.kind == "corruption" else None,
+    )  # fmt: skip
+    return Scenario(truth=truth, reference=ref_batch, batches=batches)
+
+
+def _default_columns(kind: ScenarioKind, spec: DatasetSpec) -> list[str]:
+    if kind in ("covariate_shift", "corruption"):
+        return spec.numeric[:2]
+    if kind == "concept_drift":
+        return spec.numeric[:1]
+    return []
+
+
+def _sample_clean(synthesizer: Any, reference: pl.DataFrame, spec: DatasetSpec, n: int,
+                  rng: np.random.Generator, seed: int) -> pl.DataFrame:  # fmt: skip
+    synthesizer.set_random_state(seed % (2**32))
+    raw = pl.from_pandas(synthesizer.sample(n))
+    out = []
+    for col in spec.numeric:
+        ref = reference[col]
+        lo, hi = ref.min(), ref.max()
+        values = raw[col].cast(pl.Float64).clip(lo, hi)  # type: ignore[arg-type]
+        if ref.dtype.is_integer():
+            values = values.round()
+        null_rate = ref.null_count() / max(ref.len(), 1)
+        mask = rng.random(n) < null_rate
+        out.append(pl.when(pl.Series(mask)).then(None).otherwise(values).cast(ref.dtype).alias(col))
+    for col in spec.categorical:
+        out.append(pl.col(col).cast(pl.String).replace("__missing__", None).alias(col))
+    out.append(pl.col(spec.target).cast(reference[spec.target].dtype).alias(spec.target))
+    return raw.select(out)
+
+
+def _inject(rows: pl.DataFrame, reference: pl.DataFrame, spec: DatasetSpec,
+            scenario: ScenarioSpec, columns: list[str], rng: np.random.Generator) -> pl.DataFrame:  # fmt: skip
+    kind, magnitude = scenario.kind, scenario.magnitude
+    if kind == "covariate_shift":
+        return rows.with_columns(
+            (pl.col(c) + magnitude * float(reference[c].std() or 1.0)).cast(rows[c].dtype) for c in columns
+        )
+    if kind == "concept_drift":
+        high = rows[columns[0]] > float(reference[columns[0]].median() or 0.0)  # type: ignore[arg-type]
+        flip = pl.Series(rng.random(rows.height) < min(abs(magnitude), 1.0)) & high.fill_null(False)
+        target = pl.col(spec.target)
+        return rows.with_columns(pl.when(flip).then(1 - target).otherwise(target).cast(rows[spec.target].dtype))
+    if kind == "label_shift":
+        return _relabel_prevalence(rows, spec.target, magnitude, rng)
+    return _corrupt(rows, scenario.corruption, columns, rng)
+
+
+def _relabel_prevalence(rows: pl.DataFrame, target: str, factor: float,
+                        rng: np.random.Generator) -> pl.DataFrame:  # fmt: skip
+    pos, neg = rows.filter(pl.col(target) == 1), rows.filter(pl.col(target) == 0)
+    if pos.height == 0:
+        raise SynthError("cannot shift prevalence: the sample holds no positive rows")
+    rate = min(max(pos.height / rows.height * factor, 0.001), 0.999)
+    n_pos = round(rows.height * rate)
+    pick_pos = rng.integers(0, pos.height, n_pos)
+    pick_neg = rng.integers(0, neg.height, rows.height - n_pos)
+    return pl.concat([pos[pick_pos], neg[pick_neg]]).sample(fraction=1.0, shuffle=True, seed=int(rng.integers(1 << 31)))
+
+
+def _corrupt(rows: pl.DataFrame, corruption: Corruption, columns: list[str],
+             rng: np.random.Generator) -> pl.DataFrame:  # fmt: skip
+    if corruption == "schema_break":
+        return rows.drop(columns[0]).with_columns(pl.lit("?").alias(f"{columns[0]}_renamed"))
+    if corruption == "nan_storm":
+        mask = pl.Series(rng.random(rows.height) < 0.6)
+        return rows.with_columns(pl.when(mask).then(None).otherwise(pl.col(c)).alias(c) for c in columns)
+    return rows.with_columns((pl.col(c).cast(pl.Float64) * 1000 + 1e6).cast(rows[c].dtype) for c in columns)
+
+
+def cached_synthesizers(settings: Settings | None = None) -> list[Path]:
+    """Fitted synthesizers in the cache."""
+    settings = settings or get_settings()
+    assert settings.cache_dir is not None
+    return sorted((settings.cache_dir / "synth").glob("*.pkl"))
