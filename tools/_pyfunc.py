@@ -1,20 +1,23 @@
 """MLflow pyfunc wrapper of a TrainedModel (imported only when MLflow is in use)."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: MLflow reads predict's type hints at class creation.
+from typing import Any
 
 import mlflow.pyfunc
+import numpy as np
+import pandas as pd
 import polars as pl
 
 from tools.train import TrainedModel
 
 
 class DriftPilotModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
-    """Serves P(label = 1) for a pandas/Polars frame of features; keeps the TrainedModel."""
+    """Serves P(label = 1) for a frame of features; ``unwrap_python_model().model`` gives
+    back the TrainedModel (which scores Polars frames directly)."""
 
     def __init__(self, model: TrainedModel) -> None:
         self.model = model
 
-    # No annotations on purpose: MLflow derives a (wrong) signature from type hints.
-    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
-        frame = model_input if isinstance(model_input, pl.DataFrame) else pl.from_pandas(model_input)
-        return self.model.predict_proba(frame)
+    # pd.DataFrame is a hint MLflow accepts without inferring a schema from it.
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> np.ndarray:
+        return self.model.predict_proba(pl.from_pandas(model_input))

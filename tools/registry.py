@@ -150,14 +150,14 @@ def _log_run(mlflow: Any, model: TrainedModel, request: RegisterRequest) -> None
 
 
 def _log_pyfunc(mlflow: Any, model: TrainedModel) -> Any:
-    from tools._pyfunc import DriftPilotModel
-
     # Explicit requirements: inference takes ~7 s, this takes ~0.1 s.
     requirements = [f"{pkg}=={package_version(pkg)}" for pkg in _REQUIREMENTS]
     pyfunc_logger = logging.getLogger("mlflow.pyfunc")
     level = pyfunc_logger.level
     pyfunc_logger.setLevel(logging.ERROR)  # its CloudPickle notice is expected: we log our own class
     try:
+        from tools._pyfunc import DriftPilotModel
+
         return mlflow.pyfunc.log_model(
             name="model", python_model=DriftPilotModel(model), pip_requirements=requirements
         )

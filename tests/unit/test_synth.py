@@ -1,0 +1,90 @@
+from typing import Any
+
+import polars as pl
+import pytest
+
+from driftpilot.errors import SchemaError, SynthError
+from driftpilot.settings import Settings
+from tools.datasets import FLIGHTS
+from tools.quality import check_batch, profile_reference
+from tools.synth import ScenarioSpec, fit_synthesizer, make_scenario
+
+
+@pytest.fixture(scope="module")
+def fitted(jan_sample: pl.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    settings = Settings(home=tmp_path_factory.mktemp("synth-home")).ensure_dirs()
+    synth, info = fit_synthesizer(jan_sample, FLIGHTS, epochs=2, max_rows=600, settings=settings)
+    return synth, info, settings
+
+
+def test_fit_is_cached_per_dataset_and_sample(fitted: Any, jan_sample: pl.DataFrame) -> None:
+    _, info, settings = fitted
+    assert not info.cached and info.n_rows == 600
+    _, again = fit_synthesizer(jan_sample, FLIGHTS, epochs=2, max_rows=600, settings=settings)
+    assert again.cached and again.path == info.path
+
+
+def test_no_drift_stream_stays_in_range(fitted: Any, jan_sample: pl.DataFrame) -> None:
+    synth = fitted[0]
+    scenario = make_scenario(synth, jan_sample, FLIGHTS, ScenarioSpec(kind="none", n_batches=3, batch_rows=300))
+    assert scenario.truth.kind == "none" and scenario.truth.onset is None
+    assert len(scenario.batches) == 3 and scenario.reference.info.n_rows == 600
+    for batch in scenario.batches:
+        frame = batch.frame
+        assert frame.height == 300
+        for col in ("temp", "pressure", "sched_dep_time"):
+            assert frame[col].min() >= jan_sample[col].min()  # type: ignore[operator]
+            assert frame[col].max() <= jan_sample[col].max()  # type: ignore[operator]
+        assert frame.schema["hour"] == jan_sample.schema["hour"]
+    times = [b.info.start for b in scenario.batches]
+    assert times == sorted(times)
+
+
+def test_covariate_shift_moves_only_chosen_columns_after_onset(fitted: Any, jan_sample: pl.DataFrame) -> None:
+    synth = fitted[0]
+    spec = ScenarioSpec(kind="covariate_shift", n_batches=4, onset=2, batch_rows=400,
+                        columns=["temp"], magnitude=2.0)  # fmt: skip
+    scenario = make_scenario(synth, jan_sample, FLIGHTS, spec)
+    assert scenario.truth.onset == 2 and scenario.truth.columns == ["temp"]
+    std = jan_sample["temp"].std()
+    means = [b.frame["temp"].mean() for b in scenario.batches]
+    assert means[2] - means[1] > std and means[3] - means[0] > std  # type: ignore[operator]
+    pressure = [b.frame["pressure"].mean() for b in scenario.batches]
+    assert abs(pressure[3] - pressure[0]) < jan_sample["pressure"].std()  # type: ignore[operator]
+
+
+def test_label_shift_changes_prevalence(fitted: Any, jan_sample: pl.DataFrame) -> None:
+    spec = ScenarioSpec(kind="label_shift", n_batches=3, onset=1, batch_rows=500, magnitude=2.5)
+    scenario = make_scenario(fitted[0], jan_sample, FLIGHTS, spec)
+    before, after = (b.frame["delayed"].mean() for b in scenario.batches[:2])
+    assert after > 1.8 * before  # type: ignore[operator]
+
+
+def test_concept_drift_flips_labels_where_the_column_is_high(fitted: Any, jan_sample: pl.DataFrame) -> None:
+    spec = ScenarioSpec(kind="concept_drift", n_batches=2, onset=1, batch_rows=600, columns=["temp"], magnitude=1.0)
+    base = make_scenario(fitted[0], jan_sample, FLIGHTS, spec.model_copy(update={"kind": "none"}))
+    drifted = make_scenario(fitted[0], jan_sample, FLIGHTS, spec)
+    median = jan_sample["temp"].median()
+    before = base.batches[1].frame.filter(pl.col("temp") > median)["delayed"].mean()
+    after = drifted.batches[1].frame.filter(pl.col("temp") > median)["delayed"].mean()
+    assert after == pytest.approx(1 - before, abs=1e-9)  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("corruption,check", [("nan_storm", "null_spike"), ("schema_break", "missing_column"),
+                                              ("out_of_range", "out_of_range")])  # fmt: skip
+def test_corruptions_fail_quality_from_onset(fitted: Any, jan_sample: pl.DataFrame, corruption: str, check: str) -> None:
+    spec = ScenarioSpec(kind="corruption", corruption=corruption, n_batches=3, onset=2,  # type: ignore[arg-type]
+                        batch_rows=300, columns=["humid"])  # fmt: skip
+    scenario = make_scenario(fitted[0], jan_sample, FLIGHTS, spec)
+    profile = profile_reference(scenario.reference.frame)
+    verdicts = [check_batch(b.frame, profile) for b in scenario.batches]
+    assert [v.ok for v in verdicts] == [True, True, False]
+    assert check in {i.check for i in verdicts[2].errors}
+    assert scenario.truth.corruption == corruption
+
+
+def test_bad_scenarios(fitted: Any, jan_sample: pl.DataFrame) -> None:
+    with pytest.raises(SynthError, match="onset"):
+        make_scenario(fitted[0], jan_sample, FLIGHTS, ScenarioSpec(kind="label_shift", n_batches=3, onset=3))
+    with pytest.raises(SchemaError, match="not in the data"):
+        make_scenario(fitted[0], jan_sample, FLIGHTS, ScenarioSpec(kind="covariate_shift", columns=["nope"]))
