@@ -39,7 +39,9 @@ def demo(
 
 @app.command()
 def data(
-    dataset: Annotated[str, typer.Argument(help="Built-in dataset: flights or creditcard.")] = "flights",
+    dataset: Annotated[
+        str, typer.Argument(help="Built-in dataset: flights or creditcard.")
+    ] = "flights",
     every: Annotated[str | None, typer.Option(help="Batch period: hour, day, week, month.")] = None,
 ) -> None:
     """Load a built-in real dataset and list its batches."""
@@ -63,7 +65,12 @@ def data(
         table.add_column(col)
     for batch in batches:
         rate = batch.frame[spec.target].mean()
-        table.add_row(batch.info.batch_id, f"{batch.info.n_rows:,}", f"{rate:.3f}", batch.info.content_hash[:12])
+        table.add_row(
+            batch.info.batch_id,
+            f"{batch.info.n_rows:,}",
+            f"{float(rate or 0):.3f}",  # type: ignore[arg-type]
+            batch.info.content_hash[:12],
+        )
     console.print(table)
 
 

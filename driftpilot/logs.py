@@ -16,4 +16,6 @@ def setup_logging(level: str = "INFO") -> None:
         root.addHandler(RichHandler(rich_tracebacks=True, show_path=False))
     root.setLevel(level.upper())
     for name in _NOISY:
-        logging.getLogger(name).setLevel(logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING)
+        logging.getLogger(name).setLevel(
+            logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING
+        )

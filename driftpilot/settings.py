@@ -29,7 +29,9 @@ class Settings(BaseSettings):
     batches_dir: Path | None = Field(None, description="Persisted Parquet batches.")
     cache_dir: Path | None = Field(None, description="Downloaded datasets and fitted synthesizers.")
     llm: str = Field("builtin", description="Chat model spec: builtin | openai:<m> | ollama:<m>.")
-    threads: int = Field(1, ge=1, description="Threads per training/tuning job (1 is fastest on 2 cores).")
+    threads: int = Field(
+        1, ge=1, description="Threads per training/tuning job (1 is fastest on 2 cores)."
+    )
     seed: int = Field(42, description="Seed for training, tuning, sampling and bootstrap.")
     log_level: str = Field("INFO", description="Logging level.")
 

@@ -33,7 +33,11 @@ def timed(fn: Callable[[], Any], repeats: int) -> dict[str, float]:
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return {"median_s": round(statistics.median(times), 4), "min_s": round(min(times), 4), "repeats": repeats}
+    return {
+        "median_s": round(statistics.median(times), 4),
+        "min_s": round(min(times), 4),
+        "repeats": repeats,
+    }
 
 
 def bench_drift(frame: pl.DataFrame, n: int, repeats: int, report_dir: Path) -> dict[str, Any]:
@@ -60,21 +64,44 @@ def bench_drift(frame: pl.DataFrame, n: int, repeats: int, report_dir: Path) -> 
         data_drift(reference, current, numeric=numeric, categorical=categorical)
 
     def tool_html() -> None:
-        data_drift(reference, current, numeric=numeric, categorical=categorical,
-                   report_path=report_dir / f"bench_{n}.html")  # fmt: skip
+        data_drift(
+            reference,
+            current,
+            numeric=numeric,
+            categorical=categorical,
+            report_path=report_dir / f"bench_{n}.html",
+        )
 
     raw()  # warm-up: Evidently imports parts of itself on first use
-    runs: dict[str, list[float]] = {"raw_evidently": [], "drift_tool": [], "drift_tool_with_html": []}
+    runs: dict[str, list[float]] = {
+        "raw_evidently": [],
+        "drift_tool": [],
+        "drift_tool_with_html": [],
+    }
     for _ in range(repeats):  # interleaved, so drift of the machine hits all three alike
-        for name, fn in (("raw_evidently", raw), ("drift_tool", tool), ("drift_tool_with_html", tool_html)):
+        for name, fn in (
+            ("raw_evidently", raw),
+            ("drift_tool", tool),
+            ("drift_tool_with_html", tool_html),
+        ):
             runs[name].append(timed(fn, 1)["median_s"])
-    return {"rows_each_side": n, **{name: {"median_s": round(statistics.median(t), 4),
-                                           "min_s": round(min(t), 4), "repeats": repeats}
-                                    for name, t in runs.items()}}  # fmt: skip
+    return {
+        "rows_each_side": n,
+        **{
+            name: {
+                "median_s": round(statistics.median(t), 4),
+                "min_s": round(min(t), 4),
+                "repeats": repeats,
+            }
+            for name, t in runs.items()
+        },
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--trials", type=int, default=20)
     args = parser.parse_args(argv)
@@ -89,8 +116,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     home = Path(tempfile.mkdtemp(prefix="driftpilot-bench-"))
     settings = Settings(home=home).ensure_dirs()
     assert settings.reports_dir is not None
-    results: dict[str, Any] = {"started": datetime.now(UTC).isoformat(), "machine": platform.platform(),
-                               "python": platform.python_version(), "threads": settings.threads}  # fmt: skip
+    results: dict[str, Any] = {
+        "started": datetime.now(UTC).isoformat(),
+        "machine": platform.platform(),
+        "python": platform.python_version(),
+        "threads": settings.threads,
+    }
     start = time.perf_counter()
     import evidently  # noqa: F401
 
@@ -101,43 +132,67 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results["import_mlflow_s"] = round(time.perf_counter() - start, 3)
     frame = flights(settings)
     # Sorted by time: the first rows are winter, the last summer/autumn — real drift.
-    with console.status("drift: 10k and 100k rows per side…"):
-        results["drift"] = [bench_drift(frame, n, args.repeats, settings.reports_dir) for n in (10_000, 100_000)]
+    with console.status("drift: 10k and 100k rows per side..."):
+        results["drift"] = [
+            bench_drift(frame, n, args.repeats, settings.reports_dir) for n in (10_000, 100_000)
+        ]
 
     jan = frame.filter(pl.col("month") == 1)
     jan_feb = frame.filter(pl.col("month") <= 2)
-    spec = TrainSpec(target=FLIGHTS.target, numeric=FLIGHTS.numeric, categorical=FLIGHTS.categorical,
-                     time_col=FLIGHTS.time_col, threads=settings.threads)  # fmt: skip
-    with console.status(f"Optuna: {args.trials}-trial LightGBM study on January…"):
+    spec = TrainSpec(
+        target=FLIGHTS.target,
+        numeric=FLIGHTS.numeric,
+        categorical=FLIGHTS.categorical,
+        time_col=FLIGHTS.time_col,
+        threads=settings.threads,
+    )
+    with console.status(f"Optuna: {args.trials}-trial LightGBM study on January..."):
         start = time.perf_counter()
-        study = tune(jan, spec, study_name="bench", storage=settings.optuna_storage,
-                     budget=TuneBudget(n_trials=args.trials))  # fmt: skip
-        results["study"] = {"trials": args.trials, "rows": jan.height, "wall_s": round(time.perf_counter() - start, 2),
-                            "complete": study.n_complete, "pruned": study.n_pruned,
-                            "best_valid_log_loss": round(study.best_value, 4)}  # fmt: skip
+        study = tune(
+            jan,
+            spec,
+            study_name="bench",
+            storage=settings.optuna_storage,
+            budget=TuneBudget(n_trials=args.trials),
+        )
+        results["study"] = {
+            "trials": args.trials,
+            "rows": jan.height,
+            "wall_s": round(time.perf_counter() - start, 2),
+            "complete": study.n_complete,
+            "pruned": study.n_pruned,
+            "best_valid_log_loss": round(study.best_value, 4),
+        }
     results["training"] = {}
     models = {}
     for family in ("lightgbm", "catboost"):
-        with console.status(f"training {family} on Jan–Feb…"):
+        with console.status(f"training {family} on Jan-Feb..."):
             start = time.perf_counter()
             model = train_model(jan_feb, spec.model_copy(update={"family": family}))
             assert model.report is not None
             models[family] = model
-            results["training"][family] = {"rows": jan_feb.height, "wall_s": round(time.perf_counter() - start, 2),
-                                           "best_iteration": model.report.best_iteration,
-                                           "valid_roc_auc": round(model.report.valid.roc_auc or 0, 4)}  # fmt: skip
-    with console.status("MLflow: register + load by alias…"):
+            results["training"][family] = {
+                "rows": jan_feb.height,
+                "wall_s": round(time.perf_counter() - start, 2),
+                "best_iteration": model.report.best_iteration,
+                "valid_roc_auc": round(model.report.valid.roc_auc or 0, 4),
+            }
+    with console.status("MLflow: register + load by alias..."):
         registry.list_versions("warmup", settings)  # creates the tracking DB outside the timing
         rounds = []
         for i in range(args.repeats):
             start = time.perf_counter()
-            version = registry.register_model(models["lightgbm"], registry.RegisterRequest(name="bench", key=f"k{i}"), settings)
+            version = registry.register_model(
+                models["lightgbm"], registry.RegisterRequest(name="bench", key=f"k{i}"), settings
+            )
             registered = time.perf_counter()
             registry.set_alias("bench", registry.CHALLENGER, version.version, settings)
             registry.load_by_alias("bench", registry.CHALLENGER, settings)
             rounds.append((registered - start, time.perf_counter() - registered))
         start = time.perf_counter()
-        registry.register_model(models["lightgbm"], registry.RegisterRequest(name="bench", key="k0"), settings)
+        registry.register_model(
+            models["lightgbm"], registry.RegisterRequest(name="bench", key="k0"), settings
+        )
         results["registry"] = {
             "register_median_s": round(statistics.median(r[0] for r in rounds), 3),
             "alias_and_load_median_s": round(statistics.median(r[1] for r in rounds), 3),
@@ -155,17 +210,27 @@ def render(results: dict[str, Any]) -> Table:
     table = Table(title="DriftPilot tool benchmark (median wall time)")
     table.add_column("measurement")
     table.add_column("value", justify="right")
-    table.add_row("import evidently / mlflow", f"{results['import_evidently_s']:.2f} s / {results['import_mlflow_s']:.2f} s")
+    table.add_row(
+        "import evidently / mlflow",
+        f"{results['import_evidently_s']:.2f} s / {results['import_mlflow_s']:.2f} s",
+    )
     for d in results["drift"]:
         n = f"{d['rows_each_side'] // 1000}k"
         table.add_row(f"drift {n}: raw Evidently", f"{d['raw_evidently']['median_s']:.2f} s")
         table.add_row(f"drift {n}: drift tool", f"{d['drift_tool']['median_s']:.2f} s")
-        table.add_row(f"drift {n}: drift tool + HTML", f"{d['drift_tool_with_html']['median_s']:.2f} s")
+        table.add_row(
+            f"drift {n}: drift tool + HTML", f"{d['drift_tool_with_html']['median_s']:.2f} s"
+        )
     s = results["study"]
-    table.add_row(f"Optuna study, {s['trials']} trials, {s['rows']:,} rows",
-                  f"{s['wall_s']:.1f} s ({s['complete']} complete, {s['pruned']} pruned)")
+    table.add_row(
+        f"Optuna study, {s['trials']} trials, {s['rows']:,} rows",
+        f"{s['wall_s']:.1f} s ({s['complete']} complete, {s['pruned']} pruned)",
+    )
     for family, t in results["training"].items():
-        table.add_row(f"train {family}, {t['rows']:,} rows", f"{t['wall_s']:.2f} s ({t['best_iteration']} rounds)")
+        table.add_row(
+            f"train {family}, {t['rows']:,} rows",
+            f"{t['wall_s']:.2f} s ({t['best_iteration']} rounds)",
+        )
     r = results["registry"]
     table.add_row("MLflow register (log run + model + version)", f"{r['register_median_s']:.2f} s")
     table.add_row("set alias + load by alias", f"{r['alias_and_load_median_s']:.2f} s")

@@ -33,7 +33,9 @@ def flights_df(tmp_path_factory: pytest.TempPathFactory) -> pl.DataFrame:
 @pytest.fixture(scope="session")
 def months(flights_df: pl.DataFrame) -> dict[str, pl.DataFrame]:
     """Flights cut into calendar months: '2013-01' ... '2013-12'."""
-    return {b.info.batch_id: b.frame for b in split_batches(flights_df, FLIGHTS.time_col, every="month")}
+    return {
+        b.info.batch_id: b.frame for b in split_batches(flights_df, FLIGHTS.time_col, every="month")
+    }
 
 
 @pytest.fixture(scope="session")

@@ -3,15 +3,15 @@
 # No `from __future__ import annotations`: MLflow reads predict's type hints at class creation.
 from typing import Any
 
-import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import polars as pl
+from mlflow.pyfunc.model import PythonModel
 
 from tools.train import TrainedModel
 
 
-class DriftPilotModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+class DriftPilotModel(PythonModel):
     """Serves P(label = 1) for a frame of features; ``unwrap_python_model().model`` gives
     back the TrainedModel (which scores Polars frames directly)."""
 
@@ -19,5 +19,7 @@ class DriftPilotModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
         self.model = model
 
     # pd.DataFrame is a hint MLflow accepts without inferring a schema from it.
-    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> np.ndarray:
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> np.ndarray:
         return self.model.predict_proba(pl.from_pandas(model_input))

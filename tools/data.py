@@ -66,7 +66,9 @@ def load_table(path: str | Path, *, lazy: bool = False) -> pl.DataFrame | pl.Laz
             frame: pl.LazyFrame = pl.scan_parquet(text)
         elif suffix.endswith((".csv", ".csv.gz", ".tsv")):
             sep = "\t" if suffix.endswith(".tsv") else ","
-            frame = pl.scan_csv(text, separator=sep, try_parse_dates=True, infer_schema_length=10_000)
+            frame = pl.scan_csv(
+                text, separator=sep, try_parse_dates=True, infer_schema_length=10_000
+            )
         else:
             raise FormatError(f"unsupported file type {text!r}: expected .csv, .tsv or .parquet")
         return frame if lazy else frame.collect()
@@ -98,8 +100,8 @@ def make_batch(frame: pl.DataFrame, batch_id: str, time_col: str | None = None) 
         batch_id=batch_id,
         n_rows=frame.height,
         content_hash=content_hash(frame),
-        start=start,  # type: ignore[arg-type]
-        end=end,  # type: ignore[arg-type]
+        start=start,
+        end=end,
     )
     return Batch(info=info, frame=frame)
 
@@ -163,7 +165,7 @@ def _batch_name(key: object, every: Period) -> str:
     if isinstance(key, datetime):
         return key.strftime(_ID_FORMAT[every])
     if hasattr(key, "strftime"):  # a date
-        return key.strftime(_ID_FORMAT[every])  # type: ignore[union-attr]
+        return key.strftime(_ID_FORMAT[every])
     return f"{every}-{int(key):05d}"  # type: ignore[call-overload]
 
 
@@ -201,6 +203,7 @@ def read_batch(info: BatchInfo, time_col: str | None = None) -> Batch:
     actual = content_hash(frame)
     if actual != info.content_hash:
         raise IntegrityError(
-            f"batch {info.batch_id!r} at {info.path} changed: hash {actual[:12]} != {info.content_hash[:12]}"
+            f"batch {info.batch_id!r} at {info.path} changed: "
+            f"hash {actual[:12]} != {info.content_hash[:12]}"
         )
     return Batch(info=info, frame=frame)

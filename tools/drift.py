@@ -122,11 +122,14 @@ def data_drift(
     if report_path is not None:
         report_path.parent.mkdir(parents=True, exist_ok=True)
         snapshot.save_html(str(report_path))
-    return result.model_copy(update={
-        "n_reference": reference.height, "n_current": current.height,
-        "report_path": str(report_path) if report_path else None,
-        "elapsed_s": round(time.perf_counter() - started, 3),
-    })  # fmt: skip
+    return result.model_copy(
+        update={
+            "n_reference": reference.height,
+            "n_current": current.height,
+            "report_path": str(report_path) if report_path else None,
+            "elapsed_s": round(time.perf_counter() - started, 3),
+        }
+    )
 
 
 def _require(frame: pl.DataFrame, columns: list[str], side: str) -> None:
@@ -146,16 +149,19 @@ def _to_pandas(frame: pl.DataFrame, columns: list[str], max_rows: int | None, se
     return picked.to_pandas()
 
 
-def _run_preset(ref_pd: Any, cur_pd: Any, numeric: list[str], categorical: list[str],
-                cfg: DriftConfig) -> Any:  # fmt: skip
+def _run_preset(
+    ref_pd: Any, cur_pd: Any, numeric: list[str], categorical: list[str], cfg: DriftConfig
+) -> Any:
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
     definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
     preset = DataDriftPreset(
-        drift_share=cfg.drift_share, num_method=cfg.num_method, cat_method=cfg.cat_method,
+        drift_share=cfg.drift_share,
+        num_method=cfg.num_method,
+        cat_method=cfg.cat_method,
         threshold=cfg.threshold,
-    )  # fmt: skip
+    )
     return Report([preset]).run(
         Dataset.from_pandas(cur_pd, data_definition=definition),
         Dataset.from_pandas(ref_pd, data_definition=definition),
@@ -172,22 +178,36 @@ def _parse_snapshot(snapshot: dict[str, Any], drift_share: float) -> DriftResult
         config = metric["config"]
         if not config["type"].endswith(":ValueDrift"):
             continue
-        method, threshold, score = config["method"], float(config["threshold"]), float(metric["value"])
+        method, threshold, score = (
+            config["method"],
+            float(config["threshold"]),
+            float(metric["value"]),
+        )
         drifted = score < threshold if _is_p_value(method) else score >= threshold
-        columns.append(ColumnDrift(
-            column=config["column"], method=method, score=score, threshold=threshold,
-            drifted=drifted,
-        ))  # fmt: skip
+        columns.append(
+            ColumnDrift(
+                column=config["column"],
+                method=method,
+                score=score,
+                threshold=threshold,
+                drifted=drifted,
+            )
+        )
     if not columns:
         raise DataError("Evidently returned no per-column drift results")
     columns.sort(key=lambda c: (not c.drifted, c.score if _is_p_value(c.method) else -c.score))
     n_drifted = sum(c.drifted for c in columns)
     share = n_drifted / len(columns)
     return DriftResult(
-        n_reference=0, n_current=0, n_columns=len(columns), n_drifted=n_drifted,
-        drift_share=round(share, 4), dataset_drift=share >= drift_share, columns=columns,
+        n_reference=0,
+        n_current=0,
+        n_columns=len(columns),
+        n_drifted=n_drifted,
+        drift_share=round(share, 4),
+        dataset_drift=share >= drift_share,
+        columns=columns,
         elapsed_s=0.0,
-    )  # fmt: skip
+    )
 
 
 def prediction_drift(
@@ -221,7 +241,9 @@ def model_performance(
     return score_predictions(labelled[target].to_numpy(), model.predict_proba(labelled), threshold)
 
 
-def score_predictions(y_true: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> PerformanceResult:
+def score_predictions(
+    y_true: np.ndarray, scores: np.ndarray, threshold: float = 0.5
+) -> PerformanceResult:
     """Metrics of probability scores against 0/1 labels (see ``model_performance``)."""
     from sklearn.metrics import average_precision_score, f1_score, log_loss, roc_auc_score
 

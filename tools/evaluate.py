@@ -65,8 +65,10 @@ def _neg_log_loss(y: np.ndarray, s: np.ndarray) -> float:
 
 
 _METRICS: dict[Metric, Callable[[np.ndarray, np.ndarray], float]] = {
-    "roc_auc": _roc_auc, "pr_auc": _pr_auc, "log_loss": _neg_log_loss,
-}  # fmt: skip
+    "roc_auc": _roc_auc,
+    "pr_auc": _pr_auc,
+    "log_loss": _neg_log_loss,
+}
 
 
 def _bootstrap_weights(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
@@ -88,8 +90,15 @@ def _weighted_auc(y: np.ndarray, s: np.ndarray, weights: np.ndarray) -> np.ndarr
         return (pos * (below + 0.5 * neg)).sum(axis=1) / (n_pos * n_neg)
 
 
-def _paired_bootstrap(y: np.ndarray, s_champ: np.ndarray, s_chall: np.ndarray, metric: Metric,
-                      n_boot: int, seed: int, chunk: int = 100) -> np.ndarray:  # fmt: skip
+def _paired_bootstrap(
+    y: np.ndarray,
+    s_champ: np.ndarray,
+    s_chall: np.ndarray,
+    metric: Metric,
+    n_boot: int,
+    seed: int,
+    chunk: int = 100,
+) -> np.ndarray:
     """Metric(challenger) - metric(champion) on the same resampled rows, per resample."""
     rng = np.random.default_rng(seed)
     out: list[np.ndarray] = []
@@ -103,7 +112,9 @@ def _paired_bootstrap(y: np.ndarray, s_champ: np.ndarray, s_chall: np.ndarray, m
         else:  # pr_auc: no closed weighted form here; resample rows explicitly
             for row in w:
                 idx = np.repeat(np.arange(len(y)), row.astype(int))
-                out.append(np.array([_pr_auc(y[idx], s_chall[idx]) - _pr_auc(y[idx], s_champ[idx])]))
+                out.append(
+                    np.array([_pr_auc(y[idx], s_chall[idx]) - _pr_auc(y[idx], s_champ[idx])])
+                )
     return np.concatenate(out)
 
 
@@ -141,13 +152,20 @@ def compare_models(
     if len(y) == 0 or y.min() == y.max():
         raise DataError(f"holdout needs both classes; got {len(y)} rows, {int(y.sum())} positive")
     s_champ, s_chall = champion.predict_proba(rows), challenger.predict_proba(rows)
-    return compare_scores(y, s_champ, s_chall, metric=metric, n_boot=n_boot,
-                          confidence=confidence, seed=seed)  # fmt: skip
+    return compare_scores(
+        y, s_champ, s_chall, metric=metric, n_boot=n_boot, confidence=confidence, seed=seed
+    )
 
 
 def compare_scores(
-    y: np.ndarray, s_champ: np.ndarray, s_chall: np.ndarray, *, metric: Metric = "roc_auc",
-    n_boot: int = 1000, confidence: float = 0.95, seed: int = 0,
+    y: np.ndarray,
+    s_champ: np.ndarray,
+    s_chall: np.ndarray,
+    *,
+    metric: Metric = "roc_auc",
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
 ) -> Comparison:
     """``compare_models`` on precomputed scores (same rows, same order)."""
     fn = _METRICS[metric]
@@ -157,8 +175,15 @@ def compare_scores(
     alpha = (1 - confidence) / 2
     low, high = (float(v) for v in np.quantile(diffs, [alpha, 1 - alpha]))
     return Comparison(
-        metric=metric, n_rows=len(y), champion=champ, challenger=chall, gain=chall - champ,
-        ci_low=low, ci_high=high, confidence=confidence, n_boot=len(diffs),
+        metric=metric,
+        n_rows=len(y),
+        champion=champ,
+        challenger=chall,
+        gain=chall - champ,
+        ci_low=low,
+        ci_high=high,
+        confidence=confidence,
+        n_boot=len(diffs),
         significant=low > 0,
         prediction_divergence=float(np.mean(np.abs(s_chall - s_champ))),
-    )  # fmt: skip
+    )

@@ -23,28 +23,66 @@ from driftpilot.errors import DatasetUnavailable, FormatError, IntegrityError
 
 DEFAULT_BASE_URL = "http://data.gdeltproject.org/gdeltv2/"
 
-_ACTOR = ["Code", "Name", "CountryCode", "KnownGroupCode", "EthnicCode", "Religion1Code",
-          "Religion2Code", "Type1Code", "Type2Code", "Type3Code"]  # fmt: skip
+_ACTOR = [
+    "Code",
+    "Name",
+    "CountryCode",
+    "KnownGroupCode",
+    "EthnicCode",
+    "Religion1Code",
+    "Religion2Code",
+    "Type1Code",
+    "Type2Code",
+    "Type3Code",
+]
 _GEO = ["Type", "FullName", "CountryCode", "ADM1Code", "ADM2Code", "Lat", "Long", "FeatureID"]
 
 EVENT_COLUMNS: list[str] = [
-    "GLOBALEVENTID", "SQLDATE", "MonthYear", "Year", "FractionDate",
-    *[f"Actor1{c}" for c in _ACTOR], *[f"Actor2{c}" for c in _ACTOR],
-    "IsRootEvent", "EventCode", "EventBaseCode", "EventRootCode", "QuadClass",
-    "GoldsteinScale", "NumMentions", "NumSources", "NumArticles", "AvgTone",
-    *[f"Actor1Geo_{c}" for c in _GEO], *[f"Actor2Geo_{c}" for c in _GEO],
+    "GLOBALEVENTID",
+    "SQLDATE",
+    "MonthYear",
+    "Year",
+    "FractionDate",
+    *[f"Actor1{c}" for c in _ACTOR],
+    *[f"Actor2{c}" for c in _ACTOR],
+    "IsRootEvent",
+    "EventCode",
+    "EventBaseCode",
+    "EventRootCode",
+    "QuadClass",
+    "GoldsteinScale",
+    "NumMentions",
+    "NumSources",
+    "NumArticles",
+    "AvgTone",
+    *[f"Actor1Geo_{c}" for c in _GEO],
+    *[f"Actor2Geo_{c}" for c in _GEO],
     *[f"ActionGeo_{c}" for c in _GEO],
-    "DATEADDED", "SOURCEURL",
-]  # fmt: skip
+    "DATEADDED",
+    "SOURCEURL",
+]
 
 _INTS: dict[str, type[pl.DataType]] = {
-    "GLOBALEVENTID": pl.Int64, "SQLDATE": pl.Int32, "MonthYear": pl.Int32, "Year": pl.Int16,
-    "IsRootEvent": pl.Int8, "QuadClass": pl.Int8, "NumMentions": pl.Int32,
-    "NumSources": pl.Int32, "NumArticles": pl.Int32, "DATEADDED": pl.Int64,
-    "Actor1Geo_Type": pl.Int8, "Actor2Geo_Type": pl.Int8, "ActionGeo_Type": pl.Int8,
-}  # fmt: skip
-_FLOATS = {"FractionDate", "GoldsteinScale", "AvgTone",
-           *(f"{g}_{c}" for g in ("Actor1Geo", "Actor2Geo", "ActionGeo") for c in ("Lat", "Long"))}  # fmt: skip
+    "GLOBALEVENTID": pl.Int64,
+    "SQLDATE": pl.Int32,
+    "MonthYear": pl.Int32,
+    "Year": pl.Int16,
+    "IsRootEvent": pl.Int8,
+    "QuadClass": pl.Int8,
+    "NumMentions": pl.Int32,
+    "NumSources": pl.Int32,
+    "NumArticles": pl.Int32,
+    "DATEADDED": pl.Int64,
+    "Actor1Geo_Type": pl.Int8,
+    "Actor2Geo_Type": pl.Int8,
+    "ActionGeo_Type": pl.Int8,
+}
+_FLOATS = {
+    "FractionDate",
+    "GoldsteinScale",
+    "AvgTone",
+    *(f"{g}_{c}" for g in ("Actor1Geo", "Actor2Geo", "ActionGeo") for c in ("Lat", "Long")),
+}
 EVENT_SCHEMA: dict[str, type[pl.DataType]] = {
     name: _INTS.get(name, pl.Float64 if name in _FLOATS else pl.String) for name in EVENT_COLUMNS
 }
@@ -78,16 +116,21 @@ def parse_file_list(text: str) -> list[GdeltFile]:
         match = _STAMP.search(parts[2])
         if match is None:
             raise FormatError(f"line {number} names no GDELT 2.0 file: {parts[2][:120]!r}")
-        entries.append(GdeltFile(
-            size=int(parts[0]), md5=parts[1], url=parts[2],
-            kind=match.group(2).lower(),  # type: ignore[arg-type]
-            timestamp=datetime.strptime(match.group(1), "%Y%m%d%H%M%S"),
-        ))  # fmt: skip
+        entries.append(
+            GdeltFile(
+                size=int(parts[0]),
+                md5=parts[1],
+                url=parts[2],
+                kind=match.group(2).lower(),
+                timestamp=datetime.strptime(match.group(1), "%Y%m%d%H%M%S"),
+            )
+        )
     return entries
 
 
-def fetch_file_list(base_url: str = DEFAULT_BASE_URL, *, master: bool = False,
-                    timeout: float = 30.0) -> list[GdeltFile]:  # fmt: skip
+def fetch_file_list(
+    base_url: str = DEFAULT_BASE_URL, *, master: bool = False, timeout: float = 30.0
+) -> list[GdeltFile]:
     """Download and parse lastupdate.txt (or masterfilelist.txt when ``master``).
 
     Raises:
@@ -141,15 +184,23 @@ def parse_export(source: Path | bytes) -> pl.DataFrame:
     if n_cols != len(EVENT_COLUMNS):
         raise FormatError(f"file has {n_cols} columns; a GDELT 2.0 event export has 61")
     try:
-        frame = pl.read_csv(raw, separator="\t", has_header=False, new_columns=EVENT_COLUMNS,
-                            schema_overrides=EVENT_SCHEMA, quote_char=None)  # fmt: skip
+        frame = pl.read_csv(
+            raw,
+            separator="\t",
+            has_header=False,
+            new_columns=EVENT_COLUMNS,
+            schema_overrides=EVENT_SCHEMA,
+            quote_char=None,
+        )
     except pl.exceptions.PolarsError as exc:
         raise FormatError(f"cannot parse GDELT export: {exc}") from exc
     return frame.with_columns(
         pl.col("SQLDATE").cast(pl.String).str.to_date("%Y%m%d", strict=False).alias("event_date"),
-        pl.col("DATEADDED").cast(pl.String)
-        .str.to_datetime("%Y%m%d%H%M%S", time_zone="UTC", strict=False).alias("date_added"),
-    )  # fmt: skip
+        pl.col("DATEADDED")
+        .cast(pl.String)
+        .str.to_datetime("%Y%m%d%H%M%S", time_zone="UTC", strict=False)
+        .alias("date_added"),
+    )
 
 
 def fetch_latest_events(cache_dir: Path, base_url: str = DEFAULT_BASE_URL) -> pl.DataFrame:

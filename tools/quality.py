@@ -19,9 +19,16 @@ from tools.data import content_hash
 
 Kind = Literal["numeric", "categorical", "datetime", "boolean", "other"]
 Check = Literal[
-    "empty", "missing_column", "extra_column", "type_mismatch", "null_spike",
-    "out_of_range", "duplicate_batch", "constant_column", "new_categories",
-]  # fmt: skip
+    "empty",
+    "missing_column",
+    "extra_column",
+    "type_mismatch",
+    "null_spike",
+    "out_of_range",
+    "duplicate_batch",
+    "constant_column",
+    "new_categories",
+]
 
 
 class ColumnProfile(BaseModel):
@@ -54,9 +61,15 @@ class QualityThresholds(BaseModel):
     range_tolerance: float = Field(
         1.0, description="Values beyond [min - t*span, max + t*span] of the reference are errors."
     )
-    max_out_of_range_share: float = Field(0.01, description="Error above this share of wild values.")
-    max_new_category_share: float = Field(0.2, description="Warning above this share of new categories.")
-    max_categories: int = Field(1000, description="Categorical columns keep at most this many values.")
+    max_out_of_range_share: float = Field(
+        0.01, description="Error above this share of wild values."
+    )
+    max_new_category_share: float = Field(
+        0.2, description="Warning above this share of new categories."
+    )
+    max_categories: int = Field(
+        1000, description="Categorical columns keep at most this many values."
+    )
 
 
 class QualityIssue(BaseModel):
@@ -102,6 +115,11 @@ def _kind(dtype: pl.DataType) -> Kind:
     return "other"
 
 
+def _number(value: object) -> float:
+    """A Polars aggregate as a float (they are typed as any scalar); None counts as 0."""
+    return 0.0 if value is None else float(value)  # type: ignore[arg-type]
+
+
 def _null_rate(series: pl.Series) -> float:
     if series.len() == 0:
         return 0.0
@@ -133,9 +151,12 @@ def profile_reference(
         if series.dtype.is_float():
             values = values.drop_nans()
         profile = ColumnProfile(
-            name=name, kind=kind, dtype=str(series.dtype), null_rate=_null_rate(series),
+            name=name,
+            kind=kind,
+            dtype=str(series.dtype),
+            null_rate=_null_rate(series),
             n_unique=values.n_unique(),
-        )  # fmt: skip
+        )
         if kind == "numeric" and values.len():
             profile.min, profile.max = float(values.min()), float(values.max())  # type: ignore[arg-type]
         if kind == "categorical" and profile.n_unique <= max_categories:
@@ -167,10 +188,13 @@ def check_batch(
     if frame.height == 0:
         issues.append(QualityIssue(check="empty", severity="error", message="batch has no rows"))
     if digest in set(seen_hashes):
-        issues.append(QualityIssue(
-            check="duplicate_batch", severity="error",
-            message=f"batch content {digest[:12]} was already ingested",
-        ))  # fmt: skip
+        issues.append(
+            QualityIssue(
+                check="duplicate_batch",
+                severity="error",
+                message=f"batch content {digest[:12]} was already ingested",
+            )
+        )
     issues.extend(_schema_issues(frame, reference))
     if frame.height:
         for profile in reference.columns:
@@ -184,24 +208,36 @@ def _schema_issues(frame: pl.DataFrame, reference: ReferenceProfile) -> list[Qua
     issues = []
     expected = {c.name for c in reference.columns}
     for name in [c.name for c in reference.columns if c.name not in frame.columns]:
-        issues.append(QualityIssue(
-            check="missing_column", severity="error", column=name,
-            message=f"column {name!r} is missing",
-        ))  # fmt: skip
+        issues.append(
+            QualityIssue(
+                check="missing_column",
+                severity="error",
+                column=name,
+                message=f"column {name!r} is missing",
+            )
+        )
     for name in [c for c in frame.columns if c not in expected]:
-        issues.append(QualityIssue(
-            check="extra_column", severity="warning", column=name,
-            message=f"unexpected column {name!r} (ignored)",
-        ))  # fmt: skip
+        issues.append(
+            QualityIssue(
+                check="extra_column",
+                severity="warning",
+                column=name,
+                message=f"unexpected column {name!r} (ignored)",
+            )
+        )
     for profile in reference.columns:
         if profile.name in frame.columns:
             kind = _kind(frame[profile.name].dtype)
             if kind != profile.kind:
-                issues.append(QualityIssue(
-                    check="type_mismatch", severity="error", column=profile.name,
-                    message=f"column {profile.name!r} is {kind} ({frame[profile.name].dtype}), "
-                    f"expected {profile.kind} ({profile.dtype})",
-                ))  # fmt: skip
+                issues.append(
+                    QualityIssue(
+                        check="type_mismatch",
+                        severity="error",
+                        column=profile.name,
+                        message=f"column {profile.name!r} is {kind} ({frame[profile.name].dtype}), "
+                        f"expected {profile.kind} ({profile.dtype})",
+                    )
+                )
     return issues
 
 
@@ -212,28 +248,42 @@ def _column_issues(
     name = profile.name
     rate = _null_rate(series)
     if rate - profile.null_rate > limits.null_increase:
-        issues.append(QualityIssue(
-            check="null_spike", severity="error", column=name, value=round(rate, 4),
-            message=f"column {name!r} is {rate:.0%} null (reference {profile.null_rate:.0%})",
-        ))  # fmt: skip
+        issues.append(
+            QualityIssue(
+                check="null_spike",
+                severity="error",
+                column=name,
+                value=round(rate, 4),
+                message=f"column {name!r} is {rate:.0%} null (reference {profile.null_rate:.0%})",
+            )
+        )
     values = series.drop_nulls()
     if series.dtype.is_float():
         values = values.drop_nans()
     if values.len() > 1 and values.n_unique() == 1 and profile.n_unique > 1:
-        issues.append(QualityIssue(
-            check="constant_column", severity="warning", column=name,
-            message=f"column {name!r} is constant ({values[0]!r}) in this batch",
-        ))  # fmt: skip
+        issues.append(
+            QualityIssue(
+                check="constant_column",
+                severity="warning",
+                column=name,
+                message=f"column {name!r} is constant ({values[0]!r}) in this batch",
+            )
+        )
     if profile.kind == "numeric" and profile.min is not None and profile.max is not None:
         issues.extend(_range_issues(values, profile, limits))
     if profile.kind == "categorical" and profile.categories is not None and values.len():
         unseen = ~values.cast(pl.String).is_in(profile.categories)
-        share = float(unseen.mean() or 0.0)
+        share = _number(unseen.mean())
         if share > limits.max_new_category_share:
-            issues.append(QualityIssue(
-                check="new_categories", severity="warning", column=name, value=round(share, 4),
-                message=f"{share:.0%} of {name!r} values were never seen in the reference",
-            ))  # fmt: skip
+            issues.append(
+                QualityIssue(
+                    check="new_categories",
+                    severity="warning",
+                    column=name,
+                    value=round(share, 4),
+                    message=f"{share:.0%} of {name!r} values were never seen in the reference",
+                )
+            )
     return issues
 
 
@@ -246,19 +296,29 @@ def _range_issues(
     span = max(profile.max - profile.min, abs(profile.max), 1e-9)
     low = profile.min - limits.range_tolerance * span
     high = profile.max + limits.range_tolerance * span
-    wild = float(((values < low) | (values > high)).mean() or 0.0)
-    outside = float(((values < profile.min) | (values > profile.max)).mean() or 0.0)
+    wild = _number(((values < low) | (values > high)).mean())
+    outside = _number(((values < profile.min) | (values > profile.max)).mean())
     name = profile.name
     if wild > limits.max_out_of_range_share:
-        return [QualityIssue(
-            check="out_of_range", severity="error", column=name, value=round(wild, 4),
-            message=f"{wild:.1%} of {name!r} lies far outside the reference range "
-            f"[{profile.min:g}, {profile.max:g}]",
-        )]  # fmt: skip
+        return [
+            QualityIssue(
+                check="out_of_range",
+                severity="error",
+                column=name,
+                value=round(wild, 4),
+                message=f"{wild:.1%} of {name!r} lies far outside the reference range "
+                f"[{profile.min:g}, {profile.max:g}]",
+            )
+        ]
     if outside > 0:
-        return [QualityIssue(
-            check="out_of_range", severity="warning", column=name, value=round(outside, 4),
-            message=f"{outside:.1%} of {name!r} lies outside the reference range "
-            f"[{profile.min:g}, {profile.max:g}]",
-        )]  # fmt: skip
+        return [
+            QualityIssue(
+                check="out_of_range",
+                severity="warning",
+                column=name,
+                value=round(outside, 4),
+                message=f"{outside:.1%} of {name!r} lies outside the reference range "
+                f"[{profile.min:g}, {profile.max:g}]",
+            )
+        ]
     return []

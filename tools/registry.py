@@ -84,10 +84,14 @@ def _experiment_id(client: Any, name: str, settings: Settings) -> str:
 
 def _info(mv: Any) -> ModelVersionInfo:
     return ModelVersionInfo(
-        name=mv.name, version=int(mv.version), run_id=mv.run_id, aliases=list(mv.aliases or []),
-        tags=dict(mv.tags or {}), source=mv.source,
+        name=mv.name,
+        version=int(mv.version),
+        run_id=mv.run_id,
+        aliases=list(mv.aliases or []),
+        tags=dict(mv.tags or {}),
+        source=mv.source,
         created_at=datetime.fromtimestamp(mv.creation_timestamp / 1000, tz=UTC),
-    )  # fmt: skip
+    )
 
 
 def find_by_key(name: str, key: str, settings: Settings | None = None) -> ModelVersionInfo | None:
@@ -118,27 +122,38 @@ def register_model(
     client = _client(settings)
     tags = {**request.tags, KEY_TAG: request.key, "driftpilot.family": model.family}
     try:
-        with mlflow.start_run(experiment_id=_experiment_id(client, request.name, settings),
-                              tags=tags) as run:  # fmt: skip
+        with mlflow.start_run(
+            experiment_id=_experiment_id(client, request.name, settings), tags=tags
+        ) as run:
             _log_run(mlflow, model, request)
             info = _log_pyfunc(mlflow, model)
         _ensure_registered_model(client, request.name)
-        mv = client.create_model_version(request.name, info.model_uri, run_id=run.info.run_id,
-                                         tags=tags)  # fmt: skip
+        mv = client.create_model_version(
+            request.name, info.model_uri, run_id=run.info.run_id, tags=tags
+        )
     except Exception as exc:  # MLflow raises MlflowException, OSError, SQLAlchemy errors
         raise RegistryError(f"could not register {request.name!r}: {exc}") from exc
     return _info(client.get_model_version(request.name, mv.version))
 
 
 def _log_run(mlflow: Any, model: TrainedModel, request: RegisterRequest) -> None:
-    params = {**(model.report.params if model.report else {}), **request.params,
-              "family": model.family, "features": ",".join(model.spec.features)}  # fmt: skip
+    params = {
+        **(model.report.params if model.report else {}),
+        **request.params,
+        "family": model.family,
+        "features": ",".join(model.spec.features),
+    }
     mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
     metrics = dict(request.metrics)
     if model.report is not None:
         valid = model.report.valid
-        metrics.update({"valid_log_loss": valid.log_loss, "valid_f1": valid.f1,
-                        "best_iteration": float(model.report.best_iteration)})  # fmt: skip
+        metrics.update(
+            {
+                "valid_log_loss": valid.log_loss,
+                "valid_f1": valid.f1,
+                "best_iteration": float(model.report.best_iteration),
+            }
+        )
         if valid.roc_auc is not None:
             metrics["valid_roc_auc"] = valid.roc_auc
         mlflow.log_dict(model.report.model_dump(mode="json"), "train_report.json")
@@ -154,7 +169,9 @@ def _log_pyfunc(mlflow: Any, model: TrainedModel) -> Any:
     requirements = [f"{pkg}=={package_version(pkg)}" for pkg in _REQUIREMENTS]
     pyfunc_logger = logging.getLogger("mlflow.pyfunc")
     level = pyfunc_logger.level
-    pyfunc_logger.setLevel(logging.ERROR)  # its CloudPickle notice is expected: we log our own class
+    pyfunc_logger.setLevel(
+        logging.ERROR
+    )  # its CloudPickle notice is expected: we log our own class
     try:
         from tools._pyfunc import DriftPilotModel
 
@@ -174,7 +191,9 @@ def _ensure_registered_model(client: Any, name: str) -> None:
         client.create_registered_model(name, tags={"driftpilot.managed": "true"})
 
 
-def set_alias(name: str, alias: str, version: int, settings: Settings | None = None) -> ModelVersionInfo:
+def set_alias(
+    name: str, alias: str, version: int, settings: Settings | None = None
+) -> ModelVersionInfo:
     """Point an alias (e.g. 'challenger') at a version. Moving 'champion' should go through
     ``promote`` so the champion history is kept."""
     client = _client(settings or get_settings())
@@ -224,7 +243,7 @@ def _load(uri: str) -> TrainedModel:
         wrapper = mlflow.pyfunc.load_model(uri).unwrap_python_model()
     except Exception as exc:
         raise RegistryError(f"cannot load {uri}: {exc}") from exc
-    return wrapper.model  # type: ignore[no-any-return]
+    return wrapper.model
 
 
 def list_versions(name: str, settings: Settings | None = None) -> list[ModelVersionInfo]:
@@ -285,6 +304,7 @@ def rollback(name: str, key: str, settings: Settings | None = None) -> Promotion
     set_alias(name, CHAMPION, previous, settings)
     client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history[:-1]))
     result = PromotionResult(name=name, previous=current, current=previous, changed=True)
-    client.set_registered_model_tag(name, ROLLBACK_TAG, json.dumps(
-        {"key": key, "result": result.model_dump()}))  # fmt: skip
+    client.set_registered_model_tag(
+        name, ROLLBACK_TAG, json.dumps({"key": key, "result": result.model_dump()})
+    )
     return result

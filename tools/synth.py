@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field
 
 from driftpilot.errors import SchemaError, SynthError
 from driftpilot.settings import Settings, get_settings
-from tools.data import Batch, make_batch
+from tools.data import make_batch
 from tools.datasets import DatasetSpec
 
 ScenarioKind = Literal["none", "covariate_shift", "concept_drift", "label_shift", "corruption"]
@@ -102,10 +102,13 @@ def fit_synthesizer(
     if sample.height > max_rows:
         sample = sample.sample(n=max_rows, seed=seed)
     assert settings.cache_dir is not None
-    key = hashlib.sha256(f"{epochs}:{seed}:".encode() + sample.write_ipc(None).getvalue()).hexdigest()
+    key = hashlib.sha256(
+        f"{epochs}:{seed}:".encode() + sample.write_ipc(None).getvalue()
+    ).hexdigest()
     path = settings.cache_dir / "synth" / f"{spec.name}-{key[:16]}.pkl"
-    info = SynthesizerInfo(dataset=spec.name, path=str(path), n_rows=sample.height, epochs=epochs,
-                           cached=path.exists())  # fmt: skip
+    info = SynthesizerInfo(
+        dataset=spec.name, path=str(path), n_rows=sample.height, epochs=epochs, cached=path.exists()
+    )
     import torch
     from ctgan import CTGAN
 
@@ -115,7 +118,9 @@ def fit_synthesizer(
     model = CTGAN(epochs=epochs, enable_gpu=False, verbose=False)
     model.set_random_state(seed)
     try:
-        model.fit(_impute(sample, spec).to_pandas(), discrete_columns=[*spec.categorical, spec.target])
+        model.fit(
+            _impute(sample, spec).to_pandas(), discrete_columns=[*spec.categorical, spec.target]
+        )
     except Exception as exc:  # CTGAN/RDT raise ValueError/TypeError on odd inputs
         raise SynthError(f"CTGAN could not fit {spec.name}: {exc}") from exc
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -155,26 +160,45 @@ def make_scenario(
     if unknown:
         raise SchemaError(f"scenario columns {unknown} are not in the data")
     rng = np.random.default_rng(scenario.seed)
-    ref_rows = _sample_clean(synthesizer, reference, spec, 2 * scenario.batch_rows, rng, scenario.seed - 1)
+    ref_rows = _sample_clean(
+        synthesizer, reference, spec, 2 * scenario.batch_rows, rng, scenario.seed - 1
+    )
     ref_start = scenario.start - timedelta(days=1)
-    ref_times = [ref_start + timedelta(seconds=int(s)) for s in np.sort(rng.integers(0, 86_400, ref_rows.height))]
-    ref_batch = make_batch(ref_rows.with_columns(pl.Series(spec.time_col, ref_times, dtype=pl.Datetime("us"))),
-                           "reference", spec.time_col)  # fmt: skip
+    ref_times = [
+        ref_start + timedelta(seconds=int(s))
+        for s in np.sort(rng.integers(0, 86_400, ref_rows.height))
+    ]
+    ref_batch = make_batch(
+        ref_rows.with_columns(pl.Series(spec.time_col, ref_times, dtype=pl.Datetime("us"))),
+        "reference",
+        spec.time_col,
+    )
     batches = []
     for index in range(scenario.n_batches):
-        rows = _sample_clean(synthesizer, reference, spec, scenario.batch_rows, rng, scenario.seed + index)
+        rows = _sample_clean(
+            synthesizer, reference, spec, scenario.batch_rows, rng, scenario.seed + index
+        )
         if scenario.kind != "none" and index >= scenario.onset:
             rows = _inject(rows, reference, spec, scenario, columns, rng)
         day = scenario.start + timedelta(days=index)
-        times = [day + timedelta(seconds=int(s)) for s in np.sort(rng.integers(0, 86_400, rows.height))]
+        times = [
+            day + timedelta(seconds=int(s)) for s in np.sort(rng.integers(0, 86_400, rows.height))
+        ]
         rows = rows.with_columns(pl.Series(spec.time_col, times, dtype=pl.Datetime("us")))
         batches.append(make_batch(rows, f"{day:%Y-%m-%d}", spec.time_col))
     truth = GroundTruth(
-        kind=scenario.kind, onset=None if scenario.kind == "none" else scenario.onset,
-        columns=columns if scenario.kind != "none" else [], magnitude=scenario.magnitude,
+        kind=scenario.kind,
+        onset=None if scenario.kind == "none" else scenario.onset,
+        columns=columns if scenario.kind != "none" else [],
+        magnitude=scenario.magnitude,
         corruption=scenario.corruption if scenario.kind == "corruption" else None,
-    )  # fmt: skip
+    )
     return Scenario(truth=truth, reference=ref_batch, batches=batches)
+
+
+def _number(value: object, default: float = 0.0) -> float:
+    """A Polars aggregate as a float (they are typed as any scalar)."""
+    return default if value is None else float(value)  # type: ignore[arg-type]
 
 
 def _default_columns(kind: ScenarioKind, spec: DatasetSpec) -> list[str]:
@@ -185,8 +209,14 @@ def _default_columns(kind: ScenarioKind, spec: DatasetSpec) -> list[str]:
     return []
 
 
-def _sample_clean(synthesizer: Any, reference: pl.DataFrame, spec: DatasetSpec, n: int,
-                  rng: np.random.Generator, seed: int) -> pl.DataFrame:  # fmt: skip
+def _sample_clean(
+    synthesizer: Any,
+    reference: pl.DataFrame,
+    spec: DatasetSpec,
+    n: int,
+    rng: np.random.Generator,
+    seed: int,
+) -> pl.DataFrame:
     synthesizer.set_random_state(seed % (2**32))
     raw = pl.from_pandas(synthesizer.sample(n))
     out = []
@@ -205,12 +235,19 @@ def _sample_clean(synthesizer: Any, reference: pl.DataFrame, spec: DatasetSpec, 
     return raw.select(out)
 
 
-def _inject(rows: pl.DataFrame, reference: pl.DataFrame, spec: DatasetSpec,
-            scenario: ScenarioSpec, columns: list[str], rng: np.random.Generator) -> pl.DataFrame:  # fmt: skip
+def _inject(
+    rows: pl.DataFrame,
+    reference: pl.DataFrame,
+    spec: DatasetSpec,
+    scenario: ScenarioSpec,
+    columns: list[str],
+    rng: np.random.Generator,
+) -> pl.DataFrame:
     kind, magnitude = scenario.kind, scenario.magnitude
     if kind == "covariate_shift":
         return rows.with_columns(
-            (pl.col(c) + magnitude * float(reference[c].std() or 1.0)).cast(rows[c].dtype) for c in columns
+            (pl.col(c) + magnitude * _number(reference[c].std(), 1.0)).cast(rows[c].dtype)
+            for c in columns
         )
     if kind == "concept_drift":
         high = rows[columns[0]] > float(reference[columns[0]].median() or 0.0)  # type: ignore[arg-type]
@@ -223,8 +260,9 @@ def _inject(rows: pl.DataFrame, reference: pl.DataFrame, spec: DatasetSpec,
     return _corrupt(rows, scenario.corruption, columns, rng)
 
 
-def _relabel_prevalence(rows: pl.DataFrame, target: str, factor: float,
-                        rng: np.random.Generator) -> pl.DataFrame:  # fmt: skip
+def _relabel_prevalence(
+    rows: pl.DataFrame, target: str, factor: float, rng: np.random.Generator
+) -> pl.DataFrame:
     pos, neg = rows.filter(pl.col(target) == 1), rows.filter(pl.col(target) == 0)
     if pos.height == 0:
         raise SynthError("cannot shift prevalence: the sample holds no positive rows")
@@ -232,17 +270,24 @@ def _relabel_prevalence(rows: pl.DataFrame, target: str, factor: float,
     n_pos = round(rows.height * rate)
     pick_pos = rng.integers(0, pos.height, n_pos)
     pick_neg = rng.integers(0, neg.height, rows.height - n_pos)
-    return pl.concat([pos[pick_pos], neg[pick_neg]]).sample(fraction=1.0, shuffle=True, seed=int(rng.integers(1 << 31)))
+    return pl.concat([pos[pick_pos], neg[pick_neg]]).sample(
+        fraction=1.0, shuffle=True, seed=int(rng.integers(1 << 31))
+    )
 
 
-def _corrupt(rows: pl.DataFrame, corruption: Corruption, columns: list[str],
-             rng: np.random.Generator) -> pl.DataFrame:  # fmt: skip
+def _corrupt(
+    rows: pl.DataFrame, corruption: Corruption, columns: list[str], rng: np.random.Generator
+) -> pl.DataFrame:
     if corruption == "schema_break":
         return rows.drop(columns[0]).with_columns(pl.lit("?").alias(f"{columns[0]}_renamed"))
     if corruption == "nan_storm":
         mask = pl.Series(rng.random(rows.height) < 0.6)
-        return rows.with_columns(pl.when(mask).then(None).otherwise(pl.col(c)).alias(c) for c in columns)
-    return rows.with_columns((pl.col(c).cast(pl.Float64) * 1000 + 1e6).cast(rows[c].dtype) for c in columns)
+        return rows.with_columns(
+            pl.when(mask).then(None).otherwise(pl.col(c)).alias(c) for c in columns
+        )
+    return rows.with_columns(
+        (pl.col(c).cast(pl.Float64) * 1000 + 1e6).cast(rows[c].dtype) for c in columns
+    )
 
 
 def cached_synthesizers(settings: Settings | None = None) -> list[Path]:

@@ -10,8 +10,8 @@ is given, so validation mimics the future).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -87,15 +87,24 @@ class TrainedModel:
 
 
 DEFAULT_PARAMS: dict[Family, dict[str, ParamValue]] = {
-    "lightgbm": {"learning_rate": 0.05, "num_leaves": 31, "min_child_samples": 20,
-                 "feature_fraction": 0.9, "bagging_fraction": 0.9, "bagging_freq": 1,
-                 "lambda_l2": 1.0},  # fmt: skip
+    "lightgbm": {
+        "learning_rate": 0.05,
+        "num_leaves": 31,
+        "min_child_samples": 20,
+        "feature_fraction": 0.9,
+        "bagging_fraction": 0.9,
+        "bagging_freq": 1,
+        "lambda_l2": 1.0,
+    },
     "catboost": {"learning_rate": 0.08, "depth": 6, "l2_leaf_reg": 3.0},
 }
 
 
 def train_model(
-    frame: pl.DataFrame, spec: TrainSpec, *, on_iteration: IterationHook | None = None,
+    frame: pl.DataFrame,
+    spec: TrainSpec,
+    *,
+    on_iteration: IterationHook | None = None,
     report_every: int = 10,
 ) -> TrainedModel:
     """Fit a binary classifier on ``frame`` as described by ``spec``.
@@ -118,15 +127,21 @@ def train_model(
     params = {**DEFAULT_PARAMS[spec.family], **spec.params}
     fit = _fit_lightgbm if spec.family == "lightgbm" else _fit_catboost
     hook = _Every(on_iteration, report_every) if on_iteration else None
-    booster, best_iteration, importance = fit(x_train, y_train, x_valid, y_valid, params, spec, hook)
+    booster, best_iteration, importance = fit(
+        x_train, y_train, x_valid, y_valid, params, spec, hook
+    )
     model = TrainedModel(spec=spec, booster=booster, categories=categories)
     valid_scores = model.predict_proba(valid)
     model.report = TrainReport(
-        family=spec.family, params=params, best_iteration=best_iteration,
-        n_train=train.height, n_valid=valid.height,
-        valid=score_predictions(y_valid, valid_scores), feature_importance=importance,
+        family=spec.family,
+        params=params,
+        best_iteration=best_iteration,
+        n_train=train.height,
+        n_valid=valid.height,
+        valid=score_predictions(y_valid, valid_scores),
+        feature_importance=importance,
         elapsed_s=round(time.perf_counter() - started, 3),
-    )  # fmt: skip
+    )
     return model
 
 
@@ -177,41 +192,73 @@ def _design(frame: pl.DataFrame, spec: TrainSpec, categories: dict[str, list[str
     return numeric[spec.features]
 
 
-def _fit_lightgbm(x_train: Any, y_train: np.ndarray, x_valid: Any, y_valid: np.ndarray,
-                  params: dict[str, ParamValue], spec: TrainSpec,
-                  hook: _Every | None) -> tuple[Any, int, dict[str, float]]:  # fmt: skip
+def _fit_lightgbm(
+    x_train: Any,
+    y_train: np.ndarray,
+    x_valid: Any,
+    y_valid: np.ndarray,
+    params: dict[str, ParamValue],
+    spec: TrainSpec,
+    hook: _Every | None,
+) -> tuple[Any, int, dict[str, float]]:
     import lightgbm as lgb
 
-    full = {**params, "objective": "binary", "metric": "binary_logloss", "verbose": -1,
-            "num_threads": spec.threads, "seed": spec.seed, "deterministic": True,
-            "force_row_wise": True}  # fmt: skip
+    full = {
+        **params,
+        "objective": "binary",
+        "metric": "binary_logloss",
+        "verbose": -1,
+        "num_threads": spec.threads,
+        "seed": spec.seed,
+        "deterministic": True,
+        "force_row_wise": True,
+    }
     train_set = lgb.Dataset(x_train, y_train, params={"feature_pre_filter": False})
     valid_set = lgb.Dataset(
         x_valid, y_valid, reference=train_set, params={"feature_pre_filter": False}
     )
     booster = lgb.train(
-        full, train_set, num_boost_round=spec.max_rounds, valid_sets=[valid_set],
-        callbacks=[lgb.early_stopping(spec.early_stopping_rounds, verbose=False),
-                   *([_lightgbm_hook(hook)] if hook else [])],
-    )  # fmt: skip
+        full,
+        train_set,
+        num_boost_round=spec.max_rounds,
+        valid_sets=[valid_set],
+        callbacks=[
+            lgb.early_stopping(spec.early_stopping_rounds, verbose=False),
+            *([_lightgbm_hook(hook)] if hook else []),
+        ],
+    )
     gains = booster.feature_importance(importance_type="gain")
     return booster, int(booster.best_iteration or spec.max_rounds), _normalise(spec.features, gains)
 
 
-def _fit_catboost(x_train: Any, y_train: np.ndarray, x_valid: Any, y_valid: np.ndarray,
-                  params: dict[str, ParamValue], spec: TrainSpec,
-                  hook: _Every | None) -> tuple[Any, int, dict[str, float]]:  # fmt: skip
+def _fit_catboost(
+    x_train: Any,
+    y_train: np.ndarray,
+    x_valid: Any,
+    y_valid: np.ndarray,
+    params: dict[str, ParamValue],
+    spec: TrainSpec,
+    hook: _Every | None,
+) -> tuple[Any, int, dict[str, float]]:
     from catboost import CatBoostClassifier, Pool
 
     model = CatBoostClassifier(
-        **params, iterations=spec.max_rounds, loss_function="Logloss",
-        thread_count=spec.threads, random_seed=spec.seed, verbose=False,
-        allow_writing_files=False, early_stopping_rounds=spec.early_stopping_rounds,
-    )  # fmt: skip
+        **params,
+        iterations=spec.max_rounds,
+        loss_function="Logloss",
+        thread_count=spec.threads,
+        random_seed=spec.seed,
+        verbose=False,
+        allow_writing_files=False,
+        early_stopping_rounds=spec.early_stopping_rounds,
+    )
     cats = spec.categorical or None
-    model.fit(Pool(x_train, y_train, cat_features=cats),
-              eval_set=Pool(x_valid, y_valid, cat_features=cats), use_best_model=True,
-              callbacks=[_CatBoostHook(hook)] if hook else None)  # fmt: skip
+    model.fit(
+        Pool(x_train, y_train, cat_features=cats),
+        eval_set=Pool(x_valid, y_valid, cat_features=cats),
+        use_best_model=True,
+        callbacks=[_CatBoostHook(hook)] if hook else None,
+    )
     gains = model.get_feature_importance()
     return model, int(model.get_best_iteration() or 0) + 1, _normalise(spec.features, gains)
 

@@ -22,7 +22,9 @@ from tools.train import Family, ParamValue, TrainSpec, train_model
 class TuneBudget(BaseModel):
     """How much search to spend."""
 
-    n_trials: int = Field(20, ge=1, le=500, description="Total finished trials the study should hold.")
+    n_trials: int = Field(
+        20, ge=1, le=500, description="Total finished trials the study should hold."
+    )
     timeout_s: float | None = Field(None, gt=0, description="Stop starting new trials after this.")
     report_every: int = Field(10, ge=1, description="Report validation loss every N rounds.")
 
@@ -108,8 +110,14 @@ def tune(
             catch=(ModelError,),
             gc_after_trial=False,
         )
-    return _summarise(study, optuna, storage, spec.family,
-                      _finished(study, optuna) - done_before, time.perf_counter() - started)  # fmt: skip
+    return _summarise(
+        study,
+        optuna,
+        storage,
+        spec.family,
+        _finished(study, optuna) - done_before,
+        time.perf_counter() - started,
+    )
 
 
 def _open_study(optuna: Any, name: str, storage: str, seed: int) -> Any:
@@ -117,10 +125,13 @@ def _open_study(optuna: Any, name: str, storage: str, seed: int) -> Any:
         Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     try:
         return optuna.create_study(
-            study_name=name, storage=storage, load_if_exists=True, direction="minimize",
+            study_name=name,
+            storage=storage,
+            load_if_exists=True,
+            direction="minimize",
             sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=5),
             pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=20),
-        )  # fmt: skip
+        )
     except Exception as exc:  # SQLAlchemy/optuna raise many types for a bad URL
         raise TuningError(f"cannot open Optuna study {name!r} at {storage}: {exc}") from exc
 
@@ -143,8 +154,12 @@ def _objective(frame: pl.DataFrame, spec: TrainSpec, report_every: int) -> Any:
             pruned = trial.should_prune()
             return not pruned
 
-        model = train_model(frame, spec.model_copy(update={"params": params}),
-                            on_iteration=report, report_every=report_every)  # fmt: skip
+        model = train_model(
+            frame,
+            spec.model_copy(update={"params": params}),
+            on_iteration=report,
+            report_every=report_every,
+        )
         if pruned:
             raise optuna.TrialPruned()
         assert model.report is not None
@@ -155,8 +170,9 @@ def _objective(frame: pl.DataFrame, spec: TrainSpec, report_every: int) -> Any:
     return objective
 
 
-def _summarise(study: Any, optuna: Any, storage: str, family: Family, ran: int,
-               elapsed: float) -> TuneResult:  # fmt: skip
+def _summarise(
+    study: Any, optuna: Any, storage: str, family: Family, ran: int, elapsed: float
+) -> TuneResult:
     trials = study.get_trials(deepcopy=False)
     state = optuna.trial.TrialState
     complete = [t for t in trials if t.state == state.COMPLETE]
@@ -164,12 +180,19 @@ def _summarise(study: Any, optuna: Any, storage: str, family: Family, ran: int,
         raise TuningError(f"study {study.study_name!r} has no completed trial")
     best = study.best_trial
     return TuneResult(
-        study_name=study.study_name, storage=storage, family=family,
-        best_value=float(best.value), best_params=dict(best.params), best_trial=best.number,
+        study_name=study.study_name,
+        storage=storage,
+        family=family,
+        best_value=float(best.value),
+        best_params=dict(best.params),
+        best_trial=best.number,
         n_complete=len(complete),
         n_pruned=sum(t.state == state.PRUNED for t in trials),
         n_failed=sum(t.state == state.FAIL for t in trials),
-        trials_run_now=ran, elapsed_s=round(elapsed, 3),
-        trials=[TrialSummary(number=t.number, state=t.state.name, value=t.value,
-                             params=dict(t.params)) for t in trials],
-    )  # fmt: skip
+        trials_run_now=ran,
+        elapsed_s=round(elapsed, 3),
+        trials=[
+            TrialSummary(number=t.number, state=t.state.name, value=t.value, params=dict(t.params))
+            for t in trials
+        ],
+    )

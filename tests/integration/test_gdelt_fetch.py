@@ -26,7 +26,9 @@ class QuietHandler(SimpleHTTPRequestHandler):
 def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     root = tmp_path / "www"
     (root / "gdeltv2").mkdir(parents=True)
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(root)))
+    httpd = ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(root))
+    )
     base = f"http://127.0.0.1:{httpd.server_address[1]}/gdeltv2/"
     write_gdelt_fixtures(root / "gdeltv2", base)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
@@ -47,7 +49,9 @@ def test_master_list_and_md5_check(server: tuple[str, Path], tmp_path: Path) -> 
     base, root = server
     entries = [e for e in fetch_file_list(base, master=True) if e.kind == "export"]
     assert len(entries) == 2
-    (root / entries[0].url.rsplit("/", 1)[-1]).write_bytes(b"X" * entries[0].size)  # same size, other bytes
+    (root / entries[0].url.rsplit("/", 1)[-1]).write_bytes(
+        b"X" * entries[0].size
+    )  # same size, other bytes
     with pytest.raises(IntegrityError, match="md5"):
         download(entries[0], tmp_path / "cache")
     assert not list((tmp_path / "cache").rglob("*.zip"))  # nothing half-kept

@@ -20,21 +20,34 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def model(jan_sample: pl.DataFrame) -> TrainedModel:
-    spec = TrainSpec(target=FLIGHTS.target, numeric=FLIGHTS.numeric, categorical=FLIGHTS.categorical,
-                     time_col=FLIGHTS.time_col, max_rounds=60)  # fmt: skip
+    spec = TrainSpec(
+        target=FLIGHTS.target,
+        numeric=FLIGHTS.numeric,
+        categorical=FLIGHTS.categorical,
+        time_col=FLIGHTS.time_col,
+        max_rounds=60,
+    )
     return train_model(jan_sample, spec)
 
 
-def test_register_is_idempotent_per_key(model: TrainedModel, settings: Settings, tmp_path: Path) -> None:
+def test_register_is_idempotent_per_key(
+    model: TrainedModel, settings: Settings, tmp_path: Path
+) -> None:
     report = tmp_path / "drift.html"
     report.write_text("<html>drift</html>")
-    req = RegisterRequest(name="flights-delay", key="run-1:retraining", metrics={"drift_share": 0.6},
-                          artifacts=[str(report)])  # fmt: skip
+    req = RegisterRequest(
+        name="flights-delay",
+        key="run-1:retraining",
+        metrics={"drift_share": 0.6},
+        artifacts=[str(report)],
+    )
     first = registry.register_model(model, req, settings)
     again = registry.register_model(model, req, settings)
     assert first.version == again.version == 1
     assert len(registry.list_versions("flights-delay", settings)) == 1
-    other = registry.register_model(model, req.model_copy(update={"key": "run-2:retraining"}), settings)
+    other = registry.register_model(
+        model, req.model_copy(update={"key": "run-2:retraining"}), settings
+    )
     assert other.version == 2
     import mlflow
 
@@ -42,7 +55,9 @@ def test_register_is_idempotent_per_key(model: TrainedModel, settings: Settings,
     run = client.get_run(first.run_id)
     assert run.data.metrics["drift_share"] == 0.6 and "valid_roc_auc" in run.data.metrics
     assert run.data.params["family"] == "lightgbm"
-    assert [a.path for a in client.list_artifacts(first.run_id, "reports")] == ["reports/drift.html"]
+    assert [a.path for a in client.list_artifacts(first.run_id, "reports")] == [
+        "reports/drift.html"
+    ]
     assert str(settings.home) in run.info.artifact_uri  # artifacts live under the home
 
 
@@ -58,8 +73,13 @@ def test_alias_round_trip_loads_the_same_model(
     assert registry.load_version("m", version.version, settings).family == "lightgbm"
 
 
-def test_promote_and_rollback_keep_champion_history(model: TrainedModel, settings: Settings) -> None:
-    v1, v2 = (registry.register_model(model, RegisterRequest(name="p", key=k), settings) for k in ("a", "b"))
+def test_promote_and_rollback_keep_champion_history(
+    model: TrainedModel, settings: Settings
+) -> None:
+    v1, v2 = (
+        registry.register_model(model, RegisterRequest(name="p", key=k), settings)
+        for k in ("a", "b")
+    )
     with pytest.raises(AliasNotFound):
         registry.get_alias("p", registry.CHAMPION, settings)
     assert registry.promote("p", v1.version, settings).previous is None
@@ -80,4 +100,6 @@ def test_unknown_alias_and_missing_artifact(model: TrainedModel, settings: Setti
     with pytest.raises(AliasNotFound, match="no version with alias"):
         registry.load_by_alias("never-registered", "champion", settings)
     with pytest.raises(RegistryError, match="does not exist"):
-        registry.register_model(model, RegisterRequest(name="x", key="k", artifacts=["/no/such.html"]), settings)
+        registry.register_model(
+            model, RegisterRequest(name="x", key="k", artifacts=["/no/such.html"]), settings
+        )

@@ -5,7 +5,14 @@ import polars as pl
 import pytest
 
 from driftpilot.errors import DataError, FormatError, IntegrityError, SchemaError
-from tools.data import content_hash, load_table, make_batch, persist_batch, read_batch, split_batches
+from tools.data import (
+    content_hash,
+    load_table,
+    make_batch,
+    persist_batch,
+    read_batch,
+    split_batches,
+)
 
 
 def test_load_csv_parquet_glob_and_lazy(tmp_path: Path, jan_sample: pl.DataFrame) -> None:
@@ -66,7 +73,9 @@ def test_content_hash_ignores_row_order_but_not_content(jan_sample: pl.DataFrame
     assert content_hash(a) != content_hash(a.rename({"temp": "t"}))
 
 
-def test_persist_is_atomic_and_read_checks_the_hash(tmp_path: Path, jan_sample: pl.DataFrame) -> None:
+def test_persist_is_atomic_and_read_checks_the_hash(
+    tmp_path: Path, jan_sample: pl.DataFrame
+) -> None:
     batch = make_batch(jan_sample.head(300), "2013-01", "time_hour")
     info = persist_batch(batch, tmp_path)
     assert info.path is not None and Path(info.path).exists()

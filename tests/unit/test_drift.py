@@ -13,13 +13,20 @@ WEATHER = ["temp", "dewp", "humid", "pressure"]
 
 def test_january_vs_july_drifts_on_weather(months: dict[str, pl.DataFrame], tmp_path: Path) -> None:
     report = tmp_path / "jan_vs_jul.html"
-    result = data_drift(months["2013-01"], months["2013-07"], numeric=FLIGHTS.numeric,
-                        categorical=FLIGHTS.categorical, report_path=report)  # fmt: skip
+    result = data_drift(
+        months["2013-01"],
+        months["2013-07"],
+        numeric=FLIGHTS.numeric,
+        categorical=FLIGHTS.categorical,
+        report_path=report,
+    )
     drifted = set(result.drifted_columns())
     assert {"temp", "dewp"} <= drifted
     assert result.dataset_drift and result.drift_share >= 0.5
     temp = next(c for c in result.columns if c.column == "temp")
-    assert temp.method == "Wasserstein distance (normed)" and temp.threshold == 0.1 and temp.score > 1
+    assert (
+        temp.method == "Wasserstein distance (normed)" and temp.threshold == 0.1 and temp.score > 1
+    )
     assert result.columns[0].drifted  # most drifted first
     assert report.exists() and report.stat().st_size > 10_000
     assert result.n_reference == months["2013-01"].height
@@ -32,9 +39,12 @@ def test_same_month_halves_do_not_drift(months: dict[str, pl.DataFrame]) -> None
     assert result.n_drifted == 0 and not result.dataset_drift
 
 
-def test_small_samples_use_p_values(jan_sample: pl.DataFrame, months: dict[str, pl.DataFrame]) -> None:
-    result = data_drift(jan_sample.head(400), months["2013-07"].head(400), numeric=["temp"],
-                        categorical=["origin"])  # fmt: skip
+def test_small_samples_use_p_values(
+    jan_sample: pl.DataFrame, months: dict[str, pl.DataFrame]
+) -> None:
+    result = data_drift(
+        jan_sample.head(400), months["2013-07"].head(400), numeric=["temp"], categorical=["origin"]
+    )
     temp = next(c for c in result.columns if c.column == "temp")
     assert "p_value" in temp.method and temp.drifted and temp.score < temp.threshold
 

@@ -22,7 +22,9 @@ def holdout() -> pl.DataFrame:
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 4000)
     signal = 1 / (1 + np.exp(-(2.0 * y - 1 + rng.normal(0, 1.5, 4000))))
-    return pl.DataFrame({"y": y, "good": signal, "noise": rng.random(4000), "good2": signal * 0.999})
+    return pl.DataFrame(
+        {"y": y, "good": signal, "noise": rng.random(4000), "good2": signal * 0.999}
+    )
 
 
 def test_better_challenger_has_an_interval_above_zero(holdout: pl.DataFrame) -> None:

@@ -11,7 +11,10 @@ from tools.gdelt import EVENT_COLUMNS, parse_export, parse_file_list
 
 def test_sixty_one_columns_in_order() -> None:
     assert len(EVENT_COLUMNS) == 61
-    assert EVENT_COLUMNS[:2] == ["GLOBALEVENTID", "SQLDATE"] and EVENT_COLUMNS[-2:] == ["DATEADDED", "SOURCEURL"]
+    assert EVENT_COLUMNS[:2] == ["GLOBALEVENTID", "SQLDATE"] and EVENT_COLUMNS[-2:] == [
+        "DATEADDED",
+        "SOURCEURL",
+    ]
 
 
 def test_parse_file_list(tmp_path: Path) -> None:
@@ -22,9 +25,14 @@ def test_parse_file_list(tmp_path: Path) -> None:
     assert len(parse_file_list((tmp_path / "masterfilelist.txt").read_text())) == 6
 
 
-@pytest.mark.parametrize("line", ["123 abc http://x/20261122101500.export.CSV.zip",
-                                  "12 0123456789abcdef0123456789abcdef http://x/readme.txt",
-                                  "only two"])  # fmt: skip
+@pytest.mark.parametrize(
+    "line",
+    [
+        "123 abc http://x/20261122101500.export.CSV.zip",
+        "12 0123456789abcdef0123456789abcdef http://x/readme.txt",
+        "only two",
+    ],
+)
 def test_bad_file_list_lines_are_named(line: str) -> None:
     with pytest.raises(FormatError, match="line 2"):
         parse_file_list("\n".join(["", line]))
@@ -43,7 +51,7 @@ def test_export_types_keep_codes_as_strings() -> None:
 
 
 def test_gdelt_one_files_are_rejected() -> None:
-    with pytest.raises(FormatError, match="GDELT 1.0"):
+    with pytest.raises(FormatError, match=r"GDELT 1\.0"):
         parse_export(export_bytes("20130401000000", 5, n_cols=58))
 
 

@@ -18,7 +18,9 @@ def checks(verdict) -> set[tuple[str, str | None, str]]:  # type: ignore[no-unty
     return {(i.check, i.column, i.severity) for i in verdict.issues}
 
 
-def test_a_clean_real_month_passes(months: dict[str, pl.DataFrame], reference: ReferenceProfile) -> None:
+def test_a_clean_real_month_passes(
+    months: dict[str, pl.DataFrame], reference: ReferenceProfile
+) -> None:
     verdict = check_batch(months["2013-02"].select(COLUMNS), reference)
     assert verdict.ok, verdict.reason()
     assert verdict.reason() == "ok"
@@ -38,16 +40,28 @@ def test_empty_batch(months: dict[str, pl.DataFrame], reference: ReferenceProfil
 
 
 def test_schema_break(months: dict[str, pl.DataFrame], reference: ReferenceProfile) -> None:
-    broken = months["2013-02"].select(COLUMNS).drop("temp").with_columns(pl.col("distance").cast(pl.String))
+    broken = (
+        months["2013-02"]
+        .select(COLUMNS)
+        .drop("temp")
+        .with_columns(pl.col("distance").cast(pl.String))
+    )
     verdict = check_batch(broken, reference)
     assert not verdict.ok
     assert ("missing_column", "temp", "error") in checks(verdict)
     assert ("type_mismatch", "distance", "error") in checks(verdict)
 
 
-def test_nan_storm_and_wild_values(months: dict[str, pl.DataFrame], reference: ReferenceProfile) -> None:
+def test_nan_storm_and_wild_values(
+    months: dict[str, pl.DataFrame], reference: ReferenceProfile
+) -> None:
     feb = months["2013-02"].select(COLUMNS)
-    storm = feb.with_columns(pl.when(pl.int_range(pl.len()) % 2 == 0).then(None).otherwise(pl.col("humid")).alias("humid"))
+    storm = feb.with_columns(
+        pl.when(pl.int_range(pl.len()) % 2 == 0)
+        .then(None)
+        .otherwise(pl.col("humid"))
+        .alias("humid")
+    )
     assert ("null_spike", "humid", "error") in checks(check_batch(storm, reference))
     wild = feb.with_columns(pl.col("pressure") * 1000)
     verdict = check_batch(wild, reference)
@@ -64,7 +78,11 @@ def test_duplicate_batch(months: dict[str, pl.DataFrame], reference: ReferencePr
 def test_constant_column_and_new_categories(
     months: dict[str, pl.DataFrame], reference: ReferenceProfile
 ) -> None:
-    feb = months["2013-02"].select(COLUMNS).with_columns(pl.lit(7.0).alias("visib"), pl.lit("ZZ").alias("carrier"))
+    feb = (
+        months["2013-02"]
+        .select(COLUMNS)
+        .with_columns(pl.lit(7.0).alias("visib"), pl.lit("ZZ").alias("carrier"))
+    )
     verdict = check_batch(feb, reference)
     assert verdict.ok  # warnings only
     assert ("constant_column", "visib", "warning") in checks(verdict)
@@ -72,7 +90,9 @@ def test_constant_column_and_new_categories(
     assert ("extra_column", None, "warning") not in checks(verdict)
 
 
-def test_extra_columns_are_noted(months: dict[str, pl.DataFrame], reference: ReferenceProfile) -> None:
+def test_extra_columns_are_noted(
+    months: dict[str, pl.DataFrame], reference: ReferenceProfile
+) -> None:
     verdict = check_batch(months["2013-02"], reference)  # carries 'month' too
     assert ("extra_column", "month", "warning") in checks(verdict)
 

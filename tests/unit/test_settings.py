@@ -14,7 +14,9 @@ def test_locations_derive_from_home(tmp_path: Path) -> None:
     assert s.db_url.endswith("driftpilot.db")
 
 
-def test_environment_overrides_each_location(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_environment_overrides_each_location(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("DRIFTPILOT_HOME", str(tmp_path))
     monkeypatch.setenv("DRIFTPILOT_MLFLOW_TRACKING_URI", "http://mlflow.internal:5000")
     monkeypatch.setenv("DRIFTPILOT_THREADS", "2")
@@ -43,7 +45,8 @@ def test_importing_the_kernel_and_tools_stays_light() -> None:
     code = (
         "import sys, driftpilot.settings, tools.data, tools.drift, tools.registry, tools.synth, "
         "tools.tune, tools.evaluate, tools.gdelt, driftpilot.cli\n"
-        "heavy = [m for m in ('evidently', 'mlflow', 'ctgan', 'torch', 'optuna') if m in sys.modules]\n"
+        "mods = ('evidently', 'mlflow', 'ctgan', 'torch', 'optuna')\n"
+        "heavy = [m for m in mods if m in sys.modules]\n"
         "print(','.join(heavy))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

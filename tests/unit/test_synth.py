@@ -26,7 +26,9 @@ def test_fit_is_cached_per_dataset_and_sample(fitted: Any, jan_sample: pl.DataFr
 
 def test_no_drift_stream_stays_in_range(fitted: Any, jan_sample: pl.DataFrame) -> None:
     synth = fitted[0]
-    scenario = make_scenario(synth, jan_sample, FLIGHTS, ScenarioSpec(kind="none", n_batches=3, batch_rows=300))
+    scenario = make_scenario(
+        synth, jan_sample, FLIGHTS, ScenarioSpec(kind="none", n_batches=3, batch_rows=300)
+    )
     assert scenario.truth.kind == "none" and scenario.truth.onset is None
     assert len(scenario.batches) == 3 and scenario.reference.info.n_rows == 600
     for batch in scenario.batches:
@@ -40,10 +42,18 @@ def test_no_drift_stream_stays_in_range(fitted: Any, jan_sample: pl.DataFrame) -
     assert times == sorted(times)
 
 
-def test_covariate_shift_moves_only_chosen_columns_after_onset(fitted: Any, jan_sample: pl.DataFrame) -> None:
+def test_covariate_shift_moves_only_chosen_columns_after_onset(
+    fitted: Any, jan_sample: pl.DataFrame
+) -> None:
     synth = fitted[0]
-    spec = ScenarioSpec(kind="covariate_shift", n_batches=4, onset=2, batch_rows=400,
-                        columns=["temp"], magnitude=2.0)  # fmt: skip
+    spec = ScenarioSpec(
+        kind="covariate_shift",
+        n_batches=4,
+        onset=2,
+        batch_rows=400,
+        columns=["temp"],
+        magnitude=2.0,
+    )
     scenario = make_scenario(synth, jan_sample, FLIGHTS, spec)
     assert scenario.truth.onset == 2 and scenario.truth.columns == ["temp"]
     std = jan_sample["temp"].std()
@@ -60,8 +70,12 @@ def test_label_shift_changes_prevalence(fitted: Any, jan_sample: pl.DataFrame) -
     assert after > 1.8 * before  # type: ignore[operator]
 
 
-def test_concept_drift_flips_labels_where_the_column_is_high(fitted: Any, jan_sample: pl.DataFrame) -> None:
-    spec = ScenarioSpec(kind="concept_drift", n_batches=2, onset=1, batch_rows=600, columns=["temp"], magnitude=1.0)
+def test_concept_drift_flips_labels_where_the_column_is_high(
+    fitted: Any, jan_sample: pl.DataFrame
+) -> None:
+    spec = ScenarioSpec(
+        kind="concept_drift", n_batches=2, onset=1, batch_rows=600, columns=["temp"], magnitude=1.0
+    )
     base = make_scenario(fitted[0], jan_sample, FLIGHTS, spec.model_copy(update={"kind": "none"}))
     drifted = make_scenario(fitted[0], jan_sample, FLIGHTS, spec)
     median = jan_sample["temp"].median()
@@ -70,11 +84,25 @@ def test_concept_drift_flips_labels_where_the_column_is_high(fitted: Any, jan_sa
     assert after == pytest.approx(1 - before, abs=1e-9)  # type: ignore[operator]
 
 
-@pytest.mark.parametrize("corruption,check", [("nan_storm", "null_spike"), ("schema_break", "missing_column"),
-                                              ("out_of_range", "out_of_range")])  # fmt: skip
-def test_corruptions_fail_quality_from_onset(fitted: Any, jan_sample: pl.DataFrame, corruption: str, check: str) -> None:
-    spec = ScenarioSpec(kind="corruption", corruption=corruption, n_batches=3, onset=2,  # type: ignore[arg-type]
-                        batch_rows=300, columns=["humid"])  # fmt: skip
+@pytest.mark.parametrize(
+    "corruption,check",
+    [
+        ("nan_storm", "null_spike"),
+        ("schema_break", "missing_column"),
+        ("out_of_range", "out_of_range"),
+    ],
+)
+def test_corruptions_fail_quality_from_onset(
+    fitted: Any, jan_sample: pl.DataFrame, corruption: str, check: str
+) -> None:
+    spec = ScenarioSpec(
+        kind="corruption",
+        corruption=corruption,
+        n_batches=3,
+        onset=2,  # type: ignore[arg-type]
+        batch_rows=300,
+        columns=["humid"],
+    )
     scenario = make_scenario(fitted[0], jan_sample, FLIGHTS, spec)
     profile = profile_reference(scenario.reference.frame)
     verdicts = [check_batch(b.frame, profile) for b in scenario.batches]
@@ -85,6 +113,10 @@ def test_corruptions_fail_quality_from_onset(fitted: Any, jan_sample: pl.DataFra
 
 def test_bad_scenarios(fitted: Any, jan_sample: pl.DataFrame) -> None:
     with pytest.raises(SynthError, match="onset"):
-        make_scenario(fitted[0], jan_sample, FLIGHTS, ScenarioSpec(kind="label_shift", n_batches=3, onset=3))
+        make_scenario(
+            fitted[0], jan_sample, FLIGHTS, ScenarioSpec(kind="label_shift", n_batches=3, onset=3)
+        )
     with pytest.raises(SchemaError, match="not in the data"):
-        make_scenario(fitted[0], jan_sample, FLIGHTS, ScenarioSpec(kind="covariate_shift", columns=["nope"]))
+        make_scenario(
+            fitted[0], jan_sample, FLIGHTS, ScenarioSpec(kind="covariate_shift", columns=["nope"])
+        )

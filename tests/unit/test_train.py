@@ -9,8 +9,14 @@ from tools.train import TrainSpec, train_model
 
 
 def spec(family: str = "lightgbm", **kw: object) -> TrainSpec:
-    return TrainSpec(family=family, target=FLIGHTS.target, numeric=FLIGHTS.numeric,  # type: ignore[arg-type]
-                     categorical=FLIGHTS.categorical, time_col=FLIGHTS.time_col, **kw)  # fmt: skip
+    return TrainSpec(
+        family=family,
+        target=FLIGHTS.target,
+        numeric=FLIGHTS.numeric,  # type: ignore[arg-type]
+        categorical=FLIGHTS.categorical,
+        time_col=FLIGHTS.time_col,
+        **kw,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +46,9 @@ def test_validation_is_the_latest_rows(jan_feb: pl.DataFrame) -> None:
 
 def test_unseen_categories_and_nulls_are_scored(jan_sample: pl.DataFrame) -> None:
     model = train_model(jan_sample, spec(max_rounds=50))
-    odd = jan_sample.head(5).with_columns(pl.lit("ZZ").alias("carrier"), pl.lit(None, pl.Float64).alias("temp"))
+    odd = jan_sample.head(5).with_columns(
+        pl.lit("ZZ").alias("carrier"), pl.lit(None, pl.Float64).alias("temp")
+    )
     scores = model.predict_proba(odd)
     assert scores.shape == (5,) and np.all((scores > 0) & (scores < 1))
     with pytest.raises(SchemaError, match="missing"):
@@ -60,8 +68,12 @@ def test_iteration_hook_can_stop_training(jan_sample: pl.DataFrame) -> None:
         seen.append(step)
         return step < 20
 
-    model = train_model(jan_sample, spec(max_rounds=200, early_stopping_rounds=200),
-                        on_iteration=hook, report_every=10)  # fmt: skip
+    model = train_model(
+        jan_sample,
+        spec(max_rounds=200, early_stopping_rounds=200),
+        on_iteration=hook,
+        report_every=10,
+    )
     assert seen == [10, 20]
     assert model.report is not None and model.report.best_iteration <= 21
 

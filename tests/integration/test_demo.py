@@ -1,0 +1,46 @@
+"""The tool tour end to end (real Evidently, Optuna, MLflow) and the CLI around it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from driftpilot.cli import app
+from driftpilot.demo import run_tool_tour
+from driftpilot.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+def test_tool_tour_tells_the_flights_story_and_is_idempotent(settings: Settings) -> None:
+    console = Console(record=True, width=160)
+    first = run_tool_tour(console, trials=3)
+    months = {row["month"]: row for row in first["months"]}
+    assert list(months) == [f"2013-{m:02d}" for m in range(2, 13)]
+    assert {"temp", "dewp"} <= set(months["2013-07"]["weather_drifted"])
+    assert months["2013-07"]["drift_share"] > months["2013-02"]["drift_share"]
+    assert 0.65 < months["2013-03"]["auc"] < 0.8
+    assert all(row["quality"] == "ok" for row in first["months"])
+    assert settings.reports_dir is not None
+    assert len(list(settings.reports_dir.glob("drift_2013-01_vs_*.html"))) == 11
+    text = console.export_text()
+    assert "identical predictions" in text and "mlflow ui --backend-store-uri" in text
+    again = run_tool_tour(Console(record=True, width=160), trials=3)
+    assert (again["champion"], again["challenger"]) == (first["champion"], first["challenger"])
+
+
+def test_cli_lists_batches_and_rejects_unknown_datasets(settings: Settings) -> None:
+    runner = CliRunner()
+    listed = runner.invoke(app, ["data", "flights"], terminal_width=160)
+    assert listed.exit_code == 0, listed.output
+    assert "2013-12" in listed.output and "327,346 rows" in listed.output
+    unknown = runner.invoke(app, ["data", "iris"])
+    assert unknown.exit_code == 2 and "unknown dataset" in unknown.output
+
+
+def test_cli_help_is_fast_and_names_the_commands(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["--help"])
+    assert result.exit_code == 0 and "demo" in result.output and "data" in result.output
