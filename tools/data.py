@@ -19,6 +19,7 @@ import polars as pl
 from pydantic import BaseModel, Field
 
 from driftpilot.errors import DataError, FormatError, SchemaError
+from driftpilot.settings import Settings, get_settings
 
 Period = Literal["hour", "day", "week", "month"]
 
@@ -169,8 +170,15 @@ def _batch_name(key: object, every: Period) -> str:
     return f"{every}-{int(key):05d}"  # type: ignore[call-overload]
 
 
+def batch_dir(source: str, settings: Settings | None = None) -> Path:
+    """Where the batches of one source are persisted: ``<batches_dir>/<source>/``."""
+    settings = settings or get_settings()
+    assert settings.batches_dir is not None
+    return settings.batches_dir / source
+
+
 def persist_batch(batch: Batch, directory: Path) -> BatchInfo:
-    """Write a batch to ``directory/<batch_id>.parquet`` atomically.
+    """Write a batch to ``directory/<batch_id>.parquet`` atomically (see ``batch_dir``).
 
     The file is written under a temporary name and renamed, so a crash never leaves a
     half-written batch. Returns the batch info with ``path`` set.

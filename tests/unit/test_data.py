@@ -5,7 +5,9 @@ import polars as pl
 import pytest
 
 from driftpilot.errors import DataError, FormatError, IntegrityError, SchemaError
+from driftpilot.settings import Settings
 from tools.data import (
+    batch_dir,
     content_hash,
     load_table,
     make_batch,
@@ -86,6 +88,11 @@ def test_persist_is_atomic_and_read_checks_the_hash(
         read_batch(info)
     with pytest.raises(DataError, match="no persisted file"):
         read_batch(batch.info)
+
+
+def test_batches_persist_under_the_home(settings: Settings, jan_sample: pl.DataFrame) -> None:
+    info = persist_batch(make_batch(jan_sample.head(20), "b1"), batch_dir("flights"))
+    assert info.path == str(settings.batches_dir / "flights" / "b1.parquet")
 
 
 def test_batch_info_carries_time_range(jan_sample: pl.DataFrame) -> None:
