@@ -14,7 +14,12 @@ catch the branch they can handle and let the rest surface with its message.
     │   └── TuningError             an Optuna study could not produce a result
     ├── RegistryError               MLflow tracking / registry failed
     │   └── AliasNotFound           no model version carries the asked alias
-    └── SynthError                  synthetic scenario generation failed
+    ├── SynthError                  synthetic scenario generation failed
+    ├── NotFound                    no such run / model / approval
+    ├── AuditError                  the audit store refused or failed a write
+    ├── ApprovalError               an approval cannot be given (self-approval, decided)
+    ├── PolicyViolation             an action the risk policy forbids (e.g. unapproved promote)
+    └── LLMError                    the chat model failed (timeout, invalid output)
 """
 
 from __future__ import annotations
@@ -66,3 +71,23 @@ class AliasNotFound(RegistryError):
 
 class SynthError(DriftPilotError):
     """Synthetic scenario generation failed."""
+
+
+class NotFound(DriftPilotError):
+    """No such run, model or approval."""
+
+
+class AuditError(DriftPilotError):
+    """The audit store refused or failed a write."""
+
+
+class ApprovalError(DriftPilotError):
+    """An approval cannot be given: self-approval, unknown decision, already decided."""
+
+
+class PolicyViolation(DriftPilotError):
+    """An action the risk policy forbids, e.g. promoting a high-risk model unapproved."""
+
+
+class LLMError(DriftPilotError):
+    """The chat model failed: timeout, invalid JSON, unknown tool, decision out of bounds."""

@@ -1,0 +1,143 @@
+"""Audit database tables (SQLAlchemy 2.0).
+
+Chained tables (decisions, tool_calls, approvals, champion_history) are append-only: each row
+stores the hash of the previous row of its table and its own hash over its content, so an
+edited, deleted or re-ordered row breaks the chain and ``verify`` names it. Triggers in the
+migration refuse UPDATE and DELETE on them as a first line of defence.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Boolean, Float, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ManagedModel(Base):
+    """A model DriftPilot keeps healthy: its data contract and its reference window."""
+
+    __tablename__ = "models"
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    source: Mapped[str] = mapped_column(String(500))
+    target: Mapped[str] = mapped_column(String(200))
+    time_col: Mapped[str] = mapped_column(String(200))
+    numeric: Mapped[str] = mapped_column(Text, doc="JSON list of numeric features")
+    categorical: Mapped[str] = mapped_column(Text, doc="JSON list of categorical features")
+    family: Mapped[str] = mapped_column(String(50))
+    metric: Mapped[str] = mapped_column(String(50))
+    reference_path: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    baseline: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[str] = mapped_column(String(40))
+
+
+class Run(Base):
+    """One control run: one model, one batch."""
+
+    __tablename__ = "runs"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    model: Mapped[str] = mapped_column(String(200), index=True)
+    batch_id: Mapped[str] = mapped_column(String(200))
+    trigger: Mapped[str] = mapped_column(String(50))
+    requested_by: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(40), index=True)
+    outcome: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    summary: Mapped[str] = mapped_column(Text, default="{}")
+    created_at: Mapped[str] = mapped_column(String(40))
+    updated_at: Mapped[str] = mapped_column(String(40))
+
+
+class BatchRecord(Base):
+    """Every batch seen: accepted or quarantined (with its reason), never dropped."""
+
+    __tablename__ = "batches"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(String(200), index=True)
+    batch_id: Mapped[str] = mapped_column(String(200))
+    content_hash: Mapped[str] = mapped_column(String(64), index=True)
+    n_rows: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(String(1000))
+    status: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    run_id: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[str] = mapped_column(String(40))
+
+
+class StepEffect(Base):
+    """Idempotency ledger: the result of a mutating step, once per (run, step)."""
+
+    __tablename__ = "step_effects"
+    __table_args__ = (UniqueConstraint("run_id", "step"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(40))
+    step: Mapped[str] = mapped_column(String(100))
+    result: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[str] = mapped_column(String(40))
+
+
+class Chained:
+    """Columns of every hash-chained table."""
+
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[str] = mapped_column(String(40))
+
+
+class Decision(Chained, Base):
+    __tablename__ = "decisions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(40), index=True)
+    agent: Mapped[str] = mapped_column(String(50))
+    action: Mapped[str] = mapped_column(String(50))
+    rationale: Mapped[str] = mapped_column(Text)
+    evidence: Mapped[str] = mapped_column(Text, doc="JSON")
+    backend: Mapped[str] = mapped_column(String(50))
+    llm_model: Mapped[str] = mapped_column(String(200))
+    fallback: Mapped[bool] = mapped_column(Boolean)
+    flags: Mapped[str] = mapped_column(Text, doc="JSON list, e.g. citation mismatches")
+    tokens_in: Mapped[int] = mapped_column(Integer)
+    tokens_out: Mapped[int] = mapped_column(Integer)
+    latency_ms: Mapped[float] = mapped_column(Float)
+
+
+class ToolCall(Chained, Base):
+    __tablename__ = "tool_calls"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(40), index=True)
+    agent: Mapped[str] = mapped_column(String(50))
+    tool: Mapped[str] = mapped_column(String(100))
+    args: Mapped[str] = mapped_column(Text, doc="JSON")
+    result: Mapped[str] = mapped_column(Text, doc="JSON summary")
+    ok: Mapped[bool] = mapped_column(Boolean)
+    latency_ms: Mapped[float] = mapped_column(Float)
+
+
+class Approval(Chained, Base):
+    """Approval events: a 'request' row, later one 'decision' row (approve / reject)."""
+
+    __tablename__ = "approvals"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(40), index=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    principal: Mapped[str] = mapped_column(String(200), doc="requester or approver")
+    decision: Mapped[str] = mapped_column(String(20), doc="pending | approve | reject")
+    comment: Mapped[str] = mapped_column(Text)
+    payload: Mapped[str] = mapped_column(Text, doc="JSON")
+
+
+class ChampionChange(Chained, Base):
+    """Every move of the champion alias: answers 'which version was champion at time T'."""
+
+    __tablename__ = "champion_history"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(String(200), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    previous_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    action: Mapped[str] = mapped_column(String(20), doc="bootstrap | promote | rollback")
+    run_id: Mapped[str] = mapped_column(String(40))
+    actor: Mapped[str] = mapped_column(String(200))
+
+
+CHAINED: tuple[type[Base], ...] = (Decision, ToolCall, Approval, ChampionChange)
