@@ -1,0 +1,110 @@
+"""What agent nodes share: settings, policy, audit store, LLM backend, and the managed model's
+data. Every deterministic tool call made through ``call`` is timed and audited."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import polars as pl
+
+from agents.base import Outcome
+from driftpilot.audit import AuditStore
+from driftpilot.audit.models import BatchRecord, ManagedModel
+from driftpilot.errors import AliasNotFound, NotFound
+from driftpilot.llm import Backend
+from driftpilot.policy import Policy
+from driftpilot.settings import Settings
+from tools.datasets import DatasetSpec
+
+R = TypeVar("R")
+
+
+@dataclass
+class RunContext:
+    """Shared by the nodes of one graph (one process); holds no per-run state."""
+
+    settings: Settings
+    store: AuditStore
+    policy: Policy
+    backend: Backend
+    _champions: dict[tuple[str, int], Any] = field(default_factory=dict)
+
+    # -- audit ----------------------------------------------------------------------------------
+
+    def call(self, run_id: str, agent: str, tool: str, fn: Callable[[], R], args: dict[str, Any],
+             summarize: Callable[[R], Any] = lambda r: r) -> R:  # fmt: skip
+        """Run a deterministic tool, record the call (args, result summary, latency, ok)."""
+        started = time.perf_counter()
+        try:
+            result = fn()
+        except Exception as exc:
+            self.store.record_tool_call(run_id, agent, tool, args, {"error": f"{type(exc).__name__}: {exc}"},
+                                        ok=False, latency_ms=(time.perf_counter() - started) * 1000)  # fmt: skip
+            raise
+        self.store.record_tool_call(run_id, agent, tool, args, _jsonable(summarize(result)), ok=True,
+                                    latency_ms=(time.perf_counter() - started) * 1000)  # fmt: skip
+        return result
+
+    def record(self, run_id: str, agent: str, outcome: Outcome[Any], action: str, rationale: str,
+               evidence: dict[str, Any], flags: list[str] | None = None) -> None:  # fmt: skip
+        flags = list(flags or [])
+        if outcome.fallback:
+            flags.append(f"llm_fallback: {outcome.error}")
+        for call in outcome.tool_calls:
+            self.store.record_tool_call(run_id, agent, f"llm:{call['tool']}", call["args"],
+                                        _jsonable(call["result"]), ok=True, latency_ms=0.0)  # fmt: skip
+        self.store.record_decision(
+            run_id, agent, action, rationale, evidence, backend=outcome.backend,
+            llm_model=outcome.llm_model, fallback=outcome.fallback, flags=flags,
+            tokens_in=outcome.tokens_in, tokens_out=outcome.tokens_out, latency_ms=outcome.latency_ms,
+        )  # fmt: skip
+
+    # -- the managed model and its data ----------------------------------------------------------
+
+    def model(self, name: str) -> ManagedModel:
+        return self.store.get(ManagedModel, name)
+
+    def spec(self, name: str) -> DatasetSpec:
+        row = self.model(name)
+        return DatasetSpec(name=row.name, target=row.target, time_col=row.time_col, batch_every="month",
+                           numeric=json.loads(row.numeric), categorical=json.loads(row.categorical))  # fmt: skip
+
+    def reference(self, name: str) -> pl.DataFrame:
+        row = self.model(name)
+        if not row.reference_path or not Path(row.reference_path).exists():
+            raise NotFound(f"model {name!r} has no reference window")
+        return pl.read_parquet(row.reference_path)
+
+    def accepted_batches(self, name: str) -> list[BatchRecord]:
+        return self.store.list_rows(BatchRecord, BatchRecord.model == name, BatchRecord.status == "accepted",
+                                    order=BatchRecord.id)  # fmt: skip
+
+    def model_dir(self, name: str) -> Path:
+        assert self.settings.home is not None
+        path = self.settings.home / "models" / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def champion(self, name: str) -> tuple[Any, int] | None:
+        """The champion model and version, or None (cached per version in this process)."""
+        from tools import registry
+
+        try:
+            info = registry.get_alias(name, registry.CHAMPION, self.settings)
+        except AliasNotFound:
+            return None
+        key = (name, info.version)
+        if key not in self._champions:
+            self._champions[key] = registry.load_version(name, info.version, self.settings)
+        return self._champions[key], info.version
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    return value

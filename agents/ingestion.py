@@ -1,0 +1,104 @@
+"""Ingestion agent: accept the batch, or quarantine it with a reason (never drop it).
+
+Text columns never reach the LLM: it sees the quality verdict only, so instructions hidden in
+data stay data.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Literal
+
+import polars as pl
+from pydantic import BaseModel, Field
+
+from agents.base import AgentTool, decide
+from agents.context import RunContext
+from driftpilot.audit.models import BatchRecord
+from driftpilot.audit.store import now
+from driftpilot.errors import LLMError
+from tools.quality import QualityVerdict, check_batch, profile_reference
+
+NAME = "ingestion"
+
+
+class IngestionDecision(BaseModel):
+    """Whether the batch may be used."""
+
+    action: Literal["accept", "quarantine"] = Field(description="accept, or quarantine the batch.")
+    reason: str = Field(description="For quarantine: the reason stored with the batch.")
+    rationale: str = Field(description="Why, citing the quality findings.")
+
+
+def _tools(verdict: QualityVerdict) -> list[AgentTool]:
+    def list_quality_issues() -> list[dict[str, Any]]:
+        """Every quality finding of the batch: check, severity, column, value, message."""
+        return [i.model_dump() for i in verdict.issues]
+
+    return [AgentTool("list_quality_issues", list_quality_issues)]
+
+
+def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
+    run_id, model = state["run_id"], state["model"]
+    done = ctx.store.effect(run_id, NAME)
+    if done is not None:  # replay after a resume: the batch was already filed
+        return {"ingestion": done}
+    batch = state["batch"]
+    frame = pl.read_parquet(batch["path"])
+    spec = ctx.spec(model)
+    columns = [*spec.features, spec.target, spec.time_col]
+    profile = profile_reference(ctx.reference(model), columns)
+    verdict = ctx.call(run_id, NAME, "quality.check_batch",
+                       lambda: check_batch(frame, profile, seen_hashes=ctx.store.seen_hashes(model),
+                                           thresholds=None),
+                       {"batch_id": batch["batch_id"], "rows": frame.height})  # fmt: skip
+    allowed = ctx.policy.ingestion_allowed(verdict.ok)
+    fallback = IngestionDecision(
+        action="accept" if verdict.ok else "quarantine",
+        reason="" if verdict.ok else verdict.reason(),
+        rationale=_template(verdict),
+    )
+
+    def check(d: IngestionDecision) -> None:
+        if d.action not in allowed:
+            raise LLMError(f"action {d.action!r} not allowed; allowed: {allowed}")
+
+    evidence = {"verdict": verdict.model_dump(), "errors": [i.message for i in verdict.errors]}
+    outcome = decide(NAME, ctx.backend, IngestionDecision, evidence, {"allowed": allowed}, fallback,
+                     check=check, tools=_tools(verdict), max_steps=ctx.settings.llm_max_steps,
+                     retries=ctx.settings.llm_retries)  # fmt: skip
+    decision = outcome.decision
+    reason = decision.reason or verdict.reason()
+    result = _file_batch(ctx, state, verdict, decision.action, reason)
+    ctx.record(run_id, NAME, outcome, decision.action, decision.rationale, evidence)
+    ctx.store.record_effect(run_id, NAME, result)
+    return {"ingestion": result}
+
+
+def _file_batch(ctx: RunContext, state: dict[str, Any], verdict: QualityVerdict, action: str,
+                reason: str) -> dict[str, Any]:  # fmt: skip
+    batch, model = state["batch"], state["model"]
+    assert ctx.settings.batches_dir is not None
+    folder = ctx.settings.batches_dir / model / ("accepted" if action == "accept" else "quarantine")
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{batch['batch_id']}-{state['run_id'][:8]}.parquet"
+    shutil.copyfile(batch["path"], target)
+    risky = [i.check for i in verdict.warnings if i.check in ctx.policy.risk.risky_warning_checks]
+    ctx.store.add(BatchRecord(
+        model=model, batch_id=batch["batch_id"], content_hash=verdict.content_hash, n_rows=verdict.n_rows,
+        path=str(target), status="accepted" if action == "accept" else "quarantined",
+        reason=reason if action != "accept" else json.dumps(risky), run_id=state["run_id"], created_at=now(),
+    ))  # fmt: skip
+    if action == "accept":
+        Path(batch["path"]).unlink(missing_ok=True)
+    return {"action": action, "reason": "" if action == "accept" else reason, "path": str(target),
+            "warnings": [i.message for i in verdict.warnings], "risky_warnings": risky}  # fmt: skip
+
+
+def _template(verdict: QualityVerdict) -> str:
+    if verdict.ok:
+        extra = f" with {len(verdict.warnings)} warnings" if verdict.warnings else ""
+        return f"Batch of {verdict.n_rows} rows passed every quality check{extra}: accept."
+    return f"Batch failed {len(verdict.errors)} quality checks ({verdict.reason()}): quarantine."

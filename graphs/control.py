@@ -1,0 +1,93 @@
+"""The control graph: one run of one managed model on one batch (see DESIGN.md).
+
+    ingestion -> drift_analyst -> optimizer -> retraining -> evaluator -> cicd -> promote -> report
+        |              |                                         |          |
+        +-> report     +-> report                      report <--+          +-> approval (interrupt)
+                                                                                 approve -> promote
+                                                                                 reject  -> report
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import interrupt
+
+from agents import cicd, drift_analyst, evaluator, ingestion, optimizer, retraining
+from agents.context import RunContext
+from driftpilot.errors import ApprovalError
+from graphs.state import ControlState, after_approval, after_cicd, after_drift, after_evaluation, after_ingestion
+
+
+def build_control_graph(model: Any, tools: RunContext, checkpointer: Any) -> Any:
+    """Assemble and compile the control graph.
+
+    Args:
+        model: the LLM backend (``driftpilot.llm.Backend``); it replaces ``tools.backend``.
+        tools: the run context through which agents reach the deterministic tools and the audit.
+        checkpointer: a LangGraph checkpointer (SQLite in the home directory) — it makes the
+            approval wait durable across restarts.
+    """
+    tools.backend = model
+    graph = StateGraph(ControlState)
+    graph.add_node("ingestion", partial(ingestion.node, ctx=tools))
+    graph.add_node("drift_analyst", partial(drift_analyst.node, ctx=tools))
+    graph.add_node("optimizer", partial(optimizer.node, ctx=tools))
+    graph.add_node("retraining", partial(retraining.node, ctx=tools))
+    graph.add_node("evaluator", partial(evaluator.node, ctx=tools))
+    graph.add_node("cicd", partial(cicd.node, ctx=tools))
+    graph.add_node("approval", partial(approval_node, ctx=tools))
+    graph.add_node("promote", partial(cicd.promote, ctx=tools))
+    graph.add_node("report", partial(report_node, ctx=tools))
+
+    graph.add_edge(START, "ingestion")
+    graph.add_conditional_edges("ingestion", after_ingestion)
+    graph.add_conditional_edges("drift_analyst", after_drift)
+    graph.add_edge("optimizer", "retraining")
+    graph.add_edge("retraining", "evaluator")
+    graph.add_conditional_edges("evaluator", after_evaluation)
+    graph.add_conditional_edges("cicd", after_cicd)
+    graph.add_conditional_edges("approval", after_approval)
+    graph.add_edge("promote", "report")
+    graph.add_edge("report", END)
+    return graph.compile(checkpointer=checkpointer)
+
+
+def approval_node(state: ControlState, ctx: RunContext) -> dict[str, Any]:
+    """Wait for a person. The decision itself is recorded in the audit store (by the service,
+    which checks the approver is not the requester) before the graph is resumed; this node runs
+    again from its top on resume, so it does nothing but read."""
+    rows = ctx.store.approval_rows(state["run_id"])
+    if len(rows) < 2:
+        import json
+
+        interrupt(json.loads(rows[0].payload))
+        rows = ctx.store.approval_rows(state["run_id"])
+    if len(rows) < 2:
+        raise ApprovalError(f"run {state['run_id']} was resumed without a recorded approval decision")
+    answer = rows[1]
+    return {"approval": {"decision": answer.decision, "approver": answer.principal, "comment": answer.comment},
+            "events": [f"{answer.decision} by {answer.principal}"]}  # fmt: skip
+
+
+def report_node(state: ControlState, ctx: RunContext) -> dict[str, Any]:
+    """Name the outcome and write it, with the run's summary, to the runs table."""
+    outcome = _outcome(state)
+    summary = {key: state.get(key) for key in ("ingestion", "drift", "optimizer", "retraining", "evaluation",
+                                                "cicd", "approval", "promotion")}  # fmt: skip
+    ctx.store.update_run(state["run_id"], status="completed", outcome=outcome, summary=summary)
+    return {"outcome": outcome, "events": [outcome]}
+
+
+def _outcome(state: ControlState) -> str:
+    if state["ingestion"]["action"] == "quarantine":
+        return "quarantined"
+    if state["drift"]["action"] != "retrain":
+        return f"no_retrain:{state['drift']['action']}"
+    if state["evaluation"]["action"] == "reject":
+        return "challenger_rejected"
+    if state.get("promotion"):
+        return "promoted"
+    return "approval_rejected"
