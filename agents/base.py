@@ -10,6 +10,7 @@ retried; after the retries the policy decision is used and the fallback is recor
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -79,12 +80,27 @@ def decide(
     loop = _Loop(agent, backend, decision_model, evidence, bounds, tools or [], check)
     try:
         decision = loop.run(max_steps, retries)
-        return Outcome(decision, backend.name, backend.model_name, tokens_in=loop.tokens_in,
-                       tokens_out=loop.tokens_out, latency_ms=_ms(started), tool_calls=loop.calls)  # fmt: skip
+        return Outcome(
+            decision,
+            backend.name,
+            backend.model_name,
+            tokens_in=loop.tokens_in,
+            tokens_out=loop.tokens_out,
+            latency_ms=_ms(started),
+            tool_calls=loop.calls,
+        )
     except LLMError as exc:
-        return Outcome(policy_decision, backend.name, backend.model_name, fallback=True, error=str(exc),
-                       tokens_in=loop.tokens_in, tokens_out=loop.tokens_out, latency_ms=_ms(started),
-                       tool_calls=loop.calls)  # fmt: skip
+        return Outcome(
+            policy_decision,
+            backend.name,
+            backend.model_name,
+            fallback=True,
+            error=str(exc),
+            tokens_in=loop.tokens_in,
+            tokens_out=loop.tokens_out,
+            latency_ms=_ms(started),
+            tool_calls=loop.calls,
+        )
 
 
 def _ms(started: float) -> float:
@@ -92,8 +108,16 @@ def _ms(started: float) -> float:
 
 
 class _Loop(Generic[D]):
-    def __init__(self, agent: str, backend: Backend, decision_model: type[D], evidence: dict[str, Any],
-                 bounds: dict[str, Any], tools: list[AgentTool], check: Callable[[D], None]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        agent: str,
+        backend: Backend,
+        decision_model: type[D],
+        evidence: dict[str, Any],
+        bounds: dict[str, Any],
+        tools: list[AgentTool],
+        check: Callable[[D], None],
+    ) -> None:
         from langchain_core.messages import HumanMessage, SystemMessage
 
         self.decision_model, self.check = decision_model, check
@@ -101,16 +125,23 @@ class _Loop(Generic[D]):
         self.tokens_in = self.tokens_out = 0
         self.calls: list[dict[str, Any]] = []
         schema = json.dumps(decision_model.model_json_schema(), indent=1)
-        tool_doc = "\n".join(f"- {t.name}: {(t.fn.__doc__ or '').strip()}" for t in tools) or "(none)"
-        system = render_prompt(agent, decision_schema=schema, tools=tool_doc, bounds=json.dumps(bounds))
-        self.messages: list[Any] = [SystemMessage(system),
-                                    HumanMessage("Evidence:\n" + json.dumps(evidence, default=str))]  # fmt: skip
+        tool_doc = (
+            "\n".join(f"- {t.name}: {(t.fn.__doc__ or '').strip()}" for t in tools) or "(none)"
+        )
+        system = render_prompt(
+            agent, decision_schema=schema, tools=tool_doc, bounds=json.dumps(bounds)
+        )
+        self.messages: list[Any] = [
+            SystemMessage(system),
+            HumanMessage("Evidence:\n" + json.dumps(evidence, default=str)),
+        ]
         self.model = backend.chat_model
         if tools:
-            try:
-                self.model = backend.chat_model.bind_tools([t.as_langchain() for t in tools])  # type: ignore[union-attr]
-            except NotImplementedError:
-                pass  # JSON-text tool calls still work
+            # Models without native tool calling still get JSON-text tool calls.
+            with contextlib.suppress(NotImplementedError):
+                self.model = backend.chat_model.bind_tools(  # type: ignore[union-attr]
+                    [t.as_langchain() for t in tools]
+                )
 
     def run(self, max_steps: int, retries: int) -> D:
         from langchain_core.messages import HumanMessage
@@ -132,7 +163,9 @@ class _Loop(Generic[D]):
                 failures += 1
                 if failures > retries:
                     raise
-                self.messages.append(HumanMessage(f"Invalid answer: {exc}. Reply with one JSON decision."))
+                self.messages.append(
+                    HumanMessage(f"Invalid answer: {exc}. Reply with one JSON decision.")
+                )
         raise LLMError(f"no valid decision within {max_steps} steps")
 
     def _invoke(self) -> Any:

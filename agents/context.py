@@ -36,33 +36,78 @@ class RunContext:
 
     # -- audit ----------------------------------------------------------------------------------
 
-    def call(self, run_id: str, agent: str, tool: str, fn: Callable[[], R], args: dict[str, Any],
-             summarize: Callable[[R], Any] = lambda r: r) -> R:  # fmt: skip
+    def call(
+        self,
+        run_id: str,
+        agent: str,
+        tool: str,
+        fn: Callable[[], R],
+        args: dict[str, Any],
+        summarize: Callable[[R], Any] = lambda r: r,
+    ) -> R:
         """Run a deterministic tool, record the call (args, result summary, latency, ok)."""
         started = time.perf_counter()
         try:
             result = fn()
         except Exception as exc:
-            self.store.record_tool_call(run_id, agent, tool, args, {"error": f"{type(exc).__name__}: {exc}"},
-                                        ok=False, latency_ms=(time.perf_counter() - started) * 1000)  # fmt: skip
+            self.store.record_tool_call(
+                run_id,
+                agent,
+                tool,
+                args,
+                {"error": f"{type(exc).__name__}: {exc}"},
+                ok=False,
+                latency_ms=(time.perf_counter() - started) * 1000,
+            )
             raise
-        self.store.record_tool_call(run_id, agent, tool, args, _jsonable(summarize(result)), ok=True,
-                                    latency_ms=(time.perf_counter() - started) * 1000)  # fmt: skip
+        self.store.record_tool_call(
+            run_id,
+            agent,
+            tool,
+            args,
+            _jsonable(summarize(result)),
+            ok=True,
+            latency_ms=(time.perf_counter() - started) * 1000,
+        )
         return result
 
-    def record(self, run_id: str, agent: str, outcome: Outcome[Any], action: str, rationale: str,
-               evidence: dict[str, Any], flags: list[str] | None = None) -> None:  # fmt: skip
+    def record(
+        self,
+        run_id: str,
+        agent: str,
+        outcome: Outcome[Any],
+        action: str,
+        rationale: str,
+        evidence: dict[str, Any],
+        flags: list[str] | None = None,
+    ) -> None:
         flags = list(flags or [])
         if outcome.fallback:
             flags.append(f"llm_fallback: {outcome.error}")
         for call in outcome.tool_calls:
-            self.store.record_tool_call(run_id, agent, f"llm:{call['tool']}", call["args"],
-                                        _jsonable(call["result"]), ok=True, latency_ms=0.0)  # fmt: skip
+            self.store.record_tool_call(
+                run_id,
+                agent,
+                f"llm:{call['tool']}",
+                call["args"],
+                _jsonable(call["result"]),
+                ok=True,
+                latency_ms=0.0,
+            )
         self.store.record_decision(
-            run_id, agent, action, rationale, evidence, backend=outcome.backend,
-            llm_model=outcome.llm_model, fallback=outcome.fallback, flags=flags,
-            tokens_in=outcome.tokens_in, tokens_out=outcome.tokens_out, latency_ms=outcome.latency_ms,
-        )  # fmt: skip
+            run_id,
+            agent,
+            action,
+            rationale,
+            evidence,
+            backend=outcome.backend,
+            llm_model=outcome.llm_model,
+            fallback=outcome.fallback,
+            flags=flags,
+            tokens_in=outcome.tokens_in,
+            tokens_out=outcome.tokens_out,
+            latency_ms=outcome.latency_ms,
+        )
 
     # -- the managed model and its data ----------------------------------------------------------
 
@@ -71,8 +116,14 @@ class RunContext:
 
     def spec(self, name: str) -> DatasetSpec:
         row = self.model(name)
-        return DatasetSpec(name=row.name, target=row.target, time_col=row.time_col, batch_every="month",
-                           numeric=json.loads(row.numeric), categorical=json.loads(row.categorical))  # fmt: skip
+        return DatasetSpec(
+            name=row.name,
+            target=row.target,
+            time_col=row.time_col,
+            batch_every="month",
+            numeric=json.loads(row.numeric),
+            categorical=json.loads(row.categorical),
+        )
 
     def reference(self, name: str) -> pl.DataFrame:
         row = self.model(name)
@@ -81,8 +132,12 @@ class RunContext:
         return pl.read_parquet(row.reference_path)
 
     def accepted_batches(self, name: str) -> list[BatchRecord]:
-        return self.store.list_rows(BatchRecord, BatchRecord.model == name, BatchRecord.status == "accepted",
-                                    order=BatchRecord.id)  # fmt: skip
+        return self.store.list_rows(
+            BatchRecord,
+            BatchRecord.model == name,
+            BatchRecord.status == "accepted",
+            order=BatchRecord.id,
+        )
 
     def model_dir(self, name: str) -> Path:
         assert self.settings.home is not None

@@ -37,7 +37,9 @@ def _metrics(drift: DriftResult, perf: dict[str, Any]) -> dict[str, float]:
     """Every citable number: drift share, each column's score, performance figures."""
     values = {"drift_share": drift.drift_share, "n_drifted": float(drift.n_drifted)}
     values.update({c.column: c.score for c in drift.columns})
-    values.update({k: v for k, v in perf.items() if isinstance(v, int | float) and not isinstance(v, bool)})
+    values.update(
+        {k: v for k, v in perf.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    )
     return values
 
 
@@ -67,35 +69,81 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     reference = ctx.reference(model)
     assert ctx.settings.reports_dir is not None
     report = ctx.settings.reports_dir / model / f"{state['batch']['batch_id']}-{run_id[:8]}.html"
-    drift = ctx.call(run_id, NAME, "drift.data_drift",
-                     lambda: data_drift(reference, frame, numeric=spec.numeric, categorical=spec.categorical,
-                                        report_path=report),
-                     {"reference_rows": reference.height, "batch_rows": frame.height})  # fmt: skip
+    drift = ctx.call(
+        run_id,
+        NAME,
+        "drift.data_drift",
+        lambda: data_drift(
+            reference, frame, numeric=spec.numeric, categorical=spec.categorical, report_path=report
+        ),
+        {"reference_rows": reference.height, "batch_rows": frame.height},
+    )
     perf = _performance(ctx, run_id, model, spec.target, frame, reference)
-    bounds = ctx.policy.drift_bounds(drift.drift_share, perf.get("metric_drop"), perf.get("prediction_drifted", False))
+    bounds = ctx.policy.drift_bounds(
+        drift.drift_share, perf.get("metric_drop"), perf.get("prediction_drifted", False)
+    )
     known = _metrics(drift, perf)
-    fallback = DriftVerdict(action=bounds.default, severity=bounds.severity,
-                            cited_metrics=_cite(drift, perf), rationale=_template(drift, perf, bounds))  # fmt: skip
+    fallback = DriftVerdict(
+        action=bounds.default,
+        severity=bounds.severity,
+        cited_metrics=_cite(drift, perf),
+        rationale=_template(drift, perf, bounds),
+    )
 
     def check(d: DriftVerdict) -> None:
         if d.action not in bounds.allowed:
             raise LLMError(f"action {d.action!r} outside the policy bounds {bounds.allowed}")
 
-    evidence = {"drift_share": drift.drift_share, "dataset_drift": drift.dataset_drift,
-                "columns": [c.model_dump() for c in drift.columns[:8]], "performance": perf,
-                "signals": bounds.signals, "report": drift.report_path}  # fmt: skip
-    outcome = decide(NAME, ctx.backend, DriftVerdict, evidence, bounds.model_dump(), fallback, check=check,
-                     tools=_tools(drift), max_steps=ctx.settings.llm_max_steps,
-                     retries=ctx.settings.llm_retries)  # fmt: skip
+    evidence = {
+        "drift_share": drift.drift_share,
+        "dataset_drift": drift.dataset_drift,
+        "columns": [c.model_dump() for c in drift.columns[:8]],
+        "performance": perf,
+        "signals": bounds.signals,
+        "report": drift.report_path,
+    }
+    outcome = decide(
+        NAME,
+        ctx.backend,
+        DriftVerdict,
+        evidence,
+        bounds.model_dump(),
+        fallback,
+        check=check,
+        tools=_tools(drift),
+        max_steps=ctx.settings.llm_max_steps,
+        retries=ctx.settings.llm_retries,
+    )
     verdict = outcome.decision
-    ctx.record(run_id, NAME, outcome, verdict.action, verdict.rationale,
-               {**evidence, "cited_metrics": verdict.cited_metrics}, citation_flags(verdict, known))  # fmt: skip
-    return {"drift": {"action": verdict.action, "severity": verdict.severity, "drift_share": drift.drift_share,
-                      "drifted_columns": drift.drifted_columns(), "report": drift.report_path, **perf}}  # fmt: skip
+    ctx.record(
+        run_id,
+        NAME,
+        outcome,
+        verdict.action,
+        verdict.rationale,
+        {**evidence, "cited_metrics": verdict.cited_metrics},
+        citation_flags(verdict, known),
+    )
+    return {
+        "drift": {
+            "action": verdict.action,
+            "severity": verdict.severity,
+            "drift_share": drift.drift_share,
+            "drifted_columns": drift.drifted_columns(),
+            "report": drift.report_path,
+            **perf,
+        }
+    }
 
 
-def _performance(ctx: RunContext, run_id: str, model: str, target: str, frame: pl.DataFrame,
-                 reference: pl.DataFrame) -> dict[str, Any]:  # fmt: skip
+def _performance(
+    ctx: RunContext,
+    run_id: str,
+    model: str,
+    target: str,
+    frame: pl.DataFrame,
+    reference: pl.DataFrame,
+) -> dict[str, Any]:
     champ = ctx.champion(model)
     if champ is None:
         return {"champion_version": None}
@@ -103,15 +151,24 @@ def _performance(ctx: RunContext, run_id: str, model: str, target: str, frame: p
     baseline = ctx.model(model).baseline
     out: dict[str, Any] = {"champion_version": version, "baseline": baseline}
     if target in frame.columns and frame[target].drop_nulls().n_unique() == 2:
-        perf = ctx.call(run_id, NAME, "drift.model_performance", lambda: model_performance(scorer, frame, target),
-                        {"champion_version": version})  # fmt: skip
+        perf = ctx.call(
+            run_id,
+            NAME,
+            "drift.model_performance",
+            lambda: model_performance(scorer, frame, target),
+            {"champion_version": version},
+        )
         out.update({"roc_auc": perf.roc_auc, "pr_auc": perf.pr_auc, "log_loss": perf.log_loss})
         if baseline is not None and perf.roc_auc is not None:
             out["metric_drop"] = round(baseline - perf.roc_auc, 4)
     else:
-        moved = ctx.call(run_id, NAME, "drift.prediction_drift",
-                         lambda: prediction_drift(scorer.predict_proba(reference), scorer.predict_proba(frame)),
-                         {"champion_version": version})  # fmt: skip
+        moved = ctx.call(
+            run_id,
+            NAME,
+            "drift.prediction_drift",
+            lambda: prediction_drift(scorer.predict_proba(reference), scorer.predict_proba(frame)),
+            {"champion_version": version},
+        )
         out.update({"prediction_drift_score": moved.score, "prediction_drifted": moved.drifted})
     return out
 
@@ -126,7 +183,10 @@ def _tools(drift: DriftResult) -> list[AgentTool]:
         """Names of the columns whose drift test fired, most drifted first."""
         return drift.drifted_columns()
 
-    return [AgentTool("get_column_drift", get_column_drift), AgentTool("list_drifted_columns", list_drifted_columns)]
+    return [
+        AgentTool("get_column_drift", get_column_drift),
+        AgentTool("list_drifted_columns", list_drifted_columns),
+    ]
 
 
 def _cite(drift: DriftResult, perf: dict[str, Any]) -> dict[str, float]:
@@ -140,13 +200,18 @@ def _cite(drift: DriftResult, perf: dict[str, Any]) -> dict[str, float]:
 
 
 def _template(drift: DriftResult, perf: dict[str, Any], bounds: DriftBounds) -> str:
-    parts = [f"drift_share={drift.drift_share:.4f} ({drift.n_drifted}/{drift.n_columns} columns drifted)"]
+    parts = [
+        f"drift_share={drift.drift_share:.4f} ({drift.n_drifted}/{drift.n_columns} columns drifted)"
+    ]
     if drift.columns and drift.columns[0].drifted:
         top = drift.columns[0]
-        parts.append(f"most drifted {top.column}={top.score:.4f} ({top.method}, threshold {top.threshold})")
+        parts.append(
+            f"most drifted {top.column}={top.score:.4f} ({top.method}, threshold {top.threshold})"
+        )
     if perf.get("roc_auc") is not None:
         parts.append(f"champion roc_auc={perf['roc_auc']:.4f}")
     if perf.get("metric_drop") is not None:
         parts.append(f"metric_drop={perf['metric_drop']:.4f} vs baseline {perf['baseline']:.4f}")
     signals = "; ".join(bounds.signals) or "no signal"
-    return f"{'; '.join(parts)}. Signals: {signals}. Policy: {bounds.default} (severity {bounds.severity})."
+    policy = f"Policy: {bounds.default} (severity {bounds.severity})"
+    return f"{'; '.join(parts)}. Signals: {signals}. {policy}."

@@ -5,6 +5,7 @@ Reject is forced when the confidence interval of the gain does not exclude zero.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -43,32 +44,64 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     champ = ctx.champion(model)
     champion = champ[0] if champ else _Constant()
     cmp: Comparison = ctx.call(
-        run_id, NAME, "evaluate.compare_models",
-        lambda: compare_models(champion, challenger, holdout, spec.target, metric=rules.metric,
-                               n_boot=rules.n_boot, confidence=rules.confidence, seed=ctx.settings.seed),
-        {"holdout_rows": holdout.height, "champion_version": champ[1] if champ else None,
-         "challenger_version": state["retraining"]["version"]},
-    )  # fmt: skip
+        run_id,
+        NAME,
+        "evaluate.compare_models",
+        lambda: compare_models(
+            champion,
+            challenger,
+            holdout,
+            spec.target,
+            metric=rules.metric,
+            n_boot=rules.n_boot,
+            confidence=rules.confidence,
+            seed=ctx.settings.seed,
+        ),
+        {
+            "holdout_rows": holdout.height,
+            "champion_version": champ[1] if champ else None,
+            "challenger_version": state["retraining"]["version"],
+        },
+    )
     allowed = ctx.policy.evaluator_allowed(cmp.ci_low)
     fallback = EvaluationVerdict(action=allowed[0], rationale=_template(cmp, allowed))
 
     def check(v: EvaluationVerdict) -> None:
         if v.action not in allowed:
-            raise LLMError(f"{v.action!r} not allowed: the gain's interval [{cmp.ci_low:.4f}, "
-                           f"{cmp.ci_high:.4f}] does not exclude zero")  # fmt: skip
+            raise LLMError(
+                f"{v.action!r} not allowed: the gain's interval [{cmp.ci_low:.4f}, "
+                f"{cmp.ci_high:.4f}] does not exclude zero"
+            )
 
     evidence = cmp.model_dump()
-    outcome = decide(NAME, ctx.backend, EvaluationVerdict, evidence, {"allowed": allowed}, fallback, check=check,
-                     max_steps=ctx.settings.llm_max_steps, retries=ctx.settings.llm_retries)  # fmt: skip
+    outcome = decide(
+        NAME,
+        ctx.backend,
+        EvaluationVerdict,
+        evidence,
+        {"allowed": allowed},
+        fallback,
+        check=check,
+        max_steps=ctx.settings.llm_max_steps,
+        retries=ctx.settings.llm_retries,
+    )
     verdict = outcome.decision
     ctx.record(run_id, NAME, outcome, verdict.action, verdict.rationale, evidence)
-    return {"evaluation": {"action": verdict.action, **evidence, "champion_version": champ[1] if champ else None}}
+    return {
+        "evaluation": {
+            "action": verdict.action,
+            **evidence,
+            "champion_version": champ[1] if champ else None,
+        }
+    }
 
 
-def _template(cmp: Comparison, allowed: list[str]) -> str:
-    base = (f"{cmp.metric}: champion {cmp.champion:.4f}, challenger {cmp.challenger:.4f}, gain "
-            f"{cmp.gain:+.4f} ({cmp.confidence:.0%} CI {cmp.ci_low:+.4f} to {cmp.ci_high:+.4f}, "
-            f"{cmp.n_rows} holdout rows)")  # fmt: skip
+def _template(cmp: Comparison, allowed: Sequence[str]) -> str:
+    base = (
+        f"{cmp.metric}: champion {cmp.champion:.4f}, challenger {cmp.challenger:.4f}, gain "
+        f"{cmp.gain:+.4f} ({cmp.confidence:.0%} CI {cmp.ci_low:+.4f} to {cmp.ci_high:+.4f}, "
+        f"{cmp.n_rows} holdout rows)"
+    )
     if allowed == ["reject"]:
         return f"{base}: the interval does not exclude zero, reject."
     return f"{base}: the interval lies above zero, promote."

@@ -50,10 +50,15 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     spec = ctx.spec(model)
     columns = [*spec.features, spec.target, spec.time_col]
     profile = profile_reference(ctx.reference(model), columns)
-    verdict = ctx.call(run_id, NAME, "quality.check_batch",
-                       lambda: check_batch(frame, profile, seen_hashes=ctx.store.seen_hashes(model),
-                                           thresholds=None),
-                       {"batch_id": batch["batch_id"], "rows": frame.height})  # fmt: skip
+    verdict = ctx.call(
+        run_id,
+        NAME,
+        "quality.check_batch",
+        lambda: check_batch(
+            frame, profile, seen_hashes=ctx.store.seen_hashes(model), thresholds=None
+        ),
+        {"batch_id": batch["batch_id"], "rows": frame.height},
+    )
     allowed = ctx.policy.ingestion_allowed(verdict.ok)
     fallback = IngestionDecision(
         action="accept" if verdict.ok else "quarantine",
@@ -66,9 +71,18 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
             raise LLMError(f"action {d.action!r} not allowed; allowed: {allowed}")
 
     evidence = {"verdict": verdict.model_dump(), "errors": [i.message for i in verdict.errors]}
-    outcome = decide(NAME, ctx.backend, IngestionDecision, evidence, {"allowed": allowed}, fallback,
-                     check=check, tools=_tools(verdict), max_steps=ctx.settings.llm_max_steps,
-                     retries=ctx.settings.llm_retries)  # fmt: skip
+    outcome = decide(
+        NAME,
+        ctx.backend,
+        IngestionDecision,
+        evidence,
+        {"allowed": allowed},
+        fallback,
+        check=check,
+        tools=_tools(verdict),
+        max_steps=ctx.settings.llm_max_steps,
+        retries=ctx.settings.llm_retries,
+    )
     decision = outcome.decision
     reason = decision.reason or verdict.reason()
     result = _file_batch(ctx, state, verdict, decision.action, reason)
@@ -77,8 +91,9 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     return {"ingestion": result}
 
 
-def _file_batch(ctx: RunContext, state: dict[str, Any], verdict: QualityVerdict, action: str,
-                reason: str) -> dict[str, Any]:  # fmt: skip
+def _file_batch(
+    ctx: RunContext, state: dict[str, Any], verdict: QualityVerdict, action: str, reason: str
+) -> dict[str, Any]:
     batch, model = state["batch"], state["model"]
     assert ctx.settings.batches_dir is not None
     folder = ctx.settings.batches_dir / model / ("accepted" if action == "accept" else "quarantine")
@@ -86,15 +101,28 @@ def _file_batch(ctx: RunContext, state: dict[str, Any], verdict: QualityVerdict,
     target = folder / f"{batch['batch_id']}-{state['run_id'][:8]}.parquet"
     shutil.copyfile(batch["path"], target)
     risky = [i.check for i in verdict.warnings if i.check in ctx.policy.risk.risky_warning_checks]
-    ctx.store.add(BatchRecord(
-        model=model, batch_id=batch["batch_id"], content_hash=verdict.content_hash, n_rows=verdict.n_rows,
-        path=str(target), status="accepted" if action == "accept" else "quarantined",
-        reason=reason if action != "accept" else json.dumps(risky), run_id=state["run_id"], created_at=now(),
-    ))  # fmt: skip
+    ctx.store.add(
+        BatchRecord(
+            model=model,
+            batch_id=batch["batch_id"],
+            content_hash=verdict.content_hash,
+            n_rows=verdict.n_rows,
+            path=str(target),
+            status="accepted" if action == "accept" else "quarantined",
+            reason=reason if action != "accept" else json.dumps(risky),
+            run_id=state["run_id"],
+            created_at=now(),
+        )
+    )
     if action == "accept":
         Path(batch["path"]).unlink(missing_ok=True)
-    return {"action": action, "reason": "" if action == "accept" else reason, "path": str(target),
-            "warnings": [i.message for i in verdict.warnings], "risky_warnings": risky}  # fmt: skip
+    return {
+        "action": action,
+        "reason": "" if action == "accept" else reason,
+        "path": str(target),
+        "warnings": [i.message for i in verdict.warnings],
+        "risky_warnings": risky,
+    }
 
 
 def _template(verdict: QualityVerdict) -> str:

@@ -26,14 +26,20 @@ class OptimizerPlan(BaseModel):
     rationale: str = Field(description="Why this family and budget.")
 
 
-def training_window(ctx: RunContext, model: str, k: int, current_path: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+def training_window(
+    ctx: RunContext, model: str, k: int, current_path: str
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The last ``k`` accepted batches (current included) minus the holdout, and the holdout:
     the latest ``holdout_fraction`` of the current batch."""
     spec = ctx.spec(model)
     current = pl.read_parquet(current_path).sort(spec.time_col)
     n_hold = max(1, int(current.height * ctx.policy.retraining.holdout_fraction))
     holdout, current_train = current.tail(n_hold), current.head(current.height - n_hold)
-    earlier = [r.path for r in ctx.accepted_batches(model) if r.path != current_path][-(k - 1) :] if k > 1 else []
+    earlier = (
+        [r.path for r in ctx.accepted_batches(model) if r.path != current_path][-(k - 1) :]
+        if k > 1
+        else []
+    )
     frames = [pl.read_parquet(p) for p in earlier] + [current_train]
     return pl.concat(frames, how="vertical_relaxed"), holdout
 
@@ -42,36 +48,91 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     run_id, model = state["run_id"], state["model"]
     limits = ctx.policy.optimizer
     champ_family = ctx.model(model).family
-    fallback = OptimizerPlan(family=champ_family if champ_family in limits.families else limits.default_family,
-                             n_trials=limits.default_trials, timeout_s=min(120.0, limits.max_timeout_s),
-                             rationale="")  # fmt: skip
-    fallback.rationale = (f"Keep the champion's family {fallback.family}; {fallback.n_trials} trials "
-                          f"(policy default, limits {limits.min_trials}-{limits.max_trials}).")  # fmt: skip
+    fallback = OptimizerPlan(
+        family=champ_family if champ_family in limits.families else limits.default_family,
+        n_trials=limits.default_trials,
+        timeout_s=min(120.0, limits.max_timeout_s),
+        rationale="",
+    )
+    fallback.rationale = (
+        f"Keep the champion's family {fallback.family}; {fallback.n_trials} trials "
+        f"(policy default, limits {limits.min_trials}-{limits.max_trials})."
+    )
 
     def check(p: OptimizerPlan) -> None:
         if p.family not in limits.families:
             raise LLMError(f"family {p.family!r} not allowed: {limits.families}")
-        if not limits.min_trials <= p.n_trials <= limits.max_trials or not 0 < p.timeout_s <= limits.max_timeout_s:
-            raise LLMError(f"budget out of limits: trials {limits.min_trials}-{limits.max_trials}, "
-                           f"timeout <= {limits.max_timeout_s}")  # fmt: skip
+        if (
+            not limits.min_trials <= p.n_trials <= limits.max_trials
+            or not 0 < p.timeout_s <= limits.max_timeout_s
+        ):
+            raise LLMError(
+                f"budget out of limits: trials {limits.min_trials}-{limits.max_trials}, "
+                f"timeout <= {limits.max_timeout_s}"
+            )
 
-    evidence = {"champion_family": champ_family, "drift": {k: state["drift"].get(k) for k in
-                ("drift_share", "severity", "metric_drop", "roc_auc")}}  # fmt: skip
-    outcome = decide(NAME, ctx.backend, OptimizerPlan, evidence, limits.model_dump(), fallback, check=check,
-                     max_steps=ctx.settings.llm_max_steps, retries=ctx.settings.llm_retries)  # fmt: skip
+    evidence = {
+        "champion_family": champ_family,
+        "drift": {
+            k: state["drift"].get(k) for k in ("drift_share", "severity", "metric_drop", "roc_auc")
+        },
+    }
+    outcome = decide(
+        NAME,
+        ctx.backend,
+        OptimizerPlan,
+        evidence,
+        limits.model_dump(),
+        fallback,
+        check=check,
+        max_steps=ctx.settings.llm_max_steps,
+        retries=ctx.settings.llm_retries,
+    )
     plan = outcome.decision
     spec = ctx.spec(model)
-    window, _ = training_window(ctx, model, ctx.policy.retraining.default_window, state["ingestion"]["path"])
-    base = TrainSpec(family=plan.family, target=spec.target, numeric=spec.numeric, categorical=spec.categorical,
-                     time_col=spec.time_col, threads=ctx.settings.threads, seed=ctx.settings.seed)  # fmt: skip
+    window, _ = training_window(
+        ctx, model, ctx.policy.retraining.default_window, state["ingestion"]["path"]
+    )
+    base = TrainSpec(
+        family=plan.family,
+        target=spec.target,
+        numeric=spec.numeric,
+        categorical=spec.categorical,
+        time_col=spec.time_col,
+        threads=ctx.settings.threads,
+        seed=ctx.settings.seed,
+    )
     study_name = f"{model}-{run_id}-{plan.family}"  # resumable: a replay finishes the same study
-    study = ctx.call(run_id, NAME, "tune.tune",
-                     lambda: tune(window, base, study_name=study_name, storage=ctx.settings.optuna_storage,
-                                  budget=TuneBudget(n_trials=plan.n_trials, timeout_s=plan.timeout_s)),
-                     {"study": study_name, "rows": window.height, "trials": plan.n_trials},
-                     lambda s: s.model_dump(exclude={"trials"}))  # fmt: skip
-    ctx.record(run_id, NAME, outcome, f"tune:{plan.family}", plan.rationale,
-               {**evidence, "plan": plan.model_dump(), "best_value": study.best_value})  # fmt: skip
-    return {"optimizer": {"family": plan.family, "n_trials": plan.n_trials, "study": study_name,
-                          "best_params": study.best_params, "best_value": study.best_value,
-                          "n_complete": study.n_complete, "n_pruned": study.n_pruned}}  # fmt: skip
+    study = ctx.call(
+        run_id,
+        NAME,
+        "tune.tune",
+        lambda: tune(
+            window,
+            base,
+            study_name=study_name,
+            storage=ctx.settings.optuna_storage,
+            budget=TuneBudget(n_trials=plan.n_trials, timeout_s=plan.timeout_s),
+        ),
+        {"study": study_name, "rows": window.height, "trials": plan.n_trials},
+        lambda s: s.model_dump(exclude={"trials"}),
+    )
+    ctx.record(
+        run_id,
+        NAME,
+        outcome,
+        f"tune:{plan.family}",
+        plan.rationale,
+        {**evidence, "plan": plan.model_dump(), "best_value": study.best_value},
+    )
+    return {
+        "optimizer": {
+            "family": plan.family,
+            "n_trials": plan.n_trials,
+            "study": study_name,
+            "best_params": study.best_params,
+            "best_value": study.best_value,
+            "n_complete": study.n_complete,
+            "n_pruned": study.n_pruned,
+        }
+    }

@@ -34,20 +34,35 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     available = len(ctx.accepted_batches(model))
     upper = min(limits.max_window, max(available, limits.min_window))
     fallback = RetrainPlan(window=min(limits.default_window, upper), rationale="")
-    fallback.rationale = f"Policy default window: last {fallback.window} batches ({available} available)."
+    fallback.rationale = (
+        f"Policy default window: last {fallback.window} batches ({available} available)."
+    )
 
     def check(p: RetrainPlan) -> None:
         if not limits.min_window <= p.window <= upper:
             raise LLMError(f"window {p.window} outside {limits.min_window}-{upper}")
 
-    evidence = {"available_batches": available, "drift": state["drift"].get("severity"),
-                "optimizer": {k: state["optimizer"][k] for k in ("family", "best_value")}}  # fmt: skip
-    outcome = decide(NAME, ctx.backend, RetrainPlan, evidence, {"min": limits.min_window, "max": upper},
-                     fallback, check=check, max_steps=ctx.settings.llm_max_steps,
-                     retries=ctx.settings.llm_retries)  # fmt: skip
+    evidence = {
+        "available_batches": available,
+        "drift": state["drift"].get("severity"),
+        "optimizer": {k: state["optimizer"][k] for k in ("family", "best_value")},
+    }
+    outcome = decide(
+        NAME,
+        ctx.backend,
+        RetrainPlan,
+        evidence,
+        {"min": limits.min_window, "max": upper},
+        fallback,
+        check=check,
+        max_steps=ctx.settings.llm_max_steps,
+        retries=ctx.settings.llm_retries,
+    )
     plan = outcome.decision
     result = _fit_and_register(ctx, state, plan.window)
-    ctx.record(run_id, NAME, outcome, f"train:{plan.window}", plan.rationale, {**evidence, **result})
+    ctx.record(
+        run_id, NAME, outcome, f"train:{plan.window}", plan.rationale, {**evidence, **result}
+    )
     ctx.store.record_effect(run_id, NAME, result)
     return {"retraining": result}
 
@@ -57,28 +72,55 @@ def _fit_and_register(ctx: RunContext, state: dict[str, Any], window_k: int) -> 
     spec = ctx.spec(model)
     window, holdout = training_window(ctx, model, window_k, state["ingestion"]["path"])
     family = state["optimizer"]["family"]
-    train_spec = TrainSpec(family=family, target=spec.target, numeric=spec.numeric, categorical=spec.categorical,
-                           time_col=spec.time_col, params=state["optimizer"]["best_params"],
-                           threads=ctx.settings.threads, seed=ctx.settings.seed)  # fmt: skip
-    challenger = ctx.call(run_id, NAME, "train.train_model", lambda: train_model(window, train_spec),
-                          {"family": family, "rows": window.height},
-                          lambda m: m.report.model_dump() if m.report else {})  # fmt: skip
+    train_spec = TrainSpec(
+        family=family,
+        target=spec.target,
+        numeric=spec.numeric,
+        categorical=spec.categorical,
+        time_col=spec.time_col,
+        params=state["optimizer"]["best_params"],
+        threads=ctx.settings.threads,
+        seed=ctx.settings.seed,
+    )
+    challenger = ctx.call(
+        run_id,
+        NAME,
+        "train.train_model",
+        lambda: train_model(window, train_spec),
+        {"family": family, "rows": window.height},
+        lambda m: m.report.model_dump() if m.report else {},
+    )
     folder = ctx.model_dir(model)
-    window_path, holdout_path = folder / f"window-{run_id}.parquet", folder / f"holdout-{run_id}.parquet"
+    window_path, holdout_path = (
+        folder / f"window-{run_id}.parquet",
+        folder / f"holdout-{run_id}.parquet",
+    )
     window.write_parquet(window_path)
     holdout.write_parquet(holdout_path)
     request = registry.RegisterRequest(
-        name=model, key=f"{run_id}:{NAME}",
+        name=model,
+        key=f"{run_id}:{NAME}",
         params={"window_batches": window_k, "run_id": run_id, "study": state["optimizer"]["study"]},
         tags={"driftpilot.run_id": run_id},
         artifacts=[state["drift"]["report"]] if state["drift"].get("report") else [],
-    )  # fmt: skip
-    version = ctx.call(run_id, NAME, "registry.register_model",
-                       lambda: registry.register_model(challenger, request, ctx.settings),
-                       {"name": model, "key": request.key}, lambda v: v.model_dump(mode="json"))  # fmt: skip
+    )
+    version = ctx.call(
+        run_id,
+        NAME,
+        "registry.register_model",
+        lambda: registry.register_model(challenger, request, ctx.settings),
+        {"name": model, "key": request.key},
+        lambda v: v.model_dump(mode="json"),
+    )
     registry.set_alias(model, registry.CHALLENGER, version.version, ctx.settings)
     risky = sum(len(json.loads(r.reason or "[]")) for r in ctx.accepted_batches(model)[-window_k:])
-    return {"version": version.version, "family": family, "window": window_k, "rows": window.height,
-            "window_path": str(window_path), "holdout_path": str(holdout_path),
-            "valid_roc_auc": challenger.report.valid.roc_auc if challenger.report else None,
-            "window_quality_warnings": risky}  # fmt: skip
+    return {
+        "version": version.version,
+        "family": family,
+        "window": window_k,
+        "rows": window.height,
+        "window_path": str(window_path),
+        "holdout_path": str(holdout_path),
+        "valid_roc_auc": challenger.report.valid.roc_auc if challenger.report else None,
+        "window_quality_warnings": risky,
+    }

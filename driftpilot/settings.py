@@ -30,12 +30,16 @@ class Settings(BaseSettings):
     cache_dir: Path | None = Field(None, description="Downloaded datasets and fitted synthesizers.")
     llm: str = Field("builtin", description="Chat model spec: builtin | openai:<m> | ollama:<m>.")
     llm_base_url: str | None = Field(None, description="Base URL of an OpenAI-compatible server.")
-    llm_api_key: str | None = Field(None, description="API key for openai:<model> (or OPENAI_API_KEY).")
+    llm_api_key: str | None = Field(
+        None, description="API key for openai:<model> (or OPENAI_API_KEY)."
+    )
     ollama_base_url: str = Field("http://127.0.0.1:11434", description="Ollama server.")
     llm_timeout_s: float = Field(60.0, gt=0, description="Timeout of one LLM call.")
     llm_retries: int = Field(1, ge=0, description="Retries after an invalid LLM answer.")
     llm_max_steps: int = Field(4, ge=1, description="Tool-calling steps per agent decision.")
-    policy_path: Path | None = Field(None, description="Risk policy YAML (shipped defaults if unset).")
+    policy_path: Path | None = Field(
+        None, description="Risk policy YAML (shipped defaults if unset)."
+    )
     principal: str = Field("operator", description="Who is acting (requester of runs/approvals).")
     threads: int = Field(
         1, ge=1, description="Threads per training/tuning job (1 is fastest on 2 cores)."

@@ -1,10 +1,10 @@
 """The control graph: one run of one managed model on one batch (see DESIGN.md).
 
-    ingestion -> drift_analyst -> optimizer -> retraining -> evaluator -> cicd -> promote -> report
-        |              |                                         |          |
-        +-> report     +-> report                      report <--+          +-> approval (interrupt)
-                                                                                 approve -> promote
-                                                                                 reject  -> report
+ingestion -> drift_analyst -> optimizer -> retraining -> evaluator -> cicd -> promote -> report
+    |              |                                         |          |
+    +-> report     +-> report                      report <--+          +-> approval (interrupt)
+                                                                             approve -> promote
+                                                                             reject  -> report
 """
 
 from __future__ import annotations
@@ -18,7 +18,14 @@ from langgraph.types import interrupt
 from agents import cicd, drift_analyst, evaluator, ingestion, optimizer, retraining
 from agents.context import RunContext
 from driftpilot.errors import ApprovalError
-from graphs.state import ControlState, after_approval, after_cicd, after_drift, after_evaluation, after_ingestion
+from graphs.state import (
+    ControlState,
+    after_approval,
+    after_cicd,
+    after_drift,
+    after_evaluation,
+    after_ingestion,
+)
 
 
 def build_control_graph(model: Any, tools: RunContext, checkpointer: Any) -> Any:
@@ -66,17 +73,36 @@ def approval_node(state: ControlState, ctx: RunContext) -> dict[str, Any]:
         interrupt(json.loads(rows[0].payload))
         rows = ctx.store.approval_rows(state["run_id"])
     if len(rows) < 2:
-        raise ApprovalError(f"run {state['run_id']} was resumed without a recorded approval decision")
+        raise ApprovalError(
+            f"run {state['run_id']} was resumed without a recorded approval decision"
+        )
     answer = rows[1]
-    return {"approval": {"decision": answer.decision, "approver": answer.principal, "comment": answer.comment},
-            "events": [f"{answer.decision} by {answer.principal}"]}  # fmt: skip
+    return {
+        "approval": {
+            "decision": answer.decision,
+            "approver": answer.principal,
+            "comment": answer.comment,
+        },
+        "events": [f"{answer.decision} by {answer.principal}"],
+    }
 
 
 def report_node(state: ControlState, ctx: RunContext) -> dict[str, Any]:
     """Name the outcome and write it, with the run's summary, to the runs table."""
     outcome = _outcome(state)
-    summary = {key: state.get(key) for key in ("ingestion", "drift", "optimizer", "retraining", "evaluation",
-                                                "cicd", "approval", "promotion")}  # fmt: skip
+    summary = {
+        key: state.get(key)
+        for key in (
+            "ingestion",
+            "drift",
+            "optimizer",
+            "retraining",
+            "evaluation",
+            "cicd",
+            "approval",
+            "promotion",
+        )
+    }
     ctx.store.update_run(state["run_id"], status="completed", outcome=outcome, summary=summary)
     return {"outcome": outcome, "events": [outcome]}
 

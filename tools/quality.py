@@ -58,6 +58,11 @@ class QualityThresholds(BaseModel):
     """Limits of the quality checks (defaults suit monthly/daily batches)."""
 
     null_increase: float = Field(0.2, description="Error when a column's null rate rises by more.")
+    sparse_null_rate: float = Field(
+        0.5,
+        description="Columns at least this null in the reference (e.g. wind gusts, recorded only "
+        "when gusty) only warn on a null-rate rise: their null rate moves with the season.",
+    )
     range_tolerance: float = Field(
         1.0, description="Values beyond [min - t*span, max + t*span] of the reference are errors."
     )
@@ -248,10 +253,11 @@ def _column_issues(
     name = profile.name
     rate = _null_rate(series)
     if rate - profile.null_rate > limits.null_increase:
+        sparse = profile.null_rate >= limits.sparse_null_rate
         issues.append(
             QualityIssue(
                 check="null_spike",
-                severity="error",
+                severity="warning" if sparse else "error",
                 column=name,
                 value=round(rate, 4),
                 message=f"column {name!r} is {rate:.0%} null (reference {profile.null_rate:.0%})",

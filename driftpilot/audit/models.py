@@ -8,6 +8,8 @@ migration refuse UPDATE and DELETE on them as a first line of defence.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import Boolean, Float, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -140,4 +142,4 @@ class ChampionChange(Chained, Base):
     actor: Mapped[str] = mapped_column(String(200))
 
 
-CHAINED: tuple[type[Base], ...] = (Decision, ToolCall, Approval, ChampionChange)
+CHAINED: tuple[type[Any], ...] = (Decision, ToolCall, Approval, ChampionChange)

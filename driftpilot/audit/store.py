@@ -32,7 +32,7 @@ from driftpilot.audit.models import (
     StepEffect,
     ToolCall,
 )
-from driftpilot.errors import ApprovalError, AuditError, NotFound
+from driftpilot.errors import ApprovalError, NotFound
 
 GENESIS = "0" * 64
 T = TypeVar("T")
@@ -72,7 +72,9 @@ def _canonical(column: Any, value: Any) -> Any:
 
 def _row_hash(row: Any) -> str:
     table = row.__table__
-    content = {c.name: _canonical(c, getattr(row, c.name)) for c in table.columns if c.name != "hash"}
+    content = {
+        c.name: _canonical(c, getattr(row, c.name)) for c in table.columns if c.name != "hash"
+    }
     return hashlib.sha256(f"{table.name}|{dumps(content)}".encode()).hexdigest()
 
 
@@ -120,32 +122,81 @@ class AuditStore:
             session.add(row)
         return row
 
-    def record_decision(self, run_id: str, agent: str, action: str, rationale: str,
-                        evidence: dict[str, Any], *, backend: str, llm_model: str = "",
-                        fallback: bool = False, flags: list[str] | None = None, tokens_in: int = 0,
-                        tokens_out: int = 0, latency_ms: float = 0.0) -> Decision:  # fmt: skip
-        return self._append(Decision(
-            run_id=run_id, agent=agent, action=action, rationale=rationale, evidence=dumps(evidence),
-            backend=backend, llm_model=llm_model, fallback=fallback, flags=dumps(flags or []),
-            tokens_in=tokens_in, tokens_out=tokens_out, latency_ms=round(latency_ms, 2),
-        ))  # fmt: skip
+    def record_decision(
+        self,
+        run_id: str,
+        agent: str,
+        action: str,
+        rationale: str,
+        evidence: dict[str, Any],
+        *,
+        backend: str,
+        llm_model: str = "",
+        fallback: bool = False,
+        flags: list[str] | None = None,
+        tokens_in: int = 0,
+        tokens_out: int = 0,
+        latency_ms: float = 0.0,
+    ) -> Decision:
+        return self._append(
+            Decision(
+                run_id=run_id,
+                agent=agent,
+                action=action,
+                rationale=rationale,
+                evidence=dumps(evidence),
+                backend=backend,
+                llm_model=llm_model,
+                fallback=fallback,
+                flags=dumps(flags or []),
+                tokens_in=tokens_in,
+                tokens_out=tokens_out,
+                latency_ms=round(latency_ms, 2),
+            )
+        )
 
-    def record_tool_call(self, run_id: str, agent: str, tool: str, args: dict[str, Any],
-                         result: Any, *, ok: bool, latency_ms: float) -> ToolCall:  # fmt: skip
-        return self._append(ToolCall(
-            run_id=run_id, agent=agent, tool=tool, args=dumps(args), result=dumps(result), ok=ok,
-            latency_ms=round(latency_ms, 2),
-        ))  # fmt: skip
+    def record_tool_call(
+        self,
+        run_id: str,
+        agent: str,
+        tool: str,
+        args: dict[str, Any],
+        result: Any,
+        *,
+        ok: bool,
+        latency_ms: float,
+    ) -> ToolCall:
+        return self._append(
+            ToolCall(
+                run_id=run_id,
+                agent=agent,
+                tool=tool,
+                args=dumps(args),
+                result=dumps(result),
+                ok=ok,
+                latency_ms=round(latency_ms, 2),
+            )
+        )
 
     def request_approval(self, run_id: str, requester: str, payload: dict[str, Any]) -> Approval:
         """Open an approval request for a run (once: a second request returns the first)."""
         existing = self.approval_rows(run_id)
         if existing:
             return existing[0]
-        return self._append(Approval(run_id=run_id, kind="request", principal=requester,
-                                     decision="pending", comment="", payload=dumps(payload)))  # fmt: skip
+        return self._append(
+            Approval(
+                run_id=run_id,
+                kind="request",
+                principal=requester,
+                decision="pending",
+                comment="",
+                payload=dumps(payload),
+            )
+        )
 
-    def decide_approval(self, run_id: str, approver: str, decision: str, comment: str = "") -> Approval:
+    def decide_approval(
+        self, run_id: str, approver: str, decision: str, comment: str = ""
+    ) -> Approval:
         """Record a person's answer to a pending request.
 
         Raises:
@@ -158,20 +209,38 @@ class AuditStore:
         if not rows:
             raise NotFound(f"run {run_id} has no approval request")
         if len(rows) > 1:
-            raise ApprovalError(f"run {run_id} was already decided: {rows[1].decision} by {rows[1].principal}")
+            raise ApprovalError(
+                f"run {run_id} was already decided: {rows[1].decision} by {rows[1].principal}"
+            )
         if approver.strip().lower() == rows[0].principal.strip().lower():
             raise ApprovalError(f"{approver!r} requested this promotion and cannot approve it")
-        return self._append(Approval(run_id=run_id, kind="decision", principal=approver,
-                                     decision=decision, comment=comment, payload="{}"))  # fmt: skip
+        return self._append(
+            Approval(
+                run_id=run_id,
+                kind="decision",
+                principal=approver,
+                decision=decision,
+                comment=comment,
+                payload="{}",
+            )
+        )
 
     def approval_rows(self, run_id: str) -> list[Approval]:
         with self.session() as session:
-            return list(session.scalars(select(Approval).where(Approval.run_id == run_id).order_by(Approval.id)))
+            return list(
+                session.scalars(
+                    select(Approval).where(Approval.run_id == run_id).order_by(Approval.id)
+                )
+            )
 
     def approved_by_other(self, run_id: str) -> Approval | None:
-        """The approving decision of a run, if one by a principal other than the requester exists."""
+        """The approving decision of a run, if given by someone other than the requester."""
         rows = self.approval_rows(run_id)
-        if len(rows) >= 2 and rows[1].decision == "approve" and rows[1].principal != rows[0].principal:
+        if (
+            len(rows) >= 2
+            and rows[1].decision == "approve"
+            and rows[1].principal != rows[0].principal
+        ):
             return rows[1]
         return None
 
@@ -181,19 +250,34 @@ class AuditStore:
         decided = {r.run_id for r in rows if r.kind == "decision"}
         return [r for r in rows if r.kind == "request" and r.run_id not in decided]
 
-    def record_champion(self, model: str, version: int, previous: int | None, action: str,
-                        run_id: str, actor: str) -> ChampionChange:  # fmt: skip
-        return self._append(ChampionChange(model=model, version=version, previous_version=previous,
-                                           action=action, run_id=run_id, actor=actor))  # fmt: skip
+    def record_champion(
+        self, model: str, version: int, previous: int | None, action: str, run_id: str, actor: str
+    ) -> ChampionChange:
+        return self._append(
+            ChampionChange(
+                model=model,
+                version=version,
+                previous_version=previous,
+                action=action,
+                run_id=run_id,
+                actor=actor,
+            )
+        )
 
     def champion_at(self, model: str, when: datetime | str) -> int | None:
         """Which version was champion of ``model`` at time ``when`` (None: none yet)."""
-        stamp = when if isinstance(when, str) else when.astimezone(UTC).isoformat(timespec="microseconds")
+        stamp = (
+            when
+            if isinstance(when, str)
+            else when.astimezone(UTC).isoformat(timespec="microseconds")
+        )
         with self.session() as session:
             row = session.scalars(
-                select(ChampionChange).where(ChampionChange.model == model, ChampionChange.created_at <= stamp)
-                .order_by(ChampionChange.id.desc()).limit(1)
-            ).first()  # fmt: skip
+                select(ChampionChange)
+                .where(ChampionChange.model == model, ChampionChange.created_at <= stamp)
+                .order_by(ChampionChange.id.desc())
+                .limit(1)
+            ).first()
         return row.version if row else None
 
     # -- idempotency ledger -------------------------------------------------------------------
@@ -201,12 +285,16 @@ class AuditStore:
     def effect(self, run_id: str, step: str) -> dict[str, Any] | None:
         """The recorded result of a mutating step, if it already ran."""
         with self.session() as session:
-            row = session.scalars(select(StepEffect).where(StepEffect.run_id == run_id, StepEffect.step == step)).first()
+            row = session.scalars(
+                select(StepEffect).where(StepEffect.run_id == run_id, StepEffect.step == step)
+            ).first()
         return json.loads(row.result) if row else None
 
     def record_effect(self, run_id: str, step: str, result: dict[str, Any]) -> None:
         with self.session() as session:
-            session.add(StepEffect(run_id=run_id, step=step, result=dumps(result), created_at=now()))
+            session.add(
+                StepEffect(run_id=run_id, step=step, result=dumps(result), created_at=now())
+            )
 
     # -- runs, batches, models -----------------------------------------------------------------
 
@@ -241,7 +329,9 @@ class AuditStore:
                 setattr(row, key, value)
         return row
 
-    def list_rows(self, model: type[T], *where: Any, order: Any = None, limit: int | None = None) -> list[T]:
+    def list_rows(
+        self, model: type[T], *where: Any, order: Any = None, limit: int | None = None
+    ) -> list[T]:
         with self.session() as session:
             query = select(model).where(*where)
             if order is not None:
@@ -251,7 +341,9 @@ class AuditStore:
             return list(session.scalars(query))
 
     def seen_hashes(self, model: str) -> set[str]:
-        rows = self.list_rows(BatchRecord, BatchRecord.model == model, BatchRecord.status == "accepted")
+        rows = self.list_rows(
+            BatchRecord, BatchRecord.model == model, BatchRecord.status == "accepted"
+        )
         return {r.content_hash for r in rows}
 
     # -- verification and export --------------------------------------------------------------
@@ -260,18 +352,32 @@ class AuditStore:
         """Walk every chain from its genesis; name the first row whose link or hash is wrong."""
         checked: dict[str, int] = {}
         for model in CHAINED:
-            name = model.__tablename__  # type: ignore[attr-defined]
+            name = model.__tablename__
             prev = GENESIS
             count = 0
-            for row in self.list_rows(model, order=model.id):  # type: ignore[attr-defined]
+            for row in self.list_rows(model, order=model.id):
                 count += 1
                 if row.prev_hash != prev:
-                    return VerifyResult(ok=False, checked={**checked, name: count}, first_broken=BrokenLink(
-                        table=name, row_id=row.id, reason="prev_hash does not match the previous row "
-                        "(a row was deleted or inserted)"))  # fmt: skip
+                    return VerifyResult(
+                        ok=False,
+                        checked={**checked, name: count},
+                        first_broken=BrokenLink(
+                            table=name,
+                            row_id=row.id,
+                            reason="prev_hash does not match the previous row "
+                            "(a row was deleted or inserted)",
+                        ),
+                    )
                 if _row_hash(row) != row.hash:
-                    return VerifyResult(ok=False, checked={**checked, name: count}, first_broken=BrokenLink(
-                        table=name, row_id=row.id, reason="content does not match its hash (row edited)"))  # fmt: skip
+                    return VerifyResult(
+                        ok=False,
+                        checked={**checked, name: count},
+                        first_broken=BrokenLink(
+                            table=name,
+                            row_id=row.id,
+                            reason="content does not match its hash (row edited)",
+                        ),
+                    )
                 prev = row.hash
             checked[name] = count
         return VerifyResult(ok=True, checked=checked)
@@ -279,10 +385,13 @@ class AuditStore:
     def export(self, run_id: str | None = None) -> Iterator[dict[str, Any]]:
         """Every chained row (optionally of one run) as dicts, table by table, in order."""
         for model in CHAINED:
-            name = model.__tablename__  # type: ignore[attr-defined]
-            where = [model.run_id == run_id] if run_id else []  # type: ignore[attr-defined]
-            for row in self.list_rows(model, *where, order=model.id):  # type: ignore[attr-defined]
-                yield {"table": name, **{c.name: getattr(row, c.name) for c in row.__table__.columns}}
+            name = model.__tablename__
+            where = [model.run_id == run_id] if run_id else []
+            for row in self.list_rows(model, *where, order=model.id):
+                yield {
+                    "table": name,
+                    **{c.name: getattr(row, c.name) for c in row.__table__.columns},
+                }
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:

@@ -9,8 +9,8 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from driftpilot.cli import app
-from driftpilot.demo import run_tool_tour
 from driftpilot.settings import Settings
+from driftpilot.tour import run_tool_tour
 
 pytestmark = pytest.mark.integration
 
