@@ -1,0 +1,36 @@
+import pytest
+
+from driftpilot.errors import ConfigError, LLMError
+from driftpilot.llm import as_tool_call, make_backend, parse_json_object
+from driftpilot.settings import Settings
+
+
+def test_json_is_read_fenced_bare_or_embedded() -> None:
+    assert parse_json_object('```json\n{"action": "retrain"}\n```') == {"action": "retrain"}
+    assert parse_json_object('{"a": 1}') == {"a": 1}
+    assert parse_json_object('I think: {"a": {"b": 2}} done.') == {"a": {"b": 2}}
+    with pytest.raises(LLMError, match="no JSON object"):
+        parse_json_object("retrain, obviously")
+    with pytest.raises(LLMError):
+        parse_json_object('{"a": 1,,}')
+
+
+def test_tool_calls_written_as_json_text() -> None:
+    call = as_tool_call({"name": "get_column_drift", "arguments": {"column": "temp"}})
+    assert call is not None and call["args"] == {"column": "temp"} and call["type"] == "tool_call"
+    assert as_tool_call({"action": "retrain", "rationale": "x"}) is None
+    assert as_tool_call({"name": "x", "arguments": "not a dict"}) is None
+
+
+def test_backends_from_spec(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    settings = Settings(home=tmp_path, llm_base_url="http://127.0.0.1:9/v1")
+    assert make_backend("builtin", settings).is_builtin
+    openai = make_backend("openai:qwen2.5-coder-0.5b", settings)
+    assert openai.name == "openai" and openai.model_name == "qwen2.5-coder-0.5b"
+    assert str(openai.chat_model.openai_api_base) == "http://127.0.0.1:9/v1"  # type: ignore[union-attr]
+    ollama = make_backend("ollama:llama3.2", settings)
+    assert ollama.name == "ollama" and not ollama.is_builtin
+    with pytest.raises(ConfigError, match="unknown LLM provider"):
+        make_backend("anthropic:claude", settings)
+    with pytest.raises(ConfigError, match="needs a model"):
+        make_backend("openai", settings)
