@@ -34,7 +34,7 @@ test-all: setup ## Run every test, slow tiers included
 lint: setup ## ruff + mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy driftpilot tools evals
+	$(BIN)/mypy driftpilot tools evals agents graphs
 
 bench: setup ## Tool benchmarks; results in evals/results/
 	$(BIN)/python -m evals.bench_tools

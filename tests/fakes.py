@@ -7,6 +7,7 @@ from typing import Any
 
 from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel
 from langchain_core.messages import AIMessage
+from pydantic import Field
 
 from driftpilot.llm import Backend
 
@@ -17,7 +18,7 @@ class ScriptedChatModel(FakeMessagesListChatModel):
     langchain's fake models raise NotImplementedError on bind_tools; binding returns self.
     """
 
-    seen: list[Any] = []
+    seen: list[Any] = Field(default_factory=list)
 
     def bind_tools(self, tools: Any, **kwargs: Any) -> ScriptedChatModel:  # type: ignore[override]
         return self
@@ -44,5 +45,4 @@ def call(name: str, **args: Any) -> AIMessage:
 
 def scripted(*replies: AIMessage) -> Backend:
     model = ScriptedChatModel(responses=list(replies))
-    model.seen = []
     return Backend("scripted", "scripted-test-model", model)

@@ -54,8 +54,13 @@ def data(months: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
     }
 
 
-def plane(settings: Settings, tmp_path: Path, policy: dict[str, Any], backend: Backend | None = None,
-          monkeypatch: pytest.MonkeyPatch | None = None) -> ControlPlane:  # fmt: skip
+def plane(
+    settings: Settings,
+    tmp_path: Path,
+    policy: dict[str, Any],
+    backend: Backend | None = None,
+    monkeypatch: pytest.MonkeyPatch | None = None,
+) -> ControlPlane:
     path = tmp_path / "policy.yaml"
     path.write_text(yaml.safe_dump(policy))
     assert monkeypatch is not None
@@ -65,8 +70,15 @@ def plane(settings: Settings, tmp_path: Path, policy: dict[str, Any], backend: B
 
 
 def add(cp: ControlPlane, data: dict[str, pl.DataFrame]) -> None:
-    cp.add_model("flights", data["initial"], target=FLIGHTS.target, time_col=FLIGHTS.time_col,
-                 numeric=FLIGHTS.numeric, categorical=FLIGHTS.categorical, principal="alice")  # fmt: skip
+    cp.add_model(
+        "flights",
+        data["initial"],
+        target=FLIGHTS.target,
+        time_col=FLIGHTS.time_col,
+        numeric=FLIGHTS.numeric,
+        categorical=FLIGHTS.categorical,
+        principal="alice",
+    )
 
 
 def decisions(cp: ControlPlane, run_id: str) -> dict[str, Decision]:
@@ -89,8 +101,9 @@ def test_no_drift_stops_at_the_analyst(
     assert cp.verify().ok
 
 
-def test_bad_batch_is_quarantined_with_its_reason(settings: Settings, tmp_path: Path, data: Any,
-                                                  monkeypatch: Any) -> None:  # fmt: skip
+def test_bad_batch_is_quarantined_with_its_reason(
+    settings: Settings, tmp_path: Path, data: Any, monkeypatch: Any
+) -> None:
     cp = plane(settings, tmp_path, {}, monkeypatch=monkeypatch)
     add(cp, data)
     storm = data["jan_other"].with_columns(
@@ -116,14 +129,21 @@ def test_retrain_and_low_risk_promotion(
     assert view.outcome == "promoted", view.summary
     assert view.summary["promotion"]["approved_by"] == "policy:low-risk"
     assert registry.get_alias("flights", "champion", settings).version == 2
-    assert set(decisions(cp, view.run_id)) == {"ingestion", "drift_analyst", "optimizer", "retraining",
-                                                "evaluator", "cicd"}  # fmt: skip
+    assert set(decisions(cp, view.run_id)) == {
+        "ingestion",
+        "drift_analyst",
+        "optimizer",
+        "retraining",
+        "evaluator",
+        "cicd",
+    }
     assert cp.model_view("flights").champion == 2
     assert cp.champion_at("flights", "2999-01-01") == 2
 
 
-def test_high_risk_waits_and_is_approved_by_someone_else(settings: Settings, tmp_path: Path, data: Any,
-                                                         monkeypatch: Any) -> None:  # fmt: skip
+def test_high_risk_waits_and_is_approved_by_someone_else(
+    settings: Settings, tmp_path: Path, data: Any, monkeypatch: Any
+) -> None:
     cp = plane(settings, tmp_path, merge(FORCE_RETRAIN, HIGH_RISK), monkeypatch=monkeypatch)
     add(cp, data)
     view = cp.start_run("flights", data["july"], "2013-07", requested_by="alice")
@@ -152,8 +172,9 @@ def test_high_risk_waits_and_is_approved_by_someone_else(settings: Settings, tmp
     assert cp.verify().ok
 
 
-def test_high_risk_rejected_keeps_the_champion(settings: Settings, tmp_path: Path, data: Any,
-                                               monkeypatch: Any) -> None:  # fmt: skip
+def test_high_risk_rejected_keeps_the_champion(
+    settings: Settings, tmp_path: Path, data: Any, monkeypatch: Any
+) -> None:
     cp = plane(settings, tmp_path, merge(FORCE_RETRAIN, HIGH_RISK), monkeypatch=monkeypatch)
     add(cp, data)
     view = cp.start_run("flights", data["july"], "2013-07")
@@ -179,8 +200,9 @@ def test_challenger_no_better_is_rejected(
     assert registry.get_alias("flights", "champion", settings).version == 1
 
 
-def test_scripted_llm_drives_the_graph_and_garbage_falls_back(settings: Settings, tmp_path: Path, data: Any,
-                                                              monkeypatch: Any) -> None:  # fmt: skip
+def test_scripted_llm_drives_the_graph_and_garbage_falls_back(
+    settings: Settings, tmp_path: Path, data: Any, monkeypatch: Any
+) -> None:
     backend = scripted(
         say({"action": "accept", "reason": "", "rationale": "clean"}),
         say(
@@ -233,21 +255,27 @@ def test_llm_cannot_lower_risk(
 RESUME_SCRIPT = """
 import sys, time, polars as pl
 from driftpilot.service import ControlPlane
-view = ControlPlane().start_run("flights", pl.read_parquet(sys.argv[1]), "2013-07", requested_by="alice")
+batch = pl.read_parquet(sys.argv[1])
+view = ControlPlane().start_run("flights", batch, "2013-07", requested_by="alice")
 print(view.run_id, view.status, flush=True)
 time.sleep(120)
 """
 
 
-def test_paused_run_survives_kill_9_and_registers_once(settings: Settings, tmp_path: Path, data: Any,
-                                                       monkeypatch: Any) -> None:  # fmt: skip
+def test_paused_run_survives_kill_9_and_registers_once(
+    settings: Settings, tmp_path: Path, data: Any, monkeypatch: Any
+) -> None:
     cp = plane(settings, tmp_path, merge(FORCE_RETRAIN, HIGH_RISK), monkeypatch=monkeypatch)
     add(cp, data)
     cp.close()
     batch = tmp_path / "july.parquet"
     data["july"].write_parquet(batch)
-    proc = subprocess.Popen([sys.executable, "-c", RESUME_SCRIPT, str(batch)], stdout=subprocess.PIPE, text=True,
-                            env=os.environ.copy())  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RESUME_SCRIPT, str(batch)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
     assert proc.stdout is not None
     run_id, status = proc.stdout.readline().split()
     assert status == "waiting_approval"

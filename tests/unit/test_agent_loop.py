@@ -88,12 +88,15 @@ def test_out_of_bounds_is_retried_once_then_accepted() -> None:
     assert "Invalid answer" in backend.chat_model.seen[1][-1].content  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize("replies", [
-    ["garbage", "more garbage"],
-    ['{"action": "retrain", "rationale": "x"}', '{"action": "retrain", "rationale": "x"}'],
-    ['{"action": "sideways", "rationale": "x"}', '{"rationale": "missing action"}'],
-    ['{"name": "drop_table", "arguments": {}}', "garbage"],
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "replies",
+    [
+        ["garbage", "more garbage"],
+        ['{"action": "retrain", "rationale": "x"}', '{"action": "retrain", "rationale": "x"}'],
+        ['{"action": "sideways", "rationale": "x"}', '{"rationale": "missing action"}'],
+        ['{"name": "drop_table", "arguments": {}}', "garbage"],
+    ],
+)
 def test_bad_answers_fall_back_to_the_policy(replies: list[str]) -> None:
     from langchain_core.messages import AIMessage
 

@@ -16,10 +16,24 @@ def store(tmp_path: Path) -> AuditStore:
 
 def fill(store: AuditStore) -> None:
     for i in range(3):
-        store.record_decision("r1", "drift_analyst", "monitor", f"reason {i}", {"drift_share": 0.1 * i},
-                              backend="builtin", latency_ms=3)  # fmt: skip
-    store.record_tool_call("r1", "drift_analyst", "drift.data_drift", {"rows": 10}, {"share": 0.5}, ok=True,
-                           latency_ms=12.5)  # fmt: skip
+        store.record_decision(
+            "r1",
+            "drift_analyst",
+            "monitor",
+            f"reason {i}",
+            {"drift_share": 0.1 * i},
+            backend="builtin",
+            latency_ms=3,
+        )
+    store.record_tool_call(
+        "r1",
+        "drift_analyst",
+        "drift.data_drift",
+        {"rows": 10},
+        {"share": 0.5},
+        ok=True,
+        latency_ms=12.5,
+    )
     store.request_approval("r1", "alice", {"description": "promote v2"})
     store.decide_approval("r1", "bob", "approve", "fine")
     store.record_champion("m", 2, 1, "promote", "r1", "bob")

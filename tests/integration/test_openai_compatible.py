@@ -1,0 +1,140 @@
+"""DRIFTPILOT_LLM=openai:<model> with a base URL drives the same graph over real HTTP.
+
+The server is a stub of the OpenAI chat-completions API on loopback (the LLM seam is the one
+place a fake is allowed); the client side is the real ChatOpenAI."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import polars as pl
+import pytest
+import yaml
+
+from driftpilot.audit.models import Decision, ToolCall
+from driftpilot.service import ControlPlane
+from driftpilot.settings import get_settings
+from tools.datasets import FLIGHTS
+
+pytestmark = pytest.mark.integration
+
+DECISIONS = {
+    "ingestion agent": {"action": "accept", "reason": "", "rationale": "quality ok"},
+    "optimizer agent": {"family": "lightgbm", "n_trials": 3, "timeout_s": 60, "rationale": "keep"},
+    "retraining agent": {"window": 1, "rationale": "new regime"},
+    "evaluator agent": {"action": "promote", "rationale": "gain above zero"},
+    "CI/CD agent": {
+        "risk_tier": "high",
+        "request_summary": "please check",
+        "rationale": "season change",
+    },
+}
+
+
+class Stub(BaseHTTPRequestHandler):
+    requests: ClassVar[list[dict[str, Any]]] = []
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        Stub.requests.append(body)
+        system = body["messages"][0]["content"]
+        message: dict[str, Any] = {"role": "assistant", "content": ""}
+        if "drift analyst" in system:
+            if not any(m["role"] == "tool" for m in body["messages"]):
+                message["tool_calls"] = [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {
+                            "name": "get_column_drift",
+                            "arguments": json.dumps({"column": "temp"}),
+                        },
+                    }
+                ]
+            else:
+                evidence = json.loads(body["messages"][1]["content"].split("\n", 1)[1])
+                share = evidence["drift_share"]
+                message["content"] = json.dumps(
+                    {
+                        "action": "retrain",
+                        "severity": "high",
+                        "cited_metrics": {"drift_share": share},
+                        "rationale": f"drift_share={share} is high",
+                    }
+                )
+        else:
+            agent = next(k for k in DECISIONS if k in system)
+            message["content"] = "```json\n" + json.dumps(DECISIONS[agent]) + "\n```"
+        reply = {
+            "id": "x",
+            "object": "chat.completion",
+            "created": 0,
+            "model": body["model"],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "finish_reason": "tool_calls" if "tool_calls" in message else "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 321, "completion_tokens": 12, "total_tokens": 333},
+        }
+        payload = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+@pytest.fixture
+def server() -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Stub)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_openai_compatible_server_drives_the_graph(
+    server: str, tmp_path: Path, settings: Any, months: dict[str, pl.DataFrame], monkeypatch: Any
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump({"drift": {"retrain_share": 0.0, "max_metric_drop": -1.0}}))
+    monkeypatch.setenv("DRIFTPILOT_POLICY_PATH", str(policy))
+    monkeypatch.setenv("DRIFTPILOT_LLM", "openai:stub-model")
+    monkeypatch.setenv("DRIFTPILOT_LLM_BASE_URL", server)
+    get_settings.cache_clear()
+    cp = ControlPlane()
+    assert cp.backend.name == "openai"
+    cp.add_model(
+        "flights",
+        months["2013-01"].sample(n=8000, seed=1),
+        target=FLIGHTS.target,
+        time_col=FLIGHTS.time_col,
+        numeric=FLIGHTS.numeric,
+        categorical=FLIGHTS.categorical,
+    )
+    view = cp.start_run("flights", months["2013-07"].sample(n=12000, seed=2), "2013-07")
+    made = {d.agent: d for d in cp.store.list_rows(Decision, Decision.run_id == view.run_id)}
+    llm_made = [made[a] for a in ("ingestion", "drift_analyst", "optimizer", "retraining")]
+    assert all(
+        d.backend == "openai" and d.llm_model == "stub-model" and not d.fallback for d in llm_made
+    )
+    assert made["drift_analyst"].tokens_in == 2 * 321  # tool call round trip + decision
+    assert json.loads(made["drift_analyst"].flags) == []  # cited the real drift_share
+    calls = [c.tool for c in cp.store.list_rows(ToolCall, ToolCall.run_id == view.run_id)]
+    assert "llm:get_column_drift" in calls
+    assert Stub.requests[0]["model"] == "stub-model" and "tools" in Stub.requests[1]
+    assert made["evaluator"].action == "promote" and not made["evaluator"].fallback
+    assert made["cicd"].action == "risk:high"  # the LLM asked for high; a tier only goes up
+    assert view.status == "waiting_approval"
