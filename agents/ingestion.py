@@ -55,7 +55,7 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         NAME,
         "quality.check_batch",
         lambda: check_batch(
-            frame, profile, seen_hashes=ctx.store.seen_hashes(model), thresholds=None
+            frame, profile, seen_hashes=ctx.store.seen_hashes(model), time_columns=[spec.time_col]
         ),
         {"batch_id": batch["batch_id"], "rows": frame.height},
     )

@@ -176,12 +176,15 @@ def check_batch(
     *,
     seen_hashes: Iterable[str] = (),
     thresholds: QualityThresholds | None = None,
+    time_columns: Iterable[str] = (),
 ) -> QualityVerdict:
     """Validate a new batch against the reference profile of the model's data.
 
     Checks: empty batch; missing, extra and re-typed columns; null-rate spikes (NaN storm);
     values far outside the reference range; a batch identical to one already seen
     (same content hash); columns that became constant; unseen categories.
+
+    ``time_columns`` are checked for presence and type only: time always moves on.
 
     Returns:
         QualityVerdict with ``ok`` False when any issue has severity 'error'; ``reason()``
@@ -202,8 +205,10 @@ def check_batch(
         )
     issues.extend(_schema_issues(frame, reference))
     if frame.height:
+        skip = set(time_columns)
         for profile in reference.columns:
-            if profile.name in frame.columns and _kind(frame[profile.name].dtype) == profile.kind:
+            present = profile.name in frame.columns and profile.name not in skip
+            if present and _kind(frame[profile.name].dtype) == profile.kind:
                 issues.extend(_column_issues(frame[profile.name], profile, limits))
     ok = not any(i.severity == "error" for i in issues)
     return QualityVerdict(ok=ok, n_rows=frame.height, content_hash=digest, issues=issues)

@@ -100,3 +100,10 @@ def test_extra_columns_are_noted(
 def test_profile_rejects_unknown_columns(months: dict[str, pl.DataFrame]) -> None:
     with pytest.raises(SchemaError, match="lacks columns"):
         profile_reference(months["2013-01"], ["nope"])
+
+
+def test_time_columns_are_not_range_checked() -> None:
+    reference = profile_reference(pl.DataFrame({"Time": [0.0, 100.0], "x": [1.0, 2.0]}))
+    later = pl.DataFrame({"Time": [5000.0, 9000.0], "x": [1.5, 1.7]})
+    assert not check_batch(later, reference).ok  # as a value, Time is far out of range
+    assert check_batch(later, reference, time_columns=["Time"]).ok
