@@ -259,10 +259,13 @@ class ControlPlane:
         config = {"configurable": {"thread_id": run_id}}
         try:
             self.graph.invoke(graph_input, config)
-        except DriftPilotError as exc:
+        except Exception as exc:
+            # The run is marked failed either way; our own errors are reported, others re-raised.
             self.store.update_run(
                 run_id, status="failed", outcome=type(exc).__name__, summary={"error": str(exc)}
             )
+            if not isinstance(exc, DriftPilotError):
+                raise
             return self.get_run(run_id)
         if self.graph.get_state(config).next:
             self.store.update_run(run_id, status="waiting_approval")

@@ -16,9 +16,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from driftpilot.settings import Settings, get_settings
+from tools.datasets import WEATHER
 
 MODEL_NAME = "flights-delay"
-WEATHER = ("temp", "dewp", "humid", "wind_speed", "wind_gust", "precip", "pressure", "visib")
 
 
 def run_tool_tour(console: Console, *, trials: int = 12) -> dict[str, Any]:

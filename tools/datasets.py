@@ -34,11 +34,7 @@ CREDITCARD_MEMBER = "fraud_analysis/datasets/raw/creditcard.csv"
 CREDITCARD_SHA256 = "76274b691b16a6c49d3f159c883398e03ccd6d1ee12d9d8ee38f4b4b98551a89"
 
 FLIGHT_CATEGORICAL = ["carrier", "origin", "dest"]
-FLIGHT_NUMERIC = [
-    "sched_dep_time",
-    "distance",
-    "hour",
-    "weekday",
+WEATHER = [
     "temp",
     "dewp",
     "humid",
@@ -49,6 +45,7 @@ FLIGHT_NUMERIC = [
     "pressure",
     "visib",
 ]
+FLIGHT_NUMERIC = ["sched_dep_time", "distance", "hour", "weekday", *WEATHER]
 
 
 class DatasetSpec(BaseModel):
@@ -134,15 +131,7 @@ def _join_flights(raw: pl.DataFrame, weather: pl.DataFrame) -> pl.DataFrame:
         .select(
             "origin",
             "time_hour",
-            "temp",
-            "dewp",
-            "humid",
-            "wind_dir",
-            "wind_speed",
-            "wind_gust",
-            "precip",
-            "pressure",
-            "visib",
+            *WEATHER,
         )
         .unique(subset=["origin", "time_hour"], keep="first")
     )

@@ -310,24 +310,23 @@ class AuditStore:
             raise NotFound(f"no {model.__tablename__[:-1]} {key!r}")  # type: ignore[attr-defined]
         return row
 
-    def update_run(self, run_id: str, **fields: Any) -> Run:
+    def _update(self, model: type[T], key: str, fields: dict[str, Any]) -> T:
+        """Update a mutable row (runs, models; chained tables are never updated)."""
         with self.session() as session:
-            run = session.get(Run, run_id)
-            if run is None:
-                raise NotFound(f"no run {run_id!r}")
-            for key, value in fields.items():
-                setattr(run, key, dumps(value) if key == "summary" else value)
-            run.updated_at = now()
-        return run
+            row = session.get(model, key)
+            if row is None:
+                raise NotFound(f"no {model.__tablename__[:-1]} {key!r}")  # type: ignore[attr-defined]
+            for name, value in fields.items():
+                setattr(row, name, value)
+        return row
+
+    def update_run(self, run_id: str, **fields: Any) -> Run:
+        if "summary" in fields:
+            fields["summary"] = dumps(fields["summary"])
+        return self._update(Run, run_id, {**fields, "updated_at": now()})
 
     def update_model(self, name: str, **fields: Any) -> ManagedModel:
-        with self.session() as session:
-            row = session.get(ManagedModel, name)
-            if row is None:
-                raise NotFound(f"no model {name!r}")
-            for key, value in fields.items():
-                setattr(row, key, value)
-        return row
+        return self._update(ManagedModel, name, fields)
 
     def list_rows(
         self, model: type[T], *where: Any, order: Any = None, limit: int | None = None
