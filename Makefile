@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# e.g. make demo DEMO_ARGS="--approve-as alice" or DEMO_ARGS="--dataset creditcard"
+DEMO_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help setup demo test test-all lint bench clean
@@ -23,7 +25,7 @@ $(STAMP): pyproject.toml requirements.lock
 	touch $(STAMP)
 
 demo: setup ## Run the main job offline on built-in real data
-	$(BIN)/driftpilot demo
+	$(BIN)/driftpilot demo $(DEMO_ARGS)
 
 test: setup ## Run the default test suite (unit + integration, no slow tiers)
 	$(BIN)/pytest -m "not slow and not full_data" $(PYTEST_ARGS)

@@ -292,3 +292,44 @@ def test_paused_run_survives_kill_9_and_registers_once(
     assert len(versions) == 1
     assert len([c for c in fresh.store.list_rows(ChampionChange) if c.run_id == run_id]) == 1
     assert fresh.verify().ok
+
+
+def test_scripted_llm_may_quarantine_a_clean_batch(
+    settings: Settings, tmp_path: Path, data: Any, monkeypatch: Any
+) -> None:
+    backend = scripted(
+        say(
+            {
+                "action": "quarantine",
+                "reason": "source system under maintenance",
+                "rationale": "the data owner asked to hold this batch",
+            }
+        )
+    )
+    cp = plane(settings, tmp_path, {}, backend, monkeypatch=monkeypatch)
+    add(cp, data)
+    view = cp.start_run("flights", data["jan_other"], "jan-b")
+    assert view.outcome == "quarantined"
+    [record] = cp.store.list_rows(BatchRecord, BatchRecord.status == "quarantined")
+    assert record.reason == "source system under maintenance"
+
+
+def test_scripted_llm_cannot_retrain_without_two_signals(
+    settings: Settings, tmp_path: Path, data: Any, monkeypatch: Any
+) -> None:
+    retrain = {
+        "action": "retrain",
+        "severity": "high",
+        "cited_metrics": {},
+        "rationale": "retrain!",
+    }
+    backend = scripted(
+        say({"action": "accept", "reason": "", "rationale": "ok"}), say(retrain), say(retrain)
+    )
+    cp = plane(settings, tmp_path, {}, backend, monkeypatch=monkeypatch)
+    add(cp, data)
+    view = cp.start_run("flights", data["jan_other"], "jan-b")  # same month: no drift
+    assert view.outcome in ("no_retrain:none", "no_retrain:monitor")
+    analyst = decisions(cp, view.run_id)["drift_analyst"]
+    assert analyst.fallback and "outside the policy bounds" in json.loads(analyst.flags)[-1]
+    assert len(json.loads(analyst.flags)) == 1  # the policy's own verdict cites correctly
