@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 _NOISY = ("alembic", "mlflow", "optuna", "urllib3", "httpx", "evidently", "fsspec")
 
@@ -15,6 +16,8 @@ def setup_logging(level: str = "INFO") -> None:
     if not any(isinstance(h, RichHandler) for h in root.handlers):
         root.addHandler(RichHandler(rich_tracebacks=True, show_path=False))
     root.setLevel(level.upper())
+    # MLflow configures its own loggers when imported (later, lazily): tell it through its env var.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "DEBUG" if level.upper() == "DEBUG" else "WARNING")
     for name in _NOISY:
         logging.getLogger(name).setLevel(
             logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING
