@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
@@ -53,6 +53,18 @@ class Outcome(Generic[D]):
     tokens_out: int = 0
     latency_ms: float = 0.0
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+
+
+def decision_template(model: type[BaseModel]) -> str:
+    """The decision as a JSON object to fill in: one line per field, allowed values for
+    literals, the description otherwise. Small models copy a raw JSON schema's shape instead of
+    answering it; a template they fill in."""
+    lines = []
+    for name, field in model.model_fields.items():
+        choices = get_args(field.annotation) if get_origin(field.annotation) is Literal else ()
+        hint = " | ".join(str(c) for c in choices) if choices else field.description or name
+        lines.append(f'  "{name}": <{hint}>')
+    return "{\n" + ",\n".join(lines) + "\n}"
 
 
 def render_prompt(agent: str, **values: Any) -> str:
@@ -124,7 +136,7 @@ class _Loop(Generic[D]):
         self.tools = {t.name: t for t in tools}
         self.tokens_in = self.tokens_out = 0
         self.calls: list[dict[str, Any]] = []
-        schema = json.dumps(decision_model.model_json_schema(), indent=1)
+        schema = decision_template(decision_model)
         tool_doc = (
             "\n".join(f"- {t.name}: {(t.fn.__doc__ or '').strip()}" for t in tools) or "(none)"
         )
@@ -200,9 +212,17 @@ class _Loop(Generic[D]):
                 self.messages.append(HumanMessage(f"Result of {call['name']}: {content}"))
 
     def _validate(self, obj: dict[str, Any]) -> D:
-        try:
-            decision = self.decision_model.model_validate(obj)
-        except ValidationError as exc:
-            raise LLMError(f"decision does not match the schema: {exc.errors()[:3]}") from exc
+        # Small models sometimes wrap the answer in the schema's shape: {"properties": {...}}.
+        inner = obj.get("properties")
+        candidates = [obj, inner] if isinstance(inner, dict) else [obj]
+        errors: list[Any] = []
+        for candidate in candidates:
+            try:
+                decision = self.decision_model.model_validate(candidate)
+                break
+            except ValidationError as exc:
+                errors.extend(exc.errors(include_url=False, include_input=False)[:3])
+        else:
+            raise LLMError(f"decision does not match the schema: {errors[:3]}")
         self.check(decision)
         return decision

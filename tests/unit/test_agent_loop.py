@@ -114,3 +114,17 @@ def test_a_failing_model_falls_back() -> None:
 
     outcome = run(Backend("openai", "m", Broken()))
     assert outcome.fallback and "TimeoutError" in (outcome.error or "")
+
+
+def test_answer_wrapped_in_the_schema_shape_is_unwrapped() -> None:
+    # Seen from Qwen2.5-Coder-0.5B: it echoes {"description", "properties": {...answer...}}.
+    wrapped = {"description": "verdict", "properties": {"action": "none", "rationale": "calm"}}
+    outcome = run(scripted(say(wrapped)))
+    assert outcome.decision.action == "none" and not outcome.fallback
+
+
+def test_prompt_shows_a_template_not_a_schema() -> None:
+    from agents.base import decision_template
+
+    template = decision_template(Verdict)
+    assert '"action": <none | monitor | retrain>' in template and "$defs" not in template
