@@ -57,6 +57,7 @@ def make_backend(spec: str, settings: Settings) -> Backend:
             timeout=settings.llm_timeout_s,
             max_retries=0,  # retries are ours, so that fallbacks are counted and audited
             temperature=0,
+            max_completion_tokens=settings.llm_max_tokens,
         )
         return Backend("openai", model, chat)
     if provider == "ollama":
@@ -66,6 +67,7 @@ def make_backend(spec: str, settings: Settings) -> Backend:
             model=model,
             base_url=settings.ollama_base_url,
             temperature=0,
+            num_predict=settings.llm_max_tokens,
             client_kwargs={"timeout": settings.llm_timeout_s},
         )
         return Backend("ollama", model, chat)
@@ -78,17 +80,15 @@ def parse_json_object(text: str) -> dict[str, Any]:
     Raises:
         LLMError: no JSON object can be read.
     """
-    candidates = _FENCE.findall(text)
-    start, end = text.find("{"), text.rfind("}")
-    if start != -1 and end > start:
-        candidates.append(text[start : end + 1])
-    for candidate in candidates:
-        try:
-            value = json.loads(candidate)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(value, dict):
-            return value
+    for candidate in [*_FENCE.findall(text), text]:
+        decoder = json.JSONDecoder()
+        for start in (i for i, ch in enumerate(candidate) if ch == "{"):
+            try:
+                value, _ = decoder.raw_decode(candidate, start)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(value, dict):
+                return value  # the first complete object; trailing prose is ignored
     raise LLMError(f"no JSON object in reply: {text[:200]!r}")
 
 

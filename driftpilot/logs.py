@@ -17,7 +17,9 @@ def setup_logging(level: str = "INFO") -> None:
         root.addHandler(RichHandler(rich_tracebacks=True, show_path=False))
     root.setLevel(level.upper())
     # MLflow configures its own loggers when imported (later, lazily): tell it through its env var.
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "DEBUG" if level.upper() == "DEBUG" else "WARNING")
+    os.environ.setdefault(
+        "MLFLOW_LOGGING_LEVEL", "DEBUG" if level.upper() == "DEBUG" else "WARNING"
+    )
     for name in _NOISY:
         logging.getLogger(name).setLevel(
             logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING

@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     ollama_base_url: str = Field("http://127.0.0.1:11434", description="Ollama server.")
     llm_timeout_s: float = Field(60.0, gt=0, description="Timeout of one LLM call.")
     llm_retries: int = Field(1, ge=0, description="Retries after an invalid LLM answer.")
+    llm_max_tokens: int = Field(400, ge=16, description="Longest answer of one LLM call.")
     llm_max_steps: int = Field(4, ge=1, description="Tool-calling steps per agent decision.")
     policy_path: Path | None = Field(
         None, description="Risk policy YAML (shipped defaults if unset)."

@@ -34,3 +34,8 @@ def test_backends_from_spec(tmp_path) -> None:  # type: ignore[no-untyped-def]
         make_backend("anthropic:claude", settings)
     with pytest.raises(ConfigError, match="needs a model"):
         make_backend("openai", settings)
+
+
+def test_first_complete_object_wins_over_trailing_prose() -> None:
+    text = '{"action": "monitor", "rationale": "x"}\nNote: {braces} in prose {"a": 1'
+    assert parse_json_object(text) == {"action": "monitor", "rationale": "x"}
