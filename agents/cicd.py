@@ -7,7 +7,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from agents.base import decide
 from agents.context import RunContext
 from driftpilot.policy import Policy, RiskInputs
 from tools import registry
@@ -61,16 +60,13 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         rationale=f"Policy risk tier {risk.tier}: {reasons}.",
     )
     evidence = {"risk": risk.model_dump(), "inputs": inputs.model_dump()}
-    outcome = decide(
+    outcome = ctx.decide(
         NAME,
-        ctx.backend,
         CicdDecision,
         evidence,
         {"policy_tier": risk.tier, "may_only_raise": True},
         fallback,
         check=lambda d: None,
-        max_steps=ctx.settings.llm_max_steps,
-        retries=ctx.settings.llm_retries,
     )
     tier = Policy.raise_tier(risk.tier, outcome.decision.risk_tier)
     flags = [f"llm raised tier to {tier}"] if tier != risk.tier else []

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import polars as pl
+from pydantic import BaseModel
 
-from agents.base import Outcome
+from agents.base import AgentTool, Outcome, decide
 from driftpilot.audit import AuditStore
 from driftpilot.audit.models import BatchRecord, ManagedModel
 from driftpilot.errors import AliasNotFound, NotFound
@@ -22,6 +23,7 @@ from driftpilot.settings import Settings
 from tools.datasets import DatasetSpec
 
 R = TypeVar("R")
+D = TypeVar("D", bound=BaseModel)
 
 
 @dataclass
@@ -107,6 +109,31 @@ class RunContext:
             tokens_in=outcome.tokens_in,
             tokens_out=outcome.tokens_out,
             latency_ms=outcome.latency_ms,
+        )
+
+    def decide(
+        self,
+        agent: str,
+        decision_model: type[D],
+        evidence: dict[str, Any],
+        bounds: dict[str, Any],
+        policy_decision: D,
+        *,
+        check: Callable[[D], None],
+        tools: list[AgentTool] | None = None,
+    ) -> Outcome[D]:
+        """One agent decision with this context's backend and LLM limits (see agents.base)."""
+        return decide(
+            agent,
+            self.backend,
+            decision_model,
+            evidence,
+            bounds,
+            policy_decision,
+            check=check,
+            tools=tools,
+            max_steps=self.settings.llm_max_steps,
+            retries=self.settings.llm_retries,
         )
 
     # -- the managed model and its data ----------------------------------------------------------

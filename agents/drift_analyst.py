@@ -12,7 +12,7 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import BaseModel, Field
 
-from agents.base import AgentTool, decide
+from agents.base import AgentTool
 from agents.context import RunContext
 from driftpilot.errors import LLMError
 from driftpilot.policy import DriftBounds, Severity
@@ -102,17 +102,14 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         "signals": bounds.signals,
         "report": drift.report_path,
     }
-    outcome = decide(
+    outcome = ctx.decide(
         NAME,
-        ctx.backend,
         DriftVerdict,
         evidence,
         bounds.model_dump(),
         fallback,
         check=check,
         tools=_tools(drift),
-        max_steps=ctx.settings.llm_max_steps,
-        retries=ctx.settings.llm_retries,
     )
     verdict = outcome.decision
     ctx.record(

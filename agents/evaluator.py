@@ -12,7 +12,6 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, Field
 
-from agents.base import decide
 from agents.context import RunContext
 from driftpilot.errors import LLMError
 from tools import registry
@@ -74,16 +73,13 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
             )
 
     evidence = cmp.model_dump()
-    outcome = decide(
+    outcome = ctx.decide(
         NAME,
-        ctx.backend,
         EvaluationVerdict,
         evidence,
         {"allowed": allowed},
         fallback,
         check=check,
-        max_steps=ctx.settings.llm_max_steps,
-        retries=ctx.settings.llm_retries,
     )
     verdict = outcome.decision
     ctx.record(run_id, NAME, outcome, verdict.action, verdict.rationale, evidence)

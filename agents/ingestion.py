@@ -14,7 +14,7 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import BaseModel, Field
 
-from agents.base import AgentTool, decide
+from agents.base import AgentTool
 from agents.context import RunContext
 from driftpilot.audit.models import BatchRecord
 from driftpilot.audit.store import now
@@ -71,17 +71,14 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
             raise LLMError(f"action {d.action!r} not allowed; allowed: {allowed}")
 
     evidence = {"verdict": verdict.model_dump(), "errors": [i.message for i in verdict.errors]}
-    outcome = decide(
+    outcome = ctx.decide(
         NAME,
-        ctx.backend,
         IngestionDecision,
         evidence,
         {"allowed": allowed},
         fallback,
         check=check,
         tools=_tools(verdict),
-        max_steps=ctx.settings.llm_max_steps,
-        retries=ctx.settings.llm_retries,
     )
     decision = outcome.decision
     reason = decision.reason or verdict.reason()

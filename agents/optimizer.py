@@ -8,7 +8,6 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import BaseModel, Field
 
-from agents.base import decide
 from agents.context import RunContext
 from driftpilot.errors import LLMError
 from tools.train import TrainSpec
@@ -77,16 +76,13 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
             k: state["drift"].get(k) for k in ("drift_share", "severity", "metric_drop", "roc_auc")
         },
     }
-    outcome = decide(
+    outcome = ctx.decide(
         NAME,
-        ctx.backend,
         OptimizerPlan,
         evidence,
         limits.model_dump(),
         fallback,
         check=check,
-        max_steps=ctx.settings.llm_max_steps,
-        retries=ctx.settings.llm_retries,
     )
     plan = outcome.decision
     spec = ctx.spec(model)

@@ -8,7 +8,6 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from agents.base import decide
 from agents.context import RunContext
 from agents.optimizer import training_window
 from driftpilot.errors import LLMError
@@ -47,16 +46,13 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         "drift": state["drift"].get("severity"),
         "optimizer": {k: state["optimizer"][k] for k in ("family", "best_value")},
     }
-    outcome = decide(
+    outcome = ctx.decide(
         NAME,
-        ctx.backend,
         RetrainPlan,
         evidence,
         {"min": limits.min_window, "max": upper},
         fallback,
         check=check,
-        max_steps=ctx.settings.llm_max_steps,
-        retries=ctx.settings.llm_retries,
     )
     plan = outcome.decision
     result = _fit_and_register(ctx, state, plan.window)
