@@ -22,7 +22,13 @@ from agents.context import RunContext
 from driftpilot.audit import AuditStore, VerifyResult
 from driftpilot.audit.models import ChampionChange, ManagedModel, Run
 from driftpilot.audit.store import now
-from driftpilot.errors import ApprovalError, ConfigError, DriftPilotError, NotFound
+from driftpilot.errors import (
+    ApprovalError,
+    ConfigError,
+    DriftPilotError,
+    NotFound,
+    RegistryError,
+)
 from driftpilot.llm import Backend, make_backend
 from driftpilot.policy import Policy
 from driftpilot.settings import Settings, get_settings
@@ -324,14 +330,21 @@ class ControlPlane:
         done = self.store.effect(op_id, "rollback")
         if done is not None:
             return done
-        moved = registry.rollback(model, key=op_id, settings=self.settings)
+        champions = registry.champion_history(model, self.settings)
+        if len(champions) < 2:
+            raise RegistryError(f"model {model!r} has no previous champion to roll back to")
+        # Find what restores the previous champion's reference window before moving anything.
         history = self.store.list_rows(
             ChampionChange, ChampionChange.model == model, order=ChampionChange.id
         )
         origin = next(
-            r for r in reversed(history) if r.version == moved.current and r.action != "rollback"
+            (r for r in reversed(history) if r.version == champions[-2] and r.action != "rollback"),
+            None,
         )
+        if origin is None:
+            raise NotFound(f"v{champions[-2]} of {model!r} has no promotion record in the audit")
         trained = self.store.effect(origin.run_id, "promote") or {}
+        moved = registry.rollback(model, key=op_id, settings=self.settings)
         self.store.update_model(
             model,
             reference_path=trained.get("window_path"),

@@ -9,6 +9,7 @@ ingestion -> drift_analyst -> optimizer -> retraining -> evaluator -> cicd -> pr
 
 from __future__ import annotations
 
+import json
 from functools import partial
 from typing import Any
 
@@ -68,8 +69,6 @@ def approval_node(state: ControlState, ctx: RunContext) -> dict[str, Any]:
     again from its top on resume, so it does nothing but read."""
     rows = ctx.store.approval_rows(state["run_id"])
     if len(rows) < 2:
-        import json
-
         interrupt(json.loads(rows[0].payload))
         rows = ctx.store.approval_rows(state["run_id"])
     if len(rows) < 2:

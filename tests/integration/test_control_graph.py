@@ -333,3 +333,16 @@ def test_scripted_llm_cannot_retrain_without_two_signals(
     analyst = decisions(cp, view.run_id)["drift_analyst"]
     assert analyst.fallback and "outside the policy bounds" in json.loads(analyst.flags)[-1]
     assert len(json.loads(analyst.flags)) == 1  # the policy's own verdict cites correctly
+
+
+def test_rollback_without_a_previous_champion_changes_nothing(
+    settings: Settings, tmp_path: Path, data: Any, monkeypatch: Any
+) -> None:
+    from driftpilot.errors import RegistryError
+
+    cp = plane(settings, tmp_path, {}, monkeypatch=monkeypatch)
+    add(cp, data)
+    with pytest.raises(RegistryError, match="no previous champion"):
+        cp.rollback("flights", "carol")
+    assert registry.get_alias("flights", "champion", settings).version == 1
+    assert [c.action for c in cp.store.list_rows(ChampionChange)] == ["bootstrap"]
