@@ -16,7 +16,6 @@ catch the branch they can handle and let the rest surface with its message.
     │   └── AliasNotFound           no model version carries the asked alias
     ├── SynthError                  synthetic scenario generation failed
     ├── NotFound                    no such run / model / approval
-    ├── AuditError                  the audit store refused or failed a write
     ├── ApprovalError               an approval cannot be given (self-approval, decided)
     ├── PolicyViolation             an action the risk policy forbids (e.g. unapproved promote)
     └── LLMError                    the chat model failed (timeout, invalid output)
@@ -75,10 +74,6 @@ class SynthError(DriftPilotError):
 
 class NotFound(DriftPilotError):
     """No such run, model or approval."""
-
-
-class AuditError(DriftPilotError):
-    """The audit store refused or failed a write."""
 
 
 class ApprovalError(DriftPilotError):

@@ -150,12 +150,6 @@ class Policy(BaseModel):
             signals=signals,
         )
 
-    def clamp_trials(self, n_trials: int) -> int:
-        return max(self.optimizer.min_trials, min(self.optimizer.max_trials, n_trials))
-
-    def clamp_window(self, k: int) -> int:
-        return max(self.retraining.min_window, min(self.retraining.max_window, k))
-
     def evaluator_allowed(self, ci_low: float) -> list[Literal["promote", "reject"]]:
         """Reject is forced unless the gain's interval lies above zero."""
         return ["promote", "reject"] if ci_low > 0 else ["reject"]

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -288,10 +287,3 @@ def _corrupt(
     return rows.with_columns(
         (pl.col(c).cast(pl.Float64) * 1000 + 1e6).cast(rows[c].dtype) for c in columns
     )
-
-
-def cached_synthesizers(settings: Settings | None = None) -> list[Path]:
-    """Fitted synthesizers in the cache."""
-    settings = settings or get_settings()
-    assert settings.cache_dir is not None
-    return sorted((settings.cache_dir / "synth").glob("*.pkl"))

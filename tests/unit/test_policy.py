@@ -74,8 +74,6 @@ def test_bounds_of_other_agents(policy: Policy) -> None:
     assert policy.ingestion_allowed(False) == ["quarantine"]
     assert policy.evaluator_allowed(-0.001) == ["reject"]
     assert policy.evaluator_allowed(0.01) == ["promote", "reject"]
-    assert policy.clamp_trials(1000) == policy.optimizer.max_trials
-    assert policy.clamp_window(0) == policy.retraining.min_window
 
 
 def test_custom_and_broken_policy_files(tmp_path: Path) -> None:
