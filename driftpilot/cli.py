@@ -196,22 +196,13 @@ def runs(
 def _decide(run_id: str, decision: str, who: str, comment: str) -> None:
     plane = _plane()
     try:
-        run_id = _full_run_id(plane, run_id)
+        run_id = plane.resolve_run_id(run_id)
         with console.status(f"{decision} and resume run {run_id[:12]}..."):
             view = plane.decide(run_id, decision, who, comment)
     except DriftPilotError as exc:
         raise _fail(exc) from exc
     console.print(f"{who} {decision}d the promotion.")
     _print_run(view)
-
-
-def _full_run_id(plane: Any, prefix: str) -> str:
-    from driftpilot.errors import NotFound
-
-    matches = [v.run_id for v in plane.list_runs(limit=10_000) if v.run_id.startswith(prefix)]
-    if len(matches) != 1:
-        raise NotFound(f"{len(matches)} runs match {prefix!r}")
-    return matches[0]
 
 
 @app.command()

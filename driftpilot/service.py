@@ -32,6 +32,7 @@ from driftpilot.errors import (
 from driftpilot.llm import Backend, make_backend
 from driftpilot.policy import Policy
 from driftpilot.settings import Settings, get_settings
+from graphs.state import SLICES
 from tools.data import content_hash
 
 
@@ -284,10 +285,7 @@ class ControlPlane:
         summary = json.loads(run.summary or "{}")
         if run.status == "waiting_approval":  # not reported yet: read the checkpointed state
             values = self.graph.get_state({"configurable": {"thread_id": run_id}}).values
-            summary = {
-                k: values.get(k)
-                for k in ("ingestion", "drift", "optimizer", "retraining", "evaluation", "cicd")
-            }
+            summary = {k: values.get(k) for k in SLICES if k in values}
         return RunView(
             run_id=run.id,
             model=run.model,
@@ -304,6 +302,13 @@ class ControlPlane:
         where = [Run.model == model] if model else []
         rows = self.store.list_rows(Run, *where, order=Run.created_at.desc(), limit=limit)
         return [self.get_run(r.id) for r in rows]
+
+    def resolve_run_id(self, prefix: str) -> str:
+        """The full id of the one run whose id starts with ``prefix``."""
+        matches = [r.id for r in self.store.list_rows(Run, Run.id.startswith(prefix), limit=2)]
+        if len(matches) != 1:
+            raise NotFound(f"{'no run' if not matches else 'several runs'} match {prefix!r}")
+        return matches[0]
 
     def pending_approvals(self) -> list[RunView]:
         return [self.get_run(r.run_id) for r in self.store.pending_approvals()]

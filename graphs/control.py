@@ -20,6 +20,7 @@ from agents import cicd, drift_analyst, evaluator, ingestion, optimizer, retrain
 from agents.context import RunContext
 from driftpilot.errors import ApprovalError
 from graphs.state import (
+    SLICES,
     ControlState,
     after_approval,
     after_cicd,
@@ -89,19 +90,7 @@ def approval_node(state: ControlState, ctx: RunContext) -> dict[str, Any]:
 def report_node(state: ControlState, ctx: RunContext) -> dict[str, Any]:
     """Name the outcome and write it, with the run's summary, to the runs table."""
     outcome = _outcome(state)
-    summary = {
-        key: state.get(key)
-        for key in (
-            "ingestion",
-            "drift",
-            "optimizer",
-            "retraining",
-            "evaluation",
-            "cicd",
-            "approval",
-            "promotion",
-        )
-    }
+    summary = {key: state.get(key) for key in SLICES}
     ctx.store.update_run(state["run_id"], status="completed", outcome=outcome, summary=summary)
     return {"outcome": outcome, "events": [outcome]}
 

@@ -13,6 +13,19 @@ class BatchRef(TypedDict):
     content_hash: str
 
 
+# The slices the agents write, in flow order (what a run's summary shows).
+SLICES = (
+    "ingestion",
+    "drift",
+    "optimizer",
+    "retraining",
+    "evaluation",
+    "cicd",
+    "approval",
+    "promotion",
+)
+
+
 class ControlState(TypedDict, total=False):
     run_id: str
     model: str

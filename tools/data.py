@@ -18,7 +18,7 @@ from typing import Literal
 import polars as pl
 from pydantic import BaseModel, Field
 
-from driftpilot.errors import DataError, FormatError, SchemaError
+from driftpilot.errors import DataError, FormatError, IntegrityError, SchemaError
 from driftpilot.settings import Settings, get_settings
 
 Period = Literal["hour", "day", "week", "month"]
@@ -177,22 +177,27 @@ def batch_dir(source: str, settings: Settings | None = None) -> Path:
     return settings.batches_dir / source
 
 
-def persist_batch(batch: Batch, directory: Path) -> BatchInfo:
-    """Write a batch to ``directory/<batch_id>.parquet`` atomically (see ``batch_dir``).
-
-    The file is written under a temporary name and renamed, so a crash never leaves a
-    half-written batch. Returns the batch info with ``path`` set.
-    """
-    directory.mkdir(parents=True, exist_ok=True)
-    target = directory / f"{batch.info.batch_id}.parquet"
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".parquet.tmp")
+def write_parquet_atomic(frame: pl.DataFrame, target: Path) -> None:
+    """Write Parquet under a temporary name in the same folder, then rename: a crash never
+    leaves a half-written file where a reader would take it for whole."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".parquet.tmp")
     os.close(fd)
     try:
-        batch.frame.write_parquet(tmp)
+        frame.write_parquet(tmp)
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def persist_batch(batch: Batch, directory: Path) -> BatchInfo:
+    """Write a batch to ``directory/<batch_id>.parquet`` atomically (see ``batch_dir``).
+
+    Returns the batch info with ``path`` set.
+    """
+    target = directory / f"{batch.info.batch_id}.parquet"
+    write_parquet_atomic(batch.frame, target)
     return batch.info.model_copy(update={"path": str(target)})
 
 
@@ -203,8 +208,6 @@ def read_batch(info: BatchInfo, time_col: str | None = None) -> Batch:
         DataError: the batch was never persisted or its file is missing.
         IntegrityError: the file's content no longer matches the recorded hash.
     """
-    from driftpilot.errors import IntegrityError
-
     if info.path is None or not Path(info.path).exists():
         raise DataError(f"batch {info.batch_id!r} has no persisted file")
     frame = pl.read_parquet(info.path)

@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 
 from driftpilot.errors import DatasetUnavailable, IntegrityError
 from driftpilot.settings import Settings, get_settings
+from tools.data import write_parquet_atomic
 
 DatasetName = Literal["flights", "creditcard"]
 
@@ -108,7 +109,7 @@ def flights(settings: Settings | None = None) -> pl.DataFrame:
         raw = pl.read_csv(archive.read("flights.csv"), null_values="NA", infer_schema_length=50_000)
     weather = pl.read_csv(data_dir / "weather.csv", null_values="NA", infer_schema_length=50_000)
     frame = _join_flights(raw, weather)
-    _write_atomic(frame, cached)
+    write_parquet_atomic(frame, cached)
     return frame
 
 
@@ -174,7 +175,7 @@ def creditcard(settings: Settings | None = None) -> pl.DataFrame:
     schema = {name: pl.Float64 for name in ["Time", *CREDITCARD.numeric]} | {"Class": pl.Int8}
     # Class is quoted ("0"); Time has values like 1e+05: give every column its type.
     frame = pl.read_csv(payload, schema=schema, quote_char='"')
-    _write_atomic(frame, cached)
+    write_parquet_atomic(frame, cached)
     return frame
 
 
@@ -231,12 +232,6 @@ def _cache_dir(settings: Settings) -> Path:
     assert settings.cache_dir is not None
     settings.cache_dir.mkdir(parents=True, exist_ok=True)
     return settings.cache_dir
-
-
-def _write_atomic(frame: pl.DataFrame, target: Path) -> None:
-    tmp = target.with_suffix(".parquet.tmp")
-    frame.write_parquet(tmp)
-    tmp.replace(target)
 
 
 __all__ = [

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from rich.console import Console
 from typer.testing import CliRunner
@@ -41,6 +39,6 @@ def test_cli_lists_batches_and_rejects_unknown_datasets(settings: Settings) -> N
     assert unknown.exit_code == 2 and "unknown dataset" in unknown.output
 
 
-def test_cli_help_is_fast_and_names_the_commands(tmp_path: Path) -> None:
+def test_cli_help_names_the_commands() -> None:
     result = CliRunner().invoke(app, ["--help"])
     assert result.exit_code == 0 and "demo" in result.output and "data" in result.output
