@@ -29,6 +29,7 @@ from driftpilot.errors import (
     NotFound,
     RegistryError,
 )
+from driftpilot.identity import safe_label
 from driftpilot.llm import Backend, make_backend
 from driftpilot.policy import Policy
 from driftpilot.settings import Settings, get_settings
@@ -215,6 +216,7 @@ class ControlPlane:
     ) -> RunView:
         """Run the control loop on one batch; returns when it completes or waits for approval."""
         self.store.get(ManagedModel, model)
+        batch_id = safe_label(batch_id)  # a file stem is untrusted: it reaches audit and LLM
         run_id = uuid.uuid4().hex
         assert self.settings.batches_dir is not None
         incoming = self.settings.batches_dir / model / "incoming"
