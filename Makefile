@@ -27,16 +27,24 @@ $(STAMP): pyproject.toml requirements.lock
 demo: setup ## Run the main job offline on built-in real data
 	$(BIN)/driftpilot demo $(DEMO_ARGS)
 
+# pytest exits 5 when no test ran (e.g. every test deselected): that is a failure, said aloud.
+define run_pytest
+	$(BIN)/pytest $(1) $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make: pytest ran no test (exit 5): failing" >&2; fi; \
+	exit $$rc
+endef
+
 test: setup ## Run the default test suite (unit + integration, no slow tiers)
-	$(BIN)/pytest -m "not slow and not full_data" $(PYTEST_ARGS)
+	$(call run_pytest,-m "not slow and not full_data")
 
 test-all: setup ## Run every test, slow tiers included
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(call run_pytest,)
 
-lint: setup ## ruff + mypy
+lint: setup ## ruff, mypy and the import-layer contracts (.importlinter)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy driftpilot tools evals agents graphs
+	$(BIN)/lint-imports --no-cache
 
 bench: setup ## Tool benchmarks; results in evals/results/
 	$(BIN)/python -m evals.bench_tools
