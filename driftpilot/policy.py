@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from driftpilot.errors import ConfigError, PolicyViolation
 
@@ -20,14 +20,21 @@ Severity = Literal["none", "low", "medium", "high"]
 RiskTier = Literal["low", "high"]
 
 
-class DriftRules(BaseModel):
+class _Strict(BaseModel):
+    """A policy model: an unknown key (a typo such as ``retrain_shar``) is an error, never
+    silently ignored, so a threshold someone meant to set cannot quietly keep its default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class DriftRules(_Strict):
     monitor_share: float = 0.25
     retrain_share: float = 0.5
     max_metric_drop: float = 0.02
     severity_high_share: float = 0.75
 
 
-class OptimizerLimits(BaseModel):
+class OptimizerLimits(_Strict):
     families: list[Literal["lightgbm", "catboost"]] = ["lightgbm", "catboost"]
     default_family: Literal["lightgbm", "catboost"] = "lightgbm"
     min_trials: int = 3
@@ -36,20 +43,20 @@ class OptimizerLimits(BaseModel):
     max_timeout_s: float = 300
 
 
-class RetrainLimits(BaseModel):
+class RetrainLimits(_Strict):
     min_window: int = 1
     max_window: int = 6
     default_window: int = 2
     holdout_fraction: float = 0.3
 
 
-class EvaluatorRules(BaseModel):
+class EvaluatorRules(_Strict):
     metric: Literal["roc_auc", "pr_auc", "log_loss"] = "roc_auc"
     n_boot: int = 500
     confidence: float = 0.95
 
 
-class RiskRules(BaseModel):
+class RiskRules(_Strict):
     no_champion_is_high: bool = True
     family_change_is_high: bool = True
     quality_warnings_are_high: bool = True
@@ -58,7 +65,7 @@ class RiskRules(BaseModel):
     max_divergence: float = 0.12
 
 
-class DriftBounds(BaseModel):
+class DriftBounds(_Strict):
     """What the drift analyst may choose, and what the policy itself would choose."""
 
     allowed: list[DriftAction]
@@ -67,7 +74,7 @@ class DriftBounds(BaseModel):
     signals: list[str] = Field(description="Why: the signals that fired.")
 
 
-class RiskInputs(BaseModel):
+class RiskInputs(_Strict):
     has_champion: bool
     champion_family: str | None
     challenger_family: str
@@ -78,12 +85,25 @@ class RiskInputs(BaseModel):
     window_quality_warnings: int
 
 
-class RiskAssessment(BaseModel):
+class RiskAssessment(_Strict):
     tier: RiskTier
     reasons: list[str] = Field(description="Every rule that made it high (empty when low).")
 
 
-class Policy(BaseModel):
+def _problems(exc: ValidationError) -> str:
+    """Every problem of a policy file, each naming its key path, e.g.
+    ``unknown key 'drift.retrain_shar'``."""
+    problems = []
+    for err in exc.errors():
+        key = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            problems.append(f"unknown key {key!r}")
+        else:
+            problems.append(f"{key}: {err['msg']}")
+    return "; ".join(problems)
+
+
+class Policy(_Strict):
     """The whole policy file."""
 
     drift: DriftRules = DriftRules()
@@ -99,6 +119,8 @@ class Policy(BaseModel):
         try:
             data = yaml.safe_load(source.read_text()) or {}
             return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(f"invalid policy file {source}: {_problems(exc)}") from exc
         except (OSError, yaml.YAMLError, ValueError) as exc:
             raise ConfigError(f"invalid policy file {source}: {exc}") from exc
 

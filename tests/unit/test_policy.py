@@ -89,3 +89,33 @@ def test_custom_and_broken_policy_files(tmp_path: Path) -> None:
     wrong.write_text("optimizer:\n  families: [xgboost]\n")
     with pytest.raises(ConfigError, match="invalid policy"):
         Policy.load(wrong)
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("drift: {retrain_shar: 0.4}\n", "drift.retrain_shar"),
+        ("drfit: {retrain_share: 0.4}\n", "drfit"),
+        ("risk:\n  max_divergance: 0.5\n", "risk.max_divergance"),
+        ("optimizer: {max_trails: 5}\n", "optimizer.max_trails"),
+        ("retraining: {holdout: 0.2}\n", "retraining.holdout"),
+        ("evaluator: {nboot: 10}\n", "evaluator.nboot"),
+    ],
+)
+def test_an_unknown_policy_key_is_refused_by_name(tmp_path: Path, text: str, key: str) -> None:
+    path = tmp_path / "typo.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=rf"invalid policy file .*unknown key '{key}'"):
+        Policy.load(path)
+
+
+def test_a_wrong_value_is_named_by_its_key_path(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("drift: {retrain_share: lots}\n")
+    with pytest.raises(ConfigError, match=r"drift\.retrain_share: .*valid number"):
+        Policy.load(path)
+
+
+def test_runtime_policy_models_refuse_unknown_fields() -> None:
+    with pytest.raises(ValueError, match="divergance"):
+        inputs(divergance=0.3)
