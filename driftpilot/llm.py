@@ -50,10 +50,12 @@ def make_backend(spec: str, settings: Settings) -> Backend:
     if provider == "openai":
         from langchain_openai import ChatOpenAI
 
+        secret = settings.llm_api_key
         chat: Any = ChatOpenAI(
             model=model,
             base_url=settings.llm_base_url,
-            api_key=settings.llm_api_key or "not-needed",
+            # A local OpenAI-compatible server (llama-server, vLLM) takes any key.
+            api_key=(secret.get_secret_value() if secret else "") or "not-needed",
             timeout=settings.llm_timeout_s,
             max_retries=0,  # retries are ours, so that fallbacks are counted and audited
             temperature=0,

@@ -10,14 +10,17 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
     """Runtime configuration. Unset locations are derived from ``home``."""
 
-    model_config = SettingsConfigDict(env_prefix="DRIFTPILOT_", env_file=".env", extra="ignore")
+    # validate_by_name: a field with a validation alias (llm_api_key) is still set by its name.
+    model_config = SettingsConfigDict(
+        env_prefix="DRIFTPILOT_", env_file=".env", extra="ignore", validate_by_name=True
+    )
 
     home: Path = Field(Path(".driftpilot"), description="Root of every local store.")
     db_url: str = Field("", description="SQLAlchemy URL of the audit/approvals/checkpoint DB.")
@@ -30,8 +33,12 @@ class Settings(BaseSettings):
     cache_dir: Path | None = Field(None, description="Downloaded datasets and fitted synthesizers.")
     llm: str = Field("builtin", description="Chat model spec: builtin | openai:<m> | ollama:<m>.")
     llm_base_url: str | None = Field(None, description="Base URL of an OpenAI-compatible server.")
-    llm_api_key: str | None = Field(
-        None, description="API key for openai:<model> (or OPENAI_API_KEY)."
+    llm_api_key: SecretStr | None = Field(
+        None,
+        # Not prefixed by env_prefix: a validation alias names the variables themselves.
+        validation_alias=AliasChoices("DRIFTPILOT_LLM_API_KEY", "OPENAI_API_KEY"),
+        description="API key for openai:<model>; OPENAI_API_KEY when DRIFTPILOT_LLM_API_KEY "
+        "is unset. A SecretStr: never shown in repr, logs or dumps.",
     )
     ollama_base_url: str = Field("http://127.0.0.1:11434", description="Ollama server.")
     llm_timeout_s: float = Field(60.0, gt=0, description="Timeout of one LLM call.")

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from driftpilot.errors import ConfigError, LLMError
@@ -22,7 +24,7 @@ def test_tool_calls_written_as_json_text() -> None:
     assert as_tool_call({"name": "x", "arguments": "not a dict"}) is None
 
 
-def test_backends_from_spec(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_backends_from_spec(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path, llm_base_url="http://127.0.0.1:9/v1")
     assert make_backend("builtin", settings).is_builtin
     openai = make_backend("openai:qwen2.5-coder-0.5b", settings)
@@ -39,3 +41,26 @@ def test_backends_from_spec(tmp_path) -> None:  # type: ignore[no-untyped-def]
 def test_first_complete_object_wins_over_trailing_prose() -> None:
     text = '{"action": "monitor", "rationale": "x"}\nNote: {braces} in prose {"a": 1'
     assert parse_json_object(text) == {"action": "monitor", "rationale": "x"}
+
+
+@pytest.fixture
+def no_key_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DRIFTPILOT_LLM_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+
+
+@pytest.mark.usefixtures("no_key_in_env")
+@pytest.mark.parametrize(("key", "sent"), [("sk-test-123", "sk-test-123"), (None, "not-needed")])
+def test_openai_backend_gets_the_secret_value(tmp_path: Path, key: str | None, sent: str) -> None:
+    settings = Settings(home=tmp_path, llm_api_key=key, _env_file=None)
+    chat = make_backend("openai:m", settings).chat_model
+    assert chat is not None and chat.openai_api_key.get_secret_value() == sent
+
+
+@pytest.mark.usefixtures("no_key_in_env")
+def test_openai_backend_takes_the_key_from_openai_api_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-openai-env")
+    chat = make_backend("openai:m", Settings(home=tmp_path, _env_file=None)).chat_model
+    assert chat is not None and chat.openai_api_key.get_secret_value() == "sk-from-openai-env"

@@ -1,9 +1,12 @@
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from driftpilot.errors import DataError, DriftPilotError, IntegrityError
 from driftpilot.settings import Settings
+
+KEY_VARS = ("DRIFTPILOT_LLM_API_KEY", "OPENAI_API_KEY")
 
 
 def test_locations_derive_from_home(tmp_path: Path) -> None:
@@ -51,3 +54,50 @@ def test_importing_the_kernel_and_tools_stays_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+@pytest.fixture
+def no_key_in_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for var in KEY_VARS:
+        monkeypatch.delenv(var, raising=False)
+    return monkeypatch
+
+
+def test_no_llm_key_by_default(tmp_path: Path, no_key_in_env: pytest.MonkeyPatch) -> None:
+    assert Settings(home=tmp_path, _env_file=None).llm_api_key is None
+
+
+def test_openai_api_key_is_honoured(tmp_path: Path, no_key_in_env: pytest.MonkeyPatch) -> None:
+    no_key_in_env.setenv("OPENAI_API_KEY", "sk-openai-env")
+    key = Settings(home=tmp_path, _env_file=None).llm_api_key
+    assert key is not None and key.get_secret_value() == "sk-openai-env"
+
+
+def test_the_driftpilot_key_wins_over_openai_api_key(
+    tmp_path: Path, no_key_in_env: pytest.MonkeyPatch
+) -> None:
+    no_key_in_env.setenv("OPENAI_API_KEY", "sk-openai-env")
+    no_key_in_env.setenv("DRIFTPILOT_LLM_API_KEY", "sk-driftpilot-env")
+    key = Settings(home=tmp_path, _env_file=None).llm_api_key
+    assert key is not None and key.get_secret_value() == "sk-driftpilot-env"
+
+
+def test_the_key_is_read_from_a_dotenv_file(
+    tmp_path: Path, no_key_in_env: pytest.MonkeyPatch
+) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("OPENAI_API_KEY=sk-dotenv\n")
+    key = Settings(home=tmp_path, _env_file=env_file).llm_api_key
+    assert key is not None and key.get_secret_value() == "sk-dotenv"
+
+
+def test_the_key_is_a_secret_never_shown(tmp_path: Path, no_key_in_env: pytest.MonkeyPatch) -> None:
+    secret = "sk-very-secret-4711"
+    no_key_in_env.setenv("OPENAI_API_KEY", secret)
+    from_env = Settings(home=tmp_path, _env_file=None)
+    by_name = Settings(home=tmp_path, llm_api_key=secret, _env_file=None)
+    for settings in (from_env, by_name):
+        assert isinstance(settings.llm_api_key, SecretStr)
+        assert settings.llm_api_key.get_secret_value() == secret
+        for shown in (repr(settings), str(settings), settings.model_dump_json()):
+            assert secret not in shown
