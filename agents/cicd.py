@@ -7,7 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from agents.base import Outcome
 from agents.context import RunContext
+from driftpilot.audit.store import promotion_action
 from driftpilot.policy import Policy, RiskInputs
 from tools import registry
 
@@ -70,11 +72,12 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     )
     tier = Policy.raise_tier(risk.tier, outcome.decision.risk_tier)
     flags = [f"llm raised tier to {tier}"] if tier != risk.tier else []
-    if tier == "high":
+    if tier != "low":
+        action = promotion_action(model, rt["version"], ev.get("champion_version"))
         request = approval_request(
-            state, rt["version"], outcome.decision.request_summary, risk.reasons or flags
+            action, run_id, outcome.decision.request_summary, risk.reasons or flags
         )
-        ctx.store.request_approval(run_id, state["requested_by"], request)
+        ctx.store.request_approval(run_id, state["requested_by"], request, action)
     ctx.record(run_id, NAME, outcome, f"risk:{tier}", outcome.decision.rationale, evidence, flags)
     return {
         "cicd": {"tier": tier, "reasons": risk.reasons, "summary": outcome.decision.request_summary}
@@ -82,14 +85,11 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
 
 
 def approval_request(
-    state: dict[str, Any], version: int, summary: str, reasons: list[str]
+    action: dict[str, Any], run_id: str, summary: str, reasons: list[str]
 ) -> dict[str, Any]:
-    """The interrupt payload, in the Agent Inbox shape."""
+    """The interrupt payload, in the Agent Inbox ``HumanInterrupt`` shape."""
     return {
-        "action_request": {
-            "action": "promote",
-            "args": {"model": state["model"], "version": version, "run_id": state["run_id"]},
-        },
+        "action_request": {"action": "promote", "args": {**action, "run_id": run_id}},
         "config": {
             "allow_accept": True,
             "allow_ignore": True,
@@ -101,39 +101,105 @@ def approval_request(
 
 
 def promote(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
-    """Move the champion alias (refused for high risk without an approval by another principal).
-    Idempotent per run: a replay returns the recorded result."""
+    """Move the champion alias: a compare-and-swap on the champion the challenger beat.
+
+    Refused (PolicyViolation) for any tier but low without an approval of exactly this action
+    by another principal. If the champion moved since the evaluation, the approval is void and
+    the run ends ``superseded``. Idempotent per run: a replay returns the recorded result, and
+    a crash after the alias move is reconciled from the open intent."""
     run_id, model = state["run_id"], state["model"]
     done = ctx.store.effect(run_id, "promote")
     if done is not None:
         return {"promotion": done}
-    tier = state["cicd"]["tier"]
-    approval = ctx.store.approved_by_other(run_id)
-    Policy.check_promotion(tier, approval.principal if approval else None)
-    rt = state["retraining"]
-    moved = ctx.call(
+    rt, beaten = state["retraining"], state["evaluation"].get("champion_version")
+    action = promotion_action(model, rt["version"], beaten)
+    current = registry.current_champion(model, ctx.settings)
+    moved_already = (
+        ctx.store.open_intent(run_id, "promote") is not None and current == action["version"]
+    )
+    if current != beaten and not moved_already:
+        return {"promotion": _supersede(ctx, state, action, current)}
+    actor = _authorise(ctx, state, action)
+    ctx.require_lease(model, run_id)
+    ctx.mutate(
         run_id,
         NAME,
+        "promote",
         "registry.promote",
-        lambda: registry.promote(model, rt["version"], ctx.settings),
-        {"name": model, "version": rt["version"]},
+        lambda: registry.promote(model, rt["version"], ctx.settings, expected=beaten),
+        {"name": model, "version": rt["version"], "expected": beaten},
         lambda r: r.model_dump(),
+        fault="after_alias",
     )
-    actor = approval.principal if approval else "policy:low-risk"
-    ctx.store.record_champion(model, rt["version"], moved.previous, "promote", run_id, actor)
+    return {"promotion": _record_promotion(ctx, state, action, actor)}
+
+
+def _authorise(ctx: RunContext, state: dict[str, Any], action: dict[str, Any]) -> str:
+    """Who authorises the promotion: the policy for low risk, else the bound approval."""
+    tier = state["cicd"]["tier"]
+    if tier == "low":
+        Policy.check_promotion(tier, None)
+        return "policy:low-risk"
+    problem = ctx.store.approval_problem(state["run_id"], action)
+    approver = None if problem else ctx.store.approval_rows(state["run_id"])[1].principal
+    Policy.check_promotion(tier, approver, problem)
+    assert approver is not None
+    return approver
+
+
+def _record_promotion(
+    ctx: RunContext, state: dict[str, Any], action: dict[str, Any], actor: str
+) -> dict[str, Any]:
+    run_id, model, rt = state["run_id"], state["model"], state["retraining"]
+    beaten = action["replaces"]
+    ctx.store.record_champion(model, rt["version"], beaten, "promote", run_id, actor)
+    baseline = state["evaluation"]["challenger"]
     ctx.store.update_model(
-        model,
-        family=rt["family"],
-        reference_path=rt["window_path"],
-        baseline=state["evaluation"]["challenger"],
+        model, family=rt["family"], reference_path=rt["window_path"], baseline=baseline
     )
     result = {
+        "status": "promoted",
         "version": rt["version"],
-        "previous": moved.previous,
+        "previous": beaten,
         "approved_by": actor,
         "family": rt["family"],
         "window_path": rt["window_path"],
-        "baseline": state["evaluation"]["challenger"],
+        "baseline": baseline,
     }
+    ctx.record(
+        run_id,
+        NAME,
+        Outcome(None, "none", ""),
+        "promote",
+        f"champion of {model} moved v{beaten} -> v{rt['version']}, authorised by {actor}.",
+        {"action": action, "approved_by": actor},
+    )
     ctx.store.record_effect(run_id, "promote", result)
-    return {"promotion": result}
+    return result
+
+
+def _supersede(
+    ctx: RunContext, state: dict[str, Any], action: dict[str, Any], current: int | None
+) -> dict[str, Any]:
+    """The champion moved since the evaluation: nothing is promoted, the approval is void."""
+    run_id = state["run_id"]
+    result = {
+        "status": "superseded",
+        "version": action["version"],
+        "compared_against": action["replaces"],
+        "champion_now": current,
+    }
+    if ctx.store.open_intent(run_id, "promote") is not None:
+        ctx.store.record_mutation(run_id, "promote", "promote", "void", action, result)
+    ctx.record(
+        run_id,
+        NAME,
+        Outcome(None, "none", ""),
+        "superseded",
+        f"not promoted: v{action['version']} was compared against v{action['replaces']}, but "
+        f"the champion is now v{current}; any approval is void. Start a new run to compare "
+        "against the current champion.",
+        {"action": action, "champion_now": current},
+    )
+    ctx.store.record_effect(run_id, "promote", result)
+    return result

@@ -16,7 +16,8 @@ from pydantic import BaseModel
 from agents.base import AgentTool, Outcome, decide
 from driftpilot.audit import AuditStore
 from driftpilot.audit.models import BatchRecord, ManagedModel
-from driftpilot.errors import AliasNotFound, NotFound
+from driftpilot.errors import AliasNotFound, ModelBusy, NotFound
+from driftpilot.faults import fault_point
 from driftpilot.llm import Backend
 from driftpilot.policy import Policy
 from driftpilot.settings import Settings
@@ -71,6 +72,32 @@ class RunContext:
             ok=True,
             latency_ms=(time.perf_counter() - started) * 1000,
         )
+        return result
+
+    def mutate(
+        self,
+        run_id: str,
+        agent: str,
+        step: str,
+        tool: str,
+        fn: Callable[[], R],
+        args: dict[str, Any],
+        summarize: Callable[[R], Any] = lambda r: r,
+        *,
+        fault: str = "",
+    ) -> R:
+        """A registry mutation, written ahead: an ``intent`` row, the audited tool call, then
+        ``applied``. A replay (after a crash, or a node re-run on resume) finds the step's
+        earlier rows and ends it ``reconciled``: ``fn`` must itself be idempotent against
+        MLflow (idempotency keys, compare-and-swap)."""
+        action = tool.rsplit(".", 1)[-1]
+        replay = self.store.last_mutation(run_id, step) is not None
+        if not replay:
+            self.store.record_mutation(run_id, step, action, "intent", args)
+        result = self.call(run_id, agent, tool, fn, args, summarize)
+        fault_point(fault)  # tests crash here: the effect happened, its record did not
+        phase = "reconciled" if replay else "applied"
+        self.store.record_mutation(run_id, step, action, phase, args, _jsonable(summarize(result)))
         return result
 
     def record(
@@ -135,6 +162,12 @@ class RunContext:
             max_steps=self.settings.llm_max_steps,
             retries=self.settings.llm_retries,
         )
+
+    def require_lease(self, model: str, run_id: str) -> None:
+        """Fence a mutation: this run must still hold the model's lease (a run whose lease
+        expired may have been taken over by ``recover`` in another process)."""
+        if not self.store.holds_lease(model, run_id):
+            raise ModelBusy(f"run {run_id[:12]} no longer holds the lease of model {model!r}")
 
     # -- the managed model and its data ----------------------------------------------------------
 

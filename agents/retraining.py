@@ -100,15 +100,25 @@ def _fit_and_register(ctx: RunContext, state: dict[str, Any], window_k: int) -> 
         tags={"driftpilot.run_id": run_id},
         artifacts=[state["drift"]["report"]] if state["drift"].get("report") else [],
     )
-    version = ctx.call(
+    version = ctx.mutate(
         run_id,
         NAME,
+        f"{NAME}:register",
         "registry.register_model",
         lambda: registry.register_model(challenger, request, ctx.settings),
         {"name": model, "key": request.key},
         lambda v: v.model_dump(mode="json"),
+        fault="after_register",
     )
-    registry.set_alias(model, registry.CHALLENGER, version.version, ctx.settings)
+    ctx.mutate(
+        run_id,
+        NAME,
+        f"{NAME}:challenger_alias",
+        "registry.set_alias",
+        lambda: registry.set_alias(model, registry.CHALLENGER, version.version, ctx.settings),
+        {"name": model, "alias": registry.CHALLENGER, "version": version.version},
+        lambda v: {"version": v.version, "aliases": v.aliases},
+    )
     risky = sum(len(json.loads(r.reason or "[]")) for r in ctx.accepted_batches(model)[-window_k:])
     return {
         "version": version.version,

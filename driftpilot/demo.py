@@ -138,7 +138,7 @@ def _row(view: RunView) -> dict[str, Any]:
         "champion_auc": drift.get("roc_auc"),
         "action": drift.get("action") or (view.summary.get("ingestion") or {}).get("action"),
         "outcome": view.outcome or view.status,
-        "promoted": promotion.get("version"),
+        "promoted": promotion.get("version") if promotion.get("status") != "superseded" else None,
         "approved_by": promotion.get("approved_by"),
         "run_id": view.run_id,
     }
@@ -169,6 +169,7 @@ def _result(row: dict[str, Any]) -> str:
         "approval_rejected": "promotion rejected by a person",
         "waiting_approval": "waiting for approval",
         "quarantined": "batch quarantined",
+        "superseded": "champion moved meanwhile: not promoted",
     }.get(row["outcome"], "-")
 
 
@@ -184,7 +185,9 @@ def _closing(console: Console, plane: ControlPlane, started: float) -> None:
             f"({', '.join(f'{k} {v}' for k, v in result.checked.items())})."
         )
     else:
-        console.print(f"[red bold]audit BROKEN[/]: {result.first_broken}")
+        console.print(f"[red bold]audit BROKEN[/]: {result.first_broken or ''}")
+        for problem in result.problems:
+            console.print(f"  [red]-[/] {problem}")
     settings = plane.settings
     console.print(f"Evidently reports: {settings.reports_dir}")
     console.print("Audit trail:       driftpilot audit   (verify: driftpilot audit --verify)")

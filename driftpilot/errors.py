@@ -5,6 +5,7 @@ catch the branch they can handle and let the rest surface with its message.
 
     DriftPilotError
     ├── ConfigError                 a setting or argument is invalid
+    │   └── InvalidPrincipal        a principal name is empty, blank or has invisible characters
     ├── DataError                   input data cannot be used
     │   ├── DatasetUnavailable      a built-in or remote dataset cannot be fetched
     │   ├── IntegrityError          a checksum (sha256 / md5) does not match
@@ -13,12 +14,15 @@ catch the branch they can handle and let the rest surface with its message.
     ├── ModelError                  training, scoring or evaluation failed
     │   └── TuningError             an Optuna study could not produce a result
     ├── RegistryError               MLflow tracking / registry failed
-    │   └── AliasNotFound           no model version carries the asked alias
+    │   ├── AliasNotFound           no model version carries the asked alias
+    │   └── ChampionMoved           compare-and-swap: the champion is not the one expected
     ├── SynthError                  synthetic scenario generation failed
     ├── NotFound                    no such run / model / approval
+    ├── ModelBusy                   another run holds the model's lease (one run per model)
     ├── ApprovalError               an approval cannot be given (self-approval, decided)
     ├── PolicyViolation             an action the risk policy forbids (e.g. unapproved promote)
-    └── LLMError                    the chat model failed (timeout, invalid output)
+    ├── LLMError                    the chat model failed (timeout, invalid output)
+    └── AuditWriteError             the audit database refused or timed out an append
 """
 
 from __future__ import annotations
@@ -30,6 +34,10 @@ class DriftPilotError(Exception):
 
 class ConfigError(DriftPilotError):
     """A setting or argument is invalid."""
+
+
+class InvalidPrincipal(ConfigError):
+    """A principal name is empty, blank, too long or holds invisible characters."""
 
 
 class DataError(DriftPilotError):
@@ -68,12 +76,20 @@ class AliasNotFound(RegistryError):
     """No registered version of the model carries the requested alias."""
 
 
+class ChampionMoved(RegistryError):
+    """The champion is no longer the version a promotion was compared against."""
+
+
 class SynthError(DriftPilotError):
     """Synthetic scenario generation failed."""
 
 
 class NotFound(DriftPilotError):
     """No such run, model or approval."""
+
+
+class ModelBusy(DriftPilotError):
+    """Another run holds the model's lease: one run per model at a time."""
 
 
 class ApprovalError(DriftPilotError):
@@ -86,3 +102,7 @@ class PolicyViolation(DriftPilotError):
 
 class LLMError(DriftPilotError):
     """The chat model failed: timeout, invalid JSON, unknown tool, decision out of bounds."""
+
+
+class AuditWriteError(DriftPilotError):
+    """The audit database refused an append or stayed locked past its timeout."""

@@ -11,16 +11,12 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from driftpilot.errors import ConfigError
+from driftpilot.errors import InvalidPrincipal
 
 MAX_PRINCIPAL = 200
 # Cc control, Cf format (zero-width, bidi marks, BOM), Co private use, Cs surrogates,
 # Cn unassigned, Zl/Zp line and paragraph separators.
 _FORBIDDEN_CATEGORIES = {"Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp"}
-
-
-class InvalidPrincipal(ConfigError):
-    """A principal name is empty, blank, too long or holds invisible characters."""
 
 
 def normalize_principal(name: str | None) -> str:
@@ -32,20 +28,26 @@ def normalize_principal(name: str | None) -> str:
     """
     if name is None:
         raise InvalidPrincipal("a principal name is required")
-    bad = sorted({f"U+{ord(c):04X}" for c in name if unicodedata.category(c) in _FORBIDDEN_CATEGORIES})
+    bad = sorted(
+        {f"U+{ord(c):04X}" for c in name if unicodedata.category(c) in _FORBIDDEN_CATEGORIES}
+    )
     if bad:
         raise InvalidPrincipal(
             f"principal name contains invisible or control characters ({', '.join(bad)})"
         )
     canonical = unicodedata.normalize("NFKC", name).casefold().strip()
     # NFKC can fold a visible character into one of the forbidden kind; check once more.
-    if any(unicodedata.category(c) in _FORBIDDEN_CATEGORIES for c in canonical):
+    if any(_invisible(c) for c in canonical):
         raise InvalidPrincipal("principal name normalises to invisible characters")
     if not canonical:
         raise InvalidPrincipal("principal name is empty or blank")
     if len(canonical) > MAX_PRINCIPAL:
         raise InvalidPrincipal(f"principal name is longer than {MAX_PRINCIPAL} characters")
     return canonical
+
+
+def _invisible(char: str) -> bool:
+    return unicodedata.category(char) in _FORBIDDEN_CATEGORIES
 
 
 def same_person(a: str, b: str) -> bool:

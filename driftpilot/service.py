@@ -8,7 +8,12 @@ new ControlPlane and resumes the same thread (run id).
 from __future__ import annotations
 
 import json
+import logging
+import os
+import socket
 import sqlite3
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -26,15 +31,19 @@ from driftpilot.errors import (
     ApprovalError,
     ConfigError,
     DriftPilotError,
+    ModelBusy,
     NotFound,
     RegistryError,
 )
-from driftpilot.identity import safe_label
+from driftpilot.identity import normalize_principal, safe_label
 from driftpilot.llm import Backend, make_backend
 from driftpilot.policy import Policy
 from driftpilot.settings import Settings, get_settings
 from graphs.state import SLICES
 from tools.data import content_hash
+
+log = logging.getLogger(__name__)
+KEY_NAME = "driftpilot-audit"
 
 
 class RunView(BaseModel):
@@ -59,6 +68,51 @@ class ModelView(BaseModel):
     champion: int | None
     baseline: float | None
     features: list[str]
+
+
+class Recovery(BaseModel):
+    """What ``recover`` found for one run and what it did."""
+
+    run_id: str
+    model: str
+    found: str = Field(description="The state the run was left in.")
+    did: str = Field(description="What recovery did about it.")
+    status: str = Field(description="The run's status afterwards.")
+    outcome: str | None = None
+
+
+class LeaseKeeper:
+    """Holds a model's lease for one run: renews it from a daemon thread every third of its
+    time to live, and releases it on exit. A process killed mid-run stops renewing, so the
+    lease expires and ``recover`` may take the run over."""
+
+    def __init__(self, store: AuditStore, model: str, run_id: str, ttl_s: float) -> None:
+        self.store, self.model, self.run_id, self.ttl_s = store, model, run_id, ttl_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew, daemon=True, name=f"lease-{model}")
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.store.release_lease(self.model, self.run_id)
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.ttl_s / 3):
+            try:
+                if not self.store.renew_lease(self.model, self.run_id, self.ttl_s):
+                    log.error("run %s lost the lease of %s", self.run_id, self.model)
+                    return
+            except DriftPilotError as exc:  # a busy database: try again next tick
+                log.warning("lease renewal of %s failed: %s", self.model, exc)
+
+
+def holder() -> str:
+    """This process, as named in leases."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class ControlPlane:
@@ -111,16 +165,51 @@ class ControlPlane:
         The bootstrap champion is promoted by the person adding the model; the decision is
         audited like any promotion.
         """
-        from tools import registry
-        from tools.train import TrainSpec, train_model
-
-        actor = principal or self.settings.principal
+        actor = normalize_principal(principal or self.settings.principal)
         try:
             self.store.get(ManagedModel, name)
             raise ConfigError(f"model {name!r} already exists")
         except NotFound:
             pass
         run_id = f"bootstrap-{name}"
+        self._acquire(name, run_id, wait=False)
+        try:
+            with LeaseKeeper(self.store, name, run_id, self.settings.lease_ttl_s):
+                self._bootstrap(
+                    name,
+                    initial,
+                    run_id,
+                    actor,
+                    target=target,
+                    time_col=time_col,
+                    numeric=numeric,
+                    categorical=categorical,
+                    family=family,
+                    metric=metric,
+                    source=source,
+                )
+        finally:
+            self._checkpoint()
+        return self.model_view(name)
+
+    def _bootstrap(
+        self,
+        name: str,
+        initial: pl.DataFrame,
+        run_id: str,
+        actor: str,
+        *,
+        target: str,
+        time_col: str,
+        numeric: list[str],
+        categorical: list[str],
+        family: str,
+        metric: str,
+        source: str,
+    ) -> None:
+        from tools import registry
+        from tools.train import TrainSpec, train_model
+
         folder = self.ctx.model_dir(name)
         reference = folder / f"window-{run_id}.parquet"
         initial.write_parquet(reference)
@@ -156,10 +245,25 @@ class ControlPlane:
             {"rows": initial.height, "family": family},
             lambda m: m.report.model_dump() if m.report else {},
         )
-        version = registry.register_model(
-            model, registry.RegisterRequest(name=name, key=f"{run_id}:retraining"), self.settings
+        request = registry.RegisterRequest(name=name, key=f"{run_id}:retraining")
+        version = self.ctx.mutate(
+            run_id,
+            "bootstrap",
+            "bootstrap:register",
+            "registry.register_model",
+            lambda: registry.register_model(model, request, self.settings),
+            {"name": name, "key": request.key},
+            lambda v: v.model_dump(mode="json"),
         ).version
-        moved = registry.promote(name, version, self.settings)
+        moved = self.ctx.mutate(
+            run_id,
+            "bootstrap",
+            "promote",
+            "registry.promote",
+            lambda: registry.promote(name, version, self.settings, expected=None),
+            {"name": name, "version": version, "expected": None},
+            lambda r: r.model_dump(),
+        )
         baseline = model.report.valid.roc_auc if model.report else None
         self.store.update_model(name, baseline=baseline)
         self.store.record_effect(
@@ -182,7 +286,6 @@ class ControlPlane:
             f"validation roc_auc={baseline}.",
             {"version": version, "rows": initial.height},
         )
-        return self.model_view(name)
 
     def model_view(self, name: str) -> ModelView:
         row = self.store.get(ManagedModel, name)
@@ -213,31 +316,42 @@ class ControlPlane:
         *,
         trigger: str = "cli",
         requested_by: str | None = None,
+        wait: bool = False,
     ) -> RunView:
-        """Run the control loop on one batch; returns when it completes or waits for approval."""
+        """Run the control loop on one batch; returns when it completes or waits for approval.
+
+        One run per model at a time: the run takes the model's lease first.
+
+        Raises:
+            ModelBusy: another run holds the model (after waiting up to the lease time to
+                live, with ``wait``).
+        """
         self.store.get(ManagedModel, model)
+        principal = normalize_principal(requested_by or self.settings.principal)
         batch_id = safe_label(batch_id)  # a file stem is untrusted: it reaches audit and LLM
         run_id = uuid.uuid4().hex
+        self._acquire(model, run_id, wait=wait)
+        try:
+            state = self._new_run(model, batch, batch_id, run_id, trigger, principal)
+        except BaseException:
+            self.store.release_lease(model, run_id)
+            raise
+        return self._drive(run_id, model, state)
+
+    def _new_run(
+        self,
+        model: str,
+        batch: pl.DataFrame,
+        batch_id: str,
+        run_id: str,
+        trigger: str,
+        principal: str,
+    ) -> dict[str, Any]:
         assert self.settings.batches_dir is not None
         incoming = self.settings.batches_dir / model / "incoming"
         incoming.mkdir(parents=True, exist_ok=True)
         path = incoming / f"{batch_id}-{run_id[:8]}.parquet"
         batch.write_parquet(path)
-        principal = requested_by or self.settings.principal
-        self.store.add(
-            Run(
-                id=run_id,
-                model=model,
-                batch_id=batch_id,
-                trigger=trigger,
-                requested_by=principal,
-                status="running",
-                outcome=None,
-                summary="{}",
-                created_at=now(),
-                updated_at=now(),
-            )
-        )
         state = {
             "run_id": run_id,
             "model": model,
@@ -250,24 +364,86 @@ class ControlPlane:
                 "content_hash": content_hash(batch),
             },
         }
-        return self._drive(run_id, state)
+        # The input is kept with the run: recovery restarts from it if the process dies
+        # before the graph wrote its first checkpoint.
+        self.store.add(
+            Run(
+                id=run_id,
+                model=model,
+                batch_id=batch_id,
+                trigger=trigger,
+                requested_by=principal,
+                status="running",
+                outcome=None,
+                summary=json.dumps({"input": state}),
+                created_at=now(),
+                updated_at=now(),
+            )
+        )
+        return state
 
-    def decide(self, run_id: str, decision: str, approver: str, comment: str = "") -> RunView:
-        """Approve or reject a waiting run, then resume it (in this process)."""
+    def _acquire(self, model: str, run_id: str, *, wait: bool) -> None:
+        """Take the model's lease; with ``wait``, poll for up to one lease time to live."""
+        deadline = time.monotonic() + (self.settings.lease_ttl_s if wait else 0)
+        while True:
+            try:
+                self.store.acquire_lease(model, run_id, holder(), self.settings.lease_ttl_s)
+                return
+            except ModelBusy:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.5)
+
+    def decide(
+        self, run_id: str, decision: str, approver: str, comment: str = "", *, wait: bool = False
+    ) -> RunView:
+        """Approve or reject a waiting run, then resume it (in this process).
+
+        The decision is recorded (bound to the requested action) before the graph resumes. If a
+        recorded decision was never applied (the process died), the same call applies it.
+
+        Raises:
+            ApprovalError: the run is not waiting, the approver requested it, or a different
+                decision is already on record.
+            InvalidPrincipal: the approver's name is empty, blank or has invisible characters.
+        """
         from langgraph.types import Command
 
+        approver = normalize_principal(approver)
         run = self.store.get(Run, run_id)
+        rows = self.store.approval_rows(run_id)
+        recorded = rows[1] if len(rows) > 1 else None
         if run.status != "waiting_approval":
             raise ApprovalError(f"run {run_id} is {run.status}, not waiting for approval")
-        self.store.decide_approval(run_id, approver, decision, comment)
-        return self._drive(
-            run_id, Command(resume={"decision": decision, "approver": approver, "comment": comment})
-        )
+        if recorded is not None and recorded.decision != decision:
+            raise ApprovalError(
+                f"run {run_id} was already decided: {recorded.decision} by "
+                f"{recorded.principal}; that decision is applied, not replaced"
+            )
+        self._acquire(run.model, run_id, wait=wait)
+        try:
+            if recorded is None:
+                recorded = self.store.decide_approval(run_id, approver, decision, comment)
+            self.store.update_run(run_id, status="running")
+        except BaseException:
+            self.store.release_lease(run.model, run_id)
+            raise
+        resume = {
+            "decision": recorded.decision,
+            "approver": recorded.principal,
+            "comment": recorded.comment,
+        }
+        return self._drive(run_id, run.model, Command(resume=resume))
 
-    def _drive(self, run_id: str, graph_input: Any) -> RunView:
+    def _drive(self, run_id: str, model: str, graph_input: Any) -> RunView:
+        """Run the graph for a run that holds the model's lease; release it at the end or at
+        the approval pause (a paused run holds nothing), then sign the audit heads."""
         config = {"configurable": {"thread_id": run_id}}
         try:
-            self.graph.invoke(graph_input, config)
+            with LeaseKeeper(self.store, model, run_id, self.settings.lease_ttl_s):
+                self.graph.invoke(graph_input, config)
+                if self.graph.get_state(config).next:
+                    self.store.update_run(run_id, status="waiting_approval")
         except Exception as exc:
             # The run is marked failed either way; our own errors are reported, others re-raised.
             self.store.update_run(
@@ -275,16 +451,102 @@ class ControlPlane:
             )
             if not isinstance(exc, DriftPilotError):
                 raise
-            return self.get_run(run_id)
-        if self.graph.get_state(config).next:
-            self.store.update_run(run_id, status="waiting_approval")
+        finally:
+            self._checkpoint()
         return self.get_run(run_id)
+
+    # -- recovery -------------------------------------------------------------------------------
+
+    def recover(self) -> list[Recovery]:
+        """Finish what crashed processes left: runs ``running`` whose lease expired are resumed
+        from their last checkpoint (or from their input, if none was written), and approval
+        decisions recorded but never applied are applied. Registry mutations are reconciled
+        by the nodes themselves from their open intents."""
+        done = [self._recover_running(run) for run in self._orphans()]
+        for run in self.store.list_rows(Run, Run.status == "waiting_approval", order=Run.id):
+            rows = self.store.approval_rows(run.id)
+            if len(rows) > 1:
+                done.append(self._apply_recorded(run, rows[1]))
+        return done
+
+    def _orphans(self) -> list[Run]:
+        """Runs marked running whose lease is gone or expired (their process died)."""
+        orphans = []
+        for run in self.store.list_rows(Run, Run.status == "running", order=Run.created_at):
+            lease = self.store.lease(run.model)
+            if lease is None or lease.run_id != run.id or lease.expires_at <= now():
+                orphans.append(run)
+        return orphans
+
+    def _recover_running(self, run: Run) -> Recovery:
+        config = {"configurable": {"thread_id": run.id}}
+        snapshot = self.graph.get_state(config)
+        intents = [
+            f"{m.action} ({m.step})" for m in self.store.open_intents() if m.run_id == run.id
+        ]
+        found = (
+            f"running with an expired lease; last checkpoint before {list(snapshot.next)}"
+            if snapshot.values
+            else "running with an expired lease; no checkpoint yet"
+        ) + (f"; open intents: {', '.join(intents)}" if intents else "")
+        try:
+            self._acquire(run.model, run.id, wait=False)
+        except ModelBusy as exc:
+            return Recovery(
+                run_id=run.id, model=run.model, found=found, did=f"left: {exc}", status=run.status
+            )
+        graph_input: Any = None
+        if not snapshot.values:
+            graph_input = json.loads(run.summary or "{}").get("input")
+            if graph_input is None:
+                self.store.release_lease(run.model, run.id)
+                self.store.update_run(
+                    run.id,
+                    status="failed",
+                    outcome="unrecoverable",
+                    summary={"error": "no checkpoint and no stored input"},
+                )
+                return Recovery(
+                    run_id=run.id,
+                    model=run.model,
+                    found=found,
+                    did="marked failed: nothing to resume from",
+                    status="failed",
+                )
+        view = self._drive(run.id, run.model, graph_input)
+        did = "restarted from its input" if graph_input else "resumed from its checkpoint"
+        return Recovery(
+            run_id=run.id,
+            model=run.model,
+            found=found,
+            did=did,
+            status=view.status,
+            outcome=view.outcome,
+        )
+
+    def _apply_recorded(self, run: Run, recorded: Any) -> Recovery:
+        found = f"waiting for approval with a recorded {recorded.decision} by {recorded.principal}"
+        try:
+            view = self.decide(run.id, recorded.decision, recorded.principal)
+        except ModelBusy as exc:
+            return Recovery(
+                run_id=run.id, model=run.model, found=found, did=f"left: {exc}", status=run.status
+            )
+        return Recovery(
+            run_id=run.id,
+            model=run.model,
+            found=found,
+            did="applied the recorded decision",
+            status=view.status,
+            outcome=view.outcome,
+        )
 
     def get_run(self, run_id: str) -> RunView:
         run = self.store.get(Run, run_id)
         rows = self.store.approval_rows(run_id)
         pending = json.loads(rows[0].payload) if len(rows) == 1 else None
         summary = json.loads(run.summary or "{}")
+        summary.pop("input", None)  # kept for recovery, not a result
         if run.status == "waiting_approval":  # not reported yet: read the checkpointed state
             values = self.graph.get_state({"configurable": {"thread_id": run_id}}).values
             summary = {k: values.get(k) for k in SLICES if k in values}
@@ -321,7 +583,83 @@ class ControlPlane:
         return self.store.export(run_id)
 
     def verify(self) -> VerifyResult:
-        return self.store.verify()
+        """Walk every hash chain, compare the database with the newest signed checkpoint
+        (deleted or rewritten newest rows), and check the invariants across tables and
+        against MLflow."""
+        from driftpilot.audit import checkpoint
+
+        result = self.store.verify()
+        problems: list[str] = []
+        latest = checkpoint.latest_checkpoint(self.settings.audit_checkpoint_log)
+        if latest is not None:
+            problems += checkpoint.verify_against_checkpoint(
+                self.store, latest, self._audit_key().public_key()
+            )
+        elif any(head.size for head in checkpoint.chain_heads(self.store).values()):
+            problems.append(
+                f"no signed checkpoint in {self.settings.audit_checkpoint_log}: the log is "
+                "missing or empty, so deleted newest rows could not be detected"
+            )
+        problems += self.store.cross_checks()
+        problems += self._registry_checks()
+        result.problems = problems
+        result.checkpoint = latest.text if latest is not None else None
+        result.ok = result.ok and not problems
+        return result
+
+    def _registry_checks(self) -> list[str]:
+        """MLflow agrees with the audit: the champion is the one the history names, every
+        registered version has its tool call, and no intent is left open by a dead run."""
+        from tools import registry
+
+        problems = []
+        for managed in self.store.list_rows(ManagedModel, order=ManagedModel.name):
+            name = managed.name
+            history = self.store.list_rows(
+                ChampionChange, ChampionChange.model == name, order=ChampionChange.id
+            )
+            audited = history[-1].version if history else None
+            actual = registry.current_champion(name, self.settings)
+            if actual != audited:
+                problems.append(
+                    f"{name}: MLflow's champion is v{actual}, the audit's champion history says "
+                    f"v{audited}"
+                )
+            logged = self.store.logged_versions(name)
+            for version in registry.list_versions(name, self.settings):
+                if version.version not in logged:
+                    problems.append(f"{name} v{version.version} has no register tool call")
+        orphans = {r.id for r in self._orphans()}
+        for intent in self.store.open_intents():
+            if intent.run_id in orphans:
+                problems.append(
+                    f"run {intent.run_id[:12]}: intent to {intent.action} ({intent.step}) never "
+                    "completed; run `driftpilot recover`"
+                )
+        return problems
+
+    def _audit_key(self) -> Any:
+        from driftpilot.audit import checkpoint
+
+        assert self.settings.audit_key_path is not None
+        return checkpoint.load_or_create_key(self.settings.audit_key_path)
+
+    def _checkpoint(self) -> str:
+        """Sign the chain heads and append them to the checkpoint log outside the database."""
+        from driftpilot.audit import checkpoint
+
+        text = checkpoint.sign_heads(
+            self.store, self._audit_key(), self.settings.audit_origin, KEY_NAME
+        )
+        checkpoint.append_checkpoint(self.settings.audit_checkpoint_log, text)
+        return text
+
+    def latest_checkpoint(self) -> str:
+        """The newest signed checkpoint (signing one now if none exists), for publishing."""
+        from driftpilot.audit import checkpoint
+
+        latest = checkpoint.latest_checkpoint(self.settings.audit_checkpoint_log)
+        return latest.text if latest is not None else self._checkpoint()
 
     def champion_at(self, model: str, when: datetime | str) -> int | None:
         return self.store.champion_at(model, when)
@@ -330,13 +668,28 @@ class ControlPlane:
         self, model: str, actor: str, reason: str = "", key: str | None = None
     ) -> dict[str, Any]:
         """Move ``champion`` back to the previous champion, restoring its reference window.
-        Idempotent per ``key``."""
-        from tools import registry
+        Idempotent per ``key``; takes the model's lease like a run.
 
-        op_id = key or f"rollback-{uuid.uuid4().hex}"
+        Raises:
+            ModelBusy: a run is working on the model.
+            RegistryError: there is no previous champion.
+        """
+        actor = normalize_principal(actor)
+        op_id = key or f"rb-{uuid.uuid4().hex}"
         done = self.store.effect(op_id, "rollback")
         if done is not None:
             return done
+        self.store.get(ManagedModel, model)
+        self._acquire(model, op_id, wait=False)
+        try:
+            with LeaseKeeper(self.store, model, op_id, self.settings.lease_ttl_s):
+                return self._rollback(model, actor, reason, op_id)
+        finally:
+            self._checkpoint()
+
+    def _rollback(self, model: str, actor: str, reason: str, op_id: str) -> dict[str, Any]:
+        from tools import registry
+
         champions = registry.champion_history(model, self.settings)
         if len(champions) < 2:
             raise RegistryError(f"model {model!r} has no previous champion to roll back to")
@@ -351,7 +704,15 @@ class ControlPlane:
         if origin is None:
             raise NotFound(f"v{champions[-2]} of {model!r} has no promotion record in the audit")
         trained = self.store.effect(origin.run_id, "promote") or {}
-        moved = registry.rollback(model, key=op_id, settings=self.settings)
+        moved = self.ctx.mutate(
+            op_id,
+            "cicd",
+            "rollback",
+            "registry.rollback",
+            lambda: registry.rollback(model, key=op_id, settings=self.settings),
+            {"name": model, "from": champions[-1], "to": champions[-2]},
+            lambda r: r.model_dump(),
+        )
         self.store.update_model(
             model,
             reference_path=trained.get("window_path"),

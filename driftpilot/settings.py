@@ -55,6 +55,16 @@ class Settings(BaseSettings):
     seed: int = Field(42, description="Seed for training, tuning, sampling and bootstrap.")
     log_level: str = Field("INFO", description="Logging level.")
     checkpoint_path: Path | None = Field(None, description="LangGraph SQLite checkpointer file.")
+    lease_ttl_s: float = Field(
+        60.0, gt=0, description="Lease of a running run on its model; renewed every third."
+    )
+    audit_key_path: Path | None = Field(
+        None, description="Ed25519 key that signs audit checkpoints (0600, outside the DB)."
+    )
+    audit_checkpoint_log: str = Field(
+        "", description="Where signed audit checkpoints are appended: a path or file:// URL."
+    )
+    audit_origin: str = Field("", description="Origin line of audit checkpoints.")
 
     @model_validator(mode="after")
     def _derive_locations(self) -> Settings:
@@ -69,6 +79,9 @@ class Settings(BaseSettings):
         self.mlflow_artifact_root = self.mlflow_artifact_root or (home / "mlartifacts").as_uri()
         self.optuna_storage = self.optuna_storage or f"sqlite:///{home / 'optuna.db'}"
         self.checkpoint_path = self.checkpoint_path or home / "checkpoints.db"
+        self.audit_key_path = self.audit_key_path or home / "audit-key.pem"
+        self.audit_checkpoint_log = self.audit_checkpoint_log or str(home / "audit-checkpoints.log")
+        self.audit_origin = self.audit_origin or f"driftpilot/{home.name}"
         return self
 
     def ensure_dirs(self) -> Settings:

@@ -19,6 +19,7 @@ from langgraph.types import interrupt
 from agents import cicd, drift_analyst, evaluator, ingestion, optimizer, retraining
 from agents.context import RunContext
 from driftpilot.errors import ApprovalError
+from driftpilot.faults import fault_point
 from graphs.state import (
     SLICES,
     ControlState,
@@ -70,6 +71,7 @@ def approval_node(state: ControlState, ctx: RunContext) -> dict[str, Any]:
     again from its top on resume, so it does nothing but read."""
     rows = ctx.store.approval_rows(state["run_id"])
     if len(rows) < 2:
+        fault_point("before_interrupt")
         interrupt(json.loads(rows[0].payload))
         rows = ctx.store.approval_rows(state["run_id"])
     if len(rows) < 2:
@@ -102,6 +104,7 @@ def _outcome(state: ControlState) -> str:
         return f"no_retrain:{state['drift']['action']}"
     if state["evaluation"]["action"] == "reject":
         return "challenger_rejected"
-    if state.get("promotion"):
-        return "promoted"
+    promotion = state.get("promotion")
+    if promotion:
+        return "superseded" if promotion.get("status") == "superseded" else "promoted"
     return "approval_rejected"

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import operator
-from typing import Annotated, Any, Literal, TypedDict
+from typing import Annotated, Any, Literal, TypedDict, TypeVar
+
+from driftpilot.errors import PolicyViolation
+
+R = TypeVar("R", bound=str)
 
 
 class BatchRef(TypedDict):
@@ -43,22 +47,42 @@ class ControlState(TypedDict, total=False):
     events: Annotated[list[str], operator.add]
 
 
-# Routers read typed decisions, never free text.
+def _route(value: Any, routes: dict[str, R], what: str) -> R:
+    """Fail closed: a value no route names raises instead of falling through to a default."""
+    if value not in routes:
+        raise PolicyViolation(f"unknown {what} {value!r}: the control graph refuses to route it")
+    return routes[value]
+
+
+# Routers read typed decisions, never free text; unknown values raise.
 def after_ingestion(state: ControlState) -> Literal["drift_analyst", "report"]:
-    return "drift_analyst" if state["ingestion"]["action"] == "accept" else "report"
+    routes: dict[str, Literal["drift_analyst", "report"]] = {
+        "accept": "drift_analyst",
+        "quarantine": "report",
+    }
+    return _route(state["ingestion"]["action"], routes, "ingestion action")
 
 
 def after_drift(state: ControlState) -> Literal["optimizer", "report"]:
-    return "optimizer" if state["drift"]["action"] == "retrain" else "report"
+    routes: dict[str, Literal["optimizer", "report"]] = {
+        "retrain": "optimizer",
+        "monitor": "report",
+        "none": "report",
+    }
+    return _route(state["drift"]["action"], routes, "drift action")
 
 
 def after_evaluation(state: ControlState) -> Literal["cicd", "report"]:
-    return "cicd" if state["evaluation"]["action"] == "promote" else "report"
+    routes: dict[str, Literal["cicd", "report"]] = {"promote": "cicd", "reject": "report"}
+    return _route(state["evaluation"]["action"], routes, "evaluation action")
 
 
 def after_cicd(state: ControlState) -> Literal["promote", "approval"]:
-    return "approval" if state["cicd"]["tier"] == "high" else "promote"
+    """Only ``low`` goes straight to promote; ``high`` waits for a person."""
+    routes: dict[str, Literal["promote", "approval"]] = {"low": "promote", "high": "approval"}
+    return _route(state["cicd"]["tier"], routes, "risk tier")
 
 
 def after_approval(state: ControlState) -> Literal["promote", "report"]:
-    return "promote" if state["approval"]["decision"] == "approve" else "report"
+    routes: dict[str, Literal["promote", "report"]] = {"approve": "promote", "reject": "report"}
+    return _route(state["approval"]["decision"], routes, "approval decision")

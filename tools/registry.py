@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from driftpilot.errors import AliasNotFound, RegistryError
+from driftpilot.errors import AliasNotFound, ChampionMoved, RegistryError
 from driftpilot.settings import Settings, get_settings
 from tools.train import TrainedModel
 
@@ -264,11 +264,29 @@ def champion_history(name: str, settings: Settings | None = None) -> list[int]:
     return [int(v) for v in json.loads(tags.get(HISTORY_TAG, "[]"))]
 
 
-def promote(name: str, version: int, settings: Settings | None = None) -> PromotionResult:
+_ANY = object()
+
+
+def current_champion(name: str, settings: Settings | None = None) -> int | None:
+    """The version the ``champion`` alias points at (None: no champion yet)."""
+    try:
+        return get_alias(name, CHAMPION, settings).version
+    except AliasNotFound:
+        return None
+
+
+def promote(
+    name: str, version: int, settings: Settings | None = None, *, expected: Any = _ANY
+) -> PromotionResult:
     """Make ``version`` the champion, remembering the previous one for rollback.
 
-    Idempotent: promoting the current champion again changes nothing. Risk checks are not
-    made here: the policy layer decides whether a promotion may happen.
+    With ``expected`` this is a compare-and-swap: the alias moves only if the champion is
+    still ``expected`` (None: no champion yet), the version the challenger was compared
+    against. Idempotent: promoting the current champion again changes nothing. Risk checks
+    are not made here: the policy layer decides whether a promotion may happen.
+
+    Raises:
+        ChampionMoved: the champion is no longer ``expected``.
     """
     settings = settings or get_settings()
     client = _client(settings)
@@ -276,9 +294,15 @@ def promote(name: str, version: int, settings: Settings | None = None) -> Promot
     previous = history[-1] if history else None
     if previous == version:
         return PromotionResult(name=name, previous=previous, current=version, changed=False)
+    now_champion = current_champion(name, settings)
+    if expected is not _ANY and now_champion != expected:
+        raise ChampionMoved(
+            f"{name}: champion is v{now_champion}, not v{expected} that v{version} was "
+            "compared against"
+        )
     set_alias(name, CHAMPION, version, settings)
     client.set_registered_model_tag(name, HISTORY_TAG, json.dumps([*history, version]))
-    return PromotionResult(name=name, previous=previous, current=version, changed=True)
+    return PromotionResult(name=name, previous=now_champion, current=version, changed=True)
 
 
 def rollback(name: str, key: str, settings: Settings | None = None) -> PromotionResult:

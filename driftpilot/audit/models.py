@@ -79,6 +79,17 @@ class StepEffect(Base):
     created_at: Mapped[str] = mapped_column(String(40))
 
 
+class Lease(Base):
+    """One run per model at a time: the holder renews ``expires_at`` while it works."""
+
+    __tablename__ = "leases"
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(80))
+    holder: Mapped[str] = mapped_column(String(200), doc="host:pid of the process")
+    acquired_at: Mapped[str] = mapped_column(String(40))
+    expires_at: Mapped[str] = mapped_column(String(40))
+
+
 class Chained:
     """Columns of every hash-chained table."""
 
@@ -142,4 +153,18 @@ class ChampionChange(Chained, Base):
     actor: Mapped[str] = mapped_column(String(200))
 
 
-CHAINED: tuple[type[Any], ...] = (Decision, ToolCall, Approval, ChampionChange)
+class Mutation(Chained, Base):
+    """Write-ahead record of every registry mutation: an ``intent`` row before it happens, an
+    ``applied`` row after (``reconciled`` when a resume found it had already happened)."""
+
+    __tablename__ = "mutations"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(80), index=True)
+    step: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(50), doc="register | promote | rollback | ...")
+    phase: Mapped[str] = mapped_column(String(20), doc="intent | applied | reconciled | void")
+    args: Mapped[str] = mapped_column(Text, doc="JSON")
+    result: Mapped[str] = mapped_column(Text, doc="JSON")
+
+
+CHAINED: tuple[type[Any], ...] = (Decision, ToolCall, Approval, ChampionChange, Mutation)

@@ -10,15 +10,19 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
-from sqlalchemy import create_engine, event, select
+from sqlalchemy import create_engine, event, select, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError as SQLIntegrityError
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from driftpilot.audit.models import (
@@ -27,12 +31,15 @@ from driftpilot.audit.models import (
     BatchRecord,
     ChampionChange,
     Decision,
+    Lease,
     ManagedModel,
+    Mutation,
     Run,
     StepEffect,
     ToolCall,
 )
-from driftpilot.errors import ApprovalError, NotFound
+from driftpilot.errors import ApprovalError, AuditWriteError, ModelBusy, NotFound
+from driftpilot.identity import normalize_principal, same_person
 
 GENESIS = "0" * 64
 T = TypeVar("T")
@@ -48,6 +55,24 @@ def dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
+def promotion_action(model: str, version: int, replaces: int | None) -> dict[str, Any]:
+    """The action a promotion approval is about: move ``champion`` of ``model`` to ``version``,
+    replacing exactly the champion ``replaces`` (None: there was none)."""
+    return {
+        "op": "promote",
+        "model": model,
+        "version": int(version),
+        "alias": "champion",
+        "replaces": replaces,
+    }
+
+
+def action_hash(action: dict[str, Any]) -> str:
+    """The digest an approval is bound to: the exact action (model, version, alias, the
+    champion it replaces). An approval of one action cannot be replayed onto another."""
+    return hashlib.sha256(f"action|{dumps(action)}".encode()).hexdigest()
+
+
 class BrokenLink(BaseModel):
     table: str
     row_id: int
@@ -55,11 +80,16 @@ class BrokenLink(BaseModel):
 
 
 class VerifyResult(BaseModel):
-    """Result of walking every hash chain."""
+    """Result of walking every hash chain (and, from the service, of the cross checks)."""
 
     ok: bool
     checked: dict[str, int] = Field(description="Rows checked per table.")
     first_broken: BrokenLink | None = None
+    problems: list[str] = Field(
+        default_factory=list,
+        description="Checkpoint and cross-table findings: truncation, missing approvals, ...",
+    )
+    checkpoint: str | None = Field(None, description="The checkpoint verified against, if any.")
 
 
 def _canonical(column: Any, value: Any) -> Any:
@@ -88,6 +118,9 @@ class AuditStore:
         self.engine: Engine = create_engine(url, future=True)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+            # Every transaction takes the write lock at BEGIN: a deferred read-then-write
+            # transaction gets SQLITE_BUSY at once when another process writes, without waiting.
+            event.listen(self.engine, "begin", _begin_immediate)
         self.upgrade()
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
@@ -110,17 +143,37 @@ class AuditStore:
     # -- chained, append-only records -------------------------------------------------------
 
     def _append(self, row: T) -> T:
-        with _CHAIN_LOCK, self.session() as session:
-            model = type(row)
-            last = session.scalars(select(model).order_by(model.id.desc()).limit(1)).first()  # type: ignore[attr-defined]
-            # The id is set here, not by the database: the hash covers it and rows are never
-            # updated after insert. A concurrent writer gets a primary-key conflict, not a fork.
-            row.id = (last.id if last is not None else 0) + 1  # type: ignore[attr-defined]
-            row.prev_hash = last.hash if last is not None else GENESIS  # type: ignore[attr-defined]
-            row.created_at = now()  # type: ignore[attr-defined]
-            row.hash = _row_hash(row)  # type: ignore[attr-defined]
-            session.add(row)
-        return row
+        """Append a row to its chain. Safe across processes: SQLite transactions take the write
+        lock at BEGIN, PostgreSQL takes a per-table advisory lock; a lock held past the busy
+        timeout is retried, then reported as AuditWriteError (never a raw driver error)."""
+        model = type(row)
+        for attempt in range(4):
+            try:
+                with _CHAIN_LOCK, self.session() as session:
+                    self._lock_chain(session, model.__tablename__)  # type: ignore[attr-defined]
+                    last = session.scalars(
+                        select(model).order_by(model.id.desc()).limit(1)  # type: ignore[attr-defined]
+                    ).first()
+                    # The id is set here, not by the database: the hash covers it.
+                    row.id = (last.id if last is not None else 0) + 1  # type: ignore[attr-defined]
+                    row.prev_hash = last.hash if last is not None else GENESIS  # type: ignore[attr-defined]
+                    row.created_at = now()  # type: ignore[attr-defined]
+                    row.hash = _row_hash(row)  # type: ignore[attr-defined]
+                    session.add(row)
+                return row
+            except (OperationalError, SQLIntegrityError) as exc:
+                if attempt == 3:
+                    raise AuditWriteError(
+                        f"could not append to {model.__tablename__} "  # type: ignore[attr-defined]
+                        f"after {attempt + 1} tries: {exc.orig}"
+                    ) from exc
+                time.sleep(0.05 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def _lock_chain(self, session: Session, table: str) -> None:
+        if self.engine.dialect.name == "postgresql":
+            key = zlib.crc32(f"driftpilot:{table}".encode())
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
     def record_decision(
         self,
@@ -178,33 +231,41 @@ class AuditStore:
             )
         )
 
-    def request_approval(self, run_id: str, requester: str, payload: dict[str, Any]) -> Approval:
-        """Open an approval request for a run (once: a second request returns the first)."""
+    def request_approval(
+        self, run_id: str, requester: str, payload: dict[str, Any], action: dict[str, Any]
+    ) -> Approval:
+        """Open an approval request for ``action`` (once: a second request returns the first).
+
+        The request stores the action and its hash; the decision will be bound to that hash.
+        """
         existing = self.approval_rows(run_id)
         if existing:
             return existing[0]
+        body = {**payload, "action": action, "action_hash": action_hash(action)}
         return self._append(
             Approval(
                 run_id=run_id,
                 kind="request",
-                principal=requester,
+                principal=normalize_principal(requester),
                 decision="pending",
                 comment="",
-                payload=dumps(payload),
+                payload=dumps(body),
             )
         )
 
     def decide_approval(
         self, run_id: str, approver: str, decision: str, comment: str = ""
     ) -> Approval:
-        """Record a person's answer to a pending request.
+        """Record a person's answer to a pending request, bound to the requested action.
 
         Raises:
             NotFound: the run has no approval request.
+            InvalidPrincipal: the approver's name is empty, blank or has invisible characters.
             ApprovalError: already decided, unknown decision, or the approver is the requester.
         """
         if decision not in ("approve", "reject"):
             raise ApprovalError(f"decision must be 'approve' or 'reject', got {decision!r}")
+        approver = normalize_principal(approver)
         rows = self.approval_rows(run_id)
         if not rows:
             raise NotFound(f"run {run_id} has no approval request")
@@ -212,8 +273,9 @@ class AuditStore:
             raise ApprovalError(
                 f"run {run_id} was already decided: {rows[1].decision} by {rows[1].principal}"
             )
-        if approver.strip().lower() == rows[0].principal.strip().lower():
+        if same_person(approver, rows[0].principal):
             raise ApprovalError(f"{approver!r} requested this promotion and cannot approve it")
+        bound = json.loads(rows[0].payload).get("action_hash", "")
         return self._append(
             Approval(
                 run_id=run_id,
@@ -221,7 +283,7 @@ class AuditStore:
                 principal=approver,
                 decision=decision,
                 comment=comment,
-                payload="{}",
+                payload=dumps({"action_hash": bound}),
             )
         )
 
@@ -233,15 +295,23 @@ class AuditStore:
                 )
             )
 
-    def approved_by_other(self, run_id: str) -> Approval | None:
-        """The approving decision of a run, if given by someone other than the requester."""
+    def approval_problem(self, run_id: str, action: dict[str, Any]) -> str | None:
+        """Why the run's approval does not authorise ``action`` (None: it does).
+
+        It does when the request was for exactly this action, the decision is 'approve', and
+        the approver is not the requester under the one identity rule."""
         rows = self.approval_rows(run_id)
-        if (
-            len(rows) >= 2
-            and rows[1].decision == "approve"
-            and rows[1].principal != rows[0].principal
-        ):
-            return rows[1]
+        if len(rows) < 2:
+            return "no approval decision on record"
+        request, answer = rows[0], rows[1]
+        if answer.decision != "approve":
+            return f"the request was {answer.decision}ed by {answer.principal}"
+        if same_person(answer.principal, request.principal):
+            return f"{answer.principal!r} approved their own request"
+        wanted = action_hash(action)
+        bound = {json.loads(r.payload).get("action_hash") for r in (request, answer)}
+        if bound != {wanted}:
+            return "the approval was given for a different action (model, version or champion)"
         return None
 
     def pending_approvals(self) -> list[Approval]:
@@ -279,6 +349,111 @@ class AuditStore:
                 .limit(1)
             ).first()
         return row.version if row else None
+
+    # -- leases: one run per model ---------------------------------------------------------------
+
+    def acquire_lease(self, model: str, run_id: str, holder: str, ttl_s: float) -> Lease:
+        """Take (or renew) the model's lease for ``run_id``.
+
+        Raises:
+            ModelBusy: another run holds an unexpired lease on the model.
+        """
+        stamp = now()
+        expires = _later(ttl_s)
+        try:
+            with self.session() as session:
+                row = session.get(Lease, model, with_for_update=True)
+                if row is None:
+                    row = Lease(
+                        model=model,
+                        run_id=run_id,
+                        holder=holder,
+                        acquired_at=stamp,
+                        expires_at=expires,
+                    )
+                    session.add(row)
+                    return row
+                if row.run_id != run_id and row.expires_at > stamp:
+                    raise ModelBusy(
+                        f"model {model!r} is busy: run {row.run_id[:12]} ({row.holder}) holds "
+                        f"its lease until {row.expires_at[:19]}; retry later or wait (--wait)"
+                    )
+                if row.run_id != run_id:
+                    row.acquired_at = stamp
+                row.run_id, row.holder, row.expires_at = run_id, holder, expires
+                return row
+        except SQLIntegrityError as exc:  # PostgreSQL: another process inserted it first
+            raise ModelBusy(f"model {model!r} is busy: another run took its lease") from exc
+
+    def renew_lease(self, model: str, run_id: str, ttl_s: float) -> bool:
+        """Extend a held lease; False when the lease is no longer this run's."""
+        with self.session() as session:
+            row = session.get(Lease, model, with_for_update=True)
+            if row is None or row.run_id != run_id:
+                return False
+            row.expires_at = _later(ttl_s)
+            return True
+
+    def release_lease(self, model: str, run_id: str) -> None:
+        with self.session() as session:
+            row = session.get(Lease, model, with_for_update=True)
+            if row is not None and row.run_id == run_id:
+                session.delete(row)
+
+    def lease(self, model: str) -> Lease | None:
+        with self.session() as session:
+            return session.get(Lease, model)
+
+    def holds_lease(self, model: str, run_id: str) -> bool:
+        row = self.lease(model)
+        return row is not None and row.run_id == run_id and row.expires_at > now()
+
+    # -- write-ahead mutations ------------------------------------------------------------------
+
+    def record_mutation(
+        self,
+        run_id: str,
+        step: str,
+        action: str,
+        phase: str,
+        args: dict[str, Any],
+        result: Any = None,
+    ) -> Mutation:
+        """Append an ``intent`` (before a registry mutation) or its end: ``applied``,
+        ``reconciled`` (found done on resume) or ``void`` (refused, nothing changed)."""
+        return self._append(
+            Mutation(
+                run_id=run_id,
+                step=step,
+                action=action,
+                phase=phase,
+                args=dumps(args),
+                result=dumps(result),
+            )
+        )
+
+    def last_mutation(self, run_id: str, step: str) -> Mutation | None:
+        """The newest write-ahead row of (run, step), if the step was ever attempted."""
+        rows = self.list_rows(
+            Mutation,
+            Mutation.run_id == run_id,
+            Mutation.step == step,
+            order=Mutation.id.desc(),
+            limit=1,
+        )
+        return rows[0] if rows else None
+
+    def open_intent(self, run_id: str, step: str) -> Mutation | None:
+        """The intent of (run, step) that has no end row yet: it may or may not have happened."""
+        last = self.last_mutation(run_id, step)
+        return last if last is not None and last.phase == "intent" else None
+
+    def open_intents(self) -> list[Mutation]:
+        """Every intent still without its end row (a crash between intent and effect)."""
+        last: dict[tuple[str, str], Mutation] = {}
+        for row in self.list_rows(Mutation, order=Mutation.id):
+            last[(row.run_id, row.step)] = row
+        return [r for r in last.values() if r.phase == "intent"]
 
     # -- idempotency ledger -------------------------------------------------------------------
 
@@ -381,6 +556,44 @@ class AuditStore:
             checked[name] = count
         return VerifyResult(ok=True, checked=checked)
 
+    def cross_checks(self) -> list[str]:
+        """Invariants across tables: every champion change has its decision, and every
+        promotion the policy rated other than low has an approval by a different principal,
+        bound to exactly that promotion."""
+        problems: list[str] = []
+        decisions = self.list_rows(Decision, order=Decision.id)
+        actions = {(d.run_id, d.agent, d.action) for d in decisions}
+        tiers = {d.run_id: d.action for d in decisions if d.action.startswith("risk:")}
+        for change in self.list_rows(ChampionChange, order=ChampionChange.id):
+            verb = "rollback" if change.action == "rollback" else "promote"
+            label = f"champion change #{change.id} ({change.model} v{change.version}, {verb})"
+            if not any(run == change.run_id and act == verb for run, _, act in actions):
+                problems.append(f"{label} has no {verb} decision in run {change.run_id}")
+            if change.action != "promote":
+                continue
+            tier = tiers.get(change.run_id)
+            if tier is None:
+                problems.append(f"{label} has no risk assessment in run {change.run_id}")
+                continue
+            if tier == "risk:low":
+                continue
+            action = promotion_action(change.model, change.version, change.previous_version)
+            why = self.approval_problem(change.run_id, action)
+            if why is not None:
+                problems.append(f"{label} was rated {tier} but is not approved: {why}")
+        return problems
+
+    def logged_versions(self, model: str) -> set[int]:
+        """Versions of ``model`` whose registration has its (successful) tool call."""
+        found: set[int] = set()
+        for call in self.list_rows(
+            ToolCall, ToolCall.tool == "registry.register_model", ToolCall.ok.is_(True)
+        ):
+            result = json.loads(call.result)
+            if isinstance(result, dict) and result.get("name") == model:
+                found.add(int(result["version"]))
+        return found
+
     def export(self, run_id: str | None = None) -> Iterator[dict[str, Any]]:
         """Every chained row (optionally of one run) as dicts, table by table, in order."""
         for model in CHAINED:
@@ -393,7 +606,16 @@ class AuditStore:
                 }
 
 
+def _later(seconds: float) -> str:
+    return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat(timespec="microseconds")
+
+
+def _begin_immediate(connection: Any) -> None:
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    connection.isolation_level = None  # SQLAlchemy's "begin" event issues BEGIN IMMEDIATE
     cursor = connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=10000")

@@ -1,12 +1,14 @@
 """The audit store on a real SQLite file."""
 
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
 
 from driftpilot.audit import AuditStore
-from driftpilot.errors import ApprovalError, NotFound
+from driftpilot.audit.store import promotion_action
+from driftpilot.errors import ApprovalError, InvalidPrincipal, ModelBusy, NotFound
 
 
 @pytest.fixture
@@ -34,7 +36,9 @@ def fill(store: AuditStore) -> None:
         ok=True,
         latency_ms=12.5,
     )
-    store.request_approval("r1", "alice", {"description": "promote v2"})
+    store.request_approval(
+        "r1", "alice", {"description": "promote v2"}, promotion_action("m", 2, 1)
+    )
     store.decide_approval("r1", "bob", "approve", "fine")
     store.record_champion("m", 2, 1, "promote", "r1", "bob")
 
@@ -55,6 +59,7 @@ def test_chain_verifies_and_reopens(store: AuditStore) -> None:
         "tool_calls": 1,
         "approvals": 2,
         "champion_history": 1,
+        "mutations": 0,
     }
     assert AuditStore(store.url).verify().ok  # migration is idempotent
 
@@ -89,14 +94,16 @@ def test_deleted_row_breaks_the_link(store: AuditStore) -> None:
 
 
 def test_approval_rules(store: AuditStore) -> None:
-    store.request_approval("r2", "alice", {})
+    action = promotion_action("m", 2, 1)
+    store.request_approval("r2", "alice", {}, action)
     assert [a.run_id for a in store.pending_approvals()] == ["r2"]
     with pytest.raises(ApprovalError, match="cannot approve"):
         store.decide_approval("r2", "Alice", "approve")
     with pytest.raises(ApprovalError, match="approve' or 'reject"):
         store.decide_approval("r2", "bob", "maybe")
     store.decide_approval("r2", "bob", "reject", "too risky")
-    assert store.approved_by_other("r2") is None and store.pending_approvals() == []
+    assert store.approval_problem("r2", action) == "the request was rejected by bob"
+    assert store.pending_approvals() == []
     with pytest.raises(ApprovalError, match="already decided"):
         store.decide_approval("r2", "carol", "approve")
     with pytest.raises(NotFound):
@@ -115,3 +122,61 @@ def test_champion_at_a_time_and_effects(store: AuditStore) -> None:
     assert store.effect("r1", "promote") is None
     store.record_effect("r1", "promote", {"version": 2})
     assert store.effect("r1", "promote") == {"version": 2}
+
+
+@pytest.mark.parametrize(
+    "approver",
+    ["ann\u200b", "\u200bann", "ann\u202e", "ann\x00", "ann\n", "   ", "", "\u3000"],
+)
+def test_invisible_or_blank_approver_is_refused(store: AuditStore, approver: str) -> None:
+    store.request_approval("r3", "ann", {}, promotion_action("m", 2, 1))
+    with pytest.raises(InvalidPrincipal):
+        store.decide_approval("r3", approver, "approve")
+    assert len(store.approval_rows("r3")) == 1  # nothing recorded
+
+
+@pytest.mark.parametrize("approver", ["ANN", " ann ", "Ａｎｎ", "ann\u0020"])
+def test_the_requester_in_another_spelling_cannot_approve(store: AuditStore, approver: str) -> None:
+    store.request_approval("r4", "Ann", {}, promotion_action("m", 2, 1))
+    with pytest.raises(ApprovalError, match="cannot approve"):
+        store.decide_approval("r4", approver, "approve")
+
+
+def test_an_approval_is_bound_to_the_exact_action(store: AuditStore) -> None:
+    approved = promotion_action("m", 2, 1)
+    store.request_approval("r5", "alice", {}, approved)
+    store.decide_approval("r5", "bob", "approve")
+    assert store.approval_problem("r5", approved) is None
+    for other in (
+        promotion_action("m", 3, 1),  # another version
+        promotion_action("m", 2, 4),  # over a champion it was never compared against
+        promotion_action("n", 2, 1),  # another model
+    ):
+        assert "different action" in (store.approval_problem("r5", other) or "")
+
+
+def test_lease_one_run_per_model(store: AuditStore) -> None:
+    store.acquire_lease("m", "run-a", "host:1", ttl_s=30)
+    with pytest.raises(ModelBusy, match="run-a"):
+        store.acquire_lease("m", "run-b", "host:2", ttl_s=30)
+    store.acquire_lease("other", "run-b", "host:2", ttl_s=30)  # other models are free
+    assert store.renew_lease("m", "run-a", ttl_s=30) and not store.renew_lease("m", "run-b", 30)
+    store.release_lease("m", "run-a")
+    store.acquire_lease("m", "run-b", "host:2", ttl_s=30)
+    assert store.holds_lease("m", "run-b") and not store.holds_lease("m", "run-a")
+
+
+def test_an_expired_lease_can_be_taken_over(store: AuditStore) -> None:
+    store.acquire_lease("m", "dead-run", "host:1", ttl_s=0.01)
+    time.sleep(0.05)
+    assert not store.holds_lease("m", "dead-run")
+    store.acquire_lease("m", "recovery", "host:2", ttl_s=30)
+    assert store.lease("m").run_id == "recovery"  # type: ignore[union-attr]
+
+
+def test_open_intents_until_their_end_row(store: AuditStore) -> None:
+    store.record_mutation("r6", "promote", "promote", "intent", {"version": 2})
+    assert [m.step for m in store.open_intents()] == ["promote"]
+    assert store.open_intent("r6", "promote") is not None
+    store.record_mutation("r6", "promote", "promote", "applied", {"version": 2}, {"ok": 1})
+    assert store.open_intents() == [] and store.open_intent("r6", "promote") is None

@@ -1,0 +1,25 @@
+"""Fault injection for crash tests: kill this process at a named point.
+
+Off in production: nothing happens unless ``DRIFTPILOT_FAULTS`` names the point (comma
+separated). Tests set it in a child process to kill -9 it inside a node, e.g. between the
+MLflow alias move and its audit record, then check that ``driftpilot recover`` finishes the run.
+
+Points: ``after_register`` (retraining: version registered, challenger alias not yet set),
+``after_alias`` (promote: champion alias moved, audit record not yet written),
+``before_interrupt`` (approval request written, graph not yet paused).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+ENV = "DRIFTPILOT_FAULTS"
+POINTS = ("after_register", "after_alias", "before_interrupt")
+
+
+def fault_point(name: str) -> None:
+    """SIGKILL this process if the environment asks for a crash at ``name``."""
+    armed = os.environ.get(ENV, "")
+    if name and armed and name in armed.split(","):
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,324 @@
+"""Governance invariants on real flights, real MLflow, real SQLite, real processes.
+
+Each test fails without the rule it names: a stale approval cannot replace a newer champion,
+nobody approves their own run under another spelling, truncated audit rows are caught, a
+crashed run is recovered exactly once, one run per model at a time."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+import yaml
+
+from driftpilot.audit.models import Approval, ChampionChange, Decision, Mutation, Run
+from driftpilot.errors import ApprovalError, InvalidPrincipal, ModelBusy
+from driftpilot.service import ControlPlane
+from driftpilot.settings import Settings, get_settings
+from tests.integration.test_control_graph import FORCE_RETRAIN, HIGH_RISK, LOW_RISK, merge
+from tools import registry
+from tools.datasets import FLIGHTS
+
+pytestmark = pytest.mark.integration
+TTL = 2.0  # lease time to live in these tests: a killed run is recoverable after it
+
+
+@pytest.fixture(scope="module")
+def data(months: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
+    jan = months["2013-01"].sample(fraction=1.0, shuffle=True, seed=7)
+    return {
+        "initial": jan.head(9000).sort("time_hour"),
+        "july": months["2013-07"].sample(n=12000, seed=3).sort("time_hour"),
+        "october": months["2013-10"].sample(n=12000, seed=4).sort("time_hour"),
+    }
+
+
+@pytest.fixture
+def plane_for(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data: Any
+) -> Any:
+    """A ControlPlane with a policy, a short lease and the flights model added by alice."""
+
+    def make(policy: dict[str, Any], *, add: bool = True) -> ControlPlane:
+        path = tmp_path / "policy.yaml"
+        path.write_text(yaml.safe_dump(policy))
+        monkeypatch.setenv("DRIFTPILOT_POLICY_PATH", str(path))
+        monkeypatch.setenv("DRIFTPILOT_LEASE_TTL_S", str(TTL))
+        get_settings.cache_clear()
+        cp = ControlPlane(get_settings())
+        if add:
+            cp.add_model(
+                "flights",
+                data["initial"],
+                target=FLIGHTS.target,
+                time_col=FLIGHTS.time_col,
+                numeric=FLIGHTS.numeric,
+                categorical=FLIGHTS.categorical,
+                principal="alice",
+            )
+        return cp
+
+    return make
+
+
+def champions(cp: ControlPlane) -> list[tuple[str, int]]:
+    return [
+        (c.action, c.version) for c in cp.store.list_rows(ChampionChange, order=ChampionChange.id)
+    ]
+
+
+def assert_consistent(cp: ControlPlane) -> None:
+    """MLflow's champion equals the audit's champion history, and verify passes."""
+    history = champions(cp)
+    assert registry.current_champion("flights", cp.settings) == history[-1][1]
+    result = cp.verify()
+    assert result.ok, (result.first_broken, result.problems)
+
+
+# -- 1. promotion is a compare-and-swap ---------------------------------------------------------
+
+
+def test_a_stale_approval_cannot_replace_a_newer_champion(plane_for: Any, data: Any) -> None:
+    cp = plane_for(merge(FORCE_RETRAIN, HIGH_RISK))
+    april = cp.start_run("flights", data["july"], "2013-07", requested_by="alice")
+    october = cp.start_run("flights", data["october"], "2013-10", requested_by="alice")
+    assert april.status == october.status == "waiting_approval"
+    for view in (april, october):
+        args = view.approval_request["action_request"]["args"]  # type: ignore[index]
+        assert args["replaces"] == 1  # both were compared against v1
+    first = cp.decide(april.run_id, "approve", "bob")
+    assert first.outcome == "promoted" and registry.current_champion("flights") == 2
+    second = cp.decide(october.run_id, "approve", "bob")
+    assert second.outcome == "superseded", second.summary
+    assert registry.current_champion("flights") == 2  # v3 never replaced v2
+    made = cp.store.list_rows(Decision, Decision.run_id == october.run_id)
+    assert made[-1].action == "superseded" and "now v2" in made[-1].rationale
+    assert champions(cp) == [("bootstrap", 1), ("promote", 2)]
+    assert_consistent(cp)
+
+
+# -- 2. one identity rule ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("who", ["ann\u200b", "ANN", " Ann ", "\u200b", "   "])
+def test_the_requester_cannot_approve_under_another_spelling(
+    plane_for: Any, data: Any, who: str
+) -> None:
+    cp = plane_for(merge(FORCE_RETRAIN, HIGH_RISK))
+    view = cp.start_run("flights", data["july"], "2013-07", requested_by="ann")
+    with pytest.raises((ApprovalError, InvalidPrincipal)):
+        cp.decide(view.run_id, "approve", who)
+    assert len(cp.store.approval_rows(view.run_id)) == 1  # nothing was recorded
+    assert cp.get_run(view.run_id).status == "waiting_approval"
+    assert registry.current_champion("flights") == 1
+
+
+# -- 5. an audit that catches truncation --------------------------------------------------------
+
+
+def test_deleting_the_newest_approval_is_detected(plane_for: Any, data: Any) -> None:
+    import sqlite3
+
+    cp = plane_for(merge(FORCE_RETRAIN, HIGH_RISK))
+    view = cp.start_run("flights", data["july"], "2013-07", requested_by="alice")
+    cp.decide(view.run_id, "approve", "bob")
+    assert_consistent(cp)
+    conn = sqlite3.connect(cp.store.url.removeprefix("sqlite:///"))
+    conn.execute("DROP TRIGGER approvals_no_delete")  # an attacker with file access
+    conn.execute("DELETE FROM approvals WHERE id = (SELECT max(id) FROM approvals)")
+    conn.commit()
+    conn.close()
+    assert cp.store.verify().ok  # the chain walk alone cannot see a missing tail
+    result = cp.verify()
+    assert not result.ok
+    text = "\n".join(result.problems)
+    assert "approvals" in text and "deleted" in text  # against the signed checkpoint
+    assert "rated risk:high but is not approved: no approval decision" in text
+
+
+def test_checkpoints_are_signed_after_every_run(plane_for: Any, data: Any) -> None:
+    cp = plane_for({})
+    log = Path(cp.settings.audit_checkpoint_log)
+    before = len(log.read_text().splitlines())
+    cp.start_run("flights", data["july"].head(3000), "2013-07")
+    assert len(log.read_text().splitlines()) == before + 1
+    latest = cp.latest_checkpoint()
+    assert latest.startswith(cp.settings.audit_origin) and "\u2014 driftpilot-audit " in latest
+    key = cp.settings.audit_key_path
+    assert key is not None and oct(key.stat().st_mode & 0o777) == "0o600"
+
+
+# -- 3. recovery after kill -9 inside nodes -----------------------------------------------------
+
+CHILD = """
+import sys, polars as pl
+from driftpilot.service import ControlPlane
+cp = ControlPlane()
+if sys.argv[1] == "run":
+    view = cp.start_run("flights", pl.read_parquet(sys.argv[2]), "2013-07", requested_by="alice")
+else:
+    view = cp.decide(sys.argv[2], "approve", "bob")
+print(view.run_id, view.status, view.outcome, flush=True)
+"""
+
+
+def crash(fault: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DRIFTPILOT_FAULTS": fault}
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, *args], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == -9, done.stderr[-2000:]  # killed at the fault point
+    return done
+
+
+def one_run(cp: ControlPlane) -> Run:
+    [run] = cp.store.list_rows(Run, Run.trigger == "cli")
+    return run
+
+
+def versions_of(run_id: str) -> list[int]:
+    return [
+        v.version
+        for v in registry.list_versions("flights")
+        if v.tags.get("driftpilot.run_id") == run_id
+    ]
+
+
+@pytest.mark.parametrize("fault", ["after_register", "after_alias"])
+def test_kill_inside_a_low_risk_run_then_recover(
+    plane_for: Any, data: Any, tmp_path: Path, fault: str
+) -> None:
+    cp = plane_for(merge(FORCE_RETRAIN, LOW_RISK))
+    batch = tmp_path / "july.parquet"
+    data["july"].write_parquet(batch)
+    crash(fault, "run", str(batch))
+    run = one_run(cp)
+    assert run.status == "running"
+    with pytest.raises(ModelBusy):  # the dead run's lease still holds the model for a moment
+        cp.start_run("flights", data["october"], "2013-10")
+    time.sleep(TTL + 0.5)
+    [done] = ControlPlane(get_settings()).recover()
+    assert (done.run_id, done.status, done.outcome) == (run.id, "completed", "promoted")
+    assert "expired lease" in done.found and done.did == "resumed from its checkpoint"
+    assert versions_of(run.id) == [2]  # exactly one version for the run
+    assert champions(cp) == [("bootstrap", 1), ("promote", 2)]
+    phases = [
+        (m.step, m.phase)
+        for m in cp.store.list_rows(Mutation, Mutation.run_id == run.id, order=Mutation.id)
+    ]
+    step = "retraining:register" if fault == "after_register" else "promote"
+    assert (step, "intent") in phases and (step, "reconciled") in phases
+    assert_consistent(cp)
+    assert cp.recover() == []  # nothing left to do
+
+
+def test_kill_before_the_interrupt_then_recover_and_approve(
+    plane_for: Any, data: Any, tmp_path: Path
+) -> None:
+    cp = plane_for(merge(FORCE_RETRAIN, HIGH_RISK))
+    batch = tmp_path / "july.parquet"
+    data["july"].write_parquet(batch)
+    crash("before_interrupt", "run", str(batch))
+    run = one_run(cp)
+    time.sleep(TTL + 0.5)
+    [done] = ControlPlane(get_settings()).recover()
+    assert (done.status, done.outcome) == ("waiting_approval", None)
+    crash("after_alias", "decide", run.id)  # the approved promotion dies after the alias move
+    time.sleep(TTL + 0.5)
+    [again] = ControlPlane(get_settings()).recover()
+    assert (again.status, again.outcome) == ("completed", "promoted")
+    assert versions_of(run.id) == [2]
+    assert champions(cp) == [("bootstrap", 1), ("promote", 2)]
+    assert [r.kind for r in cp.store.list_rows(Approval)] == ["request", "decision"]
+    assert_consistent(cp)
+
+
+def test_a_recorded_decision_that_was_not_applied_is_applied_on_retry(
+    plane_for: Any, data: Any
+) -> None:
+    cp = plane_for(merge(FORCE_RETRAIN, HIGH_RISK))
+    view = cp.start_run("flights", data["july"], "2013-07", requested_by="alice")
+    cp.store.decide_approval(view.run_id, "bob", "approve", "ok")  # then the process died
+    with pytest.raises(ApprovalError, match="already decided: approve by bob"):
+        cp.decide(view.run_id, "reject", "carol")
+    done = cp.decide(view.run_id, "approve", "bob")
+    assert done.outcome == "promoted" and done.summary["promotion"]["approved_by"] == "bob"
+    assert_consistent(cp)
+
+
+def test_recover_applies_a_recorded_decision(plane_for: Any, data: Any) -> None:
+    cp = plane_for(merge(FORCE_RETRAIN, HIGH_RISK))
+    view = cp.start_run("flights", data["july"], "2013-07", requested_by="alice")
+    cp.store.decide_approval(view.run_id, "bob", "reject", "not now")
+    [done] = cp.recover()
+    assert done.did == "applied the recorded decision" and done.outcome == "approval_rejected"
+    assert registry.current_champion("flights") == 1
+
+
+# -- 4. one run per model, across processes ----------------------------------------------------
+
+HOLDER = """
+import sys, time
+from driftpilot.service import ControlPlane, holder
+cp = ControlPlane()
+cp.store.acquire_lease("flights", "other-run", holder(), ttl_s=30)
+print("held", flush=True)
+time.sleep(float(sys.argv[1]))
+cp.store.release_lease("flights", "other-run")
+"""
+
+
+def test_a_second_run_on_a_busy_model_is_refused_or_waits(plane_for: Any, data: Any) -> None:
+    cp = plane_for({})
+    child = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, "2"], stdout=subprocess.PIPE, text=True, env=os.environ
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "held"
+        with pytest.raises(ModelBusy, match="other-run"):
+            cp.start_run("flights", data["july"].head(3000), "2013-07")
+        assert cp.store.list_rows(Run, Run.trigger == "cli") == []  # refused before anything
+        view = cp.start_run("flights", data["july"].head(3000), "2013-07", wait=True)
+        assert view.status == "completed"
+    finally:
+        child.wait(timeout=60)
+    assert cp.store.lease("flights") is None  # released at the end
+
+
+APPENDER = """
+import sys
+from driftpilot.audit import AuditStore
+store = AuditStore(sys.argv[1])
+for i in range(int(sys.argv[2])):
+    store.record_decision(sys.argv[3], "test", "none", f"row {i}", {"i": i}, backend="builtin")
+"""
+
+
+def test_two_processes_appending_at_once_keep_one_valid_chain(tmp_path: Path) -> None:
+    from driftpilot.audit import AuditStore
+
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    AuditStore(url)  # migrate once, so the race is on the appends
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", APPENDER, url, "150", name],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("p1", "p2")
+    ]
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    store = AuditStore(url)
+    result = store.verify()
+    assert result.ok and result.checked["decisions"] == 300
+    runs = [d.run_id for d in store.list_rows(Decision, order=Decision.id)]
+    assert runs.count("p1") == runs.count("p2") == 150
+    assert json.loads(store.list_rows(Decision, order=Decision.id)[-1].evidence)["i"] == 149
