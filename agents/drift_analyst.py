@@ -2,6 +2,9 @@
 
 The rationale must cite metric names and values that exist in the tool output; every cited
 metric is checked and a mismatch is flagged in the audit record.
+
+The LLM sees schema column names, method names and numbers only: the report path (it holds the
+batch id, a file stem) goes to the audit record, not to the LLM.
 """
 
 from __future__ import annotations
@@ -100,7 +103,6 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         "columns": [c.model_dump() for c in drift.columns[:8]],
         "performance": perf,
         "signals": bounds.signals,
-        "report": drift.report_path,
     }
     outcome = ctx.decide(
         NAME,
@@ -118,7 +120,7 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         outcome,
         verdict.action,
         verdict.rationale,
-        {**evidence, "cited_metrics": verdict.cited_metrics},
+        {**evidence, "report": drift.report_path, "cited_metrics": verdict.cited_metrics},
         citation_flags(verdict, known),
     )
     return {

@@ -1,7 +1,9 @@
 """Ingestion agent: accept the batch, or quarantine it with a reason (never drop it).
 
-Text columns never reach the LLM: it sees the quality verdict only, so instructions hidden in
-data stay data.
+Batch data never reaches the LLM: it sees the quality verdict only, whose findings name schema
+columns and give counts and shares (tools.quality). The names of columns outside the schema
+and the batch id go to the audit record, not to the LLM, so instructions hidden in data, in a
+header or in a file name stay data.
 """
 
 from __future__ import annotations
@@ -70,7 +72,10 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         if d.action not in allowed:
             raise LLMError(f"action {d.action!r} not allowed; allowed: {allowed}")
 
-    evidence = {"verdict": verdict.model_dump(), "errors": [i.message for i in verdict.errors]}
+    evidence = {
+        "verdict": verdict.model_dump(exclude={"extra_columns"}),
+        "errors": [i.message for i in verdict.errors],
+    }
     outcome = ctx.decide(
         NAME,
         IngestionDecision,
@@ -83,7 +88,8 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     decision = outcome.decision
     reason = decision.reason or verdict.reason()
     result = _file_batch(ctx, state, verdict, decision.action, reason)
-    ctx.record(run_id, NAME, outcome, decision.action, decision.rationale, evidence)
+    audited = {**evidence, "extra_columns": verdict.extra_columns}
+    ctx.record(run_id, NAME, outcome, decision.action, decision.rationale, audited)
     ctx.store.record_effect(run_id, NAME, result)
     return {"ingestion": result}
 

@@ -4,6 +4,11 @@ A batch is checked against a *reference profile* of the data the model was train
 (columns, kinds, null rates, value ranges, categories). The verdict lists every issue with
 a severity: any ``error`` means the batch must be quarantined; ``warning`` means it may be
 used but the finding should travel with it (e.g. into the risk assessment).
+
+Findings reach an LLM, so they are built from trusted parts only: column names of the
+model's schema (the reference profile), counts, shares and reference numbers. No cell value
+of the batch and no header it brought along appears in an issue: the names of columns
+outside the schema are kept, sanitised, in ``QualityVerdict.extra_columns`` for people.
 """
 
 from __future__ import annotations
@@ -15,7 +20,10 @@ import polars as pl
 from pydantic import BaseModel, Field
 
 from driftpilot.errors import SchemaError
+from driftpilot.identity import safe_label
 from tools.data import content_hash
+
+MAX_LABEL = 40  # a foreign column name, sanitised, is cut to this length
 
 Kind = Literal["numeric", "categorical", "datetime", "boolean", "other"]
 Check = Literal[
@@ -36,7 +44,7 @@ class ColumnProfile(BaseModel):
 
     name: str
     kind: Kind = Field(description="Logical kind: numeric, categorical, datetime, boolean, other.")
-    dtype: str = Field(description="Polars dtype in the reference.")
+    dtype: str = Field(description="Polars dtype in the reference, without parameters.")
     null_rate: float = Field(description="Share of nulls (NaN counts as null) in the reference.")
     n_unique: int = Field(description="Distinct non-null values in the reference.")
     min: float | None = Field(None, description="Smallest value (numeric columns).")
@@ -82,8 +90,10 @@ class QualityIssue(BaseModel):
 
     check: Check = Field(description="Which check found it.")
     severity: Literal["error", "warning"] = Field(description="error = quarantine the batch.")
-    column: str | None = Field(None, description="Column concerned, if any.")
-    value: float | None = Field(None, description="Measured value (a rate or share), if any.")
+    column: str | None = Field(None, description="Column of the model's schema, if any.")
+    value: float | None = Field(
+        None, description="Measured value (a rate, share or count), if any."
+    )
     message: str = Field(description="Plain-language explanation.")
 
 
@@ -94,6 +104,11 @@ class QualityVerdict(BaseModel):
     n_rows: int
     content_hash: str
     issues: list[QualityIssue]
+    extra_columns: list[str] = Field(
+        default_factory=list,
+        description="Sanitised names of the batch's columns outside the schema: for people "
+        "(audit, quarantine record), never for an LLM.",
+    )
 
     @property
     def errors(self) -> list[QualityIssue]:
@@ -118,6 +133,12 @@ def _kind(dtype: pl.DataType) -> Kind:
     if dtype in (pl.String, pl.Categorical, pl.Enum) or isinstance(dtype, pl.Categorical | pl.Enum):
         return "categorical"
     return "other"
+
+
+def _dtype_name(dtype: pl.DataType) -> str:
+    """A dtype without its parameters: an Enum's or a Struct's carry the batch's own values
+    and field names."""
+    return str(dtype.base_type())
 
 
 def _number(value: object) -> float:
@@ -158,7 +179,7 @@ def profile_reference(
         profile = ColumnProfile(
             name=name,
             kind=kind,
-            dtype=str(series.dtype),
+            dtype=_dtype_name(series.dtype),
             null_rate=_null_rate(series),
             n_unique=values.n_unique(),
         )
@@ -204,6 +225,16 @@ def check_batch(
             )
         )
     issues.extend(_schema_issues(frame, reference))
+    extra = _extra_columns(frame, reference)
+    if extra:
+        issues.append(
+            QualityIssue(
+                check="extra_column",
+                severity="warning",
+                value=float(len(extra)),
+                message=f"{len(extra)} column(s) outside the model's schema (ignored)",
+            )
+        )
     if frame.height:
         skip = set(time_columns)
         for profile in reference.columns:
@@ -211,12 +242,20 @@ def check_batch(
             if present and _kind(frame[profile.name].dtype) == profile.kind:
                 issues.extend(_column_issues(frame[profile.name], profile, limits))
     ok = not any(i.severity == "error" for i in issues)
-    return QualityVerdict(ok=ok, n_rows=frame.height, content_hash=digest, issues=issues)
+    return QualityVerdict(
+        ok=ok, n_rows=frame.height, content_hash=digest, issues=issues, extra_columns=extra
+    )
+
+
+def _extra_columns(frame: pl.DataFrame, reference: ReferenceProfile) -> list[str]:
+    """Names of the batch's columns the schema does not know, as safe labels: the header is
+    as untrusted as the cells below it."""
+    expected = {c.name for c in reference.columns}
+    return [safe_label(c, MAX_LABEL) for c in frame.columns if c not in expected]
 
 
 def _schema_issues(frame: pl.DataFrame, reference: ReferenceProfile) -> list[QualityIssue]:
     issues = []
-    expected = {c.name for c in reference.columns}
     for name in [c.name for c in reference.columns if c.name not in frame.columns]:
         issues.append(
             QualityIssue(
@@ -226,25 +265,17 @@ def _schema_issues(frame: pl.DataFrame, reference: ReferenceProfile) -> list[Qua
                 message=f"column {name!r} is missing",
             )
         )
-    for name in [c for c in frame.columns if c not in expected]:
-        issues.append(
-            QualityIssue(
-                check="extra_column",
-                severity="warning",
-                column=name,
-                message=f"unexpected column {name!r} (ignored)",
-            )
-        )
     for profile in reference.columns:
         if profile.name in frame.columns:
-            kind = _kind(frame[profile.name].dtype)
+            dtype = frame[profile.name].dtype
+            kind = _kind(dtype)
             if kind != profile.kind:
                 issues.append(
                     QualityIssue(
                         check="type_mismatch",
                         severity="error",
                         column=profile.name,
-                        message=f"column {profile.name!r} is {kind} ({frame[profile.name].dtype}), "
+                        message=f"column {profile.name!r} is {kind} ({_dtype_name(dtype)}), "
                         f"expected {profile.kind} ({profile.dtype})",
                     )
                 )
@@ -277,7 +308,9 @@ def _column_issues(
                 check="constant_column",
                 severity="warning",
                 column=name,
-                message=f"column {name!r} is constant ({values[0]!r}) in this batch",
+                value=float(values.len()),
+                message=f"column {name!r} holds one value in all {values.len()} non-null rows "
+                f"({profile.n_unique} distinct in the reference)",
             )
         )
     if profile.kind == "numeric" and profile.min is not None and profile.max is not None:
