@@ -414,7 +414,11 @@ class ControlPlane:
         rows = self.store.approval_rows(run_id)
         recorded = rows[1] if len(rows) > 1 else None
         if run.status != "waiting_approval":
-            raise ApprovalError(f"run {run_id} is {run.status}, not waiting for approval")
+            hint = " (if its process died, `driftpilot recover` finishes it)"
+            raise ApprovalError(
+                f"run {run_id} is {run.status}, not waiting for approval"
+                + (hint if run.status == "running" else "")
+            )
         if recorded is not None and recorded.decision != decision:
             raise ApprovalError(
                 f"run {run_id} was already decided: {recorded.decision} by "
