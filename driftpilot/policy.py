@@ -206,9 +206,17 @@ class Policy(_Strict):
         return "high" if "high" in (policy_tier, proposed) else "low"
 
     @staticmethod
-    def check_promotion(tier: RiskTier, approved_by: str | None) -> None:
-        """Refuse a high-risk promotion without an approval by another principal."""
-        if tier == "high" and not approved_by:
+    def check_promotion(tier: str, approved_by: str | None, problem: str | None = None) -> None:
+        """Fail closed: only a ``low`` tier promotes without an approval; any other tier needs
+        an approval (by a different principal, bound to this action); an unknown tier raises.
+
+        Raises:
+            PolicyViolation: unknown tier, or no valid approval for a tier other than low.
+        """
+        if tier not in ("low", "high"):
+            raise PolicyViolation(f"unknown risk tier {tier!r}: promotion refused")
+        if tier != "low" and (problem or not approved_by):
             raise PolicyViolation(
-                "high-risk promotion refused: no approval by a different principal"
+                f"{tier}-risk promotion refused: "
+                f"{problem or 'no approval by a different principal'}"
             )

@@ -82,7 +82,11 @@ def add(cp: ControlPlane, data: dict[str, pl.DataFrame]) -> None:
 
 
 def decisions(cp: ControlPlane, run_id: str) -> dict[str, Decision]:
-    return {d.agent: d for d in cp.store.list_rows(Decision, Decision.run_id == run_id)}
+    """Each agent's first decision of the run (cicd also records the promotion it made)."""
+    made: dict[str, Decision] = {}
+    for d in cp.store.list_rows(Decision, Decision.run_id == run_id, order=Decision.id):
+        made.setdefault(d.agent, d)
+    return made
 
 
 def test_no_drift_stops_at_the_analyst(
