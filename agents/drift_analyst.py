@@ -4,7 +4,8 @@ The rationale must cite metric names and values that exist in the tool output; e
 metric is checked and a mismatch is flagged in the audit record.
 
 The LLM sees schema column names, method names and numbers only: the report path (it holds the
-batch id, a file stem) goes to the audit record, not to the LLM.
+batch id, a file stem) goes to the audit record, not to the LLM. A batch too small for any drift
+test is watched (``monitor``), never called drift-free.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pydantic import BaseModel, Field
 from agents.base import AgentTool
 from agents.context import RunContext
 from driftpilot.errors import LLMError
-from driftpilot.policy import DriftBounds, Severity
+from driftpilot.policy import DriftAction, DriftBounds, Severity
 from tools.drift import DriftResult, data_drift, model_performance, prediction_drift
 
 NAME = "drift_analyst"
@@ -86,11 +87,12 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         drift.drift_share, perf.get("metric_drop"), perf.get("prediction_drifted", False)
     )
     known = _metrics(drift, perf)
+    action = _policy_action(drift, bounds)
     fallback = DriftVerdict(
-        action=bounds.default,
+        action=action,
         severity=bounds.severity,
         cited_metrics=_cite(drift, perf),
-        rationale=_template(drift, perf, bounds),
+        rationale=_template(drift, perf, bounds, action),
     )
 
     def check(d: DriftVerdict) -> None:
@@ -100,7 +102,9 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     evidence = {
         "drift_share": drift.drift_share,
         "dataset_drift": drift.dataset_drift,
+        "n_tested": drift.n_columns,
         "columns": [c.model_dump() for c in drift.columns[:8]],
+        "skipped_columns": drift.skipped_columns,
         "performance": perf,
         "signals": bounds.signals,
     }
@@ -129,6 +133,7 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
             "severity": verdict.severity,
             "drift_share": drift.drift_share,
             "drifted_columns": drift.drifted_columns(),
+            "skipped_columns": drift.skipped_columns,
             "report": drift.report_path,
             **perf,
         }
@@ -168,7 +173,8 @@ def _performance(
             lambda: prediction_drift(scorer.predict_proba(reference), scorer.predict_proba(frame)),
             {"champion_version": version},
         )
-        out.update({"prediction_drift_score": moved.score, "prediction_drifted": moved.drifted})
+        if moved is not None:  # None: too few rows to test the scores
+            out.update({"prediction_drift_score": moved.score, "prediction_drifted": moved.drifted})
     return out
 
 
@@ -198,10 +204,24 @@ def _cite(drift: DriftResult, perf: dict[str, Any]) -> dict[str, float]:
     return cited
 
 
-def _template(drift: DriftResult, perf: dict[str, Any], bounds: DriftBounds) -> str:
+def _policy_action(drift: DriftResult, bounds: DriftBounds) -> DriftAction:
+    """The policy's choice, except that a batch with no testable column is watched: 'none'
+    would report an absence of drift that nobody measured."""
+    if drift.n_columns == 0 and "monitor" in bounds.allowed:
+        return "monitor"
+    return bounds.default
+
+
+def _template(
+    drift: DriftResult, perf: dict[str, Any], bounds: DriftBounds, action: DriftAction
+) -> str:
     parts = [
         f"drift_share={drift.drift_share:.4f} ({drift.n_drifted}/{drift.n_columns} columns drifted)"
     ]
+    if drift.skipped_columns:
+        parts.append(f"{len(drift.skipped_columns)} columns not tested (too few values)")
+    if drift.n_columns == 0:
+        parts.append(f"no drift test possible on {drift.n_current} rows: watch the next batch")
     if drift.columns and drift.columns[0].drifted:
         top = drift.columns[0]
         parts.append(
@@ -212,5 +232,5 @@ def _template(drift: DriftResult, perf: dict[str, Any], bounds: DriftBounds) -> 
     if perf.get("metric_drop") is not None:
         parts.append(f"metric_drop={perf['metric_drop']:.4f} vs baseline {perf['baseline']:.4f}")
     signals = "; ".join(bounds.signals) or "no signal"
-    policy = f"Policy: {bounds.default} (severity {bounds.severity})"
+    policy = f"Policy: {action} (severity {bounds.severity})"
     return f"{'; '.join(parts)}. Signals: {signals}. {policy}."

@@ -46,7 +46,7 @@ def test_small_samples_use_p_values(
         jan_sample.head(400), months["2013-07"].head(400), numeric=["temp"], categorical=["origin"]
     )
     temp = next(c for c in result.columns if c.column == "temp")
-    assert "p_value" in temp.method and temp.drifted and temp.score < temp.threshold
+    assert temp.method == "ks" and temp.drifted and temp.score < temp.threshold
 
 
 def test_config_overrides_method_and_subsamples(months: dict[str, pl.DataFrame]) -> None:
@@ -79,3 +79,55 @@ def test_score_predictions_metrics() -> None:
     assert one_class.roc_auc is None and one_class.f1 == 0.0
     with pytest.raises(DataError, match="0/1"):
         score_predictions(np.array([0, 2]), np.array([0.1, 0.2]))
+
+
+def test_an_all_null_sparse_column_is_skipped_with_its_reason(
+    jan_sample: pl.DataFrame, months: dict[str, pl.DataFrame]
+) -> None:
+    # Seven real flights in calm weather: no wind gust recorded (Evidently used to raise).
+    calm = months["2013-02"].filter(pl.col("wind_gust").is_null()).head(7)
+    result = data_drift(jan_sample, calm, numeric=FLIGHTS.numeric, categorical=FLIGHTS.categorical)
+    assert result.skipped_columns == {
+        "wind_gust": "every value is null in the batch (a drift test needs 5)"
+    }
+    tested = {c.column for c in result.columns}
+    assert tested == set(FLIGHTS.features) - {"wind_gust"} and result.n_columns == len(tested)
+    assert result.drift_share == round(result.n_drifted / result.n_columns, 4)
+
+
+def test_a_batch_too_small_for_any_test(jan_sample: pl.DataFrame, tmp_path: Path) -> None:
+    report = tmp_path / "tiny.html"
+    result = data_drift(
+        jan_sample, jan_sample.head(3), numeric=WEATHER, categorical=["carrier"], report_path=report
+    )
+    assert result.n_columns == 0 and result.columns == []
+    assert result.drift_share == 0.0 and not result.dataset_drift
+    assert set(result.skipped_columns) == {*WEATHER, "carrier"}
+    assert "only 3 non-null value(s) in the batch" in result.skipped_columns["temp"]
+    assert result.report_path is None and not report.exists()
+    assert prediction_drift(np.linspace(0, 1, 500), np.array([0.2, 0.4])) is None
+
+
+def test_small_batches_are_tested_with_p_values(months: dict[str, pl.DataFrame]) -> None:
+    # A distance with a fixed threshold reads the noise of a few hundred rows as drift; a
+    # p-value test does not (same month), and still sees summer (July).
+    jan = months["2013-01"].sample(fraction=1.0, shuffle=True, seed=7)
+    reference, same = jan.head(9000), jan.tail(6000).sample(n=120, seed=0)
+    result = data_drift(reference, same, numeric=FLIGHTS.numeric, categorical=FLIGHTS.categorical)
+    assert {c.method for c in result.columns} == {"ks", "chisquare"}
+    assert result.drift_share <= 0.1 and not result.dataset_drift
+    july = months["2013-07"].sample(n=300, seed=0)
+    summer = data_drift(reference, july, numeric=WEATHER)
+    temp = next(c for c in summer.columns if c.column == "temp")
+    assert temp.drifted and temp.score < temp.threshold
+
+
+def test_a_chosen_p_value_test_is_read_as_a_p_value(months: dict[str, pl.DataFrame]) -> None:
+    # 'ks' is reported by that name: its score is a p-value, drifted below the threshold.
+    cfg = DriftConfig(num_method="ks")
+    jan = months["2013-01"].sample(fraction=1.0, shuffle=True, seed=3)
+    half = jan.height // 2
+    same = data_drift(jan.head(half), jan.tail(half), numeric=["sched_dep_time"], config=cfg)
+    assert same.columns[0].score > 0.05 and not same.columns[0].drifted
+    moved = data_drift(months["2013-01"], months["2013-07"], numeric=["temp"], config=cfg)
+    assert moved.columns[0].score < 0.05 and moved.columns[0].drifted

@@ -1,0 +1,90 @@
+"""Small batches complete: a column too sparse to test is skipped with its reason, and a batch
+too small for any drift test ends in a clear verdict, through the real control graph on real
+flights."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import polars as pl
+import pytest
+
+from driftpilot.audit.models import Decision
+from driftpilot.service import ControlPlane
+from driftpilot.settings import get_settings
+from tools.datasets import FLIGHTS
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def jan(months: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
+    rows = months["2013-01"].sample(fraction=1.0, shuffle=True, seed=7)
+    others = [c for c in FLIGHTS.features if c != "wind_gust"]
+    # Calm hours: no gust recorded (the column is null), everything else present.
+    calm = rows.tail(6000).filter(pl.col("wind_gust").is_null()).drop_nulls(others)
+    return {"initial": rows.head(9000).sort("time_hour"), "calm": calm}
+
+
+@pytest.fixture(scope="module")
+def plane(
+    tmp_path_factory: pytest.TempPathFactory, jan: dict[str, pl.DataFrame]
+) -> Iterator[ControlPlane]:
+    """One home with a flights champion for the module, default policy, builtin LLM."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("DRIFTPILOT_HOME", str(tmp_path_factory.mktemp("small") / "home"))
+        env.delenv("DRIFTPILOT_POLICY_PATH", raising=False)
+        get_settings.cache_clear()
+        cp = ControlPlane(get_settings())
+        cp.add_model(
+            "flights",
+            jan["initial"],
+            target=FLIGHTS.target,
+            time_col=FLIGHTS.time_col,
+            numeric=FLIGHTS.numeric,
+            categorical=FLIGHTS.categorical,
+            principal="alice",
+        )
+        yield cp
+        cp.close()
+    get_settings.cache_clear()
+
+
+def analyst(cp: ControlPlane, run_id: str) -> Decision:
+    [decision] = cp.store.list_rows(
+        Decision, Decision.run_id == run_id, Decision.agent == "drift_analyst"
+    )
+    return decision
+
+
+def test_seven_rows_with_an_all_null_sparse_column_complete(
+    plane: ControlPlane, jan: dict[str, pl.DataFrame]
+) -> None:
+    batch = jan["calm"].head(7)
+    view = plane.start_run("flights", batch, "seven-calm")
+    assert view.status == "completed", view.summary
+    assert view.outcome in ("no_retrain:none", "no_retrain:monitor")
+    drift = view.summary["drift"]
+    assert drift["skipped_columns"] == {
+        "wind_gust": "every value is null in the batch (a drift test needs 5)"
+    }
+    decision = analyst(plane, view.run_id)
+    evidence = json.loads(decision.evidence)
+    assert evidence["n_tested"] == len(FLIGHTS.features) - 1
+    assert "1 columns not tested (too few values)" in decision.rationale
+
+
+def test_a_batch_too_small_for_any_drift_test_is_watched(
+    plane: ControlPlane, jan: dict[str, pl.DataFrame]
+) -> None:
+    batch = jan["calm"].tail(3)
+    view = plane.start_run("flights", batch, "three")
+    assert view.status == "completed", view.summary
+    assert view.outcome == "no_retrain:monitor"  # never 'none': nothing was measured
+    drift = view.summary["drift"]
+    assert drift["drift_share"] == 0.0 and set(drift["skipped_columns"]) == set(FLIGHTS.features)
+    assert "prediction_drifted" not in drift  # three scores are not tested either
+    decision = analyst(plane, view.run_id)
+    assert "no drift test possible on 3 rows" in decision.rationale
+    assert "Policy: monitor" in decision.rationale
