@@ -1,22 +1,111 @@
 """The ``driftpilot`` command line.
 
 Heavy libraries are imported inside the commands, so ``driftpilot --help`` is instant.
+
+Errors: parsing and running every command go through one guard (``_Guarded``, the app's group
+class), so a command raises and never prints its own error. The user sees one line on stderr
+and an exit code, never a traceback:
+
+    DriftPilotError (ours, worded for people)      error: <message>                      exit 1
+    bad usage (typer.BadParameter, bad option)     error: <message> (try '... --help')   exit 2
+    anything else (a bug)                          error: internal error: <Type>: <msg>  exit 3
+                                                   hint: run again with --log-level DEBUG
+
+``driftpilot --log-level DEBUG <command>`` prints the traceback as well. A new command follows
+the pattern: check its options and raise ``typer.BadParameter`` (a bad value) or ``UsageError``
+(a missing combination), call the service, and let a ``DriftPilotError`` rise.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sys
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+# Typer 0.29 vendors click: the Context its groups take and the errors it raises live here.
+from typer._click import ClickException, Context
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
+from typer.core import TyperGroup
+
 from driftpilot.errors import DriftPilotError
 
-app = typer.Typer(help="DriftPilot: keep production tabular models healthy.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from tools.datasets import DatasetSpec
+
+EXIT_ERROR, EXIT_USAGE, EXIT_INTERNAL = 1, 2, 3
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _error(message: str) -> None:
+    """One line on stderr. Plain echo, not rich: a message may hold [brackets] that rich
+    would read as markup, and rich wraps long lines."""
+    typer.echo(f"{typer.style('error:', fg='red')} {' '.join(message.split())}", err=True)
+
+
+def _traceback_if_debugging() -> bool:
+    """Print the traceback being handled when logging at DEBUG; say whether it did."""
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        return False
+    traceback.print_exc(file=sys.stderr)
+    return True
+
+
+@contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """Map every exception a command raises to one ``error:`` line and an exit code."""
+    try:
+        yield
+    except (typer.Exit, typer.Abort, NoArgsIsHelpError):
+        raise  # exits, Ctrl-C and "no arguments: show the help" stay typer's
+    except UsageError as exc:
+        hint = f" (try '{exc.ctx.command_path} --help')" if exc.ctx else ""
+        _error(exc.format_message() + hint)
+        raise typer.Exit(EXIT_USAGE) from None
+    except ClickException as exc:
+        _error(exc.format_message())
+        raise typer.Exit(exc.exit_code) from None
+    except DriftPilotError as exc:
+        _traceback_if_debugging()
+        _error(str(exc) or type(exc).__name__)
+        raise typer.Exit(EXIT_ERROR) from None
+    except Exception as exc:
+        debugging = _traceback_if_debugging()
+        _error(f"internal error: {type(exc).__name__}: {exc}")
+        if not debugging:
+            typer.echo(
+                "hint: run again as 'driftpilot --log-level DEBUG ...' to see the traceback",
+                err=True,
+            )
+        raise typer.Exit(EXIT_INTERNAL) from None
+
+
+class _Guarded(TyperGroup):
+    """The app's group: parsing its options, and parsing and running every subcommand
+    (nested groups included), happen inside the error guard."""
+
+    def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
+        with _one_line_errors():
+            return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: Context) -> Any:
+        with _one_line_errors():
+            return super().invoke(ctx)
+
+
+app = typer.Typer(
+    cls=_Guarded,
+    help="DriftPilot: keep production tabular models healthy.",
+    no_args_is_help=True,
+)
 model_app = typer.Typer(help="Managed models.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
 console = Console()
@@ -26,6 +115,10 @@ console = Console()
 def main(log_level: Annotated[str, typer.Option(help="Logging level.")] = "WARNING") -> None:
     from driftpilot.logs import setup_logging
 
+    if log_level.upper() not in LOG_LEVELS:
+        raise typer.BadParameter(
+            f"{log_level!r} is not one of {', '.join(LOG_LEVELS)}", param_hint="'--log-level'"
+        )
     setup_logging(log_level)
 
 
@@ -35,24 +128,34 @@ def _plane() -> Any:
     return ControlPlane()
 
 
-def _fail(exc: Exception, code: int = 1) -> typer.Exit:
-    console.print(f"[red]error:[/red] {exc}")
-    return typer.Exit(code)
+def _spec(dataset: str) -> DatasetSpec:
+    """The built-in dataset's spec; an unknown name is bad usage."""
+    from tools.datasets import SPECS
+
+    if dataset not in SPECS:
+        raise typer.BadParameter(
+            f"unknown dataset {dataset!r}; built-in datasets: {', '.join(sorted(SPECS))}"
+        )
+    return SPECS[dataset]
+
+
+def _dataset_batch(from_dataset: str | None) -> tuple[DatasetSpec, str]:
+    """The dataset and batch id named by '--from-dataset flights:2013-03' (nothing is read)."""
+    if from_dataset is None or ":" not in from_dataset:
+        raise UsageError("give --batch PATH or --from-dataset NAME:BATCH_ID (e.g. flights:2013-03)")
+    name, batch_id = from_dataset.split(":", 1)
+    return _spec(name), batch_id
 
 
 def _batch_from(batch: Path | None, from_dataset: str | None) -> tuple[Any, str]:
     """A batch frame and its id, from a file or from a built-in dataset ('flights:2013-03')."""
     from tools.data import load_table, split_batches
-    from tools.datasets import SPECS, load_dataset
+    from tools.datasets import load_dataset
 
     if batch is not None:
         return load_table(batch), batch.stem
-    if from_dataset is None or ":" not in from_dataset:
-        raise typer.BadParameter(
-            "give --batch PATH or --from-dataset NAME:BATCH_ID (e.g. flights:2013-03)"
-        )
-    name, batch_id = from_dataset.split(":", 1)
-    spec = SPECS[name]
+    spec, batch_id = _dataset_batch(from_dataset)
+    name = spec.name
     batches = {
         b.info.batch_id: b.frame
         for b in split_batches(
@@ -89,34 +192,32 @@ def model_add(
 ) -> None:
     """Register a managed model and train, register and promote its first champion."""
     from tools.data import load_table
-    from tools.datasets import SPECS
 
-    try:
-        if dataset:
-            spec = SPECS[dataset]
-            frame, _ = _batch_from(None, f"{dataset}:{initial}")
-            target, time_col = spec.target, spec.time_col
-            num, cat = spec.numeric, spec.categorical
-        else:
-            if not (data and target and time_col and numeric):
-                raise typer.BadParameter(
-                    "give --dataset and --initial, or --data, --target, --time-col, --numeric"
-                )
-            frame = load_table(data)
-            num, cat = numeric.split(","), [c for c in categorical.split(",") if c]
-        view = _plane().add_model(
-            name,
-            frame,
-            target=target,
-            time_col=time_col,
-            numeric=num,
-            categorical=cat,
-            family=family,
-            source=dataset or str(data),
-            principal=by,
-        )
-    except DriftPilotError as exc:
-        raise _fail(exc) from exc
+    if dataset:
+        if not initial:
+            raise UsageError("give --initial with --dataset (e.g. 2013-01)")
+        spec = _spec(dataset)
+        frame, _ = _batch_from(None, f"{dataset}:{initial}")
+        target, time_col = spec.target, spec.time_col
+        num, cat = spec.numeric, spec.categorical
+    else:
+        if not (data and target and time_col and numeric):
+            raise UsageError(
+                "give --dataset and --initial, or --data, --target, --time-col, --numeric"
+            )
+        frame = load_table(data)
+        num, cat = numeric.split(","), [c for c in categorical.split(",") if c]
+    view = _plane().add_model(
+        name,
+        frame,
+        target=target,
+        time_col=time_col,
+        numeric=num,
+        categorical=cat,
+        family=family,
+        source=dataset or str(data),
+        principal=by,
+    )
     console.print(
         f"Model [bold]{view.name}[/]: champion v{view.champion} ({view.family}), "
         f"baseline {view.metric} {view.baseline:.4f}."
@@ -151,16 +252,19 @@ def run(
     by: Annotated[str | None, typer.Option("--by", help="Who requests the run (audited).")] = None,
 ) -> None:
     """Run the control loop on one new batch."""
-    try:
-        frame, batch_id = _batch_from(batch, from_dataset)
-        with console.status(f"control run on {batch_id}..."):
-            view = _plane().start_run(model, frame, batch_id, requested_by=by)
-    except DriftPilotError as exc:
-        raise _fail(exc) from exc
+    if batch is None:
+        _dataset_batch(from_dataset)  # bad usage fails before anything is opened
+    plane = _plane()
+    plane.model_view(model)  # so does an unknown model: before a batch is read
+    frame, batch_id = _batch_from(batch, from_dataset)
+    with console.status(f"control run on {batch_id}..."):
+        view = plane.start_run(model, frame, batch_id, requested_by=by)
     _print_run(view)
 
 
 def _print_run(view: Any) -> None:
+    """The run as one line (and how to decide it, if it waits); a failed run ends the
+    command with its error and exit code 1."""
     console.print(
         f"run [bold]{view.run_id}[/] ({view.model}, batch {view.batch_id}): {view.status}"
         + (f", {view.outcome}" if view.outcome else "")
@@ -169,8 +273,9 @@ def _print_run(view: Any) -> None:
         console.print(f"[yellow]waiting for approval:[/] {view.approval_request['description']}")
         console.print(f"  approve: driftpilot approve {view.run_id} --as NAME [--comment TEXT]")
         console.print(f"  reject:  driftpilot reject {view.run_id} --as NAME [--comment TEXT]")
-    if view.summary.get("error"):
-        console.print(f"[red]error:[/] {view.summary['error']}")
+    if view.status == "failed":
+        _error(f"run {view.run_id[:12]} failed: {view.summary.get('error') or view.outcome}")
+        raise typer.Exit(EXIT_ERROR)
 
 
 @app.command()
@@ -195,12 +300,9 @@ def runs(
 
 def _decide(run_id: str, decision: str, who: str, comment: str) -> None:
     plane = _plane()
-    try:
-        run_id = plane.resolve_run_id(run_id)
-        with console.status(f"{decision} and resume run {run_id[:12]}..."):
-            view = plane.decide(run_id, decision, who, comment)
-    except DriftPilotError as exc:
-        raise _fail(exc) from exc
+    run_id = plane.resolve_run_id(run_id)
+    with console.status(f"{decision} and resume run {run_id[:12]}..."):
+        view = plane.decide(run_id, decision, who, comment)
     console.print(f"{who} {decision}d the promotion.")
     _print_run(view)
 
@@ -239,6 +341,8 @@ def audit(
     export: Annotated[str | None, typer.Option(help="Export format: jsonl (to stdout).")] = None,
 ) -> None:
     """Show, verify or export the audit trail."""
+    if export not in (None, "jsonl"):
+        raise typer.BadParameter(f"unknown export format {export!r}; use jsonl")
     plane = _plane()
     if verify:
         result = plane.verify()
@@ -252,8 +356,6 @@ def audit(
         )
         raise typer.Exit(1)
     if export is not None:
-        if export != "jsonl":
-            raise _fail(ValueError(f"unknown export format {export!r}; use jsonl"), 2)
         for row in plane.audit(run_id):
             sys.stdout.write(json.dumps(row, default=str) + "\n")
         return
@@ -287,10 +389,7 @@ def rollback(
     reason: Annotated[str, typer.Option(help="Why.")] = "",
 ) -> None:
     """Move the champion back to the previous version."""
-    try:
-        result = _plane().rollback(model, who, reason)
-    except DriftPilotError as exc:
-        raise _fail(exc) from exc
+    result = _plane().rollback(model, who, reason)
     console.print(f"{model}: champion v{result['from']} -> v{result['to']} (by {result['by']}).")
 
 
@@ -304,23 +403,18 @@ def demo(
     """The main job: a champion on the first batch, then every later batch through the loop."""
     from driftpilot.demo import run_demo
 
-    try:
-        run_demo(console, dataset=dataset, approve_as=approve_as, interactive=sys.stdin.isatty())
-    except DriftPilotError as exc:
-        raise _fail(exc) from exc
+    _spec(dataset)
+    run_demo(console, dataset=dataset, approve_as=approve_as, interactive=sys.stdin.isatty())
 
 
 @app.command()
 def tour(
-    trials: Annotated[int, typer.Option(help="Optuna trials for the challenger.")] = 12,
+    trials: Annotated[int, typer.Option(min=1, help="Optuna trials for the challenger.")] = 12,
 ) -> None:
     """Walk through the deterministic tools on the real 2013 flights (no agents)."""
     from driftpilot.tour import run_tool_tour
 
-    try:
-        run_tool_tour(console, trials=trials)
-    except DriftPilotError as exc:
-        raise _fail(exc) from exc
+    run_tool_tour(console, trials=trials)
 
 
 @app.command()
@@ -332,17 +426,11 @@ def data(
 ) -> None:
     """Load a built-in real dataset and list its batches."""
     from tools.data import split_batches
-    from tools.datasets import SPECS, load_dataset
+    from tools.datasets import load_dataset
 
-    try:
-        spec = SPECS[dataset]
-        frame = load_dataset(dataset)  # type: ignore[arg-type]
-        batches = split_batches(frame, spec.time_col, every=every or spec.batch_every)  # type: ignore[arg-type]
-    except KeyError:
-        console.print(f"[red]error:[/red] unknown dataset {dataset!r}; choose from {sorted(SPECS)}")
-        raise typer.Exit(2) from None
-    except DriftPilotError as exc:
-        raise _fail(exc) from exc
+    spec = _spec(dataset)
+    frame = load_dataset(dataset)  # type: ignore[arg-type]
+    batches = split_batches(frame, spec.time_col, every=every or spec.batch_every)  # type: ignore[arg-type]
     table = Table(title=f"{dataset}: {frame.height:,} rows, label {spec.target!r}")
     for col in ("batch", "rows", f"{spec.target} rate", "hash"):
         table.add_column(col)

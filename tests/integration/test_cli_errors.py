@@ -1,0 +1,104 @@
+"""Every CLI command's error path, as a user meets it: the installed ``driftpilot`` in a
+subprocess. Each ends with exactly one ``error:`` line, the documented exit code (1 our error,
+2 bad usage, 3 a bug) and no traceback. Every case fails before any heavy work."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer.main
+
+from driftpilot.cli import app
+
+pytestmark = pytest.mark.integration
+
+DRIFTPILOT = Path(sys.executable).with_name("driftpilot")
+
+FROM_FILE = "model add m --data {{tmp}}/{file} --target y --time-col t --numeric a"
+# (command, command line, exit code, part of the error line). {tmp} is the test's directory.
+CASES = [
+    ("model add", "model add m --dataset nope --initial x", 2, "unknown dataset 'nope'"),
+    ("model add", "model add m --dataset flights", 2, "give --initial"),
+    ("model add", FROM_FILE.format(file="gone.csv"), 1, "no such file"),
+    ("model add", FROM_FILE.format(file="notes.txt"), 1, "unsupported file type"),
+    ("model list", "model list", 1, "invalid policy file"),
+    ("run", "run flights --from-dataset nope:X", 2, "unknown dataset 'nope'"),
+    ("run", "run flights --from-dataset flights", 2, "--from-dataset NAME:BATCH_ID"),
+    ("run", "run nope --from-dataset flights:2013-03", 1, "no model 'nope'"),
+    ("run", "run nope --batch {tmp}/gone.csv", 1, "no model 'nope'"),
+    ("runs", "runs --limit many", 2, "Invalid value for '--limit'"),
+    ("approve", "approve abc123", 2, "Missing option '--as'"),
+    ("approve", "approve abc123 --as bob", 1, "no run match 'abc123'"),
+    ("reject", "reject abc123 --as bob", 1, "no run match 'abc123'"),
+    ("approvals", "approvals", 1, "invalid policy file"),
+    ("audit", "audit --export xml", 2, "unknown export format 'xml'"),
+    ("rollback", "rollback nope --as bob", 1, "no model 'nope'"),
+    ("demo", "demo --dataset nope", 2, "unknown dataset 'nope'"),
+    ("tour", "tour --trials 0", 2, "Invalid value for '--trials'"),
+    ("data", "data nope", 2, "unknown dataset 'nope'"),
+    ("driftpilot", "nope", 2, "No such command 'nope'"),
+    ("driftpilot", "--log-level LOUD runs", 2, "'LOUD' is not one of DEBUG"),
+]
+BAD_POLICY = {"model list", "approvals"}  # commands without arguments fail on a broken config
+
+
+def driftpilot(line: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if k != "DRIFTPILOT_POLICY_PATH"}
+    environ.update({"DRIFTPILOT_HOME": str(tmp_path / "home"), **env})
+    argv = shlex.split(line.format(tmp=tmp_path))
+    return subprocess.run(
+        [str(DRIFTPILOT), *argv], capture_output=True, text=True, env=environ, timeout=120
+    )
+
+
+def assert_one_error_line(done: subprocess.CompletedProcess[str], code: int, part: str) -> None:
+    output = done.stdout + done.stderr
+    assert "Traceback" not in output, output
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, output
+    assert part in errors[0], output
+    assert done.returncode == code, output
+
+
+@pytest.mark.parametrize(("command", "line", "code", "part"), CASES)
+def test_error_path(command: str, line: str, code: int, part: str, tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("not a table\n")
+    env = {}
+    if command in BAD_POLICY:
+        policy = tmp_path / "policy.yaml"
+        policy.write_text("drift: [unclosed\n")
+        env["DRIFTPILOT_POLICY_PATH"] = str(policy)
+    assert_one_error_line(driftpilot(line, tmp_path, **env), code, part)
+
+
+def command_names(group: Any, prefix: str = "") -> set[str]:
+    """'run', 'model add', ...: every command a user can type, nested groups included."""
+    names: set[str] = set()
+    for name, command in group.commands.items():
+        if getattr(command, "commands", None):
+            names |= command_names(command, f"{prefix}{name} ")
+        else:
+            names.add(f"{prefix}{name}")
+    return names
+
+
+def test_every_command_has_an_error_case() -> None:
+    missing = command_names(typer.main.get_command(app)) - {case[0] for case in CASES}
+    assert not missing, f"give these commands a case in CASES: {sorted(missing)}"
+
+
+def test_a_bug_is_one_line_with_a_hint_and_the_traceback_on_request(tmp_path: Path) -> None:
+    # A home that is a file: creating its folders fails with an OSError, not one of ours.
+    home = tmp_path / "home-file"
+    home.write_text("")
+    done = driftpilot("runs", tmp_path, DRIFTPILOT_HOME=str(home))
+    assert_one_error_line(done, 3, "internal error: FileExistsError")
+    assert "--log-level DEBUG" in done.stderr
+    debug = driftpilot("--log-level DEBUG runs", tmp_path, DRIFTPILOT_HOME=str(home))
+    assert debug.returncode == 3 and "Traceback" in debug.stderr
