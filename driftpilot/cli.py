@@ -108,6 +108,8 @@ app = typer.Typer(
 )
 model_app = typer.Typer(help="Managed models.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
+audit_app = typer.Typer(help="Show, verify or export the audit trail; its signed checkpoints.")
+app.add_typer(audit_app, name="audit")
 console = Console()
 
 
@@ -250,15 +252,18 @@ def run(
         str | None, typer.Option(help="Built-in batch, e.g. flights:2013-07.")
     ] = None,
     by: Annotated[str | None, typer.Option("--by", help="Who requests the run (audited).")] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="If another run holds the model, wait for it.")
+    ] = False,
 ) -> None:
-    """Run the control loop on one new batch."""
+    """Run the control loop on one new batch (one run per model at a time)."""
     if batch is None:
         _dataset_batch(from_dataset)  # bad usage fails before anything is opened
     plane = _plane()
     plane.model_view(model)  # so does an unknown model: before a batch is read
     frame, batch_id = _batch_from(batch, from_dataset)
     with console.status(f"control run on {batch_id}..."):
-        view = plane.start_run(model, frame, batch_id, requested_by=by)
+        view = plane.start_run(model, frame, batch_id, requested_by=by, wait=wait)
     _print_run(view)
 
 
@@ -334,27 +339,29 @@ def approvals() -> None:
         _print_run(view)
 
 
-@app.command()
+@audit_app.callback(invoke_without_command=True)
 def audit(
+    ctx: typer.Context,
     run_id: Annotated[str | None, typer.Option("--run", help="Only this run.")] = None,
-    verify: Annotated[bool, typer.Option("--verify", help="Walk the hash chains.")] = False,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify",
+            help="Walk the hash chains, compare with the newest signed checkpoint, check the "
+            "invariants across tables and against MLflow.",
+        ),
+    ] = False,
     export: Annotated[str | None, typer.Option(help="Export format: jsonl (to stdout).")] = None,
 ) -> None:
     """Show, verify or export the audit trail."""
+    if ctx.invoked_subcommand is not None:
+        return
     if export not in (None, "jsonl"):
         raise typer.BadParameter(f"unknown export format {export!r}; use jsonl")
     plane = _plane()
     if verify:
-        result = plane.verify()
-        if result.ok:
-            console.print(f"[green]audit verified[/]: {result.checked}")
-            return
-        broken = result.first_broken
-        assert broken is not None
-        console.print(
-            f"[red]audit BROKEN[/] at {broken.table} row {broken.row_id}: {broken.reason}"
-        )
-        raise typer.Exit(1)
+        _print_verify(plane.verify())
+        return
     if export is not None:
         for row in plane.audit(run_id):
             sys.stdout.write(json.dumps(row, default=str) + "\n")
@@ -362,12 +369,13 @@ def audit(
     table = Table("table", "id", "run", "agent/kind", "action", "detail", "at")
     for row in plane.audit(run_id):
         who = row.get("agent") or row.get("kind") or row.get("model", "")
-        action = row.get("action") or row.get("tool") or row.get("decision", "")
+        action = row.get("action") or row.get("tool") or row.get("decision") or row.get("phase", "")
         detail = (
             row.get("rationale")
             or row.get("comment")
             or row.get("principal")
             or row.get("actor")
+            or row.get("step")
             or ""
         )
         table.add_row(
@@ -379,6 +387,55 @@ def audit(
             str(detail)[:90],
             row["created_at"][:19],
         )
+    console.print(table)
+
+
+def _print_verify(result: Any) -> None:
+    """'audit verified' or every finding; a broken audit exits 1."""
+    if result.ok:
+        console.print(
+            f"[green]audit verified[/]: {result.checked}"
+            + (", matches the newest signed checkpoint" if result.checkpoint else "")
+        )
+        return
+    broken = result.first_broken
+    if broken is not None:
+        console.print(
+            f"[red]audit BROKEN[/] at {broken.table} row {broken.row_id}: {broken.reason}"
+        )
+    for problem in result.problems:
+        console.print(f"[red]audit BROKEN[/]: {problem}", soft_wrap=True)
+    raise typer.Exit(EXIT_ERROR)
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint(
+    export: Annotated[
+        bool, typer.Option("--export", help="Print only the signed checkpoint, for publishing.")
+    ] = False,
+) -> None:
+    """The newest signed checkpoint of the audit chain heads, and the key that verifies it."""
+    plane = _plane()
+    text = plane.latest_checkpoint()
+    if export:
+        sys.stdout.write(text)
+        return
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+    console.print(f"verifier key: {plane.audit_verifier_key()}", markup=False, soft_wrap=True)
+
+
+@app.command()
+def recover() -> None:
+    """Finish runs whose process died: resume runs left running (lease expired) from their
+    last checkpoint, apply approval decisions recorded but never applied."""
+    done = _plane().recover()
+    if not done:
+        console.print("nothing to recover")
+        return
+    table = Table("run", "model", "found", "did", "now")
+    for r in done:
+        now = r.status + (f", {r.outcome}" if r.outcome else "")
+        table.add_row(r.run_id[:12], r.model, r.found, r.did, now)
     console.print(table)
 
 

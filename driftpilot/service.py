@@ -665,6 +665,12 @@ class ControlPlane:
         latest = checkpoint.latest_checkpoint(self.settings.audit_checkpoint_log)
         return latest.text if latest is not None else self._checkpoint()
 
+    def audit_verifier_key(self) -> str:
+        """The public key that verifies audit checkpoints, as a signed-note verifier key."""
+        from driftpilot.audit import checkpoint
+
+        return checkpoint.public_key_line(self._audit_key(), KEY_NAME)
+
     def champion_at(self, model: str, when: datetime | str) -> int | None:
         return self.store.champion_at(model, when)
 

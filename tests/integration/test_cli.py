@@ -58,8 +58,13 @@ def test_cli_story(settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         "tool_calls",
         "approvals",
         "champion_history",
+        "mutations",
     }
     assert "audit verified" in ok("audit", "--verify")
+    assert "nothing to recover" in ok("recover")
+    signed = ok("audit", "checkpoint", "--export")
+    assert signed.startswith("driftpilot/") and "\u2014 driftpilot-audit " in signed
+    assert "verifier key: driftpilot-audit+" in ok("audit", "checkpoint")
     assert "v2 -> v1" in ok("rollback", "fl", "--as", "cy", "--reason", "ops complaint")
 
     db = sqlite3.connect(str(settings.home / "driftpilot.db"))

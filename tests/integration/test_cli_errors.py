@@ -39,13 +39,21 @@ CASES = [
     ("approvals", "approvals", 1, "invalid policy file"),
     ("audit", "audit --export xml", 2, "unknown export format 'xml'"),
     ("rollback", "rollback nope --as bob", 1, "no model 'nope'"),
+    ("rollback", "rollback nope --as 'bob\u200b'", 1, "invisible or control characters"),
+    ("recover", "recover", 1, "invalid policy file"),
+    ("audit checkpoint", "audit checkpoint --export", 1, "invalid policy file"),
     ("demo", "demo --dataset nope", 2, "unknown dataset 'nope'"),
     ("tour", "tour --trials 0", 2, "Invalid value for '--trials'"),
     ("data", "data nope", 2, "unknown dataset 'nope'"),
     ("driftpilot", "nope", 2, "No such command 'nope'"),
     ("driftpilot", "--log-level LOUD runs", 2, "'LOUD' is not one of DEBUG"),
 ]
-BAD_POLICY = {"model list", "approvals"}  # commands without arguments fail on a broken config
+BAD_POLICY = {
+    "model list",
+    "approvals",
+    "recover",
+    "audit checkpoint",
+}  # commands without arguments fail on a broken config
 
 
 def driftpilot(line: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
