@@ -30,6 +30,9 @@ class CicdDecision(BaseModel):
 
 def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     run_id, model = state["run_id"], state["model"]
+    done = ctx.store.effect(run_id, NAME)
+    if done is not None:  # replay: the tier (and any approval request) stands as decided
+        return {"cicd": done}
     ev, rt = state["evaluation"], state["retraining"]
     champ_family = ctx.model(model).family if ev.get("champion_version") else None
     inputs = RiskInputs(
@@ -79,9 +82,9 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         )
         ctx.store.request_approval(run_id, state["requested_by"], request, action)
     ctx.record(run_id, NAME, outcome, f"risk:{tier}", outcome.decision.rationale, evidence, flags)
-    return {
-        "cicd": {"tier": tier, "reasons": risk.reasons, "summary": outcome.decision.request_summary}
-    }
+    result = {"tier": tier, "reasons": risk.reasons, "summary": outcome.decision.request_summary}
+    ctx.store.record_effect(run_id, NAME, result)
+    return {"cicd": result}
 
 
 def approval_request(

@@ -445,7 +445,9 @@ class ControlPlane:
         config = {"configurable": {"thread_id": run_id}}
         try:
             with LeaseKeeper(self.store, model, run_id, self.settings.lease_ttl_s):
-                self.graph.invoke(graph_input, config)
+                # "sync": a node's checkpoint is on disk before the next node starts, so a
+                # crash never replays a finished node (the default writes in the background).
+                self.graph.invoke(graph_input, config, durability="sync")
                 if self.graph.get_state(config).next:
                     self.store.update_run(run_id, status="waiting_approval")
         except Exception as exc:

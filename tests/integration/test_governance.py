@@ -230,6 +230,9 @@ def test_kill_before_the_interrupt_then_recover_and_approve(
     time.sleep(TTL + 0.5)
     [done] = ControlPlane(get_settings()).recover()
     assert (done.status, done.outcome) == ("waiting_approval", None)
+    assert "before ['approval']" in done.found  # finished nodes are not replayed
+    made = cp.store.list_rows(Decision, Decision.run_id == run.id)
+    assert [d.action for d in made if d.agent == "cicd"] == ["risk:high"]  # decided once
     crash("after_alias", "decide", run.id)  # the approved promotion dies after the alias move
     time.sleep(TTL + 0.5)
     [again] = ControlPlane(get_settings()).recover()
