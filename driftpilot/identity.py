@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from typing import Literal
 
 from driftpilot.errors import InvalidPrincipal
 
 MAX_PRINCIPAL = 200
+Role = Literal["viewer", "operator", "approver", "admin"]
+# Each role includes the ones before it: an approver may also start runs, an admin everything.
+ROLES: tuple[Role, ...] = ("viewer", "operator", "approver", "admin")
 # Cc control, Cf format (zero-width, bidi marks, BOM), Co private use, Cs surrogates,
 # Cn unassigned, Zl/Zp line and paragraph separators.
 _FORBIDDEN_CATEGORIES = {"Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp"}
@@ -48,6 +52,11 @@ def normalize_principal(name: str | None) -> str:
 
 def _invisible(char: str) -> bool:
     return unicodedata.category(char) in _FORBIDDEN_CATEGORIES
+
+
+def has_role(role: str, needed: Role) -> bool:
+    """Whether a key with ``role`` may do what ``needed`` may (unknown roles may nothing)."""
+    return role in ROLES and ROLES.index(role) >= ROLES.index(needed)
 
 
 def same_person(a: str, b: str) -> bool:

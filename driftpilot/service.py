@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import socket
 import sqlite3
@@ -25,7 +26,7 @@ from pydantic import BaseModel, Field
 from agents.base import Outcome
 from agents.context import RunContext
 from driftpilot.audit import AuditStore, VerifyResult
-from driftpilot.audit.models import ChampionChange, ManagedModel, Run
+from driftpilot.audit.models import ApiKey, ChampionChange, ManagedModel, Run
 from driftpilot.audit.store import now
 from driftpilot.errors import (
     ApprovalError,
@@ -52,7 +53,7 @@ class RunView(BaseModel):
     run_id: str
     model: str
     batch_id: str
-    status: str = Field(description="running | waiting_approval | completed | failed")
+    status: str = Field(description="pending | running | waiting_approval | completed | failed")
     outcome: str | None
     requested_by: str
     created_at: str
@@ -68,6 +69,16 @@ class ModelView(BaseModel):
     champion: int | None
     baseline: float | None
     features: list[str]
+
+
+class ApiKeyView(BaseModel):
+    """An API key as shown to people (never its secret)."""
+
+    key_id: str
+    principal: str
+    role: str
+    created_at: str
+    revoked: bool
 
 
 class Recovery(BaseModel):
@@ -346,6 +357,7 @@ class ControlPlane:
         run_id: str,
         trigger: str,
         principal: str,
+        status: str = "running",
     ) -> dict[str, Any]:
         assert self.settings.batches_dir is not None
         incoming = self.settings.batches_dir / model / "incoming"
@@ -373,7 +385,7 @@ class ControlPlane:
                 batch_id=batch_id,
                 trigger=trigger,
                 requested_by=principal,
-                status="running",
+                status=status,
                 outcome=None,
                 summary=json.dumps({"input": state}),
                 created_at=now(),
@@ -382,9 +394,13 @@ class ControlPlane:
         )
         return state
 
-    def _acquire(self, model: str, run_id: str, *, wait: bool) -> None:
-        """Take the model's lease; with ``wait``, poll for up to one lease time to live."""
-        deadline = time.monotonic() + (self.settings.lease_ttl_s if wait else 0)
+    def _acquire(
+        self, model: str, run_id: str, *, wait: bool, timeout_s: float | None = None
+    ) -> None:
+        """Take the model's lease; with ``wait``, poll until it is free, for at most
+        ``timeout_s`` (default: one lease time to live; ``math.inf``: as long as it takes)."""
+        limit = self.settings.lease_ttl_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + (limit if wait else 0)
         while True:
             try:
                 self.store.acquire_lease(model, run_id, holder(), self.settings.lease_ttl_s)
@@ -393,6 +409,64 @@ class ControlPlane:
                 if time.monotonic() >= deadline:
                     raise
                 time.sleep(0.5)
+
+    # -- asynchronous runs (the API): submit now, execute in a worker -----------------------------
+
+    def submit_run(
+        self,
+        model: str,
+        batch: pl.DataFrame,
+        batch_id: str,
+        *,
+        trigger: str = "api",
+        requested_by: str | None = None,
+        multitask_strategy: str = "reject",
+    ) -> RunView:
+        """Store the batch and create the run as ``pending``; ``execute_run`` runs it later.
+
+        ``multitask_strategy``: ``reject`` refuses while the model has another pending or
+        running run; ``enqueue`` lets the run wait for the model's lease.
+
+        Raises:
+            NotFound: unknown model.
+            ModelBusy: ``reject`` and the model is busy.
+            ConfigError: unknown strategy.
+        """
+        if multitask_strategy not in ("reject", "enqueue"):
+            raise ConfigError(
+                f"multitask_strategy must be 'reject' or 'enqueue', got {multitask_strategy!r}"
+            )
+        self.store.get(ManagedModel, model)
+        principal = normalize_principal(requested_by or self.settings.principal)
+        if multitask_strategy == "reject":
+            self._refuse_if_busy(model)
+        run_id = uuid.uuid4().hex
+        self._new_run(model, batch, safe_label(batch_id), run_id, trigger, principal, "pending")
+        return self.get_run(run_id)
+
+    def _refuse_if_busy(self, model: str) -> None:
+        lease = self.store.lease(model)
+        if lease is not None and lease.expires_at > now():
+            raise ModelBusy(f"model {model!r} is busy: run {lease.run_id[:12]} holds its lease")
+        busy = self.store.list_rows(
+            Run, Run.model == model, Run.status.in_(("pending", "running")), limit=1
+        )
+        if busy:
+            raise ModelBusy(f"model {model!r} is busy: run {busy[0].id[:12]} is {busy[0].status}")
+
+    def execute_run(self, run_id: str, *, timeout_s: float = math.inf) -> RunView:
+        """Run a pending run: wait for the model's lease, then drive the graph. A run that is
+        no longer pending (another worker took it) is left alone."""
+        run = self.store.get(Run, run_id)
+        if run.status != "pending":
+            return self.get_run(run_id)
+        self._acquire(run.model, run_id, wait=True, timeout_s=timeout_s)
+        run = self.store.get(Run, run_id)
+        if run.status != "pending":
+            self.store.release_lease(run.model, run_id)
+            return self.get_run(run_id)
+        self.store.update_run(run_id, status="running")
+        return self._drive(run_id, run.model, json.loads(run.summary)["input"])
 
     def decide(
         self, run_id: str, decision: str, approver: str, comment: str = "", *, wait: bool = False
@@ -406,9 +480,16 @@ class ControlPlane:
             ApprovalError: the run is not waiting, the approver requested it, or a different
                 decision is already on record.
             InvalidPrincipal: the approver's name is empty, blank or has invisible characters.
+            ModelBusy: another run holds the model (after waiting, with ``wait``).
         """
-        from langgraph.types import Command
+        self.record_decision(run_id, decision, approver, comment, wait=wait)
+        return self.resume_run(run_id)
 
+    def record_decision(
+        self, run_id: str, decision: str, approver: str, comment: str = "", *, wait: bool = False
+    ) -> RunView:
+        """The first half of ``decide``: check, take the model's lease, record the decision and
+        mark the run ``running``; ``resume_run`` (here or in a worker) applies it."""
         approver = normalize_principal(approver)
         run = self.store.get(Run, run_id)
         rows = self.store.approval_rows(run_id)
@@ -427,11 +508,22 @@ class ControlPlane:
         self._acquire(run.model, run_id, wait=wait)
         try:
             if recorded is None:
-                recorded = self.store.decide_approval(run_id, approver, decision, comment)
+                self.store.decide_approval(run_id, approver, decision, comment)
             self.store.update_run(run_id, status="running")
         except BaseException:
             self.store.release_lease(run.model, run_id)
             raise
+        return self.get_run(run_id)
+
+    def resume_run(self, run_id: str) -> RunView:
+        """Resume a run whose decision is recorded and whose lease this process holds."""
+        from langgraph.types import Command
+
+        run = self.store.get(Run, run_id)
+        rows = self.store.approval_rows(run_id)
+        if len(rows) < 2:
+            raise ApprovalError(f"run {run_id} has no recorded decision to resume with")
+        recorded = rows[1]
         resume = {
             "decision": recorded.decision,
             "approver": recorded.principal,
@@ -460,6 +552,24 @@ class ControlPlane:
         finally:
             self._checkpoint()
         return self.get_run(run_id)
+
+    # -- api keys -------------------------------------------------------------------------------
+
+    def create_api_key(self, name: str, role: str) -> tuple[ApiKeyView, str]:
+        """A new API key; the secret is returned once and only its hash is stored."""
+        row, secret = self.store.create_api_key(name, role)
+        return _key_view(row), secret
+
+    def authenticate(self, secret: str) -> ApiKeyView | None:
+        """The live key with this secret (None: unknown or revoked)."""
+        row = self.store.authenticate(secret)
+        return _key_view(row) if row is not None else None
+
+    def list_api_keys(self) -> list[ApiKeyView]:
+        return [_key_view(r) for r in self.store.list_rows(ApiKey, order=ApiKey.created_at)]
+
+    def revoke_api_key(self, key_id: str) -> ApiKeyView:
+        return _key_view(self.store.revoke_api_key(key_id))
 
     # -- recovery -------------------------------------------------------------------------------
 
@@ -743,3 +853,13 @@ class ControlPlane:
         result = {"model": model, "from": moved.previous, "to": moved.current, "by": actor}
         self.store.record_effect(op_id, "rollback", result)
         return result
+
+
+def _key_view(row: ApiKey) -> ApiKeyView:
+    return ApiKeyView(
+        key_id=row.id,
+        principal=row.principal,
+        role=row.role,
+        created_at=row.created_at,
+        revoked=row.revoked_at is not None,
+    )

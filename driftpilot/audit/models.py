@@ -90,6 +90,18 @@ class Lease(Base):
     expires_at: Mapped[str] = mapped_column(String(40))
 
 
+class ApiKey(Base):
+    """An API key: only the SHA-256 of its secret is stored; the principal comes from here."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    principal: Mapped[str] = mapped_column(String(200), index=True)
+    role: Mapped[str] = mapped_column(String(20), doc="viewer | operator | approver | admin")
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[str] = mapped_column(String(40))
+    revoked_at: Mapped[str | None] = mapped_column(String(40), nullable=True)
+
+
 class Chained:
     """Columns of every hash-chained table."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import threading
 import time
 import zlib
@@ -27,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from driftpilot.audit.models import (
     CHAINED,
+    ApiKey,
     Approval,
     BatchRecord,
     ChampionChange,
@@ -38,8 +40,8 @@ from driftpilot.audit.models import (
     StepEffect,
     ToolCall,
 )
-from driftpilot.errors import ApprovalError, AuditWriteError, ModelBusy, NotFound
-from driftpilot.identity import normalize_principal, same_person
+from driftpilot.errors import ApprovalError, AuditWriteError, ConfigError, ModelBusy, NotFound
+from driftpilot.identity import ROLES, normalize_principal, same_person
 
 GENESIS = "0" * 64
 T = TypeVar("T")
@@ -455,6 +457,42 @@ class AuditStore:
             last[(row.run_id, row.step)] = row
         return [r for r in last.values() if r.phase == "intent"]
 
+    # -- api keys -------------------------------------------------------------------------------
+
+    def create_api_key(self, principal: str, role: str) -> tuple[ApiKey, str]:
+        """A new key for ``principal`` with ``role``; returns the row and the secret (shown
+        once: only its SHA-256 is stored).
+
+        Raises:
+            InvalidPrincipal: the name is empty, blank or has invisible characters.
+            ConfigError: unknown role.
+        """
+        if role not in ROLES:
+            raise ConfigError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
+        key_id = secrets.token_hex(6)
+        secret = f"dp_{key_id}_{secrets.token_urlsafe(24)}"
+        row = ApiKey(
+            id=key_id,
+            principal=normalize_principal(principal),
+            role=role,
+            secret_hash=_secret_hash(secret),
+            created_at=now(),
+            revoked_at=None,
+        )
+        self.add(row)
+        return row, secret
+
+    def authenticate(self, secret: str) -> ApiKey | None:
+        """The live key whose secret this is (None: unknown or revoked)."""
+        with self.session() as session:
+            row = session.scalars(
+                select(ApiKey).where(ApiKey.secret_hash == _secret_hash(secret))
+            ).first()
+        return row if row is not None and row.revoked_at is None else None
+
+    def revoke_api_key(self, key_id: str) -> ApiKey:
+        return self._update(ApiKey, key_id, {"revoked_at": now()})
+
     # -- idempotency ledger -------------------------------------------------------------------
 
     def effect(self, run_id: str, step: str) -> dict[str, Any] | None:
@@ -604,6 +642,11 @@ class AuditStore:
                     "table": name,
                     **{c.name: getattr(row, c.name) for c in row.__table__.columns},
                 }
+
+
+def _secret_hash(secret: str) -> str:
+    # Secrets are 190 random bits: a fast hash is enough (no dictionary to guess from).
+    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def _later(seconds: float) -> str:

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -325,3 +326,38 @@ def test_two_processes_appending_at_once_keep_one_valid_chain(tmp_path: Path) ->
     runs = [d.run_id for d in store.list_rows(Decision, order=Decision.id)]
     assert runs.count("p1") == runs.count("p2") == 150
     assert json.loads(store.list_rows(Decision, order=Decision.id)[-1].evidence)["i"] == 149
+
+
+# -- runs submitted now, executed by a worker (the API path) -------------------------------
+
+
+def test_reject_refuses_a_second_run_and_enqueue_waits_its_turn(plane_for: Any, data: Any) -> None:
+    cp = plane_for({})
+    first = cp.submit_run("flights", data["july"].head(2000), "2013-07", requested_by="ann")
+    assert first.status == "pending" and first.summary == {}
+    with pytest.raises(ModelBusy, match=first.run_id[:12]):
+        cp.submit_run("flights", data["october"].head(2000), "2013-10", multitask_strategy="reject")
+    second = cp.submit_run(
+        "flights", data["october"].head(2000), "2013-10", multitask_strategy="enqueue"
+    )
+    workers = [threading.Thread(target=cp.execute_run, args=(r.run_id,)) for r in (second, first)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=300)
+    views = [cp.get_run(r.run_id) for r in (first, second)]
+    assert [v.status for v in views] == ["completed", "completed"], views
+    assert cp.execute_run(first.run_id).status == "completed"  # executing twice does nothing
+    assert cp.store.lease("flights") is None
+
+
+def test_a_decision_is_recorded_now_and_applied_by_a_worker(plane_for: Any, data: Any) -> None:
+    cp = plane_for(merge(FORCE_RETRAIN, HIGH_RISK))
+    run = cp.submit_run("flights", data["july"], "2013-07", requested_by="ann")
+    assert cp.execute_run(run.run_id).status == "waiting_approval"
+    with pytest.raises(ApprovalError, match="cannot approve"):
+        cp.record_decision(run.run_id, "approve", "Ann")
+    recorded = cp.record_decision(run.run_id, "approve", "bob", "fine")
+    assert recorded.status == "running" and cp.store.holds_lease("flights", run.run_id)
+    done = cp.resume_run(run.run_id)
+    assert done.outcome == "promoted" and registry.current_champion("flights") == 2

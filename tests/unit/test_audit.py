@@ -8,7 +8,7 @@ import pytest
 
 from driftpilot.audit import AuditStore
 from driftpilot.audit.store import promotion_action
-from driftpilot.errors import ApprovalError, InvalidPrincipal, ModelBusy, NotFound
+from driftpilot.errors import ApprovalError, ConfigError, InvalidPrincipal, ModelBusy, NotFound
 
 
 @pytest.fixture
@@ -180,3 +180,25 @@ def test_open_intents_until_their_end_row(store: AuditStore) -> None:
     assert store.open_intent("r6", "promote") is not None
     store.record_mutation("r6", "promote", "promote", "applied", {"version": 2}, {"ok": 1})
     assert store.open_intents() == [] and store.open_intent("r6", "promote") is None
+
+
+def test_api_keys_store_only_a_hash_and_carry_the_principal(store: AuditStore) -> None:
+    row, secret = store.create_api_key(" Bob ", "approver")
+    assert row.principal == "bob" and secret not in row.secret_hash
+    found = store.authenticate(secret)
+    assert found is not None and (found.principal, found.role) == ("bob", "approver")
+    assert store.authenticate(secret + "x") is None
+    store.revoke_api_key(row.id)
+    assert store.authenticate(secret) is None
+    with pytest.raises(InvalidPrincipal):
+        store.create_api_key("bob\u200b", "viewer")
+    with pytest.raises(ConfigError, match="unknown role"):
+        store.create_api_key("carol", "root")
+
+
+def test_roles_include_the_ones_below() -> None:
+    from driftpilot.identity import has_role
+
+    assert has_role("admin", "approver") and has_role("approver", "operator")
+    assert not has_role("operator", "approver") and not has_role("viewer", "operator")
+    assert not has_role("root", "viewer")
