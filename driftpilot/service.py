@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 from agents.base import Outcome
 from agents.context import RunContext
 from driftpilot.audit import AuditStore, VerifyResult
-from driftpilot.audit.models import ApiKey, ChampionChange, ManagedModel, Run
+from driftpilot.audit.models import ApiKey, ChampionChange, Decision, ManagedModel, Run
 from driftpilot.audit.store import now
 from driftpilot.errors import (
     ApprovalError,
@@ -79,6 +79,16 @@ class ApiKeyView(BaseModel):
     role: str
     created_at: str
     revoked: bool
+
+
+class MetricsSnapshot(BaseModel):
+    """What /metrics exports, read from the audit database."""
+
+    runs: dict[str, int] = Field(description="Run counts by 'status' or 'status:outcome'.")
+    run_seconds: list[float] = Field(description="Durations of finished runs (s).")
+    drift_share: dict[str, float] = Field(description="Latest drift share per model.")
+    pending_approvals: int
+    llm_fallbacks: dict[str, int] = Field(description="LLM fallbacks per agent.")
 
 
 class Recovery(BaseModel):
@@ -552,6 +562,34 @@ class ControlPlane:
         finally:
             self._checkpoint()
         return self.get_run(run_id)
+
+    def metrics(self) -> MetricsSnapshot:
+        """Counters and gauges for Prometheus, computed from the runs and decisions tables."""
+        runs: dict[str, int] = {}
+        seconds = []
+        for run in self.store.list_rows(Run):
+            label = f"{run.status}:{run.outcome}" if run.outcome else run.status
+            runs[label] = runs.get(label, 0) + 1
+            if run.status in ("completed", "failed"):
+                started = datetime.fromisoformat(run.created_at)
+                seconds.append((datetime.fromisoformat(run.updated_at) - started).total_seconds())
+        drift: dict[str, float] = {}
+        fallbacks: dict[str, int] = {}
+        models = {r.id: r.model for r in self.store.list_rows(Run)}
+        for d in self.store.list_rows(Decision, order=Decision.id):
+            if d.fallback:
+                fallbacks[d.agent] = fallbacks.get(d.agent, 0) + 1
+            if d.agent == "drift_analyst" and d.run_id in models:
+                share = json.loads(d.evidence).get("drift_share")
+                if share is not None:
+                    drift[models[d.run_id]] = float(share)
+        return MetricsSnapshot(
+            runs=runs,
+            run_seconds=seconds,
+            drift_share=drift,
+            pending_approvals=len(self.store.pending_approvals()),
+            llm_fallbacks=fallbacks,
+        )
 
     # -- api keys -------------------------------------------------------------------------------
 

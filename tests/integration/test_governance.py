@@ -103,6 +103,10 @@ def test_a_stale_approval_cannot_replace_a_newer_champion(plane_for: Any, data: 
     assert made[-1].action == "superseded" and "now v2" in made[-1].rationale
     assert champions(cp) == [("bootstrap", 1), ("promote", 2)]
     assert_consistent(cp)
+    metrics = cp.metrics()
+    assert metrics.runs == {"completed:promoted": 1, "completed:superseded": 1}
+    assert metrics.pending_approvals == 0 and len(metrics.run_seconds) == 2
+    assert 0 <= metrics.drift_share["flights"] <= 1
 
 
 # -- 2. one identity rule ------------------------------------------------------------------------
