@@ -752,7 +752,8 @@ class ControlPlane:
         elif any(head.size for head in checkpoint.chain_heads(self.store).values()):
             problems.append(
                 f"no signed checkpoint in {self.settings.audit_checkpoint_log}: the log is "
-                "missing or empty, so deleted newest rows could not be detected"
+                "missing or empty, so deleted newest rows could not be detected (a home made "
+                "before checkpoints existed: `driftpilot audit checkpoint` signs the heads now)"
             )
         problems += self.store.cross_checks()
         problems += self._registry_checks()
