@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -42,3 +43,16 @@ def months(flights_df: pl.DataFrame) -> dict[str, pl.DataFrame]:
 def jan_sample(months: dict[str, pl.DataFrame]) -> pl.DataFrame:
     """6,000 January flights: a small real slice for fast tests."""
     return months["2013-01"].sample(n=6000, seed=1)
+
+
+def add_flights(plane: Any, initial: pl.DataFrame, principal: str = "alice") -> None:
+    """Add the managed model 'flights' (the built-in spec) with its first champion."""
+    plane.add_model(
+        "flights",
+        initial,
+        target=FLIGHTS.target,
+        time_col=FLIGHTS.time_col,
+        numeric=FLIGHTS.numeric,
+        categorical=FLIGHTS.categorical,
+        principal=principal,
+    )

@@ -22,9 +22,9 @@ from driftpilot.errors import ApprovalError
 from driftpilot.llm import Backend
 from driftpilot.service import ControlPlane
 from driftpilot.settings import Settings, get_settings
+from tests.conftest import add_flights
 from tests.fakes import say, scripted
 from tools import registry
-from tools.datasets import FLIGHTS
 
 pytestmark = pytest.mark.integration
 
@@ -70,15 +70,7 @@ def plane(
 
 
 def add(cp: ControlPlane, data: dict[str, pl.DataFrame]) -> None:
-    cp.add_model(
-        "flights",
-        data["initial"],
-        target=FLIGHTS.target,
-        time_col=FLIGHTS.time_col,
-        numeric=FLIGHTS.numeric,
-        categorical=FLIGHTS.categorical,
-        principal="alice",
-    )
+    add_flights(cp, data["initial"])
 
 
 def decisions(cp: ControlPlane, run_id: str) -> dict[str, Decision]:

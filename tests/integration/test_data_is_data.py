@@ -19,8 +19,8 @@ import pytest
 from driftpilot.audit.models import Decision
 from driftpilot.service import ControlPlane, RunView
 from driftpilot.settings import Settings, get_settings
+from tests.conftest import add_flights
 from tests.fakes import ScriptedChatModel, call, say, scripted
-from tools.datasets import FLIGHTS
 
 pytestmark = pytest.mark.integration
 
@@ -45,15 +45,7 @@ def home(
         env.delenv("DRIFTPILOT_POLICY_PATH", raising=False)
         get_settings.cache_clear()
         plane = ControlPlane(get_settings())
-        plane.add_model(
-            "flights",
-            jan["initial"],
-            target=FLIGHTS.target,
-            time_col=FLIGHTS.time_col,
-            numeric=FLIGHTS.numeric,
-            categorical=FLIGHTS.categorical,
-            principal="alice",
-        )
+        add_flights(plane, jan["initial"])
         plane.close()
         yield get_settings()
     get_settings.cache_clear()

@@ -23,9 +23,9 @@ from driftpilot.audit.models import Approval, ChampionChange, Decision, Mutation
 from driftpilot.errors import ApprovalError, InvalidPrincipal, ModelBusy
 from driftpilot.service import ControlPlane
 from driftpilot.settings import Settings, get_settings
+from tests.conftest import add_flights
 from tests.integration.test_control_graph import FORCE_RETRAIN, HIGH_RISK, LOW_RISK, merge
 from tools import registry
-from tools.datasets import FLIGHTS
 
 pytestmark = pytest.mark.integration
 TTL = 2.0  # lease time to live in these tests: a killed run is recoverable after it
@@ -55,15 +55,7 @@ def plane_for(
         get_settings.cache_clear()
         cp = ControlPlane(get_settings())
         if add:
-            cp.add_model(
-                "flights",
-                data["initial"],
-                target=FLIGHTS.target,
-                time_col=FLIGHTS.time_col,
-                numeric=FLIGHTS.numeric,
-                categorical=FLIGHTS.categorical,
-                principal="alice",
-            )
+            add_flights(cp, data["initial"])
         return cp
 
     return make

@@ -13,6 +13,7 @@ import pytest
 from driftpilot.audit.models import Decision
 from driftpilot.service import ControlPlane
 from driftpilot.settings import get_settings
+from tests.conftest import add_flights
 from tools.datasets import FLIGHTS
 
 pytestmark = pytest.mark.integration
@@ -37,15 +38,7 @@ def plane(
         env.delenv("DRIFTPILOT_POLICY_PATH", raising=False)
         get_settings.cache_clear()
         cp = ControlPlane(get_settings())
-        cp.add_model(
-            "flights",
-            jan["initial"],
-            target=FLIGHTS.target,
-            time_col=FLIGHTS.time_col,
-            numeric=FLIGHTS.numeric,
-            categorical=FLIGHTS.categorical,
-            principal="alice",
-        )
+        add_flights(cp, jan["initial"])
         yield cp
         cp.close()
     get_settings.cache_clear()
