@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from agents.base import Outcome
 from agents.context import RunContext
+from driftpilot.audit.models import ChampionChange
 from driftpilot.audit.store import promotion_action
 from driftpilot.policy import Policy, RiskInputs
 from tools import registry
@@ -155,7 +156,11 @@ def _record_promotion(
 ) -> dict[str, Any]:
     run_id, model, rt = state["run_id"], state["model"], state["retraining"]
     beaten = action["replaces"]
-    ctx.store.record_champion(model, rt["version"], beaten, "promote", run_id, actor)
+    recorded = ctx.store.list_rows(
+        ChampionChange, ChampionChange.run_id == run_id, ChampionChange.action == "promote"
+    )
+    if not recorded:  # a replay after the record and before the effect must not add a second
+        ctx.store.record_champion(model, rt["version"], beaten, "promote", run_id, actor)
     baseline = state["evaluation"]["challenger"]
     ctx.store.update_model(
         model, family=rt["family"], reference_path=rt["window_path"], baseline=baseline

@@ -127,7 +127,8 @@ class LeaseKeeper:
                 if not self.store.renew_lease(self.model, self.run_id, self.ttl_s):
                     log.error("run %s lost the lease of %s", self.run_id, self.model)
                     return
-            except DriftPilotError as exc:  # a busy database: try again next tick
+            except Exception as exc:  # a busy or dropped database: try again next tick
+                # (a dead keeper would let the lease expire while the run goes on)
                 log.warning("lease renewal of %s failed: %s", self.model, exc)
 
 

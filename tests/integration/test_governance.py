@@ -278,7 +278,7 @@ cp.store.release_lease("flights", "other-run")
 def test_a_second_run_on_a_busy_model_is_refused_or_waits(plane_for: Any, data: Any) -> None:
     cp = plane_for({})
     child = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, "2"], stdout=subprocess.PIPE, text=True, env=os.environ
+        [sys.executable, "-c", HOLDER, "1"], stdout=subprocess.PIPE, text=True, env=os.environ
     )
     try:
         assert child.stdout is not None and child.stdout.readline().strip() == "held"
