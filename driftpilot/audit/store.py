@@ -375,7 +375,9 @@ class AuditStore:
                     )
                     session.add(row)
                     return row
-                if row.run_id != run_id and row.expires_at > stamp:
+                # A live lease is the holder's: even the same run may not be driven by a
+                # second process (two recovers, a retried decide) until it expires.
+                if row.expires_at > stamp and (row.run_id != run_id or row.holder != holder):
                     raise ModelBusy(
                         f"model {model!r} is busy: run {row.run_id[:12]} ({row.holder}) holds "
                         f"its lease until {row.expires_at[:19]}; retry later or wait (--wait)"

@@ -159,6 +159,9 @@ def test_lease_one_run_per_model(store: AuditStore) -> None:
     store.acquire_lease("m", "run-a", "host:1", ttl_s=30)
     with pytest.raises(ModelBusy, match="run-a"):
         store.acquire_lease("m", "run-b", "host:2", ttl_s=30)
+    with pytest.raises(ModelBusy):  # the same run from a second process waits its turn too
+        store.acquire_lease("m", "run-a", "host:2", ttl_s=30)
+    store.acquire_lease("m", "run-a", "host:1", ttl_s=30)  # its holder renews
     store.acquire_lease("other", "run-b", "host:2", ttl_s=30)  # other models are free
     assert store.renew_lease("m", "run-a", ttl_s=30) and not store.renew_lease("m", "run-b", 30)
     store.release_lease("m", "run-a")
