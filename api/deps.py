@@ -1,0 +1,92 @@
+"""Dependencies of the routes: the façade, the run executor, and who is calling.
+
+The principal comes from the API key (``X-Api-Key: <secret>`` or ``Authorization: Bearer
+<secret>``), never from the request body. Roles include the ones below them:
+viewer < operator < approver < admin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from api.config import ApiSettings
+from api.executor import RunExecutor
+from api.problems import Problem
+from driftpilot.identity import Role, has_role
+from driftpilot.service import ApiKeyView, ControlPlane
+
+_api_key = APIKeyHeader(name="X-Api-Key", auto_error=False, description="An API key's secret.")
+_bearer = HTTPBearer(auto_error=False, description="An API key's secret as a bearer token.")
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="driftpilot"'}
+
+
+def plane(request: Request) -> ControlPlane:
+    """The app's service façade."""
+    cp: ControlPlane = request.app.state.plane
+    return cp
+
+
+def executor(request: Request) -> RunExecutor:
+    """The app's background run executor."""
+    ex: RunExecutor = request.app.state.executor
+    return ex
+
+
+def api_settings(request: Request) -> ApiSettings:
+    conf: ApiSettings = request.app.state.api_settings
+    return conf
+
+
+Plane = Annotated[ControlPlane, Depends(plane)]
+Executor = Annotated[RunExecutor, Depends(executor)]
+Conf = Annotated[ApiSettings, Depends(api_settings)]
+
+
+def caller(
+    cp: Plane,
+    key: Annotated[str | None, Depends(_api_key)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> ApiKeyView:
+    """The live API key of the request.
+
+    Raises:
+        Problem: 401 when no key is given, or the key is unknown or revoked.
+    """
+    secret = key or (bearer.credentials if bearer is not None else None)
+    if not secret:
+        raise Problem(
+            401,
+            "no API key: send it as 'X-Api-Key: <secret>' or 'Authorization: Bearer <secret>' "
+            "(create one with `driftpilot keys create --name NAME --role ROLE`)",
+            headers=_CHALLENGE,
+        )
+    view = cp.authenticate(secret)
+    if view is None:
+        raise Problem(401, "unknown or revoked API key", headers=_CHALLENGE)
+    return view
+
+
+def require(role: Role) -> Callable[[ApiKeyView], ApiKeyView]:
+    """A dependency admitting keys with ``role`` or a higher one (403 otherwise)."""
+
+    def check(key: Annotated[ApiKeyView, Depends(caller)]) -> ApiKeyView:
+        if not has_role(key.role, role):
+            raise Problem(
+                403,
+                f"{key.principal!r} has the {key.role} role; this needs {role} or higher",
+                slug="insufficient-role",
+                title="Role too low",
+            )
+        return key
+
+    return check
+
+
+Viewer = Annotated[ApiKeyView, Depends(require("viewer"))]
+Operator = Annotated[ApiKeyView, Depends(require("operator"))]
+Approver = Annotated[ApiKeyView, Depends(require("approver"))]
+Admin = Annotated[ApiKeyView, Depends(require("admin"))]

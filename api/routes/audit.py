@@ -1,0 +1,127 @@
+"""The audit trail: query with cursor pagination, verify, export as JSONL."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+
+from api.deps import Plane, Viewer
+from api.problems import Problem
+from api.schemas import Page, Verify
+
+router = APIRouter(prefix="/audit", tags=["audit"])
+Table = Literal["decisions", "tool_calls", "approvals", "champion_history", "mutations"]
+
+
+def encode_cursor(row: dict[str, Any]) -> str:
+    raw = json.dumps([row["table"], row["id"]]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[str, int]:
+    """The (table, row id) a page ended at.
+
+    Raises:
+        Problem: 422 for a cursor this API did not hand out.
+    """
+    try:
+        table, row_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if isinstance(table, str) and isinstance(row_id, int):
+            return table, row_id
+    except (ValueError, TypeError, binascii.Error):
+        pass
+    raise Problem(422, "invalid cursor: pass the next_cursor of the previous page unchanged")
+
+
+def after(rows: Iterable[dict[str, Any]], cursor: tuple[str, int]) -> Iterator[dict[str, Any]]:
+    """The rows after the cursor's row. Rows come table by table, each in id order."""
+    table, row_id = cursor
+    reached = False
+    for row in rows:
+        if not reached:
+            if row["table"] != table or row["id"] <= row_id:
+                continue
+            reached = True
+        yield row
+
+
+def _when(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def matching(
+    rows: Iterable[dict[str, Any]],
+    table: str | None,
+    agent: str | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> Iterator[dict[str, Any]]:
+    for row in rows:
+        if table and row["table"] != table:
+            continue
+        if agent and row.get("agent") != agent:
+            continue
+        if since and _when(row["created_at"]) < since:
+            continue
+        if until and _when(row["created_at"]) >= until:
+            continue
+        yield row
+
+
+@router.get("", response_model=Page[dict[str, Any]])
+def query(
+    cp: Plane,
+    _: Viewer,
+    run_id: Annotated[str | None, Query(max_length=80)] = None,
+    table: Table | None = None,
+    agent: Annotated[str | None, Query(max_length=50)] = None,
+    since: Annotated[datetime | None, Query(description="Rows created at or after.")] = None,
+    until: Annotated[datetime | None, Query(description="Rows created before.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=400)] = None,
+) -> Page[dict[str, Any]]:
+    """Audit rows (decisions, tool calls, approvals, champion changes, ...), table by table in
+    chain order, filtered by run, table, agent and time; ``next_cursor`` pages on."""
+    for moment in (since, until):
+        if moment is not None and moment.tzinfo is None:
+            raise Problem(422, "give 'since' and 'until' with a UTC offset")
+    rows: Iterable[dict[str, Any]] = cp.audit(run_id)
+    if cursor is not None:
+        rows = after(rows, decode_cursor(cursor))
+    page: list[dict[str, Any]] = []
+    more = False
+    for row in matching(rows, table, agent, since, until):
+        if len(page) == limit:
+            more = True
+            break
+        page.append(row)
+    return Page[dict[str, Any]](
+        items=page, next_cursor=encode_cursor(page[-1]) if more and page else None
+    )
+
+
+@router.post("/verify", response_model=Verify)
+def verify(cp: Plane, _: Viewer) -> Verify:
+    """Walk every hash chain, compare with the newest signed checkpoint, and check the
+    invariants across tables and against MLflow. ``ok`` false names what is wrong."""
+    return Verify.model_validate(cp.verify().model_dump())
+
+
+@router.get(
+    "/export",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/x-ndjson": {}}, "description": "JSON lines"}},
+)
+def export(
+    cp: Plane, _: Viewer, run_id: Annotated[str | None, Query(max_length=80)] = None
+) -> StreamingResponse:
+    """Every audit row (optionally of one run) as JSON lines, streamed."""
+    lines = (json.dumps(row, default=str) + "\n" for row in cp.audit(run_id))
+    return StreamingResponse(lines, media_type="application/x-ndjson")

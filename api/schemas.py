@@ -1,0 +1,214 @@
+"""Request and response bodies. Where a resource overlaps LangGraph Platform's, it takes its
+shapes and words: a run has ``run_id``, ``thread_id``, ``assistant_id`` (the managed model),
+``status`` (pending | running | interrupted | success | error), ``metadata`` and
+``multitask_strategy``; a decision is ``{"command": {"resume": {...}}}``."""
+
+from __future__ import annotations
+
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from driftpilot.service import ApiKeyView, ModelView, RunView
+
+RunStatus = Literal["pending", "running", "interrupted", "success", "error"]
+MultitaskStrategy = Literal["reject", "enqueue"]
+# The service's run states, in LangGraph Platform's words.
+STATUS: dict[str, RunStatus] = {
+    "pending": "pending",
+    "running": "running",
+    "waiting_approval": "interrupted",
+    "completed": "success",
+    "failed": "error",
+}
+INTERNAL_STATUS = {api: internal for internal, api in STATUS.items()}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetBatch(_Strict):
+    dataset: str = Field(
+        description="A built-in dataset batch, NAME:BATCH_ID.",
+        examples=["flights:2013-07"],
+        pattern=r"^[a-z0-9_]+:[A-Za-z0-9._:+-]+$",
+        max_length=120,
+    )
+
+
+class PathBatch(_Strict):
+    path: str = Field(
+        description="A CSV or Parquet file, relative to one of the allowed batch roots.",
+        examples=["2013-07.parquet"],
+        min_length=1,
+        max_length=1000,
+    )
+
+
+class RunInput(_Strict):
+    batch: DatasetBatch | PathBatch
+
+
+class RunCreate(_Strict):
+    """Start a control run of a managed model on one batch."""
+
+    assistant_id: str | None = Field(
+        None, description="The managed model (LangGraph's word for it).", max_length=200
+    )
+    model: str | None = Field(None, description="The managed model.", max_length=200)
+    input: RunInput
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    multitask_strategy: MultitaskStrategy = Field(
+        "reject",
+        description="The model is busy: 'reject' answers 409, 'enqueue' waits for its turn.",
+    )
+
+    @model_validator(mode="after")
+    def _one_model(self) -> RunCreate:
+        if not (self.model or self.assistant_id):
+            raise ValueError("give 'model' (or 'assistant_id'): the managed model to run")
+        if self.model and self.assistant_id and self.model != self.assistant_id:
+            raise ValueError("'model' and 'assistant_id' name different models")
+        return self
+
+    @property
+    def model_name(self) -> str:
+        return self.model or self.assistant_id or ""
+
+
+class Run(BaseModel):
+    """A control run, as LangGraph Platform shows a run."""
+
+    run_id: str
+    thread_id: str = Field(description="The run's thread: its run id.")
+    assistant_id: str = Field(description="The managed model.")
+    model: str
+    batch_id: str
+    status: RunStatus
+    outcome: str | None = Field(
+        None, description="What the run decided: promoted, monitor, quarantined, ..."
+    )
+    requested_by: str
+    created_at: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    multitask_strategy: MultitaskStrategy | None = None
+    summary: dict[str, Any] = Field(default_factory=dict)
+    interrupt: dict[str, Any] | None = Field(
+        None, description="The Agent Inbox HumanInterrupt the run waits on."
+    )
+
+    @classmethod
+    def of(
+        cls,
+        view: RunView,
+        *,
+        metadata: dict[str, Any] | None = None,
+        multitask_strategy: MultitaskStrategy | None = None,
+    ) -> Run:
+        return cls(
+            run_id=view.run_id,
+            thread_id=view.run_id,
+            assistant_id=view.model,
+            model=view.model,
+            batch_id=view.batch_id,
+            status=STATUS.get(view.status, "error"),
+            outcome=view.outcome,
+            requested_by=view.requested_by,
+            created_at=view.created_at,
+            metadata=metadata or {},
+            multitask_strategy=multitask_strategy,
+            summary=view.summary,
+            interrupt=view.approval_request,
+        )
+
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list; pass ``next_cursor`` as ``cursor`` for the next (null: the end)."""
+
+    items: list[T]
+    next_cursor: str | None = None
+
+
+class Resume(_Strict):
+    decision: Literal["approve", "reject"]
+    comment: str = Field("", max_length=4000)
+
+
+class Command(_Strict):
+    resume: Resume
+
+
+class DecisionIn(_Strict):
+    """``{"command": {"resume": {"decision", "comment"}}}`` or ``{"decision", "comment"}``.
+    The approver is the API key's principal, never a field of the body."""
+
+    command: Command | None = None
+    decision: Literal["approve", "reject"] | None = None
+    comment: str = Field("", max_length=4000)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> DecisionIn:
+        if (self.command is None) == (self.decision is None):
+            raise ValueError("give either command.resume or decision, not both or neither")
+        return self
+
+    @property
+    def resume(self) -> Resume:
+        if self.command is not None:
+            return self.command.resume
+        assert self.decision is not None
+        return Resume(decision=self.decision, comment=self.comment)
+
+
+class Approval(BaseModel):
+    """A run waiting for a person, with its Agent Inbox ``HumanInterrupt``."""
+
+    run_id: str
+    model: str
+    requested_by: str
+    created_at: str
+    interrupt: dict[str, Any] | None
+
+
+class RollbackIn(_Strict):
+    reason: str = Field("", max_length=4000)
+
+
+class Rollback(BaseModel):
+    model: str
+    from_version: int | None = Field(None, alias="from")
+    to_version: int | None = Field(None, alias="to")
+    by: str
+
+
+class BrokenLink(BaseModel):
+    table: str
+    row_id: int
+    reason: str
+
+
+class Verify(BaseModel):
+    """The audit walk: hash chains, the newest signed checkpoint, cross-table invariants."""
+
+    ok: bool
+    checked: dict[str, int]
+    first_broken: BrokenLink | None = None
+    problems: list[str] = Field(default_factory=list)
+    checkpoint: str | None = None
+
+
+class ChampionAt(BaseModel):
+    model: str
+    time: str
+    version: int | None = Field(description="The champion then (null: none yet).")
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+__all__ = ["ApiKeyView", "ModelView"]
