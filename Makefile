@@ -43,7 +43,7 @@ test-all: setup ## Run every test, slow tiers included
 lint: setup ## ruff, mypy and the import-layer contracts (.importlinter)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy driftpilot tools evals agents graphs
+	$(BIN)/mypy driftpilot tools evals agents graphs api
 	$(BIN)/lint-imports --no-cache
 
 bench: setup ## Tool benchmarks; results in evals/results/
