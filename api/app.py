@@ -1,19 +1,32 @@
 """The FastAPI application: ``create_app()`` wires the façade, the run executor, the body
-limit, problem+json errors and the routers."""
+limit, problem+json errors and the routers.
+
+Routers: the core resources below, then every other module of ``api.routes`` that defines a
+``router`` (in name order). Such a module may also define ``lifespan(app)``, an async context
+manager entered after the executor started and left before it stops.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import importlib
+import logging
+import pkgutil
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from types import ModuleType
 
 from fastapi import FastAPI
 
+import api.routes
 from api import problems
 from api.config import ApiSettings
 from api.executor import RunExecutor
 from api.limits import BodyLimit
-from api.routes import approvals, audit, health, models, runs
+from api.routes import approvals, audit, health, jobs, models, runs
 from driftpilot.service import ControlPlane
+
+log = logging.getLogger(__name__)
+CORE = (runs, approvals, audit, models, jobs, health)
 
 DESCRIPTION = """\
 DriftPilot's agent-task API: create control runs of managed models on new batches, watch
@@ -27,21 +40,51 @@ for a person), success, error; what a run decided is its `outcome`.
 """
 
 
-def create_app(plane: ControlPlane | None = None, conf: ApiSettings | None = None) -> FastAPI:
+def route_modules() -> Iterator[ModuleType]:
+    """The core route modules, then every other ``api.routes`` module with a ``router``."""
+    yield from CORE
+    core = {m.__name__ for m in CORE}
+    for info in sorted(pkgutil.iter_modules(api.routes.__path__), key=lambda i: i.name):
+        name = f"api.routes.{info.name}"
+        if name in core:
+            continue
+        module = importlib.import_module(name)
+        if hasattr(module, "router"):
+            yield module
+
+
+def create_app(
+    plane: ControlPlane | None = None,
+    conf: ApiSettings | None = None,
+    *,
+    own_plane: bool | None = None,
+) -> FastAPI:
     """The API over ``plane`` (default: a ControlPlane from the environment's settings).
 
-    The app owns the background executor (shut down with the app) but not a given plane.
+    The app owns its background executor, and the plane when it made it (or ``own_plane``):
+    both are shut down with the app. At start-up the executor recovers, in the background,
+    what a dead process left (``ControlPlane.recover``) and picks up pending runs.
     """
     conf = conf or ApiSettings()
-    owned = plane is None
+    owned = plane is None if own_plane is None else own_plane
     cp = plane or ControlPlane()
+    modules = list(route_modules())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-        app.state.executor.shutdown(wait=True)
-        if owned:
-            cp.close()
+        executor: RunExecutor = app.state.executor
+        executor.start(recover=conf.recover_on_start)
+        try:
+            async with AsyncExitStack() as stack:
+                for module in modules:
+                    hook = getattr(module, "lifespan", None)
+                    if hook is not None:
+                        await stack.enter_async_context(hook(app))
+                yield
+        finally:
+            executor.shutdown()
+            if owned:
+                cp.close()
 
     app = FastAPI(
         title="DriftPilot",
@@ -54,6 +97,6 @@ def create_app(plane: ControlPlane | None = None, conf: ApiSettings | None = Non
     app.state.executor = RunExecutor(cp, conf.workers)
     app.add_middleware(BodyLimit, max_bytes=conf.max_body_bytes)
     problems.install(app)
-    for router in (runs.router, approvals.router, audit.router, models.router, health.router):
-        app.include_router(router)
+    for module in modules:
+        app.include_router(module.router)
     return app

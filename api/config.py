@@ -21,5 +21,19 @@ class ApiSettings(BaseSettings):
     max_body_bytes: int = Field(
         64 * 1024 * 1024, gt=0, description="Largest request body (uploads included), bytes."
     )
+    max_file_bytes: int = Field(
+        1024 * 1024 * 1024, gt=0, description="Largest batch file read under a batch root."
+    )
     max_batch_rows: int = Field(5_000_000, gt=0, description="Most rows of one batch.")
     workers: int = Field(2, ge=1, description="Threads that execute runs in the background.")
+    recover_on_start: bool = Field(
+        True,
+        description="At start-up, recover what a dead process left (runs left running, "
+        "recorded approvals never applied) and execute pending runs, in the background.",
+    )
+    sse_ping_s: float = Field(15.0, gt=0, description="Heartbeat of run event streams, s.")
+    sse_poll_s: float = Field(0.5, gt=0, description="How often a stream reads the audit, s.")
+    max_upload_columns: int = Field(1_000, gt=0, description="Most columns of one batch.")
+    max_line_bytes: int = Field(
+        1024 * 1024, gt=0, description="Longest line of an uploaded or read CSV batch, bytes."
+    )

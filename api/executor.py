@@ -1,62 +1,201 @@
 """The in-process run executor: a small thread pool that executes and resumes runs after the
-request that created or approved them has answered (a run never executes inside a request).
+request that created or approved them has answered (a run never executes inside a request),
+and runs longer jobs (training a new model).
 
-Each task calls one façade method (``execute_run`` or ``resume_run``); the façade marks a run
-that raises ``failed``, and this pool logs what it raised. ``driftpilot recover`` picks up
-what a dead process left.
+Each run task calls one façade method (``execute_run`` or ``resume_run``); the façade marks
+a run that raises ``failed``, and this pool logs what it raised. A pending run waiting for its
+model's lease waits in short slices, so shutting down never hangs on it: it stays pending in
+the database and the next start-up picks it up.
+
+At start-up (``start``), a background thread runs ``ControlPlane.recover`` (runs left running
+by a dead process, approval decisions recorded but never applied) and logs what it did, then
+executes the runs still pending (their process died before executing them).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
 
-from driftpilot.service import ControlPlane, RunView
+from api.schemas import Job
+from driftpilot.errors import DriftPilotError, ModelBusy
+from driftpilot.service import ControlPlane, Recovery, RunView
 
 log = logging.getLogger(__name__)
+LEASE_SLICE_S = 2.0  # a pending run re-checks for shutdown this often while its model is busy
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 class RunExecutor:
-    """Execute and resume runs in ``workers`` background threads."""
+    """Execute and resume runs, and run jobs, in ``workers`` background threads."""
 
     def __init__(self, plane: ControlPlane, workers: int = 2) -> None:
         self.plane = plane
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dp-run")
         self._lock = threading.Lock()
-        self._futures: dict[str, Future[RunView | None]] = {}
+        self._futures: dict[str, Future[Any]] = {}
+        self._jobs: dict[str, Job] = {}
+        self._stop = threading.Event()
+        self._startup: threading.Thread | None = None
+        self.recovered: list[Recovery] | None = None  # None: recovery not finished (or off)
+        self.recovery_error: str | None = None
 
-    def execute(self, run_id: str) -> Future[RunView | None]:
+    # -- runs -------------------------------------------------------------------------------
+
+    def execute(self, run_id: str) -> Future[Any]:
         """Execute a pending run (it waits for its model's lease first)."""
-        return self._submit(run_id, "execute", self.plane.execute_run)
+        return self._submit(run_id, "execute", self._execute)
 
-    def resume(self, run_id: str) -> Future[RunView | None]:
+    def resume(self, run_id: str) -> Future[Any]:
         """Resume a run whose approval decision has been recorded."""
         return self._submit(run_id, "resume", self.plane.resume_run)
 
+    def _execute(self, run_id: str) -> RunView | None:
+        while not self._stop.is_set():
+            try:
+                return self.plane.execute_run(run_id, timeout_s=LEASE_SLICE_S)
+            except ModelBusy:
+                continue  # still pending: its model is busy; look again
+        log.info("shutting down: run %s stays pending for the next start", run_id)
+        return None
+
     def _submit(
-        self, run_id: str, what: str, call: Callable[[str], RunView]
+        self, key: str, what: str, call: Callable[[str], RunView | None]
     ) -> Future[RunView | None]:
         def task() -> RunView | None:
             try:
-                return call(run_id)
+                return call(key)
             except Exception:
-                log.exception("%s of run %s failed", what, run_id)
+                log.exception("%s of run %s failed", what, key)
                 return None
             finally:
                 with self._lock:
-                    self._futures.pop(run_id, None)
+                    self._futures.pop(key, None)
 
         with self._lock:
             future = self._pool.submit(task)
-            self._futures[run_id] = future
+            self._futures[key] = future
         return future
 
     def busy(self) -> int:
-        """How many runs are queued or executing here."""
+        """How many runs and jobs are queued or executing here."""
         with self._lock:
             return len(self._futures)
 
+    # -- jobs -------------------------------------------------------------------------------
+
+    def submit_job(
+        self, kind: str, model: str, requested_by: str, work: Callable[[], dict[str, Any]]
+    ) -> Job:
+        """Run ``work`` in the background as a job; its result (a dict) is kept with it."""
+        stamp = _now()
+        job = Job(
+            job_id=uuid.uuid4().hex,
+            kind=kind,
+            model=model,
+            status="pending",
+            requested_by=requested_by,
+            created_at=stamp,
+            updated_at=stamp,
+        )
+        with self._lock:
+            self._jobs[job.job_id] = job
+
+        def task(_: str) -> None:
+            self._update(job.job_id, status="running")
+            try:
+                result = work()
+            except DriftPilotError as exc:
+                self._update(job.job_id, status="error", detail=str(exc) or type(exc).__name__)
+            except Exception as exc:
+                log.exception("job %s (%s of %s) failed", job.job_id, kind, model)
+                self._update(job.job_id, status="error", detail=f"{type(exc).__name__}: {exc}")
+            else:
+                self._update(job.job_id, status="success", result=result)
+
+        self._submit(job.job_id, kind, task)
+        return self.job(job.job_id) or job
+
+    def _update(self, job_id: str, **fields: Any) -> None:
+        with self._lock:
+            job = self._jobs[job_id]
+            self._jobs[job_id] = job.model_copy(update={**fields, "updated_at": _now()})
+
+    def job(self, job_id: str) -> Job | None:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def jobs(self) -> list[Job]:
+        """Every job of this process, newest first."""
+        with self._lock:
+            return sorted(self._jobs.values(), key=lambda j: j.created_at, reverse=True)
+
+    def job_in_flight(self, model: str) -> Job | None:
+        """A pending or running job about ``model``, if any."""
+        with self._lock:
+            return next(
+                (
+                    j
+                    for j in self._jobs.values()
+                    if j.model == model and j.status in ("pending", "running")
+                ),
+                None,
+            )
+
+    # -- start and stop ----------------------------------------------------------------------
+
+    def start(self, *, recover: bool = True) -> None:
+        """Recover, then execute pending runs, in a background thread (start-up is not held
+        up by a long recovery)."""
+        if not recover:
+            return
+        self._startup = threading.Thread(target=self._recover, name="dp-recover", daemon=True)
+        self._startup.start()
+
+    def _recover(self) -> None:
+        try:
+            done = self.plane.recover()
+        except Exception as exc:
+            self.recovery_error = f"{type(exc).__name__}: {exc}"
+            log.exception("recovery at start-up failed")
+            return
+        self.recovered = done
+        if not done:
+            log.info("recovery at start-up: nothing to recover")
+        for r in done:
+            log.warning(
+                "recovery at start-up: run %s (%s) was %s; %s; now %s%s",
+                r.run_id,
+                r.model,
+                r.found,
+                r.did,
+                r.status,
+                f", {r.outcome}" if r.outcome else "",
+            )
+        # Pending runs of a dead process were never executed: take them (a pending run that
+        # another live process executes is safe too: execute_run re-checks under the lease).
+        pending = [v for v in self.plane.list_runs(limit=100_000) if v.status == "pending"]
+        for view in sorted(pending, key=lambda v: v.created_at):
+            if self._stop.is_set():
+                return
+            log.warning("start-up: executing run %s, left pending", view.run_id)
+            self.execute(view.run_id)
+
+    def wait_started(self, timeout: float | None = None) -> None:
+        """Wait for the start-up recovery (tests, readiness)."""
+        if self._startup is not None:
+            self._startup.join(timeout)
+
     def shutdown(self, wait: bool = True) -> None:
-        self._pool.shutdown(wait=wait, cancel_futures=not wait)
+        """Stop taking runs: queued work is cancelled, pending runs stop waiting for their
+        model (they stay pending), runs already executing finish when ``wait``."""
+        self._stop.set()
+        self._pool.shutdown(wait=wait, cancel_futures=True)

@@ -5,7 +5,7 @@ shapes and words: a run has ``run_id``, ``thread_id``, ``assistant_id`` (the man
 
 from __future__ import annotations
 
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -35,6 +35,13 @@ class DatasetBatch(_Strict):
         pattern=r"^[a-z0-9_]+:[A-Za-z0-9._:+-]+$",
         max_length=120,
     )
+    max_rows: int | None = Field(
+        None,
+        ge=100,
+        le=1_000_000,
+        description="Take a seeded random sample of this many rows (kept in time order).",
+    )
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of the sample.")
 
 
 class PathBatch(_Strict):
@@ -172,6 +179,54 @@ class Approval(BaseModel):
     requested_by: str
     created_at: str
     interrupt: dict[str, Any] | None
+
+
+class CancelIn(_Strict):
+    reason: str = Field("", max_length=4000)
+
+
+MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+COLUMN = Field(min_length=1, max_length=200)
+
+
+class ModelCreate(_Strict):
+    """Add a managed model and train its first champion in the background (202, a job).
+
+    On a built-in dataset batch, the dataset's spec gives the target, time column and
+    features; on a file under a batch root, give them."""
+
+    name: str = Field(
+        description="The managed model (MLflow registered model).", pattern=MODEL_NAME
+    )
+    input: RunInput
+    family: Literal["lightgbm", "catboost"] = "lightgbm"
+    target: str | None = Field(None, max_length=200, description="Label column (0/1).")
+    time_col: str | None = Field(None, max_length=200, description="Time column.")
+    numeric: list[Annotated[str, COLUMN]] = Field(default_factory=list, max_length=1000)
+    categorical: list[Annotated[str, COLUMN]] = Field(default_factory=list, max_length=1000)
+
+    @model_validator(mode="after")
+    def _columns(self) -> ModelCreate:
+        if isinstance(self.input.batch, PathBatch) and not (
+            self.target and self.time_col and self.numeric
+        ):
+            raise ValueError("a file batch needs 'target', 'time_col' and 'numeric'")
+        return self
+
+
+class Job(BaseModel):
+    """Background work that is not a control run (training a new model's first champion).
+    Jobs live in the memory of the API process that runs them."""
+
+    job_id: str
+    kind: str
+    model: str
+    status: Literal["pending", "running", "success", "error"]
+    requested_by: str
+    created_at: str
+    updated_at: str
+    detail: str = ""
+    result: dict[str, Any] | None = None
 
 
 class RollbackIn(_Strict):

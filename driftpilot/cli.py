@@ -110,6 +110,8 @@ model_app = typer.Typer(help="Managed models.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
 audit_app = typer.Typer(help="Show, verify or export the audit trail; its signed checkpoints.")
 app.add_typer(audit_app, name="audit")
+keys_app = typer.Typer(help="API keys of the REST API (stored hashed).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 console = Console()
 
 
@@ -448,6 +450,70 @@ def rollback(
     """Move the champion back to the previous version."""
     result = _plane().rollback(model, who, reason)
     console.print(f"{model}: champion v{result['from']} -> v{result['to']} (by {result['by']}).")
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str, typer.Option(help="Address to listen on; not loopback needs an API key.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
+) -> None:
+    """Serve the REST API (docs at /docs). At start it recovers, in the background, what a
+    dead process left; a bind other than loopback refuses to start without an API key."""
+    from api.serve import serve as serve_api
+
+    if not host.strip():
+        raise typer.BadParameter("give an address, e.g. 127.0.0.1", param_hint="'--host'")
+    plane = _plane()
+    if not logging.getLogger().isEnabledFor(logging.INFO):
+        logging.getLogger("api").setLevel(logging.INFO)  # start-up recovery is worth seeing
+    serve_api(host, port, plane=plane)
+
+
+def _role(role: str) -> str:
+    from driftpilot.identity import ROLES
+
+    if role not in ROLES:
+        raise typer.BadParameter(
+            f"unknown role {role!r}; roles: {', '.join(ROLES)}", param_hint="'--role'"
+        )
+    return role
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="Whose key: the principal it acts as (audited).")],
+    role: Annotated[str, typer.Option(help="viewer, operator, approver or admin.")],
+) -> None:
+    """Create an API key; its secret is printed once (only its hash is stored)."""
+    _role(role)
+    view, secret = _plane().create_api_key(name, role)
+    typer.echo(
+        f"key {view.key_id} for {view.principal} ({view.role}); its secret, shown once:",
+        err=True,
+    )
+    typer.echo(secret)
+
+
+@keys_app.command("list")
+def keys_list(
+    all_keys: Annotated[bool, typer.Option("--all", help="Revoked keys too.")] = False,
+) -> None:
+    """List API keys (never their secrets)."""
+    table = Table("key", "principal", "role", "created", "revoked")
+    for k in _plane().list_api_keys():
+        if k.revoked and not all_keys:
+            continue
+        table.add_row(k.key_id, k.principal, k.role, k.created_at[:19], "yes" if k.revoked else "")
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (keys list).")]) -> None:
+    """Revoke an API key: requests with it answer 401 from now on."""
+    view = _plane().revoke_api_key(key_id)
+    console.print(f"key {view.key_id} of {view.principal} ({view.role}) revoked.")
 
 
 @app.command()

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
+from api import gaps
 from api.deps import Plane, Viewer
 from api.problems import Problem
 from api.schemas import Page, Verify
@@ -62,9 +63,12 @@ def matching(
     agent: str | None,
     since: datetime | None,
     until: datetime | None,
+    run_ids: set[str] | None = None,
 ) -> Iterator[dict[str, Any]]:
     for row in rows:
         if table and row["table"] != table:
+            continue
+        if run_ids is not None and row.get("run_id") not in run_ids:
             continue
         if agent and row.get("agent") != agent:
             continue
@@ -80,6 +84,10 @@ def query(
     cp: Plane,
     _: Viewer,
     run_id: Annotated[str | None, Query(max_length=80)] = None,
+    model: Annotated[
+        str | None,
+        Query(max_length=200, description="Rows of the model's runs, bootstrap and rollbacks."),
+    ] = None,
     table: Table | None = None,
     agent: Annotated[str | None, Query(max_length=50)] = None,
     since: Annotated[datetime | None, Query(description="Rows created at or after.")] = None,
@@ -88,16 +96,20 @@ def query(
     cursor: Annotated[str | None, Query(max_length=400)] = None,
 ) -> Page[dict[str, Any]]:
     """Audit rows (decisions, tool calls, approvals, champion changes, ...), table by table in
-    chain order, filtered by run, table, agent and time; ``next_cursor`` pages on."""
+    chain order, filtered by run, model, table, agent and time; ``next_cursor`` pages on."""
     for moment in (since, until):
         if moment is not None and moment.tzinfo is None:
             raise Problem(422, "give 'since' and 'until' with a UTC offset")
+    run_ids = None
+    if model is not None:
+        cp.model_view(model)  # 404 for an unknown model
+        run_ids = gaps.model_run_ids(cp, model)
     rows: Iterable[dict[str, Any]] = cp.audit(run_id)
     if cursor is not None:
         rows = after(rows, decode_cursor(cursor))
     page: list[dict[str, Any]] = []
     more = False
-    for row in matching(rows, table, agent, since, until):
+    for row in matching(rows, table, agent, since, until, run_ids):
         if len(page) == limit:
             more = True
             break

@@ -1,17 +1,157 @@
-"""Managed models: list, get, rollback, and which version was champion at a time."""
+"""Managed models: create (initial training as a background job), list, get, versions with
+metrics, champion history, rollback, and which version was champion at a time."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+import polars as pl
+from fastapi import APIRouter, File, Form, Query, UploadFile, status
 
-from api.deps import Operator, Plane, Viewer
+from api import batches, gaps
+from api.deps import Conf, Executor, Operator, Plane, Viewer
+from api.executor import RunExecutor
 from api.problems import Problem
-from api.schemas import ChampionAt, ModelView, Rollback, RollbackIn
+from api.routes.runs import frame_of
+from api.schemas import (
+    MODEL_NAME,
+    ChampionAt,
+    DatasetBatch,
+    Job,
+    ModelCreate,
+    ModelView,
+    Rollback,
+    RollbackIn,
+)
+from driftpilot.errors import NotFound
+from driftpilot.service import ApiKeyView, ControlPlane
 
 router = APIRouter(prefix="/models", tags=["models"])
+_CREATE_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    404: {"description": "Unknown dataset or batch"},
+    409: {"description": "The model exists, or is being created"},
+    413: {"description": "Body, file or batch too large"},
+    422: {"description": "Invalid request, path, batch or columns"},
+}
+
+
+def _start_training(
+    cp: ControlPlane,
+    ex: RunExecutor,
+    key: ApiKeyView,
+    name: str,
+    frame: pl.DataFrame,
+    *,
+    target: str,
+    time_col: str,
+    numeric: list[str],
+    categorical: list[str],
+    family: str,
+    source: str,
+) -> Job:
+    try:
+        cp.model_view(name)
+        raise Problem(409, f"model {name!r} already exists", slug="model-exists")
+    except NotFound:
+        pass
+    if ex.job_in_flight(name) is not None:
+        raise Problem(409, f"model {name!r} is being created", slug="model-exists")
+    missing = [c for c in (target, time_col, *numeric, *categorical) if c not in frame.columns]
+    if missing:
+        raise Problem(422, f"the batch has no column(s) {missing[:10]}", slug="invalid-data")
+
+    def work() -> dict[str, Any]:
+        view = cp.add_model(
+            name,
+            frame,
+            target=target,
+            time_col=time_col,
+            numeric=numeric,
+            categorical=categorical,
+            family=family,
+            source=source,
+            principal=key.principal,
+        )
+        return view.model_dump()
+
+    return ex.submit_job("create_model", name, key.principal, work)
+
+
+@router.post(
+    "", status_code=status.HTTP_202_ACCEPTED, response_model=Job, responses=_CREATE_PROBLEMS
+)
+def create_model(body: ModelCreate, cp: Plane, ex: Executor, conf: Conf, key: Operator) -> Job:
+    """Add a managed model and train, register and promote its first champion on one batch
+    (a built-in dataset batch, or a file under a batch root with its columns named), as a
+    background job: 202 with the job; poll ``GET /jobs/{job_id}``. The key's principal is
+    the one who promoted the first champion (audited)."""
+    batch = body.input.batch
+    frame, _, source = frame_of(cp, conf, batch)
+    if isinstance(batch, DatasetBatch):
+        from tools.datasets import SPECS
+
+        spec = SPECS[batch.dataset.split(":", 1)[0]]
+        columns: dict[str, Any] = {
+            "target": spec.target,
+            "time_col": spec.time_col,
+            "numeric": spec.numeric,
+            "categorical": spec.categorical,
+        }
+    else:
+        columns = {
+            "target": body.target,
+            "time_col": body.time_col,
+            "numeric": body.numeric,
+            "categorical": body.categorical,
+        }
+    return _start_training(
+        cp, ex, key, body.name, frame, family=body.family, source=json.dumps(source), **columns
+    )
+
+
+def _columns(text: str, field: str) -> list[str]:
+    names = [c.strip() for c in text.split(",") if c.strip()]
+    if len(names) > 1000 or any(len(c) > 200 for c in names):
+        raise Problem(422, f"{field}: at most 1000 column names of at most 200 characters")
+    return names
+
+
+@router.post(
+    "/upload", status_code=status.HTTP_202_ACCEPTED, response_model=Job, responses=_CREATE_PROBLEMS
+)
+async def upload_model(
+    cp: Plane,
+    ex: Executor,
+    conf: Conf,
+    key: Operator,
+    name: Annotated[str, Form(pattern=MODEL_NAME, description="The managed model.")],
+    file: Annotated[UploadFile, File(description="The initial window: .csv or .parquet.")],
+    target: Annotated[str, Form(min_length=1, max_length=200, description="Label (0/1).")],
+    time_col: Annotated[str, Form(min_length=1, max_length=200, description="Time column.")],
+    numeric: Annotated[str, Form(min_length=1, max_length=200_000, description="a,b,c")],
+    categorical: Annotated[str, Form(max_length=200_000, description="a,b,c")] = "",
+    family: Annotated[Literal["lightgbm", "catboost"], Form()] = "lightgbm",
+) -> Job:
+    """Add a managed model trained on an uploaded CSV/Parquet window (multipart/form-data),
+    as a background job: 202 with the job; poll ``GET /jobs/{job_id}``."""
+    data = await file.read()
+    frame = batches.read_upload(data, file.filename or "", batches.limits_of(conf))
+    return _start_training(
+        cp,
+        ex,
+        key,
+        name,
+        frame,
+        target=target,
+        time_col=time_col,
+        numeric=_columns(numeric, "numeric"),
+        categorical=_columns(categorical, "categorical"),
+        family=family,
+        source=json.dumps({"upload": Path(file.filename or "upload").name}),
+    )
 
 
 @router.get("", response_model=list[ModelView])
@@ -20,10 +160,30 @@ def list_models(cp: Plane, _: Viewer) -> list[ModelView]:
     return cp.list_models()
 
 
-@router.get("/{name}", response_model=ModelView)
+@router.get("/{name}", response_model=ModelView, responses={404: {"description": "Unknown"}})
 def get_model(name: str, cp: Plane, _: Viewer) -> ModelView:
     """One managed model (404 if unknown)."""
     return cp.model_view(name)
+
+
+@router.get("/{name}/versions", responses={404: {"description": "Unknown model"}})
+def versions(name: str, cp: Plane, _: Viewer) -> list[dict[str, Any]]:
+    """Every registered version, newest first: the run that trained it, whether it is (or
+    was) the champion, validation metrics of its training and its evaluation scores."""
+    cp.model_view(name)
+    return gaps.model_versions(cp, name)
+
+
+@router.get("/{name}/champions", responses={404: {"description": "Unknown model"}})
+def champions(name: str, cp: Plane, _: Viewer) -> list[dict[str, Any]]:
+    """The champion history, oldest first: bootstrap, promotions and rollbacks, each with
+    the version, the previous one, who moved it, the run and when."""
+    cp.model_view(name)
+    return [
+        {k: row.get(k) for k in ("id", "version", "previous_version", "action", "run_id", "actor")}
+        | {"at": row["created_at"]}
+        for row in gaps.champion_history(cp, name)
+    ]
 
 
 @router.post("/{name}/rollback", response_model=Rollback)

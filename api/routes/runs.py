@@ -1,18 +1,26 @@
-"""Control runs: create (202, executed in the background), get, list."""
+"""Control runs: create (202, executed in the background), get, list, stream, cancel."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Query, UploadFile, status
+import polars as pl
+from fastapi import APIRouter, File, Form, Header, Query, UploadFile, status
+from sse_starlette import EventSourceResponse
 
-from api import batches
+from api import batches, gaps, stream
 from api.config import ApiSettings
 from api.deps import Conf, Executor, Operator, Plane, Viewer
+from api.executor import RunExecutor
 from api.problems import Problem
 from api.schemas import (
     INTERNAL_STATUS,
+    CancelIn,
     DatasetBatch,
     MultitaskStrategy,
     Page,
@@ -20,27 +28,43 @@ from api.schemas import (
     RunCreate,
     RunStatus,
 )
+from driftpilot.identity import same_person
 from driftpilot.service import ApiKeyView, ControlPlane
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
-    404: {"description": "Unknown model"},
+    404: {"description": "Unknown model, dataset or batch"},
     409: {"description": "The model is busy (multitask_strategy 'reject')"},
-    413: {"description": "Body too large"},
-    422: {"description": "Invalid request or batch"},
+    413: {"description": "Body, file or batch too large (bytes, rows, columns, line length)"},
+    422: {"description": "Invalid request, path or batch"},
 }
 
 
-def _default_roots(cp: ControlPlane, conf: ApiSettings) -> list[Any]:
+def batch_roots(cp: ControlPlane, conf: ApiSettings) -> list[Path]:
+    """Where a batch 'path' may point: the configured roots, else '<home>/inbox'."""
     return conf.batch_roots or [cp.settings.home / "inbox"]
+
+
+def frame_of(
+    cp: ControlPlane, conf: ApiSettings, batch: Any
+) -> tuple[pl.DataFrame, str, dict[str, Any]]:
+    """The frame, batch id and provenance of a JSON batch (a dataset batch or a path)."""
+    if isinstance(batch, DatasetBatch):
+        frame, batch_id = batches.dataset_batch(
+            batch.dataset, cp.settings, batch.max_rows, batch.seed
+        )
+        return frame, batch_id, {"dataset": batch.dataset, "rows": frame.height}
+    path = batches.resolve_under(batch_roots(cp, conf), batch.path)
+    frame = batches.read_file(path, batches.limits_of(conf))
+    return frame, path.stem, {"path": batch.path, "rows": frame.height}
 
 
 def _submit(
     cp: ControlPlane,
-    ex: Any,
+    ex: RunExecutor,
     key: ApiKeyView,
     model: str,
-    frame: Any,
+    frame: pl.DataFrame,
     batch_id: str,
     metadata: dict[str, Any],
     strategy: MultitaskStrategy,
@@ -59,21 +83,16 @@ def _submit(
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=Run, responses=_PROBLEMS)
 def create_run(body: RunCreate, cp: Plane, ex: Executor, conf: Conf, key: Operator) -> Run:
-    """Start a control run of a model on one batch: a CSV/Parquet file under an allowed batch
-    root (``{"path": ...}``). Answers 202 with the pending run at once; it executes in a
-    background worker. The requester is the API key's principal."""
+    """Start a control run of a model on one batch: a built-in dataset batch
+    (``{"dataset": "flights:2013-07"}``, optionally ``max_rows``) or a CSV/Parquet file under
+    an allowed batch root (``{"path": "2013-07.csv"}``). Answers 202 with the pending run at
+    once; it executes in a background worker. The requester is the API key's principal.
+    ``multitask_strategy``: ``reject`` answers 409 while the model has another run pending or
+    running; ``enqueue`` lets it wait for its turn."""
     cp.model_view(body.model_name)  # 404 before any file is read
-    batch = body.input.batch
-    if isinstance(batch, DatasetBatch):
-        raise Problem(
-            501,
-            "built-in dataset batches are not served by the API yet: upload the batch "
-            "(POST /runs/upload) or give a path under an allowed batch root",
-        )
-    path = batches.resolve_under(_default_roots(cp, conf), batch.path)
-    frame = batches.read_file(path, conf.max_batch_rows)
+    frame, batch_id, _ = frame_of(cp, conf, body.input.batch)
     return _submit(
-        cp, ex, key, body.model_name, frame, path.stem, body.metadata, body.multitask_strategy
+        cp, ex, key, body.model_name, frame, batch_id, body.metadata, body.multitask_strategy
     )
 
 
@@ -99,8 +118,9 @@ async def upload_run(
     if not isinstance(meta, dict):
         raise Problem(422, "metadata must be a JSON object")
     cp.model_view(model)
-    frame = batches.read_upload(await file.read(), file.filename or "", conf.max_batch_rows)
-    stem = (file.filename or "upload").rsplit(".", 1)[0]
+    data = await file.read()
+    frame = batches.read_upload(data, file.filename or "", batches.limits_of(conf))
+    stem = Path(file.filename or "upload").name.rsplit(".", 1)[0] or "upload"
     return _submit(cp, ex, key, model, frame, stem, meta, multitask_strategy)
 
 
@@ -110,32 +130,107 @@ def get_run(run_id: str, cp: Plane, _: Viewer) -> Run:
     return Run.of(cp.get_run(run_id))
 
 
+def encode_cursor(run: Run) -> str:
+    raw = json.dumps([run.created_at, run.run_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[str, str]:
+    """The (created_at, run_id) the previous page ended at.
+
+    Raises:
+        Problem: 422 for a cursor this API did not hand out.
+    """
+    try:
+        created, run_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if isinstance(created, str) and isinstance(run_id, str):
+            return created, run_id
+    except (ValueError, TypeError, binascii.Error):
+        pass
+    raise Problem(422, "invalid cursor: pass the next_cursor of the previous page unchanged")
+
+
 @router.get("", response_model=Page[Run])
 def list_runs(
     cp: Plane,
     _: Viewer,
     model: Annotated[str | None, Query(max_length=200)] = None,
     status: RunStatus | None = None,
+    outcome: Annotated[str | None, Query(max_length=80)] = None,
+    requested_by: Annotated[
+        str | None, Query(max_length=200, description="Same person, under the identity rule.")
+    ] = None,
+    since: Annotated[datetime | None, Query(description="Created at or after.")] = None,
+    until: Annotated[datetime | None, Query(description="Created before.")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(max_length=80)] = None,
+    cursor: Annotated[str | None, Query(max_length=400)] = None,
 ) -> Page[Run]:
-    """Runs, newest first, filtered by model and status; ``next_cursor`` pages on."""
-    offset = _offset(cursor)
-    wanted = INTERNAL_STATUS.get(status) if status else None
-    # The façade lists newest first up to a limit; ask for enough to fill this page.
-    views = cp.list_runs(model, limit=offset + limit + 1 if not wanted else 10_000)
-    if wanted:
-        views = [v for v in views if v.status == wanted]
-    page = views[offset : offset + limit]
-    more = len(views) > offset + limit
-    return Page[Run](
-        items=[Run.of(v) for v in page], next_cursor=str(offset + limit) if more else None
-    )
+    """Runs, newest first, filtered by model, status, outcome, requester and creation time;
+    pass ``next_cursor`` as ``cursor`` for the next page (stable while runs are added)."""
+    for moment in (since, until):
+        if moment is not None and moment.tzinfo is None:
+            raise Problem(422, "give 'since' and 'until' with a UTC offset")
+    after = decode_cursor(cursor) if cursor is not None else None
+    views = gaps.list_runs(cp, model, INTERNAL_STATUS.get(status) if status else None)
+    page: list[Run] = []
+    more = False
+    for view in sorted(views, key=lambda v: (v.created_at, v.run_id), reverse=True):
+        if after is not None and (view.created_at, view.run_id) >= after:
+            continue
+        if outcome is not None and view.outcome != outcome:
+            continue
+        if requested_by is not None and not same_person(view.requested_by, requested_by):
+            continue
+        created = datetime.fromisoformat(view.created_at)
+        if (since and created < since) or (until and created >= until):
+            continue
+        if len(page) == limit:
+            more = True
+            break
+        page.append(Run.of(view))
+    return Page[Run](items=page, next_cursor=encode_cursor(page[-1]) if more else None)
 
 
-def _offset(cursor: str | None) -> int:
-    if cursor is None:
-        return 0
-    if not cursor.isdigit():
-        raise Problem(422, "invalid cursor: pass the next_cursor of the previous page unchanged")
-    return int(cursor)
+@router.get(
+    "/{run_id}/stream",
+    response_class=EventSourceResponse,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "Server-sent events"},
+        404: {"description": "Unknown run"},
+    },
+)
+def stream_run(
+    run_id: str,
+    cp: Plane,
+    conf: Conf,
+    _: Viewer,
+    last_event_id: Annotated[str | None, Header(max_length=20)] = None,
+) -> EventSourceResponse:
+    """The run's events as server-sent events: ``metadata``, then each agent ``step`` with
+    its decision and rationale, ``approval`` rows, ``champion`` changes, ``status`` changes,
+    the ``interrupt`` (an Agent Inbox HumanInterrupt) or the ``outcome``, and ``end``. The
+    stream ends when the run ends or waits for a person. Reconnect with ``Last-Event-ID`` to
+    get only what follows."""
+    cp.get_run(run_id)  # 404 before the stream starts
+    start = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+    events = stream.run_events(cp, run_id, poll_s=conf.sse_poll_s, last_event_id=start)
+    return EventSourceResponse(events, ping=conf.sse_ping_s)
+
+
+@router.post(
+    "/{run_id}/cancel",
+    response_model=Run,
+    responses={
+        404: {"description": "Unknown run"},
+        409: {"description": "The run is not pending (running, waiting or ended)"},
+    },
+)
+def cancel_run(run_id: str, cp: Plane, key: Operator, body: CancelIn | None = None) -> Run:
+    """Cancel a run that has not started (``pending``): it ends with status ``error`` and
+    outcome ``cancelled``, audited with the key's principal. A running run cannot be stopped
+    between its steps (409); a run waiting for approval is rejected through
+    ``POST /approvals/{run_id}`` instead (409)."""
+    view = cp.get_run(run_id)
+    if view.status != "pending":
+        raise gaps.not_cancellable(view)
+    return Run.of(gaps.cancel_pending(cp, run_id, key.principal, body.reason if body else ""))

@@ -45,6 +45,12 @@ CASES = [
     ("demo", "demo --dataset nope", 2, "unknown dataset 'nope'"),
     ("tour", "tour --trials 0", 2, "Invalid value for '--trials'"),
     ("data", "data nope", 2, "unknown dataset 'nope'"),
+    ("serve", "serve --host 0.0.0.0 --port 8799", 1, "refusing to listen on 0.0.0.0"),
+    ("serve", "serve --port 0", 2, "Invalid value for '--port'"),
+    ("keys create", "keys create --name ann --role god", 2, "unknown role 'god'"),
+    ("keys create", "keys create --name 'ann\u200b' --role admin", 1, "invisible or control"),
+    ("keys list", "keys list", 1, "invalid policy file"),
+    ("keys revoke", "keys revoke nope", 1, "'nope'"),
     ("driftpilot", "nope", 2, "No such command 'nope'"),
     ("driftpilot", "--log-level LOUD runs", 2, "'LOUD' is not one of DEBUG"),
 ]
@@ -53,6 +59,7 @@ BAD_POLICY = {
     "approvals",
     "recover",
     "audit checkpoint",
+    "keys list",
 }  # commands without arguments fail on a broken config
 
 
