@@ -3,6 +3,7 @@ low risk promotes at once, high risk writes an approval request and waits for a 
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -118,10 +119,15 @@ def promote(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     rt, beaten = state["retraining"], state["evaluation"].get("champion_version")
     action = promotion_action(model, rt["version"], beaten)
     current = registry.current_champion(model, ctx.settings)
-    moved_already = (
-        ctx.store.open_intent(run_id, "promote") is not None and current == action["version"]
+    generation = ctx.store.champion_generation(model)
+    intent = ctx.store.open_intent(run_id, "promote")
+    # A replay whose champion changed hands since its intent (a rollback meanwhile) must not
+    # redo the move, even if the champion is the beaten version again.
+    changed_since = (
+        intent is not None and json.loads(intent.args).get("generation", generation) != generation
     )
-    if current != beaten and not moved_already:
+    moved_already = intent is not None and current == action["version"] and not changed_since
+    if changed_since or (current != beaten and not moved_already):
         return {"promotion": _supersede(ctx, state, action, current)}
     actor = _authorise(ctx, state, action)
     ctx.require_lease(model, run_id)
@@ -131,7 +137,7 @@ def promote(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         "promote",
         "registry.promote",
         lambda: registry.promote(model, rt["version"], ctx.settings, expected=beaten),
-        {"name": model, "version": rt["version"], "expected": beaten},
+        {"name": model, "version": rt["version"], "expected": beaten, "generation": generation},
         lambda r: r.model_dump(),
         fault="after_alias",
     )

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from agents.base import AgentTool, Outcome, decide
 from driftpilot.audit import AuditStore
 from driftpilot.audit.models import BatchRecord, ManagedModel
+from driftpilot.audit.store import lease_holder
 from driftpilot.errors import AliasNotFound, ModelBusy, NotFound
 from driftpilot.faults import fault_point
 from driftpilot.llm import Backend
@@ -166,7 +167,7 @@ class RunContext:
     def require_lease(self, model: str, run_id: str) -> None:
         """Fence a mutation: this run must still hold the model's lease (a run whose lease
         expired may have been taken over by ``recover`` in another process)."""
-        if not self.store.holds_lease(model, run_id):
+        if not self.store.holds_lease(model, run_id, lease_holder.get()):
             raise ModelBusy(f"run {run_id[:12]} no longer holds the lease of model {model!r}")
 
     # -- the managed model and its data ----------------------------------------------------------

@@ -16,9 +16,9 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 from pydantic import BaseModel, Field
@@ -26,8 +26,15 @@ from pydantic import BaseModel, Field
 from agents.base import Outcome
 from agents.context import RunContext
 from driftpilot.audit import AuditStore, VerifyResult
-from driftpilot.audit.models import ApiKey, ChampionChange, Decision, ManagedModel, Run
-from driftpilot.audit.store import now
+from driftpilot.audit.models import (
+    ApiKey,
+    ChampionChange,
+    Decision,
+    ManagedModel,
+    Mutation,
+    Run,
+)
+from driftpilot.audit.store import lease_holder, now
 from driftpilot.errors import (
     ApprovalError,
     ConfigError,
@@ -102,29 +109,55 @@ class Recovery(BaseModel):
     outcome: str | None = None
 
 
+EventKind = Literal["approval_waiting", "promotion", "rollback", "quarantine_streak", "run_failed"]
+QUARANTINE_STREAK = 2  # consecutive quarantined batches of one model that make an alert
+
+
+class PlaneEvent(BaseModel):
+    """Something a person may want to be told about (alerts and webhooks subscribe to these)."""
+
+    kind: EventKind
+    model: str
+    run_id: str | None = Field(description="The run (or rollback operation) it is about.")
+    detail: dict[str, Any] = Field(default_factory=dict)
+    at: str = Field(default_factory=lambda: now())
+
+
+Listener = Callable[[PlaneEvent], None]
+
+
 class LeaseKeeper:
     """Holds a model's lease for one run: renews it from a daemon thread every third of its
     time to live, and releases it on exit. A process killed mid-run stops renewing, so the
-    lease expires and ``recover`` may take the run over."""
+    lease expires and ``recover`` may take the run over; a process that finds its lease taken
+    over (``lost``) stops mutating, because mutations are fenced on its ``holder``."""
 
-    def __init__(self, store: AuditStore, model: str, run_id: str, ttl_s: float) -> None:
-        self.store, self.model, self.run_id, self.ttl_s = store, model, run_id, ttl_s
+    def __init__(
+        self, store: AuditStore, model: str, run_id: str, holder: str, ttl_s: float
+    ) -> None:
+        self.store, self.model, self.run_id, self.holder = store, model, run_id, holder
+        self.ttl_s = ttl_s
+        self.lost = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._renew, daemon=True, name=f"lease-{model}")
+        self._token: Any = None
 
     def __enter__(self) -> LeaseKeeper:
+        self._token = lease_holder.set(self.holder)
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.store.release_lease(self.model, self.run_id)
+        lease_holder.reset(self._token)
+        self.store.release_lease(self.model, self.run_id, self.holder)
 
     def _renew(self) -> None:
         while not self._stop.wait(self.ttl_s / 3):
             try:
-                if not self.store.renew_lease(self.model, self.run_id, self.ttl_s):
+                if not self.store.renew_lease(self.model, self.run_id, self.ttl_s, self.holder):
+                    self.lost = True
                     log.error("run %s lost the lease of %s", self.run_id, self.model)
                     return
             except Exception as exc:  # a busy or dropped database: try again next tick
@@ -133,8 +166,9 @@ class LeaseKeeper:
 
 
 def holder() -> str:
-    """This process, as named in leases."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """A new lease holder name for one acquisition by this process (host:pid:token): a second
+    acquisition of the same run, even in this process, is another holder."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 class ControlPlane:
@@ -148,6 +182,7 @@ class ControlPlane:
         self.ctx = RunContext(self.settings, self.store, self.policy, self.backend)
         self._graph: Any = None
         self._conn: sqlite3.Connection | None = None
+        self._listeners: list[Listener] = []
 
     @property
     def graph(self) -> Any:
@@ -165,6 +200,43 @@ class ControlPlane:
         if self._conn is not None:
             self._conn.close()
         self.store.engine.dispose()
+
+    # -- events -----------------------------------------------------------------------------------
+
+    def subscribe(self, listener: Listener) -> None:
+        """Call ``listener`` with every PlaneEvent this process produces (after the fact: a run
+        is never held up by a listener, and a listener that raises is logged and skipped)."""
+        self._listeners.append(listener)
+
+    def _emit(self, kind: EventKind, model: str, run_id: str | None, **detail: Any) -> None:
+        event = PlaneEvent(kind=kind, model=model, run_id=run_id, detail=detail)
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("event listener %r failed on %s", listener, kind)
+
+    def _announce(self, view: RunView) -> None:
+        """Emit what a run that just stopped (finished, paused or failed) is worth telling."""
+        if view.status == "waiting_approval":
+            self._emit(
+                "approval_waiting", view.model, view.run_id, request=view.approval_request or {}
+            )
+        elif view.status == "failed":
+            self._emit("run_failed", view.model, view.run_id, error=view.outcome)
+        elif view.outcome == "promoted":
+            promotion = view.summary.get("promotion") or {}
+            self._emit("promotion", view.model, view.run_id, **promotion)
+        elif view.outcome == "quarantined":
+            recent = self.store.list_rows(
+                Run,
+                Run.model == view.model,
+                Run.status == "completed",
+                order=Run.updated_at.desc(),
+                limit=QUARANTINE_STREAK,
+            )
+            if len(recent) == QUARANTINE_STREAK and all(r.outcome == "quarantined" for r in recent):
+                self._emit("quarantine_streak", view.model, view.run_id, streak=len(recent))
 
     # -- managed models ---------------------------------------------------------------------------
 
@@ -194,9 +266,9 @@ class ControlPlane:
         except NotFound:
             pass
         run_id = f"bootstrap-{name}"
-        self._acquire(name, run_id, wait=False)
+        lease = self._acquire(name, run_id, wait=False)
         try:
-            with LeaseKeeper(self.store, name, run_id, self.settings.lease_ttl_s):
+            with LeaseKeeper(self.store, name, run_id, lease, self.settings.lease_ttl_s):
                 self._bootstrap(
                     name,
                     initial,
@@ -351,14 +423,15 @@ class ControlPlane:
         self.store.get(ManagedModel, model)
         principal = normalize_principal(requested_by or self.settings.principal)
         batch_id = safe_label(batch_id)  # a file stem is untrusted: it reaches audit and LLM
+        self._refuse_if_unrecovered(model)
         run_id = uuid.uuid4().hex
-        self._acquire(model, run_id, wait=wait)
+        lease = self._acquire(model, run_id, wait=wait)
         try:
             state = self._new_run(model, batch, batch_id, run_id, trigger, principal)
         except BaseException:
-            self.store.release_lease(model, run_id)
+            self.store.release_lease(model, run_id, lease)
             raise
-        return self._drive(run_id, model, state)
+        return self._drive(run_id, model, state, lease)
 
     def _new_run(
         self,
@@ -407,15 +480,16 @@ class ControlPlane:
 
     def _acquire(
         self, model: str, run_id: str, *, wait: bool, timeout_s: float | None = None
-    ) -> None:
-        """Take the model's lease; with ``wait``, poll until it is free, for at most
-        ``timeout_s`` (default: one lease time to live; ``math.inf``: as long as it takes)."""
-        limit = self.settings.lease_ttl_s if timeout_s is None else timeout_s
+    ) -> str:
+        """Take the model's lease and return this acquisition's holder name; with ``wait``,
+        poll until it is free, for at most ``timeout_s`` (default: as long as it takes)."""
+        limit = math.inf if timeout_s is None else timeout_s
         deadline = time.monotonic() + (limit if wait else 0)
+        name = holder()
         while True:
             try:
-                self.store.acquire_lease(model, run_id, holder(), self.settings.lease_ttl_s)
-                return
+                self.store.acquire_lease(model, run_id, name, self.settings.lease_ttl_s)
+                return name
             except ModelBusy:
                 if time.monotonic() >= deadline:
                     raise
@@ -449,6 +523,7 @@ class ControlPlane:
             )
         self.store.get(ManagedModel, model)
         principal = normalize_principal(requested_by or self.settings.principal)
+        self._refuse_if_unrecovered(model)
         if multitask_strategy == "reject":
             self._refuse_if_busy(model)
         run_id = uuid.uuid4().hex
@@ -465,19 +540,31 @@ class ControlPlane:
         if busy:
             raise ModelBusy(f"model {model!r} is busy: run {busy[0].id[:12]} is {busy[0].status}")
 
+    def _refuse_if_unrecovered(self, model: str) -> None:
+        """A run of this model died mid-way (lease expired while running, or a registry
+        mutation left open): nothing new may touch the model until ``recover`` finished it,
+        or a rollback or new run would be undone or doubled by that recovery."""
+        dead = [r.id for r in self._orphans() if r.model == model]
+        dead += [m.run_id for m in self._dead_intents(model) if m.run_id not in dead]
+        if dead:
+            raise ModelBusy(
+                f"model {model!r} has unfinished work from a process that died (run "
+                f"{dead[0][:12]}); run `driftpilot recover` first"
+            )
+
     def execute_run(self, run_id: str, *, timeout_s: float = math.inf) -> RunView:
         """Run a pending run: wait for the model's lease, then drive the graph. A run that is
         no longer pending (another worker took it) is left alone."""
         run = self.store.get(Run, run_id)
         if run.status != "pending":
             return self.get_run(run_id)
-        self._acquire(run.model, run_id, wait=True, timeout_s=timeout_s)
+        lease = self._acquire(run.model, run_id, wait=True, timeout_s=timeout_s)
         run = self.store.get(Run, run_id)
         if run.status != "pending":
-            self.store.release_lease(run.model, run_id)
+            self.store.release_lease(run.model, run_id, lease)
             return self.get_run(run_id)
         self.store.update_run(run_id, status="running")
-        return self._drive(run_id, run.model, json.loads(run.summary)["input"])
+        return self._drive(run_id, run.model, json.loads(run.summary)["input"], lease)
 
     def decide(
         self, run_id: str, decision: str, approver: str, comment: str = "", *, wait: bool = False
@@ -485,22 +572,24 @@ class ControlPlane:
         """Approve or reject a waiting run, then resume it (in this process).
 
         The decision is recorded (bound to the requested action) before the graph resumes. If a
-        recorded decision was never applied (the process died), the same call applies it.
+        recorded decision was never applied (the process died, or the model was busy), the same
+        call applies it.
 
         Raises:
             ApprovalError: the run is not waiting, the approver requested it, or a different
                 decision is already on record.
             InvalidPrincipal: the approver's name is empty, blank or has invisible characters.
-            ModelBusy: another run holds the model (after waiting, with ``wait``).
+            ModelBusy: another run holds the model (the decision stays recorded; retry, or
+                ``recover`` applies it).
         """
-        self.record_decision(run_id, decision, approver, comment, wait=wait)
-        return self.resume_run(run_id)
+        self.record_decision(run_id, decision, approver, comment)
+        return self.resume_run(run_id, wait=wait, timeout_s=self.settings.lease_ttl_s)
 
     def record_decision(
-        self, run_id: str, decision: str, approver: str, comment: str = "", *, wait: bool = False
+        self, run_id: str, decision: str, approver: str, comment: str = ""
     ) -> RunView:
-        """The first half of ``decide``: check, take the model's lease, record the decision and
-        mark the run ``running``; ``resume_run`` (here or in a worker) applies it."""
+        """The first half of ``decide``: check and record the decision; the run stays
+        ``waiting_approval`` until ``resume_run`` (here or in a worker) applies it."""
         approver = normalize_principal(approver)
         run = self.store.get(Run, run_id)
         rows = self.store.approval_rows(run_id)
@@ -516,53 +605,82 @@ class ControlPlane:
                 f"run {run_id} was already decided: {recorded.decision} by "
                 f"{recorded.principal}; that decision is applied, not replaced"
             )
-        self._acquire(run.model, run_id, wait=wait)
-        try:
-            if recorded is None:
-                self.store.decide_approval(run_id, approver, decision, comment)
-            self.store.update_run(run_id, status="running")
-        except BaseException:
-            self.store.release_lease(run.model, run_id)
-            raise
+        if recorded is None:
+            self.store.decide_approval(run_id, approver, decision, comment)
         return self.get_run(run_id)
 
-    def resume_run(self, run_id: str) -> RunView:
-        """Resume a run whose decision is recorded and whose lease this process holds."""
+    def resume_run(
+        self, run_id: str, *, wait: bool = True, timeout_s: float | None = None
+    ) -> RunView:
+        """Apply a recorded decision: take the model's lease (waiting for it, by default as
+        long as it takes), then resume the graph. A run no longer waiting (another process
+        applied the decision) is left alone.
+
+        Raises:
+            ApprovalError: no decision is recorded.
+            ModelBusy: the model stayed busy (the run keeps waiting, its decision recorded).
+        """
         from langgraph.types import Command
 
         run = self.store.get(Run, run_id)
         rows = self.store.approval_rows(run_id)
         if len(rows) < 2:
             raise ApprovalError(f"run {run_id} has no recorded decision to resume with")
+        if run.status != "waiting_approval":
+            return self.get_run(run_id)
         recorded = rows[1]
+        try:
+            lease = self._acquire(run.model, run_id, wait=wait, timeout_s=timeout_s)
+        except ModelBusy as exc:
+            raise ModelBusy(
+                f"{exc}. The {recorded.decision} of run {run_id[:12]} is recorded and will be "
+                "applied when the model is free: retry, or run `driftpilot recover`"
+            ) from exc
+        if self.store.get(Run, run_id).status != "waiting_approval":
+            self.store.release_lease(run.model, run_id, lease)
+            return self.get_run(run_id)
+        self.store.update_run(run_id, status="running")
         resume = {
             "decision": recorded.decision,
             "approver": recorded.principal,
             "comment": recorded.comment,
         }
-        return self._drive(run_id, run.model, Command(resume=resume))
+        return self._drive(run_id, run.model, Command(resume=resume), lease)
 
-    def _drive(self, run_id: str, model: str, graph_input: Any) -> RunView:
-        """Run the graph for a run that holds the model's lease; release it at the end or at
-        the approval pause (a paused run holds nothing), then sign the audit heads."""
+    def _drive(self, run_id: str, model: str, graph_input: Any, lease: str) -> RunView:
+        """Run the graph for a run that holds the model's lease (as ``lease``); release it at
+        the end or at the approval pause (a paused run holds nothing), sign the audit heads,
+        and announce what happened. A run that lost its lease is left to the process that took
+        it over, never marked failed from here."""
         config = {"configurable": {"thread_id": run_id}}
+        failure: Exception | None = None
         try:
-            with LeaseKeeper(self.store, model, run_id, self.settings.lease_ttl_s):
-                # "sync": a node's checkpoint is on disk before the next node starts, so a
-                # crash never replays a finished node (the default writes in the background).
-                self.graph.invoke(graph_input, config, durability="sync")
-                if self.graph.get_state(config).next:
-                    self.store.update_run(run_id, status="waiting_approval")
-        except Exception as exc:
-            # The run is marked failed either way; our own errors are reported, others re-raised.
-            self.store.update_run(
-                run_id, status="failed", outcome=type(exc).__name__, summary={"error": str(exc)}
-            )
-            if not isinstance(exc, DriftPilotError):
-                raise
+            with LeaseKeeper(self.store, model, run_id, lease, self.settings.lease_ttl_s) as keeper:
+                try:
+                    # "sync": a node's checkpoint is on disk before the next node starts, so a
+                    # crash never replays a finished node (the default writes in the background).
+                    self.graph.invoke(graph_input, config, durability="sync")
+                    if self.graph.get_state(config).next:
+                        self.store.update_run(run_id, status="waiting_approval")
+                except Exception as exc:
+                    failure = exc
+                    if not keeper.lost and self.store.holds_lease(model, run_id, lease):
+                        self.store.update_run(
+                            run_id,
+                            status="failed",
+                            outcome=type(exc).__name__,
+                            summary={"error": str(exc)},
+                        )
+                    else:
+                        log.error("run %s stopped after losing its lease: %s", run_id, exc)
         finally:
             self._checkpoint()
-        return self.get_run(run_id)
+        view = self.get_run(run_id)
+        self._announce(view)
+        # Our own errors are the run's outcome; anything else is a bug and is raised.
+        if failure is not None and not isinstance(failure, DriftPilotError):
+            raise failure
+        return view
 
     def metrics(self) -> MetricsSnapshot:
         """Counters and gauges for Prometheus, computed from the runs and decisions tables."""
@@ -614,15 +732,68 @@ class ControlPlane:
 
     def recover(self) -> list[Recovery]:
         """Finish what crashed processes left: runs ``running`` whose lease expired are resumed
-        from their last checkpoint (or from their input, if none was written), and approval
-        decisions recorded but never applied are applied. Registry mutations are reconciled
-        by the nodes themselves from their open intents."""
-        done = [self._recover_running(run) for run in self._orphans()]
+        from their last checkpoint (or from their input, if none was written), rollbacks that
+        died mid-way are finished, and approval decisions recorded but never applied are
+        applied. Registry mutations are reconciled by the nodes themselves from their open
+        intents. One run that cannot be recovered is reported and does not stop the others."""
+        done = [self._guarded(run, self._recover_running) for run in self._orphans()]
+        runs = {r.run_id for r in done}
+        for m in self._dead_intents():
+            if m.action == "rollback" and m.run_id not in runs:
+                done.append(self._recover_rollback(m))
         for run in self.store.list_rows(Run, Run.status == "waiting_approval", order=Run.id):
-            rows = self.store.approval_rows(run.id)
-            if len(rows) > 1:
-                done.append(self._apply_recorded(run, rows[1]))
+            if len(self.store.approval_rows(run.id)) > 1:
+                done.append(self._guarded(run, self._apply_recorded))
         return done
+
+    def _guarded(self, run: Run, recover: Callable[[Run], Recovery]) -> Recovery:
+        try:
+            return recover(run)
+        except DriftPilotError as exc:
+            status = self.store.get(Run, run.id).status
+            return Recovery(
+                run_id=run.id,
+                model=run.model,
+                found=run.status,
+                did=f"failed: {exc}",
+                status=status,
+            )
+
+    def _recover_rollback(self, intent: Mutation) -> Recovery:
+        args = json.loads(intent.args)
+        found = f"rollback v{args['from']} -> v{args['to']} died before its record"
+        try:
+            result = self.rollback(
+                args["name"], args.get("by", "recover"), "finished by recover", intent.run_id
+            )
+        except DriftPilotError as exc:
+            return Recovery(
+                run_id=intent.run_id,
+                model=args["name"],
+                found=found,
+                did=f"left: {exc}",
+                status="failed",
+            )
+        return Recovery(
+            run_id=intent.run_id,
+            model=args["name"],
+            found=found,
+            did=f"finished: champion v{result['to']}",
+            status="completed",
+            outcome="rollback",
+        )
+
+    def _dead_intents(self, model: str | None = None) -> list[Mutation]:
+        """Open registry intents whose run or operation no longer holds its model's lease."""
+        dead = []
+        for m in self.store.open_intents():
+            name = json.loads(m.args).get("name")
+            if model is not None and name != model:
+                continue
+            lease = self.store.lease(name) if name else None
+            if lease is None or lease.run_id != m.run_id or lease.expires_at <= now():
+                dead.append(m)
+        return dead
 
     def _orphans(self) -> list[Run]:
         """Runs marked running whose lease is gone or expired (their process died)."""
@@ -645,16 +816,26 @@ class ControlPlane:
             else "running with an expired lease; no checkpoint yet"
         ) + (f"; open intents: {', '.join(intents)}" if intents else "")
         try:
-            self._acquire(run.model, run.id, wait=False)
+            lease = self._acquire(run.model, run.id, wait=False)
         except ModelBusy as exc:
             return Recovery(
                 run_id=run.id, model=run.model, found=found, did=f"left: {exc}", status=run.status
+            )
+        status = self.store.get(Run, run.id).status
+        if status != "running":  # another process finished it between our look and our lease
+            self.store.release_lease(run.model, run.id, lease)
+            return Recovery(
+                run_id=run.id,
+                model=run.model,
+                found=found,
+                did="left: finished meanwhile",
+                status=status,
             )
         graph_input: Any = None
         if not snapshot.values:
             graph_input = json.loads(run.summary or "{}").get("input")
             if graph_input is None:
-                self.store.release_lease(run.model, run.id)
+                self.store.release_lease(run.model, run.id, lease)
                 self.store.update_run(
                     run.id,
                     status="failed",
@@ -668,7 +849,7 @@ class ControlPlane:
                     did="marked failed: nothing to resume from",
                     status="failed",
                 )
-        view = self._drive(run.id, run.model, graph_input)
+        view = self._drive(run.id, run.model, graph_input, lease)
         did = "restarted from its input" if graph_input else "resumed from its checkpoint"
         return Recovery(
             run_id=run.id,
@@ -679,10 +860,11 @@ class ControlPlane:
             outcome=view.outcome,
         )
 
-    def _apply_recorded(self, run: Run, recorded: Any) -> Recovery:
+    def _apply_recorded(self, run: Run) -> Recovery:
+        recorded = self.store.approval_rows(run.id)[1]
         found = f"waiting for approval with a recorded {recorded.decision} by {recorded.principal}"
         try:
-            view = self.decide(run.id, recorded.decision, recorded.principal)
+            view = self.resume_run(run.id, wait=False)
         except ModelBusy as exc:
             return Recovery(
                 run_id=run.id, model=run.model, found=found, did=f"left: {exc}", status=run.status
@@ -842,9 +1024,11 @@ class ControlPlane:
         if done is not None:
             return done
         self.store.get(ManagedModel, model)
-        self._acquire(model, op_id, wait=False)
+        if self.store.open_intent(op_id, "rollback") is None:
+            self._refuse_if_unrecovered(model)
+        lease = self._acquire(model, op_id, wait=False)
         try:
-            with LeaseKeeper(self.store, model, op_id, self.settings.lease_ttl_s):
+            with LeaseKeeper(self.store, model, op_id, lease, self.settings.lease_ttl_s):
                 return self._rollback(model, actor, reason, op_id)
         finally:
             self._checkpoint()
@@ -852,7 +1036,12 @@ class ControlPlane:
     def _rollback(self, model: str, actor: str, reason: str, op_id: str) -> dict[str, Any]:
         from tools import registry
 
-        champions = registry.champion_history(model, self.settings)
+        intent = self.store.open_intent(op_id, "rollback")
+        if intent is not None:  # finishing a rollback that died: its intent says what it was
+            planned = json.loads(intent.args)
+            champions = [planned["to"], planned["from"]]
+        else:
+            champions = registry.champion_history(model, self.settings)
         if len(champions) < 2:
             raise RegistryError(f"model {model!r} has no previous champion to roll back to")
         # Find what restores the previous champion's reference window before moving anything.
@@ -871,9 +1060,12 @@ class ControlPlane:
             "cicd",
             "rollback",
             "registry.rollback",
-            lambda: registry.rollback(model, key=op_id, settings=self.settings),
-            {"name": model, "from": champions[-1], "to": champions[-2]},
+            lambda: registry.rollback(
+                model, op_id, self.settings, plan=(champions[-1], champions[-2])
+            ),
+            {"name": model, "from": champions[-1], "to": champions[-2], "by": actor},
             lambda r: r.model_dump(),
+            fault="after_rollback",
         )
         self.store.update_model(
             model,

@@ -305,11 +305,14 @@ def promote(
     return PromotionResult(name=name, previous=now_champion, current=version, changed=True)
 
 
-def rollback(name: str, key: str, settings: Settings | None = None) -> PromotionResult:
+def rollback(
+    name: str, key: str, settings: Settings | None = None, plan: tuple[int, int] | None = None
+) -> PromotionResult:
     """Move ``champion`` back to the previous champion.
 
     Idempotent per ``key``: a second call with the same key returns the first call's result
-    without moving anything.
+    without moving anything. ``plan`` = (from, to), as written in the rollback's intent,
+    makes a call replayed after a crash finish that rollback instead of rolling back again.
 
     Raises:
         RegistryError: there is no previous champion to return to.
@@ -322,11 +325,16 @@ def rollback(name: str, key: str, settings: Settings | None = None) -> Promotion
         if record["key"] == key:
             return PromotionResult.model_validate({**record["result"], "changed": False})
     history = champion_history(name, settings)
-    if len(history) < 2:
+    if plan is not None:
+        current, previous = plan
+        # The crash may have come after the history tag was shortened: shorten it once.
+        remaining = history[:-1] if history[-1:] == [current] else history
+    elif len(history) < 2:
         raise RegistryError(f"model {name!r} has no previous champion to roll back to")
-    current, previous = history[-1], history[-2]
+    else:
+        current, previous, remaining = history[-1], history[-2], history[:-1]
     set_alias(name, CHAMPION, previous, settings)
-    client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history[:-1]))
+    client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(remaining))
     result = PromotionResult(name=name, previous=current, current=previous, changed=True)
     client.set_registered_model_tag(
         name, ROLLBACK_TAG, json.dumps({"key": key, "result": result.model_dump()})

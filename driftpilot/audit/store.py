@@ -15,12 +15,13 @@ import time
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
-from sqlalchemy import create_engine, event, select, text
+from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 from sqlalchemy.exc import OperationalError
@@ -47,6 +48,11 @@ GENESIS = "0" * 64
 T = TypeVar("T")
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _CHAIN_LOCK = threading.Lock()  # one chained insert at a time within a process
+
+
+# The lease acquisition this thread's run works under (set by the service's LeaseKeeper):
+# mutations are fenced on it, so a process whose lease was taken over stops mutating.
+lease_holder: ContextVar[str | None] = ContextVar("driftpilot_lease_holder", default=None)
 
 
 def now() -> str:
@@ -389,28 +395,39 @@ class AuditStore:
         except SQLIntegrityError as exc:  # PostgreSQL: another process inserted it first
             raise ModelBusy(f"model {model!r} is busy: another run took its lease") from exc
 
-    def renew_lease(self, model: str, run_id: str, ttl_s: float) -> bool:
-        """Extend a held lease; False when the lease is no longer this run's."""
+    def renew_lease(self, model: str, run_id: str, ttl_s: float, holder: str | None = None) -> bool:
+        """Extend a held lease; False when the lease is no longer this run's (or, given
+        ``holder``, no longer this acquisition's: another process took the run over)."""
         with self.session() as session:
             row = session.get(Lease, model, with_for_update=True)
-            if row is None or row.run_id != run_id:
+            if row is None or not _matches(row, run_id, holder):
                 return False
             row.expires_at = _later(ttl_s)
             return True
 
-    def release_lease(self, model: str, run_id: str) -> None:
+    def release_lease(self, model: str, run_id: str, holder: str | None = None) -> None:
+        """Give the lease back, if it is still this run's (and ``holder``'s)."""
         with self.session() as session:
             row = session.get(Lease, model, with_for_update=True)
-            if row is not None and row.run_id == run_id:
+            if row is not None and _matches(row, run_id, holder):
                 session.delete(row)
 
     def lease(self, model: str) -> Lease | None:
         with self.session() as session:
             return session.get(Lease, model)
 
-    def holds_lease(self, model: str, run_id: str) -> bool:
+    def holds_lease(self, model: str, run_id: str, holder: str | None = None) -> bool:
         row = self.lease(model)
-        return row is not None and row.run_id == run_id and row.expires_at > now()
+        return row is not None and _matches(row, run_id, holder) and row.expires_at > now()
+
+    def champion_generation(self, model: str) -> int:
+        """The id of the model's latest champion change (0: none): it moves with every
+        promotion and rollback, so a replay can tell that the champion changed meanwhile."""
+        with self.session() as session:
+            latest = session.scalar(
+                select(func.max(ChampionChange.id)).where(ChampionChange.model == model)
+            )
+        return int(latest or 0)
 
     # -- write-ahead mutations ------------------------------------------------------------------
 
@@ -644,6 +661,10 @@ class AuditStore:
                     "table": name,
                     **{c.name: getattr(row, c.name) for c in row.__table__.columns},
                 }
+
+
+def _matches(row: Lease, run_id: str, holder: str | None) -> bool:
+    return row.run_id == run_id and (holder is None or row.holder == holder)
 
 
 def _secret_hash(secret: str) -> str:

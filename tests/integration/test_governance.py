@@ -21,7 +21,7 @@ import yaml
 
 from driftpilot.audit.models import Approval, ChampionChange, Decision, Mutation, Run
 from driftpilot.errors import ApprovalError, InvalidPrincipal, ModelBusy
-from driftpilot.service import ControlPlane
+from driftpilot.service import ControlPlane, holder
 from driftpilot.settings import Settings, get_settings
 from tests.conftest import add_flights
 from tests.integration.test_control_graph import FORCE_RETRAIN, HIGH_RISK, LOW_RISK, merge
@@ -354,6 +354,97 @@ def test_a_decision_is_recorded_now_and_applied_by_a_worker(plane_for: Any, data
     with pytest.raises(ApprovalError, match="cannot approve"):
         cp.record_decision(run.run_id, "approve", "Ann")
     recorded = cp.record_decision(run.run_id, "approve", "bob", "fine")
-    assert recorded.status == "running" and cp.store.holds_lease("flights", run.run_id)
+    # Recording takes nothing: the worker that applies it takes the lease (and heartbeats it).
+    assert recorded.status == "waiting_approval" and cp.store.lease("flights") is None
     done = cp.resume_run(run.run_id)
     assert done.outcome == "promoted" and registry.current_champion("flights") == 2
+    assert cp.resume_run(run.run_id).status == "completed"  # a second worker does nothing
+
+
+def test_a_decision_for_a_busy_model_stays_recorded_until_it_is_free(
+    plane_for: Any, data: Any
+) -> None:
+    cp = plane_for(merge(FORCE_RETRAIN, HIGH_RISK))
+    run = cp.start_run("flights", data["july"], "2013-07", requested_by="ann")
+    cp.store.acquire_lease("flights", "other-run", holder(), ttl_s=30)
+    with pytest.raises(ModelBusy, match=r"approve of run \w+ is recorded"):
+        cp.decide(run.run_id, "approve", "bob")
+    assert cp.get_run(run.run_id).status == "waiting_approval"
+    cp.store.release_lease("flights", "other-run")
+    [done] = cp.recover()
+    assert (done.did, done.outcome) == ("applied the recorded decision", "promoted")
+    assert_consistent(cp)
+
+
+# -- recover comes before anything new on a model a dead process left mid-way ---------------
+
+
+def test_a_rollback_after_a_crash_waits_for_recover_and_is_not_undone(
+    plane_for: Any, data: Any, tmp_path: Path
+) -> None:
+    cp = plane_for(merge(FORCE_RETRAIN, LOW_RISK))
+    batch = tmp_path / "july.parquet"
+    data["july"].write_parquet(batch)
+    crash("after_alias", "run", str(batch))
+    time.sleep(TTL + 0.5)
+    for attempt in (
+        lambda: cp.rollback("flights", "bob", "bad model"),
+        lambda: cp.start_run("flights", data["october"], "2013-10"),
+        lambda: cp.submit_run("flights", data["october"], "2013-10"),
+    ):
+        with pytest.raises(ModelBusy, match="driftpilot recover"):
+            attempt()
+    [done] = cp.recover()
+    assert done.outcome == "promoted"
+    cp.rollback("flights", "bob", "bad model")
+    assert cp.recover() == []  # the finished run is not promoted again
+    assert champions(cp) == [("bootstrap", 1), ("promote", 2), ("rollback", 1)]
+    assert_consistent(cp)
+
+
+def test_a_replayed_promotion_is_void_if_the_champion_changed_hands_since(
+    plane_for: Any, data: Any, tmp_path: Path
+) -> None:
+    """Defence in depth: even a rollback made behind the guard's back (an older client, the
+    MLflow UI and a hand-written audit row) is not undone by the replay."""
+    cp = plane_for(merge(FORCE_RETRAIN, LOW_RISK))
+    batch = tmp_path / "july.parquet"
+    data["july"].write_parquet(batch)
+    crash("after_alias", "run", str(batch))
+    run = one_run(cp)
+    moved = registry.rollback("flights", "by-hand", cp.settings)
+    cp.store.record_champion("flights", moved.current, moved.previous, "rollback", "by-hand", "ops")
+    time.sleep(TTL + 0.5)
+    [done] = cp.recover()
+    assert (done.run_id, done.outcome) == (run.id, "superseded")
+    assert registry.current_champion("flights") == 1
+    [void] = cp.store.list_rows(Mutation, Mutation.run_id == run.id, Mutation.phase == "void")
+    assert void.step == "promote"
+
+
+ROLLBACK = """
+from driftpilot.service import ControlPlane
+ControlPlane().rollback("flights", "bob", "regression")
+"""
+
+
+def test_kill_inside_a_rollback_then_recover_finishes_it_once(plane_for: Any, data: Any) -> None:
+    cp = plane_for(merge(FORCE_RETRAIN, LOW_RISK))
+    assert cp.start_run("flights", data["july"], "2013-07").outcome == "promoted"
+    env = {**os.environ, "DRIFTPILOT_FAULTS": "after_rollback"}
+    child = subprocess.run(
+        [sys.executable, "-c", ROLLBACK], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert child.returncode == -9, child.stderr[-2000:]
+    assert registry.current_champion("flights") == 1  # moved in MLflow, not yet in the audit
+    time.sleep(TTL + 0.5)
+    with pytest.raises(ModelBusy, match="driftpilot recover"):
+        cp.start_run("flights", data["october"], "2013-10")
+    [done] = cp.recover()
+    assert done.did == "finished: champion v1" and done.model == "flights"
+    assert champions(cp) == [("bootstrap", 1), ("promote", 2), ("rollback", 1)]
+    assert registry.champion_history("flights") == [1]
+    rollback = cp.store.list_rows(ChampionChange, ChampionChange.action == "rollback")
+    assert rollback[0].actor == "bob"
+    assert cp.recover() == []
+    assert_consistent(cp)

@@ -177,6 +177,19 @@ def test_an_expired_lease_can_be_taken_over(store: AuditStore) -> None:
     assert store.lease("m").run_id == "recovery"  # type: ignore[union-attr]
 
 
+def test_a_lease_taken_over_cannot_be_renewed_or_released_by_its_old_holder(
+    store: AuditStore,
+) -> None:
+    store.acquire_lease("m", "run-a", "host:1:old", ttl_s=0.01)
+    time.sleep(0.05)
+    store.acquire_lease("m", "run-a", "host:2:new", ttl_s=30)  # recover took the same run over
+    assert not store.renew_lease("m", "run-a", 30, holder="host:1:old")
+    store.release_lease("m", "run-a", holder="host:1:old")
+    assert store.holds_lease("m", "run-a", "host:2:new")
+    assert not store.holds_lease("m", "run-a", "host:1:old")  # its mutations are fenced off
+    assert store.renew_lease("m", "run-a", 30, holder="host:2:new")
+
+
 def test_open_intents_until_their_end_row(store: AuditStore) -> None:
     store.record_mutation("r6", "promote", "promote", "intent", {"version": 2})
     assert [m.step for m in store.open_intents()] == ["promote"]
