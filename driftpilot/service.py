@@ -1029,9 +1029,11 @@ class ControlPlane:
         lease = self._acquire(model, op_id, wait=False)
         try:
             with LeaseKeeper(self.store, model, op_id, lease, self.settings.lease_ttl_s):
-                return self._rollback(model, actor, reason, op_id)
+                result = self._rollback(model, actor, reason, op_id)
         finally:
             self._checkpoint()
+        self._emit("rollback", model, op_id, **result, reason=reason)
+        return result
 
     def _rollback(self, model: str, actor: str, reason: str, op_id: str) -> dict[str, Any]:
         from tools import registry
