@@ -967,13 +967,11 @@ class ControlPlane:
             for version in registry.list_versions(name, self.settings):
                 if version.version not in logged:
                     problems.append(f"{name} v{version.version} has no register tool call")
-        orphans = {r.id for r in self._orphans()}
-        for intent in self.store.open_intents():
-            if intent.run_id in orphans:
-                problems.append(
-                    f"run {intent.run_id[:12]}: intent to {intent.action} ({intent.step}) never "
-                    "completed; run `driftpilot recover`"
-                )
+        for intent in self._dead_intents():
+            problems.append(
+                f"{intent.run_id[:24]}: intent to {intent.action} ({intent.step}) never "
+                "completed; run `driftpilot recover`"
+            )
         return problems
 
     def _audit_key(self) -> Any:

@@ -41,7 +41,14 @@ from driftpilot.audit.models import (
     StepEffect,
     ToolCall,
 )
-from driftpilot.errors import ApprovalError, AuditWriteError, ConfigError, ModelBusy, NotFound
+from driftpilot.errors import (
+    ApprovalError,
+    AuditWriteError,
+    ConfigError,
+    InvalidPrincipal,
+    ModelBusy,
+    NotFound,
+)
 from driftpilot.identity import ROLES, normalize_principal, same_person
 
 GENESIS = "0" * 64
@@ -303,21 +310,30 @@ class AuditStore:
                 )
             )
 
-    def approval_problem(self, run_id: str, action: dict[str, Any]) -> str | None:
+    def approval_problem(
+        self, run_id: str, action: dict[str, Any], *, unbound_ok: bool = False
+    ) -> str | None:
         """Why the run's approval does not authorise ``action`` (None: it does).
 
         It does when the request was for exactly this action, the decision is 'approve', and
-        the approver is not the requester under the one identity rule."""
+        the approver is not the requester under the one identity rule. ``unbound_ok`` accepts
+        approvals written before approvals were bound to their action (verify reads old homes
+        with it; the promotion gate never does)."""
         rows = self.approval_rows(run_id)
         if len(rows) < 2:
             return "no approval decision on record"
         request, answer = rows[0], rows[1]
         if answer.decision != "approve":
             return f"the request was {answer.decision}ed by {answer.principal}"
-        if same_person(answer.principal, request.principal):
-            return f"{answer.principal!r} approved their own request"
+        try:
+            if same_person(answer.principal, request.principal):
+                return f"{answer.principal!r} approved their own request"
+        except InvalidPrincipal as exc:  # a row written around the entry points
+            return f"the approval names an invalid principal: {exc}"
         wanted = action_hash(action)
         bound = {json.loads(r.payload).get("action_hash") for r in (request, answer)}
+        if unbound_ok and bound == {None}:
+            return None
         if bound != {wanted}:
             return "the approval was given for a different action (model, version or champion)"
         return None
@@ -614,18 +630,30 @@ class AuditStore:
         return VerifyResult(ok=True, checked=checked)
 
     def cross_checks(self) -> list[str]:
-        """Invariants across tables: every champion change has its decision, and every
-        promotion the policy rated other than low has an approval by a different principal,
-        bound to exactly that promotion."""
+        """Invariants across tables: every champion change has its decision by the agent that
+        may make it and continues the model's history (it replaces the champion before it),
+        and every promotion the policy rated other than low has an approval by a different
+        principal, bound to exactly that promotion."""
         problems: list[str] = []
         decisions = self.list_rows(Decision, order=Decision.id)
         actions = {(d.run_id, d.agent, d.action) for d in decisions}
         tiers = {d.run_id: d.action for d in decisions if d.action.startswith("risk:")}
+        champion: dict[str, int | None] = {}
         for change in self.list_rows(ChampionChange, order=ChampionChange.id):
             verb = "rollback" if change.action == "rollback" else "promote"
             label = f"champion change #{change.id} ({change.model} v{change.version}, {verb})"
-            if not any(run == change.run_id and act == verb for run, _, act in actions):
-                problems.append(f"{label} has no {verb} decision in run {change.run_id}")
+            agent = "bootstrap" if change.action == "bootstrap" else "cicd"
+            if (change.run_id, agent, verb) not in actions:
+                problems.append(
+                    f"{label} has no {verb} decision by the {agent} agent in run {change.run_id}"
+                )
+            before = champion.get(change.model)
+            if change.previous_version != before:
+                problems.append(
+                    f"{label} says it replaced v{change.previous_version}, but the champion "
+                    f"before it was v{before}"
+                )
+            champion[change.model] = change.version
             if change.action != "promote":
                 continue
             tier = tiers.get(change.run_id)
@@ -635,7 +663,7 @@ class AuditStore:
             if tier == "risk:low":
                 continue
             action = promotion_action(change.model, change.version, change.previous_version)
-            why = self.approval_problem(change.run_id, action)
+            why = self.approval_problem(change.run_id, action, unbound_ok=True)
             if why is not None:
                 problems.append(f"{label} was rated {tier} but is not approved: {why}")
         return problems

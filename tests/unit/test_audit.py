@@ -218,3 +218,42 @@ def test_roles_include_the_ones_below() -> None:
     assert has_role("admin", "approver") and has_role("approver", "operator")
     assert not has_role("operator", "approver") and not has_role("viewer", "operator")
     assert not has_role("root", "viewer")
+
+
+def test_cross_checks_name_a_champion_change_without_its_agent_or_its_predecessor(
+    store: AuditStore,
+) -> None:
+    store.record_decision("b", "bootstrap", "promote", "first", {}, backend="builtin")
+    store.record_champion("m", 1, None, "bootstrap", "b", "alice")
+    assert store.cross_checks() == []
+    # A forged promotion: its decision comes from the wrong agent, and it claims to replace
+    # v7 while the champion was v1.
+    store.record_decision("x", "drift_analyst", "promote", "sneaky", {}, backend="builtin")
+    store.record_decision("x", "cicd", "risk:low", "low", {}, backend="builtin")
+    store.record_champion("m", 3, 7, "promote", "x", "mallory")
+    problems = store.cross_checks()
+    assert any("no promote decision by the cicd agent in run x" in p for p in problems)
+    assert any("replaced v7, but the champion before it was v1" in p for p in problems)
+
+
+def test_an_approval_row_with_an_invisible_principal_is_reported_not_raised(
+    store: AuditStore,
+) -> None:
+    from driftpilot.audit.models import Approval
+
+    action = promotion_action("m", 2, 1)
+    store.request_approval("r", "alice", {"d": "x"}, action)
+    request = store.approval_rows("r")[0]
+    # Written around the entry points (which would refuse the name):
+    store._append(
+        Approval(
+            run_id="r",
+            kind="decision",
+            principal="bob\u200b",
+            decision="approve",
+            comment="",
+            payload=request.payload,
+        )
+    )
+    problem = store.approval_problem("r", action)
+    assert problem is not None and "invalid principal" in problem
