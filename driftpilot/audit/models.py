@@ -180,3 +180,55 @@ class Mutation(Chained, Base):
 
 
 CHAINED: tuple[type[Any], ...] = (Decision, ToolCall, Approval, ChampionChange, Mutation)
+
+
+# -- schedules and alerts (driftpilot.schedules, driftpilot.alerts) ------------------------------
+# Mutable configuration, not chained: who created, changed, fired or delivered what is audited
+# as tool calls (agents "scheduler" and "alerts"). APScheduler keeps its own job table
+# (``apscheduler_jobs``, created by migration 0004) in the same database.
+
+
+class Schedule(Base):
+    """A cron that starts control runs of one model on the newest batch of a source."""
+
+    __tablename__ = "schedules"
+    cron_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    model: Mapped[str] = mapped_column(String(200), index=True)
+    schedule: Mapped[str] = mapped_column(String(200), doc="5-field cron expression")
+    timezone: Mapped[str] = mapped_column(String(100), doc="IANA time zone of the cron")
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    payload: Mapped[str] = mapped_column(Text, doc="JSON: model and batch source")
+    multitask_strategy: Mapped[str] = mapped_column(String(20), doc="reject | enqueue")
+    meta: Mapped[str] = mapped_column(Text, default="{}", doc="JSON metadata")
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[str] = mapped_column(String(40))
+    updated_at: Mapped[str] = mapped_column(String(40))
+
+
+class ScheduleBatch(Base):
+    """The batches a schedule consumed (claimed before its run is submitted): a batch is
+    never run twice by one schedule, even by two schedulers racing on one database."""
+
+    __tablename__ = "schedule_batches"
+    __table_args__ = (UniqueConstraint("cron_id", "batch_key"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    cron_id: Mapped[str] = mapped_column(String(40), index=True)
+    batch_key: Mapped[str] = mapped_column(String(500), doc="source-specific identity")
+    batch_id: Mapped[str] = mapped_column(String(200))
+    run_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    created_at: Mapped[str] = mapped_column(String(40))
+
+
+class Webhook(Base):
+    """Where a model's alerts are posted. The URL may carry a secret: it is never shown or
+    audited in full (see ``driftpilot.alerts.redact_url``)."""
+
+    __tablename__ = "webhooks"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    model: Mapped[str] = mapped_column(String(200), index=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    format: Mapped[str] = mapped_column(String(20), doc="json | slack")
+    events: Mapped[str] = mapped_column(Text, doc="JSON list of event kinds")
+    description: Mapped[str] = mapped_column(String(500), default="")
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[str] = mapped_column(String(40))
