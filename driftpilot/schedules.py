@@ -1,0 +1,1152 @@
+"""Scheduled autonomous runs: crons that start a control run on the newest batch of a source.
+
+A schedule has LangGraph Platform's cron shape (``cron_id``, ``schedule``, ``timezone``,
+``enabled``, ``next_run_date``, ``payload``) plus ``multitask_strategy`` and ``created_by``.
+Its payload names the model and the batch source:
+
+- ``{"glob": "flights/*.parquet"}``: the newest CSV/Parquet file (by modification time) that
+  the pattern matches under an allowed batch root, if this schedule has not consumed it yet
+  (a file rewritten in place is new). Older unconsumed files are passed over, and counted in
+  the audit: a schedule follows the newest data, it does not replay a backlog.
+- ``{"dataset": "flights", "start": "2013-02"}``: the next batch of a built-in dataset, in
+  time order, from ``start`` on (``max_rows``/``seed``: a seeded sample of each batch).
+- ``{"gdelt": {}}``: the newest GDELT 2.0 15-minute event export (``lastupdate.txt`` of
+  ``DRIFTPILOT_SCHEDULER_GDELT_BASE_URL``). Offline, the firing is audited as an error.
+
+Timing is APScheduler 3.11 (``BackgroundScheduler``) with its jobs in the audit database
+(``SQLAlchemyJobStore``), so schedules and their next fire times survive a restart. Cron
+expressions have the standard five fields (minute hour day month weekday; weekday 0 and 7 are
+Sunday, as in crontab), evaluated in the schedule's IANA time zone.
+
+Misfire and coalescing policy (the same for every schedule):
+
+- ``misfire_grace_time`` (``DRIFTPILOT_SCHEDULER_MISFIRE_GRACE_S``, default 300 s): a firing
+  that could not start on time (the process was down or every worker busy) still runs if it
+  is at most that late; a later one is skipped and audited as ``missed``.
+- ``coalesce=True``: after downtime, all the firings that were missed collapse into one.
+- ``max_instances=1``: a firing never overlaps the previous firing of the same schedule; one
+  that would is skipped and audited as ``skipped-overlap``.
+
+Each firing is audited as a tool call of agent ``scheduler`` (tool ``schedule.fire``, under
+the schedule's ``cron_id``) with its outcome: ``fired`` (with the run id), ``skipped-busy``
+(the model is busy and the strategy is ``reject``, or an ``enqueue`` schedule still has a run
+waiting), ``no-new-batch``, ``error``, ``missed``, ``skipped-overlap`` or ``disabled``.
+Changes to schedules (create, update, pause, resume, delete) are audited with who made them.
+A fired run has trigger ``schedule`` and is requested by the schedule's creator. A batch is
+claimed in the ``schedule_batches`` ledger before its run is submitted, so one schedule never
+runs one batch twice; a busy model leaves the batch unclaimed for the next firing.
+
+Run one scheduler that fires per database (``DRIFTPILOT_SCHEDULER_ENABLED=false`` makes a
+process manage schedules without firing them): APScheduler 3 does not lock jobs across
+processes (the ledger still keeps a batch from running twice).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import create_engine, delete, select
+from sqlalchemy.exc import IntegrityError as SQLIntegrityError
+
+from driftpilot.audit.models import ManagedModel, Run, Schedule, ScheduleBatch, ToolCall
+from driftpilot.audit.store import now
+from driftpilot.errors import ConfigError, DataError, DriftPilotError, ModelBusy, NotFound
+from driftpilot.identity import normalize_principal
+
+if TYPE_CHECKING:
+    import polars as pl
+    from apscheduler.schedulers.background import BackgroundScheduler
+    from apscheduler.triggers.cron import CronTrigger
+    from sqlalchemy.engine import Engine
+
+    from driftpilot.service import ControlPlane
+
+log = logging.getLogger(__name__)
+
+GDELT_BASE_URL = "http://data.gdeltproject.org/gdeltv2/"
+SUFFIXES = (".csv", ".parquet")
+AGENT = "scheduler"
+FIRE_TOOL = "schedule.fire"
+JOB_FUNC = "driftpilot.schedules:fire_job"
+SYNC_JOB = "driftpilot-scheduler-sync"
+EXECUTE_SLICE_S = 2.0  # an enqueued run waiting for its model re-checks for shutdown this often
+MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"
+
+FiringOutcome = Literal[
+    "fired", "skipped-busy", "no-new-batch", "error", "missed", "skipped-overlap", "disabled"
+]
+_OK: set[str] = {"fired", "no-new-batch"}
+
+
+class SchedulerSettings(BaseSettings):
+    """Settings of the scheduler, read from ``DRIFTPILOT_SCHEDULER_*``."""
+
+    model_config = SettingsConfigDict(env_prefix="DRIFTPILOT_SCHEDULER_", extra="ignore")
+
+    enabled: bool = Field(
+        True, description="Fire schedules in this process (false: manage them only)."
+    )
+    workers: int = Field(2, ge=1, le=32, description="Threads that run firings.")
+    misfire_grace_s: int = Field(
+        300, ge=1, description="A firing later than this is skipped (audited 'missed')."
+    )
+    poll_s: float = Field(
+        15.0, gt=0, description="How often the scheduler re-reads the job table, s."
+    )
+    gdelt_base_url: str = Field(GDELT_BASE_URL, description="Where GDELT 2.0 files are listed.")
+    gdelt_timeout_s: float = Field(30.0, gt=0, description="Timeout of one GDELT request, s.")
+    max_file_bytes: int = Field(
+        1024 * 1024 * 1024, gt=0, description="Largest batch file a glob source reads."
+    )
+
+
+# -- cron expressions ----------------------------------------------------------------------------
+
+_DAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
+_FIELD = re.compile(r"^[0-9*,/-]+$")
+_NAMED_FIELD = re.compile(r"^[0-9A-Za-z*,/-]+$")
+
+
+def zone(name: str) -> ZoneInfo:
+    """The IANA time zone ``name``.
+
+    Raises:
+        ConfigError: not an IANA time zone name.
+    """
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, TypeError) as exc:
+        raise ConfigError(
+            f"unknown time zone {name!r}: give an IANA name such as 'UTC' or 'Europe/Paris'"
+        ) from exc
+
+
+def _weekday(token: str, *, upper: bool) -> int:
+    names = {d: i for i, d in enumerate(_DAYS)}
+    low = token.lower()
+    if low in names:
+        return names[low]
+    if token.isdigit() and 0 <= int(token) <= 7:
+        day = int(token)
+        return day if upper else day % 7
+    raise ConfigError(f"weekday {token!r} is not 0-7 or sun-sat")
+
+
+def _weekdays(field: str) -> str:
+    """A crontab weekday field (0 and 7 = Sunday) as APScheduler day names: APScheduler 3
+    counts 0 as Monday, so numbers are translated, never passed through."""
+    if field == "*":
+        return "*"
+    days: set[int] = set()
+    for item in field.split(","):
+        body, slash, step_text = item.partition("/")
+        if slash and not (step_text.isdigit() and int(step_text) >= 1):
+            raise ConfigError(f"weekday step {step_text!r} must be a positive number")
+        step = int(step_text) if slash else 1
+        if body == "*":
+            first, last = 0, 6
+        elif "-" in body:
+            a, _, b = body.partition("-")
+            first, last = _weekday(a, upper=False), _weekday(b, upper=True)
+        else:
+            first = _weekday(body, upper=False)
+            last = 6 if slash else first
+        if first > last:
+            raise ConfigError(f"weekday range {body!r} runs backwards")
+        days.update(d % 7 for d in range(first, last + 1, step))
+    return ",".join(_DAYS[d] for d in sorted(days))
+
+
+def cron_trigger(expression: str, timezone: str) -> CronTrigger:
+    """The APScheduler trigger of a five-field crontab expression in an IANA time zone.
+
+    Raises:
+        ConfigError: not five fields, a field out of range, day of month and weekday both
+            restricted (crontab ORs them, APScheduler would AND them), a schedule that never
+            fires, or an unknown time zone.
+    """
+    from apscheduler.triggers.cron import CronTrigger
+
+    tz = zone(timezone)
+    fields = expression.split()
+    if len(fields) != 5:
+        raise ConfigError(
+            f"cron schedule {expression!r} has {len(fields)} fields; give 5: "
+            "minute hour day-of-month month day-of-week (e.g. '*/15 * * * *')"
+        )
+    minute, hour, day, month, weekday = fields
+    for name, value, pattern in (
+        ("minute", minute, _FIELD),
+        ("hour", hour, _FIELD),
+        ("day of month", day, _FIELD),
+        ("month", month, _NAMED_FIELD),
+        ("day of week", weekday, _NAMED_FIELD),
+    ):
+        if not pattern.match(value):
+            raise ConfigError(f"cron {name} field {value!r} has characters cron does not allow")
+    if day != "*" and weekday != "*":
+        raise ConfigError(
+            "restrict the day of month or the day of week, not both (cron fires when either "
+            "matches; give two schedules instead)"
+        )
+    try:
+        trigger = CronTrigger(
+            minute=minute,
+            hour=hour,
+            day=day,
+            month=month.lower(),
+            day_of_week=_weekdays(weekday),
+            timezone=tz,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"invalid cron schedule {expression!r}: {exc}") from exc
+    if trigger.get_next_fire_time(None, datetime.now(tz)) is None:
+        raise ConfigError(f"cron schedule {expression!r} never fires")
+    return trigger
+
+
+# -- schedule payloads -------------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def check_glob(pattern: str) -> str:
+    """A glob pattern relative to a batch root: no absolute path, '..', '~', '\\' or NUL.
+
+    Raises:
+        ConfigError: the pattern could leave its root.
+    """
+    pure = PurePosixPath(pattern)
+    if (
+        not pattern.strip()
+        or "\x00" in pattern
+        or "\\" in pattern
+        or pure.is_absolute()
+        or ".." in pure.parts
+        or Path(pattern).drive
+        or pattern.startswith("~")
+    ):
+        raise ConfigError(
+            "glob must be relative to an allowed batch root, without '..', '~' or '\\' "
+            "(e.g. 'flights/*.parquet')"
+        )
+    return pattern
+
+
+class GlobSource(_Strict):
+    glob: str = Field(
+        min_length=1,
+        max_length=500,
+        description="CSV/Parquet files under an allowed batch root; the newest one is run.",
+        examples=["flights/*.parquet"],
+    )
+
+    @field_validator("glob")
+    @classmethod
+    def _safe(cls, value: str) -> str:
+        try:
+            return check_glob(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from exc
+
+
+class DatasetSource(_Strict):
+    dataset: str = Field(
+        pattern=r"^[a-z0-9_]+$", max_length=50, description="A built-in dataset: flights, ..."
+    )
+    start: str | None = Field(
+        None,
+        max_length=100,
+        description="The first batch to run (earlier ones are skipped), e.g. '2013-02'.",
+    )
+    max_rows: int | None = Field(
+        None, ge=100, le=1_000_000, description="A seeded sample of this many rows per batch."
+    )
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+
+class GdeltOptions(_Strict):
+    max_rows: int | None = Field(None, ge=1, le=1_000_000, description="Keep the first N rows.")
+
+
+class GdeltSource(_Strict):
+    gdelt: GdeltOptions = Field(
+        default_factory=GdeltOptions, description="The newest GDELT 2.0 event export."
+    )
+
+
+Source = GlobSource | DatasetSource | GdeltSource
+
+
+class Payload(_Strict):
+    """What a firing runs: the managed model and where its batches come from."""
+
+    model: str = Field(pattern=MODEL_NAME, description="The managed model.")
+    source: Source = Field(
+        description="{'glob': pattern} | {'dataset': name, 'start'?} | {'gdelt': {}}"
+    )
+
+
+MultitaskStrategy = Literal["reject", "enqueue"]
+
+
+def _check_cron(schedule: str | None, timezone: str | None) -> None:
+    try:
+        if timezone is not None:
+            zone(timezone)
+        if schedule is not None:
+            cron_trigger(schedule, timezone or "UTC")
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+class ScheduleSpec(_Strict):
+    """A new schedule (LangGraph Platform's cron fields, plus the batch source)."""
+
+    schedule: str = Field(
+        max_length=200,
+        description="Five-field cron: minute hour day-of-month month day-of-week "
+        "(0 or 7 = Sunday).",
+        examples=["* * * * *", "0 6 * * mon-fri"],
+    )
+    timezone: str = Field("UTC", max_length=100, description="IANA time zone of the schedule.")
+    enabled: bool = True
+    payload: Payload
+    multitask_strategy: MultitaskStrategy = Field(
+        "reject",
+        description="The model is busy at a firing: 'reject' skips it (audited); 'enqueue' "
+        "submits the run to wait for the model (one waiting run per schedule).",
+    )
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _valid_cron(self) -> ScheduleSpec:
+        _check_cron(self.schedule, self.timezone)
+        return self
+
+
+class ScheduleUpdate(_Strict):
+    """A change to a schedule: only the fields given change."""
+
+    schedule: str | None = Field(None, max_length=200)
+    timezone: str | None = Field(None, max_length=100)
+    enabled: bool | None = None
+    payload: Payload | None = None
+    multitask_strategy: MultitaskStrategy | None = None
+    metadata: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _valid_cron(self) -> ScheduleUpdate:
+        _check_cron(self.schedule, self.timezone)
+        return self
+
+
+class Firing(BaseModel):
+    """One firing of a schedule, as audited."""
+
+    cron_id: str
+    outcome: FiringOutcome
+    at: str
+    scheduled_at: str | None = None
+    run_id: str | None = None
+    batch_id: str | None = None
+    detail: str = ""
+
+
+class ScheduleView(BaseModel):
+    """A schedule as LangGraph Platform shows a cron (``assistant_id`` is the model)."""
+
+    cron_id: str
+    assistant_id: str
+    model: str
+    schedule: str
+    timezone: str
+    enabled: bool
+    next_run_date: str | None = Field(description="Next firing (UTC); null while paused.")
+    payload: dict[str, Any]
+    multitask_strategy: MultitaskStrategy
+    metadata: dict[str, Any]
+    created_by: str
+    created_at: str
+    updated_at: str
+    last_firing: Firing | None = None
+
+
+@dataclass
+class Picked:
+    """A batch a firing chose: its rows, id, ledger key and how it was found."""
+
+    frame: pl.DataFrame
+    batch_id: str
+    key: str
+    detail: str
+
+
+# -- the job APScheduler stores ----------------------------------------------------------------
+
+_LIVE: dict[str, Scheduler] = {}
+_LIVE_LOCK = threading.Lock()
+
+
+def fire_job(store_key: str, cron_id: str) -> None:
+    """What APScheduler runs (stored by reference): fire ``cron_id`` with the live scheduler
+    of its database in this process."""
+    with _LIVE_LOCK:
+        scheduler = _LIVE.get(store_key)
+    if scheduler is None:
+        log.warning("schedule %s is due but no scheduler of its database is live", cron_id)
+        return
+    scheduler.fire(cron_id)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.astimezone(UTC).isoformat() if moment is not None else None
+
+
+class Scheduler:
+    """Create, change, pause and delete schedules; fire them in background threads.
+
+    ``roots``: where glob sources may read (default ``<home>/inbox``). ``execute``: called
+    with the run id of each fired run (the API hands it to its run executor); without it the
+    firing thread executes the run itself. Use as a context manager, or ``start``/``shutdown``.
+    """
+
+    def __init__(
+        self,
+        plane: ControlPlane,
+        *,
+        roots: list[Path] | None = None,
+        execute: Callable[[str], Any] | None = None,
+        conf: SchedulerSettings | None = None,
+    ) -> None:
+        self.plane = plane
+        self.store = plane.store
+        self.conf = conf or SchedulerSettings()
+        self.roots = list(roots) if roots else [plane.settings.home / "inbox"]
+        self._execute = execute
+        self._key = hashlib.sha256(plane.settings.db_url.encode()).hexdigest()[:16]
+        self._stop = threading.Event()
+        self._aps: BackgroundScheduler | None = None
+        self._engine: Engine | None = None
+        self._datasets: dict[str, dict[str, pl.DataFrame]] = {}
+        self._datasets_lock = threading.Lock()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def __enter__(self) -> Scheduler:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    @property
+    def running(self) -> bool:
+        return self._aps is not None
+
+    def start(self) -> Scheduler:
+        """Open the job store and start the background scheduler (paused when this process
+        does not fire: ``enabled`` false). Jobs missing for a stored schedule are re-added."""
+        from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED
+        from apscheduler.executors.pool import ThreadPoolExecutor
+        from apscheduler.jobstores.memory import MemoryJobStore
+        from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        if self._aps is not None:
+            return self
+        url = self.plane.settings.db_url
+        options: dict[str, Any] = {}
+        if url.startswith("sqlite"):
+            options["connect_args"] = {"timeout": 30}  # wait for the audit's writers
+        self._engine = create_engine(url, **options)
+        aps = BackgroundScheduler(
+            jobstores={
+                "default": SQLAlchemyJobStore(engine=self._engine),
+                "local": MemoryJobStore(),
+            },
+            executors={"default": ThreadPoolExecutor(self.conf.workers)},
+            job_defaults={
+                "coalesce": True,
+                "max_instances": 1,
+                "misfire_grace_time": self.conf.misfire_grace_s,
+            },
+            timezone=UTC,
+            daemon=True,
+        )
+        aps.add_listener(
+            self._on_event, EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES | EVENT_JOB_ERROR
+        )
+        with _LIVE_LOCK:
+            _LIVE[self._key] = self
+        self._stop.clear()
+        aps.start(paused=not self.conf.enabled)
+        # Wakes the loop every poll_s, so jobs another process added or changed are seen.
+        aps.add_job(
+            _noop,
+            "interval",
+            seconds=self.conf.poll_s,
+            id=SYNC_JOB,
+            jobstore="local",
+            replace_existing=True,
+        )
+        self._aps = aps
+        self._reconcile()
+        return self
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop firing; with ``wait``, let firings in progress finish (an enqueued run still
+        waiting for its model stays pending for the next start)."""
+        aps, self._aps = self._aps, None
+        if aps is None:
+            return
+        self._stop.set()
+        aps.shutdown(wait=wait)
+        with _LIVE_LOCK:
+            if _LIVE.get(self._key) is self:
+                del _LIVE[self._key]
+
+    def _require(self) -> BackgroundScheduler:
+        if self._aps is None:
+            raise ConfigError("the scheduler is not started")
+        return self._aps
+
+    def _reconcile(self) -> None:
+        """Every stored schedule has its job (with this process's store key), no job is left
+        without its schedule."""
+        aps = self._require()
+        rows = {r.cron_id: r for r in self.store.list_rows(Schedule)}
+        for job in aps.get_jobs(jobstore="default"):
+            if job.id not in rows:
+                aps.remove_job(job.id, jobstore="default")
+            elif tuple(job.args) != (self._key, job.id):
+                aps.modify_job(job.id, jobstore="default", args=[self._key, job.id])
+        for cron_id, row in rows.items():
+            if aps.get_job(cron_id, jobstore="default") is None:
+                self._add_job(row)
+
+    def _add_job(self, row: Schedule) -> None:
+        aps = self._require()
+        extra: dict[str, Any] = {} if row.enabled else {"next_run_time": None}
+        aps.add_job(
+            JOB_FUNC,
+            cron_trigger(row.schedule, row.timezone),
+            args=[self._key, row.cron_id],
+            id=row.cron_id,
+            name=f"{row.model} ({row.schedule} {row.timezone})",
+            jobstore="default",
+            replace_existing=True,
+            **extra,
+        )
+
+    # -- CRUD -------------------------------------------------------------------------------------
+
+    def create(self, spec: ScheduleSpec, principal: str) -> ScheduleView:
+        """Add a schedule; its first firing is the cron's next time (unless disabled).
+
+        Raises:
+            NotFound: unknown model or dataset.
+            ConfigError: invalid cron, time zone or source.
+        """
+        actor = normalize_principal(principal)
+        self._check_payload(spec.payload)
+        cron_id = str(uuid.uuid4())
+        stamp = now()
+        row = Schedule(
+            cron_id=cron_id,
+            model=spec.payload.model,
+            schedule=" ".join(spec.schedule.split()),
+            timezone=spec.timezone,
+            enabled=spec.enabled,
+            payload=spec.payload.model_dump_json(exclude_defaults=False),
+            multitask_strategy=spec.multitask_strategy,
+            meta=json.dumps(spec.metadata, default=str),
+            created_by=actor,
+            created_at=stamp,
+            updated_at=stamp,
+        )
+        self._require()
+        self.store.add(row)
+        try:
+            self._add_job(row)
+        except Exception:
+            self._delete_rows(cron_id)
+            raise
+        view = self.get(cron_id)
+        self._audit_change(cron_id, "create", actor, view)
+        return view
+
+    def get(self, cron_id: str) -> ScheduleView:
+        """One schedule, with its next fire time and last firing.
+
+        Raises:
+            NotFound: no such schedule.
+        """
+        return self._view(self._row(cron_id))
+
+    def list_schedules(
+        self, model: str | None = None, enabled: bool | None = None
+    ) -> list[ScheduleView]:
+        """Schedules, oldest first, optionally of one model or only (not) enabled ones."""
+        where: list[Any] = []
+        if model is not None:
+            where.append(Schedule.model == model)
+        if enabled is not None:
+            where.append(Schedule.enabled == enabled)
+        rows = self.store.list_rows(Schedule, *where, order=Schedule.created_at)
+        return [self._view(r) for r in rows]
+
+    def update(self, cron_id: str, change: ScheduleUpdate, principal: str) -> ScheduleView:
+        """Change a schedule's cron, time zone, payload, strategy, metadata or enabled flag;
+        the next fire time is recomputed from now.
+
+        Raises:
+            NotFound: no such schedule, unknown model or dataset.
+            ConfigError: the changed schedule is invalid.
+        """
+        actor = normalize_principal(principal)
+        row = self._row(cron_id)
+        current = self._spec(row).model_dump()
+        merged = {**current, **change.model_dump(exclude_unset=True, exclude_none=True)}
+        try:
+            spec = ScheduleSpec.model_validate(merged)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise ConfigError(f"invalid schedule: {first['msg']}") from exc
+        self._check_payload(spec.payload)
+        self._require()
+        with self.store.session() as session:
+            stored = session.get(Schedule, cron_id)
+            if stored is None:
+                raise NotFound(f"no schedule {cron_id!r}")
+            stored.model = spec.payload.model
+            stored.schedule = " ".join(spec.schedule.split())
+            stored.timezone = spec.timezone
+            stored.enabled = spec.enabled
+            stored.payload = spec.payload.model_dump_json()
+            stored.multitask_strategy = spec.multitask_strategy
+            stored.meta = json.dumps(spec.metadata, default=str)
+            stored.updated_at = now()
+        self._add_job(self._row(cron_id))
+        view = self.get(cron_id)
+        self._audit_change(cron_id, "update", actor, view)
+        return view
+
+    def pause(self, cron_id: str, principal: str) -> ScheduleView:
+        """Stop firing until ``resume`` (a firing in progress finishes)."""
+        return self._set_enabled(cron_id, False, principal)
+
+    def resume(self, cron_id: str, principal: str) -> ScheduleView:
+        """Fire again from the cron's next time after now (paused firings are not caught up)."""
+        return self._set_enabled(cron_id, True, principal)
+
+    def _set_enabled(self, cron_id: str, enabled: bool, principal: str) -> ScheduleView:
+        actor = normalize_principal(principal)
+        row = self._row(cron_id)
+        aps = self._require()
+        if row.enabled != enabled:
+            with self.store.session() as session:
+                stored = session.get(Schedule, cron_id)
+                if stored is not None:
+                    stored.enabled, stored.updated_at = enabled, now()
+        if aps.get_job(cron_id, jobstore="default") is None:
+            self._add_job(self._row(cron_id))
+        elif enabled:
+            aps.resume_job(cron_id, jobstore="default")
+        else:
+            aps.pause_job(cron_id, jobstore="default")
+        view = self.get(cron_id)
+        self._audit_change(cron_id, "resume" if enabled else "pause", actor, view)
+        return view
+
+    def delete(self, cron_id: str, principal: str) -> None:
+        """Remove a schedule, its job and its batch ledger (its audit stays).
+
+        Raises:
+            NotFound: no such schedule.
+        """
+        from apscheduler.jobstores.base import JobLookupError
+
+        actor = normalize_principal(principal)
+        view = self.get(cron_id)
+        aps = self._require()
+        with contextlib.suppress(JobLookupError):
+            aps.remove_job(cron_id, jobstore="default")
+        self._delete_rows(cron_id)
+        self._audit_change(cron_id, "delete", actor, view)
+
+    def run_now(self, cron_id: str) -> ScheduleView:
+        """Move the schedule's next firing to now (through the scheduler, so the misfire,
+        coalescing and overlap rules apply); the cron's times follow as before.
+
+        Raises:
+            NotFound: no such schedule.
+            ConfigError: the schedule is paused.
+        """
+        row = self._row(cron_id)
+        if not row.enabled:
+            raise ConfigError(f"schedule {cron_id} is paused: resume it first")
+        aps = self._require()
+        if aps.get_job(cron_id, jobstore="default") is None:
+            self._add_job(row)
+        aps.modify_job(cron_id, jobstore="default", next_run_time=datetime.now(UTC))
+        aps.wakeup()
+        return self.get(cron_id)
+
+    def firings(self, cron_id: str, limit: int = 50) -> list[Firing]:
+        """The schedule's audited firings, newest first."""
+        rows = self.store.list_rows(
+            ToolCall,
+            ToolCall.run_id == cron_id,
+            ToolCall.agent == AGENT,
+            ToolCall.tool == FIRE_TOOL,
+            order=ToolCall.id.desc(),
+            limit=limit,
+        )
+        return [_firing(r) for r in rows]
+
+    def _row(self, cron_id: str) -> Schedule:
+        try:
+            return self.store.get(Schedule, cron_id)
+        except NotFound:
+            raise NotFound(f"no schedule {cron_id!r}") from None
+
+    def _spec(self, row: Schedule) -> ScheduleSpec:
+        return ScheduleSpec(
+            schedule=row.schedule,
+            timezone=row.timezone,
+            enabled=row.enabled,
+            payload=Payload.model_validate_json(row.payload),
+            multitask_strategy=row.multitask_strategy,
+            metadata=json.loads(row.meta or "{}"),
+        )
+
+    def _view(self, row: Schedule) -> ScheduleView:
+        job = self._aps.get_job(row.cron_id, jobstore="default") if self._aps else None
+        nxt = job.next_run_time if job is not None else None
+        last = self.firings(row.cron_id, limit=1)
+        return ScheduleView(
+            cron_id=row.cron_id,
+            assistant_id=row.model,
+            model=row.model,
+            schedule=row.schedule,
+            timezone=row.timezone,
+            enabled=row.enabled,
+            next_run_date=_iso(nxt) if row.enabled else None,
+            payload=json.loads(row.payload),
+            multitask_strategy=row.multitask_strategy,
+            metadata=json.loads(row.meta or "{}"),
+            created_by=row.created_by,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            last_firing=last[0] if last else None,
+        )
+
+    def _check_payload(self, payload: Payload) -> None:
+        try:
+            self.store.get(ManagedModel, payload.model)
+        except NotFound:
+            raise NotFound(f"no model {payload.model!r}") from None
+        if isinstance(payload.source, DatasetSource):
+            from tools.datasets import SPECS
+
+            if payload.source.dataset not in SPECS:
+                raise NotFound(
+                    f"unknown dataset {payload.source.dataset!r}; built-in datasets: "
+                    f"{', '.join(SPECS)}"
+                )
+
+    def _delete_rows(self, cron_id: str) -> None:
+        with self.store.session() as session:
+            session.execute(delete(ScheduleBatch).where(ScheduleBatch.cron_id == cron_id))
+            session.execute(delete(Schedule).where(Schedule.cron_id == cron_id))
+
+    def _audit_change(self, cron_id: str, action: str, actor: str, view: ScheduleView) -> None:
+        self.store.record_tool_call(
+            cron_id,
+            AGENT,
+            f"schedule.{action}",
+            {"cron_id": cron_id, "by": actor},
+            {
+                "model": view.model,
+                "schedule": view.schedule,
+                "timezone": view.timezone,
+                "enabled": view.enabled,
+                "source": _source_kind(view.payload),
+                "multitask_strategy": view.multitask_strategy,
+                "next_run_date": view.next_run_date,
+            },
+            ok=True,
+            latency_ms=0.0,
+        )
+
+    # -- firing -----------------------------------------------------------------------------------
+
+    def fire(self, cron_id: str, scheduled_at: datetime | None = None) -> Firing:
+        """One firing: pick the newest batch of the source, submit a run (trigger
+        ``schedule``, requested by the schedule's creator) following the multitask strategy,
+        hand it to the executor (or execute it here), and audit what happened. Never raises
+        for a bad source, a busy model or a failed run: the outcome says it."""
+        started = time.perf_counter()
+        try:
+            row = self._row(cron_id)
+        except NotFound:
+            log.warning("schedule %s fired but no longer exists", cron_id)
+            return Firing(cron_id=cron_id, outcome="error", at=now(), detail="no such schedule")
+        if not row.enabled:
+            return self._audit_firing(row, "disabled", started, scheduled_at)
+        spec = self._spec(row)
+        strategy = spec.multitask_strategy
+        if strategy == "enqueue" and (waiting := self._waiting_run(cron_id)) is not None:
+            return self._audit_firing(
+                row,
+                "skipped-busy",
+                started,
+                scheduled_at,
+                run_id=waiting,
+                detail="the run this schedule enqueued before is still waiting",
+            )
+        try:
+            picked = self._pick(cron_id, spec.payload.source)
+        except Exception as exc:  # an unusable source is this firing's outcome, not a crash
+            log.warning("schedule %s: no batch: %s", cron_id, exc)
+            return self._audit_firing(row, "error", started, scheduled_at, detail=_message(exc))
+        if picked is None:
+            return self._audit_firing(row, "no-new-batch", started, scheduled_at)
+        ledger = self._claim(cron_id, picked)
+        if ledger is None:
+            return self._audit_firing(
+                row,
+                "no-new-batch",
+                started,
+                scheduled_at,
+                detail="another firing claimed the batch",
+            )
+        try:
+            view = self.plane.submit_run(
+                row.model,
+                picked.frame,
+                picked.batch_id,
+                trigger="schedule",
+                requested_by=row.created_by,
+                multitask_strategy=strategy,
+            )
+        except ModelBusy as exc:
+            self._unclaim(ledger)
+            return self._audit_firing(
+                row, "skipped-busy", started, scheduled_at, detail=_message(exc)
+            )
+        except Exception as exc:
+            self._unclaim(ledger)
+            log.warning("schedule %s: submit failed: %s", cron_id, exc)
+            return self._audit_firing(row, "error", started, scheduled_at, detail=_message(exc))
+        with self.store.session() as session:
+            entry = session.get(ScheduleBatch, ledger)
+            if entry is not None:
+                entry.run_id = view.run_id
+        firing = self._audit_firing(
+            row,
+            "fired",
+            started,
+            scheduled_at,
+            run_id=view.run_id,
+            batch_id=view.batch_id,
+            detail=picked.detail,
+        )
+        self._run(view.run_id)
+        return firing
+
+    def _run(self, run_id: str) -> None:
+        if self._execute is not None:
+            self._execute(run_id)
+            return
+        while not self._stop.is_set():
+            try:
+                self.plane.execute_run(run_id, timeout_s=EXECUTE_SLICE_S)
+                return
+            except ModelBusy:
+                continue  # enqueued: the model is still busy
+            except Exception:
+                log.exception("scheduled run %s failed", run_id)
+                return
+        log.info("scheduler stopping: run %s stays pending for the next start", run_id)
+
+    def _waiting_run(self, cron_id: str) -> str | None:
+        with self.store.session() as session:
+            ids = [
+                r
+                for r in session.scalars(
+                    select(ScheduleBatch.run_id).where(
+                        ScheduleBatch.cron_id == cron_id, ScheduleBatch.run_id.is_not(None)
+                    )
+                )
+                if r
+            ]
+            if not ids:
+                return None
+            pending = session.scalars(
+                select(Run.id).where(Run.id.in_(ids), Run.status == "pending").limit(1)
+            ).first()
+        return pending
+
+    def _claim(self, cron_id: str, picked: Picked) -> int | None:
+        try:
+            with self.store.session() as session:
+                entry = ScheduleBatch(
+                    cron_id=cron_id,
+                    batch_key=picked.key[:500],
+                    batch_id=picked.batch_id[:200],
+                    run_id=None,
+                    created_at=now(),
+                )
+                session.add(entry)
+                session.flush()
+                return int(entry.id)
+        except SQLIntegrityError:
+            return None
+
+    def _unclaim(self, ledger: int) -> None:
+        with self.store.session() as session:
+            session.execute(delete(ScheduleBatch).where(ScheduleBatch.id == ledger))
+
+    def _consumed(self, cron_id: str) -> set[str]:
+        with self.store.session() as session:
+            return set(
+                session.scalars(
+                    select(ScheduleBatch.batch_key).where(ScheduleBatch.cron_id == cron_id)
+                )
+            )
+
+    def _audit_firing(
+        self,
+        row: Schedule,
+        outcome: FiringOutcome,
+        started: float,
+        scheduled_at: datetime | None,
+        *,
+        run_id: str | None = None,
+        batch_id: str | None = None,
+        detail: str = "",
+    ) -> Firing:
+        firing = Firing(
+            cron_id=row.cron_id,
+            outcome=outcome,
+            at=now(),
+            scheduled_at=_iso(scheduled_at),
+            run_id=run_id,
+            batch_id=batch_id,
+            detail=detail,
+        )
+        try:
+            self.store.record_tool_call(
+                row.cron_id,
+                AGENT,
+                FIRE_TOOL,
+                {
+                    "cron_id": row.cron_id,
+                    "model": row.model,
+                    "source": _source_kind(json.loads(row.payload)),
+                    "multitask_strategy": row.multitask_strategy,
+                    "scheduled_at": firing.scheduled_at,
+                },
+                firing.model_dump(include={"outcome", "run_id", "batch_id", "detail"}),
+                ok=outcome in _OK,
+                latency_ms=(time.perf_counter() - started) * 1000,
+            )
+        except DriftPilotError:
+            log.exception("could not audit a firing of schedule %s (%s)", row.cron_id, outcome)
+        log.info("schedule %s (%s): %s %s", row.cron_id, row.model, outcome, detail)
+        return firing
+
+    def _on_event(self, event: Any) -> None:
+        """APScheduler's own verdicts: a missed firing, an overlapping one, a crashed job."""
+        from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED
+
+        if event.job_id == SYNC_JOB or event.jobstore != "default":
+            return
+        try:
+            row = self._row(event.job_id)
+        except NotFound:
+            return
+        started = time.perf_counter()
+        when = getattr(event, "scheduled_run_time", None)
+        if event.code == EVENT_JOB_MISSED:
+            grace = self.conf.misfire_grace_s
+            self._audit_firing(
+                row, "missed", started, when, detail=f"more than {grace} s late (misfire grace)"
+            )
+        elif event.code == EVENT_JOB_MAX_INSTANCES:
+            self._audit_firing(
+                row,
+                "skipped-overlap",
+                started,
+                when,
+                detail="the previous firing of this schedule is still running",
+            )
+        else:
+            exc = getattr(event, "exception", None)
+            self._audit_firing(row, "error", started, when, detail=_message(exc))
+
+    # -- sources ----------------------------------------------------------------------------------
+
+    def _pick(self, cron_id: str, source: Source) -> Picked | None:
+        consumed = self._consumed(cron_id)
+        if isinstance(source, GlobSource):
+            return self._pick_file(source.glob, consumed)
+        if isinstance(source, DatasetSource):
+            return self._pick_dataset(source, consumed)
+        return self._pick_gdelt(source.gdelt, consumed)
+
+    def _pick_file(self, pattern: str, consumed: set[str]) -> Picked | None:
+        import polars as pl
+
+        from tools.data import load_table
+
+        check_glob(pattern)
+        found: list[tuple[int, str, Path, int]] = []
+        for root in self.roots:
+            base = Path(root).expanduser().resolve()
+            if not base.is_dir():
+                continue
+            for match in base.glob(pattern):
+                real = match.resolve()
+                if (
+                    not real.is_relative_to(base)
+                    or real.suffix.lower() not in SUFFIXES
+                    or not real.is_file()
+                ):
+                    continue
+                stat = real.stat()
+                found.append(
+                    (stat.st_mtime_ns, real.relative_to(base).as_posix(), real, stat.st_size)
+                )
+        if not found:
+            return None
+        mtime, relative, path, size = max(found)
+        key = f"glob:{relative}:{mtime}:{size}"
+        if key in consumed:
+            return None
+        if size > self.conf.max_file_bytes:
+            raise DataError(
+                f"the newest matching file has {size} bytes; the limit is "
+                f"{self.conf.max_file_bytes}"
+            )
+        passed = sum(
+            1 for m, r, _, s in found if f"glob:{r}:{m}:{s}" not in consumed and r != relative
+        )
+        frame = load_table(path)
+        if not isinstance(frame, pl.DataFrame):
+            frame = frame.collect()
+        detail = f"newest of {len(found)} matching files"
+        if passed:
+            detail += f"; {passed} older unconsumed file(s) passed over"
+        return Picked(frame, path.stem, key, detail)
+
+    def _pick_dataset(self, source: DatasetSource, consumed: set[str]) -> Picked | None:
+        from tools.datasets import SPECS
+
+        batches = self._dataset_batches(source.dataset)
+        ids = list(batches)
+        if source.start is not None:
+            if source.start not in batches:
+                raise NotFound(
+                    f"{source.dataset} has no batch {source.start!r}; batches: "
+                    f"{', '.join(ids[:24])}"
+                )
+            ids = ids[ids.index(source.start) :]
+        for batch_id in ids:
+            key = f"dataset:{source.dataset}:{batch_id}"
+            if key in consumed:
+                continue
+            frame = batches[batch_id]
+            if source.max_rows is not None and frame.height > source.max_rows:
+                frame = frame.sample(n=source.max_rows, seed=source.seed).sort(
+                    SPECS[source.dataset].time_col
+                )
+            left = len(ids) - ids.index(batch_id) - 1
+            return Picked(frame, batch_id, key, f"{source.dataset} batch; {left} more after it")
+        return None
+
+    def _dataset_batches(self, name: str) -> dict[str, pl.DataFrame]:
+        from tools.data import split_batches
+        from tools.datasets import SPECS, load_dataset
+
+        if name not in SPECS:
+            raise NotFound(f"unknown dataset {name!r}")
+        with self._datasets_lock:
+            if name not in self._datasets:
+                spec = SPECS[name]
+                frame = load_dataset(name, self.plane.settings)  # type: ignore[arg-type]
+                self._datasets[name] = {
+                    b.info.batch_id: b.frame
+                    for b in split_batches(frame, spec.time_col, every=spec.batch_every)
+                }
+            return self._datasets[name]
+
+    def _pick_gdelt(self, options: GdeltOptions, consumed: set[str]) -> Picked | None:
+        from tools.gdelt import download, fetch_file_list, parse_export
+
+        timeout = self.conf.gdelt_timeout_s
+        exports = [
+            e
+            for e in fetch_file_list(self.conf.gdelt_base_url, timeout=timeout)
+            if e.kind == "export"
+        ]
+        if not exports:
+            return None
+        newest = max(exports, key=lambda e: e.timestamp)
+        stamp = newest.timestamp.strftime("%Y%m%d%H%M%S")
+        key = f"gdelt:{stamp}"
+        if key in consumed:
+            return None
+        assert self.plane.settings.cache_dir is not None
+        frame = parse_export(download(newest, self.plane.settings.cache_dir, timeout=timeout))
+        if options.max_rows is not None:
+            frame = frame.head(options.max_rows)
+        return Picked(frame, f"gdelt-{stamp}", key, f"GDELT 2.0 export of {stamp} UTC")
+
+
+def _noop() -> None:
+    """The sync job: firing it wakes the scheduler loop, which re-reads the job table."""
+
+
+def _source_kind(payload: dict[str, Any]) -> str:
+    source = payload.get("source") or {}
+    return next((k for k in ("glob", "dataset", "gdelt") if k in source), "unknown")
+
+
+def _message(exc: BaseException | None) -> str:
+    if exc is None:
+        return ""
+    return f"{type(exc).__name__}: {exc}"[:500]
+
+
+def _firing(row: ToolCall) -> Firing:
+    args = json.loads(row.args)
+    result = json.loads(row.result)
+    return Firing(
+        cron_id=row.run_id,
+        outcome=result.get("outcome", "error"),
+        at=row.created_at,
+        scheduled_at=args.get("scheduled_at"),
+        run_id=result.get("run_id"),
+        batch_id=result.get("batch_id"),
+        detail=result.get("detail", ""),
+    )
