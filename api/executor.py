@@ -2,10 +2,12 @@
 request that created or approved them has answered (a run never executes inside a request),
 and runs longer jobs (training a new model).
 
+A run waiting for its model's lease (a pending run, or an approved one whose model is busy)
+waits in short slices, so shutting down never hangs on it: it stays pending (or its decision
+stays recorded) in the database, and the next start-up (recover) picks it up.
+
 Each run task calls one façade method (``execute_run`` or ``resume_run``); the façade marks
-a run that raises ``failed``, and this pool logs what it raised. A pending run waiting for its
-model's lease waits in short slices, so shutting down never hangs on it: it stays pending in
-the database and the next start-up picks it up.
+a run that raises ``failed``, and this pool logs what it raised.
 
 At start-up (``start``), a background thread runs ``ControlPlane.recover`` (runs left running
 by a dead process, approval decisions recorded but never applied) and logs what it did, then
@@ -56,7 +58,7 @@ class RunExecutor:
 
     def resume(self, run_id: str) -> Future[Any]:
         """Resume a run whose approval decision has been recorded."""
-        return self._submit(run_id, "resume", self.plane.resume_run)
+        return self._submit(run_id, "resume", self._resume)
 
     def _execute(self, run_id: str) -> RunView | None:
         while not self._stop.is_set():
@@ -65,6 +67,15 @@ class RunExecutor:
             except ModelBusy:
                 continue  # still pending: its model is busy; look again
         log.info("shutting down: run %s stays pending for the next start", run_id)
+        return None
+
+    def _resume(self, run_id: str) -> RunView | None:
+        while not self._stop.is_set():
+            try:
+                return self.plane.resume_run(run_id, timeout_s=LEASE_SLICE_S)
+            except ModelBusy:
+                continue  # the decision is recorded; the model is busy: look again
+        log.info("shutting down: run %s keeps its recorded decision for recover", run_id)
         return None
 
     def _submit(

@@ -15,7 +15,8 @@ Events, in order:
 
 Audit events carry an ``id`` (their position in the run's trail): a client reconnecting with
 ``Last-Event-ID`` gets only what follows. The stream ends when the run ends or waits for a
-person; comments (``: ping``) keep idle connections open.
+person (a run whose decision is recorded but not yet applied is watched on until it resumes
+and ends); comments (``: ping``) keep idle connections open.
 """
 
 from __future__ import annotations
@@ -95,7 +96,8 @@ async def run_events(
         if now != status:
             status = now
             yield _event("status", {"run_id": run_id, "status": status})
-        if status == "interrupted":
+        decided = any(r["table"] == "approvals" and r["kind"] == "decision" for r in rows)
+        if status == "interrupted" and not decided:  # decided: it resumes soon, keep watching
             yield _event("interrupt", {"run_id": run_id, "interrupt": view.approval_request})
             break
         if status in ("success", "error"):
