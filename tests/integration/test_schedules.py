@@ -1,0 +1,382 @@
+"""Scheduled runs on real flights, a real APScheduler with its jobs in the real SQLite audit
+database, real control runs, and the REST API with its lifespan.
+
+One home and one trained model are shared by the module (training takes seconds); each test
+reads its own inbox folder and its own schedules. A busy model is a real lease held by
+another holder."""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+import polars as pl
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+
+from api.app import create_app
+from api.config import ApiSettings
+from driftpilot.audit.models import Run, ScheduleBatch, ToolCall
+from driftpilot.errors import ConfigError, NotFound
+from driftpilot.schedules import (
+    DatasetSource,
+    GdeltSource,
+    GlobSource,
+    Payload,
+    Scheduler,
+    SchedulerSettings,
+    ScheduleSpec,
+    ScheduleUpdate,
+)
+from driftpilot.service import ControlPlane
+from driftpilot.settings import get_settings
+from tests.conftest import add_flights
+from tests.fixtures.gdelt import write_gdelt_fixtures
+
+pytestmark = pytest.mark.integration
+T = TypeVar("T")
+NEVER_SOON = "0 0 1 1 *"  # once a year: tests fire these with run_now or fire
+DONE = {"completed", "failed", "waiting_approval"}
+PROBLEM = "application/problem+json"
+
+
+@pytest.fixture(scope="module")
+def plane(tmp_path_factory: pytest.TempPathFactory, jan_sample: pl.DataFrame) -> Iterator[Any]:
+    with pytest.MonkeyPatch.context() as mp:
+        home = tmp_path_factory.mktemp("schedules") / "home"
+        mp.setenv("DRIFTPILOT_HOME", str(home))
+        mp.setenv("DRIFTPILOT_LEASE_TTL_S", "5")
+        get_settings.cache_clear()
+        cp = ControlPlane(get_settings())
+        add_flights(cp, jan_sample, principal="alice")
+        yield cp
+        cp.close()
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def feb(months: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    return months["2013-02"].sample(n=3000, seed=5).sort("time_hour")
+
+
+def drop(cp: ControlPlane, relative: str, frame: pl.DataFrame) -> Path:
+    path = cp.settings.home / "inbox" / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.write_parquet(path)
+    return path
+
+
+def wait_for(probe: Callable[[], T | None], timeout: float, what: str) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def glob_spec(pattern: str, schedule: str = NEVER_SOON, **kw: Any) -> ScheduleSpec:
+    return ScheduleSpec(
+        schedule=schedule, payload=Payload(model="flights", source=GlobSource(glob=pattern)), **kw
+    )
+
+
+def run_row(cp: ControlPlane, run_id: str) -> Run:
+    return cp.store.get(Run, run_id)
+
+
+def run_done(cp: ControlPlane, run_id: str) -> Run | None:
+    row = run_row(cp, run_id)
+    return row if row.status in DONE else None
+
+
+def test_a_cron_every_minute_fires_and_is_audited(plane: ControlPlane, feb: pl.DataFrame) -> None:
+    drop(plane, "minute/2013-02.parquet", feb)
+    with Scheduler(plane) as sched:
+        view = sched.create(glob_spec("minute/*.parquet", "* * * * *"), " Bob ")
+        assert view.created_by == "bob" and view.enabled
+        assert view.next_run_date is not None
+        due = datetime.fromisoformat(view.next_run_date)
+        assert due.second == 0 and 0 < (due - datetime.now(UTC)).total_seconds() <= 60
+        firing = wait_for(lambda: sched.firings(view.cron_id), 75, "the minute's firing")[0]
+        assert firing.outcome == "fired", firing
+        assert abs((datetime.fromisoformat(firing.at) - due).total_seconds()) < 15
+        assert firing.run_id is not None and firing.batch_id == "2013-02"
+        run = wait_for(lambda: run_done(plane, firing.run_id or ""), 120, "the fired run")
+        assert run.trigger == "schedule" and run.requested_by == "bob"
+        assert run.status == "completed", run.summary
+
+        calls = plane.store.list_rows(
+            ToolCall, ToolCall.run_id == view.cron_id, ToolCall.tool == "schedule.fire"
+        )
+        assert [(c.agent, c.ok) for c in calls] == [("scheduler", True)]
+        assert '"outcome": "fired"' in calls[0].result and firing.run_id in calls[0].result
+        later = sched.get(view.cron_id)
+        assert later.next_run_date is not None and later.next_run_date > firing.at
+        assert later.last_firing is not None and later.last_firing.run_id == firing.run_id
+
+        # The same file again is no new batch: audited, no run.
+        sched.run_now(view.cron_id)
+        again = wait_for(
+            lambda: (f := sched.firings(view.cron_id)) and len(f) > 1 and f, 30, "a 2nd firing"
+        )
+        assert again[0].outcome == "no-new-batch" and again[0].run_id is None
+        sched.delete(view.cron_id, "bob")
+    assert plane.verify().ok
+
+
+def test_schedules_survive_a_restart(plane: ControlPlane) -> None:
+    spec = ScheduleSpec(
+        schedule="30 6 * * 1-5",
+        timezone="Europe/Paris",
+        payload=Payload(model="flights", source=DatasetSource(dataset="flights", start="2013-02")),
+        multitask_strategy="enqueue",
+        metadata={"owner": "ops"},
+    )
+    with Scheduler(plane) as first:
+        kept = first.create(spec, "carol")
+        paused = first.pause(first.create(glob_spec("restart/*.csv"), "carol").cron_id, "carol")
+    assert paused.enabled is False and paused.next_run_date is None
+    assert kept.next_run_date is not None
+    local = datetime.fromisoformat(kept.next_run_date).astimezone(ZoneInfo("Europe/Paris"))
+    assert (local.hour, local.minute) == (6, 30) and local.weekday() < 5  # Mon-Fri, crontab 1-5
+
+    # A new process: a new façade and a new scheduler on the same database.
+    again = ControlPlane(plane.settings)
+    try:
+        with plane.store.engine.connect() as conn:
+            stored = dict(
+                conn.execute(text("SELECT id, next_run_time FROM apscheduler_jobs")).all()
+            )
+        assert kept.cron_id in stored and stored[paused.cron_id] is None
+        with Scheduler(again) as second:
+            seen = second.get(kept.cron_id)
+            assert seen.next_run_date == kept.next_run_date
+            assert seen.payload["source"]["dataset"] == "flights"
+            assert seen.metadata == {"owner": "ops"} and seen.multitask_strategy == "enqueue"
+            assert second.get(paused.cron_id).next_run_date is None
+            resumed = second.resume(paused.cron_id, "dan")
+            assert resumed.enabled and resumed.next_run_date is not None
+            for cron_id in (kept.cron_id, paused.cron_id):
+                second.delete(cron_id, "dan")
+            with pytest.raises(NotFound):
+                second.get(kept.cron_id)
+        changes = [
+            c.tool
+            for c in plane.store.list_rows(ToolCall, ToolCall.run_id == paused.cron_id)
+            if c.agent == "scheduler"
+        ]
+        assert changes == [
+            "schedule.create",
+            "schedule.pause",
+            "schedule.resume",
+            "schedule.delete",
+        ]
+    finally:
+        again.close()
+
+
+def test_bad_cron_or_time_zone_is_a_clear_error(plane: ControlPlane) -> None:
+    with Scheduler(plane) as sched:
+        view = sched.create(glob_spec("bad/*.csv"), "erin")
+        with pytest.raises(ConfigError, match="unknown time zone"):
+            sched.update(view.cron_id, ScheduleUpdate.model_construct(timezone="Mars/Olympus"), "e")
+        with pytest.raises(ValueError, match="5"):
+            ScheduleUpdate(schedule="* * * *")
+        with pytest.raises(NotFound, match="no model"):
+            sched.create(
+                ScheduleSpec(
+                    schedule="* * * * *",
+                    payload=Payload(model="nope", source=GlobSource(glob="*.csv")),
+                ),
+                "erin",
+            )
+        assert sched.get(view.cron_id).timezone == "UTC"  # the failed update changed nothing
+        sched.delete(view.cron_id, "erin")
+
+
+def test_busy_model_reject_skips_enqueue_waits(plane: ControlPlane, feb: pl.DataFrame) -> None:
+    drop(plane, "busy/2013-02b.parquet", feb.head(2500))
+    plane.store.acquire_lease("flights", "other-run", "someone:else", 60)
+    held = True
+    try:
+        with Scheduler(plane) as sched:
+            reject = sched.create(glob_spec("busy/*.parquet"), "fay")
+            sched.run_now(reject.cron_id)
+            skipped = wait_for(lambda: sched.firings(reject.cron_id), 30, "the reject firing")[0]
+            assert skipped.outcome == "skipped-busy" and "busy" in skipped.detail
+            assert skipped.run_id is None
+            call = plane.store.list_rows(ToolCall, ToolCall.run_id == reject.cron_id)[-1]
+            assert call.tool == "schedule.fire" and call.ok is False
+            assert not plane.store.list_rows(
+                ScheduleBatch, ScheduleBatch.cron_id == reject.cron_id
+            )  # the batch stays for a later firing
+
+            enqueue = sched.create(glob_spec("busy/*.parquet", multitask_strategy="enqueue"), "fay")
+            sched.run_now(enqueue.cron_id)
+            fired = wait_for(lambda: sched.firings(enqueue.cron_id), 30, "the enqueue firing")[0]
+            assert fired.outcome == "fired" and fired.run_id is not None
+            assert run_row(plane, fired.run_id).status == "pending"  # waits for the model
+            # The firing still waits for the model: the next one overlaps and is skipped.
+            sched.run_now(enqueue.cron_id)
+            overlap = wait_for(
+                lambda: (f := sched.firings(enqueue.cron_id)) and len(f) > 1 and f, 30, "overlap"
+            )[0]
+            assert overlap.outcome == "skipped-overlap"
+
+            plane.store.release_lease("flights", "other-run", "someone:else")
+            held = False
+            run = wait_for(lambda: run_done(plane, fired.run_id or ""), 120, "the enqueued run")
+            assert run.status == "completed" and run.trigger == "schedule"
+
+            # The rejected schedule gets its batch now that the model is free.
+            sched.run_now(reject.cron_id)
+            later = wait_for(
+                lambda: (f := sched.firings(reject.cron_id)) and len(f) > 1 and f, 30, "refire"
+            )[0]
+            assert later.outcome == "fired" and later.batch_id == "2013-02b"
+            wait_for(lambda: run_done(plane, later.run_id or ""), 120, "the refired run")
+            for cron_id in (reject.cron_id, enqueue.cron_id):
+                sched.delete(cron_id, "fay")
+    finally:
+        if held:
+            plane.store.release_lease("flights", "other-run", "someone:else")
+
+
+class _Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_gdelt_source_takes_the_newest_export_once_and_fails_cleanly_offline(
+    plane: ControlPlane, tmp_path: Path
+) -> None:
+    root = tmp_path / "www" / "gdeltv2"
+    root.mkdir(parents=True)
+    httpd = ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_Quiet, directory=str(root.parent))
+    )
+    base = f"http://127.0.0.1:{httpd.server_address[1]}/gdeltv2/"
+    write_gdelt_fixtures(root, base)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    gdelt = ScheduleSpec(
+        schedule=NEVER_SOON, payload=Payload(model="flights", source=GdeltSource())
+    )
+    try:
+        conf = SchedulerSettings(gdelt_base_url=base, gdelt_timeout_s=5)
+        with Scheduler(plane, conf=conf) as sched:
+            view = sched.create(gdelt, "gus")
+            first = sched.fire(view.cron_id)  # executes its run in this thread
+            assert first.outcome == "fired" and first.batch_id == "gdelt-20261122103000"
+            assert run_row(plane, first.run_id or "").status in {"completed", "failed"}
+            assert sched.fire(view.cron_id).outcome == "no-new-batch"
+            sched.delete(view.cron_id, "gus")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    offline = SchedulerSettings(gdelt_base_url="http://127.0.0.1:9/gdeltv2/", gdelt_timeout_s=2)
+    with Scheduler(plane, conf=offline) as sched:
+        view = sched.create(gdelt, "gus")
+        started = time.monotonic()
+        failed = sched.fire(view.cron_id)
+        assert time.monotonic() - started < 10
+        assert failed.outcome == "error" and "DatasetUnavailable" in failed.detail
+        assert failed.run_id is None
+        sched.delete(view.cron_id, "gus")
+
+
+def test_dataset_source_runs_the_next_batch_in_order(plane: ControlPlane) -> None:
+    source = DatasetSource(dataset="flights", start="2013-11", max_rows=2000)
+    spec = ScheduleSpec(schedule=NEVER_SOON, payload=Payload(model="flights", source=source))
+    with Scheduler(plane) as sched:
+        view = sched.create(spec, "hal")
+        fired = [sched.fire(view.cron_id) for _ in range(3)]
+        assert [f.outcome for f in fired] == ["fired", "fired", "no-new-batch"]
+        assert [f.batch_id for f in fired[:2]] == ["2013-11", "2013-12"]
+        for f in fired[:2]:
+            assert run_row(plane, f.run_id or "").status in DONE
+        sched.delete(view.cron_id, "hal")
+
+
+def test_schedules_over_the_api(plane: ControlPlane, feb: pl.DataFrame) -> None:
+    _, operator = plane.create_api_key("olga", "operator")
+    _, viewer = plane.create_api_key("vic", "viewer")
+    ops, view = {"X-Api-Key": operator}, {"X-Api-Key": viewer}
+    conf = ApiSettings(recover_on_start=False, batch_roots=[plane.settings.home / "inbox"])
+    drop(plane, "api/2013-02c.parquet", feb.tail(2500))
+    body: dict[str, Any] = {
+        "schedule": "0 7 * * *",
+        "timezone": "America/New_York",
+        "payload": {"model": "flights", "source": {"glob": "api/*.parquet"}},
+    }
+    with TestClient(create_app(plane, conf, own_plane=False)) as client:
+        for bad, needle in (
+            ({"schedule": "* * * *"}, "5"),
+            ({"schedule": "99 * * * *"}, "99"),
+            ({"timezone": "Mars/Olympus"}, "time zone"),
+            ({"payload": {"model": "flights", "source": {"glob": "../etc/*.csv"}}}, ".."),
+        ):
+            answer = client.post("/schedules", json={**body, **bad}, headers=ops)
+            assert answer.status_code == 422, answer.text
+            assert answer.headers["content-type"] == PROBLEM and needle in answer.json()["detail"]
+        unknown = {**body, "payload": {"model": "nope", "source": {"glob": "*.csv"}}}
+        assert client.post("/schedules", json=unknown, headers=ops).status_code == 404
+        assert client.post("/schedules", json=body, headers=view).status_code == 403
+        assert client.post("/schedules", json=body).status_code == 401
+
+        made = client.post("/schedules", json=body, headers=ops)
+        assert made.status_code == 201, made.text
+        cron = made.json()
+        cron_id = cron["cron_id"]
+        assert cron["assistant_id"] == "flights" and cron["created_by"] == "olga"
+        local = datetime.fromisoformat(cron["next_run_date"]).astimezone(
+            ZoneInfo("America/New_York")
+        )
+        assert (local.hour, local.minute) == (7, 0)
+        listed = client.get("/schedules", params={"model": "flights"}, headers=view).json()
+        assert cron_id in [s["cron_id"] for s in listed]
+
+        patched = client.patch(
+            f"/schedules/{cron_id}", json={"schedule": "*/5 * * * *"}, headers=ops
+        )
+        assert patched.status_code == 200, patched.text
+        assert datetime.fromisoformat(patched.json()["next_run_date"]).minute % 5 == 0
+        bad_patch = client.patch(f"/schedules/{cron_id}", json={"timezone": "Nowhere"}, headers=ops)
+        assert bad_patch.status_code == 422
+        assert client.patch(f"/schedules/{cron_id}", json={}, headers=view).status_code == 403
+
+        paused = client.post(f"/schedules/{cron_id}/pause", headers=ops).json()
+        assert paused["enabled"] is False and paused["next_run_date"] is None
+        assert client.post(f"/schedules/{cron_id}/run", headers=ops).status_code == 422
+        resumed = client.post(f"/schedules/{cron_id}/resume", headers=ops).json()
+        assert resumed["enabled"] is True and resumed["next_run_date"] is not None
+
+        # Fire now: the run executes in the app's run executor.
+        assert client.post(f"/schedules/{cron_id}/run", headers=ops).status_code == 202
+        firings = wait_for(
+            lambda: client.get(f"/schedules/{cron_id}/firings", headers=view).json(), 30, "firing"
+        )
+        assert firings[0]["outcome"] == "fired", firings
+        run_id = firings[0]["run_id"]
+        wait_for(
+            lambda: (
+                client.get(f"/runs/{run_id}", headers=view).json()["status"]
+                in {"success", "error", "interrupted"}
+            ),
+            120,
+            "the fired run over the API",
+        )
+
+        assert client.delete(f"/schedules/{cron_id}", headers=view).status_code == 403
+        assert client.delete(f"/schedules/{cron_id}", headers=ops).status_code == 204
+        gone = client.get(f"/schedules/{cron_id}", headers=view)
+        assert gone.status_code == 404 and gone.headers["content-type"] == PROBLEM
