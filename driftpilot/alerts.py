@@ -435,11 +435,19 @@ class AlertDispatcher:
             finally:
                 self._queue.task_done()
 
-    def _dispatch(self, event: PlaneEvent) -> None:
-        for hook in self.webhooks.for_event(event.model, event.kind):
-            if self._stop.is_set():
-                return
-            self.deliver(hook, event)
+    def _dispatch(self, item: Any) -> None:
+        """An event becomes one delivery per webhook that wants it, each its own queue item:
+        a slow or dead endpoint holds one worker, never the other webhooks."""
+        if isinstance(item, tuple):
+            hook, event = item
+            if not self._stop.is_set():
+                self.deliver(hook, event)
+            return
+        for hook in self.webhooks.for_event(item.model, item.kind):
+            try:
+                self._queue.put_nowait((hook, item))
+            except queue.Full:
+                log.error("alert queue full: %s to %s dropped", item.kind, redact_url(hook.url))
 
     def deliver(self, hook: Webhook, event: PlaneEvent) -> bool:
         """Post ``event`` to ``hook`` with retries; every attempt is audited. True when an
