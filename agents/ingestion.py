@@ -21,6 +21,7 @@ from agents.context import RunContext
 from driftpilot.audit.models import BatchRecord
 from driftpilot.audit.store import now
 from driftpilot.errors import LLMError
+from driftpilot.faults import fault_point
 from tools.quality import QualityVerdict, check_batch, profile_reference
 
 NAME = "ingestion"
@@ -48,7 +49,11 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     if done is not None:  # replay after a resume: the batch was already filed
         return {"ingestion": done}
     batch = state["batch"]
-    frame = pl.read_parquet(batch["path"])
+    # A crash after the batch was filed and before the effect: the replay reads the filed
+    # copy (the incoming file is gone) and does not count the batch as its own duplicate.
+    filed = ctx.store.list_rows(BatchRecord, BatchRecord.run_id == run_id, limit=1)
+    frame = pl.read_parquet(filed[0].path if filed else batch["path"])
+    seen = ctx.store.seen_hashes(model) - {r.content_hash for r in filed}
     spec = ctx.spec(model)
     columns = [*spec.features, spec.target, spec.time_col]
     profile = profile_reference(ctx.reference(model), columns)
@@ -56,9 +61,7 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         run_id,
         NAME,
         "quality.check_batch",
-        lambda: check_batch(
-            frame, profile, seen_hashes=ctx.store.seen_hashes(model), time_columns=[spec.time_col]
-        ),
+        lambda: check_batch(frame, profile, seen_hashes=seen, time_columns=[spec.time_col]),
         {"batch_id": batch["batch_id"], "rows": frame.height},
     )
     allowed = ctx.policy.ingestion_allowed(verdict.ok)
@@ -87,7 +90,11 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     )
     decision = outcome.decision
     reason = decision.reason or verdict.reason()
-    result = _file_batch(ctx, state, verdict, decision.action, reason)
+    if filed:  # the batch was filed before the crash: that filing stands
+        result = _filed(filed[0], verdict)
+    else:
+        result = _file_batch(ctx, state, verdict, decision.action, reason)
+    fault_point("after_filing")  # tests crash here: filed, not yet decided on record
     audited = {**evidence, "extra_columns": verdict.extra_columns}
     ctx.record(run_id, NAME, outcome, decision.action, decision.rationale, audited)
     ctx.store.record_effect(run_id, NAME, result)
@@ -125,6 +132,17 @@ def _file_batch(
         "path": str(target),
         "warnings": [i.message for i in verdict.warnings],
         "risky_warnings": risky,
+    }
+
+
+def _filed(record: BatchRecord, verdict: QualityVerdict) -> dict[str, Any]:
+    accepted = record.status == "accepted"
+    return {
+        "action": "accept" if accepted else "quarantine",
+        "reason": "" if accepted else record.reason,
+        "path": record.path,
+        "warnings": [i.message for i in verdict.warnings],
+        "risky_warnings": json.loads(record.reason) if accepted else [],
     }
 
 

@@ -6,6 +6,7 @@ MLflow alias move and its audit record, then check that ``driftpilot recover`` f
 
 Points: ``after_register`` (retraining: version registered, challenger alias not yet set),
 ``after_alias`` (promote: champion alias moved, audit record not yet written),
+``after_filing`` (ingestion: batch filed, its decision not yet recorded),
 ``before_interrupt`` (approval request written, graph not yet paused), ``after_rollback``
 (rollback: champion alias moved back, audit record not yet written).
 """
@@ -16,7 +17,7 @@ import os
 import signal
 
 ENV = "DRIFTPILOT_FAULTS"
-POINTS = ("after_register", "after_alias", "before_interrupt", "after_rollback")
+POINTS = ("after_filing", "after_register", "after_alias", "before_interrupt", "after_rollback")
 
 
 def fault_point(name: str) -> None:

@@ -7,6 +7,7 @@ new ControlPlane and resumes the same thread (run id).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -165,6 +166,14 @@ class LeaseKeeper:
                 log.warning("lease renewal of %s failed: %s", self.model, exc)
 
 
+def bootstrap_id(model: str) -> str:
+    """The run id of a model's bootstrap (at most 40 characters, the audit's run id width)."""
+    readable = f"bootstrap-{model}"
+    if len(readable) <= 40:
+        return readable
+    return f"bootstrap-{hashlib.sha256(model.encode()).hexdigest()[:30]}"
+
+
 def holder() -> str:
     """A new lease holder name for one acquisition by this process (host:pid:token): a second
     acquisition of the same run, even in this process, is another holder."""
@@ -208,7 +217,9 @@ class ControlPlane:
         is never held up by a listener, and a listener that raises is logged and skipped)."""
         self._listeners.append(listener)
 
-    def _emit(self, kind: EventKind, model: str, run_id: str | None, **detail: Any) -> None:
+    def _emit(
+        self, kind: EventKind, model: str, run_id: str | None, detail: dict[str, Any]
+    ) -> None:
         event = PlaneEvent(kind=kind, model=model, run_id=run_id, detail=detail)
         for listener in list(self._listeners):
             try:
@@ -219,14 +230,16 @@ class ControlPlane:
     def _announce(self, view: RunView) -> None:
         """Emit what a run that just stopped (finished, paused or failed) is worth telling."""
         if view.status == "waiting_approval":
-            self._emit(
-                "approval_waiting", view.model, view.run_id, request=view.approval_request or {}
-            )
+            request = view.approval_request or {}
+            self._emit("approval_waiting", view.model, view.run_id, {"request": request})
         elif view.status == "failed":
-            self._emit("run_failed", view.model, view.run_id, error=view.outcome)
+            error = view.summary.get("error")
+            self._emit(
+                "run_failed", view.model, view.run_id, {"error": view.outcome, "detail": error}
+            )
         elif view.outcome == "promoted":
             promotion = view.summary.get("promotion") or {}
-            self._emit("promotion", view.model, view.run_id, **promotion)
+            self._emit("promotion", view.model, view.run_id, dict(promotion))
         elif view.outcome == "quarantined":
             recent = self.store.list_rows(
                 Run,
@@ -236,7 +249,7 @@ class ControlPlane:
                 limit=QUARANTINE_STREAK,
             )
             if len(recent) == QUARANTINE_STREAK and all(r.outcome == "quarantined" for r in recent):
-                self._emit("quarantine_streak", view.model, view.run_id, streak=len(recent))
+                self._emit("quarantine_streak", view.model, view.run_id, {"streak": len(recent)})
 
     # -- managed models ---------------------------------------------------------------------------
 
@@ -262,10 +275,13 @@ class ControlPlane:
         actor = normalize_principal(principal or self.settings.principal)
         try:
             self.store.get(ManagedModel, name)
-            raise ConfigError(f"model {name!r} already exists")
+            if self.store.champion_generation(name) > 0:
+                raise ConfigError(f"model {name!r} already exists")
+            # Its bootstrap died or failed before the first champion: adding it again
+            # finishes it (every registry step is idempotent per bootstrap id).
         except NotFound:
             pass
-        run_id = f"bootstrap-{name}"
+        run_id = bootstrap_id(name)
         lease = self._acquire(name, run_id, wait=False)
         try:
             with LeaseKeeper(self.store, name, run_id, lease, self.settings.lease_ttl_s):
@@ -307,21 +323,21 @@ class ControlPlane:
         folder = self.ctx.model_dir(name)
         reference = folder / f"window-{run_id}.parquet"
         initial.write_parquet(reference)
-        self.store.add(
-            ManagedModel(
-                name=name,
-                source=source,
-                target=target,
-                time_col=time_col,
-                numeric=json.dumps(numeric),
-                categorical=json.dumps(categorical),
-                family=family,
-                metric=metric,
-                reference_path=str(reference),
-                baseline=None,
-                created_at=now(),
-            )
-        )
+        fields = {
+            "source": source,
+            "target": target,
+            "time_col": time_col,
+            "numeric": json.dumps(numeric),
+            "categorical": json.dumps(categorical),
+            "family": family,
+            "metric": metric,
+            "reference_path": str(reference),
+            "baseline": None,
+        }
+        try:
+            self.store.update_model(name, **fields)  # a bootstrap added again after a failure
+        except NotFound:
+            self.store.add(ManagedModel(name=name, created_at=now(), **fields))
         spec = TrainSpec(
             family=family,
             target=target,
@@ -348,6 +364,7 @@ class ControlPlane:
             lambda: registry.register_model(model, request, self.settings),
             {"name": name, "key": request.key},
             lambda v: v.model_dump(mode="json"),
+            fault="after_register",
         ).version
         moved = self.ctx.mutate(
             run_id,
@@ -968,9 +985,14 @@ class ControlPlane:
                 if version.version not in logged:
                     problems.append(f"{name} v{version.version} has no register tool call")
         for intent in self._dead_intents():
+            fix = (
+                "add the model again to finish its bootstrap"
+                if intent.run_id.startswith("bootstrap-")
+                else "run `driftpilot recover`"
+            )
             problems.append(
                 f"{intent.run_id[:24]}: intent to {intent.action} ({intent.step}) never "
-                "completed; run `driftpilot recover`"
+                f"completed; {fix}"
             )
         return problems
 
@@ -1030,7 +1052,7 @@ class ControlPlane:
                 result = self._rollback(model, actor, reason, op_id)
         finally:
             self._checkpoint()
-        self._emit("rollback", model, op_id, **result, reason=reason)
+        self._emit("rollback", model, op_id, {**result, "reason": reason})
         return result
 
     def _rollback(self, model: str, actor: str, reason: str, op_id: str) -> dict[str, Any]:

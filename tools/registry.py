@@ -295,6 +295,9 @@ def promote(
     if previous == version:
         return PromotionResult(name=name, previous=previous, current=version, changed=False)
     now_champion = current_champion(name, settings)
+    if now_champion == version:  # a replay: the alias moved before a crash, the history did not
+        client.set_registered_model_tag(name, HISTORY_TAG, json.dumps([*history, version]))
+        return PromotionResult(name=name, previous=previous, current=version, changed=False)
     if expected is not _ANY and now_champion != expected:
         raise ChampionMoved(
             f"{name}: champion is v{now_champion}, not v{expected} that v{version} was "

@@ -113,7 +113,7 @@ class SignedCheckpoint:
 def chain_heads(store: AuditStore) -> dict[str, ChainHead]:
     """Size and last hash of every chained table, read in one transaction (a consistent cut)."""
     heads: dict[str, ChainHead] = {}
-    with store.session() as session:
+    with store.reading() as session:
         for model in CHAINED:
             size = session.scalar(select(func.count()).select_from(model)) or 0
             last = session.scalar(select(model.hash).order_by(model.id.desc()).limit(1))
@@ -315,7 +315,7 @@ def verify_against_checkpoint(
     models = {m.__tablename__: m for m in CHAINED}
     stamp = checkpoint.timestamp.strftime(_TIME_FORMAT)
     problems: list[str] = []
-    with store.session() as session:
+    with store.reading() as session:
         for name, recorded in checkpoint.heads.items():
             model = models.get(name)
             if model is None:

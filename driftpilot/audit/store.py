@@ -59,6 +59,7 @@ _CHAIN_LOCK = threading.Lock()  # one chained insert at a time within a process
 
 # The lease acquisition this thread's run works under (set by the service's LeaseKeeper):
 # mutations are fenced on it, so a process whose lease was taken over stops mutating.
+_READ_ONLY: ContextVar[bool] = ContextVar("driftpilot_read_only", default=False)
 lease_holder: ContextVar[str | None] = ContextVar("driftpilot_lease_holder", default=None)
 
 
@@ -152,6 +153,28 @@ class AuditStore:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
+        """A write transaction. SQLite takes the write lock at BEGIN (a transaction that reads
+        then writes cannot deadlock); a lock not granted within the busy timeout is an
+        AuditWriteError, never a raw driver error."""
+        try:
+            with self._transaction() as session:
+                yield session
+        except OperationalError as exc:
+            raise AuditWriteError(f"the audit database refused a write: {exc.orig}") from exc
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A read transaction: one consistent snapshot that takes no write lock, so readers
+        (the API, verify) never wait for a run's writes."""
+        token = _READ_ONLY.set(True)
+        try:
+            with self._transaction() as session:
+                yield session
+        finally:
+            _READ_ONLY.reset(token)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Session]:
         with self._sessions() as session, session.begin():
             yield session
 
@@ -164,7 +187,7 @@ class AuditStore:
         model = type(row)
         for attempt in range(4):
             try:
-                with _CHAIN_LOCK, self.session() as session:
+                with _CHAIN_LOCK, self._transaction() as session:
                     self._lock_chain(session, model.__tablename__)  # type: ignore[attr-defined]
                     last = session.scalars(
                         select(model).order_by(model.id.desc()).limit(1)  # type: ignore[attr-defined]
@@ -303,7 +326,7 @@ class AuditStore:
         )
 
     def approval_rows(self, run_id: str) -> list[Approval]:
-        with self.session() as session:
+        with self.reading() as session:
             return list(
                 session.scalars(
                     select(Approval).where(Approval.run_id == run_id).order_by(Approval.id)
@@ -339,7 +362,7 @@ class AuditStore:
         return None
 
     def pending_approvals(self) -> list[Approval]:
-        with self.session() as session:
+        with self.reading() as session:
             rows = list(session.scalars(select(Approval).order_by(Approval.id)))
         decided = {r.run_id for r in rows if r.kind == "decision"}
         return [r for r in rows if r.kind == "request" and r.run_id not in decided]
@@ -365,7 +388,7 @@ class AuditStore:
             if isinstance(when, str)
             else when.astimezone(UTC).isoformat(timespec="microseconds")
         )
-        with self.session() as session:
+        with self.reading() as session:
             row = session.scalars(
                 select(ChampionChange)
                 .where(ChampionChange.model == model, ChampionChange.created_at <= stamp)
@@ -429,7 +452,7 @@ class AuditStore:
                 session.delete(row)
 
     def lease(self, model: str) -> Lease | None:
-        with self.session() as session:
+        with self.reading() as session:
             return session.get(Lease, model)
 
     def holds_lease(self, model: str, run_id: str, holder: str | None = None) -> bool:
@@ -439,7 +462,7 @@ class AuditStore:
     def champion_generation(self, model: str) -> int:
         """The id of the model's latest champion change (0: none): it moves with every
         promotion and rollback, so a replay can tell that the champion changed meanwhile."""
-        with self.session() as session:
+        with self.reading() as session:
             latest = session.scalar(
                 select(func.max(ChampionChange.id)).where(ChampionChange.model == model)
             )
@@ -519,7 +542,7 @@ class AuditStore:
 
     def authenticate(self, secret: str) -> ApiKey | None:
         """The live key whose secret this is (None: unknown or revoked)."""
-        with self.session() as session:
+        with self.reading() as session:
             row = session.scalars(
                 select(ApiKey).where(ApiKey.secret_hash == _secret_hash(secret))
             ).first()
@@ -532,14 +555,20 @@ class AuditStore:
 
     def effect(self, run_id: str, step: str) -> dict[str, Any] | None:
         """The recorded result of a mutating step, if it already ran."""
-        with self.session() as session:
+        with self.reading() as session:
             row = session.scalars(
                 select(StepEffect).where(StepEffect.run_id == run_id, StepEffect.step == step)
             ).first()
         return json.loads(row.result) if row else None
 
     def record_effect(self, run_id: str, step: str, result: dict[str, Any]) -> None:
+        """Remember what a step did; a replay that records it again keeps the first record."""
         with self.session() as session:
+            exists = session.scalar(
+                select(StepEffect.id).where(StepEffect.run_id == run_id, StepEffect.step == step)
+            )
+            if exists is not None:
+                return
             session.add(
                 StepEffect(run_id=run_id, step=step, result=dumps(result), created_at=now())
             )
@@ -552,7 +581,7 @@ class AuditStore:
         return row
 
     def get(self, model: type[T], key: Any) -> T:
-        with self.session() as session:
+        with self.reading() as session:
             row = session.get(model, key)
         if row is None:
             raise NotFound(f"no {model.__tablename__[:-1]} {key!r}")  # type: ignore[attr-defined]
@@ -579,7 +608,7 @@ class AuditStore:
     def list_rows(
         self, model: type[T], *where: Any, order: Any = None, limit: int | None = None
     ) -> list[T]:
-        with self.session() as session:
+        with self.reading() as session:
             query = select(model).where(*where)
             if order is not None:
                 query = query.order_by(order)
@@ -705,7 +734,7 @@ def _later(seconds: float) -> str:
 
 
 def _begin_immediate(connection: Any) -> None:
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    connection.exec_driver_sql("BEGIN" if _READ_ONLY.get() else "BEGIN IMMEDIATE")
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:

@@ -19,7 +19,14 @@ import polars as pl
 import pytest
 import yaml
 
-from driftpilot.audit.models import Approval, ChampionChange, Decision, Mutation, Run
+from driftpilot.audit.models import (
+    Approval,
+    BatchRecord,
+    ChampionChange,
+    Decision,
+    Mutation,
+    Run,
+)
 from driftpilot.errors import ApprovalError, InvalidPrincipal, ModelBusy
 from driftpilot.service import ControlPlane, holder
 from driftpilot.settings import Settings, get_settings
@@ -214,6 +221,25 @@ def test_kill_inside_a_low_risk_run_then_recover(
     assert (step, "intent") in phases and (step, "reconciled") in phases
     assert_consistent(cp)
     assert cp.recover() == []  # nothing left to do
+
+
+def test_kill_after_the_batch_was_filed_then_recover_files_it_once(
+    plane_for: Any, data: Any, tmp_path: Path
+) -> None:
+    cp = plane_for({})
+    batch = tmp_path / "july.parquet"
+    data["july"].head(3000).write_parquet(batch)
+    crash("after_filing", "run", str(batch))
+    run = one_run(cp)
+    time.sleep(TTL + 0.5)
+    [done] = cp.recover()
+    assert (done.run_id, done.status) == (run.id, "completed")
+    assert done.outcome != "quarantined"  # not taken for a duplicate of itself
+    assert len(cp.store.list_rows(BatchRecord, BatchRecord.run_id == run.id)) == 1
+    [decision] = cp.store.list_rows(
+        Decision, Decision.run_id == run.id, Decision.agent == "ingestion"
+    )
+    assert decision.action == "accept"
 
 
 def test_kill_before_the_interrupt_then_recover_and_approve(
@@ -447,4 +473,35 @@ def test_kill_inside_a_rollback_then_recover_finishes_it_once(plane_for: Any, da
     rollback = cp.store.list_rows(ChampionChange, ChampionChange.action == "rollback")
     assert rollback[0].actor == "bob"
     assert cp.recover() == []
+    assert_consistent(cp)
+
+
+BOOTSTRAP = """
+import sys, polars as pl
+from driftpilot.service import ControlPlane
+from tests.conftest import add_flights
+add_flights(ControlPlane(), pl.read_parquet(sys.argv[1]))
+"""
+
+
+def test_a_bootstrap_killed_after_register_is_finished_by_adding_the_model_again(
+    plane_for: Any, data: Any, tmp_path: Path
+) -> None:
+    cp = plane_for({}, add=False)
+    initial = tmp_path / "initial.parquet"
+    data["initial"].write_parquet(initial)
+    env = {**os.environ, "DRIFTPILOT_FAULTS": "after_register"}
+    child = subprocess.run(
+        [sys.executable, "-c", BOOTSTRAP, str(initial)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert child.returncode == -9, child.stderr[-2000:]
+    time.sleep(TTL + 0.5)
+    assert any("add the model again" in p for p in cp.verify().problems)
+    add_flights(cp, data["initial"])
+    assert [v.version for v in registry.list_versions("flights")] == [1]  # not registered twice
+    assert champions(cp) == [("bootstrap", 1)]
     assert_consistent(cp)

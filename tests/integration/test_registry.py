@@ -103,3 +103,28 @@ def test_unknown_alias_and_missing_artifact(model: TrainedModel, settings: Setti
         registry.register_model(
             model, RegisterRequest(name="x", key="k", artifacts=["/no/such.html"]), settings
         )
+
+
+def test_half_applied_promote_and_rollback_are_finished_by_their_replay(
+    model: TrainedModel, settings: Settings
+) -> None:
+    v1, v2, v3 = (
+        registry.register_model(model, RegisterRequest(name="h", key=k), settings)
+        for k in ("a", "b", "c")
+    )
+    registry.promote("h", v1.version, settings)
+    registry.promote("h", v2.version, settings)
+    # Crash after the alias move, before the history tag: the replay finishes the history.
+    registry.set_alias("h", registry.CHAMPION, v3.version, settings)
+    replay = registry.promote("h", v3.version, settings, expected=2)
+    assert replay.current == 3 and not replay.changed
+    assert registry.champion_history("h", settings) == [1, 2, 3]
+    # A rollback that died after shortening the history, before its key was written, is
+    # finished by its replay with the plan from its intent: it does not roll back twice.
+    registry.set_alias("h", registry.CHAMPION, v2.version, settings)
+    client = registry._client(settings)
+    client.set_registered_model_tag("h", registry.HISTORY_TAG, "[1, 2]")
+    done = registry.rollback("h", "op-1", settings, plan=(3, 2))
+    assert (done.previous, done.current) == (3, 2)
+    assert registry.current_champion("h", settings) == 2
+    assert registry.champion_history("h", settings) == [1, 2]

@@ -257,3 +257,17 @@ def test_an_approval_row_with_an_invisible_principal_is_reported_not_raised(
     )
     problem = store.approval_problem("r", action)
     assert problem is not None and "invalid principal" in problem
+
+
+def test_readers_do_not_wait_for_a_writer(store: AuditStore, tmp_path: Path) -> None:
+    fill(store)
+    writer = sqlite3.connect(tmp_path / "audit.db", isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # a run holds the write lock
+    try:
+        # A reader that took the write lock too would wait out the busy timeout, then fail.
+        assert store.approval_rows("r1")
+        assert store.effect("r1", "nothing") is None
+        assert store.verify().ok
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
