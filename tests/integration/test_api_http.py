@@ -291,6 +291,10 @@ def test_run_streams_pauses_and_is_approved_after_a_restart(server: Server) -> N
         assert_problem(refused, 403, "requested run")
 
     server.restart()  # kill -9: the paused run lives in the checkpointer and the audit
+    deadline = time.monotonic() + 30
+    while "recovery at start-up" not in server.log():  # the lifespan recovers, and says so
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.2)
 
     with server.client("abby") as abby:
         assert abby.get(f"/runs/{run['run_id']}").json()["status"] == "interrupted"
@@ -578,7 +582,7 @@ def test_hostile_payloads_get_4xx_problems_and_change_nothing(
 # -- models: create as a job, versions, champion history, rollback -------------------------------
 
 
-def test_model_create_versions_and_rollback(server: Server) -> None:
+def test_model_create_and_versions(server: Server, months: Any) -> None:
     with server.client("olga") as olga:
         created = olga.post(
             "/models",
@@ -605,6 +609,40 @@ def test_model_create_versions_and_rollback(server: Server) -> None:
         assert model["champion"] == 1 and model["target"] == "delayed"
         assert "flights-feb" in [m["name"] for m in olga.get("/models").json()]
         assert_problem(olga.get("/jobs/nope"), 404)
+
+        buffer = io.BytesIO()
+        months["2013-03"].sample(n=1500, seed=3).write_csv(buffer)
+        form = {
+            "name": "flights-csv",
+            "target": "delayed",
+            "time_col": "time_hour",
+            "numeric": "distance,temp,hour",
+            "categorical": "carrier,origin",
+        }
+        uploaded = olga.post(
+            "/models/upload", data=form, files={"file": ("mar.csv", buffer.getvalue())}
+        )
+        assert uploaded.status_code == 202, uploaded.text
+        missing = olga.post(
+            "/models/upload",
+            data={**form, "name": "flights-x", "numeric": "distance,nope"},
+            files={"file": ("mar.csv", buffer.getvalue())},
+        )
+        assert_problem(missing, 422, "nope")
+        job = uploaded.json()
+        while job["status"] not in ("success", "error"):
+            assert time.monotonic() < deadline, job
+            time.sleep(0.5)
+            job = olga.get(f"/jobs/{job['job_id']}").json()
+        assert job["status"] == "success", job
+        assert olga.get("/models/flights-csv").json()["features"] == [
+            "distance",
+            "temp",
+            "hour",
+            "carrier",
+            "origin",
+        ]
+        assert [j["model"] for j in olga.get("/jobs").json()] == ["flights-csv", "flights-feb"]
 
         versions = olga.get("/models/flights/versions").json()
         numbers = [v["version"] for v in versions]
