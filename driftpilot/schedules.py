@@ -228,10 +228,11 @@ class _Strict(BaseModel):
 
 
 def check_glob(pattern: str) -> str:
-    """A glob pattern relative to a batch root: no absolute path, '..', '~', '\\' or NUL.
+    """A glob pattern relative to a batch root: no absolute path, '..', '~', '\\' or NUL, and
+    '**' only as a whole path segment.
 
     Raises:
-        ConfigError: the pattern could leave its root.
+        ConfigError: the pattern could leave its root, or is not a valid glob.
     """
     pure = PurePosixPath(pattern)
     if (
@@ -242,6 +243,7 @@ def check_glob(pattern: str) -> str:
         or ".." in pure.parts
         or Path(pattern).drive
         or pattern.startswith("~")
+        or any("**" in part and part != "**" for part in pure.parts)
     ):
         raise ConfigError(
             "glob must be relative to an allowed batch root, without '..', '~' or '\\' "

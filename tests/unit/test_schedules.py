@@ -101,7 +101,17 @@ def test_spec_validation_names_the_problem() -> None:
 
 
 @pytest.mark.parametrize(
-    "pattern", ["../*.csv", "/etc/*.csv", "~/x/*.csv", "a\\b.csv", "in/../../x.csv", " ", "a\x00"]
+    "pattern",
+    [
+        "../*.csv",
+        "/etc/*.csv",
+        "~/x/*.csv",
+        "a\\b.csv",
+        "in/../../x.csv",
+        " ",
+        "a\x00",
+        "a**/x.csv",
+    ],
 )
 def test_globs_stay_under_their_root(pattern: str) -> None:
     with pytest.raises(ConfigError, match="relative"):
