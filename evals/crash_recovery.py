@@ -47,6 +47,7 @@ else:
 """
 # (fault point, risk rules, what the child does)
 DRILLS = [
+    ("after_filing", LOW, "run"),
     ("after_register", LOW, "run"),
     ("after_alias", LOW, "run"),
     ("before_interrupt", HIGH, "run"),

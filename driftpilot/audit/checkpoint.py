@@ -431,15 +431,34 @@ def append_checkpoint(target: str | Path, text: str) -> Path:
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         _lock(fd)
-        size = os.fstat(fd).st_size
-        torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
-        _write_all(fd, (b"\n" if torn else b"") + line.encode())
-        os.fsync(fd)
+        # Two processes sign at different moments and may reach the lock in either order:
+        # a checkpoint no newer than the log's newest would make it look like rows vanished.
+        if created or not _covered(_last_line(path), text):
+            size = os.fstat(fd).st_size
+            torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
+            _write_all(fd, (b"\n" if torn else b"") + line.encode())
+            os.fsync(fd)
     finally:
         os.close(fd)
     if created:
         _fsync_dir(path.parent)
     return path
+
+
+def _covered(newest_line: str | None, text: str) -> bool:
+    """Whether the log's newest entry already covers checkpoint ``text``: same origin, and
+    every chain at least as long (an unreadable entry covers nothing)."""
+    if newest_line is None:
+        return False
+    try:
+        newest = _parse_body(_split_note(json.loads(newest_line)["checkpoint"])[0])
+    except (IntegrityError, ValueError, KeyError, TypeError):
+        return False
+    candidate = _parse_body(_split_note(text)[0])
+    return newest.origin == candidate.origin and all(
+        newest.heads.get(name, ChainHead(-1, "")).size >= head.size
+        for name, head in candidate.heads.items()
+    )
 
 
 def latest_checkpoint(target: str | Path) -> SignedCheckpoint | None:

@@ -251,3 +251,17 @@ def test_newest_log_entry_that_is_not_a_checkpoint_is_refused(tmp_path: Path) ->
     log.write_text('{"checkpoint": "x"}\nnot json\n')
     with pytest.raises(IntegrityError, match="not JSON"):
         latest_checkpoint(log)
+
+
+def test_a_checkpoint_older_than_the_newest_in_the_log_is_not_appended(
+    store: AuditStore, key: Ed25519PrivateKey, tmp_path: Path
+) -> None:
+    log = tmp_path / "checkpoints.jsonl"
+    early = sign_heads(store, key, ORIGIN, at=WHEN)  # process A signs first...
+    fill(store)
+    late = sign_heads(store, key, ORIGIN)  # ...process B signs later, with more rows...
+    append_checkpoint(log, late)  # ...and reaches the log first
+    append_checkpoint(log, early)
+    newest = latest_checkpoint(log)
+    assert newest is not None and newest.text == late
+    assert len(log.read_text().splitlines()) == 1
