@@ -53,10 +53,13 @@ def _start_training(
     source: str,
 ) -> Job:
     try:
-        cp.model_view(name)
-        raise Problem(409, f"model {name!r} already exists", slug="model-exists")
+        existing = cp.model_view(name)
     except NotFound:
-        pass
+        existing = None
+    # A model without a champion is one whose first training died mid-way: adding it again
+    # finishes it (the façade keeps what was done). Any other existing model is a conflict.
+    if existing is not None and existing.champion is not None:
+        raise Problem(409, f"model {name!r} already exists", slug="model-exists")
     if ex.job_in_flight(name) is not None:
         raise Problem(409, f"model {name!r} is being created", slug="model-exists")
     missing = [c for c in (target, time_col, *numeric, *categorical) if c not in frame.columns]
