@@ -24,6 +24,7 @@ from driftpilot.errors import (
     NotFound,
     PolicyViolation,
     RegistryError,
+    RunStateError,
 )
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ _ERRORS: list[tuple[type[DriftPilotError], int, str, str]] = [
     (NotFound, 404, "not-found", "Not found"),
     (ModelBusy, 409, "model-busy", "Model busy"),
     (ApprovalError, 409, "approval-conflict", "Approval not possible"),
+    (RunStateError, 409, "run-state", "Not possible in the run's status"),
     (PolicyViolation, 403, "policy-violation", "Forbidden by policy"),
     (ConfigError, 422, "invalid-argument", "Invalid argument"),
     (DataError, 422, "invalid-data", "Unusable data"),

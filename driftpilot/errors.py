@@ -20,6 +20,7 @@ catch the branch they can handle and let the rest surface with its message.
     ├── NotFound                    no such run / model / approval
     ├── ModelBusy                   another run holds the model's lease (one run per model)
     ├── ApprovalError               an approval cannot be given (self-approval, decided)
+    ├── RunStateError               the run's status does not allow it (cancel a running run)
     ├── PolicyViolation             an action the risk policy forbids (e.g. unapproved promote)
     ├── LLMError                    the chat model failed (timeout, invalid output)
     └── AuditWriteError             the audit database refused or timed out an append
@@ -94,6 +95,10 @@ class ModelBusy(DriftPilotError):
 
 class ApprovalError(DriftPilotError):
     """An approval cannot be given: self-approval, unknown decision, already decided."""
+
+
+class RunStateError(DriftPilotError):
+    """The run's status does not allow the operation (e.g. cancelling a run that started)."""
 
 
 class PolicyViolation(DriftPilotError):

@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import polars as pl
@@ -43,6 +43,7 @@ from driftpilot.errors import (
     ModelBusy,
     NotFound,
     RegistryError,
+    RunStateError,
 )
 from driftpilot.identity import normalize_principal, safe_label
 from driftpilot.llm import Backend, make_backend
@@ -216,6 +217,11 @@ class ControlPlane:
         """Call ``listener`` with every PlaneEvent this process produces (after the fact: a run
         is never held up by a listener, and a listener that raises is logged and skipped)."""
         self._listeners.append(listener)
+
+    def unsubscribe(self, listener: Listener) -> None:
+        """Stop calling ``listener`` (no-op if it was not subscribed)."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
 
     def _emit(
         self, kind: EventKind, model: str, run_id: str | None, detail: dict[str, Any]
@@ -580,8 +586,43 @@ class ControlPlane:
         if run.status != "pending":
             self.store.release_lease(run.model, run_id, lease)
             return self.get_run(run_id)
-        self.store.update_run(run_id, status="running")
+        # Claim it: a cancel (or another worker) between our read and now wins.
+        if not self.store.transition_run(run_id, "pending", status="running"):
+            self.store.release_lease(run.model, run_id, lease)
+            return self.get_run(run_id)
         return self._drive(run_id, run.model, json.loads(run.summary)["input"], lease)
+
+    def cancel_run(self, run_id: str, principal: str, reason: str = "") -> RunView:
+        """Cancel a run that has not started: ``pending`` becomes ``failed`` with outcome
+        ``cancelled``, atomically (a worker claiming it at the same moment wins or loses as a
+        whole), and the cancellation is audited as a decision of agent ``api``.
+
+        Raises:
+            RunStateError: the run is not pending (it started, waits for approval, or ended).
+            InvalidPrincipal: the principal's name is invalid.
+        """
+        who = normalize_principal(principal)
+        run = self.store.get(Run, run_id)
+        summary = {"cancelled_by": who, "reason": reason}
+        if not self.store.transition_run(
+            run_id, "pending", status="failed", outcome="cancelled", summary=json.dumps(summary)
+        ):
+            status = self.store.get(Run, run_id).status
+            hint = {
+                "running": "it cannot be stopped between its steps; it ends on its own",
+                "waiting_approval": "reject it instead",
+            }.get(status, "it has ended; there is nothing to cancel")
+            raise RunStateError(f"run {run_id} is {status}, not pending: {hint}")
+        self.store.record_decision(
+            run_id,
+            "api",
+            "cancel",
+            f"{who} cancelled the pending run of {run.model} on batch {run.batch_id}"
+            + (f": {reason}" if reason else ""),
+            summary,
+            backend="api",
+        )
+        return self.get_run(run_id)
 
     def decide(
         self, run_id: str, decision: str, approver: str, comment: str = "", *, wait: bool = False
@@ -916,9 +957,30 @@ class ControlPlane:
             approval_request=pending,
         )
 
-    def list_runs(self, model: str | None = None, limit: int = 50) -> list[RunView]:
-        where = [Run.model == model] if model else []
-        rows = self.store.list_rows(Run, *where, order=Run.created_at.desc(), limit=limit)
+    def list_runs(
+        self,
+        model: str | None = None,
+        limit: int = 50,
+        *,
+        status: str | None = None,
+        outcome: str | None = None,
+        requested_by: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        before: tuple[str, str] | None = None,
+    ) -> list[RunView]:
+        """Runs newest first, filtered (the requester under the identity rule); ``before`` is
+        the (created_at, run_id) of the last run of the previous page."""
+        rows = self.store.query_runs(
+            model=model,
+            status=status,
+            outcome=outcome,
+            requested_by=normalize_principal(requested_by) if requested_by else None,
+            since=_stamp(since),
+            until=_stamp(until),
+            before=before,
+            limit=limit,
+        )
         return [self.get_run(r.id) for r in rows]
 
     def resolve_run_id(self, prefix: str) -> str:
@@ -935,6 +997,56 @@ class ControlPlane:
 
     def audit(self, run_id: str | None = None) -> Iterator[dict[str, Any]]:
         return self.store.export(run_id)
+
+    def audit_rows(
+        self,
+        *,
+        run_id: str | None = None,
+        model: str | None = None,
+        table: str | None = None,
+        agent: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after: tuple[str, int] | None = None,
+        limit: int = 100,
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """One page of audit rows, table by table in chain order, filtered by run, model (its
+        runs, bootstrap and rollbacks), table, agent and time; ``after`` is the (table, id) of
+        the previous page's last row. Returns the rows and whether more follow.
+
+        Raises:
+            NotFound: unknown model.
+            ConfigError: unknown table.
+        """
+        run_ids: set[str] | None = None
+        if model is not None:
+            self.store.get(ManagedModel, model)
+            run_ids = self.store.model_run_ids(model) | {bootstrap_id(model)}
+        if run_id is not None:
+            run_ids = {run_id} if run_ids is None else run_ids & {run_id}
+        return self.store.query_audit(
+            run_ids=run_ids,
+            table=table,
+            agent=agent,
+            since=_stamp(since),
+            until=_stamp(until),
+            after=after,
+            limit=limit,
+        )
+
+    def champion_history(self, model: str) -> list[dict[str, Any]]:
+        """The model's champion changes, oldest first (bootstrap, promote, rollback).
+
+        Raises:
+            NotFound: unknown model.
+        """
+        self.store.get(ManagedModel, model)
+        rows = self.store.list_rows(
+            ChampionChange, ChampionChange.model == model, order=ChampionChange.id
+        )
+        return [
+            {c.name: getattr(r, c.name) for c in ChampionChange.__table__.columns} for r in rows
+        ]
 
     def verify(self) -> VerifyResult:
         """Walk every hash chain, compare the database with the newest signed checkpoint
@@ -1107,6 +1219,19 @@ class ControlPlane:
         result = {"model": model, "from": moved.previous, "to": moved.current, "by": actor}
         self.store.record_effect(op_id, "rollback", result)
         return result
+
+
+def _stamp(moment: datetime | None) -> str | None:
+    """A time as the audit stores it (UTC ISO-8601 with microseconds), for comparisons in SQL.
+
+    Raises:
+        ConfigError: a naive time (no UTC offset) is ambiguous.
+    """
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        raise ConfigError(f"give times with a UTC offset, not {moment.isoformat()}")
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def _key_view(row: ApiKey) -> ApiKeyView:

@@ -5,14 +5,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
-from api import gaps
 from api.deps import Plane, Viewer
 from api.problems import Problem
 from api.schemas import Page, Verify
@@ -41,44 +39,6 @@ def decode_cursor(cursor: str) -> tuple[str, int]:
     raise Problem(422, "invalid cursor: pass the next_cursor of the previous page unchanged")
 
 
-def after(rows: Iterable[dict[str, Any]], cursor: tuple[str, int]) -> Iterator[dict[str, Any]]:
-    """The rows after the cursor's row. Rows come table by table, each in id order."""
-    table, row_id = cursor
-    reached = False
-    for row in rows:
-        if not reached:
-            if row["table"] != table or row["id"] <= row_id:
-                continue
-            reached = True
-        yield row
-
-
-def _when(value: str) -> datetime:
-    return datetime.fromisoformat(value)
-
-
-def matching(
-    rows: Iterable[dict[str, Any]],
-    table: str | None,
-    agent: str | None,
-    since: datetime | None,
-    until: datetime | None,
-    run_ids: set[str] | None = None,
-) -> Iterator[dict[str, Any]]:
-    for row in rows:
-        if table and row["table"] != table:
-            continue
-        if run_ids is not None and row.get("run_id") not in run_ids:
-            continue
-        if agent and row.get("agent") != agent:
-            continue
-        if since and _when(row["created_at"]) < since:
-            continue
-        if until and _when(row["created_at"]) >= until:
-            continue
-        yield row
-
-
 @router.get("", response_model=Page[dict[str, Any]])
 def query(
     cp: Plane,
@@ -100,20 +60,16 @@ def query(
     for moment in (since, until):
         if moment is not None and moment.tzinfo is None:
             raise Problem(422, "give 'since' and 'until' with a UTC offset")
-    run_ids = None
-    if model is not None:
-        cp.model_view(model)  # 404 for an unknown model
-        run_ids = gaps.model_run_ids(cp, model)
-    rows: Iterable[dict[str, Any]] = cp.audit(run_id)
-    if cursor is not None:
-        rows = after(rows, decode_cursor(cursor))
-    page: list[dict[str, Any]] = []
-    more = False
-    for row in matching(rows, table, agent, since, until, run_ids):
-        if len(page) == limit:
-            more = True
-            break
-        page.append(row)
+    page, more = cp.audit_rows(
+        run_id=run_id,
+        model=model,
+        table=table,
+        agent=agent,
+        since=since,
+        until=until,
+        after=decode_cursor(cursor) if cursor is not None else None,
+        limit=limit,
+    )
     return Page[dict[str, Any]](
         items=page, next_cursor=encode_cursor(page[-1]) if more and page else None
     )

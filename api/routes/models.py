@@ -185,7 +185,7 @@ def champions(name: str, cp: Plane, _: Viewer) -> list[dict[str, Any]]:
     return [
         {k: row.get(k) for k in ("id", "version", "previous_version", "action", "run_id", "actor")}
         | {"at": row["created_at"]}
-        for row in gaps.champion_history(cp, name)
+        for row in cp.champion_history(name)
     ]
 
 

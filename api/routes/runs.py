@@ -13,7 +13,7 @@ import polars as pl
 from fastapi import APIRouter, File, Form, Header, Query, UploadFile, status
 from sse_starlette import EventSourceResponse
 
-from api import batches, gaps, stream
+from api import batches, stream
 from api.config import ApiSettings
 from api.deps import Conf, Executor, Operator, Plane, Viewer
 from api.executor import RunExecutor
@@ -28,7 +28,6 @@ from api.schemas import (
     RunCreate,
     RunStatus,
 )
-from driftpilot.identity import same_person
 from driftpilot.service import ApiKeyView, ControlPlane
 
 router = APIRouter(prefix="/runs", tags=["runs"])
@@ -170,25 +169,20 @@ def list_runs(
     for moment in (since, until):
         if moment is not None and moment.tzinfo is None:
             raise Problem(422, "give 'since' and 'until' with a UTC offset")
-    after = decode_cursor(cursor) if cursor is not None else None
-    views = gaps.list_runs(cp, model, INTERNAL_STATUS.get(status) if status else None)
-    page: list[Run] = []
-    more = False
-    for view in sorted(views, key=lambda v: (v.created_at, v.run_id), reverse=True):
-        if after is not None and (view.created_at, view.run_id) >= after:
-            continue
-        if outcome is not None and view.outcome != outcome:
-            continue
-        if requested_by is not None and not same_person(view.requested_by, requested_by):
-            continue
-        created = datetime.fromisoformat(view.created_at)
-        if (since and created < since) or (until and created >= until):
-            continue
-        if len(page) == limit:
-            more = True
-            break
-        page.append(Run.of(view))
-    return Page[Run](items=page, next_cursor=encode_cursor(page[-1]) if more else None)
+    views = cp.list_runs(
+        model,
+        limit + 1,
+        status=INTERNAL_STATUS.get(status) if status else None,
+        outcome=outcome,
+        requested_by=requested_by,
+        since=since,
+        until=until,
+        before=decode_cursor(cursor) if cursor is not None else None,
+    )
+    page = [Run.of(view) for view in views[:limit]]
+    return Page[Run](
+        items=page, next_cursor=encode_cursor(page[-1]) if len(views) > limit else None
+    )
 
 
 @router.get(
@@ -230,7 +224,4 @@ def cancel_run(run_id: str, cp: Plane, key: Operator, body: CancelIn | None = No
     outcome ``cancelled``, audited with the key's principal. A running run cannot be stopped
     between its steps (409); a run waiting for approval is rejected through
     ``POST /approvals/{run_id}`` instead (409)."""
-    view = cp.get_run(run_id)
-    if view.status != "pending":
-        raise gaps.not_cancellable(view)
-    return Run.of(gaps.cancel_pending(cp, run_id, key.principal, body.reason if body else ""))
+    return Run.of(cp.cancel_run(run_id, key.principal, body.reason if body else ""))

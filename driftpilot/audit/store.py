@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
-from sqlalchemy import create_engine, event, func, select, text
+from sqlalchemy import and_, create_engine, event, func, or_, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 from sqlalchemy.exc import OperationalError
@@ -597,6 +597,110 @@ class AuditStore:
                 setattr(row, name, value)
         return row
 
+    def transition_run(self, run_id: str, expected: str, **fields: Any) -> bool:
+        """Compare-and-set: update the run only if its status is still ``expected``."""
+        with self.session() as session:
+            done = session.execute(
+                update(Run)
+                .where(Run.id == run_id, Run.status == expected)
+                .values(**fields, updated_at=now())
+            )
+            return getattr(done, "rowcount", 0) == 1
+
+    def query_runs(
+        self,
+        *,
+        model: str | None = None,
+        status: str | None = None,
+        outcome: str | None = None,
+        requested_by: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        before: tuple[str, str] | None = None,
+        limit: int = 50,
+    ) -> list[Run]:
+        """Runs newest first, filtered in SQL; ``before`` = (created_at, id) of the last run
+        of the previous page (a cursor that stays put while runs are added)."""
+        query = select(Run)
+        for column, value in (
+            (Run.model, model),
+            (Run.status, status),
+            (Run.outcome, outcome),
+            (Run.requested_by, requested_by),
+        ):
+            if value is not None:
+                query = query.where(column == value)
+        if since is not None:
+            query = query.where(Run.created_at >= since)
+        if until is not None:
+            query = query.where(Run.created_at < until)
+        if before is not None:
+            query = query.where(
+                or_(
+                    Run.created_at < before[0],
+                    and_(Run.created_at == before[0], Run.id < before[1]),
+                )
+            )
+        query = query.order_by(Run.created_at.desc(), Run.id.desc()).limit(limit)
+        with self.reading() as session:
+            return list(session.scalars(query))
+
+    def model_run_ids(self, model: str) -> set[str]:
+        """Every run id the audit files under ``model``: its control runs, its bootstrap and
+        its rollbacks (named in its champion history)."""
+        with self.reading() as session:
+            runs = set(session.scalars(select(Run.id).where(Run.model == model)))
+            changes = set(
+                session.scalars(select(ChampionChange.run_id).where(ChampionChange.model == model))
+            )
+        return runs | changes
+
+    def query_audit(
+        self,
+        *,
+        run_ids: set[str] | None = None,
+        table: str | None = None,
+        agent: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        after: tuple[str, int] | None = None,
+        limit: int = 100,
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Chained rows table by table in chain order, filtered in SQL; ``after`` = (table,
+        id) of the last row of the previous page. Returns the page and whether more follow.
+
+        Raises:
+            ConfigError: unknown table or cursor table.
+        """
+        names = [m.__tablename__ for m in CHAINED]
+        for name in (table, after[0] if after else None):
+            if name is not None and name not in names:
+                raise ConfigError(f"unknown audit table {name!r}; tables: {', '.join(names)}")
+        start = names.index(after[0]) if after else 0
+        rows: list[dict[str, Any]] = []
+        with self.reading() as session:
+            for model in CHAINED[start:]:
+                if table is not None and model.__tablename__ != table:
+                    continue
+                if agent is not None and not hasattr(model, "agent"):
+                    continue
+                query = select(model)
+                if after is not None and model.__tablename__ == after[0]:
+                    query = query.where(model.id > after[1])
+                if run_ids is not None:
+                    query = query.where(model.run_id.in_(run_ids))
+                if agent is not None:
+                    query = query.where(model.agent == agent)
+                if since is not None:
+                    query = query.where(model.created_at >= since)
+                if until is not None:
+                    query = query.where(model.created_at < until)
+                query = query.order_by(model.id).limit(limit + 1 - len(rows))
+                rows += [_row_dict(row) for row in session.scalars(query)]
+                if len(rows) > limit:
+                    break
+        return rows[:limit], len(rows) > limit
+
     def update_run(self, run_id: str, **fields: Any) -> Run:
         if "summary" in fields:
             fields["summary"] = dumps(fields["summary"])
@@ -711,13 +815,16 @@ class AuditStore:
     def export(self, run_id: str | None = None) -> Iterator[dict[str, Any]]:
         """Every chained row (optionally of one run) as dicts, table by table, in order."""
         for model in CHAINED:
-            name = model.__tablename__
             where = [model.run_id == run_id] if run_id else []
             for row in self.list_rows(model, *where, order=model.id):
-                yield {
-                    "table": name,
-                    **{c.name: getattr(row, c.name) for c in row.__table__.columns},
-                }
+                yield _row_dict(row)
+
+
+def _row_dict(row: Any) -> dict[str, Any]:
+    return {
+        "table": row.__tablename__,
+        **{c.name: getattr(row, c.name) for c in row.__table__.columns},
+    }
 
 
 def _matches(row: Lease, run_id: str, holder: str | None) -> bool:

@@ -271,3 +271,50 @@ def test_readers_do_not_wait_for_a_writer(store: AuditStore, tmp_path: Path) -> 
     finally:
         writer.execute("ROLLBACK")
         writer.close()
+
+
+def test_audit_queries_page_in_sql_with_filters(store: AuditStore) -> None:
+    fill(store)
+    store.record_decision("r2", "evaluator", "accept", "ok", {}, backend="builtin")
+    page, more = store.query_audit(limit=2)
+    assert [(r["table"], r["id"]) for r in page] == [("decisions", 1), ("decisions", 2)] and more
+    rest, more = store.query_audit(after=("decisions", 2), limit=100)
+    assert rest[0]["id"] == 3 and not more
+    assert {"decisions", "tool_calls", "approvals"} <= {r["table"] for r in rest}
+    only, _ = store.query_audit(run_ids={"r2"}, table="decisions")
+    assert [r["agent"] for r in only] == ["evaluator"]
+    by_agent, _ = store.query_audit(agent="drift_analyst")
+    assert {r["table"] for r in by_agent} == {"decisions", "tool_calls"}
+    late, _ = store.query_audit(since=page[1]["created_at"], table="decisions")
+    assert [r["id"] for r in late] == [2, 3, 4]
+    with pytest.raises(ConfigError, match="unknown audit table"):
+        store.query_audit(table="runs")
+
+
+def test_a_run_transition_is_a_compare_and_set(store: AuditStore) -> None:
+    from driftpilot.audit.models import Run
+    from driftpilot.audit.store import now
+
+    for i, status in enumerate(("pending", "pending", "running")):
+        stamp = now()
+        store.add(
+            Run(
+                id=f"run-{i}",
+                model="m",
+                batch_id="b",
+                trigger="api",
+                requested_by="ann",
+                status=status,
+                outcome=None,
+                summary="{}",
+                created_at=stamp,
+                updated_at=stamp,
+            )
+        )
+    assert store.transition_run("run-0", "pending", status="running")
+    assert not store.transition_run("run-0", "pending", status="failed")  # the claim won
+    newest = store.query_runs(model="m", limit=2)
+    assert [r.id for r in newest] == ["run-2", "run-1"]
+    older = store.query_runs(model="m", before=(newest[-1].created_at, newest[-1].id))
+    assert [r.id for r in older] == ["run-0"]
+    assert [r.id for r in store.query_runs(status="pending")] == ["run-1"]
