@@ -1,0 +1,341 @@
+"""LangGraph Platform's shapes for DriftPilot's resources (see ``api.routes.langgraph``).
+
+- An **assistant** is a managed model (``assistant_id`` = the model's name, ``graph_id``
+  ``control``); the assistant ``control`` is the graph itself, with the model in the run's
+  input (``input.model``) or config (``config.configurable.model``).
+- A **thread** is one control run (``api.lg_threads``). Its ``values`` are the run summary:
+  ``run_id``, ``model``, ``batch_id``, ``requested_by``, ``status``, ``outcome``, ``steps``
+  (each agent decision: agent, action, rationale, fallback, at) and the slices the agents
+  wrote (ingestion, drift, optimizer, retraining, evaluation, cicd, approval, promotion) —
+  or ``error`` for a failed run. Thread ``status``: ``idle`` (no run yet, or it ended
+  well), ``busy`` (pending, running, or approved/rejected and about to resume),
+  ``interrupted`` (waiting for a person: the Agent Inbox ``HumanInterrupt`` is its
+  interrupt) or ``error``.
+- A **run** is the control run: ``run_id`` is the control run's id, also for a resume
+  (``command.resume`` continues the same control run). Its status is LangGraph's
+  ``pending | running | interrupted | success | error``; a run whose approval decision is
+  recorded but not applied yet is ``pending`` (its resume is queued).
+- **Stream events** (``runs.stream``): ``metadata`` ``{"run_id", "thread_id", "attempt"}``;
+  per agent step, ``updates`` ``{<agent>: {"action", "rationale", "fallback", "evidence",
+  "at"}}`` (approvals as ``{"approval": ...}``, champion changes as ``{"champion": ...}``)
+  and ``values`` (the thread values so far); at the end a last ``values`` equal to the
+  thread state, with ``__interrupt__`` when the run waits for a person (and ``updates``
+  ``{"__interrupt__": [...]}``); ``error`` ``{"error", "message"}`` for a failed run; ``end``.
+  Stream modes other than ``values`` and ``updates`` send nothing (the agents do not stream
+  tokens or custom events).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from api.lg_threads import ThreadRef
+from api.stream import run_rows
+from driftpilot.service import ControlPlane, ModelView, RunView
+
+GRAPH_ID = "control"
+APPROVAL_NODE = "approval"
+ENDED = {"success", "error"}
+STREAM_MODES = {"values", "updates"}
+
+
+# -- statuses ---------------------------------------------------------------------------------
+
+
+def decided(view: RunView) -> bool:
+    """Waiting for approval, with the decision already recorded (the resume is queued)."""
+    return view.status == "waiting_approval" and view.approval_request is None
+
+
+def run_status(view: RunView) -> str:
+    """The control run's status in LangGraph's words."""
+    if view.status == "waiting_approval":
+        return "pending" if decided(view) else "interrupted"
+    return {
+        "pending": "pending",
+        "running": "running",
+        "completed": "success",
+        "failed": "error",
+    }.get(view.status, "error")
+
+
+def thread_status(view: RunView | None) -> str:
+    """idle | busy | interrupted | error."""
+    if view is None:
+        return "idle"
+    return {
+        "pending": "busy",
+        "running": "busy",
+        "interrupted": "interrupted",
+        "success": "idle",
+        "error": "error",
+    }[run_status(view)]
+
+
+def settled(view: RunView) -> bool:
+    """The run stopped: it ended, or it waits for a person (not for its queued resume)."""
+    return run_status(view) in ENDED | {"interrupted"}
+
+
+# -- values, interrupts ---------------------------------------------------------------------------
+
+
+def interrupt_id(run_id: str) -> str:
+    """A stable id for the one interrupt a control run can have (its approval)."""
+    return hashlib.sha256(f"{run_id}:{APPROVAL_NODE}".encode()).hexdigest()[:32]
+
+
+def interrupts(view: RunView) -> list[dict[str, Any]]:
+    """The run's open interrupts (LangGraph ``Interrupt``): its approval request, if any."""
+    if view.approval_request is None or run_status(view) != "interrupted":
+        return []
+    return [{"value": view.approval_request, "id": interrupt_id(view.run_id)}]
+
+
+def step(row: dict[str, Any]) -> dict[str, Any]:
+    """One agent decision, as a values entry."""
+    return {
+        "agent": row["agent"],
+        "action": row["action"],
+        "rationale": row["rationale"],
+        "fallback": bool(row["fallback"]),
+        "at": row["created_at"],
+    }
+
+
+def values(view: RunView, rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """The thread values of a run: who and what, its steps so far, and its summary."""
+    return {
+        "run_id": view.run_id,
+        "model": view.model,
+        "batch_id": view.batch_id,
+        "requested_by": view.requested_by,
+        "status": run_status(view),
+        "outcome": view.outcome,
+        "steps": [step(r) for r in rows if r["table"] == "decisions"],
+        **view.summary,
+    }
+
+
+def final_values(view: RunView, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """What ``runs.join`` answers: the values, with ``__interrupt__`` when it waits."""
+    found = values(view, rows)
+    waiting = interrupts(view)
+    if waiting:
+        found["__interrupt__"] = waiting
+    return found
+
+
+def read(cp: ControlPlane, run_id: str) -> tuple[RunView, list[dict[str, Any]]]:
+    """The run and its audit rows (decisions, approvals, champion changes), in order. The
+    status is read first, so every row a finished run wrote is in the rows."""
+    view = cp.get_run(run_id)
+    return view, run_rows(cp, run_id)
+
+
+def updated_at(view: RunView, rows: list[dict[str, Any]]) -> str:
+    return max([view.created_at, *(str(r["created_at"]) for r in rows)])
+
+
+# -- resources -----------------------------------------------------------------------------------
+
+
+def assistant(model: ModelView, created_at: str) -> dict[str, Any]:
+    """A managed model as a LangGraph assistant."""
+    return {
+        "assistant_id": model.name,
+        "graph_id": GRAPH_ID,
+        "config": {"configurable": {"model": model.name}},
+        "context": {},
+        "created_at": created_at,
+        "updated_at": created_at,
+        "metadata": {
+            "model": model.name,
+            "target": model.target,
+            "family": model.family,
+            "metric": model.metric,
+            "champion": model.champion,
+            "baseline": model.baseline,
+        },
+        "version": 1,
+        "name": model.name,
+        "description": (
+            f"DriftPilot's control loop for the managed model {model.name!r} (target "
+            f"{model.target!r}, {model.family}, champion v{model.champion}): ingestion, "
+            "drift analysis, retraining, evaluation and a guarded promotion."
+        ),
+    }
+
+
+def control_assistant(created_at: str) -> dict[str, Any]:
+    """The control graph itself; a run names its model in ``input.model``."""
+    return {
+        "assistant_id": GRAPH_ID,
+        "graph_id": GRAPH_ID,
+        "config": {},
+        "context": {},
+        "created_at": created_at,
+        "updated_at": created_at,
+        "metadata": {"created_by": "system"},
+        "version": 1,
+        "name": GRAPH_ID,
+        "description": (
+            "DriftPilot's control graph for any managed model: give the model in the run's "
+            "input ('model') or in config.configurable.model."
+        ),
+    }
+
+
+def thread_metadata(ref: ThreadRef, view: RunView | None) -> dict[str, Any]:
+    meta: dict[str, Any] = {**ref.metadata, "graph_id": GRAPH_ID}
+    if view is not None:
+        meta |= {"assistant_id": ref.assistant_id or view.model, "run_id": view.run_id}
+    if ref.created_by:
+        meta.setdefault("created_by", ref.created_by)
+    return meta
+
+
+def thread(
+    ref: ThreadRef, view: RunView | None, rows: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """A thread: a placeholder without a run, or the run it shows."""
+    rows = rows or []
+    found: dict[str, Any] = {
+        "thread_id": ref.thread_id,
+        "created_at": ref.created_at,
+        "updated_at": updated_at(view, rows) if view is not None else ref.created_at,
+        "metadata": thread_metadata(ref, view),
+        "status": thread_status(view),
+        "values": values(view, rows) if view is not None else {},
+        "interrupts": {},
+    }
+    if view is not None:
+        waiting = interrupts(view)
+        if waiting:
+            found["interrupts"] = {interrupt_id(view.run_id): waiting}
+        if view.status == "failed":
+            found["error"] = view.summary.get("error") or view.outcome
+    return found
+
+
+def thread_state(
+    ref: ThreadRef, view: RunView | None, rows: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """``threads.get_state``: the values, what runs next (``approval`` while it waits), the
+    open interrupt as a task. There are no checkpoint ids to travel to."""
+    rows = rows or []
+    waiting = interrupts(view) if view is not None else []
+    tasks = [
+        {
+            "id": w["id"],
+            "name": APPROVAL_NODE,
+            "error": None,
+            "interrupts": [w],
+            "checkpoint": None,
+            "state": None,
+            "result": None,
+        }
+        for w in waiting
+    ]
+    return {
+        "values": values(view, rows) if view is not None else {},
+        "next": [APPROVAL_NODE] if waiting else [],
+        "checkpoint": {
+            "thread_id": ref.thread_id,
+            "checkpoint_ns": "",
+            "checkpoint_id": None,
+            "checkpoint_map": None,
+        },
+        "metadata": thread_metadata(ref, view),
+        "created_at": updated_at(view, rows) if view is not None else ref.created_at,
+        "parent_checkpoint": None,
+        "tasks": tasks,
+        "interrupts": waiting,
+    }
+
+
+def run(
+    ref: ThreadRef,
+    view: RunView,
+    *,
+    assistant_id: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    multitask_strategy: str | None = None,
+    kwargs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A control run as a LangGraph run on its thread."""
+    return {
+        "run_id": view.run_id,
+        "thread_id": ref.thread_id,
+        "assistant_id": assistant_id or ref.assistant_id or view.model,
+        "created_at": view.created_at,
+        "updated_at": view.created_at,
+        "status": run_status(view),
+        "metadata": metadata if metadata is not None else ref.run_metadata,
+        "multitask_strategy": multitask_strategy or ref.multitask_strategy or "reject",
+        "kwargs": kwargs or {},
+    }
+
+
+# -- the event stream ----------------------------------------------------------------------------
+
+
+def _sse(name: str, data: Any) -> dict[str, Any]:
+    return {"event": name, "data": json.dumps(data, default=str)}
+
+
+def _update(row: dict[str, Any]) -> dict[str, Any]:
+    table = row["table"]
+    if table == "decisions":
+        evidence = row.get("evidence")
+        with contextlib.suppress(ValueError):
+            evidence = json.loads(evidence) if isinstance(evidence, str) else evidence
+        return {row["agent"]: {**step(row), "evidence": evidence}}
+    if table == "approvals":
+        said = ("kind", "principal", "decision", "comment", "created_at")
+        return {"approval": {k: row.get(k) for k in said}}
+    changed = ("model", "version", "previous_version", "action", "actor", "created_at")
+    return {"champion": {k: row.get(k) for k in changed}}
+
+
+async def events(
+    cp: ControlPlane,
+    thread_id: str,
+    run_id: str,
+    modes: set[str],
+    *,
+    poll_s: float,
+    skip: int = 0,
+) -> AsyncIterator[dict[str, Any]]:
+    """The run's events in LangGraph's stream format (see the module's docstring), from its
+    ``skip``-th audit row on, until it ends or waits for a person."""
+    yield _sse("metadata", {"run_id": run_id, "thread_id": thread_id, "attempt": 1})
+    sent = skip
+    while True:
+        view, rows = await anyio.to_thread.run_sync(read, cp, run_id)
+        for index in range(sent, len(rows)):
+            row = rows[index]
+            if "updates" in modes:
+                yield _sse("updates", _update(row))
+            if "values" in modes and row["table"] == "decisions":
+                yield _sse("values", values(view, rows[: index + 1]))
+        sent = max(sent, len(rows))
+        if settled(view):
+            final = final_values(view, rows)
+            if "updates" in modes and "__interrupt__" in final:
+                yield _sse("updates", {"__interrupt__": final["__interrupt__"]})
+            if "values" in modes:
+                yield _sse("values", final)
+            if run_status(view) == "error":
+                message = view.summary.get("error") or f"the run failed: {view.outcome}"
+                yield _sse("error", {"error": view.outcome or "error", "message": message})
+            yield _sse("end", {"run_id": run_id, "status": run_status(view)})
+            return
+        await anyio.sleep(poll_s)
