@@ -22,6 +22,7 @@ from driftpilot.audit.models import BatchRecord
 from driftpilot.audit.store import now
 from driftpilot.errors import LLMError
 from driftpilot.faults import fault_point
+from tools.data import conform, write_parquet_atomic
 from tools.quality import QualityVerdict, check_batch, profile_reference
 
 NAME = "ingestion"
@@ -52,11 +53,16 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     # A crash after the batch was filed and before the effect: the replay reads the filed
     # copy (the incoming file is gone) and does not count the batch as its own duplicate.
     filed = ctx.store.list_rows(BatchRecord, BatchRecord.run_id == run_id, limit=1)
-    frame = pl.read_parquet(filed[0].path if filed else batch["path"])
-    seen = ctx.store.seen_hashes(model) - {r.content_hash for r in filed}
     spec = ctx.spec(model)
     columns = [*spec.features, spec.target, spec.time_col]
-    profile = profile_reference(ctx.reference(model), columns)
+    reference = ctx.reference(model)
+    # A batch that only spells a type differently (a CSV's UTC times, integers for floats)
+    # is conformed to the window's schema, so an accepted batch can always join it.
+    frame, conversions = conform(
+        pl.read_parquet(filed[0].path if filed else batch["path"]), reference.schema
+    )
+    seen = ctx.store.seen_hashes(model) - {r.content_hash for r in filed}
+    profile = profile_reference(reference, columns)
     verdict = ctx.call(
         run_id,
         NAME,
@@ -93,23 +99,32 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     if filed:  # the batch was filed before the crash: that filing stands
         result = _filed(filed[0], verdict)
     else:
-        result = _file_batch(ctx, state, verdict, decision.action, reason)
+        result = _file_batch(ctx, state, frame, verdict, decision.action, reason)
+    result["conversions"] = conversions
     fault_point("after_filing")  # tests crash here: filed, not yet decided on record
-    audited = {**evidence, "extra_columns": verdict.extra_columns}
+    audited = {**evidence, "extra_columns": verdict.extra_columns, "conversions": conversions}
     ctx.record(run_id, NAME, outcome, decision.action, decision.rationale, audited)
     ctx.store.record_effect(run_id, NAME, result)
     return {"ingestion": result}
 
 
 def _file_batch(
-    ctx: RunContext, state: dict[str, Any], verdict: QualityVerdict, action: str, reason: str
+    ctx: RunContext,
+    state: dict[str, Any],
+    frame: pl.DataFrame,
+    verdict: QualityVerdict,
+    action: str,
+    reason: str,
 ) -> dict[str, Any]:
     batch, model = state["batch"], state["model"]
     assert ctx.settings.batches_dir is not None
     folder = ctx.settings.batches_dir / model / ("accepted" if action == "accept" else "quarantine")
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{batch['batch_id']}-{state['run_id'][:8]}.parquet"
-    shutil.copyfile(batch["path"], target)
+    if action == "accept":  # the window reads accepted batches: they get the conformed types
+        write_parquet_atomic(frame, target)
+    else:  # a quarantined batch is kept exactly as it came
+        shutil.copyfile(batch["path"], target)
     risky = [i.check for i in verdict.warnings if i.check in ctx.policy.risk.risky_warning_checks]
     ctx.store.add(
         BatchRecord(

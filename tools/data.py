@@ -177,6 +177,49 @@ def batch_dir(source: str, settings: Settings | None = None) -> Path:
     return settings.batches_dir / source
 
 
+def conform(frame: pl.DataFrame, reference: pl.Schema) -> tuple[pl.DataFrame, list[str]]:
+    """Give the batch's columns the reference's dtypes where that changes no value, so the
+    batch can join the model's training window.
+
+    - A time column in another zone is converted to the reference's zone (same instants; a
+      CSV carries offsets, not zones, and parses as UTC). A time column without a zone is
+      read as wall-clock time in the reference's zone.
+    - Numbers are cast to the reference's numeric type only if every value survives (an
+      integer column for a float one, say); strings to categoricals and back.
+    Anything else is left as it is, for the quality checks to report. Returns the frame and
+    one note per converted column (column names from the reference only).
+    """
+    casts: list[pl.Expr] = []
+    notes: list[str] = []
+    for name, want in reference.items():
+        if name not in frame.columns or frame.schema[name] == want:
+            continue
+        have = frame.schema[name]
+        column = pl.col(name)
+        if isinstance(want, pl.Datetime) and isinstance(have, pl.Datetime):
+            if have.time_zone is None and want.time_zone is not None:
+                column = column.dt.replace_time_zone(want.time_zone)
+            elif want.time_zone is not None:
+                column = column.dt.convert_time_zone(want.time_zone)
+            else:
+                column = column.dt.replace_time_zone(None)
+            casts.append(column.dt.cast_time_unit(want.time_unit).alias(name))
+        elif have.is_numeric() and want.is_numeric():
+            cast = frame[name].cast(want, strict=False)
+            lossless = cast.null_count() == frame[name].null_count() and bool(
+                (cast.cast(pl.Float64) == frame[name].cast(pl.Float64)).fill_null(True).all()
+            )
+            if not lossless:
+                continue
+            casts.append(column.cast(want).alias(name))
+        elif {type(have), type(want)} <= {pl.String, pl.Categorical, pl.Enum}:
+            casts.append(column.cast(pl.String).cast(want, strict=False).alias(name))
+        else:
+            continue
+        notes.append(f"column {name!r} converted from {have} to {want}")
+    return (frame.with_columns(casts) if casts else frame), notes
+
+
 def write_parquet_atomic(frame: pl.DataFrame, target: Path) -> None:
     """Write Parquet under a temporary name in the same folder, then rename: a crash never
     leaves a half-written file where a reader would take it for whole."""

@@ -670,13 +670,6 @@ def job_input() -> dict[str, Any]:
     return {"batch": {"dataset": "flights:2013-02", "max_rows": 500}}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug outside the API (last in this module: the bad batch poisons the model's "
-    "window for the runs after it): a CSV batch's time column parses as UTC (CSV carries "
-    "no zone) and the run fails with SchemaError (datetime[us, America/New_York] vs "
-    "datetime[us, UTC]) instead of being conformed or quarantined",
-)
 def test_a_csv_upload_runs_like_its_parquet(server: Server, months: Any) -> None:
     buffer = io.BytesIO()
     months["2013-09"].sample(n=1200, seed=19).sort("time_hour").write_csv(buffer)

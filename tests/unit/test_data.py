@@ -99,3 +99,37 @@ def test_batch_info_carries_time_range(jan_sample: pl.DataFrame) -> None:
     batch = make_batch(jan_sample, "x", "time_hour")
     assert isinstance(batch.info.start, datetime)
     assert batch.info.start.month == 1 and batch.info.end.month == 1  # type: ignore[union-attr]
+
+
+def test_conform_gives_a_batch_the_windows_types_without_changing_a_value() -> None:
+    from datetime import datetime
+
+    from tools.data import conform
+
+    zone = "America/New_York"
+    reference = pl.DataFrame(
+        {
+            "t": pl.Series([datetime(2013, 1, 1, 5)]).dt.replace_time_zone(zone),
+            "x": [1.5],
+            "n": pl.Series([1], dtype=pl.Int32),
+            "c": pl.Series(["a"], dtype=pl.Categorical),
+        }
+    ).schema
+    as_csv = pl.DataFrame(
+        {
+            "t": pl.Series([datetime(2013, 7, 1, 9)]).dt.replace_time_zone("UTC"),
+            "x": [2],  # integers where the window has floats
+            "n": [2.5],  # a fraction cannot become an Int32: left for the quality checks
+            "c": ["b"],
+        }
+    )
+    conformed, notes = conform(as_csv, reference)
+    assert conformed.schema["t"] == reference["t"] and conformed.schema["x"] == pl.Float64
+    assert conformed["t"][0] == as_csv["t"][0]  # the same instant, now in New York time
+    assert conformed["t"].dt.hour()[0] == 5
+    assert conformed.schema["n"] == pl.Float64 and conformed["n"][0] == 2.5
+    assert conformed.schema["c"] == pl.Categorical
+    assert [n.split()[1] for n in notes] == ["'t'", "'x'", "'c'"]
+    naive = pl.DataFrame({"t": [datetime(2013, 7, 1, 5)]})
+    wall, _ = conform(naive, reference)
+    assert wall["t"].dt.hour()[0] == 5 and wall.schema["t"] == reference["t"]
