@@ -132,6 +132,24 @@ def _plane() -> Any:
     return ControlPlane()
 
 
+ALERT_GRACE_S = 10.0  # how long a command waits, at most, for its alerts to be delivered
+
+
+@contextmanager
+def _alerting(plane: Any) -> Iterator[None]:
+    """Deliver the webhooks of what this command does (an approval waiting, a promotion, a
+    rollback, a failed run) before it exits; a dead endpoint costs at most ALERT_GRACE_S."""
+    from driftpilot.alerts import AlertDispatcher
+
+    dispatcher = AlertDispatcher(plane).start()
+    try:
+        yield
+    finally:
+        if not dispatcher.wait_idle(ALERT_GRACE_S):
+            _error(f"alerts not delivered within {ALERT_GRACE_S:.0f} s were dropped (audited)")
+        dispatcher.stop()
+
+
 def _spec(dataset: str) -> DatasetSpec:
     """The built-in dataset's spec; an unknown name is bad usage."""
     from tools.datasets import SPECS
@@ -264,7 +282,7 @@ def run(
     plane = _plane()
     plane.model_view(model)  # so does an unknown model: before a batch is read
     frame, batch_id = _batch_from(batch, from_dataset)
-    with console.status(f"control run on {batch_id}..."):
+    with _alerting(plane), console.status(f"control run on {batch_id}..."):
         view = plane.start_run(model, frame, batch_id, requested_by=by, wait=wait)
     _print_run(view)
 
@@ -308,7 +326,7 @@ def runs(
 def _decide(run_id: str, decision: str, who: str, comment: str) -> None:
     plane = _plane()
     run_id = plane.resolve_run_id(run_id)
-    with console.status(f"{decision} and resume run {run_id[:12]}..."):
+    with _alerting(plane), console.status(f"{decision} and resume run {run_id[:12]}..."):
         view = plane.decide(run_id, decision, who, comment)
     console.print(f"{who} {decision}d the promotion.")
     _print_run(view)
@@ -430,7 +448,9 @@ def audit_checkpoint(
 def recover() -> None:
     """Finish runs whose process died: resume runs left running (lease expired) from their
     last checkpoint, apply approval decisions recorded but never applied."""
-    done = _plane().recover()
+    plane = _plane()
+    with _alerting(plane):
+        done = plane.recover()
     if not done:
         console.print("nothing to recover")
         return
@@ -448,7 +468,9 @@ def rollback(
     reason: Annotated[str, typer.Option(help="Why.")] = "",
 ) -> None:
     """Move the champion back to the previous version."""
-    result = _plane().rollback(model, who, reason)
+    plane = _plane()
+    with _alerting(plane):
+        result = plane.rollback(model, who, reason)
     console.print(f"{model}: champion v{result['from']} -> v{result['to']} (by {result['by']}).")
 
 
