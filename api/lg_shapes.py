@@ -125,12 +125,21 @@ def values(view: RunView, rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
 
 
 def final_values(view: RunView, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """What ``runs.join`` answers: the values, with ``__interrupt__`` when it waits."""
+    """What ``runs.join`` and ``runs.wait`` answer: the values, with ``__interrupt__`` when
+    it waits and ``__error__`` (``{"error", "message"}``) when it failed."""
     found = values(view, rows)
     waiting = interrupts(view)
     if waiting:
         found["__interrupt__"] = waiting
+    if run_status(view) == "error":
+        found["__error__"] = failure(view)
     return found
+
+
+def failure(view: RunView) -> dict[str, str]:
+    """Why a failed run failed, as LangGraph reports an error."""
+    message = view.summary.get("error") or f"the run failed: {view.outcome}"
+    return {"error": view.outcome or "error", "message": str(message)}
 
 
 def read(cp: ControlPlane, run_id: str) -> tuple[RunView, list[dict[str, Any]]]:
@@ -334,8 +343,7 @@ async def events(
             if "values" in modes:
                 yield _sse("values", final)
             if run_status(view) == "error":
-                message = view.summary.get("error") or f"the run failed: {view.outcome}"
-                yield _sse("error", {"error": view.outcome or "error", "message": message})
+                yield _sse("error", failure(view))
             yield _sse("end", {"run_id": run_id, "status": run_status(view)})
             return
         await anyio.sleep(poll_s)

@@ -366,35 +366,19 @@ def _check_options(body: LgRunCreate) -> None:
             raise Problem(422, "command needs 'resume' (the approval decision)")
 
 
-def _thread_for_run(
-    cp: ControlPlane, thread_id: str, body: LgRunCreate, key: ApiKeyView
-) -> ThreadRef:
-    ref = lg_threads.find_thread(cp, thread_id)
-    if ref is not None:
-        return ref
-    if body.if_not_exists == "create" and body.input is not None:
-        return lg_threads.create_thread(cp, {}, key.principal, thread_id)
-    raise Problem(404, f"no thread {thread_id!r} (create it with threads.create)")
+def _has_run(ref: ThreadRef) -> Problem:
+    return Problem(
+        409,
+        f"thread {ref.thread_id} already holds control run {ref.run_id}: a thread is one "
+        "control run; create a new thread for a new batch (or resume this one with "
+        "command.resume)",
+        slug="thread-has-run",
+        title="Thread has its run",
+    )
 
 
-def _start(
-    cp: ControlPlane,
-    ex: RunExecutor,
-    conf: Any,
-    ref: ThreadRef,
-    body: LgRunCreate,
-    key: ApiKeyView,
-) -> tuple[ThreadRef, RunView]:
-    """Submit a control run on the placeholder ``ref`` and bind it."""
-    if ref.run_id is not None:
-        raise Problem(
-            409,
-            f"thread {ref.thread_id} already holds control run {ref.run_id}: a thread is one "
-            "control run; create a new thread for a new batch (or resume this one with "
-            "command.resume)",
-            slug="thread-has-run",
-            title="Thread has its run",
-        )
+def _batch(cp: ControlPlane, conf: Any, body: LgRunCreate) -> tuple[str, Any, str]:
+    """The model, the batch's frame and its id, from the request (nothing is written)."""
     model = _model_of(body)
     given = {k: v for k, v in (body.input or {}).items() if k != "model"}
     try:
@@ -408,6 +392,30 @@ def _start(
         ) from exc
     cp.model_view(model)  # 404 before any file is read
     frame, batch_id, _ = frame_of(cp, conf, run_input.batch)
+    return model, frame, batch_id
+
+
+def _start(
+    cp: ControlPlane,
+    ex: RunExecutor,
+    conf: Any,
+    thread_id: str | None,
+    body: LgRunCreate,
+    key: ApiKeyView,
+) -> tuple[ThreadRef, RunView]:
+    """Submit a control run on the placeholder ``thread_id`` and bind it. A missing thread
+    is a 404, unless ``if_not_exists="create"`` (or no thread was named: a stateless run),
+    in which case it is made once the input is known to be good."""
+    ref = lg_threads.find_thread(cp, thread_id) if thread_id is not None else None
+    if ref is None and thread_id is not None and body.if_not_exists != "create":
+        raise Problem(404, f"no thread {thread_id!r} (create it with threads.create)")
+    if ref is not None and ref.run_id is not None:
+        raise _has_run(ref)
+    model, frame, batch_id = _batch(cp, conf, body)
+    if ref is None:
+        ref = lg_threads.create_thread(cp, {}, key.principal, thread_id, "do_nothing")
+        if ref.run_id is not None:
+            raise _has_run(ref)
     strategy = body.multitask_strategy or "reject"
     view = cp.submit_run(
         model,
@@ -454,18 +462,24 @@ def _resume(
 
 
 def _create(
-    thread_id: str, body: LgRunCreate, cp: ControlPlane, ex: RunExecutor, conf: Any, key: ApiKeyView
+    thread_id: str | None,
+    body: LgRunCreate,
+    cp: ControlPlane,
+    ex: RunExecutor,
+    conf: Any,
+    key: ApiKeyView,
 ) -> tuple[ThreadRef, RunView, int]:
     """Start or resume the thread's run; also how many audit rows it had before (a stream
     of a resume starts after them)."""
     require("approver" if body.command is not None else "operator")(key)
     _check_options(body)
-    ref = _thread_for_run(cp, thread_id, body, key)
-    if body.command is not None:
-        seen = len(run_rows(cp, ref.run_id)) if ref.run_id else 0
-        return ref, _resume(cp, ex, ref, body, key), seen
-    ref, view = _start(cp, ex, conf, ref, body, key)
-    return ref, view, 0
+    if body.command is None:
+        return (*_start(cp, ex, conf, thread_id, body, key), 0)
+    if thread_id is None:
+        raise Problem(422, "a resume names its thread: POST /threads/{thread_id}/runs")
+    ref = lg_threads.get_thread(cp, thread_id)
+    seen = len(run_rows(cp, ref.run_id)) if ref.run_id else 0
+    return ref, _resume(cp, ex, ref, body, key), seen
 
 
 def _run_location(ref: ThreadRef, view: RunView) -> dict[str, str]:
@@ -494,19 +508,20 @@ def create_run(
     return JSONResponse(found, headers=_run_location(ref, view))
 
 
-@router.post(
-    "/threads/{thread_id}/runs/stream",
-    response_class=EventSourceResponse,
-    responses={
-        200: {"content": {"text/event-stream": {}}, "description": "Server-sent events"},
-        **_RUN_PROBLEMS,
-    },
-)
-def stream_run(
-    thread_id: Id, body: LgRunCreate, cp: Plane, ex: Executor, conf: Conf, key: Caller
+_SSE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/event-stream": {}}, "description": "Server-sent events"},
+    **_RUN_PROBLEMS,
+}
+
+
+def _stream(
+    thread_id: str | None,
+    body: LgRunCreate,
+    cp: ControlPlane,
+    ex: RunExecutor,
+    conf: Any,
+    key: ApiKeyView,
 ) -> EventSourceResponse:
-    """Like ``create_run``, then stream the run in LangGraph's event format (``metadata``,
-    ``values``/``updates`` per agent step, ``end``) until it ends or waits for a person."""
     ref, view, seen = _create(thread_id, body, cp, ex, conf, key)
     modes = body.stream_mode or "values"
     wanted = {modes} if isinstance(modes, str) else set(modes)
@@ -514,6 +529,67 @@ def stream_run(
         cp, ref.thread_id, view.run_id, wanted, poll_s=conf.sse_poll_s, skip=seen
     )
     return EventSourceResponse(events, ping=conf.sse_ping_s, headers=_run_location(ref, view))
+
+
+@router.post("/threads/{thread_id}/runs/stream", response_class=EventSourceResponse, responses=_SSE)
+def stream_run(
+    thread_id: Id, body: LgRunCreate, cp: Plane, ex: Executor, conf: Conf, key: Caller
+) -> EventSourceResponse:
+    """Like ``create_run``, then stream the run in LangGraph's event format (``metadata``,
+    ``values``/``updates`` per agent step, ``end``) until it ends or waits for a person."""
+    return _stream(thread_id, body, cp, ex, conf, key)
+
+
+@router.post("/runs/stream", response_class=EventSourceResponse, responses=_SSE)
+def stream_stateless_run(
+    body: LgRunCreate, cp: Plane, ex: Executor, conf: Conf, key: Caller
+) -> EventSourceResponse:
+    """``runs.stream(None, ...)``: a new thread for a new control run, streamed (the thread
+    is kept: a control run is never deleted)."""
+    return _stream(None, body, cp, ex, conf, key)
+
+
+async def _settled(request: Request, cp: ControlPlane, conf: Any, run_id: str) -> Any:
+    """The run's final values once it ends or waits for a person (a recorded decision is
+    waited on until it is applied), with ``__interrupt__`` while it waits."""
+    while True:
+        view, rows = await run_in_threadpool(lg_shapes.read, cp, run_id)
+        if lg_shapes.settled(view):
+            return lg_shapes.final_values(view, rows)
+        if await request.is_disconnected():
+            return Response(status_code=status.HTTP_204_NO_CONTENT)
+        await anyio.sleep(conf.sse_poll_s)
+
+
+@router.post(
+    "/threads/{thread_id}/runs/wait", response_model=dict[str, Any], responses=_RUN_PROBLEMS
+)
+async def wait_run(
+    thread_id: Id,
+    body: LgRunCreate,
+    request: Request,
+    cp: Plane,
+    ex: Executor,
+    conf: Conf,
+    key: Caller,
+) -> Any:
+    """Like ``create_run``, then wait like ``join`` and answer the thread's values."""
+    ref, view, _ = await run_in_threadpool(_create, thread_id, body, cp, ex, conf, key)
+    found = await _settled(request, cp, conf, view.run_id)
+    headers = _run_location(ref, view)
+    return JSONResponse(found, headers=headers) if isinstance(found, dict) else found
+
+
+@router.post("/runs/wait", response_model=dict[str, Any], responses=_RUN_PROBLEMS)
+async def wait_stateless_run(
+    body: LgRunCreate, request: Request, cp: Plane, ex: Executor, conf: Conf, key: Caller
+) -> Any:
+    """``runs.wait(None, ...)``: a new thread for a new control run; answers its values
+    once it ends or waits for a person."""
+    ref, view, _ = await run_in_threadpool(_create, None, body, cp, ex, conf, key)
+    found = await _settled(request, cp, conf, view.run_id)
+    headers = _run_location(ref, view)
+    return JSONResponse(found, headers=headers) if isinstance(found, dict) else found
 
 
 def _thread_run(cp: ControlPlane, thread_id: str, run_id: str) -> ThreadRef:
@@ -551,13 +627,7 @@ async def join_run(
     it is applied), then answer the thread's values (with ``__interrupt__`` while it
     waits)."""
     await run_in_threadpool(_thread_run, cp, thread_id, run_id)
-    while True:
-        view, rows = await run_in_threadpool(lg_shapes.read, cp, run_id)
-        if lg_shapes.settled(view):
-            return lg_shapes.final_values(view, rows)
-        if await request.is_disconnected():
-            return Response(status_code=status.HTTP_204_NO_CONTENT)
-        await anyio.sleep(conf.sse_poll_s)
+    return await _settled(request, cp, conf, run_id)
 
 
 # -- crons --------------------------------------------------------------------------------------

@@ -366,6 +366,49 @@ def test_the_control_assistant_runs_a_file_batch_and_an_agent_inbox_accept_promo
     assert champion == promoted["version"] == 3  # v2 was the rejected challenger
 
 
+# -- runs.wait, stateless runs, if_not_exists ------------------------------------------------------
+
+
+def test_wait_on_a_new_thread_a_stateless_run_and_if_not_exists(
+    sdk: dict[str, SyncLangGraphClient],
+) -> None:
+    olga = sdk["olga"]
+    created: list[Any] = []
+    # Batches the model has seen already: ingestion quarantines them (a quick, sure outcome).
+    done = olga.runs.wait(
+        None, "flights", input={"batch": {"path": "jul.parquet"}}, on_run_created=created.append
+    )
+    assert (done["status"], done["outcome"]) == ("success", "quarantined"), done
+    assert done["ingestion"]["action"] == "quarantine"
+    assert created and created[0]["run_id"] == done["run_id"]
+    stateless = olga.threads.get(created[0]["thread_id"])
+    assert (stateless["status"], stateless["values"]) == ("idle", done)
+
+    named = str(uuid.uuid4())
+    # runs.wait raises httpx's own HTTPStatusError (the SDK's typed errors are for the rest).
+    with pytest.raises(httpx.HTTPStatusError) as no_thread:
+        olga.runs.wait(named, "flights", input={"batch": JULY})
+    assert no_thread.value.response.status_code == 404
+    assert "no thread" in no_thread.value.response.json()["detail"]
+    with pytest.raises(httpx.HTTPStatusError) as bad_batch:  # and a bad batch makes no thread
+        olga.runs.wait(
+            named,
+            "flights",
+            input={"batch": {"dataset": "flights:1999-01"}},
+            if_not_exists="create",
+        )
+    assert bad_batch.value.response.status_code == 404
+    assert "1999-01" in bad_batch.value.response.json()["detail"]
+    with pytest.raises(NotFoundError):
+        olga.threads.get(named)
+    again = olga.runs.wait(named, "flights", input={"batch": JULY}, if_not_exists="create")
+    assert again["outcome"] == "quarantined" and again["batch_id"] == "2013-07"
+    assert olga.threads.get(named)["values"] == again
+    parts = list(olga.runs.stream(None, "control", input={"model": "flights", "batch": JULY}))
+    assert parts[0].event == "metadata" and parts[-1].event == "end"
+    assert parts[-2].event == "values" and parts[-2].data["outcome"] == "quarantined"
+
+
 # -- threads: ids, search, errors ----------------------------------------------------------------
 
 
