@@ -112,6 +112,8 @@ audit_app = typer.Typer(help="Show, verify or export the audit trail; its signed
 app.add_typer(audit_app, name="audit")
 keys_app = typer.Typer(help="API keys of the REST API (stored hashed).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+users_app = typer.Typer(help="Password users of the chat (stored hashed).", no_args_is_help=True)
+app.add_typer(users_app, name="users")
 console = Console()
 
 
@@ -536,6 +538,56 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (keys l
     """Revoke an API key: requests with it answer 401 from now on."""
     view = _plane().revoke_api_key(key_id)
     console.print(f"key {view.key_id} of {view.principal} ({view.role}) revoked.")
+
+
+@users_app.command("add")
+def users_add(
+    name: Annotated[str, typer.Argument(help="The user's name: the principal they act as.")],
+    role: Annotated[str, typer.Option(help="viewer, operator, approver or admin.")],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from stdin's first line.")
+    ] = False,
+) -> None:
+    """Add a password user of the chat (the password is prompted; only a scrypt hash is kept)."""
+    from driftpilot.identity import normalize_principal
+    from driftpilot.users import add_user
+
+    _role(role)
+    normalize_principal(name)  # a bad name fails before a password is asked
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    view = add_user(_plane().store, name, role, password)
+    console.print(f"user [bold]{view.name}[/] ({view.role}) added; sign in to the chat with it.")
+
+
+@app.command()
+def ui(
+    host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8001,
+) -> None:
+    """Serve the chat (Chainlit): sign in with an API key or a password user, then /help."""
+    from driftpilot.settings import get_settings
+    from ui.launch import run as run_chat
+
+    if not host.strip():
+        raise typer.BadParameter("give an address, e.g. 127.0.0.1", param_hint="'--host'")
+    from driftpilot.users import list_users
+
+    plane = _plane()
+    if not any(not k.revoked for k in plane.list_api_keys()) and not list_users(plane.store):
+        typer.echo(
+            "hint: nobody can sign in yet: `driftpilot keys create --name NAME --role approver` "
+            "or `driftpilot users add NAME --role approver`",
+            err=True,
+        )
+    plane.close()
+    settings = get_settings().ensure_dirs()
+    console.print(f"DriftPilot chat on http://{host}:{port} (Ctrl-C stops it)")
+    raise typer.Exit(run_chat(settings, host, port))
 
 
 @app.command()

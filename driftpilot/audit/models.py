@@ -232,3 +232,16 @@ class Webhook(Base):
     description: Mapped[str] = mapped_column(String(500), default="")
     created_by: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[str] = mapped_column(String(40))
+
+
+class User(Base):
+    """A password user of the chat (``driftpilot users add``): the principal is the name under
+    the one identity rule; only a salted scrypt hash of the password is stored."""
+
+    __tablename__ = "users"
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    role: Mapped[str] = mapped_column(String(20), doc="viewer | operator | approver | admin")
+    password_hash: Mapped[str] = mapped_column(String(300), doc="scrypt$n$r$p$salt$hash (hex)")
+    created_at: Mapped[str] = mapped_column(String(40))
+    updated_at: Mapped[str] = mapped_column(String(40))
+    disabled_at: Mapped[str | None] = mapped_column(String(40), nullable=True)

@@ -51,6 +51,10 @@ CASES = [
     ("keys create", "keys create --name 'ann\u200b' --role admin", 1, "invisible or control"),
     ("keys list", "keys list", 1, "invalid policy file"),
     ("keys revoke", "keys revoke nope", 1, "'nope'"),
+    ("users add", "users add ann --role god", 2, "unknown role 'god'"),
+    ("users add", "users add 'ann\u200b' --role admin", 1, "invisible or control"),
+    ("ui", "ui --port 0", 2, "Invalid value for '--port'"),
+    ("ui", "ui --host ' '", 2, "give an address"),
     ("driftpilot", "nope", 2, "No such command 'nope'"),
     ("driftpilot", "--log-level LOUD runs", 2, "'LOUD' is not one of DEBUG"),
 ]

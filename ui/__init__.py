@@ -1,0 +1,1 @@
+"""The Chainlit chat of DriftPilot (``driftpilot ui``): it calls the service façade only."""
