@@ -185,14 +185,15 @@ def bind(
     return True
 
 
-def thread_of(cp: ControlPlane, run_id: str) -> ThreadRef:
-    """The thread a run is shown under: its placeholder if it has one, else its own id."""
+def thread_of(cp: ControlPlane, run_id: str, view: RunView | None = None) -> ThreadRef:
+    """The thread a run (``view``, if read already) is shown under: its placeholder if it
+    has one, else its own id."""
     back = cp.store.effect(run_id, RUN_THREAD)
     if back is not None:
         ref = find_thread(cp, str(back["thread_id"]))
         if ref is not None:
             return ref
-    view = cp.get_run(run_id)
+    view = view or cp.get_run(run_id)
     return ThreadRef(
         thread_id=run_id, run_id=run_id, created_at=view.created_at, created_by=view.requested_by
     )

@@ -201,22 +201,35 @@ def create_thread(body: ThreadCreate, cp: Plane, key: Operator) -> Any:
     return lg_shapes.thread(ref, *_view(cp, ref))
 
 
+_INTERNAL = {
+    "idle": ("completed",),
+    "busy": ("pending", "running", "waiting_approval"),
+    "error": ("failed",),
+}
+
+
 @router.post("/threads/search", response_model=list[dict[str, Any]])
 def search_threads(body: ThreadSearch, cp: Plane, _: Viewer) -> Any:
     """Threads (control runs and placeholders), newest first unless sorted otherwise;
     ``status="interrupted"`` lists the runs waiting for a person, with their interrupt."""
     _unsupported(extract=body.extract)
     refs: dict[str, tuple[ThreadRef, RunView | None]] = {}
+    if body.status in (None, "idle"):
+        refs |= {r.thread_id: (r, None) for r in lg_threads.unbound_threads(cp)}
     if body.status == "interrupted":
         views = cp.pending_approvals()
-    else:
+    elif body.status is None:
         views = cp.list_runs(limit=1_000_000)
-        if body.status in (None, "idle"):
-            refs |= {r.thread_id: (r, None) for r in lg_threads.unbound_threads(cp)}
+    else:  # the run states a thread status can come from, filtered in SQL
+        views = [
+            v
+            for internal in _INTERNAL[body.status]
+            for v in cp.list_runs(limit=1_000_000, status=internal)
+        ]
     for view in views:
         if body.status is not None and lg_shapes.thread_status(view) != body.status:
             continue
-        ref = lg_threads.thread_of(cp, view.run_id)
+        ref = lg_threads.thread_of(cp, view.run_id, view)
         refs[ref.thread_id] = (ref, view)
     found = []
     for ref, shown in refs.values():

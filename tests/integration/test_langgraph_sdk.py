@@ -338,6 +338,8 @@ def test_the_control_assistant_runs_a_file_batch_and_an_agent_inbox_accept_promo
     run_id = created["run_id"]
     assert (created["thread_id"], created["assistant_id"]) == (thread_id, "control")
     assert created["status"] in ("pending", "running")
+    busy = sdk["vic"].threads.search(status="busy")  # training takes seconds: still working
+    assert [(t["thread_id"], t["status"]) for t in busy] == [(thread_id, "busy")]
     values = olga.runs.join(thread_id, run_id)
     assert values["batch_id"] == "jul" and values["model"] == "flights"
     # The policy forces a retrain and rates promotions high: the run waits, or its challenger
