@@ -123,7 +123,7 @@ class Run(BaseModel):
             outcome=view.outcome,
             requested_by=view.requested_by,
             created_at=view.created_at,
-            metadata=metadata or {},
+            metadata=metadata if metadata is not None else view.metadata,
             multitask_strategy=multitask_strategy,
             summary=view.summary,
             interrupt=view.approval_request,

@@ -54,6 +54,7 @@ from tools.data import content_hash
 
 log = logging.getLogger(__name__)
 KEY_NAME = "driftpilot-audit"
+METADATA_STEP = "metadata"  # the step-effect row that holds a run's submitted metadata
 
 
 class RunView(BaseModel):
@@ -68,6 +69,11 @@ class RunView(BaseModel):
     created_at: str
     summary: dict[str, Any]
     approval_request: dict[str, Any] | None = None
+    updated_at: str = ""
+    trigger: str = ""
+    metadata: dict[str, Any] = Field(
+        default_factory=dict, description="What the submitter attached to the run."
+    )
 
 
 class ModelView(BaseModel):
@@ -78,6 +84,7 @@ class ModelView(BaseModel):
     champion: int | None
     baseline: float | None
     features: list[str]
+    created_at: str = ""
 
 
 class ApiKeyView(BaseModel):
@@ -406,15 +413,23 @@ class ControlPlane:
 
     def model_view(self, name: str) -> ModelView:
         row = self.store.get(ManagedModel, name)
-        champ = self.ctx.champion(name)
+        # The audit's champion history, not MLflow: a view must not load a model (verify
+        # checks that the two agree).
+        last = self.store.list_rows(
+            ChampionChange,
+            ChampionChange.model == name,
+            order=ChampionChange.id.desc(),
+            limit=1,
+        )
         return ModelView(
             name=row.name,
             target=row.target,
             family=row.family,
             metric=row.metric,
-            champion=champ[1] if champ else None,
+            champion=last[0].version if last else None,
             baseline=row.baseline,
             features=json.loads(row.numeric) + json.loads(row.categorical),
+            created_at=row.created_at,
         )
 
     def list_models(self) -> list[ModelView]:
@@ -529,6 +544,7 @@ class ControlPlane:
         trigger: str = "api",
         requested_by: str | None = None,
         multitask_strategy: str = "reject",
+        metadata: dict[str, Any] | None = None,
     ) -> RunView:
         """Store the batch and create the run as ``pending``; ``execute_run`` runs it later.
 
@@ -550,6 +566,8 @@ class ControlPlane:
         if multitask_strategy == "reject":
             self._refuse_if_busy(model)
         run_id = uuid.uuid4().hex
+        if metadata:  # kept beside the run (its summary is the run's result)
+            self.store.record_effect(run_id, METADATA_STEP, metadata)
         self._new_run(model, batch, safe_label(batch_id), run_id, trigger, principal, "pending")
         return self.get_run(run_id)
 
@@ -955,6 +973,9 @@ class ControlPlane:
             created_at=run.created_at,
             summary=summary,
             approval_request=pending,
+            updated_at=run.updated_at,
+            trigger=run.trigger,
+            metadata=self.store.effect(run_id, METADATA_STEP) or {},
         )
 
     def list_runs(

@@ -75,6 +75,7 @@ def _submit(
         trigger="api",
         requested_by=key.principal,
         multitask_strategy=strategy,
+        metadata=metadata,
     )
     ex.execute(view.run_id)
     return Run.of(view, metadata=metadata, multitask_strategy=strategy)

@@ -250,6 +250,8 @@ def test_run_streams_pauses_and_is_approved_after_a_restart(server: Server) -> N
         run = created.json()
         assert run["status"] in ("pending", "running") and run["requested_by"] == "olga"
         assert run["assistant_id"] == "flights" and run["metadata"] == {"t": 1}
+        kept = olga.get(f"/runs/{run['run_id']}").json()  # stored with the run, not echoed
+        assert kept["metadata"] == {"t": 1}
         busy = olga.post("/runs", json=dataset_run("flights", "flights:2013-08", 500))
         assert_problem(busy, 409, "busy")
 
