@@ -1,5 +1,10 @@
 """Dependencies of the routes: the façade, the run executor, and who is calling.
 
+The ones that only read the app's state are ``async``: FastAPI runs a sync dependency in its
+thread pool, a hop that costs a fraction of a millisecond of CPU per request
+(``evals/bench_api.py``). ``caller`` queries the database, so it stays sync, and so does
+``require``'s check (routes also call it directly).
+
 The principal comes from the API key (``X-Api-Key: <secret>`` or ``Authorization: Bearer
 <secret>``), never from the request body. Roles include the ones below them:
 viewer < operator < approver < admin.
@@ -24,19 +29,19 @@ _bearer = HTTPBearer(auto_error=False, description="An API key's secret as a bea
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="driftpilot"'}
 
 
-def plane(request: Request) -> ControlPlane:
+async def plane(request: Request) -> ControlPlane:
     """The app's service façade."""
     cp: ControlPlane = request.app.state.plane
     return cp
 
 
-def executor(request: Request) -> RunExecutor:
+async def executor(request: Request) -> RunExecutor:
     """The app's background run executor."""
     ex: RunExecutor = request.app.state.executor
     return ex
 
 
-def api_settings(request: Request) -> ApiSettings:
+async def api_settings(request: Request) -> ApiSettings:
     conf: ApiSettings = request.app.state.api_settings
     return conf
 

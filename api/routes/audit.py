@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from api.deps import Plane, Viewer
 from api.problems import Problem
@@ -54,7 +54,7 @@ def query(
     until: Annotated[datetime | None, Query(description="Rows created before.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=400)] = None,
-) -> Page[dict[str, Any]]:
+) -> Response:
     """Audit rows (decisions, tool calls, approvals, champion changes, ...), table by table in
     chain order, filtered by run, model, table, agent and time; ``next_cursor`` pages on."""
     for moment in (since, until):
@@ -70,9 +70,12 @@ def query(
         after=decode_cursor(cursor) if cursor is not None else None,
         limit=limit,
     )
-    return Page[dict[str, Any]](
+    body = Page[dict[str, Any]](
         items=page, next_cursor=encode_cursor(page[-1]) if more and page else None
     )
+    # Serialized here, by pydantic: FastAPI would validate the page again against the
+    # response model and walk it with jsonable_encoder (~0.5 ms of CPU for 100 rows).
+    return Response(body.model_dump_json(), media_type="application/json")
 
 
 @router.post("/verify", response_model=Verify)
