@@ -5,10 +5,13 @@ Over a temporary home with the flights model and about 10,000 audit rows (writte
 measures:
 
 - audit queries (``GET /audit``) at a fixed arrival rate (default 200 requests/s for 10 s),
-  one phase per query shape: by run, the first page of everything, and by table and agent.
-  The load is open-loop: request *i* is due at ``t0 + i / rate`` whether or not earlier ones
-  have answered, and its latency runs from that due time, not from when the client got round
-  to sending it, so a server that falls behind shows it (no coordinated omission);
+  one phase per query shape: by run, the first page of everything, and by table and agent;
+  then queries by run at lower rates (5 s each) to show where the knee is. The load is
+  open-loop: request *i* is due at ``t0 + i / rate`` whether or not earlier ones have
+  answered, and its latency runs from that due time, not from when the client got round to
+  sending it, so a server that falls behind shows it (no coordinated omission). The client
+  is a minimal asyncio HTTP/1.1 client over keep-alive connections (cheap enough not to be
+  the bottleneck); the server's CPU per request is read from /proc;
 - run creation (``POST /runs``, a small built-in dataset batch, ``multitask_strategy``
   ``enqueue``), one request after the other, while the executor works through the queue;
 - the first server-sent event of ``GET /runs/{id}/stream``.
@@ -162,8 +165,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(home: Path, log: Path) -> Iterator[str]:
-    """``driftpilot serve`` on a free loopback port over ``home``; yields its base URL."""
+def serve(home: Path, log: Path) -> Iterator[tuple[str, int]]:
+    """``driftpilot serve`` on a free loopback port over ``home``; yields its base URL and
+    process id."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTPILOT_")}
     env["DRIFTPILOT_HOME"] = str(home)
@@ -188,7 +192,7 @@ def serve(home: Path, log: Path) -> Iterator[str]:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"the server did not start:\n{log.read_text()[-4000:]}")
                 time.sleep(0.3)
-            yield url
+            yield url, proc.pid
         finally:
             proc.terminate()
             try:
@@ -220,46 +224,116 @@ def summary(latencies_s: list[float], errors: int = 0, **extra: Any) -> dict[str
     }
 
 
-async def open_loop(
-    url: str, headers: dict[str, str], paths: Callable[[int], str], rate: float, seconds: float
-) -> dict[str, Any]:
-    """GET ``paths(i)`` at ``rate`` requests/s for ``seconds``; latency from the due time."""
-    total = int(rate * seconds)
-    latencies: list[float] = []
-    errors = 0
-    late_sends: list[float] = []
-    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
-    async with httpx.AsyncClient(
-        base_url=url, headers=headers, limits=limits, timeout=60
-    ) as client:
-        await client.get(paths(0))  # one connection up before the clock starts
-        loop = asyncio.get_running_loop()
-        t0 = loop.time() + 0.2
+class Connection:
+    """A keep-alive HTTP/1.1 connection that sends GETs and reads whole answers: a few
+    tens of microseconds of client CPU per request (httpx spends ~2 ms, which on a 2-core
+    machine would make the load generator the bottleneck)."""
 
-        async def one(i: int) -> None:
-            nonlocal errors
-            due = t0 + i / rate
-            await asyncio.sleep(max(0.0, due - loop.time()))
-            late_sends.append(loop.time() - due)
+    def __init__(self, host: str, port: int, headers: dict[str, str]) -> None:
+        self.host, self.port = host, port
+        lines = [f"Host: {host}:{port}", *(f"{k}: {v}" for k, v in headers.items())]
+        self.head = "\r\n".join(lines) + "\r\n\r\n"
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def get(self, path: str) -> int:
+        """The status of ``GET path`` (its body read and dropped)."""
+        if self.reader is None or self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        reader, writer = self.reader, self.writer
+        writer.write(f"GET {path} HTTP/1.1\r\n{self.head}".encode())
+        head = (await reader.readuntil(b"\r\n\r\n")).lower()
+        status = int(head[9:12])
+        if b"transfer-encoding: chunked" in head:
+            while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+                await reader.readexactly(size + 2)
+            await reader.readuntil(b"\r\n")
+        else:
+            at = head.index(b"content-length:") + 15
+            await reader.readexactly(int(head[at : head.index(b"\r\n", at)]))
+        if b"connection: close" in head:
+            await self.close()
+        return status
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+def server_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far (Linux), None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def open_loop(
+    url: str,
+    headers: dict[str, str],
+    paths: Callable[[int], str],
+    rate: float,
+    seconds: float,
+    *,
+    pid: int,
+    connections: int = 64,
+) -> dict[str, Any]:
+    """GET ``paths(i)`` at ``rate`` requests/s for ``seconds`` over up to ``connections``
+    keep-alive connections. Request *i* is due at ``t0 + i / rate``; its latency runs from
+    then, so time spent waiting for a free connection or a busy server counts."""
+    host, port = url.removeprefix("http://").split(":")
+    total = int(rate * seconds)
+    queue: asyncio.Queue[tuple[int, float] | None] = asyncio.Queue()
+    latencies: list[float] = []
+    waits: list[float] = []
+    errors = 0
+    loop = asyncio.get_running_loop()
+
+    async def worker(conn: Connection) -> None:
+        nonlocal errors
+        while (item := await queue.get()) is not None:
+            i, due = item
+            waits.append(loop.time() - due)
             try:
-                response = await client.get(paths(i))
-                ok = response.status_code == 200
-            except httpx.HTTPError:
+                ok = await conn.get(paths(i)) == 200
+            except (OSError, asyncio.IncompleteReadError, ValueError):
                 ok = False
+                await conn.close()
             latencies.append(loop.time() - due)
             errors += not ok
+        await conn.close()
 
-        started = time.perf_counter()
-        await asyncio.gather(*(one(i) for i in range(total)))
-        wall = time.perf_counter() - started
-    late = sorted(late_sends)
+    pool = [Connection(host, int(port), headers) for _ in range(connections)]
+    for conn in pool:  # connected before the clock starts
+        await conn.get(paths(0))
+    cpu_before = server_cpu_s(pid)
+    workers = [asyncio.create_task(worker(conn)) for conn in pool]
+    t0 = loop.time() + 0.1
+    for i in range(total):
+        due = t0 + i / rate
+        if (delay := due - loop.time()) > 0:
+            await asyncio.sleep(delay)
+        queue.put_nowait((i, due))
+    for _ in pool:
+        queue.put_nowait(None)
+    await asyncio.gather(*workers)
+    wall = loop.time() - t0
+    cpu_after = server_cpu_s(pid)
+    cpu = None
+    if cpu_before is not None and cpu_after is not None:
+        cpu = round((cpu_after - cpu_before) / total * 1000, 2)
+    waits.sort()
     return summary(
         latencies,
         errors,
         rate_per_s=rate,
         seconds=seconds,
+        connections=connections,
         achieved_per_s=round(total / wall, 1),
-        client_send_lag_p99_ms=round(late[int(0.99 * (len(late) - 1))] * 1000, 2),
+        server_cpu_ms_per_request=cpu,
+        send_wait_p99_ms=round(waits[math.ceil(0.99 * len(waits)) - 1] * 1000, 2),
     )
 
 
@@ -349,12 +423,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=200.0, help="audit requests per second")
     parser.add_argument("--seconds", type=float, default=10.0, help="per audit phase")
+    parser.add_argument(
+        "--sweep",
+        default="50,100,150",
+        help="lower rates (comma-separated, 5 s each) for queries by run: where the knee is",
+    )
     parser.add_argument("--rows", type=int, default=10_000, help="synthetic audit rows")
     parser.add_argument("--runs", type=int, default=50, help="runs created")
     parser.add_argument("--streams", type=int, default=50, help="streams opened")
     parser.add_argument("--out", type=Path, default=RESULTS / "bench_api.json")
     args = parser.parse_args(argv)
     console = Console()
+    load_before = os.getloadavg()
 
     with tempfile.TemporaryDirectory(prefix="driftpilot-bench-api-") as tmp:
         console.print(f"preparing a home with {args.rows} audit rows ...")
@@ -364,17 +444,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{home.seed_s:.1f} s); serving ..."
         )
         headers = {"X-Api-Key": home.admin_key}
-        results: dict[str, Any] = {"audit_query": {}}
-        with serve(home.path, Path(tmp) / "serve.log") as url:
+        results: dict[str, Any] = {"audit_query": {}, "audit_query_by_run_sweep": []}
+        with serve(home.path, Path(tmp) / "serve.log") as (url, pid):
             with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
                 for path in ("/audit?limit=1", "/models", "/runs?limit=1"):  # warm up
                     client.get(path).raise_for_status()
                 results["sse_first_event"] = first_event(client, home.ended_runs)
-            for name, paths in audit_shapes(home.run_ids).items():
+            shapes = audit_shapes(home.run_ids)
+            for name, paths in shapes.items():
                 console.print(f"audit query {name}: {args.rate:g}/s for {args.seconds:g} s ...")
                 results["audit_query"][name] = asyncio.run(
-                    open_loop(url, headers, paths, args.rate, args.seconds)
+                    open_loop(url, headers, paths, args.rate, args.seconds, pid=pid)
                 )
+            for rate in [float(r) for r in args.sweep.split(",") if r.strip()]:
+                console.print(f"audit query by_run: {rate:g}/s for 5 s ...")
+                point = asyncio.run(open_loop(url, headers, shapes["by_run"], rate, 5, pid=pid))
+                results["audit_query_by_run_sweep"].append(point)
             console.print(f"creating {args.runs} runs ...")
             with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
                 created, ids, cold = run_creation(client, args.runs)
@@ -395,12 +480,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "run_create_p99": results["run_create"]["p99_ms"] <= TARGETS_MS["run_create_p99"],
         },
         "method": (
-            "driftpilot serve (uvicorn, one process) on 127.0.0.1; audit queries open-loop at a "
-            "fixed arrival rate (httpx.AsyncClient in the same machine), latency from each "
-            "request's scheduled send time (no coordinated omission); run creation and streams "
-            "one request at a time (httpx.Client)"
+            "driftpilot serve (uvicorn, one process) on 127.0.0.1 over a temporary home. Audit "
+            "queries: open loop at a fixed arrival rate over up to 64 keep-alive connections "
+            "(a minimal asyncio HTTP/1.1 client on the same machine); each latency runs from "
+            "the request's scheduled send time, so queueing in the client or the server "
+            "counts (no coordinated omission). Server CPU per request from /proc. Run creation "
+            "and streams: one request at a time (httpx.Client), while the executor runs the "
+            "first created run and the rest wait for the model (enqueue)."
         ),
-        "machine": machine(),
+        "machine": machine() | {"loadavg_before": load_before, "loadavg_after": os.getloadavg()},
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -412,7 +500,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def print_table(console: Console, results: dict[str, Any]) -> None:
     table = Table(title=f"REST API on loopback ({results['audit_rows']} audit rows)")
-    for column in ("measure", "n", "err", "p50 ms", "p90 ms", "p99 ms", "max ms", "target"):
+    columns = ("measure", "n", "err", "p50 ms", "p90 ms", "p99 ms", "max ms", "cpu ms", "target")
+    for column in columns:
         table.add_column(column, justify="left" if column == "measure" else "right")
 
     def row(label: str, r: dict[str, Any], target: float | None = None) -> None:
@@ -427,11 +516,14 @@ def print_table(console: Console, results: dict[str, Any]) -> None:
             f"{r['p90_ms']:.1f}",
             f"{r['p99_ms']:.1f}",
             f"{r['max_ms']:.1f}",
+            f"{r['server_cpu_ms_per_request']}" if "server_cpu_ms_per_request" in r else "",
             mark,
         )
 
     for name, r in results["audit_query"].items():
         row(f"GET /audit {name} @{r['rate_per_s']:g}/s", r, TARGETS_MS["audit_query_p99"])
+    for r in results["audit_query_by_run_sweep"]:
+        row(f"GET /audit by_run @{r['rate_per_s']:g}/s (5 s)", r, TARGETS_MS["audit_query_p99"])
     row("POST /runs (enqueue)", results["run_create"], TARGETS_MS["run_create_p99"])
     row("SSE first event (ended runs)", results["sse_first_event"])
     row("SSE first event (live runs)", results["sse_first_event_live"])
