@@ -26,7 +26,7 @@ from sqlalchemy import and_, bindparam, create_engine, event, func, or_, select,
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from driftpilot.audit.models import (
     CHAINED,
@@ -521,10 +521,14 @@ class AuditStore:
 
     def open_intents(self) -> list[Mutation]:
         """Every intent still without its end row (a crash between intent and effect)."""
-        last: dict[tuple[str, str], Mutation] = {}
-        for row in self.list_rows(Mutation, order=Mutation.id):
-            last[(row.run_id, row.step)] = row
-        return [r for r in last.values() if r.phase == "intent"]
+        later = aliased(Mutation)
+        ended = (
+            select(later.id)
+            .where(later.run_id == Mutation.run_id, later.step == Mutation.step)
+            .where(later.id > Mutation.id)
+            .exists()
+        )
+        return self.list_rows(Mutation, Mutation.phase == "intent", ~ended, order=Mutation.id)
 
     # -- api keys -------------------------------------------------------------------------------
 
