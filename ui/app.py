@@ -116,6 +116,16 @@ def _resolve(chat: Chat, prefix: str) -> str | None:
 
 @cl.action_callback("decide")
 async def on_decide(action: cl.Action) -> None:
+    # Chainlit runs action callbacks outside a task: say when the work starts and ends, or
+    # the page stays busy after the comment was answered.
+    await cl.context.emitter.task_start()
+    try:
+        await decide(action)
+    finally:
+        await cl.context.emitter.task_end()
+
+
+async def decide(action: cl.Action) -> None:
     chat = session_chat()
     run_id, decision = action.payload["run_id"], action.payload["decision"]
     refused = await asyncio.to_thread(chat.check_decision, run_id, decision)

@@ -42,6 +42,7 @@ def drift_figure(evidence: Any, batch_id: str) -> Any | None:
     figure.update_layout(
         title=title,
         yaxis_title="drift score (red: drifted)",
+        xaxis={"type": "category"},
         height=360,
         margin={"l": 50, "r": 20, "t": 50, "b": 80},
         legend={"orientation": "h"},
@@ -109,6 +110,7 @@ def history_figure(model: str, views: list[RunView], changes: list[dict[str, Any
     figure.update_layout(
         title=f"{model}: champion metric across batches",
         yaxis_title="ROC AUC",
+        xaxis={"type": "category"},
         height=360,
         margin={"l": 50, "r": 20, "t": 50, "b": 60},
         legend={"orientation": "h"},

@@ -385,16 +385,16 @@ class Chat:
 
     def check_decision(self, run_id: str, decision: str) -> Reply | None:
         """A refusal (role, own run, not waiting), or None when this person may decide."""
+        view = self.cp.get_run(run_id)
+        if same_person(view.requested_by, self.who.principal):
+            return Reply(
+                f"**Refused:** you ({self.who.principal}) requested run `{run_id[:12]}`, so "
+                "you cannot approve or reject it; another person with the approver role must."
+            )
         try:
             self.require("approver", f"{decision} a promotion")
         except Refused as exc:
             return Reply(f"**Refused:** {exc}")
-        view = self.cp.get_run(run_id)
-        if same_person(view.requested_by, self.who.principal):
-            return Reply(
-                f"**Refused:** you ({self.who.principal}) requested run `{run_id[:12]}`; "
-                "someone else with the approver role must decide it."
-            )
         if view.status != "waiting_approval":
             return Reply(f"Run `{run_id[:12]}` is {view.status}, not waiting for approval.")
         return None

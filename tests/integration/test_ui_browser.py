@@ -1,0 +1,271 @@
+"""The chat in a real browser: ``chainlit run ui/app.py --headless`` on a free loopback port
+over a prepared home (the flights model, real data, real MLflow and SQLite), driven by
+Playwright with Debian's Chromium (headless, no sandbox, no background networking).
+
+The policy forces a retrain and calls every promotion high-risk, so a run started from the chat
+pauses for a person. The operator who asked for it is refused when pressing Approve; an
+approver, signed in with their own key in another browser context, approves it with a comment
+and sees the new champion. The façade then confirms what the browser showed: the run is in the
+same runs table and audit as the API's, under the signed-in principals."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import polars as pl
+import pytest
+import yaml
+
+from driftpilot.audit.models import Run
+from driftpilot.service import ControlPlane
+from driftpilot.settings import Settings
+from driftpilot.users import add_user
+from tests.conftest import add_flights
+from tests.integration.test_control_graph import FORCE_RETRAIN, HIGH_RISK, merge
+from ui import launch
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = "/usr/bin/chromium"
+AGENTS = ["ingestion", "drift_analyst", "optimizer", "retraining", "evaluator", "cicd"]
+WAIT_MS = 60_000
+RUN_MS = 240_000
+
+sync_api = pytest.importorskip("playwright.sync_api")
+if shutil.which(CHROMIUM) is None:  # .ci/run installs it; say so loudly anywhere else
+    pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium", pytrace=False)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ChatServer:
+    root: Path
+    settings: Settings
+    keys: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        path = self.root / "chainlit.log"
+        return path.read_text(errors="replace")[-6000:] if path.exists() else ""
+
+    def start(self, env: dict[str, str]) -> None:
+        self.port = free_port()
+        chat_env = launch.chainlit_env(self.settings, env)
+        log = (self.root / "chainlit.log").open("wb")
+        self.proc = subprocess.Popen(
+            launch.command("127.0.0.1", self.port),
+            env=chat_env,
+            cwd=chat_env["CHAINLIT_APP_ROOT"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log()
+            try:
+                if httpx.get(f"{self.url}/login", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.3)
+        raise AssertionError(f"chainlit did not start:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def chat(
+    tmp_path_factory: pytest.TempPathFactory, flights_df: pl.DataFrame, months: Any
+) -> Iterator[ChatServer]:
+    root = tmp_path_factory.mktemp("ui-browser")
+    home = root / "home"
+    policy = root / "policy.yaml"
+    policy.write_text(yaml.safe_dump(merge(FORCE_RETRAIN, HIGH_RISK)))
+    settings = Settings(home=home, policy_path=policy).ensure_dirs()
+    assert settings.cache_dir is not None
+    flights_df.write_parquet(settings.cache_dir / "flights.parquet")  # no re-parse in chainlit
+    cp = ControlPlane(settings)
+    add_flights(cp, months["2013-01"].sample(n=4000, seed=1).sort("time_hour"), principal="alice")
+    server = ChatServer(root=root, settings=settings)
+    server.keys["olga"] = cp.create_api_key("olga", "operator")[1]
+    server.keys["abby"] = cp.create_api_key("abby", "approver")[1]
+    add_user(cp.store, "Pat", "viewer", "pat-password-1")
+    cp.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DRIFTPILOT_", "CHAINLIT_"))}
+    env |= {
+        "DRIFTPILOT_POLICY_PATH": str(policy),
+        "CHAINLIT_AUTH_SECRET": secrets.token_urlsafe(32),
+    }
+    server.start(env)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(chat: ChatServer) -> Iterator[Any]:
+    with sync_api.sync_playwright() as p:
+        launched = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=["--no-sandbox", "--disable-background-networking", "--disable-dev-shm-usage"],
+        )
+        yield launched
+        launched.close()
+
+
+def sign_in(browser: Any, chat: ChatServer, username: str, password: str) -> Any:
+    """A new browser context (its own cookies) signed in; waits for the welcome."""
+    context = browser.new_context(viewport={"width": 1300, "height": 1000})
+    page = context.new_page()
+    page.goto(chat.url)
+    page.wait_for_url("**/login", timeout=WAIT_MS)
+    page.locator("#email").fill(username)
+    page.locator("#password").fill(password)
+    page.locator("button[type=submit]").click()
+    return page
+
+
+def idle(page: Any) -> None:
+    """Wait until the session runs no task (Enter does not send while the stop button shows)."""
+    try:
+        page.locator("#stop-button").wait_for(state="hidden", timeout=RUN_MS)
+    except sync_api.Error as exc:
+        raise AssertionError(f"the chat stayed busy: {exc}\n{page_text(page)}") from None
+
+
+def page_text(page: Any) -> str:
+    shot = Path(os.environ.get("TMPDIR", "/tmp")) / f"ui-failure-{time.time_ns()}.png"
+    page.screenshot(path=str(shot), full_page=True)
+    return f"--- page (screenshot {shot}) ---\n{page.inner_text('body')[-4000:]}"
+
+
+def say(page: Any, text: str, *, wait_idle: bool = True) -> None:
+    """Type a message and send it (an answer to the chat's own question does not wait for
+    the session to be idle: the asking task runs until it is answered)."""
+    if wait_idle:
+        idle(page)
+    page.locator("#chat-input").click()
+    page.keyboard.type(text)
+    page.keyboard.press("Enter")
+
+
+def visible(page: Any, text: str, timeout: int = WAIT_MS) -> Any:
+    found = page.get_by_text(text).last
+    try:
+        found.wait_for(state="visible", timeout=timeout)
+    except sync_api.Error as exc:
+        raise AssertionError(f"not shown: {text!r} ({exc})\n{page_text(page)}") from None
+    return found
+
+
+def test_a_run_from_the_chat_is_refused_to_its_requester_and_approved_by_an_approver(
+    chat: ChatServer, browser: Any, tmp_path: Path
+) -> None:
+    started = time.monotonic()
+    # A wrong password is refused at the door.
+    stranger = sign_in(browser, chat, "olga", "dp_not-a-key")
+    visible(stranger, "Unable to sign in")
+    assert stranger.url.endswith("/login")
+    stranger.context.close()
+
+    # The operator signs in with her key (any user name: the key names the principal).
+    olga = sign_in(browser, chat, "whoever", chat.keys["olga"])
+    visible(olga, "Signed in as olga (operator")
+    say(olga, "/run flights flights:2013-07 2000")
+    visible(olga, "Started run")
+    for agent in AGENTS:  # one step per agent, with its decision
+        visible(olga, f"{agent}: ", timeout=RUN_MS)
+    visible(olga, "Waiting for approval", timeout=RUN_MS)
+    visible(olga, "requested by olga")
+    visible(olga, "Drift per feature, batch 2013-07")
+    visible(olga, "evidently-flights-2013-07")
+
+    cp = ControlPlane(chat.settings)
+    try:
+        [waiting] = cp.pending_approvals()
+        assert waiting.requested_by == "olga" and waiting.batch_id == "2013-07"
+        run_id = waiting.run_id
+
+        # The requester presses Approve: refused, and nothing is recorded.
+        idle(olga)
+        olga.get_by_role("button", name="Approve").last.click()
+        visible(olga, "Refused: you (olga) requested run")
+        assert len(cp.store.approval_rows(run_id)) == 1
+        assert cp.get_run(run_id).status == "waiting_approval"
+
+        # A password user with the viewer role (the name under the identity rule) may look,
+        # not act.
+        pat = sign_in(browser, chat, " PAT ", "pat-password-1")
+        visible(pat, "Signed in as pat (viewer, by password)")
+        say(pat, "/run flights flights:2013-08")
+        visible(pat, "'pat' has the viewer role; to start a run you need the operator role")
+        pat.context.close()
+
+        # The approver, in another browser context, asks what is pending and approves it.
+        abby = sign_in(browser, chat, "abby", chat.keys["abby"])
+        visible(abby, "Signed in as abby (approver")
+        say(abby, "what is pending?")
+        visible(abby, f"run {run_id[:12]} of flights")
+        idle(abby)
+        abby.get_by_role("button", name="Approve").last.click()
+        visible(abby, "Your comment on this approve")
+        say(abby, "checked the drift report", wait_idle=False)
+        visible(abby, "New champion of flights: v2 (approved by abby)", timeout=RUN_MS)
+        visible(abby, "flights: champion metric across batches")
+        shot = tmp_path / "chat-approved.png"
+        abby.screenshot(path=str(shot), full_page=True)
+        print(f"screenshot: {shot}")
+
+        # Her audit view of the run, in the chat.
+        say(abby, f"show the audit of run {run_id[:12]}")
+        visible(abby, f"Audit of run {run_id}")
+        visible(abby, "Approval decision: abby approve")
+        visible(abby, "v1 → v2 (promote by abby)")
+
+        # The façade agrees with what the browser showed.
+        done = cp.get_run(run_id)
+        assert done.status == "completed" and done.outcome == "promoted", done.summary
+        assert done.summary["approval"] == {
+            "decision": "approve",
+            "approver": "abby",
+            "comment": "checked the drift report",
+        }
+        assert cp.model_view("flights").champion == 2
+        last = cp.champion_history("flights")[-1]
+        assert (last["version"], last["actor"], last["run_id"]) == (2, "abby", run_id)
+        [listed] = cp.list_runs("flights", requested_by="OLGA")
+        assert listed.run_id == run_id
+        assert cp.store.get(Run, run_id).trigger == "chat"
+        assert cp.verify().ok
+    finally:
+        cp.close()
+    elapsed = time.monotonic() - started
+    print(f"browser test body: {elapsed:.1f} s")
+    assert elapsed < 180, f"the browser test took {elapsed:.0f} s"
