@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-all lint bench clean
+.PHONY: help setup demo ui test test-all lint bench clean
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -27,6 +27,12 @@ $(STAMP): pyproject.toml requirements.lock
 demo: setup ## Run the main job offline on built-in real data
 	$(BIN)/driftpilot demo $(DEMO_ARGS)
 
+# e.g. make ui UI_ARGS="--port 8080"; sign in with an API key or a `driftpilot users add` user
+UI_ARGS ?=
+
+ui: setup ## The chat (Chainlit) on http://127.0.0.1:8001
+	$(BIN)/driftpilot ui $(UI_ARGS)
+
 # pytest exits 5 when no test ran (e.g. every test deselected): that is a failure, said aloud.
 define run_pytest
 	$(BIN)/pytest $(1) $(PYTEST_ARGS); rc=$$?; \
@@ -43,7 +49,7 @@ test-all: setup ## Run every test, slow tiers included
 lint: setup ## ruff, mypy and the import-layer contracts (.importlinter)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy driftpilot tools evals agents graphs api
+	$(BIN)/mypy driftpilot tools evals agents graphs api ui
 	$(BIN)/lint-imports --no-cache
 
 bench: setup ## Tool benchmarks; results in evals/results/

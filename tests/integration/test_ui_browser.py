@@ -25,6 +25,7 @@ import httpx
 import polars as pl
 import pytest
 import yaml
+from playwright import sync_api
 
 from driftpilot.audit.models import Run
 from driftpilot.service import ControlPlane
@@ -41,7 +42,6 @@ AGENTS = ["ingestion", "drift_analyst", "optimizer", "retraining", "evaluator", 
 WAIT_MS = 60_000
 RUN_MS = 240_000
 
-sync_api = pytest.importorskip("playwright.sync_api")
 if shutil.which(CHROMIUM) is None:  # .ci/run installs it; say so loudly anywhere else
     pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium", pytrace=False)
 
