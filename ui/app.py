@@ -30,7 +30,6 @@ from driftpilot.errors import DriftPilotError  # noqa: E402
 from driftpilot.service import ControlPlane, RunView  # noqa: E402
 from ui import charts  # noqa: E402
 from ui.chat import Chat, Identity, Reply, new_decisions, sign_in  # noqa: E402
-from ui.intents import parse  # noqa: E402
 
 log = logging.getLogger("ui")
 POLL_S = 0.5
@@ -95,7 +94,7 @@ async def on_chat_start() -> None:
 @cl.on_message
 async def on_message(message: cl.Message) -> None:
     chat = session_chat()
-    intent = parse(message.content)
+    intent = await asyncio.to_thread(chat.understand, message.content)
     if intent.kind in ("approve", "reject") and intent.run and message.content.startswith("/"):
         run_id = await asyncio.to_thread(_resolve, chat, intent.run)
         if run_id is None:

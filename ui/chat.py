@@ -24,7 +24,7 @@ from driftpilot.errors import ApprovalError, ConfigError, DriftPilotError, NotFo
 from driftpilot.identity import Role, has_role, same_person
 from driftpilot.users import get_user, verify_user
 from ui import charts
-from ui.intents import USAGE, Intent
+from ui.intents import USAGE, Intent, parse
 
 if TYPE_CHECKING:
     from driftpilot.schedules import Scheduler
@@ -138,6 +138,16 @@ class Chat:
             )
 
     # -- dispatch ---------------------------------------------------------------------------------
+
+    def understand(self, message: str) -> Intent:
+        """Slash commands are parsed; free text goes to the chat model when one is configured
+        (it picks an operation, see ``ui.llm_router``), else to the builtin phrases."""
+        if message.strip().startswith("/") or self.cp.backend.is_builtin:
+            return parse(message)
+        from ui.llm_router import route
+
+        models = [m.name for m in self.cp.list_models()]
+        return route(self.cp.backend.chat_model, message, models) or parse(message)
 
     def answer(self, intent: Intent) -> Reply:
         """The reply to one intent; errors the person can act on become plain answers."""
