@@ -645,6 +645,9 @@ class Scheduler:
             stored.payload = spec.payload.model_dump_json()
             stored.multitask_strategy = spec.multitask_strategy
             stored.meta = json.dumps(spec.metadata, default=str)
+            # Whoever changes a schedule requests its runs from now on, so they cannot
+            # approve what their change makes it do (four eyes across a borrowed schedule).
+            stored.created_by = actor
             stored.updated_at = now()
         self._add_job(self._row(cron_id))
         view = self.get(cron_id)
@@ -694,9 +697,11 @@ class Scheduler:
         self._delete_rows(cron_id)
         self._audit_change(cron_id, "delete", actor, view)
 
-    def run_now(self, cron_id: str) -> ScheduleView:
+    def run_now(self, cron_id: str, principal: str | None = None) -> ScheduleView:
         """Move the schedule's next firing to now (through the scheduler, so the misfire,
-        coalescing and overlap rules apply); the cron's times follow as before.
+        coalescing and overlap rules apply); the cron's times follow as before. With
+        ``principal``, that person requests the schedule's runs from now on (as after an
+        update), so they cannot approve the run they fired.
 
         Raises:
             NotFound: no such schedule.
@@ -705,6 +710,13 @@ class Scheduler:
         row = self._row(cron_id)
         if not row.enabled:
             raise ConfigError(f"schedule {cron_id} is paused: resume it first")
+        if principal is not None:
+            actor = normalize_principal(principal)
+            with self.store.session() as session:
+                stored = session.get(Schedule, cron_id)
+                if stored is not None and stored.created_by != actor:
+                    stored.created_by, stored.updated_at = actor, now()
+            self._audit_change(cron_id, "run_now", actor, self.get(cron_id))
         aps = self._require()
         if aps.get_job(cron_id, jobstore="default") is None:
             self._add_job(row)

@@ -737,6 +737,7 @@ class ControlPlane:
                     # crash never replays a finished node (the default writes in the background).
                     self.graph.invoke(graph_input, config, durability="sync")
                     if self.graph.get_state(config).next:
+                        self.ctx.require_lease(model, run_id)  # not if taken over meanwhile
                         self.store.update_run(run_id, status="waiting_approval")
                 except Exception as exc:
                     failure = exc

@@ -93,6 +93,8 @@ def report_node(state: ControlState, ctx: RunContext) -> dict[str, Any]:
     """Name the outcome and write it, with the run's summary, to the runs table."""
     outcome = _outcome(state)
     summary = {key: state.get(key) for key in SLICES}
+    # A process whose lease was taken over must not write the run's end: the new holder does.
+    ctx.require_lease(state["model"], state["run_id"])
     ctx.store.update_run(state["run_id"], status="completed", outcome=outcome, summary=summary)
     return {"outcome": outcome, "events": [outcome]}
 

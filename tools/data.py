@@ -198,7 +198,11 @@ def conform(frame: pl.DataFrame, reference: pl.Schema) -> tuple[pl.DataFrame, li
         column = pl.col(name)
         if isinstance(want, pl.Datetime) and isinstance(have, pl.Datetime):
             if have.time_zone is None and want.time_zone is not None:
-                column = column.dt.replace_time_zone(want.time_zone)
+                # Wall-clock times at a daylight-saving change: the earlier of two, and a
+                # time that never happened is missing (the quality checks count it).
+                column = column.dt.replace_time_zone(
+                    want.time_zone, ambiguous="earliest", non_existent="null"
+                )
             elif want.time_zone is not None:
                 column = column.dt.convert_time_zone(want.time_zone)
             else:

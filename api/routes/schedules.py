@@ -123,10 +123,11 @@ def resume_schedule(cron_id: CronId, sched: Sched, key: Operator) -> ScheduleVie
     response_model=ScheduleView,
     responses={**_NOT_FOUND, 422: {"description": "The schedule is paused"}},
 )
-def run_schedule_now(cron_id: CronId, sched: Sched, _: Operator) -> ScheduleView:
+def run_schedule_now(cron_id: CronId, sched: Sched, key: Operator) -> ScheduleView:
     """Fire now, through the scheduler (overlap and busy rules apply); the outcome appears
-    in ``GET /schedules/{cron_id}/firings``."""
-    return sched.run_now(cron_id)
+    in ``GET /schedules/{cron_id}/firings``. The key's principal requests the schedule's
+    runs from now on (as after an update), so they cannot approve what they fired."""
+    return sched.run_now(cron_id, key.principal)
 
 
 @router.get("/{cron_id}/firings", response_model=list[Firing], responses=_NOT_FOUND)

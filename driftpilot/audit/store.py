@@ -14,7 +14,7 @@ import secrets
 import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
@@ -191,15 +191,19 @@ class AuditStore:
 
     # -- chained, append-only records -------------------------------------------------------
 
-    def _append(self, row: T) -> T:
+    def _append(self, row: T, check: Callable[[Session], None] | None = None) -> T:
         """Append a row to its chain. Safe across processes: SQLite transactions take the write
         lock at BEGIN, PostgreSQL takes a per-table advisory lock; a lock held past the busy
-        timeout is retried, then reported as AuditWriteError (never a raw driver error)."""
+        timeout is retried, then reported as AuditWriteError (never a raw driver error).
+        ``check`` runs under that lock, before the row is added: what it reads cannot change
+        before the row is in (it raises to refuse the append)."""
         model = type(row)
         for attempt in range(4):
             try:
                 with _CHAIN_LOCK, self._transaction() as session:
                     self._lock_chain(session, model.__tablename__)  # type: ignore[attr-defined]
+                    if check is not None:
+                        check(session)
                     last = session.scalars(
                         select(model).order_by(model.id.desc()).limit(1)  # type: ignore[attr-defined]
                     ).first()
@@ -325,6 +329,17 @@ class AuditStore:
         if same_person(approver, rows[0].principal):
             raise ApprovalError(f"{approver!r} requested this promotion and cannot approve it")
         bound = json.loads(rows[0].payload).get("action_hash", "")
+
+        def first_decision(session: Session) -> None:
+            # Two approvers answering at once: the second finds the first's row here.
+            earlier = session.scalars(
+                select(Approval).where(Approval.run_id == run_id, Approval.kind == "decision")
+            ).first()
+            if earlier is not None:
+                raise ApprovalError(
+                    f"run {run_id} was already decided: {earlier.decision} by {earlier.principal}"
+                )
+
         return self._append(
             Approval(
                 run_id=run_id,
@@ -333,7 +348,8 @@ class AuditStore:
                 decision=decision,
                 comment=comment,
                 payload=dumps({"action_hash": bound}),
-            )
+            ),
+            check=first_decision,
         )
 
     def approval_rows(self, run_id: str) -> list[Approval]:

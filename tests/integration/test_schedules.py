@@ -380,3 +380,17 @@ def test_schedules_over_the_api(plane: ControlPlane, feb: pl.DataFrame) -> None:
         assert client.delete(f"/schedules/{cron_id}", headers=ops).status_code == 204
         gone = client.get(f"/schedules/{cron_id}", headers=view)
         assert gone.status_code == 404 and gone.headers["content-type"] == PROBLEM
+
+
+def test_who_changes_or_fires_a_schedule_requests_its_runs(plane: ControlPlane) -> None:
+    """Four eyes across a borrowed schedule: Bob repoints Ann's schedule (or fires it by
+    hand); its runs are then his requests, so he cannot approve them."""
+    with Scheduler(plane) as sched:
+        made = sched.create(glob_spec("borrowed/*.parquet"), "ann")
+        assert made.created_by == "ann"
+        changed = sched.update(made.cron_id, ScheduleUpdate(metadata={"by": "bob"}), " Bob ")
+        assert changed.created_by == "bob"
+        fired = sched.run_now(made.cron_id, "cat")
+        assert fired.created_by == "cat"
+        actions = [f.tool for f in plane.store.list_rows(ToolCall, ToolCall.run_id == made.cron_id)]
+        assert "schedule.update" in actions and "schedule.run_now" in actions

@@ -3,6 +3,7 @@
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -318,3 +319,39 @@ def test_a_run_transition_is_a_compare_and_set(store: AuditStore) -> None:
     older = store.query_runs(model="m", before=(newest[-1].created_at, newest[-1].id))
     assert [r.id for r in older] == ["run-0"]
     assert [r.id for r in store.query_runs(status="pending")] == ["run-1"]
+
+
+def test_two_approvers_answering_at_once_record_one_decision(
+    store: AuditStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    store.request_approval("r", "alice", {"d": "x"}, promotion_action("m", 2, 1))
+    both_read = threading.Barrier(2)
+    read = store.approval_rows
+
+    def read_then_meet(run_id: str) -> Any:
+        rows = read(run_id)
+        both_read.wait(timeout=10)  # each saw the request and no decision yet
+        return rows
+
+    monkeypatch.setattr(store, "approval_rows", read_then_meet)
+    outcomes: list[str] = []
+
+    def answer(who: str, decision: str) -> None:
+        try:
+            store.decide_approval("r", who, decision)
+            outcomes.append("recorded")
+        except ApprovalError as exc:
+            outcomes.append(f"refused: {exc}")
+
+    threads = [
+        threading.Thread(target=answer, args=a) for a in (("bob", "approve"), ("cat", "reject"))
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert sorted(o.split(":")[0] for o in outcomes) == ["recorded", "refused"], outcomes
+    monkeypatch.undo()
+    assert [r.kind for r in store.approval_rows("r")] == ["request", "decision"]

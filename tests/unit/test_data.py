@@ -133,3 +133,7 @@ def test_conform_gives_a_batch_the_windows_types_without_changing_a_value() -> N
     naive = pl.DataFrame({"t": [datetime(2013, 7, 1, 5)]})
     wall, _ = conform(naive, reference)
     assert wall["t"].dt.hour()[0] == 5 and wall.schema["t"] == reference["t"]
+
+    fall_back = pl.DataFrame({"t": [datetime(2013, 11, 3, 1, 30), datetime(2013, 3, 10, 2, 30)]})
+    dst, _ = conform(fall_back, reference)  # an hour that happened twice, one that never did
+    assert dst["t"].dt.hour()[0] == 1 and dst["t"].null_count() == 1
