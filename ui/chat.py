@@ -484,15 +484,23 @@ def new_decisions(cp: ControlPlane, run_id: str, seen: int) -> list[dict[str, An
 
 
 def _model_source(cp: ControlPlane, model: str) -> str | None:
-    """The built-in dataset a model was made from, if any.
+    """The built-in dataset a model was made from (its source, or the dataset whose target,
+    time column and features it has), if any.
 
     STOP-GAP: ``ModelView`` has no ``source``; this reads the façade's store (façade need:
     ``ModelView.source``)."""
     from driftpilot.audit.models import ManagedModel
     from tools.datasets import SPECS
 
-    source = cp.store.get(ManagedModel, model).source
-    return source if source in SPECS else None
+    row = cp.store.get(ManagedModel, model)
+    if row.source in SPECS:
+        return row.source
+    features = set(json.loads(row.numeric)) | set(json.loads(row.categorical))
+    for name, spec in SPECS.items():  # a model added from a frame of a built-in dataset
+        same = (spec.target, spec.time_col) == (row.target, row.time_col)
+        if same and features == set(spec.numeric) | set(spec.categorical):
+            return name
+    return None
 
 
 _BATCHES: dict[tuple[str, str], dict[str, pl.DataFrame]] = {}

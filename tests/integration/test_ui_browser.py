@@ -27,7 +27,7 @@ import pytest
 import yaml
 from playwright import sync_api
 
-from driftpilot.audit.models import Run
+from driftpilot.audit.models import Run, Schedule
 from driftpilot.service import ControlPlane
 from driftpilot.settings import Settings
 from driftpilot.users import add_user
@@ -263,6 +263,21 @@ def test_a_run_from_the_chat_is_refused_to_its_requester_and_approved_by_an_appr
         [listed] = cp.list_runs("flights", requested_by="OLGA")
         assert listed.run_id == run_id
         assert cp.store.get(Run, run_id).trigger == "chat"
+        assert cp.verify().ok
+
+        # Plain phrases: why, a schedule, a rollback, all under her name.
+        say(abby, "why did you retrain in July?")
+        visible(abby, "drift_analyst → retrain: drift_share=")
+        say(abby, "schedule flights every hour")
+        visible(abby, "Scheduled flights 0 * * * * (UTC)")
+        say(abby, "roll back flights")
+        visible(abby, "flights: champion v2 → v1 (by abby")
+        idle(abby)
+        assert cp.model_view("flights").champion == 1
+        last = cp.champion_history("flights")[-1]
+        assert (last["action"], last["version"], last["actor"]) == ("rollback", 1, "abby")
+        [made] = cp.store.list_rows(Schedule)
+        assert (made.model, made.schedule, made.created_by) == ("flights", "0 * * * *", "abby")
         assert cp.verify().ok
     finally:
         cp.close()
