@@ -587,7 +587,8 @@ def ui(
     plane.close()
     settings = get_settings().ensure_dirs()
     console.print(f"DriftPilot chat on http://{host}:{port} (Ctrl-C stops it)")
-    raise typer.Exit(run_chat(settings, host, port))
+    sys.stdout.flush()
+    run_chat(settings, host, port)
 
 
 @app.command()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import subprocess
 import sys
 from importlib.metadata import version
 from pathlib import Path
@@ -73,12 +72,9 @@ def command(host: str, port: int) -> list[str]:
     return [str(chainlit), "run", str(APP), "--headless", "--host", host, "--port", str(port)]
 
 
-def run(settings: Settings, host: str, port: int) -> int:
-    """Run the chat in the foreground until interrupted; returns chainlit's exit code."""
+def run(settings: Settings, host: str, port: int) -> None:
+    """Become chainlit (exec): signals reach it directly, and it leaves no orphan behind."""
     env = chainlit_env(settings)
-    proc = subprocess.Popen(command(host, port), env=env, cwd=env["CHAINLIT_APP_ROOT"])
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        proc.terminate()
-        return proc.wait()
+    argv = command(host, port)
+    os.chdir(env["CHAINLIT_APP_ROOT"])
+    os.execve(argv[0], argv, env)

@@ -284,3 +284,44 @@ def test_a_run_from_the_chat_is_refused_to_its_requester_and_approved_by_an_appr
     elapsed = time.monotonic() - started
     print(f"browser test body: {elapsed:.1f} s")
     assert elapsed < 180, f"the browser test took {elapsed:.0f} s"
+
+
+def test_driftpilot_ui_serves_the_chat_from_the_home(tmp_path: Path) -> None:
+    """``driftpilot ui`` becomes chainlit on the asked loopback port, with its files under the
+    home (nothing in the working directory), and stops on SIGTERM."""
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    cwd.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DRIFTPILOT_", "CHAINLIT_"))}
+    env["DRIFTPILOT_HOME"] = str(home)
+    port = free_port()
+    driftpilot = Path(launch.command("127.0.0.1", port)[0]).with_name("driftpilot")
+    log = tmp_path / "ui.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(driftpilot), "ui", "--port", str(port)],
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 90
+            while True:
+                assert proc.poll() is None, log.read_text()
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/login", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.3)
+            settings = httpx.get(f"http://127.0.0.1:{port}/auth/config", timeout=5).json()
+            assert settings["requireLogin"] is True and settings["passwordAuth"] is True
+        finally:
+            proc.terminate()
+            assert proc.wait(timeout=30) is not None
+    output = log.read_text()
+    assert "nobody can sign in yet" in output and f"http://127.0.0.1:{port}" in output
+    assert os.listdir(cwd) == []
+    assert (home / "ui" / ".chainlit" / "config.toml").is_file()
+    assert (home / "ui" / "auth-secret").stat().st_mode & 0o077 == 0
