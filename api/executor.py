@@ -3,7 +3,8 @@ request that created or approved them has answered (a run never executes inside 
 and runs longer jobs (training a new model).
 
 A run waiting for its model's lease (a pending run, or an approved one whose model is busy)
-waits in short slices, so shutting down never hangs on it: it stays pending (or its decision
+holds no worker: the attempt gives the thread back and is tried again after RETRY_S, so runs
+of other models never queue behind a busy one. At shutdown it stays pending (or its decision
 stays recorded) in the database, and the next start-up (recover) picks it up.
 
 Each run task calls one façade method (``execute_run`` or ``resume_run``); the façade marks
@@ -29,7 +30,7 @@ from driftpilot.errors import DriftPilotError, ModelBusy
 from driftpilot.service import ControlPlane, Recovery, RunView
 
 log = logging.getLogger(__name__)
-LEASE_SLICE_S = 2.0  # a pending run re-checks for shutdown this often while its model is busy
+RETRY_S = 0.5  # a run whose model is busy is tried again this often
 
 
 def _now() -> str:
@@ -47,6 +48,7 @@ class RunExecutor:
         self._jobs: dict[str, Job] = {}
         self._stop = threading.Event()
         self._startup: threading.Thread | None = None
+        self._timers: set[threading.Timer] = set()
         self.recovered: list[Recovery] | None = None  # None: recovery not finished (or off)
         self.recovery_error: str | None = None
 
@@ -61,22 +63,35 @@ class RunExecutor:
         return self._submit(run_id, "resume", self._resume)
 
     def _execute(self, run_id: str) -> RunView | None:
-        while not self._stop.is_set():
-            try:
-                return self.plane.execute_run(run_id, timeout_s=LEASE_SLICE_S)
-            except ModelBusy:
-                continue  # still pending: its model is busy; look again
-        log.info("shutting down: run %s stays pending for the next start", run_id)
-        return None
+        try:
+            return self.plane.execute_run(run_id, timeout_s=0)
+        except ModelBusy:  # still pending: its model is busy (or an older run goes first)
+            self._retry(run_id, "execute", self._execute)
+            return None
 
     def _resume(self, run_id: str) -> RunView | None:
-        while not self._stop.is_set():
-            try:
-                return self.plane.resume_run(run_id, timeout_s=LEASE_SLICE_S)
-            except ModelBusy:
-                continue  # the decision is recorded; the model is busy: look again
-        log.info("shutting down: run %s keeps its recorded decision for recover", run_id)
-        return None
+        try:
+            return self.plane.resume_run(run_id, wait=False)
+        except ModelBusy:  # the decision is recorded; the model is busy
+            self._retry(run_id, "resume", self._resume)
+            return None
+
+    def _retry(self, run_id: str, what: str, call: Callable[[str], RunView | None]) -> None:
+        if self._stop.is_set():
+            log.info("shutting down: run %s is left for the next start (%s)", run_id, what)
+            return
+
+        def again() -> None:
+            with self._lock:
+                self._timers.discard(timer)
+            if not self._stop.is_set():
+                self._submit(run_id, what, call)
+
+        timer = threading.Timer(RETRY_S, again)
+        timer.daemon = True
+        with self._lock:
+            self._timers.add(timer)
+        timer.start()
 
     def _submit(
         self, key: str, what: str, call: Callable[[str], RunView | None]
@@ -89,7 +104,8 @@ class RunExecutor:
                 return None
             finally:
                 with self._lock:
-                    self._futures.pop(key, None)
+                    if self._futures.get(key) is future:
+                        self._futures.pop(key, None)
 
         with self._lock:
             future = self._pool.submit(task)
@@ -97,9 +113,9 @@ class RunExecutor:
         return future
 
     def busy(self) -> int:
-        """How many runs and jobs are queued or executing here."""
+        """How many runs and jobs are queued, executing or waiting for their model here."""
         with self._lock:
-            return len(self._futures)
+            return len(self._futures) + len(self._timers)
 
     # -- jobs -------------------------------------------------------------------------------
 
@@ -209,4 +225,8 @@ class RunExecutor:
         """Stop taking runs: queued work is cancelled, pending runs stop waiting for their
         model (they stay pending), runs already executing finish when ``wait``."""
         self._stop.set()
+        with self._lock:
+            timers, self._timers = self._timers, set()
+        for timer in timers:
+            timer.cancel()
         self._pool.shutdown(wait=wait, cancel_futures=True)

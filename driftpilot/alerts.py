@@ -73,8 +73,8 @@ class AlertSettings(BaseSettings):
 
 
 def redact_url(url: str) -> str:
-    """The URL without what may be secret: no user info, query or fragment, and only the
-    first path segment (``https://hooks.slack.com/services/…``)."""
+    """The URL without anything that may be secret: scheme, host and port only (a path
+    segment can be the secret itself: ``/botTOKEN``, a private ntfy topic)."""
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
@@ -84,11 +84,8 @@ def redact_url(url: str) -> str:
     if ":" in host:
         host = f"[{host}]"
     netloc = f"{host}:{port}" if port else host
-    segments = [s for s in parts.path.split("/") if s]
-    path = f"/{segments[0]}" if segments else ""
-    if len(segments) > 1:
-        path += "/…"
-    return f"{parts.scheme}://{netloc}{path}" + ("?…" if parts.query else "")
+    hidden = "/…" if parts.path.strip("/") or parts.query else ""
+    return f"{parts.scheme}://{netloc}{hidden}"
 
 
 def check_url(url: str) -> str:
@@ -479,8 +476,9 @@ class AlertDispatcher:
         try:
             response = client.post(url, json=body, headers={"User-Agent": "driftpilot-alerts"})
             return response.status_code, "", (time.perf_counter() - started) * 1000
-        except httpx.HTTPError as exc:
-            # The message of a connection error can quote the URL: keep the class and reason.
+        except (httpx.HTTPError, UnicodeError, ValueError) as exc:
+            # A connection error's message can quote the URL: keep only the class. Hosts that
+            # pass validation can still fail to encode (IDNA): a failed attempt like any other.
             reason = type(exc).__name__
             return None, reason, (time.perf_counter() - started) * 1000
 

@@ -599,6 +599,15 @@ class ControlPlane:
         run = self.store.get(Run, run_id)
         if run.status != "pending":
             return self.get_run(run_id)
+        deadline = time.monotonic() + timeout_s
+        while True:  # enqueued runs of one model go in the order they were submitted
+            try:
+                self._refuse_if_older_pending(run)
+                break
+            except ModelBusy:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.5)
         lease = self._acquire(run.model, run_id, wait=True, timeout_s=timeout_s)
         run = self.store.get(Run, run_id)
         if run.status != "pending":
@@ -609,6 +618,16 @@ class ControlPlane:
             self.store.release_lease(run.model, run_id, lease)
             return self.get_run(run_id)
         return self._drive(run_id, run.model, json.loads(run.summary)["input"], lease)
+
+    def _refuse_if_older_pending(self, run: Run) -> None:
+        """Raise ModelBusy while an older run of the same model is still pending."""
+        older = self.store.query_runs(
+            model=run.model, status="pending", before=(run.created_at, run.id), limit=1
+        )
+        if older:
+            raise ModelBusy(
+                f"model {run.model!r}: run {older[0].id[:12]} was submitted first and goes first"
+            )
 
     def cancel_run(self, run_id: str, principal: str, reason: str = "") -> RunView:
         """Cancel a run that has not started: ``pending`` becomes ``failed`` with outcome

@@ -3,13 +3,14 @@ metrics, champion history, rollback, and which version was champion at a time.""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import polars as pl
-from fastapi import APIRouter, File, Form, Query, UploadFile, status
+from fastapi import APIRouter, File, Form, Header, Query, UploadFile, status
 
 from api import batches, gaps
 from api.deps import Conf, Executor, Operator, Plane, Viewer
@@ -125,7 +126,7 @@ def _columns(text: str, field: str) -> list[str]:
 @router.post(
     "/upload", status_code=status.HTTP_202_ACCEPTED, response_model=Job, responses=_CREATE_PROBLEMS
 )
-async def upload_model(
+def upload_model(
     cp: Plane,
     ex: Executor,
     conf: Conf,
@@ -140,7 +141,8 @@ async def upload_model(
 ) -> Job:
     """Add a managed model trained on an uploaded CSV/Parquet window (multipart/form-data),
     as a background job: 202 with the job; poll ``GET /jobs/{job_id}``."""
-    data = await file.read()
+    # A plain def: FastAPI runs it in its thread pool, so parsing never stalls the loop.
+    data = file.file.read()
     frame = batches.read_upload(data, file.filename or "", batches.limits_of(conf))
     return _start_training(
         cp,
@@ -190,10 +192,29 @@ def champions(name: str, cp: Plane, _: Viewer) -> list[dict[str, Any]]:
 
 
 @router.post("/{name}/rollback", response_model=Rollback)
-def rollback(name: str, body: RollbackIn, cp: Plane, key: Operator) -> Rollback:
+def rollback(
+    name: str,
+    body: RollbackIn,
+    cp: Plane,
+    key: Operator,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            max_length=100,
+            pattern=r"^[A-Za-z0-9_.:-]+$",
+            description="Retrying with the same key returns the first answer, not a second "
+            "rollback.",
+        ),
+    ] = None,
+) -> Rollback:
     """Move ``champion`` back to the previous champion, as the key's principal (audited).
-    409 when a run holds the model or there is no previous champion."""
-    result = cp.rollback(name, key.principal, body.reason)
+    409 when a run holds the model or there is no previous champion. Send an
+    ``Idempotency-Key`` header to make retries safe (scoped to your API key)."""
+    op = None
+    if idempotency_key is not None:
+        scoped = f"{key.key_id}:{idempotency_key}".encode()
+        op = "rb-" + hashlib.sha256(scoped).hexdigest()[:32]
+    result = cp.rollback(name, key.principal, body.reason, key=op)
     return Rollback.model_validate(result)
 
 

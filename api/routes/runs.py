@@ -99,7 +99,7 @@ def create_run(body: RunCreate, cp: Plane, ex: Executor, conf: Conf, key: Operat
 @router.post(
     "/upload", status_code=status.HTTP_202_ACCEPTED, response_model=Run, responses=_PROBLEMS
 )
-async def upload_run(
+def upload_run(
     cp: Plane,
     ex: Executor,
     conf: Conf,
@@ -118,7 +118,8 @@ async def upload_run(
     if not isinstance(meta, dict):
         raise Problem(422, "metadata must be a JSON object")
     cp.model_view(model)
-    data = await file.read()
+    # A plain def: FastAPI runs it in its thread pool, so parsing never stalls the loop.
+    data = file.file.read()
     frame = batches.read_upload(data, file.filename or "", batches.limits_of(conf))
     stem = Path(file.filename or "upload").name.rsplit(".", 1)[0] or "upload"
     return _submit(cp, ex, key, model, frame, stem, meta, multitask_strategy)

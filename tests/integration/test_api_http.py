@@ -658,11 +658,21 @@ def test_model_create_and_versions(server: Server, months: Any) -> None:
 
 def test_rollback_moves_the_champion_back(server: Server) -> None:
     with server.client("olga") as olga:
-        rolled = olga.post("/models/flights/rollback", json={"reason": "ops complaint"})
+        once = {"Idempotency-Key": "ops-ticket-42"}
+        rolled = olga.post(
+            "/models/flights/rollback", json={"reason": "ops complaint"}, headers=once
+        )
         assert rolled.status_code == 200, rolled.text
         assert rolled.json() == {"model": "flights", "from": 2, "to": 1, "by": "olga"}
+        retried = olga.post(  # a client retrying after a timeout: the same answer, no 2nd move
+            "/models/flights/rollback", json={"reason": "ops complaint"}, headers=once
+        )
+        assert retried.json() == rolled.json()
         history = olga.get("/models/flights/champions").json()
-        assert [(h["action"], h["version"]) for h in history][-1] == ("rollback", 1)
+        assert [(h["action"], h["version"]) for h in history][-2:] == [
+            ("promote", 2),
+            ("rollback", 1),
+        ]
         now = datetime.now(UTC).isoformat()
         assert olga.get("/models/flights/champion-at", params={"time": now}).json()["version"] == 1
         assert olga.post("/audit/verify").json()["ok"] is True

@@ -369,6 +369,12 @@ def test_reject_refuses_a_second_run_and_enqueue_waits_its_turn(plane_for: Any, 
         worker.join(timeout=300)
     views = [cp.get_run(r.run_id) for r in (first, second)]
     assert [v.status for v in views] == ["completed", "completed"], views
+    # The second worker started first, yet the runs went in the order they were submitted.
+    started = [
+        cp.store.list_rows(Decision, Decision.run_id == r.run_id, order=Decision.id)[0].id
+        for r in (first, second)
+    ]
+    assert started[0] < started[1]
     assert cp.execute_run(first.run_id).status == "completed"  # executing twice does nothing
     assert cp.store.lease("flights") is None
 

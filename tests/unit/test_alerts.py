@@ -22,17 +22,20 @@ from driftpilot.service import PlaneEvent
     [
         (
             "https://hooks.slack.com/services/T000/B000/XXXXSECRET",
-            "https://hooks.slack.com/services/…",
+            "https://hooks.slack.com/…",
         ),
-        ("http://127.0.0.1:8080/hook?token=abc", "http://127.0.0.1:8080/hook?…"),
-        ("https://user:pw@example.org/a#frag", "https://example.org/a"),
+        ("http://127.0.0.1:8080/hook?token=abc", "http://127.0.0.1:8080/…"),
+        ("https://user:pw@example.org/a#frag", "https://example.org/…"),
         ("https://example.org", "https://example.org"),
-        ("http://[::1]:9000/x/y", "http://[::1]:9000/x/…"),
+        ("http://[::1]:9000/x/y", "http://[::1]:9000/…"),
+        # The first path segment can be the secret itself.
+        ("https://api.telegram.org/botSECRET123:AAH/sendMessage", "https://api.telegram.org/…"),
+        ("https://ntfy.sh/mysecrettopic", "https://ntfy.sh/…"),
     ],
 )
 def test_redaction_keeps_no_secret(url: str, shown: str) -> None:
     assert redact_url(url) == shown
-    for secret in ("SECRET", "token=abc", "pw", "frag", "B000"):
+    for secret in ("SECRET", "token=abc", "pw", "frag", "B000", "mysecrettopic", "sendMessage"):
         if secret in url:
             assert secret not in redact_url(url)
 
