@@ -33,6 +33,7 @@ from ui.chat import Chat, Identity, Reply, new_decisions, sign_in  # noqa: E402
 
 log = logging.getLogger("ui")
 POLL_S = 0.5
+NOUN = {"approve": "approval", "reject": "rejection"}
 COMMENT_TIMEOUT_S = 600
 
 _lock = threading.Lock()
@@ -82,11 +83,15 @@ def session_chat() -> Chat:
 async def on_chat_start() -> None:
     chat = session_chat()
     models = await asyncio.to_thread(chat.cp.list_models)
+    waiting = await asyncio.to_thread(chat.cp.pending_approvals)
     names = ", ".join(f"**{m.name}** (champion v{m.champion})" for m in models) or "none yet"
+    pending = (
+        f" {len(waiting)} promotion(s) wait for a person: ask *what is pending?*" if waiting else ""
+    )
     await cl.Message(
         content=(
             f"Signed in as **{chat.who.principal}** ({chat.who.role}, by {chat.who.via}). "
-            f"Managed models: {names}. Type `/help` to see what I can do."
+            f"Managed models: {names}.{pending} Type `/help` to see what I can do."
         )
     ).send()
 
@@ -132,7 +137,7 @@ async def decide(action: cl.Action) -> None:
         await send(chat, refused)
         return
     asked = await cl.AskUserMessage(
-        content=f"Your comment on this {decision} for the audit trail (`-` for none):",
+        content=f"Your comment on this {NOUN[decision]} for the audit trail (`-` for none):",
         timeout=COMMENT_TIMEOUT_S,
     ).send()
     if asked is None:

@@ -105,7 +105,7 @@ HELP = """I am DriftPilot's control plane. I can:
 - **roll back** the champion: `/rollback MODEL [REASON]` (*roll back flights*)
 - **schedule** runs: `/schedule MODEL CRON SOURCE` (SOURCE: `flights`, `flights:2013-02`,
   `glob:flights/*.parquet` under the inbox, or `gdelt`), *schedule flights every hour*
-- `/models`, `/help`
+- `/schedules [MODEL]` (*show schedules*), `/models`, `/help`
 
 You act as **{who}** ({role}); runs, approvals and rollbacks are audited under that name."""
 
@@ -172,6 +172,7 @@ class Chat:
             "audit": self.audit,
             "rollback": self.rollback,
             "schedule": self.schedule,
+            "schedules": self.schedules,
             "history": self.history,
             "why": self.why,
         }
@@ -461,6 +462,21 @@ class Chat:
             f"{_json_line(view.payload['source'])}: id `{view.cron_id[:8]}`, next "
             f"{view.next_run_date or 'when resumed'}. Firings happen in `driftpilot serve`."
         )
+
+    def schedules(self, intent: Intent) -> Reply:
+        if self._scheduler is None:
+            raise ConfigError("schedules are not available in this chat")
+        views = self._scheduler().list_schedules(intent.model)
+        if not views:
+            return Reply("No schedules yet: `" + USAGE["schedule"] + "`.")
+        lines = ["| id | model | cron | source | enabled | next | by |", "|---" * 7 + "|"]
+        for v in views:
+            lines.append(
+                f"| `{v.cron_id[:8]}` | {v.model} | `{v.schedule}` {v.timezone} | "
+                f"{_cell(_json_line(v.payload.get('source')))} | {'yes' if v.enabled else 'no'} "
+                f"| {(v.next_run_date or '')[:19]} | {v.created_by} |"
+            )
+        return Reply("\n".join(lines))
 
 
 # -- helpers ---------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ Kind = Literal[
     "audit",
     "rollback",
     "schedule",
+    "schedules",
     "models",
     "history",
     "why",
@@ -37,6 +38,7 @@ USAGE = {
     "audit": "/audit RUN",
     "rollback": "/rollback MODEL [REASON]",
     "schedule": "/schedule MODEL CRON SOURCE   e.g. /schedule flights 0 * * * * flights:2013-02",
+    "schedules": "/schedules [MODEL]",
     "models": "/models",
     "history": "/history MODEL",
     "help": "/help",
@@ -112,6 +114,8 @@ def _slash(text: str) -> Intent:
         return Intent("models")
     if command == "runs":
         return Intent("runs", model=args[0] if args else None)
+    if command == "schedules":
+        return Intent("schedules", model=args[0] if args else None)
     if command not in USAGE:
         return Intent("unknown", text=text)
     if not args:
@@ -157,6 +161,7 @@ _PHRASES: list[tuple[re.Pattern[str], str]] = [
         "why",
     ),
     (re.compile(r"\b(?:list|show|recent)\s+(?:the\s+|my\s+)?runs\b|^runs$", re.I), "runs"),
+    (re.compile(r"\b(?:list|show)\s+(?:the\s+)?schedules\b|^schedules$", re.I), "schedules"),
     (re.compile(rf"\b(?:history|champions?)\s+(?:of\s+)?(?P<model>{NAME})", re.I), "history"),
     (
         re.compile(

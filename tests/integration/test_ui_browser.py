@@ -144,6 +144,12 @@ def sign_in(browser: Any, chat: ChatServer, username: str, password: str) -> Any
     """A new browser context (its own cookies) signed in; waits for the welcome."""
     context = browser.new_context(viewport={"width": 1300, "height": 1000})
     page = context.new_page()
+    calls: list[str] = []  # the action calls the page made, for failure messages
+    page.on(
+        "response",
+        lambda r: calls.append(f"{r.status} {r.url}") if "/project/action" in r.url else None,
+    )
+    page.calls = calls
     page.goto(chat.url)
     page.wait_for_url("**/login", timeout=WAIT_MS)
     page.locator("#email").fill(username)
@@ -163,7 +169,23 @@ def idle(page: Any) -> None:
 def page_text(page: Any) -> str:
     shot = Path(os.environ.get("TMPDIR", "/tmp")) / f"ui-failure-{time.time_ns()}.png"
     page.screenshot(path=str(shot), full_page=True)
-    return f"--- page (screenshot {shot}) ---\n{page.inner_text('body')[-4000:]}"
+    calls = getattr(page, "calls", [])
+    return (
+        f"--- action calls: {calls}\n--- page (screenshot {shot}) ---\n"
+        + page.inner_text("body")[-4000:]
+    )
+
+
+def press(page: Any, label: str) -> None:
+    """Press the last button with this label, once the session is idle and the charts above
+    it are drawn (a chart drawn late moves the buttons)."""
+    idle(page)
+    for chart in page.locator(".js-plotly-plot").all():
+        chart.wait_for(state="visible", timeout=WAIT_MS)
+    page.wait_for_timeout(500)
+    button = page.get_by_role("button", name=label).last
+    button.scroll_into_view_if_needed()
+    button.click()
 
 
 def say(page: Any, text: str, *, wait_idle: bool = True) -> None:
@@ -214,8 +236,7 @@ def test_a_run_from_the_chat_is_refused_to_its_requester_and_approved_by_an_appr
         run_id = waiting.run_id
 
         # The requester presses Approve: refused, and nothing is recorded.
-        idle(olga)
-        olga.get_by_role("button", name="Approve").last.click()
+        press(olga, "Approve")
         visible(olga, "Refused: you (olga) requested run")
         assert len(cp.store.approval_rows(run_id)) == 1
         assert cp.get_run(run_id).status == "waiting_approval"
@@ -231,11 +252,11 @@ def test_a_run_from_the_chat_is_refused_to_its_requester_and_approved_by_an_appr
         # The approver, in another browser context, asks what is pending and approves it.
         abby = sign_in(browser, chat, "abby", chat.keys["abby"])
         visible(abby, "Signed in as abby (approver")
+        visible(abby, "1 promotion(s) wait for a person")
         say(abby, "what is pending?")
         visible(abby, f"run {run_id[:12]} of flights")
-        idle(abby)
-        abby.get_by_role("button", name="Approve").last.click()
-        visible(abby, "Your comment on this approve")
+        press(abby, "Approve")
+        visible(abby, "Your comment on this approval")
         say(abby, "checked the drift report", wait_idle=False)
         visible(abby, "New champion of flights: v2 (approved by abby)", timeout=RUN_MS)
         visible(abby, "flights: champion metric across batches")
@@ -270,6 +291,8 @@ def test_a_run_from_the_chat_is_refused_to_its_requester_and_approved_by_an_appr
         visible(abby, "drift_analyst → retrain: drift_share=")
         say(abby, "schedule flights every hour")
         visible(abby, "Scheduled flights 0 * * * * (UTC)")
+        say(abby, "show schedules")
+        visible(abby, '{"dataset": "flights", "start": null')
         say(abby, "roll back flights")
         visible(abby, "flights: champion v2 → v1 (by abby")
         idle(abby)

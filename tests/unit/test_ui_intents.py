@@ -30,6 +30,8 @@ from ui.intents import USAGE, Intent, parse
             Intent("schedule", model="flights", cron="0 * * * *", source="flights:2013-02"),
         ),
         ("/history flights", Intent("history", model="flights")),
+        ("/schedules", Intent("schedules")),
+        ("show schedules", Intent("schedules")),
         ("/help", Intent("help")),
         ("  /HELP  ", Intent("help")),
         ("check flights for drift", Intent("run", model="flights")),
