@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo ui test test-all lint bench clean
+.PHONY: help setup browser demo ui test test-all lint bench clean
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -40,10 +40,14 @@ define run_pytest
 	exit $$rc
 endef
 
-test: setup ## Run the default test suite (unit + integration, no slow tiers)
+# The chat's browser test drives Debian's Chromium (Playwright's own download is unreachable).
+browser: ## Install Debian's Chromium for the browser test, if missing (apt, as root)
+	@command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium; }
+
+test: setup browser ## Run the default test suite (unit + integration, no slow tiers)
 	$(call run_pytest,-m "not slow and not full_data")
 
-test-all: setup ## Run every test, slow tiers included
+test-all: setup browser ## Run every test, slow tiers included
 	$(call run_pytest,)
 
 lint: setup ## ruff, mypy and the import-layer contracts (.importlinter)
