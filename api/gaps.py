@@ -1,7 +1,6 @@
 """Stop-gaps for what the service façade does not offer yet. Each function has the signature
 the façade method should have (with the plane first) and names it; the routes call these, so
-when the façade grows the method, the body here becomes one line (``list_runs``,
-``cancel_pending`` and ``champion_history`` are there now).
+when the façade grows the method, the body here becomes one line.
 """
 
 from __future__ import annotations
@@ -9,26 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from driftpilot.service import ControlPlane, RunView
-
-CANCELLED = "cancelled"  # the outcome of a cancelled run (its status is 'failed': it did not end)
-
-
-def list_runs(
-    cp: ControlPlane, model: str | None = None, status: str | None = None
-) -> list[RunView]:
-    """Every run (of ``model``, in ``status``), newest first: ``ControlPlane.list_runs``."""
-    return cp.list_runs(model, limit=1_000_000, status=status)
-
-
-def cancel_pending(cp: ControlPlane, run_id: str, principal: str, reason: str = "") -> RunView:
-    """Cancel a pending run: ``ControlPlane.cancel_run`` (RunStateError, a 409, otherwise)."""
-    return cp.cancel_run(run_id, principal, reason)
-
-
-def champion_history(cp: ControlPlane, model: str) -> list[dict[str, Any]]:
-    """The champion changes of ``model``, oldest first: ``ControlPlane.champion_history``."""
-    return cp.champion_history(model)
+from driftpilot.service import ControlPlane
 
 
 def model_versions(cp: ControlPlane, model: str) -> list[dict[str, Any]]:
@@ -40,7 +20,7 @@ def model_versions(cp: ControlPlane, model: str) -> list[dict[str, Any]]:
     Façade gap: ``ControlPlane.model_versions(model) -> list[VersionView]`` (from MLflow:
     aliases, run metrics and tags, with the audit's run id).
     """
-    rows = list(cp.audit())
+    rows, _ = cp.audit_rows(model=model, limit=10_000_000)  # its runs only, not the trail
     champion = cp.model_view(model).champion
     by_run: dict[str, dict[str, Any]] = {}
     for row in rows:
@@ -61,7 +41,7 @@ def model_versions(cp: ControlPlane, model: str) -> list[dict[str, Any]]:
                 facts["registered_at"] = row["created_at"]
         if row["table"] == "decisions" and row.get("agent") == "evaluator":
             facts["evaluation"] = _json(row.get("evidence"))
-    history = champion_history(cp, model)
+    history = cp.champion_history(model)
     versions = []
     for run_id, facts in by_run.items():
         if "version" not in facts:

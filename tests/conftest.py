@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import subprocess
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import polars as pl
 import pytest
 
@@ -56,3 +59,20 @@ def add_flights(plane: Any, initial: pl.DataFrame, principal: str = "alice") -> 
         categorical=FLIGHTS.categorical,
         principal=principal,
     )
+
+
+def wait_serving(
+    proc: subprocess.Popen[bytes], url: str, log: Callable[[], str], timeout_s: float = 90
+) -> None:
+    """Wait until the server ``proc`` started answers 200 at ``url``; fail with its log if it
+    exits or does not answer in time."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log()
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"{url} did not answer within {timeout_s:.0f} s:\n{log()}")

@@ -28,7 +28,7 @@ import yaml
 
 from driftpilot.service import ControlPlane
 from driftpilot.settings import Settings
-from tests.conftest import add_flights
+from tests.conftest import add_flights, wait_serving
 from tests.integration.test_control_graph import FORCE_RETRAIN, HIGH_RISK, merge
 
 pytestmark = pytest.mark.integration
@@ -79,16 +79,7 @@ class Server:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log()
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.3)
-        raise AssertionError(f"the server did not start:\n{self.log()}")
+        wait_serving(self.proc, f"{self.url}/healthz", self.log)
 
     def kill(self) -> None:
         assert self.proc is not None

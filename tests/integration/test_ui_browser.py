@@ -31,7 +31,7 @@ from driftpilot.audit.models import Run, Schedule
 from driftpilot.service import ControlPlane
 from driftpilot.settings import Settings
 from driftpilot.users import add_user
-from tests.conftest import add_flights
+from tests.conftest import add_flights, wait_serving
 from tests.integration.test_control_graph import FORCE_RETRAIN, HIGH_RISK, merge
 from ui import launch
 
@@ -79,16 +79,7 @@ class ChatServer:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log()
-            try:
-                if httpx.get(f"{self.url}/login", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.3)
-        raise AssertionError(f"chainlit did not start:\n{self.log()}")
+        wait_serving(self.proc, f"{self.url}/login", self.log)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -328,16 +319,7 @@ def test_driftpilot_ui_serves_the_chat_from_the_home(tmp_path: Path) -> None:
             stderr=subprocess.STDOUT,
         )
         try:
-            deadline = time.monotonic() + 90
-            while True:
-                assert proc.poll() is None, log.read_text()
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/login", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.3)
+            wait_serving(proc, f"http://127.0.0.1:{port}/login", log.read_text)
             settings = httpx.get(f"http://127.0.0.1:{port}/auth/config", timeout=5).json()
             assert settings["requireLogin"] is True and settings["passwordAuth"] is True
         finally:
