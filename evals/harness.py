@@ -1,0 +1,453 @@
+"""The evaluation harness: DriftPilot's control loop over the batches of a labelled table.
+
+``run_stream`` is the one path every eval takes (``driftpilot eval`` on a user's table, the
+built-in datasets, the CTGAN scenarios, the policy comparison): the first ``initial`` batches
+train the first champion, every later batch is one control run, and high-risk promotions are
+approved by a named evaluator principal, rejected, or left waiting. Each batch becomes a
+``BatchRow``: what the loop saw (drift share, the deployed champion's metric on the batch
+*before* anything trains on it: the prequential score), what it decided and what came of it,
+with the LLM calls and tokens its agents spent.
+
+``load_table`` and ``cut`` turn a user's CSV or Parquet file into batches: by calendar period,
+by ``N`` hours, or by ``N`` rows; features are inferred (numbers are numeric, strings and
+booleans categorical, identifier-like strings left out) unless named.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import polars as pl
+from pydantic import BaseModel, Field
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from driftpilot.errors import ConfigError, DataError, SchemaError
+from driftpilot.service import ControlPlane, RunView
+from driftpilot.settings import Settings
+
+Approvals = Literal["approve", "reject", "wait"]
+REQUESTER = "driftpilot-eval"
+ROW_ORDER = "__row"  # the time column of a table ordered by its rows (--order-by row)
+_MAX_CATEGORIES = 200  # a string column with more distinct values is an identifier, not a feature
+
+
+class StreamSpec(BaseModel):
+    """What to evaluate: the table's columns and how the loop's approvals are answered."""
+
+    name: str = Field(description="Managed model name inside the eval home.")
+    target: str = Field(description="Binary label column (0/1).")
+    time_col: str = Field(description="Column ordering rows in time.")
+    numeric: list[str]
+    categorical: list[str] = Field(default_factory=list)
+    family: str = Field("lightgbm", description="lightgbm | catboost")
+    initial: int = Field(1, ge=1, description="Batches that train the first champion.")
+    approvals: Approvals = Field("approve", description="How high-risk promotions are answered.")
+    approver: str = Field("evaluator", description="The principal who approves or rejects.")
+
+
+@dataclass
+class BatchRow:
+    """One batch through the loop."""
+
+    index: int
+    batch_id: str
+    n_rows: int
+    drift_share: float | None
+    champion_metric: float | None  # the deployed champion on this batch, before it trains
+    action: str  # none | monitor | retrain | quarantine
+    outcome: str
+    risk_tier: str | None
+    promoted: int | None  # the version that became champion in this run
+    retrained: bool
+    seconds: float
+    run_id: str
+    llm_calls: int = 0
+    tokens: int = 0
+    fallbacks: int = 0
+    citation_flags: int = 0  # rationales citing metrics absent from (or unlike) the evidence
+
+
+@dataclass
+class StreamResult:
+    """A whole stream: its rows and totals, as written to the results JSON."""
+
+    model: str
+    llm: str
+    backend: str
+    rows: list[BatchRow]
+    bootstrap_s: float
+    wall_s: float
+    audit_verified: bool
+    baseline: float | None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def retrains(self) -> int:
+        return sum(r.retrained for r in self.rows)
+
+    @property
+    def promotions(self) -> int:
+        return sum(r.promoted is not None for r in self.rows)
+
+    def totals(self) -> dict[str, Any]:
+        return {
+            "batches": len(self.rows),
+            "retrains": self.retrains,
+            "promotions": self.promotions,
+            "quarantined": sum(r.action == "quarantine" for r in self.rows),
+            "llm_calls": sum(r.llm_calls for r in self.rows),
+            "tokens": sum(r.tokens for r in self.rows),
+            "fallbacks": sum(r.fallbacks for r in self.rows),
+            "citation_flags": sum(r.citation_flags for r in self.rows),
+            "wall_s": round(self.wall_s, 2),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "llm": self.llm,
+            "backend": self.backend,
+            "baseline": self.baseline,
+            "bootstrap_s": round(self.bootstrap_s, 2),
+            "audit_verified": self.audit_verified,
+            "totals": self.totals(),
+            "meta": self.meta,
+            "rows": [asdict(r) for r in self.rows],
+        }
+
+
+def plane_for(
+    home: Path, *, llm: str = "builtin", policy: Path | None = None, threads: int = 1
+) -> ControlPlane:
+    """A control plane over its own home: an eval never touches the user's models."""
+    settings = Settings(home=home, llm=llm, policy_path=policy, threads=threads)
+    return ControlPlane(settings)
+
+
+def run_stream(
+    plane: ControlPlane,
+    spec: StreamSpec,
+    batches: list[tuple[str, pl.DataFrame]],
+    *,
+    console: Console | None = None,
+) -> StreamResult:
+    """Train the first champion on the first ``spec.initial`` batches, then run the control
+    loop on each later batch, answering approvals as ``spec.approvals`` says.
+
+    Raises:
+        ConfigError: fewer batches than ``initial + 1``.
+    """
+    if len(batches) <= spec.initial:
+        raise ConfigError(
+            f"{len(batches)} batches: need more than the {spec.initial} that train the first "
+            "champion (use a shorter --batch period, or fewer --initial batches)"
+        )
+    started = time.perf_counter()
+    first = pl.concat([frame for _, frame in batches[: spec.initial]], how="vertical_relaxed")
+    model = plane.add_model(
+        spec.name,
+        first,
+        target=spec.target,
+        time_col=spec.time_col,
+        numeric=spec.numeric,
+        categorical=spec.categorical,
+        family=spec.family,
+        principal=REQUESTER,
+    )
+    bootstrap_s = time.perf_counter() - started
+    rows = []
+    with _progress(console) as progress:
+        task = progress.add_task("control runs", total=len(batches) - spec.initial)
+        for index, (batch_id, frame) in enumerate(batches):
+            if index < spec.initial:
+                continue
+            progress.update(task, description=f"control run on {batch_id}")
+            rows.append(_one_batch(plane, spec, index, batch_id, frame))
+            progress.advance(task)
+    return StreamResult(
+        model=spec.name,
+        llm=plane.settings.llm,
+        backend=plane.backend.name,
+        rows=rows,
+        bootstrap_s=bootstrap_s,
+        wall_s=time.perf_counter() - started,
+        audit_verified=plane.verify().ok,
+        baseline=model.baseline,
+    )
+
+
+def _progress(console: Console | None) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=console is None,
+    )
+
+
+def _one_batch(
+    plane: ControlPlane, spec: StreamSpec, index: int, batch_id: str, frame: pl.DataFrame
+) -> BatchRow:
+    started = time.perf_counter()
+    view = plane.start_run(spec.name, frame, batch_id, trigger="eval", requested_by=REQUESTER)
+    if view.status == "waiting_approval" and spec.approvals != "wait":
+        comment = f"--approvals {spec.approvals} in an eval"
+        view = plane.decide(view.run_id, spec.approvals, spec.approver, comment)
+    return _row(plane, view, index, frame, time.perf_counter() - started)
+
+
+def _row(
+    plane: ControlPlane, view: RunView, index: int, frame: pl.DataFrame, seconds: float
+) -> BatchRow:
+    summary = view.summary
+    ingestion = summary.get("ingestion") or {}
+    drift = summary.get("drift") or {}
+    promotion = summary.get("promotion") or {}
+    metric = plane.model_view(view.model).metric
+    quarantined = ingestion.get("action") == "quarantine"
+    promoted = promotion.get("version") if promotion.get("status") != "superseded" else None
+    row = BatchRow(
+        index=index,
+        batch_id=view.batch_id,
+        n_rows=frame.height,
+        drift_share=drift.get("drift_share"),
+        champion_metric=drift.get(metric),
+        action="quarantine" if quarantined else str(drift.get("action") or view.status),
+        outcome=view.outcome or view.status,
+        risk_tier=(summary.get("cicd") or {}).get("tier"),
+        promoted=promoted,
+        retrained=bool(summary.get("retraining")),
+        seconds=round(seconds, 3),
+        run_id=view.run_id,
+    )
+    _add_llm_usage(plane, row)
+    return row
+
+
+def _add_llm_usage(plane: ControlPlane, row: BatchRow) -> None:
+    """Count the run's LLM calls, tokens, fallbacks and citation flags from its audit."""
+    for record in plane.audit(row.run_id):
+        if record.get("table") != "decisions":
+            continue
+        flags = json.loads(record.get("flags") or "[]")
+        tokens = int(record.get("tokens_in") or 0) + int(record.get("tokens_out") or 0)
+        row.tokens += tokens
+        row.llm_calls += int(record.get("backend") != "builtin")
+        row.fallbacks += int(bool(record.get("fallback")))
+        row.citation_flags += sum(str(f).startswith("citation") for f in flags)
+
+
+# -- a user's table ---------------------------------------------------------------------------
+
+
+def load_table(path: Path) -> pl.DataFrame:
+    """A CSV or Parquet file as a frame (clear errors for a missing or unreadable file)."""
+    from tools.data import load_table as read
+
+    frame = read(path)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def prepare(
+    frame: pl.DataFrame,
+    *,
+    target: str,
+    time_col: str | None,
+    order_by_row: bool = False,
+    numeric: list[str] | None = None,
+    categorical: list[str] | None = None,
+) -> tuple[pl.DataFrame, str, list[str], list[str], list[str]]:
+    """Check the target, give the table a usable time column and infer its features.
+
+    Returns the frame, its time column, the numeric and categorical features, and notes for
+    the user (what was inferred, mapped or left out).
+
+    Raises:
+        SchemaError: a named column is missing, or the time column cannot be read as time.
+        DataError: the target is not binary.
+    """
+    notes: list[str] = []
+    named = [target, *(numeric or []), *(categorical or [])] + ([time_col] if time_col else [])
+    missing = [c for c in named if c not in frame.columns]
+    if missing:
+        raise SchemaError(f"columns {missing} are not in the table; it has {frame.columns}")
+    frame, note = _binary_target(frame, target)
+    notes += [note] if note else []
+    if order_by_row:
+        if time_col:
+            raise ConfigError("give either --time or --order-by row, not both")
+        frame = frame.with_row_index(ROW_ORDER)
+        time_col = ROW_ORDER
+        notes.append("rows are in time order (--order-by row)")
+    elif not time_col:
+        raise ConfigError("name the time column with --time, or use --order-by row")
+    else:
+        frame = _as_time(frame, time_col)
+    num, cat, left_out = infer_features(frame, [target, time_col], numeric, categorical)
+    if left_out:
+        notes.append(f"left out (identifiers or unusable types): {', '.join(left_out)}")
+    if not num and not cat:
+        raise SchemaError("no feature columns: every column is the target, the time or left out")
+    return frame, time_col, num, cat, notes
+
+
+def _binary_target(frame: pl.DataFrame, target: str) -> tuple[pl.DataFrame, str | None]:
+    values = frame[target].drop_nulls().unique().sort()
+    if values.len() != 2:
+        raise DataError(
+            f"target {target!r} must have two classes; it has {values.len()} "
+            f"({', '.join(map(str, values.head(5).to_list()))})"
+        )
+    if values.dtype.is_integer() and values.to_list() == [0, 1]:
+        return frame, None
+    low, high = values.to_list()
+    mapped = frame.with_columns(
+        pl.when(pl.col(target).is_null())
+        .then(None)
+        .otherwise((pl.col(target) == high).cast(pl.Int8))
+        .alias(target)
+    )
+    return mapped, f"target {target!r}: {low!r} -> 0, {high!r} -> 1"
+
+
+def _as_time(frame: pl.DataFrame, time_col: str) -> pl.DataFrame:
+    dtype = frame[time_col].dtype
+    if dtype.is_temporal() or dtype.is_numeric():
+        return frame
+    if dtype == pl.String:
+        parsed = frame[time_col].str.to_datetime(strict=False)
+        if parsed.null_count() == frame[time_col].null_count():
+            return frame.with_columns(parsed.alias(time_col))
+    raise SchemaError(
+        f"time column {time_col!r} ({dtype}) is neither a date/time nor a number; "
+        "use --order-by row if the rows are in time order"
+    )
+
+
+def infer_features(
+    frame: pl.DataFrame,
+    exclude: list[str],
+    numeric: list[str] | None,
+    categorical: list[str] | None,
+) -> tuple[list[str], list[str], list[str]]:
+    """Numbers are numeric, strings and booleans categorical; a string column with more than
+    200 distinct values is an identifier and is left out. Named columns are taken as named."""
+    named = set(numeric or []) | set(categorical or [])
+    num, cat = list(numeric or []), list(categorical or [])
+    left_out: list[str] = []
+    for name in frame.columns:
+        if name in exclude or name in named:
+            continue
+        dtype = frame[name].dtype
+        if dtype.is_numeric():
+            num.append(name)
+        elif dtype in (pl.String, pl.Categorical, pl.Boolean, pl.Enum):
+            many = frame[name].n_unique() > _MAX_CATEGORIES
+            (left_out if many else cat).append(name)
+        else:
+            left_out.append(name)
+    return num, cat, left_out
+
+
+_HOURS = re.compile(r"^(\d+)h$")
+
+
+def cut(frame: pl.DataFrame, time_col: str, batch: str) -> list[tuple[str, pl.DataFrame]]:
+    """Cut a table into time-ordered batches: ``month|week|day|hour``, ``<N>h`` (windows of N
+    hours; a numeric time column counts seconds) or ``<N>`` rows.
+
+    Raises:
+        ConfigError: an unknown batch size.
+    """
+    from tools.data import split_batches
+
+    if batch.isdigit():
+        return [
+            (b.info.batch_id, b.frame) for b in split_batches(frame, time_col, n_rows=int(batch))
+        ]
+    if batch in ("month", "week", "day", "hour"):
+        parts = split_batches(frame, time_col, every=batch)  # type: ignore[arg-type]
+        return [(b.info.batch_id, b.frame) for b in parts]
+    hours = _HOURS.match(batch)
+    if hours is None or int(hours.group(1)) == 0:
+        raise ConfigError(
+            f"--batch must be month, week, day, hour, <N>h or <N> rows; got {batch!r}"
+        )
+    return _hour_windows(frame, time_col, int(hours.group(1)))
+
+
+def _hour_windows(frame: pl.DataFrame, time_col: str, hours: int) -> list[tuple[str, pl.DataFrame]]:
+    column = frame[time_col]
+    if column.dtype.is_temporal():
+        key = column.dt.truncate(f"{hours}h")
+        names = key.dt.strftime("%Y-%m-%dT%H")
+    elif column.dtype.is_numeric():
+        key = (column // (3600 * hours)).cast(pl.Int64)
+        names = pl.Series([f"h{int(k) * hours:05d}" for k in key])
+    else:
+        raise SchemaError(f"time column {time_col!r} ({column.dtype}) cannot be cut by hours")
+    keyed = frame.with_columns(key.alias("__key"), names.alias("__name")).sort(time_col)
+    out = []
+    for (_, name), part in keyed.group_by("__key", "__name", maintain_order=True):
+        out.append((str(name), part.drop("__key", "__name")))
+    return out
+
+
+# -- output -----------------------------------------------------------------------------------
+
+
+def batch_table(result: StreamResult, title: str) -> Table:
+    """The per-batch table: drift share, champion metric, action, outcome, risk tier, seconds."""
+    table = Table(title=title)
+    for col in ("batch", "rows", "drift share", "champion metric", "action", "outcome", "risk"):
+        table.add_column(col)
+    table.add_column("seconds", justify="right")
+    for r in result.rows:
+        outcome = f"{r.outcome} -> v{r.promoted}" if r.promoted else r.outcome
+        table.add_row(
+            r.batch_id,
+            f"{r.n_rows:,}",
+            _fmt(r.drift_share, 2),
+            _fmt(r.champion_metric, 3),
+            r.action,
+            outcome,
+            r.risk_tier or "-",
+            f"{r.seconds:.1f}",
+        )
+    return table
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def machine() -> dict[str, Any]:
+    """Where the numbers were measured."""
+    import os
+
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cores": os.cpu_count(),
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> Path:
+    """Write results atomically (a reader never sees half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    tmp.replace(path)
+    return path
