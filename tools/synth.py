@@ -7,9 +7,14 @@ against:
 
 - ``none``: no drift;
 - ``covariate_shift``: chosen numeric columns shifted by ``magnitude`` reference std-devs;
-- ``concept_drift``: P(label | x) changes — labels flip for rows where a column is high;
+- ``concept_drift``: P(label | x) changes at once — labels flip for rows where a column is
+  high;
+- ``gradual_concept_drift``: the same flip, its share ramping up over ``ramp`` batches;
 - ``label_shift``: the positive rate is multiplied by ``magnitude`` (P(x | label) kept);
-- ``corruption``: a schema break, a NaN storm, or out-of-range values.
+- ``corruption``: a schema break, a NaN storm, or out-of-range values;
+- ``range_shift``: chosen numeric columns move beyond the reference range (by ``magnitude``
+  reference ranges), each row keeping its label: a sensor recalibrated, a price in new units.
+  Plausible data, not corrupt.
 
 Sampled numeric values are clipped to the reference range (CTGAN can leave it) and integer
 columns are rounded. torch and CTGAN are imported lazily; torch runs on one thread.
@@ -30,7 +35,15 @@ from driftpilot.settings import Settings, get_settings
 from tools.data import make_batch
 from tools.datasets import DatasetSpec
 
-ScenarioKind = Literal["none", "covariate_shift", "concept_drift", "label_shift", "corruption"]
+ScenarioKind = Literal[
+    "none",
+    "covariate_shift",
+    "concept_drift",
+    "gradual_concept_drift",
+    "label_shift",
+    "corruption",
+    "range_shift",
+]
 Corruption = Literal["schema_break", "nan_storm", "out_of_range"]
 
 
@@ -52,7 +65,12 @@ class ScenarioSpec(BaseModel):
     batch_rows: int = Field(2000, ge=10, description="Rows per batch.")
     onset: int = Field(6, ge=1, description="Index of the first drifted batch (0-based).")
     columns: list[str] = Field(default_factory=list, description="Columns the drift acts on.")
-    magnitude: float = Field(1.0, description="Shift in std-devs / flip share / prevalence factor.")
+    magnitude: float = Field(
+        1.0,
+        description="Shift in std-devs (covariate) or ranges (range_shift) / flip share / "
+        "prevalence factor.",
+    )
+    ramp: int = Field(4, ge=1, description="Batches a gradual drift takes to reach full size.")
     corruption: Corruption = Field("nan_storm", description="Corruption type for 'corruption'.")
     start: datetime = Field(datetime(2030, 1, 1), description="Time of the first batch.")
     seed: int = Field(0, description="Sampling seed.")
@@ -66,6 +84,7 @@ class GroundTruth(BaseModel):
     columns: list[str]
     magnitude: float
     corruption: Corruption | None
+    ramp: int | None = Field(None, description="Ramp length in batches (gradual drift only).")
 
 
 class Scenario(BaseModel):
@@ -178,7 +197,8 @@ def make_scenario(
             synthesizer, reference, spec, scenario.batch_rows, rng, scenario.seed + index
         )
         if scenario.kind != "none" and index >= scenario.onset:
-            rows = _inject(rows, reference, spec, scenario, columns, rng)
+            share = min(1.0, (index - scenario.onset + 1) / scenario.ramp)
+            rows = _inject(rows, reference, spec, scenario, columns, rng, share)
         day = scenario.start + timedelta(days=index)
         times = [
             day + timedelta(seconds=int(s)) for s in np.sort(rng.integers(0, 86_400, rows.height))
@@ -191,6 +211,7 @@ def make_scenario(
         columns=columns if scenario.kind != "none" else [],
         magnitude=scenario.magnitude,
         corruption=scenario.corruption if scenario.kind == "corruption" else None,
+        ramp=scenario.ramp if scenario.kind == "gradual_concept_drift" else None,
     )
     return Scenario(truth=truth, reference=ref_batch, batches=batches)
 
@@ -201,9 +222,9 @@ def _number(value: object, default: float = 0.0) -> float:
 
 
 def _default_columns(kind: ScenarioKind, spec: DatasetSpec) -> list[str]:
-    if kind in ("covariate_shift", "corruption"):
+    if kind in ("covariate_shift", "corruption", "range_shift"):
         return spec.numeric[:2]
-    if kind == "concept_drift":
+    if kind in ("concept_drift", "gradual_concept_drift"):
         return spec.numeric[:1]
     return []
 
@@ -241,22 +262,36 @@ def _inject(
     scenario: ScenarioSpec,
     columns: list[str],
     rng: np.random.Generator,
+    share: float = 1.0,
 ) -> pl.DataFrame:
+    """Inject the scenario's drift; ``share`` (0-1] scales a gradual drift's flip share."""
     kind, magnitude = scenario.kind, scenario.magnitude
     if kind == "covariate_shift":
         return rows.with_columns(
             (pl.col(c) + magnitude * _number(reference[c].std(), 1.0)).cast(rows[c].dtype)
             for c in columns
         )
-    if kind == "concept_drift":
+    if kind == "range_shift":
+        return rows.with_columns(
+            (pl.col(c).cast(pl.Float64) + magnitude * _range(reference[c])).cast(rows[c].dtype)
+            for c in columns
+        )
+    if kind in ("concept_drift", "gradual_concept_drift"):
+        size = min(abs(magnitude), 1.0) * (share if kind == "gradual_concept_drift" else 1.0)
         high = rows[columns[0]] > float(reference[columns[0]].median() or 0.0)  # type: ignore[arg-type]
-        flip = pl.Series(rng.random(rows.height) < min(abs(magnitude), 1.0)) & high.fill_null(False)
+        flip = pl.Series(rng.random(rows.height) < size) & high.fill_null(False)
         target = pl.col(spec.target)
         flipped = pl.when(flip).then(1 - target).otherwise(target)
         return rows.with_columns(flipped.cast(rows[spec.target].dtype).alias(spec.target))
     if kind == "label_shift":
         return _relabel_prevalence(rows, spec.target, magnitude, rng)
     return _corrupt(rows, scenario.corruption, columns, rng)
+
+
+def _range(column: pl.Series) -> float:
+    """The reference range of a column (1.0 for a constant or empty one)."""
+    spread = _number(column.max(), 0.0) - _number(column.min(), 0.0)
+    return spread if spread > 0 else 1.0
 
 
 def _relabel_prevalence(

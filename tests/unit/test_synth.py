@@ -84,6 +84,47 @@ def test_concept_drift_flips_labels_where_the_column_is_high(
     assert after == pytest.approx(1 - before, abs=1e-9)  # type: ignore[operator]
 
 
+def test_gradual_concept_drift_ramps_its_flip_share(fitted: Any, jan_sample: pl.DataFrame) -> None:
+    spec = ScenarioSpec(
+        kind="gradual_concept_drift",
+        n_batches=5,
+        onset=1,
+        ramp=4,
+        batch_rows=1500,
+        columns=["temp"],
+        magnitude=1.0,
+    )
+    base = make_scenario(fitted[0], jan_sample, FLIGHTS, spec.model_copy(update={"kind": "none"}))
+    drifted = make_scenario(fitted[0], jan_sample, FLIGHTS, spec)
+    high = pl.col("temp") > jan_sample["temp"].median()
+    # Rows above the median keep their label or flip with the ramp's share s, so their delay
+    # rate moves from p to p + s(1 - 2p): read s back from each batch.
+    p = pl.concat([b.frame.filter(high) for b in base.batches])["delayed"].mean()
+    shares = [
+        (b.frame.filter(high)["delayed"].mean() - p) / (1 - 2 * p)  # type: ignore[operator]
+        for b in drifted.batches
+    ]
+    for got, want in zip(shares, (0.0, 0.25, 0.5, 0.75, 1.0), strict=True):
+        assert got == pytest.approx(want, abs=0.1)
+    assert drifted.truth.ramp == 4 and drifted.truth.kind == "gradual_concept_drift"
+
+
+def test_range_shift_leaves_the_reference_range_and_keeps_labels(
+    fitted: Any, jan_sample: pl.DataFrame
+) -> None:
+    spec = ScenarioSpec(
+        kind="range_shift", n_batches=2, onset=1, batch_rows=400, columns=["temp"], magnitude=1.5
+    )
+    base = make_scenario(fitted[0], jan_sample, FLIGHTS, spec.model_copy(update={"kind": "none"}))
+    moved = make_scenario(fitted[0], jan_sample, FLIGHTS, spec)
+    top = jan_sample["temp"].max()
+    assert moved.batches[0].frame["temp"].max() <= top  # type: ignore[operator]
+    assert moved.batches[1].frame["temp"].min() > top  # type: ignore[operator]
+    assert moved.batches[1].frame["delayed"].equals(base.batches[1].frame["delayed"])
+    assert moved.batches[1].frame["pressure"].equals(base.batches[1].frame["pressure"])
+    assert moved.truth.columns == ["temp"] and moved.truth.ramp is None
+
+
 @pytest.mark.parametrize(
     "corruption,check",
     [
