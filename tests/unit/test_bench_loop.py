@@ -1,0 +1,66 @@
+"""Smoke test of the loop benchmark's helpers (no timing is asserted: timings are measured by
+``python -m evals.bench_loop``, never held by tests)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import polars as pl
+
+from evals import bench_loop
+from tools.data import content_hash
+
+
+def frame(n: int) -> pl.DataFrame:
+    return pl.DataFrame({"t": list(range(n)), "x": [i * 0.5 for i in range(n)]})
+
+
+def test_resample_is_seeded_and_reaches_any_size() -> None:
+    base = frame(100).sample(fraction=1.0, shuffle=True, seed=3)
+    small = bench_loop.resample(base, 30, seed=1, time_col="t")
+    assert small.height == 30 and small["t"].is_sorted()
+    assert small.equals(bench_loop.resample(base, 30, seed=1, time_col="t"))
+    big = bench_loop.resample(base, 250, seed=1)
+    assert big.height == 250
+    assert big["t"].value_counts()["count"].max() == 3  # two whole copies and a sample
+
+
+def test_without_row_changes_the_hash_and_nothing_else() -> None:
+    base = frame(10)
+    assert bench_loop.without_row(base, 3)["t"].to_list() == [0, 1, 2, 4, 5, 6, 7, 8, 9]
+    assert bench_loop.without_row(base, 12).height == 9  # wraps around
+    hashes = {content_hash(bench_loop.without_row(base, i)) for i in range(10)}
+    assert len(hashes) == 10 and content_hash(base) not in hashes
+
+
+def test_ratio_summary_and_rates() -> None:
+    assert bench_loop.ratio(3.0, 2.0) == 1.5
+    assert bench_loop.ratio(1.0, 0.0) is None
+    s = bench_loop.summarize([3.0, 1.0, 2.0])
+    assert (s["median_s"], s["min_s"], s["max_s"], s["repeats"]) == (2.0, 1.0, 3.0, 3)
+    assert bench_loop.runs_per_hour(2.0) == 1800.0
+    assert bench_loop.runs_per_hour(0.0) is None
+    assert bench_loop.cpu_seconds() > 0
+
+
+def test_policies_merge_key_by_key() -> None:
+    merged = bench_loop.merge(bench_loop.RETRAIN_POLICY, {"drift": {"monitor_share": 0.1}})
+    assert merged["drift"] == {"retrain_share": 0.0, "max_metric_drop": -1.0, "monitor_share": 0.1}
+    assert merged["optimizer"]["default_trials"] == 20
+    assert bench_loop.MONITOR_POLICY["drift"]["retrain_share"] > 1  # can never retrain
+
+
+def test_tool_seconds_sums_per_tool_and_skips_llm_calls() -> None:
+    rows = [
+        SimpleNamespace(tool="drift.data_drift", latency_ms=1500.0),
+        SimpleNamespace(tool="drift.data_drift", latency_ms=500.0),
+        SimpleNamespace(tool="llm:get_column_drift", latency_ms=0.0),
+        SimpleNamespace(tool="quality.check_batch", latency_ms=12.0),
+    ]
+    assert bench_loop.tool_seconds(rows) == {"drift.data_drift": 2.0, "quality.check_batch": 0.012}
+
+
+def test_machine_facts() -> None:
+    facts = bench_loop.machine()
+    assert facts["cores"] and facts["usable_cores"] >= 1 and facts["python"].startswith("3.")
+    assert facts["versions"]["polars"] == pl.__version__
