@@ -10,6 +10,7 @@ ingestion -> drift_analyst -> optimizer -> retraining -> evaluator -> cicd -> pr
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
@@ -30,8 +31,16 @@ from graphs.state import (
     after_ingestion,
 )
 
+Node = Callable[..., dict[str, Any]]  # fn(state, ctx) -> the state update
 
-def build_control_graph(model: Any, tools: RunContext, checkpointer: Any) -> Any:
+
+def build_control_graph(
+    model: Any,
+    tools: RunContext,
+    checkpointer: Any,
+    *,
+    nodes: Mapping[str, Node] | None = None,
+) -> Any:
     """Assemble and compile the control graph.
 
     Args:
@@ -39,18 +48,32 @@ def build_control_graph(model: Any, tools: RunContext, checkpointer: Any) -> Any
         tools: the run context through which agents reach the deterministic tools and the audit.
         checkpointer: a LangGraph checkpointer (SQLite in the home directory) — it makes the
             approval wait durable across restarts.
+        nodes: node functions ``fn(state, ctx)`` that replace the named ones (none by default).
+            The what-if replay (driftpilot.replay) swaps in nodes that re-decide from a past
+            run's recorded evidence, so that it walks this very wiring, routers included.
+
+    Raises:
+        ValueError: ``nodes`` names a node this graph does not have.
     """
     tools.backend = model
+    functions: dict[str, Node] = {
+        "ingestion": ingestion.node,
+        "drift_analyst": drift_analyst.node,
+        "optimizer": optimizer.node,
+        "retraining": retraining.node,
+        "evaluator": evaluator.node,
+        "cicd": cicd.node,
+        "approval": approval_node,
+        "promote": cicd.promote,
+        "report": report_node,
+    }
+    unknown = set(nodes or {}) - set(functions)
+    if unknown:
+        raise ValueError(f"the control graph has no node {sorted(unknown)}")
+    functions.update(nodes or {})
     graph = StateGraph(ControlState)
-    graph.add_node("ingestion", partial(ingestion.node, ctx=tools))
-    graph.add_node("drift_analyst", partial(drift_analyst.node, ctx=tools))
-    graph.add_node("optimizer", partial(optimizer.node, ctx=tools))
-    graph.add_node("retraining", partial(retraining.node, ctx=tools))
-    graph.add_node("evaluator", partial(evaluator.node, ctx=tools))
-    graph.add_node("cicd", partial(cicd.node, ctx=tools))
-    graph.add_node("approval", partial(approval_node, ctx=tools))
-    graph.add_node("promote", partial(cicd.promote, ctx=tools))
-    graph.add_node("report", partial(report_node, ctx=tools))
+    for name, function in functions.items():
+        graph.add_node(name, partial(function, ctx=tools))
 
     graph.add_edge(START, "ingestion")
     graph.add_conditional_edges("ingestion", after_ingestion)
@@ -91,7 +114,7 @@ def approval_node(state: ControlState, ctx: RunContext) -> dict[str, Any]:
 
 def report_node(state: ControlState, ctx: RunContext) -> dict[str, Any]:
     """Name the outcome and write it, with the run's summary, to the runs table."""
-    outcome = _outcome(state)
+    outcome = run_outcome(state)
     summary = {key: state.get(key) for key in SLICES}
     # A process whose lease was taken over must not write the run's end: the new holder does.
     ctx.require_lease(state["model"], state["run_id"])
@@ -99,7 +122,8 @@ def report_node(state: ControlState, ctx: RunContext) -> dict[str, Any]:
     return {"outcome": outcome, "events": [outcome]}
 
 
-def _outcome(state: ControlState) -> str:
+def run_outcome(state: ControlState) -> str:
+    """The outcome a finished run reports, named from the decisions in its state."""
     if state["ingestion"]["action"] == "quarantine":
         return "quarantined"
     if state["drift"]["action"] != "retrain":
