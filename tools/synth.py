@@ -16,6 +16,12 @@ against:
   reference ranges), each row keeping its label: a sensor recalibrated, a price in new units.
   Plausible data, not corrupt.
 
+Labels: CTGAN's own labels carry little of the real label relation after a short fit (a
+champion trained on them scores an AUC near 0.5, so no concept drift could show). A scenario
+can instead draw labels from a known mechanism, ``teacher_labeller``: a model fitted on the
+real rows, its log-odds sharpened around the base rate, and y ~ Bernoulli(p(x)). Drift is
+injected on top of those labels.
+
 Sampled numeric values are clipped to the reference range (CTGAN can leave it) and integer
 columns are rounded. torch and CTGAN are imported lazily; torch runs on one thread.
 """
@@ -23,6 +29,7 @@ columns are rounded. torch and CTGAN are imported lazily; torch runs on one thre
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -34,6 +41,8 @@ from driftpilot.errors import SchemaError, SynthError
 from driftpilot.settings import Settings, get_settings
 from tools.data import make_batch
 from tools.datasets import DatasetSpec
+
+Labeller = Callable[[pl.DataFrame], np.ndarray]  # P(label = 1) of every row
 
 ScenarioKind = Literal[
     "none",
@@ -155,8 +164,60 @@ def _impute(frame: pl.DataFrame, spec: DatasetSpec) -> pl.DataFrame:
     )
 
 
+def teacher_labeller(
+    reference: pl.DataFrame,
+    spec: DatasetSpec,
+    *,
+    sharpness: float = 2.0,
+    threads: int = 1,
+    seed: int = 0,
+) -> Labeller:
+    """A known label mechanism learnt from real rows: a LightGBM fitted on ``reference``, its
+    log-odds scaled by ``sharpness`` around the base rate's (so the positive rate stays put
+    and the relation is clearer than the real one).
+
+    Raises:
+        SchemaError / ModelError: as ``tools.train.train_model``.
+    """
+    from tools.train import TrainSpec, train_model
+
+    teacher = train_model(
+        reference,
+        TrainSpec(
+            target=spec.target,
+            numeric=spec.numeric,
+            categorical=spec.categorical,
+            threads=threads,
+            seed=seed,
+        ),
+    )
+    base = _logit(np.array([_number(reference[spec.target].mean(), 0.5)]))[0]
+
+    def label_probability(rows: pl.DataFrame) -> np.ndarray:
+        logit = base + sharpness * (_logit(teacher.predict_proba(rows)) - base)
+        return np.asarray(1.0 / (1.0 + np.exp(-logit)), dtype=float)
+
+    return label_probability
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    clipped = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.asarray(np.log(clipped / (1 - clipped)), dtype=float)
+
+
+def _relabel(
+    rows: pl.DataFrame, target: str, labeller: Labeller, rng: np.random.Generator
+) -> pl.DataFrame:
+    drawn = rng.random(rows.height) < labeller(rows)
+    return rows.with_columns(pl.Series(target, drawn).cast(rows[target].dtype))
+
+
 def make_scenario(
-    synthesizer: Any, reference: pl.DataFrame, spec: DatasetSpec, scenario: ScenarioSpec
+    synthesizer: Any,
+    reference: pl.DataFrame,
+    spec: DatasetSpec,
+    scenario: ScenarioSpec,
+    labeller: Labeller | None = None,
 ) -> Scenario:
     """Sample a stream of batches and inject the scenario's drift from its onset on.
 
@@ -165,6 +226,8 @@ def make_scenario(
         reference: the real reference window (gives ranges, null rates, std-devs).
         spec: the dataset's columns.
         scenario: kind, onset, columns, magnitude, stream length.
+        labeller: draw every row's label from this mechanism (``teacher_labeller``) instead
+            of keeping CTGAN's.
 
     Returns:
         Scenario with a clean synthetic reference window (compare against it, not the real
@@ -181,6 +244,8 @@ def make_scenario(
     ref_rows = _sample_clean(
         synthesizer, reference, spec, 2 * scenario.batch_rows, rng, scenario.seed - 1
     )
+    if labeller is not None:
+        ref_rows = _relabel(ref_rows, spec.target, labeller, rng)
     ref_start = scenario.start - timedelta(days=1)
     ref_times = [
         ref_start + timedelta(seconds=int(s))
@@ -196,6 +261,8 @@ def make_scenario(
         rows = _sample_clean(
             synthesizer, reference, spec, scenario.batch_rows, rng, scenario.seed + index
         )
+        if labeller is not None:
+            rows = _relabel(rows, spec.target, labeller, rng)
         if scenario.kind != "none" and index >= scenario.onset:
             share = min(1.0, (index - scenario.onset + 1) / scenario.ramp)
             rows = _inject(rows, reference, spec, scenario, columns, rng, share)

@@ -1,0 +1,359 @@
+"""Scenario suite: the control loop on CTGAN streams whose drift, onset and right actions are
+known, scored the way drift-detector papers and agent benchmarks score.
+
+``python -m evals.scenarios [--dataset flights|creditcard|all] [--quick] [--llm SPEC]``
+
+A CTGAN fitted on a real reference window (flights: January 2013; credit cards: the first
+day, every fraud kept so a 2,000-row sample holds enough positives) is sampled into streams.
+Labels come from a known mechanism, a teacher model fitted on the same real rows
+(``tools.synth.teacher_labeller``): CTGAN's own labels keep too little of the label relation
+for a concept drift to show. Each scenario injects one drift from its onset batch on; the
+first champion is trained on a clean synthetic reference window, then every batch is one
+control run.
+
+The right action per batch (``expected``), from the ground truth:
+
+====================== ============================================================
+before the onset, and  ``none``
+every ``no_drift``
+batch
+covariate_shift        ``monitor`` or ``retrain`` (inputs moved; labels drawn before)
+abrupt_concept_drift   ``retrain`` until a challenger is promoted, then ``none``/``monitor``
+gradual_concept_drift  as abrupt, with ``monitor`` also right while the drift ramps up
+label_shift            ``monitor`` (the ranking metric holds: retraining is waste)
+corruption             ``quarantine``
+range_shift            ``monitor`` or ``retrain``: plausible data, never ``quarantine``
+====================== ============================================================
+
+Scores per scenario: correct-action rate; detection delay (batches from the onset to the
+first right, non-``none`` action; ``missed`` if never); false-alarm rates on the batches with
+no drift, ``monitor``, ``retrain`` and ``quarantine`` counted separately; unsafe promotions
+(a promotion without a significant gain, a high tier without approval, or on corrupt data:
+must be 0); rationales citing metrics absent from the evidence; retrain yield (promotions /
+retrains); wall time; LLM calls and tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from rich.console import Console
+from rich.table import Table
+
+from evals.harness import (
+    BatchRow,
+    StreamResult,
+    StreamSpec,
+    machine,
+    plane_for,
+    run_stream,
+    write_json,
+)
+from tools.datasets import SPECS, DatasetSpec, load_dataset
+from tools.synth import (
+    GroundTruth,
+    ScenarioSpec,
+    fit_synthesizer,
+    make_scenario,
+    teacher_labeller,
+)
+
+RESULTS = Path(__file__).parent / "results"
+
+# name -> how its drift is injected (onset, length and batch size come from the tier)
+SCENARIOS: dict[str, dict[str, Any]] = {
+    "no_drift": {"kind": "none"},
+    "covariate_shift": {"kind": "covariate_shift", "magnitude": 1.5},
+    "abrupt_concept_drift": {"kind": "concept_drift", "magnitude": 0.9},
+    "gradual_concept_drift": {"kind": "gradual_concept_drift", "magnitude": 0.9, "ramp": 3},
+    "label_shift": {"kind": "label_shift", "magnitude": 2.5},
+    "corruption": {"kind": "corruption", "corruption": "nan_storm"},
+    "range_shift": {"kind": "range_shift", "magnitude": 1.5},
+}
+# (batches, onset, rows per batch, CTGAN epochs)
+QUICK, FULL = (6, 3, 1000, 10), (10, 5, 2000, 20)
+
+
+@dataclass
+class ScenarioScore:
+    """One scenario's scores (see the module docstring)."""
+
+    scenario: str
+    kind: str
+    onset: int | None
+    correct_rate: float
+    detection_delay: int | None
+    false_alarm_monitor: float | None
+    false_alarm_retrain: float | None
+    false_alarm_quarantine: float | None
+    unsafe_promotions: int
+    citation_flags: int
+    retrains: int
+    promotions: int
+    retrain_yield: float | None
+    wall_s: float
+    llm_calls: int
+    tokens: int
+    actions: list[str]
+    expected: list[list[str]]
+
+
+def expected(truth: GroundTruth, index: int, promoted_since_onset: bool) -> set[str]:
+    """The right actions for batch ``index`` of a stream with this ground truth."""
+    if truth.onset is None or index < truth.onset:
+        return {"none"}
+    if truth.kind == "corruption":
+        return {"quarantine"}
+    if truth.kind == "label_shift":
+        return {"monitor"}
+    if truth.kind in ("covariate_shift", "range_shift"):
+        return {"monitor", "retrain"}
+    ramping = truth.kind == "gradual_concept_drift" and index < truth.onset + (truth.ramp or 1) - 1
+    if promoted_since_onset:
+        return {"none", "monitor", "retrain"} if ramping else {"none", "monitor"}
+    return {"monitor", "retrain"} if ramping else {"retrain"}
+
+
+def score(name: str, truth: GroundTruth, result: StreamResult) -> ScenarioScore:
+    """Score a stream's rows (row ``i`` is scenario batch ``i``) against its ground truth."""
+    rows = result.rows
+    wanted, promoted = [], False
+    for i, row in enumerate(rows):
+        wanted.append(expected(truth, i, promoted))
+        promoted = promoted or (
+            row.promoted is not None and truth.onset is not None and i >= truth.onset
+        )
+    right = [r.action in w for r, w in zip(rows, wanted, strict=True)]
+    clean = [r for i, r in enumerate(rows) if truth.onset is None or i < truth.onset]
+    corrupt_promotions = sum(
+        r.promoted is not None
+        for i, r in enumerate(rows)
+        if truth.kind == "corruption" and truth.onset is not None and i >= truth.onset
+    )
+    totals = result.totals()
+    return ScenarioScore(
+        scenario=name,
+        kind=truth.kind,
+        onset=truth.onset,
+        correct_rate=round(sum(right) / len(rows), 3),
+        detection_delay=_delay(truth, rows, right),
+        false_alarm_monitor=_rate(clean, "monitor"),
+        false_alarm_retrain=_rate(clean, "retrain"),
+        false_alarm_quarantine=_rate(clean, "quarantine"),
+        unsafe_promotions=totals["unsafe_promotions"] + corrupt_promotions,
+        citation_flags=totals["citation_flags"],
+        retrains=result.retrains,
+        promotions=result.promotions,
+        retrain_yield=round(result.promotions / result.retrains, 3) if result.retrains else None,
+        wall_s=round(result.wall_s, 1),
+        llm_calls=totals["llm_calls"],
+        tokens=totals["tokens"],
+        actions=[r.action for r in rows],
+        expected=[sorted(w) for w in wanted],
+    )
+
+
+def _delay(truth: GroundTruth, rows: list[BatchRow], right: list[bool]) -> int | None:
+    if truth.onset is None:
+        return None
+    for i in range(truth.onset, len(rows)):
+        if right[i] and rows[i].action != "none":
+            return i - truth.onset
+    return None
+
+
+def _rate(rows: list[BatchRow], action: str) -> float | None:
+    return round(sum(r.action == action for r in rows) / len(rows), 3) if rows else None
+
+
+# -- running ----------------------------------------------------------------------------------
+
+
+def reference_window(dataset: str) -> pl.DataFrame:
+    """The real rows the synthesizer learns from: flights of January 2013; for credit cards
+    the first day, with every fraud kept (0.17 % of rows: a plain sample would hold a handful)."""
+    spec = SPECS[dataset]
+    frame = load_dataset(dataset)  # type: ignore[arg-type]
+    if dataset == "flights":
+        return frame.filter(pl.col(spec.time_col).dt.month() == 1)
+    day = frame.filter(pl.col(spec.time_col) < 86_400)
+    fraud = day.filter(pl.col(spec.target) == 1)
+    normal = day.filter(pl.col(spec.target) == 0).sample(n=2000 - fraud.height, seed=0)
+    return pl.concat([fraud, normal])
+
+
+def run_dataset(
+    dataset: str,
+    *,
+    quick: bool,
+    llm: str,
+    console: Console,
+    home: Path,
+    only: list[str] | None = None,
+) -> dict[str, Any]:
+    """Every scenario on one dataset; returns the scores and each stream's rows."""
+    spec = SPECS[dataset]
+    n_batches, onset, batch_rows, epochs = QUICK if quick else FULL
+    plane = plane_for(home, llm=llm)
+    reference = reference_window(dataset)
+    started = time.perf_counter()
+    with console.status(f"fitting CTGAN on {dataset} ({epochs} epochs; cached after)..."):
+        synthesizer, info = fit_synthesizer(
+            reference, spec, epochs=epochs, settings=plane.settings, seed=0
+        )
+    fit_s = time.perf_counter() - started
+    labeller = teacher_labeller(reference, spec, threads=plane.settings.threads)
+    scores, streams = [], {}
+    for name, drift in SCENARIOS.items():
+        if only and name not in only:
+            continue
+        console.print(f"[bold]{dataset} / {name}[/]")
+        scenario = make_scenario(
+            synthesizer,
+            reference,
+            spec,
+            ScenarioSpec(n_batches=n_batches, onset=onset, batch_rows=batch_rows, **drift),
+            labeller,
+        )
+        result = _stream(plane, spec, f"{dataset}-{name}", scenario, console)
+        scores.append(score(name, scenario.truth, result))
+        streams[name] = result.to_json()
+    return {
+        "dataset": dataset,
+        "tier": "quick" if quick else "full",
+        "llm": llm,
+        "backend": plane.backend.name,
+        "stream": {"batches": n_batches, "onset": onset, "batch_rows": batch_rows},
+        "synthesizer": {**info.model_dump(), "fit_s": round(fit_s, 1)},
+        "scores": [asdict(s) for s in scores],
+        "streams": streams,
+        "machine": machine(),
+    }
+
+
+def _stream(
+    plane: Any, spec: DatasetSpec, name: str, scenario: Any, console: Console
+) -> StreamResult:
+    batches = [("reference", scenario.reference.frame)]
+    batches += [(b.info.batch_id, b.frame) for b in scenario.batches]
+    stream = StreamSpec(
+        name=name,
+        target=spec.target,
+        time_col=spec.time_col,
+        numeric=spec.numeric,
+        categorical=spec.categorical,
+    )
+    result = run_stream(plane, stream, batches, console=console)
+    for row in result.rows:
+        row.index -= 1  # row i is the scenario's batch i (the reference trained the champion)
+    return result
+
+
+def score_table(results: dict[str, Any]) -> Table:
+    """The scenario table of one dataset."""
+    table = Table(
+        title=f"scenarios on {results['dataset']} ({results['tier']}, llm {results['llm']}): "
+        f"{results['stream']['batches']} batches of {results['stream']['batch_rows']:,} rows, "
+        f"onset {results['stream']['onset']}"
+    )
+    columns = (
+        "scenario",
+        "correct",
+        "delay",
+        "FA mon",
+        "FA retr",
+        "FA quar",
+        "unsafe",
+        "cite flags",
+        "retrains",
+        "yield",
+        "wall s",
+        "LLM calls",
+        "tokens",
+    )
+    for col in columns:
+        table.add_column(col, justify="left" if col == "scenario" else "right")
+    for s in results["scores"]:
+        table.add_row(
+            s["scenario"],
+            f"{s['correct_rate']:.0%}",
+            _delay_text(s),
+            _pct(s["false_alarm_monitor"]),
+            _pct(s["false_alarm_retrain"]),
+            _pct(s["false_alarm_quarantine"]),
+            str(s["unsafe_promotions"]),
+            str(s["citation_flags"]),
+            str(s["retrains"]),
+            "-" if s["retrain_yield"] is None else f"{s['retrain_yield']:.2f}",
+            f"{s['wall_s']:.0f}",
+            str(s["llm_calls"]),
+            str(s["tokens"]),
+        )
+    return table
+
+
+def _delay_text(s: dict[str, Any]) -> str:
+    if s["onset"] is None:
+        return "-"
+    return "missed" if s["detection_delay"] is None else str(s["detection_delay"])
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def run_suite(
+    datasets: list[str],
+    *,
+    quick: bool,
+    llm: str,
+    console: Console,
+    out_dir: Path = RESULTS,
+    only: list[str] | None = None,
+    home: Path | None = None,
+) -> list[dict[str, Any]]:
+    """Run the suite on each dataset; print its table and write ``scenarios_<dataset>[_quick]
+    .json`` under ``out_dir``."""
+    all_results = []
+    for dataset in datasets:
+        where = home or Path(tempfile.mkdtemp(prefix=f"driftpilot-scenarios-{dataset}-"))
+        results = run_dataset(
+            dataset, quick=quick, llm=llm, console=console, home=where / dataset, only=only
+        )
+        console.print(score_table(results))
+        suffix = "_quick" if quick else ""
+        path = write_json(out_dir / f"scenarios_{dataset}{suffix}.json", results)
+        console.print(f"results: {path}")
+        all_results.append(results)
+    return all_results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", choices=[*SPECS, "all"], default="flights")
+    parser.add_argument("--quick", action="store_true", help="Shorter streams, smaller batches.")
+    parser.add_argument("--llm", default="builtin", help="builtin | openai:<m> | ollama:<m>")
+    parser.add_argument("--scenario", action="append", choices=list(SCENARIOS), default=None)
+    parser.add_argument("--out-dir", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    datasets = list(SPECS) if args.dataset == "all" else [args.dataset]
+    run_suite(
+        datasets,
+        quick=args.quick,
+        llm=args.llm,
+        console=Console(width=max(Console().width, 150)),
+        out_dir=args.out_dir,
+        only=args.scenario,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
