@@ -702,6 +702,89 @@ def demo(
     run_demo(console, dataset=dataset, approve_as=approve_as, interactive=sys.stdin.isatty())
 
 
+@app.command("eval")
+def eval_(
+    data: Annotated[
+        Path | None, typer.Option(help="A labelled CSV or Parquet table.", dir_okay=False)
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="Or a built-in dataset: flights, creditcard.")
+    ] = None,
+    target: Annotated[str | None, typer.Option(help="The binary label column.")] = None,
+    positive: Annotated[
+        str | None, typer.Option(help="The target value that counts as 1 (if not 0/1).")
+    ] = None,
+    time_col: Annotated[
+        str | None, typer.Option("--time", help="The column that orders rows in time.")
+    ] = None,
+    order_by: Annotated[
+        str | None, typer.Option(help="'row': no time column, the row order is time.")
+    ] = None,
+    batch: Annotated[
+        str | None,
+        typer.Option(help="Batch size: month, week, day, hour, <N>h or <N> rows."),
+    ] = None,
+    numeric: Annotated[str, typer.Option(help="Comma-separated numeric features.")] = "",
+    categorical: Annotated[str, typer.Option(help="Comma-separated categorical features.")] = "",
+    initial: Annotated[int, typer.Option(min=1, help="Batches that train the first champion.")] = 1,
+    approvals: Annotated[
+        str, typer.Option(help="High-risk promotions: approve, reject or wait.")
+    ] = "approve",
+    approver: Annotated[
+        str, typer.Option(help="The evaluator principal who answers them.")
+    ] = "evaluator",
+    llm: Annotated[
+        str | None,
+        typer.Option(help="builtin, openai:M, ollama:M or scripted:FILE (default: configured)."),
+    ] = None,
+    policy: Annotated[Path | None, typer.Option(help="Policy YAML (default: shipped).")] = None,
+    family: Annotated[str, typer.Option(help="lightgbm or catboost.")] = "lightgbm",
+    max_batches: Annotated[
+        int | None, typer.Option(min=2, help="Stop after this many batches.")
+    ] = None,
+    home: Annotated[
+        Path | None, typer.Option(help="The eval's own home (default: <home>/evals/NAME-TIME).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Results JSON (default: in the home).")] = None,
+    name: Annotated[str | None, typer.Option(help="Model name (default: the file's stem).")] = None,
+) -> None:
+    """Run the control loop over a labelled table, batch by batch, in a home of its own.
+
+    The first batch (or --initial K) trains the first champion; every later batch is one
+    control run. Ends with a per-batch table (drift share, champion metric, action, outcome,
+    risk tier, seconds) and a JSON file."""
+    from evals.byo import EvalRequest, run_eval
+
+    if order_by is not None and order_by.lower() != "row":
+        raise typer.BadParameter("only 'row' is understood", param_hint="--order-by")
+    if approvals not in ("approve", "reject", "wait"):
+        raise typer.BadParameter("approve, reject or wait", param_hint="--approvals")
+    if family not in ("lightgbm", "catboost"):
+        raise typer.BadParameter("lightgbm or catboost", param_hint="--family")
+    request = EvalRequest(
+        data=data,
+        dataset=dataset,
+        target=target,
+        positive=positive,
+        time_col=time_col,
+        order_by_row=order_by is not None,
+        batch=batch,
+        numeric=[c for c in numeric.split(",") if c] or None,
+        categorical=[c for c in categorical.split(",") if c] or None,
+        initial=initial,
+        approvals=approvals,
+        approver=approver,
+        llm=llm,
+        policy=policy,
+        family=family,
+        max_batches=max_batches,
+        home=home,
+        out=out,
+        name=name,
+    )
+    run_eval(request, console)
+
+
 @app.command()
 def tour(
     trials: Annotated[int, typer.Option(min=1, help="Optuna trials for the challenger.")] = 12,

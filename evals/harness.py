@@ -70,6 +70,7 @@ class BatchRow:
     retrained: bool
     seconds: float
     run_id: str
+    reason: str = ""  # why the batch was quarantined
     unsafe: bool = False  # promoted without a significant gain, or high risk without approval
     llm_calls: int = 0
     tokens: int = 0
@@ -269,6 +270,7 @@ def _row(
         retrained=bool(summary.get("retraining")),
         seconds=round(seconds, 3),
         run_id=view.run_id,
+        reason=str(ingestion.get("reason") or ""),
         unsafe=promoted is not None and _unsafe(summary),
     )
     _add_llm_usage(plane, row)
@@ -319,6 +321,7 @@ def prepare(
     order_by_row: bool = False,
     numeric: list[str] | None = None,
     categorical: list[str] | None = None,
+    positive: str | None = None,
 ) -> tuple[pl.DataFrame, str, list[str], list[str], list[str]]:
     """Check the target, give the table a usable time column and infer its features.
 
@@ -334,7 +337,7 @@ def prepare(
     missing = [c for c in named if c not in frame.columns]
     if missing:
         raise SchemaError(f"columns {missing} are not in the table; it has {frame.columns}")
-    frame, note = _binary_target(frame, target)
+    frame, note = _binary_target(frame, target, positive)
     notes += [note] if note else []
     if order_by_row:
         if time_col:
@@ -354,16 +357,26 @@ def prepare(
     return frame, time_col, num, cat, notes
 
 
-def _binary_target(frame: pl.DataFrame, target: str) -> tuple[pl.DataFrame, str | None]:
+def _binary_target(
+    frame: pl.DataFrame, target: str, positive: str | None
+) -> tuple[pl.DataFrame, str | None]:
+    """A 0/1 target: two other values map to 0 and 1 (the second in sort order, or
+    ``positive``, is 1)."""
     values = frame[target].drop_nulls().unique().sort()
     if values.len() != 2:
         raise DataError(
             f"target {target!r} must have two classes; it has {values.len()} "
             f"({', '.join(map(str, values.head(5).to_list()))})"
         )
-    if values.dtype.is_integer() and values.to_list() == [0, 1]:
+    if positive is None and values.dtype.is_integer() and values.to_list() == [0, 1]:
         return frame, None
     low, high = values.to_list()
+    if positive is not None:
+        if positive not in map(str, (low, high)):
+            raise DataError(
+                f"--positive {positive!r} is not a value of {target!r}: {low!r}, {high!r}"
+            )
+        low, high = (high, low) if str(low) == positive else (low, high)
     mapped = frame.with_columns(
         pl.when(pl.col(target).is_null())
         .then(None)
@@ -463,7 +476,7 @@ def batch_table(result: StreamResult, title: str) -> Table:
     """The per-batch table: drift share, champion metric, action, outcome, risk tier, seconds."""
     table = Table(title=title)
     for col in ("batch", "rows", "drift share", "champion metric", "action", "outcome", "risk"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     table.add_column("seconds", justify="right")
     for r in result.rows:
         outcome = f"{r.outcome} -> v{r.promoted}" if r.promoted else r.outcome
