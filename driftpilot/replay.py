@@ -51,7 +51,7 @@ from agents.ingestion import IngestionDecision
 from agents.optimizer import OptimizerPlan
 from agents.retraining import RetrainPlan
 from driftpilot.audit.models import ManagedModel, Run
-from driftpilot.errors import LLMError, NotFound, RunStateError
+from driftpilot.errors import LLMError, NotFound, PolicyViolation, RunStateError
 from driftpilot.llm import Backend, make_backend
 from driftpilot.policy import OptimizerLimits, Policy, RiskInputs
 from driftpilot.service import ControlPlane
@@ -200,7 +200,7 @@ def gather(plane: ControlPlane, run_id: str) -> Evidence:
         )
     history = _history(plane.settings, run_id)
     fork = next((s for s in history if tuple(s.next) == ("ingestion",)), None)
-    if not history or fork is None:
+    if fork is None:
         raise NotFound(f"run {run_id[:12]} has no checkpoint before its first agent")
     shown: dict[str, dict[str, Any]] = {}
     results: dict[str, Any] = {}
@@ -238,10 +238,11 @@ def _history(settings: Settings, run_id: str) -> list[Any]:
 
 class _SealedStore:
     """Stands in for the audit store in a replay: any use raises, so nothing a replay runs
-    can write a decision, a tool call, an effect or a lease, or reach MLflow through a node."""
+    can write a decision, a tool call, an effect or a lease, or reach MLflow through a node.
+    A PolicyViolation, not a RunStateError: it is a bug to fix, never a run to skip."""
 
     def __getattr__(self, name: str) -> NoReturn:
-        raise RunStateError(f"a what-if replay must not use the audit store (tried {name!r})")
+        raise PolicyViolation(f"a what-if replay must not use the audit store (tried {name!r})")
 
 
 def _sealed_context(
