@@ -391,8 +391,11 @@ def _as_time(frame: pl.DataFrame, time_col: str) -> pl.DataFrame:
     if dtype.is_temporal() or dtype.is_numeric():
         return frame
     if dtype == pl.String:
-        parsed = frame[time_col].str.to_datetime(strict=False)
-        if parsed.null_count() == frame[time_col].null_count():
+        try:
+            parsed = frame[time_col].str.to_datetime(strict=False)
+        except pl.exceptions.ComputeError:  # no date format fits the first values
+            parsed = None
+        if parsed is not None and parsed.null_count() == frame[time_col].null_count():
             return frame.with_columns(parsed.alias(time_col))
     raise SchemaError(
         f"time column {time_col!r} ({dtype}) is neither a date/time nor a number; "

@@ -1,0 +1,93 @@
+"""``driftpilot eval`` on tables a user brings: a CSV with string times and a text label, a
+Parquet file ordered by its rows, each approval mode; the eval keeps to a home of its own."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from driftpilot.cli import app
+from driftpilot.settings import Settings
+from tests.integration.test_control_graph import FORCE_RETRAIN, HIGH_RISK, merge
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def quarter(months: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """2,000 real flights from each of January, February and March 2013, as a user exports
+    them: times as text, the label as words, no 'month' column."""
+    frames = [months[m].sample(n=2000, seed=3) for m in ("2013-01", "2013-02", "2013-03")]
+    return (
+        pl.concat(frames)
+        .drop("month")
+        .with_columns(
+            pl.col("time_hour").dt.strftime("%Y-%m-%d %H:%M:%S"),
+            pl.when(pl.col("delayed") == 1)
+            .then(pl.lit("late"))
+            .otherwise(pl.lit("on time"))
+            .alias("delayed"),
+        )
+    )
+
+
+def invoke(*args: str) -> Any:
+    return CliRunner().invoke(app, list(args), terminal_width=200)
+
+
+def test_eval_on_a_csv(settings: Settings, tmp_path: Path, quarter: pl.DataFrame) -> None:
+    data = tmp_path / "flights.csv"
+    quarter.write_csv(data)
+    home, out = tmp_path / "eval-home", tmp_path / "out.json"
+    args = ["eval", "--data", str(data), "--target", "delayed", "--positive", "late"]
+    result = invoke(*args, "--time", "time_hour", "--home", str(home), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "'on time' -> 0, 'late' -> 1" in result.output
+    assert "2013-02" in result.output and "2013-03" in result.output
+    assert "audit verified" in result.output
+    report = json.loads(out.read_text())
+    assert [r["batch_id"] for r in report["rows"]] == ["2013-02", "2013-03"]
+    assert report["llm"] == "builtin" and report["audit_verified"] is True
+    first = report["rows"][0]
+    assert first["action"] in ("none", "monitor", "retrain") and 0.5 < first["champion_metric"] < 1
+    assert set(report["meta"]["features"]["categorical"]) == {"carrier", "origin", "dest"}
+    # The eval's models live in its own home, not in the user's.
+    assert (home / "driftpilot.db").exists() and not (settings.home / "driftpilot.db").exists()
+
+
+def test_eval_by_row_order_with_rejected_and_waiting_approvals(
+    settings: Settings, tmp_path: Path, quarter: pl.DataFrame
+) -> None:
+    data = tmp_path / "flights.parquet"
+    quarter.drop("time_hour").write_parquet(data)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump(merge(FORCE_RETRAIN, HIGH_RISK)))
+    common = ["eval", "--data", str(data), "--target", "delayed", "--positive", "late"]
+    common += ["--order-by", "row", "--batch", "2000", "--policy", str(policy)]
+    for mode, outcome in (("reject", "approval_rejected"), ("wait", "waiting_approval")):
+        out = tmp_path / f"{mode}.json"
+        result = invoke(
+            *common, "--approvals", mode, "--max-batches", "2",
+            "--home", str(tmp_path / mode), "--out", str(out),
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        rows = json.loads(out.read_text())["rows"]
+        assert len(rows) == 1 and rows[0]["batch_id"] == "rows-000002000"
+        assert rows[0]["action"] == "retrain" and rows[0]["risk_tier"] == "high"
+        assert rows[0]["outcome"] == outcome and rows[0]["promoted"] is None
+
+
+def test_eval_errors_are_one_line(settings: Settings, tmp_path: Path) -> None:
+    missing = invoke("eval", "--data", str(tmp_path / "nope.csv"), "--target", "y", "--time", "t")
+    assert missing.exit_code == 1 and "nope.csv" in missing.output
+    assert "Traceback" not in missing.output
+    both = invoke("eval", "--dataset", "flights", "--data", str(tmp_path / "x.csv"))
+    assert both.exit_code == 1 and "either --data FILE or --dataset NAME" in both.output
+    bad = invoke("eval", "--dataset", "flights", "--batch", "fortnight")
+    assert bad.exit_code == 1 and "--batch must be" in bad.output

@@ -1,0 +1,173 @@
+"""The eval harness's table handling and the scenario suite's scoring, on small frames."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import polars as pl
+import pytest
+
+from driftpilot.errors import ConfigError, DataError, SchemaError
+from evals.harness import BatchRow, StreamResult, cut, prepare
+from evals.scenarios import expected, score
+from tools.synth import GroundTruth
+
+
+def table(n: int = 12) -> pl.DataFrame:
+    start = datetime(2024, 1, 1)
+    return pl.DataFrame(
+        {
+            "ts": [(start + timedelta(hours=3 * i)).isoformat(sep=" ") for i in range(n)],
+            "amount": [float(i) for i in range(n)],
+            "shop": ["a", "b", "c"] * (n // 3),
+            "order_id": [f"o-{i}" for i in range(n)],
+            "label": ["yes", "no"] * (n // 2),
+        }
+    )
+
+
+def test_prepare_parses_times_maps_the_target_and_infers_features() -> None:
+    frame, time_col, numeric, categorical, notes = prepare(table(), target="label", time_col="ts")
+    assert time_col == "ts" and frame["ts"].dtype == pl.Datetime("us")
+    assert frame["label"].to_list()[:2] == [1, 0]  # 'yes' sorts after 'no': 1
+    assert numeric == ["amount"] and categorical == ["shop", "order_id"]
+    assert any("'no' -> 0, 'yes' -> 1" in n for n in notes)
+    flipped, *_ = prepare(table(), target="label", time_col="ts", positive="no")
+    assert flipped["label"].to_list()[:2] == [0, 1]
+
+
+def test_identifier_like_strings_are_left_out_and_named_columns_win() -> None:
+    wide = pl.DataFrame(
+        {
+            "t": list(range(300)),
+            "id": [f"id-{i}" for i in range(300)],
+            "code": list(range(300)),
+            "y": [0, 1] * 150,
+        }
+    )
+    _, _, numeric, categorical, notes = prepare(wide, target="y", time_col="t")
+    assert numeric == ["code"] and categorical == [] and any("id" in n for n in notes)
+    _, _, numeric, categorical, _ = prepare(wide, target="y", time_col="t", categorical=["code"])
+    assert numeric == [] and categorical == ["code"]
+
+
+def test_order_by_row_makes_row_order_the_time() -> None:
+    frame, time_col, *_ = prepare(
+        table().drop("ts"), target="label", time_col=None, order_by_row=True
+    )
+    assert frame[time_col].to_list() == list(range(12))
+    assert [n for n, _ in cut(frame, time_col, "5")] == [
+        "rows-000000000",
+        "rows-000000005",
+        "rows-000000010",
+    ]
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        ({"target": "nope", "time_col": "ts"}, SchemaError, "nope"),
+        ({"target": "shop", "time_col": "ts"}, DataError, "two classes"),
+        ({"target": "label", "time_col": None}, ConfigError, "--order-by row"),
+        ({"target": "label", "time_col": "shop"}, SchemaError, "neither a date"),
+        ({"target": "label", "time_col": "ts", "positive": "maybe"}, DataError, "not a value"),
+    ],
+)
+def test_bad_tables_get_clear_errors(kwargs: dict[str, object], error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        prepare(table(), **kwargs)  # type: ignore[arg-type]
+
+
+def test_cut_by_hours_on_datetimes_and_on_seconds() -> None:
+    frame, *_ = prepare(table(), target="label", time_col="ts")
+    windows = cut(frame, "ts", "12h")
+    assert [w.height for _, w in windows] == [4, 4, 4]
+    assert windows[0][0] == "2024-01-01T00"
+    seconds = pl.DataFrame(
+        {"Time": [0.0, 3600.0, 14_399.0, 14_400.0, 30_000.0], "y": [0, 1, 0, 1, 0]}
+    )
+    assert [(n, w.height) for n, w in cut(seconds, "Time", "4h")] == [
+        ("h00000", 3),
+        ("h00004", 1),
+        ("h00008", 1),
+    ]
+    with pytest.raises(ConfigError, match="--batch"):
+        cut(frame, "ts", "fortnight")
+
+
+def row(i: int, action: str, promoted: int | None = None, unsafe: bool = False) -> BatchRow:
+    return BatchRow(
+        index=i,
+        batch_id=f"b{i}",
+        n_rows=100,
+        drift_share=0.1,
+        champion_metric=0.7,
+        action=action,
+        outcome="x",
+        risk_tier=None,
+        promoted=promoted,
+        retrained=action == "retrain",
+        seconds=1.0,
+        run_id=f"r{i}",
+        unsafe=unsafe,
+    )
+
+
+def stream(*rows: BatchRow) -> StreamResult:
+    return StreamResult(
+        model="m",
+        llm="builtin",
+        backend="builtin",
+        rows=list(rows),
+        bootstrap_s=1.0,
+        wall_s=10.0,
+        audit_verified=True,
+        baseline=0.7,
+    )
+
+
+def truth(kind: str, onset: int | None = 2, ramp: int | None = None) -> GroundTruth:
+    return GroundTruth(
+        kind=kind, onset=onset, columns=[], magnitude=1.0, corruption=None, ramp=ramp
+    )  # type: ignore[arg-type]
+
+
+def test_expected_actions_follow_the_ground_truth() -> None:
+    concept = truth("concept_drift")
+    assert expected(concept, 1, False) == {"none"}
+    assert expected(concept, 2, False) == {"retrain"}
+    assert expected(concept, 3, True) == {"none", "monitor"}
+    gradual = truth("gradual_concept_drift", ramp=3)
+    assert expected(gradual, 2, False) == {"monitor", "retrain"}  # still ramping
+    assert expected(gradual, 4, False) == {"retrain"}  # full size: retraining is due
+    assert expected(truth("corruption"), 3, False) == {"quarantine"}
+    assert expected(truth("range_shift"), 2, False) == {"monitor", "retrain"}
+    assert expected(truth("label_shift"), 2, False) == {"monitor"}
+    assert expected(truth("none", onset=None), 5, False) == {"none"}
+
+
+def test_score_counts_delay_false_alarms_yield_and_unsafe_promotions() -> None:
+    result = stream(
+        row(0, "monitor"),  # a false alarm: no drift yet
+        row(1, "none"),
+        row(2, "monitor"),  # drift began: retraining was right
+        row(3, "retrain", promoted=2),  # detected one batch late, promoted
+        row(4, "none"),  # the new champion fits: none is right
+        row(5, "retrain"),  # a wasted retrain (no promotion)
+    )
+    s = score("abrupt", truth("concept_drift"), result)
+    assert s.detection_delay == 1
+    assert s.false_alarm_monitor == 0.5 and s.false_alarm_retrain == 0.0
+    assert s.correct_rate == round(3 / 6, 3)  # rows 1, 3 and 4
+    assert s.retrains == 2 and s.promotions == 1 and s.retrain_yield == 0.5
+    assert s.unsafe_promotions == 0
+    corrupt = score(
+        "c",
+        truth("corruption"),
+        stream(row(0, "none"), row(1, "none"), row(2, "retrain", promoted=2)),
+    )
+    assert corrupt.unsafe_promotions == 1 and corrupt.detection_delay is None
+    flagged = score(
+        "n", truth("none", onset=None), stream(row(0, "retrain", promoted=2, unsafe=True))
+    )
+    assert flagged.unsafe_promotions == 1 and flagged.detection_delay is None
