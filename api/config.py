@@ -31,6 +31,13 @@ class ApiSettings(BaseSettings):
         description="At start-up, recover what a dead process left (runs left running, "
         "recorded approvals never applied) and execute pending runs, in the background.",
     )
+    keep_alive_s: int = Field(
+        75,
+        gt=0,
+        description="How long an idle client connection stays open, s. Longer than a proxy's "
+        "idle timeout (60 s is common) so the client side closes first: a server closing a "
+        "connection the client is sending on makes the request fail (uvicorn's default is 5 s).",
+    )
     sse_ping_s: float = Field(15.0, gt=0, description="Heartbeat of run event streams, s.")
     sse_poll_s: float = Field(0.5, gt=0, description="How often a stream reads the audit, s.")
     max_upload_columns: int = Field(1_000, gt=0, description="Most columns of one batch.")

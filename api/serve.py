@@ -60,6 +60,7 @@ def serve(
     import uvicorn
 
     from api.app import create_app
+    from api.config import ApiSettings
     from driftpilot.service import ControlPlane
 
     cp = plane or ControlPlane()
@@ -75,5 +76,13 @@ def serve(
     # (evals/bench_api.py: run creation p50 ~60 -> ~35 ms in-process).
     sys.setswitchinterval(0.001)
     # The app owns the plane it was given here: it closes it on shutdown.
+    conf = conf or ApiSettings()
     app = create_app(cp, conf, own_plane=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        server_header=False,
+        timeout_keep_alive=conf.keep_alive_s,
+    )

@@ -8,6 +8,7 @@ high-risk, so runs pause for a person (or end rejected/quarantined)."""
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import os
@@ -209,6 +210,22 @@ def test_401_without_or_with_a_bad_key_and_403_for_a_role_too_low(server: Server
         refused = operator.post("/approvals/abc", json={"decision": "approve"})
         assert_problem(refused, 403, "'olga' has the operator role", "approver")
         assert operator.get("/runs").json()["items"] == []  # nothing ran because of these
+
+
+def test_an_idle_connection_outlives_uvicorns_default_keep_alive(server: Server) -> None:
+    """A client reusing a connection after 6 s idle (uvicorn closes after 5 s by default)
+    gets its answer: the server closing a connection the client is sending on fails the
+    request, which is what a load balancer or a slow client runs into."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        conn.request("GET", "/healthz")
+        assert conn.getresponse().read() == b'{"status":"ok"}'
+        first = conn.sock
+        time.sleep(6)
+        conn.request("GET", "/healthz")  # on the same socket: a closed one fails here
+        assert conn.sock is first and conn.getresponse().status == 200
+    finally:
+        conn.close()
 
 
 def test_keys_from_the_cli_authenticate_until_revoked(server: Server) -> None:

@@ -21,6 +21,7 @@ paperwork rather than on the API's behaviour.
 from __future__ import annotations
 
 import os
+import traceback
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -117,6 +118,13 @@ def problems_of(event: events.ScenarioFinished) -> Iterator[str]:
             )
 
 
+def causes(error: BaseException) -> list[str]:
+    """The first failures inside an error group (hypothesis' "inconsistent results" is one),
+    so a failure seen once says what it was."""
+    inner = error.exceptions if isinstance(error, BaseExceptionGroup) else ()
+    return ["".join(traceback.format_exception(e))[-3000:] for e in inner]
+
+
 def test_no_server_errors_and_documented_bodies_match(
     served: tuple[Server, dict[str, str]],
 ) -> None:
@@ -163,6 +171,7 @@ def test_no_server_errors_and_documented_bodies_match(
             found += problems_of(event)
         elif isinstance(event, events.NonFatalError):
             found.append(f"{event.label}: {event.info.title}: {event.info.message}")
+            found += [f"  caused by: {cause}" for cause in causes(event.value)]
         elif isinstance(event, events.FatalError):
             raise event.exception
         elif isinstance(event, events.EngineFinished):
