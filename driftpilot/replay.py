@@ -597,7 +597,8 @@ def replay_run(plane: ControlPlane, run_id: str, scenario: WhatIf) -> ReplayRepo
     nodes = {name: partial(fn, ev=ev) for name, fn in REPLAY_NODES.items()}
     graph = build_control_graph(scenario.backend, ctx, InMemorySaver(), nodes=nodes)
     # Every node is a replay node: no agent of the real graph can run in a replay.
-    assert set(graph.nodes) - {START} == set(nodes), "a control node has no replay node"
+    if set(graph.nodes) - {START} != set(nodes):
+        raise PolicyViolation("a node of the control graph has no replay node")
     config = {"configurable": {"thread_id": f"replay-{run_id}"}}
     graph.update_state(config, ev.fork_values, as_node=START)  # the fork: before ingestion
     graph.invoke(None, config)

@@ -4,9 +4,10 @@ builtin backend (and the scripted chat model, the only fake, for --llm).
 One home is built per module with three runs of 'flights', each under the policy an operator
 would have set at the time:
 
-    quiet     January flights, shipped policy             -> no_retrain:none
-    waiting   June, forced retrain + high risk            -> waiting_approval
-    promoted  July, forced retrain + low risk             -> promoted
+    quiet        January flights, shipped policy            -> no_retrain:none
+    waiting      June, forced retrain + high risk           -> waiting_approval
+    promoted     July, forced retrain + low risk            -> promoted
+    quarantined  January again, a chat model that distrusts a clean batch -> quarantined
 
 Every test only replays, and a replay writes nothing (test_a_replay_writes_nothing holds
 that), so they share the home.
@@ -60,6 +61,9 @@ POLICIES: dict[str, dict[str, Any]] = {
 }
 
 
+DISTRUST = {"action": "quarantine", "reason": "looks odd", "rationale": "distrust it"}
+
+
 @dataclass
 class Home:
     settings: Settings
@@ -99,6 +103,8 @@ def home(
         planes.append(_plane_under(mp, policies["force_low"]))
         july = months["2013-07"].sample(n=4000, seed=3)
         runs["promoted"] = planes[-1].start_run("flights", july, "2013-07").run_id
+        planes.append(ControlPlane(get_settings(), scripted(say(DISTRUST))))
+        runs["quarantined"] = planes[-1].start_run("flights", jan.slice(6000, 2000), "jan-c").run_id
         for plane in planes:
             plane.close()
         # Replays run with the shipped policy configured: each test names the one it means.
@@ -107,6 +113,7 @@ def home(
             "no_retrain:none",
             "waiting_approval",
             "promoted",
+            "quarantined",
         ]
         yield Home(plane.settings, plane, policies, runs)
         plane.close()
@@ -199,15 +206,31 @@ def test_another_llm_re_decides_from_the_recorded_evidence(home: Home) -> None:
     assert f'"drift_share": {round(recorded, 4)}' in shown
 
 
+def test_a_batch_a_chat_model_quarantined_would_be_accepted_but_never_analysed(
+    home: Home,
+) -> None:
+    run_id = home.runs["quarantined"]
+    shipped = Policy.load(home.policies["shipped"])
+    same = replay_run(home.plane, run_id, WhatIf(shipped, scripted(say(DISTRUST)), "shipped"))
+    assert not any(s.differs for s in same.steps) and same.replayed_outcome == "quarantined"
+    builtin = replay_run(home.plane, run_id, home.scenario("shipped"))
+    assert table(builtin)["ingestion"] == ("quarantine", "accept", True)
+    assert table(builtin)["drift_analyst"] == (None, "would run: never analysed", True)
+    assert builtin.replayed_outcome == "would_accept"
+    assert builtin.findings == ["would have accepted the batch"]
+
+
 def test_model_last_n_sums_up_what_would_change(home: Home) -> None:
     summary = replay_model(home.plane, "flights", 10, home.scenario("force_high"))
     assert [r.run_id for r in summary.runs] == [
+        home.runs["quarantined"],
         home.runs["promoted"],
         home.runs["waiting"],
         home.runs["quiet"],
     ]
-    assert summary.changed == 2 and summary.skipped == {}
+    assert summary.changed == 3 and summary.skipped == {}
     assert summary.findings == {
+        "would have accepted the batch": 1,
         "promotion would have needed approval": 1,
         "would have retrained": 1,
     }
