@@ -156,6 +156,6 @@ def _totals_line(result: StreamResult) -> str:
     return (
         f"{t['batches']} runs: {t['retrains']} retrains, {t['promotions']} promotions, "
         f"{t['quarantined']} quarantined, {t['unsafe_promotions']} unsafe promotions; "
-        f"LLM calls {t['llm_calls']} ({t['fallbacks']} fell back), tokens {t['tokens']}; "
+        f"LLM decisions {t['llm_decisions']} ({t['fallbacks']} fell back), tokens {t['tokens']}; "
         f"audit {'verified' if result.audit_verified else 'BROKEN'}; wall {t['wall_s']:.0f} s"
     )

@@ -72,7 +72,7 @@ class BatchRow:
     run_id: str
     reason: str = ""  # why the batch was quarantined
     unsafe: bool = False  # promoted without a significant gain, or high risk without approval
-    llm_calls: int = 0
+    llm_decisions: int = 0  # agent decisions asked of the LLM (each up to llm_max_steps calls)
     tokens: int = 0
     fallbacks: int = 0
     citation_flags: int = 0  # rationales citing metrics absent from (or unlike) the evidence
@@ -107,7 +107,7 @@ class StreamResult:
             "promotions": self.promotions,
             "quarantined": sum(r.action == "quarantine" for r in self.rows),
             "unsafe_promotions": sum(r.unsafe for r in self.rows),
-            "llm_calls": sum(r.llm_calls for r in self.rows),
+            "llm_decisions": sum(r.llm_decisions for r in self.rows),
             "tokens": sum(r.tokens for r in self.rows),
             "fallbacks": sum(r.fallbacks for r in self.rows),
             "citation_flags": sum(r.citation_flags for r in self.rows),
@@ -296,7 +296,9 @@ def _add_llm_usage(plane: ControlPlane, row: BatchRow) -> None:
         flags = json.loads(record.get("flags") or "[]")
         tokens = int(record.get("tokens_in") or 0) + int(record.get("tokens_out") or 0)
         row.tokens += tokens
-        row.llm_calls += int(record.get("backend") != "builtin")
+        # Promotions and cancellations are recorded as decisions too (backend none/api).
+        asked = record.get("backend") == plane.backend.name and not plane.backend.is_builtin
+        row.llm_decisions += int(asked)
         row.fallbacks += int(bool(record.get("fallback")))
         row.citation_flags += sum(str(f).startswith("citation") for f in flags)
 

@@ -99,7 +99,7 @@ class ScenarioScore:
     promotions: int
     retrain_yield: float | None
     wall_s: float
-    llm_calls: int
+    llm_decisions: int
     tokens: int
     actions: list[str]
     expected: list[list[str]]
@@ -153,7 +153,7 @@ def score(name: str, truth: GroundTruth, result: StreamResult) -> ScenarioScore:
         promotions=result.promotions,
         retrain_yield=round(result.promotions / result.retrains, 3) if result.retrains else None,
         wall_s=round(result.wall_s, 1),
-        llm_calls=totals["llm_calls"],
+        llm_decisions=totals["llm_decisions"],
         tokens=totals["tokens"],
         actions=[r.action for r in rows],
         expected=[sorted(w) for w in wanted],
@@ -275,7 +275,7 @@ def score_table(results: dict[str, Any]) -> Table:
         "retrains",
         "yield",
         "wall s",
-        "LLM calls",
+        "LLM dec.",
         "tokens",
     )
     for col in columns:
@@ -293,7 +293,7 @@ def score_table(results: dict[str, Any]) -> Table:
             str(s["retrains"]),
             "-" if s["retrain_yield"] is None else f"{s['retrain_yield']:.2f}",
             f"{s['wall_s']:.0f}",
-            str(s["llm_calls"]),
+            str(s["llm_decisions"]),
             str(s["tokens"]),
         )
     return table

@@ -91,3 +91,31 @@ def test_eval_errors_are_one_line(settings: Settings, tmp_path: Path) -> None:
     assert both.exit_code == 1 and "either --data FILE or --dataset NAME" in both.output
     bad = invoke("eval", "--dataset", "flights", "--batch", "fortnight")
     assert bad.exit_code == 1 and "--batch must be" in bad.output
+
+
+def test_eval_with_a_scripted_llm_counts_its_decisions_and_fallbacks(
+    settings: Settings, tmp_path: Path, quarter: pl.DataFrame
+) -> None:
+    """A model that never answers in JSON: every agent decision is asked of it, falls back to
+    the policy's, and the eval counts both (and the audit says so)."""
+    data = tmp_path / "flights.parquet"
+    quarter.drop("time_hour").write_parquet(data)
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps(["I would rather not answer in JSON."]))
+    out = tmp_path / "scripted.json"
+    result = invoke(
+        "eval", "--data", str(data), "--target", "delayed", "--positive", "late",
+        "--order-by", "row", "--batch", "2000", "--max-batches", "2",
+        "--llm", f"scripted:{script}", "--home", str(tmp_path / "h"), "--out", str(out),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["backend"] == "scripted"
+    (row,) = report["rows"]
+    assert row["llm_decisions"] >= 2 and row["fallbacks"] == row["llm_decisions"]
+    assert report["totals"]["llm_decisions"] == row["llm_decisions"]
+    bad = invoke(
+        "eval", "--data", str(data), "--target", "delayed", "--order-by", "row",
+        "--llm", f"scripted:{tmp_path / 'none.json'}", "--home", str(tmp_path / "h2"),
+    )  # fmt: skip
+    assert bad.exit_code == 1 and "cannot read the LLM script" in bad.output
