@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup browser demo ui test test-all lint bench clean
+.PHONY: help setup browser demo ui test test-all lint bench eval eval-full clean
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -58,6 +58,15 @@ lint: setup ## ruff, mypy and the import-layer contracts (.importlinter)
 
 bench: setup ## Tool benchmarks; results in evals/results/
 	$(BIN)/python -m evals.bench_tools
+
+# e.g. make eval EVAL_ARGS="--llm ollama:qwen2.5:7b"
+EVAL_ARGS ?=
+
+eval: setup ## Scenario suite + policy comparison on flights (~10 min); tables in evals/README.md
+	$(BIN)/python -m evals.suite $(EVAL_ARGS)
+
+eval-full: setup ## Every eval: both datasets, whole streams, the loop benchmark (~1 h)
+	$(BIN)/python -m evals.suite --full $(EVAL_ARGS)
 
 clean: ## Remove the local home (.driftpilot) — models, reports, audit
 	rm -rf .driftpilot

@@ -1,0 +1,199 @@
+"""``make eval`` / ``make eval-full``: the scenario suite and the policy comparison (and, in
+full, the loop benchmark), then the results tables in ``evals/README.md`` are rewritten from
+the results files.
+
+    python -m evals.suite [--full] [--llm SPEC] [--k 3]
+    python -m evals.suite --readme-only      # re-render the README from evals/results/
+
+Quick (``make eval``, about 10 minutes on 2 cores): flights only, scenario streams of 6
+batches of 1,000 rows, the policy comparison over January to August. Full: both datasets,
+streams of 10 batches of 2,000 rows, the whole of 2013 and both credit-card days, and
+``evals/bench_loop.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+RESULTS = Path(__file__).parent / "results"
+README = Path(__file__).parent / "README.md"
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+def run(*, full: bool, llm: str, k: int, console: Console) -> None:
+    """Run the tier and refresh the README's tables."""
+    from evals import policies, scenarios
+
+    datasets = ["flights", "creditcard"] if full else ["flights"]
+    scenarios.run_suite(datasets, quick=not full, llm=llm, console=console)
+    for dataset in datasets:
+        policies.compare_policies(dataset, k=k, llm=llm, quick=not full, console=console)
+    if full:
+        from evals import bench_loop
+
+        bench_loop.main([])
+    path = render_readme()
+    console.print(f"tables refreshed in {path}")
+
+
+# -- the README -------------------------------------------------------------------------------
+
+
+def render_readme(results: Path = RESULTS, readme: Path = README) -> Path:
+    """Replace the part of ``readme`` between the results markers with tables made from the
+    results files present under ``results``.
+
+    Raises:
+        ValueError: the README lacks the markers.
+    """
+    text = readme.read_text()
+    if BEGIN not in text or END not in text:
+        raise ValueError(f"{readme} lacks the {BEGIN} ... {END} markers")
+    body = "\n\n".join(
+        part
+        for part in (
+            *(_scenarios_md(p) for p in sorted(results.glob("scenarios_*.json"))),
+            *(_policies_md(p) for p in sorted(results.glob("policies_*.json"))),
+            _bench_md(results / "bench_loop.json"),
+        )
+        if part
+    )
+    head, rest = text.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    readme.write_text(f"{head}{BEGIN}\n\n{body}\n\n{END}{tail}")
+    return readme
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _scenarios_md(path: Path) -> str:
+    r = json.loads(path.read_text())
+    s = r["stream"]
+    title = (
+        f"### Scenarios: {r['dataset']} ({r['tier']}, LLM `{r['llm']}`)\n\n"
+        f"{s['batches']} batches of {s['batch_rows']:,} rows, drift from batch {s['onset']}; "
+        f"measured {r['machine']['measured_at']} on {r['machine']['cores']} cores.\n\n"
+    )
+    header = ["scenario", "correct", "delay", "FA monitor", "FA retrain", "FA quarantine"]
+    header += ["unsafe", "citation flags", "retrains", "yield", "wall s", "LLM decisions"]
+    header += ["tokens"]
+    rows = []
+    for x in r["scores"]:
+        delay = "-" if x["onset"] is None else str(x["detection_delay"])
+        delay = "missed" if delay == "None" else delay
+        rows.append(
+            [
+                x["scenario"],
+                _pct(x["correct_rate"]),
+                delay,
+                _pct(x["false_alarm_monitor"]),
+                _pct(x["false_alarm_retrain"]),
+                _pct(x["false_alarm_quarantine"]),
+                str(x["unsafe_promotions"]),
+                str(x["citation_flags"]),
+                str(x["retrains"]),
+                _num(x["retrain_yield"], 2),
+                f"{x['wall_s']:.0f}",
+                str(x.get("llm_decisions", "-")),
+                str(x["tokens"]),
+            ]
+        )
+    return title + _table(header, rows)
+
+
+def _policies_md(path: Path) -> str:
+    r = json.loads(path.read_text())
+    tier = "quick" if r.get("quick") else "full"
+    title = (
+        f"### Policies: {r['dataset']} by {r['batching']} ({tier}, LLM `{r['llm']}`)\n\n"
+        f"Prequential ROC AUC over {len(r['batches'])} batches; measured "
+        f"{r['machine']['measured_at']}.\n\n"
+        f"![{r['dataset']}](results/{path.with_suffix('.png').name})\n\n"
+    )
+    header = ["policy", "mean AUC", "min AUC", "retrains", "promotions", "compute s"]
+    rows = [
+        [
+            name,
+            _num(t.get("mean_auc")),
+            _num(t.get("min_auc")),
+            str(t.get("retrains")),
+            str(t.get("promotions")),
+            f"{t.get('compute_s', 0):.0f}",
+        ]
+        for name, t in r["totals"].items()
+    ]
+    return title + _table(header, rows)
+
+
+def _bench_md(path: Path) -> str:
+    if not path.exists():
+        return ""
+    r = json.loads(path.read_text())
+    o = r["overhead"]
+    lines = [
+        "### Loop benchmark (`evals/bench_loop.py`)",
+        "",
+        f"Measured {r['started'][:19]}Z on {r['machine']['cores']} cores"
+        f"{' (quick)' if r.get('quick') else ''}.",
+        "",
+        f"- (a) monitor-only control run / raw Evidently report on {o['batch_rows']:,} rows x "
+        f"{o['features']}: **{o['ratio']}x** ({o['loop']['median_s']:.2f} s / "
+        f"{o['raw']['median_s']:.2f} s; target ≤ 1.2x)",
+    ]
+    for b in r.get("retrain", []):
+        lines.append(
+            f"- (b) drifted batch → promoted challenger, 20-trial study, {b['batch_rows']:,} "
+            f"rows: **{b['loop']['median_s']:.1f} s** (target ≤ {b['target_s']:.0f} s; "
+            f"tuning {b['loop_tools_s'].get('tune.tune', 0):.1f} s)"
+        )
+    lines.append(
+        f"- (c) monitor path: **{o['runs_per_hour_per_core']:.0f} runs/hour/core** "
+        f"({o['runs_per_hour_one_process']:.0f} runs/hour in one process)"
+    )
+    growth = ", ".join(
+        f"{x['batch_rows']:,} rows {x['loop']['median_s']:.1f} s" for x in r.get("rows", [])
+    )
+    models = ", ".join(
+        f"{x['models']} models {x['loop']['median_s']:.1f} s" for x in r.get("models", [])
+    )
+    if growth:
+        lines.append(f"- (d) run time by batch rows: {growth}")
+    if models:
+        lines.append(f"- (d) run time by managed models: {models}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="Both datasets, longer streams.")
+    parser.add_argument("--llm", default="builtin", help="builtin | openai:M | ollama:M | ...")
+    parser.add_argument("--k", type=int, default=3, help="Retrain every k batches (baseline).")
+    parser.add_argument("--readme-only", action="store_true", help="Only re-render README.")
+    args = parser.parse_args(argv)
+    console = Console(width=max(Console().width, 150))
+    if args.readme_only:
+        console.print(f"tables refreshed in {render_readme()}")
+        return 0
+    run(full=args.full, llm=args.llm, k=args.k, console=console)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""The results tables in evals/README.md are rendered from the results files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from evals.suite import BEGIN, END, render_readme
+
+MACHINE = {"measured_at": "2026-12-01T00:00:00Z", "cores": 2}
+
+
+def test_tables_replace_only_the_marked_part(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    score = {
+        "scenario": "abrupt_concept_drift",
+        "onset": 3,
+        "correct_rate": 0.5,
+        "detection_delay": None,
+        "false_alarm_monitor": 0.25,
+        "false_alarm_retrain": 0.0,
+        "false_alarm_quarantine": 0.0,
+        "unsafe_promotions": 0,
+        "citation_flags": 2,
+        "retrains": 2,
+        "retrain_yield": 0.5,
+        "wall_s": 30.0,
+        "llm_decisions": 12,
+        "tokens": 3456,
+    }
+    (results / "scenarios_flights_quick.json").write_text(
+        json.dumps(
+            {
+                "dataset": "flights",
+                "tier": "quick",
+                "llm": "ollama:qwen",
+                "stream": {"batches": 6, "onset": 3, "batch_rows": 1000},
+                "machine": MACHINE,
+                "scores": [score, {**score, "scenario": "no_drift", "onset": None}],
+            }
+        )
+    )
+    totals = {"mean_auc": 0.68, "min_auc": 0.6, "retrains": 2, "promotions": 1, "compute_s": 99}
+    (results / "policies_flights.json").write_text(
+        json.dumps(
+            {
+                "dataset": "flights",
+                "batching": "month",
+                "quick": True,
+                "llm": "builtin",
+                "batches": ["2013-01", "2013-02"],
+                "machine": MACHINE,
+                "totals": {"never": totals},
+            }
+        )
+    )
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# intro\n\n{BEGIN}\nold tables\n{END}\n\nafter\n")
+    render_readme(results, readme)
+    text = readme.read_text()
+    assert text.startswith("# intro\n\n") and text.endswith(f"{END}\n\nafter\n")
+    assert "old tables" not in text
+    assert "### Scenarios: flights (quick, LLM `ollama:qwen`)" in text
+    assert (
+        "| abrupt_concept_drift | 50% | missed | 25% | 0% | 0% | 0 | 2 | 2 | 0.50 | 30 | 12 "
+        "| 3456 |" in text
+    )
+    assert "| no_drift | 50% | - |" in text
+    assert "![flights](results/policies_flights.png)" in text
+    assert "| never | 0.680 | 0.600 | 2 | 1 | 99 |" in text
+    render_readme(results, readme)
+    assert readme.read_text() == text  # idempotent
+
+
+def test_a_readme_without_markers_is_refused(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text("# no markers\n")
+    with pytest.raises(ValueError, match="markers"):
+        render_readme(tmp_path, readme)
