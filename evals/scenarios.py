@@ -23,6 +23,8 @@ gradual_concept_drift  as abrupt, with ``monitor`` also right while the drift ra
 label_shift            ``monitor`` (the ranking metric holds: retraining is waste)
 corruption             ``quarantine``
 range_shift            ``monitor`` or ``retrain``: plausible data, never ``quarantine``
+small_noisy_batches    ``none`` throughout: no drift, batches of 150 rows (noise only)
+late_labels            ``none`` or ``monitor`` once batches come without their labels
 ====================== ============================================================
 
 Scores per scenario: correct-action rate; detection delay (batches from the onset to the
@@ -69,6 +71,11 @@ RESULTS = Path(__file__).parent / "results"
 
 # name -> how its drift is injected (onset, length and batch size come from the tier)
 SCENARIOS: dict[str, dict[str, Any]] = {
+    # Stream shapes rather than drifts (the keys beyond ScenarioSpec's are the suite's own):
+    # batches of 150 rows, where a metric moves by sampling noise alone; and labels that
+    # arrive late (batches from the onset come without the target column).
+    "small_noisy_batches": {"kind": "none", "batch_rows": 150},
+    "late_labels": {"kind": "none", "labels": "late"},
     "no_drift": {"kind": "none"},
     "covariate_shift": {"kind": "covariate_shift", "magnitude": 1.5},
     "abrupt_concept_drift": {"kind": "concept_drift", "magnitude": 0.9},
@@ -105,8 +112,14 @@ class ScenarioScore:
     expected: list[list[str]]
 
 
-def expected(truth: GroundTruth, index: int, promoted_since_onset: bool) -> set[str]:
-    """The right actions for batch ``index`` of a stream with this ground truth."""
+def expected(
+    truth: GroundTruth, index: int, promoted_since_onset: bool, *, labels_late: bool = False
+) -> set[str]:
+    """The right actions for batch ``index`` of a stream with this ground truth (and, with
+    ``labels_late``, no target column from the onset on: accept it and watch, never
+    quarantine a batch for its missing labels)."""
+    if truth.onset is not None and index >= truth.onset and labels_late:
+        return {"none", "monitor"}
     if truth.onset is None or index < truth.onset:
         return {"none"}
     if truth.kind == "corruption":
@@ -121,12 +134,14 @@ def expected(truth: GroundTruth, index: int, promoted_since_onset: bool) -> set[
     return {"monitor", "retrain"} if ramping else {"retrain"}
 
 
-def score(name: str, truth: GroundTruth, result: StreamResult) -> ScenarioScore:
+def score(
+    name: str, truth: GroundTruth, result: StreamResult, *, labels_late: bool = False
+) -> ScenarioScore:
     """Score a stream's rows (row ``i`` is scenario batch ``i``) against its ground truth."""
     rows = result.rows
     wanted, promoted = [], False
     for i, row in enumerate(rows):
-        wanted.append(expected(truth, i, promoted))
+        wanted.append(expected(truth, i, promoted, labels_late=labels_late))
         promoted = promoted or (
             row.promoted is not None and truth.onset is not None and i >= truth.onset
         )
@@ -161,7 +176,7 @@ def score(name: str, truth: GroundTruth, result: StreamResult) -> ScenarioScore:
 
 
 def _delay(truth: GroundTruth, rows: list[BatchRow], right: list[bool]) -> int | None:
-    if truth.onset is None:
+    if truth.onset is None or truth.kind == "none":  # nothing to detect
         return None
     for i in range(truth.onset, len(rows)):
         if right[i] and rows[i].action != "none":
@@ -211,19 +226,25 @@ def run_dataset(
     fit_s = time.perf_counter() - started
     labeller = teacher_labeller(reference, spec, threads=plane.settings.threads)
     scores, streams = [], {}
-    for name, drift in SCENARIOS.items():
+    for name, definition in SCENARIOS.items():
         if only and name not in only:
             continue
         console.print(f"[bold]{dataset} / {name}[/]")
+        drift = {k: v for k, v in definition.items() if k != "labels"}
+        drift.setdefault("batch_rows", batch_rows)
         scenario = make_scenario(
             synthesizer,
             reference,
             spec,
-            ScenarioSpec(n_batches=n_batches, onset=onset, batch_rows=batch_rows, **drift),
+            ScenarioSpec(n_batches=n_batches, onset=onset, **drift),
             labeller,
         )
+        truth, late = scenario.truth, definition.get("labels") == "late"
+        if late:
+            truth = truth.model_copy(update={"onset": onset})
+            scenario.batches[onset:] = [_unlabelled(b, spec) for b in scenario.batches[onset:]]
         result = _stream(plane, spec, f"{dataset}-{name}", scenario, console)
-        scores.append(score(name, scenario.truth, result))
+        scores.append(score(name, truth, result, labels_late=late))
         streams[name] = result.to_json()
     return {
         "dataset": dataset,
@@ -236,6 +257,12 @@ def run_dataset(
         "streams": streams,
         "machine": machine(),
     }
+
+
+def _unlabelled(batch: Any, spec: DatasetSpec) -> Any:
+    from tools.data import make_batch
+
+    return make_batch(batch.frame.drop(spec.target), batch.info.batch_id, spec.time_col)
 
 
 def _stream(
@@ -300,7 +327,7 @@ def score_table(results: dict[str, Any]) -> Table:
 
 
 def _delay_text(s: dict[str, Any]) -> str:
-    if s["onset"] is None:
+    if s["onset"] is None or s["kind"] == "none":
         return "-"
     return "missed" if s["detection_delay"] is None else str(s["detection_delay"])
 

@@ -96,7 +96,8 @@ def _scenarios_md(path: Path) -> str:
     header += ["tokens"]
     rows = []
     for x in r["scores"]:
-        delay = "-" if x["onset"] is None else str(x["detection_delay"])
+        nothing_to_detect = x["onset"] is None or x.get("kind") == "none"
+        delay = "-" if nothing_to_detect else str(x["detection_delay"])
         delay = "missed" if delay == "None" else delay
         rows.append(
             [

@@ -144,6 +144,20 @@ def test_expected_actions_follow_the_ground_truth() -> None:
     assert expected(truth("range_shift"), 2, False) == {"monitor", "retrain"}
     assert expected(truth("label_shift"), 2, False) == {"monitor"}
     assert expected(truth("none", onset=None), 5, False) == {"none"}
+    late = truth("none", onset=2)  # labels stop arriving at batch 2
+    assert expected(late, 1, False, labels_late=True) == {"none"}
+    assert expected(late, 2, False, labels_late=True) == {"none", "monitor"}
+
+
+def test_late_labels_score_quarantines_as_wrong_with_nothing_to_detect() -> None:
+    s = score(
+        "late",
+        truth("none", onset=1),
+        stream(row(0, "none"), row(1, "quarantine"), row(2, "monitor")),
+        labels_late=True,
+    )
+    assert s.correct_rate == round(2 / 3, 3) and s.detection_delay is None
+    assert s.false_alarm_quarantine == 0.0  # batch 0 had labels and was accepted
 
 
 def test_score_counts_delay_false_alarms_yield_and_unsafe_promotions() -> None:
