@@ -1,0 +1,694 @@
+"""Policy comparison on real streams: when should a model be retrained?
+
+Four policies see the same batches (flights by month over 2013, credit-card fraud by 4-hour
+windows) and are scored *prequentially*: the model deployed before batch ``i`` is scored on
+batch ``i`` before anything trains on it.
+
+- ``never``: the first champion (trained on the first batch) serves every batch.
+- ``every batch``: after scoring each batch, retrain and deploy the new model.
+- ``every k``: retrain and deploy after every ``k``-th batch.
+- ``driftpilot``: the control loop (``evals.harness.run_stream``): drift report, the champion's
+  performance, Optuna-tuned challenger, champion-vs-challenger gate, risk policy; high-risk
+  promotions are approved by an evaluator principal.
+
+The baselines use the loop's training tool (``tools.train.train_model``, same family, threads
+and seed) with *default hyper-parameters*, without Optuna and without MLflow, on the window
+the loop's retraining uses by default (the last ``retraining.default_window`` accepted batches,
+minus the latest ``holdout_fraction`` of the current batch; the first batch, which trains the
+first champion, is not one of the loop's accepted batches). A batch with a single class has no
+ROC AUC: its score is ``None`` and it is left out of means. The baselines have no quality
+gate: a batch the loop quarantines still trains them (the results count the loop's
+quarantines; the loop's champion is scored on such a batch here, as the loop records no
+metric for it).
+
+    python -m evals.policies [--dataset flights|creditcard|all] [--k 3] [--llm builtin]
+                             [--quick] [--out-dir evals/results]
+
+Prints a table per dataset and writes ``policies_<dataset>.json`` and ``.png`` to the output
+directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from rich.console import Console
+from rich.table import Table
+
+from driftpilot.errors import ModelError
+from driftpilot.policy import Policy
+from driftpilot.service import ControlPlane
+from driftpilot.settings import Settings
+from evals.harness import (
+    BatchRow,
+    StreamResult,
+    StreamSpec,
+    cut,
+    machine,
+    plane_for,
+    run_stream,
+    write_json,
+)
+from tools.datasets import SPECS, load_dataset
+from tools.drift import Scorer, model_performance
+from tools.train import Family, TrainedModel, TrainSpec, train_model
+
+RESULTS = Path(__file__).parent / "results"
+THREADS = 1  # 2 cores: one booster thread (ENVIRONMENT.md); the loop gets the same
+BATCHING = {"flights": "month", "creditcard": "4h"}
+QUICK_BATCHES = 8  # --quick: flights January to August (7 scored months, about 2 minutes)
+TRAINING_TOOLS = ("tune.tune", "train.train_model")  # the loop's training share
+SCORING_TOOLS = ("drift.model_performance",)
+LOOP = "driftpilot"
+NOTES = [
+    "prequential: the model deployed before batch i is scored on batch i before any training "
+    "on it; the first batch trains the first champion of every policy and is not scored",
+    "baselines use default hyper-parameters (no Optuna, no MLflow) and deploy every model they "
+    "train; the DriftPilot loop tunes with Optuna and promotes only a challenger that beats "
+    "the champion on a holdout",
+    "baseline training window = the loop's default: the last retraining.default_window "
+    "batches (the first batch excluded, as in the loop) minus the latest holdout_fraction "
+    "of the current batch",
+    "a batch with a single class has no ROC AUC: reported as null and left out of means",
+    "compute seconds: baselines = training + scoring; the loop = wall time of bootstrap and "
+    "every control run (drift reports, LLM or builtin decisions, tuning, MLflow, audit); "
+    "training_s = time in training tools (the loop: Optuna + train_model from its audit)",
+]
+
+Schedule = Callable[[int], bool]  # batch index -> retrain after scoring it?
+
+
+@dataclass
+class Stream:
+    """A dataset cut into time-ordered batches, with its modelling columns."""
+
+    dataset: str
+    batching: str
+    target: str
+    time_col: str
+    numeric: list[str]
+    categorical: list[str]
+    batches: list[tuple[str, pl.DataFrame]]
+    family: Family = "lightgbm"
+
+
+@dataclass
+class PolicyRow:
+    """One batch under one policy: the prequential score and what the policy did after it."""
+
+    index: int
+    batch_id: str
+    n_rows: int
+    positives: int
+    auc: float | None  # the deployed model on this batch, before training on it
+    retrained: bool = False
+    promoted: bool = False  # a new model serves from the next batch
+    train_s: float = 0.0
+    score_s: float = 0.0
+    note: str = ""
+    action: str | None = None  # the loop only: its decision and outcome
+    outcome: str | None = None
+    drift_share: float | None = None
+    seconds: float | None = None  # the loop only: wall time of the control run
+
+
+@dataclass
+class PolicyRun:
+    """A policy over a whole stream."""
+
+    policy: str
+    rows: list[PolicyRow]
+    compute_s: float
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def scores(self) -> list[float]:
+        return [r.auc for r in self.rows if r.auc is not None]
+
+    def totals(self) -> dict[str, Any]:
+        """Mean and min prequential AUC (over batches with an AUC), retrains, promotions."""
+        scores = self.scores()
+        return {
+            "batches": len(self.rows),
+            "scored": len(scores),
+            "mean_auc": round(statistics.fmean(scores), 4) if scores else None,
+            "min_auc": round(min(scores), 4) if scores else None,
+            "retrains": sum(r.retrained for r in self.rows),
+            "promotions": sum(r.promoted for r in self.rows),
+            "compute_s": round(self.compute_s, 2),
+            **self.meta,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy,
+            "totals": self.totals(),
+            "rows": list(map(asdict, self.rows)),
+        }
+
+
+# -- streams ----------------------------------------------------------------------------------
+
+
+def datasets_for(dataset: str, *, quick: bool) -> list[str]:
+    """The datasets a run covers: ``all`` is both; ``--quick`` is flights only."""
+    if quick:
+        return ["flights"]
+    return ["flights", "creditcard"] if dataset == "all" else [dataset]
+
+
+def stream_for(dataset: str, *, quick: bool = False) -> Stream:
+    """The dataset's batches: flights by calendar month, credit card by 4-hour windows;
+    ``quick`` keeps the first ``QUICK_BATCHES``.
+
+    The datasets come from the default home's dataset cache (read-only use); every policy
+    run gets its own fresh home.
+    """
+    spec = SPECS[dataset]
+    frame = load_dataset(spec.name)  # type: ignore[arg-type]
+    batches = cut(frame, spec.time_col, BATCHING[dataset])
+    if quick:
+        batches = batches[:QUICK_BATCHES]
+    return Stream(
+        dataset=dataset,
+        batching=BATCHING[dataset],
+        target=spec.target,
+        time_col=spec.time_col,
+        numeric=list(spec.numeric),
+        categorical=list(spec.categorical),
+        batches=batches,
+    )
+
+
+def train_spec(stream: Stream, settings: Settings) -> TrainSpec:
+    """The TrainSpec the loop's retraining builds, with default hyper-parameters."""
+    return TrainSpec(
+        family=stream.family,
+        target=stream.target,
+        numeric=stream.numeric,
+        categorical=stream.categorical,
+        time_col=stream.time_col,
+        threads=settings.threads,
+        seed=settings.seed,
+    )
+
+
+def training_window(
+    batches: list[pl.DataFrame], index: int, window: int, holdout_fraction: float, time_col: str
+) -> pl.DataFrame:
+    """Mirror of ``agents.optimizer.training_window`` for the baselines: the last ``window``
+    batches up to ``index`` (batch 0, the bootstrap's, is never one), the current batch minus
+    its latest ``holdout_fraction``."""
+    current = batches[index].sort(time_col)
+    n_hold = max(1, int(current.height * holdout_fraction))
+    earlier = batches[max(1, index - window + 1) : index]
+    return pl.concat([*earlier, current.head(current.height - n_hold)], how="vertical_relaxed")
+
+
+# -- scoring ----------------------------------------------------------------------------------
+
+
+def prequential_auc(model: Scorer, frame: pl.DataFrame, target: str) -> float | None:
+    """ROC AUC of ``model`` on ``frame``; None when the batch holds a single class."""
+    if frame[target].drop_nulls().n_unique() < 2:
+        return None
+    return model_performance(model, frame, target).roc_auc
+
+
+def _scored_row(
+    model: Scorer, index: int, batch_id: str, frame: pl.DataFrame, target: str
+) -> PolicyRow:
+    """Score the deployed model on one batch (before anything trains on it)."""
+    started = time.perf_counter()
+    auc = prequential_auc(model, frame, target)
+    return PolicyRow(
+        index=index,
+        batch_id=batch_id,
+        n_rows=frame.height,
+        positives=int(frame[target].fill_null(0).sum()),
+        auc=auc,
+        score_s=round(time.perf_counter() - started, 3),
+        note="" if auc is not None else "single class: no AUC",
+    )
+
+
+# -- baselines --------------------------------------------------------------------------------
+
+
+def schedules(k: int) -> dict[str, Schedule]:
+    """The baseline policies: never, every batch, every ``k``-th batch."""
+    return {
+        "never": lambda index: False,
+        "every batch": lambda index: True,
+        f"every {k}": lambda index: index % k == 0,
+    }
+
+
+def run_baseline(
+    policy: str,
+    stream: Stream,
+    schedule: Schedule,
+    spec: TrainSpec,
+    *,
+    window: int,
+    holdout_fraction: float,
+) -> PolicyRun:
+    """Train the first model on batch 0; for each later batch, score the deployed model on it,
+    then retrain (and deploy) on the window ending at it when ``schedule`` says so."""
+    frames = [frame for _, frame in stream.batches]
+    started = time.perf_counter()
+    model = train_model(frames[0], spec)
+    bootstrap_s = time.perf_counter() - started
+    rows = []
+    for index in range(1, len(frames)):
+        batch_id, frame = stream.batches[index]
+        row = _scored_row(model, index, batch_id, frame, stream.target)
+        if schedule(index):
+            window_rows = training_window(frames, index, window, holdout_fraction, stream.time_col)
+            model = _retrain(model, window_rows, spec, row)
+        rows.append(row)
+    training_s = bootstrap_s + sum(r.train_s for r in rows)
+    compute_s = training_s + sum(r.score_s for r in rows)
+    meta = {"training_s": round(training_s, 2), "bootstrap_train_s": round(bootstrap_s, 2)}
+    return PolicyRun(policy, rows, compute_s, meta)
+
+
+def _retrain(
+    model: TrainedModel, window: pl.DataFrame, spec: TrainSpec, row: PolicyRow
+) -> TrainedModel:
+    """Fit on ``window`` and deploy it; a window that cannot train (a single class, too few
+    rows) keeps the deployed model, and the row says why."""
+    started = time.perf_counter()
+    try:
+        fitted = train_model(window, spec)
+    except ModelError as exc:
+        row.train_s = round(time.perf_counter() - started, 3)
+        row.note = _join(row.note, f"retrain failed, model kept: {exc}")
+        return model
+    row.train_s = round(time.perf_counter() - started, 3)
+    row.retrained = row.promoted = True
+    return fitted
+
+
+def _join(*notes: str) -> str:
+    return "; ".join(note for note in notes if note)
+
+
+def _warm_up() -> None:
+    """Import the booster and the metrics before any timing: the first policy must not pay
+    for the imports."""
+    import lightgbm  # noqa: F401
+    import sklearn.metrics  # noqa: F401
+
+
+def run_baselines(stream: Stream, *, k: int, console: Console | None = None) -> list[PolicyRun]:
+    """Never / every batch / every ``k``: the loop's training tool with default parameters."""
+    policy = Policy.load(None)
+    _warm_up()
+    with tempfile.TemporaryDirectory(prefix="driftpilot-policies-") as home:
+        settings = Settings(home=Path(home), threads=THREADS)
+        spec = train_spec(stream, settings)
+        runs = []
+        for name, schedule in schedules(k).items():
+            if console is not None:
+                console.print(f"[dim]{stream.dataset}: baseline {name!r}...[/dim]")
+            runs.append(
+                run_baseline(
+                    name,
+                    stream,
+                    schedule,
+                    spec,
+                    window=policy.retraining.default_window,
+                    holdout_fraction=policy.retraining.holdout_fraction,
+                )
+            )
+    return runs
+
+
+# -- the DriftPilot loop ----------------------------------------------------------------------
+
+
+def run_loop(
+    stream: Stream, *, llm: str, console: Console | None = None
+) -> tuple[PolicyRun, StreamResult]:
+    """The control loop over the stream (``evals.harness.run_stream``) in a fresh home.
+
+    Batches the loop left without a champion metric (quarantined) are scored here with the
+    champion deployed at that batch, so every policy has a score on every batch.
+    """
+    with tempfile.TemporaryDirectory(prefix="driftpilot-policies-") as home:
+        plane = plane_for(Path(home), llm=llm, threads=THREADS)
+        try:
+            spec = StreamSpec(
+                name=stream.dataset,
+                target=stream.target,
+                time_col=stream.time_col,
+                numeric=stream.numeric,
+                categorical=stream.categorical,
+                family=stream.family,
+            )
+            result = run_stream(plane, spec, stream.batches, console=console)
+            tools = tool_seconds(plane)
+            rows = [_loop_row(r, stream, tools.get(r.run_id, {})) for r in result.rows]
+            fill_unscored(plane, stream, result, rows)
+        finally:
+            plane.close()
+    totals = _sum_tools(tools)
+    training_s = sum(totals.get(t, 0.0) for t in TRAINING_TOOLS)
+    meta = {
+        "training_s": round(training_s, 2),
+        "bootstrap_s": round(result.bootstrap_s, 2),
+        "tool_s": {name: round(s, 2) for name, s in sorted(totals.items())},
+        **{  # the harness's own counts (quarantines, LLM decisions, tokens, fallbacks...)
+            key: value
+            for key, value in result.totals().items()
+            if key not in ("batches", "retrains", "promotions", "wall_s")
+        },
+        "audit_verified": result.audit_verified,
+    }
+    return PolicyRun(LOOP, rows, result.wall_s, meta), result
+
+
+def tool_seconds(plane: ControlPlane) -> dict[str, dict[str, float]]:
+    """Seconds spent per tool, per run id, from the audit's tool calls."""
+    out: dict[str, dict[str, float]] = {}
+    for record in plane.audit():
+        if record.get("table") != "tool_calls":
+            continue
+        per_run = out.setdefault(str(record["run_id"]), {})
+        tool = str(record["tool"])
+        per_run[tool] = per_run.get(tool, 0.0) + float(record.get("latency_ms") or 0.0) / 1000
+    return out
+
+
+def _sum_tools(per_run: dict[str, dict[str, float]]) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for tools in per_run.values():
+        for tool, seconds in tools.items():
+            totals[tool] = totals.get(tool, 0.0) + seconds
+    return totals
+
+
+def _loop_row(row: BatchRow, stream: Stream, tools: dict[str, float]) -> PolicyRow:
+    frame = stream.batches[row.index][1]
+    return PolicyRow(
+        index=row.index,
+        batch_id=row.batch_id,
+        n_rows=row.n_rows,
+        positives=int(frame[stream.target].fill_null(0).sum()),
+        auc=row.champion_metric,
+        retrained=row.retrained,
+        promoted=row.promoted is not None,
+        train_s=round(sum(tools.get(t, 0.0) for t in TRAINING_TOOLS), 3),
+        score_s=round(sum(tools.get(t, 0.0) for t in SCORING_TOOLS), 3),
+        note="" if row.champion_metric is not None else f"no champion metric ({row.action})",
+        action=row.action,
+        outcome=row.outcome,
+        drift_share=row.drift_share,
+        seconds=row.seconds,
+    )
+
+
+def fill_unscored(
+    plane: ControlPlane, stream: Stream, result: StreamResult, rows: list[PolicyRow]
+) -> None:
+    """Score the champion deployed at each batch the loop left without a metric (a
+    quarantined batch, say); a single-class batch stays None."""
+    from tools import registry
+
+    history = registry.champion_history(stream.dataset, plane.settings)
+    if not history:
+        raise ModelError(f"{stream.dataset!r} has no champion history after its stream")
+    deployed = history[0]  # the bootstrap champion
+    loaded: dict[int, TrainedModel] = {}
+    for batch, row in zip(result.rows, rows, strict=True):
+        frame = stream.batches[row.index][1]
+        if row.auc is None and frame[stream.target].drop_nulls().n_unique() == 2:
+            if batch.promoted is not None:  # scored after its promotion: not prequential
+                row.note = f"unscored: no champion metric and v{batch.promoted} promoted"
+            else:
+                if deployed not in loaded:
+                    loaded[deployed] = registry.load_version(
+                        stream.dataset, deployed, plane.settings
+                    )
+                row.auc = prequential_auc(loaded[deployed], frame, stream.target)
+                row.note = _join(row.note, f"scored by the eval with champion v{deployed}")
+        elif row.auc is None:
+            row.note = "single class: no AUC"
+        if batch.promoted is not None:
+            deployed = batch.promoted
+
+
+# -- output -----------------------------------------------------------------------------------
+
+
+def policy_table(runs: list[PolicyRun], title: str) -> Table:
+    """Per policy: mean and min prequential AUC, retrains, promotions, compute seconds."""
+    table = Table(title=title)
+    table.add_column("policy", no_wrap=True)
+    for name in ("mean AUC", "min AUC", "scored", "retrains", "promotions"):
+        table.add_column(name, justify="right")
+    table.add_column("compute s", justify="right")
+    table.add_column("of which training s", justify="right")
+    for run in runs:
+        t = run.totals()
+        table.add_row(
+            run.policy,
+            _fmt(t["mean_auc"]),
+            _fmt(t["min_auc"]),
+            f"{t['scored']}/{t['batches']}",
+            str(t["retrains"]),
+            str(t["promotions"]),
+            f"{t['compute_s']:.1f}",
+            f"{t['training_s']:.1f}",
+        )
+    return table
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def plot_policies(runs: list[PolicyRun], path: Path, *, title: str) -> Path:
+    """Prequential AUC per batch and policy (top) and when each policy retrained or
+    promoted (bottom). Written as PNG with matplotlib's Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (curve, events) = plt.subplots(
+        2, 1, figsize=(11, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1.3]}
+    )
+    colors = [matplotlib.colormaps["tab10"](i) for i in range(10)]
+    for lane, run in enumerate(runs):
+        color = colors[lane % len(colors)]
+        _plot_curve(curve, run, color)
+        _plot_events(events, run, lane, color)
+    _mark_unscored(curve, runs[0])
+    labels = [(r.index, r.batch_id) for r in runs[0].rows]
+    events.set_xticks([i for i, _ in labels], [b for _, b in labels], rotation=45, ha="right")
+    events.set_yticks(range(len(runs)), [r.policy for r in runs])
+    events.set_ylim(-0.6, len(runs) - 0.4)
+    events.invert_yaxis()
+    events.set_xlabel("batch (a model trained after a batch serves from the next one)")
+    events.legend(handles=_event_legend(), loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    curve.set_ylabel("prequential ROC AUC")
+    curve.set_title(title)
+    curve.grid(alpha=0.3)
+    curve.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _plot_curve(ax: Any, run: PolicyRun, color: Any) -> None:
+    xs = [r.index for r in run.rows]
+    ys = [float("nan") if r.auc is None else r.auc for r in run.rows]
+    mean = run.totals()["mean_auc"]
+    label = f"{run.policy} (mean {mean:.3f})" if mean is not None else run.policy
+    ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.6, color=color, label=label)
+    retrained = [(r.index, r.auc) for r in run.rows if r.retrained and r.auc is not None]
+    if retrained:
+        ax.scatter(
+            *zip(*retrained, strict=True),
+            marker="^",
+            s=55,
+            facecolors="none",
+            edgecolors=[color],
+            linewidths=1.3,
+            zorder=3,
+        )
+    if run.policy == LOOP:
+        promoted = [(r.index, r.auc) for r in run.rows if r.promoted and r.auc is not None]
+        if promoted:
+            ax.scatter(
+                *zip(*promoted, strict=True),
+                marker="*",
+                s=170,
+                color=color,
+                edgecolors="black",
+                linewidths=0.6,
+                zorder=4,
+            )
+
+
+def _plot_events(ax: Any, run: PolicyRun, lane: int, color: Any) -> None:
+    retrained = [r.index for r in run.rows if r.retrained]
+    shift = -0.18 if run.policy == LOOP else 0.0  # the loop's stars sit just below
+    ax.scatter(
+        retrained,
+        [lane + shift] * len(retrained),
+        marker="^",
+        s=60,
+        facecolors="none",
+        edgecolors=[color],
+        linewidths=1.3,
+    )
+    if run.policy == LOOP:
+        promoted = [r.index for r in run.rows if r.promoted]
+        ax.scatter(
+            promoted,
+            [lane - shift] * len(promoted),
+            marker="*",
+            s=170,
+            color=color,
+            edgecolors="black",
+            linewidths=0.6,
+            zorder=3,
+        )
+    ax.axhline(lane, color=color, alpha=0.15, linewidth=6)
+
+
+def _mark_unscored(ax: Any, run: PolicyRun) -> None:
+    """A dotted line where a batch has a single class (no AUC for any policy)."""
+    for row in run.rows:
+        if row.auc is None and row.note.startswith("single class"):
+            ax.axvline(row.index, color="grey", linestyle=":", linewidth=1)
+            ax.annotate(
+                "one class: no AUC",
+                (row.index, 0.02),
+                xycoords=("data", "axes fraction"),
+                rotation=90,
+                fontsize=7,
+                color="grey",
+                ha="right",
+            )
+
+
+def _event_legend() -> list[Any]:
+    from matplotlib.lines import Line2D
+
+    return [
+        Line2D(
+            [],
+            [],
+            marker="^",
+            linestyle="none",
+            markerfacecolor="none",
+            markeredgecolor="black",
+            markersize=8,
+            label="retrained after this batch",
+        ),
+        Line2D(
+            [],
+            [],
+            marker="*",
+            linestyle="none",
+            color="black",
+            markersize=11,
+            label="DriftPilot promoted",
+        ),
+    ]
+
+
+# -- entry points -----------------------------------------------------------------------------
+
+
+def compare_policies(
+    dataset: str,
+    *,
+    k: int,
+    llm: str,
+    quick: bool,
+    console: Console | None,
+    out_dir: Path = RESULTS,
+) -> dict[str, Any]:
+    """Run the four policies on one dataset's stream; print the table, write the JSON and the
+    plot (``policies_<dataset>[_quick].json|png`` under ``out_dir``) and return the JSON.
+    ``quick`` keeps the stream's first ``QUICK_BATCHES`` batches."""
+    started = time.perf_counter()
+    stream = stream_for(dataset, quick=quick)
+    runs = run_baselines(stream, k=k, console=console)
+    loop, result = run_loop(stream, llm=llm, console=console)
+    runs.append(loop)
+    policy = Policy.load(None)
+    stem = f"policies_{dataset}" + ("_quick" if quick else "")
+    title = f"{dataset}: batches by {stream.batching}, prequential ROC AUC (LLM {llm})"
+    payload = {
+        "dataset": dataset,
+        "batching": stream.batching,
+        "batches": [batch_id for batch_id, _ in stream.batches],
+        "quick": quick,
+        "k": k,
+        "llm": llm,
+        "backend": result.backend,
+        "family": stream.family,
+        "threads": THREADS,
+        "window": policy.retraining.default_window,
+        "holdout_fraction": policy.retraining.holdout_fraction,
+        "notes": NOTES,
+        "machine": machine(),
+        "elapsed_s": round(time.perf_counter() - started, 2),
+        "totals": {run.policy: run.totals() for run in runs},
+        "policies": {run.policy: run.to_json() for run in runs},
+        "loop_stream": result.to_json(),
+    }
+    write_json(out_dir / f"{stem}.json", payload)
+    plot_policies(runs, out_dir / f"{stem}.png", title=title)
+    if console is not None:
+        console.print(policy_table(runs, title))
+        console.print(f"[dim]wrote {out_dir / stem}.json and .png[/dim]")
+    return payload
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--dataset", choices=["flights", "creditcard", "all"], default="all")
+    parser.add_argument("--k", type=int, default=3, help="the every-k baseline's period")
+    parser.add_argument("--llm", default="builtin", help="builtin | openai:<m> | ollama:<m>")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"flights only, its first {QUICK_BATCHES} months (about 2 minutes)",
+    )
+    parser.add_argument("--out-dir", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if args.k < 1:
+        parser.error("--k must be at least 1")
+    datasets = datasets_for(args.dataset, quick=args.quick)
+    console = Console()
+    if not console.is_terminal:  # piped to a file: room for the table's columns
+        console.width = max(console.width, 110)
+    console.print("[dim]" + "\n".join(f"- {note}" for note in NOTES) + "[/dim]")
+    return [
+        compare_policies(
+            name, k=args.k, llm=args.llm, quick=args.quick, console=console, out_dir=args.out_dir
+        )
+        for name in datasets
+    ]
+
+
+if __name__ == "__main__":
+    main()

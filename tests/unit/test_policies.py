@@ -1,0 +1,227 @@
+"""The policy comparison's bookkeeping on tiny synthetic streams (no real data, no MLflow)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
+
+import numpy as np
+import polars as pl
+import pytest
+
+from evals.harness import BatchRow, StreamResult
+from evals.policies import (
+    LOOP,
+    PolicyRow,
+    PolicyRun,
+    Stream,
+    fill_unscored,
+    plot_policies,
+    prequential_auc,
+    run_baseline,
+    schedules,
+    training_window,
+)
+from tools.train import TrainSpec
+
+ROWS = 600
+FLIP_AT = 3  # batches 0-2: label = x > 0; batches 3-5: label = x < 0
+
+
+def _batch(index: int, *, flipped: bool, rng: np.random.Generator) -> pl.DataFrame:
+    x = rng.uniform(-1, 1, ROWS)
+    noise = rng.random(ROWS) < 0.05
+    label = ((x < 0) if flipped else (x > 0)) ^ noise
+    return pl.DataFrame(
+        {
+            "t": np.arange(index * ROWS, (index + 1) * ROWS),
+            "x": x,
+            "z": rng.normal(size=ROWS),
+            "y": label.astype(np.int8),
+        }
+    )
+
+
+def _stream(frames: list[pl.DataFrame]) -> Stream:
+    return Stream(
+        dataset="synthetic",
+        batching=f"{ROWS}",
+        target="y",
+        time_col="t",
+        numeric=["x", "z"],
+        categorical=[],
+        batches=[(f"b{i}", frame) for i, frame in enumerate(frames)],
+    )
+
+
+@pytest.fixture(scope="module")
+def flip() -> Stream:
+    rng = np.random.default_rng(7)
+    return _stream([_batch(i, flipped=i >= FLIP_AT, rng=rng) for i in range(6)])
+
+
+@pytest.fixture(scope="module")
+def spec() -> TrainSpec:
+    return TrainSpec(target="y", numeric=["x", "z"], time_col="t", max_rounds=60, seed=42)
+
+
+def _aucs(run: PolicyRun) -> dict[int, float | None]:
+    return {row.index: row.auc for row in run.rows}
+
+
+def test_every_batch_recovers_after_the_flip_and_never_does_not(
+    flip: Stream, spec: TrainSpec
+) -> None:
+    never = run_baseline("never", flip, schedules(3)["never"], spec, window=1, holdout_fraction=0.3)
+    every = run_baseline(
+        "every batch", flip, schedules(3)["every batch"], spec, window=1, holdout_fraction=0.3
+    )
+    assert [r.index for r in never.rows] == [1, 2, 3, 4, 5]  # batch 0 trains, is not scored
+    n, e = _aucs(never), _aucs(every)
+    assert all(n[i] > 0.85 for i in (1, 2)) and all(n[i] < 0.15 for i in (3, 4, 5))
+    # Prequential: batch 3 is scored by the model trained *before* it (the old relation); a
+    # policy that trained on batch 3 first would score it high here.
+    assert e[3] < 0.15
+    assert e[4] > 0.85 and e[5] > 0.85
+    assert never.totals()["retrains"] == 0 and every.totals()["retrains"] == 5
+    assert every.totals()["promotions"] == 5
+    assert every.totals()["mean_auc"] > never.totals()["mean_auc"]
+
+
+def test_default_window_recovers_once_it_holds_only_new_batches(
+    flip: Stream, spec: TrainSpec
+) -> None:
+    every = run_baseline(
+        "every batch", flip, schedules(3)["every batch"], spec, window=2, holdout_fraction=0.3
+    )
+    aucs = _aucs(every)
+    assert aucs[3] < 0.15  # still the old relation
+    assert aucs[5] > 0.85  # trained on batches 3 and 4 (minus 4's holdout)
+
+
+def test_every_k_retrains_after_every_kth_batch(flip: Stream, spec: TrainSpec) -> None:
+    run = run_baseline(
+        "every 2", flip, schedules(2)["every 2"], spec, window=1, holdout_fraction=0.3
+    )
+    assert [r.index for r in run.rows if r.retrained] == [2, 4]
+    assert run.compute_s >= sum(r.train_s + r.score_s for r in run.rows)
+    assert run.totals()["training_s"] > 0
+
+
+def test_training_window_mirrors_the_loop(flip: Stream) -> None:
+    frames = [frame for _, frame in flip.batches]
+    hold = int(ROWS * 0.3)
+    first = training_window(frames, 1, 2, 0.3, "t")  # batch 0 trained the first champion only
+    assert first.height == ROWS - hold
+    assert first["t"].max() < frames[1]["t"].sort()[ROWS - hold]
+    later = training_window(frames, 3, 2, 0.3, "t")
+    assert later.height == 2 * ROWS - hold
+    assert later["t"].min() == frames[2]["t"].min()
+    assert later["t"].max() == frames[3]["t"].sort()[ROWS - hold - 1]  # latest 30 % held out
+
+
+def test_a_single_class_batch_has_no_auc_and_is_left_out_of_means(spec: TrainSpec) -> None:
+    rng = np.random.default_rng(3)
+    frames = [_batch(i, flipped=False, rng=rng) for i in range(4)]
+    frames[2] = frames[2].with_columns(pl.lit(0, dtype=pl.Int8).alias("y"))
+    stream = _stream(frames)
+    run = run_baseline(
+        "every batch", stream, schedules(3)["every batch"], spec, window=1, holdout_fraction=0.3
+    )
+    rows = {row.index: row for row in run.rows}
+    assert rows[2].auc is None and rows[2].note.startswith("single class")
+    # Training on the one-class batch fails: the deployed model stays, and the row says so.
+    assert not rows[2].retrained and "retrain failed" in rows[2].note
+    totals = run.totals()
+    assert totals["scored"] == 2 and totals["batches"] == 3
+    assert totals["mean_auc"] == pytest.approx(np.mean([rows[1].auc, rows[3].auc]), abs=1e-4)
+    assert prequential_auc(_Constant(), frames[2], "y") is None
+
+
+class _Constant:
+    def predict_proba(self, frame: pl.DataFrame) -> np.ndarray:
+        return np.full(frame.height, 0.5)
+
+
+def test_the_plot_is_written_as_png(tmp_path: Path) -> None:
+    def run(policy: str, aucs: list[float | None], retrain: set[int]) -> PolicyRun:
+        rows = [
+            PolicyRow(
+                index=i + 1,
+                batch_id=f"2013-{i + 2:02d}",
+                n_rows=10,
+                positives=3,
+                auc=auc,
+                retrained=i + 1 in retrain,
+                promoted=i + 1 in retrain,
+                note="" if auc is not None else "single class: no AUC",
+            )
+            for i, auc in enumerate(aucs)
+        ]
+        return PolicyRun(policy, rows, 1.0, {"training_s": 0.5})
+
+    runs = [
+        run("never", [0.7, None, 0.6], set()),
+        run("every batch", [0.7, None, 0.72], {1, 2, 3}),
+        run(LOOP, [0.7, None, 0.71], {2}),
+    ]
+    path = plot_policies(runs, tmp_path / "sub" / "policies_x.png", title="test")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_batches_without_a_loop_metric_are_scored_with_the_champion_then_deployed(
+    monkeypatch: pytest.MonkeyPatch, flip: Stream
+) -> None:
+    from tools import registry
+
+    class Versioned:
+        def __init__(self, version: int) -> None:
+            self.version = version
+
+        def predict_proba(self, frame: pl.DataFrame) -> np.ndarray:
+            x = frame["x"].to_numpy()
+            return x if self.version == 1 else -x  # v1: the old relation, v2: the flipped one
+
+    loaded: list[int] = []
+
+    def load_version(name: str, version: int, settings: object) -> Versioned:
+        loaded.append(version)
+        return Versioned(version)
+
+    monkeypatch.setattr(registry, "champion_history", lambda name, settings: [1, 2])
+    monkeypatch.setattr(registry, "load_version", load_version)
+
+    def batch(index: int, metric: float | None, action: str, promoted: int | None) -> BatchRow:
+        return BatchRow(
+            index=index,
+            batch_id=f"b{index}",
+            n_rows=ROWS,
+            drift_share=None,
+            champion_metric=metric,
+            action=action,
+            outcome="x",
+            risk_tier=None,
+            promoted=promoted,
+            retrained=promoted is not None,
+            seconds=1.0,
+            run_id=f"r{index}",
+        )
+
+    loop_rows = [
+        batch(1, None, "quarantine", None),  # deployed: v1
+        batch(2, 0.9, "retrain", 2),
+        batch(3, None, "quarantine", None),  # deployed: v2 (promoted on batch 2)
+        batch(4, 0.9, "monitor", None),
+    ]
+    result = StreamResult("synthetic", "builtin", "builtin", loop_rows, 0.0, 0.0, True, None)
+    rows = [
+        PolicyRow(r.index, r.batch_id, r.n_rows, 0, r.champion_metric, r.retrained)
+        for r in loop_rows
+    ]
+    fill_unscored(cast(Any, SimpleNamespace(settings=None)), flip, result, rows)
+    assert rows[0].auc is not None and rows[0].auc > 0.85  # v1 on batch 1 (old relation)
+    # Batch 3 follows the flipped relation: v2 scores it high, v1 would score it low.
+    assert rows[2].auc is not None and rows[2].auc > 0.85
+    assert "champion v2" in rows[2].note
+    assert loaded == [1, 2] and rows[1].auc == 0.9
