@@ -32,7 +32,7 @@ from rich.table import Table
 from driftpilot.errors import ConfigError, DataError, SchemaError
 from driftpilot.llm import Backend
 from driftpilot.service import ControlPlane, RunView
-from driftpilot.settings import Settings
+from driftpilot.settings import Settings, get_settings
 
 Approvals = Literal["approve", "reject", "wait"]
 REQUESTER = "driftpilot-eval"
@@ -138,7 +138,12 @@ def plane_for(
     agents receive in turn, round and round. A script that always proposes the same thing
     shows what the policy lets through when the model is wrong or hostile.
     """
-    settings = Settings(home=home, llm=llm, policy_path=policy, threads=threads)
+    # The cache (downloaded datasets, fitted synthesizers, keyed by content) is the user's:
+    # an eval should not download or fit again what the last one already did.
+    shared_cache = get_settings().cache_dir
+    settings = Settings(
+        home=home, llm=llm, policy_path=policy, threads=threads, cache_dir=shared_cache
+    )
     backend = (
         scripted_backend(Path(llm.removeprefix("scripted:")))
         if llm.startswith("scripted:")
