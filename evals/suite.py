@@ -124,7 +124,8 @@ def _policies_md(path: Path) -> str:
     tier = "quick" if r.get("quick") else "full"
     title = (
         f"### Policies: {r['dataset']} by {r['batching']} ({tier}, LLM `{r['llm']}`)\n\n"
-        f"Prequential ROC AUC over {len(r['batches'])} batches; measured "
+        f"Prequential ROC AUC on {len(r['batches']) - 1} batches (the first trains every "
+        f"policy's first champion); measured "
         f"{r['machine']['measured_at']}.\n\n"
         f"![{r['dataset']}](results/{path.with_suffix('.png').name})\n\n"
     )
