@@ -15,6 +15,7 @@ share counts only the columns that were tested.
 from __future__ import annotations
 
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -139,11 +140,12 @@ def data_drift(
     tested_num = [c for c in numeric if c not in skipped]
     tested_cat = [c for c in categorical if c not in skipped]
     if tested_num or tested_cat:
-        snapshot = _run_preset(ref_pd, cur_pd, tested_num, tested_cat, cfg)
-        result = _parse_snapshot(snapshot.dict(), cfg.drift_share)
-        if report_path is not None:
-            report_path.parent.mkdir(parents=True, exist_ok=True)
-            snapshot.save_html(str(report_path))
+        with _one_blas_thread():
+            snapshot = _run_preset(ref_pd, cur_pd, tested_num, tested_cat, cfg)
+            result = _parse_snapshot(snapshot.dict(), cfg.drift_share)
+            if report_path is not None:
+                report_path.parent.mkdir(parents=True, exist_ok=True)
+                snapshot.save_html(str(report_path))
     else:
         result, report_path = _nothing_tested(), None
     return result.model_copy(
@@ -155,6 +157,19 @@ def data_drift(
             "elapsed_s": round(time.perf_counter() - started, 3),
         }
     )
+
+
+def _one_blas_thread() -> AbstractContextManager[Any]:
+    """BLAS (OpenBLAS under numpy and scipy) limited to one thread while Evidently works.
+
+    Evidently makes many small BLAS calls (correlations, distances, plot data); after each
+    one OpenBLAS's worker threads busy-wait. Profiled on a 2-core machine: a second thread
+    spun ~1.5 CPU s during a 2.2 s report on 20k x 16 rows (40 % of the CPU of a monitor
+    run), with no gain in wall time. One thread also makes the scores independent of the
+    core count (a multi-threaded dot product sums in another order: last-digit changes)."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _methods_for_size(cfg: DriftConfig, n_current: int) -> DriftConfig:
