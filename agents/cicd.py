@@ -12,7 +12,7 @@ from agents.base import Outcome
 from agents.context import RunContext
 from driftpilot.audit.models import ChampionChange
 from driftpilot.audit.store import promotion_action
-from driftpilot.policy import Policy, RiskInputs
+from driftpilot.policy import Policy, RiskAssessment, RiskInputs
 from tools import registry
 
 NAME = "cicd"
@@ -30,23 +30,40 @@ class CicdDecision(BaseModel):
     rationale: str = Field(description="Why this tier.")
 
 
+def risk_inputs(
+    evaluation: dict[str, Any], retraining: dict[str, Any], champion_family: str
+) -> RiskInputs:
+    """What the risk rules look at, from the evaluator's and the retraining's slices."""
+    has_champion = evaluation.get("champion_version") is not None
+    return RiskInputs(
+        has_champion=has_champion,
+        champion_family=champion_family if has_champion else None,
+        challenger_family=retraining["family"],
+        gain=evaluation["gain"],
+        ci_low=evaluation["ci_low"],
+        ci_high=evaluation["ci_high"],
+        divergence=evaluation["prediction_divergence"],
+        window_quality_warnings=retraining["window_quality_warnings"],
+    )
+
+
+def policy_decision(risk: RiskAssessment, summary: str) -> CicdDecision:
+    """The policy's own decision: its tier, with every rule that fired as the rationale."""
+    reasons = "; ".join(risk.reasons) or "no high-risk rule fired"
+    return CicdDecision(
+        risk_tier=risk.tier,
+        request_summary=summary,
+        rationale=f"Policy risk tier {risk.tier}: {reasons}.",
+    )
+
+
 def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     run_id, model = state["run_id"], state["model"]
     done = ctx.store.effect(run_id, NAME)
     if done is not None:  # replay: the tier (and any approval request) stands as decided
         return {"cicd": done}
     ev, rt = state["evaluation"], state["retraining"]
-    champ_family = ctx.model(model).family if ev.get("champion_version") else None
-    inputs = RiskInputs(
-        has_champion=ev.get("champion_version") is not None,
-        champion_family=champ_family,
-        challenger_family=rt["family"],
-        gain=ev["gain"],
-        ci_low=ev["ci_low"],
-        ci_high=ev["ci_high"],
-        divergence=ev["prediction_divergence"],
-        window_quality_warnings=rt["window_quality_warnings"],
-    )
+    inputs = risk_inputs(ev, rt, ctx.model(model).family)
     risk = ctx.call(
         run_id,
         NAME,
@@ -60,12 +77,7 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         f"{ev['metric']} {ev['champion']:.4f} -> {ev['challenger']:.4f} "
         f"(gain {ev['gain']:+.4f}, CI {ev['ci_low']:+.4f} to {ev['ci_high']:+.4f})."
     )
-    reasons = "; ".join(risk.reasons) or "no high-risk rule fired"
-    fallback = CicdDecision(
-        risk_tier=risk.tier,
-        request_summary=summary,
-        rationale=f"Policy risk tier {risk.tier}: {reasons}.",
-    )
+    fallback = policy_decision(risk, summary)
     evidence = {"risk": risk.model_dump(), "inputs": inputs.model_dump()}
     outcome = ctx.decide(
         NAME,

@@ -3,6 +3,7 @@ run the study on the default training window."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 import polars as pl
@@ -10,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from agents.context import RunContext
 from driftpilot.errors import LLMError
+from driftpilot.policy import OptimizerLimits
 from tools.train import TrainSpec
 from tools.tune import TuneBudget, tune
 
@@ -43,20 +45,23 @@ def training_window(
     return pl.concat(frames, how="vertical_relaxed"), holdout
 
 
-def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
-    run_id, model = state["run_id"], state["model"]
-    limits = ctx.policy.optimizer
-    champ_family = ctx.model(model).family
-    fallback = OptimizerPlan(
-        family=champ_family if champ_family in limits.families else limits.default_family,
+def default_plan(limits: OptimizerLimits, champion_family: str) -> OptimizerPlan:
+    """The policy's plan: the champion's family (if allowed) and the default budget."""
+    plan = OptimizerPlan(
+        family=champion_family if champion_family in limits.families else limits.default_family,
         n_trials=limits.default_trials,
         timeout_s=min(120.0, limits.max_timeout_s),
         rationale="",
     )
-    fallback.rationale = (
-        f"Keep the champion's family {fallback.family}; {fallback.n_trials} trials "
+    plan.rationale = (
+        f"Keep the champion's family {plan.family}; {plan.n_trials} trials "
         f"(policy default, limits {limits.min_trials}-{limits.max_trials})."
     )
+    return plan
+
+
+def plan_check(limits: OptimizerLimits) -> Callable[[OptimizerPlan], None]:
+    """The bounds a proposed plan must keep (the LLM's plan is refused outside them)."""
 
     def check(p: OptimizerPlan) -> None:
         if p.family not in limits.families:
@@ -70,6 +75,14 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
                 f"timeout <= {limits.max_timeout_s}"
             )
 
+    return check
+
+
+def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
+    run_id, model = state["run_id"], state["model"]
+    limits = ctx.policy.optimizer
+    champ_family = ctx.model(model).family
+    fallback = default_plan(limits, champ_family)
     evidence = {
         "champion_family": champ_family,
         "drift": {
@@ -82,7 +95,7 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         evidence,
         limits.model_dump(),
         fallback,
-        check=check,
+        check=plan_check(limits),
     )
     plan = outcome.decision
     spec = ctx.spec(model)

@@ -43,17 +43,17 @@ from langgraph.types import interrupt
 from pydantic import BaseModel, Field
 
 from agents.base import AgentTool, Outcome
-from agents.cicd import CicdDecision
+from agents.cicd import CicdDecision, policy_decision, risk_inputs
 from agents.context import RunContext
 from agents.drift_analyst import DriftVerdict
 from agents.evaluator import EvaluationVerdict
 from agents.ingestion import IngestionDecision
-from agents.optimizer import OptimizerPlan
+from agents.optimizer import OptimizerPlan, default_plan, plan_check
 from agents.retraining import RetrainPlan
 from driftpilot.audit.models import ManagedModel, Run
 from driftpilot.errors import LLMError, NotFound, PolicyViolation, RunStateError
 from driftpilot.llm import Backend, make_backend
-from driftpilot.policy import OptimizerLimits, Policy, RiskInputs
+from driftpilot.policy import Policy, RiskInputs
 from driftpilot.service import ControlPlane
 from driftpilot.settings import Settings
 from graphs.control import build_control_graph, run_outcome
@@ -367,24 +367,6 @@ def _drift(state: dict[str, Any], ctx: RunContext, ev: Evidence) -> dict[str, An
     return {"drift": {**ev.final["drift"], **replayed, "replay": _meta(outcome, verdict.rationale)}}
 
 
-def _plan_check(limits: OptimizerLimits) -> Callable[[OptimizerPlan], None]:
-    """The optimizer's bounds, as agents.optimizer checks them."""
-
-    def check(plan: OptimizerPlan) -> None:
-        if plan.family not in limits.families:
-            raise LLMError(f"family {plan.family!r} not allowed: {limits.families}")
-        if (
-            not limits.min_trials <= plan.n_trials <= limits.max_trials
-            or not 0 < plan.timeout_s <= limits.max_timeout_s
-        ):
-            raise LLMError(
-                f"budget out of limits: trials {limits.min_trials}-{limits.max_trials}, "
-                f"timeout <= {limits.max_timeout_s}"
-            )
-
-    return check
-
-
 def _optimizer(state: dict[str, Any], ctx: RunContext, ev: Evidence) -> dict[str, Any]:
     if "optimizer" not in ev.final:
         _evidence_ends(
@@ -394,19 +376,9 @@ def _optimizer(state: dict[str, Any], ctx: RunContext, ev: Evidence) -> dict[str
         )
     shown = ev.recorded("optimizer", ("champion_family", "drift"))
     limits = ctx.policy.optimizer
-    family = shown["champion_family"]
-    fallback = OptimizerPlan(
-        family=family if family in limits.families else limits.default_family,
-        n_trials=limits.default_trials,
-        timeout_s=min(120.0, limits.max_timeout_s),  # as agents.optimizer
-        rationale="",
-    )
-    fallback.rationale = (
-        f"Keep the champion's family {fallback.family}; {fallback.n_trials} trials "
-        f"(policy default, limits {limits.min_trials}-{limits.max_trials})."
-    )
+    fallback = default_plan(limits, shown["champion_family"])
     outcome = ctx.decide(
-        "optimizer", OptimizerPlan, shown, limits.model_dump(), fallback, check=_plan_check(limits)
+        "optimizer", OptimizerPlan, shown, limits.model_dump(), fallback, check=plan_check(limits)
     )
     plan, original = outcome.decision, ev.final["optimizer"]
     notes = []
@@ -488,19 +460,8 @@ def _risk_inputs(state: dict[str, Any], ev: Evidence) -> RiskInputs:
     recorded = ev.tool_args.get("policy.assess_risk")
     if recorded is not None:
         return RiskInputs.model_validate(recorded)
-    evaluation, retrained = state["evaluation"], state["retraining"]
-    has_champion = evaluation.get("champion_version") is not None
     family = ev.recorded("optimizer", ("champion_family",))["champion_family"]
-    return RiskInputs(
-        has_champion=has_champion,
-        champion_family=family if has_champion else None,
-        challenger_family=retrained["family"],
-        gain=evaluation["gain"],
-        ci_low=evaluation["ci_low"],
-        ci_high=evaluation["ci_high"],
-        divergence=evaluation["prediction_divergence"],
-        window_quality_warnings=retrained["window_quality_warnings"],
-    )
+    return risk_inputs(state["evaluation"], state["retraining"], family)
 
 
 def _cicd(state: dict[str, Any], ctx: RunContext, ev: Evidence) -> dict[str, Any]:
@@ -511,12 +472,7 @@ def _cicd(state: dict[str, Any], ctx: RunContext, ev: Evidence) -> dict[str, Any
         f"Promote {state['model']} v{retrained['version']} over "
         f"v{evaluation.get('champion_version')}: gain {evaluation['gain']:+.4f}."
     )
-    reasons = "; ".join(risk.reasons) or "no high-risk rule fired"
-    fallback = CicdDecision(
-        risk_tier=risk.tier,
-        request_summary=summary,
-        rationale=f"Policy risk tier {risk.tier}: {reasons}.",
-    )
+    fallback = policy_decision(risk, summary)
     outcome = ctx.decide(
         "cicd",
         CicdDecision,
