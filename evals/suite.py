@@ -157,7 +157,9 @@ def _bench_md(path: Path) -> str:
         "",
         f"- (a) monitor-only control run / raw Evidently report on {o['batch_rows']:,} rows x "
         f"{o['features']}: **{o['ratio']}x** ({o['loop']['median_s']:.2f} s / "
-        f"{o['raw']['median_s']:.2f} s; target ≤ 1.2x)",
+        f"{o['raw']['median_s']:.2f} s; target ≤ 1.2x); CPU time {o['ratio_cpu']}x; "
+        f"first run of a fresh process {o.get('first_run_ratio', '-')}x (imports, graph "
+        "compilation and Evidently's first report, paid once per process)",
     ]
     for b in r.get("retrain", []):
         lines.append(
