@@ -88,6 +88,7 @@ def run_eval(request: EvalRequest, console: Console) -> tuple[StreamResult, Path
         "features": {"numeric": spec.numeric, "categorical": spec.categorical},
         "initial": spec.initial,
         "approvals": spec.approvals,
+        "policy": str(plane.settings.policy_path or "shipped default"),
         "home": str(home),
         "machine": machine(),
     }

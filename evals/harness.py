@@ -138,18 +138,48 @@ def plane_for(
     agents receive in turn, round and round. A script that always proposes the same thing
     shows what the policy lets through when the model is wrong or hostile.
     """
-    # The cache (downloaded datasets, fitted synthesizers, keyed by content) is the user's:
-    # an eval should not download or fit again what the last one already did.
-    shared_cache = get_settings().cache_dir
-    settings = Settings(
-        home=home, llm=llm, policy_path=policy, threads=threads, cache_dir=shared_cache
-    )
+    settings = eval_settings(home, llm=llm, policy=policy, threads=threads)
     backend = (
         scripted_backend(Path(llm.removeprefix("scripted:")))
         if llm.startswith("scripted:")
         else None
     )
     return ControlPlane(settings, backend=backend)
+
+
+# Every store a run writes to. An eval derives them all from its own home: left to the
+# environment (DRIFTPILOT_DB_URL, ..._MLFLOW_TRACKING_URI, ...), they would point at the
+# user's production database and registry.
+_STORES = {
+    "db_url": "",
+    "mlflow_tracking_uri": "",
+    "mlflow_registry_uri": "",
+    "mlflow_artifact_root": "",
+    "optuna_storage": "",
+    "reports_dir": None,
+    "batches_dir": None,
+    "checkpoint_path": None,
+    "audit_key_path": None,
+    "audit_checkpoint_log": "",
+    "audit_origin": "",
+}
+
+
+def eval_settings(
+    home: Path, *, llm: str = "builtin", policy: Path | None = None, threads: int = 1
+) -> Settings:
+    """Settings whose every store lives under ``home``. The policy is the given file, else
+    the user's configured one; the cache (downloaded datasets, fitted synthesizers, keyed by
+    content) is the user's, so an eval does not download or fit again what one already did."""
+    user = get_settings()
+    return Settings(
+        home=home,
+        llm=llm,
+        policy_path=policy or user.policy_path,
+        threads=threads,
+        cache_dir=user.cache_dir,
+        **_STORES,  # type: ignore[arg-type]
+    )
 
 
 def scripted_backend(path: Path) -> Backend:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import polars as pl
 import pytest
 
 from driftpilot.errors import ConfigError, DataError, SchemaError
-from evals.harness import BatchRow, StreamResult, cut, prepare
+from driftpilot.settings import get_settings
+from evals.harness import BatchRow, StreamResult, cut, eval_settings, prepare
 from evals.scenarios import expected, score
 from tools.synth import GroundTruth
 
@@ -185,3 +187,37 @@ def test_score_counts_delay_false_alarms_yield_and_unsafe_promotions() -> None:
         "n", truth("none", onset=None), stream(row(0, "retrain", promoted=2, unsafe=True))
     )
     assert flagged.unsafe_promotions == 1 and flagged.detection_delay is None
+
+
+def test_an_eval_writes_only_under_its_home_whatever_the_environment_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The user's production stores, named in the environment, are never an eval's."""
+    prod = tmp_path / "prod"
+    for name, value in {
+        "DB_URL": f"sqlite:///{prod}/audit.db",
+        "MLFLOW_TRACKING_URI": "http://mlflow.prod:5000",
+        "MLFLOW_REGISTRY_URI": "http://mlflow.prod:5000",
+        "MLFLOW_ARTIFACT_ROOT": "s3://prod-artifacts",
+        "OPTUNA_STORAGE": "postgresql://prod/optuna",
+        "REPORTS_DIR": str(prod / "reports"),
+        "BATCHES_DIR": str(prod / "batches"),
+        "CHECKPOINT_PATH": str(prod / "checkpoints.db"),
+        "AUDIT_KEY_PATH": str(prod / "key.pem"),
+        "AUDIT_CHECKPOINT_LOG": str(prod / "checkpoints.log"),
+        "HOME": str(tmp_path / "user-home"),
+    }.items():
+        monkeypatch.setenv(f"DRIFTPILOT_{name}", value)
+    get_settings.cache_clear()
+    try:
+        home = tmp_path / "eval"
+        s = eval_settings(home, llm="builtin")
+        stores = [s.db_url, s.mlflow_tracking_uri, s.mlflow_registry_uri, s.mlflow_artifact_root]
+        stores += [s.optuna_storage, s.audit_checkpoint_log]
+        stores += [str(p) for p in (s.reports_dir, s.batches_dir, s.checkpoint_path)]
+        stores += [str(s.audit_key_path)]
+        assert all(str(home) in store for store in stores), stores
+        assert not any("prod" in store for store in stores), stores
+        assert s.cache_dir == tmp_path / "user-home" / "cache"  # shared: content-keyed
+    finally:
+        get_settings.cache_clear()
