@@ -118,11 +118,11 @@ def prepare(home: Path, rows: int, streams: int) -> Home:
     """The flights model with its first champion, the audit rows, an admin key, and
     ``streams`` real runs that were cancelled before they ran."""
     from driftpilot.service import ControlPlane
-    from driftpilot.settings import Settings
+    from evals.harness import eval_settings
     from tools.data import split_batches
     from tools.datasets import FLIGHTS, flights
 
-    settings = Settings(home=home).ensure_dirs()
+    settings = eval_settings(home).ensure_dirs()
     frame = flights(settings)  # cached in the home: the server reads the parquet
     months = {
         b.info.batch_id: b.frame for b in split_batches(frame, FLIGHTS.time_col, every="month")

@@ -15,7 +15,7 @@ Measured (each ratio is printed beside its parts):
 - (d) growth: the monitor run (and the raw report, for the ratio) at 10k, 100k and 1M batch
   rows; the monitor run of one model in a home managing 1, 10 and 100 models.
 
-Every setup gets a fresh temporary home (``Settings(home=...)``) and its own policy file;
+Every setup gets a fresh temporary home (``evals.harness.eval_settings``) and its own policy file;
 imports, the first MLflow database and the first run are warmed up before timing. A batch
 already ingested is quarantined as a duplicate, so repeat *i* runs the batch without its
 row *i* (the raw report gets the very same rows). Prints a table and writes
@@ -176,14 +176,14 @@ class Setup:
 
     def __init__(self, root: Path, name: str, policy: dict[str, Any], threads: int) -> None:
         from driftpilot.service import ControlPlane
-        from driftpilot.settings import Settings
+        from evals.harness import eval_settings
 
         home = root / name
         home.mkdir(parents=True)
         policy_path = home / "policy.yaml"
         policy_path.write_text(yaml.safe_dump(policy))
-        self.settings = Settings(
-            home=home, policy_path=policy_path, threads=threads, principal=REQUESTER
+        self.settings = eval_settings(
+            home, policy=policy_path, threads=threads, principal=REQUESTER
         ).ensure_dirs()
         self.plane = ControlPlane(self.settings)
 

@@ -107,14 +107,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     console = Console()
 
-    from driftpilot.settings import Settings
+    from evals.harness import eval_settings
     from tools import registry
     from tools.datasets import FLIGHTS, flights
     from tools.train import TrainSpec, train_model
     from tools.tune import TuneBudget, tune
 
     home = Path(tempfile.mkdtemp(prefix="driftpilot-bench-"))
-    settings = Settings(home=home).ensure_dirs()
+    settings = eval_settings(home).ensure_dirs()
     assert settings.reports_dir is not None
     results: dict[str, Any] = {
         "started": datetime.now(UTC).isoformat(),

@@ -71,13 +71,17 @@ def _plane(env: dict[str, str]) -> Any:
     from driftpilot import settings as settings_module
     from driftpilot.service import ControlPlane
 
+    # The drill's home only: a DRIFTPILOT_DB_URL (or any store) the user set is not its.
+    for name in [k for k in os.environ if k.startswith("DRIFTPILOT_") and k not in env]:
+        del os.environ[name]
     os.environ.update(env)
     settings_module.get_settings.cache_clear()
     return ControlPlane(settings_module.get_settings())
 
 
 def _kill(env: dict[str, str], fault: str, *args: str) -> int:
-    child_env = {**os.environ, **env, "DRIFTPILOT_FAULTS": fault}
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTPILOT_")}
+    child_env = {**inherited, **env, "DRIFTPILOT_FAULTS": fault}
     done = subprocess.run(
         [sys.executable, "-c", CHILD, *args], env=child_env, capture_output=True, timeout=600
     )

@@ -166,11 +166,17 @@ _STORES = {
 
 
 def eval_settings(
-    home: Path, *, llm: str = "builtin", policy: Path | None = None, threads: int = 1
+    home: Path,
+    *,
+    llm: str = "builtin",
+    policy: Path | None = None,
+    threads: int = 1,
+    **other: Any,
 ) -> Settings:
     """Settings whose every store lives under ``home``. The policy is the given file, else
     the user's configured one; the cache (downloaded datasets, fitted synthesizers, keyed by
-    content) is the user's, so an eval does not download or fit again what one already did."""
+    content) is the user's, so an eval does not download or fit again what one already did.
+    ``other`` sets further fields (``principal``, ``lease_ttl_s``...)."""
     user = get_settings()
     return Settings(
         home=home,
@@ -178,7 +184,7 @@ def eval_settings(
         policy_path=policy or user.policy_path,
         threads=threads,
         cache_dir=user.cache_dir,
-        **_STORES,  # type: ignore[arg-type]
+        **{**_STORES, **other},
     )
 
 
