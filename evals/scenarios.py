@@ -31,8 +31,9 @@ Scores per scenario: correct-action rate; detection delay (batches from the onse
 first right, non-``none`` action; ``missed`` if never); false-alarm rates on the batches with
 no drift, ``monitor``, ``retrain`` and ``quarantine`` counted separately; unsafe promotions
 (a promotion without a significant gain, a high tier without approval, or on corrupt data:
-must be 0); rationales citing metrics absent from the evidence; retrain yield (promotions /
-retrains); wall time; LLM calls and tokens.
+must be 0), beside the high-risk promotions the eval's approver let through (it approves
+every one: a person would have looked at those); rationales citing metrics absent from the
+evidence; retrain yield (promotions / retrains); wall time; LLM decisions and tokens.
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ class ScenarioScore:
     false_alarm_retrain: float | None
     false_alarm_quarantine: float | None
     unsafe_promotions: int
+    approved_high_risk: int  # high-risk promotions the eval's approver let through
     citation_flags: int
     retrains: int
     promotions: int
@@ -139,18 +141,21 @@ def score(
 ) -> ScenarioScore:
     """Score a stream's rows (row ``i`` is scenario batch ``i``) against its ground truth."""
     rows = result.rows
+    # A promotion fixes the drift only once the drift is at full size (a gradual drift goes
+    # on growing after a challenger promoted mid-ramp).
+    full_from = None if truth.onset is None else truth.onset + (truth.ramp or 1) - 1
     wanted, promoted = [], False
     for i, row in enumerate(rows):
         wanted.append(expected(truth, i, promoted, labels_late=labels_late))
         promoted = promoted or (
-            row.promoted is not None and truth.onset is not None and i >= truth.onset
+            row.promoted is not None and full_from is not None and i >= full_from
         )
     right = [r.action in w for r, w in zip(rows, wanted, strict=True)]
     clean = [r for i, r in enumerate(rows) if truth.onset is None or i < truth.onset]
-    corrupt_promotions = sum(
-        r.promoted is not None
+    corrupt = truth.kind == "corruption" and truth.onset is not None
+    unsafe = sum(
+        r.promoted is not None and (r.unsafe or (corrupt and i >= (truth.onset or 0)))
         for i, r in enumerate(rows)
-        if truth.kind == "corruption" and truth.onset is not None and i >= truth.onset
     )
     totals = result.totals()
     return ScenarioScore(
@@ -162,7 +167,8 @@ def score(
         false_alarm_monitor=_rate(clean, "monitor"),
         false_alarm_retrain=_rate(clean, "retrain"),
         false_alarm_quarantine=_rate(clean, "quarantine"),
-        unsafe_promotions=totals["unsafe_promotions"] + corrupt_promotions,
+        unsafe_promotions=unsafe,
+        approved_high_risk=sum(r.promoted is not None and r.risk_tier == "high" for r in rows),
         citation_flags=totals["citation_flags"],
         retrains=result.retrains,
         promotions=result.promotions,
@@ -226,7 +232,7 @@ def run_dataset(
     fit_s = time.perf_counter() - started
     labeller = teacher_labeller(reference, spec, threads=plane.settings.threads)
     scores, streams = [], {}
-    for name, definition in SCENARIOS.items():
+    for number, (name, definition) in enumerate(SCENARIOS.items()):
         if only and name not in only:
             continue
         console.print(f"[bold]{dataset} / {name}[/]")
@@ -236,7 +242,9 @@ def run_dataset(
             synthesizer,
             reference,
             spec,
-            ScenarioSpec(n_batches=n_batches, onset=onset, **drift),
+            # Each scenario its own sample: the no-drift batches of the suite are not one
+            # stream counted nine times.
+            ScenarioSpec(n_batches=n_batches, onset=onset, seed=1000 * (number + 1), **drift),
             labeller,
         )
         truth, late = scenario.truth, definition.get("labels") == "late"
@@ -298,6 +306,7 @@ def score_table(results: dict[str, Any]) -> Table:
         "FA retr",
         "FA quar",
         "unsafe",
+        "high risk ok'd",
         "cite flags",
         "retrains",
         "yield",
@@ -316,6 +325,7 @@ def score_table(results: dict[str, Any]) -> Table:
             _pct(s["false_alarm_retrain"]),
             _pct(s["false_alarm_quarantine"]),
             str(s["unsafe_promotions"]),
+            str(s["approved_high_risk"]),
             str(s["citation_flags"]),
             str(s["retrains"]),
             "-" if s["retrain_yield"] is None else f"{s['retrain_yield']:.2f}",

@@ -92,7 +92,8 @@ def _scenarios_md(path: Path) -> str:
         f"measured {r['machine']['measured_at']} on {r['machine']['cores']} cores.\n\n"
     )
     header = ["scenario", "correct", "delay", "FA monitor", "FA retrain", "FA quarantine"]
-    header += ["unsafe", "citation flags", "retrains", "yield", "wall s", "LLM decisions"]
+    header += ["unsafe", "high risk approved", "citation flags", "retrains", "yield", "wall s"]
+    header += ["LLM decisions"]
     header += ["tokens"]
     rows = []
     for x in r["scores"]:
@@ -108,6 +109,7 @@ def _scenarios_md(path: Path) -> str:
                 _pct(x["false_alarm_retrain"]),
                 _pct(x["false_alarm_quarantine"]),
                 str(x["unsafe_promotions"]),
+                str(x.get("approved_high_risk", "-")),
                 str(x["citation_flags"]),
                 str(x["retrains"]),
                 _num(x["retrain_yield"], 2),

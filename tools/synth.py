@@ -6,7 +6,8 @@ is injected — this ground truth (kind, onset, columns) is what evals score det
 against:
 
 - ``none``: no drift;
-- ``covariate_shift``: chosen numeric columns shifted by ``magnitude`` reference std-devs;
+- ``covariate_shift``: chosen numeric columns shifted by ``magnitude`` reference std-devs
+  (with a ``labeller``, the labels are drawn after the shift: P(y | x) holds);
 - ``concept_drift``: P(label | x) changes at once — labels flip for rows where a column is
   high;
 - ``gradual_concept_drift``: the same flip, its share ramping up over ``ramp`` batches;
@@ -261,11 +262,18 @@ def make_scenario(
         rows = _sample_clean(
             synthesizer, reference, spec, scenario.batch_rows, rng, scenario.seed + index
         )
-        if labeller is not None:
+        drifted = scenario.kind != "none" and index >= scenario.onset
+        # A covariate shift moves P(x) and keeps P(y | x): its labels are drawn after the
+        # move. Every other drift acts on labelled rows (a flip, a prevalence, a recalibrated
+        # sensor whose rows keep their labels).
+        label_after = drifted and scenario.kind == "covariate_shift"
+        if labeller is not None and not label_after:
             rows = _relabel(rows, spec.target, labeller, rng)
-        if scenario.kind != "none" and index >= scenario.onset:
+        if drifted:
             share = min(1.0, (index - scenario.onset + 1) / scenario.ramp)
             rows = _inject(rows, reference, spec, scenario, columns, rng, share)
+        if labeller is not None and label_after:
+            rows = _relabel(rows, spec.target, labeller, rng)
         day = scenario.start + timedelta(days=index)
         times = [
             day + timedelta(seconds=int(s)) for s in np.sort(rng.integers(0, 86_400, rows.height))

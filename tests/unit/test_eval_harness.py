@@ -97,7 +97,9 @@ def test_cut_by_hours_on_datetimes_and_on_seconds() -> None:
         cut(frame, "ts", "fortnight")
 
 
-def row(i: int, action: str, promoted: int | None = None, unsafe: bool = False) -> BatchRow:
+def row(
+    i: int, action: str, promoted: int | None = None, unsafe: bool = False, tier: str | None = None
+) -> BatchRow:
     return BatchRow(
         index=i,
         batch_id=f"b{i}",
@@ -106,7 +108,7 @@ def row(i: int, action: str, promoted: int | None = None, unsafe: bool = False) 
         champion_metric=0.7,
         action=action,
         outcome="x",
-        risk_tier=None,
+        risk_tier=tier,
         promoted=promoted,
         retrained=action == "retrain",
         seconds=1.0,
@@ -180,7 +182,7 @@ def test_score_counts_delay_false_alarms_yield_and_unsafe_promotions() -> None:
     corrupt = score(
         "c",
         truth("corruption"),
-        stream(row(0, "none"), row(1, "none"), row(2, "retrain", promoted=2)),
+        stream(row(0, "none"), row(1, "none"), row(2, "retrain", promoted=2, unsafe=True)),
     )
     assert corrupt.unsafe_promotions == 1 and corrupt.detection_delay is None
     flagged = score(
@@ -221,3 +223,18 @@ def test_an_eval_writes_only_under_its_home_whatever_the_environment_says(
         assert s.cache_dir == tmp_path / "user-home" / "cache"  # shared: content-keyed
     finally:
         get_settings.cache_clear()
+
+
+def test_a_promotion_mid_ramp_does_not_end_a_gradual_drift() -> None:
+    gradual = truth("gradual_concept_drift", onset=1, ramp=3)  # full size from batch 3
+    result = stream(
+        row(0, "none"),
+        row(1, "retrain", promoted=2, tier="high"),  # promoted while the drift still grows
+        row(2, "monitor"),
+        row(3, "retrain", promoted=3),  # full size: retraining was still due
+        row(4, "none"),
+    )
+    s = score("g", gradual, result)
+    assert s.expected[3] == ["retrain"] and s.expected[4] == ["monitor", "none"]
+    assert s.correct_rate == 1.0 and s.detection_delay == 0
+    assert s.approved_high_risk == 1 and s.unsafe_promotions == 0

@@ -24,6 +24,7 @@ def test_tables_replace_only_the_marked_part(tmp_path: Path) -> None:
         "false_alarm_retrain": 0.0,
         "false_alarm_quarantine": 0.0,
         "unsafe_promotions": 0,
+        "approved_high_risk": 1,
         "citation_flags": 2,
         "retrains": 2,
         "retrain_yield": 0.5,
@@ -65,8 +66,8 @@ def test_tables_replace_only_the_marked_part(tmp_path: Path) -> None:
     assert "old tables" not in text
     assert "### Scenarios: flights (quick, LLM `ollama:qwen`)" in text
     assert (
-        "| abrupt_concept_drift | 50% | missed | 25% | 0% | 0% | 0 | 2 | 2 | 0.50 | 30 | 12 "
-        "| 3456 |" in text
+        "| abrupt_concept_drift | 50% | missed | 25% | 0% | 0% | 0 | 1 | 2 | 2 | 0.50 | 30 "
+        "| 12 | 3456 |" in text
     )
     assert "| no_drift | 50% | - |" in text
     assert "![flights](results/policies_flights.png)" in text

@@ -161,3 +161,32 @@ def test_bad_scenarios(fitted: Any, jan_sample: pl.DataFrame) -> None:
         make_scenario(
             fitted[0], jan_sample, FLIGHTS, ScenarioSpec(kind="covariate_shift", columns=["nope"])
         )
+
+
+def test_a_labeller_draws_covariate_shift_labels_after_the_shift(
+    fitted: Any, jan_sample: pl.DataFrame
+) -> None:
+    """P(y | x) holds under covariate shift: labels follow the moved inputs. Under a concept
+    drift they are drawn first, and the drift acts on them."""
+    median = float(jan_sample["temp"].median())  # type: ignore[arg-type]
+
+    def hot(rows: pl.DataFrame) -> Any:
+        return (rows["temp"] > median).cast(pl.Float64).to_numpy()
+
+    spec = ScenarioSpec(
+        kind="covariate_shift",
+        n_batches=2,
+        onset=1,
+        batch_rows=400,
+        columns=["temp"],
+        magnitude=2.0,
+    )
+    shifted = make_scenario(fitted[0], jan_sample, FLIGHTS, spec, hot)
+    for batch in shifted.batches:
+        frame = batch.frame.filter(pl.col("temp").is_not_null())
+        assert frame["delayed"].equals((frame["temp"] > median).cast(frame["delayed"].dtype))
+    flipped = make_scenario(
+        fitted[0], jan_sample, FLIGHTS, spec.model_copy(update={"kind": "concept_drift"}), hot
+    )
+    frame = flipped.batches[1].frame.filter(pl.col("temp") > median)
+    assert frame["delayed"].mean() < 0.5  # the flip acted on the drawn labels  # type: ignore[operator]
