@@ -15,6 +15,7 @@ that), so they share the home.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -258,10 +259,14 @@ def snapshot(settings: Settings) -> dict[str, Any]:
                 t: db.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables
             }
     versions = [(v.version, sorted(v.aliases)) for v in registry.list_versions("flights", settings)]
+    # Each file with a hash of its content: an appended checkpoint log line or a rewritten
+    # report counts as a write (the databases are compared by their rows above).
     files = sorted(
-        str(p.relative_to(home))
+        (str(p.relative_to(home)), hashlib.sha256(p.read_bytes()).hexdigest())
         for p in home.rglob("*")
-        if p.is_file() and not p.name.endswith(("-wal", "-shm", "-journal"))
+        if p.is_file()
+        and not p.name.endswith(("-wal", "-shm", "-journal"))
+        and p not in databases.values()
     )
     return {"dumps": dumps, "counts": counts, "registry": versions, "files": files}
 
