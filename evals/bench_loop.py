@@ -37,7 +37,7 @@ import time
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import polars as pl
 import yaml
@@ -174,18 +174,19 @@ def machine() -> dict[str, Any]:
 class Setup:
     """A fresh temporary home with its policy file and a ControlPlane over it."""
 
+    llm: ClassVar[str] = "builtin"  # the agents' backend in every setup (--llm)
+
     def __init__(self, root: Path, name: str, policy: dict[str, Any], threads: int) -> None:
-        from driftpilot.service import ControlPlane
-        from evals.harness import eval_settings
+        from evals.harness import plane_for
 
         home = root / name
         home.mkdir(parents=True)
         policy_path = home / "policy.yaml"
         policy_path.write_text(yaml.safe_dump(policy))
-        self.settings = eval_settings(
-            home, policy=policy_path, threads=threads, principal=REQUESTER
-        ).ensure_dirs()
-        self.plane = ControlPlane(self.settings)
+        self.plane = plane_for(
+            home, llm=self.llm, policy=policy_path, threads=threads, principal=REQUESTER
+        )
+        self.settings = self.plane.settings.ensure_dirs()
 
     def add(self, name: str, initial: pl.DataFrame) -> None:
         from tools.datasets import FLIGHTS
@@ -461,7 +462,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--repeats", type=int, default=None, help="monitor-run repeats")
     parser.add_argument("--threads", type=int, default=1, help="Settings.threads")
     parser.add_argument("--out", type=Path, default=RESULTS / "bench_loop.json")
+    parser.add_argument("--llm", default="builtin", help="builtin | openai:M | ollama:M | ...")
     args = parser.parse_args(argv)
+    Setup.llm = args.llm
     repeats = args.repeats or (3 if args.quick else 5)
     retrain_repeats = 1 if args.quick else 2
     sizes = [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]
@@ -476,6 +479,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "started": datetime.now(UTC).isoformat(),
         "quick": args.quick,
         "threads": args.threads,
+        "llm": args.llm,
         "repeats": repeats,
         "machine": machine(),
         "home_root": str(root),

@@ -129,16 +129,22 @@ class StreamResult:
 
 
 def plane_for(
-    home: Path, *, llm: str = "builtin", policy: Path | None = None, threads: int = 1
+    home: Path,
+    *,
+    llm: str = "builtin",
+    policy: Path | None = None,
+    threads: int = 1,
+    **other: Any,
 ) -> ControlPlane:
     """A control plane over its own home: an eval never touches the user's models.
 
     ``llm`` is any spec ``driftpilot.llm.make_backend`` takes, or ``scripted:FILE``: a JSON
     list of replies (each an object, sent back as fenced JSON text, or a string) that the
     agents receive in turn, round and round. A script that always proposes the same thing
-    shows what the policy lets through when the model is wrong or hostile.
+    shows what the policy lets through when the model is wrong or hostile. ``other`` goes to
+    ``eval_settings``.
     """
-    settings = eval_settings(home, llm=llm, policy=policy, threads=threads)
+    settings = eval_settings(home, llm=llm, policy=policy, threads=threads, **other)
     backend = (
         scripted_backend(Path(llm.removeprefix("scripted:")))
         if llm.startswith("scripted:")

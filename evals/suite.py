@@ -36,7 +36,7 @@ def run(*, full: bool, llm: str, k: int, console: Console) -> None:
     if full:
         from evals import bench_loop
 
-        bench_loop.main([])
+        bench_loop.main(["--llm", llm])
     path = render_readme()
     console.print(f"tables refreshed in {path}")
 
