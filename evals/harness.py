@@ -459,7 +459,8 @@ def infer_features(
     categorical: list[str] | None,
 ) -> tuple[list[str], list[str], list[str]]:
     """Numbers are numeric, strings and booleans categorical; a string column with more than
-    200 distinct values is an identifier and is left out. Named columns are taken as named."""
+    200 distinct values, or an integer column with a distinct value on every row, is an
+    identifier and is left out. Named columns are taken as named."""
     named = set(numeric or []) | set(categorical or [])
     num, cat = list(numeric or []), list(categorical or [])
     left_out: list[str] = []
@@ -467,7 +468,9 @@ def infer_features(
         if name in exclude or name in named:
             continue
         dtype = frame[name].dtype
-        if dtype.is_numeric():
+        if dtype.is_integer() and frame.height > _MAX_CATEGORIES and _unique(frame[name]):
+            left_out.append(name)  # an integer key (order id, row number): not a feature
+        elif dtype.is_numeric():
             num.append(name)
         elif dtype in (pl.String, pl.Categorical, pl.Boolean, pl.Enum):
             many = frame[name].n_unique() > _MAX_CATEGORIES
@@ -475,6 +478,10 @@ def infer_features(
         else:
             left_out.append(name)
     return num, cat, left_out
+
+
+def _unique(column: pl.Series) -> bool:
+    return column.n_unique() == column.len()
 
 
 _HOURS = re.compile(r"^(\d+)h$")

@@ -131,15 +131,18 @@ def _policies_md(path: Path) -> str:
         f"{r['machine']['measured_at']}.\n\n"
         f"![{r['dataset']}](results/{path.with_suffix('.png').name})\n\n"
     )
-    header = ["policy", "mean AUC", "min AUC", "retrains", "promotions", "compute s"]
+    header = ["policy", "mean AUC", "min AUC", "scored", "retrains", "promotions"]
+    header += ["compute s", "of which training s"]
     rows = [
         [
             name,
             _num(t.get("mean_auc")),
             _num(t.get("min_auc")),
+            f"{t.get('scored')}/{t.get('batches')}",
             str(t.get("retrains")),
             str(t.get("promotions")),
             f"{t.get('compute_s', 0):.0f}",
+            f"{t.get('training_s', 0):.0f}",
         ]
         for name, t in r["totals"].items()
     ]

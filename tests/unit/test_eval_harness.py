@@ -38,19 +38,23 @@ def test_prepare_parses_times_maps_the_target_and_infers_features() -> None:
     assert flipped["label"].to_list()[:2] == [0, 1]
 
 
-def test_identifier_like_strings_are_left_out_and_named_columns_win() -> None:
+def test_identifiers_are_left_out_and_named_columns_win() -> None:
     wide = pl.DataFrame(
         {
             "t": list(range(300)),
-            "id": [f"id-{i}" for i in range(300)],
-            "code": list(range(300)),
+            "id": [f"id-{i}" for i in range(300)],  # 300 distinct strings
+            "order": [7 * i for i in range(300)],  # an integer key: distinct on every row
+            "code": [i % 40 for i in range(300)],
             "y": [0, 1] * 150,
         }
     )
     _, _, numeric, categorical, notes = prepare(wide, target="y", time_col="t")
-    assert numeric == ["code"] and categorical == [] and any("id" in n for n in notes)
-    _, _, numeric, categorical, _ = prepare(wide, target="y", time_col="t", categorical=["code"])
-    assert numeric == [] and categorical == ["code"]
+    assert numeric == ["code"] and categorical == []
+    assert any("left out" in n and "id, order" in n for n in notes)
+    _, _, numeric, categorical, _ = prepare(
+        wide, target="y", time_col="t", numeric=["order"], categorical=["code"]
+    )
+    assert numeric == ["order"] and categorical == ["code"]
 
 
 def test_order_by_row_makes_row_order_the_time() -> None:

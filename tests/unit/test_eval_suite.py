@@ -45,6 +45,7 @@ def test_tables_replace_only_the_marked_part(tmp_path: Path) -> None:
         )
     )
     totals = {"mean_auc": 0.68, "min_auc": 0.6, "retrains": 2, "promotions": 1, "compute_s": 99}
+    totals |= {"scored": 1, "batches": 1, "training_s": 12.4}
     (results / "policies_flights.json").write_text(
         json.dumps(
             {
@@ -71,7 +72,7 @@ def test_tables_replace_only_the_marked_part(tmp_path: Path) -> None:
     )
     assert "| no_drift | 50% | - |" in text
     assert "![flights](results/policies_flights.png)" in text
-    assert "| never | 0.680 | 0.600 | 2 | 1 | 99 |" in text
+    assert "| never | 0.680 | 0.600 | 1/1 | 2 | 1 | 99 | 12 |" in text
     render_readme(results, readme)
     assert readme.read_text() == text  # idempotent
 
