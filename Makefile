@@ -62,10 +62,10 @@ bench: setup ## Tool benchmarks; results in evals/results/
 # e.g. make eval EVAL_ARGS="--llm ollama:qwen2.5:7b"
 EVAL_ARGS ?=
 
-eval: setup ## Scenario suite + policy comparison on flights (~10 min); tables in evals/README.md
+eval: setup ## Scenario suite + policy comparison on flights (~4 min); tables in evals/README.md
 	$(BIN)/python -m evals.suite $(EVAL_ARGS)
 
-eval-full: setup ## Every eval: both datasets, whole streams, the loop benchmark (~1 h)
+eval-full: setup ## Every eval: both datasets, whole streams, the loop benchmark (~20 min)
 	$(BIN)/python -m evals.suite --full $(EVAL_ARGS)
 
 clean: ## Remove the local home (.driftpilot) — models, reports, audit

@@ -5,10 +5,10 @@ the results files.
     python -m evals.suite [--full] [--llm SPEC] [--k 3]
     python -m evals.suite --readme-only      # re-render the README from evals/results/
 
-Quick (``make eval``, about 10 minutes on 2 cores): flights only, scenario streams of 6
-batches of 1,000 rows, the policy comparison over January to August. Full: both datasets,
-streams of 10 batches of 2,000 rows, the whole of 2013 and both credit-card days, and
-``evals/bench_loop.py``.
+Quick (``make eval``, about 4 minutes on 2 cores once CTGAN is fitted): flights only,
+scenario streams of 6 batches of 1,000 rows, the policy comparison over January to August.
+Full (about 20 minutes): both datasets, streams of 10 batches of 2,000 rows, the whole of
+2013 and both credit-card days, and ``evals/bench_loop.py``.
 """
 
 from __future__ import annotations
