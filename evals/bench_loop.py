@@ -29,13 +29,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import tempfile
 import time
 from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -43,6 +41,8 @@ import polars as pl
 import yaml
 from rich.console import Console
 from rich.table import Table
+
+from evals.harness import machine
 
 RESULTS = Path(__file__).parent / "results"
 TARGET_OVERHEAD = 1.2  # (a): agents, audit and checkpointing add at most 20 %
@@ -61,20 +61,6 @@ RETRAIN_POLICY: dict[str, Any] = {
     "drift": {"retrain_share": 0.0, "max_metric_drop": -1.0},
     "optimizer": {"default_trials": 20},
 }
-PACKAGES = [
-    "polars",
-    "pandas",
-    "numpy",
-    "evidently",
-    "mlflow",
-    "optuna",
-    "lightgbm",
-    "catboost",
-    "langgraph",
-    "langgraph-checkpoint-sqlite",
-    "sqlalchemy",
-    "pydantic",
-]
 
 
 # -- helpers (pure, tested in tests/unit/test_bench_loop.py) -------------------------------------
@@ -143,29 +129,6 @@ def tool_seconds(rows: list[Any]) -> dict[str, float]:
             continue
         out[row.tool] = out.get(row.tool, 0.0) + row.latency_ms / 1000
     return {k: round(v, 4) for k, v in out.items()}
-
-
-def machine() -> dict[str, Any]:
-    versions: dict[str, str | None] = {}
-    for package in PACKAGES:
-        try:
-            versions[package] = version(package)
-        except PackageNotFoundError:
-            versions[package] = None
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        usable = os.cpu_count() or 1
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cores": os.cpu_count(),
-        "usable_cores": usable,
-        "python": platform.python_version(),
-        "polars_threads": pl.thread_pool_size(),
-        "versions": versions,
-        "loadavg": os.getloadavg(),
-    }
 
 
 # -- setups --------------------------------------------------------------------------------------

@@ -556,14 +556,48 @@ def _fmt(value: float | None, digits: int) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def machine() -> dict[str, Any]:
-    """Where the numbers were measured."""
-    import os
+# Versions recorded with every result: what the numbers depend on.
+PACKAGES = (
+    "polars",
+    "pandas",
+    "numpy",
+    "evidently",
+    "mlflow",
+    "optuna",
+    "lightgbm",
+    "catboost",
+    "langgraph",
+    "langgraph-checkpoint-sqlite",
+    "sqlalchemy",
+    "pydantic",
+)
 
+
+def machine() -> dict[str, Any]:
+    """Where and on what the numbers were measured: cores (and those usable here), load,
+    Python and the versions of the libraries that do the work."""
+    import os
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions: dict[str, str | None] = {}
+    for package in PACKAGES:
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = None
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        usable = os.cpu_count() or 1
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
+        "usable_cores": usable,
+        "polars_threads": pl.thread_pool_size(),
+        "loadavg": os.getloadavg(),
+        "versions": versions,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
