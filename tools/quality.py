@@ -5,6 +5,12 @@ A batch is checked against a *reference profile* of the data the model was train
 a severity: any ``error`` means the batch must be quarantined; ``warning`` means it may be
 used but the finding should travel with it (e.g. into the risk assessment).
 
+Only impossible data is an error: no rows, a schema break (missing or re-typed column), a
+null or infinity storm, values beyond a column's declared hard limits, a batch already seen.
+Values beyond the reference range, however far, are plausible (a covariate shift: a sensor
+reads higher, prices rise) and only warn: the drift analyst weighs them. A batch without its
+labels (they arrive later) is accepted with a ``missing_labels`` warning.
+
 Findings reach an LLM, so they are built from trusted parts only: column names of the
 model's schema (the reference profile), counts, shares and reference numbers. No cell value
 of the batch and no header it brought along appears in an issue: the names of columns
@@ -29,10 +35,13 @@ Kind = Literal["numeric", "categorical", "datetime", "boolean", "other"]
 Check = Literal[
     "empty",
     "missing_column",
+    "missing_labels",
     "extra_column",
     "type_mismatch",
     "null_spike",
     "out_of_range",
+    "hard_limit",
+    "non_finite",
     "duplicate_batch",
     "constant_column",
     "new_categories",
@@ -72,10 +81,14 @@ class QualityThresholds(BaseModel):
         "when gusty) only warn on a null-rate rise: their null rate moves with the season.",
     )
     range_tolerance: float = Field(
-        1.0, description="Values beyond [min - t*span, max + t*span] of the reference are errors."
+        1.0,
+        description="Values beyond [min - t*span, max + t*span] of the reference are called far "
+        "outside (still a warning: only hard limits make an error).",
     )
     max_out_of_range_share: float = Field(
-        0.01, description="Error above this share of wild values."
+        0.01,
+        description="Error above this share of values beyond a hard limit or non-finite; a "
+        "smaller share warns.",
     )
     max_new_category_share: float = Field(
         0.2, description="Warning above this share of new categories."
@@ -191,6 +204,9 @@ def profile_reference(
     return ReferenceProfile(n_rows=frame.height, columns=profiles)
 
 
+HardLimits = dict[str, tuple[float | None, float | None]]
+
+
 def check_batch(
     frame: pl.DataFrame,
     reference: ReferenceProfile,
@@ -198,14 +214,20 @@ def check_batch(
     seen_hashes: Iterable[str] = (),
     thresholds: QualityThresholds | None = None,
     time_columns: Iterable[str] = (),
+    label_columns: Iterable[str] = (),
+    hard_limits: HardLimits | None = None,
 ) -> QualityVerdict:
     """Validate a new batch against the reference profile of the model's data.
 
     Checks: empty batch; missing, extra and re-typed columns; null-rate spikes (NaN storm);
-    values far outside the reference range; a batch identical to one already seen
-    (same content hash); columns that became constant; unseen categories.
+    infinities; values beyond a column's hard limits (errors); values outside the reference
+    range (a warning: plausible shift); a batch identical to one already seen (same content
+    hash); columns that became constant; unseen categories.
 
     ``time_columns`` are checked for presence and type only: time always moves on.
+    ``label_columns`` (the target) may be missing or partly null: labels arrive late, so that
+    is a ``missing_labels`` warning, not an error. ``hard_limits`` maps a numeric column to
+    the (low, high) bounds its values can never leave (None: unbounded on that side).
 
     Returns:
         QualityVerdict with ``ok`` False when any issue has severity 'error'; ``reason()``
@@ -224,7 +246,8 @@ def check_batch(
                 message=f"batch content {digest[:12]} was already ingested",
             )
         )
-    issues.extend(_schema_issues(frame, reference))
+    labels = set(label_columns)
+    issues.extend(_schema_issues(frame, reference, labels))
     extra = _extra_columns(frame, reference)
     if extra:
         issues.append(
@@ -240,7 +263,13 @@ def check_batch(
         for profile in reference.columns:
             present = profile.name in frame.columns and profile.name not in skip
             if present and _kind(frame[profile.name].dtype) == profile.kind:
+                if profile.name in labels:
+                    issues.extend(_label_issues(frame[profile.name], profile))
+                    continue
                 issues.extend(_column_issues(frame[profile.name], profile, limits))
+                bounds = (hard_limits or {}).get(profile.name)
+                if bounds is not None and profile.kind == "numeric":
+                    issues.extend(_hard_limit_issues(frame[profile.name], profile, bounds, limits))
     ok = not any(i.severity == "error" for i in issues)
     return QualityVerdict(
         ok=ok, n_rows=frame.height, content_hash=digest, issues=issues, extra_columns=extra
@@ -254,9 +283,22 @@ def _extra_columns(frame: pl.DataFrame, reference: ReferenceProfile) -> list[str
     return [safe_label(c, MAX_LABEL) for c in frame.columns if c not in expected]
 
 
-def _schema_issues(frame: pl.DataFrame, reference: ReferenceProfile) -> list[QualityIssue]:
+def _schema_issues(
+    frame: pl.DataFrame, reference: ReferenceProfile, labels: set[str]
+) -> list[QualityIssue]:
     issues = []
     for name in [c.name for c in reference.columns if c.name not in frame.columns]:
+        if name in labels:
+            issues.append(
+                QualityIssue(
+                    check="missing_labels",
+                    severity="warning",
+                    column=name,
+                    value=1.0,
+                    message=f"the batch has no {name!r} labels yet (they may be attached later)",
+                )
+            )
+            continue
         issues.append(
             QualityIssue(
                 check="missing_column",
@@ -302,6 +344,10 @@ def _column_issues(
     values = series.drop_nulls()
     if series.dtype.is_float():
         values = values.drop_nans()
+        infinite = values.is_infinite()
+        if infinite.any():
+            issues.append(_non_finite(name, _number(infinite.mean()), limits))
+            values = values.filter(~infinite)
     if values.len() > 1 and values.n_unique() == 1 and profile.n_unique > 1:
         issues.append(
             QualityIssue(
@@ -331,6 +377,17 @@ def _column_issues(
     return issues
 
 
+def _non_finite(name: str, share: float, limits: QualityThresholds) -> QualityIssue:
+    """Infinities are never a shift: a storm of them (above the tolerated share) is an error."""
+    return QualityIssue(
+        check="non_finite",
+        severity="error" if share > limits.max_out_of_range_share else "warning",
+        column=name,
+        value=round(share, 4),
+        message=f"{share:.1%} of {name!r} is infinite",
+    )
+
+
 def _range_issues(
     values: pl.Series, profile: ColumnProfile, limits: QualityThresholds
 ) -> list[QualityIssue]:
@@ -347,11 +404,11 @@ def _range_issues(
         return [
             QualityIssue(
                 check="out_of_range",
-                severity="error",
+                severity="warning",
                 column=name,
                 value=round(wild, 4),
                 message=f"{wild:.1%} of {name!r} lies far outside the reference range "
-                f"[{profile.min:g}, {profile.max:g}]",
+                f"[{profile.min:g}, {profile.max:g}] (plausible shift: no hard limit broken)",
             )
         ]
     if outside > 0:
@@ -366,3 +423,52 @@ def _range_issues(
             )
         ]
     return []
+
+
+def _label_issues(series: pl.Series, profile: ColumnProfile) -> list[QualityIssue]:
+    """Labels may come later: a partly or wholly unlabelled batch warns, never quarantines."""
+    rate = _null_rate(series)
+    if rate <= profile.null_rate:
+        return []
+    return [
+        QualityIssue(
+            check="missing_labels",
+            severity="warning",
+            column=profile.name,
+            value=round(rate, 4),
+            message=f"{rate:.0%} of the batch has no {profile.name!r} label yet",
+        )
+    ]
+
+
+def _hard_limit_issues(
+    series: pl.Series,
+    profile: ColumnProfile,
+    bounds: tuple[float | None, float | None],
+    limits: QualityThresholds,
+) -> list[QualityIssue]:
+    """Values a column can never take (declared per model): infinities, or beyond the hard
+    limits. Above ``max_out_of_range_share`` of the rows the batch is impossible (error)."""
+    values = series.drop_nulls().cast(pl.Float64).drop_nans()
+    if values.len() == 0:
+        return []
+    low, high = bounds
+    beyond = values.is_infinite()
+    if low is not None:
+        beyond = beyond | (values < low)
+    if high is not None:
+        beyond = beyond | (values > high)
+    share = _number(beyond.mean())
+    if share == 0:
+        return []
+    name = profile.name
+    return [
+        QualityIssue(
+            check="hard_limit",
+            severity="error" if share > limits.max_out_of_range_share else "warning",
+            column=name,
+            value=round(share, 4),
+            message=f"{share:.1%} of {name!r} lies beyond its hard limits "
+            f"[{'-inf' if low is None else f'{low:g}'}, {'inf' if high is None else f'{high:g}'}]",
+        )
+    ]

@@ -52,7 +52,7 @@ def test_schema_break(months: dict[str, pl.DataFrame], reference: ReferenceProfi
     assert ("type_mismatch", "distance", "error") in checks(verdict)
 
 
-def test_nan_storm_and_wild_values(
+def test_nan_storm_is_an_error_but_wild_values_only_warn(
     months: dict[str, pl.DataFrame], reference: ReferenceProfile
 ) -> None:
     feb = months["2013-02"].select(COLUMNS)
@@ -63,10 +63,57 @@ def test_nan_storm_and_wild_values(
         .alias("humid")
     )
     assert ("null_spike", "humid", "error") in checks(check_batch(storm, reference))
+    # Far beyond the reference range, yet finite and within no hard limit: a shift to weigh,
+    # not corrupt data (a range that moved used to quarantine batch after batch).
     wild = feb.with_columns(pl.col("pressure") * 1000)
     verdict = check_batch(wild, reference)
-    assert ("out_of_range", "pressure", "error") in checks(verdict)
-    assert "pressure" in verdict.reason()
+    assert verdict.ok
+    assert ("out_of_range", "pressure", "warning") in checks(verdict)
+
+
+def test_hard_limits_and_infinities_are_errors(
+    months: dict[str, pl.DataFrame], reference: ReferenceProfile
+) -> None:
+    feb = months["2013-02"].select(COLUMNS)
+    wild = feb.with_columns(pl.col("pressure") * 1000)
+    verdict = check_batch(wild, reference, hard_limits={"pressure": (800.0, 1200.0)})
+    assert ("hard_limit", "pressure", "error") in checks(verdict)
+    assert not verdict.ok and "pressure" in verdict.reason()
+    one_side = check_batch(feb, reference, hard_limits={"pressure": (None, 1200.0)})
+    assert one_side.ok and "hard_limit" not in {i.check for i in one_side.issues}
+    infinite = feb.with_columns(
+        pl.when(pl.int_range(pl.len()) % 3 == 0)
+        .then(float("inf"))
+        .otherwise(pl.col("temp"))
+        .alias("temp")
+    )
+    verdict = check_batch(infinite, reference)
+    assert ("non_finite", "temp", "error") in checks(verdict)
+    assert ("out_of_range", "temp", "warning") not in checks(verdict)  # inf is not a shift
+    few = feb.with_columns(
+        pl.when(pl.int_range(pl.len()) == 0)
+        .then(float("inf"))
+        .otherwise(pl.col("temp"))
+        .alias("temp")
+    )
+    assert ("non_finite", "temp", "warning") in checks(check_batch(few, reference))
+
+
+def test_labels_may_come_later(
+    months: dict[str, pl.DataFrame], reference: ReferenceProfile
+) -> None:
+    feb = months["2013-02"].select(COLUMNS)
+    target = FLIGHTS.target
+    without = check_batch(feb.drop(target), reference, label_columns=[target])
+    assert without.ok, without.reason()
+    assert ("missing_labels", target, "warning") in checks(without)
+    partly = feb.with_columns(
+        pl.when(pl.int_range(pl.len()) % 2 == 0).then(None).otherwise(pl.col(target)).alias(target)
+    )
+    verdict = check_batch(partly, reference, label_columns=[target])
+    assert verdict.ok and ("missing_labels", target, "warning") in checks(verdict)
+    # Without naming it a label column, a missing target is a schema break as before.
+    assert ("missing_column", target, "error") in checks(check_batch(feb.drop(target), reference))
 
 
 def test_duplicate_batch(months: dict[str, pl.DataFrame], reference: ReferenceProfile) -> None:
@@ -132,5 +179,6 @@ def test_profile_rejects_unknown_columns(months: dict[str, pl.DataFrame]) -> Non
 def test_time_columns_are_not_range_checked() -> None:
     reference = profile_reference(pl.DataFrame({"Time": [0.0, 100.0], "x": [1.0, 2.0]}))
     later = pl.DataFrame({"Time": [5000.0, 9000.0], "x": [1.5, 1.7]})
-    assert not check_batch(later, reference).ok  # as a value, Time is far out of range
-    assert check_batch(later, reference, time_columns=["Time"]).ok
+    as_value = {i.check for i in check_batch(later, reference).issues}
+    assert "out_of_range" in as_value  # as a value, Time is far out of range
+    assert not check_batch(later, reference, time_columns=["Time"]).issues
