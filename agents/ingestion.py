@@ -67,7 +67,14 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         run_id,
         NAME,
         "quality.check_batch",
-        lambda: check_batch(frame, profile, seen_hashes=seen, time_columns=[spec.time_col]),
+        lambda: check_batch(
+            frame,
+            profile,
+            seen_hashes=seen,
+            time_columns=[spec.time_col],
+            label_columns=[spec.target],
+            hard_limits=ctx.policy.hard_limits(model),
+        ),
         {"batch_id": batch["batch_id"], "rows": frame.height},
     )
     allowed = ctx.policy.ingestion_allowed(verdict.ok)
@@ -99,7 +106,8 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     if filed:  # the batch was filed before the crash: that filing stands
         result = _filed(filed[0], verdict)
     else:
-        result = _file_batch(ctx, state, frame, verdict, decision.action, reason)
+        labelled = with_label_column(frame, spec.target, reference.schema[spec.target])
+        result = _file_batch(ctx, state, labelled, verdict, decision.action, reason)
     result["conversions"] = conversions
     fault_point("after_filing")  # tests crash here: filed, not yet decided on record
     audited = {**evidence, "extra_columns": verdict.extra_columns, "conversions": conversions}
@@ -148,6 +156,14 @@ def _file_batch(
         "warnings": [i.message for i in verdict.warnings],
         "risky_warnings": risky,
     }
+
+
+def with_label_column(frame: pl.DataFrame, target: str, dtype: pl.DataType) -> pl.DataFrame:
+    """A batch whose labels come later is filed with an all-null target column, so that it
+    can join a window (which keeps only labelled rows) and take its labels later."""
+    if target in frame.columns:
+        return frame
+    return frame.with_columns(pl.lit(None, dtype=dtype).alias(target))
 
 
 def _filed(record: BatchRecord, verdict: QualityVerdict) -> dict[str, Any]:

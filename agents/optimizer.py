@@ -31,9 +31,11 @@ def training_window(
     ctx: RunContext, model: str, k: int, current_path: str
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The last ``k`` accepted batches (current included) minus the holdout, and the holdout:
-    the latest ``holdout_fraction`` of the current batch."""
+    the latest ``holdout_fraction`` of the current batch. Only labelled rows count (a batch
+    whose labels are still to come contributes nothing until they are attached)."""
     spec = ctx.spec(model)
-    current = pl.read_parquet(current_path).sort(spec.time_col)
+    labelled = pl.col(spec.target).is_not_null()
+    current = pl.read_parquet(current_path).filter(labelled).sort(spec.time_col)
     n_hold = max(1, int(current.height * ctx.policy.retraining.holdout_fraction))
     holdout, current_train = current.tail(n_hold), current.head(current.height - n_hold)
     earlier = (
@@ -42,7 +44,7 @@ def training_window(
         else []
     )
     frames = [pl.read_parquet(p) for p in earlier] + [current_train]
-    return pl.concat(frames, how="vertical_relaxed"), holdout
+    return pl.concat(frames, how="vertical_relaxed").filter(labelled), holdout
 
 
 def default_plan(limits: OptimizerLimits, champion_family: str) -> OptimizerPlan:

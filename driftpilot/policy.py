@@ -27,6 +27,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class IngestionRules(_Strict):
+    max_consecutive_quarantines: int = Field(
+        2,
+        ge=1,
+        description="After this many quarantines in a row, the next batch that fails only on "
+        "values (not on its schema) is put to a person: accept it as the new normal?",
+    )
+    hard_limits: dict[str, dict[str, tuple[float | None, float | None]]] = Field(
+        default_factory=dict,
+        description="model -> column -> [low, high]: values a column can never take (null: "
+        "unbounded). Beyond them a batch is impossible; beyond the reference range it is "
+        "only shifted.",
+    )
+
+
 class DriftRules(_Strict):
     monitor_share: float = 0.25
     retrain_share: float = 0.5
@@ -106,6 +121,7 @@ def _problems(exc: ValidationError) -> str:
 class Policy(_Strict):
     """The whole policy file."""
 
+    ingestion: IngestionRules = IngestionRules()
     drift: DriftRules = DriftRules()
     optimizer: OptimizerLimits = OptimizerLimits()
     retraining: RetrainLimits = RetrainLimits()
@@ -125,6 +141,10 @@ class Policy(_Strict):
             raise ConfigError(f"invalid policy file {source}: {exc}") from exc
 
     # -- bounds per agent -------------------------------------------------------------------
+
+    def hard_limits(self, model: str) -> dict[str, tuple[float | None, float | None]]:
+        """The hard limits declared for ``model``'s columns (none by default)."""
+        return dict(self.ingestion.hard_limits.get(model, {}))
 
     def ingestion_allowed(self, quality_ok: bool) -> list[Literal["accept", "quarantine"]]:
         """Hard quality failures always quarantine; a clean batch may still be quarantined."""
@@ -157,7 +177,9 @@ class Policy(_Strict):
             if drift_share >= rules.monitor_share
             else "none"
         )
-        if drifted and dropped:
+        # Retraining needs labelled rows of this batch (its holdout judges the challenger):
+        # without them an estimated drop is watched, and the labels asked for.
+        if drifted and dropped and metric_drop is not None:
             return DriftBounds(
                 allowed=["monitor", "retrain"],
                 default="retrain",

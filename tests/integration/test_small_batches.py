@@ -81,3 +81,16 @@ def test_a_batch_too_small_for_any_drift_test_is_watched(
     decision = analyst(plane, view.run_id)
     assert "no drift test possible on 3 rows" in decision.rationale
     assert "Policy: monitor" in decision.rationale
+
+
+def test_a_batch_without_labels_is_accepted_and_filed_for_them(
+    plane: ControlPlane, months: dict[str, pl.DataFrame]
+) -> None:
+    batch = months["2013-02"].head(2000).drop(FLIGHTS.target)
+    view = plane.start_run("flights", batch, "feb-unlabelled")
+    assert view.status == "completed", view.summary
+    assert view.outcome.startswith("no_retrain:"), view.outcome  # never quarantined for it
+    ingestion = view.summary["ingestion"]
+    assert any("no 'delayed' labels yet" in w for w in ingestion["warnings"])
+    filed = pl.read_parquet(ingestion["path"])
+    assert filed[FLIGHTS.target].null_count() == filed.height  # a place for the labels

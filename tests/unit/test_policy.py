@@ -41,8 +41,11 @@ def test_retrain_needs_drift_and_a_drop(policy: Policy) -> None:
     assert quiet.default == "none" and quiet.severity == "none"
 
 
-def test_without_labels_prediction_drift_estimates_the_drop(policy: Policy) -> None:
-    assert policy.drift_bounds(0.6, None, True).default == "retrain"
+def test_without_labels_a_drop_is_watched_never_retrained_on(policy: Policy) -> None:
+    # No labelled rows in the batch: no holdout could judge a challenger.
+    bounds = policy.drift_bounds(0.6, None, True)
+    assert bounds.default == "monitor" and "retrain" not in bounds.allowed
+    assert "prediction drift (no labels: estimated drop)" in bounds.signals
     assert policy.drift_bounds(0.6, None, False).default == "monitor"
 
 
