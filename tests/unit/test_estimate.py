@@ -29,7 +29,7 @@ def test_value_equals_sklearn_and_interval_contains_it() -> None:
     r = metric_interval(y, s, n_boot=300)
     assert isinstance(r, MetricInterval)
     assert r.value == pytest.approx(roc_auc_score(y, s), abs=1e-12)
-    assert r.low is not None and r.high is not None
+    assert r.value is not None and r.low is not None and r.high is not None
     assert r.low <= r.value <= r.high
     assert (r.n_rows, r.n_positive, r.n_boot, r.confidence) == (3000, int(y.sum()), 300, 0.95)
 
