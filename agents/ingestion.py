@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import polars as pl
+from langgraph.types import interrupt
 from pydantic import BaseModel, Field
 
-from agents.base import AgentTool
+from agents.base import AgentTool, Outcome
 from agents.context import RunContext
 from driftpilot.audit.models import BatchRecord
 from driftpilot.audit.store import now
-from driftpilot.errors import LLMError
+from driftpilot.errors import ApprovalError, LLMError
 from driftpilot.faults import fault_point
 from tools.data import conform, write_parquet_atomic
 from tools.quality import QualityVerdict, check_batch, profile_reference
@@ -103,17 +104,163 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     )
     decision = outcome.decision
     reason = decision.reason or verdict.reason()
+    # Counted before this batch is filed: the quarantines in a row that it would extend.
+    streak = _quarantine_streak(ctx, model, run_id)
     if filed:  # the batch was filed before the crash: that filing stands
         result = _filed(filed[0], verdict)
     else:
         labelled = with_label_column(frame, spec.target, reference.schema[spec.target])
         result = _file_batch(ctx, state, labelled, verdict, decision.action, reason)
     result["conversions"] = conversions
+    if result["action"] == "quarantine" and _escalates(ctx, verdict, streak):
+        result = _escalate(ctx, state, verdict, result, streak)
     fault_point("after_filing")  # tests crash here: filed, not yet decided on record
     audited = {**evidence, "extra_columns": verdict.extra_columns, "conversions": conversions}
     ctx.record(run_id, NAME, outcome, decision.action, decision.rationale, audited)
     ctx.store.record_effect(run_id, NAME, result)
     return {"ingestion": result}
+
+
+# Quarantine reasons a person may overrule ("this is the new normal"). A schema break, an empty
+# or a duplicate batch could not join a training window whatever anyone says.
+ESCALATABLE = frozenset({"null_spike", "hard_limit", "non_finite"})
+
+
+def _quarantine_streak(ctx: RunContext, model: str, run_id: str) -> int:
+    """Quarantines in a row of ``model``'s batches, latest first (this run's own excluded)."""
+    records = ctx.store.list_rows(BatchRecord, BatchRecord.model == model, order=BatchRecord.id)
+    streak = 0
+    for record in reversed([r for r in records if r.run_id != run_id]):
+        if record.status != "quarantined":
+            break
+        streak += 1
+    return streak
+
+
+def _escalates(ctx: RunContext, verdict: QualityVerdict, streak: int) -> bool:
+    """After ``max_consecutive_quarantines`` in a row, a batch quarantined only for its values
+    is put to a person: a model must not stay blind for batch after batch on data that may
+    well be the new normal."""
+    overrulable = bool(verdict.errors) and all(i.check in ESCALATABLE for i in verdict.errors)
+    return overrulable and streak >= ctx.policy.ingestion.max_consecutive_quarantines
+
+
+def accept_batch_action(model: str, batch_id: str, content_hash: str) -> dict[str, Any]:
+    """What an escalation's approval authorises: this batch (by content) of this model."""
+    return {
+        "action": "accept_batch",
+        "model": model,
+        "batch_id": batch_id,
+        "content_hash": content_hash,
+    }
+
+
+def _escalate(
+    ctx: RunContext,
+    state: dict[str, Any],
+    verdict: QualityVerdict,
+    result: dict[str, Any],
+    streak: int,
+) -> dict[str, Any]:
+    run_id, model, batch = state["run_id"], state["model"], state["batch"]
+    action = accept_batch_action(model, batch["batch_id"], verdict.content_hash)
+    description = (
+        f"Model {model} has had {streak} batches quarantined in a row, and this one fails "
+        f"too: {verdict.reason()}. Accept it as the new normal (the loop goes on with it: "
+        "drift analysis, and a retrain if the policy calls for one), or keep it quarantined?"
+    )
+    request = {
+        "action_request": {"action": "accept_batch", "args": {**action, "run_id": run_id}},
+        "config": {
+            "allow_accept": True,
+            "allow_ignore": True,
+            "allow_respond": True,
+            "allow_edit": False,
+        },
+        "description": description,
+    }
+    ctx.store.request_approval(run_id, state["requested_by"], request, action, step="escalation")
+    return {**result, "action": "escalate", "quarantine_streak": streak}
+
+
+def escalation(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
+    """Wait for a person's answer to an escalation; on approval file the quarantined batch as
+    accepted and hand it to the drift analyst. Runs again from its top on resume: the answer
+    is read from the audit store, and the filing is done once per run."""
+    run_id, model, batch = state["run_id"], state["model"], state["batch"]
+    rows = ctx.store.approval_rows(run_id)
+    if len(rows) < 2:
+        fault_point("before_interrupt")
+        interrupt(json.loads(rows[0].payload))
+        rows = ctx.store.approval_rows(run_id)
+    if len(rows) < 2:
+        raise ApprovalError(f"run {run_id} was resumed without a recorded escalation answer")
+    answer = rows[1]
+    content_hash = json.loads(rows[0].payload)["action"]["content_hash"]
+    action = accept_batch_action(model, batch["batch_id"], content_hash)
+    problem = ctx.store.approval_problem(run_id, action)
+    accepted = answer.decision == "approve" and problem is None
+    asked = {"decision": answer.decision, "approver": answer.principal, "comment": answer.comment}
+    if not accepted:
+        why = problem if answer.decision == "approve" else f"rejected by {answer.principal}"
+        ctx.record(
+            run_id,
+            "escalation",
+            Outcome(None, "none", ""),
+            "keep_quarantined",
+            f"The batch stays quarantined: {why}.",
+            {**asked, "problem": problem},
+        )
+        return {"escalation": {**asked, "accepted": False}}
+    done = ctx.store.effect(run_id, "escalation")
+    admitted = done if done is not None else _admit(ctx, state, answer.principal)
+    return {
+        "ingestion": {**state["ingestion"], **admitted},
+        "escalation": {**asked, "accepted": True},
+        "events": [f"batch accepted as the new normal by {answer.principal}"],
+    }
+
+
+def _admit(ctx: RunContext, state: dict[str, Any], approver: str) -> dict[str, Any]:
+    """File the quarantined copy, conformed, as an accepted batch (a second batch record: the
+    quarantine record stays, as every record does)."""
+    run_id, model = state["run_id"], state["model"]
+    spec = ctx.spec(model)
+    reference = ctx.reference(model)
+    quarantined = state["ingestion"]["path"]
+    frame, _ = conform(pl.read_parquet(quarantined), reference.schema)
+    frame = with_label_column(frame, spec.target, reference.schema[spec.target])
+    assert ctx.settings.batches_dir is not None
+    folder = ctx.settings.batches_dir / model / "accepted"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / Path(quarantined).name
+    write_parquet_atomic(frame, target)
+    record = ctx.store.list_rows(BatchRecord, BatchRecord.run_id == run_id, limit=1)[0]
+    ctx.store.add(
+        BatchRecord(
+            model=model,
+            batch_id=record.batch_id,
+            content_hash=record.content_hash,
+            n_rows=record.n_rows,
+            path=str(target),
+            status="accepted",
+            reason=json.dumps([]),
+            run_id=run_id,
+            created_at=now(),
+        )
+    )
+    admitted = {"action": "accept", "reason": "", "path": str(target), "accepted_by": approver}
+    ctx.record(
+        run_id,
+        "escalation",
+        Outcome(None, "none", ""),
+        "accept_as_new_normal",
+        f"{approver} accepted the batch as the new normal (it had failed: "
+        f"{record.reason}); it joins the accepted batches.",
+        {"approver": approver, "path": str(target), "quarantine_reason": record.reason},
+    )
+    ctx.store.record_effect(run_id, "escalation", admitted)
+    return admitted
 
 
 def _file_batch(

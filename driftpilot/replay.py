@@ -64,6 +64,7 @@ REPLAYABLE = ("completed", "waiting_approval")  # a run that finished, or paused
 # (agent, the state slice it writes), in flow order: the rows of the comparison.
 STEPS = (
     ("ingestion", "ingestion"),
+    ("escalation", "escalation"),
     ("drift_analyst", "drift"),
     ("optimizer", "optimizer"),
     ("retraining", "retraining"),
@@ -307,7 +308,27 @@ def _ingestion(state: dict[str, Any], ctx: RunContext, ev: Evidence) -> dict[str
     )
     decision = outcome.decision
     meta = _meta(outcome, decision.rationale)
-    return {"ingestion": {**original, "action": decision.action, "replay": meta}}
+    action: str = decision.action
+    if action == "quarantine" and ev.final.get("escalation") is not None:
+        action = "escalate"  # the run put this batch to a person: so does its replay
+    return {"ingestion": {**original, "action": action, "replay": meta}}
+
+
+def _escalation(state: dict[str, Any], ctx: RunContext, ev: Evidence) -> dict[str, Any]:
+    answer = ev.final.get("escalation")
+    if answer is None:
+        _evidence_ends(
+            "escalation",
+            "waiting_approval",
+            "the batch was put to a person and nobody answered in the run: it would wait",
+        )
+    note = f"the recorded answer is reused: {answer['decision']} by {answer['approver']}"
+    update: dict[str, Any] = {
+        "escalation": {**answer, "replay": {"rationale": note, "fallback": False, "notes": []}}
+    }
+    if answer.get("accepted"):
+        update["ingestion"] = {**state["ingestion"], "action": "accept"}
+    return update
 
 
 def _drift_tools(ev: Evidence) -> list[AgentTool]:
@@ -526,6 +547,7 @@ def _report(state: dict[str, Any], ctx: RunContext, ev: Evidence) -> dict[str, A
 
 REPLAY_NODES: dict[str, Callable[..., dict[str, Any]]] = {
     "ingestion": _ingestion,
+    "escalation": _escalation,
     "drift_analyst": _drift,
     "optimizer": _optimizer,
     "retraining": _retraining,
@@ -608,6 +630,7 @@ def _label(key: str, piece: dict[str, Any] | None) -> str | None:
         return None
     labels: dict[str, Callable[[dict[str, Any]], str]] = {
         "ingestion": lambda s: s["action"],
+        "escalation": lambda s: f"{s['decision']} by {s['approver']}",
         "drift": lambda s: f"{s['action']} ({s['severity']})",
         "optimizer": lambda s: f"tune:{s['family']} x{s['n_trials']}",
         "retraining": lambda s: f"train:{s['window']}",

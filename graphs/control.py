@@ -1,10 +1,12 @@
 """The control graph: one run of one managed model on one batch (see DESIGN.md).
 
 ingestion -> drift_analyst -> optimizer -> retraining -> evaluator -> cicd -> promote -> report
-    |              |                                         |          |
-    +-> report     +-> report                      report <--+          +-> approval (interrupt)
-                                                                             approve -> promote
-                                                                             reject  -> report
+    |  ^           |                                         |          |
+    |  |           +-> report                      report <--+          +-> approval (interrupt)
+    |  +-- accept --+                                                        approve -> promote
+    +-> escalation (interrupt, after max_consecutive_quarantines)            reject  -> report
+    |       reject -> report
+    +-> report (quarantine)
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from graphs.state import (
     after_approval,
     after_cicd,
     after_drift,
+    after_escalation,
     after_evaluation,
     after_ingestion,
 )
@@ -58,6 +61,7 @@ def build_control_graph(
     tools.backend = model
     functions: dict[str, Node] = {
         "ingestion": ingestion.node,
+        "escalation": ingestion.escalation,
         "drift_analyst": drift_analyst.node,
         "optimizer": optimizer.node,
         "retraining": retraining.node,
@@ -77,6 +81,7 @@ def build_control_graph(
 
     graph.add_edge(START, "ingestion")
     graph.add_conditional_edges("ingestion", after_ingestion)
+    graph.add_conditional_edges("escalation", after_escalation)
     graph.add_conditional_edges("drift_analyst", after_drift)
     graph.add_edge("optimizer", "retraining")
     graph.add_edge("retraining", "evaluator")
@@ -124,7 +129,7 @@ def report_node(state: ControlState, ctx: RunContext) -> dict[str, Any]:
 
 def run_outcome(state: ControlState) -> str:
     """The outcome a finished run reports, named from the decisions in its state."""
-    if state["ingestion"]["action"] == "quarantine":
+    if state["ingestion"]["action"] in ("quarantine", "escalate"):
         return "quarantined"
     if state["drift"]["action"] != "retrain":
         return f"no_retrain:{state['drift']['action']}"

@@ -20,6 +20,7 @@ class BatchRef(TypedDict):
 # The slices the agents write, in flow order (what a run's summary shows).
 SLICES = (
     "ingestion",
+    "escalation",
     "drift",
     "optimizer",
     "retraining",
@@ -36,6 +37,7 @@ class ControlState(TypedDict, total=False):
     requested_by: str
     batch: BatchRef
     ingestion: dict[str, Any]
+    escalation: dict[str, Any]
     drift: dict[str, Any]
     optimizer: dict[str, Any]
     retraining: dict[str, Any]
@@ -47,7 +49,7 @@ class ControlState(TypedDict, total=False):
     events: Annotated[list[str], operator.add]
 
 
-def _route(value: Any, routes: dict[str, R], what: str) -> R:
+def _route(value: Any, routes: dict[Any, R], what: str) -> R:
     """Fail closed: a value no route names raises instead of falling through to a default."""
     if value not in routes:
         raise PolicyViolation(f"unknown {what} {value!r}: the control graph refuses to route it")
@@ -55,12 +57,22 @@ def _route(value: Any, routes: dict[str, R], what: str) -> R:
 
 
 # Routers read typed decisions, never free text; unknown values raise.
-def after_ingestion(state: ControlState) -> Literal["drift_analyst", "report"]:
-    routes: dict[str, Literal["drift_analyst", "report"]] = {
+def after_ingestion(state: ControlState) -> Literal["drift_analyst", "escalation", "report"]:
+    routes: dict[str, Literal["drift_analyst", "escalation", "report"]] = {
         "accept": "drift_analyst",
         "quarantine": "report",
+        "escalate": "escalation",  # one quarantine too many in a row: a person decides
     }
     return _route(state["ingestion"]["action"], routes, "ingestion action")
+
+
+def after_escalation(state: ControlState) -> Literal["drift_analyst", "report"]:
+    """Only an accepted escalation (approved, bound to this batch) goes on."""
+    routes: dict[bool, Literal["drift_analyst", "report"]] = {
+        True: "drift_analyst",
+        False: "report",
+    }
+    return _route(state["escalation"]["accepted"], routes, "escalation answer")
 
 
 def after_drift(state: ControlState) -> Literal["optimizer", "report"]:

@@ -285,16 +285,31 @@ class AuditStore:
         )
 
     def request_approval(
-        self, run_id: str, requester: str, payload: dict[str, Any], action: dict[str, Any]
+        self,
+        run_id: str,
+        requester: str,
+        payload: dict[str, Any],
+        action: dict[str, Any],
+        *,
+        step: str = "promotion",
     ) -> Approval:
-        """Open an approval request for ``action`` (once: a second request returns the first).
+        """Open an approval request for ``action`` at ``step`` of the run (once per step: a
+        second request for the same step returns the first). A run asks at most once per
+        step: whether to accept a batch as the new normal (``escalation``), then whether to
+        promote (``promotion``); each question is answered before the next is asked.
 
         The request stores the action and its hash; the decision will be bound to that hash.
         """
-        existing = self.approval_rows(run_id)
-        if existing:
-            return existing[0]
-        body = {**payload, "action": action, "action_hash": action_hash(action)}
+        with self.reading() as session:
+            asked = session.scalars(
+                select(Approval)
+                .where(Approval.run_id == run_id, Approval.kind == "request")
+                .order_by(Approval.id)
+            ).all()
+        for row in asked:
+            if json.loads(row.payload).get("step", "promotion") == step:
+                return row
+        body = {**payload, "step": step, "action": action, "action_hash": action_hash(action)}
         return self._append(
             Approval(
                 run_id=run_id,
@@ -333,7 +348,11 @@ class AuditStore:
         def first_decision(session: Session) -> None:
             # Two approvers answering at once: the second finds the first's row here.
             earlier = session.scalars(
-                select(Approval).where(Approval.run_id == run_id, Approval.kind == "decision")
+                select(Approval).where(
+                    Approval.run_id == run_id,
+                    Approval.kind == "decision",
+                    Approval.id > rows[0].id,
+                )
             ).first()
             if earlier is not None:
                 raise ApprovalError(
@@ -353,12 +372,15 @@ class AuditStore:
         )
 
     def approval_rows(self, run_id: str) -> list[Approval]:
+        """The run's current approval: its latest request, then the decision on it (if any).
+        Earlier questions of the run, already answered, are not part of it."""
         with self.reading() as session:
-            return list(
+            rows = list(
                 session.scalars(
                     select(Approval).where(Approval.run_id == run_id).order_by(Approval.id)
                 )
             )
+        return _from_last_request(rows)
 
     def approval_problem(
         self, run_id: str, action: dict[str, Any], *, unbound_ok: bool = False
@@ -391,8 +413,13 @@ class AuditStore:
     def pending_approvals(self) -> list[Approval]:
         with self.reading() as session:
             rows = list(session.scalars(select(Approval).order_by(Approval.id)))
-        decided = {r.run_id for r in rows if r.kind == "decision"}
-        return [r for r in rows if r.kind == "request" and r.run_id not in decided]
+        current: dict[str, list[Approval]] = {}
+        for row in rows:  # per run, the rows from its latest request on
+            if row.kind == "request":
+                current[row.run_id] = [row]
+            elif row.run_id in current:
+                current[row.run_id].append(row)
+        return sorted((r[0] for r in current.values() if len(r) == 1), key=lambda r: r.id)
 
     def record_champion(
         self, model: str, version: int, previous: int | None, action: str, run_id: str, actor: str
@@ -916,3 +943,8 @@ def _sqlite_pragmas(connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()
+
+
+def _from_last_request(rows: list[Approval]) -> list[Approval]:
+    starts = [i for i, row in enumerate(rows) if row.kind == "request"]
+    return rows[starts[-1] :] if starts else rows

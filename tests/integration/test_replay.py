@@ -303,6 +303,7 @@ def test_nothing_in_a_replay_can_reach_the_audit_store(home: Home) -> None:
     # Every node of the control graph has a replay node: no agent of the real graph runs.
     assert set(REPLAY_NODES) == {
         "ingestion",
+        "escalation",
         "drift_analyst",
         "optimizer",
         "retraining",
