@@ -9,7 +9,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from driftpilot.service import ApiKeyView, ModelView, RunView
+from driftpilot.service import ApiKeyView, LabelsView, ModelView, RunView
 
 RunStatus = Literal["pending", "running", "interrupted", "success", "error"]
 MultitaskStrategy = Literal["reject", "enqueue"]
@@ -266,4 +266,4 @@ class Health(BaseModel):
     status: Literal["ok"] = "ok"
 
 
-__all__ = ["ApiKeyView", "ModelView"]
+__all__ = ["ApiKeyView", "LabelsView", "ModelView"]

@@ -46,6 +46,7 @@ from driftpilot.errors import (
     RunStateError,
 )
 from driftpilot.identity import normalize_principal, safe_label
+from driftpilot.labels import LabelsView
 from driftpilot.llm import Backend, make_backend
 from driftpilot.policy import Policy
 from driftpilot.settings import Settings, get_settings
@@ -1260,6 +1261,51 @@ class ControlPlane:
         result = {"model": model, "from": moved.previous, "to": moved.current, "by": actor}
         self.store.record_effect(op_id, "rollback", result)
         return result
+
+    # -- labels that arrive late ------------------------------------------------------------------
+
+    def attach_labels(
+        self,
+        model: str,
+        batch_id: str,
+        path: str | os.PathLike[str] | pl.DataFrame,
+        actor: str,
+        *,
+        key: str | None = None,
+    ) -> LabelsView:
+        """Attach labels (a CSV/Parquet file, or a frame already read) to an accepted batch
+        that came without them, and score the champion that scored it on them (see
+        driftpilot.labels). Takes the model's lease while the filed batch is replaced, so no
+        run reads a window between the check and the write. Attaching the same labels again
+        returns the first answer; different ones are refused.
+
+        Raises:
+            NotFound: unknown model, or no accepted batch of it by that name.
+            SchemaError / DataError: the labels cannot be used (nothing is changed).
+            RunStateError: the batch already has different labels.
+            ModelBusy: a run holds the model (retry when it is done).
+        """
+        from driftpilot import labels
+
+        actor = normalize_principal(actor)
+        target = self.store.get(ManagedModel, model).target
+        record = labels.find_batch(self.store, model, batch_id)
+        frame = labels.read_labels(path if isinstance(path, pl.DataFrame) else os.fspath(path))
+        self._refuse_if_unrecovered(model)
+        op_id = f"labels-{uuid.uuid4().hex[:24]}"
+        lease = self._acquire(model, op_id, wait=False)
+        recorded = False
+        try:
+            with LeaseKeeper(self.store, model, op_id, lease, self.settings.lease_ttl_s):
+                drift = self.get_run(record.run_id).summary.get("drift") or {}
+                source = "" if isinstance(path, pl.DataFrame) else os.path.basename(path)
+                view, recorded = labels.attach(
+                    self.ctx, record, drift, frame, actor, target=target, key=key, source=source
+                )
+        finally:
+            if recorded:
+                self._checkpoint()
+        return view
 
 
 def _stamp(moment: datetime | None) -> str | None:

@@ -22,6 +22,7 @@ from api.schemas import (
     ChampionAt,
     DatasetBatch,
     Job,
+    LabelsView,
     ModelCreate,
     ModelView,
     Rollback,
@@ -230,3 +231,42 @@ def champion_at(
         raise Problem(422, "give 'time' with a UTC offset, e.g. 2026-01-01T00:00:00Z")
     cp.model_view(name)  # 404 for an unknown model
     return ChampionAt(model=name, time=time.isoformat(), version=cp.champion_at(name, time))
+
+
+@router.post(
+    "/{name}/batches/{batch_id}/labels",
+    response_model=LabelsView,
+    responses={
+        404: {"description": "Unknown model, or no accepted batch by that id"},
+        409: {"description": "The batch has other labels already, or a run holds the model"},
+        413: {"description": "Body or file too large"},
+        415: {"description": "Not a .csv or .parquet file"},
+        422: {"description": "Unusable labels: no target column, not 0/1, wrong row count"},
+    },
+)
+def attach_labels(
+    name: str,
+    batch_id: str,
+    cp: Plane,
+    conf: Conf,
+    caller: Operator,
+    file: Annotated[
+        UploadFile, File(description="The labels: .csv or .parquet with the target column.")
+    ],
+    key: Annotated[
+        str | None,
+        Form(
+            min_length=1,
+            max_length=200,
+            description="Join on this column (in the batch and the file); default: row order, "
+            "and the file must have the batch's row count.",
+        ),
+    ] = None,
+) -> LabelsView:
+    """Attach labels that arrived late to an accepted batch filed without them (multipart:
+    ``file``, optional ``key``), as the key's principal (audited), and score the champion
+    that scored the batch on them: realised ROC AUC against the estimate made without labels.
+    Attaching the same labels again returns the same answer; different ones are a 409."""
+    cp.model_view(name)  # 404 before the upload is parsed
+    frame = batches.read_upload(file.file.read(), file.filename or "", batches.limits_of(conf))
+    return cp.attach_labels(name, batch_id, frame, caller.principal, key=key)

@@ -39,6 +39,8 @@ CASES = [
     ("approvals", "approvals", 1, "invalid policy file"),
     ("audit", "audit --export xml", 2, "unknown export format 'xml'"),
     ("rollback", "rollback nope --as bob", 1, "no model 'nope'"),
+    ("labels", "labels flights 2013-02", 2, "Missing option '--file'"),
+    ("labels", "labels nope 2013-02 --file {tmp}/gone.csv", 1, "no model 'nope'"),
     ("rollback", "rollback nope --as 'bob\u200b'", 1, "invisible or control characters"),
     ("recover", "recover", 1, "invalid policy file"),
     ("audit checkpoint", "audit checkpoint --export", 1, "invalid policy file"),
