@@ -179,9 +179,18 @@ def _record_promotion(
     )
     if not recorded:  # a replay after the record and before the effect must not add a second
         ctx.store.record_champion(model, rt["version"], beaten, "promote", run_id, actor)
-    baseline = state["evaluation"]["challenger"]
+    evaluation = state["evaluation"]
+    # Out of time (the holdout is later than the window), in ROC AUC whatever the evaluator's
+    # metric: the drift analyst measures drops in ROC AUC.
+    baseline = evaluation.get("challenger_roc_auc", evaluation["challenger"])
     ctx.store.update_model(
-        model, family=rt["family"], reference_path=rt["window_path"], baseline=baseline
+        model,
+        family=rt["family"],
+        reference_path=rt["window_path"],
+        baseline=baseline,
+        baseline_low=evaluation.get("challenger_low"),
+        baseline_high=evaluation.get("challenger_high"),
+        holdout_path=rt["holdout_path"],
     )
     result = {
         "status": "promoted",

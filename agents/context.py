@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from agents.base import AgentTool, Outcome, decide
 from driftpilot.audit import AuditStore
-from driftpilot.audit.models import BatchRecord, ManagedModel
+from driftpilot.audit.models import BatchRecord, ManagedModel, Run
 from driftpilot.audit.store import lease_holder
 from driftpilot.errors import AliasNotFound, ModelBusy, NotFound
 from driftpilot.faults import fault_point
@@ -199,6 +199,14 @@ class RunContext:
             BatchRecord.status == "accepted",
             order=BatchRecord.id,
         )
+
+    def history(self, name: str, exclude_run: str) -> list[dict[str, Any]]:
+        """Summaries of ``name``'s completed runs, oldest first (``exclude_run`` left out):
+        what the drift policy counts (recent signals, retrains, promotions, cooldown)."""
+        runs = self.store.list_rows(
+            Run, Run.model == name, Run.status == "completed", order=Run.created_at
+        )
+        return [json.loads(r.summary or "{}") for r in runs if r.id != exclude_run]
 
     def model_dir(self, name: str) -> Path:
         assert self.settings.home is not None

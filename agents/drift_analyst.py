@@ -1,4 +1,13 @@
-"""Drift analyst: compare the batch with the model's reference window; none, monitor or retrain.
+"""Drift analyst: has the batch moved in a way that matters? none, monitor or retrain.
+
+Three views of drift reach the analyst: per-column effect sizes weighted by the champion's
+feature importance (``weighted_share``: the part of what the model uses that moved), a
+domain classifier (can a small model tell the batch from the reference, and by which
+features), and Evidently's per-column tests with their HTML report (for people). One view of
+performance: the champion's ROC AUC on the batch with its bootstrap interval against its
+out-of-time baseline, or, for a batch whose labels are still to come, a confidence-based
+estimate (CBPE) from the champion's calibrated probabilities. The policy turns them, with the
+model's history (recent signals, retrains, promotions), into the allowed actions.
 
 The rationale must cite metric names and values that exist in the tool output; every cited
 metric is checked and a mismatch is flagged in the audit record.
@@ -10,7 +19,9 @@ test is watched (``monitor``), never called drift-free.
 
 from __future__ import annotations
 
+import math
 import re
+from pathlib import Path
 from typing import Any, Literal
 
 import polars as pl
@@ -19,10 +30,13 @@ from pydantic import BaseModel, Field
 from agents.base import AgentTool
 from agents.context import RunContext
 from driftpilot.errors import LLMError
-from driftpilot.policy import DriftAction, DriftBounds, Severity
-from tools.drift import DriftResult, data_drift, model_performance, prediction_drift
+from driftpilot.policy import DriftAction, DriftBounds, DriftEvidence, DriftRules, Severity
+from tools.drift import DriftResult, data_drift
+from tools.estimate import estimate_performance, fit_calibrator, metric_interval
+from tools.shift import DomainCheck, ShiftConfig, ShiftResult, domain_classifier, effect_sizes
 
 NAME = "drift_analyst"
+MIN_DOMAIN_ROWS = 50  # per side: fewer and three folds say nothing
 
 
 class DriftVerdict(BaseModel):
@@ -32,15 +46,24 @@ class DriftVerdict(BaseModel):
     severity: Severity = Field(description="How serious the drift is: none, low, medium, high.")
     cited_metrics: dict[str, float] = Field(
         description="Metric names and values from the evidence that support the verdict, e.g. "
-        "{'drift_share': 0.62, 'temp': 4.47, 'metric_drop': 0.04}."
+        "{'weighted_share': 0.42, 'temp': 1.7, 'metric_drop': 0.04}."
     )
     rationale: str = Field(description="Why, naming every cited metric with its value.")
 
 
-def _metrics(drift: DriftResult, perf: dict[str, Any]) -> dict[str, float]:
-    """Every citable number: drift share, each column's score, performance figures."""
-    values = {"drift_share": drift.drift_share, "n_drifted": float(drift.n_drifted)}
-    values.update({c.column: c.score for c in drift.columns})
+def _metrics(
+    drift: DriftResult, shift: ShiftResult, domain: DomainCheck | None, perf: dict[str, Any]
+) -> dict[str, float]:
+    """Every citable number: shares, each column's effect size, domain AUC, performance."""
+    values = {
+        "weighted_share": shift.weighted_share,
+        "material_share": shift.material_share,
+        "drift_share": drift.drift_share,
+        "n_drifted": float(drift.n_drifted),
+    }
+    values.update({c.column: c.value for c in shift.columns})
+    if domain is not None:
+        values["domain_auc"] = domain.auc
     values.update(
         {k: v for k, v in perf.items() if isinstance(v, int | float) and not isinstance(v, bool)}
     )
@@ -73,6 +96,7 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     reference = ctx.reference(model)
     assert ctx.settings.reports_dir is not None
     report = ctx.settings.reports_dir / model / f"{state['batch']['batch_id']}-{run_id[:8]}.html"
+    sizes = {"reference_rows": reference.height, "batch_rows": frame.height}
     drift = ctx.call(
         run_id,
         NAME,
@@ -80,19 +104,45 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         lambda: data_drift(
             reference, frame, numeric=spec.numeric, categorical=spec.categorical, report_path=report
         ),
-        {"reference_rows": reference.height, "batch_rows": frame.height},
+        sizes,
     )
-    perf = _performance(ctx, run_id, model, spec.target, frame, reference)
+    champ = ctx.champion(model)
+    importance = champ[0].report.feature_importance if champ and champ[0].report else {}
+    shift = ctx.call(
+        run_id,
+        NAME,
+        "shift.effect_sizes",
+        lambda: effect_sizes(
+            reference,
+            frame,
+            numeric=spec.numeric,
+            categorical=spec.categorical,
+            importance=importance,
+            config=shift_config(ctx.policy.drift),
+            seed=ctx.settings.seed,
+        ),
+        sizes,
+    )
+    domain = _domain(ctx, run_id, reference, frame, spec.numeric, spec.categorical)
+    perf = _performance(ctx, run_id, model, spec.target, frame, champ)
+    history = history_counts(ctx.history(model, run_id), ctx.policy.retraining.persistence_n)
     bounds = ctx.policy.drift_bounds(
-        drift.drift_share, perf.get("metric_drop"), perf.get("prediction_drifted", False)
+        DriftEvidence(
+            weighted_share=shift.weighted_share,
+            labelled=perf.get("roc_auc") is not None,
+            drop=perf.get("metric_drop"),
+            drop_low=perf.get("metric_drop_low"),
+            estimated=perf.get("estimated_roc_auc") is not None,
+            **history,
+        )
     )
-    known = _metrics(drift, perf)
-    action = _policy_action(drift, bounds)
+    known = _metrics(drift, shift, domain, perf)
+    action = _policy_action(drift, shift, bounds)
     fallback = DriftVerdict(
         action=action,
         severity=bounds.severity,
-        cited_metrics=_cite(drift, perf),
-        rationale=_template(drift, perf, bounds, action),
+        cited_metrics=_cite(shift, perf),
+        rationale=_template(drift, shift, domain, perf, bounds, action),
     )
 
     def check(d: DriftVerdict) -> None:
@@ -100,12 +150,17 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
             raise LLMError(f"action {d.action!r} outside the policy bounds {bounds.allowed}")
 
     evidence = {
-        "drift_share": drift.drift_share,
-        "dataset_drift": drift.dataset_drift,
-        "n_tested": drift.n_columns,
-        "columns": [c.model_dump() for c in drift.columns[:8]],
-        "skipped_columns": drift.skipped_columns,
+        "weighted_share": shift.weighted_share,
+        "material_share": shift.material_share,
+        "shifted_columns": [c.model_dump() for c in shift.columns[:8]],
+        "domain_classifier": domain.model_dump() if domain else None,
+        "evidently": {
+            "drift_share": drift.drift_share,
+            "n_tested": drift.n_columns,
+            "skipped_columns": drift.skipped_columns,
+        },
         "performance": perf,
+        "history": history,
         "signals": bounds.signals,
     }
     outcome = ctx.decide(
@@ -115,7 +170,7 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         bounds.model_dump(),
         fallback,
         check=check,
-        tools=_tools(drift),
+        tools=_tools(drift, shift),
     )
     verdict = outcome.decision
     ctx.record(
@@ -127,17 +182,81 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         {**evidence, "report": drift.report_path, "cited_metrics": verdict.cited_metrics},
         citation_flags(verdict, known),
     )
+    events = ["labels requested: estimated drop with material drift"]
     return {
         "drift": {
             "action": verdict.action,
             "severity": verdict.severity,
             "drift_share": drift.drift_share,
-            "drifted_columns": drift.drifted_columns(),
+            "weighted_share": shift.weighted_share,
+            "material": bounds.material,
+            "significant_drop": bounds.significant_drop,
+            "labels_requested": bounds.labels_requested,
+            "expected_gain": bounds.expected_gain,
+            "drifted_columns": [c.column for c in shift.columns if c.material],
             "skipped_columns": drift.skipped_columns,
+            "domain_auc": domain.auc if domain else None,
             "report": drift.report_path,
             **perf,
-        }
+        },
+        "events": events if bounds.labels_requested else [],
     }
+
+
+def shift_config(rules: DriftRules) -> ShiftConfig:
+    """The policy's effect-size measures and thresholds."""
+    return ShiftConfig(
+        numeric_measure=rules.numeric_measure,
+        categorical_measure=rules.categorical_measure,
+        wasserstein_threshold=rules.wasserstein_threshold,
+        psi_threshold=rules.psi_threshold,
+        jensenshannon_threshold=rules.jensenshannon_threshold,
+    )
+
+
+def history_counts(past: list[dict[str, Any]], persistence_n: int) -> dict[str, Any]:
+    """What the policy counts from the model's earlier runs (summaries, oldest first): drift
+    or drop signals in the last ``persistence_n - 1`` batches (a quarantined batch counts as a
+    batch without a signal), batches since the last retrain attempt, retrains, promotions."""
+    drifts = [summary.get("drift") or {} for summary in past]
+    recent = drifts[-(persistence_n - 1) :] if persistence_n > 1 else []
+    attempts = [i for i, d in enumerate(drifts) if d.get("action") == "retrain"]
+    return {
+        "recent_signals": sum(bool(d.get("material") or d.get("significant_drop")) for d in recent),
+        "batches_since_retrain": len(drifts) - 1 - attempts[-1] if attempts else None,
+        "retrains": len(attempts),
+        "promotions": sum(
+            (summary.get("promotion") or {}).get("status") == "promoted" for summary in past
+        ),
+    }
+
+
+def _domain(
+    ctx: RunContext,
+    run_id: str,
+    reference: pl.DataFrame,
+    frame: pl.DataFrame,
+    numeric: list[str],
+    categorical: list[str],
+) -> DomainCheck | None:
+    """The domain classifier, unless a side is too small for an honest out-of-fold AUC."""
+    if min(reference.height, frame.height) < MIN_DOMAIN_ROWS:
+        return None
+    return ctx.call(
+        run_id,
+        NAME,
+        "shift.domain_classifier",
+        # One thread: LightGBM's threads wait on each other at each of many small trees.
+        lambda: domain_classifier(
+            reference,
+            frame,
+            numeric=numeric,
+            categorical=categorical,
+            threads=1,
+            seed=ctx.settings.seed,
+        ),
+        {"reference_rows": reference.height, "batch_rows": frame.height},
+    )
 
 
 def _performance(
@@ -146,47 +265,112 @@ def _performance(
     model: str,
     target: str,
     frame: pl.DataFrame,
-    reference: pl.DataFrame,
+    champ: tuple[Any, int] | None,
 ) -> dict[str, Any]:
-    champ = ctx.champion(model)
+    """The champion's ROC AUC on the batch (interval) and its drop against the baseline; for
+    an unlabelled batch, the CBPE estimate and the estimated drop."""
     if champ is None:
         return {"champion_version": None}
     scorer, version = champ
-    baseline = ctx.model(model).baseline
-    out: dict[str, Any] = {"champion_version": version, "baseline": baseline}
-    if target in frame.columns and frame[target].drop_nulls().n_unique() == 2:
-        perf = ctx.call(
+    row = ctx.model(model)
+    out: dict[str, Any] = {"champion_version": version, "baseline": row.baseline}
+    labelled = frame.filter(pl.col(target).is_not_null()) if target in frame.columns else frame[:0]
+    rules = ctx.policy.drift
+    if labelled.height and labelled[target].n_unique() == 2:
+        scored = ctx.call(
             run_id,
             NAME,
-            "drift.model_performance",
-            lambda: model_performance(scorer, frame, target),
-            {"champion_version": version},
+            "estimate.metric_interval",
+            lambda: metric_interval(
+                labelled[target].to_numpy(),
+                scorer.predict_proba(labelled),
+                n_boot=rules.n_boot,
+                confidence=rules.confidence,
+                seed=ctx.settings.seed,
+            ),
+            {"champion_version": version, "labelled_rows": labelled.height},
         )
-        out.update({"roc_auc": perf.roc_auc, "pr_auc": perf.pr_auc, "log_loss": perf.log_loss})
-        if baseline is not None and perf.roc_auc is not None:
-            out["metric_drop"] = round(baseline - perf.roc_auc, 4)
-    else:
-        moved = ctx.call(
-            run_id,
-            NAME,
-            "drift.prediction_drift",
-            lambda: prediction_drift(scorer.predict_proba(reference), scorer.predict_proba(frame)),
-            {"champion_version": version},
+        assert scored.value is not None and scored.high is not None
+        out.update(
+            {"roc_auc": scored.value, "roc_auc_low": scored.low, "roc_auc_high": scored.high}
         )
-        if moved is not None:  # None: too few rows to test the scores
-            out.update({"prediction_drift_score": moved.score, "prediction_drifted": moved.drifted})
+        if row.baseline is not None:
+            spread = math.hypot(
+                scored.high - scored.value, row.baseline - (row.baseline_low or row.baseline)
+            )
+            out.update(_drop(row.baseline, scored.value, spread))
+        return out
+    if row.holdout_path and Path(row.holdout_path).exists():
+        out.update(_estimate(ctx, run_id, scorer, version, target, frame, row.holdout_path))
     return out
 
 
-def _tools(drift: DriftResult) -> list[AgentTool]:
+def _estimate(
+    ctx: RunContext,
+    run_id: str,
+    scorer: Any,
+    version: int,
+    target: str,
+    frame: pl.DataFrame,
+    holdout_path: str,
+) -> dict[str, Any]:
+    """CBPE: calibrate the champion on its held-out labelled rows, estimate its ROC AUC there
+    and on the batch; the estimated drop compares the two (the calibrator's bias cancels)."""
+    holdout = pl.read_parquet(holdout_path)
+    rules = ctx.policy.drift
+
+    def both() -> dict[str, Any]:
+        held = scorer.predict_proba(holdout)
+        calibrator = fit_calibrator(holdout[target].to_numpy(), held)
+        conf, seed = rules.confidence, ctx.settings.seed
+        return {
+            "reference": estimate_performance(held, calibrator, confidence=conf, seed=seed),
+            "batch": estimate_performance(
+                scorer.predict_proba(frame), calibrator, confidence=conf, seed=seed
+            ),
+        }
+
+    found = ctx.call(
+        run_id,
+        NAME,
+        "estimate.estimate_performance",
+        both,
+        {"champion_version": version, "calibration_rows": holdout.height, "rows": frame.height},
+    )
+    base, now = found["reference"], found["batch"]
+    spread = math.hypot(now.high - now.roc_auc, base.roc_auc - base.low)
+    drop = _drop(base.roc_auc, now.roc_auc, spread)
+    return {
+        "estimated_roc_auc": round(now.roc_auc, 4),
+        "estimated_low": round(now.low, 4),
+        "estimated_high": round(now.high, 4),
+        **drop,
+    }
+
+
+def _drop(baseline: float, value: float, spread: float) -> dict[str, float]:
+    """The drop and its lower bound (both intervals' half-widths combined)."""
+    drop = baseline - value
+    return {"metric_drop": round(drop, 4), "metric_drop_low": round(drop - spread, 4)}
+
+
+def _tools(drift: DriftResult, shift: ShiftResult) -> list[AgentTool]:
     def get_column_drift(column: str) -> dict[str, Any]:
-        """Drift test of one column: method, score, threshold, drifted."""
-        found = next((c for c in drift.columns if c.column == column), None)
-        return found.model_dump() if found else {"error": f"no column {column!r}"}
+        """One column's effect size (measure, value, threshold, material, importance) and
+        Evidently's test on it (method, score, threshold, drifted)."""
+        effect = next((c for c in shift.columns if c.column == column), None)
+        test = next((c for c in drift.columns if c.column == column), None)
+        if effect is None and test is None:
+            return {"error": f"no column {column!r}"}
+        return {
+            "effect": effect.model_dump() if effect else None,
+            "evidently": test.model_dump() if test else None,
+        }
 
     def list_drifted_columns() -> list[str]:
-        """Names of the columns whose drift test fired, most drifted first."""
-        return drift.drifted_columns()
+        """Columns that shifted materially (effect size at or above its threshold), most
+        shifted first."""
+        return [c.column for c in shift.columns if c.material]
 
     return [
         AgentTool("get_column_drift", get_column_drift),
@@ -194,43 +378,58 @@ def _tools(drift: DriftResult) -> list[AgentTool]:
     ]
 
 
-def _cite(drift: DriftResult, perf: dict[str, Any]) -> dict[str, float]:
-    cited = {"drift_share": drift.drift_share}
-    if drift.columns and drift.columns[0].drifted:
-        cited[drift.columns[0].column] = round(drift.columns[0].score, 4)
-    for key in ("roc_auc", "metric_drop"):
+def _cite(shift: ShiftResult, perf: dict[str, Any]) -> dict[str, float]:
+    cited = {"weighted_share": shift.weighted_share}
+    if shift.columns and shift.columns[0].material:
+        cited[shift.columns[0].column] = round(shift.columns[0].value, 4)
+    for key in ("roc_auc", "estimated_roc_auc", "metric_drop"):
         if perf.get(key) is not None:
             cited[key] = round(perf[key], 4)
     return cited
 
 
-def _policy_action(drift: DriftResult, bounds: DriftBounds) -> DriftAction:
+def _policy_action(drift: DriftResult, shift: ShiftResult, bounds: DriftBounds) -> DriftAction:
     """The policy's choice, except that a batch with no testable column is watched: 'none'
     would report an absence of drift that nobody measured."""
-    if drift.n_columns == 0 and "monitor" in bounds.allowed:
+    nothing_measured = drift.n_columns == 0 and not shift.columns
+    if nothing_measured and "monitor" in bounds.allowed:
         return "monitor"
     return bounds.default
 
 
 def _template(
-    drift: DriftResult, perf: dict[str, Any], bounds: DriftBounds, action: DriftAction
+    drift: DriftResult,
+    shift: ShiftResult,
+    domain: DomainCheck | None,
+    perf: dict[str, Any],
+    bounds: DriftBounds,
+    action: DriftAction,
 ) -> str:
+    material = [c for c in shift.columns if c.material]
     parts = [
-        f"drift_share={drift.drift_share:.4f} ({drift.n_drifted}/{drift.n_columns} columns drifted)"
+        f"weighted_share={shift.weighted_share:.4f} ({len(material)}/{len(shift.columns)} "
+        f"columns shifted materially; Evidently drift_share={drift.drift_share:.4f})"
     ]
     if drift.skipped_columns:
         parts.append(f"{len(drift.skipped_columns)} columns not tested (too few values)")
-    if drift.n_columns == 0:
+    if drift.n_columns == 0 and not shift.columns:
         parts.append(f"no drift test possible on {drift.n_current} rows: watch the next batch")
-    if drift.columns and drift.columns[0].drifted:
-        top = drift.columns[0]
-        parts.append(
-            f"most drifted {top.column}={top.score:.4f} ({top.method}, threshold {top.threshold})"
-        )
+    if material:
+        top = material[0]
+        parts.append(f"most shifted {top.column}={top.value:.4f} ({top.measure})")
+    if domain is not None:
+        parts.append(f"domain classifier AUC {domain.auc:.3f}")
     if perf.get("roc_auc") is not None:
-        parts.append(f"champion roc_auc={perf['roc_auc']:.4f}")
+        parts.append(
+            f"champion roc_auc={perf['roc_auc']:.4f} "
+            f"[{perf['roc_auc_low']:.4f}, {perf['roc_auc_high']:.4f}]"
+        )
+    if perf.get("estimated_roc_auc") is not None:
+        parts.append(f"no labels: estimated_roc_auc={perf['estimated_roc_auc']:.4f} (CBPE)")
     if perf.get("metric_drop") is not None:
-        parts.append(f"metric_drop={perf['metric_drop']:.4f} vs baseline {perf['baseline']:.4f}")
+        parts.append(
+            f"metric_drop={perf['metric_drop']:.4f} (lower bound {perf['metric_drop_low']:.4f})"
+        )
     signals = "; ".join(bounds.signals) or "no signal"
     policy = f"Policy: {action} (severity {bounds.severity})"
     return f"{'; '.join(parts)}. Signals: {signals}. {policy}."

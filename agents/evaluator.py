@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from agents.context import RunContext
 from driftpilot.errors import LLMError
 from tools import registry
+from tools.estimate import metric_interval
 from tools.evaluate import Comparison, compare_models
 
 NAME = "evaluator"
@@ -83,11 +84,28 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     )
     verdict = outcome.decision
     ctx.record(run_id, NAME, outcome, verdict.action, verdict.rationale, evidence)
+    # The challenger's own interval on the holdout: if promoted, it is the new baseline.
+    own = ctx.call(
+        run_id,
+        NAME,
+        "estimate.metric_interval",
+        lambda: metric_interval(
+            holdout[spec.target].to_numpy(),
+            challenger.predict_proba(holdout),
+            n_boot=rules.n_boot,
+            confidence=rules.confidence,
+            seed=ctx.settings.seed,
+        ),
+        {"holdout_rows": holdout.height, "version": state["retraining"]["version"]},
+    )
     return {
         "evaluation": {
             "action": verdict.action,
             **evidence,
             "champion_version": champ[1] if champ else None,
+            "challenger_roc_auc": own.value,
+            "challenger_low": own.low,
+            "challenger_high": own.high,
         }
     }
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from agents.context import RunContext
 from driftpilot.errors import LLMError
 from driftpilot.policy import OptimizerLimits
-from tools.train import TrainSpec
+from tools.train import TrainSpec, split_holdout
 from tools.tune import TuneBudget, tune
 
 NAME = "optimizer"
@@ -35,15 +35,19 @@ def training_window(
     whose labels are still to come contributes nothing until they are attached)."""
     spec = ctx.spec(model)
     labelled = pl.col(spec.target).is_not_null()
-    current = pl.read_parquet(current_path).filter(labelled).sort(spec.time_col)
-    n_hold = max(1, int(current.height * ctx.policy.retraining.holdout_fraction))
-    holdout, current_train = current.tail(n_hold), current.head(current.height - n_hold)
+    current = pl.read_parquet(current_path).filter(labelled)
+    current_train, holdout = split_holdout(
+        current, spec.time_col, ctx.policy.retraining.holdout_fraction
+    )
     earlier = (
         [r.path for r in ctx.accepted_batches(model) if r.path != current_path][-(k - 1) :]
         if k > 1
         else []
     )
-    frames = [pl.read_parquet(p) for p in earlier] + [current_train]
+    # The schema's columns only: an accepted batch may carry extra ones (an id to attach
+    # late labels by), and batches with different column sets do not stack.
+    columns = [*spec.features, spec.target, spec.time_col]
+    frames = [pl.read_parquet(p, columns=columns) for p in earlier] + [current_train[columns]]
     return pl.concat(frames, how="vertical_relaxed").filter(labelled), holdout
 
 

@@ -43,10 +43,31 @@ class IngestionRules(_Strict):
 
 
 class DriftRules(_Strict):
-    monitor_share: float = 0.25
-    retrain_share: float = 0.5
-    max_metric_drop: float = 0.02
-    severity_high_share: float = 0.75
+    retrain: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="auto: retrain when the evidence below says so; always: on every labelled "
+        "batch; never: watch only.",
+    )
+    # Drift that matters: effect sizes (tools.shift), weighted by the champion's importance.
+    numeric_measure: Literal["wasserstein", "psi"] = "wasserstein"
+    categorical_measure: Literal["psi", "jensenshannon"] = "psi"
+    wasserstein_threshold: float = Field(0.5, description="Normed Wasserstein of a shifted column.")
+    psi_threshold: float = Field(0.2, description="PSI of a shifted column.")
+    jensenshannon_threshold: float = Field(0.1, description="Jensen-Shannon of a shifted column.")
+    monitor_share: float = Field(
+        0.3,
+        description="Share of the champion's importance on shifted columns that makes drift "
+        "material (monitor).",
+    )
+    severity_high_share: float = Field(0.6, description="Weighted share reported as high severity.")
+    # A drop that matters: the champion's metric on the batch, with its bootstrap interval,
+    # against its out-of-time baseline (and that baseline's interval).
+    max_metric_drop: float = Field(0.02, description="Smallest drop that counts (if significant).")
+    severe_metric_drop: float = Field(
+        0.05, description="A significant drop this large retrains at once (no wait, no cooldown)."
+    )
+    confidence: float = Field(0.95, gt=0, lt=1, description="Confidence of the drop's interval.")
+    n_boot: int = Field(300, ge=50, description="Bootstrap replicates of the batch's metric.")
 
 
 class OptimizerLimits(_Strict):
@@ -63,6 +84,20 @@ class RetrainLimits(_Strict):
     max_window: int = 6
     default_window: int = 2
     holdout_fraction: float = 0.3
+    # When a retrain is worth it (cost-aware, as in CARA and "When to retrain", ICML 2025).
+    horizon_batches: float = Field(
+        3.0, description="Batches a drop is expected to last if the champion is kept."
+    )
+    retrain_cost: float = Field(
+        0.04,
+        description="Cost of one retrain in metric points x batches (compute, review, risk): "
+        "retrain when P(promotion) x drop x horizon reaches it.",
+    )
+    cooldown_batches: int = Field(
+        1, ge=0, description="Batches to let pass after a retrain attempt before the next."
+    )
+    persistence_k: int = Field(2, ge=1, description="Drift must show in k of the last n batches.")
+    persistence_n: int = Field(3, ge=1)
 
 
 class EvaluatorRules(_Strict):
@@ -80,6 +115,24 @@ class RiskRules(_Strict):
     max_divergence: float = 0.12
 
 
+class DriftEvidence(_Strict):
+    """What the drift policy weighs (built by the drift analyst from the tools' results)."""
+
+    weighted_share: float = Field(description="Champion importance on shifted columns (0-1).")
+    labelled: bool = Field(description="The batch has labelled rows of both classes.")
+    drop: float | None = Field(None, description="Baseline minus the batch's ROC AUC.")
+    drop_low: float | None = Field(None, description="Lower bound of the drop's interval.")
+    estimated: bool = Field(False, description="The drop is estimated (CBPE), not measured.")
+    recent_signals: int = Field(
+        0, description="Of the previous persistence_n - 1 batches, those with drift or a drop."
+    )
+    batches_since_retrain: int | None = Field(
+        None, description="Batches since the last retrain attempt (None: never)."
+    )
+    retrains: int = Field(0, description="Retrain attempts of this model so far.")
+    promotions: int = Field(0, description="Of which promoted.")
+
+
 class DriftBounds(_Strict):
     """What the drift analyst may choose, and what the policy itself would choose."""
 
@@ -87,6 +140,12 @@ class DriftBounds(_Strict):
     default: DriftAction
     severity: Severity
     signals: list[str] = Field(description="Why: the signals that fired.")
+    material: bool = Field(False, description="The drift is material (weighted share).")
+    significant_drop: bool = Field(False, description="The drop counts (large and significant).")
+    labels_requested: bool = Field(False, description="An estimated drop with material drift.")
+    expected_gain: float | None = Field(
+        None, description="P(promotion) x drop x horizon: what a retrain is expected to win."
+    )
 
 
 class RiskInputs(_Strict):
@@ -103,6 +162,27 @@ class RiskInputs(_Strict):
 class RiskAssessment(_Strict):
     tier: RiskTier
     reasons: list[str] = Field(description="Every rule that made it high (empty when low).")
+
+
+def _severity(
+    share: float, rules: DriftRules, material: bool, significant: bool, severe: bool
+) -> Severity:
+    if severe or share >= rules.severity_high_share:
+        return "high"
+    if material or significant:
+        return "medium"
+    return "low" if share >= rules.monitor_share / 2 else "none"
+
+
+def _retrain(quiet: DriftBounds, gain: float | None, signals: list[str]) -> DriftBounds:
+    return quiet.model_copy(
+        update={
+            "allowed": ["monitor", "retrain"],
+            "default": "retrain",
+            "expected_gain": None if gain is None else round(gain, 4),
+            "signals": signals,
+        }
+    )
 
 
 def _problems(exc: ValidationError) -> str:
@@ -150,49 +230,83 @@ class Policy(_Strict):
         """Hard quality failures always quarantine; a clean batch may still be quarantined."""
         return ["accept", "quarantine"] if quality_ok else ["quarantine"]
 
-    def drift_bounds(
-        self, drift_share: float, metric_drop: float | None, prediction_drifted: bool
-    ) -> DriftBounds:
-        """Retrain needs two signals: drift share AND a measured (or, without labels,
-        estimated from prediction drift) performance drop."""
-        rules = self.drift
-        signals = []
-        drifted = drift_share >= rules.retrain_share
-        if drifted:
-            signals.append(f"drift_share {drift_share:.2f} >= {rules.retrain_share}")
-        if metric_drop is not None:
-            dropped = metric_drop >= rules.max_metric_drop
-            if dropped:
-                signals.append(f"metric_drop {metric_drop:.3f} >= {rules.max_metric_drop}")
-        else:
-            dropped = prediction_drifted
-            if dropped:
-                signals.append("prediction drift (no labels: estimated drop)")
-        severity: Severity = (
-            "high"
-            if drift_share >= rules.severity_high_share
-            else "medium"
-            if drifted
-            else "low"
-            if drift_share >= rules.monitor_share
-            else "none"
+    def drift_bounds(self, ev: DriftEvidence) -> DriftBounds:
+        """none / monitor / retrain from material drift and a drop that matters.
+
+        Monitor: the drift is material, or the drop counts. Retrain (labelled batches only:
+        their holdout judges the challenger) when the drop counts AND it is severe, or the
+        signal persisted in k of the last n batches outside the cooldown, AND the expected
+        gain covers the retrain's cost. Without labels an estimated drop with material drift
+        asks for labels. Every rule that fired, or held a retrain back, is a signal."""
+        rules, limits = self.drift, self.retraining
+        signals: list[str] = []
+        material = ev.weighted_share >= rules.monitor_share
+        if material:
+            signals.append(f"weighted drift {ev.weighted_share:.2f} >= {rules.monitor_share}")
+        significant = (
+            ev.drop is not None
+            and ev.drop_low is not None
+            and ev.drop >= rules.max_metric_drop
+            and ev.drop_low > 0
         )
-        # Retraining needs labelled rows of this batch (its holdout judges the challenger):
-        # without them an estimated drop is watched, and the labels asked for.
-        if drifted and dropped and metric_drop is not None:
-            return DriftBounds(
-                allowed=["monitor", "retrain"],
-                default="retrain",
-                severity=severity,
-                signals=signals,
+        severe = significant and (ev.drop or 0.0) >= rules.severe_metric_drop
+        if significant:
+            kind = "estimated " if ev.estimated else ""
+            signals.append(
+                f"{kind}drop {ev.drop:.3f} >= {rules.max_metric_drop}, significant "
+                f"(lower bound {ev.drop_low:.3f} > 0)" + (" and severe" if severe else "")
             )
-        watch = drifted or dropped or drift_share >= rules.monitor_share
-        return DriftBounds(
+        severity = _severity(ev.weighted_share, rules, material, significant, severe)
+        watch = material or significant
+        quiet = DriftBounds(
             allowed=["none", "monitor"],
             default="monitor" if watch else "none",
             severity=severity,
             signals=signals,
+            material=material,
+            significant_drop=significant,
         )
+        if rules.retrain == "never" or not ev.labelled:
+            if significant and ev.estimated and material:
+                asked = [*signals, "labels requested: an estimated drop with material drift"]
+                return quiet.model_copy(update={"labels_requested": True, "signals": asked})
+            return quiet
+        if rules.retrain == "always":
+            return _retrain(quiet, None, [*signals, "policy: retrain on every labelled batch"])
+        if not significant:
+            return quiet
+        p_promotion = (ev.promotions + 1) / (ev.retrains + 2)  # Laplace: 1/2 before any
+        gain = p_promotion * (ev.drop or 0.0) * limits.horizon_batches
+        held = self._held_back(ev, severe, gain)
+        if held:
+            update = {"expected_gain": round(gain, 4), "signals": [*signals, *held]}
+            return quiet.model_copy(update=update)
+        worth = f"expected gain {gain:.3f} >= retrain cost {limits.retrain_cost}"
+        return _retrain(quiet, gain, [*signals, worth])
+
+    def _held_back(self, ev: DriftEvidence, severe: bool, gain: float) -> list[str]:
+        """Why a significant drop does not retrain yet (empty: it does)."""
+        limits, reasons = self.retraining, []
+        if not severe:
+            seen = ev.recent_signals + 1
+            if seen < limits.persistence_k:
+                reasons.append(
+                    f"not yet persistent: {seen} of the last {limits.persistence_n} batches "
+                    f"(needs {limits.persistence_k}, or a severe drop)"
+                )
+            since = ev.batches_since_retrain
+            if since is not None and since < limits.cooldown_batches:
+                reasons.append(
+                    f"cooldown: {since} batches since the last retrain "
+                    f"(needs {limits.cooldown_batches}, or a severe drop)"
+                )
+        if gain < limits.retrain_cost:
+            reasons.append(
+                f"not worth it: expected gain {gain:.3f} (P(promotion) "
+                f"{(ev.promotions + 1) / (ev.retrains + 2):.2f} from {ev.promotions} of "
+                f"{ev.retrains} retrains promoted) < retrain cost {limits.retrain_cost}"
+            )
+        return reasons
 
     def evaluator_allowed(self, ci_low: float) -> list[Literal["promote", "reject"]]:
         """Reject is forced unless the gain's interval lies above zero."""

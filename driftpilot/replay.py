@@ -53,7 +53,7 @@ from agents.retraining import RetrainPlan
 from driftpilot.audit.models import ManagedModel, Run
 from driftpilot.errors import LLMError, NotFound, PolicyViolation, RunStateError
 from driftpilot.llm import Backend, make_backend
-from driftpilot.policy import Policy, RiskInputs
+from driftpilot.policy import DriftEvidence, Policy, RiskInputs
 from driftpilot.service import ControlPlane
 from driftpilot.settings import Settings
 from graphs.control import build_control_graph, run_outcome
@@ -332,17 +332,23 @@ def _escalation(state: dict[str, Any], ctx: RunContext, ev: Evidence) -> dict[st
 
 
 def _drift_tools(ev: Evidence) -> list[AgentTool]:
-    """The analyst's read-only tools, answering from the recorded drift report."""
-    columns = (ev.tool_results.get("drift.data_drift") or {}).get("columns", [])
+    """The analyst's read-only tools, answering from the recorded effect sizes and tests."""
+    effects = (ev.tool_results.get("shift.effect_sizes") or {}).get("columns", [])
+    tests = (ev.tool_results.get("drift.data_drift") or {}).get("columns", [])
 
     def get_column_drift(column: str) -> dict[str, Any]:
-        """Drift test of one column: method, score, threshold, drifted."""
-        found = next((c for c in columns if c.get("column") == column), None)
-        return found or {"error": f"no column {column!r}"}
+        """One column's effect size (measure, value, threshold, material, importance) and
+        Evidently's test on it (method, score, threshold, drifted)."""
+        effect = next((c for c in effects if c.get("column") == column), None)
+        test = next((c for c in tests if c.get("column") == column), None)
+        if effect is None and test is None:
+            return {"error": f"no column {column!r}"}
+        return {"effect": effect, "evidently": test}
 
     def list_drifted_columns() -> list[str]:
-        """Names of the columns whose drift test fired, most drifted first."""
-        return [c["column"] for c in columns if c.get("drifted")]
+        """Columns that shifted materially (effect size at or above its threshold), most
+        shifted first."""
+        return [c["column"] for c in effects if c.get("material")]
 
     return [
         AgentTool("get_column_drift", get_column_drift),
@@ -351,27 +357,37 @@ def _drift_tools(ev: Evidence) -> list[AgentTool]:
 
 
 def _drift(state: dict[str, Any], ctx: RunContext, ev: Evidence) -> dict[str, Any]:
+    """Re-decide from the recorded measurements. The effect sizes were judged material at the
+    recorded run's thresholds: the replay reuses the weighted share as measured."""
     if "drift" not in ev.final:
         _evidence_ends(
             "drift_analyst",
             "would_accept",
             "the replay accepts a batch the run quarantined: its drift was never analysed",
         )
-    keys = ("drift_share", "dataset_drift", "n_tested", "columns", "skipped_columns")
-    shown = ev.recorded("drift_analyst", (*keys, "performance"))
+    keys = ("weighted_share", "material_share", "shifted_columns", "domain_classifier")
+    shown = ev.recorded("drift_analyst", (*keys, "evidently", "performance", "history"))
     perf = shown["performance"]
     bounds = ctx.policy.drift_bounds(
-        shown["drift_share"], perf.get("metric_drop"), perf.get("prediction_drifted", False)
+        DriftEvidence(
+            weighted_share=shown["weighted_share"],
+            labelled=perf.get("roc_auc") is not None,
+            drop=perf.get("metric_drop"),
+            drop_low=perf.get("metric_drop_low"),
+            estimated=perf.get("estimated_roc_auc") is not None,
+            **shown["history"],
+        )
     )
     shown["signals"] = bounds.signals  # the agent is shown the signals of the policy in force
     # As agents.drift_analyst: a batch with no testable column is watched, never drift-free.
-    action = "monitor" if shown["n_tested"] == 0 and "monitor" in bounds.allowed else bounds.default
+    nothing = shown["evidently"]["n_tested"] == 0 and not shown["shifted_columns"]
+    action = "monitor" if nothing and "monitor" in bounds.allowed else bounds.default
     signals = "; ".join(bounds.signals) or "no signal"
     fallback = DriftVerdict(
         action=action,
         severity=bounds.severity,
-        cited_metrics={"drift_share": shown["drift_share"]},
-        rationale=f"drift_share={shown['drift_share']:.4f}. Signals: {signals}. "
+        cited_metrics={"weighted_share": shown["weighted_share"]},
+        rationale=f"weighted_share={shown['weighted_share']:.4f}. Signals: {signals}. "
         f"Policy: {action} (severity {bounds.severity}).",
     )
     outcome = ctx.decide(

@@ -332,7 +332,8 @@ class ControlPlane:
         source: str,
     ) -> None:
         from tools import registry
-        from tools.train import TrainSpec, train_model
+        from tools.estimate import metric_interval
+        from tools.train import TrainSpec, split_holdout, train_model
 
         folder = self.ctx.model_dir(name)
         reference = folder / f"window-{run_id}.parquet"
@@ -361,13 +362,32 @@ class ControlPlane:
             threads=self.settings.threads,
             seed=self.settings.seed,
         )
+        # As for every challenger, the latest rows are held out of training: the champion's
+        # score on them is its out-of-time baseline, and they calibrate its probabilities
+        # for the estimates on batches whose labels come later.
+        fit, holdout = split_holdout(initial, time_col, self.policy.retraining.holdout_fraction)
+        holdout_path = folder / f"holdout-{run_id}.parquet"
+        holdout.write_parquet(holdout_path)
         model = self.ctx.call(
             run_id,
             "bootstrap",
             "train.train_model",
-            lambda: train_model(initial, spec),
-            {"rows": initial.height, "family": family},
+            lambda: train_model(fit, spec),
+            {"rows": fit.height, "holdout_rows": holdout.height, "family": family},
             lambda m: m.report.model_dump() if m.report else {},
+        )
+        scored = self.ctx.call(
+            run_id,
+            "bootstrap",
+            "estimate.metric_interval",
+            lambda: metric_interval(
+                holdout[target].to_numpy(),
+                model.predict_proba(holdout),
+                n_boot=self.policy.evaluator.n_boot,
+                confidence=self.policy.evaluator.confidence,
+                seed=self.settings.seed,
+            ),
+            {"holdout_rows": holdout.height},
         )
         request = registry.RegisterRequest(name=name, key=f"{run_id}:retraining")
         version = self.ctx.mutate(
@@ -389,8 +409,14 @@ class ControlPlane:
             {"name": name, "version": version, "expected": None},
             lambda r: r.model_dump(),
         )
-        baseline = model.report.valid.roc_auc if model.report else None
-        self.store.update_model(name, baseline=baseline)
+        baseline = scored.value
+        self.store.update_model(
+            name,
+            baseline=baseline,
+            baseline_low=scored.low,
+            baseline_high=scored.high,
+            holdout_path=str(holdout_path),
+        )
         self.store.record_effect(
             run_id,
             "promote",
@@ -407,8 +433,9 @@ class ControlPlane:
             "bootstrap",
             Outcome(None, "none", ""),
             "promote",
-            f"Initial champion v{version} trained on {initial.height} rows by {actor}; "
-            f"validation roc_auc={baseline}.",
+            f"Initial champion v{version} trained on {fit.height} rows by {actor}; "
+            f"out-of-time roc_auc={baseline} on the latest {holdout.height} rows "
+            f"(interval {scored.low} to {scored.high}).",
             {"version": version, "rows": initial.height},
         )
 

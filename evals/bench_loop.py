@@ -51,14 +51,12 @@ REFERENCE_ROWS = 20_000
 OVERHEAD_ROWS = 20_000
 APPROVER = "bench-approver"
 REQUESTER = "bench-operator"
-# Monitor only: every batch is watched (monitor_share 0), none can retrain (share > 1).
-MONITOR_POLICY: dict[str, Any] = {
-    "drift": {"monitor_share": 0.0, "retrain_share": 2.0, "max_metric_drop": 10.0}
-}
+# Monitor only: every batch is watched (monitor_share 0), none can retrain.
+MONITOR_POLICY: dict[str, Any] = {"drift": {"monitor_share": 0.0, "retrain": "never"}}
 # Retrain whatever the drift (as tests/integration/test_control_graph.py FORCE_RETRAIN), with
 # a 20-trial study; the shipped risk rules stay.
 RETRAIN_POLICY: dict[str, Any] = {
-    "drift": {"retrain_share": 0.0, "max_metric_drop": -1.0},
+    "drift": {"retrain": "always"},
     "optimizer": {"default_trials": 20},
 }
 

@@ -29,7 +29,7 @@ from rich.table import Table
 
 RESULTS = Path(__file__).parent / "results"
 POLICY = {
-    "drift": {"retrain_share": 0.0, "max_metric_drop": -1.0},
+    "drift": {"retrain": "always"},
     "optimizer": {"default_trials": 3},
 }
 LOW, HIGH = (

@@ -159,6 +159,18 @@ def _validate(frame: pl.DataFrame, spec: TrainSpec) -> None:
         raise ModelError(f"too few rows to train: {frame.height} (need at least 50)")
 
 
+def split_holdout(
+    frame: pl.DataFrame, time_col: str, fraction: float
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The rows to train on and the latest ``fraction`` of them (by ``time_col``) held out:
+    a model's score on rows later than everything it learned from is its out-of-time score.
+    """
+    rows = frame.sort(time_col)
+    n_hold = max(1, int(rows.height * fraction))
+    fit, holdout = rows.head(rows.height - n_hold), rows.tail(n_hold)
+    return fit, holdout
+
+
 def split_train_valid(frame: pl.DataFrame, spec: TrainSpec) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Train/validation split: the latest rows by ``time_col``, else a seeded shuffle."""
     rows = frame.filter(pl.col(spec.target).is_not_null())

@@ -31,7 +31,14 @@ class ManagedModel(Base):
     family: Mapped[str] = mapped_column(String(50))
     metric: Mapped[str] = mapped_column(String(50))
     reference_path: Mapped[str | None] = mapped_column(String(1000), nullable=True)
-    baseline: Mapped[float | None] = mapped_column(Float, nullable=True)
+    baseline: Mapped[float | None] = mapped_column(
+        Float, nullable=True, doc="the champion's metric on labelled rows later than its window"
+    )
+    baseline_low: Mapped[float | None] = mapped_column(Float, nullable=True)
+    baseline_high: Mapped[float | None] = mapped_column(Float, nullable=True)
+    holdout_path: Mapped[str | None] = mapped_column(
+        String(1000), nullable=True, doc="those rows: they calibrate estimates without labels"
+    )
     created_at: Mapped[str] = mapped_column(String(40))
 
 

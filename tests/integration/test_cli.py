@@ -22,7 +22,7 @@ def test_cli_story(settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     policy.write_text(
         yaml.safe_dump(
             {
-                "drift": {"retrain_share": 0.0, "max_metric_drop": -1.0},
+                "drift": {"retrain": "always"},
                 "optimizer": {"default_trials": 3},
                 "risk": {"min_gain_to_halfwidth": 1000.0},
             }

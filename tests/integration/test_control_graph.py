@@ -29,7 +29,7 @@ from tools import registry
 pytestmark = pytest.mark.integration
 
 FORCE_RETRAIN = {
-    "drift": {"retrain_share": 0.0, "max_metric_drop": -1.0},
+    "drift": {"retrain": "always"},
     "optimizer": {"default_trials": 3},
 }
 LOW_RISK = {"risk": {"min_gain_to_halfwidth": 0.0, "max_divergence": 1.0}}

@@ -109,7 +109,7 @@ def test_openai_compatible_server_drives_the_graph(
     server: str, tmp_path: Path, settings: Any, months: dict[str, pl.DataFrame], monkeypatch: Any
 ) -> None:
     policy = tmp_path / "policy.yaml"
-    policy.write_text(yaml.safe_dump({"drift": {"retrain_share": 0.0, "max_metric_drop": -1.0}}))
+    policy.write_text(yaml.safe_dump({"drift": {"retrain": "always"}}))
     monkeypatch.setenv("DRIFTPILOT_POLICY_PATH", str(policy))
     monkeypatch.setenv("DRIFTPILOT_LLM", "openai:stub-model")
     monkeypatch.setenv("DRIFTPILOT_LLM_BASE_URL", server)

@@ -51,7 +51,7 @@ from tools import registry
 pytestmark = pytest.mark.integration
 
 FORCE_RETRAIN = {
-    "drift": {"retrain_share": 0.0, "max_metric_drop": -1.0},
+    "drift": {"retrain": "always"},
     "optimizer": {"default_trials": 3},
     "evaluator": {"n_boot": 200},  # fewer resamples: a faster setup, the same routes
 }

@@ -45,9 +45,9 @@ def test_ratio_summary_and_rates() -> None:
 
 def test_policies_merge_key_by_key() -> None:
     merged = bench_loop.merge(bench_loop.RETRAIN_POLICY, {"drift": {"monitor_share": 0.1}})
-    assert merged["drift"] == {"retrain_share": 0.0, "max_metric_drop": -1.0, "monitor_share": 0.1}
+    assert merged["drift"] == {"retrain": "always", "monitor_share": 0.1}
     assert merged["optimizer"]["default_trials"] == 20
-    assert bench_loop.MONITOR_POLICY["drift"]["retrain_share"] > 1  # can never retrain
+    assert bench_loop.MONITOR_POLICY["drift"]["retrain"] == "never"
 
 
 def test_tool_seconds_sums_per_tool_and_skips_llm_calls() -> None:

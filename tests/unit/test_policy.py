@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from driftpilot.errors import ConfigError, PolicyViolation
-from driftpilot.policy import Policy, RiskInputs
+from driftpilot.policy import DriftEvidence, Policy, RiskInputs
 
 
 @pytest.fixture
@@ -25,28 +25,87 @@ def inputs(**kw: object) -> RiskInputs:
     return RiskInputs.model_validate(base | kw)
 
 
-def test_retrain_needs_drift_and_a_drop(policy: Policy) -> None:
-    both = policy.drift_bounds(0.6, 0.05, False)
-    assert (
-        both.default == "retrain"
-        and both.allowed == ["monitor", "retrain"]
-        and len(both.signals) == 2
+def evidence(**kw: object) -> DriftEvidence:
+    base: dict[str, object] = dict(
+        weighted_share=0.0,
+        labelled=True,
+        drop=0.0,
+        drop_low=-0.01,
+        recent_signals=0,
+        batches_since_retrain=None,
+        retrains=0,
+        promotions=0,
     )
-    drift_only = policy.drift_bounds(0.9, 0.0, False)
-    assert drift_only.default == "monitor" and "retrain" not in drift_only.allowed
-    assert drift_only.severity == "high"
-    drop_only = policy.drift_bounds(0.1, 0.05, False)
-    assert "retrain" not in drop_only.allowed and drop_only.default == "monitor"
-    quiet = policy.drift_bounds(0.0, -0.01, False)
-    assert quiet.default == "none" and quiet.severity == "none"
+    return DriftEvidence.model_validate(base | kw)
 
 
-def test_without_labels_a_drop_is_watched_never_retrained_on(policy: Policy) -> None:
+def test_material_drift_alone_only_monitors(policy: Policy) -> None:
+    shifted = policy.drift_bounds(evidence(weighted_share=0.7))
+    assert shifted.default == "monitor" and "retrain" not in shifted.allowed
+    assert shifted.material and shifted.severity == "high"
+    quiet = policy.drift_bounds(evidence(weighted_share=0.1))
+    assert quiet.default == "none" and quiet.severity == "none" and not quiet.material
+
+
+def test_a_drop_counts_only_when_significant(policy: Policy) -> None:
+    # 0.04 measured, but its interval reaches below zero: noise of a small batch.
+    noisy = policy.drift_bounds(evidence(drop=0.04, drop_low=-0.03))
+    assert noisy.default == "none" and not noisy.significant_drop
+    # Significant but under the smallest drop that counts.
+    tiny = policy.drift_bounds(evidence(drop=0.015, drop_low=0.005))
+    assert not tiny.significant_drop
+
+
+def test_a_severe_significant_drop_retrains_at_once(policy: Policy) -> None:
+    # Concept drift: the inputs did not move, the champion got much worse.
+    bounds = policy.drift_bounds(evidence(drop=0.2, drop_low=0.15, batches_since_retrain=0))
+    assert bounds.default == "retrain" and bounds.allowed == ["monitor", "retrain"]
+    assert bounds.severity == "high" and bounds.expected_gain == pytest.approx(0.3)
+
+
+def test_a_moderate_drop_must_persist_outside_the_cooldown(policy: Policy) -> None:
+    first = policy.drift_bounds(evidence(drop=0.03, drop_low=0.01))
+    assert first.default == "monitor"
+    assert any("not yet persistent" in s for s in first.signals)
+    persistent = policy.drift_bounds(evidence(drop=0.03, drop_low=0.01, recent_signals=1))
+    assert persistent.default == "retrain"
+    cooling = policy.drift_bounds(
+        evidence(drop=0.03, drop_low=0.01, recent_signals=1, batches_since_retrain=0)
+    )
+    assert cooling.default == "monitor" and any("cooldown" in s for s in cooling.signals)
+
+
+def test_wasted_retrains_raise_the_bar(policy: Policy) -> None:
+    """P(promotion) from the model's yield: after rejected challengers the same drop is no
+    longer worth a retrain (the loop backs off and says why)."""
+    drop = dict(drop=0.03, drop_low=0.01, recent_signals=2)
+    assert policy.drift_bounds(evidence(**drop)).default == "retrain"  # 1/2 x 0.03 x 3
+    wasted = policy.drift_bounds(evidence(**drop, retrains=3, promotions=0))  # 1/5
+    assert wasted.default == "monitor"
+    assert any("not worth it" in s and "0 of 3 retrains" in s for s in wasted.signals)
+    fruitful = policy.drift_bounds(evidence(**drop, retrains=3, promotions=3))
+    assert fruitful.default == "retrain"
+
+
+def test_without_labels_a_drop_is_watched_and_labels_asked_for(policy: Policy) -> None:
     # No labelled rows in the batch: no holdout could judge a challenger.
-    bounds = policy.drift_bounds(0.6, None, True)
+    est = dict(labelled=False, estimated=True, drop=0.2, drop_low=0.1)
+    bounds = policy.drift_bounds(evidence(**est, weighted_share=0.6))
     assert bounds.default == "monitor" and "retrain" not in bounds.allowed
-    assert "prediction drift (no labels: estimated drop)" in bounds.signals
-    assert policy.drift_bounds(0.6, None, False).default == "monitor"
+    assert bounds.labels_requested
+    assert not policy.drift_bounds(evidence(**est)).labels_requested  # drop without drift
+
+
+def test_retrain_always_and_never(policy: Policy) -> None:
+    always = policy.model_copy(
+        update={"drift": policy.drift.model_copy(update={"retrain": "always"})}
+    )
+    assert always.drift_bounds(evidence()).default == "retrain"
+    assert always.drift_bounds(evidence(labelled=False)).default == "none"
+    never = policy.model_copy(
+        update={"drift": policy.drift.model_copy(update={"retrain": "never"})}
+    )
+    assert never.drift_bounds(evidence(drop=0.3, drop_low=0.2)).default == "monitor"
 
 
 def test_every_risk_rule(policy: Policy) -> None:
@@ -81,11 +140,11 @@ def test_bounds_of_other_agents(policy: Policy) -> None:
 
 def test_custom_and_broken_policy_files(tmp_path: Path) -> None:
     custom = tmp_path / "p.yaml"
-    custom.write_text("drift:\n  retrain_share: 0.9\n")
+    custom.write_text("drift:\n  monitor_share: 0.9\n")
     loaded = Policy.load(custom)
-    assert loaded.drift.retrain_share == 0.9 and loaded.drift.monitor_share == 0.25
+    assert loaded.drift.monitor_share == 0.9 and loaded.drift.max_metric_drop == 0.02
     broken = tmp_path / "b.yaml"
-    broken.write_text("drift:\n  retrain_share: [not a number\n")
+    broken.write_text("drift:\n  monitor_share: [not a number\n")
     with pytest.raises(ConfigError, match="invalid policy"):
         Policy.load(broken)
     wrong = tmp_path / "w.yaml"
@@ -97,8 +156,8 @@ def test_custom_and_broken_policy_files(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "key"),
     [
-        ("drift: {retrain_shar: 0.4}\n", "drift.retrain_shar"),
-        ("drfit: {retrain_share: 0.4}\n", "drfit"),
+        ("drift: {monitor_shar: 0.4}\n", "drift.monitor_shar"),
+        ("drfit: {monitor_share: 0.4}\n", "drfit"),
         ("risk:\n  max_divergance: 0.5\n", "risk.max_divergance"),
         ("optimizer: {max_trails: 5}\n", "optimizer.max_trails"),
         ("retraining: {holdout: 0.2}\n", "retraining.holdout"),
@@ -114,8 +173,8 @@ def test_an_unknown_policy_key_is_refused_by_name(tmp_path: Path, text: str, key
 
 def test_a_wrong_value_is_named_by_its_key_path(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
-    path.write_text("drift: {retrain_share: lots}\n")
-    with pytest.raises(ConfigError, match=r"drift\.retrain_share: .*valid number"):
+    path.write_text("drift: {monitor_share: lots}\n")
+    with pytest.raises(ConfigError, match=r"drift\.monitor_share: .*valid number"):
         Policy.load(path)
 
 

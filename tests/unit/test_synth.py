@@ -130,7 +130,9 @@ def test_range_shift_leaves_the_reference_range_and_keeps_labels(
     [
         ("nan_storm", "null_spike"),
         ("schema_break", "missing_column"),
-        ("out_of_range", "out_of_range"),
+        # Beyond the reference range is only a shift; beyond a declared hard limit (humidity
+        # is a percentage) it is impossible.
+        ("out_of_range", "hard_limit"),
     ],
 )
 def test_corruptions_fail_quality_from_onset(
@@ -146,7 +148,8 @@ def test_corruptions_fail_quality_from_onset(
     )
     scenario = make_scenario(fitted[0], jan_sample, FLIGHTS, spec)
     profile = profile_reference(scenario.reference.frame)
-    verdicts = [check_batch(b.frame, profile) for b in scenario.batches]
+    limits = {"humid": (0.0, 100.0)}
+    verdicts = [check_batch(b.frame, profile, hard_limits=limits) for b in scenario.batches]
     assert [v.ok for v in verdicts] == [True, True, False]
     assert check in {i.check for i in verdicts[2].errors}
     assert scenario.truth.corruption == corruption
