@@ -66,6 +66,44 @@ def default_plan(limits: OptimizerLimits, champion_family: str) -> OptimizerPlan
     return plan
 
 
+def rejected_attempts(past: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The retrain attempts since the last promotion (run summaries, oldest first): each one's
+    challenger was turned down (by the evaluator or a person), or the list would be empty."""
+    attempts: list[dict[str, Any]] = []
+    for summary in reversed(past):
+        if (summary.get("promotion") or {}).get("status") == "promoted":
+            break
+        if (summary.get("drift") or {}).get("action") == "retrain" and summary.get("optimizer"):
+            attempts.append(summary)
+    return attempts[::-1]
+
+
+def plan_after_rejections(
+    plan: OptimizerPlan, limits: OptimizerLimits, rejected: list[dict[str, Any]]
+) -> OptimizerPlan:
+    """After a rejected challenger the next attempt on the same shift changes something: the
+    first time a larger search (twice the trials), after that the other family."""
+    if not rejected:
+        return plan
+    last = rejected[-1]["optimizer"]
+    if len(rejected) == 1:
+        trials = min(limits.max_trials, max(plan.n_trials, 2 * int(last["n_trials"])))
+        if trials > last["n_trials"]:
+            why = (
+                f"The last challenger ({last['family']}, {last['n_trials']} trials) was "
+                f"rejected: search wider, {trials} trials."
+            )
+            return plan.model_copy(update={"n_trials": trials, "rationale": why})
+    others = [f for f in limits.families if f != last["family"]]
+    if not others:
+        return plan
+    why = (
+        f"{len(rejected)} challengers in a row were rejected (last: {last['family']}, "
+        f"{last['n_trials']} trials): try the other family, {others[0]}."
+    )
+    return plan.model_copy(update={"family": others[0], "rationale": why})
+
+
 def plan_check(limits: OptimizerLimits) -> Callable[[OptimizerPlan], None]:
     """The bounds a proposed plan must keep (the LLM's plan is refused outside them)."""
 
@@ -88,12 +126,17 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     run_id, model = state["run_id"], state["model"]
     limits = ctx.policy.optimizer
     champ_family = ctx.model(model).family
-    fallback = default_plan(limits, champ_family)
+    rejected = rejected_attempts(ctx.history(model, run_id))
+    fallback = plan_after_rejections(default_plan(limits, champ_family), limits, rejected)
     evidence = {
         "champion_family": champ_family,
         "drift": {
-            k: state["drift"].get(k) for k in ("drift_share", "severity", "metric_drop", "roc_auc")
+            k: state["drift"].get(k)
+            for k in ("weighted_share", "severity", "metric_drop", "roc_auc")
         },
+        "rejected_attempts": [
+            {k: r["optimizer"][k] for k in ("family", "n_trials")} for r in rejected
+        ],
     }
     outcome = ctx.decide(
         NAME,

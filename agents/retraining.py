@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from agents.context import RunContext
-from agents.optimizer import training_window
+from agents.optimizer import rejected_attempts, training_window
 from driftpilot.errors import LLMError
 from tools import registry
 from tools.train import TrainSpec, train_model
@@ -32,16 +32,16 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     limits = ctx.policy.retraining
     available = len(ctx.accepted_batches(model))
     upper = min(limits.max_window, max(available, limits.min_window))
-    fallback = RetrainPlan(window=min(limits.default_window, upper), rationale="")
-    fallback.rationale = (
-        f"Policy default window: last {fallback.window} batches ({available} available)."
-    )
+    rejected = rejected_attempts(ctx.history(model, run_id))
+    fallback = window_plan(limits.default_window, limits.min_window, upper, state, rejected)
+    fallback.rationale += f" ({available} batches available)"
 
     def check(p: RetrainPlan) -> None:
         if not limits.min_window <= p.window <= upper:
             raise LLMError(f"window {p.window} outside {limits.min_window}-{upper}")
 
     evidence = {
+        "rejected_windows": [r["retraining"]["window"] for r in rejected if r.get("retraining")],
         "available_batches": available,
         "drift": state["drift"].get("severity"),
         "optimizer": {k: state["optimizer"][k] for k in ("family", "best_value")},
@@ -61,6 +61,27 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     )
     ctx.store.record_effect(run_id, NAME, result)
     return {"retraining": result}
+
+
+def window_plan(
+    default: int, low: int, high: int, state: dict[str, Any], rejected: list[dict[str, Any]]
+) -> RetrainPlan:
+    """The policy's window. After a rejected challenger the evidence picks the change: when
+    the inputs moved materially or the drop is severe, the past misleads, so a narrower window
+    (the latest batches); otherwise a wider one (more data against noise)."""
+    window = min(default, high)
+    last = next((r["retraining"]["window"] for r in reversed(rejected) if r.get("retraining")), 0)
+    if not last:
+        return RetrainPlan(window=window, rationale=f"Policy default window: last {window}")
+    drift = state["drift"]
+    shifted = bool(drift.get("material")) or drift.get("severity") == "high"
+    narrower, wider = max(low, last // 2), min(high, last * 2)
+    window = narrower if shifted and narrower < last else wider if wider > last else narrower
+    why = "the inputs moved: the latest data only" if window < last else "more data against noise"
+    return RetrainPlan(
+        window=window,
+        rationale=f"A challenger on the last {last} batches was rejected: {why}, last {window}",
+    )
 
 
 def _fit_and_register(ctx: RunContext, state: dict[str, Any], window_k: int) -> dict[str, Any]:

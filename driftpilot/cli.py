@@ -730,6 +730,12 @@ def eval_(
     approvals: Annotated[
         str, typer.Option(help="High-risk promotions: approve, reject or wait.")
     ] = "approve",
+    escalations: Annotated[
+        str,
+        typer.Option(
+            help="'Accept this quarantined batch as the new normal?': approve, reject or wait."
+        ),
+    ] = "reject",
     approver: Annotated[
         str, typer.Option(help="The evaluator principal who answers them.")
     ] = "evaluator",
@@ -757,8 +763,9 @@ def eval_(
 
     if order_by is not None and order_by.lower() != "row":
         raise typer.BadParameter("only 'row' is understood", param_hint="--order-by")
-    if approvals not in ("approve", "reject", "wait"):
-        raise typer.BadParameter("approve, reject or wait", param_hint="--approvals")
+    for hint, answer in (("--approvals", approvals), ("--escalations", escalations)):
+        if answer not in ("approve", "reject", "wait"):
+            raise typer.BadParameter("approve, reject or wait", param_hint=hint)
     if family not in ("lightgbm", "catboost"):
         raise typer.BadParameter("lightgbm or catboost", param_hint="--family")
     request = EvalRequest(
@@ -773,6 +780,7 @@ def eval_(
         categorical=[c for c in categorical.split(",") if c] or None,
         initial=initial,
         approvals=approvals,
+        escalations=escalations,
         approver=approver,
         llm=llm,
         policy=policy,

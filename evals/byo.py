@@ -50,6 +50,7 @@ class EvalRequest(BaseModel):
     categorical: list[str] | None = None
     initial: int = 1
     approvals: Approvals = "approve"
+    escalations: Approvals = "reject"
     approver: str = "evaluator"
     llm: str | None = None
     policy: Path | None = None
@@ -88,6 +89,7 @@ def run_eval(request: EvalRequest, console: Console) -> tuple[StreamResult, Path
         "features": {"numeric": spec.numeric, "categorical": spec.categorical},
         "initial": spec.initial,
         "approvals": spec.approvals,
+        "escalations": spec.escalations,
         "policy": str(plane.settings.policy_path or "shipped default"),
         "home": str(home),
         "machine": machine(),
@@ -148,6 +150,7 @@ def _spec(request: EvalRequest, name: str, target: str, time_col: str) -> Stream
         family=request.family,
         initial=request.initial,
         approvals=request.approvals,
+        escalations=request.escalations,
         approver=request.approver,
     )
 

@@ -51,6 +51,11 @@ class StreamSpec(BaseModel):
     family: str = Field("lightgbm", description="lightgbm | catboost")
     initial: int = Field(1, ge=1, description="Batches that train the first champion.")
     approvals: Approvals = Field("approve", description="How high-risk promotions are answered.")
+    escalations: Approvals = Field(
+        "reject",
+        description="How 'accept this quarantined batch as the new normal?' is answered (an "
+        "eval cannot know whether impossible values are a new normal: by default, no).",
+    )
     approver: str = Field("evaluator", description="The principal who approves or rejects.")
 
 
@@ -61,7 +66,7 @@ class BatchRow:
     index: int
     batch_id: str
     n_rows: int
-    drift_share: float | None
+    drift_share: float | None  # Evidently's share of drifted columns
     champion_metric: float | None  # the deployed champion on this batch, before it trains
     action: str  # none | monitor | retrain | quarantine
     outcome: str
@@ -76,6 +81,11 @@ class BatchRow:
     tokens: int = 0
     fallbacks: int = 0
     citation_flags: int = 0  # rationales citing metrics absent from (or unlike) the evidence
+    weighted_share: float | None = None  # champion importance on materially shifted columns
+    metric_drop: float | None = None  # measured (or, without labels, estimated) drop
+    significant_drop: bool = False
+    estimated_metric: float | None = None  # CBPE estimate of the champion on an unlabelled batch
+    escalated: bool = False  # the batch was put to a person after repeated quarantines
 
 
 @dataclass
@@ -288,9 +298,18 @@ def _one_batch(
 ) -> BatchRow:
     started = time.perf_counter()
     view = plane.start_run(spec.name, frame, batch_id, trigger="eval", requested_by=REQUESTER)
-    if view.status == "waiting_approval" and spec.approvals != "wait":
-        comment = f"--approvals {spec.approvals} in an eval"
-        view = plane.decide(view.run_id, spec.approvals, spec.approver, comment)
+    # A run may ask twice: whether to accept a quarantined batch, then whether to promote.
+    while view.status == "waiting_approval":
+        step = json.loads(plane.store.approval_rows(view.run_id)[0].payload).get("step")
+        flag, answer = (
+            ("--escalations", spec.escalations)
+            if step == "escalation"
+            else ("--approvals", spec.approvals)
+        )
+        if answer == "wait":
+            break
+        comment = f"{flag} {answer} in an eval"
+        view = plane.decide(view.run_id, answer, spec.approver, comment)
     return _row(plane, view, index, frame, time.perf_counter() - started)
 
 
@@ -302,7 +321,7 @@ def _row(
     drift = summary.get("drift") or {}
     promotion = summary.get("promotion") or {}
     metric = plane.model_view(view.model).metric
-    quarantined = ingestion.get("action") == "quarantine"
+    quarantined = ingestion.get("action") in ("quarantine", "escalate")
     promoted = promotion.get("version") if promotion.get("status") != "superseded" else None
     row = BatchRow(
         index=index,
@@ -319,6 +338,11 @@ def _row(
         run_id=view.run_id,
         reason=str(ingestion.get("reason") or ""),
         unsafe=promoted is not None and _unsafe(summary),
+        weighted_share=drift.get("weighted_share"),
+        metric_drop=drift.get("metric_drop"),
+        significant_drop=bool(drift.get("significant_drop")),
+        estimated_metric=drift.get("estimated_roc_auc"),
+        escalated=summary.get("escalation") is not None,
     )
     _add_llm_usage(plane, row)
     return row
@@ -532,23 +556,32 @@ def _hour_windows(frame: pl.DataFrame, time_col: str, hours: int) -> list[tuple[
 
 
 def batch_table(result: StreamResult, title: str) -> Table:
-    """The per-batch table: drift share, champion metric, action, outcome, risk tier, seconds."""
+    """The per-batch table: weighted drift, the champion's metric and its drop (or, without
+    labels, its estimate), action, outcome, risk tier, seconds."""
     table = Table(title=title)
-    for col in ("batch", "rows", "drift share", "champion metric", "action", "outcome", "risk"):
+    for col in ("batch", "rows", "weighted drift", "champion metric", "drop", "action"):
+        table.add_column(col, overflow="fold")
+    for col in ("outcome", "risk"):
         table.add_column(col, overflow="fold")
     table.add_column("seconds", justify="right")
     for r in result.rows:
         outcome = f"{r.outcome} -> v{r.promoted}" if r.promoted else r.outcome
+        metric = _fmt(r.champion_metric, 3)
+        if r.champion_metric is None and r.estimated_metric is not None:
+            metric = f"~{r.estimated_metric:.3f} (est.)"
+        drop = _fmt(r.metric_drop, 3) + (" *" if r.significant_drop else "")
         table.add_row(
             r.batch_id,
             f"{r.n_rows:,}",
-            _fmt(r.drift_share, 2),
-            _fmt(r.champion_metric, 3),
+            _fmt(r.weighted_share, 2),
+            metric,
+            drop,
             r.action,
             outcome,
             r.risk_tier or "-",
             f"{r.seconds:.1f}",
         )
+    table.caption = "drop: against the champion's out-of-time baseline; * significant"
     return table
 
 
