@@ -244,7 +244,8 @@ def _admit(ctx: RunContext, state: dict[str, Any], approver: str) -> dict[str, A
             n_rows=record.n_rows,
             path=str(target),
             status="accepted",
-            reason=json.dumps([]),
+            # As for any accepted batch, its risky warnings travel into the windows it joins.
+            reason=json.dumps(state["ingestion"].get("risky_warnings", [])),
             run_id=run_id,
             created_at=now(),
         )

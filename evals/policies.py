@@ -59,7 +59,7 @@ from evals.harness import (
 )
 from tools.datasets import SPECS, load_dataset
 from tools.drift import Scorer, model_performance
-from tools.train import Family, TrainedModel, TrainSpec, train_model
+from tools.train import Family, TrainedModel, TrainSpec, split_holdout, train_model
 
 RESULTS = Path(__file__).parent / "results"
 THREADS = 1  # 2 cores: one booster thread (ENVIRONMENT.md); the loop gets the same
@@ -260,11 +260,13 @@ def run_baseline(
     window: int,
     holdout_fraction: float,
 ) -> PolicyRun:
-    """Train the first model on batch 0; for each later batch, score the deployed model on it,
-    then retrain (and deploy) on the window ending at it when ``schedule`` says so."""
+    """Train the first model on batch 0 (minus its latest ``holdout_fraction``, as the loop's
+    bootstrap holds them out for its out-of-time baseline); for each later batch, score the
+    deployed model on it, then retrain (and deploy) on the window ending at it when
+    ``schedule`` says so."""
     frames = [frame for _, frame in stream.batches]
     started = time.perf_counter()
-    model = train_model(frames[0], spec)
+    model = train_model(split_holdout(frames[0], stream.time_col, holdout_fraction)[0], spec)
     bootstrap_s = time.perf_counter() - started
     rows = []
     for index in range(1, len(frames)):

@@ -342,7 +342,7 @@ class AuditStore:
                 f"run {run_id} was already decided: {rows[1].decision} by {rows[1].principal}"
             )
         if same_person(approver, rows[0].principal):
-            raise ApprovalError(f"{approver!r} requested this promotion and cannot approve it")
+            raise ApprovalError(f"{approver!r} asked for this and cannot approve it")
         bound = json.loads(rows[0].payload).get("action_hash", "")
 
         def first_decision(session: Session) -> None:

@@ -356,15 +356,9 @@ def test_an_escalated_run_can_ask_again_to_promote(
         get_settings.cache_clear()
 
 
-# -- known bug: the accepted copy loses the batch's risky warnings --------------------------------
+# -- the accepted copy keeps the batch's risky warnings ------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="agents/ingestion.py _admit files the accepted copy with reason '[]', dropping the "
-    "risky warnings (constant_column, new_categories) that _file_batch records for an accepted "
-    "batch; agents/retraining.py counts them from BatchRecord.reason for the promotion risk",
-)
 def test_an_admitted_batch_keeps_its_risky_warnings(
     plane: ControlPlane, data: dict[str, Any]
 ) -> None:
