@@ -91,7 +91,7 @@ class RetrainLimits(_Strict):
     retrain_cost: float = Field(
         0.04,
         description="Cost of one retrain in metric points x batches (compute, review, risk): "
-        "retrain when P(promotion) x drop x horizon reaches it.",
+        "retrain when P(promotion) x the drop's lower bound x horizon reaches it.",
     )
     cooldown_batches: int = Field(
         1, ge=0, description="Batches to let pass after a retrain attempt before the next."
@@ -144,7 +144,9 @@ class DriftBounds(_Strict):
     significant_drop: bool = Field(False, description="The drop counts (large and significant).")
     labels_requested: bool = Field(False, description="An estimated drop with material drift.")
     expected_gain: float | None = Field(
-        None, description="P(promotion) x drop x horizon: what a retrain is expected to win."
+        None,
+        description="P(promotion) x the drop's lower bound x horizon: what a retrain is "
+        "expected to win back.",
     )
 
 
@@ -276,7 +278,9 @@ class Policy(_Strict):
         if not significant:
             return quiet
         p_promotion = (ev.promotions + 1) / (ev.retrains + 2)  # Laplace: 1/2 before any
-        gain = p_promotion * (ev.drop or 0.0) * limits.horizon_batches
+        # The drop we are confident of (its lower bound): a wide interval (a small batch, a
+        # baseline measured on few rows) promises little, and so triggers little.
+        gain = p_promotion * (ev.drop_low or 0.0) * limits.horizon_batches
         held = self._held_back(ev, severe, gain)
         if held:
             update = {"expected_gain": round(gain, 4), "signals": [*signals, *held]}
