@@ -94,3 +94,30 @@ def test_a_batch_without_labels_is_accepted_and_filed_for_them(
     assert any("no 'delayed' labels yet" in w for w in ingestion["warnings"])
     filed = pl.read_parquet(ingestion["path"])
     assert filed[FLIGHTS.target].null_count() == filed.height  # a place for the labels
+    # No labels, yet the champion is checked: CBPE from its calibrated probabilities.
+    drift = view.summary["drift"]
+    realised = plane.ctx.champion("flights")[0]  # type: ignore[index]
+    truth = months["2013-02"].head(2000)
+    from tools.drift import model_performance
+
+    actual = model_performance(realised, truth, FLIGHTS.target).roc_auc
+    assert drift.get("roc_auc") is None and drift["estimated_roc_auc"] is not None
+    assert drift["estimated_low"] <= drift["estimated_roc_auc"] <= drift["estimated_high"]
+    assert abs(drift["estimated_roc_auc"] - actual) < 0.05, (drift["estimated_roc_auc"], actual)
+    assert "metric_drop" in drift and "metric_drop_low" in drift
+
+
+def test_values_far_beyond_the_reference_range_are_checked_not_quarantined(
+    plane: ControlPlane, months: dict[str, pl.DataFrame]
+) -> None:
+    """A range that moved (a recalibrated sensor) is a shift: the batch is accepted, the
+    champion's performance on it is measured, and the drift analyst sees the shift."""
+    moved = months["2013-03"].head(2000).with_columns(pl.col("pressure") * 1000)
+    view = plane.start_run("flights", moved, "march-rescaled")
+    # The rescaled column costs the champion dearly: a retrain, waiting for its approval.
+    assert view.status in ("completed", "waiting_approval"), view.summary
+    assert view.outcome != "quarantined"
+    ingestion, drift = view.summary["ingestion"], view.summary["drift"]
+    assert any("far outside the reference range" in w for w in ingestion["warnings"])
+    assert drift["roc_auc"] is not None and drift["roc_auc_low"] <= drift["roc_auc"]
+    assert "pressure" in drift["drifted_columns"]
