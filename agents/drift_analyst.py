@@ -33,10 +33,13 @@ from driftpilot.errors import LLMError
 from driftpilot.policy import DriftAction, DriftBounds, DriftEvidence, DriftRules, Severity
 from tools.drift import DriftResult, data_drift
 from tools.estimate import estimate_performance, fit_calibrator, metric_interval
+from tools.evaluate import Comparison, compare_models
 from tools.shift import DomainCheck, ShiftConfig, ShiftResult, domain_classifier, effect_sizes
+from tools.train import TrainSpec, train_model
 
 NAME = "drift_analyst"
 MIN_DOMAIN_ROWS = 50  # per side: fewer and three folds say nothing
+MIN_FRESH_ROWS = 200  # labelled rows a quick fresh model needs to say anything
 
 
 class DriftVerdict(BaseModel):
@@ -124,7 +127,7 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         sizes,
     )
     domain = _domain(ctx, run_id, reference, frame, spec.numeric, spec.categorical)
-    perf = _performance(ctx, run_id, model, spec.target, frame, champ)
+    perf = _performance(ctx, run_id, model, frame, champ, state["ingestion"]["path"])
     history = history_counts(ctx.history(model, run_id), ctx.policy.retraining.persistence_n)
     bounds = ctx.policy.drift_bounds(
         DriftEvidence(
@@ -133,6 +136,8 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
             drop=perf.get("metric_drop"),
             drop_low=perf.get("metric_drop_low"),
             estimated=perf.get("estimated_roc_auc") is not None,
+            fresh_gain=perf.get("fresh_gain"),
+            fresh_gain_low=perf.get("fresh_gain_low"),
             **history,
         )
     )
@@ -191,8 +196,10 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
             "weighted_share": shift.weighted_share,
             "material": bounds.material,
             "significant_drop": bounds.significant_drop,
+            "stale": bounds.stale,
             "labels_requested": bounds.labels_requested,
             "expected_gain": bounds.expected_gain,
+            "signals": bounds.signals,
             "drifted_columns": [c.column for c in shift.columns if c.material],
             "skipped_columns": drift.skipped_columns,
             "domain_auc": domain.auc if domain else None,
@@ -222,7 +229,9 @@ def history_counts(past: list[dict[str, Any]], persistence_n: int) -> dict[str, 
     recent = drifts[-(persistence_n - 1) :] if persistence_n > 1 else []
     attempts = [i for i, d in enumerate(drifts) if d.get("action") == "retrain"]
     return {
-        "recent_signals": sum(bool(d.get("material") or d.get("significant_drop")) for d in recent),
+        "recent_signals": sum(
+            bool(d.get("material") or d.get("significant_drop") or d.get("stale")) for d in recent
+        ),
         "batches_since_retrain": len(drifts) - 1 - attempts[-1] if attempts else None,
         "retrains": len(attempts),
         "promotions": sum(
@@ -263,9 +272,9 @@ def _performance(
     ctx: RunContext,
     run_id: str,
     model: str,
-    target: str,
     frame: pl.DataFrame,
     champ: tuple[Any, int] | None,
+    current_path: str,
 ) -> dict[str, Any]:
     """The champion's ROC AUC on the batch (interval) and its drop against the baseline; for
     an unlabelled batch, the CBPE estimate and the estimated drop."""
@@ -273,6 +282,7 @@ def _performance(
         return {"champion_version": None}
     scorer, version = champ
     row = ctx.model(model)
+    target = row.target
     out: dict[str, Any] = {"champion_version": version, "baseline": row.baseline}
     labelled = frame.filter(pl.col(target).is_not_null()) if target in frame.columns else frame[:0]
     rules = ctx.policy.drift
@@ -299,10 +309,73 @@ def _performance(
                 scored.high - scored.value, row.baseline - (row.baseline_low or row.baseline)
             )
             out.update(_drop(row.baseline, scored.value, spread))
+        out.update(_fresh_gain(ctx, run_id, model, labelled, scorer, current_path))
         return out
     if row.holdout_path and Path(row.holdout_path).exists():
         out.update(_estimate(ctx, run_id, scorer, version, target, frame, row.holdout_path))
     return out
+
+
+def _fresh_gain(
+    ctx: RunContext,
+    run_id: str,
+    model: str,
+    labelled: pl.DataFrame,
+    champion: Any,
+    current_path: str,
+) -> dict[str, Any]:
+    """Staleness: fit a quick model (default parameters) on the latest accepted batches
+    before this one and compare it with the champion on this batch, paired bootstrap. A
+    fresh model that wins here is what a retrain would win, measured before paying for one.
+    Nothing when there is no newer labelled data than the batch itself."""
+    spec = ctx.spec(model)
+    family = ctx.model(model).family
+    earlier = [r.path for r in ctx.accepted_batches(model) if r.path != current_path]
+    k = ctx.policy.retraining.default_window
+    columns = [*spec.features, spec.target, spec.time_col]
+    frames = [pl.read_parquet(p, columns=columns) for p in earlier[-k:]]
+    window = (
+        pl.concat(frames, how="vertical_relaxed").filter(pl.col(spec.target).is_not_null())
+        if frames
+        else None
+    )
+    if window is None or window.height < MIN_FRESH_ROWS or window[spec.target].n_unique() < 2:
+        return {}
+    train_spec = TrainSpec(
+        family="catboost" if family == "catboost" else "lightgbm",
+        target=spec.target,
+        numeric=spec.numeric,
+        categorical=spec.categorical,
+        time_col=spec.time_col,
+        threads=ctx.settings.threads,
+        seed=ctx.settings.seed,
+    )
+    rules = ctx.policy.drift
+
+    def compare() -> Comparison:
+        fresh = train_model(window, train_spec)
+        return compare_models(
+            champion,
+            fresh,
+            labelled,
+            spec.target,
+            n_boot=rules.n_boot,
+            confidence=rules.confidence,
+            seed=ctx.settings.seed,
+        )
+
+    found = ctx.call(
+        run_id,
+        NAME,
+        "evaluate.fresh_model_gain",
+        compare,
+        {"window_batches": len(frames), "window_rows": window.height, "rows": labelled.height},
+    )
+    return {
+        "fresh_gain": round(found.gain, 4),
+        "fresh_gain_low": round(found.ci_low, 4),
+        "fresh_gain_high": round(found.ci_high, 4),
+    }
 
 
 def _estimate(
@@ -429,6 +502,11 @@ def _template(
     if perf.get("metric_drop") is not None:
         parts.append(
             f"metric_drop={perf['metric_drop']:.4f} (lower bound {perf['metric_drop_low']:.4f})"
+        )
+    if perf.get("fresh_gain") is not None:
+        parts.append(
+            f"a model fitted on the latest batches: fresh_gain={perf['fresh_gain']:.4f} "
+            f"(lower bound {perf['fresh_gain_low']:.4f})"
         )
     signals = "; ".join(bounds.signals) or "no signal"
     policy = f"Policy: {action} (severity {bounds.severity})"

@@ -123,6 +123,12 @@ class DriftEvidence(_Strict):
     drop: float | None = Field(None, description="Baseline minus the batch's ROC AUC.")
     drop_low: float | None = Field(None, description="Lower bound of the drop's interval.")
     estimated: bool = Field(False, description="The drop is estimated (CBPE), not measured.")
+    fresh_gain: float | None = Field(
+        None,
+        description="ROC AUC a model fitted on the latest batches before this one wins over "
+        "the champion on this batch (prequential: it never saw it). Staleness, not decay.",
+    )
+    fresh_gain_low: float | None = Field(None, description="Lower bound of that gain.")
     recent_signals: int = Field(
         0, description="Of the previous persistence_n - 1 batches, those with drift or a drop."
     )
@@ -142,6 +148,7 @@ class DriftBounds(_Strict):
     signals: list[str] = Field(description="Why: the signals that fired.")
     material: bool = Field(False, description="The drift is material (weighted share).")
     significant_drop: bool = Field(False, description="The drop counts (large and significant).")
+    stale: bool = Field(False, description="A fresh model wins significantly on this batch.")
     labels_requested: bool = Field(False, description="An estimated drop with material drift.")
     expected_gain: float | None = Field(
         None,
@@ -235,11 +242,14 @@ class Policy(_Strict):
     def drift_bounds(self, ev: DriftEvidence) -> DriftBounds:
         """none / monitor / retrain from material drift and a drop that matters.
 
-        Monitor: the drift is material, or the drop counts. Retrain (labelled batches only:
-        their holdout judges the challenger) when the drop counts AND it is severe, or the
-        signal persisted in k of the last n batches outside the cooldown, AND the expected
-        gain covers the retrain's cost. Without labels an estimated drop with material drift
-        asks for labels. Every rule that fired, or held a retrain back, is a signal."""
+        Two performance signals: the champion dropped against its out-of-time baseline
+        (decay), or a model fitted on the latest batches beats it on this batch (staleness);
+        each counts when at least ``max_metric_drop`` and significant. Monitor: material
+        drift (alarms on anything else wear people out). Retrain (labelled batches only: their holdout judges the
+        challenger) on a signal that is severe, or persisted in k of the last n batches
+        outside the cooldown, AND whose sure part (lower bound) x P(promotion) x horizon
+        covers the retrain's cost. Without labels an estimated drop with material drift asks
+        for labels. Every rule that fired, or held a retrain back, is a signal."""
         rules, limits = self.drift, self.retraining
         signals: list[str] = []
         material = ev.weighted_share >= rules.monitor_share
@@ -251,15 +261,32 @@ class Policy(_Strict):
             and ev.drop >= rules.max_metric_drop
             and ev.drop_low > 0
         )
-        severe = significant and (ev.drop or 0.0) >= rules.severe_metric_drop
+        stale = (
+            ev.fresh_gain is not None
+            and ev.fresh_gain_low is not None
+            and ev.fresh_gain >= rules.max_metric_drop
+            and ev.fresh_gain_low > 0
+        )
+        severe = (significant and (ev.drop or 0.0) >= rules.severe_metric_drop) or (
+            stale and (ev.fresh_gain or 0.0) >= rules.severe_metric_drop
+        )
         if significant:
             kind = "estimated " if ev.estimated else ""
             signals.append(
                 f"{kind}drop {ev.drop:.3f} >= {rules.max_metric_drop}, significant "
-                f"(lower bound {ev.drop_low:.3f} > 0)" + (" and severe" if severe else "")
+                f"(lower bound {ev.drop_low:.3f} > 0)"
             )
-        severity = _severity(ev.weighted_share, rules, material, significant, severe)
-        watch = material or significant
+        if stale:
+            signals.append(
+                f"stale: a model fitted on the latest batches wins {ev.fresh_gain:.3f} on this "
+                f"batch (lower bound {ev.fresh_gain_low:.3f} > 0)"
+            )
+        if severe:
+            signals.append(f"severe: at least {rules.severe_metric_drop}")
+        severity = _severity(ev.weighted_share, rules, material, significant or stale, severe)
+        # Monitor means material drift: a performance signal either retrains or, held back
+        # (not yet persistent, cooling down, not worth it), waits in the signals and history.
+        watch = material
         quiet = DriftBounds(
             allowed=["none", "monitor"],
             default="monitor" if watch else "none",
@@ -267,6 +294,7 @@ class Policy(_Strict):
             signals=signals,
             material=material,
             significant_drop=significant,
+            stale=stale,
         )
         if rules.retrain == "never" or not ev.labelled:
             if significant and ev.estimated and material:
@@ -275,12 +303,17 @@ class Policy(_Strict):
             return quiet
         if rules.retrain == "always":
             return _retrain(quiet, None, [*signals, "policy: retrain on every labelled batch"])
-        if not significant:
+        if not (significant or stale):
             return quiet
         p_promotion = (ev.promotions + 1) / (ev.retrains + 2)  # Laplace: 1/2 before any
-        # The drop we are confident of (its lower bound): a wide interval (a small batch, a
-        # baseline measured on few rows) promises little, and so triggers little.
-        gain = p_promotion * (ev.drop_low or 0.0) * limits.horizon_batches
+        # What a retrain is sure to win back: the lower bound of the drop or of the fresh
+        # model's gain. A wide interval (a small batch, a baseline measured on few rows)
+        # promises little, and so triggers little.
+        sure = max(
+            (ev.drop_low or 0.0) if significant else 0.0,
+            (ev.fresh_gain_low or 0.0) if stale else 0.0,
+        )
+        gain = p_promotion * sure * limits.horizon_batches
         held = self._held_back(ev, severe, gain)
         if held:
             update = {"expected_gain": round(gain, 4), "signals": [*signals, *held]}

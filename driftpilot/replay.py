@@ -375,6 +375,8 @@ def _drift(state: dict[str, Any], ctx: RunContext, ev: Evidence) -> dict[str, An
             drop=perf.get("metric_drop"),
             drop_low=perf.get("metric_drop_low"),
             estimated=perf.get("estimated_roc_auc") is not None,
+            fresh_gain=perf.get("fresh_gain"),
+            fresh_gain_low=perf.get("fresh_gain_low"),
             **shown["history"],
         )
     )

@@ -86,6 +86,8 @@ class BatchRow:
     significant_drop: bool = False
     estimated_metric: float | None = None  # CBPE estimate of the champion on an unlabelled batch
     escalated: bool = False  # the batch was put to a person after repeated quarantines
+    fresh_gain: float | None = None  # a model fitted on the latest batches, over the champion
+    signals: list[str] = field(default_factory=list)  # why the drift policy chose as it did
 
 
 @dataclass
@@ -343,6 +345,8 @@ def _row(
         significant_drop=bool(drift.get("significant_drop")),
         estimated_metric=drift.get("estimated_roc_auc"),
         escalated=summary.get("escalation") is not None,
+        fresh_gain=drift.get("fresh_gain"),
+        signals=list(drift.get("signals") or []),
     )
     _add_llm_usage(plane, row)
     return row

@@ -53,7 +53,7 @@ def test_a_drop_counts_only_when_significant(policy: Policy) -> None:
     assert noisy.default == "none" and not noisy.significant_drop
     # Significant, yet a retrain would win back too little of what is sure: watched.
     thin = policy.drift_bounds(evidence(drop=0.06, drop_low=0.01, recent_signals=2))
-    assert thin.significant_drop and thin.default == "monitor"
+    assert thin.significant_drop and thin.default == "none"
     assert any("not worth it" in s for s in thin.signals)
     # Significant but under the smallest drop that counts.
     tiny = policy.drift_bounds(evidence(drop=0.015, drop_low=0.005))
@@ -69,14 +69,14 @@ def test_a_severe_significant_drop_retrains_at_once(policy: Policy) -> None:
 
 def test_a_moderate_drop_must_persist_outside_the_cooldown(policy: Policy) -> None:
     first = policy.drift_bounds(evidence(drop=0.04, drop_low=0.03))
-    assert first.default == "monitor"
+    assert first.default == "none" and first.significant_drop  # held back, not an alarm
     assert any("not yet persistent" in s for s in first.signals)
     persistent = policy.drift_bounds(evidence(drop=0.04, drop_low=0.03, recent_signals=1))
     assert persistent.default == "retrain"
     cooling = policy.drift_bounds(
         evidence(drop=0.04, drop_low=0.03, recent_signals=1, batches_since_retrain=0)
     )
-    assert cooling.default == "monitor" and any("cooldown" in s for s in cooling.signals)
+    assert cooling.default == "none" and any("cooldown" in s for s in cooling.signals)
 
 
 def test_wasted_retrains_raise_the_bar(policy: Policy) -> None:
@@ -85,7 +85,7 @@ def test_wasted_retrains_raise_the_bar(policy: Policy) -> None:
     drop = dict(drop=0.04, drop_low=0.03, recent_signals=2)
     assert policy.drift_bounds(evidence(**drop)).default == "retrain"  # 1/2 x 0.03 x 3
     wasted = policy.drift_bounds(evidence(**drop, retrains=3, promotions=0))  # 1/5
-    assert wasted.default == "monitor"
+    assert wasted.default == "none"
     assert any("not worth it" in s and "0 of 3 retrains" in s for s in wasted.signals)
     fruitful = policy.drift_bounds(evidence(**drop, retrains=3, promotions=3))
     assert fruitful.default == "retrain"
@@ -109,7 +109,8 @@ def test_retrain_always_and_never(policy: Policy) -> None:
     never = policy.model_copy(
         update={"drift": policy.drift.model_copy(update={"retrain": "never"})}
     )
-    assert never.drift_bounds(evidence(drop=0.3, drop_low=0.2)).default == "monitor"
+    held = never.drift_bounds(evidence(drop=0.3, drop_low=0.2))
+    assert held.default == "none" and "retrain" not in held.allowed and held.significant_drop
 
 
 def test_every_risk_rule(policy: Policy) -> None:
@@ -185,3 +186,15 @@ def test_a_wrong_value_is_named_by_its_key_path(tmp_path: Path) -> None:
 def test_runtime_policy_models_refuse_unknown_fields() -> None:
     with pytest.raises(ValueError, match="divergance"):
         inputs(divergance=0.3)
+
+
+def test_a_stale_champion_retrains_without_any_decay(policy: Policy) -> None:
+    """Seasonal streams: the champion holds its baseline, yet a model fitted on the latest
+    batches beats it on this batch. That gain, when significant, is a signal like a drop."""
+    stale = dict(fresh_gain=0.04, fresh_gain_low=0.03)
+    first = policy.drift_bounds(evidence(**stale))
+    assert first.stale and first.default == "none"  # not yet persistent
+    again = policy.drift_bounds(evidence(**stale, recent_signals=1))
+    assert again.default == "retrain" and again.expected_gain == pytest.approx(0.045)
+    noise = policy.drift_bounds(evidence(fresh_gain=0.04, fresh_gain_low=-0.01, recent_signals=1))
+    assert not noise.stale and noise.default == "none"
