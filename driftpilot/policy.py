@@ -125,8 +125,8 @@ class DriftEvidence(_Strict):
     estimated: bool = Field(False, description="The drop is estimated (CBPE), not measured.")
     fresh_gain: float | None = Field(
         None,
-        description="ROC AUC a model fitted on the latest batches before this one wins over "
-        "the champion on this batch (prequential: it never saw it). Staleness, not decay.",
+        description="ROC AUC a quick retrain (default parameters, the retrain's window) wins "
+        "over the champion on the batch's holdout: what a retrain can win back.",
     )
     fresh_gain_low: float | None = Field(None, description="Lower bound of that gain.")
     recent_signals: int = Field(
@@ -148,7 +148,7 @@ class DriftBounds(_Strict):
     signals: list[str] = Field(description="Why: the signals that fired.")
     material: bool = Field(False, description="The drift is material (weighted share).")
     significant_drop: bool = Field(False, description="The drop counts (large and significant).")
-    stale: bool = Field(False, description="A fresh model wins significantly on this batch.")
+    stale: bool = Field(False, description="A quick retrain wins significantly on the holdout.")
     labels_requested: bool = Field(False, description="An estimated drop with material drift.")
     expected_gain: float | None = Field(
         None,
@@ -243,13 +243,15 @@ class Policy(_Strict):
         """none / monitor / retrain from material drift and a drop that matters.
 
         Two performance signals: the champion dropped against its out-of-time baseline
-        (decay), or a model fitted on the latest batches beats it on this batch (staleness);
-        each counts when at least ``max_metric_drop`` and significant. Monitor: material
-        drift (alarms on anything else wear people out). Retrain (labelled batches only: their holdout judges the
-        challenger) on a signal that is severe, or persisted in k of the last n batches
-        outside the cooldown, AND whose sure part (lower bound) x P(promotion) x horizon
-        covers the retrain's cost. Without labels an estimated drop with material drift asks
-        for labels. Every rule that fired, or held a retrain back, is a signal."""
+        (decay), or a quick retrain beats it on the batch's holdout (staleness: what a
+        retrain can win back); each counts when at least ``max_metric_drop`` and
+        significant. A drop that a measured quick retrain does not fix (a harder season)
+        never retrains. Monitor: material drift (alarms on anything else wear people out).
+        Retrain (labelled batches only: their holdout judges the challenger) on a signal
+        that is severe, or persisted in k of the last n batches outside the cooldown, AND
+        whose sure part (lower bound) x P(promotion) x horizon covers the retrain's cost.
+        Without labels an estimated drop with material drift asks for labels. Every rule
+        that fired, or held a retrain back, is a signal."""
         rules, limits = self.drift, self.retraining
         signals: list[str] = []
         material = ev.weighted_share >= rules.monitor_share
@@ -278,8 +280,8 @@ class Policy(_Strict):
             )
         if stale:
             signals.append(
-                f"stale: a model fitted on the latest batches wins {ev.fresh_gain:.3f} on this "
-                f"batch (lower bound {ev.fresh_gain_low:.3f} > 0)"
+                f"stale: a quick retrain wins {ev.fresh_gain:.3f} on the holdout "
+                f"(lower bound {ev.fresh_gain_low:.3f} > 0)"
             )
         if severe:
             signals.append(f"severe: at least {rules.severe_metric_drop}")
@@ -305,14 +307,16 @@ class Policy(_Strict):
             return _retrain(quiet, None, [*signals, "policy: retrain on every labelled batch"])
         if not (significant or stale):
             return quiet
+        if ev.fresh_gain is not None and not stale:
+            # A quick retrain was measured and does not win: the batch is harder (a season,
+            # noise), not the champion older. Retraining would not fix it.
+            held = [*signals, "a quick retrain does not win on the holdout: nothing to win back"]
+            return quiet.model_copy(update={"signals": held})
         p_promotion = (ev.promotions + 1) / (ev.retrains + 2)  # Laplace: 1/2 before any
-        # What a retrain is sure to win back: the lower bound of the drop or of the fresh
-        # model's gain. A wide interval (a small batch, a baseline measured on few rows)
-        # promises little, and so triggers little.
-        sure = max(
-            (ev.drop_low or 0.0) if significant else 0.0,
-            (ev.fresh_gain_low or 0.0) if stale else 0.0,
-        )
+        # What a retrain is sure to win back: the lower bound of the quick retrain's gain (or,
+        # when none could be measured, of the drop). A wide interval (a small batch, a
+        # baseline measured on few rows) promises little, and so triggers little.
+        sure = (ev.fresh_gain_low if stale else ev.drop_low) or 0.0
         gain = p_promotion * sure * limits.horizon_batches
         held = self._held_back(ev, severe, gain)
         if held:

@@ -198,3 +198,13 @@ def test_a_stale_champion_retrains_without_any_decay(policy: Policy) -> None:
     assert again.default == "retrain" and again.expected_gain == pytest.approx(0.045)
     noise = policy.drift_bounds(evidence(fresh_gain=0.04, fresh_gain_low=-0.01, recent_signals=1))
     assert not noise.stale and noise.default == "none"
+
+
+def test_a_drop_no_quick_retrain_fixes_never_retrains(policy: Policy) -> None:
+    """A season makes the batch harder: the champion drops against its baseline, but a quick
+    retrain on the same window does no better on the holdout. Nothing to win back."""
+    harder = policy.drift_bounds(
+        evidence(drop=0.12, drop_low=0.1, fresh_gain=-0.02, fresh_gain_low=-0.03)
+    )
+    assert harder.significant_drop and harder.default == "none"
+    assert any("nothing to win back" in s for s in harder.signals)
