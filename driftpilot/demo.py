@@ -135,7 +135,9 @@ def _row(view: RunView) -> dict[str, Any]:
     return {
         "batch": view.batch_id,
         "drift_share": drift.get("drift_share"),
+        "weighted_share": drift.get("weighted_share"),
         "champion_auc": drift.get("roc_auc"),
+        "fresh_gain": drift.get("fresh_gain"),
         "action": drift.get("action") or (view.summary.get("ingestion") or {}).get("action"),
         "outcome": view.outcome or view.status,
         "promoted": promotion.get("version") if promotion.get("status") != "superseded" else None,
@@ -146,16 +148,24 @@ def _row(view: RunView) -> dict[str, Any]:
 
 def _table(rows: list[dict[str, Any]], dataset: str) -> Table:
     table = Table(title=f"{dataset}: one control run per batch")
-    for col in ("batch", "drift share", "champion AUC", "decision", "result"):
+    columns = ("batch", "drift share", "weighted drift", "champion AUC", "retrain would win")
+    for col in (*columns, "decision", "result"):
         table.add_column(col)
     for r in rows:
         table.add_row(
             r["batch"],
             _fmt(r["drift_share"], 2),
+            _fmt(r["weighted_share"], 2),
             _fmt(r["champion_auc"], 3),
+            _fmt(r["fresh_gain"], 3),
             r["action"] or "-",
             _result(r),
         )
+    table.caption = (
+        "drift share: Evidently's share of drifted columns; weighted drift: the champion's "
+        "importance on materially shifted columns; retrain would win: a quick retrain's ROC "
+        "AUC gain on the batch's holdout"
+    )
     return table
 
 
