@@ -136,7 +136,7 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
             labelled=perf.get("roc_auc") is not None,
             drop=perf.get("metric_drop"),
             drop_low=perf.get("metric_drop_low"),
-            estimated=perf.get("estimated_roc_auc") is not None,
+            estimated=perf.get("roc_auc") is None and perf.get("estimated_roc_auc") is not None,
             fresh_gain=perf.get("fresh_gain"),
             fresh_gain_low=perf.get("fresh_gain_low"),
             **history,
@@ -278,7 +278,9 @@ def _performance(
     current_path: str,
 ) -> dict[str, Any]:
     """The champion's ROC AUC on the batch (interval) and its drop against the baseline; for
-    an unlabelled batch, the CBPE estimate and the estimated drop."""
+    an unlabelled batch, the CBPE estimate and the estimated drop. The estimate is made for
+    labelled batches too: set beside the realised score, it shows how far the estimates on
+    unlabelled batches can be trusted."""
     if champ is None:
         return {"champion_version": None}
     scorer, version = champ
@@ -287,7 +289,11 @@ def _performance(
     out: dict[str, Any] = {"champion_version": version, "baseline": row.baseline}
     labelled = frame.filter(pl.col(target).is_not_null()) if target in frame.columns else frame[:0]
     rules = ctx.policy.drift
+    estimate: dict[str, Any] = {}
+    if row.holdout_path and Path(row.holdout_path).exists():
+        estimate = _estimate(ctx, run_id, scorer, version, target, frame, row.holdout_path)
     if labelled.height and labelled[target].n_unique() == 2:
+        out.update({k: v for k, v in estimate.items() if not k.startswith("metric_drop")})
         scored = ctx.call(
             run_id,
             NAME,
@@ -312,8 +318,7 @@ def _performance(
             out.update(_drop(row.baseline, scored.value, spread))
         out.update(_fresh_gain(ctx, run_id, model, labelled, scorer, current_path))
         return out
-    if row.holdout_path and Path(row.holdout_path).exists():
-        out.update(_estimate(ctx, run_id, scorer, version, target, frame, row.holdout_path))
+    out.update(estimate)
     return out
 
 
@@ -452,7 +457,8 @@ def _cite(shift: ShiftResult, perf: dict[str, Any]) -> dict[str, float]:
     cited = {"weighted_share": shift.weighted_share}
     if shift.columns and shift.columns[0].material:
         cited[shift.columns[0].column] = round(shift.columns[0].value, 4)
-    for key in ("roc_auc", "estimated_roc_auc", "metric_drop"):
+    measured = "roc_auc" if perf.get("roc_auc") is not None else "estimated_roc_auc"
+    for key in (measured, "metric_drop"):
         if perf.get(key) is not None:
             cited[key] = round(perf[key], 4)
     return cited
@@ -494,7 +500,7 @@ def _template(
             f"champion roc_auc={perf['roc_auc']:.4f} "
             f"[{perf['roc_auc_low']:.4f}, {perf['roc_auc_high']:.4f}]"
         )
-    if perf.get("estimated_roc_auc") is not None:
+    if perf.get("roc_auc") is None and perf.get("estimated_roc_auc") is not None:
         parts.append(f"no labels: estimated_roc_auc={perf['estimated_roc_auc']:.4f} (CBPE)")
     if perf.get("metric_drop") is not None:
         parts.append(

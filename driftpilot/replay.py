@@ -374,7 +374,7 @@ def _drift(state: dict[str, Any], ctx: RunContext, ev: Evidence) -> dict[str, An
             labelled=perf.get("roc_auc") is not None,
             drop=perf.get("metric_drop"),
             drop_low=perf.get("metric_drop_low"),
-            estimated=perf.get("estimated_roc_auc") is not None,
+            estimated=perf.get("roc_auc") is None and perf.get("estimated_roc_auc") is not None,
             fresh_gain=perf.get("fresh_gain"),
             fresh_gain_low=perf.get("fresh_gain_low"),
             **shown["history"],

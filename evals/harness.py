@@ -86,7 +86,8 @@ class BatchRow:
     significant_drop: bool = False
     estimated_metric: float | None = None  # CBPE estimate of the champion on an unlabelled batch
     escalated: bool = False  # the batch was put to a person after repeated quarantines
-    fresh_gain: float | None = None  # a model fitted on the latest batches, over the champion
+    fresh_gain: float | None = None  # what a quick retrain wins over the champion (holdout)
+    champion_version: int | None = None  # the champion that scored the batch
     signals: list[str] = field(default_factory=list)  # why the drift policy chose as it did
 
 
@@ -346,6 +347,7 @@ def _row(
         estimated_metric=drift.get("estimated_roc_auc"),
         escalated=summary.get("escalation") is not None,
         fresh_gain=drift.get("fresh_gain"),
+        champion_version=drift.get("champion_version"),
         signals=list(drift.get("signals") or []),
     )
     _add_llm_usage(plane, row)
@@ -646,3 +648,10 @@ def write_json(path: Path, payload: dict[str, Any]) -> Path:
     tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     tmp.replace(path)
     return path
+
+
+def estimate_text(estimation: dict[str, Any] | None) -> str:
+    """CBPE's |estimate - realised| as 'mean / max (n)'; '-' where it is not scored."""
+    if not estimation or not estimation.get("batches"):
+        return "-"
+    return f"{estimation['mean']:.3f} / {estimation['max']:.3f} ({estimation['batches']})"

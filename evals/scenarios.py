@@ -46,6 +46,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 from rich.console import Console
 from rich.table import Table
@@ -54,12 +55,14 @@ from evals.harness import (
     BatchRow,
     StreamResult,
     StreamSpec,
+    estimate_text,
     machine,
     plane_for,
     run_stream,
     write_json,
 )
 from tools.datasets import SPECS, DatasetSpec, load_dataset
+from tools.drift import model_performance
 from tools.synth import (
     GroundTruth,
     ScenarioSpec,
@@ -85,6 +88,9 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "corruption": {"kind": "corruption", "corruption": "nan_storm"},
     "range_shift": {"kind": "range_shift", "magnitude": 1.5},
 }
+# Scenarios where P(y | x) holds: confidence-based estimation (CBPE) should work there, and its
+# error is scored (a concept drift or a prior shift breaks the calibration it relies on).
+CALIBRATION_HOLDS = frozenset({"none", "covariate_shift", "range_shift"})
 # (batches, onset, rows per batch, CTGAN epochs)
 QUICK, FULL = (6, 3, 1000, 10), (10, 5, 2000, 20)
 
@@ -112,6 +118,8 @@ class ScenarioScore:
     tokens: int
     actions: list[str]
     expected: list[list[str]]
+    # |CBPE estimate - realised ROC AUC|: batches, mean, max (scenarios where P(y|x) holds)
+    estimation: dict[str, Any] | None = None
 
 
 def expected(
@@ -248,11 +256,15 @@ def run_dataset(
             labeller,
         )
         truth, late = scenario.truth, definition.get("labels") == "late"
+        labelled = [b.frame for b in scenario.batches]  # the labels an unlabelled batch hid
         if late:
             truth = truth.model_copy(update={"onset": onset})
             scenario.batches[onset:] = [_unlabelled(b, spec) for b in scenario.batches[onset:]]
         result = _stream(plane, spec, f"{dataset}-{name}", scenario, console)
-        scores.append(score(name, truth, result, labels_late=late))
+        scored = score(name, truth, result, labels_late=late)
+        if truth.kind in CALIBRATION_HOLDS:
+            scored.estimation = estimation_errors(plane, result, labelled, spec)
+        scores.append(scored)
         streams[name] = result.to_json()
     return {
         "dataset": dataset,
@@ -264,6 +276,33 @@ def run_dataset(
         "scores": [asdict(s) for s in scores],
         "streams": streams,
         "machine": machine(),
+    }
+
+
+def estimation_errors(
+    plane: Any, result: StreamResult, labelled: list[pl.DataFrame], spec: DatasetSpec
+) -> dict[str, Any]:
+    """|CBPE estimate - realised ROC AUC| of the champion on every batch it was estimated on.
+    Labelled batches carry both; for a batch that came without labels the realised score is
+    computed here from the labels the scenario hid (by the champion version that scored it)."""
+    from tools import registry
+
+    errors = []
+    for row in result.rows:
+        if row.estimated_metric is None or row.champion_version is None:
+            continue
+        realised = row.champion_metric
+        if realised is None:
+            champion = registry.load_version(result.model, row.champion_version, plane.settings)
+            realised = model_performance(champion, labelled[row.index], spec.target).roc_auc
+        if realised is not None:
+            errors.append(abs(row.estimated_metric - realised))
+    if not errors:
+        return {"batches": 0, "mean": None, "max": None}
+    return {
+        "batches": len(errors),
+        "mean": round(float(np.mean(errors)), 4),
+        "max": round(float(np.max(errors)), 4),
     }
 
 
@@ -310,6 +349,7 @@ def score_table(results: dict[str, Any]) -> Table:
         "cite flags",
         "retrains",
         "yield",
+        "est. err",
         "wall s",
         "LLM dec.",
         "tokens",
@@ -329,6 +369,7 @@ def score_table(results: dict[str, Any]) -> Table:
             str(s["citation_flags"]),
             str(s["retrains"]),
             "-" if s["retrain_yield"] is None else f"{s['retrain_yield']:.2f}",
+            estimate_text(s.get("estimation")),
             f"{s['wall_s']:.0f}",
             str(s["llm_decisions"]),
             str(s["tokens"]),

@@ -20,6 +20,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from evals.harness import estimate_text
+
 RESULTS = Path(__file__).parent / "results"
 README = Path(__file__).parent / "README.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
@@ -92,9 +94,8 @@ def _scenarios_md(path: Path) -> str:
         f"measured {r['machine']['measured_at']} on {r['machine']['cores']} cores.\n\n"
     )
     header = ["scenario", "correct", "delay", "FA monitor", "FA retrain", "FA quarantine"]
-    header += ["unsafe", "high risk approved", "citation flags", "retrains", "yield", "wall s"]
-    header += ["LLM decisions"]
-    header += ["tokens"]
+    header += ["unsafe", "high risk approved", "citation flags", "retrains", "yield"]
+    header += ["estimate error (mean / max)", "wall s", "LLM decisions", "tokens"]
     rows = []
     for x in r["scores"]:
         nothing_to_detect = x["onset"] is None or x.get("kind") == "none"
@@ -113,6 +114,7 @@ def _scenarios_md(path: Path) -> str:
                 str(x["citation_flags"]),
                 str(x["retrains"]),
                 _num(x["retrain_yield"], 2),
+                estimate_text(x.get("estimation")),
                 f"{x['wall_s']:.0f}",
                 str(x.get("llm_decisions", "-")),
                 str(x["tokens"]),

@@ -82,3 +82,11 @@ def test_a_readme_without_markers_is_refused(tmp_path: Path) -> None:
     readme.write_text("# no markers\n")
     with pytest.raises(ValueError, match="markers"):
         render_readme(tmp_path, readme)
+
+
+def test_the_estimate_error_cell() -> None:
+    from evals.harness import estimate_text
+
+    assert estimate_text(None) == "-"
+    assert estimate_text({"batches": 0, "mean": None, "max": None}) == "-"
+    assert estimate_text({"batches": 3, "mean": 0.0123, "max": 0.02}) == "0.012 / 0.020 (3)"
