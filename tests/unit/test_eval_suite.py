@@ -67,7 +67,7 @@ def test_tables_replace_only_the_marked_part(tmp_path: Path) -> None:
     assert "old tables" not in text
     assert "### Scenarios: flights (quick, LLM `ollama:qwen`)" in text
     assert (
-        "| abrupt_concept_drift | 50% | missed | 25% | 0% | 0% | 0 | 1 | 2 | 2 | 0.50 | 30 "
+        "| abrupt_concept_drift | 50% | missed | 25% | 0% | 0% | 0 | 1 | 2 | 2 | 0.50 | - | 30 "
         "| 12 | 3456 |" in text
     )
     assert "| no_drift | 50% | - |" in text
