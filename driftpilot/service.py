@@ -103,7 +103,10 @@ class MetricsSnapshot(BaseModel):
 
     runs: dict[str, int] = Field(description="Run counts by 'status' or 'status:outcome'.")
     run_seconds: list[float] = Field(description="Durations of finished runs (s).")
-    drift_share: dict[str, float] = Field(description="Latest drift share per model.")
+    drift_share: dict[str, float] = Field(
+        description="Latest drift share per model (importance-weighted: the share the drift "
+        "policy decides on)."
+    )
     pending_approvals: int
     llm_fallbacks: dict[str, int] = Field(description="LLM fallbacks per agent.")
 
@@ -823,7 +826,10 @@ class ControlPlane:
             if d.fallback:
                 fallbacks[d.agent] = fallbacks.get(d.agent, 0) + 1
             if d.agent == "drift_analyst" and d.run_id in models:
-                share = json.loads(d.evidence).get("drift_share")
+                evidence = json.loads(d.evidence)
+                # The share the decisions use: the champion's importance on shifted columns
+                # (runs recorded before it existed carry Evidently's share of columns).
+                share = evidence.get("weighted_share", evidence.get("drift_share"))
                 if share is not None:
                     drift[models[d.run_id]] = float(share)
         return MetricsSnapshot(

@@ -565,7 +565,8 @@ def batch_table(result: StreamResult, title: str) -> Table:
     """The per-batch table: weighted drift, the champion's metric and its drop (or, without
     labels, its estimate), action, outcome, risk tier, seconds."""
     table = Table(title=title)
-    for col in ("batch", "rows", "weighted drift", "champion metric", "drop", "action"):
+    table.add_column("batch", no_wrap=True)  # an id, never cut
+    for col in ("rows", "weighted drift", "champion metric", "drop", "action"):
         table.add_column(col, overflow="fold")
     for col in ("outcome", "risk"):
         table.add_column(col, overflow="fold")

@@ -11,21 +11,24 @@ DRIFTED, STABLE, THRESHOLD = "#d62728", "#1f77b4", "#444444"
 
 
 def drift_figure(evidence: Any, batch_id: str) -> Any | None:
-    """Bars of each tested feature's drift score (most drifted first) with its threshold;
-    None when the evidence has no per-column results."""
+    """Bars of each feature's drift (most shifted first) with its threshold: effect sizes
+    (red: material) and the share of the champion's importance on shifted columns; for runs
+    recorded before effect sizes, Evidently's per-column scores. None without per-column
+    results."""
     import plotly.graph_objects as go
 
-    columns = evidence.get("columns") if isinstance(evidence, dict) else None
+    if not isinstance(evidence, dict):
+        return None
+    columns = _bars(evidence)
     if not columns:
         return None
-    names = [str(c["column"]) for c in columns]
-    labels = [f"{c['column']} ({c['method']})" for c in columns]
+    names = [c["column"] for c in columns]
     figure = go.Figure()
     figure.add_bar(
         x=names,
         y=[c["score"] for c in columns],
         marker_color=[DRIFTED if c["drifted"] else STABLE for c in columns],
-        hovertext=labels,
+        hovertext=[f"{c['column']} ({c['method']})" for c in columns],
         name="score",
     )
     figure.add_scatter(
@@ -35,19 +38,38 @@ def drift_figure(evidence: Any, batch_id: str) -> Any | None:
         marker={"symbol": "line-ew-open", "size": 28, "color": THRESHOLD},
         name="threshold",
     )
-    share = evidence.get("drift_share")
     title = f"Drift per feature, batch {batch_id}"
-    if share is not None:
-        title += f": {share:.0%} of {evidence.get('n_tested', len(columns))} features drifted"
+    if evidence.get("weighted_share") is not None:
+        title += f": {evidence['weighted_share']:.0%} of the champion's importance shifted"
+    elif evidence.get("drift_share") is not None:
+        tested = evidence.get("n_tested", len(columns))
+        title += f": {evidence['drift_share']:.0%} of {tested} features drifted"
     figure.update_layout(
         title=title,
-        yaxis_title="drift score (red: drifted)",
+        yaxis_title="effect size (red: material)",
         xaxis={"type": "category"},
         height=360,
         margin={"l": 50, "r": 20, "t": 50, "b": 80},
         legend={"orientation": "h"},
     )
     return figure
+
+
+def _bars(evidence: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per-column bars from a drift analyst's evidence, in either recorded shape."""
+    shifted = evidence.get("shifted_columns")
+    if shifted:
+        return [
+            {
+                "column": str(c["column"]),
+                "method": c["measure"],
+                "score": c["value"],
+                "threshold": c["threshold"],
+                "drifted": c["material"],
+            }
+            for c in shifted
+        ]
+    return [{**c, "column": str(c["column"])} for c in evidence.get("columns") or []]
 
 
 def history_points(views: list[RunView]) -> list[dict[str, Any]]:

@@ -67,7 +67,9 @@ class _Snapshot(Collector):
             status, _, outcome = label.partition(":")
             runs.add_metric([STATUS.get(status, status), outcome], count)
         drift = GaugeMetricFamily(
-            "driftpilot_drift_share", "Latest drift share per model.", labels=["model"]
+            "driftpilot_drift_share",
+            "Latest drift share per model (champion importance on shifted columns).",
+            labels=["model"],
         )
         for model, share in sorted(snap.drift_share.items()):
             drift.add_metric([model], share)

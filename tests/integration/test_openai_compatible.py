@@ -61,13 +61,13 @@ class Stub(BaseHTTPRequestHandler):
                 ]
             else:
                 evidence = json.loads(body["messages"][1]["content"].split("\n", 1)[1])
-                share = evidence["drift_share"]
+                share = evidence["weighted_share"]
                 message["content"] = json.dumps(
                     {
                         "action": "retrain",
                         "severity": "high",
-                        "cited_metrics": {"drift_share": share},
-                        "rationale": f"drift_share={share} is high",
+                        "cited_metrics": {"weighted_share": share},
+                        "rationale": f"weighted_share={share} is high",
                     }
                 )
         else:
@@ -131,7 +131,7 @@ def test_openai_compatible_server_drives_the_graph(
         d.backend == "openai" and d.llm_model == "stub-model" and not d.fallback for d in llm_made
     )
     assert made["drift_analyst"].tokens_in == 2 * 321  # tool call round trip + decision
-    assert json.loads(made["drift_analyst"].flags) == []  # cited the real drift_share
+    assert json.loads(made["drift_analyst"].flags) == []  # cited the real weighted_share
     calls = [c.tool for c in cp.store.list_rows(ToolCall, ToolCall.run_id == view.run_id)]
     assert "llm:get_column_drift" in calls
     assert Stub.requests[0]["model"] == "stub-model" and "tools" in Stub.requests[1]

@@ -113,7 +113,9 @@ def test_a_cron_every_minute_fires_and_is_audited(plane: ControlPlane, feb: pl.D
         assert firing.run_id is not None and firing.batch_id == "2013-02"
         run = wait_for(lambda: run_done(plane, firing.run_id or ""), 120, "the fired run")
         assert run.trigger == "schedule" and run.requested_by == "bob"
-        assert run.status == "completed", run.summary
+        # February against a January champion may retrain and wait for a person: either way
+        # the scheduled run went through the whole loop.
+        assert run.status in ("completed", "waiting_approval"), run.summary
 
         calls = plane.store.list_rows(
             ToolCall, ToolCall.run_id == view.cron_id, ToolCall.tool == "schedule.fire"

@@ -279,7 +279,7 @@ def test_a_run_from_the_chat_is_refused_to_its_requester_and_approved_by_an_appr
 
         # Plain phrases: why, a schedule, a rollback, all under her name.
         say(abby, "why did you retrain in July?")
-        visible(abby, "drift_analyst → retrain: drift_share=")
+        visible(abby, "drift_analyst → retrain: weighted_share=")
         say(abby, "schedule flights every hour")
         visible(abby, "Scheduled flights 0 * * * * (UTC)")
         say(abby, "show schedules")

@@ -130,6 +130,32 @@ def test_drift_chart_shows_every_feature_with_its_threshold() -> None:
     assert list(bars.marker.color) == [charts.DRIFTED, charts.STABLE]
     assert "50% of 2 features drifted" in figure.layout.title.text
     assert charts.drift_figure({"columns": []}, "x") is None
+    effects = {
+        "weighted_share": 0.42,
+        "shifted_columns": [
+            {
+                "column": "temp",
+                "measure": "wasserstein",
+                "value": 1.7,
+                "threshold": 0.5,
+                "material": True,
+                "importance": 0.3,
+            },
+            {
+                "column": "dest",
+                "measure": "psi",
+                "value": 0.01,
+                "threshold": 0.2,
+                "material": False,
+                "importance": 0.1,
+            },
+        ],
+    }
+    shifted = charts.drift_figure(effects, "2013-08")
+    bars, marks = shifted.data
+    assert list(bars.y) == [1.7, 0.01] and list(marks.y) == [0.5, 0.2]
+    assert list(bars.marker.color) == [charts.DRIFTED, charts.STABLE]
+    assert "42% of the champion's importance shifted" in shifted.layout.title.text
 
 
 def test_history_chart_has_a_point_per_scored_batch() -> None:
