@@ -130,18 +130,7 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     domain = _domain(ctx, run_id, reference, frame, spec.numeric, spec.categorical)
     perf = _performance(ctx, run_id, model, frame, champ, state["ingestion"]["path"])
     history = history_counts(ctx.history(model, run_id), ctx.policy.retraining.persistence_n)
-    bounds = ctx.policy.drift_bounds(
-        DriftEvidence(
-            weighted_share=shift.weighted_share,
-            labelled=perf.get("roc_auc") is not None,
-            drop=perf.get("metric_drop"),
-            drop_low=perf.get("metric_drop_low"),
-            estimated=perf.get("roc_auc") is None and perf.get("estimated_roc_auc") is not None,
-            fresh_gain=perf.get("fresh_gain"),
-            fresh_gain_low=perf.get("fresh_gain_low"),
-            **history,
-        )
-    )
+    bounds = ctx.policy.drift_bounds(drift_evidence(shift.weighted_share, perf, history))
     known = _metrics(drift, shift, domain, perf)
     action = _policy_action(drift, shift, bounds)
     fallback = DriftVerdict(
@@ -209,6 +198,23 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         },
         "events": events if bounds.labels_requested else [],
     }
+
+
+def drift_evidence(
+    weighted_share: float, perf: dict[str, Any], history: dict[str, Any]
+) -> DriftEvidence:
+    """What the drift policy weighs, from the analyst's measurements (the what-if replay
+    builds it from the recorded ones)."""
+    return DriftEvidence(
+        weighted_share=weighted_share,
+        labelled=perf.get("roc_auc") is not None,
+        drop=perf.get("metric_drop"),
+        drop_low=perf.get("metric_drop_low"),
+        estimated=perf.get("roc_auc") is None and perf.get("estimated_roc_auc") is not None,
+        fresh_gain=perf.get("fresh_gain"),
+        fresh_gain_low=perf.get("fresh_gain_low"),
+        **history,
+    )
 
 
 def shift_config(rules: DriftRules) -> ShiftConfig:

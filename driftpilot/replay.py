@@ -45,7 +45,7 @@ from pydantic import BaseModel, Field
 from agents.base import AgentTool, Outcome
 from agents.cicd import CicdDecision, policy_decision, risk_inputs
 from agents.context import RunContext
-from agents.drift_analyst import DriftVerdict
+from agents.drift_analyst import DriftVerdict, drift_evidence
 from agents.evaluator import EvaluationVerdict
 from agents.ingestion import IngestionDecision
 from agents.optimizer import OptimizerPlan, default_plan, plan_check
@@ -53,7 +53,7 @@ from agents.retraining import RetrainPlan
 from driftpilot.audit.models import ManagedModel, Run
 from driftpilot.errors import LLMError, NotFound, PolicyViolation, RunStateError
 from driftpilot.llm import Backend, make_backend
-from driftpilot.policy import DriftEvidence, Policy, RiskInputs
+from driftpilot.policy import Policy, RiskInputs
 from driftpilot.service import ControlPlane
 from driftpilot.settings import Settings
 from graphs.control import build_control_graph, run_outcome
@@ -369,16 +369,7 @@ def _drift(state: dict[str, Any], ctx: RunContext, ev: Evidence) -> dict[str, An
     shown = ev.recorded("drift_analyst", (*keys, "evidently", "performance", "history"))
     perf = shown["performance"]
     bounds = ctx.policy.drift_bounds(
-        DriftEvidence(
-            weighted_share=shown["weighted_share"],
-            labelled=perf.get("roc_auc") is not None,
-            drop=perf.get("metric_drop"),
-            drop_low=perf.get("metric_drop_low"),
-            estimated=perf.get("roc_auc") is None and perf.get("estimated_roc_auc") is not None,
-            fresh_gain=perf.get("fresh_gain"),
-            fresh_gain_low=perf.get("fresh_gain_low"),
-            **shown["history"],
-        )
+        drift_evidence(shown["weighted_share"], perf, shown["history"])
     )
     shown["signals"] = bounds.signals  # the agent is shown the signals of the policy in force
     # As agents.drift_analyst: a batch with no testable column is watched, never drift-free.

@@ -130,8 +130,8 @@ def data_drift(
     cfg = config or DriftConfig()
     categorical = categorical or []
     columns = [*numeric, *categorical]
-    _require(reference, columns, "reference")
-    _require(current, columns, "current")
+    require_columns(reference, columns, "reference")
+    require_columns(current, columns, "current")
     started = time.perf_counter()
     ref_pd = _to_pandas(reference, columns, cfg.max_rows, seed)
     cur_pd = _to_pandas(current, columns, cfg.max_rows, seed)
@@ -212,7 +212,8 @@ def _nothing_tested() -> DriftResult:
     )
 
 
-def _require(frame: pl.DataFrame, columns: list[str], side: str) -> None:
+def require_columns(frame: pl.DataFrame, columns: list[str], side: str) -> None:
+    """Both sides of a comparison hold every column, and rows; there are columns to compare."""
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise SchemaError(f"{side} data lacks columns {missing}")

@@ -36,6 +36,7 @@ import polars as pl
 from pydantic import BaseModel, Field
 
 from driftpilot.errors import DataError, SchemaError
+from tools.drift import require_columns
 
 # Floor of a bin's share in PSI / Jensen-Shannon, so that an empty bin (a category new in the
 # batch) gives a large finite value; the same floor Evidently uses.
@@ -170,8 +171,8 @@ def effect_sizes(
     """
     cfg = config or ShiftConfig()
     columns = [*numeric, *categorical]
-    _require(reference, columns, "reference")
-    _require(current, columns, "current")
+    require_columns(reference, columns, "reference")
+    require_columns(current, columns, "current")
     _require_numeric(reference, current, numeric)
     started = time.perf_counter()
     ref = _subsample(reference.select(columns), cfg.max_rows, seed)
@@ -352,8 +353,8 @@ def domain_classifier(
     import lightgbm as lgb
 
     columns = [*numeric, *categorical]
-    _require(reference, columns, "reference")
-    _require(current, columns, "current")
+    require_columns(reference, columns, "reference")
+    require_columns(current, columns, "current")
     _require_numeric(reference, current, numeric)
     if folds < 2:
         raise DataError(f"folds must be at least 2, got {folds}")
@@ -451,16 +452,6 @@ def _roc_auc(y: np.ndarray, scores: np.ndarray) -> float:
 
 
 # -- shared -----------------------------------------------------------------------------------
-
-
-def _require(frame: pl.DataFrame, columns: list[str], side: str) -> None:
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise SchemaError(f"{side} data lacks columns {missing}")
-    if frame.height == 0:
-        raise DataError(f"{side} data is empty")
-    if not columns:
-        raise SchemaError("no columns to compare: pass numeric and/or categorical columns")
 
 
 def _require_numeric(reference: pl.DataFrame, current: pl.DataFrame, numeric: list[str]) -> None:
