@@ -30,7 +30,7 @@ from pydantic import BaseModel, Field
 from agents.base import AgentTool
 from agents.context import RunContext
 from agents.optimizer import training_window
-from driftpilot.errors import LLMError
+from driftpilot.errors import DataError, LLMError
 from driftpilot.policy import DriftAction, DriftBounds, DriftEvidence, DriftRules, Severity
 from tools.drift import DriftResult, data_drift
 from tools.estimate import estimate_performance, fit_calibrator, metric_interval
@@ -41,6 +41,7 @@ from tools.train import TrainSpec, train_model
 NAME = "drift_analyst"
 MIN_DOMAIN_ROWS = 50  # per side: fewer and three folds say nothing
 MIN_FRESH_ROWS = 200  # labelled rows a quick retrain needs to say anything
+YIELD_WINDOW = 4  # retrain attempts whose outcomes set P(promotion)
 
 
 class DriftVerdict(BaseModel):
@@ -213,6 +214,7 @@ def drift_evidence(
         estimated=perf.get("roc_auc") is None and perf.get("estimated_roc_auc") is not None,
         fresh_gain=perf.get("fresh_gain"),
         fresh_gain_low=perf.get("fresh_gain_low"),
+        fresh_gain_high=perf.get("fresh_gain_high"),
         **history,
     )
 
@@ -235,14 +237,17 @@ def history_counts(past: list[dict[str, Any]], persistence_n: int) -> dict[str, 
     drifts = [summary.get("drift") or {} for summary in past]
     recent = drifts[-(persistence_n - 1) :] if persistence_n > 1 else []
     attempts = [i for i, d in enumerate(drifts) if d.get("action") == "retrain"]
+    # Yield over the latest attempts only: an old streak of rejections must not starve the
+    # model of retrains for ever.
+    latest = attempts[-YIELD_WINDOW:]
     return {
         "recent_signals": sum(
             bool(d.get("material") or d.get("significant_drop") or d.get("stale")) for d in recent
         ),
         "batches_since_retrain": len(drifts) - 1 - attempts[-1] if attempts else None,
-        "retrains": len(attempts),
+        "retrains": len(latest),
         "promotions": sum(
-            (summary.get("promotion") or {}).get("status") == "promoted" for summary in past
+            (past[i].get("promotion") or {}).get("status") == "promoted" for i in latest
         ),
     }
 
@@ -297,9 +302,13 @@ def _performance(
     rules = ctx.policy.drift
     estimate: dict[str, Any] = {}
     if row.holdout_path and Path(row.holdout_path).exists():
-        estimate = _estimate(ctx, run_id, scorer, version, target, frame, row.holdout_path)
+        try:
+            estimate = _estimate(ctx, run_id, scorer, version, target, frame, row.holdout_path)
+        except DataError as exc:  # audited by ctx.call; an estimate must never stop a run
+            estimate = {"estimate_error": str(exc)}
     if labelled.height and labelled[target].n_unique() == 2:
         out.update({k: v for k, v in estimate.items() if not k.startswith("metric_drop")})
+        # (a failed estimate is kept as its reason: the measured score stands either way)
         scored = ctx.call(
             run_id,
             NAME,

@@ -235,22 +235,14 @@ def _admit(ctx: RunContext, state: dict[str, Any], approver: str) -> dict[str, A
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / Path(quarantined).name
     write_parquet_atomic(frame, target)
-    record = ctx.store.list_rows(BatchRecord, BatchRecord.run_id == run_id, limit=1)[0]
-    ctx.store.add(
-        BatchRecord(
-            model=model,
-            batch_id=record.batch_id,
-            content_hash=record.content_hash,
-            n_rows=record.n_rows,
-            path=str(target),
-            status="accepted",
-            # As for any accepted batch, its risky warnings travel into the windows it joins.
-            reason=json.dumps(state["ingestion"].get("risky_warnings", [])),
-            run_id=run_id,
-            created_at=now(),
-        )
-    )
+    records = ctx.store.list_rows(BatchRecord, BatchRecord.run_id == run_id, order=BatchRecord.id)
+    record = records[0]
+    # A crash after the accepted record and before the effect: the record stands, once.
+    fault_point("before_admission_record")
+    if not any(r.status == "accepted" for r in records):
+        _add_accepted(ctx, record, target, state["ingestion"].get("risky_warnings", []))
     admitted = {"action": "accept", "reason": "", "path": str(target), "accepted_by": approver}
+    fault_point("after_admission_record")
     ctx.record(
         run_id,
         "escalation",
@@ -262,6 +254,23 @@ def _admit(ctx: RunContext, state: dict[str, Any], approver: str) -> dict[str, A
     )
     ctx.store.record_effect(run_id, "escalation", admitted)
     return admitted
+
+
+def _add_accepted(ctx: RunContext, record: BatchRecord, target: Path, risky: list[str]) -> None:
+    ctx.store.add(
+        BatchRecord(
+            model=record.model,
+            batch_id=record.batch_id,
+            content_hash=record.content_hash,
+            n_rows=record.n_rows,
+            path=str(target),
+            status="accepted",
+            # As for any accepted batch, its risky warnings travel into the windows it joins.
+            reason=json.dumps(risky),
+            run_id=record.run_id,
+            created_at=now(),
+        )
+    )
 
 
 def _file_batch(
@@ -309,8 +318,9 @@ def _file_batch(
 def with_label_column(frame: pl.DataFrame, target: str, dtype: pl.DataType) -> pl.DataFrame:
     """A batch whose labels come later is filed with an all-null target column, so that it
     can join a window (which keeps only labelled rows) and take its labels later."""
-    if target in frame.columns:
+    if target in frame.columns and frame[target].null_count() < frame.height:
         return frame
+    # missing, or empty (an empty CSV column reads as text): an empty column of the label type
     return frame.with_columns(pl.lit(None, dtype=dtype).alias(target))
 
 

@@ -143,6 +143,11 @@ class Page(BaseModel, Generic[T]):
 class Resume(_Strict):
     decision: Literal["approve", "reject"]
     comment: str = Field("", max_length=4000)
+    step: Literal["escalation", "promotion"] | None = Field(
+        None,
+        description="The question answered, as the interrupt's request names it; a run that "
+        "now asks another question refuses the answer (409).",
+    )
 
 
 class Command(_Strict):
@@ -156,6 +161,7 @@ class DecisionIn(_Strict):
     command: Command | None = None
     decision: Literal["approve", "reject"] | None = None
     comment: str = Field("", max_length=4000)
+    step: Literal["escalation", "promotion"] | None = None
 
     @model_validator(mode="after")
     def _one_form(self) -> DecisionIn:
@@ -168,7 +174,7 @@ class DecisionIn(_Strict):
         if self.command is not None:
             return self.command.resume
         assert self.decision is not None
-        return Resume(decision=self.decision, comment=self.comment)
+        return Resume(decision=self.decision, comment=self.comment, step=self.step)
 
 
 class Approval(BaseModel):

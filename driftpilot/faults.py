@@ -8,7 +8,9 @@ Points: ``after_register`` (retraining: version registered, challenger alias not
 ``after_alias`` (promote: champion alias moved, audit record not yet written),
 ``after_filing`` (ingestion: batch filed, its decision not yet recorded),
 ``before_interrupt`` (approval request written, graph not yet paused), ``after_rollback``
-(rollback: champion alias moved back, audit record not yet written).
+(rollback: champion alias moved back, audit record not yet written),
+``before_admission_record`` / ``after_admission_record`` (escalation: an approved batch is
+about to be / has been filed as accepted, its decision and effect not yet written).
 """
 
 from __future__ import annotations
@@ -17,7 +19,15 @@ import os
 import signal
 
 ENV = "DRIFTPILOT_FAULTS"
-POINTS = ("after_filing", "after_register", "after_alias", "before_interrupt", "after_rollback")
+POINTS = (
+    "after_filing",
+    "after_register",
+    "after_alias",
+    "before_interrupt",
+    "after_rollback",
+    "before_admission_record",
+    "after_admission_record",
+)
 
 
 def fault_point(name: str) -> None:

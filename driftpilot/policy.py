@@ -129,13 +129,14 @@ class DriftEvidence(_Strict):
         "over the champion on the batch's holdout: what a retrain can win back.",
     )
     fresh_gain_low: float | None = Field(None, description="Lower bound of that gain.")
+    fresh_gain_high: float | None = Field(None, description="Upper bound of that gain.")
     recent_signals: int = Field(
         0, description="Of the previous persistence_n - 1 batches, those with drift or a drop."
     )
     batches_since_retrain: int | None = Field(
         None, description="Batches since the last retrain attempt (None: never)."
     )
-    retrains: int = Field(0, description="Retrain attempts of this model so far.")
+    retrains: int = Field(0, description="Latest retrain attempts of this model (up to 4).")
     promotions: int = Field(0, description="Of which promoted.")
 
 
@@ -249,7 +250,8 @@ class Policy(_Strict):
         never retrains. Monitor: material drift (alarms on anything else wear people out).
         Retrain (labelled batches only: their holdout judges the challenger) on a signal
         that is severe, or persisted in k of the last n batches outside the cooldown, AND
-        whose sure part (lower bound) x P(promotion) x horizon covers the retrain's cost.
+        whose sure part (lower bound) x P(promotion) x horizon covers the retrain's cost
+        (severe signals retrain whatever the cost).
         Without labels an estimated drop with material drift asks for labels. Every rule
         that fired, or held a retrain back, is a signal."""
         rules, limits = self.drift, self.retraining
@@ -307,10 +309,17 @@ class Policy(_Strict):
             return _retrain(quiet, None, [*signals, "policy: retrain on every labelled batch"])
         if not (significant or stale):
             return quiet
-        if ev.fresh_gain is not None and not stale:
-            # A quick retrain was measured and does not win: the batch is harder (a season,
-            # noise), not the champion older. Retraining would not fix it.
-            held = [*signals, "a quick retrain does not win on the holdout: nothing to win back"]
+        surely_nothing = (
+            ev.fresh_gain_high is not None and ev.fresh_gain_high < rules.max_metric_drop
+        )
+        if not stale and surely_nothing:
+            # A quick retrain was measured and surely wins less than a drop that counts: the
+            # batch is harder (a season), not the champion older. Retraining would not fix it.
+            held = [
+                *signals,
+                f"a quick retrain surely wins less than {rules.max_metric_drop} on the holdout "
+                f"(upper bound {ev.fresh_gain_high:.3f}): nothing to win back",
+            ]
             return quiet.model_copy(update={"signals": held})
         p_promotion = (ev.promotions + 1) / (ev.retrains + 2)  # Laplace: 1/2 before any
         # What a retrain is sure to win back: the lower bound of the quick retrain's gain (or,
@@ -341,7 +350,7 @@ class Policy(_Strict):
                     f"cooldown: {since} batches since the last retrain "
                     f"(needs {limits.cooldown_batches}, or a severe drop)"
                 )
-        if gain < limits.retrain_cost:
+        if gain < limits.retrain_cost and not severe:  # a severe drop retrains whatever the cost
             reasons.append(
                 f"not worth it: expected gain {gain:.3f} (P(promotion) "
                 f"{(ev.promotions + 1) / (ev.retrains + 2):.2f} from {ev.promotions} of "

@@ -35,7 +35,7 @@ from driftpilot.audit.models import (
     Mutation,
     Run,
 )
-from driftpilot.audit.store import lease_holder, now
+from driftpilot.audit.store import check_step, lease_holder, now
 from driftpilot.errors import (
     ApprovalError,
     ConfigError,
@@ -368,7 +368,8 @@ class ControlPlane:
         # As for every challenger, the latest rows are held out of training: the champion's
         # score on them is its out-of-time baseline, and they calibrate its probabilities
         # for the estimates on batches whose labels come later.
-        fit, holdout = split_holdout(initial, time_col, self.policy.retraining.holdout_fraction)
+        labelled = initial.filter(pl.col(target).is_not_null())
+        fit, holdout = split_holdout(labelled, time_col, self.policy.retraining.holdout_fraction)
         holdout_path = folder / f"holdout-{run_id}.parquet"
         holdout.write_parquet(holdout_path)
         model = self.ctx.call(
@@ -693,7 +694,14 @@ class ControlPlane:
         return self.get_run(run_id)
 
     def decide(
-        self, run_id: str, decision: str, approver: str, comment: str = "", *, wait: bool = False
+        self,
+        run_id: str,
+        decision: str,
+        approver: str,
+        comment: str = "",
+        *,
+        wait: bool = False,
+        step: str | None = None,
     ) -> RunView:
         """Approve or reject a waiting run, then resume it (in this process).
 
@@ -708,17 +716,26 @@ class ControlPlane:
             ModelBusy: another run holds the model (the decision stays recorded; retry, or
                 ``recover`` applies it).
         """
-        self.record_decision(run_id, decision, approver, comment)
+        self.record_decision(run_id, decision, approver, comment, step=step)
         return self.resume_run(run_id, wait=wait, timeout_s=self.settings.lease_ttl_s)
 
     def record_decision(
-        self, run_id: str, decision: str, approver: str, comment: str = ""
+        self,
+        run_id: str,
+        decision: str,
+        approver: str,
+        comment: str = "",
+        *,
+        step: str | None = None,
     ) -> RunView:
         """The first half of ``decide``: check and record the decision; the run stays
-        ``waiting_approval`` until ``resume_run`` (here or in a worker) applies it."""
+        ``waiting_approval`` until ``resume_run`` (here or in a worker) applies it. ``step``
+        (the question the approver was shown) must be the run's current one."""
         approver = normalize_principal(approver)
         run = self.store.get(Run, run_id)
         rows = self.store.approval_rows(run_id)
+        if rows:
+            check_step(run_id, rows[0], step)
         recorded = rows[1] if len(rows) > 1 else None
         if run.status != "waiting_approval":
             hint = " (if its process died, `driftpilot recover` finishes it)"
@@ -732,7 +749,7 @@ class ControlPlane:
                 f"{recorded.principal}; that decision is applied, not replaced"
             )
         if recorded is None:
-            self.store.decide_approval(run_id, approver, decision, comment)
+            self.store.decide_approval(run_id, approver, decision, comment, step=step)
         return self.get_run(run_id)
 
     def resume_run(

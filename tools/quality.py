@@ -262,10 +262,13 @@ def check_batch(
         skip = set(time_columns)
         for profile in reference.columns:
             present = profile.name in frame.columns and profile.name not in skip
-            if present and _kind(frame[profile.name].dtype) == profile.kind:
-                if profile.name in labels:
+            if present and profile.name in labels:
+                if _kind(frame[profile.name].dtype) == profile.kind:
                     issues.extend(_label_issues(frame[profile.name], profile))
-                    continue
+                elif frame[profile.name].null_count() == frame.height:
+                    issues.extend(_label_issues(pl.Series([None] * frame.height), profile))
+                continue
+            if present and _kind(frame[profile.name].dtype) == profile.kind:
                 issues.extend(_column_issues(frame[profile.name], profile, limits))
                 bounds = (hard_limits or {}).get(profile.name)
                 if bounds is not None and profile.kind == "numeric":
@@ -311,6 +314,9 @@ def _schema_issues(
         if profile.name in frame.columns:
             dtype = frame[profile.name].dtype
             kind = _kind(dtype)
+            empty = frame[profile.name].null_count() == frame.height
+            if profile.name in labels and empty:
+                continue  # an empty label column reads as any type: labels to come
             if kind != profile.kind:
                 issues.append(
                     QualityIssue(
@@ -426,19 +432,52 @@ def _range_issues(
 
 
 def _label_issues(series: pl.Series, profile: ColumnProfile) -> list[QualityIssue]:
-    """Labels may come later: a partly or wholly unlabelled batch warns, never quarantines."""
+    """Labels may come later: a partly or wholly unlabelled batch warns, never quarantines.
+    A label the reference never had (a 7 among 0/1) is impossible: an error."""
+    issues = []
+    known = _label_values(profile)
+    values = series.drop_nulls()
+    if known is not None and values.len():
+        foreign = _number((~values.cast(pl.String).is_in(sorted(known))).mean())
+        if foreign > 0:
+            issues.append(
+                QualityIssue(
+                    check="type_mismatch",
+                    severity="error",
+                    column=profile.name,
+                    value=round(foreign, 4),
+                    message=f"{foreign:.1%} of the {profile.name!r} labels are values the "
+                    "reference never had",
+                )
+            )
     rate = _null_rate(series)
-    if rate <= profile.null_rate:
-        return []
-    return [
-        QualityIssue(
-            check="missing_labels",
-            severity="warning",
-            column=profile.name,
-            value=round(rate, 4),
-            message=f"{rate:.0%} of the batch has no {profile.name!r} label yet",
+    if rate > profile.null_rate:
+        issues.append(
+            QualityIssue(
+                check="missing_labels",
+                severity="warning",
+                column=profile.name,
+                value=round(rate, 4),
+                message=f"{rate:.0%} of the batch has no {profile.name!r} label yet",
+            )
         )
-    ]
+    return issues
+
+
+def _label_values(profile: ColumnProfile) -> set[str] | None:
+    """The label values of the reference, as text (None: unknown)."""
+    if profile.categories is not None:
+        return set(profile.categories)
+    if profile.kind == "numeric" and profile.min is not None and profile.max is not None:
+        low, high = profile.min, profile.max
+        if low.is_integer() and high.is_integer() and high - low <= 1:
+            # 0/1 labels read as integers or floats alike
+            return (
+                {f"{v:g}" for v in (low, high)}
+                | {str(int(v)) for v in (low, high)}
+                | {f"{v:.1f}" for v in (low, high)}
+            )
+    return None
 
 
 def _hard_limit_issues(

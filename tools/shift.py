@@ -7,7 +7,8 @@ drift in ways that do not grow with the sample size and weighs it by what the mo
 
 - ``effect_sizes``: a per-column *effect size* with a fixed materiality threshold. Numeric
   columns: normed Wasserstein distance, W1(reference, current) / std(reference) (as Evidently
-  defines it; material at >= 0.1 by default), or PSI on reference-quantile bins. Categorical
+  defines it; material at >= 0.1 by this module's default, 0.5 in the shipped policy), or PSI
+  on reference-quantile bins. Categorical
   columns: PSI (material at >= 0.2) or the Jensen-Shannon distance (>= 0.1). Each column
   carries the champion's feature importance, and ``weighted_share`` is the share of that
   importance sitting on materially shifted columns: drift in a feature the model ignores

@@ -145,7 +145,8 @@ async def decide(action: cl.Action) -> None:
         return
     comment = str(asked.get("output", "")).strip()
     comment = "" if comment == "-" else comment
-    reply = await asyncio.to_thread(chat.record, run_id, decision, comment)
+    step = action.payload.get("step")
+    reply = await asyncio.to_thread(chat.record, run_id, decision, comment, step)
     await send(chat, reply)
 
 
@@ -166,9 +167,14 @@ def decide_actions(view: RunView) -> list[cl.Action]:
     return [
         cl.Action(
             name="decide",
-            payload={"run_id": view.run_id, "decision": decision},
+            # the question shown: a run that asks another one by the click refuses it
+            payload={
+                "run_id": view.run_id,
+                "decision": decision,
+                "step": (view.approval_request or {}).get("step", "promotion"),
+            },
             label=label,
-            tooltip=f"{label} the promotion of run {view.run_id[:12]} (asks for a comment)",
+            tooltip=f"{label} the request of run {view.run_id[:12]} (asks for a comment)",
         )
         for decision, label in (("approve", "Approve"), ("reject", "Reject"))
     ]

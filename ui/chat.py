@@ -222,7 +222,7 @@ class Chat:
             return Reply("Nothing is waiting for a person.")
         if len(views) == 1:
             return self.waiting(views[0])
-        lines = [f"{len(views)} promotions wait for a person:"]
+        lines = [f"{len(views)} requests wait for a person:"]
         for v in views:
             desc = (v.approval_request or {}).get("description", "")
             lines.append(
@@ -239,7 +239,7 @@ class Chat:
             f"**Waiting for approval:** run `{view.run_id[:12]}` of **{view.model}** on batch "
             f"{view.batch_id}, requested by **{view.requested_by}**.\n\n"
             f"{request.get('description', '')}\n\n"
-            f"Promote: {_json_line(action)}\n\n"
+            f"{_question(request)}: {_json_line(action)}\n\n"
             "An approver other than the requester may approve or reject it (with a comment)."
         )
         return Reply(text, decide=view)
@@ -410,13 +410,14 @@ class Chat:
             return Reply(f"Run `{run_id[:12]}` is {view.status}, not waiting for approval.")
         return None
 
-    def record(self, run_id: str, decision: str, comment: str) -> Reply:
-        """Record the decision under the signed-in principal (the app resumes the run)."""
+    def record(self, run_id: str, decision: str, comment: str, step: str | None = None) -> Reply:
+        """Record the decision under the signed-in principal (the app resumes the run);
+        ``step`` is the question the buttons were shown for."""
         refused = self.check_decision(run_id, decision)
         if refused is not None:
             return refused
         try:
-            self.cp.record_decision(run_id, decision, self.who.principal, comment)
+            self.cp.record_decision(run_id, decision, self.who.principal, comment, step=step)
         except ApprovalError as exc:
             return Reply(f"**Refused:** {exc}")
         return Reply(
@@ -588,3 +589,10 @@ def _cell(text: str) -> str:
 
 def _quote(text: str) -> str:
     return " ".join(str(text).split()).replace("*", "").replace("`", "'")[:200]
+
+
+def _question(request: dict[str, Any]) -> str:
+    """What the person is asked, from the request's step."""
+    if request.get("step") == "escalation":
+        return "Accept this quarantined batch"
+    return "Promote"

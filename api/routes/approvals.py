@@ -50,6 +50,8 @@ def decide(run_id: str, body: DecisionIn, cp: Plane, ex: Executor, key: Approver
             slug="self-approval",
             title="Self-approval refused",
         )
-    view = cp.record_decision(run_id, resume.decision, key.principal, resume.comment)
+    view = cp.record_decision(
+        run_id, resume.decision, key.principal, resume.comment, step=resume.step
+    )
     ex.resume(run_id)
     return Run.of(view)

@@ -469,7 +469,9 @@ def _resume(
             slug="self-approval",
             title="Self-approval refused",
         )
-    view = cp.record_decision(run.run_id, resume.decision, key.principal, resume.comment)
+    view = cp.record_decision(
+        run.run_id, resume.decision, key.principal, resume.comment, step=resume.step
+    )
     ex.resume(run.run_id)
     return view
 

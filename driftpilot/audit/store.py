@@ -322,14 +322,25 @@ class AuditStore:
         )
 
     def decide_approval(
-        self, run_id: str, approver: str, decision: str, comment: str = ""
+        self,
+        run_id: str,
+        approver: str,
+        decision: str,
+        comment: str = "",
+        *,
+        step: str | None = None,
     ) -> Approval:
         """Record a person's answer to a pending request, bound to the requested action.
+
+        ``step`` names the question the person answered (``escalation`` or ``promotion``, as
+        the request they were shown says): a run that has moved on to another question since
+        refuses the answer, so an approval of one question never authorises the next.
 
         Raises:
             NotFound: the run has no approval request.
             InvalidPrincipal: the approver's name is empty, blank or has invisible characters.
-            ApprovalError: already decided, unknown decision, or the approver is the requester.
+            ApprovalError: already decided, unknown decision, the approver is the requester,
+                or the run now asks another question than ``step``.
         """
         if decision not in ("approve", "reject"):
             raise ApprovalError(f"decision must be 'approve' or 'reject', got {decision!r}")
@@ -337,6 +348,7 @@ class AuditStore:
         rows = self.approval_rows(run_id)
         if not rows:
             raise NotFound(f"run {run_id} has no approval request")
+        check_step(run_id, rows[0], step)
         if len(rows) > 1:
             raise ApprovalError(
                 f"run {run_id} was already decided: {rows[1].decision} by {rows[1].principal}"
@@ -948,3 +960,18 @@ def _sqlite_pragmas(connection: Any, _record: Any) -> None:
 def _from_last_request(rows: list[Approval]) -> list[Approval]:
     starts = [i for i, row in enumerate(rows) if row.kind == "request"]
     return rows[starts[-1] :] if starts else rows
+
+
+def request_step(request: Approval) -> str:
+    """The question an approval request asks: ``escalation`` or ``promotion``."""
+    return str(json.loads(request.payload).get("step", "promotion"))
+
+
+def check_step(run_id: str, request: Approval, step: str | None) -> None:
+    """Refuse an answer given to another question than the run's current one."""
+    current = request_step(request)
+    if step is not None and step != current:
+        raise ApprovalError(
+            f"run {run_id} now asks about its {current}, not its {step}: the answer was given "
+            "to an earlier question and is not recorded; look at the run again"
+        )

@@ -11,6 +11,10 @@ survives a restart of the control plane."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +35,15 @@ pytestmark = pytest.mark.integration
 ROWS = 1500  # rows of February per batch: small, so the module stays fast
 LIMITS = {"pressure": [900.0, 1100.0]}  # millibars: 1,013,000 is impossible, not shifted
 # Each test works on its own model of the one module home (a streak is counted per model).
-MODELS = ("flights", "esc_reject", "esc_schema", "esc_reset", "esc_restart", "esc_warn")
+MODELS = (
+    "flights",
+    "esc_reject",
+    "esc_schema",
+    "esc_reset",
+    "esc_restart",
+    "esc_warn",
+    "esc_crash",
+)
 
 
 def hard_limits(*models: str) -> dict[str, Any]:
@@ -324,7 +336,7 @@ def test_an_escalated_run_can_ask_again_to_promote(
         two_quarantines(cp, "flights", data)
         view = cp.start_run("flights", data["feb_big"], "feb-big", requested_by="alice")
         assert_waits_for_escalation(cp, view, "flights")
-        second = cp.decide(view.run_id, "approve", "bob", "new normal")
+        second = cp.decide(view.run_id, "approve", "bob", "new normal", step="escalation")
         if second.status != "waiting_approval":  # the drift policy decides whether it retrains
             pytest.skip(
                 f"the accepted batch did not lead to a promotion question: {second.outcome} "
@@ -339,7 +351,12 @@ def test_an_escalated_run_can_ask_again_to_promote(
         assert pending_ids(cp).count(view.run_id) == 1
         with pytest.raises(ApprovalError, match="cannot approve"):
             cp.decide(view.run_id, "approve", "alice")
-        done = cp.decide(view.run_id, "approve", "carol", "checked the report")
+        # A late answer to the first question (a stale card, a retried request) must not
+        # authorise the second: it is refused and nothing is recorded.
+        with pytest.raises(ApprovalError, match="now asks about its promotion"):
+            cp.decide(view.run_id, "approve", "dave", step="escalation")
+        assert len(cp.store.approval_rows(view.run_id)) == 1
+        done = cp.decide(view.run_id, "approve", "carol", "checked the report", step="promotion")
         assert done.status == "completed" and done.outcome == "promoted", done.summary
         assert done.summary["promotion"]["approved_by"] == "carol"
         assert done.summary["escalation"]["approver"] == "bob"
@@ -378,3 +395,39 @@ def test_an_admitted_batch_keeps_its_risky_warnings(
     assert accepted.status == "accepted"
     # As for any accepted batch (a window with it is a risky window).
     assert json.loads(accepted.reason) == risky
+
+
+# -- 8. kill -9 between the admission and its record: recover admits once --------------------------
+
+CHILD = """
+import sys
+from driftpilot.service import ControlPlane
+view = ControlPlane().decide(sys.argv[1], "approve", "bob")
+print(view.status, flush=True)
+"""
+
+
+def test_kill_after_the_admission_then_recover_admits_once(
+    plane: ControlPlane, data: dict[str, Any]
+) -> None:
+    two_quarantines(plane, "esc_crash", data)
+    waiting = plane.start_run("esc_crash", impossible(data, 2), "feb-2", requested_by="alice")
+    assert_waits_for_escalation(plane, waiting, "esc_crash")
+    env = {**os.environ, "DRIFTPILOT_FAULTS": "after_admission_record"}
+    env["DRIFTPILOT_LEASE_TTL_S"] = "2"  # the dead child's lease expires soon
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, waiting.run_id],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == -9, done.stderr[-2000:]  # killed after the accepted record
+    assert [r.status for r in records(plane, waiting.run_id)] == ["quarantined", "accepted"]
+    time.sleep(2.5)
+    recovered = [v for v in plane.recover() if v.run_id == waiting.run_id]
+    assert [v.status for v in recovered] == ["completed"], recovered
+    # One accepted record, one admission decision: the replayed node did not file it again.
+    assert [r.status for r in records(plane, waiting.run_id)] == ["quarantined", "accepted"]
+    assert escalation_decisions(plane, waiting.run_id) == ["accept_as_new_normal"]
+    assert plane.verify().ok

@@ -355,3 +355,23 @@ def test_two_approvers_answering_at_once_record_one_decision(
     assert sorted(o.split(":")[0] for o in outcomes) == ["recorded", "refused"], outcomes
     monkeypatch.undo()
     assert [r.kind for r in store.approval_rows("r")] == ["request", "decision"]
+
+
+def test_a_run_asks_one_question_at_a_time_and_an_answer_is_bound_to_its_question(
+    store: AuditStore,
+) -> None:
+    accept = {"action": "accept_batch", "model": "m", "batch_id": "b", "content_hash": "h"}
+    store.request_approval("r9", "alice", {}, accept, step="escalation")
+    assert store.request_approval("r9", "alice", {}, accept, step="escalation").id  # once
+    store.decide_approval("r9", "bob", "approve", step="escalation")
+    assert [r.run_id for r in store.pending_approvals()] == []
+    promote = promotion_action("m", 2, 1)
+    store.request_approval("r9", "alice", {}, promote)  # the second question
+    assert [r.run_id for r in store.pending_approvals()] == ["r9"]
+    assert len(store.approval_rows("r9")) == 1  # the current question only
+    with pytest.raises(ApprovalError, match="now asks about its promotion"):
+        store.decide_approval("r9", "carol", "approve", step="escalation")
+    assert store.approval_problem("r9", promote) == "no approval decision on record"
+    store.decide_approval("r9", "carol", "approve", step="promotion")
+    assert store.approval_problem("r9", promote) is None
+    assert store.approval_problem("r9", accept) is not None  # bound to the promotion now

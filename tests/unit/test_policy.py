@@ -52,7 +52,7 @@ def test_a_drop_counts_only_when_significant(policy: Policy) -> None:
     noisy = policy.drift_bounds(evidence(drop=0.04, drop_low=-0.03))
     assert noisy.default == "none" and not noisy.significant_drop
     # Significant, yet a retrain would win back too little of what is sure: watched.
-    thin = policy.drift_bounds(evidence(drop=0.06, drop_low=0.01, recent_signals=2))
+    thin = policy.drift_bounds(evidence(drop=0.04, drop_low=0.005, recent_signals=2))
     assert thin.significant_drop and thin.default == "none"
     assert any("not worth it" in s for s in thin.signals)
     # Significant but under the smallest drop that counts.
@@ -204,7 +204,29 @@ def test_a_drop_no_quick_retrain_fixes_never_retrains(policy: Policy) -> None:
     """A season makes the batch harder: the champion drops against its baseline, but a quick
     retrain on the same window does no better on the holdout. Nothing to win back."""
     harder = policy.drift_bounds(
-        evidence(drop=0.12, drop_low=0.1, fresh_gain=-0.02, fresh_gain_low=-0.03)
+        evidence(
+            drop=0.12, drop_low=0.1, fresh_gain=-0.02, fresh_gain_low=-0.03, fresh_gain_high=-0.01
+        )
     )
     assert harder.significant_drop and harder.default == "none"
     assert any("nothing to win back" in s for s in harder.signals)
+    # An inconclusive quick retrain (a small holdout) vetoes nothing: the drop decides.
+    unsure = policy.drift_bounds(
+        evidence(
+            drop=0.12, drop_low=0.1, fresh_gain=0.01, fresh_gain_low=-0.02, fresh_gain_high=0.04
+        )
+    )
+    assert unsure.default == "retrain"
+
+
+def test_a_severe_drop_retrains_whatever_the_yield(policy: Policy) -> None:
+    """No starvation: four rejected challengers make a moderate drop not worth a retrain,
+    never a severe one."""
+    moderate = policy.drift_bounds(
+        evidence(drop=0.04, drop_low=0.03, recent_signals=2, retrains=4, promotions=0)
+    )
+    assert moderate.default == "none" and any("not worth it" in s for s in moderate.signals)
+    severe = policy.drift_bounds(
+        evidence(drop=0.09, drop_low=0.06, recent_signals=2, retrains=4, promotions=0)
+    )
+    assert severe.default == "retrain"

@@ -60,3 +60,7 @@ def test_history_counts() -> None:
         "promotions": 1,
     }
     assert history_counts([], 3)["batches_since_retrain"] is None
+    # P(promotion) reads the latest four attempts only: old rejections age out.
+    long = [attempt() for _ in range(6)] + [PROMOTED]
+    assert history_counts(long, 3)["retrains"] == 4
+    assert history_counts(long, 3)["promotions"] == 1
