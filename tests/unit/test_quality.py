@@ -182,3 +182,20 @@ def test_time_columns_are_not_range_checked() -> None:
     as_value = {i.check for i in check_batch(later, reference).issues}
     assert "out_of_range" in as_value  # as a value, Time is far out of range
     assert not check_batch(later, reference, time_columns=["Time"]).issues
+
+
+def test_labels_the_reference_never_had_are_an_error_and_empty_ones_are_missing(
+    months: dict[str, pl.DataFrame], reference: ReferenceProfile
+) -> None:
+    feb = months["2013-02"].select(COLUMNS).head(500)
+    target = FLIGHTS.target
+    odd = feb.with_columns(
+        pl.when(pl.int_range(pl.len()) == 0).then(7).otherwise(pl.col(target)).alias(target)
+    )
+    verdict = check_batch(odd, reference, label_columns=[target])
+    assert ("type_mismatch", target, "error") in checks(verdict)
+    # An empty label column (a CSV export reads it as text) is labels to come, not a break.
+    empty = feb.with_columns(pl.lit(None, dtype=pl.String).alias(target))
+    verdict = check_batch(empty, reference, label_columns=[target])
+    assert verdict.ok, verdict.reason()
+    assert ("missing_labels", target, "warning") in checks(verdict)
