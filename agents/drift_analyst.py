@@ -331,7 +331,8 @@ def _performance(
                 scored.high - scored.value, row.baseline - (row.baseline_low or row.baseline)
             )
             out.update(_drop(row.baseline, scored.value, spread))
-        out.update(_fresh_gain(ctx, run_id, model, labelled, scorer, current_path))
+        if rules.retrain == "auto":  # only the automatic policy weighs what a retrain wins
+            out.update(_fresh_gain(ctx, run_id, model, labelled, scorer, current_path))
         return out
     out.update(estimate)
     return out
