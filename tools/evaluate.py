@@ -38,8 +38,10 @@ class Comparison(BaseModel):
     )
 
 
-def _roc_auc(y: np.ndarray, s: np.ndarray) -> float:
-    # Rank formula (Mann-Whitney U); ties get average ranks. Fast enough for 1,000 resamples.
+def rank_roc_auc(y: np.ndarray, s: np.ndarray) -> float:
+    """ROC AUC of scores ``s`` for 0/1 labels ``y`` (NaN with one class).
+
+    Rank formula (Mann-Whitney U); ties get average ranks. Fast enough for 1,000 resamples."""
     order = np.argsort(s, kind="mergesort")
     ranks = np.empty(len(s), dtype=float)
     sorted_s = s[order]
@@ -65,7 +67,7 @@ def _neg_log_loss(y: np.ndarray, s: np.ndarray) -> float:
 
 
 _METRICS: dict[Metric, Callable[[np.ndarray, np.ndarray], float]] = {
-    "roc_auc": _roc_auc,
+    "roc_auc": rank_roc_auc,
     "pr_auc": _pr_auc,
     "log_loss": _neg_log_loss,
 }

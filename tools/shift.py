@@ -38,6 +38,7 @@ from pydantic import BaseModel, Field
 
 from driftpilot.errors import DataError, SchemaError
 from tools.drift import require_columns
+from tools.evaluate import rank_roc_auc
 
 # Floor of a bin's share in PSI / Jensen-Shannon, so that an empty bin (a category new in the
 # batch) gives a large finite value; the same floor Evidently uses.
@@ -403,7 +404,7 @@ def domain_classifier(
         key=lambda item: -item[1],
     )
     return DomainCheck(
-        auc=round(_roc_auc(y, oof), 4),
+        auc=round(rank_roc_auc(y, oof), 4),
         n_reference=ref.height,
         n_current=cur.height,
         top_features={name: round(share, 4) for name, share in ranked[:5]},
@@ -440,16 +441,6 @@ def _stratified_folds(y: np.ndarray, folds: int, seed: int) -> np.ndarray:
         rows = rng.permutation(np.flatnonzero(y == label))
         fold_of[rows] = np.arange(len(rows)) % folds
     return fold_of
-
-
-def _roc_auc(y: np.ndarray, scores: np.ndarray) -> float:
-    """ROC AUC by the rank-sum (Mann-Whitney) formula, ties at half credit."""
-    from scipy.stats import rankdata
-
-    ranks = rankdata(scores)
-    n_pos = float(y.sum())
-    n_neg = float(len(y) - n_pos)
-    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 # -- shared -----------------------------------------------------------------------------------
