@@ -23,6 +23,7 @@ from driftpilot.llm import Backend
 from driftpilot.policy import Policy
 from driftpilot.settings import Settings
 from tools.datasets import DatasetSpec
+from tools.train import Family, ParamValue, TrainSpec
 
 R = TypeVar("R")
 D = TypeVar("D", bound=BaseModel)
@@ -184,6 +185,22 @@ class RunContext:
             batch_every="month",
             numeric=json.loads(row.numeric),
             categorical=json.loads(row.categorical),
+        )
+
+    def train_spec(
+        self, name: str, family: Family, params: dict[str, ParamValue] | None = None
+    ) -> TrainSpec:
+        """What every fit of ``name`` trains on (its columns), with this run's threads and seed."""
+        spec = self.spec(name)
+        return TrainSpec(
+            family=family,
+            target=spec.target,
+            numeric=spec.numeric,
+            categorical=spec.categorical,
+            time_col=spec.time_col,
+            params=params or {},
+            threads=self.settings.threads,
+            seed=self.settings.seed,
         )
 
     def reference(self, name: str) -> pl.DataFrame:

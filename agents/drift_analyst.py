@@ -36,7 +36,7 @@ from tools.drift import DriftResult, data_drift
 from tools.estimate import estimate_performance, fit_calibrator, metric_interval
 from tools.evaluate import Comparison, compare_models
 from tools.shift import DomainCheck, ShiftConfig, ShiftResult, domain_classifier, effect_sizes
-from tools.train import TrainSpec, train_model
+from tools.train import train_model
 
 NAME = "drift_analyst"
 MIN_DOMAIN_ROWS = 50  # per side: fewer and three folds say nothing
@@ -359,15 +359,7 @@ def _fresh_gain(
     enough = window.height >= MIN_FRESH_ROWS and window[spec.target].n_unique() == 2
     if not enough or holdout[spec.target].n_unique() < 2:
         return {}
-    train_spec = TrainSpec(
-        family="catboost" if family == "catboost" else "lightgbm",
-        target=spec.target,
-        numeric=spec.numeric,
-        categorical=spec.categorical,
-        time_col=spec.time_col,
-        threads=ctx.settings.threads,
-        seed=ctx.settings.seed,
-    )
+    train_spec = ctx.train_spec(model, "catboost" if family == "catboost" else "lightgbm")
     rules = ctx.policy.drift
 
     def compare() -> Comparison:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from agents.context import RunContext
 from driftpilot.errors import LLMError
 from driftpilot.policy import OptimizerLimits
-from tools.train import TrainSpec, split_holdout
+from tools.train import split_holdout
 from tools.tune import TuneBudget, tune
 
 NAME = "optimizer"
@@ -147,19 +147,10 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         check=plan_check(limits),
     )
     plan = outcome.decision
-    spec = ctx.spec(model)
     window, _ = training_window(
         ctx, model, ctx.policy.retraining.default_window, state["ingestion"]["path"]
     )
-    base = TrainSpec(
-        family=plan.family,
-        target=spec.target,
-        numeric=spec.numeric,
-        categorical=spec.categorical,
-        time_col=spec.time_col,
-        threads=ctx.settings.threads,
-        seed=ctx.settings.seed,
-    )
+    base = ctx.train_spec(model, plan.family)
     study_name = f"{model}-{run_id}-{plan.family}"  # resumable: a replay finishes the same study
     study = ctx.call(
         run_id,

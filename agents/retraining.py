@@ -12,7 +12,7 @@ from agents.context import RunContext
 from agents.optimizer import rejected_attempts, training_window
 from driftpilot.errors import LLMError
 from tools import registry
-from tools.train import TrainSpec, train_model
+from tools.train import train_model
 
 NAME = "retraining"
 
@@ -86,19 +86,9 @@ def window_plan(
 
 def _fit_and_register(ctx: RunContext, state: dict[str, Any], window_k: int) -> dict[str, Any]:
     run_id, model = state["run_id"], state["model"]
-    spec = ctx.spec(model)
     window, holdout = training_window(ctx, model, window_k, state["ingestion"]["path"])
     family = state["optimizer"]["family"]
-    train_spec = TrainSpec(
-        family=family,
-        target=spec.target,
-        numeric=spec.numeric,
-        categorical=spec.categorical,
-        time_col=spec.time_col,
-        params=state["optimizer"]["best_params"],
-        threads=ctx.settings.threads,
-        seed=ctx.settings.seed,
-    )
+    train_spec = ctx.train_spec(model, family, state["optimizer"]["best_params"])
     challenger = ctx.call(
         run_id,
         NAME,

@@ -186,24 +186,15 @@ def metric_interval(
     y, s = _paired(y_true, scores)
     n_pos = int(y.sum())
     n_neg = len(y) - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return MetricInterval(
-            metric=metric,
-            value=None,
-            low=None,
-            high=None,
-            n_rows=len(y),
-            n_positive=n_pos,
-            confidence=confidence,
-            n_boot=n_boot,
-        )
-    neg = np.sort(s[y == 0])
-    pos = s[y == 1]
-    below = np.searchsorted(neg, pos, side="left")  # negatives strictly below each positive
-    upto = np.searchsorted(neg, pos, side="right")  # ... plus those tied with it
-    value = float((below + upto).sum() / (2.0 * n_pos * n_neg))
-    aucs = _stratified_auc_boot(below, upto, n_neg, n_boot, np.random.default_rng(seed))
-    low, high = _bounds(aucs, confidence)
+    value = low = high = None  # one class only: no ROC AUC to give
+    if n_pos and n_neg:
+        neg = np.sort(s[y == 0])
+        pos = s[y == 1]
+        below = np.searchsorted(neg, pos, side="left")  # negatives strictly below each positive
+        upto = np.searchsorted(neg, pos, side="right")  # ... plus those tied with it
+        value = float((below + upto).sum() / (2.0 * n_pos * n_neg))
+        aucs = _stratified_auc_boot(below, upto, n_neg, n_boot, np.random.default_rng(seed))
+        low, high = _bounds(aucs, confidence)
     return MetricInterval(
         metric=metric,
         value=value,
