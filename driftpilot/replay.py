@@ -17,7 +17,8 @@ quarantined was never analysed) or ``waiting_approval`` (a high tier nobody answ
 
 Why nothing is written, by construction:
 
-- the real checkpointer is opened read-only (SQLite ``mode=ro``) and only read; the fork lives
+- the real checkpointer is opened read-only (SQLite ``mode=ro``; on PostgreSQL, sessions with
+  ``default_transaction_read_only``) and only read; the fork lives
   in an ``InMemorySaver`` that is dropped with the replay;
 - the replay's ``RunContext`` holds a sealed store that raises on any use, and every node of
   the graph is replaced (checked after compiling), so no agent code can reach the audit
@@ -28,10 +29,8 @@ Why nothing is written, by construction:
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections import Counter
 from collections.abc import Callable, Sequence
-from contextlib import closing
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -51,6 +50,7 @@ from agents.ingestion import IngestionDecision
 from agents.optimizer import OptimizerPlan, default_plan, plan_check
 from agents.retraining import RetrainPlan
 from driftpilot.audit.models import ManagedModel, Run
+from driftpilot.checkpointer import open_checkpointer
 from driftpilot.errors import LLMError, NotFound, PolicyViolation, RunStateError
 from driftpilot.llm import Backend, make_backend
 from driftpilot.policy import Policy, RiskInputs
@@ -224,17 +224,14 @@ def gather(plane: ControlPlane, run_id: str) -> Evidence:
 
 
 def _history(settings: Settings, run_id: str) -> list[Any]:
-    """The run's checkpoints, newest first, read through a read-only SQLite connection (a
-    write through it fails), with the control graph as the reader (nodes never run)."""
-    from langgraph.checkpoint.sqlite import SqliteSaver
-
-    assert settings.checkpoint_path is not None
-    if not settings.checkpoint_path.exists():
-        raise NotFound(f"no checkpoint database at {settings.checkpoint_path}")
-    uri = settings.checkpoint_path.resolve().as_uri() + "?mode=ro"
-    with closing(sqlite3.connect(uri, uri=True, check_same_thread=False)) as conn:
-        reader = build_control_graph(None, _sealed_context(settings), SqliteSaver(conn))
+    """The run's checkpoints, newest first, read through a read-only checkpointer (a write
+    through it fails), with the control graph as the reader (nodes never run)."""
+    checkpoints = open_checkpointer(settings, read_only=True)
+    try:
+        reader = build_control_graph(None, _sealed_context(settings), checkpoints.saver)
         return list(reader.get_state_history({"configurable": {"thread_id": run_id}}))
+    finally:
+        checkpoints.close()
 
 
 class _SealedStore:

@@ -13,7 +13,6 @@ import logging
 import math
 import os
 import socket
-import sqlite3
 import threading
 import time
 import uuid
@@ -36,6 +35,7 @@ from driftpilot.audit.models import (
     Run,
 )
 from driftpilot.audit.store import check_step, lease_holder, now
+from driftpilot.checkpointer import Checkpointer, open_checkpointer
 from driftpilot.errors import (
     ApprovalError,
     ConfigError,
@@ -202,24 +202,27 @@ class ControlPlane:
         self.backend = backend or make_backend(self.settings.llm, self.settings)
         self.ctx = RunContext(self.settings, self.store, self.policy, self.backend)
         self._graph: Any = None
-        self._conn: sqlite3.Connection | None = None
+        self._checkpoints: Checkpointer | None = None
         self._listeners: list[Listener] = []
 
     @property
     def graph(self) -> Any:
+        """The compiled control graph on the checkpointer ``settings.checkpoint_url`` names
+        (SQLite file, or PostgreSQL through a connection pool), opened on first use."""
         if self._graph is None:
-            from langgraph.checkpoint.sqlite import SqliteSaver
-
             from graphs.control import build_control_graph
 
-            assert self.settings.checkpoint_path is not None
-            self._conn = sqlite3.connect(self.settings.checkpoint_path, check_same_thread=False)
-            self._graph = build_control_graph(self.backend, self.ctx, SqliteSaver(self._conn))
+            self._checkpoints = open_checkpointer(self.settings)
+            self._graph = build_control_graph(self.backend, self.ctx, self._checkpoints.saver)
         return self._graph
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
+        """Release the checkpointer's connections and the audit engine's pool (a later use of
+        ``graph`` opens the checkpointer again)."""
+        if self._checkpoints is not None:
+            self._checkpoints.close()
+            self._checkpoints = None
+            self._graph = None
         self.store.engine.dispose()
 
     # -- events -----------------------------------------------------------------------------------

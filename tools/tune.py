@@ -4,11 +4,19 @@ TPE sampling, median pruning on the validation log loss reported every few boost
 rounds, RDB storage (SQLite under the home directory by default, any SQLAlchemy URL works),
 resumable by study name: calling again with the same name continues the same study until
 the trial budget is reached. Optuna is imported lazily.
+
+Several processes (on several machines, with a PostgreSQL storage) may tune one study at once:
+each stops when the study's finished and running trials reach the budget, so together they run
+the budget, at most one trial over per extra process (two may start the last trial at once).
+Optuna numbers trials under a row lock of the study, so no number is given twice.
 """
 
 from __future__ import annotations
 
 import time
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -100,45 +108,88 @@ def tune(
     budget = budget or TuneBudget()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = _open_study(optuna, study_name, storage, spec.seed)
-    done_before = _finished(study, optuna)
     started = time.perf_counter()
-    if done_before < budget.n_trials:
+    ran = _SharedBudget(budget.n_trials, optuna)
+    left = budget.n_trials - ran.done(study)
+    if left > 0:
         study.optimize(
             _objective(frame, spec, budget.report_every),
-            n_trials=budget.n_trials - done_before,
+            n_trials=left,
             timeout=budget.timeout_s,
             catch=(ModelError,),
+            callbacks=[ran],
             gc_after_trial=False,
         )
     return _summarise(
-        study,
-        optuna,
-        storage,
-        spec.family,
-        _finished(study, optuna) - done_before,
-        time.perf_counter() - started,
+        study, optuna, storage, spec.family, ran.finished, time.perf_counter() - started
     )
+
+
+class _SharedBudget:
+    """An Optuna callback: counts the trials this call finished, and stops the study in this
+    process once finished plus running trials (other processes' included) reach the budget.
+    A trial left RUNNING by a killed process counts as taken until Optuna fails it."""
+
+    def __init__(self, n_trials: int, optuna: Any) -> None:
+        self.n_trials = n_trials
+        state = optuna.trial.TrialState
+        self.done_states = (state.COMPLETE, state.PRUNED)
+        self.taken_states = (state.COMPLETE, state.PRUNED, state.RUNNING)
+        self.finished = 0
+
+    def done(self, study: Any) -> int:
+        return len(study.get_trials(deepcopy=False, states=self.done_states))
+
+    def taken(self, study: Any) -> int:
+        """Trials that count against the budget: finished, or being run by someone now."""
+        return len(study.get_trials(deepcopy=False, states=self.taken_states))
+
+    def __call__(self, study: Any, trial: Any) -> None:
+        if trial.state in self.done_states:
+            self.finished += 1
+        if self.taken(study) >= self.n_trials:
+            study.stop()
 
 
 def _open_study(optuna: Any, name: str, storage: str, seed: int) -> Any:
     if storage.startswith("sqlite:///"):
         Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     try:
-        return optuna.create_study(
-            study_name=name,
-            storage=storage,
-            load_if_exists=True,
-            direction="minimize",
-            sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=5),
-            pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=20),
-        )
+        with _one_opener_at_a_time(storage):
+            return optuna.create_study(
+                study_name=name,
+                storage=storage,
+                load_if_exists=True,
+                direction="minimize",
+                sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=5),
+                pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=20),
+            )
     except Exception as exc:  # SQLAlchemy/optuna raise many types for a bad URL
         raise TuningError(f"cannot open Optuna study {name!r} at {storage}: {exc}") from exc
 
 
-def _finished(study: Any, optuna: Any) -> int:
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    return len(study.get_trials(deepcopy=False, states=states))
+@contextmanager
+def _one_opener_at_a_time(storage: str) -> Iterator[None]:
+    """On PostgreSQL, hold an advisory lock while the study is opened: Optuna creates its
+    tables and the study without one, and two workers starting on a fresh storage at once
+    would both run CREATE TABLE (one fails on the catalog's unique index)."""
+    if not storage.startswith("postgresql"):
+        yield
+        return
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(storage, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            key = zlib.crc32(b"driftpilot:optuna-open")
+            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+    finally:
+        engine.dispose()
 
 
 def _objective(frame: pl.DataFrame, spec: TrainSpec, report_every: int) -> Any:

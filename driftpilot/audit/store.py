@@ -56,6 +56,7 @@ GENESIS = "0" * 64
 T = TypeVar("T")
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _CHAIN_LOCK = threading.Lock()  # one chained insert at a time within a process
+_MIGRATE = zlib.crc32(b"driftpilot:audit-migrations")  # PostgreSQL advisory lock key
 
 
 # The lease acquisition this thread's run works under (set by the service's LeaseKeeper):
@@ -142,13 +143,17 @@ class AuditStore:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def upgrade(self) -> None:
-        """Bring the schema to the newest Alembic revision."""
+        """Bring the schema to the newest Alembic revision. On PostgreSQL one process at a
+        time (a transaction advisory lock): replicas and workers starting together on a fresh
+        database would otherwise all run the same CREATE TABLEs."""
         from alembic import command
         from alembic.config import Config
 
         config = Config()
         config.set_main_option("script_location", str(_MIGRATIONS))
         with self.engine.begin() as connection:
+            if self.engine.dialect.name == "postgresql":
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATE})
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
 
@@ -795,10 +800,12 @@ class AuditStore:
     def list_rows(
         self, model: type[T], *where: Any, order: Any = None, limit: int | None = None
     ) -> list[T]:
+        """Rows of ``model`` matching ``where``, in ``order`` (default: primary key, so the
+        order is the insertion order of chained rows on every database: PostgreSQL, unlike
+        SQLite, returns an unordered select in no particular order)."""
         with self.reading() as session:
-            query = select(model).where(*where)
-            if order is not None:
-                query = query.order_by(order)
+            key = model.__table__.primary_key.columns.values()[0]  # type: ignore[attr-defined]
+            query = select(model).where(*where).order_by(order if order is not None else key)
             if limit is not None:
                 query = query.limit(limit)
             return list(session.scalars(query))
