@@ -78,8 +78,29 @@ def _experiment_id(client: Any, name: str, settings: Settings) -> str:
     found = client.get_experiment_by_name(experiment_name)
     if found is not None:
         return str(found.experiment_id)
-    location = f"{settings.mlflow_artifact_root.rstrip('/')}/{name}"
+    location = artifact_location(name, settings)
     return str(client.create_experiment(experiment_name, artifact_location=location))
+
+
+def is_remote(settings: Settings) -> bool:
+    """Whether the tracking URI names an MLflow server (http or https) rather than a local
+    store (a SQLite file or a directory)."""
+    return settings.mlflow_tracking_uri.split(":", 1)[0].lower() in ("http", "https")
+
+
+def artifact_location(name: str, settings: Settings) -> str | None:
+    """Where a new experiment of model ``name`` keeps its artifacts; None lets the server
+    choose (its ``--artifacts-destination``, reached through its proxy).
+
+    A local store uses ``mlflow_artifact_root`` (by default a folder under the home). With a
+    tracking server, that default folder is on this machine only: the server, and every
+    other process that loads the model, could not read it. So the server chooses unless
+    ``mlflow_artifact_root`` was pointed somewhere else (e.g. ``s3://...``) on purpose.
+    """
+    root = settings.mlflow_artifact_root.rstrip("/")
+    if is_remote(settings) and root == (settings.home / "mlartifacts").as_uri():
+        return None
+    return f"{root}/{name}"
 
 
 def _info(mv: Any) -> ModelVersionInfo:
@@ -128,8 +149,10 @@ def register_model(
             _log_run(mlflow, model, request)
             info = _log_pyfunc(mlflow, model)
         _ensure_registered_model(client, request.name)
+        # model_id: a tracking server checks that a 'models:/m-...' source names the logged
+        # model it came from (the SQLite store does not).
         mv = client.create_model_version(
-            request.name, info.model_uri, run_id=run.info.run_id, tags=tags
+            request.name, info.model_uri, run_id=run.info.run_id, tags=tags, model_id=info.model_id
         )
     except Exception as exc:  # MLflow raises MlflowException, OSError, SQLAlchemy errors
         raise RegistryError(f"could not register {request.name!r}: {exc}") from exc
