@@ -29,7 +29,7 @@ import yaml
 
 from driftpilot.service import ControlPlane
 from driftpilot.settings import Settings
-from tests.conftest import add_flights, wait_serving
+from tests.conftest import add_flights, db_env, wait_serving
 from tests.integration.test_control_graph import FORCE_RETRAIN, HIGH_RISK, merge
 
 pytestmark = pytest.mark.integration
@@ -65,6 +65,8 @@ class Server:
     proc: subprocess.Popen[bytes] | None = None
     port: int = 0
     starts: int = 0
+    # On PostgreSQL the API queues runs and a `driftpilot worker` executes them.
+    worker: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -81,19 +83,29 @@ class Server:
             stderr=subprocess.STDOUT,
         )
         wait_serving(self.proc, f"{self.url}/healthz", self.log)
+        if db_env(self.env):
+            self.worker = subprocess.Popen(
+                [str(DRIFTPILOT), "worker", "--concurrency", "2"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
 
     def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(timeout=30)
+        for proc in (self.proc, self.worker):
+            if proc is not None:
+                proc.kill()
+                proc.wait(timeout=30)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        for proc in (self.proc, self.worker):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=30)
 
     def restart(self) -> None:
         self.kill()
@@ -140,6 +152,7 @@ def server(
         "DRIFTPILOT_POLICY_PATH": str(policy),
         "DRIFTPILOT_LEASE_TTL_S": "3",
         **LIMITS,
+        **db_env(),  # DRIFTPILOT_TEST_DB=postgres: the module's databases (tests/conftest.py)
     }
     srv.start()
     yield srv

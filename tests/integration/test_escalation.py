@@ -326,6 +326,7 @@ def test_the_escalation_wait_survives_a_restart(plane: ControlPlane, data: dict[
 # -- 6. escalation, then a promotion question in the same run ------------------------------------
 
 
+@pytest.mark.usefixtures("own_databases")  # a home of its own (tests/conftest.py)
 def test_an_escalated_run_can_ask_again_to_promote(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data: dict[str, Any]
 ) -> None:
