@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from agents.base import Outcome
+from agents.base import Outcome, bounded_text, narrowed
 from agents.context import RunContext
 from driftpilot.audit.models import ChampionChange
 from driftpilot.audit.store import promotion_action
@@ -24,10 +24,8 @@ class CicdDecision(BaseModel):
     risk_tier: Literal["low", "high"] = Field(
         description="Proposed tier; can only raise the policy's."
     )
-    request_summary: str = Field(
-        description="One paragraph for the approver: what changes and why."
-    )
-    rationale: str = Field(description="Why this tier.")
+    request_summary: str = bounded_text("One paragraph for the approver: what changes and why.")
+    rationale: str = bounded_text("Why this tier.")
 
 
 def risk_inputs(
@@ -79,9 +77,11 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     )
     fallback = policy_decision(risk, summary)
     evidence = {"risk": risk.model_dump(), "inputs": inputs.model_dump()}
+    # The tier may only go up: after a high policy tier, "high" is the one choice left.
+    tiers = ["high"] if risk.tier == "high" else ["low", "high"]
     outcome = ctx.decide(
         NAME,
-        CicdDecision,
+        narrowed(CicdDecision, risk_tier={"enum": tiers}),
         evidence,
         {"policy_tier": risk.tier, "may_only_raise": True},
         fallback,

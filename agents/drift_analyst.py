@@ -27,7 +27,7 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import BaseModel, Field
 
-from agents.base import AgentTool
+from agents.base import AgentTool, bounded_text, narrowed
 from agents.context import RunContext
 from agents.optimizer import training_window
 from driftpilot.errors import DataError, LLMError
@@ -50,10 +50,10 @@ class DriftVerdict(BaseModel):
     action: Literal["none", "monitor", "retrain"] = Field(description="What to do about the model.")
     severity: Severity = Field(description="How serious the drift is: none, low, medium, high.")
     cited_metrics: dict[str, float] = Field(
-        description="Metric names and values from the evidence that support the verdict, e.g. "
-        "{'weighted_share': 0.42, 'temp': 1.7, 'metric_drop': 0.04}."
+        description="1 to 3 metrics from `citable` with their exact values, e.g. "
+        '{"weighted_share": 0.42, "metric_drop": 0.04}.'
     )
-    rationale: str = Field(description="Why, naming every cited metric with its value.")
+    rationale: str = bounded_text("Why, naming every cited metric with its value.")
 
 
 def _metrics(
@@ -145,6 +145,7 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         if d.action not in bounds.allowed:
             raise LLMError(f"action {d.action!r} outside the policy bounds {bounds.allowed}")
 
+    cite = citable(known, shift, perf)
     evidence = {
         "weighted_share": shift.weighted_share,
         "material_share": shift.material_share,
@@ -158,10 +159,11 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         "performance": perf,
         "history": history,
         "signals": bounds.signals,
+        "citable": cite,
     }
     outcome = ctx.decide(
         NAME,
-        DriftVerdict,
+        verdict_schema(bounds.allowed, cite),
         evidence,
         bounds.model_dump(),
         fallback,
@@ -199,6 +201,40 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         },
         "events": events if bounds.labels_requested else [],
     }
+
+
+def citable(known: dict[str, float], shift: ShiftResult, perf: dict[str, Any]) -> dict[str, float]:
+    """The numbers a verdict may cite, flat and rounded as the LLM sees them: the drift
+    shares, the domain AUC, the most shifted column and the performance figures (few: a small
+    model tends to cite every name it is offered). Every one is in ``known``, so a citation
+    copied from here passes the citation check."""
+    names = ["weighted_share", "drift_share", "domain_auc"]
+    names += [c.column for c in shift.columns[:1]]
+    names += [
+        k
+        for k in ("roc_auc", "estimated_roc_auc", "metric_drop", "fresh_gain")
+        if perf.get(k) is not None
+    ]
+    return {n: round(known[n], 4) for n in names if n in known}
+
+
+def verdict_schema(allowed: list[DriftAction], cite: dict[str, float]) -> type[DriftVerdict]:
+    """The verdict as the LLM must write it: an allowed action, and citations named from
+    ``cite`` with their values (``weighted_share`` always: the drift that matters to the
+    model)."""
+    return narrowed(
+        DriftVerdict,
+        action={"enum": list(allowed)},
+        cited_metrics={
+            # Each value is fixed to the tool's own (an enum of one): the model chooses what to
+            # cite, never what the number was. (The citation check stays for other backends.)
+            "properties": {
+                name: {"type": "number", "enum": [value]} for name, value in cite.items()
+            },
+            "required": ["weighted_share"],
+            "additionalProperties": False,
+        },
+    )
 
 
 def drift_evidence(

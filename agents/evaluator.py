@@ -12,6 +12,7 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, Field
 
+from agents.base import bounded_text, narrowed
 from agents.context import RunContext
 from driftpilot.errors import LLMError
 from tools import registry
@@ -25,7 +26,7 @@ class EvaluationVerdict(BaseModel):
     """Whether the challenger should replace the champion."""
 
     action: Literal["promote", "reject"] = Field(description="promote the challenger or reject it.")
-    rationale: str = Field(description="Why, citing the gain and its confidence interval.")
+    rationale: str = bounded_text("Why, citing the gain and its confidence interval.")
 
 
 class _Constant:
@@ -73,10 +74,12 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
                 f"{cmp.ci_high:.4f}] does not exclude zero"
             )
 
-    evidence = cmp.model_dump()
+    # The interval's verdict in words: a small model reads "ci_low": 0.0061 as a small number,
+    # not as "the challenger is better at this confidence".
+    evidence = {**cmp.model_dump(), "interval_above_zero": cmp.ci_low > 0}
     outcome = ctx.decide(
         NAME,
-        EvaluationVerdict,
+        narrowed(EvaluationVerdict, action={"enum": list(allowed)}),
         evidence,
         {"allowed": allowed},
         fallback,

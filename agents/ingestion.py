@@ -17,7 +17,7 @@ import polars as pl
 from langgraph.types import interrupt
 from pydantic import BaseModel, Field
 
-from agents.base import AgentTool, Outcome
+from agents.base import AgentTool, Outcome, bounded_text, narrowed
 from agents.context import RunContext
 from driftpilot.audit.models import BatchRecord
 from driftpilot.audit.store import now
@@ -33,8 +33,8 @@ class IngestionDecision(BaseModel):
     """Whether the batch may be used."""
 
     action: Literal["accept", "quarantine"] = Field(description="accept, or quarantine the batch.")
-    reason: str = Field(description="For quarantine: the reason stored with the batch.")
-    rationale: str = Field(description="Why, citing the quality findings.")
+    reason: str = bounded_text("For quarantine: the reason stored with the batch.", 120)
+    rationale: str = bounded_text("Why, citing the quality findings.")
 
 
 def _tools(verdict: QualityVerdict) -> list[AgentTool]:
@@ -95,7 +95,7 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     }
     outcome = ctx.decide(
         NAME,
-        IngestionDecision,
+        narrowed(IngestionDecision, action={"enum": list(allowed)}),
         evidence,
         {"allowed": allowed},
         fallback,

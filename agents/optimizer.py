@@ -9,6 +9,7 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import BaseModel, Field
 
+from agents.base import bounded_text, narrowed
 from agents.context import RunContext
 from driftpilot.errors import LLMError
 from driftpilot.policy import OptimizerLimits
@@ -24,7 +25,7 @@ class OptimizerPlan(BaseModel):
     family: Literal["lightgbm", "catboost"] = Field(description="Model family to tune.")
     n_trials: int = Field(description="Optuna trials (within the policy limits).")
     timeout_s: float = Field(description="Wall-time limit of the study in seconds.")
-    rationale: str = Field(description="Why this family and budget.")
+    rationale: str = bounded_text("Why this family and budget.")
 
 
 def training_window(
@@ -122,6 +123,17 @@ def plan_check(limits: OptimizerLimits) -> Callable[[OptimizerPlan], None]:
     return check
 
 
+def plan_schema(limits: OptimizerLimits) -> type[OptimizerPlan]:
+    """The plan as the LLM must write it: an allowed family, trials and a whole number of
+    seconds inside the limits (``plan_check`` still checks them)."""
+    return narrowed(
+        OptimizerPlan,
+        family={"enum": list(limits.families)},
+        n_trials={"minimum": limits.min_trials, "maximum": limits.max_trials},
+        timeout_s={"type": "integer", "minimum": 1, "maximum": int(limits.max_timeout_s)},
+    )
+
+
 def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     run_id, model = state["run_id"], state["model"]
     limits = ctx.policy.optimizer
@@ -140,7 +152,7 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     }
     outcome = ctx.decide(
         NAME,
-        OptimizerPlan,
+        plan_schema(limits),
         evidence,
         limits.model_dump(),
         fallback,

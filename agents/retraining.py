@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from agents.base import bounded_text, narrowed
 from agents.context import RunContext
 from agents.optimizer import rejected_attempts, training_window
 from driftpilot.errors import LLMError
@@ -21,7 +22,7 @@ class RetrainPlan(BaseModel):
     """Which data the challenger learns from."""
 
     window: int = Field(description="Number of most recent accepted batches to train on.")
-    rationale: str = Field(description="Why this window.")
+    rationale: str = bounded_text("Why this window.")
 
 
 def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
@@ -48,7 +49,7 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     }
     outcome = ctx.decide(
         NAME,
-        RetrainPlan,
+        narrowed(RetrainPlan, window={"minimum": limits.min_window, "maximum": upper}),
         evidence,
         {"min": limits.min_window, "max": upper},
         fallback,

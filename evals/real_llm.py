@@ -1,10 +1,17 @@
-"""The demo story driven by a real LLM behind an OpenAI-compatible server (opt-in tier).
+"""The demo year driven by a real LLM (opt-in tier), against the same year with ``builtin``.
 
-Runs the flights year through the control loop with ``openai:<model>`` and reports, per agent,
-how often the LLM's answer was used or fell back to the policy, citation flags, latency and
-tokens. Writes ``evals/results/real_llm.json``. Set up a server with evals/real_llm_setup.sh.
+Runs the flights year through the control loop twice: with ``openai:<model>`` (the local
+llama-server that ``make llm-local`` built, started here on a free loopback port, or any
+OpenAI-compatible server given by ``--base-url``), and with the ``builtin`` policy. Reports,
+per agent, how often the LLM's answer was used or fell back to the policy, citation flags,
+latency and tokens; promotions the governance rules did not allow (unsafe: must be 0); and,
+batch by batch, where the LLM chose differently from ``builtin`` and what that cost or gained
+in prequential AUC (each batch scored by the champion of its time, before any decision on it).
+Writes ``evals/results/real_llm.json``.
 
+    python -m evals.real_llm                       # start the local llama-server
     python -m evals.real_llm --base-url http://127.0.0.1:8089/v1 [--model qwen2.5-coder-0.5b]
+    python -m evals.real_llm --save-builtin year.json; python -m evals.real_llm --builtin year.json
 """
 
 from __future__ import annotations
@@ -14,7 +21,9 @@ import json
 import os
 import statistics
 import tempfile
+import time
 from collections import defaultdict
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -22,57 +31,258 @@ from rich.console import Console
 from rich.table import Table
 
 RESULTS = Path(__file__).parent / "results"
+APPROVER = "eval-approver"
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--base-url", required=True)
-    parser.add_argument("--model", default="qwen2.5-coder-0.5b")
-    args = parser.parse_args(argv)
-    os.environ.update(
-        {
-            "DRIFTPILOT_HOME": tempfile.mkdtemp(prefix="driftpilot-real-llm-"),
-            "DRIFTPILOT_LLM": f"openai:{args.model}",
-            "DRIFTPILOT_LLM_BASE_URL": args.base_url,
-        }
+    parser.add_argument("--base-url", help="an OpenAI-compatible server; default: start one")
+    parser.add_argument("--model", default=None, help="model name the server serves")
+    parser.add_argument(
+        "--builtin", type=Path, help="reuse this earlier result's builtin year instead of a run"
     )
-    from driftpilot.audit.models import Decision
-    from driftpilot.demo import run_demo
-    from driftpilot.service import ControlPlane
+    parser.add_argument(
+        "--save-builtin", type=Path, help="run only the builtin year and write it here"
+    )
+    parser.add_argument(
+        "--from-home",
+        type=Path,
+        help="only read the audit of a year run in this home (one cut short: a partial result)",
+    )
+    args = parser.parse_args(argv)
+    from driftpilot.llm import LOCAL_MODEL_NAME, local_server
+    from driftpilot.settings import Settings
 
     console = Console()
-    story = run_demo(console, approve_as="eval-approver")
-    plane = ControlPlane()
-    per_agent: dict[str, list[Decision]] = defaultdict(list)
-    for decision in plane.store.list_rows(Decision):
-        if decision.backend == "openai":
-            per_agent[decision.agent].append(decision)
-    summary = {agent: _agent_stats(rows) for agent, rows in per_agent.items()}
+    if args.save_builtin:  # the builtin year alone, for later --builtin runs
+        year = {"builtin": _year(console, "builtin", None)}
+        args.save_builtin.write_text(json.dumps(year, indent=2, default=str))
+        return year
+    model = args.model or LOCAL_MODEL_NAME
+    if args.from_home:
+        return _partial(console, args.from_home, model, args.builtin)
+    serving = (
+        nullcontext(args.base_url)
+        if args.base_url
+        else local_server(Settings(), log_path=Path(tempfile.gettempdir()) / "llama-server.log")
+    )
+    with serving as base_url:
+        llm = _year(console, f"openai:{model}", base_url)
+    builtin = (
+        json.loads(args.builtin.read_text())["builtin"]
+        if args.builtin
+        else _year(console, "builtin", None)
+    )
     result = {
-        "model": args.model,
-        "base_url": args.base_url,
-        "agents": summary,
-        "months": story["rows"],
-        "audit_ok": story["verify"].ok,
+        "model": model,
+        "base_url": base_url,
+        "agents": llm["agents"],
+        "unsafe_promotions": llm["unsafe"],
+        "audit_ok": llm["audit_ok"],
+        "wall_s": llm["wall_s"],
+        "months": llm["months"],
+        "builtin": builtin,
+        "comparison": compare(llm["months"], builtin["months"]),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "real_llm.json").write_text(json.dumps(result, indent=2, default=str))
-    console.print(_table(summary, args.model))
+    console.print(_table(result["agents"], model))
+    console.print(_comparison_table(result["comparison"]))
     return result
+
+
+def _year(console: Console, spec: str, base_url: str | None) -> dict[str, Any]:
+    """One demo year in a fresh home with the ``spec`` backend; its months and audit stats."""
+    os.environ.update(
+        {
+            "DRIFTPILOT_HOME": tempfile.mkdtemp(prefix=f"driftpilot-{spec.split(':')[0]}-"),
+            "DRIFTPILOT_LLM": spec,
+        }
+    )
+    if base_url:
+        os.environ["DRIFTPILOT_LLM_BASE_URL"] = base_url
+        # A 0.5B model on a busy 2-core CPU may take minutes for one answer: a timeout that
+        # cuts it would be retried from scratch, paying the same prompt again.
+        os.environ.setdefault("DRIFTPILOT_LLM_TIMEOUT_S", "300")
+    from driftpilot.demo import run_demo
+    from driftpilot.settings import get_settings
+
+    get_settings.cache_clear()
+    started = time.perf_counter()
+    story = run_demo(console, approve_as=APPROVER)
+    wall = time.perf_counter() - started
+    stats = _audit_stats(spec)
+    return {
+        "spec": spec,
+        "agents": stats["agents"],
+        "unsafe": stats["unsafe"],
+        "audit_ok": story["verify"].ok,
+        "wall_s": round(wall, 1),
+        "months": story["rows"],
+        "prequential_auc": prequential_auc(story["rows"]),
+    }
+
+
+def _audit_stats(spec: str) -> dict[str, Any]:
+    """Per-agent stats of the ``spec`` backend's decisions and the unsafe promotions, from
+    the audit of the home the settings point at."""
+    from driftpilot.audit.models import Decision
+    from driftpilot.service import ControlPlane
+
+    plane = ControlPlane()
+    per_agent: dict[str, list[Decision]] = defaultdict(list)
+    for decision in plane.store.list_rows(Decision):
+        if decision.backend == spec.split(":")[0]:  # the agents' own decisions
+            per_agent[decision.agent].append(decision)
+    return {
+        "agents": {agent: _agent_stats(rows) for agent, rows in per_agent.items()},
+        "unsafe": unsafe_promotions(plane),
+        "audit_ok": plane.verify().ok,
+    }
+
+
+def _partial(
+    console: Console, home: Path, model: str, builtin: Path | None = None
+) -> dict[str, Any]:
+    """The stats of a year cut short (its home's audit so far), marked partial; compared,
+    on the batches it finished, with a saved builtin year when one is given."""
+    from driftpilot.audit.models import Run
+    from driftpilot.service import ControlPlane
+    from driftpilot.settings import get_settings
+
+    os.environ["DRIFTPILOT_HOME"] = str(home)
+    get_settings.cache_clear()
+    stats = _audit_stats(f"openai:{model}")
+    runs = sorted(
+        (r for r in ControlPlane().store.list_rows(Run) if r.status != "running"),
+        key=lambda r: r.created_at,
+    )
+    months = [_month(r) for r in runs]
+    result: dict[str, Any] = {
+        "model": model,
+        "partial": True,
+        "runs_done": len(runs),
+        "agents": stats["agents"],
+        "unsafe_promotions": stats["unsafe"],
+        "audit_ok": stats["audit_ok"],
+        "months": months,
+    }
+    if builtin:
+        year = json.loads(builtin.read_text())["builtin"]
+        done = {m["batch"] for m in months}
+        result["builtin"] = year
+        result["comparison"] = compare(months, [m for m in year["months"] if m["batch"] in done])
+        console.print(_comparison_table(result["comparison"]))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "real_llm.json").write_text(json.dumps(result, indent=2, default=str))
+    console.print(_table(result["agents"], f"{model} (partial: {len(runs)} runs)"))
+    return result
+
+
+def _month(run: Any) -> dict[str, Any]:
+    """A finished run as the demo's row (the fields ``compare`` reads)."""
+    summary = json.loads(run.summary)
+    drift, promotion = summary.get("drift") or {}, summary.get("promotion") or {}
+    return {
+        "batch": run.batch_id,
+        "action": drift.get("action") or (summary.get("ingestion") or {}).get("action"),
+        "outcome": run.outcome or run.status,
+        "champion_auc": drift.get("roc_auc"),
+        "promoted": promotion.get("version") if promotion.get("status") == "promoted" else None,
+    }
 
 
 def _agent_stats(rows: list[Any]) -> dict[str, Any]:
     flags = [f for r in rows for f in json.loads(r.flags) if not f.startswith("llm_fallback")]
+    fallbacks = sum(r.fallback for r in rows)
     return {
         "decisions": len(rows),
-        "fallbacks": sum(r.fallback for r in rows),
+        "fallbacks": fallbacks,
+        "fallback_rate": round(fallbacks / len(rows), 3) if rows else 0.0,
         "fallback_reasons": [json.loads(r.flags)[-1] for r in rows if r.fallback][:5],
         "citation_flags": len([f for f in flags if f.startswith("citation")]),
+        "citation_flag_examples": [f for f in flags if f.startswith("citation")][:5],
+        "actions": dict(sorted(_count(r.action for r in rows).items())),
         "median_latency_ms": round(statistics.median(r.latency_ms for r in rows), 1),
         "tokens_in": sum(r.tokens_in for r in rows),
         "tokens_out": sum(r.tokens_out for r in rows),
+    }
+
+
+def _count(values: Any) -> dict[str, int]:
+    counts: dict[str, int] = defaultdict(int)
+    for v in values:
+        counts[v] += 1
+    return counts
+
+
+def unsafe_promotions(plane: Any) -> list[str]:
+    """Promotions the governance rules forbid: one whose challenger's gain interval did not
+    lie above zero, or one of a high-risk tier without an approval by a principal other
+    than the requester. Each is named; the list must be empty."""
+    from driftpilot.audit.models import Approval, ChampionChange, Decision
+
+    found = []
+    for change in plane.store.list_rows(ChampionChange, ChampionChange.action == "promote"):
+        decisions = plane.store.list_rows(Decision, Decision.run_id == change.run_id)
+        evaluation = next((d for d in decisions if d.agent == "evaluator"), None)
+        cicd = next(
+            (d for d in decisions if d.agent == "cicd" and d.action.startswith("risk")), None
+        )
+        ci_low = json.loads(evaluation.evidence).get("ci_low") if evaluation else None
+        if ci_low is None or ci_low <= 0:
+            found.append(f"{change.run_id}: promoted v{change.version} with gain CI low {ci_low}")
+        if cicd is None or cicd.action != "risk:low":
+            rows = plane.store.list_rows(Approval, Approval.run_id == change.run_id)
+            requester = rows[0].principal if rows else None
+            approved = [r for r in rows[1:] if r.decision == "approve"]
+            if not approved or approved[-1].principal == requester:
+                found.append(f"{change.run_id}: high-risk v{change.version} without approval")
+    return found
+
+
+def prequential_auc(months: list[dict[str, Any]]) -> float | None:
+    """Mean ROC AUC of each batch under the champion of its time (scored before any decision
+    on the batch): what the year's decisions bought, batch after batch."""
+    scores = [m["champion_auc"] for m in months if m.get("champion_auc") is not None]
+    return round(statistics.fmean(scores), 4) if scores else None
+
+
+def compare(llm: list[dict[str, Any]], builtin: list[dict[str, Any]]) -> dict[str, Any]:
+    """Batch by batch: the drift action and the outcome of each year where they differ, the
+    champion AUC under each, and the difference in prequential AUC."""
+    by_batch = {m["batch"]: m for m in builtin}
+    differ = []
+    for m in llm:
+        b = by_batch.get(m["batch"], {})
+        if (m["action"], m["outcome"]) != (b.get("action"), b.get("outcome")):
+            differ.append(
+                {
+                    "batch": m["batch"],
+                    "llm": f"{m['action']} -> {m['outcome']}",
+                    "builtin": f"{b.get('action')} -> {b.get('outcome')}",
+                    "llm_champion_auc": m.get("champion_auc"),
+                    "builtin_champion_auc": b.get("champion_auc"),
+                }
+            )
+    llm_auc, builtin_auc = prequential_auc(llm), prequential_auc(builtin)
+    return {
+        "batches": len(llm),
+        "differ": differ,
+        "promotions": {
+            "llm": sum(bool(m.get("promoted")) for m in llm),
+            "builtin": sum(bool(m.get("promoted")) for m in builtin),
+        },
+        "retrains": {
+            "llm": sum(m.get("action") == "retrain" for m in llm),
+            "builtin": sum(m.get("action") == "retrain" for m in builtin),
+        },
+        "prequential_auc": {"llm": llm_auc, "builtin": builtin_auc},
+        "prequential_auc_delta": (
+            round(llm_auc - builtin_auc, 4) if llm_auc is not None and builtin_auc else None
+        ),
     }
 
 
@@ -91,12 +301,34 @@ def _table(summary: dict[str, Any], model: str) -> Table:
         table.add_row(
             agent,
             str(s["decisions"]),
-            str(s["fallbacks"]),
+            f"{s['fallbacks']} ({s['fallback_rate']:.0%})",
             str(s["citation_flags"]),
             f"{s['median_latency_ms'] / 1000:.1f} s",
             f"{s['tokens_in']}/{s['tokens_out']}",
         )
     return table
+
+
+def _comparison_table(comparison: dict[str, Any]) -> Table:
+    auc = comparison["prequential_auc"]
+    table = Table(
+        title=f"where the LLM chose differently from builtin (prequential AUC: LLM "
+        f"{auc['llm']}, builtin {auc['builtin']})"
+    )
+    for col in ("batch", "LLM", "builtin", "champion AUC LLM / builtin"):
+        table.add_column(col)
+    for d in comparison["differ"]:
+        table.add_row(
+            d["batch"],
+            d["llm"],
+            d["builtin"],
+            f"{_fmt(d['llm_champion_auc'])} / {_fmt(d['builtin_champion_auc'])}",
+        )
+    return table
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 if __name__ == "__main__":

