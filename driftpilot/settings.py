@@ -3,6 +3,11 @@
 Every value can be set from the environment with the ``DRIFTPILOT_`` prefix
 (e.g. ``DRIFTPILOT_HOME=/data/dp``) or from a ``.env`` file. Store locations default to
 paths under ``home`` and can each be pointed elsewhere (Postgres, a remote MLflow server).
+
+PostgreSQL is selected by URL: ``db_url=postgresql+psycopg://user@host/db`` puts the audit
+store (approvals, leases, schedules, tool calls) there, and the LangGraph checkpoints follow it
+(``checkpoint_url`` unset). Optuna's storage is set on its own (``optuna_storage``), in another
+database: Optuna keeps its own ``alembic_version`` table, which would collide with the audit's.
 """
 
 from __future__ import annotations
@@ -27,7 +32,11 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str = Field("", description="MLflow tracking URI (SQLite by default).")
     mlflow_registry_uri: str = Field("", description="MLflow registry URI; tracking URI if unset.")
     mlflow_artifact_root: str = Field("", description="Where MLflow stores artifacts.")
-    optuna_storage: str = Field("", description="Optuna RDB storage URL.")
+    optuna_storage: str = Field(
+        "",
+        description="Optuna RDB storage URL (SQLite under home by default; a postgresql URL "
+        "lets tuning workers on several machines share a study). Not db_url's database.",
+    )
     reports_dir: Path | None = Field(None, description="Evidently HTML reports.")
     batches_dir: Path | None = Field(None, description="Persisted Parquet batches.")
     cache_dir: Path | None = Field(None, description="Downloaded datasets and fitted synthesizers.")
@@ -65,6 +74,12 @@ class Settings(BaseSettings):
     seed: int = Field(42, description="Seed for training, tuning, sampling and bootstrap.")
     log_level: str = Field("INFO", description="Logging level.")
     checkpoint_path: Path | None = Field(None, description="LangGraph SQLite checkpointer file.")
+    checkpoint_url: str = Field(
+        "",
+        description="LangGraph checkpoint database: postgresql[+psycopg]://... or "
+        "sqlite:///<file>. Unset: db_url when that is PostgreSQL (the checkpoint tables sit "
+        "beside the audit's), else the SQLite file checkpoint_path.",
+    )
     lease_ttl_s: float = Field(
         60.0, gt=0, description="Lease of a running run on its model; renewed every third."
     )
@@ -83,15 +98,25 @@ class Settings(BaseSettings):
         self.reports_dir = self.reports_dir or home / "reports"
         self.batches_dir = self.batches_dir or home / "batches"
         self.cache_dir = self.cache_dir or home / "cache"
-        self.db_url = self.db_url or f"sqlite:///{home / 'driftpilot.db'}"
+        self.db_url = sqlalchemy_url(self.db_url or f"sqlite:///{home / 'driftpilot.db'}")
         self.mlflow_tracking_uri = self.mlflow_tracking_uri or f"sqlite:///{home / 'mlflow.db'}"
         self.mlflow_registry_uri = self.mlflow_registry_uri or self.mlflow_tracking_uri
         self.mlflow_artifact_root = self.mlflow_artifact_root or (home / "mlartifacts").as_uri()
-        self.optuna_storage = self.optuna_storage or f"sqlite:///{home / 'optuna.db'}"
+        self.optuna_storage = sqlalchemy_url(
+            self.optuna_storage or f"sqlite:///{home / 'optuna.db'}"
+        )
         self.checkpoint_path = self.checkpoint_path or home / "checkpoints.db"
+        self.checkpoint_url = sqlalchemy_url(self.checkpoint_url) or (
+            self.db_url if is_postgres(self.db_url) else f"sqlite:///{self.checkpoint_path}"
+        )
         self.audit_key_path = self.audit_key_path or home / "audit-key.pem"
         self.audit_checkpoint_log = self.audit_checkpoint_log or str(home / "audit-checkpoints.log")
         self.audit_origin = self.audit_origin or f"driftpilot/{home.name}"
+        if is_postgres(self.db_url) and _same_database(self.optuna_storage, self.db_url):
+            raise ValueError(
+                "optuna_storage must not be db_url's database: Optuna's alembic_version table "
+                "would collide with the audit store's (give Optuna its own database)"
+            )
         return self
 
     def ensure_dirs(self) -> Settings:
@@ -100,6 +125,37 @@ class Settings(BaseSettings):
             assert path is not None
             path.mkdir(parents=True, exist_ok=True)
         return self
+
+
+def is_postgres(url: str) -> bool:
+    """True for a PostgreSQL URL, with or without a driver (postgresql+psycopg://)."""
+    return url.startswith(("postgresql://", "postgresql+", "postgres://"))
+
+
+def sqlalchemy_url(url: str) -> str:
+    """A PostgreSQL URL with its driver named: SQLAlchemy reads a bare ``postgresql://`` as
+    psycopg2, which is not installed; the project's driver is psycopg 3. Others unchanged."""
+    for bare in ("postgresql://", "postgres://"):
+        if url.startswith(bare):
+            return "postgresql+psycopg://" + url.removeprefix(bare)
+    return url
+
+
+def libpq_url(url: str) -> str:
+    """The libpq/psycopg form of a SQLAlchemy PostgreSQL URL (``postgresql+psycopg://`` ->
+    ``postgresql://``), password kept: psycopg, its pool and procrastinate take this form."""
+    from sqlalchemy.engine import make_url  # not at import: settings are read everywhere
+
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _same_database(a: str, b: str) -> bool:
+    from sqlalchemy.engine import make_url
+
+    if not (is_postgres(a) and is_postgres(b)):
+        return False
+    ua, ub = make_url(a), make_url(b)
+    return (ua.host, ua.port, ua.database) == (ub.host, ub.port, ub.database)
 
 
 @lru_cache(maxsize=1)
