@@ -75,6 +75,9 @@ lint: setup ## ruff, mypy and the import-layer contracts (.importlinter)
 bench: setup ## Tool benchmarks; results in evals/results/
 	$(BIN)/python -m evals.bench_tools
 
+bench-workers: setup ## Runs per minute of 1 and 2 procrastinate workers on a throwaway PostgreSQL
+	$(BIN)/python -m evals.bench_workers
+
 # e.g. make eval EVAL_ARGS="--llm ollama:qwen2.5:7b"
 EVAL_ARGS ?=
 

@@ -13,6 +13,11 @@ a run that raises ``failed``, and this pool logs what it raised.
 At start-up (``start``), a background thread runs ``ControlPlane.recover`` (runs left running
 by a dead process, approval decisions recorded but never applied) and logs what it did, then
 executes the runs still pending (their process died before executing them).
+
+On PostgreSQL, runs are not executed here: ``execute`` and ``resume`` defer a job to the task
+queue (``driftpilot.queue``) and return at once; ``driftpilot worker`` processes, any number,
+take them. Start-up still recovers, and queues again the runs left pending (a run whose job
+still waits is not queued twice). Jobs (training a new model) stay in this process.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Any
 
 from api.schemas import Job
 from driftpilot.errors import DriftPilotError, ModelBusy
+from driftpilot.queue import Queue, is_postgres
 from driftpilot.service import ControlPlane, Recovery, RunView
 
 log = logging.getLogger(__name__)
@@ -38,10 +44,13 @@ def _now() -> str:
 
 
 class RunExecutor:
-    """Execute and resume runs, and run jobs, in ``workers`` background threads."""
+    """Execute and resume runs, and run jobs, in ``workers`` background threads (runs: in
+    the task queue's workers, on PostgreSQL)."""
 
     def __init__(self, plane: ControlPlane, workers: int = 2) -> None:
         self.plane = plane
+        # On PostgreSQL the queue's pool is opened at the first deferral (or at start).
+        self.queue = Queue(plane) if is_postgres(plane.settings.db_url) else None
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dp-run")
         self._lock = threading.Lock()
         self._futures: dict[str, Future[Any]] = {}
@@ -56,11 +65,30 @@ class RunExecutor:
 
     def execute(self, run_id: str) -> Future[Any]:
         """Execute a pending run (it waits for its model's lease first)."""
+        if self.queue is not None:
+            return self._defer(run_id, "execute", self.queue.defer_run)
         return self._submit(run_id, "execute", self._execute)
 
     def resume(self, run_id: str) -> Future[Any]:
         """Resume a run whose approval decision has been recorded."""
+        if self.queue is not None:
+            return self._defer(run_id, "resume", self.queue.defer_resume)
         return self._submit(run_id, "resume", self._resume)
+
+    def _defer(
+        self, run_id: str, what: str, defer: Callable[[str], int | None]
+    ) -> Future[int | None]:
+        """Queue the run's job; the future holds its job id (None: already queued), or what
+        deferring raised (the run stays as it is: start-up queues pending runs again)."""
+        assert self.queue is not None
+        future: Future[int | None] = Future()
+        try:
+            self.queue.open()
+            future.set_result(defer(run_id))
+        except Exception as exc:
+            log.exception("could not queue the %s of run %s", what, run_id)
+            future.set_exception(exc)
+        return future
 
     def _execute(self, run_id: str) -> RunView | None:
         try:
@@ -181,7 +209,9 @@ class RunExecutor:
 
     def start(self, *, recover: bool = True) -> None:
         """Recover, then execute pending runs, in a background thread (start-up is not held
-        up by a long recovery)."""
+        up by a long recovery). On PostgreSQL, first apply the queue's schema if missing."""
+        if self.queue is not None:
+            self.queue.open()
         if not recover:
             return
         self._startup = threading.Thread(target=self._recover, name="dp-recover", daemon=True)
@@ -230,3 +260,5 @@ class RunExecutor:
         for timer in timers:
             timer.cancel()
         self._pool.shutdown(wait=wait, cancel_futures=True)
+        if self.queue is not None:
+            self.queue.close()

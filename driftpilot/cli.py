@@ -495,6 +495,35 @@ def serve(
     serve_api(host, port, plane=plane)
 
 
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int, typer.Option(min=1, max=64, help="Runs this worker executes at once.")
+    ] = 1,
+    queues: Annotated[
+        str, typer.Option(help="Comma-separated queues to take jobs from: runs, schedules.")
+    ] = "runs,schedules",
+    name: Annotated[str | None, typer.Option(help="Worker name in logs.")] = None,
+) -> None:
+    """Take runs and schedule firings from the PostgreSQL task queue (procrastinate) until
+    SIGTERM/SIGINT, then finish the runs in progress and exit. Any number, on any machine,
+    against one DRIFTPILOT_DB_URL."""
+    from api.config import ApiSettings
+    from driftpilot.queue import QUEUES, Queue
+    from driftpilot.schedules import Scheduler
+
+    chosen = [q.strip() for q in queues.split(",") if q.strip()]
+    if not chosen or set(chosen) - set(QUEUES):
+        raise typer.BadParameter(f"queues are {', '.join(QUEUES)}", param_hint="'--queues'")
+    plane = _plane()
+    queue = Queue(plane)
+    roots = ApiSettings().batch_roots or None  # where schedules' glob sources read, as the API
+    queue.scheduler = Scheduler(plane, roots=roots, queue=queue).start()
+    if not logging.getLogger().isEnabledFor(logging.INFO):
+        logging.getLogger("procrastinate").setLevel(logging.INFO)  # job starts and ends
+    queue.run_worker(concurrency=concurrency, queues=chosen, name=name)
+
+
 def _role(role: str) -> str:
     from driftpilot.identity import ROLES
 

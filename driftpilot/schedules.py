@@ -39,6 +39,17 @@ runs one batch twice; a busy model leaves the batch unclaimed for the next firin
 Run one scheduler that fires per database (``DRIFTPILOT_SCHEDULER_ENABLED=false`` makes a
 process manage schedules without firing them): APScheduler 3 does not lock jobs across
 processes (the ledger still keeps a batch from running twice).
+
+On PostgreSQL (``db_url`` ``postgresql...``), timing is procrastinate's instead (see
+``driftpilot.queue``): no APScheduler. A periodic tick, deferred once per tick however many
+processes run the deferrer, asks ``due`` which schedules have a cron time since the previous
+tick, and each is fired by a worker through ``fire_due`` (the same ``fire``). Any number of
+``driftpilot serve`` replicas and workers fire a schedule once per cron time. The policy maps
+onto it: a firing that starts more than ``misfire_grace_s`` late is audited ``missed``; the
+cron times of one tick coalesce into one firing, and after downtime only the newest tick is
+caught up (within the queue's ``max_delay_s``); a firing whose previous firing of the same
+schedule still waits is audited ``skipped-overlap``, and firings of one schedule never run at
+once. ``run_now`` queues a firing now. ``next_run_date`` is the cron's next time.
 """
 
 from __future__ import annotations
@@ -53,7 +64,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -67,6 +78,7 @@ from driftpilot.audit.models import ManagedModel, Run, Schedule, ScheduleBatch, 
 from driftpilot.audit.store import now
 from driftpilot.errors import ConfigError, DataError, DriftPilotError, ModelBusy, NotFound
 from driftpilot.identity import normalize_principal
+from driftpilot.queue import is_postgres
 
 if TYPE_CHECKING:
     import polars as pl
@@ -74,6 +86,7 @@ if TYPE_CHECKING:
     from apscheduler.triggers.cron import CronTrigger
     from sqlalchemy.engine import Engine
 
+    from driftpilot.queue import Queue
     from driftpilot.service import ControlPlane
 
 log = logging.getLogger(__name__)
@@ -428,6 +441,11 @@ class Scheduler:
     ``roots``: where glob sources may read (default ``<home>/inbox``). ``execute``: called
     with the run id of each fired run (the API hands it to its run executor); without it the
     firing thread executes the run itself. Use as a context manager, or ``start``/``shutdown``.
+
+    On PostgreSQL the timing is the task queue's (module docstring): ``queue`` is the
+    ``driftpilot.queue.Queue`` whose jobs fire this scheduler's schedules (a worker's); without
+    it, ``start`` opens one that only defers ticks (``enabled``) and firings (``run_now``).
+    Fired runs are then deferred as jobs unless ``execute`` says otherwise.
     """
 
     def __init__(
@@ -437,12 +455,17 @@ class Scheduler:
         roots: list[Path] | None = None,
         execute: Callable[[str], Any] | None = None,
         conf: SchedulerSettings | None = None,
+        queue: Queue | None = None,
     ) -> None:
         self.plane = plane
         self.store = plane.store
         self.conf = conf or SchedulerSettings()
         self.roots = list(roots) if roots else [plane.settings.home / "inbox"]
-        self._execute = execute
+        self.external = queue is not None or is_postgres(plane.settings.db_url)
+        self._queue = queue
+        self._owns_queue = False
+        self._started = False
+        self._execute = execute or (queue.defer_run if queue is not None else None)
         self._key = hashlib.sha256(plane.settings.db_url.encode()).hexdigest()[:16]
         self._stop = threading.Event()
         self._aps: BackgroundScheduler | None = None
@@ -461,11 +484,14 @@ class Scheduler:
 
     @property
     def running(self) -> bool:
-        return self._aps is not None
+        return self._aps is not None or self._started
 
     def start(self) -> Scheduler:
         """Open the job store and start the background scheduler (paused when this process
-        does not fire: ``enabled`` false). Jobs missing for a stored schedule are re-added."""
+        does not fire: ``enabled`` false). Jobs missing for a stored schedule are re-added.
+        On PostgreSQL: open the task queue and, when ``enabled``, defer its ticks."""
+        if self.external:
+            return self._start_external()
         from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED
         from apscheduler.executors.pool import ThreadPoolExecutor
         from apscheduler.jobstores.memory import MemoryJobStore
@@ -513,9 +539,32 @@ class Scheduler:
         self._reconcile()
         return self
 
+    def _start_external(self) -> Scheduler:
+        from driftpilot.queue import Queue
+
+        if self._started:
+            return self
+        if self._queue is None:
+            self._queue = Queue(self.plane).open()
+            self._owns_queue = True
+            if self.conf.enabled:
+                self._queue.start_deferrer()
+        if self._execute is None:
+            self._execute = self._queue.defer_run
+        self._stop.clear()
+        self._started = True
+        return self
+
     def shutdown(self, wait: bool = True) -> None:
         """Stop firing; with ``wait``, let firings in progress finish (an enqueued run still
         waiting for its model stays pending for the next start)."""
+        if self.external:
+            self._stop.set()
+            self._started = False
+            if self._owns_queue and self._queue is not None:
+                self._queue.close()
+                self._queue, self._owns_queue = None, False
+            return
         aps, self._aps = self._aps, None
         if aps is None:
             return
@@ -529,6 +578,10 @@ class Scheduler:
         if self._aps is None:
             raise ConfigError("the scheduler is not started")
         return self._aps
+
+    def _check_started(self) -> None:
+        if not self.running:
+            raise ConfigError("the scheduler is not started")
 
     def _reconcile(self) -> None:
         """Every stored schedule has its job (with this process's store key), no job is left
@@ -545,6 +598,9 @@ class Scheduler:
                 self._add_job(row)
 
     def _add_job(self, row: Schedule) -> None:
+        if self.external:  # the queue's tick reads the schedule rows
+            self._check_started()
+            return
         aps = self._require()
         extra: dict[str, Any] = {} if row.enabled else {"next_run_time": None}
         aps.add_job(
@@ -584,7 +640,7 @@ class Scheduler:
             created_at=stamp,
             updated_at=stamp,
         )
-        self._require()
+        self._check_started()
         self.store.add(row)
         try:
             self._add_job(row)
@@ -633,7 +689,7 @@ class Scheduler:
             first = exc.errors()[0]
             raise ConfigError(f"invalid schedule: {first['msg']}") from exc
         self._check_payload(spec.payload)
-        self._require()
+        self._check_started()
         with self.store.session() as session:
             stored = session.get(Schedule, cron_id)
             if stored is None:
@@ -665,13 +721,15 @@ class Scheduler:
     def _set_enabled(self, cron_id: str, enabled: bool, principal: str) -> ScheduleView:
         actor = normalize_principal(principal)
         row = self._row(cron_id)
-        aps = self._require()
+        self._check_started()
         if row.enabled != enabled:
             with self.store.session() as session:
                 stored = session.get(Schedule, cron_id)
                 if stored is not None:
                     stored.enabled, stored.updated_at = enabled, now()
-        if aps.get_job(cron_id, jobstore="default") is None:
+        if self.external:
+            pass  # the tick reads ``enabled`` from the row
+        elif (aps := self._require()).get_job(cron_id, jobstore="default") is None:
             self._add_job(self._row(cron_id))
         elif enabled:
             aps.resume_job(cron_id, jobstore="default")
@@ -691,9 +749,10 @@ class Scheduler:
 
         actor = normalize_principal(principal)
         view = self.get(cron_id)
-        aps = self._require()
-        with contextlib.suppress(JobLookupError):
-            aps.remove_job(cron_id, jobstore="default")
+        self._check_started()
+        if not self.external:
+            with contextlib.suppress(JobLookupError):
+                self._require().remove_job(cron_id, jobstore="default")
         self._delete_rows(cron_id)
         self._audit_change(cron_id, "delete", actor, view)
 
@@ -717,6 +776,13 @@ class Scheduler:
                 if stored is not None and stored.created_by != actor:
                     stored.created_by, stored.updated_at = actor, now()
             self._audit_change(cron_id, "run_now", actor, self.get(cron_id))
+        if self.external:
+            self._check_started()
+            assert self._queue is not None
+            at = datetime.now(UTC)
+            if not self._queue.defer_fire(cron_id, at):
+                self.skip_overlap(cron_id, at)
+            return self.get(cron_id)
         aps = self._require()
         if aps.get_job(cron_id, jobstore="default") is None:
             self._add_job(row)
@@ -753,8 +819,12 @@ class Scheduler:
         )
 
     def _view(self, row: Schedule) -> ScheduleView:
-        job = self._aps.get_job(row.cron_id, jobstore="default") if self._aps else None
-        nxt = job.next_run_time if job is not None else None
+        if self.external:
+            trigger = cron_trigger(row.schedule, row.timezone)
+            nxt = trigger.get_next_fire_time(None, datetime.now(UTC))
+        else:
+            job = self._aps.get_job(row.cron_id, jobstore="default") if self._aps else None
+            nxt = job.next_run_time if job is not None else None
         last = self.firings(row.cron_id, limit=1)
         return ScheduleView(
             cron_id=row.cron_id,
@@ -886,6 +956,52 @@ class Scheduler:
         )
         self._run(view.run_id)
         return firing
+
+    def due(self, since: datetime, until: datetime) -> list[tuple[str, datetime]]:
+        """The enabled schedules whose cron has a time in (``since``, ``until``], each with
+        its newest such time (the times of one tick coalesce into one firing)."""
+        found = []
+        for row in self.store.list_rows(Schedule, Schedule.enabled.is_(True)):
+            trigger = cron_trigger(row.schedule, row.timezone)
+            at = trigger.get_next_fire_time(None, since + timedelta(microseconds=1))
+            if at is None or at > until:
+                continue
+            while (later := trigger.get_next_fire_time(at, at)) is not None and later <= until:
+                at = later
+            found.append((row.cron_id, at.astimezone(UTC)))
+        return found
+
+    def fire_due(self, cron_id: str, scheduled_at: datetime) -> Firing:
+        """A firing the task queue started: ``fire``, unless it starts more than the misfire
+        grace after its time (audited ``missed``)."""
+        late = (datetime.now(UTC) - scheduled_at).total_seconds()
+        if late > self.conf.misfire_grace_s:
+            return self._audit_skip(
+                cron_id,
+                "missed",
+                scheduled_at,
+                f"{late:.0f} s late: more than {self.conf.misfire_grace_s} s (misfire grace)",
+            )
+        return self.fire(cron_id, scheduled_at)
+
+    def skip_overlap(self, cron_id: str, scheduled_at: datetime) -> Firing:
+        """Audit a firing not started because the previous one of its schedule still waits."""
+        return self._audit_skip(
+            cron_id,
+            "skipped-overlap",
+            scheduled_at,
+            "the previous firing of this schedule is still waiting for a worker",
+        )
+
+    def _audit_skip(
+        self, cron_id: str, outcome: FiringOutcome, scheduled_at: datetime, detail: str
+    ) -> Firing:
+        started = time.perf_counter()
+        try:
+            row = self._row(cron_id)
+        except NotFound:
+            return Firing(cron_id=cron_id, outcome="error", at=now(), detail="no such schedule")
+        return self._audit_firing(row, outcome, started, scheduled_at, detail=detail)
 
     def _run(self, run_id: str) -> None:
         if self._execute is not None:

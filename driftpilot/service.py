@@ -630,7 +630,14 @@ class ControlPlane:
 
     def execute_run(self, run_id: str, *, timeout_s: float = math.inf) -> RunView:
         """Run a pending run: wait for the model's lease, then drive the graph. A run that is
-        no longer pending (another worker took it) is left alone."""
+        no longer pending (another worker took it) is left alone. It also waits while a run
+        of its model died mid-way and ``recover`` has not finished it yet (a new run would
+        overlap the dead one's recovery).
+
+        Raises:
+            ModelBusy: after ``timeout_s``, the model is still busy, an older run of it is
+                still pending, or it has unrecovered work.
+        """
         run = self.store.get(Run, run_id)
         if run.status != "pending":
             return self.get_run(run_id)
@@ -638,6 +645,7 @@ class ControlPlane:
         while True:  # enqueued runs of one model go in the order they were submitted
             try:
                 self._refuse_if_older_pending(run)
+                self._refuse_if_unrecovered(run.model)
                 break
             except ModelBusy:
                 if time.monotonic() >= deadline:
