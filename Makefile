@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup browser demo ui test test-all lint bench eval eval-full clean llm-local demo-llm
+.PHONY: help setup browser postgres demo ui test test-all lint bench eval eval-full clean llm-local demo-llm
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -59,7 +59,11 @@ PG_SUITES := tests/integration/test_api_http.py tests/integration/test_escalatio
 	$(PG_GOV)::test_a_second_run_on_a_busy_model_is_refused_or_waits \
 	$(PG_GOV)::test_two_processes_appending_at_once_keep_one_valid_chain
 
-test: setup browser ## Run the default test suite (unit + integration, no slow tiers), then the store-heavy suites again on PostgreSQL
+# Integration tests start a real PostgreSQL from Debian's binaries (tests/pg.py).
+postgres: ## Install Debian's PostgreSQL for the integration tests, if missing (apt, as root)
+	@compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || { apt-get update -q && apt-get install -y -q postgresql; }
+
+test: setup browser postgres ## Run the default test suite (unit + integration, no slow tiers), then the store-heavy suites again on PostgreSQL
 	$(call run_pytest,-m "not slow and not full_data and not real_llm")
 	DRIFTPILOT_TEST_DB=postgres $(call run_pytest,-m "not slow and not full_data and not real_llm" $(PG_SUITES))
 
