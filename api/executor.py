@@ -32,8 +32,9 @@ from typing import Any
 
 from api.schemas import Job
 from driftpilot.errors import DriftPilotError, ModelBusy
-from driftpilot.queue import Queue, is_postgres
+from driftpilot.queue import Queue
 from driftpilot.service import ControlPlane, Recovery, RunView
+from driftpilot.settings import is_postgres
 
 log = logging.getLogger(__name__)
 RETRY_S = 0.5  # a run whose model is busy is tried again this often

@@ -61,6 +61,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from driftpilot.audit.models import Run
 from driftpilot.errors import ConfigError, ModelBusy, NotFound
+from driftpilot.settings import is_postgres, libpq_url
 
 if TYPE_CHECKING:
     import procrastinate
@@ -117,25 +118,18 @@ class QueueSettings(BaseSettings):
     pool_size: int = Field(4, ge=1, description="Database connections of a deferring process.")
 
 
-def is_postgres(url: str) -> bool:
-    """Whether a SQLAlchemy URL names a PostgreSQL database."""
-    return url.startswith("postgresql")
-
-
 def conninfo(url: str) -> str:
     """The libpq URL of a SQLAlchemy PostgreSQL URL (``postgresql+psycopg://`` -> ``postgresql://``).
 
     Raises:
         ConfigError: not a PostgreSQL URL.
     """
-    from sqlalchemy.engine import make_url
-
     if not is_postgres(url):
         raise ConfigError(
             f"the task queue needs a PostgreSQL database (DRIFTPILOT_DB_URL=postgresql://...), "
             f"not {url.split(':', 1)[0]}"
         )
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    return libpq_url(url)
 
 
 def _try_lock(conn: Any, key: int) -> bool:

@@ -78,7 +78,7 @@ from driftpilot.audit.models import ManagedModel, Run, Schedule, ScheduleBatch, 
 from driftpilot.audit.store import now
 from driftpilot.errors import ConfigError, DataError, DriftPilotError, ModelBusy, NotFound
 from driftpilot.identity import normalize_principal
-from driftpilot.queue import is_postgres
+from driftpilot.settings import is_postgres
 
 if TYPE_CHECKING:
     import polars as pl

@@ -11,10 +11,10 @@ import pytest
 
 from driftpilot.audit.models import Schedule, ToolCall
 from driftpilot.errors import ConfigError
-from driftpilot.queue import conninfo, is_postgres
+from driftpilot.queue import conninfo
 from driftpilot.schedules import FIRE_TOOL, Scheduler, SchedulerSettings
 from driftpilot.service import ControlPlane
-from driftpilot.settings import Settings
+from driftpilot.settings import Settings, is_postgres
 
 T = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)  # a Monday, noon UTC
 
