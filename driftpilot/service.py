@@ -1,8 +1,9 @@
 """The service façade: the one layer the CLI, the API and the chat UI call.
 
 It owns the audit store, the policy, the LLM backend and the compiled control graph with its
-SQLite checkpointer, so a run waiting for approval survives a restart: a new process builds a
-new ControlPlane and resumes the same thread (run id).
+checkpointer (SQLite, or PostgreSQL when ``checkpoint_url`` is: ``driftpilot.checkpointer``),
+so a run waiting for approval survives a restart: a new process builds a new ControlPlane and
+resumes the same thread (run id).
 """
 
 from __future__ import annotations
