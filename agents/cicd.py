@@ -12,7 +12,7 @@ from agents.base import Outcome, bounded_text, narrowed
 from agents.context import RunContext
 from driftpilot.audit.models import ChampionChange
 from driftpilot.audit.store import promotion_action
-from driftpilot.policy import Policy, RiskAssessment, RiskInputs
+from driftpilot.policy import Policy, RiskAssessment, RiskInputs, RiskTier
 from tools import registry
 
 NAME = "cicd"
@@ -26,6 +26,13 @@ class CicdDecision(BaseModel):
     )
     request_summary: str = bounded_text("One paragraph for the approver: what changes and why.")
     rationale: str = bounded_text("Why this tier.")
+
+
+def decision_schema_for(policy_tier: RiskTier) -> type[CicdDecision]:
+    """The decision as the LLM must write it: the tier may only go up, so after a high
+    policy tier "high" is the one choice left."""
+    tiers = ["high"] if policy_tier == "high" else ["low", "high"]
+    return narrowed(CicdDecision, risk_tier={"enum": tiers})
 
 
 def risk_inputs(
@@ -77,11 +84,9 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     )
     fallback = policy_decision(risk, summary)
     evidence = {"risk": risk.model_dump(), "inputs": inputs.model_dump()}
-    # The tier may only go up: after a high policy tier, "high" is the one choice left.
-    tiers = ["high"] if risk.tier == "high" else ["low", "high"]
     outcome = ctx.decide(
         NAME,
-        narrowed(CicdDecision, risk_tier={"enum": tiers}),
+        decision_schema_for(risk.tier),
         evidence,
         {"policy_tier": risk.tier, "may_only_raise": True},
         fallback,

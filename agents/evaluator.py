@@ -29,6 +29,18 @@ class EvaluationVerdict(BaseModel):
     rationale: str = bounded_text("Why, citing the gain and its confidence interval.")
 
 
+def verdict_evidence(cmp: Comparison) -> dict[str, Any]:
+    """What the evaluator is shown: the comparison, and the interval's verdict in words (a
+    small model reads "ci_low": 0.0061 as a small number, not as "the challenger is better
+    at this confidence")."""
+    return {**cmp.model_dump(), "interval_above_zero": cmp.ci_low > 0}
+
+
+def verdict_schema(allowed: Sequence[str]) -> type[EvaluationVerdict]:
+    """The verdict as the LLM must write it: an action the policy allows."""
+    return narrowed(EvaluationVerdict, action={"enum": list(allowed)})
+
+
 class _Constant:
     """Stands in for a missing champion: every row scored alike (AUC 0.5)."""
 
@@ -74,12 +86,10 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
                 f"{cmp.ci_high:.4f}] does not exclude zero"
             )
 
-    # The interval's verdict in words: a small model reads "ci_low": 0.0061 as a small number,
-    # not as "the challenger is better at this confidence".
-    evidence = {**cmp.model_dump(), "interval_above_zero": cmp.ci_low > 0}
+    evidence = verdict_evidence(cmp)
     outcome = ctx.decide(
         NAME,
-        narrowed(EvaluationVerdict, action={"enum": list(allowed)}),
+        verdict_schema(allowed),
         evidence,
         {"allowed": allowed},
         fallback,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,6 +36,11 @@ class IngestionDecision(BaseModel):
     action: Literal["accept", "quarantine"] = Field(description="accept, or quarantine the batch.")
     reason: str = bounded_text("For quarantine: the reason stored with the batch.", 120)
     rationale: str = bounded_text("Why, citing the quality findings.")
+
+
+def decision_schema_for(allowed: Sequence[str]) -> type[IngestionDecision]:
+    """The decision as the LLM must write it: an action the policy allows."""
+    return narrowed(IngestionDecision, action={"enum": list(allowed)})
 
 
 def _tools(verdict: QualityVerdict) -> list[AgentTool]:
@@ -95,7 +101,7 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     }
     outcome = ctx.decide(
         NAME,
-        narrowed(IngestionDecision, action={"enum": list(allowed)}),
+        decision_schema_for(allowed),
         evidence,
         {"allowed": allowed},
         fallback,

@@ -25,6 +25,11 @@ class RetrainPlan(BaseModel):
     rationale: str = bounded_text("Why this window.")
 
 
+def plan_schema(lowest: int, highest: int) -> type[RetrainPlan]:
+    """The plan as the LLM must write it: a window inside the limits."""
+    return narrowed(RetrainPlan, window={"minimum": lowest, "maximum": highest})
+
+
 def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     run_id, model = state["run_id"], state["model"]
     done = ctx.store.effect(run_id, NAME)
@@ -49,7 +54,7 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     }
     outcome = ctx.decide(
         NAME,
-        narrowed(RetrainPlan, window={"minimum": limits.min_window, "maximum": upper}),
+        plan_schema(limits.min_window, upper),
         evidence,
         {"min": limits.min_window, "max": upper},
         fallback,

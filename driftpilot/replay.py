@@ -41,13 +41,14 @@ from langgraph.graph import START
 from langgraph.types import interrupt
 from pydantic import BaseModel, Field
 
+from agents import cicd, evaluator, ingestion, retraining
 from agents.base import AgentTool, Outcome
-from agents.cicd import CicdDecision, policy_decision, risk_inputs
+from agents.cicd import policy_decision, risk_inputs
 from agents.context import RunContext
-from agents.drift_analyst import DriftVerdict, drift_evidence
+from agents.drift_analyst import DriftVerdict, drift_evidence, verdict_schema
 from agents.evaluator import EvaluationVerdict
 from agents.ingestion import IngestionDecision
-from agents.optimizer import OptimizerPlan, default_plan, plan_check
+from agents.optimizer import default_plan, plan_check, plan_schema
 from agents.retraining import RetrainPlan
 from driftpilot.audit.models import ManagedModel, Run
 from driftpilot.checkpointer import open_checkpointer
@@ -296,7 +297,7 @@ def _ingestion(state: dict[str, Any], ctx: RunContext, ev: Evidence) -> dict[str
 
     outcome = ctx.decide(
         "ingestion",
-        IngestionDecision,
+        ingestion.decision_schema_for(allowed),
         shown,
         {"allowed": allowed},
         fallback,
@@ -380,10 +381,14 @@ def _drift(state: dict[str, Any], ctx: RunContext, ev: Evidence) -> dict[str, An
         rationale=f"weighted_share={shown['weighted_share']:.4f}. Signals: {signals}. "
         f"Policy: {action} (severity {bounds.severity}).",
     )
+    # The numbers the run offered for citation (older records: the weighted share alone).
+    cite = ev.shown["drift_analyst"].get("citable") or {
+        "weighted_share": round(shown["weighted_share"], 4)
+    }
     outcome = ctx.decide(
         "drift_analyst",
-        DriftVerdict,
-        shown,
+        verdict_schema(bounds.allowed, cite),
+        {**shown, "citable": cite},
         bounds.model_dump(),
         fallback,
         check=_within("action", bounds.allowed),
@@ -405,7 +410,12 @@ def _optimizer(state: dict[str, Any], ctx: RunContext, ev: Evidence) -> dict[str
     limits = ctx.policy.optimizer
     fallback = default_plan(limits, shown["champion_family"])
     outcome = ctx.decide(
-        "optimizer", OptimizerPlan, shown, limits.model_dump(), fallback, check=plan_check(limits)
+        "optimizer",
+        plan_schema(limits),
+        shown,
+        limits.model_dump(),
+        fallback,
+        check=plan_check(limits),
     )
     plan, original = outcome.decision, ev.final["optimizer"]
     notes = []
@@ -434,7 +444,7 @@ def _retraining(state: dict[str, Any], ctx: RunContext, ev: Evidence) -> dict[st
 
     outcome = ctx.decide(
         "retraining",
-        RetrainPlan,
+        retraining.plan_schema(limits.min_window, upper),
         shown,
         {"min": limits.min_window, "max": upper},
         fallback,
@@ -470,8 +480,8 @@ def _evaluator(state: dict[str, Any], ctx: RunContext, ev: Evidence) -> dict[str
     )
     outcome = ctx.decide(
         "evaluator",
-        EvaluationVerdict,
-        cmp.model_dump(),
+        evaluator.verdict_schema(allowed),
+        evaluator.verdict_evidence(cmp),
         {"allowed": allowed},
         fallback,
         check=_within("action", allowed),
@@ -502,7 +512,7 @@ def _cicd(state: dict[str, Any], ctx: RunContext, ev: Evidence) -> dict[str, Any
     fallback = policy_decision(risk, summary)
     outcome = ctx.decide(
         "cicd",
-        CicdDecision,
+        cicd.decision_schema_for(risk.tier),
         {"risk": risk.model_dump(), "inputs": inputs.model_dump()},
         {"policy_tier": risk.tier, "may_only_raise": True},
         fallback,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing
@@ -208,6 +209,11 @@ def test_another_llm_re_decides_from_the_recorded_evidence(home: Home) -> None:
     recorded = home.plane.get_run(home.runs["quiet"]).summary["drift"]["drift_share"]
     shown = str(backend.chat_model.seen[1][1].content)  # the analyst's evidence message
     assert f'"drift_share": {round(recorded, 4)}' in shown
+    # The decision templates are narrowed to the replay policy's bounds, as the agents' own.
+    prompts = [str(seen[0].content) for seen in backend.chat_model.seen]
+    assert '"action": <accept | quarantine>' in prompts[0]
+    assert '"action": <none | monitor>' in prompts[1]
+    assert re.search(r"Names: [\w, ]*\bweighted_share\b", prompts[1])  # what it may cite
 
 
 def test_a_batch_a_chat_model_quarantined_would_be_accepted_but_never_analysed(
