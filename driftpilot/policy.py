@@ -184,10 +184,16 @@ def _severity(
     return "low" if share >= rules.monitor_share / 2 else "none"
 
 
-def _retrain(quiet: DriftBounds, gain: float | None, signals: list[str]) -> DriftBounds:
+def _retrain(
+    quiet: DriftBounds, gain: float | None, signals: list[str], severe: bool = False
+) -> DriftBounds:
+    # A severe signal leaves no choice, as a failed quality check leaves ingestion none:
+    # watching a model that lost that much keeps serving it. Otherwise the default comes
+    # first (the order the analyst's template lists the choices in).
+    allowed: list[DriftAction] = ["retrain"] if severe else ["retrain", "monitor"]
     return quiet.model_copy(
         update={
-            "allowed": ["monitor", "retrain"],
+            "allowed": allowed,
             "default": "retrain",
             "expected_gain": None if gain is None else round(gain, 4),
             "signals": signals,
@@ -252,6 +258,7 @@ class Policy(_Strict):
         that is severe, or persisted in k of the last n batches outside the cooldown, AND
         whose sure part (lower bound) x P(promotion) x horizon covers the retrain's cost
         (severe signals retrain whatever the cost).
+        A severe signal allows only retrain; otherwise the analyst may keep watching.
         Without labels an estimated drop with material drift asks for labels. Every rule
         that fired, or held a retrain back, is a signal."""
         rules, limits = self.drift, self.retraining
@@ -292,7 +299,7 @@ class Policy(_Strict):
         # (not yet persistent, cooling down, not worth it), waits in the signals and history.
         watch = material
         quiet = DriftBounds(
-            allowed=["none", "monitor"],
+            allowed=["monitor", "none"] if watch else ["none", "monitor"],
             default="monitor" if watch else "none",
             severity=severity,
             signals=signals,
@@ -332,7 +339,7 @@ class Policy(_Strict):
             update = {"expected_gain": round(gain, 4), "signals": [*signals, *held]}
             return quiet.model_copy(update=update)
         worth = f"expected gain {gain:.3f} >= retrain cost {limits.retrain_cost}"
-        return _retrain(quiet, gain, [*signals, worth])
+        return _retrain(quiet, gain, [*signals, worth], severe)
 
     def _held_back(self, ev: DriftEvidence, severe: bool, gain: float) -> list[str]:
         """Why a significant drop does not retrain yet (empty: it does)."""
