@@ -337,7 +337,7 @@ class _Loop(Generic[D]):
         errors: list[Any] = []
         for candidate in candidates:
             try:
-                decision = self.decision_model.model_validate(candidate)
+                decision = self.decision_model.model_validate(_without_nulls(candidate))
                 break
             except ValidationError as exc:
                 errors.extend(exc.errors(include_url=False, include_input=False)[:3])
@@ -345,6 +345,15 @@ class _Loop(Generic[D]):
             raise LLMError(f"decision does not match the schema: {errors[:3]}")
         self.check(decision)
         return decision
+
+
+def _without_nulls(obj: dict[str, Any]) -> dict[str, Any]:
+    """A decision with the null entries of its nested objects left out: OpenAI's strict
+    schemas turn an optional property (a citation not chosen) into a nullable one."""
+    return {
+        k: {n: v for n, v in value.items() if v is not None} if isinstance(value, dict) else value
+        for k, value in obj.items()
+    }
 
 
 def _rounded(value: Any, digits: int = 4) -> Any:

@@ -61,6 +61,7 @@ class Backend:
     structured: bool = False
     transport_retries: int = 0
     backoff_s: float = 0.5
+    strict_subset: bool = False
 
     @property
     def is_builtin(self) -> bool:
@@ -86,6 +87,8 @@ class Backend:
             raise LLMError(f"backend {self.name!r} does not take a JSON schema")
         if self.name == "ollama":
             return self.chat_model.bind(format=schema)
+        if self.strict_subset:
+            schema = openai_strict(schema)
         response_format = {
             "type": "json_schema",
             "json_schema": {"name": name, "schema": schema, "strict": True},
@@ -119,7 +122,11 @@ def make_backend(spec: str, settings: Settings) -> Backend:
             temperature=0,
             max_completion_tokens=settings.llm_max_tokens,
         )
-        return Backend("openai", model, chat, True, retries, backoff)
+        strict = settings.llm_schema_dialect == "openai-strict" or (
+            settings.llm_schema_dialect == "auto"
+            and (not settings.llm_base_url or "api.openai.com" in settings.llm_base_url)
+        )
+        return Backend("openai", model, chat, True, retries, backoff, strict)
     if provider == "ollama":
         from langchain_ollama import ChatOllama
 
@@ -132,6 +139,35 @@ def make_backend(spec: str, settings: Settings) -> Backend:
         )
         return Backend("ollama", model, chat, True, retries, backoff)
     raise ConfigError(f"unknown LLM provider {provider!r}: use builtin, openai:<m> or ollama:<m>")
+
+
+_NOT_IN_STRICT = ("maxLength", "minLength")
+
+
+def openai_strict(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` in the subset OpenAI's strict structured outputs accept: every property of
+    every object required (one that was optional becomes nullable: the decision reads a null
+    as left out) and no string-length keywords (the field's description still states the
+    bound). llama-server and vLLM take the full schema, whose lengths bound the grammar."""
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, list):
+            return [walk(n) for n in node]
+        if not isinstance(node, dict):
+            return node
+        out = {k: walk(v) for k, v in node.items() if k not in _NOT_IN_STRICT}
+        if out.get("type") == "object" and isinstance(out.get("properties"), dict):
+            required = set(node.get("required", []))
+            out["properties"] = {
+                name: prop if name in required else {"anyOf": [prop, {"type": "null"}]}
+                for name, prop in out["properties"].items()
+            }
+            out["required"] = list(out["properties"])
+            out["additionalProperties"] = False
+        return out
+
+    result: dict[str, Any] = walk(schema)
+    return result
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -48,6 +49,13 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("DRIFTPILOT_LLM_API_KEY", "OPENAI_API_KEY"),
         description="API key for openai:<model>; OPENAI_API_KEY when DRIFTPILOT_LLM_API_KEY "
         "is unset. A SecretStr: never shown in repr, logs or dumps.",
+    )
+    llm_schema_dialect: Literal["auto", "full", "openai-strict"] = Field(
+        "auto",
+        description="JSON schema of constrained openai:<m> decisions: 'full' (llama-server, "
+        "vLLM: string lengths bound the grammar), 'openai-strict' (OpenAI's strict subset: "
+        "every property required, optional ones nullable, no string lengths); 'auto': strict "
+        "when llm_base_url is unset or api.openai.com.",
     )
     ollama_base_url: str = Field("http://127.0.0.1:11434", description="Ollama server.")
     llm_timeout_s: float = Field(60.0, gt=0, description="Timeout of one LLM call.")

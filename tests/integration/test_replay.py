@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import psycopg
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -44,7 +45,7 @@ from driftpilot.replay import (
     what_if,
 )
 from driftpilot.service import ControlPlane
-from driftpilot.settings import Settings, get_settings
+from driftpilot.settings import Settings, get_settings, is_postgres, libpq_url
 from tests.conftest import add_flights
 from tests.fakes import say, scripted
 from tools import registry
@@ -248,36 +249,58 @@ def test_model_last_n_sums_up_what_would_change(home: Home) -> None:
 
 
 def snapshot(settings: Settings) -> dict[str, Any]:
-    """Everything a replay could touch: every row of every database in the home (audit,
-    checkpoints, MLflow, Optuna) as SQL text, the registry's versions and aliases, and the
-    files of the home."""
+    """Everything a replay could touch: every row of every database of the home (audit,
+    checkpoints, MLflow, Optuna; SQLite files or PostgreSQL databases) as text, the
+    registry's versions and aliases, and the files of the home."""
     home = settings.home
     databases = {
-        "audit": home / "driftpilot.db",
-        "checkpoints": settings.checkpoint_path,
-        "mlflow": home / "mlflow.db",
-        "optuna": home / "optuna.db",
+        "audit": settings.db_url,
+        "checkpoints": settings.checkpoint_url,
+        "mlflow": settings.mlflow_tracking_uri,
+        "optuna": settings.optuna_storage,
     }
     dumps, counts = {}, {}
-    for name, path in databases.items():
-        assert path is not None and path.exists(), path
-        with closing(sqlite3.connect(path)) as db:
-            dumps[name] = "\n".join(db.iterdump())
-            tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-            counts[name] = {
-                t: db.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables
-            }
+    for name, url in databases.items():
+        dumps[name], counts[name] = _dump(url)
     versions = [(v.version, sorted(v.aliases)) for v in registry.list_versions("flights", settings)]
     # Each file with a hash of its content: an appended checkpoint log line or a rewritten
     # report counts as a write (the databases are compared by their rows above).
+    files_of_databases = {_sqlite_path(u) for u in databases.values() if not is_postgres(u)}
     files = sorted(
         (str(p.relative_to(home)), hashlib.sha256(p.read_bytes()).hexdigest())
         for p in home.rglob("*")
         if p.is_file()
         and not p.name.endswith(("-wal", "-shm", "-journal"))
-        and p not in databases.values()
+        and p not in files_of_databases
     )
     return {"dumps": dumps, "counts": counts, "registry": versions, "files": files}
+
+
+def _sqlite_path(url: str) -> Path:
+    return Path(url.split(":///", 1)[1])
+
+
+def _dump(url: str) -> tuple[str, dict[str, int]]:
+    """Every row of every table of one database as sorted text, and the row count per table."""
+    if is_postgres(url):
+        with psycopg.connect(libpq_url(url)) as db:
+            tables = [
+                r[0]
+                for r in db.execute(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"
+                )
+            ]
+            rows = {
+                t: sorted(r[0] for r in db.execute(f'SELECT x::text FROM "{t}" AS x'))
+                for t in tables
+            }
+        return json.dumps(rows), {t: len(r) for t, r in rows.items()}
+    path = _sqlite_path(url)
+    assert path.exists(), path
+    with closing(sqlite3.connect(path)) as db:
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        counts = {t: db.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}
+        return "\n".join(db.iterdump()), counts
 
 
 def test_a_replay_writes_nothing(home: Home) -> None:

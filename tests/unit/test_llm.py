@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from driftpilot.llm import (
     is_transient,
     local_paths,
     make_backend,
+    openai_strict,
     parse_json_object,
     server_command,
 )
@@ -139,8 +141,8 @@ def test_backoff_gives_up_after_its_budget_and_never_retries_a_permanent_error()
 
 def test_constrained_binds_the_schema_each_backend_takes(tmp_path: Path) -> None:
     schema = {"type": "object", "properties": {"action": {"enum": ["a", "b"]}}}
-    settings = Settings(home=tmp_path, _env_file=None)
-    openai = make_backend("openai:m", settings)
+    settings = Settings(home=tmp_path, llm_base_url="http://127.0.0.1:8089/v1", _env_file=None)
+    openai = make_backend("openai:m", settings)  # a local server: the full schema
     assert openai.structured and openai.transport_retries == settings.llm_transport_retries
     bound = openai.constrained("Verdict", schema)
     assert bound.kwargs["response_format"] == {
@@ -211,3 +213,41 @@ def test_the_drift_verdict_schema_fixes_each_cited_value_to_the_tools() -> None:
     }
     assert cited["required"] == ["weighted_share"] and cited["additionalProperties"] is False
     assert schema["properties"]["action"]["enum"] == ["monitor"]
+
+
+def _objects(node: object) -> list[dict[str, object]]:
+    if isinstance(node, list):
+        return [o for n in node for o in _objects(n)]
+    if not isinstance(node, dict):
+        return []
+    own = [node] if node.get("type") == "object" else []
+    return own + [o for v in node.values() for o in _objects(v)]
+
+
+def test_strict_openai_gets_the_subset_it_accepts(tmp_path: Path) -> None:
+    from agents.base import decision_schema
+    from agents.drift_analyst import verdict_schema
+
+    full = decision_schema(verdict_schema(["retrain"], {"weighted_share": 0.42, "temp": 1.7}))
+    strict = openai_strict(full)
+    assert len(_objects(strict)) == 2  # the verdict and its citations
+    for obj in _objects(strict):
+        assert obj["required"] == list(obj["properties"])  # type: ignore[call-overload]
+        assert obj["additionalProperties"] is False
+    assert "maxLength" in json.dumps(full) and "maxLength" not in json.dumps(strict)
+    cited = strict["properties"]["cited_metrics"]["properties"]
+    assert cited["weighted_share"] == {"type": "number", "enum": [0.42]}  # required: as it was
+    assert cited["temp"] == {"anyOf": [{"type": "number", "enum": [1.7]}, {"type": "null"}]}
+    # 'auto': OpenAI itself gets the strict subset, a local server the full schema.
+    openai = make_backend("openai:m", Settings(home=tmp_path, _env_file=None))
+    bound = openai.constrained("DriftVerdict", full)
+    assert bound.kwargs["response_format"]["json_schema"]["schema"] == strict
+    local = Settings(home=tmp_path, llm_base_url="http://127.0.0.1:8089/v1", _env_file=None)
+    assert not make_backend("openai:m", local).strict_subset
+    forced = Settings(
+        home=tmp_path,
+        llm_base_url="http://127.0.0.1:8089/v1",
+        llm_schema_dialect="openai-strict",
+        _env_file=None,
+    )
+    assert make_backend("openai:m", forced).strict_subset
