@@ -268,6 +268,15 @@ def compare(llm: list[dict[str, Any]], builtin: list[dict[str, Any]]) -> dict[st
                 }
             )
     llm_auc, builtin_auc = prequential_auc(llm), prequential_auc(builtin)
+    # A quarantined batch is scored in one year only: compare on the batches both scored.
+    both = {m["batch"] for m in llm if m.get("champion_auc") is not None} & {
+        m["batch"] for m in builtin if m.get("champion_auc") is not None
+    }
+    common = {
+        "batches": len(both),
+        "llm": prequential_auc([m for m in llm if m["batch"] in both]),
+        "builtin": prequential_auc([m for m in builtin if m["batch"] in both]),
+    }
     return {
         "batches": len(llm),
         "differ": differ,
@@ -283,6 +292,7 @@ def compare(llm: list[dict[str, Any]], builtin: list[dict[str, Any]]) -> dict[st
         "prequential_auc_delta": (
             round(llm_auc - builtin_auc, 4) if llm_auc is not None and builtin_auc else None
         ),
+        "prequential_auc_both_scored": common,
     }
 
 
@@ -310,10 +320,10 @@ def _table(summary: dict[str, Any], model: str) -> Table:
 
 
 def _comparison_table(comparison: dict[str, Any]) -> Table:
-    auc = comparison["prequential_auc"]
+    auc = comparison["prequential_auc_both_scored"]
     table = Table(
-        title=f"where the LLM chose differently from builtin (prequential AUC: LLM "
-        f"{auc['llm']}, builtin {auc['builtin']})"
+        title=f"where the LLM chose differently from builtin (prequential AUC on the "
+        f"{auc['batches']} batches both scored: LLM {auc['llm']}, builtin {auc['builtin']})"
     )
     for col in ("batch", "LLM", "builtin", "champion AUC LLM / builtin"):
         table.add_column(col)
