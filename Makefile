@@ -4,7 +4,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=25
 # e.g. make demo DEMO_ARGS="--approve-as alice" or DEMO_ARGS="--dataset creditcard"
 DEMO_ARGS ?=
 
