@@ -152,6 +152,24 @@ class ScheduleFirer(Protocol):
     def skip_overlap(self, cron_id: str, scheduled_at: datetime) -> Outcome: ...
 
 
+class _BusyRetryWithoutTraceback(logging.Filter):
+    """A run that waits for its model is retried by design: its log line says so, without
+    the traceback procrastinate attaches to every job that raised."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, ModelBusy):
+            record.msg = f"{record.msg} (model busy: {exc})"
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_busy_retries(logger: logging.Logger) -> None:
+    """Install the busy-retry filter on ``logger`` once."""
+    if not any(isinstance(f, _BusyRetryWithoutTraceback) for f in logger.filters):
+        logger.addFilter(_BusyRetryWithoutTraceback())
+
+
 class Queue:
     """The procrastinate app of one process over ``plane``'s PostgreSQL database.
 
@@ -363,6 +381,7 @@ class Queue:
         finish (up to ``shutdown_grace_s``) and return. Also defers schedule ticks, and reaps
         the jobs of dead workers."""
         self.ensure_schema()
+        quiet_busy_retries(logging.getLogger("procrastinate.worker"))
         # A pool big enough for the jobs, their deferrals, the listener and the heartbeat.
         self.app = self._make_app(pool_size=concurrency + 4)
         asyncio.run(self._work(concurrency, list(queues) if queues else None, name))

@@ -5,13 +5,14 @@ runs against a real PostgreSQL in tests/integration/test_workers.py."""
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from driftpilot.audit.models import Schedule, ToolCall
-from driftpilot.errors import ConfigError
-from driftpilot.queue import conninfo
+from driftpilot.errors import ConfigError, ModelBusy
+from driftpilot.queue import conninfo, quiet_busy_retries
 from driftpilot.schedules import FIRE_TOOL, Scheduler, SchedulerSettings
 from driftpilot.service import ControlPlane
 from driftpilot.settings import Settings, is_postgres
@@ -94,3 +95,24 @@ def test_a_worker_on_the_embedded_sqlite_home_is_refused_in_one_line(settings: S
     assert "needs a PostgreSQL database" in done.output and "Traceback" not in done.output
     bad = CliRunner().invoke(app, ["worker", "--queues", "everything"])
     assert bad.exit_code == 2 and "queues are runs, schedules" in bad.output
+
+
+def test_a_busy_retry_logs_one_line_other_errors_keep_their_traceback() -> None:
+    logger = logging.getLogger("test.procrastinate.worker")
+    quiet_busy_retries(logger)
+    quiet_busy_retries(logger)  # once only
+    assert len(logger.filters) == 1
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    for exc in (ModelBusy("flights is running run 1234"), RuntimeError("boom")):
+        try:
+            raise exc
+        except Exception as raised:
+            logger.info("Job execute_run ended with status: Error, to retry", exc_info=raised)
+    busy, other = records
+    assert busy.exc_info is None and "model busy: flights is running run 1234" in busy.msg
+    assert other.exc_info is not None and other.exc_info[0] is RuntimeError
