@@ -119,7 +119,7 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         result = _file_batch(ctx, state, labelled, verdict, decision.action, reason)
     result["conversions"] = conversions
     if result["action"] == "quarantine" and _escalates(ctx, verdict, streak):
-        result = _escalate(ctx, state, verdict, result, streak)
+        result = _escalate(ctx, state, verdict, result, streak, reason)
     fault_point("after_filing")  # tests crash here: filed, not yet decided on record
     audited = {**evidence, "extra_columns": verdict.extra_columns, "conversions": conversions}
     ctx.record(run_id, NAME, outcome, decision.action, decision.rationale, audited)
@@ -144,10 +144,11 @@ def _quarantine_streak(ctx: RunContext, model: str, run_id: str) -> int:
 
 
 def _escalates(ctx: RunContext, verdict: QualityVerdict, streak: int) -> bool:
-    """After ``max_consecutive_quarantines`` in a row, a batch quarantined only for its values
-    is put to a person: a model must not stay blind for batch after batch on data that may
-    well be the new normal."""
-    overrulable = bool(verdict.errors) and all(i.check in ESCALATABLE for i in verdict.errors)
+    """After ``max_consecutive_quarantines`` in a row, a batch quarantined only for its values,
+    or only on the agent's judgement (it passed every check), is put to a person: a model
+    must not stay blind for batch after batch on data that may well be the new normal."""
+    # True too for a batch without errors: only the agent's judgement quarantined it.
+    overrulable = all(i.check in ESCALATABLE for i in verdict.errors)
     return overrulable and streak >= ctx.policy.ingestion.max_consecutive_quarantines
 
 
@@ -167,13 +168,19 @@ def _escalate(
     verdict: QualityVerdict,
     result: dict[str, Any],
     streak: int,
+    reason: str,
 ) -> dict[str, Any]:
     run_id, model, batch = state["run_id"], state["model"], state["batch"]
     action = accept_batch_action(model, batch["batch_id"], verdict.content_hash)
+    why = (
+        f"fails too: {verdict.reason()}"
+        if verdict.errors
+        else f"passed every check, but the ingestion agent quarantined it: {reason}"
+    )
     description = (
-        f"Model {model} has had {streak} batches quarantined in a row, and this one fails "
-        f"too: {verdict.reason()}. Accept it as the new normal (the loop goes on with it: "
-        "drift analysis, and a retrain if the policy calls for one), or keep it quarantined?"
+        f"Model {model} has had {streak} batches quarantined in a row, and this one {why}. "
+        "Accept it as the new normal (the loop goes on with it: drift analysis, and a "
+        "retrain if the policy calls for one), or keep it quarantined?"
     )
     request = {
         "action_request": {"action": "accept_batch", "args": {**action, "run_id": run_id}},

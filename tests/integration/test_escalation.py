@@ -27,6 +27,7 @@ from driftpilot.audit.models import Approval, BatchRecord, Decision
 from driftpilot.errors import ApprovalError
 from driftpilot.service import ControlPlane, PlaneEvent, RunView
 from driftpilot.settings import get_settings
+from tests.fakes import say, scripted
 from tests.integration.test_control_graph import FORCE_RETRAIN, HIGH_RISK, merge
 from tools.datasets import FLIGHTS
 
@@ -43,6 +44,7 @@ MODELS = (
     "esc_restart",
     "esc_warn",
     "esc_crash",
+    "esc_judged",
 )
 
 
@@ -221,6 +223,35 @@ def test_third_impossible_batch_is_put_to_a_person_and_approved(
     # without a question.
     fourth = plane.start_run("flights", impossible(data, 3), "feb-3", requested_by="alice")
     quarantined_without_asking(plane, fourth)
+    assert plane.verify().ok
+
+
+def test_clean_batches_an_agent_keeps_quarantining_are_put_to_a_person(
+    plane: ControlPlane, data: dict[str, Any]
+) -> None:
+    """The agent may quarantine a batch that passed every check, on its judgement alone; after
+    two such quarantines in a row the third is put to a person, as for impossible values."""
+    distrust = {"action": "quarantine", "reason": "temp looks wrong", "rationale": "odd"}
+    judged = ControlPlane(plane.settings, scripted(*[say(distrust)] * 3))
+    try:
+        for i in (0, 1):
+            view = judged.start_run("esc_judged", clean(data, i), f"feb-{i}", requested_by="alice")
+            quarantined_without_asking(judged, view)
+            assert view.summary["ingestion"]["reason"] == "temp looks wrong"
+        third = judged.start_run("esc_judged", clean(data, 2), "feb-2", requested_by="alice")
+    finally:
+        judged.close()
+    assert_waits_for_escalation(plane, third, "esc_judged")
+    assert third.approval_request is not None
+    description = third.approval_request["description"]
+    assert "passed every check, but the ingestion agent quarantined it: temp looks wrong" in (
+        description
+    )
+    done = plane.decide(third.run_id, "approve", "bob", "summer is the new normal")
+    assert done.summary["escalation"]["accepted"] is True
+    assert done.summary["ingestion"]["action"] == "accept" and done.summary["drift"] is not None
+    # The loop went on with the batch (here it may retrain, and wait to promote).
+    assert done.status == "completed" or done.approval_request["step"] != "escalation"
     assert plane.verify().ok
 
 
