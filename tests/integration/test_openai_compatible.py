@@ -16,7 +16,9 @@ import polars as pl
 import pytest
 import yaml
 
-from agents.base import TOOL_STEP_TOKENS
+from agents import evaluator
+from agents.base import TOOL_STEP_TOKENS, decision_schema
+from agents.drift_analyst import verdict_schema
 from driftpilot.audit.models import Decision, ToolCall
 from driftpilot.service import ControlPlane
 from driftpilot.settings import get_settings
@@ -229,7 +231,12 @@ def test_strict_openai_is_sent_the_subset_it_accepts(
     drift = made["drift_analyst"]
     assert list(json.loads(drift.evidence)["cited_metrics"]) == ["weighted_share"]
     assert json.loads(drift.flags) == []
-    # The stub's check is the one OpenAI makes: the full schema would have been refused.
-    full = _requests_of("evaluator agent")[0]["response_format"]["json_schema"]["schema"]
-    assert strict_violations(full) == []
-    assert strict_violations({**full, "required": ["action"]}) != []
+    # What was sent passes the stub's check; the full schemas would have been refused.
+    sent = _requests_of("evaluator agent")[0]["response_format"]["json_schema"]["schema"]
+    assert strict_violations(sent) == []
+    full = decision_schema(evaluator.verdict_schema(["promote", "reject"]))
+    assert strict_violations(full) == ["$.properties.rationale: maxLength not supported"]
+    citations = decision_schema(verdict_schema(["retrain"], {"weighted_share": 0.2, "temp": 1.0}))
+    assert "$.properties.cited_metrics: every property must be required" in (
+        strict_violations(citations)
+    )
