@@ -119,10 +119,13 @@ def jan_sample(months: dict[str, pl.DataFrame]) -> pl.DataFrame:
     return months["2013-01"].sample(n=6000, seed=1)
 
 
-def add_flights(plane: Any, initial: pl.DataFrame, principal: str = "alice") -> None:
-    """Add the managed model 'flights' (the built-in spec) with its first champion."""
+def add_flights(
+    plane: Any, initial: pl.DataFrame, principal: str = "alice", name: str = "flights"
+) -> None:
+    """Add a managed model (default 'flights') of the built-in flights spec with its first
+    champion."""
     plane.add_model(
-        "flights",
+        name,
         initial,
         target=FLIGHTS.target,
         time_col=FLIGHTS.time_col,

@@ -22,7 +22,7 @@ from agents.drift_analyst import verdict_schema
 from driftpilot.audit.models import Decision, ToolCall
 from driftpilot.service import ControlPlane
 from driftpilot.settings import get_settings
-from tools.datasets import FLIGHTS
+from tests.conftest import add_flights
 
 pytestmark = pytest.mark.integration
 
@@ -154,14 +154,7 @@ def _july_run(
     get_settings.cache_clear()
     cp = ControlPlane()
     assert cp.backend.name == "openai"
-    cp.add_model(
-        "flights",
-        months["2013-01"].sample(n=8000, seed=1),
-        target=FLIGHTS.target,
-        time_col=FLIGHTS.time_col,
-        numeric=FLIGHTS.numeric,
-        categorical=FLIGHTS.categorical,
-    )
+    add_flights(cp, months["2013-01"].sample(n=8000, seed=1))
     view = cp.start_run("flights", months["2013-07"].sample(n=12000, seed=2), "2013-07")
     made = {d.agent: d for d in cp.store.list_rows(Decision, Decision.run_id == view.run_id)}
     return cp, view, made

@@ -22,7 +22,7 @@ from driftpilot.errors import ConfigError
 from driftpilot.llm import LOCAL_MODEL_NAME, local_paths, local_server
 from driftpilot.service import ControlPlane
 from driftpilot.settings import Settings, get_settings
-from tools.datasets import FLIGHTS
+from tests.conftest import add_flights
 
 pytestmark = [pytest.mark.integration, pytest.mark.real_llm]
 
@@ -57,14 +57,7 @@ def test_a_real_local_llm_drives_the_graph(
     monkeypatch.setenv("DRIFTPILOT_LLM_TIMEOUT_S", "600")  # a cut answer is paid for again
     get_settings.cache_clear()
     cp = ControlPlane()
-    cp.add_model(
-        "flights",
-        months["2013-01"].sample(n=8000, seed=1),
-        target=FLIGHTS.target,
-        time_col=FLIGHTS.time_col,
-        numeric=FLIGHTS.numeric,
-        categorical=FLIGHTS.categorical,
-    )
+    add_flights(cp, months["2013-01"].sample(n=8000, seed=1))
     view = cp.start_run("flights", months["2013-07"].sample(n=12000, seed=2), "2013-07")
     assert view.status in {"completed", "waiting_approval"}, view
     rows = cp.store.list_rows(Decision, Decision.run_id == view.run_id)

@@ -41,10 +41,10 @@ from driftpilot.schedules import (
 )
 from driftpilot.service import ControlPlane
 from driftpilot.settings import get_settings
+from tests.conftest import add_flights
 from tests.integration.test_control_graph import FORCE_RETRAIN, LOW_RISK, merge
 from tests.pg import PostgresServer
 from tools import registry
-from tools.datasets import FLIGHTS
 
 pytestmark = pytest.mark.integration
 T = TypeVar("T")
@@ -161,15 +161,7 @@ def farm(
         plane = ControlPlane(get_settings())
         jan = months["2013-01"].sample(n=8000, seed=11).sort("time_hour")
         for i, name in enumerate(MODELS):
-            plane.add_model(
-                name,
-                jan.slice(i * 2000, 2000).sort("time_hour"),
-                target=FLIGHTS.target,
-                time_col=FLIGHTS.time_col,
-                numeric=FLIGHTS.numeric,
-                categorical=FLIGHTS.categorical,
-                principal="alice",
-            )
+            add_flights(plane, jan.slice(i * 2000, 2000).sort("time_hour"), name=name)
         Queue(plane).ensure_schema()  # what workers do at start; the probes below read it
         farm = Farm(plane, {**os.environ, **env}, home, url, retrain)
         try:
