@@ -72,7 +72,10 @@ class RunView(BaseModel):
     summary: dict[str, Any]
     approval_request: dict[str, Any] | None = None
     updated_at: str = ""
-    trigger: str = ""
+    trigger: str = Field(default="", description="cli | api | chat | schedule | demo")
+    schedule_id: str | None = Field(
+        default=None, description="The schedule that fired the run (trigger schedule)."
+    )
     metadata: dict[str, Any] = Field(
         default_factory=dict, description="What the submitter attached to the run."
     )
@@ -1046,6 +1049,7 @@ class ControlPlane:
         if run.status == "waiting_approval":  # not reported yet: read the checkpointed state
             values = self.graph.get_state({"configurable": {"thread_id": run_id}}).values
             summary = {k: values.get(k) for k in SLICES if k in values}
+        metadata = self.store.effect(run_id, METADATA_STEP) or {}
         return RunView(
             run_id=run.id,
             model=run.model,
@@ -1058,7 +1062,8 @@ class ControlPlane:
             approval_request=pending,
             updated_at=run.updated_at,
             trigger=run.trigger,
-            metadata=self.store.effect(run_id, METADATA_STEP) or {},
+            schedule_id=metadata.get("schedule_id"),
+            metadata=metadata,
         )
 
     def list_runs(
