@@ -115,6 +115,16 @@ class RiskRules(_Strict):
     max_divergence: float = 0.12
 
 
+class PeopleRules(_Strict):
+    """Who may do what by hand (the roles of driftpilot.identity)."""
+
+    rollback_role: Literal["operator", "approver", "admin"] = Field(
+        "approver",
+        description="Least role that may roll a champion back (chat, API and CLI), always "
+        "with a reason; from the chat only after the person confirms the proposal.",
+    )
+
+
 class DriftEvidence(_Strict):
     """What the drift policy weighs (built by the drift analyst from the tools' results)."""
 
@@ -223,6 +233,7 @@ class Policy(_Strict):
     retraining: RetrainLimits = RetrainLimits()
     evaluator: EvaluatorRules = EvaluatorRules()
     risk: RiskRules = RiskRules()
+    people: PeopleRules = PeopleRules()
 
     @classmethod
     def load(cls, path: Path | None = None) -> Policy:
