@@ -2,23 +2,30 @@
 
 Chainlit writes its files (``.chainlit/``, ``chainlit.md``, ``.files/``) into its app root:
 that is ``<home>/ui``, never the repository. The config there is rewritten from
-``ui/chainlit.toml`` at every start. Sessions are signed with ``CHAINLIT_AUTH_SECRET``: taken
-from the environment if set, else from ``<home>/ui/auth-secret`` (created once, mode 0600), so
-a restart keeps people signed in.
+``ui/chainlit.toml`` at every start, and so are the sign-in page's words (``ui/translations/``,
+laid over Chainlit's own translation files) and the files it serves from ``public/`` (the
+DriftPilot logo, sign-in image, CSS and JS, from ``ui/public/``). Sessions are signed with
+``CHAINLIT_AUTH_SECRET``: taken from the environment if set, else from
+``<home>/ui/auth-secret`` (created once, mode 0600), so a restart keeps people signed in.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
+import shutil
 import sys
-from importlib.metadata import version
+from importlib.metadata import distribution, version
 from pathlib import Path
+from typing import Any
 
 from driftpilot.settings import Settings
 
 HERE = Path(__file__).resolve().parent
 APP = HERE / "app.py"
+TRANSLATIONS = HERE / "translations"
+PUBLIC = HERE / "public"
 WELCOME = """# DriftPilot
 
 Sign in with an API key (`driftpilot keys create`) as the password, or as a user made with
@@ -34,7 +41,51 @@ def app_root(settings: Settings) -> Path:
     config = template.replace("@CHAINLIT_VERSION@", version("chainlit"))
     (root / ".chainlit" / "config.toml").write_text(config)
     (root / "chainlit.md").write_text(WELCOME)
+    install_translations(root / ".chainlit" / "translations")
+    # Chainlit serves <root>/public/ at /public/ and picks logo_light.*, logo_dark.* and
+    # favicon.* there by name.
+    shutil.copytree(PUBLIC, root / "public", dirs_exist_ok=True)
     return root
+
+
+def stock_translation(name: str) -> Path:
+    """Chainlit's own translation file ``name`` (found without importing chainlit, whose import
+    has side effects in the working directory)."""
+    return Path(str(distribution("chainlit").locate_file(f"chainlit/translations/{name}")))
+
+
+def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over`` laid on it key by key (nested objects merged, not replaced)."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def install_translations(folder: Path) -> list[Path]:
+    """Write each ``ui/translations/<lang>.json`` over Chainlit's file of that language.
+
+    Ours hold only the words DriftPilot changes (the sign-in page); the rest must stay
+    Chainlit's, since the page draws a missing key as an empty placeholder. Chainlit copies its
+    stock files into this folder only when they are missing, so ours, written at every start,
+    are the ones it serves."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for ours in sorted(TRANSLATIONS.glob("*.json")):
+        stock = stock_translation(ours.name)
+        if not stock.is_file():  # ours alone would leave most of the page without words
+            raise FileNotFoundError(f"chainlit {version('chainlit')} has no {stock}")
+        words = merged(
+            json.loads(stock.read_text(encoding="utf-8")),
+            json.loads(ours.read_text(encoding="utf-8")),
+        )
+        target = folder / ours.name
+        target.write_text(json.dumps(words, indent=4, ensure_ascii=False), encoding="utf-8")
+        written.append(target)
+    return written
 
 
 def auth_secret(settings: Settings) -> str:
