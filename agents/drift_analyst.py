@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field
 
 from agents.base import AgentTool, bounded_text, narrowed
 from agents.context import RunContext
+from agents.explain import count, describe_drop, describe_fresh_gain
 from agents.optimizer import training_window
 from driftpilot.errors import DataError, LLMError
 from driftpilot.policy import DriftAction, DriftBounds, DriftEvidence, DriftRules, Severity
@@ -138,7 +139,7 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         action=action,
         severity=bounds.severity,
         cited_metrics=_cite(shift, perf),
-        rationale=_template(drift, shift, domain, perf, bounds, action),
+        rationale=template(drift, shift, domain, perf, bounds, action),
     )
 
     def check(d: DriftVerdict) -> None:
@@ -517,7 +518,7 @@ def _policy_action(drift: DriftResult, shift: ShiftResult, bounds: DriftBounds) 
     return bounds.default
 
 
-def _template(
+def template(
     drift: DriftResult,
     shift: ShiftResult,
     domain: DomainCheck | None,
@@ -531,7 +532,7 @@ def _template(
         f"columns shifted materially; Evidently drift_share={drift.drift_share:.4f})"
     ]
     if drift.skipped_columns:
-        parts.append(f"{len(drift.skipped_columns)} columns not tested (too few values)")
+        parts.append(f"{count(len(drift.skipped_columns), 'column')} not tested (too few values)")
     if drift.n_columns == 0 and not shift.columns:
         parts.append(f"no drift test possible on {drift.n_current} rows: watch the next batch")
     if material:
@@ -547,14 +548,11 @@ def _template(
     if perf.get("roc_auc") is None and perf.get("estimated_roc_auc") is not None:
         parts.append(f"no labels: estimated_roc_auc={perf['estimated_roc_auc']:.4f} (CBPE)")
     if perf.get("metric_drop") is not None:
-        parts.append(
-            f"metric_drop={perf['metric_drop']:.4f} (lower bound {perf['metric_drop_low']:.4f})"
-        )
+        # Measured on labels, or estimated (CBPE) without them: the words say which.
+        subject = "roc_auc" if perf.get("roc_auc") is not None else "estimated roc_auc"
+        parts.append(describe_drop(perf["metric_drop"], perf["metric_drop_low"], subject))
     if perf.get("fresh_gain") is not None:
-        parts.append(
-            f"a quick retrain would win fresh_gain={perf['fresh_gain']:.4f} on the holdout "
-            f"(lower bound {perf['fresh_gain_low']:.4f})"
-        )
+        parts.append(describe_fresh_gain(perf["fresh_gain"], perf["fresh_gain_low"]))
     signals = "; ".join(bounds.signals) or "no signal"
     policy = f"Policy: {action} (severity {bounds.severity})"
     return f"{'; '.join(parts)}. Signals: {signals}. {policy}."

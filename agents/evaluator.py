@@ -1,6 +1,6 @@
 """Evaluator: champion vs challenger on the same held-out recent rows; promote or reject.
 
-Reject is forced when the confidence interval of the gain does not exclude zero.
+Reject is forced unless the confidence interval of the gain lies above zero.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from agents.base import bounded_text, narrowed
 from agents.context import RunContext
+from agents.explain import describe_gain
 from driftpilot.errors import LLMError
 from tools import registry
 from tools.estimate import metric_interval
@@ -77,13 +78,13 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         },
     )
     allowed = ctx.policy.evaluator_allowed(cmp.ci_low)
-    fallback = EvaluationVerdict(action=allowed[0], rationale=_template(cmp, allowed))
+    fallback = EvaluationVerdict(action=allowed[0], rationale=template(cmp, allowed[0]))
 
     def check(v: EvaluationVerdict) -> None:
         if v.action not in allowed:
             raise LLMError(
-                f"{v.action!r} not allowed: the gain's interval [{cmp.ci_low:.4f}, "
-                f"{cmp.ci_high:.4f}] does not exclude zero"
+                f"{v.action!r} not allowed: "
+                f"{describe_gain(cmp.gain, cmp.ci_low, cmp.ci_high, cmp.confidence)}"
             )
 
     evidence = verdict_evidence(cmp)
@@ -123,12 +124,11 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     }
 
 
-def _template(cmp: Comparison, allowed: Sequence[str]) -> str:
-    base = (
-        f"{cmp.metric}: champion {cmp.champion:.4f}, challenger {cmp.challenger:.4f}, gain "
-        f"{cmp.gain:+.4f} ({cmp.confidence:.0%} CI {cmp.ci_low:+.4f} to {cmp.ci_high:+.4f}, "
-        f"{cmp.n_rows} holdout rows)"
+def template(cmp: Comparison, action: str) -> str:
+    """The policy's rationale: the scores, the gain with its interval, and what the interval
+    says (better, worse, or no sure difference), then the action."""
+    gain = describe_gain(cmp.gain, cmp.ci_low, cmp.ci_high, cmp.confidence, cmp.n_rows)
+    return (
+        f"{cmp.metric}: champion {cmp.champion:.4f}, challenger {cmp.challenger:.4f}, "
+        f"{gain}; {action}."
     )
-    if allowed == ["reject"]:
-        return f"{base}: the interval does not exclude zero, reject."
-    return f"{base}: the interval lies above zero, promote."

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 
 from agents.base import AgentTool, Outcome, bounded_text, narrowed
 from agents.context import RunContext
+from agents.explain import count
 from driftpilot.audit.models import BatchRecord
 from driftpilot.audit.store import now
 from driftpilot.errors import ApprovalError, LLMError
@@ -88,7 +89,7 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     fallback = IngestionDecision(
         action="accept" if verdict.ok else "quarantine",
         reason="" if verdict.ok else verdict.reason(),
-        rationale=_template(verdict),
+        rationale=template(verdict),
     )
 
     def check(d: IngestionDecision) -> None:
@@ -348,8 +349,11 @@ def _filed(record: BatchRecord, verdict: QualityVerdict) -> dict[str, Any]:
     }
 
 
-def _template(verdict: QualityVerdict) -> str:
+def template(verdict: QualityVerdict) -> str:
+    """The policy's rationale: accept a batch that passed every check, else quarantine it."""
     if verdict.ok:
-        extra = f" with {len(verdict.warnings)} warnings" if verdict.warnings else ""
-        return f"Batch of {verdict.n_rows} rows passed every quality check{extra}: accept."
-    return f"Batch failed {len(verdict.errors)} quality checks ({verdict.reason()}): quarantine."
+        extra = f" with {count(len(verdict.warnings), 'warning')}" if verdict.warnings else ""
+        rows = count(verdict.n_rows, "row")
+        return f"Batch of {rows} passed every quality check{extra}: accept."
+    failed = count(len(verdict.errors), "quality check")
+    return f"Batch failed {failed} ({verdict.reason()}): quarantine."

@@ -61,10 +61,18 @@ def default_plan(limits: OptimizerLimits, champion_family: str) -> OptimizerPlan
         rationale="",
     )
     plan.rationale = (
-        f"Keep the champion's family {plan.family}; {plan.n_trials} trials "
+        f"{family_words(champion_family, plan.family)}; {plan.n_trials} trials "
         f"(policy default, limits {limits.min_trials}-{limits.max_trials})."
     )
     return plan
+
+
+def family_words(champion_family: str, family: str) -> str:
+    """Keeping the champion's family is said only when it is kept: a family the policy does
+    not allow is replaced by the policy's default, and the words say so."""
+    if family == champion_family:
+        return f"Keep the champion's family {family}"
+    return f"The champion's family {champion_family} is not allowed: the policy default {family}"
 
 
 def rejected_attempts(past: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -98,9 +106,14 @@ def plan_after_rejections(
     others = [f for f in limits.families if f != last["family"]]
     if not others:
         return plan
+    streak = (
+        "The last challenger was rejected"
+        if len(rejected) == 1
+        else f"{len(rejected)} challengers in a row were rejected"
+    )
     why = (
-        f"{len(rejected)} challengers in a row were rejected (last: {last['family']}, "
-        f"{last['n_trials']} trials): try the other family, {others[0]}."
+        f"{streak} (last: {last['family']}, {last['n_trials']} trials): try the other "
+        f"family, {others[0]}."
     )
     return plan.model_copy(update={"family": others[0], "rationale": why})
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from agents.base import bounded_text, narrowed
 from agents.context import RunContext
+from agents.explain import count
 from agents.optimizer import rejected_attempts, training_window
 from driftpilot.errors import LLMError
 from tools import registry
@@ -40,7 +41,7 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     upper = min(limits.max_window, max(available, limits.min_window))
     rejected = rejected_attempts(ctx.history(model, run_id))
     fallback = window_plan(limits.default_window, limits.min_window, upper, state, rejected)
-    fallback.rationale += f" ({available} batches available)"
+    fallback.rationale += f" ({count(available, 'batch', 'batches')} available)"
 
     def check(p: RetrainPlan) -> None:
         if not limits.min_window <= p.window <= upper:
@@ -78,16 +79,32 @@ def window_plan(
     window = min(default, high)
     last = next((r["retraining"]["window"] for r in reversed(rejected) if r.get("retraining")), 0)
     if not last:
-        return RetrainPlan(window=window, rationale=f"Policy default window: last {window}")
+        capped = f" {default}, capped at {high}" if window < default else ""
+        return RetrainPlan(window=window, rationale=f"Policy default window{capped}: last {window}")
     drift = state["drift"]
     shifted = bool(drift.get("material")) or drift.get("severity") == "high"
     narrower, wider = max(low, last // 2), min(high, last * 2)
     window = narrower if shifted and narrower < last else wider if wider > last else narrower
-    why = "the inputs moved: the latest data only" if window < last else "more data against noise"
+    why = window_change(last, window, shifted, low, high)
+    rejected_on = count(last, "batch", "batches")
     return RetrainPlan(
         window=window,
-        rationale=f"A challenger on the last {last} batches was rejected: {why}, last {window}",
+        rationale=f"A challenger on the last {rejected_on} was rejected: {why}, last {window}",
     )
+
+
+def window_change(last: int, window: int, shifted: bool, low: int, high: int) -> str:
+    """Why the window moved from ``last`` to ``window``, in words that match the move: the
+    limits can force the other direction than the evidence asks for, or no move at all."""
+    if window < last:
+        if shifted:
+            return "the inputs moved: the latest data only"
+        return f"no wider window within the limit {high}: a narrower one"
+    if window > last:
+        if shifted:
+            return f"the inputs moved, but no narrower window within the limit {low}: wider"
+        return "more data against noise"
+    return f"no other window within the limits {low}-{high}: the same"
 
 
 def _fit_and_register(ctx: RunContext, state: dict[str, Any], window_k: int) -> dict[str, Any]:

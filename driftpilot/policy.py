@@ -184,6 +184,53 @@ class RiskAssessment(_Strict):
     reasons: list[str] = Field(description="Every rule that made it high (empty when low).")
 
 
+def quote(value: float, against: float = 0.0, digits: int = 3, signed: bool = False) -> str:
+    """``value`` with ``digits`` decimals, or more when fewer would put the shown number on the
+    other side of ``against`` (or on it): 0.0396 against 0.04 reads 0.0396, never 0.040, and a
+    value just above zero never reads 0.000. Zero never reads -0.000."""
+    return compare(value, against, digits=digits, signed=signed)[0]
+
+
+def compare(
+    value: float, bound: float, *, strict: bool = False, digits: int = 3, signed: bool = False
+) -> tuple[str, str, str]:
+    """``value``, the operator that holds, and ``bound``, as text a reader can check: a rule
+    ``value >= bound`` (``strict``: ``value > bound``) reads ``>=`` or ``<`` (``>`` or ``<=``)
+    from the numbers themselves, and both are shown with the digits that keep them on their
+    true sides (a bound with a short exact spelling, as policy thresholds have, keeps it)."""
+    value, bound = value + 0.0, bound + 0.0  # -0.0 + 0.0 is 0.0: no "-0.000"
+    holds = value > bound if strict else value >= bound
+    op = (">" if holds else "<=") if strict else (">=" if holds else "<")
+    short = f"{bound:g}"
+    exact = short if float(short) == bound else None
+    sign = "+" if signed else ""
+    truth = (value > bound) - (value < bound)
+    for places in range(digits, 13):
+        shown, against = f"{value:{sign}.{places}f}", exact or f"{bound:.{places}f}"
+        if (float(shown) > float(against)) - (float(shown) < float(against)) == truth:
+            return shown, op, against
+    return f"{value:{sign}}", op, repr(bound)
+
+
+def versus(
+    value: float, bound: float, *, strict: bool = False, digits: int = 3, name: str = ""
+) -> str:
+    """``value op [name] bound``, e.g. ``0.050 >= retrain cost 0.04`` (see ``compare``)."""
+    shown, op, against = compare(value, bound, strict=strict, digits=digits)
+    return f"{shown} {op} {name + ' ' if name else ''}{against}"
+
+
+def gain_margin(gain: float, half_width: float, ratio: float) -> str:
+    """The risk rule's words for a gain against its interval: "small" (a thin margin) when it
+    is under ``ratio`` half-widths, "large" (a sure one) otherwise, with the product quoted."""
+    shown, op, need = compare(gain, ratio * half_width, digits=4, signed=True)
+    size = "large" if op == ">=" else "small"
+    return (
+        f"gain {shown} is {size} against its interval: {op} {ratio:g} x its half-width "
+        f"{half_width:.4f} = {need}"
+    )
+
+
 def _severity(
     share: float, rules: DriftRules, material: bool, significant: bool, severe: bool
 ) -> Severity:
@@ -276,7 +323,9 @@ class Policy(_Strict):
         signals: list[str] = []
         material = ev.weighted_share >= rules.monitor_share
         if material:
-            signals.append(f"weighted drift {ev.weighted_share:.2f} >= {rules.monitor_share}")
+            signals.append(
+                f"weighted drift {versus(ev.weighted_share, rules.monitor_share, digits=2)}"
+            )
         significant = (
             ev.drop is not None
             and ev.drop_low is not None
@@ -295,13 +344,13 @@ class Policy(_Strict):
         if significant:
             kind = "estimated " if ev.estimated else ""
             signals.append(
-                f"{kind}drop {ev.drop:.3f} >= {rules.max_metric_drop}, significant "
-                f"(lower bound {ev.drop_low:.3f} > 0)"
+                f"{kind}drop {versus(ev.drop or 0.0, rules.max_metric_drop)}, significant "
+                f"(lower bound {versus(ev.drop_low or 0.0, 0, strict=True)})"
             )
         if stale:
             signals.append(
-                f"stale: a quick retrain wins {ev.fresh_gain:.3f} on the holdout "
-                f"(lower bound {ev.fresh_gain_low:.3f} > 0)"
+                f"stale: a quick retrain wins {quote(ev.fresh_gain or 0.0)} on the holdout "
+                f"(lower bound {versus(ev.fresh_gain_low or 0.0, 0, strict=True)})"
             )
         if severe:
             signals.append(f"severe: at least {rules.severe_metric_drop}")
@@ -336,7 +385,8 @@ class Policy(_Strict):
             held = [
                 *signals,
                 f"a quick retrain surely wins less than {rules.max_metric_drop} on the holdout "
-                f"(upper bound {ev.fresh_gain_high:.3f}): nothing to win back",
+                f"(upper bound {versus(ev.fresh_gain_high or 0.0, rules.max_metric_drop)}): "
+                "nothing to win back",
             ]
             return quiet.model_copy(update={"signals": held})
         p_promotion = (ev.promotions + 1) / (ev.retrains + 2)  # Laplace: 1/2 before any
@@ -349,7 +399,7 @@ class Policy(_Strict):
         if held:
             update = {"expected_gain": round(gain, 4), "signals": [*signals, *held]}
             return quiet.model_copy(update=update)
-        worth = f"expected gain {gain:.3f} >= retrain cost {limits.retrain_cost}"
+        worth = f"expected gain {versus(gain, limits.retrain_cost, name='retrain cost')}"
         return _retrain(quiet, gain, [*signals, worth], severe)
 
     def _held_back(self, ev: DriftEvidence, severe: bool, gain: float) -> list[str]:
@@ -370,9 +420,10 @@ class Policy(_Strict):
                 )
         if gain < limits.retrain_cost and not severe:  # a severe drop retrains whatever the cost
             reasons.append(
-                f"not worth it: expected gain {gain:.3f} (P(promotion) "
+                f"not worth it: expected gain "
+                f"{versus(gain, limits.retrain_cost, name='retrain cost')} (P(promotion) "
                 f"{(ev.promotions + 1) / (ev.retrains + 2):.2f} from {ev.promotions} of "
-                f"{ev.retrains} retrains promoted) < retrain cost {limits.retrain_cost}"
+                f"{ev.retrains} retrains promoted)"
             )
         return reasons
 
@@ -392,16 +443,13 @@ class Policy(_Strict):
             reasons.append(f"family changes {inputs.champion_family} -> {inputs.challenger_family}")
         half_width = (inputs.ci_high - inputs.ci_low) / 2
         if inputs.gain < rules.min_gain_to_halfwidth * half_width:
-            reasons.append(
-                f"gain {inputs.gain:+.4f} is small against its interval "
-                f"(half-width {half_width:.4f})"
-            )
+            reasons.append(gain_margin(inputs.gain, half_width, rules.min_gain_to_halfwidth))
         if inputs.divergence > rules.max_divergence:
-            reasons.append(
-                f"predictions diverge: mean |diff| {inputs.divergence:.3f} > {rules.max_divergence}"
-            )
+            diverge = versus(inputs.divergence, rules.max_divergence, strict=True)
+            reasons.append(f"predictions diverge: mean |diff| {diverge}")
         if rules.quality_warnings_are_high and inputs.window_quality_warnings > 0:
-            reasons.append(f"training window had {inputs.window_quality_warnings} quality warnings")
+            warnings = inputs.window_quality_warnings
+            reasons.append(f"training window had {warnings} quality warning{'s' * (warnings != 1)}")
         return RiskAssessment(tier="high" if reasons else "low", reasons=reasons)
 
     @staticmethod

@@ -65,7 +65,7 @@ def test_seven_rows_with_an_all_null_sparse_column_complete(
     decision = analyst(plane, view.run_id)
     evidence = json.loads(decision.evidence)
     assert evidence["evidently"]["n_tested"] == len(FLIGHTS.features) - 1
-    assert "1 columns not tested (too few values)" in decision.rationale
+    assert "1 column not tested (too few values)" in decision.rationale
 
 
 def test_a_batch_too_small_for_any_drift_test_is_watched(
