@@ -28,15 +28,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 # Typer 0.29 vendors click: the Context its groups take and the errors it raises live here.
 from typer._click import ClickException, Context
 from typer._click.exceptions import NoArgsIsHelpError, UsageError
 from typer.core import TyperGroup
 
-from driftpilot.errors import DriftPilotError
+from driftpilot.errors import DriftPilotError, NotFound
+from driftpilot.vocabulary import outcome_label, status_label, trigger_label
 
 if TYPE_CHECKING:
     from tools.datasets import DatasetSpec
@@ -114,7 +117,50 @@ keys_app = typer.Typer(help="API keys of the REST API (stored hashed).", no_args
 app.add_typer(keys_app, name="keys")
 users_app = typer.Typer(help="Password users of the chat (stored hashed).", no_args_is_help=True)
 app.add_typer(users_app, name="users")
-console = Console()
+UNBOUNDED = 100_000  # columns a table may take on a pipe: more than any row needs
+
+
+class _Unbounded:
+    """A table rendered at its natural width, however wide the console says it is."""
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield from console.render(self.table, options.update_width(UNBOUNDED))
+
+
+class _CliConsole(Console):
+    """rich as usual on a terminal. On a pipe or a file (a log, ``| grep``) rich would wrap
+    everything at 80 columns, a word per line in a narrow column: there lines are printed
+    unwrapped and tables at their natural width, so one row stays one line."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        if self.is_terminal:
+            super().print(*objects, **kwargs)
+            return
+        kwargs.setdefault("soft_wrap", True)  # no wrapping, no cropping at the width
+        unbounded = (_Unbounded(o) if isinstance(o, Table) else o for o in objects)
+        super().print(*unbounded, **kwargs)
+
+
+console = _CliConsole()
+
+
+def _add_row(table: Table, *cells: str) -> None:
+    """A row of plain text: names, rationales and outcomes may hold [brackets] that rich
+    would read as markup and drop."""
+    table.add_row(*(Text(cell) for cell in cells))
+
+
+def _print_json(items: list[Any]) -> None:
+    """One JSON document (a list) on stdout, with the machine names, for scripts."""
+    typer.echo(json.dumps(items, indent=2, default=str))
+
+
+AsJson = Annotated[
+    bool, typer.Option("--json", help="Print one JSON list (machine names) instead of a table.")
+]
 
 
 @app.callback()
@@ -249,11 +295,16 @@ def model_add(
 
 
 @model_app.command("list")
-def model_list() -> None:
+def model_list(as_json: AsJson = False) -> None:
     """List managed models with their champion."""
+    models = _plane().list_models()
+    if as_json:
+        _print_json([m.model_dump(mode="json") for m in models])
+        return
     table = Table("model", "target", "family", "champion", "baseline", "features")
-    for m in _plane().list_models():
-        table.add_row(
+    for m in models:
+        _add_row(
+            table,
             m.name,
             m.target,
             m.family,
@@ -293,11 +344,14 @@ def _print_run(view: Any) -> None:
     """The run as one line (and how to decide it, if it waits); a failed run ends the
     command with its error and exit code 1."""
     console.print(
-        f"run [bold]{view.run_id}[/] ({view.model}, batch {view.batch_id}): {view.status}"
-        + (f", {view.outcome}" if view.outcome else "")
+        f"run [bold]{view.run_id}[/] ({escape(view.model)}, batch {escape(view.batch_id)}): "
+        + escape(status_label(view.status))
+        + (f", {escape(outcome_label(view.outcome))}" if view.outcome else "")
     )
     if view.approval_request:
-        console.print(f"[yellow]waiting for approval:[/] {view.approval_request['description']}")
+        console.print(
+            f"[yellow]waiting for approval:[/] {escape(view.approval_request['description'])}"
+        )
         console.print(f"  approve: driftpilot approve {view.run_id} --as NAME [--comment TEXT]")
         console.print(f"  reject:  driftpilot reject {view.run_id} --as NAME [--comment TEXT]")
     if view.status == "failed":
@@ -309,16 +363,34 @@ def _print_run(view: Any) -> None:
 def runs(
     model: Annotated[str | None, typer.Option(help="Only this model.")] = None,
     limit: Annotated[int, typer.Option(help="How many.")] = 20,
+    as_json: AsJson = False,
 ) -> None:
-    """List recent runs."""
-    table = Table("run", "model", "batch", "status", "outcome", "requested by", "started")
-    for v in _plane().list_runs(model, limit):
-        table.add_row(
+    """List recent runs: status, outcome, what triggered each (and its schedule)."""
+    views = _plane().list_runs(model, limit)
+    if as_json:
+        _print_json([v.model_dump(mode="json") for v in views])
+        return
+    table = Table(
+        "run",
+        "model",
+        "batch",
+        "status",
+        "outcome",
+        "trigger",
+        "schedule",
+        "requested by",
+        "started",
+    )
+    for v in views:
+        _add_row(
+            table,
             v.run_id[:12],
             v.model,
             v.batch_id,
-            v.status,
-            v.outcome or "",
+            status_label(v.status),
+            outcome_label(v.outcome),
+            trigger_label(v.trigger),
+            (v.schedule_id or "")[:8],
             v.requested_by,
             v.created_at[:19],
         )
@@ -355,16 +427,24 @@ def reject(
 
 
 @app.command()
-def approvals() -> None:
-    """List runs waiting for approval."""
-    for view in _plane().pending_approvals():
+def approvals(as_json: AsJson = False) -> None:
+    """List runs waiting for approval, with how to decide each."""
+    views = _plane().pending_approvals()
+    if as_json:
+        _print_json([v.model_dump(mode="json") for v in views])
+        return
+    if not views:
+        console.print("nothing waits for approval")
+    for view in views:
         _print_run(view)
 
 
 @audit_app.callback(invoke_without_command=True)
 def audit(
     ctx: typer.Context,
-    run_id: Annotated[str | None, typer.Option("--run", help="Only this run.")] = None,
+    run_id: Annotated[
+        str | None, typer.Option("--run", help="Only this run (a unique id prefix will do).")
+    ] = None,
     verify: Annotated[
         bool,
         typer.Option(
@@ -374,6 +454,7 @@ def audit(
         ),
     ] = False,
     export: Annotated[str | None, typer.Option(help="Export format: jsonl (to stdout).")] = None,
+    as_json: AsJson = False,
 ) -> None:
     """Show, verify or export the audit trail."""
     if ctx.invoked_subcommand is not None:
@@ -384,12 +465,36 @@ def audit(
     if verify:
         _print_verify(plane.verify())
         return
+    if run_id is not None:
+        run_id = _audited_run_id(plane, run_id)
     if export is not None:
         for row in plane.audit(run_id):
             sys.stdout.write(json.dumps(row, default=str) + "\n")
         return
+    if as_json:
+        _print_json(list(plane.audit(run_id)))
+        return
+    console.print(_audit_table(plane.audit(run_id), full=not console.is_terminal))
+
+
+def _audited_run_id(plane: Any, given: str) -> str:
+    """The run ``given`` names: a unique prefix of a run's id, or the exact id of an audited
+    operation that is not a run (a model's bootstrap, a rollback). None or several: NotFound."""
+    try:
+        return str(plane.resolve_run_id(given))
+    except NotFound:
+        if given and next(iter(plane.audit(given)), None) is not None:
+            return given
+        raise
+
+
+AUDIT_DETAIL = 90  # characters of a rationale or comment a terminal table shows
+
+
+def _audit_table(rows: Any, *, full: bool) -> Table:
+    """One line per audit row; ``full``: the whole rationale (a log keeps it all)."""
     table = Table("table", "id", "run", "agent/kind", "action", "detail", "at")
-    for row in plane.audit(run_id):
+    for row in rows:
         who = row.get("agent") or row.get("kind") or row.get("model", "")
         action = row.get("action") or row.get("tool") or row.get("decision") or row.get("phase", "")
         detail = (
@@ -400,16 +505,18 @@ def audit(
             or row.get("step")
             or ""
         )
-        table.add_row(
+        detail = " ".join(str(detail).split())  # a rationale's line breaks: one row, one line
+        _add_row(
+            table,
             row["table"],
             str(row["id"]),
             str(row.get("run_id", ""))[:12],
             str(who),
             str(action),
-            str(detail)[:90],
+            detail if full else detail[:AUDIT_DETAIL],
             row["created_at"][:19],
         )
-    console.print(table)
+    return table
 
 
 def _print_verify(result: Any) -> None:
@@ -458,8 +565,8 @@ def recover() -> None:
         return
     table = Table("run", "model", "found", "did", "now")
     for r in done:
-        now = r.status + (f", {r.outcome}" if r.outcome else "")
-        table.add_row(r.run_id[:12], r.model, r.found, r.did, now)
+        now = status_label(r.status) + (f", {outcome_label(r.outcome)}" if r.outcome else "")
+        _add_row(table, r.run_id[:12], r.model, r.found, r.did, now)
     console.print(table)
 
 
@@ -467,9 +574,13 @@ def recover() -> None:
 def rollback(
     model: Annotated[str, typer.Argument(help="Managed model name.")],
     who: Annotated[str, typer.Option("--as", help="Who rolls back (audited).")],
-    reason: Annotated[str, typer.Option(help="Why.")] = "",
+    reason: Annotated[str, typer.Option(help="Why it is rolled back (required, audited).")],
 ) -> None:
-    """Move the champion back to the previous version."""
+    """Move the champion back to the previous version; the reason goes into the audit."""
+    if not reason.strip():
+        raise typer.BadParameter(
+            "give a reason: why the champion goes back", param_hint="'--reason'"
+        )
     plane = _plane()
     with _alerting(plane):
         result = plane.rollback(model, who, reason)
@@ -552,13 +663,18 @@ def keys_create(
 @keys_app.command("list")
 def keys_list(
     all_keys: Annotated[bool, typer.Option("--all", help="Revoked keys too.")] = False,
+    as_json: AsJson = False,
 ) -> None:
     """List API keys (never their secrets)."""
+    keys = [k for k in _plane().list_api_keys() if all_keys or not k.revoked]
+    if as_json:
+        _print_json([k.model_dump(mode="json") for k in keys])
+        return
     table = Table("key", "principal", "role", "created", "revoked")
-    for k in _plane().list_api_keys():
-        if k.revoked and not all_keys:
-            continue
-        table.add_row(k.key_id, k.principal, k.role, k.created_at[:19], "yes" if k.revoked else "")
+    for k in keys:
+        _add_row(
+            table, k.key_id, k.principal, k.role, k.created_at[:19], "yes" if k.revoked else ""
+        )
     console.print(table)
 
 
@@ -838,6 +954,7 @@ def data(
         str, typer.Argument(help="Built-in dataset: flights or creditcard.")
     ] = "flights",
     every: Annotated[str | None, typer.Option(help="Batch period: hour, day, week, month.")] = None,
+    as_json: AsJson = False,
 ) -> None:
     """Load a built-in real dataset and list its batches."""
     from tools.data import split_batches
@@ -846,11 +963,19 @@ def data(
     spec = _spec(dataset)
     frame = load_dataset(dataset)  # type: ignore[arg-type]
     batches = split_batches(frame, spec.time_col, every=every or spec.batch_every)  # type: ignore[arg-type]
+    rates = [float(b.frame[spec.target].mean() or 0) for b in batches]  # type: ignore[arg-type]
+    if as_json:
+        _print_json(
+            [
+                {**b.info.model_dump(mode="json"), "target_rate": r}
+                for b, r in zip(batches, rates, strict=True)
+            ]
+        )
+        return
     table = Table(title=f"{dataset}: {frame.height:,} rows, label {spec.target!r}")
     for col in ("batch", "rows", f"{spec.target} rate", "hash"):
         table.add_column(col)
-    for batch in batches:
-        rate = float(batch.frame[spec.target].mean() or 0)  # type: ignore[arg-type]
+    for batch, rate in zip(batches, rates, strict=True):
         table.add_row(
             batch.info.batch_id,
             f"{batch.info.n_rows:,}",

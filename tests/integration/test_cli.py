@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,23 @@ from driftpilot.cli import app
 from driftpilot.settings import get_settings
 
 pytestmark = pytest.mark.integration
+DRIFTPILOT = Path(sys.executable).with_name("driftpilot")
+
+
+def piped(*args: str) -> str:
+    """The installed CLI's stdout on a pipe, as a log or `| grep` gets it: no terminal and no
+    COLUMNS, where rich would wrap at 80 columns."""
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    done = subprocess.run(
+        [str(DRIFTPILOT), *args], capture_output=True, text=True, env=env, timeout=180
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def line_with(output: str, part: str) -> str:
+    [line] = [line for line in output.splitlines() if part in line]
+    return line
 
 
 def test_cli_story(settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -42,17 +62,26 @@ def test_cli_story(settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     )
     assert "fl" in ok("model", "list")
     ran = ok("run", "fl", "--from-dataset", "flights:2013-07", "--by", "ann")
-    assert "waiting_approval" in ran and "driftpilot approve" in ran
+    assert "waiting for approval" in ran and "driftpilot approve" in ran
     run_id = ran.split("run ", 1)[1].split(" ", 1)[0]
     assert run_id in ok("approvals")
     refused = cli.invoke(app, ["approve", run_id[:10], "--as", "ann"])
     assert refused.exit_code == 1 and "cannot approve" in refused.output
     approved = ok("approve", run_id[:10], "--as", "ben", "--comment", "summer model")
-    assert "ben approved" in approved and "promoted" in approved
-    assert "completed" in ok("runs")
+    assert "ben approved" in approved and "new champion promoted" in approved
+    [listed] = json.loads(ok("runs", "--json"))  # machine names in JSON
+    assert (listed["run_id"], listed["status"], listed["outcome"]) == (
+        run_id,
+        "completed",
+        "promoted",
+    )
+    assert (listed["trigger"], listed["schedule_id"]) == ("cli", None)
+    assert json.loads(ok("approvals", "--json")) == []
+    assert [m["name"] for m in json.loads(ok("model", "list", "--json"))] == ["fl"]
     exported = [
         json.loads(line) for line in ok("audit", "--run", run_id, "--export", "jsonl").splitlines()
     ]
+    assert json.loads(ok("audit", "--run", run_id[:8], "--json")) == exported  # a prefix will do
     assert {r["table"] for r in exported} == {
         "decisions",
         "tool_calls",
@@ -66,6 +95,15 @@ def test_cli_story(settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert signed.startswith("driftpilot/") and "\u2014 driftpilot-audit " in signed
     assert "verifier key: driftpilot-audit+" in ok("audit", "checkpoint")
     assert "v2 -> v1" in ok("rollback", "fl", "--as", "cy", "--reason", "ops complaint")
+    assert_piped_tables_keep_one_row_per_line(run_id, exported)
+
+    empty = tmp_path / "empty.csv"
+    empty.write_text("year,month\n")
+    assert "batch quarantined" in ok("run", "fl", "--batch", str(empty), "--by", "ann")
+    for command in ("audit --run", "approve --as ben", "reject --as ben"):
+        ambiguous = cli.invoke(app, [*command.split(), ""])  # '': a prefix of both runs
+        assert ambiguous.exit_code == 1, ambiguous.output
+        assert "error: several runs match ''" in ambiguous.output
 
     db = sqlite3.connect(str(settings.home / "driftpilot.db"))
     db.execute("DROP TRIGGER decisions_no_update")
@@ -73,3 +111,15 @@ def test_cli_story(settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     db.commit()
     broken = cli.invoke(app, ["audit", "--verify"], terminal_width=200)
     assert broken.exit_code == 1 and "decisions row 3" in broken.output
+
+
+def assert_piped_tables_keep_one_row_per_line(run_id: str, exported: list[dict[str, Any]]) -> None:
+    """On a pipe, a table row is one line however long: the run's outcome and trigger in
+    words beside its id, and the audit's longest rationale whole on its row."""
+    row = line_with(piped("runs"), run_id[:12])
+    assert "new champion promoted" in row and "command line" in row
+    rationale = max((r.get("rationale") or "" for r in exported), key=len)
+    rationale = " ".join(rationale.split())
+    assert len(rationale) > 100  # rich wraps such a cell at 80 columns
+    row = line_with(piped("audit", "--run", run_id[:8]), rationale)
+    assert "decisions" in row and run_id[:12] in row, row
