@@ -57,6 +57,7 @@ from tools.data import content_hash
 log = logging.getLogger(__name__)
 KEY_NAME = "driftpilot-audit"
 METADATA_STEP = "metadata"  # the step-effect row that holds a run's submitted metadata
+STRATEGY_STEP = "multitask_strategy"  # the step-effect row: {"multitask_strategy": ...}
 
 
 class RunView(BaseModel):
@@ -607,6 +608,8 @@ class ControlPlane:
         run_id = uuid.uuid4().hex
         if metadata:  # kept beside the run (its summary is the run's result)
             self.store.record_effect(run_id, METADATA_STEP, metadata)
+        # Kept beside the run too, so that a read answers what the submitter asked for.
+        self.store.record_effect(run_id, STRATEGY_STEP, {"multitask_strategy": multitask_strategy})
         self._new_run(model, batch, safe_label(batch_id), run_id, trigger, principal, "pending")
         return self.get_run(run_id)
 
@@ -1248,6 +1251,22 @@ class ControlPlane:
 
     def champion_at(self, model: str, when: datetime | str) -> int | None:
         return self.store.champion_at(model, when)
+
+    def record_confirmation(
+        self, op_id: str, principal: str, kind: str, summary: str, details: dict[str, Any]
+    ) -> None:
+        """Audit that ``principal`` confirmed a proposal the chat made from their words
+        (agent ``chat``, action ``confirm:<kind>``), under the id of the operation it starts:
+        the run, the rollback or the schedule."""
+        who = normalize_principal(principal)
+        self.ctx.record(
+            op_id,
+            "chat",
+            Outcome(None, "person", ""),
+            f"confirm:{kind}",
+            f"{who} confirmed: {summary}",
+            {"confirmed_by": who, **details},
+        )
 
     def rollback(
         self, model: str, actor: str, reason: str = "", key: str | None = None

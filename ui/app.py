@@ -7,6 +7,10 @@ session polls the audit trail and shows one step per agent decision. A run waiti
 person shows Approve / Reject buttons; pressing one asks for a comment, records the decision
 under the signed-in principal and resumes the run here.
 
+Nothing typed changes anything: a change the chat understood is a proposal card with Confirm /
+Cancel, kept in this session (the button carries only its id); Confirm carries it out as the
+signed-in person, after their role is read again.
+
 Chainlit loads this file by path, so the repository root is put on ``sys.path`` first.
 """
 
@@ -28,8 +32,11 @@ import chainlit as cl  # noqa: E402
 
 from driftpilot.errors import DriftPilotError  # noqa: E402
 from driftpilot.service import ControlPlane, RunView  # noqa: E402
-from ui import charts  # noqa: E402
+from driftpilot.vocabulary import outcome_label, status_label  # noqa: E402
+from ui import charts, markup  # noqa: E402
+from ui.acting import Proposal  # noqa: E402
 from ui.chat import Chat, Identity, Reply, new_decisions, sign_in  # noqa: E402
+from ui.replies import Chart  # noqa: E402
 
 log = logging.getLogger("ui")
 POLL_S = 0.5
@@ -84,14 +91,18 @@ async def on_chat_start() -> None:
     chat = session_chat()
     models = await asyncio.to_thread(chat.cp.list_models)
     waiting = await asyncio.to_thread(chat.cp.pending_approvals)
-    names = ", ".join(f"**{m.name}** (champion v{m.champion})" for m in models) or "none yet"
+    names = (
+        ", ".join(f"**{markup.text(m.name)}** (champion v{m.champion})" for m in models)
+        or "none yet"
+    )
     pending = (
         f" {len(waiting)} promotion(s) wait for a person: ask *what is pending?*" if waiting else ""
     )
     await cl.Message(
         content=(
-            f"Signed in as **{chat.who.principal}** ({chat.who.role}, by {chat.who.via}). "
-            f"Managed models: {names}.{pending} Type `/help` to see what I can do."
+            f"Signed in as **{markup.text(chat.who.principal)}** ({chat.who.role}, by "
+            f"{chat.who.via}). Managed models: {names}.{pending} Ask *how is MODEL doing?*, or "
+            "type `/help` to see what I can do. Nothing changes until you press Confirm."
         )
     ).send()
 
@@ -100,22 +111,63 @@ async def on_chat_start() -> None:
 async def on_message(message: cl.Message) -> None:
     chat = session_chat()
     intent = await asyncio.to_thread(chat.understand, message.content)
-    if intent.kind in ("approve", "reject") and intent.run and message.content.startswith("/"):
-        run_id = await asyncio.to_thread(_resolve, chat, intent.run)
-        if run_id is None:
-            await cl.Message(content=f"No single run matches `{intent.run}`.").send()
-            return
-        reply = await asyncio.to_thread(chat.record, run_id, intent.kind, intent.text)
-    else:
-        reply = await asyncio.to_thread(chat.answer, intent)
+    reply = await asyncio.to_thread(chat.answer, intent, message.content)
     await send(chat, reply)
 
 
-def _resolve(chat: Chat, prefix: str) -> str | None:
+def _proposals() -> dict[str, Proposal]:
+    """This session's open proposals by id (a Confirm press names one)."""
+    kept = cl.user_session.get("proposals")
+    if kept is None:
+        kept = {}
+        cl.user_session.set("proposals", kept)
+    return kept
+
+
+@cl.action_callback("confirm")
+async def on_confirm(action: cl.Action) -> None:
+    await cl.context.emitter.task_start()
     try:
-        return chat.cp.resolve_run_id(prefix)
-    except DriftPilotError:
-        return None
+        await confirm(action)
+    finally:
+        await cl.context.emitter.task_end()
+
+
+async def confirm(action: cl.Action) -> None:
+    chat = session_chat()
+    proposal = _proposals().pop(action.payload.get("proposal", ""), None)
+    if proposal is None:
+        await cl.Message(
+            content="That proposal is gone (done, cancelled or expired): ask again."
+        ).send()
+        return
+    await action.remove()
+    reason = ""
+    if proposal.needs_reason:
+        asked = await cl.AskUserMessage(
+            content="Why? The reason goes into the audit with the rollback:",
+            timeout=COMMENT_TIMEOUT_S,
+        ).send()
+        reason = str((asked or {}).get("output", "")).strip()
+        if not reason:
+            await cl.Message(content="No reason came: nothing was rolled back.").send()
+            return
+    await send(chat, await asyncio.to_thread(chat.confirm, proposal, reason))
+
+
+@cl.action_callback("cancel")
+async def on_cancel(action: cl.Action) -> None:
+    dropped = _proposals().pop(action.payload.get("proposal", ""), None)
+    await action.remove()
+    said = "Cancelled: nothing changed." if dropped is not None else "Nothing to cancel."
+    await cl.Message(content=said).send()
+
+
+@cl.action_callback("reevaluate")
+async def on_reevaluate(action: cl.Action) -> None:
+    chat = session_chat()
+    reply = await asyncio.to_thread(chat.reevaluate, action.payload["run_id"])
+    await send(chat, reply)
 
 
 @cl.action_callback("decide")
@@ -151,16 +203,47 @@ async def decide(action: cl.Action) -> None:
 
 
 async def send(chat: Chat, reply: Reply) -> None:
-    """Show a reply: text, charts, files, buttons; then stream its run, if any."""
+    """Show a reply: text, charts, files, buttons; its follow-ups; then stream its run."""
     elements: list[Any] = [
         cl.Plotly(name=c.title, figure=c.figure, display="inline", size="large")
         for c in reply.charts
     ]
     elements += [cl.File(name=name, path=str(path), display="inline") for name, path in reply.files]
     actions = decide_actions(reply.decide) if reply.decide is not None else []
+    if reply.stale and reply.decide is not None:
+        actions.append(reevaluate_action(reply.decide))
+    if reply.proposal is not None:
+        _proposals()[reply.proposal.id] = reply.proposal
+        actions += proposal_actions(reply.proposal)
     await cl.Message(content=reply.text, elements=elements, actions=actions).send()
+    for followup in reply.followups:
+        await send(chat, followup)
     if reply.stream is not None:
         await stream_run(chat, reply.stream)
+
+
+def proposal_actions(proposal: Proposal) -> list[cl.Action]:
+    return [
+        cl.Action(
+            name=name,
+            payload={"proposal": proposal.id},
+            label=label,
+            tooltip=tip,
+        )
+        for name, label, tip in (
+            ("confirm", "Confirm", f"Do it: {proposal.kind}, as you, audited"),
+            ("cancel", "Cancel", "Drop this proposal: nothing changes"),
+        )
+    ]
+
+
+def reevaluate_action(view: RunView) -> cl.Action:
+    return cl.Action(
+        name="reevaluate",
+        payload={"run_id": view.run_id},
+        label="Evaluate against the current champion",
+        tooltip=f"Propose a new run on batch {view.batch_id} (asks to confirm)",
+    )
 
 
 def decide_actions(view: RunView) -> list[cl.Action]:
@@ -226,8 +309,10 @@ async def show_step(row: dict[str, Any]) -> None:
         backend += ", fallback to the policy"
     async with cl.Step(name=f"{agent}: {row['action']}", type="tool") as step:
         step.input = f"{agent} decided"
-        step.output = f"**{row['action']}** ({backend})\n\n{row['rationale']}" + (
-            f"\n\ncited: `{json.dumps(cited)}`" if cited else ""
+        step.output = (
+            f"**{markup.text(row['action'])}** ({markup.text(backend)})\n\n"
+            f"{markup.text(row['rationale'])}"
+            + (f"\n\ncited: {markup.code(json.dumps(cited))}" if cited else "")
         )
 
 
@@ -239,37 +324,37 @@ def result_reply(chat: Chat, view: RunView) -> Reply:
         waiting.charts, waiting.files = figures, files
         return waiting
     summary = view.summary
-    head = f"Run `{view.run_id[:12]}` of **{view.model}** on {view.batch_id}: **{view.outcome}**."
+    model = markup.text(view.model)
+    head = (
+        f"Run {markup.code(view.run_id[:12])} of **{model}** on {markup.text(view.batch_id)}: "
+        f"**{markup.text(outcome_label(view.outcome) or status_label(view.status))}**."
+    )
     lines = [head]
     promotion = summary.get("promotion") or {}
     if view.outcome == "promoted":
         approved = promotion.get("approved_by")
         lines.append(
-            f"New champion of {view.model}: **v{promotion.get('version')}**"
-            + (f" (approved by {approved})" if approved else "")
+            f"New champion of {model}: **v{promotion.get('version')}**"
+            + (f" (approved by {markup.text(approved)})" if approved else "")
             + "."
         )
         changes = chat.cp.champion_history(view.model)
         views = list(reversed(chat.cp.list_runs(view.model, 100)))
         figures.append(
-            _chart(
+            Chart(
                 f"{view.model}: champion metric by batch",
                 charts.history_figure(view.model, views, changes),
             )
         )
     elif view.status == "failed":
-        lines.append(f"Error: {summary.get('error') or view.outcome}")
+        lines.append(f"Error: {markup.text(summary.get('error') or view.outcome)}")
     approval = summary.get("approval") or {}
     if approval.get("approver"):
+        comment = approval.get("comment")
         lines.append(
-            f"Decision by **{approval['approver']}**: {approval.get('decision')}"
-            + (f" — “{approval['comment']}”" if approval.get("comment") else "")
+            f"Decision by **{markup.text(approval['approver'])}**: "
+            f"{markup.text(approval.get('decision'))}"
+            + (f" — “{markup.text(comment)}”" if comment else "")
         )
     lines.append(f"The audit: `/audit {view.run_id[:12]}`.")
     return Reply("\n\n".join(lines), figures, files)
-
-
-def _chart(title: str, figure: Any) -> Any:
-    from ui.chat import Chart
-
-    return Chart(title, figure)

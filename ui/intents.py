@@ -3,11 +3,20 @@
 ``parse`` never raises: a message it does not understand is ``Intent("unknown")`` (the chat
 answers with what it can do), and a slash command with missing arguments is
 ``Intent("usage", text=<the command's usage line>)``.
+
+A question about an operation ("how do I roll back flights?", "what would a rollback do?",
+"should I approve it?") is ``Intent("howto", text=<operation>)``: it is answered, never done.
+A status question ("how is flights doing?") is ``Intent("status")``. The kinds in
+``MUTATIONS`` change something; the chat turns them into a proposal the person confirms (the
+parser's pick is never executed on its own). Verbs with a typo ("rollbak", "aprove") are read
+as the verb they are closest to.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -24,6 +33,8 @@ Kind = Literal[
     "models",
     "history",
     "why",
+    "status",
+    "howto",
     "help",
     "usage",
     "unknown",
@@ -74,6 +85,10 @@ EVERY = {
 }
 
 
+# What changes something: never done without the person's confirmation (see ui.chat).
+MUTATIONS = frozenset({"run", "rollback", "schedule", "approve", "reject"})
+
+
 @dataclass(frozen=True)
 class Intent:
     kind: Kind
@@ -90,12 +105,133 @@ NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 RUN_ID = r"[0-9a-f]{4,40}"
 
 
-def parse(message: str) -> Intent:
-    """The intent of one chat message (see the module's docstring)."""
+def parse(message: str, models: Iterable[str] = ()) -> Intent:
+    """The intent of one chat message (see the module's docstring); ``models`` are the
+    managed models' names (they let a question name its model anywhere)."""
     text = " ".join(message.strip().split())
     if text.startswith("/"):
         return _slash(text)
+    text = _fix_typos(text, set(models))
+    names = list(models)
+    for read in (_negated, _status, _question):
+        found = read(text, names)
+        if found is not None:
+            return found
     return _phrase(text)
+
+
+# -- questions, status, negations, typos ------------------------------------------------------
+
+# The words of an operation (after typo repair), and the operation they name.
+_OPERATIONS: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"\broll\s*(?:ing\s+)?back|\brollbacks?\b|\brevert\b", re.I), "rollback"),
+    (re.compile(r"\bapprov(?:e|al|ing)\b|\bsign\s+off\b", re.I), "approve"),
+    (re.compile(r"\breject(?:ion|ing)?\b|\bdecline\b", re.I), "reject"),
+    (re.compile(r"\bschedul(?:e|es|ing)\b|\bcron\b", re.I), "schedule"),
+    (re.compile(r"\baudit\b", re.I), "audit"),
+    (re.compile(r"\b(?:check|run|start|retrain|drift\s+check)\b", re.I), "run"),
+]
+_QUESTION = re.compile(
+    r"^(?:how\s+(?:do|does|can|could|would|should|to)\b|what\s+(?:would|will|happens|if|"
+    r"does|do|is\s+the\s+(?:way|command|difference))\b|what's\s+the\s+(?:way|command)\b|"
+    r"should\s+(?:i|we)\b|(?:can|could)\s+you\s+(?:explain|tell|describe)\b|explain\b|"
+    r"tell\s+me\s+(?:how|about|what)\b|when\s+(?:should|do|would|can)\b|is\s+it\s+"
+    r"(?:safe|ok|okay|wise|possible)\b|why\s+(?:would|should)\b|do\s+i\s+need\b|"
+    r"who\s+(?:can|may)\b|what\s+role\b|is\s+there\s+a\s+way\b)",
+    re.I,
+)
+_NEGATED = re.compile(r"^(?:please\s+)?(?:don'?t|do\s+not|never|no\s+need\s+to)\b", re.I)
+_STATUS = [
+    re.compile(rf"\bhow(?:'s|\s+is|\s+are)\s+(?:the\s+)?(?P<model>{NAME})\b", re.I),
+    re.compile(rf"\b(?:status|health|state)\s+(?:of\s+|for\s+)?(?:the\s+)?(?P<model>{NAME})", re.I),
+    re.compile(rf"\bis\s+(?:the\s+)?(?P<model>{NAME})\s+(?:healthy|ok|okay|fine|drifting)", re.I),
+    re.compile(rf"\b(?P<model>{NAME})(?:'s)?\s+(?:status|health)\b", re.I),
+    re.compile(
+        rf"\b(?:which|what)\s+(?:version\s+)?is\s+(?:the\s+)?champion\s+(?:of|for)\s+"
+        rf"(?P<model>{NAME})",
+        re.I,
+    ),
+]
+_NOT_MODELS = {"the", "it", "this", "that", "things", "everything", "my", "a", "your", "you"}
+_VERBS = [
+    "rollback",
+    "approve",
+    "reject",
+    "schedule",
+    "check",
+    "audit",
+    "pending",
+    "history",
+    "status",
+    "models",
+    "runs",
+    "promotion",
+    "champion",
+    "schedules",
+    "drift",
+]
+
+
+def _fix_typos(text: str, models: set[str]) -> str:
+    """Verbs misspelt by a letter or two read as the verb ("rollbak" -> "rollback"); model
+    names and short words are left alone."""
+    words = text.split(" ")
+    fixed = []
+    for word in words:
+        bare = word.strip("?.!,").lower()
+        if len(bare) < 5 or bare in models or bare in _VERBS or not bare.isalpha():
+            fixed.append(word)
+            continue
+        close = difflib.get_close_matches(bare, _VERBS, n=1, cutoff=0.8)
+        fixed.append(word.lower().replace(bare, close[0]) if close else word)
+    return " ".join(fixed)
+
+
+def _operation(text: str) -> str | None:
+    return next((op for pattern, op in _OPERATIONS if pattern.search(text)), None)
+
+
+def _mentioned(text: str, models: list[str]) -> str | None:
+    lowered = f" {text.lower()} "
+    return next((m for m in models if re.search(rf"\b{re.escape(m.lower())}\b", lowered)), None)
+
+
+def _negated(text: str, models: list[str]) -> Intent | None:
+    """ "don't roll back flights": nothing to do; said as an unknown request, never acted on."""
+    return Intent("unknown", text=text) if _NEGATED.search(text) else None
+
+
+def _status(text: str, models: list[str]) -> Intent | None:
+    for pattern in _STATUS:
+        found = pattern.search(text)
+        if found is None:
+            continue
+        model = found.group("model").rstrip("?.!'")
+        if model.lower() in _NOT_MODELS or (models and model not in models):
+            model = _mentioned(text, models) or ""
+        if model.lower() in ("doing", "going") or not model:
+            continue
+        return Intent("status", model=model)
+    if models and re.search(r"\bhow(?:'s|\s+is)\b.*\bdoing\b", text, re.I):
+        model = _mentioned(text, models)
+        if model is not None:
+            return Intent("status", model=model)
+    return None
+
+
+def _question(text: str, models: list[str]) -> Intent | None:
+    """A question about an operation: answered with how it works, never executed."""
+    if not _QUESTION.search(text):
+        return None
+    operation = _operation(text)
+    if operation is None:
+        return None
+    model = _mentioned(text, models)
+    if model is None:
+        found = re.search(rf"\b(?:back|approve|reject|schedule|check|run)\s+(?P<m>{NAME})", text)
+        candidate = found.group("m").rstrip("?.!") if found else None
+        model = candidate if candidate and candidate.lower() not in _NOT_MODELS else None
+    return Intent("howto", model=model, text=operation)
 
 
 def _usage(kind: str) -> Intent:

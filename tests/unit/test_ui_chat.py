@@ -17,6 +17,7 @@ from driftpilot.users import add_user, check_password, hash_password, list_users
 from ui import charts, launch
 from ui.chat import Chat, Identity, current_role, sign_in
 from ui.intents import parse
+from ui.markup import plain
 
 
 @pytest.fixture
@@ -79,13 +80,13 @@ def test_roles_bound_what_the_chat_does(cp: ControlPlane) -> None:
     who = sign_in(cp, "vic", "vic-password-1")
     assert who is not None
     chat = Chat(cp, who)
-    for message, what in [
-        ("/run flights flights:2013-07", "start a run"),
-        ("/rollback flights", "roll back a champion"),
-        ("/schedule flights 0 * * * * flights", "schedule runs"),
+    for message, what, role in [
+        ("/run flights flights:2013-07", "start a run", "operator"),
+        ("/rollback flights", "roll back a champion", "approver"),  # the policy's rollback_role
+        ("/schedule flights 0 * * * * flights", "schedule runs", "operator"),
     ]:
-        answer = chat.answer(parse(message)).text
-        assert f"'vic' has the viewer role; to {what} you need the operator role" in answer
+        answer = plain(chat.answer(parse(message)).text)
+        assert f"'vic' has the viewer role; to {what} you need the {role} role" in answer
     assert chat.answer(parse("/runs")).text == "No runs yet."
     assert chat.answer(parse("what is pending?")).text == "Nothing is waiting for a person."
 
@@ -95,10 +96,11 @@ def test_errors_and_unknown_requests_get_helpful_answers(cp: ControlPlane) -> No
     who = sign_in(cp, "ann", secret)
     assert who is not None
     chat = Chat(cp, who)
-    unknown = chat.answer(parse("tell me a joke")).text
-    assert "I did not understand *tell me a joke*" in unknown and "/run MODEL" in unknown
-    assert "no model 'nope'" in chat.answer(parse("/run nope flights:2013-07")).text
-    assert "no run match" in chat.answer(parse("/audit abcdef")).text
+    unknown = plain(chat.answer(parse("tell me a joke")).text)
+    assert "I did not understand “tell me a joke”, and did nothing" in unknown
+    assert "/run MODEL" in unknown
+    assert "no model 'nope'" in plain(chat.answer(parse("/run nope flights:2013-07")).text)
+    assert "no run match" in plain(chat.answer(parse("/audit abcdef")).text)
     assert chat.answer(parse("/run flights")).text.startswith("Usage: `/run MODEL")
 
 

@@ -1,0 +1,270 @@
+"""What the chat changes, and only after the person confirms it.
+
+A mutating intent (``ui.intents.MUTATIONS``) becomes a ``Proposal``: what exactly will happen,
+worked out now from what is true now (the batch and its size, the versions a rollback moves
+between, the cron's next firing), with the role it needs. The app shows it as a card with
+Confirm / Cancel; only the signed-in person's press of Confirm carries it out, after the role
+is read again. The confirmation is written to the audit (agent ``chat``, action
+``confirm:<kind>``) before or with the change, under the operation's id.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from driftpilot.errors import ConfigError, NotFound
+from driftpilot.identity import Role
+from ui import markup
+from ui.batches import batch_size, dataset_batch, model_source, source_of
+from ui.replies import Refused, Reply
+
+if TYPE_CHECKING:
+    from ui.chat import Chat
+
+# Above this many rows a chat run uses a seeded sample, and says so in its card and audit.
+MAX_ROWS = 200_000
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """One change the person may confirm; ``args`` are all it needs to be carried out."""
+
+    kind: str  # run | rollback | schedule | approve | reject
+    summary: str  # what will happen, in words (markdown, data escaped)
+    role: Role
+    args: dict[str, Any]
+    made_for: str  # the principal it was made for (only they may confirm it)
+    message: str = ""  # what the person typed
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    needs_reason: bool = False  # a rollback asks for its reason on Confirm when none was given
+
+
+def propose(chat: Chat, kind: str, **intent: Any) -> Proposal:
+    """The proposal for a mutating intent (refused early when the role is too low)."""
+    builders = {
+        "run": _propose_run,
+        "rollback": _propose_rollback,
+        "schedule": _propose_schedule,
+        "approve": _propose_decision,
+        "reject": _propose_decision,
+    }
+    return builders[kind](chat, kind, intent)
+
+
+def confirm(chat: Chat, proposal: Proposal, reason: str = "") -> Reply:
+    """Carry out a confirmed proposal as the signed-in person (role read again now)."""
+    if proposal.made_for != chat.who.principal:
+        raise Refused("this proposal was made for someone else; ask for your own")
+    chat.require(proposal.role, _WHAT[proposal.kind])
+    if proposal.kind == "rollback":
+        return _do_rollback(chat, proposal, reason)
+    if proposal.kind == "run":
+        return _do_run(chat, proposal)
+    if proposal.kind == "schedule":
+        return _do_schedule(chat, proposal)
+    run_id = proposal.args["run_id"]
+    _audit(chat, run_id, proposal)
+    reply = chat.record(run_id, proposal.kind, proposal.args.get("comment", ""))
+    return reply if reply is not None else Reply("Nothing to record.")
+
+
+_WHAT = {
+    "run": "start a run",
+    "rollback": "roll back a champion",
+    "schedule": "schedule runs",
+    "approve": "approve a promotion",
+    "reject": "reject a promotion",
+}
+
+
+# -- proposals ------------------------------------------------------------------------------------
+
+
+def _propose_run(chat: Chat, kind: str, intent: dict[str, Any]) -> Proposal:
+    chat.require("operator", _WHAT[kind])
+    model = chat.cp.model_view(intent["model"]).name
+    batch = intent.get("batch")
+    ref = batch if batch and ":" in batch else chat.next_batch(model, batch)
+    total = batch_size(chat.cp, ref)
+    asked = intent.get("rows")
+    rows = min(asked or total, total, MAX_ROWS)
+    if rows < total:
+        why = "as asked" if asked else f"the chat's limit is {MAX_ROWS:,} rows"
+        size = f"a seeded sample of **{rows:,}** of its {total:,} rows ({why})"
+    else:
+        size = f"all **{total:,}** rows"
+    summary = (
+        f"Start a control run of **{markup.text(model)}** on batch {markup.code(ref)}, "
+        f"{size}, requested by **{markup.text(chat.who.principal)}**. The agents may retrain "
+        "and promote within the policy; a high-risk promotion waits for an approver."
+    )
+    args = {"model": model, "ref": ref, "rows": rows, "total": total}
+    return Proposal(kind, summary, "operator", args, chat.who.principal)
+
+
+def _propose_rollback(chat: Chat, kind: str, intent: dict[str, Any]) -> Proposal:
+    role = chat.cp.policy.people.rollback_role
+    chat.require(role, _WHAT[kind])
+    model = chat.cp.model_view(intent["model"]).name
+    moves = rollback_moves(chat, model)
+    if moves is None:
+        raise NotFound(f"{model} has no previous champion to roll back to")
+    current, previous, since = moves
+    reason = (intent.get("text") or "").strip()
+    summary = (
+        f"Roll back **{markup.text(model)}**: the champion moves from **v{current}** to "
+        f"**v{previous}** (its champion before{since}), and its reference window with it. "
+        + (
+            f"Reason: “{markup.text(reason)}”."
+            if reason
+            else "A rollback needs a reason: you will be asked for it when you confirm."
+        )
+        + f" Needs the {role} role (policy `people.rollback_role`)."
+    )
+    args = {"model": model, "from": current, "to": previous, "reason": reason}
+    return Proposal(kind, summary, role, args, chat.who.principal, needs_reason=not reason)
+
+
+def rollback_moves(chat: Chat, model: str) -> tuple[int, int, str] | None:
+    """(current champion, the one a rollback restores, when that one became champion), from
+    the audit's champion history (a rollback pops the newest promotion, as the registry does);
+    None without a previous champion."""
+    stack: list[tuple[int, str]] = []
+    for change in chat.cp.champion_history(model):
+        if change["action"] == "rollback":
+            if stack:
+                stack.pop()
+            continue
+        stack.append((int(change["version"]), str(change.get("created_at", ""))[:10]))
+    if len(stack) < 2:
+        return None
+    when = stack[-2][1]
+    return stack[-1][0], stack[-2][0], f", since {when}" if when else ""
+
+
+def _propose_schedule(chat: Chat, kind: str, intent: dict[str, Any]) -> Proposal:
+    from driftpilot.schedules import ScheduleSpec, cron_trigger
+
+    chat.require("operator", _WHAT[kind])
+    model = chat.cp.model_view(intent["model"]).name
+    source = source_of(intent["source"]) if intent.get("source") else None
+    if source is None:
+        dataset = model_source(chat.cp, model)
+        if dataset is None:
+            raise ConfigError("give a source: `/schedule MODEL CRON SOURCE`")
+        source = {"dataset": dataset}
+    payload = {"model": model, "source": source}
+    try:
+        spec = ScheduleSpec.model_validate({"schedule": intent["cron"], "payload": payload})
+    except ValueError as exc:
+        message = str(exc).splitlines()[-1] if str(exc) else "invalid schedule"
+        raise ConfigError(message) from exc
+    nxt = cron_trigger(spec.schedule, spec.timezone).get_next_fire_time(None, datetime.now(UTC))
+    summary = (
+        f"Schedule control runs of **{markup.text(model)}** at {markup.code(spec.schedule)} "
+        f"({spec.timezone}) from {markup.code(source)}; the first firing would be "
+        f"{nxt:%Y-%m-%d %H:%M %Z}. Each firing takes the next batch the model has not seen. "
+        "Firings happen in `driftpilot serve`."
+    )
+    args = {"spec": spec.model_dump(mode="json")}
+    return Proposal(kind, summary, "operator", args, chat.who.principal)
+
+
+def _propose_decision(chat: Chat, kind: str, intent: dict[str, Any]) -> Proposal:
+    run_id = chat.cp.resolve_run_id(intent["run"])
+    refused = chat.check_decision(run_id, kind)
+    if refused is not None:
+        raise Refused(refused.text.removeprefix("**Refused:** "))
+    view = chat.cp.get_run(run_id)
+    comment = (intent.get("text") or "").strip()
+    summary = (
+        f"{kind.capitalize()} the request of run {markup.code(run_id[:12])} "
+        f"({markup.text(view.model)} on batch {markup.text(view.batch_id)}, requested by "
+        f"{markup.text(view.requested_by)})"
+        + (f" with the comment “{markup.text(comment)}”" if comment else "")
+        + f", as **{markup.text(chat.who.principal)}**; the run then goes on."
+    )
+    args = {"run_id": run_id, "comment": comment}
+    return Proposal(kind, summary, "approver", args, chat.who.principal)
+
+
+# -- carrying out ---------------------------------------------------------------------------------
+
+
+def _audit(chat: Chat, op_id: str, proposal: Proposal, **extra: Any) -> None:
+    chat.cp.record_confirmation(
+        op_id,
+        chat.who.principal,
+        proposal.kind,
+        markup.plain(proposal.summary),
+        {"proposal": proposal.id, "args": proposal.args, "message": proposal.message, **extra},
+    )
+
+
+def _do_rollback(chat: Chat, proposal: Proposal, reason: str) -> Reply:
+    reason = (reason or proposal.args["reason"]).strip()
+    if not reason:
+        return Reply("A rollback needs a reason: nothing was rolled back.")
+    model = proposal.args["model"]
+    moves = rollback_moves(chat, model)
+    if moves is None or moves[:2] != (proposal.args["from"], proposal.args["to"]):
+        return Reply(
+            f"The champion of **{markup.text(model)}** changed since this proposal: nothing was "
+            "rolled back. Ask again to see what a rollback would do now."
+        )
+    op_id = f"rb-{uuid.uuid4().hex}"
+    _audit(chat, op_id, proposal, reason=reason)
+    done = chat.cp.rollback(model, chat.who.principal, reason, key=op_id)
+    return Reply(
+        f"**{markup.text(done['model'])}**: champion v{done['from']} → **v{done['to']}** "
+        f"(by {markup.text(done['by'])}, confirmed: “{markup.text(reason)}”)."
+    )
+
+
+def _do_run(chat: Chat, proposal: Proposal) -> Reply:
+    args = proposal.args
+    frame, batch_id = dataset_batch(chat.cp, args["ref"], args["rows"])
+    sample = {"rows": frame.height, "of": args["total"], "seed": 0}
+    metadata = {"source": args["ref"], "confirmed_proposal": proposal.id}
+    if frame.height < args["total"]:
+        metadata["sample"] = sample
+    view = chat.cp.submit_run(
+        args["model"],
+        frame,
+        batch_id,
+        trigger="chat",
+        requested_by=chat.who.principal,
+        metadata=metadata,
+    )
+    _audit(chat, view.run_id, proposal, **({"sample": sample} if "sample" in metadata else {}))
+    size = (
+        f"a sample of {frame.height:,} of {args['total']:,} rows"
+        if "sample" in metadata
+        else f"all {frame.height:,} rows"
+    )
+    return Reply(
+        f"Started run {markup.code(view.run_id[:12])} of **{markup.text(args['model'])}** on "
+        f"batch {markup.text(batch_id)} ({size}) for **{markup.text(chat.who.principal)}**. "
+        "The agents report below.",
+        stream=view.run_id,
+    )
+
+
+def _do_schedule(chat: Chat, proposal: Proposal) -> Reply:
+    from driftpilot.schedules import ScheduleSpec
+
+    if chat.scheduler is None:
+        raise ConfigError("schedules are not available in this chat")
+    spec = ScheduleSpec.model_validate(proposal.args["spec"])
+    view = chat.scheduler().create(spec, chat.who.principal)
+    _audit(chat, view.cron_id, proposal)
+    return Reply(
+        f"Scheduled **{markup.text(view.model)}** {markup.code(view.schedule)} "
+        f"({view.timezone}) from {markup.code(view.payload['source'])}: id "
+        f"{markup.code(view.cron_id[:8])}, next "
+        f"{markup.text(view.next_run_date or 'when resumed')}. "
+        "Firings happen in `driftpilot serve`."
+    )
