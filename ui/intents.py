@@ -117,7 +117,7 @@ def parse(message: str, models: Iterable[str] = ()) -> Intent:
         found = read(text, names)
         if found is not None:
             return found
-    return _phrase(text)
+    return _phrase(text, names)
 
 
 # -- questions, status, negations, typos ------------------------------------------------------
@@ -137,14 +137,28 @@ _QUESTION = re.compile(
     r"should\s+(?:i|we)\b|(?:can|could)\s+you\s+(?:explain|tell|describe)\b|explain\b|"
     r"tell\s+me\s+(?:how|about|what)\b|when\s+(?:should|do|would|can)\b|is\s+it\s+"
     r"(?:safe|ok|okay|wise|possible)\b|why\s+(?:would|should)\b|do\s+i\s+need\b|"
-    r"who\s+(?:can|may)\b|what\s+role\b|is\s+there\s+a\s+way\b)",
+    r"who\s+(?:can|may)\b|what\s+role\b|is\s+there\s+a\s+way\b|"
+    r"what(?:'s|s|\s+is)\s+the\s+(?:process|way|procedure|command|difference)\b|"
+    r"(?:and\s+)?if\s+(?:i|we)\b|what\s+if\b|does\s+(?:it|a|an|the|approving|rolling)\b)",
     re.I,
 )
-_NEGATED = re.compile(r"^(?:please\s+)?(?:don'?t|do\s+not|never|no\s+need\s+to)\b", re.I)
+_NEGATED = re.compile(
+    r"^(?:please\s+)?(?:don'?t|do\s+not|never|no\s+need\s+to)\b|"
+    r"\bignore\s+(?:all\s+|any\s+)?(?:previous|prior|your|the|my)\s+(?:\w+\s+)?instructions\b",
+    re.I,
+)
 _STATUS = [
-    re.compile(rf"\bhow(?:'s|\s+is|\s+are)\s+(?:the\s+)?(?P<model>{NAME})\b", re.I),
+    re.compile(rf"\bhow(?:'s|s|\s+is|\s+are)\s+(?:the\s+)?(?P<model>{NAME})\b", re.I),
+    re.compile(
+        rf"\bany\s+(?:problems?|issues?|trouble|drift)\s+(?:with|in|on)\s+(?:the\s+)?(?P<model>{NAME})",
+        re.I,
+    ),
     re.compile(rf"\b(?:status|health|state)\s+(?:of\s+|for\s+)?(?:the\s+)?(?P<model>{NAME})", re.I),
-    re.compile(rf"\bis\s+(?:the\s+)?(?P<model>{NAME})\s+(?:healthy|ok|okay|fine|drifting)", re.I),
+    re.compile(
+        rf"\bis\s+(?:the\s+)?(?P<model>{NAME})(?:\s+model)?\s+(?:healthy|ok|okay|fine|alright|"
+        r"drifting|degrading)",
+        re.I,
+    ),
     re.compile(rf"\b(?P<model>{NAME})(?:'s)?\s+(?:status|health)\b", re.I),
     re.compile(
         rf"\b(?:which|what)\s+(?:version\s+)?is\s+(?:the\s+)?champion\s+(?:of|for)\s+"
@@ -152,7 +166,10 @@ _STATUS = [
         re.I,
     ),
 ]
+_MISSPELT = {"bak": "back", "rol": "roll", "chek": "check", "chk": "check"}
 _NOT_MODELS = {"the", "it", "this", "that", "things", "everything", "my", "a", "your", "you"}
+# Words a typo is read as (verbs and the nouns of requests; not "model(s)" or "run(s)", which
+# are too close to other words to guess).
 _VERBS = [
     "rollback",
     "approve",
@@ -163,13 +180,12 @@ _VERBS = [
     "pending",
     "history",
     "status",
-    "models",
-    "runs",
     "promotion",
     "champion",
-    "schedules",
     "drift",
+    "run",
 ]
+_KNOWN = {"scheduled", "schedules", "models", "model", "runs", "checked", "approved", "rejected"}
 
 
 def _fix_typos(text: str, models: set[str]) -> str:
@@ -179,12 +195,30 @@ def _fix_typos(text: str, models: set[str]) -> str:
     fixed = []
     for word in words:
         bare = word.strip("?.!,").lower()
-        if len(bare) < 5 or bare in models or bare in _VERBS or not bare.isalpha():
+        if bare in _MISSPELT and bare not in models:
+            fixed.append(word.lower().replace(bare, _MISSPELT[bare]))
+            continue
+        known = bare in models or bare in _VERBS or bare in _KNOWN
+        if known or len(bare) < 3 or not bare.isalpha():
             fixed.append(word)
             continue
-        close = difflib.get_close_matches(bare, _VERBS, n=1, cutoff=0.8)
-        fixed.append(word.lower().replace(bare, close[0]) if close else word)
+        close = _swapped(bare) if len(bare) < 5 else None
+        if len(bare) >= 5:
+            near = difflib.get_close_matches(bare, [v for v in _VERBS if len(v) >= 5], 1, 0.8)
+            close = near[0] if near else None
+        fixed.append(word.lower().replace(bare, close) if close else word)
     return " ".join(fixed)
+
+
+def _swapped(word: str) -> str | None:
+    """The short verb ``word`` is with two neighbouring letters swapped ("rnu" -> "run")."""
+    for verb in _VERBS:
+        if len(verb) != len(word) or verb == word:
+            continue
+        diff = [i for i, (a, b) in enumerate(zip(word, verb, strict=True)) if a != b]
+        if len(diff) == 2 and diff[1] == diff[0] + 1 and sorted(word) == sorted(verb):
+            return verb
+    return None
 
 
 def _operation(text: str) -> str | None:
@@ -209,10 +243,10 @@ def _status(text: str, models: list[str]) -> Intent | None:
         model = found.group("model").rstrip("?.!'")
         if model.lower() in _NOT_MODELS or (models and model not in models):
             model = _mentioned(text, models) or ""
-        if model.lower() in ("doing", "going") or not model:
+        if model.lower() in ("doing", "going", "looking") or not model:
             continue
         return Intent("status", model=model)
-    if models and re.search(r"\bhow(?:'s|\s+is)\b.*\bdoing\b", text, re.I):
+    if models and re.search(r"\bhow(?:'s|s|\s+is)\b.*\b(?:doing|looking)\b", text, re.I):
         model = _mentioned(text, models)
         if model is not None:
             return Intent("status", model=model)
@@ -283,7 +317,10 @@ _PHRASES: list[tuple[re.Pattern[str], str]] = [
         "decide",
     ),
     (re.compile(r"\b(?:pending|waiting|approvals)\b", re.I), "pending"),
-    (re.compile(rf"\broll\s*back\s+(?:the\s+)?(?P<model>{NAME})", re.I), "rollback"),
+    (
+        re.compile(rf"\b(?:roll\s*back|revert)\s+(?:the\s+)?(?P<model>{NAME})", re.I),
+        "rollback",
+    ),
     (re.compile(rf"\baudit\s+(?:of\s+|for\s+)?(?:run\s+)?(?P<run>{RUN_ID})\b", re.I), "audit"),
     (
         re.compile(
@@ -292,37 +329,80 @@ _PHRASES: list[tuple[re.Pattern[str], str]] = [
         ),
         "schedule",
     ),
-    (
-        re.compile(r"\bwhy\b(?:.*?\bin\s+(?P<when>\d{4}-\d{2}|[A-Za-z]+))?", re.I),
-        "why",
-    ),
-    (re.compile(r"\b(?:list|show|recent)\s+(?:the\s+|my\s+)?runs\b|^runs$", re.I), "runs"),
-    (re.compile(r"\b(?:list|show)\s+(?:the\s+)?schedules\b|^schedules$", re.I), "schedules"),
-    (re.compile(rf"\b(?:history|champions?)\s+(?:of\s+)?(?P<model>{NAME})", re.I), "history"),
+    (re.compile(r"\bwhy\b", re.I), "why"),
     (
         re.compile(
-            rf"\b(?:check|run)\s+(?P<model>{NAME})(?:\s+for\s+drift)?"
-            r"(?:\s+(?:on|with|in)\s+(?P<batch>\S+))?",
+            r"\b(?:list|show|recent)\s+(?:me\s+)?(?:the\s+|my\s+)?(?:recent\s+)?runs\b|^runs$", re.I
+        ),
+        "runs",
+    ),
+    (
+        re.compile(
+            r"\b(?:list|show)\s+(?:me\s+)?(?:the\s+)?schedules\b|^schedules$|"
+            r"\bwhat(?:'s|\s+is)\s+scheduled\b",
+            re.I,
+        ),
+        "schedules",
+    ),
+    (
+        re.compile(
+            rf"\b(?:history|champions?)\s+(?:of\s+)?(?P<model>{NAME})|"
+            rf"\b(?P<owner>{NAME})\s+champion\s+history\b",
+            re.I,
+        ),
+        "history",
+    ),
+    (
+        re.compile(
+            rf"\b(?:check|run|drift\s+check\s+(?:on|of|for))\s+(?P<model>{NAME})"
+            r"(?:\s+for\s+drift)?(?:\s+(?:on|with|in|for|against)\s+(?P<batch>\S+))?",
             re.I,
         ),
         "run",
     ),
     (re.compile(r"\bmodels\b", re.I), "models"),
-    (re.compile(r"^(?:help|\?|what can you do\??|hi|hello)$", re.I), "help"),
+    (
+        re.compile(r"^(?:help|\?|hi|hello|hey)[!.]?$|\bwhat\s+can\s+you\s+do\b", re.I),
+        "help",
+    ),
 ]
+_BATCH_ID = re.compile(r"\b\d{4}-\d{2}(?:-\d{2})?\b")
 
 
-def _phrase(text: str) -> Intent:
+def _when(text: str) -> str | None:
+    """The batch a question names: an id like 2013-07, or a month by name ("in July")."""
+    found = _BATCH_ID.search(text)
+    if found is not None:
+        return found.group(0)
+    for word in re.findall(r"[A-Za-z]+", text):
+        month = MONTHS.get(word.lower())
+        if month is not None and (word.lower() != "may" or re.search(r"\bin\s+may\b", text, re.I)):
+            return month
+    return None
+
+
+def _model_of(captured: str | None, text: str, models: list[str]) -> str | None:
+    """The model a phrase names: what the pattern caught, unless that is no managed model and
+    a managed model is named elsewhere in the message."""
+    if captured is not None:
+        captured = captured.rstrip("?.!,'")
+    if models and captured not in models:
+        return _mentioned(text, models) or captured
+    return captured
+
+
+def _phrase(text: str, models: list[str]) -> Intent:
     for pattern, kind in _PHRASES:
         found = pattern.search(text)
         if found is None:
             continue
         groups = found.groupdict()
         if kind == "run":
-            model = groups["model"]
-            if model.lower() in ("the", "for", "all", "a", "my"):
+            model = _model_of(groups["model"], text, models)
+            if model is None or model.lower() in ("the", "for", "all", "a", "my", "on"):
                 continue
-            batch = (groups.get("batch") or "").rstrip("?.!") or None
+            given = (groups.get("batch") or "").rstrip("?.!") or None
+            batch = given if given and ":" in given else (_when(text) or given)
             return Intent("run", model=model, batch=batch)
         if kind == "decide":
             target = groups["target"].rstrip("?.!")
@@ -331,14 +411,19 @@ def _phrase(text: str) -> Intent:
             return Intent(
                 verb,  # type: ignore[arg-type]
                 run=target if is_run else None,
-                model=None if is_run else target,
+                model=None if is_run else _model_of(target, text, models),
             )
         if kind == "schedule":
             every = groups["every"].lower()
             return Intent("schedule", model=groups["model"], cron=EVERY[every])
         if kind == "why":
-            when = groups.get("when")
-            month = MONTHS.get(when.lower()) if when else None
-            return Intent("why", batch=month or when, text=text)
-        return Intent(kind, model=groups.get("model"), run=groups.get("run"))  # type: ignore[arg-type]
+            return Intent("why", batch=_when(text), text=text)
+        if kind == "runs":
+            return Intent("runs", model=_mentioned(text, models))
+        if kind == "history":
+            return Intent(
+                "history", model=_model_of(groups["model"] or groups["owner"], text, models)
+            )
+        model = _model_of(groups.get("model"), text, models) if groups.get("model") else None
+        return Intent(kind, model=model, run=groups.get("run"))  # type: ignore[arg-type]
     return Intent("unknown", text=text)
