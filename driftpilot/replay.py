@@ -473,11 +473,8 @@ def _evaluator(state: dict[str, Any], ctx: RunContext, ev: Evidence) -> dict[str
             f"{cmp.n_boot} resamples) is reused: nothing is scored again"
         )
     allowed = ctx.policy.evaluator_allowed(cmp.ci_low)
-    fallback = EvaluationVerdict(
-        action=allowed[0],
-        rationale=f"{cmp.metric} gain {cmp.gain:+.4f} ({cmp.confidence:.0%} CI "
-        f"{cmp.ci_low:+.4f} to {cmp.ci_high:+.4f}): {allowed[0]}.",
-    )
+    # The live agent's own template: the words follow the interval (better, worse, neither).
+    fallback = EvaluationVerdict(action=allowed[0], rationale=evaluator.template(cmp, allowed[0]))
     outcome = ctx.decide(
         "evaluator",
         evaluator.verdict_schema(allowed),
