@@ -397,7 +397,16 @@ def runs(
     console.print(table)
 
 
+def _run_prefix(given: str, hint: str = "'RUN_ID'") -> str:
+    """A run id or a prefix of one, as given; an empty one (a script's unset variable) is bad
+    usage, not the prefix of every run."""
+    if not given.strip():
+        raise typer.BadParameter("give a run id or a unique prefix of one", param_hint=hint)
+    return given
+
+
 def _decide(run_id: str, decision: str, who: str, comment: str) -> None:
+    _run_prefix(run_id)
     plane = _plane()
     run_id = plane.resolve_run_id(run_id)
     with _alerting(plane), console.status(f"{decision} and resume run {run_id[:12]}..."):
@@ -461,6 +470,8 @@ def audit(
         return
     if export not in (None, "jsonl"):
         raise typer.BadParameter(f"unknown export format {export!r}; use jsonl")
+    if run_id is not None:
+        _run_prefix(run_id, "'--run'")
     plane = _plane()
     if verify:
         _print_verify(plane.verify())
@@ -483,7 +494,7 @@ def _audited_run_id(plane: Any, given: str) -> str:
     try:
         return str(plane.resolve_run_id(given))
     except NotFound:
-        if given and next(iter(plane.audit(given)), None) is not None:
+        if next(iter(plane.audit(given)), None) is not None:
             return given
         raise
 
@@ -766,6 +777,8 @@ def replay(
         raise UsageError("give a RUN_ID, or --model NAME [--last N]")
     if run_id is not None and last is not None:
         raise UsageError("--last goes with --model")
+    if run_id is not None:
+        _run_prefix(run_id)
     scenario = what_if(get_settings(), policy, llm)  # a bad policy fails before anything opens
     plane = _plane()
     if model is not None:

@@ -10,11 +10,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pytest
 import yaml
 from typer.testing import CliRunner
 
 from driftpilot.cli import app
+from driftpilot.service import ControlPlane
 from driftpilot.settings import get_settings
 
 pytestmark = pytest.mark.integration
@@ -100,10 +102,11 @@ def test_cli_story(settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     empty = tmp_path / "empty.csv"
     empty.write_text("year,month\n")
     assert "batch quarantined" in ok("run", "fl", "--batch", str(empty), "--by", "ann")
-    for command in ("audit --run", "approve --as ben", "reject --as ben"):
-        ambiguous = cli.invoke(app, [*command.split(), ""])  # '': a prefix of both runs
+    prefix = shared_prefix([run_id], pl.read_csv(empty))
+    for command in ("audit --run", "approve --as ben", "reject --as ben", "replay"):
+        ambiguous = cli.invoke(app, [*command.split(), prefix])
         assert ambiguous.exit_code == 1, ambiguous.output
-        assert "error: several runs match ''" in ambiguous.output
+        assert f"error: several runs match {prefix!r}" in ambiguous.output
 
     db = sqlite3.connect(str(settings.home / "driftpilot.db"))
     db.execute("DROP TRIGGER decisions_no_update")
@@ -111,6 +114,20 @@ def test_cli_story(settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     db.commit()
     broken = cli.invoke(app, ["audit", "--verify"], terminal_width=200)
     assert broken.exit_code == 1 and "decisions row 3" in broken.output
+
+
+def shared_prefix(run_ids: list[str], batch: pl.DataFrame) -> str:
+    """Queue runs (pending, never executed) until two ids share their first character (17
+    hex ids must), and return it: a prefix of several runs."""
+    plane = ControlPlane(get_settings())
+    try:
+        while len({i[0] for i in run_ids}) == len(run_ids):
+            queued = plane.submit_run("fl", batch, "queued", multitask_strategy="enqueue")
+            run_ids.append(queued.run_id)
+    finally:
+        plane.close()
+    firsts = [i[0] for i in run_ids]
+    return next(c for c in firsts if firsts.count(c) > 1)
 
 
 def assert_piped_tables_keep_one_row_per_line(run_id: str, exported: list[dict[str, Any]]) -> None:
