@@ -1,5 +1,9 @@
 """CI/CD: the policy sets the risk tier of the promotion (the LLM may raise it, never lower it);
-low risk promotes at once, high risk writes an approval request and waits for a person."""
+low risk promotes at once, high risk writes an approval request and waits for a person.
+
+The challenger (an MLflow run with its logged model) is registered as a version here, and
+only here: it is about to be promoted (low risk) or put to an approver (high risk, before the
+interrupt, so the request names a version)."""
 
 from __future__ import annotations
 
@@ -68,6 +72,7 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     if done is not None:  # replay: the tier (and any approval request) stands as decided
         return {"cicd": done}
     ev, rt = state["evaluation"], state["retraining"]
+    version = register_challenger(ctx, state)
     inputs = risk_inputs(ev, rt, ctx.model(model).family)
     risk = ctx.call(
         run_id,
@@ -77,7 +82,7 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         inputs.model_dump(),
     )
     summary = (
-        f"Promote {model} v{rt['version']} ({rt['family']}, trained on the last "
+        f"Promote {model} v{version} ({rt['family']}, trained on the last "
         f"{rt['window']} batches) over v{ev.get('champion_version')}: "
         f"{ev['metric']} {ev['champion']:.4f} -> {ev['challenger']:.4f} "
         f"(gain {ev['gain']:+.4f}, CI {ev['ci_low']:+.4f} to {ev['ci_high']:+.4f})."
@@ -95,15 +100,58 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     tier = Policy.raise_tier(risk.tier, outcome.decision.risk_tier)
     flags = [f"llm raised tier to {tier}"] if tier != risk.tier else []
     if tier != "low":
-        action = promotion_action(model, rt["version"], ev.get("champion_version"))
+        action = promotion_action(model, version, ev.get("champion_version"))
         request = approval_request(
             action, run_id, outcome.decision.request_summary, risk.reasons or flags
         )
         ctx.store.request_approval(run_id, state["requested_by"], request, action)
     ctx.record(run_id, NAME, outcome, f"risk:{tier}", outcome.decision.rationale, evidence, flags)
-    result = {"tier": tier, "reasons": risk.reasons, "summary": outcome.decision.request_summary}
+    result = {
+        "tier": tier,
+        "reasons": risk.reasons,
+        "summary": outcome.decision.request_summary,
+        "version": version,
+    }
     ctx.store.record_effect(run_id, NAME, result)
     return {"cicd": result}
+
+
+def register_challenger(ctx: RunContext, state: dict[str, Any]) -> int:
+    """Register the evaluated challenger's logged model as a version and point the
+    ``challenger`` alias at it. Idempotent per run step: the version is keyed by the run, so a
+    replay after a crash (or a node run again) finds it instead of registering twice."""
+    run_id, model, rt = state["run_id"], state["model"], state["retraining"]
+    logged = registry.LoggedModel(
+        name=model,
+        key=f"{run_id}:retraining",
+        run_id=rt["mlflow_run_id"],
+        model_uri=rt["model_uri"],
+        model_id=rt.get("model_id"),
+        family=rt["family"],
+    )
+    request = registry.RegisterRequest(
+        name=model, key=f"{run_id}:{NAME}", tags={"driftpilot.run_id": run_id}
+    )
+    info = ctx.mutate(
+        run_id,
+        NAME,
+        f"{NAME}:register",
+        "registry.register_model",
+        lambda: registry.register_model(logged, request, ctx.settings),
+        {"name": model, "key": request.key, "mlflow_run_id": logged.run_id},
+        lambda v: v.model_dump(mode="json"),
+        fault="after_register",
+    )
+    ctx.mutate(
+        run_id,
+        NAME,
+        f"{NAME}:challenger_alias",
+        "registry.set_alias",
+        lambda: registry.set_alias(model, registry.CHALLENGER, info.version, ctx.settings),
+        {"name": model, "alias": registry.CHALLENGER, "version": info.version},
+        lambda v: {"version": v.version, "aliases": v.aliases},
+    )
+    return info.version
 
 
 def approval_request(
@@ -133,8 +181,8 @@ def promote(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     done = ctx.store.effect(run_id, "promote")
     if done is not None:
         return {"promotion": done}
-    rt, beaten = state["retraining"], state["evaluation"].get("champion_version")
-    action = promotion_action(model, rt["version"], beaten)
+    version, beaten = state["cicd"]["version"], state["evaluation"].get("champion_version")
+    action = promotion_action(model, version, beaten)
     current = registry.current_champion(model, ctx.settings)
     generation = ctx.store.champion_generation(model)
     intent = ctx.store.open_intent(run_id, "promote")
@@ -153,8 +201,8 @@ def promote(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         NAME,
         "promote",
         "registry.promote",
-        lambda: registry.promote(model, rt["version"], ctx.settings, expected=beaten),
-        {"name": model, "version": rt["version"], "expected": beaten, "generation": generation},
+        lambda: registry.promote(model, version, ctx.settings, expected=beaten),
+        {"name": model, "version": version, "expected": beaten, "generation": generation},
         lambda r: r.model_dump(),
         fault="after_alias",
     )
@@ -178,12 +226,12 @@ def _record_promotion(
     ctx: RunContext, state: dict[str, Any], action: dict[str, Any], actor: str
 ) -> dict[str, Any]:
     run_id, model, rt = state["run_id"], state["model"], state["retraining"]
-    beaten = action["replaces"]
+    version, beaten = action["version"], action["replaces"]
     recorded = ctx.store.list_rows(
         ChampionChange, ChampionChange.run_id == run_id, ChampionChange.action == "promote"
     )
     if not recorded:  # a replay after the record and before the effect must not add a second
-        ctx.store.record_champion(model, rt["version"], beaten, "promote", run_id, actor)
+        ctx.store.record_champion(model, version, beaten, "promote", run_id, actor)
     evaluation = state["evaluation"]
     # Out of time (the holdout is later than the window), in ROC AUC whatever the evaluator's
     # metric: the drift analyst measures drops in ROC AUC.
@@ -199,7 +247,7 @@ def _record_promotion(
     )
     result = {
         "status": "promoted",
-        "version": rt["version"],
+        "version": version,
         "previous": beaten,
         "approved_by": actor,
         "family": rt["family"],
@@ -211,7 +259,7 @@ def _record_promotion(
         NAME,
         Outcome(None, "none", ""),
         "promote",
-        f"champion of {model} moved v{beaten} -> v{rt['version']}, authorised by {actor}.",
+        f"champion of {model} moved v{beaten} -> v{version}, authorised by {actor}.",
         {"action": action, "approved_by": actor},
     )
     ctx.store.record_effect(run_id, "promote", result)

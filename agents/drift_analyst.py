@@ -101,7 +101,8 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     frame = pl.read_parquet(state["ingestion"]["path"])
     reference = ctx.reference(model)
     assert ctx.settings.reports_dir is not None
-    report = ctx.settings.reports_dir / model / f"{state['batch']['batch_id']}-{run_id[:8]}.html"
+    name = f"{state['batch']['batch_id']}-{run_id[:8]}.html.gz"  # gzip: ~4 MB of HTML each
+    report = ctx.settings.reports_dir / model / name
     sizes = {"reference_rows": reference.height, "batch_rows": frame.height}
     drift = ctx.call(
         run_id,
@@ -178,7 +179,12 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         outcome,
         verdict.action,
         verdict.rationale,
-        {**evidence, "report": drift.report_path, "cited_metrics": verdict.cited_metrics},
+        {
+            **evidence,
+            "report": drift.report_path,
+            "report_sha256": drift.report_sha256,  # checks a kept report against the audit
+            "cited_metrics": verdict.cited_metrics,
+        },
         citation_flags(verdict, known),
     )
     events = ["labels requested: estimated drop with material drift"]

@@ -54,7 +54,8 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     spec = ctx.spec(model)
     rules = ctx.policy.evaluator
     holdout = pl.read_parquet(state["retraining"]["holdout_path"])
-    challenger = registry.load_version(model, state["retraining"]["version"], ctx.settings)
+    # The challenger is a logged MLflow run, not a registered version (see agents.retraining).
+    challenger = registry.load_logged(state["retraining"]["model_uri"], ctx.settings)
     champ = ctx.champion(model)
     champion = champ[0] if champ else _Constant()
     cmp: Comparison = ctx.call(
@@ -74,7 +75,7 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         {
             "holdout_rows": holdout.height,
             "champion_version": champ[1] if champ else None,
-            "challenger_version": state["retraining"]["version"],
+            "challenger_run": state["retraining"]["mlflow_run_id"],
         },
     )
     allowed = ctx.policy.evaluator_allowed(cmp.ci_low)
@@ -110,7 +111,7 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
             confidence=rules.confidence,
             seed=ctx.settings.seed,
         ),
-        {"holdout_rows": holdout.height, "version": state["retraining"]["version"]},
+        {"holdout_rows": holdout.height, "challenger_run": state["retraining"]["mlflow_run_id"]},
     )
     return {
         "evaluation": {

@@ -1,5 +1,7 @@
 """Retraining: choose the training window (last k batches, within limits), fit the challenger
-with the tuned parameters and register it in MLflow (idempotent per run step)."""
+with the tuned parameters and log it as an MLflow run with its model (idempotent per run
+step). It is not registered as a version here: the CI/CD agent registers it only when it is
+promoted or put to an approver, so rejected challengers do not clutter the registry."""
 
 from __future__ import annotations
 
@@ -62,7 +64,7 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         check=check,
     )
     plan = outcome.decision
-    result = _fit_and_register(ctx, state, plan.window)
+    result = _fit_and_log(ctx, state, plan.window)
     ctx.record(
         run_id, NAME, outcome, f"train:{plan.window}", plan.rationale, {**evidence, **result}
     )
@@ -107,7 +109,7 @@ def window_change(last: int, window: int, shifted: bool, low: int, high: int) ->
     return f"no other window within the limits {low}-{high}: the same"
 
 
-def _fit_and_register(ctx: RunContext, state: dict[str, Any], window_k: int) -> dict[str, Any]:
+def _fit_and_log(ctx: RunContext, state: dict[str, Any], window_k: int) -> dict[str, Any]:
     run_id, model = state["run_id"], state["model"]
     window, holdout = training_window(ctx, model, window_k, state["ingestion"]["path"])
     family = state["optimizer"]["family"]
@@ -134,28 +136,20 @@ def _fit_and_register(ctx: RunContext, state: dict[str, Any], window_k: int) -> 
         tags={"driftpilot.run_id": run_id},
         artifacts=[state["drift"]["report"]] if state["drift"].get("report") else [],
     )
-    version = ctx.mutate(
+    logged = ctx.mutate(
         run_id,
         NAME,
-        f"{NAME}:register",
-        "registry.register_model",
-        lambda: registry.register_model(challenger, request, ctx.settings),
+        f"{NAME}:log_model",
+        "registry.log_model",
+        lambda: registry.log_model(challenger, request, ctx.settings),
         {"name": model, "key": request.key},
-        lambda v: v.model_dump(mode="json"),
-        fault="after_register",
-    )
-    ctx.mutate(
-        run_id,
-        NAME,
-        f"{NAME}:challenger_alias",
-        "registry.set_alias",
-        lambda: registry.set_alias(model, registry.CHALLENGER, version.version, ctx.settings),
-        {"name": model, "alias": registry.CHALLENGER, "version": version.version},
-        lambda v: {"version": v.version, "aliases": v.aliases},
+        lambda m: m.model_dump(mode="json"),
     )
     risky = sum(len(json.loads(r.reason or "[]")) for r in ctx.accepted_batches(model)[-window_k:])
     return {
-        "version": version.version,
+        "mlflow_run_id": logged.run_id,
+        "model_uri": logged.model_uri,
+        "model_id": logged.model_id,
         "family": family,
         "window": window_k,
         "rows": window.height,

@@ -454,7 +454,7 @@ def _retraining(state: dict[str, Any], ctx: RunContext, ev: Evidence) -> dict[st
     notes = []
     if plan.window != original["window"]:
         notes.append(
-            f"challenger v{original['version']} was trained on the last {original['window']} "
+            f"the challenger was trained on the last {original['window']} "
             "batches: its recorded evaluation is reused"
         )
     meta = _meta(outcome, plan.rationale, notes)
@@ -503,7 +503,7 @@ def _cicd(state: dict[str, Any], ctx: RunContext, ev: Evidence) -> dict[str, Any
     risk = ctx.policy.assess_risk(inputs)
     evaluation, retrained = state["evaluation"], state["retraining"]
     summary = (ev.final.get("cicd") or {}).get("summary") or (
-        f"Promote {state['model']} v{retrained['version']} over "
+        f"Promote {state['model']}'s challenger ({retrained['family']}) over "
         f"v{evaluation.get('champion_version')}: gain {evaluation['gain']:+.4f}."
     )
     fallback = policy_decision(risk, summary)
@@ -536,7 +536,7 @@ def _approval(state: dict[str, Any], ctx: RunContext, ev: Evidence) -> dict[str,
 def _promote(state: dict[str, Any], ctx: RunContext, ev: Evidence) -> dict[str, Any]:
     """Say what would be promoted; move nothing (the real node's authorisation still holds:
     a tier other than low needs an approver)."""
-    tier = state["cicd"]["tier"]
+    tier, retrained = state["cicd"]["tier"], state["retraining"]
     approver = (state.get("approval") or {}).get("approver") if tier != "low" else None
     Policy.check_promotion(tier, approver)
     # A champion that had moved since the evaluation (as recorded) has moved in the replay too.
@@ -544,7 +544,8 @@ def _promote(state: dict[str, Any], ctx: RunContext, ev: Evidence) -> dict[str, 
     notes = ["the champion had moved since the evaluation"] if status == "superseded" else []
     promotion = {
         "status": status,
-        "version": state["retraining"]["version"],
+        # The version the run's cicd registered (runs before it: retraining registered it).
+        "version": (ev.final.get("cicd") or {}).get("version") or retrained.get("version"),
         "previous": state["evaluation"].get("champion_version"),
         "approved_by": approver or "policy:low-risk",
         "dry_run": True,

@@ -39,6 +39,12 @@ class Settings(BaseSettings):
         "lets tuning workers on several machines share a study). Not db_url's database.",
     )
     reports_dir: Path | None = Field(None, description="Evidently HTML reports.")
+    report_retention: int = Field(
+        20,
+        ge=0,
+        description="Evidently reports kept per model after a run ends: the newest N, plus "
+        "every report of a run that moved the champion or waits for an approval (0: all).",
+    )
     batches_dir: Path | None = Field(None, description="Persisted Parquet batches.")
     cache_dir: Path | None = Field(None, description="Downloaded datasets and fitted synthesizers.")
     llm: str = Field("builtin", description="Chat model spec: builtin | openai:<m> | ollama:<m>.")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from langgraph.graph import END, START, StateGraph
@@ -21,6 +22,7 @@ from langgraph.types import interrupt
 
 from agents import cicd, drift_analyst, evaluator, ingestion, optimizer, retraining
 from agents.context import RunContext
+from driftpilot.audit.models import ChampionChange, Decision, Run
 from driftpilot.errors import ApprovalError
 from driftpilot.faults import fault_point
 from graphs.state import (
@@ -33,6 +35,7 @@ from graphs.state import (
     after_evaluation,
     after_ingestion,
 )
+from tools import drift
 
 Node = Callable[..., dict[str, Any]]  # fn(state, ctx) -> the state update
 
@@ -124,7 +127,34 @@ def report_node(state: ControlState, ctx: RunContext) -> dict[str, Any]:
     # A process whose lease was taken over must not write the run's end: the new holder does.
     ctx.require_lease(state["model"], state["run_id"])
     ctx.store.update_run(state["run_id"], status="completed", outcome=outcome, summary=summary)
+    prune_reports(ctx, state["model"])
     return {"outcome": outcome, "events": [outcome]}
+
+
+def prune_reports(ctx: RunContext, model: str) -> list[Path]:
+    """Apply the report retention once a run of ``model`` ended: the newest
+    ``report_retention`` Evidently reports stay, and so does every report of a run that moved
+    the champion (why it moved) or that waits for an approval (its approver reads it). The
+    audit keeps each report's sha256, so a kept one can be checked and a pruned one named."""
+    assert ctx.settings.reports_dir is not None
+    keepers = {
+        c.run_id
+        for c in ctx.store.list_rows(
+            ChampionChange, ChampionChange.model == model, ChampionChange.action == "promote"
+        )
+    }
+    keepers |= {
+        r.id for r in ctx.store.list_rows(Run, Run.model == model, Run.status == "waiting_approval")
+    }
+    protected = [
+        report
+        for d in ctx.store.list_rows(
+            Decision, Decision.run_id.in_(keepers), Decision.agent == "drift_analyst"
+        )
+        if (report := json.loads(d.evidence).get("report"))
+    ]
+    folder = ctx.settings.reports_dir / model
+    return drift.prune_reports(folder, ctx.settings.report_retention, protected)
 
 
 def run_outcome(state: ControlState) -> str:

@@ -10,11 +10,20 @@ A column with too few values on either side (an all-null sparse column in a smal
 batch of three rows) is not tested: Evidently refuses empty columns, and a test over a couple
 of values says nothing. It is listed in ``skipped_columns`` with the reason, and the drift
 share counts only the columns that were tested.
+
+Reports: a path ending in ``.gz`` gets the HTML gzip-compressed (an Evidently drift report is
+~4 MB of mostly repeated script, ~10x smaller compressed); the result carries the sha256 of
+the HTML itself, so the audit can check a kept report. ``report_html`` reads either form back,
+``readable_report`` gives a plain copy to attach, ``prune_reports`` applies the retention.
 """
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import os
 import time
+from collections.abc import Collection
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol
@@ -72,6 +81,9 @@ class DriftResult(BaseModel):
         default_factory=dict, description="Columns not tested, with the reason (too few values)."
     )
     report_path: str | None = Field(None, description="Evidently HTML report, if written.")
+    report_sha256: str | None = Field(
+        None, description="sha256 of the report's HTML (before compression), if written."
+    )
     elapsed_s: float = Field(description="Wall time of the check.")
 
     def drifted_columns(self) -> list[str]:
@@ -114,14 +126,15 @@ def data_drift(
         numeric: numeric feature columns to compare.
         categorical: categorical feature columns to compare.
         config: drift share, methods, thresholds, optional subsampling.
-        report_path: write Evidently's interactive HTML report there (None: no report).
+        report_path: write Evidently's interactive HTML report there (None: no report),
+            gzip-compressed when the name ends in ``.gz``.
         seed: subsampling seed.
 
     Returns:
         DriftResult with per-column method, score, threshold and verdict, the share of
         drifted columns, the columns skipped for too few values (with the reason), and the
-        HTML report path. When no column can be tested the result has no columns, a drift
-        share of 0 and no report.
+        HTML report's path and sha256. When no column can be tested the result has no
+        columns, a drift share of 0 and no report.
 
     Raises:
         SchemaError: a requested column is missing on either side.
@@ -143,20 +156,88 @@ def data_drift(
         with _one_blas_thread():
             snapshot = _run_preset(ref_pd, cur_pd, tested_num, tested_cat, cfg)
             result = _parse_snapshot(snapshot.dict(), cfg.drift_share)
-            if report_path is not None:
-                report_path.parent.mkdir(parents=True, exist_ok=True)
-                snapshot.save_html(str(report_path))
+            digest = _write_report(snapshot, report_path) if report_path is not None else None
     else:
-        result, report_path = _nothing_tested(), None
+        result, report_path, digest = _nothing_tested(), None, None
     return result.model_copy(
         update={
             "n_reference": reference.height,
             "n_current": current.height,
             "skipped_columns": skipped,
             "report_path": str(report_path) if report_path else None,
+            "report_sha256": digest,
             "elapsed_s": round(time.perf_counter() - started, 3),
         }
     )
+
+
+def _write_report(snapshot: Any, path: Path) -> str:
+    """Write the snapshot's standalone HTML (gzip when ``path`` ends in .gz) and return the
+    sha256 of the HTML. Written to a temporary name and renamed: a reader (the chat, the
+    retention) never sees half a report."""
+    html = snapshot.get_html_str(as_iframe=False).encode("utf-8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    if path.suffix == ".gz":
+        # mtime 0: the same report compresses to the same bytes (no timestamp in the header).
+        partial.write_bytes(gzip.compress(html, compresslevel=6, mtime=0))
+    else:
+        partial.write_bytes(html)
+    os.replace(partial, path)
+    return hashlib.sha256(html).hexdigest()
+
+
+def report_html(path: Path | str) -> bytes:
+    """The HTML of a report written by ``data_drift``, decompressed if it was stored gzip.
+
+    Raises:
+        DataError: the file is missing or is not valid gzip.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+        return gzip.decompress(data) if path.suffix == ".gz" else data
+    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+        raise DataError(f"cannot read report {path}: {exc}") from exc
+
+
+def readable_report(path: Path | str, into: Path) -> Path:
+    """A path to the report as plain HTML, for whatever attaches or serves the file as is:
+    ``path`` itself when it is not compressed, else a decompressed copy in ``into`` (made once
+    per report, replaced if the report is newer).
+
+    Raises:
+        DataError: the report cannot be read.
+    """
+    path = Path(path)
+    if path.suffix != ".gz":
+        return path
+    plain = into / path.with_suffix("").name
+    if not plain.is_file() or plain.stat().st_mtime < path.stat().st_mtime:
+        into.mkdir(parents=True, exist_ok=True)
+        partial = plain.with_name(f".{plain.name}.partial")
+        partial.write_bytes(report_html(path))
+        os.replace(partial, plain)
+    return plain
+
+
+def prune_reports(folder: Path, keep: int, protected: Collection[Path | str]) -> list[Path]:
+    """Apply the report retention to one model's report folder: the ``keep`` newest reports
+    stay, and so does every ``protected`` one (e.g. the reports of runs that moved the
+    champion); the others are deleted. ``keep`` 0 keeps everything.
+
+    Returns:
+        The deleted files, oldest first.
+    """
+    if keep <= 0 or not folder.is_dir():
+        return []
+    reports = [p for p in folder.iterdir() if p.is_file() and p.name.endswith((".html", ".gz"))]
+    reports.sort(key=lambda p: (p.stat().st_mtime, p.name), reverse=True)
+    spared = {Path(p).resolve() for p in protected}
+    doomed = [p for p in reports[keep:] if p.resolve() not in spared]
+    for report in doomed:
+        report.unlink(missing_ok=True)  # a concurrent prune of the same folder removed it
+    return doomed[::-1]
 
 
 def _one_blas_thread() -> AbstractContextManager[Any]:

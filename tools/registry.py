@@ -1,13 +1,18 @@
 """Registry tools: MLflow tracking and model registry for DriftPilot's managed models.
 
 Every trained model is logged as an MLflow run (params, metrics, the model as a pyfunc with
-explicit pip requirements, the drift report as an artifact) and registered as a version of
-its registered model. Aliases carry roles: ``champion`` (serving) and ``challenger``
-(candidate). Promotion keeps a history of champions on the registered model so that a
-rollback can move ``champion`` back to the previous version.
+explicit pip requirements, the drift report as an artifact): ``log_model``. A version of its
+registered model is created only for a model that may serve (``register_model``): a
+bootstrap champion, or a challenger that is being promoted or put to an approver. A rejected
+challenger stays an MLflow run with its logged model (loadable by ``load_logged``), so the
+registry lists only models that were, or were proposed as, champions. Aliases carry roles:
+``champion`` (serving) and ``challenger`` (candidate). Promotion keeps a history of
+champions on the registered model so that a rollback can move ``champion`` back to the
+previous version.
 
-Registration is idempotent for a caller-supplied key (stored as the version tag
-``driftpilot.key``): the same key returns the same version. MLflow is imported lazily.
+Logging and registration are each idempotent for a caller-supplied key (stored as the run
+and version tag ``driftpilot.key``): the same key returns the same run, the same version.
+MLflow is imported lazily.
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ from tools.train import TrainedModel
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 KEY_TAG = "driftpilot.key"
+FAMILY_TAG = "driftpilot.family"
+MODEL_ID_TAG = "driftpilot.model_id"
+MODEL_URI_TAG = "driftpilot.model_uri"  # set last on a run: its model was logged completely
 HISTORY_TAG = "driftpilot.champion_history"
 ROLLBACK_TAG = "driftpilot.last_rollback"
 _REQUIREMENTS = ("lightgbm", "catboost", "polars", "pandas", "numpy", "scikit-learn", "pyarrow")
@@ -42,6 +50,17 @@ class ModelVersionInfo(BaseModel):
     tags: dict[str, str]
     created_at: datetime
     source: str = Field(description="Model URI the version was registered from.")
+
+
+class LoggedModel(BaseModel):
+    """A model logged as an MLflow run (with its model), not necessarily registered."""
+
+    name: str = Field(description="Registered model name it would be a version of.")
+    key: str = Field(description="Idempotency key the run was logged under.")
+    run_id: str = Field(description="MLflow run holding params, metrics, reports and model.")
+    model_uri: str = Field(description="URI that loads the logged model (models:/m-...).")
+    model_id: str | None = Field(description="MLflow 3 logged-model id (None before MLflow 3).")
+    family: str
 
 
 class RegisterRequest(BaseModel):
@@ -122,14 +141,87 @@ def find_by_key(name: str, key: str, settings: Settings | None = None) -> ModelV
     return _info(client.get_model_version(name, found[0].version)) if found else None
 
 
-def register_model(
+def find_logged(name: str, key: str, settings: Settings | None = None) -> LoggedModel | None:
+    """The completely logged run of model ``name`` under an idempotency key, if any (a run
+    whose logging died before its model was stored does not count)."""
+    client = _client(settings or get_settings())
+    experiment = client.get_experiment_by_name(f"driftpilot/{name}")
+    if experiment is None:
+        return None
+    runs = client.search_runs(
+        [experiment.experiment_id], f"tags.`{KEY_TAG}` = '{key}'", order_by=["start_time ASC"]
+    )
+    done = [r for r in runs if MODEL_URI_TAG in r.data.tags]
+    return _logged(name, key, done[0]) if done else None
+
+
+def _logged(name: str, key: str, run: Any) -> LoggedModel:
+    tags = run.data.tags
+    return LoggedModel(
+        name=name,
+        key=key,
+        run_id=run.info.run_id,
+        model_uri=tags[MODEL_URI_TAG],
+        model_id=tags.get(MODEL_ID_TAG) or None,
+        family=tags.get(FAMILY_TAG, ""),
+    )
+
+
+def log_model(
     model: TrainedModel, request: RegisterRequest, settings: Settings | None = None
+) -> LoggedModel:
+    """Log a trained model as an MLflow run of ``request.name``'s experiment, without
+    registering a version.
+
+    Idempotent per ``request.key``: a completely logged run with that key is returned and
+    nothing is logged. Params, metrics, the training report and ``request.artifacts`` (e.g.
+    the Evidently report) are attached to the run.
+
+    Raises:
+        RegistryError: MLflow rejected the run or an artifact is missing.
+    """
+    settings = settings or get_settings()
+    existing = find_logged(request.name, request.key, settings)
+    if existing is not None:
+        return existing
+    import mlflow
+
+    client = _client(settings)
+    tags = {**request.tags, KEY_TAG: request.key, FAMILY_TAG: model.family}
+    try:
+        with mlflow.start_run(
+            experiment_id=_experiment_id(client, request.name, settings), tags=tags
+        ) as run:
+            _log_run(mlflow, model, request)
+            info = _log_pyfunc(mlflow, model)
+            # Last: the tag marks the run as complete for find_logged.
+            mlflow.set_tags({MODEL_ID_TAG: info.model_id or "", MODEL_URI_TAG: info.model_uri})
+    except RegistryError:
+        raise
+    except Exception as exc:  # MLflow raises MlflowException, OSError, SQLAlchemy errors
+        raise RegistryError(f"could not log {request.name!r}: {exc}") from exc
+    return LoggedModel(
+        name=request.name,
+        key=request.key,
+        run_id=run.info.run_id,
+        model_uri=info.model_uri,
+        model_id=info.model_id,
+        family=model.family,
+    )
+
+
+def register_model(
+    model: TrainedModel | LoggedModel, request: RegisterRequest, settings: Settings | None = None
 ) -> ModelVersionInfo:
-    """Log a trained model as an MLflow run and register it as a new version.
+    """Register a model as a new version of ``request.name``.
+
+    ``model`` is either a logged run (``log_model``: a challenger registered when it is
+    promoted or sent for approval; ``request.params``, ``metrics`` and ``artifacts`` are then
+    ignored, the run has its own) or a trained model, which is logged first (``log_model``
+    with the same key).
 
     Idempotent per ``request.key``: if a version with that key exists it is returned and
-    nothing is logged. Params, metrics, the training report and ``request.artifacts`` (e.g.
-    the Evidently HTML) are attached to the run.
+    nothing is logged or registered.
 
     Raises:
         RegistryError: MLflow rejected the run or the registration.
@@ -138,25 +230,23 @@ def register_model(
     existing = find_by_key(request.name, request.key, settings)
     if existing is not None:
         return existing
-    import mlflow
-
+    logged = model if isinstance(model, LoggedModel) else log_model(model, request, settings)
     client = _client(settings)
-    tags = {**request.tags, KEY_TAG: request.key, "driftpilot.family": model.family}
+    tags = {**request.tags, KEY_TAG: request.key, FAMILY_TAG: logged.family}
     try:
-        with mlflow.start_run(
-            experiment_id=_experiment_id(client, request.name, settings), tags=tags
-        ) as run:
-            _log_run(mlflow, model, request)
-            info = _log_pyfunc(mlflow, model)
         _ensure_registered_model(client, request.name)
         # model_id: a tracking server checks that a 'models:/m-...' source names the logged
         # model it came from (the SQLite store does not).
         mv = client.create_model_version(
-            request.name, info.model_uri, run_id=run.info.run_id, tags=tags, model_id=info.model_id
+            request.name,
+            logged.model_uri,
+            run_id=logged.run_id,
+            tags=tags,
+            model_id=logged.model_id,
         )
+        return _info(client.get_model_version(request.name, mv.version))
     except Exception as exc:  # MLflow raises MlflowException, OSError, SQLAlchemy errors
         raise RegistryError(f"could not register {request.name!r}: {exc}") from exc
-    return _info(client.get_model_version(request.name, mv.version))
 
 
 def _log_run(mlflow: Any, model: TrainedModel, request: RegisterRequest) -> None:
@@ -257,6 +347,12 @@ def load_by_alias(name: str, alias: str, settings: Settings | None = None) -> Tr
     settings = settings or get_settings()
     get_alias(name, alias, settings)  # clear error before MLflow's
     return _load(f"models:/{name}@{alias}")
+
+
+def load_logged(model_uri: str, settings: Settings | None = None) -> TrainedModel:
+    """Load a logged model (``LoggedModel.model_uri``, registered or not) as a TrainedModel."""
+    _client(settings or get_settings())
+    return _load(model_uri)
 
 
 def _load(uri: str) -> TrainedModel:

@@ -224,7 +224,7 @@ def test_kill_inside_a_low_risk_run_then_recover(
         (m.step, m.phase)
         for m in cp.store.list_rows(Mutation, Mutation.run_id == run.id, order=Mutation.id)
     ]
-    step = "retraining:register" if fault == "after_register" else "promote"
+    step = "cicd:register" if fault == "after_register" else "promote"
     assert (step, "intent") in phases and (step, "reconciled") in phases
     assert_consistent(cp)
     assert cp.recover() == []  # nothing left to do

@@ -365,7 +365,7 @@ def test_the_control_assistant_runs_a_file_batch_and_an_agent_inbox_accept_promo
     assert (finished["status"], finished["values"]) == ("idle", done)
     assert rest(server, "vic", "GET", f"/runs/{run_id}").json()["outcome"] == "promoted"
     champion = sdk["vic"].assistants.get("flights")["metadata"]["champion"]
-    assert champion == promoted["version"] == 3  # v2 was the rejected challenger
+    assert champion == promoted["version"] == 2  # the rejected challenger left no version
 
 
 # -- runs.wait, stateless runs, if_not_exists ------------------------------------------------------

@@ -128,3 +128,46 @@ def test_half_applied_promote_and_rollback_are_finished_by_their_replay(
     assert (done.previous, done.current) == (3, 2)
     assert registry.current_champion("h", settings) == 2
     assert registry.champion_history("h", settings) == [1, 2]
+
+
+def test_a_logged_model_is_a_run_not_a_version_until_registered(
+    model: TrainedModel, settings: Settings, months: dict[str, pl.DataFrame]
+) -> None:
+    req = RegisterRequest(name="c", key="run-9:retraining", metrics={"drift_share": 0.4})
+    logged = registry.log_model(model, req, settings)
+    assert registry.log_model(model, req, settings) == logged  # idempotent per key
+    assert registry.list_versions("c", settings) == []  # nothing in the registry
+    import mlflow
+
+    client = mlflow.MlflowClient(settings.mlflow_tracking_uri)
+    run = client.get_run(logged.run_id)
+    assert run.info.status == "FINISHED" and run.data.metrics["drift_share"] == 0.4
+    experiment = client.get_experiment_by_name("driftpilot/c")
+    assert len(client.search_runs([experiment.experiment_id])) == 1  # logged once
+    march = months["2013-03"].head(500)
+    loaded = registry.load_logged(logged.model_uri, settings)
+    assert np.array_equal(loaded.predict_proba(march), model.predict_proba(march))
+
+    # Registered later (promotion, approval request): one version, of that very run.
+    key = RegisterRequest(name="c", key="run-9:cicd", tags={"driftpilot.run_id": "run-9"})
+    version = registry.register_model(logged, key, settings)
+    assert registry.register_model(logged, key, settings) == version  # a replay: the same
+    assert [v.version for v in registry.list_versions("c", settings)] == [1]
+    assert (version.run_id, version.tags["driftpilot.run_id"]) == (logged.run_id, "run-9")
+    assert len(client.search_runs([experiment.experiment_id])) == 1  # no second run logged
+    again = registry.load_version("c", version.version, settings)
+    assert np.array_equal(again.predict_proba(march), model.predict_proba(march))
+
+
+def test_a_run_whose_logging_died_is_not_found_and_is_logged_again(
+    model: TrainedModel, settings: Settings
+) -> None:
+    import mlflow
+
+    req = RegisterRequest(name="d", key="run-3:retraining")
+    experiment = registry._experiment_id(registry._client(settings), "d", settings)
+    with mlflow.start_run(experiment_id=experiment, tags={registry.KEY_TAG: req.key}):
+        pass  # a process killed before the model was logged leaves such a run
+    assert registry.find_logged("d", req.key, settings) is None
+    logged = registry.log_model(model, req, settings)
+    assert registry.find_logged("d", req.key, settings) == logged

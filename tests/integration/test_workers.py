@@ -387,8 +387,8 @@ def test_kill_9_of_a_worker_mid_run_then_recover_finishes_it(
         (m.step, m.phase)
         for m in farm.plane.store.list_rows(Mutation, Mutation.run_id == ids[0], order=Mutation.id)
     ]
-    assert ("retraining:register", "intent") in phases
-    assert ("retraining:register", "reconciled") in phases
+    assert ("cicd:register", "intent") in phases
+    assert ("cicd:register", "reconciled") in phases
     reaped = farm.sql(
         "SELECT status FROM procrastinate_jobs "
         "WHERE task_name = 'driftpilot.execute_run' AND args->>'run_id' = :run",
