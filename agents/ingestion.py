@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -119,6 +120,7 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         labelled = with_label_column(frame, spec.target, reference.schema[spec.target])
         result = _file_batch(ctx, state, labelled, verdict, decision.action, reason)
     result["conversions"] = conversions
+    result["time_range"] = time_range(frame, spec.time_col)  # where charts place the batch
     if result["action"] == "quarantine" and _escalates(ctx, verdict, streak):
         result = _escalate(ctx, state, verdict, result, streak, reason)
     fault_point("after_filing")  # tests crash here: filed, not yet decided on record
@@ -327,6 +329,20 @@ def _file_batch(
         "warnings": [i.message for i in verdict.warnings],
         "risky_warnings": risky,
     }
+
+
+def time_range(frame: pl.DataFrame, time_col: str) -> dict[str, Any] | None:
+    """The batch's first and last time (ISO 8601, or seconds for a numeric time column), or
+    None when the column is missing, empty or not a time (a batch quarantined for it)."""
+    if time_col not in frame.columns or frame[time_col].null_count() == frame.height:
+        return None
+    first, last = frame[time_col].min(), frame[time_col].max()
+    if isinstance(first, date) and isinstance(last, date):  # a datetime is a date too
+        return {"start": first.isoformat(), "end": last.isoformat()}
+    numbers = (int, float)
+    if isinstance(first, numbers) and isinstance(last, numbers) and not isinstance(first, bool):
+        return {"start": float(first), "end": float(last)}
+    return None
 
 
 def with_label_column(frame: pl.DataFrame, target: str, dtype: pl.DataType) -> pl.DataFrame:

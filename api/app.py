@@ -3,7 +3,8 @@ limit, problem+json errors and the routers.
 
 Routers: the core resources below, then every other module of ``api.routes`` that defines a
 ``router`` (in name order). Such a module may also define ``lifespan(app)``, an async context
-manager entered after the executor started and left before it stops.
+manager entered after the executor started and left before it stops. ``/docs`` (Swagger UI) and
+``/redoc`` (ReDoc) are served from local assets (``fastapi-offline``), so they work offline.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from types import ModuleType
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import api.routes
 from api import problems
@@ -38,6 +42,35 @@ them: viewer < operator < approver < admin. Errors are `application/problem+json
 (RFC 9457). Run statuses follow LangGraph Platform: pending, running, interrupted (waiting
 for a person), success, error; what a run decided is its `outcome`.
 """
+
+
+DOCS_URL, REDOC_URL = "/docs", "/redoc"
+# The documentation pages may load only what this server serves: ReDoc's bundle still points
+# its sidebar logo at cdn.redoc.ly, and a page that reaches out is neither offline nor private.
+DOCS_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'"
+)
+
+
+class DocsPolicy:
+    """ASGI middleware: the documentation pages get ``DOCS_CSP`` as their
+    Content-Security-Policy (every other answer is left as it is)."""
+
+    def __init__(self, app: ASGIApp, paths: set[str]) -> None:
+        self.app, self.paths = app, paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] not in self.paths:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_policy(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)["Content-Security-Policy"] = DOCS_CSP
+            await send(message)
+
+        await self.app(scope, receive, send_with_policy)
 
 
 def route_modules() -> Iterator[ModuleType]:
@@ -86,7 +119,11 @@ def create_app(
             if owned:
                 cp.close()
 
-    app = FastAPI(
+    # /docs and /redoc load Swagger UI and ReDoc from the package's bundled files, served
+    # under /static-offline-docs, not from a CDN: they work on a network without internet.
+    app = FastAPIOffline(
+        docs_url=DOCS_URL,
+        redoc_url=REDOC_URL,
         title="DriftPilot",
         version="0.1.0",
         description=DESCRIPTION,
@@ -96,6 +133,7 @@ def create_app(
     app.state.api_settings = conf
     app.state.executor = RunExecutor(cp, conf.workers)
     app.add_middleware(BodyLimit, max_bytes=conf.max_body_bytes)
+    app.add_middleware(DocsPolicy, paths={DOCS_URL, REDOC_URL})
     problems.install(app)
     for module in modules:
         app.include_router(module.router)

@@ -98,6 +98,10 @@ class Run(BaseModel):
     )
     requested_by: str
     created_at: str
+    trigger: str = Field("", description="What started the run: cli, api, chat, schedule, demo.")
+    schedule_id: str | None = Field(
+        None, description="The schedule (cron_id) that fired the run, for trigger 'schedule'."
+    )
     metadata: dict[str, Any] = Field(default_factory=dict)
     multitask_strategy: MultitaskStrategy | None = None
     summary: dict[str, Any] = Field(default_factory=dict)
@@ -123,6 +127,8 @@ class Run(BaseModel):
             outcome=view.outcome,
             requested_by=view.requested_by,
             created_at=view.created_at,
+            trigger=view.trigger,
+            schedule_id=view.schedule_id,
             metadata=metadata if metadata is not None else view.metadata,
             multitask_strategy=multitask_strategy,
             summary=view.summary,

@@ -3,7 +3,8 @@ process, whichever process executes the run).
 
 Events, in order:
 
-    metadata    {"run_id", "thread_id", "assistant_id", "status"}          once, first
+    metadata    {"run_id", "thread_id", "assistant_id", "status", "trigger", "schedule_id"}
+                                                                           once, first
     status      {"run_id", "status"}                                       when it changes
     step        {"seq", "agent", "action", "rationale", "fallback", "evidence", "at"}
                                                                            each agent decision
@@ -82,7 +83,14 @@ async def run_events(
     status = STATUS.get(view.status, "error")
     yield _event(
         "metadata",
-        {"run_id": run_id, "thread_id": run_id, "assistant_id": view.model, "status": status},
+        {
+            "run_id": run_id,
+            "thread_id": run_id,
+            "assistant_id": view.model,
+            "status": status,
+            "trigger": view.trigger,
+            "schedule_id": view.schedule_id,
+        },
     )
     sent = max(last_event_id, 0)
     while True:

@@ -9,7 +9,12 @@ Its payload names the model and the batch source:
   (a file rewritten in place is new). Older unconsumed files are passed over, and counted in
   the audit: a schedule follows the newest data, it does not replay a backlog.
 - ``{"dataset": "flights", "start": "2013-02"}``: the next batch of a built-in dataset, in
-  time order, from ``start`` on (``max_rows``/``seed``: a seeded sample of each batch).
+  time order, from ``start`` on; without ``start``, from the batch after the newest one the
+  model has seen (``max_rows``/``seed``: a seeded sample of each batch). A batch the model
+  has seen is never run again: one a run of the model was given (the whole batch's content
+  hash, taken before any sampling, or its batch id when the run came from this dataset), or
+  one that begins at or before the newest row the champion was trained on (the bootstrap's
+  window or the current champion's).
 - ``{"gdelt": {}}``: the newest GDELT 2.0 15-minute event export (``lastupdate.txt`` of
   ``DRIFTPILOT_SCHEDULER_GDELT_BASE_URL``). Offline, the firing is audited as an error.
 
@@ -32,7 +37,9 @@ the schedule's ``cron_id``) with its outcome: ``fired`` (with the run id), ``ski
 (the model is busy and the strategy is ``reject``, or an ``enqueue`` schedule still has a run
 waiting), ``no-new-batch``, ``error``, ``missed``, ``skipped-overlap`` or ``disabled``.
 Changes to schedules (create, update, pause, resume, delete) are audited with who made them.
-A fired run has trigger ``schedule`` and is requested by the schedule's creator. A batch is
+A fired run has trigger ``schedule``, is requested by the schedule's creator and carries the
+schedule in its metadata (``schedule_id``; a dataset batch also its ``dataset`` and the
+``batch_hash`` of the whole batch before sampling). A batch is
 claimed in the ``schedule_batches`` ledger before its run is submitted, so one schedule never
 runs one batch twice; a busy model leaves the batch unclaimed for the next firing.
 
@@ -55,6 +62,7 @@ once. ``run_now`` queues a firing now. ``next_run_date`` is the cron's next time
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -74,7 +82,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import create_engine, delete, select
 from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 
-from driftpilot.audit.models import ManagedModel, Run, Schedule, ScheduleBatch, ToolCall
+from driftpilot.audit.models import (
+    BatchRecord,
+    ManagedModel,
+    Run,
+    Schedule,
+    ScheduleBatch,
+    StepEffect,
+    ToolCall,
+)
 from driftpilot.audit.store import now
 from driftpilot.errors import ConfigError, DataError, DriftPilotError, ModelBusy, NotFound
 from driftpilot.identity import normalize_principal
@@ -88,6 +104,7 @@ if TYPE_CHECKING:
 
     from driftpilot.queue import Queue
     from driftpilot.service import ControlPlane
+    from tools.data import Batch
 
 log = logging.getLogger(__name__)
 
@@ -406,12 +423,14 @@ class ScheduleView(BaseModel):
 
 @dataclass
 class Picked:
-    """A batch a firing chose: its rows, id, ledger key and how it was found."""
+    """A batch a firing chose: its rows, id, ledger key, how it was found, and what its run
+    records about where it came from (its metadata, beside the schedule id)."""
 
     frame: pl.DataFrame
     batch_id: str
     key: str
     detail: str
+    origin: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 # -- the job APScheduler stores ----------------------------------------------------------------
@@ -470,7 +489,7 @@ class Scheduler:
         self._stop = threading.Event()
         self._aps: BackgroundScheduler | None = None
         self._engine: Engine | None = None
-        self._datasets: dict[str, dict[str, pl.DataFrame]] = {}
+        self._datasets: dict[str, dict[str, Batch]] = {}
         self._datasets_lock = threading.Lock()
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -908,7 +927,7 @@ class Scheduler:
                 detail="the run this schedule enqueued before is still waiting",
             )
         try:
-            picked = self._pick(cron_id, spec.payload.source)
+            picked = self._pick(cron_id, spec.payload)
         except Exception as exc:  # an unusable source is this firing's outcome, not a crash
             log.warning("schedule %s: no batch: %s", cron_id, exc)
             return self._audit_firing(row, "error", started, scheduled_at, detail=_message(exc))
@@ -931,6 +950,7 @@ class Scheduler:
                 trigger="schedule",
                 requested_by=row.created_by,
                 multitask_strategy=strategy,
+                metadata={"schedule_id": cron_id, **picked.origin},
             )
         except ModelBusy as exc:
             self._unclaim(ledger)
@@ -1136,12 +1156,13 @@ class Scheduler:
 
     # -- sources ----------------------------------------------------------------------------------
 
-    def _pick(self, cron_id: str, source: Source) -> Picked | None:
+    def _pick(self, cron_id: str, payload: Payload) -> Picked | None:
         consumed = self._consumed(cron_id)
+        source = payload.source
         if isinstance(source, GlobSource):
             return self._pick_file(source.glob, consumed)
         if isinstance(source, DatasetSource):
-            return self._pick_dataset(source, consumed)
+            return self._pick_dataset(payload.model, source, consumed)
         return self._pick_gdelt(source.gdelt, consumed)
 
     def _pick_file(self, pattern: str, consumed: set[str]) -> Picked | None:
@@ -1189,32 +1210,101 @@ class Scheduler:
             detail += f"; {passed} older unconsumed file(s) passed over"
         return Picked(frame, path.stem, key, detail)
 
-    def _pick_dataset(self, source: DatasetSource, consumed: set[str]) -> Picked | None:
+    def _pick_dataset(self, model: str, source: DatasetSource, consumed: set[str]) -> Picked | None:
         from tools.datasets import SPECS
 
         batches = self._dataset_batches(source.dataset)
         ids = list(batches)
-        if source.start is not None:
-            if source.start not in batches:
-                raise NotFound(
-                    f"{source.dataset} has no batch {source.start!r}; batches: "
-                    f"{', '.join(ids[:24])}"
-                )
-            ids = ids[ids.index(source.start) :]
-        for batch_id in ids:
+        if source.start is not None and source.start not in batches:
+            raise NotFound(
+                f"{source.dataset} has no batch {source.start!r}; batches: {', '.join(ids[:24])}"
+            )
+        seen = self._seen_batches(model, source.dataset, batches)
+        candidates = unseen_batches(ids, seen, source.start)
+        for batch_id in candidates:
             key = f"dataset:{source.dataset}:{batch_id}"
             if key in consumed:
                 continue
-            frame = batches[batch_id]
+            batch = batches[batch_id]
+            frame = batch.frame
             if source.max_rows is not None and frame.height > source.max_rows:
                 frame = frame.sample(n=source.max_rows, seed=source.seed).sort(
                     SPECS[source.dataset].time_col
                 )
-            left = len(ids) - ids.index(batch_id) - 1
-            return Picked(frame, batch_id, key, f"{source.dataset} batch; {left} more after it")
+            left = len(candidates) - candidates.index(batch_id) - 1
+            origin = {
+                "dataset": source.dataset,
+                # The whole batch's hash, taken before sampling: a sample of a batch the model
+                # has seen hashes differently, the whole batch does not.
+                "batch_hash": batch.info.content_hash,
+                "sampled_rows": frame.height if frame.height < batch.frame.height else None,
+            }
+            detail = f"{source.dataset} batch; {left} unseen after it"
+            return Picked(frame, batch_id, key, detail, origin)
         return None
 
-    def _dataset_batches(self, name: str) -> dict[str, pl.DataFrame]:
+    def _seen_batches(self, model: str, dataset: str, batches: dict[str, Batch]) -> set[str]:
+        """The ids of the dataset's batches ``model`` has seen (the module's docstring)."""
+        hashes, ids = self._seen_by_runs(model, dataset)
+        horizon = self._trained_until(model)
+        return {
+            batch_id
+            for batch_id, batch in batches.items()
+            if batch_id in ids
+            or batch.info.content_hash in hashes
+            or (horizon is not None and _at_or_before(batch.info.start, horizon))
+        }
+
+    def _seen_by_runs(self, model: str, dataset: str) -> tuple[set[str], set[str]]:
+        """The content hashes of the batches the model's runs were given (filed, submitted,
+        and whole before sampling), and the batch ids of its runs on ``dataset``. A cancelled
+        run never ran: its batch is not seen."""
+        from driftpilot.service import METADATA_STEP
+
+        source = self.store.get(ManagedModel, model).source
+        runs = [
+            r for r in self.store.list_rows(Run, Run.model == model) if r.outcome != "cancelled"
+        ]
+        with self.store.session() as session:
+            stored = session.execute(
+                select(StepEffect.run_id, StepEffect.result).where(
+                    StepEffect.step == METADATA_STEP,
+                    StepEffect.run_id.in_([r.id for r in runs]),
+                )
+            ).all()
+        metadata = {run_id: json.loads(result) for run_id, result in stored}
+        hashes = {
+            r.content_hash for r in self.store.list_rows(BatchRecord, BatchRecord.model == model)
+        }
+        ids: set[str] = set()
+        for run in runs:
+            meta = metadata.get(run.id, {})
+            given = json.loads(run.summary or "{}").get("input", {}).get("batch", {})
+            hashes |= {h for h in (meta.get("batch_hash"), given.get("content_hash")) if h}
+            if source == dataset or meta.get("dataset") == dataset:
+                ids.add(run.batch_id)
+        return hashes, ids
+
+    def _trained_until(self, model: str) -> datetime | float | None:
+        """The newest time in the rows the model's bootstrap champion and current champion
+        were trained on (their windows), or None when neither window is on disk."""
+        import polars as pl
+
+        from driftpilot.service import bootstrap_id
+
+        row = self.store.get(ManagedModel, model)
+        bootstrap = self.store.effect(bootstrap_id(model), "promote") or {}
+        paths = {p for p in (bootstrap.get("window_path"), row.reference_path) if p}
+        newest: list[Any] = []
+        for path in paths:
+            if Path(path).is_file():
+                times = pl.read_parquet(path, columns=[row.time_col])[row.time_col]
+                if times.len() and times.null_count() < times.len():
+                    newest.append(times.max())
+        comparable = [t for t in newest if isinstance(t, (datetime, int, float))]
+        return max(comparable, key=_sort_key) if comparable else None
+
+    def _dataset_batches(self, name: str) -> dict[str, Batch]:
         from tools.data import split_batches
         from tools.datasets import SPECS, load_dataset
 
@@ -1225,7 +1315,7 @@ class Scheduler:
                 spec = SPECS[name]
                 frame = load_dataset(name, self.plane.settings)  # type: ignore[arg-type]
                 self._datasets[name] = {
-                    b.info.batch_id: b.frame
+                    b.info.batch_id: b
                     for b in split_batches(frame, spec.time_col, every=spec.batch_every)
                 }
             return self._datasets[name]
@@ -1251,6 +1341,37 @@ class Scheduler:
         if options.max_rows is not None:
             frame = frame.head(options.max_rows)
         return Picked(frame, f"gdelt-{stamp}", key, f"GDELT 2.0 export of {stamp} UTC")
+
+
+def unseen_batches(ids: list[str], seen: set[str], start: str | None = None) -> list[str]:
+    """The batches a dataset schedule may run, in time order: from ``start`` on when given,
+    else after the newest batch the model has seen; never one it has seen."""
+    if start is not None:
+        first = ids.index(start)
+    else:
+        first = max((i + 1 for i, batch_id in enumerate(ids) if batch_id in seen), default=0)
+    return [b for b in ids[first:] if b not in seen]
+
+
+def _at_or_before(moment: object, horizon: datetime | float) -> bool:
+    """Whether a batch that begins at ``moment`` begins at or before ``horizon`` (a time
+    without a zone is wall-clock time in the other's zone, as ``tools.data.conform`` reads
+    it); times of different kinds (a datetime and seconds) never compare."""
+    if isinstance(moment, datetime) and isinstance(horizon, datetime):
+        if (moment.tzinfo is None) != (horizon.tzinfo is None):
+            zone_of = moment.tzinfo or horizon.tzinfo
+            moment, horizon = moment.replace(tzinfo=zone_of), horizon.replace(tzinfo=zone_of)
+        return moment <= horizon
+    numbers = (int, float)
+    if isinstance(moment, numbers) and isinstance(horizon, numbers):
+        return moment <= horizon
+    return False
+
+
+def _sort_key(moment: datetime | float) -> float:
+    if isinstance(moment, datetime):
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    return float(moment)
 
 
 def _noop() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -73,8 +76,9 @@ def _bars(evidence: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def history_points(views: list[RunView]) -> list[dict[str, Any]]:
-    """One point per run that scored the champion: batch, champion version and metric, and the
-    challenger's score when one was evaluated (oldest run first)."""
+    """One point per run that scored the champion: batch, its time (``at``, the x axis),
+    champion version and metric, and the challenger's score when one was evaluated. Points
+    are in time order: a batch run twice is two points, a late batch sits where its time is."""
     points = []
     for v in views:
         drift = v.summary.get("drift") or {}
@@ -85,54 +89,108 @@ def history_points(views: list[RunView]) -> list[dict[str, Any]]:
         points.append(
             {
                 "batch": v.batch_id,
+                "at": batch_time(v),
                 "run_id": v.run_id,
+                "created_at": v.created_at,
                 "champion_version": drift.get("champion_version"),
                 "champion": score,
                 "challenger": evaluation.get("challenger"),
                 "outcome": v.outcome,
             }
         )
-    return points
+    _one_kind_of_time(points, views)
+    return sorted(points, key=lambda p: (_sort_key(p["at"]), p["created_at"]))
+
+
+def batch_time(view: RunView) -> datetime | float:
+    """Where a run's batch sits in time: the first time its ingestion recorded (seconds for a
+    numeric time column), else the date its id names ('2013-07', '2013-07-01'), else when the
+    run was created. A datetime is shown as its wall-clock time."""
+    recorded = ((view.summary.get("ingestion") or {}).get("time_range") or {}).get("start")
+    if isinstance(recorded, int | float) and not isinstance(recorded, bool):
+        return float(recorded)
+    if isinstance(recorded, str):
+        with contextlib.suppress(ValueError):  # not ISO: the id or the run's time says it
+            return datetime.fromisoformat(recorded).replace(tzinfo=None)
+    return _id_time(view.batch_id) or _created(view)
+
+
+_DATE_ID = re.compile(r"^\d{4}-\d{2}(-\d{2}(T\d{2})?)?$")
+
+
+def _id_time(batch_id: str) -> datetime | None:
+    if not _DATE_ID.match(batch_id):
+        return None
+    text = batch_id if len(batch_id) > 7 else f"{batch_id}-01"
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:  # '2013-13': shaped like a date, not one
+        return None
+
+
+def _created(view: RunView) -> datetime:
+    return datetime.fromisoformat(view.created_at).replace(tzinfo=None)
+
+
+def _one_kind_of_time(points: list[dict[str, Any]], views: list[RunView]) -> None:
+    """One axis holds one kind of time: when some batches have seconds and others dates,
+    the ones in seconds are placed by their id or their run's time instead."""
+    kinds = {isinstance(p["at"], datetime) for p in points}
+    if len(kinds) < 2:
+        return
+    by_run = {v.run_id: v for v in views}
+    for p in points:
+        if not isinstance(p["at"], datetime):
+            view = by_run[p["run_id"]]
+            p["at"] = _id_time(view.batch_id) or _created(view)
+
+
+def _sort_key(at: datetime | float) -> float:
+    return at.replace(tzinfo=UTC).timestamp() if isinstance(at, datetime) else at
 
 
 def history_figure(model: str, views: list[RunView], changes: list[dict[str, Any]]) -> Any:
-    """The champion's ROC AUC on each batch it met, challengers' scores, and where the
-    champion changed (promotions and rollbacks)."""
+    """The champion's ROC AUC on each batch it met, by the batch's time, challengers' scores,
+    and where the champion changed (promotions and rollbacks)."""
     import plotly.graph_objects as go
 
     points = history_points(views)
     figure = go.Figure()
     figure.add_scatter(
-        x=[p["batch"] for p in points],
+        x=[p["at"] for p in points],
         y=[p["champion"] for p in points],
         mode="lines+markers+text",
         text=[f"v{p['champion_version']}" for p in points],
+        hovertext=[f"batch {p['batch']}, run {p['run_id'][:12]}" for p in points],
         textposition="top center",
         name="champion ROC AUC on the batch",
     )
     challengers = [p for p in points if p["challenger"] is not None]
     figure.add_scatter(
-        x=[p["batch"] for p in challengers],
+        x=[p["at"] for p in challengers],
         y=[p["challenger"] for p in challengers],
         mode="markers",
         marker={"symbol": "diamond", "size": 10},
         name="challenger (same holdout)",
     )
-    by_run = {p["run_id"]: p["batch"] for p in points}
+    by_run = {p["run_id"]: p["at"] for p in points}
     for change in changes:
-        batch = by_run.get(change["run_id"])
-        if batch is not None and change["action"] in ("promote", "rollback"):
+        at = by_run.get(change["run_id"])
+        if at is not None and change["action"] in ("promote", "rollback"):
             figure.add_annotation(
-                x=batch,
+                x=at,
                 y=1,
                 yref="paper",
                 text=f"{change['action']} v{change['version']}",
                 showarrow=False,
             )
+    seconds = bool(points) and not isinstance(points[0]["at"], datetime)
     figure.update_layout(
-        title=f"{model}: champion metric across batches",
+        title=f"{model}: champion metric by batch time",
         yaxis_title="ROC AUC",
-        xaxis={"type": "category"},
+        xaxis={"type": "linear", "title": "batch time (s)"}
+        if seconds
+        else {"type": "date", "title": "batch time"},
         height=360,
         margin={"l": 50, "r": 20, "t": 50, "b": 60},
         legend={"orientation": "h"},

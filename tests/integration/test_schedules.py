@@ -8,6 +8,7 @@ another holder."""
 from __future__ import annotations
 
 import functools
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +25,7 @@ from sqlalchemy import text
 
 from api.app import create_app
 from api.config import ApiSettings
-from driftpilot.audit.models import Run, ScheduleBatch, ToolCall
+from driftpilot.audit.models import BatchRecord, Run, ScheduleBatch, ToolCall
 from driftpilot.errors import ConfigError, NotFound
 from driftpilot.schedules import (
     DatasetSource,
@@ -41,6 +42,7 @@ from driftpilot.service import ControlPlane
 from driftpilot.settings import get_settings
 from tests.conftest import add_flights
 from tests.fixtures.gdelt import write_gdelt_fixtures
+from tools.data import content_hash
 
 pytestmark = pytest.mark.integration
 T = TypeVar("T")
@@ -415,3 +417,73 @@ def test_who_changes_or_fires_a_schedule_requests_its_runs(plane: ControlPlane) 
         assert fired.created_by == "cat"
         actions = [f.tool for f in plane.store.list_rows(ToolCall, ToolCall.run_id == made.cron_id)]
         assert "schedule.update" in actions and "schedule.run_now" in actions
+
+
+def sse_events(body: str) -> list[tuple[str, Any]]:
+    """The (event, data) pairs of a finished server-sent event stream."""
+    events = []
+    for block in body.replace("\r\n", "\n").split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if "event" in fields:
+            events.append((fields["event"], json.loads(fields.get("data", "null"))))
+    return events
+
+
+def test_a_dataset_schedule_starts_after_what_the_model_has_seen(
+    plane: ControlPlane, jan_sample: pl.DataFrame, months: dict[str, pl.DataFrame]
+) -> None:
+    """A model bootstrapped on January: a schedule without ``start`` runs February first; a
+    batch the model was given (sampled by a schedule, or whole under another name) is never
+    run again, even from an explicit ``start``; the run names its schedule in the API."""
+    add_flights(plane, jan_sample, principal="alice", name="seen")
+    sampled = DatasetSource(dataset="flights", max_rows=2000, seed=3)
+    with Scheduler(plane) as sched:
+        first = sched.create(
+            ScheduleSpec(schedule=NEVER_SOON, payload=Payload(model="seen", source=sampled)), "ida"
+        )
+        fired = sched.fire(first.cron_id)  # executes its run in this thread
+        assert (fired.outcome, fired.batch_id) == ("fired", "2013-02"), fired
+        run = plane.get_run(fired.run_id or "")
+        assert (run.trigger, run.schedule_id) == ("schedule", first.cron_id)
+        whole = content_hash(months["2013-02"])
+        assert run.metadata["batch_hash"] == whole and run.metadata["sampled_rows"] == 2000
+        filed = plane.store.list_rows(BatchRecord, BatchRecord.run_id == run.run_id)
+        assert [r.content_hash != whole for r in filed] == [True]  # the sample hashes apart
+        started = run.summary["ingestion"]["time_range"]["start"]
+        assert started.startswith("2013-02"), run.summary["ingestion"]
+
+    # March arrives whole under another name (submitted, not yet run); then a schedule told
+    # to start at February, which the model has seen as a sample.
+    march = plane.submit_run("seen", months["2013-03"], "march-delivery", requested_by="jo")
+    explicit = DatasetSource(dataset="flights", start="2013-02")
+    with Scheduler(plane, execute=lambda run_id: None) as quiet:  # its run stays pending
+        second = quiet.create(
+            ScheduleSpec(
+                schedule=NEVER_SOON,
+                payload=Payload(model="seen", source=explicit),
+                multitask_strategy="enqueue",
+            ),
+            "ida",
+        )
+        later = quiet.fire(second.cron_id)
+    assert (later.outcome, later.batch_id) == ("fired", "2013-04"), later
+    waiting = plane.get_run(later.run_id or "")
+    assert waiting.metadata["sampled_rows"] is None and waiting.status == "pending"
+
+    _, key = plane.create_api_key("vera", "viewer")
+    conf = ApiSettings(recover_on_start=False, batch_roots=[plane.settings.home / "inbox"])
+    try:
+        with TestClient(create_app(plane, conf, own_plane=False)) as client:
+            shown = client.get(f"/runs/{run.run_id}", headers={"X-Api-Key": key}).json()
+            assert (shown["trigger"], shown["schedule_id"]) == ("schedule", first.cron_id)
+            assert shown["metadata"]["schedule_id"] == first.cron_id
+            listed = client.get("/runs", params={"model": "seen"}, headers={"X-Api-Key": key})
+            triggers = {r["run_id"]: r["trigger"] for r in listed.json()["items"]}
+            assert triggers[run.run_id] == "schedule" and triggers[march.run_id] == "api"
+            streamed = client.get(f"/runs/{run.run_id}/stream", headers={"X-Api-Key": key})
+            name, meta = sse_events(streamed.text)[0]
+            assert name == "metadata" and meta["trigger"] == "schedule"
+            assert meta["schedule_id"] == first.cron_id
+    finally:  # the pending runs are not this module's to execute
+        for pending in (march.run_id, later.run_id or ""):
+            plane.cancel_run(pending, "ida")

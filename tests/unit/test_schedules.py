@@ -14,8 +14,10 @@ from driftpilot.schedules import (
     Payload,
     ScheduleSpec,
     ScheduleUpdate,
+    _at_or_before,
     check_glob,
     cron_trigger,
+    unseen_batches,
 )
 
 SUNDAY = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)  # a Sunday noon
@@ -123,3 +125,34 @@ def test_globs_stay_under_their_root(pattern: str) -> None:
 def test_safe_globs_pass() -> None:
     for pattern in ("*.parquet", "flights/**/*.csv", "2013-*.csv"):
         assert check_glob(pattern) == pattern
+
+
+MONTHS = [f"2013-{m:02d}" for m in range(1, 13)]
+
+
+def test_a_dataset_schedule_starts_after_the_newest_seen_batch_and_skips_seen_ones() -> None:
+    assert unseen_batches(MONTHS, set())[:2] == ["2013-01", "2013-02"]
+    assert unseen_batches(MONTHS, {"2013-01"})[0] == "2013-02"  # the bootstrap's month
+    # Seen out of order: after the newest seen, not back into the gap before it.
+    assert unseen_batches(MONTHS, {"2013-01", "2013-05"})[0] == "2013-06"
+    assert unseen_batches(MONTHS, set(MONTHS)) == []
+    # An explicit start is kept, but a seen batch is never run again.
+    assert unseen_batches(MONTHS, {"2013-01", "2013-03", "2013-05"}, "2013-02")[:3] == [
+        "2013-02",
+        "2013-04",
+        "2013-06",
+    ]
+
+
+def test_a_batch_begins_before_the_trained_horizon_across_zones_and_kinds() -> None:
+    paris = ZoneInfo("Europe/Paris")
+    horizon = datetime(2013, 1, 31, 23, 0, tzinfo=paris)
+    assert _at_or_before(datetime(2013, 1, 1, 5, 0, tzinfo=paris), horizon)
+    assert not _at_or_before(datetime(2013, 2, 1, 0, 0, tzinfo=paris), horizon)
+    # The same instant in UTC compares as an instant.
+    assert _at_or_before(datetime(2013, 1, 31, 22, 0, tzinfo=UTC), horizon)
+    assert not _at_or_before(datetime(2013, 1, 31, 22, 30, tzinfo=UTC), horizon)
+    # Without a zone: wall-clock time in the other's zone.
+    assert _at_or_before(datetime(2013, 1, 31, 23, 0), horizon)
+    assert _at_or_before(3600.0, 7200) and not _at_or_before(7201, 7200.0)
+    assert not _at_or_before(datetime(2013, 1, 1, tzinfo=UTC), 7200.0)  # kinds never compare
