@@ -1,8 +1,10 @@
 """``make demo``: the control loop over a year of real flights (or the credit-card file).
 
 A champion is trained on the first batch; every later batch goes through the six agents.
-High-risk promotions pause for a person: asked on a terminal, approved with ``--approve-as``
-otherwise, or left waiting (``driftpilot approve`` finishes them later).
+Then a second act on the same data: a model first checked long after its training, whose
+challenger the policy rates high risk. High-risk promotions pause for a person: asked on a
+terminal, approved with ``--approve-as`` otherwise, or left waiting (``driftpilot approve``
+finishes them later). The end names the API, the chat and the audit commands.
 """
 
 from __future__ import annotations
@@ -11,13 +13,20 @@ import time
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.prompt import Prompt
 from rich.table import Table
 
 from driftpilot.service import ControlPlane, RunView
 
 REQUESTER = "driftpilot-demo"
+
+# The second act: (training batch, first check) of a model nobody looked at in between. On
+# flights, January's champion meets July's summer delays: a quick retrain wins back a lot, and
+# the summer challenger's probabilities move far from the winter champion's, which the default
+# policy's ``max_divergence`` rule rates high risk. The policy decides the tier; the demo only
+# picks the months. Other datasets have no second act.
+LATE_CHECK: dict[str, tuple[str, str]] = {"flights": ("2013-01", "2013-07")}
 
 
 def _batches(dataset: str) -> list[tuple[str, Any]]:
@@ -50,8 +59,10 @@ def run_demo(
     dataset: str = "flights",
     approve_as: str | None = None,
     interactive: bool = False,
+    second_act: bool = True,
 ) -> dict[str, Any]:
-    """Run the demo story and return its rows (for tests)."""
+    """Run the demo story and return its rows (for tests and evals); ``second_act`` False
+    stops after the year (an eval comparing years leaves the act's extra run out)."""
     from tools.datasets import SPECS
 
     if dataset not in SPECS:
@@ -96,13 +107,102 @@ def run_demo(
             rows.append(_row(view))
             progress.advance(task)
     console.print(_table(rows, dataset))
-    _closing(console, plane, started)
-    return {"model": name, "rows": rows, "verify": plane.verify()}
+    late = (
+        _act_two(console, plane, dataset, batches, approve_as, interactive) if second_act else None
+    )
+    _closing(console, plane, started, late)
+    return {"model": name, "rows": rows, "act_two": late, "verify": plane.verify()}
+
+
+def _act_two(
+    console: Console,
+    plane: ControlPlane,
+    dataset: str,
+    batches: list[tuple[str, Any]],
+    approve_as: str | None,
+    interactive: bool,
+) -> dict[str, Any] | None:
+    """A model first checked long after its training: the run the policy sends to a person."""
+    from tools.datasets import SPECS
+
+    if dataset not in LATE_CHECK:
+        return None
+    trained_on, checked_on = LATE_CHECK[dataset]
+    frames = dict(batches)
+    spec = SPECS[dataset]
+    name = _free_name(plane, f"{dataset}-late")
+    console.rule("[bold]Act two - a promotion that waits for a person")
+    console.print(
+        f"Model [bold]{name}[/]: a champion trained on {trained_on}, checked for the first time "
+        f"on {checked_on}. Whether its challenger may replace it is the policy's call "
+        "(driftpilot/policy.yaml, risk rules)."
+    )
+    with _spinner(console) as progress:
+        task = progress.add_task(f"training {name}'s champion on {trained_on}", total=2)
+        plane.add_model(
+            name,
+            frames[trained_on],
+            target=spec.target,
+            time_col=spec.time_col,
+            numeric=spec.numeric,
+            categorical=spec.categorical,
+            source=dataset,
+            principal=REQUESTER,
+        )
+        progress.update(task, advance=1, description=f"control run on {checked_on}")
+        view = plane.start_run(
+            name, frames[checked_on], checked_on, trigger="demo", requested_by=REQUESTER
+        )
+        progress.advance(task)
+    cicd = view.summary.get("cicd") or {}
+    _explain(console, view)
+    if view.status == "waiting_approval":
+        view = _ask(console, None, plane, view, approve_as, interactive)
+    row = {
+        **_row(view),
+        "model": name,
+        "status": view.status,
+        "tier": cicd.get("tier"),
+        "reasons": cicd.get("reasons") or [],
+    }
+    console.print(f"Act two result: {_result(row)}.")
+    return row
+
+
+def _spinner(console: Console) -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
+def _explain(console: Console, view: RunView) -> None:
+    """What the run found and why the policy chose its tier, from the run's own numbers."""
+    drift = view.summary.get("drift") or {}
+    evaluation = view.summary.get("evaluation") or {}
+    cicd = view.summary.get("cicd") or {}
+    console.print(
+        f"Drift analyst: {drift.get('action', '-')} ({'; '.join(drift.get('signals', []))})."
+    )
+    if evaluation:
+        console.print(
+            f"Evaluator: {evaluation.get('action')}: roc_auc {evaluation['champion']:.4f} -> "
+            f"{evaluation['challenger']:.4f} on {evaluation['n_rows']:,} holdout rows "
+            f"(gain {evaluation['gain']:+.4f}, CI {evaluation['ci_low']:+.4f} to "
+            f"{evaluation['ci_high']:+.4f}); mean |p change| "
+            f"{evaluation['prediction_divergence']:.3f}."
+        )
+    if cicd and view.status != "waiting_approval":  # a waiting run's request names its reasons
+        reasons = "; ".join(cicd.get("reasons") or []) or "no high-risk rule fired"
+        console.print(f"Policy risk tier [bold]{cicd.get('tier')}[/]: {reasons}.")
 
 
 def _ask(
     console: Console,
-    progress: Progress,
+    progress: Progress | None,
     plane: ControlPlane,
     view: RunView,
     approve_as: str | None,
@@ -119,10 +219,12 @@ def _ask(
             view.run_id, "approve", approve_as, "approved with --approve-as in the demo"
         )
     if interactive:
-        progress.stop()
+        if progress is not None:  # a live bar would redraw over the prompt
+            progress.stop()
         answer = Prompt.ask("approve or reject?", choices=["approve", "reject"], default="approve")
         who = Prompt.ask("your name", default="reviewer")
-        progress.start()
+        if progress is not None:
+            progress.start()
         console.print(f"{answer.capitalize()}d by [bold]{who}[/].")
         return plane.decide(view.run_id, answer, who, "answered at the demo prompt")
     console.print(f"Left waiting. Finish it with: driftpilot approve {view.run_id} --as NAME")
@@ -187,7 +289,9 @@ def _fmt(value: float | None, digits: int) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def _closing(console: Console, plane: ControlPlane, started: float) -> None:
+def _closing(
+    console: Console, plane: ControlPlane, started: float, late: dict[str, Any] | None
+) -> None:
     result = plane.verify()
     if result.ok:
         console.print(
@@ -199,9 +303,30 @@ def _closing(console: Console, plane: ControlPlane, started: float) -> None:
         for problem in result.problems:
             console.print(f"  [red]-[/] {problem}")
     settings = plane.settings
-    console.print(f"Evidently reports: {settings.reports_dir}")
-    console.print("Audit trail:       driftpilot audit   (verify: driftpilot audit --verify)")
+    console.print(f"Evidently reports: {settings.reports_dir}", soft_wrap=True)
+    console.rule("[bold]Next")
     console.print(
-        f"MLflow UI:         mlflow ui --backend-store-uri {settings.mlflow_tracking_uri}"
+        f"Home: {settings.home} (elsewhere, set DRIFTPILOT_HOME to it first).", soft_wrap=True
     )
+    for command, what in _next_steps(settings.mlflow_tracking_uri, late):
+        console.print(f"  [bold]{command}[/]\n      {what}", soft_wrap=True, highlight=False)
     console.print(f"Wall time: {time.perf_counter() - started:.0f} s.")
+
+
+def _next_steps(mlflow_uri: str, late: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """The commands that take a person further: the API, the chat, approvals and the audit."""
+    run = late["run_id"] if late else "<run-id>"
+    steps = [
+        ("driftpilot serve", "the REST API on http://127.0.0.1:8000 (interactive docs: /docs)"),
+        (
+            "driftpilot keys create --name NAME --role approver; driftpilot ui",
+            "the chat on http://127.0.0.1:8001: sign in with NAME and the key, then /help",
+        ),
+        ("driftpilot approvals", "what waits for a person"),
+        (f"driftpilot audit --run {run}", "every decision, tool call and approval of a run"),
+        ("driftpilot audit --verify", "walk the hash chains and check the signed checkpoint"),
+        (f"mlflow ui --backend-store-uri {mlflow_uri}", "the registry: versions and aliases"),
+    ]
+    if late and late["status"] == "waiting_approval":
+        steps.insert(0, (f"driftpilot approve {run} --as NAME", "finish act two (or reject)"))
+    return steps
