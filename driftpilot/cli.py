@@ -718,6 +718,23 @@ def users_add(
     console.print(f"user [bold]{view.name}[/] ({view.role}) added; sign in to the chat with it.")
 
 
+@users_app.command("list")
+def users_list(as_json: AsJson = False) -> None:
+    """List the chat's password users (never their hashes)."""
+    from dataclasses import asdict
+
+    from driftpilot.users import list_users
+
+    users = list_users(_plane().store)
+    if as_json:
+        _print_json([asdict(u) for u in users])
+        return
+    table = Table("user", "role", "created")
+    for u in users:
+        _add_row(table, u.name, u.role, u.created_at[:19])
+    console.print(table)
+
+
 @app.command()
 def ui(
     host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = (

@@ -80,6 +80,20 @@ def test_cli_story(settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert (listed["trigger"], listed["schedule_id"]) == ("cli", None)
     assert json.loads(ok("approvals", "--json")) == []
     assert [m["name"] for m in json.loads(ok("model", "list", "--json"))] == ["fl"]
+    batches = json.loads(ok("data", "flights", "--json"))
+    assert [b["batch_id"] for b in batches] == [f"2013-{m:02d}" for m in range(1, 13)]
+    assert all(b["n_rows"] > 20_000 and 0 < b["target_rate"] < 1 for b in batches)
+    added = cli.invoke(
+        app, ["users", "add", "dee", "--role", "viewer", "--password-stdin"], "a long pw\n"
+    )
+    assert added.exit_code == 0, added.output
+    [dee] = json.loads(ok("users", "list", "--json"))
+    assert (dee["name"], dee["role"], dee["disabled"]) == ("dee", "viewer", False)
+    secret = ok("keys", "create", "--name", "kay", "--role", "viewer").splitlines()[-1]
+    keys = ok("keys", "list", "--json")
+    [kay] = json.loads(keys)
+    assert (kay["principal"], kay["role"], kay["revoked"]) == ("kay", "viewer", False)
+    assert secret not in keys
     exported = [
         json.loads(line) for line in ok("audit", "--run", run_id, "--export", "jsonl").splitlines()
     ]

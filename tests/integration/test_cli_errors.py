@@ -72,6 +72,7 @@ CASES = [
     ("keys revoke", "keys revoke nope", 1, "'nope'"),
     ("users add", "users add ann --role god", 2, "unknown role 'god'"),
     ("users add", "users add 'ann\u200b' --role admin", 1, "invisible or control"),
+    ("users list", "users list", 1, "invalid policy file"),
     ("ui", "ui --port 0", 2, "Invalid value for '--port'"),
     ("worker", "worker --concurrency 0", 2, "Invalid value for '--concurrency'"),
     ("llm serve", "llm serve --port 0", 2, "Invalid value for '--port'"),
@@ -87,6 +88,7 @@ BAD_POLICY = {
     "recover",
     "audit checkpoint",
     "keys list",
+    "users list",
 }  # commands without arguments fail on a broken config
 
 
