@@ -242,7 +242,11 @@ class Job(BaseModel):
 
 
 class RollbackIn(_Strict):
-    reason: str = Field("", max_length=4000)
+    reason: str = Field(
+        min_length=1,
+        max_length=4000,
+        description="Why the champion goes back (kept in the audit); required.",
+    )
 
 
 class Rollback(BaseModel):

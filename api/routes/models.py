@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import polars as pl
-from fastapi import APIRouter, File, Form, Header, Query, UploadFile, status
+from fastapi import APIRouter, Depends, File, Form, Header, Query, UploadFile, status
 
 from api import batches, gaps
 from api.deps import Conf, Executor, Operator, Plane, Viewer
@@ -29,6 +29,7 @@ from api.schemas import (
     RollbackIn,
 )
 from driftpilot.errors import NotFound
+from driftpilot.identity import has_role
 from driftpilot.service import ApiKeyView, ControlPlane
 
 router = APIRouter(prefix="/models", tags=["models"])
@@ -192,12 +193,26 @@ def champions(name: str, cp: Plane, _: Viewer) -> list[dict[str, Any]]:
     ]
 
 
+def rollback_role(key: Viewer, cp: Plane) -> ApiKeyView:
+    """The caller, when their role reaches the policy's ``people.rollback_role`` (403 else)."""
+    needed = cp.policy.people.rollback_role
+    if not has_role(key.role, needed):
+        raise Problem(
+            403,
+            f"{key.principal!r} has the {key.role} role; this needs {needed} or higher "
+            "(policy people.rollback_role)",
+            slug="insufficient-role",
+            title="Role too low",
+        )
+    return key
+
+
 @router.post("/{name}/rollback", response_model=Rollback)
 def rollback(
     name: str,
     body: RollbackIn,
     cp: Plane,
-    key: Operator,
+    key: Annotated[ApiKeyView, Depends(rollback_role)],
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -208,8 +223,9 @@ def rollback(
         ),
     ] = None,
 ) -> Rollback:
-    """Move ``champion`` back to the previous champion, as the key's principal (audited).
-    409 when a run holds the model or there is no previous champion. Send an
+    """Move ``champion`` back to the previous champion, as the key's principal (audited),
+    with a reason. Needs the policy's ``people.rollback_role`` (default approver): 403 below
+    it. 409 when a run holds the model or there is no previous champion. Send an
     ``Idempotency-Key`` header to make retries safe (scoped to your API key)."""
     op = None
     if idempotency_key is not None:

@@ -678,13 +678,17 @@ def test_model_create_and_versions(server: Server, months: Any) -> None:
 
 
 def test_rollback_moves_the_champion_back(server: Server) -> None:
-    with server.client("olga") as olga:
+    with server.client("olga") as operator:  # below the policy's rollback_role (approver)
+        refused = operator.post("/models/flights/rollback", json={"reason": "ops complaint"})
+        assert_problem(refused, 403)
+    with server.client("abby") as olga:
+        assert_problem(olga.post("/models/flights/rollback", json={"reason": ""}), 422)
         once = {"Idempotency-Key": "ops-ticket-42"}
         rolled = olga.post(
             "/models/flights/rollback", json={"reason": "ops complaint"}, headers=once
         )
         assert rolled.status_code == 200, rolled.text
-        assert rolled.json() == {"model": "flights", "from": 2, "to": 1, "by": "olga"}
+        assert rolled.json() == {"model": "flights", "from": 2, "to": 1, "by": "abby"}
         retried = olga.post(  # a client retrying after a timeout: the same answer, no 2nd move
             "/models/flights/rollback", json={"reason": "ops complaint"}, headers=once
         )

@@ -101,7 +101,7 @@ def test_every_core_route_but_health_needs_a_key(client: TestClient) -> None:
         ("POST", "/runs/upload", "operator"),
         ("POST", "/runs/r1/cancel", "operator"),
         ("POST", "/models", "operator"),
-        ("POST", "/models/m/rollback", "operator"),
+        ("POST", "/models/m/rollback", "approver"),  # the policy's people.rollback_role
         ("POST", "/approvals/r1", "approver"),
     ],
 )
