@@ -67,6 +67,13 @@ def test_cli_story(settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert "waiting for approval" in ran and "driftpilot approve" in ran
     run_id = ran.split("run ", 1)[1].split(" ", 1)[0]
     assert run_id in ok("approvals")
+    [waiting] = json.loads(ok("approvals", "--json"))
+    assert (waiting["run_id"], waiting["status"], waiting["outcome"]) == (
+        run_id,
+        "waiting_approval",
+        None,
+    )
+    assert waiting["approval_request"]["description"] in ran
     refused = cli.invoke(app, ["approve", run_id[:10], "--as", "ann"])
     assert refused.exit_code == 1 and "cannot approve" in refused.output
     approved = ok("approve", run_id[:10], "--as", "ben", "--comment", "summer model")
