@@ -4,10 +4,11 @@ JSON text ``{"name": ..., "arguments": {...}}`` as small local models write it).
 
 Routing is one step. The model sees the person's message, the names of the managed models and
 the tools, nothing else: no batch data, no audit rows, no results. Its pick becomes an
-``Intent`` that goes through the same permission checks as a typed command, and an approval is
-never made by the model: "approve" shows the buttons, the signed-in person presses one. A
-failure (error, no tool call, an unknown tool, bad arguments) returns None and the chat falls
-back to its builtin phrases.
+``Intent`` that goes through the same permission checks as a typed command, and nothing it picks
+is done by itself: a change becomes a proposal the signed-in person confirms, "approve" shows
+the buttons. A question about an operation is ``how_to`` (answered, never done). A failure
+(error, no tool call, an unknown tool, bad arguments) returns None and the chat falls back to
+its builtin phrases.
 """
 
 from __future__ import annotations
@@ -62,8 +63,23 @@ TOOLS: dict[str, tuple[str, dict[str, str], tuple[str, ...]]] = {
         {"model": "managed model name", "cron": "five-field cron, e.g. 0 * * * *"},
         ("model", "cron"),
     ),
+    "model_status": (
+        "How a model is doing: its champion, last runs, drift and metric trends.",
+        {"model": "managed model name"},
+        ("model",),
+    ),
+    "how_to": (
+        "Answer a QUESTION about an operation (how do I..., what would..., should I...): "
+        "explains it and changes nothing. Use this, not the operation, for any question.",
+        {
+            "operation": "rollback, approve, reject, schedule, audit or run",
+            "model": "managed model name (optional)",
+        },
+        ("operation",),
+    ),
     "help": ("What the chat can do.", {}, ()),
 }
+OPERATIONS = ("rollback", "approve", "reject", "schedule", "audit", "run")
 
 
 def tool_schemas() -> list[dict[str, Any]]:
@@ -91,7 +107,8 @@ def system_prompt(models: list[str]) -> str:
     lines = [
         "You route requests to DriftPilot, an MLOps control plane. Pick exactly one tool for "
         "the user's message and answer with the tool call only, as JSON "
-        '{"name": "<tool>", "arguments": {...}} if you cannot call tools natively.',
+        '{"name": "<tool>", "arguments": {...}} if you cannot call tools natively. A question '
+        "about an operation is how_to; nothing you pick is done before the user confirms it.",
         f"Managed models: {', '.join(models) or 'none'}.",
         "Tools:",
     ]
@@ -161,4 +178,9 @@ def to_intent(name: Any, args: dict[str, Any]) -> Intent | None:
         return Intent("rollback", model=model, text=clean.get("reason", ""))
     if name == "schedule":
         return Intent("schedule", model=model, cron=clean["cron"])
+    if name == "model_status":
+        return Intent("status", model=model)
+    if name == "how_to":
+        operation = clean["operation"].lower()
+        return Intent("howto", model=model, text=operation) if operation in OPERATIONS else None
     return Intent("help")

@@ -60,3 +60,11 @@ def test_a_failing_or_silent_model_leaves_the_builtin_phrases(settings: Settings
         assert all(name in system.content for name in TOOLS)
     finally:
         cp.close()
+
+
+def test_questions_and_status_have_tools_of_their_own() -> None:
+    asked = to_intent("how_to", {"operation": "Rollback", "model": "flights"})
+    assert asked == Intent("howto", model="flights", text="rollback")
+    assert to_intent("model_status", {"model": "flights"}) == Intent("status", model="flights")
+    assert to_intent("how_to", {"operation": "delete everything"}) is None
+    assert to_intent("model_status", {}) is None
