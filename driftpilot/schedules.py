@@ -431,6 +431,7 @@ class Picked:
     key: str
     detail: str
     origin: dict[str, Any] = dataclasses.field(default_factory=dict)
+    seen_by: str | None = None  # a run of the model that had this content already
 
 
 # -- the job APScheduler stores ----------------------------------------------------------------
@@ -933,6 +934,16 @@ class Scheduler:
             return self._audit_firing(row, "error", started, scheduled_at, detail=_message(exc))
         if picked is None:
             return self._audit_firing(row, "no-new-batch", started, scheduled_at)
+        if picked.seen_by is not None:  # claimed, so the same file is not read again
+            self._claim(cron_id, picked)
+            return self._audit_firing(
+                row,
+                "no-new-batch",
+                started,
+                scheduled_at,
+                batch_id=picked.batch_id,
+                detail=f"the model has seen this content (run {picked.seen_by[:12]})",
+            )
         ledger = self._claim(cron_id, picked)
         if ledger is None:
             return self._audit_firing(
@@ -1159,16 +1170,21 @@ class Scheduler:
     def _pick(self, cron_id: str, payload: Payload) -> Picked | None:
         consumed = self._consumed(cron_id)
         source = payload.source
-        if isinstance(source, GlobSource):
-            return self._pick_file(source.glob, consumed)
-        if isinstance(source, DatasetSource):
+        if isinstance(source, DatasetSource):  # its seen batches are passed over in order
             return self._pick_dataset(payload.model, source, consumed)
-        return self._pick_gdelt(source.gdelt, consumed)
+        if isinstance(source, GlobSource):
+            picked = self._pick_file(source.glob, consumed)
+        else:
+            picked = self._pick_gdelt(source.gdelt, consumed)
+        if picked is not None:
+            hashes, _ = self._seen_by_runs(payload.model, None)
+            picked.seen_by = hashes.get(picked.origin.get("batch_hash", ""))
+        return picked
 
     def _pick_file(self, pattern: str, consumed: set[str]) -> Picked | None:
         import polars as pl
 
-        from tools.data import load_table
+        from tools.data import content_hash, load_table
 
         check_glob(pattern)
         found: list[tuple[int, str, Path, int]] = []
@@ -1208,7 +1224,7 @@ class Scheduler:
         detail = f"newest of {len(found)} matching files"
         if passed:
             detail += f"; {passed} older unconsumed file(s) passed over"
-        return Picked(frame, path.stem, key, detail)
+        return Picked(frame, path.stem, key, detail, {"batch_hash": content_hash(frame)})
 
     def _pick_dataset(self, model: str, source: DatasetSource, consumed: set[str]) -> Picked | None:
         from tools.datasets import SPECS
@@ -1255,10 +1271,10 @@ class Scheduler:
             or (horizon is not None and _at_or_before(batch.info.start, horizon))
         }
 
-    def _seen_by_runs(self, model: str, dataset: str) -> tuple[set[str], set[str]]:
+    def _seen_by_runs(self, model: str, dataset: str | None) -> tuple[dict[str, str], set[str]]:
         """The content hashes of the batches the model's runs were given (filed, submitted,
-        and whole before sampling), and the batch ids of its runs on ``dataset``. A cancelled
-        run never ran: its batch is not seen."""
+        and whole before sampling), each with a run that had it, and the batch ids of its
+        runs on ``dataset``. A cancelled run never ran: its batch is not seen."""
         from driftpilot.service import METADATA_STEP
 
         source = self.store.get(ManagedModel, model).source
@@ -1273,15 +1289,16 @@ class Scheduler:
                 )
             ).all()
         metadata = {run_id: json.loads(result) for run_id, result in stored}
-        hashes = {
-            r.content_hash for r in self.store.list_rows(BatchRecord, BatchRecord.model == model)
-        }
+        filed = self.store.list_rows(BatchRecord, BatchRecord.model == model)
+        hashes = {r.content_hash: r.run_id for r in filed}
         ids: set[str] = set()
         for run in runs:
             meta = metadata.get(run.id, {})
             given = json.loads(run.summary or "{}").get("input", {}).get("batch", {})
-            hashes |= {h for h in (meta.get("batch_hash"), given.get("content_hash")) if h}
-            if source == dataset or meta.get("dataset") == dataset:
+            for digest in (meta.get("batch_hash"), given.get("content_hash")):
+                if digest:
+                    hashes.setdefault(digest, run.id)
+            if dataset is not None and dataset in (source, meta.get("dataset")):
                 ids.add(run.batch_id)
         return hashes, ids
 
@@ -1321,6 +1338,7 @@ class Scheduler:
             return self._datasets[name]
 
     def _pick_gdelt(self, options: GdeltOptions, consumed: set[str]) -> Picked | None:
+        from tools.data import content_hash
         from tools.gdelt import download, fetch_file_list, parse_export
 
         timeout = self.conf.gdelt_timeout_s
@@ -1338,9 +1356,11 @@ class Scheduler:
             return None
         assert self.plane.settings.cache_dir is not None
         frame = parse_export(download(newest, self.plane.settings.cache_dir, timeout=timeout))
+        origin = {"batch_hash": content_hash(frame)}  # the whole export, before max_rows
         if options.max_rows is not None:
             frame = frame.head(options.max_rows)
-        return Picked(frame, f"gdelt-{stamp}", key, f"GDELT 2.0 export of {stamp} UTC")
+        detail = f"GDELT 2.0 export of {stamp} UTC"
+        return Picked(frame, f"gdelt-{stamp}", key, detail, origin)
 
 
 def unseen_batches(ids: list[str], seen: set[str], start: str | None = None) -> list[str]:

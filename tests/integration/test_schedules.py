@@ -261,13 +261,14 @@ def test_busy_model_reject_skips_enqueue_waits(plane: ControlPlane, feb: pl.Data
             run = wait_for(lambda: run_done(plane, fired.run_id or ""), 120, "the enqueued run")
             assert run.status == "completed" and run.trigger == "schedule"
 
-            # The rejected schedule gets its batch now that the model is free.
+            # The rejected schedule takes its unclaimed batch up again now that the model is
+            # free, and finds that the model has seen it (the enqueued run had it): not rerun.
             sched.run_now(reject.cron_id)
             later = wait_for(
                 lambda: (f := sched.firings(reject.cron_id)) and len(f) > 1 and f, 30, "refire"
             )[0]
-            assert later.outcome == "fired" and later.batch_id == "2013-02b"
-            wait_for(lambda: run_done(plane, later.run_id or ""), 120, "the refired run")
+            assert later.outcome == "no-new-batch" and later.batch_id == "2013-02b", later
+            assert f"run {fired.run_id[:12]}" in later.detail and later.run_id is None
             for cron_id in (reject.cron_id, enqueue.cron_id):
                 sched.delete(cron_id, "fay")
     finally:
@@ -469,6 +470,15 @@ def test_a_dataset_schedule_starts_after_what_the_model_has_seen(
     assert (later.outcome, later.batch_id) == ("fired", "2013-04"), later
     waiting = plane.get_run(later.run_id or "")
     assert waiting.metadata["sampled_rows"] is None and waiting.status == "pending"
+    # March again, as a file in the inbox: the model has seen that content.
+    drop(plane, "seen/again.parquet", months["2013-03"])
+    with Scheduler(plane, execute=lambda run_id: None) as quiet:
+        inbox = Payload(model="seen", source=GlobSource(glob="seen/*.parquet"))
+        files = quiet.create(ScheduleSpec(schedule=NEVER_SOON, payload=inbox), "ida")
+        again = quiet.fire(files.cron_id)
+        assert (again.outcome, again.batch_id) == ("no-new-batch", "again"), again
+        assert f"run {march.run_id[:12]}" in again.detail
+        assert quiet.fire(files.cron_id).detail == ""  # claimed: the file is not read again
 
     _, key = plane.create_api_key("vera", "viewer")
     conf = ApiSettings(recover_on_start=False, batch_roots=[plane.settings.home / "inbox"])
