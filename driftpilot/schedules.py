@@ -6,8 +6,10 @@ Its payload names the model and the batch source:
 
 - ``{"glob": "flights/*.parquet"}``: the newest CSV/Parquet file (by modification time) that
   the pattern matches under an allowed batch root, if this schedule has not consumed it yet
-  (a file rewritten in place is new). Older unconsumed files are passed over, and counted in
-  the audit: a schedule follows the newest data, it does not replay a backlog.
+  (a file rewritten in place is new) and the model has not seen its content (a run of the
+  model had the same content hash: audited ``no-new-batch`` with that run). Older unconsumed
+  files are passed over, and counted in the audit: a schedule follows the newest data, it
+  does not replay a backlog.
 - ``{"dataset": "flights", "start": "2013-02"}``: the next batch of a built-in dataset, in
   time order, from ``start`` on; without ``start``, from the batch after the newest one the
   model has seen (``max_rows``/``seed``: a seeded sample of each batch). A batch the model
