@@ -23,6 +23,10 @@
   ``{"__interrupt__": [...]}``); ``error`` ``{"error", "message"}`` for a failed run; ``end``.
   Stream modes other than ``values`` and ``updates`` send nothing (the agents do not stream
   tokens or custom events).
+- **Graph and schemas** (``assistants.get_graph/get_schemas``): the compiled control graph's
+  nodes and edges as LangGraph's server draws them; the JSON schemas of a run's input
+  (model and batch), its output (the thread values), the graph's state, and the config and
+  context that may name the model.
 """
 
 from __future__ import annotations
@@ -31,14 +35,18 @@ import contextlib
 import hashlib
 import json
 from collections.abc import AsyncIterator, Iterable
-from typing import Any
+from functools import cache
+from typing import Any, get_type_hints, is_typeddict
 
 import anyio
 import anyio.to_thread
+from pydantic import BaseModel, create_model
 
 from api.lg_threads import ThreadRef
+from api.schemas import ControlConfig, ControlContext, ControlInput, ControlValues
 from api.stream import run_rows
 from driftpilot.service import ControlPlane, ModelView, RunView
+from graphs.state import SLICES, ControlState
 
 GRAPH_ID = "control"
 APPROVAL_NODE = "approval"
@@ -288,8 +296,57 @@ def run(
         "updated_at": view.created_at,
         "status": run_status(view),
         "metadata": metadata if metadata is not None else ref.run_metadata,
-        "multitask_strategy": multitask_strategy or ref.multitask_strategy or "reject",
+        # As submitted (recorded with the run); null for a run older than that record.
+        "multitask_strategy": multitask_strategy or ref.multitask_strategy,
         "kwargs": kwargs or {},
+    }
+
+
+# -- the graph and its schemas ------------------------------------------------------------------
+
+
+def graph_json(compiled: Any, xray: bool | int) -> dict[str, Any]:
+    """The compiled graph drawn as LangGraph's server answers ``GET
+    /assistants/{id}/graph``: ``{"nodes": [{"id", "type", "data"}], "edges": [{"source",
+    "target", "conditional"?}]}``, without the nodes' Python import paths (``data.id``)."""
+    drawn: dict[str, Any] = compiled.get_graph(xray=xray).to_json()
+    for node in drawn["nodes"]:
+        data = node.get("data")
+        if isinstance(data, dict):
+            data.pop("id", None)
+    return drawn
+
+
+@cache
+def _values_model() -> type[BaseModel]:
+    """``ControlValues`` with one optional object per agent slice (in flow order)."""
+    slices: dict[str, Any] = {name: (dict[str, Any] | None, None) for name in SLICES}
+    return create_model("ControlValues", __base__=ControlValues, **slices)
+
+
+def typed_dict_model(typed: Any) -> type[BaseModel]:
+    """A pydantic model of a ``typing.TypedDict`` (pydantic reads only ``typing_extensions``'
+    on Python 3.11, and so LangGraph's own ``get_input_jsonschema`` fails on the graph's
+    state): its keys, the optional ones defaulting to null, nested TypedDicts as models."""
+    fields: dict[str, Any] = {}
+    for name, hint in get_type_hints(typed).items():  # Annotated reducers are dropped
+        kind = typed_dict_model(hint) if is_typeddict(hint) else hint
+        required = name in typed.__required_keys__
+        fields[name] = (kind, ...) if required else (kind | None, None)
+    return create_model(typed.__name__, __doc__=typed.__doc__, **fields)
+
+
+@cache
+def schemas() -> dict[str, Any]:
+    """The JSON schemas of ``GET /assistants/{id}/schemas`` (the same for every assistant:
+    one graph). The state is the graph's own ``ControlState``."""
+    return {
+        "graph_id": GRAPH_ID,
+        "input_schema": ControlInput.model_json_schema(),
+        "output_schema": _values_model().model_json_schema(),
+        "state_schema": typed_dict_model(ControlState).model_json_schema(),
+        "config_schema": ControlConfig.model_json_schema(),
+        "context_schema": ControlContext.model_json_schema(),
     }
 
 

@@ -57,6 +57,55 @@ class RunInput(_Strict):
     batch: DatasetBatch | PathBatch
 
 
+class ControlInput(RunInput):
+    """A LangGraph run's ``input``: the batch, and the model when the assistant is the
+    ``control`` graph (a model assistant names it already)."""
+
+    model: str | None = Field(None, description="The managed model.", max_length=200)
+
+
+class ControlConfigurable(BaseModel):
+    model: str | None = Field(None, description="The managed model.", max_length=200)
+
+
+class ControlConfig(BaseModel):
+    """A LangGraph run's ``config``: the model may be given as ``configurable.model``."""
+
+    configurable: ControlConfigurable = Field(default_factory=ControlConfigurable)
+
+
+class ControlContext(BaseModel):
+    """A LangGraph run's ``context``: the model may be given here too."""
+
+    model: str | None = Field(None, description="The managed model.", max_length=200)
+
+
+class ControlStep(BaseModel):
+    """One agent decision of a run."""
+
+    agent: str
+    action: str
+    rationale: str
+    fallback: bool
+    at: str
+
+
+class ControlValues(BaseModel):
+    """A LangGraph thread's ``values``: the control run's summary so far. Each agent's
+    slice (ingestion, drift, ..., promotion) is an object once the agent wrote it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    run_id: str
+    model: str
+    batch_id: str
+    requested_by: str
+    status: RunStatus
+    outcome: str | None = None
+    steps: list[ControlStep] = Field(default_factory=list)
+    error: str | None = Field(None, description="Why a failed run failed.")
+
+
 class RunCreate(_Strict):
     """Start a control run of a managed model on one batch."""
 
@@ -103,7 +152,11 @@ class Run(BaseModel):
         None, description="The schedule (cron_id) that fired the run, for trigger 'schedule'."
     )
     metadata: dict[str, Any] = Field(default_factory=dict)
-    multitask_strategy: MultitaskStrategy | None = None
+    multitask_strategy: MultitaskStrategy | None = Field(
+        None,
+        description="What the submitter asked for while the model was busy (null: a run "
+        "submitted before strategies were recorded).",
+    )
     summary: dict[str, Any] = Field(default_factory=dict)
     interrupt: dict[str, Any] | None = Field(
         None, description="The Agent Inbox HumanInterrupt the run waits on."

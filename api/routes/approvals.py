@@ -6,6 +6,7 @@ from fastapi import APIRouter, status
 
 from api.deps import Approver, Executor, Plane, Viewer
 from api.problems import Problem
+from api.routes.runs import run_of
 from api.schemas import Approval, DecisionIn, Run
 from driftpilot.identity import same_person
 
@@ -54,4 +55,4 @@ def decide(run_id: str, body: DecisionIn, cp: Plane, ex: Executor, key: Approver
         run_id, resume.decision, key.principal, resume.comment, step=resume.step
     )
     ex.resume(run_id)
-    return Run.of(view)
+    return run_of(cp, view)

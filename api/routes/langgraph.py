@@ -7,16 +7,21 @@ Map (details in ``api.lg_shapes`` and ``api.lg_threads``):
   ``control``) and the ``control`` graph itself (the model goes in the run's input).
 - ``threads.create``: a placeholder thread; the first run on it creates a control run and
   binds the thread to it. A control run's own id is a thread too. One thread, one run.
+- ``assistants.get_graph/get_schemas``: the control graph's nodes and edges, and the JSON
+  schemas of a run's input, output, state, config and context (one graph: the same for
+  every assistant).
 - ``threads.get/get_state/search``: the run's status, values (the run summary) and its
   interrupt (the Agent Inbox ``HumanInterrupt``); ``status="interrupted"`` lists the runs
-  waiting for approval.
+  waiting for approval. ``threads.update_state`` and ``threads.update`` are refused (422):
+  only the agents write a run's state.
 - ``runs.create/stream`` with ``input={"model": ..., "batch": {"dataset": ...} | {"path":
   ...}}`` (the batch of ``POST /runs``) start a control run on the thread (operator role);
   with ``command={"resume": ...}`` they decide its approval (approver role, never the
   requester): ``{"decision": "approve" | "reject", "comment": ...}`` or an Agent Inbox
   ``HumanResponse``: ``accept`` approves, ``ignore`` rejects, ``response`` rejects with
   its text as the comment (``edit`` is not offered).
-- ``runs.join`` waits until the run ends or waits for a person and answers its values.
+- ``runs.join`` waits until the run ends or waits for a person and answers its values. A
+  run reads back with the ``multitask_strategy`` it was created with.
 - ``crons.create/search/delete``: schedules, with ``input={"source": ...}`` (a schedule's
   batch source: ``{"dataset": "flights", "start": "2013-10"}``, ``{"glob": ...}``,
   ``{"gdelt": {}}``).
@@ -29,10 +34,10 @@ than ignored.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NoReturn
 
 import anyio
-from fastapi import APIRouter, Depends, Path, Request, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sse_starlette import EventSourceResponse
@@ -43,9 +48,9 @@ from api.deps import Conf, Executor, Operator, Plane, Viewer, caller, require
 from api.executor import RunExecutor
 from api.lg_threads import ThreadRef
 from api.problems import Problem
-from api.routes.runs import frame_of
+from api.routes.runs import frame_of, strategy_of
 from api.routes.schedules import Sched
-from api.schemas import Resume, RunInput
+from api.schemas import ControlInput, Resume
 from api.stream import run_rows
 from driftpilot.audit.models import ManagedModel
 from driftpilot.identity import same_person
@@ -148,6 +153,75 @@ def get_assistant(assistant_id: Id, cp: Plane, _: Viewer) -> Any:
         return _assistants(cp)[0]
     model = cp.model_view(assistant_id)
     return lg_shapes.assistant(model, _model_created_at(cp, model.name))
+
+
+def _known_assistant(cp: ControlPlane, assistant_id: str) -> None:
+    """404 unless ``assistant_id`` is the ``control`` graph or a managed model."""
+    if assistant_id != lg_shapes.GRAPH_ID:
+        cp.model_view(assistant_id)
+
+
+def parse_xray(value: str | None) -> bool | int:
+    """``xray`` as LangGraph's server reads it: ``true``/``false`` or a depth above 0.
+
+    Raises:
+        Problem: 422 for anything else.
+    """
+    if value in (None, "", "false", "False"):
+        return False
+    if value in ("true", "True"):
+        return True
+    assert value is not None
+    if value.isdecimal() and int(value) > 0:  # isdecimal: what int() reads, never a sign
+        return int(value)
+    raise Problem(422, f"invalid xray value {value!r}: true, false or a depth above 0")
+
+
+@router.get(
+    "/assistants/{assistant_id}/graph",
+    response_model=dict[str, list[dict[str, Any]]],
+    responses={404: {"description": "Unknown assistant"}, 422: {"description": "Bad xray"}},
+)
+def get_assistant_graph(
+    assistant_id: Id,
+    cp: Plane,
+    _: Viewer,
+    xray: Annotated[
+        str | None,
+        Query(max_length=10, description="true, false or a depth: subgraphs to draw (none here)"),
+    ] = None,
+) -> Any:
+    """The control graph every assistant runs: ``{"nodes": [{"id", "type", "data"}],
+    "edges": [{"source", "target", "conditional"?}]}`` (``__start__`` and ``__end__``
+    included), as LangGraph's server draws a compiled graph."""
+    depth = parse_xray(xray)
+    _known_assistant(cp, assistant_id)
+    return lg_shapes.graph_json(cp.graph, depth)
+
+
+@router.get(
+    "/assistants/{assistant_id}/subgraphs",
+    response_model=dict[str, Any],
+    responses={404: {"description": "Unknown assistant"}},
+)
+def get_assistant_subgraphs(assistant_id: Id, cp: Plane, _: Viewer) -> Any:
+    """``assistants.get_subgraphs``: none (the control graph's nodes are plain functions)."""
+    _known_assistant(cp, assistant_id)
+    return {}
+
+
+@router.get(
+    "/assistants/{assistant_id}/schemas",
+    response_model=dict[str, Any],
+    responses={404: {"description": "Unknown assistant"}},
+)
+def get_assistant_schemas(assistant_id: Id, cp: Plane, _: Viewer) -> Any:
+    """JSON schemas of the assistant's graph: ``input_schema`` (a run's input: the batch,
+    and the model for the ``control`` assistant), ``output_schema`` (the thread values),
+    ``state_schema`` (the graph's state), ``config_schema`` and ``context_schema`` (where
+    the model may be named instead)."""
+    _known_assistant(cp, assistant_id)
+    return lg_shapes.schemas()
 
 
 # -- threads ------------------------------------------------------------------------------------
@@ -258,6 +332,47 @@ def get_thread_state(thread_id: Id, cp: Plane, _: Viewer) -> Any:
     interrupts."""
     ref = lg_threads.get_thread(cp, thread_id)
     return lg_shapes.thread_state(ref, *_view(cp, ref))
+
+
+_NO_UPDATES: dict[int | str, dict[str, Any]] = {
+    404: {"description": "Unknown thread"},
+    422: {"description": "Always, for a known thread: only its agents change a run"},
+}
+
+
+def _refuse_update(cp: ControlPlane, thread_id: str, what: str) -> NoReturn:
+    """A known thread's state or metadata cannot be changed from outside (422); the one
+    way to change what a waiting run does is to answer its approval."""
+    lg_threads.get_thread(cp, thread_id)
+    raise Problem(
+        422,
+        f"{what} is not supported: a control run's state is written by its agents only "
+        "(its audit trail is append-only); answer a waiting run with runs.create(thread_id, "
+        "assistant_id, command={'resume': ...}) instead",
+        slug="unsupported-option",
+        title="Unsupported option",
+    )
+
+
+@router.post(
+    "/threads/{thread_id}/state",
+    status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+    responses=_NO_UPDATES,
+)
+def update_thread_state(thread_id: Id, body: _Body, cp: Plane, _: Operator) -> Any:
+    """``threads.update_state``: refused with a 422 problem (see ``_refuse_update``)."""
+    _refuse_update(cp, thread_id, "threads.update_state (a thread state update)")
+
+
+@router.patch(
+    "/threads/{thread_id}",
+    status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+    responses=_NO_UPDATES,
+)
+def update_thread(thread_id: Id, body: _Body, cp: Plane, _: Operator) -> Any:
+    """``threads.update``: refused with a 422 problem (a thread's metadata is fixed when it
+    is created)."""
+    _refuse_update(cp, thread_id, "threads.update (a thread metadata update)")
 
 
 # -- runs ---------------------------------------------------------------------------------------
@@ -393,9 +508,8 @@ def _has_run(ref: ThreadRef) -> Problem:
 def _batch(cp: ControlPlane, conf: Any, body: LgRunCreate) -> tuple[str, Any, str]:
     """The model, the batch's frame and its id, from the request (nothing is written)."""
     model = _model_of(body)
-    given = {k: v for k, v in (body.input or {}).items() if k != "model"}
     try:
-        run_input = RunInput.model_validate(given)
+        run_input = ControlInput.model_validate(body.input or {})
     except ValidationError as exc:
         where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise Problem(
@@ -518,7 +632,11 @@ def create_run(
     run executes in a background worker; ``runs.join`` waits for it."""
     ref, view, _ = _create(thread_id, body, cp, ex, conf, key)
     found = lg_shapes.run(
-        ref, view, metadata=body.metadata if body.input else None, kwargs=_kwargs(body)
+        ref,
+        view,
+        metadata=body.metadata if body.input else None,
+        multitask_strategy=strategy_of(cp, view.run_id),
+        kwargs=_kwargs(body),
     )
     return JSONResponse(found, headers=_run_location(ref, view))
 
@@ -618,7 +736,10 @@ def _thread_run(cp: ControlPlane, thread_id: str, run_id: str) -> ThreadRef:
 def list_thread_runs(thread_id: Id, cp: Plane, _: Viewer) -> Any:
     """The thread's runs: its control run, once it has one."""
     ref = lg_threads.get_thread(cp, thread_id)
-    return [] if ref.run_id is None else [lg_shapes.run(ref, cp.get_run(ref.run_id))]
+    if ref.run_id is None:
+        return []
+    view = cp.get_run(ref.run_id)
+    return [lg_shapes.run(ref, view, multitask_strategy=strategy_of(cp, view.run_id))]
 
 
 @router.get(
@@ -627,7 +748,7 @@ def list_thread_runs(thread_id: Id, cp: Plane, _: Viewer) -> Any:
 def get_thread_run(thread_id: Id, run_id: Id, cp: Plane, _: Viewer) -> Any:
     """The thread's control run."""
     ref = _thread_run(cp, thread_id, run_id)
-    return lg_shapes.run(ref, cp.get_run(run_id))
+    return lg_shapes.run(ref, cp.get_run(run_id), multitask_strategy=strategy_of(cp, run_id))
 
 
 @router.get(

@@ -26,7 +26,8 @@ from api.schemas import (
     RunCreate,
     RunStatus,
 )
-from driftpilot.service import ApiKeyView, ControlPlane
+from driftpilot.audit.models import StepEffect
+from driftpilot.service import STRATEGY_STEP, ApiKeyView, ControlPlane, RunView
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
@@ -54,6 +55,26 @@ def frame_of(
     path = batches.resolve_under(batch_roots(cp, conf), batch.path)
     frame = batches.read_file(path, batches.limits_of(conf))
     return frame, path.stem, {"path": batch.path, "rows": frame.height}
+
+
+def strategies(cp: ControlPlane, run_ids: list[str]) -> dict[str, MultitaskStrategy]:
+    """The multitask strategy each run was submitted with (one query for a page of runs).
+    A run submitted before strategies were recorded has none."""
+    if not run_ids:
+        return {}
+    rows = cp.store.list_rows(
+        StepEffect, StepEffect.step == STRATEGY_STEP, StepEffect.run_id.in_(run_ids)
+    )
+    return {r.run_id: json.loads(r.result)["multitask_strategy"] for r in rows}
+
+
+def strategy_of(cp: ControlPlane, run_id: str) -> MultitaskStrategy | None:
+    return strategies(cp, [run_id]).get(run_id)
+
+
+def run_of(cp: ControlPlane, view: RunView) -> Run:
+    """The run as the API shows it, with the strategy it was submitted with."""
+    return Run.of(view, multitask_strategy=strategy_of(cp, view.run_id))
 
 
 def _submit(
@@ -126,7 +147,7 @@ def upload_run(
 @router.get("/{run_id}", response_model=Run, responses={404: {"description": "Unknown run"}})
 def get_run(run_id: str, cp: Plane, _: Viewer) -> Run:
     """One run with its status, outcome, summary and the interrupt it waits on."""
-    return Run.of(cp.get_run(run_id))
+    return run_of(cp, cp.get_run(run_id))
 
 
 def encode_cursor(run: Run) -> str:
@@ -166,7 +187,9 @@ def list_runs(
         until=until,
         before=decode_cursor(cursor) if cursor is not None else None,
     )
-    page = [Run.of(view) for view in views[:limit]]
+    shown = views[:limit]
+    strategy = strategies(cp, [v.run_id for v in shown])
+    page = [Run.of(v, multitask_strategy=strategy.get(v.run_id)) for v in shown]
     return Page[Run](
         items=page, next_cursor=encode_cursor(page[-1]) if len(views) > limit else None
     )
@@ -211,4 +234,4 @@ def cancel_run(run_id: str, cp: Plane, key: Operator, body: CancelIn | None = No
     outcome ``cancelled``, audited with the key's principal. A running run cannot be stopped
     between its steps (409); a run waiting for approval is rejected through
     ``POST /approvals/{run_id}`` instead (409)."""
-    return Run.of(cp.cancel_run(run_id, key.principal, body.reason if body else ""))
+    return run_of(cp, cp.cancel_run(run_id, key.principal, body.reason if body else ""))

@@ -8,8 +8,10 @@ Tests run in file order on one server: a run started and streamed through a thre
 is listed as an interrupted thread, is refused to its requester and to an operator, and is
 rejected through ``runs.stream(command={"resume": {"decision": "reject", ...}})``; a second
 run (the ``control`` assistant, a file batch) is approved with an Agent Inbox ``accept``
-through ``runs.create`` and ``runs.join``; crons map onto schedules. Answers are checked
-against the REST API where the two overlap."""
+through ``runs.create`` and ``runs.join``; crons map onto schedules. Assistants draw the
+control graph and give its JSON schemas; a run reads back with its ``multitask_strategy``;
+thread updates are refused with a 422 problem. Answers are checked against the REST API where
+the two overlap."""
 
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from langgraph_sdk.errors import (
     UnprocessableEntityError,
 )
 
+from graphs.state import SLICES
 from tests.integration import test_api_http as http_tests
 
 pytestmark = pytest.mark.integration
@@ -107,6 +110,78 @@ def test_assistants_are_the_managed_models_and_the_control_graph(
     problem(anonymous.value, 401, "no API key")
 
 
+CONTROL_NODES = {
+    "__start__",
+    "ingestion",
+    "escalation",
+    "drift_analyst",
+    "optimizer",
+    "retraining",
+    "evaluator",
+    "cicd",
+    "approval",
+    "promote",
+    "report",
+    "__end__",
+}
+
+
+def test_assistants_draw_the_control_graph_and_give_its_schemas(
+    server: Server, sdk: dict[str, SyncLangGraphClient]
+) -> None:
+    vic = sdk["vic"]
+    drawn = vic.assistants.get_graph("flights")
+    assert {n["id"] for n in drawn["nodes"]} == CONTROL_NODES
+    agents = [n for n in drawn["nodes"] if n["id"] not in ("__start__", "__end__")]
+    assert all(n["data"] == {"name": n["id"]} for n in agents), agents  # no import paths
+    edges = {(e["source"], e["target"]): e.get("conditional", False) for e in drawn["edges"]}
+    assert edges[("__start__", "ingestion")] is False
+    assert edges[("optimizer", "retraining")] is False  # always: no router between them
+    # The routers' Literal types are the conditional edges: the paths of DESIGN.md.
+    for routed in [
+        ("ingestion", "drift_analyst"),
+        ("ingestion", "report"),
+        ("drift_analyst", "optimizer"),
+        ("evaluator", "cicd"),
+        ("cicd", "promote"),
+        ("cicd", "approval"),
+        ("approval", "promote"),
+        ("approval", "report"),
+    ]:
+        assert edges[routed] is True, routed
+    assert ("drift_analyst", "cicd") not in edges and ("report", "__end__") in edges
+    assert vic.assistants.get_graph("control", xray=True) == drawn  # one graph, no subgraphs
+    assert vic.assistants.get_graph("flights", xray=2) == drawn
+    assert vic.assistants.get_subgraphs("control") == {}
+    bad = rest(server, "vic", "GET", "/assistants/flights/graph", params={"xray": "0"})
+    assert bad.status_code == 422 and "xray" in bad.json()["detail"], bad.text
+
+    found: Any = vic.assistants.get_schemas("flights")  # JSON, checked below
+    assert found == vic.assistants.get_schemas("control")
+    assert found["graph_id"] == "control"
+    props = {
+        name: set(found[name]["properties"])
+        for name in (
+            "input_schema",
+            "output_schema",
+            "state_schema",
+            "config_schema",
+            "context_schema",
+        )
+    }
+    assert props["input_schema"] == {"model", "batch"}
+    assert {"run_id", "status", "outcome", "steps", *SLICES} <= props["output_schema"]
+    assert {"run_id", "model", "batch", "outcome", *SLICES} <= props["state_schema"]
+    assert props["config_schema"] == {"configurable"} and props["context_schema"] == {"model"}
+    batch = found["input_schema"]["properties"]["batch"]
+    assert {"$ref"} <= {k for option in batch["anyOf"] for k in option}, batch
+
+    for call in (vic.assistants.get_graph, vic.assistants.get_schemas):
+        with pytest.raises(NotFoundError) as missing:
+            call("nope")
+        problem(missing.value, 404, "nope")
+
+
 # -- a thread: create, stream a run, interrupt, refusals, reject ---------------------------------
 
 
@@ -176,7 +251,8 @@ def test_a_thread_streams_its_run_to_the_interrupt_and_an_approver_rejects_it(
     assert [(r["run_id"], r["status"], r["metadata"]) for r in listed] == [
         (run_id, "interrupted", {"via": "sdk"})
     ]
-    assert olga.runs.get(thread_id, run_id)["assistant_id"] == "flights"
+    got = olga.runs.get(thread_id, run_id)
+    assert (got["assistant_id"], got["multitask_strategy"]) == ("flights", "reject")
 
     # Interrupted threads are the pending approvals (the REST API agrees).
     interrupted = sdk["vic"].threads.search(status="interrupted")
@@ -184,7 +260,8 @@ def test_a_thread_streams_its_run_to_the_interrupt_and_an_approver_rejects_it(
     approvals = rest(server, "vic", "GET", "/approvals").json()
     assert [a["run_id"] for a in approvals] == [run_id]
     assert approvals[0]["interrupt"] == interrupt["value"]
-    assert rest(server, "vic", "GET", f"/runs/{run_id}").json()["status"] == "interrupted"
+    by_rest = rest(server, "vic", "GET", f"/runs/{run_id}").json()
+    assert (by_rest["status"], by_rest["multitask_strategy"]) == ("interrupted", "reject")
     # The run's own id names the same run as a thread.
     assert olga.threads.get(run_id)["values"] == waiting["values"]
 
@@ -365,14 +442,16 @@ def test_the_control_assistant_runs_a_file_batch_and_an_agent_inbox_accept_promo
     assert (finished["status"], finished["values"]) == ("idle", done)
     assert rest(server, "vic", "GET", f"/runs/{run_id}").json()["outcome"] == "promoted"
     champion = sdk["vic"].assistants.get("flights")["metadata"]["champion"]
-    assert champion == promoted["version"] == 2  # the rejected challenger left no version
+    # v2 is the first test's challenger: registered when it went to an approver, who
+    # rejected it (a challenger the evaluator rejects is never registered).
+    assert champion == promoted["version"] == 3
 
 
 # -- runs.wait, stateless runs, if_not_exists ------------------------------------------------------
 
 
 def test_wait_on_a_new_thread_a_stateless_run_and_if_not_exists(
-    sdk: dict[str, SyncLangGraphClient],
+    server: Server, sdk: dict[str, SyncLangGraphClient]
 ) -> None:
     olga = sdk["olga"]
     created: list[Any] = []
@@ -403,9 +482,37 @@ def test_wait_on_a_new_thread_a_stateless_run_and_if_not_exists(
     assert "1999-01" in bad_batch.value.response.json()["detail"]
     with pytest.raises(NotFoundError):
         olga.threads.get(named)
-    again = olga.runs.wait(named, "flights", input={"batch": JULY}, if_not_exists="create")
+    again = olga.runs.wait(
+        named,
+        "flights",
+        input={"batch": JULY},
+        if_not_exists="create",
+        multitask_strategy="enqueue",
+    )
     assert again["outcome"] == "quarantined" and again["batch_id"] == "2013-07"
     assert olga.threads.get(named)["values"] == again
+    # The strategy reads back as it was asked for, here and in the REST API.
+    assert olga.runs.get(named, again["run_id"])["multitask_strategy"] == "enqueue"
+    assert [r["multitask_strategy"] for r in olga.runs.list(named)] == ["enqueue"]
+    by_rest = rest(server, "vic", "GET", f"/runs/{again['run_id']}").json()
+    assert by_rest["multitask_strategy"] == "enqueue"
+    listed = rest(server, "vic", "GET", "/runs", params={"limit": 200}).json()["items"]
+    strategies = {r["run_id"]: r["multitask_strategy"] for r in listed}
+    assert strategies[again["run_id"]] == "enqueue"
+    assert strategies[created[0]["run_id"]] == "reject"  # the default, recorded as such
+    posted = rest(
+        server,
+        "olga",
+        "POST",
+        "/runs",
+        json={"model": "flights", "input": {"batch": JULY}, "multitask_strategy": "enqueue"},
+    ).json()
+    assert posted["multitask_strategy"] == "enqueue", posted
+    assert olga.runs.join(posted["run_id"], posted["run_id"])["outcome"] == "quarantined"
+    read = rest(server, "vic", "GET", f"/runs/{posted['run_id']}").json()
+    assert (read["status"], read["multitask_strategy"]) == ("success", "enqueue"), read
+    own = olga.runs.get(posted["run_id"], posted["run_id"])  # its own id is its thread
+    assert own["multitask_strategy"] == "enqueue"
     parts = list(olga.runs.stream(None, "control", input={"model": "flights", "batch": JULY}))
     assert parts[0].event == "metadata" and parts[-1].event == "end"
     assert parts[-2].event == "values" and parts[-2].data["outcome"] == "quarantined"
@@ -433,6 +540,20 @@ def test_thread_ids_search_and_problems(sdk: dict[str, SyncLangGraphClient]) -> 
     problem(missing.value, 404, "no thread")
     with pytest.raises(NotFoundError):
         vic.threads.get_state("nope")
+
+    # Only the agents write a run's state: updates are refused, as a problem, not a 405.
+    with pytest.raises(UnprocessableEntityError) as update_state:
+        olga.threads.update_state(mine, {"outcome": "promoted"}, as_node="approval")
+    body = problem(update_state.value, 422, "update_state", "command={'resume'")
+    assert body["type"] == "urn:driftpilot:problem:unsupported-option"
+    with pytest.raises(UnprocessableEntityError) as update:
+        olga.threads.update(mine, metadata={"k": 2})
+    problem(update.value, 422, "threads.update")
+    assert olga.threads.get(mine)["metadata"]["k"] == 1  # nothing changed
+    with pytest.raises(NotFoundError):
+        olga.threads.update_state(str(uuid.uuid4()), {"outcome": "promoted"})
+    with pytest.raises(PermissionDeniedError):
+        vic.threads.update_state(mine, {"outcome": "promoted"})
 
     everything = vic.threads.search(limit=100)
     ids = [t["thread_id"] for t in everything]
