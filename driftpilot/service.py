@@ -1096,7 +1096,10 @@ class ControlPlane:
         return [self.get_run(r.id) for r in rows]
 
     def resolve_run_id(self, prefix: str) -> str:
-        """The full id of the one run whose id starts with ``prefix``."""
+        """The full id of the one run whose id starts with ``prefix`` (an empty prefix names
+        none: it would match every run)."""
+        if not prefix.strip():
+            raise NotFound("give a run id or a unique prefix of one")
         matches = [r.id for r in self.store.list_rows(Run, Run.id.startswith(prefix), limit=2)]
         if len(matches) != 1:
             raise NotFound(f"{'no run' if not matches else 'several runs'} match {prefix!r}")
