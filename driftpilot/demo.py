@@ -10,10 +10,12 @@ finishes them later). The end names the API, the chat and the audit commands.
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.prompt import Prompt
 from rich.table import Table
 
@@ -89,7 +91,6 @@ def run_demo(
         f"Model [bold]{name}[/]: champion v{model.champion} trained on {first_id} "
         f"({first.height:,} rows), validation roc_auc {model.baseline:.3f}."
     )
-    rows = []
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -97,48 +98,69 @@ def run_demo(
         TimeElapsedColumn(),
         console=console,
     )
-    with progress:
-        task = progress.add_task("control runs", total=len(batches) - 1)
-        for batch_id, frame in batches[1:]:
-            progress.update(task, description=f"control run on {batch_id}")
-            view = plane.start_run(name, frame, batch_id, trigger="demo", requested_by=REQUESTER)
-            if view.status == "waiting_approval":
-                view = _ask(console, progress, plane, view, approve_as, interactive)
-            rows.append(_row(view))
-            progress.advance(task)
+    # The year's runs use one core (one thread per fit, one BLAS thread): the second act's run,
+    # on another model (its own lease), goes alongside in a thread, as `driftpilot serve`
+    # runs two at once, and is presented after the year.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="demo-act-two") as pool, progress:
+        act = _start_act_two(pool, progress, plane, dataset, batches) if second_act else None
+        rows = _year(console, progress, plane, name, batches[1:], approve_as, interactive)
+        late = act.result() if act is not None else None
     console.print(_table(rows, dataset))
-    late = (
-        _act_two(console, plane, dataset, batches, approve_as, interactive) if second_act else None
-    )
-    _closing(console, plane, started, late)
-    return {"model": name, "rows": rows, "act_two": late, "verify": plane.verify()}
+    row = _act_two(console, plane, late, approve_as, interactive) if late else None
+    _closing(console, plane, started, row)
+    return {"model": name, "rows": rows, "act_two": row, "verify": plane.verify()}
 
 
-def _act_two(
+def _year(
     console: Console,
+    progress: Progress,
     plane: ControlPlane,
-    dataset: str,
+    name: str,
     batches: list[tuple[str, Any]],
     approve_as: str | None,
     interactive: bool,
-) -> dict[str, Any] | None:
-    """A model first checked long after its training: the run the policy sends to a person."""
-    from tools.datasets import SPECS
+) -> list[dict[str, Any]]:
+    """One control run per batch, in order; a high-risk promotion is put to a person."""
+    rows = []
+    task = progress.add_task("control runs", total=len(batches))
+    for batch_id, frame in batches:
+        progress.update(task, description=f"control run on {batch_id}")
+        view = plane.start_run(name, frame, batch_id, trigger="demo", requested_by=REQUESTER)
+        if view.status == "waiting_approval":
+            view = _ask(console, progress, plane, view, approve_as, interactive)
+        rows.append(_row(view))
+        progress.advance(task)
+    return rows
 
+
+@dataclass(frozen=True)
+class LateRun:
+    """The second act's run: a model trained on one batch and first checked on a later one."""
+
+    model: str
+    trained_on: str
+    checked_on: str
+    view: RunView
+
+
+def _start_act_two(
+    pool: ThreadPoolExecutor,
+    progress: Progress,
+    plane: ControlPlane,
+    dataset: str,
+    batches: list[tuple[str, Any]],
+) -> Future[LateRun] | None:
     if dataset not in LATE_CHECK:
         return None
     trained_on, checked_on = LATE_CHECK[dataset]
-    frames = dict(batches)
-    spec = SPECS[dataset]
     name = _free_name(plane, f"{dataset}-late")
-    console.rule("[bold]Act two - a promotion that waits for a person")
-    console.print(
-        f"Model [bold]{name}[/]: a champion trained on {trained_on}, checked for the first time "
-        f"on {checked_on}. Whether its challenger may replace it is the policy's call "
-        "(driftpilot/policy.yaml, risk rules)."
-    )
-    with _spinner(console) as progress:
-        task = progress.add_task(f"training {name}'s champion on {trained_on}", total=2)
+    task = progress.add_task(f"act two: {name}'s champion on {trained_on}", total=2)
+    frames = dict(batches)
+
+    def late_run() -> LateRun:
+        from tools.datasets import SPECS
+
+        spec = SPECS[dataset]
         plane.add_model(
             name,
             frames[trained_on],
@@ -149,34 +171,44 @@ def _act_two(
             source=dataset,
             principal=REQUESTER,
         )
-        progress.update(task, advance=1, description=f"control run on {checked_on}")
+        progress.update(task, advance=1, description=f"act two: control run on {checked_on}")
         view = plane.start_run(
             name, frames[checked_on], checked_on, trigger="demo", requested_by=REQUESTER
         )
         progress.advance(task)
+        return LateRun(name, trained_on, checked_on, view)
+
+    return pool.submit(late_run)
+
+
+def _act_two(
+    console: Console,
+    plane: ControlPlane,
+    late: LateRun,
+    approve_as: str | None,
+    interactive: bool,
+) -> dict[str, Any]:
+    """A model first checked long after its training: the run the policy sends to a person."""
+    view = late.view
+    console.rule("[bold]Act two - a promotion that waits for a person")
+    console.print(
+        f"Model [bold]{late.model}[/]: a champion trained on {late.trained_on}, checked for the "
+        f"first time on {late.checked_on} (its run went alongside the year's). Whether its "
+        "challenger may replace the champion is the policy's call (driftpilot/policy.yaml, risk)."
+    )
     cicd = view.summary.get("cicd") or {}
     _explain(console, view)
     if view.status == "waiting_approval":
         view = _ask(console, None, plane, view, approve_as, interactive)
     row = {
         **_row(view),
-        "model": name,
+        "model": late.model,
         "status": view.status,
         "tier": cicd.get("tier"),
         "reasons": cicd.get("reasons") or [],
     }
     console.print(f"Act two result: {_result(row)}.")
     return row
-
-
-def _spinner(console: Console) -> Progress:
-    return Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=console,
-    )
 
 
 def _explain(console: Console, view: RunView) -> None:

@@ -1,4 +1,5 @@
-"""`make demo`'s job: the control loop over the 2013 flights with the builtin backend."""
+"""`make demo`'s job: the control loop over the 2013 flights with the builtin backend, then
+the second act's high-risk promotion waiting for a person."""
 
 from __future__ import annotations
 
@@ -27,8 +28,52 @@ def test_demo_tells_the_year(settings: Any) -> None:
     assert result["verify"].ok
     text = console.export_text()
     assert "audit verified" in text and "mlflow ui" in text
-    if any(r["approved_by"] == "dana" for r in promoted):
-        assert "Approved by dana" in text
+    assert "Approved by dana" in text  # at least the second act's promotion
+    late = result["act_two"]
+    _the_policy_sent_act_two_to_a_person(late)
+    # The end names the API, the chat and the audit commands (the act's run id to inspect).
+    for command in (
+        "driftpilot serve",
+        "/docs",
+        "driftpilot ui",
+        f"driftpilot audit --run {late['run_id']}",
+        "driftpilot audit --verify",
+    ):
+        assert command in text, command
+
+
+def _the_policy_sent_act_two_to_a_person(late: dict[str, Any]) -> None:
+    """The act's run paused at the real policy's high tier and dana's approval promoted it."""
+    from agents.cicd import risk_inputs
+    from driftpilot.audit.models import Approval
+    from driftpilot.service import ControlPlane
+
+    plane = ControlPlane()
+    run = plane.get_run(late["run_id"])
+    summary = run.summary
+    # The tier is the default policy's own verdict on the run's numbers, not the demo's.
+    champion_family = "lightgbm"  # the demo adds its models with add_model's default family
+    inputs = risk_inputs(summary["evaluation"], summary["retraining"], champion_family)
+    risk = plane.policy.assess_risk(inputs)
+    assert risk.tier == "high" and late["tier"] == "high"
+    assert risk.reasons == late["reasons"] and risk.reasons
+    approvals = plane.store.list_rows(Approval, Approval.run_id == run.run_id, order=Approval.id)
+    assert [(a.kind, a.principal, a.decision) for a in approvals] == [
+        ("request", "driftpilot-demo", "pending"),
+        ("decision", "dana", "approve"),
+    ]
+    assert run.outcome == "promoted" and late["approved_by"] == "dana"
+    assert plane.model_view(late["model"]).champion == late["promoted"] == 2
+
+
+def test_a_waiting_second_act_ends_with_its_approve_command() -> None:
+    from driftpilot.demo import _next_steps
+
+    waiting = {"run_id": "abc123", "status": "waiting_approval"}
+    steps = [command for command, _ in _next_steps("sqlite:///m.db", waiting)]
+    assert steps[0] == "driftpilot approve abc123 --as NAME"
+    done = [c for c, _ in _next_steps("sqlite:///m.db", {**waiting, "status": "completed"})]
+    assert not any(c.startswith("driftpilot approve") for c in done)
 
 
 def test_second_demo_gets_its_own_model(settings: Any, jan_sample: Any) -> None:
