@@ -153,8 +153,10 @@ def prune_reports(ctx: RunContext, model: str) -> list[Path]:
         )
         if (report := json.loads(d.evidence).get("report"))
     ]
-    folder = ctx.settings.reports_dir / model
-    return drift.prune_reports(folder, ctx.settings.report_retention, protected)
+    keep = ctx.settings.report_retention
+    if ctx.settings.cache_dir is not None:  # plain copies the chat attached: made again on demand
+        drift.prune_reports(ctx.settings.cache_dir / "reports", keep, [])
+    return drift.prune_reports(ctx.settings.reports_dir / model, keep, protected)
 
 
 def run_outcome(state: ControlState) -> str:

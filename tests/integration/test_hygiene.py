@@ -84,6 +84,10 @@ def test_rejected_challenger_stays_a_run_promoted_one_registers_once_reports_are
     assert registry.load_logged(logged["model_uri"], settings).family == logged["family"]
     first_report = Path(rejected.summary["drift"]["report"])
     assert first_report.is_file()
+    assert settings.cache_dir is not None
+    attached = settings.cache_dir / "reports"  # where the chat puts plain copies it attaches
+    old_copy = readable_report(first_report, attached)
+    assert old_copy.read_bytes() == report_html(first_report)
 
     time.sleep(1.1)  # report mtimes order the retention: one second apart on every filesystem
     promoted = cp.start_run("flights", data["july"], "2013-07")
@@ -107,6 +111,7 @@ def test_rejected_challenger_stays_a_run_promoted_one_registers_once_reports_are
     assert drift_evidence(cp, rejected.run_id)["report_sha256"]  # its hash stays audited
     cp.close()
     time.sleep(1.1)
+    new_copy = readable_report(promoted.summary["drift"]["report"], attached)
     watch = plane(settings, tmp_path, WATCH_ONLY, monkeypatch=monkeypatch)
     last = watch.start_run("flights", data["march"], "2013-03")
     assert last.outcome is not None and last.outcome.startswith("no_retrain"), last.summary
@@ -124,6 +129,8 @@ def test_rejected_challenger_stays_a_run_promoted_one_registers_once_reports_are
         assert b"<html" in html[:1000].lower()
         assert hashlib.sha256(html).hexdigest() == evidence["report_sha256"]
         assert report_html(report) == html
+    # The chat's plain copies are bounded by the same retention (made again when asked for).
+    assert sorted(attached.iterdir()) == [new_copy] and not old_copy.exists()
     watch.close()
 
 
