@@ -26,6 +26,7 @@ from tests.conftest import add_flights
 from tests.integration.test_control_graph import FORCE_RETRAIN, HIGH_RISK, LOW_RISK, merge, plane
 from tools import registry
 from tools.drift import prune_reports, readable_report, report_html
+from ui.chat import Chat, Identity
 
 pytestmark = pytest.mark.integration
 WATCH_ONLY = {"drift": {"retrain": "never"}}
@@ -147,6 +148,15 @@ def test_high_risk_challenger_is_registered_before_the_approval_and_once_after_a
     assert view.approval_request["action_request"]["args"]["version"] == 2
     assert registry.get_alias("flights", registry.CHALLENGER, settings).version == 2
     assert registry.current_champion("flights", settings) == 1
+    # The approver's chat attaches the run's report as HTML a browser opens (stored gzip).
+    [(name, attached)] = Chat(cp, Identity("bob", "approver", "password")).run_visuals(view)[1]
+    stored = Path(view.summary["drift"]["report"])
+    assert name.endswith(".html") and stored.suffix == ".gz"
+    assert attached.read_bytes() == gzip.decompress(stored.read_bytes())
+    assert (
+        hashlib.sha256(attached.read_bytes()).hexdigest()
+        == (drift_evidence(cp, view.run_id)["report_sha256"])
+    )
     cp.close()
 
     fresh = ControlPlane(get_settings())  # as a new process after a restart would build it
