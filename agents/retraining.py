@@ -144,6 +144,7 @@ def _fit_and_log(ctx: RunContext, state: dict[str, Any], window_k: int) -> dict[
         lambda: registry.log_model(challenger, request, ctx.settings),
         {"name": model, "key": request.key},
         lambda m: m.model_dump(mode="json"),
+        fault="after_log",
     )
     risky = sum(len(json.loads(r.reason or "[]")) for r in ctx.accepted_batches(model)[-window_k:])
     return {

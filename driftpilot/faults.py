@@ -4,7 +4,8 @@ Off in production: nothing happens unless ``DRIFTPILOT_FAULTS`` names the point 
 separated). Tests set it in a child process to kill -9 it inside a node, e.g. between the
 MLflow alias move and its audit record, then check that ``driftpilot recover`` finishes the run.
 
-Points: ``after_register`` (cicd: challenger version registered, challenger alias not yet set),
+Points: ``after_log`` (retraining: challenger logged as an MLflow run, audit not yet written),
+``after_register`` (cicd: challenger version registered, challenger alias not yet set),
 ``after_alias`` (promote: champion alias moved, audit record not yet written),
 ``after_filing`` (ingestion: batch filed, its decision not yet recorded),
 ``before_interrupt`` (approval request written, graph not yet paused), ``after_rollback``
@@ -21,6 +22,7 @@ import signal
 ENV = "DRIFTPILOT_FAULTS"
 POINTS = (
     "after_filing",
+    "after_log",
     "after_register",
     "after_alias",
     "before_interrupt",

@@ -349,7 +349,7 @@ def test_two_deferrers_fire_a_minute_schedule_once_per_minute(farm: Farm) -> Non
 def test_kill_9_of_a_worker_mid_run_then_recover_finishes_it(
     farm: Farm, months: dict[str, pl.DataFrame]
 ) -> None:
-    """A worker dies inside a run (after MLflow registered its version, before the audit
+    """A worker dies inside a run (after MLflow logged its challenger, before the audit
     said so). The other worker goes on with the other models; the dead run's model waits
     until `driftpilot recover` finished its run: nothing lost, nothing done twice."""
     for w in list(farm.workers):  # the drain's workers stop gracefully (SIGTERM)
@@ -357,7 +357,8 @@ def test_kill_9_of_a_worker_mid_run_then_recover_finishes_it(
         farm.workers.remove(w)
     assert live_workers(farm) == 0
     retrain = {"DRIFTPILOT_POLICY_PATH": str(farm.retrain_policy)}  # every run registers
-    doomed = farm.worker("doomed", DRIFTPILOT_FAULTS="after_register", **retrain)
+    # after_log: every retrain logs its challenger (only a winner registers a version)
+    doomed = farm.worker("doomed", DRIFTPILOT_FAULTS="after_log", **retrain)
     wait_registered(farm, 1, doomed)
     ids = submit(farm, months, {"m1": 2, "m2": 1, "m3": 1}, seed=100)  # m1's first: `doomed`
     assert doomed.proc.wait(240) == -signal.SIGKILL, doomed.log()
@@ -382,13 +383,14 @@ def test_kill_9_of_a_worker_mid_run_then_recover_finishes_it(
     wait_for(settled(farm, ids, survivor), 240, "m1's second run")
     assert_once(farm, ids)
     assert_serialised(farm, ids[1:])
-    assert all(len(versions_of(farm, r)) == 1 for r in runs_of(farm, ids))  # each retrained
+    promoted = [(len(versions_of(farm, r)), r.outcome == "promoted") for r in runs_of(farm, ids)]
+    assert all(n == int(won) for n, won in promoted)  # a version for each winner only
     phases = [
         (m.step, m.phase)
         for m in farm.plane.store.list_rows(Mutation, Mutation.run_id == ids[0], order=Mutation.id)
     ]
-    assert ("cicd:register", "intent") in phases
-    assert ("cicd:register", "reconciled") in phases
+    assert ("retraining:log_model", "intent") in phases
+    assert ("retraining:log_model", "reconciled") in phases
     reaped = farm.sql(
         "SELECT status FROM procrastinate_jobs "
         "WHERE task_name = 'driftpilot.execute_run' AND args->>'run_id' = :run",
