@@ -13,6 +13,7 @@ Optuna numbers trials under a row lock of the study, so no number is given twice
 
 from __future__ import annotations
 
+import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -168,13 +169,21 @@ def _open_study(optuna: Any, name: str, storage: str, seed: int) -> Any:
         raise TuningError(f"cannot open Optuna study {name!r} at {storage}: {exc}") from exc
 
 
+# Other storages (SQLite): one opener at a time within the process. Two runs tuning at once
+# in one process (serve's run workers, the demo's second act) on a fresh SQLite storage both
+# stamped Optuna's alembic_version: one failed on its UNIQUE constraint (TuningError).
+_OPENING = threading.Lock()
+
+
 @contextmanager
 def _one_opener_at_a_time(storage: str) -> Iterator[None]:
     """On PostgreSQL, hold an advisory lock while the study is opened: Optuna creates its
     tables and the study without one, and two workers starting on a fresh storage at once
-    would both run CREATE TABLE (one fails on the catalog's unique index)."""
+    would both run CREATE TABLE (one fails on the catalog's unique index). Elsewhere, a lock
+    of this process."""
     if not storage.startswith("postgresql"):
-        yield
+        with _OPENING:
+            yield
         return
     from sqlalchemy import create_engine, text
     from sqlalchemy.pool import NullPool

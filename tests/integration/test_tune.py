@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
+
 import polars as pl
 import pytest
 
@@ -83,3 +86,31 @@ def test_unusable_storage(jan_sample: pl.DataFrame) -> None:
             storage="notadb://nowhere",
             budget=TuneBudget(n_trials=1),
         )
+
+
+def test_studies_opened_at_once_on_a_fresh_sqlite_storage(tmp_path: Path) -> None:
+    """Two runs of one process (serve's workers, the demo's second act) may open their first
+    studies together: without the opener lock, Optuna's schema stamp failed 5 of 5 times."""
+    import optuna
+
+    from tools.tune import _open_study
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    start = threading.Barrier(4)
+    errors: list[Exception] = []
+
+    def open_one(i: int) -> None:
+        start.wait()
+        try:
+            _open_study(optuna, f"study-{i}", storage, seed=1)
+        except TuningError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    names = {s.study_name for s in optuna.get_all_study_summaries(storage)}
+    assert names == {f"study-{i}" for i in range(4)}
