@@ -17,11 +17,11 @@ from urllib.parse import urlsplit
 import pytest
 from playwright import sync_api
 
+from tests.browser import CHROMIUM, chromium
 from tests.integration.test_api_http import Server
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = "/usr/bin/chromium"
 WAIT_MS = 60_000
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 ASSETS = "/static-offline-docs/"
@@ -43,14 +43,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as p:
-        launched = p.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=["--no-sandbox", "--disable-background-networking", "--disable-dev-shm-usage"],
-        )
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 @dataclass

@@ -34,13 +34,13 @@ from driftpilot.audit.models import Run, Schedule
 from driftpilot.service import ControlPlane
 from driftpilot.settings import Settings
 from driftpilot.users import add_user
+from tests.browser import CHROMIUM, chromium
 from tests.conftest import add_flights, wait_serving
 from tests.integration.test_control_graph import FORCE_RETRAIN, HIGH_RISK, merge
 from ui import launch
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = "/usr/bin/chromium"
 SHOTS = Path(__file__).resolve().parents[2] / "evals" / "results" / "screenshots"
 AGENTS = ["ingestion", "drift_analyst", "optimizer", "retraining", "evaluator", "cicd"]
 WAIT_MS = 60_000
@@ -125,14 +125,8 @@ def chat(
 
 @pytest.fixture(scope="module")
 def browser(chat: ChatServer) -> Iterator[Any]:
-    with sync_api.sync_playwright() as p:
-        launched = p.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=["--no-sandbox", "--disable-background-networking", "--disable-dev-shm-usage"],
-        )
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 def sign_in(browser: Any, chat: ChatServer, username: str, password: str) -> Any:

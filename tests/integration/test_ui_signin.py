@@ -30,12 +30,12 @@ from playwright import sync_api
 from driftpilot.service import ControlPlane
 from driftpilot.settings import Settings
 from driftpilot.users import add_user
+from tests.browser import CHROMIUM, chromium
 from tests.conftest import wait_serving
 from ui import launch
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = "/usr/bin/chromium"
 WAIT_MS = 60_000
 REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "evals" / "results" / "screenshots"
@@ -125,14 +125,8 @@ def chat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chat]:
 
 @pytest.fixture(scope="module")
 def browser(chat: Chat) -> Iterator[Any]:
-    with sync_api.sync_playwright() as p:
-        launched = p.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=["--no-sandbox", "--disable-background-networking", "--disable-dev-shm-usage"],
-        )
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 def login_page(browser: Any, chat: Chat, locale: str) -> Any:
