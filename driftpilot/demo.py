@@ -100,7 +100,9 @@ def run_demo(
     )
     # The year's runs use one core (one thread per fit, one BLAS thread): the second act's run,
     # on another model (its own lease), goes alongside in a thread, as `driftpilot serve`
-    # runs two at once, and is presented after the year.
+    # runs two at once, and is presented after the year. The graph (and its checkpointer) is
+    # opened first, here: its lazy first use has no guard against two threads at once.
+    _ = plane.graph
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="demo-act-two") as pool, progress:
         act = _start_act_two(pool, progress, plane, dataset, batches) if second_act else None
         rows = _year(console, progress, plane, name, batches[1:], approve_as, interactive)
@@ -203,7 +205,6 @@ def _act_two(
     row = {
         **_row(view),
         "model": late.model,
-        "status": view.status,
         "tier": cicd.get("tier"),
         "reasons": cicd.get("reasons") or [],
     }
@@ -274,6 +275,7 @@ def _row(view: RunView) -> dict[str, Any]:
         "fresh_gain": drift.get("fresh_gain"),
         "action": drift.get("action") or (view.summary.get("ingestion") or {}).get("action"),
         "outcome": view.outcome or view.status,
+        "status": view.status,
         "promoted": promotion.get("version") if promotion.get("status") != "superseded" else None,
         "approved_by": promotion.get("approved_by"),
         "run_id": view.run_id,
@@ -308,6 +310,8 @@ def _result(row: dict[str, Any]) -> str:
         by = row["approved_by"]
         how = "low risk, automatic" if by == "policy:low-risk" else f"approved by {by}"
         return f"champion -> v{row['promoted']} ({how})"
+    if row["status"] == "failed":  # the outcome names the error; the run's summary has it all
+        return f"run failed: {row['outcome']}"
     return {
         "challenger_rejected": "challenger not better: kept champion",
         "approval_rejected": "promotion rejected by a person",

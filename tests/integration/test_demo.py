@@ -76,6 +76,15 @@ def test_a_waiting_second_act_ends_with_its_approve_command() -> None:
     assert not any(c.startswith("driftpilot approve") for c in done)
 
 
+def test_a_failed_run_is_said_in_the_table() -> None:
+    from driftpilot.demo import _result
+
+    failed = {"promoted": None, "approved_by": None, "status": "failed", "outcome": "TuningError"}
+    assert _result(failed) == "run failed: TuningError"
+    waiting = {**failed, "status": "waiting_approval", "outcome": "waiting_approval"}
+    assert _result(waiting) == "waiting for approval"
+
+
 def test_second_demo_gets_its_own_model(settings: Any, jan_sample: Any) -> None:
     from driftpilot.demo import _free_name
     from driftpilot.service import ControlPlane
