@@ -3,8 +3,11 @@ download is unreachable here; `.ci/run` and `make browser` install the Debian pa
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 CHROMIUM = "/usr/bin/chromium"
@@ -25,3 +28,13 @@ def chromium() -> Iterator[Any]:
             yield launched
         finally:
             launched.close()
+
+
+def shots_dir() -> Path:
+    """Where the browser tests put their screenshots: ``DRIFTPILOT_SCREENSHOTS`` (e.g.
+    evals/results/screenshots, to refresh the committed ones), else a folder under the temp
+    dir, so that a test run leaves the work tree as it was."""
+    chosen = os.environ.get("DRIFTPILOT_SCREENSHOTS")
+    folder = Path(chosen) if chosen else Path(tempfile.gettempdir()) / "driftpilot-screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

@@ -9,7 +9,8 @@ context, approves it with a comment and sees the new champion. A question about 
 a request for one leave the champion where it is until the approver presses Confirm (and gives
 a reason); the waiting request compared with the old champion is then marked stale. The façade
 confirms what the browser showed: the run is in the same runs table and audit as the API's,
-under the signed-in principals. Screenshots of the cards go to evals/results/screenshots/."""
+under the signed-in principals. Screenshots of the cards go to ``tests.browser.shots_dir()``
+(``DRIFTPILOT_SCREENSHOTS=evals/results/screenshots`` refreshes the committed ones)."""
 
 from __future__ import annotations
 
@@ -34,14 +35,13 @@ from driftpilot.audit.models import Run, Schedule
 from driftpilot.service import ControlPlane
 from driftpilot.settings import Settings
 from driftpilot.users import add_user
-from tests.browser import CHROMIUM, chromium
+from tests.browser import CHROMIUM, chromium, shots_dir
 from tests.conftest import add_flights, wait_serving
 from tests.integration.test_control_graph import FORCE_RETRAIN, HIGH_RISK, merge
 from ui import launch
 
 pytestmark = pytest.mark.integration
 
-SHOTS = Path(__file__).resolve().parents[2] / "evals" / "results" / "screenshots"
 AGENTS = ["ingestion", "drift_analyst", "optimizer", "retraining", "evaluator", "cicd"]
 WAIT_MS = 60_000
 RUN_MS = 240_000
@@ -294,7 +294,7 @@ def test_a_run_from_the_chat_is_refused_to_its_requester_and_approved_by_an_appr
         visible(abby, "Health of flights")
         visible(abby, "Waiting for a person: 1")
         idle(abby)
-        abby.screenshot(path=str(SHOTS / "chat-health-card.png"), full_page=True)
+        abby.screenshot(path=str(shots_dir() / "chat-health-card.png"), full_page=True)
 
         # A question about a rollback, and a request for one: nothing moves until Confirm.
         say(abby, "how do I roll back flights?")
@@ -306,7 +306,7 @@ def test_a_run_from_the_chat_is_refused_to_its_requester_and_approved_by_an_appr
         say(abby, "roll back flights")
         visible(abby, "Proposal — Roll back flights: the champion moves from v2 to v1")
         idle(abby)
-        abby.screenshot(path=str(SHOTS / "chat-rollback-proposal.png"), full_page=True)
+        abby.screenshot(path=str(shots_dir() / "chat-rollback-proposal.png"), full_page=True)
         assert cp.model_view("flights").champion == 2
         press(abby, "Confirm")
         visible(abby, "Why? The reason goes into the audit")
@@ -325,7 +325,7 @@ def test_a_run_from_the_chat_is_refused_to_its_requester_and_approved_by_an_appr
         visible(abby, "Stale: this request compared the challenger with v2")
         visible(abby, "Evaluate against the current champion")
         idle(abby)
-        abby.screenshot(path=str(SHOTS / "chat-stale-approval.png"), full_page=True)
+        abby.screenshot(path=str(shots_dir() / "chat-stale-approval.png"), full_page=True)
         assert cp.get_run(august.run_id).status == "waiting_approval"
 
         # Plain phrases: why, a schedule (confirmed), all under her name.

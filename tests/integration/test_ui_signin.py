@@ -7,7 +7,7 @@ password" (Chainlit's stock page asks for an "Email address"), and a hint that a
 the password. A wrong key must be refused in words, never as "Unauthorized: credentialssignin".
 The words come from ``ui/translations/en-US.json``, which ``ui/launch.py`` lays over Chainlit's
 own file; ``language = "en-US"`` in ``ui/chainlit.toml`` makes every browser get them, which
-the test checks with a German browser too. Screenshots go to evals/results/screenshots/."""
+the test checks with a German browser too. Screenshots go to ``tests.browser.shots_dir()``."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from playwright import sync_api
 from driftpilot.service import ControlPlane
 from driftpilot.settings import Settings
 from driftpilot.users import add_user
-from tests.browser import CHROMIUM, chromium
+from tests.browser import CHROMIUM, chromium, shots_dir
 from tests.conftest import wait_serving
 from ui import launch
 
@@ -38,7 +38,6 @@ pytestmark = pytest.mark.integration
 
 WAIT_MS = 60_000
 REPO = Path(__file__).resolve().parents[2]
-SHOTS = REPO / "evals" / "results" / "screenshots"
 OURS = json.loads((REPO / "ui" / "translations" / "en-US.json").read_text(encoding="utf-8"))
 LOGIN = OURS["auth"]["login"]
 HINT_START = "Sign in with an API key (dp_…) as the password and any name"
@@ -186,8 +185,7 @@ def test_signin_page_says_what_to_type(browser: Any, chat: Chat) -> None:
     served = page.request.get(urljoin(chat.url, logo)).text()
     assert served == (REPO / "ui" / "public" / f"logo_{theme}.svg").read_text()
     assert image_loaded(page, "img[alt=Image]") == "/public/login.svg"
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / "signin.png"))
+    page.screenshot(path=str(shots_dir() / "signin.png"))
     page.context.close()
 
 
@@ -206,8 +204,7 @@ def test_wrong_key_is_refused_in_words(browser: Any, chat: Chat) -> None:
     text = page.inner_text("body")
     assert not re.search("credentialssignin|unauthorized", text, re.IGNORECASE), text
     assert page.url.endswith("/login")
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / "signin-error.png"))
+    page.screenshot(path=str(shots_dir() / "signin-error.png"))
     page.context.close()
 
 
