@@ -181,7 +181,9 @@ def promote(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     done = ctx.store.effect(run_id, "promote")
     if done is not None:
         return {"promotion": done}
-    version, beaten = state["cicd"]["version"], state["evaluation"].get("champion_version")
+    # A run that waited for approval across the upgrade has its version in retraining's slice.
+    version = state["cicd"].get("version") or state["retraining"]["version"]
+    beaten = state["evaluation"].get("champion_version")
     action = promotion_action(model, version, beaten)
     current = registry.current_champion(model, ctx.settings)
     generation = ctx.store.champion_generation(model)

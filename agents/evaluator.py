@@ -55,7 +55,11 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     rules = ctx.policy.evaluator
     holdout = pl.read_parquet(state["retraining"]["holdout_path"])
     # The challenger is a logged MLflow run, not a registered version (see agents.retraining).
-    challenger = registry.load_logged(state["retraining"]["model_uri"], ctx.settings)
+    trained = state["retraining"]
+    if "model_uri" in trained:
+        challenger = registry.load_logged(trained["model_uri"], ctx.settings)
+    else:  # a run checkpointed before challengers were logged instead of registered
+        challenger = registry.load_version(model, trained["version"], ctx.settings)
     champ = ctx.champion(model)
     champion = champ[0] if champ else _Constant()
     cmp: Comparison = ctx.call(

@@ -1276,13 +1276,12 @@ class Scheduler:
     def _seen_by_runs(self, model: str, dataset: str | None) -> tuple[dict[str, str], set[str]]:
         """The content hashes of the batches the model's runs were given (filed, submitted,
         and whole before sampling), each with a run that had it, and the batch ids of its
-        runs on ``dataset``. A cancelled run never ran: its batch is not seen."""
+        runs on ``dataset``. A cancelled run never ran, and a failed one never decided: their
+        batches are not seen."""
         from driftpilot.service import METADATA_STEP
 
         source = self.store.get(ManagedModel, model).source
-        runs = [
-            r for r in self.store.list_rows(Run, Run.model == model) if r.outcome != "cancelled"
-        ]
+        runs = [r for r in self.store.list_rows(Run, Run.model == model) if r.status != "failed"]
         with self.store.session() as session:
             stored = session.execute(
                 select(StepEffect.run_id, StepEffect.result).where(

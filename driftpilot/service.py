@@ -39,6 +39,7 @@ from driftpilot.audit.store import check_step, lease_holder, now
 from driftpilot.checkpointer import Checkpointer, open_checkpointer
 from driftpilot.errors import (
     ApprovalError,
+    ChampionMoved,
     ConfigError,
     DriftPilotError,
     ModelBusy,
@@ -1256,30 +1257,45 @@ class ControlPlane:
         return self.store.champion_at(model, when)
 
     def record_confirmation(
-        self, op_id: str, principal: str, kind: str, summary: str, details: dict[str, Any]
+        self,
+        op_id: str,
+        principal: str,
+        kind: str,
+        summary: str,
+        details: dict[str, Any],
+        outcome: Literal["confirm", "failed"] = "confirm",
     ) -> None:
         """Audit that ``principal`` confirmed a proposal the chat made from their words
         (agent ``chat``, action ``confirm:<kind>``), under the id of the operation it starts:
-        the run, the rollback or the schedule."""
+        the run, the rollback or the schedule; ``failed:<kind>`` when the confirmed operation
+        was then refused (the champion moved, the model was busy)."""
         who = normalize_principal(principal)
+        said = "confirmed" if outcome == "confirm" else "confirmed, but"
         self.ctx.record(
             op_id,
             "chat",
             Outcome(None, "person", ""),
-            f"confirm:{kind}",
-            f"{who} confirmed: {summary}",
+            f"{outcome}:{kind}",
+            f"{who} {said}: {summary}",
             {"confirmed_by": who, **details},
         )
 
     def rollback(
-        self, model: str, actor: str, reason: str = "", key: str | None = None
+        self,
+        model: str,
+        actor: str,
+        reason: str = "",
+        key: str | None = None,
+        expect: tuple[int, int] | None = None,
     ) -> dict[str, Any]:
         """Move ``champion`` back to the previous champion, restoring its reference window.
-        Idempotent per ``key``; takes the model's lease like a run.
+        Idempotent per ``key``; takes the model's lease like a run. ``expect`` (from, to) is
+        what the person confirmed: checked under the lease.
 
         Raises:
             ModelBusy: a run is working on the model.
             RegistryError: there is no previous champion.
+            ChampionMoved: the champions are no longer ``expect``.
         """
         actor = normalize_principal(actor)
         op_id = key or f"rb-{uuid.uuid4().hex}"
@@ -1292,13 +1308,15 @@ class ControlPlane:
         lease = self._acquire(model, op_id, wait=False)
         try:
             with LeaseKeeper(self.store, model, op_id, lease, self.settings.lease_ttl_s):
-                result = self._rollback(model, actor, reason, op_id)
+                result = self._rollback(model, actor, reason, op_id, expect)
         finally:
             self._checkpoint()
         self._emit("rollback", model, op_id, {**result, "reason": reason})
         return result
 
-    def _rollback(self, model: str, actor: str, reason: str, op_id: str) -> dict[str, Any]:
+    def _rollback(
+        self, model: str, actor: str, reason: str, op_id: str, expect: tuple[int, int] | None
+    ) -> dict[str, Any]:
         from tools import registry
 
         intent = self.store.open_intent(op_id, "rollback")
@@ -1309,6 +1327,11 @@ class ControlPlane:
             champions = registry.champion_history(model, self.settings)
         if len(champions) < 2:
             raise RegistryError(f"model {model!r} has no previous champion to roll back to")
+        if expect is not None and (champions[-1], champions[-2]) != expect:
+            raise ChampionMoved(
+                f"{model} would roll back v{champions[-1]} to v{champions[-2]}, not the "
+                f"confirmed v{expect[0]} to v{expect[1]}: nothing was rolled back"
+            )
         # Find what restores the previous champion's reference window before moving anything.
         history = self.store.list_rows(
             ChampionChange, ChampionChange.model == model, order=ChampionChange.id

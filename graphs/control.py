@@ -12,6 +12,7 @@ ingestion -> drift_analyst -> optimizer -> retraining -> evaluator -> cicd -> pr
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
@@ -36,6 +37,8 @@ from graphs.state import (
     after_ingestion,
 )
 from tools import drift
+
+log = logging.getLogger(__name__)
 
 Node = Callable[..., dict[str, Any]]  # fn(state, ctx) -> the state update
 
@@ -127,7 +130,10 @@ def report_node(state: ControlState, ctx: RunContext) -> dict[str, Any]:
     # A process whose lease was taken over must not write the run's end: the new holder does.
     ctx.require_lease(state["model"], state["run_id"])
     ctx.store.update_run(state["run_id"], status="completed", outcome=outcome, summary=summary)
-    prune_reports(ctx, state["model"])
+    try:  # housekeeping: a run that ended stays ended whatever the disk says
+        prune_reports(ctx, state["model"])
+    except OSError as exc:
+        log.warning("report retention of %s skipped: %s", state["model"], exc)
     return {"outcome": outcome, "events": [outcome]}
 
 

@@ -233,13 +233,21 @@ def prune_reports(folder: Path, keep: int, protected: Collection[Path | str]) ->
     """
     if keep <= 0 or not folder.is_dir():
         return []
-    reports = [p for p in folder.iterdir() if p.is_file() and p.name.endswith((".html", ".gz"))]
-    reports.sort(key=lambda p: (p.stat().st_mtime, p.name), reverse=True)
+    reports = [p for p in folder.iterdir() if p.name.endswith((".html", ".gz"))]
+    reports.sort(key=lambda p: (_mtime(p), p.name), reverse=True)
     spared = {Path(p).resolve() for p in protected}
     doomed = [p for p in reports[keep:] if p.resolve() not in spared]
     for report in doomed:
         report.unlink(missing_ok=True)  # a concurrent prune of the same folder removed it
     return doomed[::-1]
+
+
+def _mtime(path: Path) -> float:
+    """A report's age for the retention; one a concurrent prune just removed sorts oldest."""
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
 
 
 def _one_blas_thread() -> AbstractContextManager[Any]:

@@ -10,12 +10,13 @@ is read again. The confirmation is written to the audit (agent ``chat``, action
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from driftpilot.errors import ConfigError, NotFound
+from driftpilot.errors import ConfigError, DriftPilotError, NotFound
 from driftpilot.identity import Role
 from ui import markup
 from ui.batches import batch_size, dataset_batch, model_source, source_of
@@ -65,10 +66,7 @@ def confirm(chat: Chat, proposal: Proposal, reason: str = "") -> Reply:
         return _do_run(chat, proposal)
     if proposal.kind == "schedule":
         return _do_schedule(chat, proposal)
-    run_id = proposal.args["run_id"]
-    _audit(chat, run_id, proposal)
-    reply = chat.record(run_id, proposal.kind, proposal.args.get("comment", ""))
-    return reply if reply is not None else Reply("Nothing to record.")
+    return _do_decision(chat, proposal)
 
 
 _WHAT = {
@@ -174,20 +172,24 @@ def _propose_schedule(chat: Chat, kind: str, intent: dict[str, Any]) -> Proposal
 
 
 def _propose_decision(chat: Chat, kind: str, intent: dict[str, Any]) -> Proposal:
+    """Approve or reject the question a run asks now, bound to that question: a Confirm
+    pressed after the run moved on to another question records nothing."""
     run_id = chat.cp.resolve_run_id(intent["run"])
-    refused = chat.check_decision(run_id, kind)
-    if refused is not None:
-        raise Refused(refused.text.removeprefix("**Refused:** "))
     view = chat.cp.get_run(run_id)
+    request = view.approval_request or {}
+    step = request.get("step", "promotion")
+    action = request.get("action_request", {})
+    question = "accept the quarantined batch" if step == "escalation" else "promote"
     comment = (intent.get("text") or "").strip()
     summary = (
         f"{kind.capitalize()} the request of run {markup.code(run_id[:12])} "
         f"({markup.text(view.model)} on batch {markup.text(view.batch_id)}, requested by "
-        f"{markup.text(view.requested_by)})"
-        + (f" with the comment “{markup.text(comment)}”" if comment else "")
+        f"{markup.text(view.requested_by)}) to {question}: "
+        f"{markup.code(json.dumps(action.get('args', {}), sort_keys=True))}"
+        + (f", with the comment “{markup.text(comment)}”" if comment else "")
         + f", as **{markup.text(chat.who.principal)}**; the run then goes on."
     )
-    args = {"run_id": run_id, "comment": comment}
+    args = {"run_id": run_id, "comment": comment, "step": step, "action": action}
     return Proposal(kind, summary, "approver", args, chat.who.principal)
 
 
@@ -204,6 +206,22 @@ def _audit(chat: Chat, op_id: str, proposal: Proposal, **extra: Any) -> None:
     )
 
 
+def _do_decision(chat: Chat, proposal: Proposal) -> Reply:
+    run_id, step = proposal.args["run_id"], proposal.args["step"]
+    refused = chat.check_decision(run_id, proposal.kind)
+    if refused is not None:
+        return refused
+    request = chat.cp.get_run(run_id).approval_request or {}
+    now = (request.get("step", "promotion"), request.get("action_request", {}))
+    if now != (step, proposal.args["action"]):
+        return Reply(
+            f"Run {markup.code(run_id[:12])} asks something else since this proposal: nothing "
+            "was recorded. Ask *what is pending?* to see its question now."
+        )
+    _audit(chat, run_id, proposal)
+    return chat.record(run_id, proposal.kind, proposal.args["comment"], step=step)
+
+
 def _do_rollback(chat: Chat, proposal: Proposal, reason: str) -> Reply:
     reason = (reason or proposal.args["reason"]).strip()
     if not reason:
@@ -217,7 +235,14 @@ def _do_rollback(chat: Chat, proposal: Proposal, reason: str) -> Reply:
         )
     op_id = f"rb-{uuid.uuid4().hex}"
     _audit(chat, op_id, proposal, reason=reason)
-    done = chat.cp.rollback(model, chat.who.principal, reason, key=op_id)
+    expected = (proposal.args["from"], proposal.args["to"])
+    try:  # the versions are checked again under the model's lease
+        done = chat.cp.rollback(model, chat.who.principal, reason, key=op_id, expect=expected)
+    except DriftPilotError as exc:
+        chat.cp.record_confirmation(
+            op_id, chat.who.principal, "rollback", f"not done: {exc}", {}, outcome="failed"
+        )
+        raise
     return Reply(
         f"**{markup.text(done['model'])}**: champion v{done['from']} → **v{done['to']}** "
         f"(by {markup.text(done['by'])}, confirmed: “{markup.text(reason)}”)."

@@ -166,7 +166,7 @@ async def on_cancel(action: cl.Action) -> None:
 @cl.action_callback("reevaluate")
 async def on_reevaluate(action: cl.Action) -> None:
     chat = session_chat()
-    reply = await asyncio.to_thread(chat.reevaluate, action.payload["run_id"])
+    reply = await asyncio.to_thread(chat.reevaluate, str(action.payload.get("run_id", "")))
     await send(chat, reply)
 
 
@@ -183,7 +183,10 @@ async def on_decide(action: cl.Action) -> None:
 
 async def decide(action: cl.Action) -> None:
     chat = session_chat()
-    run_id, decision = action.payload["run_id"], action.payload["decision"]
+    run_id, decision = str(action.payload.get("run_id", "")), action.payload.get("decision")
+    if decision not in NOUN:  # the buttons send approve or reject; anything else is not ours
+        await cl.Message(content="That button is not one of mine: nothing was recorded.").send()
+        return
     refused = await asyncio.to_thread(chat.check_decision, run_id, decision)
     if refused is not None:
         await send(chat, refused)
@@ -286,11 +289,14 @@ async def stream_run(chat: Chat, run_id: str) -> None:
     try:
         view = work.result()
     except DriftPilotError as exc:
-        await cl.Message(content=f"**Run `{run_id[:12]}` could not go on:** {exc}").send()
+        said = f"**Run {markup.code(run_id[:12])} could not go on:** {markup.text(exc)}"
+        await cl.Message(content=said).send()
         return
     except Exception as exc:  # a bug: say so, keep the session alive
         log.exception("run %s failed", run_id)
-        failed = f"**Run `{run_id[:12]}` failed:** {type(exc).__name__}: {exc}"
+        failed = (
+            f"**Run {markup.code(run_id[:12])} failed:** {type(exc).__name__}: {markup.text(exc)}"
+        )
         await cl.Message(content=failed).send()
         return
     await send(chat, await asyncio.to_thread(result_reply, chat, view))

@@ -129,11 +129,14 @@ class Chat:
         (it picks an operation, see ``ui.llm_router``), else to the builtin phrases. Either
         way a pick that changes something only becomes a proposal."""
         models = [m.name for m in self.cp.list_models()]
-        if message.strip().startswith("/") or self.cp.backend.is_builtin:
-            return parse(message, models)
+        ruled = parse(message, models)
+        # A slash command, a question, a status question or a negation is read by the rules
+        # (an LLM's pick cannot turn "how do I roll back?" into a rollback card).
+        if message.strip().startswith("/") or self.cp.backend.is_builtin or not ruled.acts:
+            return ruled
         from ui.llm_router import route
 
-        return route(self.cp.backend.chat_model, message, models) or parse(message, models)
+        return route(self.cp.backend.chat_model, message, models) or ruled
 
     def answer(self, intent: Intent, message: str = "") -> Reply:
         """The reply to one intent; errors the person can act on become plain answers."""
@@ -167,8 +170,15 @@ class Chat:
     def propose(self, intent: Intent, message: str = "") -> Reply:
         """The card of a change: what will happen, with Confirm / Cancel (nothing done yet).
         Approving or rejecting a model's waiting request shows that request's own buttons."""
-        if intent.kind in ("approve", "reject") and intent.run is None:
-            return self.decide_intent(intent, intent.kind)
+        if intent.kind in ("approve", "reject"):
+            if intent.run is None:
+                return self.decide_intent(intent, intent.kind)
+            refused = self.check_decision(self.cp.resolve_run_id(intent.run), intent.kind)
+            if refused is not None:
+                return refused
+        reason = intent.text
+        if intent.kind == "rollback" and reason and reason not in message:
+            reason = ""  # a reason the chat model wrote is not the person's: ask them on Confirm
         fields = {
             "model": intent.model,
             "batch": intent.batch,
@@ -176,7 +186,7 @@ class Chat:
             "cron": intent.cron,
             "source": intent.source,
             "run": intent.run,
-            "text": intent.text,
+            "text": reason,
         }
         proposal = acting.propose(self, intent.kind, **fields)
         proposal = acting.Proposal(
@@ -463,7 +473,16 @@ class Chat:
         )
 
     def reevaluate(self, run_id: str) -> Reply:
-        """The proposal of a new run on a stale request's batch, against today's champion."""
+        """The proposal of a new run on a stale request's batch, against today's champion
+        (refusals become answers)."""
+        try:
+            return self._reevaluate(run_id)
+        except Refused as exc:
+            return Reply(f"**Refused:** {markup.text(exc)}")
+        except DriftPilotError as exc:
+            return Reply(f"**Could not do that:** {markup.text(exc)}")
+
+    def _reevaluate(self, run_id: str) -> Reply:
         view = self.cp.get_run(run_id)
         dataset = model_source(self.cp, view.model)
         if dataset is None:

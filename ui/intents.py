@@ -99,6 +99,13 @@ class Intent:
     cron: str | None = None
     source: str | None = None
     text: str = ""  # a comment, a reason, or a usage line
+    negated: bool = False  # "don't roll back flights": nothing is asked for
+
+    @property
+    def acts(self) -> bool:
+        """Whether the message may ask for something to be done: not a question, a status
+        question or a negation (then a chat model may read it instead of the rules)."""
+        return self.kind not in ("howto", "status") and not self.negated
 
 
 NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
@@ -232,7 +239,7 @@ def _mentioned(text: str, models: list[str]) -> str | None:
 
 def _negated(text: str, models: list[str]) -> Intent | None:
     """ "don't roll back flights": nothing to do; said as an unknown request, never acted on."""
-    return Intent("unknown", text=text) if _NEGATED.search(text) else None
+    return Intent("unknown", text=text, negated=True) if _NEGATED.search(text) else None
 
 
 def _status(text: str, models: list[str]) -> Intent | None:

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from driftpilot.audit.models import ChampionChange, Decision, Run
+from driftpilot.errors import ChampionMoved
 from driftpilot.service import ControlPlane
 from driftpilot.settings import Settings
 from tests.conftest import add_flights
@@ -132,6 +133,10 @@ def test_approve_stale_rollback_and_reevaluate(cp: ControlPlane, home: Any) -> N
     theft = abby.confirm(_for(proposal, "olga"), "mine now")
     assert "made for someone else" in plain(theft.text) and state(cp) == before
 
+    with pytest.raises(ChampionMoved):  # what the person confirmed is checked under the lease
+        cp.rollback("flights", "abby", "not what was shown", expect=(3, 2))
+    assert state(cp) == before
+
     confirmed = abby.confirm(proposal, "July's model misroutes evening flights")
     assert "champion v2 → v1" in plain(confirmed.text)
     assert cp.model_view("flights").champion == 1
@@ -179,12 +184,36 @@ def test_the_health_card_says_how_the_model_is_doing(cp: ControlPlane, home: Any
     assert reply.charts and reply.charts[0].figure is not None
 
 
-def _for(proposal: Proposal, principal: str) -> Proposal:
+def test_an_approval_proposal_is_bound_to_the_question_it_showed(
+    cp: ControlPlane, home: Any
+) -> None:
+    october = home[3]
+    olga, abby = chat_as(cp, home, "olga"), chat_as(cp, home, "abby")
+    refused = olga.answer(parse(f"/approve {october[:10]} fine"), "/approve")
+    assert "need the approver role" in plain(refused.text) and refused.proposal is None
+    card = abby.answer(parse(f"/approve {october[:10]} checked it"), "/approve")
+    proposal = card.proposal
+    assert proposal is not None and proposal.args["step"] == "promotion"
+    assert '"replaces": 1' in plain(proposal.summary)  # the action it approves, shown
+    asked = len(cp.store.approval_rows(october))
+    moved_on = _for(proposal, "abby", action={**proposal.args["action"], "action": "other"})
+    assert "asks something else" in plain(abby.confirm(moved_on).text)
+    assert len(cp.store.approval_rows(october)) == asked  # nothing recorded
+    done = abby.confirm(proposal)
+    assert done.stream == october and len(cp.store.approval_rows(october)) == asked + 1
+    made = cp.store.list_rows(Decision, Decision.run_id == october)
+    assert made[-1].action == "confirm:approve" and "abby confirmed" in made[-1].rationale
+    abby.confirm(proposal)  # the same card pressed twice records nothing more
+    assert len(cp.store.approval_rows(october)) == asked + 1
+    cp.resume_run(october)
+
+
+def _for(proposal: Proposal, principal: str, **args: Any) -> Proposal:
     return Proposal(
         proposal.kind,
         proposal.summary,
         proposal.role,
-        proposal.args,
+        {**proposal.args, **args},
         principal,
         proposal.message,
         proposal.id,

@@ -68,3 +68,22 @@ def test_questions_and_status_have_tools_of_their_own() -> None:
     assert to_intent("model_status", {"model": "flights"}) == Intent("status", model="flights")
     assert to_intent("how_to", {"operation": "delete everything"}) is None
     assert to_intent("model_status", {}) is None
+
+
+def test_the_rules_keep_questions_and_negations_from_the_model(settings: Settings) -> None:
+    """A chat model that would turn every message into a rollback never sees a question, a
+    status question or a negation; the reason it writes is not taken as the person's."""
+    backend = scripted(*[call("rollback", model="flights", reason="the model said so")] * 2)
+    cp = ControlPlane(settings, backend=backend)
+    try:
+        chat = Chat(cp, Identity("ann", "admin", "password"))
+        asked = chat.understand("how do I roll back flights?")
+        assert (asked.kind, asked.text) == ("howto", "rollback")
+        assert chat.understand("how is flights doing?").kind == "status"
+        assert chat.understand("don't roll back flights").negated
+        assert backend.chat_model.seen == []  # type: ignore[union-attr]
+        picked = chat.understand("flights looks off today, take it back")
+        assert (picked.kind, picked.text) == ("rollback", "the model said so")
+        assert len(backend.chat_model.seen) == 1  # type: ignore[union-attr]
+    finally:
+        cp.close()
