@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from driftpilot.errors import ConfigError, DriftPilotError, NotFound
 from driftpilot.identity import Role
 from ui import markup
-from ui.batches import batch_size, dataset_batch, model_source, source_of
+from ui.batches import batch_hash, batch_size, dataset_batch, model_source, source_of
 from ui.replies import Refused, Reply
 
 if TYPE_CHECKING:
@@ -253,7 +253,13 @@ def _do_run(chat: Chat, proposal: Proposal) -> Reply:
     args = proposal.args
     frame, batch_id = dataset_batch(chat.cp, args["ref"], args["rows"])
     sample = {"rows": frame.height, "of": args["total"], "seed": 0}
-    metadata = {"source": args["ref"], "confirmed_proposal": proposal.id}
+    # The dataset and the whole batch's hash: a schedule of this model will not run it again.
+    metadata = {
+        "source": args["ref"],
+        "dataset": args["ref"].partition(":")[0],
+        "batch_hash": batch_hash(chat.cp, args["ref"]),
+        "confirmed_proposal": proposal.id,
+    }
     if frame.height < args["total"]:
         metadata["sample"] = sample
     view = chat.cp.submit_run(

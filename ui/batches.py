@@ -69,6 +69,14 @@ def batch_size(cp: ControlPlane, ref: str) -> int:
     return _frame(cp, ref).height
 
 
+def batch_hash(cp: ControlPlane, ref: str) -> str:
+    """The content hash of the whole built-in batch (before any sampling): what schedules
+    compare to know a batch was seen."""
+    from tools.data import content_hash
+
+    return content_hash(_frame(cp, ref))
+
+
 def dataset_batch(cp: ControlPlane, ref: str, rows: int) -> tuple[pl.DataFrame, str]:
     """The built-in batch ``DATASET:BATCH``, a seeded sample of at most ``rows`` rows."""
     from tools.datasets import SPECS

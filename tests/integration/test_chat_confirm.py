@@ -166,6 +166,7 @@ def test_a_chat_run_uses_the_whole_batch_and_says_so(cp: ControlPlane, home: Any
     started = olga.confirm(sampled)
     assert started.stream is not None and len(cp.list_runs("flights", 100)) == runs + 1
     view = cp.get_run(started.stream)
+    assert view.metadata["dataset"] == "flights" and len(view.metadata["batch_hash"]) >= 16
     assert view.trigger == "chat" and view.metadata["sample"] == {
         "rows": 3000,
         "of": total,
