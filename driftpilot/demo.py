@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -20,6 +20,9 @@ from rich.prompt import Prompt
 from rich.table import Table
 
 from driftpilot.service import ControlPlane, RunView
+
+if TYPE_CHECKING:
+    import polars as pl
 
 REQUESTER = "driftpilot-demo"
 
@@ -71,22 +74,12 @@ def run_demo(
         raise ValueError(f"unknown dataset {dataset!r}; choose from {sorted(SPECS)}")
     started = time.perf_counter()
     plane = ControlPlane()
-    spec = SPECS[dataset]
     console.rule(f"[bold]DriftPilot demo - {dataset}, LLM backend: {plane.backend.name}")
     batches = _batches(dataset)
     name = _free_name(plane, f"{dataset}-demo")
     first_id, first = batches[0]
     with console.status(f"training the first champion on {first_id}..."):
-        model = plane.add_model(
-            name,
-            first,
-            target=spec.target,
-            time_col=spec.time_col,
-            numeric=spec.numeric,
-            categorical=spec.categorical,
-            source=dataset,
-            principal=REQUESTER,
-        )
+        model = _add_model(plane, name, first, dataset)
     console.print(
         f"Model [bold]{name}[/]: champion v{model.champion} trained on {first_id} "
         f"({first.height:,} rows), validation roc_auc {model.baseline:.3f}."
@@ -160,19 +153,7 @@ def _start_act_two(
     frames = dict(batches)
 
     def late_run() -> LateRun:
-        from tools.datasets import SPECS
-
-        spec = SPECS[dataset]
-        plane.add_model(
-            name,
-            frames[trained_on],
-            target=spec.target,
-            time_col=spec.time_col,
-            numeric=spec.numeric,
-            categorical=spec.categorical,
-            source=dataset,
-            principal=REQUESTER,
-        )
+        _add_model(plane, name, frames[trained_on], dataset)
         progress.update(task, advance=1, description=f"act two: control run on {checked_on}")
         view = plane.start_run(
             name, frames[checked_on], checked_on, trigger="demo", requested_by=REQUESTER
@@ -366,3 +347,20 @@ def _next_steps(mlflow_uri: str, late: dict[str, Any] | None) -> list[tuple[str,
     if late and late["status"] == "waiting_approval":
         steps.insert(0, (f"driftpilot approve {run} --as NAME", "finish act two (or reject)"))
     return steps
+
+
+def _add_model(plane: ControlPlane, name: str, first: pl.DataFrame, dataset: str) -> Any:
+    """A managed model of a built-in dataset's spec, its first champion trained on ``first``."""
+    from tools.datasets import SPECS
+
+    spec = SPECS[dataset]
+    return plane.add_model(
+        name,
+        first,
+        target=spec.target,
+        time_col=spec.time_col,
+        numeric=spec.numeric,
+        categorical=spec.categorical,
+        source=dataset,
+        principal=REQUESTER,
+    )
