@@ -11,6 +11,7 @@ when its kind and every gold argument match.
 
     python -m evals.chat_intents                                    # the rule parser
     python -m evals.chat_intents --llm openai:qwen2.5-coder-0.5b --base-url http://127.0.0.1:8089/v1
+    driftpilot llm exec -- python -m evals.chat_intents            # make llm-local first
     python -m evals.chat_intents --parse-only                       # no home: accuracy only
 
 Writes ``evals/results/chat_intents.json`` (or ``chat_intents_<backend>.json``).
@@ -232,11 +233,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--llm", default="builtin", help="builtin | openai:M | ollama:M")
-    parser.add_argument("--base-url", help="the OpenAI-compatible server of --llm openai:M")
+    parser.add_argument(
+        "--llm", help="builtin | openai:M | ollama:M (default: DRIFTPILOT_LLM, else builtin)"
+    )
+    parser.add_argument(
+        "--base-url", help="the OpenAI-compatible server (default: DRIFTPILOT_LLM_BASE_URL)"
+    )
     parser.add_argument("--parse-only", action="store_true", help="no home: accuracy only")
     parser.add_argument("--out", type=Path, help="results file (default under evals/results)")
     args = parser.parse_args(argv)
+    from driftpilot.settings import Settings
+
+    configured = Settings()
+    args.llm = args.llm or configured.llm
+    args.base_url = args.base_url or configured.llm_base_url
     console = Console()
     sets = {name: load(path) for name, path in SETS.items() if path.exists()}
     started = time.perf_counter()
