@@ -155,7 +155,9 @@ def build_home(home: Path) -> Path:
             }
         )
     )
-    settings = Settings(home=home / "home", policy_path=policy).ensure_dirs()
+    # The home is built by the policy's own decisions whatever DRIFTPILOT_LLM says: only the
+    # chat's understanding is measured against a chat model.
+    settings = Settings(home=home / "home", policy_path=policy, llm="builtin").ensure_dirs()
     spec = SPECS[MODEL]
     months = {
         b.info.batch_id: b.frame
