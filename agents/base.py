@@ -28,8 +28,8 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from driftpilot.errors import LLMError
-from driftpilot.llm import Backend, as_tool_call, invoke_with_backoff, parse_json_object
+from driftpilot.core.errors import LLMError
+from driftpilot.core.llm import Backend, as_tool_call, invoke_with_backoff, parse_json_object
 
 D = TypeVar("D", bound=BaseModel)
 PROMPTS = Path(__file__).resolve().parent.parent / "prompts"

@@ -14,9 +14,9 @@ from pydantic import BaseModel, Field
 
 from agents.base import Outcome, bounded_text, narrowed
 from agents.context import RunContext
-from driftpilot.audit.models import ChampionChange
-from driftpilot.audit.store import promotion_action
-from driftpilot.policy import Policy, RiskAssessment, RiskInputs, RiskTier
+from driftpilot.core.policy import Policy, RiskAssessment, RiskInputs, RiskTier
+from driftpilot.store.audit import promotion_action
+from driftpilot.store.models import ChampionChange
 from tools import registry
 
 NAME = "cicd"

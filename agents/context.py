@@ -14,14 +14,14 @@ import polars as pl
 from pydantic import BaseModel
 
 from agents.base import AgentTool, Outcome, decide
-from driftpilot.audit import AuditStore
-from driftpilot.audit.models import BatchRecord, ManagedModel, Run
-from driftpilot.audit.store import lease_holder
-from driftpilot.errors import AliasNotFound, ModelBusy, NotFound
-from driftpilot.faults import fault_point
-from driftpilot.llm import Backend
-from driftpilot.policy import Policy
-from driftpilot.settings import Settings
+from driftpilot.core.errors import AliasNotFound, ModelBusy, NotFound
+from driftpilot.core.faults import fault_point
+from driftpilot.core.llm import Backend
+from driftpilot.core.policy import Policy
+from driftpilot.core.settings import Settings
+from driftpilot.store import AuditStore
+from driftpilot.store.audit import lease_holder
+from driftpilot.store.models import BatchRecord, ManagedModel, Run
 from tools.datasets import DatasetSpec
 from tools.train import Family, ParamValue, TrainSpec
 

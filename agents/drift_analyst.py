@@ -31,8 +31,8 @@ from agents.base import AgentTool, bounded_text, narrowed
 from agents.context import RunContext
 from agents.explain import count, describe_drop, describe_fresh_gain
 from agents.optimizer import training_window
-from driftpilot.errors import DataError, LLMError
-from driftpilot.policy import DriftAction, DriftBounds, DriftEvidence, DriftRules, Severity
+from driftpilot.core.errors import DataError, LLMError
+from driftpilot.core.policy import DriftAction, DriftBounds, DriftEvidence, DriftRules, Severity
 from tools.drift import DriftResult, data_drift
 from tools.estimate import estimate_performance, fit_calibrator, metric_interval
 from tools.evaluate import Comparison, compare_models

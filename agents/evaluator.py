@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from agents.base import bounded_text, narrowed
 from agents.context import RunContext
 from agents.explain import describe_gain
-from driftpilot.errors import LLMError
+from driftpilot.core.errors import LLMError
 from tools import registry
 from tools.estimate import metric_interval
 from tools.evaluate import Comparison, compare_models

@@ -22,10 +22,10 @@ from pydantic import BaseModel, Field
 from agents.base import AgentTool, Outcome, bounded_text, narrowed
 from agents.context import RunContext
 from agents.explain import count
-from driftpilot.audit.models import BatchRecord
-from driftpilot.audit.store import now
-from driftpilot.errors import ApprovalError, LLMError
-from driftpilot.faults import fault_point
+from driftpilot.core.errors import ApprovalError, LLMError
+from driftpilot.core.faults import fault_point
+from driftpilot.store.audit import now
+from driftpilot.store.models import BatchRecord
 from tools.data import conform, write_parquet_atomic
 from tools.quality import QualityVerdict, check_batch, profile_reference
 

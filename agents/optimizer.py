@@ -11,8 +11,8 @@ from pydantic import BaseModel, Field
 
 from agents.base import bounded_text, narrowed
 from agents.context import RunContext
-from driftpilot.errors import LLMError
-from driftpilot.policy import OptimizerLimits
+from driftpilot.core.errors import LLMError
+from driftpilot.core.policy import OptimizerLimits
 from tools.train import split_holdout
 from tools.tune import TuneBudget, tune
 

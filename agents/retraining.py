@@ -14,7 +14,7 @@ from agents.base import bounded_text, narrowed
 from agents.context import RunContext
 from agents.explain import count
 from agents.optimizer import rejected_attempts, training_window
-from driftpilot.errors import LLMError
+from driftpilot.core.errors import LLMError
 from tools import registry
 from tools.train import train_model
 

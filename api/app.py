@@ -24,10 +24,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import api.routes
 from api import problems
 from api.config import ApiSettings
-from api.executor import RunExecutor
 from api.limits import BodyLimit
 from api.routes import approvals, audit, health, jobs, models, runs
-from driftpilot.service import ControlPlane
+from driftpilot.execution.inprocess import RunExecutor
+from driftpilot.runs.plane import ControlPlane
 
 log = logging.getLogger(__name__)
 CORE = (runs, approvals, audit, models, jobs, health)

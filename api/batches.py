@@ -21,7 +21,7 @@ import polars as pl
 from api.problems import Problem
 
 if TYPE_CHECKING:
-    from driftpilot.settings import Settings
+    from driftpilot.core.settings import Settings
 
 SUFFIXES = (".csv", ".parquet")
 CHUNK = 8 * 1024 * 1024

@@ -19,10 +19,10 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from api.config import ApiSettings
-from api.executor import RunExecutor
 from api.problems import Problem
-from driftpilot.identity import Role, has_role
-from driftpilot.service import ApiKeyView, ControlPlane
+from driftpilot.core.identity import Role, has_role
+from driftpilot.execution.inprocess import RunExecutor
+from driftpilot.runs.plane import ApiKeyView, ControlPlane
 
 _api_key = APIKeyHeader(name="X-Api-Key", auto_error=False, description="An API key's secret.")
 _bearer = HTTPBearer(auto_error=False, description="An API key's secret as a bearer token.")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from driftpilot.service import ControlPlane
+from driftpilot.runs.plane import ControlPlane
 
 
 def model_versions(cp: ControlPlane, model: str) -> list[dict[str, Any]]:

@@ -45,7 +45,7 @@ from pydantic import BaseModel, create_model
 from api.lg_threads import ThreadRef
 from api.schemas import ControlConfig, ControlContext, ControlInput, ControlValues
 from api.stream import run_rows
-from driftpilot.service import ControlPlane, ModelView, RunView
+from driftpilot.runs.plane import ControlPlane, ModelView, RunView
 from graphs.state import SLICES, ControlState
 
 GRAPH_ID = "control"

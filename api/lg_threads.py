@@ -41,11 +41,11 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from api.problems import Problem
-from driftpilot.audit.models import StepEffect
-from driftpilot.audit.store import now
-from driftpilot.errors import NotFound
-from driftpilot.identity import normalize_principal
-from driftpilot.service import ControlPlane, RunView
+from driftpilot.core.errors import NotFound
+from driftpilot.core.identity import normalize_principal
+from driftpilot.runs.plane import ControlPlane, RunView
+from driftpilot.store.audit import now
+from driftpilot.store.models import StepEffect
 
 THREAD = "langgraph.thread"
 BIND = "langgraph.thread.run"

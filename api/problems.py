@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from driftpilot.errors import (
+from driftpilot.core.errors import (
     ApprovalError,
     ConfigError,
     DataError,

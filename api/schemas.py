@@ -9,7 +9,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from driftpilot.service import ApiKeyView, LabelsView, ModelView, RunView
+from driftpilot.runs.plane import ApiKeyView, LabelsView, ModelView, RunView
 
 RunStatus = Literal["pending", "running", "interrupted", "success", "error"]
 MultitaskStrategy = Literal["reject", "enqueue"]
@@ -277,21 +277,6 @@ class ModelCreate(_Strict):
         ):
             raise ValueError("a file batch needs 'target', 'time_col' and 'numeric'")
         return self
-
-
-class Job(BaseModel):
-    """Background work that is not a control run (training a new model's first champion).
-    Jobs live in the memory of the API process that runs them."""
-
-    job_id: str
-    kind: str
-    model: str
-    status: Literal["pending", "running", "success", "error"]
-    requested_by: str
-    created_at: str
-    updated_at: str
-    detail: str = ""
-    result: dict[str, Any] | None = None
 
 
 class RollbackIn(_Strict):

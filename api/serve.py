@@ -12,11 +12,11 @@ import logging
 import sys
 from typing import TYPE_CHECKING
 
-from driftpilot.errors import ConfigError
+from driftpilot.core.errors import ConfigError
 
 if TYPE_CHECKING:
     from api.config import ApiSettings
-    from driftpilot.service import ControlPlane
+    from driftpilot.runs.plane import ControlPlane
 
 LOOPBACK_NAMES = {"localhost", "localhost.", "ip6-localhost", "ip6-loopback"}
 
@@ -61,7 +61,7 @@ def serve(
 
     from api.app import create_app
     from api.config import ApiSettings
-    from driftpilot.service import ControlPlane
+    from driftpilot.runs.plane import ControlPlane
 
     cp = plane or ControlPlane()
     check_bind(cp, host)

@@ -29,7 +29,7 @@ from typing import Any
 import anyio.to_thread
 
 from api.schemas import STATUS, Run
-from driftpilot.service import ControlPlane, RunView
+from driftpilot.runs.plane import ControlPlane, RunView
 
 AUDIT_EVENTS = {"decisions": "step", "approvals": "approval", "champion_history": "champion"}
 

@@ -38,8 +38,8 @@ from typer._click import ClickException, Context
 from typer._click.exceptions import NoArgsIsHelpError, UsageError
 from typer.core import TyperGroup
 
-from driftpilot.errors import DriftPilotError, NotFound
-from driftpilot.vocabulary import outcome_label, status_label, trigger_label
+from driftpilot.core.errors import DriftPilotError, NotFound
+from driftpilot.core.vocabulary import outcome_label, status_label, trigger_label
 
 if TYPE_CHECKING:
     from tools.datasets import DatasetSpec
@@ -165,7 +165,7 @@ AsJson = Annotated[
 
 @app.callback()
 def main(log_level: Annotated[str, typer.Option(help="Logging level.")] = "WARNING") -> None:
-    from driftpilot.logs import setup_logging
+    from driftpilot.core.logs import setup_logging
 
     if log_level.upper() not in LOG_LEVELS:
         raise typer.BadParameter(
@@ -175,7 +175,7 @@ def main(log_level: Annotated[str, typer.Option(help="Logging level.")] = "WARNI
 
 
 def _plane() -> Any:
-    from driftpilot.service import ControlPlane
+    from driftpilot.runs.plane import ControlPlane
 
     return ControlPlane()
 
@@ -187,7 +187,7 @@ ALERT_GRACE_S = 10.0  # how long a command waits, at most, for its alerts to be 
 def _alerting(plane: Any) -> Iterator[None]:
     """Deliver the webhooks of what this command does (an approval waiting, a promotion, a
     rollback, a failed run) before it exits; a dead endpoint costs at most ALERT_GRACE_S."""
-    from driftpilot.alerts import AlertDispatcher
+    from driftpilot.alerts.webhooks import AlertDispatcher
 
     dispatcher = AlertDispatcher(plane).start()
     try:
@@ -631,8 +631,8 @@ def worker(
     SIGTERM/SIGINT, then finish the runs in progress and exit. Any number, on any machine,
     against one DRIFTPILOT_DB_URL."""
     from api.config import ApiSettings
-    from driftpilot.queue import QUEUES, Queue
-    from driftpilot.schedules import Scheduler
+    from driftpilot.execution.queue import QUEUES, Queue
+    from driftpilot.scheduling.scheduler import Scheduler
 
     chosen = [q.strip() for q in queues.split(",") if q.strip()]
     if not chosen or set(chosen) - set(QUEUES):
@@ -647,7 +647,7 @@ def worker(
 
 
 def _role(role: str) -> str:
-    from driftpilot.identity import ROLES
+    from driftpilot.core.identity import ROLES
 
     if role not in ROLES:
         raise typer.BadParameter(
@@ -705,8 +705,8 @@ def users_add(
     ] = False,
 ) -> None:
     """Add a password user of the chat (the password is prompted; only a scrypt hash is kept)."""
-    from driftpilot.identity import normalize_principal
-    from driftpilot.users import add_user
+    from driftpilot.core.identity import normalize_principal
+    from driftpilot.store.users import add_user
 
     _role(role)
     normalize_principal(name)  # a bad name fails before a password is asked
@@ -723,7 +723,7 @@ def users_list(as_json: AsJson = False) -> None:
     """List the chat's password users (never their hashes)."""
     from dataclasses import asdict
 
-    from driftpilot.users import list_users
+    from driftpilot.store.users import list_users
 
     users = list_users(_plane().store)
     if as_json:
@@ -743,12 +743,12 @@ def ui(
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8001,
 ) -> None:
     """Serve the chat (Chainlit): sign in with an API key or a password user, then /help."""
-    from driftpilot.settings import get_settings
+    from driftpilot.core.settings import get_settings
     from ui.launch import run as run_chat
 
     if not host.strip():
         raise typer.BadParameter("give an address, e.g. 127.0.0.1", param_hint="'--host'")
-    from driftpilot.users import list_users
+    from driftpilot.store.users import list_users
 
     plane = _plane()
     if not any(not k.revoked for k in plane.list_api_keys()) and not list_users(plane.store):
@@ -787,8 +787,8 @@ def replay(
 
     Each run is forked from its checkpoint with the evidence it had; nothing is trained,
     registered, promoted or written to the audit trail. Shows where the decisions differ."""
+    from driftpilot.core.settings import get_settings
     from driftpilot.replay import replay_model, replay_run, what_if
-    from driftpilot.settings import get_settings
 
     if (run_id is None) == (model is None):
         raise UsageError("give a RUN_ID, or --model NAME [--last N]")
@@ -1071,8 +1071,8 @@ def llm_serve(
     import contextlib
     import subprocess
 
-    from driftpilot.llm import LOCAL_MODEL_NAME, server_command
-    from driftpilot.settings import get_settings
+    from driftpilot.core.llm import LOCAL_MODEL_NAME, server_command
+    from driftpilot.core.settings import get_settings
 
     command = server_command(get_settings(), port, model)  # ConfigError: run make llm-local
     console.print(
@@ -1099,8 +1099,8 @@ def llm_exec(
     import os
     import subprocess
 
-    from driftpilot.llm import LOCAL_MODEL_NAME, local_server
-    from driftpilot.settings import get_settings
+    from driftpilot.core.llm import LOCAL_MODEL_NAME, local_server
+    from driftpilot.core.settings import get_settings
 
     settings = get_settings()
     log = settings.home / "llama-server.log"

@@ -19,7 +19,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.prompt import Prompt
 from rich.table import Table
 
-from driftpilot.service import ControlPlane, RunView
+from driftpilot.runs.plane import ControlPlane, RunView
 
 if TYPE_CHECKING:
     import polars as pl
@@ -177,7 +177,8 @@ def _act_two(
     console.print(
         f"Model [bold]{late.model}[/]: a champion trained on {late.trained_on}, checked for the "
         f"first time on {late.checked_on} (its run went alongside the year's). Whether its "
-        "challenger may replace the champion is the policy's call (driftpilot/policy.yaml, risk)."
+        "challenger may replace the champion is the policy's call "
+        "(driftpilot/core/policy.yaml, risk)."
     )
     cicd = view.summary.get("cicd") or {}
     _explain(console, view)

@@ -50,13 +50,13 @@ from agents.evaluator import EvaluationVerdict
 from agents.ingestion import IngestionDecision
 from agents.optimizer import default_plan, plan_check, plan_schema
 from agents.retraining import RetrainPlan
-from driftpilot.audit.models import ManagedModel, Run
-from driftpilot.checkpointer import open_checkpointer
-from driftpilot.errors import LLMError, NotFound, PolicyViolation, RunStateError
-from driftpilot.llm import Backend, make_backend
-from driftpilot.policy import Policy, RiskInputs
-from driftpilot.service import ControlPlane
-from driftpilot.settings import Settings
+from driftpilot.core.errors import LLMError, NotFound, PolicyViolation, RunStateError
+from driftpilot.core.llm import Backend, make_backend
+from driftpilot.core.policy import Policy, RiskInputs
+from driftpilot.core.settings import Settings
+from driftpilot.runs.plane import ControlPlane
+from driftpilot.store.checkpointer import open_checkpointer
+from driftpilot.store.models import ManagedModel, Run
 from graphs.control import build_control_graph, run_outcome
 from graphs.state import ControlState
 from tools.evaluate import Comparison

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from driftpilot.settings import Settings, get_settings
+from driftpilot.core.settings import Settings, get_settings
 from tools.datasets import WEATHER
 
 MODEL_NAME = "flights-delay"

@@ -117,7 +117,7 @@ class Home:
 def prepare(home: Path, rows: int, streams: int) -> Home:
     """The flights model with its first champion, the audit rows, an admin key, and
     ``streams`` real runs that were cancelled before they ran."""
-    from driftpilot.service import ControlPlane
+    from driftpilot.runs.plane import ControlPlane
     from evals.harness import eval_settings
     from tools.data import split_batches
     from tools.datasets import FLIGHTS, flights

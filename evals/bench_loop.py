@@ -166,7 +166,7 @@ class Setup:
     def run(self, model: str, batch: pl.DataFrame, batch_id: str) -> dict[str, Any]:
         """One control run (approved by another principal if it waits); wall and CPU seconds,
         outcome and the seconds of each audited tool call."""
-        from driftpilot.audit.models import ToolCall
+        from driftpilot.store.models import ToolCall
 
         cpu, start = cpu_seconds(), time.perf_counter()
         view = self.plane.start_run(model, batch, batch_id, trigger="bench", requested_by=REQUESTER)
@@ -432,7 +432,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     counts = [1, 10] if args.quick else [1, 10, 100]
     console = Console()
 
-    from driftpilot.settings import Settings
+    from driftpilot.core.settings import Settings
 
     root = Path(tempfile.mkdtemp(prefix="driftpilot-bench-loop-"))
     started = time.perf_counter()

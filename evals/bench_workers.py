@@ -79,8 +79,8 @@ def environment(home: Path, url: str, optuna: str) -> dict[str, str]:
 
 def setup(env: dict[str, str]) -> tuple[Any, dict[str, pl.DataFrame]]:
     """The plane of the benchmark's home with the four models added; flights by month."""
-    from driftpilot.service import ControlPlane
-    from driftpilot.settings import Settings
+    from driftpilot.core.settings import Settings
+    from driftpilot.runs.plane import ControlPlane
     from tools.data import split_batches
     from tools.datasets import FLIGHTS, flights
 
@@ -102,7 +102,7 @@ def setup(env: dict[str, str]) -> tuple[Any, dict[str, pl.DataFrame]]:
             categorical=FLIGHTS.categorical,
             principal="bench",
         )
-    from driftpilot.queue import Queue
+    from driftpilot.execution.queue import Queue
 
     Queue(plane).ensure_schema()  # as a worker does at start (the phases count workers)
     return plane, months
@@ -134,8 +134,8 @@ def phase(
     plane: Any, months: dict[str, pl.DataFrame], n_workers: int, runs: int, env: dict[str, str]
 ) -> dict[str, Any]:
     """Queue ``runs`` runs for ``n_workers`` registered workers; time until all complete."""
-    from driftpilot.audit.models import Run
-    from driftpilot.queue import Queue
+    from driftpilot.execution.queue import Queue
+    from driftpilot.store.models import Run
 
     logs = Path(env["DRIFTPILOT_HOME"]).parent
     procs = start_workers(n_workers, env, logs)

@@ -16,8 +16,8 @@ import polars as pl
 from pydantic import BaseModel, Field
 from rich.console import Console
 
-from driftpilot.errors import ConfigError
-from driftpilot.settings import get_settings
+from driftpilot.core.errors import ConfigError
+from driftpilot.core.settings import get_settings
 from evals.harness import (
     Approvals,
     StreamResult,

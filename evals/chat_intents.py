@@ -33,7 +33,7 @@ from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from driftpilot.service import ControlPlane
+    from driftpilot.runs.plane import ControlPlane
     from ui.intents import Intent
 
 DATA = Path(__file__).parent / "data"
@@ -139,8 +139,8 @@ def build_home(home: Path) -> Path:
     """The flights model on January, then a forced, low-risk retrain on July: two champions."""
     import yaml
 
-    from driftpilot.service import ControlPlane
-    from driftpilot.settings import Settings
+    from driftpilot.core.settings import Settings
+    from driftpilot.runs.plane import ControlPlane
     from tools.data import split_batches
     from tools.datasets import SPECS, load_dataset
 
@@ -187,7 +187,7 @@ def build_home(home: Path) -> Path:
 
 def snapshot(cp: ControlPlane, schedules: Callable[[], int]) -> tuple[Any, ...]:
     """What a mutation would move: the champion, and every row count people act through."""
-    from driftpilot.audit.models import Approval, ChampionChange, Decision, Mutation, Run
+    from driftpilot.store.models import Approval, ChampionChange, Decision, Mutation, Run
 
     counts = tuple(
         len(cp.store.list_rows(t)) for t in (Run, Decision, Approval, ChampionChange, Mutation)
@@ -197,7 +197,7 @@ def snapshot(cp: ControlPlane, schedules: Callable[[], int]) -> tuple[Any, ...]:
 
 def evaluate(cp: ControlPlane, sets: dict[str, list[dict[str, Any]]]) -> dict[str, Score]:
     """Every set through a chat signed in as an admin on ``cp``'s home."""
-    from driftpilot.schedules import Scheduler, SchedulerSettings
+    from driftpilot.scheduling.scheduler import Scheduler, SchedulerSettings
     from ui.chat import Chat, Identity
 
     scheduler = Scheduler(cp, conf=SchedulerSettings(enabled=False)).start()
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--parse-only", action="store_true", help="no home: accuracy only")
     parser.add_argument("--out", type=Path, help="results file (default under evals/results)")
     args = parser.parse_args(argv)
-    from driftpilot.settings import Settings
+    from driftpilot.core.settings import Settings
 
     configured = Settings()
     args.llm = args.llm or configured.llm
@@ -279,9 +279,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 def _with_home(
     console: Console, sets: dict[str, list[dict[str, Any]]], llm: str, base_url: str | None
 ) -> dict[str, Score]:
-    from driftpilot.llm import make_backend
-    from driftpilot.service import ControlPlane
-    from driftpilot.settings import Settings
+    from driftpilot.core.llm import make_backend
+    from driftpilot.core.settings import Settings
+    from driftpilot.runs.plane import ControlPlane
 
     with tempfile.TemporaryDirectory(prefix="chat-intents-") as tmp:
         with console.status("building the home: flights on January, a retrain on July"):

@@ -38,7 +38,7 @@ LOW, HIGH = (
 )
 CHILD = """
 import sys, polars as pl
-from driftpilot.service import ControlPlane
+from driftpilot.runs.plane import ControlPlane
 cp = ControlPlane()
 if sys.argv[1] == "run":
     cp.start_run("flights", pl.read_parquet(sys.argv[2]), "2013-07", requested_by="alice")
@@ -68,8 +68,8 @@ def _home(root: Path, name: str, risk: dict[str, Any], ttl: float) -> dict[str, 
 
 
 def _plane(env: dict[str, str]) -> Any:
-    from driftpilot import settings as settings_module
-    from driftpilot.service import ControlPlane
+    from driftpilot.core import settings as settings_module
+    from driftpilot.runs.plane import ControlPlane
 
     # The drill's home only: a DRIFTPILOT_DB_URL (or any store) the user set is not its.
     for name in [k for k in os.environ if k.startswith("DRIFTPILOT_") and k not in env]:
@@ -97,7 +97,7 @@ def drill(
     ttl: float,
     data: dict[str, Any],
 ) -> dict[str, Any]:
-    from driftpilot.audit.models import ChampionChange, Run
+    from driftpilot.store.models import ChampionChange, Run
     from tools import registry
     from tools.datasets import FLIGHTS
 

@@ -29,10 +29,10 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from driftpilot.errors import ConfigError, DataError, SchemaError
-from driftpilot.llm import Backend
-from driftpilot.service import ControlPlane, RunView
-from driftpilot.settings import Settings, get_settings
+from driftpilot.core.errors import ConfigError, DataError, SchemaError
+from driftpilot.core.llm import Backend
+from driftpilot.core.settings import Settings, get_settings
+from driftpilot.runs.plane import ControlPlane, RunView
 
 Approvals = Literal["approve", "reject", "wait"]
 REQUESTER = "driftpilot-eval"
@@ -151,7 +151,7 @@ def plane_for(
 ) -> ControlPlane:
     """A control plane over its own home: an eval never touches the user's models.
 
-    ``llm`` is any spec ``driftpilot.llm.make_backend`` takes, or ``scripted:FILE``: a JSON
+    ``llm`` is any spec ``driftpilot.core.llm.make_backend`` takes, or ``scripted:FILE``: a JSON
     list of replies (each an object, sent back as fenced JSON text, or a string) that the
     agents receive in turn, round and round. A script that always proposes the same thing
     shows what the policy lets through when the model is wrong or hostile. ``other`` goes to

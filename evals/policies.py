@@ -43,10 +43,10 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
-from driftpilot.errors import ModelError
-from driftpilot.policy import Policy
-from driftpilot.service import ControlPlane
-from driftpilot.settings import Settings
+from driftpilot.core.errors import ModelError
+from driftpilot.core.policy import Policy
+from driftpilot.core.settings import Settings
+from driftpilot.runs.plane import ControlPlane
 from evals.harness import (
     BatchRow,
     StreamResult,

@@ -52,8 +52,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="only read the audit of a year run in this home (one cut short: a partial result)",
     )
     args = parser.parse_args(argv)
-    from driftpilot.llm import LOCAL_MODEL_NAME, local_server
-    from driftpilot.settings import Settings
+    from driftpilot.core.llm import LOCAL_MODEL_NAME, local_server
+    from driftpilot.core.settings import Settings
 
     console = Console()
     if args.save_builtin:  # the builtin year alone, for later --builtin runs
@@ -106,8 +106,8 @@ def _year(console: Console, spec: str, base_url: str | None) -> dict[str, Any]:
         # A 0.5B model on a busy 2-core CPU may take minutes for one answer: a timeout that
         # cuts it would be retried from scratch, paying the same prompt again.
         os.environ.setdefault("DRIFTPILOT_LLM_TIMEOUT_S", "300")
+    from driftpilot.core.settings import get_settings
     from driftpilot.demo import run_demo
-    from driftpilot.settings import get_settings
 
     get_settings.cache_clear()
     started = time.perf_counter()
@@ -128,8 +128,8 @@ def _year(console: Console, spec: str, base_url: str | None) -> dict[str, Any]:
 def _audit_stats(spec: str) -> dict[str, Any]:
     """Per-agent stats of the ``spec`` backend's decisions and the unsafe promotions, from
     the audit of the home the settings point at."""
-    from driftpilot.audit.models import Decision
-    from driftpilot.service import ControlPlane
+    from driftpilot.runs.plane import ControlPlane
+    from driftpilot.store.models import Decision
 
     plane = ControlPlane()
     per_agent: dict[str, list[Decision]] = defaultdict(list)
@@ -148,9 +148,9 @@ def _partial(
 ) -> dict[str, Any]:
     """The stats of a year cut short (its home's audit so far), marked partial; compared,
     on the batches it finished, with a saved builtin year when one is given."""
-    from driftpilot.audit.models import Run
-    from driftpilot.service import ControlPlane
-    from driftpilot.settings import get_settings
+    from driftpilot.core.settings import get_settings
+    from driftpilot.runs.plane import ControlPlane
+    from driftpilot.store.models import Run
 
     os.environ["DRIFTPILOT_HOME"] = str(home)
     get_settings.cache_clear()
@@ -222,7 +222,7 @@ def unsafe_promotions(plane: Any) -> list[str]:
     """Promotions the governance rules forbid: one whose challenger's gain interval did not
     lie above zero, or one of a high-risk tier without an approval by a principal other
     than the requester. Each is named; the list must be empty."""
-    from driftpilot.audit.models import Approval, ChampionChange, Decision
+    from driftpilot.store.models import Approval, ChampionChange, Decision
 
     found = []
     for change in plane.store.list_rows(ChampionChange, ChampionChange.action == "promote"):

@@ -40,7 +40,7 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
-from driftpilot.settings import get_settings
+from driftpilot.core.settings import get_settings
 from evals.harness import cut, machine, write_json
 from tools.datasets import FLIGHTS, WEATHER, load_dataset
 from tools.drift import data_drift, model_performance

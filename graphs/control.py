@@ -23,9 +23,9 @@ from langgraph.types import interrupt
 
 from agents import cicd, drift_analyst, evaluator, ingestion, optimizer, retraining
 from agents.context import RunContext
-from driftpilot.audit.models import ChampionChange, Decision, Run
-from driftpilot.errors import ApprovalError
-from driftpilot.faults import fault_point
+from driftpilot.core.errors import ApprovalError
+from driftpilot.core.faults import fault_point
+from driftpilot.store.models import ChampionChange, Decision, Run
 from graphs.state import (
     SLICES,
     ControlState,
@@ -53,7 +53,7 @@ def build_control_graph(
     """Assemble and compile the control graph.
 
     Args:
-        model: the LLM backend (``driftpilot.llm.Backend``); it replaces ``tools.backend``.
+        model: the LLM backend (``driftpilot.core.llm.Backend``); it replaces ``tools.backend``.
         tools: the run context through which agents reach the deterministic tools and the audit.
         checkpointer: a LangGraph checkpointer (SQLite in the home directory) — it makes the
             approval wait durable across restarts.

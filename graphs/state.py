@@ -5,7 +5,7 @@ from __future__ import annotations
 import operator
 from typing import Annotated, Any, Literal, TypedDict, TypeVar
 
-from driftpilot.errors import PolicyViolation
+from driftpilot.core.errors import PolicyViolation
 
 R = TypeVar("R", bound=str)
 

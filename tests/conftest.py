@@ -21,8 +21,8 @@ import httpx
 import polars as pl
 import pytest
 
-from driftpilot import settings as settings_module
-from driftpilot.settings import Settings
+from driftpilot.core import settings as settings_module
+from driftpilot.core.settings import Settings
 from tests.pg import PostgresServer, pg_url, postgres
 from tools.data import split_batches
 from tools.datasets import FLIGHTS, flights

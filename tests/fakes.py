@@ -9,7 +9,7 @@ from langchain_core.language_models.fake_chat_models import FakeMessagesListChat
 from langchain_core.messages import AIMessage
 from pydantic import Field
 
-from driftpilot.llm import Backend
+from driftpilot.core.llm import Backend
 
 
 class ScriptedChatModel(FakeMessagesListChatModel):

@@ -18,8 +18,8 @@ from typing import Literal
 import polars as pl
 from pydantic import BaseModel, Field
 
-from driftpilot.errors import DataError, FormatError, IntegrityError, SchemaError
-from driftpilot.settings import Settings, get_settings
+from driftpilot.core.errors import DataError, FormatError, IntegrityError, SchemaError
+from driftpilot.core.settings import Settings, get_settings
 
 Period = Literal["hour", "day", "week", "month"]
 

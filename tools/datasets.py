@@ -24,8 +24,8 @@ from typing import Literal
 import polars as pl
 from pydantic import BaseModel, Field
 
-from driftpilot.errors import DatasetUnavailable, IntegrityError
-from driftpilot.settings import Settings, get_settings
+from driftpilot.core.errors import DatasetUnavailable, IntegrityError
+from driftpilot.core.settings import Settings, get_settings
 from tools.data import write_parquet_atomic
 
 DatasetName = Literal["flights", "creditcard"]

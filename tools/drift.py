@@ -34,7 +34,7 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, Field
 
-from driftpilot.errors import DataError, SchemaError
+from driftpilot.core.errors import DataError, SchemaError
 
 
 class DriftConfig(BaseModel):

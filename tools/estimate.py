@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from driftpilot.errors import ConfigError, DataError
+from driftpilot.core.errors import ConfigError, DataError
 
 if TYPE_CHECKING:  # sklearn takes a while to import; only needed once a calibrator is fitted
     from sklearn.isotonic import IsotonicRegression

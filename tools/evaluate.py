@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, Field
 
-from driftpilot.errors import DataError, SchemaError
+from driftpilot.core.errors import DataError, SchemaError
 from tools.drift import Scorer
 
 Metric = Literal["roc_auc", "pr_auc", "log_loss"]

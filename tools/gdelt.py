@@ -19,7 +19,7 @@ from typing import Literal
 import polars as pl
 from pydantic import BaseModel, Field
 
-from driftpilot.errors import DatasetUnavailable, FormatError, IntegrityError
+from driftpilot.core.errors import DatasetUnavailable, FormatError, IntegrityError
 
 DEFAULT_BASE_URL = "http://data.gdeltproject.org/gdeltv2/"
 

@@ -25,8 +25,8 @@ from typing import Literal
 import polars as pl
 from pydantic import BaseModel, Field
 
-from driftpilot.errors import SchemaError
-from driftpilot.identity import safe_label
+from driftpilot.core.errors import SchemaError
+from driftpilot.core.identity import safe_label
 from tools.data import content_hash
 
 MAX_LABEL = 40  # a foreign column name, sanitised, is cut to this length

@@ -26,8 +26,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from driftpilot.errors import AliasNotFound, ChampionMoved, RegistryError
-from driftpilot.settings import Settings, get_settings
+from driftpilot.core.errors import AliasNotFound, ChampionMoved, RegistryError
+from driftpilot.core.settings import Settings, get_settings
 from tools.train import TrainedModel
 
 CHAMPION, CHALLENGER = "champion", "challenger"

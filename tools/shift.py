@@ -36,7 +36,7 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, Field
 
-from driftpilot.errors import DataError, SchemaError
+from driftpilot.core.errors import DataError, SchemaError
 from tools.drift import require_columns
 from tools.evaluate import rank_roc_auc
 

@@ -38,8 +38,8 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, Field
 
-from driftpilot.errors import SchemaError, SynthError
-from driftpilot.settings import Settings, get_settings
+from driftpilot.core.errors import SchemaError, SynthError
+from driftpilot.core.settings import Settings, get_settings
 from tools.data import make_batch
 from tools.datasets import DatasetSpec
 

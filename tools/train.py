@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, Field
 
-from driftpilot.errors import ModelError, SchemaError
+from driftpilot.core.errors import ModelError, SchemaError
 from tools.drift import PerformanceResult, score_predictions
 
 Family = Literal["lightgbm", "catboost"]

@@ -24,7 +24,7 @@ from typing import Any
 import polars as pl
 from pydantic import BaseModel, Field
 
-from driftpilot.errors import ModelError, TuningError
+from driftpilot.core.errors import ModelError, TuningError
 from tools.train import Family, ParamValue, TrainSpec, train_model
 
 

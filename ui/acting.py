@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from driftpilot.errors import ConfigError, DriftPilotError, NotFound
-from driftpilot.identity import Role
+from driftpilot.core.errors import ConfigError, DriftPilotError, NotFound
+from driftpilot.core.identity import Role
 from ui import markup
 from ui.batches import batch_hash, batch_size, dataset_batch, model_source, source_of
 from ui.replies import Refused, Reply
@@ -144,7 +144,7 @@ def rollback_moves(chat: Chat, model: str) -> tuple[int, int, str] | None:
 
 
 def _propose_schedule(chat: Chat, kind: str, intent: dict[str, Any]) -> Proposal:
-    from driftpilot.schedules import ScheduleSpec, cron_trigger
+    from driftpilot.scheduling.scheduler import ScheduleSpec, cron_trigger
 
     chat.require("operator", _WHAT[kind])
     model = chat.cp.model_view(intent["model"]).name
@@ -285,7 +285,7 @@ def _do_run(chat: Chat, proposal: Proposal) -> Reply:
 
 
 def _do_schedule(chat: Chat, proposal: Proposal) -> Reply:
-    from driftpilot.schedules import ScheduleSpec
+    from driftpilot.scheduling.scheduler import ScheduleSpec
 
     if chat.scheduler is None:
         raise ConfigError("schedules are not available in this chat")

@@ -30,9 +30,9 @@ if _ROOT not in sys.path:
 
 import chainlit as cl  # noqa: E402
 
-from driftpilot.errors import DriftPilotError  # noqa: E402
-from driftpilot.service import ControlPlane, RunView  # noqa: E402
-from driftpilot.vocabulary import outcome_label, status_label  # noqa: E402
+from driftpilot.core.errors import DriftPilotError  # noqa: E402
+from driftpilot.core.vocabulary import outcome_label, status_label  # noqa: E402
+from driftpilot.runs.plane import ControlPlane, RunView  # noqa: E402
 from ui import charts, markup  # noqa: E402
 from ui.acting import Proposal  # noqa: E402
 from ui.chat import Chat, Identity, Reply, new_decisions, sign_in  # noqa: E402
@@ -60,7 +60,7 @@ def plane() -> ControlPlane:
 def scheduler() -> Any:
     """A scheduler that manages schedules without firing them (``driftpilot serve`` fires)."""
     global _scheduler
-    from driftpilot.schedules import Scheduler, SchedulerSettings
+    from driftpilot.scheduling.scheduler import Scheduler, SchedulerSettings
 
     with _lock:
         if _scheduler is None:

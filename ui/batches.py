@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from driftpilot.errors import NotFound
+from driftpilot.core.errors import NotFound
 
 if TYPE_CHECKING:
-    from driftpilot.service import ControlPlane
+    from driftpilot.runs.plane import ControlPlane
 
 _BATCHES: dict[tuple[str, str], dict[str, pl.DataFrame]] = {}
 _BATCHES_LOCK = threading.Lock()
@@ -23,7 +23,7 @@ def model_source(cp: ControlPlane, model: str) -> str | None:
 
     STOP-GAP: ``ModelView`` has no ``source``; this reads the façade's store (façade need:
     ``ModelView.source``)."""
-    from driftpilot.audit.models import ManagedModel
+    from driftpilot.store.models import ManagedModel
     from tools.datasets import SPECS
 
     row = cp.store.get(ManagedModel, model)

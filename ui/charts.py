@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from driftpilot.service import RunView
+    from driftpilot.runs.plane import RunView
 
 DRIFTED, STABLE, THRESHOLD = "#d62728", "#1f77b4", "#444444"
 

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from driftpilot.errors import ApprovalError, ConfigError, DriftPilotError, NotFound
-from driftpilot.identity import Role, has_role, same_person
-from driftpilot.users import get_user, verify_user
-from driftpilot.vocabulary import outcome_label, status_label, trigger_label
+from driftpilot.core.errors import ApprovalError, ConfigError, DriftPilotError, NotFound
+from driftpilot.core.identity import Role, has_role, same_person
+from driftpilot.core.vocabulary import outcome_label, status_label, trigger_label
+from driftpilot.store.users import get_user, verify_user
 from tools.drift import readable_report
 from ui import acting, charts, health, markup
 from ui.batches import batches, dataset_batch, model_source
@@ -31,8 +31,8 @@ from ui.intents import MUTATIONS, USAGE, Intent, parse
 from ui.replies import Chart, Refused, Reply
 
 if TYPE_CHECKING:
-    from driftpilot.schedules import Scheduler
-    from driftpilot.service import ControlPlane, RunView
+    from driftpilot.runs.plane import ControlPlane, RunView
+    from driftpilot.scheduling.scheduler import Scheduler
 
 __all__ = ["Chart", "Chat", "Identity", "Refused", "Reply", "dataset_batch", "sign_in"]
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from driftpilot.errors import DriftPilotError
-from driftpilot.vocabulary import outcome_label, status_label, trigger_label
+from driftpilot.core.errors import DriftPilotError
+from driftpilot.core.vocabulary import outcome_label, status_label, trigger_label
 from ui import charts, markup
 from ui.replies import Chart, Reply
 
 if TYPE_CHECKING:
-    from driftpilot.service import RunView
+    from driftpilot.runs.plane import RunView
     from ui.chat import Chat
 
 RECENT = 6

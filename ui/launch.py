@@ -20,7 +20,7 @@ from importlib.metadata import distribution, version
 from pathlib import Path
 from typing import Any
 
-from driftpilot.settings import Settings
+from driftpilot.core.settings import Settings
 
 HERE = Path(__file__).resolve().parent
 APP = HERE / "app.py"

@@ -17,7 +17,7 @@ import logging
 import re
 from typing import Any
 
-from driftpilot.llm import as_tool_call, parse_json_object
+from driftpilot.core.llm import as_tool_call, parse_json_object
 from ui.intents import Intent
 
 log = logging.getLogger(__name__)

@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from driftpilot.errors import DriftPilotError
+from driftpilot.core.errors import DriftPilotError
 
 if TYPE_CHECKING:
-    from driftpilot.service import RunView
+    from driftpilot.runs.plane import RunView
     from ui.acting import Proposal
 
 

@@ -8,7 +8,7 @@ from api.deps import Approver, Executor, Plane, Viewer
 from api.problems import Problem
 from api.routes.runs import run_of
 from api.schemas import Approval, DecisionIn, Run
-from driftpilot.identity import same_person
+from driftpilot.core.identity import same_person
 
 router = APIRouter(prefix="/approvals", tags=["approvals"])
 

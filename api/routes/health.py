@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 from api.deps import Executor, Plane, Viewer
 from api.problems import Problem
 from api.schemas import STATUS, Health
-from driftpilot.service import MetricsSnapshot
+from driftpilot.runs.plane import MetricsSnapshot
 
 router = APIRouter(tags=["service"])
 BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)

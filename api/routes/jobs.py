@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from api.deps import Executor, Viewer
 from api.problems import Problem
-from api.schemas import Job
+from driftpilot.execution.inprocess import Job
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 

@@ -45,17 +45,17 @@ from starlette.concurrency import run_in_threadpool
 
 from api import lg_shapes, lg_threads
 from api.deps import Conf, Executor, Operator, Plane, Viewer, caller, require
-from api.executor import RunExecutor
 from api.lg_threads import ThreadRef
 from api.problems import Problem
 from api.routes.runs import frame_of, strategy_of
 from api.routes.schedules import Sched
 from api.schemas import ControlInput, Resume
 from api.stream import run_rows
-from driftpilot.audit.models import ManagedModel
-from driftpilot.identity import same_person
-from driftpilot.schedules import ScheduleSpec, ScheduleView
-from driftpilot.service import ApiKeyView, ControlPlane, RunView
+from driftpilot.core.identity import same_person
+from driftpilot.execution.inprocess import RunExecutor
+from driftpilot.runs.plane import ApiKeyView, ControlPlane, RunView
+from driftpilot.scheduling.scheduler import ScheduleSpec, ScheduleView
+from driftpilot.store.models import ManagedModel
 
 router = APIRouter(tags=["langgraph"])
 Caller = Annotated[ApiKeyView, Depends(caller)]

@@ -14,23 +14,22 @@ from fastapi import APIRouter, Depends, File, Form, Header, Query, UploadFile, s
 
 from api import batches, gaps
 from api.deps import Conf, Executor, Operator, Plane, Viewer
-from api.executor import RunExecutor
 from api.problems import Problem
 from api.routes.runs import frame_of
 from api.schemas import (
     MODEL_NAME,
     ChampionAt,
     DatasetBatch,
-    Job,
     LabelsView,
     ModelCreate,
     ModelView,
     Rollback,
     RollbackIn,
 )
-from driftpilot.errors import NotFound
-from driftpilot.identity import has_role
-from driftpilot.service import ApiKeyView, ControlPlane
+from driftpilot.core.errors import NotFound
+from driftpilot.core.identity import has_role
+from driftpilot.execution.inprocess import Job, RunExecutor
+from driftpilot.runs.plane import ApiKeyView, ControlPlane
 
 router = APIRouter(prefix="/models", tags=["models"])
 _CREATE_PROBLEMS: dict[int | str, dict[str, Any]] = {

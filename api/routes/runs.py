@@ -14,7 +14,6 @@ from sse_starlette import EventSourceResponse
 from api import batches, cursors, stream
 from api.config import ApiSettings
 from api.deps import Conf, Executor, Operator, Plane, Viewer
-from api.executor import RunExecutor
 from api.problems import Problem
 from api.schemas import (
     INTERNAL_STATUS,
@@ -26,8 +25,9 @@ from api.schemas import (
     RunCreate,
     RunStatus,
 )
-from driftpilot.audit.models import StepEffect
-from driftpilot.service import STRATEGY_STEP, ApiKeyView, ControlPlane, RunView
+from driftpilot.execution.inprocess import RunExecutor
+from driftpilot.runs.plane import STRATEGY_STEP, ApiKeyView, ControlPlane, RunView
+from driftpilot.store.models import StepEffect
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 _PROBLEMS: dict[int | str, dict[str, Any]] = {

@@ -2,7 +2,7 @@
 at the times of a five-field cron in an IANA time zone.
 
 Operators write, viewers read. The scheduler starts with the app (``lifespan``): its fired
-runs execute in the app's run executor. See ``driftpilot.schedules`` for the sources, the
+runs execute in the app's run executor. See ``driftpilot.scheduling.scheduler`` for the sources, the
 misfire and coalescing policy, and what each firing audits.
 """
 
@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import Operator, Viewer
 from api.problems import Problem
 from api.routes.runs import batch_roots
-from driftpilot.schedules import (
+from driftpilot.scheduling.scheduler import (
     Firing,
     Scheduler,
     ScheduleSpec,

@@ -2,8 +2,8 @@
 waiting, a promotion, a rollback, a quarantine streak or a failed run.
 
 Operators (and above) configure and read them: a URL can carry a secret, so it is shown
-redacted. The alert dispatcher starts with the app (``lifespan``); see ``driftpilot.alerts``
-for retries, backoff and the audit of every delivery attempt.
+redacted. The alert dispatcher starts with the app (``lifespan``); see
+``driftpilot.alerts.webhooks`` for retries, backoff and the audit of every delivery attempt.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from fastapi import APIRouter, FastAPI, Path, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import Operator, Plane
-from driftpilot.alerts import AlertDispatcher, Webhooks, WebhookSpec, WebhookView
+from driftpilot.alerts.webhooks import AlertDispatcher, Webhooks, WebhookSpec, WebhookView
 
 router = APIRouter(prefix="/models", tags=["webhooks"])
 Name = Annotated[str, Path(max_length=200, description="The managed model.")]

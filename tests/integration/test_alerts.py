@@ -18,10 +18,10 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.config import ApiSettings
-from driftpilot.alerts import AlertDispatcher, AlertSettings, Webhooks, WebhookSpec
-from driftpilot.audit.models import ToolCall
-from driftpilot.service import ControlPlane
-from driftpilot.settings import Settings
+from driftpilot.alerts.webhooks import AlertDispatcher, AlertSettings, Webhooks, WebhookSpec
+from driftpilot.core.settings import Settings
+from driftpilot.runs.plane import ControlPlane
+from driftpilot.store.models import ToolCall
 from tests.conftest import add_flights
 
 pytestmark = pytest.mark.integration

@@ -27,8 +27,8 @@ import polars as pl
 import pytest
 import yaml
 
-from driftpilot.service import ControlPlane
-from driftpilot.settings import Settings
+from driftpilot.core.settings import Settings
+from driftpilot.runs.plane import ControlPlane
 from tests.conftest import add_flights, db_env, wait_serving
 from tests.integration.test_control_graph import FORCE_RETRAIN, HIGH_RISK, merge
 

@@ -34,8 +34,8 @@ from hypothesis import strategies as st
 from schemathesis import engine
 from schemathesis.engine import events
 
-from driftpilot.service import ControlPlane
-from driftpilot.settings import Settings
+from driftpilot.core.settings import Settings
+from driftpilot.runs.plane import ControlPlane
 from tests.conftest import add_flights
 from tests.integration.test_api_http import LIMITS, Server, free_port
 from tests.integration.test_control_graph import FORCE_RETRAIN, HIGH_RISK, merge

@@ -16,10 +16,10 @@ import polars as pl
 import pytest
 import yaml
 
-from driftpilot.audit.models import ChampionChange, Decision, Run
-from driftpilot.errors import ChampionMoved
-from driftpilot.service import ControlPlane
-from driftpilot.settings import Settings
+from driftpilot.core.errors import ChampionMoved
+from driftpilot.core.settings import Settings
+from driftpilot.runs.plane import ControlPlane
+from driftpilot.store.models import ChampionChange, Decision, Run
 from tests.conftest import add_flights
 from tests.integration.test_control_graph import FORCE_RETRAIN, HIGH_RISK, merge
 from ui.acting import Proposal

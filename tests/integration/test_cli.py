@@ -16,8 +16,8 @@ import yaml
 from typer.testing import CliRunner
 
 from driftpilot.cli import app
-from driftpilot.service import ControlPlane
-from driftpilot.settings import get_settings
+from driftpilot.core.settings import get_settings
+from driftpilot.runs.plane import ControlPlane
 
 pytestmark = pytest.mark.integration
 DRIFTPILOT = Path(sys.executable).with_name("driftpilot")

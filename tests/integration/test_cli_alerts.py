@@ -11,10 +11,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from driftpilot.alerts import Webhooks, WebhookSpec
+from driftpilot.alerts.webhooks import Webhooks, WebhookSpec
 from driftpilot.cli import app
-from driftpilot.service import ControlPlane
-from driftpilot.settings import get_settings
+from driftpilot.core.settings import get_settings
+from driftpilot.runs.plane import ControlPlane
 from tests.conftest import add_flights
 from tests.integration.test_alerts import Receiver
 from tests.integration.test_control_graph import FORCE_RETRAIN, HIGH_RISK, merge

@@ -17,11 +17,11 @@ import polars as pl
 import pytest
 import yaml
 
-from driftpilot.audit.models import BatchRecord, ChampionChange, Decision
-from driftpilot.errors import ApprovalError
-from driftpilot.llm import Backend
-from driftpilot.service import ControlPlane
-from driftpilot.settings import Settings, get_settings
+from driftpilot.core.errors import ApprovalError
+from driftpilot.core.llm import Backend
+from driftpilot.core.settings import Settings, get_settings
+from driftpilot.runs.plane import ControlPlane
+from driftpilot.store.models import BatchRecord, ChampionChange, Decision
 from tests.conftest import add_flights
 from tests.fakes import say, scripted
 from tools import registry
@@ -249,7 +249,7 @@ def test_llm_cannot_lower_risk(
 
 RESUME_SCRIPT = """
 import sys, time, polars as pl
-from driftpilot.service import ControlPlane
+from driftpilot.runs.plane import ControlPlane
 batch = pl.read_parquet(sys.argv[1])
 view = ControlPlane().start_run("flights", batch, "2013-07", requested_by="alice")
 print(view.run_id, view.status, flush=True)
@@ -333,7 +333,7 @@ def test_scripted_llm_cannot_retrain_without_two_signals(
 def test_rollback_without_a_previous_champion_changes_nothing(
     settings: Settings, tmp_path: Path, data: Any, monkeypatch: Any
 ) -> None:
-    from driftpilot.errors import RegistryError
+    from driftpilot.core.errors import RegistryError
 
     cp = plane(settings, tmp_path, {}, monkeypatch=monkeypatch)
     add(cp, data)

@@ -16,9 +16,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from driftpilot.audit.models import Decision
-from driftpilot.service import ControlPlane, RunView
-from driftpilot.settings import Settings, get_settings
+from driftpilot.core.settings import Settings, get_settings
+from driftpilot.runs.plane import ControlPlane, RunView
+from driftpilot.store.models import Decision
 from tests.conftest import add_flights
 from tests.fakes import ScriptedChatModel, call, say, scripted
 

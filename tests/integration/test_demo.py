@@ -45,8 +45,8 @@ def test_demo_tells_the_year(settings: Any) -> None:
 def _the_policy_sent_act_two_to_a_person(late: dict[str, Any]) -> None:
     """The act's run paused at the real policy's high tier and dana's approval promoted it."""
     from agents.cicd import risk_inputs
-    from driftpilot.audit.models import Approval
-    from driftpilot.service import ControlPlane
+    from driftpilot.runs.plane import ControlPlane
+    from driftpilot.store.models import Approval
 
     plane = ControlPlane()
     run = plane.get_run(late["run_id"])
@@ -87,7 +87,7 @@ def test_a_failed_run_is_said_in_the_table() -> None:
 
 def test_second_demo_gets_its_own_model(settings: Any, jan_sample: Any) -> None:
     from driftpilot.demo import _free_name
-    from driftpilot.service import ControlPlane
+    from driftpilot.runs.plane import ControlPlane
     from tools.datasets import FLIGHTS
 
     plane = ControlPlane()

@@ -23,10 +23,10 @@ import polars as pl
 import pytest
 import yaml
 
-from driftpilot.audit.models import Approval, BatchRecord, Decision
-from driftpilot.errors import ApprovalError
-from driftpilot.service import ControlPlane, PlaneEvent, RunView
-from driftpilot.settings import get_settings
+from driftpilot.core.errors import ApprovalError
+from driftpilot.core.settings import get_settings
+from driftpilot.runs.plane import ControlPlane, PlaneEvent, RunView
+from driftpilot.store.models import Approval, BatchRecord, Decision
 from tests.fakes import say, scripted
 from tests.integration.test_control_graph import FORCE_RETRAIN, HIGH_RISK, merge
 from tools.datasets import FLIGHTS
@@ -433,7 +433,7 @@ def test_an_admitted_batch_keeps_its_risky_warnings(
 
 CHILD = """
 import sys
-from driftpilot.service import ControlPlane
+from driftpilot.runs.plane import ControlPlane
 view = ControlPlane().decide(sys.argv[1], "approve", "bob")
 print(view.status, flush=True)
 """

@@ -13,7 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from driftpilot.cli import app
-from driftpilot.settings import Settings
+from driftpilot.core.settings import Settings
 from tests.integration.test_control_graph import FORCE_RETRAIN, HIGH_RISK, merge
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from driftpilot.errors import DatasetUnavailable, IntegrityError
+from driftpilot.core.errors import DatasetUnavailable, IntegrityError
 from tests.fixtures.gdelt import write_gdelt_fixtures
 from tools.gdelt import download, fetch_file_list, fetch_latest_events
 

@@ -19,7 +19,10 @@ import polars as pl
 import pytest
 import yaml
 
-from driftpilot.audit.models import (
+from driftpilot.core.errors import ApprovalError, InvalidPrincipal, ModelBusy
+from driftpilot.core.settings import Settings, get_settings
+from driftpilot.runs.plane import ControlPlane, holder
+from driftpilot.store.models import (
     Approval,
     BatchRecord,
     ChampionChange,
@@ -27,9 +30,6 @@ from driftpilot.audit.models import (
     Mutation,
     Run,
 )
-from driftpilot.errors import ApprovalError, InvalidPrincipal, ModelBusy
-from driftpilot.service import ControlPlane, holder
-from driftpilot.settings import Settings, get_settings
 from tests.conftest import add_flights
 from tests.integration.test_control_graph import FORCE_RETRAIN, HIGH_RISK, LOW_RISK, merge
 from tools import registry
@@ -170,7 +170,7 @@ def test_checkpoints_are_signed_after_every_run(plane_for: Any, data: Any) -> No
 
 CHILD = """
 import sys, polars as pl
-from driftpilot.service import ControlPlane
+from driftpilot.runs.plane import ControlPlane
 cp = ControlPlane()
 if sys.argv[1] == "run":
     view = cp.start_run("flights", pl.read_parquet(sys.argv[2]), "2013-07", requested_by="alice")
@@ -299,7 +299,7 @@ def test_recover_applies_a_recorded_decision(plane_for: Any, data: Any) -> None:
 
 HOLDER = """
 import sys, time
-from driftpilot.service import ControlPlane, holder
+from driftpilot.runs.plane import ControlPlane, holder
 cp = ControlPlane()
 cp.store.acquire_lease("flights", "other-run", holder(), ttl_s=30)
 print("held", flush=True)
@@ -327,7 +327,7 @@ def test_a_second_run_on_a_busy_model_is_refused_or_waits(plane_for: Any, data: 
 
 APPENDER = """
 import sys
-from driftpilot.audit import AuditStore
+from driftpilot.store import AuditStore
 store = AuditStore(sys.argv[1])
 for i in range(int(sys.argv[2])):
     store.record_decision(sys.argv[3], "test", "none", f"row {i}", {"i": i}, backend="builtin")
@@ -335,7 +335,7 @@ for i in range(int(sys.argv[2])):
 
 
 def test_two_processes_appending_at_once_keep_one_valid_chain(tmp_path: Path) -> None:
-    from driftpilot.audit import AuditStore
+    from driftpilot.store import AuditStore
 
     url = f"sqlite:///{tmp_path / 'audit.db'}"
     AuditStore(url)  # migrate once, so the race is on the appends
@@ -462,7 +462,7 @@ def test_a_replayed_promotion_is_void_if_the_champion_changed_hands_since(
 
 
 ROLLBACK = """
-from driftpilot.service import ControlPlane
+from driftpilot.runs.plane import ControlPlane
 ControlPlane().rollback("flights", "bob", "regression")
 """
 
@@ -491,7 +491,7 @@ def test_kill_inside_a_rollback_then_recover_finishes_it_once(plane_for: Any, da
 
 BOOTSTRAP = """
 import sys, polars as pl
-from driftpilot.service import ControlPlane
+from driftpilot.runs.plane import ControlPlane
 from tests.conftest import add_flights
 add_flights(ControlPlane(), pl.read_parquet(sys.argv[1]))
 """

@@ -19,9 +19,9 @@ import polars as pl
 import pytest
 
 from agents import cicd
-from driftpilot.audit.models import ChampionChange, Decision, Mutation
-from driftpilot.service import ControlPlane
-from driftpilot.settings import Settings, get_settings
+from driftpilot.core.settings import Settings, get_settings
+from driftpilot.runs.plane import ControlPlane
+from driftpilot.store.models import ChampionChange, Decision, Mutation
 from tests.conftest import add_flights
 from tests.integration.test_control_graph import FORCE_RETRAIN, HIGH_RISK, LOW_RISK, merge, plane
 from tools import registry

@@ -18,11 +18,11 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
-from driftpilot.audit.models import BatchRecord, Decision, ToolCall
 from driftpilot.cli import app
-from driftpilot.errors import DataError, NotFound, RunStateError, SchemaError
-from driftpilot.service import ControlPlane, LabelsView
-from driftpilot.settings import get_settings
+from driftpilot.core.errors import DataError, NotFound, RunStateError, SchemaError
+from driftpilot.core.settings import get_settings
+from driftpilot.runs.plane import ControlPlane, LabelsView
+from driftpilot.store.models import BatchRecord, Decision, ToolCall
 from tests.conftest import add_flights
 from tests.integration.test_api_http import LIMITS, Server, assert_problem
 from tools import registry

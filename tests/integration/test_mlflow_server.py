@@ -23,9 +23,9 @@ import polars as pl
 import pytest
 import yaml
 
-from driftpilot.audit.models import Decision
-from driftpilot.service import ControlPlane
-from driftpilot.settings import Settings, get_settings
+from driftpilot.core.settings import Settings, get_settings
+from driftpilot.runs.plane import ControlPlane
+from driftpilot.store.models import Decision
 from tests.conftest import add_flights, wait_serving
 from tools import registry
 from tools.datasets import FLIGHTS

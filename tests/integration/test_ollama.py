@@ -16,9 +16,9 @@ import pytest
 
 from agents.base import decide, decision_schema, narrowed
 from agents.evaluator import EvaluationVerdict
-from driftpilot.errors import LLMError
-from driftpilot.llm import make_backend
-from driftpilot.settings import Settings
+from driftpilot.core.errors import LLMError
+from driftpilot.core.llm import make_backend
+from driftpilot.core.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -150,7 +150,7 @@ def test_a_client_error_is_not_retried(ollama_url: str, tmp_path: Path) -> None:
 
 
 def test_connection_refused_is_retried_then_falls_back(tmp_path: Path) -> None:
-    from driftpilot.llm import free_port
+    from driftpilot.core.llm import free_port
 
     outcome, _ = _decide(f"http://127.0.0.1:{free_port()}", tmp_path, ["reject"])
     assert outcome.fallback and outcome.transport_retries == 3

@@ -19,9 +19,9 @@ import yaml
 from agents import evaluator
 from agents.base import TOOL_STEP_TOKENS, decision_schema
 from agents.drift_analyst import verdict_schema
-from driftpilot.audit.models import Decision, ToolCall
-from driftpilot.service import ControlPlane
-from driftpilot.settings import get_settings
+from driftpilot.core.settings import get_settings
+from driftpilot.runs.plane import ControlPlane
+from driftpilot.store.models import Decision, ToolCall
 from tests.conftest import add_flights
 
 pytestmark = pytest.mark.integration

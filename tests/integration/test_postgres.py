@@ -21,10 +21,10 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DBAPIError
 
-from driftpilot.audit import AuditStore
-from driftpilot.audit.models import CHAINED, Decision
-from driftpilot.errors import ApprovalError, ModelBusy, NotFound
-from driftpilot.settings import Settings, libpq_url
+from driftpilot.core.errors import ApprovalError, ModelBusy, NotFound
+from driftpilot.core.settings import Settings, libpq_url
+from driftpilot.store import AuditStore
+from driftpilot.store.models import CHAINED, Decision
 from tests.pg import PostgresServer
 from tools.datasets import FLIGHTS
 from tools.train import TrainSpec
@@ -113,7 +113,7 @@ def test_verify_finds_a_row_deleted_with_the_trigger_disabled(pg_url: str) -> No
 
 OPENER = """
 import sys, time
-from driftpilot.audit import AuditStore
+from driftpilot.store import AuditStore
 go = float(sys.argv[2])
 while time.time() < go:
     time.sleep(0.005)
@@ -139,7 +139,7 @@ def test_processes_starting_together_migrate_a_fresh_database_once(pg_url: str) 
 
 APPENDER = """
 import sys, time
-from driftpilot.audit import AuditStore
+from driftpilot.store import AuditStore
 store = AuditStore(sys.argv[1])
 go = float(sys.argv[4])
 while time.time() < go:  # both processes start appending at the same instant
@@ -237,8 +237,8 @@ def test_approvals_bound_once_and_not_by_the_requester(pg_url: str) -> None:
 
 
 def test_idempotency_ledger_and_runs_queries(pg_url: str) -> None:
-    from driftpilot.audit.models import Run
-    from driftpilot.audit.store import now
+    from driftpilot.store.audit import now
+    from driftpilot.store.models import Run
 
     store = AuditStore(pg_url)
     store.record_effect("r1", "train", {"version": 3})
@@ -284,8 +284,8 @@ def test_checkpoint_url_follows_a_postgres_db_url(tmp_path: Path, pg_url: str) -
 SETUPS = """
 import sys, time
 import langgraph.checkpoint.postgres, psycopg_pool  # imported before the start: same instant
-from driftpilot.checkpointer import open_checkpointer
-from driftpilot.settings import Settings
+from driftpilot.store.checkpointer import open_checkpointer
+from driftpilot.core.settings import Settings
 go = float(sys.argv[3])
 while time.time() < go:  # all start at once: the setup race is real
     time.sleep(0.005)
@@ -322,7 +322,7 @@ def test_a_graph_thread_survives_a_new_checkpointer(tmp_path: Path, pg_url: str)
     from langgraph.types import Command, interrupt
     from typing_extensions import TypedDict
 
-    from driftpilot.checkpointer import open_checkpointer
+    from driftpilot.store.checkpointer import open_checkpointer
 
     class State(TypedDict):
         asked: str
@@ -366,7 +366,7 @@ def test_a_graph_thread_survives_a_new_checkpointer(tmp_path: Path, pg_url: str)
 def test_a_read_only_checkpointer_of_an_empty_database_is_not_found(
     tmp_path: Path, postgres: PostgresServer
 ) -> None:
-    from driftpilot.checkpointer import open_checkpointer
+    from driftpilot.store.checkpointer import open_checkpointer
 
     url = postgres.create_database()
     with pytest.raises(NotFound, match="no checkpoint tables"):

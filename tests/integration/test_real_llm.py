@@ -17,11 +17,11 @@ import polars as pl
 import pytest
 import yaml
 
-from driftpilot.audit.models import Decision
-from driftpilot.errors import ConfigError
-from driftpilot.llm import LOCAL_MODEL_NAME, local_paths, local_server
-from driftpilot.service import ControlPlane
-from driftpilot.settings import Settings, get_settings
+from driftpilot.core.errors import ConfigError
+from driftpilot.core.llm import LOCAL_MODEL_NAME, local_paths, local_server
+from driftpilot.core.settings import Settings, get_settings
+from driftpilot.runs.plane import ControlPlane
+from driftpilot.store.models import Decision
 from tests.conftest import add_flights
 
 pytestmark = [pytest.mark.integration, pytest.mark.real_llm]

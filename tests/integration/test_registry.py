@@ -8,8 +8,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from driftpilot.errors import AliasNotFound, RegistryError
-from driftpilot.settings import Settings
+from driftpilot.core.errors import AliasNotFound, RegistryError
+from driftpilot.core.settings import Settings
 from tools import registry
 from tools.datasets import FLIGHTS
 from tools.registry import RegisterRequest

@@ -32,8 +32,9 @@ import yaml
 from typer.testing import CliRunner
 
 from driftpilot.cli import app
-from driftpilot.errors import PolicyViolation
-from driftpilot.policy import Policy
+from driftpilot.core.errors import PolicyViolation
+from driftpilot.core.policy import Policy
+from driftpilot.core.settings import Settings, get_settings, is_postgres, libpq_url
 from driftpilot.replay import (
     REPLAY_NODES,
     ReplayReport,
@@ -44,8 +45,7 @@ from driftpilot.replay import (
     replay_run,
     what_if,
 )
-from driftpilot.service import ControlPlane
-from driftpilot.settings import Settings, get_settings, is_postgres, libpq_url
+from driftpilot.runs.plane import ControlPlane
 from tests.conftest import add_flights
 from tests.fakes import say, scripted
 from tools import registry

@@ -25,9 +25,10 @@ from sqlalchemy import text
 
 from api.app import create_app
 from api.config import ApiSettings
-from driftpilot.audit.models import BatchRecord, Run, ScheduleBatch, ToolCall
-from driftpilot.errors import ConfigError, NotFound
-from driftpilot.schedules import (
+from driftpilot.core.errors import ConfigError, NotFound
+from driftpilot.core.settings import get_settings
+from driftpilot.runs.plane import ControlPlane
+from driftpilot.scheduling.scheduler import (
     DatasetSource,
     Firing,
     GdeltSource,
@@ -38,8 +39,7 @@ from driftpilot.schedules import (
     ScheduleSpec,
     ScheduleUpdate,
 )
-from driftpilot.service import ControlPlane
-from driftpilot.settings import get_settings
+from driftpilot.store.models import BatchRecord, Run, ScheduleBatch, ToolCall
 from tests.conftest import add_flights
 from tests.fixtures.gdelt import write_gdelt_fixtures
 from tools.data import content_hash

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import polars as pl
 import pytest
 
-from driftpilot.audit.models import Decision
-from driftpilot.service import ControlPlane
-from driftpilot.settings import get_settings
+from driftpilot.core.settings import get_settings
+from driftpilot.runs.plane import ControlPlane
+from driftpilot.store.models import Decision
 from tests.conftest import add_flights
 from tools.datasets import FLIGHTS
 

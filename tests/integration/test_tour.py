@@ -7,7 +7,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from driftpilot.cli import app
-from driftpilot.settings import Settings
+from driftpilot.core.settings import Settings
 from driftpilot.tour import run_tool_tour
 
 pytestmark = pytest.mark.integration

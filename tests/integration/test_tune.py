@@ -8,8 +8,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from driftpilot.errors import TuningError
-from driftpilot.settings import Settings
+from driftpilot.core.errors import TuningError
+from driftpilot.core.settings import Settings
 from tools.datasets import FLIGHTS
 from tools.train import TrainSpec
 from tools.tune import TuneBudget, tune

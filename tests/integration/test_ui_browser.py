@@ -31,10 +31,10 @@ import pytest
 import yaml
 from playwright import sync_api
 
-from driftpilot.audit.models import Run, Schedule
-from driftpilot.service import ControlPlane
-from driftpilot.settings import Settings
-from driftpilot.users import add_user
+from driftpilot.core.settings import Settings
+from driftpilot.runs.plane import ControlPlane
+from driftpilot.store.models import Run, Schedule
+from driftpilot.store.users import add_user
 from tests.browser import CHROMIUM, chromium, shots_dir
 from tests.conftest import add_flights, wait_serving
 from tests.integration.test_control_graph import FORCE_RETRAIN, HIGH_RISK, merge

@@ -27,9 +27,9 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 import pytest
 from playwright import sync_api
 
-from driftpilot.service import ControlPlane
-from driftpilot.settings import Settings
-from driftpilot.users import add_user
+from driftpilot.core.settings import Settings
+from driftpilot.runs.plane import ControlPlane
+from driftpilot.store.users import add_user
 from tests.browser import CHROMIUM, chromium, shots_dir
 from tests.conftest import wait_serving
 from ui import launch

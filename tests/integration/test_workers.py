@@ -29,9 +29,10 @@ import pytest
 import yaml
 from sqlalchemy import text
 
-from driftpilot.audit.models import Decision, Mutation, Run, ToolCall
-from driftpilot.queue import Queue
-from driftpilot.schedules import (
+from driftpilot.core.settings import get_settings
+from driftpilot.execution.queue import Queue
+from driftpilot.runs.plane import ControlPlane
+from driftpilot.scheduling.scheduler import (
     FIRE_TOOL,
     GlobSource,
     Payload,
@@ -39,8 +40,7 @@ from driftpilot.schedules import (
     SchedulerSettings,
     ScheduleSpec,
 )
-from driftpilot.service import ControlPlane
-from driftpilot.settings import get_settings
+from driftpilot.store.models import Decision, Mutation, Run, ToolCall
 from tests.conftest import add_flights
 from tests.integration.test_control_graph import FORCE_RETRAIN, LOW_RISK, merge
 from tests.pg import PostgresServer

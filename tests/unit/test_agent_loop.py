@@ -6,8 +6,8 @@ import pytest
 from pydantic import BaseModel
 
 from agents.base import AgentTool, decide
-from driftpilot.errors import LLMError
-from driftpilot.llm import Backend
+from driftpilot.core.errors import LLMError
+from driftpilot.core.llm import Backend
 from tests.fakes import call, say, scripted
 
 

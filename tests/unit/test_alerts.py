@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from driftpilot.alerts import (
+from driftpilot.alerts.webhooks import (
     EVENT_KINDS,
     AlertSettings,
     WebhookSpec,
@@ -14,7 +14,7 @@ from driftpilot.alerts import (
     redact_url,
     slack_body,
 )
-from driftpilot.service import PlaneEvent
+from driftpilot.runs.plane import PlaneEvent
 
 
 @pytest.mark.parametrize(

@@ -23,9 +23,9 @@ from api.problems import Problem
 from api.routes import runs as runs_routes
 from api.routes.health import _Snapshot
 from api.serve import check_bind, is_loopback
-from driftpilot.errors import ConfigError
-from driftpilot.service import ControlPlane, MetricsSnapshot
-from driftpilot.settings import Settings
+from driftpilot.core.errors import ConfigError
+from driftpilot.core.settings import Settings
+from driftpilot.runs.plane import ControlPlane, MetricsSnapshot
 
 PROBLEM = "application/problem+json"
 ROLES = ("viewer", "operator", "approver", "admin")

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from driftpilot.audit import AuditStore
-from driftpilot.audit.store import promotion_action
-from driftpilot.errors import ApprovalError, ConfigError, InvalidPrincipal, ModelBusy, NotFound
+from driftpilot.core.errors import ApprovalError, ConfigError, InvalidPrincipal, ModelBusy, NotFound
+from driftpilot.store import AuditStore
+from driftpilot.store.audit import promotion_action
 
 
 @pytest.fixture
@@ -214,7 +214,7 @@ def test_api_keys_store_only_a_hash_and_carry_the_principal(store: AuditStore) -
 
 
 def test_roles_include_the_ones_below() -> None:
-    from driftpilot.identity import has_role
+    from driftpilot.core.identity import has_role
 
     assert has_role("admin", "approver") and has_role("approver", "operator")
     assert not has_role("operator", "approver") and not has_role("viewer", "operator")
@@ -240,7 +240,7 @@ def test_cross_checks_name_a_champion_change_without_its_agent_or_its_predecesso
 def test_an_approval_row_with_an_invisible_principal_is_reported_not_raised(
     store: AuditStore,
 ) -> None:
-    from driftpilot.audit.models import Approval
+    from driftpilot.store.models import Approval
 
     action = promotion_action("m", 2, 1)
     store.request_approval("r", "alice", {"d": "x"}, action)
@@ -293,8 +293,8 @@ def test_audit_queries_page_in_sql_with_filters(store: AuditStore) -> None:
 
 
 def test_a_run_transition_is_a_compare_and_set(store: AuditStore) -> None:
-    from driftpilot.audit.models import Run
-    from driftpilot.audit.store import now
+    from driftpilot.store.audit import now
+    from driftpilot.store.models import Run
 
     for i, status in enumerate(("pending", "pending", "running")):
         stamp = now()

@@ -11,8 +11,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from driftpilot.audit import AuditStore
-from driftpilot.audit.checkpoint import (
+from driftpilot.core.errors import ConfigError, IntegrityError
+from driftpilot.store import AuditStore
+from driftpilot.store.audit import GENESIS, promotion_action
+from driftpilot.store.checkpoint import (
     ChainHead,
     SignedCheckpoint,
     append_checkpoint,
@@ -27,8 +29,6 @@ from driftpilot.audit.checkpoint import (
     sign_note,
     verify_against_checkpoint,
 )
-from driftpilot.audit.store import GENESIS, promotion_action
-from driftpilot.errors import ConfigError, IntegrityError
 
 ORIGIN = "driftpilot/test"
 WHEN = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)

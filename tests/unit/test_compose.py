@@ -30,10 +30,10 @@ from typer.core import TyperGroup
 from api.app import create_app
 from api.config import ApiSettings
 from driftpilot import cli
-from driftpilot.queue import QueueSettings
-from driftpilot.schedules import SchedulerSettings
-from driftpilot.service import ControlPlane
-from driftpilot.settings import Settings
+from driftpilot.core.settings import Settings
+from driftpilot.execution.queue import QueueSettings
+from driftpilot.runs.plane import ControlPlane
+from driftpilot.scheduling.scheduler import SchedulerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"

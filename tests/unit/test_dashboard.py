@@ -21,8 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
 from api.config import ApiSettings
-from driftpilot.service import ControlPlane
-from driftpilot.settings import Settings
+from driftpilot.core.settings import Settings
+from driftpilot.runs.plane import ControlPlane
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "api" / "dashboards" / "driftpilot.json"
 # What the dashboard is for (the issue): each of these families is read by some panel.

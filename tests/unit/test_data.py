@@ -4,8 +4,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from driftpilot.errors import DataError, FormatError, IntegrityError, SchemaError
-from driftpilot.settings import Settings
+from driftpilot.core.errors import DataError, FormatError, IntegrityError, SchemaError
+from driftpilot.core.settings import Settings
 from tools.data import (
     batch_dir,
     content_hash,

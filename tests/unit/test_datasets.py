@@ -5,8 +5,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from driftpilot.errors import DatasetUnavailable, IntegrityError
-from driftpilot.settings import Settings
+from driftpilot.core.errors import DatasetUnavailable, IntegrityError
+from driftpilot.core.settings import Settings
 from tools import datasets
 from tools.datasets import FLIGHTS, load_dataset, read_verified_member
 

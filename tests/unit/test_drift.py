@@ -4,7 +4,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from driftpilot.errors import DataError, SchemaError
+from driftpilot.core.errors import DataError, SchemaError
 from tools.datasets import FLIGHTS
 from tools.drift import DriftConfig, data_drift, prediction_drift, score_predictions
 

@@ -3,7 +3,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from driftpilot.errors import ConfigError, DataError
+from driftpilot.core.errors import ConfigError, DataError
 from tools.estimate import (
     EstimatedPerformance,
     MetricInterval,

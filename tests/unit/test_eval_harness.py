@@ -8,8 +8,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from driftpilot.errors import ConfigError, DataError, SchemaError
-from driftpilot.settings import get_settings
+from driftpilot.core.errors import ConfigError, DataError, SchemaError
+from driftpilot.core.settings import get_settings
 from evals.harness import BatchRow, StreamResult, cut, eval_settings, prepare
 from evals.scenarios import expected, score
 from tools.synth import GroundTruth

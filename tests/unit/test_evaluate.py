@@ -3,7 +3,7 @@ import polars as pl
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from driftpilot.errors import DataError, SchemaError
+from driftpilot.core.errors import DataError, SchemaError
 from tools.evaluate import _bootstrap_weights, _weighted_auc, compare_models, compare_scores
 
 

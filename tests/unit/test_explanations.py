@@ -26,7 +26,7 @@ from agents.explain import (
     interval_side,
     signed,
 )
-from driftpilot.policy import DriftEvidence, Policy, RiskInputs, compare, versus
+from driftpilot.core.policy import DriftEvidence, Policy, RiskInputs, compare, versus
 from tools.drift import DriftResult
 from tools.evaluate import Comparison
 from tools.quality import QualityIssue, QualityVerdict

@@ -4,7 +4,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from driftpilot.errors import FormatError
+from driftpilot.core.errors import FormatError
 from tests.fixtures.gdelt import export_bytes, write_gdelt_fixtures
 from tools.gdelt import EVENT_COLUMNS, parse_export, parse_file_list
 

@@ -1,4 +1,4 @@
-"""The label checks and the alignment of late labels to a filed batch (driftpilot.labels),
+"""The label checks and the alignment of late labels to a filed batch (driftpilot.runs.labels),
 without a model: what is accepted as a label, how rows are matched, what the audit says."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from driftpilot.errors import DataError, SchemaError
-from driftpilot.labels import LabelsView, _align, _differences, _label_values, _rationale
+from driftpilot.core.errors import DataError, SchemaError
+from driftpilot.runs.labels import LabelsView, _align, _differences, _label_values, _rationale
 
 
 @pytest.mark.parametrize(

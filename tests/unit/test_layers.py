@@ -63,14 +63,14 @@ def test_an_upward_import_breaks_the_contract(tmp_path: Path) -> None:
     shutil.copy(ROOT / ".importlinter", tmp_path)
     assert _lint(tmp_path).returncode == 0
     (tmp_path / "api").mkdir()
-    (tmp_path / "api" / "__init__.py").write_text("import driftpilot.service\n")
+    (tmp_path / "api" / "__init__.py").write_text("import driftpilot.runs.plane\n")
     assert _lint(tmp_path).returncode == 0  # the top layer may import any layer below
     with (tmp_path / "tools" / "data.py").open("a") as f:
-        f.write("\nimport driftpilot.service  # noqa\nimport api  # noqa\n")
-    with (tmp_path / "driftpilot" / "errors.py").open("a") as f:
-        f.write("\nimport driftpilot.settings  # noqa\n")
+        f.write("\nimport driftpilot.runs.plane  # noqa\nimport api  # noqa\n")
+    with (tmp_path / "driftpilot" / "core" / "errors.py").open("a") as f:
+        f.write("\nimport driftpilot.core.settings  # noqa\n")
     out = _lint(tmp_path)
     assert out.returncode != 0
-    assert "tools is not allowed to import driftpilot.service" in out.stdout
+    assert "tools is not allowed to import driftpilot.runs" in out.stdout
     assert "tools is not allowed to import api" in out.stdout
-    assert "driftpilot.errors is not allowed to import driftpilot.settings" in out.stdout
+    assert "driftpilot.core.errors is not allowed to import driftpilot.core.settings" in out.stdout

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from driftpilot.errors import ConfigError, LLMError
-from driftpilot.llm import (
+from driftpilot.core.errors import ConfigError, LLMError
+from driftpilot.core.llm import (
     LOCAL_MODEL,
     as_tool_call,
     invoke_with_backoff,
@@ -15,7 +15,7 @@ from driftpilot.llm import (
     parse_json_object,
     server_command,
 )
-from driftpilot.settings import Settings
+from driftpilot.core.settings import Settings
 
 
 def test_json_is_read_fenced_bare_or_embedded() -> None:

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from driftpilot.errors import ConfigError, PolicyViolation
-from driftpilot.policy import DriftEvidence, Policy, RiskInputs
+from driftpilot.core.errors import ConfigError, PolicyViolation
+from driftpilot.core.policy import DriftEvidence, Policy, RiskInputs
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 import polars as pl
 import pytest
 
-from driftpilot.errors import SchemaError
+from driftpilot.core.errors import SchemaError
 from tools.data import content_hash
 from tools.datasets import FLIGHTS
 from tools.quality import ReferenceProfile, check_batch, profile_reference

@@ -10,12 +10,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from driftpilot.audit.models import Schedule, ToolCall
-from driftpilot.errors import ConfigError, ModelBusy
-from driftpilot.queue import conninfo, quiet_busy_retries
-from driftpilot.schedules import FIRE_TOOL, Scheduler, SchedulerSettings
-from driftpilot.service import ControlPlane
-from driftpilot.settings import Settings, is_postgres
+from driftpilot.core.errors import ConfigError, ModelBusy
+from driftpilot.core.settings import Settings, is_postgres
+from driftpilot.execution.queue import conninfo, quiet_busy_retries
+from driftpilot.runs.plane import ControlPlane
+from driftpilot.scheduling.scheduler import FIRE_TOOL, Scheduler, SchedulerSettings
+from driftpilot.store.models import Schedule, ToolCall
 
 T = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)  # a Monday, noon UTC
 

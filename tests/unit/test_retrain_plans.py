@@ -8,7 +8,7 @@ from typing import Any
 from agents.drift_analyst import history_counts
 from agents.optimizer import default_plan, plan_after_rejections, rejected_attempts
 from agents.retraining import window_plan
-from driftpilot.policy import Policy
+from driftpilot.core.policy import Policy
 
 
 def attempt(family: str = "lightgbm", trials: int = 8, window: int = 2) -> dict[str, Any]:

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from driftpilot.errors import PolicyViolation
-from driftpilot.policy import Policy
+from driftpilot.core.errors import PolicyViolation
+from driftpilot.core.policy import Policy
 from graphs import state as routes
 
 

@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from pydantic import ValidationError
 
-from driftpilot.errors import ConfigError
-from driftpilot.schedules import (
+from driftpilot.core.errors import ConfigError
+from driftpilot.scheduling.scheduler import (
     GlobSource,
     Payload,
     ScheduleSpec,

@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from driftpilot.errors import DataError, DriftPilotError, IntegrityError
-from driftpilot.settings import Settings
+from driftpilot.core.errors import DataError, DriftPilotError, IntegrityError
+from driftpilot.core.settings import Settings
 
 KEY_VARS = ("DRIFTPILOT_LLM_API_KEY", "OPENAI_API_KEY")
 
@@ -46,8 +46,8 @@ def test_importing_the_kernel_and_tools_stays_light() -> None:
     import sys
 
     code = (
-        "import sys, driftpilot.settings, tools.data, tools.drift, tools.registry, tools.synth, "
-        "tools.tune, tools.evaluate, tools.gdelt, driftpilot.cli\n"
+        "import sys, driftpilot.core.settings, tools.data, tools.drift, tools.registry, "
+        "tools.synth, tools.tune, tools.evaluate, tools.gdelt, driftpilot.cli\n"
         "mods = ('evidently', 'mlflow', 'ctgan', 'torch', 'optuna')\n"
         "heavy = [m for m in mods if m in sys.modules]\n"
         "print(','.join(heavy))"

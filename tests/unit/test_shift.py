@@ -2,7 +2,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from driftpilot.errors import DataError, SchemaError
+from driftpilot.core.errors import DataError, SchemaError
 from tools.shift import ShiftConfig, domain_classifier, effect_sizes
 
 NUMERIC = ["a", "b", "c"]

@@ -3,8 +3,8 @@ from typing import Any
 import polars as pl
 import pytest
 
-from driftpilot.errors import SchemaError, SynthError
-from driftpilot.settings import Settings
+from driftpilot.core.errors import SchemaError, SynthError
+from driftpilot.core.settings import Settings
 from tools.datasets import FLIGHTS
 from tools.quality import check_batch, profile_reference
 from tools.synth import ScenarioSpec, fit_synthesizer, make_scenario

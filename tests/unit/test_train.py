@@ -2,7 +2,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from driftpilot.errors import ModelError, SchemaError
+from driftpilot.core.errors import ModelError, SchemaError
 from tools.datasets import FLIGHTS
 from tools.drift import model_performance
 from tools.train import TrainSpec, train_model

@@ -10,7 +10,7 @@ from typing import Any
 import polars as pl
 
 from agents.ingestion import time_range
-from driftpilot.service import RunView
+from driftpilot.runs.plane import RunView
 from ui import charts
 
 

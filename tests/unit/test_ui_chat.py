@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from driftpilot.errors import ConfigError, InvalidPrincipal
-from driftpilot.service import ControlPlane, RunView
-from driftpilot.settings import Settings
-from driftpilot.users import add_user, check_password, hash_password, list_users, verify_user
+from driftpilot.core.errors import ConfigError, InvalidPrincipal
+from driftpilot.core.settings import Settings
+from driftpilot.runs.plane import ControlPlane, RunView
+from driftpilot.store.users import add_user, check_password, hash_password, list_users, verify_user
 from ui import charts, launch
 from ui.chat import Chat, Identity, current_role, sign_in
 from ui.intents import parse

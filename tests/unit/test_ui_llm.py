@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from driftpilot.service import ControlPlane
-from driftpilot.settings import Settings
+from driftpilot.core.settings import Settings
+from driftpilot.runs.plane import ControlPlane
 from tests.fakes import call, say, scripted
 from ui.chat import Chat, Identity
 from ui.intents import Intent

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from driftpilot.service import RunView
-from driftpilot.vocabulary import OUTCOMES, STATUSES, TRIGGERS
+from driftpilot.core.vocabulary import OUTCOMES, STATUSES, TRIGGERS
+from driftpilot.runs.plane import RunView
 from ui import health, markup
 
 # What the agents and people write into the audit (actions, outcomes, actors).

@@ -189,7 +189,7 @@ class Mutation(Chained, Base):
 CHAINED: tuple[type[Any], ...] = (Decision, ToolCall, Approval, ChampionChange, Mutation)
 
 
-# -- schedules and alerts (driftpilot.schedules, driftpilot.alerts) ------------------------------
+# -- schedules and alerts (driftpilot.scheduling, driftpilot.alerts) -----------------------
 # Mutable configuration, not chained: who created, changed, fired or delivered what is audited
 # as tool calls (agents "scheduler" and "alerts"). APScheduler keeps its own job table
 # (``apscheduler_jobs``, created by migration 0004) in the same database.
@@ -228,7 +228,7 @@ class ScheduleBatch(Base):
 
 class Webhook(Base):
     """Where a model's alerts are posted. The URL may carry a secret: it is never shown or
-    audited in full (see ``driftpilot.alerts.redact_url``)."""
+    audited in full (see ``driftpilot.alerts.webhooks.redact_url``)."""
 
     __tablename__ = "webhooks"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from driftpilot.errors import ConfigError, LLMError
-from driftpilot.settings import Settings
+from driftpilot.core.errors import ConfigError, LLMError
+from driftpilot.core.settings import Settings
 
 log = logging.getLogger(__name__)
 _FENCE = re.compile(r"```(?:json)?\s*(\{.*?\})\s*```", re.DOTALL)

@@ -12,7 +12,7 @@ import re
 import unicodedata
 from typing import Literal
 
-from driftpilot.errors import InvalidPrincipal
+from driftpilot.core.errors import InvalidPrincipal
 
 MAX_PRINCIPAL = 200
 Role = Literal["viewer", "operator", "approver", "admin"]

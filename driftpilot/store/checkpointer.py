@@ -21,8 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from driftpilot.errors import ConfigError, NotFound
-from driftpilot.settings import Settings, is_postgres, libpq_url
+from driftpilot.core.errors import ConfigError, NotFound
+from driftpilot.core.settings import Settings, is_postgres, libpq_url
 
 # The same key in every process: setup() of the checkpoint tables runs once at a time.
 _SETUP_LOCK = zlib.crc32(b"driftpilot:langgraph-checkpoint-setup")

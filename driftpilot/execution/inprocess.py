@@ -15,9 +15,9 @@ by a dead process, approval decisions recorded but never applied) and logs what 
 executes the runs still pending (their process died before executing them).
 
 On PostgreSQL, runs are not executed here: ``execute`` and ``resume`` defer a job to the task
-queue (``driftpilot.queue``) and return at once; ``driftpilot worker`` processes, any number,
-take them. Start-up still recovers, and queues again the runs left pending (a run whose job
-still waits is not queued twice). Jobs (training a new model) stay in this process.
+queue (``driftpilot.execution.queue``) and return at once; ``driftpilot worker`` processes,
+any number, take them. Start-up still recovers, and queues again the runs left pending (a
+run whose job still waits is not queued twice). Jobs (training a new model) stay in this process.
 """
 
 from __future__ import annotations
@@ -28,13 +28,14 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
-from api.schemas import Job
-from driftpilot.errors import DriftPilotError, ModelBusy
-from driftpilot.queue import Queue
-from driftpilot.service import ControlPlane, Recovery, RunView
-from driftpilot.settings import is_postgres
+from pydantic import BaseModel
+
+from driftpilot.core.errors import DriftPilotError, ModelBusy
+from driftpilot.core.settings import is_postgres
+from driftpilot.execution.queue import Queue
+from driftpilot.runs.plane import ControlPlane, Recovery, RunView
 
 log = logging.getLogger(__name__)
 RETRY_S = 0.5  # a run whose model is busy is tried again this often
@@ -42,6 +43,21 @@ RETRY_S = 0.5  # a run whose model is busy is tried again this often
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+class Job(BaseModel):
+    """Background work that is not a control run (training a new model's first champion).
+    Jobs live in the memory of the API process that runs them."""
+
+    job_id: str
+    kind: str
+    model: str
+    status: Literal["pending", "running", "success", "error"]
+    requested_by: str
+    created_at: str
+    updated_at: str
+    detail: str = ""
+    result: dict[str, Any] | None = None
 
 
 class RunExecutor:

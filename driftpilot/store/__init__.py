@@ -1,5 +1,5 @@
 """Append-only, hash-chained audit trail of runs, decisions, tool calls and approvals."""
 
-from driftpilot.audit.store import AuditStore, VerifyResult
+from driftpilot.store.audit import AuditStore, VerifyResult
 
 __all__ = ["AuditStore", "VerifyResult"]

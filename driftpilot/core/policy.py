@@ -12,7 +12,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from driftpilot.errors import ConfigError, PolicyViolation
+from driftpilot.core.errors import ConfigError, PolicyViolation
 
 DEFAULT_POLICY = Path(__file__).with_name("policy.yaml")
 DriftAction = Literal["none", "monitor", "retrain"]
@@ -116,7 +116,7 @@ class RiskRules(_Strict):
 
 
 class PeopleRules(_Strict):
-    """Who may do what by hand (the roles of driftpilot.identity)."""
+    """Who may do what by hand (the roles of driftpilot.core.identity)."""
 
     rollback_role: Literal["operator", "approver", "admin"] = Field(
         "approver",

@@ -65,9 +65,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
-from driftpilot.audit.models import CHAINED
-from driftpilot.audit.store import GENESIS, AuditStore
-from driftpilot.errors import ConfigError, IntegrityError
+from driftpilot.core.errors import ConfigError, IntegrityError
+from driftpilot.store.audit import GENESIS, AuditStore
+from driftpilot.store.models import CHAINED
 
 ED25519 = 0x01  # signed-note signature type of Ed25519
 SIG_PREFIX = "\u2014 "  # em dash, space: starts every signature line

@@ -37,10 +37,10 @@ from pydantic import BaseModel, Field
 
 from agents.base import Outcome
 from agents.context import RunContext
-from driftpilot.audit import AuditStore
-from driftpilot.audit.models import BatchRecord
-from driftpilot.errors import ConfigError, DataError, NotFound, RunStateError, SchemaError
-from driftpilot.identity import safe_label
+from driftpilot.core.errors import ConfigError, DataError, NotFound, RunStateError, SchemaError
+from driftpilot.core.identity import safe_label
+from driftpilot.store import AuditStore
+from driftpilot.store.models import BatchRecord
 from tools.data import content_hash, load_table, write_parquet_atomic
 
 AGENT = "labels"

@@ -59,15 +59,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from driftpilot.audit.models import Run
-from driftpilot.errors import ConfigError, ModelBusy, NotFound
-from driftpilot.settings import is_postgres, libpq_url
+from driftpilot.core.errors import ConfigError, ModelBusy, NotFound
+from driftpilot.core.settings import is_postgres, libpq_url
+from driftpilot.store.models import Run
 
 if TYPE_CHECKING:
     import procrastinate
     from procrastinate.app import WorkerOptions
 
-    from driftpilot.service import ControlPlane, RunView
+    from driftpilot.runs.plane import ControlPlane, RunView
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ class Outcome(Protocol):
 
 
 class ScheduleFirer(Protocol):
-    """What the queue needs of the Scheduler (driftpilot.schedules sits above this module)."""
+    """What the queue needs of the Scheduler (driftpilot.scheduling sits above this module)."""
 
     def due(self, since: datetime, until: datetime) -> list[tuple[str, datetime]]: ...
 

@@ -1,7 +1,7 @@
 """The service façade: the one layer the CLI, the API and the chat UI call.
 
 It owns the audit store, the policy, the LLM backend and the compiled control graph with its
-checkpointer (SQLite, or PostgreSQL when ``checkpoint_url`` is: ``driftpilot.checkpointer``),
+checkpointer (SQLite, or PostgreSQL when ``checkpoint_url`` is: ``driftpilot.store.checkpointer``),
 so a run waiting for approval survives a restart: a new process builds a new ControlPlane and
 resumes the same thread (run id).
 """
@@ -26,18 +26,7 @@ from pydantic import BaseModel, Field
 
 from agents.base import Outcome
 from agents.context import RunContext
-from driftpilot.audit import AuditStore, VerifyResult
-from driftpilot.audit.models import (
-    ApiKey,
-    ChampionChange,
-    Decision,
-    ManagedModel,
-    Mutation,
-    Run,
-)
-from driftpilot.audit.store import check_step, lease_holder, now
-from driftpilot.checkpointer import Checkpointer, open_checkpointer
-from driftpilot.errors import (
+from driftpilot.core.errors import (
     ApprovalError,
     ChampionMoved,
     ConfigError,
@@ -47,11 +36,22 @@ from driftpilot.errors import (
     RegistryError,
     RunStateError,
 )
-from driftpilot.identity import normalize_principal, safe_label
-from driftpilot.labels import LabelsView
-from driftpilot.llm import Backend, make_backend
-from driftpilot.policy import Policy
-from driftpilot.settings import Settings, get_settings
+from driftpilot.core.identity import normalize_principal, safe_label
+from driftpilot.core.llm import Backend, make_backend
+from driftpilot.core.policy import Policy
+from driftpilot.core.settings import Settings, get_settings
+from driftpilot.runs.labels import LabelsView
+from driftpilot.store import AuditStore, VerifyResult
+from driftpilot.store.audit import check_step, lease_holder, now
+from driftpilot.store.checkpointer import Checkpointer, open_checkpointer
+from driftpilot.store.models import (
+    ApiKey,
+    ChampionChange,
+    Decision,
+    ManagedModel,
+    Mutation,
+    Run,
+)
 from graphs.state import SLICES
 from tools.data import content_hash
 
@@ -1168,7 +1168,7 @@ class ControlPlane:
         """Walk every hash chain, compare the database with the newest signed checkpoint
         (deleted or rewritten newest rows), and check the invariants across tables and
         against MLflow."""
-        from driftpilot.audit import checkpoint
+        from driftpilot.store import checkpoint
 
         result = self.store.verify()
         problems: list[str] = []
@@ -1225,14 +1225,14 @@ class ControlPlane:
         return problems
 
     def _audit_key(self) -> Any:
-        from driftpilot.audit import checkpoint
+        from driftpilot.store import checkpoint
 
         assert self.settings.audit_key_path is not None
         return checkpoint.load_or_create_key(self.settings.audit_key_path)
 
     def _checkpoint(self) -> str:
         """Sign the chain heads and append them to the checkpoint log outside the database."""
-        from driftpilot.audit import checkpoint
+        from driftpilot.store import checkpoint
 
         text = checkpoint.sign_heads(
             self.store, self._audit_key(), self.settings.audit_origin, KEY_NAME
@@ -1242,14 +1242,14 @@ class ControlPlane:
 
     def latest_checkpoint(self) -> str:
         """The newest signed checkpoint (signing one now if none exists), for publishing."""
-        from driftpilot.audit import checkpoint
+        from driftpilot.store import checkpoint
 
         latest = checkpoint.latest_checkpoint(self.settings.audit_checkpoint_log)
         return latest.text if latest is not None else self._checkpoint()
 
     def audit_verifier_key(self) -> str:
         """The public key that verifies audit checkpoints, as a signed-note verifier key."""
-        from driftpilot.audit import checkpoint
+        from driftpilot.store import checkpoint
 
         return checkpoint.public_key_line(self._audit_key(), KEY_NAME)
 
@@ -1387,7 +1387,7 @@ class ControlPlane:
     ) -> LabelsView:
         """Attach labels (a CSV/Parquet file, or a frame already read) to an accepted batch
         that came without them, and score the champion that scored it on them (see
-        driftpilot.labels). Takes the model's lease while the filed batch is replaced, so no
+        driftpilot.runs.labels). Takes the model's lease while the filed batch is replaced, so no
         run reads a window between the check and the write. Attaching the same labels again
         returns the first answer; different ones are refused.
 
@@ -1397,7 +1397,7 @@ class ControlPlane:
             RunStateError: the batch already has different labels.
             ModelBusy: a run holds the model (retry when it is done).
         """
-        from driftpilot import labels
+        from driftpilot.runs import labels
 
         actor = normalize_principal(actor)
         target = self.store.get(ManagedModel, model).target

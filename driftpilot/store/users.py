@@ -13,11 +13,11 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-from driftpilot.audit import AuditStore
-from driftpilot.audit.models import User
-from driftpilot.audit.store import now
-from driftpilot.errors import ConfigError, InvalidPrincipal, NotFound
-from driftpilot.identity import ROLES, normalize_principal
+from driftpilot.core.errors import ConfigError, InvalidPrincipal, NotFound
+from driftpilot.core.identity import ROLES, normalize_principal
+from driftpilot.store import AuditStore
+from driftpilot.store.audit import now
+from driftpilot.store.models import User
 
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024

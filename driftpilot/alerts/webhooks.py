@@ -32,16 +32,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import delete
 
-from driftpilot.audit.models import ManagedModel, Webhook
-from driftpilot.audit.store import now
-from driftpilot.errors import ConfigError, DriftPilotError, NotFound
-from driftpilot.identity import normalize_principal
+from driftpilot.core.errors import ConfigError, DriftPilotError, NotFound
+from driftpilot.core.identity import normalize_principal
+from driftpilot.store.audit import now
+from driftpilot.store.models import ManagedModel, Webhook
 
 if TYPE_CHECKING:
     import httpx
 
-    from driftpilot.audit.store import AuditStore
-    from driftpilot.service import ControlPlane, PlaneEvent
+    from driftpilot.runs.plane import ControlPlane, PlaneEvent
+    from driftpilot.store.audit import AuditStore
 
 log = logging.getLogger(__name__)
 

@@ -50,7 +50,8 @@ process manage schedules without firing them): APScheduler 3 does not lock jobs 
 processes (the ledger still keeps a batch from running twice).
 
 On PostgreSQL (``db_url`` ``postgresql...``), timing is procrastinate's instead (see
-``driftpilot.queue``): no APScheduler. A periodic tick, deferred once per tick however many
+``driftpilot.execution.queue``): no APScheduler.
+A periodic tick, deferred once per tick however many
 processes run the deferrer, asks ``due`` which schedules have a cron time since the previous
 tick, and each is fired by a worker through ``fire_due`` (the same ``fire``). Any number of
 ``driftpilot serve`` replicas and workers fire a schedule once per cron time. The policy maps
@@ -84,7 +85,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import create_engine, delete, select
 from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 
-from driftpilot.audit.models import (
+from driftpilot.core.errors import ConfigError, DataError, DriftPilotError, ModelBusy, NotFound
+from driftpilot.core.identity import normalize_principal
+from driftpilot.core.settings import is_postgres
+from driftpilot.store.audit import now
+from driftpilot.store.models import (
     BatchRecord,
     ManagedModel,
     Run,
@@ -93,10 +98,6 @@ from driftpilot.audit.models import (
     StepEffect,
     ToolCall,
 )
-from driftpilot.audit.store import now
-from driftpilot.errors import ConfigError, DataError, DriftPilotError, ModelBusy, NotFound
-from driftpilot.identity import normalize_principal
-from driftpilot.settings import is_postgres
 
 if TYPE_CHECKING:
     import polars as pl
@@ -104,8 +105,8 @@ if TYPE_CHECKING:
     from apscheduler.triggers.cron import CronTrigger
     from sqlalchemy.engine import Engine
 
-    from driftpilot.queue import Queue
-    from driftpilot.service import ControlPlane
+    from driftpilot.execution.queue import Queue
+    from driftpilot.runs.plane import ControlPlane
     from tools.data import Batch
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ GDELT_BASE_URL = "http://data.gdeltproject.org/gdeltv2/"
 SUFFIXES = (".csv", ".parquet")
 AGENT = "scheduler"
 FIRE_TOOL = "schedule.fire"
-JOB_FUNC = "driftpilot.schedules:fire_job"
+JOB_FUNC = "driftpilot.scheduling.scheduler:fire_job"
 SYNC_JOB = "driftpilot-scheduler-sync"
 EXECUTE_SLICE_S = 2.0  # an enqueued run waiting for its model re-checks for shutdown this often
 MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"
@@ -465,7 +466,8 @@ class Scheduler:
     firing thread executes the run itself. Use as a context manager, or ``start``/``shutdown``.
 
     On PostgreSQL the timing is the task queue's (module docstring): ``queue`` is the
-    ``driftpilot.queue.Queue`` whose jobs fire this scheduler's schedules (a worker's); without
+    ``driftpilot.execution.queue.Queue`` whose jobs fire this scheduler's schedules (a
+    worker's); without
     it, ``start`` opens one that only defers ticks (``enabled``) and firings (``run_now``).
     Fired runs are then deferred as jobs unless ``execute`` says otherwise.
     """
@@ -562,7 +564,7 @@ class Scheduler:
         return self
 
     def _start_external(self) -> Scheduler:
-        from driftpilot.queue import Queue
+        from driftpilot.execution.queue import Queue
 
         if self._started:
             return self
@@ -1278,7 +1280,7 @@ class Scheduler:
         and whole before sampling), each with a run that had it, and the batch ids of its
         runs on ``dataset``. A cancelled run never ran, and a failed one never decided: their
         batches are not seen."""
-        from driftpilot.service import METADATA_STEP
+        from driftpilot.runs.plane import METADATA_STEP
 
         source = self.store.get(ManagedModel, model).source
         runs = [r for r in self.store.list_rows(Run, Run.model == model) if r.status != "failed"]
@@ -1308,7 +1310,7 @@ class Scheduler:
         were trained on (their windows), or None when neither window is on disk."""
         import polars as pl
 
-        from driftpilot.service import bootstrap_id
+        from driftpilot.runs.plane import bootstrap_id
 
         row = self.store.get(ManagedModel, model)
         bootstrap = self.store.effect(bootstrap_id(model), "promote") or {}

@@ -28,7 +28,16 @@ from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
-from driftpilot.audit.models import (
+from driftpilot.core.errors import (
+    ApprovalError,
+    AuditWriteError,
+    ConfigError,
+    InvalidPrincipal,
+    ModelBusy,
+    NotFound,
+)
+from driftpilot.core.identity import ROLES, normalize_principal, same_person
+from driftpilot.store.models import (
     CHAINED,
     ApiKey,
     Approval,
@@ -42,15 +51,6 @@ from driftpilot.audit.models import (
     StepEffect,
     ToolCall,
 )
-from driftpilot.errors import (
-    ApprovalError,
-    AuditWriteError,
-    ConfigError,
-    InvalidPrincipal,
-    ModelBusy,
-    NotFound,
-)
-from driftpilot.identity import ROLES, normalize_principal, same_person
 
 GENESIS = "0" * 64
 T = TypeVar("T")

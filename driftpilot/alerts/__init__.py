@@ -1,0 +1,1 @@
+"""Alerts: webhooks told of run events."""

@@ -1,0 +1,1 @@
+"""Core: settings, errors, identity, policy, LLM, logs, faults, vocabulary (the floor)."""

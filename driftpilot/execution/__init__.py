@@ -1,0 +1,1 @@
+"""Execution: who runs a control run, and where (in process, procrastinate)."""

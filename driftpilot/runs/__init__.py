@@ -1,0 +1,1 @@
+"""Runs: the ControlPlane façade and what it is made of."""

@@ -1,0 +1,1 @@
+"""Scheduling: cron and interval schedules that fire control runs."""
