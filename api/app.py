@@ -23,9 +23,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import api.routes
 from api import problems
-from api.config import ApiSettings
 from api.limits import BodyLimit
 from api.routes import approvals, audit, health, jobs, models, runs
+from driftpilot.core.settings import ApiSettings
 from driftpilot.execution.inprocess import RunExecutor
 from driftpilot.runs.plane import ControlPlane
 
@@ -98,9 +98,9 @@ def create_app(
     both are shut down with the app. At start-up the executor recovers, in the background,
     what a dead process left (``ControlPlane.recover``) and picks up pending runs.
     """
-    conf = conf or ApiSettings()
     owned = plane is None if own_plane is None else own_plane
     cp = plane or ControlPlane()
+    conf = conf or cp.settings.api
     modules = list(route_modules())
 
     @asynccontextmanager

@@ -18,9 +18,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from api.config import ApiSettings
 from api.problems import Problem
 from driftpilot.core.identity import Role, has_role
+from driftpilot.core.settings import ApiSettings
 from driftpilot.execution.inprocess import RunExecutor
 from driftpilot.runs.plane import ApiKeyView, ControlPlane
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from driftpilot.core.errors import ConfigError
 
 if TYPE_CHECKING:
-    from api.config import ApiSettings
+    from driftpilot.core.settings import ApiSettings
     from driftpilot.runs.plane import ControlPlane
 
 LOOPBACK_NAMES = {"localhost", "localhost.", "ip6-localhost", "ip6-loopback"}
@@ -60,7 +60,6 @@ def serve(
     import uvicorn
 
     from api.app import create_app
-    from api.config import ApiSettings
     from driftpilot.runs.plane import ControlPlane
 
     cp = plane or ControlPlane()
@@ -76,7 +75,7 @@ def serve(
     # (evals/bench_api.py: run creation p50 ~60 -> ~35 ms in-process).
     sys.setswitchinterval(0.001)
     # The app owns the plane it was given here: it closes it on shutdown.
-    conf = conf or ApiSettings()
+    conf = conf or cp.settings.api
     app = create_app(cp, conf, own_plane=True)
     uvicorn.run(
         app,

@@ -630,7 +630,6 @@ def worker(
     """Take runs and schedule firings from the PostgreSQL task queue (procrastinate) until
     SIGTERM/SIGINT, then finish the runs in progress and exit. Any number, on any machine,
     against one DRIFTPILOT_DB_URL."""
-    from api.config import ApiSettings
     from driftpilot.execution.queue import QUEUES, Queue
     from driftpilot.scheduling.scheduler import Scheduler
 
@@ -639,7 +638,7 @@ def worker(
         raise typer.BadParameter(f"queues are {', '.join(QUEUES)}", param_hint="'--queues'")
     plane = _plane()
     queue = Queue(plane)
-    roots = ApiSettings().batch_roots or None  # where schedules' glob sources read, as the API
+    roots = plane.settings.api.batch_roots or None  # where schedules' glob sources read, as the API
     queue.scheduler = Scheduler(plane, roots=roots, queue=queue).start()
     if not logging.getLogger().isEnabledFor(logging.INFO):
         logging.getLogger("procrastinate").setLevel(logging.INFO)  # job starts and ends

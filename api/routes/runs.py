@@ -12,7 +12,6 @@ from fastapi import APIRouter, File, Form, Header, Query, UploadFile, status
 from sse_starlette import EventSourceResponse
 
 from api import batches, cursors, stream
-from api.config import ApiSettings
 from api.deps import Conf, Executor, Operator, Plane, Viewer
 from api.problems import Problem
 from api.schemas import (
@@ -25,6 +24,7 @@ from api.schemas import (
     RunCreate,
     RunStatus,
 )
+from driftpilot.core.settings import ApiSettings
 from driftpilot.execution.inprocess import RunExecutor
 from driftpilot.runs.plane import STRATEGY_STEP, ApiKeyView, ControlPlane, RunView
 from driftpilot.store.models import StepEffect

@@ -29,11 +29,11 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import delete
 
 from driftpilot.core.errors import ConfigError, DriftPilotError, NotFound
 from driftpilot.core.identity import normalize_principal
+from driftpilot.core.settings import AlertSettings
 from driftpilot.store.audit import now
 from driftpilot.store.models import ManagedModel, Webhook
 
@@ -57,19 +57,6 @@ WebhookFormat = Literal["json", "slack"]
 AGENT = "alerts"
 TOOL = "webhook.post"
 _STOP = object()
-
-
-class AlertSettings(BaseSettings):
-    """Delivery settings, read from ``DRIFTPILOT_ALERTS_*``."""
-
-    model_config = SettingsConfigDict(env_prefix="DRIFTPILOT_ALERTS_", extra="ignore")
-
-    timeout_s: float = Field(5.0, gt=0, le=120, description="Timeout of one POST, s.")
-    retries: int = Field(3, ge=0, le=10, description="Retries after a failed attempt.")
-    backoff_s: float = Field(0.5, ge=0, description="Wait before the first retry, doubled after.")
-    max_backoff_s: float = Field(30.0, ge=0, description="Longest wait between attempts, s.")
-    workers: int = Field(2, ge=1, le=16, description="Threads that deliver alerts.")
-    max_queue: int = Field(1000, ge=1, description="Deliveries waiting at most (then dropped).")
 
 
 def redact_url(url: str) -> str:
@@ -337,7 +324,7 @@ class AlertDispatcher:
         self.plane = plane
         self.store = plane.store
         self.webhooks = Webhooks(plane.store)
-        self.conf = conf or AlertSettings()
+        self.conf = conf or plane.settings.alerts
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=self.conf.max_queue)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []

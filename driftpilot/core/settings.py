@@ -16,16 +16,121 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+GDELT_BASE_URL = "http://data.gdeltproject.org/gdeltv2/"
+
+
+class ApiSettings(BaseModel):
+    """Limits and locations of the HTTP API."""
+
+    batch_roots: list[Path] = Field(
+        default_factory=list,
+        description="Folders a run's batch 'path' may name files under (relative paths only). "
+        "Empty: '<home>/inbox'. As JSON in the environment: '[\"/data/in\"]'.",
+    )
+    max_body_bytes: int = Field(
+        64 * 1024 * 1024, gt=0, description="Largest request body (uploads included), bytes."
+    )
+    max_file_bytes: int = Field(
+        1024 * 1024 * 1024, gt=0, description="Largest batch file read under a batch root."
+    )
+    max_batch_rows: int = Field(5_000_000, gt=0, description="Most rows of one batch.")
+    workers: int = Field(2, ge=1, description="Threads that execute runs in the background.")
+    recover_on_start: bool = Field(
+        True,
+        description="At start-up, recover what a dead process left (runs left running, "
+        "recorded approvals never applied) and execute pending runs, in the background.",
+    )
+    keep_alive_s: int = Field(
+        75,
+        gt=0,
+        description="How long an idle client connection stays open, s. Longer than a proxy's "
+        "idle timeout (60 s is common) so the client side closes first: a server closing a "
+        "connection the client is sending on makes the request fail (uvicorn's default is 5 s).",
+    )
+    sse_ping_s: float = Field(15.0, gt=0, description="Heartbeat of run event streams, s.")
+    sse_poll_s: float = Field(0.5, gt=0, description="How often a stream reads the audit, s.")
+    max_upload_columns: int = Field(1_000, gt=0, description="Most columns of one batch.")
+    max_line_bytes: int = Field(
+        1024 * 1024, gt=0, description="Longest line of an uploaded or read CSV batch, bytes."
+    )
+
+
+class SchedulerSettings(BaseModel):
+    """Settings of the scheduler, read from ``DRIFTPILOT_SCHEDULER_*``."""
+
+    enabled: bool = Field(
+        True, description="Fire schedules in this process (false: manage them only)."
+    )
+    workers: int = Field(2, ge=1, le=32, description="Threads that run firings.")
+    misfire_grace_s: int = Field(
+        300, ge=1, description="A firing later than this is skipped (audited 'missed')."
+    )
+    poll_s: float = Field(
+        15.0, gt=0, description="How often the scheduler re-reads the job table, s."
+    )
+    gdelt_base_url: str = Field(GDELT_BASE_URL, description="Where GDELT 2.0 files are listed.")
+    gdelt_timeout_s: float = Field(30.0, gt=0, description="Timeout of one GDELT request, s.")
+    max_file_bytes: int = Field(
+        1024 * 1024 * 1024, gt=0, description="Largest batch file a glob source reads."
+    )
+
+
+class QueueSettings(BaseModel):
+    """Settings of the procrastinate queue, read from ``DRIFTPILOT_QUEUE_*``."""
+
+    tick_cron: str = Field(
+        "* * * * *",
+        description="When schedules are checked: a cron (5 fields, or 6 with seconds last). "
+        "Schedules' own crons have minutes as their finest field: every minute is enough.",
+    )
+    retry_s: int = Field(2, ge=1, description="A run whose model is busy is tried again after.")
+    heartbeat_s: float = Field(10.0, gt=0, description="How often a worker says it is alive.")
+    stalled_s: float = Field(
+        30.0, gt=0, description="A worker silent this long is dead: its jobs are reaped."
+    )
+    poll_s: float = Field(
+        5.0, gt=0, description="How often a worker polls for jobs (LISTEN/NOTIFY is first)."
+    )
+    max_delay_s: float = Field(
+        600.0,
+        gt=0,
+        description="At start, a tick this overdue is still deferred (older ones are not).",
+    )
+    shutdown_grace_s: float | None = Field(
+        None,
+        description="On SIGTERM, how long a worker waits for its runs to finish (None: as long "
+        "as they take; a run cut short is finished by `driftpilot recover`).",
+    )
+    pool_size: int = Field(4, ge=1, description="Database connections of a deferring process.")
+
+
+class AlertSettings(BaseModel):
+    """Delivery settings, read from ``DRIFTPILOT_ALERTS_*``."""
+
+    timeout_s: float = Field(5.0, gt=0, le=120, description="Timeout of one POST, s.")
+    retries: int = Field(3, ge=0, le=10, description="Retries after a failed attempt.")
+    backoff_s: float = Field(0.5, ge=0, description="Wait before the first retry, doubled after.")
+    max_backoff_s: float = Field(30.0, ge=0, description="Longest wait between attempts, s.")
+    workers: int = Field(2, ge=1, le=16, description="Threads that deliver alerts.")
+    max_queue: int = Field(1000, ge=1, description="Deliveries waiting at most (then dropped).")
 
 
 class Settings(BaseSettings):
     """Runtime configuration. Unset locations are derived from ``home``."""
 
     # validate_by_name: a field with a validation alias (llm_api_key) is still set by its name.
+    # The groups below read DRIFTPILOT_<GROUP>_<FIELD> (DRIFTPILOT_API_WORKERS=4), from the
+    # environment or .env alike: one split after the group's name, so field names keep their "_".
     model_config = SettingsConfigDict(
-        env_prefix="DRIFTPILOT_", env_file=".env", extra="ignore", validate_by_name=True
+        env_prefix="DRIFTPILOT_",
+        env_file=".env",
+        extra="ignore",
+        validate_by_name=True,
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
     )
 
     home: Path = Field(Path(".driftpilot"), description="Root of every local store.")
@@ -104,6 +209,13 @@ class Settings(BaseSettings):
         "", description="Where signed audit checkpoints are appended: a path or file:// URL."
     )
     audit_origin: str = Field("", description="Origin line of audit checkpoints.")
+
+    api: ApiSettings = Field(default_factory=ApiSettings, description="The HTTP API.")
+    scheduler: SchedulerSettings = Field(
+        default_factory=SchedulerSettings, description="The scheduler."
+    )
+    queue: QueueSettings = Field(default_factory=QueueSettings, description="The task queue.")
+    alerts: AlertSettings = Field(default_factory=AlertSettings, description="Webhook alerts.")
 
     @model_validator(mode="after")
     def _derive_locations(self) -> Settings:

@@ -56,11 +56,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
 from driftpilot.core.errors import ConfigError, ModelBusy, NotFound
-from driftpilot.core.settings import is_postgres, libpq_url
+from driftpilot.core.settings import QueueSettings, is_postgres, libpq_url
 from driftpilot.store.models import Run
 
 if TYPE_CHECKING:
@@ -85,37 +82,6 @@ FIRE_PRIORITY, TICK_PRIORITY = 20, 10
 FIRINGS_TABLE = "driftpilot_queue_firings"
 # One key in every process: the schema is applied by one of them at a time.
 _SCHEMA_LOCK = zlib.crc32(b"driftpilot:procrastinate-schema")
-
-
-class QueueSettings(BaseSettings):
-    """Settings of the procrastinate queue, read from ``DRIFTPILOT_QUEUE_*``."""
-
-    model_config = SettingsConfigDict(env_prefix="DRIFTPILOT_QUEUE_", extra="ignore")
-
-    tick_cron: str = Field(
-        "* * * * *",
-        description="When schedules are checked: a cron (5 fields, or 6 with seconds last). "
-        "Schedules' own crons have minutes as their finest field: every minute is enough.",
-    )
-    retry_s: int = Field(2, ge=1, description="A run whose model is busy is tried again after.")
-    heartbeat_s: float = Field(10.0, gt=0, description="How often a worker says it is alive.")
-    stalled_s: float = Field(
-        30.0, gt=0, description="A worker silent this long is dead: its jobs are reaped."
-    )
-    poll_s: float = Field(
-        5.0, gt=0, description="How often a worker polls for jobs (LISTEN/NOTIFY is first)."
-    )
-    max_delay_s: float = Field(
-        600.0,
-        gt=0,
-        description="At start, a tick this overdue is still deferred (older ones are not).",
-    )
-    shutdown_grace_s: float | None = Field(
-        None,
-        description="On SIGTERM, how long a worker waits for its runs to finish (None: as long "
-        "as they take; a run cut short is finished by `driftpilot recover`).",
-    )
-    pool_size: int = Field(4, ge=1, description="Database connections of a deferring process.")
 
 
 def conninfo(url: str) -> str:
@@ -186,7 +152,7 @@ class Queue:
         scheduler: ScheduleFirer | None = None,
     ) -> None:
         self.plane = plane
-        self.conf = conf or QueueSettings()
+        self.conf = conf or plane.settings.queue
         self.scheduler = scheduler
         self.conninfo = conninfo(plane.settings.db_url)
         self.app = self._make_app()

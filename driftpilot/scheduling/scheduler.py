@@ -81,13 +81,12 @@ from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import create_engine, delete, select
 from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 
 from driftpilot.core.errors import ConfigError, DataError, DriftPilotError, ModelBusy, NotFound
 from driftpilot.core.identity import normalize_principal
-from driftpilot.core.settings import is_postgres
+from driftpilot.core.settings import SchedulerSettings, is_postgres
 from driftpilot.store.audit import now
 from driftpilot.store.models import (
     BatchRecord,
@@ -111,7 +110,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-GDELT_BASE_URL = "http://data.gdeltproject.org/gdeltv2/"
 SUFFIXES = (".csv", ".parquet")
 AGENT = "scheduler"
 FIRE_TOOL = "schedule.fire"
@@ -124,28 +122,6 @@ FiringOutcome = Literal[
     "fired", "skipped-busy", "no-new-batch", "error", "missed", "skipped-overlap", "disabled"
 ]
 _OK: set[str] = {"fired", "no-new-batch"}
-
-
-class SchedulerSettings(BaseSettings):
-    """Settings of the scheduler, read from ``DRIFTPILOT_SCHEDULER_*``."""
-
-    model_config = SettingsConfigDict(env_prefix="DRIFTPILOT_SCHEDULER_", extra="ignore")
-
-    enabled: bool = Field(
-        True, description="Fire schedules in this process (false: manage them only)."
-    )
-    workers: int = Field(2, ge=1, le=32, description="Threads that run firings.")
-    misfire_grace_s: int = Field(
-        300, ge=1, description="A firing later than this is skipped (audited 'missed')."
-    )
-    poll_s: float = Field(
-        15.0, gt=0, description="How often the scheduler re-reads the job table, s."
-    )
-    gdelt_base_url: str = Field(GDELT_BASE_URL, description="Where GDELT 2.0 files are listed.")
-    gdelt_timeout_s: float = Field(30.0, gt=0, description="Timeout of one GDELT request, s.")
-    max_file_bytes: int = Field(
-        1024 * 1024 * 1024, gt=0, description="Largest batch file a glob source reads."
-    )
 
 
 # -- cron expressions ----------------------------------------------------------------------------
@@ -483,7 +459,7 @@ class Scheduler:
     ) -> None:
         self.plane = plane
         self.store = plane.store
-        self.conf = conf or SchedulerSettings()
+        self.conf = conf or plane.settings.scheduler
         self.roots = list(roots) if roots else [plane.settings.home / "inbox"]
         self.external = queue is not None or is_postgres(plane.settings.db_url)
         self._queue = queue

@@ -17,9 +17,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.config import ApiSettings
 from driftpilot.alerts.webhooks import AlertDispatcher, AlertSettings, Webhooks, WebhookSpec
-from driftpilot.core.settings import Settings
+from driftpilot.core.settings import ApiSettings, Settings
 from driftpilot.runs.plane import ControlPlane
 from driftpilot.store.models import ToolCall
 from tests.conftest import add_flights

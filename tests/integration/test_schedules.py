@@ -24,9 +24,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from api.app import create_app
-from api.config import ApiSettings
 from driftpilot.core.errors import ConfigError, NotFound
-from driftpilot.core.settings import get_settings
+from driftpilot.core.settings import ApiSettings, get_settings
 from driftpilot.runs.plane import ControlPlane
 from driftpilot.scheduling.scheduler import (
     DatasetSource,

@@ -411,7 +411,7 @@ def test_the_api_queues_runs_and_defers_ticks_on_postgresql(
     from fastapi.testclient import TestClient
 
     from api.app import create_app
-    from api.config import ApiSettings
+    from driftpilot.core.settings import ApiSettings
 
     inbox = farm.home / "inbox"
     inbox.mkdir(parents=True, exist_ok=True)

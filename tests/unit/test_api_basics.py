@@ -18,13 +18,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from api import batches
 from api.app import CORE, create_app
-from api.config import ApiSettings
 from api.problems import Problem
 from api.routes import runs as runs_routes
 from api.routes.health import _Snapshot
 from api.serve import check_bind, is_loopback
 from driftpilot.core.errors import ConfigError
-from driftpilot.core.settings import Settings
+from driftpilot.core.settings import ApiSettings, Settings
 from driftpilot.runs.plane import ControlPlane, MetricsSnapshot
 
 PROBLEM = "application/problem+json"

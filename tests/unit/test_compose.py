@@ -28,9 +28,8 @@ from pydantic_settings import BaseSettings
 from typer.core import TyperGroup
 
 from api.app import create_app
-from api.config import ApiSettings
 from driftpilot import cli
-from driftpilot.core.settings import Settings
+from driftpilot.core.settings import ApiSettings, Settings
 from driftpilot.execution.queue import QueueSettings
 from driftpilot.runs.plane import ControlPlane
 from driftpilot.scheduling.scheduler import SchedulerSettings

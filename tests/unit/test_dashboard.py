@@ -20,8 +20,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
-from api.config import ApiSettings
-from driftpilot.core.settings import Settings
+from driftpilot.core.settings import ApiSettings, Settings
 from driftpilot.runs.plane import ControlPlane
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "api" / "dashboards" / "driftpilot.json"

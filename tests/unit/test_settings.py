@@ -101,3 +101,27 @@ def test_the_key_is_a_secret_never_shown(tmp_path: Path, no_key_in_env: pytest.M
         assert settings.llm_api_key.get_secret_value() == secret
         for shown in (repr(settings), str(settings), settings.model_dump_json()):
             assert secret not in shown
+
+
+def test_every_group_reads_the_environment_and_dotenv(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One Settings: DRIFTPILOT_API_*, _SCHEDULER_*, _QUEUE_* and _ALERTS_* are read from the
+    environment and from .env alike (each group was its own BaseSettings once, and only the
+    top one read .env: the others were silently ignored there)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text(
+        "DRIFTPILOT_SCHEDULER_ENABLED=false\nDRIFTPILOT_QUEUE_RETRY_S=7\n"
+        "DRIFTPILOT_ALERTS_MAX_BACKOFF_S=3\nDRIFTPILOT_API_MAX_BATCH_ROWS=99\n"
+    )
+    monkeypatch.setenv("DRIFTPILOT_API_WORKERS", "4")
+    monkeypatch.setenv("DRIFTPILOT_API_BATCH_ROOTS", '["/data/in"]')
+    monkeypatch.setenv("DRIFTPILOT_LLM_BASE_URL", "http://127.0.0.1:9/v1")
+    settings = Settings(home=tmp_path / "home")
+    assert settings.api.workers == 4
+    assert settings.api.batch_roots == [Path("/data/in")]
+    assert settings.api.max_batch_rows == 99
+    assert settings.scheduler.enabled is False
+    assert settings.queue.retry_s == 7
+    assert settings.alerts.max_backoff_s == 3.0
+    assert settings.llm_base_url == "http://127.0.0.1:9/v1"  # a flat field is not split
