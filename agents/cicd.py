@@ -16,8 +16,7 @@ from agents.base import Outcome, bounded_text, narrowed
 from agents.context import RunContext
 from driftpilot.core.policy import Policy, RiskAssessment, RiskInputs, RiskTier
 from driftpilot.store.audit import promotion_action
-from driftpilot.store.models import ChampionChange
-from tools import registry
+from tools import champion, registry
 
 NAME = "cicd"
 
@@ -198,17 +197,18 @@ def promote(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         return {"promotion": _supersede(ctx, state, action, current)}
     actor = _authorise(ctx, state, action)
     ctx.require_lease(model, run_id)
-    ctx.mutate(
+    result = champion.promote(
+        ctx,
         run_id,
-        NAME,
-        "promote",
-        "registry.promote",
-        lambda: registry.promote(model, version, ctx.settings, expected=beaten),
-        {"name": model, "version": version, "expected": beaten, "generation": generation},
-        lambda r: r.model_dump(),
+        model,
+        version,
+        expected=beaten,
+        actor=actor,
+        settle=lambda moved: _record_promotion(state, action, actor),
+        generation=generation,
         fault="after_alias",
     )
-    return {"promotion": _record_promotion(ctx, state, action, actor)}
+    return {"promotion": result}
 
 
 def _authorise(ctx: RunContext, state: dict[str, Any], action: dict[str, Any]) -> str:
@@ -224,48 +224,37 @@ def _authorise(ctx: RunContext, state: dict[str, Any], action: dict[str, Any]) -
     return approver
 
 
-def _record_promotion(
-    ctx: RunContext, state: dict[str, Any], action: dict[str, Any], actor: str
-) -> dict[str, Any]:
-    run_id, model, rt = state["run_id"], state["model"], state["retraining"]
+def _record_promotion(state: dict[str, Any], action: dict[str, Any], actor: str) -> champion.Record:
+    """What the champion move records for a promotion (tools.champion writes it)."""
+    model, rt = state["model"], state["retraining"]
     version, beaten = action["version"], action["replaces"]
-    recorded = ctx.store.list_rows(
-        ChampionChange, ChampionChange.run_id == run_id, ChampionChange.action == "promote"
-    )
-    if not recorded:  # a replay after the record and before the effect must not add a second
-        ctx.store.record_champion(model, version, beaten, "promote", run_id, actor)
     evaluation = state["evaluation"]
     # Out of time (the holdout is later than the window), in ROC AUC whatever the evaluator's
     # metric: the drift analyst measures drops in ROC AUC.
     baseline = evaluation.get("challenger_roc_auc", evaluation["challenger"])
-    ctx.store.update_model(
-        model,
-        family=rt["family"],
-        reference_path=rt["window_path"],
-        baseline=baseline,
-        baseline_low=evaluation.get("challenger_low"),
-        baseline_high=evaluation.get("challenger_high"),
-        holdout_path=rt["holdout_path"],
+    return champion.Record(
+        version=version,
+        previous=beaten,
+        model_fields={
+            "family": rt["family"],
+            "reference_path": rt["window_path"],
+            "baseline": baseline,
+            "baseline_low": evaluation.get("challenger_low"),
+            "baseline_high": evaluation.get("challenger_high"),
+            "holdout_path": rt["holdout_path"],
+        },
+        rationale=f"champion of {model} moved v{beaten} -> v{version}, authorised by {actor}.",
+        evidence={"action": action, "approved_by": actor},
+        effect={
+            "status": "promoted",
+            "version": version,
+            "previous": beaten,
+            "approved_by": actor,
+            "family": rt["family"],
+            "window_path": rt["window_path"],
+            "baseline": baseline,
+        },
     )
-    result = {
-        "status": "promoted",
-        "version": version,
-        "previous": beaten,
-        "approved_by": actor,
-        "family": rt["family"],
-        "window_path": rt["window_path"],
-        "baseline": baseline,
-    }
-    ctx.record(
-        run_id,
-        NAME,
-        Outcome(None, "none", ""),
-        "promote",
-        f"champion of {model} moved v{beaten} -> v{version}, authorised by {actor}.",
-        {"action": action, "approved_by": actor},
-    )
-    ctx.store.record_effect(run_id, "promote", result)
-    return result
 
 
 def _supersede(
