@@ -8,11 +8,13 @@ interrupt, so the request names a version)."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any, Literal
 
+from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field
 
-from agents.base import Outcome, bounded_text, narrowed
+from agents.base import Llm, Outcome, bounded_text, narrowed
 from agents.context import RunContext
 from driftpilot.core.policy import Policy, RiskAssessment, RiskInputs, RiskTier
 from driftpilot.store.audit import promotion_action
@@ -65,54 +67,95 @@ def policy_decision(risk: RiskAssessment, summary: str) -> CicdDecision:
     )
 
 
-def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
-    run_id, model = state["run_id"], state["model"]
-    done = ctx.store.effect(run_id, NAME)
-    if done is not None:  # replay: the tier (and any approval request) stands as decided
-        return {"cicd": done}
-    ev, rt = state["evaluation"], state["retraining"]
+class CicdEvidence(BaseModel):
+    """What the release decision is made on: the challenger's version, what the risk rules
+    look at, and the request's words."""
+
+    version: int | None = Field(description="The challenger's registered version.")
+    inputs: RiskInputs = Field(description="What the risk rules look at.")
+    summary: str = Field(description="What the promotion changes, for the approver.")
+
+
+@dataclass(frozen=True)
+class CicdRuling:
+    """The release decision: the policy's risk assessment, the tier after the LLM (which may
+    only raise it), and how it was reached."""
+
+    outcome: Outcome[CicdDecision]
+    risk: RiskAssessment
+    tier: RiskTier
+    shown: dict[str, Any]  # what the agent was shown
+    flags: list[str]
+
+
+def gather(state: dict[str, Any], ctx: RunContext) -> CicdEvidence:
+    """Register the challenger as a version (whatever the tier: promotion and approval both
+    name it; idempotent per run step) and collect what the risk rules look at."""
+    model, ev, rt = state["model"], state["evaluation"], state["retraining"]
     version = register_challenger(ctx, state)
-    inputs = risk_inputs(ev, rt, ctx.model(model).family)
-    risk = ctx.call(
-        run_id,
-        NAME,
-        "policy.assess_risk",
-        lambda: ctx.policy.assess_risk(inputs),
-        inputs.model_dump(),
-    )
     summary = (
         f"Promote {model} v{version} ({rt['family']}, trained on the last "
         f"{rt['window']} batches) over v{ev.get('champion_version')}: "
         f"{ev['metric']} {ev['champion']:.4f} -> {ev['challenger']:.4f} "
         f"(gain {ev['gain']:+.4f}, CI {ev['ci_low']:+.4f} to {ev['ci_high']:+.4f})."
     )
-    fallback = policy_decision(risk, summary)
-    evidence = {"risk": risk.model_dump(), "inputs": inputs.model_dump()}
-    outcome = ctx.decide(
+    inputs = risk_inputs(ev, rt, ctx.model(model).family)
+    return CicdEvidence(version=version, inputs=inputs, summary=summary)
+
+
+def decide(evidence: CicdEvidence, policy: Policy, llm: Llm) -> CicdRuling:
+    """The risk tier (pure but for ``llm``): the policy's, which the LLM may raise, never
+    lower."""
+    risk = policy.assess_risk(evidence.inputs)
+    shown = {"risk": risk.model_dump(), "inputs": evidence.inputs.model_dump()}
+    outcome = llm.decide(
         NAME,
         decision_schema_for(risk.tier),
-        evidence,
+        shown,
         {"policy_tier": risk.tier, "may_only_raise": True},
-        fallback,
+        policy_decision(risk, evidence.summary),
         check=lambda d: None,
     )
     tier = Policy.raise_tier(risk.tier, outcome.decision.risk_tier)
     flags = [f"llm raised tier to {tier}"] if tier != risk.tier else []
+    return CicdRuling(outcome, risk, tier, shown, flags)
+
+
+def apply(
+    ruling: CicdRuling, evidence: CicdEvidence, state: dict[str, Any], ctx: RunContext
+) -> dict[str, Any]:
+    """Audit the assessment and the decision; above low risk, write the approval request the
+    graph then waits on; record the effect (once per run)."""
+    run_id, model = state["run_id"], state["model"]
+    decision, risk, tier = ruling.outcome.decision, ruling.risk, ruling.tier
+    inputs = evidence.inputs.model_dump()
+    ctx.call(run_id, NAME, "policy.assess_risk", lambda: risk, inputs)  # assessed in decide
     if tier != "low":
-        action = promotion_action(model, version, ev.get("champion_version"))
-        request = approval_request(
-            action, run_id, outcome.decision.request_summary, risk.reasons or flags
-        )
+        assert evidence.version is not None  # registered in gather
+        beaten = state["evaluation"].get("champion_version")
+        action = promotion_action(model, evidence.version, beaten)
+        reasons = risk.reasons or ruling.flags
+        request = approval_request(action, run_id, decision.request_summary, reasons)
         ctx.store.request_approval(run_id, state["requested_by"], request, action)
-    ctx.record(run_id, NAME, outcome, f"risk:{tier}", outcome.decision.rationale, evidence, flags)
+    rationale = decision.rationale
+    ctx.record(run_id, NAME, ruling.outcome, f"risk:{tier}", rationale, ruling.shown, ruling.flags)
     result = {
         "tier": tier,
         "reasons": risk.reasons,
-        "summary": outcome.decision.request_summary,
-        "version": version,
+        "summary": decision.request_summary,
+        "version": evidence.version,
     }
     ctx.store.record_effect(run_id, NAME, result)
     return {"cicd": result}
+
+
+def node(state: dict[str, Any], runtime: Runtime[RunContext]) -> dict[str, Any]:
+    ctx = runtime.context
+    done = ctx.store.effect(state["run_id"], NAME)
+    if done is not None:  # replay: the tier (and any approval request) stands as decided
+        return {"cicd": done}
+    evidence = gather(state, ctx)
+    return apply(decide(evidence, ctx.policy, ctx.llm), evidence, state, ctx)
 
 
 def register_challenger(ctx: RunContext, state: dict[str, Any]) -> int:
