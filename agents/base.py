@@ -144,6 +144,42 @@ class Outcome(Generic[D]):
     transport_retries: int = 0
 
 
+@dataclass(frozen=True)
+class Llm:
+    """The LLM an agent's ``decide`` may consult: a backend with the run's limits. It is the
+    one way out of a pure decision step; with the ``builtin`` backend it returns the policy's
+    decision untouched."""
+
+    backend: Backend
+    max_steps: int = 4
+    retries: int = 1
+
+    def decide(
+        self,
+        agent: str,
+        decision_model: type[D],
+        evidence: dict[str, Any],
+        bounds: dict[str, Any],
+        policy_decision: D,
+        *,
+        check: Callable[[D], None],
+        tools: list[AgentTool] | None = None,
+    ) -> Outcome[D]:
+        """One agent decision (see ``decide``) with this backend and these limits."""
+        return decide(
+            agent,
+            self.backend,
+            decision_model,
+            evidence,
+            bounds,
+            policy_decision,
+            check=check,
+            tools=tools,
+            max_steps=self.max_steps,
+            retries=self.retries,
+        )
+
+
 def decide(
     agent: str,
     backend: Backend,

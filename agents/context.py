@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import polars as pl
 from pydantic import BaseModel
 
-from agents.base import AgentTool, Outcome, decide
+from agents.base import Llm, Outcome
 from driftpilot.core.errors import AliasNotFound, ModelBusy, NotFound
 from driftpilot.core.faults import fault_point
 from driftpilot.core.llm import Backend
@@ -140,30 +140,10 @@ class RunContext:
             latency_ms=outcome.latency_ms,
         )
 
-    def decide(
-        self,
-        agent: str,
-        decision_model: type[D],
-        evidence: dict[str, Any],
-        bounds: dict[str, Any],
-        policy_decision: D,
-        *,
-        check: Callable[[D], None],
-        tools: list[AgentTool] | None = None,
-    ) -> Outcome[D]:
-        """One agent decision with this context's backend and LLM limits (see agents.base)."""
-        return decide(
-            agent,
-            self.backend,
-            decision_model,
-            evidence,
-            bounds,
-            policy_decision,
-            check=check,
-            tools=tools,
-            max_steps=self.settings.llm_max_steps,
-            retries=self.settings.llm_retries,
-        )
+    @property
+    def llm(self) -> Llm:
+        """This context's backend with the run's LLM limits: what agents' ``decide`` consult."""
+        return Llm(self.backend, self.settings.llm_max_steps, self.settings.llm_retries)
 
     def require_lease(self, model: str, run_id: str) -> None:
         """Fence a mutation: this run must still hold the model's lease (a run whose lease

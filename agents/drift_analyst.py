@@ -21,18 +21,27 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import polars as pl
+from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field
 
-from agents.base import AgentTool, bounded_text, narrowed
+from agents.base import AgentTool, Llm, Outcome, bounded_text, narrowed
 from agents.context import RunContext
 from agents.explain import count, describe_drop, describe_fresh_gain
 from agents.optimizer import training_window
 from driftpilot.core.errors import DataError, LLMError
-from driftpilot.core.policy import DriftAction, DriftBounds, DriftEvidence, DriftRules, Severity
+from driftpilot.core.policy import (
+    DriftAction,
+    DriftBounds,
+    DriftEvidence,
+    DriftRules,
+    Policy,
+    Severity,
+)
 from tools.drift import DriftResult, data_drift
 from tools.estimate import estimate_performance, fit_calibrator, metric_interval
 from tools.evaluate import Comparison, compare_models
@@ -95,7 +104,36 @@ def _close(cited: float, actual: float) -> bool:
     return abs(cited - actual) <= max(0.01 * abs(actual), 0.006)  # cited values are rounded
 
 
-def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
+class DriftAnalystEvidence(BaseModel):
+    """What the analyst decides on: the three views of drift, the champion's performance on
+    the batch and the model's history."""
+
+    drift: DriftResult = Field(description="Evidently's per-column tests (and its report).")
+    shift: ShiftResult = Field(description="Per-column effect sizes, weighted by importance.")
+    domain: DomainCheck | None = Field(
+        description="The domain classifier (None: a side too small for an honest AUC)."
+    )
+    performance: dict[str, Any] = Field(
+        description="The champion's ROC AUC on the batch and its drop, or the CBPE estimate."
+    )
+    history: dict[str, Any] = Field(
+        description="Recent signals, batches since the last retrain, retrains, promotions."
+    )
+
+
+@dataclass(frozen=True)
+class DriftAnalystRuling:
+    """The verdict, how it was reached, the policy bounds it kept and its citation flags."""
+
+    outcome: Outcome[DriftVerdict]
+    bounds: DriftBounds
+    shown: dict[str, Any]  # what the agent was shown
+    flags: list[str]
+
+
+def gather(state: dict[str, Any], ctx: RunContext) -> DriftAnalystEvidence:
+    """Measure the batch against the reference window (Evidently with its report, effect
+    sizes, the domain classifier) and the champion on it, and count the model's history."""
     run_id, model = state["run_id"], state["model"]
     spec = ctx.spec(model)
     frame = pl.read_parquet(state["ingestion"]["path"])
@@ -133,7 +171,17 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     domain = _domain(ctx, run_id, reference, frame, spec.numeric, spec.categorical)
     perf = _performance(ctx, run_id, model, frame, champ, state["ingestion"]["path"])
     history = history_counts(ctx.history(model, run_id), ctx.policy.retraining.persistence_n)
-    bounds = ctx.policy.drift_bounds(drift_evidence(shift.weighted_share, perf, history))
+    return DriftAnalystEvidence(
+        drift=drift, shift=shift, domain=domain, performance=perf, history=history
+    )
+
+
+def decide(evidence: DriftAnalystEvidence, policy: Policy, llm: Llm) -> DriftAnalystRuling:
+    """none, monitor or retrain (pure but for ``llm``): the policy bounds the actions from the
+    measurements and the history; the LLM chooses within them and its citations are checked."""
+    drift, shift, domain = evidence.drift, evidence.shift, evidence.domain
+    perf, history = evidence.performance, evidence.history
+    bounds = policy.drift_bounds(drift_evidence(shift.weighted_share, perf, history))
     known = _metrics(drift, shift, domain, perf)
     action = _policy_action(drift, shift, bounds)
     fallback = DriftVerdict(
@@ -148,7 +196,7 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
             raise LLMError(f"action {d.action!r} outside the policy bounds {bounds.allowed}")
 
     cite = citable(known, shift, perf)
-    evidence = {
+    shown = {
         "weighted_share": shift.weighted_share,
         "material_share": shift.material_share,
         "shifted_columns": [c.model_dump() for c in shift.columns[:8]],
@@ -163,29 +211,41 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         "signals": bounds.signals,
         "citable": cite,
     }
-    outcome = ctx.decide(
+    outcome = llm.decide(
         NAME,
         verdict_schema(bounds.allowed, cite),
-        evidence,
+        shown,
         bounds.model_dump(),
         fallback,
         check=check,
         tools=_tools(drift, shift),
     )
-    verdict = outcome.decision
+    flags = citation_flags(outcome.decision, known)
+    return DriftAnalystRuling(outcome, bounds, shown, flags)
+
+
+def apply(
+    ruling: DriftAnalystRuling,
+    evidence: DriftAnalystEvidence,
+    state: dict[str, Any],
+    ctx: RunContext,
+) -> dict[str, Any]:
+    """Audit the verdict (with the report and its sha256) and write the drift slice."""
+    drift, shift, domain = evidence.drift, evidence.shift, evidence.domain
+    verdict, bounds = ruling.outcome.decision, ruling.bounds
     ctx.record(
-        run_id,
+        state["run_id"],
         NAME,
-        outcome,
+        ruling.outcome,
         verdict.action,
         verdict.rationale,
         {
-            **evidence,
+            **ruling.shown,
             "report": drift.report_path,
             "report_sha256": drift.report_sha256,  # checks a kept report against the audit
             "cited_metrics": verdict.cited_metrics,
         },
-        citation_flags(verdict, known),
+        ruling.flags,
     )
     events = ["labels requested: estimated drop with material drift"]
     return {
@@ -204,10 +264,16 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
             "skipped_columns": drift.skipped_columns,
             "domain_auc": domain.auc if domain else None,
             "report": drift.report_path,
-            **perf,
+            **evidence.performance,
         },
         "events": events if bounds.labels_requested else [],
     }
+
+
+def node(state: dict[str, Any], runtime: Runtime[RunContext]) -> dict[str, Any]:
+    ctx = runtime.context
+    evidence = gather(state, ctx)
+    return apply(decide(evidence, ctx.policy, ctx.llm), evidence, state, ctx)
 
 
 def citable(known: dict[str, float], shift: ShiftResult, perf: dict[str, Any]) -> dict[str, float]:

@@ -6,16 +6,19 @@ Reject is forced unless the confidence interval of the gain lies above zero.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import polars as pl
-from pydantic import BaseModel, Field
+from langgraph.runtime import Runtime
+from pydantic import BaseModel, ConfigDict, Field
 
-from agents.base import bounded_text, narrowed
+from agents.base import Llm, Outcome, bounded_text, narrowed
 from agents.context import RunContext
 from agents.explain import describe_gain
 from driftpilot.core.errors import LLMError
+from driftpilot.core.policy import Policy
 from tools import registry
 from tools.estimate import metric_interval
 from tools.evaluate import Comparison, compare_models
@@ -49,7 +52,37 @@ class _Constant:
         return np.full(frame.height, 0.5)
 
 
-def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
+class EvaluatorEvidence(BaseModel):
+    """What the evaluator decides on: the champion-challenger comparison (and, for ``apply``
+    only, what it scores the challenger's own interval with)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    comparison: Comparison = Field(description="Champion vs challenger on the holdout.")
+    champion_version: int | None = Field(description="The champion compared (None: none yet).")
+    target: str = Field("", description="The label column (apply only).")
+    holdout: pl.DataFrame | None = Field(
+        None, exclude=True, description="The holdout rows (apply only; absent in a replay)."
+    )
+    challenger: Any = Field(
+        None, exclude=True, description="The challenger model (apply only; absent in a replay)."
+    )
+
+    def shown(self) -> dict[str, Any]:
+        """What the agent is shown (and the audit records)."""
+        return verdict_evidence(self.comparison)
+
+
+@dataclass(frozen=True)
+class EvaluatorRuling:
+    """The evaluator's decision and how it was reached."""
+
+    outcome: Outcome[EvaluationVerdict]
+    allowed: list[str]
+
+
+def gather(state: dict[str, Any], ctx: RunContext) -> EvaluatorEvidence:
+    """Load the challenger and the champion and compare them on the holdout (audited)."""
     run_id, model = state["run_id"], state["model"]
     spec = ctx.spec(model)
     rules = ctx.policy.evaluator
@@ -82,7 +115,20 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
             "challenger_run": state["retraining"]["mlflow_run_id"],
         },
     )
-    allowed = ctx.policy.evaluator_allowed(cmp.ci_low)
+    return EvaluatorEvidence(
+        comparison=cmp,
+        champion_version=champ[1] if champ else None,
+        target=spec.target,
+        holdout=holdout,
+        challenger=challenger,
+    )
+
+
+def decide(evidence: EvaluatorEvidence, policy: Policy, llm: Llm) -> EvaluatorRuling:
+    """Promote or reject (pure but for ``llm``): reject is forced unless the gain's interval
+    lies above zero; the LLM chooses within what the policy allows."""
+    cmp = evidence.comparison
+    allowed = policy.evaluator_allowed(cmp.ci_low)
     fallback = EvaluationVerdict(action=allowed[0], rationale=template(cmp, allowed[0]))
 
     def check(v: EvaluationVerdict) -> None:
@@ -92,24 +138,34 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
                 f"{describe_gain(cmp.gain, cmp.ci_low, cmp.ci_high, cmp.confidence)}"
             )
 
-    evidence = verdict_evidence(cmp)
-    outcome = ctx.decide(
+    outcome = llm.decide(
         NAME,
         verdict_schema(allowed),
-        evidence,
+        evidence.shown(),
         {"allowed": allowed},
         fallback,
         check=check,
     )
-    verdict = outcome.decision
-    ctx.record(run_id, NAME, outcome, verdict.action, verdict.rationale, evidence)
-    # The challenger's own interval on the holdout: if promoted, it is the new baseline.
+    return EvaluatorRuling(outcome, list(allowed))
+
+
+def apply(
+    ruling: EvaluatorRuling, evidence: EvaluatorEvidence, state: dict[str, Any], ctx: RunContext
+) -> dict[str, Any]:
+    """Audit the verdict, score the challenger's own interval (the new baseline if it is
+    promoted) and write the evaluation slice."""
+    run_id = state["run_id"]
+    rules = ctx.policy.evaluator
+    verdict, shown = ruling.outcome.decision, evidence.shown()
+    ctx.record(run_id, NAME, ruling.outcome, verdict.action, verdict.rationale, shown)
+    holdout, challenger = evidence.holdout, evidence.challenger
+    assert holdout is not None and challenger is not None
     own = ctx.call(
         run_id,
         NAME,
         "estimate.metric_interval",
         lambda: metric_interval(
-            holdout[spec.target].to_numpy(),
+            holdout[evidence.target].to_numpy(),
             challenger.predict_proba(holdout),
             n_boot=rules.n_boot,
             confidence=rules.confidence,
@@ -120,13 +176,19 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     return {
         "evaluation": {
             "action": verdict.action,
-            **evidence,
-            "champion_version": champ[1] if champ else None,
+            **shown,
+            "champion_version": evidence.champion_version,
             "challenger_roc_auc": own.value,
             "challenger_low": own.low,
             "challenger_high": own.high,
         }
     }
+
+
+def node(state: dict[str, Any], runtime: Runtime[RunContext]) -> dict[str, Any]:
+    ctx = runtime.context
+    evidence = gather(state, ctx)
+    return apply(decide(evidence, ctx.policy, ctx.llm), evidence, state, ctx)
 
 
 def template(cmp: Comparison, action: str) -> str:

@@ -11,19 +11,22 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
 import polars as pl
+from langgraph.runtime import Runtime
 from langgraph.types import interrupt
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from agents.base import AgentTool, Outcome, bounded_text, narrowed
+from agents.base import AgentTool, Llm, Outcome, bounded_text, narrowed
 from agents.context import RunContext
 from agents.explain import count
 from driftpilot.core.errors import ApprovalError, LLMError
 from driftpilot.core.faults import fault_point
+from driftpilot.core.policy import Policy
 from driftpilot.store.audit import now
 from driftpilot.store.models import BatchRecord
 from tools.data import conform, write_parquet_atomic
@@ -53,11 +56,47 @@ def _tools(verdict: QualityVerdict) -> list[AgentTool]:
     return [AgentTool("list_quality_issues", list_quality_issues)]
 
 
-def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
+class IngestionEvidence(BaseModel):
+    """What the ingestion agent decides on: the batch's quality verdict (and, for ``apply``
+    only, the batch itself and where an earlier attempt filed it)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    verdict: QualityVerdict = Field(description="The quality checks' findings on the batch.")
+    conversions: list[str] = Field(
+        default_factory=list, description="Types conformed to the reference window's schema."
+    )
+    frame: pl.DataFrame | None = Field(
+        None, exclude=True, description="The conformed batch (apply only; absent in a replay)."
+    )
+    filed: Any = Field(
+        None, exclude=True, description="This run's batch record, if a crash left one (apply only)."
+    )
+    target: str = Field("", description="The label column (apply only).")
+    label_dtype: Any = Field(None, exclude=True, description="The label's type (apply only).")
+    time_col: str = Field("", description="The time column (apply only).")
+
+    def shown(self) -> dict[str, Any]:
+        """What the agent is shown (and the audit records): no batch data, no names of columns
+        outside the schema."""
+        return {
+            "verdict": self.verdict.model_dump(exclude={"extra_columns"}),
+            "errors": [i.message for i in self.verdict.errors],
+        }
+
+
+@dataclass(frozen=True)
+class IngestionRuling:
+    """The ingestion decision, how it was reached and the reason a quarantine is filed with."""
+
+    outcome: Outcome[IngestionDecision]
+    reason: str
+
+
+def gather(state: dict[str, Any], ctx: RunContext) -> IngestionEvidence:
+    """Read the batch (or the copy an interrupted attempt filed), conform its types to the
+    reference window and run the quality checks (audited)."""
     run_id, model = state["run_id"], state["model"]
-    done = ctx.store.effect(run_id, NAME)
-    if done is not None:  # replay after a resume: the batch was already filed
-        return {"ingestion": done}
     batch = state["batch"]
     # A crash after the batch was filed and before the effect: the replay reads the filed
     # copy (the incoming file is gone) and does not count the batch as its own duplicate.
@@ -86,7 +125,22 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         ),
         {"batch_id": batch["batch_id"], "rows": frame.height},
     )
-    allowed = ctx.policy.ingestion_allowed(verdict.ok)
+    return IngestionEvidence(
+        verdict=verdict,
+        conversions=conversions,
+        frame=frame,
+        filed=filed[0] if filed else None,
+        target=spec.target,
+        label_dtype=reference.schema[spec.target],
+        time_col=spec.time_col,
+    )
+
+
+def decide(evidence: IngestionEvidence, policy: Policy, llm: Llm) -> IngestionRuling:
+    """Accept or quarantine (pure but for ``llm``): the policy allows accepting only a batch
+    that passed every check; the LLM chooses within that."""
+    verdict = evidence.verdict
+    allowed = policy.ingestion_allowed(verdict.ok)
     fallback = IngestionDecision(
         action="accept" if verdict.ok else "quarantine",
         reason="" if verdict.ok else verdict.reason(),
@@ -97,37 +151,55 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         if d.action not in allowed:
             raise LLMError(f"action {d.action!r} not allowed; allowed: {allowed}")
 
-    evidence = {
-        "verdict": verdict.model_dump(exclude={"extra_columns"}),
-        "errors": [i.message for i in verdict.errors],
-    }
-    outcome = ctx.decide(
+    outcome = llm.decide(
         NAME,
         decision_schema_for(allowed),
-        evidence,
+        evidence.shown(),
         {"allowed": allowed},
         fallback,
         check=check,
         tools=_tools(verdict),
     )
-    decision = outcome.decision
-    reason = decision.reason or verdict.reason()
+    return IngestionRuling(outcome, outcome.decision.reason or verdict.reason())
+
+
+def apply(
+    ruling: IngestionRuling, evidence: IngestionEvidence, state: dict[str, Any], ctx: RunContext
+) -> dict[str, Any]:
+    """File the batch as decided (or keep an earlier filing), put a quarantine too many in a
+    row to a person, audit, and record the effect (once per run)."""
+    run_id, model = state["run_id"], state["model"]
+    verdict, decision, frame = evidence.verdict, ruling.outcome.decision, evidence.frame
+    assert frame is not None
     # Counted before this batch is filed: the quarantines in a row that it would extend.
     streak = _quarantine_streak(ctx, model, run_id)
-    if filed:  # the batch was filed before the crash: that filing stands
-        result = _filed(filed[0], verdict)
+    if evidence.filed is not None:  # the batch was filed before the crash: that filing stands
+        result = _filed(evidence.filed, verdict)
     else:
-        labelled = with_label_column(frame, spec.target, reference.schema[spec.target])
-        result = _file_batch(ctx, state, labelled, verdict, decision.action, reason)
-    result["conversions"] = conversions
-    result["time_range"] = time_range(frame, spec.time_col)  # where charts place the batch
+        labelled = with_label_column(frame, evidence.target, evidence.label_dtype)
+        result = _file_batch(ctx, state, labelled, verdict, decision.action, ruling.reason)
+    result["conversions"] = evidence.conversions
+    result["time_range"] = time_range(frame, evidence.time_col)  # where charts place the batch
     if result["action"] == "quarantine" and _escalates(ctx, verdict, streak):
-        result = _escalate(ctx, state, verdict, result, streak, reason)
+        result = _escalate(ctx, state, verdict, result, streak, ruling.reason)
     fault_point("after_filing")  # tests crash here: filed, not yet decided on record
-    audited = {**evidence, "extra_columns": verdict.extra_columns, "conversions": conversions}
-    ctx.record(run_id, NAME, outcome, decision.action, decision.rationale, audited)
+    audited = {
+        **evidence.shown(),
+        "extra_columns": verdict.extra_columns,
+        "conversions": evidence.conversions,
+    }
+    ctx.record(run_id, NAME, ruling.outcome, decision.action, decision.rationale, audited)
     ctx.store.record_effect(run_id, NAME, result)
     return {"ingestion": result}
+
+
+def node(state: dict[str, Any], runtime: Runtime[RunContext]) -> dict[str, Any]:
+    ctx = runtime.context
+    done = ctx.store.effect(state["run_id"], NAME)
+    if done is not None:  # replay after a resume: the batch was already filed
+        return {"ingestion": done}
+    evidence = gather(state, ctx)
+    return apply(decide(evidence, ctx.policy, ctx.llm), evidence, state, ctx)
 
 
 # Quarantine reasons a person may overrule ("this is the new normal"). A schema break, an empty
@@ -199,10 +271,11 @@ def _escalate(
     return {**result, "action": "escalate", "quarantine_streak": streak}
 
 
-def escalation(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
+def escalation(state: dict[str, Any], runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Wait for a person's answer to an escalation; on approval file the quarantined batch as
     accepted and hand it to the drift analyst. Runs again from its top on resume: the answer
     is read from the audit store, and the filing is done once per run."""
+    ctx = runtime.context
     run_id, model, batch = state["run_id"], state["model"], state["batch"]
     rows = ctx.store.approval_rows(run_id)
     if len(rows) < 2:

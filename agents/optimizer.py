@@ -4,15 +4,17 @@ run the study on the default training window."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import polars as pl
+from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field
 
-from agents.base import bounded_text, narrowed
+from agents.base import Llm, Outcome, bounded_text, narrowed
 from agents.context import RunContext
 from driftpilot.core.errors import LLMError
-from driftpilot.core.policy import OptimizerLimits
+from driftpilot.core.policy import OptimizerLimits, Policy
 from tools.train import split_holdout
 from tools.tune import TuneBudget, tune
 
@@ -147,31 +149,72 @@ def plan_schema(limits: OptimizerLimits) -> type[OptimizerPlan]:
     )
 
 
-def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
+class OptimizerEvidence(BaseModel):
+    """What the optimizer plans from."""
+
+    champion_family: str = Field(description="The champion's model family.")
+    drift: dict[str, Any] = Field(
+        description="The analyst's findings: weighted_share, severity, metric_drop, roc_auc."
+    )
+    rejected_attempts: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Each retrain attempt since the last promotion (family, n_trials), oldest "
+        "first: every one's challenger was turned down.",
+    )
+
+    def shown(self) -> dict[str, Any]:
+        """What the agent is shown (and the audit records)."""
+        return self.model_dump()
+
+
+@dataclass(frozen=True)
+class OptimizerRuling:
+    """The plan and how it was reached."""
+
+    outcome: Outcome[OptimizerPlan]
+
+
+def gather(state: dict[str, Any], ctx: RunContext) -> OptimizerEvidence:
+    """The champion's family, the drift findings and the rejected attempts (history)."""
     run_id, model = state["run_id"], state["model"]
-    limits = ctx.policy.optimizer
-    champ_family = ctx.model(model).family
     rejected = rejected_attempts(ctx.history(model, run_id))
-    fallback = plan_after_rejections(default_plan(limits, champ_family), limits, rejected)
-    evidence = {
-        "champion_family": champ_family,
-        "drift": {
+    return OptimizerEvidence(
+        champion_family=ctx.model(model).family,
+        drift={
             k: state["drift"].get(k)
             for k in ("weighted_share", "severity", "metric_drop", "roc_auc")
         },
-        "rejected_attempts": [
+        rejected_attempts=[
             {k: r["optimizer"][k] for k in ("family", "n_trials")} for r in rejected
         ],
-    }
-    outcome = ctx.decide(
+    )
+
+
+def decide(evidence: OptimizerEvidence, policy: Policy, llm: Llm) -> OptimizerRuling:
+    """The study's family and budget (pure but for ``llm``): the policy's plan, changed after
+    rejected challengers; the LLM chooses within the limits."""
+    limits = policy.optimizer
+    rejected = [{"optimizer": attempt} for attempt in evidence.rejected_attempts]
+    fallback = plan_after_rejections(
+        default_plan(limits, evidence.champion_family), limits, rejected
+    )
+    outcome = llm.decide(
         NAME,
         plan_schema(limits),
-        evidence,
+        evidence.shown(),
         limits.model_dump(),
         fallback,
         check=plan_check(limits),
     )
-    plan = outcome.decision
+    return OptimizerRuling(outcome)
+
+
+def apply(
+    ruling: OptimizerRuling, evidence: OptimizerEvidence, state: dict[str, Any], ctx: RunContext
+) -> dict[str, Any]:
+    """Run the study on the default training window, audit the plan, write the slice."""
+    run_id, model = state["run_id"], state["model"]
+    plan = ruling.outcome.decision
     window, _ = training_window(
         ctx, model, ctx.policy.retraining.default_window, state["ingestion"]["path"]
     )
@@ -194,10 +237,10 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     ctx.record(
         run_id,
         NAME,
-        outcome,
+        ruling.outcome,
         f"tune:{plan.family}",
         plan.rationale,
-        {**evidence, "plan": plan.model_dump(), "best_value": study.best_value},
+        {**evidence.shown(), "plan": plan.model_dump(), "best_value": study.best_value},
     )
     return {
         "optimizer": {
@@ -210,3 +253,9 @@ def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
             "n_pruned": study.n_pruned,
         }
     }
+
+
+def node(state: dict[str, Any], runtime: Runtime[RunContext]) -> dict[str, Any]:
+    ctx = runtime.context
+    evidence = gather(state, ctx)
+    return apply(decide(evidence, ctx.policy, ctx.llm), evidence, state, ctx)

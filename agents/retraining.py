@@ -6,15 +6,18 @@ promoted or put to an approver, so rejected challengers do not clutter the regis
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
+from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field
 
-from agents.base import bounded_text, narrowed
+from agents.base import Llm, Outcome, bounded_text, narrowed
 from agents.context import RunContext
 from agents.explain import count
 from agents.optimizer import rejected_attempts, training_window
 from driftpilot.core.errors import LLMError
+from driftpilot.core.policy import Policy
 from tools import registry
 from tools.train import train_model
 
@@ -33,43 +36,93 @@ def plan_schema(lowest: int, highest: int) -> type[RetrainPlan]:
     return narrowed(RetrainPlan, window={"minimum": lowest, "maximum": highest})
 
 
-def node(state: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
+class RetrainingEvidence(BaseModel):
+    """What the window is chosen from."""
+
+    rejected_windows: list[int] = Field(
+        description="Windows of the challengers turned down since the last promotion."
+    )
+    available_batches: int = Field(description="Accepted batches of the model, this one included.")
+    drift: str | None = Field(description="The drift severity the analyst found.")
+    optimizer: dict[str, Any] = Field(description="The tuned family and its best_value.")
+    material: bool = Field(
+        False, description="The inputs moved materially (not shown: the window rules read it)."
+    )
+
+    def shown(self) -> dict[str, Any]:
+        """What the agent is shown (and the audit records)."""
+        return self.model_dump(exclude={"material"})
+
+
+@dataclass(frozen=True)
+class RetrainingRuling:
+    """The window and how it was chosen."""
+
+    outcome: Outcome[RetrainPlan]
+
+
+def gather(state: dict[str, Any], ctx: RunContext) -> RetrainingEvidence:
+    """The batches available and the windows of the rejected challengers (history)."""
     run_id, model = state["run_id"], state["model"]
-    done = ctx.store.effect(run_id, NAME)
-    if done is not None:
-        return {"retraining": done}
-    limits = ctx.policy.retraining
-    available = len(ctx.accepted_batches(model))
-    upper = min(limits.max_window, max(available, limits.min_window))
     rejected = rejected_attempts(ctx.history(model, run_id))
-    fallback = window_plan(limits.default_window, limits.min_window, upper, state, rejected)
+    return RetrainingEvidence(
+        rejected_windows=[r["retraining"]["window"] for r in rejected if r.get("retraining")],
+        available_batches=len(ctx.accepted_batches(model)),
+        drift=state["drift"].get("severity"),
+        optimizer={k: state["optimizer"][k] for k in ("family", "best_value")},
+        material=bool(state["drift"].get("material")),
+    )
+
+
+def decide(evidence: RetrainingEvidence, policy: Policy, llm: Llm) -> RetrainingRuling:
+    """The training window (pure but for ``llm``): the policy's, moved after a rejected
+    challenger; the LLM chooses within the limits."""
+    limits = policy.retraining
+    available = evidence.available_batches
+    upper = min(limits.max_window, max(available, limits.min_window))
+    drift = {"drift": {"material": evidence.material, "severity": evidence.drift}}
+    rejected = [{"retraining": {"window": w}} for w in evidence.rejected_windows]
+    fallback = window_plan(limits.default_window, limits.min_window, upper, drift, rejected)
     fallback.rationale += f" ({count(available, 'batch', 'batches')} available)"
 
     def check(p: RetrainPlan) -> None:
         if not limits.min_window <= p.window <= upper:
             raise LLMError(f"window {p.window} outside {limits.min_window}-{upper}")
 
-    evidence = {
-        "rejected_windows": [r["retraining"]["window"] for r in rejected if r.get("retraining")],
-        "available_batches": available,
-        "drift": state["drift"].get("severity"),
-        "optimizer": {k: state["optimizer"][k] for k in ("family", "best_value")},
-    }
-    outcome = ctx.decide(
+    outcome = llm.decide(
         NAME,
         plan_schema(limits.min_window, upper),
-        evidence,
+        evidence.shown(),
         {"min": limits.min_window, "max": upper},
         fallback,
         check=check,
     )
-    plan = outcome.decision
+    return RetrainingRuling(outcome)
+
+
+def apply(
+    ruling: RetrainingRuling,
+    evidence: RetrainingEvidence,
+    state: dict[str, Any],
+    ctx: RunContext,
+) -> dict[str, Any]:
+    """Fit the challenger on the window, log it in MLflow, audit, write the slice (once)."""
+    run_id = state["run_id"]
+    plan = ruling.outcome.decision
     result = _fit_and_log(ctx, state, plan.window)
-    ctx.record(
-        run_id, NAME, outcome, f"train:{plan.window}", plan.rationale, {**evidence, **result}
-    )
+    shown = {**evidence.shown(), **result}
+    ctx.record(run_id, NAME, ruling.outcome, f"train:{plan.window}", plan.rationale, shown)
     ctx.store.record_effect(run_id, NAME, result)
     return {"retraining": result}
+
+
+def node(state: dict[str, Any], runtime: Runtime[RunContext]) -> dict[str, Any]:
+    ctx = runtime.context
+    done = ctx.store.effect(state["run_id"], NAME)
+    if done is not None:
+        return {"retraining": done}
+    evidence = gather(state, ctx)
+    return apply(decide(evidence, ctx.policy, ctx.llm), evidence, state, ctx)
 
 
 def window_plan(

@@ -14,11 +14,11 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
 from agents import cicd, drift_analyst, evaluator, ingestion, optimizer, retraining
@@ -40,31 +40,27 @@ from tools import drift
 
 log = logging.getLogger(__name__)
 
-Node = Callable[..., dict[str, Any]]  # fn(state, ctx) -> the state update
+Node = Callable[..., dict[str, Any]]  # fn(state, runtime: Runtime[RunContext]) -> the update
 
 
-def build_control_graph(
-    model: Any,
-    tools: RunContext,
-    checkpointer: Any,
-    *,
-    nodes: Mapping[str, Node] | None = None,
-) -> Any:
+def build_control_graph(checkpointer: Any, *, nodes: Mapping[str, Node] | None = None) -> Any:
     """Assemble and compile the control graph.
 
+    The run context (``agents.context.RunContext``: settings, audit store, policy, LLM
+    backend) is LangGraph's run context (``context_schema``): whoever invokes the graph passes
+    it (``graph.invoke(input, config, context=ctx)``) and every node reads it from its
+    ``runtime``; the graph holds none.
+
     Args:
-        model: the LLM backend (``driftpilot.core.llm.Backend``); it replaces ``tools.backend``.
-        tools: the run context through which agents reach the deterministic tools and the audit.
         checkpointer: a LangGraph checkpointer (SQLite in the home directory) — it makes the
             approval wait durable across restarts.
-        nodes: node functions ``fn(state, ctx)`` that replace the named ones (none by default).
-            The what-if replay (driftpilot.replay) swaps in nodes that re-decide from a past
-            run's recorded evidence, so that it walks this very wiring, routers included.
+        nodes: node functions ``fn(state, runtime)`` that replace the named ones (none by
+            default). The what-if replay (driftpilot.replay) swaps in nodes that re-decide from
+            a past run's recorded evidence, so that it walks this very wiring, routers included.
 
     Raises:
         ValueError: ``nodes`` names a node this graph does not have.
     """
-    tools.backend = model
     functions: dict[str, Node] = {
         "ingestion": ingestion.node,
         "escalation": ingestion.escalation,
@@ -74,16 +70,16 @@ def build_control_graph(
         "evaluator": evaluator.node,
         "cicd": cicd.node,
         "approval": approval_node,
-        "promote": cicd.promote,
+        "promote": promote_node,
         "report": report_node,
     }
     unknown = set(nodes or {}) - set(functions)
     if unknown:
         raise ValueError(f"the control graph has no node {sorted(unknown)}")
     functions.update(nodes or {})
-    graph = StateGraph(ControlState)
+    graph = StateGraph(ControlState, context_schema=RunContext)
     for name, function in functions.items():
-        graph.add_node(name, partial(function, ctx=tools))
+        graph.add_node(name, function)
 
     graph.add_edge(START, "ingestion")
     graph.add_conditional_edges("ingestion", after_ingestion)
@@ -99,10 +95,16 @@ def build_control_graph(
     return graph.compile(checkpointer=checkpointer)
 
 
-def approval_node(state: ControlState, ctx: RunContext) -> dict[str, Any]:
+def promote_node(state: ControlState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    """Move the champion (``agents.cicd.promote``) with the run's context."""
+    return cicd.promote(dict(state), runtime.context)
+
+
+def approval_node(state: ControlState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Wait for a person. The decision itself is recorded in the audit store (by the service,
     which checks the approver is not the requester) before the graph is resumed; this node runs
     again from its top on resume, so it does nothing but read."""
+    ctx = runtime.context
     rows = ctx.store.approval_rows(state["run_id"])
     if len(rows) < 2:
         fault_point("before_interrupt")
@@ -123,8 +125,9 @@ def approval_node(state: ControlState, ctx: RunContext) -> dict[str, Any]:
     }
 
 
-def report_node(state: ControlState, ctx: RunContext) -> dict[str, Any]:
+def report_node(state: ControlState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Name the outcome and write it, with the run's summary, to the runs table."""
+    ctx = runtime.context
     outcome = run_outcome(state)
     summary = {key: state.get(key) for key in SLICES}
     # A process whose lease was taken over must not write the run's end: the new holder does.

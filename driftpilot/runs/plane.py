@@ -219,7 +219,7 @@ class ControlPlane:
             from graphs.control import build_control_graph
 
             self._checkpoints = open_checkpointer(self.settings)
-            self._graph = build_control_graph(self.backend, self.ctx, self._checkpoints.saver)
+            self._graph = build_control_graph(self._checkpoints.saver)
         return self._graph
 
     def close(self) -> None:
@@ -821,7 +821,7 @@ class ControlPlane:
                 try:
                     # "sync": a node's checkpoint is on disk before the next node starts, so a
                     # crash never replays a finished node (the default writes in the background).
-                    self.graph.invoke(graph_input, config, durability="sync")
+                    self.graph.invoke(graph_input, config, durability="sync", context=self.ctx)
                     if self.graph.get_state(config).next:
                         self.ctx.require_lease(model, run_id)  # not if taken over meanwhile
                         self.store.update_run(run_id, status="waiting_approval")
