@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from driftpilot.core.errors import ApprovalError, ConfigError, DriftPilotError, NotFound
-from driftpilot.core.identity import Role, has_role, same_person
+from driftpilot.core.identity import Role, has_role
 from driftpilot.core.vocabulary import outcome_label, status_label, trigger_label
 from driftpilot.store.users import get_user, verify_user
 from tools.drift import readable_report
@@ -436,8 +436,10 @@ class Chat:
 
     def check_decision(self, run_id: str, decision: str) -> Reply | None:
         """A refusal (role, own run, not waiting), or None when this person may decide."""
+        from driftpilot.runs.approvals import is_own_run
+
         view = self.cp.get_run(run_id)
-        if same_person(view.requested_by, self.who.principal):
+        if is_own_run(self.who.principal, view):
             return Reply(
                 f"**Refused:** you ({markup.text(self.who.principal)}) requested run "
                 f"{markup.code(run_id[:12])}, so you cannot approve or reject it; another person "

@@ -8,7 +8,7 @@ from api.deps import Approver, Executor, Plane, Viewer
 from api.problems import Problem
 from api.routes.runs import run_of
 from api.schemas import Approval, DecisionIn, Run
-from driftpilot.core.identity import same_person
+from driftpilot.runs.approvals import is_own_run
 
 router = APIRouter(prefix="/approvals", tags=["approvals"])
 
@@ -44,7 +44,7 @@ def decide(run_id: str, body: DecisionIn, cp: Plane, ex: Executor, key: Approver
     background worker. Nobody approves a run they requested (one identity rule)."""
     resume = body.resume
     run = cp.get_run(run_id)
-    if same_person(key.principal, run.requested_by):
+    if is_own_run(key.principal, run):
         raise Problem(
             403,
             f"{key.principal!r} requested run {run_id} and cannot decide its approval",

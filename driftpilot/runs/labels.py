@@ -29,6 +29,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +41,12 @@ from pydantic import BaseModel, Field
 from agents.base import Outcome
 from agents.context import RunContext
 from driftpilot.core.errors import ConfigError, DataError, NotFound, RunStateError, SchemaError
-from driftpilot.core.identity import safe_label
+from driftpilot.core.identity import normalize_principal, safe_label
+from driftpilot.core.settings import Settings
+from driftpilot.runs import leases
+from driftpilot.runs.views import RunView
 from driftpilot.store import AuditStore
-from driftpilot.store.models import BatchRecord
+from driftpilot.store.models import BatchRecord, ManagedModel
 from tools.data import content_hash, load_table, write_parquet_atomic
 
 AGENT = "labels"
@@ -190,6 +196,65 @@ def attach(
     )
     ctx.store.record_effect(record.run_id, STEP, view.model_dump())
     return view, True
+
+
+class Labelling:
+    """Attaches late labels for the ControlPlane: under the model's lease, signing the audit
+    heads (``sign``) when the audit gained rows; ``get_run`` reads the run that filed the
+    batch."""
+
+    def __init__(
+        self,
+        store: AuditStore,
+        settings: Settings,
+        ctx: RunContext,
+        get_run: Callable[[str], RunView],
+        sign: Callable[[], str],
+    ) -> None:
+        self.store, self.settings, self.ctx = store, settings, ctx
+        self.get_run, self.sign = get_run, sign
+
+    def attach_labels(
+        self,
+        model: str,
+        batch_id: str,
+        path: str | os.PathLike[str] | pl.DataFrame,
+        actor: str,
+        *,
+        key: str | None = None,
+    ) -> LabelsView:
+        """Attach labels (a CSV/Parquet file, or a frame already read) to an accepted batch
+        that came without them, and score the champion that scored it on them. Takes the
+        model's lease while the filed batch is replaced, so no run reads a window between the
+        check and the write. Attaching the same labels again returns the first answer;
+        different ones are refused.
+
+        Raises:
+            NotFound: unknown model, or no accepted batch of it by that name.
+            SchemaError / DataError: the labels cannot be used (nothing is changed).
+            RunStateError: the batch already has different labels.
+            ModelBusy: a run holds the model (retry when it is done).
+        """
+        actor = normalize_principal(actor)
+        target = self.store.get(ManagedModel, model).target
+        record = find_batch(self.store, model, batch_id)
+        frame = read_labels(path if isinstance(path, pl.DataFrame) else os.fspath(path))
+        leases.refuse_if_unrecovered(self.store, model)
+        op_id = f"labels-{uuid.uuid4().hex[:24]}"
+        ttl_s = self.settings.lease_ttl_s
+        lease = leases.acquire(self.store, ttl_s, model, op_id, wait=False)
+        recorded = False
+        try:
+            with leases.LeaseKeeper(self.store, model, op_id, lease, ttl_s):
+                drift = self.get_run(record.run_id).summary.get("drift") or {}
+                source = "" if isinstance(path, pl.DataFrame) else os.path.basename(path)
+                view, recorded = attach(
+                    self.ctx, record, drift, frame, actor, target=target, key=key, source=source
+                )
+        finally:
+            if recorded:
+                self.sign()
+        return view
 
 
 def _label_values(labels: pl.DataFrame, target: str, dtype: pl.DataType) -> pl.Series:

@@ -1,0 +1,249 @@
+"""Managed models: adding one (its bootstrap trains, registers and promotes the first
+champion, through the one champion-move transaction of ``tools.champion``) and viewing them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+
+import polars as pl
+from sqlalchemy import func, select
+
+from agents.context import RunContext
+from driftpilot.core.errors import ConfigError, NotFound
+from driftpilot.core.identity import normalize_principal
+from driftpilot.core.policy import Policy
+from driftpilot.core.settings import Settings
+from driftpilot.runs import leases
+from driftpilot.runs.views import ModelView
+from driftpilot.store import AuditStore
+from driftpilot.store.audit import now
+from driftpilot.store.models import ChampionChange, ManagedModel
+
+
+def bootstrap_id(model: str) -> str:
+    """The run id of a model's bootstrap (at most 40 characters, the audit's run id width)."""
+    readable = f"bootstrap-{model}"
+    if len(readable) <= 40:
+        return readable
+    return f"bootstrap-{hashlib.sha256(model.encode()).hexdigest()[:30]}"
+
+
+class Models:
+    """Adds managed models and reads them; ``sign`` signs the audit heads after a bootstrap."""
+
+    def __init__(
+        self,
+        store: AuditStore,
+        settings: Settings,
+        policy: Policy,
+        ctx: RunContext,
+        sign: Callable[[], str],
+    ) -> None:
+        self.store, self.settings, self.policy, self.ctx = store, settings, policy, ctx
+        self.sign = sign
+
+    def add_model(
+        self,
+        name: str,
+        initial: pl.DataFrame,
+        *,
+        target: str,
+        time_col: str,
+        numeric: list[str],
+        categorical: list[str],
+        family: str = "lightgbm",
+        metric: str = "roc_auc",
+        source: str = "",
+        principal: str | None = None,
+    ) -> ModelView:
+        """Register a managed model and its first champion, trained on ``initial``.
+
+        The bootstrap champion is promoted by the person adding the model; the decision is
+        audited like any promotion.
+        """
+        actor = normalize_principal(principal or self.settings.principal)
+        try:
+            self.store.get(ManagedModel, name)
+            if self.store.champion_generation(name) > 0:
+                raise ConfigError(f"model {name!r} already exists")
+            # Its bootstrap died or failed before the first champion: adding it again
+            # finishes it (every registry step is idempotent per bootstrap id).
+        except NotFound:
+            pass
+        run_id = bootstrap_id(name)
+        ttl_s = self.settings.lease_ttl_s
+        lease = leases.acquire(self.store, ttl_s, name, run_id, wait=False)
+        try:
+            with leases.LeaseKeeper(self.store, name, run_id, lease, ttl_s):
+                self.bootstrap(
+                    name,
+                    initial,
+                    run_id,
+                    actor,
+                    target=target,
+                    time_col=time_col,
+                    numeric=numeric,
+                    categorical=categorical,
+                    family=family,
+                    metric=metric,
+                    source=source,
+                )
+        finally:
+            self.sign()
+        return self.model_view(name)
+
+    def bootstrap(
+        self,
+        name: str,
+        initial: pl.DataFrame,
+        run_id: str,
+        actor: str,
+        *,
+        target: str,
+        time_col: str,
+        numeric: list[str],
+        categorical: list[str],
+        family: str,
+        metric: str,
+        source: str,
+    ) -> None:
+        from tools import champion, registry
+        from tools.estimate import metric_interval
+        from tools.train import TrainSpec, split_holdout, train_model
+
+        folder = self.ctx.model_dir(name)
+        reference = folder / f"window-{run_id}.parquet"
+        initial.write_parquet(reference)
+        fields = {
+            "source": source,
+            "target": target,
+            "time_col": time_col,
+            "numeric": json.dumps(numeric),
+            "categorical": json.dumps(categorical),
+            "family": family,
+            "metric": metric,
+            "reference_path": str(reference),
+            "baseline": None,
+        }
+        try:
+            self.store.update_model(name, **fields)  # a bootstrap added again after a failure
+        except NotFound:
+            self.store.add(ManagedModel(name=name, created_at=now(), **fields))
+        spec = TrainSpec(
+            family=family,
+            target=target,
+            numeric=numeric,
+            categorical=categorical,
+            time_col=time_col,
+            threads=self.settings.threads,
+            seed=self.settings.seed,
+        )
+        # As for every challenger, the latest rows are held out of training: the champion's
+        # score on them is its out-of-time baseline, and they calibrate its probabilities
+        # for the estimates on batches whose labels come later.
+        labelled = initial.filter(pl.col(target).is_not_null())
+        fit, holdout = split_holdout(labelled, time_col, self.policy.retraining.holdout_fraction)
+        holdout_path = folder / f"holdout-{run_id}.parquet"
+        holdout.write_parquet(holdout_path)
+        model = self.ctx.call(
+            run_id,
+            "bootstrap",
+            "train.train_model",
+            lambda: train_model(fit, spec),
+            {"rows": fit.height, "holdout_rows": holdout.height, "family": family},
+            lambda m: m.report.model_dump() if m.report else {},
+        )
+        scored = self.ctx.call(
+            run_id,
+            "bootstrap",
+            "estimate.metric_interval",
+            lambda: metric_interval(
+                holdout[target].to_numpy(),
+                model.predict_proba(holdout),
+                n_boot=self.policy.evaluator.n_boot,
+                confidence=self.policy.evaluator.confidence,
+                seed=self.settings.seed,
+            ),
+            {"holdout_rows": holdout.height},
+        )
+        request = registry.RegisterRequest(name=name, key=f"{run_id}:retraining")
+        version = self.ctx.mutate(
+            run_id,
+            "bootstrap",
+            "bootstrap:register",
+            "registry.register_model",
+            lambda: registry.register_model(model, request, self.settings),
+            {"name": name, "key": request.key},
+            lambda v: v.model_dump(mode="json"),
+            fault="after_register",
+        ).version
+        baseline = scored.value
+        champion.promote(
+            self.ctx,
+            run_id,
+            name,
+            version,
+            expected=None,
+            actor=actor,
+            kind="bootstrap",
+            settle=lambda moved: champion.Record(
+                version=version,
+                previous=moved.previous,
+                model_fields={
+                    "baseline": baseline,
+                    "baseline_low": scored.low,
+                    "baseline_high": scored.high,
+                    "holdout_path": str(holdout_path),
+                },
+                rationale=f"Initial champion v{version} trained on {fit.height} rows by "
+                f"{actor}; out-of-time roc_auc={baseline} on the latest {holdout.height} rows "
+                f"(interval {scored.low} to {scored.high}).",
+                evidence={"version": version, "rows": initial.height},
+                effect={
+                    "version": version,
+                    "window_path": str(reference),
+                    "baseline": baseline,
+                    "family": family,
+                },
+            ),
+        )
+
+    def model_view(self, name: str) -> ModelView:
+        row = self.store.get(ManagedModel, name)
+        # The audit's champion history, not MLflow: a view must not load a model (verify
+        # checks that the two agree).
+        last = self.store.list_rows(
+            ChampionChange,
+            ChampionChange.model == name,
+            order=ChampionChange.id.desc(),
+            limit=1,
+        )
+        return _view(row, last[0].version if last else None)
+
+    def list_models(self) -> list[ModelView]:
+        """Every managed model by name, in two queries (the models, their latest champion
+        change)."""
+        rows = self.store.list_rows(ManagedModel, order=ManagedModel.name)
+        if not rows:
+            return []
+        latest = select(func.max(ChampionChange.id)).group_by(ChampionChange.model)
+        champions = {
+            c.model: c.version
+            for c in self.store.list_rows(ChampionChange, ChampionChange.id.in_(latest))
+        }
+        return [_view(r, champions.get(r.name)) for r in rows]
+
+
+def _view(row: ManagedModel, champion: int | None) -> ModelView:
+    return ModelView(
+        name=row.name,
+        target=row.target,
+        family=row.family,
+        metric=row.metric,
+        champion=champion,
+        baseline=row.baseline,
+        features=json.loads(row.numeric) + json.loads(row.categorical),
+        created_at=row.created_at,
+    )

@@ -1,0 +1,157 @@
+"""Recovery: finish what crashed processes left (runs whose lease expired mid-way, rollbacks
+that died before their record, approval decisions recorded but never applied)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from driftpilot.core.errors import DriftPilotError, ModelBusy
+from driftpilot.runs import leases
+from driftpilot.runs.lifecycle import Lifecycle
+from driftpilot.runs.rollback import Rollbacks
+from driftpilot.runs.views import Recovery
+from driftpilot.store import AuditStore
+from driftpilot.store.models import Mutation, Run
+
+
+class Recoveries:
+    """``recover`` and its parts; ``graph`` gives the compiled control graph."""
+
+    def __init__(
+        self,
+        store: AuditStore,
+        graph: Callable[[], Any],
+        lifecycle: Lifecycle,
+        rollbacks: Rollbacks,
+    ) -> None:
+        self.store, self.graph = store, graph
+        self.lifecycle, self.rollbacks = lifecycle, rollbacks
+
+    def recover(self) -> list[Recovery]:
+        """Finish what crashed processes left: runs ``running`` whose lease expired are resumed
+        from their last checkpoint (or from their input, if none was written), rollbacks that
+        died mid-way are finished, and approval decisions recorded but never applied are
+        applied. Registry mutations are reconciled by the nodes themselves from their open
+        intents. One run that cannot be recovered is reported and does not stop the others."""
+        done = [self._guarded(run, self._recover_running) for run in leases.orphans(self.store)]
+        runs = {r.run_id for r in done}
+        for m in leases.dead_intents(self.store):
+            if m.action == "rollback" and m.run_id not in runs:
+                done.append(self._recover_rollback(m))
+        for run in self.store.list_rows(Run, Run.status == "waiting_approval", order=Run.id):
+            if len(self.store.approval_rows(run.id)) > 1:
+                done.append(self._guarded(run, self._apply_recorded))
+        return done
+
+    def _guarded(self, run: Run, recover: Callable[[Run], Recovery]) -> Recovery:
+        try:
+            return recover(run)
+        except DriftPilotError as exc:
+            status = self.store.get(Run, run.id).status
+            return Recovery(
+                run_id=run.id,
+                model=run.model,
+                found=run.status,
+                did=f"failed: {exc}",
+                status=status,
+            )
+
+    def _recover_rollback(self, intent: Mutation) -> Recovery:
+        args = json.loads(intent.args)
+        found = f"rollback v{args['from']} -> v{args['to']} died before its record"
+        try:
+            result = self.rollbacks.rollback(
+                args["name"], args.get("by", "recover"), "finished by recover", intent.run_id
+            )
+        except DriftPilotError as exc:
+            return Recovery(
+                run_id=intent.run_id,
+                model=args["name"],
+                found=found,
+                did=f"left: {exc}",
+                status="failed",
+            )
+        return Recovery(
+            run_id=intent.run_id,
+            model=args["name"],
+            found=found,
+            did=f"finished: champion v{result['to']}",
+            status="completed",
+            outcome="rollback",
+        )
+
+    def _recover_running(self, run: Run) -> Recovery:
+        config = {"configurable": {"thread_id": run.id}}
+        snapshot = self.graph().get_state(config)
+        intents = [
+            f"{m.action} ({m.step})" for m in self.store.open_intents() if m.run_id == run.id
+        ]
+        found = (
+            f"running with an expired lease; last checkpoint before {list(snapshot.next)}"
+            if snapshot.values
+            else "running with an expired lease; no checkpoint yet"
+        ) + (f"; open intents: {', '.join(intents)}" if intents else "")
+        try:
+            lease = self.lifecycle.acquire(run.model, run.id, wait=False)
+        except ModelBusy as exc:
+            return Recovery(
+                run_id=run.id, model=run.model, found=found, did=f"left: {exc}", status=run.status
+            )
+        status = self.store.get(Run, run.id).status
+        if status != "running":  # another process finished it between our look and our lease
+            self.store.release_lease(run.model, run.id, lease)
+            return Recovery(
+                run_id=run.id,
+                model=run.model,
+                found=found,
+                did="left: finished meanwhile",
+                status=status,
+            )
+        graph_input: Any = None
+        if not snapshot.values:
+            graph_input = json.loads(run.summary or "{}").get("input")
+            if graph_input is None:
+                self.store.release_lease(run.model, run.id, lease)
+                self.store.update_run(
+                    run.id,
+                    status="failed",
+                    outcome="unrecoverable",
+                    summary={"error": "no checkpoint and no stored input"},
+                )
+                return Recovery(
+                    run_id=run.id,
+                    model=run.model,
+                    found=found,
+                    did="marked failed: nothing to resume from",
+                    status="failed",
+                )
+        view = self.lifecycle.drive(run.id, run.model, graph_input, lease)
+        did = "restarted from its input" if graph_input else "resumed from its checkpoint"
+        return Recovery(
+            run_id=run.id,
+            model=run.model,
+            found=found,
+            did=did,
+            status=view.status,
+            outcome=view.outcome,
+        )
+
+    def _apply_recorded(self, run: Run) -> Recovery:
+        recorded = self.store.approval_rows(run.id)[1]
+        found = f"waiting for approval with a recorded {recorded.decision} by {recorded.principal}"
+        try:
+            view = self.lifecycle.resume_run(run.id, wait=False)
+        except ModelBusy as exc:
+            return Recovery(
+                run_id=run.id, model=run.model, found=found, did=f"left: {exc}", status=run.status
+            )
+        return Recovery(
+            run_id=run.id,
+            model=run.model,
+            found=found,
+            did="applied the recorded decision",
+            status=view.status,
+            outcome=view.outcome,
+        )
