@@ -1,10 +1,12 @@
 """``make demo``: the control loop over a year of real flights (or the credit-card file).
 
-A champion is trained on the first batch; every later batch goes through the six agents.
-Then a second act on the same data: a model first checked long after its training, whose
-challenger the policy rates high risk. High-risk promotions pause for a person: asked on a
-terminal, approved with ``--approve-as`` otherwise, or left waiting (``driftpilot approve``
-finishes them later). The end names the API, the chat and the audit commands.
+A champion is trained on the first batch; every later batch goes through the six agents
+(the stream runner of ``driftpilot.stream``, the one the evals run). Then a second act on the
+same data: a model first checked long after its training, whose challenger the policy rates
+high risk. A run that waits for a person (a promotion of a tier other than low, or a
+quarantine streak escalated) says why, and is asked on a terminal, approved with
+``--approve-as`` otherwise, or left waiting (``driftpilot approve`` finishes it later). The
+end names the API, the chat and the audit commands.
 """
 
 from __future__ import annotations
@@ -12,17 +14,26 @@ from __future__ import annotations
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from rich.prompt import Prompt
 from rich.table import Table
 
 from driftpilot.runs.plane import ControlPlane, RunView
-
-if TYPE_CHECKING:
-    import polars as pl
+from driftpilot.stream import (
+    Answer,
+    Columns,
+    Reply,
+    Wait,
+    add_builtin_model,
+    answer_waits,
+    first_champion,
+    progress_bar,
+    run_batch,
+    run_batches,
+)
 
 REQUESTER = "driftpilot-demo"
 
@@ -68,10 +79,7 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run the demo story and return its rows (for tests and evals); ``second_act`` False
     stops after the year (an eval comparing years leaves the act's extra run out)."""
-    from tools.datasets import SPECS
-
-    if dataset not in SPECS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose from {sorted(SPECS)}")
+    columns = Columns.builtin(dataset, source=True)  # raises ValueError on an unknown dataset
     started = time.perf_counter()
     plane = ControlPlane()
     console.rule(f"[bold]DriftPilot demo - {dataset}, LLM backend: {plane.backend.name}")
@@ -79,18 +87,12 @@ def run_demo(
     name = _free_name(plane, f"{dataset}-demo")
     first_id, first = batches[0]
     with console.status(f"training the first champion on {first_id}..."):
-        model = _add_model(plane, name, first, dataset)
+        model = first_champion(plane, name, columns, batches, requester=REQUESTER)
     console.print(
         f"Model [bold]{name}[/]: champion v{model.champion} trained on {first_id} "
         f"({first.height:,} rows), validation roc_auc {model.baseline:.3f}."
     )
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=console,
-    )
+    progress = progress_bar(console)
     # The year's runs use one core (one thread per fit, one BLAS thread): the second act's run,
     # on another model (its own lease), goes alongside in a thread, as `driftpilot serve`
     # runs two at once, and is presented after the year. The graph (and its checkpointer) is
@@ -115,17 +117,18 @@ def _year(
     approve_as: str | None,
     interactive: bool,
 ) -> list[dict[str, Any]]:
-    """One control run per batch, in order; a high-risk promotion is put to a person."""
-    rows = []
-    task = progress.add_task("control runs", total=len(batches))
-    for batch_id, frame in batches:
-        progress.update(task, description=f"control run on {batch_id}")
-        view = plane.start_run(name, frame, batch_id, trigger="demo", requested_by=REQUESTER)
-        if view.status == "waiting_approval":
-            view = _ask(console, progress, plane, view, approve_as, interactive)
-        rows.append(_row(view))
-        progress.advance(task)
-    return rows
+    """One control run per batch, in order; a run that waits is put to a person."""
+    runs = run_batches(
+        plane,
+        name,
+        batches,
+        trigger="demo",
+        requester=REQUESTER,
+        answer=_answerer(console, progress, approve_as, interactive),
+        start=1,
+        progress=progress,
+    )
+    return [_row(run.view) for run in runs]
 
 
 @dataclass(frozen=True)
@@ -153,13 +156,15 @@ def _start_act_two(
     frames = dict(batches)
 
     def late_run() -> LateRun:
-        _add_model(plane, name, frames[trained_on], dataset)
+        add_builtin_model(
+            plane, name, frames[trained_on], dataset, principal=REQUESTER, source=True
+        )
         progress.update(task, advance=1, description=f"act two: control run on {checked_on}")
-        view = plane.start_run(
-            name, frames[checked_on], checked_on, trigger="demo", requested_by=REQUESTER
+        run = run_batch(  # left waiting: its question is put after the year's table
+            plane, name, frames[checked_on], checked_on, trigger="demo", requester=REQUESTER
         )
         progress.advance(task)
-        return LateRun(name, trained_on, checked_on, view)
+        return LateRun(name, trained_on, checked_on, run.view)
 
     return pool.submit(late_run)
 
@@ -182,8 +187,7 @@ def _act_two(
     )
     cicd = view.summary.get("cicd") or {}
     _explain(console, view)
-    if view.status == "waiting_approval":
-        view = _ask(console, None, plane, view, approve_as, interactive)
+    view, _ = answer_waits(plane, view, _answerer(console, None, approve_as, interactive))
     row = {
         **_row(view),
         "model": late.model,
@@ -215,35 +219,34 @@ def _explain(console: Console, view: RunView) -> None:
         console.print(f"Policy risk tier [bold]{cicd.get('tier')}[/]: {reasons}.")
 
 
-def _ask(
-    console: Console,
-    progress: Progress | None,
-    plane: ControlPlane,
-    view: RunView,
-    approve_as: str | None,
-    interactive: bool,
-) -> RunView:
-    request = view.approval_request or {}
-    console.print(
-        f"\n[yellow bold]High-risk promotion waits for a person[/] (run {view.run_id[:12]}):\n"
-        f"{request.get('description', '')}"
-    )
-    if approve_as:
-        console.print(f"Approved by [bold]{approve_as}[/] (--approve-as).")
-        return plane.decide(
-            view.run_id, "approve", approve_as, "approved with --approve-as in the demo"
+def _answerer(
+    console: Console, progress: Progress | None, approve_as: str | None, interactive: bool
+) -> Answer:
+    """The demo's answer to a waiting run: say why it waits, then approve as ``approve_as``,
+    ask at the terminal, or leave it waiting."""
+
+    def answer(wait: Wait) -> Reply:
+        console.print(
+            f"\n[yellow bold]{wait.headline}[/] (run {wait.run_id[:12]}):\n{wait.description}"
         )
-    if interactive:
-        if progress is not None:  # a live bar would redraw over the prompt
-            progress.stop()
-        answer = Prompt.ask("approve or reject?", choices=["approve", "reject"], default="approve")
-        who = Prompt.ask("your name", default="reviewer")
-        if progress is not None:
-            progress.start()
-        console.print(f"{answer.capitalize()}d by [bold]{who}[/].")
-        return plane.decide(view.run_id, answer, who, "answered at the demo prompt")
-    console.print(f"Left waiting. Finish it with: driftpilot approve {view.run_id} --as NAME")
-    return view
+        if approve_as:
+            console.print(f"Approved by [bold]{approve_as}[/] (--approve-as).")
+            return "approve", approve_as, "approved with --approve-as in the demo"
+        if interactive:
+            if progress is not None:  # a live bar would redraw over the prompt
+                progress.stop()
+            choice = Prompt.ask(
+                "approve or reject?", choices=["approve", "reject"], default="approve"
+            )
+            who = Prompt.ask("your name", default="reviewer")
+            if progress is not None:
+                progress.start()
+            console.print(f"{choice.capitalize()}d by [bold]{who}[/].")
+            return choice, who, "answered at the demo prompt"
+        console.print(f"Left waiting. Finish it with: driftpilot approve {wait.run_id} --as NAME")
+        return None
+
+    return answer
 
 
 def _row(view: RunView) -> dict[str, Any]:
@@ -348,20 +351,3 @@ def _next_steps(mlflow_uri: str, late: dict[str, Any] | None) -> list[tuple[str,
     if late and late["status"] == "waiting_approval":
         steps.insert(0, (f"driftpilot approve {run} --as NAME", "finish act two (or reject)"))
     return steps
-
-
-def _add_model(plane: ControlPlane, name: str, first: pl.DataFrame, dataset: str) -> Any:
-    """A managed model of a built-in dataset's spec, its first champion trained on ``first``."""
-    from tools.datasets import SPECS
-
-    spec = SPECS[dataset]
-    return plane.add_model(
-        name,
-        first,
-        target=spec.target,
-        time_col=spec.time_col,
-        numeric=spec.numeric,
-        categorical=spec.categorical,
-        source=dataset,
-        principal=REQUESTER,
-    )

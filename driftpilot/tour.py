@@ -12,10 +12,10 @@ from typing import Any
 
 import polars as pl
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from driftpilot.core.settings import Settings, get_settings
+from driftpilot.stream import progress_bar
 from tools.datasets import WEATHER
 
 MODEL_NAME = "flights-delay"
@@ -71,7 +71,7 @@ def _months_vs_january(
     columns = [*FLIGHTS.features, FLIGHTS.target]
     profile = profile_reference(months["2013-01"], columns)
     rows = []
-    with _progress(console) as progress:
+    with progress_bar(console) as progress:
         task = progress.add_task("quality + drift + champion AUC", total=len(months) - 1)
         for month, frame in list(months.items())[1:]:
             verdict = check_batch(frame.select(columns), profile)
@@ -186,16 +186,6 @@ def _round_trip(console: Console, settings: Settings, model: Any, rows: pl.DataF
     same = bool((loaded.predict_proba(rows) == model.predict_proba(rows)).all())
     outcome = "[green]identical predictions[/]" if same else "[red]predictions DIFFER[/]"
     console.print(f"Load by alias 'challenger' from MLflow: {outcome}.")
-
-
-def _progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=console,
-    )
 
 
 def _month_table(rows: list[dict[str, Any]]) -> Table:

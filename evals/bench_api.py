@@ -26,10 +26,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
 import os
-import platform
 import random
 import socket
 import subprocess
@@ -40,7 +38,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +45,8 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import event
+
+from evals.common import git_commit, machine, write_json
 
 RESULTS = Path(__file__).parent / "results"
 DRIFTPILOT = Path(sys.executable).with_name("driftpilot")
@@ -118,6 +117,7 @@ def prepare(home: Path, rows: int, streams: int) -> Home:
     """The flights model with its first champion, the audit rows, an admin key, and
     ``streams`` real runs that were cancelled before they ran."""
     from driftpilot.runs.plane import ControlPlane
+    from driftpilot.stream import add_builtin_model
     from evals.harness import eval_settings
     from tools.data import split_batches
     from tools.datasets import FLIGHTS, flights
@@ -128,15 +128,8 @@ def prepare(home: Path, rows: int, streams: int) -> Home:
         b.info.batch_id: b.frame for b in split_batches(frame, FLIGHTS.time_col, every="month")
     }
     cp = ControlPlane(settings)
-    cp.add_model(
-        "flights",
-        months["2013-01"].sample(n=4000, seed=1).sort(FLIGHTS.time_col),
-        target=FLIGHTS.target,
-        time_col=FLIGHTS.time_col,
-        numeric=FLIGHTS.numeric,
-        categorical=FLIGHTS.categorical,
-        principal="bench",
-    )
+    first = months["2013-01"].sample(n=4000, seed=1).sort(FLIGHTS.time_col)
+    add_builtin_model(cp, "flights", first, "flights", principal="bench")
     # Seeding only: no fsync per appended row (the server opens its own connections later).
     event.listen(cp.store.engine, "connect", _no_fsync)
     cp.store.engine.dispose()
@@ -394,26 +387,8 @@ def first_event(client: httpx.Client, run_ids: list[str]) -> dict[str, Any]:
     return summary(latencies, errors, first_events=sorted(names))
 
 
-def machine() -> dict[str, Any]:
-    packages = ["fastapi", "starlette", "uvicorn", "sse-starlette", "httpx", "sqlalchemy"]
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            cwd=Path(__file__).parent,
-            check=False,
-        ).stdout.strip()
-    except OSError:
-        commit = ""
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "versions": {p: version(p) for p in packages},
-        "commit": commit,
-    }
+# What the API's numbers depend on, recorded with the machine's facts.
+PACKAGES = ("fastapi", "starlette", "uvicorn", "sse-starlette", "httpx", "sqlalchemy")
 
 
 # -- main -----------------------------------------------------------------------------------------
@@ -488,11 +463,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "and streams: one request at a time (httpx.Client), while the executor runs the "
             "first created run and the rest wait for the model (enqueue)."
         ),
-        "machine": machine() | {"loadavg_before": load_before, "loadavg_after": os.getloadavg()},
+        "machine": machine(PACKAGES)
+        | {"commit": git_commit(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.out, results)
     print_table(console, results)
     console.print(f"wrote {args.out}")
     return results

@@ -27,7 +27,6 @@ row *i* (the raw report gets the very same rows). Prints a table and writes
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import statistics
@@ -42,7 +41,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from evals.harness import machine
+from evals.common import machine, write_json
 
 RESULTS = Path(__file__).parent / "results"
 TARGET_OVERHEAD = 1.2  # (a): agents, audit and checkpointing add at most 20 %
@@ -150,30 +149,28 @@ class Setup:
         self.settings = self.plane.settings.ensure_dirs()
 
     def add(self, name: str, initial: pl.DataFrame) -> None:
-        from tools.datasets import FLIGHTS
+        from driftpilot.stream import add_builtin_model
 
-        self.plane.add_model(
-            name,
-            initial,
-            target=FLIGHTS.target,
-            time_col=FLIGHTS.time_col,
-            numeric=FLIGHTS.numeric,
-            categorical=FLIGHTS.categorical,
-            source="flights",
-            principal=REQUESTER,
-        )
+        add_builtin_model(self.plane, name, initial, "flights", principal=REQUESTER, source=True)
 
     def run(self, model: str, batch: pl.DataFrame, batch_id: str) -> dict[str, Any]:
-        """One control run (approved by another principal if it waits); wall and CPU seconds,
-        outcome and the seconds of each audited tool call."""
+        """One control run (its questions approved by another principal if it waits); wall
+        and CPU seconds, outcome and the seconds of each audited tool call."""
         from driftpilot.store.models import ToolCall
+        from driftpilot.stream import run_batch
 
         cpu, start = cpu_seconds(), time.perf_counter()
-        view = self.plane.start_run(model, batch, batch_id, trigger="bench", requested_by=REQUESTER)
-        approved = view.status == "waiting_approval"
-        if approved:
-            view = self.plane.decide(view.run_id, "approve", APPROVER, "bench_loop")
+        run = run_batch(
+            self.plane,
+            model,
+            batch,
+            batch_id,
+            trigger="bench",
+            requester=REQUESTER,
+            answer=lambda wait: ("approve", APPROVER, "bench_loop"),
+        )
         wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu
+        view, approved = run.view, bool(run.waits)
         calls = self.plane.store.list_rows(ToolCall, ToolCall.run_id == view.run_id)
         return {
             "wall_s": round(wall, 4),
@@ -480,16 +477,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     results["machine"]["loadavg_after"] = os.getloadavg()
     results["wall_s"] = round(time.perf_counter() - started, 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(_public(results), indent=2))
+    write_json(args.out, results)
     console.print(render(results))
     console.print(f"written: {args.out}")
     return results
-
-
-def _public(results: dict[str, Any]) -> dict[str, Any]:
-    """The results without run summaries (kept only in memory)."""
-    return json.loads(json.dumps(results, default=str))
 
 
 def _s(value: float | None) -> str:

@@ -10,8 +10,6 @@ trip. Prints a table and writes ``evals/results/bench_tools.json``.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import tempfile
 import time
@@ -23,6 +21,8 @@ from typing import Any
 import polars as pl
 from rich.console import Console
 from rich.table import Table
+
+from evals.common import machine, write_json
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -118,8 +118,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     assert settings.reports_dir is not None
     results: dict[str, Any] = {
         "started": datetime.now(UTC).isoformat(),
-        "machine": platform.platform(),
-        "python": platform.python_version(),
+        "machine": machine(),
         "threads": settings.threads,
     }
     start = time.perf_counter()
@@ -198,9 +197,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "alias_and_load_median_s": round(statistics.median(r[1] for r in rounds), 3),
             "idempotent_reregister_s": round(time.perf_counter() - start, 3),
         }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / "bench_tools.json"
-    out.write_text(json.dumps(results, indent=2))
+    out = write_json(RESULTS / "bench_tools.json", results)
     console.print(render(results))
     console.print(f"written: {out}")
     return results

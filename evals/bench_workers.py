@@ -36,7 +36,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from evals.harness import machine, write_json
+from evals.common import machine, write_json
 
 RESULTS = Path(__file__).parent / "results"
 DRIFTPILOT = str(Path(sys.executable).with_name("driftpilot"))
@@ -81,6 +81,7 @@ def setup(env: dict[str, str]) -> tuple[Any, dict[str, pl.DataFrame]]:
     """The plane of the benchmark's home with the four models added; flights by month."""
     from driftpilot.core.settings import Settings
     from driftpilot.runs.plane import ControlPlane
+    from driftpilot.stream import add_builtin_model
     from tools.data import split_batches
     from tools.datasets import FLIGHTS, flights
 
@@ -93,15 +94,8 @@ def setup(env: dict[str, str]) -> tuple[Any, dict[str, pl.DataFrame]]:
     }
     jan = months["2013-01"].sample(n=8000, seed=11).sort(FLIGHTS.time_col)
     for i, name in enumerate(MODELS):
-        plane.add_model(
-            name,
-            jan.slice(i * 2000, 2000).sort(FLIGHTS.time_col),
-            target=FLIGHTS.target,
-            time_col=FLIGHTS.time_col,
-            numeric=FLIGHTS.numeric,
-            categorical=FLIGHTS.categorical,
-            principal="bench",
-        )
+        first = jan.slice(i * 2000, 2000).sort(FLIGHTS.time_col)
+        add_builtin_model(plane, name, first, "flights", principal="bench")
     from driftpilot.execution.queue import Queue
 
     Queue(plane).ensure_schema()  # as a worker does at start (the phases count workers)

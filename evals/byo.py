@@ -18,6 +18,7 @@ from rich.console import Console
 
 from driftpilot.core.errors import ConfigError
 from driftpilot.core.settings import get_settings
+from evals.common import machine, write_json
 from evals.harness import (
     Approvals,
     StreamResult,
@@ -25,11 +26,9 @@ from evals.harness import (
     batch_table,
     cut,
     load_table,
-    machine,
     plane_for,
     prepare,
     run_stream,
-    write_json,
 )
 
 # A built-in dataset's batches when --batch is not given (credit cards: two days of seconds)

@@ -141,6 +141,7 @@ def build_home(home: Path) -> Path:
 
     from driftpilot.core.settings import Settings
     from driftpilot.runs.plane import ControlPlane
+    from driftpilot.stream import add_builtin_model
     from tools.data import split_batches
     from tools.datasets import SPECS, load_dataset
 
@@ -167,15 +168,8 @@ def build_home(home: Path) -> Path:
     }
     cp = ControlPlane(settings)
     try:
-        cp.add_model(
-            MODEL,
-            months["2013-01"].sample(n=6000, seed=1).sort(spec.time_col),
-            target=spec.target,
-            time_col=spec.time_col,
-            numeric=spec.numeric,
-            categorical=spec.categorical,
-            principal="eval-owner",
-        )
+        first = months["2013-01"].sample(n=6000, seed=1).sort(spec.time_col)
+        add_builtin_model(cp, MODEL, first, "flights", principal="eval-owner")
         july = months["2013-07"].sample(n=8000, seed=3).sort(spec.time_col)
         cp.start_run(MODEL, july, "2013-07", requested_by="eval-owner")
         if cp.model_view(MODEL).champion != 2:

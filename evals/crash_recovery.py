@@ -98,20 +98,12 @@ def drill(
     data: dict[str, Any],
 ) -> dict[str, Any]:
     from driftpilot.store.models import ChampionChange, Run
+    from driftpilot.stream import add_builtin_model
     from tools import registry
-    from tools.datasets import FLIGHTS
 
     env = _home(root, f"drill-{index}", risk, ttl)
     cp = _plane(env)
-    cp.add_model(
-        "flights",
-        data["initial"],
-        target=FLIGHTS.target,
-        time_col=FLIGHTS.time_col,
-        numeric=FLIGHTS.numeric,
-        categorical=FLIGHTS.categorical,
-        principal="alice",
-    )
+    add_builtin_model(cp, "flights", data["initial"], "flights", principal="alice")
     batch = root / f"july-{index}.parquet"
     data["july"].write_parquet(batch)
     if mode == "decide":  # reach the approval first, then kill the approved resume

@@ -1,9 +1,11 @@
 """The evaluation harness: DriftPilot's control loop over the batches of a labelled table.
 
 ``run_stream`` is the one path every eval takes (``driftpilot eval`` on a user's table, the
-built-in datasets, the CTGAN scenarios, the policy comparison): the first ``initial`` batches
-train the first champion, every later batch is one control run, and high-risk promotions are
-approved by a named evaluator principal, rejected, or left waiting. Each batch becomes a
+built-in datasets, the CTGAN scenarios, the policy comparison), over the stream runner the
+demo runs too (``driftpilot.stream``): the first ``initial`` batches train the first
+champion, every later batch is one control run, and a run that waits for a person (a
+high-risk promotion, an escalated quarantine streak) is approved by a named evaluator
+principal, rejected, or left waiting, as the spec says for that question. Each batch becomes a
 ``BatchRow``: what the loop saw (drift share, the deployed champion's metric on the batch
 *before* anything trains on it: the prequential score), what it decided and what came of it,
 with the LLM calls and tokens its agents spent.
@@ -16,7 +18,6 @@ booleans categorical, identifier-like strings left out) unless named.
 from __future__ import annotations
 
 import json
-import platform
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,13 +27,13 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import BaseModel, Field
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from driftpilot import stream as loop
 from driftpilot.core.errors import ConfigError, DataError, SchemaError
 from driftpilot.core.llm import Backend
 from driftpilot.core.settings import Settings, get_settings
-from driftpilot.runs.plane import ControlPlane, RunView
+from driftpilot.runs.plane import ControlPlane
 
 Approvals = Literal["approve", "reject", "wait"]
 REQUESTER = "driftpilot-eval"
@@ -252,73 +253,57 @@ def run_stream(
             "champion (use a shorter --batch period, or fewer --initial batches)"
         )
     started = time.perf_counter()
-    first = pl.concat([frame for _, frame in batches[: spec.initial]], how="vertical_relaxed")
-    model = plane.add_model(
-        spec.name,
-        first,
+    columns = loop.Columns(
         target=spec.target,
         time_col=spec.time_col,
         numeric=spec.numeric,
         categorical=spec.categorical,
         family=spec.family,
-        principal=REQUESTER,
     )
-    bootstrap_s = time.perf_counter() - started
-    rows = []
-    with _progress(console) as progress:
-        task = progress.add_task("control runs", total=len(batches) - spec.initial)
-        for index, (batch_id, frame) in enumerate(batches):
-            if index < spec.initial:
-                continue
-            progress.update(task, description=f"control run on {batch_id}")
-            rows.append(_one_batch(plane, spec, index, batch_id, frame))
-            progress.advance(task)
+    with loop.progress_bar(console) as progress:
+        stream = loop.run_stream(
+            plane,
+            spec.name,
+            columns,
+            batches,
+            trigger="eval",
+            requester=REQUESTER,
+            answer=_answer(spec),
+            initial=spec.initial,
+            progress=progress,
+        )
+    rows = [_row(plane, run) for run in stream.runs]
     return StreamResult(
         model=spec.name,
         llm=plane.settings.llm,
         backend=plane.backend.name,
         rows=rows,
-        bootstrap_s=bootstrap_s,
+        bootstrap_s=stream.bootstrap_s,
         wall_s=time.perf_counter() - started,
         audit_verified=plane.verify().ok,
-        baseline=model.baseline,
+        baseline=stream.model.baseline,
     )
 
 
-def _progress(console: Console | None) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=console,
-        disable=console is None,
-    )
+def _answer(spec: StreamSpec) -> loop.Answer:
+    """The spec's answer to each question a run asks: ``escalations`` to whether a
+    quarantined batch is the new normal, ``approvals`` to a promotion."""
 
-
-def _one_batch(
-    plane: ControlPlane, spec: StreamSpec, index: int, batch_id: str, frame: pl.DataFrame
-) -> BatchRow:
-    started = time.perf_counter()
-    view = plane.start_run(spec.name, frame, batch_id, trigger="eval", requested_by=REQUESTER)
-    # A run may ask twice: whether to accept a quarantined batch, then whether to promote.
-    while view.status == "waiting_approval":
-        step = json.loads(plane.store.approval_rows(view.run_id)[0].payload).get("step")
-        flag, answer = (
+    def answer(wait: loop.Wait) -> loop.Reply:
+        flag, reply = (
             ("--escalations", spec.escalations)
-            if step == "escalation"
+            if wait.step == "escalation"
             else ("--approvals", spec.approvals)
         )
-        if answer == "wait":
-            break
-        comment = f"{flag} {answer} in an eval"
-        view = plane.decide(view.run_id, answer, spec.approver, comment)
-    return _row(plane, view, index, frame, time.perf_counter() - started)
+        if reply == "wait":
+            return None
+        return reply, spec.approver, f"{flag} {reply} in an eval"
+
+    return answer
 
 
-def _row(
-    plane: ControlPlane, view: RunView, index: int, frame: pl.DataFrame, seconds: float
-) -> BatchRow:
+def _row(plane: ControlPlane, run: loop.BatchRun) -> BatchRow:
+    view = run.view
     summary = view.summary
     ingestion = summary.get("ingestion") or {}
     drift = summary.get("drift") or {}
@@ -327,9 +312,9 @@ def _row(
     quarantined = ingestion.get("action") in ("quarantine", "escalate")
     promoted = promotion.get("version") if promotion.get("status") != "superseded" else None
     row = BatchRow(
-        index=index,
+        index=run.index,
         batch_id=view.batch_id,
-        n_rows=frame.height,
+        n_rows=run.n_rows,
         drift_share=drift.get("drift_share"),
         champion_metric=drift.get(metric),
         action="quarantine" if quarantined else str(drift.get("action") or view.status),
@@ -337,7 +322,7 @@ def _row(
         risk_tier=(summary.get("cicd") or {}).get("tier"),
         promoted=promoted,
         retrained=bool(summary.get("retraining")),
-        seconds=round(seconds, 3),
+        seconds=round(run.seconds, 3),
         run_id=view.run_id,
         reason=str(ingestion.get("reason") or ""),
         unsafe=promoted is not None and _unsafe(summary),
@@ -594,61 +579,6 @@ def batch_table(result: StreamResult, title: str) -> Table:
 
 def _fmt(value: float | None, digits: int) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
-
-
-# Versions recorded with every result: what the numbers depend on.
-PACKAGES = (
-    "polars",
-    "pandas",
-    "numpy",
-    "evidently",
-    "mlflow",
-    "optuna",
-    "lightgbm",
-    "catboost",
-    "langgraph",
-    "langgraph-checkpoint-sqlite",
-    "sqlalchemy",
-    "pydantic",
-)
-
-
-def machine() -> dict[str, Any]:
-    """Where and on what the numbers were measured: cores (and those usable here), load,
-    Python and the versions of the libraries that do the work."""
-    import os
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions: dict[str, str | None] = {}
-    for package in PACKAGES:
-        try:
-            versions[package] = version(package)
-        except PackageNotFoundError:
-            versions[package] = None
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        usable = os.cpu_count() or 1
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cores": os.cpu_count(),
-        "usable_cores": usable,
-        "polars_threads": pl.thread_pool_size(),
-        "loadavg": os.getloadavg(),
-        "versions": versions,
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> Path:
-    """Write results atomically (a reader never sees half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    tmp.replace(path)
-    return path
 
 
 def estimate_text(estimation: dict[str, Any] | None) -> str:

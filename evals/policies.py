@@ -47,15 +47,14 @@ from driftpilot.core.errors import ModelError
 from driftpilot.core.policy import Policy
 from driftpilot.core.settings import Settings
 from driftpilot.runs.plane import ControlPlane
+from evals.common import machine, write_json
 from evals.harness import (
     BatchRow,
     StreamResult,
     StreamSpec,
     cut,
-    machine,
     plane_for,
     run_stream,
-    write_json,
 )
 from tools.datasets import SPECS, load_dataset
 from tools.drift import Scorer, model_performance

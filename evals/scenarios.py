@@ -51,15 +51,14 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
+from evals.common import machine, write_json
 from evals.harness import (
     BatchRow,
     StreamResult,
     StreamSpec,
     estimate_text,
-    machine,
     plane_for,
     run_stream,
-    write_json,
 )
 from tools.datasets import SPECS, DatasetSpec, load_dataset
 from tools.drift import model_performance

@@ -41,7 +41,8 @@ from rich.console import Console
 from rich.table import Table
 
 from driftpilot.core.settings import get_settings
-from evals.harness import cut, machine, write_json
+from evals.common import machine, write_json
+from evals.harness import cut
 from tools.datasets import FLIGHTS, WEATHER, load_dataset
 from tools.drift import data_drift, model_performance
 from tools.shift import ShiftConfig, domain_classifier, effect_sizes

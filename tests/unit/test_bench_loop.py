@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import polars as pl
@@ -60,7 +62,16 @@ def test_tool_seconds_sums_per_tool_and_skips_llm_calls() -> None:
     assert bench_loop.tool_seconds(rows) == {"drift.data_drift": 2.0, "quality.check_batch": 0.012}
 
 
-def test_machine_facts() -> None:
-    facts = bench_loop.machine()
+def test_machine_facts_and_results_files(tmp_path: Path) -> None:
+    from evals.common import machine, write_json
+
+    facts = machine()
     assert facts["cores"] and facts["usable_cores"] >= 1 and facts["python"].startswith("3.")
     assert facts["versions"]["polars"] == pl.__version__
+    assert machine(["polars", "no-such-package"])["versions"] == {
+        "polars": pl.__version__,
+        "no-such-package": None,
+    }
+    out = write_json(tmp_path / "deep" / "r.json", {"facts": facts, "at": tmp_path})
+    assert json.loads(out.read_text())["at"] == str(tmp_path)  # paths written as text
+    assert [p.name for p in out.parent.iterdir()] == ["r.json"]  # no temporary file left
