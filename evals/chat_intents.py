@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
+from evals.common import write_json
+
 if TYPE_CHECKING:
     from driftpilot.runs.plane import ControlPlane
     from ui.intents import Intent
@@ -264,8 +266,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     suffix = "" if args.llm == "builtin" else "_" + args.llm.replace(":", "_").replace("/", "_")
     out = args.out or RESULTS / f"chat_intents{suffix}{'_parse' if args.parse_only else ''}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out, result)
     console.print(f"wrote {out}")
     return result
 

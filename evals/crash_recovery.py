@@ -13,7 +13,6 @@ the seconds recovery took.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -26,6 +25,8 @@ from typing import Any
 import yaml
 from rich.console import Console
 from rich.table import Table
+
+from evals.common import write_json
 
 RESULTS = Path(__file__).parent / "results"
 POLICY = {
@@ -159,9 +160,8 @@ def main() -> None:
         }
         rows = [drill(root, i, *spec, args.ttl, data) for i, spec in enumerate(DRILLS)]
     _print(rows)
-    RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "crash_recovery.json"
-    out.write_text(json.dumps({"at": datetime.now(UTC).isoformat(), "drills": rows}, indent=2))
+    write_json(out, {"at": datetime.now(UTC).isoformat(), "drills": rows})
     print(f"written {out}")
 
 

@@ -30,6 +30,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from evals.common import write_json
+
 RESULTS = Path(__file__).parent / "results"
 APPROVER = "eval-approver"
 
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     console = Console()
     if args.save_builtin:  # the builtin year alone, for later --builtin runs
         year = {"builtin": _year(console, "builtin", None)}
-        args.save_builtin.write_text(json.dumps(year, indent=2, default=str))
+        write_json(args.save_builtin, year)
         return year
     model = args.model or LOCAL_MODEL_NAME
     if args.from_home:
@@ -86,8 +88,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "builtin": builtin,
         "comparison": compare(llm["months"], builtin["months"]),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "real_llm.json").write_text(json.dumps(result, indent=2, default=str))
+    write_json(RESULTS / "real_llm.json", result)
     console.print(_table(result["agents"], model))
     console.print(_comparison_table(result["comparison"]))
     return result
@@ -175,8 +176,7 @@ def _partial(
         result["builtin"] = year
         result["comparison"] = compare(months, [m for m in year["months"] if m["batch"] in done])
         console.print(_comparison_table(result["comparison"]))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "real_llm.json").write_text(json.dumps(result, indent=2, default=str))
+    write_json(RESULTS / "real_llm.json", result)
     console.print(_table(result["agents"], f"{model} (partial: {len(runs)} runs)"))
     return result
 
