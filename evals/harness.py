@@ -242,7 +242,9 @@ def run_stream(
     console: Console | None = None,
 ) -> StreamResult:
     """Train the first champion on the first ``spec.initial`` batches, then run the control
-    loop on each later batch, answering approvals as ``spec.approvals`` says.
+    loop on each later batch (``driftpilot.stream.run_stream``, the demo's runner too): a
+    promotion that waits is answered as ``spec.approvals`` says, an escalated quarantine
+    streak as ``spec.escalations`` says.
 
     Raises:
         ConfigError: fewer batches than ``initial + 1``.
