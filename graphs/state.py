@@ -3,18 +3,170 @@
 from __future__ import annotations
 
 import operator
-from typing import Annotated, Any, Literal, TypedDict, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import Field
+from typing_extensions import TypedDict
 
 from driftpilot.core.errors import PolicyViolation
 
 R = TypeVar("R", bound=str)
 
+# The slices are typing_extensions TypedDicts (plain dicts in the checkpoints, as before; the
+# typing ones are opaque to pydantic on Python 3.11, so LangGraph's JSON schemas failed on
+# them). Each field is described; a slice may carry more keys than it names (older runs,
+# a replay's "replay" notes), and every key is optional (total=False): a slice grows as its
+# agent writes it.
+
+
+def _d(text: str) -> Any:
+    return Field(description=text)
+
 
 class BatchRef(TypedDict):
-    batch_id: str
-    path: str
-    n_rows: int
-    content_hash: str
+    """The batch a run was started on."""
+
+    batch_id: Annotated[str, _d("The batch's name (e.g. its month).")]
+    path: Annotated[str, _d("Where the incoming batch was staged (parquet).")]
+    n_rows: Annotated[int, _d("Rows in the batch.")]
+    content_hash: Annotated[str, _d("sha256 of the batch's content.")]
+
+
+class IngestionSlice(TypedDict, total=False):
+    """What the ingestion agent decided and where it filed the batch."""
+
+    action: Annotated[Literal["accept", "quarantine", "escalate"], _d("The decision.")]
+    reason: Annotated[str, _d("Why the batch was quarantined ('' when accepted).")]
+    path: Annotated[str, _d("The filed copy of the batch.")]
+    warnings: Annotated[list[str], _d("Quality warnings (the batch passed).")]
+    risky_warnings: Annotated[list[str], _d("Warning checks the risk rules count.")]
+    conversions: Annotated[list[str], _d("Types conformed to the reference window.")]
+    time_range: Annotated[dict[str, Any] | None, _d("The batch's first and last time.")]
+    quarantine_streak: Annotated[int, _d("Quarantines in a row before this batch.")]
+    accepted_by: Annotated[str, _d("Who accepted an escalated batch as the new normal.")]
+
+
+class EscalationSlice(TypedDict, total=False):
+    """A person's answer to an escalated quarantine."""
+
+    decision: Annotated[str, _d("approve or reject.")]
+    approver: Annotated[str, _d("Who answered.")]
+    comment: Annotated[str | None, _d("What they said.")]
+    accepted: Annotated[bool, _d("The batch goes on (approved, and bound to this batch).")]
+
+
+class DriftSlice(TypedDict, total=False):
+    """The drift analyst's verdict, the policy's signals and the measurements."""
+
+    action: Annotated[Literal["none", "monitor", "retrain"], _d("The verdict.")]
+    severity: Annotated[str, _d("none, low, medium or high.")]
+    drift_share: Annotated[float, _d("Evidently: share of columns whose test fired.")]
+    weighted_share: Annotated[float, _d("Importance-weighted share of material shifts.")]
+    material: Annotated[bool, _d("The shift is material under the policy.")]
+    significant_drop: Annotated[bool, _d("The champion's score dropped significantly.")]
+    stale: Annotated[bool, _d("Too long since the last retrain.")]
+    labels_requested: Annotated[bool, _d("An estimated drop with material drift: labels asked.")]
+    expected_gain: Annotated[float | None, _d("P(promotion) of a retrain from history.")]
+    signals: Annotated[list[str], _d("The policy's signals, in words.")]
+    drifted_columns: Annotated[list[str], _d("Columns that shifted materially.")]
+    skipped_columns: Annotated[dict[str, str], _d("Columns not tested, with the reason.")]
+    domain_auc: Annotated[float | None, _d("The domain classifier's AUC.")]
+    report: Annotated[str | None, _d("The Evidently report (gzip HTML).")]
+    champion_version: Annotated[int | None, _d("The champion measured.")]
+    baseline: Annotated[float | None, _d("The champion's out-of-time ROC AUC.")]
+    roc_auc: Annotated[float, _d("The champion's ROC AUC on the labelled batch.")]
+    roc_auc_low: Annotated[float, _d("Its interval's lower bound.")]
+    roc_auc_high: Annotated[float, _d("Its interval's upper bound.")]
+    metric_drop: Annotated[float, _d("Baseline minus the (estimated) score.")]
+    metric_drop_low: Annotated[float, _d("The drop's lower bound.")]
+    estimated_roc_auc: Annotated[float, _d("CBPE estimate of the champion's ROC AUC.")]
+    estimated_low: Annotated[float, _d("The estimate's lower bound.")]
+    estimated_high: Annotated[float, _d("The estimate's upper bound.")]
+    estimate_error: Annotated[str, _d("Why no estimate could be made.")]
+    fresh_gain: Annotated[float, _d("What a quick retrain wins over the champion.")]
+    fresh_gain_low: Annotated[float, _d("Its interval's lower bound.")]
+    fresh_gain_high: Annotated[float, _d("Its interval's upper bound.")]
+
+
+class OptimizerSlice(TypedDict, total=False):
+    """The study the optimizer ran."""
+
+    family: Annotated[str, _d("The model family tuned.")]
+    n_trials: Annotated[int, _d("Trials planned.")]
+    study: Annotated[str, _d("The Optuna study's name.")]
+    best_params: Annotated[dict[str, Any], _d("The best trial's parameters.")]
+    best_value: Annotated[float | None, _d("The best trial's score.")]
+    n_complete: Annotated[int, _d("Trials completed.")]
+    n_pruned: Annotated[int, _d("Trials pruned.")]
+
+
+class RetrainingSlice(TypedDict, total=False):
+    """The challenger retraining fitted and logged (an MLflow run, not yet a version)."""
+
+    mlflow_run_id: Annotated[str, _d("The MLflow run of the challenger.")]
+    model_uri: Annotated[str, _d("The logged model.")]
+    model_id: Annotated[str | None, _d("MLflow's logged-model id.")]
+    family: Annotated[str, _d("The challenger's family.")]
+    window: Annotated[int, _d("Accepted batches trained on.")]
+    rows: Annotated[int, _d("Training rows.")]
+    window_path: Annotated[str, _d("The training window (parquet).")]
+    holdout_path: Annotated[str, _d("The holdout (parquet).")]
+    valid_roc_auc: Annotated[float | None, _d("Validation ROC AUC of the fit.")]
+    window_quality_warnings: Annotated[int, _d("Risky warnings of the window's batches.")]
+    version: Annotated[int, _d("The registered version (runs before cicd registered it).")]
+
+
+class EvaluationSlice(TypedDict, total=False):
+    """Champion vs challenger on the holdout, and the evaluator's verdict."""
+
+    action: Annotated[Literal["promote", "reject"], _d("The verdict.")]
+    metric: Annotated[str, _d("The metric compared.")]
+    n_rows: Annotated[int, _d("Holdout rows.")]
+    champion: Annotated[float, _d("The champion's score.")]
+    challenger: Annotated[float, _d("The challenger's score.")]
+    gain: Annotated[float, _d("Challenger minus champion.")]
+    ci_low: Annotated[float, _d("The gain's interval, lower bound.")]
+    ci_high: Annotated[float, _d("The gain's interval, upper bound.")]
+    confidence: Annotated[float, _d("The interval's confidence.")]
+    n_boot: Annotated[int, _d("Bootstrap resamples.")]
+    significant: Annotated[bool, _d("The interval excludes zero on the better side.")]
+    prediction_divergence: Annotated[float, _d("Mean absolute score difference.")]
+    interval_above_zero: Annotated[bool, _d("The challenger is better at this confidence.")]
+    champion_version: Annotated[int | None, _d("The champion compared (None: none yet).")]
+    challenger_roc_auc: Annotated[float | None, _d("The challenger's own ROC AUC.")]
+    challenger_low: Annotated[float | None, _d("Its interval's lower bound.")]
+    challenger_high: Annotated[float | None, _d("Its interval's upper bound.")]
+
+
+class CicdSlice(TypedDict, total=False):
+    """The release decision."""
+
+    tier: Annotated[Literal["low", "high"], _d("low promotes at once; high waits for a person.")]
+    reasons: Annotated[list[str], _d("The high-risk rules that fired.")]
+    summary: Annotated[str, _d("What the promotion changes, for the approver.")]
+    version: Annotated[int, _d("The challenger's registered version.")]
+
+
+class ApprovalSlice(TypedDict, total=False):
+    """A person's answer to a high-risk promotion."""
+
+    decision: Annotated[Literal["approve", "reject"], _d("The answer.")]
+    approver: Annotated[str, _d("Who answered.")]
+    comment: Annotated[str | None, _d("What they said.")]
+
+
+class PromotionSlice(TypedDict, total=False):
+    """What the promote step did."""
+
+    status: Annotated[Literal["promoted", "superseded"], _d("Moved, or the champion had moved.")]
+    version: Annotated[int, _d("The challenger's version.")]
+    previous: Annotated[int | None, _d("The champion it replaced.")]
+    approved_by: Annotated[str, _d("Who authorised it (policy:low-risk for low risk).")]
+    family: Annotated[str, _d("The new champion's family.")]
+    window_path: Annotated[str, _d("The new reference window.")]
+    baseline: Annotated[float, _d("The new champion's out-of-time ROC AUC.")]
+    compared_against: Annotated[int | None, _d("Superseded: the champion it was compared to.")]
+    champion_now: Annotated[int | None, _d("Superseded: the champion by then.")]
 
 
 # The slices the agents write, in flow order (what a run's summary shows).
@@ -32,19 +184,21 @@ SLICES = (
 
 
 class ControlState(TypedDict, total=False):
+    """The state of one control run: its input, each agent's slice, the outcome, events."""
+
     run_id: str
     model: str
     requested_by: str
     batch: BatchRef
-    ingestion: dict[str, Any]
-    escalation: dict[str, Any]
-    drift: dict[str, Any]
-    optimizer: dict[str, Any]
-    retraining: dict[str, Any]
-    evaluation: dict[str, Any]
-    cicd: dict[str, Any]
-    approval: dict[str, Any]
-    promotion: dict[str, Any]
+    ingestion: IngestionSlice
+    escalation: EscalationSlice
+    drift: DriftSlice
+    optimizer: OptimizerSlice
+    retraining: RetrainingSlice
+    evaluation: EvaluationSlice
+    cicd: CicdSlice
+    approval: ApprovalSlice
+    promotion: PromotionSlice
     outcome: str
     events: Annotated[list[str], operator.add]
 
