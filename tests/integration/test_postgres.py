@@ -1,46 +1,33 @@
-"""The audit store, the LangGraph checkpointer and Optuna on a real PostgreSQL server.
+"""What only PostgreSQL has: the migrations' advisory lock and triggers, the LangGraph
+checkpoint tables set up by processes at once and a graph thread across checkpointers, and one
+Optuna study optimised by two processes at once.
 
 The server is Debian's, started by ``tests/pg.py`` in a temporary directory; every test gets
-a fresh database. The append-only triggers, the chain-append advisory lock (two real
-processes), tamper detection with the triggers disabled (as a superuser could), leases,
-approvals, schedules, checkpoints across processes, and one Optuna study optimised by two
-processes at once."""
+a fresh database. What every backend must honour (the chain, tamper detection, two processes
+appending, leases, approvals, intents, schedules, the queue, checkpoints) is the conformance
+suite, ``tests/conformance``, run on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pytest
 from sqlalchemy import create_engine, text
-from sqlalchemy.exc import DBAPIError
 
-from driftpilot.core.errors import ApprovalError, ModelBusy, NotFound
+from driftpilot.core.errors import NotFound
 from driftpilot.core.settings import Settings, libpq_url
 from driftpilot.store import AuditStore
-from driftpilot.store.models import CHAINED, Decision
+from driftpilot.store.models import CHAINED
 from tests.pg import PostgresServer
 from tools.datasets import FLIGHTS
 from tools.train import TrainSpec
 
 pytestmark = pytest.mark.integration
-
-
-def fill(store: AuditStore) -> None:
-    """One row in every chained table."""
-    store.record_decision("r1", "drift_analyst", "watch", "why", {"share": 0.2}, backend="b")
-    store.record_tool_call(
-        "r1", "drift_analyst", "drift.detect", {"a": 1}, [1], ok=True, latency_ms=1.5
-    )
-    store.request_approval("r1", "alice", {"gain": 0.01}, {"op": "promote", "version": 2})
-    store.record_champion("flights", 1, None, "bootstrap", "r0", "alice")
-    store.record_mutation("r1", "promote", "set_alias", "intent", {"version": 2})
 
 
 def test_migrations_create_the_schema_and_its_append_only_triggers(pg_url: str) -> None:
@@ -56,59 +43,6 @@ def test_migrations_create_the_schema_and_its_append_only_triggers(pg_url: str) 
     names = [m.__tablename__ for m in CHAINED]
     assert triggers == {f"{t}_no_{verb}" for t in names for verb in ("update", "delete")}
     AuditStore(pg_url)  # a second open of a migrated database is a no-op
-
-
-@pytest.mark.parametrize("verb", ["UPDATE", "DELETE"])
-def test_the_triggers_refuse_updates_and_deletes_of_chained_rows(pg_url: str, verb: str) -> None:
-    store = AuditStore(pg_url)
-    fill(store)
-    for model in CHAINED:
-        table = model.__tablename__
-        sql = (
-            f"UPDATE {table} SET created_at = 'x' WHERE id = 1"
-            if verb == "UPDATE"
-            else f"DELETE FROM {table} WHERE id = 1"
-        )
-        refused = pytest.raises(DBAPIError, match=f"audit table {table} is append-only")
-        with refused, store.engine.begin() as conn:
-            conn.execute(text(sql))
-    assert store.verify().ok
-
-
-def tamper(store: AuditStore, table: str, sql: str, trigger: str) -> None:
-    """Change a chained table the way a superuser could: with its trigger disabled."""
-    with store.engine.begin() as conn:
-        conn.execute(text(f"ALTER TABLE {table} DISABLE TRIGGER {trigger}"))
-        conn.execute(text(sql))
-        conn.execute(text(f"ALTER TABLE {table} ENABLE TRIGGER {trigger}"))
-
-
-def test_verify_finds_an_edit_made_with_the_trigger_disabled(pg_url: str) -> None:
-    store = AuditStore(pg_url)
-    for i in range(3):
-        store.record_decision("r1", "evaluator", "promote", f"gain {i}", {"i": i}, backend="b")
-    assert store.verify().ok
-    tamper(
-        store,
-        "decisions",
-        "UPDATE decisions SET action = 'reject' WHERE id = 2",
-        "decisions_no_update",
-    )
-    result = store.verify()
-    assert not result.ok and result.first_broken is not None
-    assert (result.first_broken.table, result.first_broken.row_id) == ("decisions", 2)
-    assert "edited" in result.first_broken.reason
-
-
-def test_verify_finds_a_row_deleted_with_the_trigger_disabled(pg_url: str) -> None:
-    store = AuditStore(pg_url)
-    fill(store)
-    store.record_tool_call("r1", "cicd", "registry.promote", {}, {}, ok=True, latency_ms=2.0)
-    tamper(store, "tool_calls", "DELETE FROM tool_calls WHERE id = 1", "tool_calls_no_delete")
-    result = store.verify()
-    assert not result.ok and result.first_broken is not None
-    assert (result.first_broken.table, result.first_broken.row_id) == ("tool_calls", 2)
-    assert "deleted" in result.first_broken.reason
 
 
 OPENER = """
@@ -135,135 +69,6 @@ def test_processes_starting_together_migrate_a_fresh_database_once(pg_url: str) 
     assert [p.returncode for p in procs] == [0, 0, 0], errors
     store = AuditStore(pg_url)
     assert store.verify().checked["decisions"] == 3
-
-
-APPENDER = """
-import sys, time
-from driftpilot.store import AuditStore
-store = AuditStore(sys.argv[1])
-go = float(sys.argv[4])
-while time.time() < go:  # both processes start appending at the same instant
-    time.sleep(0.005)
-for i in range(int(sys.argv[2])):
-    store.record_decision(sys.argv[3], "test", "none", f"row {i}", {"i": i}, backend="builtin")
-"""
-
-
-def test_two_processes_appending_at_once_keep_one_valid_chain(pg_url: str) -> None:
-    import time
-
-    AuditStore(pg_url)  # migrate once, so the race is on the appends
-    go = str(time.time() + 4)  # both interpreters are up and connected by then
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", APPENDER, pg_url, "150", name, go],
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for name in ("p1", "p2")
-    ]
-    errors = [p.communicate(timeout=300)[1] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], errors
-    store = AuditStore(pg_url)
-    result = store.verify()
-    assert result.ok and result.checked["decisions"] == 300, result
-    rows = store.list_rows(Decision, order=Decision.id)
-    assert [r.id for r in rows] == list(range(1, 301))
-    runs = [r.run_id for r in rows]
-    assert runs.count("p1") == runs.count("p2") == 150
-    # Interleaved, not one after the other: the lock was contended, not merely unused.
-    switches = sum(1 for a, b in itertools.pairwise(runs) if a != b)
-    assert switches >= 2, "the two processes did not append at the same time"
-
-
-def test_leases_one_run_per_model(pg_url: str) -> None:
-    store = AuditStore(pg_url)
-    store.acquire_lease("flights", "run-a", "h1", ttl_s=30)
-    with pytest.raises(ModelBusy, match="run-a"):
-        store.acquire_lease("flights", "run-b", "h2", ttl_s=30)
-    assert store.renew_lease("flights", "run-a", 30, holder="h1")
-    assert not store.renew_lease("flights", "run-a", 30, holder="h2")
-    assert store.holds_lease("flights", "run-a", "h1")
-    store.release_lease("flights", "run-a", holder="h1")
-    assert store.lease("flights") is None
-    store.acquire_lease("flights", "run-b", "h2", ttl_s=0.001)  # expires at once
-    taken = store.acquire_lease("flights", "run-c", "h3", ttl_s=30)
-    assert (taken.run_id, taken.holder) == ("run-c", "h3")
-
-
-def test_two_threads_racing_for_a_free_model_get_one_lease(pg_url: str) -> None:
-    store = AuditStore(pg_url)
-    for attempt in range(5):  # the race is real only when both meet the missing row
-        model = f"m{attempt}"
-        won: list[str] = []
-        busy: list[str] = []
-        start = threading.Barrier(2)
-
-        def take(
-            run: str, model: str = model, won: Any = won, busy: Any = busy, start: Any = start
-        ) -> None:
-            start.wait()
-            try:
-                store.acquire_lease(model, run, run, ttl_s=30)
-                won.append(run)
-            except ModelBusy:
-                busy.append(run)
-
-        threads = [threading.Thread(target=take, args=(r,)) for r in ("x", "y")]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert len(won) == 1 and len(busy) == 1, (won, busy)
-        lease = store.lease(model)
-        assert lease is not None and lease.run_id == won[0]
-
-
-def test_approvals_bound_once_and_not_by_the_requester(pg_url: str) -> None:
-    store = AuditStore(pg_url)
-    action = {"op": "promote", "model": "flights", "version": 2, "alias": "champion"}
-    request = store.request_approval("r1", "alice", {"gain": 0.02}, action)
-    assert store.request_approval("r1", "alice", {}, action).id == request.id  # once per step
-    assert [r.run_id for r in store.pending_approvals()] == ["r1"]
-    with pytest.raises(ApprovalError, match="cannot approve"):
-        store.decide_approval("r1", " ALICE ", "approve")
-    store.decide_approval("r1", "bob", "approve", "looks good")
-    with pytest.raises(ApprovalError, match="already decided"):
-        store.decide_approval("r1", "carol", "reject")
-    assert store.approval_problem("r1", action) is None
-    assert store.approval_problem("r1", {**action, "version": 3}) is not None
-    assert store.pending_approvals() == []
-    assert store.verify().ok
-
-
-def test_idempotency_ledger_and_runs_queries(pg_url: str) -> None:
-    from driftpilot.store.audit import now
-    from driftpilot.store.models import Run
-
-    store = AuditStore(pg_url)
-    store.record_effect("r1", "train", {"version": 3})
-    store.record_effect("r1", "train", {"version": 4})  # a replay keeps the first record
-    assert store.effect("r1", "train") == {"version": 3}
-    stamp = now()
-    store.add(
-        Run(
-            id="r1",
-            model="flights",
-            batch_id="b",
-            trigger="manual",
-            requested_by="ann",
-            status="running",
-            outcome=None,
-            summary="{}",
-            created_at=stamp,
-            updated_at=stamp,
-        )
-    )
-    assert store.transition_run("r1", "running", status="completed")
-    assert not store.transition_run("r1", "running", status="failed")
-    assert [r.id for r in store.query_runs(model="flights", status="completed")] == ["r1"]
-    rows, more = store.query_audit(run_ids={"r1"})
-    assert rows == [] and not more
 
 
 # -- LangGraph checkpoints -------------------------------------------------------------------
