@@ -1,36 +1,48 @@
-"""The FastAPI application: ``create_app()`` wires the façade, the run executor, the body
-limit, problem+json errors and the routers.
+"""The FastAPI application: ``create_app()`` wires the façade's runtime (run executor,
+scheduler, alert dispatcher: ``driftpilot.runtime``), the body limit, problem+json errors and
+the routers.
 
-Routers: the core resources below, then every other module of ``api.routes`` that defines a
-``router`` (in name order). Such a module may also define ``lifespan(app)``, an async context
-manager entered after the executor started and left before it stops. ``/docs`` (Swagger UI) and
+Routers (``ROUTERS``, in this order): runs, approvals, audit, models, jobs, health, the
+LangGraph-compatible ones (``api.langgraph``: assistants, threads, runs, crons), schedules
+and webhooks. One lifespan starts the runtime and closes it. ``/docs`` (Swagger UI) and
 ``/redoc`` (ReDoc) are served from local assets (``fastapi-offline``), so they work offline.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
-import pkgutil
-from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack, asynccontextmanager
-from types import ModuleType
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi_offline import FastAPIOffline
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-import api.routes
 from api import problems
+from api.langgraph import assistants as lg_assistants
+from api.langgraph import crons as lg_crons
+from api.langgraph import runs as lg_runs
+from api.langgraph import threads as lg_threads
 from api.limits import BodyLimit
-from api.routes import approvals, audit, health, jobs, models, runs
+from api.routes import approvals, audit, health, jobs, models, runs, schedules, webhooks
+from api.routes.runs import batch_roots
 from driftpilot.core.settings import ApiSettings
-from driftpilot.execution.inprocess import RunExecutor
 from driftpilot.runs.plane import ControlPlane
+from driftpilot.runtime import build_runtime
 
 log = logging.getLogger(__name__)
-CORE = (runs, approvals, audit, models, jobs, health)
+CORE = (runs, approvals, audit, models, jobs, health)  # the core resources' route modules
+ROUTERS: tuple[APIRouter, ...] = (
+    *(module.router for module in CORE),
+    lg_assistants.router,
+    lg_threads.router,
+    lg_runs.router,
+    lg_crons.router,
+    schedules.router,
+    webhooks.router,
+)
 
 DESCRIPTION = """\
 DriftPilot's agent-task API: create control runs of managed models on new batches, watch
@@ -73,19 +85,6 @@ class DocsPolicy:
         await self.app(scope, receive, send_with_policy)
 
 
-def route_modules() -> Iterator[ModuleType]:
-    """The core route modules, then every other ``api.routes`` module with a ``router``."""
-    yield from CORE
-    core = {m.__name__ for m in CORE}
-    for info in sorted(pkgutil.iter_modules(api.routes.__path__), key=lambda i: i.name):
-        name = f"api.routes.{info.name}"
-        if name in core:
-            continue
-        module = importlib.import_module(name)
-        if hasattr(module, "router"):
-            yield module
-
-
 def create_app(
     plane: ControlPlane | None = None,
     conf: ApiSettings | None = None,
@@ -94,30 +93,31 @@ def create_app(
 ) -> FastAPI:
     """The API over ``plane`` (default: a ControlPlane from the environment's settings).
 
-    The app owns its background executor, and the plane when it made it (or ``own_plane``):
-    both are shut down with the app. At start-up the executor recovers, in the background,
-    what a dead process left (``ControlPlane.recover``) and picks up pending runs.
+    The app owns its runtime (``driftpilot.runtime``: the background run executor, the
+    scheduler, the alert dispatcher), started when the app starts and closed with it, and the
+    plane when it made it (or ``own_plane``). At start-up the executor recovers, in the
+    background, what a dead process left (``ControlPlane.recover``) and picks up pending runs
+    (``conf.recover_on_start``).
     """
     owned = plane is None if own_plane is None else own_plane
     cp = plane or ControlPlane()
     conf = conf or cp.settings.api
-    modules = list(route_modules())
+    runtime = build_runtime(
+        cp.settings,
+        plane=cp,
+        own_plane=owned,
+        recover=conf.recover_on_start,
+        roots=batch_roots(cp, conf),
+        workers=conf.workers,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        executor: RunExecutor = app.state.executor
-        executor.start(recover=conf.recover_on_start)
+        await run_in_threadpool(runtime.start)  # a failed start closes what it started
         try:
-            async with AsyncExitStack() as stack:
-                for module in modules:
-                    hook = getattr(module, "lifespan", None)
-                    if hook is not None:
-                        await stack.enter_async_context(hook(app))
-                yield
+            yield
         finally:
-            executor.shutdown()
-            if owned:
-                cp.close()
+            await run_in_threadpool(runtime.close)
 
     # /docs and /redoc load Swagger UI and ReDoc from the package's bundled files, served
     # under /static-offline-docs, not from a CDN: they work on a network without internet.
@@ -129,12 +129,15 @@ def create_app(
         description=DESCRIPTION,
         lifespan=lifespan,
     )
+    app.state.runtime = runtime
     app.state.plane = cp
     app.state.api_settings = conf
-    app.state.executor = RunExecutor(cp, conf.workers)
+    app.state.executor = runtime.executor
+    app.state.scheduler = runtime.scheduler
+    app.state.alerts = runtime.alerts
     app.add_middleware(BodyLimit, max_bytes=conf.max_body_bytes)
     app.add_middleware(DocsPolicy, paths={DOCS_URL, REDOC_URL})
     problems.install(app)
-    for module in modules:
-        app.include_router(module.router)
+    for router in ROUTERS:
+        app.include_router(router)
     return app

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import polars as pl
 from fastapi import APIRouter, File, Form, Header, Query, UploadFile, status
@@ -26,8 +26,8 @@ from api.schemas import (
 )
 from driftpilot.core.settings import ApiSettings
 from driftpilot.execution.inprocess import RunExecutor
-from driftpilot.runs.plane import STRATEGY_STEP, ApiKeyView, ControlPlane, RunView
-from driftpilot.store.models import StepEffect
+from driftpilot.runs.plane import ApiKeyView, ControlPlane, RunView
+from driftpilot.runs.strategies import run_strategies
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
@@ -60,12 +60,7 @@ def frame_of(
 def strategies(cp: ControlPlane, run_ids: list[str]) -> dict[str, MultitaskStrategy]:
     """The multitask strategy each run was submitted with (one query for a page of runs).
     A run submitted before strategies were recorded has none."""
-    if not run_ids:
-        return {}
-    rows = cp.store.list_rows(
-        StepEffect, StepEffect.step == STRATEGY_STEP, StepEffect.run_id.in_(run_ids)
-    )
-    return {r.run_id: json.loads(r.result)["multitask_strategy"] for r in rows}
+    return cast(dict[str, MultitaskStrategy], run_strategies(cp, run_ids))
 
 
 def strategy_of(cp: ControlPlane, run_id: str) -> MultitaskStrategy | None:

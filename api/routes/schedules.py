@@ -1,23 +1,20 @@
 """Schedules (LangGraph Platform's crons): runs of a model on the newest batch of a source,
 at the times of a five-field cron in an IANA time zone.
 
-Operators write, viewers read. The scheduler starts with the app (``lifespan``): its fired
-runs execute in the app's run executor. See ``driftpilot.scheduling.scheduler`` for the sources, the
-misfire and coalescing policy, and what each firing audits.
+Operators write, viewers read. The scheduler is the app's runtime's (``driftpilot.runtime``):
+it starts with the app and its fired runs execute in the app's run executor. See
+``driftpilot.scheduling.scheduler`` for the sources, the misfire and coalescing policy, and
+what each firing audits.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response, status
-from starlette.concurrency import run_in_threadpool
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 
 from api.deps import Operator, Viewer
 from api.problems import Problem
-from api.routes.runs import batch_roots
 from driftpilot.scheduling.scheduler import (
     Firing,
     Scheduler,
@@ -33,22 +30,6 @@ _WRITE: dict[int | str, dict[str, Any]] = {
     404: {"description": "Unknown schedule, model or dataset"},
     422: {"description": "Invalid cron expression, time zone or source"},
 }
-
-
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Start the scheduler (its jobs live in the audit database) and stop it at shutdown."""
-    cp = app.state.plane
-    scheduler = Scheduler(
-        cp, roots=batch_roots(cp, app.state.api_settings), execute=app.state.executor.execute
-    )
-    await run_in_threadpool(scheduler.start)
-    app.state.scheduler = scheduler
-    try:
-        yield
-    finally:
-        app.state.scheduler = None
-        await run_in_threadpool(scheduler.shutdown)
 
 
 def _scheduler(request: Request) -> Scheduler:

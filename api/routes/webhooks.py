@@ -2,20 +2,17 @@
 waiting, a promotion, a rollback, a quarantine streak or a failed run.
 
 Operators (and above) configure and read them: a URL can carry a secret, so it is shown
-redacted. The alert dispatcher starts with the app (``lifespan``); see
+redacted. The alert dispatcher is the app's runtime's (``driftpilot.runtime``); see
 ``driftpilot.alerts.webhooks`` for retries, backoff and the audit of every delivery attempt.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Path, Response, status
-from starlette.concurrency import run_in_threadpool
+from fastapi import APIRouter, Depends, Path, Request, Response, status
 
-from api.deps import Operator, Plane
+from api.deps import Operator
 from driftpilot.alerts.webhooks import AlertDispatcher, Webhooks, WebhookSpec, WebhookView
 
 router = APIRouter(prefix="/models", tags=["webhooks"])
@@ -23,17 +20,13 @@ Name = Annotated[str, Path(max_length=200, description="The managed model.")]
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "Unknown model or webhook"}}
 
 
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Start the alert dispatcher (subscribed to the plane's events); stop it at shutdown."""
-    dispatcher = AlertDispatcher(app.state.plane)
-    dispatcher.start()
-    app.state.alerts = dispatcher
-    try:
-        yield
-    finally:
-        app.state.alerts = None
-        await run_in_threadpool(dispatcher.stop)
+async def _webhooks(request: Request) -> Webhooks:
+    """The webhooks of the app's alert dispatcher."""
+    dispatcher: AlertDispatcher = request.app.state.alerts
+    return dispatcher.webhooks
+
+
+Hooks = Annotated[Webhooks, Depends(_webhooks)]
 
 
 @router.post(
@@ -42,17 +35,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     response_model=WebhookView,
     responses={**_NOT_FOUND, 422: {"description": "Invalid URL or events; URL already used"}},
 )
-def add_webhook(name: Name, body: WebhookSpec, cp: Plane, key: Operator) -> WebhookView:
+def add_webhook(name: Name, body: WebhookSpec, hooks: Hooks, key: Operator) -> WebhookView:
     """Post this model's alerts to ``url``: ``format`` ``json`` (generic) or ``slack``
     (``{"text", "blocks"}``), for the ``events`` listed (default: all). The URL is stored as
     given and shown redacted from now on."""
-    return Webhooks(cp.store).add(name, body, key.principal)
+    return hooks.add(name, body, key.principal)
 
 
 @router.get("/{name}/webhooks", response_model=list[WebhookView], responses=_NOT_FOUND)
-def list_webhooks(name: Name, cp: Plane, _: Operator) -> list[WebhookView]:
+def list_webhooks(name: Name, hooks: Hooks, _: Operator) -> list[WebhookView]:
     """The model's webhooks, URLs redacted."""
-    return Webhooks(cp.store).of_model(name)
+    return hooks.of_model(name)
 
 
 @router.delete(
@@ -63,9 +56,9 @@ def list_webhooks(name: Name, cp: Plane, _: Operator) -> list[WebhookView]:
 def delete_webhook(
     name: Name,
     webhook_id: Annotated[str, Path(max_length=40)],
-    cp: Plane,
+    hooks: Hooks,
     key: Operator,
 ) -> Response:
     """Stop posting to one webhook."""
-    Webhooks(cp.store).remove(name, webhook_id, key.principal)
+    hooks.remove(name, webhook_id, key.principal)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -11,12 +11,14 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
-from driftpilot.store import audit
+import driftpilot.store
+
+MIGRATIONS = Path(driftpilot.store.__file__).parent / "migrations"
 
 
 def _config(engine: sa.Engine) -> tuple[Config, sa.Connection]:
     config = Config()
-    config.set_main_option("script_location", str(audit._MIGRATIONS))
+    config.set_main_option("script_location", str(MIGRATIONS))
     conn = engine.connect()
     config.attributes["connection"] = conn
     return config, conn

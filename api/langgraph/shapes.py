@@ -1,9 +1,9 @@
-"""LangGraph Platform's shapes for DriftPilot's resources (see ``api.routes.langgraph``).
+"""LangGraph Platform's shapes for DriftPilot's resources (see ``api.langgraph``).
 
 - An **assistant** is a managed model (``assistant_id`` = the model's name, ``graph_id``
   ``control``); the assistant ``control`` is the graph itself, with the model in the run's
   input (``input.model``) or config (``config.configurable.model``).
-- A **thread** is one control run (``api.lg_threads``). Its ``values`` are the run summary:
+- A **thread** is one control run (``driftpilot.runs.threads``). Its ``values`` are the run summary:
   ``run_id``, ``model``, ``batch_id``, ``requested_by``, ``status``, ``outcome``, ``steps``
   (each agent decision: agent, action, rationale, fallback, at) and the slices the agents
   wrote (ingestion, drift, optimizer, retraining, evaluation, cicd, approval, promotion) —
@@ -31,21 +31,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from functools import cache
 from typing import Any, get_type_hints, is_typeddict
 
-import anyio
-import anyio.to_thread
 from pydantic import BaseModel, create_model
 
-from api.lg_threads import ThreadRef
 from api.schemas import ControlConfig, ControlContext, ControlInput, ControlValues
 from api.stream import run_rows
 from driftpilot.runs.plane import ControlPlane, ModelView, RunView
+from driftpilot.runs.threads import ThreadRef
 from graphs.state import SLICES, ControlState
 
 GRAPH_ID = "control"
@@ -348,59 +344,3 @@ def schemas() -> dict[str, Any]:
         "config_schema": ControlConfig.model_json_schema(),
         "context_schema": ControlContext.model_json_schema(),
     }
-
-
-# -- the event stream ----------------------------------------------------------------------------
-
-
-def _sse(name: str, data: Any) -> dict[str, Any]:
-    return {"event": name, "data": json.dumps(data, default=str)}
-
-
-def _update(row: dict[str, Any]) -> dict[str, Any]:
-    table = row["table"]
-    if table == "decisions":
-        evidence = row.get("evidence")
-        with contextlib.suppress(ValueError):
-            evidence = json.loads(evidence) if isinstance(evidence, str) else evidence
-        return {row["agent"]: {**step(row), "evidence": evidence}}
-    if table == "approvals":
-        said = ("kind", "principal", "decision", "comment", "created_at")
-        return {"approval": {k: row.get(k) for k in said}}
-    changed = ("model", "version", "previous_version", "action", "actor", "created_at")
-    return {"champion": {k: row.get(k) for k in changed}}
-
-
-async def events(
-    cp: ControlPlane,
-    thread_id: str,
-    run_id: str,
-    modes: set[str],
-    *,
-    poll_s: float,
-    skip: int = 0,
-) -> AsyncIterator[dict[str, Any]]:
-    """The run's events in LangGraph's stream format (see the module's docstring), from its
-    ``skip``-th audit row on, until it ends or waits for a person."""
-    yield _sse("metadata", {"run_id": run_id, "thread_id": thread_id, "attempt": 1})
-    sent = skip
-    while True:
-        view, rows = await anyio.to_thread.run_sync(read, cp, run_id)
-        for index in range(sent, len(rows)):
-            row = rows[index]
-            if "updates" in modes:
-                yield _sse("updates", _update(row))
-            if "values" in modes and row["table"] == "decisions":
-                yield _sse("values", values(view, rows[: index + 1]))
-        sent = max(sent, len(rows))
-        if settled(view):
-            final = final_values(view, rows)
-            if "updates" in modes and "__interrupt__" in final:
-                yield _sse("updates", {"__interrupt__": final["__interrupt__"]})
-            if "values" in modes:
-                yield _sse("values", final)
-            if run_status(view) == "error":
-                yield _sse("error", failure(view))
-            yield _sse("end", {"run_id": run_id, "status": run_status(view)})
-            return
-        await anyio.sleep(poll_s)
