@@ -16,9 +16,15 @@ PLACEHOLDER, BOUND = "00000000-0000-4000-8000-000000000001", "00000000-0000-4000
 DONE, WAITING, FAILED = "a" * 32, "b" * 32, "c" * 32
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[AuditStore]:
-    store = AuditStore(f"sqlite:///{tmp_path / 'audit.db'}")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AuditStore]:
+    """The runs and threads of the tests, on SQLite and on PostgreSQL (JSON matches differ:
+    ``json_extract`` there, ``@>`` here)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'audit.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    store = AuditStore(url)
     with store.session() as session:
         for run_id, status, outcome, at in (
             (DONE, "completed", "promoted", "2026-01-01T00:00:01+00:00"),
