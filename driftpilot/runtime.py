@@ -34,6 +34,7 @@ block (the API calls them in a thread). A runtime that failed to build closes wh
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -62,39 +63,43 @@ class Runtime:
     recover: bool = True
     own_queue: bool = False
     started: bool = field(default=False, init=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False)
 
     def start(self) -> Runtime:
         """Start the alerts, the executor (recovering in the background if ``recover``) and
-        the scheduler; idempotent. What started is stopped again if a later start fails."""
-        if self.started:
+        the scheduler; idempotent and thread-safe (a second caller waits for the first).
+        What started is stopped again if a later start fails."""
+        with self._lock:
+            if self.started:
+                return self
+            self.started = True
+            try:
+                if self.alerts is not None:
+                    self.alerts.start()
+                if self.executor is not None:
+                    self.executor.start(recover=self.recover)
+                if self.scheduler is not None:
+                    self.scheduler.start()
+            except BaseException:
+                self.close()
+                raise
             return self
-        self.started = True
-        try:
-            if self.alerts is not None:
-                self.alerts.start()
-            if self.executor is not None:
-                self.executor.start(recover=self.recover)
-            if self.scheduler is not None:
-                self.scheduler.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
 
     def close(self) -> None:
         """Stop the scheduler, the executor (runs in progress finish) and the alerts, then
         close the queue made here and the plane if owned. Safe to call twice."""
-        self.started = False
-        if self.scheduler is not None:
-            self.scheduler.shutdown()
-        if self.executor is not None:
-            self.executor.shutdown()
-        if self.alerts is not None:
-            self.alerts.stop()
-        if self.own_queue and self.queue is not None:
-            self.queue.close()
-        if self.own_plane:
-            self.plane.close()
+        with self._lock:
+            self.started = False
+            if self.scheduler is not None:
+                self.scheduler.shutdown()
+            if self.executor is not None:
+                self.executor.shutdown()
+            if self.alerts is not None:
+                self.alerts.stop()
+            if self.own_queue and self.queue is not None:
+                self.queue.close()
+            if self.own_plane:
+                self.plane.close()
 
     def __enter__(self) -> Runtime:
         return self.start()

@@ -33,6 +33,7 @@ import chainlit as cl  # noqa: E402
 from driftpilot.core.errors import DriftPilotError  # noqa: E402
 from driftpilot.core.vocabulary import outcome_label, status_label  # noqa: E402
 from driftpilot.runs.plane import ControlPlane, RunView  # noqa: E402
+from driftpilot.runtime import Runtime, build_runtime  # noqa: E402
 from ui import charts, markup  # noqa: E402
 from ui.acting import Proposal  # noqa: E402
 from ui.chat import Chat, Identity, Reply, new_decisions, sign_in  # noqa: E402
@@ -44,29 +45,29 @@ NOUN = {"approve": "approval", "reject": "rejection"}
 COMMENT_TIMEOUT_S = 600
 
 _lock = threading.Lock()
-_plane: ControlPlane | None = None
-_scheduler: Any = None
+_runtime: Runtime | None = None
+
+
+def runtime() -> Runtime:
+    """The process's services (``driftpilot.runtime``), built at first use: the plane, and a
+    scheduler that manages schedules without firing them (``driftpilot serve`` fires). Runs
+    started here execute in this session's worker threads (``stream_run``), not in an
+    executor; no alert dispatcher runs here (the chat never had one)."""
+    global _runtime
+    with _lock:
+        if _runtime is None:
+            _runtime = build_runtime(executor=False, alerts=False, firing=False, recover=False)
+        return _runtime
 
 
 def plane() -> ControlPlane:
     """The process's one façade (its graph and checkpointer are shared by every session)."""
-    global _plane
-    with _lock:
-        if _plane is None:
-            _plane = ControlPlane()
-        return _plane
+    return runtime().plane
 
 
 def scheduler() -> Any:
-    """A scheduler that manages schedules without firing them (``driftpilot serve`` fires)."""
-    global _scheduler
-    from driftpilot.scheduling.scheduler import Scheduler, SchedulerSettings
-
-    with _lock:
-        if _scheduler is None:
-            assert _plane is not None
-            _scheduler = Scheduler(_plane, conf=SchedulerSettings(enabled=False)).start()
-        return _scheduler
+    """The runtime's scheduler, started at its first use (``Runtime.start`` is idempotent)."""
+    return runtime().start().scheduler
 
 
 @cl.password_auth_callback

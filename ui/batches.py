@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
@@ -12,9 +11,6 @@ from driftpilot.core.errors import NotFound
 
 if TYPE_CHECKING:
     from driftpilot.runs.plane import ControlPlane
-
-_BATCHES: dict[tuple[str, str], dict[str, pl.DataFrame]] = {}
-_BATCHES_LOCK = threading.Lock()
 
 
 def model_source(cp: ControlPlane, model: str) -> str | None:
@@ -38,22 +34,11 @@ def model_source(cp: ControlPlane, model: str) -> str | None:
 
 
 def batches(cp: ControlPlane, dataset: str) -> dict[str, pl.DataFrame]:
-    """A built-in dataset cut into its natural batches (read once per process)."""
-    from tools.data import split_batches
-    from tools.datasets import SPECS, load_dataset
+    """A built-in dataset cut into its natural batches (read once per process: the one
+    resolver, ``driftpilot.sources.resolver``; an unknown dataset is ``NotFound``)."""
+    from driftpilot.sources import resolver
 
-    if dataset not in SPECS:
-        raise NotFound(f"unknown dataset {dataset!r}; built-in datasets: {', '.join(SPECS)}")
-    key = (dataset, str(cp.settings.cache_dir))
-    with _BATCHES_LOCK:
-        if key not in _BATCHES:
-            spec = SPECS[dataset]
-            frame = load_dataset(dataset, cp.settings)  # type: ignore[arg-type]
-            _BATCHES[key] = {
-                b.info.batch_id: b.frame
-                for b in split_batches(frame, spec.time_col, every=spec.batch_every)
-            }
-        return _BATCHES[key]
+    return resolver.frames(dataset, cp.settings)
 
 
 def _frame(cp: ControlPlane, ref: str) -> pl.DataFrame:

@@ -1,0 +1,5 @@
+"""``python -m driftpilot.cli``: the ``driftpilot`` command."""
+
+from driftpilot.cli import app
+
+app()

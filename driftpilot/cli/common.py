@@ -1,0 +1,232 @@
+"""What every command shares: the one-line error guard, the console and tables, the
+``--json`` option, the plane, alert delivery, built-in batches by name, a run's line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+# Typer 0.29 vendors click: the Context its groups take and the errors it raises live here.
+from typer._click import ClickException, Context
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
+from typer.core import TyperGroup
+
+from driftpilot.core.errors import DriftPilotError
+from driftpilot.core.vocabulary import outcome_label, status_label
+
+if TYPE_CHECKING:
+    from tools.datasets import DatasetSpec
+
+EXIT_ERROR, EXIT_USAGE, EXIT_INTERNAL = 1, 2, 3
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _error(message: str) -> None:
+    """One line on stderr. Plain echo, not rich: a message may hold [brackets] that rich
+    would read as markup, and rich wraps long lines."""
+    typer.echo(f"{typer.style('error:', fg='red')} {' '.join(message.split())}", err=True)
+
+
+def _traceback_if_debugging() -> bool:
+    """Print the traceback being handled when logging at DEBUG; say whether it did."""
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        return False
+    traceback.print_exc(file=sys.stderr)
+    return True
+
+
+@contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """Map every exception a command raises to one ``error:`` line and an exit code."""
+    try:
+        yield
+    except (typer.Exit, typer.Abort, NoArgsIsHelpError):
+        raise  # exits, Ctrl-C and "no arguments: show the help" stay typer's
+    except UsageError as exc:
+        hint = f" (try '{exc.ctx.command_path} --help')" if exc.ctx else ""
+        _error(exc.format_message() + hint)
+        raise typer.Exit(EXIT_USAGE) from None
+    except ClickException as exc:
+        _error(exc.format_message())
+        raise typer.Exit(exc.exit_code) from None
+    except DriftPilotError as exc:
+        _traceback_if_debugging()
+        _error(str(exc) or type(exc).__name__)
+        raise typer.Exit(EXIT_ERROR) from None
+    except Exception as exc:
+        debugging = _traceback_if_debugging()
+        _error(f"internal error: {type(exc).__name__}: {exc}")
+        if not debugging:
+            typer.echo(
+                "hint: run again as 'driftpilot --log-level DEBUG ...' to see the traceback",
+                err=True,
+            )
+        raise typer.Exit(EXIT_INTERNAL) from None
+
+
+class _Guarded(TyperGroup):
+    """The app's group: parsing its options, and parsing and running every subcommand
+    (nested groups included), happen inside the error guard."""
+
+    def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
+        with _one_line_errors():
+            return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: Context) -> Any:
+        with _one_line_errors():
+            return super().invoke(ctx)
+
+
+UNBOUNDED = 100_000  # columns a table may take on a pipe: more than any row needs
+
+
+class _Unbounded:
+    """A table rendered at its natural width, however wide the console says it is."""
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield from console.render(self.table, options.update_width(UNBOUNDED))
+
+
+class _CliConsole(Console):
+    """rich as usual on a terminal. On a pipe or a file (a log, ``| grep``) rich would wrap
+    everything at 80 columns, a word per line in a narrow column: there lines are printed
+    unwrapped and tables at their natural width, so one row stays one line."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        if self.is_terminal:
+            super().print(*objects, **kwargs)
+            return
+        kwargs.setdefault("soft_wrap", True)  # no wrapping, no cropping at the width
+        unbounded = (_Unbounded(o) if isinstance(o, Table) else o for o in objects)
+        super().print(*unbounded, **kwargs)
+
+
+console = _CliConsole()
+
+
+def _add_row(table: Table, *cells: str) -> None:
+    """A row of plain text: names, rationales and outcomes may hold [brackets] that rich
+    would read as markup and drop."""
+    table.add_row(*(Text(cell) for cell in cells))
+
+
+def _print_json(items: list[Any]) -> None:
+    """One JSON document (a list) on stdout, with the machine names, for scripts."""
+    typer.echo(json.dumps(items, indent=2, default=str))
+
+
+AsJson = Annotated[
+    bool, typer.Option("--json", help="Print one JSON list (machine names) instead of a table.")
+]
+
+
+def _plane() -> Any:
+    from driftpilot.runs.plane import ControlPlane
+
+    return ControlPlane()
+
+
+ALERT_GRACE_S = 10.0  # how long a command waits, at most, for its alerts to be delivered
+
+
+@contextmanager
+def _alerting(plane: Any) -> Iterator[None]:
+    """Deliver the webhooks of what this command does (an approval waiting, a promotion, a
+    rollback, a failed run) before it exits; a dead endpoint costs at most ALERT_GRACE_S."""
+    from driftpilot.runtime import build_runtime
+
+    runtime = build_runtime(plane=plane, executor=False, scheduler=False).start()
+    assert runtime.alerts is not None
+    try:
+        yield
+    finally:
+        if not runtime.alerts.wait_idle(ALERT_GRACE_S):
+            _error(f"alerts not delivered within {ALERT_GRACE_S:.0f} s were dropped (audited)")
+        runtime.close()  # stops the alerts; the plane stays the command's
+
+
+def _spec(dataset: str) -> DatasetSpec:
+    """The built-in dataset's spec; an unknown name is bad usage."""
+    from tools.datasets import SPECS
+
+    if dataset not in SPECS:
+        raise typer.BadParameter(
+            f"unknown dataset {dataset!r}; built-in datasets: {', '.join(sorted(SPECS))}"
+        )
+    return SPECS[dataset]
+
+
+def _dataset_batch(from_dataset: str | None) -> tuple[DatasetSpec, str]:
+    """The dataset and batch id named by '--from-dataset flights:2013-03' (nothing is read)."""
+    if from_dataset is None or ":" not in from_dataset:
+        raise UsageError("give --batch PATH or --from-dataset NAME:BATCH_ID (e.g. flights:2013-03)")
+    name, batch_id = from_dataset.split(":", 1)
+    return _spec(name), batch_id
+
+
+def _batch_from(batch: Path | None, from_dataset: str | None) -> tuple[Any, str]:
+    """A batch frame and its id, from a file or from a built-in dataset ('flights:2013-03')."""
+    from driftpilot.core.settings import get_settings
+    from driftpilot.sources import resolver
+    from tools.data import load_table
+
+    if batch is not None:
+        return load_table(batch), batch.stem
+    spec, batch_id = _dataset_batch(from_dataset)
+    name = spec.name
+    batches = resolver.frames(name, get_settings())  # read once per process
+    if batch_id not in batches:
+        raise typer.BadParameter(f"{name} has no batch {batch_id!r}; batches: {', '.join(batches)}")
+    return batches[batch_id], batch_id
+
+
+def _print_run(view: Any) -> None:
+    """The run as one line (and how to decide it, if it waits); a failed run ends the
+    command with its error and exit code 1."""
+    console.print(
+        f"run [bold]{view.run_id}[/] ({escape(view.model)}, batch {escape(view.batch_id)}): "
+        + escape(status_label(view.status))
+        + (f", {escape(outcome_label(view.outcome))}" if view.outcome else "")
+    )
+    if view.approval_request:
+        console.print(
+            f"[yellow]waiting for approval:[/] {escape(view.approval_request['description'])}"
+        )
+        console.print(f"  approve: driftpilot approve {view.run_id} --as NAME [--comment TEXT]")
+        console.print(f"  reject:  driftpilot reject {view.run_id} --as NAME [--comment TEXT]")
+    if view.status == "failed":
+        _error(f"run {view.run_id[:12]} failed: {view.summary.get('error') or view.outcome}")
+        raise typer.Exit(EXIT_ERROR)
+
+
+def _run_prefix(given: str, hint: str = "'RUN_ID'") -> str:
+    """A run id or a prefix of one, as given; an empty one (a script's unset variable) is bad
+    usage, not the prefix of every run."""
+    if not given.strip():
+        raise typer.BadParameter("give a run id or a unique prefix of one", param_hint=hint)
+    return given
+
+
+def _role(role: str) -> str:
+    from driftpilot.core.identity import ROLES
+
+    if role not in ROLES:
+        raise typer.BadParameter(
+            f"unknown role {role!r}; roles: {', '.join(ROLES)}", param_hint="'--role'"
+        )
+    return role
