@@ -150,6 +150,22 @@ def test_each_run_replayed_under_its_own_policy_decides_the_same(home: Home) -> 
     assert table(promoted)["cicd"] == ("risk:low", "risk:low", False)
 
 
+def test_the_replay_decides_with_the_agents_own_decide(home: Home) -> None:
+    """Each replay node rebuilds its agent's evidence from the record and calls the agent's
+    own ``decide``: under the run's own policy and the builtin backend, every agent re-writes
+    the very rationale it recorded in the run (the replay keeps no decision step of its own)."""
+    run_id = home.runs["promoted"]
+    report = replay_run(home.plane, run_id, home.scenario("force_low"))
+    recorded: dict[str, str] = {}
+    for row in home.plane.audit(run_id):
+        if row["table"] == "decisions":
+            recorded.setdefault(row["agent"], row["rationale"])
+    agents = ("ingestion", "drift_analyst", "optimizer", "retraining", "evaluator", "cicd")
+    replayed = {s.agent: s.rationale for s in report.steps if s.agent in agents}
+    assert set(replayed) == set(agents)
+    assert replayed == {agent: recorded[agent] for agent in agents}
+
+
 def test_a_stricter_policy_shows_where_it_differs(home: Home) -> None:
     report = replay_run(home.plane, home.runs["promoted"], home.scenario("force_high"))
     rows = table(report)
