@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from driftpilot.store import AuditStore
 from driftpilot.store.audit import now
-from driftpilot.store.models import Run
+from driftpilot.store.models import Run, StepEffect
 
 
 def test_an_intent_is_open_until_its_end_row(store: AuditStore) -> None:
@@ -37,6 +37,8 @@ def test_a_step_effect_is_recorded_once_per_run_step(store: AuditStore) -> None:
     store.record_effect("r1", "promote", {"alias": "champion"})
     store.record_effect("r2", "train", {"version": 9})
     assert store.effect("r1", "train") == {"version": 3}
+    kept = store.list_rows(StepEffect, StepEffect.run_id == "r1", StepEffect.step == "train")
+    assert len(kept) == 1
     assert store.effect("r1", "promote") == {"alias": "champion"}
     assert store.effect("r2", "train") == {"version": 9}
 
