@@ -44,28 +44,14 @@ endef
 browser: ## Install Debian's Chromium for the browser test, if missing (apt, as root)
 	@command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium; }
 
-# The second run: the API and escalation suites, and a representative part of the graph and
-# governance suites (all four take ~15 min on PostgreSQL: over the budget of this target), again
-# with every store on a real PostgreSQL (tests/pg.py starts it; DRIFTPILOT_TEST_DB in
-# tests/conftest.py). All four (56 tests): DRIFTPILOT_TEST_DB=postgres .venv/bin/pytest <files>.
-PG_GRAPH := tests/integration/test_control_graph.py
-PG_GOV := tests/integration/test_governance.py
-PG_SUITES := tests/integration/test_api_http.py tests/integration/test_escalation.py \
-	$(PG_GRAPH)::test_high_risk_waits_and_is_approved_by_someone_else \
-	$(PG_GRAPH)::test_paused_run_survives_kill_9_and_registers_once \
-	$(PG_GOV)::test_a_stale_approval_cannot_replace_a_newer_champion \
-	$(PG_GOV)::test_deleting_the_newest_approval_is_detected \
-	$(PG_GOV)::test_kill_before_the_interrupt_then_recover_and_approve \
-	$(PG_GOV)::test_a_second_run_on_a_busy_model_is_refused_or_waits \
-	$(PG_GOV)::test_two_processes_appending_at_once_keep_one_valid_chain
-
 # Integration tests start a real PostgreSQL from Debian's binaries (tests/pg.py).
 postgres: ## Install Debian's PostgreSQL for the integration tests, if missing (apt, as root)
 	@compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || { apt-get update -q && apt-get install -y -q postgresql; }
 
-test: setup browser postgres ## Run the default test suite (unit + integration, no slow tiers), then the store-heavy suites again on PostgreSQL
+# tests/conformance runs every backend rule on SQLite and on PostgreSQL (tests/pg.py starts it);
+# the rest of a suite on PostgreSQL: DRIFTPILOT_TEST_DB=postgres .venv/bin/pytest <files>.
+test: setup browser postgres ## Run the default test suite: unit, conformance (SQLite and PostgreSQL), integration; no slow tiers
 	$(call run_pytest,-m "not slow and not full_data and not real_llm")
-	DRIFTPILOT_TEST_DB=postgres $(call run_pytest,-m "not slow and not full_data and not real_llm" $(PG_SUITES))
 
 test-all: setup browser ## Run every test, slow tiers included
 	$(call run_pytest,)
