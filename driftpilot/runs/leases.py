@@ -16,7 +16,8 @@ from typing import Any
 
 from driftpilot.core.errors import ModelBusy
 from driftpilot.store import AuditStore
-from driftpilot.store.audit import lease_holder, now
+from driftpilot.store.audit import lease_holder
+from driftpilot.store.engine import stamp
 from driftpilot.store.models import Mutation, Run
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,12 @@ def holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def clock_now(store: AuditStore) -> str:
+    """The time by the store's clock, as the store writes it: what lease expiry is judged
+    against (the store's own lease writes read the same clock)."""
+    return stamp(store.clock())
+
+
 def acquire(
     store: AuditStore,
     ttl_s: float,
@@ -96,7 +103,7 @@ def orphans(store: AuditStore) -> list[Run]:
     found = []
     for run in store.list_rows(Run, Run.status == "running", order=Run.created_at):
         lease = store.lease(run.model)
-        if lease is None or lease.run_id != run.id or lease.expires_at <= now():
+        if lease is None or lease.run_id != run.id or lease.expires_at <= clock_now(store):
             found.append(run)
     return found
 
@@ -109,7 +116,7 @@ def dead_intents(store: AuditStore, model: str | None = None) -> list[Mutation]:
         if model is not None and name != model:
             continue
         lease = store.lease(name) if name else None
-        if lease is None or lease.run_id != m.run_id or lease.expires_at <= now():
+        if lease is None or lease.run_id != m.run_id or lease.expires_at <= clock_now(store):
             dead.append(m)
     return dead
 

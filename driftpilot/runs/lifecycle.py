@@ -177,7 +177,7 @@ class Lifecycle:
 
     def refuse_if_busy(self, model: str) -> None:
         lease = self.store.lease(model)
-        if lease is not None and lease.expires_at > now():
+        if lease is not None and lease.expires_at > leases.clock_now(self.store):
             raise ModelBusy(f"model {model!r} is busy: run {lease.run_id[:12]} holds its lease")
         busy = self.store.list_rows(
             Run, Run.model == model, Run.status.in_(("pending", "running")), limit=1
