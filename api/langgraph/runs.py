@@ -21,9 +21,9 @@ from api.problems import Problem
 from api.routes.runs import frame_of, strategy_of
 from api.schemas import ControlInput, Resume
 from api.stream import run_rows
-from driftpilot.core.identity import same_person
 from driftpilot.execution.inprocess import RunExecutor
 from driftpilot.runs import threads as runs_threads
+from driftpilot.runs.approvals import is_own_run
 from driftpilot.runs.plane import ApiKeyView, ControlPlane, RunView
 from driftpilot.runs.threads import ThreadRef
 
@@ -234,7 +234,7 @@ def _resume(
     if ref.run_id is None:
         raise Problem(409, f"thread {ref.thread_id} has no run to resume yet")
     run = cp.get_run(ref.run_id)
-    if same_person(key.principal, run.requested_by):
+    if is_own_run(key.principal, run):
         raise Problem(
             403,
             f"{key.principal!r} requested run {run.run_id} and cannot decide its approval",
