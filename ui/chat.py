@@ -414,9 +414,9 @@ class Chat:
             if not hits:
                 raise NotFound(f"{dataset} has no batch {batch!r}; e.g. {', '.join(ids[:6])}")
             return f"{dataset}:{hits[0]}"
-        seen = {v.batch_id for v in self.cp.list_runs(model, 500)}
-        newest = max((ids.index(b) for b in seen if b in ids), default=0)
-        later = [b for b in ids[newest + 1 :] if b not in seen]
+        from driftpilot.scheduling.sources import unseen_dataset_batches
+
+        later = unseen_dataset_batches(self.cp, model, dataset)  # the schedules' own rule
         if not later:
             raise NotFound(
                 f"every batch of {dataset} after the newest seen has been run on {model}"

@@ -3,8 +3,9 @@ request that created or approved them has answered (a run never executes inside 
 and runs longer jobs (training a new model).
 
 A run waiting for its model's lease (a pending run, or an approved one whose model is busy)
-holds no worker: the attempt gives the thread back and is tried again after RETRY_S, so runs
-of other models never queue behind a busy one. At shutdown it stays pending (or its decision
+holds no worker: the attempt gives the thread back and is tried again after the busy rule's
+delay (``driftpilot.execution.dispatch.BusyRetry``), so runs of other models never queue
+behind a busy one. At shutdown it stays pending (or its decision
 stays recorded) in the database, and the next start-up (recover) picks it up.
 
 Each run task calls one façade method (``execute_run`` or ``resume_run``); the façade marks
@@ -34,11 +35,12 @@ from pydantic import BaseModel
 
 from driftpilot.core.errors import DriftPilotError, ModelBusy
 from driftpilot.core.settings import is_postgres
+from driftpilot.execution.dispatch import BusyRetry, What, attempt_of
 from driftpilot.execution.queue import Queue
 from driftpilot.runs.plane import ControlPlane, Recovery, RunView
 
 log = logging.getLogger(__name__)
-RETRY_S = 0.5  # a run whose model is busy is tried again this often
+RETRY_S = 0.5  # a run whose model is busy is first tried again after this (then backoff)
 
 
 def _now() -> str:
@@ -62,10 +64,14 @@ class Job(BaseModel):
 
 class RunExecutor:
     """Execute and resume runs, and run jobs, in ``workers`` background threads (runs: in
-    the task queue's workers, on PostgreSQL)."""
+    the task queue's workers, on PostgreSQL). A ``Dispatcher``; ``retry``: when a run whose
+    model is busy is tried again (no deadline by default: until shutdown)."""
 
-    def __init__(self, plane: ControlPlane, workers: int = 2) -> None:
+    def __init__(
+        self, plane: ControlPlane, workers: int = 2, *, retry: BusyRetry | None = None
+    ) -> None:
         self.plane = plane
+        self.retry = retry or BusyRetry(first_s=RETRY_S)
         # On PostgreSQL the queue's pool is opened at the first deferral (or at start).
         self.queue = Queue(plane) if is_postgres(plane.settings.db_url) else None
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dp-run")
@@ -80,48 +86,47 @@ class RunExecutor:
 
     # -- runs -------------------------------------------------------------------------------
 
+    def submit(self, what: What, run_id: str) -> Future[Any]:
+        """Execute (a pending run) or resume (a recorded decision) in the background: in this
+        pool, or as a queued job on PostgreSQL."""
+        if self.queue is not None:  # the future holds its job id, or what deferring raised
+            queued = self.queue.submit(what, run_id)  # (the run stays: start-up queues again)
+            if (failed := queued.exception()) is not None:
+                log.error("could not queue the %s of run %s", what, run_id, exc_info=failed)
+            return queued
+        attempt = attempt_of(self.plane, what)
+        return self._submit(run_id, what, self._attempt(run_id, what, attempt, 0, 0.0))
+
     def execute(self, run_id: str) -> Future[Any]:
         """Execute a pending run (it waits for its model's lease first)."""
-        if self.queue is not None:
-            return self._defer(run_id, "execute", self.queue.defer_run)
-        return self._submit(run_id, "execute", self._execute)
+        return self.submit("execute", run_id)
 
     def resume(self, run_id: str) -> Future[Any]:
         """Resume a run whose approval decision has been recorded."""
-        if self.queue is not None:
-            return self._defer(run_id, "resume", self.queue.defer_resume)
-        return self._submit(run_id, "resume", self._resume)
+        return self.submit("resume", run_id)
 
-    def _defer(
-        self, run_id: str, what: str, defer: Callable[[str], int | None]
-    ) -> Future[int | None]:
-        """Queue the run's job; the future holds its job id (None: already queued), or what
-        deferring raised (the run stays as it is: start-up queues pending runs again)."""
-        assert self.queue is not None
-        future: Future[int | None] = Future()
-        try:
-            self.queue.open()
-            future.set_result(defer(run_id))
-        except Exception as exc:
-            log.exception("could not queue the %s of run %s", what, run_id)
-            future.set_exception(exc)
-        return future
+    def _attempt(
+        self, run_id: str, what: str, attempt: Callable[[str], RunView], tries: int, waited: float
+    ) -> Callable[[str], RunView | None]:
+        """One attempt; a busy model (still pending, or the decision recorded) gives the
+        thread back and is tried again by the busy rule."""
 
-    def _execute(self, run_id: str) -> RunView | None:
-        try:
-            return self.plane.execute_run(run_id, timeout_s=0)
-        except ModelBusy:  # still pending: its model is busy (or an older run goes first)
-            self._retry(run_id, "execute", self._execute)
-            return None
+        def call(key: str) -> RunView | None:
+            try:
+                return attempt(key)
+            except ModelBusy:
+                if self.retry.gives_up(waited, tries):
+                    raise
+                delay = self.retry.delay(tries)
+                again = self._attempt(run_id, what, attempt, tries + 1, waited + delay)
+                self._retry(run_id, what, again, delay)
+                return None
 
-    def _resume(self, run_id: str) -> RunView | None:
-        try:
-            return self.plane.resume_run(run_id, wait=False)
-        except ModelBusy:  # the decision is recorded; the model is busy
-            self._retry(run_id, "resume", self._resume)
-            return None
+        return call
 
-    def _retry(self, run_id: str, what: str, call: Callable[[str], RunView | None]) -> None:
+    def _retry(
+        self, run_id: str, what: str, call: Callable[[str], RunView | None], delay: float
+    ) -> None:
         if self._stop.is_set():
             log.info("shutting down: run %s is left for the next start (%s)", run_id, what)
             return
@@ -132,7 +137,7 @@ class RunExecutor:
             if not self._stop.is_set():
                 self._submit(run_id, what, call)
 
-        timer = threading.Timer(RETRY_S, again)
+        timer = threading.Timer(delay, again)
         timer.daemon = True
         with self._lock:
             self._timers.add(timer)

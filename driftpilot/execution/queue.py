@@ -1,8 +1,8 @@
 """Scale-out on procrastinate: runs and schedule firings as jobs in the PostgreSQL database.
 
 Used when the audit database is PostgreSQL (``db_url`` ``postgresql...``); the embedded
-default (SQLite) keeps the in-process executor and APScheduler, and never imports this
-module's dependencies. procrastinate and psycopg are imported inside functions only.
+default (SQLite) keeps the in-process executor and the scheduler's own tick thread, and never
+imports this module's dependencies. procrastinate and psycopg are imported inside functions only.
 
 Jobs (procrastinate 3.10, tasks registered by name on every process's own ``App``):
 
@@ -11,8 +11,9 @@ Jobs (procrastinate 3.10, tasks registered by name on every process's own ``App`
   ``lock`` ``model:<name>``: no worker starts a job while another job of the same model is
   running, and jobs of one model start in the order they were deferred (submission order). The
   model's lease stays the guard under it (a CLI run or an embedded process takes it too): a
-  job whose model is busy raises ``ModelBusy`` and is retried after ``retry_s`` (the order
-  holds meanwhile: a waiting job with a lower id keeps later ones of its lock back).
+  job whose model is busy raises ``ModelBusy`` and is retried by the one busy rule
+  (``driftpilot.execution.dispatch.BusyRetry``, every ``retry_s`` here; the order holds
+  meanwhile: a waiting job with a lower id keeps later ones of its lock back).
   ``queueing_lock`` ``<task>:<run id>``: deferring a run whose job still waits is a no-op.
 - ``driftpilot.schedule_tick(timestamp)`` on queue ``schedules``: a periodic task
   (``tick_cron``, every minute by default; a sixth field gives seconds). Every process running
@@ -20,10 +21,11 @@ Jobs (procrastinate 3.10, tasks registered by name on every process's own ``App`
   tries to defer it for each tick; procrastinate's unique (task, periodic id, timestamp) row
   lets one of them succeed. That row is kept for the newest tick only, so a deferrer lagging
   a tick behind (a busy machine, a short tick) can defer an old tick again: the tick asks the
-  Scheduler which enabled schedules have a cron time in (previous tick, tick], claims each
-  (cron id, time) in the ``driftpilot_queue_firings`` table (primary key: once, whoever
-  ticks) and defers one ``driftpilot.fire_schedule`` job per claim. N replicas never fire a
-  schedule twice.
+  Scheduler which enabled schedules are due at the tick's time (``Scheduler.due``: a cron
+  time passed since the schedule's last firing, the one rule of SQLite and PostgreSQL homes),
+  claims each (cron id, time) in the ``driftpilot_queue_firings`` table (primary key: once,
+  whoever ticks) and defers one ``driftpilot.fire_schedule`` job per claim. N replicas never
+  fire a schedule twice.
 - ``driftpilot.fire_schedule(cron_id, scheduled_at)`` on queue ``schedules`` calls the one
   firing logic, ``Scheduler.fire_due`` (misfire grace, batch ledger, multitask strategy,
   audit of the outcome); its fired run is deferred as an ``execute_run`` job.
@@ -53,11 +55,13 @@ import threading
 import time
 import zlib
 from collections.abc import Iterable
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from driftpilot.core.errors import ConfigError, ModelBusy, NotFound
 from driftpilot.core.settings import QueueSettings, is_postgres, libpq_url
+from driftpilot.execution.dispatch import BusyRetry, What
 from driftpilot.store.models import Run
 
 if TYPE_CHECKING:
@@ -111,7 +115,7 @@ class Outcome(Protocol):
 class ScheduleFirer(Protocol):
     """What the queue needs of the Scheduler (driftpilot.scheduling sits above this module)."""
 
-    def due(self, since: datetime, until: datetime) -> list[tuple[str, datetime]]: ...
+    def due(self, now: datetime | None = None) -> list[tuple[str, datetime]]: ...
 
     def fire_due(self, cron_id: str, scheduled_at: datetime) -> Outcome: ...
 
@@ -142,6 +146,7 @@ class Queue:
     ``open()`` for a process that defers jobs (the API, a CLI command); ``run_worker()`` for a
     ``driftpilot worker``; ``start_deferrer()`` for a process that only defers schedule ticks
     (``driftpilot serve``). ``scheduler``: what fires schedules in this process's jobs.
+    A ``Dispatcher`` (``submit``, ``execute``, ``resume``: a run becomes a job).
     """
 
     def __init__(
@@ -154,6 +159,7 @@ class Queue:
         self.plane = plane
         self.conf = conf or plane.settings.queue
         self.scheduler = scheduler
+        self.retry = BusyRetry(first_s=self.conf.retry_s, max_s=self.conf.retry_s)
         self.conninfo = conninfo(plane.settings.db_url)
         self.app = self._make_app()
         self._opened = False
@@ -180,9 +186,7 @@ class Queue:
 
     def _register(self, app: procrastinate.App) -> None:
         """The tasks, bound to this process's plane and scheduler."""
-        import procrastinate
-
-        busy = procrastinate.RetryStrategy(wait=self.conf.retry_s, retry_exceptions={ModelBusy})
+        busy = self.retry.procrastinate()
 
         @app.task(name=EXECUTE_TASK, queue=RUNS_QUEUE, retry=busy)
         def execute_run(run_id: str) -> str:
@@ -211,15 +215,11 @@ class Queue:
         return self.scheduler
 
     def tick(self, timestamp: int) -> int:
-        """Defer a firing of every schedule due in (previous tick, ``timestamp``]; returns
-        how many were deferred."""
-        from croniter import croniter
-
-        until = datetime.fromtimestamp(timestamp, UTC)
-        since = croniter(self.conf.tick_cron, until).get_prev(datetime)
+        """Defer a firing of every schedule due at ``timestamp`` (a cron time passed since
+        its last firing); returns how many were deferred."""
         scheduler = self._scheduler()
         deferred = 0
-        for cron_id, at in scheduler.due(since, until):
+        for cron_id, at in scheduler.due(datetime.fromtimestamp(timestamp, UTC)):
             if not self._claim(cron_id, at):
                 continue  # another job of this tick (or an overlapping one) took it
             if self.defer_fire(cron_id, at):
@@ -319,6 +319,24 @@ class Queue:
         except AlreadyEnqueued:
             log.info("%s of run %s is already queued", task, run_id)
             return None
+
+    def submit(self, what: What, run_id: str) -> Future[int | None]:
+        """The ``Dispatcher`` face: queue the run's job (opening the pool if needed); the
+        future holds its job id (None: already queued) or what deferring raised."""
+        future: Future[int | None] = Future()
+        try:
+            self.open()
+            defer = self.defer_run if what == "execute" else self.defer_resume
+            future.set_result(defer(run_id))
+        except Exception as exc:
+            future.set_exception(exc)
+        return future
+
+    def execute(self, run_id: str) -> Future[int | None]:
+        return self.submit("execute", run_id)
+
+    def resume(self, run_id: str) -> Future[int | None]:
+        return self.submit("resume", run_id)
 
     def defer_fire(self, cron_id: str, scheduled_at: datetime) -> bool:
         """Queue one firing of a schedule; False when its previous firing still waits."""

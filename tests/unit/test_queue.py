@@ -1,11 +1,13 @@
-"""The task queue's timing, without a queue: which schedules a tick fires (``Scheduler.due``)
-and what a late firing audits (``fire_due``), over a real SQLite audit store. The queue itself
-runs against a real PostgreSQL in tests/integration/test_workers.py."""
+"""The schedules' timing, without a queue: which schedules a tick fires (``Scheduler.due``, the
+one rule of the in-process tick and the queue's) and what a late firing audits (``fire_due``),
+over a real SQLite audit store and a clock the tests move. The queue itself runs against a
+real PostgreSQL in tests/integration/test_workers.py."""
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -21,7 +23,7 @@ T = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)  # a Monday, noon UTC
 
 
 def schedule(cp: ControlPlane, cron_id: str, cron: str, tz: str = "UTC", on: bool = True) -> None:
-    stamp = T.isoformat()
+    stamp = (T - timedelta(hours=2)).isoformat()  # made (or last changed) two hours ago
     cp.store.add(
         Schedule(
             cron_id=cron_id,
@@ -39,39 +41,97 @@ def schedule(cp: ControlPlane, cron_id: str, cron: str, tz: str = "UTC", on: boo
     )
 
 
+class Clock:
+    """A clock the test moves."""
+
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+    def __call__(self) -> datetime:
+        return self.at
+
+
 @pytest.fixture
-def sched(settings: Settings) -> Scheduler:
+def clock() -> Clock:
+    return Clock(T)
+
+
+@pytest.fixture
+def sched(settings: Settings, clock: Clock) -> Scheduler:
     cp = ControlPlane(settings)
     schedule(cp, "minutely", "* * * * *")
     schedule(cp, "noon-paris", "0 12 * * *", tz="Europe/Paris")  # 11:00 UTC in March
     schedule(cp, "quarterly", "*/15 * * * *")
     schedule(cp, "paused", "* * * * *", on=False)
-    return Scheduler(cp, conf=SchedulerSettings(misfire_grace_s=60))
+    return Scheduler(cp, conf=SchedulerSettings(misfire_grace_s=60), clock=clock)
 
 
-def test_a_tick_fires_the_schedules_due_since_the_previous_tick(sched: Scheduler) -> None:
-    found = dict(sched.due(T - timedelta(minutes=1), T))
-    assert found == {"minutely": T, "quarterly": T}  # not paused, not Paris' noon
-    assert dict(sched.due(T - timedelta(seconds=2), T - timedelta(seconds=1))) == {}
-    # A tick every 2 s: the minute falls in exactly one window.
-    windows = [(T + timedelta(seconds=s - 2), T + timedelta(seconds=s)) for s in range(-4, 6, 2)]
-    hits = [w for w in windows if "minutely" in dict(sched.due(*w))]
-    assert len(hits) == 1 and hits[0][1] == T
+def fire_outcomes(sched: Scheduler) -> list[tuple[str, str | None, str]]:
+    rows = sched.store.list_rows(ToolCall, ToolCall.tool == FIRE_TOOL, order=ToolCall.id)
+    return [
+        (r.run_id, json.loads(r.args)["scheduled_at"], json.loads(r.result)["outcome"])
+        for r in rows
+    ]
 
 
-def test_the_times_of_one_tick_coalesce_into_its_newest(sched: Scheduler) -> None:
-    found = dict(sched.due(T - timedelta(hours=2), T))  # after downtime: one firing each
-    assert found["minutely"] == T and found["quarterly"] == T
-    assert found["noon-paris"] == T - timedelta(hours=1)  # crons keep their time zone
+def test_a_schedule_is_due_at_its_newest_cron_time_since_its_last_firing(
+    sched: Scheduler,
+) -> None:
+    # Two hours since they were made: the times in between coalesce into the newest.
+    found = dict(sched.due(T))
+    assert found == {"minutely": T, "quarterly": T, "noon-paris": T - timedelta(hours=1)}
+    assert sched.due() == sched.due(T)  # the clock's now by default
+    # A firing (here: no file, 'no-new-batch') is the new anchor: not due again until the
+    # next minute, whoever asks (a lagging tick asking about an older time finds nothing).
+    assert sched.fire_due("minutely", T).outcome == "no-new-batch"
+    assert "minutely" not in dict(sched.due(T + timedelta(seconds=59)))
+    assert "minutely" not in dict(sched.due(T - timedelta(minutes=5)))
+    assert dict(sched.due(T + timedelta(minutes=1)))["minutely"] == T + timedelta(minutes=1)
 
 
-def test_a_firing_started_past_the_misfire_grace_is_audited_missed(sched: Scheduler) -> None:
-    late = datetime.now(UTC) - timedelta(seconds=120)
+def test_a_change_restarts_the_cron_from_now(sched: Scheduler, clock: Clock) -> None:
+    sched.start()
+    try:
+        clock.at = T + timedelta(seconds=30)
+        sched.pause("quarterly", "bob")
+        clock.at = T + timedelta(minutes=40)
+        sched.resume("quarterly", "bob")  # the paused 12:15 and 12:30 are not caught up
+        assert "quarterly" not in dict(sched.due())
+        clock.at = T + timedelta(minutes=45)
+        assert dict(sched.due())["quarterly"] == clock.at
+        view = sched.get("quarterly")
+        assert view.next_run_date == (T + timedelta(minutes=45)).isoformat()  # within grace
+    finally:
+        sched.shutdown()
+
+
+def test_a_firing_started_past_the_misfire_grace_is_audited_missed(
+    sched: Scheduler, clock: Clock
+) -> None:
+    late = T - timedelta(seconds=120)
     firing = sched.fire_due("minutely", late)
     assert firing.outcome == "missed" and "misfire grace" in firing.detail
     [row] = sched.store.list_rows(ToolCall, ToolCall.tool == FIRE_TOOL)
     assert json.loads(row.result)["outcome"] == "missed" and not row.ok
     assert sched.skip_overlap("minutely", late).outcome == "skipped-overlap"
+
+
+def test_the_tick_audits_a_time_missed_during_downtime_once(sched: Scheduler, clock: Clock) -> None:
+    """The process was down from 11:00 to 12:02: each schedule's newest time is one
+    firing; the ones more than the grace (60 s) late are audited 'missed', once."""
+    clock.at = T + timedelta(minutes=2)
+    with sched:  # the tick thread runs too: both tick under one lock, at the same clock
+        sched.tick()
+        sched.tick()
+        deadline = time.monotonic() + 30
+        while len(fire_outcomes(sched)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert sorted(fire_outcomes(sched)) == [
+        ("minutely", (T + timedelta(minutes=2)).isoformat(), "no-new-batch"),
+        ("noon-paris", (T - timedelta(hours=1)).isoformat(), "missed"),
+        ("quarterly", T.isoformat(), "missed"),
+    ]
+    assert sched.due() == []
 
 
 def test_the_queue_takes_only_postgresql() -> None:
@@ -81,8 +141,8 @@ def test_the_queue_takes_only_postgresql() -> None:
         conninfo("sqlite:///x.db")
 
 
-def test_on_sqlite_the_scheduler_keeps_apscheduler(sched: Scheduler) -> None:
-    assert not sched.external
+def test_on_sqlite_the_scheduler_ticks_in_process(sched: Scheduler) -> None:
+    assert not sched.on_queue
 
 
 def test_a_worker_on_the_embedded_sqlite_home_is_refused_in_one_line(settings: Settings) -> None:

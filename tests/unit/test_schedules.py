@@ -1,23 +1,23 @@
-"""Cron expressions, time zones and batch sources of schedules, checked without a database."""
+"""Cron expressions (croniter, crontab semantics), time zones and batch sources of schedules,
+checked without a database."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 from pydantic import ValidationError
 
 from driftpilot.core.errors import ConfigError
-from driftpilot.scheduling.scheduler import (
+from driftpilot.scheduling.cron import Cron, cron_trigger
+from driftpilot.scheduling.sources import _at_or_before, unseen_batches
+from driftpilot.scheduling.specs import (
     GlobSource,
     Payload,
     ScheduleSpec,
     ScheduleUpdate,
-    _at_or_before,
     check_glob,
-    cron_trigger,
-    unseen_batches,
 )
 
 SUNDAY = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)  # a Sunday noon
@@ -50,7 +50,7 @@ def next_fires(expression: str, tz: str = "UTC", n: int = 3) -> list[datetime]:
     ],
 )
 def test_weekdays_count_as_crontab_does(weekday: str, expected: set[str]) -> None:
-    """APScheduler 3 counts 0 as Monday; a crontab's 0 (and 7) is Sunday."""
+    """A crontab's 0 and 7 are Sunday (APScheduler 3, used before, counted 0 as Monday)."""
     days = {f.strftime("%a") for f in next_fires(f"0 6 * * {weekday}", n=14)}
     assert days == expected
 
@@ -71,7 +71,6 @@ def test_every_minute_and_time_zones() -> None:
         ("60 * * * *", "UTC", "invalid cron schedule"),
         ("* 24 * * *", "UTC", "invalid cron schedule"),
         ("0 0 30 2 *", "UTC", "never fires"),
-        ("0 0 1 * 1", "UTC", "not both"),
         ("* * * * 8", "UTC", "not 0-7 or sun-sat"),
         ("* * * * 5-1", "UTC", "backwards"),
         ("last * * * *", "UTC", "characters cron does not allow"),
@@ -156,3 +155,68 @@ def test_a_batch_begins_before_the_trained_horizon_across_zones_and_kinds() -> N
     assert _at_or_before(datetime(2013, 1, 31, 23, 0), horizon)
     assert _at_or_before(3600.0, 7200) and not _at_or_before(7201, 7200.0)
     assert not _at_or_before(datetime(2013, 1, 1, tzinfo=UTC), 7200.0)  # kinds never compare
+
+
+def test_day_of_month_and_weekday_both_restricted_fire_on_either() -> None:
+    """crontab ORs the two day fields when both are restricted: the 1st and every Monday."""
+    days = {(f.day, f.strftime("%a")) for f in next_fires("0 0 1 * 1", n=8)}
+    assert (1, "Tue") in days  # 2026-12-01, a Tuesday: the day of month alone
+    assert {d for _, d in days} == {"Mon", "Tue", "Fri"}  # and Mondays; 2027-01-01 a Friday
+    assert all(d == 1 or wd == "Mon" for d, wd in days)
+
+
+PARIS = "Europe/Paris"  # CET/CEST: clocks go forward 2026-03-29 02:00, back 2026-10-25 03:00
+
+
+def fires_between(cron: Cron, start: datetime, end: datetime) -> list[datetime]:
+    out, at = [], start
+    while (at := cron.next_after(at)) is not None and at <= end:  # type: ignore[assignment]
+        out.append(at)
+    return out
+
+
+def test_a_daily_cron_fires_once_across_both_daylight_saving_changes() -> None:
+    daily = Cron("30 2 * * *", PARIS)
+    autumn = fires_between(
+        daily, datetime(2026, 10, 24, 12, tzinfo=UTC), datetime(2026, 10, 26, 12, tzinfo=UTC)
+    )
+    # 02:30 happens twice on the 25th (CEST, then CET): one firing, at the first.
+    assert [f.isoformat() for f in autumn] == [
+        "2026-10-25T00:30:00+00:00",
+        "2026-10-26T01:30:00+00:00",
+    ]
+    spring = fires_between(
+        daily, datetime(2026, 3, 28, 12, tzinfo=UTC), datetime(2026, 3, 30, 12, tzinfo=UTC)
+    )
+    # 02:30 does not exist on the 29th: it fires once that day, right after the jump.
+    assert [f.isoformat() for f in spring] == [
+        "2026-03-29T01:00:00+00:00",
+        "2026-03-30T00:30:00+00:00",
+    ]
+    # Due from the other side: the repeated 02:30 CET is not a new time to fire.
+    fired = datetime(2026, 10, 25, 0, 30, tzinfo=UTC)
+    assert daily.due(fired, datetime(2026, 10, 25, 1, 31, tzinfo=UTC)) is None
+
+
+def test_an_hourly_cron_follows_real_time_across_daylight_saving() -> None:
+    hourly = Cron("0 * * * *", PARIS)
+    autumn = fires_between(
+        hourly,
+        datetime(2026, 10, 24, 23, 30, tzinfo=UTC),
+        datetime(2026, 10, 25, 3, 30, tzinfo=UTC),
+    )
+    assert len(autumn) == 4 and len(set(autumn)) == 4  # 02:00 CEST and 02:00 CET both fire
+    spring = fires_between(
+        hourly, datetime(2026, 3, 28, 23, 30, tzinfo=UTC), datetime(2026, 3, 29, 3, 30, tzinfo=UTC)
+    )
+    assert [f.hour for f in spring] == [0, 1, 2, 3]  # one firing per real hour
+
+
+def test_due_is_the_newest_cron_time_since_the_anchor() -> None:
+    minutely = Cron("* * * * *", "UTC")
+    assert minutely.due(SUNDAY - timedelta(minutes=1), SUNDAY) == SUNDAY  # a time is inclusive
+    assert minutely.due(SUNDAY, SUNDAY + timedelta(seconds=59)) is None  # fired: not again
+    later = SUNDAY + timedelta(minutes=5, seconds=10)
+    assert minutely.due(SUNDAY, later) == SUNDAY + timedelta(minutes=5)  # coalesced
+    paris = Cron("0 12 * * *", PARIS)  # noon in Paris is 11:00 UTC in November
+    assert paris.due(SUNDAY - timedelta(days=1), SUNDAY) == SUNDAY - timedelta(hours=1)

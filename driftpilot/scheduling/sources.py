@@ -1,0 +1,313 @@
+"""Batch sources of schedules: which batch a firing runs, and which batches a model has seen.
+
+- ``{"glob": "flights/*.parquet"}``: the newest CSV/Parquet file (by modification time) that
+  the pattern matches under an allowed batch root, if this schedule has not consumed it yet
+  (a file rewritten in place is new) and the model has not seen its content (a run of the
+  model had the same content hash: audited ``no-new-batch`` with that run). Older unconsumed
+  files are passed over, and counted in the audit: a schedule follows the newest data, it
+  does not replay a backlog.
+- ``{"dataset": "flights", "start": "2013-02"}``: the next batch of a built-in dataset, in
+  time order, from ``start`` on; without ``start``, from the batch after the newest one the
+  model has seen (``max_rows``/``seed``: a seeded sample of each batch). A batch the model
+  has seen is never run again: one a run of the model was given (the whole batch's content
+  hash, taken before any sampling, or its batch id when the run came from this dataset), or
+  one that begins at or before the newest row the champion was trained on (the bootstrap's
+  window or the current champion's).
+- ``{"gdelt": {}}``: the newest GDELT 2.0 15-minute event export (``lastupdate.txt`` of
+  ``DRIFTPILOT_SCHEDULER_GDELT_BASE_URL``). Offline, the firing is audited as an error.
+
+``unseen_dataset_batches`` is the one rule of "the next batch a model has not seen": dataset
+schedules and the chat's ``/run MODEL`` (``ui.chat``) both call it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from driftpilot.core.errors import DataError
+from driftpilot.core.settings import SchedulerSettings
+from driftpilot.scheduling.specs import (
+    DatasetSource,
+    GdeltOptions,
+    GlobSource,
+    Payload,
+    check_glob,
+)
+from driftpilot.store.models import BatchRecord, ManagedModel, Run, StepEffect
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from driftpilot.runs.plane import ControlPlane
+    from tools.data import Batch
+
+SUFFIXES = (".csv", ".parquet")
+
+
+@dataclass
+class Picked:
+    """A batch a firing chose: its rows, id, ledger key, how it was found, and what its run
+    records about where it came from (its metadata, beside the schedule id)."""
+
+    frame: pl.DataFrame
+    batch_id: str
+    key: str
+    detail: str
+    origin: dict[str, Any] = dataclasses.field(default_factory=dict)
+    seen_by: str | None = None  # a run of the model that had this content already
+
+
+def unseen_dataset_batches(
+    plane: ControlPlane, model: str, dataset: str, start: str | None = None
+) -> list[str]:
+    """The batches of a built-in dataset ``model`` may run next, in time order: from
+    ``start`` on when given, else after the newest batch the model has seen; never one it
+    has seen (``seen_batches``).
+
+    Raises:
+        NotFound: unknown dataset, or ``start`` is not one of its batches.
+    """
+    from driftpilot.sources.resolver import UnknownBatch, dataset_batches
+
+    batches = dataset_batches(dataset, plane.settings)
+    ids = list(batches)
+    if start is not None and start not in batches:
+        raise UnknownBatch(dataset, start, ids)
+    return unseen_batches(ids, seen_batches(plane, model, dataset, batches), start)
+
+
+def seen_batches(
+    plane: ControlPlane, model: str, dataset: str, batches: dict[str, Batch]
+) -> set[str]:
+    """The ids of the dataset's batches ``model`` has seen: one a run of the model was
+    given (by content hash, or by batch id when the run came from this dataset), or one
+    that begins at or before the newest row its champion was trained on."""
+    hashes, ids = seen_by_runs(plane, model, dataset)
+    horizon = trained_until(plane, model)
+    return {
+        batch_id
+        for batch_id, batch in batches.items()
+        if batch_id in ids
+        or batch.info.content_hash in hashes
+        or (horizon is not None and _at_or_before(batch.info.start, horizon))
+    }
+
+
+def seen_by_runs(
+    plane: ControlPlane, model: str, dataset: str | None
+) -> tuple[dict[str, str], set[str]]:
+    """The content hashes of the batches the model's runs were given (filed, submitted,
+    and whole before sampling), each with a run that had it, and the batch ids of its
+    runs on ``dataset``. A cancelled run never ran, and a failed one never decided: their
+    batches are not seen."""
+    from driftpilot.runs.plane import METADATA_STEP
+
+    store = plane.store
+    source = store.get(ManagedModel, model).source
+    runs = [r for r in store.list_rows(Run, Run.model == model) if r.status != "failed"]
+    with store.session() as session:
+        stored = session.execute(
+            select(StepEffect.run_id, StepEffect.result).where(
+                StepEffect.step == METADATA_STEP,
+                StepEffect.run_id.in_([r.id for r in runs]),
+            )
+        ).all()
+    metadata = {run_id: json.loads(result) for run_id, result in stored}
+    filed = store.list_rows(BatchRecord, BatchRecord.model == model)
+    hashes = {r.content_hash: r.run_id for r in filed}
+    ids: set[str] = set()
+    for run in runs:
+        meta = metadata.get(run.id, {})
+        given = json.loads(run.summary or "{}").get("input", {}).get("batch", {})
+        for digest in (meta.get("batch_hash"), given.get("content_hash")):
+            if digest:
+                hashes.setdefault(digest, run.id)
+        if dataset is not None and dataset in (source, meta.get("dataset")):
+            ids.add(run.batch_id)
+    return hashes, ids
+
+
+def trained_until(plane: ControlPlane, model: str) -> datetime | float | None:
+    """The newest time in the rows the model's bootstrap champion and current champion
+    were trained on (their windows), or None when neither window is on disk."""
+    import polars as pl
+
+    from driftpilot.runs.plane import bootstrap_id
+
+    row = plane.store.get(ManagedModel, model)
+    bootstrap = plane.store.effect(bootstrap_id(model), "promote") or {}
+    paths = {p for p in (bootstrap.get("window_path"), row.reference_path) if p}
+    newest: list[Any] = []
+    for path in paths:
+        if Path(path).is_file():
+            times = pl.read_parquet(path, columns=[row.time_col])[row.time_col]
+            if times.len() and times.null_count() < times.len():
+                newest.append(times.max())
+    comparable = [t for t in newest if isinstance(t, (datetime, int, float))]
+    return max(comparable, key=_sort_key) if comparable else None
+
+
+class Sources:
+    """Picks the batch of a firing from its schedule's source (module docstring).
+
+    ``roots``: where glob sources may read. ``consumed``: the ledger keys the schedule has
+    taken already (``schedule_batches``)."""
+
+    def __init__(self, plane: ControlPlane, roots: list[Path], conf: SchedulerSettings) -> None:
+        self.plane = plane
+        self.roots = roots
+        self.conf = conf
+
+    def pick(self, payload: Payload, consumed: set[str]) -> Picked | None:
+        """The batch a firing runs, None when there is no new one.
+
+        Raises:
+            DriftPilotError (or an I/O error): an unusable source (the firing's outcome).
+        """
+        source = payload.source
+        if isinstance(source, DatasetSource):  # its seen batches are passed over in order
+            return self._pick_dataset(payload.model, source, consumed)
+        if isinstance(source, GlobSource):
+            picked = self._pick_file(source.glob, consumed)
+        else:
+            picked = self._pick_gdelt(source.gdelt, consumed)
+        if picked is not None:
+            hashes, _ = seen_by_runs(self.plane, payload.model, None)
+            picked.seen_by = hashes.get(picked.origin.get("batch_hash", ""))
+        return picked
+
+    def _pick_file(self, pattern: str, consumed: set[str]) -> Picked | None:
+        import polars as pl
+
+        from tools.data import content_hash, load_table
+
+        check_glob(pattern)
+        found: list[tuple[int, str, Path, int]] = []
+        for root in self.roots:
+            base = Path(root).expanduser().resolve()
+            if not base.is_dir():
+                continue
+            for match in base.glob(pattern):
+                real = match.resolve()
+                if (
+                    not real.is_relative_to(base)
+                    or real.suffix.lower() not in SUFFIXES
+                    or not real.is_file()
+                ):
+                    continue
+                stat = real.stat()
+                found.append(
+                    (stat.st_mtime_ns, real.relative_to(base).as_posix(), real, stat.st_size)
+                )
+        if not found:
+            return None
+        mtime, relative, path, size = max(found)
+        key = f"glob:{relative}:{mtime}:{size}"
+        if key in consumed:
+            return None
+        if size > self.conf.max_file_bytes:
+            raise DataError(
+                f"the newest matching file has {size} bytes; the limit is "
+                f"{self.conf.max_file_bytes}"
+            )
+        passed = sum(
+            1 for m, r, _, s in found if f"glob:{r}:{m}:{s}" not in consumed and r != relative
+        )
+        frame = load_table(path)
+        if not isinstance(frame, pl.DataFrame):
+            frame = frame.collect()
+        detail = f"newest of {len(found)} matching files"
+        if passed:
+            detail += f"; {passed} older unconsumed file(s) passed over"
+        return Picked(frame, path.stem, key, detail, {"batch_hash": content_hash(frame)})
+
+    def _pick_dataset(self, model: str, source: DatasetSource, consumed: set[str]) -> Picked | None:
+        from driftpilot.sources.resolver import dataset_batches
+        from tools.datasets import SPECS
+
+        batches = dataset_batches(source.dataset, self.plane.settings)
+        candidates = unseen_dataset_batches(self.plane, model, source.dataset, source.start)
+        for batch_id in candidates:
+            key = f"dataset:{source.dataset}:{batch_id}"
+            if key in consumed:
+                continue
+            batch = batches[batch_id]
+            frame = batch.frame
+            if source.max_rows is not None and frame.height > source.max_rows:
+                frame = frame.sample(n=source.max_rows, seed=source.seed).sort(
+                    SPECS[source.dataset].time_col
+                )
+            left = len(candidates) - candidates.index(batch_id) - 1
+            origin = {
+                "dataset": source.dataset,
+                # The whole batch's hash, taken before sampling: a sample of a batch the model
+                # has seen hashes differently, the whole batch does not.
+                "batch_hash": batch.info.content_hash,
+                "sampled_rows": frame.height if frame.height < batch.frame.height else None,
+            }
+            detail = f"{source.dataset} batch; {left} unseen after it"
+            return Picked(frame, batch_id, key, detail, origin)
+        return None
+
+    def _pick_gdelt(self, options: GdeltOptions, consumed: set[str]) -> Picked | None:
+        from tools.data import content_hash
+        from tools.gdelt import download, fetch_file_list, parse_export
+
+        timeout = self.conf.gdelt_timeout_s
+        exports = [
+            e
+            for e in fetch_file_list(self.conf.gdelt_base_url, timeout=timeout)
+            if e.kind == "export"
+        ]
+        if not exports:
+            return None
+        newest = max(exports, key=lambda e: e.timestamp)
+        stamp = newest.timestamp.strftime("%Y%m%d%H%M%S")
+        key = f"gdelt:{stamp}"
+        if key in consumed:
+            return None
+        assert self.plane.settings.cache_dir is not None
+        frame = parse_export(download(newest, self.plane.settings.cache_dir, timeout=timeout))
+        origin = {"batch_hash": content_hash(frame)}  # the whole export, before max_rows
+        if options.max_rows is not None:
+            frame = frame.head(options.max_rows)
+        detail = f"GDELT 2.0 export of {stamp} UTC"
+        return Picked(frame, f"gdelt-{stamp}", key, detail, origin)
+
+
+def unseen_batches(ids: list[str], seen: set[str], start: str | None = None) -> list[str]:
+    """The batches a dataset schedule may run, in time order: from ``start`` on when given,
+    else after the newest batch the model has seen; never one it has seen."""
+    if start is not None:
+        first = ids.index(start)
+    else:
+        first = max((i + 1 for i, batch_id in enumerate(ids) if batch_id in seen), default=0)
+    return [b for b in ids[first:] if b not in seen]
+
+
+def _at_or_before(moment: object, horizon: datetime | float) -> bool:
+    """Whether a batch that begins at ``moment`` begins at or before ``horizon`` (a time
+    without a zone is wall-clock time in the other's zone, as ``tools.data.conform`` reads
+    it); times of different kinds (a datetime and seconds) never compare."""
+    if isinstance(moment, datetime) and isinstance(horizon, datetime):
+        if (moment.tzinfo is None) != (horizon.tzinfo is None):
+            zone_of = moment.tzinfo or horizon.tzinfo
+            moment, horizon = moment.replace(tzinfo=zone_of), horizon.replace(tzinfo=zone_of)
+        return moment <= horizon
+    numbers = (int, float)
+    if isinstance(moment, numbers) and isinstance(horizon, numbers):
+        return moment <= horizon
+    return False
+
+
+def _sort_key(moment: datetime | float) -> float:
+    if isinstance(moment, datetime):
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    return float(moment)
