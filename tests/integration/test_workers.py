@@ -268,27 +268,38 @@ def minutes_between(start: datetime, end: datetime) -> set[str]:
     return found
 
 
+def deferring(farm: Farm, months: dict[str, pl.DataFrame]) -> tuple[Worker, Worker]:
+    """A minute schedule of m1 and two live workers deferring ticks (both run procrastinate's
+    periodic deferrer): made by whichever test needs them first, so each test runs alone."""
+    if not farm.cron_id:
+        inbox = farm.home / "inbox" / "sched"
+        inbox.mkdir(parents=True, exist_ok=True)
+        april = months["2013-04"].sample(n=1500, seed=4).sort("time_hour")
+        april.write_parquet(inbox / "apr.parquet")
+        sched = Scheduler(farm.plane, conf=SchedulerSettings(enabled=False)).start()
+        try:  # every minute; its source has one file: a run, then 'no-new-batch' each minute
+            farm.cron_id = sched.create(
+                ScheduleSpec(
+                    schedule="* * * * *",
+                    payload=Payload(model="m1", source=GlobSource(glob="sched/*.parquet")),
+                    multitask_strategy="enqueue",  # m1 may be busy with the drain: wait
+                ),
+                "alice",
+            ).cron_id
+        finally:
+            sched.shutdown()
+    live = [w for w in farm.workers if w.proc.poll() is None]
+    if len(live) < 2 or farm.deferring_since is None:
+        live += [farm.worker(name) for name in ("a", "b")[len(live) :]]
+        wait_registered(farm, 2, *live)
+        farm.deferring_since = datetime.now(UTC)
+    return live[0], live[1]
+
+
 def test_two_workers_drain_twenty_runs_over_four_models(
     farm: Farm, months: dict[str, pl.DataFrame]
 ) -> None:
-    inbox = farm.home / "inbox" / "sched"
-    inbox.mkdir(parents=True)
-    months["2013-04"].sample(n=1500, seed=4).sort("time_hour").write_parquet(inbox / "apr.parquet")
-    sched = Scheduler(farm.plane, conf=SchedulerSettings(enabled=False)).start()
-    try:  # every minute; its source has one file: a run, then 'no-new-batch' each minute
-        farm.cron_id = sched.create(
-            ScheduleSpec(
-                schedule="* * * * *",
-                payload=Payload(model="m1", source=GlobSource(glob="sched/*.parquet")),
-                multitask_strategy="enqueue",  # m1 is busy with the drain: wait for it
-            ),
-            "alice",
-        ).cron_id
-    finally:
-        sched.shutdown()
-    a, b = farm.worker("a"), farm.worker("b")
-    wait_registered(farm, 2, a, b)
-    farm.deferring_since = datetime.now(UTC)
+    a, b = deferring(farm, months)
     ids = submit(farm, months, dict.fromkeys(MODELS, 5), seed=0)
     wait_for(settled(farm, ids, a, b), 400, "20 runs to end")
     assert_once(farm, ids)
@@ -305,13 +316,21 @@ def test_two_workers_drain_twenty_runs_over_four_models(
     assert result.ok, result.problems
 
 
-def test_two_deferrers_fire_a_minute_schedule_once_per_minute(farm: Farm) -> None:
-    """Both workers ran procrastinate's periodic deferrer (a tick every 2 s) during the
-    drain: the schedule fired at each minute once, though two processes deferred ticks."""
-    assert farm.deferring_since is not None, "runs after the drain test (it starts the workers)"
+def test_two_deferrers_fire_a_minute_schedule_once_per_minute(
+    farm: Farm, months: dict[str, pl.DataFrame]
+) -> None:
+    """Two workers run procrastinate's periodic deferrer (a tick every 2 s; during the drain
+    when it ran first): the schedule fired at each minute once, though two processes
+    deferred ticks. The workers are processes on the real clock: alone, this test waits for
+    the first minute after they started deferring (after the drain it has long passed)."""
+    deferring(farm, months)
+    assert farm.deferring_since is not None
     first = minutes_between(farm.deferring_since, farm.deferring_since + timedelta(minutes=1))
-    wait = datetime.fromisoformat(min(first)) + timedelta(seconds=6) - datetime.now(UTC)
-    time.sleep(max(0.0, wait.total_seconds()))  # at least one minute boundary has passed
+    enough = max(  # a minute boundary has passed, and 10 ticks of 2 s
+        datetime.fromisoformat(min(first)) + timedelta(seconds=6),
+        farm.deferring_since + timedelta(seconds=24),
+    )
+    time.sleep(max(0.0, (enough - datetime.now(UTC)).total_seconds()))
     assert live_workers(farm) == 2
     rows = farm.plane.store.list_rows(
         ToolCall, ToolCall.run_id == farm.cron_id, ToolCall.tool == FIRE_TOOL
