@@ -32,6 +32,7 @@ import chainlit as cl  # noqa: E402
 
 from driftpilot.core.errors import DriftPilotError  # noqa: E402
 from driftpilot.core.vocabulary import outcome_label, status_label  # noqa: E402
+from driftpilot.execution.dispatch import BusyRetry, Inline  # noqa: E402
 from driftpilot.runs.plane import ControlPlane, RunView  # noqa: E402
 from driftpilot.runtime import Runtime, build_runtime  # noqa: E402
 from ui import charts, markup  # noqa: E402
@@ -275,10 +276,11 @@ async def stream_run(chat: Chat, run_id: str) -> None:
     seen = len(await asyncio.to_thread(new_decisions, cp, run_id, 0))
     if view.status == "pending":
         seen = 0
-        work = asyncio.create_task(asyncio.to_thread(cp.execute_run, run_id))
+        inline = Inline(cp)  # waits for a busy model by the one busy rule
+        work = asyncio.create_task(asyncio.to_thread(lambda: inline.execute(run_id).result()))
     else:
-        timeout = cp.settings.lease_ttl_s
-        work = asyncio.create_task(asyncio.to_thread(cp.resume_run, run_id, timeout_s=timeout))
+        inline = Inline(cp, BusyRetry(deadline_s=cp.settings.lease_ttl_s))
+        work = asyncio.create_task(asyncio.to_thread(lambda: inline.resume(run_id).result()))
     while True:
         finished = work.done()
         for row in await asyncio.to_thread(new_decisions, cp, run_id, seen):
