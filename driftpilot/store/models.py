@@ -191,8 +191,8 @@ CHAINED: tuple[type[Any], ...] = (Decision, ToolCall, Approval, ChampionChange, 
 
 # -- schedules and alerts (driftpilot.scheduling, driftpilot.alerts) -----------------------
 # Mutable configuration, not chained: who created, changed, fired or delivered what is audited
-# as tool calls (agents "scheduler" and "alerts"). APScheduler keeps its own job table
-# (``apscheduler_jobs``, created by migration 0004) in the same database.
+# as tool calls (agents "scheduler" and "alerts"). A schedule's newest audited firing is
+# also when it fired last (APScheduler's ``apscheduler_jobs`` of 0004 is dropped by 0008).
 
 
 class Schedule(Base):
