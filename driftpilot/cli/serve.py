@@ -26,7 +26,8 @@ def serve(
         raise typer.BadParameter("give an address, e.g. 127.0.0.1", param_hint="'--host'")
     plane = _plane()
     if not logging.getLogger().isEnabledFor(logging.INFO):
-        logging.getLogger("api").setLevel(logging.INFO)  # start-up recovery is worth seeing
+        for name in ("api", "driftpilot.execution"):  # start-up recovery is worth seeing
+            logging.getLogger(name).setLevel(logging.INFO)
     serve_api(host, port, plane=plane)
 
 
