@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
+import driftpilot.store.threads  # noqa: F401  (its table on Base, for autogenerate)
 from driftpilot.store.models import Base
 
 config = context.config
