@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -65,9 +66,9 @@ def test_a_stop_ends_the_wait_and_other_errors_are_not_retried() -> None:
 
 def test_procrastinate_retries_only_a_busy_model_by_the_same_rule() -> None:
     strategy = BusyRetry(first_s=1, max_s=4, deadline_s=10).procrastinate()
-    job = SimpleNamespace(attempts=1)
+    job: Any = SimpleNamespace(attempts=1)
     decision = strategy.get_retry_decision(exception=ModelBusy("busy"), job=job)
     assert decision is not None and decision.retry_at is not None
     assert strategy.get_retry_decision(exception=RuntimeError("boom"), job=job) is None
-    late = SimpleNamespace(attempts=4)  # waited 1 + 2 + 4 + 4 = 11 s > 10 s
+    late: Any = SimpleNamespace(attempts=4)  # waited 1 + 2 + 4 + 4 = 11 s > 10 s
     assert strategy.get_retry_decision(exception=ModelBusy("busy"), job=late) is None
