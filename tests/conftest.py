@@ -11,6 +11,7 @@ The ``postgres`` and ``pg_url`` fixtures of ``tests/pg.py`` are registered here.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -133,6 +134,147 @@ def add_flights(
         categorical=FLIGHTS.categorical,
         principal=principal,
     )
+
+
+# -- trained homes: a champion trained once per session, its home copied per test -------------
+
+CHAINED = ("decisions", "tool_calls", "approvals", "champion_history", "mutations")
+
+
+def jan_initial(months: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """9,000 January flights, time-ordered: the first champion's rows in the graph, governance
+    and hygiene suites (their ``data["initial"]``)."""
+    jan = months["2013-01"].sample(fraction=1.0, shuffle=True, seed=7)
+    return jan.head(9000).sort("time_hour")
+
+
+# What each trained home holds: its models, added with their first champions.
+TRAINED: dict[str, Callable[[Any, dict[str, pl.DataFrame]], None]] = {
+    "flights": lambda cp, months: add_flights(cp, jan_initial(months)),
+}
+
+
+class TrainedHomes:
+    """Homes with trained champions (``TRAINED``), each built once per session on SQLite
+    (its template) and copied into a test's home on demand.
+
+    MLflow and the audit store keep absolute paths of the home (artifact URIs, model windows);
+    a copy rewrites them to its own home, in every table but the hash-chained ones (which hold
+    no path: a copy whose chained rows named the template fails here, loudly). On PostgreSQL
+    the audit lives in the test's own database, so the home is built afresh instead."""
+
+    def __init__(self, root: Path, months: dict[str, pl.DataFrame]) -> None:
+        self.root = root
+        self.months = months
+        self.templates: dict[str, Path] = {}
+
+    def build(self, key: str) -> None:
+        """Build home ``key`` where the current settings point (the test's own home)."""
+        from driftpilot.runs.plane import ControlPlane
+
+        with pytest.MonkeyPatch.context() as env:
+            env.delenv("DRIFTPILOT_POLICY_PATH", raising=False)  # the shipped policy
+            settings_module.get_settings.cache_clear()
+            cp = ControlPlane(settings_module.get_settings())
+            try:
+                TRAINED[key](cp, self.months)
+            finally:
+                cp.close()
+        settings_module.get_settings.cache_clear()
+
+    def template(self, key: str) -> Path:
+        if key not in self.templates:
+            home = self.root / key / "home"
+            with pytest.MonkeyPatch.context() as env:
+                env.setenv("DRIFTPILOT_HOME", str(home))
+                for name in DB_VARS:
+                    env.delenv(name, raising=False)
+                self.build(key)
+            settings_module.get_settings.cache_clear()
+            self.templates[key] = home
+        return self.templates[key]
+
+    def copy_into(self, key: str, home: Path) -> Path:
+        """Copy template ``key`` into ``home`` (absolute, empty or only its folders) and
+        rewrite the template's paths to ``home``'s."""
+        if on_postgres():
+            self.build(key)
+            return home
+        template = self.template(key)
+        old, new = str(template.resolve()), str(home.resolve())  # as Settings resolves home
+        for path in (old, new):  # file:// URIs hold the path as it is
+            assert Path(path).as_uri() == f"file://{path}", f"{path} needs URI quoting"
+        shutil.copytree(template, home, dirs_exist_ok=True)
+        for file in home.rglob("*"):
+            if file.is_file():
+                rewrite_paths(file, old, new)
+        return home
+
+
+def rewrite_paths(file: Path, old: str, new: str) -> None:
+    """Replace ``old`` by ``new`` in a copied file: in every text cell of a SQLite database
+    (but the hash-chained tables', which must not hold it), or in a text file."""
+    import sqlite3
+
+    if file.read_bytes()[:16] == b"SQLite format 3\x00":
+        conn = sqlite3.connect(file)
+        try:
+            tables = [
+                t for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            ]
+            for table in tables:
+                columns = [c[1] for c in conn.execute(f'PRAGMA table_info("{table}")')]
+                for column in columns:
+                    where = f'typeof("{column}") = \'text\' AND instr("{column}", ?) > 0'
+                    if table in CHAINED:
+                        [(n,)] = conn.execute(
+                            f'SELECT count(*) FROM "{table}" WHERE {where}', (old,)
+                        )
+                        assert n == 0, f"{file.name}: {table}.{column} names the template home"
+                        continue
+                    conn.execute(
+                        f'UPDATE "{table}" SET "{column}" = replace("{column}", ?, ?) '
+                        f"WHERE {where}",
+                        (old, new, old),
+                    )
+            conn.commit()
+        finally:
+            conn.close()
+        return
+    data = file.read_bytes()
+    if old.encode() not in data:
+        return
+    try:
+        text = data.decode()
+    except UnicodeDecodeError as exc:
+        raise AssertionError(f"binary file {file} names the template home {old}") from exc
+    file.write_text(text.replace(old, new))
+
+
+@pytest.fixture(scope="session")
+def trained_homes(
+    tmp_path_factory: pytest.TempPathFactory, months: dict[str, pl.DataFrame]
+) -> TrainedHomes:
+    """The session's trained-home templates (built on first use)."""
+    return TrainedHomes(tmp_path_factory.mktemp("trained"), months)
+
+
+@pytest.fixture
+def trained_home(settings: Settings, trained_homes: TrainedHomes) -> Callable[[str], Settings]:
+    """``trained_home("flights")`` fills the test's home (the ``settings`` fixture's) with a
+    copy of a trained home: the flights model and its champion v1, as ``add_flights`` on
+    ``jan_initial`` leaves them. Call it before opening a ControlPlane on the home; calling it
+    again in the same test changes nothing (the home is filled once)."""
+    filled: list[str] = []
+
+    def fill(key: str) -> Settings:
+        if not filled:
+            trained_homes.copy_into(key, settings.home)
+            filled.append(key)
+        assert filled == [key], f"the home already holds {filled[0]!r}, not {key!r}"
+        return settings
+
+    return fill
 
 
 def wait_serving(

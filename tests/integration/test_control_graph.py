@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from driftpilot.core.llm import Backend
 from driftpilot.core.settings import Settings, get_settings
 from driftpilot.runs.plane import ControlPlane
 from driftpilot.store.models import BatchRecord, ChampionChange, Decision
-from tests.conftest import add_flights
+from tests.conftest import jan_initial
 from tests.fakes import say, scripted
 from tools import registry
 
@@ -48,29 +49,28 @@ def merge(*parts: dict[str, Any]) -> dict[str, Any]:
 def data(months: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
     jan = months["2013-01"].sample(fraction=1.0, shuffle=True, seed=7)
     return {
-        "initial": jan.head(9000).sort("time_hour"),
+        "initial": jan_initial(months),  # the trained home's champion's rows
         "jan_other": jan.tail(6000).sort("time_hour"),
         "july": months["2013-07"].sample(n=16000, seed=3).sort("time_hour"),
     }
 
 
 def plane(
-    settings: Settings,
+    trained_home: Callable[[str], Settings],
     tmp_path: Path,
     policy: dict[str, Any],
     backend: Backend | None = None,
     monkeypatch: pytest.MonkeyPatch | None = None,
 ) -> ControlPlane:
+    """A ControlPlane with ``policy`` on a copy of the session's trained home: the flights
+    model and its champion v1, added by alice on ``data["initial"]`` (tests/conftest.py)."""
+    trained_home("flights")
     path = tmp_path / "policy.yaml"
     path.write_text(yaml.safe_dump(policy))
     assert monkeypatch is not None
     monkeypatch.setenv("DRIFTPILOT_POLICY_PATH", str(path))
     get_settings.cache_clear()
     return ControlPlane(get_settings(), backend)
-
-
-def add(cp: ControlPlane, data: dict[str, pl.DataFrame]) -> None:
-    add_flights(cp, data["initial"])
 
 
 def decisions(cp: ControlPlane, run_id: str) -> dict[str, Decision]:
@@ -82,10 +82,9 @@ def decisions(cp: ControlPlane, run_id: str) -> dict[str, Decision]:
 
 
 def test_no_drift_stops_at_the_analyst(
-    settings: Settings, tmp_path: Path, data: Any, monkeypatch: Any
+    settings: Settings, trained_home: Any, tmp_path: Path, data: Any, monkeypatch: Any
 ) -> None:
-    cp = plane(settings, tmp_path, {}, monkeypatch=monkeypatch)
-    add(cp, data)
+    cp = plane(trained_home, tmp_path, {}, monkeypatch=monkeypatch)
     view = cp.start_run("flights", data["jan_other"], "jan-b")
     assert view.status == "completed" and view.outcome in ("no_retrain:none", "no_retrain:monitor")
     made = decisions(cp, view.run_id)
@@ -98,10 +97,9 @@ def test_no_drift_stops_at_the_analyst(
 
 
 def test_bad_batch_is_quarantined_with_its_reason(
-    settings: Settings, tmp_path: Path, data: Any, monkeypatch: Any
+    settings: Settings, trained_home: Any, tmp_path: Path, data: Any, monkeypatch: Any
 ) -> None:
-    cp = plane(settings, tmp_path, {}, monkeypatch=monkeypatch)
-    add(cp, data)
+    cp = plane(trained_home, tmp_path, {}, monkeypatch=monkeypatch)
     storm = data["jan_other"].with_columns(
         pl.when(pl.int_range(pl.len()) % 3 > 0).then(None).otherwise(pl.col("temp")).alias("temp")
     )
@@ -117,10 +115,9 @@ def test_bad_batch_is_quarantined_with_its_reason(
 
 
 def test_retrain_and_low_risk_promotion(
-    settings: Settings, tmp_path: Path, data: Any, monkeypatch: Any
+    settings: Settings, trained_home: Any, tmp_path: Path, data: Any, monkeypatch: Any
 ) -> None:
-    cp = plane(settings, tmp_path, merge(FORCE_RETRAIN, LOW_RISK), monkeypatch=monkeypatch)
-    add(cp, data)
+    cp = plane(trained_home, tmp_path, merge(FORCE_RETRAIN, LOW_RISK), monkeypatch=monkeypatch)
     view = cp.start_run("flights", data["july"], "2013-07")
     assert view.outcome == "promoted", view.summary
     assert view.summary["promotion"]["approved_by"] == "policy:low-risk"
@@ -138,10 +135,9 @@ def test_retrain_and_low_risk_promotion(
 
 
 def test_high_risk_waits_and_is_approved_by_someone_else(
-    settings: Settings, tmp_path: Path, data: Any, monkeypatch: Any
+    settings: Settings, trained_home: Any, tmp_path: Path, data: Any, monkeypatch: Any
 ) -> None:
-    cp = plane(settings, tmp_path, merge(FORCE_RETRAIN, HIGH_RISK), monkeypatch=monkeypatch)
-    add(cp, data)
+    cp = plane(trained_home, tmp_path, merge(FORCE_RETRAIN, HIGH_RISK), monkeypatch=monkeypatch)
     view = cp.start_run("flights", data["july"], "2013-07", requested_by="alice")
     assert view.status == "waiting_approval" and view.outcome is None
     request = view.approval_request
@@ -169,10 +165,9 @@ def test_high_risk_waits_and_is_approved_by_someone_else(
 
 
 def test_high_risk_rejected_keeps_the_champion(
-    settings: Settings, tmp_path: Path, data: Any, monkeypatch: Any
+    settings: Settings, trained_home: Any, tmp_path: Path, data: Any, monkeypatch: Any
 ) -> None:
-    cp = plane(settings, tmp_path, merge(FORCE_RETRAIN, HIGH_RISK), monkeypatch=monkeypatch)
-    add(cp, data)
+    cp = plane(trained_home, tmp_path, merge(FORCE_RETRAIN, HIGH_RISK), monkeypatch=monkeypatch)
     view = cp.start_run("flights", data["july"], "2013-07")
     done = cp.decide(view.run_id, "reject", "bob", "not during peak season")
     assert (
@@ -183,10 +178,9 @@ def test_high_risk_rejected_keeps_the_champion(
 
 
 def test_challenger_no_better_is_rejected(
-    settings: Settings, tmp_path: Path, data: Any, monkeypatch: Any
+    settings: Settings, trained_home: Any, tmp_path: Path, data: Any, monkeypatch: Any
 ) -> None:
-    cp = plane(settings, tmp_path, merge(FORCE_RETRAIN, LOW_RISK), monkeypatch=monkeypatch)
-    add(cp, data)
+    cp = plane(trained_home, tmp_path, merge(FORCE_RETRAIN, LOW_RISK), monkeypatch=monkeypatch)
     view = cp.start_run("flights", data["jan_other"], "jan-b")
     assert view.outcome == "challenger_rejected", view.summary["evaluation"]
     assert view.summary["evaluation"]["ci_low"] <= 0
@@ -196,7 +190,7 @@ def test_challenger_no_better_is_rejected(
 
 
 def test_scripted_llm_drives_the_graph_and_garbage_falls_back(
-    settings: Settings, tmp_path: Path, data: Any, monkeypatch: Any
+    settings: Settings, trained_home: Any, tmp_path: Path, data: Any, monkeypatch: Any
 ) -> None:
     backend = scripted(
         say({"action": "accept", "reason": "", "rationale": "clean"}),
@@ -214,8 +208,9 @@ def test_scripted_llm_drives_the_graph_and_garbage_falls_back(
         say({"not": "a decision"}),
         say({"still": "not"}),  # cicd: garbage twice -> policy fallback
     )
-    cp = plane(settings, tmp_path, merge(FORCE_RETRAIN, LOW_RISK), backend, monkeypatch=monkeypatch)
-    add(cp, data)
+    cp = plane(
+        trained_home, tmp_path, merge(FORCE_RETRAIN, LOW_RISK), backend, monkeypatch=monkeypatch
+    )
     view = cp.start_run("flights", data["july"], "2013-07")
     made = decisions(cp, view.run_id)
     assert made["drift_analyst"].backend == "scripted" and made["drift_analyst"].tokens_in == 100
@@ -229,7 +224,7 @@ def test_scripted_llm_drives_the_graph_and_garbage_falls_back(
 
 
 def test_llm_cannot_lower_risk(
-    settings: Settings, tmp_path: Path, data: Any, monkeypatch: Any
+    settings: Settings, trained_home: Any, tmp_path: Path, data: Any, monkeypatch: Any
 ) -> None:
     backend = scripted(
         say({"action": "accept", "reason": "", "rationale": "ok"}),
@@ -240,9 +235,8 @@ def test_llm_cannot_lower_risk(
         say({"risk_tier": "low", "request_summary": "ship it", "rationale": "trust me"}),
     )
     cp = plane(
-        settings, tmp_path, merge(FORCE_RETRAIN, HIGH_RISK), backend, monkeypatch=monkeypatch
+        trained_home, tmp_path, merge(FORCE_RETRAIN, HIGH_RISK), backend, monkeypatch=monkeypatch
     )
-    add(cp, data)
     view = cp.start_run("flights", data["july"], "2013-07")
     assert view.status == "waiting_approval"  # policy said high; the LLM's 'low' changes nothing
 
@@ -258,10 +252,9 @@ time.sleep(120)
 
 
 def test_paused_run_survives_kill_9_and_registers_once(
-    settings: Settings, tmp_path: Path, data: Any, monkeypatch: Any
+    settings: Settings, trained_home: Any, tmp_path: Path, data: Any, monkeypatch: Any
 ) -> None:
-    cp = plane(settings, tmp_path, merge(FORCE_RETRAIN, HIGH_RISK), monkeypatch=monkeypatch)
-    add(cp, data)
+    cp = plane(trained_home, tmp_path, merge(FORCE_RETRAIN, HIGH_RISK), monkeypatch=monkeypatch)
     cp.close()
     batch = tmp_path / "july.parquet"
     data["july"].write_parquet(batch)
@@ -290,7 +283,7 @@ def test_paused_run_survives_kill_9_and_registers_once(
 
 
 def test_scripted_llm_may_quarantine_a_clean_batch(
-    settings: Settings, tmp_path: Path, data: Any, monkeypatch: Any
+    settings: Settings, trained_home: Any, tmp_path: Path, data: Any, monkeypatch: Any
 ) -> None:
     backend = scripted(
         say(
@@ -301,8 +294,7 @@ def test_scripted_llm_may_quarantine_a_clean_batch(
             }
         )
     )
-    cp = plane(settings, tmp_path, {}, backend, monkeypatch=monkeypatch)
-    add(cp, data)
+    cp = plane(trained_home, tmp_path, {}, backend, monkeypatch=monkeypatch)
     view = cp.start_run("flights", data["jan_other"], "jan-b")
     assert view.outcome == "quarantined"
     [record] = cp.store.list_rows(BatchRecord, BatchRecord.status == "quarantined")
@@ -310,7 +302,7 @@ def test_scripted_llm_may_quarantine_a_clean_batch(
 
 
 def test_scripted_llm_cannot_retrain_without_two_signals(
-    settings: Settings, tmp_path: Path, data: Any, monkeypatch: Any
+    settings: Settings, trained_home: Any, tmp_path: Path, data: Any, monkeypatch: Any
 ) -> None:
     retrain = {
         "action": "retrain",
@@ -321,8 +313,7 @@ def test_scripted_llm_cannot_retrain_without_two_signals(
     backend = scripted(
         say({"action": "accept", "reason": "", "rationale": "ok"}), say(retrain), say(retrain)
     )
-    cp = plane(settings, tmp_path, {}, backend, monkeypatch=monkeypatch)
-    add(cp, data)
+    cp = plane(trained_home, tmp_path, {}, backend, monkeypatch=monkeypatch)
     view = cp.start_run("flights", data["jan_other"], "jan-b")  # same month: no drift
     assert view.outcome in ("no_retrain:none", "no_retrain:monitor")
     analyst = decisions(cp, view.run_id)["drift_analyst"]
@@ -331,12 +322,11 @@ def test_scripted_llm_cannot_retrain_without_two_signals(
 
 
 def test_rollback_without_a_previous_champion_changes_nothing(
-    settings: Settings, tmp_path: Path, data: Any, monkeypatch: Any
+    settings: Settings, trained_home: Any, tmp_path: Path, data: Any, monkeypatch: Any
 ) -> None:
     from driftpilot.core.errors import RegistryError
 
-    cp = plane(settings, tmp_path, {}, monkeypatch=monkeypatch)
-    add(cp, data)
+    cp = plane(trained_home, tmp_path, {}, monkeypatch=monkeypatch)
     with pytest.raises(RegistryError, match="no previous champion"):
         cp.rollback("flights", "carol")
     assert registry.get_alias("flights", "champion", settings).version == 1

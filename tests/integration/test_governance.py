@@ -11,7 +11,8 @@ import os
 import subprocess
 import sys
 import threading
-import time
+from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import yaml
 from driftpilot.core.errors import ApprovalError, InvalidPrincipal, ModelBusy
 from driftpilot.core.settings import Settings, get_settings
 from driftpilot.runs.plane import ControlPlane, holder
+from driftpilot.store.engine import utc_now
 from driftpilot.store.models import (
     Approval,
     BatchRecord,
@@ -30,7 +32,7 @@ from driftpilot.store.models import (
     Mutation,
     Run,
 )
-from tests.conftest import add_flights
+from tests.conftest import add_flights, jan_initial
 from tests.integration.test_control_graph import FORCE_RETRAIN, HIGH_RISK, LOW_RISK, merge
 from tools import registry
 
@@ -40,9 +42,8 @@ TTL = 2.0  # lease time to live in these tests: a killed run is recoverable afte
 
 @pytest.fixture(scope="module")
 def data(months: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
-    jan = months["2013-01"].sample(fraction=1.0, shuffle=True, seed=7)
     return {
-        "initial": jan.head(9000).sort("time_hour"),
+        "initial": jan_initial(months),  # the trained home's champion's rows
         "july": months["2013-07"].sample(n=12000, seed=3).sort("time_hour"),
         "october": months["2013-10"].sample(n=12000, seed=4).sort("time_hour"),
     }
@@ -50,22 +51,33 @@ def data(months: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
 
 @pytest.fixture
 def plane_for(
-    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data: Any
+    settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    trained_home: Callable[[str], Settings],
 ) -> Any:
-    """A ControlPlane with a policy, a short lease and the flights model added by alice."""
+    """A ControlPlane with a policy, a short lease and the flights model added by alice (a
+    copy of the session's trained home: tests/conftest.py)."""
 
     def make(policy: dict[str, Any], *, add: bool = True) -> ControlPlane:
+        if add:
+            trained_home("flights")
         path = tmp_path / "policy.yaml"
         path.write_text(yaml.safe_dump(policy))
         monkeypatch.setenv("DRIFTPILOT_POLICY_PATH", str(path))
         monkeypatch.setenv("DRIFTPILOT_LEASE_TTL_S", str(TTL))
         get_settings.cache_clear()
-        cp = ControlPlane(get_settings())
-        if add:
-            add_flights(cp, data["initial"])
-        return cp
+        return ControlPlane(get_settings())
 
     return make
+
+
+def later(cp: ControlPlane) -> ControlPlane:
+    """``cp`` with its store reading the time TTL + 0.5 s ahead (the store's injectable clock,
+    driftpilot/store/engine.py): the lease of a process killed just now has expired for it,
+    as it would after waiting."""
+    cp.store.clock = lambda: utc_now() + timedelta(seconds=TTL + 0.5)
+    return cp
 
 
 def champions(cp: ControlPlane) -> list[tuple[str, int]]:
@@ -111,16 +123,15 @@ def test_a_stale_approval_cannot_replace_a_newer_champion(plane_for: Any, data: 
 # -- 2. one identity rule ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("who", ["ann\u200b", "ANN", " Ann ", "\u200b", "   "])
-def test_the_requester_cannot_approve_under_another_spelling(
-    plane_for: Any, data: Any, who: str
-) -> None:
+def test_the_requester_cannot_approve_under_another_spelling(plane_for: Any, data: Any) -> None:
+    """Each spelling against one waiting run (the rule on the store: tests/unit/test_audit.py)."""
     cp = plane_for(merge(FORCE_RETRAIN, HIGH_RISK))
     view = cp.start_run("flights", data["july"], "2013-07", requested_by="ann")
-    with pytest.raises((ApprovalError, InvalidPrincipal)):
-        cp.decide(view.run_id, "approve", who)
-    assert len(cp.store.approval_rows(view.run_id)) == 1  # nothing was recorded
-    assert cp.get_run(view.run_id).status == "waiting_approval"
+    for who in ("ann\u200b", "ANN", " Ann ", "\u200b", "   "):
+        with pytest.raises((ApprovalError, InvalidPrincipal)):
+            cp.decide(view.run_id, "approve", who)
+        assert len(cp.store.approval_rows(view.run_id)) == 1, who  # nothing was recorded
+        assert cp.get_run(view.run_id).status == "waiting_approval", who
     assert registry.current_champion("flights") == 1
 
 
@@ -214,8 +225,7 @@ def test_kill_inside_a_low_risk_run_then_recover(
     assert run.status == "running"
     with pytest.raises(ModelBusy):  # the dead run's lease still holds the model for a moment
         cp.start_run("flights", data["october"], "2013-10")
-    time.sleep(TTL + 0.5)
-    [done] = ControlPlane(get_settings()).recover()
+    [done] = later(ControlPlane(get_settings())).recover()
     assert (done.run_id, done.status, done.outcome) == (run.id, "completed", "promoted")
     assert "expired lease" in done.found and done.did == "resumed from its checkpoint"
     assert versions_of(run.id) == [2]  # exactly one version for the run
@@ -238,8 +248,7 @@ def test_kill_after_the_batch_was_filed_then_recover_files_it_once(
     data["july"].head(3000).write_parquet(batch)
     crash("after_filing", "run", str(batch))
     run = one_run(cp)
-    time.sleep(TTL + 0.5)
-    [done] = cp.recover()
+    [done] = later(cp).recover()
     assert (done.run_id, done.status) == (run.id, "completed")
     assert done.outcome != "quarantined"  # not taken for a duplicate of itself
     assert len(cp.store.list_rows(BatchRecord, BatchRecord.run_id == run.id)) == 1
@@ -257,15 +266,13 @@ def test_kill_before_the_interrupt_then_recover_and_approve(
     data["july"].write_parquet(batch)
     crash("before_interrupt", "run", str(batch))
     run = one_run(cp)
-    time.sleep(TTL + 0.5)
-    [done] = ControlPlane(get_settings()).recover()
+    [done] = later(ControlPlane(get_settings())).recover()
     assert (done.status, done.outcome) == ("waiting_approval", None)
     assert "before ['approval']" in done.found  # finished nodes are not replayed
     made = cp.store.list_rows(Decision, Decision.run_id == run.id)
     assert [d.action for d in made if d.agent == "cicd"] == ["risk:high"]  # decided once
     crash("after_alias", "decide", run.id)  # the approved promotion dies after the alias move
-    time.sleep(TTL + 0.5)
-    [again] = ControlPlane(get_settings()).recover()
+    [again] = later(ControlPlane(get_settings())).recover()
     assert (again.status, again.outcome) == ("completed", "promoted")
     assert versions_of(run.id) == [2]
     assert champions(cp) == [("bootstrap", 1), ("promote", 2)]
@@ -300,6 +307,7 @@ def test_recover_applies_a_recorded_decision(plane_for: Any, data: Any) -> None:
 HOLDER = """
 import sys, time
 from driftpilot.runs.plane import ControlPlane, holder
+from driftpilot.store.engine import utc_now
 cp = ControlPlane()
 cp.store.acquire_lease("flights", "other-run", holder(), ttl_s=30)
 print("held", flush=True)
@@ -425,7 +433,7 @@ def test_a_rollback_after_a_crash_waits_for_recover_and_is_not_undone(
     batch = tmp_path / "july.parquet"
     data["july"].write_parquet(batch)
     crash("after_alias", "run", str(batch))
-    time.sleep(TTL + 0.5)
+    later(cp)
     for attempt in (
         lambda: cp.rollback("flights", "bob", "bad model"),
         lambda: cp.start_run("flights", data["october"], "2013-10"),
@@ -453,8 +461,7 @@ def test_a_replayed_promotion_is_void_if_the_champion_changed_hands_since(
     run = one_run(cp)
     moved = registry.rollback("flights", "by-hand", cp.settings)
     cp.store.record_champion("flights", moved.current, moved.previous, "rollback", "by-hand", "ops")
-    time.sleep(TTL + 0.5)
-    [done] = cp.recover()
+    [done] = later(cp).recover()
     assert (done.run_id, done.outcome) == (run.id, "superseded")
     assert registry.current_champion("flights") == 1
     [void] = cp.store.list_rows(Mutation, Mutation.run_id == run.id, Mutation.phase == "void")
@@ -476,7 +483,7 @@ def test_kill_inside_a_rollback_then_recover_finishes_it_once(plane_for: Any, da
     )
     assert child.returncode == -9, child.stderr[-2000:]
     assert registry.current_champion("flights") == 1  # moved in MLflow, not yet in the audit
-    time.sleep(TTL + 0.5)
+    later(cp)
     with pytest.raises(ModelBusy, match="driftpilot recover"):
         cp.start_run("flights", data["october"], "2013-10")
     [done] = cp.recover()
@@ -512,7 +519,7 @@ def test_a_bootstrap_killed_after_register_is_finished_by_adding_the_model_again
         timeout=300,
     )
     assert child.returncode == -9, child.stderr[-2000:]
-    time.sleep(TTL + 0.5)
+    later(cp)
     assert any("add the model again" in p for p in cp.verify().problems)
     add_flights(cp, data["initial"])
     assert [v.version for v in registry.list_versions("flights")] == [1]  # not registered twice

@@ -22,7 +22,7 @@ from agents import cicd
 from driftpilot.core.settings import Settings, get_settings
 from driftpilot.runs.plane import ControlPlane
 from driftpilot.store.models import ChampionChange, Decision, Mutation
-from tests.conftest import add_flights
+from tests.conftest import jan_initial
 from tests.integration.test_control_graph import FORCE_RETRAIN, HIGH_RISK, LOW_RISK, merge, plane
 from tools import registry
 from tools.drift import prune_reports, readable_report, report_html
@@ -36,7 +36,7 @@ WATCH_ONLY = {"drift": {"retrain": "never"}}
 def data(months: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
     jan = months["2013-01"].sample(fraction=1.0, shuffle=True, seed=7)
     return {
-        "initial": jan.head(9000).sort("time_hour"),
+        "initial": jan_initial(months),  # the trained home's champion's rows
         "jan_other": jan.tail(6000).sort("time_hour"),
         "july": months["2013-07"].sample(n=16000, seed=3).sort("time_hour"),
         "march": months["2013-03"].sample(n=4000, seed=5).sort("time_hour"),
@@ -65,11 +65,14 @@ def drift_evidence(cp: ControlPlane, run_id: str) -> dict[str, Any]:
 
 
 def test_rejected_challenger_stays_a_run_promoted_one_registers_once_reports_are_pruned(
-    settings: Settings, tmp_path: Path, data: Any, monkeypatch: pytest.MonkeyPatch
+    settings: Settings,
+    trained_home: Any,
+    tmp_path: Path,
+    data: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("DRIFTPILOT_REPORT_RETENTION", "1")
-    cp = plane(settings, tmp_path, merge(FORCE_RETRAIN, LOW_RISK), monkeypatch=monkeypatch)
-    add_flights(cp, data["initial"])
+    cp = plane(trained_home, tmp_path, merge(FORCE_RETRAIN, LOW_RISK), monkeypatch=monkeypatch)
 
     rejected = cp.start_run("flights", data["jan_other"], "jan-b")
     assert rejected.outcome == "challenger_rejected", rejected.summary["evaluation"]
@@ -113,7 +116,7 @@ def test_rejected_challenger_stays_a_run_promoted_one_registers_once_reports_are
     cp.close()
     time.sleep(1.1)
     new_copy = readable_report(promoted.summary["drift"]["report"], attached)
-    watch = plane(settings, tmp_path, WATCH_ONLY, monkeypatch=monkeypatch)
+    watch = plane(trained_home, tmp_path, WATCH_ONLY, monkeypatch=monkeypatch)
     last = watch.start_run("flights", data["march"], "2013-03")
     assert last.outcome is not None and last.outcome.startswith("no_retrain"), last.summary
     promotions = watch.store.list_rows(ChampionChange, ChampionChange.action == "promote")
@@ -136,10 +139,13 @@ def test_rejected_challenger_stays_a_run_promoted_one_registers_once_reports_are
 
 
 def test_high_risk_challenger_is_registered_before_the_approval_and_once_after_a_resume(
-    settings: Settings, tmp_path: Path, data: Any, monkeypatch: pytest.MonkeyPatch
+    settings: Settings,
+    trained_home: Any,
+    tmp_path: Path,
+    data: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    cp = plane(settings, tmp_path, merge(FORCE_RETRAIN, HIGH_RISK), monkeypatch=monkeypatch)
-    add_flights(cp, data["initial"])
+    cp = plane(trained_home, tmp_path, merge(FORCE_RETRAIN, HIGH_RISK), monkeypatch=monkeypatch)
     view = cp.start_run("flights", data["july"], "2013-07", requested_by="alice")
     assert view.status == "waiting_approval"
     # The approver is shown a registered version, and the approval is bound to it.

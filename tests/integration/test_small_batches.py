@@ -13,7 +13,7 @@ import pytest
 from driftpilot.core.settings import get_settings
 from driftpilot.runs.plane import ControlPlane
 from driftpilot.store.models import Decision
-from tests.conftest import add_flights
+from tests.conftest import TrainedHomes
 from tools.datasets import FLIGHTS
 
 pytestmark = pytest.mark.integration
@@ -25,20 +25,23 @@ def jan(months: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
     others = [c for c in FLIGHTS.features if c != "wind_gust"]
     # Calm hours: no gust recorded (the column is null), everything else present.
     calm = rows.tail(6000).filter(pl.col("wind_gust").is_null()).drop_nulls(others)
-    return {"initial": rows.head(9000).sort("time_hour"), "calm": calm}
+    return {"calm": calm}
 
 
 @pytest.fixture(scope="module")
 def plane(
-    tmp_path_factory: pytest.TempPathFactory, jan: dict[str, pl.DataFrame]
+    tmp_path_factory: pytest.TempPathFactory, trained_homes: TrainedHomes
 ) -> Iterator[ControlPlane]:
-    """One home with a flights champion for the module, default policy, builtin LLM."""
+    """One home with a flights champion for the module (a copy of the session's trained home:
+    tests/conftest.py), default policy, builtin LLM."""
     with pytest.MonkeyPatch.context() as env:
-        env.setenv("DRIFTPILOT_HOME", str(tmp_path_factory.mktemp("small") / "home"))
+        home = tmp_path_factory.mktemp("small") / "home"
+        env.setenv("DRIFTPILOT_HOME", str(home))
         env.delenv("DRIFTPILOT_POLICY_PATH", raising=False)
         get_settings.cache_clear()
+        trained_homes.copy_into("flights", home)
+        get_settings.cache_clear()
         cp = ControlPlane(get_settings())
-        add_flights(cp, jan["initial"])
         yield cp
         cp.close()
     get_settings.cache_clear()
