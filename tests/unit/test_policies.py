@@ -1,15 +1,15 @@
-"""The policy comparison's bookkeeping on tiny synthetic streams (no real data, no MLflow)."""
+"""The policy comparison's bookkeeping on tiny synthetic streams (no real data; real MLflow
+under the test's home for the champions the eval scores with)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, cast
 
 import numpy as np
 import polars as pl
 import pytest
 
+from driftpilot.core.settings import Settings
 from evals.harness import BatchRow, StreamResult
 from evals.policies import (
     LOOP,
@@ -170,27 +170,22 @@ def test_the_plot_is_written_as_png(tmp_path: Path) -> None:
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.integration  # real MLflow under the test's home
 def test_batches_without_a_loop_metric_are_scored_with_the_champion_then_deployed(
-    monkeypatch: pytest.MonkeyPatch, flip: Stream
+    settings: Settings, flip: Stream, spec: TrainSpec
 ) -> None:
+    from driftpilot.runs.plane import ControlPlane
     from tools import registry
+    from tools.train import train_model
 
-    class Versioned:
-        def __init__(self, version: int) -> None:
-            self.version = version
-
-        def predict_proba(self, frame: pl.DataFrame) -> np.ndarray:
-            x = frame["x"].to_numpy()
-            return x if self.version == 1 else -x  # v1: the old relation, v2: the flipped one
-
-    loaded: list[int] = []
-
-    def load_version(name: str, version: int, settings: object) -> Versioned:
-        loaded.append(version)
-        return Versioned(version)
-
-    monkeypatch.setattr(registry, "champion_history", lambda name, settings: [1, 2])
-    monkeypatch.setattr(registry, "load_version", load_version)
+    # The registry's champion history: v1 learnt the old relation, v2 the flipped one.
+    frames = [frame for _, frame in flip.batches]
+    for version, window in ((1, frames[0]), (2, frames[FLIP_AT])):
+        model = train_model(window, spec)
+        request = registry.RegisterRequest(name=flip.dataset, key=f"v{version}")
+        assert registry.register_model(model, request, settings).version == version
+        registry.promote(flip.dataset, version, settings)
+    assert registry.champion_history(flip.dataset, settings) == [1, 2]
 
     def batch(index: int, metric: float | None, action: str, promoted: int | None) -> BatchRow:
         return BatchRow(
@@ -219,9 +214,14 @@ def test_batches_without_a_loop_metric_are_scored_with_the_champion_then_deploye
         PolicyRow(r.index, r.batch_id, r.n_rows, 0, r.champion_metric, r.retrained)
         for r in loop_rows
     ]
-    fill_unscored(cast(Any, SimpleNamespace(settings=None)), flip, result, rows)
+    plane = ControlPlane(settings)
+    try:
+        fill_unscored(plane, flip, result, rows)
+    finally:
+        plane.close()
     assert rows[0].auc is not None and rows[0].auc > 0.85  # v1 on batch 1 (old relation)
+    assert "champion v1" in rows[0].note
     # Batch 3 follows the flipped relation: v2 scores it high, v1 would score it low.
     assert rows[2].auc is not None and rows[2].auc > 0.85
     assert "champion v2" in rows[2].note
-    assert loaded == [1, 2] and rows[1].auc == 0.9
+    assert rows[1].auc == 0.9 and rows[3].auc == 0.9  # the loop's own metrics are kept
