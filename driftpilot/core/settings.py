@@ -69,7 +69,10 @@ class SchedulerSettings(BaseModel):
         300, ge=1, description="A firing later than this is skipped (audited 'missed')."
     )
     poll_s: float = Field(
-        15.0, gt=0, description="How often the scheduler re-reads the job table, s."
+        15.0,
+        gt=0,
+        description="Longest sleep of the in-process tick, s: it wakes at the next cron time, "
+        "or after this to see schedules changed by another process.",
     )
     gdelt_base_url: str = Field(GDELT_BASE_URL, description="Where GDELT 2.0 files are listed.")
     gdelt_timeout_s: float = Field(30.0, gt=0, description="Timeout of one GDELT request, s.")
