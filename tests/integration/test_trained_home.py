@@ -33,9 +33,11 @@ def test_a_copied_home_is_its_own_and_its_champion_predicts(
         scores = model.predict_proba(months["2013-02"].head(500))
         assert scores.shape == (500,) and ((scores >= 0) & (scores <= 1)).all()
         [managed] = cp.store.list_rows(ManagedModel)
-        for path in (managed.reference_path, managed.holdout_path):
-            assert path is not None and Path(path).is_relative_to(settings.home), path
-        window = pl.read_parquet(managed.reference_path)
+        reference, holdout = managed.reference_path, managed.holdout_path
+        assert reference is not None and holdout is not None
+        for path in (reference, holdout):
+            assert Path(path).is_relative_to(settings.home), path
+        window = pl.read_parquet(reference)
         assert window.equals(jan_initial(months))
         [version] = registry.list_versions("flights", settings)
         uri = registry._client(settings).get_model_version_download_uri("flights", 1)
