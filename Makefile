@@ -4,7 +4,10 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PYTEST_ARGS ?= --durations=25
+# Both cores: test files are spread over two worker processes (a file stays on one worker, so
+# its module fixtures are built once). TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
+PYTEST_ARGS ?= --durations=25 -n $(TEST_WORKERS) --dist loadfile
 # e.g. make demo DEMO_ARGS="--approve-as alice" or DEMO_ARGS="--dataset creditcard"
 DEMO_ARGS ?=
 
