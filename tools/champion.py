@@ -26,7 +26,7 @@ from typing import Any, Literal, Protocol, TypeVar
 
 from driftpilot.core.settings import Settings
 from driftpilot.store import AuditStore
-from driftpilot.store.models import ChampionChange
+from driftpilot.store.models import ChampionChange, Decision
 from tools import registry
 
 R = TypeVar("R")
@@ -159,6 +159,10 @@ def _move(
     fault: str,
 ) -> dict[str, Any]:
     agent, step = AGENT[kind], STEP[kind]
+    store = ctx.store
+    done = store.effect(run_id, step)
+    if done is not None:  # moved and recorded already: a replay writes nothing again
+        return done
     moved = ctx.mutate(
         run_id,
         agent,
@@ -170,14 +174,19 @@ def _move(
         fault=fault,
     )
     record = settle(moved)
-    store = ctx.store
-    recorded = store.list_rows(
+    # A replay after a crash between these records and the effect must not chain a second
+    # history row or a second decision: each is written only if this run has none yet.
+    if not store.list_rows(
         ChampionChange, ChampionChange.run_id == run_id, ChampionChange.action == kind
-    )
-    if not recorded:  # a replay after the record and before the effect must not add a second
+    ):
         store.record_champion(model, record.version, record.previous, kind, run_id, actor)
     store.update_model(model, **record.model_fields)
-    # As RunContext.record writes a decision reached without an LLM (backend "none").
-    store.record_decision(run_id, agent, step, record.rationale, record.evidence, backend="none")
+    if not store.list_rows(
+        Decision, Decision.run_id == run_id, Decision.agent == agent, Decision.action == step
+    ):
+        # As RunContext.record writes a decision reached without an LLM (backend "none").
+        store.record_decision(
+            run_id, agent, step, record.rationale, record.evidence, backend="none"
+        )
     store.record_effect(run_id, step, record.effect)
     return record.effect

@@ -9,12 +9,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import delete
 
 from driftpilot.core.errors import ChampionMoved
 from driftpilot.core.settings import Settings
 from driftpilot.runs.plane import ControlPlane
 from driftpilot.store.audit import now
-from driftpilot.store.models import ChampionChange, Decision, ManagedModel, Mutation, ToolCall
+from driftpilot.store.models import (
+    ChampionChange,
+    Decision,
+    ManagedModel,
+    Mutation,
+    StepEffect,
+    ToolCall,
+)
 from tools import champion
 from tools.registry import PromotionResult
 
@@ -92,13 +100,28 @@ def test_a_move_writes_intent_call_applied_history_model_decision_and_effect(
     assert store.verify().ok
 
 
-def test_a_replay_reconciles_and_adds_no_second_history_row(plane: ControlPlane) -> None:
-    move(plane)
-    move(plane)  # a replay after the records (the node run again after a crash)
+def test_a_replay_after_the_effect_returns_it_and_writes_nothing(plane: ControlPlane) -> None:
+    first = move(plane)
+    assert move(plane) == first  # the node run again after its effect was recorded
     store = plane.store
+    assert [m.phase for m in store.list_rows(Mutation)] == ["intent", "applied"]
+    assert len(store.list_rows(ChampionChange)) == 1
+    assert len(store.list_rows(Decision)) == 1
+
+
+def test_a_replay_after_a_crash_before_the_effect_adds_no_second_history_or_decision(
+    plane: ControlPlane,
+) -> None:
+    move(plane)
+    store = plane.store
+    with store.session() as session:  # the crash: history and decision written, no effect
+        session.execute(delete(StepEffect).where(StepEffect.run_id == "r1"))
+    move(plane)  # the node run again: the alias move reconciles, the records stay single
     assert [m.phase for m in store.list_rows(Mutation)] == ["intent", "applied", "reconciled"]
     assert len(store.list_rows(ChampionChange)) == 1
+    assert len(store.list_rows(Decision)) == 1
     assert store.effect("r1", "promote") == {"status": "promoted", "version": 2}
+    assert store.verify().ok
 
 
 def test_a_refused_compare_and_swap_records_only_its_intent_and_failed_call(
