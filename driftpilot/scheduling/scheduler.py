@@ -74,6 +74,7 @@ from driftpilot.scheduling.specs import (
     check_glob,
     source_kind,
 )
+from driftpilot.store.engine import utc_now
 from driftpilot.store.models import ManagedModel, Schedule, ScheduleBatch
 
 if TYPE_CHECKING:
@@ -105,11 +106,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 MIN_SLEEP_S = 0.05  # the tick thread never spins faster than this
 OVERLAP = "the previous firing of this schedule is still running"
-
-
-def utc_now() -> datetime:
-    """The default clock: now, in UTC."""
-    return datetime.now(UTC)
 
 
 class Scheduler(Firings):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -40,6 +39,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
+from driftpilot.store.engine import dumps, now
 from driftpilot.store.models import Base, Run
 
 if TYPE_CHECKING:
@@ -71,16 +71,6 @@ class Thread(Base):
 # Search runs over the union of both in SQL: filters, sort, limit and offset are the query's.
 
 _RUN_COLUMNS = {"run_id", "model", "batch_id", "requested_by", "outcome"}
-
-
-def now() -> str:
-    """A time as the store writes it: ISO 8601 in UTC, to the microsecond."""
-    return datetime.now(UTC).isoformat(timespec="microseconds")
-
-
-def dumps(value: Any) -> str:
-    """JSON as the store writes it (sorted keys)."""
-    return json.dumps(value, sort_keys=True, default=str)
 
 
 def add(store: AuditStore, thread_id: str, metadata: dict[str, Any], created_by: str) -> Thread:
