@@ -10,7 +10,7 @@ unknown dataset or batch, 413, 415, 422). Nothing is written here; the façade s
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -70,12 +70,6 @@ def read_upload(data: bytes, filename: str, limits: Limits) -> pl.DataFrame:
     """An uploaded CSV or Parquet file as a frame; its type comes from its name."""
     with _as_problem():
         return files.read_upload(data, filename, limits)
-
-
-def _check_csv(chunks: Iterable[bytes], limits: Limits, label: str) -> None:
-    """``files.check_csv`` with the API's errors."""
-    with _as_problem():
-        files.check_csv(chunks, limits, label)
 
 
 def dataset_batches(name: str, settings: Settings) -> dict[str, pl.DataFrame]:

@@ -25,6 +25,7 @@ from api.serve import check_bind, is_loopback
 from driftpilot.core.errors import ConfigError
 from driftpilot.core.settings import ApiSettings, Settings
 from driftpilot.runs.plane import ControlPlane, MetricsSnapshot
+from driftpilot.sources import files
 
 PROBLEM = "application/problem+json"
 ROLES = ("viewer", "operator", "approver", "admin")
@@ -259,7 +260,7 @@ LIMITS = batches.Limits(max_rows=100, max_columns=10, max_bytes=10_000, max_line
 
 
 def check(data: bytes, chunk: int) -> None:
-    batches._check_csv((data[i : i + chunk] for i in range(0, len(data), chunk)), LIMITS, "x")
+    files.check_csv((data[i : i + chunk] for i in range(0, len(data), chunk)), LIMITS, "x")
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 64, 10_000])
@@ -274,7 +275,7 @@ def test_csv_bounds_hold_across_chunk_borders(chunk: int) -> None:
         (b",".join(b"c" for _ in range(11)) + b"\n1\n", "11 columns"),
         (b",".join(b"c" for _ in range(11)), "too many columns"),
     ]:
-        with pytest.raises(Problem, match=part) as caught:
+        with pytest.raises(files.BatchRefused, match=part) as caught:
             check(bomb, chunk)
         assert caught.value.status == 413
 
