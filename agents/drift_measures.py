@@ -87,7 +87,7 @@ def performance(
             "estimate.metric_interval",
             lambda: metric_interval(
                 labelled[target].to_numpy(),
-                scorer.predict_proba(labelled),
+                scorer.predict_scores(labelled),
                 n_boot=rules.n_boot,
                 confidence=rules.confidence,
                 seed=ctx.settings.seed,
@@ -175,13 +175,13 @@ def _estimate(
     rules = ctx.policy.drift
 
     def both() -> dict[str, Any]:
-        held = scorer.predict_proba(holdout)
+        held = scorer.predict_scores(holdout)
         calibrator = fit_calibrator(holdout[target].to_numpy(), held)
         conf, seed = rules.confidence, ctx.settings.seed
         return {
             "reference": estimate_performance(held, calibrator, confidence=conf, seed=seed),
             "batch": estimate_performance(
-                scorer.predict_proba(frame), calibrator, confidence=conf, seed=seed
+                scorer.predict_scores(frame), calibrator, confidence=conf, seed=seed
             ),
         }
 

@@ -48,7 +48,7 @@ def verdict_schema(allowed: Sequence[str]) -> type[EvaluationVerdict]:
 class _Constant:
     """Stands in for a missing champion: every row scored alike (AUC 0.5)."""
 
-    def predict_proba(self, frame: pl.DataFrame) -> np.ndarray:
+    def predict_scores(self, frame: pl.DataFrame) -> np.ndarray:
         return np.full(frame.height, 0.5)
 
 
@@ -166,7 +166,7 @@ def apply(
         "estimate.metric_interval",
         lambda: metric_interval(
             holdout[evidence.target].to_numpy(),
-            challenger.predict_proba(holdout),
+            challenger.predict_scores(holdout),
             n_boot=rules.n_boot,
             confidence=rules.confidence,
             seed=ctx.settings.seed,

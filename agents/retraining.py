@@ -209,6 +209,6 @@ def _fit_and_log(ctx: RunContext, state: dict[str, Any], window_k: int) -> dict[
         "rows": window.height,
         "window_path": str(window_path),
         "holdout_path": str(holdout_path),
-        "valid_roc_auc": challenger.report.valid.roc_auc if challenger.report else None,
+        "valid_roc_auc": challenger.report.valid.get("roc_auc") if challenger.report else None,
         "window_quality_warnings": risky,
     }

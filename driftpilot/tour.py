@@ -91,7 +91,7 @@ def _months_vs_january(
                     "warnings": len(verdict.warnings),
                     "drift_share": drift.drift_share,
                     "weather_drifted": [c for c in drift.drifted_columns() if c in WEATHER],
-                    "auc": perf.roc_auc,
+                    "auc": perf.get("roc_auc"),
                 }
             )
             progress.advance(task)
@@ -183,7 +183,7 @@ def _round_trip(console: Console, settings: Settings, model: Any, rows: pl.DataF
     from tools import registry
 
     loaded = registry.load_by_alias(MODEL_NAME, registry.CHALLENGER, settings)
-    same = bool((loaded.predict_proba(rows) == model.predict_proba(rows)).all())
+    same = bool((loaded.predict_scores(rows) == model.predict_scores(rows)).all())
     outcome = "[green]identical predictions[/]" if same else "[red]predictions DIFFER[/]"
     console.print(f"Load by alias 'challenger' from MLflow: {outcome}.")
 

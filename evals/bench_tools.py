@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "rows": jan_feb.height,
                 "wall_s": round(time.perf_counter() - start, 2),
                 "best_iteration": model.report.best_iteration,
-                "valid_roc_auc": round(model.report.valid.roc_auc or 0, 4),
+                "valid_roc_auc": round(model.report.valid.get("roc_auc") or 0, 4),
             }
     with console.status("MLflow: register + load by alias..."):
         registry.list_versions("warmup", settings)  # creates the tracking DB outside the timing

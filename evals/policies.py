@@ -218,7 +218,7 @@ def prequential_auc(model: Scorer, frame: pl.DataFrame, target: str) -> float | 
     """ROC AUC of ``model`` on ``frame``; None when the batch holds a single class."""
     if frame[target].drop_nulls().n_unique() < 2:
         return None
-    return model_performance(model, frame, target).roc_auc
+    return model_performance(model, frame, target).get("roc_auc")
 
 
 def _scored_row(

@@ -293,7 +293,7 @@ def estimation_errors(
         realised = row.champion_metric
         if realised is None:
             champion = registry.load_version(result.model, row.champion_version, plane.settings)
-            realised = model_performance(champion, labelled[row.index], spec.target).roc_auc
+            realised = model_performance(champion, labelled[row.index], spec.target).get("roc_auc")
         if realised is not None:
             errors.append(abs(row.estimated_metric - realised))
     if not errors:

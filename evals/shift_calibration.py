@@ -116,7 +116,7 @@ def compare(
 def champion_auc(model: TrainedModel, frame: pl.DataFrame) -> float | None:
     if frame[FLIGHTS.target].drop_nulls().n_unique() < 2:
         return None
-    return model_performance(model, frame, FLIGHTS.target).roc_auc
+    return model_performance(model, frame, FLIGHTS.target).get("roc_auc")
 
 
 def fires(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     champion = train_model(january, spec)
     assert champion.report is not None
     importance = champion.report.feature_importance
-    valid_auc = champion.report.valid.roc_auc
+    valid_auc = champion.report.valid.get("roc_auc")
     console.print(
         f"champion trained on {jan_id} ({january.height} rows): validation AUC {_fmt(valid_auc)}"
     )

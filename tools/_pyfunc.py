@@ -22,4 +22,4 @@ class DriftPilotModel(PythonModel):
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> np.ndarray:
-        return self.model.predict_proba(pl.from_pandas(model_input))
+        return self.model.predict_scores(pl.from_pandas(model_input))

@@ -25,7 +25,7 @@ import gzip
 import hashlib
 import os
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol
@@ -35,6 +35,8 @@ import polars as pl
 from pydantic import BaseModel, Field
 
 from driftpilot.core.errors import DataError, SchemaError
+from driftpilot.core.tasks import Task
+from tools.metrics import all_values, encode_labels
 
 
 class DriftConfig(BaseModel):
@@ -93,21 +95,26 @@ class DriftResult(BaseModel):
 
 
 class PerformanceResult(BaseModel):
-    """Quality of a binary classifier's scores on labelled rows."""
+    """Quality of a model's scores on labelled rows: every metric of its task."""
 
+    task: Task = Field("binary", description="binary, multiclass or regression.")
     n_rows: int
-    positive_rate: float = Field(description="Share of label 1 in the rows.")
-    roc_auc: float | None = Field(description="ROC AUC; None when only one class is present.")
-    pr_auc: float | None = Field(description="Average precision; None with one class.")
-    f1: float = Field(description="F1 at the decision threshold.")
-    log_loss: float = Field(description="Binary cross-entropy of the scores.")
-    threshold: float = Field(description="Score above which a row is predicted positive.")
+    metrics: dict[str, float | None] = Field(
+        description="Every metric of the task (driftpilot.core.tasks); None when undefined, "
+        "e.g. a ROC AUC with one class present."
+    )
+    positive_rate: float | None = Field(None, description="Binary: share of label 1 in the rows.")
+
+    def get(self, metric: str) -> float | None:
+        """One metric's value (None when undefined or not a metric of this task)."""
+        return self.metrics.get(metric)
 
 
 class Scorer(Protocol):
-    """Anything that returns P(label = 1) per row of a Polars frame."""
+    """Anything that scores the rows of a Polars frame (see ``tools.metrics``: binary
+    P(label = 1), multiclass class probabilities, regression predictions)."""
 
-    def predict_proba(self, frame: pl.DataFrame) -> np.ndarray: ...
+    def predict_scores(self, frame: pl.DataFrame) -> np.ndarray: ...
 
 
 def data_drift(
@@ -424,39 +431,40 @@ def prediction_drift(
 
 
 def model_performance(
-    model: Scorer, frame: pl.DataFrame, target: str, *, threshold: float = 0.5
+    model: Scorer,
+    frame: pl.DataFrame,
+    target: str,
+    *,
+    task: Task = "binary",
+    classes: Sequence[Any] | None = None,
 ) -> PerformanceResult:
-    """Score a model on labelled rows: ROC AUC, PR AUC, F1 and log loss.
+    """Score a model on labelled rows: every metric of its task (binary ROC AUC, PR AUC, F1,
+    log loss; F1 at 0.5; multiclass macro ROC AUC, log loss, macro F1; regression RMSE, MAE, R²).
+
+    ``classes`` defaults to the model's own (``TrainedModel.classes``).
 
     Raises:
         SchemaError: the target column is missing.
-        DataError: no rows, or labels other than 0/1.
+        DataError: no rows, or labels that do not fit the task.
     """
     if target not in frame.columns:
         raise SchemaError(f"target column {target!r} missing; columns: {frame.columns}")
     labelled = frame.filter(pl.col(target).is_not_null())
     if labelled.height == 0:
         raise DataError("no labelled rows to score")
-    return score_predictions(labelled[target].to_numpy(), model.predict_proba(labelled), threshold)
+    classes = classes if classes is not None else getattr(model, "classes", None)
+    y = encode_labels(labelled[target], task, classes)
+    return score_predictions(y, model.predict_scores(labelled), task=task)
 
 
 def score_predictions(
-    y_true: np.ndarray, scores: np.ndarray, threshold: float = 0.5
+    y_true: np.ndarray, scores: np.ndarray, *, task: Task = "binary"
 ) -> PerformanceResult:
-    """Metrics of probability scores against 0/1 labels (see ``model_performance``)."""
-    from sklearn.metrics import average_precision_score, f1_score, log_loss, roc_auc_score
-
-    y = np.asarray(y_true).astype(int)
-    if not set(np.unique(y)) <= {0, 1}:
-        raise DataError(f"labels must be 0/1, got values {sorted(set(np.unique(y)))[:5]}")
-    p = np.clip(np.asarray(scores, dtype=float), 1e-7, 1 - 1e-7)
-    both = len(np.unique(y)) == 2
+    """Metrics of scores against encoded labels (see ``model_performance``)."""
+    y = encode_labels(y_true, task) if task == "binary" else np.asarray(y_true)
     return PerformanceResult(
+        task=task,
         n_rows=len(y),
-        positive_rate=float(y.mean()),
-        roc_auc=float(roc_auc_score(y, p)) if both else None,
-        pr_auc=float(average_precision_score(y, p)) if both else None,
-        f1=float(f1_score(y, p >= threshold, zero_division=0)),
-        log_loss=float(log_loss(y, p, labels=[0, 1])),
-        threshold=threshold,
+        metrics=all_values(task, y, scores),
+        positive_rate=float(y.mean()) if task == "binary" else None,
     )

@@ -153,7 +153,7 @@ def compare_models(
     y = rows[target].to_numpy().astype(int)
     if len(y) == 0 or y.min() == y.max():
         raise DataError(f"holdout needs both classes; got {len(y)} rows, {int(y.sum())} positive")
-    s_champ, s_chall = champion.predict_proba(rows), challenger.predict_proba(rows)
+    s_champ, s_chall = champion.predict_scores(rows), challenger.predict_scores(rows)
     return compare_scores(
         y, s_champ, s_chall, metric=metric, n_boot=n_boot, confidence=confidence, seed=seed
     )

@@ -87,9 +87,7 @@ def encode_labels(y: Any, task: Task, classes: Sequence[Any] | None = None) -> n
         bad = ~np.isin(values, (0, 1))
         if bad.any():
             shown = ", ".join(repr(v) for v in np.unique(values[bad])[:5].tolist())
-            raise DataError(
-                f"binary labels must be 0 or 1; found {int(bad.sum())} others ({shown})"
-            )
+            raise DataError(f"binary labels must be 0/1; found {int(bad.sum())} others ({shown})")
         return values.astype(np.int8)
     if not classes:
         raise ConfigError("multiclass labels need the model's classes")

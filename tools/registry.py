@@ -260,15 +260,8 @@ def _log_run(mlflow: Any, model: TrainedModel, request: RegisterRequest) -> None
     metrics = dict(request.metrics)
     if model.report is not None:
         valid = model.report.valid
-        metrics.update(
-            {
-                "valid_log_loss": valid.log_loss,
-                "valid_f1": valid.f1,
-                "best_iteration": float(model.report.best_iteration),
-            }
-        )
-        if valid.roc_auc is not None:
-            metrics["valid_roc_auc"] = valid.roc_auc
+        metrics["best_iteration"] = float(model.report.best_iteration)
+        metrics.update({f"valid_{k}": v for k, v in valid.metrics.items() if v is not None})
         mlflow.log_dict(model.report.model_dump(mode="json"), "train_report.json")
     mlflow.log_metrics(metrics)
     for path in request.artifacts:

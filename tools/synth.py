@@ -195,7 +195,7 @@ def teacher_labeller(
     base = _logit(np.array([_number(reference[spec.target].mean(), 0.5)]))[0]
 
     def label_probability(rows: pl.DataFrame) -> np.ndarray:
-        logit = base + sharpness * (_logit(teacher.predict_proba(rows)) - base)
+        logit = base + sharpness * (_logit(teacher.predict_scores(rows)) - base)
         return np.asarray(1.0 / (1.0 + np.exp(-logit)), dtype=float)
 
     return label_probability

@@ -1,10 +1,14 @@
-"""Training tools: fit a LightGBM or CatBoost binary classifier on a window of data.
+"""Training tools: fit a LightGBM or CatBoost model for any task on a window of data.
+
+Binary and multiclass models are classifiers (log loss objectives; a multiclass model keeps its
+``classes`` in the order of its probability columns); a regression model predicts a number
+(L2 objective). ``TrainedModel.predict_scores`` returns the shape ``tools.metrics`` reads.
 
 Categorical columns are handled natively by both families (LightGBM through pandas
 categoricals with the training categories frozen, CatBoost through ``cat_features``).
 Thread counts are explicit: on 2 cores, more than one thread inside tuning is slower.
-Early stopping watches log loss on a validation split (the latest rows when a time column
-is given, so validation mimics the future).
+Early stopping watches the task's loss (log loss, RMSE) on a validation split (the latest rows
+when a time column is given, so validation mimics the future).
 """
 
 from __future__ import annotations
@@ -19,13 +23,15 @@ import polars as pl
 from pydantic import BaseModel, Field
 
 from driftpilot.core.errors import ModelError, SchemaError
+from driftpilot.core.tasks import Task
 from tools.drift import PerformanceResult, score_predictions
+from tools.metrics import class_list, encode_labels
 
 Family = Literal["lightgbm", "catboost"]
 ParamValue = int | float | str | bool
 _MISSING = "__missing__"
 
-# Called every ``report_every`` rounds with (round, validation log loss); False stops fitting.
+# Called every ``report_every`` rounds with (round, validation loss); False stops fitting.
 IterationHook = Callable[[int, float], bool]
 
 
@@ -33,7 +39,8 @@ class TrainSpec(BaseModel):
     """What to train: family, columns, hyper-parameters and the fitting budget."""
 
     family: Family = Field("lightgbm", description="Model family: 'lightgbm' or 'catboost'.")
-    target: str = Field(description="Binary label column (0/1).")
+    task: Task = Field("binary", description="'binary', 'multiclass' or 'regression'.")
+    target: str = Field(description="Label column: 0/1, class labels, or a number.")
     numeric: list[str] = Field(default_factory=list, description="Numeric feature columns.")
     categorical: list[str] = Field(default_factory=list, description="Categorical feature columns.")
     time_col: str | None = Field(None, description="If set, validate on the latest rows.")
@@ -64,26 +71,38 @@ class TrainReport(BaseModel):
 
 @dataclass
 class TrainedModel:
-    """A fitted classifier with the column handling it was trained with."""
+    """A fitted model with the column handling it was trained with."""
 
     spec: TrainSpec
     booster: Any
     categories: dict[str, list[str]] = field(default_factory=dict)
     report: TrainReport | None = None
+    classes: list[Any] = field(default_factory=list)  # multiclass: the probability columns
 
     @property
     def family(self) -> Family:
         return self.spec.family
 
-    def predict_proba(self, frame: pl.DataFrame) -> np.ndarray:
-        """P(label = 1) for every row of ``frame`` (which must hold the feature columns)."""
+    @property
+    def task(self) -> Task:
+        return self.spec.task
+
+    def predict_scores(self, frame: pl.DataFrame) -> np.ndarray:
+        """Scores for every row of ``frame`` (which must hold the feature columns): binary
+        P(label = 1) ``(n,)``, multiclass probabilities ``(n, k)`` in ``classes`` order,
+        regression predictions ``(n,)``."""
         missing = [c for c in self.spec.features if c not in frame.columns]
         if missing:
             raise SchemaError(f"cannot score: columns {missing} are missing")
         design = _design(frame, self.spec, self.categories)
-        if self.family == "lightgbm":
+        if self.family == "lightgbm" or self.task == "regression":
             return np.asarray(self.booster.predict(design), dtype=float)
-        return np.asarray(self.booster.predict_proba(design)[:, 1], dtype=float)
+        proba = np.asarray(self.booster.predict_proba(design), dtype=float)
+        return proba[:, 1] if self.task == "binary" else proba
+
+    def encode(self, labels: Any) -> np.ndarray:
+        """The labels as the metrics read them (multiclass: index into ``classes``)."""
+        return encode_labels(labels, self.task, self.classes)
 
 
 DEFAULT_PARAMS: dict[Family, dict[str, ParamValue]] = {
@@ -107,38 +126,42 @@ def train_model(
     on_iteration: IterationHook | None = None,
     report_every: int = 10,
 ) -> TrainedModel:
-    """Fit a binary classifier on ``frame`` as described by ``spec``.
+    """Fit a model for ``spec.task`` on ``frame`` as described by ``spec``.
 
     The rows are split into train and validation (latest ``valid_fraction`` when
     ``time_col`` is set, otherwise a seeded random split); boosting stops early on the
-    validation log loss. Returns the model with its ``report`` (validation ROC AUC, PR AUC,
-    F1, log loss, best iteration, feature importance, wall time).
+    validation loss (log loss; RMSE for a regression). Returns the model with its ``report``
+    (the task's validation metrics, best iteration, feature importance, wall time).
 
     Raises:
-        SchemaError: a feature or the target column is missing, or the target is not 0/1.
+        SchemaError: a feature or the target column is missing, or the target does not fit the
+            task (binary: 0/1; regression: numbers).
         ModelError: too few rows, or a single class in the training split.
     """
     _validate(frame, spec)
     started = time.perf_counter()
     train, valid = split_train_valid(frame, spec)
     categories = {c: _categories(train[c]) for c in spec.categorical}
+    classes = class_list(frame[spec.target]) if spec.task == "multiclass" else []
     x_train, x_valid = (_design(part, spec, categories) for part in (train, valid))
-    y_train, y_valid = train[spec.target].to_numpy(), valid[spec.target].to_numpy()
+    y_train, y_valid = (
+        encode_labels(part[spec.target], spec.task, classes) for part in (train, valid)
+    )
     params = {**DEFAULT_PARAMS[spec.family], **spec.params}
     fit = _fit_lightgbm if spec.family == "lightgbm" else _fit_catboost
     hook = _Every(on_iteration, report_every) if on_iteration else None
     booster, best_iteration, importance = fit(
-        x_train, y_train, x_valid, y_valid, params, spec, hook
+        x_train, y_train, x_valid, y_valid, params, spec, hook, len(classes)
     )
-    model = TrainedModel(spec=spec, booster=booster, categories=categories)
-    valid_scores = model.predict_proba(valid)
+    model = TrainedModel(spec=spec, booster=booster, categories=categories, classes=classes)
+    valid_scores = model.predict_scores(valid)
     model.report = TrainReport(
         family=spec.family,
         params=params,
         best_iteration=best_iteration,
         n_train=train.height,
         n_valid=valid.height,
-        valid=score_predictions(y_valid, valid_scores),
+        valid=score_predictions(y_valid, valid_scores, task=spec.task),
         feature_importance=importance,
         elapsed_s=round(time.perf_counter() - started, 3),
     )
@@ -152,9 +175,14 @@ def _validate(frame: pl.DataFrame, spec: TrainSpec) -> None:
         raise SchemaError(f"training data lacks columns {missing}")
     if not spec.features:
         raise SchemaError("no feature columns given")
-    labels = frame[spec.target].drop_nulls().unique().to_list()
-    if not set(labels) <= {0, 1}:
-        raise SchemaError(f"target {spec.target!r} must be 0/1, found {sorted(labels)[:5]}")
+    labels = frame[spec.target].drop_nulls()
+    if spec.task == "binary" and not set(labels.unique().to_list()) <= {0, 1}:
+        shown = sorted(labels.unique().to_list(), key=str)[:5]
+        raise SchemaError(f"target {spec.target!r} of a binary model must be 0/1, found {shown}")
+    if spec.task == "regression" and not labels.dtype.is_numeric():
+        raise SchemaError(
+            f"target {spec.target!r} of a regression must be numeric ({labels.dtype})"
+        )
     if frame.height < 50:
         raise ModelError(f"too few rows to train: {frame.height} (need at least 50)")
 
@@ -182,7 +210,8 @@ def split_train_valid(frame: pl.DataFrame, spec: TrainSpec) -> tuple[pl.DataFram
     train, valid = rows.head(rows.height - n_valid), rows.tail(n_valid)
     for name, part in (("train", train), ("validation", valid)):
         if part[spec.target].n_unique() < 2:
-            raise ModelError(f"the {name} split holds a single class; need both 0 and 1")
+            what = "value" if spec.task == "regression" else "class"
+            raise ModelError(f"the {name} split holds a single {what}; need at least two")
     return train, valid
 
 
@@ -204,6 +233,19 @@ def _design(frame: pl.DataFrame, spec: TrainSpec, categories: dict[str, list[str
     return numeric[spec.features]
 
 
+# Objective and the validation loss early stopping watches, per task.
+_LIGHTGBM_OBJECTIVE: dict[Task, tuple[str, str]] = {
+    "binary": ("binary", "binary_logloss"),
+    "multiclass": ("multiclass", "multi_logloss"),
+    "regression": ("regression", "rmse"),
+}
+_CATBOOST_LOSS: dict[Task, str] = {
+    "binary": "Logloss",
+    "multiclass": "MultiClass",
+    "regression": "RMSE",
+}
+
+
 def _fit_lightgbm(
     x_train: Any,
     y_train: np.ndarray,
@@ -212,13 +254,16 @@ def _fit_lightgbm(
     params: dict[str, ParamValue],
     spec: TrainSpec,
     hook: _Every | None,
+    n_classes: int,
 ) -> tuple[Any, int, dict[str, float]]:
     import lightgbm as lgb
 
+    objective, loss = _LIGHTGBM_OBJECTIVE[spec.task]
     full = {
         **params,
-        "objective": "binary",
-        "metric": "binary_logloss",
+        "objective": objective,
+        "metric": loss,
+        **({"num_class": n_classes} if spec.task == "multiclass" else {}),
         "verbose": -1,
         "num_threads": spec.threads,
         "seed": spec.seed,
@@ -236,7 +281,7 @@ def _fit_lightgbm(
         valid_sets=[valid_set],
         callbacks=[
             lgb.early_stopping(spec.early_stopping_rounds, verbose=False),
-            *([_lightgbm_hook(hook)] if hook else []),
+            *([_lightgbm_hook(hook, loss)] if hook else []),
         ],
     )
     gains = booster.feature_importance(importance_type="gain")
@@ -251,13 +296,16 @@ def _fit_catboost(
     params: dict[str, ParamValue],
     spec: TrainSpec,
     hook: _Every | None,
+    n_classes: int,
 ) -> tuple[Any, int, dict[str, float]]:
-    from catboost import CatBoostClassifier, Pool
+    from catboost import CatBoostClassifier, CatBoostRegressor, Pool
 
-    model = CatBoostClassifier(
+    loss = _CATBOOST_LOSS[spec.task]
+    estimator = CatBoostRegressor if spec.task == "regression" else CatBoostClassifier
+    model = estimator(
         **params,
         iterations=spec.max_rounds,
-        loss_function="Logloss",
+        loss_function=loss,
         thread_count=spec.threads,
         random_seed=spec.seed,
         verbose=False,
@@ -269,7 +317,7 @@ def _fit_catboost(
         Pool(x_train, y_train, cat_features=cats),
         eval_set=Pool(x_valid, y_valid, cat_features=cats),
         use_best_model=True,
-        callbacks=[_CatBoostHook(hook)] if hook else None,
+        callbacks=[_CatBoostHook(hook, loss)] if hook else None,
     )
     gains = model.get_feature_importance()
     return model, int(model.get_best_iteration() or 0) + 1, _normalise(spec.features, gains)
@@ -294,11 +342,11 @@ class _Every:
         return not self.stopped
 
 
-def _lightgbm_hook(hook: _Every) -> Callable[[Any], None]:
+def _lightgbm_hook(hook: _Every, metric: str) -> Callable[[Any], None]:
     import lightgbm as lgb
 
     def callback(env: Any) -> None:
-        loss = next(v for _, name, v, _ in env.evaluation_result_list if name == "binary_logloss")
+        loss = next(v for _, name, v, _ in env.evaluation_result_list if name == metric)
         if not hook(env.iteration, float(loss)):
             raise lgb.callback.EarlyStopException(env.iteration, env.evaluation_result_list)
 
@@ -307,9 +355,9 @@ def _lightgbm_hook(hook: _Every) -> Callable[[Any], None]:
 
 
 class _CatBoostHook:
-    def __init__(self, hook: _Every) -> None:
-        self.hook = hook
+    def __init__(self, hook: _Every, loss: str) -> None:
+        self.hook, self.loss = hook, loss
 
     def after_iteration(self, info: Any) -> bool:
-        loss = info.metrics["validation"]["Logloss"][-1]
+        loss = info.metrics["validation"][self.loss][-1]
         return self.hook(info.iteration - 1, float(loss))

@@ -25,6 +25,7 @@ import polars as pl
 from pydantic import BaseModel, Field
 
 from driftpilot.core.errors import ModelError, TuningError
+from driftpilot.core.tasks import TRAINING_LOSS
 from tools.train import Family, ParamValue, TrainSpec, train_model
 
 
@@ -223,9 +224,15 @@ def _objective(frame: pl.DataFrame, spec: TrainSpec, report_every: int) -> Any:
         if pruned:
             raise optuna.TrialPruned()
         assert model.report is not None
-        trial.set_user_attr("valid_roc_auc", model.report.valid.roc_auc)
+        for name, value in model.report.valid.metrics.items():
+            trial.set_user_attr(f"valid_{name}", value)
         trial.set_user_attr("best_iteration", model.report.best_iteration)
-        return model.report.valid.log_loss
+        loss = model.report.valid.get(TRAINING_LOSS[spec.task])
+        if loss is None:
+            raise ModelError(
+                f"trial {trial.number}: the validation {TRAINING_LOSS[spec.task]} is undefined"
+            )
+        return loss
 
     return objective
 

@@ -368,7 +368,7 @@ def _view(
             perf = ctx.call(record.run_id, AGENT, "drift.model_performance", score, args)
         else:
             perf = score()
-    realised = perf.roc_auc if perf is not None else None
+    realised = perf.get("roc_auc") if perf is not None else None
     error = estimated - realised if estimated is not None and realised is not None else None
     view = LabelsView(
         model=record.model,

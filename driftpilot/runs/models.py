@@ -161,7 +161,7 @@ class Models:
             "estimate.metric_interval",
             lambda: metric_interval(
                 holdout[target].to_numpy(),
-                model.predict_proba(holdout),
+                model.predict_scores(holdout),
                 n_boot=self.policy.evaluator.n_boot,
                 confidence=self.policy.evaluator.confidence,
                 seed=self.settings.seed,

@@ -92,7 +92,7 @@ def decisions(plane: ControlPlane, run_id: str) -> list[Decision]:
 def champion_auc(plane: ControlPlane, version: int, rows: pl.DataFrame) -> float:
     """The champion's ROC AUC computed here, from its scores and the real labels."""
     scorer = registry.load_version("flights", version, plane.settings)
-    return float(roc_auc_score(rows[TARGET].to_numpy(), scorer.predict_proba(rows)))
+    return float(roc_auc_score(rows[TARGET].to_numpy(), scorer.predict_scores(rows)))
 
 
 def test_bad_labels_are_refused_clearly_and_change_nothing(

@@ -209,7 +209,7 @@ def test_registry_tools_over_http(
     elsewhere = other_home(server, tmp_path / "elsewhere")
     loaded = registry.load_by_alias("srv-flights", registry.CHAMPION, elsewhere)
     march = flight_months["2013-03"].head(500)
-    assert np.array_equal(loaded.predict_proba(march), model.predict_proba(march))
+    assert np.array_equal(loaded.predict_scores(march), model.predict_scores(march))
     assert registry.current_champion("srv-flights", elsewhere) == 2
 
     back = registry.rollback("srv-flights", key="r1", settings=remote)

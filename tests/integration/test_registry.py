@@ -69,7 +69,7 @@ def test_alias_round_trip_loads_the_same_model(
     assert registry.get_alias("m", registry.CHALLENGER, settings).version == version.version
     loaded = registry.load_by_alias("m", registry.CHALLENGER, settings)
     march = months["2013-03"].head(500)
-    assert np.array_equal(loaded.predict_proba(march), model.predict_proba(march))
+    assert np.array_equal(loaded.predict_scores(march), model.predict_scores(march))
     assert registry.load_version("m", version.version, settings).family == "lightgbm"
 
 
@@ -146,7 +146,7 @@ def test_a_logged_model_is_a_run_not_a_version_until_registered(
     assert len(client.search_runs([experiment.experiment_id])) == 1  # logged once
     march = months["2013-03"].head(500)
     loaded = registry.load_logged(logged.model_uri, settings)
-    assert np.array_equal(loaded.predict_proba(march), model.predict_proba(march))
+    assert np.array_equal(loaded.predict_scores(march), model.predict_scores(march))
 
     # Registered later (promotion, approval request): one version, of that very run.
     key = RegisterRequest(name="c", key="run-9:cicd", tags={"driftpilot.run_id": "run-9"})
@@ -156,7 +156,7 @@ def test_a_logged_model_is_a_run_not_a_version_until_registered(
     assert (version.run_id, version.tags["driftpilot.run_id"]) == (logged.run_id, "run-9")
     assert len(client.search_runs([experiment.experiment_id])) == 1  # no second run logged
     again = registry.load_version("c", version.version, settings)
-    assert np.array_equal(again.predict_proba(march), model.predict_proba(march))
+    assert np.array_equal(again.predict_scores(march), model.predict_scores(march))
 
 
 def test_a_run_whose_logging_died_is_not_found_and_is_logged_again(

@@ -103,7 +103,7 @@ def test_a_batch_without_labels_is_accepted_and_filed_for_them(
     truth = months["2013-02"].head(2000)
     from tools.drift import model_performance
 
-    actual = model_performance(realised, truth, FLIGHTS.target).roc_auc
+    actual = model_performance(realised, truth, FLIGHTS.target).get("roc_auc")
     assert drift.get("roc_auc") is None and drift["estimated_roc_auc"] is not None
     assert drift["estimated_low"] <= drift["estimated_roc_auc"] <= drift["estimated_high"]
     assert abs(drift["estimated_roc_auc"] - actual) < 0.05, (drift["estimated_roc_auc"], actual)

@@ -30,7 +30,7 @@ def test_a_copied_home_is_its_own_and_its_champion_predicts(
         assert cp.model_view("flights").champion == 1
         assert registry.current_champion("flights", settings) == 1
         model = registry.load_by_alias("flights", "champion", settings)
-        scores = model.predict_proba(months["2013-02"].head(500))
+        scores = model.predict_scores(months["2013-02"].head(500))
         assert scores.shape == (500,) and ((scores >= 0) & (scores <= 1)).all()
         [managed] = cp.store.list_rows(ManagedModel)
         reference, holdout = managed.reference_path, managed.holdout_path

@@ -13,7 +13,7 @@ class Column:
     def __init__(self, name: str) -> None:
         self.name = name
 
-    def predict_proba(self, frame: pl.DataFrame) -> np.ndarray:
+    def predict_scores(self, frame: pl.DataFrame) -> np.ndarray:
         return frame[self.name].to_numpy()
 
 

@@ -140,7 +140,7 @@ def test_a_single_class_batch_has_no_auc_and_is_left_out_of_means(spec: TrainSpe
 
 
 class _Constant:
-    def predict_proba(self, frame: pl.DataFrame) -> np.ndarray:
+    def predict_scores(self, frame: pl.DataFrame) -> np.ndarray:
         return np.full(frame.height, 0.5)
 
 

@@ -33,7 +33,7 @@ def test_trained_on_jan_feb_scores_sane_auc_on_march(
     assert model.report.n_train + model.report.n_valid == jan_feb.height
     assert 0 < model.report.best_iteration <= 300
     march = model_performance(model, months["2013-03"], FLIGHTS.target)
-    assert 0.65 < march.roc_auc < 0.85  # type: ignore[operator]  # real signal, no leakage
+    assert 0.65 < march.get("roc_auc") < 0.85  # type: ignore[operator]  # real signal, no leakage
     assert abs(sum(model.report.feature_importance.values()) - 1) < 1e-3
 
 
@@ -49,15 +49,15 @@ def test_unseen_categories_and_nulls_are_scored(jan_sample: pl.DataFrame) -> Non
     odd = jan_sample.head(5).with_columns(
         pl.lit("ZZ").alias("carrier"), pl.lit(None, pl.Float64).alias("temp")
     )
-    scores = model.predict_proba(odd)
+    scores = model.predict_scores(odd)
     assert scores.shape == (5,) and np.all((scores > 0) & (scores < 1))
     with pytest.raises(SchemaError, match="missing"):
-        model.predict_proba(odd.drop("dest"))
+        model.predict_scores(odd.drop("dest"))
 
 
 def test_seeded_training_is_reproducible(jan_sample: pl.DataFrame) -> None:
-    a = train_model(jan_sample, spec(max_rounds=40)).predict_proba(jan_sample.head(50))
-    b = train_model(jan_sample, spec(max_rounds=40)).predict_proba(jan_sample.head(50))
+    a = train_model(jan_sample, spec(max_rounds=40)).predict_scores(jan_sample.head(50))
+    b = train_model(jan_sample, spec(max_rounds=40)).predict_scores(jan_sample.head(50))
     assert np.array_equal(a, b)
 
 
