@@ -19,6 +19,7 @@ from driftpilot.core.faults import fault_point
 from driftpilot.core.llm import Backend
 from driftpilot.core.policy import Policy
 from driftpilot.core.settings import Settings
+from driftpilot.core.tasks import check_task
 from driftpilot.store import AuditStore
 from driftpilot.store.audit import lease_holder
 from driftpilot.store.models import BatchRecord, ManagedModel, Run
@@ -160,6 +161,7 @@ class RunContext:
         row = self.model(name)
         return DatasetSpec(
             name=row.name,
+            task=check_task(row.task),
             target=row.target,
             time_col=row.time_col,
             batch_every="month",
@@ -173,6 +175,7 @@ class RunContext:
         """What every fit of ``name`` trains on (its columns), with this run's threads and seed."""
         spec = self.spec(name)
         return TrainSpec(
+            task=spec.task,
             family=family,
             target=spec.target,
             numeric=spec.numeric,

@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 
 from driftpilot.core.errors import DatasetUnavailable, IntegrityError
 from driftpilot.core.settings import Settings, get_settings
+from driftpilot.core.tasks import Task
 from tools.data import write_parquet_atomic
 
 DatasetName = Literal["flights", "creditcard"]
@@ -53,7 +54,8 @@ class DatasetSpec(BaseModel):
     """How to model a dataset: which columns are the target, the time and the features."""
 
     name: str = Field(description="Dataset name.")
-    target: str = Field(description="Binary label column (0/1).")
+    task: Task = Field("binary", description="binary, multiclass or regression.")
+    target: str = Field(description="Label column: 0/1, class labels or a number, per task.")
     time_col: str = Field(description="Column that orders rows in time.")
     batch_every: Literal["hour", "day", "week", "month"] = Field(
         description="Natural batch period."

@@ -29,7 +29,16 @@ class ManagedModel(Base):
     numeric: Mapped[str] = mapped_column(Text, doc="JSON list of numeric features")
     categorical: Mapped[str] = mapped_column(Text, doc="JSON list of categorical features")
     family: Mapped[str] = mapped_column(String(50))
-    metric: Mapped[str] = mapped_column(String(50))
+    metric: Mapped[str] = mapped_column(String(50), doc="the primary metric (of its task)")
+    task: Mapped[str] = mapped_column(
+        String(20), default="binary", server_default="binary", doc="binary|multiclass|regression"
+    )
+    trainer: Mapped[str | None] = mapped_column(
+        String(300), nullable=True, doc="the owner's training function, package.module:fit"
+    )
+    lineage: Mapped[str | None] = mapped_column(
+        Text, nullable=True, doc="JSON: an adopted model's source URI, version, who adopted it"
+    )
     reference_path: Mapped[str | None] = mapped_column(String(1000), nullable=True)
     baseline: Mapped[float | None] = mapped_column(
         Float, nullable=True, doc="the champion's metric on labelled rows later than its window"
