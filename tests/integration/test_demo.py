@@ -13,7 +13,7 @@ from rich.console import Console
 from driftpilot.core.settings import Settings
 from driftpilot.demo import run_demo
 from driftpilot.runs.plane import ControlPlane
-from tools.datasets import FLIGHTS
+from tools.datasets import FLIGHTS, FLIGHTS_CACHE
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +31,7 @@ def test_demo_tells_a_short_year(settings: Settings, flights_df: pl.DataFrame) -
     act (January's champion first checked on July), as ``make demo`` runs them."""
     assert settings.cache_dir is not None
     short = flights_df.filter(pl.col(FLIGHTS.time_col).dt.month().is_in([1, 2, 7]))
-    short.write_parquet(settings.cache_dir / "flights.parquet")  # what load_dataset reads
+    short.write_parquet(settings.cache_dir / FLIGHTS_CACHE)  # what load_dataset reads
     console = Console(record=True, width=140)
     result = run_demo(console, approve_as="dana")
     _the_story_is_told(result, console, ["2013-02", "2013-07"])
@@ -49,7 +49,7 @@ def _the_story_is_told(result: dict[str, Any], console: Console, batches: list[s
         tier = plane.get_run(row["run_id"]).summary["cicd"]["tier"]
         assert row["approved_by"] == ("policy:low-risk" if tier == "low" else "dana"), row
     assert all(
-        r["drift_share"] is not None and r["champion_auc"] is not None for r in result["rows"]
+        r["drift_share"] is not None and r["champion_score"] is not None for r in result["rows"]
     )
     assert result["verify"].ok
     text = console.export_text()
