@@ -16,7 +16,9 @@ from pydantic import BaseModel, Field
 
 from agents.base import Llm, Outcome, bounded_text, narrowed
 from agents.context import RunContext
+from agents.explain import change_unit, direction
 from driftpilot.core.policy import Policy, RiskAssessment, RiskInputs, RiskTier
+from driftpilot.core.tasks import METRICS
 from driftpilot.store.audit import promotion_action
 from tools import champion, registry
 
@@ -46,6 +48,7 @@ def risk_inputs(
     """What the risk rules look at, from the evaluator's and the retraining's slices."""
     has_champion = evaluation.get("champion_version") is not None
     return RiskInputs(
+        task=evaluation.get("task", "binary"),  # comparisons name their task (older: binary)
         has_champion=has_champion,
         champion_family=champion_family if has_champion else None,
         challenger_family=retraining["family"],
@@ -93,11 +96,13 @@ def gather(state: dict[str, Any], ctx: RunContext) -> CicdEvidence:
     name it; idempotent per run step) and collect what the risk rules look at."""
     model, ev, rt = state["model"], state["evaluation"], state["retraining"]
     version = register_challenger(ctx, state)
+    info = METRICS[ev["metric"]]
     summary = (
         f"Promote {model} v{version} ({rt['family']}, trained on the last "
         f"{rt['window']} batches) over v{ev.get('champion_version')}: "
-        f"{ev['metric']} {ev['champion']:.4f} -> {ev['challenger']:.4f} "
-        f"(gain {ev['gain']:+.4f}, CI {ev['ci_low']:+.4f} to {ev['ci_high']:+.4f})."
+        f"{ev['metric']} ({direction(info)}) {ev['champion']:.4f} -> {ev['challenger']:.4f} "
+        f"(gain {ev['gain']:+.4f} in {change_unit(info)}, "
+        f"CI {ev['ci_low']:+.4f} to {ev['ci_high']:+.4f})."
     )
     inputs = risk_inputs(ev, rt, ctx.model(model).family)
     return CicdEvidence(version=version, inputs=inputs, summary=summary)
@@ -272,9 +277,10 @@ def _record_promotion(state: dict[str, Any], action: dict[str, Any], actor: str)
     model, rt = state["model"], state["retraining"]
     version, beaten = action["version"], action["replaces"]
     evaluation = state["evaluation"]
-    # Out of time (the holdout is later than the window), in ROC AUC whatever the evaluator's
-    # metric: the drift analyst measures drops in ROC AUC.
-    baseline = evaluation.get("challenger_roc_auc", evaluation["challenger"])
+    # Out of time (the holdout is later than the window), in the model's metric, which the
+    # evaluator compared in and the drift analyst measures drops in. (``challenger`` is the
+    # same number: the comparison's challenger score on the same holdout.)
+    baseline = evaluation.get("challenger_score", evaluation["challenger"])
     return champion.Record(
         version=version,
         previous=beaten,

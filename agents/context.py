@@ -19,7 +19,7 @@ from driftpilot.core.faults import fault_point
 from driftpilot.core.llm import Backend
 from driftpilot.core.policy import Policy
 from driftpilot.core.settings import Settings
-from driftpilot.core.tasks import check_task
+from driftpilot.core.tasks import Metric, check_task
 from driftpilot.store import AuditStore
 from driftpilot.store.audit import lease_holder
 from driftpilot.store.models import BatchRecord, ManagedModel, Run
@@ -156,6 +156,12 @@ class RunContext:
 
     def model(self, name: str) -> ManagedModel:
         return self.store.get(ManagedModel, name)
+
+    def metric(self, name: str) -> Metric:
+        """The metric ``name`` is measured, retrained and promoted by, with its direction: the
+        model's own (``ManagedModel.metric``), else the policy's default for its task."""
+        row = self.model(name)
+        return self.policy.model_metric(row.metric, check_task(row.task))
 
     def spec(self, name: str) -> DatasetSpec:
         row = self.model(name)

@@ -4,10 +4,11 @@ Three views of drift reach the analyst: per-column effect sizes weighted by the 
 feature importance (``weighted_share``: the part of what the model uses that moved), a
 domain classifier (can a small model tell the batch from the reference, and by which
 features), and Evidently's per-column tests with their HTML report (for people). One view of
-performance: the champion's ROC AUC on the batch with its bootstrap interval against its
-out-of-time baseline, or, for a batch whose labels are still to come, a confidence-based
-estimate (CBPE) from the champion's calibrated probabilities. The policy turns them, with the
-model's history (recent signals, retrains, promotions), into the allowed actions.
+performance, in the model's own metric and direction (ROC AUC, RMSE, ...): the champion's
+score on the batch with its bootstrap interval against its out-of-time baseline, or, for a
+batch whose labels are still to come, an estimate without labels (CBPE from a classifier's
+calibrated probabilities, DLE from a model of a regression's loss). The policy turns them,
+with the model's history (recent signals, retrains, promotions), into the allowed actions.
 
 The rationale must cite metric names and values that exist in the tool output; every cited
 metric is checked and a mismatch is flagged in the audit record.
@@ -30,7 +31,7 @@ from pydantic import BaseModel, Field
 from agents.base import AgentTool, Llm, Outcome, bounded_text, narrowed
 from agents.context import RunContext
 from agents.drift_measures import domain_check, performance
-from agents.explain import count, describe_drop, describe_fresh_gain
+from agents.explain import count, describe_drop, describe_fresh_gain, direction
 from driftpilot.core.errors import LLMError
 from driftpilot.core.policy import (
     DriftAction,
@@ -40,6 +41,7 @@ from driftpilot.core.policy import (
     Policy,
     Severity,
 )
+from driftpilot.core.tasks import METRICS, Metric
 from tools.drift import DriftResult, data_drift
 from tools.shift import DomainCheck, ShiftConfig, ShiftResult, effect_sizes
 
@@ -107,11 +109,20 @@ class DriftAnalystEvidence(BaseModel):
         description="The domain classifier (None: a side too small for an honest AUC)."
     )
     performance: dict[str, Any] = Field(
-        description="The champion's ROC AUC on the batch and its drop, or the CBPE estimate."
+        description="The champion's metric (`metric`, `higher_is_better`) on the batch: "
+        "`score` with its interval and `metric_drop` against the `baseline` (> 0 worse), or "
+        "the estimate without labels (`estimated_score`); `fresh_gain`: what a quick retrain "
+        "wins (> 0 better)."
     )
     history: dict[str, Any] = Field(
         description="Recent signals, batches since the last retrain, retrains, promotions."
     )
+
+
+def metric_of(perf: dict[str, Any]) -> Metric:
+    """The metric a performance slice is in (ROC AUC for evidence that names none: a replay
+    reads older runs through driftpilot.runs.evidence_keys, which names it)."""
+    return METRICS.get(str(perf.get("metric")), METRICS["roc_auc"])
 
 
 @dataclass(frozen=True)
@@ -278,7 +289,7 @@ def citable(known: dict[str, float], shift: ShiftResult, perf: dict[str, Any]) -
     names += [c.column for c in shift.columns[:1]]
     names += [
         k
-        for k in ("roc_auc", "estimated_roc_auc", "metric_drop", "fresh_gain")
+        for k in ("score", "estimated_score", "metric_drop", "fresh_gain")
         if perf.get(k) is not None
     ]
     return {n: round(known[n], 4) for n in names if n in known}
@@ -310,10 +321,10 @@ def drift_evidence(
     builds it from the recorded ones)."""
     return DriftEvidence(
         weighted_share=weighted_share,
-        labelled=perf.get("roc_auc") is not None,
+        labelled=perf.get("score") is not None,
         drop=perf.get("metric_drop"),
         drop_low=perf.get("metric_drop_low"),
-        estimated=perf.get("roc_auc") is None and perf.get("estimated_roc_auc") is not None,
+        estimated=perf.get("score") is None and perf.get("estimated_score") is not None,
         fresh_gain=perf.get("fresh_gain"),
         fresh_gain_low=perf.get("fresh_gain_low"),
         fresh_gain_high=perf.get("fresh_gain_high"),
@@ -382,7 +393,7 @@ def _cite(shift: ShiftResult, perf: dict[str, Any]) -> dict[str, float]:
     cited = {"weighted_share": shift.weighted_share}
     if shift.columns and shift.columns[0].material:
         cited[shift.columns[0].column] = round(shift.columns[0].value, 4)
-    measured = "roc_auc" if perf.get("roc_auc") is not None else "estimated_roc_auc"
+    measured = "score" if perf.get("score") is not None else "estimated_score"
     for key in (measured, "metric_drop"):
         if perf.get(key) is not None:
             cited[key] = round(perf[key], 4)
@@ -420,17 +431,26 @@ def template(
         parts.append(f"most shifted {top.column}={top.value:.4f} ({top.measure})")
     if domain is not None:
         parts.append(f"domain classifier AUC {domain.auc:.3f}")
-    if perf.get("roc_auc") is not None:
+    info = metric_of(perf)
+    measured = perf.get("score") is not None
+    if measured:
         parts.append(
-            f"champion roc_auc={perf['roc_auc']:.4f} "
-            f"[{perf['roc_auc_low']:.4f}, {perf['roc_auc_high']:.4f}]"
+            f"champion score={perf['score']:.4f} [{perf['score_low']:.4f}, "
+            f"{perf['score_high']:.4f}] ({info.label}, {direction(info)})"
         )
-    if perf.get("roc_auc") is None and perf.get("estimated_roc_auc") is not None:
-        parts.append(f"no labels: estimated_roc_auc={perf['estimated_roc_auc']:.4f} (CBPE)")
+    if not measured and perf.get("estimated_score") is not None:
+        method = str(perf.get("estimate_method") or "estimate").upper()
+        parts.append(
+            f"no labels: estimated_score={perf['estimated_score']:.4f} "
+            f"({info.label} by {method}, {direction(info)})"
+        )
     if perf.get("metric_drop") is not None:
-        # Measured on labels, or estimated (CBPE) without them: the words say which.
-        subject = "roc_auc" if perf.get("roc_auc") is not None else "estimated roc_auc"
-        parts.append(describe_drop(perf["metric_drop"], perf["metric_drop_low"], subject))
+        # Measured on labels, or estimated without them: the words say which.
+        parts.append(
+            describe_drop(
+                perf["metric_drop"], perf["metric_drop_low"], info, estimated=not measured
+            )
+        )
     if perf.get("fresh_gain") is not None:
         parts.append(describe_fresh_gain(perf["fresh_gain"], perf["fresh_gain_low"]))
     signals = "; ".join(bounds.signals) or "no signal"

@@ -1,7 +1,10 @@
 """The drift analyst's measurements of the champion on a batch (the I/O half of its
-``gather``): the domain classifier, the champion's ROC AUC with its interval and drop, the
-CBPE estimate for a batch without labels, and what a quick retrain would win. Every tool call
-goes through ``RunContext.call`` (timed and audited under the analyst's name)."""
+``gather``): the domain classifier, the champion's own metric (``RunContext.metric``: ROC AUC,
+RMSE, ...) with its interval and drop, the estimate for a batch without labels (CBPE for
+classifiers, DLE for regression), and what a quick retrain would win. Every number honours
+the metric's direction: a drop > 0 is worse, a gain > 0 better (``driftpilot.core.tasks``).
+Every tool call goes through ``RunContext.call`` (timed and audited under the analyst's
+name)."""
 
 from __future__ import annotations
 
@@ -13,15 +16,18 @@ import polars as pl
 
 from agents.context import RunContext
 from agents.optimizer import training_window
-from driftpilot.core.errors import DataError
-from tools.estimate import estimate_performance, fit_calibrator, metric_interval
+from driftpilot.core.errors import ConfigError, DataError
+from driftpilot.core.tasks import Metric, Task, check_task
+from tools.estimate import metric_interval
 from tools.evaluate import Comparison, compare_models
+from tools.metrics import encode_labels
 from tools.shift import DomainCheck, domain_classifier
 from tools.train import train_model
 
 NAME = "drift_analyst"  # the agent the calls are audited under
 MIN_DOMAIN_ROWS = 50  # per side: fewer and three folds say nothing
 MIN_FRESH_ROWS = 200  # labelled rows a quick retrain needs to say anything
+ESTIMATE_BOOT = 200  # replicates of an estimate's interval (labels drawn, not resampled)
 
 
 def domain_check(
@@ -60,54 +66,97 @@ def performance(
     champ: tuple[Any, int] | None,
     current_path: str,
 ) -> dict[str, Any]:
-    """The champion's ROC AUC on the batch (interval) and its drop against the baseline; for
-    an unlabelled batch, the CBPE estimate and the estimated drop. The estimate is made for
-    labelled batches too: set beside the realised score, it shows how far the estimates on
-    unlabelled batches can be trusted."""
+    """The champion's own metric on the batch (interval) and its drop against the baseline;
+    for an unlabelled batch, the estimate without labels (CBPE for classifiers, DLE for
+    regression) and the estimated drop. The estimate is made for labelled batches too: set
+    beside the realised score, it shows how far the estimates on unlabelled batches can be
+    trusted. Every number is in the model's metric and carries its direction."""
     if champ is None:
         return {"champion_version": None}
     scorer, version = champ
     row = ctx.model(model)
-    target = row.target
-    out: dict[str, Any] = {"champion_version": version, "baseline": row.baseline}
+    task, info, target = check_task(row.task), ctx.metric(model), row.target
+    out: dict[str, Any] = {
+        "champion_version": version,
+        "metric": info.name,
+        "higher_is_better": info.higher_is_better,
+        "baseline": row.baseline,
+    }
     labelled = frame.filter(pl.col(target).is_not_null()) if target in frame.columns else frame[:0]
     rules = ctx.policy.drift
     estimate: dict[str, Any] = {}
     if row.holdout_path and Path(row.holdout_path).exists():
         try:
-            estimate = _estimate(ctx, run_id, scorer, version, target, frame, row.holdout_path)
-        except DataError as exc:  # audited by ctx.call; an estimate must never stop a run
+            estimate = _estimate(ctx, run_id, scorer, version, model, frame, row.holdout_path)
+        except (DataError, ConfigError) as exc:
+            # Audited by ctx.call (a ConfigError: no estimator for this metric); an estimate
+            # must never stop a run, and its reason is kept in the evidence.
             estimate = {"estimate_error": str(exc)}
-    if labelled.height and labelled[target].n_unique() == 2:
-        out.update({k: v for k, v in estimate.items() if not k.startswith("metric_drop")})
-        # (a failed estimate is kept as its reason: the measured score stands either way)
-        scored = ctx.call(
-            run_id,
-            NAME,
-            "estimate.metric_interval",
-            lambda: metric_interval(
-                labelled[target].to_numpy(),
-                scorer.predict_scores(labelled),
-                n_boot=rules.n_boot,
-                confidence=rules.confidence,
-                seed=ctx.settings.seed,
-            ),
-            {"champion_version": version, "labelled_rows": labelled.height},
-        )
-        assert scored.value is not None and scored.high is not None
-        out.update(
-            {"roc_auc": scored.value, "roc_auc_low": scored.low, "roc_auc_high": scored.high}
-        )
-        if row.baseline is not None:
-            spread = math.hypot(
-                scored.high - scored.value, row.baseline - (row.baseline_low or row.baseline)
-            )
-            out.update(_drop(row.baseline, scored.value, spread))
-        if rules.retrain == "auto":  # only the automatic policy weighs what a retrain wins
-            out.update(_fresh_gain(ctx, run_id, model, labelled, scorer, current_path))
+    if not measurable(labelled[target] if labelled.height else None, task):
+        out.update(estimate)
         return out
-    out.update(estimate)
+    out.update({k: v for k, v in estimate.items() if not k.startswith("metric_drop")})
+    # (a failed estimate is kept as its reason: the measured score stands either way)
+    scored = ctx.call(
+        run_id,
+        NAME,
+        "estimate.metric_interval",
+        lambda: metric_interval(
+            encode_labels(labelled[target], task, classes_of(scorer)),
+            scorer.predict_scores(labelled),
+            metric=info.name,
+            task=task,
+            n_boot=rules.n_boot,
+            confidence=rules.confidence,
+            seed=ctx.settings.seed,
+        ),
+        {"champion_version": version, "labelled_rows": labelled.height, "metric": info.name},
+    )
+    if scored.value is None or scored.low is None or scored.high is None:
+        out.update(estimate)  # undefined on these labels (e.g. no class the model knows)
+        return out
+    out.update({"score": scored.value, "score_low": scored.low, "score_high": scored.high})
+    if row.baseline is not None:
+        base = (row.baseline_low, row.baseline_high)
+        spread = math.hypot(
+            _slack(info, scored.value, scored.low, scored.high, better=True),
+            _slack(info, row.baseline, *base, better=False),
+        )
+        out.update(_drop(info, row.baseline, scored.value, spread))
+    if rules.retrain == "auto":  # only the automatic policy weighs what a retrain wins
+        out.update(_fresh_gain(ctx, run_id, model, labelled, scorer, current_path))
     return out
+
+
+def measurable(target: pl.Series | None, task: Task) -> bool:
+    """Labels the metric can be measured on: a classifier's need two classes (an AUC needs
+    positives and negatives), a regression's two rows with a spread (an R² needs variance;
+    an interval needs more than one row)."""
+    if target is None:
+        return False
+    values = target.drop_nulls()
+    if task == "regression":
+        if values.len() < 2 or not values.dtype.is_numeric():
+            return False
+        std = values.cast(pl.Float64).std()
+        return isinstance(std, float) and std > 0
+    return values.n_unique() >= 2
+
+
+def classes_of(scorer: Any) -> list[Any] | None:
+    """A multiclass scorer's class order (its probability columns), else None."""
+    return list(getattr(scorer, "classes", None) or []) or None
+
+
+def _slack(
+    info: Metric, value: float, low: float | None, high: float | None, *, better: bool
+) -> float:
+    """The half-width of an interval on its better (``better``) or worse side: the room a
+    score has to make a drop smaller. For a higher-is-better metric the better side is
+    above the value; for a lower-is-better one (RMSE, log loss), below it."""
+    above = (high - value) if high is not None else 0.0
+    below = (value - low) if low is not None else 0.0
+    return above if better == info.higher_is_better else below
 
 
 def _fresh_gain(
@@ -121,18 +170,19 @@ def _fresh_gain(
     """What a retrain would win, measured before paying for one: a quick model (default
     parameters, no search, nothing registered) fitted on the very window a retrain would use
     is compared with the champion on the very holdout the evaluator would use (the latest
-    rows of this batch), paired bootstrap. A champion that merely meets a harder batch (a
-    season) shows a drop that no retrain fixes; this shows only what one does."""
+    rows of this batch), paired bootstrap, in the model's metric (``Metric.gain`` units). A
+    champion that merely meets a harder batch (a season) shows a drop that no retrain fixes;
+    this shows only what one does."""
     spec = ctx.spec(model)
     family = ctx.model(model).family
     window, holdout = training_window(
         ctx, model, ctx.policy.retraining.default_window, current_path
     )
-    enough = window.height >= MIN_FRESH_ROWS and window[spec.target].n_unique() == 2
-    if not enough or holdout[spec.target].n_unique() < 2:
+    enough = window.height >= MIN_FRESH_ROWS and measurable(window[spec.target], spec.task)
+    if not enough or not measurable(holdout[spec.target], spec.task):
         return {}
     train_spec = ctx.train_spec(model, "catboost" if family == "catboost" else "lightgbm")
-    rules = ctx.policy.drift
+    info, rules = ctx.metric(model), ctx.policy.drift
 
     def compare() -> Comparison:
         quick = train_model(window, train_spec)
@@ -141,6 +191,8 @@ def _fresh_gain(
             quick,
             holdout,
             spec.target,
+            task=spec.task,
+            metric=info.name,
             n_boot=rules.n_boot,
             confidence=rules.confidence,
             seed=ctx.settings.seed,
@@ -151,7 +203,12 @@ def _fresh_gain(
         NAME,
         "evaluate.quick_retrain_gain",
         compare,
-        {"window_rows": window.height, "holdout_rows": holdout.height, "rows": labelled.height},
+        {
+            "window_rows": window.height,
+            "holdout_rows": holdout.height,
+            "rows": labelled.height,
+            "metric": info.name,
+        },
     )
     return {
         "fresh_gain": round(found.gain, 4),
@@ -165,45 +222,76 @@ def _estimate(
     run_id: str,
     scorer: Any,
     version: int,
-    target: str,
+    model: str,
     frame: pl.DataFrame,
     holdout_path: str,
 ) -> dict[str, Any]:
-    """CBPE: calibrate the champion on its held-out labelled rows, estimate its ROC AUC there
-    and on the batch; the estimated drop compares the two (the calibrator's bias cancels)."""
+    """The champion's metric without labels: an estimator (CBPE: calibrated probabilities;
+    DLE: a model of the champion's loss) is fitted on its held-out labelled rows, and the
+    metric is estimated there and on the batch; the estimated drop compares the two (the
+    estimator's bias cancels)."""
     holdout = pl.read_parquet(holdout_path)
+    spec, info = ctx.spec(model), ctx.metric(model)
     rules = ctx.policy.drift
 
     def both() -> dict[str, Any]:
+        from tools.estimate import estimate, fit_estimator  # TODO(B1 lands): top level
+
         held = scorer.predict_scores(holdout)
-        calibrator = fit_calibrator(holdout[target].to_numpy(), held)
-        conf, seed = rules.confidence, ctx.settings.seed
-        return {
-            "reference": estimate_performance(held, calibrator, confidence=conf, seed=seed),
-            "batch": estimate_performance(
-                scorer.predict_scores(frame), calibrator, confidence=conf, seed=seed
-            ),
-        }
+        labels = encode_labels(holdout[spec.target], spec.task, classes_of(scorer))
+        seed = ctx.settings.seed
+        fitted = fit_estimator(
+            spec.task,
+            info.name,
+            labels,
+            held,
+            reference=holdout,
+            features=spec.features,
+            seed=seed,
+        )
+        batch = estimate(
+            fitted,
+            scorer.predict_scores(frame),
+            frame,
+            confidence=rules.confidence,
+            seed=seed,
+            n_boot=ESTIMATE_BOOT,
+        )
+        # The estimator's own estimate on its reference (DLE: out of fold, so its loss model
+        # is not judged on the rows it learnt from).
+        assert fitted.reference is not None
+        return {"reference": fitted.reference, "batch": batch}
 
     found = ctx.call(
         run_id,
         NAME,
-        "estimate.estimate_performance",
+        "estimate.estimate",
         both,
-        {"champion_version": version, "calibration_rows": holdout.height, "rows": frame.height},
+        {
+            "champion_version": version,
+            "metric": info.name,
+            "reference_rows": holdout.height,
+            "rows": frame.height,
+        },
     )
     base, now = found["reference"], found["batch"]
-    spread = math.hypot(now.high - now.roc_auc, base.roc_auc - base.low)
-    drop = _drop(base.roc_auc, now.roc_auc, spread)
+    spread = math.hypot(
+        _slack(info, now.value, now.low, now.high, better=True),
+        _slack(info, base.value, base.low, base.high, better=False),
+    )
     return {
-        "estimated_roc_auc": round(now.roc_auc, 4),
+        "estimated_score": round(now.value, 4),
         "estimated_low": round(now.low, 4),
         "estimated_high": round(now.high, 4),
-        **drop,
+        "estimate_method": now.method,
+        **_drop(info, base.value, now.value, spread),
     }
 
 
-def _drop(baseline: float, value: float, spread: float) -> dict[str, float]:
-    """The drop and its lower bound (both intervals' half-widths combined)."""
-    drop = baseline - value
+def _drop(info: Metric, baseline: float, value: float, spread: float) -> dict[str, float]:
+    """The drop (``Metric.drop``: > 0 worse; a share of the baseline for a relative metric)
+    and its lower bound (both intervals' half-widths combined, in the drop's units)."""
+    drop = info.drop(baseline, value)
+    if info.relative and baseline:
+        spread /= abs(baseline)
     return {"metric_drop": round(drop, 4), "metric_drop_low": round(drop - spread, 4)}

@@ -1,6 +1,8 @@
 """Evaluator: champion vs challenger on the same held-out recent rows; promote or reject.
 
-Reject is forced unless the confidence interval of the gain lies above zero.
+Both are scored in the model's own metric (``RunContext.metric``); the gain honours its
+direction (> 0: the challenger is better, also for log loss or RMSE) and, for RMSE and MAE, is
+a share of the champion's score. Reject is forced unless the gain's interval lies above zero.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agents.base import Llm, Outcome, bounded_text, narrowed
 from agents.context import RunContext
-from agents.explain import describe_gain
+from agents.explain import change_unit, describe_gain, direction
 from driftpilot.core.errors import LLMError
 from driftpilot.core.policy import Policy
+from driftpilot.core.tasks import METRICS, Task
 from tools import registry
 from tools.estimate import metric_interval
 from tools.evaluate import Comparison, compare_models
+from tools.metrics import encode_labels
 
 NAME = "evaluator"
 
@@ -46,10 +50,23 @@ def verdict_schema(allowed: Sequence[str]) -> type[EvaluationVerdict]:
 
 
 class _Constant:
-    """Stands in for a missing champion: every row scored alike (AUC 0.5)."""
+    """Stands in for a missing champion: every row scored alike, knowing nothing (binary
+    0.5, multiclass the uniform distribution over the challenger's classes, regression the
+    holdout's mean)."""
+
+    def __init__(self, task: Task, classes: list[Any], level: float) -> None:
+        self.task, self.classes, self.level = task, classes, level
 
     def predict_scores(self, frame: pl.DataFrame) -> np.ndarray:
-        return np.full(frame.height, 0.5)
+        if self.task == "multiclass":
+            return np.full((frame.height, len(self.classes)), 1 / len(self.classes))
+        return np.full(frame.height, self.level if self.task == "regression" else 0.5)
+
+
+def _no_champion(task: Task, challenger: Any, holdout: pl.DataFrame, target: str) -> _Constant:
+    level = holdout[target].cast(pl.Float64).mean() if task == "regression" else None
+    mean = level if isinstance(level, float) else 0.0
+    return _Constant(task, list(getattr(challenger, "classes", None) or []), mean)
 
 
 class EvaluatorEvidence(BaseModel):
@@ -60,6 +77,7 @@ class EvaluatorEvidence(BaseModel):
 
     comparison: Comparison = Field(description="Champion vs challenger on the holdout.")
     champion_version: int | None = Field(description="The champion compared (None: none yet).")
+    task: Task = Field("binary", description="The model's task (apply only).")
     target: str = Field("", description="The label column (apply only).")
     holdout: pl.DataFrame | None = Field(
         None, exclude=True, description="The holdout rows (apply only; absent in a replay)."
@@ -94,7 +112,8 @@ def gather(state: dict[str, Any], ctx: RunContext) -> EvaluatorEvidence:
     else:  # a run checkpointed before challengers were logged instead of registered
         challenger = registry.load_version(model, trained["version"], ctx.settings)
     champ = ctx.champion(model)
-    champion = champ[0] if champ else _Constant()
+    champion = champ[0] if champ else _no_champion(spec.task, challenger, holdout, spec.target)
+    info = ctx.metric(model)
     cmp: Comparison = ctx.call(
         run_id,
         NAME,
@@ -104,7 +123,8 @@ def gather(state: dict[str, Any], ctx: RunContext) -> EvaluatorEvidence:
             challenger,
             holdout,
             spec.target,
-            metric=rules.metric,
+            task=spec.task,
+            metric=info.name,
             n_boot=rules.n_boot,
             confidence=rules.confidence,
             seed=ctx.settings.seed,
@@ -113,11 +133,13 @@ def gather(state: dict[str, Any], ctx: RunContext) -> EvaluatorEvidence:
             "holdout_rows": holdout.height,
             "champion_version": champ[1] if champ else None,
             "challenger_run": state["retraining"]["mlflow_run_id"],
+            "metric": info.name,
         },
     )
     return EvaluatorEvidence(
         comparison=cmp,
         champion_version=champ[1] if champ else None,
+        task=spec.task,
         target=spec.target,
         holdout=holdout,
         challenger=challenger,
@@ -160,13 +182,16 @@ def apply(
     ctx.record(run_id, NAME, ruling.outcome, verdict.action, verdict.rationale, shown)
     holdout, challenger = evidence.holdout, evidence.challenger
     assert holdout is not None and challenger is not None
+    classes = list(getattr(challenger, "classes", None) or []) or None
     own = ctx.call(
         run_id,
         NAME,
         "estimate.metric_interval",
         lambda: metric_interval(
-            holdout[evidence.target].to_numpy(),
+            encode_labels(holdout[evidence.target], evidence.task, classes),
             challenger.predict_scores(holdout),
+            metric=evidence.comparison.metric,
+            task=evidence.task,
             n_boot=rules.n_boot,
             confidence=rules.confidence,
             seed=ctx.settings.seed,
@@ -178,7 +203,7 @@ def apply(
             "action": verdict.action,
             **shown,
             "champion_version": evidence.champion_version,
-            "challenger_roc_auc": own.value,
+            "challenger_score": own.value,
             "challenger_low": own.low,
             "challenger_high": own.high,
         }
@@ -192,10 +217,12 @@ def node(state: dict[str, Any], runtime: Runtime[RunContext]) -> dict[str, Any]:
 
 
 def template(cmp: Comparison, action: str) -> str:
-    """The policy's rationale: the scores, the gain with its interval, and what the interval
+    """The policy's rationale: the scores in the model's metric and its direction, the gain
+    (in points, or a share of the champion's score) with its interval, and what the interval
     says (better, worse, or no sure difference), then the action."""
+    info = METRICS[cmp.metric]
     gain = describe_gain(cmp.gain, cmp.ci_low, cmp.ci_high, cmp.confidence, cmp.n_rows)
     return (
-        f"{cmp.metric}: champion {cmp.champion:.4f}, challenger {cmp.challenger:.4f}, "
-        f"{gain}; {action}."
+        f"{cmp.metric} ({direction(info)}; gain in {change_unit(info)}): champion "
+        f"{cmp.champion:.4f}, challenger {cmp.challenger:.4f}, {gain}; {action}."
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Literal
 
 from driftpilot.core.policy import compare, gain_margin, quote
+from driftpilot.core.tasks import METRICS, Metric
 
 Side = Literal["above", "below", "straddles"]
 
@@ -71,18 +72,34 @@ def _bound_words(low: float, sure: str, unsure: str) -> str:
     return f"lower bound {shown} {op} {zero}: {sure if op == '>' else unsure}"
 
 
-def describe_drop(drop: float, low: float, subject: str = "roc_auc") -> str:
-    """The champion's metric against its baseline: a positive ``metric_drop`` is a fall, a
-    negative one a rise; the lower bound says whether the fall is sure."""
+def direction(info: Metric) -> str:
+    """``higher is better`` / ``lower is better``."""
+    return f"{'higher' if info.higher_is_better else 'lower'} is better"
+
+
+def change_unit(info: Metric) -> str:
+    """How a drop or gain of ``info`` is counted: points, or a share of the compared value."""
+    return f"a share of the {info.label}" if info.relative else f"{info.label} points"
+
+
+def describe_drop(
+    drop: float, low: float, info: Metric = METRICS["roc_auc"], *, estimated: bool = False
+) -> str:
+    """The champion's metric against its baseline, in the metric's own words and direction:
+    a positive ``metric_drop`` is worse (ROC AUC fell, RMSE rose), a negative one better; a
+    relative metric's change is shown in percent (``RMSE rose 6.00% above its baseline``). The
+    lower bound says whether the worsening is sure."""
+    subject = f"{'estimated ' if estimated else ''}{info.label}"
     shown = quote(drop, 0.0, 4)
-    size = quote(abs(drop), 0.0, 4)
-    if drop > 0:
-        moved = f"{subject} fell {size} below its baseline"
-    elif drop < 0:
-        moved = f"{subject} rose {size} above its baseline"
+    size = f"{quote(abs(drop) * 100, 0.0, 2)}%" if info.relative else quote(abs(drop), 0.0, 4)
+    # The metric moves up when it got better and higher is better, or worse and lower is.
+    up = (drop < 0) == info.higher_is_better
+    if drop:
+        moved = f"{subject} {'rose' if up else 'fell'} {size} {'above' if up else 'below'} "
+        moved += f"its baseline ({'worse' if drop > 0 else 'better'})"
     else:
         moved = f"{subject} equals its baseline"
-    bound = _bound_words(low, "surely a drop", "not surely a drop")
+    bound = _bound_words(low, "surely worse", "not surely worse")
     return f"metric_drop={shown}: {moved} ({bound})"
 
 

@@ -1,5 +1,6 @@
 """Optimizer: choose the model family and the Optuna budget (within the policy limits), then
-run the study on the default training window."""
+run the study on the default training window. The study minimises the task's validation loss
+(``driftpilot.core.tasks.TRAINING_LOSS``: log loss for classifiers, RMSE for regression)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from agents.base import Llm, Outcome, bounded_text, narrowed
 from agents.context import RunContext
 from driftpilot.core.errors import LLMError
 from driftpilot.core.policy import OptimizerLimits, Policy
+from driftpilot.core.tasks import TRAINING_LOSS
 from tools.train import split_holdout
 from tools.tune import TuneBudget, tune
 
@@ -154,7 +156,8 @@ class OptimizerEvidence(BaseModel):
 
     champion_family: str = Field(description="The champion's model family.")
     drift: dict[str, Any] = Field(
-        description="The analyst's findings: weighted_share, severity, metric_drop, roc_auc."
+        description="The analyst's findings: weighted_share, severity, and in the model's "
+        "metric (`metric`) the champion's score and metric_drop (> 0 worse)."
     )
     rejected_attempts: list[dict[str, Any]] = Field(
         default_factory=list,
@@ -182,7 +185,7 @@ def gather(state: dict[str, Any], ctx: RunContext) -> OptimizerEvidence:
         champion_family=ctx.model(model).family,
         drift={
             k: state["drift"].get(k)
-            for k in ("weighted_share", "severity", "metric_drop", "roc_auc")
+            for k in ("weighted_share", "severity", "metric", "metric_drop", "score")
         },
         rejected_attempts=[
             {k: r["optimizer"][k] for k in ("family", "n_trials")} for r in rejected
@@ -248,6 +251,7 @@ def apply(
             "n_trials": plan.n_trials,
             "study": study_name,
             "best_params": study.best_params,
+            "loss": TRAINING_LOSS[base.task],  # what best_value is (lower is better)
             "best_value": study.best_value,
             "n_complete": study.n_complete,
             "n_pruned": study.n_pruned,

@@ -166,6 +166,7 @@ def _fit_and_log(ctx: RunContext, state: dict[str, Any], window_k: int) -> dict[
     run_id, model = state["run_id"], state["model"]
     window, holdout = training_window(ctx, model, window_k, state["ingestion"]["path"])
     family = state["optimizer"]["family"]
+    metric = ctx.metric(model).name  # the validation score the slice reports
     train_spec = ctx.train_spec(model, family, state["optimizer"]["best_params"])
     challenger = ctx.call(
         run_id,
@@ -209,6 +210,7 @@ def _fit_and_log(ctx: RunContext, state: dict[str, Any], window_k: int) -> dict[
         "rows": window.height,
         "window_path": str(window_path),
         "holdout_path": str(holdout_path),
-        "valid_roc_auc": challenger.report.valid.get("roc_auc") if challenger.report else None,
+        "valid_metric": metric,
+        "valid_score": challenger.report.valid.get(metric) if challenger.report else None,
         "window_quality_warnings": risky,
     }

@@ -73,17 +73,28 @@ class DriftSlice(TypedDict, total=False):
     domain_auc: Annotated[float | None, _d("The domain classifier's AUC.")]
     report: Annotated[str | None, _d("The Evidently report (gzip HTML).")]
     champion_version: Annotated[int | None, _d("The champion measured.")]
-    baseline: Annotated[float | None, _d("The champion's out-of-time ROC AUC.")]
-    roc_auc: Annotated[float, _d("The champion's ROC AUC on the labelled batch.")]
-    roc_auc_low: Annotated[float, _d("Its interval's lower bound.")]
-    roc_auc_high: Annotated[float, _d("Its interval's upper bound.")]
-    metric_drop: Annotated[float, _d("Baseline minus the (estimated) score.")]
+    metric: Annotated[str, _d("The model's metric every score is in (roc_auc, rmse, ...).")]
+    higher_is_better: Annotated[bool, _d("The metric's direction (False: rmse, log_loss, mae).")]
+    baseline: Annotated[float | None, _d("The champion's out-of-time score in the metric.")]
+    score: Annotated[float, _d("The champion's score on the labelled batch.")]
+    score_low: Annotated[float, _d("Its interval's lower bound.")]
+    score_high: Annotated[float, _d("Its interval's upper bound.")]
+    metric_drop: Annotated[
+        float,
+        _d(
+            "How much worse the (estimated) score is than the baseline: > 0 worse in either "
+            "direction; points, or a share of the baseline for rmse/mae."
+        ),
+    ]
     metric_drop_low: Annotated[float, _d("The drop's lower bound.")]
-    estimated_roc_auc: Annotated[float, _d("CBPE estimate of the champion's ROC AUC.")]
+    estimated_score: Annotated[float, _d("The champion's score estimated without labels.")]
     estimated_low: Annotated[float, _d("The estimate's lower bound.")]
     estimated_high: Annotated[float, _d("The estimate's upper bound.")]
+    estimate_method: Annotated[str, _d("cbpe (classifiers) or dle (regression).")]
     estimate_error: Annotated[str, _d("Why no estimate could be made.")]
-    fresh_gain: Annotated[float, _d("What a quick retrain wins over the champion.")]
+    fresh_gain: Annotated[
+        float, _d("What a quick retrain wins over the champion (> 0 better, metric's units).")
+    ]
     fresh_gain_low: Annotated[float, _d("Its interval's lower bound.")]
     fresh_gain_high: Annotated[float, _d("Its interval's upper bound.")]
 
@@ -95,7 +106,8 @@ class OptimizerSlice(TypedDict, total=False):
     n_trials: Annotated[int, _d("Trials planned.")]
     study: Annotated[str, _d("The Optuna study's name.")]
     best_params: Annotated[dict[str, Any], _d("The best trial's parameters.")]
-    best_value: Annotated[float | None, _d("The best trial's score.")]
+    loss: Annotated[str, _d("The validation loss minimised (log_loss, rmse).")]
+    best_value: Annotated[float | None, _d("The best trial's validation loss (lower better).")]
     n_complete: Annotated[int, _d("Trials completed.")]
     n_pruned: Annotated[int, _d("Trials pruned.")]
 
@@ -111,7 +123,8 @@ class RetrainingSlice(TypedDict, total=False):
     rows: Annotated[int, _d("Training rows.")]
     window_path: Annotated[str, _d("The training window (parquet).")]
     holdout_path: Annotated[str, _d("The holdout (parquet).")]
-    valid_roc_auc: Annotated[float | None, _d("Validation ROC AUC of the fit.")]
+    valid_metric: Annotated[str, _d("The model's metric, as valid_score is in.")]
+    valid_score: Annotated[float | None, _d("The fit's validation score in that metric.")]
     window_quality_warnings: Annotated[int, _d("Risky warnings of the window's batches.")]
     version: Annotated[int, _d("The registered version (runs before cicd registered it).")]
 
@@ -120,20 +133,31 @@ class EvaluationSlice(TypedDict, total=False):
     """Champion vs challenger on the holdout, and the evaluator's verdict."""
 
     action: Annotated[Literal["promote", "reject"], _d("The verdict.")]
-    metric: Annotated[str, _d("The metric compared.")]
+    metric: Annotated[str, _d("The metric compared (the model's own).")]
+    task: Annotated[str, _d("binary, multiclass or regression.")]
+    higher_is_better: Annotated[bool, _d("The metric's direction.")]
     n_rows: Annotated[int, _d("Holdout rows.")]
     champion: Annotated[float, _d("The champion's score.")]
     challenger: Annotated[float, _d("The challenger's score.")]
-    gain: Annotated[float, _d("Challenger minus champion.")]
+    gain: Annotated[
+        float,
+        _d("How much better the challenger is: > 0 better; points, or a share for rmse/mae."),
+    ]
     ci_low: Annotated[float, _d("The gain's interval, lower bound.")]
     ci_high: Annotated[float, _d("The gain's interval, upper bound.")]
     confidence: Annotated[float, _d("The interval's confidence.")]
     n_boot: Annotated[int, _d("Bootstrap resamples.")]
     significant: Annotated[bool, _d("The interval excludes zero on the better side.")]
-    prediction_divergence: Annotated[float, _d("Mean absolute score difference.")]
+    prediction_divergence: Annotated[
+        float,
+        _d(
+            "How differently the two predict: binary mean |dp|, multiclass mean total "
+            "variation, regression mean |dy| over the target's std."
+        ),
+    ]
     interval_above_zero: Annotated[bool, _d("The challenger is better at this confidence.")]
     champion_version: Annotated[int | None, _d("The champion compared (None: none yet).")]
-    challenger_roc_auc: Annotated[float | None, _d("The challenger's own ROC AUC.")]
+    challenger_score: Annotated[float | None, _d("The challenger's own score (new baseline).")]
     challenger_low: Annotated[float | None, _d("Its interval's lower bound.")]
     challenger_high: Annotated[float | None, _d("Its interval's upper bound.")]
 
@@ -164,7 +188,7 @@ class PromotionSlice(TypedDict, total=False):
     approved_by: Annotated[str, _d("Who authorised it (policy:low-risk for low risk).")]
     family: Annotated[str, _d("The new champion's family.")]
     window_path: Annotated[str, _d("The new reference window.")]
-    baseline: Annotated[float, _d("The new champion's out-of-time ROC AUC.")]
+    baseline: Annotated[float, _d("The new champion's out-of-time score in the metric.")]
     compared_against: Annotated[int | None, _d("Superseded: the champion it was compared to.")]
     champion_now: Annotated[int | None, _d("Superseded: the champion by then.")]
 

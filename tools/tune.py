@@ -1,9 +1,10 @@
 """Tuning tools: an Optuna study over a model family's hyper-parameters.
 
-TPE sampling, median pruning on the validation log loss reported every few boosting
-rounds, RDB storage (SQLite under the home directory by default, any SQLAlchemy URL works),
-resumable by study name: calling again with the same name continues the same study until
-the trial budget is reached. Optuna is imported lazily.
+TPE sampling, median pruning on the validation loss of the model's task
+(``driftpilot.core.tasks.TRAINING_LOSS``: log loss for binary and multiclass, RMSE for
+regression) reported every few boosting rounds, RDB storage (SQLite under the home directory
+by default, any SQLAlchemy URL works), resumable by study name: calling again with the same
+name continues the same study until the trial budget is reached. Optuna is imported lazily.
 
 Several processes (on several machines, with a PostgreSQL storage) may tune one study at once:
 each stops when the study's finished and running trials reach the budget, so together they run
@@ -42,7 +43,7 @@ class TuneBudget(BaseModel):
 class TrialSummary(BaseModel):
     number: int
     state: str = Field(description="COMPLETE, PRUNED or FAIL.")
-    value: float | None = Field(description="Validation log loss (lower is better).")
+    value: float | None = Field(description="Validation loss of the task (lower is better).")
     params: dict[str, ParamValue]
 
 
@@ -52,7 +53,7 @@ class TuneResult(BaseModel):
     study_name: str
     storage: str
     family: Family
-    best_value: float = Field(description="Best validation log loss.")
+    best_value: float = Field(description="Best validation loss of the task (lower is better).")
     best_params: dict[str, ParamValue] = Field(description="Parameters of the best trial.")
     best_trial: int
     n_complete: int
@@ -64,7 +65,11 @@ class TuneResult(BaseModel):
 
 
 def search_space(trial: Any, family: Family) -> dict[str, ParamValue]:
-    """Sample one parameter set for a family (the space the optimizer agent can search)."""
+    """Sample one parameter set for a family (the space the optimizer agent can search).
+
+    One space serves every task: the parameters bound tree shape, sampling and
+    regularisation, none of which depends on the objective (LightGBM's and CatBoost's
+    objectives per task are set by ``tools.train``)."""
     if family == "lightgbm":
         return {
             "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.3, log=True),
@@ -89,7 +94,8 @@ def tune(
     storage: str,
     budget: TuneBudget | None = None,
 ) -> TuneResult:
-    """Search hyper-parameters of ``spec.family`` on ``frame``, minimising validation log loss.
+    """Search hyper-parameters of ``spec.family`` on ``frame``, minimising the validation loss
+    of ``spec.task`` (log loss, or RMSE for regression).
 
     Args:
         frame: the training window (split into train/validation as ``train_model`` does).

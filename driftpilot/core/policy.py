@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from driftpilot.core.errors import ConfigError, PolicyViolation
+from driftpilot.core.tasks import METRICS, PRIMARY, Metric, Task, metric
 
 DEFAULT_POLICY = Path(__file__).with_name("policy.yaml")
 DriftAction = Literal["none", "monitor", "retrain"]
@@ -61,8 +62,15 @@ class DriftRules(_Strict):
     )
     severity_high_share: float = Field(0.6, description="Weighted share reported as high severity.")
     # A drop that matters: the champion's metric on the batch, with its bootstrap interval,
-    # against its out-of-time baseline (and that baseline's interval).
-    max_metric_drop: float = Field(0.02, description="Smallest drop that counts (if significant).")
+    # against its out-of-time baseline (and that baseline's interval). Drops and gains are
+    # read as driftpilot.core.tasks.Metric reads them: in points for bounded metrics (ROC AUC,
+    # log loss, R²), as a share of the baseline for RMSE and MAE (0.02 = 2 % worse), so one
+    # threshold means the same for every task.
+    max_metric_drop: float = Field(
+        0.02,
+        description="Smallest drop that counts (if significant): metric points, or a share of "
+        "the baseline for RMSE/MAE.",
+    )
     severe_metric_drop: float = Field(
         0.05, description="A significant drop this large retrains at once (no wait, no cooldown)."
     )
@@ -101,9 +109,20 @@ class RetrainLimits(_Strict):
 
 
 class EvaluatorRules(_Strict):
-    metric: Literal["roc_auc", "pr_auc", "log_loss"] = "roc_auc"
+    metric: str = Field(
+        "roc_auc",
+        description="Primary metric of a model that names none, when it measures the model's "
+        "task (else the task's own primary metric). A model's own metric always wins.",
+    )
     n_boot: int = 500
     confidence: float = 0.95
+
+    @field_validator("metric")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in METRICS:
+            raise ValueError(f"unknown metric {name!r}; choose one of {sorted(METRICS)}")
+        return name
 
 
 class RiskRules(_Strict):
@@ -112,7 +131,12 @@ class RiskRules(_Strict):
     quality_warnings_are_high: bool = True
     risky_warning_checks: list[str] = ["constant_column", "new_categories"]
     min_gain_to_halfwidth: float = 3.0
-    max_divergence: float = 0.12
+    max_divergence: float = Field(
+        0.12,
+        description="Prediction divergence above which a promotion is high risk: binary mean "
+        "|p_challenger - p_champion|; multiclass mean total variation between the class "
+        "distributions; regression mean |y_challenger - y_champion| over the target's std.",
+    )
 
 
 class PeopleRules(_Strict):
@@ -129,14 +153,24 @@ class DriftEvidence(_Strict):
     """What the drift policy weighs (built by the drift analyst from the tools' results)."""
 
     weighted_share: float = Field(description="Champion importance on shifted columns (0-1).")
-    labelled: bool = Field(description="The batch has labelled rows of both classes.")
-    drop: float | None = Field(None, description="Baseline minus the batch's ROC AUC.")
+    labelled: bool = Field(
+        description="The batch has labelled rows the model's metric is defined on (classifiers: "
+        "two classes or more; regression: two rows or more with a spread)."
+    )
+    drop: float | None = Field(
+        None,
+        description="How much worse the champion's metric is on the batch than its baseline "
+        "(Metric.drop: > 0 worse, whatever the metric's direction; a share for RMSE/MAE).",
+    )
     drop_low: float | None = Field(None, description="Lower bound of the drop's interval.")
-    estimated: bool = Field(False, description="The drop is estimated (CBPE), not measured.")
+    estimated: bool = Field(
+        False, description="The drop is estimated without labels (CBPE or DLE), not measured."
+    )
     fresh_gain: float | None = Field(
         None,
-        description="ROC AUC a quick retrain (default parameters, the retrain's window) wins "
-        "over the champion on the batch's holdout: what a retrain can win back.",
+        description="What a quick retrain (default parameters, the retrain's window) wins over "
+        "the champion on the batch's holdout, in the model's metric (Metric.gain: > 0 better): "
+        "what a retrain can win back.",
     )
     fresh_gain_low: float | None = Field(None, description="Lower bound of that gain.")
     fresh_gain_high: float | None = Field(None, description="Upper bound of that gain.")
@@ -169,6 +203,7 @@ class DriftBounds(_Strict):
 
 
 class RiskInputs(_Strict):
+    task: Task = Field("binary", description="The model's task (how divergence is read).")
     has_champion: bool
     champion_family: str | None
     challenger_family: str
@@ -177,6 +212,14 @@ class RiskInputs(_Strict):
     ci_high: float
     divergence: float
     window_quality_warnings: int
+
+
+# How each task's prediction divergence is measured (tools.metrics.divergence), in words.
+DIVERGENCE: dict[Task, str] = {
+    "binary": "mean |p_challenger - p_champion|",
+    "multiclass": "mean total variation of the class probabilities",
+    "regression": "mean |y_challenger - y_champion| / target std",
+}
 
 
 class RiskAssessment(_Strict):
@@ -295,6 +338,19 @@ class Policy(_Strict):
             raise ConfigError(f"invalid policy file {source}: {exc}") from exc
 
     # -- bounds per agent -------------------------------------------------------------------
+
+    def model_metric(self, own: str | None, task: Task) -> Metric:
+        """The metric a model is measured, retrained and promoted by: its own (``own``, the
+        managed model's ``metric``) when it names one, else the policy's
+        ``evaluator.metric`` when that measures the task, else the task's primary metric.
+
+        Raises:
+            ConfigError: the model's own metric does not measure its task.
+        """
+        if own:
+            return metric(own, task)
+        fallback = METRICS[self.evaluator.metric]
+        return fallback if task in fallback.tasks else METRICS[PRIMARY[task]]
 
     def hard_limits(self, model: str) -> dict[str, tuple[float | None, float | None]]:
         """The hard limits declared for ``model``'s columns (none by default)."""
@@ -446,7 +502,7 @@ class Policy(_Strict):
             reasons.append(gain_margin(inputs.gain, half_width, rules.min_gain_to_halfwidth))
         if inputs.divergence > rules.max_divergence:
             diverge = versus(inputs.divergence, rules.max_divergence, strict=True)
-            reasons.append(f"predictions diverge: mean |diff| {diverge}")
+            reasons.append(f"predictions diverge: {DIVERGENCE[inputs.task]} {diverge}")
         if rules.quality_warnings_are_high and inputs.window_quality_warnings > 0:
             warnings = inputs.window_quality_warnings
             reasons.append(f"training window had {warnings} quality warning{'s' * (warnings != 1)}")

@@ -86,10 +86,12 @@ def _drift_evidence() -> drift_analyst.DriftAnalystEvidence:
     )
     perf = {
         "champion_version": 1,
+        "metric": "roc_auc",
+        "higher_is_better": True,
         "baseline": 0.74,
-        "roc_auc": 0.69,
-        "roc_auc_low": 0.66,
-        "roc_auc_high": 0.72,
+        "score": 0.69,
+        "score_low": 0.66,
+        "score_high": 0.72,
         "metric_drop": 0.05,
         "metric_drop_low": 0.01,
     }
@@ -136,7 +138,13 @@ def _cases() -> list[tuple[Any, str, BaseModel, dict[str, Any]]]:
     drift_shown = drift_analyst.decide(drift, Policy(), BUILTIN).shown
     opt = optimizer.OptimizerEvidence(
         champion_family="lightgbm",
-        drift={"weighted_share": 0.7, "severity": "medium", "metric_drop": 0.05, "roc_auc": 0.69},
+        drift={
+            "weighted_share": 0.7,
+            "severity": "medium",
+            "metric": "roc_auc",
+            "metric_drop": 0.05,
+            "score": 0.69,
+        },
         rejected_attempts=[{"family": "lightgbm", "n_trials": 8}],
     )
     ret = retraining.RetrainingEvidence(
@@ -320,3 +328,28 @@ def test_after_a_rejection_the_replay_plans_as_the_agent_did() -> None:
     _, _, evidence, _ = CASES[IDS.index("optimizer")]
     plan = optimizer.decide(evidence, Policy(), BUILTIN).outcome.decision  # type: ignore[arg-type]
     assert plan.n_trials == 16 and "rejected" in plan.rationale
+
+
+def test_a_regression_drop_decides_in_rmse_and_cites_its_score() -> None:
+    """An RMSE that rose 8 % (a relative drop of 0.08, surely worse) is a severe drop: the
+    policy retrains and the rationale says the RMSE rose, with the score cited."""
+    evidence = _drift_evidence()
+    perf = {
+        "champion_version": 1,
+        "metric": "rmse",
+        "higher_is_better": False,
+        "baseline": 40.0,
+        "score": 43.2,
+        "score_low": 42.0,
+        "score_high": 44.5,
+        "metric_drop": 0.08,
+        "metric_drop_low": 0.03,
+    }
+    evidence = evidence.model_copy(update={"performance": perf})
+    ruling = drift_analyst.decide(evidence, Policy(), BUILTIN)
+    verdict = ruling.outcome.decision
+    assert ruling.bounds.significant_drop and ruling.bounds.default == "retrain"
+    assert verdict.action == "retrain" and verdict.cited_metrics["score"] == 43.2
+    assert "RMSE rose 8.00% above its baseline (worse)" in verdict.rationale
+    assert "(RMSE, lower is better)" in verdict.rationale
+    assert ruling.flags == []

@@ -27,6 +27,7 @@ from agents.explain import (
     signed,
 )
 from driftpilot.core.policy import DriftEvidence, Policy, RiskInputs, compare, versus
+from driftpilot.core.tasks import METRICS
 from tools.drift import DriftResult
 from tools.evaluate import Comparison
 from tools.quality import QualityIssue, QualityVerdict
@@ -143,22 +144,39 @@ def test_the_reported_false_explanation_now_reads_worse() -> None:
     assert text.startswith("gain -0.0536 (95% CI -0.0741 to -0.0321, 4000 holdout rows)")
 
 
-@given(small, small, st.sampled_from(["roc_auc", "estimated roc_auc"]))
-def test_a_drop_reads_as_a_fall_or_a_rise_by_its_sign(drop: float, low: float, subj: str) -> None:
-    text = describe_drop(drop, low, subj)
+@given(small, small, st.sampled_from(sorted(METRICS)), st.booleans())
+def test_a_drop_reads_as_worse_in_the_metrics_own_direction(
+    drop: float, low: float, name: str, estimated: bool
+) -> None:
+    info = METRICS[name]
+    subj = f"{'estimated ' if estimated else ''}{info.label}"
+    text = describe_drop(drop, low, info, estimated=estimated)
+    # Worse is a fall for a higher-is-better metric (ROC AUC), a rise for RMSE or log loss.
+    worse, better = ("fell", "rose") if info.higher_is_better else ("rose", "fell")
     if drop > 0:
-        assert f"{subj} fell" in text and "rose" not in text
+        assert f"{subj} {worse}" in text and better not in text and "(worse)" in text
     elif drop < 0:
-        assert f"{subj} rose" in text and "fell" not in text
+        assert f"{subj} {better}" in text and worse not in text and "(better)" in text
     else:
         assert "equals its baseline" in text
-    sure = "surely a drop" in text and "not surely a drop" not in text
+    sure = "surely worse" in text and "not surely worse" not in text
     assert sure == (low > 0)
     assert _close(_number(rf"metric_drop=({NUMBER})", text), drop)
     if drop:
-        assert _close(_number(rf"(?:fell|rose) ({NUMBER})", text), abs(drop))
+        size = _number(rf"(?:fell|rose) ({NUMBER})", text)
+        # RMSE and MAE move by a share of their baseline: shown in percent.
+        assert _close(size, abs(drop) * 100 if info.relative else abs(drop))
+        assert (f"{size}% " in text) == info.relative
     assert _close(_number(rf"lower bound ({NUMBER})", text), low)
     assert _comparisons_hold(text) == 1
+
+
+def test_an_rmse_that_rose_six_percent_reads_worse() -> None:
+    text = describe_drop(0.06, 0.02, METRICS["rmse"])
+    assert text == (
+        "metric_drop=0.0600: RMSE rose 6.00% above its baseline (worse) "
+        "(lower bound 0.0200 > 0: surely worse)"
+    )
 
 
 @given(small, small)
@@ -259,13 +277,20 @@ def test_every_risk_reason_holds_and_the_tier_follows_them(inputs: RiskInputs) -
 # -- each agent's deterministic rationale ----------------------------------------------------
 
 
-@given(values, interval(), st.floats(0.5, 1), st.integers(1, 5000))
+@given(
+    values,
+    interval(),
+    st.floats(0.5, 1),
+    st.integers(1, 5000),
+    st.sampled_from(["roc_auc", "log_loss", "rmse"]),
+)
 def test_the_evaluator_rationale_agrees_with_its_comparison(
-    gain: float, bounds: tuple[float, float], champion: float, rows: int
+    gain: float, bounds: tuple[float, float], champion: float, rows: int, metric: str
 ) -> None:
     low, high = bounds
+    info = METRICS[metric]
     cmp = Comparison(
-        metric="roc_auc",
+        metric=metric,
         n_rows=rows,
         champion=champion,
         challenger=champion + gain,
@@ -280,8 +305,10 @@ def test_the_evaluator_rationale_agrees_with_its_comparison(
     action = Policy().evaluator_allowed(low)[0]
     text = evaluator.template(cmp, action)
     assert text.endswith(f"; {action}.")
-    assert (action == "promote") == ("better" in text) == (low > 0)
-    assert ("worse" in text) == (high < 0)
+    assert text.startswith(f"{metric} ({'higher' if info.higher_is_better else 'lower'} is better")
+    assert ("share of the" in text) == info.relative  # RMSE gains are shares, not points
+    assert (action == "promote") == ("challenger is better" in text) == (low > 0)
+    assert ("challenger is worse" in text) == (high < 0)
     assert ("does not exclude zero" in text) == (low <= 0 <= high)
     assert _close(_number(rf"challenger ({NUMBER})", text), champion + gain)
 
@@ -300,10 +327,25 @@ def _drift(n_columns: int) -> DriftResult:
     )
 
 
-@given(st.floats(0, 1), small, small, small, small, st.booleans())
+@given(
+    st.floats(0, 1),
+    small,
+    small,
+    small,
+    small,
+    st.booleans(),
+    st.sampled_from(["roc_auc", "log_loss", "rmse", "r2"]),
+)
 def test_the_drift_rationale_agrees_with_its_evidence(
-    share: float, drop: float, spread: float, fresh: float, fresh_low: float, labelled: bool
+    share: float,
+    drop: float,
+    spread: float,
+    fresh: float,
+    fresh_low: float,
+    labelled: bool,
+    metric: str,
 ) -> None:
+    info = METRICS[metric]
     column = ColumnShift(
         column="temp",
         kind="numeric",
@@ -314,17 +356,26 @@ def test_the_drift_rationale_agrees_with_its_evidence(
         importance=1.0,
     )
     shift = ShiftResult(columns=[column], material_share=1.0, weighted_share=share, elapsed_s=0.1)
-    perf: dict[str, Any] = {"metric_drop": drop, "metric_drop_low": drop - abs(spread)}
+    perf: dict[str, Any] = {
+        "metric": metric,
+        "higher_is_better": info.higher_is_better,
+        "metric_drop": drop,
+        "metric_drop_low": drop - abs(spread),
+    }
     if labelled:
-        perf.update(roc_auc=0.7, roc_auc_low=0.68, roc_auc_high=0.72, fresh_gain=fresh)
+        perf.update(score=0.7, score_low=0.68, score_high=0.72, fresh_gain=fresh)
         perf.update(fresh_gain_low=min(fresh, fresh_low), fresh_gain_high=max(fresh, fresh_low))
     else:
-        perf["estimated_roc_auc"] = 0.7
+        perf.update(estimated_score=0.7, estimate_method="dle" if info.relative else "cbpe")
     history = {"recent_signals": 1, "batches_since_retrain": None, "retrains": 0, "promotions": 0}
     bounds = Policy().drift_bounds(drift_analyst.drift_evidence(share, perf, history))
     text = drift_analyst.template(_drift(1), shift, None, perf, bounds, bounds.default)
-    subject = "roc_auc" if labelled else "estimated roc_auc"
-    assert (f"{subject} fell" in text) == (drop > 0) and (f"{subject} rose" in text) == (drop < 0)
+    subject = info.label if labelled else f"estimated {info.label}"
+    worse, better = ("fell", "rose") if info.higher_is_better else ("rose", "fell")
+    assert (f"{subject} {worse}" in text) == (drop > 0)
+    assert (f"{subject} {better}" in text) == (drop < 0)
+    assert ("champion score=0.7000" in text) == labelled
+    assert ("estimated_score=0.7000" in text) == (not labelled)
     assert ("would win fresh_gain=" in text) == (labelled and fresh > 0)
     assert ("would lose" in text) == (labelled and fresh < 0)
     assert "1 column not tested" in text

@@ -230,3 +230,45 @@ def test_a_severe_drop_retrains_whatever_the_yield(policy: Policy) -> None:
         evidence(drop=0.09, drop_low=0.06, recent_signals=2, retrains=4, promotions=0)
     )
     assert severe.default == "retrain"
+
+
+def test_a_models_own_metric_wins_and_must_measure_its_task(policy: Policy) -> None:
+    assert policy.model_metric("rmse", "regression").name == "rmse"
+    assert policy.model_metric("macro_f1", "multiclass").name == "macro_f1"
+    # No metric of its own: the policy's default where it measures the task, else the
+    # task's primary metric (the shipped default roc_auc does not measure a regression).
+    assert policy.model_metric("", "binary").name == "roc_auc"
+    assert policy.model_metric(None, "multiclass").name == "roc_auc"
+    assert policy.model_metric("", "regression").name == "rmse"
+    pr = Policy.model_validate({"evaluator": {"metric": "pr_auc"}})
+    assert pr.model_metric("", "binary").name == "pr_auc"
+    assert pr.model_metric("", "multiclass").name == "roc_auc"
+    assert pr.model_metric("log_loss", "binary").name == "log_loss"  # the model's own wins
+    with pytest.raises(ConfigError, match="does not measure a regression model"):
+        policy.model_metric("roc_auc", "regression")
+
+
+def test_the_evaluator_metric_is_any_known_metric(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("evaluator: {metric: rmse}\n")
+    assert Policy.load(path).evaluator.metric == "rmse"
+    path.write_text("evaluator: {metric: accuracy}\n")
+    with pytest.raises(ConfigError, match=r"evaluator.metric: .*unknown metric 'accuracy'"):
+        Policy.load(path)
+
+
+@pytest.mark.parametrize(
+    ("task", "words"),
+    [
+        ("binary", "mean |p_challenger - p_champion|"),
+        ("multiclass", "mean total variation of the class probabilities"),
+        ("regression", "mean |y_challenger - y_champion| / target std"),
+    ],
+)
+def test_divergence_is_high_risk_in_every_task_in_its_own_words(
+    policy: Policy, task: str, words: str
+) -> None:
+    assessed = policy.assess_risk(inputs(task=task, divergence=0.2))
+    assert assessed.tier == "high"
+    assert assessed.reasons == [f"predictions diverge: {words} 0.200 > 0.12"]
+    assert policy.assess_risk(inputs(task=task, divergence=0.1)).tier == "low"
