@@ -265,10 +265,24 @@ class ModelCreate(_Strict):
     )
     input: RunInput
     family: Literal["lightgbm", "catboost"] = "lightgbm"
-    target: str | None = Field(None, max_length=200, description="Label column (0/1).")
+    target: str | None = Field(
+        None, max_length=200, description="Target column: 0/1, class labels or a number."
+    )
     time_col: str | None = Field(None, max_length=200, description="Time column.")
     numeric: list[Annotated[str, COLUMN]] = Field(default_factory=list, max_length=1000)
     categorical: list[Annotated[str, COLUMN]] = Field(default_factory=list, max_length=1000)
+    task: Literal["binary", "multiclass", "regression"] | None = Field(
+        None,
+        description="The model's task; default: inferred from the target's values (a built-in "
+        "dataset's is its spec's). The job's result says which and why in its 'note'.",
+    )
+    metric: str | None = Field(
+        None,
+        max_length=50,
+        description="The primary metric, one of the task's (binary: roc_auc, pr_auc, log_loss, "
+        "f1; multiclass: roc_auc, log_loss, macro_f1; regression: rmse, mae, r2); default: "
+        "the task's primary (roc_auc; rmse for a regression).",
+    )
 
     @model_validator(mode="after")
     def _columns(self) -> ModelCreate:

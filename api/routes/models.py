@@ -29,6 +29,7 @@ from api.schemas import (
 from driftpilot.core.errors import NotFound
 from driftpilot.core.identity import has_role
 from driftpilot.execution.inprocess import Job, RunExecutor
+from driftpilot.runs.models import choose_task
 from driftpilot.runs.plane import ApiKeyView, ControlPlane
 
 router = APIRouter(prefix="/models", tags=["models"])
@@ -53,6 +54,8 @@ def _start_training(
     categorical: list[str],
     family: str,
     source: str,
+    task: str | None = None,
+    metric: str | None = None,
 ) -> Job:
     try:
         existing = cp.model_view(name)
@@ -67,6 +70,8 @@ def _start_training(
     missing = [c for c in (target, time_col, *numeric, *categorical) if c not in frame.columns]
     if missing:
         raise Problem(422, f"the batch has no column(s) {missing[:10]}", slug="invalid-data")
+    # A wrong task or metric is the caller's mistake: a 422 now, not a failed job later.
+    choose_task(frame, target, task, metric)
 
     def work() -> dict[str, Any]:
         view = cp.add_model(
@@ -77,6 +82,8 @@ def _start_training(
             numeric=numeric,
             categorical=categorical,
             family=family,
+            task=task,
+            metric=metric,
             source=source,
             principal=key.principal,
         )
@@ -99,11 +106,14 @@ def create_model(body: ModelCreate, cp: Plane, ex: Executor, conf: Conf, key: Op
         from tools.datasets import SPECS
 
         spec = SPECS[batch.dataset.split(":", 1)[0]]
+        if body.task is not None and body.task != spec.task:
+            raise Problem(422, f"{spec.name} is a {spec.task} dataset, not {body.task}")
         columns: dict[str, Any] = {
             "target": spec.target,
             "time_col": spec.time_col,
             "numeric": spec.numeric,
             "categorical": spec.categorical,
+            "task": spec.task,
         }
     else:
         columns = {
@@ -111,9 +121,18 @@ def create_model(body: ModelCreate, cp: Plane, ex: Executor, conf: Conf, key: Op
             "time_col": body.time_col,
             "numeric": body.numeric,
             "categorical": body.categorical,
+            "task": body.task,
         }
     return _start_training(
-        cp, ex, key, body.name, frame, family=body.family, source=json.dumps(source), **columns
+        cp,
+        ex,
+        key,
+        body.name,
+        frame,
+        family=body.family,
+        metric=body.metric,
+        source=json.dumps(source),
+        **columns,
     )
 
 

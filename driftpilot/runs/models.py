@@ -6,15 +6,18 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import polars as pl
 from sqlalchemy import func, select
 
 from agents.context import RunContext
-from driftpilot.core.errors import ConfigError, NotFound
+from driftpilot.core import tasks
+from driftpilot.core.errors import ConfigError, NotFound, SchemaError
 from driftpilot.core.identity import normalize_principal
 from driftpilot.core.policy import Policy
 from driftpilot.core.settings import Settings
+from driftpilot.core.tasks import PRIMARY, Task
 from driftpilot.runs import leases
 from driftpilot.runs.views import ModelView
 from driftpilot.store import AuditStore
@@ -28,6 +31,43 @@ def bootstrap_id(model: str) -> str:
     if len(readable) <= 40:
         return readable
     return f"bootstrap-{hashlib.sha256(model.encode()).hexdigest()[:30]}"
+
+
+@dataclass(frozen=True)
+class TaskChoice:
+    """A new model's task and primary metric, and why (said to the person adding it)."""
+
+    task: Task
+    metric: str
+    note: str
+
+
+def choose_task(
+    initial: pl.DataFrame, target: str, task: str | None = None, metric: str | None = None
+) -> TaskChoice:
+    """The task (``task``, or inferred from the target's values) and the primary metric
+    (``metric``, or the task's primary one), checked together before anything is trained.
+
+    Raises:
+        ConfigError: an unknown task, or a metric that does not measure the task (the error
+            names the task's metrics).
+        SchemaError: the task is to be inferred and ``initial`` has no ``target`` column.
+        DataError: the target holds fewer than two values (nothing to infer or learn).
+    """
+    from tools.metrics import infer_task
+
+    if task is None:
+        if target not in initial.columns:
+            raise SchemaError(f"the initial window has no target column {target!r}")
+        chosen, reason = infer_task(initial[target])
+        why = f"task {chosen} inferred: {reason}"
+    else:
+        chosen, why = tasks.check_task(task), f"task {task} as given"
+    name = metric or PRIMARY[chosen]
+    info = tasks.metric(name, chosen)
+    direction = "higher" if info.higher_is_better else "lower"
+    source = "as given" if metric else f"the {chosen} primary"
+    return TaskChoice(chosen, name, f"{why}; metric {name} ({source}, {direction} is better)")
 
 
 class Models:
@@ -54,16 +94,24 @@ class Models:
         numeric: list[str],
         categorical: list[str],
         family: str = "lightgbm",
-        metric: str = "roc_auc",
+        task: str | None = None,
+        metric: str | None = None,
         source: str = "",
         principal: str | None = None,
     ) -> ModelView:
         """Register a managed model and its first champion, trained on ``initial``.
 
-        The bootstrap champion is promoted by the person adding the model; the decision is
+        ``task`` None is inferred from the target's values; ``metric`` None is the task's
+        primary metric (``choose_task``: the view's ``note`` says which and why). The
+        bootstrap champion is promoted by the person adding the model; the decision is
         audited like any promotion.
+
+        Raises:
+            ConfigError: the model exists, an unknown task, or a metric of another task
+                (nothing is registered).
         """
         actor = normalize_principal(principal or self.settings.principal)
+        choice = choose_task(initial, target, task, metric)
         try:
             self.store.get(ManagedModel, name)
             if self.store.champion_generation(name) > 0:
@@ -87,12 +135,12 @@ class Models:
                     numeric=numeric,
                     categorical=categorical,
                     family=family,
-                    metric=metric,
+                    choice=choice,
                     source=source,
                 )
         finally:
             self.sign()
-        return self.model_view(name)
+        return self.model_view(name).model_copy(update={"note": choice.note})
 
     def bootstrap(
         self,
@@ -106,12 +154,14 @@ class Models:
         numeric: list[str],
         categorical: list[str],
         family: str,
-        metric: str,
+        choice: TaskChoice,
         source: str,
     ) -> None:
         from tools import champion, registry
-        from tools.estimate import metric_interval
-        from tools.train import TrainSpec, split_holdout, train_model
+        from tools.metrics import interval
+        from tools.train import split_holdout, train_model
+
+        task, metric = choice.task, choice.metric
 
         folder = self.ctx.model_dir(name)
         reference = folder / f"window-{run_id}.parquet"
@@ -123,6 +173,7 @@ class Models:
             "numeric": json.dumps(numeric),
             "categorical": json.dumps(categorical),
             "family": family,
+            "task": task,
             "metric": metric,
             "reference_path": str(reference),
             "baseline": None,
@@ -131,15 +182,7 @@ class Models:
             self.store.update_model(name, **fields)  # a bootstrap added again after a failure
         except NotFound:
             self.store.add(ManagedModel(name=name, created_at=now(), **fields))
-        spec = TrainSpec(
-            family=family,
-            target=target,
-            numeric=numeric,
-            categorical=categorical,
-            time_col=time_col,
-            threads=self.settings.threads,
-            seed=self.settings.seed,
-        )
+        spec = self.ctx.train_spec(name, family)  # type: ignore[arg-type]
         # As for every challenger, the latest rows are held out of training: the champion's
         # score on them is its out-of-time baseline, and they calibrate its probabilities
         # for the estimates on batches whose labels come later.
@@ -152,21 +195,23 @@ class Models:
             "bootstrap",
             "train.train_model",
             lambda: train_model(fit, spec),
-            {"rows": fit.height, "holdout_rows": holdout.height, "family": family},
+            {"rows": fit.height, "holdout_rows": holdout.height, "family": family, "task": task},
             lambda m: m.report.model_dump() if m.report else {},
         )
         scored = self.ctx.call(
             run_id,
             "bootstrap",
-            "estimate.metric_interval",
-            lambda: metric_interval(
-                holdout[target].to_numpy(),
+            "metrics.interval",
+            lambda: interval(
+                metric,
+                task,
+                model.encode(holdout[target]),
                 model.predict_scores(holdout),
                 n_boot=self.policy.evaluator.n_boot,
                 confidence=self.policy.evaluator.confidence,
                 seed=self.settings.seed,
             ),
-            {"holdout_rows": holdout.height},
+            {"metric": metric, "task": task, "holdout_rows": holdout.height},
         )
         request = registry.RegisterRequest(name=name, key=f"{run_id}:retraining")
         version = self.ctx.mutate(
@@ -197,15 +242,17 @@ class Models:
                     "baseline_high": scored.high,
                     "holdout_path": str(holdout_path),
                 },
-                rationale=f"Initial champion v{version} trained on {fit.height} rows by "
-                f"{actor}; out-of-time roc_auc={baseline} on the latest {holdout.height} rows "
-                f"(interval {scored.low} to {scored.high}).",
-                evidence={"version": version, "rows": initial.height},
+                rationale=f"Initial champion v{version}, a {task} {family} model, trained on "
+                f"{fit.height} rows by {actor} ({choice.note}); out-of-time {metric}={baseline} "
+                f"on the latest {holdout.height} rows (interval {scored.low} to {scored.high}).",
+                evidence={"version": version, "rows": initial.height, "task": task},
                 effect={
                     "version": version,
                     "window_path": str(reference),
                     "baseline": baseline,
                     "family": family,
+                    "task": task,
+                    "metric": metric,
                 },
             ),
         )
@@ -237,13 +284,18 @@ class Models:
 
 
 def _view(row: ManagedModel, champion: int | None) -> ModelView:
+    known = tasks.METRICS.get(row.metric)
     return ModelView(
         name=row.name,
         target=row.target,
         family=row.family,
+        task=row.task,
         metric=row.metric,
+        higher_is_better=known.higher_is_better if known else True,
         champion=champion,
         baseline=row.baseline,
+        baseline_low=row.baseline_low,
+        baseline_high=row.baseline_high,
         features=json.loads(row.numeric) + json.loads(row.categorical),
         created_at=row.created_at,
     )

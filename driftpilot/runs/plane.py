@@ -154,12 +154,14 @@ class ControlPlane:
         numeric: list[str],
         categorical: list[str],
         family: str = "lightgbm",
-        metric: str = "roc_auc",
+        task: str | None = None,
+        metric: str | None = None,
         source: str = "",
         principal: str | None = None,
     ) -> ModelView:
         """Register a managed model and its first champion, trained on ``initial`` (the
-        bootstrap champion is promoted, and audited, as the person adding the model)."""
+        bootstrap champion is promoted, and audited, as the person adding the model).
+        ``task`` None is inferred from the target, ``metric`` None is the task's primary."""
         return self.models.add_model(
             name,
             initial,
@@ -168,6 +170,7 @@ class ControlPlane:
             numeric=numeric,
             categorical=categorical,
             family=family,
+            task=task,
             metric=metric,
             source=source,
             principal=principal,

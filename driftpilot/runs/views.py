@@ -35,14 +35,29 @@ class RunView(BaseModel):
 
 
 class ModelView(BaseModel):
+    """A managed model as people see it: its task, its primary metric and which way is
+    better, and its champion's out-of-time baseline with its interval."""
+
     name: str
     target: str
     family: str
-    metric: str
+    task: str = Field(default="binary", description="binary | multiclass | regression")
+    metric: str = Field(description="The primary metric, one of the task's.")
+    higher_is_better: bool = Field(
+        default=True, description="The metric's direction (False: lower is better, e.g. rmse)."
+    )
     champion: int | None
-    baseline: float | None
+    baseline: float | None = Field(
+        description="The champion's metric on the out-of-time holdout of its training rows."
+    )
+    baseline_low: float | None = None
+    baseline_high: float | None = None
     features: list[str]
     created_at: str = ""
+    note: str = Field(
+        default="",
+        description="On adding: the task and metric chosen, and why (inferred or given).",
+    )
 
 
 class ApiKeyView(BaseModel):
