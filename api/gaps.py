@@ -48,7 +48,11 @@ def model_versions(cp: ControlPlane, model: str) -> list[dict[str, Any]]:
             continue
         version = facts["version"]
         training = facts.get("training") or {}
-        valid = training.get("valid") or {}
+        report = training.get("valid") or {}
+        # Every metric of the model's task sits under "metrics"; reports recorded before
+        # models had a task held the binary metrics flat.
+        nested = report.get("metrics")
+        valid = nested if isinstance(nested, dict) else report
         versions.append(
             {
                 "name": model,

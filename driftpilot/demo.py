@@ -21,6 +21,8 @@ from rich.progress import Progress
 from rich.prompt import Prompt
 from rich.table import Table
 
+from driftpilot.core import metric_text
+from driftpilot.runs.evidence_keys import upgrade
 from driftpilot.runs.plane import ControlPlane, RunView
 from driftpilot.stream import (
     Answer,
@@ -88,9 +90,10 @@ def run_demo(
     first_id, first = batches[0]
     with console.status(f"training the first champion on {first_id}..."):
         model = first_champion(plane, name, columns, batches, requester=REQUESTER)
+    baseline = metric_text.describe(model.metric, model.baseline)
     console.print(
         f"Model [bold]{name}[/]: champion v{model.champion} trained on {first_id} "
-        f"({first.height:,} rows), validation roc_auc {model.baseline:.3f}."
+        f"({first.height:,} rows), out-of-time {baseline}."
     )
     progress = progress_bar(console)
     # The year's runs use one core (one thread per fit, one BLAS thread): the second act's run,
@@ -207,11 +210,14 @@ def _explain(console: Console, view: RunView) -> None:
         f"Drift analyst: {drift.get('action', '-')} ({'; '.join(drift.get('signals', []))})."
     )
     if evaluation:
+        name = evaluation.get("metric")
         console.print(
-            f"Evaluator: {evaluation.get('action')}: roc_auc {evaluation['champion']:.4f} -> "
-            f"{evaluation['challenger']:.4f} on {evaluation['n_rows']:,} holdout rows "
+            f"Evaluator: {evaluation.get('action')}: {metric_text.label(name)} "
+            f"{metric_text.value(name, evaluation['champion'])} -> "
+            f"{metric_text.value(name, evaluation['challenger'])} "
+            f"({metric_text.direction(name)}) on {evaluation['n_rows']:,} holdout rows "
             f"(gain {evaluation['gain']:+.4f}, CI {evaluation['ci_low']:+.4f} to "
-            f"{evaluation['ci_high']:+.4f}); mean |p change| "
+            f"{evaluation['ci_high']:+.4f}); prediction divergence "
             f"{evaluation['prediction_divergence']:.3f}."
         )
     if cicd and view.status != "waiting_approval":  # a waiting run's request names its reasons
@@ -250,13 +256,14 @@ def _answerer(
 
 
 def _row(view: RunView) -> dict[str, Any]:
-    drift = view.summary.get("drift") or {}
+    drift = upgrade("drift", view.summary.get("drift"))
     promotion = view.summary.get("promotion") or {}
     return {
         "batch": view.batch_id,
         "drift_share": drift.get("drift_share"),
         "weighted_share": drift.get("weighted_share"),
-        "champion_auc": drift.get("roc_auc"),
+        "metric": drift.get("metric"),
+        "champion_score": drift.get("score"),
         "fresh_gain": drift.get("fresh_gain"),
         "action": drift.get("action") or (view.summary.get("ingestion") or {}).get("action"),
         "outcome": view.outcome or view.status,
@@ -269,7 +276,9 @@ def _row(view: RunView) -> dict[str, Any]:
 
 def _table(rows: list[dict[str, Any]], dataset: str) -> Table:
     table = Table(title=f"{dataset}: one control run per batch")
-    columns = ("batch", "drift share", "weighted drift", "champion AUC", "retrain would win")
+    name = next((r["metric"] for r in rows if r["metric"]), None)
+    measure = f"champion {metric_text.label(name)}"
+    columns = ("batch", "drift share", "weighted drift", measure, "retrain would win")
     for col in (*columns, "decision", "result"):
         table.add_column(col)
     for r in rows:
@@ -277,15 +286,16 @@ def _table(rows: list[dict[str, Any]], dataset: str) -> Table:
             r["batch"],
             _fmt(r["drift_share"], 2),
             _fmt(r["weighted_share"], 2),
-            _fmt(r["champion_auc"], 3),
+            _fmt(r["champion_score"], 3),
             _fmt(r["fresh_gain"], 3),
             r["action"] or "-",
             _result(r),
         )
     table.caption = (
         "drift share: Evidently's share of drifted columns; weighted drift: the champion's "
-        "importance on materially shifted columns; retrain would win: a quick retrain's ROC "
-        "AUC gain on the batch's holdout"
+        f"importance on materially shifted columns; {measure}: "
+        f"{metric_text.direction(name)}; retrain would win: a quick retrain's gain in "
+        f"{metric_text.label(name)} on the batch's holdout"
     )
     return table
 

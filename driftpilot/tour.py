@@ -14,6 +14,7 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
+from driftpilot.core import metric_text
 from driftpilot.core.settings import Settings, get_settings
 from driftpilot.stream import progress_bar
 from tools.datasets import WEATHER
@@ -150,7 +151,8 @@ def _compare(
         cmp = compare_models(champion, challenger, holdout, FLIGHTS.target, seed=settings.seed)
     verdict = "[green]better[/]" if cmp.significant else "[yellow]not significantly better[/]"
     console.print(
-        f"August ROC AUC: champion {cmp.champion:.3f}, challenger {cmp.challenger:.3f}, "
+        f"August {metric_text.label(cmp.metric)}: champion {cmp.champion:.3f}, "
+        f"challenger {cmp.challenger:.3f}, "
         f"gain {cmp.gain:+.3f} (95% CI {cmp.ci_low:+.3f} to {cmp.ci_high:+.3f}): {verdict}."
     )
     return cmp

@@ -30,9 +30,11 @@ from rich.console import Console
 from rich.table import Table
 
 from driftpilot import stream as loop
+from driftpilot.core import metric_text
 from driftpilot.core.errors import ConfigError, DataError, SchemaError
 from driftpilot.core.llm import Backend
 from driftpilot.core.settings import Settings, get_settings
+from driftpilot.runs.evidence_keys import upgrade
 from driftpilot.runs.plane import ControlPlane
 
 Approvals = Literal["approve", "reject", "wait"]
@@ -105,6 +107,7 @@ class StreamResult:
     audit_verified: bool
     baseline: float | None
     meta: dict[str, Any] = field(default_factory=dict)
+    metric: str = "roc_auc"  # the model's metric: champion_metric, baseline and drops are in it
 
     @property
     def retrains(self) -> int:
@@ -133,6 +136,8 @@ class StreamResult:
             "model": self.model,
             "llm": self.llm,
             "backend": self.backend,
+            "metric": self.metric,
+            "higher_is_better": metric_text.higher_is_better(self.metric),
             "baseline": self.baseline,
             "bootstrap_s": round(self.bootstrap_s, 2),
             "audit_verified": self.audit_verified,
@@ -284,6 +289,7 @@ def run_stream(
         wall_s=time.perf_counter() - started,
         audit_verified=plane.verify().ok,
         baseline=stream.model.baseline,
+        metric=stream.model.metric,
     )
 
 
@@ -308,9 +314,8 @@ def _row(plane: ControlPlane, run: loop.BatchRun) -> BatchRow:
     view = run.view
     summary = view.summary
     ingestion = summary.get("ingestion") or {}
-    drift = summary.get("drift") or {}
+    drift = upgrade("drift", summary.get("drift"))
     promotion = summary.get("promotion") or {}
-    metric = plane.model_view(view.model).metric
     quarantined = ingestion.get("action") in ("quarantine", "escalate")
     promoted = promotion.get("version") if promotion.get("status") != "superseded" else None
     row = BatchRow(
@@ -318,7 +323,7 @@ def _row(plane: ControlPlane, run: loop.BatchRun) -> BatchRow:
         batch_id=view.batch_id,
         n_rows=run.n_rows,
         drift_share=drift.get("drift_share"),
-        champion_metric=drift.get(metric),
+        champion_metric=drift.get("score"),  # the model's own metric (drift["metric"])
         action="quarantine" if quarantined else str(drift.get("action") or view.status),
         outcome=view.outcome or view.status,
         risk_tier=(summary.get("cicd") or {}).get("tier"),
@@ -331,7 +336,7 @@ def _row(plane: ControlPlane, run: loop.BatchRun) -> BatchRow:
         weighted_share=drift.get("weighted_share"),
         metric_drop=drift.get("metric_drop"),
         significant_drop=bool(drift.get("significant_drop")),
-        estimated_metric=drift.get("estimated_roc_auc"),
+        estimated_metric=drift.get("estimated_score"),
         escalated=summary.get("escalation") is not None,
         fresh_gain=drift.get("fresh_gain"),
         champion_version=drift.get("champion_version"),
@@ -553,7 +558,8 @@ def batch_table(result: StreamResult, title: str) -> Table:
     labels, its estimate), action, outcome, risk tier, seconds."""
     table = Table(title=title)
     table.add_column("batch", no_wrap=True)  # an id, never cut
-    for col in ("rows", "weighted drift", "champion metric", "drop", "action"):
+    measure = f"champion {metric_text.label(result.metric)}"
+    for col in ("rows", "weighted drift", measure, "drop", "action"):
         table.add_column(col, overflow="fold")
     for col in ("outcome", "risk"):
         table.add_column(col, overflow="fold")
@@ -575,7 +581,10 @@ def batch_table(result: StreamResult, title: str) -> Table:
             r.risk_tier or "-",
             f"{r.seconds:.1f}",
         )
-    table.caption = "drop: against the champion's out-of-time baseline; * significant"
+    table.caption = (
+        f"{measure}: {metric_text.direction(result.metric)}; drop: against the champion's "
+        "out-of-time baseline (> 0 worse); * significant"
+    )
     return table
 
 

@@ -43,9 +43,11 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
+from driftpilot.core import metric_text
 from driftpilot.core.errors import ModelError
 from driftpilot.core.policy import Policy
 from driftpilot.core.settings import Settings
+from driftpilot.core.tasks import PRIMARY, Task
 from driftpilot.runs.plane import ControlPlane
 from evals.common import machine, write_json
 from evals.harness import (
@@ -97,6 +99,12 @@ class Stream:
     categorical: list[str]
     batches: list[tuple[str, pl.DataFrame]]
     family: Family = "lightgbm"
+    task: Task = "binary"
+
+    @property
+    def metric(self) -> str:
+        """The task's primary metric: what every policy is scored by."""
+        return PRIMARY[self.task]
 
 
 @dataclass
@@ -106,8 +114,8 @@ class PolicyRow:
     index: int
     batch_id: str
     n_rows: int
-    positives: int
-    auc: float | None  # the deployed model on this batch, before training on it
+    positives: int  # binary: rows labelled 1 (0 for other tasks)
+    auc: float | None  # the deployed model's metric on this batch, before training on it
     retrained: bool = False
     promoted: bool = False  # a new model serves from the next batch
     train_s: float = 0.0
@@ -183,6 +191,7 @@ def stream_for(dataset: str, *, quick: bool = False) -> Stream:
         numeric=list(spec.numeric),
         categorical=list(spec.categorical),
         batches=batches,
+        task=spec.task,
     )
 
 
@@ -194,6 +203,7 @@ def train_spec(stream: Stream, settings: Settings) -> TrainSpec:
         numeric=stream.numeric,
         categorical=stream.categorical,
         time_col=stream.time_col,
+        task=stream.task,
         threads=settings.threads,
         seed=settings.seed,
     )
@@ -214,24 +224,38 @@ def training_window(
 # -- scoring ----------------------------------------------------------------------------------
 
 
-def prequential_auc(model: Scorer, frame: pl.DataFrame, target: str) -> float | None:
-    """ROC AUC of ``model`` on ``frame``; None when the batch holds a single class."""
-    if frame[target].drop_nulls().n_unique() < 2:
+def prequential_auc(
+    model: Scorer,
+    frame: pl.DataFrame,
+    target: str,
+    *,
+    task: Task = "binary",
+    metric: str | None = None,
+) -> float | None:
+    """``metric`` (default: the task's primary, ROC AUC for a classifier) of ``model`` on
+    ``frame``; None when a classifier's batch holds a single class."""
+    if task != "regression" and frame[target].drop_nulls().n_unique() < 2:
         return None
-    return model_performance(model, frame, target).get("roc_auc")
+    scored = model_performance(model, frame, target, task=task)
+    return scored.get(metric or PRIMARY[task])
+
+
+def _positives(frame: pl.DataFrame, target: str, task: Task) -> int:
+    return int(frame[target].fill_null(0).sum()) if task == "binary" else 0
 
 
 def _scored_row(
-    model: Scorer, index: int, batch_id: str, frame: pl.DataFrame, target: str
+    model: Scorer, index: int, batch_id: str, frame: pl.DataFrame, stream: Stream
 ) -> PolicyRow:
     """Score the deployed model on one batch (before anything trains on it)."""
     started = time.perf_counter()
-    auc = prequential_auc(model, frame, target)
+    target = stream.target
+    auc = prequential_auc(model, frame, target, task=stream.task)
     return PolicyRow(
         index=index,
         batch_id=batch_id,
         n_rows=frame.height,
-        positives=int(frame[target].fill_null(0).sum()),
+        positives=_positives(frame, target, stream.task),
         auc=auc,
         score_s=round(time.perf_counter() - started, 3),
         note="" if auc is not None else "single class: no AUC",
@@ -270,7 +294,7 @@ def run_baseline(
     rows = []
     for index in range(1, len(frames)):
         batch_id, frame = stream.batches[index]
-        row = _scored_row(model, index, batch_id, frame, stream.target)
+        row = _scored_row(model, index, batch_id, frame, stream)
         if schedule(index):
             window_rows = training_window(frames, index, window, holdout_fraction, stream.time_col)
             model = _retrain(model, window_rows, spec, row)
@@ -403,7 +427,7 @@ def _loop_row(row: BatchRow, stream: Stream, tools: dict[str, float]) -> PolicyR
         index=row.index,
         batch_id=row.batch_id,
         n_rows=row.n_rows,
-        positives=int(frame[stream.target].fill_null(0).sum()),
+        positives=_positives(frame, stream.target, stream.task),
         auc=row.champion_metric,
         retrained=row.retrained,
         promoted=row.promoted is not None,
@@ -431,7 +455,8 @@ def fill_unscored(
     loaded: dict[int, TrainedModel] = {}
     for batch, row in zip(result.rows, rows, strict=True):
         frame = stream.batches[row.index][1]
-        if row.auc is None and frame[stream.target].drop_nulls().n_unique() == 2:
+        scorable = stream.task == "regression" or frame[stream.target].drop_nulls().n_unique() > 1
+        if row.auc is None and scorable:
             if batch.promoted is not None:  # scored after its promotion: not prequential
                 row.note = f"unscored: no champion metric and v{batch.promoted} promoted"
             else:
@@ -439,7 +464,7 @@ def fill_unscored(
                     loaded[deployed] = registry.load_version(
                         stream.dataset, deployed, plane.settings
                     )
-                row.auc = prequential_auc(loaded[deployed], frame, stream.target)
+                row.auc = prequential_auc(loaded[deployed], frame, stream.target, task=stream.task)
                 row.note = _join(row.note, f"scored by the eval with champion v{deployed}")
         elif row.auc is None:
             row.note = "single class: no AUC"
@@ -477,7 +502,9 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def plot_policies(runs: list[PolicyRun], path: Path, *, title: str) -> Path:
+def plot_policies(
+    runs: list[PolicyRun], path: Path, *, title: str, metric: str = "roc_auc"
+) -> Path:
     """Prequential AUC per batch and policy (top) and when each policy retrained or
     promoted (bottom). Written as PNG with matplotlib's Agg backend."""
     import matplotlib
@@ -501,7 +528,7 @@ def plot_policies(runs: list[PolicyRun], path: Path, *, title: str) -> Path:
     events.invert_yaxis()
     events.set_xlabel("batch (a model trained after a batch serves from the next one)")
     events.legend(handles=_event_legend(), loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    curve.set_ylabel("prequential ROC AUC")
+    curve.set_ylabel(f"prequential {metric_text.label(metric)} ({metric_text.direction(metric)})")
     curve.set_title(title)
     curve.grid(alpha=0.3)
     curve.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
@@ -634,7 +661,8 @@ def compare_policies(
     runs.append(loop)
     policy = Policy.load(None)
     stem = f"policies_{dataset}" + ("_quick" if quick else "")
-    title = f"{dataset}: batches by {stream.batching}, prequential ROC AUC (LLM {llm})"
+    measure = metric_text.label(stream.metric)
+    title = f"{dataset}: batches by {stream.batching}, prequential {measure} (LLM {llm})"
     payload = {
         "dataset": dataset,
         "batching": stream.batching,
@@ -655,7 +683,7 @@ def compare_policies(
         "loop_stream": result.to_json(),
     }
     write_json(out_dir / f"{stem}.json", payload)
-    plot_policies(runs, out_dir / f"{stem}.png", title=title)
+    plot_policies(runs, out_dir / f"{stem}.png", title=title, metric=stream.metric)
     if console is not None:
         console.print(policy_table(runs, title))
         console.print(f"[dim]wrote {out_dir / stem}.json and .png[/dim]")

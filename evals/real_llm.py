@@ -30,6 +30,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from driftpilot.runs.evidence_keys import upgrade
 from evals.common import write_json
 
 RESULTS = Path(__file__).parent / "results"
@@ -184,12 +185,13 @@ def _partial(
 def _month(run: Any) -> dict[str, Any]:
     """A finished run as the demo's row (the fields ``compare`` reads)."""
     summary = json.loads(run.summary)
-    drift, promotion = summary.get("drift") or {}, summary.get("promotion") or {}
+    drift, promotion = upgrade("drift", summary.get("drift")), summary.get("promotion") or {}
+    # The flights model is binary: its score is a ROC AUC (the results' key says so).
     return {
         "batch": run.batch_id,
         "action": drift.get("action") or (summary.get("ingestion") or {}).get("action"),
         "outcome": run.outcome or run.status,
-        "champion_auc": drift.get("roc_auc"),
+        "champion_auc": drift.get("score") if drift.get("metric") == "roc_auc" else None,
         "promoted": promotion.get("version") if promotion.get("status") == "promoted" else None,
     }
 

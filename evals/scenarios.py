@@ -117,7 +117,8 @@ class ScenarioScore:
     tokens: int
     actions: list[str]
     expected: list[list[str]]
-    # |CBPE estimate - realised ROC AUC|: batches, mean, max (scenarios where P(y|x) holds)
+    # |estimate - realised| of the model's metric (CBPE; DLE for a regression): batches,
+    # mean, max (scenarios where P(y|x) holds)
     estimation: dict[str, Any] | None = None
 
 
@@ -281,9 +282,10 @@ def run_dataset(
 def estimation_errors(
     plane: Any, result: StreamResult, labelled: list[pl.DataFrame], spec: DatasetSpec
 ) -> dict[str, Any]:
-    """|CBPE estimate - realised ROC AUC| of the champion on every batch it was estimated on.
-    Labelled batches carry both; for a batch that came without labels the realised score is
-    computed here from the labels the scenario hid (by the champion version that scored it)."""
+    """|estimate - realised| of the champion's metric (the model's own: ``result.metric``) on
+    every batch it was estimated on. Labelled batches carry both; for a batch that came
+    without labels the realised score is computed here from the labels the scenario hid (by
+    the champion version that scored it)."""
     from tools import registry
 
     errors = []
@@ -293,7 +295,8 @@ def estimation_errors(
         realised = row.champion_metric
         if realised is None:
             champion = registry.load_version(result.model, row.champion_version, plane.settings)
-            realised = model_performance(champion, labelled[row.index], spec.target).get("roc_auc")
+            scored = model_performance(champion, labelled[row.index], spec.target, task=spec.task)
+            realised = scored.get(result.metric)
         if realised is not None:
             errors.append(abs(row.estimated_metric - realised))
     if not errors:

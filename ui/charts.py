@@ -7,6 +7,9 @@ import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from driftpilot.core import metric_text
+from driftpilot.runs.evidence_keys import upgrade
+
 if TYPE_CHECKING:
     from driftpilot.runs.plane import RunView
 
@@ -77,15 +80,18 @@ def _bars(evidence: dict[str, Any]) -> list[dict[str, Any]]:
 
 def history_points(views: list[RunView]) -> list[dict[str, Any]]:
     """One point per run that scored the champion: batch, its time (``at``, the x axis),
-    champion version and metric, and the challenger's score when one was evaluated. Points
-    are in time order: a batch run twice is two points, a late batch sits where its time is."""
+    champion version, the metric's name and value, and the challenger's score when one was
+    evaluated on that metric. Points are in time order: a batch run twice is two points, a
+    late batch sits where its time is."""
     points = []
     for v in views:
-        drift = v.summary.get("drift") or {}
-        score = drift.get("roc_auc")
+        drift = upgrade("drift", v.summary.get("drift"))
+        score = drift.get("score")
         if score is None:
             continue
         evaluation = v.summary.get("evaluation") or {}
+        # A challenger compared on another metric does not belong on this axis.
+        compared = evaluation.get("metric", drift.get("metric")) == drift.get("metric")
         points.append(
             {
                 "batch": v.batch_id,
@@ -93,8 +99,9 @@ def history_points(views: list[RunView]) -> list[dict[str, Any]]:
                 "run_id": v.run_id,
                 "created_at": v.created_at,
                 "champion_version": drift.get("champion_version"),
+                "metric": drift.get("metric"),
                 "champion": score,
-                "challenger": evaluation.get("challenger"),
+                "challenger": evaluation.get("challenger") if compared else None,
                 "outcome": v.outcome,
             }
         )
@@ -150,11 +157,17 @@ def _sort_key(at: datetime | float) -> float:
 
 
 def history_figure(model: str, views: list[RunView], changes: list[dict[str, Any]]) -> Any:
-    """The champion's ROC AUC on each batch it met, by the batch's time, challengers' scores,
-    and where the champion changed (promotions and rollbacks)."""
+    """The champion's metric (the model's own, named with its direction) on each batch it met,
+    by the batch's time, challengers' scores, and where the champion changed (promotions and
+    rollbacks). Values are plotted as they are: a drop in a higher-is-better metric goes down,
+    in an RMSE up, as the axis title says. Runs under another metric than the latest (the
+    policy changed) are left out: one axis holds one metric."""
     import plotly.graph_objects as go
 
     points = history_points(views)
+    name = points[-1]["metric"] if points else None
+    points = [p for p in points if p["metric"] == name]
+    label = metric_text.label(name)
     figure = go.Figure()
     figure.add_scatter(
         x=[p["at"] for p in points],
@@ -163,7 +176,7 @@ def history_figure(model: str, views: list[RunView], changes: list[dict[str, Any
         text=[f"v{p['champion_version']}" for p in points],
         hovertext=[f"batch {p['batch']}, run {p['run_id'][:12]}" for p in points],
         textposition="top center",
-        name="champion ROC AUC on the batch",
+        name=f"champion {label} on the batch",
     )
     challengers = [p for p in points if p["challenger"] is not None]
     figure.add_scatter(
@@ -187,7 +200,7 @@ def history_figure(model: str, views: list[RunView], changes: list[dict[str, Any
     seconds = bool(points) and not isinstance(points[0]["at"], datetime)
     figure.update_layout(
         title=f"{model}: champion metric by batch time",
-        yaxis_title="ROC AUC",
+        yaxis_title=f"{label} ({metric_text.direction(name)})",
         xaxis={"type": "linear", "title": "batch time (s)"}
         if seconds
         else {"type": "date", "title": "batch time"},

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from driftpilot.core import metric_text
 from driftpilot.core.errors import ApprovalError, ConfigError, DriftPilotError, NotFound
 from driftpilot.core.identity import Role, has_role
 from driftpilot.core.vocabulary import outcome_label, status_label, trigger_label
@@ -229,7 +230,8 @@ class Chat:
     def models(self) -> Reply:
         rows = [
             f"| {markup.cell(m.name)} | v{m.champion} | {markup.cell(m.family)} | "
-            f"{markup.cell(m.metric)} | {_num(m.baseline)} | {len(m.features)} |"
+            f"{markup.cell(_metric(m.metric))} | {metric_text.value(m.metric, m.baseline)} | "
+            f"{len(m.features)} |"
             for m in self.cp.list_models()
         ]
         if not rows:
@@ -548,8 +550,9 @@ def _loads(value: Any) -> Any:
     return value
 
 
-def _num(value: float | None) -> str:
-    return "" if value is None else f"{value:.4f}"
+def _metric(name: str) -> str:
+    """ "RMSE (lower is better)": the model's metric by its label, with its direction."""
+    return f"{metric_text.label(name)} ({metric_text.direction(name)})"
 
 
 def _json(value: Any) -> str:

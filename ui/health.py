@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from driftpilot.core import metric_text
 from driftpilot.core.errors import DriftPilotError
 from driftpilot.core.vocabulary import outcome_label, status_label, trigger_label
+from driftpilot.runs.evidence_keys import upgrade
 from ui import charts, markup
 from ui.replies import Chart, Reply
 
@@ -48,7 +50,11 @@ def _champion_line(view: Any, changes: list[dict[str, Any]]) -> str:
         if since
         else ""
     )
-    baseline = f", baseline {view.metric} {view.baseline:.4f}" if view.baseline is not None else ""
+    baseline = (
+        f", baseline {metric_text.describe(view.metric, view.baseline)}"
+        if view.baseline is not None
+        else ""
+    )
     return (
         f"Champion **v{view.champion}** ({markup.text(view.family)}){how}{baseline}; "
         f"{len(changes)} champion change(s) in the audit."
@@ -70,24 +76,26 @@ def _runs_table(runs: list[RunView]) -> list[str]:
 
 def _trends(runs: list[RunView]) -> list[str]:
     """The drift (share of the champion's importance on shifted columns) and the champion's
-    metric with its interval, oldest to newest, over the recent runs that measured them."""
+    metric (the model's own: ROC AUC, RMSE, ...) with its interval and direction, oldest to
+    newest, over the recent runs that measured them."""
     points = []
     for v in reversed(runs):
-        drift = v.summary.get("drift") or {}
-        share, score = drift.get("weighted_share"), drift.get("roc_auc")
+        drift = upgrade("drift", v.summary.get("drift"))
+        share, score = drift.get("weighted_share"), drift.get("score")
         if share is None and score is None:
             continue
-        metric = "n/a"
+        measured = "n/a"
         if score is not None:
-            low, high = drift.get("roc_auc_low"), drift.get("roc_auc_high")
-            interval = f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else ""
-            metric = f"{score:.3f}{interval}"
+            name = drift.get("metric")
+            low, high = drift.get("score_low"), drift.get("score_high")
+            measured = markup.text(metric_text.describe(name, score, low, high))
         shifted = f"{share:.0%}" if share is not None else "n/a"
-        points.append(f"{markup.text(v.batch_id)}: drift {shifted}, ROC AUC {metric}")
+        points.append(f"{markup.text(v.batch_id)}: drift {shifted}, {measured}")
     if not points:
         return ["No drift or metric measured yet."]
     recent = points[-RECENT:]
-    return ["**Trend** (oldest first; ROC AUC with its 95% interval):", *[f"- {p}" for p in recent]]
+    title = "**Trend** (oldest first; the champion's metric with its 95% interval):"
+    return [title, *[f"- {p}" for p in recent]]
 
 
 HOWTO = {

@@ -4,8 +4,9 @@ A batch delivered without the target column is accepted and filed with an all-nu
 (``agents.ingestion.with_label_column``); training windows keep labelled rows only, so the
 batch counts for nothing until its labels come. ``attach`` puts them in place:
 
-- the labels (a CSV/Parquet file, or an uploaded frame) hold the model's target column, 0/1
-  or booleans. With a ``key`` (a column in both, unique among the labels) they join on it;
+- the labels (a CSV/Parquet file, or an uploaded frame) hold the model's target column: 0/1
+  or booleans for a binary model, its class labels for a multiclass one, numbers for a
+  regression. With a ``key`` (a column in both, unique among the labels) they join on it;
   without one the file must have the batch's row count and is taken in row order. Rows the
   labels leave null stay unlabelled.
 - labels are attached once: attaching the same labels again returns the first answer and
@@ -14,8 +15,9 @@ batch counts for nothing until its labels come. ``attach`` puts them in place:
 - the labelled batch replaces the filed Parquet atomically (``write_parquet_atomic``: a
   reader sees the old file or the new one, never half of one). The service holds the model's
   lease meanwhile, so no run reads the window between the check and the write.
-- the champion that scored the batch is scored on the labelled rows (its *realised* ROC AUC)
-  and set against the estimate the drift analyst made without labels (CBPE), if it made one.
+- the champion that scored the batch is scored on the labelled rows (its *realised* score in
+  the model's own metric: ROC AUC, RMSE, ...) and set against the estimate the drift analyst
+  made without labels (CBPE, or DLE for a regression), if it made one.
 - one tool call (the scoring) and one decision (agent ``labels``, action ``attach``) go to the
   hash-chained audit under the run that filed the batch, with the batch's content hash and the
   hashes of the file before and after.
@@ -32,18 +34,23 @@ import math
 import os
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import polars as pl
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from agents.base import Outcome
 from agents.context import RunContext
 from driftpilot.core.errors import ConfigError, DataError, NotFound, RunStateError, SchemaError
 from driftpilot.core.identity import normalize_principal, safe_label
+from driftpilot.core.metric_text import describe
 from driftpilot.core.settings import Settings
+from driftpilot.core.tasks import PRIMARY, Metric, Task, check_task
+from driftpilot.core.tasks import metric as task_metric
 from driftpilot.runs import leases
+from driftpilot.runs.evidence_keys import upgrade
 from driftpilot.runs.views import RunView
 from driftpilot.store import AuditStore
 from driftpilot.store.models import BatchRecord, ManagedModel
@@ -56,6 +63,19 @@ _TRUE = {"1", "true", "yes"}
 _FALSE = {"0", "false", "no"}
 
 
+@dataclass(frozen=True)
+class _Scoring:
+    """How the model is scored on its labels: its task and its metric."""
+
+    task: Task
+    name: str
+
+    @property
+    def metric(self) -> Metric:
+        """The metric (ConfigError: a metric that does not measure the task)."""
+        return task_metric(self.name, self.task)
+
+
 class LabelsView(BaseModel):
     """Labels attached to one accepted batch, and how good the estimate made without them was."""
 
@@ -65,14 +85,23 @@ class LabelsView(BaseModel):
     rows: int = Field(description="Rows in the batch.")
     rows_labelled: int = Field(description="Rows of the batch that now carry a label.")
     champion_version: int | None = Field(description="The champion that scored the batch.")
-    realised_roc_auc: float | None = Field(
-        description="That champion's ROC AUC on the labelled rows (None: one class only)."
+    metric: str = Field("roc_auc", description="The model's metric (roc_auc, rmse, ...).")
+    higher_is_better: bool = Field(True, description="The metric's direction.")
+    realised_score: float | None = Field(
+        description="That champion's metric on the labelled rows (None: undefined there, "
+        "e.g. a ROC AUC with one class)."
     )
-    estimated_roc_auc: float | None = Field(
+    estimated_score: float | None = Field(
         description="The drift analyst's estimate of it before the labels came (None: none)."
     )
     estimation_error: float | None = Field(description="estimated - realised, when both exist.")
     path: str = Field(description="The filed batch, now labelled.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _recorded_keys(cls, data: Any) -> Any:
+        # An answer recorded before models had a task names its keys after ROC AUC.
+        return upgrade("labels", data) if isinstance(data, dict) else data
 
 
 def find_batch(store: AuditStore, model: str, batch: str) -> BatchRecord:
@@ -127,16 +156,20 @@ def attach(
     target: str,
     key: str | None = None,
     source: str = "",
+    task: Task = "binary",
+    metric: str | None = None,
 ) -> tuple[LabelsView, bool]:
     """Attach ``labels`` to the filed batch ``record``; the caller holds the model's lease.
 
     ``drift`` is the drift slice of the run that filed the batch (``champion_version``,
-    ``estimated_roc_auc``). Returns the view and whether the audit gained rows.
+    ``estimated_score``); ``task`` and ``metric`` are the model's (default: the task's
+    primary metric). Returns the view and whether the audit gained rows.
 
     Raises:
         SchemaError: the target (or the key) column is missing.
-        DataError: labels other than 0/1, none at all, a row count that differs without a
-            key, a key that is not unique or matches nothing.
+        DataError: labels that do not fit the task (binary: other than 0/1), none at all, a
+            row count that differs without a key, a key that is not unique or matches
+            nothing.
         RunStateError: the batch already has different labels.
     """
     path = Path(record.path)
@@ -145,7 +178,8 @@ def attach(
     filed = pl.read_parquet(path)
     if target not in filed.columns:
         raise SchemaError(f"batch {record.batch_id!r} at {path} has no {target!r} column")
-    values = _label_values(labels, target, filed.schema[target])
+    scoring = _Scoring(task, metric or PRIMARY[task])
+    values = _label_values(labels, target, filed.schema[target], task)
     column = _align(filed, labels, values, record.batch_id, key)
     labelled = filed.with_columns(column.alias(target))
     existing = filed[target]
@@ -162,9 +196,9 @@ def attach(
             return LabelsView.model_validate(answered), False
         if ctx.store.effect(record.run_id, INTENT_STEP) is None:
             # The batch came with these labels: nothing to attach, nothing to record.
-            return _view(ctx, record, drift, labelled, target, audit=False)[0], False
+            return _view(ctx, record, drift, labelled, target, scoring, audit=False)[0], False
         # A crash after the file was replaced and before the decision: record it now.
-    view, evidence = _view(ctx, record, drift, labelled, target, audit=True)
+    view, evidence = _view(ctx, record, drift, labelled, target, scoring, audit=True)
     new_hash = content_hash(labelled)
     before: str | None
     if existing.null_count() == filed.height:
@@ -236,7 +270,8 @@ class Labelling:
             ModelBusy: a run holds the model (retry when it is done).
         """
         actor = normalize_principal(actor)
-        target = self.store.get(ManagedModel, model).target
+        row = self.store.get(ManagedModel, model)
+        task = check_task(row.task)
         record = find_batch(self.store, model, batch_id)
         frame = read_labels(path if isinstance(path, pl.DataFrame) else os.fspath(path))
         leases.refuse_if_unrecovered(self.store, model)
@@ -249,7 +284,16 @@ class Labelling:
                 drift = self.get_run(record.run_id).summary.get("drift") or {}
                 source = "" if isinstance(path, pl.DataFrame) else os.path.basename(path)
                 view, recorded = attach(
-                    self.ctx, record, drift, frame, actor, target=target, key=key, source=source
+                    self.ctx,
+                    record,
+                    drift,
+                    frame,
+                    actor,
+                    target=row.target,
+                    key=key,
+                    source=source,
+                    task=task,
+                    metric=row.metric,
                 )
         finally:
             if recorded:
@@ -257,17 +301,22 @@ class Labelling:
         return view
 
 
-def _label_values(labels: pl.DataFrame, target: str, dtype: pl.DataType) -> pl.Series:
-    """The labels column as the batch's target dtype; 0/1, booleans (or their words) only."""
+def _label_values(
+    labels: pl.DataFrame, target: str, dtype: pl.DataType, task: Task = "binary"
+) -> pl.Series:
+    """The labels column as the batch's target dtype: a binary model's 0/1, booleans (or their
+    words); a multiclass model's class labels; a regression's finite numbers."""
     if target not in labels.columns:
         raise SchemaError(
             f"the labels have no {target!r} column (the model's target); columns: "
             f"{labels.columns[:20]}"
         )
     column = labels[target]
-    bad = f"column {target!r} of the labels must hold 0/1 or true/false"
     if column.dtype == pl.Null or column.null_count() == len(column):
         raise DataError(f"column {target!r} of the labels holds no label (every value is null)")
+    if task != "binary":
+        return _task_values(column, target, dtype, task)
+    bad = f"column {target!r} of the labels must hold 0/1 or true/false"
     if column.dtype == pl.Boolean:
         flags = column
     elif column.dtype.is_numeric():
@@ -288,6 +337,26 @@ def _label_values(labels: pl.DataFrame, target: str, dtype: pl.DataType) -> pl.S
     else:
         raise DataError(f"{bad}; its type is {column.dtype}")
     return flags.cast(dtype).alias(target)
+
+
+def _task_values(column: pl.Series, target: str, dtype: pl.DataType, task: Task) -> pl.Series:
+    """A multiclass model's labels or a regression's values, as the batch's target dtype. A
+    class the model never saw is kept: scoring counts it against the model, it is no error."""
+    if task == "regression" and not column.dtype.is_numeric():
+        raise DataError(
+            f"column {target!r} of the labels must hold numbers (a regression's target); its "
+            f"type is {column.dtype}"
+        )
+    try:
+        values = column.cast(dtype, strict=True)
+    except pl.exceptions.PolarsError as exc:
+        raise DataError(
+            f"column {target!r} of the labels is {column.dtype} and the batch's target is "
+            f"{dtype}: the one does not convert to the other"
+        ) from exc
+    if values.dtype.is_float() and not values.drop_nulls().is_finite().all():
+        raise DataError(f"column {target!r} of the labels holds NaN or infinite values")
+    return values.alias(target)
 
 
 def _align(
@@ -345,30 +414,40 @@ def _view(
     drift: dict[str, Any],
     labelled: pl.DataFrame,
     target: str,
+    scoring: _Scoring,
     *,
     audit: bool,
 ) -> tuple[LabelsView, dict[str, Any]]:
-    """Score the champion that scored the batch on its labelled rows (a tool call when
-    ``audit``) and set that against the earlier estimate."""
+    """Score the champion that scored the batch on its labelled rows, every metric of its
+    task (a tool call when ``audit``), and set the model's metric against the earlier
+    estimate."""
     from tools import registry
     from tools.drift import model_performance
 
+    measure = scoring.metric
+    drift = upgrade("drift", drift)
     version = drift.get("champion_version")
-    estimated = _number(drift.get("estimated_roc_auc"))
+    # An estimate of another metric (the policy changed since) is not this one's estimate.
+    same = drift.get("metric", measure.name) == measure.name
+    estimated = _number(drift.get("estimated_score")) if same else None
     rows_labelled = labelled.height - labelled[target].null_count()
     perf = None
     if isinstance(version, int):
         scorer = registry.load_version(record.model, version, ctx.settings)
 
         def score() -> Any:
-            return model_performance(scorer, labelled, target)
+            return model_performance(scorer, labelled, target, task=scoring.task)
 
-        args = {"champion_version": version, "rows_labelled": rows_labelled}
+        args = {
+            "champion_version": version,
+            "rows_labelled": rows_labelled,
+            "task": scoring.task,
+        }
         if audit:
             perf = ctx.call(record.run_id, AGENT, "drift.model_performance", score, args)
         else:
             perf = score()
-    realised = perf.get("roc_auc") if perf is not None else None
+    realised = perf.get(measure.name) if perf is not None else None
     error = estimated - realised if estimated is not None and realised is not None else None
     view = LabelsView(
         model=record.model,
@@ -377,8 +456,10 @@ def _view(
         rows=labelled.height,
         rows_labelled=rows_labelled,
         champion_version=version if isinstance(version, int) else None,
-        realised_roc_auc=realised,
-        estimated_roc_auc=estimated,
+        metric=measure.name,
+        higher_is_better=measure.higher_is_better,
+        realised_score=realised,
+        estimated_score=estimated,
         estimation_error=error,
         path=record.path,
     )
@@ -389,8 +470,10 @@ def _view(
         "rows_labelled": rows_labelled,
         "positive_rate": perf.positive_rate if perf is not None else None,
         "champion_version": view.champion_version,
-        "realised_roc_auc": realised,
-        "estimated_roc_auc": estimated,
+        "metric": measure.name,
+        "higher_is_better": measure.higher_is_better,
+        "realised_score": realised,
+        "estimated_score": estimated,
         "estimation_error": error,
     }
     return view, evidence
@@ -411,21 +494,21 @@ def _rationale(view: LabelsView, actor: str, evidence: dict[str, Any]) -> str:
         parts.append(f"{evidence['unmatched_label_rows']} label rows matched no batch row")
     if view.champion_version is None:
         parts.append("no champion scored the batch, so no realised performance")
-    elif view.realised_roc_auc is None:
+    elif view.realised_score is None:
         parts.append(
-            f"champion v{view.champion_version}: realised roc_auc undefined (one class only)"
+            f"champion v{view.champion_version}: realised {view.metric} undefined on these "
+            "labels (e.g. one class only)"
         )
     else:
-        parts.append(
-            f"champion v{view.champion_version} realised roc_auc={view.realised_roc_auc:.4f}"
-        )
-    if view.estimated_roc_auc is None:
+        realised = describe(view.metric, view.realised_score)
+        parts.append(f"champion v{view.champion_version} realised {realised}")
+    if view.estimated_score is None:
         parts.append("no estimate was made before the labels came")
     elif view.estimation_error is None:
-        parts.append(f"estimated roc_auc={view.estimated_roc_auc:.4f} before the labels")
+        parts.append(f"estimated {describe(view.metric, view.estimated_score)} before the labels")
     else:
         parts.append(
-            f"estimated roc_auc={view.estimated_roc_auc:.4f} before the labels: the estimate "
-            f"was off by {view.estimation_error:+.3f}"
+            f"estimated {describe(view.metric, view.estimated_score)} before the labels: the "
+            f"estimate was off by {view.estimation_error:+.3f}"
         )
     return "; ".join(parts) + "."

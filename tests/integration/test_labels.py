@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from driftpilot.cli import app
 from driftpilot.core.errors import DataError, NotFound, RunStateError, SchemaError
 from driftpilot.core.settings import get_settings
+from driftpilot.runs.evidence_keys import upgrade
 from driftpilot.runs.plane import ControlPlane, LabelsView
 from driftpilot.store.models import BatchRecord, Decision, ToolCall
 from tests.conftest import add_flights
@@ -143,22 +144,24 @@ def test_the_service_attaches_februarys_labels_and_scores_the_champion(
     part.select(TARGET).write_parquet(file)
     view = plane.attach_labels("flights", "feb-a", file, "Bob ")
     version = run.summary["drift"]["champion_version"]
-    estimated = run.summary["drift"].get("estimated_roc_auc")
-    assert view.model_dump(exclude={"realised_roc_auc", "estimation_error"}) == {
+    estimated = upgrade("drift", run.summary["drift"]).get("estimated_score")
+    assert view.model_dump(exclude={"realised_score", "estimation_error"}) == {
         "model": "flights",
         "batch_id": "feb-a",
         "run_id": run.run_id,
         "rows": 1200,
         "rows_labelled": 1200,
         "champion_version": version,
-        "estimated_roc_auc": estimated,
+        "metric": "roc_auc",
+        "higher_is_better": True,
+        "estimated_score": estimated,
         "path": str(filed(run)),
     }
-    assert view.realised_roc_auc == pytest.approx(champion_auc(plane, version, part), abs=1e-9)
+    assert view.realised_score == pytest.approx(champion_auc(plane, version, part), abs=1e-9)
     if estimated is None:
         assert view.estimation_error is None
     else:
-        assert view.estimation_error == pytest.approx(estimated - view.realised_roc_auc)
+        assert view.estimation_error == pytest.approx(estimated - view.realised_score)
     # The filed batch now carries February's labels, in place (the window reads it).
     labelled = pl.read_parquet(filed(run))
     assert labelled[TARGET].to_list() == part[TARGET].to_list()
@@ -169,9 +172,10 @@ def test_the_service_attaches_februarys_labels_and_scores_the_champion(
     evidence = json.loads(decision.evidence)
     assert decision.action == "attach"
     assert "bob attached labels to 1200 of 1200 rows of batch feb-a" in decision.rationale
-    assert f"realised roc_auc={view.realised_roc_auc:.4f}" in decision.rationale
-    assert evidence["realised_roc_auc"] == view.realised_roc_auc
-    assert evidence["estimated_roc_auc"] == estimated
+    realised = f"realised ROC AUC {view.realised_score:.4f} (higher is better)"
+    assert realised in decision.rationale
+    assert evidence["realised_score"] == view.realised_score and evidence["metric"] == "roc_auc"
+    assert evidence["estimated_score"] == estimated
     assert evidence["batch_content_hash"] == record.content_hash
     assert evidence["file_hash_after"] == content_hash(labelled)
     assert evidence["file_sha256"] == sha256(filed(run))
@@ -180,7 +184,7 @@ def test_the_service_attaches_februarys_labels_and_scores_the_champion(
         ToolCall, ToolCall.run_id == run.run_id, ToolCall.agent == "labels"
     )
     assert call.tool == "drift.model_performance" and call.ok
-    assert json.loads(call.result)["roc_auc"] == view.realised_roc_auc
+    assert json.loads(call.result)["metrics"]["roc_auc"] == view.realised_score
     result = plane.verify()
     assert result.ok, result.problems
 
@@ -196,8 +200,8 @@ def test_labels_are_attached_once(
     again = plane.attach_labels("flights", "feb-a", same, "cy")  # a CSV this time: same labels
     assert again == LabelsView.model_validate(plane.store.effect(run.run_id, "labels"))
     assert (
-        again.realised_roc_auc
-        == json.loads(decisions(plane, run.run_id)[0].evidence)["realised_roc_auc"]
+        again.realised_score
+        == json.loads(decisions(plane, run.run_id)[0].evidence)["realised_score"]
     )
     assert len(decisions(plane, run.run_id)) == 1 and len(plane.store.list_rows(Decision)) == rows
     flipped = tmp_path / "flipped.csv"
@@ -230,7 +234,7 @@ def test_labels_join_on_a_key_and_rows_left_out_stay_unlabelled(
     assert (given[TARGET] == given["truth"]).all()
     rows = part.join(some.select("flight_id"), on="flight_id")
     version = run.summary["drift"]["champion_version"]
-    assert view.realised_roc_auc == pytest.approx(champion_auc(plane, version, rows), abs=1e-9)
+    assert view.realised_score == pytest.approx(champion_auc(plane, version, rows), abs=1e-9)
 
 
 def test_the_cli_attaches_labels_and_reports_errors_in_one_line(
@@ -304,7 +308,7 @@ def test_the_api_attaches_labels_as_the_keys_principal(
         body = done.json()
         version = run.summary["drift"]["champion_version"]
         assert body["rows_labelled"] == 1200 and body["champion_version"] == version
-        assert body["realised_roc_auc"] == pytest.approx(
+        assert body["metric"] == "roc_auc" and body["realised_score"] == pytest.approx(
             champion_auc(plane, version, part), abs=1e-9
         )
         assert olga.post(url, **upload(csv)).json() == body  # the same labels: same answer

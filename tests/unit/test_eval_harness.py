@@ -10,7 +10,7 @@ import pytest
 
 from driftpilot.core.errors import ConfigError, DataError, SchemaError
 from driftpilot.core.settings import get_settings
-from evals.harness import BatchRow, StreamResult, cut, eval_settings, prepare
+from evals.harness import BatchRow, StreamResult, batch_table, cut, eval_settings, prepare
 from evals.scenarios import expected, score
 from tools.synth import GroundTruth
 
@@ -242,3 +242,15 @@ def test_a_promotion_mid_ramp_does_not_end_a_gradual_drift() -> None:
     assert s.expected[3] == ["retrain"] and s.expected[4] == ["monitor", "none"]
     assert s.correct_rate == 1.0 and s.detection_delay == 0
     assert s.approved_high_risk == 1 and s.unsafe_promotions == 0
+
+
+def test_a_stream_names_its_models_metric_and_direction() -> None:
+    """A regression stream's table and JSON say the champion's numbers are an RMSE, where
+    lower is better (a binary stream's a ROC AUC)."""
+    result = stream(row(1, "none"))
+    result.metric = "rmse"
+    assert result.to_json()["metric"] == "rmse" and not result.to_json()["higher_is_better"]
+    table = batch_table(result, "t")
+    assert "champion RMSE" in [str(c.header) for c in table.columns]
+    assert "lower is better" in str(table.caption)
+    assert stream(row(1, "none")).to_json()["higher_is_better"]

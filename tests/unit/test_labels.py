@@ -73,14 +73,75 @@ def test_the_rationale_says_how_far_off_the_estimate_was() -> None:
         rows=2000,
         rows_labelled=1800,
         champion_version=3,
-        realised_roc_auc=0.712,
-        estimated_roc_auc=0.725,
+        metric="roc_auc",
+        realised_score=0.712,
+        estimated_score=0.725,
         estimation_error=0.725 - 0.712,
         path="x.parquet",
     )
     text = _rationale(view, "ann", {"unmatched_label_rows": 0})
     assert text.startswith("ann attached labels to 1800 of 2000 rows of batch 2013-02")
-    assert "realised roc_auc=0.7120" in text and "estimated roc_auc=0.7250" in text
+    assert "realised ROC AUC 0.7120 (higher is better)" in text
+    assert "estimated ROC AUC 0.7250 (higher is better)" in text
     assert "the estimate was off by +0.013" in text
-    unestimated = view.model_copy(update={"estimated_roc_auc": None, "estimation_error": None})
+    unestimated = view.model_copy(update={"estimated_score": None, "estimation_error": None})
     assert "no estimate was made" in _rationale(unestimated, "ann", {"unmatched_label_rows": 2})
+
+
+def test_a_regressions_rationale_names_its_metric_and_direction() -> None:
+    view = LabelsView(
+        model="delays",
+        batch_id="2013-02",
+        run_id="r",
+        rows=100,
+        rows_labelled=100,
+        champion_version=1,
+        metric="rmse",
+        higher_is_better=False,
+        realised_score=38.21,
+        estimated_score=36.0,
+        estimation_error=36.0 - 38.21,
+        path="x.parquet",
+    )
+    text = _rationale(view, "ann", {"unmatched_label_rows": 0})
+    assert "realised RMSE 38.21 (lower is better)" in text
+    assert "estimated RMSE 36 (lower is better)" in text and "off by -2.210" in text
+
+
+def test_an_answer_recorded_before_tasks_reads_as_a_roc_auc() -> None:
+    """A labels answer stored under the old keys (realised_roc_auc, estimated_roc_auc) is
+    read back under today's, with the metric it was."""
+    old = {
+        "model": "flights",
+        "batch_id": "2013-02",
+        "run_id": "r",
+        "rows": 10,
+        "rows_labelled": 10,
+        "champion_version": 1,
+        "realised_roc_auc": 0.71,
+        "estimated_roc_auc": 0.7,
+        "estimation_error": -0.01,
+        "path": "x.parquet",
+    }
+    view = LabelsView.model_validate(old)
+    assert (view.metric, view.higher_is_better) == ("roc_auc", True)
+    assert (view.realised_score, view.estimated_score) == (0.71, 0.7)
+
+
+def test_multiclass_labels_are_class_names_and_regression_labels_numbers() -> None:
+    classes = pl.DataFrame({"y": ["late", None, "on_time", "very_late"]})
+    assert _label_values(classes, "y", pl.String(), "multiclass").to_list() == [
+        "late",
+        None,
+        "on_time",
+        "very_late",
+    ]
+    minutes = pl.DataFrame({"y": [12, -3, None]})
+    values = _label_values(minutes, "y", pl.Float64(), "regression")
+    assert values.dtype == pl.Float64 and values.to_list() == [12.0, -3.0, None]
+    with pytest.raises(DataError, match="must hold numbers"):
+        _label_values(pl.DataFrame({"y": ["12", "x"]}), "y", pl.Float64(), "regression")
+    with pytest.raises(DataError, match="NaN or infinite"):
+        _label_values(pl.DataFrame({"y": [1.0, float("nan")]}), "y", pl.Float64(), "regression")
+    with pytest.raises(DataError, match="does not convert"):
+        _label_values(pl.DataFrame({"y": ["a"]}), "y", pl.Int64(), "multiclass")

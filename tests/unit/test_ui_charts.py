@@ -22,9 +22,12 @@ def view(
     created: str = "2026-12-01T10:00:00+00:00",
     start: Any = None,
     challenger: float | None = None,
+    metric: str = "roc_auc",
 ) -> RunView:
     ingestion = {"action": "accept", "time_range": {"start": start, "end": start}} if start else {}
-    drift = {"champion_version": 1} | ({"roc_auc": score} if score is not None else {})
+    drift = {"champion_version": 1, "metric": metric} | (
+        {"score": score} if score is not None else {}
+    )
     return RunView(
         run_id=run,
         model="flights",
@@ -36,7 +39,7 @@ def view(
         summary={
             "ingestion": ingestion,
             "drift": drift,
-            "evaluation": {"challenger": challenger} if challenger else None,
+            "evaluation": {"challenger": challenger, "metric": metric} if challenger else None,
         },
     )
 
@@ -112,3 +115,24 @@ def test_ingestion_records_the_batch_time_range_the_chart_reads() -> None:
     assert time_range(pl.DataFrame({"t": [None, None]}, schema={"t": pl.Datetime}), "t") is None
     recorded = view("r", "batch-x", 0.7, start=time_range(zoned, "t")["start"])  # type: ignore[index]
     assert charts.batch_time(recorded) == datetime(2013, 2, 1, 5, 0)
+
+
+def test_the_axis_names_the_models_metric_and_its_direction() -> None:
+    """A regression's RMSE is plotted as it is (a worse batch goes up) under an axis that
+    says so; a run recorded before models had a task (its score under ``roc_auc``) is read
+    as the ROC AUC it was, and a metric other than the latest run's stays off the axis."""
+    rmse = [
+        view("a", "2013-02", 38.2, metric="rmse", start="2013-02-01T00:00:00"),
+        view("b", "2013-03", 41.5, metric="rmse", start="2013-03-01T00:00:00", challenger=39.0),
+    ]
+    figure = charts.history_figure("delays", rmse, [])
+    assert figure.layout.yaxis.title.text == "RMSE (lower is better)"
+    assert list(figure.data[0].y) == [38.2, 41.5] and list(figure.data[1].y) == [39.0]
+    assert figure.data[0].name == "champion RMSE on the batch"
+    old = view("o", "2013-01", None, start="2013-01-01T00:00:00")
+    old.summary["drift"] = {"champion_version": 1, "roc_auc": 0.7, "roc_auc_low": 0.68}
+    assert charts.history_points([old])[0]["metric"] == "roc_auc"
+    mixed = charts.history_figure("delays", [old, *rmse], [])
+    assert list(mixed.data[0].y) == [38.2, 41.5]  # the old ROC AUC is not on the RMSE axis
+    auc = charts.history_figure("flights", [old], [])
+    assert auc.layout.yaxis.title.text == "ROC AUC (higher is better)"

@@ -14,7 +14,7 @@ from driftpilot.core.errors import ConfigError, InvalidPrincipal
 from driftpilot.core.settings import Settings
 from driftpilot.runs.plane import ControlPlane, RunView
 from driftpilot.store.users import add_user, check_password, hash_password, list_users, verify_user
-from ui import charts, launch
+from ui import charts, health, launch
 from ui.chat import Chat, Identity, current_role, sign_in
 from ui.intents import parse
 from ui.markup import plain
@@ -186,6 +186,52 @@ def test_history_chart_has_a_point_per_scored_batch() -> None:
     changes = [{"run_id": "run-2013-04", "action": "promote", "version": 2}]
     figure = charts.history_figure("flights", views, changes)
     assert [a.text for a in figure.layout.annotations] == ["promote v2"]
+
+
+def test_the_trend_names_each_models_metric_and_its_direction() -> None:
+    """The health card's trend shows the model's own metric with its interval and direction:
+    a regression's RMSE, and a run recorded before models had a task (keys named after ROC
+    AUC) as the ROC AUC it was."""
+
+    def view(batch: str, drift: dict[str, object]) -> RunView:
+        return RunView(
+            run_id=f"run-{batch}",
+            model="delays",
+            batch_id=batch,
+            status="completed",
+            outcome="no_action",
+            requested_by="ann",
+            created_at="2026-01-01T00:00:00+00:00",
+            summary={"drift": drift},
+        )
+
+    newest_first = [
+        view(
+            "2013-03",
+            {"weighted_share": 0.1, "metric": "rmse", "score": 38.21},
+        ),
+        view(
+            "2013-02",
+            {
+                "weighted_share": 0.25,
+                "metric": "rmse",
+                "higher_is_better": False,
+                "score": 41.5,
+                "score_low": 39.8,
+                "score_high": 43.02,
+            },
+        ),
+        view(
+            "2013-01",
+            {"weighted_share": 0.0, "roc_auc": 0.7, "roc_auc_low": 0.68, "roc_auc_high": 0.72},
+        ),
+    ]
+    lines = [plain(line) for line in health._trends(newest_first)]
+    assert lines[1:] == [
+        "2013-01: drift 0%, ROC AUC 0.7000 [0.6800, 0.7200] (higher is better)",
+        "2013-02: drift 25%, RMSE 41.5 [39.8, 43.02] (lower is better)",
+        "2013-03: drift 10%, RMSE 38.21 (lower is better)",
+    ]
 
 
 def test_chainlit_files_and_the_session_secret_live_under_the_home(
