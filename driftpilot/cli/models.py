@@ -113,7 +113,7 @@ def model_list(as_json: AsJson = False) -> None:
             m.task,
             m.target,
             m.family,
-            f"v{m.champion}",
+            f"v{m.champion}" if m.champion is not None else "none yet",
             f"{m.metric} ({'↑' if m.higher_is_better else '↓'} better)",
             _num(m.baseline),
             str(len(m.features)),
