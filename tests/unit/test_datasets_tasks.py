@@ -5,11 +5,13 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
+from driftpilot.core.settings import Settings
 from tools.data import split_batches
 from tools.datasets import (
     DELAY_CLASSES,
     FLIGHT_TARGETS,
     FLIGHTS,
+    FLIGHTS_CACHE,
     FLIGHTS_DELAY,
     FLIGHTS_DELAY_CLASS,
     GAPMINDER,
@@ -53,10 +55,25 @@ def test_flights_specs_share_features_and_never_leak_a_target() -> None:
         assert not set(spec.features) & set(FLIGHT_TARGETS), spec.name
 
 
+def test_the_three_flights_datasets_read_one_cached_table(
+    settings: Settings, flights_df: pl.DataFrame
+) -> None:
+    assert settings.cache_dir is not None
+    few = flights_df.head(50)
+    few.write_parquet(settings.cache_dir / FLIGHTS_CACHE)
+    for name in ("flights", "flights_delay", "flights_delay_class"):
+        assert load_dataset(name, settings).equals(few), name
+    # A cache of the first version (no arr_delay, no delay_class) is not the file read.
+    assert FLIGHTS_CACHE != "flights.parquet"
+
+
 @pytest.mark.parametrize("name", LOCAL)
-def test_every_local_dataset_loads_ordered_with_its_task(name: str) -> None:
+def test_every_local_dataset_loads_ordered_with_its_task(
+    name: str, flights_df: pl.DataFrame
+) -> None:
     spec = SPECS[name]
-    frame = load_dataset(name)  # type: ignore[arg-type]
+    # The flights specs read the session's parsed table (load_dataset's route: the test above).
+    frame = flights_df if spec.target in FLIGHT_TARGETS else load_dataset(name)  # type: ignore[arg-type]
     assert spec.name == name and spec.target not in spec.features
     assert set([*spec.features, spec.target, spec.time_col]) <= set(frame.columns)
     assert frame[spec.time_col].dtype.is_temporal()
