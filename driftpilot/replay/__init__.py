@@ -63,6 +63,7 @@ __all__ = [
     "_sealed_context",
     "findings",
     "gather",
+    "replay_evidence",
     "replay_model",
     "replay_run",
     "what_if",
@@ -172,14 +173,19 @@ def replay_run(plane: ControlPlane, run_id: str, scenario: WhatIf) -> ReplayRepo
         RunStateError: the run is not completed nor waiting for approval, or its record lacks
             evidence an agent needs.
     """
-    ev = gather(plane, run_id)
-    ctx = _sealed_context(plane.settings, scenario.policy, scenario.backend)
+    return replay_evidence(plane.settings, gather(plane, run_id), scenario)
+
+
+def replay_evidence(settings: Settings, ev: Evidence, scenario: WhatIf) -> ReplayReport:
+    """Re-decide a run from its evidence (``gather``, or ``Evidence.from_record``) under
+    ``scenario``, dry-run, and compare it with the original."""
+    ctx = _sealed_context(settings, scenario.policy, scenario.backend)
     nodes = {name: _bound(fn, ev) for name, fn in REPLAY_NODES.items()}
     graph = build_control_graph(InMemorySaver(), nodes=nodes)
     # Every node is a replay node: no agent of the real graph can run in a replay.
     if set(graph.nodes) - {START} != set(nodes):
         raise PolicyViolation("a node of the control graph has no replay node")
-    config = {"configurable": {"thread_id": f"replay-{run_id}"}}
+    config = {"configurable": {"thread_id": f"replay-{ev.run.id}"}}
     graph.update_state(config, ev.fork_values, as_node=START)  # the fork: before ingestion
     graph.invoke(None, config, context=ctx)
     return _compare(ev, graph.get_state(config), scenario)

@@ -14,6 +14,7 @@ from driftpilot.core.errors import NotFound, PolicyViolation, RunStateError
 from driftpilot.core.llm import Backend
 from driftpilot.core.policy import Policy
 from driftpilot.core.settings import Settings
+from driftpilot.runs.evidence_keys import upgrade, upgrade_state
 from driftpilot.runs.plane import ControlPlane
 from driftpilot.store.checkpointer import open_checkpointer
 from driftpilot.store.models import Run
@@ -33,6 +34,31 @@ class Evidence:
     shown: dict[str, dict[str, Any]]  # agent -> the evidence its first decision recorded
     tool_results: dict[str, Any]  # tool -> result of its first successful call
     tool_args: dict[str, Any]  # tool -> arguments of that call
+
+    @classmethod
+    def from_record(
+        cls,
+        run: Run,
+        fork_id: str,
+        fork_values: dict[str, Any],
+        final: dict[str, Any],
+        shown: dict[str, dict[str, Any]],
+        tool_results: dict[str, Any],
+        tool_args: dict[str, Any],
+    ) -> Evidence:
+        """The evidence as recorded, its state slices and decision evidence read under
+        today's keys (a run recorded before models had a task named its scores after ROC AUC;
+        ``driftpilot.runs.evidence_keys`` holds the one mapping): the agents' ``decide`` and
+        the risk rules read today's."""
+        return cls(
+            run=run,
+            fork_id=fork_id,
+            fork_values=upgrade_state(fork_values),
+            final=upgrade_state(final),
+            shown=_upgraded(shown),
+            tool_results=tool_results,
+            tool_args=tool_args,
+        )
 
     def recorded(self, agent: str, keys: Sequence[str]) -> dict[str, Any]:
         """The part of what ``agent`` was shown that it is shown again (the audit record also
@@ -89,7 +115,7 @@ def gather(plane: ControlPlane, run_id: str) -> Evidence:
         elif row["table"] == "tool_calls" and row["ok"] and row["tool"] not in results:
             results[row["tool"]] = json.loads(row["result"])
             args[row["tool"]] = json.loads(row["args"])
-    return Evidence(
+    return Evidence.from_record(
         run=run,
         fork_id=fork.config["configurable"]["checkpoint_id"],
         fork_values=dict(fork.values),
@@ -98,6 +124,25 @@ def gather(plane: ControlPlane, run_id: str) -> Evidence:
         tool_results=results,
         tool_args=args,
     )
+
+
+# Where a decision's recorded evidence holds a state slice's keys: (agent, field, slice).
+_SHOWN_SLICES = (
+    ("drift_analyst", "performance", "drift"),
+    ("optimizer", "drift", "drift"),
+)
+
+
+def _upgraded(shown: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The recorded evidence under today's keys: a run recorded before models had a task
+    named its scores after ROC AUC (``driftpilot.runs.evidence_keys``, the one mapping); the
+    agents' ``decide`` reads today's."""
+    out = dict(shown)
+    for agent, field, kind in _SHOWN_SLICES:
+        piece = out.get(agent, {}).get(field)
+        if isinstance(piece, dict):
+            out[agent] = {**out[agent], field: upgrade(kind, piece)}
+    return out
 
 
 def _history(settings: Settings, run_id: str) -> list[Any]:

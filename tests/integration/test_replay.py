@@ -413,3 +413,67 @@ def test_a_recorded_answer_is_reused_and_promotion_still_needs_it(home: Home) ->
     assert promotion["approved_by"] == "bob" and promotion["dry_run"]
     with pytest.raises(PolicyViolation, match="high-risk promotion refused"):
         REPLAY_NODES["promote"](ev.final, ctx, ev)  # high tier, nobody approved
+
+
+# What a run recorded before models had a task named its scores after ROC AUC (the keys as
+# the agents then wrote them), per slice; nothing said which metric or which direction.
+BEFORE_TASKS = {
+    "drift": {
+        "score": "roc_auc",
+        "score_low": "roc_auc_low",
+        "score_high": "roc_auc_high",
+        "estimated_score": "estimated_roc_auc",
+    },
+    "evaluation": {"challenger_score": "challenger_roc_auc"},
+    "retraining": {"valid_score": "valid_roc_auc"},
+}
+UNSAID = {"metric", "higher_is_better", "estimate_method", "valid_metric"}
+
+
+def _as_before_tasks(kind: str, piece: dict[str, Any]) -> dict[str, Any]:
+    keep = {k: v for k, v in piece.items() if not (kind != "evaluation" and k in UNSAID)}
+    return {BEFORE_TASKS[kind].get(k, k): v for k, v in keep.items()}
+
+
+def test_a_run_recorded_under_the_old_keys_replays_the_same(home: Home) -> None:
+    """A run recorded before models had a task (its scores under roc_auc, estimated_roc_auc,
+    challenger_roc_auc, valid_roc_auc) replays as it does under today's keys: the old keys
+    are read in one place (driftpilot.runs.evidence_keys) as the ROC AUC they were."""
+    from driftpilot.replay import Evidence, replay_evidence
+
+    ev = gather(home.plane, home.runs["promoted"])
+
+    def state(values: dict[str, Any]) -> dict[str, Any]:
+        return {
+            k: _as_before_tasks(k, v) if k in BEFORE_TASKS and isinstance(v, dict) else v
+            for k, v in values.items()
+        }
+
+    shown = {**ev.shown}
+    shown["drift_analyst"] = {
+        **shown["drift_analyst"],
+        "performance": _as_before_tasks("drift", shown["drift_analyst"]["performance"]),
+    }
+    shown["optimizer"] = {
+        **shown["optimizer"],
+        "drift": _as_before_tasks("drift", shown["optimizer"]["drift"]),
+    }
+    comparison = shown["evaluator"]  # a Comparison then had no task nor direction
+    shown["evaluator"] = {
+        k: v for k, v in comparison.items() if k not in ("task", "higher_is_better")
+    }
+    old = state(ev.final)
+    assert "roc_auc" in old["drift"] and "score" not in old["drift"]
+    assert "challenger_roc_auc" in old["evaluation"] and "valid_roc_auc" in old["retraining"]
+    read = Evidence.from_record(
+        ev.run, ev.fork_id, state(ev.fork_values), old, shown, ev.tool_results, ev.tool_args
+    )
+    drift = read.final["drift"]
+    assert (drift["metric"], drift["higher_is_better"]) == ("roc_auc", True)
+    assert drift["score"] == ev.final["drift"]["score"]
+    assert read.shown["drift_analyst"]["performance"]["score"] == drift["score"]
+    scenario = home.scenario("force_low")
+    before = replay_evidence(home.settings, read, scenario)
+    now = replay_run(home.plane, home.runs["promoted"], scenario)
+    assert before.steps == now.steps and before.findings == now.findings == []
+    assert before.replayed_outcome == now.replayed_outcome == "promoted"
