@@ -39,6 +39,7 @@ class Columns:
     categorical: list[str] = field(default_factory=list)
     family: str = "lightgbm"
     source: str = ""  # the built-in dataset the model's batches come from ("" if none)
+    task: str | None = None  # binary | multiclass | regression; None: inferred from the target
 
     @classmethod
     def builtin(cls, dataset: str, *, source: bool = False) -> Columns:
@@ -58,6 +59,7 @@ class Columns:
             numeric=list(spec.numeric),
             categorical=list(spec.categorical),
             source=dataset if source else "",
+            task=spec.task,
         )
 
     def add(
@@ -72,6 +74,7 @@ class Columns:
             numeric=self.numeric,
             categorical=self.categorical,
             family=self.family,
+            task=self.task,
             source=self.source,
             principal=principal,
         )

@@ -34,6 +34,7 @@ from driftpilot.core import metric_text
 from driftpilot.core.errors import ConfigError, DataError, SchemaError
 from driftpilot.core.llm import Backend
 from driftpilot.core.settings import Settings, get_settings
+from driftpilot.core.tasks import Task
 from driftpilot.runs.evidence_keys import upgrade
 from driftpilot.runs.plane import ControlPlane
 
@@ -47,11 +48,12 @@ class StreamSpec(BaseModel):
     """What to evaluate: the table's columns and how the loop's approvals are answered."""
 
     name: str = Field(description="Managed model name inside the eval home.")
-    target: str = Field(description="Binary label column (0/1).")
+    target: str = Field(description="Label column (0/1, class labels or a number, per task).")
     time_col: str = Field(description="Column ordering rows in time.")
     numeric: list[str]
     categorical: list[str] = Field(default_factory=list)
     family: str = Field("lightgbm", description="lightgbm | catboost")
+    task: Task | None = Field(None, description="The model's task; None: inferred from the target.")
     initial: int = Field(1, ge=1, description="Batches that train the first champion.")
     approvals: Approvals = Field("approve", description="How high-risk promotions are answered.")
     escalations: Approvals = Field(
@@ -266,6 +268,7 @@ def run_stream(
         numeric=spec.numeric,
         categorical=spec.categorical,
         family=spec.family,
+        task=spec.task,
     )
     with loop.progress_bar(console) as progress:
         stream = loop.run_stream(

@@ -378,6 +378,7 @@ def run_loop(
                 numeric=stream.numeric,
                 categorical=stream.categorical,
                 family=stream.family,
+                task=stream.task,
             )
             result = run_stream(plane, spec, stream.batches, console=console)
             tools = tool_seconds(plane)

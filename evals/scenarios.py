@@ -325,6 +325,7 @@ def _stream(
         time_col=spec.time_col,
         numeric=spec.numeric,
         categorical=spec.categorical,
+        task=spec.task,
     )
     result = run_stream(plane, stream, batches, console=console)
     for row in result.rows:

@@ -131,6 +131,7 @@ def test_the_stream_trains_on_the_initial_batches_and_runs_the_rest_in_order() -
     assert add[:3] == ("add", "m", 1 + 2)  # the first two batches, concatenated
     assert add[3]["source"] == "flights" and add[3]["principal"] == "ev"
     assert add[3]["numeric"] == FLIGHTS.numeric and add[3]["target"] == FLIGHTS.target
+    assert add[3]["task"] == "binary"  # the dataset's task, said, not left to inference
     assert [r.index for r in stream.runs] == [2, 3, 4]
     assert [r.batch_id for r in stream.runs] == ["b2", "b3", "b4"]
     assert [len(r.waits) for r in stream.runs] == [1, 0, 0]
@@ -143,6 +144,8 @@ def test_the_stream_trains_on_the_initial_batches_and_runs_the_rest_in_order() -
 def test_builtin_columns() -> None:
     assert Columns.builtin("flights").source == ""
     assert Columns.builtin("flights").categorical == FLIGHTS.categorical
+    assert Columns.builtin("flights_delay").task == "regression"
+    assert Columns.builtin("flights_delay_class").task == "multiclass"
     with pytest.raises(ValueError, match="unknown dataset"):
         Columns.builtin("nope")
     assert progress_bar(Console()).disable is False and progress_bar(None).disable is True
