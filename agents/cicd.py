@@ -16,7 +16,8 @@ from pydantic import BaseModel, Field
 
 from agents.base import Llm, Outcome, bounded_text, narrowed
 from agents.context import RunContext
-from agents.explain import change_unit, direction
+from agents.explain import change_unit
+from driftpilot.core.metric_text import direction
 from driftpilot.core.policy import Policy, RiskAssessment, RiskInputs, RiskTier
 from driftpilot.core.tasks import METRICS
 from driftpilot.store.audit import promotion_action
@@ -100,7 +101,7 @@ def gather(state: dict[str, Any], ctx: RunContext) -> CicdEvidence:
     summary = (
         f"Promote {model} v{version} ({rt['family']}, trained on the last "
         f"{rt['window']} batches) over v{ev.get('champion_version')}: "
-        f"{ev['metric']} ({direction(info)}) {ev['champion']:.4f} -> {ev['challenger']:.4f} "
+        f"{ev['metric']} ({direction(info.name)}) {ev['champion']:.4f} -> {ev['challenger']:.4f} "
         f"(gain {ev['gain']:+.4f} in {change_unit(info)}, "
         f"CI {ev['ci_low']:+.4f} to {ev['ci_high']:+.4f})."
     )

@@ -31,8 +31,9 @@ from pydantic import BaseModel, Field
 from agents.base import AgentTool, Llm, Outcome, bounded_text, narrowed
 from agents.context import RunContext
 from agents.drift_measures import domain_check, performance
-from agents.explain import count, describe_drop, describe_fresh_gain, direction
+from agents.explain import count, describe_drop, describe_fresh_gain
 from driftpilot.core.errors import LLMError
+from driftpilot.core.metric_text import direction
 from driftpilot.core.policy import (
     DriftAction,
     DriftBounds,
@@ -436,13 +437,13 @@ def template(
     if measured:
         parts.append(
             f"champion score={perf['score']:.4f} [{perf['score_low']:.4f}, "
-            f"{perf['score_high']:.4f}] ({info.label}, {direction(info)})"
+            f"{perf['score_high']:.4f}] ({info.label}, {direction(info.name)})"
         )
     if not measured and perf.get("estimated_score") is not None:
         method = str(perf.get("estimate_method") or "estimate").upper()
         parts.append(
             f"no labels: estimated_score={perf['estimated_score']:.4f} "
-            f"({info.label} by {method}, {direction(info)})"
+            f"({info.label} by {method}, {direction(info.name)})"
         )
     if perf.get("metric_drop") is not None:
         # Measured on labels, or estimated without them: the words say which.

@@ -18,8 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agents.base import Llm, Outcome, bounded_text, narrowed
 from agents.context import RunContext
-from agents.explain import change_unit, describe_gain, direction
+from agents.explain import change_unit, describe_gain
 from driftpilot.core.errors import LLMError
+from driftpilot.core.metric_text import direction
 from driftpilot.core.policy import Policy
 from driftpilot.core.tasks import METRICS, Task
 from tools import registry
@@ -223,6 +224,6 @@ def template(cmp: Comparison, action: str) -> str:
     info = METRICS[cmp.metric]
     gain = describe_gain(cmp.gain, cmp.ci_low, cmp.ci_high, cmp.confidence, cmp.n_rows)
     return (
-        f"{cmp.metric} ({direction(info)}; gain in {change_unit(info)}): champion "
+        f"{cmp.metric} ({direction(info.name)}; gain in {change_unit(info)}): champion "
         f"{cmp.champion:.4f}, challenger {cmp.challenger:.4f}, {gain}; {action}."
     )

@@ -72,11 +72,6 @@ def _bound_words(low: float, sure: str, unsure: str) -> str:
     return f"lower bound {shown} {op} {zero}: {sure if op == '>' else unsure}"
 
 
-def direction(info: Metric) -> str:
-    """``higher is better`` / ``lower is better``."""
-    return f"{'higher' if info.higher_is_better else 'lower'} is better"
-
-
 def change_unit(info: Metric) -> str:
     """How a drop or gain of ``info`` is counted: points, or a share of the compared value."""
     return f"a share of the {info.label}" if info.relative else f"{info.label} points"
