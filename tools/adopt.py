@@ -238,8 +238,8 @@ def fetch(uri: str, tracking_uri: str, dst: Path) -> tuple[Path, Source]:
     from mlflow.artifacts import download_artifacts
     from mlflow.exceptions import MlflowException
 
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     try:
+        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         source, artifact_uri = _resolve(client, uri, tracking_uri)
         path = download_artifacts(
             artifact_uri=artifact_uri,

@@ -10,6 +10,7 @@ in is the order ``driftpilot --help`` lists them:
     serve       serve, worker, ui                     replay      replay
     evals       demo, eval, tour, data                labels      labels
     models      model add, model list                 audit       audit [checkpoint]
+    adopt       model adopt (an existing MLflow model)
     keys        keys create, list, revoke             users       users add, list
     llm         llm serve, llm exec
 
@@ -37,7 +38,7 @@ from typing import Annotated
 
 import typer
 
-from driftpilot.cli import approvals, evals, labels, replay, runs, serve
+from driftpilot.cli import adopt, approvals, evals, labels, replay, runs, serve
 from driftpilot.cli.audit import audit_app
 from driftpilot.cli.common import (
     EXIT_ERROR,
@@ -92,6 +93,7 @@ for name, command in (
     ("labels", labels.labels),
 ):
     app.command(name)(command)
+model_app.command("adopt")(adopt.model_adopt)
 app.add_typer(model_app, name="model")
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")

@@ -362,3 +362,87 @@ def test_a_label_only_classifier_without_signature_names_its_missing_metrics(
     tail = reference.tail(view.baseline_rows)
     said = pipe.predict(features(tail, num, cat))
     assert view.baseline == pytest.approx(value("f1", "binary", tail["delayed"], said))
+
+
+def test_cli_and_api_adopt_a_model_directory(
+    settings: Settings, data: dict[str, pl.DataFrame], tmp_path: Path
+) -> None:
+    """``driftpilot model adopt`` and ``POST /models/adopt`` on the same owner's directory;
+    the API answers a reference that lacks an input with a 422 naming it."""
+    from fastapi.testclient import TestClient
+    from sklearn.linear_model import LogisticRegression
+    from typer.testing import CliRunner
+
+    from api.app import create_app
+    from driftpilot.cli import app
+    from driftpilot.core.settings import ApiSettings
+
+    num = ["sched_dep_time", "hour", "dewp", "visib"]
+    x = features(data["train"], num, []).fillna(0.0)
+    fitted = LogisticRegression(max_iter=500).fit(x, data["train"]["delayed"].to_numpy())
+    roots = tmp_path / "inbox"
+    mlflow.pyfunc.save_model(
+        str(roots / "owner-model"),
+        python_model=_Owner(fitted),
+        signature=infer_signature(x, np.zeros(len(x))),
+    )
+    data["reference"].write_parquet(roots / "reference.parquet")
+    data["reference"].drop("visib").write_parquet(roots / "no-visib.parquet")
+
+    result = CliRunner().invoke(
+        app,
+        [
+            "model", "adopt", "late-cli",
+            "--model-uri", str(roots / "owner-model"),
+            "--reference", str(roots / "reference.parquet"),
+            "--target", "delayed", "--time-col", TIME, "--by", "bob",
+        ],
+        terminal_width=200,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "late-cli: champion v1 (adopted:python_function), binary, baseline roc_auc" in (
+        result.output
+    )
+    assert "Adopted" in result.output and "by bob" in result.output
+
+    cp = ControlPlane(settings)
+    try:
+        operator = cp.create_api_key("olga", "operator")[1]
+        viewer = cp.create_api_key("vic", "viewer")[1]
+        body = {
+            "name": "late-api",
+            "model_uri": "owner-model",
+            "input": {"batch": {"path": "reference.parquet"}},
+            "target": "delayed",
+            "time_col": TIME,
+        }
+        conf = ApiSettings(batch_roots=[roots], workers=1)
+        with TestClient(create_app(cp, conf)) as client:
+            denied = client.post("/models/adopt", json=body, headers={"X-Api-Key": viewer})
+            assert denied.status_code == 403, denied.text
+            bad = {**body, "input": {"batch": {"path": "no-visib.parquet"}}}
+            refused = client.post("/models/adopt", json=bad, headers={"X-Api-Key": operator})
+            assert refused.status_code == 422, refused.text
+            assert refused.headers["content-type"].startswith("application/problem+json")
+            assert "missing columns ['visib']" in refused.json()["detail"]
+            outside = {**body, "model_uri": "../owner-model"}
+            assert (
+                client.post(
+                    "/models/adopt", json=outside, headers={"X-Api-Key": operator}
+                ).status_code
+                == 422
+            )
+            made = client.post("/models/adopt", json=body, headers={"X-Api-Key": operator})
+            assert made.status_code == 201, made.text
+            view = made.json()
+            assert (view["model"]["champion"], view["task"], view["metric"]) == (
+                1,
+                "binary",
+                "roc_auc",
+            )
+            assert view["lineage"]["adopted_by"] == "olga"
+            again = client.post("/models/adopt", json=body, headers={"X-Api-Key": operator})
+            assert again.status_code == 409, again.text
+        assert [m.name for m in cp.list_models()] == ["late-api", "late-cli"]
+    finally:
+        cp.close()
