@@ -12,7 +12,9 @@ catch the branch they can handle and let the rest surface with its message.
     │   ├── FormatError             a file is not in the expected format (e.g. GDELT 1.0)
     │   └── SchemaError             columns or dtypes differ from what is expected
     ├── ModelError                  training, scoring or evaluation failed
-    │   └── TuningError             an Optuna study could not produce a result
+    │   ├── TuningError             an Optuna study could not produce a result
+    │   └── TrainerFailed           the owner's trainer raised, hung, ran out of memory or
+    │                               returned no usable model (reason and log tail attached)
     ├── RegistryError               MLflow tracking / registry failed
     │   ├── AliasNotFound           no model version carries the asked alias
     │   └── ChampionMoved           compare-and-swap: the champion is not the one expected
@@ -67,6 +69,32 @@ class ModelError(DriftPilotError):
 
 class TuningError(ModelError):
     """A hyper-parameter study could not produce a result."""
+
+
+class TrainerFailed(ModelError):
+    """The owner's training code (``package.module:fit``) gave no usable challenger.
+
+    ``reason`` names what went wrong, one of ``TRAINER_FAILURES``; ``log_tail`` is the end of
+    the trainer's output (its full log is kept at ``log_path``)."""
+
+    def __init__(
+        self, reason: str, message: str, log_tail: str = "", log_path: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.log_tail = log_tail
+        self.log_path = log_path
+
+
+# Why a trainer fails (TrainerFailed.reason).
+TRAINER_FAILURES = (
+    "invalid",  # the reference is not 'package.module:fit' or the module has no such function
+    "raised",  # importing the module or calling fit raised
+    "timeout",  # it ran past its time limit and was killed
+    "out_of_memory",  # it went past its memory limit
+    "unusable",  # fit returned something that cannot score the task
+    "crashed",  # the process died without saying why (a signal, an exit code)
+)
 
 
 class RegistryError(DriftPilotError):

@@ -1,0 +1,231 @@
+"""The owner's trainer (tools.trainer.run_trainer) on real flights: each fixture trainer of
+tests/fixtures/trainers runs in its own process, as a retrain would run it; the good ones give
+a challenger that scores later flights for every task, the bad ones a TrainerFailed with the
+reason and the log's tail."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+
+from driftpilot.core.errors import TrainerFailed
+from driftpilot.core.tasks import PRIMARY, Task
+from tools.datasets import FLIGHT_CATEGORICAL, FLIGHT_NUMERIC
+from tools.metrics import class_list, encode_labels, value
+from tools.train import TrainedModel, TrainSpec
+from tools.trainer import TRAINER_FAMILY, TrainerModel, run_trainer, task_scores
+
+TARGETS: dict[Task, str] = {
+    "binary": "delayed",
+    "multiclass": "delay_class",
+    "regression": "arr_delay",
+}
+FIXTURES = "tests.fixtures.trainers"
+
+
+@pytest.fixture(scope="module")
+def flights_jan(months: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    return months["2013-01"].sample(n=4000, seed=11, shuffle=True)
+
+
+@pytest.fixture(scope="module")
+def window(flights_jan: pl.DataFrame) -> pl.DataFrame:
+    """2,500 January flights: the window a trainer fits."""
+    return flights_jan.head(2500).sort("time_hour")
+
+
+@pytest.fixture(scope="module")
+def later(flights_jan: pl.DataFrame) -> pl.DataFrame:
+    """1,500 other January flights: rows none of the trainers saw."""
+    return flights_jan.tail(1500)
+
+
+def spec_for(task: Task) -> TrainSpec:
+    return TrainSpec(
+        task=task,
+        target=TARGETS[task],
+        numeric=FLIGHT_NUMERIC,
+        categorical=FLIGHT_CATEGORICAL,
+        time_col="time_hour",
+    )
+
+
+def run(reference: str, window: pl.DataFrame, task: Task, tmp_path: Path, **limits: Any) -> Any:
+    limits = {"timeout_s": 120.0, "memory_mb": 2048, **limits}
+    return run_trainer(
+        f"{FIXTURES}.{reference}", window, spec_for(task), workdir=tmp_path / "work", **limits
+    )
+
+
+def better_than_chance(model: TrainedModel, later: pl.DataFrame, task: Task) -> None:
+    """The challenger learned something: its primary metric on unseen flights beats the
+    no-information model (ROC AUC 0.5, by more than 3 standard errors at 1,500 rows; the
+    target's standard deviation, a constant's RMSE)."""
+    scores = model.predict_scores(later)
+    target = later[TARGETS[task]]
+    y = model.encode(target)
+    if task == "multiclass":
+        assert scores.shape == (later.height, len(model.classes))
+        np.testing.assert_allclose(scores.sum(axis=1), 1.0, atol=1e-6)
+    else:
+        assert scores.shape == (later.height,)
+    score = value(PRIMARY[task], task, y, scores)
+    assert score is not None
+    if task == "regression":
+        spread = float(np.std(target.drop_nulls().to_numpy()))
+        assert score < spread, (score, spread)
+    else:
+        assert score > 0.55, score
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_an_sklearn_trainer_gives_a_challenger_for_every_task(
+    task: Task, window: pl.DataFrame, later: pl.DataFrame, tmp_path: Path
+) -> None:
+    result = run("sklearn_fit:fit", window, task, tmp_path)
+    model = result.model
+    assert isinstance(model, TrainerModel) and isinstance(model, TrainedModel)
+    assert (model.kind, model.family, model.task) == ("sklearn", TRAINER_FAMILY, task)
+    assert model.classes == (class_list(window["delay_class"]) if task == "multiclass" else [])
+    better_than_chance(model, later, task)
+    log = result.log_path.read_text()
+    assert f"owner's sklearn trainer: {window.height} rows, task {task}" in log
+    given = pl.read_parquet(result.log_path.parent / "train.parquet")  # what fit was given
+    assert set(given.columns) == {*spec_for(task).features, TARGETS[task], "time_hour"}
+    assert result.model_path.is_file() and result.model_path.parent == tmp_path / "work"
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_a_pyfunc_trainer_scores_as_its_estimator_would(
+    task: Task, window: pl.DataFrame, later: pl.DataFrame, tmp_path: Path
+) -> None:
+    """The pyfunc wraps the very pipeline sklearn_fit fits (deterministic): its scores equal
+    that estimator's, though it answers P(1) alone (binary) or class columns in reverse order
+    named as text (multiclass)."""
+    result = run("pyfunc_fit:fit", window, task, tmp_path)
+    assert result.model.kind == "pyfunc" and result.model_path.is_dir()
+    better_than_chance(result.model, later, task)
+    plain = run("sklearn_fit:fit", window, task, tmp_path / "plain").model
+    np.testing.assert_allclose(result.model.predict_scores(later), plain.predict_scores(later))
+
+
+def test_a_trainer_that_raises_fails_with_its_error_and_log(
+    window: pl.DataFrame, tmp_path: Path
+) -> None:
+    with pytest.raises(TrainerFailed) as failed:
+        run("raises:fit", window, "binary", tmp_path)
+    err = failed.value
+    assert err.reason == "raised"
+    assert "KeyError" in str(err) and "route_congestion" in str(err)
+    assert "Traceback" in err.log_tail and "loading the feature store" in err.log_tail
+    assert err.log_path is not None and err.log_tail in Path(err.log_path).read_text()
+
+
+def test_a_hanging_trainer_is_killed_with_what_it_started(
+    window: pl.DataFrame, tmp_path: Path
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    started = time.monotonic()
+    with pytest.raises(TrainerFailed) as failed:
+        run("hangs:fit", window, "binary", tmp_path, timeout_s=3.0, project=project)
+    assert failed.value.reason == "timeout"
+    assert time.monotonic() - started < 3.0 + 15.0
+    assert "waiting for a lock that never frees" in failed.value.log_tail
+    helper = int((project / "helper.pid").read_text())  # the trainer's own child process
+    assert not alive(helper)
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, killed and not yet reaped by init, does not)."""
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return False
+        if state == "Z":
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_a_trainer_past_its_memory_limit_fails_as_out_of_memory(
+    window: pl.DataFrame, tmp_path: Path
+) -> None:
+    """oom:fit holds 3 GB before fitting; 256 MB beyond the runtime stops it."""
+    with pytest.raises(TrainerFailed) as failed:
+        run("oom:fit", window, "regression", tmp_path, memory_mb=256)
+    assert failed.value.reason == "out_of_memory"
+    assert "memory limit: 256 MB" in failed.value.log_tail
+    assert "held" not in failed.value.log_tail  # it never got its 3 GB
+
+
+@pytest.mark.parametrize(
+    ("reference", "task", "lacks"),
+    [
+        ("unusable:fit", "regression", "dict, which lacks predict"),
+        ("unusable:fit_labels_only", "binary", "RidgeClassifier, which lacks predict_proba"),
+    ],
+)
+def test_a_trainer_returning_what_cannot_score_is_unusable(
+    reference: str, task: Task, lacks: str, window: pl.DataFrame, tmp_path: Path
+) -> None:
+    with pytest.raises(TrainerFailed) as failed:
+        run(reference, window, task, tmp_path)
+    assert failed.value.reason == "unusable"
+    assert lacks in str(failed.value)
+
+
+def test_a_bad_reference_fails_before_any_process(window: pl.DataFrame, tmp_path: Path) -> None:
+    with pytest.raises(TrainerFailed) as failed:
+        run_trainer("fit.py", window, spec_for("binary"), workdir=tmp_path / "work")
+    assert failed.value.reason == "invalid"
+    assert not (tmp_path / "work").exists()
+    with pytest.raises(TrainerFailed) as failed:
+        run("raises:no_such_fit", window, "binary", tmp_path)
+    assert failed.value.reason == "invalid" and "no function 'no_such_fit'" in str(failed.value)
+
+
+# -- how raw outputs become the task's scores (no process) ----------------------------------
+
+
+def test_task_scores_reads_named_columns_in_the_targets_class_order() -> None:
+    proba = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
+    classes = ["early", "late", "on_time", "very_late"]
+    # Three of the four classes, named as the model's classes_ order has them.
+    out = task_scores(proba, "multiclass", classes, ["on_time", "early", "very_late"], 2)
+    np.testing.assert_allclose(out, [[0.2, 0.0, 0.7, 0.1], [0.1, 0.0, 0.1, 0.8]])
+    binary = task_scores(np.array([[0.9, 0.1], [0.3, 0.7]]), "binary", [], [0, 1], 2)
+    np.testing.assert_allclose(binary, [0.1, 0.7])
+    unnamed = task_scores(np.array([[0.9, 0.1], [0.3, 0.7]]), "binary", [], None, 2)
+    np.testing.assert_allclose(unnamed, [0.1, 0.7])
+    assert encode_labels(pl.Series(["late", "early"]), "multiclass", classes).tolist() == [1, 0]
+
+
+@pytest.mark.parametrize(
+    ("raw", "task", "columns", "problem"),
+    [
+        (np.array(["late", "early"]), "multiclass", None, "not numeric"),  # labels only
+        (np.array([2.0, 0.0]), "multiclass", None, "one probability column per class"),
+        (np.array([[0.5, 0.5], [0.2, 0.8]]), "multiclass", ["early", "gate_hold"], "gate_hold"),
+        (np.array([1.5, -0.2]), "binary", None, "[0, 1]"),  # not probabilities
+        (np.array([[0.4, 0.6], [0.5, 0.5]]), "binary", ["no", "yes"], "no class 1"),
+        (np.array([np.nan, 3.0]), "regression", None, "NaN"),
+        (np.array([1.0, 2.0, 3.0]), "regression", None, "shape (2,)"),
+    ],
+)
+def test_task_scores_refuses_what_does_not_fit_the_task(
+    raw: Any, task: Task, columns: list[Any] | None, problem: str
+) -> None:
+    from driftpilot.core.errors import ModelError
+
+    classes = ["early", "late", "on_time", "very_late"] if task == "multiclass" else []
+    with pytest.raises(ModelError) as refused:
+        task_scores(raw, task, classes, columns, 2)
+    assert problem in str(refused.value)
