@@ -1,6 +1,11 @@
-"""Every CLI command's error path, as a user meets it: the installed ``driftpilot`` in a
-subprocess. Each ends with exactly one ``error:`` line, the documented exit code (1 our error,
-2 bad usage, 3 a bug) and no traceback. Every case fails before any heavy work."""
+"""Every CLI command's error path, as a user meets it. Each ends with exactly one ``error:``
+line, the documented exit code (1 our error, 2 bad usage, 3 a bug) and no traceback. Every
+case fails before any heavy work.
+
+The cases call the app in-process (typer's CliRunner, stderr apart: the console script is
+this same ``app``, so each case meets the same guard without paying a Python start and the
+imports, ~1 s of CPU each); the bug test runs the installed ``driftpilot`` in a subprocess,
+as a user does."""
 
 from __future__ import annotations
 
@@ -13,8 +18,10 @@ from typing import Any
 
 import pytest
 import typer.main
+from typer.testing import CliRunner
 
 from driftpilot.cli import app
+from driftpilot.core.settings import get_settings
 
 pytestmark = pytest.mark.integration
 
@@ -101,6 +108,26 @@ def driftpilot(line: str, tmp_path: Path, **env: str) -> subprocess.CompletedPro
     )
 
 
+def in_process(
+    line: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """``driftpilot line`` run by the app in this process, with the environment ``driftpilot``
+    gets above; an exception that escaped the app's guard is a failure here (a subprocess
+    would have printed its traceback)."""
+    monkeypatch.delenv("DRIFTPILOT_POLICY_PATH", raising=False)
+    for name, value in {"DRIFTPILOT_HOME": str(tmp_path / "home"), **env}.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    argv = shlex.split(line.format(tmp=tmp_path))
+    try:
+        result = CliRunner().invoke(app, argv, catch_exceptions=True)
+    finally:
+        get_settings.cache_clear()
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise AssertionError(f"uncaught {result.exception!r}") from result.exception
+    return subprocess.CompletedProcess(argv, result.exit_code, result.stdout, result.stderr)
+
+
 def assert_one_error_line(done: subprocess.CompletedProcess[str], code: int, part: str) -> None:
     output = done.stdout + done.stderr
     assert "Traceback" not in output, output
@@ -111,14 +138,16 @@ def assert_one_error_line(done: subprocess.CompletedProcess[str], code: int, par
 
 
 @pytest.mark.parametrize(("command", "line", "code", "part"), CASES)
-def test_error_path(command: str, line: str, code: int, part: str, tmp_path: Path) -> None:
+def test_error_path(
+    command: str, line: str, code: int, part: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "notes.txt").write_text("not a table\n")
     env = {}
     if command in BAD_POLICY:
         policy = tmp_path / "policy.yaml"
         policy.write_text("drift: [unclosed\n")
         env["DRIFTPILOT_POLICY_PATH"] = str(policy)
-    assert_one_error_line(driftpilot(line, tmp_path, **env), code, part)
+    assert_one_error_line(in_process(line, tmp_path, monkeypatch, **env), code, part)
 
 
 def command_names(group: Any, prefix: str = "") -> set[str]:
