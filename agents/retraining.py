@@ -16,10 +16,17 @@ from agents.base import Llm, Outcome, bounded_text, narrowed
 from agents.context import RunContext
 from agents.explain import count
 from agents.optimizer import rejected_attempts, training_window
-from driftpilot.core.errors import LLMError
+from driftpilot.core.errors import LLMError, TrainerFailed
 from driftpilot.core.policy import Policy
 from tools import registry
-from tools.train import train_model
+from tools.train import TrainedModel, TrainSpec, train_model
+from tools.trainer import (
+    DEFAULT_MEMORY_MB,
+    DEFAULT_TIMEOUT_S,
+    TRAINER_FAMILY,
+    TrainerResult,
+    run_trainer,
+)
 
 NAME = "retraining"
 
@@ -111,7 +118,10 @@ def apply(
     plan = ruling.outcome.decision
     result = _fit_and_log(ctx, state, plan.window)
     shown = {**evidence.shown(), **result}
-    ctx.record(run_id, NAME, ruling.outcome, f"train:{plan.window}", plan.rationale, shown)
+    action, rationale = f"train:{plan.window}", plan.rationale
+    if result.get("failed"):  # the owner's trainer gave no challenger: the run ends here
+        action, rationale = f"train_failed:{result['reason']}", f"{rationale}; {result['error']}"
+    ctx.record(run_id, NAME, ruling.outcome, action, rationale, shown)
     ctx.store.record_effect(run_id, NAME, result)
     return {"retraining": result}
 
@@ -168,14 +178,24 @@ def _fit_and_log(ctx: RunContext, state: dict[str, Any], window_k: int) -> dict[
     family = state["optimizer"]["family"]
     metric = ctx.metric(model).name  # the validation score the slice reports
     train_spec = ctx.train_spec(model, family, state["optimizer"]["best_params"])
-    challenger = ctx.call(
-        run_id,
-        NAME,
-        "train.train_model",
-        lambda: train_model(window, train_spec),
-        {"family": family, "rows": window.height},
-        lambda m: m.report.model_dump() if m.report else {},
-    )
+    trainer = ctx.model(model).trainer
+    logs: list[str] = []
+    challenger: TrainedModel
+    if trainer:  # the owner's code fits the challenger, in a process of its own
+        try:
+            fitted = _fit_with_trainer(ctx, run_id, model, trainer, window, train_spec)
+        except TrainerFailed as exc:
+            return _trainer_failed(trainer, exc, window_k, window.height)
+        challenger, family, logs = fitted.model, TRAINER_FAMILY, [str(fitted.log_path)]
+    else:
+        challenger = ctx.call(
+            run_id,
+            NAME,
+            "train.train_model",
+            lambda: train_model(window, train_spec),
+            {"family": family, "rows": window.height},
+            lambda m: m.report.model_dump() if m.report else {},
+        )
     folder = ctx.model_dir(model)
     window_path, holdout_path = (
         folder / f"window-{run_id}.parquet",
@@ -188,7 +208,7 @@ def _fit_and_log(ctx: RunContext, state: dict[str, Any], window_k: int) -> dict[
         key=f"{run_id}:{NAME}",
         params={"window_batches": window_k, "run_id": run_id, "study": state["optimizer"]["study"]},
         tags={"driftpilot.run_id": run_id},
-        artifacts=[state["drift"]["report"]] if state["drift"].get("report") else [],
+        artifacts=[*([state["drift"]["report"]] if state["drift"].get("report") else []), *logs],
     )
     logged = ctx.mutate(
         run_id,
@@ -213,4 +233,44 @@ def _fit_and_log(ctx: RunContext, state: dict[str, Any], window_k: int) -> dict[
         "valid_metric": metric,
         "valid_score": challenger.report.valid.get(metric) if challenger.report else None,
         "window_quality_warnings": risky,
+        **({"trainer": trainer, "trainer_log": logs[0]} if trainer else {}),
+    }
+
+
+def _fit_with_trainer(
+    ctx: RunContext, run_id: str, model: str, trainer: str, window: Any, spec: TrainSpec
+) -> TrainerResult:
+    """Fit with the owner's ``package.module:fit`` (tools.trainer), audited as a tool call;
+    its log is kept in the model's folder and attached to the challenger's MLflow run."""
+    workdir = ctx.model_dir(model) / f"trainer-{run_id}"
+    return ctx.call(
+        run_id,
+        NAME,
+        "trainer.run_trainer",
+        lambda: run_trainer(
+            trainer,
+            window,
+            spec,
+            timeout_s=DEFAULT_TIMEOUT_S,
+            memory_mb=DEFAULT_MEMORY_MB,
+            workdir=workdir,
+        ),
+        {"trainer": trainer, "rows": window.height, "timeout_s": DEFAULT_TIMEOUT_S},
+        lambda r: {"kind": r.model.kind, "elapsed_s": r.elapsed_s, "log": str(r.log_path)},
+    )
+
+
+def _trainer_failed(trainer: str, exc: TrainerFailed, window_k: int, rows: int) -> dict[str, Any]:
+    """The slice of a retrain whose trainer failed: why, and the end of its log. The graph
+    ends the run as ``challenger_failed`` on it; the champion is not touched."""
+    return {
+        "failed": True,
+        "reason": exc.reason,
+        "error": str(exc),
+        "trainer": trainer,
+        "family": TRAINER_FAMILY,
+        "window": window_k,
+        "rows": rows,
+        "trainer_log": exc.log_path,
+        "log_tail": exc.log_tail,
     }

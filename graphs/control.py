@@ -1,12 +1,14 @@
 """The control graph: one run of one managed model on one batch (see DESIGN.md).
 
 ingestion -> drift_analyst -> optimizer -> retraining -> evaluator -> cicd -> promote -> report
-    |  ^           |                                         |          |
-    |  |           +-> report                      report <--+          +-> approval (interrupt)
+    |  ^           |                           |             |          |
+    |  |           +-> report         report <-+   report <--+          +-> approval (interrupt)
     |  +-- accept --+                                                        approve -> promote
     +-> escalation (interrupt, after max_consecutive_quarantines)            reject  -> report
     |       reject -> report
     +-> report (quarantine)
+
+A retrain whose owner's trainer failed goes from retraining to report (challenger_failed).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from graphs.state import (
     after_escalation,
     after_evaluation,
     after_ingestion,
+    after_retraining,
 )
 from tools import drift
 
@@ -86,7 +89,7 @@ def build_control_graph(checkpointer: Any, *, nodes: Mapping[str, Node] | None =
     graph.add_conditional_edges("escalation", after_escalation)
     graph.add_conditional_edges("drift_analyst", after_drift)
     graph.add_edge("optimizer", "retraining")
-    graph.add_edge("retraining", "evaluator")
+    graph.add_conditional_edges("retraining", after_retraining)
     graph.add_conditional_edges("evaluator", after_evaluation)
     graph.add_conditional_edges("cicd", after_cicd)
     graph.add_conditional_edges("approval", after_approval)
@@ -174,6 +177,8 @@ def run_outcome(state: ControlState) -> str:
         return "quarantined"
     if state["drift"]["action"] != "retrain":
         return f"no_retrain:{state['drift']['action']}"
+    if state["retraining"].get("failed"):
+        return "challenger_failed"
     if state["evaluation"]["action"] == "reject":
         return "challenger_rejected"
     promotion = state.get("promotion")

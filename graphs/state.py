@@ -127,6 +127,12 @@ class RetrainingSlice(TypedDict, total=False):
     valid_score: Annotated[float | None, _d("The fit's validation score in that metric.")]
     window_quality_warnings: Annotated[int, _d("Risky warnings of the window's batches.")]
     version: Annotated[int, _d("The registered version (runs before cicd registered it).")]
+    trainer: Annotated[str, _d("The owner's trainer that fitted it (package.module:fit).")]
+    trainer_log: Annotated[str | None, _d("The trainer's output (kept; also on the MLflow run).")]
+    failed: Annotated[bool, _d("The trainer gave no challenger: the run ends, champion kept.")]
+    reason: Annotated[str, _d("Why it failed: raised, timeout, out_of_memory, unusable, ...")]
+    error: Annotated[str, _d("The failure, in words.")]
+    log_tail: Annotated[str, _d("The end of the failed trainer's output.")]
 
 
 class EvaluationSlice(TypedDict, total=False):
@@ -260,6 +266,12 @@ def after_drift(state: ControlState) -> Literal["optimizer", "report"]:
         "none": "report",
     }
     return _route(state["drift"]["action"], routes, "drift action")
+
+
+def after_retraining(state: ControlState) -> Literal["evaluator", "report"]:
+    """A challenger goes to the evaluator; a failed trainer's run ends (challenger_failed)."""
+    routes: dict[bool, Literal["evaluator", "report"]] = {False: "evaluator", True: "report"}
+    return _route(bool(state["retraining"].get("failed")), routes, "retraining result")
 
 
 def after_evaluation(state: ControlState) -> Literal["cicd", "report"]:

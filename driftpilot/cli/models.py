@@ -48,6 +48,14 @@ def model_add(
         str | None,
         typer.Option(help="Primary metric, one of the task's (default: the task's primary)."),
     ] = None,
+    trainer: Annotated[
+        str | None,
+        typer.Option(
+            help="Your training code, package.module:fit (fit(train, spec) returns an sklearn "
+            "estimator or an MLflow PythonModel): it fits the challengers of retrains, in a "
+            "process of its own (default: the built-in families)."
+        ),
+    ] = None,
     by: Annotated[str | None, typer.Option("--by", help="Who adds it (audited).")] = None,
 ) -> None:
     """Register a managed model and train, register and promote its first champion."""
@@ -81,6 +89,7 @@ def model_add(
         metric=metric,
         source=dataset or str(data),
         principal=by,
+        trainer=trainer,
     )
     console.print(
         f"Model [bold]{view.name}[/]: champion v{view.champion} ({view.task}, {view.family}), "

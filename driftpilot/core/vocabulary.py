@@ -38,6 +38,7 @@ OUTCOMES: dict[str, str] = {
     "no_retrain:none": "no drift that matters",
     "no_retrain:monitor": "drift watched, no retrain",
     "challenger_rejected": "retrained, challenger not better",
+    "challenger_failed": "retrain failed: the trainer gave no usable challenger",
     "promoted": "new champion promoted",
     "superseded": "approved, but the champion had moved (superseded)",
     "approval_rejected": "promotion rejected by a person",

@@ -68,6 +68,7 @@ class AdoptRequest:
     numeric: tuple[str, ...] = ()
     categorical: tuple[str, ...] = ()
     source: str = ""  # where the reference came from (a file, a dataset batch)
+    trainer: str | None = None  # package.module:fit that fits its challengers (tools.trainer)
 
 
 class Adoptions:
@@ -89,6 +90,10 @@ class Adoptions:
         m = self.models
         actor = normalize_principal(principal or m.settings.principal)
         self._check_new(request.name)
+        if request.trainer:  # checked before anything is fetched; never imported here
+            from tools.trainer import check_trainer
+
+            check_trainer(request.trainer)
         labelled, task, reason = _reference(request)
         run_id = bootstrap_id(request.name)
         ttl_s = m.settings.lease_ttl_s
@@ -219,6 +224,7 @@ class Adoptions:
             "metric": metric,
             "task": task,
             "lineage": json.dumps(lineage),
+            "trainer": request.trainer,
             "reference_path": str(reference),
             "baseline": None,
         }

@@ -98,6 +98,7 @@ class Models:
         metric: str | None = None,
         source: str = "",
         principal: str | None = None,
+        trainer: str | None = None,
     ) -> ModelView:
         """Register a managed model and its first champion, trained on ``initial``.
 
@@ -112,6 +113,10 @@ class Models:
         """
         actor = normalize_principal(principal or self.settings.principal)
         choice = choose_task(initial, target, task, metric)
+        if trainer:  # the owner's package.module:fit retrains it (tools.trainer)
+            from tools.trainer import check_trainer
+
+            check_trainer(trainer)
         try:
             self.store.get(ManagedModel, name)
             if self.store.champion_generation(name) > 0:
@@ -137,6 +142,7 @@ class Models:
                     family=family,
                     choice=choice,
                     source=source,
+                    trainer=trainer,
                 )
         finally:
             self.sign()
@@ -156,6 +162,7 @@ class Models:
         family: str,
         choice: TaskChoice,
         source: str,
+        trainer: str | None = None,
     ) -> None:
         from tools import champion, registry
         from tools.metrics import interval
@@ -177,6 +184,7 @@ class Models:
             "metric": metric,
             "reference_path": str(reference),
             "baseline": None,
+            "trainer": trainer,
         }
         try:
             self.store.update_model(name, **fields)  # a bootstrap added again after a failure

@@ -158,10 +158,13 @@ class ControlPlane:
         metric: str | None = None,
         source: str = "",
         principal: str | None = None,
+        trainer: str | None = None,
     ) -> ModelView:
         """Register a managed model and its first champion, trained on ``initial`` (the
         bootstrap champion is promoted, and audited, as the person adding the model).
-        ``task`` None is inferred from the target, ``metric`` None is the task's primary."""
+        ``task`` None is inferred from the target, ``metric`` None is the task's primary;
+        ``trainer`` (``package.module:fit``) fits its challengers instead of the built-in
+        families."""
         return self.models.add_model(
             name,
             initial,
@@ -174,6 +177,7 @@ class ControlPlane:
             metric=metric,
             source=source,
             principal=principal,
+            trainer=trainer,
         )
 
     def model_view(self, name: str) -> ModelView:

@@ -229,3 +229,17 @@ def test_task_scores_refuses_what_does_not_fit_the_task(
     with pytest.raises(ModelError) as refused:
         task_scores(raw, task, classes, columns, 2)
     assert problem in str(refused.value)
+
+
+def test_a_failed_trainer_routes_the_run_to_its_report_as_challenger_failed() -> None:
+    from graphs.control import run_outcome
+    from graphs.state import ControlState, after_retraining
+
+    failed: ControlState = {
+        "ingestion": {"action": "accept"},
+        "drift": {"action": "retrain"},
+        "retraining": {"failed": True, "reason": "timeout", "window": 3},
+    }
+    assert after_retraining(failed) == "report"
+    assert run_outcome(failed) == "challenger_failed"
+    assert after_retraining({"retraining": {"window": 3, "family": "trainer"}}) == "evaluator"
