@@ -417,17 +417,58 @@ def _parse_snapshot(snapshot: dict[str, Any], drift_share: float) -> DriftResult
 
 
 def prediction_drift(
-    reference_scores: np.ndarray, current_scores: np.ndarray, *, method: str | None = None
+    reference_scores: np.ndarray,
+    current_scores: np.ndarray,
+    *,
+    task: Task = "binary",
+    method: str | None = None,
 ) -> ColumnDrift | None:
-    """Drift of a model's predicted probabilities between reference and current rows.
+    """Drift of a model's predictions between reference and current rows, per task:
 
-    Uses Evidently's value-drift test on the score column (default method chosen by
-    Evidently for a numeric column of that size). None when there are too few scores to test.
+    - binary: the distribution of the predicted probability (a numeric column);
+    - multiclass: the distribution of the predicted class, the arg-max of each row's
+      probabilities (a categorical column ``predicted_class`` holding the class's index);
+    - regression: the distribution of the predicted value (a numeric column).
+
+    Uses Evidently's value-drift test on that column (``method``, else the one Evidently picks
+    for the column's kind and size). None when there are too few predictions to test.
+
+    Raises:
+        DataError: scores of the wrong shape for the task.
     """
-    ref = pl.DataFrame({"prediction": np.asarray(reference_scores, dtype=float)})
-    cur = pl.DataFrame({"prediction": np.asarray(current_scores, dtype=float)})
-    result = data_drift(ref, cur, numeric=["prediction"], config=DriftConfig(num_method=method))
+    if task == "multiclass":
+        ref, cur = (_predicted_class(s) for s in (reference_scores, current_scores))
+        result = data_drift(
+            pl.DataFrame({"predicted_class": ref}),
+            pl.DataFrame({"predicted_class": cur}),
+            numeric=[],
+            categorical=["predicted_class"],
+            config=DriftConfig(cat_method=method),
+        )
+    else:
+        ref_col, cur_col = (_prediction(s, task) for s in (reference_scores, current_scores))
+        result = data_drift(
+            pl.DataFrame({"prediction": ref_col}),
+            pl.DataFrame({"prediction": cur_col}),
+            numeric=["prediction"],
+            config=DriftConfig(num_method=method),
+        )
     return result.columns[0] if result.columns else None
+
+
+def _predicted_class(scores: np.ndarray) -> list[str]:
+    """The arg-max class of each row of (n, k) probabilities, as text (a category)."""
+    s = np.asarray(scores, dtype=float)
+    if s.ndim != 2:
+        raise DataError(f"multiclass scores must have shape (n, k), got {s.shape}")
+    return [str(c) for c in np.argmax(s, axis=1).tolist()]
+
+
+def _prediction(scores: np.ndarray, task: Task) -> np.ndarray:
+    s = np.asarray(scores, dtype=float)
+    if s.ndim != 1:
+        raise DataError(f"{task} scores must have shape (n,), got {s.shape}")
+    return s
 
 
 def model_performance(

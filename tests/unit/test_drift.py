@@ -5,6 +5,7 @@ import polars as pl
 import pytest
 
 from driftpilot.core.errors import DataError, SchemaError
+from driftpilot.core.tasks import Task
 from tools.datasets import FLIGHTS
 from tools.drift import DriftConfig, data_drift, prediction_drift, score_predictions
 
@@ -68,6 +69,7 @@ def test_prediction_drift_sees_a_shifted_score() -> None:
     rng = np.random.default_rng(0)
     same = prediction_drift(rng.beta(2, 5, 3000), rng.beta(2, 5, 3000))
     moved = prediction_drift(rng.beta(2, 5, 3000), rng.beta(5, 2, 3000))
+    assert same is not None and moved is not None
     assert not same.drifted and moved.drifted
 
 
@@ -133,3 +135,66 @@ def test_a_chosen_p_value_test_is_read_as_a_p_value(months: dict[str, pl.DataFra
     assert same.columns[0].score > 0.05 and not same.columns[0].drifted
     moved = data_drift(months["2013-01"], months["2013-07"], numeric=["temp"], config=cfg)
     assert moved.columns[0].score < 0.05 and moved.columns[0].drifted
+
+
+# ------------------------------------------------------- prediction drift of every task
+
+
+@pytest.fixture(scope="module")
+def task_scores(tmp_path_factory: pytest.TempPathFactory) -> dict[Task, dict[str, np.ndarray]]:
+    """Per task, a real flights model fitted on January and its scores on two disjoint
+    samples of the rest of January and on July."""
+    from driftpilot.core.settings import Settings
+    from evals.bench_estimate_tasks import flights_tasks
+    from tools.train import TrainSpec, train_model
+
+    frame = flights_tasks(Settings(home=tmp_path_factory.mktemp("drift-home")).ensure_dirs())
+    jan = frame.filter(pl.col("month") == 1).sample(fraction=1.0, shuffle=True, seed=0)
+    jul = frame.filter(pl.col("month") == 7).sample(n=4000, seed=0)
+    out = {}
+    tasks: tuple[tuple[Task, str], ...] = (
+        ("multiclass", "delay_class"),
+        ("regression", "arr_delay"),
+    )
+    for task, target in tasks:
+        spec = TrainSpec(
+            task=task,
+            target=target,
+            numeric=FLIGHTS.numeric,
+            categorical=FLIGHTS.categorical,
+            max_rounds=100,
+        )
+        model = train_model(jan.head(12_000), spec)
+        out[task] = {
+            "jan_a": model.predict_scores(jan.slice(12_000, 4000)),
+            "jan_b": model.predict_scores(jan.slice(16_000, 4000)),
+            "jul": model.predict_scores(jul),
+        }
+    return out
+
+
+@pytest.mark.parametrize(
+    ("task", "column"), [("multiclass", "predicted_class"), ("regression", "prediction")]
+)
+def test_prediction_drift_of_every_task(
+    task_scores: dict[Task, dict[str, np.ndarray]], task: Task, column: str
+) -> None:
+    scores = task_scores[task]
+    same = prediction_drift(scores["jan_a"], scores["jan_b"], task=task)
+    summer = prediction_drift(scores["jan_a"], scores["jul"], task=task)
+    assert same is not None and summer is not None
+    assert same.column == summer.column == column
+    assert not same.drifted and summer.drifted, (same, summer)
+
+
+def test_multiclass_prediction_drift_reads_the_predicted_class(
+    task_scores: dict[Task, dict[str, np.ndarray]],
+) -> None:
+    """The class distribution, not the probabilities: a model whose probabilities all move
+    toward the same arg-max shows no drift in what it predicts."""
+    ref = task_scores["multiclass"]["jan_a"]
+    sharper = ref**3 / (ref**3).sum(axis=1, keepdims=True)  # same arg-max per row
+    found = prediction_drift(ref, sharper, task="multiclass")
+    assert found is not None and not found.drifted and found.score in (0.0, 1.0)
+    with pytest.raises(DataError, match=r"shape \(n, k\)"):
+        prediction_drift(ref[:, 0], ref[:, 0], task="multiclass")
