@@ -211,6 +211,18 @@ class TrainedHomes:
         return home
 
 
+def copy_trained_home(trained_homes: TrainedHomes, key: str, home: Path) -> Path:
+    """Fill ``home`` (absolute) with a copy of trained home ``key``, for a module-scoped
+    fixture whose home is its own rather than the ``settings`` fixture's; on PostgreSQL the
+    home is built there afresh, on the module's databases."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("DRIFTPILOT_HOME", str(home))
+        settings_module.get_settings.cache_clear()
+        trained_homes.copy_into(key, home)
+    settings_module.get_settings.cache_clear()
+    return home
+
+
 def rewrite_paths(file: Path, old: str, new: str) -> None:
     """Replace ``old`` by ``new`` in a copied file: in every text cell of a SQLite database
     (but the hash-chained tables', which must not hold it), or in a text file."""

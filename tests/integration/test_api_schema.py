@@ -2,12 +2,13 @@
 odd, gets a 5xx, and every documented response body matches its schema.
 
 ``driftpilot serve`` runs in a subprocess on a free loopback port over a temporary home with
-the flights model, one run waiting for approval, a schedule and a webhook. The schema comes
-from ``/openapi.json``; every operation is called with an admin key (so every route is
-reached past its role check) through the examples, coverage and fuzzing phases, with a
-bounded number of fuzzed examples per operation. The run goes through schemathesis' engine
-(what ``schemathesis run`` uses), not ``schemathesis.pytest.from_fixture``: that one sets
-``Function._nodeid``, which pytest 9.2 no longer has. Path parameters are sometimes replaced by
+the flights model (a copy of the session's trained home), one run waiting for approval, a
+schedule and a webhook. The schema comes from ``/openapi.json``; every operation is called
+with an admin key (so every route is reached past its role check) through the examples,
+coverage and fuzzing phases, with a bounded number of fuzzed examples per operation. The run
+goes through schemathesis' engine (what ``schemathesis run`` uses), not
+``schemathesis.pytest.from_fixture``: that one sets ``Function._nodeid``, which pytest 9.2 no
+longer has. Path parameters are sometimes replaced by
 the real ones (the model ``flights``, the waiting run, the schedule, the webhook), so the
 cases reach past the 404s into the routes' own logic.
 
@@ -36,30 +37,35 @@ from schemathesis.engine import events
 
 from driftpilot.core.settings import Settings
 from driftpilot.runs.plane import ControlPlane
-from tests.conftest import add_flights
+from tests.conftest import TrainedHomes, copy_trained_home
 from tests.integration.test_api_http import LIMITS, Server, free_port
 from tests.integration.test_control_graph import FORCE_RETRAIN, HIGH_RISK, merge
 
 pytestmark = pytest.mark.integration
 
-EXAMPLES = 25  # fuzzed examples per operation (the coverage phase adds its own cases)
+# Fuzzed examples per operation. The coverage phase adds its own cases (~50 an operation,
+# most of the run: every documented value, boundary and missing or wrong-typed part).
+EXAMPLES = 10
 SEED = 20261201
 
 
 @pytest.fixture(scope="module")
 def served(
-    tmp_path_factory: pytest.TempPathFactory, flights_df: pl.DataFrame, months: Any
+    tmp_path_factory: pytest.TempPathFactory,
+    flights_df: pl.DataFrame,
+    months: Any,
+    trained_homes: TrainedHomes,
 ) -> Iterator[tuple[Server, dict[str, str]]]:
     """The server, and real values for the path parameters."""
     root = tmp_path_factory.mktemp("api-schema")
     home = root / "home"
     policy = root / "policy.yaml"
     policy.write_text(yaml.safe_dump(merge(FORCE_RETRAIN, HIGH_RISK)))
+    copy_trained_home(trained_homes, "flights", home)  # flights and its champion v1
     settings_ = Settings(home=home, policy_path=policy, lease_ttl_s=3).ensure_dirs()
     assert settings_.cache_dir is not None
     flights_df.write_parquet(settings_.cache_dir / "flights.parquet")
     cp = ControlPlane(settings_)
-    add_flights(cp, months["2013-01"].sample(n=4000, seed=1).sort("time_hour"))
     july = months["2013-07"].sample(n=2000, seed=2).sort("time_hour")
     waiting = cp.start_run("flights", july, "2013-07", requested_by="alice")
     assert waiting.status == "waiting_approval", waiting
