@@ -322,7 +322,10 @@ def _read_result(
         result: dict[str, Any] = json.loads(path.read_text())
         if result["ok"] and returncode == 0:
             return result
-        reason, message = result.get("reason", "crashed"), result.get("message", "failed")
+        if result["ok"]:  # it saved a model, then died on its way out: not to be trusted
+            reason, message = "crashed", f"exited with code {returncode} after saving its model"
+        else:
+            reason, message = result["reason"], result["message"]
     elif any(mark in tail for mark in _OOM_MARKS):
         reason, message = "out_of_memory", "ran out of memory (its memory limit)"
     elif returncode < 0:

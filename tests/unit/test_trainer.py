@@ -166,6 +166,16 @@ def test_a_trainer_past_its_memory_limit_fails_as_out_of_memory(
     assert "held" not in failed.value.log_tail  # it never got its 3 GB
 
 
+def test_a_trainer_whose_process_dies_is_read_from_its_exit(
+    window: pl.DataFrame, tmp_path: Path
+) -> None:
+    with pytest.raises(TrainerFailed) as failed:
+        run("crashes:fit", window, "binary", tmp_path)
+    assert failed.value.reason == "crashed"
+    assert "killed by signal SIGKILL" in str(failed.value)
+    assert "calling into a native library" in failed.value.log_tail
+
+
 @pytest.mark.parametrize(
     ("reference", "task", "lacks"),
     [
