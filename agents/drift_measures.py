@@ -18,7 +18,7 @@ from agents.context import RunContext
 from agents.optimizer import training_window
 from driftpilot.core.errors import ConfigError, DataError
 from driftpilot.core.tasks import Metric, Task, check_task
-from tools.estimate import metric_interval
+from tools.estimate import estimate, fit_estimator, metric_interval
 from tools.evaluate import Comparison, compare_models
 from tools.metrics import encode_labels
 from tools.shift import DomainCheck, domain_classifier
@@ -235,8 +235,6 @@ def _estimate(
     rules = ctx.policy.drift
 
     def both() -> dict[str, Any]:
-        from tools.estimate import estimate, fit_estimator  # TODO(B1 lands): top level
-
         held = scorer.predict_scores(holdout)
         labels = encode_labels(holdout[spec.target], spec.task, classes_of(scorer))
         seed = ctx.settings.seed
