@@ -20,12 +20,15 @@ from driftpilot.cli import app
 from driftpilot.core.settings import Settings, get_settings
 from driftpilot.runs.plane import ControlPlane
 from driftpilot.store.models import ChampionChange, Decision, ManagedModel, ToolCall
+from tests.conftest import jan_initial
 from tools import registry
+from tools.datasets import FLIGHTS_DELAY
 
 pytestmark = pytest.mark.integration
 
 RAISES = "tests.fixtures.trainers.raises:fit"
 SKLEARN = "tests.fixtures.trainers.sklearn_fit:fit"
+PYFUNC = "tests.fixtures.trainers.pyfunc_fit:fit"
 FORCE_RETRAIN = {"drift": {"retrain": "always"}, "optimizer": {"default_trials": 2}}
 
 
@@ -123,6 +126,47 @@ def test_a_good_trainer_gives_a_challenger_evaluated_under_the_policy(
             assert scores.shape == (50,)
         else:
             assert champion == 1
+        assert cp.verify().ok
+    finally:
+        cp.close()
+
+
+def test_a_regression_retrained_by_an_owners_pyfunc(
+    settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    months: dict[str, pl.DataFrame],
+    july: pl.DataFrame,
+) -> None:
+    """A regression (flights' arrival delay in minutes, RMSE) whose owner's trainer returns an
+    MLflow PythonModel: the pyfunc travels inside the challenger's MLflow run, the evaluator
+    loads it back and compares RMSE (lower is better) with the champion's."""
+    low_risk = {"min_gain_to_halfwidth": 0.0, "max_divergence": 1.0, "family_change_is_high": False}
+    use_policy(tmp_path, monkeypatch, {**FORCE_RETRAIN, "risk": low_risk})
+    cp = ControlPlane(get_settings())
+    try:
+        cp.add_model(
+            "delay",
+            jan_initial(months),
+            target=FLIGHTS_DELAY.target,
+            time_col=FLIGHTS_DELAY.time_col,
+            numeric=FLIGHTS_DELAY.numeric,
+            categorical=FLIGHTS_DELAY.categorical,
+            task="regression",
+            trainer=PYFUNC,
+            principal="ann",
+        )
+        view = cp.start_run("delay", july, "2013-07")
+        assert view.status == "completed", view.summary
+        retrained, evaluation = view.summary["retraining"], view.summary["evaluation"]
+        assert retrained["trainer"] == PYFUNC and not retrained.get("failed")
+        assert (evaluation["metric"], evaluation["higher_is_better"]) == ("rmse", False)
+        assert evaluation["challenger"] > 0 and evaluation["champion"] > 0
+        expected = {"promote": "promoted", "reject": "challenger_rejected"}[evaluation["action"]]
+        assert view.outcome == expected, evaluation
+        if view.outcome == "promoted":
+            model = registry.load_version("delay", 2, settings)
+            assert model.predict_scores(july.head(50)).shape == (50,)
         assert cp.verify().ok
     finally:
         cp.close()
