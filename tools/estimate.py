@@ -570,7 +570,10 @@ def _simulated_macro_auc(
         if binary:
             drawn = [(u < q[:, 0]).astype(float)]
         else:
-            label = (u[:, :, None] > np.cumsum(q, axis=1)[None, :, :]).sum(axis=2)
+            # (a draw above a cumulative sum that rounds below 1 belongs to the last class)
+            label = np.minimum(
+                (u[:, :, None] > np.cumsum(q, axis=1)[None, :, :]).sum(axis=2), k - 1
+            )
             drawn = [(label == c).astype(float) for c in range(k)]
         per_class = []
         for c, is_c in enumerate(drawn):
