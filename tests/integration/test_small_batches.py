@@ -104,9 +104,10 @@ def test_a_batch_without_labels_is_accepted_and_filed_for_them(
     from tools.drift import model_performance
 
     actual = model_performance(realised, truth, FLIGHTS.target).get("roc_auc")
-    assert drift.get("roc_auc") is None and drift["estimated_roc_auc"] is not None
-    assert drift["estimated_low"] <= drift["estimated_roc_auc"] <= drift["estimated_high"]
-    assert abs(drift["estimated_roc_auc"] - actual) < 0.05, (drift["estimated_roc_auc"], actual)
+    assert drift.get("score") is None and drift["estimated_score"] is not None
+    assert drift["metric"] == "roc_auc" and drift["estimate_method"] == "cbpe"
+    assert drift["estimated_low"] <= drift["estimated_score"] <= drift["estimated_high"]
+    assert abs(drift["estimated_score"] - actual) < 0.05, (drift["estimated_score"], actual)
     assert "metric_drop" in drift and "metric_drop_low" in drift
 
 
@@ -122,5 +123,5 @@ def test_values_far_beyond_the_reference_range_are_checked_not_quarantined(
     assert view.outcome != "quarantined"
     ingestion, drift = view.summary["ingestion"], view.summary["drift"]
     assert any("far outside the reference range" in w for w in ingestion["warnings"])
-    assert drift["roc_auc"] is not None and drift["roc_auc_low"] <= drift["roc_auc"]
+    assert drift["score"] is not None and drift["score_low"] <= drift["score"]
     assert "pressure" in drift["drifted_columns"]
