@@ -57,6 +57,12 @@ class ModelAdopt(_Strict):
         default_factory=list, max_length=1000, description="Inputs, needed without a signature."
     )
     categorical: list[Annotated[str, COLUMN]] = Field(default_factory=list, max_length=1000)
+    trainer: str | None = Field(
+        None,
+        max_length=300,
+        description="package.module:fit that fits its challengers (default: the built-in "
+        "families).",
+    )
 
 
 @router.post(
@@ -89,6 +95,7 @@ def adopt_model(body: ModelAdopt, cp: Plane, conf: Conf, key: Operator) -> Adopt
         numeric=tuple(body.numeric),
         categorical=tuple(body.categorical),
         source=json.dumps(source),
+        trainer=body.trainer,
     )
     return Adoptions(cp.models).adopt(request, principal=key.principal)
 

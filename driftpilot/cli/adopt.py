@@ -43,6 +43,10 @@ def model_adopt(
         str, typer.Option(help="Comma-separated numeric inputs (needed without a signature).")
     ] = "",
     categorical: Annotated[str, typer.Option(help="Comma-separated categorical inputs.")] = "",
+    trainer: Annotated[
+        str | None,
+        typer.Option(help="package.module:fit that fits its challengers (default: built-in)."),
+    ] = None,
     by: Annotated[str | None, typer.Option("--by", help="Who adopts it (audited).")] = None,
     as_json: AsJson = False,
 ) -> None:
@@ -68,6 +72,7 @@ def model_adopt(
         numeric=_names(numeric),
         categorical=_names(categorical),
         source=str(reference),
+        trainer=trainer,
     )
     plane = _plane()
     try:

@@ -446,3 +446,35 @@ def test_cli_and_api_adopt_a_model_directory(
         assert [m.name for m in cp.list_models()] == ["late-api", "late-cli"]
     finally:
         cp.close()
+
+
+def test_the_next_batch_runs_on_an_adopted_regression(
+    plane: ControlPlane,
+    data: dict[str, pl.DataFrame],
+    months: dict[str, pl.DataFrame],
+    tmp_path: Path,
+) -> None:
+    """After adopting, a control run on the next month measures the owner's model: its RMSE
+    with an interval on the labelled batch, its drift and the DLE estimate without labels."""
+    from sklearn.linear_model import Ridge
+
+    num, cat = FLIGHT_NUMERIC, FLIGHT_CATEGORICAL
+    x = features(data["train"], num, cat)
+    pipe = sklearn_pipeline(Ridge(), num, cat).fit(x, data["train"]["arr_delay"].to_numpy())
+    path = tmp_path / "ridge"
+    mlflow.sklearn.save_model(
+        pipe, str(path), signature=infer_signature(x), skops_trusted_types=TRUSTED
+    )
+    adopt(plane, "delay", str(path), data["reference"], target="arr_delay", time_col=TIME)
+    march = months["2013-03"].sample(n=3000, seed=13).sort(TIME)
+    run = plane.start_run("delay", march, "2013-03")
+    assert run.status in ("completed", "waiting_approval"), run.summary
+    drift = run.summary["drift"]
+    assert (drift["metric"], drift["higher_is_better"], drift["champion_version"]) == (
+        "rmse",
+        False,
+        1,
+    )
+    assert drift["score_low"] <= drift["score"] <= drift["score_high"]
+    assert drift["estimate_method"] == "dle" and drift["estimated_score"] > 0
+    assert drift["baseline"] == plane.store.get(ManagedModel, "delay").baseline
