@@ -20,7 +20,7 @@ from driftpilot.core.errors import ChampionMoved
 from driftpilot.core.settings import Settings
 from driftpilot.runs.plane import ControlPlane
 from driftpilot.store.models import ChampionChange, Decision, Run
-from tests.conftest import add_flights
+from tests.conftest import TrainedHomes, copy_trained_home
 from tests.integration.test_control_graph import FORCE_RETRAIN, HIGH_RISK, merge
 from ui.acting import Proposal
 from ui.chat import Chat, sign_in
@@ -31,16 +31,22 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory, flights_df: pl.DataFrame, months: Any) -> Any:
-    """flights with v1, and two promotions of it waiting for a person (July, October)."""
+def home(
+    tmp_path_factory: pytest.TempPathFactory,
+    flights_df: pl.DataFrame,
+    months: Any,
+    trained_homes: TrainedHomes,
+) -> Any:
+    """flights with v1 (a copy of the session's trained home), and two promotions of it
+    waiting for a person (July, October)."""
     root = tmp_path_factory.mktemp("chat-confirm")
     policy = root / "policy.yaml"
     policy.write_text(yaml.safe_dump(merge(FORCE_RETRAIN, HIGH_RISK)))
+    copy_trained_home(trained_homes, "flights", root / "home")
     settings = Settings(home=root / "home", policy_path=policy).ensure_dirs()
     assert settings.cache_dir is not None
     flights_df.write_parquet(settings.cache_dir / "flights.parquet")  # no CSV parse here
     cp = ControlPlane(settings)
-    add_flights(cp, months["2013-01"].sample(n=4000, seed=1).sort("time_hour"))
     july = cp.start_run("flights", months["2013-07"].sample(n=5000, seed=3), "2013-07")
     october = cp.start_run("flights", months["2013-10"].sample(n=5000, seed=4), "2013-10")
     assert july.status == october.status == "waiting_approval"

@@ -1,7 +1,7 @@
 """Labels that arrive late, end to end on real flights: February batches run without their
 target (accepted, filed with an empty label column), then February's real labels are attached
 through the service, the CLI and the API (``driftpilot serve`` over real HTTP). One home,
-one champion and one server for the module."""
+one champion (a copy of the session's trained home) and one server for the module."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from driftpilot.core.settings import get_settings
 from driftpilot.runs.evidence_keys import upgrade
 from driftpilot.runs.plane import ControlPlane, LabelsView
 from driftpilot.store.models import BatchRecord, Decision, ToolCall
-from tests.conftest import add_flights
+from tests.conftest import TrainedHomes, copy_trained_home
 from tests.integration.test_api_http import LIMITS, Server, assert_problem
 from tools import registry
 from tools.data import content_hash
@@ -38,15 +38,17 @@ PARTS = ("feb-a", "feb-cli", "feb-api", "feb-key")
 
 @pytest.fixture(scope="module")
 def plane(
-    tmp_path_factory: pytest.TempPathFactory, months: dict[str, pl.DataFrame]
+    tmp_path_factory: pytest.TempPathFactory, trained_homes: TrainedHomes
 ) -> Iterator[ControlPlane]:
-    """A flights champion on 5,000 January flights, default policy, builtin LLM."""
+    """A copy of the session's trained flights home (champion v1 on 9,000 January flights),
+    default policy, builtin LLM."""
+    home = tmp_path_factory.mktemp("labels") / "home"
     with pytest.MonkeyPatch.context() as env:
-        env.setenv("DRIFTPILOT_HOME", str(tmp_path_factory.mktemp("labels") / "home"))
+        env.setenv("DRIFTPILOT_HOME", str(home))
         env.delenv("DRIFTPILOT_POLICY_PATH", raising=False)
+        copy_trained_home(trained_homes, "flights", home)
         get_settings.cache_clear()
         cp = ControlPlane(get_settings())
-        add_flights(cp, months["2013-01"].sample(n=5000, seed=1).sort("time_hour"))
         yield cp
         cp.close()
     get_settings.cache_clear()
