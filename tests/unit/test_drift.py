@@ -141,14 +141,12 @@ def test_a_chosen_p_value_test_is_read_as_a_p_value(months: dict[str, pl.DataFra
 
 
 @pytest.fixture(scope="module")
-def task_scores(tmp_path_factory: pytest.TempPathFactory) -> dict[Task, dict[str, np.ndarray]]:
+def task_scores(flights_df: pl.DataFrame) -> dict[Task, dict[str, np.ndarray]]:
     """Per task, a real flights model fitted on January and its scores on two disjoint
     samples of the rest of January and on July."""
-    from driftpilot.core.settings import Settings
-    from evals.bench_estimate_tasks import flights_tasks
     from tools.train import TrainSpec, train_model
 
-    frame = flights_tasks(Settings(home=tmp_path_factory.mktemp("drift-home")).ensure_dirs())
+    frame = flights_df
     jan = frame.filter(pl.col("month") == 1).sample(fraction=1.0, shuffle=True, seed=0)
     jul = frame.filter(pl.col("month") == 7).sample(n=4000, seed=0)
     out = {}

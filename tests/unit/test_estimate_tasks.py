@@ -17,7 +17,7 @@ import pytest
 
 from driftpilot.core.errors import ConfigError, DataError
 from driftpilot.core.tasks import Task, metrics_for
-from evals.bench_estimate_tasks import TARGETS, Sizes, covariate_shift, flights_tasks, forward
+from evals.bench_estimate_tasks import TARGETS, Sizes, covariate_shift, forward
 from tools.datasets import FLIGHTS
 from tools.estimate import (
     estimate,
@@ -33,10 +33,9 @@ MONTHS = range(1, 13, 2)  # six months, winter to autumn
 
 
 @pytest.fixture(scope="module")
-def frame(tmp_path_factory: pytest.TempPathFactory) -> pl.DataFrame:
-    from driftpilot.core.settings import Settings
-
-    return flights_tasks(Settings(home=tmp_path_factory.mktemp("estimate-home")).ensure_dirs())
+def frame(flights_df: pl.DataFrame) -> pl.DataFrame:
+    """The year's flights: delayed, delay_class and arr_delay, one target per task."""
+    return flights_df
 
 
 @pytest.fixture(scope="module")

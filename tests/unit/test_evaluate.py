@@ -81,12 +81,9 @@ METRICS_BY_TASK: dict[Task, list[str]] = {
 
 
 @pytest.fixture(scope="module")
-def flight_tasks(tmp_path_factory: pytest.TempPathFactory) -> pl.DataFrame:
-    from driftpilot.core.settings import Settings
-    from evals.bench_estimate_tasks import flights_tasks
-
-    frame = flights_tasks(Settings(home=tmp_path_factory.mktemp("tasks-home")).ensure_dirs())
-    return frame.filter(pl.col("time_hour").dt.month() <= 3)
+def flight_tasks(flights_df: pl.DataFrame) -> pl.DataFrame:
+    """January to March flights: delayed, delay_class and arr_delay, one target per task."""
+    return flights_df.filter(pl.col("time_hour").dt.month() <= 3)
 
 
 def _fit(frame: pl.DataFrame, task: Task, rows: int, rounds: int) -> Any:
