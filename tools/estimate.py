@@ -42,6 +42,11 @@ What CBPE assumes, and when not to trust it:
   probabilities. It does not include the calibrator's own error nor any violation of the
   assumptions above, so it is a lower bound on the real uncertainty.
 
+Measured on real flights (``evals/bench_estimate_tasks.py``; 12 monthly batches of 8,000
+rows, seasonal covariate shift without concept drift): binary CBPE off by 0.012 on average,
+multiclass 0.007 (macro ROC AUC); forward in time, where delays relate to the features
+differently each season, both over-estimated the AUC by about 0.09.
+
 **Regression: direct loss estimation (DLE, as in NannyML:
 https://nannyml.readthedocs.io/en/stable/how_it_works/performance_estimation.html#direct-loss-estimation-dle).**
 A LightGBM regressor (one thread) learns the champion's loss per row, the squared error for
@@ -67,6 +72,10 @@ What DLE assumes, and when not to trust it:
 * Squared errors are heavy-tailed (a handful of five-hour delays dominate a month's RMSE): a
   small batch's realised RMSE swings with its few extreme rows, which no estimate from the
   features can foresee; trust the estimate on batches of thousands of rows, not dozens.
+* Measured on real flights (same bench): the estimated RMSE of the arrival delay was off by
+  6.3 % of the realised RMSE on average (5.9 % and 7.5 % with other seeds), by up to 20 % in
+  a single month (October and November, whose realised RMSE fell below the reference's);
+  forward in time, 7.9 % on average.
 * It needs enough reference rows to learn the loss (``MIN_DLE_ROWS``), and batches inside the
   reference's range of features and predictions (a tree model extrapolates flat).
 """
