@@ -236,7 +236,6 @@ def fetch(uri: str, tracking_uri: str, dst: Path) -> tuple[Path, Source]:
         return local.resolve(), _local_source(local)
     from mlflow import MlflowClient
     from mlflow.artifacts import download_artifacts
-    from mlflow.exceptions import MlflowException
 
     try:
         client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
@@ -247,7 +246,9 @@ def fetch(uri: str, tracking_uri: str, dst: Path) -> tuple[Path, Source]:
             tracking_uri=tracking_uri,
             registry_uri=tracking_uri,
         )
-    except MlflowException as exc:
+    except ConfigError:
+        raise
+    except Exception as exc:  # MlflowException, and the HTTP client's or a store's own errors
         raise RegistryError(f"cannot fetch {uri} from {redact(tracking_uri)}: {exc}") from exc
     if not (Path(path) / "MLmodel").is_file():
         raise ConfigError(f"{uri} is not an MLflow model (no MLmodel file in {path})")

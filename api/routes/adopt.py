@@ -22,7 +22,7 @@ from api.deps import Conf, Operator, Plane
 from api.problems import Problem
 from api.routes.runs import batch_roots, frame_of
 from api.schemas import COLUMN, MODEL_NAME, RunInput, _Strict
-from driftpilot.core.errors import NotFound
+from driftpilot.core.errors import ModelError, NotFound
 from driftpilot.runs.adopt import Adoptions, AdoptionView, AdoptRequest
 from driftpilot.runs.plane import ControlPlane
 
@@ -72,7 +72,10 @@ class ModelAdopt(_Strict):
     responses={
         404: {"description": "Unknown dataset or batch"},
         409: {"description": "The model exists, a run holds it, or a registry conflict"},
-        422: {"description": "Bad URI, or the model does not fit the reference (columns named)"},
+        422: {
+            "description": "Bad URI, the model does not fit the reference (columns named), or "
+            "it fails on it"
+        },
     },
 )
 def adopt_model(body: ModelAdopt, cp: Plane, conf: Conf, key: Operator) -> AdoptionView:
@@ -97,7 +100,10 @@ def adopt_model(body: ModelAdopt, cp: Plane, conf: Conf, key: Operator) -> Adopt
         source=json.dumps(source),
         trainer=body.trainer,
     )
-    return Adoptions(cp.models).adopt(request, principal=key.principal)
+    try:
+        return Adoptions(cp.models).adopt(request, principal=key.principal)
+    except ModelError as exc:  # the owner's model fails on its reference: the request's fault
+        raise Problem(422, str(exc), slug="unusable-model", title="Unusable model") from exc
 
 
 def _check_new(cp: ControlPlane, name: str) -> None:

@@ -1,0 +1,88 @@
+"""tools.adopt's pure parts on real flights rows: the input check (every mismatch named in
+one error), how a classifier's output is read, URIs and credentials. MLflow itself is
+exercised in tests/integration/test_adopt.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import polars as pl
+import pytest
+
+from driftpilot.core.errors import ConfigError, ModelError, SchemaError
+from tools import adopt
+
+
+@pytest.fixture(scope="module")
+def rows(months: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    return months["2013-02"].head(400)
+
+
+def test_check_inputs_names_every_mismatch_at_once(rows: pl.DataFrame) -> None:
+    signature = {"distance": "double", "hour": "long", "carrier": "double", "gone": "string"}
+    with pytest.raises(SchemaError) as caught:
+        adopt.check_inputs(rows, "arr_delay", signature, ["distance", "temp"], ["carrier"])
+    message = str(caught.value)
+    assert "missing columns ['gone']" in message
+    assert "extra columns ['temp']" in message
+    assert "columns ['hour'] are inputs of the model but named in neither list" in message
+    assert "retyped columns ['carrier (model: double, reference: String)']" in message
+
+
+def test_check_inputs_from_a_signature_and_from_names(rows: pl.DataFrame) -> None:
+    signature = {"distance": "double", "hour": "long", "carrier": "string"}
+    inputs, num, cat = adopt.check_inputs(rows, "delayed", signature, [], [])
+    assert (inputs, num, cat) == (signature, ["distance", "hour"], ["carrier"])
+    # The owner's names say which inputs are categorical (an integer code, here).
+    _, num, cat = adopt.check_inputs(rows, "delayed", signature, ["distance"], ["hour", "carrier"])
+    assert (num, cat) == (["distance"], ["hour", "carrier"])
+    inputs, _, _ = adopt.check_inputs(rows, "delayed", None, ["distance"], ["origin"])
+    assert inputs == {"distance": "double", "origin": "string"}
+    with pytest.raises(SchemaError, match="the target 'delayed' is one of the model's inputs"):
+        adopt.check_inputs(rows, "delayed", {"delayed": "long"}, [], [])
+    with pytest.raises(SchemaError, match="no input signature"):
+        adopt.check_inputs(rows, "delayed", None, [], [])
+
+
+def test_a_classifiers_output_is_read_once(rows: pl.DataFrame) -> None:
+    labels = rows["delay_class"]
+    known = sorted(labels.unique().to_list())
+    frame = pd.DataFrame(np.full((rows.height, len(known)), 0.25), columns=known[::-1])
+    read = adopt._read_output(frame, "multiclass", labels, "python_function")
+    assert (read.output, read.classes, read.columns) == ("proba_frame", known[::-1], [0, 1, 2, 3])
+    two = np.column_stack([np.full(rows.height, 0.7), np.full(rows.height, 0.3)])
+    binary = adopt._read_output(two, "binary", rows["delayed"], "lightgbm")
+    assert (binary.output, binary.columns) == ("proba_frame", [1])
+    p = np.linspace(0.01, 0.99, rows.height)
+    assert adopt._read_output(p, "binary", rows["delayed"], "x").output == "proba_array"
+    said = adopt._read_output(rows["delayed"].to_numpy(), "binary", rows["delayed"], "x")
+    assert said.output == "labels"
+    words = adopt._read_output(labels.to_numpy(), "multiclass", labels, "x")
+    assert (words.output, words.classes) == ("labels", known)
+    with pytest.raises(ModelError, match="outside \\[0, 1\\]"):
+        adopt._read_output(p * 3, "binary", rows["delayed"], "x")
+    with pytest.raises(ModelError, match="3 score columns"):
+        adopt._read_output(np.ones((rows.height, 3)), "multiclass", labels, "x")
+
+
+def test_label_scores_and_metrics_of_a_label_only_model() -> None:
+    onehot = adopt._label_scores(
+        np.array(["late", "early", "odd"]), "multiclass", ["early", "late"]
+    )
+    assert onehot.tolist() == [[0.0, 1.0], [1.0, 0.0], [0.0, 0.0]]
+    assert adopt.metrics_of("multiclass", True) == (["macro_f1"], ["roc_auc", "log_loss"])
+    assert adopt.primary_metric("multiclass", ["macro_f1"]) == "macro_f1"
+    assert adopt.primary_metric("regression", adopt.metrics_of("regression", False)[0]) == "rmse"
+
+
+def test_uris(tmp_path: Path) -> None:
+    assert (
+        adopt.redact("https://ann:secret@mlflow.example:5000/x") == "https://mlflow.example:5000/x"
+    )
+    assert adopt.redact("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+    with pytest.raises(ConfigError, match="not an MLflow model directory"):
+        adopt.fetch(str(tmp_path), "sqlite:///unused.db", tmp_path / "dst")
+    with pytest.raises(ConfigError, match="give models:/NAME@ALIAS"):
+        adopt.fetch("models:/a/b/c", f"sqlite:///{tmp_path / 'm.db'}", tmp_path / "dst")
