@@ -30,6 +30,7 @@ from tools.trainer import (
     REQUEST_NAME,
     RESULT_NAME,
     SKLEARN_FILE,
+    STARTED_NAME,
     TRAIN_NAME,
     TrainerModel,
     parse_trainer,
@@ -159,6 +160,7 @@ def run(workdir: Path) -> str:
     limit_memory(request["memory_mb"])
     trainer = request["trainer"]
     print(f"[driftpilot] {trainer}: fitting a {spec.task} model on {train.height} rows")
+    (workdir / STARTED_NAME).touch()  # the parent's clock starts: the owner's code runs now
     fit = load_fit(trainer)
     started = time.perf_counter()
     model = _stage("raised", "fitting", lambda: fit(train, spec))

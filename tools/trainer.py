@@ -7,7 +7,8 @@ does — raise, hang, eat memory, crash the interpreter — ends only its own st
 - the training window goes to the child as a Parquet file, the spec as JSON;
 - the child gets a memory limit (``RLIMIT_AS``, set after its own runtime is loaded, before the
   owner's module is imported: ``memory_mb`` is what the owner's code may add) and the parent
-  kills its whole process group after ``timeout_s``;
+  kills its whole process group once the owner's code (its import and ``fit``) ran
+  ``timeout_s``;
 - the child's stdout and stderr go to ``trainer.log`` in the work folder (kept: the caller
   attaches it to the challenger's MLflow run);
 - the model fit returns must score the task: an sklearn-compatible estimator (``predict``, and
@@ -54,6 +55,8 @@ LOG_NAME, RESULT_NAME, REQUEST_NAME, TRAIN_NAME = (
     "train.parquet",
 )
 SKLEARN_FILE, PYFUNC_DIR = "model.pkl", "model"
+STARTED_NAME = "started"  # the child writes it when it turns to the owner's code
+STARTUP_S = 120.0  # for the child's own start (Python, Polars, reading the window)
 CHECK_ROWS = 200  # rows of the window the returned model must score before it is accepted
 _TAIL_CHARS = 2000
 _REFERENCE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
@@ -233,7 +236,11 @@ def run_trainer(
     keep = [*spec.features, spec.target, *([spec.time_col] if spec.time_col else [])]
     train = train.select([c for c in dict.fromkeys(keep) if c in train.columns])
     workdir.mkdir(parents=True, exist_ok=True)
-    for stale in (RESULT_NAME, SKLEARN_FILE):  # a retry must not read an earlier attempt's
+    for stale in (
+        RESULT_NAME,
+        SKLEARN_FILE,
+        STARTED_NAME,
+    ):  # a retry must not read an earlier attempt's
         (workdir / stale).unlink(missing_ok=True)
     shutil.rmtree(workdir / PYFUNC_DIR, ignore_errors=True)
     train.write_parquet(workdir / TRAIN_NAME)
@@ -287,11 +294,25 @@ def _run_child(
             start_new_session=True,
         )
         try:
-            return child.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            return None
+            return _wait(child, workdir / STARTED_NAME, timeout_s)
         finally:
             _kill_group(child)
+
+
+def _wait(child: subprocess.Popen[bytes], started: Path, timeout_s: float) -> int | None:
+    """The child's exit code, or None once it ran past its time: ``timeout_s`` from the moment
+    it turns to the owner's code (it writes ``started``), so that a slow start of DriftPilot's
+    own runtime on a busy machine does not eat the trainer's time; the start itself gets
+    ``STARTUP_S``."""
+    deadline = time.monotonic() + STARTUP_S
+    counting = False
+    while (code := child.poll()) is None:
+        if not counting and started.exists():
+            counting, deadline = True, time.monotonic() + timeout_s
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.05)
+    return code
 
 
 def _kill_group(child: subprocess.Popen[bytes]) -> None:
@@ -318,6 +339,8 @@ def _read_result(
     path = workdir / RESULT_NAME
     if returncode is None:
         reason, message = "timeout", "ran past its time limit and was killed"
+        if not (workdir / STARTED_NAME).exists():
+            message = f"did not start within {STARTUP_S:.0f} s and was killed"
     elif path.exists():
         result: dict[str, Any] = json.loads(path.read_text())
         if result["ok"] and returncode == 0:

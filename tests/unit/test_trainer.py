@@ -135,7 +135,8 @@ def test_a_hanging_trainer_is_killed_with_what_it_started(
     with pytest.raises(TrainerFailed) as failed:
         run("hangs:fit", window, "binary", tmp_path, timeout_s=3.0, project=project)
     assert failed.value.reason == "timeout"
-    assert time.monotonic() - started < 3.0 + 15.0
+    # 3 s from the moment the owner's code ran, after the child's own start (slow when busy).
+    assert 3.0 <= time.monotonic() - started < 3.0 + 30.0
     assert "waiting for a lock that never frees" in failed.value.log_tail
     helper = int((project / "helper.pid").read_text())  # the trainer's own child process
     assert not alive(helper)
