@@ -36,6 +36,7 @@ from driftpilot.runs.plane import ControlPlane
 from driftpilot.store.models import ChampionChange, Decision, ManagedModel
 from tests.integration.test_mlflow_server import Server, server
 from tools import registry
+from tools.adopt import fetch
 from tools.datasets import FLIGHT_CATEGORICAL, FLIGHT_NUMERIC, FLIGHTS
 from tools.metrics import value
 
@@ -267,6 +268,11 @@ def test_lightgbm_multiclass_booster_uses_its_probabilities(
             booster, name="model", signature=infer_signature(x, booster.predict(x))
         ),
     )
+    # Fetching from the owner's MLflow leaves this process's MLflow URIs (DriftPilot's) alone.
+    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    path, source = fetch(f"runs:/{info.run_id}/model", owner, tmp_path / "fetched")
+    assert (path / "MLmodel").is_file() and source.run_id == info.run_id
+    assert (mlflow.get_tracking_uri(), mlflow.get_registry_uri()) == before != (owner, owner)
     view = adopt(
         plane,
         "delay-class",

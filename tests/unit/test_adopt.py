@@ -86,3 +86,34 @@ def test_uris(tmp_path: Path) -> None:
         adopt.fetch(str(tmp_path), "sqlite:///unused.db", tmp_path / "dst")
     with pytest.raises(ConfigError, match="give models:/NAME@ALIAS"):
         adopt.fetch("models:/a/b/c", f"sqlite:///{tmp_path / 'm.db'}", tmp_path / "dst")
+
+
+def test_a_classifier_with_predict_proba_is_read_through_its_flavour(rows: pl.DataFrame) -> None:
+    """LightGBM's and CatBoost's sklearn classifiers: their predict_proba, in classes_ order."""
+    from catboost import CatBoostClassifier
+    from lightgbm import LGBMClassifier
+
+    inputs = {c: "double" for c in ("distance", "hour", "dewp", "visib")}
+    x = adopt.model_input(rows, inputs)
+    labels = rows["delay_class"]
+    for clf in (
+        LGBMClassifier(n_estimators=20, verbose=-1),
+        CatBoostClassifier(iterations=20, verbose=False, allow_writing_files=False),
+    ):
+        clf.fit(x, labels.to_numpy())
+        read = adopt.choose_scoring(None, clf, x, "multiclass", labels, "lightgbm")
+        assert (read.output, read.classes) == ("native_proba", sorted(labels.unique().to_list()))
+        spec = adopt.AdoptedSpec(
+            task="multiclass",
+            target="delay_class",
+            numeric=list(inputs),
+            categorical=[],
+            inputs=inputs,
+            flavour="lightgbm",
+            output=read.output,
+            classes=read.classes,
+            columns=read.columns,
+        )
+        model = adopt.AdoptedModel(spec, pyfunc=None, native=clf)
+        assert np.allclose(model.predict_scores(rows), clf.predict_proba(x))
+        assert model.encode(labels).min() >= 0
