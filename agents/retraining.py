@@ -51,7 +51,10 @@ class RetrainingEvidence(BaseModel):
     )
     available_batches: int = Field(description="Accepted batches of the model, this one included.")
     drift: str | None = Field(description="The drift severity the analyst found.")
-    optimizer: dict[str, Any] = Field(description="The tuned family and its best_value.")
+    optimizer: dict[str, Any] = Field(
+        description="The tuned family, the validation loss its study minimised (`loss`) and "
+        "its best_value (lower is better)."
+    )
     material: bool = Field(
         False, description="The inputs moved materially (not shown: the window rules read it)."
     )
@@ -76,7 +79,8 @@ def gather(state: dict[str, Any], ctx: RunContext) -> RetrainingEvidence:
         rejected_windows=[r["retraining"]["window"] for r in rejected if r.get("retraining")],
         available_batches=len(ctx.accepted_batches(model)),
         drift=state["drift"].get("severity"),
-        optimizer={k: state["optimizer"][k] for k in ("family", "best_value")},
+        # best_value is the study's validation loss (loss: log_loss or rmse, lower is better)
+        optimizer={k: state["optimizer"].get(k) for k in ("family", "loss", "best_value")},
         material=bool(state["drift"].get("material")),
     )
 
