@@ -453,7 +453,7 @@ def template(
             )
         )
     if perf.get("fresh_gain") is not None:
-        parts.append(describe_fresh_gain(perf["fresh_gain"], perf["fresh_gain_low"]))
+        parts.append(describe_fresh_gain(perf["fresh_gain"], perf["fresh_gain_low"], info))
     signals = "; ".join(bounds.signals) or "no signal"
     policy = f"Policy: {action} (severity {bounds.severity})"
     return f"{'; '.join(parts)}. Signals: {signals}. {policy}."

@@ -98,14 +98,16 @@ def describe_drop(
     return f"metric_drop={shown}: {moved} ({bound})"
 
 
-def describe_fresh_gain(gain: float, low: float) -> str:
-    """What a quick retrain wins (or loses) over the champion on the holdout."""
+def describe_fresh_gain(gain: float, low: float, info: Metric = METRICS["roc_auc"]) -> str:
+    """What a quick retrain wins (or loses) over the champion on the holdout, in the metric's
+    gain units (points, or a share of the champion's score for RMSE/MAE)."""
     shown = quote(gain, 0.0, 4)
+    unit = f" ({change_unit(info)})"
     if gain > 0:
-        what = f"a quick retrain would win fresh_gain={shown} on the holdout"
+        what = f"a quick retrain would win fresh_gain={shown}{unit} on the holdout"
     elif gain < 0:
         lost = quote(-gain, 0.0, 4)
-        what = f"a quick retrain would lose {lost} (fresh_gain={shown}) on the holdout"
+        what = f"a quick retrain would lose {lost} (fresh_gain={shown}{unit}) on the holdout"
     else:
         what = f"a quick retrain would win nothing (fresh_gain={shown}) on the holdout"
     return f"{what} ({_bound_words(low, 'a sure win', 'not a sure win')})"

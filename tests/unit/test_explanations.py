@@ -171,6 +171,11 @@ def test_a_drop_reads_as_worse_in_the_metrics_own_direction(
     assert _comparisons_hold(text) == 1
 
 
+def test_a_quick_retrain_of_a_regression_wins_a_share_of_its_rmse() -> None:
+    text = describe_fresh_gain(0.05, 0.01, METRICS["rmse"])
+    assert text.startswith("a quick retrain would win fresh_gain=0.0500 (a share of the RMSE)")
+
+
 def test_an_rmse_that_rose_six_percent_reads_worse() -> None:
     text = describe_drop(0.06, 0.02, METRICS["rmse"])
     assert text == (
@@ -182,6 +187,7 @@ def test_an_rmse_that_rose_six_percent_reads_worse() -> None:
 @given(small, small)
 def test_a_quick_retrain_wins_or_loses_by_its_sign(gain: float, low: float) -> None:
     text = describe_fresh_gain(gain, low)
+    assert ("(ROC AUC points)" in text) == (gain != 0)
     assert ("would win fresh_gain=" in text) == (gain > 0)
     assert ("would lose" in text) == (gain < 0)
     assert ("would win nothing" in text) == (gain == 0)
