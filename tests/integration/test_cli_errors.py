@@ -34,6 +34,12 @@ CASES = [
     ("model add", "model add m --dataset flights", 2, "give --initial"),
     ("model add", FROM_FILE.format(file="gone.csv"), 1, "no such file"),
     ("model add", FROM_FILE.format(file="notes.txt"), 1, "unsupported file type"),
+    (
+        "model adopt",
+        "model adopt m --model-uri runs:/x/model --reference {tmp}/gone.csv --target y",
+        2,
+        "is not a file",
+    ),
     ("model list", "model list", 1, "invalid policy file"),
     ("run", "run flights --from-dataset nope:X", 2, "unknown dataset 'nope'"),
     ("run", "run flights --from-dataset flights", 2, "--from-dataset NAME:BATCH_ID"),
