@@ -149,7 +149,8 @@ def _evaluator(state: dict[str, Any], ctx: RunContext, ev: Evidence) -> dict[str
     cmp = Comparison.model_validate(ev.shown["evaluator"])
     rules = ctx.policy.evaluator
     notes = []
-    if (rules.metric, rules.confidence, rules.n_boot) != (cmp.metric, cmp.confidence, cmp.n_boot):
+    # The metric is the model's own (ManagedModel.metric), which no policy changes.
+    if (rules.confidence, rules.n_boot) != (cmp.confidence, cmp.n_boot):
         notes.append(
             f"the recorded comparison ({cmp.metric}, {cmp.confidence:.0%} interval, "
             f"{cmp.n_boot} resamples) is reused: nothing is scored again"
