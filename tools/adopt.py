@@ -1,15 +1,11 @@
 """Adopt a model DriftPilot did not train: an MLflow model, loaded as a pyfunc, checked
 against a labelled reference and scored the way every DriftPilot model scores.
 
-Where the model comes from (``fetch``): ``models:/name@alias``, ``models:/name/3`` or
-``runs:/ID/path`` on any MLflow tracking server, or a local MLflow model directory. The source
-server is reached through an explicit client and explicit URIs only: MLflow's process-wide
-tracking and registry URIs (DriftPilot's own registry) are never changed, so a concurrent run
-cannot log into the owner's server.
-
-What it takes (``check_inputs``): the input signature's columns, each checked against the
-reference (missing, extra or retyped columns are named together in one ``SchemaError``);
-without a signature the caller names them (numeric and categorical).
+Where the model comes from: ``tools.adopt_source`` (``fetch``). What it takes:
+``tools.adopt_inputs`` (``check_inputs``). How its output becomes the task's scores:
+``tools.foreign`` (shared with ``tools.trainer``). How it enters DriftPilot's registry:
+``tools.adopt_register``. This module puts them together (``load``) and holds the adopted
+model itself.
 
 How it scores (``AdoptedModel.predict_scores``, the shape ``tools.metrics`` reads):
 
@@ -32,45 +28,44 @@ MLflow is imported lazily.
 
 from __future__ import annotations
 
-import json
-import logging
-import re
-import urllib.parse
 from dataclasses import dataclass
-from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import polars as pl
 from pydantic import BaseModel, Field
 
-from driftpilot.core.errors import ConfigError, ModelError, RegistryError, SchemaError
-from driftpilot.core.settings import Settings
+from driftpilot.core.errors import ModelError
 from driftpilot.core.tasks import METRICS, PRIMARY, Task, metrics_for
-from tools import registry
-from tools.metrics import class_list, encode_labels
+from tools import foreign
+from tools.adopt_inputs import check_inputs, flavour_of, model_input, signature_inputs
+from tools.adopt_register import SOURCE_ARTIFACT, register, version_tags
+from tools.adopt_source import Source, fetch, redact
+from tools.foreign import Output, Scoring
+from tools.metrics import encode_labels
 
-# How an adopted model's scores are read (chosen once, on the reference).
-Output = Literal[
-    "native_proba",  # the flavour's predict_proba, columns in its classes_ order
-    "proba_frame",  # the pyfunc returns a frame with a probability column per class
-    "proba_array",  # the pyfunc returns probabilities: (n,) P(1) or (n, k) in classes order
-    "labels",  # the pyfunc returns labels: label-only
-    "predictions",  # a regression's numbers
+# The entry points callers reach through this module (``driftpilot.runs.adopt``, tests).
+__all__ = [
+    "SOURCE_ARTIFACT",
+    "AdoptedModel",
+    "AdoptedSpec",
+    "Loaded",
+    "Source",
+    "check_inputs",
+    "choose_scoring",
+    "fetch",
+    "load",
+    "metrics_of",
+    "model_input",
+    "open_model",
+    "primary_metric",
+    "redact",
+    "register",
+    "version_tags",
 ]
+
 NATIVE_FLAVOURS = ("sklearn", "lightgbm", "xgboost", "catboost")
-SOURCE_ARTIFACT = "source_model"  # the owner's model directory inside DriftPilot's version
-_NUMERIC_TYPES = {"integer", "long", "float", "double"}
-_WHOLE_TYPES = {"integer", "long"}
-_POLARS_OF = {
-    "integer": pl.Int32,
-    "long": pl.Int64,
-    "float": pl.Float32,
-    "double": pl.Float64,
-    "string": pl.String,
-    "boolean": pl.Boolean,
-}
 
 
 class AdoptedSpec(BaseModel):
@@ -130,409 +125,35 @@ class AdoptedModel:
 
     def predict_scores(self, frame: pl.DataFrame) -> np.ndarray:
         """Binary P(1) ``(n,)`` (0/1 if label-only), multiclass ``(n, k)`` in ``classes``
-        order (one-hot if label-only), regression predictions ``(n,)``."""
+        order (one-hot if label-only), regression predictions ``(n,)``.
+
+        Raises:
+            ModelError: the output no longer fits the reading chosen at adoption (shape,
+                NaN/inf, probabilities outside [0, 1]).
+        """
         x = model_input(frame, self.spec.inputs)
-        out = self.spec.output
-        if out == "native_proba":
-            proba = np.asarray(self.native.predict_proba(x), dtype=float)
-            return _pick(proba, self.spec.columns, self.task)
-        raw = self.pyfunc.predict(x)
-        if out == "proba_frame":
-            return _pick(np.asarray(raw, dtype=float), self.spec.columns, self.task)
-        if out == "labels":
-            return _label_scores(_flat(raw), self.task, self.classes)
-        values = np.asarray(raw, dtype=float)
-        return values if out == "proba_array" and values.ndim == 2 else _flat(values)
-
-
-def _pick(proba: np.ndarray, columns: list[int], task: Task) -> np.ndarray:
-    """The probability columns of ``classes`` (binary: P(1) only)."""
-    chosen = proba[:, columns]
-    return chosen[:, 0] if task == "binary" else chosen
-
-
-def _flat(raw: Any) -> np.ndarray:
-    values = np.asarray(raw)
-    if values.ndim == 2 and values.shape[1] == 1:
-        return values[:, 0]
-    if values.ndim != 1:
-        raise ModelError(f"the model returned shape {values.shape}, expected one value per row")
-    return values
-
-
-def _label_scores(labels: np.ndarray, task: Task, classes: list[Any]) -> np.ndarray:
-    """Labels as scores: binary 0/1, multiclass one-hot (an unknown label: all zeros)."""
-    if task == "binary":
-        return encode_labels(labels, "binary").astype(float)
-    index = encode_labels(labels, "multiclass", classes)
-    onehot = np.zeros((len(index), len(classes)))
-    known = index >= 0
-    onehot[np.flatnonzero(known), index[known]] = 1.0
-    return onehot
-
-
-def model_input(frame: pl.DataFrame, inputs: dict[str, str]) -> Any:
-    """The pandas frame the model is given: its inputs, in its order, as its types."""
-    missing = [c for c in inputs if c not in frame.columns]
-    if missing:
-        raise SchemaError(f"cannot score: columns {missing} are missing")
-    return frame.select(
-        [pl.col(c).cast(_POLARS_OF[t]) if t in _POLARS_OF else pl.col(c) for c, t in inputs.items()]
-    ).to_pandas()
-
-
-# --------------------------------------------------------------------------- fetching
-
-
-@dataclass(frozen=True)
-class Source:
-    """Where an adopted model came from (its lineage)."""
-
-    uri: str
-    tracking_uri: str | None  # None: a local directory
-    registered_model: str | None
-    version: str | None
-    run_id: str | None
-
-    def lineage(self) -> dict[str, Any]:
-        return {
-            "source_uri": self.uri,
-            "tracking_uri": redact(self.tracking_uri) if self.tracking_uri else None,
-            "registered_model": self.registered_model,
-            "source_version": self.version,
-            "source_run_id": self.run_id,
-        }
-
-
-def redact(uri: str) -> str:
-    """A URI without the credentials it may carry (user:password@host)."""
-    parts = urllib.parse.urlsplit(uri)
-    if parts.username is None and parts.password is None:
-        return uri
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-
-
-_ALIAS = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[^/]+)$")
-_VERSION = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)$")
-_RUN = re.compile(r"^runs:/(?P<run>[^/]+)/(?P<path>.+)$")
-
-
-def fetch(uri: str, tracking_uri: str, dst: Path) -> tuple[Path, Source]:
-    """The model directory of ``uri`` on this machine (downloaded into ``dst`` unless it is
-    a local directory) and where it came from.
-
-    Raises:
-        ConfigError: a URI of none of the four forms.
-        RegistryError: the server does not know the model, version, alias or run.
-    """
-    local = Path(uri.removeprefix("file://")) if uri.startswith(("file://", "/", ".")) else None
-    if local is None and "://" not in uri and ":/" not in uri:
-        local = Path(uri)
-    if local is not None:
-        if not (local / "MLmodel").is_file():
-            raise ConfigError(f"{uri} is not an MLflow model directory (it has no MLmodel file)")
-        return local.resolve(), _local_source(local)
-    from mlflow import MlflowClient
-    from mlflow.artifacts import download_artifacts
-
-    try:
-        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-        source, artifact_uri = _resolve(client, uri, tracking_uri)
-        path = download_artifacts(
-            artifact_uri=artifact_uri,
-            dst_path=str(dst),
-            tracking_uri=tracking_uri,
-            registry_uri=tracking_uri,
-        )
-    except ConfigError:
-        raise
-    except Exception as exc:  # MlflowException, and the HTTP client's or a store's own errors
-        raise RegistryError(f"cannot fetch {uri} from {redact(tracking_uri)}: {exc}") from exc
-    if not (Path(path) / "MLmodel").is_file():
-        raise ConfigError(f"{uri} is not an MLflow model (no MLmodel file in {path})")
-    return Path(path), source
-
-
-def _resolve(client: Any, uri: str, tracking_uri: str) -> tuple[Source, str]:
-    """The source of a ``models:/`` or ``runs:/`` URI and the artifact URI to download."""
-    if found := _ALIAS.match(uri):
-        mv = client.get_model_version_by_alias(found["name"], found["alias"])
-    elif found := _VERSION.match(uri):
-        mv = client.get_model_version(found["name"], found["version"])
-    elif found := _RUN.match(uri):
-        run_id, path = found["run"], found["path"].strip("/")
-        return Source(uri, tracking_uri, None, None, run_id), _run_model_location(
-            client, run_id, path
-        )
-    else:
-        raise ConfigError(
-            f"model URI {uri!r}: give models:/NAME@ALIAS, models:/NAME/VERSION, "
-            "runs:/RUN_ID/PATH or a local MLflow model directory"
-        )
-    download = client.get_model_version_download_uri(mv.name, mv.version)
-    return Source(uri, tracking_uri, mv.name, str(mv.version), mv.run_id), download
-
-
-def _run_model_location(client: Any, run_id: str, path: str) -> str:
-    """Where ``runs:/ID/path`` keeps its model: MLflow 3 logs a model of a run as a logged
-    model of its own (``name=path``); an older one under the run's artifacts."""
-    run = client.get_run(run_id)
-    logged = client.search_logged_models(
-        experiment_ids=[run.info.experiment_id],
-        filter_string=f"source_run_id = '{run_id}' AND name = '{path}'",
-    )
-    if logged:
-        return str(logged[0].artifact_location)
-    return f"{run.info.artifact_uri.rstrip('/')}/{path}"
-
-
-def _local_source(path: Path) -> Source:
-    import yaml
-
-    meta = yaml.safe_load((path / "MLmodel").read_text()) or {}
-    return Source(str(path.resolve()), None, None, None, meta.get("run_id"))
-
-
-# --------------------------------------------------------------------------- checking
-
-
-def flavour_of(pyfunc: Any) -> str:
-    """The MLflow flavour the model was saved with (python_function for a custom model)."""
-    flavours = pyfunc.metadata.flavors
-    own = [f for f in flavours if f != "python_function"]
-    return own[0] if own else "python_function"
-
-
-def signature_inputs(pyfunc: Any) -> dict[str, str] | None:
-    """The columns the signature names, with their MLflow types; None without a column
-    signature. A column the signature marks optional (MLflow does when the logged example
-    had missing values) is still an input: the reference must hold it.
-
-    Raises:
-        SchemaError: a tensor signature (the model takes arrays, not named columns).
-    """
-    schema = pyfunc.metadata.get_input_schema()
-    if schema is None:
-        return None
-    if schema.is_tensor_spec():
-        raise SchemaError(
-            "the model's signature takes tensors, not named columns; DriftPilot adopts models "
-            "that take a table"
-        )
-    if not schema.has_input_names():
-        return None
-    return {str(c.name): _type_name(c.type) for c in schema.inputs}
-
-
-def _type_name(kind: Any) -> str:
-    return str(getattr(kind, "name", kind))
-
-
-def _compatible(mlflow_type: str, dtype: pl.DataType) -> bool:
-    if mlflow_type in _WHOLE_TYPES:
-        return dtype.is_integer()
-    if mlflow_type in _NUMERIC_TYPES:
-        return dtype.is_numeric()
-    if mlflow_type == "string":
-        return dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum)
-    if mlflow_type == "boolean":
-        return dtype == pl.Boolean
-    if mlflow_type == "datetime":
-        return dtype.is_temporal()
-    return False
-
-
-def check_inputs(
-    reference: pl.DataFrame,
-    target: str,
-    signature: dict[str, str] | None,
-    numeric: list[str],
-    categorical: list[str],
-) -> tuple[dict[str, str], list[str], list[str]]:
-    """The model's inputs (column -> MLflow type), numeric and categorical ones.
-
-    With a signature, its columns are the inputs (``numeric``/``categorical``, if given, must
-    name the same set and say which are categorical); without one, ``numeric`` and
-    ``categorical`` name them.
-
-    Raises:
-        SchemaError: columns the model takes and the reference lacks, columns named that the
-            model does not take, columns of another type, the target among the inputs, or no
-            signature and no columns named: all named in one message.
-    """
-    named = [*numeric, *categorical]
-    if signature is None:
-        if not named:
-            raise SchemaError(
-                "the model has no input signature: name its input columns with --numeric "
-                "and --categorical"
-            )
-        inputs = {c: "double" for c in numeric} | {c: "string" for c in categorical}
-    else:
-        inputs = signature
-    problems = _mismatches(reference, target, inputs, named, signature is not None)
-    if problems:
-        raise SchemaError(
-            "the model's inputs do not match the reference: " + "; ".join(problems) + ". "
-            "Nothing was registered."
-        )
-    if named:
-        return (
-            inputs,
-            [c for c in numeric if c in inputs],
-            [c for c in categorical if c in inputs],
-        )
-    cats = [c for c, t in inputs.items() if t in ("string", "boolean")]
-    return inputs, [c for c in inputs if c not in cats], cats
-
-
-def _mismatches(
-    reference: pl.DataFrame,
-    target: str,
-    inputs: dict[str, str],
-    named: list[str],
-    signed: bool,
-) -> list[str]:
-    schema = reference.schema
-    missing = [c for c in inputs if c not in schema]
-    extra = [c for c in named if c not in inputs] if signed else []
-    unnamed = [c for c in inputs if c not in named and c in schema] if signed and named else []
-    retyped = [
-        f"{c} (model: {t}, reference: {schema[c]})"
-        for c, t in inputs.items()
-        if c in schema and not _compatible(t, schema[c])
-    ]
-    problems = []
-    if missing:
-        problems.append(
-            f"missing columns {missing} (the model takes them, the reference lacks them)"
-        )
-    if extra:
-        problems.append(f"extra columns {extra} (named as features, the model does not take them)")
-    if unnamed:
-        problems.append(f"columns {unnamed} are inputs of the model but named in neither list")
-    if retyped:
-        problems.append(f"retyped columns {retyped}")
-    if target in inputs:
-        problems.append(f"the target {target!r} is one of the model's inputs")
-    return problems
-
-
-# --------------------------------------------------------------------------- scores
-
-
-@dataclass(frozen=True)
-class Scoring:
-    """How an adopted model scores, as found on the reference."""
-
-    output: Output
-    classes: list[Any]
-    columns: list[int]
-    native: Any
-    how: str  # in words, for the adoption note
+        if self.spec.output == "native_proba":
+            raw = self.native.predict_proba(x)
+        else:
+            raw = self.pyfunc.predict(x)
+        scoring = Scoring(self.spec.output, self.spec.classes, self.spec.columns, "")
+        return foreign.scores(raw, scoring, self.task, frame.height)
 
 
 def choose_scoring(
     pyfunc: Any, native: Any, x: Any, task: Task, labels: pl.Series, flavour: str
 ) -> Scoring:
     """How the model's scores are read (see the module docstring), tried on the reference's
-    inputs ``x``.
+    inputs ``x``; ``native_proba`` when ``native`` (the flavour's model) has predict_proba.
 
     Raises:
         ModelError: the model's output fits no reading of the task.
     """
     if task == "regression":
-        return Scoring("predictions", [], [], None, f"predictions of its {flavour} pyfunc")
+        return Scoring("predictions", [], [], f"predictions of its {flavour} pyfunc")
     if native is not None and hasattr(native, "predict_proba") and hasattr(native, "classes_"):
-        classes = [_plain(c) for c in np.asarray(native.classes_).tolist()]
-        columns, kept = _class_columns(classes, task)
-        return Scoring(
-            "native_proba", kept, columns, native, f"probabilities of {flavour} predict_proba"
-        )
-    raw = pyfunc.predict(x)
-    return _read_output(raw, task, labels, flavour)
-
-
-def _read_output(raw: Any, task: Task, labels: pl.Series, flavour: str) -> Scoring:
-    import pandas as pd
-
-    known = class_list(labels)
-    if isinstance(raw, pd.DataFrame) and raw.shape[1] > 1:
-        named = [_label_like(c, known) for c in raw.columns.tolist()]
-        columns, kept = _class_columns(named, task)
-        return Scoring("proba_frame", kept, columns, None, "probability columns of its pyfunc")
-    values = np.asarray(raw)
-    if values.ndim == 2 and values.shape[1] > 1:
-        if not np.issubdtype(values.dtype, np.number):
-            raise ModelError(f"the model returned a {values.shape} array of {values.dtype}")
-        if task == "binary" and values.shape[1] == 2:
-            return Scoring("proba_frame", [], [1], None, "P(1), column 1 of its pyfunc's output")
-        if task == "binary" or values.shape[1] != len(known):
-            raise ModelError(
-                f"the model returned {values.shape[1]} score columns; the reference holds "
-                f"{len(known)} classes {known}"
-            )
-        how = "probability columns of its pyfunc, in the sorted order of the labels"
-        return Scoring("proba_array", known, [], None, how)
-    flat = _flat(values)
-    if task == "binary" and np.issubdtype(flat.dtype, np.floating):
-        outside = (flat < 0) | (flat > 1)
-        if outside.any():
-            raise ModelError(
-                "a binary model must return P(1) or 0/1 labels; "
-                f"{int(outside.sum())} predictions lie outside [0, 1]"
-            )
-        if not np.isin(flat, (0.0, 1.0)).all():
-            return Scoring("proba_array", [], [], None, "P(1) from its pyfunc")
-    return _labels_scoring(flat, task, known, flavour)
-
-
-def _labels_scoring(flat: np.ndarray, task: Task, known: list[Any], flavour: str) -> Scoring:
-    said = sorted({_plain(v) for v in flat.tolist()}, key=lambda v: (str(type(v)), v))
-    if task == "binary":
-        if not set(said) <= {0, 1}:
-            raise ModelError(f"a binary model must predict 0/1 labels; it predicted {said[:5]}")
-        return Scoring("labels", [], [], None, f"labels of its {flavour} pyfunc (no probabilities)")
-    strange = [v for v in said if v not in known]
-    if len(strange) > len(said) // 2:
-        raise ModelError(
-            f"the model predicted {said[:5]}..., not the reference's labels {known}: is it a "
-            "multiclass model? Give --task"
-        )
-    classes = sorted({*known, *said}, key=lambda v: (str(type(v)), v))
-    return Scoring(
-        "labels", classes, [], None, f"labels of its {flavour} pyfunc (no probabilities)"
-    )
-
-
-def _class_columns(classes: list[Any], task: Task) -> tuple[list[int], list[Any]]:
-    """The probability columns to keep and the classes they stand for (binary: class 1)."""
-    if task == "binary":
-        if 1 not in classes:
-            raise ModelError(f"the classifier's classes are {classes}, none of them is 1")
-        return [classes.index(1)], []
-    # A reference label that is none of the classes counts against the model (encode: -1).
-    return list(range(len(classes))), classes
-
-
-def _label_like(column: Any, known: list[Any]) -> Any:
-    """A frame's column name as the label it stands for ('1' -> 1 when labels are numbers)."""
-    for label in known:
-        if str(label) == str(column):
-            return label
-    return _plain(column)
-
-
-def _plain(value: Any) -> Any:
-    """A NumPy scalar as the Python value (JSON-able, comparable with Polars' labels)."""
-    out = value.item() if isinstance(value, np.generic) else value
-    if isinstance(out, bool):
-        return int(out)
-    if isinstance(out, float) and out.is_integer():
-        return int(out)
-    return out
+        return foreign.native_scoring(native.classes_, task, flavour)
+    return foreign.read_output(pyfunc.predict(x), task, labels, flavour)
 
 
 def load_native(path: Path, flavour: str) -> Any:
@@ -633,94 +254,6 @@ def load(
         classes=scoring.classes,
         columns=scoring.columns,
     )
-    model = AdoptedModel(spec, pyfunc, scoring.native)
+    kept = native if scoring.output == "native_proba" else None
+    model = AdoptedModel(spec, pyfunc, kept)
     return Loaded(model=model, path=path, source=source, how=scoring.how)
-
-
-# --------------------------------------------------------------------------- registering
-
-
-def log(
-    loaded: Loaded, request: registry.RegisterRequest, settings: Settings
-) -> registry.LoggedModel:
-    """Log the adopted model into DriftPilot's tracking server as a run of the model's
-    experiment: the owner's model directory, unchanged, inside DriftPilot's pyfunc.
-
-    Idempotent per ``request.key``, as ``registry.log_model``.
-
-    Raises:
-        RegistryError: MLflow rejected the run.
-    """
-    existing = registry.find_logged(request.name, request.key, settings)
-    if existing is not None:
-        return existing
-    import mlflow
-
-    client = registry._client(settings)
-    family = loaded.model.family
-    tags = {**request.tags, registry.KEY_TAG: request.key, registry.FAMILY_TAG: family}
-    try:
-        with mlflow.start_run(
-            experiment_id=registry._experiment_id(client, request.name, settings), tags=tags
-        ) as run:
-            mlflow.log_params({k: str(v)[:6000] for k, v in request.params.items()})
-            mlflow.log_metrics(request.metrics)
-            info = _log_pyfunc(mlflow, loaded)
-            mlflow.set_tags(
-                {registry.MODEL_ID_TAG: info.model_id or "", registry.MODEL_URI_TAG: info.model_uri}
-            )
-    except Exception as exc:  # MLflow raises MlflowException, OSError, SQLAlchemy errors
-        raise RegistryError(f"could not log the adopted {request.name!r}: {exc}") from exc
-    return registry.LoggedModel(
-        name=request.name,
-        key=request.key,
-        run_id=run.info.run_id,
-        model_uri=info.model_uri,
-        model_id=info.model_id,
-        family=family,
-    )
-
-
-def _log_pyfunc(mlflow: Any, loaded: Loaded) -> Any:
-    from tools._pyfunc import AdoptedPyfunc
-
-    requirements = [f"{pkg}=={package_version(pkg)}" for pkg in ("mlflow", "polars", "pandas")]
-    source_reqs = loaded.path / "requirements.txt"
-    if source_reqs.is_file():  # what the owner's model needs, as they logged it
-        requirements += [
-            line.strip()
-            for line in source_reqs.read_text().splitlines()
-            if line.strip() and not line.startswith(("#", "-")) and not line.startswith("mlflow")
-        ]
-    pyfunc_logger = logging.getLogger("mlflow.pyfunc")
-    level = pyfunc_logger.level
-    pyfunc_logger.setLevel(logging.ERROR)  # its CloudPickle notice is expected: our own class
-    try:
-        return mlflow.pyfunc.log_model(
-            name="model",
-            python_model=AdoptedPyfunc(loaded.model.spec.model_dump_json()),
-            artifacts={SOURCE_ARTIFACT: str(loaded.path)},
-            pip_requirements=requirements,
-        )
-    finally:
-        pyfunc_logger.setLevel(level)
-
-
-def register(
-    loaded: Loaded, request: registry.RegisterRequest, settings: Settings
-) -> registry.ModelVersionInfo:
-    """Log (``log``) and register the adopted model as a version of ``request.name``;
-    idempotent per ``request.key``."""
-    existing = registry.find_by_key(request.name, request.key, settings)
-    if existing is not None:
-        return existing
-    return registry.register_model(log(loaded, request, settings), request, settings)
-
-
-def version_tags(lineage: dict[str, Any]) -> dict[str, str]:
-    """The lineage as MLflow tags of the registered version (``driftpilot.adopted.*``)."""
-    return {
-        f"driftpilot.adopted.{k}": v if isinstance(v, str) else json.dumps(v)
-        for k, v in lineage.items()
-        if v is not None
-    }

@@ -83,7 +83,9 @@ class PromotionResult(BaseModel):
     changed: bool = Field(description="False when the call was a no-op (already so).")
 
 
-def _client(settings: Settings) -> Any:
+def mlflow_client(settings: Settings) -> Any:
+    """A client of DriftPilot's own tracking server and registry (and MLflow's process-wide
+    URIs set to them, for the fluent ``mlflow.start_run`` a logging caller uses)."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -92,7 +94,8 @@ def _client(settings: Settings) -> Any:
     return MlflowClient(settings.mlflow_tracking_uri, settings.mlflow_registry_uri)
 
 
-def _experiment_id(client: Any, name: str, settings: Settings) -> str:
+def experiment_id(client: Any, name: str, settings: Settings) -> str:
+    """The id of model ``name``'s experiment (``driftpilot/<name>``), created if new."""
     experiment_name = f"driftpilot/{name}"
     found = client.get_experiment_by_name(experiment_name)
     if found is not None:
@@ -136,7 +139,7 @@ def _info(mv: Any) -> ModelVersionInfo:
 
 def find_by_key(name: str, key: str, settings: Settings | None = None) -> ModelVersionInfo | None:
     """The version registered under an idempotency key, if any."""
-    client = _client(settings or get_settings())
+    client = mlflow_client(settings or get_settings())
     found = client.search_model_versions(f"name = '{name}' and tags.`{KEY_TAG}` = '{key}'")
     return _info(client.get_model_version(name, found[0].version)) if found else None
 
@@ -144,7 +147,7 @@ def find_by_key(name: str, key: str, settings: Settings | None = None) -> ModelV
 def find_logged(name: str, key: str, settings: Settings | None = None) -> LoggedModel | None:
     """The completely logged run of model ``name`` under an idempotency key, if any (a run
     whose logging died before its model was stored does not count)."""
-    client = _client(settings or get_settings())
+    client = mlflow_client(settings or get_settings())
     experiment = client.get_experiment_by_name(f"driftpilot/{name}")
     if experiment is None:
         return None
@@ -186,11 +189,11 @@ def log_model(
         return existing
     import mlflow
 
-    client = _client(settings)
+    client = mlflow_client(settings)
     tags = {**request.tags, KEY_TAG: request.key, FAMILY_TAG: model.family}
     try:
         with mlflow.start_run(
-            experiment_id=_experiment_id(client, request.name, settings), tags=tags
+            experiment_id=experiment_id(client, request.name, settings), tags=tags
         ) as run:
             _log_run(mlflow, model, request)
             info = _log_pyfunc(mlflow, model)
@@ -231,7 +234,7 @@ def register_model(
     if existing is not None:
         return existing
     logged = model if isinstance(model, LoggedModel) else log_model(model, request, settings)
-    client = _client(settings)
+    client = mlflow_client(settings)
     tags = {**request.tags, KEY_TAG: request.key, FAMILY_TAG: logged.family}
     try:
         _ensure_registered_model(client, request.name)
@@ -302,7 +305,7 @@ def set_alias(
 ) -> ModelVersionInfo:
     """Point an alias (e.g. 'challenger') at a version. Moving 'champion' should go through
     ``promote`` so the champion history is kept."""
-    client = _client(settings or get_settings())
+    client = mlflow_client(settings or get_settings())
     try:
         client.set_registered_model_alias(name, alias, str(version))
         return _info(client.get_model_version(name, str(version)))
@@ -318,7 +321,7 @@ def get_alias(name: str, alias: str, settings: Settings | None = None) -> ModelV
     """
     from mlflow.exceptions import MlflowException
 
-    client = _client(settings or get_settings())
+    client = mlflow_client(settings or get_settings())
     try:
         return _info(client.get_model_version_by_alias(name, alias))
     except MlflowException as exc:
@@ -327,7 +330,7 @@ def get_alias(name: str, alias: str, settings: Settings | None = None) -> ModelV
 
 def load_version(name: str, version: int, settings: Settings | None = None) -> TrainedModel:
     """Load a registered version back as a TrainedModel (scores Polars frames)."""
-    _client(settings or get_settings())
+    mlflow_client(settings or get_settings())
     return _load(f"models:/{name}/{version}")
 
 
@@ -344,7 +347,7 @@ def load_by_alias(name: str, alias: str, settings: Settings | None = None) -> Tr
 
 def load_logged(model_uri: str, settings: Settings | None = None) -> TrainedModel:
     """Load a logged model (``LoggedModel.model_uri``, registered or not) as a TrainedModel."""
-    _client(settings or get_settings())
+    mlflow_client(settings or get_settings())
     return _load(model_uri)
 
 
@@ -360,7 +363,7 @@ def _load(uri: str) -> TrainedModel:
 
 def list_versions(name: str, settings: Settings | None = None) -> list[ModelVersionInfo]:
     """Every version of a registered model, newest first (empty if the model is unknown)."""
-    client = _client(settings or get_settings())
+    client = mlflow_client(settings or get_settings())
     found = client.search_model_versions(f"name = '{name}'")
     versions = [_info(client.get_model_version(name, mv.version)) for mv in found]
     return sorted(versions, key=lambda v: -v.version)
@@ -368,7 +371,7 @@ def list_versions(name: str, settings: Settings | None = None) -> list[ModelVers
 
 def champion_history(name: str, settings: Settings | None = None) -> list[int]:
     """Champion versions in the order they were promoted (last = current)."""
-    client = _client(settings or get_settings())
+    client = mlflow_client(settings or get_settings())
     try:
         tags = client.get_registered_model(name).tags
     except Exception as exc:
@@ -401,7 +404,7 @@ def promote(
         ChampionMoved: the champion is no longer ``expected``.
     """
     settings = settings or get_settings()
-    client = _client(settings)
+    client = mlflow_client(settings)
     history = champion_history(name, settings)
     previous = history[-1] if history else None
     if previous == version:
@@ -433,7 +436,7 @@ def rollback(
         RegistryError: there is no previous champion to return to.
     """
     settings = settings or get_settings()
-    client = _client(settings)
+    client = mlflow_client(settings)
     done = client.get_registered_model(name).tags.get(ROLLBACK_TAG)
     if done is not None:
         record = json.loads(done)

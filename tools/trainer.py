@@ -16,7 +16,7 @@ does — raise, hang, eat memory, crash the interpreter — ends only its own st
   checks it on rows of the window, saves it (cloudpickle, or ``mlflow.pyfunc.save_model``) and
   the parent loads it back as a ``TrainerModel``, a ``TrainedModel`` whose ``predict_scores``
   returns the task's score shape (binary P(1), multiclass (n, k) in ``classes`` order,
-  regression predictions).
+  regression predictions), read by ``tools.foreign.task_scores``.
 
 Both kinds of model are called with a pandas frame of the spec's feature columns (numeric, then
 categorical), as MLflow serves a pyfunc. Every failure is a ``TrainerFailed`` with its reason
@@ -42,6 +42,7 @@ import numpy as np
 import polars as pl
 
 from driftpilot.core.errors import ConfigError, ModelError, TrainerFailed
+from tools.foreign import frame_columns, task_scores
 from tools.metrics import class_list
 from tools.train import TrainedModel, TrainSpec
 
@@ -118,84 +119,13 @@ class TrainerModel(TrainedModel):
         design = frame.select(self.spec.features).to_pandas()
         if self.kind == "pyfunc":
             raw = self.booster.predict(design)
-            columns = list(raw.columns) if hasattr(raw, "columns") else None
+            columns = frame_columns(raw, self.task, self.classes)
         elif self.task == "regression":
             raw, columns = self.booster.predict(design), None
         else:
-            raw, columns = self.booster.predict_proba(design), _tolist(self.booster.classes_)
+            raw = self.booster.predict_proba(design)
+            columns = np.asarray(self.booster.classes_).tolist()
         return task_scores(raw, self.task, self.classes, columns, frame.height)
-
-
-def _tolist(values: Any) -> list[Any]:
-    return values.tolist() if hasattr(values, "tolist") else list(values)
-
-
-def task_scores(
-    raw: Any, task: str, classes: list[Any], columns: list[Any] | None, n_rows: int
-) -> np.ndarray:
-    """A model's raw output as the task's scores. ``columns`` names the output's columns when
-    the model says (an estimator's ``classes_``, a DataFrame's columns): a binary model's P(1)
-    is its column ``1``; a multiclass model's columns are put in ``classes`` order (a class it
-    never saw scores 0). Without names, a two-column binary output is (P(0), P(1)) and a
-    multiclass one is taken to be in ``classes`` order.
-
-    Raises:
-        ModelError: the output's shape, classes or values do not fit the task.
-    """
-    try:
-        values = np.asarray(getattr(raw, "values", raw), dtype=float)
-    except (TypeError, ValueError) as exc:
-        raise ModelError(f"the model's output is not numeric (labels only?): {exc}") from exc
-    if task == "binary" and values.ndim == 2:
-        values = _binary_column(values, columns)
-    elif task == "regression" and values.ndim == 2 and values.shape[1] == 1:
-        values = values[:, 0]
-    if task == "multiclass":
-        values = _class_columns(values, classes, columns)
-    want = (n_rows, len(classes)) if task == "multiclass" else (n_rows,)
-    if values.shape != want:
-        raise ModelError(f"a {task} model must give scores of shape {want}, got {values.shape}")
-    if not np.isfinite(values).all():
-        raise ModelError(f"the scores hold {int((~np.isfinite(values)).sum())} NaN/inf values")
-    if task != "regression" and (values.min() < 0 or values.max() > 1):
-        raise ModelError(
-            f"a {task} model must give probabilities in [0, 1], got values from "
-            f"{values.min():.4g} to {values.max():.4g}"
-        )
-    return values
-
-
-def _binary_column(values: np.ndarray, columns: list[Any] | None) -> np.ndarray:
-    if columns is not None:
-        named = [i for i, c in enumerate(columns) if _same(c, 1)]
-        if not named:
-            raise ModelError(f"a binary model's columns {columns} name no class 1")
-        return values[:, named[0]]
-    if values.shape[1] not in (1, 2):
-        raise ModelError(f"a binary model must give P(1), got {values.shape[1]} columns")
-    return values[:, -1]  # (P(1),) or (P(0), P(1))
-
-
-def _class_columns(values: np.ndarray, classes: list[Any], columns: list[Any] | None) -> np.ndarray:
-    if values.ndim != 2:
-        raise ModelError(
-            f"a multiclass model must give one probability column per class, got shape "
-            f"{values.shape} (labels only?)"
-        )
-    if columns is None or all(isinstance(c, int) and c == i for i, c in enumerate(columns)):
-        return values  # unnamed (or a frame's default 0..k-1): taken to be in classes order
-    unknown = [c for c in columns if not any(_same(c, k) for k in classes)]
-    if unknown:
-        raise ModelError(f"the model's classes {unknown} are not among the target's {classes}")
-    out = np.zeros((values.shape[0], len(classes)))
-    for j, c in enumerate(columns):
-        out[:, next(i for i, k in enumerate(classes) if _same(c, k))] = values[:, j]
-    return out
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Class labels match by value or by their text (a DataFrame's columns are often str)."""
-    return bool(a == b) or str(a) == str(b)
 
 
 @dataclass(frozen=True)

@@ -122,7 +122,7 @@ def test_half_applied_promote_and_rollback_are_finished_by_their_replay(
     # A rollback that died after shortening the history, before its key was written, is
     # finished by its replay with the plan from its intent: it does not roll back twice.
     registry.set_alias("h", registry.CHAMPION, v2.version, settings)
-    client = registry._client(settings)
+    client = registry.mlflow_client(settings)
     client.set_registered_model_tag("h", registry.HISTORY_TAG, "[1, 2]")
     done = registry.rollback("h", "op-1", settings, plan=(3, 2))
     assert (done.previous, done.current) == (3, 2)
@@ -165,7 +165,7 @@ def test_a_run_whose_logging_died_is_not_found_and_is_logged_again(
     import mlflow
 
     req = RegisterRequest(name="d", key="run-3:retraining")
-    experiment = registry._experiment_id(registry._client(settings), "d", settings)
+    experiment = registry.experiment_id(registry.mlflow_client(settings), "d", settings)
     with mlflow.start_run(experiment_id=experiment, tags={registry.KEY_TAG: req.key}):
         pass  # a process killed before the model was logged leaves such a run
     assert registry.find_logged("d", req.key, settings) is None

@@ -40,7 +40,7 @@ def test_a_copied_home_is_its_own_and_its_champion_predicts(
         window = pl.read_parquet(reference)
         assert window.equals(jan_initial(months))
         [version] = registry.list_versions("flights", settings)
-        uri = registry._client(settings).get_model_version_download_uri("flights", 1)
+        uri = registry.mlflow_client(settings).get_model_version_download_uri("flights", 1)
         assert uri.startswith(settings.home.as_uri()), (uri, version.source)
         assert cp.verify().ok
         if not on_postgres():

@@ -111,7 +111,7 @@ def test_a_good_trainer_gives_a_challenger_evaluated_under_the_policy(
         assert retrained["family"] == "trainer"
         assert "owner's sklearn trainer" in Path(retrained["trainer_log"]).read_text()
         # Logged like any challenger, with the trainer's output on its MLflow run.
-        client = registry._client(settings)
+        client = registry.mlflow_client(settings)
         logged = [a.path for a in client.list_artifacts(retrained["mlflow_run_id"], "reports")]
         assert "reports/trainer.log" in logged
         # Evaluated on the holdout against the champion, like any challenger.

@@ -7,11 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import polars as pl
 import pytest
 
-from driftpilot.core.errors import ConfigError, ModelError, SchemaError
+from driftpilot.core.errors import ConfigError, SchemaError
 from tools import adopt
 
 
@@ -44,37 +43,6 @@ def test_check_inputs_from_a_signature_and_from_names(rows: pl.DataFrame) -> Non
         adopt.check_inputs(rows, "delayed", {"delayed": "long"}, [], [])
     with pytest.raises(SchemaError, match="no input signature"):
         adopt.check_inputs(rows, "delayed", None, [], [])
-
-
-def test_a_classifiers_output_is_read_once(rows: pl.DataFrame) -> None:
-    labels = rows["delay_class"]
-    known = sorted(labels.unique().to_list())
-    frame = pd.DataFrame(np.full((rows.height, len(known)), 0.25), columns=known[::-1])
-    read = adopt._read_output(frame, "multiclass", labels, "python_function")
-    assert (read.output, read.classes, read.columns) == ("proba_frame", known[::-1], [0, 1, 2, 3])
-    two = np.column_stack([np.full(rows.height, 0.7), np.full(rows.height, 0.3)])
-    binary = adopt._read_output(two, "binary", rows["delayed"], "lightgbm")
-    assert (binary.output, binary.columns) == ("proba_frame", [1])
-    p = np.linspace(0.01, 0.99, rows.height)
-    assert adopt._read_output(p, "binary", rows["delayed"], "x").output == "proba_array"
-    said = adopt._read_output(rows["delayed"].to_numpy(), "binary", rows["delayed"], "x")
-    assert said.output == "labels"
-    words = adopt._read_output(labels.to_numpy(), "multiclass", labels, "x")
-    assert (words.output, words.classes) == ("labels", known)
-    with pytest.raises(ModelError, match="outside \\[0, 1\\]"):
-        adopt._read_output(p * 3, "binary", rows["delayed"], "x")
-    with pytest.raises(ModelError, match="3 score columns"):
-        adopt._read_output(np.ones((rows.height, 3)), "multiclass", labels, "x")
-
-
-def test_label_scores_and_metrics_of_a_label_only_model() -> None:
-    onehot = adopt._label_scores(
-        np.array(["late", "early", "odd"]), "multiclass", ["early", "late"]
-    )
-    assert onehot.tolist() == [[0.0, 1.0], [1.0, 0.0], [0.0, 0.0]]
-    assert adopt.metrics_of("multiclass", True) == (["macro_f1"], ["roc_auc", "log_loss"])
-    assert adopt.primary_metric("multiclass", ["macro_f1"]) == "macro_f1"
-    assert adopt.primary_metric("regression", adopt.metrics_of("regression", False)[0]) == "rmse"
 
 
 def test_uris(tmp_path: Path) -> None:
@@ -117,3 +85,9 @@ def test_a_classifier_with_predict_proba_is_read_through_its_flavour(rows: pl.Da
         model = adopt.AdoptedModel(spec, pyfunc=None, native=clf)
         assert np.allclose(model.predict_scores(rows), clf.predict_proba(x))
         assert model.encode(labels).min() >= 0
+
+
+def test_metrics_of_a_label_only_model() -> None:
+    assert adopt.metrics_of("multiclass", True) == (["macro_f1"], ["roc_auc", "log_loss"])
+    assert adopt.primary_metric("multiclass", ["macro_f1"]) == "macro_f1"
+    assert adopt.primary_metric("regression", adopt.metrics_of("regression", False)[0]) == "rmse"

@@ -16,9 +16,9 @@ import pytest
 from driftpilot.core.errors import TrainerFailed
 from driftpilot.core.tasks import PRIMARY, Task
 from tools.datasets import FLIGHT_CATEGORICAL, FLIGHT_NUMERIC
-from tools.metrics import class_list, encode_labels, value
+from tools.metrics import class_list, value
 from tools.train import TrainedModel, TrainSpec
-from tools.trainer import TRAINER_FAMILY, TrainerModel, run_trainer, task_scores
+from tools.trainer import TRAINER_FAMILY, TrainerModel, run_trainer
 
 TARGETS: dict[Task, str] = {
     "binary": "delayed",
@@ -201,45 +201,6 @@ def test_a_bad_reference_fails_before_any_process(window: pl.DataFrame, tmp_path
     with pytest.raises(TrainerFailed) as failed:
         run("raises:no_such_fit", window, "binary", tmp_path)
     assert failed.value.reason == "invalid" and "no function 'no_such_fit'" in str(failed.value)
-
-
-# -- how raw outputs become the task's scores (no process) ----------------------------------
-
-
-def test_task_scores_reads_named_columns_in_the_targets_class_order() -> None:
-    proba = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
-    classes = ["early", "late", "on_time", "very_late"]
-    # Three of the four classes, named as the model's classes_ order has them.
-    out = task_scores(proba, "multiclass", classes, ["on_time", "early", "very_late"], 2)
-    np.testing.assert_allclose(out, [[0.2, 0.0, 0.7, 0.1], [0.1, 0.0, 0.1, 0.8]])
-    binary = task_scores(np.array([[0.9, 0.1], [0.3, 0.7]]), "binary", [], [0, 1], 2)
-    np.testing.assert_allclose(binary, [0.1, 0.7])
-    unnamed = task_scores(np.array([[0.9, 0.1], [0.3, 0.7]]), "binary", [], None, 2)
-    np.testing.assert_allclose(unnamed, [0.1, 0.7])
-    assert encode_labels(pl.Series(["late", "early"]), "multiclass", classes).tolist() == [1, 0]
-
-
-@pytest.mark.parametrize(
-    ("raw", "task", "columns", "problem"),
-    [
-        (np.array(["late", "early"]), "multiclass", None, "not numeric"),  # labels only
-        (np.array([2.0, 0.0]), "multiclass", None, "one probability column per class"),
-        (np.array([[0.5, 0.5], [0.2, 0.8]]), "multiclass", ["early", "gate_hold"], "gate_hold"),
-        (np.array([1.5, -0.2]), "binary", None, "[0, 1]"),  # not probabilities
-        (np.array([[0.4, 0.6], [0.5, 0.5]]), "binary", ["no", "yes"], "no class 1"),
-        (np.array([np.nan, 3.0]), "regression", None, "NaN"),
-        (np.array([1.0, 2.0, 3.0]), "regression", None, "shape (2,)"),
-    ],
-)
-def test_task_scores_refuses_what_does_not_fit_the_task(
-    raw: Any, task: Task, columns: list[Any] | None, problem: str
-) -> None:
-    from driftpilot.core.errors import ModelError
-
-    classes = ["early", "late", "on_time", "very_late"] if task == "multiclass" else []
-    with pytest.raises(ModelError) as refused:
-        task_scores(raw, task, classes, columns, 2)
-    assert problem in str(refused.value)
 
 
 def test_a_failed_trainer_routes_the_run_to_its_report_as_challenger_failed() -> None:
