@@ -18,9 +18,9 @@ from agents.context import RunContext
 from agents.optimizer import training_window
 from driftpilot.core.errors import ConfigError, DataError
 from driftpilot.core.tasks import Metric, Task, check_task
-from tools.estimate import estimate, fit_estimator, metric_interval
+from tools.estimate import estimate, fit_estimator
 from tools.evaluate import Comparison, compare_models
-from tools.metrics import encode_labels
+from tools.metrics import encode_labels, interval
 from tools.shift import DomainCheck, domain_classifier
 from tools.train import train_model
 
@@ -101,11 +101,11 @@ def performance(
         run_id,
         NAME,
         "estimate.metric_interval",
-        lambda: metric_interval(
+        lambda: interval(
+            info.name,
+            task,
             encode_labels(labelled[target], task, classes_of(scorer)),
             scorer.predict_scores(labelled),
-            metric=info.name,
-            task=task,
             n_boot=rules.n_boot,
             confidence=rules.confidence,
             seed=ctx.settings.seed,

@@ -24,9 +24,8 @@ from driftpilot.core.metric_text import direction
 from driftpilot.core.policy import Policy
 from driftpilot.core.tasks import METRICS, Task
 from tools import registry
-from tools.estimate import metric_interval
 from tools.evaluate import Comparison, compare_models
-from tools.metrics import encode_labels
+from tools.metrics import encode_labels, interval
 
 NAME = "evaluator"
 
@@ -188,11 +187,11 @@ def apply(
         run_id,
         NAME,
         "estimate.metric_interval",
-        lambda: metric_interval(
+        lambda: interval(
+            evidence.comparison.metric,
+            evidence.task,
             encode_labels(holdout[evidence.target], evidence.task, classes),
             challenger.predict_scores(holdout),
-            metric=evidence.comparison.metric,
-            task=evidence.task,
             n_boot=rules.n_boot,
             confidence=rules.confidence,
             seed=ctx.settings.seed,

@@ -50,13 +50,6 @@ class Comparison(BaseModel):
     )
 
 
-def rank_roc_auc(y: np.ndarray, s: np.ndarray) -> float:
-    """Binary ROC AUC (NaN with one class). Kept for ``tools.shift``; it is
-    ``tools.metrics.value('roc_auc', 'binary', ...)``."""
-    found = value("roc_auc", "binary", np.asarray(y), np.asarray(s, dtype=float))
-    return float("nan") if found is None else found
-
-
 def compare_models(
     champion: Scorer,
     challenger: Scorer,

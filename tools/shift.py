@@ -37,8 +37,8 @@ import polars as pl
 from pydantic import BaseModel, Field
 
 from driftpilot.core.errors import DataError, SchemaError
+from tools import metrics
 from tools.drift import require_columns
-from tools.evaluate import rank_roc_auc
 
 # Floor of a bin's share in PSI / Jensen-Shannon, so that an empty bin (a category new in the
 # batch) gives a large finite value; the same floor Evidently uses.
@@ -403,8 +403,10 @@ def domain_classifier(
         ((columns[i], float(g) / total) for i, g in enumerate(gain) if g > 0 and total > 0),
         key=lambda item: -item[1],
     )
+    auc = metrics.value("roc_auc", "binary", y, oof)
+    assert auc is not None  # both sides hold rows (checked above): both classes are present
     return DomainCheck(
-        auc=round(rank_roc_auc(y, oof), 4),
+        auc=round(auc, 4),
         n_reference=ref.height,
         n_current=cur.height,
         top_features={name: round(share, 4) for name, share in ranked[:5]},

@@ -4,14 +4,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from driftpilot.core.errors import ConfigError, DataError
-from tools.estimate import (
-    EstimatedPerformance,
-    MetricInterval,
-    _expected_macro_auc,
-    estimate_performance,
-    fit_calibrator,
-    metric_interval,
-)
+from tools.cbpe import _expected_macro_auc
+from tools.estimate import EstimatedPerformance, PerformanceEstimator, estimate, fit_estimator
 
 
 def _labelled(n: int, seed: int, pos_rate: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
@@ -20,92 +14,17 @@ def _labelled(n: int, seed: int, pos_rate: float = 0.3) -> tuple[np.ndarray, np.
     return y, rng.normal(size=n) + 1.2 * y
 
 
-# ----------------------------------------------------------------- metric_interval
-
-
-def test_value_equals_sklearn_and_interval_contains_it() -> None:
-    y, s = _labelled(3000, 0)
-    s = np.round(s, 1)  # many ties
-    r = metric_interval(y, s, n_boot=300)
-    assert isinstance(r, MetricInterval)
-    assert r.value == pytest.approx(roc_auc_score(y, s), abs=1e-12)
-    assert r.value is not None and r.low is not None and r.high is not None
-    assert r.low <= r.value <= r.high
-    assert (r.n_rows, r.n_boot, r.confidence) == (3000, 300, 0.95)
-    assert (r.metric, r.task, r.higher_is_better) == ("roc_auc", "binary", True)
-
-
-def test_bootstrap_matches_naive_stratified_resampling() -> None:
-    # the vectorised replicate AUC equals sklearn on explicitly resampled rows
-    y, s = _labelled(400, 1)
-    r = metric_interval(y, s, n_boot=400, seed=3)
-    rng = np.random.default_rng(7)
-    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
-    naive = []
-    for _ in range(400):
-        idx = np.r_[rng.choice(pos, len(pos)), rng.choice(neg, len(neg))]
-        naive.append(roc_auc_score(y[idx], s[idx]))
-    lo, hi = np.quantile(naive, [0.025, 0.975])
-    assert r.low == pytest.approx(lo, abs=0.015) and r.high == pytest.approx(hi, abs=0.015)
-
-
-def test_interval_narrows_as_rows_grow() -> None:
-    small = metric_interval(*_labelled(200, 2))
-    large = metric_interval(*_labelled(2000, 2))
-    assert small.low is not None and small.high is not None
-    assert large.low is not None and large.high is not None
-    assert large.high - large.low < 0.6 * (small.high - small.low)
-
-
-def test_rare_positives_still_get_an_interval() -> None:
-    rng = np.random.default_rng(4)
-    y = np.zeros(3000, dtype=int)
-    y[rng.choice(3000, 5, replace=False)] = 1
-    s = rng.normal(size=3000) + 2.0 * y
-    r = metric_interval(y, s, n_boot=500)
-    assert r.value is not None
-    assert r.low is not None and r.high is not None
-    assert 0 <= r.low <= r.value <= r.high <= 1 and r.high - r.low > 0.01
-
-
-def test_single_class_gives_none() -> None:
-    r = metric_interval(np.zeros(50, dtype=int), np.linspace(0, 1, 50))
-    assert r.value is None and r.low is None and r.high is None
-    assert r.n_rows == 50
-
-
-@pytest.mark.parametrize(
-    "labels", [np.array([0, 1, 2, 1]), np.array([0.0, 1.0, 0.5, 1.0]), np.array(list("abab"))]
-)
-def test_labels_other_than_0_1_are_refused(labels: np.ndarray) -> None:
-    with pytest.raises(DataError):
-        metric_interval(labels, np.arange(4.0))
-
-
-def test_bool_and_float_labels_are_accepted() -> None:
-    y, s = _labelled(300, 5)
-    ref = metric_interval(y, s, n_boot=50)
-    assert metric_interval(y.astype(bool), s, n_boot=50) == ref
-    assert metric_interval(y.astype(float), s, n_boot=50) == ref
-
-
-def test_bad_inputs_and_arguments() -> None:
-    with pytest.raises(DataError):
-        metric_interval(np.array([0, 1, 1]), np.array([0.1, 0.2]))
-    with pytest.raises(DataError):
-        metric_interval(np.array([0, 1]), np.array([0.1, np.nan]))
-    with pytest.raises(ConfigError):
-        metric_interval(np.array([0, 1]), np.array([0.1, 0.2]), n_boot=0)
-    with pytest.raises(ConfigError):
-        metric_interval(np.array([0, 1]), np.array([0.1, 0.2]), confidence=1.0)
-
-
 # ----------------------------------------------------------------- calibrator
+
+
+def _cbpe(y: np.ndarray, s: np.ndarray) -> PerformanceEstimator:
+    return fit_estimator("binary", "roc_auc", y, s, n_boot=20)
 
 
 def test_calibrator_is_monotone_and_clipped() -> None:
     y, s = _labelled(1000, 6)
-    cal = fit_calibrator(y, s)
+    [cal] = _cbpe(y, s).calibrators
+    assert cal is not None
     grid = np.linspace(-10, 10, 200)
     p = cal.transform(grid)
     assert cal.n_rows == 1000 and cal.n_positive == int(y.sum())
@@ -115,11 +34,13 @@ def test_calibrator_is_monotone_and_clipped() -> None:
 
 def test_calibrator_needs_both_classes_and_20_rows() -> None:
     with pytest.raises(DataError, match="both classes"):
-        fit_calibrator(np.ones(100, dtype=int), np.linspace(0, 1, 100))
+        _cbpe(np.ones(100, dtype=int), np.linspace(0, 1, 100))
     with pytest.raises(DataError, match="20"):
-        fit_calibrator(np.array([0, 1] * 9), np.linspace(0, 1, 18))
-    with pytest.raises(DataError):
-        fit_calibrator(np.array([0, 1, 3] * 10), np.linspace(0, 1, 30))
+        _cbpe(np.array([0, 1] * 9), np.linspace(0, 1, 18))
+    with pytest.raises(DataError, match="0/1"):
+        _cbpe(np.array([0, 1, 3] * 10), np.linspace(0, 1, 30))
+    with pytest.raises(DataError, match="30 labels but 29 scores"):
+        _cbpe(np.array([0, 1] * 15), np.linspace(0, 1, 29))
 
 
 # ----------------------------------------------------------------- CBPE
@@ -170,47 +91,56 @@ def world() -> dict[str, np.ndarray]:
     }
 
 
-def test_cbpe_tracks_auc_under_covariate_shift(world: dict[str, np.ndarray]) -> None:
-    cal = fit_calibrator(world["y_ref"], world["s_ref"])
-    est = estimate_performance(world["s_batch"], cal)
+@pytest.fixture(scope="module")
+def cbpe(world: dict[str, np.ndarray]) -> PerformanceEstimator:
+    """The binary CBPE estimator fitted on the world's labelled reference."""
+    return fit_estimator("binary", "roc_auc", world["y_ref"], world["s_ref"])
+
+
+def test_cbpe_tracks_auc_under_covariate_shift(
+    world: dict[str, np.ndarray], cbpe: PerformanceEstimator
+) -> None:
+    est = estimate(cbpe, world["s_batch"])
     realised = roc_auc_score(world["y_batch"], world["s_batch"])
     assert isinstance(est, EstimatedPerformance) and est.method == "cbpe"
-    assert abs(est.roc_auc - realised) <= 0.02
+    assert abs(est.value - realised) <= 0.02
     assert est.low <= realised <= est.high
-    assert est.low < est.roc_auc < est.high and est.n_rows == 5000
+    assert est.low < est.value < est.high and est.n_rows == 5000
     # the shift raised the positive rate; the calibrated probabilities see it
     assert est.expected_positive_rate == pytest.approx(world["y_batch"].mean(), abs=0.03)
     assert est.expected_positive_rate > world["y_ref"].mean() + 0.1
 
 
-def test_cbpe_on_the_reference_rows_matches_their_auc(world: dict[str, np.ndarray]) -> None:
-    cal = fit_calibrator(world["y_ref"], world["s_ref"])
-    est = estimate_performance(world["s_ref"], cal)
-    assert abs(est.roc_auc - roc_auc_score(world["y_ref"], world["s_ref"])) <= 0.01
+def test_cbpe_on_the_reference_rows_matches_their_auc(
+    world: dict[str, np.ndarray], cbpe: PerformanceEstimator
+) -> None:
+    est = estimate(cbpe, world["s_ref"])
+    assert abs(est.value - roc_auc_score(world["y_ref"], world["s_ref"])) <= 0.01
+    assert cbpe.reference == est  # the estimator's own level: the same estimate
 
 
-def test_cbpe_is_blind_to_concept_drift(world: dict[str, np.ndarray]) -> None:
+def test_cbpe_is_blind_to_concept_drift(
+    world: dict[str, np.ndarray], cbpe: PerformanceEstimator
+) -> None:
     # P(y | x) changes: half the labels are flipped. The scores, hence the estimate, do not move.
-    cal = fit_calibrator(world["y_ref"], world["s_ref"])
-    est = estimate_performance(world["s_batch"], cal)
+    est = estimate(cbpe, world["s_batch"])
     drifted = np.where(world["flip"], 1 - world["y_batch"], world["y_batch"])
     realised = roc_auc_score(drifted, world["s_batch"])
     assert realised < 0.55
-    assert est.roc_auc - realised > 0.2 and not est.low <= realised <= est.high
+    assert est.value - realised > 0.2 and not est.low <= realised <= est.high
 
 
-def test_estimate_is_reproducible_and_validates(world: dict[str, np.ndarray]) -> None:
-    cal = fit_calibrator(world["y_ref"], world["s_ref"])
+def test_estimate_is_reproducible_and_validates(
+    world: dict[str, np.ndarray], cbpe: PerformanceEstimator
+) -> None:
     s = world["s_batch"][:500]
-    assert estimate_performance(s, cal, n_boot=50, seed=2) == estimate_performance(
-        s, cal, n_boot=50, seed=2
-    )
-    with pytest.raises(DataError):
-        estimate_performance(np.array([]), cal)
-    with pytest.raises(DataError):
-        estimate_performance(np.array([0.2, np.nan]), cal)
+    assert estimate(cbpe, s, n_boot=50, seed=2) == estimate(cbpe, s, n_boot=50, seed=2)
+    with pytest.raises(DataError, match="empty"):
+        estimate(cbpe, np.array([]))
+    with pytest.raises(DataError, match="NaN"):
+        estimate(cbpe, np.array([0.2, np.nan]))
     with pytest.raises(ConfigError):
-        estimate_performance(s, cal, confidence=0)
-    lowest = fit_calibrator(np.r_[np.zeros(30), np.ones(30)], np.r_[np.zeros(30), np.ones(30)])
+        estimate(cbpe, s, confidence=0)
+    lowest = _cbpe(np.r_[np.zeros(30), np.ones(30)], np.r_[np.zeros(30), np.ones(30)])
     with pytest.raises(DataError, match="no expected positives"):
-        estimate_performance(np.full(10, -1.0), lowest)
+        estimate(lowest, np.full(10, -1.0))

@@ -10,12 +10,15 @@ from sklearn import metrics as skm
 from driftpilot.core.errors import ConfigError, DataError
 from driftpilot.core.tasks import METRICS, PRIMARY, metric, metrics_for
 from tools.metrics import (
+    MetricInterval,
+    bootstrap_weights,
     divergence,
     encode_labels,
     infer_task,
     interval,
     paired_gains,
     value,
+    weighted,
 )
 
 RNG = np.random.default_rng(7)
@@ -144,3 +147,117 @@ def test_divergence_per_task() -> None:
 def test_wrong_score_shapes_are_refused() -> None:
     with pytest.raises(DataError, match=r"\(n, k\)"):
         value("roc_auc", "multiclass", [0, 1], [0.1, 0.9])
+
+
+# ------------------------------------------------ the binary ROC AUC interval (fast path)
+
+
+def _labelled(n: int, seed: int, pos_rate: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < pos_rate).astype(int)
+    return y, rng.normal(size=n) + 1.2 * y
+
+
+def test_binary_auc_interval_value_equals_sklearn_and_holds_it() -> None:
+    y, s = _labelled(3000, 0)
+    s = np.round(s, 1)  # many ties
+    r = interval("roc_auc", "binary", y, s, n_boot=300)
+    assert isinstance(r, MetricInterval)
+    assert r.value == pytest.approx(skm.roc_auc_score(y, s), abs=1e-12)
+    assert r.value is not None and r.low is not None and r.high is not None
+    assert r.low <= r.value <= r.high
+    assert (r.n_rows, r.n_boot, r.confidence) == (3000, 300, 0.95)
+    assert (r.metric, r.task, r.higher_is_better) == ("roc_auc", "binary", True)
+
+
+def test_binary_auc_fast_path_agrees_with_the_weighted_bootstrap() -> None:
+    """The stratified fast path gives the interval of the generic formulas (``weighted``
+    under per-class ``bootstrap_weights``, what every other metric uses) up to the Monte
+    Carlo error of two different random streams."""
+    y, s = _labelled(4000, 9)
+    s = np.round(s, 2)  # ties
+    fast = interval("roc_auc", "binary", y, s, n_boot=1000, seed=1)
+    w = bootstrap_weights(np.random.default_rng(1), len(y), 1000, strata=y)
+    generic = np.quantile(weighted("roc_auc", "binary", y, s, w), [0.025, 0.975])
+    assert fast.value == pytest.approx(value("roc_auc", "binary", y, s), abs=1e-12)
+    assert fast.low == pytest.approx(generic[0], abs=0.004)
+    assert fast.high == pytest.approx(generic[1], abs=0.004)
+
+
+def test_binary_auc_bootstrap_matches_naive_stratified_resampling() -> None:
+    # the vectorised replicate AUC equals sklearn on explicitly resampled rows
+    y, s = _labelled(400, 1)
+    r = interval("roc_auc", "binary", y, s, n_boot=400, seed=3)
+    rng = np.random.default_rng(7)
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    naive = []
+    for _ in range(400):
+        idx = np.r_[rng.choice(pos, len(pos)), rng.choice(neg, len(neg))]
+        naive.append(skm.roc_auc_score(y[idx], s[idx]))
+    lo, hi = np.quantile(naive, [0.025, 0.975])
+    assert r.low == pytest.approx(lo, abs=0.015) and r.high == pytest.approx(hi, abs=0.015)
+
+
+def test_binary_auc_interval_narrows_as_rows_grow() -> None:
+    small = interval("roc_auc", "binary", *_labelled(200, 2))
+    large = interval("roc_auc", "binary", *_labelled(2000, 2))
+    assert small.low is not None and small.high is not None
+    assert large.low is not None and large.high is not None
+    assert large.high - large.low < 0.6 * (small.high - small.low)
+
+
+def test_rare_positives_still_get_an_interval() -> None:
+    rng = np.random.default_rng(4)
+    y = np.zeros(3000, dtype=int)
+    y[rng.choice(3000, 5, replace=False)] = 1
+    s = rng.normal(size=3000) + 2.0 * y
+    r = interval("roc_auc", "binary", y, s, n_boot=500)
+    assert r.value is not None
+    assert r.low is not None and r.high is not None
+    assert 0 <= r.low <= r.value <= r.high <= 1 and r.high - r.low > 0.01
+
+
+def test_single_class_gives_no_auc() -> None:
+    r = interval("roc_auc", "binary", np.zeros(50, dtype=int), np.linspace(0, 1, 50))
+    assert r.value is None and r.low is None and r.high is None
+    assert r.n_rows == 50
+
+
+@pytest.mark.parametrize(
+    "labels", [np.array([0, 1, 2, 1]), np.array([0.0, 1.0, 0.5, 1.0]), np.array(list("abab"))]
+)
+def test_binary_labels_other_than_0_1_are_refused(labels: np.ndarray) -> None:
+    with pytest.raises(DataError, match="0/1"):
+        interval("roc_auc", "binary", labels, np.arange(4.0))
+
+
+def test_bool_and_float_binary_labels_are_accepted() -> None:
+    y, s = _labelled(300, 5)
+    for name in ("roc_auc", "log_loss"):  # the fast path and the generic one
+        ref = interval(name, "binary", y, s.clip(0, 1), n_boot=50)
+        assert interval(name, "binary", y.astype(bool), s.clip(0, 1), n_boot=50) == ref
+        assert interval(name, "binary", y.astype(float), s.clip(0, 1), n_boot=50) == ref
+
+
+def test_multiclass_interval_labels_must_be_class_indices() -> None:
+    y, s = _multiclass(100)
+    with pytest.raises(DataError, match="class indices"):
+        interval("roc_auc", "multiclass", y.astype(str), s)
+    labels = pl.Series(["a", "b", "c", "d"])[y]
+    encoded = encode_labels(labels, "multiclass", ["a", "b", "c", "d"])
+    assert interval("roc_auc", "multiclass", encoded, s) == interval("roc_auc", "multiclass", y, s)
+
+
+def test_interval_refuses_bad_inputs_and_arguments() -> None:
+    with pytest.raises(DataError):
+        interval("roc_auc", "binary", np.array([0, 1, 1]), np.array([0.1, 0.2]))
+    with pytest.raises(DataError):
+        interval("roc_auc", "binary", np.array([0, 1]), np.array([0.1, np.nan]))
+    with pytest.raises(DataError, match="no labelled rows"):
+        interval("roc_auc", "binary", np.array([], dtype=int), np.array([]))
+    with pytest.raises(ConfigError):
+        interval("roc_auc", "binary", np.array([0, 1]), np.array([0.1, 0.2]), n_boot=0)
+    with pytest.raises(ConfigError):
+        interval("roc_auc", "binary", np.array([0, 1]), np.array([0.1, 0.2]), confidence=1.0)
+    with pytest.raises(ConfigError, match="does not measure a multiclass"):
+        interval("rmse", "multiclass", np.array([0, 1]), np.eye(2))
