@@ -95,7 +95,8 @@ def fit_calibrators(task: Task, y: np.ndarray, s: np.ndarray) -> list[Calibrator
     raw probability).
 
     Raises:
-        DataError: fewer than 20 rows, a single class, or as many labels as scores.
+        DataError: fewer than 20 rows, a single class, or labels and scores that differ in
+            number.
     """
     if task == "binary":
         return [_fit_calibrator(y, s)]
