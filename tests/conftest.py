@@ -26,7 +26,7 @@ from driftpilot.core import settings as settings_module
 from driftpilot.core.settings import Settings
 from tests.pg import PostgresServer, pg_url, postgres
 from tools.data import split_batches
-from tools.datasets import FLIGHTS, flights
+from tools.datasets import FLIGHTS, FLIGHTS_DELAY, FLIGHTS_DELAY_CLASS, DatasetSpec, flights
 
 __all__ = ["pg_url", "postgres"]  # fixtures for every test (tests/pg.py documents them)
 TEST_DB = "DRIFTPILOT_TEST_DB"
@@ -148,9 +148,37 @@ def jan_initial(months: dict[str, pl.DataFrame]) -> pl.DataFrame:
     return jan.head(9000).sort("time_hour")
 
 
-# What each trained home holds: its models, added with their first champions.
+def task_initial(months: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """6,000 January flights, time-ordered: the first champion's rows of the regression and
+    multiclass trained homes (``flights_delay``, ``flights_delay_class``)."""
+    jan = months["2013-01"].sample(fraction=1.0, shuffle=True, seed=11)
+    return jan.head(6000).sort("time_hour")
+
+
+def add_task_model(plane: Any, spec: DatasetSpec, initial: pl.DataFrame) -> None:
+    """Add the managed model ``spec.name`` of a built-in spec with its task given (its metric:
+    the task's primary one) and its first champion."""
+    plane.add_model(
+        spec.name,
+        initial,
+        target=spec.target,
+        time_col=spec.time_col,
+        numeric=spec.numeric,
+        categorical=spec.categorical,
+        task=spec.task,
+        principal="alice",
+    )
+
+
+# What each trained home holds: its models, added with their first champions. The keys are the
+# datasets' names: ``flights`` (binary), ``flights_delay`` (regression on the arrival delay in
+# minutes) and ``flights_delay_class`` (multiclass on its delay class), one model each, named so.
 TRAINED: dict[str, Callable[[Any, dict[str, pl.DataFrame]], None]] = {
     "flights": lambda cp, months: add_flights(cp, jan_initial(months)),
+    "flights_delay": lambda cp, months: add_task_model(cp, FLIGHTS_DELAY, task_initial(months)),
+    "flights_delay_class": lambda cp, months: add_task_model(
+        cp, FLIGHTS_DELAY_CLASS, task_initial(months)
+    ),
 }
 
 
@@ -275,8 +303,10 @@ def trained_homes(
 def trained_home(settings: Settings, trained_homes: TrainedHomes) -> Callable[[str], Settings]:
     """``trained_home("flights")`` fills the test's home (the ``settings`` fixture's) with a
     copy of a trained home: the flights model and its champion v1, as ``add_flights`` on
-    ``jan_initial`` leaves them. Call it before opening a ControlPlane on the home; calling it
-    again in the same test changes nothing (the home is filled once)."""
+    ``jan_initial`` leaves them (``"flights_delay"``, ``"flights_delay_class"``: that dataset's
+    model and champion v1, as ``add_task_model`` on ``task_initial`` leaves them). Call it
+    before opening a ControlPlane on the home; calling it again in the same test changes
+    nothing (the home is filled once)."""
     filled: list[str] = []
 
     def fill(key: str) -> Settings:
