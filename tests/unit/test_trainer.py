@@ -6,6 +6,7 @@ reason and the log's tail."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from driftpilot.core.tasks import PRIMARY, Task
 from tools.datasets import FLIGHT_CATEGORICAL, FLIGHT_NUMERIC
 from tools.metrics import class_list, value
 from tools.train import TrainedModel, TrainSpec
-from tools.trainer import TRAINER_FAMILY, TrainerModel, run_trainer
+from tools.trainer import TRAINER_FAMILY, TrainerModel, TrainerResult, run_trainer
 
 TARGETS: dict[Task, str] = {
     "binary": "delayed",
@@ -83,11 +84,30 @@ def better_than_chance(model: TrainedModel, later: pl.DataFrame, task: Task) -> 
         assert score > 0.55, score
 
 
+@pytest.fixture(scope="module")
+def sklearn_run(
+    window: pl.DataFrame, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[Task], TrainerResult]:
+    """The sklearn trainer's result per task, fitted once for the module (the sklearn test
+    checks it, the pyfunc test compares its own model with it)."""
+    done: dict[Task, TrainerResult] = {}
+
+    def get(task: Task) -> TrainerResult:
+        if task not in done:
+            done[task] = run("sklearn_fit:fit", window, task, tmp_path_factory.mktemp(task))
+        return done[task]
+
+    return get
+
+
 @pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
 def test_an_sklearn_trainer_gives_a_challenger_for_every_task(
-    task: Task, window: pl.DataFrame, later: pl.DataFrame, tmp_path: Path
+    task: Task,
+    window: pl.DataFrame,
+    later: pl.DataFrame,
+    sklearn_run: Callable[[Task], TrainerResult],
 ) -> None:
-    result = run("sklearn_fit:fit", window, task, tmp_path)
+    result = sklearn_run(task)
     model = result.model
     assert isinstance(model, TrainerModel) and isinstance(model, TrainedModel)
     assert (model.kind, model.family, model.task) == ("sklearn", TRAINER_FAMILY, task)
@@ -97,12 +117,18 @@ def test_an_sklearn_trainer_gives_a_challenger_for_every_task(
     assert f"owner's sklearn trainer: {window.height} rows, task {task}" in log
     given = pl.read_parquet(result.log_path.parent / "train.parquet")  # what fit was given
     assert set(given.columns) == {*spec_for(task).features, TARGETS[task], "time_hour"}
-    assert result.model_path.is_file() and result.model_path.parent == tmp_path / "work"
+    workdir = result.log_path.parent  # the workdir run_trainer was given
+    assert workdir.name == "work" and result.model_path.is_file()
+    assert result.model_path.parent == workdir
 
 
 @pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
 def test_a_pyfunc_trainer_scores_as_its_estimator_would(
-    task: Task, window: pl.DataFrame, later: pl.DataFrame, tmp_path: Path
+    task: Task,
+    window: pl.DataFrame,
+    later: pl.DataFrame,
+    tmp_path: Path,
+    sklearn_run: Callable[[Task], TrainerResult],
 ) -> None:
     """The pyfunc wraps the very pipeline sklearn_fit fits (deterministic): its scores equal
     that estimator's, though it answers P(1) alone (binary) or class columns in reverse order
@@ -110,7 +136,7 @@ def test_a_pyfunc_trainer_scores_as_its_estimator_would(
     result = run("pyfunc_fit:fit", window, task, tmp_path)
     assert result.model.kind == "pyfunc" and result.model_path.is_dir()
     better_than_chance(result.model, later, task)
-    plain = run("sklearn_fit:fit", window, task, tmp_path / "plain").model
+    plain = sklearn_run(task).model
     np.testing.assert_allclose(result.model.predict_scores(later), plain.predict_scores(later))
 
 
@@ -133,10 +159,10 @@ def test_a_hanging_trainer_is_killed_with_what_it_started(
     project.mkdir()
     started = time.monotonic()
     with pytest.raises(TrainerFailed) as failed:
-        run("hangs:fit", window, "binary", tmp_path, timeout_s=3.0, project=project)
+        run("hangs:fit", window, "binary", tmp_path, timeout_s=1.5, project=project)
     assert failed.value.reason == "timeout"
-    # 3 s from the moment the owner's code ran, after the child's own start (slow when busy).
-    assert 3.0 <= time.monotonic() - started < 3.0 + 30.0
+    # 1.5 s from the moment the owner's code ran, after the child's own start (slow when busy).
+    assert 1.5 <= time.monotonic() - started < 1.5 + 30.0
     assert "waiting for a lock that never frees" in failed.value.log_tail
     helper = int((project / "helper.pid").read_text())  # the trainer's own child process
     assert not alive(helper)
