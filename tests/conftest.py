@@ -183,7 +183,7 @@ TRAINED: dict[str, Callable[[Any, dict[str, pl.DataFrame]], None]] = {
 
 
 class TrainedHomes:
-    """Homes with trained champions (``TRAINED``), each built once per session on SQLite
+    """Homes with trained champions (``TRAINED``), each built once per run on SQLite
     (its template) and copied into a test's home on demand.
 
     MLflow and the audit store keep absolute paths of the home (artifact URIs, model windows);
@@ -211,16 +211,29 @@ class TrainedHomes:
         settings_module.get_settings.cache_clear()
 
     def template(self, key: str) -> Path:
+        """Template ``key``, built on first use. Under pytest-xdist the root is shared by the
+        run's workers: a file lock lets the first build it while the others wait, then read
+        it (a template is never written after its ``built`` mark)."""
+        from filelock import FileLock
+
         if key not in self.templates:
-            home = self.root / key / "home"
-            with pytest.MonkeyPatch.context() as env:
-                env.setenv("DRIFTPILOT_HOME", str(home))
-                for name in DB_VARS:
-                    env.delenv(name, raising=False)
-                self.build(key)
-            settings_module.get_settings.cache_clear()
-            self.templates[key] = home
+            folder = self.root / key
+            with FileLock(str(self.root / f"{key}.lock")):
+                if not (folder / "built").exists():
+                    if folder.exists():  # a build that failed half-way: start again
+                        shutil.rmtree(folder)
+                    self.build_template(key, folder / "home")
+                    (folder / "built").touch()
+            self.templates[key] = folder / "home"
         return self.templates[key]
+
+    def build_template(self, key: str, home: Path) -> None:
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("DRIFTPILOT_HOME", str(home))
+            for name in DB_VARS:
+                env.delenv(name, raising=False)
+            self.build(key)
+        settings_module.get_settings.cache_clear()
 
     def copy_into(self, key: str, home: Path) -> Path:
         """Copy template ``key`` into ``home`` (absolute, empty or only its folders) and
@@ -295,8 +308,13 @@ def rewrite_paths(file: Path, old: str, new: str) -> None:
 def trained_homes(
     tmp_path_factory: pytest.TempPathFactory, months: dict[str, pl.DataFrame]
 ) -> TrainedHomes:
-    """The session's trained-home templates (built on first use)."""
-    return TrainedHomes(tmp_path_factory.mktemp("trained"), months)
+    """The session's trained-home templates (built on first use), one set for all the workers
+    of a pytest-xdist run: their base temps' parent is the run's own."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return TrainedHomes(tmp_path_factory.mktemp("trained"), months)
+    root = tmp_path_factory.getbasetemp().parent / "trained"
+    root.mkdir(exist_ok=True)
+    return TrainedHomes(root, months)
 
 
 @pytest.fixture
