@@ -22,7 +22,7 @@ from driftpilot.runs.plane import ControlPlane
 from driftpilot.store.models import ChampionChange, Decision, ManagedModel, ToolCall
 from tests.conftest import jan_initial
 from tools import registry
-from tools.datasets import FLIGHTS_DELAY
+from tools.datasets import FLIGHTS, FLIGHTS_DELAY
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +41,9 @@ def use_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: dict[str
 
 @pytest.fixture(scope="module")
 def july(months: dict[str, pl.DataFrame]) -> pl.DataFrame:
-    return months["2013-07"].sample(n=12000, seed=3).sort("time_hour")
+    """4,000 July flights: the batch every run retrains on (a few thousand rows keep the
+    owner's fit and the evaluator's holdout quick)."""
+    return months["2013-07"].sample(n=4000, seed=3).sort("time_hour")
 
 
 def retraining_decision(cp: ControlPlane, run_id: str) -> Decision:
@@ -50,10 +52,24 @@ def retraining_decision(cp: ControlPlane, run_id: str) -> Decision:
 
 
 def test_a_trainer_that_raises_ends_the_run_as_challenger_failed(
-    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, july: pl.DataFrame
+    settings: Settings,
+    trained_home: Callable[[str], Settings],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    months: dict[str, pl.DataFrame],
+    july: pl.DataFrame,
 ) -> None:
+    """``model add --trainer`` (the CLI), in a copy of the module's trained home (its MLflow
+    store is made already): the model's first champion on 3,000 January flights."""
+    trained_home("flights")
     use_policy(tmp_path, monkeypatch, FORCE_RETRAIN)
-    add = ["model", "add", "fl", "--dataset", "flights", "--initial", "2013-01", "--by", "ann"]
+    initial = tmp_path / "january.parquet"
+    jan_initial(months).head(3000).write_parquet(initial)
+    add = [
+        "model", "add", "fl", "--data", str(initial), "--target", FLIGHTS.target,
+        "--time-col", FLIGHTS.time_col, "--numeric", ",".join(FLIGHTS.numeric),
+        "--categorical", ",".join(FLIGHTS.categorical), "--by", "ann",
+    ]  # fmt: skip
     added = CliRunner().invoke(app, [*add, "--trainer", RAISES], terminal_width=200)
     assert added.exit_code == 0, added.output
     assert "champion v1" in added.output
@@ -81,7 +97,8 @@ def test_a_trainer_that_raises_ends_the_run_as_challenger_failed(
         assert agents == {"ingestion", "drift_analyst", "optimizer", "retraining"}
         assert registry.current_champion("fl", settings) == 1
         assert [v.version for v in registry.list_versions("fl", settings)] == [1]
-        assert [c.action for c in cp.store.list_rows(ChampionChange)] == ["bootstrap"]
+        changes = cp.store.list_rows(ChampionChange, ChampionChange.model == "fl")
+        assert [c.action for c in changes] == ["bootstrap"]
         assert cp.model_view("fl").champion == 1
         assert cp.verify().ok
     finally:
@@ -133,21 +150,24 @@ def test_a_good_trainer_gives_a_challenger_evaluated_under_the_policy(
 
 def test_a_regression_retrained_by_an_owners_pyfunc(
     settings: Settings,
+    trained_home: Callable[[str], Settings],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     months: dict[str, pl.DataFrame],
     july: pl.DataFrame,
 ) -> None:
-    """A regression (flights' arrival delay in minutes, RMSE) whose owner's trainer returns an
-    MLflow PythonModel: the pyfunc travels inside the challenger's MLflow run, the evaluator
-    loads it back and compares RMSE (lower is better) with the champion's."""
+    """A regression (flights' arrival delay in minutes, RMSE; added on 3,000 January flights
+    to a copy of the module's trained home) whose owner's trainer returns an MLflow
+    PythonModel: the pyfunc travels inside the challenger's MLflow run, the evaluator loads it
+    back and compares RMSE (lower is better) with the champion's."""
+    trained_home("flights")
     low_risk = {"min_gain_to_halfwidth": 0.0, "max_divergence": 1.0, "family_change_is_high": False}
     use_policy(tmp_path, monkeypatch, {**FORCE_RETRAIN, "risk": low_risk})
     cp = ControlPlane(get_settings())
     try:
         cp.add_model(
             "delay",
-            jan_initial(months),
+            jan_initial(months).head(3000),
             target=FLIGHTS_DELAY.target,
             time_col=FLIGHTS_DELAY.time_col,
             numeric=FLIGHTS_DELAY.numeric,
