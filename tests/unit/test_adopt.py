@@ -1,6 +1,7 @@
 """tools.adopt's pure parts on real flights rows: the input check (every mismatch named in
-one error), how a classifier's output is read, URIs and credentials. MLflow itself is
-exercised in tests/integration/test_adopt.py."""
+one error), a classifier read through its flavour, URIs and credentials. How a foreign
+model's output is read is tests/unit/test_foreign.py's; MLflow itself is exercised in
+tests/integration/test_adopt.py."""
 
 from __future__ import annotations
 
