@@ -2,9 +2,10 @@
 minutes (``flights_delay``) and its delay class (``flights_delay_class``). A February batch
 comes without its target, is accepted and filed; its labels come later and the champion that
 scored it is scored on them in the model's own metric (RMSE, macro one-vs-rest ROC AUC),
-checked here against scikit-learn on the champion's own predictions. Each test's home is a copy
-of the session's trained home of its dataset (the model on 6,000 January flights, default
-policy, builtin LLM), built once per worker."""
+checked here against scikit-learn on the champion's own predictions. Before its labels the
+batch is estimated in the model's metric (DLE, CBPE) and never retrains. Each test's home is a
+copy of the session's trained home of its dataset (the model on 6,000 January flights, default
+policy, builtin LLM), built once per pytest run."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from driftpilot.cli import app
 from driftpilot.core.errors import DataError
 from driftpilot.core.settings import Settings
 from driftpilot.runs.plane import ControlPlane
-from driftpilot.store.models import Decision
+from driftpilot.store.models import Decision, ToolCall
 from tools import registry
 from tools.datasets import FLIGHT_TARGETS, FLIGHTS_DELAY, FLIGHTS_DELAY_CLASS, DatasetSpec
 
@@ -61,6 +62,29 @@ def run_unlabelled(plane: ControlPlane, name: str, batch: pl.DataFrame) -> Any:
     return view
 
 
+def check_estimated(plane: ControlPlane, run: Any, metric: str, method: str, rows: int) -> None:
+    """Before its labels the batch is estimated without them (DLE, CBPE) in the model's metric,
+    and the champion is kept: an unlabelled batch never retrains (nothing to judge a
+    challenger on)."""
+    assert (run.outcome or "").startswith("no_retrain"), run.summary
+    [made] = plane.store.list_rows(
+        Decision, Decision.run_id == run.run_id, Decision.agent == "drift_analyst"
+    )
+    perf = json.loads(made.evidence)["performance"]
+    assert "score" not in perf and perf["metric"] == metric, perf
+    assert perf["estimate_method"] == method
+    assert perf["estimated_low"] <= perf["estimated_score"] <= perf["estimated_high"]
+    [call] = plane.store.list_rows(
+        ToolCall,
+        ToolCall.run_id == run.run_id,
+        ToolCall.agent == "drift_analyst",
+        ToolCall.tool == "estimate.estimate",
+    )
+    args = json.loads(call.args)
+    assert args["metric"] == metric and args["rows"] == rows
+    assert plane.model_view(run.model).champion == 1
+
+
 def labels_file(batch: pl.DataFrame, spec: DatasetSpec, tmp_path: Path) -> Path:
     path = tmp_path / f"{spec.name}-labels.csv"
     batch.select(spec.target).write_csv(path)
@@ -73,6 +97,7 @@ def test_a_regressions_labels_score_its_rmse(
     cp = plane(FLIGHTS_DELAY)
     name = FLIGHTS_DELAY.name
     run = run_unlabelled(cp, name, february)
+    check_estimated(cp, run, "rmse", "dle", february.height)
     version = run.summary["drift"]["champion_version"]
     with pytest.raises(DataError, match="must hold numbers"):
         bad = tmp_path / "words.csv"
@@ -103,6 +128,7 @@ def test_a_multiclass_models_labels_score_its_macro_roc_auc(
     cp = plane(FLIGHTS_DELAY_CLASS)
     name = FLIGHTS_DELAY_CLASS.name
     run = run_unlabelled(cp, name, february)
+    check_estimated(cp, run, "roc_auc", "cbpe", february.height)
     version = run.summary["drift"]["champion_version"]
     file = labels_file(february, FLIGHTS_DELAY_CLASS, tmp_path)
     args = ["labels", name, "feb", "--file", str(file), "--as", "dora"]
