@@ -2,7 +2,9 @@
 regression on flights' arrival delay in minutes, multiclass on its delay class, regression on
 gapminder's life expectancy. Each first champion is trained, registered in a real MLflow
 registry and promoted; its baseline is the task's metric with a bootstrap interval on the
-out-of-time holdout. A wrong metric for the task is refused before anything is registered."""
+out-of-time holdout. A wrong metric for the task is refused before anything is registered.
+All the models share the module's home (one MLflow registry and audit store made, not
+three)."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from typer.testing import CliRunner
 from api.app import create_app
 from driftpilot.cli import app
 from driftpilot.core.errors import ConfigError, NotFound, SchemaError
-from driftpilot.core.settings import ApiSettings, Settings, get_settings
+from driftpilot.core.settings import ApiSettings, get_settings
 from driftpilot.runs.models import bootstrap_id, choose_task
 from driftpilot.runs.plane import ControlPlane
 from driftpilot.store.models import Decision, ManagedModel, ToolCall
@@ -152,9 +154,8 @@ def test_the_task_is_inferred_with_its_reason(initial: pl.DataFrame) -> None:
         choose_task(initial, "no_such_column")
 
 
-def test_cli_adds_a_regression_on_gapminder_and_lists_its_task(
-    settings: Settings,
-) -> None:
+def test_cli_adds_a_regression_on_gapminder_and_lists_its_task(plane: ControlPlane) -> None:
+    # The module's home (its env is the CLI's): the CLI opens a plane of its own on it.
     cli = CliRunner()
 
     def invoke(*args: str) -> Any:
@@ -169,43 +170,43 @@ def test_cli_adds_a_regression_on_gapminder_and_lists_its_task(
     assert "(regression, lightgbm)" in added.output and "baseline mae" in added.output
     assert "lower is better" in added.output
     listed = invoke("model", "list")
-    assert listed.exit_code == 0 and "regression" in listed.output and "mae" in listed.output
-    [row] = json.loads(invoke("model", "list", "--json").output)
+    assert listed.exit_code == 0, listed.output
+    [line] = [line for line in listed.output.splitlines() if "life" in line]
+    assert "regression" in line and "mae" in line, listed.output
+    rows = json.loads(invoke("model", "list", "--json").output)
+    [row] = [r for r in rows if r["name"] == "life"]
     assert (row["task"], row["metric"], row["higher_is_better"]) == ("regression", "mae", False)
 
 
-def test_api_adds_a_model_with_a_task_and_refuses_a_wrong_metric(settings: Settings) -> None:
-    cp = ControlPlane(settings)
-    try:
-        key = cp.create_api_key("olga", "operator")[1]
-        with TestClient(create_app(cp, ApiSettings(workers=1))) as client:
-            client.app.state.executor.wait_started(30)  # type: ignore[attr-defined]
+def test_api_adds_a_model_with_a_task_and_refuses_a_wrong_metric(plane: ControlPlane) -> None:
+    # The module's plane: the app does not own it (the runtime leaves it open).
+    key = plane.create_api_key("olga", "operator")[1]
+    with TestClient(create_app(plane, ApiSettings(workers=1))) as client:
+        client.app.state.executor.wait_started(30)  # type: ignore[attr-defined]
 
-            def post(**body: Any) -> Any:
-                batch = {"dataset": "gapminder:1952-01"}
-                return client.post(
-                    "/models",
-                    json={"name": "life", "input": {"batch": batch}, **body},
-                    headers={"X-Api-Key": key},
-                )
-
-            wrong = post(metric="log_loss")
-            assert wrong.status_code == 422 and "rmse" in wrong.json()["detail"]
-            assert post(task="multiclass").status_code == 422
-            assert client.get("/jobs", headers={"X-Api-Key": key}).json() == []
-            job = post(task="regression", metric="r2")
-            assert job.status_code == 202, job.text
-            done = wait_job(client, job.json()["job_id"], key)
-            assert done["status"] == "success", done
-            result = done["result"]
-            assert (result["task"], result["metric"], result["higher_is_better"]) == (
-                "regression",
-                "r2",
-                True,
+        def post(**body: Any) -> Any:
+            batch = {"dataset": "gapminder:1952-01"}
+            return client.post(
+                "/models",
+                json={"name": "life-r2", "input": {"batch": batch}, **body},
+                headers={"X-Api-Key": key},
             )
-            assert result["baseline_low"] <= result["baseline"] <= result["baseline_high"]
-    finally:
-        cp.close()
+
+        wrong = post(metric="log_loss")
+        assert wrong.status_code == 422 and "rmse" in wrong.json()["detail"]
+        assert post(task="multiclass").status_code == 422
+        assert client.get("/jobs", headers={"X-Api-Key": key}).json() == []
+        job = post(task="regression", metric="r2")
+        assert job.status_code == 202, job.text
+        done = wait_job(client, job.json()["job_id"], key)
+        assert done["status"] == "success", done
+        result = done["result"]
+        assert (result["task"], result["metric"], result["higher_is_better"]) == (
+            "regression",
+            "r2",
+            True,
+        )
+        assert result["baseline_low"] <= result["baseline"] <= result["baseline_high"]
 
 
 def wait_job(client: TestClient, job_id: str, key: str, timeout_s: float = 120) -> Any:
