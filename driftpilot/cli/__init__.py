@@ -34,6 +34,7 @@ below in its place.
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
@@ -71,6 +72,9 @@ def main(log_level: Annotated[str, typer.Option(help="Logging level.")] = "WARNI
             f"{log_level!r} is not one of {', '.join(LOG_LEVELS)}", param_hint="'--log-level'"
         )
     setup_logging(log_level)
+    # MLflow draws a tqdm bar per artifact download (adopting, loading a champion), which would
+    # break our own progress bars and tables; a person who wants it back sets it to true.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 # The top-level commands in --help order (then the groups).
