@@ -142,9 +142,13 @@ SPECS: dict[str, DatasetSpec] = {
 
 
 def load_dataset(name: DatasetName, settings: Settings | None = None) -> pl.DataFrame:
-    """Load a built-in real dataset by name (a key of ``SPECS``)."""
+    """Load a built-in real dataset by name (a key of ``SPECS``).
+
+    The three flights datasets share one table; each gets it without the other two targets, so
+    a batch of one never carries another's label (an extra column at best, a leak at worst)."""
     if name in ("flights", "flights_delay", "flights_delay_class"):
-        return flights(settings)  # one table holds the three targets
+        own = SPECS[name].target
+        return flights(settings).drop([c for c in FLIGHT_TARGETS if c != own])
     if name == "creditcard":
         return creditcard(settings)
     if name == "seattle_weather":

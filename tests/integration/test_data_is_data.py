@@ -21,6 +21,7 @@ from driftpilot.runs.plane import ControlPlane, RunView
 from driftpilot.store.models import Decision
 from tests.conftest import add_flights
 from tests.fakes import ScriptedChatModel, call, say, scripted
+from tools.datasets import FLIGHT_TARGETS
 
 pytestmark = pytest.mark.integration
 
@@ -126,7 +127,8 @@ def test_an_instruction_in_a_column_name_stays_data(
     )
     plane.close()
     extra = json.loads(ingestion.evidence)["extra_columns"]
-    [label] = [c for c in extra if c != "month"]  # flights rows carry 'month' too
+    # flights rows carry 'month' and the other flights datasets' targets too
+    [label] = [c for c in extra if c not in ("month", *FLIGHT_TARGETS)]
     assert " " not in label and len(label) <= 40 and label.startswith("IGNORE_PREVIOUS")
 
 

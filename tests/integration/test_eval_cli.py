@@ -26,7 +26,7 @@ def quarter(months: dict[str, pl.DataFrame]) -> pl.DataFrame:
     frames = [months[m].sample(n=2000, seed=3) for m in ("2013-01", "2013-02", "2013-03")]
     return (
         pl.concat(frames)
-        .drop("month")
+        .drop("month", "arr_delay", "delay_class")
         .with_columns(
             pl.col("time_hour").dt.strftime("%Y-%m-%d %H:%M:%S"),
             pl.when(pl.col("delayed") == 1)

@@ -18,7 +18,10 @@ def test_an_unknown_dataset_is_named_with_the_known_ones(settings: Settings) -> 
     with pytest.raises(resolver.UnknownDataset) as caught:
         resolver.dataset_batch("nope:2013-01", settings)
     assert isinstance(caught.value, NotFound)
-    assert str(caught.value) == "unknown dataset 'nope'; built-in datasets: flights, creditcard"
+    assert str(caught.value) == (
+        "unknown dataset 'nope'; built-in datasets: flights, flights_delay, "
+        "flights_delay_class, creditcard, seattle_weather, gapminder"
+    )
 
 
 def test_flights_batches_are_loaded_once_and_sampled_in_time_order(settings: Settings) -> None:
