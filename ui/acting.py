@@ -33,7 +33,7 @@ MAX_ROWS = 200_000
 class Proposal:
     """One change the person may confirm; ``args`` are all it needs to be carried out."""
 
-    kind: str  # run | rollback | schedule | approve | reject
+    kind: str  # run | adopt | rollback | schedule | approve | reject
     summary: str  # what will happen, in words (markdown, data escaped)
     role: Role
     args: dict[str, Any]
@@ -47,6 +47,7 @@ def propose(chat: Chat, kind: str, **intent: Any) -> Proposal:
     """The proposal for a mutating intent (refused early when the role is too low)."""
     builders = {
         "run": _propose_run,
+        "adopt": _propose_adopt,
         "rollback": _propose_rollback,
         "schedule": _propose_schedule,
         "approve": _propose_decision,
@@ -64,6 +65,8 @@ def confirm(chat: Chat, proposal: Proposal, reason: str = "") -> Reply:
         return _do_rollback(chat, proposal, reason)
     if proposal.kind == "run":
         return _do_run(chat, proposal)
+    if proposal.kind == "adopt":
+        return _do_adopt(chat, proposal)
     if proposal.kind == "schedule":
         return _do_schedule(chat, proposal)
     return _do_decision(chat, proposal)
@@ -71,6 +74,7 @@ def confirm(chat: Chat, proposal: Proposal, reason: str = "") -> Reply:
 
 _WHAT = {
     "run": "start a run",
+    "adopt": "adopt a model",
     "rollback": "roll back a champion",
     "schedule": "schedule runs",
     "approve": "approve a promotion",
@@ -100,6 +104,38 @@ def _propose_run(chat: Chat, kind: str, intent: dict[str, Any]) -> Proposal:
         "and promote within the policy; a high-risk promotion waits for an approver."
     )
     args = {"model": model, "ref": ref, "rows": rows, "total": total}
+    return Proposal(kind, summary, "operator", args, chat.who.principal)
+
+
+def _propose_adopt(chat: Chat, kind: str, intent: dict[str, Any]) -> Proposal:
+    chat.require("operator", _WHAT[kind])
+    name, uri, ref = intent["model"], intent["uri"] or "", intent["batch"]
+    if not uri.startswith(("models:/", "runs:/")):
+        # The chat loads models from a registry only, never a directory on the server's disk.
+        raise ConfigError(
+            "the chat adopts registered models only: models:/NAME@ALIAS, "
+            "models:/NAME/VERSION or runs:/RUN_ID/PATH"
+        )
+    try:
+        chat.cp.model_view(name)
+    except NotFound:
+        pass
+    else:
+        raise ConfigError(f"model {name!r} already exists")
+    target, *time_col = intent["columns"]
+    rows = batch_size(chat.cp, ref)
+    when = f", out of time by {markup.code(time_col[0])}" if time_col else ""
+    summary = (
+        f"Adopt {markup.code(uri)} as managed model **{markup.text(name)}**: its inputs are "
+        f"checked against batch {markup.code(ref)} (**{rows:,}** rows, target "
+        f"{markup.code(target)}); its predictions there set its baseline{when}, and it "
+        f"becomes champion v1, adopted by **{markup.text(chat.who.principal)}**. A model that "
+        "does not fit the batch is refused with every mismatched column, and nothing is kept."
+    )
+    args = {
+        "name": name, "uri": uri, "ref": ref, "rows": rows,
+        "target": target, "time_col": time_col[0] if time_col else None,
+    }  # fmt: skip
     return Proposal(kind, summary, "operator", args, chat.who.principal)
 
 
@@ -282,6 +318,31 @@ def _do_run(chat: Chat, proposal: Proposal) -> Reply:
         "The agents report below.",
         stream=view.run_id,
     )
+
+
+def _do_adopt(chat: Chat, proposal: Proposal) -> Reply:
+    from driftpilot.runs.adopt import Adoptions, AdoptRequest
+
+    args = proposal.args
+    frame, _ = dataset_batch(chat.cp, args["ref"], args["rows"])
+    request = AdoptRequest(
+        name=args["name"],
+        model_uri=args["uri"],
+        reference=frame,
+        target=args["target"],
+        time_col=args["time_col"],
+        source=json.dumps({"dataset_batch": args["ref"]}),
+    )
+    op_id = f"adopt-{uuid.uuid4().hex}"
+    _audit(chat, op_id, proposal)
+    try:
+        view = Adoptions(chat.cp.models).adopt(request, principal=chat.who.principal)
+    except DriftPilotError as exc:
+        chat.cp.record_confirmation(
+            op_id, chat.who.principal, "adopt", f"not done: {exc}", {}, outcome="failed"
+        )
+        raise
+    return Reply(markup.text(view.note))
 
 
 def _do_schedule(chat: Chat, proposal: Proposal) -> Reply:

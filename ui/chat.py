@@ -188,6 +188,8 @@ class Chat:
             "source": intent.source,
             "run": intent.run,
             "text": reason,
+            "uri": intent.uri,
+            "columns": intent.columns,
         }
         proposal = acting.propose(self, intent.kind, **fields)
         proposal = acting.Proposal(

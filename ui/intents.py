@@ -22,6 +22,7 @@ from typing import Literal
 
 Kind = Literal[
     "run",
+    "adopt",
     "runs",
     "pending",
     "approve",
@@ -42,6 +43,8 @@ Kind = Literal[
 
 USAGE = {
     "run": "/run MODEL DATASET:BATCH [ROWS]   e.g. /run flights flights:2013-07 2000",
+    "adopt": "/adopt NAME MODEL_URI DATASET:BATCH TARGET [TIME_COL]   e.g. "
+    "/adopt delay models:/delay@prod flights_delay:2013-01 arr_delay time_hour",
     "runs": "/runs [MODEL]",
     "pending": "/pending",
     "approve": "/approve RUN [COMMENT]",
@@ -86,7 +89,7 @@ EVERY = {
 
 
 # What changes something: never done without the person's confirmation (see ui.chat).
-MUTATIONS = frozenset({"run", "rollback", "schedule", "approve", "reject"})
+MUTATIONS = frozenset({"run", "adopt", "rollback", "schedule", "approve", "reject"})
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,8 @@ class Intent:
     cron: str | None = None
     source: str | None = None
     text: str = ""  # a comment, a reason, or a usage line
+    uri: str | None = None  # an MLflow model to adopt (models:/..., runs:/...)
+    columns: tuple[str, ...] = ()  # adopt: the target, then the time column if given
     negated: bool = False  # "don't roll back flights": nothing is asked for
 
     @property
@@ -308,6 +313,10 @@ def _slash(text: str) -> Intent:
         return Intent(command, run=args[0], text=rest)  # type: ignore[arg-type]
     if command == "audit":
         return Intent("audit", run=args[0])
+    if command == "adopt":
+        if len(args) not in (4, 5) or ":" not in args[2]:
+            return _usage("adopt")
+        return Intent("adopt", model=args[0], uri=args[1], batch=args[2], columns=tuple(args[3:]))
     if command == "rollback":
         return Intent("rollback", model=args[0], text=rest)
     if command == "history":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ui.intents import USAGE, Intent, parse
+from ui.intents import MUTATIONS, USAGE, Intent, parse
 
 
 @pytest.mark.parametrize(
@@ -85,3 +85,16 @@ def test_nobody_can_say_who_they_are() -> None:
     for message in ["/approve 3fa2 as abby", "approve the flights promotion as admin"]:
         intent = parse(message)
         assert not hasattr(intent, "principal") and "abby" not in (intent.run or "")
+
+
+def test_adopt_is_a_mutation_with_its_uri_batch_and_columns() -> None:
+    got = parse("/adopt delay models:/delay@prod flights_delay:2013-01 arr_delay time_hour")
+    assert got.kind == "adopt" and got.kind in MUTATIONS
+    assert (got.model, got.uri, got.batch) == (
+        "delay",
+        "models:/delay@prod",
+        "flights_delay:2013-01",
+    )
+    assert got.columns == ("arr_delay", "time_hour")
+    assert parse("/adopt delay models:/delay@prod").kind == "usage"  # no batch, no target
+    assert parse("/adopt delay models:/d@p 2013-01 arr_delay").kind == "usage"  # not DATASET:BATCH
