@@ -40,6 +40,7 @@ from driftpilot.runs.plane import ControlPlane
 from tests.conftest import TrainedHomes, copy_trained_home
 from tests.integration.test_api_http import LIMITS, Server, free_port
 from tests.integration.test_control_graph import FORCE_RETRAIN, HIGH_RISK, merge
+from tools.datasets import FLIGHTS_CACHE
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +65,7 @@ def served(
     copy_trained_home(trained_homes, "flights", home)  # flights and its champion v1
     settings_ = Settings(home=home, policy_path=policy, lease_ttl_s=3).ensure_dirs()
     assert settings_.cache_dir is not None
-    flights_df.write_parquet(settings_.cache_dir / "flights.parquet")
+    flights_df.write_parquet(settings_.cache_dir / FLIGHTS_CACHE)
     cp = ControlPlane(settings_)
     july = months["2013-07"].sample(n=2000, seed=2).sort("time_hour")
     waiting = cp.start_run("flights", july, "2013-07", requested_by="alice")

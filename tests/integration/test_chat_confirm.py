@@ -22,6 +22,7 @@ from driftpilot.runs.plane import ControlPlane
 from driftpilot.store.models import ChampionChange, Decision, Run
 from tests.conftest import TrainedHomes, copy_trained_home
 from tests.integration.test_control_graph import FORCE_RETRAIN, HIGH_RISK, merge
+from tools.datasets import FLIGHTS_CACHE
 from ui.acting import Proposal
 from ui.chat import Chat, sign_in
 from ui.intents import parse
@@ -45,7 +46,7 @@ def home(
     copy_trained_home(trained_homes, "flights", root / "home")
     settings = Settings(home=root / "home", policy_path=policy).ensure_dirs()
     assert settings.cache_dir is not None
-    flights_df.write_parquet(settings.cache_dir / "flights.parquet")  # no CSV parse here
+    flights_df.write_parquet(settings.cache_dir / FLIGHTS_CACHE)  # no CSV parse here
     cp = ControlPlane(settings)
     july = cp.start_run("flights", months["2013-07"].sample(n=5000, seed=3), "2013-07")
     october = cp.start_run("flights", months["2013-10"].sample(n=5000, seed=4), "2013-10")

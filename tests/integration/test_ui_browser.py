@@ -38,6 +38,7 @@ from driftpilot.store.users import add_user
 from tests.browser import CHROMIUM, chromium, shots_dir
 from tests.conftest import add_flights, wait_serving
 from tests.integration.test_control_graph import FORCE_RETRAIN, HIGH_RISK, merge
+from tools.datasets import FLIGHTS_CACHE
 from ui import launch
 
 pytestmark = pytest.mark.integration
@@ -105,7 +106,7 @@ def chat(
     policy.write_text(yaml.safe_dump(merge(FORCE_RETRAIN, HIGH_RISK)))
     settings = Settings(home=home, policy_path=policy).ensure_dirs()
     assert settings.cache_dir is not None
-    flights_df.write_parquet(settings.cache_dir / "flights.parquet")  # no re-parse in chainlit
+    flights_df.write_parquet(settings.cache_dir / FLIGHTS_CACHE)  # no re-parse in chainlit
     cp = ControlPlane(settings)
     add_flights(cp, months["2013-01"].sample(n=4000, seed=1).sort("time_hour"), principal="alice")
     server = ChatServer(root=root, settings=settings)
