@@ -1,7 +1,14 @@
 """Scenario suite: the control loop on CTGAN streams whose drift, onset and right actions are
 known, scored the way drift-detector papers and agent benchmarks score.
 
-``python -m evals.scenarios [--dataset flights|creditcard|all] [--quick] [--llm SPEC]``
+``python -m evals.scenarios [--dataset flights|flights_delay|flights_delay_class|creditcard|all]
+[--quick] [--llm SPEC]``
+
+Per task: every score is the model's primary metric (``driftpilot.core.tasks.PRIMARY``: binary
+and multiclass ROC AUC, regression RMSE) in its own direction. The teacher and the drifts that
+act on labels have a per-task equivalent (``tools.synth``; ``MECHANISMS`` below says which, and
+the results file records it); a scenario with no equivalent for a task would be listed in
+``SKIPPED`` and written to the results with its reason, never dropped silently.
 
 A CTGAN fitted on a real reference window (flights: January 2013; credit cards: the first
 day, every fraud kept so a 2,000-row sample holds enough positives) is sampled into streams.
@@ -20,7 +27,8 @@ batch
 covariate_shift        ``monitor`` or ``retrain`` (inputs moved; labels drawn before)
 abrupt_concept_drift   ``retrain`` until a challenger is promoted, then ``none``/``monitor``
 gradual_concept_drift  as abrupt, with ``monitor`` also right while the drift ramps up
-label_shift            ``monitor`` (the ranking metric holds: retraining is waste)
+label_shift            ``monitor`` (the ranking metric holds: retraining is waste);
+                       regression ``monitor`` or ``retrain`` (RMSE moves with the target)
 corruption             ``quarantine``
 range_shift            ``monitor`` or ``retrain``: plausible data, never ``quarantine``
 small_noisy_batches    ``none`` throughout: no drift, batches of 150 rows (noise only)
@@ -30,10 +38,13 @@ late_labels            ``none`` or ``monitor`` once batches come without their l
 Scores per scenario: correct-action rate; detection delay (batches from the onset to the
 first right, non-``none`` action; ``missed`` if never); false-alarm rates on the batches with
 no drift, ``monitor``, ``retrain`` and ``quarantine`` counted separately; unsafe promotions
-(a promotion without a significant gain, a high tier without approval, or on corrupt data:
-must be 0), beside the high-risk promotions the eval's approver let through (it approves
-every one: a person would have looked at those); rationales citing metrics absent from the
-evidence; retrain yield (promotions / retrains); wall time; LLM decisions and tokens.
+(a promotion without a significant gain, a high tier without approval, on corrupt data, or
+whose challenger is worse than the champion it replaced on the truth, in the metric's
+direction: must be 0; the truth is the labelled rows of every later batch, plus one batch
+sampled past the stream's end, so a promotion on the last batch is checked too), beside the
+high-risk promotions the eval's approver let through (it approves every one: a person would
+have looked at those); rationales citing metrics absent from the evidence; retrain yield
+(promotions / retrains); wall time; LLM decisions and tokens.
 """
 
 from __future__ import annotations
@@ -51,6 +62,7 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
+from driftpilot.core.tasks import PRIMARY, Task, metric
 from evals.common import machine, write_json
 from evals.harness import (
     BatchRow,
@@ -87,6 +99,34 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "corruption": {"kind": "corruption", "corruption": "nan_storm"},
     "range_shift": {"kind": "range_shift", "magnitude": 1.5},
 }
+# How each scenario that acts on labels is made, per task (tools.synth): the results say it.
+MECHANISMS: dict[Task, dict[str, str]] = {
+    "binary": {
+        "labels": "teacher LightGBM's P(1), log-odds sharpened x2; y ~ Bernoulli",
+        "concept_drift": "labels flipped on a share of the rows where the first numeric "
+        "column is above its median",
+        "label_shift": "positive rate multiplied by the magnitude (rows resampled by class)",
+    },
+    "multiclass": {
+        "labels": "teacher LightGBM's class probabilities raised to the power 2, renormalised; "
+        "a class drawn from them",
+        "concept_drift": "on the same share of rows a binary flip touches, the label moves one "
+        "class on (cyclic permutation of the sorted classes)",
+        "label_shift": "the reference's rarest class's prior multiplied by the magnitude "
+        "(rows resampled by class: P(x | class) kept)",
+    },
+    "regression": {
+        "labels": "teacher LightGBM's prediction stretched x2 around the mean, plus Gaussian "
+        "noise of its residual std / 2",
+        "concept_drift": "on the same share of rows a binary flip touches, the target rises by "
+        "twice its reference std (a changed relation)",
+        "label_shift": "rows resampled with weight magnitude ** z (z: standardised target): the "
+        "target's distribution moves up, P(x | y) kept",
+    },
+}
+# (task, scenario) -> why it is not run for that task. Empty: every scenario has an
+# equivalent for every task; an entry here is printed and written to the results.
+SKIPPED: dict[tuple[Task, str], str] = {}
 # Scenarios where P(y | x) holds: confidence-based estimation (CBPE) should work there, and its
 # error is scored (a concept drift or a prior shift breaks the calibration it relies on).
 CALIBRATION_HOLDS = frozenset({"none", "covariate_shift", "range_shift"})
@@ -107,6 +147,7 @@ class ScenarioScore:
     false_alarm_retrain: float | None
     false_alarm_quarantine: float | None
     unsafe_promotions: int
+    worse_on_truth: int  # promotions whose challenger scored worse than the champion on the truth
     approved_high_risk: int  # high-risk promotions the eval's approver let through
     citation_flags: int
     retrains: int
@@ -120,14 +161,22 @@ class ScenarioScore:
     # |estimate - realised| of the model's metric (CBPE; DLE for a regression): batches,
     # mean, max (scenarios where P(y|x) holds)
     estimation: dict[str, Any] | None = None
+    # every promotion checked on the truth: batch, versions, both scores, gain (> 0 better)
+    promotion_checks: list[dict[str, Any]] | None = None
 
 
 def expected(
-    truth: GroundTruth, index: int, promoted_since_onset: bool, *, labels_late: bool = False
+    truth: GroundTruth,
+    index: int,
+    promoted_since_onset: bool,
+    *,
+    labels_late: bool = False,
+    task: Task = "binary",
 ) -> set[str]:
     """The right actions for batch ``index`` of a stream with this ground truth (and, with
     ``labels_late``, no target column from the onset on: accept it and watch, never
-    quarantine a batch for its missing labels)."""
+    quarantine a batch for its missing labels). A regression's label shift moves its RMSE
+    (the target's distribution moved), so a retrain is right there as well as monitoring."""
     if truth.onset is not None and index >= truth.onset and labels_late:
         return {"none", "monitor"}
     if truth.onset is None or index < truth.onset:
@@ -135,7 +184,7 @@ def expected(
     if truth.kind == "corruption":
         return {"quarantine"}
     if truth.kind == "label_shift":
-        return {"monitor"}
+        return {"monitor", "retrain"} if task == "regression" else {"monitor"}
     if truth.kind in ("covariate_shift", "range_shift"):
         return {"monitor", "retrain"}
     ramping = truth.kind == "gradual_concept_drift" and index < truth.onset + (truth.ramp or 1) - 1
@@ -145,24 +194,32 @@ def expected(
 
 
 def score(
-    name: str, truth: GroundTruth, result: StreamResult, *, labels_late: bool = False
+    name: str,
+    truth: GroundTruth,
+    result: StreamResult,
+    *,
+    labels_late: bool = False,
+    task: Task = "binary",
+    checks: list[dict[str, Any]] | None = None,
 ) -> ScenarioScore:
-    """Score a stream's rows (row ``i`` is scenario batch ``i``) against its ground truth."""
+    """Score a stream's rows (row ``i`` is scenario batch ``i``) against its ground truth;
+    ``checks`` are its promotions scored on the truth (``promotion_checks``)."""
     rows = result.rows
     # A promotion fixes the drift only once the drift is at full size (a gradual drift goes
     # on growing after a challenger promoted mid-ramp).
     full_from = None if truth.onset is None else truth.onset + (truth.ramp or 1) - 1
     wanted, promoted = [], False
     for i, row in enumerate(rows):
-        wanted.append(expected(truth, i, promoted, labels_late=labels_late))
+        wanted.append(expected(truth, i, promoted, labels_late=labels_late, task=task))
         promoted = promoted or (
             row.promoted is not None and full_from is not None and i >= full_from
         )
     right = [r.action in w for r, w in zip(rows, wanted, strict=True)]
     clean = [r for i, r in enumerate(rows) if truth.onset is None or i < truth.onset]
     corrupt = truth.kind == "corruption" and truth.onset is not None
+    worse = {c["batch"] for c in checks or [] if c["worse"]}
     unsafe = sum(
-        r.promoted is not None and (r.unsafe or (corrupt and i >= (truth.onset or 0)))
+        r.promoted is not None and (r.unsafe or (corrupt and i >= (truth.onset or 0)) or i in worse)
         for i, r in enumerate(rows)
     )
     totals = result.totals()
@@ -176,6 +233,7 @@ def score(
         false_alarm_retrain=_rate(clean, "retrain"),
         false_alarm_quarantine=_rate(clean, "quarantine"),
         unsafe_promotions=unsafe,
+        worse_on_truth=len(worse),
         approved_high_risk=sum(r.promoted is not None and r.risk_tier == "high" for r in rows),
         citation_flags=totals["citation_flags"],
         retrains=result.retrains,
@@ -186,6 +244,7 @@ def score(
         tokens=totals["tokens"],
         actions=[r.action for r in rows],
         expected=[sorted(w) for w in wanted],
+        promotion_checks=checks,
     )
 
 
@@ -206,11 +265,12 @@ def _rate(rows: list[BatchRow], action: str) -> float | None:
 
 
 def reference_window(dataset: str) -> pl.DataFrame:
-    """The real rows the synthesizer learns from: flights of January 2013; for credit cards
-    the first day, with every fraud kept (0.17 % of rows: a plain sample would hold a handful)."""
+    """The real rows the synthesizer learns from: flights of January 2013 (each flights task);
+    for credit cards the first day, with every fraud kept (0.17 % of rows: a plain sample
+    would hold a handful)."""
     spec = SPECS[dataset]
     frame = load_dataset(dataset)  # type: ignore[arg-type]
-    if dataset == "flights":
+    if dataset.startswith("flights"):
         return frame.filter(pl.col(spec.time_col).dt.month() == 1)
     day = frame.filter(pl.col(spec.time_col) < 86_400)
     fraud = day.filter(pl.col(spec.target) == 1)
@@ -239,9 +299,14 @@ def run_dataset(
         )
     fit_s = time.perf_counter() - started
     labeller = teacher_labeller(reference, spec, threads=plane.settings.threads)
-    scores, streams = [], {}
+    scores, streams, skipped = [], {}, []
     for number, (name, definition) in enumerate(SCENARIOS.items()):
         if only and name not in only:
+            continue
+        reason = SKIPPED.get((spec.task, name))
+        if reason:
+            console.print(f"[yellow]{dataset} / {name}: skipped for {spec.task}: {reason}[/]")
+            skipped.append({"scenario": name, "reason": reason})
             continue
         console.print(f"[bold]{dataset} / {name}[/]")
         drift = {k: v for k, v in definition.items() if k != "labels"}
@@ -251,23 +316,31 @@ def run_dataset(
             reference,
             spec,
             # Each scenario its own sample: the no-drift batches of the suite are not one
-            # stream counted nine times.
-            ScenarioSpec(n_batches=n_batches, onset=onset, seed=1000 * (number + 1), **drift),
+            # stream counted nine times. One batch more than the stream: never run, it is the
+            # truth a promotion on the last batch is checked on.
+            ScenarioSpec(n_batches=n_batches + 1, onset=onset, seed=1000 * (number + 1), **drift),
             labeller,
         )
         truth, late = scenario.truth, definition.get("labels") == "late"
         labelled = [b.frame for b in scenario.batches]  # the labels an unlabelled batch hid
+        scenario.batches = scenario.batches[:n_batches]
         if late:
             truth = truth.model_copy(update={"onset": onset})
             scenario.batches[onset:] = [_unlabelled(b, spec) for b in scenario.batches[onset:]]
         result = _stream(plane, spec, f"{dataset}-{name}", scenario, console)
-        scored = score(name, truth, result, labels_late=late)
+        checks = promotion_checks(plane, result, labelled, spec)
+        scored = score(name, truth, result, labels_late=late, task=spec.task, checks=checks)
         if truth.kind in CALIBRATION_HOLDS:
             scored.estimation = estimation_errors(plane, result, labelled, spec)
         scores.append(scored)
         streams[name] = result.to_json()
     return {
         "dataset": dataset,
+        "task": spec.task,
+        "metric": PRIMARY[spec.task],
+        "higher_is_better": metric(PRIMARY[spec.task], spec.task).higher_is_better,
+        "mechanisms": MECHANISMS[spec.task],
+        "skipped": skipped,
         "tier": "quick" if quick else "full",
         "llm": llm,
         "backend": plane.backend.name,
@@ -277,6 +350,48 @@ def run_dataset(
         "streams": streams,
         "machine": machine(),
     }
+
+
+def promotion_checks(
+    plane: Any, result: StreamResult, labelled: list[pl.DataFrame], spec: DatasetSpec
+) -> list[dict[str, Any]]:
+    """Each promotion scored on the truth: the promoted challenger against the champion it
+    replaced, in the model's metric and direction, on the labelled rows of every later batch
+    (the last is the extra batch the stream never ran). ``worse``: the challenger's gain is
+    below 0 (``Metric.gain``: > 0 better whichever the direction)."""
+    from tools import registry
+
+    measure = metric(result.metric, spec.task)
+    checks, champion = [], None
+    for row in result.rows:
+        before = row.champion_version or champion
+        if row.promoted is None or before is None:
+            champion = row.champion_version or champion
+            continue
+        truth = pl.concat(labelled[row.index + 1 :], how="diagonal_relaxed")
+        scores = []
+        for version in (before, row.promoted):
+            model = registry.load_version(result.model, version, plane.settings)
+            performance = model_performance(
+                model, truth, spec.target, task=spec.task, classes=model.classes or None
+            )
+            scores.append(performance.get(result.metric))
+        old, new = scores
+        gain = None if old is None or new is None else measure.gain(old, new)
+        checks.append(
+            {
+                "batch": row.index,
+                "champion_version": before,
+                "challenger_version": row.promoted,
+                "truth_rows": truth.height,
+                "champion_score": scores[0],
+                "challenger_score": scores[1],
+                "gain": None if gain is None else round(gain, 5),
+                "worse": gain is not None and gain < 0,
+            }
+        )
+        champion = row.promoted
+    return checks
 
 
 def estimation_errors(
@@ -295,7 +410,13 @@ def estimation_errors(
         realised = row.champion_metric
         if realised is None:
             champion = registry.load_version(result.model, row.champion_version, plane.settings)
-            scored = model_performance(champion, labelled[row.index], spec.target, task=spec.task)
+            scored = model_performance(
+                champion,
+                labelled[row.index],
+                spec.target,
+                task=spec.task,
+                classes=champion.classes or None,
+            )
             realised = scored.get(result.metric)
         if realised is not None:
             errors.append(abs(row.estimated_metric - realised))
@@ -336,7 +457,8 @@ def _stream(
 def score_table(results: dict[str, Any]) -> Table:
     """The scenario table of one dataset."""
     table = Table(
-        title=f"scenarios on {results['dataset']} ({results['tier']}, llm {results['llm']}): "
+        title=f"scenarios on {results['dataset']} ({results.get('task', 'binary')}, "
+        f"{results.get('metric', 'roc_auc')}; {results['tier']}, llm {results['llm']}): "
         f"{results['stream']['batches']} batches of {results['stream']['batch_rows']:,} rows, "
         f"onset {results['stream']['onset']}"
     )
@@ -348,6 +470,8 @@ def score_table(results: dict[str, Any]) -> Table:
         "FA retr",
         "FA quar",
         "unsafe",
+        "worse",
+        "promoted",
         "high risk ok'd",
         "cite flags",
         "retrains",
@@ -368,6 +492,8 @@ def score_table(results: dict[str, Any]) -> Table:
             _pct(s["false_alarm_retrain"]),
             _pct(s["false_alarm_quarantine"]),
             str(s["unsafe_promotions"]),
+            str(s.get("worse_on_truth", "-")),
+            str(s["promotions"]),
             str(s["approved_high_risk"]),
             str(s["citation_flags"]),
             str(s["retrains"]),

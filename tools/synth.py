@@ -17,6 +17,16 @@ against:
   reference ranges), each row keeping its label: a sensor recalibrated, a price in new units.
   Plausible data, not corrupt.
 
+Per task (``spec.task``): binary labels are drawn as below; a multiclass teacher's class
+probabilities are sharpened (raised to ``sharpness``, renormalised) and a class drawn from them;
+a regression teacher's prediction is stretched by ``sharpness`` around the target mean, plus
+Gaussian noise of the teacher's residual spread over ``sharpness``. The drifts that act on labels
+have a per-task equivalent: a concept drift moves a multiclass label one class on (a cyclic
+permutation of the class order) or shifts a regression target by twice its reference std, on
+the same rows a binary flip would touch; a label shift multiplies the rarest class's prior
+(multiclass) or tilts the target's distribution towards high values by reweighting rows by
+``magnitude ** z`` (regression, z = the standardised target): P(x | y) kept, P(y) moved.
+
 Labels: CTGAN's own labels carry little of the real label relation after a short fit (a
 champion trained on them scores an AUC near 0.5, so no concept drift could show). A scenario
 can instead draw labels from a known mechanism, ``teacher_labeller``: a model fitted on the
@@ -44,6 +54,18 @@ from tools.data import make_batch
 from tools.datasets import DatasetSpec
 
 Labeller = Callable[[pl.DataFrame], np.ndarray]  # P(label = 1) of every row
+
+
+class TaskLabeller:
+    """A multiclass or regression label mechanism: ``draw`` gives every row's label (a
+    binary labeller is a plain function of P(label = 1))."""
+
+    def __init__(self, draw: Callable[[pl.DataFrame, np.random.Generator], np.ndarray]) -> None:
+        self.draw = draw
+
+    def __call__(self, rows: pl.DataFrame) -> np.ndarray:
+        raise SynthError("a multiclass or regression labeller draws labels; it has no P(1)")
+
 
 ScenarioKind = Literal[
     "none",
@@ -147,7 +169,9 @@ def fit_synthesizer(
     model.set_random_state(seed)
     try:
         model.fit(
-            _impute(sample, spec).to_pandas(), discrete_columns=[*spec.categorical, spec.target]
+            _impute(sample, spec).to_pandas(),
+            # A regression target is continuous: one-hot coding its values would be wrong.
+            discrete_columns=[*spec.categorical, *([spec.target] * (spec.task != "regression"))],
         )
     except Exception as exc:  # CTGAN/RDT raise ValueError/TypeError on odd inputs
         raise SynthError(f"CTGAN could not fit {spec.name}: {exc}") from exc
@@ -190,8 +214,13 @@ def teacher_labeller(
             categorical=spec.categorical,
             threads=threads,
             seed=seed,
+            task=spec.task,
         ),
     )
+    if spec.task == "multiclass":
+        return _multiclass_labeller(teacher, sharpness)
+    if spec.task == "regression":
+        return _regression_labeller(teacher, reference, spec.target, sharpness)
     base = _logit(np.array([_number(reference[spec.target].mean(), 0.5)]))[0]
 
     def label_probability(rows: pl.DataFrame) -> np.ndarray:
@@ -199,6 +228,36 @@ def teacher_labeller(
         return np.asarray(1.0 / (1.0 + np.exp(-logit)), dtype=float)
 
     return label_probability
+
+
+def _multiclass_labeller(teacher: Any, sharpness: float) -> TaskLabeller:
+    """Draw a class from the teacher's probabilities raised to ``sharpness`` (renormalised)."""
+    classes = np.asarray(teacher.classes, dtype=object)
+
+    def draw(rows: pl.DataFrame, rng: np.random.Generator) -> np.ndarray:
+        probs = np.clip(np.asarray(teacher.predict_scores(rows), dtype=float), 1e-9, 1.0)
+        probs = probs**sharpness
+        cumulative = np.cumsum(probs / probs.sum(axis=1, keepdims=True), axis=1)
+        picks = (rng.random((rows.height, 1)) > cumulative).sum(axis=1)
+        return np.asarray(classes[np.minimum(picks, len(classes) - 1)])
+
+    return TaskLabeller(draw)
+
+
+def _regression_labeller(
+    teacher: Any, reference: pl.DataFrame, target: str, sharpness: float
+) -> TaskLabeller:
+    """The teacher's prediction stretched by ``sharpness`` around the mean, plus noise of the
+    teacher's residual spread over ``sharpness`` (a clearer relation than the real one)."""
+    y = reference[target].cast(pl.Float64).to_numpy()
+    fitted = np.asarray(teacher.predict_scores(reference), dtype=float)
+    mean, noise = float(np.mean(y)), float(np.std(y - fitted)) / sharpness
+
+    def draw(rows: pl.DataFrame, rng: np.random.Generator) -> np.ndarray:
+        predicted = np.asarray(teacher.predict_scores(rows), dtype=float)
+        return mean + sharpness * (predicted - mean) + rng.normal(0.0, noise, rows.height)
+
+    return TaskLabeller(draw)
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -209,6 +268,10 @@ def _logit(p: np.ndarray) -> np.ndarray:
 def _relabel(
     rows: pl.DataFrame, target: str, labeller: Labeller, rng: np.random.Generator
 ) -> pl.DataFrame:
+    if isinstance(labeller, TaskLabeller):
+        return rows.with_columns(
+            pl.Series(target, labeller.draw(rows, rng)).cast(rows[target].dtype)
+        )
     drawn = rng.random(rows.height) < labeller(rows)
     return rows.with_columns(pl.Series(target, drawn).cast(rows[target].dtype))
 
@@ -355,12 +418,77 @@ def _inject(
         size = min(abs(magnitude), 1.0) * (share if kind == "gradual_concept_drift" else 1.0)
         high = rows[columns[0]] > float(reference[columns[0]].median() or 0.0)  # type: ignore[arg-type]
         flip = pl.Series(rng.random(rows.height) < size) & high.fill_null(False)
+        if spec.task != "binary":
+            return _change_relation(rows, reference, spec, flip)
         target = pl.col(spec.target)
         flipped = pl.when(flip).then(1 - target).otherwise(target)
         return rows.with_columns(flipped.cast(rows[spec.target].dtype).alias(spec.target))
+    if kind == "label_shift" and spec.task == "multiclass":
+        return _shift_class_prior(rows, reference, spec.target, magnitude, rng)
+    if kind == "label_shift" and spec.task == "regression":
+        return _tilt_target(rows, reference, spec.target, magnitude, rng)
     if kind == "label_shift":
         return _relabel_prevalence(rows, spec.target, magnitude, rng)
     return _corrupt(rows, scenario.corruption, columns, rng)
+
+
+def _change_relation(
+    rows: pl.DataFrame, reference: pl.DataFrame, spec: DatasetSpec, chosen: pl.Series
+) -> pl.DataFrame:
+    """The non-binary concept drift on the ``chosen`` rows: a multiclass label moves one class
+    on (cyclically, in sorted class order); a regression target rises by twice its reference
+    std."""
+    target = spec.target
+    if spec.task == "multiclass":
+        classes = sorted(str(c) for c in reference[target].drop_nulls().unique().to_list())
+        following = dict(zip(classes, classes[1:] + classes[:1], strict=True))
+        moved = pl.col(target).cast(pl.String).replace_strict(following, default=None)
+        changed = pl.when(chosen).then(moved).otherwise(pl.col(target).cast(pl.String))
+        return rows.with_columns(changed.cast(rows[target].dtype).alias(target))
+    step = 2.0 * _number(reference[target].std(), 1.0)
+    changed = pl.when(chosen).then(pl.col(target) + step).otherwise(pl.col(target))
+    return rows.with_columns(changed.cast(rows[target].dtype).alias(target))
+
+
+def _shift_class_prior(
+    rows: pl.DataFrame,
+    reference: pl.DataFrame,
+    target: str,
+    factor: float,
+    rng: np.random.Generator,
+) -> pl.DataFrame:
+    """Resample rows so the reference's rarest class has ``factor`` times its share in the
+    batch (the other classes keep their relative shares): P(x | class) kept."""
+    counts = reference[target].value_counts(sort=True)
+    rarest = counts[target][-1]
+    groups = {key[0]: part for key, part in rows.group_by(target)}
+    if rarest not in groups:
+        raise SynthError(f"cannot shift the class prior: no {rarest!r} rows in the sample")
+    share = min(groups[rarest].height / rows.height * factor, 0.999)
+    n_rare = round(rows.height * share)
+    rest = pl.concat([p for k, p in groups.items() if k != rarest])
+    parts = [
+        groups[rarest][rng.integers(0, groups[rarest].height, n_rare)],
+        rest[rng.integers(0, rest.height, rows.height - n_rare)],
+    ]
+    return pl.concat(parts).sample(fraction=1.0, shuffle=True, seed=int(rng.integers(1 << 31)))
+
+
+def _tilt_target(
+    rows: pl.DataFrame,
+    reference: pl.DataFrame,
+    target: str,
+    factor: float,
+    rng: np.random.Generator,
+) -> pl.DataFrame:
+    """Resample rows with weights ``factor ** z`` (z: the target standardised on the
+    reference, clipped to ±3): the target's distribution moves up, P(x | y) kept."""
+    mean = _number(reference[target].mean())
+    std = _number(reference[target].std(), 1.0) or 1.0
+    z = np.clip((rows[target].cast(pl.Float64).fill_null(mean).to_numpy() - mean) / std, -3, 3)
+    weights = np.power(factor, z)
+    picks = rng.choice(rows.height, size=rows.height, replace=True, p=weights / weights.sum())
+    return rows[picks]
 
 
 def _range(column: pl.Series) -> float:
