@@ -7,8 +7,11 @@ the results files.
 
 Quick (``make eval``, about 4 minutes on 2 cores once CTGAN is fitted): flights only,
 scenario streams of 6 batches of 1,000 rows, the policy comparison over January to August.
-Full (about 20 minutes): both datasets, streams of 10 batches of 2,000 rows, the whole of
-2013 and both credit-card days, and ``evals/bench_loop.py``.
+Full (about an hour): the scenario suite on both binary datasets (streams of 10 batches of
+2,000 rows), the policy comparison on the whole of 2013 for every flights task (binary
+``flights``, regression ``flights_delay``, multiclass ``flights_delay_class``) and both
+credit-card days, and ``evals/bench_loop.py``. Each policy table is in its task's primary
+metric (ROC AUC, macro one-vs-rest ROC AUC, RMSE) and says whether higher or lower is better.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ def run(*, full: bool, llm: str, k: int, console: Console) -> None:
 
     datasets = ["flights", "creditcard"] if full else ["flights"]
     scenarios.run_suite(datasets, quick=not full, llm=llm, console=console)
-    for dataset in datasets:
+    for dataset in policies.datasets_for("all", quick=not full):  # every task in full
         policies.compare_policies(dataset, k=k, llm=llm, quick=not full, console=console)
     if full:
         from evals import bench_loop
@@ -124,22 +127,26 @@ def _scenarios_md(path: Path) -> str:
 
 
 def _policies_md(path: Path) -> str:
+    from driftpilot.core import metric_text
+
     r = json.loads(path.read_text())
     tier = "quick" if r.get("quick") else "full"
+    metric = r.get("metric", "roc_auc")  # results written before issue 19 are ROC AUC
+    label = metric_text.label(metric)
     title = (
         f"### Policies: {r['dataset']} by {r['batching']} ({tier}, LLM `{r['llm']}`)\n\n"
-        f"Prequential ROC AUC on {len(r['batches']) - 1} batches (the first trains every "
-        f"policy's first champion); measured "
+        f"Prequential {label} ({metric_text.direction(metric)}) on {len(r['batches']) - 1} "
+        f"batches (the first trains every policy's first champion); measured "
         f"{r['machine']['measured_at']}.\n\n"
         f"![{r['dataset']}](results/{path.with_suffix('.png').name})\n\n"
     )
-    header = ["policy", "mean AUC", "min AUC", "scored", "retrains", "promotions"]
+    header = ["policy", f"mean {label}", f"worst {label}", "scored", "retrains", "promotions"]
     header += ["compute s", "of which training s"]
     rows = [
         [
             name,
-            _num(t.get("mean_auc")),
-            _num(t.get("min_auc")),
+            _num(t.get("mean_score", t.get("mean_auc"))),
+            _num(t.get("worst_score", t.get("min_auc"))),
             f"{t.get('scored')}/{t.get('batches')}",
             str(t.get("retrains")),
             str(t.get("promotions")),
@@ -148,7 +155,16 @@ def _policies_md(path: Path) -> str:
         ]
         for name, t in r["totals"].items()
     ]
-    return title + _table(header, rows)
+    return title + _table(header, rows) + _target_md(r.get("target"))
+
+
+def _target_md(check: dict[str, object] | None) -> str:
+    """The issue-19 target line under a policy table (results from before it have none)."""
+    if not check:
+        return ""
+    from evals.policies import target_line
+
+    return f"\n\n{target_line(check)}"
 
 
 def _bench_md(path: Path) -> str:

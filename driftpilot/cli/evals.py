@@ -13,7 +13,13 @@ from driftpilot.cli.common import AsJson, _print_json, _spec, console
 
 
 def demo(
-    dataset: Annotated[str, typer.Option(help="flights or creditcard.")] = "flights",
+    dataset: Annotated[
+        str,
+        typer.Option(
+            help="A built-in dataset: flights, flights_delay (regression), "
+            "flights_delay_class (multiclass), creditcard, ..."
+        ),
+    ] = "flights",
     approve_as: Annotated[
         str | None, typer.Option(help="Approve high-risk promotions as NAME.")
     ] = None,
@@ -30,9 +36,19 @@ def eval_(
         Path | None, typer.Option(help="A labelled CSV or Parquet table.", dir_okay=False)
     ] = None,
     dataset: Annotated[
-        str | None, typer.Option(help="Or a built-in dataset: flights, creditcard.")
+        str | None,
+        typer.Option(
+            help="Or a built-in dataset: flights (binary), flights_delay (regression), "
+            "flights_delay_class (multiclass), creditcard, ..."
+        ),
     ] = None,
-    target: Annotated[str | None, typer.Option(help="The binary label column.")] = None,
+    target: Annotated[
+        str | None,
+        typer.Option(
+            help="The label column: 0/1 (binary), a few labels (multiclass) or a number "
+            "(regression); the task is inferred from it."
+        ),
+    ] = None,
     positive: Annotated[
         str | None, typer.Option(help="The target value that counts as 1 (if not 0/1).")
     ] = None,
@@ -126,7 +142,10 @@ def tour(
 
 def data(
     dataset: Annotated[
-        str, typer.Argument(help="Built-in dataset: flights or creditcard.")
+        str,
+        typer.Argument(
+            help="Built-in dataset: flights, flights_delay, flights_delay_class, creditcard, ..."
+        ),
     ] = "flights",
     every: Annotated[str | None, typer.Option(help="Batch period: hour, day, week, month.")] = None,
     as_json: AsJson = False,

@@ -44,6 +44,7 @@ def test_tables_replace_only_the_marked_part(tmp_path: Path) -> None:
             }
         )
     )
+    # Written before issue 19 (mean_auc/min_auc, no metric): still read, as ROC AUC.
     totals = {"mean_auc": 0.68, "min_auc": 0.6, "retrains": 2, "promotions": 1, "compute_s": 99}
     totals |= {"scored": 1, "batches": 1, "training_s": 12.4}
     (results / "policies_flights.json").write_text(
@@ -73,8 +74,45 @@ def test_tables_replace_only_the_marked_part(tmp_path: Path) -> None:
     assert "| no_drift | 50% | - |" in text
     assert "![flights](results/policies_flights.png)" in text
     assert "| never | 0.680 | 0.600 | 1/1 | 2 | 1 | 99 | 12 |" in text
+    assert "Prequential ROC AUC (higher is better) on 1 batches" in text
     render_readme(results, readme)
     assert readme.read_text() == text  # idempotent
+
+
+def test_a_regression_policy_table_names_rmse_and_the_target(tmp_path: Path) -> None:
+    from evals.policies import PolicyRow, PolicyRun, target_check
+
+    def run(policy: str, scores: list[float], retrain: set[int]) -> PolicyRun:
+        rows = [
+            PolicyRow(i + 1, f"b{i + 1}", 10, 0, score, i + 1 in retrain, i + 1 in retrain)
+            for i, score in enumerate(scores)
+        ]
+        return PolicyRun(policy, rows, 5.0, {"training_s": 2.0}, metric="rmse")
+
+    runs = [run("every batch", [40.0, 42.0, 41.0], {1, 2, 3}), run("driftpilot", [40, 43, 42], {2})]
+    (tmp_path / "policies_flights_delay.json").write_text(
+        json.dumps(
+            {
+                "dataset": "flights_delay",
+                "batching": "month",
+                "quick": False,
+                "llm": "builtin",
+                "batches": ["2013-01", "2013-02", "2013-03", "2013-04"],
+                "machine": MACHINE,
+                "metric": "rmse",
+                "totals": {r.policy: r.totals() for r in runs},
+                "target": target_check(runs),
+            }
+        )
+    )
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{BEGIN}\n{END}\n")
+    text = render_readme(tmp_path, readme).read_text()
+    assert "Prequential RMSE (lower is better) on 3 batches" in text
+    assert "| policy | mean RMSE | worst RMSE |" in text
+    assert "| every batch | 41.000 | 42.000 | 3/3 | 3 | 3 | 5 | 2 |" in text  # worst = highest
+    assert "| driftpilot | 41.667 | 43.000 | 3/3 | 1 | 1 | 5 | 2 |" in text
+    assert "Target NOT MET" in text  # a higher mean RMSE than every batch's
 
 
 def test_a_readme_without_markers_is_refused(tmp_path: Path) -> None:

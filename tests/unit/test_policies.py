@@ -18,9 +18,11 @@ from evals.policies import (
     Stream,
     fill_unscored,
     plot_policies,
-    prequential_auc,
+    prequential_score,
     run_baseline,
     schedules,
+    target_check,
+    target_line,
     training_window,
 )
 from tools.train import TrainSpec
@@ -67,7 +69,7 @@ def spec() -> TrainSpec:
 
 
 def _aucs(run: PolicyRun) -> dict[int, float | None]:
-    return {row.index: row.auc for row in run.rows}
+    return {row.index: row.score for row in run.rows}
 
 
 def test_every_batch_recovers_after_the_flip_and_never_does_not(
@@ -86,7 +88,7 @@ def test_every_batch_recovers_after_the_flip_and_never_does_not(
     assert e[4] > 0.85 and e[5] > 0.85
     assert never.totals()["retrains"] == 0 and every.totals()["retrains"] == 5
     assert every.totals()["promotions"] == 5
-    assert every.totals()["mean_auc"] > never.totals()["mean_auc"]
+    assert every.totals()["mean_score"] > never.totals()["mean_score"]
 
 
 def test_default_window_recovers_once_it_holds_only_new_batches(
@@ -130,13 +132,13 @@ def test_a_single_class_batch_has_no_auc_and_is_left_out_of_means(spec: TrainSpe
         "every batch", stream, schedules(3)["every batch"], spec, window=1, holdout_fraction=0.3
     )
     rows = {row.index: row for row in run.rows}
-    assert rows[2].auc is None and rows[2].note.startswith("single class")
+    assert rows[2].score is None and rows[2].note.startswith("single class")
     # Training on the one-class batch fails: the deployed model stays, and the row says so.
     assert not rows[2].retrained and "retrain failed" in rows[2].note
     totals = run.totals()
     assert totals["scored"] == 2 and totals["batches"] == 3
-    assert totals["mean_auc"] == pytest.approx(np.mean([rows[1].auc, rows[3].auc]), abs=1e-4)
-    assert prequential_auc(_Constant(), frames[2], "y") is None
+    assert totals["mean_score"] == pytest.approx(np.mean([rows[1].score, rows[3].score]), abs=1e-4)
+    assert prequential_score(_Constant(), frames[2], "y") is None
 
 
 class _Constant:
@@ -152,10 +154,10 @@ def test_the_plot_is_written_as_png(tmp_path: Path) -> None:
                 batch_id=f"2013-{i + 2:02d}",
                 n_rows=10,
                 positives=3,
-                auc=auc,
+                score=auc,
                 retrained=i + 1 in retrain,
                 promoted=i + 1 in retrain,
-                note="" if auc is not None else "single class: no AUC",
+                note="" if auc is not None else "single class: no ROC AUC",
             )
             for i, auc in enumerate(aucs)
         ]
@@ -168,6 +170,80 @@ def test_the_plot_is_written_as_png(tmp_path: Path) -> None:
     ]
     path = plot_policies(runs, tmp_path / "sub" / "policies_x.png", title="test")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _regression_batch(index: int, *, flipped: bool, rng: np.random.Generator) -> pl.DataFrame:
+    x = rng.uniform(-1, 1, ROWS)
+    y = (-10.0 if flipped else 10.0) * x + rng.normal(0, 1, ROWS)
+    return pl.DataFrame(
+        {
+            "t": np.arange(index * ROWS, (index + 1) * ROWS),
+            "x": x,
+            "z": rng.normal(size=ROWS),
+            "y": y,
+        }
+    )
+
+
+def test_a_regression_stream_is_scored_in_rmse_lower_is_better() -> None:
+    rng = np.random.default_rng(11)
+    frames = [_regression_batch(i, flipped=i >= FLIP_AT, rng=rng) for i in range(5)]
+    stream = _stream(frames)
+    stream.task = "regression"
+    spec = TrainSpec(
+        target="y", numeric=["x", "z"], time_col="t", task="regression", max_rounds=60, seed=42
+    )
+    schedule = schedules(3)
+    never = run_baseline("never", stream, schedule["never"], spec, window=1, holdout_fraction=0.3)
+    every = run_baseline(
+        "every batch", stream, schedule["every batch"], spec, window=1, holdout_fraction=0.3
+    )
+    n, e = _aucs(never), _aucs(every)
+    # RMSE: the old relation's model is about 2 x 10 x |x| off after the flip, the retrained one
+    # about the noise (1) again from batch 4.
+    assert n[1] is not None and n[1] < 2.5 and n[4] is not None and n[4] > 8
+    assert e[4] is not None and e[4] < 2.5
+    totals = every.totals()
+    assert totals["metric"] == "rmse" and totals["higher_is_better"] is False
+    assert totals["worst_score"] == pytest.approx(max(every.scores()), abs=1e-4)  # worst = highest
+    assert totals["mean_score"] < never.totals()["mean_score"]
+
+
+def _run(policy: str, scores: list[float | None], retrain: set[int], metric: str) -> PolicyRun:
+    rows = [
+        PolicyRow(i + 1, f"b{i + 1}", 10, 0, score, i + 1 in retrain, i + 1 in retrain)
+        for i, score in enumerate(scores)
+    ]
+    return PolicyRun(policy, rows, 1.0, metric=metric)
+
+
+def test_the_target_honours_the_metric_direction_and_the_retrain_share() -> None:
+    every = _run("every batch", [40.0, 42.0, 38.0, 41.0, 39.0, 40.0], set(range(1, 7)), "rmse")
+    # A lower RMSE is better: 39.5 beats 40.0, with 2 retrains of 6 allowed.
+    loop = _run(LOOP, [40.0, 41.0, 38.0, 40.0, 39.0, 39.0], {2, 5}, "rmse")
+    check = target_check([every, loop])
+    assert check["driftpilot_mean"] == pytest.approx(39.5) and check["baseline_mean"] == 40.0
+    assert check["gain"] == pytest.approx(0.5 / 40.0, abs=1e-4)  # a share of every batch's RMSE
+    assert check["score_met"] and check["retrains_met"] and check["met"]
+    assert "RMSE" in target_line(check) and "Target MET" in target_line(check)
+    # The same numbers read as ROC AUC: the loop's lower mean is worse.
+    auc = target_check(
+        [
+            _run("every batch", [0.7, 0.72], {1, 2}, "roc_auc"),
+            _run(LOOP, [0.7, 0.71], set(), "roc_auc"),
+        ]
+    )
+    assert not auc["score_met"] and auc["retrains_met"] and not auc["met"]
+    # Three retrains of six is more than a third.
+    busy = target_check([every, _run(LOOP, [39.0] * 6, {1, 3, 5}, "rmse")])
+    assert busy["score_met"] and not busy["retrains_met"] and "Target NOT MET" in target_line(busy)
+
+
+def test_the_target_compares_only_batches_both_policies_scored() -> None:
+    every = _run("every batch", [0.9, 0.5, 0.8], {1, 2, 3}, "roc_auc")
+    loop = _run(LOOP, [0.9, None, 0.8], set(), "roc_auc")  # batch 2 unscored by the loop
+    check = target_check([every, loop])
+    assert check["batches_compared"] == 2 and check["gain"] == 0.0 and check["met"]
 
 
 @pytest.mark.integration  # real MLflow under the test's home
@@ -219,9 +295,9 @@ def test_batches_without_a_loop_metric_are_scored_with_the_champion_then_deploye
         fill_unscored(plane, flip, result, rows)
     finally:
         plane.close()
-    assert rows[0].auc is not None and rows[0].auc > 0.85  # v1 on batch 1 (old relation)
+    assert rows[0].score is not None and rows[0].score > 0.85  # v1 on batch 1 (old relation)
     assert "champion v1" in rows[0].note
     # Batch 3 follows the flipped relation: v2 scores it high, v1 would score it low.
-    assert rows[2].auc is not None and rows[2].auc > 0.85
+    assert rows[2].score is not None and rows[2].score > 0.85
     assert "champion v2" in rows[2].note
-    assert rows[1].auc == 0.9 and rows[3].auc == 0.9  # the loop's own metrics are kept
+    assert rows[1].score == 0.9 and rows[3].score == 0.9  # the loop's own metrics are kept
