@@ -181,6 +181,10 @@ def _mae(y: np.ndarray, s: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 
 def _r2(y: np.ndarray, s: np.ndarray, w: np.ndarray) -> np.ndarray:
+    # R² is unchanged by a shift; centring first keeps w @ y² - total * mean² exact for
+    # targets with a large mean and a small spread (prices).
+    centre = float(y.mean()) if len(y) else 0.0
+    y, s = y - centre, s - centre
     total = w.sum(axis=1)
     mean = (w @ y) / total
     ss_tot = w @ (y**2) - total * mean**2
@@ -458,9 +462,10 @@ def paired_gains(
 def info_gain(info: Metric, before: np.ndarray, after: np.ndarray) -> np.ndarray:
     """``Metric.gain`` over arrays (NaN where either side is undefined)."""
     diff = after - before if info.higher_is_better else before - after
-    if info.relative:
+    if info.relative:  # as Metric.gain: from a perfect 0, an infinite share with its sign
         with np.errstate(invalid="ignore", divide="ignore"):
-            return diff / np.abs(before)
+            share = diff / np.abs(before)
+        return np.where(before == 0, np.where(diff == 0, 0.0, np.sign(diff) * np.inf), share)
     return diff
 
 

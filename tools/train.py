@@ -311,6 +311,9 @@ def _fit_catboost(
         verbose=False,
         allow_writing_files=False,
         early_stopping_rounds=spec.early_stopping_rounds,
+        # Every class the model knows gets its column, even one absent from the training split
+        # (a class that only appears in the latest rows): columns stay in ``classes`` order.
+        **({"class_names": list(range(n_classes))} if spec.task == "multiclass" else {}),
     )
     cats = spec.categorical or None
     model.fit(

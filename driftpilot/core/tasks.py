@@ -28,6 +28,7 @@ Nothing here imports NumPy: the numbers are computed in ``tools.metrics``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -54,8 +55,8 @@ class Metric:
 
         In points for bounded metrics; as a share of ``before`` for relative ones."""
         diff = after - before if self.higher_is_better else before - after
-        if self.relative:
-            return diff / abs(before) if before else 0.0 if diff == 0 else float("inf")
+        if self.relative:  # from a perfect 0, any change is an infinite share, with its sign
+            return diff / abs(before) if before else math.copysign(math.inf, diff) if diff else 0.0
         return diff
 
     def drop(self, baseline: float, now: float) -> float:

@@ -87,3 +87,28 @@ def test_bad_training_inputs(jan_sample: pl.DataFrame) -> None:
         train_model(jan_sample.head(10), spec())
     with pytest.raises(ModelError, match="single class"):
         train_model(jan_sample.with_columns(pl.lit(0, pl.Int8).alias("delayed")), spec())
+
+
+@pytest.mark.parametrize("family", ["lightgbm", "catboost"])
+def test_a_class_only_in_the_latest_rows_keeps_every_column_in_order(
+    family: str, jan_sample: pl.DataFrame
+) -> None:
+    rows = jan_sample.sort(FLIGHTS.time_col)
+    late = pl.int_range(pl.len()) >= int(rows.height * 0.9)  # the validation split's rows only
+    frame = rows.with_columns(
+        pl.when(late & (pl.col("hour") > 17))
+        .then(pl.lit("night"))
+        .otherwise(pl.when(pl.col("hour") < 12).then(pl.lit("am")).otherwise(pl.lit("pm")))
+        .alias("band")
+    )
+    model = train_model(
+        frame,
+        spec(family, max_rounds=20).model_copy(
+            update={"task": "multiclass", "target": "band", "numeric": ["sched_dep_time", "distance"]}
+        ),
+    )
+    assert model.classes == ["am", "night", "pm"]
+    scores = model.predict_scores(frame.head(100))
+    assert scores.shape == (100, 3) and np.allclose(scores.sum(axis=1), 1)
+    am = frame.head(100)["band"].to_numpy() == "am"
+    assert scores[am, 0].mean() > scores[~am, 0].mean()  # column 0 is 'am', not a shifted one
