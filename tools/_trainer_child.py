@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import shutil
 import sys
 import time
@@ -179,7 +180,10 @@ def main(argv: list[str]) -> int:
         result: dict[str, Any] = {"ok": True, "kind": run(workdir)}
     except _Failed as failed:
         result = {"ok": False, "reason": failed.reason, "message": str(failed)}
-    (workdir / RESULT_NAME).write_text(json.dumps(result))
+    # Written whole or not at all: a child killed mid-write leaves no half a result to misread.
+    partial = workdir / f"{RESULT_NAME}.partial"
+    partial.write_text(json.dumps(result))
+    os.replace(partial, workdir / RESULT_NAME)
     sys.stdout.flush()
     return 0 if result["ok"] else 1
 

@@ -261,6 +261,19 @@ def log_tail(log_path: Path, limit: int = _TAIL_CHARS) -> str:
     return text[-limit:].strip()
 
 
+def _result_file(path: Path) -> dict[str, Any] | None:
+    """The child's result.json, or None when it is not one (the owner's code can write there)."""
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(found, dict) or not isinstance(found.get("ok"), bool):
+        return None
+    if not found["ok"] and not {"reason", "message"} <= found.keys():
+        return None
+    return found
+
+
 def _read_result(
     workdir: Path, returncode: int | None, log_path: Path, trainer: str
 ) -> dict[str, Any]:
@@ -272,10 +285,12 @@ def _read_result(
         if not (workdir / STARTED_NAME).exists():
             message = f"did not start within {STARTUP_S:.0f} s and was killed"
     elif path.exists():
-        result: dict[str, Any] = json.loads(path.read_text())
-        if result["ok"] and returncode == 0:
+        result = _result_file(path)
+        if result is None:
+            reason, message = "crashed", f"exited with code {returncode} with an unreadable result"
+        elif result["ok"] and returncode == 0:
             return result
-        if result["ok"]:  # it saved a model, then died on its way out: not to be trusted
+        elif result["ok"]:  # it saved a model, then died on its way out: not to be trusted
             reason, message = "crashed", f"exited with code {returncode} after saving its model"
         else:
             reason, message = result["reason"], result["message"]

@@ -241,3 +241,16 @@ def test_a_failed_trainer_routes_the_run_to_its_report_as_challenger_failed() ->
     assert after_retraining(failed) == "report"
     assert run_outcome(failed) == "challenger_failed"
     assert after_retraining({"retraining": {"window": 3, "family": "trainer"}}) == "evaluator"
+
+
+@pytest.mark.parametrize("written", ['{"ok": tr', '["ok"]', '{"ok": false}', ""])
+def test_a_torn_or_foreign_result_file_is_a_crash_not_an_error(
+    tmp_path: Path, written: str
+) -> None:
+    from tools.trainer import LOG_NAME, RESULT_NAME, _read_result
+
+    (tmp_path / RESULT_NAME).write_text(written)  # a child killed mid-write, or the owner's file
+    (tmp_path / LOG_NAME).write_text("fitting...\n")
+    with pytest.raises(TrainerFailed) as failed:
+        _read_result(tmp_path, 0, tmp_path / LOG_NAME, "owner.train:fit")
+    assert failed.value.reason == "crashed" and "unreadable result" in str(failed.value)
