@@ -555,9 +555,12 @@ def target_line(check: dict[str, Any]) -> str:
     direction = "higher" if check["higher_is_better"] else "lower"
     relation = ">=" if check["higher_is_better"] else "<="
     gain = check["gain"]
-    gain_text = (
-        "-" if gain is None else f"{gain:+.4f}" + ("" if direction == "higher" else " (share)")
-    )
+    if gain is None:
+        gain_text = "-"
+    elif METRICS[check["metric"]].relative:  # Metric.gain is a share of the baseline's value
+        gain_text = f"{gain:+.2%} of {check['baseline']}'s {label}"
+    else:
+        gain_text = f"{gain:+.4f} points"
     return (
         f"Target (issue 19): mean prequential {label} driftpilot {relation} {check['baseline']} "
         f"({direction} is better) and retrains <= 1/3 of {check['baseline']}'s. "
