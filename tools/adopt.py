@@ -167,7 +167,10 @@ def load_native(path: Path, flavour: str) -> Any:
         module = importlib.import_module(f"mlflow.{flavour}")
     except ImportError:  # the flavour's library (e.g. xgboost) is not installed
         return None
-    return module.load_model(str(path))
+    try:
+        return module.load_model(str(path))
+    except Exception as exc:  # the owner's file, unpickled here: any error is theirs to read
+        raise ModelError(f"cannot load the model's {flavour} flavour: {exc}") from exc
 
 
 def metrics_of(task: Task, label_only: bool) -> tuple[list[str], list[str]]:

@@ -49,7 +49,9 @@ def redact(uri: str) -> str:
 
 _ALIAS = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[^/]+)$")
 _VERSION = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)$")
-_RUN = re.compile(r"^runs:/(?P<run>[^/]+)/(?P<path>.+)$")
+# A run id is MLflow's hex id; the artifact path is plain names: no '..', no quotes (it goes
+# into a search filter and onto the run's artifact location).
+_RUN = re.compile(r"^runs:/(?P<run>[0-9a-f]{32})/(?P<path>[A-Za-z0-9_./-]+)$")
 
 
 def fetch(uri: str, tracking_uri: str, dst: Path) -> tuple[Path, Source]:
@@ -96,6 +98,8 @@ def _resolve(client: Any, uri: str, tracking_uri: str) -> tuple[Source, str]:
         mv = client.get_model_version(found["name"], found["version"])
     elif found := _RUN.match(uri):
         run_id, path = found["run"], found["path"].strip("/")
+        if ".." in path.split("/"):
+            raise ConfigError(f"{uri!r}: an artifact path may not climb out of its run ('..')")
         return Source(uri, tracking_uri, None, None, run_id), _run_model_location(
             client, run_id, path
         )

@@ -117,10 +117,10 @@ def _propose_adopt(chat: Chat, kind: str, intent: dict[str, Any]) -> Proposal:
             "models:/NAME/VERSION or runs:/RUN_ID/PATH"
         )
     try:
-        chat.cp.model_view(name)
+        existing = chat.cp.model_view(name).champion
     except NotFound:
-        pass
-    else:
+        existing = None
+    if existing is not None:  # one without a champion is an unfinished adoption: retried
         raise ConfigError(f"model {name!r} already exists")
     target, *time_col = intent["columns"]
     rows = batch_size(chat.cp, ref)
@@ -337,7 +337,7 @@ def _do_adopt(chat: Chat, proposal: Proposal) -> Reply:
     _audit(chat, op_id, proposal)
     try:
         view = Adoptions(chat.cp.models).adopt(request, principal=chat.who.principal)
-    except DriftPilotError as exc:
+    except Exception as exc:  # recorded as failed (the confirmation is already audited), raised
         chat.cp.record_confirmation(
             op_id, chat.who.principal, "adopt", f"not done: {exc}", {}, outcome="failed"
         )

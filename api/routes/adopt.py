@@ -51,7 +51,10 @@ class ModelAdopt(_Strict):
     tracking_uri: str | None = Field(
         None,
         max_length=2000,
-        description="The MLflow tracking server holding the model (default: DriftPilot's own).",
+        pattern=r"^https?://",
+        # file:// or sqlite:// would read a store anywhere on the server's disk
+        description="The MLflow tracking server holding the model, http(s) only (default: "
+        "DriftPilot's own).",
     )
     numeric: list[Annotated[str, COLUMN]] = Field(
         default_factory=list, max_length=1000, description="Inputs, needed without a signature."

@@ -92,3 +92,35 @@ def test_metrics_of_a_label_only_model() -> None:
     assert adopt.metrics_of("multiclass", True) == (["macro_f1"], ["roc_auc", "log_loss"])
     assert adopt.primary_metric("multiclass", ["macro_f1"]) == "macro_f1"
     assert adopt.primary_metric("regression", adopt.metrics_of("regression", False)[0]) == "rmse"
+
+
+@pytest.mark.parametrize(
+    ("uri", "said"),
+    [
+        ("runs:/" + "a" * 32 + "/model/../../mlruns", "climb out of its run"),
+        ("runs:/not-a-run-id/model", "give models:/NAME@ALIAS"),
+        ("runs:/" + "a" * 32 + "/m' OR name != 'x", "give models:/NAME@ALIAS"),
+    ],
+)
+def test_a_runs_uri_is_a_run_id_and_a_plain_artifact_path(
+    tmp_path: Path, uri: str, said: str
+) -> None:
+    with pytest.raises(ConfigError, match=said):  # refused before anything is downloaded
+        adopt.fetch(uri, f"sqlite:///{tmp_path / 'm.db'}", tmp_path / "dst")
+    assert not (tmp_path / "dst").exists()
+
+
+def test_the_api_takes_a_tracking_server_over_http_only() -> None:
+    from pydantic import ValidationError
+
+    from api.routes.adopt import ModelAdopt
+
+    body = {
+        "name": "m",
+        "model_uri": "models:/m@prod",
+        "input": {"batch": {"dataset": "flights:2013-01"}},
+    }
+    ModelAdopt.model_validate({**body, "target": "y", "tracking_uri": "https://mlflow:5000"})
+    for local in ("file:///srv/mlruns", "sqlite:////srv/mlflow.db", "/srv/mlruns"):
+        with pytest.raises(ValidationError, match="tracking_uri"):
+            ModelAdopt.model_validate({**body, "target": "y", "tracking_uri": local})
