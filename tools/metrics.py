@@ -465,7 +465,8 @@ def info_gain(info: Metric, before: np.ndarray, after: np.ndarray) -> np.ndarray
     if info.relative:  # as Metric.gain: from a perfect 0, an infinite share with its sign
         with np.errstate(invalid="ignore", divide="ignore"):
             share = diff / np.abs(before)
-        return np.where(before == 0, np.where(diff == 0, 0.0, np.sign(diff) * np.inf), share)
+        from_zero = np.where(diff > 0, np.inf, np.where(diff < 0, -np.inf, 0.0))
+        return np.where(before == 0, from_zero, share)
     return diff
 
 

@@ -276,41 +276,23 @@ class Adoptions:
         reference: Path,
         note: str,
     ) -> None:
-        from tools import champion
-
         m = self.models
-        champion.promote(
-            m.ctx,
+        m.promote_first(
             run_id,
             name,
             version,
-            expected=None,
-            actor=actor,
-            kind="bootstrap",
-            settle=lambda moved: champion.Record(
-                version=version,
-                previous=moved.previous,
-                model_fields={
-                    "baseline": scored.value,
-                    "baseline_low": scored.low,
-                    "baseline_high": scored.high,
-                    "holdout_path": str(holdout_path),
-                },
-                rationale=note,
-                evidence={
-                    "version": version,
-                    "rows": scored.n_rows,
-                    "adopted": True,
-                    "metric": scored.metric,
-                },
-                effect={
-                    "version": version,
-                    "window_path": str(reference),
-                    "baseline": scored.value,
-                    "family": m.store.get(ManagedModel, name).family,
-                    "adopted": True,
-                },
-            ),
+            actor,
+            scored,
+            holdout_path=holdout_path,
+            reference=reference,
+            rationale=note,
+            evidence={
+                "version": version,
+                "rows": scored.n_rows,
+                "adopted": True,
+                "metric": scored.metric,
+            },
+            effect={"family": m.store.get(ManagedModel, name).family, "adopted": True},
         )
 
 

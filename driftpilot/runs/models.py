@@ -7,6 +7,8 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import polars as pl
 from sqlalchemy import func, select
@@ -164,7 +166,7 @@ class Models:
         source: str,
         trainer: str | None = None,
     ) -> None:
-        from tools import champion, registry
+        from tools import registry
         from tools.metrics import interval
         from tools.train import split_holdout, train_model
 
@@ -233,6 +235,40 @@ class Models:
             fault="after_register",
         ).version
         baseline = scored.value
+        self.promote_first(
+            run_id,
+            name,
+            version,
+            actor,
+            scored,
+            holdout_path=holdout_path,
+            reference=reference,
+            rationale=f"Initial champion v{version}, a {task} {family} model, trained on "
+            f"{fit.height} rows by {actor} ({choice.note}); out-of-time {metric}={baseline} "
+            f"on the latest {holdout.height} rows (interval {scored.low} to {scored.high}).",
+            evidence={"version": version, "rows": initial.height, "task": task},
+            effect={"family": family, "task": task, "metric": metric},
+        )
+
+    def promote_first(
+        self,
+        run_id: str,
+        name: str,
+        version: int,
+        actor: str,
+        scored: Any,
+        *,
+        holdout_path: Path,
+        reference: Path,
+        rationale: str,
+        evidence: dict[str, Any],
+        effect: dict[str, Any],
+    ) -> None:
+        """Make ``version`` the first champion of ``name`` (trained here or adopted), its
+        baseline ``scored`` (a ``tools.metrics.MetricInterval``) on ``holdout_path``: one
+        champion move, audited as the bootstrap's promotion by ``actor``."""
+        from tools import champion
+
         champion.promote(
             self.ctx,
             run_id,
@@ -245,22 +281,18 @@ class Models:
                 version=version,
                 previous=moved.previous,
                 model_fields={
-                    "baseline": baseline,
+                    "baseline": scored.value,
                     "baseline_low": scored.low,
                     "baseline_high": scored.high,
                     "holdout_path": str(holdout_path),
                 },
-                rationale=f"Initial champion v{version}, a {task} {family} model, trained on "
-                f"{fit.height} rows by {actor} ({choice.note}); out-of-time {metric}={baseline} "
-                f"on the latest {holdout.height} rows (interval {scored.low} to {scored.high}).",
-                evidence={"version": version, "rows": initial.height, "task": task},
+                rationale=rationale,
+                evidence=evidence,
                 effect={
                     "version": version,
                     "window_path": str(reference),
-                    "baseline": baseline,
-                    "family": family,
-                    "task": task,
-                    "metric": metric,
+                    "baseline": scored.value,
+                    **effect,
                 },
             ),
         )
