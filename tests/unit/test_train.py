@@ -104,7 +104,11 @@ def test_a_class_only_in_the_latest_rows_keeps_every_column_in_order(
     model = train_model(
         frame,
         spec(family, max_rounds=20).model_copy(
-            update={"task": "multiclass", "target": "band", "numeric": ["sched_dep_time", "distance"]}
+            update={
+                "task": "multiclass",
+                "target": "band",
+                "numeric": ["sched_dep_time", "distance"],
+            }
         ),
     )
     assert model.classes == ["am", "night", "pm"]
