@@ -69,6 +69,7 @@ def fetch(uri: str, tracking_uri: str, dst: Path) -> tuple[Path, Source]:
         if not (local / "MLmodel").is_file():
             raise ConfigError(f"{uri} is not an MLflow model directory (it has no MLmodel file)")
         return local.resolve(), _local_source(local)
+    _check_form(uri)  # before any client: a malformed URI touches no store
     from mlflow import MlflowClient
     from mlflow.artifacts import download_artifacts
 
@@ -90,23 +91,30 @@ def fetch(uri: str, tracking_uri: str, dst: Path) -> tuple[Path, Source]:
     return Path(path), source
 
 
+def _check_form(uri: str) -> None:
+    """A ``models:/`` or ``runs:/`` URI of the accepted forms, or a ConfigError saying them."""
+    run = _RUN.match(uri)
+    if run is None and not (_ALIAS.match(uri) or _VERSION.match(uri)):
+        raise ConfigError(
+            f"model URI {uri!r}: give models:/NAME@ALIAS, models:/NAME/VERSION, "
+            "runs:/RUN_ID/PATH or a local MLflow model directory"
+        )
+    if run is not None and ".." in run["path"].split("/"):
+        raise ConfigError(f"{uri!r}: an artifact path may not climb out of its run ('..')")
+
+
 def _resolve(client: Any, uri: str, tracking_uri: str) -> tuple[Source, str]:
     """The source of a ``models:/`` or ``runs:/`` URI and the artifact URI to download."""
     if found := _ALIAS.match(uri):
         mv = client.get_model_version_by_alias(found["name"], found["alias"])
     elif found := _VERSION.match(uri):
         mv = client.get_model_version(found["name"], found["version"])
-    elif found := _RUN.match(uri):
+    else:
+        found = _RUN.match(uri)
+        assert found is not None  # _check_form let only the three forms through
         run_id, path = found["run"], found["path"].strip("/")
-        if ".." in path.split("/"):
-            raise ConfigError(f"{uri!r}: an artifact path may not climb out of its run ('..')")
         return Source(uri, tracking_uri, None, None, run_id), _run_model_location(
             client, run_id, path
-        )
-    else:
-        raise ConfigError(
-            f"model URI {uri!r}: give models:/NAME@ALIAS, models:/NAME/VERSION, "
-            "runs:/RUN_ID/PATH or a local MLflow model directory"
         )
     download = client.get_model_version_download_uri(mv.name, mv.version)
     return Source(uri, tracking_uri, mv.name, str(mv.version), mv.run_id), download

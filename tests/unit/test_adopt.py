@@ -105,9 +105,9 @@ def test_metrics_of_a_label_only_model() -> None:
 def test_a_runs_uri_is_a_run_id_and_a_plain_artifact_path(
     tmp_path: Path, uri: str, said: str
 ) -> None:
-    with pytest.raises(ConfigError, match=said):  # refused before anything is downloaded
+    with pytest.raises(ConfigError, match=said):  # refused before any store is touched
         adopt.fetch(uri, f"sqlite:///{tmp_path / 'm.db'}", tmp_path / "dst")
-    assert not (tmp_path / "dst").exists()
+    assert not (tmp_path / "m.db").exists() and not (tmp_path / "dst").exists()
 
 
 def test_the_api_takes_a_tracking_server_over_http_only() -> None:
