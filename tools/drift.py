@@ -180,6 +180,45 @@ def data_drift(
     )
 
 
+def render_report(
+    reference: pl.DataFrame,
+    current: pl.DataFrame,
+    *,
+    numeric: list[str],
+    categorical: list[str] | None = None,
+    config: DriftConfig | None = None,
+    path: Path,
+    seed: int = 0,
+) -> str | None:
+    """Render Evidently's interactive data-drift report of a comparison to ``path`` (gzip when
+    the name ends in ``.gz``), with the same columns, methods and sampling as ``data_drift``,
+    and return the sha256 of its HTML; None (nothing written) when no column can be tested.
+
+    The report is for people: no decision waits for it, so callers render it after the
+    decision (``driftpilot.runs.reports``).
+
+    Raises:
+        SchemaError: a requested column is missing on either side.
+        DataError: either side is empty, or Evidently cannot compare the data.
+    """
+    cfg = config or DriftConfig()
+    categorical = categorical or []
+    columns = [*numeric, *categorical]
+    require_columns(reference, columns, "reference")
+    require_columns(current, columns, "current")
+    ref_pd = _to_pandas(reference, columns, cfg.max_rows, seed)
+    cur_pd = _to_pandas(current, columns, cfg.max_rows, seed)
+    cfg = _methods_for_size(cfg, len(cur_pd))
+    skipped = _untestable(ref_pd, cur_pd, columns, cfg.min_values)
+    tested_num = [c for c in numeric if c not in skipped]
+    tested_cat = [c for c in categorical if c not in skipped]
+    if not (tested_num or tested_cat):
+        return None
+    with _one_blas_thread():
+        snapshot = _run_preset(ref_pd, cur_pd, tested_num, tested_cat, cfg)
+        return _write_report(snapshot, path)
+
+
 def _write_report(snapshot: Any, path: Path) -> str:
     """Write the snapshot's standalone HTML (gzip when ``path`` ends in .gz) and return the
     sha256 of the HTML. Written to a temporary name and renamed: a reader (the chat, the
