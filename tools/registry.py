@@ -19,6 +19,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import sqlite3
+from contextlib import closing
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -30,6 +34,7 @@ from driftpilot.core.errors import AliasNotFound, ChampionMoved, RegistryError
 from driftpilot.core.settings import Settings, get_settings
 from tools.train import TrainedModel
 
+log = logging.getLogger(__name__)
 CHAMPION, CHALLENGER = "champion", "challenger"
 KEY_TAG = "driftpilot.key"
 FAMILY_TAG = "driftpilot.family"
@@ -89,9 +94,70 @@ def mlflow_client(settings: Settings) -> Any:
     import mlflow
     from mlflow import MlflowClient
 
+    for uri in {settings.mlflow_tracking_uri, settings.mlflow_registry_uri}:
+        seed_sqlite_store(uri)
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     mlflow.set_registry_uri(settings.mlflow_registry_uri)
     return MlflowClient(settings.mlflow_tracking_uri, settings.mlflow_registry_uri)
+
+
+def seed_sqlite_store(uri: str) -> bool:
+    """Give a new SQLite tracking store its tables by copying an empty, fully migrated
+    database instead of letting MLflow run its ~50 schema migrations (measured 1.5-3.4 s per
+    new home on 2 cores; a copy takes milliseconds). The empty database is made once per MLflow
+    version in the user's cache. True when it seeded ``uri``; False when ``uri`` is not a
+    SQLite file, already exists, or the cache cannot be written (MLflow then creates the
+    tables itself, as it always did).
+
+    The copy appears under its final name with a hard link, which fails if the file exists:
+    a process that lost the race leaves the winner's database alone."""
+    if not uri.startswith("sqlite:///") or uri == "sqlite:///:memory:":
+        return False
+    target = Path(uri.removeprefix("sqlite:///"))
+    if target.exists():
+        return False
+    try:
+        template = _empty_store()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+        shutil.copyfile(template, partial)
+        _default_experiment_at(partial, Path.cwd() / "mlruns" / "0")
+        try:
+            os.link(partial, target)
+        except FileExistsError:
+            return False
+        finally:
+            partial.unlink(missing_ok=True)
+    except OSError as exc:  # a read-only cache: MLflow creates the tables, slower, same result
+        log.info("MLflow store %s not seeded from the template: %s", target, exc)
+        return False
+    return True
+
+
+def _empty_store() -> Path:
+    """The cached empty MLflow database of the installed MLflow version (made if missing)."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "driftpilot"
+    template = cache / f"mlflow-empty-{package_version('mlflow')}.db"
+    if template.is_file():
+        return template
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    cache.mkdir(parents=True, exist_ok=True)
+    partial = template.with_name(f".{template.name}.{os.getpid()}.partial")
+    partial.unlink(missing_ok=True)
+    store = SqlAlchemyStore(f"sqlite:///{partial}", str(cache / "mlruns"))
+    store.engine.dispose()
+    os.replace(partial, template)  # whole or absent: a reader never copies half a database
+    return template
+
+
+def _default_experiment_at(database: Path, location: Path) -> None:
+    """Point MLflow's Default experiment (id 0) where MLflow itself would have put it for a
+    store created here and now (``./mlruns/0``), not at the template's folder."""
+    with closing(sqlite3.connect(database)) as conn, conn:
+        conn.execute(
+            "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0", (str(location),)
+        )
 
 
 def experiment_id(client: Any, name: str, settings: Settings) -> str:
