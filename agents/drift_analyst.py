@@ -3,7 +3,8 @@
 Three views of drift reach the analyst: per-column effect sizes weighted by the champion's
 feature importance (``weighted_share``: the part of what the model uses that moved), a
 domain classifier (can a small model tell the batch from the reference, and by which
-features), and Evidently's per-column tests with their HTML report (for people). One view of
+features), and the per-column tests of Evidently's preset (its HTML report, for people, is
+rendered after the decision by ``driftpilot.runs.reports``). One view of
 performance, in the model's own metric and direction (ROC AUC, RMSE, ...): the champion's
 score on the batch with its bootstrap interval against its out-of-time baseline, or, for a
 batch whose labels are still to come, an estimate without labels (CBPE from a classifier's
@@ -13,8 +14,8 @@ with the model's history (recent signals, retrains, promotions), into the allowe
 The rationale must cite metric names and values that exist in the tool output; every cited
 metric is checked and a mismatch is flagged in the audit record.
 
-The LLM sees schema column names, method names and numbers only: the report path (it holds the
-batch id, a file stem) goes to the audit record, not to the LLM. A batch too small for any drift
+The LLM sees schema column names, method names and numbers only: what the report is rendered
+from (paths) goes to the audit record, not to the LLM. A batch too small for any drift
 test is watched (``monitor``), never called drift-free.
 """
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import polars as pl
@@ -104,7 +106,7 @@ class DriftAnalystEvidence(BaseModel):
     """What the analyst decides on: the three views of drift, the champion's performance on
     the batch and the model's history."""
 
-    drift: DriftResult = Field(description="Evidently's per-column tests (and its report).")
+    drift: DriftResult = Field(description="The per-column tests of Evidently's preset.")
     shift: ShiftResult = Field(description="Per-column effect sizes, weighted by importance.")
     domain: DomainCheck | None = Field(
         description="The domain classifier (None: a side too small for an honest AUC)."
@@ -117,6 +119,11 @@ class DriftAnalystEvidence(BaseModel):
     )
     history: dict[str, Any] = Field(
         description="Recent signals, batches since the last retrain, retrains, promotions."
+    )
+    report_source: dict[str, Any] = Field(
+        default_factory=dict,
+        description="What Evidently's report is rendered from after the decision (the batch, "
+        "its content hash, the reference window and its identity); never shown to the LLM.",
     )
 
 
@@ -137,23 +144,20 @@ class DriftAnalystRuling:
 
 
 def gather(state: dict[str, Any], ctx: RunContext) -> DriftAnalystEvidence:
-    """Measure the batch against the reference window (Evidently with its report, effect
-    sizes, the domain classifier) and the champion on it, and count the model's history."""
+    """Measure the batch against the reference window (Evidently's tests, effect sizes, the
+    domain classifier) and the champion on it, and count the model's history. Evidently's
+    HTML report is not rendered here: ``driftpilot.runs.reports`` renders it after the
+    decision, from what ``report_source`` records."""
     run_id, model = state["run_id"], state["model"]
     spec = ctx.spec(model)
     frame = pl.read_parquet(state["ingestion"]["path"])
     reference = ctx.reference(model)
-    assert ctx.settings.reports_dir is not None
-    name = f"{state['batch']['batch_id']}-{run_id[:8]}.html.gz"  # gzip: ~4 MB of HTML each
-    report = ctx.settings.reports_dir / model / name
     sizes = {"reference_rows": reference.height, "batch_rows": frame.height}
     drift = ctx.call(
         run_id,
         NAME,
         "drift.data_drift",
-        lambda: data_drift(
-            reference, frame, numeric=spec.numeric, categorical=spec.categorical, report_path=report
-        ),
+        lambda: data_drift(reference, frame, numeric=spec.numeric, categorical=spec.categorical),
         sizes,
     )
     champ = ctx.champion(model)
@@ -177,8 +181,29 @@ def gather(state: dict[str, Any], ctx: RunContext) -> DriftAnalystEvidence:
     perf = performance(ctx, run_id, model, frame, champ, state["ingestion"]["path"])
     history = history_counts(ctx.history(model, run_id), ctx.policy.retraining.persistence_n)
     return DriftAnalystEvidence(
-        drift=drift, shift=shift, domain=domain, performance=perf, history=history
+        drift=drift,
+        shift=shift,
+        domain=domain,
+        performance=perf,
+        history=history,
+        report_source=report_source(state, ctx, champ[1] if champ else None),
     )
+
+
+def report_source(state: dict[str, Any], ctx: RunContext, version: int | None) -> dict[str, Any]:
+    """What the run's report is rendered from, later: the filed batch and its content hash,
+    and the reference window the decision compared it with (its path, the champion version
+    it belongs to, and its size and mtime, which name that file's content without reading
+    it). Reports of identical batches against the same reference are one file."""
+    reference = ctx.model(state["model"]).reference_path or ""
+    stat = Path(reference).stat() if reference else None
+    return {
+        "batch": state["ingestion"]["path"],
+        "batch_sha256": state["batch"]["content_hash"],
+        "reference": reference,
+        "reference_version": version,
+        "reference_stamp": f"{stat.st_size}:{stat.st_mtime_ns}" if stat else "",
+    }
 
 
 def decide(evidence: DriftAnalystEvidence, policy: Policy, llm: Llm) -> DriftAnalystRuling:
@@ -235,7 +260,9 @@ def apply(
     state: dict[str, Any],
     ctx: RunContext,
 ) -> dict[str, Any]:
-    """Audit the verdict (with the report and its sha256) and write the drift slice."""
+    """Audit the verdict and write the drift slice. The report is pending (rendered after the
+    decision, audited with its sha256 in its own record), or none when no column could be
+    tested; ``report`` stays null here (older runs recorded its path)."""
     drift, shift, domain = evidence.drift, evidence.shift, evidence.domain
     verdict, bounds = ruling.outcome.decision, ruling.bounds
     ctx.record(
@@ -246,8 +273,9 @@ def apply(
         verdict.rationale,
         {
             **ruling.shown,
-            "report": drift.report_path,
-            "report_sha256": drift.report_sha256,  # checks a kept report against the audit
+            "report": None,
+            "report_status": "pending" if drift.n_columns else "none",
+            "report_source": evidence.report_source,
             "cited_metrics": verdict.cited_metrics,
         },
         ruling.flags,
@@ -268,7 +296,7 @@ def apply(
             "drifted_columns": [c.column for c in shift.columns if c.material],
             "skipped_columns": drift.skipped_columns,
             "domain_auc": domain.auc if domain else None,
-            "report": drift.report_path,
+            "report": None,
             **evidence.performance,
         },
         "events": events if bounds.labels_requested else [],

@@ -27,7 +27,7 @@ from agents import cicd, drift_analyst, evaluator, ingestion, optimizer, retrain
 from agents.context import RunContext
 from driftpilot.core.errors import ApprovalError
 from driftpilot.core.faults import fault_point
-from driftpilot.store.models import ChampionChange, Decision, Run
+from driftpilot.store.models import ChampionChange, Decision, Run, ToolCall
 from graphs.state import (
     SLICES,
     ControlState,
@@ -164,6 +164,14 @@ def prune_reports(ctx: RunContext, model: str) -> list[Path]:
             Decision, Decision.run_id.in_(keepers), Decision.agent == "drift_analyst"
         )
         if (report := json.loads(d.evidence).get("report"))
+    ]
+    # Reports rendered after the decision (driftpilot.runs.reports) are audited as tool calls.
+    protected += [
+        report
+        for c in ctx.store.list_rows(
+            ToolCall, ToolCall.run_id.in_(keepers), ToolCall.tool == "drift.render_report"
+        )
+        if (report := json.loads(c.result).get("path"))
     ]
     keep = ctx.settings.report_retention
     if ctx.settings.cache_dir is not None:  # plain copies the chat attached: made again on demand

@@ -9,7 +9,9 @@ behind a busy one. At shutdown it stays pending (or its decision
 stays recorded) in the database, and the next start-up (recover) picks it up.
 
 Each run task calls one façade method (``execute_run`` or ``resume_run``); the façade marks
-a run that raises ``failed``, and this pool logs what it raised.
+a run that raises ``failed``, and this pool logs what it raised. Once a run stopped (ended, or
+waits for its approver) with its report pending, the plane renders Evidently's report in its
+background thread (``driftpilot.runs.reports``): the run's result never waits for it.
 
 At start-up (``start``), a background thread runs ``ControlPlane.recover`` (runs left running
 by a dead process, approval decisions recorded but never applied) and logs what it did, then
@@ -148,7 +150,11 @@ class RunExecutor:
     ) -> Future[RunView | None]:
         def task() -> RunView | None:
             try:
-                return call(key)
+                view = call(key)
+                if isinstance(view, RunView) and view.report_status == "pending":
+                    # After the run's result is written: the report never delays it.
+                    self.plane.render_report_later(view.run_id)
+                return view
             except Exception:
                 log.exception("%s of run %s failed", what, key)
                 return None

@@ -15,6 +15,8 @@ Jobs (procrastinate 3.10, tasks registered by name on every process's own ``App`
   (``driftpilot.execution.dispatch.BusyRetry``, every ``retry_s`` here; the order holds
   meanwhile: a waiting job with a lower id keeps later ones of its lock back).
   ``queueing_lock`` ``<task>:<run id>``: deferring a run whose job still waits is a no-op.
+  Once the run stopped, its Evidently report (pending) is rendered in the worker's background
+  thread (``driftpilot.runs.reports``), after the job returned its outcome.
 - ``driftpilot.schedule_tick(timestamp)`` on queue ``schedules``: a periodic task
   (``tick_cron``, every minute by default; a sixth field gives seconds). Every process running
   procrastinate's periodic deferrer (each ``driftpilot worker``, each ``driftpilot serve``)
@@ -190,11 +192,11 @@ class Queue:
 
         @app.task(name=EXECUTE_TASK, queue=RUNS_QUEUE, retry=busy)
         def execute_run(run_id: str) -> str:
-            return self._outcome(self.plane.execute_run(run_id, timeout_s=0))
+            return self._outcome(self._report_later(self.plane.execute_run(run_id, timeout_s=0)))
 
         @app.task(name=RESUME_TASK, queue=RUNS_QUEUE, retry=busy)
         def resume_run(run_id: str) -> str:
-            return self._outcome(self.plane.resume_run(run_id, wait=False))
+            return self._outcome(self._report_later(self.plane.resume_run(run_id, wait=False)))
 
         @app.periodic(cron=self.conf.tick_cron, periodic_id="schedules")
         @app.task(name=TICK_TASK, queue=SCHEDULES_QUEUE, priority=TICK_PRIORITY)
@@ -204,6 +206,14 @@ class Queue:
         @app.task(name=FIRE_TASK, queue=SCHEDULES_QUEUE, priority=FIRE_PRIORITY)
         def fire_schedule(cron_id: str, scheduled_at: str) -> str:
             return self._scheduler().fire_due(cron_id, datetime.fromisoformat(scheduled_at)).outcome
+
+    def _report_later(self, view: RunView) -> RunView:
+        """Queue the run's report for this worker's background thread: the job (and the
+        model's lock) ends with the run, not with Evidently's render (a worker stopped
+        meanwhile leaves it to the first request)."""
+        if view.report_status == "pending":
+            self.plane.render_report_later(view.run_id)
+        return view
 
     @staticmethod
     def _outcome(view: RunView) -> str:

@@ -19,6 +19,7 @@ settings, the run context, the graph, the event emitter, the audit signer) and n
 - ``rollback``   roll the champion back
 - ``labels``     labels that arrive late
 - ``keys``       API keys
+- ``reports``    Evidently's report of a run, rendered after the decision (cached, audited)
 
 Every champion move (bootstrap, promotion, rollback) is the one transaction in
 ``tools.champion``.
@@ -47,6 +48,7 @@ from driftpilot.runs.lifecycle import Lifecycle
 from driftpilot.runs.models import Models, bootstrap_id
 from driftpilot.runs.reads import METADATA_STEP, STRATEGY_STEP, Reads
 from driftpilot.runs.recovery import Recoveries
+from driftpilot.runs.reports import Reports, ReportView
 from driftpilot.runs.rollback import Rollbacks
 from driftpilot.runs.trust import KEY_NAME, Trust
 from driftpilot.runs.views import (
@@ -77,6 +79,7 @@ __all__ = [
     "ModelView",
     "PlaneEvent",
     "Recovery",
+    "ReportView",
     "RunView",
     "bootstrap_id",
     "holder",
@@ -102,7 +105,7 @@ class ControlPlane:
         self.events = Events(store)
         self.trust = Trust(store, settings)
         sign = self.trust.checkpoint
-        self.reads = Reads(store, graph)
+        self.reads = Reads(store, graph, settings)
         self.keys = ApiKeys(store)
         self.models = Models(store, settings, self.policy, ctx, sign)
         self.lifecycle = Lifecycle(store, settings, ctx, graph, self.reads, self.events, sign)
@@ -110,6 +113,7 @@ class ControlPlane:
         self.rollbacks = Rollbacks(store, settings, ctx, self.events.emit, sign)
         self.recoveries = Recoveries(store, graph, self.lifecycle, self.rollbacks)
         self.labelling = Labelling(store, settings, ctx, self.reads.get_run, sign)
+        self.reports = Reports(store, settings, ctx, sign)
 
     @property
     def graph(self) -> Any:
@@ -373,6 +377,26 @@ class ControlPlane:
 
     def champion_at(self, model: str, when: datetime | str) -> int | None:
         return self.reads.champion_at(model, when)
+
+    # -- reports (runs.reports) -------------------------------------------------------------------
+
+    def run_report(self, run_id: str) -> ReportView:
+        """The run's Evidently report, rendered now if it is not there yet (status none: the
+        run has none, ``reason`` says why).
+
+        Raises:
+            NotFound: no such run.
+            DataError: Evidently could not compare the batch with the reference.
+        """
+        return self.reports.render(run_id)
+
+    def report_status(self, run_id: str) -> ReportView:
+        """Where the run's report stands, without rendering it."""
+        return self.reports.status(run_id)
+
+    def render_report_later(self, run_id: str) -> None:
+        """Render the run's report in this process's background thread (returns at once)."""
+        self.reports.render_later(run_id)
 
     # -- trust (runs.trust) -----------------------------------------------------------------------
 

@@ -10,6 +10,8 @@ from typing import Any
 
 from driftpilot.core.errors import ConfigError, NotFound
 from driftpilot.core.identity import normalize_principal
+from driftpilot.core.settings import Settings
+from driftpilot.runs.reports import statuses
 from driftpilot.runs.views import MetricsSnapshot, RunView
 from driftpilot.store import AuditStore
 from driftpilot.store.models import (
@@ -28,19 +30,23 @@ STRATEGY_STEP = "multitask_strategy"  # the step-effect row: {"multitask_strateg
 
 class Reads:
     """What the plane answers without changing anything. ``graph`` gives the compiled control
-    graph: a run waiting for approval reports the state it checkpointed."""
+    graph: a run waiting for approval reports the state it checkpointed. With ``settings``,
+    run views say where their report stands (``driftpilot.runs.reports``)."""
 
-    def __init__(self, store: AuditStore, graph: Callable[[], Any]) -> None:
-        self.store, self.graph = store, graph
+    def __init__(
+        self, store: AuditStore, graph: Callable[[], Any], settings: Settings | None = None
+    ) -> None:
+        self.store, self.graph, self.settings = store, graph, settings
 
     def get_run(self, run_id: str) -> RunView:
         """Raises NotFound: no such run."""
         return self.views([self.store.get(Run, run_id)])[0]
 
     def views(self, runs: list[Run]) -> list[RunView]:
-        """The views of ``runs``, in their order: their approval rows and metadata are read in
-        one query each, whatever the number of runs (a run waiting for approval also reads
-        its checkpointed state from the graph's checkpointer)."""
+        """The views of ``runs``, in their order: their approval rows, metadata and drift
+        decisions (their report's status) are read in one query each, whatever the number of
+        runs (a run waiting for approval also reads its checkpointed state from the graph's
+        checkpointer)."""
         if not runs:
             return []
         ids = [r.id for r in runs]
@@ -56,7 +62,19 @@ class Reads:
                 StepEffect, StepEffect.run_id.in_(ids), StepEffect.step == METADATA_STEP
             )
         }
-        return [self._view(r, approvals.get(r.id, []), metadata.get(r.id) or {}) for r in runs]
+        shown = [self._view(r, approvals.get(r.id, []), metadata.get(r.id) or {}) for r in runs]
+        if self.settings is None:
+            return shown
+        reports = statuses(self.store, self.settings, runs)
+        return [
+            v.model_copy(
+                update={
+                    "report_status": reports[v.run_id].status,
+                    "report_path": reports[v.run_id].path,
+                }
+            )
+            for v in shown
+        ]
 
     def _view(self, run: Run, rows: list[Approval], metadata: dict[str, Any]) -> RunView:
         pending = json.loads(rows[0].payload) if len(rows) == 1 else None

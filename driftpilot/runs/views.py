@@ -32,6 +32,12 @@ class RunView(BaseModel):
     metadata: dict[str, Any] = Field(
         default_factory=dict, description="What the submitter attached to the run."
     )
+    report_status: Literal["pending", "ready", "none"] = Field(
+        default="none",
+        description="Evidently's HTML report, rendered after the decision: pending (not yet), "
+        "ready, or none (no drift step, nothing testable, or pruned).",
+    )
+    report_path: str | None = Field(default=None, description="The report file, when ready.")
 
 
 class ModelView(BaseModel):

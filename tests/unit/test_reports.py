@@ -1,0 +1,188 @@
+"""The report service (driftpilot.runs.reports): a run's Evidently report is rendered once
+from what its drift decision recorded, cached by the batch's content and the reference,
+audited once per run (appended, so the chains verify), and concurrent callers render once."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+
+from driftpilot.core.settings import Settings
+from driftpilot.runs.plane import ControlPlane
+from driftpilot.runs.reports import TOOL
+from driftpilot.store.audit import now
+from driftpilot.store.models import ManagedModel, Run, ToolCall
+
+
+@pytest.fixture
+def plane(tmp_path: Path) -> Iterator[ControlPlane]:
+    cp = ControlPlane(Settings(home=tmp_path / "home").ensure_dirs())
+    cp.store.add(
+        ManagedModel(
+            name="m",
+            source="test",
+            target="y",
+            time_col="t",
+            numeric=json.dumps(["x"]),
+            categorical=json.dumps(["c"]),
+            family="lightgbm",
+            metric="roc_auc",
+            created_at=now(),
+        )
+    )
+    yield cp
+    cp.close()
+
+
+def frame(n: int, shift: float, seed: int) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pl.DataFrame(
+        {"x": rng.normal(shift, 1.0, n), "c": rng.choice(["a", "b", "c"], n).tolist()}
+    )
+
+
+@pytest.fixture
+def inputs(tmp_path: Path) -> dict[str, Any]:
+    """A filed batch and a reference window on disk, as a drift decision records them."""
+    batch, reference = tmp_path / "batch.parquet", tmp_path / "reference.parquet"
+    frame(400, 0.5, 1).write_parquet(batch)
+    frame(600, 0.0, 2).write_parquet(reference)
+    stat = reference.stat()
+    return {
+        "batch": str(batch),
+        "batch_sha256": hashlib.sha256(batch.read_bytes()).hexdigest(),
+        "reference": str(reference),
+        "reference_version": 1,
+        "reference_stamp": f"{stat.st_size}:{stat.st_mtime_ns}",
+    }
+
+
+def add_run(
+    cp: ControlPlane, run_id: str, source: dict[str, Any] | None, status: str = "pending"
+) -> str:
+    """A completed run; with ``source``, its drift decision as the analyst audits it."""
+    cp.store.add(
+        Run(
+            id=run_id,
+            model="m",
+            batch_id="b",
+            trigger="api",
+            requested_by="ann",
+            status="completed",
+            outcome="no_retrain:none",
+            summary="{}",
+            created_at=now(),
+            updated_at=now(),
+        )
+    )
+    if source is not None:
+        evidence = {"report": None, "report_status": status, "report_source": source}
+        cp.store.record_decision(run_id, "drift_analyst", "none", "r", evidence, backend="rules")
+    return run_id
+
+
+def records(cp: ControlPlane, run_id: str) -> list[dict[str, Any]]:
+    rows = cp.store.list_rows(ToolCall, ToolCall.run_id == run_id, ToolCall.tool == TOOL)
+    return [json.loads(r.result) | {"ok": r.ok} for r in rows]
+
+
+def test_a_report_is_rendered_once_cached_and_audited_once_per_run(
+    plane: ControlPlane, inputs: dict[str, Any]
+) -> None:
+    first = add_run(plane, "run-1", inputs)
+    assert plane.get_run(first).report_status == "pending"
+    assert plane.report_status(first).status == "pending"
+
+    view = plane.run_report(first)
+    assert view.status == "ready" and view.path is not None and view.sha256 is not None
+    path = Path(view.path)
+    assert path.parent == (plane.settings.reports_dir or Path()) / "m"
+    html = gzip.decompress(path.read_bytes())
+    assert b"<html" in html[:1000].lower()
+    assert hashlib.sha256(html).hexdigest() == view.sha256
+    assert records(plane, first) == [
+        {"path": str(path), "sha256": view.sha256, "cached": False, "ok": True}
+    ]
+    ran = plane.get_run(first)
+    assert (ran.report_status, ran.report_path) == ("ready", str(path))
+
+    # Asked again: the same file, no render, no second record.
+    written = path.stat().st_mtime_ns
+    assert plane.run_report(first) == view
+    assert path.stat().st_mtime_ns >= written
+    assert len(records(plane, first)) == 1
+
+    # A second run on identical data against the same reference: the same file, its own record.
+    second = add_run(plane, "run-2", inputs)
+    assert plane.get_run(second).report_status == "ready"  # the file is there already
+    again = plane.run_report(second)
+    assert (again.path, again.sha256) == (view.path, view.sha256)
+    assert records(plane, second) == [
+        {"path": str(path), "sha256": view.sha256, "cached": True, "ok": True}
+    ]
+    assert plane.store.verify().ok
+    assert [p.name for p in path.parent.glob("*.html.gz")] == [path.name]
+
+
+def test_concurrent_callers_render_once(plane: ControlPlane, inputs: dict[str, Any]) -> None:
+    runs = [add_run(plane, f"run-{i}", inputs) for i in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        views = list(pool.map(plane.run_report, runs * 2))
+    assert {(v.status, v.path, v.sha256) for v in views} == {
+        ("ready", views[0].path, views[0].sha256)
+    }
+    audited = [r for run_id in runs for r in records(plane, run_id)]
+    assert len(audited) == len(runs)  # one record per run, whoever asked twice
+    assert sorted(r["cached"] for r in audited) == [False, True, True, True]  # one render
+    assert plane.store.verify().ok
+
+
+def test_a_run_without_a_report_says_why(plane: ControlPlane, inputs: dict[str, Any]) -> None:
+    quarantined = add_run(plane, "run-q", None)
+    untestable = add_run(plane, "run-u", inputs, status="none")
+    for run_id, reason in ((quarantined, "no drift step"), (untestable, "no column")):
+        view = plane.run_report(run_id)
+        assert view.status == "none" and reason in view.reason
+        assert plane.get_run(run_id).report_status == "none"
+        assert records(plane, run_id) == []
+    # The reference replaced since the decision: the report would compare something else.
+    moved = add_run(plane, "run-r", inputs)
+    stamp = Path(inputs["reference"]).stat().st_mtime_ns + 5_000_000_000
+    os.utime(inputs["reference"], ns=(stamp, stamp))
+    view = plane.run_report(moved)
+    assert view.status == "none" and "changed since the run" in view.reason
+
+
+def test_a_report_rendered_in_the_background(plane: ControlPlane, inputs: dict[str, Any]) -> None:
+    run_id = add_run(plane, "run-bg", inputs)
+    plane.render_report_later(run_id)
+    plane.render_report_later(run_id)  # queued once
+    assert plane.reports.drain(120)
+    assert plane.get_run(run_id).report_status == "ready"
+    assert len(records(plane, run_id)) == 1
+
+
+def test_an_older_run_names_its_report_in_the_decision(plane: ControlPlane, tmp_path: Path) -> None:
+    report = tmp_path / "old.html.gz"
+    report.write_bytes(gzip.compress(b"<html></html>"))
+    add_run(plane, "run-old", None)
+    evidence = {"report": str(report), "report_sha256": "abc"}
+    plane.store.record_decision("run-old", "drift_analyst", "none", "r", evidence, backend="x")
+    assert plane.run_report("run-old").model_dump(include={"status", "path", "sha256"}) == {
+        "status": "ready",
+        "path": str(report),
+        "sha256": "abc",
+    }
+    report.unlink()
+    view = plane.run_report("run-old")
+    assert view.status == "none" and "retention" in view.reason
