@@ -26,14 +26,26 @@ from api.langgraph import crons as lg_crons
 from api.langgraph import runs as lg_runs
 from api.langgraph import threads as lg_threads
 from api.limits import BodyLimit
-from api.routes import adopt, approvals, audit, health, jobs, models, runs, schedules, webhooks
+from api.routes import (
+    adopt,
+    approvals,
+    audit,
+    health,
+    jobs,
+    models,
+    reports,
+    runs,
+    schedules,
+    webhooks,
+)
 from api.routes.runs import batch_roots
 from driftpilot.core.settings import ApiSettings
 from driftpilot.runs.plane import ControlPlane
 from driftpilot.runtime import build_runtime
 
 log = logging.getLogger(__name__)
-CORE = (runs, approvals, audit, models, adopt, jobs, health)  # the core resources' route modules
+# The core resources' route modules.
+CORE = (runs, reports, approvals, audit, models, adopt, jobs, health)
 ROUTERS: tuple[APIRouter, ...] = (
     *(module.router for module in CORE),
     lg_assistants.router,

@@ -161,6 +161,15 @@ class Run(BaseModel):
     interrupt: dict[str, Any] | None = Field(
         None, description="The Agent Inbox HumanInterrupt the run waits on."
     )
+    report_status: Literal["pending", "ready", "none"] = Field(
+        "none",
+        description="Evidently's HTML report, rendered after the decision: pending (not yet; "
+        "GET /runs/{run_id}/report renders it now), ready, or none (no drift step, nothing "
+        "testable, pruned).",
+    )
+    report_url: str | None = Field(
+        None, description="Where the ready report is served: /runs/{run_id}/report."
+    )
 
     @classmethod
     def of(
@@ -186,6 +195,8 @@ class Run(BaseModel):
             multitask_strategy=multitask_strategy,
             summary=view.summary,
             interrupt=view.approval_request,
+            report_status=view.report_status,
+            report_url=f"/runs/{view.run_id}/report" if view.report_status == "ready" else None,
         )
 
 

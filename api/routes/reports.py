@@ -1,0 +1,38 @@
+"""A run's Evidently report: ``GET /runs/{run_id}/report`` (viewer), the interactive HTML.
+
+The report is rendered after the run's decision (``driftpilot.runs.reports``): by the run's
+executor in the background, or here on the first request when it is not there yet (the
+request then takes the render's seconds; later ones read the cached file). A run with no
+report (no drift step, no testable column, or what it compared is gone) is a 404 problem
+that says why; the run view (``GET /runs/{run_id}``) says ``report_status`` and links
+``report_url`` once it is ready.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+
+from api.deps import Plane, Viewer
+from api.problems import Problem
+from tools.drift import report_html
+
+router = APIRouter(prefix="/runs", tags=["runs"])
+
+
+@router.get(
+    "/{run_id}/report",
+    response_class=Response,
+    responses={
+        200: {"content": {"text/html": {}}, "description": "Evidently's drift report (HTML)."},
+        404: {"description": "Unknown run, or a run without a report (the detail says why)."},
+        422: {"description": "Evidently could not compare the batch with the reference."},
+    },
+)
+def get_report(run_id: str, cp: Plane, _: Viewer) -> Response:
+    """The run's Evidently data-drift report as HTML, rendered now if it is not yet."""
+    view = cp.run_report(run_id)
+    if view.status != "ready" or view.path is None:
+        raise Problem(404, f"run {run_id} has no report: {view.reason}", slug="no-report")
+    headers = {"X-Report-Sha256": view.sha256} if view.sha256 else None
+    return Response(report_html(view.path), media_type="text/html", headers=headers)
