@@ -464,8 +464,8 @@ def template(
     measured = perf.get("score") is not None
     if measured:
         parts.append(
-            f"champion score={perf['score']:.4f} [{perf['score_low']:.4f}, "
-            f"{perf['score_high']:.4f}] ({info.label}, {direction(info.name)})"
+            f"champion score={perf['score']:.4f}{_interval(perf, 'score')} "
+            f"({info.label}, {direction(info.name)})"
         )
     if not measured and perf.get("estimated_score") is not None:
         method = str(perf.get("estimate_method") or "estimate").upper()
@@ -473,15 +473,26 @@ def template(
             f"no labels: estimated_score={perf['estimated_score']:.4f} "
             f"({info.label} by {method}, {direction(info.name)})"
         )
-    if perf.get("metric_drop") is not None:
+    if perf.get("metric_drop") is not None and perf.get("metric_drop_low") is not None:
         # Measured on labels, or estimated without them: the words say which.
         parts.append(
             describe_drop(
                 perf["metric_drop"], perf["metric_drop_low"], info, estimated=not measured
             )
         )
-    if perf.get("fresh_gain") is not None:
+    elif perf.get("metric_drop") is not None:  # no interval (its bootstrap was skipped)
+        parts.append(f"metric_drop={perf['metric_drop']:.4f} (no interval)")
+    if perf.get("fresh_gain") is not None and perf.get("fresh_gain_low") is not None:
         parts.append(describe_fresh_gain(perf["fresh_gain"], perf["fresh_gain_low"], info))
+    elif perf.get("fresh_gain") is not None:
+        parts.append(f"fresh_gain={perf['fresh_gain']:.4f} (no interval)")
     signals = "; ".join(bounds.signals) or "no signal"
     policy = f"Policy: {action} (severity {bounds.severity})"
     return f"{'; '.join(parts)}. Signals: {signals}. {policy}."
+
+
+def _interval(perf: dict[str, Any], key: str) -> str:
+    """`` [low, high]`` of a measured number, '' when its interval was not computed (the
+    bootstrap is skipped when its answer cannot change the action)."""
+    low, high = perf.get(f"{key}_low"), perf.get(f"{key}_high")
+    return "" if low is None or high is None else f" [{low:.4f}, {high:.4f}]"
