@@ -1,10 +1,16 @@
 """Drift tools: has the data (or the model's behaviour on it) moved since the reference?
 
-Wraps Evidently 0.7 (imported lazily: it takes seconds). Polars in, pandas only at the
-Evidently boundary. Evidently picks a method per column: below 1,000 reference rows K-S
-(numeric) and chi-square (categorical) p-values, drifted when p < 0.05; above, normed
-Wasserstein (numeric) and Jensen-Shannon (categorical) distances, drifted when >= 0.1.
-A batch under 1,000 rows is tested with the p-values whatever the reference size.
+The decision's numbers are computed natively (``tools.drift_stats``: Polars value counts,
+NumPy, SciPy's distributions), with Evidently 0.7's default methods and thresholds: below
+1,000 (cleaned) reference values K-S (numeric) and chi-square / Z (categorical or few values)
+p-values, drifted when p < 0.05; above, normed Wasserstein (numeric) and Jensen-Shannon
+(categorical or few values) distances, drifted when >= 0.1. A batch under 1,000 rows is
+tested with the p-values whatever the reference size. ``tests/unit/test_drift_parity.py``
+checks every column of every shipped dataset against Evidently's own report.
+
+Evidently (imported lazily: it takes seconds) only renders the HTML report, for people:
+``render_report``, after the decision; ``data_drift(report_path=...)`` still writes one for
+old callers, with the same native numbers.
 
 A column with too few values on either side (an all-null sparse column in a small batch, a
 batch of three rows) is not tested: Evidently refuses empty columns, and a test over a couple
@@ -36,6 +42,7 @@ from pydantic import BaseModel, Field
 
 from driftpilot.core.errors import DataError, SchemaError
 from driftpilot.core.tasks import Task
+from tools.drift_stats import Frame, Kind, drift_test, side_counts
 from tools.metrics import all_values, encode_labels
 
 
@@ -118,8 +125,8 @@ class Scorer(Protocol):
 
 
 def data_drift(
-    reference: pl.DataFrame,
-    current: pl.DataFrame,
+    reference: Frame,
+    current: Frame,
     *,
     numeric: list[str],
     categorical: list[str] | None = None,
@@ -127,62 +134,137 @@ def data_drift(
     report_path: Path | None = None,
     seed: int = 0,
 ) -> DriftResult:
-    """Run Evidently's data-drift preset on the given feature columns.
+    """Per-column drift tests and the drift share of Evidently's data-drift preset, computed
+    natively (no Evidently import unless a report is asked for).
 
     Args:
-        reference: the model's reference window (e.g. its training data).
-        current: the new batch.
+        reference: the model's reference window (e.g. its training data); a LazyFrame is
+            read a column at a time.
+        current: the new batch (DataFrame or LazyFrame).
         numeric: numeric feature columns to compare.
         categorical: categorical feature columns to compare.
         config: drift share, methods, thresholds, optional subsampling.
-        report_path: write Evidently's interactive HTML report there (None: no report),
-            gzip-compressed when the name ends in ``.gz``.
+        report_path: also render Evidently's interactive HTML report there (``render_report``;
+            the numbers stay the native ones), gzip-compressed when the name ends in ``.gz``.
         seed: subsampling seed.
 
     Returns:
         DriftResult with per-column method, score, threshold and verdict, the share of
         drifted columns, the columns skipped for too few values (with the reason), and the
-        HTML report's path and sha256. When no column can be tested the result has no
-        columns, a drift share of 0 and no report.
+        HTML report's path and sha256 when one was rendered. When no column can be tested the
+        result has no columns, a drift share of 0 and no report.
 
     Raises:
         SchemaError: a requested column is missing on either side.
-        DataError: either side is empty, or Evidently cannot compare the data.
+        DataError: either side is empty, a column cannot be tested (no value left once
+            inf is dropped, text in a numeric column) or a method does not fit its column.
     """
     cfg = config or DriftConfig()
     categorical = categorical or []
     columns = [*numeric, *categorical]
-    require_columns(reference, columns, "reference")
-    require_columns(current, columns, "current")
+    n_reference = require_columns(reference, columns, "reference")
+    n_current = require_columns(current, columns, "current")
     started = time.perf_counter()
-    ref_pd = _to_pandas(reference, columns, cfg.max_rows, seed)
-    cur_pd = _to_pandas(current, columns, cfg.max_rows, seed)
-    cfg = _methods_for_size(cfg, len(cur_pd))
-    skipped = _untestable(ref_pd, cur_pd, columns, cfg.min_values)
-    tested_num = [c for c in numeric if c not in skipped]
-    tested_cat = [c for c in categorical if c not in skipped]
-    if tested_num or tested_cat:
-        with _one_blas_thread():
-            snapshot = _run_preset(ref_pd, cur_pd, tested_num, tested_cat, cfg)
-            result = _parse_snapshot(snapshot.dict(), cfg.drift_share)
-            digest = _write_report(snapshot, report_path) if report_path is not None else None
-    else:
-        result, report_path, digest = _nothing_tested(), None, None
+    ref = _sampled(reference, columns, cfg.max_rows, seed, n_reference)
+    cur = _sampled(current, columns, cfg.max_rows, seed, n_current)
+    cfg = _methods_for_size(cfg, min(n_current, cfg.max_rows or n_current))
+    kinds = _kinds(numeric, categorical)
+    tested, skipped = _test_columns(ref, cur, kinds, cfg)
+    result = _summarise(tested, cfg.drift_share) if tested else _nothing_tested()
+    digest = None
+    if report_path is not None and tested:
+        digest = render_report(
+            reference,
+            current,
+            numeric=numeric,
+            categorical=categorical,
+            config=config,
+            path=report_path,
+            seed=seed,
+        )
     return result.model_copy(
         update={
-            "n_reference": reference.height,
-            "n_current": current.height,
+            "n_reference": n_reference,
+            "n_current": n_current,
             "skipped_columns": skipped,
-            "report_path": str(report_path) if report_path else None,
+            "report_path": str(report_path) if digest is not None else None,
             "report_sha256": digest,
             "elapsed_s": round(time.perf_counter() - started, 3),
         }
     )
 
 
+def _kinds(numeric: list[str], categorical: list[str]) -> dict[str, Kind]:
+    """Each column's kind, numeric ones first (Evidently's order, which ties keep)."""
+    kinds: dict[str, Kind] = {}
+    for column in numeric:
+        kinds[column] = "numeric"
+    for column in categorical:
+        kinds[column] = "categorical"
+    return kinds
+
+
+def _test_columns(
+    ref: Frame, cur: Frame, kinds: dict[str, Kind], cfg: DriftConfig
+) -> tuple[list[ColumnDrift], dict[str, str]]:
+    """Each column's native test, one column at a time, or the reason it was not tested."""
+    tested: list[ColumnDrift] = []
+    skipped: dict[str, str] = {}
+    for column, kind in kinds.items():
+        sides = (side_counts(ref, column, kind), side_counts(cur, column, kind))
+        reason = _too_few(sides[1].present, sides[0].present, cfg.min_values)
+        if reason:
+            skipped[column] = reason
+            continue
+        method = cfg.num_method if kind == "numeric" else cfg.cat_method
+        test = drift_test(
+            ref, cur, column, kind, method=method, threshold=cfg.threshold, sides=sides
+        )
+        tested.append(
+            ColumnDrift(
+                column=column,
+                method=test.method,
+                score=test.score,
+                threshold=test.threshold,
+                drifted=test.drifted,
+            )
+        )
+    return tested, skipped
+
+
+def _too_few(n_batch: int, n_reference: int, min_values: int) -> str | None:
+    """Why a column with these counts of present values (null and NaN missing) is not tested."""
+    for side, n in (("batch", n_batch), ("reference", n_reference)):
+        if n < min_values:
+            what = "every value is null" if n == 0 else f"only {n} non-null value(s)"
+            return f"{what} in the {side} (a drift test needs {min_values})"
+    return None
+
+
+def _summarise(columns: list[ColumnDrift], drift_share: float) -> DriftResult:
+    """Most drifted first (verdict, then p-value up or distance down; ties keep the given
+    order, numeric columns before categorical as Evidently lists them); the share of drifted
+    tested columns."""
+    columns = sorted(
+        columns, key=lambda c: (not c.drifted, c.score if _is_p_value(c.method) else -c.score)
+    )
+    n_drifted = sum(c.drifted for c in columns)
+    share = n_drifted / len(columns)
+    return DriftResult(
+        n_reference=0,
+        n_current=0,
+        n_columns=len(columns),
+        n_drifted=n_drifted,
+        drift_share=round(share, 4),
+        dataset_drift=share >= drift_share,
+        columns=columns,
+        elapsed_s=0.0,
+    )
+
+
 def render_report(
-    reference: pl.DataFrame,
-    current: pl.DataFrame,
+    reference: Frame,
+    current: Frame,
     *,
     numeric: list[str],
     categorical: list[str] | None = None,
@@ -349,19 +431,48 @@ def _nothing_tested() -> DriftResult:
     )
 
 
-def require_columns(frame: pl.DataFrame, columns: list[str], side: str) -> None:
-    """Both sides of a comparison hold every column, and rows; there are columns to compare."""
-    missing = [c for c in columns if c not in frame.columns]
+def require_columns(frame: Frame, columns: list[str], side: str) -> int:
+    """Both sides of a comparison hold every column, and rows; there are columns to compare.
+
+    Returns:
+        The frame's row count (a LazyFrame's is counted by a query).
+    """
+    names = frame.collect_schema().names() if isinstance(frame, pl.LazyFrame) else frame.columns
+    missing = [c for c in columns if c not in names]
     if missing:
         raise SchemaError(f"{side} data lacks columns {missing}")
-    if frame.height == 0:
+    height = (
+        int(frame.select(pl.len()).collect().item())
+        if isinstance(frame, pl.LazyFrame)
+        else frame.height
+    )
+    if height == 0:
         raise DataError(f"{side} data is empty")
     if not columns:
         raise SchemaError("no columns to compare: pass numeric and/or categorical columns")
+    return height
 
 
-def _to_pandas(frame: pl.DataFrame, columns: list[str], max_rows: int | None, seed: int) -> Any:
-    picked = frame.select(columns)
+def _sampled(
+    frame: Frame, columns: list[str], max_rows: int | None, seed: int, height: int
+) -> Frame:
+    """The rows the tests see: all of them, or ``max_rows`` drawn with ``seed`` (the same
+    rows as ``render_report``'s; a LazyFrame is sampled by row index, column by column)."""
+    if max_rows is None or height <= max_rows:
+        return frame
+    if isinstance(frame, pl.DataFrame):
+        return frame.select(columns).sample(n=max_rows, seed=seed)
+    rows = np.sort(np.random.default_rng(seed).choice(height, size=max_rows, replace=False))
+    return (
+        frame.select(columns)
+        .with_row_index("_row")
+        .filter(pl.col("_row").is_in(pl.Series(rows, dtype=pl.UInt32)))
+        .drop("_row")
+    )
+
+
+def _to_pandas(frame: Frame, columns: list[str], max_rows: int | None, seed: int) -> Any:
+    picked = frame.lazy().select(columns).collect()
     if max_rows is not None and picked.height > max_rows:
         picked = picked.sample(n=max_rows, seed=seed)
     return picked.to_pandas()
@@ -406,55 +517,6 @@ def _is_p_value(method: str) -> bool:
     return method in _P_VALUE_TESTS
 
 
-def _verdicts(snapshot: dict[str, Any]) -> dict[str, bool]:
-    """Evidently's drift verdict per ValueDrift metric id (its test FAILs on drift): taken as
-    is rather than re-derived from score and threshold, whose direction depends on the test."""
-    return {
-        test["metric_config"]["metric_id"]: test["status"] == "FAIL"
-        for test in snapshot.get("tests", [])
-        if test["metric_config"]["params"]["type"].endswith(":ValueDrift")
-    }
-
-
-def _parse_snapshot(snapshot: dict[str, Any], drift_share: float) -> DriftResult:
-    verdicts = _verdicts(snapshot)
-    columns: list[ColumnDrift] = []
-    for metric in snapshot["metrics"]:
-        config = metric["config"]
-        if not config["type"].endswith(":ValueDrift"):
-            continue
-        method, threshold, score = (
-            config["method"],
-            float(config["threshold"]),
-            float(metric["value"]),
-        )
-        fallback = score < threshold if _is_p_value(method) else score >= threshold
-        columns.append(
-            ColumnDrift(
-                column=config["column"],
-                method=method,
-                score=score,
-                threshold=threshold,
-                drifted=verdicts.get(metric["id"], fallback),
-            )
-        )
-    if not columns:
-        raise DataError("Evidently returned no per-column drift results")
-    columns.sort(key=lambda c: (not c.drifted, c.score if _is_p_value(c.method) else -c.score))
-    n_drifted = sum(c.drifted for c in columns)
-    share = n_drifted / len(columns)
-    return DriftResult(
-        n_reference=0,
-        n_current=0,
-        n_columns=len(columns),
-        n_drifted=n_drifted,
-        drift_share=round(share, 4),
-        dataset_drift=share >= drift_share,
-        columns=columns,
-        elapsed_s=0.0,
-    )
-
-
 def prediction_drift(
     reference_scores: np.ndarray,
     current_scores: np.ndarray,
@@ -469,8 +531,9 @@ def prediction_drift(
       probabilities (a categorical column ``predicted_class`` holding the class's index);
     - regression: the distribution of the predicted value (a numeric column).
 
-    Uses Evidently's value-drift test on that column (``method``, else the one Evidently picks
-    for the column's kind and size). None when there are too few predictions to test.
+    Uses the value-drift test of ``data_drift`` on that column (``method``, else the one
+    Evidently would pick for the column's kind and size). None when there are too few
+    predictions to test.
 
     Raises:
         DataError: scores of the wrong shape for the task.
