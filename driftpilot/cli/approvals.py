@@ -12,6 +12,7 @@ from driftpilot.cli.common import (
     _plane,
     _print_json,
     _print_run,
+    _reads,
     _run_prefix,
     console,
 )
@@ -47,7 +48,7 @@ def reject(
 
 def approvals(as_json: AsJson = False) -> None:
     """List runs waiting for approval, with how to decide each."""
-    views = _plane().pending_approvals()
+    views = _reads(with_state=as_json).pending_approvals()
     if as_json:
         _print_json([v.model_dump(mode="json") for v in views])
         return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -13,12 +13,16 @@ from driftpilot.cli.common import (
     EXIT_ERROR,
     AsJson,
     _add_row,
-    _plane,
     _print_json,
+    _reads,
     _run_prefix,
+    _trust,
     console,
 )
 from driftpilot.core.errors import NotFound
+
+if TYPE_CHECKING:
+    from driftpilot.runs.reads import Reads
 
 audit_app = typer.Typer(help="Show, verify or export the audit trail; its signed checkpoints.")
 
@@ -47,29 +51,29 @@ def audit(
         raise typer.BadParameter(f"unknown export format {export!r}; use jsonl")
     if run_id is not None:
         _run_prefix(run_id, "'--run'")
-    plane = _plane()
     if verify:
-        _print_verify(plane.verify())
+        _print_verify(_trust().verify())
         return
+    reads = _reads(with_state=False)  # audit rows only: no run's checkpointed state
     if run_id is not None:
-        run_id = _audited_run_id(plane, run_id)
+        run_id = _audited_run_id(reads, run_id)
     if export is not None:
-        for row in plane.audit(run_id):
+        for row in reads.audit(run_id):
             sys.stdout.write(json.dumps(row, default=str) + "\n")
         return
     if as_json:
-        _print_json(list(plane.audit(run_id)))
+        _print_json(list(reads.audit(run_id)))
         return
-    console.print(_audit_table(plane.audit(run_id), full=not console.is_terminal))
+    console.print(_audit_table(reads.audit(run_id), full=not console.is_terminal))
 
 
-def _audited_run_id(plane: Any, given: str) -> str:
+def _audited_run_id(reads: Reads, given: str) -> str:
     """The run ``given`` names: a unique prefix of a run's id, or the exact id of an audited
     operation that is not a run (a model's bootstrap, a rollback). None or several: NotFound."""
     try:
-        return str(plane.resolve_run_id(given))
+        return reads.resolve_run_id(given)
     except NotFound:
-        if next(iter(plane.audit(given)), None) is not None:
+        if next(iter(reads.audit(given)), None) is not None:
             return given
         raise
 
@@ -130,10 +134,10 @@ def audit_checkpoint(
     ] = False,
 ) -> None:
     """The newest signed checkpoint of the audit chain heads, and the key that verifies it."""
-    plane = _plane()
-    text = plane.latest_checkpoint()
+    trust = _trust()
+    text = trust.latest_checkpoint()
     if export:
         sys.stdout.write(text)
         return
     console.print(text, markup=False, highlight=False, soft_wrap=True)
-    console.print(f"verifier key: {plane.audit_verifier_key()}", markup=False, soft_wrap=True)
+    console.print(f"verifier key: {trust.audit_verifier_key()}", markup=False, soft_wrap=True)

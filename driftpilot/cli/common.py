@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -10,6 +11,7 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -27,6 +29,8 @@ from driftpilot.core.errors import DriftPilotError
 from driftpilot.core.vocabulary import outcome_label, status_label
 
 if TYPE_CHECKING:
+    from driftpilot.runs.reads import Reads
+    from driftpilot.runs.trust import Trust
     from tools.datasets import DatasetSpec
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERNAL = 1, 2, 3
@@ -139,6 +143,43 @@ def _plane() -> Any:
     from driftpilot.runs.plane import ControlPlane
 
     return ControlPlane()
+
+
+class _StateNotRead:
+    """Stands in for the control graph where a waiting run's checkpointed state is not shown:
+    its ``get_state`` gives no values, so the run's view has an empty summary."""
+
+    def get_state(self, config: Any) -> Any:
+        return SimpleNamespace(values={})
+
+
+def _reads(*, with_state: bool) -> Reads:
+    """The plane's read models (``driftpilot.runs.reads.Reads``) on the audit store alone.
+
+    The read-only commands use them instead of the plane, whose imports (agents, tools,
+    LangGraph, NumPy, Polars) take seconds before anything is printed. ``with_state``: a run
+    waiting for approval carries the state it checkpointed, as the plane gives it (``--json``);
+    the control graph is built for that only when such a run is shown. Without it the summary
+    of a waiting run is empty: the tables do not show it, and reading a checkpoint imports
+    LangGraph (about a second)."""
+    from driftpilot.core.settings import get_settings
+    from driftpilot.runs.reads import Reads
+    from driftpilot.store import AuditStore
+
+    not_read = _StateNotRead()
+    graph = functools.cache(lambda: _plane().graph) if with_state else lambda: not_read
+    return Reads(AuditStore(get_settings().db_url), graph)
+
+
+def _trust() -> Trust:
+    """Verification and signing of the audit (``driftpilot.runs.trust.Trust``), without the
+    plane (see ``_reads``)."""
+    from driftpilot.core.settings import get_settings
+    from driftpilot.runs.trust import Trust
+    from driftpilot.store import AuditStore
+
+    settings = get_settings()
+    return Trust(AuditStore(settings.db_url), settings)
 
 
 ALERT_GRACE_S = 10.0  # how long a command waits, at most, for its alerts to be delivered

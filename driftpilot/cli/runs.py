@@ -17,6 +17,7 @@ from driftpilot.cli.common import (
     _plane,
     _print_json,
     _print_run,
+    _reads,
     console,
 )
 from driftpilot.core.vocabulary import outcome_label, status_label, trigger_label
@@ -52,7 +53,7 @@ def runs(
     as_json: AsJson = False,
 ) -> None:
     """List recent runs: status, outcome, what triggered each (and its schedule)."""
-    views = _plane().list_runs(model, limit)
+    views = _reads(with_state=as_json).list_runs(model, limit)
     if as_json:
         _print_json([v.model_dump(mode="json") for v in views])
         return

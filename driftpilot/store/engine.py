@@ -7,7 +7,9 @@ the write lock at BEGIN for write transactions (never for reads).
 
 from __future__ import annotations
 
+import ast
 import json
+import re
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -68,8 +70,24 @@ class Database:
             # Every transaction takes the write lock at BEGIN: a deferred read-then-write
             # transaction gets SQLITE_BUSY at once when another process writes, without waiting.
             event.listen(self.engine, "begin", _begin_immediate)
-        self.upgrade()
+        if not self.at_head():
+            self.upgrade()
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def at_head(self) -> bool:
+        """Whether the schema is at the newest revision of ``migrations/`` already. Checked
+        with one query before Alembic is imported: Alembic and its migration scripts take
+        about half a second to load, the most of what a read-only command (``driftpilot
+        runs``) spends opening the store. False when unsure (no single head found in the
+        files, no version table): then ``upgrade`` decides."""
+        head = head_revision()
+        if head is None:
+            return False
+        with self._reading_connection() as conn:  # SQLite: no write lock for a look
+            if not inspect(conn).has_table("alembic_version"):
+                return False
+            versions = conn.execute(text("SELECT version_num FROM alembic_version")).scalars()
+            return list(versions) == [head]
 
     def upgrade(self) -> None:
         """Bring the schema to the newest Alembic revision. On PostgreSQL one process at a
@@ -122,6 +140,36 @@ class Database:
     def _transaction(self) -> Iterator[Session]:
         with self._sessions() as session, session.begin():
             yield session
+
+
+_REVISION = re.compile(r"^(down_)?revision\b[^=\n]*=\s*(.+?)\s*$", re.MULTILINE)
+
+
+def head_revision(versions: Path = _MIGRATIONS / "versions") -> str | None:
+    """The one revision no migration revises, read from the ``revision`` and
+    ``down_revision`` assignments of the migration files (None: not exactly one head, or a
+    file this reading does not understand, such as a merge of several revisions)."""
+    revisions: set[str] = set()
+    revised: set[str] = set()
+    for script in versions.glob("*.py"):
+        found = {bool(down): _literal(v) for down, v in _REVISION.findall(script.read_text())}
+        revision, down_revision = found.get(False), found.get(True, ...)
+        if not isinstance(revision, str) or not isinstance(down_revision, str | None):
+            return None
+        revisions.add(revision)
+        if down_revision is not None:
+            revised.add(down_revision)
+    heads = revisions - revised
+    return heads.pop() if len(heads) == 1 else None
+
+
+def _literal(source: str) -> object:
+    """The Python literal ``source`` spells, or an ``Ellipsis`` for an expression that is not
+    one (a name, a call), which ``head_revision`` takes for a file it does not understand."""
+    try:
+        return ast.literal_eval(source)
+    except (ValueError, SyntaxError):  # not a literal: head_revision leaves it to Alembic
+        return ...
 
 
 def _begin_immediate(connection: Any) -> None:
