@@ -4,7 +4,18 @@ RMSE, ...) with its interval and drop, the estimate for a batch without labels (
 classifiers, DLE for regression), and what a quick retrain would win. Every number honours
 the metric's direction: a drop > 0 is worse, a gain > 0 better (``driftpilot.core.tasks``).
 Every tool call goes through ``RunContext.call`` (timed and audited under the analyst's
-name)."""
+name).
+
+Only what can change the drift policy's bounds is measured (``drift.measure: needed``, the
+rules derived from ``Policy.drift_bounds`` in ``driftpilot.core.policy``'s docstring): the
+point metric first; its bootstrap interval only when the point drop could be significant (a
+baseline, a drop of at least ``max_metric_drop`` that the baseline's own interval does not
+cover); the estimate without labels (CBPE/DLE) only when the metric could not be measured; the
+quick retrain only under ``retrain: auto`` (where it always can matter: staleness alone
+retrains). Each skip is named with its reason in the slice's ``skipped``; the domain classifier
+never reaches the bounds and informs the analyst and the reader. Above ``drift.sample_rows``
+rows the metric, its bootstrap and the quick retrain use stratified samples, named in
+``sampled``; the domain classifier states its AUC's standard error at the rows it used."""
 
 from __future__ import annotations
 
@@ -17,11 +28,12 @@ import polars as pl
 from agents.context import RunContext
 from agents.optimizer import training_window
 from driftpilot.core.errors import ConfigError, DataError
+from driftpilot.core.policy import Policy
 from driftpilot.core.tasks import Metric, Task, check_task
 from tools.estimate import estimate, fit_estimator
 from tools.evaluate import Comparison, compare_models
-from tools.metrics import encode_labels, interval
-from tools.shift import DomainCheck, domain_classifier
+from tools.metrics import encode_labels, interval, value
+from tools.shift import DomainCheck, domain_classifier, stratified_sample
 from tools.train import train_model
 
 NAME = "drift_analyst"  # the agent the calls are audited under
@@ -67,10 +79,17 @@ def performance(
     current_path: str,
 ) -> dict[str, Any]:
     """The champion's own metric on the batch (interval) and its drop against the baseline;
-    for an unlabelled batch, the estimate without labels (CBPE for classifiers, DLE for
-    regression) and the estimated drop. The estimate is made for labelled batches too: set
-    beside the realised score, it shows how far the estimates on unlabelled batches can be
-    trusted. Every number is in the model's metric and carries its direction."""
+    for a batch whose metric cannot be measured (no labels, or labels it is undefined on),
+    the estimate without labels (CBPE for classifiers, DLE for regression) and the estimated
+    drop; on a labelled batch under ``retrain: auto``, what a quick retrain wins. Every number
+    is in the model's metric and carries its direction.
+
+    Only what can change the drift policy's bounds is measured (``driftpilot.core.policy``'s
+    docstring): the estimate when the metric is measured, the bootstrap interval when the
+    drop cannot be significant, and the quick retrain outside ``retrain: auto`` are skipped,
+    and ``skipped`` names each with its reason. Above ``drift.sample_rows`` labelled rows the
+    metric is measured on a stratified sample, which ``sampled`` states (rows used, of how
+    many)."""
     if champ is None:
         return {"champion_version": None}
     scorer, version = champ
@@ -82,21 +101,67 @@ def performance(
         "higher_is_better": info.higher_is_better,
         "baseline": row.baseline,
     }
+    skipped: dict[str, str] = {}
+    sampled: dict[str, Any] = {}
     labelled = frame.filter(pl.col(target).is_not_null()) if target in frame.columns else frame[:0]
-    rules = ctx.policy.drift
-    estimate: dict[str, Any] = {}
+    if measurable(labelled[target] if labelled.height else None, task):
+        out.update(_measured(ctx, run_id, model, labelled, champ, skipped, sampled))
+    measured = out.get("score") is not None
     if row.holdout_path and Path(row.holdout_path).exists():
-        try:
-            estimate = _estimate(ctx, run_id, scorer, version, model, frame, row.holdout_path)
-        except (DataError, ConfigError) as exc:
-            # Audited by ctx.call (a ConfigError: no estimator for this metric); an estimate
-            # must never stop a run, and its reason is kept in the evidence.
-            estimate = {"estimate_error": str(exc)}
-    if not measurable(labelled[target] if labelled.height else None, task):
-        out.update(estimate)
-        return out
-    out.update({k: v for k, v in estimate.items() if not k.startswith("metric_drop")})
-    # (a failed estimate is kept as its reason: the measured score stands either way)
+        reason = ctx.policy.skip_estimate(measured)
+        if reason:
+            skipped["estimate"] = reason
+        else:
+            out.update(_safe_estimate(ctx, run_id, champ, model, frame, row.holdout_path, sampled))
+    if measured:
+        reason = ctx.policy.skip_quick_retrain()
+        if reason:
+            skipped["quick_retrain"] = reason
+        else:
+            out.update(_fresh_gain(ctx, run_id, model, labelled, scorer, current_path, sampled))
+    if skipped:
+        out["skipped"] = skipped
+    if sampled:
+        out["sampled"] = sampled
+    return out
+
+
+def _measured(
+    ctx: RunContext,
+    run_id: str,
+    model: str,
+    labelled: pl.DataFrame,
+    champ: tuple[Any, int],
+    skipped: dict[str, str],
+    sampled: dict[str, Any],
+) -> dict[str, Any]:
+    """The champion's metric on the labelled rows (a stratified sample above
+    ``drift.sample_rows``), its drop against the baseline, and the bootstrap interval of
+    both unless the policy could not read it (then ``skipped["interval"]`` says why). Empty
+    when the metric is undefined on these labels (e.g. no class the model knows)."""
+    scorer, version = champ
+    row, info, rules = ctx.model(model), ctx.metric(model), ctx.policy.drift
+    task, target = check_task(row.task), row.target
+    rows = _sample(labelled, target, task, rules.sample_rows, ctx.settings.seed)
+    if rows.height < labelled.height:
+        sampled["metric"] = {"rows": rows.height, "of": labelled.height}
+    args = {"champion_version": version, "labelled_rows": rows.height, "metric": info.name}
+
+    def score() -> tuple[Any, Any, float | None]:
+        y = encode_labels(rows[target], task, classes_of(scorer))
+        scores = scorer.predict_scores(rows)
+        return y, scores, value(info.name, task, y, scores)
+
+    y, scores, point = ctx.call(
+        run_id, NAME, "estimate.metric", score, args, summarize=lambda r: {"value": r[2]}
+    )
+    if point is None:
+        return {}
+    base_range = (row.baseline_low, row.baseline_high)
+    drop, reason = interval_skip(ctx.policy, info, point, row.baseline, *base_range)
+    if reason:
+        skipped["interval"] = reason
+        return {"score": point} if drop is None else {"score": point, "metric_drop": drop}
     scored = ctx.call(
         run_id,
         NAME,
@@ -104,28 +169,72 @@ def performance(
         lambda: interval(
             info.name,
             task,
-            encode_labels(labelled[target], task, classes_of(scorer)),
-            scorer.predict_scores(labelled),
+            y,
+            scores,
             n_boot=rules.n_boot,
             confidence=rules.confidence,
             seed=ctx.settings.seed,
         ),
-        {"champion_version": version, "labelled_rows": labelled.height, "metric": info.name},
+        args,
     )
-    if scored.value is None or scored.low is None or scored.high is None:
-        out.update(estimate)  # undefined on these labels (e.g. no class the model knows)
-        return out
-    out.update({"score": scored.value, "score_low": scored.low, "score_high": scored.high})
+    if scored.low is None or scored.high is None:
+        return {}
+    # The point is ``value``'s, as the skip rule read it (the interval's own point agrees).
+    out = {"score": point, "score_low": scored.low, "score_high": scored.high}
     if row.baseline is not None:
-        base = (row.baseline_low, row.baseline_high)
         spread = math.hypot(
-            _slack(info, scored.value, scored.low, scored.high, better=True),
-            _slack(info, row.baseline, *base, better=False),
+            _slack(info, point, scored.low, scored.high, better=True),
+            _slack(info, row.baseline, *base_range, better=False),
         )
-        out.update(_drop(info, row.baseline, scored.value, spread))
-    if rules.retrain == "auto":  # only the automatic policy weighs what a retrain wins
-        out.update(_fresh_gain(ctx, run_id, model, labelled, scorer, current_path))
+        out.update(_drop(info, row.baseline, point, spread))
     return out
+
+
+def interval_skip(
+    policy: Policy,
+    info: Metric,
+    point: float,
+    baseline: float | None,
+    baseline_low: float | None,
+    baseline_high: float | None,
+) -> tuple[float | None, str | None]:
+    """The point drop as the policy reads it (rounded as ``_drop`` rounds; None without a
+    baseline) and why the bootstrap interval cannot change the bounds (None: it can). The
+    drop's lower bound subtracts both half-widths combined: at least the baseline's (on its
+    worse side), so the drop minus that is the most the lower bound can be."""
+    if baseline is None:
+        return None, policy.skip_interval(None, None)
+    base = _slack(info, baseline, baseline_low, baseline_high, better=False)
+    raw = info.drop(baseline, point)
+    most_low = raw - (base / abs(baseline) if info.relative and baseline else base)
+    drop = round(raw, 4)
+    return drop, policy.skip_interval(drop, most_low)
+
+
+def _sample(frame: pl.DataFrame, target: str, task: Task, rows: int, seed: int) -> pl.DataFrame:
+    """At most about ``rows`` rows of a labelled frame, stratified by its target (classes, or
+    a regression target's deciles), in their order: the frame itself when it is no bigger."""
+    return stratified_sample(frame, rows, target, numeric=task == "regression", seed=seed)
+
+
+def _safe_estimate(
+    ctx: RunContext,
+    run_id: str,
+    champ: tuple[Any, int],
+    model: str,
+    frame: pl.DataFrame,
+    holdout_path: str,
+    sampled: dict[str, Any],
+) -> dict[str, Any]:
+    """The estimate without labels, or its failure's reason: an estimate never stops a run
+    (the failure is audited by ``ctx.call``; a ConfigError: no estimator for this metric)."""
+    rows = stratified_sample(frame, ctx.policy.drift.sample_rows, seed=ctx.settings.seed)
+    if rows.height < frame.height:
+        sampled["estimate"] = {"rows": rows.height, "of": frame.height}
+    try:
+        return _estimate(ctx, run_id, champ[0], champ[1], model, rows, holdout_path)
+    except (DataError, ConfigError) as exc:
+        return {"estimate_error": str(exc)}
 
 
 def measurable(target: pl.Series | None, task: Task) -> bool:
@@ -166,18 +275,32 @@ def _fresh_gain(
     labelled: pl.DataFrame,
     champion: Any,
     current_path: str,
+    sampled: dict[str, Any],
 ) -> dict[str, Any]:
     """What a retrain would win, measured before paying for one: a quick model (default
     parameters, no search, nothing registered) fitted on the very window a retrain would use
     is compared with the champion on the very holdout the evaluator would use (the latest
     rows of this batch), paired bootstrap, in the model's metric (``Metric.gain`` units). A
     champion that merely meets a harder batch (a season) shows a drop that no retrain fixes;
-    this shows only what one does."""
+    this shows only what one does. Above ``drift.sample_rows`` rows the window and the
+    holdout are stratified samples (``sampled["quick_retrain"]`` states their sizes): the
+    paired interval then includes the holdout's sampling error, and a quick model fitted on
+    fewer rows can only understate what a retrain wins."""
     spec = ctx.spec(model)
     family = ctx.model(model).family
-    window, holdout = training_window(
+    full_window, full_holdout = training_window(
         ctx, model, ctx.policy.retraining.default_window, current_path
     )
+    cap, seed = ctx.policy.drift.sample_rows, ctx.settings.seed
+    window = _sample(full_window, spec.target, spec.task, cap, seed)
+    holdout = _sample(full_holdout, spec.target, spec.task, cap, seed)
+    if (window.height, holdout.height) != (full_window.height, full_holdout.height):
+        sampled["quick_retrain"] = {
+            "window_rows": window.height,
+            "window_of": full_window.height,
+            "holdout_rows": holdout.height,
+            "holdout_of": full_holdout.height,
+        }
     enough = window.height >= MIN_FRESH_ROWS and measurable(window[spec.target], spec.task)
     if not enough or not measurable(holdout[spec.target], spec.task):
         return {}

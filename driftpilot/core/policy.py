@@ -2,6 +2,36 @@
 
 The policy sets the bounds of every agent's choice and decides the risk tier of a promotion.
 Agents (LLMs) choose inside the bounds; the policy's own choice is the deterministic fallback.
+
+What the drift policy reads, and so which measurements are worth making (issue 23). The bounds
+of ``Policy.drift_bounds`` read only ``DriftEvidence``: the weighted share, whether the batch is
+labelled (its metric measured), the drop and its lower bound, whether that drop is estimated,
+the quick retrain's gain with its bounds, and the history. The drift analyst skips a
+measurement whose answer cannot change any field of the bounds (allowed actions, default,
+severity, the flags the history counts, the expected gain and the signals), and says so in the
+run's evidence (``performance.skipped``, each with its reason). The rules, each checked over a
+grid of every task and policy mode in tests/unit/test_policy_skips.py (``drift.measure: all``
+measures the estimate and the interval whatever they can change):
+
+- the estimate without labels (CBPE, DLE) is skipped when the champion's metric was measured on
+  the batch's labels: the measured drop is the one the policy reads (``skip_estimate``);
+- the bootstrap interval of the batch's metric is skipped when the drop cannot be significant
+  whatever it says: no baseline (no drop), a point drop under ``max_metric_drop``, or a point
+  drop that the baseline's own interval covers, since the drop's lower bound subtracts at least
+  the baseline's half-width (``skip_interval``). The drop's lower bound is read only through
+  that significance (and, when significant, as the sure gain), so the bounds are unchanged;
+- the quick retrain is skipped unless ``drift.retrain`` is ``auto`` (``skip_quick_retrain``):
+  ``always`` and ``never`` fix the action without it (its gain would only raise the severity
+  and the stale flag, and it was never measured there). Under ``auto`` on a labelled batch it
+  always runs: staleness alone can retrain (a severe
+  quick-retrain gain retrains at once), and a quick retrain that surely wins nothing holds a
+  significant drop back, so every outcome stays possible until it is measured;
+- the domain classifier never reaches the bounds: it informs the analyst (who chooses within
+  them) and the reader, and it fits on a capped sample with its AUC's standard error stated.
+
+Models fitted on a batch, and the batch metric's bootstrap, use a stratified sample of at most
+``drift.sample_rows`` rows (classes, or the target's deciles for a regression); the evidence
+states the rows used and the error bound that comes with them.
 """
 
 from __future__ import annotations
@@ -76,6 +106,19 @@ class DriftRules(_Strict):
     )
     confidence: float = Field(0.95, gt=0, lt=1, description="Confidence of the drop's interval.")
     n_boot: int = Field(300, ge=50, description="Bootstrap replicates of the batch's metric.")
+    measure: Literal["needed", "all"] = Field(
+        "needed",
+        description="needed: skip a measurement whose answer cannot change the drift bounds "
+        "(the run's evidence names each with its reason); all: measure everything (e.g. the "
+        "estimate beside a measured score, a record of how far estimates can be trusted).",
+    )
+    sample_rows: int = Field(
+        50_000,
+        ge=1_000,
+        description="Labelled rows above which the batch's metric and its bootstrap, and the "
+        "quick retrain's window and holdout, use a stratified sample of this many rows (the "
+        "evidence states the rows used; the interval then includes the sampling error).",
+    )
 
 
 class OptimizerLimits(_Strict):
@@ -482,6 +525,51 @@ class Policy(_Strict):
                 f"{ev.retrains} retrains promoted)"
             )
         return reasons
+
+    # -- which drift measurements can change drift_bounds (module docstring) ----------------
+
+    def skip_estimate(self, measured: bool) -> str | None:
+        """Why the estimate without labels cannot change the drift bounds (None: it can).
+        ``measured``: the champion's metric was measured on the batch's labels."""
+        if measured and self.drift.measure == "needed":
+            return (
+                "the metric was measured on the batch's labels: the measured drop is the one "
+                "the policy reads"
+            )
+        return None
+
+    def skip_interval(self, drop: float | None, most_low: float | None) -> str | None:
+        """Why the bootstrap interval of the batch's metric cannot change the drift bounds
+        (None: it can). ``drop``: the point drop as the policy reads it (rounded to 4
+        places; None without a baseline); ``most_low``: the largest its lower bound can be,
+        the drop minus the baseline's half-width on its worse side (in the drop's units).
+        The policy reads the lower bound only to call the drop significant (and, once it is,
+        as the gain a retrain is sure of), so a drop that cannot be significant needs none."""
+        rules = self.drift
+        if rules.measure == "all":
+            return None
+        if drop is None or most_low is None:
+            return "no baseline: no drop to test"
+        if drop < rules.max_metric_drop:
+            return f"point drop {versus(drop, rules.max_metric_drop)}: never significant"
+        if round(most_low, 4) <= 0:
+            return (
+                f"the baseline's interval alone covers the point drop {quote(drop)}: its lower "
+                f"bound is at most {quote(most_low, digits=4)}, never > 0"
+            )
+        return None
+
+    def skip_quick_retrain(self) -> str | None:
+        """Why a quick retrain need not run on a labelled batch (None: it must). Outside
+        ``retrain: auto`` the mode fixes the action without it (always: retrain every labelled
+        batch; never: watch), so it is skipped whatever ``drift.measure`` says (its gain would
+        only colour the severity and the stale flag). Under ``auto`` it always runs: a stale
+        champion retrains without any drop (a severe gain at once), and a retrain that surely
+        wins nothing holds a significant drop back, so every outcome stays possible until it is
+        measured."""
+        if self.drift.retrain != "auto":
+            return f"retrain: {self.drift.retrain} decides the action without a retrain's gain"
+        return None
 
     def evaluator_allowed(self, ci_low: float) -> list[Literal["promote", "reject"]]:
         """Reject is forced unless the gain's interval lies above zero."""

@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import polars as pl
 import pytest
@@ -191,3 +193,30 @@ def test_columns_are_sorted_most_shifted_first() -> None:
     ratios = [c.value / c.threshold for c in result.columns]
     assert ratios == sorted(ratios, reverse=True)
     assert [c.column for c in result.columns[:2]] == ["b", "a"]
+
+
+def test_a_stratified_sample_keeps_class_shares_order_and_every_class() -> None:
+    from tools.shift import stratified_sample
+
+    frame = pl.DataFrame({"y": ["a"] * 900 + ["b"] * 95 + ["c"] * 5, "i": range(1000)})
+    sample = stratified_sample(frame, 100, "y", seed=3)
+    counts = dict(sample["y"].value_counts().iter_rows())
+    assert counts == {"a": 90, "b": 9, "c": 1}  # proportional, largest remainders
+    assert sample["i"].is_sorted() and sample["i"].n_unique() == 100  # in order, no repeats
+    assert stratified_sample(frame, 1000, "y").equals(frame)  # no bigger: the frame itself
+    # A regression target by deciles: both tails are kept.
+    values = pl.DataFrame({"y": np.random.default_rng(0).normal(size=5000)})
+    tails = stratified_sample(values, 500, "y", numeric=True, seed=1)["y"]
+    assert tails.len() == 500 and tails.min() < -1.5 and tails.max() > 1.5  # type: ignore[operator]
+
+
+def test_the_domain_aucs_standard_error_is_stated_at_its_sample_size() -> None:
+    from tools.shift import auc_standard_error
+
+    # Hanley & McNeil at 0.5 with 5,000 rows a side: sqrt((0.25 + 2 * 4999 / 12) / 25e6).
+    assert auc_standard_error(0.5, 5000, 5000) == pytest.approx(0.005774, abs=1e-6)
+    assert auc_standard_error(0.9, 5000, 5000) < auc_standard_error(0.5, 5000, 5000)
+    assert auc_standard_error(0.3, 500, 500) == auc_standard_error(0.7, 500, 500)
+    assert auc_standard_error(0.5, 500, 500) == pytest.approx(
+        auc_standard_error(0.5, 5000, 5000) * math.sqrt(10), rel=1e-3
+    )
