@@ -104,6 +104,8 @@ def run_demo(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="demo-act-two") as pool, progress:
         act = _start_act_two(pool, progress, plane, dataset, batches) if second_act else None
         rows = _year(console, progress, plane, name, batches[1:], approve_as, interactive)
+        for ran in rows:  # the reports, for people: rendered after the decisions, meanwhile
+            plane.render_report_later(ran["run_id"])
         late = act.result() if act is not None else None
     console.print(_table(rows, dataset))
     row = _act_two(console, plane, late, approve_as, interactive) if late else None
@@ -323,6 +325,10 @@ def _fmt(value: float | None, digits: int) -> str:
 def _closing(
     console: Console, plane: ControlPlane, started: float, late: dict[str, Any] | None
 ) -> None:
+    if late is not None:
+        plane.render_report_later(late["run_id"])
+    with console.status("Evidently reports: finishing the ones still rendering..."):
+        plane.reports.drain(timeout_s=600)  # their audit records come before the verification
     result = plane.verify()
     if result.ok:
         console.print(

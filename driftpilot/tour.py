@@ -47,6 +47,7 @@ def run_tool_tour(console: Console, *, trials: int = 12) -> dict[str, Any]:
     champion = train_model(window, base)
     rows = _months_vs_january(console, settings, months, champion)
     console.print(_month_table(rows))
+    _render_reports(console, settings, months)
     v1 = _register_champion(console, settings, champion, window)
     summer = pl.concat([months["2013-06"], months["2013-07"]])
     challenger, study_name = _tune_challenger(console, settings, summer, base, trials)
@@ -81,7 +82,6 @@ def _months_vs_january(
                 frame,
                 numeric=FLIGHTS.numeric,
                 categorical=FLIGHTS.categorical,
-                report_path=settings.reports_dir / f"drift_2013-01_vs_{month}.html",
             )
             perf = model_performance(champion, frame, FLIGHTS.target)
             rows.append(
@@ -97,6 +97,26 @@ def _months_vs_january(
             )
             progress.advance(task)
     return rows
+
+
+def _render_reports(console: Console, settings: Settings, months: dict[str, pl.DataFrame]) -> None:
+    """Evidently's HTML report of each month against January, rendered once the numbers are
+    shown (the reports are for people; no number waits for them)."""
+    from tools.datasets import FLIGHTS
+    from tools.drift import render_report
+
+    assert settings.reports_dir is not None
+    with progress_bar(console) as progress:
+        task = progress.add_task("Evidently reports", total=len(months) - 1)
+        for month, frame in list(months.items())[1:]:
+            render_report(
+                months["2013-01"],
+                frame,
+                numeric=FLIGHTS.numeric,
+                categorical=FLIGHTS.categorical,
+                path=settings.reports_dir / f"drift_2013-01_vs_{month}.html",
+            )
+            progress.advance(task)
 
 
 def _register_champion(
