@@ -303,6 +303,25 @@ async def stream_run(chat: Chat, run_id: str) -> None:
         await cl.Message(content=failed).send()
         return
     await send(chat, await asyncio.to_thread(result_reply, chat, view))
+    if view.report_status == "pending":  # the decision is shown; its report follows
+        task = asyncio.create_task(post_report(chat, view))
+        _POSTING.add(task)  # held until done: the loop keeps only weak references to tasks
+        task.add_done_callback(_POSTING.discard)
+
+
+_POSTING: set[asyncio.Task[None]] = set()
+
+
+async def post_report(chat: Chat, view: RunView) -> None:
+    """Post the run's Evidently report once it is rendered (in a thread: the chat goes on
+    meanwhile); a render that fails is said, not raised."""
+    try:
+        reply = await asyncio.to_thread(chat.report_reply, view)
+    except DriftPilotError as exc:
+        await cl.Message(content=f"No Evidently report for this run: {markup.text(exc)}").send()
+        return
+    if reply is not None:
+        await send(chat, reply)
 
 
 async def show_step(row: dict[str, Any]) -> None:

@@ -344,7 +344,9 @@ class Chat:
     def run_visuals(
         self, view: RunView, rows: list[dict[str, Any]] | None = None
     ) -> tuple[list[Chart], list[tuple[str, Path]]]:
-        """The drift chart and the Evidently report of a run (when it got that far)."""
+        """The drift chart and the Evidently report of a run (when it got that far, and its
+        report is ready: the report is rendered after the decision, and ``report_reply``
+        posts it once it is)."""
         rows = rows if rows is not None else _all_audit(self.cp, view.run_id)
         out: list[Chart] = []
         files: list[tuple[str, Path]] = []
@@ -356,13 +358,34 @@ class Chat:
             figure = charts.drift_figure(evidence, view.batch_id)
             if figure is not None:
                 out.append(Chart(f"drift per feature, {view.batch_id}", figure))
-            report = evidence.get("report") if isinstance(evidence, dict) else None
-            if report and Path(report).is_file():  # gone once the retention pruned it
-                assert self.cp.settings.cache_dir is not None
-                # Stored gzip: attach a plain copy, a browser opens the .html as it is.
-                plain = readable_report(report, self.cp.settings.cache_dir / "reports")
-                files.append((f"evidently-{view.model}-{view.batch_id}.html", plain))
+            report = self.cp.report_status(view.run_id)
+            if report.status == "ready" and report.path is not None:
+                files.append(self._report_file(view, report.path))
         return out, files
+
+    def report_reply(self, view: RunView) -> Reply | None:
+        """The message that posts the run's Evidently report, rendering it first if it is
+        still pending (seconds: call it in a thread, after the run's result was shown);
+        None when the run has no report.
+
+        Raises:
+            DataError: Evidently could not compare the batch with the reference.
+        """
+        report = self.cp.run_report(view.run_id)
+        if report.status != "ready" or report.path is None:
+            return None
+        return Reply(
+            f"Evidently's drift report of run {markup.code(view.run_id[:12])} "
+            f"({markup.text(view.model)}, batch {markup.text(view.batch_id)}) is ready.",
+            files=[self._report_file(view, report.path)],
+        )
+
+    def _report_file(self, view: RunView, path: str) -> tuple[str, Path]:
+        """The report as a file to attach: stored gzip, attached as a plain copy (a browser
+        opens the .html as it is)."""
+        assert self.cp.settings.cache_dir is not None
+        plain = readable_report(path, self.cp.settings.cache_dir / "reports")
+        return f"evidently-{view.model}-{view.batch_id}.html", plain
 
     def history(self, intent: Intent) -> Reply:
         model = _model(intent)
