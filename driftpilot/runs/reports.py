@@ -36,14 +36,16 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from agents.context import RunContext
 from driftpilot.core.settings import Settings
 from driftpilot.store import AuditStore
 from driftpilot.store.models import Decision, Run, ToolCall
+
+if TYPE_CHECKING:  # run views read statuses here: the CLI's quick reads import no agent
+    from agents.context import RunContext
 
 log = logging.getLogger(__name__)
 
