@@ -29,7 +29,7 @@ from driftpilot.core.faults import fault_point
 from driftpilot.core.policy import Policy
 from driftpilot.store.audit import now
 from driftpilot.store.models import BatchRecord
-from tools.data import conform, write_parquet_atomic
+from tools.data import Frame, conform, write_parquet_atomic
 from tools.quality import QualityVerdict, check_batch, profile_reference
 
 NAME = "ingestion"
@@ -66,8 +66,10 @@ class IngestionEvidence(BaseModel):
     conversions: list[str] = Field(
         default_factory=list, description="Types conformed to the reference window's schema."
     )
-    frame: pl.DataFrame | None = Field(
-        None, exclude=True, description="The conformed batch (apply only; absent in a replay)."
+    frame: pl.LazyFrame | pl.DataFrame | None = Field(
+        None,
+        exclude=True,
+        description="The conformed batch, a scan of its file (apply only; absent in a replay).",
     )
     filed: Any = Field(
         None, exclude=True, description="This run's batch record, if a crash left one (apply only)."
@@ -94,8 +96,9 @@ class IngestionRuling:
 
 
 def gather(state: dict[str, Any], ctx: RunContext) -> IngestionEvidence:
-    """Read the batch (or the copy an interrupted attempt filed), conform its types to the
-    reference window and run the quality checks (audited)."""
+    """Scan the batch (or the copy an interrupted attempt filed), conform its types to the
+    reference window and run the quality checks (audited). The batch is never read whole:
+    the checks stream over the scan, and the evidence carries the (conformed) scan."""
     run_id, model = state["run_id"], state["model"]
     batch = state["batch"]
     # A crash after the batch was filed and before the effect: the replay reads the filed
@@ -107,9 +110,11 @@ def gather(state: dict[str, Any], ctx: RunContext) -> IngestionEvidence:
     # A batch that only spells a type differently (a CSV's UTC times, integers for floats)
     # is conformed to the window's schema, so an accepted batch can always join it.
     frame, conversions = conform(
-        pl.read_parquet(filed[0].path if filed else batch["path"]), reference.schema
+        pl.scan_parquet(filed[0].path if filed else batch["path"]), reference.schema
     )
     seen = ctx.store.seen_hashes(model) - {r.content_hash for r in filed}
+    # The intake hashed the incoming file: the very rows checked here, unless conformed.
+    digest = None if filed or conversions else batch.get("content_hash")
     profile = profile_reference(reference, columns)
     verdict = ctx.call(
         run_id,
@@ -122,8 +127,9 @@ def gather(state: dict[str, Any], ctx: RunContext) -> IngestionEvidence:
             time_columns=[spec.time_col],
             label_columns=[spec.target],
             hard_limits=ctx.policy.hard_limits(model),
+            digest=digest,
         ),
-        {"batch_id": batch["batch_id"], "rows": frame.height},
+        {"batch_id": batch["batch_id"], "rows": batch["n_rows"]},
     )
     return IngestionEvidence(
         verdict=verdict,
@@ -173,13 +179,15 @@ def apply(
     assert frame is not None
     # Counted before this batch is filed: the quarantines in a row that it would extend.
     streak = _quarantine_streak(ctx, model, run_id)
+    # Read before filing: an accepted batch's incoming file is gone after it.
+    span = time_range(frame, evidence.time_col)  # where charts place the batch
     if evidence.filed is not None:  # the batch was filed before the crash: that filing stands
         result = _filed(evidence.filed, verdict)
     else:
         labelled = with_label_column(frame, evidence.target, evidence.label_dtype)
         result = _file_batch(ctx, state, labelled, verdict, decision.action, ruling.reason)
     result["conversions"] = evidence.conversions
-    result["time_range"] = time_range(frame, evidence.time_col)  # where charts place the batch
+    result["time_range"] = span
     if result["action"] == "quarantine" and _escalates(ctx, verdict, streak):
         result = _escalate(ctx, state, verdict, result, streak, ruling.reason)
     fault_point("after_filing")  # tests crash here: filed, not yet decided on record
@@ -317,7 +325,7 @@ def _admit(ctx: RunContext, state: dict[str, Any], approver: str) -> dict[str, A
     spec = ctx.spec(model)
     reference = ctx.reference(model)
     quarantined = state["ingestion"]["path"]
-    frame, _ = conform(pl.read_parquet(quarantined), reference.schema)
+    frame, _ = conform(pl.scan_parquet(quarantined), reference.schema)
     frame = with_label_column(frame, spec.target, reference.schema[spec.target])
     assert ctx.settings.batches_dir is not None
     folder = ctx.settings.batches_dir / model / "accepted"
@@ -365,7 +373,7 @@ def _add_accepted(ctx: RunContext, record: BatchRecord, target: Path, risky: lis
 def _file_batch(
     ctx: RunContext,
     state: dict[str, Any],
-    frame: pl.DataFrame,
+    frame: Frame,
     verdict: QualityVerdict,
     action: str,
     reason: str,
@@ -404,12 +412,22 @@ def _file_batch(
     }
 
 
-def time_range(frame: pl.DataFrame, time_col: str) -> dict[str, Any] | None:
+def time_range(frame: Frame, time_col: str) -> dict[str, Any] | None:
     """The batch's first and last time (ISO 8601, or seconds for a numeric time column), or
     None when the column is missing, empty or not a time (a batch quarantined for it)."""
-    if time_col not in frame.columns or frame[time_col].null_count() == frame.height:
+    lazy = frame.lazy()
+    if time_col not in lazy.collect_schema():
         return None
-    first, last = frame[time_col].min(), frame[time_col].max()
+    column = pl.col(time_col)
+    row = lazy.select(
+        column.min().alias("first"),
+        column.max().alias("last"),
+        column.null_count().alias("nulls"),
+        pl.len().alias("rows"),
+    ).collect(engine="streaming")
+    first, last, nulls, rows = row.row(0)
+    if nulls == rows:
+        return None
     if isinstance(first, date) and isinstance(last, date):  # a datetime is a date too
         return {"start": first.isoformat(), "end": last.isoformat()}
     numbers = (int, float)
@@ -418,13 +436,18 @@ def time_range(frame: pl.DataFrame, time_col: str) -> dict[str, Any] | None:
     return None
 
 
-def with_label_column(frame: pl.DataFrame, target: str, dtype: pl.DataType) -> pl.DataFrame:
+def with_label_column(frame: Frame, target: str, dtype: pl.DataType) -> Frame:
     """A batch whose labels come later is filed with an all-null target column, so that it
-    can join a window (which keeps only labelled rows) and take its labels later."""
-    if target in frame.columns and frame[target].null_count() < frame.height:
-        return frame
+    can join a window (which keeps only labelled rows) and take its labels later. A scan
+    stays a scan."""
+    lazy = frame.lazy()
+    if target in lazy.collect_schema():
+        labelled = lazy.select(pl.col(target).is_not_null().any()).collect(engine="streaming")
+        if labelled.item():
+            return frame
     # missing, or empty (an empty CSV column reads as text): an empty column of the label type
-    return frame.with_columns(pl.lit(None, dtype=dtype).alias(target))
+    out = lazy.with_columns(pl.lit(None, dtype=dtype).alias(target))
+    return out if isinstance(frame, pl.LazyFrame) else out.collect()
 
 
 def _filed(record: BatchRecord, verdict: QualityVerdict) -> dict[str, Any]:

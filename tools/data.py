@@ -77,19 +77,40 @@ def load_table(path: str | Path, *, lazy: bool = False) -> pl.DataFrame | pl.Laz
         raise FormatError(f"cannot read {text}: {exc}") from exc
 
 
-def content_hash(frame: pl.DataFrame) -> str:
+Frame = pl.DataFrame | pl.LazyFrame
+HASH_CHUNK_ROWS = 1_000_000  # a lazy batch is hashed this many rows at a time
+
+
+def content_hash(frame: Frame) -> str:
     """sha256 of a frame's schema and rows, independent of row order.
 
     Two batches with the same rows (in any order) and the same column names and dtypes
-    share a hash; this is how a batch delivered twice is recognised.
+    share a hash; this is how a batch delivered twice is recognised. A LazyFrame is hashed in
+    chunks as it streams (a row's hash depends on that row alone): the same digest as the
+    frame collected, with only the 8-byte row hashes held at once.
     """
     digest = hashlib.sha256()
-    for name, dtype in frame.schema.items():
+    schema = frame.collect_schema() if isinstance(frame, pl.LazyFrame) else frame.schema
+    for name, dtype in schema.items():
         digest.update(f"{name}:{dtype};".encode())
-    if frame.height:
-        row_hashes = frame.hash_rows(seed=0).sort()
-        digest.update(row_hashes.to_numpy().tobytes())
+    if isinstance(frame, pl.DataFrame):
+        row_hashes = frame.hash_rows(seed=0)
+    else:
+        chunks = [
+            chunk.hash_rows(seed=0)
+            for chunk in frame.collect_batches(chunk_size=HASH_CHUNK_ROWS, maintain_order=False)
+        ]
+        row_hashes = pl.concat(chunks) if chunks else pl.Series([], dtype=pl.UInt64)
+    if row_hashes.len():
+        digest.update(row_hashes.sort().to_numpy().tobytes())
     return digest.hexdigest()
+
+
+def n_rows(frame: Frame) -> int:
+    """The number of rows (a Parquet scan answers from the file's metadata)."""
+    if isinstance(frame, pl.DataFrame):
+        return frame.height
+    return int(frame.select(pl.len()).collect().item())
 
 
 def make_batch(frame: pl.DataFrame, batch_id: str, time_col: str | None = None) -> Batch:
@@ -177,7 +198,7 @@ def batch_dir(source: str, settings: Settings | None = None) -> Path:
     return settings.batches_dir / source
 
 
-def conform(frame: pl.DataFrame, reference: pl.Schema) -> tuple[pl.DataFrame, list[str]]:
+def conform(frame: Frame, reference: pl.Schema) -> tuple[Frame, list[str]]:
     """Give the batch's columns the reference's dtypes where that changes no value, so the
     batch can join the model's training window.
 
@@ -186,52 +207,84 @@ def conform(frame: pl.DataFrame, reference: pl.Schema) -> tuple[pl.DataFrame, li
       read as wall-clock time in the reference's zone.
     - Numbers are cast to the reference's numeric type only if every value survives (an
       integer column for a float one, say); strings to categoricals and back.
-    Anything else is left as it is, for the quality checks to report. Returns the frame and
-    one note per converted column (column names from the reference only).
+    Anything else is left as it is, for the quality checks to report. Returns the frame (a
+    LazyFrame stays lazy: the casts are part of its plan, and the lossless check of numeric
+    casts is one streaming aggregate over the columns that need it) and one note per
+    converted column (column names from the reference only).
     """
+    lazy = frame.lazy()
+    schema = lazy.collect_schema()
+    wanted = {n: w for n, w in reference.items() if n in schema and schema[n] != w}
+    numeric = [n for n, w in wanted.items() if schema[n].is_numeric() and w.is_numeric()]
+    lossless = _lossless_casts(lazy, {n: wanted[n] for n in numeric})
     casts: list[pl.Expr] = []
     notes: list[str] = []
-    for name, want in reference.items():
-        if name not in frame.columns or frame.schema[name] == want:
-            continue
-        have = frame.schema[name]
-        column = pl.col(name)
-        if isinstance(want, pl.Datetime) and isinstance(have, pl.Datetime):
-            if have.time_zone is None and want.time_zone is not None:
-                # Wall-clock times at a daylight-saving change: the earlier of two, and a
-                # time that never happened is missing (the quality checks count it).
-                column = column.dt.replace_time_zone(
-                    want.time_zone, ambiguous="earliest", non_existent="null"
-                )
-            elif want.time_zone is not None:
-                column = column.dt.convert_time_zone(want.time_zone)
-            else:
-                column = column.dt.replace_time_zone(None)
-            casts.append(column.dt.cast_time_unit(want.time_unit).alias(name))
-        elif have.is_numeric() and want.is_numeric():
-            cast = frame[name].cast(want, strict=False)
-            lossless = cast.null_count() == frame[name].null_count() and bool(
-                (cast.cast(pl.Float64) == frame[name].cast(pl.Float64)).fill_null(True).all()
-            )
-            if not lossless:
+    for name, want in wanted.items():
+        have = schema[name]
+        if name in numeric:
+            if not lossless[name]:
                 continue
-            casts.append(column.cast(want).alias(name))
-        elif {type(have), type(want)} <= {pl.String, pl.Categorical, pl.Enum}:
-            casts.append(column.cast(pl.String).cast(want, strict=False).alias(name))
+            cast = pl.col(name).cast(want).alias(name)
         else:
-            continue
+            maybe = _other_cast(name, have, want)
+            if maybe is None:
+                continue
+            cast = maybe
+        casts.append(cast)
         notes.append(f"column {name!r} converted from {have} to {want}")
-    return (frame.with_columns(casts) if casts else frame), notes
+    if not casts:
+        return frame, notes
+    conformed = lazy.with_columns(casts)
+    return (conformed if isinstance(frame, pl.LazyFrame) else conformed.collect()), notes
 
 
-def write_parquet_atomic(frame: pl.DataFrame, target: Path) -> None:
+def _lossless_casts(frame: pl.LazyFrame, wanted: dict[str, pl.DataType]) -> dict[str, bool]:
+    """Per column: does every value survive the cast to ``wanted`` (no new null, the same
+    number)? One aggregate over those columns."""
+    if not wanted:
+        return {}
+    checks = []
+    for name, want in wanted.items():
+        column = pl.col(name)
+        cast = column.cast(want, strict=False)
+        same = (cast.cast(pl.Float64) == column.cast(pl.Float64)).fill_null(True).all()
+        checks.append(((cast.null_count() == column.null_count()) & same).alias(name))
+    row = frame.select(checks).collect(engine="streaming").row(0, named=True)
+    return {name: bool(ok) for name, ok in row.items()}
+
+
+def _other_cast(name: str, have: pl.DataType, want: pl.DataType) -> pl.Expr | None:
+    """The cast of a time or text column to the reference's type (None: left as it is)."""
+    column = pl.col(name)
+    if isinstance(want, pl.Datetime) and isinstance(have, pl.Datetime):
+        if have.time_zone is None and want.time_zone is not None:
+            # Wall-clock times at a daylight-saving change: the earlier of two, and a
+            # time that never happened is missing (the quality checks count it).
+            column = column.dt.replace_time_zone(
+                want.time_zone, ambiguous="earliest", non_existent="null"
+            )
+        elif want.time_zone is not None:
+            column = column.dt.convert_time_zone(want.time_zone)
+        else:
+            column = column.dt.replace_time_zone(None)
+        return column.dt.cast_time_unit(want.time_unit).alias(name)
+    if {type(have), type(want)} <= {pl.String, pl.Categorical, pl.Enum}:
+        return column.cast(pl.String).cast(want, strict=False).alias(name)
+    return None
+
+
+def write_parquet_atomic(frame: Frame, target: Path) -> None:
     """Write Parquet under a temporary name in the same folder, then rename: a crash never
-    leaves a half-written file where a reader would take it for whole."""
+    leaves a half-written file where a reader would take it for whole. A LazyFrame is
+    streamed to the file (its rows are never all in memory)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".parquet.tmp")
     os.close(fd)
     try:
-        frame.write_parquet(tmp)
+        if isinstance(frame, pl.LazyFrame):
+            frame.sink_parquet(tmp, engine="streaming")
+        else:
+            frame.write_parquet(tmp)
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):

@@ -20,7 +20,8 @@ outside the schema are kept, sanitised, in ``QualityVerdict.extra_columns`` for 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import polars as pl
 from pydantic import BaseModel, Field
@@ -208,7 +209,7 @@ HardLimits = dict[str, tuple[float | None, float | None]]
 
 
 def check_batch(
-    frame: pl.DataFrame,
+    frame: pl.DataFrame | pl.LazyFrame,
     reference: ReferenceProfile,
     *,
     seen_hashes: Iterable[str] = (),
@@ -216,6 +217,7 @@ def check_batch(
     time_columns: Iterable[str] = (),
     label_columns: Iterable[str] = (),
     hard_limits: HardLimits | None = None,
+    digest: str | None = None,
 ) -> QualityVerdict:
     """Validate a new batch against the reference profile of the model's data.
 
@@ -229,14 +231,25 @@ def check_batch(
     is a ``missing_labels`` warning, not an error. ``hard_limits`` maps a numeric column to
     the (low, high) bounds its values can never leave (None: unbounded on that side).
 
+    A LazyFrame (a scan of a batch bigger than memory) is checked as it streams: every count
+    the checks need is one aggregate over the scan, and the content hash a second pass (or
+    ``digest``, the batch's hash when the caller already has it). A DataFrame goes through
+    the same aggregate, so both give the same verdict.
+
     Returns:
         QualityVerdict with ``ok`` False when any issue has severity 'error'; ``reason()``
         gives the quarantine reason.
     """
     limits = thresholds or QualityThresholds()
-    digest = content_hash(frame)
+    lazy = frame.lazy()
+    schema = lazy.collect_schema()
+    labels, skip = set(label_columns), set(time_columns)
+    roles = _roles(schema, reference, labels, skip)
+    stats = _aggregate(lazy, schema, roles, hard_limits or {}, limits)
+    height = int(stats["len"])
+    digest = digest or content_hash(frame)
     issues: list[QualityIssue] = []
-    if frame.height == 0:
+    if height == 0:
         issues.append(QualityIssue(check="empty", severity="error", message="batch has no rows"))
     if digest in set(seen_hashes):
         issues.append(
@@ -246,9 +259,8 @@ def check_batch(
                 message=f"batch content {digest[:12]} was already ingested",
             )
         )
-    labels = set(label_columns)
-    issues.extend(_schema_issues(frame, reference, labels))
-    extra = _extra_columns(frame, reference)
+    issues.extend(_schema_issues(schema, stats, reference, labels))
+    extra = _extra_columns(schema, reference)
     if extra:
         issues.append(
             QualityIssue(
@@ -258,39 +270,205 @@ def check_batch(
                 message=f"{len(extra)} column(s) outside the model's schema (ignored)",
             )
         )
-    if frame.height:
-        skip = set(time_columns)
-        for profile in reference.columns:
-            present = profile.name in frame.columns and profile.name not in skip
-            if present and profile.name in labels:
-                if _kind(frame[profile.name].dtype) == profile.kind:
-                    issues.extend(_label_issues(frame[profile.name], profile))
-                elif frame[profile.name].null_count() == frame.height:
-                    issues.extend(_label_issues(pl.Series([None] * frame.height), profile))
-                continue
-            if present and _kind(frame[profile.name].dtype) == profile.kind:
-                issues.extend(_column_issues(frame[profile.name], profile, limits))
+    if height:
+        for profile, role in roles:
+            if role == "label":
+                issues.extend(_label_issues(_LabelStats.of(stats, profile.name), profile))
+            elif role == "empty_label" and stats[f"nulls:{profile.name}"] == height:
+                issues.extend(_label_issues(_LabelStats(height, height, 0, 0), profile))
+            elif role == "column":
+                issues.extend(_column_issues(_ColumnStats.of(stats, profile.name), profile, limits))
                 bounds = (hard_limits or {}).get(profile.name)
                 if bounds is not None and profile.kind == "numeric":
-                    issues.extend(_hard_limit_issues(frame[profile.name], profile, bounds, limits))
+                    issues.extend(_hard_limit_issues(stats, profile, bounds, limits))
     ok = not any(i.severity == "error" for i in issues)
     return QualityVerdict(
-        ok=ok, n_rows=frame.height, content_hash=digest, issues=issues, extra_columns=extra
+        ok=ok, n_rows=height, content_hash=digest, issues=issues, extra_columns=extra
     )
 
 
-def _extra_columns(frame: pl.DataFrame, reference: ReferenceProfile) -> list[str]:
+Role = Literal["label", "empty_label", "column"]
+
+
+def _roles(
+    schema: pl.Schema, reference: ReferenceProfile, labels: set[str], skip: set[str]
+) -> list[tuple[ColumnProfile, Role]]:
+    """The value checks each reference column gets: a label's (of the right kind, or one
+    that reads as another kind because it is empty), a feature's of the right kind, or none
+    (absent, a time column, re-typed: the schema checks report those)."""
+    roles: list[tuple[ColumnProfile, Role]] = []
+    for profile in reference.columns:
+        if profile.name not in schema or profile.name in skip:
+            continue
+        same_kind = _kind(schema[profile.name]) == profile.kind
+        if profile.name in labels:
+            roles.append((profile, "label" if same_kind else "empty_label"))
+        elif same_kind:
+            roles.append((profile, "column"))
+    return roles
+
+
+def _aggregate(
+    frame: pl.LazyFrame,
+    schema: pl.Schema,
+    roles: list[tuple[ColumnProfile, Role]],
+    hard_limits: HardLimits,
+    limits: QualityThresholds,
+) -> dict[str, Any]:
+    """Every count the checks need, as one streaming aggregate over the batch: keys are
+    ``<what>:<column>`` (and ``len``)."""
+    exprs: list[pl.Expr] = [pl.len().alias("len")]
+    exprs += [pl.col(n).null_count().alias(f"nulls:{n}") for n in schema]
+    for profile, role in roles:
+        name, dtype = profile.name, schema[profile.name]
+        if role == "empty_label":
+            continue
+        exprs += _base_exprs(name, dtype)
+        if role == "label":
+            exprs += _label_exprs(name, profile)
+            continue
+        exprs += _value_exprs(name, dtype, profile, limits)
+        bounds = hard_limits.get(name)
+        if bounds is not None and profile.kind == "numeric":
+            exprs += _hard_limit_exprs(name, bounds)
+    return frame.select(exprs).collect(engine="streaming").row(0, named=True)
+
+
+def _base_exprs(name: str, dtype: pl.DataType) -> list[pl.Expr]:
+    """NaNs and infinities of a float column (counted as nulls and as non-finite)."""
+    column = pl.col(name)
+    if not dtype.is_float():
+        return [pl.lit(0).alias(f"nan:{name}"), pl.lit(0).alias(f"inf:{name}")]
+    return [
+        column.is_nan().fill_null(False).sum().alias(f"nan:{name}"),
+        column.is_infinite().fill_null(False).sum().alias(f"inf:{name}"),
+    ]
+
+
+def _finite(name: str, dtype: pl.DataType) -> pl.Expr:
+    """The values the range and constant checks look at: not null, and for floats not NaN
+    and not infinite."""
+    column = pl.col(name)
+    return column.is_finite().fill_null(False) if dtype.is_float() else column.is_not_null()
+
+
+def _value_exprs(
+    name: str, dtype: pl.DataType, profile: ColumnProfile, limits: QualityThresholds
+) -> list[pl.Expr]:
+    column, finite = pl.col(name), _finite(name, dtype)
+    exprs = [finite.sum().alias(f"n:{name}")]
+    if profile.kind == "numeric":
+        # one value: the smallest finite value is the largest
+        kept = pl.when(finite).then(column)
+        exprs += [kept.min().alias(f"min:{name}"), kept.max().alias(f"max:{name}")]
+    else:
+        exprs.append(column.drop_nulls().n_unique().alias(f"unique:{name}"))
+    if profile.kind == "numeric" and profile.min is not None and profile.max is not None:
+        span = max(profile.max - profile.min, abs(profile.max), 1e-9)
+        low = profile.min - limits.range_tolerance * span
+        high = profile.max + limits.range_tolerance * span
+        exprs += [
+            (finite & ((column < low) | (column > high))).sum().alias(f"wild:{name}"),
+            (finite & ((column < profile.min) | (column > profile.max))).sum().alias(f"out:{name}"),
+        ]
+    if profile.kind == "categorical" and profile.categories is not None:
+        unseen = column.is_not_null() & ~column.cast(pl.String).is_in(profile.categories)
+        exprs.append(unseen.sum().alias(f"unseen:{name}"))
+    return exprs
+
+
+def _label_exprs(name: str, profile: ColumnProfile) -> list[pl.Expr]:
+    known = _label_values(profile)
+    if known is None:
+        return [pl.lit(0).alias(f"foreign:{name}")]
+    column = pl.col(name)
+    foreign = column.is_not_null() & ~column.cast(pl.String).is_in(sorted(known))
+    return [foreign.sum().alias(f"foreign:{name}")]
+
+
+def _hard_limit_exprs(name: str, bounds: tuple[float | None, float | None]) -> list[pl.Expr]:
+    values = pl.col(name).cast(pl.Float64)
+    valid = values.is_not_null() & ~values.is_nan()
+    beyond = values.is_infinite()
+    low, high = bounds
+    if low is not None:
+        beyond = beyond | (values < low)
+    if high is not None:
+        beyond = beyond | (values > high)
+    return [
+        valid.fill_null(False).sum().alias(f"hl_n:{name}"),
+        (valid & beyond).fill_null(False).sum().alias(f"hl_beyond:{name}"),
+    ]
+
+
+@dataclass(frozen=True)
+class _ColumnStats:
+    """A feature column's counts: rows, nulls, NaNs, infinities, finite values, and whether
+    the finite values are one value."""
+
+    rows: int
+    nulls: int
+    nans: int
+    infinite: int
+    finite: int
+    constant: bool
+    wild: int
+    outside: int
+    unseen: int
+
+    @classmethod
+    def of(cls, stats: dict[str, Any], name: str) -> _ColumnStats:
+        low, high = stats.get(f"min:{name}"), stats.get(f"max:{name}")
+        unique = stats.get(f"unique:{name}")
+        constant = (low is not None and low == high) if unique is None else unique == 1
+        return cls(
+            rows=int(stats["len"]),
+            nulls=int(stats[f"nulls:{name}"]),
+            nans=int(stats[f"nan:{name}"]),
+            infinite=int(stats[f"inf:{name}"]),
+            finite=int(stats[f"n:{name}"]),
+            constant=constant,
+            wild=int(stats.get(f"wild:{name}") or 0),
+            outside=int(stats.get(f"out:{name}") or 0),
+            unseen=int(stats.get(f"unseen:{name}") or 0),
+        )
+
+    @property
+    def null_rate(self) -> float:
+        return (self.nulls + self.nans) / self.rows if self.rows else 0.0
+
+
+@dataclass(frozen=True)
+class _LabelStats:
+    """A label column's counts: rows, nulls, NaNs, values the reference never had."""
+
+    rows: int
+    nulls: int
+    nans: int
+    foreign: int
+
+    @classmethod
+    def of(cls, stats: dict[str, Any], name: str) -> _LabelStats:
+        return cls(
+            rows=int(stats["len"]),
+            nulls=int(stats[f"nulls:{name}"]),
+            nans=int(stats[f"nan:{name}"]),
+            foreign=int(stats[f"foreign:{name}"]),
+        )
+
+
+def _extra_columns(schema: pl.Schema, reference: ReferenceProfile) -> list[str]:
     """Names of the batch's columns the schema does not know, as safe labels: the header is
     as untrusted as the cells below it."""
     expected = {c.name for c in reference.columns}
-    return [safe_label(c, MAX_LABEL) for c in frame.columns if c not in expected]
+    return [safe_label(c, MAX_LABEL) for c in schema if c not in expected]
 
 
 def _schema_issues(
-    frame: pl.DataFrame, reference: ReferenceProfile, labels: set[str]
+    schema: pl.Schema, stats: dict[str, Any], reference: ReferenceProfile, labels: set[str]
 ) -> list[QualityIssue]:
     issues = []
-    for name in [c.name for c in reference.columns if c.name not in frame.columns]:
+    for name in [c.name for c in reference.columns if c.name not in schema]:
         if name in labels:
             issues.append(
                 QualityIssue(
@@ -311,10 +489,10 @@ def _schema_issues(
             )
         )
     for profile in reference.columns:
-        if profile.name in frame.columns:
-            dtype = frame[profile.name].dtype
+        if profile.name in schema:
+            dtype = schema[profile.name]
             kind = _kind(dtype)
-            empty = frame[profile.name].null_count() == frame.height
+            empty = stats[f"nulls:{profile.name}"] == stats["len"]
             if profile.name in labels and empty:
                 continue  # an empty label column reads as any type: labels to come
             if kind != profile.kind:
@@ -331,11 +509,11 @@ def _schema_issues(
 
 
 def _column_issues(
-    series: pl.Series, profile: ColumnProfile, limits: QualityThresholds
+    stats: _ColumnStats, profile: ColumnProfile, limits: QualityThresholds
 ) -> list[QualityIssue]:
     issues = []
     name = profile.name
-    rate = _null_rate(series)
+    rate = stats.null_rate
     if rate - profile.null_rate > limits.null_increase:
         sparse = profile.null_rate >= limits.sparse_null_rate
         issues.append(
@@ -347,29 +525,23 @@ def _column_issues(
                 message=f"column {name!r} is {rate:.0%} null (reference {profile.null_rate:.0%})",
             )
         )
-    values = series.drop_nulls()
-    if series.dtype.is_float():
-        values = values.drop_nans()
-        infinite = values.is_infinite()
-        if infinite.any():
-            issues.append(_non_finite(name, _number(infinite.mean()), limits))
-            values = values.filter(~infinite)
-    if values.len() > 1 and values.n_unique() == 1 and profile.n_unique > 1:
+    if stats.infinite:  # a share of the values that are neither null nor NaN
+        issues.append(_non_finite(name, stats.infinite / (stats.finite + stats.infinite), limits))
+    if stats.finite > 1 and stats.constant and profile.n_unique > 1:
         issues.append(
             QualityIssue(
                 check="constant_column",
                 severity="warning",
                 column=name,
-                value=float(values.len()),
-                message=f"column {name!r} holds one value in all {values.len()} non-null rows "
+                value=float(stats.finite),
+                message=f"column {name!r} holds one value in all {stats.finite} non-null rows "
                 f"({profile.n_unique} distinct in the reference)",
             )
         )
     if profile.kind == "numeric" and profile.min is not None and profile.max is not None:
-        issues.extend(_range_issues(values, profile, limits))
-    if profile.kind == "categorical" and profile.categories is not None and values.len():
-        unseen = ~values.cast(pl.String).is_in(profile.categories)
-        share = _number(unseen.mean())
+        issues.extend(_range_issues(stats, profile, limits))
+    if profile.kind == "categorical" and profile.categories is not None and stats.finite:
+        share = stats.unseen / stats.finite
         if share > limits.max_new_category_share:
             issues.append(
                 QualityIssue(
@@ -395,16 +567,13 @@ def _non_finite(name: str, share: float, limits: QualityThresholds) -> QualityIs
 
 
 def _range_issues(
-    values: pl.Series, profile: ColumnProfile, limits: QualityThresholds
+    stats: _ColumnStats, profile: ColumnProfile, limits: QualityThresholds
 ) -> list[QualityIssue]:
     assert profile.min is not None and profile.max is not None
-    if values.len() == 0:
+    if stats.finite == 0:
         return []
-    span = max(profile.max - profile.min, abs(profile.max), 1e-9)
-    low = profile.min - limits.range_tolerance * span
-    high = profile.max + limits.range_tolerance * span
-    wild = _number(((values < low) | (values > high)).mean())
-    outside = _number(((values < profile.min) | (values > profile.max)).mean())
+    wild = stats.wild / stats.finite
+    outside = stats.outside / stats.finite
     name = profile.name
     if wild > limits.max_out_of_range_share:
         return [
@@ -431,14 +600,13 @@ def _range_issues(
     return []
 
 
-def _label_issues(series: pl.Series, profile: ColumnProfile) -> list[QualityIssue]:
+def _label_issues(stats: _LabelStats, profile: ColumnProfile) -> list[QualityIssue]:
     """Labels may come later: a partly or wholly unlabelled batch warns, never quarantines.
     A label the reference never had (a 7 among 0/1) is impossible: an error."""
     issues = []
-    known = _label_values(profile)
-    values = series.drop_nulls()
-    if known is not None and values.len():
-        foreign = _number((~values.cast(pl.String).is_in(sorted(known))).mean())
+    labelled = stats.rows - stats.nulls
+    if _label_values(profile) is not None and labelled:
+        foreign = stats.foreign / labelled
         if foreign > 0:
             issues.append(
                 QualityIssue(
@@ -450,7 +618,7 @@ def _label_issues(series: pl.Series, profile: ColumnProfile) -> list[QualityIssu
                     "reference never had",
                 )
             )
-    rate = _null_rate(series)
+    rate = (stats.nulls + stats.nans) / stats.rows if stats.rows else 0.0
     if rate > profile.null_rate:
         issues.append(
             QualityIssue(
@@ -481,26 +649,19 @@ def _label_values(profile: ColumnProfile) -> set[str] | None:
 
 
 def _hard_limit_issues(
-    series: pl.Series,
+    stats: dict[str, Any],
     profile: ColumnProfile,
     bounds: tuple[float | None, float | None],
     limits: QualityThresholds,
 ) -> list[QualityIssue]:
     """Values a column can never take (declared per model): infinities, or beyond the hard
     limits. Above ``max_out_of_range_share`` of the rows the batch is impossible (error)."""
-    values = series.drop_nulls().cast(pl.Float64).drop_nans()
-    if values.len() == 0:
-        return []
-    low, high = bounds
-    beyond = values.is_infinite()
-    if low is not None:
-        beyond = beyond | (values < low)
-    if high is not None:
-        beyond = beyond | (values > high)
-    share = _number(beyond.mean())
-    if share == 0:
-        return []
     name = profile.name
+    valid, beyond = int(stats[f"hl_n:{name}"]), int(stats[f"hl_beyond:{name}"])
+    if valid == 0 or beyond == 0:
+        return []
+    share = beyond / valid
+    low, high = bounds
     return [
         QualityIssue(
             check="hard_limit",

@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -19,6 +21,7 @@ from driftpilot.core.errors import (
     ApprovalError,
     ConfigError,
     DriftPilotError,
+    FormatError,
     ModelBusy,
     RunStateError,
 )
@@ -31,9 +34,37 @@ from driftpilot.runs.views import RunView
 from driftpilot.store import AuditStore
 from driftpilot.store.audit import now
 from driftpilot.store.models import ManagedModel, Run
-from tools.data import content_hash
+from tools.data import content_hash, load_table, n_rows, write_parquet_atomic
 
 log = logging.getLogger(__name__)
+
+# A batch as given: its rows, or a CSV/Parquet file streamed in (never read whole).
+Batch = pl.DataFrame | Path
+
+
+def intake(batch: Batch, path: Path) -> None:
+    """Store a run's input batch at ``path`` (Parquet, written whole or not at all): a frame
+    is written; a Parquet file is copied as it is; a CSV file streams through a scan into
+    Parquet. The caller's file is left alone.
+
+    Raises:
+        DataError, FormatError: the file is missing or not CSV/Parquet.
+    """
+    if isinstance(batch, pl.DataFrame):
+        write_parquet_atomic(batch, path)
+        return
+    scan = load_table(batch, lazy=True)
+    assert isinstance(scan, pl.LazyFrame)
+    if not (batch.is_file() and batch.suffix.lower() == ".parquet"):
+        write_parquet_atomic(scan, path)
+        return
+    try:  # a file that is no Parquet fails here, not in the run
+        scan.collect_schema()
+    except (pl.exceptions.ComputeError, OSError) as exc:
+        raise FormatError(f"cannot read {batch}: {exc}") from exc
+    partial = path.with_suffix(".parquet.tmp")
+    shutil.copyfile(batch, partial)
+    partial.replace(path)
 
 
 class Lifecycle:
@@ -64,7 +95,7 @@ class Lifecycle:
     def start_run(
         self,
         model: str,
-        batch: pl.DataFrame,
+        batch: Batch,
         batch_id: str,
         *,
         trigger: str = "cli",
@@ -95,7 +126,7 @@ class Lifecycle:
     def new_run(
         self,
         model: str,
-        batch: pl.DataFrame,
+        batch: Batch,
         batch_id: str,
         run_id: str,
         trigger: str,
@@ -106,7 +137,8 @@ class Lifecycle:
         incoming = self.settings.batches_dir / model / "incoming"
         incoming.mkdir(parents=True, exist_ok=True)
         path = incoming / f"{batch_id}-{run_id[:8]}.parquet"
-        batch.write_parquet(path)
+        intake(batch, path)
+        scan = pl.scan_parquet(path)  # what ingestion reads: its rows and hash as filed
         state = {
             "run_id": run_id,
             "model": model,
@@ -115,8 +147,8 @@ class Lifecycle:
             "batch": {
                 "batch_id": batch_id,
                 "path": str(path),
-                "n_rows": batch.height,
-                "content_hash": content_hash(batch),
+                "n_rows": n_rows(scan),
+                "content_hash": content_hash(scan),
             },
         }
         # The input is kept with the run: recovery restarts from it if the process dies
@@ -140,7 +172,7 @@ class Lifecycle:
     def submit_run(
         self,
         model: str,
-        batch: pl.DataFrame,
+        batch: Batch,
         batch_id: str,
         *,
         trigger: str = "api",
