@@ -1,3 +1,5 @@
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +65,43 @@ def test_bad_inputs(jan_sample: pl.DataFrame) -> None:
         data_drift(jan_sample, jan_sample.head(0), numeric=["temp"])
     with pytest.raises(SchemaError, match="no columns"):
         data_drift(jan_sample, jan_sample, numeric=[])
+
+
+def test_columns_that_cannot_be_tested(jan_sample: pl.DataFrame) -> None:
+    infinite = jan_sample.with_columns(pl.lit(float("inf")).alias("temp"))
+    with pytest.raises(DataError, match="empty column 'temp'"):
+        data_drift(jan_sample, infinite, numeric=["temp"])
+    with pytest.raises(DataError, match="numerical values only"):
+        data_drift(jan_sample, jan_sample, numeric=["carrier"])
+    with pytest.raises(DataError, match="not for categorical"):
+        data_drift(
+            jan_sample,
+            jan_sample,
+            numeric=[],
+            categorical=["carrier"],
+            config=DriftConfig(cat_method="ks"),
+        )
+    with pytest.raises(DataError, match="no_such_test"):
+        data_drift(
+            jan_sample, jan_sample, numeric=["temp"], config=DriftConfig(num_method="no_such_test")
+        )
+
+
+def test_the_decision_does_not_import_evidently() -> None:
+    # The decision's numbers are native: Evidently (seconds to import) only renders reports.
+    code = (
+        "import sys, numpy as np, polars as pl\n"
+        "from tools.drift import data_drift, prediction_drift\n"
+        "rng = np.random.default_rng(0)\n"
+        "a = pl.DataFrame({'x': rng.normal(0, 1, 3000), 'c': rng.choice(['a', 'b', 'c'], 3000)})\n"
+        "b = pl.DataFrame({'x': rng.normal(1, 1, 2000), 'c': rng.choice(['a', 'b'], 2000)})\n"
+        "r = data_drift(a, b, numeric=['x'], categorical=['c'])\n"
+        "assert r.n_drifted == 2, r\n"
+        "assert prediction_drift(rng.random(500), rng.random(400)) is not None\n"
+        "assert 'evidently' not in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
 
 
 def test_prediction_drift_sees_a_shifted_score() -> None:
