@@ -114,3 +114,29 @@ def rollback(
     with _alerting(plane):
         result = plane.rollback(model, who, reason)
     console.print(f"{model}: champion v{result['from']} -> v{result['to']} (by {result['by']}).")
+
+
+def report(
+    run_id: Annotated[str, typer.Argument(help="The run: its id or a unique prefix of it.")],
+    open_: Annotated[
+        bool, typer.Option("--open", help="Also open it in the default web browser.")
+    ] = False,
+) -> None:
+    """Print the path of a run's Evidently drift report, rendering it first if it is not
+    there yet (reports are rendered after the run's decision, and cached)."""
+    from driftpilot.core.errors import NotFound
+
+    plane = _plane()
+    full = plane.resolve_run_id(run_id)
+    with console.status(f"Evidently report of run {full[:12]}..."):
+        view = plane.run_report(full)
+    if view.status != "ready" or view.path is None:
+        raise NotFound(f"run {full[:12]} has no report: {view.reason}")
+    if open_:
+        import webbrowser
+
+        from tools.drift import readable_report
+
+        assert plane.settings.cache_dir is not None
+        webbrowser.open(readable_report(view.path, plane.settings.cache_dir / "reports").as_uri())
+    typer.echo(view.path)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
+import typer
 
 from driftpilot.core.settings import Settings
 from driftpilot.runs.plane import ControlPlane
@@ -25,8 +26,8 @@ from driftpilot.store.models import ManagedModel, Run, ToolCall
 
 
 @pytest.fixture
-def plane(tmp_path: Path) -> Iterator[ControlPlane]:
-    cp = ControlPlane(Settings(home=tmp_path / "home").ensure_dirs())
+def plane(settings: Settings) -> Iterator[ControlPlane]:
+    cp = ControlPlane(settings.ensure_dirs())
     cp.store.add(
         ManagedModel(
             name="m",
@@ -186,3 +187,23 @@ def test_an_older_run_names_its_report_in_the_decision(plane: ControlPlane, tmp_
     report.unlink()
     view = plane.run_report("run-old")
     assert view.status == "none" and "retention" in view.reason
+
+
+def test_the_cli_prints_a_reports_path_rendering_it_first(
+    plane: ControlPlane, inputs: dict[str, Any]
+) -> None:
+    from typer.testing import CliRunner
+
+    from driftpilot.cli import runs
+
+    app = typer.Typer()
+    app.command()(runs.report)
+    run_id = add_run(plane, "run-cli-1", inputs)
+    printed = CliRunner().invoke(app, ["run-cli"])
+    assert printed.exit_code == 0, printed.output
+    path = Path(printed.output.strip().splitlines()[-1])
+    assert path.is_file() and plane.report_status(run_id).path == str(path)
+    assert len(records(plane, run_id)) == 1
+    add_run(plane, "run-cli-2", None)
+    refused = CliRunner().invoke(app, ["run-cli-2"])
+    assert refused.exit_code != 0 and "no drift step" in str(refused.exception)
