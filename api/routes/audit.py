@@ -44,7 +44,11 @@ def query(
     cursor: Annotated[str | None, Query(max_length=400)] = None,
 ) -> Response:
     """Audit rows (decisions, tool calls, approvals, champion changes, ...), table by table in
-    chain order, filtered by run, model, table, agent and time; ``next_cursor`` pages on."""
+    chain order, filtered by run, model, table, agent and time; ``next_cursor`` pages on.
+
+    Every filter is answered by a keyset page over an index ending in the row id: a page
+    costs its own rows, and a cursor stays put while rows are appended (no row twice, none
+    skipped)."""
     page, more = cp.audit_rows(
         run_id=run_id,
         model=model,

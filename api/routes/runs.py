@@ -102,7 +102,11 @@ def create_run(body: RunCreate, cp: Plane, ex: Executor, conf: Conf, key: Operat
     an allowed batch root (``{"path": "2013-07.csv"}``). Answers 202 with the pending run at
     once; it executes in a background worker. The requester is the API key's principal.
     ``multitask_strategy``: ``reject`` answers 409 while the model has another run pending or
-    running; ``enqueue`` lets it wait for its turn."""
+    running; ``enqueue`` lets it wait for its turn.
+
+    It only records and enqueues: the batch is filed, the run row written ``pending``, and
+    the executor runs the graph after the answer (in its own thread, or a worker's job on
+    PostgreSQL)."""
     cp.model_view(body.model_name)  # 404 before any file is read
     frame, batch_id, _ = frame_of(cp, conf, body.input.batch)
     return _submit(

@@ -6,9 +6,9 @@ from __future__ import annotations
 import functools
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy import String, and_, bindparam, cast, func, or_, select, union, update
 
 from driftpilot.core.errors import ConfigError, NotFound
 from driftpilot.store.engine import Database, T, dumps, now
@@ -140,6 +140,8 @@ class Queries(Database):
         self,
         *,
         run_ids: set[str] | None = None,
+        model: str | None = None,
+        extra_run_id: str | None = None,
         table: str | None = None,
         agent: str | None = None,
         since: str | None = None,
@@ -150,6 +152,12 @@ class Queries(Database):
         """Chained rows table by table in chain order, filtered in SQL; ``after`` = (table,
         id) of the last row of the previous page. Returns the page and whether more follow.
 
+        Each table is read as a keyset page (``id > :after ORDER BY id LIMIT n``) over an
+        index that ends in ``id`` (migration 0010), so a page costs its own rows: no count,
+        no offset, no sort of the whole trail. ``model`` keeps the rows of the model's runs
+        and of the runs its champion history names, plus ``extra_run_id`` (its bootstrap),
+        as a subquery; ``run_ids`` keeps those runs (both given: rows in both).
+
         Raises:
             ConfigError: unknown table or cursor table.
         """
@@ -157,6 +165,8 @@ class Queries(Database):
         for name in (table, after[0] if after else None):
             if name is not None and name not in names:
                 raise ConfigError(f"unknown audit table {name!r}; tables: {', '.join(names)}")
+        if run_ids is not None and not run_ids:
+            return [], False
         start = names.index(after[0]) if after else 0
         rows: list[dict[str, Any]] = []
         ids = sorted(run_ids) if run_ids is not None else None
@@ -164,12 +174,15 @@ class Queries(Database):
             "after": after[1] if after else 0,
             "run_id": ids[0] if ids and len(ids) == 1 else None,
             "run_ids": ids,
+            "model": model,
+            "extra": extra_run_id or "",
             "agent": agent,
             "since": since,
             "until": until,
         }
-        shape = (
+        shape = _Shape(
             "one" if ids is not None and len(ids) == 1 else "many" if ids is not None else "",
+            model is not None,
             agent is not None,
             since is not None,
             until is not None,
@@ -177,15 +190,18 @@ class Queries(Database):
         # Core statements built once per filter shape, on one read connection: the ORM cost
         # ~10x the queries themselves.
         with self._reading_connection() as conn:
-            for model in CHAINED[start:]:
-                name = model.__tablename__
+            for chained in CHAINED[start:]:
+                name = chained.__tablename__
                 if table is not None and name != table:
                     continue
-                if agent is not None and not hasattr(model, "agent"):
+                if agent is not None and not hasattr(chained, "agent"):
                     continue
                 query = _audit_statement(name, after is not None and name == after[0], shape)
                 found = conn.execute(query, {**params, "limit": limit + 1 - len(rows)})
-                rows += [{"table": name, **row} for row in found.mappings()]
+                # Plain tuples zipped with the keys once: a RowMapping per row cost more
+                # than the query (about half of a page's CPU).
+                keys = ("table", *found.keys())
+                rows += [dict(zip(keys, (name, *row), strict=True)) for row in found]
                 if len(rows) > limit:
                     break
         return rows[:limit], len(rows) > limit
@@ -227,23 +243,45 @@ class Queries(Database):
         return found
 
 
+class _Shape(NamedTuple):
+    """Which filters a page has (the statement's form; the values are bound parameters)."""
+
+    runs: str  # "one" | "many" | "" (no run filter)
+    model: bool
+    agent: bool
+    since: bool
+    until: bool
+
+
 @functools.lru_cache(maxsize=256)
-def _audit_statement(name: str, after: bool, shape: tuple[str, bool, bool, bool]) -> Any:
-    """The select of one chained table for one filter shape, with bound parameters."""
-    runs, agent, since, until = shape
+def _audit_statement(name: str, after: bool, shape: _Shape) -> Any:
+    """The keyset select of one chained table for one filter shape, with bound parameters."""
     table = next(m.__table__ for m in CHAINED if m.__tablename__ == name)
     c = table.c
     query = select(table)
     if after:
         query = query.where(c.id > bindparam("after"))
-    if runs == "one":
+    if shape.runs == "one":
         query = query.where(c.run_id == bindparam("run_id"))
-    elif runs == "many":
+    elif shape.runs == "many":
         query = query.where(c.run_id.in_(bindparam("run_ids", expanding=True)))
-    if agent:
+    if shape.model:
+        query = query.where(c.run_id.in_(_model_runs()))
+    if shape.agent:
         query = query.where(c.agent == bindparam("agent"))
-    if since:
+    if shape.since:
         query = query.where(c.created_at >= bindparam("since"))
-    if until:
+    if shape.until:
         query = query.where(c.created_at < bindparam("until"))
     return query.order_by(c.id).limit(bindparam("limit"))
+
+
+def _model_runs() -> Any:
+    """The run ids filed under a model (bound ``model``, ``extra``): its runs, the runs its
+    champion history names (rollbacks), and ``extra`` (its bootstrap), in SQL: a model with
+    thousands of runs sends no list of ids."""
+    return union(
+        select(Run.id).where(Run.model == bindparam("model")),
+        select(ChampionChange.run_id).where(ChampionChange.model == bindparam("model")),
+        select(cast(bindparam("extra"), String(40))),
+    )
