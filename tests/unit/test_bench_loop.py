@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import polars as pl
 
@@ -75,3 +76,20 @@ def test_machine_facts_and_results_files(tmp_path: Path) -> None:
     out = write_json(tmp_path / "deep" / "r.json", {"facts": facts, "at": tmp_path})
     assert json.loads(out.read_text())["at"] == str(tmp_path)  # paths written as text
     assert [p.name for p in out.parent.iterdir()] == ["r.json"]  # no temporary file left
+
+
+def test_targets_say_met_missed_or_not_measured() -> None:
+    results: dict[str, Any] = {
+        "overhead": {"ratio": 0.2, "ratio_with_report": 1.3, "runs_per_hour_per_core": 6000.0},
+        "rows": [{"batch_rows": 10_000, "loop": {"median_s": 0.5}}],
+        "retrain": [],
+    }
+    goals = bench_loop.targets(results)
+    assert goals["a_monitor_run_over_raw_report"]["met"] is True
+    assert goals["a_prime_with_report_over_raw_report"]["met"] is False
+    assert goals["c_runs_per_hour_per_core"]["met"] is True  # 6000 >= 4 x 1360
+    assert goals["d_1m_rows_s"] == {"value": None, "target": "<= 4.0", "met": None}
+    results["rows"].append({"batch_rows": 1_000_000, "loop": {"median_s": 4.5}})
+    assert bench_loop.targets(results)["d_1m_rows_s"]["met"] is False
+    line = bench_loop.machine_line({"processor": "x86_64", "usable_cores": 2, "cores": 2})
+    assert "2 of 2 cores" in line
