@@ -92,7 +92,11 @@ def test_no_drift_stops_at_the_analyst(
     analyst = made["drift_analyst"]
     assert analyst.backend == "builtin" and "drift_share=" in analyst.rationale
     assert json.loads(analyst.flags) == []  # the template cites correctly
-    assert Path(view.summary["drift"]["report"]).exists()
+    # The decision did not wait for Evidently's report: it is rendered after, on request.
+    assert view.summary["drift"]["report"] is None and view.report_status == "pending"
+    report = cp.run_report(view.run_id)
+    assert report.status == "ready" and report.path is not None and Path(report.path).exists()
+    assert cp.get_run(view.run_id).report_status == "ready"
     assert cp.verify().ok
 
 
