@@ -9,6 +9,7 @@ header or in a file name stay data.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -185,7 +186,10 @@ def apply(
         result = _filed(evidence.filed, verdict)
     else:
         labelled = with_label_column(frame, evidence.target, evidence.label_dtype)
-        result = _file_batch(ctx, state, labelled, verdict, decision.action, ruling.reason)
+        # Nothing conformed, labels present: the incoming file already holds the rows to file.
+        same = labelled is frame and not evidence.conversions
+        filed = None if same else labelled
+        result = _file_batch(ctx, state, filed, verdict, decision.action, ruling.reason)
     result["conversions"] = evidence.conversions
     result["time_range"] = span
     if result["action"] == "quarantine" and _escalates(ctx, verdict, streak):
@@ -373,7 +377,7 @@ def _add_accepted(ctx: RunContext, record: BatchRecord, target: Path, risky: lis
 def _file_batch(
     ctx: RunContext,
     state: dict[str, Any],
-    frame: Frame,
+    frame: Frame | None,
     verdict: QualityVerdict,
     action: str,
     reason: str,
@@ -383,8 +387,10 @@ def _file_batch(
     folder = ctx.settings.batches_dir / model / ("accepted" if action == "accept" else "quarantine")
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{batch['batch_id']}-{state['run_id'][:8]}.parquet"
-    if action == "accept":  # the window reads accepted batches: they get the conformed types
+    if action == "accept" and frame is not None:  # the window reads the conformed types
         write_parquet_atomic(frame, target)
+    elif action == "accept":  # the incoming file as it is: linked, not written again
+        _link(Path(batch["path"]), target)
     else:  # a quarantined batch is kept exactly as it came
         shutil.copyfile(batch["path"], target)
     risky = [i.check for i in verdict.warnings if i.check in ctx.policy.risk.risky_warning_checks]
@@ -410,6 +416,19 @@ def _file_batch(
         "warnings": [i.message for i in verdict.warnings],
         "risky_warnings": risky,
     }
+
+
+def _link(source: Path, target: Path) -> None:
+    """``target`` names the same file as ``source`` (the caller unlinks ``source`` once the
+    filing is on record, so a crash before that finds the batch where it was); a copy on
+    another file system."""
+    partial = target.with_suffix(".parquet.tmp")
+    partial.unlink(missing_ok=True)
+    try:
+        os.link(source, partial)
+    except OSError:  # another device, or links not supported
+        shutil.copyfile(source, partial)
+    partial.replace(target)
 
 
 def time_range(frame: Frame, time_col: str) -> dict[str, Any] | None:

@@ -80,6 +80,7 @@ def test_a_batch_file_is_judged_and_filed_as_the_same_rows_in_memory(
     assert from_file.status == "completed" and from_file.outcome != "quarantined"
     [record] = cp.store.list_rows(BatchRecord, BatchRecord.run_id == from_file.run_id)
     assert record.status == "accepted" and record.n_rows == batch.height
+    assert sha(record.path) == sha(given)  # nothing to conform: the file itself, not rewritten
     filed = pl.read_parquet(record.path)
     assert filed.sort(FLIGHTS.time_col, "dest", "carrier", "sched_dep_time").equals(
         batch.select(filed.columns).sort(FLIGHTS.time_col, "dest", "carrier", "sched_dep_time")
@@ -95,3 +96,26 @@ def test_a_batch_file_is_judged_and_filed_as_the_same_rows_in_memory(
     assert from_file.summary["ingestion"]["warnings"] == again.summary["ingestion"]["warnings"]
     assert from_file.summary["ingestion"]["time_range"] == again.summary["ingestion"]["time_range"]
     assert decision.action == "accept"
+
+
+def test_an_unlabelled_csv_file_is_conformed_and_filed_by_the_sink(
+    settings: Settings,
+    trained_home: Any,
+    tmp_path: Path,
+    months: dict[str, pl.DataFrame],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cp = plane(trained_home, tmp_path, monkeypatch)
+    batch = months["2013-04"].sample(n=3000, seed=8).sort(FLIGHTS.time_col)
+    given = tmp_path / "april.csv"
+    batch.drop(FLIGHTS.target).write_csv(given)  # times with offsets, labels to come
+    view = cp.start_run("flights", given, "april")  # type: ignore[arg-type]
+    assert view.status == "completed" and view.outcome != "quarantined"
+    ingestion = view.summary["ingestion"]
+    assert any(FLIGHTS.time_col in c for c in ingestion["conversions"])
+    assert any("label" in w for w in ingestion["warnings"])
+    [record] = cp.store.list_rows(BatchRecord, BatchRecord.run_id == view.run_id)
+    filed = pl.read_parquet(record.path)
+    assert filed.height == batch.height and filed[FLIGHTS.target].null_count() == batch.height
+    assert filed.schema[FLIGHTS.time_col] == batch.schema[FLIGHTS.time_col]
+    assert filed[FLIGHTS.time_col].sort().equals(batch[FLIGHTS.time_col].sort())
