@@ -35,6 +35,9 @@ INDEXES = (
     ("ix_champion_history_created_at_id", "champion_history", ["created_at", "id"]),
     ("ix_mutations_run_id_id", "mutations", ["run_id", "id"]),
     ("ix_mutations_created_at_id", "mutations", ["created_at", "id"]),
+    # A step's latest row (``open_intent``) and whether an intent has a later row
+    # (``open_intents``, checked before every run is created): one index probe each.
+    ("ix_mutations_run_id_step_id", "mutations", ["run_id", "step", "id"]),
     ("ix_runs_model_id", "runs", ["model", "id"]),
 )
 
