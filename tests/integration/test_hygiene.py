@@ -2,8 +2,8 @@
 
 A challenger is an MLflow run with its logged model; it becomes a registered version only when
 it is promoted or put to an approver, once per run even when the step runs again. Evidently
-reports are stored gzip, their sha256 is in the audit, and a retention keeps the newest N per
-model plus the reports of the runs that moved the champion."""
+reports (rendered after the decision) are stored gzip, their sha256 is in the audit, and a
+retention keeps the newest N per model plus the reports of the runs that moved the champion."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import pytest
 from agents import cicd
 from driftpilot.core.settings import Settings, get_settings
 from driftpilot.runs.plane import ControlPlane
-from driftpilot.store.models import ChampionChange, Decision, Mutation
+from driftpilot.store.models import ChampionChange, Mutation, ToolCall
 from tests.conftest import jan_initial
 from tests.integration.test_control_graph import FORCE_RETRAIN, HIGH_RISK, LOW_RISK, merge, plane
 from tools import registry
@@ -56,12 +56,18 @@ def phases(cp: ControlPlane, run_id: str, step: str) -> list[str]:
     return [m.phase for m in rows if m.step == step]
 
 
-def drift_evidence(cp: ControlPlane, run_id: str) -> dict[str, Any]:
+def report_record(cp: ControlPlane, run_id: str) -> dict[str, Any]:
+    """The audited result of the run's report render (its path and sha256)."""
     [row] = cp.store.list_rows(
-        Decision, Decision.run_id == run_id, Decision.agent == "drift_analyst"
+        ToolCall, ToolCall.run_id == run_id, ToolCall.tool == "drift.render_report"
     )
-    evidence: dict[str, Any] = json.loads(row.evidence)
-    return evidence
+    result: dict[str, Any] = json.loads(row.result)
+    return result
+
+
+def stored_reports(settings: Settings) -> set[Path]:
+    folder = (settings.reports_dir or Path()).joinpath("flights")
+    return {p for p in folder.iterdir() if not p.name.startswith(".")}  # not the render locks
 
 
 def test_rejected_challenger_stays_a_run_promoted_one_registers_once_reports_are_pruned(
@@ -86,7 +92,8 @@ def test_rejected_challenger_stays_a_run_promoted_one_registers_once_reports_are
     assert run.info.status == "FINISHED"
     assert run.data.tags["driftpilot.run_id"] == rejected.run_id
     assert registry.load_logged(logged["model_uri"], settings).family == logged["family"]
-    first_report = Path(rejected.summary["drift"]["report"])
+    assert rejected.summary["drift"]["report"] is None  # rendered after the decision:
+    first_report = Path(cp.run_report(rejected.run_id).path or "")  # here, on request
     assert first_report.is_file()
     assert settings.cache_dir is not None
     attached = settings.cache_dir / "reports"  # where the chat puts plain copies it attaches
@@ -110,28 +117,30 @@ def test_rejected_challenger_stays_a_run_promoted_one_registers_once_reports_are
     assert phases(cp, promoted.run_id, "cicd:register") == ["intent", "applied", "reconciled"]
     assert cp.verify().ok, cp.verify().problems
 
-    # Retention 1: the rejected run's report went when the promoting run ended.
+    # Retention 1: the rejected run's report went when the promoting run's was written.
+    assert first_report.exists()  # the promoting run ended with no report of its own yet
+    new_report = cp.run_report(promoted.run_id).path or ""
     assert not first_report.exists()
-    assert drift_evidence(cp, rejected.run_id)["report_sha256"]  # its hash stays audited
+    assert report_record(cp, rejected.run_id)["sha256"]  # its hash stays audited
     cp.close()
     time.sleep(1.1)
-    new_copy = readable_report(promoted.summary["drift"]["report"], attached)
+    new_copy = readable_report(new_report, attached)
     watch = plane(trained_home, tmp_path, WATCH_ONLY, monkeypatch=monkeypatch)
     last = watch.start_run("flights", data["march"], "2013-03")
     assert last.outcome is not None and last.outcome.startswith("no_retrain"), last.summary
+    assert watch.run_report(last.run_id).status == "ready"
     promotions = watch.store.list_rows(ChampionChange, ChampionChange.action == "promote")
     assert [c.run_id for c in promotions] == [promoted.run_id]
     # The newest report (the last run's) stays, and the champion mover's, though older.
-    kept = set((settings.reports_dir or Path()).joinpath("flights").iterdir())
-    audited = {run_id: drift_evidence(watch, run_id) for run_id in (promoted.run_id, last.run_id)}
-    assert kept == {Path(evidence["report"]) for evidence in audited.values()}
-    for evidence in audited.values():
-        report = Path(evidence["report"])
+    audited = {run_id: report_record(watch, run_id) for run_id in (promoted.run_id, last.run_id)}
+    assert stored_reports(settings) == {Path(record["path"]) for record in audited.values()}
+    for record in audited.values():
+        report = Path(record["path"])
         raw = report.read_bytes()
         assert report.name.endswith(".html.gz") and raw[:2] == b"\x1f\x8b"  # gzip magic
         html = gzip.decompress(raw)
         assert b"<html" in html[:1000].lower()
-        assert hashlib.sha256(html).hexdigest() == evidence["report_sha256"]
+        assert hashlib.sha256(html).hexdigest() == record["sha256"]
         assert report_html(report) == html
     # The chat's plain copies are bounded by the same retention (made again when asked for).
     assert sorted(attached.iterdir()) == [new_copy] and not old_copy.exists()
@@ -154,14 +163,20 @@ def test_high_risk_challenger_is_registered_before_the_approval_and_once_after_a
     assert view.approval_request["action_request"]["args"]["version"] == 2
     assert registry.get_alias("flights", registry.CHALLENGER, settings).version == 2
     assert registry.current_champion("flights", settings) == 1
-    # The approver's chat attaches the run's report as HTML a browser opens (stored gzip).
-    [(name, attached)] = Chat(cp, Identity("bob", "approver", "password")).run_visuals(view)[1]
-    stored = Path(view.summary["drift"]["report"])
+    # The approver's chat posts the run's report once rendered, as HTML a browser opens
+    # (stored gzip); the waiting run's view then attaches it too.
+    chat = Chat(cp, Identity("bob", "approver", "password"))
+    assert view.report_status == "pending" and chat.run_visuals(view)[1] == []
+    posted = chat.report_reply(view)
+    assert posted is not None
+    [(name, attached)] = posted.files
+    assert chat.run_visuals(view)[1] == posted.files
+    stored = Path(report_record(cp, view.run_id)["path"])
     assert name.endswith(".html") and stored.suffix == ".gz"
     assert attached.read_bytes() == gzip.decompress(stored.read_bytes())
     assert (
         hashlib.sha256(attached.read_bytes()).hexdigest()
-        == (drift_evidence(cp, view.run_id)["report_sha256"])
+        == (report_record(cp, view.run_id)["sha256"])
     )
     cp.close()
 
