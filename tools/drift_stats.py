@@ -50,6 +50,7 @@ Kind = Literal["numeric", "categorical"]
 _SMALL_REFERENCE = 1000  # Evidently: reference rows up to this get p-value tests
 _BINNED_MIN_VALUES = 20  # Evidently: numeric columns with more reference values are histogrammed
 _KS_EXACT_MAX_N = 10_000  # scipy.stats.ks_2samp's 'auto': exact p-value up to this many per side
+_PROBE_ROWS = 10_000  # rows looked at to choose how to count a numeric column
 
 
 @dataclass(frozen=True)
@@ -85,43 +86,59 @@ class Tested:
 @dataclass(frozen=True)
 class Side:
     """One side's column as value counts of its present values (nulls and NaN left out; inf
-    kept, so that ``present`` counts what pandas' ``notna`` counts)."""
+    kept, so that ``present`` counts what pandas' ``notna`` counts). ``values`` are sorted
+    float64 for a column of numbers (booleans as 0/1), a Polars Series otherwise."""
 
-    values: pl.Series
+    values: np.ndarray | pl.Series
     counts: np.ndarray
     present: int
     integer: bool  # pandas would hold it as integers (no nulls): NumPy's integer bin width rule
 
 
 def side_counts(frame: Frame, column: str, kind: Kind) -> Side:
-    """Value counts of one column of one side (one Polars query; works on a LazyFrame).
+    """Value counts of one column of one side; only that column is read (from a LazyFrame,
+    one column is collected at a time).
+
+    Numbers are counted by sorting (``np.unique``): as fast for a million distinct floats as
+    for a few hundred values, where a hash ``group_by`` of a million distinct keys is ~20x
+    slower (measured: 1M normal floats 0.04 s vs 1.0 s). Text is counted by ``group_by``.
 
     Raises:
         DataError: a numeric column that does not hold numbers.
     """
-    lazy = frame.lazy()
-    dtype = lazy.collect_schema()[column]
-    col = pl.col(column)
-    if kind == "numeric" and not (dtype.is_numeric() or dtype == pl.Boolean):
+    dtype = frame.collect_schema()[column]
+    numbers = dtype.is_numeric() or dtype == pl.Boolean
+    if kind == "numeric" and not numbers:
         raise DataError(f"column {column!r} should contain numerical values only, not {dtype}")
-    if dtype in (pl.Categorical, pl.Enum) or isinstance(dtype, pl.Categorical | pl.Enum):
-        col = col.cast(pl.String)
-    elif dtype == pl.Boolean and kind == "numeric":
-        col = col.cast(pl.Float64)
-    # One pass: the null group comes out of the group_by too (pandas' dtype depends on it).
-    groups = lazy.select(col.alias("v")).group_by("v").agg(pl.len().alias("n")).collect()
-    nulls = int(groups.filter(pl.col("v").is_null())["n"].sum())
-    present = pl.col("v").is_not_null()
-    if groups.schema["v"].is_float():
-        present = present & pl.col("v").is_not_nan()
-    counted = groups.filter(present)
-    counts = counted["n"].to_numpy().astype(np.int64)
-    return Side(
-        values=counted["v"],
-        counts=counts,
-        present=int(counts.sum()),
-        integer=dtype.is_integer() and nulls == 0,
+    series = (
+        frame.get_column(column)
+        if isinstance(frame, pl.DataFrame)
+        else frame.select(column).collect().to_series()
     )
+    nulls = series.null_count()
+    integer = dtype.is_integer() and nulls == 0
+    if numbers:
+        values, counts = _count_numbers(series.drop_nulls().cast(pl.Float64))
+        return Side(values=values, counts=counts, present=int(counts.sum()), integer=integer)
+    if isinstance(dtype, pl.Categorical | pl.Enum):
+        series = series.cast(pl.String)
+    counted = series.drop_nulls().value_counts(name="n")
+    counts = counted["n"].to_numpy().astype(np.int64)
+    return Side(values=counted[:, 0], counts=counts, present=int(counts.sum()), integer=integer)
+
+
+def _count_numbers(series: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct non-NaN numbers and their counts. A hash ``group_by`` when the first
+    rows repeat values (few hundred distinct values: ~3x faster than sorting a million rows),
+    a sort otherwise (a million distinct floats: 0.04 s sorted, 1.0 s hashed; measured)."""
+    if series.head(_PROBE_ROWS).n_unique() <= _PROBE_ROWS // 10:
+        counted = series.value_counts(name="n").sort(series.name)
+        values, counts = counted[:, 0].to_numpy(), counted["n"].to_numpy().astype(np.int64)
+        keep = ~np.isnan(values)
+        return values[keep], counts[keep]
+    array = series.to_numpy()
+    values, counts = np.unique(array[~np.isnan(array)], return_counts=True)
+    return values, counts.astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -148,25 +165,49 @@ def joint_counts(ref: Side, cur: Side, column: str, kind: Kind) -> Joint:
     Raises:
         DataError: a side has no value left (Evidently refuses an empty column).
     """
-    parts = []
-    for side, name in ((ref, "r"), (cur, "c")):
-        values = side.values.cast(pl.Float64) if kind == "numeric" else side.values
-        part = pl.DataFrame({"v": values, name: side.counts})
-        parts.append(part)
-    both = pl.concat(parts, how="diagonal_relaxed")
-    if both.schema["v"].is_float():
-        both = both.filter(pl.col("v").is_finite())
-    both = both.group_by("v").agg(pl.col("r").sum(), pl.col("c").sum()).sort("v")
+    if isinstance(ref.values, np.ndarray) and isinstance(cur.values, np.ndarray):
+        values, ref_counts, cur_counts = _numeric_union(ref, cur)
+    else:
+        values, ref_counts, cur_counts = _any_union(ref, cur)
     joint = Joint(
-        values=both["v"].to_numpy(),
-        ref=both["r"].fill_null(0).to_numpy().astype(np.int64),
-        cur=both["c"].fill_null(0).to_numpy().astype(np.int64),
-        integer=ref.integer and cur.integer,
+        values=values, ref=ref_counts, cur=cur_counts, integer=ref.integer and cur.integer
     )
     for label, n in (("reference", joint.n_ref), ("current", joint.n_cur)):
         if n == 0:
             raise DataError(f"an empty column {column!r} was given for drift in the {label} data")
     return joint
+
+
+def _numeric_union(ref: Side, cur: Side) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sorted finite union of two sides' sorted distinct numbers, with each side's counts."""
+    assert isinstance(ref.values, np.ndarray) and isinstance(cur.values, np.ndarray)
+    values = np.union1d(ref.values, cur.values)
+    values = values[np.isfinite(values)]
+    out = []
+    for side in (ref, cur):
+        assert isinstance(side.values, np.ndarray)
+        finite = np.isfinite(side.values)
+        counts = np.zeros(len(values), dtype=np.int64)
+        counts[np.searchsorted(values, side.values[finite])] = side.counts[finite]
+        out.append(counts)
+    return values, out[0], out[1]
+
+
+def _any_union(ref: Side, cur: Side) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The same for text (or a column of text on one side and numbers on the other)."""
+    parts = [
+        pl.DataFrame({"v": pl.Series(side.values), name: side.counts})
+        for side, name in ((ref, "r"), (cur, "c"))
+    ]
+    both = pl.concat(parts, how="diagonal_relaxed")
+    if both.schema["v"].is_float():
+        both = both.filter(pl.col("v").is_finite())
+    both = both.group_by("v").agg(pl.col("r").sum(), pl.col("c").sum()).sort("v")
+    return (
+        both["v"].to_numpy(),
+        both["r"].fill_null(0).to_numpy().astype(np.int64),
+        both["c"].fill_null(0).to_numpy().astype(np.int64),
+    )
 
 
 def default_method(joint: Joint, kind: Kind) -> str:
@@ -237,6 +278,21 @@ def _drifted(name: str, score: float, threshold: float) -> bool:
     return score >= threshold
 
 
+def wasserstein_and_std(reference: pl.Series, current: pl.Series) -> tuple[float, float]:
+    """Wasserstein-1 distance between two numeric samples and the reference's population
+    standard deviation, from their value counts (nulls, NaN and inf dropped): the numbers of
+    ``scipy.stats.wasserstein_distance`` and ``np.std``, without sorting every row (a
+    column of a few hundred distinct values in a million rows is one ``group_by``).
+
+    Raises:
+        DataError: a side has no finite value.
+    """
+    ref, cur = (side_counts(s.to_frame("v"), "v", "numeric") for s in (reference, current))
+    joint = joint_counts(ref, cur, reference.name or "value", "numeric")
+    values = joint.values.astype(np.float64)
+    return _wasserstein1(joint, values), _std(values, joint.ref)
+
+
 # -- the scores ---------------------------------------------------------------------------------
 
 
@@ -291,13 +347,20 @@ def _wasserstein(joint: Joint, kind: Kind) -> float:
     population standard deviation (at least 0.001), as ``scipy.stats.wasserstein_distance``
     computes it (the integral of |F_ref - F_cur|, on the counts' union of values)."""
     values = joint.values.astype(np.float64)
-    n_ref, n_cur = joint.n_ref, joint.n_cur
-    cdf_ref = np.cumsum(joint.ref)[:-1] / n_ref
-    cdf_cur = np.cumsum(joint.cur)[:-1] / n_cur
-    distance = float(np.sum(np.abs(cdf_ref - cdf_cur) * np.diff(values)))
-    mean = float(np.sum(values * joint.ref)) / n_ref
-    std = math.sqrt(float(np.sum(joint.ref * (values - mean) ** 2)) / n_ref)
-    return distance / max(std, 0.001)
+    return _wasserstein1(joint, values) / max(_std(values, joint.ref), 0.001)
+
+
+def _wasserstein1(joint: Joint, values: np.ndarray) -> float:
+    cdf_ref = np.cumsum(joint.ref)[:-1] / joint.n_ref
+    cdf_cur = np.cumsum(joint.cur)[:-1] / joint.n_cur
+    return float(np.sum(np.abs(cdf_ref - cdf_cur) * np.diff(values)))
+
+
+def _std(values: np.ndarray, counts: np.ndarray) -> float:
+    """Population standard deviation of ``values`` repeated ``counts`` times (np.std's)."""
+    n = int(counts.sum())
+    mean = float(np.sum(values * counts)) / n
+    return math.sqrt(float(np.sum(counts * (values - mean) ** 2)) / n)
 
 
 def _jensenshannon(joint: Joint, kind: Kind) -> float:
