@@ -93,6 +93,36 @@ def reset_peak() -> bool:
         return False
 
 
+def timed(owner: Any, name: str, spent: dict[str, float], label: str) -> None:
+    """Replace ``owner.name`` by a wrapper adding its wall seconds to ``spent[label]``: the
+    stages of a run outside its audited tool calls (profiling only; the work is unchanged)."""
+    inner = getattr(owner, name)
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            spent[label] = round(spent.get(label, 0.0) + time.perf_counter() - start, 3)
+
+    setattr(owner, name, wrapper)
+
+
+def profile_stages(spent: dict[str, float]) -> None:
+    """Time the intake (store the file, count and hash its rows), the filing, and every
+    whole-file read of a Parquet batch (the drift analyst's, among others)."""
+    import agents.ingestion
+    import driftpilot.runs.lifecycle as lifecycle
+
+    timed(lifecycle, "intake", spent, "intake_store")
+    timed(lifecycle, "n_rows", spent, "intake_count")
+    timed(lifecycle, "content_hash", spent, "intake_hash")
+    timed(agents.ingestion, "_file_batch", spent, "ingestion_file")
+    timed(agents.ingestion, "time_range", spent, "ingestion_time_range")
+    timed(agents.ingestion, "with_label_column", spent, "ingestion_label_column")
+    timed(pl, "read_parquet", spent, "read_parquet_whole")
+
+
 def child(rows: int, path: Path, intake: str) -> dict[str, Any]:
     """One size, in this process: set up, warm up, then one timed monitor run of ``path``."""
     from driftpilot.store.models import ToolCall
@@ -106,6 +136,8 @@ def child(rows: int, path: Path, intake: str) -> dict[str, Any]:
             setup.add("flights", data.reference)
             warm = data.batch(20_000, seed=90, source=data.july).with_columns(**DERIVED)
             setup.plane.start_run("flights", warm.select(batch_columns()), "warmup")
+            spent: dict[str, float] = {}
+            profile_stages(spent)
             reset = reset_peak()
             rss_before = peak_rss_gb()
             usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -130,6 +162,7 @@ def child(rows: int, path: Path, intake: str) -> dict[str, Any]:
                 "outcome": view.outcome,
                 "error": (view.summary or {}).get("error"),
                 "tools_s": tool_seconds(calls),
+                "stages_s": spent,
                 "loadavg_after": [round(x, 2) for x in os.getloadavg()],
             }
         finally:

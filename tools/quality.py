@@ -19,6 +19,7 @@ outside the schema are kept, sanitised, in ``QualityVerdict.extra_columns`` for 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -246,6 +247,8 @@ def check_batch(
     labels, skip = set(label_columns), set(time_columns)
     roles = _roles(schema, reference, labels, skip)
     stats = _aggregate(lazy, schema, roles, hard_limits or {}, limits)
+    numeric = [p.name for p, role in roles if role == "column" and p.kind == "numeric"]
+    _finite_extremes(lazy, [n for n in numeric if stats[f"inf:{n}"]], stats)
     height = int(stats["len"])
     digest = digest or content_hash(frame)
     issues: list[QualityIssue] = []
@@ -345,36 +348,56 @@ def _base_exprs(name: str, dtype: pl.DataType) -> list[pl.Expr]:
     ]
 
 
-def _finite(name: str, dtype: pl.DataType) -> pl.Expr:
-    """The values the range and constant checks look at: not null, and for floats not NaN
-    and not infinite."""
-    column = pl.col(name)
-    return column.is_finite().fill_null(False) if dtype.is_float() else column.is_not_null()
-
-
 def _value_exprs(
     name: str, dtype: pl.DataType, profile: ColumnProfile, limits: QualityThresholds
 ) -> list[pl.Expr]:
-    column, finite = pl.col(name), _finite(name, dtype)
-    exprs = [finite.sum().alias(f"n:{name}")]
-    if profile.kind == "numeric":
-        # one value: the smallest finite value is the largest
-        kept = pl.when(finite).then(column)
-        exprs += [kept.min().alias(f"min:{name}"), kept.max().alias(f"max:{name}")]
+    """A feature's counts over its values. Numbers are counted raw (masking every value by
+    finiteness cost a third of the check): min and max skip NaN, a NaN compares above every
+    number and an infinity lies beyond every finite bound, so ``_ColumnStats.of`` takes the
+    NaNs and infinities off (and ``_finite_extremes`` redoes min and max if there were any
+    infinities)."""
+    column = pl.col(name)
+    exprs = []
+    if profile.kind == "numeric":  # constant: the smallest value is the largest
+        exprs += [column.min().alias(f"min:{name}"), column.max().alias(f"max:{name}")]
     else:
         exprs.append(column.drop_nulls().n_unique().alias(f"unique:{name}"))
     if profile.kind == "numeric" and profile.min is not None and profile.max is not None:
-        span = max(profile.max - profile.min, abs(profile.max), 1e-9)
-        low = profile.min - limits.range_tolerance * span
-        high = profile.max + limits.range_tolerance * span
-        exprs += [
-            (finite & ((column < low) | (column > high))).sum().alias(f"wild:{name}"),
-            (finite & ((column < profile.min) | (column > profile.max))).sum().alias(f"out:{name}"),
-        ]
+        low, high = _far_bounds(profile, limits)
+        bounds = {"wild": (low, high), "out": (profile.min, profile.max)}
+        for key, (lo, hi) in bounds.items():
+            beyond = (column < lo) | (column > hi)
+            if math.isfinite(lo) and math.isfinite(hi):
+                exprs.append(beyond.sum().alias(f"{key}_raw:{name}"))
+            else:  # a reference with infinities: count the finite values only
+                finite = column.is_finite() if dtype.is_float() else column.is_not_null()
+                exprs.append((finite.fill_null(False) & beyond).sum().alias(f"{key}:{name}"))
     if profile.kind == "categorical" and profile.categories is not None:
         unseen = column.is_not_null() & ~column.cast(pl.String).is_in(profile.categories)
         exprs.append(unseen.sum().alias(f"unseen:{name}"))
     return exprs
+
+
+def _far_bounds(profile: ColumnProfile, limits: QualityThresholds) -> tuple[float, float]:
+    """Beyond these a value lies far outside the reference range."""
+    assert profile.min is not None and profile.max is not None
+    span = max(profile.max - profile.min, abs(profile.max), 1e-9)
+    return (
+        profile.min - limits.range_tolerance * span,
+        profile.max + limits.range_tolerance * span,
+    )
+
+
+def _finite_extremes(frame: pl.LazyFrame, names: list[str], stats: dict[str, Any]) -> None:
+    """Min and max of the finite values of ``names`` (columns with infinities, whose raw
+    extremes are infinite) into ``stats``: a second, rare pass over those columns."""
+    if not names:
+        return
+    exprs = []
+    for name in names:
+        kept = pl.when(pl.col(name).is_finite()).then(pl.col(name))
+        exprs += [kept.min().alias(f"min:{name}"), kept.max().alias(f"max:{name}")]
+    stats.update(frame.select(exprs).collect(engine="streaming").row(0, named=True))
 
 
 def _label_exprs(name: str, profile: ColumnProfile) -> list[pl.Expr]:
@@ -421,15 +444,24 @@ class _ColumnStats:
         low, high = stats.get(f"min:{name}"), stats.get(f"max:{name}")
         unique = stats.get(f"unique:{name}")
         constant = (low is not None and low == high) if unique is None else unique == 1
+        rows, nulls = int(stats["len"]), int(stats[f"nulls:{name}"])
+        nans, infinite = int(stats[f"nan:{name}"]), int(stats[f"inf:{name}"])
+
+        def beyond(key: str) -> int:
+            # raw counts include every NaN (above any bound) and infinity (beyond any)
+            if f"{key}_raw:{name}" in stats:
+                return int(stats[f"{key}_raw:{name}"]) - nans - infinite
+            return int(stats.get(f"{key}:{name}") or 0)
+
         return cls(
-            rows=int(stats["len"]),
-            nulls=int(stats[f"nulls:{name}"]),
-            nans=int(stats[f"nan:{name}"]),
-            infinite=int(stats[f"inf:{name}"]),
-            finite=int(stats[f"n:{name}"]),
+            rows=rows,
+            nulls=nulls,
+            nans=nans,
+            infinite=infinite,
+            finite=rows - nulls - nans - infinite,
             constant=constant,
-            wild=int(stats.get(f"wild:{name}") or 0),
-            outside=int(stats.get(f"out:{name}") or 0),
+            wild=beyond("wild"),
+            outside=beyond("out"),
             unseen=int(stats.get(f"unseen:{name}") or 0),
         )
 

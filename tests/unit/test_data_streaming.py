@@ -149,3 +149,23 @@ def test_a_known_digest_is_not_recomputed(
 ) -> None:
     verdict = check_batch(jan_sample.select(COLUMNS), reference, digest="f" * 64)
     assert verdict.content_hash == "f" * 64
+
+
+def test_nans_and_infinities_are_kept_out_of_the_value_counts(
+    months: dict[str, pl.DataFrame], reference: ReferenceProfile
+) -> None:
+    """The numbers are counted raw and the NaNs and infinities taken off after: a column
+    half NaN, the rest far out, is all far out; half infinite, the rest one value, is
+    constant (its finite extremes come from a second pass)."""
+    feb = months["2013-02"].select(COLUMNS).sample(n=4000, seed=4)
+    half = pl.int_range(pl.len()) % 2 == 0
+    batch = feb.with_columns(
+        pl.when(half).then(float("nan")).otherwise(pl.col("distance") + 1e6).alias("distance"),
+        pl.when(half).then(float("-inf")).otherwise(5.0).alias("visib"),
+    )
+    found = {(i.check, i.column): i for i in check_batch(batch.lazy(), reference).issues}
+    assert found[("out_of_range", "distance")].value == 1.0
+    assert found[("null_spike", "distance")].value == 0.5
+    assert found[("non_finite", "visib")].value == 0.5
+    assert found[("constant_column", "visib")].value == 2000.0
+    assert ("out_of_range", "visib") not in found  # 5.0 is inside January's range
