@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,18 @@ def report_records(server: Server, run_id: str) -> list[dict[str, Any]]:
     return [r for r in rows if r.get("tool") == "drift.render_report"]
 
 
-def test_the_result_comes_first_then_the_report_is_served_linked_and_audited(
+def wait_report(client: Any, run_id: str, timeout: float = 180) -> Any:
+    """The run's view once its report is ready, with no request for the report itself."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run = client.get(f"/runs/{run_id}").json()
+        if run["report_status"] == "ready":
+            return run
+        assert run["report_status"] == "pending" and time.monotonic() < deadline, run
+        time.sleep(0.3)
+
+
+def test_the_result_comes_first_then_the_report_is_rendered_served_linked_and_audited(
     server: Server,
 ) -> None:
     with server.client("olga") as operator:
@@ -92,23 +104,22 @@ def test_the_result_comes_first_then_the_report_is_served_linked_and_audited(
         assert ended["report_status"] in ("pending", "ready"), ended
         assert (ended["report_url"] is not None) == (ended["report_status"] == "ready")
 
-        served = viewer.get(f"/runs/{run_id}/report")  # renders it if still pending
+        # The server renders it in the background (its executor, or the queue's worker).
+        run = wait_report(viewer, run_id)
+        assert run["report_url"] == f"/runs/{run_id}/report"
+        served = viewer.get(run["report_url"])
         assert served.status_code == 200, served.text
         assert served.headers["content-type"].startswith("text/html")
         html = served.content
         assert b"<html" in html[:1000].lower() and len(html) > 100_000
-
-        run = viewer.get(f"/runs/{run_id}").json()
-        assert run["report_status"] == "ready"
-        assert run["report_url"] == f"/runs/{run_id}/report"
         assert viewer.get(run["report_url"]).content == html  # cached: the same file
         listed = viewer.get("/runs", params={"model": "flights"}).json()["items"]
         assert [(r["run_id"], r["report_status"]) for r in listed] == [(run_id, "ready")]
 
-        # One record, after the run's result, with the served HTML's sha256; the trail verifies.
+        # One record, after the run's result, with the served HTML's sha256.
         [record] = report_records(server, run_id)
         result = json.loads(record["result"])
-        assert result["sha256"] == hashlib.sha256(html).hexdigest()
+        assert result["sha256"] == hashlib.sha256(html).hexdigest() and not result["cached"]
         assert served.headers["x-report-sha256"] == result["sha256"]
         stored = Path(result["path"])
         assert gzip.decompress(stored.read_bytes()) == html
@@ -117,6 +128,19 @@ def test_the_result_comes_first_then_the_report_is_served_linked_and_audited(
         ended_at = store.get(Run, run_id).updated_at  # when the run's result was written
         store.engine.dispose()
         assert record["created_at"] > ended_at  # rendered after the run ended
+
+        # Gone (as the retention removes reports): pending again, rendered on the first GET,
+        # audited again with the new file's hash; the trail verifies.
+        stored.unlink()
+        assert viewer.get(f"/runs/{run_id}").json()["report_status"] == "pending"
+        again = viewer.get(f"/runs/{run_id}/report")
+        assert again.status_code == 200 and b"<html" in again.content[:1000].lower()
+        assert stored.is_file()
+        records = [json.loads(r["result"]) for r in report_records(server, run_id)]
+        assert [r["sha256"] for r in records] == [
+            result["sha256"],
+            hashlib.sha256(again.content).hexdigest(),
+        ]
         verified = viewer.post("/audit/verify").json()
         assert verified["ok"], verified
 
