@@ -193,6 +193,14 @@ def verdict(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _commit() -> str:
+    """The checked-out commit (the tree may hold others' uncommitted edits too)."""
+    done = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    )
+    return done.stdout.strip()
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -216,6 +224,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "target": {"rows": 10_000_000, "columns": 20, "wall_s": TARGET_S, "rss_gb": TARGET_RSS_GB},
         "machine": machine(),
+        "commit": _commit(),
         "sizes": sizes,
     }
     write_json(args.out, results)
