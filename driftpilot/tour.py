@@ -101,7 +101,8 @@ def _months_vs_january(
 
 def _render_reports(console: Console, settings: Settings, months: dict[str, pl.DataFrame]) -> None:
     """Evidently's HTML report of each month against January, rendered once the numbers are
-    shown (the reports are for people; no number waits for them)."""
+    shown (the reports are for people; no number waits for them). The months are the built-in
+    dataset's: a report already there (an earlier tour) is kept."""
     from tools.datasets import FLIGHTS
     from tools.drift import render_report
 
@@ -109,13 +110,15 @@ def _render_reports(console: Console, settings: Settings, months: dict[str, pl.D
     with progress_bar(console) as progress:
         task = progress.add_task("Evidently reports", total=len(months) - 1)
         for month, frame in list(months.items())[1:]:
-            render_report(
-                months["2013-01"],
-                frame,
-                numeric=FLIGHTS.numeric,
-                categorical=FLIGHTS.categorical,
-                path=settings.reports_dir / f"drift_2013-01_vs_{month}.html",
-            )
+            path = settings.reports_dir / f"drift_2013-01_vs_{month}.html"
+            if not path.is_file():
+                render_report(
+                    months["2013-01"],
+                    frame,
+                    numeric=FLIGHTS.numeric,
+                    categorical=FLIGHTS.categorical,
+                    path=path,
+                )
             progress.advance(task)
 
 
