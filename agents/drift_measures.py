@@ -12,8 +12,9 @@ point metric first; its bootstrap interval only when the point drop could be sig
 baseline, a drop of at least ``max_metric_drop`` that the baseline's own interval does not
 cover); the estimate without labels (CBPE/DLE) only when the metric could not be measured; the
 quick retrain only under ``retrain: auto`` (where it always can matter: staleness alone
-retrains). Each skip is named with its reason in the slice's ``skipped``; the domain classifier
-never reaches the bounds and informs the analyst and the reader. Above ``drift.sample_rows``
+retrains); the domain classifier, which never reaches the bounds, only when an LLM chooses
+within them (the builtin backend takes the policy's choice). Each skip is named with its
+reason in the performance slice's ``skipped``. Above ``drift.sample_rows``
 rows the metric, its bootstrap and the quick retrain use stratified samples, named in
 ``sampled``; the domain classifier states its AUC's standard error at the rows it used."""
 
@@ -50,8 +51,9 @@ def domain_check(
     numeric: list[str],
     categorical: list[str],
 ) -> DomainCheck | None:
-    """The domain classifier, unless a side is too small for an honest out-of-fold AUC."""
-    if min(reference.height, frame.height) < MIN_DOMAIN_ROWS:
+    """The domain classifier, unless a side is too small for an honest out-of-fold AUC, or
+    nothing could read it to decide (``domain_skip``: then ``performance`` names the skip)."""
+    if min(reference.height, frame.height) < MIN_DOMAIN_ROWS or domain_skip(ctx):
         return None
     return ctx.call(
         run_id,
@@ -70,6 +72,13 @@ def domain_check(
     )
 
 
+def domain_skip(ctx: RunContext) -> str | None:
+    """Why the domain classifier cannot change the decision (None: it can). Its AUC never
+    reaches the policy's bounds; it reaches the action only through an LLM choosing within
+    them, so with the builtin backend (the policy's own choice) it is skipped."""
+    return ctx.policy.skip_domain_classifier(llm_chooses=not ctx.backend.is_builtin)
+
+
 def performance(
     ctx: RunContext,
     run_id: str,
@@ -86,8 +95,9 @@ def performance(
 
     Only what can change the drift policy's bounds is measured (``driftpilot.core.policy``'s
     docstring): the estimate when the metric is measured, the bootstrap interval when the
-    drop cannot be significant, and the quick retrain outside ``retrain: auto`` are skipped,
-    and ``skipped`` names each with its reason. Above ``drift.sample_rows`` labelled rows the
+    drop cannot be significant, the quick retrain outside ``retrain: auto``, and the domain
+    classifier (``domain_check``) with the builtin backend are skipped, and ``skipped`` names
+    each with its reason. Above ``drift.sample_rows`` labelled rows the
     metric is measured on a stratified sample, which ``sampled`` states (rows used, of how
     many)."""
     if champ is None:
@@ -112,13 +122,19 @@ def performance(
         if reason:
             skipped["estimate"] = reason
         else:
-            out.update(_safe_estimate(ctx, run_id, champ, model, frame, row.holdout_path, sampled))
+            found = _safe_estimate(ctx, run_id, champ, model, frame, row.holdout_path, sampled)
+            # Beside a measured score the estimate is a record of how far estimates can be
+            # trusted; the drop the policy reads stays the measured one.
+            out.update({k: v for k, v in found.items() if not (measured and "metric_drop" in k)})
     if measured:
         reason = ctx.policy.skip_quick_retrain()
         if reason:
             skipped["quick_retrain"] = reason
         else:
             out.update(_fresh_gain(ctx, run_id, model, labelled, scorer, current_path, sampled))
+    domain = domain_skip(ctx)
+    if domain:
+        skipped["domain_classifier"] = domain
     if skipped:
         out["skipped"] = skipped
     if sampled:

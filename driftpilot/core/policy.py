@@ -26,8 +26,10 @@ measures the estimate and the interval whatever they can change):
   always runs: staleness alone can retrain (a severe
   quick-retrain gain retrains at once), and a quick retrain that surely wins nothing holds a
   significant drop back, so every outcome stays possible until it is measured;
-- the domain classifier never reaches the bounds: it informs the analyst (who chooses within
-  them) and the reader, and it fits on a capped sample with its AUC's standard error stated.
+- the domain classifier never reaches the bounds: it informs an LLM analyst choosing within
+  them (and the reader), so it runs only when an LLM chooses (``skip_domain_classifier``;
+  with the builtin backend the action is the policy's own). It fits on at most 5,000 rows a
+  side and states its AUC's standard error at that size.
 
 Models fitted on a batch, and the batch metric's bootstrap, use a stratified sample of at most
 ``drift.sample_rows`` rows (classes, or the target's deciles for a regression); the evidence
@@ -569,6 +571,14 @@ class Policy(_Strict):
         measured."""
         if self.drift.retrain != "auto":
             return f"retrain: {self.drift.retrain} decides the action without a retrain's gain"
+        return None
+
+    def skip_domain_classifier(self, llm_chooses: bool) -> str | None:
+        """Why the domain classifier cannot change the drift decision (None: it can). Its AUC
+        never reaches ``drift_bounds``; an LLM choosing within the bounds is shown it, so it
+        can sway that choice, but the builtin backend takes the policy's own choice."""
+        if not llm_chooses and self.drift.measure == "needed":
+            return "the builtin backend takes the policy's choice, which never reads the AUC"
         return None
 
     def evaluator_allowed(self, ci_low: float) -> list[Literal["promote", "reject"]]:

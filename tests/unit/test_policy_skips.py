@@ -274,3 +274,11 @@ def test_the_quick_retrain_is_weighed_only_under_auto() -> None:
     for mode in ("always", "never"):
         reason = Policy(drift=DriftRules(retrain=mode)).skip_quick_retrain()
         assert reason is not None and mode in reason
+
+
+def test_the_domain_classifier_runs_only_when_an_llm_chooses() -> None:
+    # Its AUC never reaches drift_bounds: only an LLM choosing within them is swayed by it.
+    assert Policy().skip_domain_classifier(llm_chooses=True) is None
+    assert "builtin" in (Policy().skip_domain_classifier(llm_chooses=False) or "")
+    measure_all = Policy(drift=DriftRules(measure="all"))
+    assert measure_all.skip_domain_classifier(llm_chooses=False) is None
