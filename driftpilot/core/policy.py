@@ -6,34 +6,34 @@ Agents (LLMs) choose inside the bounds; the policy's own choice is the determini
 What the drift policy reads, and so which measurements are worth making (issue 23). The bounds
 of ``Policy.drift_bounds`` read only ``DriftEvidence``: the weighted share, whether the batch is
 labelled (its metric measured), the drop and its lower bound, whether that drop is estimated,
-the quick retrain's gain with its bounds, and the history. The drift analyst skips a
-measurement whose answer cannot change any field of the bounds (allowed actions, default,
-severity, the flags the history counts, the expected gain and the signals), and says so in the
-run's evidence (``performance.skipped``, each with its reason). The rules, each checked over a
-grid of every task and policy mode in tests/unit/test_policy_skips.py (``drift.measure: all``
-measures the estimate and the interval whatever they can change):
+the quick retrain's gain with its bounds, and the history. Under ``drift.measure: needed`` (the
+default) the drift analyst skips a measurement whose answer cannot change the bounds (allowed
+actions, default, severity, the flags the history counts, the expected gain, the signals), and
+says so in the run's evidence (``performance.skipped``, each with its reason). The rules,
+checked over a grid of every task and retrain mode (tests/unit/test_policy_skips.py) and on
+real batches (tests/integration/test_measure_skips.py); ``measure: all`` measures everything:
 
 - the estimate without labels (CBPE, DLE) is skipped when the champion's metric was measured on
   the batch's labels: the measured drop is the one the policy reads (``skip_estimate``);
 - the bootstrap interval of the batch's metric is skipped when the drop cannot be significant
   whatever it says: no baseline (no drop), a point drop under ``max_metric_drop``, or a point
   drop that the baseline's own interval covers, since the drop's lower bound subtracts at least
-  the baseline's half-width (``skip_interval``). The drop's lower bound is read only through
-  that significance (and, when significant, as the sure gain), so the bounds are unchanged;
-- the quick retrain is skipped unless ``drift.retrain`` is ``auto`` (``skip_quick_retrain``):
-  ``always`` and ``never`` fix the action without it (its gain would only raise the severity
-  and the stale flag, and it was never measured there). Under ``auto`` on a labelled batch it
-  always runs: staleness alone can retrain (a severe
-  quick-retrain gain retrains at once), and a quick retrain that surely wins nothing holds a
-  significant drop back, so every outcome stays possible until it is measured;
+  the baseline's half-width (``skip_interval``). The lower bound is read only through that
+  significance (and, once significant, as the gain a retrain is sure of);
+- the quick retrain runs only under ``retrain: auto`` (``skip_quick_retrain``; it never ran
+  elsewhere): ``always`` and ``never`` fix the allowed actions without it (its gain could only
+  raise the severity and set the stale flag). Under ``auto`` on a labelled batch it always
+  runs: staleness alone retrains (a severe gain at once), and a quick retrain that surely wins
+  nothing holds a significant drop back, so every outcome stays possible until it is measured;
 - the domain classifier never reaches the bounds: it informs an LLM analyst choosing within
-  them (and the reader), so it runs only when an LLM chooses (``skip_domain_classifier``;
-  with the builtin backend the action is the policy's own). It fits on at most 5,000 rows a
-  side and states its AUC's standard error at that size.
+  them (and the reader), so it runs only when an LLM chooses (``skip_domain_classifier``; with
+  the builtin backend the action is the policy's own). It fits on at most 5,000 rows a side
+  and states its AUC's standard error at that size.
 
-Models fitted on a batch, and the batch metric's bootstrap, use a stratified sample of at most
-``drift.sample_rows`` rows (classes, or the target's deciles for a regression); the evidence
-states the rows used and the error bound that comes with them.
+Above ``drift.sample_rows`` labelled rows, the batch's metric with its bootstrap and the quick
+retrain's window and holdout are stratified samples (by class; a regression by the target's
+deciles); the evidence states the rows used (``performance.sampled``), and the intervals,
+computed on the sample, include its error.
 """
 
 from __future__ import annotations
