@@ -52,6 +52,8 @@ def _the_story_is_told(result: dict[str, Any], console: Console, batches: list[s
         r["drift_share"] is not None and r["champion_score"] is not None for r in result["rows"]
     )
     assert result["verify"].ok
+    # The runs' reports were rendered after the decisions, before the audit was verified.
+    assert {plane.report_status(r["run_id"]).status for r in result["rows"]} == {"ready"}
     text = console.export_text()
     assert "audit verified" in text and "mlflow ui" in text
     assert "Approved by dana" in text  # at least the second act's promotion
