@@ -13,7 +13,7 @@ ONE monitor run of the file is timed: wall and CPU seconds, the peak RSS of the 
 (``VmHWM``, and the process's ``ru_maxrss``), the outcome and the seconds of each audited tool.
 Target: 10M rows x 20 columns in <= 60 s with peak RSS <= 4 GB on 2 cores.
 
-    python -m evals.bench_big [--rows 1000000 3000000 10000000] [--path-intake|--frame-intake]
+    python -m evals.bench_big [--rows 1000000 3000000 10000000] [--intake path|frame]
 """
 
 from __future__ import annotations
