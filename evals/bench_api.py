@@ -17,15 +17,19 @@ measures:
 - the first server-sent event of ``GET /runs/{id}/stream``.
 
 It prints a table and writes ``evals/results/bench_api.json`` with the machine it ran on.
-Targets (issue 7): audit query p99 <= 50 ms, run creation p99 <= 100 ms.
+Targets (issues 7 and 23): every audit query shape p99 <= 50 ms at 200 requests/s, run
+creation p99 <= 100 ms; each is printed as met or missed. ``--before`` puts an earlier
+results file (the same benchmark on an older commit) beside this one's numbers.
 
     python -m evals.bench_api [--rate 200] [--seconds 10] [--runs 50] [--streams 50]
+                              [--before evals/results/bench_api.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import math
 import os
 import random
@@ -337,6 +341,8 @@ def audit_shapes(run_ids: list[str]) -> dict[str, Callable[[int], str]]:
         "by_run": lambda i: f"/audit?run_id={picks[i % len(picks)]}&limit=100",
         "first_page": lambda i: "/audit?limit=50",
         "by_table_agent": lambda i: "/audit?table=decisions&agent=evaluator&limit=50",
+        "by_agent": lambda i: "/audit?agent=cicd&limit=50",
+        "by_model": lambda i: "/audit?model=flights&limit=50",
     }
 
 
@@ -407,7 +413,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--runs", type=int, default=50, help="runs created")
     parser.add_argument("--streams", type=int, default=50, help="streams opened")
     parser.add_argument("--out", type=Path, default=RESULTS / "bench_api.json")
+    parser.add_argument(
+        "--before", type=Path, default=None, help="an earlier results file to compare with"
+    )
     args = parser.parse_args(argv)
+    before = json.loads(args.before.read_text()) if args.before is not None else None
     console = Console()
     load_before = os.getloadavg()
 
@@ -467,11 +477,63 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         | {"commit": git_commit(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    if before is not None:
+        results["before"] = compared(before)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, results)
     print_table(console, results)
+    print_targets(console, results)
     console.print(f"wrote {args.out}")
     return results
+
+
+def compared(before: dict[str, Any]) -> dict[str, Any]:
+    """The p50/p99 and server CPU of an earlier results file, with its commit and load."""
+    keep = ("p50_ms", "p99_ms", "server_cpu_ms_per_request")
+    return {
+        "commit": before["machine"]["commit"],
+        "at": before.get("at"),
+        "loadavg_before": before["machine"].get("loadavg_before"),
+        "audit_query": {
+            name: {k: r[k] for k in keep if k in r} for name, r in before["audit_query"].items()
+        },
+        "run_create": {k: before["run_create"][k] for k in keep if k in before["run_create"]},
+    }
+
+
+def print_targets(console: Console, results: dict[str, Any]) -> None:
+    """Each target, met or missed, with the earlier p99 when there is one, and the machine's
+    load (other work on it delays the server as much as its own)."""
+    earlier = results.get("before", {})
+    checks: list[tuple[str, float, float, tuple[str, ...]]] = [
+        (
+            f"GET /audit {name} p99",
+            r["p99_ms"],
+            TARGETS_MS["audit_query_p99"],
+            ("audit_query", name),
+        )
+        for name, r in results["audit_query"].items()
+    ]
+    checks.append(
+        (
+            "POST /runs p99",
+            results["run_create"]["p99_ms"],
+            TARGETS_MS["run_create_p99"],
+            ("run_create",),
+        )
+    )
+    for label, p99, target, where in checks:
+        was = earlier
+        for part in where:
+            was = was.get(part, {})
+        then = f" (before: {was['p99_ms']:g} ms)" if "p99_ms" in was else ""
+        verdict = "[green]met[/]" if p99 <= target else "[red]missed[/]"
+        console.print(f"{label} {p99:g} ms <= {target:g} ms: {verdict}{then}")
+    machine_facts = results["machine"]
+    console.print(
+        f"load average before/after: {machine_facts['loadavg_before'][0]:.2f}/"
+        f"{machine_facts['loadavg_after'][0]:.2f} on {machine_facts['cores']} cores"
+    )
 
 
 def print_table(console: Console, results: dict[str, Any]) -> None:
