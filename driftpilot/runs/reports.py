@@ -80,6 +80,7 @@ class Reports:
         self._queued: set[str] = set()
         self._lock = threading.Lock()
         self._worker: threading.Thread | None = None
+        self._digests: dict[tuple[str, int, int], str] = {}
 
     # -- status (no rendering) ------------------------------------------------------------------
 
@@ -125,11 +126,10 @@ class Reports:
         """Under the report's lock: the sha256 of its HTML (None: nothing testable), rendering
         it if it is missing, and whether this call rendered it; the run's audit record is
         appended once."""
-        audited = self._audited(run.id)
         if path.is_file():
             os.utime(path)  # in use again: the retention counts it as new
-            sha256 = audited or _html_sha256(path)
-            if audited is None:
+            sha256 = self._digest(path)
+            if self._audited(run.id, path) != sha256:  # this file is not audited for this run
                 self._record(run.id, src, lambda: sha256, path, cached=True)
             return sha256, False
         digest = self._record(run.id, src, lambda: self._render(run.model, src, path), path)
@@ -179,20 +179,33 @@ class Reports:
             self.sign()
         return sha256
 
-    def _audited(self, run_id: str) -> str | None:
-        """The sha256 an earlier record of this run's report holds (None: not audited yet)."""
+    def _audited(self, run_id: str, path: Path) -> str | None:
+        """The sha256 the newest record of this run's report at ``path`` holds (None: none)."""
         rows = self.store.list_rows(
             ToolCall,
             ToolCall.run_id == run_id,
             ToolCall.tool == TOOL,
             ToolCall.ok.is_(True),
-            order=ToolCall.id,
+            order=ToolCall.id.desc(),
         )
         for row in rows:
-            digest = json.loads(row.result).get("sha256")
-            if digest:
-                return str(digest)
+            result = json.loads(row.result)
+            if result.get("path") == str(path) and result.get("sha256"):
+                return str(result["sha256"])
         return None
+
+    def _digest(self, path: Path) -> str:
+        """The sha256 of a report's HTML, remembered per file (a render replaces the file by a
+        rename: a new inode), so a cache hit does not decompress the report to hash it."""
+        stat = path.stat()
+        key = (str(path), stat.st_ino, stat.st_size)
+        with self._lock:
+            known = self._digests.get(key)
+        if known is None:
+            known = _html_sha256(path)
+            with self._lock:
+                self._digests[key] = known
+        return known
 
     def _prune(self, model: str) -> None:
         """The report retention, now that the folder holds one more report."""

@@ -134,6 +134,17 @@ def test_a_report_is_rendered_once_cached_and_audited_once_per_run(
     assert plane.store.verify().ok
     assert [p.name for p in path.parent.glob("*.html.gz")] == [path.name]
 
+    # Removed (as the retention does): pending again, rendered again, the new file audited.
+    path.unlink()
+    assert plane.get_run(first).report_status == "pending"
+    rendered = plane.run_report(first)
+    assert rendered.sha256 == hashlib.sha256(gzip.decompress(path.read_bytes())).hexdigest()
+    assert plane.run_report(first).sha256 == rendered.sha256  # a hit gives the file's own hash
+    assert [r["sha256"] for r in records(plane, first)] == [view.sha256, rendered.sha256]
+    assert plane.run_report(second).sha256 == rendered.sha256  # the other run: its new record
+    assert [r["sha256"] for r in records(plane, second)] == [view.sha256, rendered.sha256]
+    assert plane.store.verify().ok
+
 
 def test_concurrent_callers_render_once(plane: ControlPlane, inputs: dict[str, Any]) -> None:
     runs = [add_run(plane, f"run-{i}", inputs) for i in range(4)]
