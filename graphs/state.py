@@ -71,7 +71,9 @@ class DriftSlice(TypedDict, total=False):
     drifted_columns: Annotated[list[str], _d("Columns that shifted materially.")]
     skipped_columns: Annotated[dict[str, str], _d("Columns not tested, with the reason.")]
     domain_auc: Annotated[float | None, _d("The domain classifier's AUC.")]
-    report: Annotated[str | None, _d("The Evidently report (gzip HTML).")]
+    report: Annotated[
+        str | None, _d("The Evidently report (gzip HTML); None: rendered after the run.")
+    ]
     champion_version: Annotated[int | None, _d("The champion measured.")]
     metric: Annotated[str, _d("The model's metric every score is in (roc_auc, rmse, ...).")]
     higher_is_better: Annotated[bool, _d("The metric's direction (False: rmse, log_loss, mae).")]
@@ -97,6 +99,13 @@ class DriftSlice(TypedDict, total=False):
     ]
     fresh_gain_low: Annotated[float, _d("Its interval's lower bound.")]
     fresh_gain_high: Annotated[float, _d("Its interval's upper bound.")]
+    skipped: Annotated[
+        dict[str, str],
+        _d("Measurements not made because they could not change the bounds, with the reason."),
+    ]
+    sampled: Annotated[
+        dict[str, Any], _d("Measurements made on a stratified sample: its size and why.")
+    ]
 
 
 class OptimizerSlice(TypedDict, total=False):

@@ -75,7 +75,8 @@ def plane(
     adopting does not read it, and a run after an adoption measures the owner's model without
     a retrain's fits."""
     policy = tmp_path / "policy.yaml"
-    policy.write_text(yaml.safe_dump({"drift": {"retrain": "never"}}))
+    # measure: all: the estimate beside the measured score (asserted below), not skipped
+    policy.write_text(yaml.safe_dump({"drift": {"retrain": "never", "measure": "all"}}))
     monkeypatch.setenv("DRIFTPILOT_POLICY_PATH", str(policy))
     monkeypatch.setenv("DRIFTPILOT_MLFLOW_TRACKING_URI", driftpilot_mlflow)
     get_settings.cache_clear()

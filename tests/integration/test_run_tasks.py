@@ -34,8 +34,11 @@ from tools.datasets import FLIGHTS_DELAY, FLIGHTS_DELAY_CLASS
 
 pytestmark = pytest.mark.integration
 
+# The shipped policy but measuring everything: the estimate beside the measured score and the
+# score's interval, which drift.measure: needed skips when they cannot change the decision.
+MEASURE_ALL = {"drift": {"measure": "all"}}
 PERMISSIVE = {
-    "drift": {"retrain": "always"},
+    "drift": {"retrain": "always", "measure": "all"},
     "optimizer": {"default_trials": 3},
     "retraining": {"default_window": 2},  # January's labelled rows too (2013-01-b's)
     "risk": {"min_gain_to_halfwidth": 0.0, "max_divergence": 1.0},
@@ -107,7 +110,7 @@ def test_a_model_of_each_task_is_measured_kept_then_retrained_and_promoted_in_it
     spec, name, method = CASES[task]
     info = METRICS[name]
     trained_home(spec.name)
-    cp = plane(tmp_path, {}, monkeypatch)
+    cp = plane(tmp_path, MEASURE_ALL, monkeypatch)
     added = cp.model_view(spec.name)
     assert (added.task, added.metric, added.higher_is_better) == (
         task,
