@@ -228,7 +228,8 @@ class _StateNotRead:
 
 
 def _reads(*, with_state: bool) -> Reads:
-    """The plane's read models (``driftpilot.runs.reads.Reads``) on the audit store alone.
+    """The plane's read models (``driftpilot.runs.reads.Reads``) on the audit store alone:
+    the plane's run views (their reports' status included).
 
     The read-only commands use them instead of the plane, whose imports (agents, tools,
     LangGraph, NumPy, Polars) take seconds before anything is printed. ``with_state``: a run
@@ -240,9 +241,10 @@ def _reads(*, with_state: bool) -> Reads:
     from driftpilot.runs.reads import Reads
     from driftpilot.store import AuditStore
 
+    settings = get_settings()
     not_read = _StateNotRead()
     graph = functools.cache(lambda: _plane().graph) if with_state else lambda: not_read
-    return Reads(AuditStore(get_settings().db_url), graph)
+    return Reads(AuditStore(settings.db_url), graph, settings)  # with report statuses
 
 
 def _trust() -> Trust:
