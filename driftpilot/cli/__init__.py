@@ -86,6 +86,7 @@ for name, command in (
     ("approvals", approvals.approvals),
     ("recover", runs.recover),
     ("rollback", runs.rollback),
+    ("report", runs.report),
     ("serve", serve.serve),
     ("worker", serve.worker),
     ("ui", serve.ui),

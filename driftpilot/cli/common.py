@@ -297,13 +297,15 @@ def _dataset_batch(from_dataset: str | None) -> tuple[DatasetSpec, str]:
 
 
 def _batch_from(batch: Path | None, from_dataset: str | None) -> tuple[Any, str]:
-    """A batch frame and its id, from a file or from a built-in dataset ('flights:2013-03')."""
+    """A batch and its id: a file's path (checked, not read: the run streams it in, so a batch
+    bigger than memory goes through), or a built-in dataset's frame ('flights:2013-03')."""
     from driftpilot.core.settings import get_settings
     from driftpilot.sources import resolver
     from tools.data import load_table
 
     if batch is not None:
-        return load_table(batch), batch.stem
+        load_table(batch, lazy=True)  # a missing file or an unknown type fails here, clearly
+        return batch, batch.stem
     spec, batch_id = _dataset_batch(from_dataset)
     name = spec.name
     batches = resolver.frames(name, get_settings())  # read once per process

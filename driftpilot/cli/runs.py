@@ -18,6 +18,7 @@ from driftpilot.cli.common import (
     _print_json,
     _print_run,
     _reads,
+    _run_prefix,
     console,
 )
 from driftpilot.core.vocabulary import outcome_label, status_label, trigger_label
@@ -127,7 +128,7 @@ def report(
     from driftpilot.core.errors import NotFound
 
     plane = _plane()
-    full = plane.resolve_run_id(run_id)
+    full = plane.resolve_run_id(_run_prefix(run_id))
     with console.status(f"Evidently report of run {full[:12]}..."):
         view = plane.run_report(full)
     if view.status != "ready" or view.path is None:

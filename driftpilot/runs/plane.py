@@ -44,7 +44,7 @@ from driftpilot.runs.events import QUARANTINE_STREAK, Events
 from driftpilot.runs.keys import ApiKeys
 from driftpilot.runs.labels import Labelling, LabelsView
 from driftpilot.runs.leases import LeaseKeeper, holder
-from driftpilot.runs.lifecycle import Lifecycle
+from driftpilot.runs.lifecycle import Batch, Lifecycle
 from driftpilot.runs.models import Models, bootstrap_id
 from driftpilot.runs.reads import METADATA_STEP, STRATEGY_STEP, Reads
 from driftpilot.runs.recovery import Recoveries
@@ -195,7 +195,7 @@ class ControlPlane:
     def start_run(
         self,
         model: str,
-        batch: pl.DataFrame,
+        batch: Batch,
         batch_id: str,
         *,
         trigger: str = "cli",
@@ -211,7 +211,7 @@ class ControlPlane:
     def submit_run(
         self,
         model: str,
-        batch: pl.DataFrame,
+        batch: Batch,
         batch_id: str,
         *,
         trigger: str = "api",

@@ -56,6 +56,8 @@ CASES = [
     ("audit", "audit --run ''", 2, "give a run id or a unique prefix"),
     ("approve", "approve ' ' --as bob", 2, "give a run id or a unique prefix"),
     ("replay", "replay ''", 2, "give a run id or a unique prefix"),
+    ("report", "report abc123", 1, "no run match 'abc123'"),
+    ("report", "report ''", 2, "give a run id or a unique prefix"),
     ("audit", "audit --run abc123 --json", 1, "no run match 'abc123'"),
     ("audit", "audit --run abc123 --export jsonl", 1, "no run match 'abc123'"),
     ("rollback", "rollback nope --as bob --reason why", 1, "no model 'nope'"),

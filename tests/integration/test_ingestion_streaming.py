@@ -57,7 +57,7 @@ def test_a_bad_batch_file_is_quarantined_with_its_reason_as_it_came(
     )
     given = tmp_path / "storm.parquet"
     storm.write_parquet(given)
-    view = cp.start_run("flights", given, "storm")  # type: ignore[arg-type]
+    view = cp.start_run("flights", given, "storm")
     assert view.outcome == "quarantined"
     [record] = cp.store.list_rows(BatchRecord, BatchRecord.status == "quarantined")
     assert "temp" in record.reason and "null" in record.reason
@@ -76,7 +76,7 @@ def test_a_batch_file_is_judged_and_filed_as_the_same_rows_in_memory(
     batch = months["2013-03"].sample(n=5000, seed=6).sort(FLIGHTS.time_col)
     given = tmp_path / "march.parquet"
     batch.write_parquet(given, row_group_size=1000)
-    from_file = cp.start_run("flights", given, "march")  # type: ignore[arg-type]
+    from_file = cp.start_run("flights", given, "march")
     assert from_file.status == "completed" and from_file.outcome != "quarantined"
     [record] = cp.store.list_rows(BatchRecord, BatchRecord.run_id == from_file.run_id)
     assert record.status == "accepted" and record.n_rows == batch.height
@@ -109,7 +109,7 @@ def test_an_unlabelled_csv_file_is_conformed_and_filed_by_the_sink(
     batch = months["2013-04"].sample(n=3000, seed=8).sort(FLIGHTS.time_col)
     given = tmp_path / "april.csv"
     batch.drop(FLIGHTS.target).write_csv(given)  # times with offsets, labels to come
-    view = cp.start_run("flights", given, "april")  # type: ignore[arg-type]
+    view = cp.start_run("flights", given, "april")
     assert view.status == "completed" and view.outcome != "quarantined"
     ingestion = view.summary["ingestion"]
     assert any(FLIGHTS.time_col in c for c in ingestion["conversions"])
