@@ -30,6 +30,10 @@ from tools.datasets import FLIGHTS, FLIGHTS_DELAY, FLIGHTS_DELAY_CLASS, DatasetS
 
 __all__ = ["pg_url", "postgres"]  # fixtures for every test (tests/pg.py documents them)
 TEST_DB = "DRIFTPILOT_TEST_DB"
+# Reports are rendered when a test asks for one (test_reports_http covers after_run): a
+# background Evidently render after every run of a module costs seconds of CPU each.
+REPORTS_ON_REQUEST = {"DRIFTPILOT_REPORT_RENDER": "on_request"}
+os.environ.update(REPORTS_ON_REQUEST)  # subprocesses (CLI, workers) inherit it
 DB_VARS = ("DRIFTPILOT_DB_URL", "DRIFTPILOT_OPTUNA_STORAGE")
 
 

@@ -153,6 +153,12 @@ class Settings(BaseSettings):
         description="Evidently reports kept per model after a run ends: the newest N, plus "
         "every report of a run that moved the champion or waits for an approval (0: all).",
     )
+    report_render: Literal["after_run", "on_request"] = Field(
+        "after_run",
+        description="When a run's Evidently report is rendered: after_run (the executor's or "
+        "the worker's background thread, once the run's result is written) or on_request (the "
+        "first GET /runs/{id}/report, `driftpilot report`, the chat). Decisions never wait.",
+    )
     batches_dir: Path | None = Field(None, description="Persisted Parquet batches.")
     cache_dir: Path | None = Field(None, description="Downloaded datasets and fitted synthesizers.")
     llm: str = Field("builtin", description="Chat model spec: builtin | openai:<m> | ollama:<m>.")

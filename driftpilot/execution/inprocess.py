@@ -151,9 +151,9 @@ class RunExecutor:
         def task() -> RunView | None:
             try:
                 view = call(key)
-                if isinstance(view, RunView) and view.report_status == "pending":
+                if isinstance(view, RunView):
                     # After the run's result is written: the report never delays it.
-                    self.plane.render_report_later(view.run_id)
+                    self.plane.report_after_run(view)
                 return view
             except Exception:
                 log.exception("%s of run %s failed", what, key)

@@ -211,8 +211,7 @@ class Queue:
         """Queue the run's report for this worker's background thread: the job (and the
         model's lock) ends with the run, not with Evidently's render (a worker stopped
         meanwhile leaves it to the first request)."""
-        if view.report_status == "pending":
-            self.plane.render_report_later(view.run_id)
+        self.plane.report_after_run(view)
         return view
 
     @staticmethod

@@ -398,6 +398,12 @@ class ControlPlane:
         """Render the run's report in this process's background thread (returns at once)."""
         self.reports.render_later(run_id)
 
+    def report_after_run(self, view: RunView) -> None:
+        """A run's result is written: queue its pending report for the background thread,
+        unless reports are rendered on request only (``settings.report_render``)."""
+        if view.report_status == "pending" and self.settings.report_render == "after_run":
+            self.reports.render_later(view.run_id)
+
     # -- trust (runs.trust) -----------------------------------------------------------------------
 
     def verify(self) -> VerifyResult:

@@ -29,7 +29,7 @@ import yaml
 
 from driftpilot.core.settings import Settings
 from driftpilot.runs.plane import ControlPlane
-from tests.conftest import add_flights, db_env, wait_serving
+from tests.conftest import REPORTS_ON_REQUEST, add_flights, db_env, wait_serving
 from tests.integration.test_control_graph import FORCE_RETRAIN, HIGH_RISK, merge
 from tools.datasets import FLIGHTS_CACHE
 
@@ -46,6 +46,7 @@ LIMITS = {
     "DRIFTPILOT_API_MAX_LINE_BYTES": "65536",
     "DRIFTPILOT_API_SSE_PING_S": "1",
     "DRIFTPILOT_API_SSE_POLL_S": "0.2",
+    **REPORTS_ON_REQUEST,
 }
 
 
