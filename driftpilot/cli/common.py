@@ -11,7 +11,6 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -219,14 +218,6 @@ def _plane() -> Any:
     return ControlPlane()
 
 
-class _StateNotRead:
-    """Stands in for the control graph where a waiting run's checkpointed state is not shown:
-    its ``get_state`` gives no values, so the run's view has an empty summary."""
-
-    def get_state(self, config: Any) -> Any:
-        return SimpleNamespace(values={})
-
-
 def _reads(*, with_state: bool) -> Reads:
     """The plane's read models (``driftpilot.runs.reads.Reads``) on the audit store alone:
     the plane's run views (their reports' status included).
@@ -242,8 +233,7 @@ def _reads(*, with_state: bool) -> Reads:
     from driftpilot.store import AuditStore
 
     settings = get_settings()
-    not_read = _StateNotRead()
-    graph = functools.cache(lambda: _plane().graph) if with_state else lambda: not_read
+    graph = functools.cache(lambda: _plane().graph) if with_state else None
     return Reads(AuditStore(settings.db_url), graph, settings)  # with report statuses
 
 

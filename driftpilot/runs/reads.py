@@ -30,11 +30,16 @@ STRATEGY_STEP = "multitask_strategy"  # the step-effect row: {"multitask_strateg
 
 class Reads:
     """What the plane answers without changing anything. ``graph`` gives the compiled control
-    graph: a run waiting for approval reports the state it checkpointed. With ``settings``,
-    run views say where their report stands (``driftpilot.runs.reports``)."""
+    graph: a run waiting for approval reports the state it checkpointed (None: it is not read,
+    and such a run's summary is empty: the CLI's tables, which do not show it, skip LangGraph's
+    import). With ``settings``, run views say where their report stands
+    (``driftpilot.runs.reports``)."""
 
     def __init__(
-        self, store: AuditStore, graph: Callable[[], Any], settings: Settings | None = None
+        self,
+        store: AuditStore,
+        graph: Callable[[], Any] | None,
+        settings: Settings | None = None,
     ) -> None:
         self.store, self.graph, self.settings = store, graph, settings
 
@@ -80,7 +85,8 @@ class Reads:
         pending = json.loads(rows[0].payload) if len(rows) == 1 else None
         summary = json.loads(run.summary or "{}")
         summary.pop("input", None)  # kept for recovery, not a result
-        if run.status == "waiting_approval":  # not reported yet: read the checkpointed state
+        if run.status == "waiting_approval" and self.graph is not None:
+            # not reported yet: read the checkpointed state
             values = self.graph().get_state({"configurable": {"thread_id": run.id}}).values
             summary = {k: values.get(k) for k in SLICES if k in values}
         return RunView(
