@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response, StreamingResponse
 
 from api import cursors
-from api.deps import Plane, Viewer
+from api.deps import Plane, ReadingViewer, Viewer, read_store
 from api.schemas import Page, Verify
 
 router = APIRouter(prefix="/audit", tags=["audit"])
@@ -28,9 +28,9 @@ def decode_cursor(cursor: str) -> tuple[str, int]:
 
 
 @router.get("", response_model=Page[dict[str, Any]])
-def query(
+async def query(
     cp: Plane,
-    _: Viewer,
+    _: ReadingViewer,
     run_id: Annotated[str | None, Query(max_length=80)] = None,
     model: Annotated[
         str | None,
@@ -49,15 +49,19 @@ def query(
     Every filter is answered by a keyset page over an index ending in the row id: a page
     costs its own rows, and a cursor stays put while rows are appended (no row twice, none
     skipped)."""
-    page, more = cp.audit_rows(
-        run_id=run_id,
-        model=model,
-        table=table,
-        agent=agent,
-        since=since,
-        until=until,
-        after=decode_cursor(cursor) if cursor is not None else None,
-        limit=limit,
+    after = decode_cursor(cursor) if cursor is not None else None
+    page, more = await read_store(
+        cp,
+        lambda: cp.audit_rows(
+            run_id=run_id,
+            model=model,
+            table=table,
+            agent=agent,
+            since=since,
+            until=until,
+            after=after,
+            limit=limit,
+        ),
     )
     body = Page[dict[str, Any]](
         items=page, next_cursor=encode_cursor(page[-1]) if more and page else None
