@@ -136,15 +136,13 @@ def report_node(state: ControlState, runtime: Runtime[RunContext]) -> dict[str, 
     # A process whose lease was taken over must not write the run's end: the new holder does.
     ctx.require_lease(state["model"], state["run_id"])
     ctx.store.update_run(state["run_id"], status="completed", outcome=outcome, summary=summary)
-    try:  # housekeeping: a run that ended stays ended whatever the disk says
-        prune_reports(ctx, state["model"])
-    except OSError as exc:
-        log.warning("report retention of %s skipped: %s", state["model"], exc)
+    # No report retention here: reports are written after runs (driftpilot.runs.reports), which
+    # applies it under the report folder's lock each time it writes one.
     return {"outcome": outcome, "events": [outcome]}
 
 
 def prune_reports(ctx: RunContext, model: str) -> list[Path]:
-    """Apply the report retention once a run of ``model`` ended: the newest
+    """Apply the report retention to ``model``'s reports (after a new one is written): the newest
     ``report_retention`` Evidently reports stay, and so does every report of a run that moved
     the champion (why it moved) or that waits for an approval (its approver reads it). The
     audit keeps each report's sha256, so a kept one can be checked and a pruned one named."""

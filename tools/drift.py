@@ -456,26 +456,25 @@ def require_columns(frame: Frame, columns: list[str], side: str) -> int:
 def _sampled(
     frame: Frame, columns: list[str], max_rows: int | None, seed: int, height: int
 ) -> Frame:
-    """The rows the tests see: all of them, or ``max_rows`` drawn with ``seed`` (the same
-    rows as ``render_report``'s; a LazyFrame is sampled by row index, column by column)."""
+    """The rows the tests see: all of them, or ``max_rows`` drawn with ``seed`` by row index,
+    the same rows whether the frame is in memory or a scan (and so the same rows as
+    ``render_report``'s: the decision and its report read one sample)."""
     if max_rows is None or height <= max_rows:
         return frame
-    if isinstance(frame, pl.DataFrame):
-        return frame.select(columns).sample(n=max_rows, seed=seed)
     rows = np.sort(np.random.default_rng(seed).choice(height, size=max_rows, replace=False))
-    return (
-        frame.select(columns)
+    picked = (
+        frame.lazy()
+        .select(columns)
         .with_row_index("_row")
         .filter(pl.col("_row").is_in(pl.Series(rows, dtype=pl.UInt32)))
         .drop("_row")
     )
+    return picked.collect() if isinstance(frame, pl.DataFrame) else picked
 
 
 def _to_pandas(frame: Frame, columns: list[str], max_rows: int | None, seed: int) -> Any:
     picked = frame.lazy().select(columns).collect()
-    if max_rows is not None and picked.height > max_rows:
-        picked = picked.sample(n=max_rows, seed=seed)
-    return picked.to_pandas()
+    return _sampled(picked, columns, max_rows, seed, picked.height).lazy().collect().to_pandas()
 
 
 def _report_html(

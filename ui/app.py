@@ -320,6 +320,11 @@ async def post_report(chat: Chat, view: RunView) -> None:
     except DriftPilotError as exc:
         await cl.Message(content=f"No Evidently report for this run: {markup.text(exc)}").send()
         return
+    except Exception as exc:  # a task nobody awaits: unsaid, the person would wait forever
+        log.exception("posting the report of run %s failed", view.run_id)
+        text = f"The Evidently report could not be shown: {type(exc).__name__}"
+        await cl.Message(content=f"{text}; `driftpilot report {view.run_id}` renders it.").send()
+        return
     if reply is not None:
         await send(chat, reply)
 

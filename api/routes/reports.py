@@ -15,7 +15,6 @@ from fastapi.responses import Response
 
 from api.deps import Plane, Viewer
 from api.problems import Problem
-from tools.drift import report_html
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
@@ -31,8 +30,8 @@ router = APIRouter(prefix="/runs", tags=["runs"])
 )
 def get_report(run_id: str, cp: Plane, _: Viewer) -> Response:
     """The run's Evidently data-drift report as HTML, rendered now if it is not yet."""
-    view = cp.run_report(run_id)
-    if view.status != "ready" or view.path is None:
+    view, html = cp.run_report_html(run_id)
+    if html is None:
         raise Problem(404, f"run {run_id} has no report: {view.reason}", slug="no-report")
     headers = {"X-Report-Sha256": view.sha256} if view.sha256 else None
-    return Response(report_html(view.path), media_type="text/html", headers=headers)
+    return Response(html, media_type="text/html", headers=headers)

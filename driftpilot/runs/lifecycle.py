@@ -56,7 +56,10 @@ def intake(batch: Batch, path: Path) -> None:
     scan = load_table(batch, lazy=True)
     assert isinstance(scan, pl.LazyFrame)
     if not (batch.is_file() and batch.suffix.lower() == ".parquet"):
-        write_parquet_atomic(scan, path)
+        try:  # a CSV is parsed while it streams: a bad row deep in the file fails here
+            write_parquet_atomic(scan, path)
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            raise FormatError(f"cannot read {batch}: {exc}") from exc
         return
     try:  # a file that is no Parquet fails here, not in the run
         scan.collect_schema()

@@ -390,6 +390,16 @@ class ControlPlane:
         """
         return self.reports.render(run_id)
 
+    def run_report_html(self, run_id: str) -> tuple[ReportView, bytes | None]:
+        """``run_report`` and the report's HTML (None: the run has none), read while no
+        retention can remove it.
+
+        Raises:
+            NotFound: no such run.
+            DataError: Evidently could not compare the batch with the reference.
+        """
+        return self.reports.html(run_id)
+
     def report_status(self, run_id: str) -> ReportView:
         """Where the run's report stands, without rendering it."""
         return self.reports.status(run_id)

@@ -15,7 +15,8 @@ or on the first request (the API, the chat, the CLI). Nothing the run returns wa
 - Audit: each run gets one appended tool-call record (``drift.render_report`` by the drift
   analyst) with the report's path and the sha256 of its HTML, the first time its report
   exists; the signed heads are refreshed after it. A failed render is audited as failed.
-- Retention: ``graphs.control.prune_reports`` runs after a new report is written.
+- Retention: ``graphs.control.prune_reports`` runs after a new report is written, under the
+  folder's lock (the only writer of reports: a reader holding the lock never loses its file).
 
 Statuses: ``ready`` (the file is there), ``pending`` (it can be rendered), ``none`` (no drift
 step, no testable column, or what it was rendered from is gone; ``reason`` says which). Runs
@@ -80,7 +81,7 @@ class Reports:
         self._queued: set[str] = set()
         self._lock = threading.Lock()
         self._worker: threading.Thread | None = None
-        self._digests: dict[tuple[str, int, int], str] = {}
+        self._digests: dict[tuple[str, int, int, int], str] = {}
 
     # -- status (no rendering) ------------------------------------------------------------------
 
@@ -103,24 +104,41 @@ class Reports:
             NotFound: no such run.
             DataError: Evidently could not compare the batch with the reference.
         """
+        return self._render_view(run_id, read=False)[0]
+
+    def html(self, run_id: str) -> tuple[ReportView, bytes | None]:
+        """``render`` and the report's HTML (None when there is no report), read under the
+        folder's lock: a retention in another process cannot remove it in between.
+
+        Raises:
+            NotFound: no such run.
+            DataError: Evidently could not compare the batch with the reference.
+        """
+        return self._render_view(run_id, read=True)
+
+    def _render_view(self, run_id: str, *, read: bool) -> tuple[ReportView, bytes | None]:
         run = self.store.get(Run, run_id)
         source = _source(self.store, run_id)
         view = _status(self.settings, run, source)
         if view.status == "none" or source is None or "report_source" not in source:
-            return view  # nothing to render (or a report recorded by the decision itself)
+            # nothing to render (or a report recorded by the decision itself, read as is)
+            html = _read(view.path) if read and view.path else None
+            return view, html
         path = _path(self.settings, run.model, source["report_source"])
-        with _exclusive(path):
+        with _exclusive(path.parent):
             missing = _inputs_gone(source["report_source"])
             if not path.is_file() and missing:
-                return view.model_copy(update={"status": "none", "reason": missing})
+                return view.model_copy(update={"status": "none", "reason": missing}), None
             sha256, rendered = self._ensure(run, source["report_source"], path)
+            if rendered:
+                self._prune(run.model)
+                _drop_partials(path.parent)
+            html = _read(str(path)) if read and sha256 is not None else None
         if sha256 is None:
-            return view.model_copy(
-                update={"status": "none", "path": None, "reason": "no column could be tested"}
-            )
-        if rendered:
-            self._prune(run.model)
-        return view.model_copy(update={"status": "ready", "path": str(path), "sha256": sha256})
+            none = {"status": "none", "path": None, "reason": "no column could be tested"}
+            return view.model_copy(update=none), None
+        ready = {"status": "ready", "path": str(path), "sha256": sha256}
+        return view.model_copy(update=ready), html
 
     def _ensure(self, run: Run, src: dict[str, Any], path: Path) -> tuple[str | None, bool]:
         """Under the report's lock: the sha256 of its HTML (None: nothing testable), rendering
@@ -133,6 +151,8 @@ class Reports:
                 self._record(run.id, src, lambda: sha256, path, cached=True)
             return sha256, False
         digest = self._record(run.id, src, lambda: self._render(run.model, src, path), path)
+        if digest is not None:
+            self._remember(path, digest)  # the file this call wrote, hashed as it was written
         return digest, digest is not None
 
     def _render(self, model: str, src: dict[str, Any], path: Path) -> str | None:
@@ -195,17 +215,21 @@ class Reports:
         return None
 
     def _digest(self, path: Path) -> str:
-        """The sha256 of a report's HTML, remembered per file (a render replaces the file by a
-        rename: a new inode), so a cache hit does not decompress the report to hash it."""
-        stat = path.stat()
-        key = (str(path), stat.st_ino, stat.st_size)
+        """The sha256 of a report's HTML, remembered per file version, so a cache hit does not
+        decompress the report to hash it. A file's version is its inode, size and change time:
+        a render replaces the file by a rename, and after the retention deleted a report the
+        new one can get the old inode back (even, rarely, the same size)."""
+        key = _version(path)
         with self._lock:
             known = self._digests.get(key)
         if known is None:
             known = _html_sha256(path)
-            with self._lock:
-                self._digests[key] = known
+            self._remember(path, known)
         return known
+
+    def _remember(self, path: Path, sha256: str) -> None:
+        with self._lock:
+            self._digests[_version(path)] = sha256
 
     def _prune(self, model: str) -> None:
         """The report retention, now that the folder holds one more report."""
@@ -294,6 +318,9 @@ def _status(settings: Settings, run: Run, evidence: dict[str, Any] | None) -> Re
     path = _path(settings, run.model, src)
     if path.is_file():
         return view.model_copy(update={"status": "ready", "path": str(path)})
+    gone = _inputs_gone(src)  # a few stats: pending only while it can still be rendered
+    if gone:
+        return view.model_copy(update={"reason": gone})
     return view.model_copy(update={"status": "pending"})
 
 
@@ -326,12 +353,31 @@ def _html_sha256(path: Path) -> str:
     return hashlib.sha256(report_html(path)).hexdigest()
 
 
+def _read(path: str) -> bytes:
+    from tools.drift import report_html
+
+    return report_html(path)
+
+
+def _version(path: Path) -> tuple[str, int, int, int]:
+    stat = path.stat()
+    return (str(path), stat.st_ino, stat.st_size, stat.st_ctime_ns)
+
+
+def _drop_partials(folder: Path) -> None:
+    """Remove what renders killed half-way left (``.<report>.partial``): under the folder's
+    lock no render of this folder is under way."""
+    for partial in folder.glob(".*.partial"):
+        partial.unlink(missing_ok=True)
+
+
 @contextmanager
-def _exclusive(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on a file beside ``path`` (threads and processes of one host;
-    released if the holder dies). The lock file stays: removing it would race a waiter."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(f".{path.name}.lock"), "a") as handle:
+def _exclusive(folder: Path) -> Iterator[None]:
+    """Hold the exclusive lock of a model's report folder (threads and processes of one host;
+    released if the holder dies): one render, retention or clean-up of the folder at a time.
+    One lock file per folder, which stays: removing it would race a waiter."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".reports.lock", "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

@@ -169,3 +169,16 @@ def test_nans_and_infinities_are_kept_out_of_the_value_counts(
     assert found[("non_finite", "visib")].value == 0.5
     assert found[("constant_column", "visib")].value == 2000.0
     assert ("out_of_range", "visib") not in found  # 5.0 is inside January's range
+
+
+def test_a_csv_that_breaks_past_its_schema_sample_is_a_format_error(tmp_path: Path) -> None:
+    from driftpilot.core.errors import FormatError
+    from driftpilot.runs.lifecycle import intake
+
+    given = tmp_path / "late.csv"
+    rows = "".join(f"{i},1\n" for i in range(10_001))  # past the 10,000 rows types are read from
+    given.write_text(f"a,b\n{rows}x,1\n")
+    target = tmp_path / "filed.parquet"
+    with pytest.raises(FormatError, match="cannot read"):
+        intake(given, target)
+    assert not target.exists() and not list(tmp_path.glob("*.tmp"))

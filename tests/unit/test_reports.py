@@ -173,6 +173,28 @@ def test_a_run_without_a_report_says_why(plane: ControlPlane, inputs: dict[str, 
     os.utime(inputs["reference"], ns=(stamp, stamp))
     view = plane.run_report(moved)
     assert view.status == "none" and "changed since the run" in view.reason
+    # ... and the run view says so too, rather than pending for ever
+    assert plane.get_run(moved).report_status == "none"
+
+
+def test_the_html_is_read_under_the_lock_and_a_killed_render_leaves_nothing(
+    plane: ControlPlane, inputs: dict[str, Any]
+) -> None:
+    folder = (plane.settings.reports_dir or Path()) / "m"
+    folder.mkdir(parents=True)
+    leftover = folder / ".drift-dead.html.gz.partial"  # a render killed half-way
+    leftover.write_bytes(b"half")
+    run_id = add_run(plane, "run-h", inputs)
+    view, html = plane.run_report_html(run_id)
+    assert view.status == "ready" and html is not None
+    assert hashlib.sha256(html).hexdigest() == view.sha256
+    assert not leftover.exists()
+    # one lock file for the folder, however many reports it holds
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [".reports.lock", Path(view.path or "").name]
+    )
+    none, nothing = plane.run_report_html(add_run(plane, "run-n", None))
+    assert none.status == "none" and nothing is None
 
 
 def test_a_report_rendered_in_the_background(plane: ControlPlane, inputs: dict[str, Any]) -> None:
