@@ -177,14 +177,13 @@ class Reads:
         """
         from driftpilot.runs.models import bootstrap_id
 
-        run_ids: set[str] | None = None
         if model is not None:
             self.store.get(ManagedModel, model)
-            run_ids = self.store.model_run_ids(model) | {bootstrap_id(model)}
-        if run_id is not None:
-            run_ids = {run_id} if run_ids is None else run_ids & {run_id}
+        # The model's runs are a subquery in SQL (a model with thousands of runs sends no list).
         return self.store.query_audit(
-            run_ids=run_ids,
+            run_ids={run_id} if run_id is not None else None,
+            model=model,
+            extra_run_id=bootstrap_id(model) if model is not None else None,
             table=table,
             agent=agent,
             since=stamp(since),

@@ -124,16 +124,6 @@ class Queries(Database):
         with self.reading() as session:
             return list(session.scalars(query))
 
-    def model_run_ids(self, model: str) -> set[str]:
-        """Every run id the audit files under ``model``: its control runs, its bootstrap and
-        its rollbacks (named in its champion history)."""
-        with self.reading() as session:
-            runs = set(session.scalars(select(Run.id).where(Run.model == model)))
-            changes = set(
-                session.scalars(select(ChampionChange.run_id).where(ChampionChange.model == model))
-            )
-        return runs | changes
-
     # -- the chained rows, read ----------------------------------------------------------------
 
     def query_audit(
