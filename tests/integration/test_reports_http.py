@@ -63,6 +63,7 @@ def server(
         "DRIFTPILOT_HOME": str(home),
         "DRIFTPILOT_POLICY_PATH": str(policy),
         **LIMITS,
+        "DRIFTPILOT_REPORT_RENDER": "after_run",  # the default, which this module tests
         **db_env(),
     }
     srv.start()
