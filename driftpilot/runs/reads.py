@@ -177,10 +177,8 @@ class Reads:
         """
         from driftpilot.runs.models import bootstrap_id
 
-        if model is not None:
-            self.store.get(ManagedModel, model)
         # The model's runs are a subquery in SQL (a model with thousands of runs sends no list).
-        return self.store.query_audit(
+        rows, more = self.store.query_audit(
             run_ids={run_id} if run_id is not None else None,
             model=model,
             extra_run_id=bootstrap_id(model) if model is not None else None,
@@ -191,6 +189,10 @@ class Reads:
             after=after,
             limit=limit,
         )
+        if model is not None and not rows:
+            # Only an empty page asks whether the model exists: rows are filed under it.
+            self.store.get(ManagedModel, model)
+        return rows, more
 
     def champion_history(self, model: str) -> list[dict[str, Any]]:
         """The model's champion changes, oldest first (bootstrap, promote, rollback).
