@@ -89,12 +89,15 @@ def _trends(runs: list[RunView]) -> list[str]:
             name = drift.get("metric")
             low, high = drift.get("score_low"), drift.get("score_high")
             measured = markup.text(metric_text.describe(name, score, low, high))
+            if low is None and (drift.get("skipped") or {}).get("interval"):
+                # measured only when it could change the decision (policy drift.measure)
+                measured += " (no interval: it could not change the decision)"
         shifted = f"{share:.0%}" if share is not None else "n/a"
         points.append(f"{markup.text(v.batch_id)}: drift {shifted}, {measured}")
     if not points:
         return ["No drift or metric measured yet."]
     recent = points[-RECENT:]
-    title = "**Trend** (oldest first; the champion's metric with its 95% interval):"
+    title = "**Trend** (oldest first; the champion's metric, with its 95% interval when measured):"
     return [title, *[f"- {p}" for p in recent]]
 
 
