@@ -33,7 +33,8 @@ from driftpilot.runs.reads import METADATA_STEP, STRATEGY_STEP, Reads
 from driftpilot.runs.views import RunView
 from driftpilot.store import AuditStore
 from driftpilot.store.audit import now
-from driftpilot.store.models import ManagedModel, Run
+from driftpilot.store.engine import dumps
+from driftpilot.store.models import ManagedModel, Run, StepEffect
 from tools.data import content_hash, load_table, n_rows, write_parquet_atomic
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,10 @@ class Lifecycle:
         trigger: str,
         principal: str,
         status: str = "running",
+        effects: dict[str, dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
+        """File the batch and insert the run (and its submitter's ``effects``: step -> result)
+        in one write transaction; the run's graph input."""
         assert self.settings.batches_dir is not None
         incoming = self.settings.batches_dir / model / "incoming"
         incoming.mkdir(parents=True, exist_ok=True)
@@ -156,20 +160,23 @@ class Lifecycle:
         }
         # The input is kept with the run: recovery restarts from it if the process dies
         # before the graph wrote its first checkpoint.
-        self.store.add(
-            Run(
-                id=run_id,
-                model=model,
-                batch_id=batch_id,
-                trigger=trigger,
-                requested_by=principal,
-                status=status,
-                outcome=None,
-                summary=json.dumps({"input": state}),
-                created_at=now(),
-                updated_at=now(),
-            )
+        run = Run(
+            id=run_id,
+            model=model,
+            batch_id=batch_id,
+            trigger=trigger,
+            requested_by=principal,
+            status=status,
+            outcome=None,
+            summary=json.dumps({"input": state}),
+            created_at=now(),
+            updated_at=now(),
         )
+        kept = [
+            StepEffect(run_id=run_id, step=step, result=dumps(result), created_at=now())
+            for step, result in (effects or {}).items()
+        ]
+        self.store.add_all([*kept, run])  # one transaction: a write lock and a sync, not three
         return state
 
     def submit_run(
@@ -203,11 +210,13 @@ class Lifecycle:
         if multitask_strategy == "reject":
             self.refuse_if_busy(model)
         run_id = uuid.uuid4().hex
-        if metadata:  # kept beside the run (its summary is the run's result)
-            self.store.record_effect(run_id, METADATA_STEP, metadata)
-        # Kept beside the run too, so that a read answers what the submitter asked for.
-        self.store.record_effect(run_id, STRATEGY_STEP, {"multitask_strategy": multitask_strategy})
-        self.new_run(model, batch, safe_label(batch_id), run_id, trigger, principal, "pending")
+        # Kept beside the run: its metadata (its summary is the run's result) and what the
+        # submitter asked for, so that a read answers it.
+        effects = {METADATA_STEP: metadata} if metadata else {}
+        effects[STRATEGY_STEP] = {"multitask_strategy": multitask_strategy}
+        self.new_run(
+            model, batch, safe_label(batch_id), run_id, trigger, principal, "pending", effects
+        )
         return self.reads.get_run(run_id)
 
     def refuse_if_busy(self, model: str) -> None:

@@ -30,6 +30,11 @@ class Queries(Database):
             session.add(row)
         return row
 
+    def add_all(self, rows: list[Any]) -> None:
+        """Insert ``rows`` in one write transaction: all of them or none."""
+        with self.session() as session:
+            session.add_all(rows)
+
     def get(self, model: type[T], key: Any) -> T:
         with self.reading() as session:
             row = session.get(model, key)
