@@ -50,7 +50,13 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import event
 
-from evals.common import git_commit, machine, write_json
+from evals.common import (
+    git_commit,
+    machine,
+    synthetic_decision,
+    synthetic_tool_call,
+    write_json,
+)
 
 RESULTS = Path(__file__).parent / "results"
 DRIFTPILOT = Path(sys.executable).with_name("driftpilot")
@@ -82,27 +88,11 @@ def synthetic_runs(store: Any, rows: int, seed: int = 7) -> list[str]:
             for tool in TOOLS[agent]:
                 if written >= rows:
                     break
-                store.record_tool_call(
-                    run_id,
-                    agent,
-                    tool,
-                    {"batch": f"2013-{rng.randint(1, 12):02d}", "rows": rng.randint(500, 5000)},
-                    {"ok": True, "share": round(rng.random(), 4)},
-                    ok=True,
-                    latency_ms=rng.uniform(1, 900),
-                )
+                synthetic_tool_call(store, run_id, agent, tool, rng)
                 written += 1
             if written >= rows:
                 break
-            store.record_decision(
-                run_id,
-                agent,
-                rng.choice(["accept", "retrain", "monitor", "promote", "reject"]),
-                f"{agent} decided on the evidence of {len(TOOLS[agent])} tool calls",
-                {"drift_share": round(rng.random(), 4), "metric": "auc", "value": 0.7},
-                backend="builtin",
-                latency_ms=rng.uniform(1, 50),
-            )
+            synthetic_decision(store, run_id, agent, len(TOOLS[agent]), rng, "auc")
             written += 1
     return run_ids
 

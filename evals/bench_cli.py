@@ -39,7 +39,13 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from evals.common import git_commit, machine, write_json
+from evals.common import (
+    git_commit,
+    machine,
+    synthetic_decision,
+    synthetic_tool_call,
+    write_json,
+)
 
 RESULTS = Path(__file__).parent / "results"
 DRIFTPILOT = Path(sys.executable).with_name("driftpilot")
@@ -85,24 +91,8 @@ def _audit_rows(store: Any, run_id: str, rng: random.Random) -> int:
     written = 0
     for agent, tools in AGENTS.items():
         for tool in tools:
-            store.record_tool_call(
-                run_id,
-                agent,
-                tool,
-                {"batch": f"2013-{rng.randint(1, 12):02d}", "rows": rng.randint(500, 5000)},
-                {"ok": True, "share": round(rng.random(), 4)},
-                ok=True,
-                latency_ms=rng.uniform(1, 900),
-            )
-        store.record_decision(
-            run_id,
-            agent,
-            rng.choice(["accept", "retrain", "monitor", "promote", "reject"]),
-            f"{agent} decided on the evidence of {len(tools)} tool calls",
-            {"drift_share": round(rng.random(), 4), "metric": "roc_auc", "value": 0.7},
-            backend="builtin",
-            latency_ms=rng.uniform(1, 50),
-        )
+            synthetic_tool_call(store, run_id, agent, tool, rng)
+        synthetic_decision(store, run_id, agent, len(tools), rng)
         written += len(tools) + 1
     return written
 

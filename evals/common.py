@@ -91,3 +91,31 @@ def write_json(path: Path, payload: dict[str, Any]) -> Path:
     tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     tmp.replace(path)
     return path
+
+
+def synthetic_tool_call(store: Any, run_id: str, agent: str, tool: str, rng: Any) -> None:
+    """One audited tool call shaped like a control run's (the API and CLI benchmarks' trails)."""
+    store.record_tool_call(
+        run_id,
+        agent,
+        tool,
+        {"batch": f"2013-{rng.randint(1, 12):02d}", "rows": rng.randint(500, 5000)},
+        {"ok": True, "share": round(rng.random(), 4)},
+        ok=True,
+        latency_ms=rng.uniform(1, 900),
+    )
+
+
+def synthetic_decision(
+    store: Any, run_id: str, agent: str, n_tools: int, rng: Any, metric: str = "roc_auc"
+) -> None:
+    """One audited agent decision after ``n_tools`` tool calls (see ``synthetic_tool_call``)."""
+    store.record_decision(
+        run_id,
+        agent,
+        rng.choice(["accept", "retrain", "monitor", "promote", "reject"]),
+        f"{agent} decided on the evidence of {n_tools} tool calls",
+        {"drift_share": round(rng.random(), 4), "metric": metric, "value": 0.7},
+        backend="builtin",
+        latency_ms=rng.uniform(1, 50),
+    )
