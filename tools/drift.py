@@ -286,10 +286,10 @@ def render_report(
     cfg = config or DriftConfig()
     categorical = categorical or []
     columns = [*numeric, *categorical]
-    require_columns(reference, columns, "reference")
-    require_columns(current, columns, "current")
-    ref_pd = _to_pandas(reference, columns, cfg.max_rows, seed)
-    cur_pd = _to_pandas(current, columns, cfg.max_rows, seed)
+    n_ref = require_columns(reference, columns, "reference")
+    n_cur = require_columns(current, columns, "current")
+    ref_pd = _to_pandas(reference, columns, cfg.max_rows, seed, n_ref)
+    cur_pd = _to_pandas(current, columns, cfg.max_rows, seed, n_cur)
     cfg = _methods_for_size(cfg, len(cur_pd))
     skipped = _untestable(ref_pd, cur_pd, columns, cfg.min_values)
     tested_num = [c for c in numeric if c not in skipped]
@@ -472,9 +472,17 @@ def _sampled(
     return picked.collect() if isinstance(frame, pl.DataFrame) else picked
 
 
-def _to_pandas(frame: Frame, columns: list[str], max_rows: int | None, seed: int) -> Any:
-    picked = frame.lazy().select(columns).collect()
-    return _sampled(picked, columns, max_rows, seed, picked.height).lazy().collect().to_pandas()
+def _to_pandas(
+    frame: Frame, columns: list[str], max_rows: int | None, seed: int, height: int
+) -> Any:
+    """The rows Evidently sees, as pandas: ``_sampled``'s (a scan collects only those)."""
+    return (
+        _sampled(frame, columns, max_rows, seed, height)
+        .lazy()
+        .select(columns)
+        .collect()
+        .to_pandas()
+    )
 
 
 def _report_html(

@@ -159,6 +159,13 @@ class Settings(BaseSettings):
         "the worker's background thread, once the run's result is written) or on_request (the "
         "first GET /runs/{id}/report, `driftpilot report`, the chat). Decisions never wait.",
     )
+    report_max_rows: int = Field(
+        200_000,
+        ge=0,
+        description="Rows of each side Evidently's HTML report is rendered from (a seeded "
+        "uniform sample above it; 0: every row). The report is pandas in memory; the decision's "
+        "numbers always use every row.",
+    )
     batches_dir: Path | None = Field(None, description="Persisted Parquet batches.")
     cache_dir: Path | None = Field(None, description="Downloaded datasets and fitted synthesizers.")
     llm: str = Field("builtin", description="Chat model spec: builtin | openai:<m> | ollama:<m>.")

@@ -59,7 +59,7 @@ def intake(batch: Batch, path: Path) -> None:
     if not (batch.is_file() and batch.suffix.lower() == ".parquet"):
         try:  # a CSV is parsed while it streams: a bad row deep in the file fails here
             write_parquet_atomic(scan, path)
-        except (pl.exceptions.PolarsError, OSError) as exc:
+        except pl.exceptions.PolarsError as exc:  # the file's fault; a disk error is ours
             raise FormatError(f"cannot read {batch}: {exc}") from exc
         return
     try:  # a file that is no Parquet fails here, not in the run

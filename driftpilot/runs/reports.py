@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
+from driftpilot.core.errors import DataError
 from driftpilot.core.settings import Settings
 from driftpilot.store import AuditStore
 from driftpilot.store.models import Decision, Run, ToolCall
@@ -81,7 +82,7 @@ class Reports:
         self._queued: set[str] = set()
         self._lock = threading.Lock()
         self._worker: threading.Thread | None = None
-        self._digests: dict[tuple[str, int, int, int], str] = {}
+        self._digests: dict[str, tuple[tuple[int, int, int], str]] = {}
 
     # -- status (no rendering) ------------------------------------------------------------------
 
@@ -125,6 +126,9 @@ class Reports:
             html = _read(view.path) if read and view.path else None
             return view, html
         path = _path(self.settings, run.model, source["report_source"])
+        found = self._ready(run, view, path, read)
+        if found is not None:  # there and audited for this run: no lock, no wait on a render
+            return found
         with _exclusive(path.parent):
             missing = _inputs_gone(source["report_source"])
             if not path.is_file() and missing:
@@ -140,13 +144,40 @@ class Reports:
         ready = {"status": "ready", "path": str(path), "sha256": sha256}
         return view.model_copy(update=ready), html
 
+    def _ready(
+        self, run: Run, view: ReportView, path: Path, read: bool
+    ) -> tuple[ReportView, bytes | None] | None:
+        """The report as it is, without the folder's lock (a render of another report of the
+        model holds it for seconds), when it exists and is audited for this run; None
+        otherwise, or when the retention removed it meanwhile (the locked path decides then).
+        The hash given is that of the HTML returned: an open file survives its deletion."""
+        try:
+            if read:
+                html = _read(str(path))
+                sha256 = hashlib.sha256(html).hexdigest()
+            else:
+                html, sha256 = None, self._digest(path)
+            if self._audited(run.id, path) != sha256:
+                return None
+            self._touch(path, sha256)
+        except (FileNotFoundError, DataError):
+            return None
+        return view.model_copy(
+            update={"status": "ready", "path": str(path), "sha256": sha256}
+        ), html
+
+    def _touch(self, path: Path, sha256: str) -> None:
+        """In use again: the retention counts it as new (its hash stays known)."""
+        os.utime(path)
+        self._remember(path, sha256)
+
     def _ensure(self, run: Run, src: dict[str, Any], path: Path) -> tuple[str | None, bool]:
         """Under the report's lock: the sha256 of its HTML (None: nothing testable), rendering
         it if it is missing, and whether this call rendered it; the run's audit record is
         appended once."""
         if path.is_file():
-            os.utime(path)  # in use again: the retention counts it as new
             sha256 = self._digest(path)
+            self._touch(path, sha256)
             if self._audited(run.id, path) != sha256:  # this file is not audited for this run
                 self._record(run.id, src, lambda: sha256, path, cached=True)
             return sha256, False
@@ -160,15 +191,18 @@ class Reports:
         columns and configuration (``tools.drift.render_report``)."""
         import polars as pl
 
-        from tools.drift import render_report
+        from tools.drift import DriftConfig, render_report
 
         spec = self.ctx.spec(model)
+        cap = self.settings.report_max_rows or None  # Evidently's report is pandas, in memory
         return render_report(
-            pl.read_parquet(src["reference"]),
-            pl.read_parquet(src["batch"]),
+            pl.scan_parquet(src["reference"]),
+            pl.scan_parquet(src["batch"]),  # a scan: only the sampled rows are read
             numeric=spec.numeric,
             categorical=spec.categorical,
+            config=DriftConfig(max_rows=cap),
             path=path,
+            seed=self.settings.seed,
         )
 
     def _record(
@@ -215,21 +249,24 @@ class Reports:
         return None
 
     def _digest(self, path: Path) -> str:
-        """The sha256 of a report's HTML, remembered per file version, so a cache hit does not
-        decompress the report to hash it. A file's version is its inode, size and change time:
-        a render replaces the file by a rename, and after the retention deleted a report the
-        new one can get the old inode back (even, rarely, the same size)."""
-        key = _version(path)
+        """The sha256 of a report's HTML, remembered per report file and its version, so a
+        cache hit does not decompress the report to hash it. A version is the inode, size and
+        change time: a render replaces the file by a rename, and after the retention deleted a
+        report the new one can get the old inode back (even, rarely, the same size)."""
+        version = _version(path)
         with self._lock:
-            known = self._digests.get(key)
-        if known is None:
-            known = _html_sha256(path)
-            self._remember(path, known)
-        return known
+            known = self._digests.get(str(path))
+        if known is not None and known[0] == version:
+            return known[1]
+        sha256 = _html_sha256(path)
+        self._remember(path, sha256)
+        return sha256
 
     def _remember(self, path: Path, sha256: str) -> None:
+        """``sha256`` is the hash of ``path`` as it is now (one entry per report file)."""
+        version = _version(path)
         with self._lock:
-            self._digests[_version(path)] = sha256
+            self._digests[str(path)] = (version, sha256)
 
     def _prune(self, model: str) -> None:
         """The report retention, now that the folder holds one more report."""
@@ -359,9 +396,9 @@ def _read(path: str) -> bytes:
     return report_html(path)
 
 
-def _version(path: Path) -> tuple[str, int, int, int]:
+def _version(path: Path) -> tuple[int, int, int]:
     stat = path.stat()
-    return (str(path), stat.st_ino, stat.st_size, stat.st_ctime_ns)
+    return (stat.st_ino, stat.st_size, stat.st_ctime_ns)
 
 
 def _drop_partials(folder: Path) -> None:

@@ -478,6 +478,11 @@ def test_audit_query_verify_export_and_champion_at(server: Server) -> None:
         assert any(r["run_id"] == "bootstrap-flights" for r in of_model)
         assert_problem(vic.get("/audit", params={"model": "nope"}), 404)
         later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+        # a page with no row asks whether the model exists: unknown 404, known and empty 200
+        assert_problem(vic.get("/audit", params={"model": "nope", "agent": "cicd"}), 404)
+        assert_problem(vic.get("/audit", params={"model": "nope", "since": later}), 404)
+        quiet = vic.get("/audit", params={"model": "flights", "since": later})
+        assert quiet.status_code == 200 and quiet.json()["items"] == [], quiet.text
         assert vic.get("/audit", params={"since": later}).json()["items"] == []
         assert_problem(vic.get("/audit", params={"since": "2026-01-01T00:00:00"}), 422, "UTC")
         assert_problem(vic.get("/audit", params={"cursor": "!!"}), 422, "cursor")

@@ -235,3 +235,18 @@ def test_multiclass_prediction_drift_reads_the_predicted_class(
     assert found is not None and not found.drifted and found.score in (0.0, 1.0)
     with pytest.raises(DataError, match=r"shape \(n, k\)"):
         prediction_drift(ref[:, 0], ref[:, 0], task="multiclass")
+
+
+def test_a_frame_and_its_scan_are_sampled_alike() -> None:
+    """max_rows draws the same rows from a DataFrame and from a LazyFrame (by row index), so a
+    decision on a scan and a report from a frame read one sample."""
+    rng = np.random.default_rng(0)
+    ref = pl.DataFrame({"x": rng.normal(size=5000), "c": rng.choice(["a", "b"], 5000)})
+    cur = pl.DataFrame({"x": rng.normal(0.05, size=5000), "c": rng.choice(["a", "b"], 5000)})
+    config = DriftConfig(max_rows=1000)
+    args = {"numeric": ["x"], "categorical": ["c"], "config": config}
+    framed = data_drift(ref, cur, **args)  # type: ignore[arg-type]
+    scanned = data_drift(ref.lazy(), cur.lazy(), **args)  # type: ignore[arg-type]
+    assert [c.model_dump() for c in framed.columns] == [c.model_dump() for c in scanned.columns]
+    everything = data_drift(ref, cur, numeric=["x"], categorical=["c"])
+    assert [c.score for c in everything.columns] != [c.score for c in framed.columns]

@@ -240,3 +240,45 @@ def test_the_cli_prints_a_reports_path_rendering_it_first(
     add_run(plane, "run-cli-2", None)
     refused = CliRunner().invoke(app, ["run-cli-2"])
     assert refused.exit_code != 0 and "no drift step" in str(refused.exception)
+
+
+def test_a_cached_report_is_hashed_once_and_read_without_waiting_for_a_render(
+    plane: ControlPlane, inputs: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    import time
+
+    from driftpilot.runs import reports
+
+    run_id = add_run(plane, "run-c", inputs)
+    view = plane.run_report(run_id)
+    hashed: list[Path] = []
+    real = reports._html_sha256
+    monkeypatch.setattr(reports, "_html_sha256", lambda p: hashed.append(p) or real(p))
+    for _ in range(3):
+        assert plane.run_report(run_id).sha256 == view.sha256
+    assert hashed == []  # the render remembered it; touching the file does not forget it
+    assert len(plane.reports._digests) == 1  # one entry per report file, however often read
+
+    # Another report of the model is rendering (it holds the folder's lock for seconds):
+    # a finished report is read at once.
+    folder = Path(view.path or "").parent
+    held, release = threading.Event(), threading.Event()
+
+    def render_elsewhere() -> None:
+        with reports._exclusive(folder):
+            held.set()
+            release.wait(10)
+
+    other = threading.Thread(target=render_elsewhere)
+    other.start()
+    try:
+        assert held.wait(5)
+        started = time.monotonic()
+        ready, html = plane.run_report_html(run_id)
+        assert time.monotonic() - started < 1.0
+        assert ready.status == "ready" and html is not None
+        assert hashlib.sha256(html).hexdigest() == view.sha256
+    finally:
+        release.set()
+        other.join()
