@@ -104,7 +104,7 @@ def _render_reports(console: Console, settings: Settings, months: dict[str, pl.D
     shown (the reports are for people; no number waits for them). The months are the built-in
     dataset's: a report already there (an earlier tour) is kept."""
     from tools.datasets import FLIGHTS
-    from tools.drift import render_report
+    from tools.drift_report import render_report
 
     assert settings.reports_dir is not None
     with progress_bar(console) as progress:

@@ -39,7 +39,7 @@ from graphs.state import (
     after_ingestion,
     after_retraining,
 )
-from tools import drift
+from tools import drift_report
 
 log = logging.getLogger(__name__)
 
@@ -173,8 +173,8 @@ def prune_reports(ctx: RunContext, model: str) -> list[Path]:
     ]
     keep = ctx.settings.report_retention
     if ctx.settings.cache_dir is not None:  # plain copies the chat attached: made again on demand
-        drift.prune_reports(ctx.settings.cache_dir / "reports", keep, [])
-    return drift.prune_reports(ctx.settings.reports_dir / model, keep, protected)
+        drift_report.prune_reports(ctx.settings.cache_dir / "reports", keep, [])
+    return drift_report.prune_reports(ctx.settings.reports_dir / model, keep, protected)
 
 
 def run_outcome(state: ControlState) -> str:

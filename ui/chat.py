@@ -25,7 +25,7 @@ from driftpilot.core.errors import ApprovalError, ConfigError, DriftPilotError, 
 from driftpilot.core.identity import Role, has_role
 from driftpilot.core.vocabulary import outcome_label, status_label, trigger_label
 from driftpilot.store.users import get_user, verify_user
-from tools.drift import readable_report
+from tools.drift_report import readable_report
 from ui import acting, charts, health, markup
 from ui.batches import batches, dataset_batch, model_source
 from ui.intents import MUTATIONS, USAGE, Intent, parse

@@ -136,7 +136,7 @@ def report(
     if open_:
         import webbrowser
 
-        from tools.drift import readable_report
+        from tools.drift_report import readable_report
 
         assert plane.settings.cache_dir is not None
         webbrowser.open(readable_report(view.path, plane.settings.cache_dir / "reports").as_uri())

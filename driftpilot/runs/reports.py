@@ -188,10 +188,11 @@ class Reports:
 
     def _render(self, model: str, src: dict[str, Any], path: Path) -> str | None:
         """Evidently's report of the batch against the reference, with the decision's
-        columns and configuration (``tools.drift.render_report``)."""
+        columns and configuration (``tools.drift_report.render_report``)."""
         import polars as pl
 
-        from tools.drift import DriftConfig, render_report
+        from tools.drift import DriftConfig
+        from tools.drift_report import render_report
 
         spec = self.ctx.spec(model)
         cap = self.settings.report_max_rows or None  # Evidently's report is pandas, in memory
@@ -385,13 +386,13 @@ def _inputs_gone(src: dict[str, Any]) -> str:
 
 
 def _html_sha256(path: Path) -> str:
-    from tools.drift import report_html
+    from tools.drift_report import report_html
 
     return hashlib.sha256(report_html(path)).hexdigest()
 
 
 def _read(path: str) -> bytes:
-    from tools.drift import report_html
+    from tools.drift_report import report_html
 
     return report_html(path)
 

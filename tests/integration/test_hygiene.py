@@ -25,7 +25,7 @@ from driftpilot.store.models import ChampionChange, Mutation, ToolCall
 from tests.conftest import jan_initial
 from tests.integration.test_control_graph import FORCE_RETRAIN, HIGH_RISK, LOW_RISK, merge, plane
 from tools import registry
-from tools.drift import prune_reports, readable_report, report_html
+from tools.drift_report import prune_reports, readable_report, report_html
 from ui.chat import Chat, Identity
 
 pytestmark = pytest.mark.integration
