@@ -4,14 +4,14 @@ The builtin backend and every LLM fallback explain a decision with a template. A
 one wording per branch can state the opposite of its own numbers (an interval wholly below zero
 once read "does not exclude zero"), so here each phrase is picked by the very numbers it quotes,
 and every number is shown with the digits that keep it on its true side of the bound it is
-read against (``driftpilot.core.policy.compare``). All functions are pure.
+read against (``driftpilot.core.metric_text.compare``). All functions are pure.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from driftpilot.core.policy import compare, gain_margin, quote
+from driftpilot.core.metric_text import compare, gain_margin, quote
 from driftpilot.core.tasks import METRICS, Metric
 
 Side = Literal["above", "below", "straddles"]

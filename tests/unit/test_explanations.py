@@ -26,7 +26,8 @@ from agents.explain import (
     interval_side,
     signed,
 )
-from driftpilot.core.policy import DriftEvidence, Policy, RiskInputs, compare, versus
+from driftpilot.core.metric_text import compare, versus
+from driftpilot.core.policy import DriftEvidence, Policy, RiskInputs
 from driftpilot.core.tasks import METRICS
 from tools.drift import DriftResult
 from tools.evaluate import Comparison
