@@ -58,7 +58,10 @@ class EscalationSlice(TypedDict, total=False):
 class DriftSlice(TypedDict, total=False):
     """The drift analyst's verdict, the policy's signals and the measurements."""
 
-    action: Annotated[Literal["none", "monitor", "retrain"], _d("The verdict.")]
+    action: Annotated[
+        Literal["none", "monitor", "retrain", "recalibrate"],
+        _d("The verdict (recalibrate: a label shift, the champion's calibration is refitted)."),
+    ]
     severity: Annotated[str, _d("none, low, medium or high.")]
     drift_share: Annotated[float, _d("Evidently: share of columns whose test fired.")]
     weighted_share: Annotated[float, _d("Importance-weighted share of material shifts.")]
@@ -228,6 +231,9 @@ class ControlState(TypedDict, total=False):
     run_id: str
     model: str
     requested_by: str
+    # A person's request for a retrain: {"retrain_by": name, "reason": text} (set at run
+    # creation). It lifts an episode's hold on retraining, never the policy's other rules.
+    request: dict[str, Any]
     batch: BatchRef
     ingestion: IngestionSlice
     escalation: EscalationSlice
@@ -268,9 +274,11 @@ def after_escalation(state: ControlState) -> Literal["drift_analyst", "report"]:
     return _route(state["escalation"]["accepted"], routes, "escalation answer")
 
 
-def after_drift(state: ControlState) -> Literal["optimizer", "report"]:
-    routes: dict[str, Literal["optimizer", "report"]] = {
+def after_drift(state: ControlState) -> Literal["optimizer", "recalibrate", "report"]:
+    """A retrain tunes a challenger; a label shift refits the champion's calibration."""
+    routes: dict[str, Literal["optimizer", "recalibrate", "report"]] = {
         "retrain": "optimizer",
+        "recalibrate": "recalibrate",
         "monitor": "report",
         "none": "report",
     }

@@ -49,7 +49,7 @@ from driftpilot.core.metric_text import gain_margin, quote, versus
 from driftpilot.core.tasks import METRICS, PRIMARY, Metric, Task, metric
 
 DEFAULT_POLICY = Path(__file__).with_name("policy.yaml")
-DriftAction = Literal["none", "monitor", "retrain"]
+DriftAction = Literal["none", "monitor", "retrain", "recalibrate"]
 Severity = Literal["none", "low", "medium", "high"]
 RiskTier = Literal["low", "high"]
 

@@ -15,7 +15,12 @@ from graphs import state as routes
     ("router", "slice_", "key", "known"),
     [
         (routes.after_ingestion, "ingestion", "action", {"accept": "drift_analyst"}),
-        (routes.after_drift, "drift", "action", {"retrain": "optimizer", "monitor": "report"}),
+        (
+            routes.after_drift,
+            "drift",
+            "action",
+            {"retrain": "optimizer", "monitor": "report", "recalibrate": "recalibrate"},
+        ),
         (routes.after_evaluation, "evaluation", "action", {"promote": "cicd", "reject": "report"}),
         (routes.after_cicd, "cicd", "tier", {"low": "promote", "high": "approval"}),
         (routes.after_approval, "approval", "decision", {"approve": "promote", "reject": "report"}),
