@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Boolean, Float, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, Float, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -261,3 +261,20 @@ class User(Base):
     created_at: Mapped[str] = mapped_column(String(40))
     updated_at: Mapped[str] = mapped_column(String(40))
     disabled_at: Mapped[str | None] = mapped_column(String(40), nullable=True)
+
+
+class Note(Base):
+    """A person's context note on a model (a deploy, an ETL change, a campaign): data the
+    drift analyst reads, never instructions. Append-only (the migration's triggers refuse
+    UPDATE and DELETE); each note's audit record is a tool call (agent ``notes``) holding the
+    SHA-256 of ``text``, written in the same transaction."""
+
+    __tablename__ = "notes"
+    __table_args__ = (Index("ix_notes_model_at", "model", "at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(String(200))
+    text: Mapped[str] = mapped_column(Text, doc="sanitised, at most NOTE_MAX_CHARS characters")
+    at: Mapped[str] = mapped_column(String(40), doc="when the noted thing happened (UTC)")
+    author: Mapped[str] = mapped_column(String(200), doc="the normalised principal")
+    sha256: Mapped[str] = mapped_column(String(64), doc="of text, as audited")
+    created_at: Mapped[str] = mapped_column(String(40))
