@@ -17,6 +17,25 @@ against:
   reference ranges), each row keeping its label: a sensor recalibrated, a price in new units.
   Plausible data, not corrupt.
 
+Pipeline defects (issue 21), each on labelled rows that keep their labels (the world did not
+move, the data did):
+
+- ``unit_change``: one numeric column converted x1.8 + 32 (°C read as °F) from the onset;
+- ``join_bug``: a share (``magnitude``) of the batch's rows duplicated, as a fan-out join does;
+- ``default_fill``: a share (``magnitude``) of one column's values replaced by 0, a burst of
+  the default an ingest writes for a missing value;
+- ``broken_feature``: the chosen columns' values shuffled across rows (a deploy broke their
+  encoding): their distribution is unchanged, their relation to the label is gone. The numbers
+  read a concept change; only a note about the deploy says it is a defect.
+
+And two shapes of change:
+
+- ``seasonal_repeat``: the same covariate shift (``magnitude`` std-devs) on the batches
+  ``onset - period`` and ``onset`` only (``period`` batches apart): a campaign that came back;
+- ``lasting_concept_change``: from the onset the label is shuffled across a share
+  (``magnitude``) of the rows: the relation the features carried is gone and no retrain on the
+  batch can learn it back (a challenger loses, batch after batch).
+
 Per task (``spec.task``): binary labels are drawn as below; a multiclass teacher's class
 probabilities are sharpened (raised to ``sharpness``, renormalised) and a class drawn from them;
 a regression teacher's prediction is stretched by ``sharpness`` around the target mean, plus
@@ -75,7 +94,16 @@ ScenarioKind = Literal[
     "label_shift",
     "corruption",
     "range_shift",
+    "unit_change",
+    "join_bug",
+    "default_fill",
+    "broken_feature",
+    "seasonal_repeat",
+    "lasting_concept_change",
 ]
+# The defects whose batch should be quarantined (``broken_feature`` reads as a concept change).
+DEFECTS = frozenset({"corruption", "unit_change", "join_bug", "default_fill"})
+UNIT_FACTOR, UNIT_OFFSET = 1.8, 32.0  # degrees Celsius read as Fahrenheit
 Corruption = Literal["schema_break", "nan_storm", "out_of_range"]
 
 
@@ -104,6 +132,7 @@ class ScenarioSpec(BaseModel):
     )
     ramp: int = Field(4, ge=1, description="Batches a gradual drift takes to reach full size.")
     corruption: Corruption = Field("nan_storm", description="Corruption type for 'corruption'.")
+    period: int = Field(3, ge=1, description="Batches between a seasonal shift and its repeat.")
     start: datetime = Field(datetime(2030, 1, 1), description="Time of the first batch.")
     seed: int = Field(0, description="Sampling seed.")
 
@@ -117,6 +146,16 @@ class GroundTruth(BaseModel):
     magnitude: float
     corruption: Corruption | None
     ramp: int | None = Field(None, description="Ramp length in batches (gradual drift only).")
+    period: int | None = Field(None, description="seasonal_repeat: batches between the shifts.")
+
+    def drifted(self, index: int) -> bool:
+        """Whether batch ``index`` carries the injected drift (a seasonal repeat's shift is on
+        its two batches only)."""
+        if self.onset is None:
+            return False
+        if self.kind == "seasonal_repeat":
+            return index in (self.onset - (self.period or 0), self.onset)
+        return index >= self.onset
 
 
 class Scenario(BaseModel):
@@ -300,7 +339,12 @@ def make_scenario(
     """
     if scenario.kind != "none" and scenario.onset >= scenario.n_batches:
         raise SynthError(f"onset {scenario.onset} is past the last batch {scenario.n_batches - 1}")
-    columns = scenario.columns or _default_columns(scenario.kind, spec)
+    if scenario.kind == "seasonal_repeat" and scenario.onset < scenario.period:
+        raise SynthError(
+            f"a seasonal repeat at batch {scenario.onset} needs its first shift {scenario.period} "
+            "batches earlier, inside the stream"
+        )
+    columns = scenario.columns or _default_columns(scenario.kind, spec, reference)
     unknown = [c for c in columns if c not in reference.columns]
     if unknown:
         raise SchemaError(f"scenario columns {unknown} are not in the data")
@@ -320,16 +364,25 @@ def make_scenario(
         "reference",
         spec.time_col,
     )
+    truth = GroundTruth(
+        kind=scenario.kind,
+        onset=None if scenario.kind == "none" else scenario.onset,
+        columns=columns if scenario.kind != "none" else [],
+        magnitude=scenario.magnitude,
+        corruption=scenario.corruption if scenario.kind == "corruption" else None,
+        ramp=scenario.ramp if scenario.kind == "gradual_concept_drift" else None,
+        period=scenario.period if scenario.kind == "seasonal_repeat" else None,
+    )
     batches = []
     for index in range(scenario.n_batches):
         rows = _sample_clean(
             synthesizer, reference, spec, scenario.batch_rows, rng, scenario.seed + index
         )
-        drifted = scenario.kind != "none" and index >= scenario.onset
+        drifted = truth.drifted(index)
         # A covariate shift moves P(x) and keeps P(y | x): its labels are drawn after the
         # move. Every other drift acts on labelled rows (a flip, a prevalence, a recalibrated
-        # sensor whose rows keep their labels).
-        label_after = drifted and scenario.kind == "covariate_shift"
+        # sensor or a broken pipeline whose rows keep their labels).
+        label_after = drifted and scenario.kind in ("covariate_shift", "seasonal_repeat")
         if labeller is not None and not label_after:
             rows = _relabel(rows, spec.target, labeller, rng)
         if drifted:
@@ -343,14 +396,6 @@ def make_scenario(
         ]
         rows = rows.with_columns(pl.Series(spec.time_col, times, dtype=pl.Datetime("us")))
         batches.append(make_batch(rows, f"{day:%Y-%m-%d}", spec.time_col))
-    truth = GroundTruth(
-        kind=scenario.kind,
-        onset=None if scenario.kind == "none" else scenario.onset,
-        columns=columns if scenario.kind != "none" else [],
-        magnitude=scenario.magnitude,
-        corruption=scenario.corruption if scenario.kind == "corruption" else None,
-        ramp=scenario.ramp if scenario.kind == "gradual_concept_drift" else None,
-    )
     return Scenario(truth=truth, reference=ref_batch, batches=batches)
 
 
@@ -359,12 +404,31 @@ def _number(value: object, default: float = 0.0) -> float:
     return default if value is None else float(value)  # type: ignore[arg-type]
 
 
-def _default_columns(kind: ScenarioKind, spec: DatasetSpec) -> list[str]:
-    if kind in ("covariate_shift", "corruption", "range_shift"):
+def _default_columns(
+    kind: ScenarioKind, spec: DatasetSpec, reference: pl.DataFrame | None = None
+) -> list[str]:
+    if kind in ("covariate_shift", "corruption", "range_shift", "seasonal_repeat"):
         return spec.numeric[:2]
-    if kind in ("concept_drift", "gradual_concept_drift"):
+    if kind in ("broken_feature", "concept_drift", "gradual_concept_drift"):
         return spec.numeric[:1]
+    if kind == "unit_change":
+        # A temperature if the data has one (what a unit change most often hits).
+        return [next((c for c in spec.numeric if c.startswith("temp")), spec.numeric[0])]
+    if kind == "default_fill":
+        return [_rarely_zero(spec, reference)]
     return []
+
+
+def _rarely_zero(spec: DatasetSpec, reference: pl.DataFrame | None) -> str:
+    """The first numeric column with under 1 % zeros in ``reference``: a burst of zeros in a
+    column that is often 0 anyway would be no defect."""
+    for column in spec.numeric:
+        if reference is None:
+            return column
+        values = reference[column].drop_nulls()
+        if values.len() and (values == 0).sum() / values.len() < 0.01:
+            return column
+    raise SynthError(f"no numeric column of {spec.name} is rarely 0: no default fill to show")
 
 
 def _sample_clean(
@@ -404,7 +468,11 @@ def _inject(
 ) -> pl.DataFrame:
     """Inject the scenario's drift; ``share`` (0-1] scales a gradual drift's flip share."""
     kind, magnitude = scenario.kind, scenario.magnitude
-    if kind == "covariate_shift":
+    if kind in ("unit_change", "join_bug", "default_fill", "broken_feature"):
+        return _pipeline_defect(rows, kind, columns, magnitude, rng)
+    if kind == "lasting_concept_change":
+        return _shuffle(rows, [spec.target], min(abs(magnitude), 1.0), rng)
+    if kind in ("covariate_shift", "seasonal_repeat"):
         return rows.with_columns(
             (pl.col(c) + magnitude * _number(reference[c].std(), 1.0)).cast(rows[c].dtype)
             for c in columns
@@ -525,3 +593,43 @@ def _corrupt(
     return rows.with_columns(
         (pl.col(c).cast(pl.Float64) * 1000 + 1e6).cast(rows[c].dtype) for c in columns
     )
+
+
+def _pipeline_defect(
+    rows: pl.DataFrame,
+    kind: ScenarioKind,
+    columns: list[str],
+    share: float,
+    rng: np.random.Generator,
+) -> pl.DataFrame:
+    """A defect a pipeline puts in the rows (see the module docstring); ``share`` is the
+    share of rows duplicated (join_bug) or zero-filled (default_fill)."""
+    share = min(abs(share), 1.0)
+    if kind == "unit_change":
+        converted = pl.col(columns[0]).cast(pl.Float64) * UNIT_FACTOR + UNIT_OFFSET
+        if rows[columns[0]].dtype.is_integer():
+            converted = converted.round()
+        return rows.with_columns(converted.cast(rows[columns[0]].dtype).alias(columns[0]))
+    if kind == "join_bug":
+        picks = rng.choice(rows.height, size=round(rows.height * share), replace=False)
+        return pl.concat([rows, rows[picks]]).sample(
+            fraction=1.0, shuffle=True, seed=int(rng.integers(1 << 31))
+        )
+    if kind == "default_fill":
+        burst = pl.Series(rng.random(rows.height) < share)
+        zero = pl.lit(0).cast(rows[columns[0]].dtype)
+        return rows.with_columns(
+            pl.when(burst).then(zero).otherwise(pl.col(columns[0])).alias(columns[0])
+        )
+    return _shuffle(rows, columns, 1.0, rng)
+
+
+def _shuffle(
+    rows: pl.DataFrame, columns: list[str], share: float, rng: np.random.Generator
+) -> pl.DataFrame:
+    """``columns``' values permuted among a random ``share`` of the rows: each column keeps
+    its distribution and loses its relation to the rest of its row."""
+    chosen = np.flatnonzero(rng.random(rows.height) < share)
+    order = np.arange(rows.height)
+    order[chosen] = rng.permutation(chosen)
+    return rows.with_columns(rows[c][order].alias(c) for c in columns)
