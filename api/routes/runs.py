@@ -9,6 +9,7 @@ from typing import Annotated, Any, cast
 
 import polars as pl
 from fastapi import APIRouter, File, Form, Header, Query, UploadFile, status
+from pydantic import Field
 from sse_starlette import EventSourceResponse
 
 from api import batches, cursors, stream
@@ -26,6 +27,7 @@ from api.schemas import (
 )
 from driftpilot.core.settings import ApiSettings
 from driftpilot.execution.inprocess import RunExecutor
+from driftpilot.runs.lifecycle import REASON_MAX_CHARS
 from driftpilot.runs.plane import ApiKeyView, ControlPlane, RunView
 from driftpilot.runs.strategies import run_strategies
 
@@ -36,6 +38,19 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
     413: {"description": "Body, file or batch too large (bytes, rows, columns, line length)"},
     422: {"description": "Invalid request, path or batch"},
 }
+
+
+class RunCreateIn(RunCreate):
+    """Start a control run of a managed model on one batch; optionally, ask for a retrain."""
+
+    retrain_reason: str | None = Field(
+        None,
+        max_length=REASON_MAX_CHARS,
+        description=(
+            "Ask for a retrain, and say why (the API key's principal is the one asking). The "
+            "run's drift analyst weighs the request; the policy still decides."
+        ),
+    )
 
 
 def batch_roots(cp: ControlPlane, conf: ApiSettings) -> list[Path]:
@@ -81,6 +96,7 @@ def _submit(
     batch_id: str,
     metadata: dict[str, Any],
     strategy: MultitaskStrategy,
+    retrain_reason: str | None = None,
 ) -> Run:
     view = cp.submit_run(
         model,
@@ -90,19 +106,21 @@ def _submit(
         requested_by=key.principal,
         multitask_strategy=strategy,
         metadata=metadata,
+        retrain_reason=retrain_reason,
     )
     ex.execute(view.run_id)
     return Run.of(view, metadata=metadata, multitask_strategy=strategy)
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=Run, responses=_PROBLEMS)
-def create_run(body: RunCreate, cp: Plane, ex: Executor, conf: Conf, key: Operator) -> Run:
+def create_run(body: RunCreateIn, cp: Plane, ex: Executor, conf: Conf, key: Operator) -> Run:
     """Start a control run of a model on one batch: a built-in dataset batch
     (``{"dataset": "flights:2013-07"}``, optionally ``max_rows``) or a CSV/Parquet file under
     an allowed batch root (``{"path": "2013-07.csv"}``). Answers 202 with the pending run at
     once; it executes in a background worker. The requester is the API key's principal.
     ``multitask_strategy``: ``reject`` answers 409 while the model has another run pending or
-    running; ``enqueue`` lets it wait for its turn.
+    running; ``enqueue`` lets it wait for its turn. ``retrain_reason``: the key's principal
+    asks for a retrain (audited as their request; the policy still decides).
 
     It only records and enqueues: the batch is filed, the run row written ``pending``, and
     the executor runs the graph after the answer (in its own thread, or a worker's job on
@@ -110,7 +128,15 @@ def create_run(body: RunCreate, cp: Plane, ex: Executor, conf: Conf, key: Operat
     cp.model_view(body.model_name)  # 404 before any file is read
     frame, batch_id, _ = frame_of(cp, conf, body.input.batch)
     return _submit(
-        cp, ex, key, body.model_name, frame, batch_id, body.metadata, body.multitask_strategy
+        cp,
+        ex,
+        key,
+        body.model_name,
+        frame,
+        batch_id,
+        body.metadata,
+        body.multitask_strategy,
+        body.retrain_reason,
     )
 
 

@@ -9,6 +9,7 @@ import logging
 import math
 import shutil
 import time
+import unicodedata
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +42,34 @@ log = logging.getLogger(__name__)
 
 # A batch as given: its rows, or a CSV/Parquet file streamed in (never read whole).
 Batch = pl.DataFrame | Path
+REASON_MAX_CHARS = 500  # a retrain request's reason: a sentence or two, shown to the LLM
+# Control, format (zero-width, bidi), private-use, unassigned and separator characters.
+_INVISIBLE = {"Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp"}
+
+
+def retrain_request(principal: str, reason: str | None) -> dict[str, str] | None:
+    """What a run's initial state carries when a person asked for a retrain: ``{"retrain_by":
+    principal, "reason": text}`` (None: nobody asked). The reason is untrusted text that
+    reaches the audit and the drift analyst's LLM: invisible and control characters become
+    spaces, runs of whitespace one space.
+
+    Raises:
+        ConfigError: the reason is blank, or longer than REASON_MAX_CHARS characters.
+    """
+    if reason is None:
+        return None
+    visible = "".join(
+        " " if unicodedata.category(c) in _INVISIBLE else c
+        for c in unicodedata.normalize("NFKC", reason)
+    )
+    text = " ".join(visible.split())
+    if not text:
+        raise ConfigError("a retrain request needs a reason: say why the model should retrain")
+    if len(text) > REASON_MAX_CHARS:
+        raise ConfigError(
+            f"a retrain reason is at most {REASON_MAX_CHARS} characters, got {len(text)}"
+        )
+    return {"retrain_by": principal, "reason": text}
 
 
 def intake(batch: Batch, path: Path) -> None:
@@ -105,23 +134,30 @@ class Lifecycle:
         trigger: str = "cli",
         requested_by: str | None = None,
         wait: bool = False,
+        retrain_reason: str | None = None,
     ) -> RunView:
         """Run the control loop on one batch; returns when it completes or waits for approval.
+        ``retrain_reason``: the requester asks for a retrain, and says why (see
+        ``retrain_request``; the drift analyst weighs it, the policy still decides).
 
         One run per model at a time: the run takes the model's lease first.
 
         Raises:
             ModelBusy: another run holds the model (after waiting up to the lease time to
                 live, with ``wait``).
+            ConfigError: a blank or too long ``retrain_reason``.
         """
         self.store.get(ManagedModel, model)
         principal = normalize_principal(requested_by or self.settings.principal)
+        request = retrain_request(principal, retrain_reason)
         batch_id = safe_label(batch_id)  # a file stem is untrusted: it reaches audit and LLM
         leases.refuse_if_unrecovered(self.store, model)
         run_id = uuid.uuid4().hex
         lease = self.acquire(model, run_id, wait=wait)
         try:
-            state = self.new_run(model, batch, batch_id, run_id, trigger, principal)
+            state = self.new_run(
+                model, batch, batch_id, run_id, trigger, principal, request=request
+            )
         except BaseException:
             self.store.release_lease(model, run_id, lease)
             raise
@@ -137,9 +173,12 @@ class Lifecycle:
         principal: str,
         status: str = "running",
         effects: dict[str, dict[str, Any]] | None = None,
+        *,
+        request: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """File the batch and insert the run (and its submitter's ``effects``: step -> result)
-        in one write transaction; the run's graph input."""
+        in one write transaction; the run's graph input. A person's ``request`` (a retrain,
+        ``retrain_request``) goes into that input and is audited as their decision."""
         assert self.settings.batches_dir is not None
         incoming = self.settings.batches_dir / model / "incoming"
         incoming.mkdir(parents=True, exist_ok=True)
@@ -158,6 +197,8 @@ class Lifecycle:
                 "content_hash": content_hash(scan),
             },
         }
+        if request is not None:
+            state["request"] = request
         # The input is kept with the run: recovery restarts from it if the process dies
         # before the graph wrote its first checkpoint.
         run = Run(
@@ -177,7 +218,24 @@ class Lifecycle:
             for step, result in (effects or {}).items()
         ]
         self.store.add_all([*kept, run])  # one transaction: a write lock and a sync, not three
+        if request is not None:
+            self.audit_request(run_id, trigger, request)
         return state
+
+    def audit_request(self, run_id: str, trigger: str, request: dict[str, str]) -> None:
+        """Audit a person's retrain request as their decision (agent: the trigger it came
+        through, action ``request:retrain``, backend ``person``), after the run row exists.
+        The run's input carries the request too, so a crash between the two writes loses
+        the audit row, never the request."""
+        who, reason = request["retrain_by"], request["reason"]
+        self.store.record_decision(
+            run_id,
+            trigger,
+            "request:retrain",
+            f"{who} asked for a retrain: {reason}",
+            {**request, "trigger": trigger},
+            backend="person",
+        )
 
     def submit_run(
         self,
@@ -189,16 +247,18 @@ class Lifecycle:
         requested_by: str | None = None,
         multitask_strategy: str = "reject",
         metadata: dict[str, Any] | None = None,
+        retrain_reason: str | None = None,
     ) -> RunView:
         """Store the batch and create the run as ``pending``; ``execute_run`` runs it later.
 
         ``multitask_strategy``: ``reject`` refuses while the model has another pending or
         running run; ``enqueue`` lets the run wait for the model's lease.
+        ``retrain_reason``: the requester asks for a retrain (as ``start_run``).
 
         Raises:
             NotFound: unknown model.
             ModelBusy: ``reject`` and the model is busy.
-            ConfigError: unknown strategy.
+            ConfigError: unknown strategy; a blank or too long ``retrain_reason``.
         """
         if multitask_strategy not in ("reject", "enqueue"):
             raise ConfigError(
@@ -206,6 +266,7 @@ class Lifecycle:
             )
         self.store.get(ManagedModel, model)
         principal = normalize_principal(requested_by or self.settings.principal)
+        request = retrain_request(principal, retrain_reason)
         leases.refuse_if_unrecovered(self.store, model)
         if multitask_strategy == "reject":
             self.refuse_if_busy(model)
@@ -215,7 +276,15 @@ class Lifecycle:
         effects = {METADATA_STEP: metadata} if metadata else {}
         effects[STRATEGY_STEP] = {"multitask_strategy": multitask_strategy}
         self.new_run(
-            model, batch, safe_label(batch_id), run_id, trigger, principal, "pending", effects
+            model,
+            batch,
+            safe_label(batch_id),
+            run_id,
+            trigger,
+            principal,
+            "pending",
+            effects,
+            request=request,
         )
         return self.reads.get_run(run_id)
 

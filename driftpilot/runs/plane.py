@@ -201,11 +201,21 @@ class ControlPlane:
         trigger: str = "cli",
         requested_by: str | None = None,
         wait: bool = False,
+        retrain_reason: str | None = None,
     ) -> RunView:
         """Run the control loop on one batch; returns when it completes or waits for approval
-        (raises ModelBusy while another run holds the model)."""
+        (raises ModelBusy while another run holds the model). ``retrain_reason``: the
+        requester asks for a retrain and says why; the run's initial state carries
+        ``request = {"retrain_by": requester, "reason": text}`` and the audit a decision
+        ``request:retrain`` (ConfigError: blank or longer than 500 characters)."""
         return self.lifecycle.start_run(
-            model, batch, batch_id, trigger=trigger, requested_by=requested_by, wait=wait
+            model,
+            batch,
+            batch_id,
+            trigger=trigger,
+            requested_by=requested_by,
+            wait=wait,
+            retrain_reason=retrain_reason,
         )
 
     def submit_run(
@@ -218,8 +228,10 @@ class ControlPlane:
         requested_by: str | None = None,
         multitask_strategy: str = "reject",
         metadata: dict[str, Any] | None = None,
+        retrain_reason: str | None = None,
     ) -> RunView:
-        """Store the batch and create the run as ``pending``; ``execute_run`` runs it later."""
+        """Store the batch and create the run as ``pending``; ``execute_run`` runs it later.
+        ``retrain_reason``: a person's retrain request, as ``start_run``."""
         return self.lifecycle.submit_run(
             model,
             batch,
@@ -228,6 +240,7 @@ class ControlPlane:
             requested_by=requested_by,
             multitask_strategy=multitask_strategy,
             metadata=metadata,
+            retrain_reason=retrain_reason,
         )
 
     def execute_run(self, run_id: str, *, timeout_s: float = math.inf) -> RunView:
