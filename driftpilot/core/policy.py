@@ -44,6 +44,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from driftpilot.core.causes import CAUSES, Cause, CauseReading
 from driftpilot.core.errors import ConfigError, PolicyViolation
 from driftpilot.core.metric_text import gain_margin, quote, versus
 from driftpilot.core.tasks import METRICS, PRIMARY, Metric, Task, metric
@@ -73,6 +74,39 @@ class IngestionRules(_Strict):
         description="model -> column -> [low, high]: values a column can never take (null: "
         "unbounded). Beyond them a batch is impossible; beyond the reference range it is "
         "only shifted.",
+    )
+
+
+class LabelShiftRules(_Strict):
+    """When a labelled classifier batch reads as a label shift (``agents.drift_causes``)."""
+
+    label_psi: float = Field(
+        0.1, gt=0, description="PSI of the class distribution (batch vs reference) that moves."
+    )
+    relative_change: float = Field(
+        0.3,
+        gt=0,
+        description="Or: a class's share moved by this share of itself (0.3: 20 % -> 26 %), "
+        "beyond three standard errors of the batch's share.",
+    )
+    min_rows: int = Field(200, ge=10, description="Labelled rows needed to read prevalence.")
+
+
+class SeasonalityRules(_Strict):
+    """An expected change: the same drift signature at the same point of the last period."""
+
+    period_batches: int | None = Field(
+        None, ge=2, description="Batches in a period (12: monthly batches, a year); null: off."
+    )
+    tolerance_batches: int = Field(
+        1, ge=0, description="How many batches either side of the same point still count."
+    )
+    min_overlap: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Jaccard overlap of the drifted columns (now vs then) that makes the same "
+        "signature.",
     )
 
 
@@ -122,6 +156,21 @@ class DriftRules(_Strict):
         "quick retrain's window and holdout, use a stratified sample of this many rows (the "
         "evidence states the rows used; the interval then includes the sampling error).",
     )
+    label_shift: LabelShiftRules = Field(
+        default_factory=lambda: LabelShiftRules(),
+        description="When a classifier's batch reads as a label shift (prevalence moved, each "
+        "class looks the same): recalibrate, do not retrain.",
+    )
+    seasonality: SeasonalityRules = Field(
+        default_factory=lambda: SeasonalityRules(),
+        description="When a drift repeats at the same point of the last period (expected).",
+    )
+    notes_lookback_days: float = Field(
+        7.0,
+        ge=0,
+        description="Notes written up to this many days before the batch's first time are "
+        "shown to the drift analyst with the notes inside its time range.",
+    )
 
 
 class OptimizerLimits(_Strict):
@@ -152,6 +201,42 @@ class RetrainLimits(_Strict):
     )
     persistence_k: int = Field(2, ge=1, description="Drift must show in k of the last n batches.")
     persistence_n: int = Field(3, ge=1)
+    max_failed_retrains: int = Field(
+        2,
+        ge=1,
+        description="Losing challengers in one drift episode after which no retrain runs until "
+        "the evidence changes (other columns shift, the drop deepens beyond its interval) or a "
+        "person asks (driftpilot.core.episodes).",
+    )
+
+
+_LABEL_SHIFT: list[DriftAction] = ["recalibrate", "monitor"]
+_EXPECTED: list[DriftAction] = ["monitor", "none"]
+_DEFECT: list[DriftAction] = ["monitor"]
+
+
+class CauseRules(_Strict):
+    """The actions each cause allows (``Policy.drift_bounds``). null: the drift rules' own
+    bounds (the retrain rules of world change, as before causes)."""
+
+    label_shift: list[DriftAction] | None = Field(
+        _LABEL_SHIFT,
+        description="Prevalence moved, each class looks the same: recalibrate the champion "
+        "(labelled batches only), never retrain.",
+    )
+    expected_change: list[DriftAction] | None = Field(
+        _EXPECTED, description="A recurring change the model has seen: watch."
+    )
+    pipeline_defect: list[DriftAction] | None = Field(
+        _DEFECT, description="Broken data upstream: never train on it."
+    )
+    world_change: list[DriftAction] | None = None
+    unknown: list[DriftAction] | None = None
+
+    def actions(self, cause: Cause) -> list[DriftAction] | None:
+        """The actions ``cause`` allows (None: the drift rules' bounds)."""
+        found: list[DriftAction] | None = getattr(self, cause)
+        return found
 
 
 class EvaluatorRules(_Strict):
@@ -228,6 +313,17 @@ class DriftEvidence(_Strict):
     )
     retrains: int = Field(0, description="Latest retrain attempts of this model (up to 4).")
     promotions: int = Field(0, description="Of which promoted.")
+    reading: CauseReading | None = Field(
+        None,
+        description="The cause the numbers read beyond the drift rules (label_shift, "
+        "expected_change); None: world_change when drift or a performance signal fired, "
+        "else unknown.",
+    )
+    episode_hold: list[str] = Field(
+        default_factory=list,
+        description="Why the drift episode holds a retrain (driftpilot.core.episodes."
+        "retrain_hold; empty: no hold, or a person asked).",
+    )
 
 
 class DriftBounds(_Strict):
@@ -246,6 +342,18 @@ class DriftBounds(_Strict):
         description="P(promotion) x the drop's lower bound x horizon: what a retrain is "
         "expected to win back.",
     )
+    cause: Cause = Field("unknown", description="The cause the numbers read.")
+    cause_reasons: list[str] = Field(
+        default_factory=list, description="Why that cause, in words with numbers."
+    )
+    by_cause: dict[str, list[DriftAction]] = Field(
+        default_factory=dict,
+        description="The actions allowed if an analyst names another cause (from a note): "
+        "each is the cause's mapped actions within these bounds (monitor always stays "
+        "possible), so a cause can narrow the actions, never widen them. A cause absent here "
+        "cannot be named.",
+    )
+    episode_held: bool = Field(False, description="The drift episode held a retrain.")
 
 
 class RiskInputs(_Strict):
@@ -323,6 +431,7 @@ class Policy(_Strict):
     evaluator: EvaluatorRules = EvaluatorRules()
     risk: RiskRules = RiskRules()
     people: PeopleRules = PeopleRules()
+    causes: CauseRules = CauseRules()
 
     @classmethod
     def load(cls, path: Path | None = None) -> Policy:
@@ -360,7 +469,109 @@ class Policy(_Strict):
         return ["accept", "quarantine"] if quality_ok else ["quarantine"]
 
     def drift_bounds(self, ev: DriftEvidence) -> DriftBounds:
-        """none / monitor / retrain from material drift and a drop that matters.
+        """none / monitor / retrain / recalibrate: the drift rules' bounds (``rule_bounds``),
+        then the episode's hold, then the cause.
+
+        - Episode: a retrain the rules allow but the drift episode holds
+          (``ev.episode_hold``: ``retraining.max_failed_retrains`` challengers lost and the
+          evidence did not change, nobody asked) becomes monitor, the hold's reasons in the
+          signals (``episode_held``).
+        - Cause: the numbers' cause (``ev.reading``; else world_change on material drift or a
+          performance signal, else unknown) maps through ``causes:`` to the actions it
+          allows. A mapped cause replaces the rules' bounds with its actions, keeping only
+          those the evidence supports: monitor and none always, retrain only where the rules
+          (after the hold) allow it, recalibrate only for a label shift on labelled rows. The
+          default is the first kept (label shift: recalibrate). An unmapped cause keeps the
+          rules' bounds.
+        - ``by_cause``: what an analyst may do if it names another cause (read from a note):
+          that cause's actions within these bounds, plus monitor; an unmapped one keeps
+          these bounds. A cause can narrow the actions, never widen them."""
+        base = self.rule_bounds(ev)
+        bounds = self._episode(base, ev)
+        cause, reasons = self._cause(bounds, ev)
+        mapped = self.causes.actions(cause)
+        if mapped is not None:
+            bounds = self._mapped(bounds, ev, cause, mapped, reasons)
+        else:
+            bounds = bounds.model_copy(update={"cause": cause, "cause_reasons": reasons})
+        return bounds.model_copy(update={"by_cause": self._by_cause(bounds)})
+
+    def _episode(self, bounds: DriftBounds, ev: DriftEvidence) -> DriftBounds:
+        """A retrain the episode holds becomes monitor, with the hold's reasons."""
+        if not ev.episode_hold or "retrain" not in bounds.allowed:
+            return bounds
+        held = [*bounds.signals, *(f"episode: {why}" for why in ev.episode_hold)]
+        return bounds.model_copy(
+            update={
+                "allowed": ["monitor"],
+                "default": "monitor",
+                "signals": held,
+                "episode_held": True,
+            }
+        )
+
+    @staticmethod
+    def _cause(bounds: DriftBounds, ev: DriftEvidence) -> tuple[Cause, list[str]]:
+        """The numbers' cause and why (``ev.reading`` first)."""
+        if ev.reading is not None and ev.reading.cause not in ("world_change", "unknown"):
+            return ev.reading.cause, list(ev.reading.reasons)
+        if bounds.material or bounds.significant_drop or bounds.stale:
+            fired = [
+                name
+                for name, on in (
+                    ("material drift", bounds.material),
+                    ("a significant drop", bounds.significant_drop),
+                    ("a stale champion", bounds.stale),
+                )
+                if on
+            ]
+            extra = list(ev.reading.reasons) if ev.reading is not None else []
+            return "world_change", [f"{' and '.join(fired)}, no other cause reads", *extra]
+        return "unknown", ["no material drift and no performance signal: no cause reads"]
+
+    def _mapped(
+        self,
+        bounds: DriftBounds,
+        ev: DriftEvidence,
+        cause: Cause,
+        mapped: list[DriftAction],
+        reasons: list[str],
+    ) -> DriftBounds:
+        """The bounds of a mapped cause: its actions that the evidence supports."""
+        supported = {"monitor", "none", *bounds.allowed}
+        if cause == "label_shift" and ev.labelled:
+            supported.add("recalibrate")
+        allowed = [a for a in mapped if a in supported] or ["monitor"]
+        signal = f"cause {cause}: {'; '.join(reasons)} -> {' or '.join(allowed)}"
+        if "retrain" in bounds.allowed and "retrain" not in allowed:
+            signal += " (no retrain)"
+        return bounds.model_copy(
+            update={
+                "allowed": allowed,
+                "default": allowed[0],
+                "signals": [*bounds.signals, signal],
+                "cause": cause,
+                "cause_reasons": reasons,
+                "expected_gain": bounds.expected_gain if "retrain" in allowed else None,
+            }
+        )
+
+    def _by_cause(self, bounds: DriftBounds) -> dict[str, list[DriftAction]]:
+        """What naming each cause allows within ``bounds`` (see ``drift_bounds``)."""
+        out: dict[str, list[DriftAction]] = {}
+        for cause in CAUSES:
+            mapped = self.causes.actions(cause)
+            if cause == bounds.cause or mapped is None:
+                out[cause] = list(bounds.allowed)
+                continue
+            kept = [a for a in mapped if a in bounds.allowed or a == "monitor"]
+            if kept:
+                out[cause] = kept
+        return out
+
+    def rule_bounds(self, ev: DriftEvidence) -> DriftBounds:
+        """none / monitor / retrain from material drift and a drop that matters (the drift
+        rules, before the episode and the cause).
 
         Two performance signals: the champion dropped against its out-of-time baseline
         (decay), or a quick retrain beats it on the batch's holdout (staleness: what a
