@@ -226,6 +226,7 @@ def _fit_and_log(ctx: RunContext, state: dict[str, Any], window_k: int) -> dict[
     )
     risky = sum(len(json.loads(r.reason or "[]")) for r in ctx.accepted_batches(model)[-window_k:])
     return {
+        "kind": "retrain",  # agents.recalibration writes "recalibrate" in the same slice
         "mlflow_run_id": logged.run_id,
         "model_uri": logged.model_uri,
         "model_id": logged.model_id,
@@ -268,6 +269,7 @@ def _trainer_failed(trainer: str, exc: TrainerFailed, window_k: int, rows: int) 
     """The slice of a retrain whose trainer failed: why, and the end of its log. The graph
     ends the run as ``challenger_failed`` on it; the champion is not touched."""
     return {
+        "kind": "retrain",
         "failed": True,
         "reason": exc.reason,
         "error": str(exc),

@@ -1,7 +1,8 @@
 """The control graph: one run of one managed model on one batch (see DESIGN.md).
 
 ingestion -> drift_analyst -> optimizer -> retraining -> evaluator -> cicd -> promote -> report
-    |  ^           |                           |             |          |
+    |  ^           |  |                        |        ^    |          |
+    |  |           |  +-> recalibrate ---------|--------+    |          |
     |  |           +-> report         report <-+   report <--+          +-> approval (interrupt)
     |  +-- accept --+                                                        approve -> promote
     +-> escalation (interrupt, after max_consecutive_quarantines)            reject  -> report
@@ -9,6 +10,9 @@ ingestion -> drift_analyst -> optimizer -> retraining -> evaluator -> cicd -> pr
     +-> report (quarantine)
 
 A retrain whose owner's trainer failed goes from retraining to report (challenger_failed).
+A label shift goes to recalibrate (agents.recalibration: the champion plus a calibration map,
+logged like a retrain's challenger), then on to the evaluator like a retrain, or to report
+when the champion cannot carry a map (challenger_failed).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
-from agents import cicd, drift_analyst, evaluator, ingestion, optimizer, retraining
+from agents import cicd, drift_analyst, evaluator, ingestion, optimizer, recalibration, retraining
 from agents.context import RunContext
 from driftpilot.core.errors import ApprovalError
 from driftpilot.core.faults import fault_point
@@ -70,6 +74,7 @@ def build_control_graph(checkpointer: Any, *, nodes: Mapping[str, Node] | None =
         "drift_analyst": drift_analyst.node,
         "optimizer": optimizer.node,
         "retraining": retraining.node,
+        "recalibrate": recalibration.node,
         "evaluator": evaluator.node,
         "cicd": cicd.node,
         "approval": approval_node,
@@ -90,6 +95,7 @@ def build_control_graph(checkpointer: Any, *, nodes: Mapping[str, Node] | None =
     graph.add_conditional_edges("drift_analyst", after_drift)
     graph.add_edge("optimizer", "retraining")
     graph.add_conditional_edges("retraining", after_retraining)
+    graph.add_conditional_edges("recalibrate", after_retraining)  # like a retrain's challenger
     graph.add_conditional_edges("evaluator", after_evaluation)
     graph.add_conditional_edges("cicd", after_cicd)
     graph.add_conditional_edges("approval", after_approval)
@@ -181,7 +187,7 @@ def run_outcome(state: ControlState) -> str:
     """The outcome a finished run reports, named from the decisions in its state."""
     if state["ingestion"]["action"] in ("quarantine", "escalate"):
         return "quarantined"
-    if state["drift"]["action"] != "retrain":
+    if state["drift"]["action"] not in ("retrain", "recalibrate"):
         return f"no_retrain:{state['drift']['action']}"
     if state["retraining"].get("failed"):
         return "challenger_failed"

@@ -26,12 +26,13 @@ from contextlib import closing
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel, Field
 
 from driftpilot.core.errors import AliasNotFound, ChampionMoved, RegistryError
 from driftpilot.core.settings import Settings, get_settings
+from tools.calibrate import CalibratedModel
 from tools.train import TrainedModel
 
 log = logging.getLogger(__name__)
@@ -237,10 +238,12 @@ def _logged(name: str, key: str, run: Any) -> LoggedModel:
 
 
 def log_model(
-    model: TrainedModel, request: RegisterRequest, settings: Settings | None = None
+    model: TrainedModel | CalibratedModel,
+    request: RegisterRequest,
+    settings: Settings | None = None,
 ) -> LoggedModel:
-    """Log a trained model as an MLflow run of ``request.name``'s experiment, without
-    registering a version.
+    """Log a trained model (or a champion with a calibration map: ``tools.calibrate``) as an
+    MLflow run of ``request.name``'s experiment, without registering a version.
 
     Idempotent per ``request.key``: a completely logged run with that key is returned and
     nothing is logged. Params, metrics, the training report and ``request.artifacts`` (e.g.
@@ -318,7 +321,7 @@ def register_model(
         raise RegistryError(f"could not register {request.name!r}: {exc}") from exc
 
 
-def _log_run(mlflow: Any, model: TrainedModel, request: RegisterRequest) -> None:
+def _log_run(mlflow: Any, model: TrainedModel | CalibratedModel, request: RegisterRequest) -> None:
     params = {
         **(model.report.params if model.report else {}),
         **request.params,
@@ -339,7 +342,7 @@ def _log_run(mlflow: Any, model: TrainedModel, request: RegisterRequest) -> None
         mlflow.log_artifact(path, artifact_path="reports")
 
 
-def _log_pyfunc(mlflow: Any, model: TrainedModel) -> Any:
+def _log_pyfunc(mlflow: Any, model: TrainedModel | CalibratedModel) -> Any:
     # Explicit requirements: inference takes ~7 s, this takes ~0.1 s.
     requirements = [f"{pkg}=={package_version(pkg)}" for pkg in _REQUIREMENTS]
     pyfunc_logger = logging.getLogger("mlflow.pyfunc")
@@ -350,8 +353,10 @@ def _log_pyfunc(mlflow: Any, model: TrainedModel) -> Any:
     try:
         from tools._pyfunc import DriftPilotModel
 
+        # A calibrated champion scores like a TrainedModel (predict_scores): the same wrapper.
+        wrapped = DriftPilotModel(cast(TrainedModel, model))
         return mlflow.pyfunc.log_model(
-            name="model", python_model=DriftPilotModel(model), pip_requirements=requirements
+            name="model", python_model=wrapped, pip_requirements=requirements
         )
     finally:
         pyfunc_logger.setLevel(level)

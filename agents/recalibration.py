@@ -1,0 +1,197 @@
+"""Recalibration: the drift analyst read a label shift (a class's prevalence moved, the inputs
+given the class did not), so the champion's ranking still holds and only its probabilities
+carry the old prevalence. Fit a calibration map of the champion (``tools.calibrate``) on the
+batch's labelled rows before the holdout, and log champion + map as a challenger of the same
+model, the way a retrain logs its own: the evaluator and CI/CD then treat it like any
+challenger (it is judged on log loss, since a monotone map leaves the ROC AUC where it was).
+
+Idempotent per run step like the retraining node: the slice is recorded as the step's effect
+and returned as is on a replay, and the MLflow run is logged under the key
+``<run id>:recalibrate``. Regression is not offered (no probabilities to calibrate): the
+node refuses it with a PolicyViolation. An adopted or label-only champion cannot carry a map
+here (its pyfunc is the owner's): the slice says so as a failed challenger and the run ends
+``challenger_failed``, the champion untouched."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from agents.base import Outcome
+from agents.context import RunContext
+from agents.optimizer import training_window
+from driftpilot.core.errors import PolicyViolation
+from tools import registry
+from tools.calibrate import CalibratedModel, CalibrationFit, calibrate_model, uncalibrated
+from tools.metrics import encode_labels, value
+
+NAME = "recalibrate"
+
+
+def node(state: dict[str, Any], runtime: Runtime[RunContext]) -> dict[str, Any]:
+    """Fit, log and audit the calibrated champion once per run; its slice is the retraining
+    slice (``kind`` "recalibrate"), which the evaluator and CI/CD read.
+
+    Raises:
+        PolicyViolation: a regression model, or no champion to recalibrate.
+    """
+    ctx = runtime.context
+    done = ctx.store.effect(state["run_id"], NAME)
+    if done is not None:
+        return {"retraining": done}
+    run_id, model = state["run_id"], state["model"]
+    task = ctx.spec(model).task
+    if task == "regression":
+        raise PolicyViolation(
+            f"{model} is a regression model: recalibrate is offered for classifiers only "
+            "(a number has no probabilities to calibrate); retrain it instead"
+        )
+    champ = ctx.champion(model)
+    if champ is None:
+        raise PolicyViolation(f"{model} has no champion to recalibrate")
+    base = uncalibrated(champ[0])
+    family = str(base.family)
+    if family.startswith("adopted:") or getattr(base, "label_only", False):
+        result = _unsupported(family, champ[1])
+    else:
+        result = _fit_and_log(ctx, state, champ[0], champ[1])
+    action = f"calibrate:{result['method']}" if not result.get("failed") else "calibrate_failed"
+    ctx.record(
+        run_id,
+        NAME,
+        Outcome(None, "none", ""),
+        action,
+        _rationale(result),
+        {**result, "task": task},
+    )
+    ctx.store.record_effect(run_id, NAME, result)
+    return {"retraining": result}
+
+
+def _fit_and_log(
+    ctx: RunContext, state: dict[str, Any], champion: Any, version: int
+) -> dict[str, Any]:
+    """Fit the map on the current batch's labelled rows before the holdout (the rows a
+    one-batch retrain would train on), write them and the holdout, log the calibrated model."""
+    run_id, model = state["run_id"], state["model"]
+    spec = ctx.spec(model)
+    rows, holdout = training_window(ctx, model, 1, state["ingestion"]["path"])
+    calibrated, fit = ctx.call(
+        run_id,
+        NAME,
+        "calibrate.calibrate_model",
+        lambda: calibrate_model(champion, rows, spec.target),
+        {"rows": rows.height, "champion_version": version},
+        lambda r: r[1].model_dump(),
+    )
+    folder = ctx.model_dir(model)
+    window_path, holdout_path = (
+        folder / f"window-{run_id}.parquet",
+        folder / f"holdout-{run_id}.parquet",
+    )
+    # The calibration rows become the reference if the map is promoted: they carry the new
+    # prevalence, so the next batch is not read as the same label shift again.
+    rows.write_parquet(window_path)
+    holdout.write_parquet(holdout_path)
+    request = registry.RegisterRequest(
+        name=model,
+        key=f"{run_id}:{NAME}",
+        params={
+            "kind": NAME,
+            "run_id": run_id,
+            "base_version": version,
+            "calibration": fit.calibrator.method,
+        },
+        metrics={"calibration_log_loss_before": fit.log_loss_before},
+        tags={"driftpilot.run_id": run_id, "driftpilot.kind": NAME},
+        artifacts=[state["drift"]["report"]] if state["drift"].get("report") else [],
+    )
+    logged = ctx.mutate(
+        run_id,
+        NAME,
+        f"{NAME}:log_model",
+        "registry.log_model",
+        lambda: registry.log_model(calibrated, request, ctx.settings),
+        {"name": model, "key": request.key},
+        lambda m: m.model_dump(mode="json"),
+        fault="after_log",
+    )
+    metric = ctx.metric(model).name
+    return {
+        "kind": NAME,
+        "mlflow_run_id": logged.run_id,
+        "model_uri": logged.model_uri,
+        "model_id": logged.model_id,
+        "family": calibrated.family,  # the champion's: a map is no change of family
+        "base_version": version,
+        "window": 1,
+        "rows": rows.height,
+        "window_path": str(window_path),
+        "holdout_path": str(holdout_path),
+        "valid_metric": metric,
+        "valid_score": _fitted_score(calibrated, fit, rows, spec.target, metric),
+        "window_quality_warnings": _warnings(ctx, model),
+        "method": fit.calibrator.method,
+        "calibration": _calibration_numbers(fit),
+    }
+
+
+def _fitted_score(
+    calibrated: CalibratedModel, fit: CalibrationFit, rows: Any, target: str, metric: str
+) -> float | None:
+    """The calibrated champion's score, in the model's metric, on the rows the map was
+    fitted on: the recalibration's validation score (the evaluator compares the holdout's
+    with it)."""
+    labelled = rows.filter(rows[target].is_not_null())
+    y = encode_labels(labelled[target], calibrated.task, calibrated.classes or None)
+    keep = y >= 0
+    scores = calibrated.predict_scores(labelled)
+    return value(metric, calibrated.task, y[keep], scores[keep])
+
+
+def _calibration_numbers(fit: CalibrationFit) -> dict[str, Any]:
+    weights = fit.calibrator.prior_weights()
+    return {
+        "rows": fit.rows,
+        "log_loss_before": round(fit.log_loss_before, 6),
+        "log_loss_after": round(fit.log_loss_after, 6),
+        "prevalence": fit.prevalence,
+        "prior_weights": [round(w, 4) for w in weights] if weights is not None else None,
+        "slope": round(fit.calibrator.slope, 6),
+    }
+
+
+def _warnings(ctx: RunContext, model: str) -> int:
+    """Risky quality warnings of the calibration rows' batch (the risk rules count them)."""
+    batches = ctx.accepted_batches(model)[-1:]
+    return sum(len(json.loads(r.reason or "[]")) for r in batches)
+
+
+def _unsupported(family: str, version: int) -> dict[str, Any]:
+    return {
+        "kind": NAME,
+        "failed": True,
+        "reason": "unsupported",
+        "error": (
+            f"the champion v{version} ({family}) is an owner's model that scores through its "
+            "own MLflow flavour (or gives labels only): no calibration map is fitted on it"
+        ),
+        "family": family,
+        "method": "none",
+        "window": 1,
+        "rows": 0,
+    }
+
+
+def _rationale(result: dict[str, Any]) -> str:
+    if result.get("failed"):
+        return f"Not recalibrated: {result['error']}."
+    numbers = result["calibration"]
+    return (
+        f"Label shift: the champion v{result['base_version']}'s scores recalibrated "
+        f"({result['method']}) on {numbers['rows']:,} labelled rows of this batch before the "
+        f"holdout; log loss there {numbers['log_loss_before']:.4f} -> "
+        f"{numbers['log_loss_after']:.4f}. The evaluator judges it on the holdout."
+    )
