@@ -27,11 +27,18 @@ metric for it).
 
     python -m evals.policies [--dataset flights|flights_delay|flights_delay_class|creditcard|all]
                              [--k 3] [--llm builtin] [--quick] [--out-dir evals/results]
+                             [--framing month|equal|both]
+
+Framings (issue 21): ``month`` cuts a stream by its calendar batching (months for flights,
+4-hour windows for credit cards); ``equal`` cuts the *same rows*, in the same time order, into
+the same number of batches of equal size (sizes differ by at most one row). ``both`` runs the
+two and checks issue 21's criterion: DriftPilot's retrain counts within one of each other, and
+each framing's retrain yield (promotions / retrains) at least 50 %.
 
 Prints a table per dataset and the issue-19 target (DriftPilot's mean prequential metric at
 least that of retraining every batch, in the metric's direction, with at most a third of its
-retrains) and whether it is met; writes ``policies_<dataset>.json`` and ``.png`` to the output
-directory.
+retrains) and whether it is met; writes ``policies_<dataset>[_equal][_quick].json`` and
+``.png`` to the output directory (and ``framings_<dataset>[_quick].json`` with ``both``).
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +87,13 @@ BATCHING = {
     "creditcard": "4h",
 }
 QUICK_BATCHES = 8  # --quick: flights January to August (7 scored months, about 2 minutes)
+Framing = str  # "month" (the dataset's calendar batching) or "equal" (equal-size batches)
+CALENDAR, EQUAL = "month", "equal"
+FRAMINGS = (CALENDAR, EQUAL)
+# Issue 21's framing criterion: the loop's retrain counts under the two framings differ by at
+# most this, and each framing's yield (promotions per retrain) is at least MIN_YIELD.
+MAX_RETRAIN_GAP = 1
+MIN_YIELD = 0.5
 TRAINING_TOOLS = ("tune.tune", "train.train_model")  # the loop's training share
 SCORING_TOOLS = ("drift.model_performance",)
 LOOP = "driftpilot"
@@ -115,6 +130,8 @@ class Stream:
     batches: list[tuple[str, pl.DataFrame]]
     family: Family = "lightgbm"
     task: Task = "binary"
+    initial: int = 1  # batches that train the first model of every policy (never scored)
+    framing: Framing = CALENDAR
 
     @property
     def metric(self) -> str:
@@ -164,6 +181,8 @@ class PolicyRun:
         the highest RMSE), retrains, promotions."""
         scores = self.scores()
         worst = min if self.higher_is_better else max
+        retrains = sum(r.retrained for r in self.rows)
+        promotions = sum(r.promoted for r in self.rows)
         return {
             "metric": self.metric,
             "higher_is_better": self.higher_is_better,
@@ -171,8 +190,10 @@ class PolicyRun:
             "scored": len(scores),
             "mean_score": round(statistics.fmean(scores), 4) if scores else None,
             "worst_score": round(worst(scores), 4) if scores else None,
-            "retrains": sum(r.retrained for r in self.rows),
-            "promotions": sum(r.promoted for r in self.rows),
+            "retrains": retrains,
+            "promotions": promotions,
+            # promotions per retrain (a baseline deploys every model it trains: 1.0)
+            "yield": round(promotions / retrains, 4) if retrains else None,
             "compute_s": round(self.compute_s, 2),
             **self.meta,
         }
@@ -196,28 +217,63 @@ def datasets_for(dataset: str, *, quick: bool) -> list[str]:
     return [dataset]
 
 
-def stream_for(dataset: str, *, quick: bool = False) -> Stream:
+def stream_for(dataset: str, *, quick: bool = False, framing: Framing = CALENDAR) -> Stream:
     """The dataset's batches: flights by calendar month, credit card by 4-hour windows;
-    ``quick`` keeps the first ``QUICK_BATCHES``.
+    ``quick`` keeps the first ``QUICK_BATCHES``. ``framing="equal"`` re-cuts the same rows
+    (those of the kept calendar batches) into as many equal-size batches.
 
     The datasets come from the default home's dataset cache (read-only use); every policy
     run gets its own fresh home.
     """
+    if framing not in FRAMINGS:
+        raise ValueError(f"framing must be one of {FRAMINGS}, got {framing!r}")
     spec = SPECS[dataset]
     frame = load_dataset(spec.name)  # type: ignore[arg-type]
     batches = cut(frame, spec.time_col, BATCHING[dataset])
     if quick:
         batches = batches[:QUICK_BATCHES]
+    batching = BATCHING[dataset]
+    if framing == EQUAL:
+        rows = pl.concat([part for _, part in batches], how="vertical_relaxed")
+        batches = equal_batches(rows, spec.time_col, len(batches))
+        batching = f"{len(batches)} equal-size batches of the {batching} batches' rows"
     return Stream(
         dataset=dataset,
-        batching=BATCHING[dataset],
+        batching=batching,
         target=spec.target,
         time_col=spec.time_col,
         numeric=list(spec.numeric),
         categorical=list(spec.categorical),
         batches=batches,
         task=spec.task,
+        framing=framing,
     )
+
+
+def equal_batches(frame: pl.DataFrame, time_col: str, n: int) -> list[tuple[str, pl.DataFrame]]:
+    """``frame`` in time order (ties keep their row order) cut into ``n`` consecutive batches
+    whose sizes differ by at most one row (the first ``height % n`` get the extra row). Every
+    row is in exactly one batch. Ids are ``eqNN-<first time>`` (``eqNN`` for a non-temporal
+    time column).
+
+    Raises:
+        ValueError: ``n`` is below 1 or above the number of rows.
+    """
+    if not 1 <= n <= frame.height:
+        raise ValueError(f"cannot cut {frame.height} rows into {n} non-empty batches")
+    ordered = frame.sort(time_col, maintain_order=True)
+    size, extra = divmod(ordered.height, n)
+    temporal = ordered[time_col].dtype.is_temporal()
+    out, offset = [], 0
+    for index in range(n):
+        length = size + (index < extra)
+        part = ordered.slice(offset, length)
+        batch_id = f"eq{index + 1:02d}"
+        if temporal:
+            batch_id += f"-{part[time_col][0]:%Y-%m-%dT%H}"
+        out.append((batch_id, part))
+        offset += length
+    return out
 
 
 def train_spec(stream: Stream, settings: Settings) -> TrainSpec:
@@ -235,14 +291,20 @@ def train_spec(stream: Stream, settings: Settings) -> TrainSpec:
 
 
 def training_window(
-    batches: list[pl.DataFrame], index: int, window: int, holdout_fraction: float, time_col: str
+    batches: list[pl.DataFrame],
+    index: int,
+    window: int,
+    holdout_fraction: float,
+    time_col: str,
+    *,
+    initial: int = 1,
 ) -> pl.DataFrame:
     """Mirror of ``agents.optimizer.training_window`` for the baselines: the last ``window``
-    batches up to ``index`` (batch 0, the bootstrap's, is never one), the current batch minus
-    its latest ``holdout_fraction``."""
+    batches up to ``index`` (the first ``initial``, the bootstrap's, are never among them),
+    the current batch minus its latest ``holdout_fraction``."""
     current = batches[index].sort(time_col)
     n_hold = max(1, int(current.height * holdout_fraction))
-    earlier = batches[max(1, index - window + 1) : index]
+    earlier = batches[max(initial, index - window + 1) : index]
     return pl.concat([*earlier, current.head(current.height - n_hold)], how="vertical_relaxed")
 
 
@@ -309,23 +371,30 @@ def run_baseline(
     *,
     window: int,
     holdout_fraction: float,
+    step: Callable[[], None] | None = None,
 ) -> PolicyRun:
-    """Train the first model on batch 0 (minus its latest ``holdout_fraction``, as the loop's
-    bootstrap holds them out for its out-of-time baseline); for each later batch, score the
-    deployed model on it, then retrain (and deploy) on the window ending at it when
-    ``schedule`` says so."""
+    """Train the first model on the first ``stream.initial`` batches (minus their latest
+    ``holdout_fraction``, as the loop's bootstrap holds them out for its out-of-time
+    baseline); for each later batch, score the deployed model on it, then retrain (and
+    deploy) on the window ending at it when ``schedule`` says so. ``step`` is called after
+    each batch (a progress bar)."""
     frames = [frame for _, frame in stream.batches]
+    first = pl.concat(frames[: stream.initial], how="vertical_relaxed")
     started = time.perf_counter()
-    model = train_model(split_holdout(frames[0], stream.time_col, holdout_fraction)[0], spec)
+    model = train_model(split_holdout(first, stream.time_col, holdout_fraction)[0], spec)
     bootstrap_s = time.perf_counter() - started
     rows = []
-    for index in range(1, len(frames)):
+    for index in range(stream.initial, len(frames)):
         batch_id, frame = stream.batches[index]
         row = _scored_row(model, index, batch_id, frame, stream)
         if schedule(index):
-            window_rows = training_window(frames, index, window, holdout_fraction, stream.time_col)
+            window_rows = training_window(
+                frames, index, window, holdout_fraction, stream.time_col, initial=stream.initial
+            )
             model = _retrain(model, window_rows, spec, row)
         rows.append(row)
+        if step is not None:
+            step()
     training_s = bootstrap_s + sum(r.train_s for r in rows)
     compute_s = training_s + sum(r.score_s for r in rows)
     meta = {"training_s": round(training_s, 2), "bootstrap_train_s": round(bootstrap_s, 2)}
@@ -361,16 +430,22 @@ def _warm_up() -> None:
 
 
 def run_baselines(stream: Stream, *, k: int, console: Console | None = None) -> list[PolicyRun]:
-    """Never / every batch / every ``k``: the loop's training tool with default parameters."""
+    """Never / every batch / every ``k``: the loop's training tool with default parameters,
+    with a progress bar per baseline on ``console``."""
+    from driftpilot.stream import progress_bar
+
     policy = Policy.load(None)
     _warm_up()
-    with tempfile.TemporaryDirectory(prefix="driftpilot-policies-") as home:
+    scored = len(stream.batches) - stream.initial
+    with (
+        tempfile.TemporaryDirectory(prefix="driftpilot-policies-") as home,
+        progress_bar(console) as progress,
+    ):
         settings = Settings(home=Path(home), threads=THREADS)
         spec = train_spec(stream, settings)
         runs = []
         for name, schedule in schedules(k).items():
-            if console is not None:
-                console.print(f"[dim]{stream.dataset}: baseline {name!r}...[/dim]")
+            bar = progress.add_task(f"{stream.dataset}: baseline {name!r}", total=scored)
             runs.append(
                 run_baseline(
                     name,
@@ -379,6 +454,7 @@ def run_baselines(stream: Stream, *, k: int, console: Console | None = None) -> 
                     spec,
                     window=policy.retraining.default_window,
                     holdout_fraction=policy.retraining.holdout_fraction,
+                    step=partial(progress.advance, bar),
                 )
             )
     return runs
@@ -406,13 +482,23 @@ def run_loop(
                 categorical=stream.categorical,
                 family=stream.family,
                 task=stream.task,
+                initial=stream.initial,
             )
             result = run_stream(plane, spec, stream.batches, console=console)
-            tools = tool_seconds(plane)
-            rows = [_loop_row(r, stream, tools.get(r.run_id, {})) for r in result.rows]
-            fill_unscored(plane, stream, result, rows)
+            run = loop_run(plane, stream, result)
         finally:
             plane.close()
+    return run, result
+
+
+def loop_run(plane: ControlPlane, stream: Stream, result: StreamResult) -> PolicyRun:
+    """The loop's stream (run on ``plane``, the model named ``stream.dataset``) as a
+    ``PolicyRun`` beside the baselines: its champion's prequential metric per batch (a batch
+    left without one scored with the champion deployed then), retrains, promotions, and
+    compute from the audit's tool calls. The plane must still be open."""
+    tools = tool_seconds(plane)
+    rows = [_loop_row(r, stream, tools.get(r.run_id, {})) for r in result.rows]
+    fill_unscored(plane, stream, result, rows)
     totals = _sum_tools(tools)
     training_s = sum(totals.get(t, 0.0) for t in TRAINING_TOOLS)
     meta = {
@@ -426,7 +512,7 @@ def run_loop(
         },
         "audit_verified": result.audit_verified,
     }
-    return PolicyRun(LOOP, rows, result.wall_s, meta, metric=stream.metric), result
+    return PolicyRun(LOOP, rows, result.wall_s, meta, metric=stream.metric)
 
 
 def tool_seconds(plane: ControlPlane) -> dict[str, dict[str, float]]:
@@ -578,11 +664,12 @@ def target_line(check: dict[str, Any]) -> str:
 
 def policy_table(runs: list[PolicyRun], title: str) -> Table:
     """Per policy: mean and worst prequential score (in the runs' metric), retrains,
-    promotions, compute seconds."""
+    promotions, yield (promotions per retrain), compute seconds."""
     table = Table(title=title)
     table.add_column("policy", no_wrap=True)
     measure = metric_text.label(runs[0].metric) if runs else "score"
-    for name in (f"mean {measure}", f"worst {measure}", "scored", "retrains", "promotions"):
+    columns = (f"mean {measure}", f"worst {measure}", "scored", "retrains", "promotions", "yield")
+    for name in columns:
         table.add_column(name, justify="right")
     table.add_column("compute s", justify="right")
     table.add_column("of which training s", justify="right")
@@ -595,6 +682,7 @@ def policy_table(runs: list[PolicyRun], title: str) -> Table:
             f"{t['scored']}/{t['batches']}",
             str(t["retrains"]),
             str(t["promotions"]),
+            "-" if t["yield"] is None else f"{t['yield']:.0%}",
             f"{t['compute_s']:.1f}",
             f"{t['training_s']:.1f}",
         )
@@ -754,26 +842,28 @@ def compare_policies(
     quick: bool,
     console: Console | None,
     out_dir: Path = RESULTS,
+    framing: Framing = CALENDAR,
 ) -> dict[str, Any]:
     """Run the four policies on one dataset's stream; print the table, write the JSON and the
-    plot (``policies_<dataset>[_quick].json|png`` under ``out_dir``) and return the JSON.
-    ``quick`` keeps the stream's first ``QUICK_BATCHES`` batches."""
+    plot (``policies_<dataset>[_equal][_quick].json|png`` under ``out_dir``) and return the
+    JSON. ``quick`` keeps the stream's first ``QUICK_BATCHES`` batches; ``framing`` is how
+    the rows are cut (``stream_for``)."""
     started = time.perf_counter()
-    stream = stream_for(dataset, quick=quick)
+    stream = stream_for(dataset, quick=quick, framing=framing)
     runs = run_baselines(stream, k=k, console=console)
     loop, result = run_loop(stream, llm=llm, console=console)
     runs.append(loop)
     policy = Policy.load(None)
-    stem = f"policies_{dataset}" + ("_quick" if quick else "")
+    stem = f"policies_{dataset}" + ("_equal" if framing == EQUAL else "")
+    stem += "_quick" if quick else ""
     check = target_check(runs)
-    measure = metric_text.label(stream.metric)
-    if stream.task == "multiclass":
-        measure += " (macro one-vs-rest)"
-    title = f"{dataset}: batches by {stream.batching}, prequential {measure} (LLM {llm})"
+    title = f"{dataset}: batches by {stream.batching}, prequential {_measure(stream)} (LLM {llm})"
     payload = {
         "dataset": dataset,
+        "framing": framing,
         "batching": stream.batching,
         "batches": [batch_id for batch_id, _ in stream.batches],
+        "batch_rows": [part.height for _, part in stream.batches],
         "quick": quick,
         "k": k,
         "llm": llm,
@@ -802,6 +892,51 @@ def compare_policies(
     return payload
 
 
+def _measure(stream: Stream) -> str:
+    measure = metric_text.label(stream.metric)
+    return measure + " (macro one-vs-rest)" if stream.task == "multiclass" else measure
+
+
+def framing_check(payloads: dict[Framing, dict[str, Any]]) -> dict[str, Any]:
+    """Issue 21's framing criterion on one dataset's ``compare_policies`` payloads, one per
+    framing: DriftPilot's retrain counts within ``MAX_RETRAIN_GAP`` of each other, and each
+    framing's yield (promotions / retrains) at least ``MIN_YIELD``. A framing without a
+    retrain has no yield and fails the yield half (nothing was shown to pay off)."""
+    per = {
+        framing: {key: payload["totals"][LOOP][key] for key in ("retrains", "promotions", "yield")}
+        | {"batches": len(payload["batches"]), "mean_score": payload["totals"][LOOP]["mean_score"]}
+        for framing, payload in payloads.items()
+    }
+    retrains = [p["retrains"] for p in per.values()]
+    gap = max(retrains) - min(retrains)
+    yields_met = all(p["yield"] is not None and p["yield"] >= MIN_YIELD for p in per.values())
+    return {
+        "framings": per,
+        "retrain_gap": gap,
+        "max_retrain_gap": MAX_RETRAIN_GAP,
+        "retrains_met": gap <= MAX_RETRAIN_GAP,
+        "min_yield": MIN_YIELD,
+        "yields_met": yields_met,
+        "met": gap <= MAX_RETRAIN_GAP and yields_met,
+    }
+
+
+def framing_line(dataset: str, check: dict[str, Any]) -> str:
+    """One line: each framing's retrains, promotions and yield, and the criterion's verdict."""
+    parts = [
+        f"{framing}: {p['retrains']} retrains, {p['promotions']} promotions, yield "
+        + ("-" if p["yield"] is None else f"{p['yield']:.0%}")
+        for framing, p in check["framings"].items()
+    ]
+    return (
+        f"Framings (issue 21) on {dataset}: {'; '.join(parts)}. Retrain counts within "
+        f"{check['max_retrain_gap']} (gap {check['retrain_gap']}): "
+        f"{'met' if check['retrains_met'] else 'NOT met'}; each yield >= {check['min_yield']:.0%}: "
+        f"{'met' if check['yields_met'] else 'NOT met'}. Criterion "
+        f"{'MET' if check['met'] else 'NOT MET'}."
+    )
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -815,21 +950,44 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         action="store_true",
         help=f"the first {QUICK_BATCHES} batches (with 'all': flights only; about 2 minutes)",
     )
+    parser.add_argument(
+        "--framing",
+        choices=[*FRAMINGS, "both"],
+        default=CALENDAR,
+        help="month: the dataset's calendar batches; equal: the same rows in as many "
+        "equal-size batches; both: the two, and issue 21's framing criterion",
+    )
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.k < 1:
         parser.error("--k must be at least 1")
     datasets = datasets_for(args.dataset, quick=args.quick)
+    framings = list(FRAMINGS) if args.framing == "both" else [args.framing]
     console = Console()
     if not console.is_terminal:  # piped to a file: room for the table's columns
         console.width = max(console.width, 110)
     console.print("[dim]" + "\n".join(f"- {note}" for note in NOTES) + "[/dim]")
-    return [
-        compare_policies(
-            name, k=args.k, llm=args.llm, quick=args.quick, console=console, out_dir=args.out_dir
-        )
-        for name in datasets
-    ]
+    payloads: list[dict[str, Any]] = []
+    for name in datasets:
+        framed = {
+            framing: compare_policies(
+                name,
+                k=args.k,
+                llm=args.llm,
+                quick=args.quick,
+                console=console,
+                out_dir=args.out_dir,
+                framing=framing,
+            )
+            for framing in framings
+        }
+        payloads += framed.values()
+        if len(framed) > 1:
+            check = framing_check(framed)
+            stem = f"framings_{name}" + ("_quick" if args.quick else "")
+            write_json(args.out_dir / f"{stem}.json", {"dataset": name, "llm": args.llm, **check})
+            console.print(framing_line(name, check), markup=False)
+    return payloads
 
 
 if __name__ == "__main__":

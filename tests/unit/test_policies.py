@@ -4,6 +4,7 @@ under the test's home for the champions the eval scores with)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -13,10 +14,14 @@ from driftpilot.core.settings import Settings
 from evals.harness import BatchRow, StreamResult
 from evals.policies import (
     LOOP,
+    MIN_YIELD,
     PolicyRow,
     PolicyRun,
     Stream,
+    equal_batches,
     fill_unscored,
+    framing_check,
+    framing_line,
     plot_policies,
     prequential_score,
     run_baseline,
@@ -109,6 +114,21 @@ def test_every_k_retrains_after_every_kth_batch(flip: Stream, spec: TrainSpec) -
     assert [r.index for r in run.rows if r.retrained] == [2, 4]
     assert run.compute_s >= sum(r.train_s + r.score_s for r in run.rows)
     assert run.totals()["training_s"] > 0
+
+
+def test_initial_batches_train_the_first_model_and_stay_out_of_windows(
+    flip: Stream, spec: TrainSpec
+) -> None:
+    """``driftpilot eval --initial 2``: batches 0 and 1 train the first model of every policy,
+    are never scored, and no retrain window reaches back into them (as in the loop)."""
+    two = Stream(**{**flip.__dict__, "initial": 2})
+    run = run_baseline("every batch", two, schedules(3)["every batch"], spec, window=3,
+                       holdout_fraction=0.3)  # fmt: skip
+    assert [r.index for r in run.rows] == [2, 3, 4, 5] and run.totals()["yield"] == 1.0
+    frames = [frame for _, frame in flip.batches]
+    window = training_window(frames, 3, 3, 0.3, "t", initial=2)
+    assert window["t"].min() == frames[2]["t"].min()  # batch 1 is the bootstrap's
+    assert training_window(frames, 3, 3, 0.3, "t")["t"].min() == frames[1]["t"].min()
 
 
 def test_training_window_mirrors_the_loop(flip: Stream) -> None:
@@ -301,3 +321,57 @@ def test_batches_without_a_loop_metric_are_scored_with_the_champion_then_deploye
     assert rows[2].score is not None and rows[2].score > 0.85
     assert "champion v2" in rows[2].note
     assert rows[1].score == 0.9 and rows[3].score == 0.9  # the loop's own metrics are kept
+
+
+def test_equal_batches_keep_the_rows_and_their_order_in_equal_sizes() -> None:
+    """Months of unequal length (31, 28, 31 days of hourly rows, ties at each hour) re-cut
+    into as many batches: the same rows in the same order, sizes within one row."""
+    hours = pl.datetime_range(
+        pl.datetime(2013, 1, 1), pl.datetime(2013, 3, 31, 23), interval="1h", eager=True
+    )
+    frame = pl.DataFrame({"t": pl.concat([hours, hours]).sort(), "row": range(2 * hours.len())})
+    frame = frame.with_columns(pl.col("t").dt.strftime("%m").alias("month"))
+    months = frame.partition_by("month", maintain_order=True)
+    assert [m.height for m in months] == [1488, 1344, 1488]
+
+    parts = equal_batches(pl.concat(months), "t", len(months))
+
+    assert [part.height for _, part in parts] == [1440, 1440, 1440]
+    assert pl.concat([part for _, part in parts])["row"].to_list() == frame["row"].to_list()
+    assert [batch_id for batch_id, _ in parts] == [
+        "eq01-2013-01-01T00",
+        "eq02-2013-01-31T00",
+        "eq03-2013-03-02T00",
+    ]
+
+
+def test_equal_batches_spread_the_remainder_and_sort_by_time() -> None:
+    frame = pl.DataFrame({"t": [5, 1, 3, 2, 4, 0, 6], "x": list("fbdceag")})
+    parts = equal_batches(frame, "t", 3)
+    assert [part["x"].to_list() for _, part in parts] == [["a", "b", "c"], ["d", "e"], ["f", "g"]]
+    assert [batch_id for batch_id, _ in parts] == ["eq01", "eq02", "eq03"]
+    with pytest.raises(ValueError, match="cannot cut 7 rows into 8"):
+        equal_batches(frame, "t", 8)
+
+
+def _framing(retrains: int, promotions: int) -> dict[str, Any]:
+    loop = {
+        "retrains": retrains,
+        "promotions": promotions,
+        "yield": promotions / retrains if retrains else None,
+        "mean_score": 0.68,
+    }
+    return {"batches": ["a"] * 12, "totals": {LOOP: loop}}
+
+
+def test_the_framing_criterion_needs_close_retrain_counts_and_each_yield() -> None:
+    met = framing_check({"month": _framing(3, 2), "equal": _framing(4, 2)})
+    assert met["met"] and met["retrain_gap"] == 1
+    assert "month: 3 retrains, 2 promotions, yield 67%" in framing_line("flights", met)
+    apart = framing_check({"month": _framing(2, 2), "equal": _framing(4, 4)})
+    assert apart["yields_met"] and not apart["retrains_met"] and not apart["met"]
+    low = framing_check({"month": _framing(3, 1), "equal": _framing(3, 2)})
+    assert low["retrains_met"] and not low["yields_met"]
+    assert 1 / 3 < MIN_YIELD <= 2 / 3
+    idle = framing_check({"month": _framing(0, 0), "equal": _framing(0, 0)})
+    assert not idle["yields_met"] and "yield -" in framing_line("flights", idle)
