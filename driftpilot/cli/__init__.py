@@ -9,6 +9,7 @@ in is the order ``driftpilot --help`` lists them:
     runs        run, runs, recover, rollback          approvals   approve, reject, approvals
     serve       serve, worker, ui                     replay      replay
     evals       demo, eval, tour, data                labels      labels
+    notes       note, notes (context notes)
     models      model add, model list                 audit       audit [checkpoint]
     adopt       model adopt (an existing MLflow model)
     keys        keys create, list, revoke             users       users add, list
@@ -39,7 +40,7 @@ from typing import Annotated
 
 import typer
 
-from driftpilot.cli import adopt, approvals, evals, labels, replay, runs, serve
+from driftpilot.cli import adopt, approvals, evals, labels, notes, replay, runs, serve
 from driftpilot.cli.audit import audit_app
 from driftpilot.cli.common import (
     EXIT_ERROR,
@@ -96,6 +97,8 @@ for name, command in (
     ("tour", evals.tour),
     ("data", evals.data),
     ("labels", labels.labels),
+    ("note", notes.note),
+    ("notes", notes.notes),
 ):
     app.command(name)(command)
 model_app.command("adopt")(adopt.model_adopt)

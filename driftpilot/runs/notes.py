@@ -6,6 +6,7 @@ from __future__ import annotations
 from driftpilot.store.notes import (
     BLOCK_MAX_NOTES,
     NOTE_MAX_CHARS,
+    NotePlace,
     NoteView,
     add_note,
     clean_text,
@@ -18,6 +19,7 @@ from driftpilot.store.notes import (
 __all__ = [
     "BLOCK_MAX_NOTES",
     "NOTE_MAX_CHARS",
+    "NotePlace",
     "NoteView",
     "add_note",
     "clean_text",

@@ -28,7 +28,7 @@ import json
 import unicodedata
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, Field
 from sqlalchemy import select
@@ -235,35 +235,51 @@ def notes_block(notes: list[NoteView], limit: int = BLOCK_MAX_NOTES) -> str:
 # -- which run a note falls in -------------------------------------------------------------------
 
 
-def runs_for_notes(store: AuditStore, model: str, notes: Iterable[NoteView]) -> dict[int, str]:
+class NotePlace(NamedTuple):
+    """The run a note falls in."""
+
+    run_id: str
+    how: Literal["batch", "next"]  # its batch's time range holds the note / created after it
+    outcome: str | None  # the run's outcome (None: not finished)
+
+
+def runs_for_notes(
+    store: AuditStore, model: str, notes: Iterable[NoteView]
+) -> dict[int, NotePlace]:
     """For each note (by id), the run of ``model`` it falls in: the first run (by creation)
     whose batch time range holds the note's time, else the first run created at or after the
     note's time. Notes with neither (after the last run) are left out."""
     with store.reading() as session:
-        runs = list(
+        rows = list(
             session.execute(
-                select(Run.id, Run.created_at, Run.summary)
+                select(Run.id, Run.created_at, Run.summary, Run.outcome)
                 .where(Run.model == model)
                 .order_by(Run.created_at, Run.id)
             )
         )
-    spans = [(r.id, r.created_at, _span(r.summary)) for r in runs]
-    found: dict[int, str] = {}
+    runs = [_RunSpan(r.id, r.created_at, _span(r.summary), r.outcome) for r in rows]
+    found: dict[int, NotePlace] = {}
     for note in notes:
-        run_id = _run_of(as_utc(note.at), spans)
-        if run_id is not None:
-            found[note.id] = run_id
+        place = _place(as_utc(note.at), runs)
+        if place is not None:
+            found[note.id] = place
     return found
 
 
-def _run_of(
-    at: datetime, spans: list[tuple[str, str, tuple[datetime, datetime] | None]]
-) -> str | None:
-    for run_id, _, span in spans:
-        if span is not None and span[0] <= at < span[1]:
-            return run_id
+class _RunSpan(NamedTuple):
+    run_id: str
+    created_at: str
+    span: tuple[datetime, datetime] | None
+    outcome: str | None
+
+
+def _place(at: datetime, runs: list[_RunSpan]) -> NotePlace | None:
+    for run in runs:
+        if run.span is not None and run.span[0] <= at < run.span[1]:
+            return NotePlace(run.run_id, "batch", run.outcome)
     moment = stamp(at)
-    return next((run_id for run_id, created, _ in spans if created >= moment), None)
+    after = next((run for run in runs if run.created_at >= moment), None)
+    return None if after is None else NotePlace(after.run_id, "next", after.outcome)
 
 
 def _span(summary: str | None) -> tuple[datetime, datetime] | None:

@@ -206,4 +206,8 @@ def test_a_note_falls_in_the_run_whose_batch_holds_it_else_the_next_run(store: A
     next_r2 = add_note(store, "m", "after the batches", T0 + timedelta(days=40, hours=1), "a")
     later = add_note(store, "m", "after every run", T0 + timedelta(days=50), "a")
     found = runs_for_notes(store, "m", [in_r1, in_r3, next_r2, later])
-    assert found == {in_r1.id: "r1", in_r3.id: "r3", next_r2.id: "r2"}
+    assert {i: (p.run_id, p.how) for i, p in found.items()} == {
+        in_r1.id: ("r1", "batch"),
+        in_r3.id: ("r3", "batch"),
+        next_r2.id: ("r2", "next"),
+    }
