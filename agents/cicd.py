@@ -98,9 +98,14 @@ def gather(state: dict[str, Any], ctx: RunContext) -> CicdEvidence:
     model, ev, rt = state["model"], state["evaluation"], state["retraining"]
     version = register_challenger(ctx, state)
     info = METRICS[ev["metric"]]
+    what = (
+        f"the champion v{rt.get('base_version')} with a {rt.get('method')} calibration map "
+        f"fitted on {rt['rows']:,} recent labelled rows"
+        if rt.get("kind") == "recalibrate"
+        else f"{rt['family']}, trained on the last {rt['window']} batches"
+    )
     summary = (
-        f"Promote {model} v{version} ({rt['family']}, trained on the last "
-        f"{rt['window']} batches) over v{ev.get('champion_version')}: "
+        f"Promote {model} v{version} ({what}) over v{ev.get('champion_version')}: "
         f"{ev['metric']} ({direction(info.name)}) {ev['champion']:.4f} -> {ev['challenger']:.4f} "
         f"(gain {ev['gain']:+.4f} in {change_unit(info)}, "
         f"CI {ev['ci_low']:+.4f} to {ev['ci_high']:+.4f})."

@@ -3,6 +3,20 @@
 Both are scored in the model's own metric (``RunContext.metric``); the gain honours its
 direction (> 0: the challenger is better, also for log loss or RMSE) and, for RMSE and MAE, is
 a share of the champion's score. Reject is forced unless the gain's interval lies above zero.
+
+A recalibration (``retraining.kind`` "recalibrate": the champion plus a calibration map) is
+judged on log loss instead: a monotone map of the scores cannot change a binary ROC AUC (the
+ranking is the same), so only the probabilities can get better. The model's own metric must
+then not drop significantly (a multiclass map can reorder rows within a class).
+``evaluation.judged_on`` names the metric the verdict was made on.
+
+Challenger sanity: a challenger whose holdout score is worse than chance (its whole interval
+on the wrong side of what a know-nothing model scores: ``tools.metrics.chance_level``), or far
+below its own validation score (more than ``max_valid_gap``), is flagged ``training_defect``
+with the numbers and rejected. On a real stream with a lasting concept change this is what a
+training window dominated by the old concept does when the holdout is the latest rows of the
+new one: the challenger learnt the old relation, which the new rows invert (a ROC AUC below
+0.5; see tests/unit/test_challenger_sanity.py).
 """
 
 from __future__ import annotations
@@ -25,9 +39,14 @@ from driftpilot.core.policy import Policy
 from driftpilot.core.tasks import METRICS, Task
 from tools import registry
 from tools.evaluate import Comparison, compare_models
-from tools.metrics import encode_labels, interval
+from tools.metrics import MetricInterval, chance_level, encode_labels, interval
 
 NAME = "evaluator"
+RECALIBRATION_METRIC = "log_loss"  # what a calibration map can improve (see the docstring)
+# How far (in the metric's change units: points, or a share for RMSE/MAE) the most favourable
+# end of the challenger's holdout interval may sit below its own validation score before the
+# fit is called a training defect. The policy's evaluator.max_valid_gap overrides it when set.
+MAX_VALID_GAP = 0.25
 
 
 class EvaluationVerdict(BaseModel):
@@ -85,10 +104,90 @@ class EvaluatorEvidence(BaseModel):
     challenger: Any = Field(
         None, exclude=True, description="The challenger model (apply only; absent in a replay)."
     )
+    kind: str = Field("retrain", description="retrain, or recalibrate (judged on log loss).")
+    primary: Comparison | None = Field(
+        None, description="A recalibration: the comparison in the model's own metric."
+    )
+    own: MetricInterval | None = Field(
+        None, exclude=True, description="The challenger's holdout score in the model's metric."
+    )
+    training_defect: dict[str, Any] | None = Field(
+        None, description="Why the challenger's fit is broken, with the numbers (None: sane)."
+    )
 
     def shown(self) -> dict[str, Any]:
         """What the agent is shown (and the audit records)."""
-        return verdict_evidence(self.comparison)
+        out = verdict_evidence(self.comparison)
+        if self.primary is not None:
+            out["judged_on"] = self.comparison.metric
+            out["primary"] = primary_summary(self.primary)
+        if self.training_defect is not None:
+            out["training_defect"] = self.training_defect
+        return out
+
+
+def primary_summary(cmp: Comparison) -> dict[str, Any]:
+    """A recalibration's comparison in the model's own metric, as shown and recorded."""
+    keys = ("metric", "champion", "challenger", "gain", "ci_low", "ci_high")
+    return {**{k: getattr(cmp, k) for k in keys}, "dropped_significantly": cmp.ci_high < 0}
+
+
+def training_defect(
+    own: MetricInterval, chance: float | None, valid: float | None, max_gap: float
+) -> dict[str, Any] | None:
+    """Why the challenger's fit is broken, or None. Direction-aware, on the most favourable
+    end of its holdout interval (so noise on a small holdout is no defect): worse than
+    ``chance`` (what a know-nothing model scores: ROC AUC 0.5, R² 0, RMSE the target's
+    spread, ...), or more than ``max_gap`` worse than its own validation score ``valid``
+    (points, or a share for RMSE/MAE)."""
+    info = METRICS[own.metric]
+    if own.value is None:
+        return None
+    best = own.high if info.higher_is_better else own.low
+    best = own.value if best is None else best
+    shown = f"{own.metric} {own.value:.4f}"
+    if own.low is not None and own.high is not None:
+        shown += f" ({own.confidence:.0%} interval {own.low:.4f} to {own.high:.4f})"
+    reasons = []
+    if chance is not None and info.gain(chance, best) < 0:
+        reasons.append(
+            f"worse than chance: {shown} on the holdout, where a model that knows nothing "
+            f"scores {chance:.4f} ({direction(info.name)})"
+        )
+    gap = info.drop(valid, best) if valid is not None else None
+    if valid is not None and gap is not None and gap > max_gap:
+        reasons.append(
+            f"far below its own validation score: {shown} on the holdout against {valid:.4f} "
+            f"in validation (gap {gap:.4f} > {max_gap})"
+        )
+    if not reasons:
+        return None
+    return {
+        "metric": own.metric,
+        "holdout": own.value,
+        "holdout_low": own.low,
+        "holdout_high": own.high,
+        "valid": valid,
+        "chance": chance,
+        "gap": gap,
+        "max_gap": max_gap,
+        "why": "; ".join(reasons),
+    }
+
+
+def rejection_reasons(evidence: EvaluatorEvidence) -> list[str]:
+    """What forces a reject whatever the gain: a training defect, or a recalibration that
+    drops the model's own metric significantly."""
+    reasons = []
+    if evidence.training_defect is not None:
+        reasons.append(f"training defect: {evidence.training_defect['why']}")
+    primary = evidence.primary
+    if primary is not None and primary.ci_high < 0:
+        reasons.append(
+            f"the recalibration drops {primary.metric} significantly: "
+            f"{describe_gain(primary.gain, primary.ci_low, primary.ci_high, primary.confidence)}"
+        )
+    return reasons
 
 
 @dataclass(frozen=True)
@@ -114,51 +213,96 @@ def gather(state: dict[str, Any], ctx: RunContext) -> EvaluatorEvidence:
     champ = ctx.champion(model)
     champion = champ[0] if champ else _no_champion(spec.task, challenger, holdout, spec.target)
     info = ctx.metric(model)
-    cmp: Comparison = ctx.call(
-        run_id,
-        NAME,
-        "evaluate.compare_models",
-        lambda: compare_models(
-            champion,
-            challenger,
-            holdout,
-            spec.target,
-            task=spec.task,
-            metric=info.name,
-            n_boot=rules.n_boot,
-            confidence=rules.confidence,
-            seed=ctx.settings.seed,
-        ),
-        {
-            "holdout_rows": holdout.height,
-            "champion_version": champ[1] if champ else None,
-            "challenger_run": state["retraining"]["mlflow_run_id"],
-            "metric": info.name,
-        },
-    )
-    return EvaluatorEvidence(
+    kind = trained.get("kind", "retrain")
+
+    def compare(metric: str) -> Comparison:
+        return ctx.call(
+            run_id,
+            NAME,
+            "evaluate.compare_models",
+            lambda: compare_models(
+                champion,
+                challenger,
+                holdout,
+                spec.target,
+                task=spec.task,
+                metric=metric,
+                n_boot=rules.n_boot,
+                confidence=rules.confidence,
+                seed=ctx.settings.seed,
+            ),
+            {
+                "holdout_rows": holdout.height,
+                "champion_version": champ[1] if champ else None,
+                "challenger_run": trained["mlflow_run_id"],
+                "metric": metric,
+            },
+        )
+
+    recalibration = kind == "recalibrate"
+    cmp = compare(RECALIBRATION_METRIC if recalibration else info.name)
+    evidence = EvaluatorEvidence(
         comparison=cmp,
         champion_version=champ[1] if champ else None,
         task=spec.task,
         target=spec.target,
         holdout=holdout,
         challenger=challenger,
+        kind=kind,
+        primary=compare(info.name) if recalibration else None,
     )
+    return sanity(evidence, state, ctx)
+
+
+def sanity(
+    evidence: EvaluatorEvidence, state: dict[str, Any], ctx: RunContext
+) -> EvaluatorEvidence:
+    """Score the challenger's own holdout interval in the model's metric (audited; the new
+    baseline if it is promoted) and check it against chance and its validation score."""
+    run_id, trained = state["run_id"], state["retraining"]
+    holdout, challenger, rules = evidence.holdout, evidence.challenger, ctx.policy.evaluator
+    assert holdout is not None and challenger is not None
+    name = ctx.metric(state["model"]).name
+    classes = list(getattr(challenger, "classes", None) or []) or None
+    y = encode_labels(holdout[evidence.target], evidence.task, classes)
+    own = ctx.call(
+        run_id,
+        NAME,
+        "estimate.metric_interval",
+        lambda: interval(
+            name,
+            evidence.task,
+            y,
+            challenger.predict_scores(holdout),
+            n_boot=rules.n_boot,
+            confidence=rules.confidence,
+            seed=ctx.settings.seed,
+        ),
+        {"holdout_rows": holdout.height, "challenger_run": trained["mlflow_run_id"]},
+    )
+    valid = trained.get("valid_score") if trained.get("valid_metric") == name else None
+    max_gap = float(getattr(rules, "max_valid_gap", MAX_VALID_GAP))
+    defect = training_defect(own, chance_level(name, evidence.task, y), valid, max_gap)
+    return evidence.model_copy(update={"own": own, "training_defect": defect})
 
 
 def decide(evidence: EvaluatorEvidence, policy: Policy, llm: Llm) -> EvaluatorRuling:
     """Promote or reject (pure but for ``llm``): reject is forced unless the gain's interval
     lies above zero; the LLM chooses within what the policy allows."""
     cmp = evidence.comparison
-    allowed = policy.evaluator_allowed(cmp.ci_low)
-    fallback = EvaluationVerdict(action=allowed[0], rationale=template(cmp, allowed[0]))
+    blocked = rejection_reasons(evidence)
+    allowed = ["reject"] if blocked else policy.evaluator_allowed(cmp.ci_low)
+    rationale = template(cmp, allowed[0], evidence.primary)
+    if blocked:
+        rationale = f"{rationale} Rejected whatever the gain: {'; '.join(blocked)}."
+    fallback = EvaluationVerdict(action=allowed[0], rationale=rationale)
 
     def check(v: EvaluationVerdict) -> None:
         if v.action not in allowed:
-            raise LLMError(
-                f"{v.action!r} not allowed: "
-                f"{describe_gain(cmp.gain, cmp.ci_low, cmp.ci_high, cmp.confidence)}"
+            why = "; ".join(blocked) or describe_gain(
+                cmp.gain, cmp.ci_low, cmp.ci_high, cmp.confidence
             )
+            raise LLMError(f"{v.action!r} not allowed: {why}")
 
     outcome = llm.decide(
         NAME,
@@ -177,32 +321,20 @@ def apply(
     """Audit the verdict, score the challenger's own interval (the new baseline if it is
     promoted) and write the evaluation slice."""
     run_id = state["run_id"]
-    rules = ctx.policy.evaluator
     verdict, shown = ruling.outcome.decision, evidence.shown()
-    ctx.record(run_id, NAME, ruling.outcome, verdict.action, verdict.rationale, shown)
-    holdout, challenger = evidence.holdout, evidence.challenger
-    assert holdout is not None and challenger is not None
-    classes = list(getattr(challenger, "classes", None) or []) or None
-    own = ctx.call(
-        run_id,
-        NAME,
-        "estimate.metric_interval",
-        lambda: interval(
-            evidence.comparison.metric,
-            evidence.task,
-            encode_labels(holdout[evidence.target], evidence.task, classes),
-            challenger.predict_scores(holdout),
-            n_boot=rules.n_boot,
-            confidence=rules.confidence,
-            seed=ctx.settings.seed,
-        ),
-        {"holdout_rows": holdout.height, "challenger_run": state["retraining"]["mlflow_run_id"]},
-    )
+    defect = evidence.training_defect
+    flags = [f"training_defect: {defect['why']}"] if defect else []
+    ctx.record(run_id, NAME, ruling.outcome, verdict.action, verdict.rationale, shown, flags)
+    own = evidence.own
+    assert own is not None  # scored in gather (sanity)
     return {
         "evaluation": {
             "action": verdict.action,
             **shown,
+            "judged_on": evidence.comparison.metric,
             "champion_version": evidence.champion_version,
+            # In the model's own metric (also for a recalibration judged on log loss): the
+            # new baseline the drift analyst measures drops from.
             "challenger_score": own.value,
             "challenger_low": own.low,
             "challenger_high": own.high,
@@ -216,13 +348,25 @@ def node(state: dict[str, Any], runtime: Runtime[RunContext]) -> dict[str, Any]:
     return apply(decide(evidence, ctx.policy, ctx.llm), evidence, state, ctx)
 
 
-def template(cmp: Comparison, action: str) -> str:
+def template(cmp: Comparison, action: str, primary: Comparison | None = None) -> str:
     """The policy's rationale: the scores in the model's metric and its direction, the gain
     (in points, or a share of the champion's score) with its interval, and what the interval
-    says (better, worse, or no sure difference), then the action."""
+    says (better, worse, or no sure difference), then the action. A recalibration (judged on
+    log loss) also quotes the model's own metric."""
     info = METRICS[cmp.metric]
     gain = describe_gain(cmp.gain, cmp.ci_low, cmp.ci_high, cmp.confidence, cmp.n_rows)
-    return (
-        f"{cmp.metric} ({direction(info.name)}; gain in {change_unit(info)}): champion "
+    judged = "Recalibration judged on " if primary is not None else ""
+    text = (
+        f"{judged}{cmp.metric} ({direction(info.name)}; gain in {change_unit(info)}): champion "
         f"{cmp.champion:.4f}, challenger {cmp.challenger:.4f}, {gain}; {action}."
+    )
+    if primary is None:
+        return text
+    if primary.gain == 0 and primary.ci_low == 0 and primary.ci_high == 0:
+        kept = f"{primary.metric} unchanged ({primary.champion:.4f})"
+        return f"{text} {kept}: a monotone map keeps the ranking."
+    moved = describe_gain(primary.gain, primary.ci_low, primary.ci_high, primary.confidence)
+    return (
+        f"{text} {primary.metric}: champion {primary.champion:.4f}, recalibrated "
+        f"{primary.challenger:.4f}, {moved}."
     )

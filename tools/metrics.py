@@ -228,6 +228,35 @@ def value(name: str, task: Task, y: Any, s: Any) -> float | None:
     return None if np.isnan(out) else out
 
 
+def chance_level(name: str, task: Task, y: Any) -> float | None:
+    """What a model that knows nothing of the inputs scores in metric ``name`` on labels
+    ``y`` (encoded): a ROC AUC of 0.5 (binary, and multiclass macro one-vs-rest: a random
+    ranking); a PR AUC of the positive share (a random ranking's precision); an R² of 0, an
+    RMSE of the labels' standard deviation and an MAE of their mean distance to the median
+    (predicting the mean, or the median, for every row).
+
+    None where no such level exists: log loss (a know-nothing model's loss depends on the
+    prior it holds, and under a label shift the holdout's own prior is one it could not know),
+    F1 and macro F1 (they depend on the threshold at 0.5, not on what the model learnt).
+
+    Raises:
+        ConfigError: a metric of another task.
+    """
+    info = metric(name, task)
+    if info.chance is not None:
+        return info.chance
+    labels = np.asarray(y, dtype=float)
+    if not len(labels):
+        return None
+    if name == "pr_auc":
+        return float(labels.mean())
+    if name == "rmse":
+        return float(labels.std())
+    if name == "mae":
+        return float(np.abs(labels - np.median(labels)).mean())
+    return None
+
+
 def all_values(
     task: Task, y: Any, s: Any, names: Sequence[str] | None = None
 ) -> dict[str, float | None]:
