@@ -3,8 +3,8 @@ scheduler, alert dispatcher: ``driftpilot.runtime``), the body limit, problem+js
 the routers.
 
 Routers (``ROUTERS``, in this order): runs, approvals, audit, models, jobs, health, the
-LangGraph-compatible ones (``api.langgraph``: assistants, threads, runs, crons), schedules
-and webhooks. One lifespan starts the runtime and closes it. ``/docs`` (Swagger UI) and
+LangGraph-compatible ones (``api.langgraph``: assistants, threads, runs, crons), schedules,
+webhooks and notes. One lifespan starts the runtime and closes it. ``/docs`` (Swagger UI) and
 ``/redoc`` (ReDoc) are served from local assets (``fastapi-offline``), so they work offline.
 """
 
@@ -33,6 +33,7 @@ from api.routes import (
     health,
     jobs,
     models,
+    notes,
     reports,
     runs,
     schedules,
@@ -54,6 +55,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     lg_crons.router,
     schedules.router,
     webhooks.router,
+    notes.router,
 )
 
 DESCRIPTION = """\

@@ -13,6 +13,7 @@ from driftpilot.store.notes import (
     model_notes,
     notes_between,
     notes_block,
+    require_model,
     runs_for_notes,
 )
 
@@ -26,5 +27,6 @@ __all__ = [
     "model_notes",
     "notes_between",
     "notes_block",
+    "require_model",
     "runs_for_notes",
 ]

@@ -132,10 +132,7 @@ def add_note(store: AuditStore, model: str, text: str, at: datetime | None, by: 
     """
     author = normalize_principal(by)
     clean = clean_text(text)
-    try:
-        store.get(ManagedModel, model)
-    except NotFound:
-        raise NotFound(f"no model {model!r}") from None
+    require_model(store, model)
     moment = stamp(as_utc(at) if at is not None else store.clock())
     digest = text_hash(clean)
     audit = ToolCall(
@@ -199,11 +196,20 @@ def model_notes(store: AuditStore, model: str) -> list[NoteView]:
     Raises:
         NotFound: no managed model ``model``.
     """
+    require_model(store, model)
+    return notes_between(store, model, None, None)
+
+
+def require_model(store: AuditStore, model: str) -> None:
+    """Nothing, when ``model`` is a managed model.
+
+    Raises:
+        NotFound: it is not.
+    """
     try:
         store.get(ManagedModel, model)
     except NotFound:
         raise NotFound(f"no model {model!r}") from None
-    return notes_between(store, model, None, None)
 
 
 def escape(text: str) -> str:
