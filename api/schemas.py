@@ -9,6 +9,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from driftpilot.core.episodes import EpisodeView
 from driftpilot.runs.plane import ApiKeyView, LabelsView, ModelView, RunView
 
 RunStatus = Literal["pending", "running", "interrupted", "success", "error"]
@@ -170,6 +171,12 @@ class Run(BaseModel):
     report_url: str | None = Field(
         None, description="Where the ready report is served: /runs/{run_id}/report."
     )
+    episode: EpisodeView | None = Field(
+        None,
+        description="The drift episode the run's batch belongs to, as the run ended: its state "
+        "(open, retrying, escalated, closed), the challengers lost and, escalated, the "
+        "diagnosis (null: no drift signal, or a run older than episodes).",
+    )
 
     @classmethod
     def of(
@@ -197,6 +204,7 @@ class Run(BaseModel):
             interrupt=view.approval_request,
             report_status=view.report_status,
             report_url=f"/runs/{view.run_id}/report" if view.report_status == "ready" else None,
+            episode=EpisodeView.of_summary(view.summary, view.run_id),
         )
 
 

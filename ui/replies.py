@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from driftpilot.core.episodes import episode_of, label
 from driftpilot.core.errors import DriftPilotError
+from ui import markup
 
 if TYPE_CHECKING:
     from driftpilot.runs.plane import RunView
@@ -36,3 +38,20 @@ class Reply:
 
 class Refused(DriftPilotError):
     """The signed-in person may not do this (role too low, or their own run)."""
+
+
+def episode_lines(summary: dict[str, Any], run_id: str | None = None) -> list[str]:
+    """The run's drift episode, for a run's reply (markdown, data escaped): its state and
+    the challengers lost against the limit, how the evidence changed, and, escalated, the
+    diagnosis: what was tried and why it lost. Nothing for a run without an episode."""
+    ep = episode_of(summary, run_id)
+    if ep is None:
+        return []
+    lines = [
+        f"Drift episode {markup.code(ep.id[:12] or '?')}: **{markup.text(label(ep))}** "
+        f"({ep.batches} batches, challengers lost / limit)."
+    ]
+    lines += [f"Evidence changed: {markup.text(change)}." for change in ep.changed]
+    if ep.state == "escalated" and ep.diagnosis:
+        lines.append(f"**Escalated:** {markup.text(ep.diagnosis)}")
+    return lines

@@ -1,7 +1,9 @@
 """Alerts: webhooks per model, posted when the control plane has something to tell.
 
 A webhook has a URL, a format and the event kinds it wants (default: all of them):
-``approval_waiting``, ``promotion``, ``rollback``, ``quarantine_streak``, ``run_failed``.
+``approval_waiting``, ``promotion``, ``rollback``, ``quarantine_streak``, ``run_failed``,
+``episode_escalated`` (a drift episode's challengers kept losing: retrains are held until the
+evidence changes; the detail carries the episode and its diagnosis).
 
 - ``json``: ``{"event", "model", "run_id", "at", "detail", "text", "source": "driftpilot"}``.
 - ``slack``: a Slack incoming-webhook message, ``{"text": ..., "blocks": [...]}``.
@@ -45,13 +47,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EventKind = Literal["approval_waiting", "promotion", "rollback", "quarantine_streak", "run_failed"]
+EventKind = Literal[
+    "approval_waiting",
+    "promotion",
+    "rollback",
+    "quarantine_streak",
+    "run_failed",
+    "episode_escalated",
+]
 EVENT_KINDS: tuple[EventKind, ...] = (
     "approval_waiting",
     "promotion",
     "rollback",
     "quarantine_streak",
     "run_failed",
+    "episode_escalated",
 )
 WebhookFormat = Literal["json", "slack"]
 AGENT = "alerts"
@@ -249,6 +259,7 @@ _TITLES = {
     "rollback": "was rolled back",
     "quarantine_streak": "quarantined several batches in a row",
     "run_failed": "run failed",
+    "episode_escalated": "escalated a drift episode: retrains held",
 }
 
 
@@ -270,6 +281,8 @@ def summary(event: PlaneEvent) -> str:
         text += f": {detail.get('streak')} quarantined batches"
     elif event.kind == "run_failed" and detail.get("error"):
         text += f": {str(detail['error'])[:200]}"
+    elif event.kind == "episode_escalated" and detail.get("diagnosis"):
+        text += f": {str(detail['diagnosis'])[:600]}"
     return text
 
 

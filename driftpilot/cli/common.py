@@ -318,9 +318,27 @@ def _print_run(view: Any) -> None:
         )
         console.print(f"  approve: driftpilot approve {view.run_id} --as NAME [--comment TEXT]")
         console.print(f"  reject:  driftpilot reject {view.run_id} --as NAME [--comment TEXT]")
+    for line in _episode_lines(view.summary, view.run_id):
+        console.print(escape(line))
     if view.status == "failed":
         _error(f"run {view.run_id[:12]} failed: {view.summary.get('error') or view.outcome}")
         raise typer.Exit(EXIT_ERROR)
+
+
+def _episode_lines(summary: dict[str, Any], run_id: str | None = None) -> list[str]:
+    """The run's drift episode in words: its state, the challengers lost against the limit,
+    and, escalated, the diagnosis (what was tried and why it lost). Nothing for a run that
+    recorded no episode."""
+    from driftpilot.core.episodes import episode_of, label
+
+    ep = episode_of(summary, run_id)
+    if ep is None:
+        return []
+    lines = [f"episode {ep.id[:12] or '?'}: {label(ep)} ({ep.batches} batches)"]
+    lines += [f"  evidence changed: {change}" for change in ep.changed]
+    if ep.state == "escalated" and ep.diagnosis:
+        lines.append(f"  escalated: {ep.diagnosis}")
+    return lines
 
 
 def _run_prefix(given: str, hint: str = "'RUN_ID'") -> str:

@@ -21,6 +21,7 @@ from driftpilot.cli.common import (
     _run_prefix,
     console,
 )
+from driftpilot.core.episodes import episode_of, label
 from driftpilot.core.vocabulary import outcome_label, status_label, trigger_label
 
 
@@ -36,15 +37,28 @@ def run(
     wait: Annotated[
         bool, typer.Option("--wait", help="If another run holds the model, wait for it.")
     ] = False,
+    retrain: Annotated[
+        str | None,
+        typer.Option(
+            "--retrain",
+            metavar="REASON",
+            help="Ask for a retrain, and say why (audited as your request; it lifts an "
+            "escalated episode's hold: the policy's other bounds still apply).",
+        ),
+    ] = None,
 ) -> None:
     """Run the control loop on one new batch (one run per model at a time)."""
+    if retrain is not None and not retrain.strip():
+        raise typer.BadParameter("say why a retrain is asked for", param_hint="'--retrain'")
     if batch is None:
         _dataset_batch(from_dataset)  # bad usage fails before anything is opened
     plane = _plane()
     plane.model_view(model)  # so does an unknown model: before a batch is read
     frame, batch_id = _batch_from(batch, from_dataset)
     with _alerting(plane), console.status(f"control run on {batch_id}..."):
-        view = plane.start_run(model, frame, batch_id, requested_by=by, wait=wait)
+        view = plane.start_run(
+            model, frame, batch_id, requested_by=by, wait=wait, retrain_reason=retrain
+        )
     _print_run(view)
 
 
@@ -68,6 +82,7 @@ def runs(
         "schedule",
         "requested by",
         "started",
+        "episode",
     )
     for v in views:
         _add_row(
@@ -81,6 +96,7 @@ def runs(
             (v.schedule_id or "")[:8],
             v.requested_by,
             v.created_at[:19],
+            label(episode_of(v.summary)),
         )
     console.print(table)
 

@@ -399,13 +399,15 @@ def diagnosis(ep: Episode) -> str:
 # -- reading it back, for people -----------------------------------------------------------------
 
 
-def episode_of(summary: Mapping[str, Any]) -> Episode | None:
+def episode_of(summary: Mapping[str, Any], run_id: str | None = None) -> Episode | None:
     """The episode of a run as it ended: ``drift.episode`` (written at the drift decision)
-    with the run's own attempt folded in. None: the run recorded no episode (older runs, no
-    signal)."""
+    with the run's own attempt folded in (``run_id``: the run's, for its attempt). None: the
+    run recorded no episode (older runs, no signal)."""
     stored = (summary.get("drift") or {}).get("episode")
     if not stored:
         return None
+    if run_id and not summary.get("run_id"):
+        summary = {**summary, "run_id": run_id}
     ep = Episode.model_validate(stored)
     if ep.state == "closed":
         return ep
@@ -426,3 +428,31 @@ def escalated_now(summary: Mapping[str, Any]) -> bool:
     ep = episode_of(summary)
     stored = (summary.get("drift") or {}).get("episode") or {}
     return ep is not None and ep.state == "escalated" and stored.get("state") != "escalated"
+
+
+class EpisodeView(BaseModel):
+    """A run's drift episode as people see it (the API, the chat)."""
+
+    id: str = Field(description="The run id of the episode's first batch.")
+    state: EpisodeState = Field(description="open | retrying | escalated | closed")
+    failed_retrains: int = Field(description="Challengers that lost in the episode.")
+    max_failed_retrains: int = Field(description="The policy's limit before it escalates.")
+    batches: int = Field(description="Batches in the episode up to this run.")
+    columns: list[str] = Field(description="The episode's materially drifted columns.")
+    performance: bool = Field(description="The episode has a performance signal.")
+    changed: list[str] = Field(
+        default_factory=list, description="How the evidence changed since the last loss."
+    )
+    diagnosis: str | None = Field(
+        None, description="Escalated: what was tried and why it lost, with numbers."
+    )
+
+    @classmethod
+    def of_summary(
+        cls, summary: Mapping[str, Any], run_id: str | None = None
+    ) -> EpisodeView | None:
+        """The view of ``episode_of(summary, run_id)`` (None: the run recorded no episode)."""
+        ep = episode_of(summary, run_id)
+        if ep is None:
+            return None
+        return cls.model_validate(ep.model_dump(include=set(cls.model_fields)))
