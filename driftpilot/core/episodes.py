@@ -7,7 +7,8 @@ of one change so the policy can see how many of its challengers already lost, an
 for the same failure until something new is known.
 
 - **Signature.** A batch has a signal when its drift is material (its materially drifted
-  columns) or it has a performance signal (a significant drop, or staleness). It continues the
+  columns), it has a performance signal (a significant drop, or staleness), or its cause is a
+  label shift (``PREVALENCE`` stands in its columns). It continues the
   open episode when its columns overlap the episode's or both have a performance signal;
   otherwise it starts a new one. A batch without a signal closes the episode, and so does a
   promoted challenger (the champion the signature was measured against is gone). A batch with
@@ -42,6 +43,7 @@ EpisodeState = Literal["open", "retrying", "escalated", "closed"]
 EPISODE_STATES: tuple[EpisodeState, ...] = ("open", "retrying", "escalated", "closed")
 MAX_FAILED_RETRAINS = 2  # the policy's default (retraining.max_failed_retrains)
 ATTEMPTS = ("retrain", "recalibrate")  # drift actions that fit a challenger
+PREVALENCE = "(class prevalence)"  # a label shift's place in a signature: no column moved
 
 
 class Episode(BaseModel):
@@ -96,10 +98,12 @@ def _number(value: Any) -> float | None:
 
 def drifted(drift: Mapping[str, Any]) -> list[str]:
     """The batch's materially drifted columns (none unless the drift is material: columns
-    that shifted below the materiality bar are noise, not a signature)."""
-    if not drift.get("material"):
-        return []
-    return sorted({str(c) for c in drift.get("drifted_columns") or []})
+    that shifted below the materiality bar are noise, not a signature), and ``PREVALENCE``
+    when its cause is a label shift (the shift is in the labels, no feature column)."""
+    found = {str(c) for c in drift.get("drifted_columns") or []} if drift.get("material") else set()
+    if drift.get("cause") == "label_shift":
+        found.add(PREVALENCE)
+    return sorted(found)
 
 
 def performance(drift: Mapping[str, Any]) -> bool:
@@ -108,8 +112,8 @@ def performance(drift: Mapping[str, Any]) -> bool:
 
 
 def has_signal(drift: Mapping[str, Any]) -> bool:
-    """Material drift or a performance signal."""
-    return bool(drift.get("material")) or performance(drift)
+    """Material drift, a performance signal, or a label shift."""
+    return bool(drift.get("material")) or performance(drift) or bool(drifted(drift))
 
 
 def drop_high(drift: Mapping[str, Any]) -> float | None:

@@ -5,6 +5,7 @@ from typing import Any
 import pytest
 
 from driftpilot.core.episodes import (
+    PREVALENCE,
     Episode,
     attempt,
     drop_high,
@@ -207,3 +208,15 @@ def test_a_runs_episode_as_it_ended_and_its_escalation() -> None:
     assert not escalated_now(again)
     assert label(episode_of(again)) == "escalated 2/2"
     assert episode_of({"drift": SEVERE}) is None and episode_of({}) is None and label(None) == ""
+
+
+def test_a_label_shift_is_a_signature_of_its_own() -> None:
+    shift = {"cause": "label_shift", "action": "recalibrate"}
+    failed = {"drift": shift, "evaluation": {"action": "reject", "gain": -0.01, "ci_low": -0.02}}
+    past = [failed | {"run_id": "r1"}, failed | {"run_id": "r2"}]
+    ep = episode_for(past, {"cause": "label_shift"})
+    assert ep is not None and (ep.id, ep.state, ep.columns) == ("r1", "escalated", [PREVALENCE])
+    assert retrain_hold(ep, {"cause": "label_shift"}, 2)
+    # a world change in a column is other evidence: a new episode
+    moved = {"material": True, "drifted_columns": ["temp"]}
+    assert (episode_for(past, moved, run_id="r3") or ep).id == "r3"
