@@ -1,0 +1,163 @@
+"""Challenger sanity (agents.evaluator): a challenger worse than chance on the holdout, or far
+below its own validation score, is a training defect: flagged with its numbers and rejected
+whatever its gain over the champion.
+
+The reproduction: on a real stream with a lasting concept change, two challengers scored below
+chance (gains of -0.29 and -0.41 ROC AUC). Their training window was dominated by batches of
+the old concept while the holdout is the latest rows of the current batch, of the new one: the
+challenger learnt the old relation between inputs and label, which the new rows invert, so it
+ranks the holdout backwards."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from agents import evaluator
+from agents.base import Llm
+from driftpilot.core.llm import Backend
+from driftpilot.core.policy import Policy
+from driftpilot.core.tasks import Task, metric
+from tools.evaluate import Comparison
+from tools.metrics import MetricInterval, chance_level, interval
+from tools.train import TrainSpec, split_holdout, train_model
+
+BUILTIN = Llm(Backend("builtin", "", None))
+
+
+def own(name: str, value: float, low: float, high: float, task: Task = "binary") -> MetricInterval:
+    info = metric(name, task)
+    return MetricInterval(
+        metric=name,
+        task=task,
+        higher_is_better=info.higher_is_better,
+        value=value,
+        low=low,
+        high=high,
+        n_rows=500,
+        confidence=0.95,
+        n_boot=200,
+    )
+
+
+def test_chance_levels_per_metric_and_task() -> None:
+    assert chance_level("roc_auc", "binary", [0, 1]) == 0.5
+    assert chance_level("roc_auc", "multiclass", [0, 1, 2]) == 0.5  # macro one-vs-rest
+    assert chance_level("pr_auc", "binary", [0, 0, 0, 1]) == 0.25  # the positive share
+    assert chance_level("r2", "regression", [1.0, 2.0]) == 0.0  # predicting the mean
+    assert chance_level("rmse", "regression", [1.0, 3.0]) == pytest.approx(1.0)  # its std
+    assert chance_level("mae", "regression", [1.0, 2.0, 6.0]) == pytest.approx(5 / 3)
+    assert chance_level("log_loss", "binary", [0, 1]) is None  # depends on the prior held
+    assert chance_level("f1", "binary", [0, 1]) is None
+
+
+def test_worse_than_chance_needs_the_whole_interval() -> None:
+    below = evaluator.training_defect(own("roc_auc", 0.31, 0.27, 0.35), 0.5, 0.62, 0.25)
+    assert below is not None and below["chance"] == 0.5 and below["holdout"] == 0.31
+    assert "worse than chance" in below["why"] and "0.3100" in below["why"]
+    # Noise on a small holdout: the interval reaches 0.5, no defect.
+    assert evaluator.training_defect(own("roc_auc", 0.47, 0.40, 0.55), 0.5, 0.55, 0.25) is None
+
+
+def test_direction_aware_for_lower_is_better_metrics() -> None:
+    # RMSE 14 (13-15) where predicting the mean scores 10: R² < 0, a defect.
+    rmse = own("rmse", 14.0, 13.0, 15.0, "regression")
+    found = evaluator.training_defect(rmse, 10.0, 9.0, 0.25)
+    assert found is not None and "worse than chance" in found["why"]
+    assert (
+        evaluator.training_defect(own("rmse", 8.0, 7.5, 8.5, "regression"), 10.0, 7.9, 0.25) is None
+    )
+    r2 = evaluator.training_defect(own("r2", -0.2, -0.3, -0.1, "regression"), 0.0, None, 0.25)
+    assert r2 is not None and r2["valid"] is None
+
+
+def test_far_below_its_own_validation_score() -> None:
+    # ROC AUC 0.60 (at best 0.64) on the holdout against 0.93 in validation: gap 0.29.
+    found = evaluator.training_defect(own("roc_auc", 0.60, 0.56, 0.64), 0.5, 0.93, 0.25)
+    assert found is not None and found["gap"] == pytest.approx(0.29)
+    assert "far below its own validation score" in found["why"]
+    # Log loss has no chance level: only the gap can flag it (lower is better: 0.70 vs 0.40).
+    loss = evaluator.training_defect(own("log_loss", 0.75, 0.70, 0.80), None, 0.40, 0.25)
+    assert loss is not None and loss["gap"] == pytest.approx(0.30)
+    assert evaluator.training_defect(own("log_loss", 0.5, 0.45, 0.55), None, 0.40, 0.25) is None
+
+
+def comparison(metric_name: str, gain: float, low: float, high: float) -> Comparison:
+    return Comparison(
+        metric=metric_name,
+        n_rows=500,
+        champion=0.5,
+        challenger=0.5 + gain,
+        gain=gain,
+        ci_low=low,
+        ci_high=high,
+        confidence=0.95,
+        n_boot=200,
+        significant=low > 0,
+        prediction_divergence=0.05,
+    )
+
+
+def test_a_training_defect_is_rejected_whatever_its_gain() -> None:
+    defect = evaluator.training_defect(own("roc_auc", 0.45, 0.42, 0.48), 0.5, 0.70, 0.25)
+    evidence = evaluator.EvaluatorEvidence(
+        comparison=comparison("roc_auc", 0.05, 0.02, 0.08),  # it beats a worse champion
+        champion_version=1,
+        training_defect=defect,
+    )
+    ruling = evaluator.decide(evidence, Policy(), BUILTIN)
+    assert ruling.allowed == ["reject"] and ruling.outcome.decision.action == "reject"
+    assert "training defect: worse than chance" in ruling.outcome.decision.rationale
+    assert evidence.shown()["training_defect"]["holdout"] == 0.45
+
+
+def test_a_recalibration_is_judged_on_log_loss_and_must_keep_its_metric() -> None:
+    kept = comparison("roc_auc", 0.0, 0.0, 0.0)
+    evidence = evaluator.EvaluatorEvidence(
+        comparison=comparison("log_loss", 0.08, 0.06, 0.10),
+        champion_version=3,
+        kind="recalibrate",
+        primary=kept,
+    )
+    ruling = evaluator.decide(evidence, Policy(), BUILTIN)
+    assert ruling.outcome.decision.action == "promote"
+    assert "a monotone map keeps the ranking" in ruling.outcome.decision.rationale
+    assert evidence.shown()["judged_on"] == "log_loss"
+    dropped = evidence.model_copy(update={"primary": comparison("roc_auc", -0.03, -0.05, -0.01)})
+    ruling = evaluator.decide(dropped, Policy(), BUILTIN)
+    assert ruling.outcome.decision.action == "reject"
+    assert "drops roc_auc significantly" in ruling.outcome.decision.rationale
+
+
+def flipped_stream(rng: np.random.Generator) -> pl.DataFrame:
+    """Four batches of 2,000 rows: three of the old concept (label follows x), then the
+    current one of the new (label follows -x)."""
+    frames = []
+    for b in range(4):
+        x = rng.normal(size=2000)
+        sign = 1.0 if b < 3 else -1.0
+        label = (sign * 2.0 * x + rng.normal(size=2000) > 0).astype(int)
+        t = np.arange(b * 2000, (b + 1) * 2000)
+        frames.append(pl.DataFrame({"x": x, "z": rng.normal(size=2000), "label": label, "t": t}))
+    return pl.concat(frames)
+
+
+def test_reproduction_a_window_of_the_old_concept_scores_below_chance() -> None:
+    """Measured: holdout ROC AUC 0.10 (0.07-0.13); its validation split (the window's latest
+    rows, of the new concept too) scored 0.08, so early stopping kept one round: the chance
+    check catches it, the validation gap cannot."""
+    rng = np.random.default_rng(11)
+    stream = flipped_stream(rng)
+    current = stream.filter(pl.col("t") >= 6000)
+    current_train, holdout = split_holdout(current, "t", 0.2)  # as agents.optimizer cuts it
+    window = pl.concat([stream.filter(pl.col("t") < 6000), current_train])  # 6,000 old rows
+    spec = TrainSpec(target="label", numeric=["x", "z"], time_col="t", max_rounds=100)
+    challenger = train_model(window, spec)
+    assert challenger.report is not None
+    y = holdout["label"].to_numpy()
+    scored = interval("roc_auc", "binary", y, challenger.predict_scores(holdout), n_boot=200)
+    valid = challenger.report.valid.get("roc_auc")
+    found = evaluator.training_defect(scored, chance_level("roc_auc", "binary", y), valid, 0.25)
+    assert found is not None and scored.high is not None and scored.high < 0.5, scored
+    assert found["holdout"] < 0.5 and "worse than chance" in found["why"]
