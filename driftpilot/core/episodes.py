@@ -176,15 +176,20 @@ LOST = ("rejected", "training_defect", "failed")
 
 
 def _defect_words(defect: Mapping[str, Any], metric: Any) -> str:
+    """The evaluator's own words (they carry the numbers), else the numbers."""
+    why = str(defect.get("why") or "").strip()
+    if why:
+        return f"training defect: {why}"
     holdout, valid = _number(defect.get("holdout")), _number(defect.get("valid"))
     chance = _number(defect.get("chance"))
-    parts = [f"training defect: holdout {metric or 'score'} {_show(holdout)}"]
+    parts = [
+        f"training defect: holdout {defect.get('metric') or metric or 'score'} {_show(holdout)}"
+    ]
     if valid is not None:
         parts.append(f"validation {_show(valid)}")
     if chance is not None:
         parts.append(f"chance {_show(chance)}")
-    why = str(defect.get("why") or "").strip()
-    return ", ".join(parts) + (f" ({why})" if why else "")
+    return ", ".join(parts)
 
 
 def _rejected_words(tried: Mapping[str, Any]) -> str:

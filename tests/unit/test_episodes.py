@@ -151,7 +151,7 @@ def test_losing_challengers_of_every_kind_are_counted_with_their_numbers() -> No
         "holdout": 0.31,
         "valid": 0.82,
         "chance": 0.5,
-        "why": "holdout below chance",
+        "why": "worse than chance: roc_auc 0.3100 on the holdout",
     }
     failed = {
         "run_id": "r2",
@@ -164,7 +164,14 @@ def test_losing_challengers_of_every_kind_are_counted_with_their_numbers() -> No
     assert second is not None and (second["outcome"], second["kind"]) == ("failed", "recalibrate")
     ep = episode_for([defect, failed], SEVERE)
     assert ep is not None and ep.state == "escalated" and ep.diagnosis is not None
-    assert "holdout roc_auc 0.310, validation 0.820, chance 0.500" in ep.diagnosis
+    assert "training defect: worse than chance: roc_auc 0.3100" in ep.diagnosis
+    no_words = attempt(
+        {
+            **defect,
+            "evaluation": {"metric": "roc_auc", "training_defect": {"holdout": 0.3, "valid": 0.8}},
+        }
+    )
+    assert (no_words or {})["why"] == "training defect: holdout roc_auc 0.300, validation 0.800"
     assert "timeout" in ep.diagnosis
     # waiting for a person is not a loss
     pending = lost("r3", SEVERE)
