@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import polars as pl
 from langgraph.runtime import Runtime
@@ -32,8 +32,17 @@ from pydantic import BaseModel, Field
 
 from agents.base import AgentTool, Llm, Outcome, bounded_text, narrowed
 from agents.context import RunContext
+from agents.drift_causes import (
+    LabelShift,
+    label_shift_reading,
+    measure_label_shift,
+    seasonal_reading,
+)
 from agents.drift_measures import domain_check, performance
+from agents.drift_notes import compact_past, gather_notes, note_ids_shown
 from agents.explain import count, describe_drop, describe_fresh_gain
+from driftpilot.core.causes import CAUSE_TEXT, CAUSES, Cause
+from driftpilot.core.episodes import Episode, episode_for, retrain_hold
 from driftpilot.core.errors import LLMError
 from driftpilot.core.metric_text import direction
 from driftpilot.core.policy import (
@@ -45,6 +54,7 @@ from driftpilot.core.policy import (
     Severity,
 )
 from driftpilot.core.tasks import METRICS, Metric
+from driftpilot.store.notes import NoteView, notes_block
 from tools.drift import DriftResult, data_drift
 from tools.shift import DomainCheck, ShiftConfig, ShiftResult, effect_sizes
 
@@ -55,8 +65,22 @@ YIELD_WINDOW = 4  # retrain attempts whose outcomes set P(promotion)
 class DriftVerdict(BaseModel):
     """The analyst's verdict on one batch."""
 
-    action: Literal["none", "monitor", "retrain"] = Field(description="What to do about the model.")
+    action: DriftAction = Field(
+        description="What to do about the model: an action the named cause allows "
+        "(`by_cause` in the bounds)."
+    )
     severity: Severity = Field(description="How serious the drift is: none, low, medium, high.")
+    cause: Cause = Field(
+        "unknown",
+        description="Why the batch drifted: the bounds' `cause` (what the numbers read) unless "
+        "a note you cite shows another (a deploy or ETL change: pipeline_defect; a planned "
+        "campaign or a season: expected_change). Only a cause in `by_cause`.",
+    )
+    cited_notes: list[int] = Field(
+        default_factory=list,
+        description="The ids of the notes your cause rests on (only ids shown in `notes`); "
+        "required when the cause differs from the bounds' cause; [] otherwise.",
+    )
     cited_metrics: dict[str, float] = Field(
         description="1 to 3 metrics from `citable` with their exact values, e.g. "
         '{"weighted_share": 0.42, "metric_drop": 0.04}.'
@@ -125,6 +149,22 @@ class DriftAnalystEvidence(BaseModel):
         description="What Evidently's report is rendered from after the decision (the batch, "
         "its content hash, the reference window and its identity); never shown to the LLM.",
     )
+    label_shift: LabelShift | None = Field(
+        None, description="The class prevalence and what drift is left at the batch's shares."
+    )
+    past: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="The model's earlier run summaries, oldest first, cut to what the episode "
+        "and the seasonality read (agents.drift_notes.compact_past).",
+    )
+    run_id: str = Field("", description="This run (an episode starting here is named by it).")
+    request: dict[str, Any] | None = Field(
+        None,
+        description="A person's retrain request ({retrain_by, reason}): lifts an episode's hold.",
+    )
+    notes: list[NoteView] = Field(
+        default_factory=list, description="The notes of the batch's window, oldest first."
+    )
 
 
 def metric_of(perf: dict[str, Any]) -> Metric:
@@ -141,6 +181,7 @@ class DriftAnalystRuling:
     bounds: DriftBounds
     shown: dict[str, Any]  # what the agent was shown
     flags: list[str]
+    episode: Episode | None = None  # the drift episode this batch belongs to
 
 
 def gather(state: dict[str, Any], ctx: RunContext) -> DriftAnalystEvidence:
@@ -179,7 +220,11 @@ def gather(state: dict[str, Any], ctx: RunContext) -> DriftAnalystEvidence:
     )
     domain = domain_check(ctx, run_id, reference, frame, spec.numeric, spec.categorical)
     perf = performance(ctx, run_id, model, frame, champ, state["ingestion"]["path"])
-    history = history_counts(ctx.history(model, run_id), ctx.policy.retraining.persistence_n)
+    past = ctx.history(model, run_id)
+    history = history_counts(past, ctx.policy.retraining.persistence_n)
+    labels = measure_label_shift(
+        ctx, run_id, model, reference, frame, importance, shift_config(ctx.policy.drift)
+    )
     return DriftAnalystEvidence(
         drift=drift,
         shift=shift,
@@ -187,6 +232,11 @@ def gather(state: dict[str, Any], ctx: RunContext) -> DriftAnalystEvidence:
         performance=perf,
         history=history,
         report_source=report_source(state, ctx, champ[1] if champ else None),
+        label_shift=labels,
+        past=compact_past(past),
+        run_id=run_id,
+        request=state.get("request") or None,
+        notes=gather_notes(state, ctx),
     )
 
 
@@ -207,24 +257,28 @@ def report_source(state: dict[str, Any], ctx: RunContext, version: int | None) -
 
 
 def decide(evidence: DriftAnalystEvidence, policy: Policy, llm: Llm) -> DriftAnalystRuling:
-    """none, monitor or retrain (pure but for ``llm``): the policy bounds the actions from the
-    measurements and the history; the LLM chooses within them and its citations are checked."""
+    """none, monitor, retrain or recalibrate, and the cause (pure but for ``llm``): the policy
+    bounds the actions from the measurements, the history, the drift episode and the cause the
+    numbers read (``read_bounds``); the LLM chooses within them, reading the notes of the
+    batch's window as data. Its cause must be one ``by_cause`` names (a cause other than the
+    numbers' cites the note it was read from), its action one that cause allows, its cited
+    notes ones it was shown: a note can narrow the actions (to monitor), never widen them.
+    Its metric citations are checked."""
     drift, shift, domain = evidence.drift, evidence.shift, evidence.domain
     perf, history = evidence.performance, evidence.history
-    bounds = policy.drift_bounds(drift_evidence(shift.weighted_share, perf, history))
+    bounds, episode = read_bounds(evidence, policy)
     known = _metrics(drift, shift, domain, perf)
     action = _policy_action(drift, shift, bounds)
     fallback = DriftVerdict(
         action=action,
         severity=bounds.severity,
+        cause=bounds.cause,
+        cited_notes=[],
         cited_metrics=_cite(shift, perf),
         rationale=template(drift, shift, domain, perf, bounds, action),
     )
-
-    def check(d: DriftVerdict) -> None:
-        if d.action not in bounds.allowed:
-            raise LLMError(f"action {d.action!r} outside the policy bounds {bounds.allowed}")
-
+    note_ids = note_ids_shown(evidence.notes)
+    check = verdict_check(bounds, note_ids)
     cite = citable(known, shift, perf)
     shown = {
         "weighted_share": shift.weighted_share,
@@ -238,12 +292,18 @@ def decide(evidence: DriftAnalystEvidence, policy: Policy, llm: Llm) -> DriftAna
         },
         "performance": perf,
         "history": history,
+        "label_shift": evidence.label_shift.model_dump() if evidence.label_shift else None,
+        "episode": episode.model_dump(mode="json") if episode else None,
+        "request": evidence.request,
         "signals": bounds.signals,
+        "cause": bounds.cause,
+        "causes": {c: CAUSE_TEXT[c] for c in bounds.by_cause},
+        "notes": notes_block(evidence.notes),
         "citable": cite,
     }
     outcome = llm.decide(
         NAME,
-        verdict_schema(bounds.allowed, cite),
+        verdict_schema(bounds, cite, note_ids),
         shown,
         bounds.model_dump(),
         fallback,
@@ -251,7 +311,84 @@ def decide(evidence: DriftAnalystEvidence, policy: Policy, llm: Llm) -> DriftAna
         tools=_tools(drift, shift),
     )
     flags = citation_flags(outcome.decision, known)
-    return DriftAnalystRuling(outcome, bounds, shown, flags)
+    return DriftAnalystRuling(outcome, bounds, shown, flags, episode)
+
+
+def read_bounds(
+    evidence: DriftAnalystEvidence, policy: Policy
+) -> tuple[DriftBounds, Episode | None]:
+    """The policy's bounds with the cause the numbers read and the drift episode's hold, and
+    the episode (None: no signal). The drift rules run first (``Policy.rule_bounds``): their
+    flags say whether this batch has a signal, which the episode and the seasonality read;
+    then the label shift and seasonal readings, the episode and its hold (a person's request
+    lifts it), and the bounds again with both (``Policy.drift_bounds``)."""
+    perf, shift = evidence.performance, evidence.shift
+    plain = drift_evidence(shift.weighted_share, perf, evidence.history)
+    rules = policy.rule_bounds(plain)
+    drifted = [c.column for c in shift.columns if c.material]
+    reading = label_shift_reading(evidence.label_shift, policy, rules, perf.get("metric"))
+    if reading is None or reading.cause != "label_shift":
+        reading = seasonal_reading(evidence.past, drifted, policy, rules) or reading
+    current: dict[str, Any] = {
+        "run_id": evidence.run_id,
+        "drifted_columns": drifted,
+        "material": rules.material,
+        "significant_drop": rules.significant_drop,
+        "stale": rules.stale,
+        **{k: perf[k] for k in ("metric_drop", "metric_drop_low", "metric_drop_high") if k in perf},
+    }
+    limit = policy.retraining.max_failed_retrains
+    asked = (evidence.request or {}).get("retrain_by") or None
+    episode = episode_for(
+        evidence.past,
+        current,
+        max_failed_retrains=limit,
+        requested_by=asked,
+        run_id=evidence.run_id,
+    )
+    hold = retrain_hold(episode, current, limit, asked)
+    bounds = policy.drift_bounds(
+        plain.model_copy(update={"reading": reading, "episode_hold": hold})
+    )
+    if asked:
+        bounds = bounds.model_copy(
+            update={"signals": [*bounds.signals, _request_signal(evidence.request or {}, episode)]}
+        )
+    return bounds, episode
+
+
+def _request_signal(request: dict[str, Any], episode: Episode | None) -> str:
+    """What a person's retrain request did: it lifts an episode's hold, nothing else."""
+    who, why = request.get("retrain_by"), request.get("reason")
+    asked = f"{who} asked for a retrain" + (f" ({why})" if why else "")
+    if episode is not None and episode.failed_retrains >= episode.max_failed_retrains:
+        return f"{asked}: the episode's hold is lifted; the drift rules still decide"
+    return f"{asked}: no episode holds a retrain; the drift rules decide"
+
+
+def verdict_check(bounds: DriftBounds, note_ids: list[int]) -> Any:
+    """The check an LLM verdict must pass (else it is asked again, then the policy's choice
+    stands): a cause ``by_cause`` names, an action that cause allows, cited notes among those
+    shown, and a cited note for a cause other than the numbers'."""
+
+    def check(d: DriftVerdict) -> None:
+        allowed = bounds.by_cause.get(d.cause)
+        if allowed is None:
+            raise LLMError(
+                f"cause {d.cause!r} is not one the bounds allow: {list(bounds.by_cause)}"
+            )
+        if d.action not in allowed:
+            raise LLMError(f"action {d.action!r} outside what cause {d.cause!r} allows: {allowed}")
+        unknown = sorted(set(d.cited_notes) - set(note_ids))
+        if unknown:
+            raise LLMError(f"cited notes {unknown} were not shown (shown: {note_ids})")
+        if d.cause != bounds.cause and not d.cited_notes:
+            raise LLMError(
+                f"cause {d.cause!r} differs from what the numbers read ({bounds.cause!r}): "
+                "cite the note it rests on"
+            )
+
+    return check
 
 
 def apply(
@@ -265,6 +402,7 @@ def apply(
     tested; ``report`` stays null here (older runs recorded its path)."""
     drift, shift, domain = evidence.drift, evidence.shift, evidence.domain
     verdict, bounds = ruling.outcome.decision, ruling.bounds
+    reasons = cause_reasons(verdict, bounds)
     ctx.record(
         state["run_id"],
         NAME,
@@ -277,12 +415,17 @@ def apply(
             "report_status": "pending" if drift.n_columns else "none",
             "report_source": evidence.report_source,
             "cited_metrics": verdict.cited_metrics,
+            "decided_cause": verdict.cause,
+            "cause_reasons": reasons,
+            "cited_notes": verdict.cited_notes,
+            **replay_record(evidence),
         },
         ruling.flags,
     )
     events = ["labels requested: estimated drop with material drift"]
     return {
         "drift": {
+            **drift_slice(ruling),
             "action": verdict.action,
             "severity": verdict.severity,
             "drift_share": drift.drift_share,
@@ -301,6 +444,41 @@ def apply(
         },
         "events": events if bounds.labels_requested else [],
     }
+
+
+def replay_record(evidence: DriftAnalystEvidence) -> dict[str, Any]:
+    """What the decision's audit record keeps beyond what the LLM was shown, so that the
+    what-if replay re-decides from the same history and notes: the past runs as read, the
+    notes as stored (the LLM saw them as the ``notes`` block) and this run's id."""
+    return {
+        "note_views": [n.model_dump(mode="json") for n in evidence.notes],
+        "past": evidence.past,
+        "run_id": evidence.run_id,
+    }
+
+
+def drift_slice(ruling: DriftAnalystRuling) -> dict[str, Any]:
+    """The cause and episode keys of the drift slice (the replay writes them too)."""
+    verdict, bounds = ruling.outcome.decision, ruling.bounds
+    episode = ruling.episode
+    if episode is not None and bounds.episode_held and episode.state != "escalated":
+        episode = episode.model_copy(update={"state": "escalated"})
+    return {
+        "cause": verdict.cause,
+        "cause_reasons": cause_reasons(verdict, bounds),
+        "cited_notes": list(verdict.cited_notes),
+        "episode": episode.model_dump(mode="json") if episode else None,
+    }
+
+
+def cause_reasons(verdict: DriftVerdict, bounds: DriftBounds) -> list[str]:
+    """Why the verdict's cause: the numbers' reasons, or, for a cause read from notes, the
+    notes cited and what the numbers read."""
+    if verdict.cause == bounds.cause:
+        return list(bounds.cause_reasons)
+    notes = ", ".join(f"#{i}" for i in verdict.cited_notes)
+    numbers = f"the numbers read {bounds.cause}: {'; '.join(bounds.cause_reasons)}"
+    return [f"read from note {notes}", numbers]
 
 
 def node(state: dict[str, Any], runtime: Runtime[RunContext]) -> dict[str, Any]:
@@ -324,13 +502,29 @@ def citable(known: dict[str, float], shift: ShiftResult, perf: dict[str, Any]) -
     return {n: round(known[n], 4) for n in names if n in known}
 
 
-def verdict_schema(allowed: list[DriftAction], cite: dict[str, float]) -> type[DriftVerdict]:
-    """The verdict as the LLM must write it: an allowed action, and citations named from
-    ``cite`` with their values (``weighted_share`` always: the drift that matters to the
-    model)."""
+def verdict_schema(
+    bounds: DriftBounds | list[DriftAction],
+    cite: dict[str, float],
+    note_ids: list[int] | None = None,
+) -> type[DriftVerdict]:
+    """The verdict as the LLM must write it: an action some nameable cause allows, a cause
+    from ``by_cause``, cited notes from those shown, and citations named from ``cite`` with
+    their values (``weighted_share`` always: the drift that matters to the model). A plain
+    list of actions (``bounds``) narrows the action only: any cause, no notes."""
+    if isinstance(bounds, list):
+        ordered, causes = list(bounds), list(CAUSES)
+    else:
+        actions = {a for allowed in bounds.by_cause.values() for a in allowed}
+        ordered = [a for a in bounds.allowed if a in actions] or list(bounds.allowed)
+        ordered += sorted(actions - set(ordered))
+        causes = list(bounds.by_cause) or [bounds.cause]
+    ids = list(note_ids or [])
+    notes: dict[str, Any] = {"items": {"type": "integer", "enum": ids}} if ids else {"maxItems": 0}
     return narrowed(
         DriftVerdict,
-        action={"enum": list(allowed)},
+        action={"enum": ordered},
+        cause={"enum": causes},
+        cited_notes=notes,
         cited_metrics={
             # Each value is fixed to the tool's own (an enum of one): the model chooses what to
             # cite, never what the number was. (The citation check stays for other backends.)

@@ -346,7 +346,7 @@ class DriftBounds(_Strict):
     cause_reasons: list[str] = Field(
         default_factory=list, description="Why that cause, in words with numbers."
     )
-    by_cause: dict[str, list[DriftAction]] = Field(
+    by_cause: dict[Cause, list[DriftAction]] = Field(
         default_factory=dict,
         description="The actions allowed if an analyst names another cause (from a note): "
         "each is the cause's mapped actions within these bounds (monitor always stays "
@@ -539,7 +539,8 @@ class Policy(_Strict):
     ) -> DriftBounds:
         """The bounds of a mapped cause: its actions that the evidence supports."""
         supported = {"monitor", "none", *bounds.allowed}
-        if cause == "label_shift" and ev.labelled:
+        # The episode's hold stops any challenger, a recalibrated champion included.
+        if cause == "label_shift" and ev.labelled and not ev.episode_hold:
             supported.add("recalibrate")
         allowed = [a for a in mapped if a in supported] or ["monitor"]
         signal = f"cause {cause}: {'; '.join(reasons)} -> {' or '.join(allowed)}"
@@ -556,9 +557,9 @@ class Policy(_Strict):
             }
         )
 
-    def _by_cause(self, bounds: DriftBounds) -> dict[str, list[DriftAction]]:
+    def _by_cause(self, bounds: DriftBounds) -> dict[Cause, list[DriftAction]]:
         """What naming each cause allows within ``bounds`` (see ``drift_bounds``)."""
-        out: dict[str, list[DriftAction]] = {}
+        out: dict[Cause, list[DriftAction]] = {}
         for cause in CAUSES:
             mapped = self.causes.actions(cause)
             if cause == bounds.cause or mapped is None:

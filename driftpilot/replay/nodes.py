@@ -19,9 +19,11 @@ from langgraph.types import interrupt
 from agents import cicd, drift_analyst, evaluator, ingestion, optimizer, retraining
 from agents.base import Outcome
 from agents.context import RunContext
+from agents.drift_causes import LabelShift
 from driftpilot.core.errors import RunStateError
 from driftpilot.core.policy import Policy, RiskInputs
 from driftpilot.replay.record import Evidence
+from driftpilot.store.notes import NoteView
 from graphs.control import run_outcome
 from graphs.state import ControlState
 from tools.drift import DriftResult
@@ -92,12 +94,33 @@ def _drift(state: dict[str, Any], ctx: RunContext, ev: Evidence) -> dict[str, An
         domain=DomainCheck.model_validate(domain) if domain else None,
         performance=shown["performance"],
         history=shown["history"],
+        **_cause_evidence(ev),
     )
     ruling = drift_analyst.decide(evidence, ctx.policy, ctx.llm)
     verdict = ruling.outcome.decision
-    replayed = {"action": verdict.action, "severity": verdict.severity}
+    replayed = {
+        "action": verdict.action,
+        "severity": verdict.severity,
+        **drift_analyst.drift_slice(ruling),
+    }
     meta = _meta(ruling.outcome, verdict.rationale)
     return {"drift": {**ev.final["drift"], **replayed, "replay": meta}}
+
+
+def _cause_evidence(ev: Evidence) -> dict[str, Any]:
+    """What a run since issue 21 recorded for its cause and episode: the label shift numbers,
+    its past runs as it read them, its notes and a person's request. A run recorded before
+    lacks them: its replay reads no label shift, no seasonality, no episode and no notes (the
+    numbers' cause is then world_change or unknown)."""
+    record = ev.shown.get("drift_analyst", {})
+    label = ev.tool_results.get("shift.label_shift")
+    return {
+        "label_shift": LabelShift.model_validate(label) if label else None,
+        "past": list(record.get("past") or []),
+        "run_id": str(record.get("run_id") or ev.run.id),
+        "request": record.get("request") or ev.fork_values.get("request") or None,
+        "notes": [NoteView.model_validate(n) for n in record.get("note_views") or []],
+    }
 
 
 def _optimizer(state: dict[str, Any], ctx: RunContext, ev: Evidence) -> dict[str, Any]:

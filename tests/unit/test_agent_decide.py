@@ -9,6 +9,7 @@ from __future__ import annotations
 import builtins
 import io
 import socket
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -22,6 +23,7 @@ from driftpilot.core.llm import Backend
 from driftpilot.core.policy import Policy, RiskInputs
 from driftpilot.core.settings import Settings
 from driftpilot.replay import REPLAY_NODES, Evidence, _sealed_context
+from driftpilot.store.notes import NoteView
 from tests.fakes import say, scripted
 from tools.drift import ColumnDrift, DriftResult
 from tools.evaluate import Comparison
@@ -96,8 +98,25 @@ def _drift_evidence() -> drift_analyst.DriftAnalystEvidence:
         "metric_drop_low": 0.01,
     }
     history = {"recent_signals": 1, "batches_since_retrain": None, "retrains": 0, "promotions": 0}
+    note = NoteView(
+        id=7,
+        model="flights",
+        text="New carrier routes from March.",
+        at=datetime(2024, 3, 1, tzinfo=UTC),
+        by="ann",
+        created_at=datetime(2024, 3, 2, tzinfo=UTC),
+        sha256="0" * 64,
+    )
+    past = [{"drift": {"action": "monitor", "material": True, "drifted_columns": ["distance"]}}]
     return drift_analyst.DriftAnalystEvidence(
-        drift=drift, shift=shift, domain=None, performance=perf, history=history
+        drift=drift,
+        shift=shift,
+        domain=None,
+        performance=perf,
+        history=history,
+        past=past,
+        run_id="run-under-test",
+        notes=[note],
     )
 
 
@@ -171,7 +190,13 @@ def _cases() -> list[tuple[Any, str, BaseModel, dict[str, Any]]]:
             "drift_analyst",
             drift,
             {
-                "shown": {"drift_analyst": {**drift_shown, "report": None}},
+                "shown": {
+                    "drift_analyst": {
+                        **drift_shown,
+                        **drift_analyst.replay_record(drift),
+                        "report": None,
+                    }
+                },
                 "tool_results": {
                     "drift.data_drift": drift.drift.model_dump(mode="json"),
                     "shift.effect_sizes": drift.shift.model_dump(mode="json"),

@@ -1,0 +1,283 @@
+"""What caused a batch's drift, read from the numbers (every backend, ``builtin`` included).
+
+Two causes read here; the policy (``Policy.drift_bounds``) reads the rest from its own flags
+(world_change: material drift or a performance signal; unknown: nothing fired) and maps each
+cause to the actions it allows.
+
+- **label_shift** (classifiers only): the class prevalence moved while each class looks the
+  same. Moved: the PSI of the label distribution (batch vs reference window) reaches
+  ``drift.label_shift.label_psi``, or one class's share moved by ``relative_change`` of itself
+  beyond three standard errors of the batch's share, on at least ``min_rows`` labelled rows.
+  Each class the same: the importance-weighted share of material shifts, measured again
+  against the reference resampled to the batch's class shares (p_batch(y) / p_ref(y) per row,
+  drawn seeded), stays under ``drift.monitor_share``; and a ranking metric (ROC AUC, which a
+  prevalence change alone leaves unchanged) shows neither a significant drop nor a quick
+  retrain that beats the champion. A label shift moves the scores, not the ranking: a
+  calibration map fixes it for a fraction of a retrain's cost.
+- **expected_change**: with ``drift.seasonality.period_batches`` set, the batch's drift
+  signature (its materially drifted columns) matches, by Jaccard overlap of at least
+  ``min_overlap``, a batch one period back (+- ``tolerance_batches``) in the model's history,
+  and the batch shows drift or a performance signal (else nothing needs a cause).
+
+Regression reads no label shift: a moved target distribution in a regression is not separable
+from a change of the relation here, so its cause is world_change (drift or a performance
+signal) or unknown. ``pipeline_defect`` never reads from the drift numbers: ingestion
+quarantines the defects it can name, and the analyst's LLM may read one from a note.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import polars as pl
+from pydantic import BaseModel, Field
+
+from agents.context import RunContext
+from driftpilot.core.causes import CauseReading
+from driftpilot.core.policy import DriftBounds, Policy
+from driftpilot.core.tasks import Task
+from tools.shift import ShiftConfig, effect_sizes
+
+NAME = "drift_analyst"  # the agent the calls are audited under
+Z_SIGNIFICANT = 3.0  # standard errors a class share must move by to count
+
+
+class LabelShift(BaseModel):
+    """How a labelled classifier batch's class prevalence moved, and what drift is left once
+    the reference is resampled to the batch's class shares."""
+
+    rows: int = Field(description="Labelled batch rows the prevalence is read on.")
+    reference_rows: int = Field(description="Labelled reference rows.")
+    batch_share: dict[str, float] = Field(description="Class -> share on the batch.")
+    reference_share: dict[str, float] = Field(description="Class -> share on the reference.")
+    label_psi: float = Field(description="PSI of the class distribution (batch vs reference).")
+    max_relative_change: float = Field(
+        description="Largest |batch - ref| / ref share change over classes that moved beyond "
+        "three standard errors (0: none did)."
+    )
+    moved_class: str | None = Field(description="The class with that change.")
+    moved: bool = Field(description="The prevalence moved materially under the policy.")
+    reweighted_share: float | None = Field(
+        None,
+        description="The weighted share against the reference resampled to the batch's class "
+        "shares (None: not measured, the prevalence did not move or a class is new).",
+    )
+    note: str | None = Field(None, description="Why the reweighted share was not measured.")
+
+
+def prevalence(
+    reference: pl.Series, batch: pl.Series, policy: Policy
+) -> tuple[dict[str, float], dict[str, float], float, float, str | None, bool]:
+    """Class shares of both sides, the labels' PSI, the largest significant relative change
+    of a class share and its class, and whether that moved materially under the policy."""
+    rules = policy.drift.label_shift
+    ref = _shares(reference)
+    cur = _shares(batch)
+    classes = sorted(set(ref) | set(cur))
+    p = np.array([max(ref.get(c, 0.0), 1e-4) for c in classes])
+    q = np.array([max(cur.get(c, 0.0), 1e-4) for c in classes])
+    psi = float(np.sum((q - p) * np.log(q / p)))
+    n = batch.drop_nulls().len()
+    best, moved_class = 0.0, None
+    for c in classes:
+        r, b = ref.get(c, 0.0), cur.get(c, 0.0)
+        if r <= 0:
+            continue
+        se = math.sqrt(r * (1 - r) / n) if n else math.inf
+        change = abs(b - r) / r
+        if abs(b - r) > Z_SIGNIFICANT * se and change > best:
+            best, moved_class = change, c
+    moved = n >= rules.min_rows and (psi >= rules.label_psi or best >= rules.relative_change)
+    return ref, cur, round(psi, 4), round(best, 4), moved_class, moved
+
+
+def _shares(values: pl.Series) -> dict[str, float]:
+    """Class (as a string) -> its share among the non-null values."""
+    kept = values.drop_nulls().cast(pl.String)
+    if kept.len() == 0:
+        return {}
+    counts = kept.value_counts()
+    total = kept.len()
+    return {
+        str(c): round(int(k) / total, 6)
+        for c, k in zip(counts[:, 0].to_list(), counts[:, 1].to_list(), strict=True)
+    }
+
+
+def resample_to(
+    reference: pl.DataFrame, target: str, shares: dict[str, float], seed: int
+) -> pl.DataFrame | None:
+    """The reference's labelled rows redrawn (with replacement, seeded) so that each class
+    has the batch's share: the reference as it would look under the batch's prevalence with
+    each class unchanged. None when a batch class has no reference row (a new class cannot
+    be reweighted)."""
+    labelled = reference.filter(pl.col(target).is_not_null())
+    keys = labelled[target].cast(pl.String)
+    rng = np.random.default_rng(seed)
+    parts = []
+    for cls, share in sorted(shares.items()):
+        rows = np.flatnonzero((keys == cls).to_numpy())
+        if rows.size == 0:
+            return None
+        draw = rng.choice(rows, size=max(1, round(share * labelled.height)), replace=True)
+        parts.append(labelled[draw.tolist()])
+    return pl.concat(parts) if parts else None
+
+
+def label_shift_reading(
+    shift: LabelShift | None,
+    policy: Policy,
+    bounds: DriftBounds,
+    metric: str | None,
+) -> CauseReading | None:
+    """label_shift when the prevalence moved and each class looks the same (module
+    docstring); world_change with the reason when it moved but the classes changed too;
+    None when it did not move (or was not read)."""
+    if shift is None or not shift.moved:
+        return None
+    prevalence_text = _prevalence_text(shift)
+    flat = {f"{c}:batch": v for c, v in shift.batch_share.items()}
+    flat |= {f"{c}:ref": v for c, v in shift.reference_share.items()}
+    limit = policy.drift.monitor_share
+    if shift.reweighted_share is None:
+        why = shift.note or "the class-conditional drift was not measured"
+        return CauseReading(cause="world_change", reasons=[f"{prevalence_text}, but {why}"])
+    if shift.reweighted_share >= limit:
+        return CauseReading(
+            cause="world_change",
+            reasons=[
+                f"{prevalence_text}, but each class moved too: weighted share "
+                f"{shift.reweighted_share:.2f} >= {limit} against the reference at the batch's "
+                "class shares"
+            ],
+        )
+    if metric == "roc_auc" and (bounds.significant_drop or bounds.stale):
+        what = "a significant ROC AUC drop" if bounds.significant_drop else "a stale champion"
+        return CauseReading(
+            cause="world_change",
+            reasons=[f"{prevalence_text}, but {what}: a prevalence change leaves ranking intact"],
+        )
+    return CauseReading(
+        cause="label_shift",
+        reasons=[
+            f"{prevalence_text}; each class looks the same: weighted share "
+            f"{shift.reweighted_share:.2f} < {limit} against the reference at the batch's "
+            "class shares"
+        ],
+        prevalence=flat,
+    )
+
+
+def _prevalence_text(shift: LabelShift) -> str:
+    moved = shift.moved_class
+    change = ""
+    if moved is not None:
+        change = (
+            f", class {moved} {shift.reference_share.get(moved, 0.0):.3f} -> "
+            f"{shift.batch_share.get(moved, 0.0):.3f} ({shift.max_relative_change:+.0%} of "
+            "itself)"
+        )
+    return (
+        f"prevalence moved on {shift.rows} labelled rows: label PSI {shift.label_psi:.3f}{change}"
+    )
+
+
+def seasonal_reading(
+    past: list[dict[str, Any]], drifted: list[str], policy: Policy, bounds: DriftBounds
+) -> CauseReading | None:
+    """expected_change when this batch's drifted columns match a batch one period back (module
+    docstring); None when seasonality is off, nothing fired, or no batch matches. ``past``:
+    the model's earlier run summaries, oldest first (this batch is the next one)."""
+    rules = policy.drift.seasonality
+    period = rules.period_batches
+    fired = bounds.material or bounds.significant_drop or bounds.stale
+    if period is None or not drifted or not fired:
+        return None
+    now = set(drifted)
+    here = len(past)
+    for back in sorted(
+        range(period - rules.tolerance_batches, period + rules.tolerance_batches + 1),
+        key=lambda b: (abs(b - period), b),
+    ):
+        index = here - back
+        if back < 1 or index < 0:
+            continue
+        then = set(((past[index].get("drift") or {}).get("drifted_columns")) or [])
+        overlap = len(now & then) / len(now | then) if now | then else 0.0
+        if then and overlap >= rules.min_overlap:
+            return CauseReading(
+                cause="expected_change",
+                reasons=[
+                    f"the same drift signature {back} batches back (period {period}): "
+                    f"drifted columns {sorted(now)} vs {sorted(then)}, overlap {overlap:.2f} "
+                    f">= {rules.min_overlap}"
+                ],
+            )
+    return None
+
+
+def classifier(task: Task) -> bool:
+    """The task reads label shift (a classifier's prevalence)."""
+    return task in ("binary", "multiclass")
+
+
+def measure_label_shift(
+    ctx: RunContext,
+    run_id: str,
+    model: str,
+    reference: pl.DataFrame,
+    frame: pl.DataFrame,
+    importance: dict[str, float],
+    config: ShiftConfig,
+) -> LabelShift | None:
+    """The batch's label shift numbers (audited as the tool call ``shift.label_shift``, which
+    the what-if replay reads back), or None when none can be read: a regression, no target on
+    a side, no labelled row. The reweighted share is measured only when the prevalence moved."""
+    spec = ctx.spec(model)
+    target = spec.target
+    if not classifier(spec.task) or target not in reference.columns or target not in frame.columns:
+        return None
+    batch_y, ref_y = frame[target].drop_nulls(), reference[target].drop_nulls()
+    if batch_y.len() == 0 or ref_y.len() == 0:
+        return None
+
+    def measure() -> LabelShift:
+        ref, cur, psi, best, moved_class, moved = prevalence(ref_y, batch_y, ctx.policy)
+        found = LabelShift(
+            rows=batch_y.len(),
+            reference_rows=ref_y.len(),
+            batch_share=cur,
+            reference_share=ref,
+            label_psi=psi,
+            max_relative_change=best,
+            moved_class=moved_class,
+            moved=moved,
+        )
+        if not moved:
+            return found
+        resampled = resample_to(reference, target, cur, ctx.settings.seed)
+        if resampled is None:
+            new = sorted(set(cur) - set(ref))
+            return found.model_copy(
+                update={"note": f"class {new} is new: no reference to reweight"}
+            )
+        share = effect_sizes(
+            resampled,
+            frame,
+            numeric=spec.numeric,
+            categorical=spec.categorical,
+            importance=importance,
+            config=config,
+            seed=ctx.settings.seed,
+        ).weighted_share
+        return found.model_copy(update={"reweighted_share": share})
+
+    return ctx.call(
+        run_id,
+        NAME,
+        "shift.label_shift",
+        measure,
+        {"reference_rows": reference.height, "batch_rows": frame.height, "target": target},
+    )
