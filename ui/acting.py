@@ -33,7 +33,7 @@ MAX_ROWS = 200_000
 class Proposal:
     """One change the person may confirm; ``args`` are all it needs to be carried out."""
 
-    kind: str  # run | adopt | rollback | schedule | approve | reject
+    kind: str  # run | adopt | rollback | schedule | approve | reject | note
     summary: str  # what will happen, in words (markdown, data escaped)
     role: Role
     args: dict[str, Any]
@@ -52,6 +52,7 @@ def propose(chat: Chat, kind: str, **intent: Any) -> Proposal:
         "schedule": _propose_schedule,
         "approve": _propose_decision,
         "reject": _propose_decision,
+        "note": _propose_note,
     }
     return builders[kind](chat, kind, intent)
 
@@ -69,6 +70,8 @@ def confirm(chat: Chat, proposal: Proposal, reason: str = "") -> Reply:
         return _do_adopt(chat, proposal)
     if proposal.kind == "schedule":
         return _do_schedule(chat, proposal)
+    if proposal.kind == "note":
+        return _do_note(chat, proposal)
     return _do_decision(chat, proposal)
 
 
@@ -79,6 +82,7 @@ _WHAT = {
     "schedule": "schedule runs",
     "approve": "approve a promotion",
     "reject": "reject a promotion",
+    "note": "write a note",
 }
 
 
@@ -229,6 +233,43 @@ def _propose_decision(chat: Chat, kind: str, intent: dict[str, Any]) -> Proposal
     return Proposal(kind, summary, "approver", args, chat.who.principal)
 
 
+def _propose_note(chat: Chat, kind: str, intent: dict[str, Any]) -> Proposal:
+    """A note, shown as it will be stored (sanitised; refused when too long, empty or with
+    bidi controls), on a managed model, at the time given or at the Confirm press."""
+    from driftpilot.runs.notes import clean_text
+
+    chat.require("operator", _WHAT[kind])
+    model = chat.cp.model_view(intent["model"]).name
+    text = clean_text(intent.get("text") or "")
+    at = _note_time(intent.get("at"))
+    when = f"at {markup.code(at.isoformat())}" if at is not None else "now (when you confirm)"
+    summary = (
+        f"Keep this note on **{markup.text(model)}**, {when}, written by "
+        f"**{markup.text(chat.who.principal)}**: “{markup.text(text)}”. The drift analyst "
+        "reads the notes of a batch's window as data, never as instructions, to tell what "
+        "caused a drift. A note is audited and cannot be edited or deleted."
+    )
+    args = {"model": model, "text": text, "at": at.isoformat() if at is not None else None}
+    return Proposal(kind, summary, "operator", args, chat.who.principal)
+
+
+def _note_time(value: str | None) -> datetime | None:
+    """A note's ``at:`` time (naive: UTC), or None (now).
+
+    Raises:
+        ConfigError: not an ISO 8601 date or time.
+    """
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(
+            f"{value!r} is not an ISO 8601 date or time (e.g. at:2026-03-02 or at:2026-03-02T14:30)"
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 # -- carrying out ---------------------------------------------------------------------------------
 
 
@@ -359,4 +400,18 @@ def _do_schedule(chat: Chat, proposal: Proposal) -> Reply:
         f"{markup.code(view.cron_id[:8])}, next "
         f"{markup.text(view.next_run_date or 'when resumed')}. "
         "Firings happen in `driftpilot serve`."
+    )
+
+
+def _do_note(chat: Chat, proposal: Proposal) -> Reply:
+    from driftpilot.runs.notes import add_note
+
+    args = proposal.args
+    at = datetime.fromisoformat(args["at"]) if args["at"] else None
+    view = add_note(chat.cp.store, args["model"], args["text"], at, chat.who.principal)
+    # Under the note's own audit id: its record (the text's hash) and this confirmation.
+    _audit(chat, f"note-{view.id}", proposal)
+    return Reply(
+        f"Kept note {view.id} on **{markup.text(view.model)}** at "
+        f"{view.at:%Y-%m-%d %H:%M} UTC, by **{markup.text(view.by)}**."
     )

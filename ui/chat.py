@@ -90,10 +90,13 @@ HELP = """I am DriftPilot's control plane. I can:
 - **roll back** the champion: `/rollback MODEL REASON` (*roll back flights*)
 - **schedule** runs: `/schedule MODEL CRON SOURCE` (SOURCE: `flights`, `flights:2013-02`,
   `glob:flights/*.parquet` under the inbox, or `gdelt`), *schedule flights every hour*
+- **note** what you know about the data: `/note MODEL TEXT` (a deploy, an ETL change, a
+  campaign, a sensor replaced; `at:2026-03-02` before the text dates it): the drift analyst
+  reads it as data to tell what caused a drift
 - `/schedules [MODEL]` (*show schedules*), `/models`, `/help`
 
 Nothing changes until you press **Confirm** on the proposal I show: a question is only answered.
-You act as **{who}** ({role}); runs, approvals and rollbacks are audited under that name."""
+You act as **{who}** ({role}); runs, approvals, rollbacks and notes are audited under that name."""
 
 
 class Chat:
@@ -180,6 +183,9 @@ class Chat:
         reason = intent.text
         if intent.kind == "rollback" and reason and reason not in message:
             reason = ""  # a reason the chat model wrote is not the person's: ask them on Confirm
+        if intent.kind == "note" and message and reason not in " ".join(message.split()):
+            # A note is the person's own words, never a chat model's.
+            raise Refused("a note is kept only as you typed it: use `/note MODEL TEXT`")
         fields = {
             "model": intent.model,
             "batch": intent.batch,
@@ -190,6 +196,7 @@ class Chat:
             "text": reason,
             "uri": intent.uri,
             "columns": intent.columns,
+            "at": intent.at,
         }
         proposal = acting.propose(self, intent.kind, **fields)
         proposal = acting.Proposal(

@@ -33,6 +33,7 @@ Kind = Literal[
     "schedules",
     "models",
     "history",
+    "note",
     "why",
     "status",
     "howto",
@@ -55,6 +56,8 @@ USAGE = {
     "schedules": "/schedules [MODEL]",
     "models": "/models",
     "history": "/history MODEL",
+    "note": "/note [MODEL] [at:TIME] TEXT   e.g. /note flights at:2013-07-01 new ETL job, "
+    "delays now in seconds",
     "help": "/help",
 }
 
@@ -88,8 +91,10 @@ EVERY = {
 }
 
 
-# What changes something: never done without the person's confirmation (see ui.chat).
-MUTATIONS = frozenset({"run", "adopt", "rollback", "schedule", "approve", "reject"})
+# What changes something: never done without the person's confirmation (see ui.chat). A note
+# changes no model, but it is a person's free text kept for the drift analyst: it is shown and
+# confirmed like the rest.
+MUTATIONS = frozenset({"run", "adopt", "rollback", "schedule", "approve", "reject", "note"})
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,7 @@ class Intent:
     uri: str | None = None  # an MLflow model to adopt (models:/..., runs:/...)
     columns: tuple[str, ...] = ()  # adopt: the target, then the time column if given
     negated: bool = False  # "don't roll back flights": nothing is asked for
+    at: str | None = None  # a note: when the noted thing happened (ISO 8601, as typed)
 
     @property
     def acts(self) -> bool:
@@ -122,7 +128,7 @@ def parse(message: str, models: Iterable[str] = ()) -> Intent:
     managed models' names (they let a question name its model anywhere)."""
     text = " ".join(message.strip().split())
     if text.startswith("/"):
-        return _slash(text)
+        return _slash(text, list(models))
     text = _fix_typos(text, set(models))
     names = list(models)
     for read in (_negated, _status, _question):
@@ -284,7 +290,7 @@ def _usage(kind: str) -> Intent:
     return Intent("usage", text=USAGE[kind])
 
 
-def _slash(text: str) -> Intent:
+def _slash(text: str, models: list[str]) -> Intent:
     command, *args = text[1:].split(" ")
     command = command.lower()
     rest = " ".join(args[1:])
@@ -321,10 +327,32 @@ def _slash(text: str) -> Intent:
         return Intent("rollback", model=args[0], text=rest)
     if command == "history":
         return Intent("history", model=args[0])
+    if command == "note":
+        return _note(args, models)
     # schedule MODEL <five cron fields> SOURCE
     if len(args) != 7:
         return _usage("schedule")
     return Intent("schedule", model=args[0], cron=" ".join(args[1:6]), source=args[6])
+
+
+_AT = re.compile(r"^at:\S+$", re.I)  # the note's time, checked when it is proposed
+
+
+def _note(args: list[str], models: list[str]) -> Intent:
+    """``/note [MODEL] [at:TIME] TEXT``: the model may be left out when only one is managed
+    (then a first word that is no model is the note's). The text is the note's as typed
+    (whitespace folded); the service sanitises and limits it when it is confirmed."""
+    model: str | None = None
+    if models and args[0] not in models and len(models) == 1:
+        model = models[0]
+    else:
+        model, args = args[0], args[1:]
+    at = None
+    if args and _AT.match(args[0]):
+        at, args = args[0][3:], args[1:]
+    if not args:
+        return _usage("note")
+    return Intent("note", model=model, text=" ".join(args), at=at)
 
 
 _PHRASES: list[tuple[re.Pattern[str], str]] = [
