@@ -682,7 +682,7 @@ def template(
         parts.append(f"fresh_gain={perf['fresh_gain']:.4f} (no interval)")
     signals = "; ".join(bounds.signals) or "no signal"
     policy = f"Policy: {action} (severity {bounds.severity})"
-    return f"{'; '.join(parts)}. Signals: {signals}. {policy}."
+    return f"{'; '.join(parts)}. Signals: {signals}. Cause: {bounds.cause}. {policy}."
 
 
 def _interval(perf: dict[str, Any], key: str) -> str:

@@ -109,6 +109,20 @@ class DriftSlice(TypedDict, total=False):
     sampled: Annotated[
         dict[str, Any], _d("Measurements made on a stratified sample: its size and why.")
     ]
+    cause: Annotated[
+        str,
+        _d(
+            "Why the batch drifted (driftpilot.core.causes): pipeline_defect, expected_change, "
+            "world_change, label_shift or unknown; the numbers' unless a cited note showed "
+            "another."
+        ),
+    ]
+    cause_reasons: Annotated[list[str], _d("Why that cause, in words with numbers.")]
+    cited_notes: Annotated[list[int], _d("The ids of the notes the cause rests on.")]
+    episode: Annotated[
+        dict[str, Any] | None,
+        _d("The drift episode as of this batch (driftpilot.core.episodes.Episode; None: none)."),
+    ]
 
 
 class OptimizerSlice(TypedDict, total=False):
