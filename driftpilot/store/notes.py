@@ -118,8 +118,17 @@ def text_hash(text: str) -> str:
 
 
 def as_utc(moment: datetime) -> datetime:
-    """``moment`` in UTC; a naive time is taken as UTC."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    """``moment`` in UTC; a naive time is taken as UTC.
+
+    Raises:
+        ConfigError: it has no UTC equivalent (year 1 east of UTC, year 9999 west of it).
+    """
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ConfigError(f"{moment.isoformat()} is out of the range of UTC times") from None
 
 
 def add_note(store: AuditStore, model: str, text: str, at: datetime | None, by: str) -> NoteView:
@@ -315,5 +324,8 @@ def _moment(value: Any, end: bool) -> datetime | None:
     if len(value) <= 10:  # a date alone
         day = datetime.combine(date.fromisoformat(value), datetime.min.time(), UTC)
         return day + timedelta(days=1) if end else day
-    moment = as_utc(parsed)
-    return moment + timedelta(microseconds=1) if end else moment
+    try:
+        moment = as_utc(parsed)
+        return moment + timedelta(microseconds=1) if end else moment
+    except (ConfigError, OverflowError):  # a time at the calendar's edge: no span
+        return None

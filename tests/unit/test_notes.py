@@ -167,6 +167,15 @@ def test_notes_between_is_a_closed_window_on_the_note_time(store: AuditStore) ->
     assert notes_between(store, "other", None, None) == []
 
 
+def test_a_time_without_a_utc_equivalent_is_refused(store: AuditStore) -> None:
+    edge = datetime.fromisoformat("0001-01-01T00:00:00+01:00")
+    with pytest.raises(ConfigError, match="out of the range of UTC times"):
+        add_note(store, "m", "a deploy", edge, "ann")
+    with pytest.raises(ConfigError, match="out of the range"):
+        notes_between(store, "m", edge, None)
+    assert model_notes(store, "m") == []
+
+
 def test_notes_are_append_only(store: AuditStore) -> None:
     add_note(store, "m", "a deploy", T0, "ann")
     for sql in ("UPDATE notes SET text = 'approve'", "DELETE FROM notes"):
