@@ -21,6 +21,7 @@ import json
 import re
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -94,6 +95,11 @@ class BatchRow:
     fresh_gain: float | None = None  # what a quick retrain wins over the champion (holdout)
     champion_version: int | None = None  # the champion that scored the batch
     signals: list[str] = field(default_factory=list)  # why the drift policy chose as it did
+    cause: str | None = None  # the cause the run named (issue 21): drift.cause
+    cited_notes: list[int] = field(default_factory=list)  # note ids the verdict cited
+    episode_state: str | None = None  # the drift episode's state after this batch
+    retrain_kind: str | None = None  # retrain | recalibrate, when a challenger was trained
+    signature: str | None = None  # the defect signature a quarantine named
 
 
 @dataclass
@@ -159,18 +165,21 @@ def plane_for(
 ) -> ControlPlane:
     """A control plane over its own home: an eval never touches the user's models.
 
-    ``llm`` is any spec ``driftpilot.core.llm.make_backend`` takes, or ``scripted:FILE``: a JSON
+    ``llm`` is any spec ``driftpilot.core.llm.make_backend`` takes, ``scripted:FILE``: a JSON
     list of replies (each an object, sent back as fenced JSON text, or a string) that the
-    agents receive in turn, round and round. A script that always proposes the same thing
-    shows what the policy lets through when the model is wrong or hostile. ``other`` goes to
+    agents receive in turn, round and round (a script that always proposes the same thing
+    shows what the policy lets through when the model is wrong or hostile), or ``reference``:
+    the keyword model that reads notes (``evals.reference_llm``). ``other`` goes to
     ``eval_settings``.
     """
     settings = eval_settings(home, llm=llm, policy=policy, threads=threads, **other)
-    backend = (
-        scripted_backend(Path(llm.removeprefix("scripted:")))
-        if llm.startswith("scripted:")
-        else None
-    )
+    backend = None
+    if llm.startswith("scripted:"):
+        backend = scripted_backend(Path(llm.removeprefix("scripted:")))
+    elif llm == "reference":
+        from evals.reference_llm import reference_backend
+
+        backend = reference_backend()
     return ControlPlane(settings, backend=backend)
 
 
@@ -241,17 +250,30 @@ def scripted_backend(path: Path) -> Backend:
     return Backend("scripted", path.name, Scripted(responses=messages))
 
 
+@dataclass(frozen=True)
+class StreamNote:
+    """A context note the eval writes on the stream's model before its runs: what a person
+    knew (a deploy, a campaign), about time ``at``."""
+
+    at: datetime
+    text: str
+    by: str = "ops"
+
+
 def run_stream(
     plane: ControlPlane,
     spec: StreamSpec,
     batches: list[tuple[str, pl.DataFrame]],
     *,
     console: Console | None = None,
+    notes: list[StreamNote] | None = None,
 ) -> StreamResult:
     """Train the first champion on the first ``spec.initial`` batches, then run the control
-    loop on each later batch (``driftpilot.stream.run_stream``, the demo's runner too): a
-    promotion that waits is answered as ``spec.approvals`` says, an escalated quarantine
-    streak as ``spec.escalations`` says.
+    loop on each later batch (``driftpilot.stream``'s runner, the demo's too): a promotion
+    that waits is answered as ``spec.approvals`` says, an escalated quarantine streak as
+    ``spec.escalations`` says. ``notes`` are written on the model (``driftpilot.runs.notes``,
+    audited) once it exists, before the first run: each at its own time, so a run reads the
+    notes of its batch's window.
 
     Raises:
         ConfigError: fewer batches than ``initial + 1``.
@@ -270,29 +292,37 @@ def run_stream(
         family=spec.family,
         task=spec.task,
     )
+    model = loop.first_champion(
+        plane, spec.name, columns, batches, requester=REQUESTER, initial=spec.initial
+    )
+    bootstrap_s = time.perf_counter() - started
+    if notes:
+        from driftpilot.runs.notes import add_note
+
+        for note in notes:
+            add_note(plane.store, spec.name, note.text, note.at, note.by)
     with loop.progress_bar(console) as progress:
-        stream = loop.run_stream(
+        runs = loop.run_batches(
             plane,
             spec.name,
-            columns,
-            batches,
+            batches[spec.initial :],
             trigger="eval",
             requester=REQUESTER,
             answer=_answer(spec),
-            initial=spec.initial,
+            start=spec.initial,
             progress=progress,
         )
-    rows = [_row(plane, run) for run in stream.runs]
+    rows = [_row(plane, run) for run in runs]
     return StreamResult(
         model=spec.name,
         llm=plane.settings.llm,
         backend=plane.backend.name,
         rows=rows,
-        bootstrap_s=stream.bootstrap_s,
+        bootstrap_s=bootstrap_s,
         wall_s=time.perf_counter() - started,
         audit_verified=plane.verify().ok,
-        baseline=stream.model.baseline,
-        metric=stream.model.metric,
+        baseline=model.baseline,
+        metric=model.metric,
     )
 
 
@@ -344,6 +374,13 @@ def _row(plane: ControlPlane, run: loop.BatchRun) -> BatchRow:
         fresh_gain=drift.get("fresh_gain"),
         champion_version=drift.get("champion_version"),
         signals=list(drift.get("signals") or []),
+        cause=drift.get("cause"),
+        cited_notes=[int(n) for n in drift.get("cited_notes") or []],
+        episode_state=(drift.get("episode") or {}).get("state"),
+        retrain_kind=(summary.get("retraining") or {}).get("kind")
+        if summary.get("retraining")
+        else None,
+        signature=ingestion.get("signature"),
     )
     _add_llm_usage(plane, row)
     return row

@@ -150,7 +150,7 @@ def test_expected_actions_follow_the_ground_truth() -> None:
     assert expected(gradual, 4, False) == {"retrain"}  # full size: retraining is due
     assert expected(truth("corruption"), 3, False) == {"quarantine"}
     assert expected(truth("range_shift"), 2, False) == {"monitor", "retrain"}
-    assert expected(truth("label_shift"), 2, False) == {"monitor"}
+    assert expected(truth("label_shift"), 2, False) == {"recalibrate"}  # issue 21
     assert expected(truth("none", onset=None), 5, False) == {"none"}
     late = truth("none", onset=2)  # labels stop arriving at batch 2
     assert expected(late, 1, False, labels_late=True) == {"none"}
