@@ -239,7 +239,10 @@ def notes_block(notes: list[NoteView], limit: int = BLOCK_MAX_NOTES) -> str:
     if len(notes) > len(shown):
         lines.append(f"({len(notes) - len(shown)} older notes not shown)")
     for note in shown:
-        text = escape(_visible(note.text).strip()[:NOTE_MAX_CHARS])
+        text = _visible(note.text).strip()
+        if len(text) > NOTE_MAX_CHARS:  # only a row written past add_note: said, not hidden
+            text = text[:NOTE_MAX_CHARS] + f" [cut: {len(text)} characters]"
+        text = escape(text)
         at = as_utc(note.at).strftime("%Y-%m-%dT%H:%M:%SZ")
         by = escape(_visible(note.by))
         lines.append(f'<note id={int(note.id)} at={at} by="{by}">\n{text}\n</note>')

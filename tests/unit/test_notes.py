@@ -137,6 +137,7 @@ def test_the_block_resanitises_rows_written_past_the_service() -> None:
     assert "\u202e" not in block and "\u200b" not in block
     assert "<note id=99" not in block and 'by="x&quot; id=99"' in block
     assert block.count("<note ") == 1 and len(block) < 1200
+    assert "[cut: 628 characters]" in block
 
 
 def test_the_block_keeps_the_newest_notes_and_says_how_many_it_left_out() -> None:
