@@ -6,7 +6,9 @@ the results files.
     python -m evals.suite --readme-only      # re-render the README from evals/results/
 
 Quick (``make eval``, about 4 minutes on 2 cores once CTGAN is fitted): flights only,
-scenario streams of 6 batches of 1,000 rows, the policy comparison over January to August.
+scenario streams of 6 batches of 1,000 rows (each drift scenario scored in its three note
+variants; builtin runs one stream for the three, it reads no notes), then the causes table,
+then the policy comparison over January to August.
 Full (about an hour): the scenario suite on both binary datasets (streams of 10 batches of
 2,000 rows), the policy comparison on the whole of 2013 for every flights task (binary
 ``flights``, regression ``flights_delay``, multiclass ``flights_delay_class``) and both
@@ -20,6 +22,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -62,6 +65,7 @@ def render_readme(results: Path = RESULTS, readme: Path = README) -> Path:
     body = "\n\n".join(
         part
         for part in (
+            *(_causes_md(p) for p in sorted(results.glob("scenarios_*.json"))),
             *(_scenarios_md(p) for p in sorted(results.glob("scenarios_*.json"))),
             *(_policies_md(p) for p in sorted(results.glob("policies_*.json"))),
             _bench_md(results / "bench_loop.json"),
@@ -96,7 +100,8 @@ def _scenarios_md(path: Path) -> str:
         f"{s['batches']} batches of {s['batch_rows']:,} rows, drift from batch {s['onset']}; "
         f"measured {r['machine']['measured_at']} on {r['machine']['cores']} cores.\n\n"
     )
-    header = ["scenario", "correct", "delay", "FA monitor", "FA retrain", "FA quarantine"]
+    header = ["scenario", "variant", "cause", "cause read", "correct", "delay", "FA monitor"]
+    header += ["FA retrain", "FA quarantine"]
     header += ["unsafe", "high risk approved", "citation flags", "retrains", "yield"]
     header += ["estimate error (mean / max)", "wall s", "LLM decisions", "tokens"]
     rows = []
@@ -107,6 +112,9 @@ def _scenarios_md(path: Path) -> str:
         rows.append(
             [
                 x["scenario"],
+                x.get("variant", "none"),
+                x.get("cause") or "-",
+                _cause_read(x),
                 _pct(x["correct_rate"]),
                 delay,
                 _pct(x["false_alarm_monitor"]),
@@ -123,6 +131,56 @@ def _scenarios_md(path: Path) -> str:
                 str(x["tokens"]),
             ]
         )
+    return title + _table(header, rows)
+
+
+def _cause_read(x: dict[str, Any]) -> str:
+    """Drifted batches whose cause the run named right, of all drifted ones ('-': none, or a
+    result from before issue 21)."""
+    pairs = [
+        (t, r)
+        for t, r in zip(x.get("true_causes") or [], x.get("read_causes") or [], strict=True)
+        if t is not None
+    ]
+    return f"{sum(t == r for t, r in pairs)}/{len(pairs)}" if pairs else "-"
+
+
+def _causes_md(path: Path) -> str:
+    """The causes table of one scenarios results file ('' for results from before issue 21)."""
+    r = json.loads(path.read_text())
+    if not r.get("causes"):
+        return ""
+    shared = (
+        " The note variants share one stream per scenario: builtin reads no notes."
+        if r.get("variants_shared")
+        else ""
+    )
+    title = (
+        f"### Causes: {r['dataset']} ({r['tier']}, LLM `{r['llm']}`)\n\n"
+        f"Cause macro-F1 over the drifted batches; correct actions over every batch; unsafe "
+        f"actions: unsafe promotions and challengers trained on defective data; at most "
+        f"{r.get('max_failed_retrains', 2)} losing challengers per episode.{shared} Measured "
+        f"{r['machine']['measured_at']}.\n\n"
+    )
+    header = ["group", "scenarios", "cause macro-F1", "correct", "unsafe", "false retrains"]
+    header += ["retrains", "yield", "recalibrations", "compute s", "tokens", "fallbacks"]
+    rows = [
+        [
+            group,
+            str(g["scenarios"]),
+            _num(g["cause_macro_f1"], 2),
+            _pct(g["correct_rate"]),
+            str(g["unsafe_actions"]),
+            str(g["false_retrains"]),
+            str(g["retrains"]),
+            _num(g["retrain_yield"], 2),
+            str(g["recalibrations"]),
+            f"{g['compute_s']:.0f}",
+            str(g["tokens"]),
+            str(g["fallbacks"]),
+        ]
+        for group, g in r["causes"].items()
+    ]
     return title + _table(header, rows)
 
 

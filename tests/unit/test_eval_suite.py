@@ -68,10 +68,11 @@ def test_tables_replace_only_the_marked_part(tmp_path: Path) -> None:
     assert "old tables" not in text
     assert "### Scenarios: flights (quick, LLM `ollama:qwen`)" in text
     assert (
-        "| abrupt_concept_drift | 50% | missed | 25% | 0% | 0% | 0 | 1 | 2 | 2 | 0.50 | - | 30 "
-        "| 12 | 3456 |" in text
+        "| abrupt_concept_drift | none | - | - | 50% | missed | 25% | 0% | 0% | 0 | 1 | 2 | 2 "
+        "| 0.50 | - | 30 | 12 | 3456 |" in text
     )
-    assert "| no_drift | 50% | - |" in text
+    assert "| no_drift | none | - | - | 50% | - |" in text
+    assert "### Causes" not in text  # results from before issue 21 have no causes
     assert "![flights](results/policies_flights.png)" in text
     assert "| never | 0.680 | 0.600 | 1/1 | 2 | 1 | 99 | 12 |" in text
     assert "Prequential ROC AUC (higher is better) on 1 batches" in text
@@ -128,3 +129,65 @@ def test_the_estimate_error_cell() -> None:
     assert estimate_text(None) == "-"
     assert estimate_text({"batches": 0, "mean": None, "max": None}) == "-"
     assert estimate_text({"batches": 3, "mean": 0.0123, "max": 0.02}) == "0.012 / 0.020 (3)"
+
+
+def test_the_causes_table_is_rendered_per_backend(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    group = {
+        "scenarios": 2,
+        "batches": 12,
+        "cause_macro_f1": 0.5,
+        "drifted_batches": 6,
+        "correct_rate": 0.75,
+        "unsafe_actions": 1,
+        "false_retrains": 2,
+        "retrains": 4,
+        "promotions": 2,
+        "retrain_yield": 0.5,
+        "recalibrations": 1,
+        "compute_s": 80.4,
+        "tokens": 0,
+        "fallbacks": 3,
+    }
+    score = {
+        "scenario": "deploy_drop",
+        "kind": "broken_feature",
+        "variant": "note",
+        "cause": "pipeline_defect",
+        "true_causes": [None, "pipeline_defect", "pipeline_defect"],
+        "read_causes": ["unknown", "pipeline_defect", "world_change"],
+        "onset": 1,
+        "correct_rate": 0.5,
+        "detection_delay": 0,
+        "false_alarm_monitor": 0.0,
+        "false_alarm_retrain": 0.0,
+        "false_alarm_quarantine": 0.0,
+        "unsafe_promotions": 0,
+        "citation_flags": 0,
+        "retrains": 1,
+        "retrain_yield": None,
+        "wall_s": 20.0,
+        "tokens": 0,
+    }
+    (results / "scenarios_flights_quick_reference.json").write_text(
+        json.dumps(
+            {
+                "dataset": "flights",
+                "tier": "quick",
+                "llm": "reference",
+                "stream": {"batches": 3, "onset": 1, "batch_rows": 1000},
+                "machine": MACHINE,
+                "variants_shared": False,
+                "max_failed_retrains": 2,
+                "causes": {"note decides: its note": group},
+                "scores": [score],
+            }
+        )
+    )
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{BEGIN}\n{END}\n")
+    text = render_readme(results, readme).read_text()
+    assert "### Causes: flights (quick, LLM `reference`)" in text
+    assert "| note decides: its note | 2 | 0.50 | 75% | 1 | 2 | 4 | 0.50 | 1 | 80 | 0 | 3 |" in text
+    assert "| deploy_drop | note | pipeline_defect | 1/2 | 50% | 0 |" in text
