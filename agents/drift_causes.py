@@ -232,52 +232,75 @@ def measure_label_shift(
     importance: dict[str, float],
     config: ShiftConfig,
 ) -> LabelShift | None:
-    """The batch's label shift numbers (audited as the tool call ``shift.label_shift``, which
-    the what-if replay reads back), or None when none can be read: a regression, no target on
-    a side, no labelled row. The reweighted share is measured only when the prevalence moved."""
+    """The batch's label shift numbers (``label_shift_numbers``, audited as the tool call
+    ``shift.label_shift``, which the what-if replay reads back), or None when none can be
+    read: a regression, no target on a side, no labelled row."""
     spec = ctx.spec(model)
     target = spec.target
     if not classifier(spec.task) or target not in reference.columns or target not in frame.columns:
         return None
-    batch_y, ref_y = frame[target].drop_nulls(), reference[target].drop_nulls()
-    if batch_y.len() == 0 or ref_y.len() == 0:
+    if frame[target].drop_nulls().len() == 0 or reference[target].drop_nulls().len() == 0:
         return None
-
-    def measure() -> LabelShift:
-        ref, cur, psi, best, moved_class, moved = prevalence(ref_y, batch_y, ctx.policy)
-        found = LabelShift(
-            rows=batch_y.len(),
-            reference_rows=ref_y.len(),
-            batch_share=cur,
-            reference_share=ref,
-            label_psi=psi,
-            max_relative_change=best,
-            moved_class=moved_class,
-            moved=moved,
-        )
-        if not moved:
-            return found
-        resampled = resample_to(reference, target, cur, ctx.settings.seed)
-        if resampled is None:
-            new = sorted(set(cur) - set(ref))
-            return found.model_copy(
-                update={"note": f"class {new} is new: no reference to reweight"}
-            )
-        share = effect_sizes(
-            resampled,
-            frame,
-            numeric=spec.numeric,
-            categorical=spec.categorical,
-            importance=importance,
-            config=config,
-            seed=ctx.settings.seed,
-        ).weighted_share
-        return found.model_copy(update={"reweighted_share": share})
-
     return ctx.call(
         run_id,
         NAME,
         "shift.label_shift",
-        measure,
+        lambda: label_shift_numbers(
+            reference,
+            frame,
+            target,
+            numeric=spec.numeric,
+            categorical=spec.categorical,
+            importance=importance,
+            config=config,
+            policy=ctx.policy,
+            seed=ctx.settings.seed,
+        ),
         {"reference_rows": reference.height, "batch_rows": frame.height, "target": target},
     )
+
+
+def label_shift_numbers(
+    reference: pl.DataFrame,
+    frame: pl.DataFrame,
+    target: str,
+    *,
+    numeric: list[str],
+    categorical: list[str],
+    importance: dict[str, float],
+    config: ShiftConfig,
+    policy: Policy,
+    seed: int,
+) -> LabelShift:
+    """The class prevalence of both sides (labelled rows) and, when it moved under the
+    policy, the weighted share of the batch against the reference resampled to the batch's
+    class shares (``effect_sizes`` with the champion's importance and the policy's measures).
+    Both sides must hold labelled rows of ``target``."""
+    batch_y, ref_y = frame[target].drop_nulls(), reference[target].drop_nulls()
+    ref, cur, psi, best, moved_class, moved = prevalence(ref_y, batch_y, policy)
+    found = LabelShift(
+        rows=batch_y.len(),
+        reference_rows=ref_y.len(),
+        batch_share=cur,
+        reference_share=ref,
+        label_psi=psi,
+        max_relative_change=best,
+        moved_class=moved_class,
+        moved=moved,
+    )
+    if not moved:
+        return found
+    resampled = resample_to(reference, target, cur, seed)
+    if resampled is None:
+        new = sorted(set(cur) - set(ref))
+        return found.model_copy(update={"note": f"class {new} is new: no reference to reweight"})
+    share = effect_sizes(
+        resampled,
+        frame,
+        numeric=numeric,
+        categorical=categorical,
+        importance=importance,
+        config=config,
+        seed=seed,
+    ).weighted_share
+    return found.model_copy(update={"reweighted_share": share})
