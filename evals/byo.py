@@ -1,6 +1,11 @@
 """``driftpilot eval``: the control loop over a labelled table a user brings (or a built-in
 dataset), in a home of its own, ending with a per-batch table and a JSON file.
 
+Beside the loop, the baselines of ``evals.policies`` (never retrain, retrain every batch,
+every ``k`` batches) are scored prequentially on the same batches (``--no-baselines`` skips
+them): a table, a plot (``<results>_policies.png``) and the ``comparison`` key of the JSON
+show what the policy would have done for this model against simple schedules.
+
     driftpilot eval --data sales.parquet --target churned --time ts --batch week
     driftpilot eval --data log.csv --target y --order-by row --batch 5000 --initial 2
     driftpilot eval --dataset flights --approvals reject --llm ollama:qwen2.5:7b
@@ -16,8 +21,11 @@ import polars as pl
 from pydantic import BaseModel, Field
 from rich.console import Console
 
+from driftpilot.core import metric_text
 from driftpilot.core.errors import ConfigError
 from driftpilot.core.settings import get_settings
+from driftpilot.core.tasks import METRICS
+from driftpilot.runs.plane import ControlPlane
 from evals.common import machine, write_json
 from evals.harness import (
     Approvals,
@@ -61,11 +69,15 @@ class EvalRequest(BaseModel):
     home: Path | None = None
     out: Path | None = None
     name: str | None = None
+    baselines: bool = Field(True, description="Score never / every batch / every k beside it.")
+    k: int = Field(3, ge=1, description="The every-k baseline's period, in batches.")
 
 
 def run_eval(request: EvalRequest, console: Console) -> tuple[StreamResult, Path]:
-    """Run the eval a request describes; print the notes, the per-batch table and the totals.
-    Returns the result and the JSON file written.
+    """Run the eval a request describes; print the notes, the per-batch table and the totals,
+    then (unless ``request.baselines`` is off) the baselines beside the loop
+    (``compare_baselines``, under the JSON's ``comparison`` key). Returns the result and the
+    JSON file written.
 
     Raises:
         ConfigError, SchemaError, DataError: a bad combination of options or a bad table.
@@ -84,8 +96,119 @@ def run_eval(request: EvalRequest, console: Console) -> tuple[StreamResult, Path
         f"first champion on {spec.initial} batch(es); approvals: {spec.approvals}; "
         f"LLM {plane.backend.name} ({plane.backend.model_name}); home {home}"
     )
-    result = run_stream(plane, spec, batches, console=console)
-    result.meta = {
+    try:
+        result = run_stream(plane, spec, batches, console=console)
+        result.meta = _meta(request, plane, spec, batch, home)
+        console.print(batch_table(result, f"{spec.name}: one control run per batch"))
+        console.print(_totals_line(result))
+        out = request.out or home / "eval.json"
+        payload = result.to_json()
+        if request.baselines:
+            plot = out.with_name(f"{out.stem}_policies.png")
+            payload["comparison"] = compare_baselines(
+                plane, spec, batches, result, batch=batch, k=request.k, plot=plot, console=console
+            )
+    finally:
+        plane.close()
+    out = write_json(out, payload)
+    console.print(f"results: {out}")
+    return result, out
+
+
+def compare_baselines(
+    plane: ControlPlane,
+    spec: StreamSpec,
+    batches: list[tuple[str, pl.DataFrame]],
+    result: StreamResult,
+    *,
+    batch: str,
+    k: int,
+    plot: Path,
+    console: Console,
+) -> dict[str, Any]:
+    """Score the baselines (never, every batch, every ``k``) prequentially on the batches the
+    loop ran over, beside the loop's own champion metric (``evals.policies``: the same first
+    model rows, retraining window and holdout as the loop's policy, default hyper-parameters).
+    Prints the table and one comparison line, writes the plot; returns the JSON block:
+    per policy its totals (mean and worst metric, retrains, promotions, yield, compute) and
+    per-batch rows, and the loop against retraining every batch.
+
+    ``plane`` must still be open: the loop's compute and its champions come from it.
+    """
+    from evals.policies import (
+        BASELINE,
+        NOTES,
+        Stream,
+        loop_run,
+        plot_policies,
+        policy_table,
+        run_baselines,
+        target_check,
+    )
+
+    task = plane.model_view(spec.name).task
+    stream = Stream(
+        dataset=spec.name,
+        batching=batch,
+        target=spec.target,
+        time_col=spec.time_col,
+        numeric=spec.numeric,
+        categorical=spec.categorical,
+        batches=batches,
+        family=spec.family,  # type: ignore[arg-type]
+        task=task,  # type: ignore[arg-type]
+        initial=spec.initial,
+    )
+    loop = loop_run(plane, stream, result)
+    console.print(f"[bold]baselines[/] on the same {len(batches) - spec.initial} batches")
+    runs = [*run_baselines(stream, k=k, console=console, policy=plane.policy), loop]
+    check = target_check(runs)
+    measure = metric_text.label(stream.metric)
+    title = f"{spec.name}: DriftPilot beside the baselines, prequential {measure}"
+    plot_policies(runs, plot, title=f"{title} ({batch})", metric=stream.metric)
+    console.print(policy_table(runs, title))
+    console.print(comparison_line(check), markup=False)
+    console.print(f"plot: {plot}")
+    return {
+        "k": k,
+        "task": task,
+        "metric": stream.metric,
+        "higher_is_better": check["higher_is_better"],
+        "reference": BASELINE,
+        "notes": NOTES,
+        "versus_every_batch": check,
+        "totals": {run.policy: run.totals() for run in runs},
+        "policies": {run.policy: run.to_json() for run in runs},
+        "plot": str(plot),
+    }
+
+
+def comparison_line(check: dict[str, Any]) -> str:
+    """The loop against retraining every batch, in words: means over the batches both
+    scored (in the metric's direction) and what each retrained."""
+    metric = check["metric"]
+    gain = check["gain"]  # Metric.gain: points, or a share of the baseline's value (RMSE)
+    if gain is None:
+        verdict = "no batch scored by both"
+    elif gain == 0:
+        verdict = "level"
+    else:
+        size = f"{abs(gain):.2%}" if METRICS[metric].relative else f"{abs(gain):.4f} points"
+        verdict = f"{'better' if gain > 0 else 'worse'} by {size}"
+    return (
+        f"DriftPilot vs retraining every batch over {check['batches_compared']} batches: mean "
+        f"{metric_text.label(metric)} {metric_text.value(metric, check['driftpilot_mean'])} vs "
+        f"{metric_text.value(metric, check['baseline_mean'])} "
+        f"({metric_text.direction(metric)}): {verdict}, with {check['driftpilot_retrains']} "
+        f"retrains against {check['baseline_retrains']}."
+    )
+
+
+def _meta(
+    request: EvalRequest, plane: ControlPlane, spec: StreamSpec, batch: str, home: Path
+) -> dict[str, Any]:
+    """What the eval ran on and with, for the results JSON."""
+    return {
         "source": str(request.data or request.dataset),
         "batch": batch,
         "features": {"numeric": spec.numeric, "categorical": spec.categorical},
@@ -96,11 +219,6 @@ def run_eval(request: EvalRequest, console: Console) -> tuple[StreamResult, Path
         "home": str(home),
         "machine": machine(),
     }
-    console.print(batch_table(result, f"{spec.name}: one control run per batch"))
-    console.print(_totals_line(result))
-    out = write_json(request.out or home / "eval.json", result.to_json())
-    console.print(f"results: {out}")
-    return result, out
 
 
 def _table(request: EvalRequest, console: Console) -> tuple[pl.DataFrame, StreamSpec, str]:

@@ -429,12 +429,15 @@ def _warm_up() -> None:
     import sklearn.metrics  # noqa: F401
 
 
-def run_baselines(stream: Stream, *, k: int, console: Console | None = None) -> list[PolicyRun]:
+def run_baselines(
+    stream: Stream, *, k: int, console: Console | None = None, policy: Policy | None = None
+) -> list[PolicyRun]:
     """Never / every batch / every ``k``: the loop's training tool with default parameters,
-    with a progress bar per baseline on ``console``."""
+    on the retraining window and holdout of ``policy`` (default: the shipped one), with a
+    progress bar per baseline on ``console``."""
     from driftpilot.stream import progress_bar
 
-    policy = Policy.load(None)
+    policy = policy or Policy.load(None)
     _warm_up()
     scored = len(stream.batches) - stream.initial
     with (

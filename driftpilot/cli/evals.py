@@ -91,12 +91,22 @@ def eval_(
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Results JSON (default: in the home).")] = None,
     name: Annotated[str | None, typer.Option(help="Model name (default: the file's stem).")] = None,
+    baselines: Annotated[
+        bool,
+        typer.Option(
+            "--baselines/--no-baselines",
+            help="Also score never / every batch / every K batches on the same batches.",
+        ),
+    ] = True,
+    k: Annotated[int, typer.Option("--k", min=1, help="The every-K baseline's period.")] = 3,
 ) -> None:
     """Run the control loop over a labelled table, batch by batch, in a home of its own.
 
     The first batch (or --initial K) trains the first champion; every later batch is one
     control run. Ends with a per-batch table (drift share, champion metric, action, outcome,
-    risk tier, seconds) and a JSON file."""
+    risk tier, seconds), then the same batches under simple retraining schedules (never,
+    every batch, every K batches), scored prequentially beside DriftPilot: a table, a plot
+    (PNG beside the results) and the JSON file."""
     from evals.byo import EvalRequest, run_eval
 
     if order_by is not None and order_by.lower() != "row":
@@ -127,6 +137,8 @@ def eval_(
         home=home,
         out=out,
         name=name,
+        baselines=baselines,
+        k=k,
     )
     run_eval(request, console)
 

@@ -59,6 +59,28 @@ def test_eval_on_a_csv(settings: Settings, tmp_path: Path, quarter: pl.DataFrame
     assert set(report["meta"]["features"]["categorical"]) == {"carrier", "origin", "dest"}
     # The eval's models live in its own home, not in the user's.
     assert (home / "driftpilot.db").exists() and not (settings.home / "driftpilot.db").exists()
+    # The baselines, scored on the same batches beside the loop.
+    comparison = report["comparison"]
+    assert comparison["metric"] == "roc_auc" and comparison["higher_is_better"] is True
+    totals = comparison["totals"]
+    assert list(totals) == ["never", "every batch", "every 3", "driftpilot"]
+    assert [totals[p]["retrains"] for p in ("never", "every batch", "every 3")] == [0, 2, 0]
+    assert totals["every batch"]["yield"] == 1.0 and totals["never"]["yield"] is None
+    loop = totals["driftpilot"]
+    assert loop["retrains"] == sum(r["retrained"] for r in report["rows"])
+    assert loop["promotions"] == sum(r["promoted"] is not None for r in report["rows"])
+    assert loop["compute_s"] > 0 and "yield" in loop
+    for policy in comparison["policies"].values():
+        assert [r["batch_id"] for r in policy["rows"]] == ["2013-02", "2013-03"]
+        assert all(0.5 < r["score"] < 1 for r in policy["rows"])
+    # The loop's column is its champion's own metric; never's is the first model's, unchanged.
+    loop_scores = [r["score"] for r in comparison["policies"]["driftpilot"]["rows"]]
+    assert loop_scores == [r["champion_metric"] for r in report["rows"]]
+    assert (
+        "every batch" in result.output and "DriftPilot vs retraining every batch" in result.output
+    )
+    plot = Path(comparison["plot"])
+    assert plot.parent == out.parent and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_eval_by_row_order_with_rejected_and_waiting_approvals(
@@ -69,7 +91,7 @@ def test_eval_by_row_order_with_rejected_and_waiting_approvals(
     policy = tmp_path / "policy.yaml"
     policy.write_text(yaml.safe_dump(merge(FORCE_RETRAIN, HIGH_RISK)))
     common = ["eval", "--data", str(data), "--target", "delayed", "--positive", "late"]
-    common += ["--order-by", "row", "--batch", "2000", "--policy", str(policy)]
+    common += ["--order-by", "row", "--batch", "2000", "--policy", str(policy), "--no-baselines"]
     for mode, outcome in (("reject", "approval_rejected"), ("wait", "waiting_approval")):
         out = tmp_path / f"{mode}.json"
         result = invoke(
@@ -77,7 +99,9 @@ def test_eval_by_row_order_with_rejected_and_waiting_approvals(
             "--home", str(tmp_path / mode), "--out", str(out),
         )  # fmt: skip
         assert result.exit_code == 0, result.output
-        rows = json.loads(out.read_text())["rows"]
+        report = json.loads(out.read_text())
+        rows = report["rows"]
+        assert "comparison" not in report and "DriftPilot vs retraining" not in result.output
         assert len(rows) == 1 and rows[0]["batch_id"] == "rows-000002000"
         assert rows[0]["action"] == "retrain" and rows[0]["risk_tier"] == "high"
         assert rows[0]["outcome"] == outcome and rows[0]["promoted"] is None
