@@ -15,7 +15,9 @@ import numpy as np
 import polars as pl
 import pytest
 import yaml
+from langgraph.runtime import Runtime
 
+from agents import recalibration
 from driftpilot.core.settings import Settings, get_settings
 from driftpilot.runs.plane import ControlPlane
 from driftpilot.store.models import Decision, ToolCall
@@ -97,4 +99,8 @@ def test_a_label_shift_is_recalibrated_and_promoted(
         "calibrate.calibrate_model",
         "registry.log_model",
     ]
+    # A node run again (a replay after a crash) returns the recorded slice: no second fit.
+    state = {"run_id": view.run_id, "model": "flights", "drift": drift}
+    assert recalibration.node(state, Runtime(context=cp.ctx)) == {"retraining": rt}
+    assert len(cp.store.list_rows(ToolCall, ToolCall.run_id == view.run_id)) == len(calls)
     assert cp.verify().ok
