@@ -3,6 +3,7 @@ Parquet file ordered by its rows, each approval mode; the eval keeps to a home o
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -10,10 +11,13 @@ from typing import Any
 import polars as pl
 import pytest
 import yaml
+from rich.console import Console
 from typer.testing import CliRunner
 
 from driftpilot.cli import app
 from driftpilot.core.settings import Settings
+from evals.byo import compare_baselines
+from evals.harness import StreamSpec, cut, infer_features, plane_for, run_stream
 from tests.integration.test_control_graph import FORCE_RETRAIN, HIGH_RISK, merge
 
 pytestmark = pytest.mark.integration
@@ -143,3 +147,41 @@ def test_eval_with_a_scripted_llm_counts_its_decisions_and_fallbacks(
         "--llm", f"scripted:{tmp_path / 'none.json'}", "--home", str(tmp_path / "h2"),
     )  # fmt: skip
     assert bad.exit_code == 1 and "cannot read the LLM script" in bad.output
+
+
+def test_the_baselines_follow_a_regression_models_metric_and_direction(
+    settings: Settings, tmp_path: Path, months: dict[str, pl.DataFrame]
+) -> None:
+    """The comparison is in the model's own metric: RMSE, lower is better, for a delay in
+    minutes; the worst batch is the highest RMSE. (``--data`` reads binary targets only, so
+    the stream is run as the eval runs it, through the harness.)"""
+    frame = pl.concat(
+        [months[m].drop_nulls("arr_delay").sample(n=1500, seed=5) for m in ("2013-01", "2013-02")]
+    ).drop("month", "delayed", "delay_class")
+    numeric, categorical, _ = infer_features(frame, ["arr_delay", "time_hour"], None, None)
+    spec = StreamSpec(
+        name="delay", target="arr_delay", time_col="time_hour", numeric=numeric,
+        categorical=categorical,
+    )  # fmt: skip
+    batches = cut(frame, "time_hour", "month")
+    printed = io.StringIO()
+    screen = Console(file=printed, width=200)
+    plane = plane_for(tmp_path / "home")
+    try:
+        result = run_stream(plane, spec, batches)
+        comparison = compare_baselines(
+            plane, spec, batches, result, batch="month", k=1, plot=tmp_path / "p.png",
+            console=screen,
+        )  # fmt: skip
+    finally:
+        plane.close()
+    assert comparison["task"] == "regression" and comparison["metric"] == "rmse"
+    assert comparison["higher_is_better"] is False
+    totals = comparison["totals"]
+    assert [totals[p]["retrains"] for p in ("never", "every batch", "every 1")] == [0, 1, 1]
+    for name, policy in comparison["policies"].items():
+        scores = [r["score"] for r in policy["rows"]]
+        assert len(scores) == 1 and scores[0] > 5, name  # minutes of delay, not a ROC AUC
+        assert totals[name]["worst_score"] == round(max(scores), 4)
+    assert totals["driftpilot"]["mean_score"] == round(result.rows[0].champion_metric or 0, 4)
+    assert "mean RMSE" in printed.getvalue() and "(lower is better)" in printed.getvalue()
