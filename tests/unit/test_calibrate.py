@@ -127,3 +127,24 @@ def test_a_trained_champion_recalibrated_scores_frames_and_pickles() -> None:
     second, _ = calibrate_model(again, later, "label")
     assert isinstance(second, CalibratedModel) and not isinstance(second.base, CalibratedModel)
     assert uncalibrated(second).family == "lightgbm" and fit.rows == 2000
+
+
+def test_a_trained_multiclass_champion_recalibrated_follows_the_new_shares() -> None:
+    rng = np.random.default_rng(4)
+
+    def rows(n: int, prior: np.ndarray) -> pl.DataFrame:
+        y = rng.choice(["a", "b", "c"], size=n, p=prior)
+        centre = {"a": 0.0, "b": 1.5, "c": 3.0}
+        return pl.DataFrame({"x": [rng.normal(centre[v]) for v in y], "label": y})
+
+    spec = TrainSpec(task="multiclass", target="label", numeric=["x"], max_rounds=60)
+    champion = train_model(rows(4000, TRAIN_PRIORS), spec)
+    new_prior = np.array([0.1, 0.3, 0.6])
+    calibrated, fit = calibrate_model(champion, rows(3000, new_prior), "label")
+    later = rows(3000, new_prior)
+    y = np.array([calibrated.classes.index(v) for v in later["label"].to_list()])
+    old = value("log_loss", "multiclass", y, champion.predict_scores(later))
+    new = value("log_loss", "multiclass", y, calibrated.predict_scores(later))
+    assert old is not None and new is not None and new < old - 0.1, (old, new)
+    assert calibrated.classes == ["a", "b", "c"] and fit.calibrator.method == "bcts"
+    assert calibrated.predict_scores(later).mean(axis=0) == pytest.approx(new_prior, abs=0.05)
