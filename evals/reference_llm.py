@@ -124,14 +124,16 @@ def action_for(cause: str | None, bounds: dict[str, Any], allowed: list[str]) ->
     """The action a cause read from a note asks for, within ``allowed``; the policy default
     otherwise."""
     default = str(bounds.get("default") or (allowed[0] if allowed else "monitor"))
-    if cause in ("pipeline_defect", "expected_change"):
-        # Watch: never train on broken data, nor retrain for what the model has seen.
-        wanted = [default] if default in _WATCH else list(_WATCH)
+    if cause == "pipeline_defect":
+        wanted = list(_WATCH)  # watch broken data, never train on it
+    elif cause == "expected_change":
+        # Nothing to do about what the model has seen before: the default if it watches.
+        wanted = [default, *_WATCH] if default in _WATCH else list(_WATCH)
     elif cause == "label_shift":
         wanted = ["recalibrate", default]
     else:
         wanted = [default]
-    return next((a for a in wanted if a in allowed), default)
+    return next((a for a in wanted if a in allowed), allowed[0] if allowed else default)
 
 
 def drift_reply(system: str, evidence: dict[str, Any], shown: str) -> dict[str, Any]:
@@ -147,7 +149,9 @@ def drift_reply(system: str, evidence: dict[str, Any], shown: str) -> dict[str, 
         # The policy names the causes an analyst may name, each with what it allows: a cause
         # outside that map cannot be named, and its actions narrow the bounds.
         if read[0] in by_cause:
-            allowed = [a for a in allowed if a in by_cause[read[0]]] or allowed
+            # What that cause allows is the policy's own list (monitor stays possible even
+            # where the numbers' bounds allowed only none).
+            allowed = [str(a) for a in by_cause[read[0]]] or allowed
         else:
             read = None
     cause, cited = read if read else (numbers_cause(bounds, evidence), [])

@@ -99,3 +99,15 @@ def test_other_agents_are_deferred_and_the_backend_speaks_langchain() -> None:
     )
     assert json.loads(reply.content.removeprefix("```json\n").removesuffix("\n```"))["action"]
     assert backend.chat_model.bind_tools([]) is backend.chat_model
+
+
+def test_a_note_may_ask_to_watch_where_the_numbers_allowed_only_none() -> None:
+    quiet = {
+        "allowed": ["none"],
+        "default": "none",
+        "severity": "none",
+        "cause": "unknown",
+        "by_cause": {"unknown": ["none"], "pipeline_defect": ["monitor"]},
+    }
+    verdict = _verdict([_note(2, "Deployed a new encoder for temp.")], quiet)
+    assert verdict["action"] == "monitor" and verdict["cause"] == "pipeline_defect"
