@@ -18,24 +18,42 @@ for a concept drift to show. Each scenario injects one drift from its onset batc
 first champion is trained on a clean synthetic reference window, then every batch is one
 control run.
 
-The right action per batch (``expected``), from the ground truth:
+The right action per batch (``expected``), from the ground truth and what could be known of
+its cause (issue 21): every drift scenario runs in three variants, with no note, with a
+distractor note (plausible, irrelevant) and with the note that says its cause, written on the
+model at the onset's time (``driftpilot.runs.notes.add_note``). Where the numbers show the
+cause the right actions are the same in the three; where only the note tells it
+(``campaign_shift``, ``deploy_drop``: the numbers read a world change) the right actions
+without that note are what the numbers ask for, and with it what the cause asks for.
 
-====================== ============================================================
-before the onset, and  ``none``
-every ``no_drift``
-batch
-covariate_shift        ``monitor`` or ``retrain`` (inputs moved; labels drawn before)
-abrupt_concept_drift   ``retrain`` until a challenger is promoted, then ``none``/``monitor``
-gradual_concept_drift  as abrupt, with ``monitor`` also right while the drift ramps up
-label_shift            ``monitor`` (the ranking metric holds: retraining is waste);
-                       regression ``monitor`` or ``retrain`` (RMSE moves with the target)
-corruption             ``quarantine``
-range_shift            ``monitor`` or ``retrain``: plausible data, never ``quarantine``
-small_noisy_batches    ``none`` throughout: no drift, batches of 150 rows (noise only)
-late_labels            ``none`` or ``monitor`` once batches come without their labels
-====================== ============================================================
+====================== ================== ==============================================
+scenario               cause              right action from the onset
+====================== ================== ==============================================
+no_drift, small_noisy_ none               ``none`` (late labels: ``none`` or ``monitor``)
+batches, late_labels
+covariate_shift,       world_change       ``monitor`` or ``retrain``
+range_shift
+abrupt_concept_drift   world_change       ``retrain`` until a challenger is promoted,
+                                          then ``none``/``monitor``
+gradual_concept_drift  world_change       as abrupt, ``monitor`` also right while it ramps
+label_shift            label_shift        ``recalibrate`` until promoted, then ``none``/
+                                          ``monitor`` (regression: ``monitor``/``retrain``)
+corruption, unit_      pipeline_defect    ``quarantine``
+change, join_bug,
+default_fill
+seasonal_repeat        expected_change    its first shift (a period earlier, batch 0):
+                                          ``monitor``/``retrain``; the repeat ``none``/
+                                          ``monitor``, never ``retrain`` (its policy sets
+                                          ``drift.seasonality.period_batches``)
+lasting_concept_change world_change       ``retrain`` until ``max_failed_retrains``
+                                          challengers lost, then ``monitor`` (escalated)
+campaign_shift         expected_change    with its note ``none``/``monitor``; else as
+                                          covariate_shift
+deploy_drop            pipeline_defect    with its note ``monitor``/``quarantine``, never
+                                          a retrain; else as a concept change
+====================== ================== ==============================================
 
-Scores per scenario: correct-action rate; detection delay (batches from the onset to the
+Scores per scenario and variant: correct-action rate; detection delay (batches from the onset to the
 first right, non-``none`` action; ``missed`` if never); false-alarm rates on the batches with
 no drift, ``monitor``, ``retrain`` and ``quarantine`` counted separately; unsafe promotions
 (a promotion without a significant gain, a high tier without approval, on corrupt data, or
@@ -44,7 +62,14 @@ direction: must be 0; the truth is the labelled rows of every later batch, plus 
 sampled past the stream's end, so a promotion on the last batch is checked too), beside the
 high-risk promotions the eval's approver let through (it approves every one: a person would
 have looked at those); rationales citing metrics absent from the evidence; retrain yield
-(promotions / retrains); wall time; LLM decisions and tokens.
+(promotions / retrains); wall time; LLM decisions and tokens. And the causes: the cause each
+drifted batch's run named (a quarantine names ``pipeline_defect``), unsafe actions (unsafe
+promotions, and challengers trained on defective data), false retrains (a retrain where none
+was right), recalibrations, fallbacks. The causes table sums them per group of variants
+(``GROUPS``) with the cause macro-F1 over the drifted batches.
+
+``--llm reference`` is ``evals.reference_llm``, a keyword model that reads the notes: the
+plumbing's proof, and the bar a real model's notes reading is compared with.
 """
 
 from __future__ import annotations
@@ -72,7 +97,6 @@ from evals.harness import (
     StreamNote,
     StreamResult,
     StreamSpec,
-    estimate_text,
     plane_for,
     run_stream,
 )
@@ -827,6 +851,16 @@ def _stream(
     return result
 
 
+CAUSE_SHORT = {
+    "pipeline_defect": "defect",
+    "expected_change": "expected",
+    "world_change": "world",
+    "label_shift": "label",
+    "unknown": "unknown",
+}
+ACTION_LETTER = {"none": "n", "monitor": "m", "retrain": "r", "recalibrate": "c", "quarantine": "q"}
+
+
 def score_table(results: dict[str, Any]) -> Table:
     """The scenario table of one dataset."""
     table = Table(
@@ -835,53 +869,35 @@ def score_table(results: dict[str, Any]) -> Table:
         f"{results['stream']['batches']} batches of {results['stream']['batch_rows']:,} rows, "
         f"onset {results['stream']['onset']}"
     )
-    columns = (
-        "scenario",
-        "variant",
-        "cause",
-        "cause read",
-        "correct",
-        "delay",
-        "FA mon",
-        "FA retr",
-        "FA quar",
-        "unsafe",
-        "worse",
-        "promoted",
-        "high risk ok'd",
-        "cite flags",
-        "retrains",
-        "yield",
-        "est. err",
-        "wall s",
-        "LLM dec.",
-        "tokens",
-    )
+    # The console's columns (the README and the results file hold every score).
+    columns: tuple[str, ...] = ("scenario", "variant", "cause", "read", "correct", "actions")
+    columns += ("delay", "unsafe")
+    columns += ("false retr", "retrains", "promoted", "recal", "wall s", "LLM dec.")
     for col in columns:
-        table.add_column(col, justify="left" if col == "scenario" else "right")
+        left = col in ("scenario", "actions")
+        table.add_column(col, justify="left" if left else "right", no_wrap=left)
     for s in results["scores"]:
         table.add_row(
             s["scenario"],
             s.get("variant", "none"),
-            s.get("cause") or "-",
+            CAUSE_SHORT.get(s.get("cause") or "", "-"),
             _cause_read(s),
             f"{s['correct_rate']:.0%}",
+            "".join(ACTION_LETTER.get(a, "?") for a in s["actions"]),
             _delay_text(s),
-            _pct(s["false_alarm_monitor"]),
-            _pct(s["false_alarm_retrain"]),
-            _pct(s["false_alarm_quarantine"]),
-            str(s["unsafe_promotions"]),
-            str(s.get("worse_on_truth", "-")),
-            str(s["promotions"]),
-            str(s["approved_high_risk"]),
-            str(s["citation_flags"]),
+            str(s.get("unsafe_actions", s["unsafe_promotions"])),
+            str(s.get("false_retrains", "-")),
             str(s["retrains"]),
-            "-" if s["retrain_yield"] is None else f"{s['retrain_yield']:.2f}",
-            estimate_text(s.get("estimation")),
+            str(s["promotions"]),
+            str(s.get("recalibrations", "-")),
             f"{s['wall_s']:.0f}",
             str(s["llm_decisions"]),
-            str(s["tokens"]),
         )
+    table.caption = (
+        "actions per batch: n none, m monitor, r retrain, c recalibrate, q quarantine; cause "
+        "read: drifted batches whose cause the run named right; unsafe: unsafe promotions and "
+        "challengers trained on defective data"
+    )
     return table
 
 
