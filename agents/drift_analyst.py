@@ -22,7 +22,7 @@ test is watched (``monitor``), never called drift-free.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -70,11 +70,12 @@ class DriftVerdict(BaseModel):
         "(`by_cause` in the bounds)."
     )
     severity: Severity = Field(description="How serious the drift is: none, low, medium, high.")
-    cause: Cause = Field(
-        "unknown",
+    cause: Cause | None = Field(
+        None,
         description="Why the batch drifted: the bounds' `cause` (what the numbers read) unless "
         "a note you cite shows another (a deploy or ETL change: pipeline_defect; a planned "
-        "campaign or a season: expected_change). Only a cause in `by_cause`.",
+        "campaign or a season: expected_change). Only a cause in `by_cause`. Left out: the "
+        "bounds' cause.",
     )
     cited_notes: list[int] = Field(
         default_factory=list,
@@ -310,6 +311,9 @@ def decide(evidence: DriftAnalystEvidence, policy: Policy, llm: Llm) -> DriftAna
         check=check,
         tools=_tools(drift, shift),
     )
+    if outcome.decision.cause is None:  # an answer that names none keeps the numbers'
+        named = outcome.decision.model_copy(update={"cause": bounds.cause})
+        outcome = replace(outcome, decision=named)
     flags = citation_flags(outcome.decision, known)
     return DriftAnalystRuling(outcome, bounds, shown, flags, episode)
 
@@ -372,19 +376,21 @@ def verdict_check(bounds: DriftBounds, note_ids: list[int]) -> Any:
     shown, and a cited note for a cause other than the numbers'."""
 
     def check(d: DriftVerdict) -> None:
-        allowed = bounds.by_cause.get(d.cause)
+        cause = d.cause or bounds.cause  # none named: the numbers'
+        allowed = bounds.by_cause.get(cause)
         if allowed is None:
-            raise LLMError(
-                f"cause {d.cause!r} is not one the bounds allow: {list(bounds.by_cause)}"
-            )
+            raise LLMError(f"cause {cause!r} is not one the bounds allow: {list(bounds.by_cause)}")
         if d.action not in allowed:
-            raise LLMError(f"action {d.action!r} outside what cause {d.cause!r} allows: {allowed}")
+            raise LLMError(
+                f"action {d.action!r} outside the policy bounds {allowed} of cause {cause!r}"
+            )
         unknown = sorted(set(d.cited_notes) - set(note_ids))
         if unknown:
             raise LLMError(f"cited notes {unknown} were not shown (shown: {note_ids})")
-        if d.cause != bounds.cause and not d.cited_notes:
+        # Naming world_change or unknown narrows nothing: only a narrowing cause needs a note.
+        if cause not in (bounds.cause, "world_change", "unknown") and not d.cited_notes:
             raise LLMError(
-                f"cause {d.cause!r} differs from what the numbers read ({bounds.cause!r}): "
+                f"cause {cause!r} differs from what the numbers read ({bounds.cause!r}): "
                 "cite the note it rests on"
             )
 

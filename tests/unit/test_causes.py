@@ -424,3 +424,11 @@ def test_cited_notes_must_have_been_shown_and_another_cause_needs_one(
 def test_only_the_notes_in_the_block_can_be_cited() -> None:
     notes = [_note(i, f"note {i}") for i in range(1, 26)]
     assert note_ids_shown(notes) == list(range(6, 26))  # the newest 20
+
+
+def test_an_answer_without_a_cause_keeps_the_numbers() -> None:
+    answer = _answer("retrain", "world_change", [])
+    del answer["cause"], answer["cited_notes"]
+    ruling = drift_analyst.decide(_evidence(), Policy(), _llm(answer))
+    assert not ruling.outcome.fallback
+    assert ruling.outcome.decision.cause == ruling.bounds.cause == "world_change"
