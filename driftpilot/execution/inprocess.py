@@ -15,7 +15,10 @@ background thread (``driftpilot.runs.reports``): the run's result never waits fo
 
 At start-up (``start``), a background thread runs ``ControlPlane.recover`` (runs left running
 by a dead process, approval decisions recorded but never applied) and logs what it did, then
-executes the runs still pending (their process died before executing them).
+executes the runs still pending (their process died before executing them). Then another
+thread warms the process (``warm``): it builds the control graph and imports the libraries a
+run imports inside its tools, and freezes the heap (``settle_heap``), so that the first run
+after a start neither pays the imports nor stalls the requests answered meanwhile.
 
 On PostgreSQL, runs are not executed here: ``execute`` and ``resume`` defer a job to the task
 queue (``driftpilot.execution.queue``) and return at once; ``driftpilot worker`` processes,
@@ -25,8 +28,12 @@ run whose job still waits is not queued twice). Jobs (training a new model) stay
 
 from __future__ import annotations
 
+import gc
+import importlib
 import logging
+import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -43,6 +50,52 @@ from driftpilot.runs.plane import ControlPlane, Recovery, RunView
 
 log = logging.getLogger(__name__)
 RETRY_S = 0.5  # a run whose model is busy is first tried again after this (then backoff)
+# What a control run imports inside its tools (kept off the CLI's start-up, issue 23 item 5),
+# and what rendering its report after it imports: a server imports them anyway, at its
+# first run; ``warm`` imports them at start instead.
+RUN_MODULES = ("lightgbm", "mlflow.pyfunc", "sklearn.isotonic", "scipy.stats", "scipy.optimize")
+REPORT_MODULES = ("evidently.legacy.report", "evidently.legacy.metric_preset")
+
+_settled_modules = 0  # len(sys.modules) at the last settle_heap that froze
+_settle_lock = threading.Lock()
+
+
+def settle_heap() -> bool:
+    """Collect, then freeze what is alive (``gc.freeze``), if modules were imported since the
+    last time; whether it did.
+
+    A server's heap is mostly the code it imported (graph, LightGBM, MLflow, Evidently: half
+    a million objects). A full collection walks all of it while holding the GIL: 130-690 ms
+    pauses on two busy cores, every request thread stalled meanwhile (the p99 of run creation,
+    issue 23). Frozen objects are never walked again. Only after new imports, so it happens a
+    few times in a process's life, and after a collection, so no garbage is kept forever
+    (objects frozen alive that become cyclic garbage later are: the code and caches a run
+    loaded, a bounded amount)."""
+    global _settled_modules
+    with _settle_lock:
+        if len(sys.modules) <= _settled_modules:
+            return False
+        gc.collect()
+        gc.freeze()
+        _settled_modules = len(sys.modules)
+        return True
+
+
+def warm(plane: ControlPlane) -> None:
+    """Build the control graph and import what a run (and its report, when reports render
+    after runs) imports, then ``settle_heap``: the first run after a start pays neither, and
+    the requests answered while it runs do not wait behind the imports' collections. A
+    library that is not installed is skipped (the run that needs it says so)."""
+    _ = plane.graph
+    modules: tuple[str, ...] = RUN_MODULES
+    if plane.settings.report_render == "after_run":
+        modules += REPORT_MODULES
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            log.info("warm-up: %s is not importable (%s); a run needing it says so", name, exc)
+    settle_heap()
 
 
 def _now() -> str:
@@ -82,6 +135,7 @@ class RunExecutor:
         self._jobs: dict[str, Job] = {}
         self._stop = threading.Event()
         self._startup: threading.Thread | None = None
+        self._warm: threading.Thread | None = None
         self._timers: set[threading.Timer] = set()
         self.recovered: list[Recovery] | None = None  # None: recovery not finished (or off)
         self.recovery_error: str | None = None
@@ -154,6 +208,7 @@ class RunExecutor:
                 if isinstance(view, RunView):
                     # After the run's result is written: the report never delays it.
                     self.plane.report_after_run(view)
+                settle_heap()  # what the run imported, if anything: frozen, not walked again
                 return view
             except Exception:
                 log.exception("%s of run %s failed", what, key)
@@ -273,6 +328,18 @@ class RunExecutor:
                 return
             log.warning("start-up: executing run %s, left pending", view.run_id)
             self.execute(view.run_id)
+        # Not joined by wait_started: readiness and the tests never wait for the imports.
+        self._warm = threading.Thread(target=self._warm_up, name="dp-warm", daemon=True)
+        self._warm.start()
+
+    def _warm_up(self) -> None:
+        started = time.perf_counter()
+        try:
+            warm(self.plane)
+        except Exception:  # a failed warm-up costs speed only: the first run imports itself
+            log.exception("warm-up at start-up failed")
+            return
+        log.info("warm-up at start-up: %.1f s", time.perf_counter() - started)
 
     def wait_started(self, timeout: float | None = None) -> None:
         """Wait for the start-up recovery (tests, readiness)."""

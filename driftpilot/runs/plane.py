@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, Literal
@@ -96,6 +97,7 @@ class ControlPlane:
         self.backend = backend or make_backend(self.settings.llm, self.settings)
         self.ctx = RunContext(self.settings, self.store, self.policy, self.backend)
         self._graph: Any = None
+        self._graph_lock = threading.Lock()
         self._checkpoints: Checkpointer | None = None
         store, settings, ctx = self.store, self.settings, self.ctx
 
@@ -120,10 +122,12 @@ class ControlPlane:
         """The compiled control graph on the checkpointer ``settings.checkpoint_url`` names
         (SQLite file, or PostgreSQL through a connection pool), opened on first use."""
         if self._graph is None:
-            from graphs.control import build_control_graph
+            with self._graph_lock:  # the warm-up and a first run may ask at once: one graph
+                if self._graph is None:
+                    from graphs.control import build_control_graph
 
-            self._checkpoints = open_checkpointer(self.settings)
-            self._graph = build_control_graph(self._checkpoints.saver)
+                    self._checkpoints = open_checkpointer(self.settings)
+                    self._graph = build_control_graph(self._checkpoints.saver)
         return self._graph
 
     def close(self) -> None:

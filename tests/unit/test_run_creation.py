@@ -1,0 +1,153 @@
+"""Run creation only records and enqueues (issue 23): the view a submit answers is built from
+what was written and equals a read of it; a frame is hashed in memory exactly as its filed
+Parquet would be; the writers of one SQLite file queue on one lock of the process; the heap
+is frozen once new code was imported, not after every run."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gc
+import json
+import sys
+import threading
+import time
+import types
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from driftpilot.core.errors import AuditWriteError
+from driftpilot.core.settings import Settings
+from driftpilot.execution import inprocess
+from driftpilot.runs.plane import ControlPlane
+from driftpilot.store import AuditStore
+from driftpilot.store import engine as engine_module
+from driftpilot.store.audit import now
+from driftpilot.store.models import ManagedModel, Run
+from tools.data import content_hash
+
+
+@pytest.fixture
+def plane(tmp_path: Path) -> Iterator[ControlPlane]:
+    cp = ControlPlane(Settings(home=tmp_path / "home").ensure_dirs())
+    cp.store.add(
+        ManagedModel(
+            name="m",
+            source="test",
+            target="y",
+            time_col="t",
+            numeric=json.dumps(["x"]),
+            categorical=json.dumps(["c"]),
+            family="lightgbm",
+            metric="roc_auc",
+            created_at=now(),
+        )
+    )
+    yield cp
+    cp.close()
+
+
+def frame() -> pl.DataFrame:
+    """Rows of the dtypes a batch may carry, with nulls."""
+    return pl.DataFrame(
+        {
+            "t": [dt.datetime(2024, 1, d, tzinfo=dt.UTC) for d in (1, 2, 3)],
+            "day": [dt.date(2024, 1, 1), None, dt.date(2024, 1, 3)],
+            "x": [1.5, None, -2.0],
+            "n": [1, 2, None],
+            "c": pl.Series(["a", "b", None], dtype=pl.Categorical),
+            "e": pl.Series(["lo", "hi", "lo"], dtype=pl.Enum(["lo", "hi"])),
+            "flag": [True, None, False],
+            "amount": pl.Series([Decimal("1.10"), Decimal("2.00"), None]),
+            "y": [0, 1, 0],
+        }
+    )
+
+
+def test_a_submit_answers_what_a_read_of_the_run_answers(plane: ControlPlane) -> None:
+    metadata = {"schedule_id": "s-1", "note": "nightly"}
+    view = plane.submit_run("m", frame(), "b1", requested_by="ann", metadata=metadata)
+    assert view == plane.get_run(view.run_id)
+    assert (view.status, view.schedule_id, view.metadata) == ("pending", "s-1", metadata)
+    bare = plane.submit_run("m", frame(), "b2", requested_by="ann", multitask_strategy="enqueue")
+    assert bare == plane.get_run(bare.run_id)
+
+
+def test_a_frame_is_hashed_in_memory_as_its_filed_parquet(plane: ControlPlane) -> None:
+    given = frame()
+    view = plane.submit_run("m", given, "b1", requested_by="ann")
+    batch = json.loads(plane.store.get(Run, view.run_id).summary)["input"]["batch"]
+    filed = pl.scan_parquet(batch["path"])
+    assert batch["content_hash"] == content_hash(filed) == content_hash(given)
+    assert batch["n_rows"] == 3
+
+
+def test_writers_of_one_file_queue_on_one_lock(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    one, two = AuditStore(url), AuditStore(url)
+    assert one._writers is not None and one._writers is two._writers
+    holding, release = threading.Event(), threading.Event()
+    finished: list[float] = []
+
+    def hold() -> None:
+        with one.session():
+            holding.set()
+            release.wait(10)
+        finished.append(time.monotonic())
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    holding.wait(10)
+    threading.Timer(0.3, release.set).start()
+    with two.session():  # waits for the holder's commit, then begins at once
+        began = time.monotonic()
+    holder.join(10)
+    assert finished and began >= finished[0] - 0.05
+    one.engine.dispose()
+    two.engine.dispose()
+
+
+def test_a_writer_held_past_the_busy_timeout_is_an_audit_write_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = AuditStore(f"sqlite:///{tmp_path / 'audit.db'}")
+    monkeypatch.setattr(engine_module, "BUSY_TIMEOUT_MS", 200)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store.session():
+            holding.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    holding.wait(10)
+    try:
+        with pytest.raises(AuditWriteError, match="locked"), store.session():
+            pass
+        with store.reading():  # readers never queue
+            pass
+    finally:
+        release.set()
+        holder.join(10)
+    with store.session():  # and the lock is free again
+        pass
+    store.engine.dispose()
+
+
+def test_the_heap_is_frozen_after_new_imports_only() -> None:
+    try:
+        inprocess.settle_heap()
+        frozen = gc.get_freeze_count()
+        assert not inprocess.settle_heap()  # nothing imported since: no collection, no freeze
+        assert gc.get_freeze_count() == frozen
+        sys.modules["driftpilot_test_new_code"] = types.ModuleType("driftpilot_test_new_code")
+        alive = [[i] for i in range(1000)]  # containers: objects the collector tracks
+        assert inprocess.settle_heap()
+        assert gc.get_freeze_count() >= frozen + len(alive)
+    finally:
+        sys.modules.pop("driftpilot_test_new_code", None)
+        gc.unfreeze()
