@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from driftpilot.core.episodes import episode_of, label
+from driftpilot.core.episodes import episode_of, label, lifted_by
 from driftpilot.core.errors import DriftPilotError
 from ui import markup
 
@@ -51,7 +51,7 @@ def episode_lines(summary: dict[str, Any], run_id: str | None = None) -> list[st
         f"Drift episode {markup.code(ep.id[:12] or '?')}: **{markup.text(label(ep))}** "
         f"({ep.batches} batches, challengers lost / limit)."
     ]
-    lines += [f"Evidence changed: {markup.text(change)}." for change in ep.changed]
+    lines += [f"Evidence changed: {markup.text(change)}." for change in lifted_by(summary)]
     if ep.state == "escalated" and ep.diagnosis:
         lines.append(f"**Escalated:** {markup.text(ep.diagnosis)}")
     return lines

@@ -329,13 +329,13 @@ def _episode_lines(summary: dict[str, Any], run_id: str | None = None) -> list[s
     """The run's drift episode in words: its state, the challengers lost against the limit,
     and, escalated, the diagnosis (what was tried and why it lost). Nothing for a run that
     recorded no episode."""
-    from driftpilot.core.episodes import episode_of, label
+    from driftpilot.core.episodes import episode_of, label, lifted_by
 
     ep = episode_of(summary, run_id)
     if ep is None:
         return []
     lines = [f"episode {ep.id[:12] or '?'}: {label(ep)} ({ep.batches} batches)"]
-    lines += [f"  evidence changed: {change}" for change in ep.changed]
+    lines += [f"  evidence changed: {change}" for change in lifted_by(summary)]
     if ep.state == "escalated" and ep.diagnosis:
         lines.append(f"  escalated: {ep.diagnosis}")
     return lines

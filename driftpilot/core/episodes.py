@@ -424,6 +424,15 @@ def episode_of(summary: Mapping[str, Any], run_id: str | None = None) -> Episode
     return after.model_copy(update={"state": "closed"}) if promoted else after
 
 
+def lifted_by(summary: Mapping[str, Any]) -> list[str]:
+    """How the evidence had changed when the run decided (what let it retrain after its
+    episode's losses), in words; empty when nothing had."""
+    stored = (summary.get("drift") or {}).get("episode")
+    if not isinstance(stored, Mapping):
+        return []
+    return [str(change) for change in stored.get("changed") or []]
+
+
 def label(ep: Episode | None) -> str:
     """ "escalated 2/2": the state and the losing challengers against the limit ("" without)."""
     if ep is None:

@@ -136,3 +136,17 @@ def test_escalations_are_an_alert_kind() -> None:
 def test_a_retrain_request_needs_a_reason(reason: str) -> None:
     done = CliRunner().invoke(app, ["run", "m", "--retrain", reason])
     assert done.exit_code == 2 and "say why" in done.output
+
+
+def test_what_lifted_the_hold_is_said_after_the_retrain_lost_again() -> None:
+    past = [lost("r1"), lost("r2")]
+    stored = episode_for(past, SEVERE, requested_by="ann")
+    assert stored is not None and stored.state == "retrying"
+    run = lost("r3")
+    run["drift"]["episode"] = stored.model_dump(mode="json")
+    lines = _episode_lines(run)
+    assert lines[0] == "episode r1: escalated 3/2 (3 batches)"
+    assert lines[1] == "  evidence changed: ann asked for a retrain"
+    assert "Evidence changed: ann asked for a retrain." in markup.plain(
+        "\n".join(episode_lines(run))
+    )
