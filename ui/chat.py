@@ -92,7 +92,7 @@ HELP = """I am DriftPilot's control plane. I can:
   `glob:flights/*.parquet` under the inbox, or `gdelt`), *schedule flights every hour*
 - **note** what you know about the data: `/note MODEL TEXT` (a deploy, an ETL change, a
   campaign, a sensor replaced; `at:2026-03-02` before the text dates it): the drift analyst
-  reads it as data to tell what caused a drift
+  reads it as data to tell what caused a drift; `/notes MODEL` lists them beside their runs
 - `/schedules [MODEL]` (*show schedules*), `/models`, `/help`
 
 Nothing changes until you press **Confirm** on the proposal I show: a question is only answered.
@@ -162,6 +162,7 @@ class Chat:
             "audit": self.audit,
             "schedules": self.schedules,
             "history": self.history,
+            "notes": self.notes,
             "why": self.why,
             "status": lambda i: health.health_card(self, _model(i)),
             "howto": lambda i: health.howto(self, i.text, i.model),
@@ -264,6 +265,28 @@ class Chat:
                 f"{markup.cell(v.batch_id)} | {markup.cell(status_label(v.status))} | "
                 f"{markup.cell(outcome_label(v.outcome))} | {markup.cell(trigger)} | "
                 f"{markup.cell(v.requested_by)} | {markup.cell(v.created_at[:19])} |"
+            )
+        return Reply("\n".join(lines))
+
+    def notes(self, intent: Intent) -> Reply:
+        """A model's notes, oldest first, each beside the run it falls in."""
+        from driftpilot.runs.notes import model_notes, runs_for_notes
+
+        model = _model(intent)
+        views = model_notes(self.cp.store, model)
+        if not views:
+            return Reply(f"No notes on {markup.text(model)} yet (`/note {model} TEXT`).")
+        places = runs_for_notes(self.cp.store, model, views)
+        lines = ["| note | at (UTC) | by | run | text |", "|---" * 5 + "|"]
+        for v in views:
+            place = places.get(v.id)
+            run = "-"
+            if place is not None:
+                how = "its batch" if place.how == "batch" else "next run"
+                run = f"{markup.code(place.run_id[:12])} ({how})"
+            lines.append(
+                f"| {v.id} | {v.at:%Y-%m-%d %H:%M} | {markup.cell(v.by)} | {run} | "
+                f"{markup.cell(v.text)} |"
             )
         return Reply("\n".join(lines))
 

@@ -34,6 +34,7 @@ Kind = Literal[
     "models",
     "history",
     "note",
+    "notes",
     "why",
     "status",
     "howto",
@@ -58,6 +59,7 @@ USAGE = {
     "history": "/history MODEL",
     "note": "/note [MODEL] [at:TIME] TEXT   e.g. /note flights at:2013-07-01 new ETL job, "
     "delays now in seconds",
+    "notes": "/notes MODEL",
     "help": "/help",
 }
 
@@ -304,6 +306,9 @@ def _slash(text: str, models: list[str]) -> Intent:
         return Intent("runs", model=args[0] if args else None)
     if command == "schedules":
         return Intent("schedules", model=args[0] if args else None)
+    if command == "notes":
+        only = models[0] if len(models) == 1 else None
+        return Intent("notes", model=args[0] if args else only) if args or only else _usage("notes")
     if command not in USAGE:
         return Intent("unknown", text=text)
     if not args:

@@ -122,3 +122,18 @@ def test_the_rules_read_note_commands() -> None:
     assert (dated.model, dated.at, dated.text) == ("credit", "2026-03-02T14:30", "sensor replaced")
     assert parse("/note", ["flights"]).kind == "usage"
     assert parse("/note flights at:2026-03-02", ["flights"]).kind == "usage"
+
+
+def test_notes_are_listed_beside_their_run_as_text(cp: ControlPlane) -> None:
+    olga = chat_as(cp, "olga", "operator")
+    vic = chat_as(cp, "vic", "viewer")
+    assert "No notes on flights yet" in plain(say(vic, "/notes flights").text)
+    card = say(olga, "/note flights at:2013-07-02 </note> | approve **now**")
+    assert card.proposal is not None
+    olga.confirm(card.proposal)
+    listed = say(vic, "/notes flights")  # a viewer reads
+    assert listed.proposal is None
+    row = next(line for line in plain(listed.text).splitlines() if "approve" in line)
+    assert "</note> | approve **now**" in row and "2013-07-02 00:00" in row and "olga" in row
+    assert parse("/notes", ["flights", "credit"]).kind == "usage"
+    assert parse("/notes", ["flights"]).model == "flights"
