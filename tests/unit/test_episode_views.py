@@ -150,3 +150,37 @@ def test_what_lifted_the_hold_is_said_after_the_retrain_lost_again() -> None:
     assert "Evidence changed: ann asked for a retrain." in markup.plain(
         "\n".join(episode_lines(run))
     )
+
+
+class _Plane:
+    """A stand-in for the control plane: records the run asked for, returns a finished one."""
+
+    def __init__(self, summary: dict[str, Any]) -> None:
+        self.summary = summary
+        self.asked: dict[str, Any] = {}
+
+    def model_view(self, model: str) -> None:
+        return None
+
+    def start_run(self, model: str, batch: Any, batch_id: str, **kw: Any) -> RunView:
+        self.asked = {"model": model, "batch_id": batch_id, **kw}
+        return view(self.summary)
+
+
+def test_run_retrain_asks_the_plane_and_prints_the_episode(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    from contextlib import nullcontext
+
+    from driftpilot.cli import runs
+
+    batch = tmp_path / "b7.csv"
+    batch.write_text("x,y\n1,0\n")
+    plane = _Plane(escalating_run())
+    monkeypatch.setattr(runs, "_plane", lambda: plane)
+    monkeypatch.setattr(runs, "_alerting", lambda _plane: nullcontext())
+    args = ["run", "m", "--batch", str(batch), "--by", "ann", "--retrain", "new pricing"]
+    done = CliRunner().invoke(app, args, terminal_width=300)
+    assert done.exit_code == 0, done.output
+    assert plane.asked["retrain_reason"] == "new pricing" and plane.asked["requested_by"] == "ann"
+    assert "episode r1: escalated 2/2" in done.output and "2 of 2 challengers lost" in done.output
