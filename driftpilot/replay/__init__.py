@@ -14,8 +14,11 @@ by ``driftpilot.replay.record``):
 
 Where the original run stopped before the replay would go on, the evidence ends and the replay
 pauses there, as the real graph pauses for an approval (a LangGraph ``interrupt``), saying what
-is unknown: ``would_retrain`` (no challenger was trained), ``would_accept`` (a batch the run
-quarantined was never analysed) or ``waiting_approval`` (a high tier nobody answered).
+is unknown: ``would_retrain`` (no challenger was trained), ``would_recalibrate`` (no
+calibration map was fitted), ``would_accept`` (a batch the run quarantined was never analysed)
+or ``waiting_approval`` (a high tier nobody answered). Runs recorded before issue 21 hold no
+cause, label shift numbers, past runs or notes in their drift record: their replay reads no
+label shift, no seasonality, no episode and no notes.
 
 Why nothing is written, by construction:
 
@@ -85,8 +88,11 @@ STEPS = (
 PAUSED = {
     "waiting_approval": "waiting",
     "would_retrain": "would run: challenger unknown",
+    "would_recalibrate": "would recalibrate: calibrated champion unknown",
     "would_accept": "would run: never analysed",
 }
+# Nodes whose slice is another step's: a recalibration writes the retraining slice.
+STEP_OF = {"recalibrate": "retraining"}
 
 
 # -- what the replay re-decides under -------------------------------------------------------
@@ -271,7 +277,7 @@ def _compare(ev: Evidence, snapshot: Any, scenario: WhatIf) -> ReplayReport:
         if original is None and waiting and agent == "approval":
             original = PAUSED["waiting_approval"]
         replayed = _label(key, values.get(key))
-        if pause is not None and pause["node"] == agent:
+        if pause is not None and STEP_OF.get(pause["node"], pause["node"]) == agent:
             replayed = PAUSED[pause["outcome"]]
         if original is None and replayed is None:
             continue

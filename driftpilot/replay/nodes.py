@@ -166,6 +166,22 @@ def _retraining(state: dict[str, Any], ctx: RunContext, ev: Evidence) -> dict[st
     return {"retraining": {**original, "window": plan.window, "replay": meta}}
 
 
+def _recalibrate(state: dict[str, Any], ctx: RunContext, ev: Evidence) -> dict[str, Any]:
+    """Reuse the run's recalibrated champion; a run that did not recalibrate has none to judge
+    (the calibration map is fitted on the batch, not decided: nothing to re-decide)."""
+    original = ev.final.get("retraining") or {}
+    if original.get("kind") != "recalibrate":
+        _evidence_ends(
+            "recalibrate",
+            "would_recalibrate",
+            "the run did not recalibrate: no calibration map was fitted, how it would compare "
+            "is unknown",
+        )
+    note = "the recorded calibration map is reused: nothing is fitted again"
+    meta = {"rationale": note, "fallback": False, "notes": [note]}
+    return {"retraining": {**original, "replay": meta}}
+
+
 def _evaluator(state: dict[str, Any], ctx: RunContext, ev: Evidence) -> dict[str, Any]:
     if "evaluator" not in ev.shown:
         raise RunStateError(f"run {ev.run.id[:12]} retrained but recorded no evaluation")
@@ -258,6 +274,7 @@ REPLAY_NODES: dict[str, ReplayNode] = {
     "drift_analyst": _drift,
     "optimizer": _optimizer,
     "retraining": _retraining,
+    "recalibrate": _recalibrate,
     "evaluator": _evaluator,
     "cicd": _cicd,
     "approval": _approval,

@@ -432,3 +432,32 @@ def test_an_answer_without_a_cause_keeps_the_numbers() -> None:
     ruling = drift_analyst.decide(_evidence(), Policy(), _llm(answer))
     assert not ruling.outcome.fallback
     assert ruling.outcome.decision.cause == ruling.bounds.cause == "world_change"
+
+
+def test_a_run_recorded_before_causes_replays_without_them(tmp_path: Path) -> None:
+    """An older run's drift record holds no label shift, past runs, notes or cause: its replay
+    decides on the numbers alone and writes the cause keys."""
+    from types import SimpleNamespace
+
+    from driftpilot.core.settings import Settings
+    from driftpilot.replay import REPLAY_NODES, Evidence, _sealed_context
+
+    evidence = _evidence()
+    shown = drift_analyst.decide(evidence, Policy(), BUILTIN).shown
+    old = {k: v for k, v in shown.items() if k in ("domain_classifier", "performance", "history")}
+    recorded = Evidence(
+        run=SimpleNamespace(id="old-run"),  # type: ignore[arg-type]
+        fork_id="fork",
+        fork_values={},
+        final={"drift": {"action": "retrain", "material": True}},
+        shown={"drift_analyst": old},
+        tool_results={
+            "drift.data_drift": evidence.drift.model_dump(mode="json"),
+            "shift.effect_sizes": evidence.shift.model_dump(mode="json"),
+        },
+        tool_args={},
+    )
+    ctx = _sealed_context(Settings(home=tmp_path), Policy(), BUILTIN.backend)
+    replayed = REPLAY_NODES["drift_analyst"]({}, ctx, recorded)["drift"]
+    assert replayed["action"] == "retrain" and replayed["cause"] == "world_change"
+    assert replayed["cited_notes"] == [] and replayed["episode"]["id"] == "old-run"
