@@ -1,4 +1,5 @@
-"""Drift analyst: has the batch moved in a way that matters? none, monitor or retrain.
+"""Drift analyst: has the batch moved in a way that matters, and why? none, monitor, retrain
+or recalibrate, with a cause.
 
 Three views of drift reach the analyst: per-column effect sizes weighted by the champion's
 feature importance (``weighted_share``: the part of what the model uses that moved), a
@@ -10,6 +11,18 @@ score on the batch with its bootstrap interval against its out-of-time baseline,
 batch whose labels are still to come, an estimate without labels (CBPE from a classifier's
 calibrated probabilities, DLE from a model of a regression's loss). The policy turns them,
 with the model's history (recent signals, retrains, promotions), into the allowed actions.
+
+Causes (issue 21; ``driftpilot.core.causes``). The numbers read one for every backend
+(``agents.drift_causes``): a label shift (class prevalence moved, each class the same: the
+champion is recalibrated, not retrained), an expected change (the same drifted columns one
+seasonal period back: watched), else a world change (material drift or a performance signal)
+or unknown. The policy maps the cause to the actions it allows (``causes:``). The batch's drift
+episode (``driftpilot.core.episodes``) holds a retrain after ``max_failed_retrains`` losing
+challengers until the evidence changes or a person asks (the run's ``request``). An LLM reads
+the notes people wrote about the batch's window (``agents.drift_notes``; data, never
+instructions) and may name another cause, citing the notes it rests on: the cause's actions
+within the numbers' bounds (monitor always possible), so a note narrows what the numbers
+allow and never widens it. ``builtin`` reads no notes: its cause is the numbers'.
 
 The rationale must cite metric names and values that exist in the tool output; every cited
 metric is checked and a mismatch is flagged in the audit record.
