@@ -4,7 +4,7 @@ LLM reading notes may and may not do (narrow the actions with a cited note; neve
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -461,3 +461,59 @@ def test_a_run_recorded_before_causes_replays_without_them(tmp_path: Path) -> No
     replayed = REPLAY_NODES["drift_analyst"]({}, ctx, recorded)["drift"]
     assert replayed["action"] == "retrain" and replayed["cause"] == "world_change"
     assert replayed["cited_notes"] == [] and replayed["episode"]["id"] == "old-run"
+
+
+# -- the notes window ---------------------------------------------------------------------------
+
+
+def test_the_analyst_reads_the_notes_of_the_batch_window(tmp_path: Path) -> None:
+    import json as _json
+
+    from agents.context import RunContext
+    from agents.drift_notes import gather_notes
+    from driftpilot.core.settings import Settings
+    from driftpilot.store import AuditStore
+    from driftpilot.store.audit import now
+    from driftpilot.store.models import ManagedModel, Run
+    from driftpilot.store.notes import add_note
+
+    store = AuditStore(f"sqlite:///{tmp_path / 'audit.db'}")
+    store.add(
+        ManagedModel(
+            name="m",
+            created_at=now(),
+            source="",
+            target="y",
+            time_col="t",
+            numeric="[]",
+            categorical="[]",
+            family="lightgbm",
+            metric="roc_auc",
+        )
+    )
+    for day, text in ((1, "too early"), (20, "a week before"), (28, "in the batch"), (40, "late")):
+        add_note(
+            store, "m", text, datetime(2026, 2, 1, tzinfo=UTC) + timedelta(days=day - 1), "ann"
+        )
+    ctx = RunContext(Settings(home=tmp_path), store, Policy(), Backend("builtin", "", None))
+    march = {"start": "2026-02-27", "end": "2026-03-01"}  # dates: whole days
+    state = {"model": "m", "run_id": "now", "ingestion": {"time_range": march}}
+    assert [n.text for n in gather_notes(state, ctx)] == ["a week before", "in the batch"]
+    # Without a calendar time range: the notes since the previous run was created.
+    created = "2026-02-25T00:00:00.000000+00:00"
+    store.add(
+        Run(
+            id="before",
+            model="m",
+            batch_id="b",
+            trigger="manual",
+            requested_by="ann",
+            status="completed",
+            summary=_json.dumps({}),
+            created_at=created,
+            updated_at=created,
+        )
+    )
+    numeric = {"model": "m", "run_id": "now", "ingestion": {"time_range": {"start": 1.0}}}
+    assert [n.text for n in gather_notes(numeric, ctx)] == ["in the batch", "late"]
+    store.engine.dispose()
