@@ -22,7 +22,7 @@ from langgraph.runtime import Runtime
 from agents.base import Outcome
 from agents.context import RunContext
 from agents.optimizer import training_window
-from driftpilot.core.errors import PolicyViolation
+from driftpilot.core.errors import DataError, PolicyViolation
 from tools import registry
 from tools.calibrate import CalibratedModel, CalibrationFit, calibrate_model, uncalibrated
 from tools.metrics import encode_labels, value
@@ -78,14 +78,17 @@ def _fit_and_log(
     run_id, model = state["run_id"], state["model"]
     spec = ctx.spec(model)
     rows, holdout = training_window(ctx, model, 1, state["ingestion"]["path"])
-    calibrated, fit = ctx.call(
-        run_id,
-        NAME,
-        "calibrate.calibrate_model",
-        lambda: calibrate_model(champion, rows, spec.target),
-        {"rows": rows.height, "champion_version": version},
-        lambda r: r[1].model_dump(),
-    )
+    try:
+        calibrated, fit = ctx.call(
+            run_id,
+            NAME,
+            "calibrate.calibrate_model",
+            lambda: calibrate_model(champion, rows, spec.target),
+            {"rows": rows.height, "champion_version": version},
+            lambda r: r[1].model_dump(),
+        )
+    except DataError as exc:  # too few labelled rows, or one class: no map, the run ends
+        return _failed("unfit", str(exc), str(uncalibrated(champion).family), rows.height)
     folder = ctx.model_dir(model)
     window_path, holdout_path = (
         folder / f"window-{run_id}.parquet",
@@ -170,18 +173,25 @@ def _warnings(ctx: RunContext, model: str) -> int:
 
 
 def _unsupported(family: str, version: int) -> dict[str, Any]:
+    why = (
+        f"the champion v{version} ({family}) is an owner's model that scores through its "
+        "own MLflow flavour (or gives labels only): no calibration map is fitted on it"
+    )
+    return _failed("unsupported", why, family, 0)
+
+
+def _failed(reason: str, error: str, family: str, rows: int) -> dict[str, Any]:
+    """The slice of a recalibration that gave no challenger: the graph ends the run as
+    ``challenger_failed`` on it (like a failed trainer); the champion is not touched."""
     return {
         "kind": NAME,
         "failed": True,
-        "reason": "unsupported",
-        "error": (
-            f"the champion v{version} ({family}) is an owner's model that scores through its "
-            "own MLflow flavour (or gives labels only): no calibration map is fitted on it"
-        ),
+        "reason": reason,
+        "error": error,
         "family": family,
         "method": "none",
         "window": 1,
-        "rows": 0,
+        "rows": rows,
     }
 
 

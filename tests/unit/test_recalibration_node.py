@@ -3,9 +3,11 @@ itself runs on the real stack in tests/integration/test_recalibrate.py)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import polars as pl
 import pytest
 from langgraph.runtime import Runtime
 
@@ -28,14 +30,25 @@ class Store:
 
 def context(task: str, champion: Any = None, store: Store | None = None) -> Any:
     decisions: list[tuple[str, str]] = []
+    calls: list[str] = []
+
+    def call(run_id: str, agent: str, tool: str, fn: Any, args: Any, summarize: Any) -> Any:
+        calls.append(tool)
+        return fn()
+
+    spec = SimpleNamespace(task=task, target="y", time_col="t", features=["x"])
     return SimpleNamespace(
         store=store or Store(),
-        spec=lambda model: SimpleNamespace(task=task),
+        spec=lambda model: spec,
         champion=lambda model: (champion, 4) if champion is not None else None,
         record=lambda run_id, agent, outcome, action, rationale, evidence: decisions.append(
             (action, rationale)
         ),
+        policy=SimpleNamespace(retraining=SimpleNamespace(holdout_fraction=0.3)),
+        accepted_batches=lambda model: [],
+        call=call,
         decisions=decisions,
+        calls=calls,
     )
 
 
@@ -65,3 +78,19 @@ def test_a_recorded_effect_is_returned_untouched() -> None:
     done = {"kind": "recalibrate", "model_uri": "models:/m-1"}
     ctx = context("regression", store=Store({("r1", "recalibrate"): done}))
     assert recalibration.node(STATE, Runtime(context=ctx)) == {"retraining": done}
+
+
+def test_a_batch_with_one_class_ends_as_a_failed_challenger(tmp_path: Path) -> None:
+    batch = tmp_path / "batch.parquet"
+    pl.DataFrame(
+        {"x": [0.1 * i for i in range(300)], "y": [0] * 300, "t": range(300)}
+    ).write_parquet(batch)
+    champion = SimpleNamespace(
+        family="lightgbm", task="binary", classes=[], predict_scores=lambda f: [0.3] * f.height
+    )
+    ctx = context("binary", champion)
+    state = {**STATE, "ingestion": {"path": str(batch)}}
+    out = recalibration.node(state, Runtime(context=ctx))["retraining"]
+    assert out["failed"] and out["reason"] == "unfit" and "single class" in out["error"]
+    assert out["rows"] == 210 and ctx.calls == ["calibrate.calibrate_model"]
+    assert ctx.decisions[0][0] == "calibrate_failed"
