@@ -207,12 +207,15 @@ class RunContext:
         )
 
     def history(self, name: str, exclude_run: str) -> list[dict[str, Any]]:
-        """Summaries of ``name``'s completed runs, oldest first (``exclude_run`` left out):
-        what the drift policy counts (recent signals, retrains, promotions, cooldown)."""
+        """Summaries of ``name``'s completed runs, oldest first (``exclude_run`` left out),
+        each with its ``run_id``: what the drift policy counts (recent signals, retrains,
+        promotions, cooldown) and the drift episode names (its first run, each attempt's)."""
         runs = self.store.list_rows(
             Run, Run.model == name, Run.status == "completed", order=Run.created_at
         )
-        return [json.loads(r.summary or "{}") for r in runs if r.id != exclude_run]
+        return [
+            {**json.loads(r.summary or "{}"), "run_id": r.id} for r in runs if r.id != exclude_run
+        ]
 
     def model_dir(self, name: str) -> Path:
         assert self.settings.home is not None

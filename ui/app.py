@@ -38,7 +38,7 @@ from driftpilot.runtime import Runtime, build_runtime  # noqa: E402
 from ui import charts, markup  # noqa: E402
 from ui.acting import Proposal  # noqa: E402
 from ui.chat import Chat, Identity, Reply, new_decisions, sign_in  # noqa: E402
-from ui.replies import Chart  # noqa: E402
+from ui.replies import Chart, episode_lines  # noqa: E402
 
 log = logging.getLogger("ui")
 POLL_S = 0.5
@@ -381,6 +381,7 @@ def result_reply(chat: Chat, view: RunView) -> Reply:
         )
     elif view.status == "failed":
         lines.append(f"Error: {markup.text(summary.get('error') or view.outcome)}")
+    lines += episode_lines(summary, view.run_id)
     approval = summary.get("approval") or {}
     if approval.get("approver"):
         comment = approval.get("comment")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from driftpilot.core.episodes import episode_of, escalated_now
 from driftpilot.runs.views import EventKind, Listener, PlaneEvent, RunView
 from driftpilot.store import AuditStore
 from driftpilot.store.models import Run
@@ -63,3 +64,8 @@ class Events:
             )
             if len(recent) == QUARANTINE_STREAK and all(r.outcome == "quarantined" for r in recent):
                 self.emit("quarantine_streak", view.model, view.run_id, {"streak": len(recent)})
+        if view.status == "completed" and escalated_now(view.summary):
+            # once per escalation: the run that made it, not each held batch after it
+            episode = episode_of(view.summary)
+            detail = episode.model_dump(mode="json") if episode is not None else {}
+            self.emit("episode_escalated", view.model, view.run_id, detail)

@@ -100,7 +100,14 @@ class Recovery(BaseModel):
     outcome: str | None = None
 
 
-EventKind = Literal["approval_waiting", "promotion", "rollback", "quarantine_streak", "run_failed"]
+EventKind = Literal[
+    "approval_waiting",
+    "promotion",
+    "rollback",
+    "quarantine_streak",
+    "run_failed",
+    "episode_escalated",
+]
 
 
 class PlaneEvent(BaseModel):
