@@ -104,6 +104,7 @@ ScenarioKind = Literal[
 # The defects whose batch should be quarantined (``broken_feature`` reads as a concept change).
 DEFECTS = frozenset({"corruption", "unit_change", "join_bug", "default_fill"})
 UNIT_FACTOR, UNIT_OFFSET = 1.8, 32.0  # degrees Celsius read as Fahrenheit
+LABEL_SHIFT_POOL = 4  # batches' worth of rows a label-shifted batch is drawn from
 Corruption = Literal["schema_break", "nan_storm", "out_of_range"]
 
 
@@ -375,10 +376,15 @@ def make_scenario(
     )
     batches = []
     for index in range(scenario.n_batches):
-        rows = _sample_clean(
-            synthesizer, reference, spec, scenario.batch_rows, rng, scenario.seed + index
-        )
         drifted = truth.drifted(index)
+        # A label shift picks its batch by class from a pool of LABEL_SHIFT_POOL batches' rows,
+        # without replacement: resampling one batch's rows repeated each rare row about
+        # magnitude times, and the copies on both sides of the holdout split let a quick
+        # retrain "win" by memorising them.
+        pool = LABEL_SHIFT_POOL if drifted and scenario.kind == "label_shift" else 1
+        rows = _sample_clean(
+            synthesizer, reference, spec, pool * scenario.batch_rows, rng, scenario.seed + index
+        )
         # A covariate shift moves P(x) and keeps P(y | x): its labels are drawn after the
         # move. Every other drift acts on labelled rows (a flip, a prevalence, a recalibrated
         # sensor or a broken pipeline whose rows keep their labels).
@@ -491,12 +497,13 @@ def _inject(
         target = pl.col(spec.target)
         flipped = pl.when(flip).then(1 - target).otherwise(target)
         return rows.with_columns(flipped.cast(rows[spec.target].dtype).alias(spec.target))
+    n = scenario.batch_rows if kind == "label_shift" else rows.height
     if kind == "label_shift" and spec.task == "multiclass":
-        return _shift_class_prior(rows, reference, spec.target, magnitude, rng)
+        return _shift_class_prior(rows, reference, spec.target, magnitude, rng, n)
     if kind == "label_shift" and spec.task == "regression":
-        return _tilt_target(rows, reference, spec.target, magnitude, rng)
+        return _tilt_target(rows, reference, spec.target, magnitude, rng, n)
     if kind == "label_shift":
-        return _relabel_prevalence(rows, spec.target, magnitude, rng)
+        return _relabel_prevalence(rows, spec.target, magnitude, rng, n)
     return _corrupt(rows, scenario.corruption, columns, rng)
 
 
@@ -524,22 +531,29 @@ def _shift_class_prior(
     target: str,
     factor: float,
     rng: np.random.Generator,
+    n: int | None = None,
 ) -> pl.DataFrame:
-    """Resample rows so the reference's rarest class has ``factor`` times its share in the
-    batch (the other classes keep their relative shares): P(x | class) kept."""
+    """``n`` rows (default: as many as ``rows``) drawn by class so the reference's rarest
+    class has ``factor`` times its share in ``rows`` (the other classes keep their relative
+    shares): P(x | class) kept. Rows are drawn without replacement where the pool holds
+    enough of a class."""
+    n = n or rows.height
     counts = reference[target].value_counts(sort=True)
     rarest = counts[target][-1]
     groups = {key[0]: part for key, part in rows.group_by(target)}
     if rarest not in groups:
         raise SynthError(f"cannot shift the class prior: no {rarest!r} rows in the sample")
     share = min(groups[rarest].height / rows.height * factor, 0.999)
-    n_rare = round(rows.height * share)
+    n_rare = round(n * share)
     rest = pl.concat([p for k, p in groups.items() if k != rarest])
-    parts = [
-        groups[rarest][rng.integers(0, groups[rarest].height, n_rare)],
-        rest[rng.integers(0, rest.height, rows.height - n_rare)],
-    ]
+    parts = [_draw(groups[rarest], n_rare, rng), _draw(rest, n - n_rare, rng)]
     return pl.concat(parts).sample(fraction=1.0, shuffle=True, seed=int(rng.integers(1 << 31)))
+
+
+def _draw(rows: pl.DataFrame, n: int, rng: np.random.Generator) -> pl.DataFrame:
+    """``n`` of ``rows``, without replacement when there are enough (a copy of a row on both
+    sides of a holdout split would be memorised, not learnt)."""
+    return rows[rng.choice(rows.height, size=n, replace=n > rows.height)]
 
 
 def _tilt_target(
@@ -548,14 +562,18 @@ def _tilt_target(
     target: str,
     factor: float,
     rng: np.random.Generator,
+    n: int | None = None,
 ) -> pl.DataFrame:
-    """Resample rows with weights ``factor ** z`` (z: the target standardised on the
-    reference, clipped to ±3): the target's distribution moves up, P(x | y) kept."""
+    """``n`` rows (default: as many as ``rows``) drawn with weights ``factor ** z`` (z: the
+    target standardised on the reference, clipped to ±3): the target's distribution moves up,
+    P(x | y) kept. Without replacement when the pool is at least twice ``n``."""
+    n = n or rows.height
     mean = _number(reference[target].mean())
     std = _number(reference[target].std(), 1.0) or 1.0
     z = np.clip((rows[target].cast(pl.Float64).fill_null(mean).to_numpy() - mean) / std, -3, 3)
     weights = np.power(factor, z)
-    picks = rng.choice(rows.height, size=rows.height, replace=True, p=weights / weights.sum())
+    replace = rows.height < 2 * n
+    picks = rng.choice(rows.height, size=n, replace=replace, p=weights / weights.sum())
     return rows[picks]
 
 
@@ -566,16 +584,17 @@ def _range(column: pl.Series) -> float:
 
 
 def _relabel_prevalence(
-    rows: pl.DataFrame, target: str, factor: float, rng: np.random.Generator
+    rows: pl.DataFrame, target: str, factor: float, rng: np.random.Generator, n: int | None = None
 ) -> pl.DataFrame:
+    """``n`` rows (default: as many as ``rows``) whose positive rate is ``factor`` times the
+    pool's, drawn by class (without replacement where the pool holds enough)."""
+    n = n or rows.height
     pos, neg = rows.filter(pl.col(target) == 1), rows.filter(pl.col(target) == 0)
     if pos.height == 0:
         raise SynthError("cannot shift prevalence: the sample holds no positive rows")
     rate = min(max(pos.height / rows.height * factor, 0.001), 0.999)
-    n_pos = round(rows.height * rate)
-    pick_pos = rng.integers(0, pos.height, n_pos)
-    pick_neg = rng.integers(0, neg.height, rows.height - n_pos)
-    return pl.concat([pos[pick_pos], neg[pick_neg]]).sample(
+    n_pos = round(n * rate)
+    return pl.concat([_draw(pos, n_pos, rng), _draw(neg, n - n_pos, rng)]).sample(
         fraction=1.0, shuffle=True, seed=int(rng.integers(1 << 31))
     )
 

@@ -136,3 +136,21 @@ def test_drifted_batches_of_a_plain_drift_start_at_the_onset() -> None:
     assert [truth.drifted(i) for i in range(4)] == [False, False, True, True]
     none = GroundTruth(kind="none", onset=None, columns=[], magnitude=0.0, corruption=None)
     assert not any(none.drifted(i) for i in range(4))
+
+
+class _Distinct(_Resampler):
+    """Real rows drawn without replacement: every row of a sample is distinct."""
+
+    def sample(self, n: int) -> pd.DataFrame:
+        return self.rows.sample(n=n, seed=self.seed).to_pandas()
+
+
+def test_a_label_shift_batch_repeats_no_row(rows: pl.DataFrame, jan_sample: pl.DataFrame) -> None:
+    spec = ScenarioSpec(kind="label_shift", n_batches=3, onset=1, batch_rows=300, magnitude=2.5)
+    scenario = make_scenario(_Distinct(jan_sample), jan_sample, FLIGHTS, spec)
+    before, *after = (b.frame for b in scenario.batches)
+    for batch in after:
+        assert batch.height == 300
+        # Copies of a row on both sides of the holdout split were a quick retrain's free win.
+        assert batch.drop(FLIGHTS.time_col).is_duplicated().sum() == 0
+        assert batch["delayed"].mean() > 1.8 * before["delayed"].mean()
