@@ -189,6 +189,24 @@ def serve(home: Path, log: Path) -> Iterator[tuple[str, int]]:
                 proc.wait(timeout=30)
 
 
+def wait_idle(pid: int, *, quiet_s: float = 0.1, max_s: float = 180.0) -> float:
+    """Wait until the server uses less than ``quiet_s`` CPU seconds per second, twice in a
+    row: its start-up work (recovery, then the warm-up that builds the graph, imports what a
+    run imports and freezes the heap) is done, and what follows measures the server as it
+    serves, not as it starts. Returns the seconds waited (``max_s`` at most)."""
+    start = time.monotonic()
+    quiet = 0
+    last = server_cpu_s(pid)
+    while last is not None and quiet < 2 and time.monotonic() - start < max_s:
+        time.sleep(1.0)
+        now = server_cpu_s(pid)
+        if now is None:
+            break
+        quiet = quiet + 1 if now - last < quiet_s else 0
+        last = now
+    return time.monotonic() - start
+
+
 # -- measurements ---------------------------------------------------------------------------------
 
 
@@ -424,6 +442,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
                 for path in ("/audit?limit=1", "/models", "/runs?limit=1"):  # warm up
                     client.get(path).raise_for_status()
+                results["server_start_settled_s"] = round(wait_idle(pid), 1)
                 results["sse_first_event"] = first_event(client, home.ended_runs)
             shapes = audit_shapes(home.run_ids)
             for name, paths in shapes.items():
@@ -459,9 +478,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "queries: open loop at a fixed arrival rate over up to 64 keep-alive connections "
             "(a minimal asyncio HTTP/1.1 client on the same machine); each latency runs from "
             "the request's scheduled send time, so queueing in the client or the server "
-            "counts (no coordinated omission). Server CPU per request from /proc. Run creation "
-            "and streams: one request at a time (httpx.Client), while the executor runs the "
-            "first created run and the rest wait for the model (enqueue)."
+            "counts (no coordinated omission). Server CPU per request from /proc. Measured "
+            "once the server is idle after its start (recovery and warm-up done: "
+            "server_start_settled_s). Run creation and streams: one request at a time "
+            "(httpx.Client), while the executor runs the first created run and the rest wait "
+            "for the model (enqueue)."
         ),
         "machine": machine(PACKAGES)
         | {"commit": git_commit(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
