@@ -181,7 +181,33 @@ def _causes_md(path: Path) -> str:
         ]
         for group, g in r["causes"].items()
     ]
-    return title + _table(header, rows)
+    return title + _table(header, rows) + _versus_builtin(path, r)
+
+
+NOTE_GROUP = "note decides: its note"
+
+
+def _versus_builtin(path: Path, r: dict[str, Any]) -> str:
+    """Issue 21's notes target under another backend's causes table: its correct-action rate
+    on the scenarios whose note decides the cause, with their note, beside builtin's on the
+    same tier ('' for builtin, or without builtin's results)."""
+    if r["llm"] == "builtin":
+        return ""
+    suffix = "_quick" if r["tier"] == "quick" else ""
+    base = path.parent / f"scenarios_{r['dataset']}{suffix}.json"
+    theirs = (r.get("causes") or {}).get(NOTE_GROUP)
+    if not base.exists() or not theirs:
+        return ""
+    ours = (json.loads(base.read_text()).get("causes") or {}).get(NOTE_GROUP)
+    if not ours or ours["correct_rate"] is None or theirs["correct_rate"] is None:
+        return ""
+    points = 100 * (theirs["correct_rate"] - ours["correct_rate"])
+    verdict = "met" if points >= 10 else "missed"
+    return (
+        f"\n\nWhere the note decides the cause, with its note: `{r['llm']}` "
+        f"{_pct(theirs['correct_rate'])} correct actions, builtin {_pct(ours['correct_rate'])} "
+        f"({points:+.0f} points; target at least +10: {verdict})."
+    )
 
 
 def _policies_md(path: Path) -> str:

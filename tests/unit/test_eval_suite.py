@@ -185,9 +185,29 @@ def test_the_causes_table_is_rendered_per_backend(tmp_path: Path) -> None:
             }
         )
     )
+    builtin = {**group, "correct_rate": 0.5}
+    (results / "scenarios_flights_quick.json").write_text(
+        json.dumps(
+            {
+                "dataset": "flights",
+                "tier": "quick",
+                "llm": "builtin",
+                "stream": {"batches": 3, "onset": 1, "batch_rows": 1000},
+                "machine": MACHINE,
+                "variants_shared": True,
+                "causes": {"note decides: its note": builtin},
+                "scores": [score],
+            }
+        )
+    )
     readme = tmp_path / "README.md"
     readme.write_text(f"{BEGIN}\n{END}\n")
     text = render_readme(results, readme).read_text()
     assert "### Causes: flights (quick, LLM `reference`)" in text
+    assert (
+        "`reference` 75% correct actions, builtin 50% (+25 points; target at least +10: met)"
+        in (text)
+    )
+    assert "builtin reads no notes" in text
     assert "| note decides: its note | 2 | 0.50 | 75% | 1 | 2 | 4 | 0.50 | 1 | 80 | 0 | 3 |" in text
     assert "| deploy_drop | note | pipeline_defect | 1/2 | 50% | 0 |" in text
