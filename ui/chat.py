@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from driftpilot.core import metric_text
+from driftpilot.core.episodes import episode_of, label
 from driftpilot.core.errors import ApprovalError, ConfigError, DriftPilotError, NotFound
 from driftpilot.core.identity import Role, has_role
 from driftpilot.core.vocabulary import outcome_label, status_label, trigger_label
@@ -254,8 +255,11 @@ class Chat:
         if not views:
             suffix = "" if intent.model is None else f" ({markup.text(intent.model)})"
             return Reply("No runs yet." + suffix)
-        lines = ["| run | model | batch | status | outcome | trigger | requested by | started |"]
-        lines.append("|---" * 8 + "|")
+        lines = [
+            "| run | model | batch | status | outcome | trigger | requested by | started "
+            "| episode |"
+        ]
+        lines.append("|---" * 9 + "|")
         for v in views:
             trigger = trigger_label(v.trigger)
             if v.schedule_id:
@@ -264,7 +268,8 @@ class Chat:
                 f"| {markup.code(v.run_id[:12])} | {markup.cell(v.model)} | "
                 f"{markup.cell(v.batch_id)} | {markup.cell(status_label(v.status))} | "
                 f"{markup.cell(outcome_label(v.outcome))} | {markup.cell(trigger)} | "
-                f"{markup.cell(v.requested_by)} | {markup.cell(v.created_at[:19])} |"
+                f"{markup.cell(v.requested_by)} | {markup.cell(v.created_at[:19])} | "
+                f"{markup.cell(label(episode_of(v.summary, v.run_id)))} |"
             )
         return Reply("\n".join(lines))
 
