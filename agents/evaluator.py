@@ -288,7 +288,8 @@ def sanity(
 
 def decide(evidence: EvaluatorEvidence, policy: Policy, llm: Llm) -> EvaluatorRuling:
     """Promote or reject (pure but for ``llm``): reject is forced unless the gain's interval
-    lies above zero; the LLM chooses within what the policy allows."""
+    lies above zero, and whatever the gain for a training defect or a recalibration that drops
+    the model's own metric significantly; the LLM chooses within what the policy allows."""
     cmp = evidence.comparison
     blocked = rejection_reasons(evidence)
     allowed = ["reject"] if blocked else policy.evaluator_allowed(cmp.ci_low)
