@@ -10,10 +10,13 @@ cause to the actions it allows.
   beyond three standard errors of the batch's share, on at least ``min_rows`` labelled rows.
   Each class the same: the importance-weighted share of material shifts, measured again
   against the reference resampled to the batch's class shares (p_batch(y) / p_ref(y) per row,
-  drawn seeded), stays under ``drift.monitor_share``; and a ranking metric (ROC AUC, which a
-  prevalence change alone leaves unchanged) shows neither a significant drop nor a quick
-  retrain that beats the champion. A label shift moves the scores, not the ranking: a
-  calibration map fixes it for a fraction of a retrain's cost.
+  drawn seeded), stays under ``drift.monitor_share``; the reweighting explains the feature
+  drift (the importance-weighted mean effect size over its threshold falls to at most
+  ``explained_ratio`` of itself: informative features move with the class shares under a label
+  shift, and only then does the reweighting take the move away; a covariate shift that moved
+  the labels with it keeps its drift); and a ranking metric (ROC AUC, which a prevalence change
+  alone leaves unchanged) shows no significant drop. A label shift moves the scores, not the
+  ranking: a calibration map fixes it for a fraction of a retrain's cost.
 - **expected_change**: with ``drift.seasonality.period_batches`` set, the batch's drift
   signature (its materially drifted columns) matches, by Jaccard overlap of at least
   ``min_overlap``, a batch one period back (+- ``tolerance_batches``) in the model's history,
@@ -38,7 +41,7 @@ from agents.context import RunContext
 from driftpilot.core.causes import CauseReading
 from driftpilot.core.policy import DriftBounds, Policy
 from driftpilot.core.tasks import Task
-from tools.shift import ShiftConfig, effect_sizes
+from tools.shift import ShiftConfig, ShiftResult, effect_sizes
 
 NAME = "drift_analyst"  # the agent the calls are audited under
 Z_SIGNIFICANT = 3.0  # standard errors a class share must move by to count
@@ -63,6 +66,14 @@ class LabelShift(BaseModel):
         None,
         description="The weighted share against the reference resampled to the batch's class "
         "shares (None: not measured, the prevalence did not move or a class is new).",
+    )
+    raw_effect: float | None = Field(
+        None,
+        description="The feature drift against the reference as it is: each column's effect "
+        "size over its threshold (capped at 3), averaged by the champion's importance.",
+    )
+    reweighted_effect: float | None = Field(
+        None, description="The same against the reference at the batch's class shares."
     )
     note: str | None = Field(None, description="Why the reweighted share was not measured.")
 
@@ -153,18 +164,38 @@ def label_shift_reading(
                 "class shares"
             ],
         )
-    if metric == "roc_auc" and (bounds.significant_drop or bounds.stale):
-        what = "a significant ROC AUC drop" if bounds.significant_drop else "a stale champion"
+    ratio = policy.drift.label_shift.explained_ratio
+    raw, left = shift.raw_effect, shift.reweighted_effect
+    if raw is not None and left is not None and not left <= ratio * raw:
+        # Informative features move with the class shares under a label shift, and the
+        # reweighting takes that move away; when it does not, the features moved on their own
+        # (a covariate or concept change that moved the labels with it).
         return CauseReading(
             cause="world_change",
-            reasons=[f"{prevalence_text}, but {what}: a prevalence change leaves ranking intact"],
+            reasons=[
+                f"{prevalence_text}, but the class shares do not explain the feature drift: "
+                f"{raw:.2f} -> {left:.2f} at the batch's class shares (needs <= "
+                f"{ratio:.0%} of it)"
+            ],
+        )
+    if metric == "roc_auc" and bounds.significant_drop:
+        return CauseReading(
+            cause="world_change",
+            reasons=[
+                f"{prevalence_text}, but a significant ROC AUC drop: a prevalence change "
+                "leaves the ranking intact"
+            ],
         )
     return CauseReading(
         cause="label_shift",
         reasons=[
-            f"{prevalence_text}; each class looks the same: weighted share "
-            f"{shift.reweighted_share:.2f} < {limit} against the reference at the batch's "
-            "class shares"
+            f"{prevalence_text}; each class looks the same: at the batch's class shares the "
+            f"weighted share is {shift.reweighted_share:.2f} < {limit}"
+            + (
+                f" and the feature drift falls {raw:.2f} -> {left:.2f}"
+                if raw is not None and left is not None
+                else ""
+            )
         ],
         prevalence=flat,
     )
@@ -294,13 +325,35 @@ def label_shift_numbers(
     if resampled is None:
         new = sorted(set(cur) - set(ref))
         return found.model_copy(update={"note": f"class {new} is new: no reference to reweight"})
-    share = effect_sizes(
-        resampled,
-        frame,
-        numeric=numeric,
-        categorical=categorical,
-        importance=importance,
-        config=config,
-        seed=seed,
-    ).weighted_share
-    return found.model_copy(update={"reweighted_share": share})
+    sides = {
+        name: effect_sizes(
+            ref_side,
+            frame,
+            numeric=numeric,
+            categorical=categorical,
+            importance=importance,
+            config=config,
+            seed=seed,
+        )
+        for name, ref_side in (("raw", reference), ("reweighted", resampled))
+    }
+    return found.model_copy(
+        update={
+            "reweighted_share": sides["reweighted"].weighted_share,
+            "raw_effect": mean_effect(sides["raw"]),
+            "reweighted_effect": mean_effect(sides["reweighted"]),
+        }
+    )
+
+
+def mean_effect(shift: ShiftResult) -> float:
+    """The feature drift as one number: each column's effect size over its materiality
+    threshold (capped at 3: one broken column must not stand for all), averaged by the
+    champion's importance (evenly without it). 0: nothing moved; 1: on average at the bar."""
+    if not shift.columns:
+        return 0.0
+    weights = [c.importance for c in shift.columns]
+    if sum(weights) <= 0:
+        weights = [1.0] * len(shift.columns)
+    ratios = [min(c.value / c.threshold, 3.0) for c in shift.columns]
+    return round(sum(w * r for w, r in zip(weights, ratios, strict=True)) / sum(weights), 4)

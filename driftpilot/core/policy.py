@@ -90,6 +90,13 @@ class LabelShiftRules(_Strict):
         "beyond three standard errors of the batch's share.",
     )
     min_rows: int = Field(200, ge=10, description="Labelled rows needed to read prevalence.")
+    explained_ratio: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="The class shares explain the feature drift when, at the batch's class "
+        "shares, the importance-weighted effect size falls to at most this share of itself.",
+    )
 
 
 class SeasonalityRules(_Strict):

@@ -72,6 +72,8 @@ def test_a_prevalence_change_with_the_same_classes_reads_as_label_shift() -> Non
     numbers = _numbers(reference, batch, policy)
     assert numbers.moved and numbers.label_psi >= 0.1
     assert numbers.reweighted_share is not None and numbers.reweighted_share < 0.3
+    assert numbers.reweighted_effect is not None and numbers.raw_effect is not None
+    assert numbers.reweighted_effect <= 0.5 * numbers.raw_effect
     # Without the reweighting the batch's x1 moved materially: the drift rules alone watch it.
     raw = _raw_share(reference, batch, policy)
     assert raw >= policy.drift.monitor_share
@@ -98,6 +100,27 @@ def test_a_class_that_changed_too_is_a_world_change_not_a_label_shift() -> None:
     reading = label_shift_reading(numbers, policy, _plain(policy), "roc_auc")
     assert reading is not None and reading.cause == "world_change"
     assert "each class moved too" in reading.reasons[0]
+
+
+def test_a_covariate_shift_that_moved_the_labels_is_no_label_shift() -> None:
+    """The labels follow the inputs (one relation on both sides) and both inputs moved, under
+    their materiality bar: the prevalence moved, but the class shares do not explain the
+    feature drift."""
+    rng = np.random.default_rng(3)
+
+    def sample(n: int, move: float) -> pl.DataFrame:
+        x1, x2 = rng.normal(move, 1, n), rng.normal(1.125 * move, 1, n)
+        y = (rng.random(n) < 1 / (1 + np.exp(-(2 * x1 - 2)))).astype(int)
+        return pl.DataFrame({"x1": x1, "x2": x2, "y": y})
+
+    policy = Policy()
+    numbers = _numbers(sample(4000, 0.0), sample(2000, 0.4), policy)
+    assert numbers.moved and numbers.reweighted_share == 0.0  # no column material either way
+    assert numbers.raw_effect and numbers.reweighted_effect
+    assert numbers.reweighted_effect > 0.5 * numbers.raw_effect
+    reading = label_shift_reading(numbers, policy, _plain(policy), "roc_auc")
+    assert reading is not None and reading.cause == "world_change"
+    assert "do not explain the feature drift" in reading.reasons[0]
 
 
 def test_the_same_prevalence_or_too_few_rows_read_nothing() -> None:
