@@ -6,7 +6,10 @@ a severity: any ``error`` means the batch must be quarantined; ``warning`` means
 used but the finding should travel with it (e.g. into the risk assessment).
 
 Only impossible data is an error: no rows, a schema break (missing or re-typed column), a
-null or infinity storm, values beyond a column's declared hard limits, a batch already seen.
+null or infinity storm, values beyond a column's declared hard limits, a batch already seen,
+and the signatures of a broken pipeline (``tools.defects``: a column rescaled by a unit
+factor, a burst of nulls or of one default value, duplicated rows or keys, a varied column
+gone constant), each named by ``QualityIssue.signature``.
 Values beyond the reference range, however far, are plausible (a covariate shift: a sensor
 reads higher, prices rise) and only warn: the drift analyst weighs them. A batch without its
 labels (they arrive later) is accepted with a ``missing_labels`` warning.
@@ -27,7 +30,9 @@ from pydantic import BaseModel, Field
 
 from driftpilot.core.errors import SchemaError
 from driftpilot.core.identity import safe_label
+from tools import defects
 from tools.data import content_hash
+from tools.defects import ColumnShape, DefectThresholds
 from tools.quality_scan import (
     ColumnStats,
     LabelStats,
@@ -54,6 +59,10 @@ Check = Literal[
     "duplicate_batch",
     "constant_column",
     "new_categories",
+    "unit_change",
+    "default_burst",
+    "duplicate_rows",
+    "duplicate_keys",
 ]
 
 
@@ -68,6 +77,9 @@ class ColumnProfile(BaseModel):
     min: float | None = Field(None, description="Smallest value (numeric columns).")
     max: float | None = Field(None, description="Largest value (numeric columns).")
     categories: list[str] | None = Field(None, description="Known values (categorical columns).")
+    shape: ColumnShape | None = Field(
+        None, description="What the pipeline defect signatures read (None: not measured)."
+    )
 
 
 class ReferenceProfile(BaseModel):
@@ -75,6 +87,9 @@ class ReferenceProfile(BaseModel):
 
     n_rows: int
     columns: list[ColumnProfile]
+    duplicate_share: float | None = Field(
+        None, description="Share of rows repeating an earlier row (None: not measured)."
+    )
 
     def column(self, name: str) -> ColumnProfile | None:
         return next((c for c in self.columns if c.name == name), None)
@@ -105,6 +120,9 @@ class QualityThresholds(BaseModel):
     max_categories: int = Field(
         1000, description="Categorical columns keep at most this many values."
     )
+    defects: DefectThresholds = Field(
+        default_factory=DefectThresholds, description="When a pipeline defect signature fires."
+    )
 
 
 class QualityIssue(BaseModel):
@@ -117,6 +135,11 @@ class QualityIssue(BaseModel):
         None, description="Measured value (a rate, share or count), if any."
     )
     message: str = Field(description="Plain-language explanation.")
+    signature: str | None = Field(
+        None,
+        description="The pipeline defect it is the signature of, e.g. 'unit_change:temp "
+        "x1.8+32' (None: not a defect signature).",
+    )
 
 
 class QualityVerdict(BaseModel):
@@ -143,6 +166,11 @@ class QualityVerdict(BaseModel):
     def reason(self) -> str:
         """One line naming every error (the quarantine reason)."""
         return "; ".join(i.message for i in self.errors) or "ok"
+
+    def signature(self) -> str:
+        """The pipeline defect signatures of the errors, '; '-joined ('' for none)."""
+        found = dict.fromkeys(i.signature for i in self.errors if i.signature)
+        return "; ".join(s for s in found if s)
 
 
 def _dtype_name(dtype: pl.DataType) -> str:
@@ -197,8 +225,13 @@ def profile_reference(
             profile.min, profile.max = float(values.min()), float(values.max())  # type: ignore[arg-type]
         if kind == "categorical" and profile.n_unique <= max_categories:
             profile.categories = sorted(values.cast(pl.String).unique().to_list())
+        profile.shape = defects.column_shape(series, kind)
         profiles.append(profile)
-    return ReferenceProfile(n_rows=frame.height, columns=profiles)
+    return ReferenceProfile(
+        n_rows=frame.height,
+        columns=profiles,
+        duplicate_share=defects.duplicate_share(frame.select(names)),
+    )
 
 
 HardLimits = dict[str, tuple[float | None, float | None]]
@@ -214,13 +247,16 @@ def check_batch(
     label_columns: Iterable[str] = (),
     hard_limits: HardLimits | None = None,
     digest: str | None = None,
+    key_columns: Iterable[str] = (),
 ) -> QualityVerdict:
     """Validate a new batch against the reference profile of the model's data.
 
     Checks: empty batch; missing, extra and re-typed columns; null-rate spikes (NaN storm);
     infinities; values beyond a column's hard limits (errors); values outside the reference
     range (a warning: plausible shift); a batch identical to one already seen (same content
-    hash); columns that became constant; unseen categories.
+    hash); columns that became constant; unseen categories; the pipeline defect signatures of
+    ``tools.defects`` (``key_columns``: a key the rows must not repeat; without one, whole rows
+    repeated far above the reference's rate are the duplicate signature).
 
     ``time_columns`` are checked for presence and type only: time always moves on.
     ``label_columns`` (the target) may be missing or partly null: labels arrive late, so that
@@ -230,7 +266,8 @@ def check_batch(
     A LazyFrame (a scan of a batch bigger than memory) is checked as it streams: every count
     the checks need is one aggregate over the scan, and the content hash a second pass (or
     ``digest``, the batch's hash when the caller already has it). A DataFrame goes through
-    the same aggregate, so both give the same verdict.
+    the same aggregate, so both give the same verdict. The numeric columns' quantiles (for the
+    unit-change signature) are read on a systematic sample of the batch.
 
     Returns:
         QualityVerdict with ``ok`` False when any issue has severity 'error'; ``reason()``
@@ -241,10 +278,13 @@ def check_batch(
     schema = lazy.collect_schema()
     labels, skip = set(label_columns), set(time_columns)
     roles = roles_of(schema, reference, labels, skip)
-    stats = aggregate(lazy, schema, roles, hard_limits or {}, limits)
+    keys = [k for k in key_columns if k in schema]
+    extra = _defect_exprs(schema, reference, roles, keys)
+    stats = aggregate(lazy, schema, roles, hard_limits or {}, limits, extra)
     numeric = [p.name for p, role in roles if role == "column" and p.kind == "numeric"]
     finite_extremes(lazy, [n for n in numeric if stats[f"inf:{n}"]], stats)
     height = int(stats["len"])
+    quantiles = defects.batch_quantiles(lazy, {n: schema[n] for n in numeric}, height)
     digest = digest or content_hash(frame)
     issues: list[QualityIssue] = []
     if height == 0:
@@ -258,14 +298,14 @@ def check_batch(
             )
         )
     issues.extend(_schema_issues(schema, stats, reference, labels))
-    extra = _extra_columns(schema, reference)
-    if extra:
+    outside = _extra_columns(schema, reference)
+    if outside:
         issues.append(
             QualityIssue(
                 check="extra_column",
                 severity="warning",
-                value=float(len(extra)),
-                message=f"{len(extra)} column(s) outside the model's schema (ignored)",
+                value=float(len(outside)),
+                message=f"{len(outside)} column(s) outside the model's schema (ignored)",
             )
         )
     if height:
@@ -275,14 +315,80 @@ def check_batch(
             elif role == "empty_label" and stats[f"nulls:{profile.name}"] == height:
                 issues.extend(_label_issues(LabelStats(height, height, 0, 0), profile))
             elif role == "column":
-                issues.extend(_column_issues(ColumnStats.of(stats, profile.name), profile, limits))
+                column = ColumnStats.of(stats, profile.name)
+                found = _defect_issues(stats, column, profile, quantiles, limits.defects)
+                burst = any(i.check == "default_burst" for i in found)
+                issues.extend(_column_issues(column, profile, limits, burst))
+                issues.extend(found)
                 bounds = (hard_limits or {}).get(profile.name)
                 if bounds is not None and profile.kind == "numeric":
                     issues.extend(_hard_limit_issues(stats, profile, bounds, limits))
+        issues.extend(_duplicate_issues(stats, reference, keys, limits.defects))
     ok = not any(i.severity == "error" for i in issues)
     return QualityVerdict(
-        ok=ok, n_rows=height, content_hash=digest, issues=issues, extra_columns=extra
+        ok=ok, n_rows=height, content_hash=digest, issues=issues, extra_columns=outside
     )
+
+
+def _defect_exprs(
+    schema: pl.Schema,
+    reference: ReferenceProfile,
+    roles: list[tuple[ColumnProfile, Any]],
+    keys: list[str],
+) -> list[pl.Expr]:
+    """The defect signatures' counts, for the quality aggregate: default values per feature
+    column, distinct rows over the reference's columns present, distinct keys."""
+    columns = {p.name: p.kind for p, role in roles if role == "column" and p.shape is not None}
+    rows = [c.name for c in reference.columns if c.name in schema]
+    measured = reference.duplicate_share is not None
+    return defects.count_exprs(columns, rows if measured else [], keys)
+
+
+def _issue(found: defects.Defect) -> QualityIssue:
+    return QualityIssue(
+        check=found.kind,
+        severity="error",
+        column=found.column,
+        value=found.value,
+        message=found.message,
+        signature=found.signature,
+    )
+
+
+def _defect_issues(
+    stats: dict[str, Any],
+    column: ColumnStats,
+    profile: ColumnProfile,
+    quantiles: dict[str, list[float] | None],
+    limits: DefectThresholds,
+) -> list[QualityIssue]:
+    """A feature column's unit-change and default-burst signatures (errors)."""
+    shape = profile.shape
+    if shape is None:
+        return []
+    found: list[defects.Defect | None] = []
+    batch = quantiles.get(profile.name)
+    if profile.kind == "numeric":
+        found.append(
+            defects.unit_change(profile.name, batch, shape.quantiles, column.finite, limits)
+        )
+    counts = defects.default_counts(stats, profile.name)
+    pile = defects.plateau(batch) if profile.kind == "numeric" else None
+    found.append(defects.default_burst(profile.name, counts, pile, column.finite, shape, limits))
+    return [_issue(f) for f in found if f is not None]
+
+
+def _duplicate_issues(
+    stats: dict[str, Any], reference: ReferenceProfile, keys: list[str], limits: DefectThresholds
+) -> list[QualityIssue]:
+    found = []
+    if keys:
+        keyed, distinct = int(stats["keyed_rows"]), int(stats["distinct_keys"])
+        found.append(defects.duplicated_keys(keys, keyed, distinct, limits))
+    elif reference.duplicate_share is not None and "distinct_rows" in stats:
+        rows, distinct = int(stats["len"]), int(stats["distinct_rows"])
+        found.append(defects.duplicated_rows(rows, distinct, reference.duplicate_share, limits))
+    return [_issue(f) for f in found if f is not None]
 
 
 def _extra_columns(schema: pl.Schema, reference: ReferenceProfile) -> list[str]:
@@ -337,35 +443,20 @@ def _schema_issues(
 
 
 def _column_issues(
-    stats: ColumnStats, profile: ColumnProfile, limits: QualityThresholds
+    stats: ColumnStats, profile: ColumnProfile, limits: QualityThresholds, burst: bool = False
 ) -> list[QualityIssue]:
+    """A feature's null, non-finite, constant, range and category findings. ``burst``: the
+    column has a default-burst signature (a constant column of it is that burst, named
+    once)."""
     issues = []
     name = profile.name
-    rate = stats.null_rate
-    if rate - profile.null_rate > limits.null_increase:
-        sparse = profile.null_rate >= limits.sparse_null_rate
-        issues.append(
-            QualityIssue(
-                check="null_spike",
-                severity="warning" if sparse else "error",
-                column=name,
-                value=round(rate, 4),
-                message=f"column {name!r} is {rate:.0%} null (reference {profile.null_rate:.0%})",
-            )
-        )
+    null_issue = _null_issue(stats, profile, limits)
+    if null_issue is not None:
+        issues.append(null_issue)
     if stats.infinite:  # a share of the values that are neither null nor NaN
         issues.append(_non_finite(name, stats.infinite / (stats.finite + stats.infinite), limits))
     if stats.finite > 1 and stats.constant and profile.n_unique > 1:
-        issues.append(
-            QualityIssue(
-                check="constant_column",
-                severity="warning",
-                column=name,
-                value=float(stats.finite),
-                message=f"column {name!r} holds one value in all {stats.finite} non-null rows "
-                f"({profile.n_unique} distinct in the reference)",
-            )
-        )
+        issues.append(_constant_issue(stats, profile, limits, burst))
     if profile.kind == "numeric" and profile.min is not None and profile.max is not None:
         issues.extend(_range_issues(stats, profile, limits))
     if profile.kind == "categorical" and profile.categories is not None and stats.finite:
@@ -381,6 +472,54 @@ def _column_issues(
                 )
             )
     return issues
+
+
+def _null_issue(
+    stats: ColumnStats, profile: ColumnProfile, limits: QualityThresholds
+) -> QualityIssue | None:
+    """A null storm (a rise above ``null_increase``) or a null burst (far above the
+    reference's share: ``tools.defects.null_burst``): an error named ``null_burst``, but a
+    warning in a column the reference already had mostly null (its share moves with the
+    season)."""
+    name, rate, before = profile.name, stats.null_rate, profile.null_rate
+    storm = rate - before > limits.null_increase
+    if not storm and not defects.null_burst(rate, before, limits.defects):
+        return None
+    sparse = before >= limits.sparse_null_rate
+    return QualityIssue(
+        check="null_spike",
+        severity="warning" if sparse else "error",
+        column=name,
+        value=round(rate, 4),
+        message=f"column {name!r} is {rate:.0%} null (reference {before:.0%})"
+        + ("" if sparse else ": a burst of nulls"),
+        signature=None if sparse else f"null_burst:{name}",
+    )
+
+
+def _constant_issue(
+    stats: ColumnStats, profile: ColumnProfile, limits: QualityThresholds, burst: bool
+) -> QualityIssue:
+    """A column holding one value: an error (``gone_constant``) when the reference was spread
+    enough that so many rows agreeing is no chance (``tools.defects.gone_constant``), else a
+    warning (a quiet batch of a column with few values)."""
+    name, shape = profile.name, profile.shape
+    gone = (
+        not burst
+        and shape is not None
+        and defects.gone_constant(profile.n_unique, shape, stats.finite, limits.defects)
+    )
+    spread = f", none above {shape.top_share:.0%} of rows" if gone and shape else ""
+    return QualityIssue(
+        check="constant_column",
+        severity="error" if gone else "warning",
+        column=name,
+        value=float(stats.finite),
+        message=f"column {name!r} holds one value in all {stats.finite} non-null rows "
+        f"({profile.n_unique} distinct in the reference{spread})"
+        + (": a column gone constant" if gone else ""),
+        signature=f"gone_constant:{name}" if gone else None,
+    )
 
 
 def _non_finite(name: str, share: float, limits: QualityThresholds) -> QualityIssue:

@@ -56,10 +56,12 @@ def aggregate(
     roles: list[tuple[ColumnProfile, Role]],
     hard_limits: HardLimits,
     limits: QualityThresholds,
+    extra: list[pl.Expr] | None = None,
 ) -> dict[str, Any]:
     """Every count the checks need, as one streaming aggregate over the batch: keys are
-    ``<what>:<column>`` (and ``len``)."""
-    exprs: list[pl.Expr] = [pl.len().alias("len")]
+    ``<what>:<column>`` (and ``len``); ``extra``: more aggregates to read in the same pass
+    (the defect signatures' counts)."""
+    exprs: list[pl.Expr] = [pl.len().alias("len"), *(extra or [])]
     exprs += [pl.col(n).null_count().alias(f"nulls:{n}") for n in schema]
     for profile, role in roles:
         name, dtype = profile.name, schema[profile.name]

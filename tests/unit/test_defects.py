@@ -1,0 +1,285 @@
+"""Pipeline defect signatures (tools.defects through tools.quality.check_batch): each fires on
+its defect and names it; none fires on a clean real batch, a covariate shift of 1.5 std or a
+range shift of 1.5 ranges (plausible data: never quarantined)."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from tools.datasets import CREDITCARD, FLIGHTS
+from tools.defects import QUANTILES, UNIT_FACTORS, DefectThresholds, distance, unit_change
+from tools.quality import QualityVerdict, ReferenceProfile, check_batch, profile_reference
+
+COLUMNS = [*FLIGHTS.features, FLIGHTS.target, FLIGHTS.time_col]
+KW = {"time_columns": [FLIGHTS.time_col], "label_columns": [FLIGHTS.target]}
+
+
+@pytest.fixture(scope="module")
+def halves(months: dict[str, pl.DataFrame]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """January in two random halves: a reference and a clean batch from the same weeks."""
+    jan = months["2013-01"].select(COLUMNS).sample(fraction=1.0, shuffle=True, seed=3)
+    middle = jan.height // 2
+    return jan.head(middle).sort(FLIGHTS.time_col), jan.tail(middle).sort(FLIGHTS.time_col)
+
+
+@pytest.fixture(scope="module")
+def reference(halves: tuple[pl.DataFrame, pl.DataFrame]) -> ReferenceProfile:
+    return profile_reference(halves[0], COLUMNS)
+
+
+@pytest.fixture(scope="module")
+def batch(halves: tuple[pl.DataFrame, pl.DataFrame]) -> pl.DataFrame:
+    return halves[1]
+
+
+def signatures(verdict: QualityVerdict) -> list[str]:
+    return [i.signature for i in verdict.errors if i.signature]
+
+
+def test_a_clean_batch_has_no_signature(batch: pl.DataFrame, reference: ReferenceProfile) -> None:
+    verdict = check_batch(batch, reference, **KW)  # type: ignore[arg-type]
+    assert verdict.ok, verdict.reason()
+    assert verdict.signature() == ""
+
+
+@pytest.mark.parametrize(
+    ("column", "label"),
+    [
+        ("temp", "x1.8+32"),
+        ("temp", "(x-32)/1.8"),
+        ("pressure", "x1000"),
+        ("humid", "x0.01"),
+        ("distance", "x0.001"),
+        ("distance", "x100"),
+    ],
+)
+def test_a_unit_change_is_named_with_its_factor(
+    batch: pl.DataFrame, reference: ReferenceProfile, column: str, label: str
+) -> None:
+    factor = next(f for f in UNIT_FACTORS if f.label == label)
+    rescaled = batch.with_columns(pl.col(column) * factor.scale + factor.offset)
+    verdict = check_batch(rescaled, reference, **KW)  # type: ignore[arg-type]
+    assert not verdict.ok
+    assert signatures(verdict) == [f"unit_change:{column} {label}"]
+    [issue] = [i for i in verdict.errors if i.check == "unit_change"]
+    assert issue.column == column and label in issue.message and "median" in issue.message
+
+
+def test_an_integer_column_rounded_after_its_change_is_named_too(
+    batch: pl.DataFrame, reference: ReferenceProfile
+) -> None:
+    rescaled = batch.with_columns((pl.col("distance") * 100).cast(pl.Int64))
+    assert signatures(check_batch(rescaled, reference, **KW)) == ["unit_change:distance x100"]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kind", ["covariate_shift", "range_shift"])
+def test_shifts_are_no_defect(
+    halves: tuple[pl.DataFrame, pl.DataFrame],
+    batch: pl.DataFrame,
+    reference: ReferenceProfile,
+    kind: str,
+) -> None:
+    """evals' covariate_shift (+1.5 reference std) and range_shift (+1.5 reference ranges), on
+    every numeric column in turn: plausible data, accepted with warnings at most."""
+    ref = halves[0]
+    for column in FLIGHTS.numeric:
+        values = ref[column].cast(pl.Float64)
+        step = (
+            1.5 * float(values.std())  # type: ignore[arg-type]
+            if kind == "covariate_shift"
+            else 1.5 * (float(values.max()) - float(values.min()))  # type: ignore[arg-type]
+        )
+        moved = batch.with_columns((pl.col(column).cast(pl.Float64) + step).alias(column))
+        verdict = check_batch(moved, reference, **KW)  # type: ignore[arg-type]
+        assert verdict.ok, (column, verdict.reason())
+
+
+def test_a_null_burst_below_the_storm_is_named(
+    batch: pl.DataFrame, reference: ReferenceProfile
+) -> None:
+    """15 % nulls where January had 0.2 %: under the storm's 20-point rise, still a burst."""
+    burst = batch.with_columns(
+        pl.when(pl.int_range(pl.len()) % 100 < 15)
+        .then(None)
+        .otherwise(pl.col("temp"))
+        .alias("temp")
+    )
+    verdict = check_batch(burst, reference, **KW)  # type: ignore[arg-type]
+    assert signatures(verdict) == ["null_burst:temp"]
+    [issue] = verdict.errors
+    assert issue.check == "null_spike" and "burst of nulls" in issue.message
+    # the same share in a column mostly null in the reference (wind gusts) is the season
+    gusts = batch.with_columns(
+        pl.when(pl.int_range(pl.len()) % 100 < 30)
+        .then(None)
+        .otherwise(pl.col("wind_gust"))
+        .alias("wind_gust")
+    )
+    assert check_batch(gusts, reference, **KW).ok  # type: ignore[arg-type]
+
+
+def test_a_burst_of_one_default_value_is_named(
+    batch: pl.DataFrame, reference: ReferenceProfile
+) -> None:
+    zeros = batch.with_columns(
+        pl.when(pl.int_range(pl.len()) % 10 < 4)
+        .then(0)
+        .otherwise(pl.col("distance"))
+        .alias("distance")
+    )
+    verdict = check_batch(zeros, reference, **KW)  # type: ignore[arg-type]
+    assert signatures(verdict) == ["default_burst:distance=0"]
+    assert "40% of column 'distance' holds the one value 0" in verdict.reason()
+    blanks = batch.with_columns(
+        pl.when(pl.int_range(pl.len()) % 10 < 3)
+        .then(pl.lit(""))
+        .otherwise(pl.col("carrier"))
+        .alias("carrier")
+    )
+    assert signatures(check_batch(blanks, reference, **KW)) == ["default_burst:carrier=''"]  # type: ignore[arg-type]
+    # a value the numbers pile up on though no list names it (nulls filled with the mean)
+    mean = float(batch["pressure"].mean())  # type: ignore[arg-type]
+    filled = batch.with_columns(pl.col("pressure").fill_null(mean))
+    spiked = filled.with_columns(
+        pl.when(pl.int_range(pl.len()) % 10 < 4)
+        .then(mean)
+        .otherwise(pl.col("pressure"))
+        .alias("pressure")
+    )
+    assert signatures(check_batch(spiked, reference, **KW)) == [  # type: ignore[arg-type]
+        f"default_burst:pressure={mean:g}"
+    ]
+
+
+def test_a_common_value_piling_up_is_a_quiet_batch(
+    batch: pl.DataFrame, reference: ReferenceProfile
+) -> None:
+    """A day's batch holds one weekday (14 % of January); on a calm day half the wind is 0
+    (5 % of January): no defect. A shifted pile (rain in 7 % of hours, all of it moved) is a
+    shift: the pile is no larger than the reference's."""
+    day = batch.with_columns(pl.lit(3, dtype=batch["weekday"].dtype).alias("weekday"))
+    calm = batch.with_columns(
+        pl.when(pl.int_range(pl.len()) % 2 == 0)
+        .then(0.0)
+        .otherwise("wind_speed")
+        .alias("wind_speed")
+    )
+    rain = batch.with_columns(pl.col("precip") + 0.3)
+    for quiet in (day, calm, rain):
+        verdict = check_batch(quiet, reference, **KW)  # type: ignore[arg-type]
+        assert verdict.signature() == "", verdict.reason()
+
+
+def test_duplicated_rows_and_keys_are_named(
+    batch: pl.DataFrame, reference: ReferenceProfile
+) -> None:
+    joined = pl.concat([batch, batch.sample(fraction=0.3, seed=2)])
+    verdict = check_batch(joined, reference, **KW)  # type: ignore[arg-type]
+    assert signatures(verdict) == ["duplicate_rows"]
+    [issue] = verdict.errors
+    assert issue.value == pytest.approx(0.3 / 1.3, abs=0.01)
+    keyed = batch.with_row_index("id")
+    assert check_batch(keyed, reference, key_columns=["id"], **KW).ok  # type: ignore[arg-type]
+    twice = pl.concat([keyed, keyed.head(200).with_columns(pl.col("temp") + 1)])
+    verdict = check_batch(twice, reference, key_columns=["id"], **KW)  # type: ignore[arg-type]
+    assert signatures(verdict) == ["duplicate_keys:id"]
+
+
+def test_a_spread_column_gone_constant_is_named(
+    batch: pl.DataFrame, reference: ReferenceProfile
+) -> None:
+    stuck = batch.with_columns(pl.lit(41.0).alias("temp"))
+    verdict = check_batch(stuck, reference, **KW)  # type: ignore[arg-type]
+    assert signatures(verdict) == ["gone_constant:temp"]
+    [issue] = verdict.errors
+    assert issue.check == "constant_column" and "gone constant" in issue.message
+    # a column of few values stuck at a common one warns, as before
+    quiet = batch.with_columns(pl.lit(10.0).alias("visib"))
+    verdict = check_batch(quiet, reference, **KW)  # type: ignore[arg-type]
+    assert verdict.ok and ("constant_column", "warning") in {
+        (i.check, i.severity) for i in verdict.issues
+    }
+
+
+def test_a_scan_names_the_same_signatures(
+    tmp_path: Path, batch: pl.DataFrame, reference: ReferenceProfile
+) -> None:
+    broken = pl.concat([batch, batch.head(2000)]).with_columns(
+        pl.col("temp") * 1.8 + 32,
+        pl.when(pl.int_range(pl.len()) % 10 < 4)
+        .then(0)
+        .otherwise(pl.col("distance"))
+        .alias("distance"),
+    )
+    path = tmp_path / "b.parquet"
+    broken.write_parquet(path, row_group_size=1000)
+    streamed = check_batch(pl.scan_parquet(path), reference, **KW)  # type: ignore[arg-type]
+    assert streamed == check_batch(broken, reference, **KW)  # type: ignore[arg-type]
+    assert set(signatures(streamed)) == {
+        "unit_change:temp x1.8+32",
+        "default_burst:distance=0",
+        "duplicate_rows",
+    }
+
+
+def test_the_distance_reads_shares_of_rows() -> None:
+    same = [float(i) for i in range(len(QUANTILES))]
+    assert distance(same, same) == 0.0
+    assert distance(same, [v + 100 for v in same]) == pytest.approx(0.5)
+    limits = DefectThresholds()
+    assert unit_change("x", same, same, 1000, limits) is None
+    assert unit_change("x", [v * 1000 for v in same], same, 10, limits) is None  # few rows
+
+
+def _no_signature_between(batches: list[pl.DataFrame], columns: list[str], spec: object) -> int:
+    """Each batch checked against the one before it as reference: the checks made."""
+    flagged = []
+    for before, after in itertools.pairwise(batches):
+        verdict = check_batch(
+            after,
+            profile_reference(before, columns),
+            time_columns=[spec.time_col],  # type: ignore[attr-defined]
+            label_columns=[spec.target],  # type: ignore[attr-defined]
+        )
+        if verdict.signature():
+            flagged.append(verdict.signature())
+    assert flagged == []
+    return len(batches) - 1
+
+
+def test_no_clean_real_month_is_flagged(months: dict[str, pl.DataFrame]) -> None:
+    """Every flights month against the month before (calendar months and equal-size batches);
+    the all-pairs sweep with credit cards is the full_data test below."""
+    calendar = [frame.select(COLUMNS) for _, frame in sorted(months.items())]
+    rows = pl.concat(calendar)
+    size = rows.height // 12
+    equal = [rows.slice(i * size, size) for i in range(12)]
+    assert _no_signature_between(calendar, COLUMNS, FLIGHTS) == 11
+    assert _no_signature_between(equal, COLUMNS, FLIGHTS) == 11
+
+
+@pytest.mark.full_data
+def test_no_clean_real_batch_is_flagged_against_any_reference(
+    months: dict[str, pl.DataFrame], settings: object
+) -> None:
+    """All pairs: each flights month against every other month, each credit-card 4-hour
+    batch against every other (132 checks each)."""
+    from tools.datasets import creditcard
+
+    calendar = [frame.select(COLUMNS) for _, frame in sorted(months.items())]
+    cards = creditcard()
+    columns = [*CREDITCARD.features, CREDITCARD.target, CREDITCARD.time_col]
+    four_hours = [cards.filter(pl.col("Time") // 14400 == k).select(columns) for k in range(12)]
+    for batches, cols, spec in ((calendar, COLUMNS, FLIGHTS), (four_hours, columns, CREDITCARD)):
+        for i, ref in enumerate(batches):
+            others = [ref, *[b for j, b in enumerate(batches) if j != i]]
+            profile = profile_reference(ref, cols)
+            for other in others[1:]:
+                verdict = check_batch(
+                    other, profile, time_columns=[spec.time_col], label_columns=[spec.target]
+                )
+                assert verdict.signature() == "", (i, verdict.reason())

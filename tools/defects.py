@@ -1,0 +1,481 @@
+"""Pipeline defect signatures: the shapes a broken pipeline leaves in a batch, named.
+
+A drift moves values; a broken pipeline leaves a signature that no world change makes:
+
+- ``unit_change``: a numeric column rescaled by a unit factor (x1.8+32 for °C read as °F,
+  its inverse, x1000, x100, x0.01, x0.001). The batch's quantiles match the reference's
+  quantiles mapped by the factor far better than unmapped, and its spread moved by the
+  factor: a covariate shift or a range that moved keeps its spread and fits no factor;
+- ``null_burst``: a column's null share jumps far above the reference's (read by
+  ``tools.quality``'s null check, which quarantines it with this signature);
+- ``default_burst``: one default value (0, -1, -999, "", "unknown", ... or any value the
+  numbers pile up on) suddenly holds a large share of a column where the reference had little;
+- ``duplicate_rows`` / ``duplicate_keys``: rows (or keys) repeated far above the reference's
+  rate, as a fan-out join leaves them;
+- ``gone_constant``: a column whose reference values were spread (many distinct values, none
+  common) holds one value in every row (``tools.quality``'s constant check, an error then).
+
+The reference side (``ColumnShape``, per column) is measured on the in-memory reference by
+``column_shape``; the batch side streams: ``count_exprs`` join the quality aggregate (one
+pass over the batch) and ``batch_quantiles`` reads a systematic sample of at most
+``SAMPLE_ROWS`` rows of the numeric columns (a second, light pass: exact quantiles of 10M rows
+cost seconds per column, a sample's are as good for a factor of 1.8 or more).
+
+Findings quote only schema column names, the factors and default values of this module, and
+numbers (never a cell's text): they reach an LLM.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import polars as pl
+from pydantic import BaseModel, Field
+
+DefectKind = Literal[
+    "unit_change", "null_burst", "default_burst", "duplicate_rows", "duplicate_keys",
+    "gone_constant",
+]  # fmt: skip
+# Every 5th percentile and the 1st and 99th: a pile of 20 % of the rows spans 3 of them.
+QUANTILES: tuple[float, ...] = (0.01, *(round(0.05 * i, 2) for i in range(1, 20)), 0.99)
+# The unit factors are fitted on these (a finer grid matched a day's wind directions, whose
+# values are tens of degrees, to the reference rescaled (x-32)/1.8: 19 false fits in 1,464
+# daily batches against monthly references, none on these nine).
+UNIT_QUANTILES: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
+_UNIT_AT = [QUANTILES.index(q) for q in UNIT_QUANTILES]
+SAMPLE_ROWS = 200_000  # the batch's quantiles are read on at most this many rows
+TOP_VALUES = 5  # the reference keeps the shares of its this many most common values
+# Values a pipeline fills in for "unknown": counted exactly in every batch.
+DEFAULT_NUMBERS: tuple[float, ...] = (0.0, -1.0, -99.0, -999.0, -9999.0, 9999.0, 99999.0)
+DEFAULT_TEXTS: tuple[str, ...] = (
+    "", "unknown", "none", "null", "n/a", "na", "nan", "-", "?", "missing", "0", "-1",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class UnitFactor:
+    """A unit conversion ``x * scale + offset`` a pipeline may apply by mistake."""
+
+    label: str
+    scale: float
+    offset: float
+    meaning: str
+
+    def apply(self, value: float) -> float:
+        return value * self.scale + self.offset
+
+
+UNIT_FACTORS: tuple[UnitFactor, ...] = (
+    UnitFactor("x1.8+32", 1.8, 32.0, "°C read as °F"),
+    UnitFactor("(x-32)/1.8", 1 / 1.8, -32 / 1.8, "°F read as °C"),
+    UnitFactor("x1000", 1000.0, 0.0, "e.g. kilo- read as base unit"),
+    UnitFactor("x100", 100.0, 0.0, "e.g. a share read as a percentage"),
+    UnitFactor("x0.01", 0.01, 0.0, "e.g. a percentage read as a share"),
+    UnitFactor("x0.001", 0.001, 0.0, "e.g. base unit read as kilo-"),
+)
+
+
+class DefectThresholds(BaseModel):
+    """When a signature counts as a defect. Each was checked against the shipped real data
+    (flights months and equal-size batches, credit-card 4-hour batches): none fires on a
+    clean real batch (tests/unit/test_defects.py)."""
+
+    min_rows: int = Field(
+        200, description="Value signatures (unit, default, constant) need this many values."
+    )
+    unit_fit: float = Field(
+        0.12,
+        description="A factor fits when the batch's quantiles sit on average within this "
+        "share of rows of the mapped reference's (``distance``) ...",
+    )
+    unit_unmapped: float = Field(
+        0.3,
+        description="... and the unmapped reference's at least this far for a factor that "
+        "scales by less than 2 either way (°C and °F: a day's narrow spread can look like it) ...",
+    )
+    unit_unmapped_far: float = Field(
+        0.1,
+        description="... or this far for a factor of 100 or more (a spread that moved 100-fold "
+        "is no natural shift; a column centred on 0 stays half inside its reference).",
+    )
+    unit_margin: float = Field(3.0, description="... and by this many times the mapped miss.")
+    unit_spread: float = Field(
+        1.25,
+        description="... and the batch's spread is the reference's times the factor, within "
+        "this ratio either way (a shift keeps its spread).",
+    )
+    null_rise: float = Field(0.1, description="A null burst: the null share rises by more ...")
+    null_ratio: float = Field(5.0, description="... and to this many times the reference's.")
+    default_rise: float = Field(
+        0.2,
+        description="A default burst: one value's share rises by more (a value no list "
+        "names: above the share of the reference's most common value by more) ...",
+    )
+    default_rare: float = Field(
+        0.01,
+        description="... and the reference had it in at most this share of rows (a common "
+        "value piling up is a quiet batch: one weekday in a day's batch).",
+    )
+    duplicate_rise: float = Field(
+        0.05, description="Duplicated rows: their share rises by more ..."
+    )
+    duplicate_ratio: float = Field(3.0, description="... and to this many times the reference's.")
+    duplicate_keys: float = Field(0.01, description="Duplicated keys: above this share.")
+    constant_unique: int = Field(
+        20, description="A column gone constant: the reference had this many distinct values ..."
+    )
+    constant_top_share: float = Field(
+        0.2, description="... and no value above this share of its rows."
+    )
+
+
+class ColumnShape(BaseModel):
+    """What the defect signatures read of a reference column."""
+
+    quantiles: list[float] | None = Field(
+        None, description="Numeric columns: the finite values' quantiles at QUANTILES."
+    )
+    top_share: float = Field(0.0, description="Share of its most common value (non-null rows).")
+    value_shares: dict[str, float] = Field(
+        default_factory=dict,
+        description="Shares (of non-null rows) of its most common values and of every "
+        "default value (0 when absent), keyed by ``value_key``.",
+    )
+    bound: float = Field(
+        0.0,
+        description="Share of the least common value kept among the most common: any other "
+        "value had at most this (0: every value is kept).",
+    )
+
+    def share_of(self, key: str) -> float:
+        """The reference's share of a value: known, else its upper bound."""
+        return self.value_shares.get(key, self.bound)
+
+
+def value_key(value: object) -> str:
+    """One key per value whatever its type: 0, 0.0 and an integer column's 0 alike."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"s:{value}"
+    return f"n:{float(value)!r}"
+
+
+def column_shape(series: pl.Series, kind: str) -> ColumnShape:
+    """The reference numbers a column's signatures are read against (``series`` in memory)."""
+    values = series.drop_nulls()
+    if values.dtype.is_float():
+        values = values.filter(values.is_finite())
+    if values.len() == 0:
+        return ColumnShape()
+    if kind == "categorical":
+        values = values.cast(pl.String)
+    elif kind == "numeric":
+        values = values.cast(pl.Float64)
+    counts = values.value_counts(sort=True, name="n")
+    total = values.len()
+    shares = {value_key(v): n / total for v, n in counts.head(TOP_VALUES).iter_rows()}
+    if kind == "categorical":  # read as the batch's are: trimmed, lower case
+        texts = values.str.strip_chars().str.to_lowercase()
+        shares |= {value_key(t): int((texts == t).sum()) / total for t in DEFAULT_TEXTS}
+    elif kind == "numeric":
+        shares |= {value_key(v): int((values == v).sum()) / total for v in DEFAULT_NUMBERS}
+    quantiles = None
+    if kind == "numeric":
+        quantiles = [float(values.quantile(q, "nearest")) for q in QUANTILES]  # type: ignore[arg-type]
+    return ColumnShape(
+        quantiles=quantiles,
+        top_share=shares[value_key(counts.row(0)[0])],
+        value_shares=shares,
+        bound=0.0 if counts.height <= TOP_VALUES else counts["n"][TOP_VALUES - 1] / total,
+    )
+
+
+def duplicate_share(frame: pl.DataFrame) -> float:
+    """Share of rows that repeat an earlier row exactly (0 for no rows)."""
+    if frame.height == 0 or frame.width == 0:
+        return 0.0
+    return 1.0 - frame.unique().height / frame.height
+
+
+# -- the batch side: counts in the quality aggregate, quantiles of a sample ---------------------
+
+
+def _texts(name: str) -> pl.Expr:
+    return pl.col(name).cast(pl.String).str.strip_chars().str.to_lowercase()
+
+
+def count_exprs(columns: Mapping[str, str], rows: list[str], keys: list[str]) -> list[pl.Expr]:
+    """Expressions for the quality aggregate: per column (name -> kind) the count of each
+    default value; the distinct rows over ``rows`` and keys over ``keys``, counted as distinct
+    64-bit row hashes (a set of 8 bytes a row; collisions are negligible below billions of
+    rows). Not HyperLogLog: Polars 2.1's streaming ``approx_n_unique`` was 5-15 % off
+    (26,287 distinct of 28,293 July flights, all distinct)."""
+    exprs: list[pl.Expr] = []
+    for name, kind in columns.items():
+        if kind == "numeric":
+            exprs += [
+                (pl.col(name) == v).fill_null(False).sum().alias(f"dflt:{name}:{value_key(v)}")
+                for v in DEFAULT_NUMBERS
+            ]
+        elif kind == "categorical":
+            exprs += [
+                (_texts(name) == t).fill_null(False).sum().alias(f"dflt:{name}:{value_key(t)}")
+                for t in DEFAULT_TEXTS
+            ]
+    if rows:
+        exprs.append(pl.struct(rows).hash().n_unique().alias("distinct_rows"))
+    if keys:
+        complete = pl.all_horizontal(pl.col(k).is_not_null() for k in keys)
+        exprs += [
+            complete.sum().alias("keyed_rows"),
+            pl.struct(keys).filter(complete).hash().n_unique().alias("distinct_keys"),
+        ]
+    return exprs
+
+
+def batch_quantiles(
+    frame: pl.LazyFrame, numeric: dict[str, pl.DataType], height: int
+) -> dict[str, list[float] | None]:
+    """The finite values' quantiles (at QUANTILES) of each numeric column, on every k-th row
+    (at most SAMPLE_ROWS rows; a batch is time-ordered, so the sample spans it). None for a
+    column without a finite value."""
+    if not numeric or height == 0:
+        return {}
+    step = max(1, math.ceil(height / SAMPLE_ROWS))
+    exprs = []
+    for name, dtype in numeric.items():
+        values = pl.col(name)
+        if dtype.is_float():
+            values = values.filter(values.is_finite())
+        exprs.append(values.quantile(pl.lit(list(QUANTILES)), "nearest").alias(name))
+    sample = frame.select(list(numeric)).gather_every(step)
+    row = sample.select(exprs).collect(engine="streaming").row(0, named=True)
+    return {name: _floats(value) for name, value in row.items()}
+
+
+def _floats(value: Any) -> list[float] | None:
+    if value is None:
+        return None
+    values = [None if v is None else float(v) for v in value]
+    if any(v is None or math.isnan(v) for v in values):
+        return None
+    return [v for v in values if v is not None]
+
+
+# -- the signatures ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Defect:
+    """One signature found in a batch: what it is, where, how sure, in words with numbers."""
+
+    kind: DefectKind
+    column: str | None
+    value: float
+    message: str
+    detail: str = ""  # the signature's qualifier: the factor, the default value
+
+    @property
+    def signature(self) -> str:
+        """E.g. ``unit_change:temp x1.8+32``, ``default_burst:distance=0``,
+        ``duplicate_rows``."""
+        where = f":{self.column}" if self.column else ""
+        sep = "=" if self.kind == "default_burst" else " "
+        return f"{self.kind}{where}{sep + self.detail if self.detail else ''}"
+
+
+def _spread(quantiles: list[float]) -> float:
+    """5th to 95th percentile, else 1st to 99th (a column mostly one value)."""
+    inner = quantiles[QUANTILES.index(0.95)] - quantiles[QUANTILES.index(0.05)]
+    return inner if inner > 0 else quantiles[-1] - quantiles[0]
+
+
+def _cdf(quantiles: list[float], value: float) -> float:
+    """The share of a distribution below ``value``, read off its UNIT_QUANTILES (linear
+    between them; 0 below the first, 1 above the last)."""
+    if value < quantiles[0]:
+        return 0.0
+    if value > quantiles[-1]:
+        return 1.0
+    # a value inside a run of equal quantiles sits at the run's middle
+    low = max(i for i, q in enumerate(quantiles) if q <= value)
+    high = min(i for i, q in enumerate(quantiles) if q >= value)
+    if quantiles[high] == quantiles[low]:
+        return (UNIT_QUANTILES[low] + UNIT_QUANTILES[high]) / 2
+    t = (value - quantiles[low]) / (quantiles[high] - quantiles[low])
+    return UNIT_QUANTILES[low] + t * (UNIT_QUANTILES[high] - UNIT_QUANTILES[low])
+
+
+def distance(a: list[float], b: list[float]) -> float:
+    """How far apart two distributions are, in shares of rows, from their quantiles (at
+    QUANTILES): the mean distance of each one's UNIT_QUANTILES from their level in the other,
+    both ways (0: alike; 0.5 at most: no overlap). Scale-free, so a skewed column's long tail
+    does not hide a body that moved."""
+    a, b = [a[i] for i in _UNIT_AT], [b[i] for i in _UNIT_AT]
+    ab = sum(abs(_cdf(b, x) - q) for x, q in zip(a, UNIT_QUANTILES, strict=True))
+    ba = sum(abs(_cdf(a, x) - q) for x, q in zip(b, UNIT_QUANTILES, strict=True))
+    return (ab + ba) / (2 * len(UNIT_QUANTILES))
+
+
+def unit_change(
+    name: str,
+    batch: list[float] | None,
+    reference: list[float] | None,
+    values: int,
+    limits: DefectThresholds,
+) -> Defect | None:
+    """The unit factor the batch's column was rescaled by, or None. Fires only when a factor's
+    mapped reference lies close to the batch (``unit_fit``), the unmapped one does not
+    (``unit_unmapped`` and ``unit_margin`` times farther) and the spread moved by the factor
+    (``unit_spread``: a shift keeps its spread)."""
+    if batch is None or reference is None or values < limits.min_rows:
+        return None
+    spread, ref_spread = _spread(batch), _spread(reference)
+    if spread <= 0 or ref_spread <= 0:
+        return None
+    unmapped = distance(batch, reference)
+    fits = [(distance(batch, [f.apply(r) for r in reference]), f) for f in UNIT_FACTORS]
+    miss, factor = min(fits, key=lambda fit: fit[0])
+    ratio = spread / (ref_spread * factor.scale)
+    near = 0.5 <= factor.scale <= 2.0
+    needed = limits.unit_unmapped if near else limits.unit_unmapped_far
+    if miss > limits.unit_fit or unmapped < max(needed, limits.unit_margin * miss):
+        return None
+    if not 1 / limits.unit_spread <= ratio <= limits.unit_spread:
+        return None
+    median = QUANTILES.index(0.5)
+    return Defect(
+        kind="unit_change",
+        column=name,
+        value=round(miss, 4),
+        detail=factor.label,
+        message=f"column {name!r} looks rescaled {factor.label} ({factor.meaning}): its median "
+        f"{batch[median]:.4g} against the reference's {reference[median]:.4g} "
+        f"({factor.label}: {factor.apply(reference[median]):.4g}), its spread {ratio:.2f} "
+        f"times the rescaled reference's; its quantiles sit {miss:.0%} of rows off the "
+        f"rescaled reference's, {unmapped:.0%} off the reference's",
+    )
+
+
+def _shown(key: str) -> str:
+    """A default value as a finding may quote it (ours, or a number: never batch text)."""
+    kind, _, raw = key.partition(":")
+    if kind == "n":
+        return f"{float(raw):g}"
+    return repr(raw)
+
+
+def default_burst(
+    name: str,
+    counts: dict[str, int],
+    plateau: tuple[str, float] | None,
+    values: int,
+    shape: ColumnShape,
+    limits: DefectThresholds,
+) -> Defect | None:
+    """The one value that floods the column, or None. ``counts``: exact counts of the
+    default values; ``plateau``: a value the batch's quantiles pile up on, with the share
+    they show (a lower bound)."""
+    if values < limits.min_rows:
+        return None
+    candidates = [(key, n / values) for key, n in counts.items()]
+    # A pile at a value no list names counts only when larger than any pile the reference
+    # had: else it is that pile shifted (the hours without rain, after a shift of the column).
+    if (
+        plateau is not None
+        and plateau[0] not in counts
+        and plateau[1] - shape.top_share > limits.default_rise
+    ):
+        candidates.append(plateau)
+    found = []
+    for key, share in candidates:
+        before = shape.share_of(key)
+        if share - before > limits.default_rise and before <= limits.default_rare:
+            found.append((share - before, key, share, before))
+    if not found:
+        return None
+    _, key, share, before = max(found)
+    return Defect(
+        kind="default_burst",
+        column=name,
+        value=round(share, 4),
+        detail=_shown(key),
+        message=f"{share:.0%} of column {name!r} holds the one value {_shown(key)} "
+        f"(reference {before:.1%}): a burst of a default value",
+    )
+
+
+def plateau(quantiles: list[float] | None) -> tuple[str, float] | None:
+    """A value at least three consecutive quantiles share, with the share between the first
+    and last of them (the value holds more): where a column's numbers pile up."""
+    if quantiles is None:
+        return None
+    best: tuple[str, float] | None = None
+    start = 0
+    for end in range(1, len(quantiles) + 1):
+        if end < len(quantiles) and quantiles[end] == quantiles[start]:
+            continue
+        if end - start >= 3:
+            share = QUANTILES[end - 1] - QUANTILES[start]
+            if best is None or share > best[1]:
+                best = (value_key(quantiles[start]), share)
+        start = end
+    return best
+
+
+def duplicated_rows(
+    rows: int, distinct: int, reference: float, limits: DefectThresholds
+) -> Defect | None:
+    """Rows repeated far above the reference's rate (a fan-out join), or None."""
+    if rows < limits.min_rows:
+        return None
+    share = max(0.0, 1.0 - distinct / rows)
+    if share - reference <= limits.duplicate_rise or share < limits.duplicate_ratio * reference:
+        return None
+    return Defect(
+        kind="duplicate_rows",
+        column=None,
+        value=round(share, 4),
+        message=f"about {share:.0%} of the rows repeat another row exactly (reference "
+        f"{reference:.2%}): duplicated rows, as a fan-out join leaves them",
+    )
+
+
+def duplicated_keys(
+    keys: list[str], keyed: int, distinct: int, limits: DefectThresholds
+) -> Defect | None:
+    """A key (unique by definition) repeated in more than ``duplicate_keys`` of the rows."""
+    if keyed == 0:
+        return None
+    share = max(0.0, 1.0 - distinct / keyed)
+    if share <= limits.duplicate_keys:
+        return None
+    return Defect(
+        kind="duplicate_keys",
+        column=",".join(keys),
+        value=round(share, 4),
+        message=f"about {share:.1%} of the rows repeat another row's key {', '.join(keys)}",
+    )
+
+
+def gone_constant(n_unique: int, shape: ColumnShape, values: int, limits: DefectThresholds) -> bool:
+    """A constant column is a defect (not a quiet batch) when the reference was spread: many
+    distinct values, none common, so that ``values`` rows agreeing is no chance."""
+    return (
+        values >= limits.min_rows
+        and n_unique >= limits.constant_unique
+        and 0 < shape.top_share <= limits.constant_top_share
+    )
+
+
+def null_burst(rate: float, reference: float, limits: DefectThresholds) -> bool:
+    """A null share far above the reference's: ``null_rise`` more and ``null_ratio`` times."""
+    return rate - reference > limits.null_rise and rate >= limits.null_ratio * reference
+
+
+def default_counts(stats: dict[str, Any], name: str) -> dict[str, int]:
+    """The exact default-value counts of ``name`` out of the quality aggregate."""
+    prefix = f"dflt:{name}:"
+    return {k[len(prefix) :]: int(v or 0) for k, v in stats.items() if k.startswith(prefix)}
