@@ -500,7 +500,11 @@ class Policy(_Strict):
         if mapped is not None:
             bounds = self._mapped(bounds, ev, cause, mapped, reasons)
         else:
-            bounds = bounds.model_copy(update={"cause": cause, "cause_reasons": reasons})
+            # A reading that did not name its own cause (a prevalence move the classes do not
+            # explain) still says why, beside the rules' signals.
+            said = [f"cause {cause}: {'; '.join(reasons)}"] if ev.reading is not None else []
+            update = {"cause": cause, "cause_reasons": reasons, "signals": [*bounds.signals, *said]}
+            bounds = bounds.model_copy(update=update)
         return bounds.model_copy(update={"by_cause": self._by_cause(bounds)})
 
     def _episode(self, bounds: DriftBounds, ev: DriftEvidence) -> DriftBounds:
