@@ -1,7 +1,10 @@
 """Ingestion agent: accept the batch, or quarantine it with a reason (never drop it).
 
 Batch data never reaches the LLM: it sees the quality verdict only, whose findings name schema
-columns and give counts and shares (tools.quality). The names of columns outside the schema
+columns and give counts and shares (tools.quality). A batch failing with a pipeline defect's
+signature (tools.defects: a unit change, a burst of nulls or of a default value, duplicated
+rows, a column gone constant) is quarantined with the signature named: in the filed reason
+and as ``ingestion.signature``, which the audit records too. The names of columns outside the schema
 and the batch id go to the audit record, not to the LLM, so instructions hidden in data, in a
 header or in a file name stay data.
 """
@@ -81,10 +84,11 @@ class IngestionEvidence(BaseModel):
 
     def shown(self) -> dict[str, Any]:
         """What the agent is shown (and the audit records): no batch data, no names of columns
-        outside the schema."""
+        outside the schema; the pipeline defect signatures the errors carry ('' for none)."""
         return {
             "verdict": self.verdict.model_dump(exclude={"extra_columns"}),
             "errors": [i.message for i in self.verdict.errors],
+            "signature": self.verdict.signature(),
         }
 
 
@@ -94,6 +98,7 @@ class IngestionRuling:
 
     outcome: Outcome[IngestionDecision]
     reason: str
+    signature: str = ""  # the pipeline defect signatures of a quarantine ('' for none)
 
 
 def gather(state: dict[str, Any], ctx: RunContext) -> IngestionEvidence:
@@ -167,7 +172,16 @@ def decide(evidence: IngestionEvidence, policy: Policy, llm: Llm) -> IngestionRu
         check=check,
         tools=_tools(verdict),
     )
-    return IngestionRuling(outcome, outcome.decision.reason or verdict.reason())
+    signature = verdict.signature() if outcome.decision.action == "quarantine" else ""
+    return IngestionRuling(outcome, _named(outcome.decision.reason, verdict), signature)
+
+
+def _named(reason: str, verdict: QualityVerdict) -> str:
+    """The reason a quarantine is filed with: the agent's words (or the failed checks'), led by
+    the defect signatures unless the words already name each one."""
+    reason = reason or verdict.reason()
+    missing = [s for s in verdict.signature().split("; ") if s and s not in reason]
+    return f"{'; '.join(missing)}: {reason}" if missing else reason
 
 
 def apply(
@@ -192,6 +206,8 @@ def apply(
         result = _file_batch(ctx, state, filed, verdict, decision.action, ruling.reason)
     result["conversions"] = evidence.conversions
     result["time_range"] = span
+    if result["action"] == "quarantine" and ruling.signature:
+        result["signature"] = ruling.signature
     if result["action"] == "quarantine" and _escalates(ctx, verdict, streak):
         result = _escalate(ctx, state, verdict, result, streak, ruling.reason)
     fault_point("after_filing")  # tests crash here: filed, not yet decided on record
@@ -215,8 +231,20 @@ def node(state: dict[str, Any], runtime: Runtime[RunContext]) -> dict[str, Any]:
 
 
 # Quarantine reasons a person may overrule ("this is the new normal"). A schema break, an empty
-# or a duplicate batch could not join a training window whatever anyone says.
-ESCALATABLE = frozenset({"null_spike", "hard_limit", "non_finite"})
+# or a duplicate batch could not join a training window whatever anyone says. The defect
+# signatures are values too: a pipeline that now sends Fahrenheit for good is a person's call.
+ESCALATABLE = frozenset(
+    {
+        "null_spike",
+        "hard_limit",
+        "non_finite",
+        "constant_column",
+        "unit_change",
+        "default_burst",
+        "duplicate_rows",
+        "duplicate_keys",
+    }
+)
 
 
 def _quarantine_streak(ctx: RunContext, model: str, run_id: str) -> int:
