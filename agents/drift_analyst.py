@@ -237,7 +237,14 @@ def gather(state: dict[str, Any], ctx: RunContext) -> DriftAnalystEvidence:
     past = ctx.history(model, run_id)
     history = history_counts(past, ctx.policy.retraining.persistence_n)
     labels = measure_label_shift(
-        ctx, run_id, model, reference, frame, importance, shift_config(ctx.policy.drift)
+        ctx,
+        run_id,
+        model,
+        reference,
+        frame,
+        importance,
+        shift_config(ctx.policy.drift),
+        champ[0] if champ else None,
     )
     return DriftAnalystEvidence(
         drift=drift,

@@ -10,13 +10,14 @@ cause to the actions it allows.
   beyond three standard errors of the batch's share, on at least ``min_rows`` labelled rows.
   Each class the same: the importance-weighted share of material shifts, measured again
   against the reference resampled to the batch's class shares (p_batch(y) / p_ref(y) per row,
-  drawn seeded), stays under ``drift.monitor_share``; the reweighting explains the feature
-  drift (the importance-weighted mean effect size over its threshold falls to at most
-  ``explained_ratio`` of itself: informative features move with the class shares under a label
-  shift, and only then does the reweighting take the move away; a covariate shift that moved
-  the labels with it keeps its drift); and a ranking metric (ROC AUC, which a prevalence change
-  alone leaves unchanged) shows no significant drop. A label shift moves the scores, not the
-  ranking: a calibration map fixes it for a fraction of a retrain's cost.
+  drawn seeded), stays under ``drift.monitor_share``; the champion's scores within each
+  class did not move (``class_score_shift``: normed Wasserstein of one class's scores, batch
+  vs reference, at most ``drift.label_shift.class_score_shift``), or, with no champion to
+  score with, the reweighting explains the feature drift (the importance-weighted mean effect
+  size over its threshold falls to at most ``explained_ratio`` of itself: a covariate shift
+  that moved the labels with it keeps its drift); and a ranking metric (ROC AUC, which a
+  prevalence change alone leaves unchanged) shows no significant drop. A label shift moves the
+  scores, not the ranking: a calibration map fixes it for a fraction of a retrain's cost.
 - **expected_change**: with ``drift.seasonality.period_batches`` set, the batch's drift
   signature (its materially drifted columns) matches, by Jaccard overlap of at least
   ``min_overlap``, a batch one period back (+- ``tolerance_batches``) in the model's history,
@@ -74,6 +75,14 @@ class LabelShift(BaseModel):
     )
     reweighted_effect: float | None = Field(
         None, description="The same against the reference at the batch's class shares."
+    )
+    class_score_shift: float | None = Field(
+        None,
+        description="How far the champion's scores moved within a class: the largest, over "
+        "classes with enough rows on both sides, normed Wasserstein distance (W1 over the "
+        "reference class's score std) between the scores of that class's rows on the batch and "
+        "on the reference. Unchanged classes keep their scores under a label shift. None: no "
+        "champion to score with.",
     )
     note: str | None = Field(None, description="Why the reweighted share was not measured.")
 
@@ -164,9 +173,19 @@ def label_shift_reading(
                 "class shares"
             ],
         )
-    ratio = policy.drift.label_shift.explained_ratio
+    rules = policy.drift.label_shift
+    ratio = rules.explained_ratio
     raw, left = shift.raw_effect, shift.reweighted_effect
-    if raw is not None and left is not None and not left <= ratio * raw:
+    within = shift.class_score_shift
+    if within is not None and within > rules.class_score_shift:
+        return CauseReading(
+            cause="world_change",
+            reasons=[
+                f"{prevalence_text}, but the champion's scores moved within a class: normed "
+                f"Wasserstein {within:.2f} > {rules.class_score_shift}"
+            ],
+        )
+    if within is None and raw is not None and left is not None and not left <= ratio * raw:
         # Informative features move with the class shares under a label shift, and the
         # reweighting takes that move away; when it does not, the features moved on their own
         # (a covariate or concept change that moved the labels with it).
@@ -192,7 +211,10 @@ def label_shift_reading(
             f"{prevalence_text}; each class looks the same: at the batch's class shares the "
             f"weighted share is {shift.reweighted_share:.2f} < {limit}"
             + (
-                f" and the feature drift falls {raw:.2f} -> {left:.2f}"
+                f", the champion's scores within each class moved {within:.2f} <= "
+                f"{rules.class_score_shift} (normed Wasserstein)"
+                if within is not None
+                else f" and the feature drift falls {raw:.2f} -> {left:.2f}"
                 if raw is not None and left is not None
                 else ""
             )
@@ -262,6 +284,7 @@ def measure_label_shift(
     frame: pl.DataFrame,
     importance: dict[str, float],
     config: ShiftConfig,
+    champion: Any = None,
 ) -> LabelShift | None:
     """The batch's label shift numbers (``label_shift_numbers``, audited as the tool call
     ``shift.label_shift``, which the what-if replay reads back), or None when none can be
@@ -286,6 +309,9 @@ def measure_label_shift(
             config=config,
             policy=ctx.policy,
             seed=ctx.settings.seed,
+            scorer=champion,
+            classes=list(getattr(champion, "classes", None) or []) or None,
+            task=spec.task,
         ),
         {"reference_rows": reference.height, "batch_rows": frame.height, "target": target},
     )
@@ -302,6 +328,9 @@ def label_shift_numbers(
     config: ShiftConfig,
     policy: Policy,
     seed: int,
+    scorer: Any = None,
+    classes: list[Any] | None = None,
+    task: Task = "binary",
 ) -> LabelShift:
     """The class prevalence of both sides (labelled rows) and, when it moved under the
     policy, the weighted share of the batch against the reference resampled to the batch's
@@ -337,13 +366,59 @@ def label_shift_numbers(
         )
         for name, ref_side in (("raw", reference), ("reweighted", resampled))
     }
+    within = None
+    if scorer is not None:
+        within = class_score_shift(reference, frame, target, scorer, classes, task, seed)
     return found.model_copy(
         update={
             "reweighted_share": sides["reweighted"].weighted_share,
             "raw_effect": mean_effect(sides["raw"]),
             "reweighted_effect": mean_effect(sides["reweighted"]),
+            "class_score_shift": within,
         }
     )
+
+
+SCORE_ROWS = 20_000  # rows a side the champion scores for the class-conditional check
+MIN_CLASS_ROWS = 30  # rows of a class on each side for its scores to be compared
+
+
+def class_score_shift(
+    reference: pl.DataFrame,
+    frame: pl.DataFrame,
+    target: str,
+    scorer: Any,
+    classes: list[Any] | None,
+    task: Task,
+    seed: int,
+) -> float | None:
+    """The largest normed Wasserstein distance between the champion's scores of one class's
+    rows on the batch and on the reference (a binary model's P(1); a multiclass model's
+    probability of that class), over classes with ``MIN_CLASS_ROWS`` rows on both sides (at
+    most ``SCORE_ROWS`` rows a side, seeded). None: no class has enough rows."""
+    from scipy.stats import wasserstein_distance
+
+    from tools.metrics import encode_labels
+
+    sides = []
+    for side in (reference, frame):
+        rows = side.filter(pl.col(target).is_not_null())
+        if rows.height > SCORE_ROWS:
+            rows = rows.sample(SCORE_ROWS, seed=seed)
+        y = encode_labels(rows[target], task, classes)
+        sides.append((y, np.asarray(scorer.predict_scores(rows), dtype=np.float64)))
+    (y_ref, s_ref), (y_cur, s_cur) = sides
+    worst: float | None = None
+    for c in sorted(set(y_ref.tolist()) & set(y_cur.tolist())):
+        if c < 0:
+            continue
+        column = (lambda s: s[:, c]) if s_ref.ndim == 2 else (lambda s: s)  # noqa: B023
+        a, b = column(s_ref)[y_ref == c], column(s_cur)[y_cur == c]
+        if min(a.size, b.size) < MIN_CLASS_ROWS:
+            continue
+        moved = wasserstein_distance(a, b) / max(float(np.std(a)), 0.02)
+        worst = moved if worst is None else max(worst, moved)
+    return None if worst is None else round(worst, 4)
 
 
 def mean_effect(shift: ShiftResult) -> float:

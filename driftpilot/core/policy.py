@@ -90,12 +90,19 @@ class LabelShiftRules(_Strict):
         "beyond three standard errors of the batch's share.",
     )
     min_rows: int = Field(200, ge=10, description="Labelled rows needed to read prevalence.")
+    class_score_shift: float = Field(
+        0.2,
+        gt=0,
+        description="The largest normed Wasserstein distance between the champion's scores of "
+        "one class on the batch and on the reference that still reads as the same class.",
+    )
     explained_ratio: float = Field(
         0.5,
         gt=0,
         le=1,
-        description="The class shares explain the feature drift when, at the batch's class "
-        "shares, the importance-weighted effect size falls to at most this share of itself.",
+        description="Without a champion to score with: the class shares explain the feature "
+        "drift when, at the batch's class shares, the importance-weighted effect size falls to "
+        "at most this share of itself.",
     )
 
 
@@ -523,7 +530,9 @@ class Policy(_Strict):
 
     @staticmethod
     def _cause(bounds: DriftBounds, ev: DriftEvidence) -> tuple[Cause, list[str]]:
-        """The numbers' cause and why (``ev.reading`` first)."""
+        """The numbers' cause and why: ``ev.reading``'s own cause first; then world_change on
+        material drift or a performance signal; then the reading's (a prevalence move the
+        class shares do not explain is a world change too); else unknown."""
         if ev.reading is not None and ev.reading.cause not in ("world_change", "unknown"):
             return ev.reading.cause, list(ev.reading.reasons)
         if bounds.material or bounds.significant_drop or bounds.stale:
@@ -538,6 +547,8 @@ class Policy(_Strict):
             ]
             extra = list(ev.reading.reasons) if ev.reading is not None else []
             return "world_change", [f"{' and '.join(fired)}, no other cause reads", *extra]
+        if ev.reading is not None:  # the labels moved, and not as a label shift: a change
+            return ev.reading.cause, list(ev.reading.reasons)
         return "unknown", ["no material drift and no performance signal: no cause reads"]
 
     def _mapped(

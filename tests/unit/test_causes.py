@@ -540,3 +540,41 @@ def test_the_analyst_reads_the_notes_of_the_batch_window(tmp_path: Path) -> None
     numeric = {"model": "m", "run_id": "now", "ingestion": {"time_range": {"start": 1.0}}}
     assert [n.text for n in gather_notes(numeric, ctx)] == ["in the batch", "late"]
     store.engine.dispose()
+
+
+class _Logit:
+    """A champion that scores P(1) from x1 (what the class-conditional check reads)."""
+
+    def predict_scores(self, frame: pl.DataFrame) -> np.ndarray:
+        return np.asarray(1 / (1 + np.exp(-(frame["x1"].to_numpy() - 1.5))))
+
+
+def test_the_champions_scores_within_a_class_tell_label_shift_from_a_class_that_moved() -> None:
+    policy = Policy()
+    reference = _frame(4000, 0.2, seed=1)
+
+    def numbers(batch: pl.DataFrame) -> LabelShift:
+        config = ShiftConfig(wasserstein_threshold=policy.drift.wasserstein_threshold)
+        return label_shift_numbers(
+            reference,
+            batch,
+            "y",
+            numeric=["x1", "x2"],
+            categorical=[],
+            importance=IMPORTANCE,
+            config=config,
+            policy=policy,
+            seed=0,
+            scorer=_Logit(),
+        )
+
+    same = numbers(_frame(2000, 0.5, seed=2))
+    assert same.class_score_shift is not None and same.class_score_shift <= 0.2
+    reading = label_shift_reading(same, policy, _plain(policy), "roc_auc")
+    assert reading is not None and reading.cause == "label_shift"
+    assert "within each class moved" in reading.reasons[0]
+    moved = numbers(_frame(2000, 0.5, seed=2, class_one_moves=0.6))
+    assert moved.class_score_shift is not None and moved.class_score_shift > 0.2
+    reading = label_shift_reading(moved, policy, _plain(policy), "roc_auc")
+    assert reading is not None and reading.cause == "world_change"
+    assert "moved within a class" in reading.reasons[0]
