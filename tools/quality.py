@@ -88,7 +88,14 @@ class ReferenceProfile(BaseModel):
     n_rows: int
     columns: list[ColumnProfile]
     duplicate_share: float | None = Field(
-        None, description="Share of rows repeating an earlier row (None: not measured)."
+        None,
+        description="Share of rows repeating an earlier row over ``duplicate_columns`` (None: "
+        "not measured).",
+    )
+    duplicate_columns: list[str] = Field(
+        default_factory=list,
+        description="The columns a repeated row repeats: all but the times (a fan-out join's "
+        "copies may carry a time of their own, and a time alone never makes a row new).",
     )
 
     def column(self, name: str) -> ColumnProfile | None:
@@ -194,7 +201,11 @@ def _null_rate(series: pl.Series) -> float:
 
 
 def profile_reference(
-    frame: pl.DataFrame, columns: Iterable[str] | None = None, *, max_categories: int = 1000
+    frame: pl.DataFrame,
+    columns: Iterable[str] | None = None,
+    *,
+    max_categories: int = 1000,
+    time_columns: Iterable[str] = (),
 ) -> ReferenceProfile:
     """Describe reference data (the model's training window) for later quality checks.
 
@@ -202,6 +213,7 @@ def profile_reference(
         frame: reference rows.
         columns: columns to profile (default: all).
         max_categories: categorical columns with more distinct values keep no category list.
+        time_columns: left out of the duplicate-row measure (datetime columns always are).
     """
     names = list(columns) if columns is not None else frame.columns
     missing = [c for c in names if c not in frame.columns]
@@ -227,10 +239,13 @@ def profile_reference(
             profile.categories = sorted(values.cast(pl.String).unique().to_list())
         profile.shape = defects.column_shape(series, kind)
         profiles.append(profile)
+    times = set(time_columns)
+    repeated = [p.name for p in profiles if p.name not in times and p.kind != "datetime"]
     return ReferenceProfile(
         n_rows=frame.height,
         columns=profiles,
-        duplicate_share=defects.duplicate_share(frame.select(names)),
+        duplicate_share=defects.duplicate_share(frame.select(repeated)),
+        duplicate_columns=repeated,
     )
 
 
@@ -337,9 +352,9 @@ def _defect_exprs(
     keys: list[str],
 ) -> list[pl.Expr]:
     """The defect signatures' counts, for the quality aggregate: default values per feature
-    column, distinct rows over the reference's columns present, distinct keys."""
+    column, distinct rows over the reference's duplicate columns present, distinct keys."""
     columns = {p.name: p.kind for p, role in roles if role == "column" and p.shape is not None}
-    rows = [c.name for c in reference.columns if c.name in schema]
+    rows = [c for c in reference.duplicate_columns if c in schema]
     measured = reference.duplicate_share is not None
     return defects.count_exprs(columns, rows if measured else [], keys)
 

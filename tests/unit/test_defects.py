@@ -28,7 +28,7 @@ def halves(months: dict[str, pl.DataFrame]) -> tuple[pl.DataFrame, pl.DataFrame]
 
 @pytest.fixture(scope="module")
 def reference(halves: tuple[pl.DataFrame, pl.DataFrame]) -> ReferenceProfile:
-    return profile_reference(halves[0], COLUMNS)
+    return profile_reference(halves[0], COLUMNS, time_columns=[FLIGHTS.time_col])
 
 
 @pytest.fixture(scope="module")
@@ -177,11 +177,16 @@ def test_a_common_value_piling_up_is_a_quiet_batch(
 def test_duplicated_rows_and_keys_are_named(
     batch: pl.DataFrame, reference: ReferenceProfile
 ) -> None:
-    joined = pl.concat([batch, batch.sample(fraction=0.3, seed=2)])
+    copies = batch.sample(fraction=0.3, seed=2)
+    joined = pl.concat([batch, copies])
     verdict = check_batch(joined, reference, **KW)  # type: ignore[arg-type]
     assert signatures(verdict) == ["duplicate_rows"]
     [issue] = verdict.errors
     assert issue.value == pytest.approx(0.3 / 1.3, abs=0.01)
+    # copies stamped with a time of their own (the load's) repeat their rows all the same
+    stamped = copies.with_columns(pl.col(FLIGHTS.time_col) + pl.duration(minutes=7))
+    verdict = check_batch(pl.concat([batch, stamped]), reference, **KW)  # type: ignore[arg-type]
+    assert signatures(verdict) == ["duplicate_rows"]
     keyed = batch.with_row_index("id")
     assert check_batch(keyed, reference, key_columns=["id"], **KW).ok  # type: ignore[arg-type]
     twice = pl.concat([keyed, keyed.head(200).with_columns(pl.col("temp") + 1)])
@@ -239,9 +244,10 @@ def _no_signature_between(batches: list[pl.DataFrame], columns: list[str], spec:
     """Each batch checked against the one before it as reference: the checks made."""
     flagged = []
     for before, after in itertools.pairwise(batches):
+        time_col = spec.time_col  # type: ignore[attr-defined]
         verdict = check_batch(
             after,
-            profile_reference(before, columns),
+            profile_reference(before, columns, time_columns=[time_col]),
             time_columns=[spec.time_col],  # type: ignore[attr-defined]
             label_columns=[spec.target],  # type: ignore[attr-defined]
         )
@@ -277,7 +283,7 @@ def test_no_clean_real_batch_is_flagged_against_any_reference(
     for batches, cols, spec in ((calendar, COLUMNS, FLIGHTS), (four_hours, columns, CREDITCARD)):
         for i, ref in enumerate(batches):
             others = [ref, *[b for j, b in enumerate(batches) if j != i]]
-            profile = profile_reference(ref, cols)
+            profile = profile_reference(ref, cols, time_columns=[spec.time_col])
             for other in others[1:]:
                 verdict = check_batch(
                     other, profile, time_columns=[spec.time_col], label_columns=[spec.target]
