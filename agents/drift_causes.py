@@ -32,6 +32,7 @@ quarantines the defects it can name, and the analyst's LLM may read one from a n
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -310,6 +311,7 @@ def measure_label_shift(
             policy=ctx.policy,
             seed=ctx.settings.seed,
             scorer=champion,
+            scored_reference=_holdout(ctx, model) if champion is not None else None,
             classes=list(getattr(champion, "classes", None) or []) or None,
             task=spec.task,
         ),
@@ -329,13 +331,16 @@ def label_shift_numbers(
     policy: Policy,
     seed: int,
     scorer: Any = None,
+    scored_reference: pl.DataFrame | None = None,
     classes: list[Any] | None = None,
     task: Task = "binary",
 ) -> LabelShift:
     """The class prevalence of both sides (labelled rows) and, when it moved under the
     policy, the weighted share of the batch against the reference resampled to the batch's
     class shares (``effect_sizes`` with the champion's importance and the policy's measures).
-    Both sides must hold labelled rows of ``target``."""
+    Both sides must hold labelled rows of ``target``. With a champion (``scorer``) and rows it
+    never trained on (``scored_reference``: its out-of-time holdout; its training window would
+    score more sharply than any new rows), the class-conditional score shift too."""
     batch_y, ref_y = frame[target].drop_nulls(), reference[target].drop_nulls()
     ref, cur, psi, best, moved_class, moved = prevalence(ref_y, batch_y, policy)
     found = LabelShift(
@@ -367,8 +372,8 @@ def label_shift_numbers(
         for name, ref_side in (("raw", reference), ("reweighted", resampled))
     }
     within = None
-    if scorer is not None:
-        within = class_score_shift(reference, frame, target, scorer, classes, task, seed)
+    if scorer is not None and scored_reference is not None:
+        within = class_score_shift(scored_reference, frame, target, scorer, classes, task, seed)
     return found.model_copy(
         update={
             "reweighted_share": sides["reweighted"].weighted_share,
@@ -377,6 +382,12 @@ def label_shift_numbers(
             "class_score_shift": within,
         }
     )
+
+
+def _holdout(ctx: RunContext, model: str) -> pl.DataFrame | None:
+    """The champion's out-of-time holdout (rows it never trained on), None without one."""
+    path = ctx.model(model).holdout_path
+    return pl.read_parquet(path) if path and Path(path).exists() else None
 
 
 SCORE_ROWS = 20_000  # rows a side the champion scores for the class-conditional check

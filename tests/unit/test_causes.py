@@ -566,6 +566,7 @@ def test_the_champions_scores_within_a_class_tell_label_shift_from_a_class_that_
             policy=policy,
             seed=0,
             scorer=_Logit(),
+            scored_reference=_frame(1000, 0.2, seed=5),
         )
 
     same = numbers(_frame(2000, 0.5, seed=2))
