@@ -496,7 +496,8 @@ class Policy(_Strict):
           those the evidence supports: monitor and none always, retrain only where the rules
           (after the hold) allow it, recalibrate only for a label shift on labelled rows. The
           default is the first kept (label shift: recalibrate). An unmapped cause keeps the
-          rules' bounds.
+          rules' bounds; a prevalence move that is no label shift turns a quiet default into
+          monitor.
         - ``by_cause``: what an analyst may do if it names another cause (read from a note):
           that cause's actions within these bounds, plus monitor; an unmapped one keeps
           these bounds. A cause can narrow the actions, never widen them."""
@@ -507,12 +508,23 @@ class Policy(_Strict):
         if mapped is not None:
             bounds = self._mapped(bounds, ev, cause, mapped, reasons)
         else:
-            # A reading that did not name its own cause (a prevalence move the classes do not
-            # explain) still says why, beside the rules' signals.
-            said = [f"cause {cause}: {'; '.join(reasons)}"] if ev.reading is not None else []
-            update = {"cause": cause, "cause_reasons": reasons, "signals": [*bounds.signals, *said]}
-            bounds = bounds.model_copy(update=update)
+            bounds = self._unmapped(bounds, ev, cause, reasons)
         return bounds.model_copy(update={"by_cause": self._by_cause(bounds)})
+
+    @staticmethod
+    def _unmapped(
+        bounds: DriftBounds, ev: DriftEvidence, cause: Cause, reasons: list[str]
+    ) -> DriftBounds:
+        """The rules' bounds with the cause. A reading that named no cause of its own (the
+        labels' prevalence moved, and the class shares do not explain the inputs' move: a
+        change in the world) says why in the signals, and turns a quiet default into monitor:
+        the data moved in a way that matters, even where no column did alone."""
+        update: dict[str, object] = {"cause": cause, "cause_reasons": reasons}
+        if ev.reading is not None:
+            update["signals"] = [*bounds.signals, f"cause {cause}: {'; '.join(reasons)}"]
+            if bounds.default == "none" and "monitor" in bounds.allowed:
+                update.update(allowed=["monitor", "none"], default="monitor")
+        return bounds.model_copy(update=update)
 
     def _episode(self, bounds: DriftBounds, ev: DriftEvidence) -> DriftBounds:
         """A retrain the episode holds becomes monitor, with the hold's reasons."""

@@ -579,3 +579,11 @@ def test_the_champions_scores_within_a_class_tell_label_shift_from_a_class_that_
     reading = label_shift_reading(moved, policy, _plain(policy), "roc_auc")
     assert reading is not None and reading.cause == "world_change"
     assert "moved within a class" in reading.reasons[0]
+
+
+def test_a_prevalence_move_that_is_no_label_shift_is_watched() -> None:
+    moved = CauseReading(cause="world_change", reasons=["prevalence moved, classes moved too"])
+    quiet = Policy().drift_bounds(_ev(moved, weighted_share=0.0))
+    assert quiet.default == "monitor" and quiet.cause == "world_change"
+    assert "cause world_change: prevalence moved" in quiet.signals[-1]
+    assert Policy().drift_bounds(_ev(weighted_share=0.0)).default == "none"
