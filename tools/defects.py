@@ -206,24 +206,29 @@ def _texts(name: str) -> pl.Expr:
     return pl.col(name).cast(pl.String).str.strip_chars().str.to_lowercase()
 
 
+def _is_default(name: str, kind: str) -> pl.Expr:
+    """Whether a value is one of the default values (text: as written, upper case or
+    capitalised; one ``is_in`` a column: trimming and lower-casing 10M strings per default
+    value cost 25 s of a 10M-row check)."""
+    if kind == "numeric":
+        return pl.col(name).cast(pl.Float64).is_in(list(DEFAULT_NUMBERS))
+    variants = sorted({v for t in DEFAULT_TEXTS for v in (t, t.upper(), t.capitalize())})
+    return pl.col(name).cast(pl.String).is_in(variants)
+
+
 def count_exprs(columns: Mapping[str, str], rows: list[str], keys: list[str]) -> list[pl.Expr]:
-    """Expressions for the quality aggregate: per column (name -> kind) the count of each
-    default value; the distinct rows over ``rows`` and keys over ``keys``, counted as distinct
-    64-bit row hashes (a set of 8 bytes a row; collisions are negligible below billions of
-    rows). Not HyperLogLog: Polars 2.1's streaming ``approx_n_unique`` was 5-15 % off
-    (26,287 distinct of 28,293 July flights, all distinct)."""
-    exprs: list[pl.Expr] = []
-    for name, kind in columns.items():
-        if kind == "numeric":
-            exprs += [
-                (pl.col(name) == v).fill_null(False).sum().alias(f"dflt:{name}:{value_key(v)}")
-                for v in DEFAULT_NUMBERS
-            ]
-        elif kind == "categorical":
-            exprs += [
-                (_texts(name) == t).fill_null(False).sum().alias(f"dflt:{name}:{value_key(t)}")
-                for t in DEFAULT_TEXTS
-            ]
+    """Expressions for the quality aggregate: per column (name -> kind: numeric and
+    categorical ones) the count of its default values (``dflt:<name>``; which value they are
+    is counted by ``default_breakdown``, for the few columns whose count could be a burst);
+    the distinct rows over ``rows`` and keys over ``keys``, counted as distinct 64-bit row
+    hashes (a set of 8 bytes a row; collisions are negligible below billions of rows). Not
+    HyperLogLog: Polars 2.1's streaming ``approx_n_unique`` was 5-15 % off (26,287 distinct
+    of 28,293 July flights, all distinct)."""
+    exprs: list[pl.Expr] = [
+        _is_default(name, kind).fill_null(False).sum().alias(f"dflt:{name}")
+        for name, kind in columns.items()
+        if kind in ("numeric", "categorical")
+    ]
     if rows:
         exprs.append(pl.struct(rows).hash().n_unique().alias("distinct_rows"))
     if keys:
@@ -233,6 +238,29 @@ def count_exprs(columns: Mapping[str, str], rows: list[str], keys: list[str]) ->
             pl.struct(keys).filter(complete).hash().n_unique().alias("distinct_keys"),
         ]
     return exprs
+
+
+def default_breakdown(frame: pl.LazyFrame, columns: Mapping[str, str]) -> dict[str, dict[str, int]]:
+    """Per column (name -> kind) the exact count of each default value (text trimmed and
+    lower-cased), keyed by ``value_key``: a second pass over these columns only."""
+    if not columns:
+        return {}
+    exprs: list[pl.Expr] = []
+    keys: list[tuple[str, str]] = []
+    for name, kind in columns.items():
+        if kind == "numeric":
+            values = pl.col(name).cast(pl.Float64)
+            pairs = [(values == v, value_key(v)) for v in DEFAULT_NUMBERS]
+        else:
+            pairs = [(_texts(name) == t, value_key(t)) for t in DEFAULT_TEXTS]
+        for hit, key in pairs:
+            exprs.append(hit.fill_null(False).sum().alias(f"n{len(keys)}"))
+            keys.append((name, key))
+    row = frame.select(exprs).collect(engine="streaming").row(0)
+    counts: dict[str, dict[str, int]] = {name: {} for name in columns}
+    for (name, key), n in zip(keys, row, strict=True):
+        counts[name][key] = int(n or 0)
+    return counts
 
 
 def batch_quantiles(
@@ -475,7 +503,8 @@ def null_burst(rate: float, reference: float, limits: DefectThresholds) -> bool:
     return rate - reference > limits.null_rise and rate >= limits.null_ratio * reference
 
 
-def default_counts(stats: dict[str, Any], name: str) -> dict[str, int]:
-    """The exact default-value counts of ``name`` out of the quality aggregate."""
-    prefix = f"dflt:{name}:"
-    return {k[len(prefix) :]: int(v or 0) for k, v in stats.items() if k.startswith(prefix)}
+def may_burst(stats: dict[str, Any], name: str, values: int, limits: DefectThresholds) -> bool:
+    """Whether the default values of ``name`` (their count in the quality aggregate) are
+    enough rows for one of them to be a burst: then ``default_breakdown`` counts each."""
+    count = int(stats.get(f"dflt:{name}") or 0)
+    return values >= limits.min_rows and count / values > limits.default_rise

@@ -300,6 +300,7 @@ def check_batch(
     finite_extremes(lazy, [n for n in numeric if stats[f"inf:{n}"]], stats)
     height = int(stats["len"])
     quantiles = defects.batch_quantiles(lazy, {n: schema[n] for n in numeric}, height)
+    bursts = _default_breakdown(lazy, stats, roles, limits.defects)
     digest = digest or content_hash(frame)
     issues: list[QualityIssue] = []
     if height == 0:
@@ -331,7 +332,8 @@ def check_batch(
                 issues.extend(_label_issues(LabelStats(height, height, 0, 0), profile))
             elif role == "column":
                 column = ColumnStats.of(stats, profile.name)
-                found = _defect_issues(stats, column, profile, quantiles, limits.defects)
+                counts = bursts.get(profile.name, {})
+                found = _defect_issues(column, profile, quantiles, counts, limits.defects)
                 burst = any(i.check == "default_burst" for i in found)
                 issues.extend(_column_issues(column, profile, limits, burst))
                 issues.extend(found)
@@ -370,14 +372,32 @@ def _issue(found: defects.Defect) -> QualityIssue:
     )
 
 
-def _defect_issues(
+def _default_breakdown(
+    frame: pl.LazyFrame,
     stats: dict[str, Any],
+    roles: list[tuple[ColumnProfile, Any]],
+    limits: DefectThresholds,
+) -> dict[str, dict[str, int]]:
+    """Each default value's count in the columns whose default values could be a burst."""
+    columns = {
+        p.name: p.kind
+        for p, role in roles
+        if role == "column"
+        and f"dflt:{p.name}" in stats
+        and defects.may_burst(stats, p.name, ColumnStats.of(stats, p.name).finite, limits)
+    }
+    return defects.default_breakdown(frame, columns)
+
+
+def _defect_issues(
     column: ColumnStats,
     profile: ColumnProfile,
     quantiles: dict[str, list[float] | None],
+    counts: dict[str, int],
     limits: DefectThresholds,
 ) -> list[QualityIssue]:
-    """A feature column's unit-change and default-burst signatures (errors)."""
+    """A feature column's unit-change and default-burst signatures (errors); ``counts``: its
+    default values' counts (empty: too few to be a burst)."""
     shape = profile.shape
     if shape is None:
         return []
@@ -387,7 +407,6 @@ def _defect_issues(
         found.append(
             defects.unit_change(profile.name, batch, shape.quantiles, column.finite, limits)
         )
-    counts = defects.default_counts(stats, profile.name)
     pile = defects.plateau(batch) if profile.kind == "numeric" else None
     found.append(defects.default_burst(profile.name, counts, pile, column.finite, shape, limits))
     return [_issue(f) for f in found if f is not None]
