@@ -121,7 +121,7 @@ def gather(state: dict[str, Any], ctx: RunContext) -> IngestionEvidence:
     seen = ctx.store.seen_hashes(model) - {r.content_hash for r in filed}
     # The intake hashed the incoming file: the very rows checked here, unless conformed.
     digest = None if filed or conversions else batch.get("content_hash")
-    profile = profile_reference(reference, columns, time_columns=[spec.time_col])
+    profile = profile_reference(reference, columns)
     verdict = ctx.call(
         run_id,
         NAME,
