@@ -151,3 +151,15 @@ def test_the_heap_is_frozen_after_new_imports_only() -> None:
     finally:
         sys.modules.pop("driftpilot_test_new_code", None)
         gc.unfreeze()
+
+
+def test_an_executor_shortens_the_gils_switch_interval(plane: ControlPlane) -> None:
+    before = sys.getswitchinterval()
+    executor = inprocess.RunExecutor(plane, workers=1)
+    try:
+        sys.setswitchinterval(0.005)
+        executor.start(recover=False)
+        assert sys.getswitchinterval() == pytest.approx(inprocess.SWITCH_INTERVAL_S)
+    finally:
+        executor.shutdown()
+        sys.setswitchinterval(before)
