@@ -715,13 +715,10 @@ def _plane(planes: dict[str, Any], home: Path, llm: str, truth: GroundTruth) -> 
     if key not in planes:
         import yaml
 
-        from driftpilot.core.policy import DEFAULT_POLICY
-
-        base = planes[""].settings.policy_path or DEFAULT_POLICY
-        policy = yaml.safe_load(Path(base).read_text()) or {}
-        policy.setdefault("drift", {}).setdefault("seasonality", {})["period_batches"] = (
-            truth.period
-        )
+        # The shared plane's policy as loaded (not its file read again: a file edited since
+        # would not be the policy the other scenarios ran under).
+        policy = planes[""].policy.model_dump(mode="json")
+        policy["drift"]["seasonality"]["period_batches"] = truth.period
         path = home / f"{key}.policy.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump(policy, sort_keys=False))
