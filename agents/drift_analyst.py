@@ -352,7 +352,8 @@ def read_bounds(
     drifted = [c.column for c in shift.columns if c.material]
     reading = label_shift_reading(evidence.label_shift, policy, rules, perf.get("metric"))
     if reading is None or reading.cause != "label_shift":
-        reading = seasonal_reading(evidence.past, drifted, policy, rules) or reading
+        seasonal = seasonal_reading(evidence.past, drifted, policy, rules, reading is not None)
+        reading = seasonal or reading
     current: dict[str, Any] = {
         "run_id": evidence.run_id,
         "drifted_columns": drifted,

@@ -21,7 +21,8 @@ cause to the actions it allows.
 - **expected_change**: with ``drift.seasonality.period_batches`` set, the batch's drift
   signature (its materially drifted columns) matches, by Jaccard overlap of at least
   ``min_overlap``, a batch one period back (+- ``tolerance_batches``) in the model's history,
-  and the batch shows drift or a performance signal (else nothing needs a cause).
+  and the batch shows drift, a performance signal or a prevalence move (else nothing needs a
+  cause).
 
 Regression reads no label shift: a moved target distribution in a regression is not separable
 from a change of the relation here, so its cause is world_change (drift or a performance
@@ -239,14 +240,19 @@ def _prevalence_text(shift: LabelShift) -> str:
 
 
 def seasonal_reading(
-    past: list[dict[str, Any]], drifted: list[str], policy: Policy, bounds: DriftBounds
+    past: list[dict[str, Any]],
+    drifted: list[str],
+    policy: Policy,
+    bounds: DriftBounds,
+    labels_moved: bool = False,
 ) -> CauseReading | None:
     """expected_change when this batch's drifted columns match a batch one period back (module
-    docstring); None when seasonality is off, nothing fired, or no batch matches. ``past``:
+    docstring); None when seasonality is off, nothing fired (material drift, a performance
+    signal, or ``labels_moved``: the labels' prevalence moved), or no batch matches. ``past``:
     the model's earlier run summaries, oldest first (this batch is the next one)."""
     rules = policy.drift.seasonality
     period = rules.period_batches
-    fired = bounds.material or bounds.significant_drop or bounds.stale
+    fired = bounds.material or bounds.significant_drop or bounds.stale or labels_moved
     if period is None or not drifted or not fired:
         return None
     now = set(drifted)

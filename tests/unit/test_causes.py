@@ -163,7 +163,10 @@ def test_the_same_signature_one_period_back_is_expected() -> None:
     # Off by default; another signature, or nothing fired, reads nothing.
     assert seasonal_reading(past, ["temp", "humid"], Policy(), material) is None
     assert seasonal_reading(past, ["wind"], seasonal, material) is None
-    assert seasonal_reading(past, ["temp"], seasonal, _plain(seasonal, share=0.0)) is None
+    quiet = _plain(seasonal, share=0.0)
+    assert seasonal_reading(past, ["temp"], seasonal, quiet) is None
+    # A prevalence move is a signal too: the same columns a period back are expected.
+    assert seasonal_reading(past, ["temp", "humid"], seasonal, quiet, labels_moved=True)
     # Within the tolerance (one batch either side) it still reads; beyond it, not.
     assert seasonal_reading(_past(14, {3: ["temp"]}), ["temp"], seasonal, material) is not None
     assert seasonal_reading(_past(14, {4: ["temp"]}), ["temp"], seasonal, material) is None
