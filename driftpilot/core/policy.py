@@ -3,6 +3,14 @@
 The policy sets the bounds of every agent's choice and decides the risk tier of a promotion.
 Agents (LLMs) choose inside the bounds; the policy's own choice is the deterministic fallback.
 
+Causes (issue 21). ``drift_bounds`` runs the drift rules (``rule_bounds``), then the drift
+episode's hold (``retraining.max_failed_retrains`` losing challengers and unchanged evidence:
+a retrain or recalibration becomes monitor, unless a person asked), then the cause the numbers
+read (``causes:`` maps each to the actions it allows: a label shift recalibrates, an expected
+change watches, a pipeline defect only monitors; world change and unknown keep the rules).
+``by_cause`` bounds an LLM that names another cause from a note: never wider than the
+numbers' bounds, monitor aside.
+
 What the drift policy reads, and so which measurements are worth making (issue 23). The bounds
 of ``Policy.drift_bounds`` read only ``DriftEvidence``: the weighted share, whether the batch is
 labelled (its metric measured), the drop and its lower bound, whether that drop is estimated,
