@@ -102,6 +102,12 @@ class DefectThresholds(BaseModel):
         "is no natural shift; a column centred on 0 stays half inside its reference).",
     )
     unit_margin: float = Field(3.0, description="... and by this many times the mapped miss.")
+    unit_tight: float = Field(
+        0.05,
+        description="A fit this close allows its spread ``unit_spread_tight`` off (a skewed "
+        "column's 5-95 spread moves by a third between samples of 1,000 rows).",
+    )
+    unit_spread_tight: float = Field(1.5, description="See unit_tight.")
     unit_spread: float = Field(
         1.25,
         description="... and the batch's spread is the reference's times the factor, within "
@@ -375,7 +381,8 @@ def unit_change(
     needed = limits.unit_unmapped if near else limits.unit_unmapped_far
     if miss > limits.unit_fit or unmapped < max(needed, limits.unit_margin * miss):
         return None
-    if not 1 / limits.unit_spread <= ratio <= limits.unit_spread:
+    allowed = limits.unit_spread_tight if miss <= limits.unit_tight else limits.unit_spread
+    if not 1 / allowed <= ratio <= allowed:
         return None
     median = QUANTILES.index(0.5)
     return Defect(
