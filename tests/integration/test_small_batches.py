@@ -114,14 +114,15 @@ def test_a_batch_without_labels_is_accepted_and_filed_for_them(
 def test_values_far_beyond_the_reference_range_are_checked_not_quarantined(
     plane: ControlPlane, months: dict[str, pl.DataFrame]
 ) -> None:
-    """A range that moved (a recalibrated sensor) is a shift: the batch is accepted, the
-    champion's performance on it is measured, and the drift analyst sees the shift."""
-    moved = months["2013-03"].head(2000).with_columns(pl.col("pressure") * 1000)
+    """A range that moved (a recalibrated sensor: +500 hPa, no unit factor, which would be a
+    pipeline defect) is a shift: the batch is accepted, the champion's performance on it is
+    measured, and the drift analyst sees the shift."""
+    moved = months["2013-03"].head(2000).with_columns(pl.col("pressure") + 500)
     view = plane.start_run("flights", moved, "march-rescaled")
     # The rescaled column costs the champion dearly: a retrain, waiting for its approval.
     assert view.status in ("completed", "waiting_approval"), view.summary
     assert view.outcome != "quarantined"
     ingestion, drift = view.summary["ingestion"], view.summary["drift"]
-    assert any("far outside the reference range" in w for w in ingestion["warnings"])
+    assert any("outside the reference range" in w for w in ingestion["warnings"]), ingestion
     assert drift["score"] is not None and drift["score_low"] <= drift["score"]
     assert "pressure" in drift["drifted_columns"]
