@@ -74,7 +74,7 @@ bench-workers: setup ## Runs per minute of 1 and 2 procrastinate workers on a th
 # e.g. make eval EVAL_ARGS="--llm ollama:qwen2.5:7b"
 EVAL_ARGS ?=
 
-eval: setup ## Scenario suite + policy comparison on flights (~4 min); tables in evals/README.md
+eval: setup ## Scenario suite with causes + policy comparison on flights (~5 min); tables in evals/README.md
 	$(BIN)/python -m evals.suite $(EVAL_ARGS)
 
 eval-full: setup ## Every eval: both datasets, whole streams, the loop benchmark (~20 min)
