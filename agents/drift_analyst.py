@@ -360,6 +360,9 @@ def read_bounds(
         "material": rules.material,
         "significant_drop": rules.significant_drop,
         "stale": rules.stale,
+        # a label shift is a signature of its own (no column need move): its losing
+        # recalibrations count towards the episode's hold
+        "cause": reading.cause if reading is not None else None,
         **{k: perf[k] for k in ("metric_drop", "metric_drop_low", "metric_drop_high") if k in perf},
     }
     limit = policy.retraining.max_failed_retrains

@@ -43,10 +43,6 @@ from tools.metrics import MetricInterval, chance_level, encode_labels, interval
 
 NAME = "evaluator"
 RECALIBRATION_METRIC = "log_loss"  # what a calibration map can improve (see the docstring)
-# How far (in the metric's change units: points, or a share for RMSE/MAE) the most favourable
-# end of the challenger's holdout interval may sit below its own validation score before the
-# fit is called a training defect. The policy's evaluator.max_valid_gap overrides it when set.
-MAX_VALID_GAP = 0.25
 
 
 class EvaluationVerdict(BaseModel):
@@ -281,7 +277,7 @@ def sanity(
         {"holdout_rows": holdout.height, "challenger_run": trained["mlflow_run_id"]},
     )
     valid = trained.get("valid_score") if trained.get("valid_metric") == name else None
-    max_gap = float(getattr(rules, "max_valid_gap", MAX_VALID_GAP))
+    max_gap = rules.max_valid_gap
     defect = training_defect(own, chance_level(name, evidence.task, y), valid, max_gap)
     return evidence.model_copy(update={"own": own, "training_defect": defect})
 

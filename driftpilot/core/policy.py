@@ -269,6 +269,13 @@ class EvaluatorRules(_Strict):
     )
     n_boot: int = 500
     confidence: float = 0.95
+    max_valid_gap: float = Field(
+        0.25,
+        gt=0,
+        description="A challenger whose holdout score is more than this below its own "
+        "validation score (metric points, or a share for RMSE/MAE) is a training defect: "
+        "flagged with the numbers and rejected, whatever its gain.",
+    )
 
     @field_validator("metric")
     @classmethod

@@ -173,7 +173,14 @@ def test_decision_schema_is_strict_bounded_and_narrowed() -> None:
     from agents.retraining import RetrainPlan
 
     schema = decision_schema(DriftVerdict)
-    assert schema["required"] == ["action", "severity", "cited_metrics", "rationale"]
+    assert schema["required"] == [
+        "action",
+        "severity",
+        "cause",
+        "cited_notes",
+        "cited_metrics",
+        "rationale",
+    ]
     assert schema["additionalProperties"] is False and "title" not in schema
     assert schema["properties"]["rationale"]["maxLength"] == 200
     assert schema["properties"]["cited_metrics"]["additionalProperties"] == {"type": "number"}
