@@ -34,7 +34,8 @@ from driftpilot.core.policy import Policy
 from driftpilot.store.audit import now
 from driftpilot.store.models import BatchRecord
 from tools.data import Frame, conform, write_parquet_atomic
-from tools.quality import QualityVerdict, check_batch, profile_reference
+from tools.quality import QualityVerdict, check_batch
+from tools.quality_profile import profile_reference
 
 NAME = "ingestion"
 

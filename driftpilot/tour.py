@@ -67,7 +67,8 @@ def _months_vs_january(
 ) -> list[dict[str, Any]]:
     from tools.datasets import FLIGHTS
     from tools.drift import data_drift, model_performance
-    from tools.quality import check_batch, profile_reference
+    from tools.quality import check_batch
+    from tools.quality_profile import profile_reference
 
     assert settings.reports_dir is not None
     columns = [*FLIGHTS.features, FLIGHTS.target]

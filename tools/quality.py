@@ -18,6 +18,9 @@ Findings reach an LLM, so they are built from trusted parts only: column names o
 model's schema (the reference profile), counts, shares and reference numbers. No cell value
 of the batch and no header it brought along appears in an issue: the names of columns
 outside the schema are kept, sanitised, in ``QualityVerdict.extra_columns`` for people.
+
+The reference profile itself (``profile_reference``) is ``tools.quality_profile``'s; the
+aggregate the checks read, ``tools.quality_scan``'s; the defect signatures, ``tools.defects``'.
 """
 
 from __future__ import annotations
@@ -28,11 +31,11 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import BaseModel, Field
 
-from driftpilot.core.errors import SchemaError
 from driftpilot.core.identity import safe_label
 from tools import defects
 from tools.data import content_hash
-from tools.defects import ColumnShape, DefectThresholds
+from tools.defects import DefectThresholds
+from tools.quality_profile import ColumnProfile, ReferenceProfile, dtype_name
 from tools.quality_scan import (
     ColumnStats,
     LabelStats,
@@ -45,7 +48,6 @@ from tools.quality_scan import (
 
 MAX_LABEL = 40  # a foreign column name, sanitised, is cut to this length
 
-Kind = Literal["numeric", "categorical", "datetime", "boolean", "other"]
 Check = Literal[
     "empty",
     "missing_column",
@@ -64,43 +66,6 @@ Check = Literal[
     "duplicate_rows",
     "duplicate_keys",
 ]
-
-
-class ColumnProfile(BaseModel):
-    """What a column looked like in the reference data."""
-
-    name: str
-    kind: Kind = Field(description="Logical kind: numeric, categorical, datetime, boolean, other.")
-    dtype: str = Field(description="Polars dtype in the reference, without parameters.")
-    null_rate: float = Field(description="Share of nulls (NaN counts as null) in the reference.")
-    n_unique: int = Field(description="Distinct non-null values in the reference.")
-    min: float | None = Field(None, description="Smallest value (numeric columns).")
-    max: float | None = Field(None, description="Largest value (numeric columns).")
-    categories: list[str] | None = Field(None, description="Known values (categorical columns).")
-    shape: ColumnShape | None = Field(
-        None, description="What the pipeline defect signatures read (None: not measured)."
-    )
-
-
-class ReferenceProfile(BaseModel):
-    """Expected schema and value envelope of a model's input data."""
-
-    n_rows: int
-    columns: list[ColumnProfile]
-    duplicate_share: float | None = Field(
-        None,
-        description="Share of rows repeating an earlier row over ``duplicate_columns`` (None: "
-        "not measured).",
-    )
-    duplicate_columns: list[str] = Field(
-        default_factory=list,
-        description="The columns a repeated row repeats: all but the datetime ones (a fan-out "
-        "join's copies may be stamped with a time of their own). A time in seconds stays: "
-        "credit-card rows alike but for it are repeat charges (7 % of a night hour's rows).",
-    )
-
-    def column(self, name: str) -> ColumnProfile | None:
-        return next((c for c in self.columns if c.name == name), None)
 
 
 class QualityThresholds(BaseModel):
@@ -181,70 +146,9 @@ class QualityVerdict(BaseModel):
         return "; ".join(s for s in found if s)
 
 
-def _dtype_name(dtype: pl.DataType) -> str:
-    """A dtype without its parameters: an Enum's or a Struct's carry the batch's own values
-    and field names."""
-    return str(dtype.base_type())
-
-
 def _number(value: object) -> float:
     """A Polars aggregate as a float (they are typed as any scalar); None counts as 0."""
     return 0.0 if value is None else float(value)  # type: ignore[arg-type]
-
-
-def _null_rate(series: pl.Series) -> float:
-    if series.len() == 0:
-        return 0.0
-    nulls = series.null_count()
-    if series.dtype.is_float():
-        nulls += int(series.is_nan().sum() or 0)
-    return nulls / series.len()
-
-
-def profile_reference(
-    frame: pl.DataFrame,
-    columns: Iterable[str] | None = None,
-    *,
-    max_categories: int = 1000,
-) -> ReferenceProfile:
-    """Describe reference data (the model's training window) for later quality checks.
-
-    Args:
-        frame: reference rows.
-        columns: columns to profile (default: all).
-        max_categories: categorical columns with more distinct values keep no category list.
-    """
-    names = list(columns) if columns is not None else frame.columns
-    missing = [c for c in names if c not in frame.columns]
-    if missing:
-        raise SchemaError(f"reference lacks columns {missing}")
-    profiles = []
-    for name in names:
-        series = frame[name]
-        kind = kind_of(series.dtype)
-        values = series.drop_nulls()
-        if series.dtype.is_float():
-            values = values.drop_nans()
-        profile = ColumnProfile(
-            name=name,
-            kind=kind,
-            dtype=_dtype_name(series.dtype),
-            null_rate=_null_rate(series),
-            n_unique=values.n_unique(),
-        )
-        if kind == "numeric" and values.len():
-            profile.min, profile.max = float(values.min()), float(values.max())  # type: ignore[arg-type]
-        if kind == "categorical" and profile.n_unique <= max_categories:
-            profile.categories = sorted(values.cast(pl.String).unique().to_list())
-        profile.shape = defects.column_shape(series, kind)
-        profiles.append(profile)
-    repeated = [p.name for p in profiles if p.kind != "datetime"]
-    return ReferenceProfile(
-        n_rows=frame.height,
-        columns=profiles,
-        duplicate_share=defects.duplicate_share(frame.select(repeated)),
-        duplicate_columns=repeated,
-    )
 
 
 HardLimits = dict[str, tuple[float | None, float | None]]
@@ -468,7 +372,7 @@ def _schema_issues(
                         check="type_mismatch",
                         severity="error",
                         column=profile.name,
-                        message=f"column {profile.name!r} is {kind} ({_dtype_name(dtype)}), "
+                        message=f"column {profile.name!r} is {kind} ({dtype_name(dtype)}), "
                         f"expected {profile.kind} ({profile.dtype})",
                     )
                 )

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
 
-if TYPE_CHECKING:  # the profiles are tools.quality's (which imports this module)
-    from tools.quality import ColumnProfile, HardLimits, Kind, QualityThresholds, ReferenceProfile
+if TYPE_CHECKING:  # both modules import this one (kind_of, the aggregate)
+    from tools.quality import HardLimits, QualityThresholds
+    from tools.quality_profile import ColumnProfile, Kind, ReferenceProfile
 
 
 def kind_of(dtype: pl.DataType) -> Kind:

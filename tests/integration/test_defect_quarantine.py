@@ -22,7 +22,8 @@ from driftpilot.runs.plane import ControlPlane
 from driftpilot.store.models import BatchRecord, Decision
 from tests.fakes import say, scripted
 from tools.datasets import FLIGHTS
-from tools.quality import check_batch, profile_reference
+from tools.quality import check_batch
+from tools.quality_profile import profile_reference
 
 pytestmark = pytest.mark.integration
 COLUMNS = [*FLIGHTS.features, FLIGHTS.target, FLIGHTS.time_col]

@@ -13,7 +13,8 @@ import tools.data
 from agents.ingestion import time_range, with_label_column
 from tools.data import conform, content_hash, n_rows, write_parquet_atomic
 from tools.datasets import FLIGHTS
-from tools.quality import ReferenceProfile, check_batch, profile_reference
+from tools.quality import check_batch
+from tools.quality_profile import ReferenceProfile, profile_reference
 
 COLUMNS = [*FLIGHTS.features, FLIGHTS.target, FLIGHTS.time_col]
 

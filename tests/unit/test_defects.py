@@ -12,7 +12,8 @@ import pytest
 
 from tools.datasets import CREDITCARD, FLIGHTS
 from tools.defects import QUANTILES, UNIT_FACTORS, DefectThresholds, distance, unit_change
-from tools.quality import QualityVerdict, ReferenceProfile, check_batch, profile_reference
+from tools.quality import QualityVerdict, check_batch
+from tools.quality_profile import ReferenceProfile, profile_reference
 
 COLUMNS = [*FLIGHTS.features, FLIGHTS.target, FLIGHTS.time_col]
 KW = {"time_columns": [FLIGHTS.time_col], "label_columns": [FLIGHTS.target]}

@@ -4,7 +4,8 @@ import pytest
 from driftpilot.core.errors import SchemaError
 from tools.data import content_hash
 from tools.datasets import FLIGHTS
-from tools.quality import QualityVerdict, ReferenceProfile, check_batch, profile_reference
+from tools.quality import QualityVerdict, check_batch
+from tools.quality_profile import ReferenceProfile, profile_reference
 
 COLUMNS = [*FLIGHTS.features, FLIGHTS.target, FLIGHTS.time_col]
 

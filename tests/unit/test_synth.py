@@ -6,7 +6,8 @@ import pytest
 from driftpilot.core.errors import SchemaError, SynthError
 from driftpilot.core.settings import Settings
 from tools.datasets import FLIGHTS
-from tools.quality import check_batch, profile_reference
+from tools.quality import check_batch
+from tools.quality_profile import profile_reference
 from tools.synth import ScenarioSpec, fit_synthesizer, make_scenario
 
 
