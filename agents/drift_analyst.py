@@ -58,14 +58,9 @@ from driftpilot.core.causes import CAUSE_TEXT, CAUSES, Cause
 from driftpilot.core.episodes import Episode, episode_for, retrain_hold
 from driftpilot.core.errors import LLMError
 from driftpilot.core.metric_text import direction
-from driftpilot.core.policy import (
-    DriftAction,
-    DriftBounds,
-    DriftEvidence,
-    DriftRules,
-    Policy,
-    Severity,
-)
+from driftpilot.core.policy import Policy
+from driftpilot.core.policy_drift import DriftBounds, DriftEvidence, Severity
+from driftpilot.core.policy_rules import DriftAction, DriftRules
 from driftpilot.core.tasks import METRICS, Metric
 from driftpilot.store.notes import NoteView, notes_block
 from tools.drift import DriftResult, data_drift

@@ -42,7 +42,8 @@ from pydantic import BaseModel, Field
 
 from agents.context import RunContext
 from driftpilot.core.causes import CauseReading
-from driftpilot.core.policy import DriftBounds, Policy
+from driftpilot.core.policy import Policy
+from driftpilot.core.policy_drift import DriftBounds
 from driftpilot.core.tasks import Task
 from tools.shift import ShiftConfig, ShiftResult, effect_sizes
 

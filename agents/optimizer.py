@@ -15,7 +15,8 @@ from pydantic import BaseModel, Field
 from agents.base import Llm, Outcome, bounded_text, narrowed
 from agents.context import RunContext
 from driftpilot.core.errors import LLMError
-from driftpilot.core.policy import OptimizerLimits, Policy
+from driftpilot.core.policy import Policy
+from driftpilot.core.policy_rules import OptimizerLimits
 from driftpilot.core.tasks import TRAINING_LOSS
 from tools.train import split_holdout
 from tools.tune import TuneBudget, tune

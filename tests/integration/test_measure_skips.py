@@ -18,7 +18,8 @@ import pytest
 from agents.context import RunContext
 from agents.drift_analyst import drift_evidence
 from agents.drift_measures import performance
-from driftpilot.core.policy import DriftRules, Policy
+from driftpilot.core.policy import Policy
+from driftpilot.core.policy_rules import DriftRules
 from driftpilot.core.settings import Settings
 from driftpilot.runs.plane import ControlPlane
 

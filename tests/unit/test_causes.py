@@ -23,7 +23,8 @@ from agents.drift_causes import (
 from agents.drift_notes import compact_past, note_ids_shown
 from driftpilot.core.causes import CAUSES, CauseReading
 from driftpilot.core.llm import Backend
-from driftpilot.core.policy import DriftEvidence, Policy
+from driftpilot.core.policy import Policy
+from driftpilot.core.policy_drift import DriftEvidence
 from driftpilot.store.notes import NoteView
 from tests.fakes import say, scripted
 from tools.drift import ColumnDrift, DriftResult

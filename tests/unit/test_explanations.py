@@ -27,7 +27,8 @@ from agents.explain import (
     signed,
 )
 from driftpilot.core.metric_text import compare, versus
-from driftpilot.core.policy import DriftEvidence, Policy, RiskInputs
+from driftpilot.core.policy import Policy, RiskInputs
+from driftpilot.core.policy_drift import DriftEvidence
 from driftpilot.core.tasks import METRICS
 from tools.drift import DriftResult
 from tools.evaluate import Comparison

@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 
 from driftpilot.core.errors import ConfigError, PolicyViolation
-from driftpilot.core.policy import DriftEvidence, Policy, RiskInputs
+from driftpilot.core.policy import Policy, RiskInputs
+from driftpilot.core.policy_drift import DriftEvidence
 
 
 @pytest.fixture

@@ -19,7 +19,8 @@ from agents import drift_analyst
 from agents.base import Llm
 from agents.drift_measures import _drop, _slack, interval_skip
 from driftpilot.core.llm import Backend
-from driftpilot.core.policy import DriftRules, Policy
+from driftpilot.core.policy import Policy
+from driftpilot.core.policy_rules import DriftRules
 from driftpilot.core.tasks import METRICS, Metric
 from tools.drift import ColumnDrift, DriftResult
 from tools.shift import ColumnShift, ShiftResult

@@ -1,0 +1,383 @@
+"""The drift bounds: what the drift analyst may choose, and the policy's own choice.
+
+``drift_bounds`` runs the drift rules (``rule_bounds``), then the drift episode's hold
+(``retraining.max_failed_retrains`` losing challengers and unchanged evidence: a retrain or
+recalibration becomes monitor, unless a person asked), then the cause the numbers read
+(``causes:`` maps each to the actions it allows: a label shift recalibrates, an expected change
+watches, a pipeline defect only monitors; world change and unknown keep the rules). ``by_cause``
+bounds an LLM that names another cause from a note: never wider than the numbers' bounds,
+monitor aside (issue 21).
+
+Pure functions of ``DriftEvidence`` and the policy's rule sections; ``Policy.drift_bounds`` and
+``Policy.rule_bounds`` apply them with the loaded policy. Which measurements can change these
+bounds, and so which the drift analyst skips, is in ``driftpilot.core.policy``'s docstring.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from driftpilot.core.causes import CAUSES, Cause, CauseReading
+from driftpilot.core.metric_text import quote, versus
+from driftpilot.core.policy_rules import (
+    CauseRules,
+    DriftAction,
+    DriftRules,
+    RetrainLimits,
+    _Strict,
+)
+
+Severity = Literal["none", "low", "medium", "high"]
+
+
+class DriftEvidence(_Strict):
+    """What the drift policy weighs (built by the drift analyst from the tools' results)."""
+
+    weighted_share: float = Field(description="Champion importance on shifted columns (0-1).")
+    labelled: bool = Field(
+        description="The batch has labelled rows the model's metric is defined on (classifiers: "
+        "two classes or more; regression: two rows or more with a spread)."
+    )
+    drop: float | None = Field(
+        None,
+        description="How much worse the champion's metric is on the batch than its baseline "
+        "(Metric.drop: > 0 worse, whatever the metric's direction; a share for RMSE/MAE).",
+    )
+    drop_low: float | None = Field(None, description="Lower bound of the drop's interval.")
+    estimated: bool = Field(
+        False, description="The drop is estimated without labels (CBPE or DLE), not measured."
+    )
+    fresh_gain: float | None = Field(
+        None,
+        description="What a quick retrain (default parameters, the retrain's window) wins over "
+        "the champion on the batch's holdout, in the model's metric (Metric.gain: > 0 better): "
+        "what a retrain can win back.",
+    )
+    fresh_gain_low: float | None = Field(None, description="Lower bound of that gain.")
+    fresh_gain_high: float | None = Field(None, description="Upper bound of that gain.")
+    recent_signals: int = Field(
+        0, description="Of the previous persistence_n - 1 batches, those with drift or a drop."
+    )
+    batches_since_retrain: int | None = Field(
+        None, description="Batches since the last retrain attempt (None: never)."
+    )
+    retrains: int = Field(0, description="Latest retrain attempts of this model (up to 4).")
+    promotions: int = Field(0, description="Of which promoted.")
+    reading: CauseReading | None = Field(
+        None,
+        description="The cause the numbers read beyond the drift rules (label_shift, "
+        "expected_change); None: world_change when drift or a performance signal fired, "
+        "else unknown.",
+    )
+    episode_hold: list[str] = Field(
+        default_factory=list,
+        description="Why the drift episode holds a retrain (driftpilot.core.episodes."
+        "retrain_hold; empty: no hold, or a person asked).",
+    )
+
+
+class DriftBounds(_Strict):
+    """What the drift analyst may choose, and what the policy itself would choose."""
+
+    allowed: list[DriftAction]
+    default: DriftAction
+    severity: Severity
+    signals: list[str] = Field(description="Why: the signals that fired.")
+    material: bool = Field(False, description="The drift is material (weighted share).")
+    significant_drop: bool = Field(False, description="The drop counts (large and significant).")
+    stale: bool = Field(False, description="A quick retrain wins significantly on the holdout.")
+    labels_requested: bool = Field(False, description="An estimated drop with material drift.")
+    expected_gain: float | None = Field(
+        None,
+        description="P(promotion) x the drop's lower bound x horizon: what a retrain is "
+        "expected to win back.",
+    )
+    cause: Cause = Field("unknown", description="The cause the numbers read.")
+    cause_reasons: list[str] = Field(
+        default_factory=list, description="Why that cause, in words with numbers."
+    )
+    by_cause: dict[Cause, list[DriftAction]] = Field(
+        default_factory=dict,
+        description="The actions allowed if an analyst names another cause (from a note): "
+        "each is the cause's mapped actions within these bounds (monitor always stays "
+        "possible), so a cause can narrow the actions, never widen them. A cause absent here "
+        "cannot be named.",
+    )
+    episode_held: bool = Field(False, description="The drift episode held a retrain.")
+
+
+def _severity(
+    share: float, rules: DriftRules, material: bool, significant: bool, severe: bool
+) -> Severity:
+    if severe or share >= rules.severity_high_share:
+        return "high"
+    if material or significant:
+        return "medium"
+    return "low" if share >= rules.monitor_share / 2 else "none"
+
+
+def _retrain(
+    quiet: DriftBounds, gain: float | None, signals: list[str], severe: bool = False
+) -> DriftBounds:
+    # A severe signal leaves no choice, as a failed quality check leaves ingestion none:
+    # watching a model that lost that much keeps serving it. Otherwise the default comes
+    # first (the order the analyst's template lists the choices in).
+    allowed: list[DriftAction] = ["retrain"] if severe else ["retrain", "monitor"]
+    return quiet.model_copy(
+        update={
+            "allowed": allowed,
+            "default": "retrain",
+            "expected_gain": None if gain is None else round(gain, 4),
+            "signals": signals,
+        }
+    )
+
+
+def drift_bounds(
+    ev: DriftEvidence, rules: DriftRules, limits: RetrainLimits, causes: CauseRules
+) -> DriftBounds:
+    """none / monitor / retrain / recalibrate: the drift rules' bounds (``rule_bounds``),
+    then the episode's hold, then the cause.
+
+    - Episode: a retrain the rules allow but the drift episode holds
+      (``ev.episode_hold``: ``retraining.max_failed_retrains`` challengers lost and the
+      evidence did not change, nobody asked) becomes monitor, the hold's reasons in the
+      signals (``episode_held``).
+    - Cause: the numbers' cause (``ev.reading``; else world_change on material drift or a
+      performance signal, else unknown) maps through ``causes:`` to the actions it
+      allows. A mapped cause replaces the rules' bounds with its actions, keeping only
+      those the evidence supports: monitor and none always, retrain only where the rules
+      (after the hold) allow it, recalibrate only for a label shift on labelled rows. The
+      default is the first kept (label shift: recalibrate). An unmapped cause keeps the
+      rules' bounds; a prevalence move that is no label shift turns a quiet default into
+      monitor.
+    - ``by_cause``: what an analyst may do if it names another cause (read from a note):
+      that cause's actions within these bounds, plus monitor; an unmapped one keeps
+      these bounds. A cause can narrow the actions, never widen them."""
+    base = rule_bounds(ev, rules, limits)
+    bounds = _episode(base, ev)
+    cause, reasons = _cause(bounds, ev)
+    mapped = causes.actions(cause)
+    if mapped is not None:
+        bounds = _mapped(bounds, ev, cause, mapped, reasons)
+    else:
+        bounds = _unmapped(bounds, ev, cause, reasons)
+    return bounds.model_copy(update={"by_cause": _by_cause(bounds, causes)})
+
+
+def _unmapped(
+    bounds: DriftBounds, ev: DriftEvidence, cause: Cause, reasons: list[str]
+) -> DriftBounds:
+    """The rules' bounds with the cause. A reading that named no cause of its own (the
+    labels' prevalence moved, and the class shares do not explain the inputs' move: a
+    change in the world) says why in the signals, and turns a quiet default into monitor:
+    the data moved in a way that matters, even where no column did alone."""
+    update: dict[str, object] = {"cause": cause, "cause_reasons": reasons}
+    if ev.reading is not None:
+        update["signals"] = [*bounds.signals, f"cause {cause}: {'; '.join(reasons)}"]
+        if bounds.default == "none" and "monitor" in bounds.allowed:
+            update.update(allowed=["monitor", "none"], default="monitor")
+    return bounds.model_copy(update=update)
+
+
+def _episode(bounds: DriftBounds, ev: DriftEvidence) -> DriftBounds:
+    """A retrain the episode holds becomes monitor, with the hold's reasons."""
+    if not ev.episode_hold or "retrain" not in bounds.allowed:
+        return bounds
+    held = [*bounds.signals, *(f"episode: {why}" for why in ev.episode_hold)]
+    return bounds.model_copy(
+        update={
+            "allowed": ["monitor"],
+            "default": "monitor",
+            "signals": held,
+            "episode_held": True,
+        }
+    )
+
+
+def _cause(bounds: DriftBounds, ev: DriftEvidence) -> tuple[Cause, list[str]]:
+    """The numbers' cause and why: ``ev.reading``'s own cause first; then world_change on
+    material drift or a performance signal; then the reading's (a prevalence move the
+    class shares do not explain is a world change too); else unknown."""
+    if ev.reading is not None and ev.reading.cause not in ("world_change", "unknown"):
+        return ev.reading.cause, list(ev.reading.reasons)
+    if bounds.material or bounds.significant_drop or bounds.stale:
+        fired = [
+            name
+            for name, on in (
+                ("material drift", bounds.material),
+                ("a significant drop", bounds.significant_drop),
+                ("a stale champion", bounds.stale),
+            )
+            if on
+        ]
+        extra = list(ev.reading.reasons) if ev.reading is not None else []
+        return "world_change", [f"{' and '.join(fired)}, no other cause reads", *extra]
+    if ev.reading is not None:  # the labels moved, and not as a label shift: a change
+        return ev.reading.cause, list(ev.reading.reasons)
+    return "unknown", ["no material drift and no performance signal: no cause reads"]
+
+
+def _mapped(
+    bounds: DriftBounds,
+    ev: DriftEvidence,
+    cause: Cause,
+    mapped: list[DriftAction],
+    reasons: list[str],
+) -> DriftBounds:
+    """The bounds of a mapped cause: its actions that the evidence supports."""
+    supported = {"monitor", "none", *bounds.allowed}
+    # The episode's hold stops any challenger, a recalibrated champion included.
+    if cause == "label_shift" and ev.labelled and not ev.episode_hold:
+        supported.add("recalibrate")
+    allowed = [a for a in mapped if a in supported] or ["monitor"]
+    signal = f"cause {cause}: {'; '.join(reasons)} -> {' or '.join(allowed)}"
+    if "retrain" in bounds.allowed and "retrain" not in allowed:
+        signal += " (no retrain)"
+    return bounds.model_copy(
+        update={
+            "allowed": allowed,
+            "default": allowed[0],
+            "signals": [*bounds.signals, signal],
+            "cause": cause,
+            "cause_reasons": reasons,
+            "expected_gain": bounds.expected_gain if "retrain" in allowed else None,
+        }
+    )
+
+
+def _by_cause(bounds: DriftBounds, causes: CauseRules) -> dict[Cause, list[DriftAction]]:
+    """What naming each cause allows within ``bounds`` (see ``drift_bounds``)."""
+    out: dict[Cause, list[DriftAction]] = {}
+    for cause in CAUSES:
+        mapped = causes.actions(cause)
+        if cause == bounds.cause or mapped is None:
+            out[cause] = list(bounds.allowed)
+            continue
+        kept = [a for a in mapped if a in bounds.allowed or a == "monitor"]
+        if kept:
+            out[cause] = kept
+    return out
+
+
+def rule_bounds(ev: DriftEvidence, rules: DriftRules, limits: RetrainLimits) -> DriftBounds:
+    """none / monitor / retrain from material drift and a drop that matters (the drift
+    rules, before the episode and the cause).
+
+    Two performance signals: the champion dropped against its out-of-time baseline
+    (decay), or a quick retrain beats it on the batch's holdout (staleness: what a
+    retrain can win back); each counts when at least ``max_metric_drop`` and
+    significant. A drop that a measured quick retrain does not fix (a harder season)
+    never retrains. Monitor: material drift (alarms on anything else wear people out).
+    Retrain (labelled batches only: their holdout judges the challenger) on a signal
+    that is severe, or persisted in k of the last n batches outside the cooldown, AND
+    whose sure part (lower bound) x P(promotion) x horizon covers the retrain's cost
+    (severe signals retrain whatever the cost).
+    A severe signal allows only retrain; otherwise the analyst may keep watching.
+    Without labels an estimated drop with material drift asks for labels. Every rule
+    that fired, or held a retrain back, is a signal."""
+    signals: list[str] = []
+    material = ev.weighted_share >= rules.monitor_share
+    if material:
+        signals.append(f"weighted drift {versus(ev.weighted_share, rules.monitor_share, digits=2)}")
+    significant = (
+        ev.drop is not None
+        and ev.drop_low is not None
+        and ev.drop >= rules.max_metric_drop
+        and ev.drop_low > 0
+    )
+    stale = (
+        ev.fresh_gain is not None
+        and ev.fresh_gain_low is not None
+        and ev.fresh_gain >= rules.max_metric_drop
+        and ev.fresh_gain_low > 0
+    )
+    severe = (significant and (ev.drop or 0.0) >= rules.severe_metric_drop) or (
+        stale and (ev.fresh_gain or 0.0) >= rules.severe_metric_drop
+    )
+    if significant:
+        kind = "estimated " if ev.estimated else ""
+        signals.append(
+            f"{kind}drop {versus(ev.drop or 0.0, rules.max_metric_drop)}, significant "
+            f"(lower bound {versus(ev.drop_low or 0.0, 0, strict=True)})"
+        )
+    if stale:
+        signals.append(
+            f"stale: a quick retrain wins {quote(ev.fresh_gain or 0.0)} on the holdout "
+            f"(lower bound {versus(ev.fresh_gain_low or 0.0, 0, strict=True)})"
+        )
+    if severe:
+        signals.append(f"severe: at least {rules.severe_metric_drop}")
+    severity = _severity(ev.weighted_share, rules, material, significant or stale, severe)
+    # Monitor means material drift: a performance signal either retrains or, held back
+    # (not yet persistent, cooling down, not worth it), waits in the signals and history.
+    watch = material
+    quiet = DriftBounds(
+        allowed=["monitor", "none"] if watch else ["none", "monitor"],
+        default="monitor" if watch else "none",
+        severity=severity,
+        signals=signals,
+        material=material,
+        significant_drop=significant,
+        stale=stale,
+    )
+    if rules.retrain == "never" or not ev.labelled:
+        if significant and ev.estimated and material:
+            asked = [*signals, "labels requested: an estimated drop with material drift"]
+            return quiet.model_copy(update={"labels_requested": True, "signals": asked})
+        return quiet
+    if rules.retrain == "always":
+        return _retrain(quiet, None, [*signals, "policy: retrain on every labelled batch"])
+    if not (significant or stale):
+        return quiet
+    surely_nothing = ev.fresh_gain_high is not None and ev.fresh_gain_high < rules.max_metric_drop
+    if not stale and surely_nothing:
+        # A quick retrain was measured and surely wins less than a drop that counts: the
+        # batch is harder (a season), not the champion older. Retraining would not fix it.
+        held = [
+            *signals,
+            f"a quick retrain surely wins less than {rules.max_metric_drop} on the holdout "
+            f"(upper bound {versus(ev.fresh_gain_high or 0.0, rules.max_metric_drop)}): "
+            "nothing to win back",
+        ]
+        return quiet.model_copy(update={"signals": held})
+    p_promotion = (ev.promotions + 1) / (ev.retrains + 2)  # Laplace: 1/2 before any
+    # What a retrain is sure to win back: the lower bound of the quick retrain's gain (or,
+    # when none could be measured, of the drop). A wide interval (a small batch, a
+    # baseline measured on few rows) promises little, and so triggers little.
+    sure = (ev.fresh_gain_low if stale else ev.drop_low) or 0.0
+    gain = p_promotion * sure * limits.horizon_batches
+    held = _held_back(ev, limits, severe, gain)
+    if held:
+        update = {"expected_gain": round(gain, 4), "signals": [*signals, *held]}
+        return quiet.model_copy(update=update)
+    worth = f"expected gain {versus(gain, limits.retrain_cost, name='retrain cost')}"
+    return _retrain(quiet, gain, [*signals, worth], severe)
+
+
+def _held_back(ev: DriftEvidence, limits: RetrainLimits, severe: bool, gain: float) -> list[str]:
+    """Why a significant drop does not retrain yet (empty: it does)."""
+    reasons: list[str] = []
+    if not severe:
+        seen = ev.recent_signals + 1
+        if seen < limits.persistence_k:
+            reasons.append(
+                f"not yet persistent: {seen} of the last {limits.persistence_n} batches "
+                f"(needs {limits.persistence_k}, or a severe drop)"
+            )
+        since = ev.batches_since_retrain
+        if since is not None and since < limits.cooldown_batches:
+            reasons.append(
+                f"cooldown: {since} batches since the last retrain "
+                f"(needs {limits.cooldown_batches}, or a severe drop)"
+            )
+    if gain < limits.retrain_cost and not severe:  # a severe drop retrains whatever the cost
+        reasons.append(
+            f"not worth it: expected gain "
+            f"{versus(gain, limits.retrain_cost, name='retrain cost')} (P(promotion) "
+            f"{(ev.promotions + 1) / (ev.retrains + 2):.2f} from {ev.promotions} of "
+            f"{ev.retrains} retrains promoted)"
+        )
+    return reasons
