@@ -20,14 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from driftpilot.core import metric_text
-from driftpilot.core.episodes import episode_of, label
 from driftpilot.core.errors import ApprovalError, ConfigError, DriftPilotError, NotFound
 from driftpilot.core.identity import Role, has_role
-from driftpilot.core.vocabulary import outcome_label, status_label, trigger_label
+from driftpilot.core.vocabulary import outcome_label, status_label
 from driftpilot.store.users import get_user, verify_user
 from tools.drift_report import readable_report
-from ui import acting, charts, health, markup
+from ui import acting, charts, health, markup, tables
 from ui.batches import batches, dataset_batch, model_source
 from ui.intents import MUTATIONS, USAGE, Intent, parse
 from ui.replies import Chart, Refused, Reply
@@ -157,13 +155,13 @@ class Chat:
             "help": lambda _: self.help(),
             "usage": lambda i: Reply(f"Usage: {markup.code(i.text)}"),
             "unknown": self.unknown,
-            "models": lambda _: self.models(),
-            "runs": self.runs,
+            "models": lambda _: tables.models(self),
+            "runs": lambda i: tables.runs(self, i.model),
             "pending": lambda _: self.pending(),
             "audit": self.audit,
-            "schedules": self.schedules,
+            "schedules": lambda i: tables.schedules(self, i.model),
             "history": self.history,
-            "notes": self.notes,
+            "notes": lambda i: tables.notes(self, _model(i)),
             "why": self.why,
             "status": lambda i: health.health_card(self, _model(i)),
             "howto": lambda i: health.howto(self, i.text, i.model),
@@ -236,64 +234,7 @@ class Chat:
             f"Managed models: {models}.\n\n" + self.help().text
         )
 
-    # -- reading ----------------------------------------------------------------------------------
-
-    def models(self) -> Reply:
-        rows = [
-            f"| {markup.cell(m.name)} | v{m.champion} | {markup.cell(m.family)} | "
-            f"{markup.cell(_metric(m.metric))} | {metric_text.value(m.metric, m.baseline)} | "
-            f"{len(m.features)} |"
-            for m in self.cp.list_models()
-        ]
-        if not rows:
-            return Reply("No managed model yet (`driftpilot model add ...`).")
-        head = "| model | champion | family | metric | baseline | features |\n" + "|---" * 6 + "|"
-        return Reply(head + "\n" + "\n".join(rows))
-
-    def runs(self, intent: Intent) -> Reply:
-        views = self.cp.list_runs(intent.model, 15)
-        if not views:
-            suffix = "" if intent.model is None else f" ({markup.text(intent.model)})"
-            return Reply("No runs yet." + suffix)
-        lines = [
-            "| run | model | batch | status | outcome | trigger | requested by | started "
-            "| episode |"
-        ]
-        lines.append("|---" * 9 + "|")
-        for v in views:
-            trigger = trigger_label(v.trigger)
-            if v.schedule_id:
-                trigger += f" {v.schedule_id[:8]}"
-            lines.append(
-                f"| {markup.code(v.run_id[:12])} | {markup.cell(v.model)} | "
-                f"{markup.cell(v.batch_id)} | {markup.cell(status_label(v.status))} | "
-                f"{markup.cell(outcome_label(v.outcome))} | {markup.cell(trigger)} | "
-                f"{markup.cell(v.requested_by)} | {markup.cell(v.created_at[:19])} | "
-                f"{markup.cell(label(episode_of(v.summary, v.run_id)))} |"
-            )
-        return Reply("\n".join(lines))
-
-    def notes(self, intent: Intent) -> Reply:
-        """A model's notes, oldest first, each beside the run it falls in."""
-        from driftpilot.runs.notes import model_notes, runs_for_notes
-
-        model = _model(intent)
-        views = model_notes(self.cp.store, model)
-        if not views:
-            return Reply(f"No notes on {markup.text(model)} yet (`/note {model} TEXT`).")
-        places = runs_for_notes(self.cp.store, model, views)
-        lines = ["| note | at (UTC) | by | run | text |", "|---" * 5 + "|"]
-        for v in views:
-            place = places.get(v.id)
-            run = "-"
-            if place is not None:
-                how = "its batch" if place.how == "batch" else "next run"
-                run = f"{markup.code(place.run_id[:12])} ({how})"
-            lines.append(
-                f"| {v.id} | {v.at:%Y-%m-%d %H:%M} | {markup.cell(v.by)} | {run} | "
-                f"{markup.cell(v.text)} |"
-            )
-        return Reply("\n".join(lines))
+    # -- reading (the list tables, /models /runs /notes /schedules, are ui.tables') ---------------
 
     def pending(self) -> Reply:
         """Every waiting request, each its own card with its own buttons."""
@@ -325,7 +266,7 @@ class Chat:
             f"**{markup.text(view.model)}** on batch {markup.text(view.batch_id)}, requested by "
             f"**{markup.text(view.requested_by)}**.\n\n"
             f"{markup.text(request.get('description', ''))}\n\n"
-            f"{_question(request)}: {markup.code(_json(action))}\n\n"
+            f"{_question(request)}: {markup.code(tables.short_json(action))}\n\n"
             "An approver other than the requester may approve or reject it (with a comment)."
         )
         now = self.stale_champion(view)
@@ -359,7 +300,7 @@ class Chat:
             lines.append(
                 f"| {n} | {markup.cell(row['agent'])} | **{markup.cell(row['action'])}** | "
                 f"{markup.cell(backend)} | {markup.cell(row['rationale'])} | "
-                f"{markup.cell(_json(cited or {}))} |"
+                f"{markup.cell(tables.short_json(cited or {}))} |"
             )
         for r in (r for r in rows if r["table"] == "approvals"):
             comment = f" — “{markup.text(r['comment'], 200)}”" if r.get("comment") else ""
@@ -557,23 +498,6 @@ class Chat:
         intent = Intent("run", model=view.model, batch=f"{dataset}:{view.batch_id}")
         return self.propose(intent, f"evaluate {run_id} against the current champion")
 
-    def schedules(self, intent: Intent) -> Reply:
-        if self.scheduler is None:
-            raise ConfigError("schedules are not available in this chat")
-        views = self.scheduler().list_schedules(intent.model)
-        if not views:
-            return Reply("No schedules yet: `" + USAGE["schedule"] + "`.")
-        lines = ["| id | model | cron | source | enabled | next | by |", "|---" * 7 + "|"]
-        for v in views:
-            lines.append(
-                f"| {markup.code(v.cron_id[:8])} | {markup.cell(v.model)} | "
-                f"{markup.code(v.schedule)} {markup.cell(v.timezone)} | "
-                f"{markup.code(_json(v.payload.get('source')))} | "
-                f"{'yes' if v.enabled else 'no'} | {markup.cell((v.next_run_date or '')[:19])} | "
-                f"{markup.cell(v.created_by)} |"
-            )
-        return Reply("\n".join(lines))
-
 
 # -- helpers ---------------------------------------------------------------------------------------
 
@@ -608,15 +532,6 @@ def _loads(value: Any) -> Any:
         except ValueError:
             return value
     return value
-
-
-def _metric(name: str) -> str:
-    """ "RMSE (lower is better)": the model's metric by its label, with its direction."""
-    return f"{metric_text.label(name)} ({metric_text.direction(name)})"
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, default=str, separators=(", ", ": "))[:300]
 
 
 def _question(request: dict[str, Any]) -> str:
