@@ -20,6 +20,7 @@ from agents import cicd, drift_analyst, evaluator, ingestion, optimizer, retrain
 from agents.base import Outcome
 from agents.context import RunContext
 from agents.drift_causes import LabelShift
+from agents.drift_reading import DriftAnalystEvidence
 from driftpilot.core.errors import RunStateError
 from driftpilot.core.policy import Policy, RiskInputs
 from driftpilot.replay.record import Evidence
@@ -88,7 +89,7 @@ def _drift(state: dict[str, Any], ctx: RunContext, ev: Evidence) -> dict[str, An
         )
     shown = ev.recorded("drift_analyst", ("domain_classifier", "performance", "history"))
     domain = shown["domain_classifier"]
-    evidence = drift_analyst.DriftAnalystEvidence(
+    evidence = DriftAnalystEvidence(
         drift=DriftResult.model_validate(ev.result("drift.data_drift")),
         shift=ShiftResult.model_validate(ev.result("shift.effect_sizes")),
         domain=DomainCheck.model_validate(domain) if domain else None,

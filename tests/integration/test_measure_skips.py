@@ -16,8 +16,8 @@ import polars as pl
 import pytest
 
 from agents.context import RunContext
-from agents.drift_analyst import drift_evidence
 from agents.drift_measures import performance
+from agents.drift_reading import drift_evidence
 from driftpilot.core.policy import Policy
 from driftpilot.core.policy_rules import DriftRules
 from driftpilot.core.settings import Settings

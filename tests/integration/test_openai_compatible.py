@@ -18,7 +18,7 @@ import yaml
 
 from agents import evaluator
 from agents.base import TOOL_STEP_TOKENS, decision_schema
-from agents.drift_analyst import verdict_schema
+from agents.drift_verdict import verdict_schema
 from driftpilot.core.settings import get_settings
 from driftpilot.runs.plane import ControlPlane
 from driftpilot.store.models import Decision, ToolCall

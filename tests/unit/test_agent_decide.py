@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from agents import cicd, drift_analyst, evaluator, ingestion, optimizer, retraining
 from agents.base import Llm
+from agents.drift_reading import DriftAnalystEvidence
 from driftpilot.core.llm import Backend
 from driftpilot.core.policy import Policy, RiskInputs
 from driftpilot.core.settings import Settings
@@ -43,7 +44,7 @@ def _issue(check: str, severity: str, message: str) -> QualityIssue:
     return QualityIssue.model_validate(values)
 
 
-def _drift_evidence() -> drift_analyst.DriftAnalystEvidence:
+def _drift_evidence() -> DriftAnalystEvidence:
     drift = DriftResult(
         n_reference=1000,
         n_current=800,
@@ -108,7 +109,7 @@ def _drift_evidence() -> drift_analyst.DriftAnalystEvidence:
         sha256="0" * 64,
     )
     past = [{"drift": {"action": "monitor", "material": True, "drifted_columns": ["distance"]}}]
-    return drift_analyst.DriftAnalystEvidence(
+    return DriftAnalystEvidence(
         drift=drift,
         shift=shift,
         domain=None,

@@ -21,6 +21,7 @@ from agents.drift_causes import (
     seasonal_reading,
 )
 from agents.drift_notes import compact_past, note_ids_shown
+from agents.drift_reading import DriftAnalystEvidence, read_bounds
 from driftpilot.core.causes import CAUSES, CauseReading
 from driftpilot.core.llm import Backend
 from driftpilot.core.policy import Policy
@@ -254,7 +255,7 @@ def _evidence(
     notes: list[NoteView] | None = None,
     request: dict[str, Any] | None = None,
     label_shift: LabelShift | None = None,
-) -> drift_analyst.DriftAnalystEvidence:
+) -> DriftAnalystEvidence:
     drift = DriftResult(
         n_reference=1000,
         n_current=800,
@@ -297,7 +298,7 @@ def _evidence(
         "metric_drop_low": drop_low,
     }
     history = {"recent_signals": 1, "batches_since_retrain": 3, "retrains": 0, "promotions": 0}
-    return drift_analyst.DriftAnalystEvidence(
+    return DriftAnalystEvidence(
         drift=drift,
         shift=shift,
         domain=None,
@@ -403,7 +404,7 @@ def test_a_hostile_note_cannot_widen_the_actions() -> None:
     evidence = _evidence(drop=0.03, drop_low=0.01, notes=[_note(7, HOSTILE)])
     evidence.history["recent_signals"] = 0
     policy = Policy()
-    bounds, _ = drift_analyst.read_bounds(evidence, policy)
+    bounds, _ = read_bounds(evidence, policy)
     assert "retrain" not in bounds.allowed
     for answer in (
         _answer("retrain", "world_change", [7]),
@@ -420,7 +421,7 @@ def test_a_hostile_note_cannot_widen_the_actions() -> None:
 def test_a_note_can_narrow_a_retrain_to_monitor_with_its_cause() -> None:
     evidence = _evidence(notes=[_note(7, "ETL change: distance now in km, was miles")])
     policy = Policy()
-    assert drift_analyst.read_bounds(evidence, policy)[0].allowed == ["retrain"]  # severe
+    assert read_bounds(evidence, policy)[0].allowed == ["retrain"]  # severe
     ruling = drift_analyst.decide(
         evidence, policy, _llm(_answer("monitor", "pipeline_defect", [7]))
     )

@@ -15,8 +15,10 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agents import drift_analyst, evaluator, ingestion, optimizer, retraining
+from agents import evaluator, ingestion, optimizer, retraining
 from agents.cicd import policy_decision
+from agents.drift_reading import drift_evidence
+from agents.drift_verdict import template
 from agents.explain import (
     count,
     describe_drop,
@@ -376,8 +378,8 @@ def test_the_drift_rationale_agrees_with_its_evidence(
     else:
         perf.update(estimated_score=0.7, estimate_method="dle" if info.relative else "cbpe")
     history = {"recent_signals": 1, "batches_since_retrain": None, "retrains": 0, "promotions": 0}
-    bounds = Policy().drift_bounds(drift_analyst.drift_evidence(share, perf, history))
-    text = drift_analyst.template(_drift(1), shift, None, perf, bounds, bounds.default)
+    bounds = Policy().drift_bounds(drift_evidence(share, perf, history))
+    text = template(_drift(1), shift, None, perf, bounds, bounds.default)
     subject = info.label if labelled else f"estimated {info.label}"
     worse, better = ("fell", "rose") if info.higher_is_better else ("rose", "fell")
     assert (f"{subject} {worse}" in text) == (drop > 0)

@@ -169,7 +169,7 @@ def test_a_local_llm_not_built_names_the_make_target(tmp_path: Path) -> None:
 
 def test_decision_schema_is_strict_bounded_and_narrowed() -> None:
     from agents.base import decision_schema, decision_template, narrowed
-    from agents.drift_analyst import DriftVerdict
+    from agents.drift_verdict import DriftVerdict
     from agents.retraining import RetrainPlan
 
     schema = decision_schema(DriftVerdict)
@@ -210,7 +210,7 @@ def test_decision_schema_is_strict_bounded_and_narrowed() -> None:
 
 def test_the_drift_verdict_schema_fixes_each_cited_value_to_the_tools() -> None:
     from agents.base import decision_schema
-    from agents.drift_analyst import verdict_schema
+    from agents.drift_verdict import verdict_schema
 
     schema = decision_schema(verdict_schema(["monitor"], {"weighted_share": 0.42, "temp": 1.7}))
     cited = schema["properties"]["cited_metrics"]
@@ -233,7 +233,7 @@ def _objects(node: object) -> list[dict[str, object]]:
 
 def test_strict_openai_gets_the_subset_it_accepts(tmp_path: Path) -> None:
     from agents.base import decision_schema
-    from agents.drift_analyst import verdict_schema
+    from agents.drift_verdict import verdict_schema
 
     full = decision_schema(verdict_schema(["retrain"], {"weighted_share": 0.42, "temp": 1.7}))
     strict = openai_strict(full)

@@ -18,6 +18,7 @@ import pytest
 from agents import drift_analyst
 from agents.base import Llm
 from agents.drift_measures import _drop, _slack, interval_skip
+from agents.drift_reading import DriftAnalystEvidence
 from driftpilot.core.llm import Backend
 from driftpilot.core.policy import Policy
 from driftpilot.core.policy_rules import DriftRules
@@ -162,9 +163,7 @@ def needed(case: Case, policy: Policy) -> dict[str, Any]:
     return perf
 
 
-def _evidence(
-    case: Case, perf: dict[str, Any], material: bool
-) -> drift_analyst.DriftAnalystEvidence:
+def _evidence(case: Case, perf: dict[str, Any], material: bool) -> DriftAnalystEvidence:
     drift = DriftResult(
         n_reference=1000,
         n_current=800,
@@ -199,7 +198,7 @@ def _evidence(
         weighted_share=round(case.share, 4),
         elapsed_s=0.1,
     )
-    return drift_analyst.DriftAnalystEvidence(
+    return DriftAnalystEvidence(
         drift=drift, shift=shift, domain=None, performance=perf, history=case.history
     )
 

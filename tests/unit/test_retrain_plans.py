@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.drift_analyst import history_counts
+from agents.drift_reading import history_counts
 from agents.optimizer import default_plan, plan_after_rejections, rejected_attempts
 from agents.retraining import window_plan
 from driftpilot.core.policy import Policy
