@@ -101,16 +101,18 @@ def run_eval(request: EvalRequest, console: Console) -> tuple[StreamResult, Path
         result.meta = _meta(request, plane, spec, batch, home)
         console.print(batch_table(result, f"{spec.name}: one control run per batch"))
         console.print(_totals_line(result))
-        out = request.out or home / "eval.json"
         payload = result.to_json()
+        # The loop's results are written before the baselines train: a failing baseline must
+        # not lose the loop's run (it is written again with the comparison beside it).
+        out = write_json(request.out or home / "eval.json", payload)
         if request.baselines:
             plot = out.with_name(f"{out.stem}_policies.png")
             payload["comparison"] = compare_baselines(
                 plane, spec, batches, result, batch=batch, k=request.k, plot=plot, console=console
             )
+            out = write_json(out, payload)
     finally:
         plane.close()
-    out = write_json(out, payload)
     console.print(f"results: {out}")
     return result, out
 
