@@ -35,7 +35,7 @@ from driftpilot.runs.views import RunView
 from driftpilot.store import AuditStore
 from driftpilot.store.audit import now
 from driftpilot.store.engine import dumps
-from driftpilot.store.models import ManagedModel, Run, StepEffect
+from driftpilot.store.models import Decision, ManagedModel, Run, StepEffect
 from tools.data import content_hash, load_table, n_rows, write_parquet_atomic
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,27 @@ def retrain_request(principal: str, reason: str | None) -> dict[str, str] | None
             f"a retrain reason is at most {REASON_MAX_CHARS} characters, got {len(text)}"
         )
     return {"retrain_by": principal, "reason": text}
+
+
+def request_decision(run_id: str, trigger: str, request: dict[str, str]) -> Decision:
+    """A person's retrain request as their audited decision: agent the trigger it came
+    through, action ``request:retrain``, backend ``person``, the request (and the trigger) as
+    its evidence. Written with the run it belongs to (``AuditStore.add_with_decision``)."""
+    who, reason = request["retrain_by"], request["reason"]
+    return Decision(
+        run_id=run_id,
+        agent=trigger,
+        action="request:retrain",
+        rationale=f"{who} asked for a retrain: {reason}",
+        evidence=dumps({**request, "trigger": trigger}),
+        backend="person",
+        llm_model="",
+        fallback=False,
+        flags=dumps([]),
+        tokens_in=0,
+        tokens_out=0,
+        latency_ms=0.0,
+    )
 
 
 def intake(batch: Batch, path: Path) -> None:
@@ -236,29 +257,23 @@ class Lifecycle:
             created_at=now(),
             updated_at=now(),
         )
-        kept = [
-            StepEffect(run_id=run_id, step=step, result=dumps(result), created_at=now())
-            for step, result in (effects or {}).items()
-        ]
-        self.store.add_all([*kept, run])  # one transaction: a write lock and a sync, not three
-        if request is not None:
-            self.audit_request(run_id, trigger, request)
-        return state, run
 
-    def audit_request(self, run_id: str, trigger: str, request: dict[str, str]) -> None:
-        """Audit a person's retrain request as their decision (agent: the trigger it came
-        through, action ``request:retrain``, backend ``person``), after the run row exists.
-        The run's input carries the request too, so a crash between the two writes loses
-        the audit row, never the request."""
-        who, reason = request["retrain_by"], request["reason"]
-        self.store.record_decision(
-            run_id,
-            trigger,
-            "request:retrain",
-            f"{who} asked for a retrain: {reason}",
-            {**request, "trigger": trigger},
-            backend="person",
-        )
+        def rows() -> list[Any]:
+            # Made once per try of the write: a rolled-back flush leaves its ids on the
+            # effects (the run's id is its own, and a rollback makes it transient again).
+            kept = [
+                StepEffect(run_id=run_id, step=step, result=dumps(result), created_at=now())
+                for step, result in (effects or {}).items()
+            ]
+            return [*kept, run]
+
+        if request is None:
+            self.store.add_all(rows())  # one transaction: a write lock and a sync, not three
+        else:
+            # The run and its request's audit in one transaction: a run whose request lifts
+            # an episode's hold never exists without the person's decision audited.
+            self.store.add_with_decision(rows, request_decision(run_id, trigger, request))
+        return state, run
 
     def submit_run(
         self,

@@ -17,6 +17,9 @@ SQLite by default; any SQLAlchemy URL (PostgreSQL) works.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from driftpilot.store.approvals import (
     Approvals,
     action_hash,
@@ -51,6 +54,17 @@ class AuditStore(Approvals, Effects, Leases, ApiKeys):
 
     ``AuditStore(url, clock=...)``: ``clock`` (default: the real one) is what lease expiry is
     judged by."""
+
+    def add_with_decision(self, rows: Callable[[], list[Any]], decision: Decision) -> Decision:
+        """Insert the rows ``rows()`` makes and append ``decision`` to its chain in one
+        transaction: both commit or neither (a row that a decision accounts for never exists
+        without it). ``rows`` is called once per try of the append, so that a retried append
+        starts from fresh rows (a rolled-back flush leaves ids on the old ones).
+
+        Raises:
+            AuditWriteError: the append failed on each of its tries (nothing was written).
+        """
+        return self._append(decision, check=lambda session: session.add_all(rows()))
 
     def cross_checks(self) -> list[str]:
         """Invariants across tables: every champion change has its decision by the agent that

@@ -14,9 +14,10 @@ import numpy as np
 import polars as pl
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from api.app import create_app
-from driftpilot.core.errors import ConfigError
+from driftpilot.core.errors import AuditWriteError, ConfigError
 from driftpilot.core.settings import ApiSettings, Settings
 from driftpilot.runs.lifecycle import REASON_MAX_CHARS, retrain_request
 from driftpilot.runs.plane import ControlPlane
@@ -102,6 +103,35 @@ def test_a_started_run_hands_the_request_to_the_graph(plane: ControlPlane) -> No
     assert state["run_id"] == view.run_id
     [row] = requests(plane, view.run_id)
     assert row.agent == "cli"  # the trigger it came through
+
+
+def refuse_request_audits(cp: ControlPlane) -> None:
+    """The database itself refuses the request's audit row (as a full disk or a lock held
+    past every try would): a trigger, no stand-in for the store."""
+    with cp.store.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TRIGGER refuse_requests BEFORE INSERT ON decisions "
+            "WHEN NEW.action = 'request:retrain' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+
+
+@pytest.mark.parametrize("how", ["submit", "start"])
+def test_a_request_whose_audit_fails_leaves_no_run(plane: ControlPlane, how: str) -> None:
+    """The run (whose request can lift an escalated episode's hold) and the person's audited
+    decision commit together or not at all; a started run's lease is released."""
+    refuse_request_audits(plane)
+    plane.lifecycle.graph = lambda: Recorder()
+    submit = plane.submit_run if how == "submit" else plane.start_run
+    with pytest.raises(AuditWriteError, match="refused"):
+        submit("m", batch(), "b1", requested_by="ann", retrain_reason=REASON)
+    assert plane.store.list_rows(Run) == []
+    assert plane.store.list_rows(Decision) == []
+    assert plane.store.lease("m") is None
+    with plane.store.engine.begin() as conn:
+        assert conn.execute(text("SELECT count(*) FROM step_effects")).scalar() == 0
+    # Without the request, the same submit writes its run.
+    view = submit("m", batch(), "b2", requested_by="ann")
+    assert plane.store.get(Run, view.run_id).batch_id == "b2"
 
 
 @pytest.mark.parametrize(
