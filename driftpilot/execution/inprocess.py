@@ -17,13 +17,16 @@ At start-up (``start``), a background thread runs ``ControlPlane.recover`` (runs
 by a dead process, approval decisions recorded but never applied) and logs what it did, then
 executes the runs still pending (their process died before executing them). Then another
 thread warms the process (``warm``): it builds the control graph and imports the libraries a
-run imports inside its tools, and freezes the heap (``settle_heap``), so that the first run
-after a start neither pays the imports nor stalls the requests answered meanwhile.
+run imports inside its tools, so that the first run after a start does not pay the imports.
+The heap is frozen (``settle_heap``) only when this executor is idle (no run or job queued,
+executing or waiting, no report rendering): a freeze keeps forever what is alive and later
+becomes cyclic garbage, so it must not catch a run's or a report's objects mid-way.
 
 On PostgreSQL, runs are not executed here: ``execute`` and ``resume`` defer a job to the task
 queue (``driftpilot.execution.queue``) and return at once; ``driftpilot worker`` processes,
 any number, take them. Start-up still recovers, and queues again the runs left pending (a
 run whose job still waits is not queued twice). Jobs (training a new model) stay in this process.
+Such a process neither warms up nor shortens the GIL's switch interval: no run executes here.
 """
 
 from __future__ import annotations
@@ -87,21 +90,26 @@ def settle_heap() -> bool:
         return True
 
 
-def warm(plane: ControlPlane) -> None:
+def warm(plane: ControlPlane, stop: threading.Event | None = None) -> bool:
     """Build the control graph and import what a run (and its report, when reports render
-    after runs) imports, then ``settle_heap``: the first run after a start pays neither, and
-    the requests answered while it runs do not wait behind the imports' collections. A
-    library that is not installed is skipped (the run that needs it says so)."""
-    _ = plane.graph
+    after runs) imports: the first run after a start pays neither. A library that is not
+    installed is skipped (the run that needs it says so). ``stop`` set: nothing more is
+    begun (a plane closed meanwhile is not opened again); whether it warmed everything.
+    The caller freezes the heap (``settle_heap``) when nothing else runs."""
     modules: tuple[str, ...] = RUN_MODULES
     if plane.settings.report_render == "after_run":
         modules += REPORT_MODULES
-    for name in modules:
+    for step in ("graph", *modules):
+        if stop is not None and stop.is_set():
+            return False
+        if step == "graph":
+            _ = plane.graph
+            continue
         try:
-            importlib.import_module(name)
+            importlib.import_module(step)
         except ImportError as exc:
-            log.info("warm-up: %s is not importable (%s); a run needing it says so", name, exc)
-    settle_heap()
+            log.info("warm-up: %s is not importable (%s); a run needing it says so", step, exc)
+    return True
 
 
 def _now() -> str:
@@ -142,6 +150,7 @@ class RunExecutor:
         self._stop = threading.Event()
         self._startup: threading.Thread | None = None
         self._warm: threading.Thread | None = None
+        self._switch_before: float | None = None  # the interval start() replaced
         self._timers: set[threading.Timer] = set()
         self.recovered: list[Recovery] | None = None  # None: recovery not finished (or off)
         self.recovery_error: str | None = None
@@ -214,7 +223,6 @@ class RunExecutor:
                 if isinstance(view, RunView):
                     # After the run's result is written: the report never delays it.
                     self.plane.report_after_run(view)
-                settle_heap()  # what the run imported, if anything: frozen, not walked again
                 return view
             except Exception:
                 log.exception("%s of run %s failed", what, key)
@@ -223,11 +231,23 @@ class RunExecutor:
                 with self._lock:
                     if self._futures.get(key) is future:
                         self._futures.pop(key, None)
+                # What the run imported, if anything: frozen, not walked again.
+                self.settle_if_idle()
 
         with self._lock:
             future = self._pool.submit(task)
             self._futures[key] = future
         return future
+
+    def settle_if_idle(self) -> bool:
+        """``settle_heap`` if no run or job is queued, executing or waiting for its model here
+        and no report is rendering (whether it froze). Under the executor's lock: no run is
+        taken between the look and the freeze. Objects a run or a report still holds, frozen,
+        would be kept for the process's life once they became cyclic garbage."""
+        with self._lock:
+            if self._futures or self._timers or not self.plane.reports_idle():
+                return False
+            return settle_heap()
 
     def busy(self) -> int:
         """How many runs and jobs are queued, executing or waiting for their model here."""
@@ -299,13 +319,16 @@ class RunExecutor:
     def start(self, *, recover: bool = True) -> None:
         """Recover, then execute pending runs, in a background thread (start-up is not held
         up by a long recovery), then warm the process (``warm``) in another. On PostgreSQL,
-        first apply the queue's schema if missing. Shortens the GIL's switch interval to
-        ``SWITCH_INTERVAL_S``: runs and requests share this process."""
+        first apply the queue's schema if missing (and neither warm nor touch the switch
+        interval: runs execute in the workers). Else shortens the GIL's switch interval to
+        ``SWITCH_INTERVAL_S`` until ``shutdown``: runs and requests share this process."""
         if self.queue is not None:
             self.queue.open()
-        # Process-wide, and never raised again: requests answer sooner for a slightly slower
-        # run (more GIL hand-overs), in every process that runs an executor.
-        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
+        else:
+            # Process-wide: requests answer sooner for a slightly slower run (more GIL
+            # hand-overs). shutdown puts the previous interval back.
+            self._switch_before = sys.getswitchinterval()
+            sys.setswitchinterval(min(self._switch_before, SWITCH_INTERVAL_S))
         if not recover:
             return
         self._startup = threading.Thread(target=self._recover, name="dp-recover", daemon=True)
@@ -339,18 +362,32 @@ class RunExecutor:
                 return
             log.warning("start-up: executing run %s, left pending", view.run_id)
             self.execute(view.run_id)
+        if self.queue is not None:
+            return  # runs execute in the workers: nothing here to warm up for
         # Not joined by wait_started: readiness and the tests never wait for the imports.
-        self._warm = threading.Thread(target=self._warm_up, name="dp-warm", daemon=True)
-        self._warm.start()
+        # Started under the lock, after a look at stop: shutdown joins every warm-up begun.
+        with self._lock:
+            if self._stop.is_set():
+                return
+            self._warm = threading.Thread(target=self._warm_up, name="dp-warm", daemon=True)
+            self._warm.start()
 
     def _warm_up(self) -> None:
         started = time.perf_counter()
         try:
-            warm(self.plane)
+            if not warm(self.plane, self._stop):
+                return
         except Exception:  # a failed warm-up costs speed only: the first run imports itself
             log.exception("warm-up at start-up failed")
             return
-        log.info("warm-up at start-up: %.1f s", time.perf_counter() - started)
+        # Runs recovery dispatched may still execute: then the last of them to finish
+        # freezes the heap (the imports count as new modules for it).
+        settled = self.settle_if_idle()
+        log.info(
+            "warm-up at start-up: %.1f s (heap %s)",
+            time.perf_counter() - started,
+            "frozen" if settled else "left to the first idle moment",
+        )
 
     def wait_started(self, timeout: float | None = None) -> None:
         """Wait for the start-up recovery (tests, readiness)."""
@@ -366,5 +403,14 @@ class RunExecutor:
         for timer in timers:
             timer.cancel()
         self._pool.shutdown(wait=wait, cancel_futures=True)
+        with self._lock:
+            warming = self._warm
+        if warming is not None:
+            # It begins nothing more once stop is set; joined, so that no graph is opened
+            # on a plane closed after this returns (at most the import under way is waited).
+            warming.join()
+        if self._switch_before is not None:
+            sys.setswitchinterval(self._switch_before)
+            self._switch_before = None
         if self.queue is not None:
             self.queue.close()

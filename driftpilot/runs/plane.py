@@ -132,11 +132,13 @@ class ControlPlane:
 
     def close(self) -> None:
         """Release the checkpointer's connections and the audit engine's pool (a later use of
-        ``graph`` opens the checkpointer again)."""
-        if self._checkpoints is not None:
-            self._checkpoints.close()
-            self._checkpoints = None
-            self._graph = None
+        ``graph`` opens the checkpointer again). Under the graph's lock: a graph being built
+        meanwhile (a warm-up, a first run) is built first, then closed, never left open."""
+        with self._graph_lock:
+            if self._checkpoints is not None:
+                self._checkpoints.close()
+                self._checkpoints = None
+                self._graph = None
         self.store.engine.dispose()
 
     # -- events (runs.events) ---------------------------------------------------------------------
@@ -424,6 +426,12 @@ class ControlPlane:
     def render_report_later(self, run_id: str) -> None:
         """Render the run's report in this process's background thread (returns at once)."""
         self.reports.render_later(run_id)
+
+    def reports_idle(self) -> bool:
+        """Whether no report is queued or rendering in this process's background thread."""
+        # Reports keeps no public count of its queue; its lock guards the set read here.
+        with self.reports._lock:
+            return not self.reports._queued
 
     def report_after_run(self, view: RunView) -> None:
         """A run's result is written: queue its pending report for the background thread,

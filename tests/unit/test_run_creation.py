@@ -153,13 +153,119 @@ def test_the_heap_is_frozen_after_new_imports_only() -> None:
         gc.unfreeze()
 
 
-def test_an_executor_shortens_the_gils_switch_interval(plane: ControlPlane) -> None:
+def test_an_executor_shortens_the_gils_switch_interval_until_shutdown(
+    plane: ControlPlane,
+) -> None:
     before = sys.getswitchinterval()
     executor = inprocess.RunExecutor(plane, workers=1)
     try:
         sys.setswitchinterval(0.005)
         executor.start(recover=False)
         assert sys.getswitchinterval() == pytest.approx(inprocess.SWITCH_INTERVAL_S)
+        executor.shutdown()
+        assert sys.getswitchinterval() == pytest.approx(0.005)  # the previous one, back
     finally:
         executor.shutdown()
         sys.setswitchinterval(before)
+
+
+class QueueElsewhere:
+    """Stands for the PostgreSQL task queue: runs execute in workers, not here."""
+
+    def open(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_with_runs_executed_elsewhere_nothing_is_warmed_nor_switched(
+    plane: ControlPlane,
+) -> None:
+    before = sys.getswitchinterval()
+    executor = inprocess.RunExecutor(plane, workers=1)
+    executor.queue = QueueElsewhere()  # type: ignore[assignment]
+    try:
+        sys.setswitchinterval(0.005)
+        executor.start()
+        executor.wait_started(30)
+        assert executor.recovered == []  # recovery still ran
+        assert executor._warm is None
+        assert sys.getswitchinterval() == pytest.approx(0.005)
+    finally:
+        executor.shutdown()
+        sys.setswitchinterval(before)
+
+
+def test_the_heap_is_not_frozen_while_another_job_runs(
+    plane: ControlPlane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A freeze keeps what a running job holds forever once it is cyclic garbage: a job that
+    ends while another runs leaves the heap alone; the last one to end freezes it."""
+    executor = inprocess.RunExecutor(plane, workers=2)
+    monkeypatch.setattr(inprocess, "_settled_modules", 0)  # other tests' modules came and went
+    assert inprocess.settle_heap()
+    frozen = gc.get_freeze_count()
+    started, release = threading.Event(), threading.Event()
+
+    def slow() -> dict[str, object]:
+        started.set()
+        release.wait(10)
+        return {}
+
+    try:
+        executor.submit_job("slow", "m", "ann", slow)
+        assert started.wait(10)
+        sys.modules["driftpilot_test_new_code"] = types.ModuleType("driftpilot_test_new_code")
+        quick = executor.submit_job("quick", "m", "ann", dict)
+        while executor.job(quick.job_id).status != "success":  # type: ignore[union-attr]
+            time.sleep(0.01)
+        time.sleep(0.1)  # the task's end (where it would freeze) is past its status
+        assert gc.get_freeze_count() == frozen
+        assert not executor.settle_if_idle()
+        release.set()
+        deadline = time.monotonic() + 10
+        while executor.busy() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)
+        assert gc.get_freeze_count() > frozen  # the last job's end froze the new code
+    finally:
+        release.set()
+        executor.shutdown()
+        sys.modules.pop("driftpilot_test_new_code", None)
+        gc.unfreeze()
+
+
+def test_shutdown_joins_the_warm_up_and_close_leaves_no_graph_open(plane: ControlPlane) -> None:
+    """A warm-up still building the graph when the executor stops is waited for, so that the
+    plane closed after it stays closed (on PostgreSQL, an open pool would leak)."""
+    executor = inprocess.RunExecutor(plane, workers=1)
+    plane._graph_lock.acquire()  # the warm-up waits inside plane.graph
+    try:
+        executor.start()
+        executor.wait_started(30)
+        deadline = time.monotonic() + 10
+        while executor._warm is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        warming = executor._warm
+        assert warming is not None and warming.is_alive()
+        threading.Timer(0.3, plane._graph_lock.release).start()
+        executor.shutdown()
+        assert not warming.is_alive()
+    finally:
+        executor.shutdown()
+    plane.close()
+    assert plane._checkpoints is None and plane._graph is None
+
+
+def test_close_waits_for_a_graph_being_built(plane: ControlPlane) -> None:
+    plane._graph_lock.acquire()  # a graph being built
+    closing = threading.Thread(target=plane.close)
+    closing.start()
+    closing.join(0.2)
+    try:
+        assert closing.is_alive()  # waits for the build, then closes what it opened
+    finally:
+        plane._graph_lock.release()
+    closing.join(10)
+    assert not closing.is_alive()
