@@ -32,12 +32,15 @@ numbers: no I/O, no agents. Summaries of older versions miss keys: every key is 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from driftpilot.core.metric_text import quote, versus
+from driftpilot.core.errors import TRAINER_FAILURES
+from driftpilot.core.metric_text import higher_is_better, quote, versus
+from driftpilot.core.tasks import METRICS
 
 EpisodeState = Literal["open", "retrying", "escalated", "closed"]
 EPISODE_STATES: tuple[EpisodeState, ...] = ("open", "retrying", "escalated", "closed")
@@ -144,25 +147,26 @@ def attempt(summary: Mapping[str, Any]) -> dict[str, Any] | None:
         return None
     retraining = summary.get("retraining") or {}
     evaluation = summary.get("evaluation") or {}
-    metric = evaluation.get("judged_on") or evaluation.get("metric") or drift.get("metric")
+    metric = _metric_name(
+        evaluation.get("judged_on") or evaluation.get("metric") or drift.get("metric")
+    )
+    kind = retraining.get("kind")
     tried: dict[str, Any] = {
         "run_id": str(summary.get("run_id") or ""),
-        "kind": retraining.get("kind") or drift.get("action"),
-        "family": retraining.get("family"),
+        "kind": kind if kind in ATTEMPTS else drift.get("action"),
+        "family": _family(retraining.get("family")),
         "metric": metric,
         "gain": _number(evaluation.get("gain")),
         "ci_low": _number(evaluation.get("ci_low")),
     }
     defect = evaluation.get("training_defect")
     if retraining.get("failed"):
-        reason = retraining.get("reason") or "failed"
-        error = str(retraining.get("error") or "")[:160]
-        tried.update(outcome="failed", why=f"no challenger: the trainer {reason}: {error}".strip())
+        tried.update(outcome="failed", why=_failed_code(tried["kind"], retraining.get("reason")))
     elif isinstance(defect, Mapping) and defect:
-        tried.update(outcome="training_defect", why=_defect_words(defect, metric))
+        tried.update(outcome="training_defect", why=_defect_code(defect))
         tried.update({k: _number(defect.get(k)) for k in ("holdout", "valid", "chance")})
     elif evaluation.get("action") == "reject":
-        tried.update(outcome="rejected", why=_rejected_words(tried))
+        tried.update(outcome="rejected", why=_rejected_code(tried))
     elif (summary.get("promotion") or {}).get("status") == "promoted":
         tried.update(outcome="promoted", why="promoted")
     elif evaluation.get("action") == "promote":
@@ -175,24 +179,52 @@ def attempt(summary: Mapping[str, Any]) -> dict[str, Any] | None:
 LOST = ("rejected", "training_defect", "failed")
 
 
-def _defect_words(defect: Mapping[str, Any], metric: Any) -> str:
-    """The evaluator's own words (they carry the numbers), else the numbers."""
-    why = str(defect.get("why") or "").strip()
-    if why:
-        return f"training defect: {why}"
+# Why an attempt lost, as the drift analyst's LLM reads it (``tried[].why``, the diagnosis):
+# a reason code of fixed words and numbers, never free text. A trainer's message and an
+# exception's text are the owner's (they can quote cell values): the run's summary and its
+# audit record keep them, the episode does not.
+FAILURE_CODES = frozenset(TRAINER_FAILURES) | {"unfit", "unsupported"}
+
+
+def _failed_code(kind: Any, reason: Any) -> str:
+    """``trainer_failed: timeout`` or ``recalibrate_failed: unsupported``: the failure's
+    code when it is one of the known ones (``TRAINER_FAILURES``, the recalibration's)."""
+    code = "recalibrate_failed" if kind == "recalibrate" else "trainer_failed"
+    return f"{code}: {reason}" if reason in FAILURE_CODES else code
+
+
+def _defect_code(defect: Mapping[str, Any]) -> str:
+    """``training_defect: holdout 0.290 < chance 0.500`` and/or ``holdout 0.610 vs
+    validation 0.930 (gap 0.320 > 0.25)``: what the evaluator measured, in numbers only."""
     holdout, valid = _number(defect.get("holdout")), _number(defect.get("valid"))
-    chance = _number(defect.get("chance"))
-    parts = [
-        f"training defect: holdout {defect.get('metric') or metric or 'score'} {_show(holdout)}"
-    ]
+    chance, gap = _number(defect.get("chance")), _number(defect.get("gap"))
+    max_gap = _number(defect.get("max_gap"))
+    higher = higher_is_better(_metric_name(defect.get("metric")))
+    parts = []
+    if holdout is not None and chance is not None:
+        worse = holdout < chance if higher else holdout > chance
+        parts.append(
+            f"holdout {quote(holdout)} {'<' if higher else '>'} chance {quote(chance)}"
+            if worse
+            else f"holdout {quote(holdout)}, chance {quote(chance)}"
+        )
+    elif holdout is not None:
+        parts.append(f"holdout {quote(holdout)}")
     if valid is not None:
-        parts.append(f"validation {_show(valid)}")
-    if chance is not None:
-        parts.append(f"chance {_show(chance)}")
-    return ", ".join(parts)
+        words = f"validation {quote(valid)}"
+        if gap is not None:
+            words += f" (gap {quote(gap)}" + (f" > {max_gap:g})" if max_gap is not None else ")")
+        parts.append(words)
+    return "training_defect: " + (", ".join(parts) or "flagged by the evaluator")
 
 
-def _rejected_words(tried: Mapping[str, Any]) -> str:
+def _metric_name(name: Any) -> str | None:
+    """A metric name the registry knows (None: anything else, which is not shown)."""
+    return name if isinstance(name, str) and name in METRICS else None
+
+
+def _rejected_code(tried: Mapping[str, Any]) -> str:
+    """``rejected: gain -0.030 roc_auc [-0.080, ...]``: the gain and its interval's lower bound."""
     gain, low = tried.get("gain"), tried.get("ci_low")
     if gain is None:
         return "rejected"
@@ -202,8 +234,13 @@ def _rejected_words(tried: Mapping[str, Any]) -> str:
     return words
 
 
-def _show(value: float | None) -> str:
-    return "-" if value is None else quote(value)
+_FAMILY = re.compile(r"[A-Za-z0-9_.:-]{1,40}")
+
+
+def _family(family: Any) -> str | None:
+    """A model family as recorded (``lightgbm``, ``trainer``, ``adopted:sklearn``); None for
+    anything else (an adopted flavour's name is read from the owner's MLflow model)."""
+    return family if isinstance(family, str) and _FAMILY.fullmatch(family) else None
 
 
 # -- the episode ---------------------------------------------------------------------------------
@@ -261,13 +298,22 @@ def episodes(
     summaries: Sequence[Mapping[str, Any]], *, max_failed_retrains: int = MAX_FAILED_RETRAINS
 ) -> list[Episode]:
     """Every episode of a model's completed runs (summaries oldest first), each as of its last
-    batch's end; all but one still going are ``closed``."""
+    batch's end; all but one still going are ``closed``.
+
+    The latest summary that stored its episode (``drift.episode``, written at its decision)
+    is continued from, not recounted: the history a run reads is cut to its latest runs
+    (``agents.drift_notes.PAST_MAX``), and a count of losses from a cut history would lift an
+    escalated episode's hold once its losing runs fell out of it."""
     found: list[Episode] = []
     current: Episode | None = None
-    for summary in summaries:
+    anchor = _latest_stored(summaries)
+    for index, summary in enumerate(summaries):
         drift = summary.get("drift")
         if not isinstance(drift, Mapping) or not drift:
             continue  # not measured: says nothing about the episode
+        if index == anchor:
+            current = _continue_stored(found, current, summary, max_failed_retrains)
+            continue
         if current is not None and not _continues(current, drift):
             found.append(current.model_copy(update={"state": "closed"}))
             current = None
@@ -286,6 +332,46 @@ def episodes(
     if current is not None:
         found.append(current)
     return found
+
+
+def _latest_stored(summaries: Sequence[Mapping[str, Any]]) -> int | None:
+    """The index of the latest summary whose drift slice stored a valid episode (None)."""
+    for index in range(len(summaries) - 1, -1, -1):
+        stored = (summaries[index].get("drift") or {}).get("episode")
+        if isinstance(stored, Mapping) and stored:
+            try:
+                Episode.model_validate(stored)
+            except ValueError:
+                continue  # a slice written by another version: recount instead
+            return index
+    return None
+
+
+def _continue_stored(
+    found: list[Episode], current: Episode | None, summary: Mapping[str, Any], limit: int
+) -> Episode | None:
+    """The episode a summary stored, its run's attempt folded in (``episode_of``), in place
+    of the one recounted so far (closed into ``found`` when it is another episode). None: the
+    run's promotion closed it."""
+    ep = episode_of(summary)
+    if ep is None:  # not reached: _latest_stored found a valid one
+        return current
+    # The stored episode counted its batch already; its signature is taken with the batch's
+    # own (a slice that stored less than it measured still continues what it measured).
+    drift = summary.get("drift") or {}
+    ep = ep.model_copy(
+        update={
+            "max_failed_retrains": limit,
+            "columns": sorted(set(ep.columns) | set(drifted(drift))),
+            "performance": ep.performance or performance(drift),
+        }
+    )
+    if current is not None and current.id != ep.id:
+        found.append(current.model_copy(update={"state": "closed"}))
+    if ep.state == "closed":
+        found.append(ep)
+        return None
+    return ep
 
 
 def episode_for(
