@@ -64,7 +64,7 @@ from driftpilot.core.episodes import Episode
 from driftpilot.core.policy import Policy
 from driftpilot.core.policy_drift import DriftBounds
 from driftpilot.core.policy_rules import DriftAction, DriftRules
-from driftpilot.store.notes import notes_block
+from driftpilot.store.notes import notes_block, request_block
 from tools.drift import DriftResult, data_drift
 from tools.shift import ShiftConfig, ShiftResult, effect_sizes
 
@@ -199,7 +199,7 @@ def decide(evidence: DriftAnalystEvidence, policy: Policy, llm: Llm) -> DriftAna
         "history": history,
         "label_shift": evidence.label_shift.model_dump() if evidence.label_shift else None,
         "episode": episode.model_dump(mode="json") if episode else None,
-        "request": evidence.request,
+        "retrain_request": request_block(evidence.request),
         "signals": bounds.signals,
         "cause": bounds.cause,
         "causes": {c: CAUSE_TEXT[c] for c in bounds.by_cause},
@@ -280,9 +280,11 @@ def apply(
 def replay_record(evidence: DriftAnalystEvidence) -> dict[str, Any]:
     """What the decision's audit record keeps beyond what the LLM was shown, so that the
     what-if replay re-decides from the same history and notes: the past runs as read, the
-    notes as stored (the LLM saw them as the ``notes`` block) and this run's id."""
+    notes as stored (the LLM saw them as the ``notes`` block), a person's retrain request as
+    made (the LLM saw it as the ``retrain_request`` block) and this run's id."""
     return {
         "note_views": [n.model_dump(mode="json") for n in evidence.notes],
+        "request": evidence.request,
         "past": evidence.past,
         "run_id": evidence.run_id,
     }

@@ -112,9 +112,10 @@ def read_bounds(
 
 
 def _request_signal(request: dict[str, Any], episode: Episode | None) -> str:
-    """What a person's retrain request did: it lifts an episode's hold, nothing else."""
-    who, why = request.get("retrain_by"), request.get("reason")
-    asked = f"{who} asked for a retrain" + (f" ({why})" if why else "")
+    """What a person's retrain request did: it lifts an episode's hold, nothing else. Its
+    reason is untrusted text: it stays out of the signals (the LLM reads it only inside the
+    delimited ``request_block``); the name is the authenticated principal's."""
+    asked = f"a person ({request.get('retrain_by')}) asked for a retrain"
     if episode is not None and episode.failed_retrains >= episode.max_failed_retrains:
         return f"{asked}: the episode's hold is lifted; the drift rules still decide"
     return f"{asked}: no episode holds a retrain; the drift rules decide"
