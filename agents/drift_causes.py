@@ -17,7 +17,9 @@ cause to the actions it allows.
   size over its threshold falls to at most ``explained_ratio`` of itself: a covariate shift
   that moved the labels with it keeps its drift); and a ranking metric (ROC AUC, which a
   prevalence change alone leaves unchanged) shows no significant drop. A label shift moves the
-  scores, not the ranking: a calibration map fixes it for a fraction of a retrain's cost.
+  scores, not the ranking: a calibration map fixes it for a fraction of a retrain's cost. A
+  champion that cannot carry a map (an adopted MLflow model, or one that gives labels only:
+  ``recalibration_blocked``) reads world_change with the reason instead: the rules decide.
 - **expected_change**: with ``drift.seasonality.period_batches`` set, the batch's drift
   signature (its materially drifted columns) matches, by Jaccard overlap of at least
   ``min_overlap``, a batch one period back (+- ``tolerance_batches``) in the model's history,
@@ -45,6 +47,7 @@ from driftpilot.core.causes import CauseReading
 from driftpilot.core.policy import Policy
 from driftpilot.core.policy_drift import DriftBounds
 from driftpilot.core.tasks import Task
+from tools.calibrate import uncalibrated
 from tools.shift import ShiftConfig, ShiftResult, effect_sizes
 
 NAME = "drift_analyst"  # the agent the calls are audited under
@@ -88,6 +91,11 @@ class LabelShift(BaseModel):
         "champion to score with.",
     )
     note: str | None = Field(None, description="Why the reweighted share was not measured.")
+    not_recalibratable: str | None = Field(
+        None,
+        description="Why the champion cannot carry a calibration map (``adopted``: it scores "
+        "through the owner's MLflow flavour; ``labels only``: no probabilities); None: it can.",
+    )
 
 
 def prevalence(
@@ -208,6 +216,17 @@ def label_shift_reading(
                 "leaves the ranking intact"
             ],
         )
+    if shift.not_recalibratable:
+        # Offering a recalibration the node must refuse would count each refusal as a lost
+        # challenger and escalate the episode without a retrain ever being offered: the
+        # rules decide as for any change of the world.
+        return CauseReading(
+            cause="world_change",
+            reasons=[
+                f"{prevalence_text}: label shift, but the champion cannot be recalibrated: "
+                f"{shift.not_recalibratable}"
+            ],
+        )
     return CauseReading(
         cause="label_shift",
         reasons=[
@@ -284,6 +303,20 @@ def classifier(task: Task) -> bool:
     return task in ("binary", "multiclass")
 
 
+def recalibration_blocked(champion: Any) -> str | None:
+    """Why ``champion`` cannot carry a calibration map (what the recalibrate node refuses):
+    ``adopted`` (an adopted MLflow model scores through the owner's flavour) or ``labels
+    only`` (no probabilities); None: it can, or there is no champion."""
+    if champion is None:
+        return None
+    base = uncalibrated(champion)
+    if str(getattr(base, "family", "")).startswith("adopted:"):
+        return "adopted"
+    if getattr(base, "label_only", False):
+        return "labels only"
+    return None
+
+
 def measure_label_shift(
     ctx: RunContext,
     run_id: str,
@@ -321,6 +354,7 @@ def measure_label_shift(
             scored_reference=_holdout(ctx, model) if champion is not None else None,
             classes=list(getattr(champion, "classes", None) or []) or None,
             task=spec.task,
+            not_recalibratable=recalibration_blocked(champion),
         ),
         {"reference_rows": reference.height, "batch_rows": frame.height, "target": target},
     )
@@ -341,13 +375,16 @@ def label_shift_numbers(
     scored_reference: pl.DataFrame | None = None,
     classes: list[Any] | None = None,
     task: Task = "binary",
+    not_recalibratable: str | None = None,
 ) -> LabelShift:
     """The class prevalence of both sides (labelled rows) and, when it moved under the
     policy, the weighted share of the batch against the reference resampled to the batch's
     class shares (``effect_sizes`` with the champion's importance and the policy's measures).
     Both sides must hold labelled rows of ``target``. With a champion (``scorer``) and rows it
     never trained on (``scored_reference``: its out-of-time holdout; its training window would
-    score more sharply than any new rows), the class-conditional score shift too."""
+    score more sharply than any new rows), the class-conditional score shift too.
+    ``not_recalibratable``: why the champion cannot carry a calibration map
+    (``recalibration_blocked``), recorded with the numbers."""
     batch_y, ref_y = frame[target].drop_nulls(), reference[target].drop_nulls()
     ref, cur, psi, best, moved_class, moved = prevalence(ref_y, batch_y, policy)
     found = LabelShift(
@@ -359,6 +396,7 @@ def label_shift_numbers(
         max_relative_change=best,
         moved_class=moved_class,
         moved=moved,
+        not_recalibratable=not_recalibratable,
     )
     if not moved:
         return found

@@ -18,6 +18,7 @@ from agents.drift_causes import (
     LabelShift,
     label_shift_numbers,
     label_shift_reading,
+    recalibration_blocked,
     seasonal_reading,
 )
 from agents.drift_notes import compact_past, note_ids_shown
@@ -365,6 +366,64 @@ def test_a_retrain_reason_reaches_the_llm_only_inside_its_delimited_element() ->
     assert drift_analyst.replay_record(_evidence(request=asked))["request"] == asked
     nobody = drift_analyst.decide(_evidence(), Policy(), BUILTIN).shown["retrain_request"]
     assert "nobody asked" in nobody
+
+
+def _label_shift(blocked: str | None = None) -> LabelShift:
+    return LabelShift(
+        rows=800,
+        reference_rows=1000,
+        batch_share={"0": 0.5, "1": 0.5},
+        reference_share={"0": 0.8, "1": 0.2},
+        label_psi=0.29,
+        max_relative_change=1.5,
+        moved_class="1",
+        moved=True,
+        reweighted_share=0.05,
+        not_recalibratable=blocked,
+    )
+
+
+def test_a_champion_that_cannot_carry_a_map_is_never_offered_a_recalibration() -> None:
+    """An adopted (or label-only) champion: the recalibrate node refuses it, each refusal
+    counts as a lost challenger, and after two the episode escalated with no retrain ever
+    offered. The label shift reads as a world change instead: the rules decide, a retrain
+    included when they allow it."""
+    from types import SimpleNamespace
+
+    from tools.calibrate import CalibratedModel
+
+    assert recalibration_blocked(SimpleNamespace(family="adopted:sklearn")) == "adopted"
+    assert recalibration_blocked(SimpleNamespace(family="lightgbm", label_only=True)) == (
+        "labels only"
+    )
+    assert recalibration_blocked(SimpleNamespace(family="lightgbm", label_only=False)) is None
+    assert recalibration_blocked(None) is None
+    wrapped = CalibratedModel.__new__(CalibratedModel)
+    object.__setattr__(wrapped, "base", SimpleNamespace(family="adopted:xgboost"))
+    assert recalibration_blocked(wrapped) == "adopted"
+    policy = Policy()
+    numbers = _numbers(_frame(4000, 0.2, seed=1), _frame(2000, 0.5, seed=2), policy)
+    assert numbers.not_recalibratable is None
+    # A log-loss model with a significant drop: a label shift recalibrates it...
+    evidence = _evidence(label_shift=_label_shift())
+    evidence.performance["metric"] = "log_loss"
+    ours = drift_analyst.decide(evidence, policy, BUILTIN)
+    assert ours.bounds.cause == "label_shift" and ours.outcome.decision.action == "recalibrate"
+    # ...an adopted champion is retrained, as the rules say, and the reading says why
+    adopted = evidence.model_copy(update={"label_shift": _label_shift("adopted")})
+    ruling = drift_analyst.decide(adopted, policy, BUILTIN)
+    assert "recalibrate" not in ruling.bounds.allowed
+    assert ruling.outcome.decision.action == "retrain" and ruling.bounds.cause == "world_change"
+    assert any(
+        "label shift, but the champion cannot be recalibrated: adopted" in r
+        for r in ruling.bounds.cause_reasons
+    )
+    # no drop: watched, never recalibrated
+    quiet = _evidence(drop=0.0, drop_low=-0.02, label_shift=_label_shift("labels only"))
+    watched = drift_analyst.decide(quiet, policy, BUILTIN)
+    assert watched.outcome.decision.action == "monitor" and "recalibrate" not in str(
+        watched.bounds.by_cause
+    )
 
 
 def test_the_builtin_verdict_names_the_numbers_cause_and_cites_no_note() -> None:
