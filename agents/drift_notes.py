@@ -4,8 +4,8 @@ model's past runs cut to what its episode and seasonality read.
 
 The notes window: from ``drift.notes_lookback_days`` before the batch's first time
 (``ingestion.time_range.start``) to its last (``end``; a date alone covers its whole day).
-A batch without a calendar time range reads the notes since the model's previous run was
-created (all of them for its first run)."""
+A batch without a calendar time range reads the notes since the model's previous run (the
+latest created before this one) was created (all of them for its first run)."""
 
 from __future__ import annotations
 
@@ -64,10 +64,21 @@ def gather_notes(state: Mapping[str, Any], ctx: RunContext) -> list[NoteView]:
     if span is not None:
         lookback = timedelta(days=ctx.policy.drift.notes_lookback_days)
         return notes_between(ctx.store, model, span[0] - lookback, span[1])
-    runs = ctx.store.list_rows(Run, Run.model == model, order=Run.created_at)
-    earlier = [r for r in runs if r.id != state.get("run_id")]
-    since = as_utc(datetime.fromisoformat(earlier[-1].created_at)) if earlier else None
+    previous = _previous_run(ctx, model, str(state.get("run_id") or ""))
+    since = as_utc(datetime.fromisoformat(previous.created_at)) if previous else None
     return notes_between(ctx.store, model, since, None)
+
+
+def _previous_run(ctx: RunContext, model: str, run_id: str) -> Run | None:
+    """The latest run of ``model`` created before run ``run_id`` (a run created after it, a
+    queued or concurrent one, is no previous run: taking it would hide the notes between the
+    two); the latest other run when ``run_id`` is not stored."""
+    mine = ctx.store.list_rows(Run, Run.id == run_id, limit=1)
+    where = [Run.model == model, Run.id != run_id]
+    if mine:
+        where.append(Run.created_at < mine[0].created_at)
+    found = ctx.store.list_rows(Run, *where, order=Run.created_at.desc(), limit=1)
+    return found[0] if found else None
 
 
 def note_ids_shown(notes: list[NoteView]) -> list[int]:

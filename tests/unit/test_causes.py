@@ -623,6 +623,24 @@ def test_the_analyst_reads_the_notes_of_the_batch_window(tmp_path: Path) -> None
     )
     numeric = {"model": "m", "run_id": "now", "ingestion": {"time_range": {"start": 1.0}}}
     assert [n.text for n in gather_notes(numeric, ctx)] == ["in the batch", "late"]
+    # This run stored, and a run created after it (queued behind it): the previous run is
+    # the latest created before this one, not the latest of all.
+    for run_id, moment in (("now", "2026-03-05"), ("queued", "2026-03-20")):
+        stamp = f"{moment}T00:00:00.000000+00:00"
+        store.add(
+            Run(
+                id=run_id,
+                model="m",
+                batch_id=f"b-{run_id}",
+                trigger="manual",
+                requested_by="ann",
+                status="running" if run_id == "now" else "queued",
+                summary=_json.dumps({}),
+                created_at=stamp,
+                updated_at=stamp,
+            )
+        )
+    assert [n.text for n in gather_notes(numeric, ctx)] == ["in the batch", "late"]
     store.engine.dispose()
 
 
