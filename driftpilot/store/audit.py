@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from driftpilot.store.approvals import (
     Approvals,
     action_hash,
@@ -29,7 +31,7 @@ from driftpilot.store.approvals import (
 )
 from driftpilot.store.chain import GENESIS, BrokenLink, VerifyResult
 from driftpilot.store.effects import Effects
-from driftpilot.store.engine import dumps, now
+from driftpilot.store.engine import T, dumps, now
 from driftpilot.store.keys import ApiKeys
 from driftpilot.store.leases import Leases, lease_holder
 from driftpilot.store.models import ChampionChange, Decision
@@ -54,6 +56,12 @@ class AuditStore(Approvals, Effects, Leases, ApiKeys):
 
     ``AuditStore(url, clock=...)``: ``clock`` (default: the real one) is what lease expiry is
     judged by."""
+
+    def _append(self, row: T, check: Callable[[Session], None] | None = None) -> T:
+        """``Chain._append`` with its tries inside one ``write_deadline``: a chained write
+        waits for locks ``BUSY_TIMEOUT_MS`` in all, not that long on each try."""
+        with self.write_deadline():
+            return super()._append(row, check)
 
     def add_with_decision(self, rows: Callable[[], list[Any]], decision: Decision) -> Decision:
         """Insert the rows ``rows()`` makes and append ``decision`` to its chain in one

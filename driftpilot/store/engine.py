@@ -3,7 +3,8 @@
 The schema is created and upgraded by Alembic (``migrations/``) when the store opens.
 SQLite by default; any SQLAlchemy URL (PostgreSQL) works. SQLite runs in WAL mode and takes
 the write lock at BEGIN for write transactions (never for reads); within a process, writers
-of one database file queue on a lock of the process first (``_writer_lock``).
+of one database file queue on a lock of the process first (``_writer_lock``). A write waits
+for both locks within one deadline (``BUSY_TIMEOUT_MS``; ``write_deadline`` spans retries).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import ast
 import json
 import re
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -34,7 +36,9 @@ _MIGRATE = zlib.crc32(b"driftpilot:audit-migrations")  # PostgreSQL advisory loc
 
 # True inside a read transaction: SQLite then begins without taking the write lock.
 _READ_ONLY: ContextVar[bool] = ContextVar("driftpilot_read_only", default=False)
-BUSY_TIMEOUT_MS = 10_000  # how long a write waits for SQLite's lock (and for this process's)
+BUSY_TIMEOUT_MS = 10_000  # how long a write waits for this process's and SQLite's locks together
+# When the current write stops waiting for locks (time.monotonic()); None: no write under way.
+_DEADLINE: ContextVar[float | None] = ContextVar("driftpilot_write_deadline", default=None)
 _WRITERS: dict[str, threading.RLock] = {}  # SQLite file -> its writers' lock in this process
 _WRITERS_GUARD = threading.Lock()
 
@@ -164,26 +168,44 @@ class Database:
             yield session
 
     @contextmanager
-    def _queued(self) -> Iterator[None]:
-        """A write transaction on SQLite waits for the other writers of this process first
-        (``_writer_lock``); reads and other databases do not.
-
-        Raises:
-            OperationalError: the writers before it held the lock past the busy timeout (as
-                SQLite would have said).
-        """
-        lock = self._writers
-        if lock is None or _READ_ONLY.get():
+    def write_deadline(self) -> Iterator[None]:
+        """The writes inside wait for locks ``BUSY_TIMEOUT_MS`` in all, however many they are
+        (a write retried after a lock timeout waits only for what is left, then fails at
+        once). Nested: the outermost deadline holds."""
+        if _DEADLINE.get() is not None:
             yield
             return
-        if not lock.acquire(timeout=BUSY_TIMEOUT_MS / 1000):
-            raise OperationalError(
-                "BEGIN IMMEDIATE", None, Exception("database is locked (by this process)")
-            )
+        token = _DEADLINE.set(time.monotonic() + BUSY_TIMEOUT_MS / 1000)
         try:
             yield
         finally:
-            lock.release()
+            _DEADLINE.reset(token)
+
+    @contextmanager
+    def _queued(self) -> Iterator[None]:
+        """A write transaction on SQLite waits for the other writers of this process first
+        (``_writer_lock``), then for SQLite's lock (at BEGIN IMMEDIATE) for what is left of
+        one deadline (``write_deadline``'s, else ``BUSY_TIMEOUT_MS`` from now): the two
+        waits never add up. Reads and other databases do not queue.
+
+        Raises:
+            OperationalError: the writers before it held the lock past the deadline (as
+                SQLite would have said).
+        """
+        if self.engine.dialect.name != "sqlite" or _READ_ONLY.get():
+            yield
+            return
+        with self.write_deadline():
+            lock = self._writers
+            if lock is not None and not lock.acquire(timeout=_left_s()):
+                raise OperationalError(
+                    "BEGIN IMMEDIATE", None, Exception("database is locked (by this process)")
+                )
+            try:
+                yield
+            finally:
+                if lock is not None:
+                    lock.release()
 
 
 _REVISION = re.compile(r"^(down_)?revision\b[^=\n]*=\s*(.+?)\s*$", re.MULTILINE)
@@ -216,7 +238,22 @@ def _literal(source: str) -> object:
         return ...
 
 
+def _left_s() -> float:
+    """Seconds left before the current write's deadline (0 when past it; a full busy
+    timeout outside a write)."""
+    deadline = _DEADLINE.get()
+    if deadline is None:
+        return BUSY_TIMEOUT_MS / 1000
+    return max(0.0, deadline - time.monotonic())
+
+
 def _begin_immediate(connection: Any) -> None:
+    # SQLite's busy handler waits only for what the process's queue left of the deadline; a
+    # read gets the full timeout back if a write on this connection had shortened it.
+    busy_ms = BUSY_TIMEOUT_MS if _READ_ONLY.get() else round(_left_s() * 1000)
+    if connection.info.get("busy_ms", BUSY_TIMEOUT_MS) != busy_ms:
+        connection.exec_driver_sql(f"PRAGMA busy_timeout={busy_ms}")
+        connection.info["busy_ms"] = busy_ms
     connection.exec_driver_sql("BEGIN" if _READ_ONLY.get() else "BEGIN IMMEDIATE")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import gc
 import json
+import sqlite3
 import sys
 import threading
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from sqlalchemy import event, text
 
 from driftpilot.core.errors import AuditWriteError
 from driftpilot.core.settings import Settings
@@ -86,28 +88,72 @@ def test_a_frame_is_hashed_in_memory_as_its_filed_parquet(plane: ControlPlane) -
 
 
 def test_writers_of_one_file_queue_on_one_lock(tmp_path: Path) -> None:
+    """A writer behind another writer of this process waits on the process's lock and asks
+    SQLite for its lock only once the one before it committed: it never sleeps in SQLite's
+    busy handler (SQLite alone would order the two as well, by those sleeps)."""
     url = f"sqlite:///{tmp_path / 'audit.db'}"
     one, two = AuditStore(url), AuditStore(url)
     assert one._writers is not None and one._writers is two._writers
     holding, release = threading.Event(), threading.Event()
-    finished: list[float] = []
+    committing: list[float] = []
+    asked: list[float] = []  # when the waiter issued its BEGIN (asked SQLite for the lock)
+    event.listen(two.engine, "begin", lambda _conn: asked.append(time.monotonic()), insert=True)
 
     def hold() -> None:
         with one.session():
             holding.set()
             release.wait(10)
-        finished.append(time.monotonic())
+            committing.append(time.monotonic())
 
     holder = threading.Thread(target=hold)
     holder.start()
     holding.wait(10)
     threading.Timer(0.3, release.set).start()
-    with two.session():  # waits for the holder's commit, then begins at once
-        began = time.monotonic()
+    with two.session() as session:  # waits for the holder's commit, then begins at once
+        session.execute(text("SELECT 1"))
     holder.join(10)
-    assert finished and began >= finished[0] - 0.05
+    assert committing and asked
+    assert asked[0] > committing[0]  # not while the holder held SQLite's lock
     one.engine.dispose()
     two.engine.dispose()
+
+
+def test_a_writes_lock_waits_share_one_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wait for the process's queue and SQLite's busy wait count against one deadline,
+    and an audit append's tries share it: held by a writer of this process for 0.3 s and by
+    another process throughout, an append fails after about the busy timeout (0.4 s) plus
+    its retry pauses (0.35 s), not after 0.3 + 0.4 s on its first try and 0.4 s on each of
+    three more (2.25 s)."""
+    monkeypatch.setattr(engine_module, "BUSY_TIMEOUT_MS", 400)
+    path = tmp_path / "audit.db"
+    store = AuditStore(f"sqlite:///{path}")
+    other = sqlite3.connect(path, isolation_level=None)  # as another process would
+    other.execute("BEGIN IMMEDIATE")
+    queued = threading.Event()
+    assert store._writers is not None
+
+    def hold_queue() -> None:
+        with store._writers:  # type: ignore[union-attr]
+            queued.set()
+            time.sleep(0.3)
+
+    holder = threading.Thread(target=hold_queue)
+    holder.start()
+    queued.wait(10)
+    started = time.monotonic()
+    try:
+        with pytest.raises(AuditWriteError, match="locked"):
+            store.record_decision("r", "a", "act", "why", {}, backend="test")
+        took = time.monotonic() - started
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+        holder.join(10)
+    assert took < 1.3, took
+    store.record_decision("r", "a", "act", "why", {}, backend="test")  # free again: written
+    store.engine.dispose()
 
 
 def test_a_writer_held_past_the_busy_timeout_is_an_audit_write_error(
