@@ -161,19 +161,64 @@ def attempt(summary: Mapping[str, Any]) -> dict[str, Any] | None:
     }
     defect = evaluation.get("training_defect")
     if retraining.get("failed"):
-        tried.update(outcome="failed", why=_failed_code(tried["kind"], retraining.get("reason")))
+        reason = retraining.get("reason")
+        tried.update(outcome="failed", reason=reason if reason in FAILURE_CODES else None)
     elif isinstance(defect, Mapping) and defect:
-        tried.update(outcome="training_defect", why=_defect_code(defect))
-        tried.update({k: _number(defect.get(k)) for k in ("holdout", "valid", "chance")})
+        tried.update(outcome="training_defect")
+        tried.update({k: _number(defect.get(k)) for k in _DEFECT_NUMBERS})
+        tried["metric"] = _metric_name(defect.get("metric")) or metric
     elif evaluation.get("action") == "reject":
-        tried.update(outcome="rejected", why=_rejected_code(tried))
+        tried.update(outcome="rejected")
     elif (summary.get("promotion") or {}).get("status") == "promoted":
-        tried.update(outcome="promoted", why="promoted")
+        tried.update(outcome="promoted")
     elif evaluation.get("action") == "promote":
-        tried.update(outcome="pending", why="won on the holdout, not promoted")
+        tried.update(outcome="pending")
     else:
-        tried.update(outcome="unknown", why="no evaluation recorded")
+        tried.update(outcome="unknown")
+    tried["why"] = why_of(tried)
     return tried
+
+
+_DEFECT_NUMBERS = ("holdout", "valid", "chance", "gap", "max_gap")
+_OUTCOMES = ("rejected", "training_defect", "failed", "promoted", "pending", "unknown")
+_SAFE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,80}")
+
+
+def why_of(tried: Mapping[str, Any]) -> str:
+    """Why an attempt ended as it did: a reason code of fixed words and the attempt's
+    numbers (see ``FAILURE_CODES``)."""
+    outcome = tried.get("outcome")
+    if outcome == "failed":
+        return _failed_code(tried.get("kind"), tried.get("reason"))
+    if outcome == "training_defect":
+        return _defect_code(tried)
+    if outcome == "rejected":
+        return _rejected_code(tried)
+    fixed = {"promoted": "promoted", "pending": "won on the holdout, not promoted"}
+    return fixed.get(str(outcome), "no evaluation recorded")
+
+
+def clean_tried(tried: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored attempt with only its codes, names and numbers kept and its ``why`` written
+    again from them: an episode stored by an earlier version quoted the trainer's message."""
+    outcome = tried.get("outcome")
+    reason = tried.get("reason")
+    run_id = tried.get("run_id")
+    clean: dict[str, Any] = {
+        "run_id": run_id if isinstance(run_id, str) and _SAFE_ID.fullmatch(run_id) else "",
+        "kind": tried.get("kind") if tried.get("kind") in ATTEMPTS else None,
+        "family": _family(tried.get("family")),
+        "metric": _metric_name(tried.get("metric")),
+        "gain": _number(tried.get("gain")),
+        "ci_low": _number(tried.get("ci_low")),
+        "outcome": outcome if outcome in _OUTCOMES else "unknown",
+    }
+    if clean["outcome"] == "failed":
+        clean["reason"] = reason if reason in FAILURE_CODES else None
+    if clean["outcome"] == "training_defect":
+        clean.update({k: _number(tried.get(k)) for k in _DEFECT_NUMBERS})
+    clean["why"] = why_of(clean)
+    return clean
 
 
 LOST = ("rejected", "training_defect", "failed")
@@ -361,6 +406,7 @@ def _continue_stored(
     drift = summary.get("drift") or {}
     ep = ep.model_copy(
         update={
+            "tried": [clean_tried(t) for t in ep.tried],
             "max_failed_retrains": limit,
             "columns": sorted(set(ep.columns) | set(drifted(drift))),
             "performance": ep.performance or performance(drift),

@@ -265,6 +265,13 @@ def test_only_codes_and_numbers_reach_the_episode_never_the_owners_text() -> Non
     assert ep is not None and ep.state == "escalated"
     shown = ep.model_dump_json()
     assert "ACME" not in shown and "SYSTEM" not in shown and "ignore" not in shown.lower()
+    # an episode stored by an earlier version quoted the trainer: continued, it is cleaned
+    old = {"run_id": "r1", "kind": "retrain", "outcome": "failed", "why": secret}
+    stored = Episode(id="r1", state="escalated", performance=True, failed_retrains=2, tried=[old])
+    past = [{"run_id": "r2", "drift": {**SEVERE, "episode": stored.model_dump(mode="json")}}]
+    ep = episode_for(past, SEVERE)
+    assert ep is not None and ep.tried[0]["why"] == "trainer_failed"
+    assert "ACME" not in ep.model_dump_json() and ep.state == "escalated"
 
 
 def _decided(past: list[dict[str, Any]], current: dict[str, Any], run_id: str) -> dict[str, Any]:
