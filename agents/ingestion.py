@@ -4,7 +4,11 @@ Batch data never reaches the LLM: it sees the quality verdict only, whose findin
 columns and give counts and shares (tools.quality). A batch failing with a pipeline defect's
 signature (tools.defects: a unit change, a burst of nulls or of a default value, duplicated
 rows, a column gone constant) is quarantined with the signature named: in the filed reason
-and as ``ingestion.signature``, which the audit records too. The names of columns outside the schema
+and as ``ingestion.signature``, which the audit records too. Duplicated keys are not read: a
+model's spec (``DatasetSpec``, ``ManagedModel``) names no key column, so whole rows repeated
+stand for them. The reference is profiled along the model's time column, so a column constant
+over a batch's short span (an hour-of-day in an hourly batch) is judged against the
+reference's own stretches of that span. The names of columns outside the schema
 and the batch id go to the audit record, not to the LLM, so instructions hidden in data, in a
 header or in a file name stay data.
 """
@@ -122,7 +126,7 @@ def gather(state: dict[str, Any], ctx: RunContext) -> IngestionEvidence:
     seen = ctx.store.seen_hashes(model) - {r.content_hash for r in filed}
     # The intake hashed the incoming file: the very rows checked here, unless conformed.
     digest = None if filed or conversions else batch.get("content_hash")
-    profile = profile_reference(reference, columns)
+    profile = profile_reference(reference, columns, time_column=spec.time_col)
     verdict = ctx.call(
         run_id,
         NAME,

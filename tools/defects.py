@@ -8,12 +8,16 @@ A drift moves values; a broken pipeline leaves a signature that no world change 
   factor: a covariate shift or a range that moved keeps its spread and fits no factor;
 - ``null_burst``: a column's null share jumps far above the reference's (read by
   ``tools.quality``'s null check, which quarantines it with this signature);
-- ``default_burst``: one default value (0, -1, -999, "", "unknown", ... or any value the
-  numbers pile up on) suddenly holds a large share of a column where the reference had little;
-- ``duplicate_rows`` / ``duplicate_keys``: rows (or keys) repeated far above the reference's
-  rate, as a fan-out join leaves them;
+- ``default_burst``: one default value (0, -1, -999, "", "unknown", ...) or a value the
+  numbers pile up on strictly inside the reference's range, rare in it (a mean written for a
+  missing value) suddenly holds a large share of a column where the reference had little (a
+  new value beyond the range is a new year or version: a shift, not a fill);
+- ``duplicate_rows`` / ``duplicate_keys``: rows (or keys) repeated far above the rate the
+  reference's rows would repeat at the batch's row count, as a fan-out join leaves them;
 - ``gone_constant``: a column whose reference values were spread (many distinct values, none
-  common) holds one value in every row (``tools.quality``'s constant check, an error then).
+  common) holds one value in every row, over a time span the reference rarely held one value
+  for (``tools.quality``'s constant check, an error then: an hour-of-day in an hourly batch is
+  no defect).
 
 The reference side (``ColumnShape``, per column) is measured on the in-memory reference by
 ``column_shape``; the batch side streams: ``count_exprs`` join the quality aggregate (one
@@ -159,6 +163,13 @@ class ColumnShape(BaseModel):
         description="Share of the least common value kept among the most common: any other "
         "value had at most this (0: every value is kept).",
     )
+    steady_span: float | None = Field(
+        None,
+        description="How long the column holds one value, in the reference's time order and "
+        "its time column's units (seconds for a datetime): half of the reference's time lies "
+        "in stretches of one value lasting at least this (``steady_span``; None: no time "
+        "column).",
+    )
 
     def share_of(self, key: str) -> float:
         """The reference's share of a value: known, else its upper bound."""
@@ -207,6 +218,94 @@ def duplicate_share(frame: pl.DataFrame) -> float:
     if frame.height == 0 or frame.width == 0:
         return 0.0
     return 1.0 - frame.unique().height / frame.height
+
+
+def equal_pairs(frame: pl.DataFrame) -> int:
+    """How many pairs of rows are equal (a group of c equal rows holds c(c-1)/2)."""
+    if frame.height == 0 or frame.width == 0:
+        return 0
+    counts = frame.group_by(frame.columns).len()["len"]
+    return int((counts * (counts - 1) // 2).sum())
+
+
+def expected_duplicate_share(rows: int, reference_rows: int, share: float, pairs: int) -> float:
+    """The share of ``rows`` i.i.d. rows of the reference's distribution expected to repeat an
+    earlier one: the reference's own share at its own size, and for a larger batch the bound
+    ``(rows - 1) / 2 * P(two rows are equal)``. The k-th row repeats an earlier one with
+    probability at most ``(k - 1) * P(two rows are equal)``, so a larger batch of the same
+    rows repeats more (2,000 discrete rows 0.9 % repeated, 100,000 of them 37 %). The pair
+    probability is the reference's share of equal pairs, one pair added so that a reference
+    with none still allows some at a batch 50 times its size."""
+    if rows <= reference_rows or reference_rows < 2:
+        return share
+    chance = (pairs + 1) / (reference_rows * (reference_rows - 1) / 2)
+    return max(share, min(1.0, (rows - 1) / 2 * chance))
+
+
+def time_values(name: str, dtype: pl.DataType) -> pl.Expr:
+    """A time column as numbers: seconds since the epoch for a date or datetime, the values
+    themselves for a numeric time (credit cards' seconds, a year)."""
+    if dtype.is_temporal():
+        return pl.col(name).dt.epoch("ms").cast(pl.Float64) / 1000.0
+    return pl.col(name).cast(pl.Float64)
+
+
+STEADY_SHARE = 0.5  # ``steady_span``: the stretch length half of the reference's time lies in
+
+
+def steady_spans(frame: pl.DataFrame, time_column: str, columns: list[str]) -> dict[str, float]:
+    """Per column, how long it holds one value (``ColumnShape.steady_span``). The rows are read
+    per timestamp in time order: a timestamp with two values holds none (a stretch of length
+    0); consecutive timestamps of one and the same value form a stretch, lasting from its
+    first timestamp to the next stretch's (an hour-of-day on hourly stamps: one hour). The
+    steady span is the length that stretches at least as long cover STEADY_SHARE of the
+    reference's time: a batch spanning less time is shorter than the reference's typical
+    stretch of one value, so its column being constant is what the reference does too."""
+    names = [n for n in columns if n != time_column]
+    if not names:
+        return {}
+    values = [pl.col(n).fill_nan(None) if frame.schema[n].is_float() else pl.col(n) for n in names]
+    # one pass over the rows: per timestamp each column's distinct values and one of them
+    stamps = (
+        frame.select(time_values(time_column, frame.schema[time_column]).alias("_t"), *values)
+        .drop_nulls("_t")
+        .group_by("_t")
+        .agg(
+            *(pl.col(n).drop_nulls().n_unique().alias(f"n:{n}") for n in names),
+            *(pl.col(n).drop_nulls().first().alias(f"v:{n}") for n in names),
+        )
+        .sort("_t")
+    )
+    spans = {}
+    for name in names:
+        rows = stamps.select("_t", pl.col(f"n:{name}").alias("n"), pl.col(f"v:{name}").alias("_v"))
+        rows = rows.filter(pl.col("n") > 0)  # timestamps where the column has a value
+        if rows.height >= 2:
+            spans[name] = _steady_span(rows)
+    return spans
+
+
+def _steady_span(stamps: pl.DataFrame) -> float:
+    """``steady_spans`` of one column, from its timestamps in order (``_t``), each with its
+    count of distinct values (``n``) and one of them (``_v``)."""
+    stamps = stamps.with_columns(
+        # a new stretch at a mixed timestamp, after one, or at a new value
+        new=(pl.col("n") > 1) | (pl.col("n").shift(1) > 1) | (pl.col("_v") != pl.col("_v").shift(1))
+    ).with_columns(run=pl.col("new").fill_null(True).cum_sum())
+    runs = (
+        stamps.group_by("run", maintain_order=True)
+        .agg(pl.col("_t").first().alias("start"), (pl.col("n").max() > 1).alias("mixed"))
+        .with_columns(end=pl.col("start").shift(-1).fill_null(stamps["_t"].max()))
+        .with_columns(duration=pl.col("end") - pl.col("start"))
+        # a mixed timestamp's time counts in the whole, in no stretch of one value
+        .with_columns(length=pl.when(pl.col("mixed")).then(0.0).otherwise(pl.col("duration")))
+        .sort("length", descending=True)
+    )
+    total = float(runs["duration"].sum())
+    if total <= 0:
+        return 0.0
+    covered = runs["duration"].cum_sum() / total
+    return float(runs.filter(covered >= STEADY_SHARE)["length"][0])
 
 
 # -- the batch side: counts in the quality aggregate, quantiles of a sample ---------------------
@@ -450,17 +549,23 @@ def plateau(
     quantiles: list[float] | None, bounds: tuple[float | None, float | None] = (None, None)
 ) -> tuple[str, float] | None:
     """A value at least three consecutive quantiles share, with the share between the first
-    and last of them (the value holds more): where a column's numbers pile up. A pile at the
-    reference's smallest or largest value (``bounds``) is a bound reached, not a fill: air
-    saturated at 100 % humidity on a foggy day, a sensor at the end of its scale."""
+    and last of them (the value holds more): where a column's numbers pile up, counted only
+    strictly inside the reference's smallest and largest value (``bounds``; None: open). A pile
+    at a bound is a bound reached, not a fill: air saturated at 100 % humidity on a foggy day,
+    a sensor at the end of its scale. A pile beyond them is a value the reference never had:
+    a new year or version of a column of few values, a shift, not a fill (a fill beyond the
+    range, -999, is a default value, counted as such)."""
     if quantiles is None:
         return None
+    low, high = bounds
     best: tuple[str, float] | None = None
     start = 0
     for end in range(1, len(quantiles) + 1):
         if end < len(quantiles) and quantiles[end] == quantiles[start]:
             continue
-        if end - start >= 3 and quantiles[start] not in bounds:
+        value = quantiles[start]
+        inside = (low is None or value > low) and (high is None or value < high)
+        if end - start >= 3 and inside:
             share = QUANTILES[end - 1] - QUANTILES[start]
             if best is None or share > best[1]:
                 best = (value_key(quantiles[start]), share)
@@ -471,7 +576,8 @@ def plateau(
 def duplicated_rows(
     rows: int, distinct: int, reference: float, limits: DefectThresholds
 ) -> Defect | None:
-    """Rows repeated far above the reference's rate (a fan-out join), or None."""
+    """Rows repeated far above ``reference``, the share the reference's rows would repeat at
+    this batch's row count (``expected_duplicate_share``): a fan-out join; or None."""
     if rows < limits.min_rows:
         return None
     share = max(0.0, 1.0 - distinct / rows)
@@ -481,8 +587,9 @@ def duplicated_rows(
         kind="duplicate_rows",
         column=None,
         value=round(share, 4),
-        message=f"about {share:.0%} of the rows repeat another row exactly (reference "
-        f"{reference:.2%}): duplicated rows, as a fan-out join leaves them",
+        message=f"about {share:.0%} of the rows repeat another row exactly (the reference's "
+        f"rows would at this row count: {reference:.2%}): duplicated rows, as a fan-out join "
+        "leaves them",
     )
 
 
@@ -503,9 +610,23 @@ def duplicated_keys(
     )
 
 
-def gone_constant(n_unique: int, shape: ColumnShape, values: int, limits: DefectThresholds) -> bool:
+def gone_constant(
+    n_unique: int,
+    shape: ColumnShape,
+    values: int,
+    limits: DefectThresholds,
+    span: float | None = None,
+) -> bool:
     """A constant column is a defect (not a quiet batch) when the reference was spread: many
-    distinct values, none common, so that ``values`` rows agreeing is no chance."""
+    distinct values, none common, so that ``values`` rows agreeing is no chance; and, when
+    the batch's time ``span`` and the reference's ``steady_span`` are known, the batch spans
+    at least as long as the reference's typical stretch of one value. Rows close in time are
+    no independent draws: an hour-of-day holds one value through an hourly batch, a day of
+    the month through a daily one, and so did the reference over such spans. Without a time
+    (no span, or a reference profiled without its time column) the spread alone decides."""
+    steady = shape.steady_span
+    if span is not None and steady is not None and span < steady:
+        return False
     return (
         values >= limits.min_rows
         and n_unique >= limits.constant_unique

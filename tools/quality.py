@@ -196,7 +196,7 @@ def check_batch(
     labels, skip = set(label_columns), set(time_columns)
     roles = roles_of(schema, reference, labels, skip)
     keys = [k for k in key_columns if k in schema]
-    extra = _defect_exprs(schema, reference, roles, keys)
+    extra = _defect_exprs(schema, reference, roles, keys) + _span_exprs(schema, reference)
     stats = aggregate(lazy, schema, roles, hard_limits or {}, limits, extra)
     numeric = [p.name for p, role in roles if role == "column" and p.kind == "numeric"]
     finite_extremes(lazy, [n for n in numeric if stats[f"inf:{n}"]], stats)
@@ -237,7 +237,7 @@ def check_batch(
                 counts = bursts.get(profile.name, {})
                 found = _defect_issues(column, profile, quantiles, counts, limits.defects)
                 burst = any(i.check == "default_burst" for i in found)
-                issues.extend(_column_issues(column, profile, limits, burst))
+                issues.extend(_column_issues(column, profile, limits, burst, _span(stats)))
                 issues.extend(found)
                 bounds = (hard_limits or {}).get(profile.name)
                 if bounds is not None and profile.kind == "numeric":
@@ -261,6 +261,24 @@ def _defect_exprs(
     rows = [c for c in reference.duplicate_columns if c in schema]
     measured = reference.duplicate_share is not None
     return defects.count_exprs(columns, rows if measured else [], keys)
+
+
+def _span_exprs(schema: pl.Schema, reference: ReferenceProfile) -> list[pl.Expr]:
+    """The first and last time of the batch, in the units the reference's steady spans were
+    read in (none without a time column on both sides)."""
+    name = reference.time_column
+    if name is None or name not in schema:
+        return []
+    values = defects.time_values(name, schema[name])
+    return [values.min().alias("time_first"), values.max().alias("time_last")]
+
+
+def _span(stats: dict[str, Any]) -> float | None:
+    """How much time the batch spans (None: unknown)."""
+    first, last = stats.get("time_first"), stats.get("time_last")
+    if first is None or last is None:
+        return None
+    return float(last) - float(first)
 
 
 def _issue(found: defects.Defect) -> QualityIssue:
@@ -324,7 +342,12 @@ def _duplicate_issues(
         found.append(defects.duplicated_keys(keys, keyed, distinct, limits))
     elif reference.duplicate_share is not None and "distinct_rows" in stats:
         rows, distinct = int(stats["len"]), int(stats["distinct_rows"])
-        found.append(defects.duplicated_rows(rows, distinct, reference.duplicate_share, limits))
+        expected = reference.duplicate_share
+        if reference.duplicate_pairs is not None:  # the same rows repeat more in a larger batch
+            expected = defects.expected_duplicate_share(
+                rows, reference.n_rows, expected, reference.duplicate_pairs
+            )
+        found.append(defects.duplicated_rows(rows, distinct, expected, limits))
     return [_issue(f) for f in found if f is not None]
 
 
@@ -380,11 +403,15 @@ def _schema_issues(
 
 
 def _column_issues(
-    stats: ColumnStats, profile: ColumnProfile, limits: QualityThresholds, burst: bool = False
+    stats: ColumnStats,
+    profile: ColumnProfile,
+    limits: QualityThresholds,
+    burst: bool = False,
+    span: float | None = None,
 ) -> list[QualityIssue]:
     """A feature's null, non-finite, constant, range and category findings. ``burst``: the
     column has a default-burst signature (a constant column of it is that burst, named
-    once)."""
+    once); ``span``: the time the batch spans (None: unknown)."""
     issues = []
     name = profile.name
     null_issue = _null_issue(stats, profile, limits)
@@ -393,7 +420,7 @@ def _column_issues(
     if stats.infinite:  # a share of the values that are neither null nor NaN
         issues.append(_non_finite(name, stats.infinite / (stats.finite + stats.infinite), limits))
     if stats.finite > 1 and stats.constant and profile.n_unique > 1:
-        issues.append(_constant_issue(stats, profile, limits, burst))
+        issues.append(_constant_issue(stats, profile, limits, burst, span))
     if profile.kind == "numeric" and profile.min is not None and profile.max is not None:
         issues.extend(_range_issues(stats, profile, limits))
     if profile.kind == "categorical" and profile.categories is not None and stats.finite:
@@ -435,16 +462,21 @@ def _null_issue(
 
 
 def _constant_issue(
-    stats: ColumnStats, profile: ColumnProfile, limits: QualityThresholds, burst: bool
+    stats: ColumnStats,
+    profile: ColumnProfile,
+    limits: QualityThresholds,
+    burst: bool,
+    span: float | None,
 ) -> QualityIssue:
     """A column holding one value: an error (``gone_constant``) when the reference was spread
-    enough that so many rows agreeing is no chance (``tools.defects.gone_constant``), else a
-    warning (a quiet batch of a column with few values)."""
+    enough that so many rows agreeing is no chance, over a time ``span`` it rarely held one
+    value for (``tools.defects.gone_constant``), else a warning (a quiet batch of a column
+    with few values, an hour-of-day in an hourly batch)."""
     name, shape = profile.name, profile.shape
     gone = (
         not burst
         and shape is not None
-        and defects.gone_constant(profile.n_unique, shape, stats.finite, limits.defects)
+        and defects.gone_constant(profile.n_unique, shape, stats.finite, limits.defects, span)
     )
     spread = f", none above {shape.top_share:.0%} of rows" if gone and shape else ""
     return QualityIssue(

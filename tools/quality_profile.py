@@ -2,8 +2,9 @@
 of every later batch (``tools.quality.check_batch``).
 
 Per column its kind, dtype, null rate, distinct values, numeric range and known categories,
-and the shape the pipeline defect signatures read (``tools.defects.column_shape``); for the
-whole frame the share of repeated rows. It is computed once, when a model is added, and kept:
+and the shape the pipeline defect signatures read (``tools.defects.column_shape``, and with a
+time column how long each column holds one value); for the whole frame the share of repeated
+rows and of equal row pairs. It is computed once, when a model is added, and kept:
 its own module so the checks (``tools.quality``) and the streaming aggregate
 (``tools.quality_scan``) can share its types without one importing the other's logic.
 """
@@ -22,6 +23,7 @@ from tools.defects import ColumnShape
 from tools.quality_scan import kind_of
 
 Kind = Literal["numeric", "categorical", "datetime", "boolean", "other"]
+VALUED = ("numeric", "categorical")  # the kinds a column gone constant is read in
 
 
 class ColumnProfile(BaseModel):
@@ -49,6 +51,16 @@ class ReferenceProfile(BaseModel):
         None,
         description="Share of rows repeating an earlier row over ``duplicate_columns`` (None: "
         "not measured).",
+    )
+    duplicate_pairs: int | None = Field(
+        None,
+        description="Pairs of rows equal over ``duplicate_columns``: the chance two rows repeat, "
+        "which says how often a batch of another size repeats its rows (None: not measured).",
+    )
+    time_column: str | None = Field(
+        None,
+        description="The time column the columns' ``shape.steady_span`` were read along "
+        "(None: none given).",
     )
     duplicate_columns: list[str] = Field(
         default_factory=list,
@@ -81,6 +93,7 @@ def profile_reference(
     columns: Iterable[str] | None = None,
     *,
     max_categories: int = 1000,
+    time_column: str | None = None,
 ) -> ReferenceProfile:
     """Describe reference data (the model's training window) for later quality checks.
 
@@ -88,6 +101,10 @@ def profile_reference(
         frame: reference rows.
         columns: columns to profile (default: all).
         max_categories: categorical columns with more distinct values keep no category list.
+        time_column: the column ordering the rows in time (datetime, date or numeric): the
+            numeric and categorical columns' ``shape.steady_span`` are read along it, so that
+            a batch's column constant over a short span is judged against the reference's
+            stretches of that span (``tools.defects.gone_constant``).
     """
     names = list(columns) if columns is not None else frame.columns
     missing = [c for c in names if c not in frame.columns]
@@ -113,10 +130,21 @@ def profile_reference(
             profile.categories = sorted(values.cast(pl.String).unique().to_list())
         profile.shape = defects.column_shape(series, kind)
         profiles.append(profile)
+    if time_column is not None and time_column in frame.columns:
+        valued = [p for p in profiles if p.shape is not None and p.kind in VALUED]
+        spans = defects.steady_spans(frame, time_column, [p.name for p in valued])
+        for p in valued:
+            assert p.shape is not None
+            p.shape.steady_span = spans.get(p.name)
+    else:
+        time_column = None
     repeated = [p.name for p in profiles if p.kind != "datetime"]
+    rows = frame.select(repeated)
     return ReferenceProfile(
         n_rows=frame.height,
         columns=profiles,
-        duplicate_share=defects.duplicate_share(frame.select(repeated)),
+        duplicate_share=defects.duplicate_share(rows),
+        duplicate_pairs=defects.equal_pairs(rows),
+        time_column=time_column,
         duplicate_columns=repeated,
     )

@@ -8,7 +8,10 @@ whose own reason omits the signature."""
 from __future__ import annotations
 
 import json
+import re
+import typing
 from collections.abc import Callable
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -22,6 +25,7 @@ from driftpilot.runs.plane import ControlPlane
 from driftpilot.store.models import BatchRecord, Decision
 from tests.fakes import say, scripted
 from tools.datasets import FLIGHTS
+from tools.defects import DefectKind
 from tools.quality import check_batch
 from tools.quality_profile import profile_reference
 
@@ -105,3 +109,13 @@ def test_a_clean_batch_has_no_signature_to_name(months: dict[str, pl.DataFrame])
         ingestion.IngestionEvidence(verdict=verdict), Policy(), Llm(Backend("builtin", "", None))
     )
     assert ruling.outcome.decision.action == "accept" and ruling.signature == ""
+
+
+def test_the_prompt_names_only_the_signatures_ingestion_can_find() -> None:
+    """The model's spec names no key column, so ingestion checks no key and never finds
+    ``duplicate_keys``: the prompt must not teach a signature that cannot occur (whole rows
+    repeated stand for it)."""
+    prompt = (Path(ingestion.__file__).parents[1] / "prompts" / "ingestion.md").read_text()
+    kinds = set(typing.get_args(DefectKind))
+    named = set(re.findall(r"`([a-z_]+)(?::[^`]*)?`", prompt)) & kinds
+    assert named == kinds - {"duplicate_keys"}

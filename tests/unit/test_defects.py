@@ -302,3 +302,90 @@ def test_a_pile_at_the_reference_bound_is_no_fill(
     )
     verdict = check_batch(fog, reference, **KW)  # type: ignore[arg-type]
     assert verdict.signature() == "", verdict.reason()
+
+
+def _clock_frame(days: int, seed: int, start_day: int = 1) -> pl.DataFrame:
+    """A row every 10 seconds over ``days`` days: its hour of the day, day of the month and a
+    noise column ``x``."""
+    import datetime as dt
+
+    import numpy as np
+
+    first = dt.datetime(2024, 1, start_day)
+    times = pl.datetime_range(
+        first, first + dt.timedelta(days=days), "10s", eager=True, closed="left"
+    )
+    noise = np.random.default_rng(seed).normal(size=times.len())
+    return pl.DataFrame({"t": times, "x": noise}).with_columns(
+        hour=pl.col("t").dt.hour(), day=pl.col("t").dt.day()
+    )
+
+
+def test_a_calendar_column_constant_over_its_own_span_is_no_defect() -> None:
+    """An hour-of-day (24 values, none common) holds one value through an hourly batch, a day
+    of the month through a daily one: so did the reference over such spans. A column that
+    changed every 10 seconds in the reference, stuck through the batch, still is a defect."""
+    reference = _clock_frame(24, seed=0)
+    profile = profile_reference(reference, time_column="t")
+    spans = {c.name: c.shape.steady_span for c in profile.columns if c.shape}
+    assert spans == {"t": None, "x": 10.0, "hour": 3600.0, "day": 86400.0}
+    later = _clock_frame(3, seed=1, start_day=25)
+    day = later.filter(pl.col("day") == 26)
+    hour = day.filter(pl.col("hour") == 13)
+    for batch in (hour, day):
+        verdict = check_batch(batch, profile, time_columns=["t"])
+        assert verdict.ok, verdict.reason()
+        stuck = batch.with_columns(pl.lit(41.0).alias("x"))
+        verdict = check_batch(stuck, profile, time_columns=["t"])
+        assert "gone_constant:x" in signatures(verdict)
+        assert not any("hour" in s or "day" in s for s in signatures(verdict))
+    # read without the time, the rows' spread alone decides: both calendar columns flagged
+    untimed = profile_reference(reference)
+    assert signatures(check_batch(hour, untimed, time_columns=["t"])) == [
+        "gone_constant:hour",
+        "gone_constant:day",
+    ]
+
+
+def test_a_new_year_or_version_is_no_default_burst() -> None:
+    """A column of few values taking a value beyond the reference's (the next year) is a shift,
+    however many rows hold it; a pile strictly inside the range stays a fill (the mean test
+    above)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    rows = 5000
+    reference = pl.DataFrame({"year": rng.integers(2017, 2022, rows), "x": rng.normal(size=rows)})
+    batch = pl.DataFrame(
+        {
+            "year": np.where(rng.random(rows) < 0.98, 2022, 2021),
+            "x": rng.normal(size=rows),
+        }
+    )
+    verdict = check_batch(batch, profile_reference(reference))
+    assert verdict.ok, verdict.reason()
+    assert "out_of_range" in {i.check for i in verdict.warnings}
+
+
+def _discrete(rows: int, seed: int) -> pl.DataFrame:
+    """Five columns of 10 values each: 100,000 rows possible, so i.i.d. rows repeat more the
+    more there are (2,000: about 1 %; 20,000: 9 %; 100,000: 37 %)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return pl.DataFrame({c: rng.integers(0, 10, rows) for c in "abcde"})
+
+
+def test_duplicates_are_compared_at_the_batchs_row_count() -> None:
+    """Clean batches 10 and 50 times the reference's size repeat their rows as the reference's
+    rows would at that size: no join. A join at the reference's size is still named."""
+    profile = profile_reference(_discrete(2000, seed=0))
+    assert profile.duplicate_share is not None and profile.duplicate_share < 0.02
+    for rows in (20_000, 100_000):
+        batch = _discrete(rows, seed=rows)
+        assert 1 - batch.unique().height / rows > 0.05  # the old rule's rise
+        verdict = check_batch(batch, profile)
+        assert verdict.ok, (rows, verdict.reason())
+    batch = _discrete(2000, seed=1)
+    joined = pl.concat([batch, batch.sample(fraction=0.3, seed=2)])
+    assert signatures(check_batch(joined, profile)) == ["duplicate_rows"]
