@@ -1,9 +1,18 @@
 """Recalibration: the drift analyst read a label shift (a class's prevalence moved, the inputs
 given the class did not), so the champion's ranking still holds and only its probabilities
 carry the old prevalence. Fit a calibration map of the champion (``tools.calibrate``) on the
-batch's labelled rows before the holdout, and log champion + map as a challenger of the same
-model, the way a retrain logs its own: the evaluator and CI/CD then treat it like any
-challenger (it is judged on log loss, since a monotone map leaves the ROC AUC where it was).
+earliest ``FIT_SHARE`` of the batch's labelled rows, hold the latest rest out, and log
+champion + map as a challenger of the same model, the way a retrain logs its own: the
+evaluator and CI/CD then treat it like any challenger (it is judged on log loss, since a
+monotone map leaves the ROC AUC where it was).
+
+The split is the retrain's turned round: a retrain learns thousands of numbers and keeps 70 %
+of the batch to learn them, a map fits one per class (and a temperature), while what it gains
+per row is small and concentrated on the rows of the class whose share moved. On the quick
+flights_delay_class label shift (a 7 % class at 2.5 times its share) a prior map gains 0.020
+log loss on fresh rows whether it was fitted on 700, 500 or 300 rows of a 1,000-row batch, but
+the 95 % interval on the rows left proves it in 28 % of batches with 300 held out, 57 % with
+700: the retrain's split rejected maps that were better.
 
 Idempotent per run step like the retraining node: the slice is recorded as the step's effect
 and returned as is on a replay, and the MLflow run is logged under the key
@@ -17,17 +26,24 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import polars as pl
 from langgraph.runtime import Runtime
 
 from agents.base import Outcome
 from agents.context import RunContext
-from agents.optimizer import training_window
 from driftpilot.core.errors import DataError, PolicyViolation
 from tools import registry
-from tools.calibrate import CalibratedModel, CalibrationFit, calibrate_model, uncalibrated
+from tools.calibrate import (
+    MIN_ROWS_PER_PARAMETER,
+    CalibratedModel,
+    CalibrationFit,
+    calibrate_model,
+    uncalibrated,
+)
 from tools.metrics import encode_labels, value
 
 NAME = "recalibrate"
+FIT_SHARE = 0.3  # of the batch's labelled rows, the earliest: the rest judge the map (see above)
 
 
 def node(state: dict[str, Any], runtime: Runtime[RunContext]) -> dict[str, Any]:
@@ -73,11 +89,11 @@ def node(state: dict[str, Any], runtime: Runtime[RunContext]) -> dict[str, Any]:
 def _fit_and_log(
     ctx: RunContext, state: dict[str, Any], champion: Any, version: int
 ) -> dict[str, Any]:
-    """Fit the map on the current batch's labelled rows before the holdout (the rows a
-    one-batch retrain would train on), write them and the holdout, log the calibrated model."""
+    """Fit the map on the earliest rows of the current batch (``calibration_split``), write
+    the batch as the reference and the latest rows as the holdout, log the calibrated model."""
     run_id, model = state["run_id"], state["model"]
     spec = ctx.spec(model)
-    rows, holdout = training_window(ctx, model, 1, state["ingestion"]["path"])
+    batch, rows, holdout = calibration_split(ctx, model, state["ingestion"]["path"])
     try:
         calibrated, fit = ctx.call(
             run_id,
@@ -94,9 +110,10 @@ def _fit_and_log(
         folder / f"window-{run_id}.parquet",
         folder / f"holdout-{run_id}.parquet",
     )
-    # The calibration rows become the reference if the map is promoted: they carry the new
-    # prevalence, so the next batch is not read as the same label shift again.
-    rows.write_parquet(window_path)
+    # The batch becomes the reference if the map is promoted: its rows carry the new
+    # prevalence, so the next batch is not read as the same label shift again (all of them:
+    # the fit rows alone would be a reference too small to measure drift against).
+    batch.write_parquet(window_path)
     holdout.write_parquet(holdout_path)
     request = registry.RegisterRequest(
         name=model,
@@ -139,6 +156,22 @@ def _fit_and_log(
         "method": fit.calibrator.method,
         "calibration": _calibration_numbers(fit),
     }
+
+
+def calibration_split(
+    ctx: RunContext, model: str, current_path: str
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """The current batch's labelled rows (the schema's columns) by time, the earliest
+    ``FIT_SHARE`` of them to fit the map on (at least the ``MIN_ROWS_PER_PARAMETER`` rows a map
+    needs, when the batch has more) and the latest rest, every column, as the holdout."""
+    spec = ctx.spec(model)
+    labelled = pl.read_parquet(current_path).filter(pl.col(spec.target).is_not_null())
+    labelled = labelled.sort(spec.time_col)
+    wanted = max(MIN_ROWS_PER_PARAMETER, int(labelled.height * FIT_SHARE))
+    n_fit = max(0, min(wanted, labelled.height - 1))  # one row at least is held out
+    columns = [*spec.features, spec.target, spec.time_col]
+    fit = labelled.head(n_fit)[columns]
+    return labelled[columns], fit, labelled.tail(labelled.height - n_fit)
 
 
 def _fitted_score(

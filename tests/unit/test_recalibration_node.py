@@ -92,5 +92,30 @@ def test_a_batch_with_one_class_ends_as_a_failed_challenger(tmp_path: Path) -> N
     state = {**STATE, "ingestion": {"path": str(batch)}}
     out = recalibration.node(state, Runtime(context=ctx))["retraining"]
     assert out["failed"] and out["reason"] == "unfit" and "single class" in out["error"]
-    assert out["rows"] == 210 and ctx.calls == ["calibrate.calibrate_model"]
+    assert out["rows"] == 90 and ctx.calls == ["calibrate.calibrate_model"]
     assert ctx.decisions[0][0] == "calibrate_failed"
+
+
+def test_the_map_fits_the_earliest_rows_and_the_latest_rest_judge_it(tmp_path: Path) -> None:
+    """A map fits a few numbers; its log-loss gain is small per row: 30 % of the batch fits
+    it, the latest 70 % hold out (the retrain's split turned round), unlabelled rows left
+    out, and at least the 50 rows a map needs when the batch has them."""
+    batch = tmp_path / "batch.parquet"
+    n = 1000
+    pl.DataFrame(
+        {
+            "x": [float(i) for i in range(n)],
+            "y": [None if i % 10 == 0 else i % 2 for i in range(n)],
+            "t": list(range(n))[::-1],  # written newest first: the split sorts by time
+            "id": range(n),  # a column outside the schema: kept in the holdout only
+        }
+    ).write_parquet(batch)
+    ctx = context("binary")
+    whole, fit, holdout = recalibration.calibration_split(ctx, "m", str(batch))
+    assert (whole.height, fit.height, holdout.height) == (900, 270, 630)
+    assert fit["t"].to_list()[-1] < holdout["t"].to_list()[0]  # the holdout is the latest
+    assert fit.columns == ["x", "y", "t"] and "id" in holdout.columns
+    small = tmp_path / "small.parquet"
+    pl.DataFrame({"x": [0.0] * 80, "y": [0, 1] * 40, "t": range(80)}).write_parquet(small)
+    _, fit, holdout = recalibration.calibration_split(ctx, "m", str(small))
+    assert (fit.height, holdout.height) == (50, 30)
