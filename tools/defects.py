@@ -213,19 +213,13 @@ def column_shape(series: pl.Series, kind: str) -> ColumnShape:
     )
 
 
-def duplicate_share(frame: pl.DataFrame) -> float:
-    """Share of rows that repeat an earlier row exactly (0 for no rows)."""
+def repeats(frame: pl.DataFrame) -> tuple[float, int]:
+    """The share of rows that repeat an earlier row exactly, and how many pairs of rows are
+    equal (a group of c equal rows holds c(c-1)/2): (0.0, 0) for no rows."""
     if frame.height == 0 or frame.width == 0:
-        return 0.0
-    return 1.0 - frame.unique().height / frame.height
-
-
-def equal_pairs(frame: pl.DataFrame) -> int:
-    """How many pairs of rows are equal (a group of c equal rows holds c(c-1)/2)."""
-    if frame.height == 0 or frame.width == 0:
-        return 0
+        return 0.0, 0
     counts = frame.group_by(frame.columns).len()["len"]
-    return int((counts * (counts - 1) // 2).sum())
+    return 1.0 - counts.len() / frame.height, int((counts * (counts - 1) // 2).sum())
 
 
 def expected_duplicate_share(rows: int, reference_rows: int, share: float, pairs: int) -> float:

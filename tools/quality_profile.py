@@ -139,12 +139,12 @@ def profile_reference(
     else:
         time_column = None
     repeated = [p.name for p in profiles if p.kind != "datetime"]
-    rows = frame.select(repeated)
+    share, pairs = defects.repeats(frame.select(repeated))
     return ReferenceProfile(
         n_rows=frame.height,
         columns=profiles,
-        duplicate_share=defects.duplicate_share(rows),
-        duplicate_pairs=defects.equal_pairs(rows),
+        duplicate_share=share,
+        duplicate_pairs=pairs,
         time_column=time_column,
         duplicate_columns=repeated,
     )

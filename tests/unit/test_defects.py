@@ -242,12 +242,13 @@ def test_the_distance_reads_shares_of_rows() -> None:
 
 
 def _no_signature_between(batches: list[pl.DataFrame], columns: list[str], spec: object) -> int:
-    """Each batch checked against the one before it as reference: the checks made."""
+    """Each batch checked against the one before it as reference (profiled along its time
+    column, as ingestion does): the checks made."""
     flagged = []
     for before, after in itertools.pairwise(batches):
         verdict = check_batch(
             after,
-            profile_reference(before, columns),
+            profile_reference(before, columns, time_column=spec.time_col),  # type: ignore[attr-defined]
             time_columns=[spec.time_col],  # type: ignore[attr-defined]
             label_columns=[spec.target],  # type: ignore[attr-defined]
         )
@@ -283,7 +284,7 @@ def test_no_clean_real_batch_is_flagged_against_any_reference(
     for batches, cols, spec in ((calendar, COLUMNS, FLIGHTS), (four_hours, columns, CREDITCARD)):
         for i, ref in enumerate(batches):
             others = [ref, *[b for j, b in enumerate(batches) if j != i]]
-            profile = profile_reference(ref, cols)
+            profile = profile_reference(ref, cols, time_column=spec.time_col)
             for other in others[1:]:
                 verdict = check_batch(
                     other, profile, time_columns=[spec.time_col], label_columns=[spec.target]
