@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import sys
 from typing import TYPE_CHECKING
 
 from driftpilot.core.errors import ConfigError
@@ -69,11 +68,8 @@ def serve(
             "no API keys yet: every endpoint but /healthz and /readyz answers 401; create one "
             "with `driftpilot keys create --name NAME --role ROLE`"
         )
-    # Runs execute in this process's threads: a request thread waiting for the GIL behind a
-    # busy run waits up to the switch interval at each release (sqlite calls, file writes).
-    # 1 ms instead of 5 ms roughly halves request latency while a run executes
-    # (evals/bench_api.py: run creation p50 ~60 -> ~35 ms in-process).
-    sys.setswitchinterval(0.001)
+    # The GIL's switch interval is the executor's to set: 1 ms where runs execute in this
+    # process (driftpilot.execution.inprocess), untouched where workers run them.
     # The app owns the plane it was given here: it closes it on shutdown.
     conf = conf or cp.settings.api
     app = create_app(cp, conf, own_plane=True)
