@@ -54,7 +54,7 @@ class LabelShiftRules(_Strict):
     )
     min_rows: int = Field(200, ge=10, description="Labelled rows needed to read prevalence.")
     class_score_shift: float = Field(
-        0.2,
+        0.3,
         gt=0,
         description="The largest normed Wasserstein distance between the champion's scores of "
         "one class on the batch and on the reference that still reads as the same class.",
