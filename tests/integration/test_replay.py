@@ -143,7 +143,6 @@ def test_each_run_replayed_under_its_own_policy_decides_the_same(home: Home) -> 
         "drift_analyst",
         "optimizer",
         "retraining",
-        "recalibrate",
         "evaluator",
         "cicd",
         "promote",
