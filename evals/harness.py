@@ -100,6 +100,8 @@ class BatchRow:
     episode_state: str | None = None  # the drift episode's state after this batch
     retrain_kind: str | None = None  # retrain | recalibrate, when a challenger was trained
     signature: str | None = None  # the defect signature a quarantine named
+    judged_on: str | None = None  # the metric the challenger was judged on (a recalibration's
+    # is log loss, not the model's metric: evaluation.judged_on)
 
 
 @dataclass
@@ -381,6 +383,7 @@ def _row(plane: ControlPlane, run: loop.BatchRun) -> BatchRow:
         if summary.get("retraining")
         else None,
         signature=ingestion.get("signature"),
+        judged_on=(summary.get("evaluation") or {}).get("judged_on"),
     )
     _add_llm_usage(plane, row)
     return row
@@ -436,19 +439,24 @@ def prepare(
 ) -> tuple[pl.DataFrame, str, list[str], list[str], list[str]]:
     """Check the target, give the table a usable time column and infer its features.
 
+    A two-valued target becomes 0/1 (``positive``, else the second in sort order, is 1); any
+    other is left as it is, for the model's task to be inferred from it as ``model add``
+    infers it (a few labels: multiclass; many numbers: regression).
+
     Returns the frame, its time column, the numeric and categorical features, and notes for
     the user (what was inferred, mapped or left out).
 
     Raises:
         SchemaError: a named column is missing, or the time column cannot be read as time.
-        DataError: the target is not binary.
+        DataError: the target holds fewer than two values, or ``positive`` is given and is
+            not one of its two values.
     """
     notes: list[str] = []
     named = [target, *(numeric or []), *(categorical or [])] + ([time_col] if time_col else [])
     missing = [c for c in named if c not in frame.columns]
     if missing:
         raise SchemaError(f"columns {missing} are not in the table; it has {frame.columns}")
-    frame, note = _binary_target(frame, target, positive)
+    frame, note = _target(frame, target, positive)
     notes += [note] if note else []
     if order_by_row:
         if time_col:
@@ -468,17 +476,28 @@ def prepare(
     return frame, time_col, num, cat, notes
 
 
-def _binary_target(
+def _target(
     frame: pl.DataFrame, target: str, positive: str | None
 ) -> tuple[pl.DataFrame, str | None]:
-    """A 0/1 target: two other values map to 0 and 1 (the second in sort order, or
-    ``positive``, is 1)."""
+    """The target as the model learns it, with a note for the user when it was mapped: two
+    values map to 0 and 1 (the second in sort order, or ``positive``, is 1); more are kept as
+    they are (a multiclass or regression target: the note names the task inferred)."""
     values = frame[target].drop_nulls().unique().sort()
-    if values.len() != 2:
+    shown = ", ".join(map(str, values.head(5).to_list()))
+    if values.len() < 2:
         raise DataError(
-            f"target {target!r} must have two classes; it has {values.len()} "
-            f"({', '.join(map(str, values.head(5).to_list()))})"
+            f"target {target!r} holds {values.len()} value(s) ({shown}): nothing to learn"
         )
+    if values.len() > 2:
+        if positive is not None:
+            raise DataError(
+                f"--positive names the 1 of a two-valued target; {target!r} holds "
+                f"{values.len()} values ({shown}, ...)"
+            )
+        from tools.metrics import infer_task
+
+        task, reason = infer_task(frame[target])  # what ``model add`` will infer from it
+        return frame, f"{reason}: a {task} model"
     if positive is None and values.dtype.is_integer() and values.to_list() == [0, 1]:
         return frame, None
     low, high = values.to_list()

@@ -745,12 +745,11 @@ def promotion_checks(
     plane: Any, result: StreamResult, labelled: list[pl.DataFrame], spec: DatasetSpec
 ) -> list[dict[str, Any]]:
     """Each promotion scored on the truth: the promoted challenger against the champion it
-    replaced, in the model's metric and direction, on the labelled rows of every later batch
-    (the last is the extra batch the stream never ran). ``worse``: the challenger's gain is
-    below 0 (``Metric.gain``: > 0 better whichever the direction)."""
+    replaced, on the labelled rows of every later batch (the last is the extra batch the
+    stream never ran), as ``promotion_check`` judges it."""
     from tools import registry
 
-    measure = metric(result.metric, spec.task)
+    max_drop = float(plane.policy.drift.max_metric_drop)
     checks, champion = [], None
     for row in result.rows:
         before = row.champion_version or champion
@@ -758,29 +757,64 @@ def promotion_checks(
             champion = row.champion_version or champion
             continue
         truth = pl.concat(labelled[row.index + 1 :], how="diagonal_relaxed")
-        scores = []
-        for version in (before, row.promoted):
-            model = registry.load_version(result.model, version, plane.settings)
-            performance = model_performance(
-                model, truth, spec.target, task=spec.task, classes=model.classes or None
-            )
-            scores.append(performance.get(result.metric))
-        old, new = scores
-        gain = None if old is None or new is None else measure.gain(old, new)
-        checks.append(
-            {
-                "batch": row.index,
-                "champion_version": before,
-                "challenger_version": row.promoted,
-                "truth_rows": truth.height,
-                "champion_score": scores[0],
-                "challenger_score": scores[1],
-                "gain": None if gain is None else round(gain, 5),
-                "worse": gain is not None and gain < 0,
-            }
+        old, new = (
+            registry.load_version(result.model, v, plane.settings) for v in (before, row.promoted)
         )
+        check = promotion_check(
+            row, old, new, truth, spec, own_metric=result.metric, max_drop=max_drop
+        )
+        checks.append({"champion_version": before, "challenger_version": row.promoted, **check})
         champion = row.promoted
     return checks
+
+
+def promotion_check(
+    row: BatchRow,
+    champion: Any,
+    challenger: Any,
+    truth: pl.DataFrame,
+    spec: DatasetSpec,
+    *,
+    own_metric: str,
+    max_drop: float,
+) -> dict[str, Any]:
+    """One promotion on the truth rows, in the metric its verdict was made on
+    (``judged_metric``) and that metric's direction. ``worse``: the challenger's gain in it is
+    below 0 (``Metric.gain``: > 0 better whichever the direction); a challenger judged on
+    another metric than the model's (a recalibration, on log loss: its map cannot move a
+    ranking metric much) is also worse when the model's own metric drops by at least
+    ``max_drop`` (the policy's ``drift.max_metric_drop``)."""
+    judged = judged_metric(row, own_metric)
+    scored = [
+        model_performance(m, truth, spec.target, task=spec.task, classes=m.classes or None)
+        for m in (champion, challenger)
+    ]
+    old, new = (p.get(judged) for p in scored)
+    gain = _gain(judged, spec.task, old, new)
+    own = _gain(own_metric, spec.task, *(p.get(own_metric) for p in scored))
+    worse = (gain is not None and gain < 0) or (own is not None and own <= -max_drop)
+    return {
+        "batch": row.index,
+        "judged_on": judged,
+        "truth_rows": truth.height,
+        "champion_score": old,
+        "challenger_score": new,
+        "gain": None if gain is None else round(gain, 5),
+        "own_gain": None if own is None else round(own, 5),
+        "worse": worse,
+    }
+
+
+def judged_metric(row: BatchRow, own_metric: str) -> str:
+    """The metric a promotion's verdict was made on: the evaluation's ``judged_on``; for a
+    row recorded without it, log loss for a recalibration, else the model's own metric."""
+    if row.judged_on:
+        return row.judged_on
+    return "log_loss" if row.retrain_kind == "recalibrate" else own_metric
+
+
+def _gain(name: str, task: Task, old: float | None, new: float | None) -> float | None:
+    return None if old is None or new is None else metric(name, task).gain(old, new)
 
 
 def estimation_errors(

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import polars as pl
 import pytest
+from scipy.special import expit
 
 from driftpilot.core.errors import ConfigError, DataError, SchemaError
 from driftpilot.core.settings import get_settings
 from evals.harness import BatchRow, StreamResult, batch_table, cut, eval_settings, prepare
-from evals.scenarios import expected, score
+from evals.scenarios import expected, judged_metric, promotion_check, score
+from tools.datasets import SPECS
 from tools.synth import GroundTruth
 
 
@@ -57,6 +61,20 @@ def test_identifiers_are_left_out_and_named_columns_win() -> None:
     assert numeric == ["order"] and categorical == ["code"]
 
 
+def test_a_target_of_other_than_two_values_is_kept_for_its_task_to_be_inferred() -> None:
+    """Three shops: a multiclass target, left as text; many amounts: a regression target;
+    one value: nothing to learn."""
+    frame, *_, notes = prepare(table(), target="shop", time_col="ts")
+    assert frame["shop"].to_list()[:3] == ["a", "b", "c"]
+    assert any("3 labels" in n and "multiclass" in n for n in notes)
+    amounts = table().with_columns((pl.col("amount") * 1.5).alias("amount"))
+    frame, *_, notes = prepare(amounts, target="amount", time_col="ts")
+    assert frame["amount"].to_list() == amounts["amount"].to_list()
+    assert any("regression" in n for n in notes)
+    with pytest.raises(DataError, match="nothing to learn"):
+        prepare(table().with_columns(pl.lit("x").alias("label")), target="label", time_col="ts")
+
+
 def test_order_by_row_makes_row_order_the_time() -> None:
     frame, time_col, *_ = prepare(
         table().drop("ts"), target="label", time_col=None, order_by_row=True
@@ -73,7 +91,7 @@ def test_order_by_row_makes_row_order_the_time() -> None:
     "kwargs,error,match",
     [
         ({"target": "nope", "time_col": "ts"}, SchemaError, "nope"),
-        ({"target": "shop", "time_col": "ts"}, DataError, "two classes"),
+        ({"target": "shop", "time_col": "ts", "positive": "a"}, DataError, "two-valued"),
         ({"target": "label", "time_col": None}, ConfigError, "--order-by row"),
         ({"target": "label", "time_col": "shop"}, SchemaError, "neither a date"),
         ({"target": "label", "time_col": "ts", "positive": "maybe"}, DataError, "not a value"),
@@ -137,7 +155,7 @@ def stream(*rows: BatchRow) -> StreamResult:
 def truth(kind: str, onset: int | None = 2, ramp: int | None = None) -> GroundTruth:
     return GroundTruth(
         kind=kind, onset=onset, columns=[], magnitude=1.0, corruption=None, ramp=ramp
-    )  # type: ignore[arg-type]
+    )
 
 
 def test_expected_actions_follow_the_ground_truth() -> None:
@@ -254,3 +272,52 @@ def test_a_stream_names_its_models_metric_and_direction() -> None:
     assert "champion RMSE" in [str(c.header) for c in table.columns]
     assert "lower is better" in str(table.caption)
     assert stream(row(1, "none")).to_json()["higher_is_better"]
+
+
+class FixedScores:
+    """A model whose scores on the truth rows are given (in the rows' order)."""
+
+    classes = None
+
+    def __init__(self, scores: np.ndarray) -> None:
+        self.scores = scores
+
+    def predict_scores(self, frame: pl.DataFrame) -> np.ndarray:
+        return self.scores
+
+
+def test_a_recalibration_is_judged_on_log_loss_and_on_a_drop_of_its_own_metric() -> None:
+    """An overconfident champion and a recalibrated challenger whose map reorders a few rows
+    (AUC -0.001): safe, for it was judged on log loss and gained there; a map that worsens log
+    loss is unsafe, and so is one that gains log loss while ROC AUC drops by more than the
+    policy's max_metric_drop. A retrain is still judged on the model's metric."""
+    rng = np.random.default_rng(0)
+    y = (rng.random(2000) < 0.3).astype(int)
+    logit = 1.5 * y + rng.normal(size=y.size) - 1.2
+    truth = pl.DataFrame({"delayed": y})
+    champion = FixedScores(expit(logit + 1.5))
+    spec = SPECS["flights"]  # binary, its target 'delayed'
+    recalibrated = row(3, "retrain", promoted=2)
+    recalibrated.retrain_kind, recalibrated.judged_on = "recalibrate", "log_loss"
+
+    def check(scores: np.ndarray, promoted: BatchRow = recalibrated) -> dict[str, Any]:
+        return promotion_check(
+            promoted, champion, FixedScores(scores), truth, spec,
+            own_metric="roc_auc", max_drop=0.02,
+        )  # fmt: skip
+
+    mapped = check(expit(logit + rng.normal(scale=0.07, size=y.size)))
+    assert mapped["judged_on"] == "log_loss" and mapped["gain"] > 0.2
+    assert -0.002 < mapped["own_gain"] < 0 and not mapped["worse"]
+    worse = check(expit(logit + 3.0))  # the same ranking: AUC unchanged
+    assert worse["gain"] < 0 and worse["own_gain"] == 0 and worse["worse"]
+    scrambled = check(expit(logit + rng.normal(scale=0.8, size=y.size)))
+    assert scrambled["gain"] > 0 and scrambled["own_gain"] <= -0.02 and scrambled["worse"]
+    retrained = row(3, "retrain", promoted=2)
+    retrained.judged_on = "roc_auc"
+    plain = check(expit(logit + rng.normal(scale=0.07, size=y.size)), retrained)
+    assert plain["judged_on"] == "roc_auc" and plain["gain"] < 0 and plain["worse"]
+    # A row recorded before judged_on was: a recalibration still reads as judged on log loss.
+    recalibrated.judged_on = None
+    assert judged_metric(recalibrated, "roc_auc") == "log_loss"
+    assert judged_metric(row(1, "retrain", promoted=2), "roc_auc") == "roc_auc"
