@@ -111,6 +111,45 @@ def test_eval_by_row_order_with_rejected_and_waiting_approvals(
         assert rows[0]["outcome"] == outcome and rows[0]["promoted"] is None
 
 
+@pytest.mark.parametrize(
+    "target,task,metric",
+    [("delay_class", "multiclass", "roc_auc"), ("arr_delay", "regression", "rmse")],
+)
+def test_eval_on_a_multiclass_and_a_regression_target(
+    settings: Settings,
+    tmp_path: Path,
+    months: dict[str, pl.DataFrame],
+    target: str,
+    task: str,
+    metric: str,
+) -> None:
+    """Four delay classes (text) and a delay in minutes go through ``driftpilot eval`` as
+    they are: the task is inferred from the target, and the champion is measured in that
+    task's metric (macro ROC AUC; RMSE in minutes). The multiclass one with its baselines."""
+    frame = pl.concat(
+        [months[m].drop_nulls(target).sample(n=800, seed=7) for m in ("2013-01", "2013-02")]
+    ).drop("month", "delayed", *({"delay_class", "arr_delay"} - {target}))
+    data, out = tmp_path / f"{task}.parquet", tmp_path / f"{task}.json"
+    frame.write_parquet(data)
+    args = ["eval", "--data", str(data), "--target", target, "--time", "time_hour"]
+    args += ["--home", str(tmp_path / "home"), "--out", str(out), "--k", "1"]
+    result = invoke(*args, *(["--no-baselines"] if task == "regression" else []))
+    assert result.exit_code == 0, result.output
+    assert f"a {task} model" in result.output and "-> 0" not in result.output  # not mapped
+    report = json.loads(out.read_text())
+    assert report["metric"] == metric and report["higher_is_better"] == (task == "multiclass")
+    (row,) = report["rows"]
+    assert row["batch_id"] == "2013-02" and row["champion_metric"] is not None
+    if task == "multiclass":
+        assert 0.5 < row["champion_metric"] < 1
+        comparison = report["comparison"]
+        assert comparison["task"] == "multiclass" and comparison["metric"] == "roc_auc"
+        assert comparison["totals"]["every batch"]["retrains"] == 1
+    else:
+        assert row["champion_metric"] > 5  # minutes of delay, not a ROC AUC
+        assert "comparison" not in report
+
+
 def test_eval_errors_are_one_line(settings: Settings, tmp_path: Path) -> None:
     missing = invoke("eval", "--data", str(tmp_path / "nope.csv"), "--target", "y", "--time", "t")
     assert missing.exit_code == 1 and "nope.csv" in missing.output
@@ -153,8 +192,8 @@ def test_the_baselines_follow_a_regression_models_metric_and_direction(
     settings: Settings, tmp_path: Path, months: dict[str, pl.DataFrame]
 ) -> None:
     """The comparison is in the model's own metric: RMSE, lower is better, for a delay in
-    minutes; the worst batch is the highest RMSE. (``--data`` reads binary targets only, so
-    the stream is run as the eval runs it, through the harness.)"""
+    minutes; the worst batch is the highest RMSE. (Run through the harness, to read what the
+    baselines print.)"""
     frame = pl.concat(
         [months[m].drop_nulls("arr_delay").sample(n=1500, seed=5) for m in ("2013-01", "2013-02")]
     ).drop("month", "delayed", "delay_class")
