@@ -139,7 +139,8 @@ def drift_bounds(
     ev: DriftEvidence, rules: DriftRules, limits: RetrainLimits, causes: CauseRules
 ) -> DriftBounds:
     """none / monitor / retrain / recalibrate: the drift rules' bounds (``rule_bounds``),
-    then the episode's hold, then the cause.
+    then the episode's hold, then the cause (neither under ``retrain: always``, which
+    retrains every labelled batch).
 
     - Episode: a retrain the rules allow but the drift episode holds
       (``ev.episode_hold``: ``retraining.max_failed_retrains`` challengers lost and the
@@ -157,6 +158,12 @@ def drift_bounds(
       that cause's actions within these bounds, plus monitor; an unmapped one keeps
       these bounds. A cause can narrow the actions, never widen them."""
     base = rule_bounds(ev, rules, limits)
+    if rules.retrain == "always" and "retrain" in base.allowed:
+        # The operator asked for a retrain on every labelled batch: the cause is read and
+        # recorded, but neither it nor the episode turns that retrain into something else.
+        cause, reasons = _cause(base, ev)
+        update = {"cause": cause, "cause_reasons": reasons, "by_cause": _by_cause(base, causes)}
+        return base.model_copy(update=update)
     bounds = _episode(base, ev)
     cause, reasons = _cause(bounds, ev)
     mapped = causes.actions(cause)

@@ -117,6 +117,7 @@ CONTROL_NODES = {
     "drift_analyst",
     "optimizer",
     "retraining",
+    "recalibrate",
     "evaluator",
     "cicd",
     "approval",

@@ -246,6 +246,18 @@ def test_the_episode_hold_turns_a_retrain_into_monitor_with_its_reasons() -> Non
     assert quiet.allowed == ["none", "monitor"] and not quiet.episode_held
 
 
+def test_retrain_always_retrains_whatever_the_cause_or_the_episode(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text("drift:\n  retrain: always\n")
+    policy = Policy.load(path)
+    for reading in (LABEL_SHIFT, EXPECTED):
+        bounds = policy.drift_bounds(_ev(reading, episode_hold=["2 lost"]))
+        assert bounds.default == "retrain" and "recalibrate" not in bounds.allowed, reading
+        assert bounds.cause == reading.cause and not bounds.episode_held
+    # Under auto, the same evidence recalibrates (and the hold stops even that).
+    assert Policy().drift_bounds(_ev(LABEL_SHIFT)).default == "recalibrate"
+
+
 # -- the analyst: episodes, requests, notes -------------------------------------------------------
 
 
