@@ -14,7 +14,8 @@ from scipy.special import expit
 from driftpilot.core.errors import ConfigError, DataError, SchemaError
 from driftpilot.core.settings import get_settings
 from evals.harness import BatchRow, StreamResult, batch_table, cut, eval_settings, prepare
-from evals.scenarios import expected, judged_metric, promotion_check, score
+from evals.scenario_scores import judged_metric, promotion_check, score
+from evals.scenario_specs import expected
 from tools.datasets import SPECS
 from tools.synth import GroundTruth
 

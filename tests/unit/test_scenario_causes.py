@@ -6,16 +6,8 @@ from dataclasses import asdict
 import pytest
 
 from evals.harness import BatchRow, StreamResult
-from evals.scenarios import (
-    SCENARIOS,
-    VARIANTS,
-    Case,
-    cause_summary,
-    expected,
-    macro_f1,
-    read_cause,
-    score,
-)
+from evals.scenario_scores import cause_summary, macro_f1, read_cause, score
+from evals.scenario_specs import SCENARIOS, VARIANTS, Case, expected
 from tools.synth import GroundTruth
 
 

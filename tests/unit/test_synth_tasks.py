@@ -7,7 +7,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from evals.scenarios import expected
+from evals.scenario_specs import expected
 from tools.datasets import DELAY_CLASSES, FLIGHTS_DELAY, FLIGHTS_DELAY_CLASS
 from tools.synth import (
     GroundTruth,
