@@ -137,16 +137,9 @@ def compare_baselines(
 
     ``plane`` must still be open: the loop's compute and its champions come from it.
     """
-    from evals.policies import (
-        BASELINE,
-        NOTES,
-        Stream,
-        loop_run,
-        plot_policies,
-        policy_table,
-        run_baselines,
-        target_check,
-    )
+    from evals.baselines import Stream, run_baselines
+    from evals.policies import NOTES, loop_run
+    from evals.policy_report import BASELINE, plot_policies, policy_table, target_check
 
     task = plane.model_view(spec.name).task
     stream = Stream(

@@ -44,25 +44,33 @@ retrains) and whether it is met; writes ``policies_<dataset>[_equal][_quick].jso
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 from rich.console import Console
-from rich.table import Table
 
 from driftpilot.core import metric_text
 from driftpilot.core.errors import ModelError
 from driftpilot.core.policy import Policy
-from driftpilot.core.settings import Settings
-from driftpilot.core.tasks import METRICS, PRIMARY, Task
+from driftpilot.core.tasks import METRICS
 from driftpilot.runs.plane import ControlPlane
+from evals.baselines import (
+    CALENDAR,
+    EQUAL,
+    FRAMINGS,
+    THREADS,
+    Framing,
+    PolicyRow,
+    PolicyRun,
+    Stream,
+    _join,
+    _positives,
+    prequential_score,
+    run_baselines,
+)
 from evals.common import machine, write_json
 from evals.harness import (
     BatchRow,
@@ -72,12 +80,19 @@ from evals.harness import (
     plane_for,
     run_stream,
 )
+from evals.policy_report import (
+    LOOP,
+    framing_check,
+    framing_line,
+    plot_policies,
+    policy_table,
+    target_check,
+    target_line,
+)
 from tools.datasets import SPECS, load_dataset
-from tools.drift import Scorer, model_performance
-from tools.train import Family, TrainedModel, TrainSpec, split_holdout, train_model
+from tools.train import TrainedModel
 
 RESULTS = Path(__file__).parent / "results"
-THREADS = 1  # 2 cores: one booster thread (ENVIRONMENT.md); the loop gets the same
 # The datasets of tools.datasets.SPECS whose batching fits a year-long comparison (seattle
 # weather and gapminder have too few rows per batch or too few batches), and their batches.
 BATCHING = {
@@ -87,16 +102,8 @@ BATCHING = {
     "creditcard": "4h",
 }
 QUICK_BATCHES = 8  # --quick: flights January to August (7 scored months, about 2 minutes)
-Framing = str  # "month" (the dataset's calendar batching) or "equal" (equal-size batches)
-CALENDAR, EQUAL = "month", "equal"
-FRAMINGS = (CALENDAR, EQUAL)
-# Issue 21's framing criterion: the loop's retrain counts under the two framings differ by at
-# most this, and each framing's yield (promotions per retrain) is at least MIN_YIELD.
-MAX_RETRAIN_GAP = 1
-MIN_YIELD = 0.5
 TRAINING_TOOLS = ("tune.tune", "train.train_model")  # the loop's training share
 SCORING_TOOLS = ("drift.model_performance",)
-LOOP = "driftpilot"
 NOTES = [
     "prequential: the model deployed before batch i is scored on batch i before any training "
     "on it; the first batch trains the first champion of every policy and is not scored",
@@ -113,97 +120,6 @@ NOTES = [
     "every control run (drift reports, LLM or builtin decisions, tuning, MLflow, audit); "
     "training_s = time in training tools (the loop: Optuna + train_model from its audit)",
 ]
-
-Schedule = Callable[[int], bool]  # batch index -> retrain after scoring it?
-
-
-@dataclass
-class Stream:
-    """A dataset cut into time-ordered batches, with its modelling columns."""
-
-    dataset: str
-    batching: str
-    target: str
-    time_col: str
-    numeric: list[str]
-    categorical: list[str]
-    batches: list[tuple[str, pl.DataFrame]]
-    family: Family = "lightgbm"
-    task: Task = "binary"
-    initial: int = 1  # batches that train the first model of every policy (never scored)
-    framing: Framing = CALENDAR
-
-    @property
-    def metric(self) -> str:
-        """The task's primary metric: what every policy is scored by."""
-        return PRIMARY[self.task]
-
-
-@dataclass
-class PolicyRow:
-    """One batch under one policy: the prequential score and what the policy did after it."""
-
-    index: int
-    batch_id: str
-    n_rows: int
-    positives: int  # binary: rows labelled 1 (0 for other tasks)
-    score: float | None  # the deployed model's primary metric on this batch, before training on it
-    retrained: bool = False
-    promoted: bool = False  # a new model serves from the next batch
-    train_s: float = 0.0
-    score_s: float = 0.0
-    note: str = ""
-    action: str | None = None  # the loop only: its decision and outcome
-    outcome: str | None = None
-    drift_share: float | None = None
-    seconds: float | None = None  # the loop only: wall time of the control run
-
-
-@dataclass
-class PolicyRun:
-    """A policy over a whole stream."""
-
-    policy: str
-    rows: list[PolicyRow]
-    compute_s: float
-    meta: dict[str, Any] = field(default_factory=dict)
-    metric: str = "roc_auc"  # the task's primary metric, what every score is in
-
-    @property
-    def higher_is_better(self) -> bool:
-        return METRICS[self.metric].higher_is_better
-
-    def scores(self) -> list[float]:
-        return [r.score for r in self.rows if r.score is not None]
-
-    def totals(self) -> dict[str, Any]:
-        """Mean and worst prequential score (over scored batches; worst = the lowest ROC AUC or
-        the highest RMSE), retrains, promotions."""
-        scores = self.scores()
-        worst = min if self.higher_is_better else max
-        retrains = sum(r.retrained for r in self.rows)
-        promotions = sum(r.promoted for r in self.rows)
-        return {
-            "metric": self.metric,
-            "higher_is_better": self.higher_is_better,
-            "batches": len(self.rows),
-            "scored": len(scores),
-            "mean_score": round(statistics.fmean(scores), 4) if scores else None,
-            "worst_score": round(worst(scores), 4) if scores else None,
-            "retrains": retrains,
-            "promotions": promotions,
-            # promotions per retrain (a baseline deploys every model it trains: 1.0)
-            "yield": round(promotions / retrains, 4) if retrains else None,
-            "compute_s": round(self.compute_s, 2),
-            **self.meta,
-        }
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "policy": self.policy,
-            "totals": self.totals(),
-            "rows": list(map(asdict, self.rows)),
-        }
 
 
 # -- streams ----------------------------------------------------------------------------------
@@ -274,193 +190,6 @@ def equal_batches(frame: pl.DataFrame, time_col: str, n: int) -> list[tuple[str,
         out.append((batch_id, part))
         offset += length
     return out
-
-
-def train_spec(stream: Stream, settings: Settings) -> TrainSpec:
-    """The TrainSpec the loop's retraining builds, with default hyper-parameters."""
-    return TrainSpec(
-        family=stream.family,
-        target=stream.target,
-        numeric=stream.numeric,
-        categorical=stream.categorical,
-        time_col=stream.time_col,
-        task=stream.task,
-        threads=settings.threads,
-        seed=settings.seed,
-    )
-
-
-def training_window(
-    batches: list[pl.DataFrame],
-    index: int,
-    window: int,
-    holdout_fraction: float,
-    time_col: str,
-    *,
-    initial: int = 1,
-) -> pl.DataFrame:
-    """Mirror of ``agents.optimizer.training_window`` for the baselines: the last ``window``
-    batches up to ``index`` (the first ``initial``, the bootstrap's, are never among them),
-    the current batch minus its latest ``holdout_fraction``."""
-    current = batches[index].sort(time_col)
-    n_hold = max(1, int(current.height * holdout_fraction))
-    earlier = batches[max(initial, index - window + 1) : index]
-    return pl.concat([*earlier, current.head(current.height - n_hold)], how="vertical_relaxed")
-
-
-# -- scoring ----------------------------------------------------------------------------------
-
-
-def prequential_score(
-    model: Scorer,
-    frame: pl.DataFrame,
-    target: str,
-    *,
-    task: Task = "binary",
-    metric: str | None = None,
-) -> float | None:
-    """``metric`` (default: the task's primary: ROC AUC for a classifier, RMSE for a
-    regression) of ``model`` on ``frame``, in the model's own class order; None when a
-    classifier's batch holds a single class (no ROC AUC)."""
-    if task != "regression" and frame[target].drop_nulls().n_unique() < 2:
-        return None
-    classes = getattr(model, "classes", None)
-    scored = model_performance(model, frame, target, task=task, classes=classes)
-    return scored.get(metric or PRIMARY[task])
-
-
-def _positives(frame: pl.DataFrame, target: str, task: Task) -> int:
-    return int(frame[target].fill_null(0).sum()) if task == "binary" else 0
-
-
-def _scored_row(
-    model: Scorer, index: int, batch_id: str, frame: pl.DataFrame, stream: Stream
-) -> PolicyRow:
-    """Score the deployed model on one batch (before anything trains on it)."""
-    started = time.perf_counter()
-    target = stream.target
-    score = prequential_score(model, frame, target, task=stream.task)
-    return PolicyRow(
-        index=index,
-        batch_id=batch_id,
-        n_rows=frame.height,
-        positives=_positives(frame, target, stream.task),
-        score=score,
-        score_s=round(time.perf_counter() - started, 3),
-        note="" if score is not None else "single class: no ROC AUC",
-    )
-
-
-# -- baselines --------------------------------------------------------------------------------
-
-
-def schedules(k: int) -> dict[str, Schedule]:
-    """The baseline policies: never, every batch, every ``k``-th batch."""
-    return {
-        "never": lambda index: False,
-        "every batch": lambda index: True,
-        f"every {k}": lambda index: index % k == 0,
-    }
-
-
-def run_baseline(
-    policy: str,
-    stream: Stream,
-    schedule: Schedule,
-    spec: TrainSpec,
-    *,
-    window: int,
-    holdout_fraction: float,
-    step: Callable[[], None] | None = None,
-) -> PolicyRun:
-    """Train the first model on the first ``stream.initial`` batches (minus their latest
-    ``holdout_fraction``, as the loop's bootstrap holds them out for its out-of-time
-    baseline); for each later batch, score the deployed model on it, then retrain (and
-    deploy) on the window ending at it when ``schedule`` says so. ``step`` is called after
-    each batch (a progress bar)."""
-    frames = [frame for _, frame in stream.batches]
-    first = pl.concat(frames[: stream.initial], how="vertical_relaxed")
-    started = time.perf_counter()
-    model = train_model(split_holdout(first, stream.time_col, holdout_fraction)[0], spec)
-    bootstrap_s = time.perf_counter() - started
-    rows = []
-    for index in range(stream.initial, len(frames)):
-        batch_id, frame = stream.batches[index]
-        row = _scored_row(model, index, batch_id, frame, stream)
-        if schedule(index):
-            window_rows = training_window(
-                frames, index, window, holdout_fraction, stream.time_col, initial=stream.initial
-            )
-            model = _retrain(model, window_rows, spec, row)
-        rows.append(row)
-        if step is not None:
-            step()
-    training_s = bootstrap_s + sum(r.train_s for r in rows)
-    compute_s = training_s + sum(r.score_s for r in rows)
-    meta = {"training_s": round(training_s, 2), "bootstrap_train_s": round(bootstrap_s, 2)}
-    return PolicyRun(policy, rows, compute_s, meta, metric=stream.metric)
-
-
-def _retrain(
-    model: TrainedModel, window: pl.DataFrame, spec: TrainSpec, row: PolicyRow
-) -> TrainedModel:
-    """Fit on ``window`` and deploy it; a window that cannot train (a single class, too few
-    rows) keeps the deployed model, and the row says why."""
-    started = time.perf_counter()
-    try:
-        fitted = train_model(window, spec)
-    except ModelError as exc:
-        row.train_s = round(time.perf_counter() - started, 3)
-        row.note = _join(row.note, f"retrain failed, model kept: {exc}")
-        return model
-    row.train_s = round(time.perf_counter() - started, 3)
-    row.retrained = row.promoted = True
-    return fitted
-
-
-def _join(*notes: str) -> str:
-    return "; ".join(note for note in notes if note)
-
-
-def _warm_up() -> None:
-    """Import the booster and the metrics before any timing: the first policy must not pay
-    for the imports."""
-    import lightgbm  # noqa: F401
-    import sklearn.metrics  # noqa: F401
-
-
-def run_baselines(
-    stream: Stream, *, k: int, console: Console | None = None, policy: Policy | None = None
-) -> list[PolicyRun]:
-    """Never / every batch / every ``k``: the loop's training tool with default parameters,
-    on the retraining window and holdout of ``policy`` (default: the shipped one), with a
-    progress bar per baseline on ``console``."""
-    from driftpilot.stream import progress_bar
-
-    policy = policy or Policy.load(None)
-    _warm_up()
-    scored = len(stream.batches) - stream.initial
-    with (
-        tempfile.TemporaryDirectory(prefix="driftpilot-policies-") as home,
-        progress_bar(console) as progress,
-    ):
-        settings = Settings(home=Path(home), threads=THREADS)
-        spec = train_spec(stream, settings)
-        runs = []
-        for name, schedule in schedules(k).items():
-            bar = progress.add_task(f"{stream.dataset}: baseline {name!r}", total=scored)
-            runs.append(
-                run_baseline(
-                    name,
-                    stream,
-                    schedule,
-                    spec,
-                    window=policy.retraining.default_window,
-                    holdout_fraction=policy.retraining.holdout_fraction,
-                    step=partial(progress.advance, bar),
-                )
-            )
-    return runs
 
 
 # -- the DriftPilot loop ----------------------------------------------------------------------
@@ -591,249 +320,6 @@ def fill_unscored(
             deployed = batch.promoted
 
 
-# -- the target ------------------------------------------------------------------------------
-
-BASELINE = "every batch"  # the issue-19 target's reference: retrain (and deploy) every month
-MAX_RETRAIN_SHARE = 1 / 3  # the loop may retrain at most a third as often
-
-
-def target_check(runs: list[PolicyRun]) -> dict[str, Any]:
-    """Issue 19's target: the loop's mean prequential score is at least every batch's, in the
-    metric's direction (RMSE: lower or equal), with at most a third of its retrains.
-
-    The means are over the batches both policies scored, so a batch only one of them has a
-    score for cannot tilt the comparison."""
-    by_name = {run.policy: run for run in runs}
-    loop, every = by_name[LOOP], by_name[BASELINE]
-    measure = METRICS[loop.metric]
-    ours = {r.index: r.score for r in loop.rows if r.score is not None}
-    theirs = {r.index: r.score for r in every.rows if r.score is not None}
-    both = sorted(ours.keys() & theirs.keys())
-    loop_mean = statistics.fmean(ours[i] for i in both) if both else None
-    every_mean = statistics.fmean(theirs[i] for i in both) if both else None
-    gain = (
-        measure.gain(every_mean, loop_mean)
-        if loop_mean is not None and every_mean is not None
-        else None
-    )
-    loop_retrains = sum(r.retrained for r in loop.rows)
-    every_retrains = sum(r.retrained for r in every.rows)
-    score_met = gain is not None and gain >= 0
-    retrains_met = loop_retrains <= every_retrains * MAX_RETRAIN_SHARE
-    return {
-        "metric": loop.metric,
-        "higher_is_better": measure.higher_is_better,
-        "baseline": BASELINE,
-        "batches_compared": len(both),
-        "driftpilot_mean": None if loop_mean is None else round(loop_mean, 4),
-        "baseline_mean": None if every_mean is None else round(every_mean, 4),
-        # Metric.gain units: points for ROC AUC, a share of the baseline's RMSE for RMSE.
-        "gain": None if gain is None else round(gain, 4),
-        "score_met": score_met,
-        "driftpilot_retrains": loop_retrains,
-        "baseline_retrains": every_retrains,
-        "max_retrains": round(every_retrains * MAX_RETRAIN_SHARE, 2),
-        "retrains_met": retrains_met,
-        "met": score_met and retrains_met,
-    }
-
-
-def target_line(check: dict[str, Any]) -> str:
-    """One line: the target, the two measured sides, and whether each half is met."""
-    label = metric_text.label(check["metric"])
-    direction = "higher" if check["higher_is_better"] else "lower"
-    relation = ">=" if check["higher_is_better"] else "<="
-    gain = check["gain"]
-    if gain is None:
-        gain_text = "-"
-    elif METRICS[check["metric"]].relative:  # Metric.gain is a share of the baseline's value
-        gain_text = f"{gain:+.2%} of {check['baseline']}'s {label}"
-    else:
-        gain_text = f"{gain:+.4f} points"
-    return (
-        f"Target (issue 19): mean prequential {label} driftpilot {relation} {check['baseline']} "
-        f"({direction} is better) and retrains <= 1/3 of {check['baseline']}'s. "
-        f"Measured on {check['batches_compared']} batches: {label} "
-        f"{_fmt(check['driftpilot_mean'])} vs {_fmt(check['baseline_mean'])} (gain {gain_text}): "
-        f"{'met' if check['score_met'] else 'NOT met'}; retrains {check['driftpilot_retrains']} "
-        f"vs {check['baseline_retrains']} (at most {check['max_retrains']}): "
-        f"{'met' if check['retrains_met'] else 'NOT met'}. "
-        f"Target {'MET' if check['met'] else 'NOT MET'}."
-    )
-
-
-# -- output -----------------------------------------------------------------------------------
-
-
-def policy_table(runs: list[PolicyRun], title: str) -> Table:
-    """Per policy: mean and worst prequential score (in the runs' metric), retrains,
-    promotions, yield (promotions per retrain), compute seconds."""
-    table = Table(title=title)
-    table.add_column("policy", no_wrap=True)
-    measure = metric_text.label(runs[0].metric) if runs else "score"
-    columns = (f"mean {measure}", f"worst {measure}", "scored", "retrains", "promotions", "yield")
-    for name in columns:
-        table.add_column(name, justify="right")
-    table.add_column("compute s", justify="right")
-    table.add_column("of which training s", justify="right")
-    for run in runs:
-        t = run.totals()
-        table.add_row(
-            run.policy,
-            _fmt(t["mean_score"]),
-            _fmt(t["worst_score"]),
-            f"{t['scored']}/{t['batches']}",
-            str(t["retrains"]),
-            str(t["promotions"]),
-            "-" if t["yield"] is None else f"{t['yield']:.0%}",
-            f"{t['compute_s']:.1f}",
-            f"{t['training_s']:.1f}",
-        )
-    return table
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
-
-
-def plot_policies(
-    runs: list[PolicyRun], path: Path, *, title: str, metric: str = "roc_auc"
-) -> Path:
-    """Prequential score per batch and policy (top) and when each policy retrained or
-    promoted (bottom). Written as PNG with matplotlib's Agg backend."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (curve, events) = plt.subplots(
-        2, 1, figsize=(11, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1.3]}
-    )
-    colors = [matplotlib.colormaps["tab10"](i) for i in range(10)]
-    for lane, run in enumerate(runs):
-        color = colors[lane % len(colors)]
-        _plot_curve(curve, run, color)
-        _plot_events(events, run, lane, color)
-    _mark_unscored(curve, runs[0])
-    labels = [(r.index, r.batch_id) for r in runs[0].rows]
-    events.set_xticks([i for i, _ in labels], [b for _, b in labels], rotation=45, ha="right")
-    events.set_yticks(range(len(runs)), [r.policy for r in runs])
-    events.set_ylim(-0.6, len(runs) - 0.4)
-    events.invert_yaxis()
-    events.set_xlabel("batch (a model trained after a batch serves from the next one)")
-    events.legend(handles=_event_legend(), loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    curve.set_ylabel(f"prequential {metric_text.label(metric)} ({metric_text.direction(metric)})")
-    curve.set_title(title)
-    curve.grid(alpha=0.3)
-    curve.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def _plot_curve(ax: Any, run: PolicyRun, color: Any) -> None:
-    xs = [r.index for r in run.rows]
-    ys = [float("nan") if r.score is None else r.score for r in run.rows]
-    mean = run.totals()["mean_score"]
-    label = f"{run.policy} (mean {mean:.3f})" if mean is not None else run.policy
-    ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.6, color=color, label=label)
-    retrained = [(r.index, r.score) for r in run.rows if r.retrained and r.score is not None]
-    if retrained:
-        ax.scatter(
-            *zip(*retrained, strict=True),
-            marker="^",
-            s=55,
-            facecolors="none",
-            edgecolors=[color],
-            linewidths=1.3,
-            zorder=3,
-        )
-    if run.policy == LOOP:
-        promoted = [(r.index, r.score) for r in run.rows if r.promoted and r.score is not None]
-        if promoted:
-            ax.scatter(
-                *zip(*promoted, strict=True),
-                marker="*",
-                s=170,
-                color=color,
-                edgecolors="black",
-                linewidths=0.6,
-                zorder=4,
-            )
-
-
-def _plot_events(ax: Any, run: PolicyRun, lane: int, color: Any) -> None:
-    retrained = [r.index for r in run.rows if r.retrained]
-    shift = -0.18 if run.policy == LOOP else 0.0  # the loop's stars sit just below
-    ax.scatter(
-        retrained,
-        [lane + shift] * len(retrained),
-        marker="^",
-        s=60,
-        facecolors="none",
-        edgecolors=[color],
-        linewidths=1.3,
-    )
-    if run.policy == LOOP:
-        promoted = [r.index for r in run.rows if r.promoted]
-        ax.scatter(
-            promoted,
-            [lane - shift] * len(promoted),
-            marker="*",
-            s=170,
-            color=color,
-            edgecolors="black",
-            linewidths=0.6,
-            zorder=3,
-        )
-    ax.axhline(lane, color=color, alpha=0.15, linewidth=6)
-
-
-def _mark_unscored(ax: Any, run: PolicyRun) -> None:
-    """A dotted line where a classifier's batch has a single class (no ROC AUC for any
-    policy)."""
-    for row in run.rows:
-        if row.score is None and row.note.startswith("single class"):
-            ax.axvline(row.index, color="grey", linestyle=":", linewidth=1)
-            ax.annotate(
-                "one class: no ROC AUC",
-                (row.index, 0.02),
-                xycoords=("data", "axes fraction"),
-                rotation=90,
-                fontsize=7,
-                color="grey",
-                ha="right",
-            )
-
-
-def _event_legend() -> list[Any]:
-    from matplotlib.lines import Line2D
-
-    return [
-        Line2D(
-            [],
-            [],
-            marker="^",
-            linestyle="none",
-            markerfacecolor="none",
-            markeredgecolor="black",
-            markersize=8,
-            label="retrained after this batch",
-        ),
-        Line2D(
-            [],
-            [],
-            marker="*",
-            linestyle="none",
-            color="black",
-            markersize=11,
-            label="DriftPilot promoted",
-        ),
-    ]
-
-
 # -- entry points -----------------------------------------------------------------------------
 
 
@@ -898,46 +384,6 @@ def compare_policies(
 def _measure(stream: Stream) -> str:
     measure = metric_text.label(stream.metric)
     return measure + " (macro one-vs-rest)" if stream.task == "multiclass" else measure
-
-
-def framing_check(payloads: dict[Framing, dict[str, Any]]) -> dict[str, Any]:
-    """Issue 21's framing criterion on one dataset's ``compare_policies`` payloads, one per
-    framing: DriftPilot's retrain counts within ``MAX_RETRAIN_GAP`` of each other, and each
-    framing's yield (promotions / retrains) at least ``MIN_YIELD``. A framing without a
-    retrain has no yield and fails the yield half (nothing was shown to pay off)."""
-    per = {
-        framing: {key: payload["totals"][LOOP][key] for key in ("retrains", "promotions", "yield")}
-        | {"batches": len(payload["batches"]), "mean_score": payload["totals"][LOOP]["mean_score"]}
-        for framing, payload in payloads.items()
-    }
-    retrains = [p["retrains"] for p in per.values()]
-    gap = max(retrains) - min(retrains)
-    yields_met = all(p["yield"] is not None and p["yield"] >= MIN_YIELD for p in per.values())
-    return {
-        "framings": per,
-        "retrain_gap": gap,
-        "max_retrain_gap": MAX_RETRAIN_GAP,
-        "retrains_met": gap <= MAX_RETRAIN_GAP,
-        "min_yield": MIN_YIELD,
-        "yields_met": yields_met,
-        "met": gap <= MAX_RETRAIN_GAP and yields_met,
-    }
-
-
-def framing_line(dataset: str, check: dict[str, Any]) -> str:
-    """One line: each framing's retrains, promotions and yield, and the criterion's verdict."""
-    parts = [
-        f"{framing}: {p['retrains']} retrains, {p['promotions']} promotions, yield "
-        + ("-" if p["yield"] is None else f"{p['yield']:.0%}")
-        for framing, p in check["framings"].items()
-    ]
-    return (
-        f"Framings (issue 21) on {dataset}: {'; '.join(parts)}. Retrain counts within "
-        f"{check['max_retrain_gap']} (gap {check['retrain_gap']}): "
-        f"{'met' if check['retrains_met'] else 'NOT met'}; each yield >= {check['min_yield']:.0%}: "
-        f"{'met' if check['yields_met'] else 'NOT met'}. Criterion "
-        f"{'MET' if check['met'] else 'NOT MET'}."
-    )
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:

@@ -246,7 +246,7 @@ def _target_md(check: dict[str, object] | None) -> str:
     """The issue-19 target line under a policy table (results from before it have none)."""
     if not check:
         return ""
-    from evals.policies import target_line
+    from evals.policy_report import target_line
 
     return f"\n\n{target_line(check)}"
 

@@ -81,7 +81,8 @@ def test_tables_replace_only_the_marked_part(tmp_path: Path) -> None:
 
 
 def test_a_regression_policy_table_names_rmse_and_the_target(tmp_path: Path) -> None:
-    from evals.policies import PolicyRow, PolicyRun, target_check
+    from evals.baselines import PolicyRow, PolicyRun
+    from evals.policy_report import target_check
 
     def run(policy: str, scores: list[float], retrain: set[int]) -> PolicyRun:
         rows = [

@@ -11,24 +11,25 @@ import polars as pl
 import pytest
 
 from driftpilot.core.settings import Settings
-from evals.harness import BatchRow, StreamResult
-from evals.policies import (
-    LOOP,
-    MIN_YIELD,
+from evals.baselines import (
     PolicyRow,
     PolicyRun,
     Stream,
-    equal_batches,
-    fill_unscored,
-    framing_check,
-    framing_line,
-    plot_policies,
     prequential_score,
     run_baseline,
     schedules,
+    training_window,
+)
+from evals.harness import BatchRow, StreamResult
+from evals.policies import equal_batches, fill_unscored
+from evals.policy_report import (
+    LOOP,
+    MIN_YIELD,
+    framing_check,
+    framing_line,
+    plot_policies,
     target_check,
     target_line,
-    training_window,
 )
 from tools.train import TrainSpec
 
