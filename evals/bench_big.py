@@ -32,7 +32,7 @@ from typing import Any
 
 import polars as pl
 
-from evals.bench_loop import distinct
+from evals.bench_helpers import distinct
 from evals.common import machine, write_json
 
 RESULTS = Path(__file__).parent / "results"
@@ -55,7 +55,7 @@ def batch_columns() -> list[str]:
 
 def big_file(settings: Any, rows: int) -> Path:
     """``rows`` resampled flights rows as Parquet in the cache (made once, then reused), each
-    row distinct (``evals.bench_loop.distinct``)."""
+    row distinct (``evals.bench_helpers.distinct``)."""
     assert settings.cache_dir is not None
     folder = Path(settings.cache_dir) / "bench_big"
     # -distinct: files made before the duplicate-rows defect check repeated rows (quarantined)

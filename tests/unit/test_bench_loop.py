@@ -10,7 +10,7 @@ from typing import Any
 
 import polars as pl
 
-from evals import bench_loop
+from evals import bench_helpers, bench_loop
 from tools.data import content_hash
 
 
@@ -20,10 +20,10 @@ def frame(n: int) -> pl.DataFrame:
 
 def test_resample_is_seeded_and_reaches_any_size() -> None:
     base = frame(100).sample(fraction=1.0, shuffle=True, seed=3)
-    small = bench_loop.resample(base, 30, seed=1, time_col="t")
+    small = bench_helpers.resample(base, 30, seed=1, time_col="t")
     assert small.height == 30 and small["t"].is_sorted()
-    assert small.equals(bench_loop.resample(base, 30, seed=1, time_col="t"))
-    big = bench_loop.resample(base, 250, seed=1)
+    assert small.equals(bench_helpers.resample(base, 30, seed=1, time_col="t"))
+    big = bench_helpers.resample(base, 250, seed=1)
     assert big.height == 250
     assert big["t"].value_counts()["count"].max() == 3  # two whole copies and a sample
     # ... whose rows stay distinct (a batch repeating rows is a join bug's: quarantined)
@@ -33,24 +33,24 @@ def test_resample_is_seeded_and_reaches_any_size() -> None:
 
 def test_without_row_changes_the_hash_and_nothing_else() -> None:
     base = frame(10)
-    assert bench_loop.without_row(base, 3)["t"].to_list() == [0, 1, 2, 4, 5, 6, 7, 8, 9]
-    assert bench_loop.without_row(base, 12).height == 9  # wraps around
-    hashes = {content_hash(bench_loop.without_row(base, i)) for i in range(10)}
+    assert bench_helpers.without_row(base, 3)["t"].to_list() == [0, 1, 2, 4, 5, 6, 7, 8, 9]
+    assert bench_helpers.without_row(base, 12).height == 9  # wraps around
+    hashes = {content_hash(bench_helpers.without_row(base, i)) for i in range(10)}
     assert len(hashes) == 10 and content_hash(base) not in hashes
 
 
 def test_ratio_summary_and_rates() -> None:
-    assert bench_loop.ratio(3.0, 2.0) == 1.5
-    assert bench_loop.ratio(1.0, 0.0) is None
-    s = bench_loop.summarize([3.0, 1.0, 2.0])
+    assert bench_helpers.ratio(3.0, 2.0) == 1.5
+    assert bench_helpers.ratio(1.0, 0.0) is None
+    s = bench_helpers.summarize([3.0, 1.0, 2.0])
     assert (s["median_s"], s["min_s"], s["max_s"], s["repeats"]) == (2.0, 1.0, 3.0, 3)
-    assert bench_loop.runs_per_hour(2.0) == 1800.0
-    assert bench_loop.runs_per_hour(0.0) is None
-    assert bench_loop.cpu_seconds() > 0
+    assert bench_helpers.runs_per_hour(2.0) == 1800.0
+    assert bench_helpers.runs_per_hour(0.0) is None
+    assert bench_helpers.cpu_seconds() > 0
 
 
 def test_policies_merge_key_by_key() -> None:
-    merged = bench_loop.merge(bench_loop.RETRAIN_POLICY, {"drift": {"monitor_share": 0.1}})
+    merged = bench_helpers.merge(bench_loop.RETRAIN_POLICY, {"drift": {"monitor_share": 0.1}})
     assert merged["drift"] == {"retrain": "always", "monitor_share": 0.1}
     assert merged["optimizer"]["default_trials"] == 20
     assert bench_loop.MONITOR_POLICY["drift"]["retrain"] == "never"
@@ -63,7 +63,10 @@ def test_tool_seconds_sums_per_tool_and_skips_llm_calls() -> None:
         SimpleNamespace(tool="llm:get_column_drift", latency_ms=0.0),
         SimpleNamespace(tool="quality.check_batch", latency_ms=12.0),
     ]
-    assert bench_loop.tool_seconds(rows) == {"drift.data_drift": 2.0, "quality.check_batch": 0.012}
+    assert bench_helpers.tool_seconds(rows) == {
+        "drift.data_drift": 2.0,
+        "quality.check_batch": 0.012,
+    }
 
 
 def test_machine_facts_and_results_files(tmp_path: Path) -> None:
@@ -87,12 +90,12 @@ def test_targets_say_met_missed_or_not_measured() -> None:
         "rows": [{"batch_rows": 10_000, "loop": {"median_s": 0.5}}],
         "retrain": [],
     }
-    goals = bench_loop.targets(results)
+    goals = bench_helpers.targets(results)
     assert goals["a_monitor_run_over_raw_report"]["met"] is True
     assert goals["a_prime_with_report_over_raw_report"]["met"] is False
     assert goals["c_runs_per_hour_per_core"]["met"] is True  # 6000 >= 4 x 1360
     assert goals["d_1m_rows_s"] == {"value": None, "target": "<= 4.0", "met": None}
     results["rows"].append({"batch_rows": 1_000_000, "loop": {"median_s": 4.5}})
-    assert bench_loop.targets(results)["d_1m_rows_s"]["met"] is False
-    line = bench_loop.machine_line({"processor": "x86_64", "usable_cores": 2, "cores": 2})
+    assert bench_helpers.targets(results)["d_1m_rows_s"]["met"] is False
+    line = bench_helpers.machine_line({"processor": "x86_64", "usable_cores": 2, "cores": 2})
     assert "2 of 2 cores" in line
