@@ -34,7 +34,7 @@ from pydantic import BaseModel, Field
 from driftpilot.core.identity import safe_label
 from tools import defects
 from tools.data import content_hash
-from tools.defects import DefectThresholds
+from tools.defect_rules import DefectThresholds
 from tools.quality_profile import ColumnProfile, ReferenceProfile, dtype_name
 from tools.quality_scan import (
     ColumnStats,

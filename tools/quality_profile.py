@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from driftpilot.core.errors import SchemaError
 from tools import defects
-from tools.defects import ColumnShape
+from tools.defect_rules import ColumnShape
 from tools.quality_scan import kind_of
 
 Kind = Literal["numeric", "categorical", "datetime", "boolean", "other"]

@@ -11,7 +11,8 @@ import polars as pl
 import pytest
 
 from tools.datasets import CREDITCARD, FLIGHTS
-from tools.defects import QUANTILES, UNIT_FACTORS, DefectThresholds, distance, unit_change
+from tools.defect_rules import UNIT_FACTORS, DefectThresholds
+from tools.defects import QUANTILES, distance, unit_change
 from tools.quality import QualityVerdict, check_batch
 from tools.quality_profile import ReferenceProfile, profile_reference
 
