@@ -4,10 +4,10 @@ from typing import Any
 
 import pytest
 
+from driftpilot.core.episode_attempts import attempt
 from driftpilot.core.episodes import (
     PREVALENCE,
     Episode,
-    attempt,
     drop_high,
     episode_for,
     episode_of,
