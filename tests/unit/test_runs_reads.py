@@ -33,8 +33,11 @@ class Statements:
     def __init__(self, cp: ControlPlane) -> None:
         self.engine, self.count = cp.store.engine, 0
 
-    def _count(self, *args: Any) -> None:
-        self.count += 1
+    def _count(self, conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        # A PRAGMA is the connection's housekeeping (the writer queue's busy timeout, set again
+        # on a connection's first read after a write), not a query of the page.
+        if not statement.lstrip().upper().startswith("PRAGMA"):
+            self.count += 1
 
     def __enter__(self) -> Statements:
         event.listen(self.engine, "before_cursor_execute", self._count)
