@@ -150,6 +150,11 @@ class RunExecutor:
         self._stop = threading.Event()
         self._startup: threading.Thread | None = None
         self._warm: threading.Thread | None = None
+        # Held by the warm-up while it imports; a run waits for it before it begins. Two threads
+        # importing one package tree at once can meet a module another is still initialising
+        # (importlib breaks the deadlock by handing one of them the half-made module): a run
+        # that began beside the warm-up failed after ingestion in the full suite.
+        self._warming = threading.Lock()
         self._switch_before: float | None = None  # the interval start() replaced
         self._timers: set[threading.Timer] = set()
         self.recovered: list[Recovery] | None = None  # None: recovery not finished (or off)
@@ -219,6 +224,8 @@ class RunExecutor:
     ) -> Future[RunView | None]:
         def task() -> RunView | None:
             try:
+                with self._warming:  # a warm-up under way finishes first (see _warm_up)
+                    pass
                 view = call(key)
                 if isinstance(view, RunView):
                     # After the run's result is written: the report never delays it.
@@ -375,8 +382,12 @@ class RunExecutor:
     def _warm_up(self) -> None:
         started = time.perf_counter()
         try:
-            if not warm(self.plane, self._stop):
-                return
+            with self._warming:
+                if self.busy():  # a run came first: it imports what it needs, alone
+                    log.info("warm-up skipped: a run is under way")
+                    return
+                if not warm(self.plane, self._stop):
+                    return
         except Exception:  # a failed warm-up costs speed only: the first run imports itself
             log.exception("warm-up at start-up failed")
             return

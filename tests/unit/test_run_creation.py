@@ -304,6 +304,32 @@ def test_shutdown_joins_the_warm_up_and_close_leaves_no_graph_open(plane: Contro
     assert plane._checkpoints is None and plane._graph is None
 
 
+def test_a_run_begins_after_the_warm_up_under_way(plane: ControlPlane) -> None:
+    """Two threads importing one package tree at once can hand one of them a half-initialised
+    module: a run submitted while the warm-up imports waits for it to end."""
+    executor = inprocess.RunExecutor(plane, workers=1)
+    began = threading.Event()
+    plane._graph_lock.acquire()  # the warm-up waits inside plane.graph, holding _warming
+    held = True
+    try:
+        executor.start()
+        executor.wait_started(30)
+        deadline = time.monotonic() + 10
+        while not executor._warming.locked() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert executor._warming.locked()
+        executor._submit("k", "test", lambda key: began.set())
+        assert not began.wait(0.3)  # not beside the warm-up
+        plane._graph_lock.release()
+        held = False
+        assert began.wait(60)
+    finally:
+        if held:
+            plane._graph_lock.release()
+        executor.shutdown()
+    plane.close()
+
+
 def test_close_waits_for_a_graph_being_built(plane: ControlPlane) -> None:
     plane._graph_lock.acquire()  # a graph being built
     closing = threading.Thread(target=plane.close)
