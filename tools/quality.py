@@ -146,11 +146,6 @@ class QualityVerdict(BaseModel):
         return "; ".join(s for s in found if s)
 
 
-def _number(value: object) -> float:
-    """A Polars aggregate as a float (they are typed as any scalar); None counts as 0."""
-    return 0.0 if value is None else float(value)  # type: ignore[arg-type]
-
-
 HardLimits = dict[str, tuple[float | None, float | None]]
 
 
