@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import secrets
 import threading
 import time
 import uuid
@@ -190,6 +191,7 @@ class Webhooks:
             description=spec.description,
             created_by=actor,
             created_at=now(),
+            secret=secrets.token_urlsafe(32),
         )
         self.store.add(row)
         view = _view(row)

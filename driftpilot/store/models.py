@@ -237,7 +237,8 @@ class ScheduleBatch(Base):
 
 class Webhook(Base):
     """Where a model's alerts are posted. The URL may carry a secret: it is never shown or
-    audited in full (see ``driftpilot.alerts.webhooks.redact_url``)."""
+    audited in full (see ``driftpilot.alerts.webhooks.redact_url``). ``secret`` is the key that
+    signs every delivery (kept as is: signing needs it), shown once at creation or rotation."""
 
     __tablename__ = "webhooks"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -248,6 +249,7 @@ class Webhook(Base):
     description: Mapped[str] = mapped_column(String(500), default="")
     created_by: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[str] = mapped_column(String(40))
+    secret: Mapped[str] = mapped_column(String(100), doc="HMAC-SHA256 key of the signature")
 
 
 class User(Base):
