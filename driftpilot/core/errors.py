@@ -25,7 +25,9 @@ catch the branch they can handle and let the rest surface with its message.
     ├── RunStateError               the run's status does not allow it (cancel a running run)
     ├── PolicyViolation             an action the risk policy forbids (e.g. unapproved promote)
     ├── LLMError                    the chat model failed (timeout, invalid output)
-    └── AuditWriteError             the audit database refused or timed out an append
+    ├── AuditWriteError             the audit database refused or timed out an append
+    └── BackupError                 a backup cannot be taken or restored (target not empty,
+                                    stores of another kind, pg_dump/pg_restore failed)
 """
 
 from __future__ import annotations
@@ -139,3 +141,9 @@ class LLMError(DriftPilotError):
 
 class AuditWriteError(DriftPilotError):
     """The audit database refused an append or stayed locked past its timeout."""
+
+
+class BackupError(DriftPilotError):
+    """A backup cannot be taken or restored: the target is not empty, a store is of another
+    kind than the backup's, or pg_dump / pg_restore failed. (A tampered backup is an
+    ``IntegrityError``; a run in flight, ``ModelBusy``.)"""
