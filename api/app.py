@@ -1,6 +1,7 @@
 """The FastAPI application: ``create_app()`` wires the façade's runtime (run executor,
-scheduler, alert dispatcher: ``driftpilot.runtime``), the body limit, problem+json errors and
-the routers.
+scheduler, alert dispatcher: ``driftpilot.runtime``), the body limit, problem+json errors,
+503 with Retry-After for a store outage (database down, disk full: ``api.outage``) and the
+routers.
 
 Routers (``ROUTERS``, in this order): runs, approvals, audit, models, jobs, health, the
 LangGraph-compatible ones (``api.langgraph``: assistants, threads, runs, crons), schedules,
@@ -20,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import problems
+from api import outage, problems
 from api.langgraph import assistants as lg_assistants
 from api.langgraph import crons as lg_crons
 from api.langgraph import runs as lg_runs
@@ -151,7 +152,9 @@ def create_app(
     app.state.alerts = runtime.alerts
     app.add_middleware(BodyLimit, max_bytes=conf.max_body_bytes)
     app.add_middleware(DocsPolicy, paths={DOCS_URL, REDOC_URL})
+    app.add_middleware(outage.RetryAfter)
     problems.install(app)
+    outage.install(app)  # after problems: it wraps their handlers
     for router in ROUTERS:
         app.include_router(router)
     return app
