@@ -13,7 +13,8 @@ in is the order ``driftpilot --help`` lists them:
     models      model add, model list                 audit       audit [checkpoint]
     adopt       model adopt (an existing MLflow model)
     keys        keys create, list, revoke             users       users add, list
-    llm         llm serve, llm exec
+    webhooks    webhooks add, list, remove, rotate-secret
+    llm         llm serve, llm exec                   backup      backup, restore
 
 Services are wired by ``driftpilot.runtime`` (the worker's queue and scheduler, the alerts a
 command delivers before it exits), as in the API and the chat.
@@ -40,7 +41,7 @@ from typing import Annotated
 
 import typer
 
-from driftpilot.cli import adopt, approvals, evals, labels, notes, replay, runs, serve
+from driftpilot.cli import adopt, approvals, backup, evals, labels, notes, replay, runs, serve
 from driftpilot.cli.audit import audit_app
 from driftpilot.cli.common import (
     EXIT_ERROR,
@@ -54,6 +55,7 @@ from driftpilot.cli.keys import keys_app
 from driftpilot.cli.llm import llm_app
 from driftpilot.cli.models import model_app
 from driftpilot.cli.users import users_app
+from driftpilot.cli.webhooks import webhooks_app
 
 __all__ = ["EXIT_ERROR", "EXIT_INTERNAL", "EXIT_USAGE", "app", "console", "main"]
 
@@ -99,6 +101,8 @@ for name, command in (
     ("labels", labels.labels),
     ("note", notes.note),
     ("notes", notes.notes),
+    ("backup", backup.backup),
+    ("restore", backup.restore),
 ):
     app.command(name)(command)
 model_app.command("adopt")(adopt.model_adopt)
@@ -106,4 +110,5 @@ app.add_typer(model_app, name="model")
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
 app.add_typer(users_app, name="users")
+app.add_typer(webhooks_app, name="webhooks")
 app.add_typer(llm_app, name="llm")
