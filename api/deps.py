@@ -9,7 +9,10 @@ read route (``GET /audit``) reads on the loop on SQLite (``read_store``, ``Readi
 
 The principal comes from the API key (``X-Api-Key: <secret>`` or ``Authorization: Bearer
 <secret>``), never from the request body. Roles include the ones below them:
-viewer < operator < approver < admin.
+viewer < operator < approver < admin. Unknown and revoked keys are limited per client address
+and per key id (``driftpilot.runs.keys``, ``driftpilot.store.throttle``): 429 with
+Retry-After while locked. A right key's request reads the key and the locks in one query and
+writes nothing.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ from api.problems import Problem
 from driftpilot.core.identity import Role, has_role
 from driftpilot.core.settings import ApiSettings
 from driftpilot.execution.inprocess import RunExecutor
+from driftpilot.runs.keys import Admission, needs_writing
 from driftpilot.runs.plane import ApiKeyView, ControlPlane
+from driftpilot.store.throttle import Subject, address_subject
 
 _api_key = APIKeyHeader(name="X-Api-Key", auto_error=False, description="An API key's secret.")
 _bearer = HTTPBearer(auto_error=False, description="An API key's secret as a bearer token.")
@@ -78,16 +83,57 @@ async def credentials(
 Secret = Annotated[str, Depends(credentials)]
 
 
-def authenticate(cp: ControlPlane, secret: str) -> ApiKeyView:
-    """The live API key whose secret this is (it reads the database: call it off the loop).
+def client_address(request: Request) -> Subject:
+    """The address failures of this request count against: the peer the server saw
+    (``request.client.host``), never a header the client wrote. Behind a reverse proxy that is
+    the proxy's, unless the server rewrites it from ``X-Forwarded-For``: uvicorn does so only
+    for peers in ``FORWARDED_ALLOW_IPS`` (its default: 127.0.0.1, a proxy on this host)."""
+    return address_subject(request.client.host if request.client else None)
+
+
+def admission(cp: ControlPlane, secret: str, address: Subject) -> Admission:
+    """The verdict on ``secret`` from ``address`` (one read of the database; call it off the
+    loop but on SQLite, see ``read_store``)."""
+    return cp.keys.admit(secret, address)
+
+
+def settled(cp: ControlPlane, verdict: Admission) -> ApiKeyView:
+    """The admitted key, once what ``verdict`` implies is recorded (a failure counted, a key
+    id's failures cleared; no write for a right key with none).
 
     Raises:
-        Problem: 401 when the key is unknown or revoked.
+        Problem: 429 with Retry-After while the address or the key id is locked, 401 when the
+            key is unknown or revoked.
     """
-    view = cp.authenticate(secret)
-    if view is None:
+    cp.keys.settle(verdict, cp.settings.auth)
+    if verdict.retry_after is not None:
+        raise locked(verdict.retry_after)
+    if verdict.key is None:
         raise Problem(401, "unknown or revoked API key", headers=_CHALLENGE)
-    return view
+    return verdict.key
+
+
+def locked(retry_after: int) -> Problem:
+    """The answer to an attempt from a locked address or at a locked key id."""
+    return Problem(
+        429,
+        f"too many failed sign-in attempts from this address or for this key; try again in "
+        f"{retry_after} s",
+        slug="too-many-attempts",
+        title="Too many failed attempts",
+        headers={"Retry-After": str(retry_after)},
+        retry_after=retry_after,
+    )
+
+
+def authenticate(cp: ControlPlane, secret: str, address: Subject) -> ApiKeyView:
+    """The live API key whose secret this is, under the limits on guessing (it reads, and on
+    a failure writes, the database: call it off the loop).
+
+    Raises:
+        Problem: 429 while locked, 401 when the key is unknown or revoked.
+    """
+    return settled(cp, admission(cp, secret, address))
 
 
 def check_role(key: ApiKeyView, role: Role) -> ApiKeyView:
@@ -106,22 +152,23 @@ def check_role(key: ApiKeyView, role: Role) -> ApiKeyView:
     return key
 
 
-def authorize(cp: ControlPlane, secret: str, role: Role) -> ApiKeyView:
+def authorize(cp: ControlPlane, secret: str, address: Subject, role: Role) -> ApiKeyView:
     """The live key of ``secret`` when its role reaches ``role``.
 
     Raises:
-        Problem: 401 unknown or revoked key, 403 role too low.
+        Problem: 429 while locked, 401 unknown or revoked key, 403 role too low.
     """
-    return check_role(authenticate(cp, secret), role)
+    return check_role(authenticate(cp, secret, address), role)
 
 
-def caller(cp: Plane, secret: Secret) -> ApiKeyView:
+def caller(cp: Plane, secret: Secret, request: Request) -> ApiKeyView:
     """The live API key of the request.
 
     Raises:
-        Problem: 401 when no key is given, or the key is unknown or revoked.
+        Problem: 401 when no key is given, or the key is unknown or revoked; 429 while the
+            client's address or the key id is locked.
     """
-    return authenticate(cp, secret)
+    return authenticate(cp, secret, client_address(request))
 
 
 def require(role: Role) -> Callable[[ApiKeyView], ApiKeyView]:
@@ -133,15 +180,15 @@ def require(role: Role) -> Callable[[ApiKeyView], ApiKeyView]:
     return check
 
 
-def keyed(role: Role) -> Callable[[ControlPlane, str], ApiKeyView]:
+def keyed(role: Role) -> Callable[[ControlPlane, str, Request], ApiKeyView]:
     """The dependency of the routes needing ``role``: one sync function (one thread hop)
     authenticates and checks the role, where ``caller`` then ``require``'s check took two;
     at 200 requests/s each hop and its GIL hand-offs cost about as much CPU as an audit
     page's query (``evals/bench_api.py``). It runs before the body is validated: a request
     without a valid key gets 401, never 422."""
 
-    def check(cp: Plane, secret: Secret) -> ApiKeyView:
-        return authorize(cp, secret, role)
+    def check(cp: Plane, secret: Secret, request: Request) -> ApiKeyView:
+        return authorize(cp, secret, client_address(request), role)
 
     return check
 
@@ -161,11 +208,19 @@ async def read_store(cp: ControlPlane, call: Callable[[], T]) -> T:
     return await run_in_threadpool(call)
 
 
-def keyed_read(role: Role) -> Callable[[ControlPlane, str], Awaitable[ApiKeyView]]:
-    """``keyed`` for the hot read routes: the key is looked up through ``read_store``."""
+def keyed_read(role: Role) -> Callable[[ControlPlane, str, Request], Awaitable[ApiKeyView]]:
+    """``keyed`` for the hot read routes: the key is looked up through ``read_store``; a
+    failure is counted in the thread pool (a write must not stall the loop, and a flood of
+    wrong keys would otherwise make the loop write)."""
 
-    async def check(cp: Plane, secret: Secret) -> ApiKeyView:
-        return await read_store(cp, lambda: authorize(cp, secret, role))
+    async def check(cp: Plane, secret: Secret, request: Request) -> ApiKeyView:
+        address = client_address(request)
+        verdict = await read_store(cp, lambda: admission(cp, secret, address))
+        if needs_writing(verdict):
+            key = await run_in_threadpool(settled, cp, verdict)
+        else:
+            key = settled(cp, verdict)
+        return check_role(key, role)
 
     return check
 

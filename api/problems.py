@@ -52,6 +52,7 @@ _SLUGS = {
     413: ("content-too-large", "Content too large"),
     415: ("unsupported-media-type", "Unsupported media type"),
     422: ("invalid-request", "Invalid request"),
+    429: ("too-many-requests", "Too many requests"),
     500: ("internal-error", "Internal server error"),
     501: ("not-implemented", "Not implemented"),
 }

@@ -29,6 +29,7 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 import chainlit as cl  # noqa: E402
+from chainlit.server import app as chainlit_app  # noqa: E402
 
 from driftpilot.core.errors import DriftPilotError  # noqa: E402
 from driftpilot.core.vocabulary import outcome_label, status_label  # noqa: E402
@@ -37,8 +38,9 @@ from driftpilot.runs.plane import ControlPlane, RunView  # noqa: E402
 from driftpilot.runtime import Runtime, build_runtime  # noqa: E402
 from ui import charts, markup  # noqa: E402
 from ui.acting import Proposal  # noqa: E402
-from ui.chat import Chat, Identity, Reply, new_decisions, sign_in  # noqa: E402
+from ui.chat import Chat, Identity, Reply, new_decisions  # noqa: E402
 from ui.replies import Chart, episode_lines  # noqa: E402
+from ui.signin_guard import current_attempt, guarded_sign_in, install  # noqa: E402
 
 log = logging.getLogger("ui")
 POLL_S = 0.5
@@ -71,10 +73,19 @@ def scheduler() -> Any:
     return runtime().start().scheduler
 
 
+install(chainlit_app)  # the client's address for password_auth, and its 429
+
+
 @cl.password_auth_callback
 async def password_auth(username: str, password: str) -> cl.User | None:
+    """The user of a sign-in, under the limits on guessing (``ui.signin_guard``: a locked
+    address or name is refused unchecked, and the page gets 429 with Retry-After)."""
+    cp = plane()
+    attempt = current_attempt()
     try:
-        who = await asyncio.to_thread(sign_in, plane(), username, password)
+        who = await asyncio.to_thread(
+            guarded_sign_in, cp, username, password, attempt, cp.settings.auth
+        )
     except DriftPilotError:
         return None
     if who is None:

@@ -16,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 GDELT_BASE_URL = "http://data.gdeltproject.org/gdeltv2/"
@@ -38,6 +38,13 @@ class ApiSettings(BaseModel):
     )
     max_batch_rows: int = Field(5_000_000, gt=0, description="Most rows of one batch.")
     workers: int = Field(2, ge=1, description="Threads that execute runs in the background.")
+    run_processes: int = Field(
+        2,
+        ge=0,
+        le=32,
+        description="On a SQLite home, child processes of the API that execute its runs (their "
+        "Python work would stall request threads for the GIL); 0: the API process's threads.",
+    )
     recover_on_start: bool = Field(
         True,
         description="At start-up, recover what a dead process left (runs left running, "
@@ -110,6 +117,30 @@ class QueueSettings(BaseModel):
     pool_size: int = Field(4, ge=1, description="Database connections of a deferring process.")
 
 
+def parse_host_port(entry: str) -> tuple[str, int | None]:
+    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port`` as (lower-case host, port or None).
+
+    Raises:
+        ValueError: an empty host, a bad port, or characters no host name has.
+    """
+    host, port = entry, None
+    if entry.startswith("["):
+        host, _, rest = entry[1:].partition("]")
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"bad allowed host {entry!r}")
+        port = rest[1:] or None
+    elif entry.count(":") == 1:
+        host, port = entry.split(":")
+    host = host.strip().lower().rstrip(".")
+    if not host or any(c.isspace() or c in "/@?#[]" for c in host):
+        raise ValueError(f"bad allowed host {entry!r}")
+    if port is None:
+        return host, None
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"bad port in allowed host {entry!r}")
+    return host, int(port)
+
+
 class AlertSettings(BaseModel):
     """Delivery settings, read from ``DRIFTPILOT_ALERTS_*``."""
 
@@ -119,6 +150,47 @@ class AlertSettings(BaseModel):
     max_backoff_s: float = Field(30.0, ge=0, description="Longest wait between attempts, s.")
     workers: int = Field(2, ge=1, le=16, description="Threads that deliver alerts.")
     max_queue: int = Field(1000, ge=1, description="Deliveries waiting at most (then dropped).")
+    allow_hosts: str = Field(
+        "",
+        max_length=4000,
+        description="Comma list of webhook hosts (host or host:port) allowed to resolve to "
+        "loopback, private or link-local addresses: the only way to post to an internal "
+        "receiver (DRIFTPILOT_ALERTS_ALLOW_HOSTS=hooks.internal,127.0.0.1:9000).",
+    )
+
+    @field_validator("allow_hosts")
+    @classmethod
+    def _allow_hosts(cls, value: str) -> str:
+        for entry in value.split(","):
+            if entry.strip():
+                parse_host_port(entry.strip())
+        return value
+
+    def allowed(self) -> frozenset[tuple[str, int | None]]:
+        """``allow_hosts`` as (host, port) pairs: host lower-case, IPv6 without brackets,
+        port None when the entry allows every port."""
+        return frozenset(
+            parse_host_port(e.strip()) for e in self.allow_hosts.split(",") if e.strip()
+        )
+
+
+class AuthLimitSettings(BaseModel):
+    """Limits on guessing credentials, read from ``DRIFTPILOT_AUTH_*``: failed chat sign-ins
+    and unknown or revoked API keys, counted per client address and per name (the user name;
+    an API key's id) in the audit database, so the API, the chat and a restart share them."""
+
+    max_failures: int = Field(
+        5, ge=1, description="Failures of one address or name within window_s that lock it."
+    )
+    window_s: float = Field(900.0, gt=0, description="How long failures count toward a lock, s.")
+    lockout_s: float = Field(60.0, gt=0, description="The first lockout, s; each next doubles.")
+    max_lockout_s: float = Field(3600.0, gt=0, description="The longest lockout, s.")
+    forget_s: float = Field(
+        86400.0,
+        gt=0,
+        description="Quiet time after which an address or name starts again from the first "
+        "lockout's length, s.",
+    )
 
 
 class Settings(BaseSettings):
@@ -232,6 +304,9 @@ class Settings(BaseSettings):
     )
     queue: QueueSettings = Field(default_factory=QueueSettings, description="The task queue.")
     alerts: AlertSettings = Field(default_factory=AlertSettings, description="Webhook alerts.")
+    auth: AuthLimitSettings = Field(
+        default_factory=AuthLimitSettings, description="Limits on guessing credentials."
+    )
 
     @model_validator(mode="after")
     def _derive_locations(self) -> Settings:

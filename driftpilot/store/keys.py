@@ -1,21 +1,42 @@
 """API keys: a principal and a role per key; only the secret's SHA-256 is stored.
-(Password users are ``driftpilot.store.users``.)"""
+(Password users are ``driftpilot.store.users``.)
+
+A key is found by the SHA-256 of the secret presented, through the unique index on
+``secret_hash``; that comparison is not constant-time, and need not be: what its timing could
+reveal is how much of SHA-256(guess) matches a stored hash, and knowing bits of a hash of
+one's own guess brings no closer to a secret of 190 random bits (a preimage of SHA-256).
+Guesses themselves are limited by ``driftpilot.store.throttle``.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ScalarSelect, literal, select
+from sqlalchemy.orm import InstrumentedAttribute
 
 from driftpilot.core.errors import ConfigError
 from driftpilot.core.identity import ROLES, normalize_principal
 from driftpilot.store.engine import now
-from driftpilot.store.models import ApiKey
-from driftpilot.store.queries import Queries
+from driftpilot.store.models import ApiKey, AuthFailure
+from driftpilot.store.throttle import Subject, Throttle, key_subject
 
 
-class ApiKeys(Queries):
+@dataclass(frozen=True)
+class KeyLookup:
+    """A secret's key row (live or revoked; None: unknown) and the locks that bear on it."""
+
+    row: ApiKey | None
+    key: Subject | None  # the key id the secret names, if it has the dp_<id>_ shape
+    address_locked_until: str | None
+    key_locked_until: str | None
+    key_failures: int  # failures counted against that key id (0: nothing to clear)
+
+
+class ApiKeys(Throttle):
     """Create, authenticate and revoke API keys."""
 
     def create_api_key(self, principal: str, role: str) -> tuple[ApiKey, str]:
@@ -42,20 +63,51 @@ class ApiKeys(Queries):
         return row, secret
 
     def authenticate(self, secret: str) -> ApiKey | None:
-        """The live key whose secret this is (None: unknown or revoked)."""
-        table = ApiKey.__table__
-        with self._reading_connection() as conn:
-            found = (
-                conn.execute(select(table).where(table.c.secret_hash == _secret_hash(secret)))
-                .mappings()
-                .first()
-            )
-        if found is None or found["revoked_at"] is not None:
+        """The live key whose secret this is (None: unknown or revoked). Not limited: the
+        API's requests go through ``look_up_key`` and ``driftpilot.runs.keys``."""
+        found = self.look_up_key(secret, Subject("address", "")).row
+        if found is None or found.revoked_at is not None:
             return None
-        return ApiKey(**found)
+        return found
+
+    def look_up_key(self, secret: str, address: Subject) -> KeyLookup:
+        """The key of ``secret`` with the locks of ``address`` and of the key id the secret
+        names, in one statement: every API request runs it, and the locks cost no round
+        trip of their own (two primary-key lookups inside the same query)."""
+        keys = ApiKey.__table__
+        subject = key_subject(secret)
+        kid = subject.name if subject is not None else ""
+        one = select(literal(1).label("one")).subquery()
+        query = select(
+            _column_of(AuthFailure.locked_until, address).label("address_locked_until"),
+            _column_of(AuthFailure.locked_until, Subject("key", kid)).label("key_locked_until"),
+            _column_of(AuthFailure.failures, Subject("key", kid)).label("key_failures"),
+            *keys.c,
+        ).select_from(one.outerjoin(keys, keys.c.secret_hash == _secret_hash(secret)))
+        with self._reading_connection() as conn:
+            found = conn.execute(query).mappings().one()
+        row = None
+        if found["id"] is not None:
+            row = ApiKey(**{c.name: found[c.name] for c in keys.c})
+        return KeyLookup(
+            row=row,
+            key=subject,
+            address_locked_until=found["address_locked_until"],
+            key_locked_until=found["key_locked_until"] if subject else None,
+            key_failures=(found["key_failures"] or 0) if subject else 0,
+        )
 
     def revoke_api_key(self, key_id: str) -> ApiKey:
         return self._update(ApiKey, key_id, {"revoked_at": now()})
+
+
+def _column_of(column: InstrumentedAttribute[Any], subject: Subject) -> ScalarSelect[Any]:
+    """A scalar subquery: ``column`` of the subject's ``auth_failures`` row (NULL: none)."""
+    return (
+        select(column)
+        .where(AuthFailure.kind == subject.kind, AuthFailure.name == subject.name)
+        .scalar_subquery()
+    )
 
 
 def _secret_hash(secret: str) -> str:

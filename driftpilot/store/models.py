@@ -280,3 +280,18 @@ class Note(Base):
     author: Mapped[str] = mapped_column(String(200), doc="the normalised principal")
     sha256: Mapped[str] = mapped_column(String(64), doc="of text, as audited")
     created_at: Mapped[str] = mapped_column(String(40))
+
+
+class AuthFailure(Base):
+    """Failed sign-ins and unknown API keys of one address or name (``driftpilot.store.
+    throttle``): mutable counters, not chained; each lockout they start is audited as a tool
+    call (agent ``auth``)."""
+
+    __tablename__ = "auth_failures"
+    kind: Mapped[str] = mapped_column(String(20), primary_key=True, doc="address | user | key")
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, doc="failures in the current window")
+    window_start: Mapped[str] = mapped_column(String(40), doc="the window's first failure")
+    lockouts: Mapped[int] = mapped_column(Integer, doc="lockouts so far: each doubles the next")
+    locked_until: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    last_failure: Mapped[str] = mapped_column(String(40))

@@ -1,0 +1,268 @@
+"""Limits on guessing credentials: failed chat sign-ins and unknown or revoked API keys.
+
+Failures are counted per subject: a client address (``address``; IPv6 per /64, since one
+host holds a whole /64), a chat user name (``user``) and an API key's id (``key``, read from
+the ``dp_<id>_`` prefix of the secret tried). ``max_failures`` failures of a subject within
+``window_s`` lock it for ``lockout_s``; each further lockout doubles, up to ``max_lockout_s``;
+after ``forget_s`` without a failure a subject starts again from the first length. A lockout
+starts a fresh count (the next one needs ``max_failures`` new failures).
+
+The counters live in the audit database (``auth_failures``): the API and the chat are separate
+processes, and a restart must not hand out fresh guesses. Every lockout is audited as a tool
+call (agent ``auth``, tool ``auth.lockout``) naming the subject, never a secret. Attempts made
+during a lock are refused without being checked, and not counted (a lock is not prolonged by
+the refused attempts: the lockout's length alone grows).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import NamedTuple
+
+from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from driftpilot.core.errors import InvalidPrincipal
+from driftpilot.core.identity import normalize_principal
+from driftpilot.core.settings import AuthLimitSettings
+from driftpilot.store.chain import Chain
+from driftpilot.store.engine import stamp
+from driftpilot.store.models import AuthFailure
+
+AGENT, TOOL = "auth", "auth.lockout"
+MAX_NAME = 200
+_KEY_ID = re.compile(r"dp_([0-9a-f]{12})_")
+
+
+class Subject(NamedTuple):
+    """What failures are counted against: ``kind`` address | user | key, and its name."""
+
+    kind: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Counter:
+    """A subject's failures, as stored."""
+
+    failures: int
+    window_start: datetime
+    lockouts: int
+    locked_until: datetime | None
+    last_failure: datetime
+
+
+@dataclass(frozen=True)
+class Lockout:
+    """A lockout a failure started."""
+
+    subject: Subject
+    until: datetime
+    seconds: float
+    level: int  # 1 for the first lockout since the subject was last forgotten
+
+
+# -- the rule, without a database -----------------------------------------------------------
+
+
+def lockout_seconds(level: int, limits: AuthLimitSettings) -> float:
+    """The length of the ``level``-th lockout: ``lockout_s`` doubled per level, capped."""
+    doubled = limits.lockout_s * 2.0 ** min(level - 1, 60)
+    return min(doubled, limits.max_lockout_s)
+
+
+def after_failure(counter: Counter | None, at: datetime, limits: AuthLimitSettings) -> Counter:
+    """The counter after one more failure at ``at``. A subject locked at ``at`` is returned
+    unchanged: attempts during a lock are refused unchecked, so they are not failures."""
+    if counter is not None and counter.locked_until is not None and counter.locked_until > at:
+        return counter
+    if counter is None or (at - counter.last_failure).total_seconds() > limits.forget_s:
+        counter = Counter(0, at, 0, None, at)  # new, or forgotten: from the first lockout
+    if (at - counter.window_start).total_seconds() > limits.window_s:
+        counter = replace(counter, failures=0, window_start=at)
+    failures, window_start, lockouts = counter.failures + 1, counter.window_start, counter.lockouts
+    if failures < limits.max_failures:
+        return Counter(failures, window_start, lockouts, None, at)
+    seconds = lockout_seconds(lockouts + 1, limits)
+    return Counter(0, at, lockouts + 1, at + timedelta(seconds=seconds), at)
+
+
+def seconds_left(locked_until: datetime | None, at: datetime) -> float | None:
+    """How long a lock ending at ``locked_until`` still holds at ``at`` (None: not locked)."""
+    if locked_until is None or locked_until <= at:
+        return None
+    return (locked_until - at).total_seconds()
+
+
+def retry_after(seconds: float) -> int:
+    """The whole seconds a client waits (a ``Retry-After`` value): at least 1."""
+    return max(1, math.ceil(seconds))
+
+
+# -- subjects ---------------------------------------------------------------------------------
+
+
+def address_subject(host: str | None) -> Subject:
+    """The address subject of a client: IPv4 as is, IPv6 per /64 (an IPv4-mapped one as its
+    IPv4), anything else (a Unix socket, no peer) as its text, cut to 200 characters."""
+    if not host:
+        return Subject("address", "unknown")
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return Subject("address", host[:MAX_NAME])
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return Subject("address", str(ip.ipv4_mapped))
+        return Subject("address", str(ipaddress.IPv6Network((ip, 64), strict=False)))
+    return Subject("address", str(ip))
+
+
+def user_subject(name: str) -> Subject | None:
+    """The subject of a typed user name, under the identity rule (``Ann`` and `` ann `` are
+    one); None for a name no user can have (then the address alone counts)."""
+    try:
+        return Subject("user", normalize_principal(name))
+    except InvalidPrincipal:
+        return None
+
+
+def key_subject(secret: str) -> Subject | None:
+    """The subject of the API key a secret names (its public id, ``dp_<id>_...``); None for
+    a secret of another shape (then the address alone counts)."""
+    found = _KEY_ID.match(secret)
+    return Subject("key", found.group(1)) if found else None
+
+
+# -- the counters in the database -------------------------------------------------------------
+
+
+def _counter(row: AuthFailure) -> Counter:
+    return Counter(
+        failures=row.failures,
+        window_start=datetime.fromisoformat(row.window_start),
+        lockouts=row.lockouts,
+        locked_until=datetime.fromisoformat(row.locked_until) if row.locked_until else None,
+        last_failure=datetime.fromisoformat(row.last_failure),
+    )
+
+
+def _where(subjects: Iterable[Subject]) -> object:
+    return or_(*(and_(AuthFailure.kind == s.kind, AuthFailure.name == s.name) for s in subjects))
+
+
+class Throttle(Chain):
+    """The failure counters of ``auth_failures`` and the audit of their lockouts."""
+
+    def locked_until(self, subjects: list[Subject]) -> datetime | None:
+        """When the latest lock among ``subjects`` ends (None: none of them is locked now)."""
+        if not subjects:
+            return None
+        with self.reading() as session:
+            ends = session.scalars(
+                select(AuthFailure.locked_until).where(_where(subjects))  # type: ignore[arg-type]
+            ).all()
+        at = self.clock()
+        live = [datetime.fromisoformat(e) for e in ends if e is not None]
+        return max((e for e in live if e > at), default=None)
+
+    def record_failures(
+        self, subjects: list[Subject], limits: AuthLimitSettings, *, via: str
+    ) -> list[Lockout]:
+        """Count one failure against each subject (one transaction) and audit each lockout it
+        starts (``via``: api | chat, where the failure happened). Returns those lockouts.
+
+        Concurrent failures are each counted once on both databases: a missing row is
+        inserted with ON CONFLICT DO NOTHING, then the rows are locked (PostgreSQL: FOR
+        UPDATE, in a fixed order so two transactions cannot deadlock; SQLite: the write lock
+        taken at BEGIN) before they are read."""
+        unique = sorted(set(subjects))
+        at = self.clock()
+        started: list[Lockout] = []
+        with self.session() as session:
+            self._insert_missing(session, unique, at)
+            for subject in unique:
+                lockout = self._count(session, subject, at, limits)
+                if lockout is not None:
+                    started.append(lockout)
+            if started:
+                self._forget_quiet(session, at, limits)
+        for lockout in started:
+            self._audit_lockout(lockout, via)
+        return started
+
+    def clear_failures(self, subject: Subject) -> None:
+        """A success: the subject's failures start again from 0 (its lockout level stays,
+        and decays after ``forget_s`` like any other)."""
+        with self.session() as session:
+            session.execute(
+                update(AuthFailure)
+                .where(AuthFailure.kind == subject.kind, AuthFailure.name == subject.name)
+                .values(failures=0)
+            )
+
+    def _insert_missing(self, session: Session, subjects: list[Subject], at: datetime) -> None:
+        insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+        moment = stamp(at)
+        rows = [
+            {
+                "kind": s.kind,
+                "name": s.name,
+                "failures": 0,
+                "window_start": moment,
+                "lockouts": 0,
+                "locked_until": None,
+                "last_failure": moment,
+            }
+            for s in subjects
+        ]
+        session.execute(insert(AuthFailure).values(rows).on_conflict_do_nothing())
+
+    def _count(
+        self, session: Session, subject: Subject, at: datetime, limits: AuthLimitSettings
+    ) -> Lockout | None:
+        row = session.scalars(
+            select(AuthFailure)
+            .where(AuthFailure.kind == subject.kind, AuthFailure.name == subject.name)
+            .with_for_update()
+        ).one()
+        before = _counter(row)
+        after = after_failure(before, at, limits)
+        if after == before:
+            return None
+        row.failures, row.lockouts = after.failures, after.lockouts
+        row.window_start, row.last_failure = stamp(after.window_start), stamp(after.last_failure)
+        row.locked_until = stamp(after.locked_until) if after.locked_until else None
+        if after.lockouts == before.lockouts or after.locked_until is None:
+            return None  # a lockout always raises the level: this failure started none
+        return Lockout(
+            subject, after.locked_until, (after.locked_until - at).total_seconds(), after.lockouts
+        )
+
+    def _forget_quiet(self, session: Session, at: datetime, limits: AuthLimitSettings) -> None:
+        # Run at each lockout (rare), not at each failure: the table holds a row per address
+        # and name ever tried, and an attacker spraying made-up names would grow it forever.
+        quiet = stamp(at - timedelta(seconds=max(limits.forget_s, limits.max_lockout_s)))
+        session.execute(delete(AuthFailure).where(AuthFailure.last_failure < quiet))
+
+    def _audit_lockout(self, lockout: Lockout, via: str) -> None:
+        self.record_tool_call(
+            "",
+            AGENT,
+            TOOL,
+            {"kind": lockout.subject.kind, "name": lockout.subject.name, "via": via},
+            {
+                "until": stamp(lockout.until),
+                "seconds": round(lockout.seconds, 3),
+                "lockout": lockout.level,
+            },
+            ok=True,
+            latency_ms=0.0,
+        )

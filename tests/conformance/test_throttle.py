@@ -1,0 +1,70 @@
+"""The failure counters of the limits on guessing (``driftpilot.store.throttle``) on every
+backend: concurrent failures are each counted once (a first failure of a subject races to
+insert its row: ON CONFLICT DO NOTHING, then the row is locked before it is read), a lockout
+starts once and is audited once, and the API's key lookup reads the locks in its one query."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+from driftpilot.core.settings import AuthLimitSettings
+from driftpilot.store import AuditStore
+from driftpilot.store.models import AuthFailure, ToolCall
+from driftpilot.store.throttle import Lockout, Subject
+from tests.conformance.conftest import FakeClock
+
+ADDR, ANN = Subject("address", "198.51.100.1"), Subject("user", "ann")
+
+
+def hammer(store: AuditStore, limits: AuthLimitSettings, n: int) -> list[Lockout]:
+    """``n`` failures of ADDR and ANN at once, from 8 threads; every lockout they started."""
+    with ThreadPoolExecutor(8) as pool:
+        done = list(
+            pool.map(lambda _: store.record_failures([ANN, ADDR], limits, via="api"), range(n))
+        )
+    return [lockout for started in done for lockout in started]
+
+
+def test_concurrent_failures_are_each_counted_once(store: AuditStore) -> None:
+    limits = AuthLimitSettings(max_failures=1000)
+    assert hammer(store, limits, 40) == []
+    rows = {(r.kind, r.name): r.failures for r in store.list_rows(AuthFailure)}
+    assert rows == {("address", ADDR.name): 40, ("user", "ann"): 40}
+
+
+def test_a_lockout_reached_concurrently_starts_and_is_audited_once(
+    store: AuditStore, clock: FakeClock
+) -> None:
+    limits = AuthLimitSettings(max_failures=12, lockout_s=60)
+    started = hammer(store, limits, 12)
+    assert sorted(lockout.subject for lockout in started) == [ADDR, ANN]
+    assert store.locked_until([ADDR]) == started[0].until
+    assert hammer(store, limits, 5) == []  # refused while locked: not counted
+    audited = [json.loads(r.args) for r in store.list_rows(ToolCall, ToolCall.agent == "auth")]
+    assert sorted((a["kind"], a["name"]) for a in audited) == [
+        ("address", ADDR.name),
+        ("user", "ann"),
+    ]
+    assert store.verify().ok
+
+
+def test_the_key_lookup_reads_the_locks_of_the_address_and_the_key_id(
+    store: AuditStore, clock: FakeClock
+) -> None:
+    row, secret = store.create_api_key("olga", "operator")
+    limits = AuthLimitSettings(max_failures=2, lockout_s=30)
+    key = Subject("key", row.id)
+    free = store.look_up_key(secret, ADDR)
+    assert free.row is not None and free.row.principal == "olga"
+    assert (free.address_locked_until, free.key_locked_until, free.key_failures) == (None, None, 0)
+    store.record_failures([ADDR, key], limits, via="api")
+    assert store.look_up_key(secret, ADDR).key_failures == 1
+    store.record_failures([ADDR, key], limits, via="api")
+    locked = store.look_up_key("dp_000000000000_unknown", ADDR)
+    assert locked.row is None and locked.address_locked_until is not None
+    assert store.look_up_key(secret, Subject("address", "other")).key_locked_until == (
+        locked.address_locked_until
+    )
+    clock.advance(31)
+    assert store.locked_until([ADDR, key]) is None
