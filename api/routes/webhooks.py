@@ -2,8 +2,11 @@
 waiting, a promotion, a rollback, a quarantine streak or a failed run.
 
 Operators (and above) configure and read them: a URL can carry a secret, so it is shown
-redacted. The alert dispatcher is the app's runtime's (``driftpilot.runtime``); see
-``driftpilot.alerts.webhooks`` for retries, backoff and the audit of every delivery attempt.
+redacted. A URL whose host resolves to a loopback, private, link-local, multicast or reserved
+address is refused (422) unless the host is in ``DRIFTPILOT_ALERTS_ALLOW_HOSTS``. Creating a
+webhook answers its signing secret, the only time it is shown. The alert dispatcher is the
+app's runtime's (``driftpilot.runtime``); see ``driftpilot.alerts.webhooks`` for retries,
+backoff, signatures and the audit of every delivery attempt.
 """
 
 from __future__ import annotations
@@ -13,7 +16,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Request, Response, status
 
 from api.deps import Operator
-from driftpilot.alerts.webhooks import AlertDispatcher, Webhooks, WebhookSpec, WebhookView
+from driftpilot.alerts.webhooks import (
+    AlertDispatcher,
+    WebhookCreated,
+    Webhooks,
+    WebhookSpec,
+    WebhookView,
+)
 
 router = APIRouter(prefix="/models", tags=["webhooks"])
 Name = Annotated[str, Path(max_length=200, description="The managed model.")]
@@ -32,13 +41,21 @@ Hooks = Annotated[Webhooks, Depends(_webhooks)]
 @router.post(
     "/{name}/webhooks",
     status_code=status.HTTP_201_CREATED,
-    response_model=WebhookView,
-    responses={**_NOT_FOUND, 422: {"description": "Invalid URL or events; URL already used"}},
+    response_model=WebhookCreated,
+    responses={
+        **_NOT_FOUND,
+        422: {
+            "description": "Invalid URL or events; URL already used; the host does not "
+            "resolve or resolves to an internal address (the detail names its class)"
+        },
+    },
 )
-def add_webhook(name: Name, body: WebhookSpec, hooks: Hooks, key: Operator) -> WebhookView:
+def add_webhook(name: Name, body: WebhookSpec, hooks: Hooks, key: Operator) -> WebhookCreated:
     """Post this model's alerts to ``url``: ``format`` ``json`` (generic) or ``slack``
     (``{"text", "blocks"}``), for the ``events`` listed (default: all). The URL is stored as
-    given and shown redacted from now on."""
+    given and shown redacted from now on. The answer's ``secret`` signs every delivery
+    (``X-DriftPilot-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "t.body">``); it is shown
+    this once."""
     return hooks.add(name, body, key.principal)
 
 

@@ -5,7 +5,8 @@ catch the branch they can handle and let the rest surface with its message.
 
     DriftPilotError
     ├── ConfigError                 a setting or argument is invalid
-    │   └── InvalidPrincipal        a principal name is empty, blank or has invisible characters
+    │   ├── InvalidPrincipal        a principal name is empty, blank or has invisible characters
+    │   └── UnsafeURL               a webhook's host resolves to an internal address (SSRF)
     ├── DataError                   input data cannot be used
     │   ├── DatasetUnavailable      a built-in or remote dataset cannot be fetched
     │   ├── IntegrityError          a checksum (sha256 / md5) does not match
@@ -43,6 +44,11 @@ class ConfigError(DriftPilotError):
 
 class InvalidPrincipal(ConfigError):
     """A principal name is empty, blank, too long or holds invisible characters."""
+
+
+class UnsafeURL(ConfigError):
+    """A webhook's host resolves to a loopback, private, link-local, multicast, reserved or
+    otherwise non-public address, and is not in ``DRIFTPILOT_ALERTS_ALLOW_HOSTS``."""
 
 
 class DataError(DriftPilotError):

@@ -1,6 +1,13 @@
 """Alerts on real flights and real control runs: webhooks posted to a real HTTP receiver on
 loopback, a dead endpoint (a closed port) that never holds up a run, every attempt audited
-with the URL redacted, and the webhook routes of the API."""
+with the URL redacted, and the webhook routes of the API.
+
+The SSRF guard and the signatures: names that resolve to internal addresses are refused at
+creation and before any connection at delivery; a real loopback receiver verifies the
+signature of a real delivery. Loopback is allowed (``DRIFTPILOT_ALERTS_ALLOW_HOSTS``) only
+where a test says so. Host names other than ``localhost`` resolve through ``FakeDNS`` (the
+unreachable internet's seam), and a guard on ``socket.connect`` fails any connection that
+is not to loopback: no test sends traffic anywhere else."""
 
 from __future__ import annotations
 
@@ -8,7 +15,8 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -17,10 +25,17 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from driftpilot.alerts.webhooks import AlertDispatcher, AlertSettings, Webhooks, WebhookSpec
+from driftpilot.alerts.webhooks import (
+    AlertDispatcher,
+    AlertSettings,
+    Webhooks,
+    WebhookSpec,
+    resolve,
+    verify_signature,
+)
 from driftpilot.core.settings import ApiSettings, Settings
-from driftpilot.runs.plane import ControlPlane
-from driftpilot.store.models import ToolCall
+from driftpilot.runs.plane import ControlPlane, PlaneEvent
+from driftpilot.store.models import ToolCall, Webhook
 from tests.conftest import add_flights
 
 pytestmark = pytest.mark.integration
@@ -29,25 +44,38 @@ PROBLEM = "application/problem+json"
 
 
 class Receiver:
-    """A webhook receiver: records every POST (path and JSON body); ``/flaky`` answers 503
-    to its first request."""
+    """A webhook receiver: records every POST (path, JSON body, headers, raw bytes);
+    ``/flaky`` answers 503 to its first request, ``/redirect`` a 302 to ``/json``. A path with
+    a secret in ``secrets`` verifies the signature as a receiver would: 401 when it fails."""
 
     def __init__(self) -> None:
         self.posts: list[tuple[str, dict[str, Any]]] = []
+        self.requests: list[tuple[str, dict[str, str], bytes]] = []
+        self.secrets: dict[str, str] = {}
         self.lock = threading.Lock()
         received = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
-                body = json.loads(self.rfile.read(length) or b"{}")
+                raw = self.rfile.read(length)
+                body = json.loads(raw or b"{}")
                 path = self.path.split("?", 1)[0]
                 with received.lock:
                     received.posts.append((path, body))
+                    received.requests.append((path, dict(self.headers.items()), raw))
                     flaky_first = (
                         path == "/flaky" and sum(p == path for p, _ in received.posts) == 1
                     )
-                self.send_response(503 if flaky_first else 200)
+                    secret = received.secrets.get(path)
+                status = 503 if flaky_first else 302 if path == "/redirect" else 200
+                if secret is not None:
+                    header = self.headers.get("X-DriftPilot-Signature", "")
+                    if not verify_signature(secret, header, raw):
+                        status = 401
+                self.send_response(status)
+                if status == 302:
+                    self.send_header("Location", "/json")
                 self.end_headers()
 
             def log_message(self, format: str, *args: object) -> None:
@@ -71,6 +99,49 @@ def receiver() -> Iterator[Receiver]:
     r = Receiver()
     yield r
     r.close()
+
+
+@pytest.fixture
+def loopback_settings(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Settings:
+    """The ``settings`` fixture with 127.0.0.1 allowed (the receivers live there)."""
+    monkeypatch.setenv("DRIFTPILOT_ALERTS_ALLOW_HOSTS", "127.0.0.1")
+    made: Settings = request.getfixturevalue("settings")
+    assert made.alerts.allowed() == {("127.0.0.1", None)}
+    return made
+
+
+class FakeDNS:
+    """The DNS seam: a table of names, each with the answers of its successive lookups (the
+    last one repeats). Every lookup is counted. An unknown name does not resolve."""
+
+    def __init__(self, table: dict[str, list[list[str]]]) -> None:
+        self.table = table
+        self.lookups: list[str] = []
+
+    def __call__(self, host: str, port: int) -> Sequence[str]:
+        self.lookups.append(host)
+        answers = self.table.get(host)
+        if answers is None:
+            raise OSError(f"{host} does not resolve")
+        return answers[min(self.lookups.count(host), len(answers)) - 1]
+
+
+@pytest.fixture
+def connects(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every address a socket connects to during the test; a connection anywhere but
+    loopback fails before it is made (so no test can send traffic off the machine)."""
+    made: list[Any] = []
+    connect = socket.socket.connect
+
+    def guarded(sock: socket.socket, address: Any) -> None:
+        made.append(address)
+        host = address[0] if isinstance(address, tuple) else ""
+        if host not in ("127.0.0.1", "::1"):
+            raise OSError(f"test guard: connection to {address!r} refused")
+        connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+    return made
 
 
 def dead_url() -> str:
@@ -97,14 +168,14 @@ def wait_for(probe: Any, timeout: float, what: str) -> Any:
 
 
 def test_alerts_reach_the_receiver_and_a_dead_endpoint_never_blocks_a_run(
-    settings: Settings,
+    loopback_settings: Settings,
     jan_sample: pl.DataFrame,
     months: dict[str, pl.DataFrame],
     receiver: Receiver,
 ) -> None:
-    cp = ControlPlane(settings)
+    cp = ControlPlane(loopback_settings)
     add_flights(cp, jan_sample)
-    hooks = Webhooks(cp.store)
+    hooks = Webhooks(cp.store, loopback_settings.alerts)
     streak = ["quarantine_streak"]
     json_hook = hooks.add("flights", WebhookSpec(url=f"{receiver.url}/json", events=streak), "ann")
     hooks.add("flights", WebhookSpec(url=f"{receiver.url}/slack", format="slack"), "ann")
@@ -120,7 +191,14 @@ def test_alerts_reach_the_receiver_and_a_dead_endpoint_never_blocks_a_run(
     )
 
     # Retries: 3 attempts 1 s and 2 s apart, so the dead endpoint takes >= 3 s to give up.
-    conf = AlertSettings(timeout_s=2, retries=2, backoff_s=1.0, max_backoff_s=2.0, workers=2)
+    conf = AlertSettings(
+        timeout_s=2,
+        retries=2,
+        backoff_s=1.0,
+        max_backoff_s=2.0,
+        workers=2,
+        allow_hosts="127.0.0.1",
+    )
     with AlertDispatcher(cp, conf) as dispatcher:
         first = cp.start_run("flights", bad_batch(months, 1), "bad-1", requested_by="ann")
         started = time.monotonic()
@@ -168,12 +246,13 @@ def test_alerts_reach_the_receiver_and_a_dead_endpoint_never_blocks_a_run(
 
 
 def test_webhooks_over_the_api(
-    settings: Settings,
+    loopback_settings: Settings,
     jan_sample: pl.DataFrame,
     months: dict[str, pl.DataFrame],
     receiver: Receiver,
+    connects: list[Any],
 ) -> None:
-    cp = ControlPlane(settings)
+    cp = ControlPlane(loopback_settings)
     add_flights(cp, jan_sample)
     _, operator = cp.create_api_key("olga", "operator")
     _, viewer = cp.create_api_key("vic", "viewer")
@@ -187,25 +266,186 @@ def test_webhooks_over_the_api(
             assert answer.status_code == 422 and answer.headers["content-type"] == PROBLEM
         assert client.post("/models/nope/webhooks", json=body, headers=ops).status_code == 404
 
+        # Internal addresses are refused at creation, naming their class; only 127.0.0.1
+        # is allowed here, not what localhost or an IPv4-mapped address resolve to.
+        for internal, named in (
+            ("http://169.254.169.254/latest/meta-data/", "link-local (cloud metadata service)"),
+            (f"http://localhost:{receiver.httpd.server_address[1]}/json", "loopback"),
+            ("http://[::ffff:10.0.0.7]/hook", "private (inside IPv6"),
+            ("http://[fe80::1]:8080/hook", "link-local"),
+        ):
+            refused = client.post("/models/flights/webhooks", json={"url": internal}, headers=ops)
+            assert refused.status_code == 422, refused.text
+            assert refused.headers["content-type"] == PROBLEM
+            assert named in refused.json()["detail"], refused.json()
+            assert "DRIFTPILOT_ALERTS_ALLOW_HOSTS" in refused.json()["detail"]
+        assert connects == []  # refused without connecting anywhere
+
         made = client.post("/models/flights/webhooks", json=body, headers=ops)
         assert made.status_code == 201, made.text
         hook = made.json()
         assert SECRET not in made.text and hook["created_by"] == "olga"
         assert hook["events"] == ["quarantine_streak", "run_failed"]
+        secret = hook["secret"]  # shown this once
+        assert isinstance(secret, str) and len(secret) >= 43
+        receiver.secrets["/json"] = secret  # the receiver answers 401 to a bad signature
         again = client.post("/models/flights/webhooks", json=body, headers=ops)
         assert again.status_code == 422 and "already" in again.json()["detail"]
         listed = client.get("/models/flights/webhooks", headers=ops)
         assert [h["webhook_id"] for h in listed.json()] == [hook["webhook_id"]]
-        assert SECRET not in listed.text
+        assert SECRET not in listed.text and secret not in listed.text
+        assert "secret" not in listed.json()[0]
         assert client.get("/models/flights/webhooks", headers=view).status_code == 403
 
-        # The app's dispatcher posts what runs in this process announce.
+        # The app's dispatcher posts what runs in this process announce, signed.
         for seed in (3, 4):
             cp.start_run("flights", bad_batch(months, seed), f"bad-{seed}", requested_by="ann")
         (event,) = wait_for(lambda: receiver.bodies("/json"), 30, "the alert")
         assert event["event"] == "quarantine_streak"
+        posted = wait_for(
+            lambda: [
+                c
+                for c in cp.store.list_rows(ToolCall, ToolCall.tool == "webhook.post")
+                if json.loads(c.result)["final"]
+            ],
+            30,
+            "the audited delivery",
+        )
+        assert [json.loads(c.result)["status"] for c in posted] == [200]  # verified: not 401
+        (path, headers, raw) = receiver.requests[-1]
+        assert verify_signature(secret, headers["X-DriftPilot-Signature"], raw)
+        assert headers["X-DriftPilot-Delivery"] == event["delivery_id"]
+        every_call = cp.store.list_rows(ToolCall)
+        assert all(secret not in c.args + c.result for c in every_call)
 
         path = f"/models/flights/webhooks/{hook['webhook_id']}"
         assert client.delete(path, headers=ops).status_code == 204
         assert client.delete(path, headers=ops).status_code == 404
         assert client.get("/models/flights/webhooks", headers=ops).json() == []
+
+
+PUBLIC = "93.184.215.14"  # a public address: validated, never connected to (see FakeDNS)
+
+
+def stored_hook(url: str, secret: str = "k" * 43, fmt: str = "json") -> Webhook:
+    """A webhook row as one made before the guard existed would be (not checked at
+    creation): delivery is where it must be stopped."""
+    return Webhook(
+        id=uuid.uuid4().hex,
+        model="flights",
+        url=url,
+        format=fmt,
+        events=json.dumps(["run_failed"]),
+        description="",
+        created_by="ann",
+        created_at="2026-12-07T00:00:00+00:00",
+        secret=secret,
+    )
+
+
+def audited_attempts(cp: ControlPlane, hook: Webhook) -> list[tuple[dict[str, Any], bool]]:
+    calls = cp.store.list_rows(ToolCall, ToolCall.tool == "webhook.post", order=ToolCall.id)
+    return [
+        (json.loads(c.result), c.ok) for c in calls if json.loads(c.args)["webhook_id"] == hook.id
+    ]
+
+
+EVENT = PlaneEvent(kind="run_failed", model="flights", run_id="r-ssrf", detail={"error": "x"})
+
+
+def test_internal_destinations_are_refused_at_delivery_before_any_connection(
+    settings: Settings, receiver: Receiver, connects: list[Any]
+) -> None:
+    port = receiver.httpd.server_address[1]
+    dns = FakeDNS(
+        {
+            "metadata.test": [["169.254.169.254"]],
+            "local.test": [["127.0.0.1"]],
+            "mixed.test": [[PUBLIC, "10.1.2.3"]],
+            "v6.test": [["fe80::1%2"]],
+            "mapped.test": [["::ffff:127.0.0.1"]],
+            # Public when the webhook was made, loopback when it is delivered: a rebinding.
+            "rebind.test": [[PUBLIC], ["127.0.0.1"]],
+        }
+    )
+    cp = ControlPlane(settings)
+    conf = AlertSettings(retries=2, backoff_s=0.0, allow_hosts="other.test")
+    with AlertDispatcher(cp, conf, resolver=dns) as dispatcher:
+        # The creation check passes the rebinding name (its first answer is public).
+        assert resolve(f"http://rebind.test:{port}/json", conf, dns).addresses == (PUBLIC,)
+        cases = {
+            f"http://metadata.test:{port}/latest/meta-data/": "link-local (cloud metadata",
+            f"http://local.test:{port}/json": "127.0.0.1, a loopback",
+            f"http://mixed.test:{port}/json": "10.1.2.3, a private",
+            f"http://v6.test:{port}/json": "fe80::1, a link-local",
+            f"http://mapped.test:{port}/json": "loopback (inside IPv6",
+            f"http://rebind.test:{port}/json": "127.0.0.1, a loopback",
+            f"http://127.0.0.1:{port}/json": "127.0.0.1, a loopback",
+            f"https://[::1]:{port}/json": "::1, a loopback",
+            f"http://0.0.0.0:{port}/json": "unspecified",
+            f"http://224.0.0.1:{port}/json": "multicast",
+            f"http://240.0.0.1:{port}/json": "reserved",
+            f"http://100.64.0.1:{port}/json": "special-purpose",
+        }
+        for url, named in cases.items():
+            hook = stored_hook(url)
+            assert dispatcher.deliver(hook, EVENT) is False
+            [(result, ok)] = audited_attempts(cp, hook)  # refused once: never retried
+            assert not ok and result["status"] is None and result["final"] is True
+            assert result["error"] == "UnsafeURL" and named in result["refused"], (url, result)
+    assert connects == []  # no connection was even attempted
+    assert receiver.posts == []
+    assert dns.lookups.count("rebind.test") == 2  # checked at creation, checked again here
+    cp.close()
+
+
+def test_a_signed_delivery_goes_to_the_checked_address_and_the_receiver_verifies_it(
+    settings: Settings, receiver: Receiver, connects: list[Any]
+) -> None:
+    port = receiver.httpd.server_address[1]
+    # hook.test exists only in FakeDNS: the one way to reach the receiver is the address the
+    # guard checked (the system's resolver would fail), with the Host header still the name.
+    dns = FakeDNS({"hook.test": [["127.0.0.1"]]})
+    cp = ControlPlane(settings)
+    conf = AlertSettings(retries=2, backoff_s=0.0, allow_hosts=f"hook.test:{port}")
+    secret = "s" * 43
+    with AlertDispatcher(cp, conf, resolver=dns) as dispatcher:
+        hook = stored_hook(f"http://hook.test:{port}/flaky?token={SECRET}", secret=secret)
+        receiver.secrets["/flaky"] = secret
+        assert dispatcher.deliver(hook, EVENT) is True
+        # Allowed by host and port only: another port of the same name is refused.
+        other = stored_hook(f"http://hook.test:{port + 1 if port < 65535 else 1}/x")
+        assert dispatcher.deliver(other, EVENT) is False
+        assert audited_attempts(cp, other)[0][0]["error"] == "UnsafeURL"
+        # A 3xx is a failed delivery, not followed: /json never sees it.
+        moved = stored_hook(f"http://hook.test:{port}/redirect")
+        assert dispatcher.deliver(moved, EVENT) is False
+    assert [(r["status"], ok) for r, ok in audited_attempts(cp, moved)] == [(302, False)]
+    assert receiver.bodies("/json") == []
+    assert dns.lookups.count("hook.test") == 4  # once per attempt: 2, 1 refused, 1 moved
+    assert {a for a in connects} == {("127.0.0.1", port)}
+
+    first, second = [(h, raw) for p, h, raw in receiver.requests if p == "/flaky"]
+    assert [(r["status"], ok) for r, ok in audited_attempts(cp, hook)] == [
+        (503, False),
+        (200, True),  # the receiver verified the signature, else 401
+    ]
+    for headers, raw in (first, second):
+        assert headers["Host"] == f"hook.test:{port}"
+        assert headers["X-DriftPilot-Signature"].startswith(
+            f"t={headers['X-DriftPilot-Timestamp']},v1="
+        )
+        assert verify_signature(secret, headers["X-DriftPilot-Signature"], raw)
+        assert json.loads(raw)["delivery_id"] == headers["X-DriftPilot-Delivery"]
+    # One delivery, one id across its retries.
+    assert first[0]["X-DriftPilot-Delivery"] == second[0]["X-DriftPilot-Delivery"]
+    headers, raw = second
+    signed = headers["X-DriftPilot-Signature"]
+    stamp = int(headers["X-DriftPilot-Timestamp"])
+    assert not verify_signature(secret, signed, raw.replace(b"run_failed", b"promotion"))
+    assert not verify_signature("t" * 43, signed, raw)
+    assert not verify_signature(secret, signed, raw, now=stamp + 301)
+    assert verify_signature(secret, signed, raw, now=stamp + 299)
+    calls = cp.store.list_rows(ToolCall)
+    assert all(secret not in c.args + c.result and SECRET not in c.args for c in calls)
+    cp.close()

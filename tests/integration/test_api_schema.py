@@ -79,6 +79,7 @@ def served(
         "DRIFTPILOT_HOME": str(home),
         "DRIFTPILOT_POLICY_PATH": str(policy),
         "DRIFTPILOT_LEASE_TTL_S": "3",
+        "DRIFTPILOT_ALERTS_ALLOW_HOSTS": "127.0.0.1",  # the webhook below posts to loopback
         **LIMITS,
     }
     srv.start()

@@ -32,12 +32,13 @@ def test_a_cli_run_waiting_for_approval_posts_its_webhook(
     policy = tmp_path / "policy.yaml"
     policy.write_text(yaml.safe_dump(merge(FORCE_RETRAIN, HIGH_RISK)))
     monkeypatch.setenv("DRIFTPILOT_POLICY_PATH", str(policy))
+    monkeypatch.setenv("DRIFTPILOT_ALERTS_ALLOW_HOSTS", "127.0.0.1")  # the receiver's
     get_settings.cache_clear()
     cp = ControlPlane(get_settings())
     add_flights(cp, jan_sample)
     receiver = Receiver()
     try:
-        Webhooks(cp.store).add(
+        Webhooks(cp.store, cp.settings.alerts).add(
             "flights", WebhookSpec(url=f"{receiver.url}/ops", events=["approval_waiting"]), "ann"
         )
         batch = tmp_path / "july.parquet"
