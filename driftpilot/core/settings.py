@@ -125,8 +125,8 @@ def parse_host_port(entry: str) -> tuple[str, int | None]:
     """
     host, port = entry, None
     if entry.startswith("["):
-        host, _, rest = entry[1:].partition("]")
-        if rest and not rest.startswith(":"):
+        host, closed, rest = entry[1:].partition("]")
+        if not closed or (rest and not rest.startswith(":")):
             raise ValueError(f"bad allowed host {entry!r}")
         port = rest[1:] or None
     elif entry.count(":") == 1:

@@ -1,19 +1,33 @@
-"""Alert bodies, URL redaction, webhook validation and the retry backoff."""
+"""Alert bodies, URL redaction, webhook validation, the retry backoff, the SSRF guard's
+address classes and allow list, and webhook signatures."""
 
 from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import socket
 
 import pytest
 from pydantic import ValidationError
 
+from driftpilot.alerts.destinations import Destination, check_peer
 from driftpilot.alerts.webhooks import (
     EVENT_KINDS,
     AlertSettings,
+    Resolver,
     WebhookSpec,
+    address_class,
     backoff,
     json_body,
     redact_url,
+    resolve,
+    signature_header,
     slack_body,
+    verify_signature,
 )
+from driftpilot.core.errors import ConfigError, UnsafeURL
+from driftpilot.core.settings import Settings
 from driftpilot.runs.plane import PlaneEvent
 
 
@@ -95,3 +109,143 @@ def test_backoff_doubles_and_is_bounded() -> None:
     assert [backoff(a, conf) for a in range(1, 6)] == [0.5, 1.0, 2.0, 3.0, 3.0]
     with pytest.raises(ValidationError):
         AlertSettings(retries=11)
+
+
+# -- the SSRF guard --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "named"),
+    [
+        ("127.0.0.1", "loopback"),
+        ("::1", "loopback"),
+        ("10.0.0.1", "private"),
+        ("172.16.0.1", "private"),
+        ("192.168.1.1", "private"),
+        ("fd12::1", "private"),
+        ("169.254.169.254", "link-local (cloud metadata service)"),
+        ("169.254.1.1", "link-local"),
+        ("fe80::1", "link-local"),
+        ("224.0.0.1", "multicast"),
+        ("ff02::1", "multicast"),
+        ("240.0.0.1", "reserved"),
+        ("0.0.0.0", "unspecified"),
+        ("::", "unspecified"),
+        ("100.64.0.1", "special-purpose"),
+        ("::ffff:127.0.0.1", "loopback (inside IPv6"),
+        ("::ffff:169.254.169.254", "cloud metadata service) (inside IPv6"),
+        ("2002:a00:1::1", "private (inside IPv6"),  # 6to4 of 10.0.0.1
+        ("64:ff9b::a9fe:a9fe", "cloud metadata service) (inside IPv6"),  # NAT64
+    ],
+)
+def test_internal_addresses_are_named(address: str, named: str) -> None:
+    why = address_class(ipaddress.ip_address(address))
+    assert why is not None and named in why, why
+
+
+@pytest.mark.parametrize("address", ["93.184.215.14", "8.8.8.8", "2606:4700::1111"])
+def test_public_addresses_pass(address: str) -> None:
+    assert address_class(ipaddress.ip_address(address)) is None
+
+
+def table(answers: dict[str, list[str]]) -> Resolver:
+    """A DNS table (the unreachable internet's seam); an unknown name does not resolve."""
+
+    def lookup(host: str, port: int) -> list[str]:
+        if host not in answers:
+            raise OSError(f"{host} does not resolve")
+        return answers[host]
+
+    return lookup
+
+
+def test_resolve_checks_every_address_and_names_the_class() -> None:
+    dns = table(
+        {
+            "metadata.test": ["169.254.169.254"],
+            "mixed.test": ["93.184.215.14", "10.9.8.7"],
+            "public.test": ["93.184.215.14", "2606:4700::1111"],
+            "inside.test": ["127.0.0.1"],
+        }
+    )
+    conf = AlertSettings(allow_hosts="inside.test:9000")
+    with pytest.raises(UnsafeURL, match=r"169\.254\.169\.254, a link-local \(cloud metadata"):
+        resolve("http://metadata.test/latest/meta-data/", conf, dns)
+    with pytest.raises(UnsafeURL, match=r"10\.9\.8\.7, a private address"):
+        resolve("https://mixed.test/hook", conf, dns)
+    public = resolve("https://public.test/hook", conf, dns)
+    assert public.addresses == ("93.184.215.14", "2606:4700::1111") and not public.allowed
+    assert public.port == 443 and public.host == "public.test"
+    assert resolve("http://inside.test:9000/h", conf, dns).allowed  # listed with its port
+    with pytest.raises(UnsafeURL, match="loopback"):
+        resolve("http://inside.test:9001/h", conf, dns)  # another port is not
+    with pytest.raises(ConfigError, match="does not resolve") as unresolved:
+        resolve("https://nowhere.test/h", conf, dns)
+    assert not isinstance(unresolved.value, UnsafeURL)
+
+
+def test_an_address_literal_is_checked_without_a_lookup() -> None:
+    def no_lookup(host: str, port: int) -> list[str]:
+        raise AssertionError(f"looked {host} up")
+
+    conf = AlertSettings()
+    for url, named in (
+        ("http://169.254.169.254/latest", "cloud metadata"),
+        ("http://[::ffff:7f00:1]:8080/x", "loopback"),
+        ("http://[fe80::1%25eth0]/x", "link-local"),
+    ):
+        with pytest.raises(UnsafeURL, match=named):
+            resolve(url, conf, no_lookup)
+    assert resolve("https://93.184.215.14/h", conf, no_lookup).addresses == ("93.184.215.14",)
+
+
+def test_allowed_hosts_are_parsed_and_checked() -> None:
+    conf = AlertSettings(allow_hosts=" Hooks.Internal , 127.0.0.1:9000,[::1]:8080,::1")
+    assert conf.allowed() == {
+        ("hooks.internal", None),
+        ("127.0.0.1", 9000),
+        ("::1", 8080),
+        ("::1", None),
+    }
+    for bad in ("a:b", "host:0", "host:70000", "a b", "http://x", "[::1"):
+        with pytest.raises(ValidationError):
+            AlertSettings(allow_hosts=bad)
+
+
+def test_allowed_hosts_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DRIFTPILOT_ALERTS_ALLOW_HOSTS", "hooks.internal,10.0.0.5:8443")
+    assert Settings().alerts.allowed() == {("hooks.internal", None), ("10.0.0.5", 8443)}
+
+
+def test_the_peer_must_be_the_address_checked() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            allowed = Destination("hook.test", port, ("127.0.0.1",), allowed=True)
+            check_peer(sock, allowed, "127.0.0.1")  # the one checked: fine
+            with pytest.raises(UnsafeURL, match=r"not 127\.0\.0\.2"):
+                check_peer(sock, allowed, "127.0.0.2")
+            checked = Destination("hook.test", port, ("127.0.0.1",), allowed=False)
+            with pytest.raises(UnsafeURL, match="loopback"):
+                check_peer(sock, checked, "127.0.0.1")
+
+
+# -- signatures ------------------------------------------------------------------------------
+
+
+def test_a_signature_verifies_and_anything_changed_does_not() -> None:
+    secret, body, t = "k" * 43, b'{"event":"promotion"}', 1_800_000_000
+    header = signature_header(secret, body, t)
+    expected = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    assert header == f"t={t},v1={expected}"
+    assert verify_signature(secret, header, body, now=t + 10)
+    assert not verify_signature(secret, header, body + b" ", now=t)  # tampered body
+    assert not verify_signature("x" * 43, header, body, now=t)  # wrong secret
+    assert not verify_signature(secret, header, body, now=t + 301)  # stale
+    assert not verify_signature(secret, header, body, now=t - 301)  # from the future
+    assert verify_signature(secret, header, body, tolerance_s=600, now=t + 400)
+    forged_t = header.replace(f"t={t}", f"t={t + 100}")  # a replay with a fresh time
+    assert not verify_signature(secret, forged_t, body, now=t + 100)
+    for broken in ("", "v1=" + expected, f"t=soon,v1={expected}", f"t={t},v1=é", f"t={t}"):
+        assert not verify_signature(secret, broken, body, now=t)
+    assert verify_signature(secret, f"t={t},v1={'0' * 64},v1={expected}", body, now=t)

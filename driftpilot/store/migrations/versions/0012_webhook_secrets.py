@@ -9,8 +9,8 @@ the webhook is created or its secret rotated, and never in listings or the audit
 
 Webhooks made before this revision get a fresh random secret here, so that every delivery is
 signed and the column is NOT NULL. Nobody has seen those secrets: their receivers do not verify
-yet, and an operator who wants them to runs ``driftpilot webhooks rotate-secret`` (or the API's
-``POST /models/{name}/webhooks/{id}/secret``), which shows the new one once.
+yet, and an operator who wants them to runs ``driftpilot webhooks rotate-secret MODEL ID``,
+which shows the new one once.
 """
 
 from __future__ import annotations
