@@ -19,12 +19,17 @@ help: ## Show this help
 
 setup: $(STAMP) ## Create .venv and install the pinned version set (quick when done)
 
-# torch goes first: the pinned CPU build lies on disk; a looser spec pulls a multi-GB CUDA build.
-$(STAMP): pyproject.toml requirements.lock
+# Every file installed must match a sha256 in requirements-bootstrap.txt (pip and the build
+# backend) or requirements.lock (the whole tree, dev tools and build backend included):
+# --require-hashes refuses any other. torch's only hash is its CPU build's (on this disk): PyPI's
+# torch is a multi-GB CUDA build. The project itself is the one unhashed install: this checkout,
+# nothing downloaded (--no-deps), built by the locked setuptools (--no-build-isolation);
+# PIP_REQUIRE_HASHES=0 lets it through when CI (.ci/run) makes every pip call here require hashes.
+$(STAMP): pyproject.toml requirements.lock requirements-bootstrap.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade "pip==25.3"
-	$(BIN)/pip install --quiet "torch==2.13.0"
-	$(BIN)/pip install --quiet -c requirements.lock -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-bootstrap.txt
+	$(BIN)/pip install --quiet --require-hashes -r requirements.lock
+	PIP_REQUIRE_HASHES=0 $(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 demo: setup ## Run the main job offline on built-in real data
@@ -77,8 +82,8 @@ EVAL_ARGS ?=
 eval: setup ## Scenario suite with causes + policy comparison on flights (~5 min); tables in evals/README.md
 	$(BIN)/python -m evals.suite $(EVAL_ARGS)
 
-eval-full: setup ## Every eval: both datasets, whole streams, the loop benchmark (~20 min)
-	$(BIN)/python -m evals.suite --full $(EVAL_ARGS)
+eval-full: setup ## Every eval: both datasets, whole streams, the loop benchmark, the fault soak (~45 min)
+	$(BIN)/python -m evals.suite --full $(EVAL_ARGS) && $(BIN)/python -m evals.soak --minutes 20
 
 clean: ## Remove the local home (.driftpilot) — models, reports, audit
 	rm -rf .driftpilot

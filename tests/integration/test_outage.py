@@ -22,7 +22,7 @@ from tests.pg import find_bin_dir, postgres_required, start_postgres
 pytestmark = pytest.mark.integration
 PROBLEM = "application/problem+json"
 RUN: dict[str, object] = {
-    "model_name": "flights",
+    "model": "flights",
     "input": {"batch": {"dataset": "flights:2013-07"}},
 }
 
