@@ -257,7 +257,13 @@ def rewrite_postgres(url: str, pairs: Pairs, keep: set[str] = _KEEP) -> None:
         for table, column, data_type in columns:
             if table in keep or table.startswith("procrastinate"):
                 continue
-            _rewrite_pg_column(conn, table, column, data_type in _JSON_TYPES, pairs)
+            try:
+                _rewrite_pg_column(conn, table, column, data_type in _JSON_TYPES, pairs)
+            except psycopg.errors.StringDataRightTruncation as exc:
+                raise BackupError(
+                    f"{table}.{column} cannot hold the target's path (longer than its type "
+                    "allows): restore into a home with a shorter path"
+                ) from exc
         present = {t for (t, _, _) in columns}
         for table in ("checkpoint_blobs", "checkpoint_writes"):
             if table in present:
@@ -276,7 +282,13 @@ def _rewrite_pg_column(conn: Any, table: str, column: str, is_json: bool, pairs:
                 (before, after, before),
             )
         if not is_json:
-            conn.execute(f'UPDATE "{table}" SET "{column}" = %s WHERE "{column}" = %s', (new, old))
+            # replace(), not the constant: PostgreSQL casts a constant to the column's type
+            # (varchar(40)) when planning, and refuses a long one though no row matches.
+            conn.execute(
+                f'UPDATE "{table}" SET "{column}" = replace("{column}", %s, %s) '
+                f'WHERE "{column}" = %s',
+                (old, new, old),
+            )
 
 
 def _rewrite_blobs_pg(conn: Any, table: str, pairs: Pairs) -> None:
