@@ -92,9 +92,11 @@ class AlertDispatcher:
         plane: ControlPlane,
         conf: AlertSettings | None = None,
         resolver: Resolver = system_resolver,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         """``conf``: the plane's alert settings by default; ``resolver`` looks webhook hosts
-        up (the system's by default), for creation and for every delivery attempt."""
+        up (the system's by default), for creation and for every delivery attempt;
+        ``ssl_context`` verifies https receivers (default: httpx's, certifi's roots)."""
         self.plane = plane
         self.store = plane.store
         self.conf = conf or plane.settings.alerts
@@ -104,7 +106,7 @@ class AlertDispatcher:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._running = False
-        self._ssl: ssl.SSLContext | None = None
+        self._ssl = ssl_context
         self._ssl_lock = threading.Lock()
         self._subscribed = False
         self._active = 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -48,7 +49,7 @@ class Receiver:
     ``/flaky`` answers 503 to its first request, ``/redirect`` a 302 to ``/json``. A path with
     a secret in ``secrets`` verifies the signature as a receiver would: 401 when it fails."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.posts: list[tuple[str, dict[str, Any]]] = []
         self.requests: list[tuple[str, dict[str, str], bytes]] = []
         self.secrets: dict[str, str] = {}
@@ -82,7 +83,10 @@ class Receiver:
                 pass
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        if tls is not None:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
+        scheme = "https" if tls is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.httpd.server_address[1]}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def bodies(self, path: str) -> list[dict[str, Any]]:
@@ -449,3 +453,70 @@ def test_a_signed_delivery_goes_to_the_checked_address_and_the_receiver_verifies
     calls = cp.store.list_rows(ToolCall)
     assert all(secret not in c.args + c.result and SECRET not in c.args for c in calls)
     cp.close()
+
+
+def self_signed(name: str) -> tuple[bytes, bytes]:
+    """A certificate for ``name`` (and its key), PEM: the receiver's, trusted by the test."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+def test_https_delivery_to_the_checked_address_verifies_the_certificate_of_the_name(
+    settings: Settings, tmp_path: Any, connects: list[Any]
+) -> None:
+    cert, key = self_signed("hook.test")
+    (tmp_path / "cert.pem").write_bytes(cert)
+    (tmp_path / "key.pem").write_bytes(key)
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    names: list[str | None] = []
+    server.sni_callback = lambda sock, name, ctx: names.append(name)
+    receiver = Receiver(tls=server)
+    port = receiver.httpd.server_address[1]
+    trusted = ssl.create_default_context(cadata=cert.decode("ascii"))
+    dns = FakeDNS({"hook.test": [["127.0.0.1"]], "other.test": [["127.0.0.1"]]})
+    conf = AlertSettings(retries=0, allow_hosts="hook.test,other.test")
+    cp = ControlPlane(settings)
+    try:
+        with AlertDispatcher(cp, conf, resolver=dns, ssl_context=trusted) as dispatcher:
+            good = stored_hook(f"https://hook.test:{port}/json")
+            assert dispatcher.deliver(good, EVENT) is True
+            # Same address, another name: the certificate is checked against the name.
+            wrong = stored_hook(f"https://other.test:{port}/json")
+            assert dispatcher.deliver(wrong, EVENT) is False
+        [(result, _)] = audited_attempts(cp, wrong)
+        assert result["status"] is None and result["error"] == "ConnectError"
+        assert names[0] == "hook.test"  # SNI is the name, not the address connected to
+        assert len(receiver.bodies("/json")) == 1
+        [(_, headers, _)] = receiver.requests
+        assert headers["Host"] == f"hook.test:{port}"
+        assert {a for a in connects} == {("127.0.0.1", port)}
+    finally:
+        receiver.close()
+        cp.close()
