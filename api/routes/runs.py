@@ -25,6 +25,7 @@ from api.schemas import (
     RunCreate,
     RunStatus,
 )
+from driftpilot.core.identity import has_role, same_person
 from driftpilot.core.settings import ApiSettings
 from driftpilot.execution.inprocess import RunExecutor
 from driftpilot.runs.lifecycle import REASON_MAX_CHARS
@@ -250,13 +251,35 @@ def stream_run(
     "/{run_id}/cancel",
     response_model=Run,
     responses={
+        403: {"description": "Role too low, or another principal's run below approver"},
         404: {"description": "Unknown run"},
         409: {"description": "The run is not pending (running, waiting or ended)"},
     },
 )
 def cancel_run(run_id: str, cp: Plane, key: Operator, body: CancelIn | None = None) -> Run:
     """Cancel a run that has not started (``pending``): it ends with status ``error`` and
-    outcome ``cancelled``, audited with the key's principal. A running run cannot be stopped
-    between its steps (409); a run waiting for approval is rejected through
-    ``POST /approvals/{run_id}`` instead (409)."""
+    outcome ``cancelled``, audited with the key's principal. An operator cancels the runs
+    they requested; another principal's run needs the approver role (403). A running run
+    cannot be stopped between its steps (409); a run waiting for approval is rejected
+    through ``POST /approvals/{run_id}`` instead (409)."""
+    check_may_cancel(key, cp.get_run(run_id))
     return run_of(cp, cp.cancel_run(run_id, key.principal, body.reason if body else ""))
+
+
+def check_may_cancel(key: ApiKeyView, run: RunView) -> None:
+    """Pass when ``key`` requested ``run`` or has the approver role: an operator must not
+    silently drop what another person asked for (a retrain request, a schedule's run); a
+    supervisor (approver) may.
+
+    Raises:
+        Problem: 403 otherwise.
+    """
+    if has_role(key.role, "approver") or same_person(key.principal, run.requested_by):
+        return
+    raise Problem(
+        403,
+        f"{key.principal!r} did not request run {run.run_id}: cancelling another "
+        "principal's run needs the approver role",
+        slug="not-your-run",
+        title="Not your run",
+    )

@@ -1,0 +1,400 @@
+"""The README's authorization matrix, cell by cell, over real HTTP.
+
+The README section "Authorization matrix" is the source of truth: this module parses its
+table, checks that its rows are exactly the routes of the served OpenAPI document (plus the
+documentation pages), and sends one real request per (route, principal) cell to a ``driftpilot
+serve`` subprocess on a free loopback port, expecting the cell's status.
+
+The home is a copy of the session's trained flights home (``trained_homes``). Before the
+server starts, the operator ``olga`` gets two runs waiting for approval (a forced retrain and
+a high-risk promotion) and pending runs that nothing executes (the server does not recover at
+start-up): one per principal who may cancel, and one kept pending so that the model stays
+busy for ``reject`` requests. Schedules, crons, webhooks and threads are made through the API,
+by ``olga``. "another principal" is ``otto``, a second operator.
+
+Cells run in the table's order, but the routes that execute or resume runs (``LATE``) run
+last: their runs take the model's lease, and a resumed approval changes what a rollback meets.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import polars as pl
+import pytest
+import yaml
+
+from driftpilot.core.settings import Settings
+from driftpilot.runs.plane import ControlPlane
+from tests.conftest import TrainedHomes, copy_trained_home, db_env
+from tests.integration.test_api_http import LIMITS, Server
+from tests.integration.test_control_graph import FORCE_RETRAIN, HIGH_RISK, merge
+from tools.datasets import FLIGHTS_CACHE
+
+pytestmark = pytest.mark.integration
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+HEADING = "### Authorization matrix"
+COLUMNS = ("no key", "viewer", "operator", "approver", "admin", "another principal")
+# The principal of each column: its key's name and role (None: no key at all).
+PRINCIPALS: dict[str, tuple[str, str] | None] = {
+    "no key": None,
+    "viewer": ("vic", "viewer"),
+    "operator": ("olga", "operator"),
+    "approver": ("abby", "approver"),
+    "admin": ("ada", "admin"),
+    "another principal": ("otto", "operator"),
+}
+# Served by the app but left out of its OpenAPI document.
+DOCS_PAGES = {
+    ("GET", "/openapi.json"),
+    ("GET", "/docs"),
+    ("GET", "/docs/oauth2-redirect"),
+    ("GET", "/redoc"),
+}
+# Routes that execute or resume runs: after every other cell (module docstring).
+LATE = (
+    ("POST", "/runs"),
+    ("POST", "/runs/upload"),
+    ("POST", "/threads/{thread_id}/runs"),
+    ("POST", "/approvals/{run_id}"),
+)
+# Who may cancel, start a run on a placeholder thread, delete a schedule, cron or webhook:
+# each of them acts on an object of its own (the first one to succeed would change it).
+ACTORS = ("operator", "approver", "admin", "another principal")
+SMALL = {"dataset": "flights:2013-01", "max_rows": 300}
+NEVER = "0 0 1 1 *"  # a cron that does not fire while the test runs
+SOURCE = {"dataset": "flights", "start": "2013-02"}
+Route = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell of the README's table: what ``column`` gets from ``method path``."""
+
+    method: str
+    path: str
+    column: str
+    status: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.method} {self.path} [{self.column}]"
+
+
+def matrix(text: str) -> dict[Route, dict[str, str]]:
+    """The README's authorization table: each row's cells by column name.
+
+    Raises:
+        AssertionError: no such section, a header that is not ``COLUMNS``, or a row twice.
+    """
+    assert HEADING in text, f"README.md has no {HEADING!r} section"
+    section = text.split(HEADING, 1)[1].split("\n#", 1)[0]
+    lines = [line.strip() for line in section.splitlines() if line.strip().startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header == ["Method", "Path", *COLUMNS], header
+    rows: dict[Route, dict[str, str]] = {}
+    for line in lines[2:]:
+        method, path, *cells = [c.strip() for c in line.strip("|").split("|")]
+        assert (method, path) not in rows, f"{method} {path}: two rows"
+        assert len(cells) == len(COLUMNS), f"{method} {path}: {len(cells)} cells"
+        rows[(method, path)] = dict(zip(COLUMNS, cells, strict=True))
+    return rows
+
+
+def status_of(cell: str) -> int | None:
+    """The status a cell documents (``404*`` is 404), None for ``—`` (not applicable)."""
+    if cell in ("—", "-"):
+        return None
+    found = re.fullmatch(r"([1-5]\d\d)\*?", cell)
+    assert found, f"not a status: {cell!r}"
+    return int(found.group(1))
+
+
+def cells() -> list[Cell]:
+    """Every applicable cell of the README's table, the ``LATE`` routes' last."""
+    found = [
+        Cell(method, path, column, status)
+        for (method, path), row in matrix(README.read_text()).items()
+        for column, text in row.items()
+        if (status := status_of(text)) is not None
+    ]
+    return sorted(found, key=_phase)
+
+
+def _phase(cell: Cell) -> int:
+    """0 for most cells; a ``LATE`` route's cells after them, in ``LATE``'s order."""
+    route = (cell.method, cell.path)
+    return LATE.index(route) + 1 if route in LATE else 0
+
+
+@dataclass
+class World:
+    """The running server and the objects the cells act on (ids by name)."""
+
+    server: Server
+    ids: dict[str, Any] = field(default_factory=dict)
+    upload: bytes = b""
+
+    def client(self, column: str) -> httpx.Client:
+        who = PRINCIPALS[column]
+        return self.server.client(None if who is None else who[0])
+
+
+def _waiting_runs(cp: ControlPlane, months: dict[str, pl.DataFrame]) -> list[str]:
+    """Two of olga's runs waiting for approval: July and October drifted, so the forced
+    retrain's challenger wins, and every promotion is high-risk (as tests/integration/
+    test_chat_confirm.py makes them)."""
+    made = []
+    for month, seed in (("2013-07", 3), ("2013-10", 4)):
+        frame = months[month].sample(n=5000, seed=seed)
+        view = cp.start_run("flights", frame, month, trigger="api", requested_by="olga")
+        assert view.status == "waiting_approval", (view.status, view.outcome, view.summary)
+        made.append(view.run_id)
+    return made
+
+
+def _pending_runs(cp: ControlPlane, frame: pl.DataFrame, names: list[str]) -> dict[str, str]:
+    """One of olga's pending runs per name, which nothing executes."""
+    return {
+        name: cp.submit_run(
+            "flights", frame, f"pending-{i}", requested_by="olga", multitask_strategy="enqueue"
+        ).run_id
+        for i, name in enumerate(names)
+    }
+
+
+def _prepare_home(
+    root: Path, trained_homes: TrainedHomes, months: dict[str, pl.DataFrame], server: Server
+) -> dict[str, Any]:
+    """The trained home with keys, waiting and pending runs; the ids the cells use."""
+    home = copy_trained_home(trained_homes, "flights", root / "home")
+    policy = root / "policy.yaml"
+    policy.write_text(yaml.safe_dump(merge(FORCE_RETRAIN, HIGH_RISK)))
+    settings = Settings(home=home, policy_path=policy).ensure_dirs()
+    cp = ControlPlane(settings)
+    try:
+        for who in PRINCIPALS.values():
+            if who is not None:
+                server.keys[who[0]] = cp.create_api_key(*who)[1]
+        waiting = _waiting_runs(cp, months)
+        pending = _pending_runs(cp, months["2013-02"].head(300), [*ACTORS, "keep"])
+    finally:
+        cp.close()
+    return {"waiting": waiting, "pending": pending}
+
+
+@pytest.fixture(scope="module")
+def world(
+    tmp_path_factory: pytest.TempPathFactory,
+    trained_homes: TrainedHomes,
+    months: dict[str, pl.DataFrame],
+    flights_df: pl.DataFrame,
+) -> Iterator[World]:
+    root = tmp_path_factory.mktemp("authz")
+    server = Server(home=root / "home", env={})
+    ids = _prepare_home(root, trained_homes, months, server)
+    settings = Settings(home=server.home)
+    assert settings.cache_dir is not None
+    flights_df.write_parquet(settings.cache_dir / FLIGHTS_CACHE)  # no re-parse in the server
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTPILOT_")}
+    server.env = {
+        **env,
+        "DRIFTPILOT_HOME": str(server.home),
+        "DRIFTPILOT_API_RECOVER_ON_START": "false",  # the pending runs stay pending
+        "DRIFTPILOT_ALERTS_ALLOW_HOSTS": "127.0.0.1:9",  # the webhooks' loopback receiver
+        **LIMITS,
+        **db_env(),
+    }
+    server.start()
+    upload = io.BytesIO()
+    months["2013-01"].head(300).write_csv(upload)
+    made = World(server, ids, upload.getvalue())
+    try:
+        _make_objects(made)
+        yield made
+    finally:
+        server.stop()
+
+
+def _ok(response: httpx.Response) -> Any:
+    assert response.is_success, response.text
+    return response.json()
+
+
+def _make_objects(world: World) -> None:
+    """Olga's threads, schedules, crons and webhooks, made through the API."""
+    ids = world.ids
+    with world.client("operator") as olga:
+        ids["thread"] = {a: _ok(olga.post("/threads", json={}))["thread_id"] for a in ACTORS}
+        schedule = {"schedule": NEVER, "payload": {"model": "flights", "source": SOURCE}}
+        ids["schedule"] = _ok(olga.post("/schedules", json=schedule))["cron_id"]
+        ids["fire"] = _ok(olga.post("/schedules", json=schedule))["cron_id"]
+        ids["schedule_del"] = {
+            a: _ok(olga.post("/schedules", json=schedule))["cron_id"] for a in ACTORS
+        }
+        cron = {"assistant_id": "flights", "schedule": NEVER, "input": {"source": SOURCE}}
+        ids["cron_del"] = {a: _ok(olga.post("/runs/crons", json=cron))["cron_id"] for a in ACTORS}
+        ids["hook_del"] = {
+            a: _ok(olga.post("/models/flights/webhooks", json=_hook(a)))["webhook_id"]
+            for a in ACTORS
+        }
+
+
+def _hook(tag: str) -> dict[str, Any]:
+    """A webhook to a loopback port nothing listens on (a delivery fails, nothing leaves)."""
+    return {"url": f"http://127.0.0.1:9/{tag.replace(' ', '-')}", "events": ["rollback"]}
+
+
+def _per_actor(world: World, key: str, column: str) -> str:
+    """The object of ``key`` that ``column`` acts on; a refused column names any one."""
+    objects: dict[str, str] = world.ids[key]
+    return objects.get(column, objects[ACTORS[0]])
+
+
+def _upload_run(world: World, column: str) -> dict[str, Any]:
+    return {
+        "files": {"file": ("authz.csv", world.upload, "text/csv")},
+        "data": {"model": "flights", "multitask_strategy": "enqueue"},
+    }
+
+
+def _upload_model(world: World, column: str) -> dict[str, Any]:
+    return {
+        "files": {"file": ("authz.csv", world.upload, "text/csv")},
+        "data": {
+            "name": "flights",
+            "target": "delayed",
+            "time_col": "time_hour",
+            "numeric": "distance",
+        },
+    }
+
+
+def _labels(world: World, column: str) -> dict[str, Any]:
+    return {"files": {"file": ("labels.csv", b"delayed\n1\n0\n", "text/csv")}}
+
+
+def _decision(world: World, column: str) -> dict[str, Any]:
+    return {"json": {"command": {"resume": {"decision": "reject", "comment": "authz matrix"}}}}
+
+
+RUN = {"model": "flights", "input": {"batch": SMALL}, "multitask_strategy": "enqueue"}
+LG_RUN = {"assistant_id": "flights", "input": {"batch": SMALL}}
+SCHEDULE = {"schedule": NEVER, "payload": {"model": "flights", "source": SOURCE}}
+# A minimal valid body per route (a function of the world and the column when it must be).
+BODIES: dict[Route, dict[str, Any] | Callable[[World, str], dict[str, Any]]] = {
+    ("POST", "/runs"): {"json": RUN},
+    ("POST", "/runs/upload"): _upload_run,
+    ("POST", "/runs/{run_id}/cancel"): {"json": {"reason": "authz matrix"}},
+    ("POST", "/approvals/{run_id}"): _decision,
+    ("POST", "/models"): {"json": {"name": "flights", "input": {"batch": SMALL}}},
+    ("POST", "/models/upload"): _upload_model,
+    ("POST", "/models/adopt"): {
+        "json": {
+            "name": "flights",
+            "model_uri": "models:/flights/1",
+            "input": {"batch": SMALL},
+            "target": "delayed",
+        }
+    },
+    ("POST", "/models/{name}/rollback"): {"json": {"reason": "authz matrix"}},
+    ("POST", "/models/{name}/batches/{batch_id}/labels"): _labels,
+    ("POST", "/models/{name}/notes"): {"json": {"text": "authz matrix"}},
+    ("POST", "/models/{name}/webhooks"): lambda w, c: {"json": _hook(f"new-{c}")},
+    ("POST", "/schedules"): {"json": SCHEDULE},
+    ("PATCH", "/schedules/{cron_id}"): {"json": {"metadata": {"touched": True}}},
+    ("POST", "/assistants/search"): {"json": {}},
+    ("POST", "/threads"): {"json": {}},
+    ("POST", "/threads/search"): {"json": {}},
+    ("PATCH", "/threads/{thread_id}"): {"json": {"metadata": {"a": 1}}},
+    ("POST", "/threads/{thread_id}/state"): {"json": {"values": {}}},
+    ("POST", "/threads/{thread_id}/runs"): {"json": {**LG_RUN, "multitask_strategy": "enqueue"}},
+    ("POST", "/threads/{thread_id}/runs/stream"): {"json": LG_RUN},
+    ("POST", "/threads/{thread_id}/runs/wait"): {"json": LG_RUN},
+    ("POST", "/runs/stream"): {"json": LG_RUN},
+    ("POST", "/runs/wait"): {"json": LG_RUN},
+    ("POST", "/runs/crons"): {
+        "json": {"assistant_id": "flights", "schedule": NEVER, "input": {"source": SOURCE}}
+    },
+    ("POST", "/runs/crons/search"): {"json": {}},
+    ("GET", "/models/{name}/champion-at"): {"params": {"time": "2026-01-01T00:00:00Z"}},
+}
+
+
+def path_values(world: World, cell: Cell) -> dict[str, str]:
+    """Real values of the cell's path parameters (module docstring)."""
+    ids = world.ids
+    read = ids["waiting"][0]  # olga's run waiting for approval: a thread too
+    values = {
+        "run_id": read,
+        "thread_id": read,
+        "name": "flights",
+        "assistant_id": "flights",
+        "cron_id": ids["schedule"],
+        "job_id": "never-ran",
+        "batch_id": "never-accepted",
+    }
+    route = (cell.method, cell.path)
+    if route == ("POST", "/runs/{run_id}/cancel"):
+        values["run_id"] = ids["pending"].get(cell.column, ids["pending"]["keep"])
+    elif route == ("GET", "/runs/{run_id}/report"):
+        values["run_id"] = ids["pending"]["keep"]
+    elif route == ("POST", "/approvals/{run_id}"):
+        values["run_id"] = ids["waiting"][1] if cell.column == "admin" else read
+    elif route == ("POST", "/threads/{thread_id}/runs"):
+        values["thread_id"] = _per_actor(world, "thread", cell.column)
+    elif route == ("POST", "/schedules/{cron_id}/run"):
+        values["cron_id"] = ids["fire"]
+    elif route == ("DELETE", "/schedules/{cron_id}"):
+        values["cron_id"] = _per_actor(world, "schedule_del", cell.column)
+    elif route == ("DELETE", "/runs/crons/{cron_id}"):
+        values["cron_id"] = _per_actor(world, "cron_del", cell.column)
+    elif route == ("DELETE", "/models/{name}/webhooks/{webhook_id}"):
+        values["webhook_id"] = _per_actor(world, "hook_del", cell.column)
+    return values
+
+
+def send(world: World, cell: Cell) -> httpx.Response:
+    """The cell's request, as its column's principal."""
+    url = cell.path.format(**path_values(world, cell))
+    body = BODIES.get((cell.method, cell.path), {})
+    kwargs = body(world, cell.column) if callable(body) else body
+    with world.client(cell.column) as client:
+        return client.request(cell.method, url, **kwargs)
+
+
+CELLS = cells()
+
+
+def test_every_served_route_has_a_row_and_every_row_a_route(world: World) -> None:
+    with world.client("viewer") as client:
+        document = _ok(client.get("/openapi.json"))
+    served = {
+        (method.upper(), path)
+        for path, operations in document["paths"].items()
+        for method in operations
+    } | DOCS_PAGES
+    rows = set(matrix(README.read_text()))
+    assert not served - rows, f"routes without a row in README.md: {sorted(served - rows)}"
+    assert not rows - served, f"README.md rows of no route: {sorted(rows - served)}"
+
+
+@pytest.mark.parametrize("cell", CELLS, ids=[c.id for c in CELLS])
+def test_cell(world: World, cell: Cell) -> None:
+    response = send(world, cell)
+    assert response.status_code == cell.status, (cell.id, response.text[:500])
+    if cell.status in (401, 403):
+        assert response.headers["content-type"].startswith("application/problem+json")
+
+
+def test_an_unknown_key_is_a_401(world: World) -> None:
+    with world.server.client(**{"X-Api-Key": "dp_unknown_secret"}) as client:
+        assert client.get("/runs").status_code == 401
