@@ -85,6 +85,11 @@ def restore(
     with _progress("restore") as progress:
         done = put(src, settings, audit_key=audit_key, progress=progress)
     console.print(f"restored {src} into {done['home']}: audit {done['checked']}", soft_wrap=True)
+    if done["policy"] and settings.policy_path is None:
+        console.print(
+            f"the risk policy is in {done['policy']}: set DRIFTPILOT_POLICY_PATH to it",
+            soft_wrap=True,
+        )
     if done["key"] == "new":
         console.print(
             "a new audit key signs from now on; the backup's checkpoints verify with "

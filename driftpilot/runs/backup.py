@@ -12,6 +12,8 @@ What a backup holds (DEST, a new or empty folder)::
     trees/home/...           the home's other files (MLflow artifacts, batches, reports,
                              inbox, policy), without the databases, the key and cache/
     trees/<name>/...         artifacts, batches or reports kept outside the home
+    policy/policy.yaml       the risk policy, when DRIFTPILOT_POLICY_PATH names a file
+                             outside the home
 
 Consistency: the models' leases are taken for the whole backup, so no run, rollback or label
 attachment changes the audit or the registry meanwhile (a run in flight: refused, or waited
@@ -49,6 +51,7 @@ MANIFEST, SIGNATURE, PUBLIC_KEY, LOG = (
     "audit-key.pub",
     "audit-checkpoints.log",
 )
+POLICY = "policy/policy.yaml"
 Progress = Callable[[str, int, int], None]  # (step, done, total)
 _SQLITE_SIDECARS = ("-wal", "-shm", "-journal")
 
@@ -136,6 +139,9 @@ def _snapshot(
     skip = _skipped(settings, found)
     for name, root in trees.items():
         steps.append((f"files: {name}", partial(_copy_tree, root, dest, name, skip)))
+    policy = _policy_outside(settings)
+    if policy is not None:
+        steps.append(("policy", partial(_copy_policy, policy, dest)))
     steps.append(("manifest", lambda: None))
     for done, (step, work) in enumerate(steps):
         progress(step, done, len(steps))
@@ -149,6 +155,7 @@ def _snapshot(
             "home": str(settings.home),
             "trees": {name: str(root) for name, root in trees.items()},
             "artifact_root": settings.mlflow_artifact_root,
+            "policy": str(policy) if policy is not None else None,
         },
         "stores": records,
         "roles": holder,
@@ -194,6 +201,21 @@ def _skipped(settings: Settings, found: list[stores_.Store]) -> set[Path]:
             file = s.path.resolve()
             skip |= {file} | {file.with_name(file.name + x) for x in _SQLITE_SIDECARS}
     return skip
+
+
+def _policy_outside(settings: Settings) -> Path | None:
+    """The risk policy file when it is set and kept outside the home (inside, the home's
+    copy holds it)."""
+    path = settings.policy_path
+    if path is None or not path.expanduser().is_file():
+        return None
+    path = path.expanduser().resolve()
+    return None if path.is_relative_to(settings.home) else path
+
+
+def _copy_policy(policy: Path, dest: Path) -> None:
+    (dest / POLICY).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(policy, dest / POLICY)
 
 
 def _copy_log(settings: Settings, dest: Path) -> None:

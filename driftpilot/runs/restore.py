@@ -57,6 +57,7 @@ def restore(
         ("files", lambda: _put_trees(source, manifest, settings)),
         ("databases", lambda: _put_stores(source, manifest, found)),
         ("checkpoint log and key", lambda: _put_log_and_key(source, settings, audit_key)),
+        ("policy", lambda: _put_policy(source, settings)),
         ("paths", lambda: _rewrite(found, manifest, settings, pairs)),
         ("leases", lambda: _free_leases(settings, manifest.get("operation"))),
         ("audit check", lambda: _check_audit(source, settings, audit_key is not None)),
@@ -68,6 +69,7 @@ def restore(
     progress("done", len(steps), len(steps))
     return {
         "home": str(settings.home),
+        "policy": results["policy"],
         "key": "kept" if audit_key is not None else "new",
         "rewritten": results["paths"],
         "checked": results["audit check"],
@@ -275,6 +277,30 @@ def _put_log_and_key(source: Path, settings: Settings, audit_key: Path | None) -
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as out:
             out.write(audit_key.read_bytes())
+
+
+def _put_policy(source: Path, settings: Settings) -> str | None:
+    """Put the backup's risk policy (one kept outside the source's home) where the target's
+    settings name it, or at ``<home>/policy.yaml`` (then DRIFTPILOT_POLICY_PATH must name it:
+    the returned path). A policy file already there is left alone, when it is the same.
+
+    Raises:
+        BackupError: the target's policy file exists and differs from the backup's.
+    """
+    policy = source / backup_.POLICY
+    if not policy.exists():
+        return None
+    target = (settings.policy_path or settings.home / "policy.yaml").expanduser()
+    if target.exists():
+        if target.read_bytes() != policy.read_bytes():
+            raise BackupError(
+                f"the target's policy {target} differs from the backup's: move it away, "
+                "or restore it yourself from the backup's policy/policy.yaml"
+            )
+        return str(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(policy, target)
+    return str(target)
 
 
 def _rewrite(

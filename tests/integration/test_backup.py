@@ -112,11 +112,15 @@ def test_a_restored_home_verifies_predicts_the_same_and_approves_the_waiting_run
     assert not any(p.endswith("audit-key.pem") for p in listed), "the private key was copied"
     assert b"PRIVATE" not in (dest / "audit-key.pub").read_bytes()
     source.rename(tmp_path / "moved-away")  # nothing restored may read the source's files
+    kept_policy = policy.read_text()
+    policy.unlink()  # the policy, outside the home, is in the backup too
 
     point_at(monkeypatch, target, databases(kind, server))
-    monkeypatch.setenv("DRIFTPILOT_POLICY_PATH", str(policy))
+    new_policy = tmp_path / "restored" / "etc" / "policy.yaml"
+    monkeypatch.setenv("DRIFTPILOT_POLICY_PATH", str(new_policy))
     restored = invoke("restore", str(dest), "--home", str(target), "--audit-key", str(operator_key))
     assert restored.exit_code == 0, restored.output
+    assert new_policy.read_text() == kept_policy
     verified = invoke("audit", "--verify")
     assert verified.exit_code == 0 and "audit verified" in verified.output, verified.output
 
