@@ -1,10 +1,11 @@
 """Migration 0012 gives every existing webhook its own signing secret (NOT NULL afterwards),
-and its downgrade drops the column again."""
+and its downgrade drops the column again, on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
@@ -25,8 +26,16 @@ def _webhook(conn: sa.Connection, webhook_id: str) -> None:
     )
 
 
-def test_0012_generates_distinct_secrets_for_existing_webhooks(tmp_path: Path) -> None:
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'audit.db'}")
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_0012_generates_distinct_secrets_for_existing_webhooks(
+    database: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = (
+        f"sqlite:///{tmp_path / 'audit.db'}"
+        if database == "sqlite"
+        else request.getfixturevalue("pg_url")
+    )
+    engine = sa.create_engine(url)
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.connect() as conn:
@@ -50,3 +59,4 @@ def test_0012_generates_distinct_secrets_for_existing_webhooks(tmp_path: Path) -
         names = {c["name"] for c in sa.inspect(conn).get_columns("webhooks")}
         assert "secret" not in names
         assert conn.execute(sa.text("SELECT count(*) FROM webhooks")).scalar() == 2
+    engine.dispose()
