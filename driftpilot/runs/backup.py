@@ -76,6 +76,7 @@ def backup(
         ModelBusy: a run holds a model's lease (with ``wait``: waits for it instead).
     """
     dest = dest.expanduser().resolve()
+    created = not dest.exists()
     _check_dest(dest, settings)
     store = AuditStore(settings.db_url)
     operation = f"backup-{datetime.now(UTC):%Y%m%dT%H%M%S}-{os.getpid()}"
@@ -85,8 +86,24 @@ def backup(
         manifest["operation"] = operation
         write_manifest(dest, manifest, settings)
         return manifest
+    except BaseException:
+        # A half backup has no manifest, so restore refuses it; a folder we made is removed
+        # (one the user made is emptied of what we put there).
+        _discard(dest, created)
+        raise
     finally:
         store.engine.dispose()
+
+
+def _discard(dest: Path, created: bool) -> None:
+    if created:
+        shutil.rmtree(dest, ignore_errors=True)
+        return
+    for child in dest.iterdir():
+        if child.is_dir():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
 
 
 def _check_dest(dest: Path, settings: Settings) -> None:
@@ -115,10 +132,7 @@ def _leases_held(
                     store, settings.lease_ttl_s, managed.name, operation, wait=wait
                 )
             except ModelBusy as exc:
-                raise ModelBusy(
-                    f"backup refused: a run is in flight. {exc}. Back up when it has finished, "
-                    "or pass --wait"
-                ) from exc
+                raise ModelBusy(f"backup refused while a run is in flight: {exc}") from exc
             keeper = leases.LeaseKeeper(store, managed.name, operation, name, settings.lease_ttl_s)
             held.enter_context(keeper)
         yield

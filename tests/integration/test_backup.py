@@ -92,6 +92,7 @@ def test_a_restored_home_verifies_predicts_the_same_and_approves_the_waiting_run
         cp.store.acquire_lease("flights", "run-in-flight", "elsewhere", 60)
         refused = invoke("backup", str(tmp_path / "refused"))
         assert refused.exit_code == 1 and "run-in-fligh" in refused.output, refused.output
+        assert not (tmp_path / "refused").exists(), "a refused backup left a folder"
         cp.store.release_lease("flights", "run-in-flight")
     finally:
         cp.close()
