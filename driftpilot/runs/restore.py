@@ -96,6 +96,13 @@ def verify_backup(source: Path, audit_key: Path | None = None) -> dict[str, Any]
     if manifest.get("format") != backup_.FORMAT:
         raise IntegrityError(f"{MANIFEST}: unknown backup format {manifest.get('format')!r}")
     listed = {f["path"]: f for f in manifest["files"]}
+    named = [r["file"] for r in manifest["stores"].values() if "file" in r]
+    for path in [*listed, *named]:
+        if Path(path).is_absolute() or ".." in Path(path).parts:
+            raise IntegrityError(f"{MANIFEST} names {path!r}, outside the backup")
+    for path in named:
+        if path not in listed:
+            raise IntegrityError(f"{MANIFEST} names {path} for a database but does not list it")
     for path, entry in listed.items():
         file = source / path
         if not file.is_file():
