@@ -10,14 +10,16 @@ name's failures, not the address's: an attacker holding one account must not res
 of the guesses they make at others from the same address.
 
 Chainlit hands ``password_auth`` the name and password only; ``SignInGuard``, an ASGI
-middleware on Chainlit's app, gives it the client's address (the peer the server saw, never a
-header) and turns its refusal into the 429.
+middleware on Chainlit's app, gives it the client's address (the peer the server saw; a
+proxy's ``X-Forwarded-For`` only where ``FORWARDED_ALLOW_IPS`` names that proxy, see
+``install``) and turns its refusal into the 429.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -29,6 +31,7 @@ from driftpilot.store.throttle import Subject, address_subject, retry_after, use
 from ui.chat import Identity, sign_in
 
 log = logging.getLogger(__name__)
+FORWARDED_ALLOW_IPS = "FORWARDED_ALLOW_IPS"
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -145,7 +148,14 @@ async def _send_locked(send: Send, wait: int, path: str) -> None:
 def install(app: Any) -> None:
     """Put ``SignInGuard`` on Chainlit's app (once). Called when Chainlit loads ``ui/app.py``,
     before its server starts; a Starlette app that has started refuses new middleware, and
-    then sign-ins still are limited, all clients under one address counter."""
+    then sign-ins still are limited, all clients under one address counter.
+
+    Also makes uvicorn trust no ``X-Forwarded-For`` unless ``FORWARDED_ALLOW_IPS`` (uvicorn's
+    own setting: the proxies whose header names the client) is set: by default uvicorn takes
+    the client's address from that header for peers on 127.0.0.1 and ::1, so any process on
+    this host could pose as a fresh address at each sign-in. Chainlit builds its uvicorn
+    config after loading ``ui/app.py``, so the default set here is the one it reads."""
+    os.environ.setdefault(FORWARDED_ALLOW_IPS, "")
     if any(m.cls is SignInGuard for m in app.user_middleware):
         return
     try:
