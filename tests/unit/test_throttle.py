@@ -10,7 +10,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
 
+import driftpilot.store
 from driftpilot.core.settings import AuthLimitSettings, Settings
 from driftpilot.runs.keys import ApiKeys, needs_writing
 from driftpilot.store import AuditStore
@@ -27,6 +31,7 @@ from driftpilot.store.throttle import (
 )
 from tests.conformance.conftest import FakeClock
 
+MIGRATIONS = Path(driftpilot.store.__file__).parent / "migrations"
 LIMITS = AuthLimitSettings(
     max_failures=3, window_s=600, lockout_s=60, max_lockout_s=300, forget_s=3600
 )
@@ -203,3 +208,41 @@ def test_limits_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("DRIFTPILOT_AUTH_LOCKOUT_S", "30")
     auth = Settings().auth
     assert (auth.max_failures, auth.lockout_s, auth.window_s) == (7, 30.0, 900.0)
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_0013_adds_auth_failures_and_its_downgrade_drops_it(
+    database: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = (
+        f"sqlite:///{tmp_path / 'audit.db'}"
+        if database == "sqlite"
+        else request.getfixturevalue("pg_url")
+    )
+    engine = sa.create_engine(url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.connect() as conn:
+        config.attributes["connection"] = conn
+        with conn.begin():
+            command.upgrade(config, "0013")
+        inspector = sa.inspect(conn)
+        assert inspector.get_pk_constraint("auth_failures")["constrained_columns"] == [
+            "kind",
+            "name",
+        ]
+        nullable = {c["name"]: c["nullable"] for c in inspector.get_columns("auth_failures")}
+        assert nullable == {
+            "kind": False,
+            "name": False,
+            "failures": False,
+            "window_start": False,
+            "lockouts": False,
+            "locked_until": True,
+            "last_failure": False,
+        }
+        conn.commit()
+        with conn.begin():
+            command.downgrade(config, "0012")
+        assert not sa.inspect(conn).has_table("auth_failures")
+    engine.dispose()
