@@ -124,16 +124,27 @@ def pg_restore(dump: Path, url: str) -> None:
     Raises:
         BackupError: the database is not empty, or pg_restore failed.
     """
-    if (tables := _pg_tables(url)) > 0:
-        raise BackupError(
-            f"the target database {_safe(url)} is not empty ({tables} tables): restore needs an "
-            "empty database (CREATE DATABASE ... TEMPLATE template0)"
-        )
+    refuse_non_empty_pg(url)
     _pg(
         "pg_restore",
         url,
         ["--no-owner", "--no-privileges", "--exit-on-error", "--single-transaction", str(dump)],
     )
+
+
+def refuse_non_empty_pg(url: str) -> None:
+    """Raises BackupError when the database at ``url`` has tables (or cannot be reached)."""
+    import psycopg
+
+    try:
+        tables = _pg_tables(url)
+    except psycopg.Error as exc:
+        raise BackupError(f"cannot reach the target database {_safe(url)}: {exc}") from exc
+    if tables > 0:
+        raise BackupError(
+            f"the target database {_safe(url)} is not empty ({tables} tables): restore needs an "
+            "empty database (CREATE DATABASE ... TEMPLATE template0)"
+        )
 
 
 def _pg_tables(url: str) -> int:

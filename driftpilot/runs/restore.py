@@ -183,6 +183,8 @@ def _check_target(
             )
         if target.kind == "sqlite" and target.path.exists():
             raise BackupError(f"{target.path} exists: restore needs its place free")
+        if target.kind == "postgresql":
+            stores_.refuse_non_empty_pg(target.url)
 
 
 def is_empty(home: Path) -> bool:

@@ -124,6 +124,10 @@ def test_a_restored_home_verifies_predicts_the_same_and_approves_the_waiting_run
     assert new_policy.read_text() == kept_policy
     verified = invoke("audit", "--verify")
     assert verified.exit_code == 0 and "audit verified" in verified.output, verified.output
+    if kind == "postgres":  # an empty home, but the databases are the restored ones now
+        again = invoke("restore", str(dest), "--home", str(tmp_path / "again"))
+        assert again.exit_code == 1 and "is not empty" in again.output, again.output
+        assert not (tmp_path / "again").exists(), "restore wrote before refusing"
 
     get_settings.cache_clear()
     mine = get_settings()
