@@ -56,7 +56,7 @@ Progress = Callable[[str, int, int], None]  # (step, done, total)
 _SQLITE_SIDECARS = ("-wal", "-shm", "-journal")
 
 
-def _silent(step: str, done: int, total: int) -> None:
+def silent(step: str, done: int, total: int) -> None:
     """The default progress: none."""
 
 
@@ -66,7 +66,7 @@ def backup(
     *,
     wait: bool = False,
     reports: bool = True,
-    progress: Progress = _silent,
+    progress: Progress = silent,
 ) -> dict[str, Any]:
     """Snapshot the home of ``settings`` into ``dest`` (created; must be empty) and return
     its manifest.

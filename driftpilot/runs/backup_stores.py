@@ -35,7 +35,7 @@ ROLES = ("audit", "checkpoints", "mlflow", "mlflow_registry", "optuna")
 # Tables whose rows are not rewritten: the hash-chained ones (a rewrite breaks their hashes),
 # Alembic's, and procrastinate's queue (job arguments hold ids, and its triggers react to
 # updates).
-_KEEP = {m.__tablename__ for m in CHAINED} | {"alembic_version"}
+KEEP = {m.__tablename__ for m in CHAINED} | {"alembic_version"}
 _TEXT_TYPES = ("text", "character varying")
 _JSON_TYPES = ("json", "jsonb")
 Pairs = list[tuple[str, str]]  # (source path, target path), longest first
@@ -219,7 +219,7 @@ def swap_text(text: str, pairs: Pairs) -> str:
     return text
 
 
-def rewrite_sqlite(file: Path, pairs: Pairs, keep: set[str] = _KEEP) -> None:
+def rewrite_sqlite(file: Path, pairs: Pairs, keep: set[str] = KEEP) -> None:
     """Rewrite the source paths in every text cell of a SQLite database (tables in ``keep``
     excepted), and in its LangGraph checkpoint blobs if it holds them."""
     with closing(sqlite3.connect(file)) as conn, conn:
@@ -254,7 +254,7 @@ def _rewrite_blobs_sqlite(conn: Any, table: str, column: str, pairs: Pairs) -> N
             )
 
 
-def rewrite_postgres(url: str, pairs: Pairs, keep: set[str] = _KEEP) -> None:
+def rewrite_postgres(url: str, pairs: Pairs, keep: set[str] = KEEP) -> None:
     """Rewrite the source paths in every text and JSON column of a PostgreSQL database's
     tables (``keep`` and procrastinate's excepted), and in its LangGraph checkpoint blobs."""
     import psycopg

@@ -28,7 +28,7 @@ from driftpilot.core.errors import BackupError, IntegrityError
 from driftpilot.core.settings import Settings
 from driftpilot.runs import backup as backup_
 from driftpilot.runs import backup_stores as stores_
-from driftpilot.runs.backup import LOG, MANIFEST, PUBLIC_KEY, SIGNATURE, Progress, _silent
+from driftpilot.runs.backup import LOG, MANIFEST, PUBLIC_KEY, SIGNATURE, Progress, silent
 
 PREVIOUS_KEY = "audit-key.previous.pub"
 
@@ -38,7 +38,7 @@ def restore(
     settings: Settings,
     *,
     audit_key: Path | None = None,
-    progress: Progress = _silent,
+    progress: Progress = silent,
 ) -> dict[str, Any]:
     """Restore the backup in ``source`` into the (empty) home of ``settings``; returns what
     was done: ``{"home", "key": "kept" | "new", "rewritten": [...], "checked": {...}}``.
@@ -323,7 +323,7 @@ def _rewrite(
         record = manifest["stores"].get(store.role)
         if record is None or record.get("absent") or store.kind == "external":
             continue
-        keep = stores_._KEEP if store.role == "audit" else set()
+        keep = stores_.KEEP if store.role == "audit" else set()
         if store.kind == "sqlite":
             stores_.rewrite_sqlite(store.path, changed, keep)
         else:
