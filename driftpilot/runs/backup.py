@@ -150,7 +150,7 @@ def _snapshot(
     records: dict[str, dict[str, Any]] = {}
     for s in found:
         steps.append((f"{s.role} database", partial(_record, records, s, dest)))
-    skip = _skipped(settings, found)
+    skip = _skipped(settings, found, reports=reports)
     for name, root in trees.items():
         steps.append((f"files: {name}", partial(_copy_tree, root, dest, name, skip)))
     policy = _policy_outside(settings)
@@ -202,14 +202,17 @@ def local_artifact_root(uri: str) -> Path | None:
     return Path(uri) if parsed.scheme == "" else None
 
 
-def _skipped(settings: Settings, found: list[stores_.Store]) -> set[Path]:
+def _skipped(settings: Settings, found: list[stores_.Store], *, reports: bool) -> set[Path]:
     """Files and folders the tree copy leaves out: what is copied on its own (databases,
-    checkpoint log), the private key, and the cache (downloads, fetched again)."""
+    checkpoint log), the private key, the cache (downloads, fetched again), and the reports
+    unless ``reports``."""
     from driftpilot.store.checkpoint import log_path
 
     skip = {log_path(settings.audit_checkpoint_log).resolve()}
     assert settings.audit_key_path is not None and settings.cache_dir is not None
     skip |= {settings.audit_key_path.resolve(), settings.cache_dir.resolve()}
+    if not reports and settings.reports_dir is not None:
+        skip.add(settings.reports_dir.resolve())
     for s in found:
         if s.kind == "sqlite":
             file = s.path.resolve()

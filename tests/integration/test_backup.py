@@ -156,10 +156,21 @@ def small_backup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     Trust(store, settings).checkpoint()
     store.engine.dispose()
     (home / "batches" / "note.txt").write_text("a batch file\n")
+    (home / "reports" / "r.html").write_text("<html>a report</html>\n")
     dest = tmp_path / "small-backup"
     done = invoke("backup", str(dest))
     assert done.exit_code == 0, done.output
     return dest
+
+
+def test_no_reports_leaves_the_reports_out(small_backup: Path, tmp_path: Path) -> None:
+    lean = tmp_path / "lean-backup"
+    done = invoke("backup", str(lean), "--no-reports")
+    assert done.exit_code == 0, done.output
+    listed = {f["path"] for f in json.loads((lean / "manifest.json").read_text())["files"]}
+    assert "trees/home/batches/note.txt" in listed
+    assert not any("reports" in p for p in listed), listed
+    assert (small_backup / "trees" / "home" / "reports" / "r.html").exists()
 
 
 def restore_into(home: Path, backup: Path, env: pytest.MonkeyPatch) -> Any:
