@@ -1,13 +1,16 @@
 """Limits on guessing at the chat's sign-in (``driftpilot.store.throttle``).
 
 Failed sign-ins are counted per client address and per typed user name, in the audit
-database the API counts unknown keys in (one address counter for both). While either is
-locked, a sign-in is refused before its password is checked, and the page gets 429 with
-Retry-After. A lock of a name holds for unknown names as for real ones, and is checked before
-any hashing: how fast a refusal comes says whether a name is locked, never whether it exists
+database the API counts unknown keys in (one address counter for both). After
+``max_failures`` failures, a sign-in is refused before its password is checked, and the page
+gets 429 with Retry-After. Each attempt is counted before its password is checked and taken
+back if it succeeds, so sign-ins sent in parallel get no more checks than the limit.
+
+A lock of a name holds for unknown names as for real ones, and is decided before any
+hashing: how fast a refusal comes says whether a name is locked, never whether it exists
 (``verify_user`` hashes against a dummy for an unknown name, as before). A success clears the
-name's failures, not the address's: an attacker holding one account must not reset the count
-of the guesses they make at others from the same address.
+name's failures, and takes back only its own count of the address's: an attacker holding one
+account must not reset the count of the guesses they make at others from the same address.
 
 Chainlit hands ``password_auth`` the name and password only; ``SignInGuard``, an ASGI
 middleware on Chainlit's app, gives it the client's address (the peer the server saw; a
@@ -65,16 +68,15 @@ def guarded_sign_in(
     store = cp.store
     user = user_subject(username)
     subjects = [attempt.address] + ([user] if user is not None else [])
-    until = store.locked_until(subjects)
+    # Counted before the check, taken back on success: parallel sign-ins cannot get more
+    # checks than the limit between a check and its count.
+    until = store.begin_attempt(subjects, limits, via="chat")
     if until is not None:
         attempt.retry_after = retry_after((until - store.clock()).total_seconds())
         return None
     who = sign_in(cp, username, password)
-    if who is None:
-        store.record_failures(subjects, limits, via="chat")
-        return None
-    if user is not None:
-        store.clear_failures(user)
+    if who is not None:
+        store.attempt_succeeded(attempt.address, user)
     return who
 
 

@@ -12,6 +12,15 @@ processes, and a restart must not hand out fresh guesses. Every lockout is audit
 call (agent ``auth``, tool ``auth.lockout``) naming the subject, never a secret. Attempts made
 during a lock are refused without being checked, and not counted (a lock is not prolonged by
 the refused attempts: the lockout's length alone grows).
+
+Two ways to count. The API counts a failure after the key lookup failed (``record_failures``):
+a right key's request writes nothing, and parallel wrong keys landing before the lock can
+exceed ``max_failures`` by a few, which a 190-bit secret does not care about. The chat counts
+each attempt before its password is checked (``begin_attempt``), in the transaction that
+looks at the locks, and takes a success back (``attempt_succeeded``): parallel sign-ins get
+no more than ``max_failures`` checks per window, however many are in flight at once.
+A lockout's audit row is written just after the counters commit: a crash between the two
+loses the row of a lockout, never the lockout.
 """
 
 from __future__ import annotations
@@ -94,6 +103,26 @@ def after_failure(counter: Counter | None, at: datetime, limits: AuthLimitSettin
     return Counter(0, at, lockouts + 1, at + timedelta(seconds=seconds), at)
 
 
+def before_attempt(
+    counter: Counter | None, at: datetime, limits: AuthLimitSettings
+) -> tuple[Counter, bool]:
+    """(the counter once an attempt at ``at`` is counted, whether to check its secret). A
+    locked subject refuses and is unchanged; one with ``max_failures`` attempts in the window
+    refuses and starts its next lockout; any other counts the attempt as a failure until
+    ``attempt_succeeded`` takes it back."""
+    if counter is not None and counter.locked_until is not None and counter.locked_until > at:
+        return counter, False
+    if counter is None or (at - counter.last_failure).total_seconds() > limits.forget_s:
+        counter = Counter(0, at, 0, None, at)
+    if (at - counter.window_start).total_seconds() > limits.window_s:
+        counter = replace(counter, failures=0, window_start=at)
+    if counter.failures >= limits.max_failures:
+        level = counter.lockouts + 1
+        until = at + timedelta(seconds=lockout_seconds(level, limits))
+        return Counter(0, at, level, until, at), False
+    return replace(counter, failures=counter.failures + 1, locked_until=None, last_failure=at), True
+
+
 def seconds_left(locked_until: datetime | None, at: datetime) -> float | None:
     """How long a lock ending at ``locked_until`` still holds at ``at`` (None: not locked)."""
     if locked_until is None or locked_until <= at:
@@ -154,6 +183,21 @@ def _counter(row: AuthFailure) -> Counter:
     )
 
 
+def _store(row: AuthFailure, counter: Counter) -> None:
+    row.failures, row.lockouts = counter.failures, counter.lockouts
+    row.window_start, row.last_failure = stamp(counter.window_start), stamp(counter.last_failure)
+    row.locked_until = stamp(counter.locked_until) if counter.locked_until else None
+
+
+def _started(subject: Subject, before: Counter, after: Counter, at: datetime) -> list[Lockout]:
+    """The lockout going from ``before`` to ``after`` started (a lockout always raises the
+    level), as a list of one, or none."""
+    if after.lockouts == before.lockouts or after.locked_until is None:
+        return []
+    seconds = (after.locked_until - at).total_seconds()
+    return [Lockout(subject, after.locked_until, seconds, after.lockouts)]
+
+
 def _where(subjects: Iterable[Subject]) -> object:
     return or_(*(and_(AuthFailure.kind == s.kind, AuthFailure.name == s.name) for s in subjects))
 
@@ -208,6 +252,58 @@ class Throttle(Chain):
                 .values(failures=0)
             )
 
+    def begin_attempt(
+        self, subjects: list[Subject], limits: AuthLimitSettings, *, via: str
+    ) -> datetime | None:
+        """Count an attempt against every subject before its secret is checked (one
+        transaction, under the rows' locks: ``record_failures``). Returns None when the secret
+        may be checked (the attempt counts as a failure until ``attempt_succeeded``), else when
+        the latest lock ends: a subject is locked, or has reached its limit and this starts its
+        lockout (audited; ``via``: where). A refused attempt changes no other subject."""
+        unique = sorted(set(subjects))
+        at = self.clock()
+        started: list[Lockout] = []
+        with self.session() as session:
+            self._insert_missing(session, unique, at)
+            rows = {s: self._row(session, s) for s in unique}
+            verdicts = {s: before_attempt(_counter(row), at, limits) for s, row in rows.items()}
+            refused = [s for s, (_, go) in verdicts.items() if not go]
+            for subject in refused or unique:
+                before, (after, _) = _counter(rows[subject]), verdicts[subject]
+                if after != before:
+                    _store(rows[subject], after)
+                started += _started(subject, before, after, at)
+            if started:
+                self._forget_quiet(session, at, limits)
+        for lockout in started:
+            self._audit_lockout(lockout, via)
+        ends = [c.locked_until for c, _ in verdicts.values() if c.locked_until is not None]
+        return max((e for e in ends if e > at), default=None) if refused else None
+
+    def attempt_succeeded(self, address: Subject, name: Subject | None) -> None:
+        """Take back the failure ``begin_attempt`` counted: the address's count drops by one,
+        the name's starts again from 0 (a success proves the name's owner, not the address)."""
+        with self.session() as session:
+            session.execute(
+                update(AuthFailure)
+                .where(AuthFailure.kind == address.kind, AuthFailure.name == address.name)
+                .where(AuthFailure.failures > 0)
+                .values(failures=AuthFailure.failures - 1)
+            )
+            if name is not None:
+                session.execute(
+                    update(AuthFailure)
+                    .where(AuthFailure.kind == name.kind, AuthFailure.name == name.name)
+                    .values(failures=0)
+                )
+
+    def _row(self, session: Session, subject: Subject) -> AuthFailure:
+        return session.scalars(
+            select(AuthFailure)
+            .where(AuthFailure.kind == subject.kind, AuthFailure.name == subject.name)
+            .with_for_update()
+        ).one()
+
     def _insert_missing(self, session: Session, subjects: list[Subject], at: datetime) -> None:
         insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
         moment = stamp(at)
@@ -228,23 +324,14 @@ class Throttle(Chain):
     def _count(
         self, session: Session, subject: Subject, at: datetime, limits: AuthLimitSettings
     ) -> Lockout | None:
-        row = session.scalars(
-            select(AuthFailure)
-            .where(AuthFailure.kind == subject.kind, AuthFailure.name == subject.name)
-            .with_for_update()
-        ).one()
+        row = self._row(session, subject)
         before = _counter(row)
         after = after_failure(before, at, limits)
         if after == before:
             return None
-        row.failures, row.lockouts = after.failures, after.lockouts
-        row.window_start, row.last_failure = stamp(after.window_start), stamp(after.last_failure)
-        row.locked_until = stamp(after.locked_until) if after.locked_until else None
-        if after.lockouts == before.lockouts or after.locked_until is None:
-            return None  # a lockout always raises the level: this failure started none
-        return Lockout(
-            subject, after.locked_until, (after.locked_until - at).total_seconds(), after.lockouts
-        )
+        _store(row, after)
+        found = _started(subject, before, after, at)
+        return found[0] if found else None
 
     def _forget_quiet(self, session: Session, at: datetime, limits: AuthLimitSettings) -> None:
         # Run at each lockout (rare), not at each failure: the table holds a row per address

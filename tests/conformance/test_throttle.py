@@ -68,3 +68,36 @@ def test_the_key_lookup_reads_the_locks_of_the_address_and_the_key_id(
     )
     clock.advance(31)
     assert store.locked_until([ADDR, key]) is None
+
+
+def test_parallel_attempts_counted_before_the_check_get_exactly_the_limit(
+    store: AuditStore, clock: FakeClock
+) -> None:
+    """The chat's way (``begin_attempt``): of 24 sign-ins at one name in flight at once, 5
+    are checked, and the others are refused: the lockout starts once and is audited once."""
+    limits = AuthLimitSettings(max_failures=5, lockout_s=60)
+
+    def attempt(i: int) -> bool:
+        address = Subject("address", f"198.51.100.{i}")
+        return store.begin_attempt([address, ANN], limits, via="chat") is None
+
+    with ThreadPoolExecutor(8) as pool:
+        checked = list(pool.map(attempt, range(24)))
+    assert sum(checked) == 5
+    audited = [json.loads(r.args) for r in store.list_rows(ToolCall, ToolCall.agent == "auth")]
+    assert audited == [{"kind": "user", "name": "ann", "via": "chat"}]
+    # A refused attempt counted nothing against its address.
+    failures = {r.name: r.failures for r in store.list_rows(AuthFailure) if r.kind == "address"}
+    assert sum(failures.values()) == 5
+
+
+def test_a_success_takes_back_its_attempt(store: AuditStore, clock: FakeClock) -> None:
+    limits = AuthLimitSettings(max_failures=2, lockout_s=60)
+    for _ in range(2):
+        assert store.begin_attempt([ADDR, ANN], limits, via="chat") is None
+    store.attempt_succeeded(ADDR, ANN)  # the second was right: the address is back at 1
+    bob = Subject("user", "bob")
+    assert store.begin_attempt([ADDR, bob], limits, via="chat") is None
+    until = store.begin_attempt([ADDR, bob], limits, via="chat")
+    assert until is not None and (until - clock()).total_seconds() == 60
+    assert store.begin_attempt([Subject("address", "other"), ANN], limits, via="chat") is None

@@ -24,6 +24,7 @@ from driftpilot.store.throttle import (
     Subject,
     address_subject,
     after_failure,
+    before_attempt,
     key_subject,
     lockout_seconds,
     retry_after,
@@ -78,6 +79,22 @@ def test_a_quiet_subject_is_forgotten_and_starts_from_the_first_lockout() -> Non
     assert twice is not None and twice.lockouts == 2
     later = fail(twice, 65 + 3601, 65 + 3602, 65 + 3603)
     assert later is not None and later.lockouts == 1 and later.locked_until == at(65 + 3603 + 60)
+
+
+def test_counted_before_the_check_n_attempts_are_checked_and_the_next_starts_the_lock() -> None:
+    counter: Counter | None = None
+    checked = []
+    for t in range(5):
+        counter, go = before_attempt(counter, at(t), LIMITS)
+        checked.append(go)
+    assert checked == [True, True, True, False, False]
+    assert counter is not None and counter.lockouts == 1 and counter.locked_until == at(3 + 60)
+    # After the lock, a fresh budget; the next lock is twice as long.
+    for t in (63, 64, 65):
+        counter, go = before_attempt(counter, at(t), LIMITS)
+        assert go
+    counter, go = before_attempt(counter, at(66), LIMITS)
+    assert not go and counter.locked_until == at(66 + 120)
 
 
 def test_retry_after_is_whole_seconds_and_at_least_one() -> None:
