@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, cast
 
 import polars as pl
-from fastapi import APIRouter, File, Form, Header, Query, UploadFile, status
+from fastapi import APIRouter, Depends, File, Form, Header, Query, UploadFile, status
 from pydantic import Field
 from sse_starlette import EventSourceResponse
 
@@ -247,6 +247,26 @@ def stream_run(
     return EventSourceResponse(events, ping=conf.sse_ping_s)
 
 
+def may_cancel(run_id: str, cp: Plane, key: Operator) -> ApiKeyView:
+    """The caller, when they requested run ``run_id`` or have the approver role: an operator
+    must not silently drop what another person asked for (a retrain request, a schedule's
+    run); a supervisor (approver) may. A dependency, so it answers before the body is read.
+
+    Raises:
+        Problem: 404 unknown run; 403 another principal's run below the approver role.
+    """
+    run = cp.get_run(run_id)
+    if has_role(key.role, "approver") or same_person(key.principal, run.requested_by):
+        return key
+    raise Problem(
+        403,
+        f"{key.principal!r} did not request run {run.run_id}: cancelling another "
+        "principal's run needs the approver role",
+        slug="not-your-run",
+        title="Not your run",
+    )
+
+
 @router.post(
     "/{run_id}/cancel",
     response_model=Run,
@@ -256,30 +276,15 @@ def stream_run(
         409: {"description": "The run is not pending (running, waiting or ended)"},
     },
 )
-def cancel_run(run_id: str, cp: Plane, key: Operator, body: CancelIn | None = None) -> Run:
+def cancel_run(
+    run_id: str,
+    cp: Plane,
+    key: Annotated[ApiKeyView, Depends(may_cancel)],
+    body: CancelIn | None = None,
+) -> Run:
     """Cancel a run that has not started (``pending``): it ends with status ``error`` and
     outcome ``cancelled``, audited with the key's principal. An operator cancels the runs
     they requested; another principal's run needs the approver role (403). A running run
     cannot be stopped between its steps (409); a run waiting for approval is rejected
     through ``POST /approvals/{run_id}`` instead (409)."""
-    check_may_cancel(key, cp.get_run(run_id))
     return run_of(cp, cp.cancel_run(run_id, key.principal, body.reason if body else ""))
-
-
-def check_may_cancel(key: ApiKeyView, run: RunView) -> None:
-    """Pass when ``key`` requested ``run`` or has the approver role: an operator must not
-    silently drop what another person asked for (a retrain request, a schedule's run); a
-    supervisor (approver) may.
-
-    Raises:
-        Problem: 403 otherwise.
-    """
-    if has_role(key.role, "approver") or same_person(key.principal, run.requested_by):
-        return
-    raise Problem(
-        403,
-        f"{key.principal!r} did not request run {run.run_id}: cancelling another "
-        "principal's run needs the approver role",
-        slug="not-your-run",
-        title="Not your run",
-    )
