@@ -87,7 +87,8 @@ def client_address(request: Request) -> Subject:
     """The address failures of this request count against: the peer the server saw
     (``request.client.host``), never a header the client wrote. Behind a reverse proxy that is
     the proxy's, unless the server rewrites it from ``X-Forwarded-For``: uvicorn does so only
-    for peers in ``FORWARDED_ALLOW_IPS`` (its default: 127.0.0.1, a proxy on this host)."""
+    for peers in ``FORWARDED_ALLOW_IPS`` (its default: 127.0.0.1 and ::1, a proxy on this
+    host)."""
     return address_subject(request.client.host if request.client else None)
 
 
@@ -117,8 +118,8 @@ def locked(retry_after: int) -> Problem:
     """The answer to an attempt from a locked address or at a locked key id."""
     return Problem(
         429,
-        f"too many failed sign-in attempts from this address or for this key; try again in "
-        f"{retry_after} s",
+        f"too many failed attempts with an API key from this address or at this key; try "
+        f"again in {retry_after} s",
         slug="too-many-attempts",
         title="Too many failed attempts",
         headers={"Retry-After": str(retry_after)},
