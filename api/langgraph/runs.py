@@ -24,6 +24,7 @@ from api.stream import run_rows
 from driftpilot.execution.inprocess import RunExecutor
 from driftpilot.runs import threads as runs_threads
 from driftpilot.runs.approvals import is_own_run
+from driftpilot.runs.lifecycle import REASON_MAX_CHARS
 from driftpilot.runs.plane import ApiKeyView, ControlPlane, RunView
 from driftpilot.runs.threads import ThreadRef
 
@@ -163,17 +164,37 @@ def _has_run(ref: ThreadRef) -> Problem:
     )
 
 
+def retrain_reason_of(run_input: dict[str, Any]) -> str | None:
+    """``input.retrain_reason``: the caller asks for a retrain and says why, as
+    ``POST /runs``'s ``retrain_reason`` (None: not asked).
+
+    Raises:
+        Problem: 422 when it is not a string, or longer than ``REASON_MAX_CHARS``.
+    """
+    reason = run_input.get("retrain_reason")
+    if reason is None:
+        return None
+    if not isinstance(reason, str) or len(reason) > REASON_MAX_CHARS:
+        raise Problem(
+            422,
+            f"input.retrain_reason must be a string of at most {REASON_MAX_CHARS} characters "
+            "(why the model should retrain)",
+        )
+    return reason
+
+
 def _batch(cp: ControlPlane, conf: Any, body: LgRunCreate) -> tuple[str, Any, str]:
     """The model, the batch's frame and its id, from the request (nothing is written)."""
     model = model_of(body)
+    fields = {k: v for k, v in (body.input or {}).items() if k != "retrain_reason"}
     try:
-        run_input = ControlInput.model_validate(body.input or {})
+        run_input = ControlInput.model_validate(fields)
     except ValidationError as exc:
         where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise Problem(
             422,
             "input must be {'model': ..., 'batch': {'dataset': 'NAME:BATCH', 'max_rows'?: N} "
-            f"or {{'path': 'file.parquet'}}}}: {where}",
+            f"or {{'path': 'file.parquet'}}, 'retrain_reason'?: TEXT}}: {where}",
         ) from exc
     cp.model_view(model)  # 404 before any file is read
     frame, batch_id, _ = frame_of(cp, conf, run_input.batch)
@@ -196,6 +217,7 @@ def _start(
         raise Problem(404, f"no thread {thread_id!r} (create it with threads.create)")
     if ref is not None and ref.run_id is not None:
         raise _has_run(ref)
+    reason = retrain_reason_of(body.input or {})
     model, frame, batch_id = _batch(cp, conf, body)
     if ref is None:
         ref = lg_threads.new_thread(cp, {}, key.principal, thread_id, "do_nothing")
@@ -209,6 +231,7 @@ def _start(
         trigger="api",
         requested_by=key.principal,
         multitask_strategy=strategy,
+        retrain_reason=reason,
     )
     metadata = body.metadata or {}
     if not runs_threads.bind_thread(cp, ref.thread_id, view, body.assistant_id, metadata, strategy):
@@ -285,7 +308,8 @@ def _kwargs(body: LgRunCreate) -> dict[str, Any]:
 def create_run(
     thread_id: Id, body: LgRunCreate, cp: Plane, ex: Executor, conf: Conf, key: Caller
 ) -> Any:
-    """Start the thread's control run (``input``: model and batch; operator role), or resume
+    """Start the thread's control run (``input``: model and batch, and ``retrain_reason`` to
+    ask for a retrain as ``POST /runs`` does; operator role), or resume
     it (``command.resume``: the approval decision; approver role, not the requester). The
     run executes in a background worker; ``runs.join`` waits for it."""
     ref, view, _ = _create(thread_id, body, cp, ex, conf, key)

@@ -22,6 +22,12 @@ The heap is frozen (``settle_heap``) only when this executor is idle (no run or 
 executing or waiting, no report rendering): a freeze keeps forever what is alive and later
 becomes cyclic garbage, so it must not catch a run's or a report's objects mid-way.
 
+On SQLite with ``settings.api.run_processes`` > 0 (the default), each run thread hands its
+attempt to a child process and waits for its answer (``driftpilot.execution.processes``): the
+graph's Python work never holds this process's GIL, and requests answer beside runs as
+beside nothing (POST /runs, issue 23). Only the graph is warmed here then (reads of waiting
+runs use it); start-up recovery still runs here, and jobs stay in this process.
+
 On PostgreSQL, runs are not executed here: ``execute`` and ``resume`` defer a job to the task
 queue (``driftpilot.execution.queue``) and return at once; ``driftpilot worker`` processes,
 any number, take them. Start-up still recovers, and queues again the runs left pending (a
@@ -40,6 +46,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -48,6 +55,7 @@ from pydantic import BaseModel
 from driftpilot.core.errors import DriftPilotError, ModelBusy
 from driftpilot.core.settings import is_postgres
 from driftpilot.execution.dispatch import BusyRetry, What, attempt_of
+from driftpilot.execution.processes import RunChildren, builds_from_settings
 from driftpilot.execution.queue import Queue
 from driftpilot.runs.plane import ControlPlane, Recovery, RunView
 
@@ -90,14 +98,17 @@ def settle_heap() -> bool:
         return True
 
 
-def warm(plane: ControlPlane, stop: threading.Event | None = None) -> bool:
+def warm(
+    plane: ControlPlane, stop: threading.Event | None = None, *, libraries: bool = True
+) -> bool:
     """Build the control graph and import what a run (and its report, when reports render
     after runs) imports: the first run after a start pays neither. A library that is not
     installed is skipped (the run that needs it says so). ``stop`` set: nothing more is
     begun (a plane closed meanwhile is not opened again); whether it warmed everything.
-    The caller freezes the heap (``settle_heap``) when nothing else runs."""
-    modules: tuple[str, ...] = RUN_MODULES
-    if plane.settings.report_render == "after_run":
+    ``libraries`` False: the graph only (reads of waiting runs use it; runs execute in
+    child processes). The caller freezes the heap (``settle_heap``) when nothing else runs."""
+    modules: tuple[str, ...] = RUN_MODULES if libraries else ()
+    if libraries and plane.settings.report_render == "after_run":
         modules += REPORT_MODULES
     for step in ("graph", *modules):
         if stop is not None and stop.is_set():
@@ -134,15 +145,29 @@ class Job(BaseModel):
 class RunExecutor:
     """Execute and resume runs, and run jobs, in ``workers`` background threads (runs: in
     the task queue's workers, on PostgreSQL). A ``Dispatcher``; ``retry``: when a run whose
-    model is busy is tried again (no deadline by default: until shutdown)."""
+    model is busy is tried again (no deadline by default: until shutdown).
+
+    ``processes`` (default ``settings.api.run_processes``) > 0 on SQLite: each thread hands
+    its run to one of that many child processes and waits for its answer
+    (``driftpilot.execution.processes``), so the graph's Python work never holds this
+    process's GIL; a plane whose LLM backend its settings would not make keeps runs here."""
 
     def __init__(
-        self, plane: ControlPlane, workers: int = 2, *, retry: BusyRetry | None = None
+        self,
+        plane: ControlPlane,
+        workers: int = 2,
+        *,
+        retry: BusyRetry | None = None,
+        processes: int | None = None,
     ) -> None:
         self.plane = plane
         self.retry = retry or BusyRetry(first_s=RETRY_S)
         # On PostgreSQL the queue's pool is opened at the first deferral (or at start).
         self.queue = Queue(plane) if is_postgres(plane.settings.db_url) else None
+        count = plane.settings.api.run_processes if processes is None else processes
+        self.children: RunChildren | None = None
+        if self.queue is None and count > 0 and builds_from_settings(plane):
+            self.children = RunChildren(plane, count)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dp-run")
         self._lock = threading.Lock()
         self._futures: dict[str, Future[Any]] = {}
@@ -171,6 +196,9 @@ class RunExecutor:
                 log.error("could not queue the %s of run %s", what, run_id, exc_info=failed)
             return queued
         attempt = attempt_of(self.plane, what)
+        if self.children is not None:
+            children = self.children
+            attempt = lambda key: children.attempt(what, key)  # noqa: E731
         return self._submit(run_id, what, self._attempt(run_id, what, attempt, 0, 0.0))
 
     def execute(self, run_id: str) -> Future[Any]:
@@ -227,10 +255,15 @@ class RunExecutor:
                 with self._warming:  # a warm-up under way finishes first (see _warm_up)
                     pass
                 view = call(key)
-                if isinstance(view, RunView):
-                    # After the run's result is written: the report never delays it.
+                if isinstance(view, RunView) and self.children is None:
+                    # After the run's result is written: the report never delays it (a
+                    # child renders the report of the run it executed).
                     self.plane.report_after_run(view)
                 return view
+            except BrokenProcessPool:
+                log.exception("%s of run %s: its child process died", what, key)
+                self._after_crash()
+                return None
             except Exception:
                 log.exception("%s of run %s failed", what, key)
                 return None
@@ -327,11 +360,14 @@ class RunExecutor:
         """Recover, then execute pending runs, in a background thread (start-up is not held
         up by a long recovery), then warm the process (``warm``) in another. On PostgreSQL,
         first apply the queue's schema if missing (and neither warm nor touch the switch
-        interval: runs execute in the workers). Else shortens the GIL's switch interval to
-        ``SWITCH_INTERVAL_S`` until ``shutdown``: runs and requests share this process."""
+        interval: runs execute in the workers). With run children, they are spawned by the
+        first run (a child costs ~9 CPU seconds of imports and ~400 MB: an app that runs
+        nothing spawns nothing) and the switch interval is left alone. Else shortens the
+        GIL's switch interval to ``SWITCH_INTERVAL_S`` until ``shutdown``: runs and requests
+        share this process."""
         if self.queue is not None:
             self.queue.open()
-        else:
+        elif self.children is None:
             # Process-wide: requests answer sooner for a slightly slower run (more GIL
             # hand-overs). shutdown puts the previous interval back.
             self._switch_before = sys.getswitchinterval()
@@ -341,13 +377,38 @@ class RunExecutor:
         self._startup = threading.Thread(target=self._recover, name="dp-recover", daemon=True)
         self._startup.start()
 
-    def _recover(self) -> None:
+    def _after_crash(self) -> None:
+        """A child died: its run, left running, is recovered once its lease has expired (then
+        the runs still pending are executed again), by the start-up recovery's path."""
+        if self._stop.is_set():
+            return
+        delay = self.plane.settings.lease_ttl_s + 1.0
+
+        def again() -> None:
+            with self._lock:
+                self._timers.discard(timer)
+            if not self._stop.is_set():
+                self._recover(warm_up=False)
+
+        timer = threading.Timer(delay, again)
+        timer.daemon = True
+        with self._lock:
+            self._timers.add(timer)
+        timer.start()
+
+    def _recover(self, *, warm_up: bool = True) -> None:
         try:
+            # Here even with run children: it reads, and rarely resumes a dead run's graph.
             done = self.plane.recover()
         except Exception as exc:
+            if self._stop.is_set():  # the children were shut down under it
+                log.info("recovery at start-up interrupted by the shutdown: %s", exc)
+                return
             self.recovery_error = f"{type(exc).__name__}: {exc}"
             log.exception("recovery at start-up failed")
             return
+        if self._stop.is_set():
+            return  # shut down meanwhile: the plane may be closed; the next start goes on
         self.recovered = done
         if not done:
             log.info("recovery at start-up: nothing to recover")
@@ -369,7 +430,7 @@ class RunExecutor:
                 return
             log.warning("start-up: executing run %s, left pending", view.run_id)
             self.execute(view.run_id)
-        if self.queue is not None:
+        if self.queue is not None or not warm_up:
             return  # runs execute in the workers: nothing here to warm up for
         # Not joined by wait_started: readiness and the tests never wait for the imports.
         # Started under the lock, after a look at stop: shutdown joins every warm-up begun.
@@ -386,7 +447,7 @@ class RunExecutor:
                 if self.busy():  # a run came first: it imports what it needs, alone
                     log.info("warm-up skipped: a run is under way")
                     return
-                if not warm(self.plane, self._stop):
+                if not warm(self.plane, self._stop, libraries=self.children is None):
                     return
         except Exception:  # a failed warm-up costs speed only: the first run imports itself
             log.exception("warm-up at start-up failed")
@@ -420,6 +481,8 @@ class RunExecutor:
             # It begins nothing more once stop is set; joined, so that no graph is opened
             # on a plane closed after this returns (at most the import under way is waited).
             warming.join()
+        if self.children is not None:
+            self.children.shutdown(wait=wait)
         if self._switch_before is not None:
             sys.setswitchinterval(self._switch_before)
             self._switch_before = None

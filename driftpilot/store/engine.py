@@ -28,6 +28,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from driftpilot.core.errors import AuditWriteError
+from driftpilot.store.writers import WriterQueue
 
 T = TypeVar("T")
 Clock = Callable[[], datetime]  # the current time, timezone-aware
@@ -39,22 +40,23 @@ _READ_ONLY: ContextVar[bool] = ContextVar("driftpilot_read_only", default=False)
 BUSY_TIMEOUT_MS = 10_000  # how long a write waits for this process's and SQLite's locks together
 # When the current write stops waiting for locks (time.monotonic()); None: no write under way.
 _DEADLINE: ContextVar[float | None] = ContextVar("driftpilot_write_deadline", default=None)
-_WRITERS: dict[str, threading.RLock] = {}  # SQLite file -> its writers' lock in this process
+_WRITERS: dict[str, WriterQueue] = {}  # SQLite file -> its writers' queue in this process
 _WRITERS_GUARD = threading.Lock()
 
 
-def _writer_lock(url: str) -> threading.RLock:
-    """The lock the writers of one SQLite file take in this process before BEGIN IMMEDIATE.
+def _writer_lock(url: str) -> WriterQueue:
+    """The queue the writers of one SQLite file take before BEGIN IMMEDIATE (threads of this
+    process on a lock, processes on a lock of a file beside it: ``driftpilot.store.writers``).
 
     Why: a writer that finds SQLite's lock taken sleeps in SQLite's busy handler by steps of
     1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100 ms, however soon the lock is free: behind a
     run's 10-40 ms commits a request waited 53, 78 or 103 ms (issue 23: run creation's p99).
     Queued on a lock of the process, it starts the moment the writer before it commits.
-    Writers in other processes still meet at SQLite's lock, as before. Re-entrant: a thread
-    inside a write transaction that opens another one reaches SQLite's lock, as it did."""
-    key = str(Path(url.removeprefix("sqlite:///")).resolve())
+    Re-entrant: a thread inside a write transaction that opens another one reaches SQLite's
+    lock, as it did."""
+    path = Path(url.removeprefix("sqlite:///")).resolve()
     with _WRITERS_GUARD:
-        return _WRITERS.setdefault(key, threading.RLock())
+        return _WRITERS.setdefault(str(path), WriterQueue(path))
 
 
 def utc_now() -> datetime:
@@ -88,7 +90,7 @@ class Database:
         self.url = url
         self.clock = clock
         self.engine: Engine = create_engine(url, future=True)
-        self._writers: threading.RLock | None = None
+        self._writers: WriterQueue | None = None
         if self.engine.dialect.name == "sqlite":
             if url.startswith("sqlite:///") and ":memory:" not in url:
                 self._writers = _writer_lock(url)

@@ -203,7 +203,7 @@ def test_an_executor_shortens_the_gils_switch_interval_until_shutdown(
     plane: ControlPlane,
 ) -> None:
     before = sys.getswitchinterval()
-    executor = inprocess.RunExecutor(plane, workers=1)
+    executor = inprocess.RunExecutor(plane, workers=1, processes=0)
     try:
         sys.setswitchinterval(0.005)
         executor.start(recover=False)
@@ -229,7 +229,7 @@ def test_with_runs_executed_elsewhere_nothing_is_warmed_nor_switched(
     plane: ControlPlane,
 ) -> None:
     before = sys.getswitchinterval()
-    executor = inprocess.RunExecutor(plane, workers=1)
+    executor = inprocess.RunExecutor(plane, workers=1, processes=0)
     executor.queue = QueueElsewhere()  # type: ignore[assignment]
     try:
         sys.setswitchinterval(0.005)
@@ -248,7 +248,7 @@ def test_the_heap_is_not_frozen_while_another_job_runs(
 ) -> None:
     """A freeze keeps what a running job holds forever once it is cyclic garbage: a job that
     ends while another runs leaves the heap alone; the last one to end freezes it."""
-    executor = inprocess.RunExecutor(plane, workers=2)
+    executor = inprocess.RunExecutor(plane, workers=2, processes=0)
     monkeypatch.setattr(inprocess, "_settled_modules", 0)  # other tests' modules came and went
     assert inprocess.settle_heap()
     frozen = gc.get_freeze_count()
@@ -285,7 +285,7 @@ def test_the_heap_is_not_frozen_while_another_job_runs(
 def test_shutdown_joins_the_warm_up_and_close_leaves_no_graph_open(plane: ControlPlane) -> None:
     """A warm-up still building the graph when the executor stops is waited for, so that the
     plane closed after it stays closed (on PostgreSQL, an open pool would leak)."""
-    executor = inprocess.RunExecutor(plane, workers=1)
+    executor = inprocess.RunExecutor(plane, workers=1, processes=0)
     plane._graph_lock.acquire()  # the warm-up waits inside plane.graph
     try:
         executor.start()
@@ -307,7 +307,7 @@ def test_shutdown_joins_the_warm_up_and_close_leaves_no_graph_open(plane: Contro
 def test_a_run_begins_after_the_warm_up_under_way(plane: ControlPlane) -> None:
     """Two threads importing one package tree at once can hand one of them a half-initialised
     module: a run submitted while the warm-up imports waits for it to end."""
-    executor = inprocess.RunExecutor(plane, workers=1)
+    executor = inprocess.RunExecutor(plane, workers=1, processes=0)
     began = threading.Event()
     plane._graph_lock.acquire()  # the warm-up waits inside plane.graph, holding _warming
     held = True
