@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
@@ -80,19 +81,43 @@ def backup(
     _check_dest(dest, settings)
     store = AuditStore(settings.db_url)
     operation = f"backup-{datetime.now(UTC):%Y%m%dT%H%M%S}-{os.getpid()}"
+    started = time.monotonic()
     try:
-        with _leases_held(store, settings, operation, wait=wait):
-            manifest = _snapshot(store, settings, dest, reports, progress)
-        manifest["operation"] = operation
-        write_manifest(dest, manifest, settings)
+        try:
+            with _leases_held(store, settings, operation, wait=wait):
+                manifest = _snapshot(store, settings, dest, reports, progress)
+            manifest["operation"] = operation
+            write_manifest(dest, manifest, settings)
+        except BaseException:
+            # A half backup has no manifest, so restore refuses it; a folder we made is
+            # removed (one the user made is emptied of what we put there).
+            _discard(dest, created)
+            raise
+        _audit_backup(store, settings, dest, manifest, (time.monotonic() - started) * 1000)
         return manifest
-    except BaseException:
-        # A half backup has no manifest, so restore refuses it; a folder we made is removed
-        # (one the user made is emptied of what we put there).
-        _discard(dest, created)
-        raise
     finally:
         store.engine.dispose()
+
+
+def _audit_backup(
+    store: AuditStore, settings: Settings, dest: Path, manifest: dict[str, Any], ms: float
+) -> None:
+    """Append the backup to the source's audit (after the snapshot: the copy does not hold
+    it): where it went, its manifest's sha256, what it holds, by whom."""
+    store.record_tool_call(
+        manifest["operation"],
+        "operator",
+        "backup",
+        {"dest": str(dest), "by": settings.principal},
+        {
+            "manifest_sha256": sha256(dest / MANIFEST),
+            "files": len(manifest["files"]),
+            "bytes": sum(f["size"] for f in manifest["files"]),
+            "alembic_revision": manifest["alembic_revision"],
+        },
+        ok=True,
+        latency_ms=ms,
+    )
 
 
 def _discard(dest: Path, created: bool) -> None:

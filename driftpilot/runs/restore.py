@@ -61,6 +61,7 @@ def restore(
         ("paths", lambda: _rewrite(found, manifest, settings, pairs)),
         ("leases", lambda: _free_leases(settings, manifest.get("operation"))),
         ("audit check", lambda: _check_audit(source, settings, audit_key is not None)),
+        ("audit record", lambda: _record(source, manifest, settings, audit_key is not None)),
     ]
     results: dict[str, Any] = {}
     for done, (step, work) in enumerate(steps):
@@ -352,15 +353,13 @@ def _free_leases(settings: Settings, operation: str | None) -> None:
 
 def _check_audit(source: Path, settings: Settings, key_kept: bool) -> dict[str, int]:
     """The restored audit's chains, and its heads against the backup's newest signed
-    checkpoint by the backup's public key; without the private key, the new key signs the
-    heads now.
+    checkpoint by the backup's public key.
 
     Raises:
         IntegrityError: a chain is broken or the heads contradict the checkpoint.
     """
     from cryptography.hazmat.primitives import serialization
 
-    from driftpilot.runs.trust import Trust
     from driftpilot.store import AuditStore
     from driftpilot.store.checkpoint import latest_checkpoint, verify_against_checkpoint
 
@@ -376,8 +375,37 @@ def _check_audit(source: Path, settings: Settings, key_kept: bool) -> dict[str, 
             problems = verify_against_checkpoint(store, latest, public)  # type: ignore[arg-type]
             if problems:
                 raise IntegrityError(f"the restored audit fails its checkpoint: {problems[0]}")
-        if not key_kept and latest is not None:
-            Trust(store, settings).checkpoint()
         return result.checked
+    finally:
+        store.engine.dispose()
+
+
+def _record(source: Path, manifest: dict[str, Any], settings: Settings, key_kept: bool) -> None:
+    """Append the restore to the restored audit (which backup, by its manifest's sha256,
+    made when, from where, by whom) and sign the heads: with the kept key, or a new one."""
+    import uuid
+
+    from driftpilot.runs.trust import Trust
+    from driftpilot.store import AuditStore
+
+    store = AuditStore(settings.db_url)
+    try:
+        store.record_tool_call(
+            f"restore-{uuid.uuid4().hex[:24]}",
+            "operator",
+            "restore",
+            {
+                "backup": str(source),
+                "manifest_sha256": backup_.sha256(source / MANIFEST),
+                "backup_operation": manifest.get("operation"),
+                "backup_created_at": manifest["created_at"],
+                "source_home": manifest["source"]["home"],
+                "by": settings.principal,
+            },
+            {"home": str(settings.home), "key": "kept" if key_kept else "new"},
+            ok=True,
+            latency_ms=0.0,
+        )
+        Trust(store, settings).checkpoint()
     finally:
         store.engine.dispose()

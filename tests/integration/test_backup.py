@@ -10,6 +10,7 @@ refuse the restore, naming what is wrong.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -22,11 +23,11 @@ import yaml
 from typer.testing import CliRunner
 
 from driftpilot.cli import app
-from driftpilot.core.settings import get_settings
+from driftpilot.core.settings import Settings, get_settings
 from driftpilot.runs.plane import ControlPlane
 from driftpilot.runs.trust import Trust
 from driftpilot.store import AuditStore
-from driftpilot.store.models import ManagedModel
+from driftpilot.store.models import ManagedModel, ToolCall
 from tests.conftest import DB_VARS, TrainedHomes
 from tests.integration.test_control_graph import FORCE_RETRAIN, HIGH_RISK, merge
 from tests.pg import PostgresServer
@@ -112,6 +113,8 @@ def test_a_restored_home_verifies_predicts_the_same_and_approves_the_waiting_run
     assert "audit-key.pub" in listed and "audit-checkpoints.log" in listed
     assert not any(p.endswith("audit-key.pem") for p in listed), "the private key was copied"
     assert b"PRIVATE" not in (dest / "audit-key.pub").read_bytes()
+    manifest_sha = hashlib.sha256((dest / "manifest.json").read_bytes()).hexdigest()
+    assert audited(settings, "backup")["manifest_sha256"] == manifest_sha
     source.rename(tmp_path / "moved-away")  # nothing restored may read the source's files
     kept_policy = policy.read_text()
     policy.unlink()  # the policy, outside the home, is in the backup too
@@ -124,6 +127,10 @@ def test_a_restored_home_verifies_predicts_the_same_and_approves_the_waiting_run
     assert new_policy.read_text() == kept_policy
     verified = invoke("audit", "--verify")
     assert verified.exit_code == 0 and "audit verified" in verified.output, verified.output
+    get_settings.cache_clear()
+    restore_call = audited(get_settings(), "restore", args=True)
+    assert restore_call["manifest_sha256"] == manifest_sha
+    assert restore_call["source_home"] == str(settings.home)
     if kind == "postgres":  # an empty home, but the databases are the restored ones now
         again = invoke("restore", str(dest), "--home", str(tmp_path / "again"))
         assert again.exit_code == 1 and "is not empty" in again.output, again.output
@@ -144,6 +151,16 @@ def test_a_restored_home_verifies_predicts_the_same_and_approves_the_waiting_run
         assert result.ok, (result.first_broken, result.problems)
     finally:
         cp.close()
+
+
+def audited(settings: Settings, tool: str, *, args: bool = False) -> dict[str, Any]:
+    """The result (or the arguments) of the one ``tool`` call in the audit of ``settings``."""
+    store = AuditStore(settings.db_url)
+    try:
+        [call] = store.list_rows(ToolCall, ToolCall.tool == tool)
+    finally:
+        store.engine.dispose()
+    return dict(json.loads(call.args if args else call.result))
 
 
 @pytest.fixture
