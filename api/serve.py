@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 from typing import TYPE_CHECKING
 
 from driftpilot.core.errors import ConfigError
@@ -80,4 +81,7 @@ def serve(
         log_level=log_level,
         server_header=False,
         timeout_keep_alive=conf.keep_alive_s,
+        # uvicorn trusts X-Forwarded-For from loopback by default: any local process could then
+        # pose as a fresh address to the guessing limits. Trust a proxy only when told to.
+        forwarded_allow_ips=os.environ.get("FORWARDED_ALLOW_IPS", ""),
     )

@@ -46,7 +46,12 @@ REFUSED = "That name and key or password did not match"
 # ui/public/driftpilot.js), and the error codes the login form looks up in lower case
 # (auth.login.errors.<code>, then <code>.lower(): "credentialssignin", and "unauthorized" for
 # the HTTP status text of a refused password sign-in).
-ADDED = {"auth.login.hint", "auth.login.errors.credentialssignin", "auth.login.errors.unauthorized"}
+ADDED = {
+    "auth.login.hint",
+    "auth.login.errors.credentialssignin",
+    "auth.login.errors.unauthorized",
+    "auth.login.errors.too many requests",
+}
 
 if shutil.which(CHROMIUM) is None:  # .ci/run installs it; say so loudly anywhere else
     pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium", pytrace=False)
