@@ -72,3 +72,48 @@ def test_sqlite_cells_are_rewritten_but_chained_tables_are_not(tmp_path: Path) -
         [(chained,)] = conn.execute("SELECT rationale FROM decisions")
     assert paths == [NEW, f"{NEW}/ref.parquet"]
     assert chained == f"{OLD}/ref.parquet"  # its hash covers it: left as it was
+
+
+def test_each_database_is_copied_once_and_an_mlflow_server_is_not_copied(tmp_path: Path) -> None:
+    from driftpilot.core.settings import Settings
+
+    pg = "postgresql+psycopg://dp@db.internal:5432/driftpilot"
+    settings = Settings(
+        home=tmp_path / "home",
+        db_url=pg,
+        optuna_storage="postgresql+psycopg://dp@db.internal:5432/optuna",
+        mlflow_tracking_uri="https://mlflow.internal",
+        mlflow_registry_uri="",
+        checkpoint_url="",
+    )
+    found, holder = backup_stores.stores(settings)
+    assert {s.role: s.kind for s in found} == {
+        "audit": "postgresql",
+        "mlflow": "external",
+        "optuna": "postgresql",
+    }
+    # The checkpoints live in the audit's database, the registry is the tracking server.
+    assert holder == {
+        "audit": "audit",
+        "checkpoints": "audit",
+        "mlflow": "mlflow",
+        "mlflow_registry": "mlflow",
+        "optuna": "optuna",
+    }
+    # Every URL given (empty: derived from the home), not the environment's: a PostgreSQL
+    # test session sets DRIFTPILOT_DB_URL.
+    local_settings = Settings(
+        home=tmp_path / "home",
+        db_url="",
+        checkpoint_url="",
+        mlflow_tracking_uri="",
+        mlflow_registry_uri="",
+        optuna_storage="",
+    )
+    local, _ = backup_stores.stores(local_settings)
+    assert {s.role: s.path.name for s in local} == {
+        "audit": "driftpilot.db",
+        "checkpoints": "checkpoints.db",
+        "mlflow": "mlflow.db",
+        "optuna": "optuna.db",
+    }
