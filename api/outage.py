@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import inspect
 import logging
+import os
 import sqlite3
 import sys
 from collections.abc import Awaitable, Callable
@@ -43,6 +44,7 @@ Outage = Literal["database", "disk"]
 RETRY_AFTER_S: dict[Outage, int] = {"database": 5, "disk": 30}
 DEFAULT_RETRY_AFTER_S = 5
 _FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
+_FULL_DISK_MESSAGES = tuple(os.strerror(code) for code in _FULL_DISK)
 _SQLITE_OUTAGE = ("disk is full", "database is locked", "unable to open database")
 _MAX_CHAIN = 16  # a chain longer than this is a loop the id set did not catch; stop anyway
 
@@ -65,6 +67,8 @@ def _database_errors() -> tuple[type[Exception], ...]:
 def _one(exc: BaseException) -> Outage | None:
     if isinstance(exc, OSError) and exc.errno in _FULL_DISK:
         return "disk"
+    if not isinstance(exc, OSError) and any(m in str(exc) for m in _FULL_DISK_MESSAGES):
+        return "disk"  # Polars (Rust) and Arrow put the OS error in their message only
     if isinstance(exc, sqlite3.OperationalError | sa_exc.OperationalError):
         text = str(exc).lower()
         if "disk is full" in text:

@@ -13,8 +13,11 @@ again at once), ``pg_ctl stop -m immediate`` of PostgreSQL (started again after
 ``--down-s``), kill -9 of the API (started again on the same port), and the home's disk filled
 to the last byte (freed after ``--down-s``). After each: ``driftpilot recover`` (once the
 leases of the runs a dead process held have expired), a readiness probe, and
-``driftpilot audit --verify``; its recovery time runs from the fault to the probe answering.
-Any service found dead after a fault is started again and named in the fault's record.
+``driftpilot audit --verify``; its recovery time runs from the fault to the probe answering
+(``recover`` finishes a dead run's remaining steps itself, so it is most of it). A supervisor
+thread starts again, within 2 s, a worker that exited (as systemd's ``Restart=always``
+would: a worker stops by itself when it loses its database); any service found dead after a
+fault is started again and named in the fault's record.
 
 At the end traffic stops, the runs left are drained (waiting approvals approved, ``recover``
 every 30 s), and the store is checked against the clients' ledger: every acknowledged run
@@ -31,8 +34,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -81,6 +86,9 @@ class Soak:
     keys: dict[str, str]
     disk: dict[str, Any]
     faults: list[dict[str, Any]] = field(default_factory=list)
+    restarts: list[dict[str, Any]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    t0: float = field(default_factory=time.monotonic)
 
     @property
     def url(self) -> str:
@@ -113,14 +121,30 @@ class Soak:
     def revive(self) -> list[str]:
         """Start again every service that died; their names."""
         dead = []
-        if not self.api.alive():
-            dead.append("api")
-            self.start_api()
-        for worker in self.workers:
-            if not worker.alive():
-                dead.append(worker.name)
-                worker.start()
+        with self.lock:
+            if not self.api.alive():
+                dead.append("api")
+                self.start_api()
+            for worker in self.workers:
+                if not worker.alive():
+                    self._restart(worker)
+                    dead.append(worker.name)
         return dead
+
+    def _restart(self, worker: Service) -> None:
+        code = worker.proc.returncode if worker.proc is not None else None
+        at = round(time.monotonic() - self.t0, 1)
+        self.restarts.append({"service": worker.name, "exit_code": code, "at_s": at})
+        worker.start()
+
+    def supervise(self, stop: threading.Event) -> None:
+        """What systemd's Restart=always does for a worker: start again one that exited (a
+        worker stops by itself when it loses its database), every 2 s."""
+        while not stop.wait(2.0):
+            with self.lock:
+                for worker in self.workers:
+                    if worker.proc is not None and worker.proc.poll() is not None:
+                        self._restart(worker)
 
 
 # -- setup --------------------------------------------------------------------------------
@@ -201,8 +225,9 @@ def create_schedule(soak: Soak) -> str:
 
 def kill_worker(soak: Soak, down_s: float) -> dict[str, Any]:
     """kill -9 of the first worker (mid-run when it has one), started again at once."""
-    soak.workers[0].kill9()
-    soak.workers[0].start()
+    with soak.lock:  # not restarted twice: the supervisor waits
+        soak.workers[0].kill9()
+        soak.workers[0].start()
     return {"what": f"kill -9 {soak.workers[0].name}, started again"}
 
 
@@ -338,10 +363,17 @@ def soak_run(args: argparse.Namespace) -> dict[str, Any]:
             for i in range(args.workers)
         ]
         soak = Soak(root, home, env, Postgres(server), api, port, workers, keys, disk)
+        if args.logs is not None:  # after the services stopped (callbacks run in reverse)
+            stack.callback(shutil.copytree, logs, args.logs, dirs_exist_ok=True)
         soak.start_api()
         stack.callback(_stop_all, soak)
         for worker in workers:
             worker.start()
+        stop = threading.Event()
+        supervisor = threading.Thread(target=soak.supervise, args=(stop,), name="soak-supervisor")
+        supervisor.start()
+        stack.callback(supervisor.join)
+        stack.callback(stop.set)
         traffic = Traffic(
             soak.url,
             keys,
@@ -361,7 +393,9 @@ def soak_run(args: argparse.Namespace) -> dict[str, Any]:
         result["traffic"] = summarize(traffic.ledger)
         result["decisions_by_clients"] = dict(traffic.ledger.decisions)
         result["violations"] = traffic.ledger.violations[:20]
+        result["client_errors"] = traffic.ledger.client_errors[:20]
         result["disk_quota"] = disk
+        result["worker_restarts_by_supervisor"] = soak.restarts
         result["logs_tail"] = {s.name: s.tail(1500) for s in [api, *workers] if _errors(s)}
         return result
 
@@ -381,7 +415,7 @@ def _timetable(soak: Soak, traffic: Traffic, args: argparse.Namespace) -> dict[s
     total_s = args.minutes * 60
     count = max(len(FAULTS), int(total_s // args.every_s))
     slots = [total_s * (i + 1) / (count + 1) for i in range(count)]
-    t0 = time.monotonic()
+    t0 = soak.t0 = time.monotonic()
     traffic.start()
     try:
         for i, at in enumerate(slots):
@@ -404,9 +438,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=3, help="Client threads.")
     parser.add_argument("--disk-mb", type=int, default=256, help="The home's tmpfs size.")
     parser.add_argument("--down-s", type=float, default=15.0, help="PostgreSQL down, disk full.")
-    parser.add_argument("--every-s", type=float, default=120.0, help="One fault per this.")
+    parser.add_argument("--every-s", type=float, default=150.0, help="One fault per this.")
     parser.add_argument("--drain-s", type=float, default=600.0, help="Longest drain at the end.")
     parser.add_argument("--out", type=Path, default=RESULTS / "soak.json")
+    parser.add_argument("--logs", type=Path, default=None, help="Copy the services' logs here.")
     args = parser.parse_args(argv)
     facts = machine() | {"note": MACHINE_NOTE}
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -63,6 +63,7 @@ class Ledger:
     answers: list[tuple[str, int | str, float, float]] = field(default_factory=list)
     violations: list[dict[str, Any]] = field(default_factory=list)
     decisions: Counter[str] = field(default_factory=Counter)
+    client_errors: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def answer(self, route: str, status: int | str, ms: float) -> None:
@@ -117,7 +118,11 @@ class Traffic:
                 creates = action.endswith("_run") and action != "read_run"
                 if creates and len(self.ledger.open_runs()) >= self.max_open:
                     action = "read_run"
-                getattr(self, action)(http, rng)
+                try:
+                    getattr(self, action)(http, rng)
+                except Exception as exc:  # a harness bug: recorded and reported, thread goes on
+                    with self.ledger.lock:
+                        self.ledger.client_errors.append(f"{action}: {exc!r}"[:300])
                 self.stop.wait(rng.uniform(0.2, 0.8))
 
     # -- one request ---------------------------------------------------------------------
@@ -210,8 +215,11 @@ class Traffic:
         name = f"in-{soak_id[:12]}.parquet"
         try:
             self._batch(rng).write_parquet(self.inbox / name)
-        except OSError as exc:  # the disk-full fault: the client's own write fails first
-            self.ledger.answer("write inbox file", f"oserror:{exc.errno}", 0.0)
+        except (OSError, pl.exceptions.ComputeError) as exc:
+            # The disk-full fault: the client's own write fails first (Polars says ENOSPC in
+            # a ComputeError); the partial file goes, as a real uploader's would.
+            (self.inbox / name).unlink(missing_ok=True)
+            self.ledger.answer("write inbox file", f"failed:{type(exc).__name__}", 0.0)
             return
         body = {
             "model": rng.choice(self.models),

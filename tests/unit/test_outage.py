@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import errno
 import sqlite3
+from pathlib import Path
 
+import polars as pl
+import pytest
 from sqlalchemy import exc as sa_exc
 
 from api.outage import outage_of, unavailable
@@ -29,6 +32,19 @@ def test_a_full_disk_is_a_disk_outage_wherever_it_is_in_the_chain() -> None:
     wrapped = sa_exc.OperationalError("INSERT ...", {}, full)
     assert outage_of(wrapped) == "disk"
     assert outage_of(_raised_from(RuntimeError("write failed"), wrapped)) == "disk"
+
+
+def test_a_full_disk_under_polars_is_a_disk_outage() -> None:
+    """Polars reports ENOSPC as a ComputeError with the OS's text (no errno): /dev/full is a
+    device whose every write fails with ENOSPC."""
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full on this system")
+    try:
+        pl.DataFrame({"a": list(range(100_000))}).write_parquet("/dev/full")
+    except Exception as exc:
+        assert outage_of(exc) == "disk", repr(exc)
+    else:
+        raise AssertionError("writing to /dev/full succeeded")
 
 
 def test_an_unreachable_or_locked_database_is_a_database_outage() -> None:
