@@ -49,6 +49,7 @@ def restore(
         BackupError: the target is not empty, a store is of another kind, pg_restore failed.
     """
     source = source.expanduser().resolve()
+    progress("checking the backup", 0, 1)
     manifest = verify_backup(source, audit_key)
     found, holder = stores_.stores(settings)
     _check_target(manifest, settings, found, holder)
@@ -93,11 +94,14 @@ def verify_backup(source: Path, audit_key: Path | None = None) -> dict[str, Any]
         raise IntegrityError(f"{source} is not a DriftPilot backup: no {MANIFEST}")
     data = manifest_file.read_bytes()
     _check_signature(source, data, audit_key)
-    manifest: dict[str, Any] = json.loads(data)
-    if manifest.get("format") != backup_.FORMAT:
-        raise IntegrityError(f"{MANIFEST}: unknown backup format {manifest.get('format')!r}")
-    listed = {f["path"]: f for f in manifest["files"]}
-    named = [r["file"] for r in manifest["stores"].values() if "file" in r]
+    try:
+        manifest: dict[str, Any] = json.loads(data)
+        if manifest.get("format") != backup_.FORMAT:
+            raise IntegrityError(f"{MANIFEST}: unknown backup format {manifest.get('format')!r}")
+        listed = {f["path"]: f for f in manifest["files"]}
+        named = [r["file"] for r in manifest["stores"].values() if "file" in r]
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise IntegrityError(f"{MANIFEST} is malformed: {exc!r}") from exc
     for path in [*listed, *named]:
         if Path(path).is_absolute() or ".." in Path(path).parts:
             raise IntegrityError(f"{MANIFEST} names {path!r}, outside the backup")
@@ -110,7 +114,8 @@ def verify_backup(source: Path, audit_key: Path | None = None) -> dict[str, Any]
             raise IntegrityError(f"backup file {path} is missing")
         if file.stat().st_size != entry["size"] or backup_.sha256(file) != entry["sha256"]:
             raise IntegrityError(f"backup file {path} does not match its sha256 in {MANIFEST}")
-    extra = {f["path"] for f in backup_.file_list(source)} - set(listed)
+    present = {f.relative_to(source).as_posix() for f in source.rglob("*") if f.is_file()}
+    extra = present - set(listed) - {MANIFEST, SIGNATURE}
     if extra:
         raise IntegrityError(f"backup file {sorted(extra)[0]} is not in {MANIFEST}")
     return manifest
@@ -125,7 +130,10 @@ def _check_signature(source: Path, data: bytes, audit_key: Path | None) -> None:
         if audit_key is not None:
             raise IntegrityError(f"the backup has no {PUBLIC_KEY} to check --audit-key against")
         return  # a home that never signed anything has no key: nothing to check against
-    public: Any = serialization.load_pem_public_key(public_file.read_bytes())
+    try:
+        public: Any = serialization.load_pem_public_key(public_file.read_bytes())
+    except (ValueError, TypeError) as exc:
+        raise IntegrityError(f"{PUBLIC_KEY} is not a PEM public key: altered") from exc
     if audit_key is not None and _raw(_load_private(audit_key).public_key()) != _raw(public):
         raise IntegrityError(f"--audit-key {audit_key} is not the key of this backup")
     if not signature_file.exists():

@@ -27,6 +27,7 @@ from driftpilot.core.settings import Settings, get_settings
 from driftpilot.runs.plane import ControlPlane
 from driftpilot.runs.trust import Trust
 from driftpilot.store import AuditStore
+from driftpilot.store.checkpoint import load_or_create_key
 from driftpilot.store.models import ManagedModel, ToolCall
 from tests.conftest import DB_VARS, TrainedHomes
 from tests.integration.test_control_graph import FORCE_RETRAIN, HIGH_RISK, merge
@@ -209,9 +210,15 @@ def test_a_tampered_backup_is_refused_naming_the_file(
     refused = restore_into(tmp_path / "t2", small_backup, monkeypatch)
     assert refused.exit_code == 1 and "db/extra.db" in refused.output, refused.output
     (small_backup / "db" / "extra.db").unlink()
+    # A backup re-signed by another key: only the operator's own key tells.
+    other = tmp_path / "other-key.pem"
+    load_or_create_key(other)
+    point_at(monkeypatch, tmp_path / "t3", {})
+    refused = invoke("restore", str(small_backup), "--audit-key", str(other))
+    assert refused.exit_code == 1 and "not the key of this backup" in refused.output
     manifest = small_backup / "manifest.json"
     manifest.write_text(manifest.read_text().replace('"format": 1', '"format": 1 '))
-    refused = restore_into(tmp_path / "t3", small_backup, monkeypatch)
+    refused = restore_into(tmp_path / "t4", small_backup, monkeypatch)
     assert refused.exit_code == 1 and "signature" in refused.output, refused.output
 
 
