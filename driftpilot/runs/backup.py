@@ -121,6 +121,9 @@ def _audit_backup(
 
 
 def _discard(dest: Path, created: bool) -> None:
+    """Remove what a failed backup wrote. Best effort (ignore_errors): a file that cannot be
+    removed must not hide the failure that is being raised, and a leftover without its
+    manifest is refused by restore anyway."""
     if created:
         shutil.rmtree(dest, ignore_errors=True)
         return
