@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +96,6 @@ def test_a_restored_home_verifies_predicts_the_same_and_approves_the_waiting_run
         refused = invoke("backup", str(tmp_path / "refused"))
         assert refused.exit_code == 1 and "run-in-fligh" in refused.output, refused.output
         assert not (tmp_path / "refused").exists(), "a refused backup left a folder"
-        cp.store.release_lease("flights", "run-in-flight")
     finally:
         cp.close()
     rows = july.head(2000)
@@ -105,9 +105,15 @@ def test_a_restored_home_verifies_predicts_the_same_and_approves_the_waiting_run
     operator_key = tmp_path / "operator-key.pem"
     shutil.copy2(settings.audit_key_path, operator_key)
 
+    # The run's lease now ends in 2 s (as when it finishes): --wait waits for it.
+    store = AuditStore(settings.db_url)
+    store.acquire_lease("flights", "run-in-flight", "elsewhere", 2.0)
+    store.engine.dispose()
     dest = tmp_path / "backup"
-    done = invoke("backup", str(dest))
+    started = time.monotonic()
+    done = invoke("backup", str(dest), "--wait")
     assert done.exit_code == 0, done.output
+    assert time.monotonic() - started > 1.0, "the backup did not wait for the run's lease"
     manifest = json.loads((dest / "manifest.json").read_text())
     assert manifest["alembic_revision"] and manifest["source"]["home"] == str(settings.home)
     listed = {f["path"] for f in manifest["files"]}
