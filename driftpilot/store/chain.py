@@ -22,12 +22,12 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from driftpilot.core.errors import AuditWriteError
-from driftpilot.store.engine import T, dumps, now
+from driftpilot.store.engine import T, dumps, now, write_time_left
 from driftpilot.store.models import CHAINED, ChampionChange, Decision, ToolCall
 from driftpilot.store.queries import Queries
 
 GENESIS = "0" * 64
-_CHAIN_LOCK = threading.Lock()  # one chained insert at a time within a process
+_CHAIN_LOCK = threading.Lock()  # one chained insert at a time within a process (bounded wait)
 _TRIES = 4  # appends retried on a lock timeout or a lost id race, then AuditWriteError
 
 
@@ -58,11 +58,18 @@ class Chain(Queries):
         lock at BEGIN, PostgreSQL takes a per-table advisory lock; a lock held past the busy
         timeout is retried, then reported as AuditWriteError (never a raw driver error).
         ``check`` runs under that lock, before the row is added: what it reads cannot change
-        before the row is in (it raises to refuse the append)."""
+        before the row is in (it raises to refuse the append). The process's chain lock is
+        waited for within the same deadline as the database's locks (``write_time_left``):
+        an append stuck behind it is an AuditWriteError too, never a thread hung for good."""
         model: Any = type(row)
         for attempt in range(_TRIES):
+            if not _CHAIN_LOCK.acquire(timeout=write_time_left()):
+                raise AuditWriteError(
+                    f"could not append to {model.__tablename__}: another append of this "
+                    "process held the chain lock past the write deadline"
+                )
             try:
-                with _CHAIN_LOCK, self._transaction() as session:
+                with self._transaction() as session:
                     self._lock_chain(session, model.__tablename__)
                     if check is not None:
                         check(session)
@@ -74,7 +81,9 @@ class Chain(Queries):
                         f"could not append to {model.__tablename__} "
                         f"after {attempt + 1} tries: {exc.orig}"
                     ) from exc
-                time.sleep(0.05 * 2**attempt)
+            finally:
+                _CHAIN_LOCK.release()
+            time.sleep(0.05 * 2**attempt)
         raise AssertionError("unreachable")
 
     def _lock_chain(self, session: Session, table: str) -> None:

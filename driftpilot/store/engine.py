@@ -240,6 +240,12 @@ def _literal(source: str) -> object:
         return ...
 
 
+def write_time_left() -> float:
+    """Seconds the current write may still wait for a lock (a full busy timeout outside a
+    write): what a lock taken before the database's must bound its wait by."""
+    return _left_s()
+
+
 def _left_s() -> float:
     """Seconds left before the current write's deadline (0 when past it; a full busy
     timeout outside a write)."""
