@@ -112,7 +112,8 @@ def _propose_run(chat: Chat, kind: str, intent: dict[str, Any]) -> Proposal:
 
 
 def _propose_adopt(chat: Chat, kind: str, intent: dict[str, Any]) -> Proposal:
-    chat.require("operator", _WHAT[kind])
+    # Adopting loads the model's code into this process: admin only, as in the API.
+    chat.require("admin", _WHAT[kind])
     name, uri, ref = intent["model"], intent["uri"] or "", intent["batch"]
     if not uri.startswith(("models:/", "runs:/")):
         # The chat loads models from a registry only, never a directory on the server's disk.
@@ -140,7 +141,7 @@ def _propose_adopt(chat: Chat, kind: str, intent: dict[str, Any]) -> Proposal:
         "name": name, "uri": uri, "ref": ref, "rows": rows,
         "target": target, "time_col": time_col[0] if time_col else None,
     }  # fmt: skip
-    return Proposal(kind, summary, "operator", args, chat.who.principal)
+    return Proposal(kind, summary, "admin", args, chat.who.principal)
 
 
 def _propose_rollback(chat: Chat, kind: str, intent: dict[str, Any]) -> Proposal:

@@ -5,8 +5,10 @@ The adoption runs in the request (a plain def: FastAPI's thread pool): fetching,
 scoring the model take seconds, and a model that does not fit its reference is answered at
 once, as a 422 naming every mismatched column, with nothing registered.
 
-Adopting loads the owner's model, and so runs its code, in this process: it needs the operator
-role, as adding a model does. A local model directory must lie under a batch root.
+Adopting loads the owner's model, and so runs its code (a pickle, a trainer module), in this
+process, from any tracking server the body names: it needs the admin role, since an operator key
+would otherwise run code of its choosing on the server. A local model directory must lie under a
+batch root.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, status
 from pydantic import Field
 
-from api.deps import Conf, Operator, Plane
+from api.deps import Admin, Conf, Plane
 from api.problems import Problem
 from api.routes.runs import batch_roots, frame_of
 from api.schemas import COLUMN, MODEL_NAME, RunInput, _Strict
@@ -81,7 +83,7 @@ class ModelAdopt(_Strict):
         },
     },
 )
-def adopt_model(body: ModelAdopt, cp: Plane, conf: Conf, key: Operator) -> AdoptionView:
+def adopt_model(body: ModelAdopt, cp: Plane, conf: Conf, key: Admin) -> AdoptionView:
     """Adopt an existing MLflow model: its signature is checked against the reference, its
     predictions on the reference give its baseline with an interval, and it becomes champion
     v1 in DriftPilot's registry with its lineage, promoted by the key's principal (audited)."""

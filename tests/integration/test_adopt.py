@@ -442,7 +442,8 @@ def test_custom_pyfunc_binary_from_a_directory_by_the_plane_the_cli_and_the_api(
     )
     assert "Adopted" in result.output and "by bob" in result.output
 
-    operator = plane.create_api_key("olga", "operator")[1]
+    admin = plane.create_api_key("olga", "admin")[1]
+    operator = plane.create_api_key("otto", "operator")[1]
     viewer = plane.create_api_key("vic", "viewer")[1]
     body = {
         "name": "late-api",
@@ -455,17 +456,20 @@ def test_custom_pyfunc_binary_from_a_directory_by_the_plane_the_cli_and_the_api(
     with TestClient(create_app(plane, conf)) as client:
         denied = client.post("/models/adopt", json=body, headers={"X-Api-Key": viewer})
         assert denied.status_code == 403, denied.text
+        # loading a model runs its code in the server: an operator key may not
+        denied = client.post("/models/adopt", json=body, headers={"X-Api-Key": operator})
+        assert denied.status_code == 403, denied.text
         bad = {**body, "input": {"batch": {"path": "no-visib.parquet"}}}
-        refused = client.post("/models/adopt", json=bad, headers={"X-Api-Key": operator})
+        refused = client.post("/models/adopt", json=bad, headers={"X-Api-Key": admin})
         assert refused.status_code == 422, refused.text
         assert refused.headers["content-type"].startswith("application/problem+json")
         assert "missing columns ['visib']" in refused.json()["detail"]
         outside = {**body, "model_uri": "../owner-model"}
         assert (
-            client.post("/models/adopt", json=outside, headers={"X-Api-Key": operator}).status_code
+            client.post("/models/adopt", json=outside, headers={"X-Api-Key": admin}).status_code
             == 422
         )
-        made = client.post("/models/adopt", json=body, headers={"X-Api-Key": operator})
+        made = client.post("/models/adopt", json=body, headers={"X-Api-Key": admin})
         assert made.status_code == 201, made.text
         api_view = made.json()
         assert (api_view["model"]["champion"], api_view["task"], api_view["metric"]) == (
@@ -474,6 +478,6 @@ def test_custom_pyfunc_binary_from_a_directory_by_the_plane_the_cli_and_the_api(
             "roc_auc",
         )
         assert api_view["lineage"]["adopted_by"] == "olga"
-        again = client.post("/models/adopt", json=body, headers={"X-Api-Key": operator})
+        again = client.post("/models/adopt", json=body, headers={"X-Api-Key": admin})
         assert again.status_code == 409, again.text
     assert [m.name for m in plane.list_models()] == ["late", "late-api", "late-cli"]

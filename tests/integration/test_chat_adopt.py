@@ -1,7 +1,7 @@
 """Adopting a model from the chat: ``/adopt`` is a proposal that changes nothing until the
-signed-in operator presses Confirm; then the owner's model (an sklearn regression registered in
+signed-in admin presses Confirm; then the owner's model (an sklearn regression registered in
 DriftPilot's own MLflow, as a team sharing the server has it) becomes champion v1 with its
-baseline, and the audit holds the confirmation. A viewer is refused, and a local directory is
+baseline, and the audit holds the confirmation. A viewer and an operator are refused, and a local directory is
 never loaded from the chat."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from ui.markup import plain
 pytestmark = pytest.mark.integration
 
 
-def test_adopt_from_the_chat_waits_for_the_operators_confirm(
+def test_adopt_from_the_chat_waits_for_the_admins_confirm(
     settings: Settings, flights_df: pl.DataFrame, months: dict[str, pl.DataFrame], tmp_path: Path
 ) -> None:
     from sklearn.linear_model import Ridge
@@ -52,7 +52,8 @@ def test_adopt_from_the_chat_waits_for_the_operators_confirm(
     )
     cp = ControlPlane(settings)
     try:
-        keys = {n: cp.create_api_key(n, r)[1] for n, r in (("olga", "operator"), ("vic", "viewer"))}
+        people = (("olga", "admin"), ("otto", "operator"), ("vic", "viewer"))
+        keys = {n: cp.create_api_key(n, r)[1] for n, r in people}
 
         def chat(name: str) -> Chat:
             who = sign_in(cp, name, keys[name])
@@ -60,8 +61,9 @@ def test_adopt_from_the_chat_waits_for_the_operators_confirm(
             return Chat(cp, who)
 
         message = "/adopt delay models:/owner-delay@prod flights_delay:2013-02 arr_delay time_hour"
-        refused = chat("vic").answer(parse(message), message)
-        assert "operator role" in plain(refused.text) and refused.proposal is None
+        for name in ("vic", "otto"):  # adopting runs the model's code in the server: admin only
+            refused = chat(name).answer(parse(message), message)
+            assert "admin role" in plain(refused.text) and refused.proposal is None
         local = message.replace("models:/owner-delay@prod", "/tmp/m")
         refused = chat("olga").answer(parse(local), local)
         assert "registered models only" in plain(refused.text) and refused.proposal is None
