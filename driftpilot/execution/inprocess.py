@@ -279,6 +279,19 @@ class RunExecutor:
             self._futures[key] = future
         return future
 
+    def render_report(self, run_id: str) -> bool:
+        """Render the run's report in a run child if it is pending and this executor has
+        children (whether it did; else the caller renders it, in its own process).
+
+        Raises:
+            NotFound: no such run.
+            DataError: Evidently could not compare the batch with the reference.
+        """
+        if self.children is None or self.plane.report_status(run_id).status != "pending":
+            return False
+        self.children.render_report(run_id)
+        return True
+
     def settle_if_idle(self) -> bool:
         """``settle_heap`` if no run or job is queued, executing or waiting for its model here
         and no report is rendering (whether it froze). Under the executor's lock: no run is

@@ -17,7 +17,8 @@ listeners (webhook alerts) hear them as before, once the attempt stopped. Nothin
 changes: a run is taken under its model's lease (the holder names the child's pid), its
 events are the audit rows every API process streams, its report is rendered in the child's
 background thread after its result is written (``report_after_run``). Children are
-spawned by the first runs (not at start: ~9 CPU seconds of imports and ~400 MB each).
+spawned by the first runs (not at start: ~9 CPU seconds of imports and ~400 MB each). A
+report asked for before it exists (``GET /runs/{id}/report``) is rendered in a child too.
 
 A child whose parent died (kill -9 of the API) exits within ``ORPHAN_POLL_S``: its run is
 left ``running`` with a lease that expires, and the next start recovers it, as when the API
@@ -43,7 +44,7 @@ from driftpilot.runs.views import PlaneEvent
 
 if TYPE_CHECKING:
     from driftpilot.core.settings import Settings
-    from driftpilot.runs.plane import ControlPlane, RunView
+    from driftpilot.runs.plane import ControlPlane, ReportView, RunView
 
 log = logging.getLogger(__name__)
 ORPHAN_POLL_S = 0.5  # how often a child looks whether its parent is still there
@@ -132,6 +133,11 @@ def _attempt(what: What, run_id: str) -> Answer:
     return _answer(_run, what, run_id)
 
 
+def _report(run_id: str) -> Answer:
+    """The run's report, rendered (and audited) here if it is not there yet."""
+    return _answer(_plane().run_report, run_id)
+
+
 def _ready() -> Answer:
     return _answer(os.getpid)
 
@@ -189,6 +195,17 @@ class RunChildren:
     def attempt(self, what: What, run_id: str) -> RunView:
         """One attempt at a run in a child (``ModelBusy`` when its model is busy)."""
         view: RunView = self._call(_attempt, what, run_id)
+        return view
+
+    def render_report(self, run_id: str) -> ReportView:
+        """``ControlPlane.run_report`` in a child: Evidently's render (seconds of Python)
+        never holds this process's GIL.
+
+        Raises:
+            NotFound: no such run.
+            DataError: Evidently could not compare the batch with the reference.
+        """
+        view: ReportView = self._call(_report, run_id)
         return view
 
     def ready(self) -> int:

@@ -429,9 +429,7 @@ class ControlPlane:
 
     def reports_idle(self) -> bool:
         """Whether no report is queued or rendering in this process's background thread."""
-        # Reports keeps no public count of its queue; its lock guards the set read here.
-        with self.reports._lock:
-            return not self.reports._queued
+        return self.reports.idle()
 
     def report_after_run(self, view: RunView) -> None:
         """A run's result is written: queue its pending report for the background thread,

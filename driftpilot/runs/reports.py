@@ -307,6 +307,11 @@ class Reports:
                     self._queued.discard(run_id)
                 self._later.task_done()
 
+    def idle(self) -> bool:
+        """Whether no report is queued or rendering in this process's background thread."""
+        with self._lock:
+            return not self._queued
+
     def drain(self, timeout_s: float = 60.0) -> bool:
         """Wait until the queued renders are done (tests, shutdown); False on timeout."""
         deadline = time.monotonic() + timeout_s
