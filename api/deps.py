@@ -69,7 +69,10 @@ async def credentials(
     Raises:
         Problem: 401 when the request carries none.
     """
-    secret = key or (bearer.credentials if bearer is not None else None)
+    return _secret_or_401(key or (bearer.credentials if bearer is not None else None))
+
+
+def _secret_or_401(secret: str | None) -> str:
     if not secret:
         raise Problem(
             401,
@@ -86,9 +89,8 @@ Secret = Annotated[str, Depends(credentials)]
 def client_address(request: Request) -> Subject:
     """The address failures of this request count against: the peer the server saw
     (``request.client.host``), never a header the client wrote. Behind a reverse proxy that is
-    the proxy's, unless the server rewrites it from ``X-Forwarded-For``: uvicorn does so only
-    for peers in ``FORWARDED_ALLOW_IPS`` (its default: 127.0.0.1 and ::1, a proxy on this
-    host)."""
+    the proxy's, unless the server rewrites it from ``X-Forwarded-For``: ``driftpilot serve``
+    lets uvicorn do so only for peers in ``FORWARDED_ALLOW_IPS`` (none by default)."""
     return address_subject(request.client.host if request.client else None)
 
 
@@ -191,6 +193,7 @@ def keyed(role: Role) -> Callable[[ControlPlane, str, Request], ApiKeyView]:
     def check(cp: Plane, secret: Secret, request: Request) -> ApiKeyView:
         return authorize(cp, secret, client_address(request), role)
 
+    _ROLE_OF[check] = role
     return check
 
 
@@ -223,7 +226,47 @@ def keyed_read(role: Role) -> Callable[[ControlPlane, str, Request], Awaitable[A
             key = settled(cp, verdict)
         return check_role(key, role)
 
+    _ROLE_OF[check] = role
     return check
+
+
+# The role each of ``keyed``'s and ``keyed_read``'s checks demands, for ``refusal``.
+_ROLE_OF: dict[Callable[..., object], Role] = {}
+
+
+def route_role(request: Request) -> Role | None:
+    """The role the request's route demands (None for an open route)."""
+    dependant = getattr(request.scope.get("route"), "dependant", None)
+    stack = list(dependant.dependencies) if dependant is not None else []
+    while stack:
+        dep = stack.pop()
+        if dep.call in _ROLE_OF:
+            return _ROLE_OF[dep.call]
+        if dep.call is caller:
+            return "viewer"
+        stack.extend(dep.dependencies)
+    return None
+
+
+async def refusal(request: Request) -> Problem | None:
+    """The 401, 403 or 429 a request whose body could not be read deserves before its 422.
+
+    FastAPI decodes a JSON body before it solves any dependency, so a body that is not JSON
+    would otherwise tell a caller without a valid key how the route parses: keys come first.
+    """
+    role = route_role(request)
+    if role is None:
+        return None
+    header = request.headers.get("x-api-key")
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    bearer = token.strip() if scheme.lower() == "bearer" else None
+    cp: ControlPlane = request.app.state.plane
+    try:
+        secret = _secret_or_401(header or bearer)
+        await run_in_threadpool(authorize, cp, secret, client_address(request), role)
+    except Problem as refused:
+        return refused
+    return None
 
 
 Viewer = Annotated[ApiKeyView, Depends(keyed("viewer"))]

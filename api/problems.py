@@ -135,6 +135,11 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    from api.deps import refusal  # deps builds on this module
+
+    refused = await refusal(request)
+    if refused is not None:
+        return problem_response(request, refused)
     errors = [
         {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
         for e in exc.errors()
