@@ -31,6 +31,8 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import pickle
+import signal
 import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -86,6 +88,10 @@ def _init_child(settings: Settings, parent: int) -> None:
     that ends the child when ``parent`` is gone."""
     global _child
     os.nice(CHILD_NICENESS)  # before any thread pool starts: every thread inherits it
+    # Ctrl-C in a terminal reaches the whole group: a child leaves it to the API, whose
+    # shutdown lets the runs finish, then ends the children. (SIGTERM keeps its default: the
+    # pool ends the children of a broken pool with it.)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_watch_parent, args=(parent,), name="dp-orphan", daemon=True).start()
     from driftpilot.execution.inprocess import settle_heap, warm
     from driftpilot.runs.plane import ControlPlane
@@ -117,7 +123,17 @@ def _answer(call: Any, *args: Any) -> Answer:
     try:
         return Answer(value=call(*args), events=list(_heard))
     except Exception as exc:
-        return Answer(error=exc, events=list(_heard))
+        return Answer(error=_portable(exc), events=list(_heard))
+
+
+def _portable(exc: Exception) -> Exception:
+    """``exc`` if it survives the trip to the parent (pickled and rebuilt), else a
+    RuntimeError that names it: an exception that cannot be rebuilt would break the pool."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+    return exc
 
 
 def _run(what: What, run_id: str) -> RunView:
