@@ -15,8 +15,8 @@ to the last byte (freed after ``--down-s``). After each: ``driftpilot recover`` 
 leases of the runs a dead process held have expired), a readiness probe, and
 ``driftpilot audit --verify``; its recovery time runs from the fault to the probe answering
 (``recover`` finishes a dead run's remaining steps itself, so it is most of it). A supervisor
-thread starts again, within 2 s, a worker that exited (as systemd's ``Restart=always``
-would: a worker stops by itself when it loses its database); any service found dead after a
+thread starts again a worker that exited, at most every 5 s, as systemd's ``Restart=always``
+would (a worker stops by itself when it loses its database); any service found dead after a
 fault is started again and named in the fault's record.
 
 At the end traffic stops, the runs left are drained (waiting approvals approved, ``recover``
@@ -57,6 +57,7 @@ RESULTS = Path(__file__).parent / "results"
 MODELS = ["m1", "m2", "m3"]
 POLICY = {"drift": {"retrain": "always"}, "optimizer": {"default_trials": 2}}
 LEASE_TTL_S = 10
+RESTART_S = 5.0  # a worker that keeps exiting (its database down) is restarted this often
 ENV = {
     "DRIFTPILOT_LEASE_TTL_S": str(LEASE_TTL_S),
     "DRIFTPILOT_QUEUE_HEARTBEAT_S": "3",
@@ -139,11 +140,12 @@ class Soak:
 
     def supervise(self, stop: threading.Event) -> None:
         """What systemd's Restart=always does for a worker: start again one that exited (a
-        worker stops by itself when it loses its database), every 2 s."""
-        while not stop.wait(2.0):
+        worker stops by itself when it loses its database), at most every ``RESTART_S``."""
+        while not stop.wait(1.0):
             with self.lock:
                 for worker in self.workers:
-                    if worker.proc is not None and worker.proc.poll() is not None:
+                    exited = worker.proc is not None and worker.proc.poll() is not None
+                    if exited and time.monotonic() - worker.started_at >= RESTART_S:
                         self._restart(worker)
 
 

@@ -79,6 +79,7 @@ class Service:
         self.log_path = logs / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.started_at = 0.0  # time.monotonic() of the last start
 
     def start(self, ready_url: str | None = None, timeout_s: float = 180) -> float:
         """Start the process; with ``ready_url``, wait until it answers 200 there. Returns the
@@ -87,7 +88,7 @@ class Service:
         Raises:
             RuntimeError: it exited, or did not answer in ``timeout_s`` (with its log's end).
         """
-        started = time.monotonic()
+        started = self.started_at = time.monotonic()
         self.starts += 1
         with self.log_path.open("ab") as log:
             log.write(f"\n=== start {self.starts} at {time.time():.3f}\n".encode())
