@@ -65,6 +65,22 @@ def list_webhooks(name: Name, hooks: Hooks, _: Operator) -> list[WebhookView]:
     return hooks.of_model(name)
 
 
+@router.post(
+    "/{name}/webhooks/{webhook_id}/secret",
+    response_model=WebhookCreated,
+    responses=_NOT_FOUND,
+)
+def rotate_webhook_secret(
+    name: Name,
+    webhook_id: Annotated[str, Path(max_length=40)],
+    hooks: Hooks,
+    key: Operator,
+) -> WebhookCreated:
+    """Give one webhook a new signing secret, shown this once; the old one stops signing at
+    once (audited). A webhook made before signing existed needs this to be verified."""
+    return hooks.rotate_secret(name, webhook_id, key.principal)
+
+
 @router.delete(
     "/{name}/webhooks/{webhook_id}",
     status_code=status.HTTP_204_NO_CONTENT,

@@ -323,6 +323,14 @@ def test_webhooks_over_the_api(
         assert all(secret not in c.args + c.result for c in every_call)
 
         path = f"/models/flights/webhooks/{hook['webhook_id']}"
+        assert client.post(f"{path}/secret", headers=view).status_code == 403
+        rotated = client.post(f"{path}/secret", headers=ops)
+        assert rotated.status_code == 200, rotated.text
+        fresh = rotated.json()["secret"]
+        listing = client.get("/models/flights/webhooks", headers=ops).text
+        assert fresh != secret and fresh not in listing
+        stored = cp.store.list_rows(Webhook, Webhook.id == hook["webhook_id"])
+        assert [w.secret for w in stored] == [fresh]  # the old secret signs nothing now
         assert client.delete(path, headers=ops).status_code == 204
         assert client.delete(path, headers=ops).status_code == 404
         assert client.get("/models/flights/webhooks", headers=ops).json() == []

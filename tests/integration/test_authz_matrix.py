@@ -253,6 +253,9 @@ def _make_objects(world: World) -> None:
         a: _ok(olga.post("/schedules", json=SCHEDULE))["cron_id"] for a in ACTORS
     }
     ids["cron_del"] = {a: _ok(olga.post("/runs/crons", json=CRON))["cron_id"] for a in ACTORS}
+    ids["hook_rotate"] = _ok(olga.post("/models/flights/webhooks", json=_hook("rotate")))[
+        "webhook_id"
+    ]
     ids["hook_del"] = {
         a: _ok(olga.post("/models/flights/webhooks", json=_hook(a)))["webhook_id"] for a in ACTORS
     }
@@ -366,6 +369,8 @@ def path_values(world: World, cell: Cell) -> dict[str, str]:
         values["cron_id"] = _per_actor(world, "cron_del", cell.column)
     elif route == ("DELETE", "/models/{name}/webhooks/{webhook_id}"):
         values["webhook_id"] = _per_actor(world, "hook_del", cell.column)
+    elif route == ("POST", "/models/{name}/webhooks/{webhook_id}/secret"):
+        values["webhook_id"] = ids["hook_rotate"]
     return values
 
 
