@@ -25,6 +25,14 @@ if TYPE_CHECKING:
     from evals.soak import Soak
 
 TERMINAL = ("completed", "failed")
+# Registry intents with no later row (applied, reconciled, void) of their step, and the run's
+# state: an open intent of an ended run fails verify and keeps its model refusing new runs.
+OPEN_INTENTS = """
+SELECT m.run_id, m.step, r.model, r.status, r.outcome FROM mutations m
+JOIN runs r ON r.id = m.run_id
+WHERE m.phase = 'intent' AND NOT EXISTS (
+    SELECT 1 FROM mutations n WHERE n.run_id = m.run_id AND n.step = m.step AND n.id > m.id)
+"""
 
 
 def _rows(url: str) -> dict[str, list[Any]]:
@@ -36,6 +44,7 @@ def _rows(url: str) -> dict[str, list[Any]]:
         "champions": "SELECT model, version, action, run_id FROM champion_history ORDER BY id",
         "tiers": "SELECT run_id, action FROM decisions WHERE action LIKE 'risk:%'",
         "approvals": "SELECT run_id, principal, decision FROM approvals WHERE decision = 'approve'",
+        "open_intents": OPEN_INTENTS,
     }
     engine = sa.create_engine(url)
     try:
@@ -135,6 +144,11 @@ def checks(soak: Soak, ledger: Ledger, result: dict[str, Any]) -> dict[str, Any]
         "verify_ok_after_every_fault": all(verifies),
         "verify_results": verifies,
         "raw_5xx": len(ledger.violations),
+        "open_intents_of_ended_runs": [
+            {"run_id": r[0], "step": r[1], "model": r[2], "status": r[3], "outcome": r[4]}
+            for r in rows["open_intents"]
+            if r[3] in TERMINAL
+        ],
     }
     out["all_ok"] = (
         out["lost_runs"] == 0
