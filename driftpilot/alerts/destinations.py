@@ -12,22 +12,32 @@ A delivery then connects to the addresses ``resolve`` validated, never to the na
 rebinding) cannot reach anything unchecked. The socket's peer is checked once more after
 connecting. The Host header and TLS (SNI, certificate check) still use the host name.
 Redirects are never followed, and proxy variables are not honoured (a proxy would connect on
-its own terms). The only way to an internal receiver is ``DRIFTPILOT_ALERTS_ALLOW_HOSTS``.
+its own terms). The only way to an internal receiver is ``DRIFTPILOT_ALERTS_ALLOW_HOSTS``;
+a cloud metadata address (``METADATA``) is refused even for a listed host, whose name could
+be made to resolve to it.
+
+One attempt connects to at most ``max_addresses`` of the addresses (a name with a hundred
+blackholed addresses would otherwise cost a connect timeout each), and every connect, send and
+read of the attempt is bounded by one deadline (``DeadlineStream``): a receiver that answers a
+byte at a time resets a read timeout forever, but not the deadline.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from driftpilot.core.errors import ConfigError, UnsafeURL
-from driftpilot.core.settings import AlertSettings
+from driftpilot.core.settings import AlertSettings, normal_host
 
 if TYPE_CHECKING:
+    import ssl
+
     import httpcore
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -36,7 +46,12 @@ Resolver = Callable[[str, int], Sequence[str]]
 resolve. The system's is ``system_resolver``; tests pass a table of names (the DNS seam)."""
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
-_METADATA = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
+METADATA: dict[IPAddress, str] = {
+    ipaddress.ip_address("169.254.169.254"): "link-local",  # AWS, GCP, Azure, OpenStack
+    ipaddress.ip_address("fd00:ec2::254"): "private",  # AWS over IPv6
+    ipaddress.ip_address("100.100.100.200"): "special-purpose",  # Alibaba Cloud
+}
+"""Cloud metadata services (credentials of the machine's role): never a webhook's address."""
 
 
 def system_resolver(host: str, port: int) -> list[str]:
@@ -59,8 +74,8 @@ def address_class(address: IPAddress) -> str | None:
             inner = address_class(embedded)
             if inner is not None:
                 return f"{inner} (inside IPv6 {address})"
-    if address in _METADATA:
-        return "link-local (cloud metadata service)"
+    if address in METADATA:
+        return f"{METADATA[address]} (cloud metadata service)"
     for name, flag in (
         ("unspecified", address.is_unspecified),
         ("loopback", address.is_loopback),
@@ -74,6 +89,15 @@ def address_class(address: IPAddress) -> str | None:
     # Shared (100.64.0.0/10, carrier-grade NAT) and other special-purpose blocks are neither
     # private nor reserved to the ipaddress module, and not global either.
     return None if address.is_global else "special-purpose (not global)"
+
+
+def is_metadata(address: IPAddress) -> bool:
+    """Whether ``address`` is a cloud metadata service's, also inside an IPv6 address."""
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = _embedded_v4(address)
+        if embedded is not None and embedded in METADATA:
+            return True
+    return address in METADATA
 
 
 def _embedded_v4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
@@ -129,7 +153,7 @@ def host_port(url: str) -> tuple[str, int]:
 
 def is_allowed(host: str, port: int, conf: AlertSettings) -> bool:
     """Whether ``host`` (on ``port``) is in ``DRIFTPILOT_ALERTS_ALLOW_HOSTS``."""
-    allowed = conf.allowed()
+    allowed, host = conf.allowed(), normal_host(host)
     return (host, None) in allowed or (host, port) in allowed
 
 
@@ -157,18 +181,25 @@ def resolve(url: str, conf: AlertSettings, resolver: Resolver = system_resolver)
         raise ConfigError(f"webhook host {host} does not resolve")
     allowed = is_allowed(host, port, conf)
     addresses = tuple(str(parse_address(t)) for t in texts)
-    if not allowed:
-        for text in addresses:
-            check_address(host, parse_address(text))
+    for text in addresses:
+        check_address(host, parse_address(text), allowed=allowed)
     return Destination(host, port, addresses, allowed)
 
 
-def check_address(host: str, address: IPAddress) -> None:
-    """Refuse a non-public ``address`` of ``host``.
+def check_address(host: str, address: IPAddress, *, allowed: bool = False) -> None:
+    """Refuse a non-public ``address`` of ``host`` unless the host is ``allowed``; refuse a
+    cloud metadata address in any case.
 
     Raises:
         UnsafeURL: naming the address class.
     """
+    if allowed:
+        if is_metadata(address):
+            raise UnsafeURL(
+                f"webhook host {host} resolves to {address}, a cloud metadata service address: "
+                "refused, even for a host in DRIFTPILOT_ALERTS_ALLOW_HOSTS"
+            )
+        return
     why = address_class(address)
     if why is not None:
         raise UnsafeURL(
@@ -186,12 +217,72 @@ def check_peer(sock: socket.socket, destination: Destination, expected: str) -> 
     peer = parse_address(str(sock.getpeername()[0]))
     if peer != parse_address(expected):
         raise UnsafeURL(f"webhook {destination.host} connected to {peer}, not {expected}")
-    if not destination.allowed:
-        check_address(destination.host, peer)
+    check_address(destination.host, peer, allowed=destination.allowed)
 
 
-def pinned_backend(destination: Destination) -> httpcore.NetworkBackend:
-    """An httpcore network backend that connects only to ``destination``'s addresses."""
+Clock = Callable[[], float]
+
+
+def within(
+    timeout: float | None, deadline: float, clock: Clock, timed_out: type[Exception]
+) -> float:
+    """``timeout`` shortened to what is left until ``deadline`` (on ``clock``).
+
+    Raises:
+        timed_out: nothing is left.
+    """
+    left = deadline - clock()
+    if left <= 0:
+        raise timed_out("the delivery attempt's deadline passed")
+    return left if timeout is None else min(timeout, left)
+
+
+def deadline_stream(
+    stream: httpcore.NetworkStream, deadline: float, clock: Clock = time.monotonic
+) -> httpcore.NetworkStream:
+    """``stream`` with every read, write and TLS handshake ending by ``deadline``: the
+    per-operation timeouts still apply, but no sequence of them outlasts the deadline."""
+    import httpcore
+
+    class DeadlineStream(httpcore.NetworkStream):
+        """Shortens each operation's timeout to the time left (``within``)."""
+
+        def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+            return stream.read(max_bytes, within(timeout, deadline, clock, httpcore.ReadTimeout))
+
+        def write(self, buffer: bytes, timeout: float | None = None) -> None:
+            stream.write(buffer, within(timeout, deadline, clock, httpcore.WriteTimeout))
+
+        def close(self) -> None:
+            stream.close()
+
+        def start_tls(
+            self,
+            ssl_context: ssl.SSLContext,
+            server_hostname: str | None = None,
+            timeout: float | None = None,
+        ) -> httpcore.NetworkStream:
+            bounded = within(timeout, deadline, clock, httpcore.ConnectTimeout)
+            return deadline_stream(
+                stream.start_tls(ssl_context, server_hostname, bounded), deadline, clock
+            )
+
+        def get_extra_info(self, info: str) -> Any:
+            return stream.get_extra_info(info)
+
+    return DeadlineStream()
+
+
+def pinned_backend(
+    destination: Destination,
+    *,
+    max_addresses: int,
+    deadline: float,
+    clock: Clock = time.monotonic,
+) -> httpcore.NetworkBackend:
+    """An httpcore network backend that connects only to ``destination``'s addresses, to the
+    first ``max_addresses`` of them at most, and whose streams end by ``deadline`` (a time on
+    ``clock``, ``time.monotonic`` by default): connects included."""
     import httpcore
 
     class PinnedBackend(httpcore.SyncBackend):
@@ -208,10 +299,11 @@ def pinned_backend(destination: Destination) -> httpcore.NetworkBackend:
             if host.rstrip(".").lower() != destination.host or port != destination.port:
                 raise UnsafeURL(f"webhook connection to {host}:{port} is not the one checked")
             failure: Exception | None = None
-            for address in destination.addresses:
+            for address in destination.addresses[:max_addresses]:
+                bounded = within(timeout, deadline, clock, httpcore.ConnectTimeout)
                 try:
                     stream = super().connect_tcp(
-                        address, port, timeout, local_address, socket_options
+                        address, port, bounded, local_address, socket_options
                     )
                 except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                     failure = exc
@@ -221,7 +313,7 @@ def pinned_backend(destination: Destination) -> httpcore.NetworkBackend:
                 except BaseException:
                     stream.close()
                     raise
-                return stream
+                return deadline_stream(stream, deadline, clock)
             assert failure is not None  # a Destination has at least one address
             raise failure
 

@@ -9,10 +9,12 @@ Every attempt first resolves the host and checks its addresses (``destinations``
 one is audited as refused, with no connection made, and not retried. The POST then goes to a
 validated address (never to the name again), signed (``signing``): ``X-DriftPilot-Signature``,
 ``X-DriftPilot-Timestamp`` and ``X-DriftPilot-Delivery`` (one id per delivery, the same on its
-retries). Every attempt is audited as a tool call (agent ``alerts``, tool ``webhook.post``,
-under the event's run id) with its status code, error or refusal, the URL redacted and never
-the secret. Deliveries live in memory: the ones queued when the process stops are lost (and
-logged).
+retries). One attempt connects to at most ``max_addresses`` of the host's addresses and ends
+by its deadline (``deadline_s``: connect, send and answer together), so a receiver that
+answers slowly holds a worker for that long at most. Every attempt is audited as a tool call
+(agent ``alerts``, tool ``webhook.post``, under the event's run id) with its status code,
+error or refusal, the URL redacted and never the secret. Deliveries live in memory: the ones
+queued when the process stops are lost (and logged).
 """
 
 from __future__ import annotations
@@ -237,8 +239,10 @@ class AlertDispatcher:
 
     def attempt(self, hook: Webhook, kind: str, delivery_id: str, payload: bytes) -> Attempt:
         """One checked, signed POST of ``payload`` to ``hook``: resolve, refuse an internal
-        address before connecting, then connect to a validated address only."""
+        address before connecting, then connect to a validated address only, all of it by
+        ``deadline_s`` from now."""
         started = time.perf_counter()
+        deadline = time.monotonic() + self.conf.deadline_s
         if not self._running:
             return Attempt(error="dispatcher stopped")
         try:
@@ -256,7 +260,7 @@ class AlertDispatcher:
             TIMESTAMP_HEADER: str(timestamp),
             SIGNATURE_HEADER: signature_header(hook.secret, payload, timestamp),
         }
-        return self._post(destination, hook.url, headers, payload, started)
+        return self._post(destination, hook.url, headers, payload, started, deadline)
 
     def _post(
         self,
@@ -265,6 +269,7 @@ class AlertDispatcher:
         headers: dict[str, str],
         payload: bytes,
         started: float,
+        deadline: float,
     ) -> Attempt:
         import httpcore
         import httpx
@@ -285,7 +290,9 @@ class AlertDispatcher:
             with (
                 httpcore.ConnectionPool(
                     ssl_context=self._ssl_context() if parsed.scheme == "https" else None,
-                    network_backend=pinned_backend(destination),
+                    network_backend=pinned_backend(
+                        destination, max_addresses=self.conf.max_addresses, deadline=deadline
+                    ),
                     retries=0,
                 ) as pool,
                 pool.stream(

@@ -117,6 +117,17 @@ class QueueSettings(BaseModel):
     pool_size: int = Field(4, ge=1, description="Database connections of a deferring process.")
 
 
+def normal_host(host: str) -> str:
+    """``host`` with an IP literal in its one canonical text (``0::1`` and ``::1`` are the same
+    address, so they must compare equal); a name unchanged."""
+    import ipaddress  # not at import: settings are read everywhere
+
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return host
+
+
 def parse_host_port(entry: str) -> tuple[str, int | None]:
     """``host``, ``host:port``, ``[v6]`` or ``[v6]:port`` as (lower-case host, port or None).
 
@@ -131,7 +142,7 @@ def parse_host_port(entry: str) -> tuple[str, int | None]:
         port = rest[1:] or None
     elif entry.count(":") == 1:
         host, port = entry.split(":")
-    host = host.strip().lower().rstrip(".")
+    host = normal_host(host.strip().lower().rstrip("."))
     if not host or any(c.isspace() or c in "/@?#[]" for c in host):
         raise ValueError(f"bad allowed host {entry!r}")
     if port is None:
@@ -144,7 +155,23 @@ def parse_host_port(entry: str) -> tuple[str, int | None]:
 class AlertSettings(BaseModel):
     """Delivery settings, read from ``DRIFTPILOT_ALERTS_*``."""
 
-    timeout_s: float = Field(5.0, gt=0, le=120, description="Timeout of one POST, s.")
+    timeout_s: float = Field(
+        5.0, gt=0, le=120, description="Timeout of each connect, send or read of a POST, s."
+    )
+    deadline_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="Longest time of one delivery attempt (connect, send and answer together), "
+        "s: a receiver answering a byte at a time cannot hold an alert worker longer.",
+    )
+    max_addresses: int = Field(
+        4,
+        ge=1,
+        le=16,
+        description="Addresses of a webhook's host one attempt connects to at most, in the "
+        "resolver's order (every address is still checked).",
+    )
     retries: int = Field(3, ge=0, le=10, description="Retries after a failed attempt.")
     backoff_s: float = Field(0.5, ge=0, description="Wait before the first retry, doubled after.")
     max_backoff_s: float = Field(30.0, ge=0, description="Longest wait between attempts, s.")
@@ -155,7 +182,9 @@ class AlertSettings(BaseModel):
         max_length=4000,
         description="Comma list of webhook hosts (host or host:port) allowed to resolve to "
         "loopback, private or link-local addresses: the only way to post to an internal "
-        "receiver (DRIFTPILOT_ALERTS_ALLOW_HOSTS=hooks.internal,127.0.0.1:9000).",
+        "receiver (DRIFTPILOT_ALERTS_ALLOW_HOSTS=hooks.internal,127.0.0.1:9000). IP literals "
+        "compare as addresses ([0::1] is [::1]). Cloud metadata addresses are refused even for "
+        "a listed host.",
     )
 
     @field_validator("allow_hosts")
@@ -167,8 +196,9 @@ class AlertSettings(BaseModel):
         return value
 
     def allowed(self) -> frozenset[tuple[str, int | None]]:
-        """``allow_hosts`` as (host, port) pairs: host lower-case, IPv6 without brackets,
-        port None when the entry allows every port."""
+        """``allow_hosts`` as (host, port) pairs: host lower-case, an IP literal canonical
+        (``normal_host``), IPv6 without brackets, port None when the entry allows every
+        port."""
         return frozenset(
             parse_host_port(e.strip()) for e in self.allow_hosts.split(",") if e.strip()
         )

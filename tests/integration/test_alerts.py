@@ -528,3 +528,60 @@ def test_https_delivery_to_the_checked_address_verifies_the_certificate_of_the_n
     finally:
         receiver.close()
         cp.close()
+
+
+class Dribbler:
+    """A hostile receiver: it reads the request, then answers one byte of a status line and
+    headers that never end every ``every_s`` seconds, for ``for_s`` seconds at most (each
+    byte resets a read timeout), then closes. ``lasted`` is how long it kept a client."""
+
+    def __init__(self, every_s: float, for_s: float) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.every_s, self.for_s = every_s, for_s
+        self.lasted: list[float] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        conn, _ = self.server.accept()
+        started = time.monotonic()
+        answer = b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 10_000
+        with conn:
+            conn.recv(65536)
+            for byte in answer:
+                if time.monotonic() - started > self.for_s:
+                    break
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:  # the client gave up: what the test waits for
+                    break
+                time.sleep(self.every_s)
+        self.lasted.append(time.monotonic() - started)
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_a_receiver_answering_a_byte_at_a_time_holds_an_attempt_until_its_deadline_only(
+    settings: Settings, connects: list[Any]
+) -> None:
+    """Each byte comes well within the read timeout (0.1 s apart, timeout 1 s); the attempt
+    still ends at its 1.5 s deadline, not when the receiver stops after 12 s."""
+    dribbler = Dribbler(every_s=0.1, for_s=12.0)
+    cp = ControlPlane(settings)
+    conf = AlertSettings(timeout_s=1.0, deadline_s=1.5, retries=0, allow_hosts="127.0.0.1")
+    try:
+        with AlertDispatcher(cp, conf) as dispatcher:
+            hook = stored_hook(f"http://127.0.0.1:{dribbler.port}/slow")
+            started = time.monotonic()
+            assert dispatcher.deliver(hook, EVENT) is False
+            took = time.monotonic() - started
+        assert 1.4 < took < 4.0, took
+        [(result, ok)] = audited_attempts(cp, hook)
+        assert not ok and result["status"] is None and result["error"] == "ReadTimeout", result
+        lasted = wait_for(lambda: dribbler.lasted, 15, "the receiver to see the client go")
+        assert lasted[0] < 4.0, lasted  # the connection was closed, not left to dribble
+        assert connects == [("127.0.0.1", dribbler.port)]
+    finally:
+        dribbler.close()
+        cp.close()

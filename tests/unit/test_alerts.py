@@ -7,11 +7,13 @@ import hashlib
 import hmac
 import ipaddress
 import socket
+import time
+from typing import cast
 
 import pytest
 from pydantic import ValidationError
 
-from driftpilot.alerts.destinations import Destination, check_peer
+from driftpilot.alerts.destinations import Destination, check_peer, pinned_backend, within
 from driftpilot.alerts.webhooks import (
     EVENT_KINDS,
     AlertSettings,
@@ -249,3 +251,106 @@ def test_a_signature_verifies_and_anything_changed_does_not() -> None:
     for broken in ("", "v1=" + expected, f"t=soon,v1={expected}", f"t={t},v1=é", f"t={t}"):
         assert not verify_signature(secret, broken, body, now=t)
     assert verify_signature(secret, f"t={t},v1={'0' * 64},v1={expected}", body, now=t)
+
+
+# -- allowed IP literals, metadata addresses, the address cap ---------------------------------
+
+
+def no_lookup(host: str, port: int) -> list[str]:
+    """A resolver that fails the test: an address literal needs no lookup."""
+    raise AssertionError(f"looked {host} up")
+
+
+def test_allowed_ip_literals_compare_as_addresses() -> None:
+    conf = AlertSettings(allow_hosts="[0::1]:8080,127.000.0.1:9000,[0:0:0:0:0:ffff:a00:5]")
+    assert ("::1", 8080) in conf.allowed() and ("127.000.0.1", 9000) in conf.allowed()
+    assert resolve("http://[::1]:8080/h", conf, no_lookup).allowed
+    assert resolve("http://[0:0::1]:8080/h", conf, no_lookup).allowed  # spelt either way
+    assert resolve("http://[::ffff:10.0.0.5]/h", conf, no_lookup).allowed
+    with pytest.raises(UnsafeURL, match="loopback"):
+        resolve("http://[::1]:8081/h", conf, no_lookup)  # the port still counts
+    # Not an address to ipaddress (leading zeros): a name, never equal to 127.0.0.1.
+    with pytest.raises(UnsafeURL, match="loopback"):
+        resolve("http://127.0.0.1:9000/h", conf, no_lookup)
+
+
+@pytest.mark.parametrize(
+    "address", ["169.254.169.254", "fd00:ec2::254", "100.100.100.200", "::ffff:169.254.169.254"]
+)
+def test_cloud_metadata_is_refused_even_for_an_allowed_host(address: str) -> None:
+    assert "cloud metadata service" in (address_class(ipaddress.ip_address(address)) or "")
+    literal = f"[{address}]" if ":" in address else address
+    conf = AlertSettings(allow_hosts=f"hooks.internal,{literal}")
+    dns = table({"hooks.internal": ["10.0.0.5", address]})
+    with pytest.raises(UnsafeURL, match="cloud metadata service address: refused, even"):
+        resolve("http://hooks.internal/h", conf, dns)
+    with pytest.raises(UnsafeURL, match="cloud metadata service address: refused, even"):
+        resolve(f"http://{literal}/latest/meta-data/", conf, no_lookup)
+    assert resolve("http://hooks.internal/h", conf, table({"hooks.internal": ["10.0.0.5"]}))
+
+
+class Peer:
+    """A connected socket's one method ``check_peer`` reads: no machine here has a metadata
+    service to connect to."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+
+    def getpeername(self) -> tuple[str, int]:
+        return (self.address, 80)
+
+
+def test_the_peer_of_an_allowed_host_is_never_a_metadata_address() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            allowed = Destination("hook.test", port, ("127.0.0.1",), allowed=True)
+            check_peer(sock, allowed, "127.0.0.1")
+            metadata = cast(socket.socket, Peer("169.254.169.254"))
+            with pytest.raises(UnsafeURL, match="cloud metadata"):
+                check_peer(metadata, allowed, "169.254.169.254")
+
+
+def test_an_attempt_connects_to_max_addresses_at_most() -> None:
+    """A name's addresses are tried in order, the first ``max_addresses`` only: here the
+    listening one is fifth, behind four loopback addresses nothing listens on."""
+    import httpcore
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        closed = tuple(f"127.0.0.{i}" for i in range(2, 6))
+        hook = Destination("hook.test", port, (*closed, "127.0.0.1"), allowed=True)
+        deadline = time.monotonic() + 30
+        with pytest.raises(httpcore.ConnectError):
+            pinned_backend(hook, max_addresses=4, deadline=deadline).connect_tcp(
+                "hook.test", port, timeout=5
+            )
+        stream = pinned_backend(hook, max_addresses=5, deadline=deadline).connect_tcp(
+            "hook.test", port, timeout=5
+        )
+        assert stream.get_extra_info("socket").getpeername()[0] == "127.0.0.1"
+        stream.close()
+
+
+def test_every_operation_of_an_attempt_ends_by_its_deadline() -> None:
+    """On a fake clock: each timeout shrinks to what is left, and nothing is left after the
+    deadline, whatever the per-operation timeout."""
+    import httpcore
+
+    now = [100.0]
+
+    def clock() -> float:
+        return now[0]
+
+    assert within(5.0, 110.0, clock, httpcore.ReadTimeout) == 5.0
+    now[0] = 108.5
+    assert within(5.0, 110.0, clock, httpcore.ReadTimeout) == 1.5
+    assert within(None, 110.0, clock, httpcore.ReadTimeout) == 1.5
+    now[0] = 110.0
+    with pytest.raises(httpcore.ReadTimeout, match="deadline"):
+        within(5.0, 110.0, clock, httpcore.ReadTimeout)
+    hook = Destination("hook.test", 9, ("127.0.0.1",), allowed=True)
+    with pytest.raises(httpcore.ConnectTimeout):  # before any connection is tried
+        pinned_backend(hook, max_addresses=4, deadline=110.0, clock=clock).connect_tcp(
+            "hook.test", 9, timeout=5
+        )
