@@ -54,8 +54,13 @@ def backup(
         soft_wrap=True,
     )
     for role, record in manifest["stores"].items():
-        if record["kind"] == "external":
+        if record["kind"] == "external":  # its URL without user and password (backup.redact)
             console.print(f"{role}: {record['url']} {record['note']}", soft_wrap=True)
+    console.print(
+        f"signed by audit key {manifest['key_fingerprint']}: note it apart from the backup "
+        "(restore --expect-key)",
+        soft_wrap=True,
+    )
     console.print(
         "the audit key's private half is NOT in the backup: keep a copy of "
         f"{settings.audit_key_path} apart (restore --audit-key)",
@@ -71,20 +76,45 @@ def restore(
     audit_key: Annotated[
         Path | None,
         typer.Option(
-            help="The audit signing key (private, PEM) kept apart from the backup; without "
-            "it a new key signs the restored audit."
+            help="The audit signing key (private, PEM) kept apart from the backup: it must be "
+            "the backup's, and signs on. Without it a new key signs the restored audit."
         ),
     ] = None,
+    expect_key: Annotated[
+        str | None,
+        typer.Option(
+            help="The fingerprint `driftpilot backup` printed (SHA256:...): the backup must "
+            "be signed by that key."
+        ),
+    ] = None,
+    trust_backup: Annotated[
+        bool,
+        typer.Option(
+            help="Accept the backup's own key (or no signature) unchecked; the restore's "
+            "audit row says so. Only for a backup nobody else could write."
+        ),
+    ] = False,
 ) -> None:
-    """Restore a backup into an empty home (and empty databases)."""
+    """Restore a backup into an empty home (and empty databases). One of --audit-key,
+    --expect-key or --trust-backup is required."""
     from driftpilot.core.settings import Settings
     from driftpilot.runs.restore import restore as put
 
     # Not get_settings(): it creates the home's folders, and the home must be empty.
     settings = Settings(home=home) if home is not None else Settings()
     with _progress("restore") as progress:
-        done = put(src, settings, audit_key=audit_key, progress=progress)
-    console.print(f"restored {src} into {done['home']}: audit {done['checked']}", soft_wrap=True)
+        done = put(
+            src,
+            settings,
+            audit_key=audit_key,
+            expect_key=expect_key,
+            trust_backup=trust_backup,
+            progress=progress,
+        )
+    console.print(
+        f"restored {src} into {done['home']}: audit {done['checked']}; {done['trust']}",
+        soft_wrap=True,
+    )
     if done["policy"] and settings.policy_path is None:
         console.print(
             f"the risk policy is in {done['policy']}: set DRIFTPILOT_POLICY_PATH to it",

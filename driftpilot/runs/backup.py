@@ -15,6 +15,10 @@ What a backup holds (DEST, a new or empty folder)::
     policy/policy.yaml       the risk policy, when DRIFTPILOT_POLICY_PATH names a file
                              outside the home
 
+Only the owner reads a backup (folders 0700, files 0600): it holds webhook secrets and
+the hashes of passwords and API keys. The key's fingerprint (``fingerprint``) is returned
+and printed, so that a restore can be checked against it (``restore --expect-key``).
+
 Consistency: the models' leases are taken for the whole backup, so no run, rollback or label
 attachment changes the audit or the registry meanwhile (a run in flight: refused, or waited
 for with ``wait``); a run waiting for an approval is a checkpoint at rest and is copied as
@@ -36,7 +40,7 @@ from functools import partial
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
 
 from driftpilot.core.errors import BackupError, ModelBusy
 from driftpilot.core.settings import Settings
@@ -53,6 +57,8 @@ MANIFEST, SIGNATURE, PUBLIC_KEY, LOG = (
     "audit-checkpoints.log",
 )
 POLICY = "policy/policy.yaml"
+# The trees a backup writes (trees/<name>/); restore accepts no other name.
+TREES = ("home", "artifacts", "batches", "reports")
 Progress = Callable[[str, int, int], None]  # (step, done, total)
 _SQLITE_SIDECARS = ("-wal", "-shm", "-journal")
 
@@ -87,7 +93,7 @@ def backup(
             with _leases_held(store, settings, operation, wait=wait):
                 manifest = _snapshot(store, settings, dest, reports, progress)
             manifest["operation"] = operation
-            write_manifest(dest, manifest, settings)
+            manifest["key_fingerprint"] = write_manifest(dest, manifest, settings)
         except BaseException:
             # A half backup has no manifest, so restore refuses it; a folder we made is
             # removed (one the user made is emptied of what we put there).
@@ -111,6 +117,7 @@ def _audit_backup(
         {"dest": str(dest), "by": settings.principal},
         {
             "manifest_sha256": sha256(dest / MANIFEST),
+            "key_fingerprint": manifest["key_fingerprint"],
             "files": len(manifest["files"]),
             "bytes": sum(f["size"] for f in manifest["files"]),
             "alembic_revision": manifest["alembic_revision"],
@@ -139,7 +146,9 @@ def _check_dest(dest: Path, settings: Settings) -> None:
         raise BackupError(f"{dest} is not an empty folder: a backup goes into a new one")
     if dest.is_relative_to(settings.home):
         raise BackupError(f"{dest} is inside the home {settings.home}: choose a folder outside")
-    dest.mkdir(parents=True, exist_ok=True)
+    dest.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # An existing empty folder keeps its mode otherwise: other users could read the copy.
+    dest.chmod(0o700)
 
 
 @contextmanager
@@ -196,7 +205,7 @@ def _snapshot(
         "source": {
             "home": str(settings.home),
             "trees": {name: str(root) for name, root in trees.items()},
-            "artifact_root": settings.mlflow_artifact_root,
+            "artifact_root": redact(settings.mlflow_artifact_root),
             "policy": str(policy) if policy is not None else None,
         },
         "stores": records,
@@ -274,24 +283,39 @@ def _copy_log(settings: Settings, dest: Path) -> None:
 def _public_key(settings: Settings, dest: Path) -> None:
     from cryptography.hazmat.primitives import serialization
 
-    key = _private_key(settings)
-    if key is None:
-        return
     (dest / PUBLIC_KEY).write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+        _private_key(settings)
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
 
 
 def _private_key(settings: Settings) -> Any:
-    """The home's audit key, or None when the home has none yet (nothing was signed)."""
+    """The home's audit key, created when the home has none yet: every backup is signed,
+    so a restore can always check it against the key's fingerprint."""
     from driftpilot.store.checkpoint import load_or_create_key
 
     assert settings.audit_key_path is not None
-    if not settings.audit_key_path.exists():
-        return None
     return load_or_create_key(settings.audit_key_path)
+
+
+def fingerprint(public: Any) -> str:
+    """``SHA256:<hex>`` of an Ed25519 public key's raw 32 bytes: what ``backup`` prints and
+    ``restore --expect-key`` compares."""
+    from cryptography.hazmat.primitives import serialization
+
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return "SHA256:" + hashlib.sha256(raw).hexdigest()
+
+
+def redact(url: str) -> str:
+    """``url`` without the user and password of its authority (an MLflow server's URL may
+    carry them, and the manifest and the console are no place for them)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"***@{host}"))
 
 
 def _record(records: dict[str, dict[str, Any]], store: stores_.Store, dest: Path) -> None:
@@ -311,7 +335,7 @@ def _dump(store: stores_.Store, dest: Path) -> dict[str, Any]:
         record["file"] = f"db/{store.role}.dump"
         stores_.pg_dump(store.url, dest / record["file"])
     else:
-        record["url"] = store.url
+        record["url"] = redact(store.url)
         record["note"] = (
             "not included: an MLflow server keeps its store and artifacts itself; back it up "
             "with that server's tools, at the same time"
@@ -362,20 +386,25 @@ def file_list(dest: Path) -> list[dict[str, Any]]:
     return listed
 
 
-def write_manifest(dest: Path, manifest: dict[str, Any], settings: Settings) -> None:
-    """Write manifest.json and, when the home has an audit key, its signature."""
+def write_manifest(dest: Path, manifest: dict[str, Any], settings: Settings) -> str:
+    """Write manifest.json and its signature by the home's audit key, make the backup the
+    owner's alone (files 0600, folders 0700) and durable; returns the key's fingerprint."""
     data = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
     (dest / MANIFEST).write_bytes(data)
     key = _private_key(settings)
-    if key is not None:
-        (dest / SIGNATURE).write_bytes(key.sign(data).hex().encode() + b"\n")
-    _fsync_tree(dest)
+    (dest / SIGNATURE).write_bytes(key.sign(data).hex().encode() + b"\n")
+    _seal_tree(dest)
+    return fingerprint(key.public_key())
 
 
-def _fsync_tree(dest: Path) -> None:
-    """Make the backup durable before it is reported done."""
-    for file in dest.rglob("*"):
-        if file.is_file():
+def _seal_tree(dest: Path) -> None:
+    """Owner-only modes (copy2 keeps the source's, sqlite and pg_dump use the umask), and
+    fsync every file before the backup is reported done."""
+    for folder, _, files in os.walk(dest):
+        os.chmod(folder, 0o700)
+        for name in files:
+            file = os.path.join(folder, name)
+            os.chmod(file, 0o600)
             fd = os.open(file, os.O_RDONLY)
             try:
                 os.fsync(fd)

@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 
 from driftpilot.cli import app
 from driftpilot.core.settings import Settings, get_settings
+from driftpilot.runs import backup as backup_
 from driftpilot.runs.plane import ControlPlane
 from driftpilot.runs.trust import Trust
 from driftpilot.store import AuditStore
@@ -138,8 +139,9 @@ def test_a_restored_home_verifies_predicts_the_same_and_approves_the_waiting_run
     restore_call = audited(get_settings(), "restore", args=True)
     assert restore_call["manifest_sha256"] == manifest_sha
     assert restore_call["source_home"] == str(settings.home)
+    assert audited(get_settings(), "restore")["trust"] == "checked against --audit-key"
     if kind == "postgres":  # an empty home, but the databases are the restored ones now
-        again = invoke("restore", str(dest), "--home", str(tmp_path / "again"))
+        again = invoke("restore", str(dest), "--home", str(tmp_path / "again"), "--trust-backup")
         assert again.exit_code == 1 and "is not empty" in again.output, again.output
         assert not (tmp_path / "again").exists(), "restore wrote before refusing"
 
@@ -184,6 +186,10 @@ def small_backup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     dest = tmp_path / "small-backup"
     done = invoke("backup", str(dest))
     assert done.exit_code == 0, done.output
+    assert settings.audit_key_path is not None
+    printed = backup_.fingerprint(load_or_create_key(settings.audit_key_path).public_key())
+    assert f"signed by audit key {printed}" in done.output, done.output
+    (tmp_path / "fingerprint").write_text(printed)
     return dest
 
 
@@ -197,9 +203,10 @@ def test_no_reports_leaves_the_reports_out(small_backup: Path, tmp_path: Path) -
     assert (small_backup / "trees" / "home" / "reports" / "r.html").exists()
 
 
-def restore_into(home: Path, backup: Path, env: pytest.MonkeyPatch) -> Any:
+def restore_into(home: Path, backup: Path, env: pytest.MonkeyPatch, *trust: str) -> Any:
+    """``restore`` into ``home``; ``trust`` (default --trust-backup): the key options."""
     point_at(env, home, {})
-    return invoke("restore", str(backup), "--home", str(home))
+    return invoke("restore", str(backup), "--home", str(home), *(trust or ("--trust-backup",)))
 
 
 def test_a_tampered_backup_is_refused_naming_the_file(
@@ -238,8 +245,16 @@ def test_a_restore_into_a_non_empty_home_is_refused_and_a_new_key_signs_on(
     assert refused.exit_code == 1 and "not empty" in refused.output, refused.output
     assert (busy / "something").read_text() == "mine" and len(list(busy.iterdir())) == 1
     fresh = tmp_path / "fresh"
-    done = restore_into(fresh, small_backup, monkeypatch)
+    # Without a key from outside the backup (or an explicit --trust-backup): refused.
+    point_at(monkeypatch, fresh, {})
+    refused = invoke("restore", str(small_backup), "--home", str(fresh))
+    assert refused.exit_code == 1 and "--expect-key" in refused.output, refused.output
+    assert not (fresh / "driftpilot.db").exists()
+    printed = (tmp_path / "fingerprint").read_text()
+    done = restore_into(fresh, small_backup, monkeypatch, "--expect-key", printed)
     assert done.exit_code == 0 and "new audit key" in done.output, done.output
+    get_settings.cache_clear()
+    assert audited(get_settings(), "restore")["trust"] == f"checked against --expect-key {printed}"
     assert (fresh / "batches" / "note.txt").read_text() == "a batch file\n"
     verified = invoke("audit", "--verify")
     assert verified.exit_code == 0 and "audit verified" in verified.output, verified.output
