@@ -79,15 +79,12 @@ install(chainlit_app)  # the client's address for password_auth, and its 429
 @cl.password_auth_callback
 async def password_auth(username: str, password: str) -> cl.User | None:
     """The user of a sign-in, under the limits on guessing (``ui.signin_guard``: a locked
-    address or name is refused unchecked, and the page gets 429 with Retry-After)."""
+    address or name is refused unchecked, and the page gets 429 with Retry-After; a store
+    failure is logged there, not counted, and the page gets 503)."""
     cp = plane()
     attempt = current_attempt()
-    try:
-        who = await asyncio.to_thread(
-            guarded_sign_in, cp, username, password, attempt, cp.settings.auth
-        )
-    except DriftPilotError:
-        return None
+    limits = cp.settings.auth
+    who = await asyncio.to_thread(guarded_sign_in, cp, username, password, attempt, limits)
     if who is None:
         return None
     return cl.User(identifier=who.principal, display_name=who.principal, metadata=who.metadata())

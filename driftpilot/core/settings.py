@@ -206,8 +206,9 @@ class AlertSettings(BaseModel):
 
 class AuthLimitSettings(BaseModel):
     """Limits on guessing credentials, read from ``DRIFTPILOT_AUTH_*``: failed chat sign-ins
-    and unknown or revoked API keys, counted per client address and per name (the user name;
-    an API key's id) in the audit database, so the API, the chat and a restart share them."""
+    and unknown or revoked API keys, counted per client address and per name (the user name,
+    at ``name_max_failures``; an API key's id) in the audit database, so the API, the chat and
+    a restart share them."""
 
     max_failures: int = Field(
         5, ge=1, description="Failures of one address or name within window_s that lock it."
@@ -220,6 +221,21 @@ class AuthLimitSettings(BaseModel):
         gt=0,
         description="Quiet time after which an address or name starts again from the first "
         "lockout's length, s.",
+    )
+    # A chat user name is locked at a much higher count than an address: per-address locks
+    # stop a guesser at one address fast, and a low name threshold would let anyone shut a
+    # user out everywhere with a few requests per lockout (driftpilot.store.throttle).
+    name_max_failures: int = Field(
+        20,
+        ge=1,
+        description="Failed sign-ins at one chat user name, from any addresses, within "
+        "window_s that lock the name (except at its known addresses).",
+    )
+    known_s: float = Field(
+        30 * 86400.0,
+        gt=0,
+        description="How long an address that signed in as a user stays exempt from that "
+        "name's lock, s.",
     )
 
 

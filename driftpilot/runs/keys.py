@@ -55,13 +55,14 @@ class ApiKeys:
         locks in one statement), no write. ``settle`` does the writes the verdict needs."""
         lookup = self.store.look_up_key(secret, address)
         at = self.store.clock()
-        wait = _left(lookup.address_locked_until, at)
         row = lookup.row
         live = row is not None and row.revoked_at is None
-        if wait is None and not live:
-            wait = _left(lookup.key_locked_until, at)
-        if wait is not None:
-            return Admission(None, retry_after(wait), lookup, address)
+        # The locks that refuse this secret: the address's always, the key id's for a wrong
+        # secret. Retry-After is the later end: before it, a retry is refused again.
+        ends = [lookup.address_locked_until] + ([] if live else [lookup.key_locked_until])
+        waits = [w for w in (_left(end, at) for end in ends) if w is not None]
+        if waits:
+            return Admission(None, retry_after(max(waits)), lookup, address)
         return Admission(key_view(row) if live and row else None, None, lookup, address)
 
     def settle(self, admission: Admission, limits: AuthLimitSettings) -> None:

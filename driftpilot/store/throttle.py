@@ -7,6 +7,16 @@ the ``dp_<id>_`` prefix of the secret tried). ``max_failures`` failures of a sub
 after ``forget_s`` without a failure a subject starts again from the first length. A lockout
 starts a fresh count (the next one needs ``max_failures`` new failures).
 
+A chat user name is locked only at ``name_max_failures`` (20 by default), not at
+``max_failures``, and a name's lock does not hold at its known addresses. Why: a name's lock
+holds from every address, so at the address threshold anyone could keep any user (an
+approver) shut out with ~6 requests per lockout, from anywhere. The address lock already
+stops a guesser at one address (at ``max_failures``, whatever names it tries: the per
+(name, address) lock and more); the name's higher threshold only slows a guesser spread over
+many addresses; and an address that signed in as that user within ``known_s`` (a ``known``
+row, keyed by a hash of the pair) is judged by its own address counter alone, so even a
+name locked by a distributed guesser still lets its owner in from where they usually sign in.
+
 The counters live in the audit database (``auth_failures``): the API and the chat are separate
 processes, and a restart must not hand out fresh guesses. Every lockout is audited as a tool
 call (agent ``auth``, tool ``auth.lockout``) naming the subject, never a secret. Attempts made
@@ -25,6 +35,7 @@ loses the row of a lockout, never the lockout.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import math
 import re
@@ -51,7 +62,8 @@ _KEY_ID = re.compile(r"dp_([0-9a-f]{12})_")
 
 
 class Subject(NamedTuple):
-    """What failures are counted against: ``kind`` address | user | key, and its name."""
+    """What failures are counted against: ``kind`` address | user | key, and its name (kind
+    ``known``: an address that signed in as a user, see ``known_subject``)."""
 
     kind: str
     name: str
@@ -123,6 +135,14 @@ def before_attempt(
     return replace(counter, failures=counter.failures + 1, locked_until=None, last_failure=at), True
 
 
+def limits_for(subject: Subject, limits: AuthLimitSettings) -> AuthLimitSettings:
+    """The limits ``subject`` is counted under: a user name's lock needs
+    ``name_max_failures`` failures (module docstring), any other subject ``max_failures``."""
+    if subject.kind != "user":
+        return limits
+    return limits.model_copy(update={"max_failures": limits.name_max_failures})
+
+
 def seconds_left(locked_until: datetime | None, at: datetime) -> float | None:
     """How long a lock ending at ``locked_until`` still holds at ``at`` (None: not locked)."""
     if locked_until is None or locked_until <= at:
@@ -168,6 +188,14 @@ def key_subject(secret: str) -> Subject | None:
     a secret of another shape (then the address alone counts)."""
     found = _KEY_ID.match(secret)
     return Subject("key", found.group(1)) if found else None
+
+
+def known_subject(address: Subject, user: Subject) -> Subject:
+    """The subject marking that ``address`` signed in as ``user``: a hash of the pair, so it
+    fits the name column whatever their lengths, and the table does not list who signs in
+    from where."""
+    digest = hashlib.sha256(f"{address.name}\n{user.name}".encode()).hexdigest()
+    return Subject("known", digest)
 
 
 # -- the counters in the database -------------------------------------------------------------
@@ -266,7 +294,10 @@ class Throttle(Chain):
         with self.session() as session:
             self._insert_missing(session, unique, at)
             rows = {s: self._row(session, s) for s in unique}
-            verdicts = {s: before_attempt(_counter(row), at, limits) for s, row in rows.items()}
+            verdicts = {
+                s: before_attempt(_counter(row), at, limits_for(s, limits))
+                for s, row in rows.items()
+            }
             refused = [s for s, (_, go) in verdicts.items() if not go]
             for subject in refused or unique:
                 before, (after, _) = _counter(rows[subject]), verdicts[subject]
@@ -282,20 +313,44 @@ class Throttle(Chain):
 
     def attempt_succeeded(self, address: Subject, name: Subject | None) -> None:
         """Take back the failure ``begin_attempt`` counted: the address's count drops by one,
-        the name's starts again from 0 (a success proves the name's owner, not the address)."""
+        the name's starts again from 0 (a success proves the name's owner, not the address),
+        and the address is known for the name from now (``is_known``), in one transaction."""
+        at = self.clock()
         with self.session() as session:
-            session.execute(
-                update(AuthFailure)
-                .where(AuthFailure.kind == address.kind, AuthFailure.name == address.name)
-                .where(AuthFailure.failures > 0)
-                .values(failures=AuthFailure.failures - 1)
-            )
+            _take_back(session, [address])
             if name is not None:
                 session.execute(
                     update(AuthFailure)
                     .where(AuthFailure.kind == name.kind, AuthFailure.name == name.name)
                     .values(failures=0)
                 )
+                known = known_subject(address, name)
+                self._insert_missing(session, [known], at)
+                session.execute(
+                    update(AuthFailure)
+                    .where(AuthFailure.kind == known.kind, AuthFailure.name == known.name)
+                    .values(last_failure=stamp(at))  # for a known row: when last signed in
+                )
+
+    def take_back(self, subjects: list[Subject]) -> None:
+        """Take back an attempt ``begin_attempt`` counted against ``subjects`` whose secret
+        could not be checked (the store failed): each count drops by one, a lock stays."""
+        with self.session() as session:
+            _take_back(session, sorted(set(subjects)))
+
+    def is_known(self, address: Subject, name: Subject, limits: AuthLimitSettings) -> bool:
+        """Whether ``address`` signed in as ``name`` within ``known_s``: then the name's
+        lock and count do not apply to its sign-ins (module docstring)."""
+        known = known_subject(address, name)
+        with self.reading() as session:
+            seen = session.scalar(
+                select(AuthFailure.last_failure).where(
+                    AuthFailure.kind == known.kind, AuthFailure.name == known.name
+                )
+            )
+        if seen is None:
+            return False
+        return (self.clock() - datetime.fromisoformat(seen)).total_seconds() <= limits.known_s
 
     def _row(self, session: Session, subject: Subject) -> AuthFailure:
         return session.scalars(
@@ -326,7 +381,7 @@ class Throttle(Chain):
     ) -> Lockout | None:
         row = self._row(session, subject)
         before = _counter(row)
-        after = after_failure(before, at, limits)
+        after = after_failure(before, at, limits_for(subject, limits))
         if after == before:
             return None
         _store(row, after)
@@ -337,7 +392,13 @@ class Throttle(Chain):
         # Run at each lockout (rare), not at each failure: the table holds a row per address
         # and name ever tried, and an attacker spraying made-up names would grow it forever.
         quiet = stamp(at - timedelta(seconds=max(limits.forget_s, limits.max_lockout_s)))
-        session.execute(delete(AuthFailure).where(AuthFailure.last_failure < quiet))
+        session.execute(
+            delete(AuthFailure).where(AuthFailure.kind != "known", AuthFailure.last_failure < quiet)
+        )
+        stale = stamp(at - timedelta(seconds=limits.known_s))
+        session.execute(
+            delete(AuthFailure).where(AuthFailure.kind == "known", AuthFailure.last_failure < stale)
+        )
 
     def _audit_lockout(self, lockout: Lockout, via: str) -> None:
         self.record_tool_call(
@@ -352,4 +413,15 @@ class Throttle(Chain):
             },
             ok=True,
             latency_ms=0.0,
+        )
+
+
+def _take_back(session: Session, subjects: list[Subject]) -> None:
+    """Each subject's count drops by one (never below 0)."""
+    for subject in subjects:
+        session.execute(
+            update(AuthFailure)
+            .where(AuthFailure.kind == subject.kind, AuthFailure.name == subject.name)
+            .where(AuthFailure.failures > 0)
+            .values(failures=AuthFailure.failures - 1)
         )

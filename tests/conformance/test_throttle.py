@@ -27,7 +27,7 @@ def hammer(store: AuditStore, limits: AuthLimitSettings, n: int) -> list[Lockout
 
 
 def test_concurrent_failures_are_each_counted_once(store: AuditStore) -> None:
-    limits = AuthLimitSettings(max_failures=1000)
+    limits = AuthLimitSettings(max_failures=1000, name_max_failures=1000)
     assert hammer(store, limits, 40) == []
     rows = {(r.kind, r.name): r.failures for r in store.list_rows(AuthFailure)}
     assert rows == {("address", ADDR.name): 40, ("user", "ann"): 40}
@@ -36,7 +36,7 @@ def test_concurrent_failures_are_each_counted_once(store: AuditStore) -> None:
 def test_a_lockout_reached_concurrently_starts_and_is_audited_once(
     store: AuditStore, clock: FakeClock
 ) -> None:
-    limits = AuthLimitSettings(max_failures=12, lockout_s=60)
+    limits = AuthLimitSettings(max_failures=12, name_max_failures=12, lockout_s=60)
     started = hammer(store, limits, 12)
     assert sorted(lockout.subject for lockout in started) == [ADDR, ANN]
     assert store.locked_until([ADDR]) == started[0].until
@@ -75,7 +75,7 @@ def test_parallel_attempts_counted_before_the_check_get_exactly_the_limit(
 ) -> None:
     """The chat's way (``begin_attempt``): of 24 sign-ins at one name in flight at once, 5
     are checked, and the others are refused: the lockout starts once and is audited once."""
-    limits = AuthLimitSettings(max_failures=5, lockout_s=60)
+    limits = AuthLimitSettings(max_failures=5, name_max_failures=5, lockout_s=60)
 
     def attempt(i: int) -> bool:
         address = Subject("address", f"198.51.100.{i}")
@@ -101,3 +101,27 @@ def test_a_success_takes_back_its_attempt(store: AuditStore, clock: FakeClock) -
     until = store.begin_attempt([ADDR, bob], limits, via="chat")
     assert until is not None and (until - clock()).total_seconds() == 60
     assert store.begin_attempt([Subject("address", "other"), ANN], limits, via="chat") is None
+
+
+def test_a_success_makes_its_address_known_for_the_name_and_a_take_back_undoes_a_count(
+    store: AuditStore, clock: FakeClock
+) -> None:
+    """``attempt_succeeded`` marks (address, name) known, again on a later success (the
+    row's conflict path); ``take_back`` drops each count by one, never below 0."""
+    limits = AuthLimitSettings(known_s=100)
+    assert not store.is_known(ADDR, ANN, limits)
+    store.attempt_succeeded(ADDR, ANN)
+    clock.advance(90)
+    store.attempt_succeeded(ADDR, ANN)
+    clock.advance(90)
+    assert store.is_known(ADDR, ANN, limits)
+    assert not store.is_known(Subject("address", "other"), ANN, limits)
+    clock.advance(11)
+    assert not store.is_known(ADDR, ANN, limits)
+    for _ in range(2):
+        assert store.begin_attempt([ADDR, ANN], limits, via="chat") is None
+    store.take_back([ADDR, ANN])
+    store.take_back([ADDR])
+    store.take_back([ADDR])
+    counts = {r.kind: r.failures for r in store.list_rows(AuthFailure) if r.kind != "known"}
+    assert counts == {"address": 0, "user": 1}

@@ -26,6 +26,7 @@ from driftpilot.store.throttle import (
     after_failure,
     before_attempt,
     key_subject,
+    known_subject,
     lockout_seconds,
     retry_after,
     user_subject,
@@ -139,10 +140,11 @@ def test_a_lockout_holds_on_the_clock_and_is_audited_without_the_secret(
     store: AuditStore, clock: FakeClock
 ) -> None:
     ann = Subject("user", "ann")
+    limits = LIMITS.model_copy(update={"name_max_failures": 3})
     for _ in range(2):
-        assert store.record_failures([ADDR, ann], LIMITS, via="chat") == []
+        assert store.record_failures([ADDR, ann], limits, via="chat") == []
     [by_address, by_name] = sorted(
-        store.record_failures([ADDR, ann], LIMITS, via="chat"), key=lambda x: x.subject.kind
+        store.record_failures([ADDR, ann], limits, via="chat"), key=lambda x: x.subject.kind
     )
     assert by_address.subject == ADDR and by_name.subject == ann and by_name.seconds == 60
     assert store.locked_until([ann]) == at(60)
@@ -175,12 +177,40 @@ def test_a_success_clears_the_names_failures_but_not_the_addresss(store: AuditSt
 def test_rows_quiet_for_forget_s_are_deleted_at_the_next_lockout(
     store: AuditStore, clock: FakeClock
 ) -> None:
+    """... but a known address (one that signed in as a user) is kept for ``known_s``."""
+    home, ann = Subject("address", "198.51.100.3"), Subject("user", "ann")
     store.record_failures([Subject("user", "sprayed")], LIMITS, via="chat")
+    store.attempt_succeeded(home, ann)
     clock.advance(3601)
     for _ in range(3):
         store.record_failures([ADDR], LIMITS, via="api")
     assert store.locked_until([ADDR]) is not None
+    known = known_subject(home, ann).name
+    assert {row.name for row in store.list_rows(AuthFailure)} == {"192.0.2.7", known}
+    assert store.is_known(home, ann, LIMITS)
+    clock.advance(LIMITS.known_s)
+    assert not store.is_known(home, ann, LIMITS)
+    for _ in range(3):
+        store.record_failures([ADDR], LIMITS, via="api")  # the next lockout forgets it
     assert {row.name for row in store.list_rows(AuthFailure)} == {"192.0.2.7"}
+
+
+def test_a_name_locks_at_its_own_higher_threshold(store: AuditStore, clock: FakeClock) -> None:
+    """Addresses lock at max_failures; a user name, which locks from every address, only at
+    name_max_failures; a key id at max_failures (its lock never refuses the right key)."""
+    limits = LIMITS.model_copy(update={"name_max_failures": 5})
+    ann = Subject("user", "ann")
+    checked = [
+        store.begin_attempt([Subject("address", f"198.51.100.{i}"), ann], limits, via="chat")
+        is None
+        for i in range(7)
+    ]
+    assert checked == [True] * 5 + [False] * 2
+    assert store.locked_until([ann]) == at(60)
+    key = Subject("key", "0123456789ab")
+    started = [store.record_failures([ADDR, key], limits, via="api") for _ in range(3)]
+    assert started[:2] == [[], []]
+    assert {lockout.subject for lockout in started[2]} == {ADDR, key}
 
 
 # -- API keys: the verdict and what it writes ---------------------------------------------------
@@ -220,11 +250,35 @@ def test_unknown_keys_lock_the_address_and_the_key_id_but_not_the_right_key(
     assert revoked.revoked and keys.admit(secret, there).key is None
 
 
+def test_retry_after_is_the_later_of_the_address_and_key_id_locks(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """A wrong secret naming a locked key id from a locked address waits for both locks."""
+    store = AuditStore(f"sqlite:///{tmp_path / 'audit.db'}", clock=clock)
+    keys = ApiKeys(store)
+    _, secret = keys.create_api_key("olga", "operator")
+    wrong = f"dp_{secret.split('_')[1]}_{'x' * 32}"
+    here = Subject("address", "192.0.2.1")
+    for i in range(3):  # the address locks at 0 for 60 s
+        keys.settle(keys.admit(f"dp_00000000000{i}_{'y' * 32}", here), LIMITS)
+    clock.advance(30)
+    for i in range(3):  # the key id locks at 30 for 60 s, from elsewhere
+        keys.settle(keys.admit(wrong, Subject("address", f"192.0.2.{10 + i}")), LIMITS)
+    clock.advance(1)
+    assert keys.admit(wrong, here).retry_after == 59  # the key id's lock ends later
+    assert keys.admit(secret, here).retry_after == 29  # the right key: the address's only
+    clock.advance(29)
+    assert keys.admit(wrong, here).retry_after == 30
+    assert keys.admit(secret, here).key is not None
+
+
 def test_limits_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DRIFTPILOT_AUTH_MAX_FAILURES", "7")
     monkeypatch.setenv("DRIFTPILOT_AUTH_LOCKOUT_S", "30")
+    monkeypatch.setenv("DRIFTPILOT_AUTH_NAME_MAX_FAILURES", "40")
     auth = Settings().auth
     assert (auth.max_failures, auth.lockout_s, auth.window_s) == (7, 30.0, 900.0)
+    assert (auth.name_max_failures, auth.known_s) == (40, 30 * 86400.0)
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
