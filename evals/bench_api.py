@@ -13,13 +13,18 @@ measures:
   is a minimal asyncio HTTP/1.1 client over keep-alive connections (cheap enough not to be
   the bottleneck); the server's CPU per request is read from /proc;
 - run creation (``POST /runs``, a small built-in dataset batch, ``multitask_strategy``
-  ``enqueue``), one request after the other, while the executor works through the queue;
+  ``enqueue``), one request after the other, while the executor works through the queue:
+  first beside the server's first run (first-run costs; with run processes, their spawning:
+  ``driftpilot.execution.processes``), then steady, once that run stopped and the server
+  and its children are idle again (the target is judged on both);
 - the first server-sent event of ``GET /runs/{id}/stream``.
 
 It prints a table and writes ``evals/results/bench_api.json`` with the machine it ran on.
 Targets (issues 7 and 23): every audit query shape p99 <= 50 ms at 200 requests/s, run
-creation p99 <= 100 ms; each is printed as met or missed. ``--before`` puts an earlier
-results file (the same benchmark on an older commit) beside this one's numbers.
+creation p99 <= 100 ms; each is printed as met or missed. ``--run-processes 0`` runs the
+server's runs in its threads (the default: ``api.run_processes`` child processes).
+``--before`` puts an earlier results file (the same benchmark on an older commit) beside
+this one's numbers.
 
     python -m evals.bench_api [--rate 200] [--seconds 10] [--runs 50] [--streams 50]
                               [--before evals/results/bench_api.json]
