@@ -53,13 +53,15 @@ def make_backup(
         (dest / path).write_bytes(data)
     signer = home_settings(tmp_path / "signer", audit_key_path=key)
     backup_._public_key(signer, dest)
-    roles = dict.fromkeys(backup_stores.ROLES, "audit")
+    # A SQLite home's roles: the registry in MLflow's store, each other role its own file.
+    roles = {role: role for role in backup_stores.ROLES} | {"mlflow_registry": "mlflow"}
+    never_made = {"kind": "sqlite", "absent": True}
     manifest = {
         "format": backup_.FORMAT,
         "created_at": "2026-12-07T00:00:00+00:00",
         "alembic_revision": None,
         "source": {"home": OLD, "trees": trees or {"home": OLD}, "policy": None},
-        "stores": stores or {"audit": {"kind": "sqlite", "absent": True}},
+        "stores": stores or {role: never_made for role in set(roles.values())},
         "roles": roles,
         "files": backup_.file_list(dest),
     }
@@ -219,3 +221,20 @@ def test_an_mlflow_servers_credentials_are_not_written(tmp_path: Path) -> None:
     assert backup_.redact("s3://bucket/artifacts") == "s3://bucket/artifacts"
     record = backup_._dump(backup_stores.Store("mlflow", url, "external"), tmp_path)
     assert "s3cret" not in json.dumps(record) and "alice" not in json.dumps(record)
+
+
+def test_trust_backup_restores_and_says_so_in_the_audit(tmp_path: Path, key: Path) -> None:
+    from driftpilot.store import AuditStore
+    from driftpilot.store.models import ToolCall
+
+    dest = make_backup(tmp_path, key)
+    target = home_settings(tmp_path / "target")
+    done = restore.restore(dest, target, trust_backup=True)
+    assert done["trust"] == restore.OWN_KEY_ONLY == "checked against the backup's own key only"
+    assert (target.home / "batches" / "note.txt").read_bytes() == b"a batch file\n"
+    store = AuditStore(target.db_url)
+    try:
+        [call] = store.list_rows(ToolCall, ToolCall.tool == "restore")
+    finally:
+        store.engine.dispose()
+    assert json.loads(call.result)["trust"] == restore.OWN_KEY_ONLY
