@@ -20,7 +20,7 @@ class ScriptedChatModel(FakeMessagesListChatModel):
 
     seen: list[Any] = Field(default_factory=list)
 
-    def bind_tools(self, tools: Any, **kwargs: Any) -> ScriptedChatModel:  # type: ignore[override]
+    def bind_tools(self, tools: Any, **kwargs: Any) -> ScriptedChatModel:
         return self
 
     def _generate(
