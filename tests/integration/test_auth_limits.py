@@ -5,7 +5,8 @@ say so).
 
 Clients connect from distinct loopback addresses (127.0.0.2, 127.0.0.3, ...: all of 127/8 is
 this host), so the server sees them as distinct peers; no traffic leaves loopback. The
-servers run with the default limits: 5 failures lock an address or a name for 60 s."""
+servers run with the default limits: 5 failures lock an address or a key id, 20 a chat user
+name (except at an address that signed in as that user), for 60 s."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ pytestmark = pytest.mark.integration
 DRIFTPILOT = Path(sys.executable).with_name("driftpilot")
 PROBLEM = "application/problem+json"
 N = 5  # AuthLimitSettings.max_failures' default
+NAME_N = 20  # AuthLimitSettings.name_max_failures' default
 LOCKOUT_S = 60  # AuthLimitSettings.lockout_s' default
 
 
@@ -236,18 +238,32 @@ def sign_in(client: httpx.Client, name: str, password: str) -> httpx.Response:
     return client.post("/login", files={"username": (None, name), "password": (None, password)})
 
 
-def test_bad_passwords_for_a_name_lock_it_from_every_address(chat: Chat) -> None:
+def test_a_name_locks_only_at_its_higher_count_and_never_where_its_owner_signed_in(
+    chat: Chat,
+) -> None:
+    """N bad passwords for pat from N addresses (what used to lock pat everywhere) leave her
+    free; NAME_N lock her name for new addresses, not for one she signed in from."""
+    with from_address("127.0.2.200", chat.url) as home:
+        assert sign_in(home, "pat", "pat-password-1").status_code == 200
     for i in range(N):
         with from_address(f"127.0.2.{i + 1}", chat.url) as guesser:
             answer = sign_in(guesser, "pat", f"guess-{i}-{secrets.token_hex(4)}")
             assert answer.status_code == 401, (i, answer.text)
-    with from_address("127.0.2.100", chat.url) as pat:
-        # Pat's own password is refused unchecked while the name is locked (" PAT " is pat).
-        body = assert_locked(sign_in(pat, " PAT ", "pat-password-1"))
+    with from_address("127.0.2.201", chat.url) as elsewhere:
+        assert sign_in(elsewhere, "pat", "pat-password-1").status_code == 200
+    for i in range(NAME_N):
+        with from_address(f"127.0.4.{i + 1}", chat.url) as guesser:
+            answer = sign_in(guesser, "pat", f"guess-{i}-{secrets.token_hex(4)}")
+            assert answer.status_code == 401, (i, answer.text)
+    with from_address("127.0.4.100", chat.url) as fresh:
+        # Pat's own password is refused unchecked from a new address (" PAT " is pat).
+        body = assert_locked(sign_in(fresh, " PAT ", "pat-password-1"))
         assert "sign-ins" in str(body["detail"])
         # Another user signs in from that very address.
-        welcome = sign_in(pat, "quinn", "quinn-password-1")
+        welcome = sign_in(fresh, "quinn", "quinn-password-1")
         assert welcome.status_code == 200, welcome.text
+    with from_address("127.0.2.200", chat.url) as home:
+        assert sign_in(home, "pat", "pat-password-1").status_code == 200
     audited = lockouts(chat.settings, "chat")
     assert [(a["kind"], a["name"], a["via"]) for a, _ in audited] == [("user", "pat", "chat")]
     assert "guess-" not in json.dumps(audited)
