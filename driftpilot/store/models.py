@@ -288,7 +288,7 @@ class AuthFailure(Base):
     call (agent ``auth``)."""
 
     __tablename__ = "auth_failures"
-    kind: Mapped[str] = mapped_column(String(20), primary_key=True, doc="address | user | key")
+    kind: Mapped[str] = mapped_column(String(20), primary_key=True, doc="address | user | key | known")
     name: Mapped[str] = mapped_column(String(200), primary_key=True)
     failures: Mapped[int] = mapped_column(Integer, doc="failures in the current window")
     window_start: Mapped[str] = mapped_column(String(40), doc="the window's first failure")
