@@ -1,15 +1,19 @@
 """The README's authorization matrix, cell by cell, over real HTTP.
 
 The README section "Authorization matrix" is the source of truth: this module parses its
-table, checks that its rows are exactly the routes of the served OpenAPI document (plus the
-documentation pages), and sends one real request per (route, principal) cell to a ``driftpilot
-serve`` subprocess on a free loopback port, expecting the cell's status.
+table, checks that its rows are exactly the routes of the app (``app.routes``, the ones left
+out of the OpenAPI document included; only the documentation's static files, ``STATIC_MOUNTS``,
+have no row), and sends one real request per (route, principal) cell to a ``driftpilot serve``
+subprocess on a free loopback port, expecting the cell's status. ``—`` (no owner to differ
+from) is a cell of the "another principal" column only: every route answers every role.
 
 The home is a copy of the session's trained flights home (``trained_homes``). Before the
-server starts, the operator ``olga`` gets two runs waiting for approval (a forced retrain and
-a high-risk promotion) and pending runs that nothing executes (the server does not recover at
-start-up): one per principal who may cancel, and one kept pending so that the model stays
-busy for ``reject`` requests. Schedules, crons, webhooks and threads are made through the API,
+server starts, two runs wait for approval (a forced retrain and a high-risk promotion), one
+requested by the operator ``olga``, decided by the approver ``abby``, and one by ``abby``
+herself (the admin decides it; first, ``abby`` is refused it: self-approval), and olga has
+pending runs that nothing executes (the server does not recover at start-up): one per
+principal who may cancel, and one kept pending so that the model stays busy for ``reject``
+requests. Schedules, crons, webhooks and threads are made through the API,
 by ``olga``. "another principal" is ``otto``, a second operator.
 
 Cells run in the table's order, but the routes that execute or resume runs (``LATE``) run
@@ -52,13 +56,11 @@ PRINCIPALS: dict[str, tuple[str, str] | None] = {
     "admin": ("ada", "admin"),
     "another principal": ("otto", "operator"),
 }
-# Served by the app but left out of its OpenAPI document.
-DOCS_PAGES = {
-    ("GET", "/openapi.json"),
-    ("GET", "/docs"),
-    ("GET", "/docs/oauth2-redirect"),
-    ("GET", "/redoc"),
-}
+# Mounts of the app that are not routes of the matrix: Swagger UI's and ReDoc's bundled
+# files (fastapi-offline), public static assets with no key checked, like /docs itself.
+STATIC_MOUNTS = {"/static-offline-docs"}
+# The only column where a cell may be "not applicable" (module docstring).
+OWNERLESS = "another principal"
 # Routes that execute or resume runs: after every other cell (module docstring).
 LATE = (
     ("POST", "/runs"),
@@ -111,22 +113,32 @@ def matrix(text: str) -> dict[Route, dict[str, str]]:
     return rows
 
 
-def status_of(cell: str) -> int | None:
-    """The status a cell documents (``404*`` is 404), None for ``—`` (not applicable)."""
+def status_of(cell: str, column: str) -> int | None:
+    """The status a cell documents (``404*`` is 404), None for ``—`` (not applicable).
+
+    Raises:
+        AssertionError: not a status, or ``—`` outside the ``OWNERLESS`` column.
+    """
     if cell in ("—", "-"):
+        assert column == OWNERLESS, f"'—' in the {column!r} column: every role gets an answer"
         return None
     found = re.fullmatch(r"([1-5]\d\d)\*?", cell)
     assert found, f"not a status: {cell!r}"
     return int(found.group(1))
 
 
-def cells() -> list[Cell]:
-    """Every applicable cell of the README's table, the ``LATE`` routes' last."""
+def cells(text: str | None = None) -> list[Cell]:
+    """Every applicable cell of ``text``'s table (default: the README's), the ``LATE``
+    routes' last.
+
+    Raises:
+        AssertionError: the table is malformed (``matrix``, ``status_of``).
+    """
     found = [
         Cell(method, path, column, status)
-        for (method, path), row in matrix(README.read_text()).items()
-        for column, text in row.items()
-        if (status := status_of(text)) is not None
+        for (method, path), row in matrix(README.read_text() if text is None else text).items()
+        for column, cell in row.items()
+        if (status := status_of(cell, column)) is not None
     ]
     return sorted(found, key=_phase)
 
@@ -162,13 +174,13 @@ class World:
 
 
 def _waiting_runs(cp: ControlPlane, months: dict[str, pl.DataFrame]) -> list[str]:
-    """Two of olga's runs waiting for approval: July and October drifted, so the forced
-    retrain's challenger wins, and every promotion is high-risk. The samples are ones that
-    do (a smaller October sample's challenger loses: the run ends without asking)."""
+    """Two runs waiting for approval, olga's then abby's: July and October drifted, so the
+    forced retrain's challenger wins, and every promotion is high-risk. The samples are ones
+    that do (a smaller October sample's challenger loses: the run ends without asking)."""
     made = []
-    for month, seed in (("2013-07", 2), ("2013-10", 4)):
+    for month, seed, who in (("2013-07", 2, "olga"), ("2013-10", 4, "abby")):
         frame = months[month].sample(n=2000, seed=seed).sort("time_hour")
-        view = cp.start_run("flights", frame, month, trigger="api", requested_by="olga")
+        view = cp.start_run("flights", frame, month, trigger="api", requested_by=who)
         assert view.status == "waiting_approval", (view.status, view.outcome, view.summary)
         made.append(view.run_id)
     return made
@@ -385,13 +397,116 @@ def send(world: World, cell: Cell) -> httpx.Response:
 CELLS = cells()
 
 
-def test_every_served_route_has_a_row_and_every_row_a_route(world: World) -> None:
+def app_routes(app: Any) -> tuple[set[Route], set[Route]]:
+    """Every (method, path) ``app`` serves, and those of them in its OpenAPI document.
+
+    HEAD is left out where GET is there (Starlette answers HEAD with the GET route).
+
+    Raises:
+        AssertionError: a mount other than ``STATIC_MOUNTS``, or a kind of route (a
+            websocket) the matrix has no column for.
+    """
+    from fastapi.routing import APIRoute, iter_route_contexts
+    from starlette.routing import Mount
+    from starlette.routing import Route as StarletteRoute
+
+    served: set[Route] = set()
+    documented: set[Route] = set()
+    # An included router is one entry of app.routes (FastAPI 0.165): its routes, with their
+    # prefix, come from iter_route_contexts, which the OpenAPI document is made from too.
+    for context in iter_route_contexts(app.routes):
+        route = context.original_route
+        if isinstance(route, Mount):
+            assert context.path in STATIC_MOUNTS, f"a mount the matrix cannot see: {context.path}"
+            continue
+        assert isinstance(route, APIRoute | StarletteRoute), f"not an HTTP route: {route!r}"
+        methods = set(context.methods or ())
+        if "GET" in methods:
+            methods.discard("HEAD")
+        found = {(method, str(context.path)) for method in methods}
+        served |= found
+        if context.include_in_schema:
+            documented |= found
+    return served, documented
+
+
+def test_routes_are_listed_from_the_app_hidden_ones_included() -> None:
+    """A route left out of the OpenAPI document (``include_in_schema=False``) is one of the
+    app's routes all the same, so it needs a row."""
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.get("/hidden", include_in_schema=False)
+    def hidden() -> dict[str, str]:
+        return {}
+
+    @app.post("/shown")
+    def shown() -> dict[str, str]:
+        return {}
+
+    served, documented = app_routes(app)
+    assert ("GET", "/hidden") in served and ("GET", "/hidden") not in documented
+    assert ("POST", "/shown") in documented and ("GET", "/docs") in served
+    app.mount("/elsewhere", FastAPI())
+    with pytest.raises(AssertionError, match="a mount the matrix cannot see: /elsewhere"):
+        app_routes(app)
+
+
+@pytest.mark.parametrize(
+    ("row", "column"),
+    [
+        ("| GET | /x | — | — | — | — | — | — |", "no key"),
+        ("| GET | /x | 401 | 200 | — | 200 | 200 | — |", "operator"),
+        ("| GET | /x | 401 | 200 | 200 | 200 | - | — |", "admin"),
+    ],
+)
+def test_a_dash_is_a_cell_of_the_another_principal_column_only(row: str, column: str) -> None:
+    """An all-``—`` row, or ``—`` where a role gets an answer, is not a vacuous pass."""
+    header = "| Method | Path | " + " | ".join(COLUMNS) + " |\n|" + "---|" * 8 + "\n"
+    ok = "| GET | /y | 401 | 200 | 200 | 200 | 200 | — |\n"
+    assert len(cells(f"{HEADING}\n\n{header}{ok}")) == 5
+    with pytest.raises(AssertionError, match=f"'—' in the '{column}' column"):
+        cells(f"{HEADING}\n\n{header}{ok}{row}\n")
+
+
+def test_an_approver_cannot_decide_a_run_they_requested(world: World) -> None:
+    """abby, an approver, is refused the approval of her own waiting run (403
+    ``self-approval``), whatever her decision, and the run still waits. (Every approval cell
+    of the table decides someone else's run; its "another principal" is an operator, refused
+    by role.) Before ``test_cell``: the admin's LATE cell decides this run."""
+    run_id = world.ids["waiting"][1]
+    run = _ok(world.client("viewer").get(f"/runs/{run_id}"))
+    assert (run["requested_by"], run["status"]) == ("abby", "interrupted"), run
+    for decision in ("approve", "reject"):
+        resume = {"decision": decision, "comment": "my own run"}
+        refused = world.client("approver").post(
+            f"/approvals/{run_id}", json={"command": {"resume": resume}}
+        )
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["type"].endswith("self-approval"), refused.json()
+    assert _ok(world.client("viewer").get(f"/runs/{run_id}"))["status"] == "interrupted"
+
+
+def test_every_served_route_has_a_row_and_every_row_a_route(
+    world: World, settings: Settings
+) -> None:
+    from api.app import create_app
+    from driftpilot.core.settings import ApiSettings
+
+    cp = ControlPlane(settings)
+    try:
+        served, documented = app_routes(create_app(cp, ApiSettings(recover_on_start=False)))
+    finally:
+        cp.close()
+    # The app built here is the one the server serves: the same documented routes.
     document = _ok(world.client("viewer").get("/openapi.json"))
-    served = {
+    published = {
         (method.upper(), path)
         for path, operations in document["paths"].items()
         for method in operations
-    } | DOCS_PAGES
+    }
+    assert published == documented, sorted(published ^ documented)
     rows = set(matrix(README.read_text()))
     assert not served - rows, f"routes without a row in README.md: {sorted(served - rows)}"
     assert not rows - served, f"README.md rows of no route: {sorted(rows - served)}"
