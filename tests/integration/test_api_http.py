@@ -342,8 +342,8 @@ def test_run_streams_pauses_and_is_approved_after_a_restart(server: Server) -> N
         assert (done["status"], done["outcome"]) == ("success", "promoted"), done
         assert abby.get("/models/flights").json()["champion"] == 2
         assert abby.get("/approvals").json() == []
-        again = abby.post(f"/approvals/{run['run_id']}", json={"decision": "approve"})
-        assert_problem(again, 409, "not waiting for approval")
+        decided = abby.post(f"/approvals/{run['run_id']}", json={"decision": "approve"})
+        assert_problem(decided, 409, "not waiting for approval")
 
 
 # -- the other batch sources, multitask and cancel -----------------------------------------------
