@@ -40,6 +40,7 @@ from tools.calibrate import (
     calibrate_model,
     uncalibrated,
 )
+from tools.data import write_parquet_atomic
 from tools.metrics import encode_labels, value
 
 NAME = "recalibrate"
@@ -113,8 +114,8 @@ def _fit_and_log(
     # The batch becomes the reference if the map is promoted: its rows carry the new
     # prevalence, so the next batch is not read as the same label shift again (all of them:
     # the fit rows alone would be a reference too small to measure drift against).
-    batch.write_parquet(window_path)
-    holdout.write_parquet(holdout_path)
+    write_parquet_atomic(batch, window_path)  # a full disk leaves no torn reference
+    write_parquet_atomic(holdout, holdout_path)
     request = registry.RegisterRequest(
         name=model,
         key=f"{run_id}:{NAME}",

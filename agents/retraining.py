@@ -19,6 +19,7 @@ from agents.optimizer import rejected_attempts, training_window
 from driftpilot.core.errors import LLMError, TrainerFailed
 from driftpilot.core.policy import Policy
 from tools import registry
+from tools.data import write_parquet_atomic
 from tools.train import TrainedModel, TrainSpec, train_model
 from tools.trainer import (
     DEFAULT_MEMORY_MB,
@@ -205,8 +206,8 @@ def _fit_and_log(ctx: RunContext, state: dict[str, Any], window_k: int) -> dict[
         folder / f"window-{run_id}.parquet",
         folder / f"holdout-{run_id}.parquet",
     )
-    window.write_parquet(window_path)
-    holdout.write_parquet(holdout_path)
+    write_parquet_atomic(window, window_path)  # a full disk leaves no torn reference
+    write_parquet_atomic(holdout, holdout_path)
     request = registry.RegisterRequest(
         name=model,
         key=f"{run_id}:{NAME}",

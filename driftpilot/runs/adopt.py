@@ -192,17 +192,18 @@ class Adoptions:
         """The reference window and the rows the baseline is measured on: with a time column
         the latest ``holdout_fraction`` of them (as a bootstrap's out-of-time holdout), else
         all. Those rows calibrate the estimates made on batches without labels."""
+        from tools.data import write_parquet_atomic
         from tools.train import split_holdout
 
         folder = self.models.ctx.model_dir(request.name)
         reference = folder / f"window-{run_id}.parquet"
-        request.reference.write_parquet(reference)
+        write_parquet_atomic(request.reference, reference)  # a full disk leaves no torn file
         holdout = labelled
         if request.time_col:
             fraction = self.models.policy.retraining.holdout_fraction
             _, holdout = split_holdout(labelled, request.time_col, fraction)
         holdout_path = folder / f"holdout-{run_id}.parquet"
-        holdout.write_parquet(holdout_path)
+        write_parquet_atomic(holdout, holdout_path)
         return reference, holdout, holdout_path
 
     def _write_row(

@@ -167,6 +167,7 @@ class Models:
         trainer: str | None = None,
     ) -> None:
         from tools import registry
+        from tools.data import write_parquet_atomic
         from tools.metrics import interval
         from tools.train import split_holdout, train_model
 
@@ -174,7 +175,8 @@ class Models:
 
         folder = self.ctx.model_dir(name)
         reference = folder / f"window-{run_id}.parquet"
-        initial.write_parquet(reference)
+        # whole or not at all: a full disk must not leave a file that reads as a broken model
+        write_parquet_atomic(initial, reference)
         fields = {
             "source": source,
             "target": target,
@@ -199,7 +201,7 @@ class Models:
         labelled = initial.filter(pl.col(target).is_not_null())
         fit, holdout = split_holdout(labelled, time_col, self.policy.retraining.holdout_fraction)
         holdout_path = folder / f"holdout-{run_id}.parquet"
-        holdout.write_parquet(holdout_path)
+        write_parquet_atomic(holdout, holdout_path)
         model = self.ctx.call(
             run_id,
             "bootstrap",

@@ -4,6 +4,8 @@ one would be), and a scan is filed without being collected."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import polars as pl
@@ -183,3 +185,30 @@ def test_a_csv_that_breaks_past_its_schema_sample_is_a_format_error(tmp_path: Pa
     with pytest.raises(FormatError, match="cannot read"):
         intake(given, target)
     assert not target.exists() and not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_write_that_runs_out_of_room_leaves_no_file(tmp_path: Path) -> None:
+    """A full disk mid-write (here a file-size limit: EFBIG, as ENOSPC would) raises and
+    leaves neither the target nor the temporary: a torn Parquet file would later read as
+    'Invalid thrift' in a model's reference."""
+    script = (
+        "import resource, signal, sys\n"
+        "import numpy as np, polars as pl\n"
+        "from pathlib import Path\n"
+        "from tools.data import write_parquet_atomic\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))\n"
+        "frame = pl.DataFrame({'x': np.random.default_rng(0).random(200_000)})\n"
+        "try:\n"
+        "    write_parquet_atomic(frame, Path(sys.argv[1]))\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__, exc)\n"
+        "    sys.exit(3)\n"
+    )
+    target = tmp_path / "models" / "window-r1.parquet"
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(target)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 3, (done.stdout, done.stderr)
+    assert "File too large" in done.stdout or "os error 27" in done.stdout, done.stdout
+    assert list(target.parent.iterdir()) == []
