@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import secrets
 import uuid
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -22,28 +22,15 @@ from driftpilot.alerts.destinations import Resolver, resolve, system_resolver
 from driftpilot.core.errors import ConfigError, NotFound
 from driftpilot.core.identity import normalize_principal
 from driftpilot.core.settings import AlertSettings
+from driftpilot.runs.views import EventKind
 from driftpilot.store.audit import now
 from driftpilot.store.models import ManagedModel, Webhook
 
 if TYPE_CHECKING:
     from driftpilot.store.audit import AuditStore
 
-EventKind = Literal[
-    "approval_waiting",
-    "promotion",
-    "rollback",
-    "quarantine_streak",
-    "run_failed",
-    "episode_escalated",
-]
-EVENT_KINDS: tuple[EventKind, ...] = (
-    "approval_waiting",
-    "promotion",
-    "rollback",
-    "quarantine_streak",
-    "run_failed",
-    "episode_escalated",
-)
+# One vocabulary of events: the plane announces them, webhooks subscribe to them.
+EVENT_KINDS: tuple[EventKind, ...] = get_args(EventKind)
 WebhookFormat = Literal["json", "slack"]
 AGENT = "alerts"
 
