@@ -94,14 +94,49 @@ class RunContext:
         earlier rows and ends it ``reconciled``: ``fn`` must itself be idempotent against
         MLflow (idempotency keys, compare-and-swap)."""
         action = tool.rsplit(".", 1)[-1]
-        replay = self.store.last_mutation(run_id, step) is not None
+        last = self.store.last_mutation(run_id, step)
+        # A step whose earlier attempt ended ``failed`` is attempted afresh, under a new intent.
+        replay = last is not None and last.phase != "failed"
         if not replay:
             self.store.record_mutation(run_id, step, action, "intent", args)
-        result = self.call(run_id, agent, tool, fn, args, summarize)
+        try:
+            result = self.call(run_id, agent, tool, fn, args, summarize)
+        except Exception as exc:
+            self._close_failed(run_id, agent, step, action, args, exc)
+            raise
         fault_point(fault)  # tests crash here: the effect happened, its record did not
         phase = "reconciled" if replay else "applied"
         self.store.record_mutation(run_id, step, action, phase, args, _jsonable(summarize(result)))
         return result
+
+    def _close_failed(
+        self,
+        run_id: str,
+        agent: str,
+        step: str,
+        action: str,
+        args: dict[str, Any],
+        exc: Exception,
+    ) -> None:
+        """End the open intent of a step whose effect raised ``exc``: ``close_failed`` with
+        what MLflow shows of it. When that cannot be done (MLflow or the audit unreachable,
+        a full disk) the intent stays open for ``recover`` and ``exc`` says why."""
+        try:
+            close_failed(
+                self.store,
+                self.settings,
+                run_id,
+                agent,
+                step,
+                action,
+                args,
+                f"{type(exc).__name__}: {exc}",
+            )
+        except Exception as closing:
+            exc.add_note(
+                f"intent of {action} ({step}) left open for `driftpilot recover`: "
+                f"{type(closing).__name__}: {closing}"
+            )
 
     def record(
         self,
@@ -235,6 +270,84 @@ class RunContext:
         if key not in self._champions:
             self._champions[key] = registry.load_version(name, info.version, self.settings)
         return self._champions[key], info.version
+
+
+def effect_found(action: str, args: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """What MLflow shows of a mutation whose call did not return (it raised, or its process
+    died): the logged run and the partly logged ones under the intent's idempotency key, the
+    version registered under it, or where the alias points now.
+
+    Raises:
+        Exception: MLflow could not be asked (the effect is then unknown).
+    """
+    from tools import registry
+
+    name, key = args.get("name"), args.get("key")
+    if action == "log_model" and name and key:
+        logged = registry.find_logged(name, key, settings)
+        return {
+            "logged": logged.model_dump(mode="json") if logged else None,
+            "partial_runs": _partial_runs(name, key, settings),
+        }
+    if action == "register_model" and name and key:
+        info = registry.find_by_key(name, key, settings)
+        return {"version": info.model_dump(mode="json") if info else None}
+    if action == "set_alias" and name and args.get("alias"):
+        try:
+            return {"alias_version": registry.get_alias(name, args["alias"], settings).version}
+        except AliasNotFound:
+            return {"alias_version": None}
+    if name:
+        return {"champion": registry.current_champion(name, settings)}
+    return {}
+
+
+def _partial_runs(name: str, key: str, settings: Settings) -> list[str]:
+    """MLflow runs logged under ``key`` whose logging died before their model was stored
+    (``find_logged`` skips them, so no later attempt reuses one)."""
+    from tools import registry
+
+    client = registry.mlflow_client(settings)
+    experiment = client.get_experiment_by_name(f"driftpilot/{name}")
+    if experiment is None:
+        return []
+    runs = client.search_runs([experiment.experiment_id], f"tags.`{registry.KEY_TAG}` = '{key}'")
+    return [r.info.run_id for r in runs if registry.MODEL_URI_TAG not in r.data.tags]
+
+
+def close_failed(
+    store: AuditStore,
+    settings: Settings,
+    run_id: str,
+    agent: str,
+    step: str,
+    action: str,
+    args: dict[str, Any],
+    error: str,
+) -> dict[str, Any]:
+    """End an open intent as ``failed``: an audited row with ``error`` and what MLflow shows
+    of the effect (``effect_found``). A version that was registered although the call failed
+    is accounted for by a ``registry.register_model`` tool call naming it (audit verify checks
+    every registered version has one). Returns the row's result.
+
+    Raises:
+        Exception: MLflow or the audit store could not be reached; the intent stays open.
+    """
+    found = effect_found(action, args, settings)
+    version = found.get("version")
+    if version and version["version"] not in store.logged_versions(version["name"]):
+        store.record_tool_call(
+            run_id,
+            agent,
+            "registry.register_model",
+            {**args, "found_after": error},
+            version,
+            ok=True,
+            latency_ms=0.0,
+        )
+    result = {"error": error, "found": found}
+    store.record_mutation(run_id, step, action, "failed", args, result)
+    return result
 
 
 def _jsonable(value: Any) -> Any:

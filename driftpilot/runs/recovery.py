@@ -15,6 +15,9 @@ from driftpilot.runs.views import Recovery
 from driftpilot.store import AuditStore
 from driftpilot.store.models import Mutation, Run
 
+# Statuses of a run that will not go on by itself: an intent it left open is never closed.
+ENDED = ("failed", "cancelled", "completed")
+
 
 class Recoveries:
     """``recover`` and its parts; ``graph`` gives the compiled control graph."""
@@ -43,7 +46,56 @@ class Recoveries:
         for run in self.store.list_rows(Run, Run.status == "waiting_approval", order=Run.id):
             if len(self.store.approval_rows(run.id)) > 1:
                 done.append(self._guarded(run, self._apply_recorded))
+        done += [self._close_intent(m, run) for m, run in self._intents_of_ended_runs()]
         return done
+
+    def _intents_of_ended_runs(self) -> list[tuple[Mutation, Run]]:
+        """Open registry intents of runs that ended (failed, cancelled, completed): their
+        process died inside the step, or saw it fail but could not write its end (a full
+        disk). Rollbacks are finished by ``_recover_rollback`` instead."""
+        found = []
+        for m in self.store.open_intents():
+            if m.action == "rollback":
+                continue
+            runs = self.store.list_rows(Run, Run.id == m.run_id)
+            if runs and runs[0].status in ENDED:
+                found.append((m, runs[0]))
+        return found
+
+    def _close_intent(self, intent: Mutation, run: Run) -> Recovery:
+        """Close one such intent as ``failed`` (``agents.context.close_failed``: audited, with
+        what MLflow shows of its effect); when MLflow cannot be asked it stays open."""
+        from agents.context import close_failed
+
+        found = f"{run.status} with an open intent to {intent.action} ({intent.step})"
+        error = f"run ended {run.status} with this intent open; closed by recover"
+        try:
+            result = close_failed(
+                self.store,
+                self.lifecycle.settings,
+                run.id,
+                "recover",
+                intent.step,
+                intent.action,
+                json.loads(intent.args),
+                error,
+            )
+        except Exception as exc:  # MLflow unreachable: the effect is unknown, keep it open
+            return Recovery(
+                run_id=run.id,
+                model=run.model,
+                found=found,
+                did=f"left open: could not check MLflow: {type(exc).__name__}: {exc}",
+                status=run.status,
+            )
+        return Recovery(
+            run_id=run.id,
+            model=run.model,
+            found=found,
+            did=f"closed the intent as failed; MLflow shows {json.dumps(result['found'])}",
+            status=run.status,
+            outcome=run.outcome,
+        )
 
     def _guarded(self, run: Run, recover: Callable[[Run], Recovery]) -> Recovery:
         try:
