@@ -1,5 +1,6 @@
 """Recovery: finish what crashed processes left (runs whose lease expired mid-way, rollbacks
-that died before their record, approval decisions recorded but never applied)."""
+that died before their record, approval decisions recorded but never applied, registry intents
+left open by runs that ended)."""
 
 from __future__ import annotations
 
@@ -36,8 +37,10 @@ class Recoveries:
         """Finish what crashed processes left: runs ``running`` whose lease expired are resumed
         from their last checkpoint (or from their input, if none was written), rollbacks that
         died mid-way are finished, and approval decisions recorded but never applied are
-        applied. Registry mutations are reconciled by the nodes themselves from their open
-        intents. One run that cannot be recovered is reported and does not stop the others."""
+        applied. Registry mutations of resumed runs are reconciled by the nodes themselves
+        from their open intents; an intent still open on a run that ended (failed, cancelled,
+        completed) is closed as ``failed`` with what MLflow shows of its effect. One run that
+        cannot be recovered is reported and does not stop the others."""
         done = [self._guarded(run, self._recover_running) for run in leases.orphans(self.store)]
         runs = {r.run_id for r in done}
         for m in leases.dead_intents(self.store):

@@ -10,7 +10,7 @@ from typing import Any
 from driftpilot.core.settings import Settings
 from driftpilot.runs import leases
 from driftpilot.store import AuditStore, VerifyResult
-from driftpilot.store.models import ChampionChange, ManagedModel
+from driftpilot.store.models import ChampionChange, ManagedModel, Run
 
 KEY_NAME = "driftpilot-audit"
 
@@ -70,16 +70,25 @@ class Trust:
                 if version.version not in logged:
                     problems.append(f"{name} v{version.version} has no register tool call")
         for intent in leases.dead_intents(self.store):
-            fix = (
-                "add the model again to finish its bootstrap"
-                if intent.run_id.startswith("bootstrap-")
-                else "run `driftpilot recover`"
-            )
             problems.append(
                 f"{intent.run_id[:24]}: intent to {intent.action} ({intent.step}) never "
-                f"completed; {fix}"
+                f"completed; {self._intent_fix(intent.run_id)}"
             )
         return problems
+
+    def _intent_fix(self, run_id: str) -> str:
+        """What closes a dead intent of ``run_id``: a bootstrap is finished by adding the model
+        again; ``recover`` resumes a run still running, and closes (as failed, with what MLflow
+        shows) the intent of a run that ended."""
+        if run_id.startswith("bootstrap-"):
+            return "add the model again to finish its bootstrap"
+        runs = self.store.list_rows(Run, Run.id == run_id)
+        if runs and runs[0].status != "running":
+            return (
+                f"its run ended {runs[0].status}; run `driftpilot recover` to close the intent "
+                "with what MLflow shows of it"
+            )
+        return "run `driftpilot recover`"
 
     def audit_key(self) -> Any:
         from driftpilot.store import checkpoint

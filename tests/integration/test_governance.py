@@ -103,7 +103,7 @@ def test_a_stale_approval_cannot_replace_a_newer_champion(plane_for: Any, data: 
     october = cp.start_run("flights", data["october"], "2013-10", requested_by="alice")
     assert april.status == october.status == "waiting_approval"
     for view in (april, october):
-        args = view.approval_request["action_request"]["args"]  # type: ignore[index]
+        args = view.approval_request["action_request"]["args"]
         assert args["replaces"] == 1  # both were compared against v1
     first = cp.decide(april.run_id, "approve", "bob")
     assert first.outcome == "promoted" and registry.current_champion("flights") == 2

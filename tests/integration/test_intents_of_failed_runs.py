@@ -89,7 +89,7 @@ def test_an_intent_of_a_run_that_failed_on_a_full_disk_is_closed(
     # the intent it left (the soak's case: the failing run could not write its end either)
     args = {"name": "flights", "key": f"{failed.run_id}:retraining"}
     cp.store.record_mutation(failed.run_id, STEP, "log_model", "intent", args)
-    assert any("never completed" in p for p in cp.verify().problems)
+    assert any("its run ended failed" in p for p in cp.verify().problems)
     [done] = cp.recover()
     assert (done.run_id, done.status) == (failed.run_id, "failed")
     assert done.did.startswith("closed the intent as failed") and "partial_runs" in done.did
@@ -105,3 +105,20 @@ def test_an_intent_of_a_run_that_failed_on_a_full_disk_is_closed(
     assert cp.store.get(Run, failed.run_id).status == "failed"
     verified = cp.verify()
     assert verified.ok, verified.problems
+
+    # a version registered although its call failed (the process died before its record) is
+    # accounted for by recover, not left without its register tool call
+    logged = registry.find_logged("flights", f"{again.run_id}:retraining", cp.settings)
+    assert logged is not None
+    key = f"{failed.run_id}:cicd"
+    request = registry.RegisterRequest(name="flights", key=key, tags={})
+    cp.store.record_mutation(
+        failed.run_id, "cicd:register", "register_model", "intent", {"name": "flights", "key": key}
+    )
+    made = registry.register_model(logged, request, cp.settings)
+    assert f"flights v{made.version} has no register tool call" in cp.verify().problems
+    [done] = cp.recover()
+    assert f'"version": {made.version}' in done.did
+    verified = cp.verify()
+    assert verified.ok, verified.problems
+    assert phases(cp, failed.run_id)[-1] == ("cicd:register", "failed")
