@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
 
-from driftpilot.cli.common import _plane, console
+from driftpilot.cli.common import _error, _plane, console
+
+# sysexits.h: a temporary failure, worth starting again (the database went away).
+EX_TEMPFAIL = 75
 
 
 def serve(
@@ -52,11 +57,32 @@ def worker(
     # The queue's jobs fire the scheduler's schedules (glob sources read under the API's
     # batch roots); runs execute in the queue's jobs, not in an in-process executor.
     runtime = build_runtime(executor=False, alerts=False, queue=True)
-    with runtime.start():
+    with _exit_tempfail_on_lost_database(), runtime.start():
         assert runtime.queue is not None
         if not logging.getLogger().isEnabledFor(logging.INFO):
             logging.getLogger("procrastinate").setLevel(logging.INFO)  # job starts and ends
         runtime.queue.run_worker(concurrency=concurrency, queues=chosen, name=name)
+
+
+@contextmanager
+def _exit_tempfail_on_lost_database() -> Iterator[None]:
+    """A worker that lost its database exits ``EX_TEMPFAIL`` (75) with one line on stderr:
+    a supervisor restarting on failure (systemd's Restart=on-failure) starts it again. A stop
+    asked by SIGTERM/SIGINT returns normally (0)."""
+    import psycopg
+    import sqlalchemy.exc
+    from procrastinate.exceptions import ConnectorException
+
+    from driftpilot.execution.queue import QueueLost
+
+    try:
+        yield
+    except QueueLost as exc:
+        _error(str(exc))
+        raise typer.Exit(EX_TEMPFAIL) from None
+    except (ConnectorException, psycopg.OperationalError, sqlalchemy.exc.OperationalError) as exc:
+        _error(f"the worker lost its database: {exc.__cause__ or exc}")
+        raise typer.Exit(EX_TEMPFAIL) from None
 
 
 def ui(

@@ -14,6 +14,10 @@ Jobs (procrastinate 3.10, tasks registered by name on every process's own ``App`
   job whose model is busy raises ``ModelBusy`` and is retried by the one busy rule
   (``driftpilot.execution.dispatch.BusyRetry``, every ``retry_s`` here; the order holds
   meanwhile: a waiting job with a lower id keeps later ones of its lock back).
+  Jobs start in job id order, runs go in submission order: when two submitters' defers
+  cross, the later run's job comes first and executes the model's runs submitted before its
+  own first (``execute_in_order``); their own jobs find them ended (waiting for them there
+  held their jobs back behind it for ever: the soak's lost runs).
   ``queueing_lock`` ``<task>:<run id>``: deferring a run whose job still waits is a no-op.
   Once the run stopped, its Evidently report (pending) is rendered in the worker's background
   thread (``driftpilot.runs.reports``), after the job returned its outcome.
@@ -38,6 +42,9 @@ Jobs (procrastinate 3.10, tasks registered by name on every process's own ``App`
   schedules keep their times behind a long queue of runs (late by one run at most, with a
   worker on the ``schedules`` queue).
 
+A worker that stops without SIGTERM/SIGINT (procrastinate stops it when its listener or
+heartbeat lost the database) raises ``QueueLost``: ``driftpilot worker`` exits 75.
+
 A worker killed mid-run (kill -9) leaves its job ``doing`` (holding its model's lock) and its
 run ``running`` with a lease that expires. Every worker reaps jobs whose worker stopped
 beating for ``stalled_s`` (marks them failed; a job whose run had not started is queued again);
@@ -61,7 +68,7 @@ from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from driftpilot.core.errors import ConfigError, ModelBusy, NotFound
+from driftpilot.core.errors import ConfigError, DriftPilotError, ModelBusy, NotFound
 from driftpilot.core.settings import QueueSettings, is_postgres, libpq_url
 from driftpilot.execution.dispatch import BusyRetry, What
 from driftpilot.store.models import Run
@@ -107,6 +114,10 @@ def conninfo(url: str) -> str:
 def _try_lock(conn: Any, key: int) -> bool:
     row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
     return bool(row and row[0])
+
+
+class QueueLost(DriftPilotError):
+    """The worker stopped because it lost its database (not because it was asked to)."""
 
 
 class Outcome(Protocol):
@@ -192,7 +203,7 @@ class Queue:
 
         @app.task(name=EXECUTE_TASK, queue=RUNS_QUEUE, retry=busy)
         def execute_run(run_id: str) -> str:
-            return self._outcome(self._report_later(self.plane.execute_run(run_id, timeout_s=0)))
+            return self.execute_in_order(run_id)
 
         @app.task(name=RESUME_TASK, queue=RUNS_QUEUE, retry=busy)
         def resume_run(run_id: str) -> str:
@@ -213,6 +224,51 @@ class Queue:
         meanwhile leaves it to the first request)."""
         self.plane.report_after_run(view)
         return view
+
+    def execute_in_order(self, run_id: str) -> str:
+        """The ``execute_run`` job: run the pending runs of the model submitted before
+        ``run_id`` (oldest first), then ``run_id``; its outcome. Jobs are started in job id
+        order per model (procrastinate's lock) but runs in submission order
+        (``refuse_if_older_pending``): when two submitters' defers cross, the later run's
+        job comes first, and waiting there for the earlier run would hold back the earlier
+        run's job behind it for ever. A run whose job comes later finds it ended: a no-op.
+
+        Raises:
+            ModelBusy: the model is busy (its lease, unrecovered work): the job is retried.
+        """
+        tried: set[str] = set()
+        while (first := self._first_pending_before(run_id)) is not None:
+            if first in tried:  # still pending after it was executed: claimed elsewhere
+                raise ModelBusy(f"run {first[:12]} was submitted first and is still pending")
+            tried.add(first)
+            log.info("run %s was submitted before run %s: it goes first", first, run_id)
+            self._execute_for_another(first, run_id)
+        return self._outcome(self._report_later(self.plane.execute_run(run_id, timeout_s=0)))
+
+    def _execute_for_another(self, first: str, run_id: str) -> None:
+        """Execute ``first`` in ``run_id``'s job. ModelBusy is raised (the job is retried);
+        any other error is the run's (``drive`` marked it failed and it is logged here):
+        ``run_id`` still runs, or it would be left pending with its job ended."""
+        try:
+            self._report_later(self.plane.execute_run(first, timeout_s=0))
+        except ModelBusy:
+            raise
+        except Exception:
+            log.exception("run %s, executed in the job of run %s, raised", first, run_id)
+
+    def _first_pending_before(self, run_id: str) -> str | None:
+        """The oldest pending run of ``run_id``'s model submitted before it (the order of
+        ``refuse_if_older_pending``: created_at, then id); None when there is none or
+        ``run_id`` itself is no longer pending."""
+        run = self.plane.store.get(Run, run_id)
+        if run.status != "pending":
+            return None
+        key = (run.created_at, run.id)
+        older = self.plane.store.list_rows(
+            Run, Run.model == run.model, Run.status == "pending", Run.created_at <= run.created_at
+        )
+        keys = sorted((r.created_at, r.id) for r in older if (r.created_at, r.id) < key)
+        return keys[0][1] if keys else None
 
     @staticmethod
     def _outcome(view: RunView) -> str:
@@ -380,13 +436,17 @@ class Queue:
         asyncio.run(self._work(concurrency, list(queues) if queues else None, name))
 
     async def _work(self, concurrency: int, queues: list[str] | None, name: str | None) -> None:
+        from procrastinate import signals
+        from procrastinate.worker import Worker
+
         async with self.app.open_async():
             reaper = asyncio.create_task(self._reap_forever(), name="driftpilot-reaper")
             options: WorkerOptions = {
                 "concurrency": concurrency,
                 "name": name or "driftpilot",
                 "wait": True,
-                "install_signal_handlers": True,  # SIGTERM/SIGINT: finish runs, then stop
+                # Ours below: a stop that no signal asked for is then told from one that was.
+                "install_signal_handlers": False,
                 "fetch_job_polling_interval": self.conf.poll_s,
                 "abort_job_polling_interval": self.conf.poll_s,
                 "update_heartbeat_interval": self.conf.heartbeat_s,
@@ -396,10 +456,25 @@ class Queue:
                 options["queues"] = queues
             if self.conf.shutdown_grace_s is not None:
                 options["shutdown_graceful_timeout"] = self.conf.shutdown_grace_s
+            worker = Worker(app=self.app, **options)
+            asked = threading.Event()
+
+            def stop() -> None:  # SIGTERM/SIGINT: finish runs, then stop
+                asked.set()
+                worker.stop()
+
             try:
-                await self.app.run_worker_async(**options)
+                with signals.on_stop(stop):
+                    await worker.run()
             finally:
                 reaper.cancel()
+            if not asked.is_set():
+                # procrastinate stops "gracefully" when its listener or heartbeat loses the
+                # database: exiting 0 then would tell a supervisor all is well.
+                raise QueueLost(
+                    "the worker stopped without being asked: its database connection failed "
+                    "(its log says how); start it again once PostgreSQL answers"
+                )
 
     async def _reap_forever(self) -> None:
         while True:

@@ -465,3 +465,116 @@ def test_the_api_queues_runs_and_defers_ticks_on_postgresql(
             "the API's deferrer to defer a tick",
         )
     assert not any(t.name == "driftpilot-deferrer" for t in threading.enumerate())
+
+
+def test_runs_whose_jobs_were_deferred_in_the_opposite_order_both_end(
+    farm: Farm, months: dict[str, pl.DataFrame]
+) -> None:
+    """Two submitters' defers crossed (the soak's lost runs): run A was submitted first, run
+    B's job was deferred first. procrastinate starts B's job first (job id order on the
+    model's lock) and runs go in submission order, so B's job runs A, then B; A's job then
+    finds A ended. Before, B's job waited for A, whose job waited behind B's: for ever."""
+    live = [w for w in farm.workers if w.proc.poll() is None]
+    with Queue(farm.plane).open() as queue:
+        first, second = (
+            farm.plane.submit_run(
+                "m1",
+                months["2013-06"].sample(n=1500, seed=300 + k).sort("time_hour"),
+                f"crossed-{k}",
+                multitask_strategy="enqueue",
+            ).run_id
+            for k in range(2)
+        )
+        second_job, first_job = queue.defer_run(second), queue.defer_run(first)
+    assert second_job is not None and first_job is not None and second_job < first_job
+    worker = live[0] if live else farm.worker("crossed")
+    wait_for(settled(farm, [first, second], worker), 240, "both runs to end")
+    assert_once(farm, [first, second])
+    assert_serialised(farm, [first, second])  # A, then B: submission order
+    jobs = farm.sql(
+        "SELECT id, status FROM procrastinate_jobs WHERE id IN (:a, :b) ORDER BY id",
+        a=second_job,
+        b=first_job,
+    )
+    assert [tuple(j) for j in jobs] == [(second_job, "succeeded"), (first_job, "succeeded")]
+    if not live:  # a stop asked by SIGTERM is a clean exit: 0, not the lost database's 75
+        assert worker.stop() == 0, worker.log()
+        farm.workers.remove(worker)
+
+
+def test_a_worker_that_loses_its_database_exits_non_zero(tmp_path: Path) -> None:
+    """PostgreSQL stopped under an idle worker (pg_ctl stop -m immediate) and started again
+    3 s later (the soak's outage): procrastinate's listener and heartbeat fail, it stops
+    the worker "gracefully" and, the database back, unregisters it; the worker still exits
+    EX_TEMPFAIL (75) with a one-line error, so a supervisor restarting on failure
+    (systemd's Restart=on-failure) starts it again. Polling every 60 s: no fetch meets the
+    outage, only the connections procrastinate keeps. A server of its own: the shared one
+    keeps serving the other tests."""
+    from tests.pg import start_postgres
+
+    with start_postgres() as server:
+        url = server.create_database()
+        env = {
+            **os.environ,
+            **WORKER_ENV,
+            "DRIFTPILOT_QUEUE_POLL_S": "60",
+            "DRIFTPILOT_HOME": str(tmp_path / "home"),
+            "DRIFTPILOT_DB_URL": url,
+            "COLUMNS": "250",
+        }
+        log_path = tmp_path / "worker.err"
+        with log_path.open("wb") as log_file, (tmp_path / "worker.out").open("wb") as out:
+            proc = subprocess.Popen(
+                [DRIFTPILOT, "--log-level", "INFO", "worker", "--name", "orphan"],
+                env=env,
+                stdout=out,  # its log
+                stderr=log_file,
+            )
+            try:
+                code = _outage_under(proc, server, url.rsplit("/", 1)[1], log_path)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(10)
+    stderr = log_path.read_text(errors="replace")
+    assert code == 75, (code, stderr)
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("error:") and "database" in last, stderr
+
+
+def _outage_under(
+    proc: subprocess.Popen[bytes], server: PostgresServer, dbname: str, log_path: Path
+) -> int:
+    """Wait for the worker to register, stop the server for 3 s; the worker's exit code."""
+    from tests.pg import _as_server_user
+
+    def up() -> bool:
+        assert proc.poll() is None, log_path.read_text()
+        try:
+            return server.psql("SELECT count(*) FROM procrastinate_workers", dbname) == "1"
+        except RuntimeError:  # the worker has not created the tables yet
+            return False
+
+    wait_for(up, 90, "the worker to register")
+    prefix = _as_server_user()
+    pg_ctl = [str(server.bin_dir / "pg_ctl"), "-D", str(server.data_dir)]
+    subprocess.run([*prefix, *pg_ctl, "-m", "immediate", "stop"], check=True)
+    time.sleep(3)
+    # On its port: the worker reconnects to where it was (start_postgres stops it at the end).
+    _start_on(prefix, server)
+    return proc.wait(60)
+
+
+def _start_on(prefix: list[str], server: PostgresServer) -> None:
+    """Start the stopped ``server`` again on its own port."""
+    from tests.pg import _SERVER_OPTIONS
+
+    options = {
+        **_SERVER_OPTIONS,
+        "port": str(server.port),
+        "unix_socket_directories": str(server.socket_dir),
+    }
+    opts = " ".join(f"-c {k}={v}" for k, v in options.items())
+    log = server.data_dir.parent / "server.log"
+    pg_ctl = [str(server.bin_dir / "pg_ctl"), "-D", str(server.data_dir), "-l", str(log), "-w"]
+    subprocess.run([*prefix, *pg_ctl, "-o", opts, "start"], check=True, timeout=90)
