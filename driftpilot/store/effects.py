@@ -30,7 +30,8 @@ class Effects(Chain):
         result: Any = None,
     ) -> Mutation:
         """Append an ``intent`` (before a registry mutation) or its end: ``applied``,
-        ``reconciled`` (found done on resume) or ``void`` (refused, nothing changed)."""
+        ``reconciled`` (found done on resume), ``void`` (refused, nothing changed) or ``failed``
+        (the step raised; the row records the error and what MLflow shows)."""
         return self._append(
             Mutation(
                 run_id=run_id,

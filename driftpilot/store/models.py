@@ -190,7 +190,9 @@ class Mutation(Chained, Base):
     run_id: Mapped[str] = mapped_column(String(80), index=True)
     step: Mapped[str] = mapped_column(String(100))
     action: Mapped[str] = mapped_column(String(50), doc="register | promote | rollback | ...")
-    phase: Mapped[str] = mapped_column(String(20), doc="intent | applied | reconciled | void")
+    phase: Mapped[str] = mapped_column(
+        String(20), doc="intent | applied | reconciled | void | failed"
+    )
     args: Mapped[str] = mapped_column(Text, doc="JSON")
     result: Mapped[str] = mapped_column(Text, doc="JSON")
 
@@ -288,7 +290,9 @@ class AuthFailure(Base):
     call (agent ``auth``)."""
 
     __tablename__ = "auth_failures"
-    kind: Mapped[str] = mapped_column(String(20), primary_key=True, doc="address | user | key | known")
+    kind: Mapped[str] = mapped_column(
+        String(20), primary_key=True, doc="address | user | key | known"
+    )
     name: Mapped[str] = mapped_column(String(200), primary_key=True)
     failures: Mapped[int] = mapped_column(Integer, doc="failures in the current window")
     window_start: Mapped[str] = mapped_column(String(40), doc="the window's first failure")
