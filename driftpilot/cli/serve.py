@@ -46,8 +46,8 @@ def worker(
     name: Annotated[str | None, typer.Option(help="Worker name in logs.")] = None,
 ) -> None:
     """Take runs and schedule firings from the PostgreSQL task queue (procrastinate) until
-    SIGTERM/SIGINT, then finish the runs in progress and exit. Any number, on any machine,
-    against one DRIFTPILOT_DB_URL."""
+    SIGTERM/SIGINT, then finish the runs in progress and exit (0). Any number, on any machine,
+    against one DRIFTPILOT_DB_URL. Losing the database exits 75 (EX_TEMPFAIL): restart it."""
     from driftpilot.execution.queue import QUEUES
     from driftpilot.runtime import build_runtime
 

@@ -5,7 +5,9 @@ One database, one home and four trained models are shared by the module. Two wor
 queued runs (the shipped policy) while both run procrastinate's periodic deferrer under a
 minute schedule; then a worker is killed -9 inside a run (the project's ``after_register``
 fault point, with a policy that retrains every run so each leaves a registry version to
-count: a run done twice would leave two), and ``driftpilot recover`` finishes it.
+count: a run done twice would leave two), and ``driftpilot recover`` finishes it. Two runs
+of a model whose jobs were deferred in the opposite order both end, in submission order; a
+worker whose PostgreSQL stops under it exits 75 (a server of its own).
 """
 
 from __future__ import annotations
