@@ -12,11 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import Conf, Executor, Plane, Viewer, require
+from api.deps import Conf, Executor, Operator, Plane, Viewer, require
 from api.langgraph import shapes
 from api.langgraph import stream as lg_stream
 from api.langgraph import threads as lg_threads
-from api.langgraph.common import TAGS, THREAD_404, Caller, Id, _Body, unsupported
+from api.langgraph.common import TAGS, THREAD_404, Id, _Body, unsupported
 from api.problems import Problem
 from api.routes.runs import frame_of, strategy_of
 from api.schemas import ControlInput, Resume
@@ -306,7 +306,7 @@ def _kwargs(body: LgRunCreate) -> dict[str, Any]:
 
 @router.post("/threads/{thread_id}/runs", response_model=dict[str, Any], responses=_RUN_PROBLEMS)
 def create_run(
-    thread_id: Id, body: LgRunCreate, cp: Plane, ex: Executor, conf: Conf, key: Caller
+    thread_id: Id, body: LgRunCreate, cp: Plane, ex: Executor, conf: Conf, key: Operator
 ) -> Any:
     """Start the thread's control run (``input``: model and batch, and ``retrain_reason`` to
     ask for a retrain as ``POST /runs`` does; operator role), or resume
@@ -348,7 +348,7 @@ def _stream(
 
 @router.post("/threads/{thread_id}/runs/stream", response_class=EventSourceResponse, responses=_SSE)
 def stream_run(
-    thread_id: Id, body: LgRunCreate, cp: Plane, ex: Executor, conf: Conf, key: Caller
+    thread_id: Id, body: LgRunCreate, cp: Plane, ex: Executor, conf: Conf, key: Operator
 ) -> EventSourceResponse:
     """Like ``create_run``, then stream the run in LangGraph's event format (``metadata``,
     ``values``/``updates`` per agent step, ``end``) until it ends or waits for a person."""
@@ -357,7 +357,7 @@ def stream_run(
 
 @router.post("/runs/stream", response_class=EventSourceResponse, responses=_SSE)
 def stream_stateless_run(
-    body: LgRunCreate, cp: Plane, ex: Executor, conf: Conf, key: Caller
+    body: LgRunCreate, cp: Plane, ex: Executor, conf: Conf, key: Operator
 ) -> EventSourceResponse:
     """``runs.stream(None, ...)``: a new thread for a new control run, streamed (the thread
     is kept: a control run is never deleted)."""
@@ -386,7 +386,7 @@ async def wait_run(
     cp: Plane,
     ex: Executor,
     conf: Conf,
-    key: Caller,
+    key: Operator,
 ) -> Any:
     """Like ``create_run``, then wait like ``join`` and answer the thread's values."""
     ref, view, _ = await run_in_threadpool(_create, thread_id, body, cp, ex, conf, key)
@@ -397,7 +397,7 @@ async def wait_run(
 
 @router.post("/runs/wait", response_model=dict[str, Any], responses=_RUN_PROBLEMS)
 async def wait_stateless_run(
-    body: LgRunCreate, request: Request, cp: Plane, ex: Executor, conf: Conf, key: Caller
+    body: LgRunCreate, request: Request, cp: Plane, ex: Executor, conf: Conf, key: Operator
 ) -> Any:
     """``runs.wait(None, ...)``: a new thread for a new control run; answers its values
     once it ends or waits for a person."""

@@ -527,13 +527,6 @@ def test_an_unknown_key_is_a_401(world: World) -> None:
 
 # The LangGraph routes that start or resume a run check the role in the handler, after the
 # body is validated (the body says which role: input, operator; command.resume, approver).
-ROLE_AFTER_BODY = {
-    ("POST", "/threads/{thread_id}/runs"),
-    ("POST", "/threads/{thread_id}/runs/stream"),
-    ("POST", "/threads/{thread_id}/runs/wait"),
-    ("POST", "/runs/stream"),
-    ("POST", "/runs/wait"),
-}
 
 
 def refusals() -> list[Any]:
@@ -542,11 +535,7 @@ def refusals() -> list[Any]:
     for cell in CELLS:
         if cell.method not in ("POST", "PATCH") or cell.status not in (401, 403):
             continue
-        late = cell.status == 403 and (cell.method, cell.path) in ROLE_AFTER_BODY
-        marks = (
-            [pytest.mark.xfail(strict=True, reason="role checked after the body")] if late else []
-        )
-        found.append(pytest.param(cell, id=cell.id, marks=marks))
+        found.append(pytest.param(cell, id=cell.id))
     return found
 
 
