@@ -124,7 +124,7 @@ def test_a_replay_after_a_crash_before_the_effect_adds_no_second_history_or_deci
     assert store.verify().ok
 
 
-def test_a_refused_compare_and_swap_records_only_its_intent_and_failed_call(
+def test_a_refused_compare_and_swap_closes_its_intent_as_failed_and_records_a_failed_call(
     plane: ControlPlane,
 ) -> None:
     def refused() -> PromotionResult:
@@ -133,7 +133,11 @@ def test_a_refused_compare_and_swap_records_only_its_intent_and_failed_call(
     with pytest.raises(ChampionMoved):
         champion._move(plane.ctx, "promote", "r2", "m", "bob", refused, {"name": "m"}, record, "")
     store = plane.store
-    assert [m.phase for m in store.list_rows(Mutation)] == ["intent"]
+    # the step raised: its intent is closed as failed (recover has nothing left to do)
+    intent, failed = store.list_rows(Mutation)
+    assert (intent.phase, failed.phase) == ("intent", "failed")
+    assert "champion is v3, not v1" in failed.result
+    assert store.open_intents() == []
     assert [c.ok for c in store.list_rows(ToolCall)] == [False]
     assert store.list_rows(ChampionChange) == [] and store.list_rows(Decision) == []
     assert store.effect("r2", "promote") is None

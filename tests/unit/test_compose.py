@@ -397,7 +397,11 @@ def test_every_service_has_its_command_and_healthcheck(code: Code) -> None:
 def test_dockerfile_installs_the_pinned_set_as_a_non_root_user() -> None:
     text = (ROOT / "Dockerfile").read_text()
     # The hashed lock, with torch's CPU index in reach (test_supply_chain checks the hashes).
-    assert re.search(r'--extra-index-url "\$\{TORCH_INDEX_URL\}" -r requirements\.lock', text)
+    assert re.search(
+        r'--require-hashes --no-build-isolation --extra-index-url "\$\{TORCH_INDEX_URL\}"'
+        r"\s*\\\s*-r requirements\.lock",
+        text,
+    )
     assert re.search(r"pip install --no-deps --no-build-isolation -e \.", text)
     stages = re.split(r"(?m)^FROM ", text)[1:]
     assert [s.split()[2] for s in stages] == ["builder", "runtime"]
