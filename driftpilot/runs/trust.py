@@ -5,6 +5,7 @@ attachment."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from driftpilot.core.settings import Settings
@@ -50,25 +51,17 @@ class Trust:
     def registry_checks(self) -> list[str]:
         """MLflow agrees with the audit: the champion is the one the history names, every
         registered version has its tool call, and no intent is left open by a dead run."""
-        from tools import registry
-
         problems = []
         for managed in self.store.list_rows(ManagedModel, order=ManagedModel.name):
-            name = managed.name
-            history = self.store.list_rows(
-                ChampionChange, ChampionChange.model == name, order=ChampionChange.id
-            )
-            audited = history[-1].version if history else None
-            actual = registry.current_champion(name, self.settings)
-            if actual != audited:
-                problems.append(
-                    f"{name}: MLflow's champion is v{actual}, the audit's champion history says "
-                    f"v{audited}"
-                )
-            logged = self.store.logged_versions(name)
-            for version in registry.list_versions(name, self.settings):
-                if version.version not in logged:
-                    problems.append(f"{name} v{version.version} has no register tool call")
+            found = self._registry_problems(managed.name)
+            # A registry mutation under way (its intent open, its run holding the lease) sits
+            # between MLflow's change and the audit's record of it: look again once it is
+            # not, so verify on a live system reports breaks, not promotions in flight.
+            if found and (
+                self._in_flight(managed.name) or not self._registry_problems(managed.name)
+            ):
+                continue
+            problems += found
         for intent in leases.dead_intents(self.store):
             problems.append(
                 f"{intent.run_id[:24]}: intent to {intent.action} ({intent.step}) never "
@@ -89,6 +82,36 @@ class Trust:
                 "with what MLflow shows of it"
             )
         return "run `driftpilot recover`"
+
+    def _registry_problems(self, name: str) -> list[str]:
+        """Where MLflow and the audit disagree on ``name``: its champion, unrecorded versions."""
+        from tools import registry
+
+        problems = []
+        history = self.store.list_rows(
+            ChampionChange, ChampionChange.model == name, order=ChampionChange.id
+        )
+        audited = history[-1].version if history else None
+        actual = registry.current_champion(name, self.settings)
+        if actual != audited:
+            problems.append(
+                f"{name}: MLflow's champion is v{actual}, the audit's champion history says "
+                f"v{audited}"
+            )
+        logged = self.store.logged_versions(name)
+        for version in registry.list_versions(name, self.settings):
+            if version.version not in logged:
+                problems.append(f"{name} v{version.version} has no register tool call")
+        return problems
+
+    def _in_flight(self, name: str) -> bool:
+        """A registry mutation of ``name`` is under way: an open intent whose run still
+        holds the model's lease (a dead one's is reported, and ``recover`` finishes it)."""
+        dead = {m.id for m in leases.dead_intents(self.store, name)}
+        return any(
+            json.loads(m.args).get("name") == name and m.id not in dead
+            for m in self.store.open_intents()
+        )
 
     def audit_key(self) -> Any:
         from driftpilot.store import checkpoint
