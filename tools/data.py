@@ -7,6 +7,7 @@ the same data arriving twice is recognised.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import tempfile
@@ -286,9 +287,21 @@ def write_parquet_atomic(frame: Frame, target: Path) -> None:
         else:
             frame.write_parquet(tmp)
         os.replace(tmp, target)
+    except pl.exceptions.ComputeError as exc:
+        # Polars words a full disk as it meets it ("No space left", or only "Invalid thrift:
+        # transport error" when the footer's write fails): the folder's free space decides.
+        if no_room(target.parent):
+            raise OSError(errno.ENOSPC, f"no space left writing {target.name}: {exc}") from exc
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def no_room(folder: Path, floor_bytes: int = 1 << 20) -> bool:
+    """The file system of ``folder`` has less than ``floor_bytes`` free for this user."""
+    stat = os.statvfs(folder)
+    return stat.f_bavail * stat.f_frsize < floor_bytes
 
 
 def persist_batch(batch: Batch, directory: Path) -> BatchInfo:

@@ -4,6 +4,8 @@ one would be), and a scan is filed without being collected."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -212,3 +214,26 @@ def test_a_write_that_runs_out_of_room_leaves_no_file(tmp_path: Path) -> None:
     assert done.returncode == 3, (done.stdout, done.stderr)
     assert "File too large" in done.stdout or "os error 27" in done.stdout, done.stdout
     assert list(target.parent.iterdir()) == []
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("mount") is None, reason="mounts a tmpfs (root)"
+)
+def test_a_write_on_a_full_disk_is_an_enospc_os_error(tmp_path: Path) -> None:
+    """However Polars words it, a Parquet write that fails on a full file system is
+    OSError(ENOSPC): the API answers it as a disk outage (503), not a raw 500."""
+    import errno
+
+    import numpy as np
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], check=True)
+    try:
+        frame = pl.DataFrame({"x": np.random.default_rng(0).random(200_000)})
+        with pytest.raises(OSError) as raised:
+            write_parquet_atomic(frame, disk / "b.parquet")
+        assert raised.value.errno == errno.ENOSPC
+        assert list(disk.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
