@@ -1,8 +1,8 @@
 """Adopting a model from the chat: ``/adopt`` is a proposal that changes nothing until the
 signed-in admin presses Confirm; then the owner's model (an sklearn regression registered in
 DriftPilot's own MLflow, as a team sharing the server has it) becomes champion v1 with its
-baseline, and the audit holds the confirmation. A viewer and an operator are refused, and a local directory is
-never loaded from the chat."""
+baseline, and the audit holds the confirmation. A viewer and an operator are refused, and a
+local directory is never loaded from the chat."""
 
 from __future__ import annotations
 
