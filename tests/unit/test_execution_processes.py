@@ -6,7 +6,6 @@ in threads; a child whose parent was killed exits."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -25,9 +24,8 @@ from driftpilot.core.settings import Settings
 from driftpilot.execution.inprocess import RunExecutor
 from driftpilot.execution.processes import builds_from_settings
 from driftpilot.runs.plane import ControlPlane, PlaneEvent
-from driftpilot.store.audit import now
-from driftpilot.store.models import ManagedModel
 from driftpilot.store.writers import WriterQueue
+from tests.rows import model_without_champion
 
 
 def test_writers_queue_across_processes_on_the_file_lock(tmp_path: Path) -> None:
@@ -89,19 +87,7 @@ def plane(tmp_path: Path) -> Iterator[ControlPlane]:
     """A managed model without a champion: its runs fail in ingestion's model lookup, which
     is enough to see where they execute and what they announce."""
     cp = ControlPlane(Settings(home=tmp_path / "home", lease_ttl_s=60).ensure_dirs())
-    cp.store.add(
-        ManagedModel(
-            name="m",
-            source="test",
-            target="y",
-            time_col="t",
-            numeric=json.dumps(["x"]),
-            categorical=json.dumps([]),
-            family="lightgbm",
-            metric="roc_auc",
-            created_at=now(),
-        )
-    )
+    cp.store.add(model_without_champion())
     yield cp
     cp.close()
 

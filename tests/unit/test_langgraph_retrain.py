@@ -5,7 +5,6 @@ reason in the run's initial state and its audit); a reason that is not a short s
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,8 @@ from api.app import create_app
 from driftpilot.core.settings import ApiSettings, Settings
 from driftpilot.runs.lifecycle import REASON_MAX_CHARS
 from driftpilot.runs.plane import ControlPlane
-from driftpilot.store.audit import now
-from driftpilot.store.models import Decision, ManagedModel, Run
+from driftpilot.store.models import Decision, Run
+from tests.rows import model_without_champion
 from tests.unit.test_retrain_request import REASON, batch, initial_state, requests
 
 
@@ -27,19 +26,7 @@ def plane(tmp_path: Path) -> Iterator[ControlPlane]:
     # Runs in the API's threads: what is tested is the request, not where the run executes.
     settings = Settings(home=tmp_path / "home", api=ApiSettings(run_processes=0)).ensure_dirs()
     cp = ControlPlane(settings)
-    cp.store.add(
-        ManagedModel(
-            name="m",
-            source="test",
-            target="y",
-            time_col="t",
-            numeric=json.dumps(["x"]),
-            categorical=json.dumps([]),
-            family="lightgbm",
-            metric="roc_auc",
-            created_at=now(),
-        )
-    )
+    cp.store.add(model_without_champion())
     yield cp
     cp.close()
 

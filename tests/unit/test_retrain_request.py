@@ -21,8 +21,8 @@ from driftpilot.core.errors import AuditWriteError, ConfigError
 from driftpilot.core.settings import ApiSettings, Settings
 from driftpilot.runs.lifecycle import REASON_MAX_CHARS, retrain_request
 from driftpilot.runs.plane import ControlPlane
-from driftpilot.store.audit import now
-from driftpilot.store.models import Decision, ManagedModel, Run
+from driftpilot.store.models import Decision, Run
+from tests.rows import model_without_champion
 
 REASON = "the supplier changed on 1 July; the old rows no longer describe it"
 
@@ -30,19 +30,7 @@ REASON = "the supplier changed on 1 July; the old rows no longer describe it"
 @pytest.fixture
 def plane(tmp_path: Path) -> Iterator[ControlPlane]:
     cp = ControlPlane(Settings(home=tmp_path / "home").ensure_dirs())
-    cp.store.add(
-        ManagedModel(
-            name="m",
-            source="test",
-            target="y",
-            time_col="t",
-            numeric=json.dumps(["x"]),
-            categorical=json.dumps([]),
-            family="lightgbm",
-            metric="roc_auc",
-            created_at=now(),
-        )
-    )
+    cp.store.add(model_without_champion())
     yield cp
     cp.close()
 
