@@ -48,6 +48,9 @@ class ManagedModel(Base):
     holdout_path: Mapped[str | None] = mapped_column(
         String(1000), nullable=True, doc="those rows: they calibrate estimates without labels"
     )
+    windowing: Mapped[str | None] = mapped_column(
+        Text, nullable=True, doc='JSON: how its inference log closes windows, {"rows", "minutes"}'
+    )
     created_at: Mapped[str] = mapped_column(String(40))
 
 
@@ -299,3 +302,45 @@ class AuthFailure(Base):
     lockouts: Mapped[int] = mapped_column(Integer, doc="lockouts so far: each doubles the next")
     locked_until: Mapped[str | None] = mapped_column(String(40), nullable=True)
     last_failure: Mapped[str] = mapped_column(String(40))
+
+
+class InferenceRow(Base):
+    """One prediction a model served, logged by its service (``driftpilot.inference``): its
+    row id, event time, features, prediction and probabilities (``payload``, JSON), and the
+    label when it comes. ``id`` is the arrival order. Idempotent by (model, row id): a retried
+    row with the same ``digest`` writes nothing, one with another digest is refused. ``window``
+    is the number of the window the row closed into (null until then): a row is in exactly one
+    window, set once."""
+
+    __tablename__ = "inference_rows"
+    __table_args__ = (
+        UniqueConstraint("model", "row_id", name="uq_inference_rows_model_row"),
+        Index("ix_inference_rows_open", "model", "window_number", "id"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(String(200))
+    row_id: Mapped[str] = mapped_column(String(200))
+    event_time: Mapped[str] = mapped_column(String(40), doc="UTC ISO 8601, or a number as text")
+    payload: Mapped[str] = mapped_column(Text, doc="JSON object: the row as logged")
+    digest: Mapped[str] = mapped_column(String(64), doc="SHA-256 of the canonical payload")
+    received_at: Mapped[str] = mapped_column(String(40))
+    window_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    label: Mapped[str | None] = mapped_column(Text, nullable=True, doc="JSON value, set once")
+    labelled_at: Mapped[str | None] = mapped_column(String(40), nullable=True)
+
+
+class InferenceWindow(Base):
+    """A closed window of a model's inference log: the rows whose ``window_number`` is ``number``,
+    the batch they became and the run (trigger ``window``) that batch was given."""
+
+    __tablename__ = "inference_windows"
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    n_rows: Mapped[int] = mapped_column(Integer)
+    first_id: Mapped[int] = mapped_column(Integer)
+    last_id: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(String(20), doc="rows | minutes | flush")
+    opened_at: Mapped[str] = mapped_column(String(40), doc="when its first row was received")
+    closed_at: Mapped[str] = mapped_column(String(40))
+    batch_id: Mapped[str] = mapped_column(String(200))
+    run_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
