@@ -239,6 +239,39 @@ class AuthLimitSettings(BaseModel):
     )
 
 
+class InferenceSettings(BaseModel):
+    """The inference log (``driftpilot.inference``), read from ``DRIFTPILOT_INFERENCE_*``."""
+
+    tick_s: float = Field(
+        1.0, gt=0, description="How often open windows are checked for their time limit, s."
+    )
+    max_request_rows: int = Field(
+        10_000, ge=1, description="Most rows of one POST /models/{m}/inferences request."
+    )
+
+
+class SourceSettings(BaseModel):
+    """Where batches may come from besides files under the batch roots, read from
+    ``DRIFTPILOT_SOURCES_*``: SQL databases and S3-compatible object stores."""
+
+    databases: dict[str, str] = Field(
+        default_factory=dict,
+        description="SQL databases a schedule may query, by name: {name: SQLAlchemy URL} "
+        "(JSON). A schedule names one; its URL (and password) never enters a payload.",
+    )
+    sql_timeout_s: float = Field(60.0, gt=0, description="Longest SQL query of one batch, s.")
+    object_roots: list[str] = Field(
+        default_factory=list,
+        description="Object-store prefixes globs may read (JSON list), e.g. "
+        '["s3://bucket/batches/"]; none: object-store globs are refused.',
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="An S3-compatible endpoint (MinIO, Ceph, ...); default: AWS."
+    )
+    s3_region: str | None = Field(None, description="The S3 region; default: the environment's.")
+    object_timeout_s: float = Field(60.0, gt=0, description="Timeout of one object request, s.")
+
+
 class Settings(BaseSettings):
     """Runtime configuration. Unset locations are derived from ``home``."""
 
@@ -352,6 +385,12 @@ class Settings(BaseSettings):
     alerts: AlertSettings = Field(default_factory=AlertSettings, description="Webhook alerts.")
     auth: AuthLimitSettings = Field(
         default_factory=AuthLimitSettings, description="Limits on guessing credentials."
+    )
+    inference: InferenceSettings = Field(
+        default_factory=InferenceSettings, description="The inference log and its windows."
+    )
+    sources: SourceSettings = Field(
+        default_factory=SourceSettings, description="SQL and object-store batch sources."
     )
 
     @model_validator(mode="after")
