@@ -5,8 +5,9 @@ routers.
 
 Routers (``ROUTERS``, in this order): runs, approvals, audit, models, jobs, health, the
 LangGraph-compatible ones (``api.langgraph``: assistants, threads, runs, crons), schedules,
-webhooks and notes. One lifespan starts the runtime and closes it. ``/docs`` (Swagger UI) and
-``/redoc`` (ReDoc) are served from local assets (``fastapi-offline``), so they work offline.
+webhooks, notes, and the inference log's (``inferences``, ``windows``). One lifespan starts
+the runtime and closes it. ``/docs`` (Swagger UI) and ``/redoc`` (ReDoc) are served from local
+assets (``fastapi-offline``), so they work offline.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from api.routes import (
     approvals,
     audit,
     health,
+    inferences,
     jobs,
     models,
     notes,
@@ -39,6 +41,7 @@ from api.routes import (
     runs,
     schedules,
     webhooks,
+    windows,
 )
 from api.routes.runs import batch_roots
 from driftpilot.core.settings import ApiSettings
@@ -57,6 +60,8 @@ ROUTERS: tuple[APIRouter, ...] = (
     schedules.router,
     webhooks.router,
     notes.router,
+    inferences.router,
+    windows.router,
 )
 
 DESCRIPTION = """\
