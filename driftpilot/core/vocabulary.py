@@ -53,6 +53,7 @@ TRIGGERS: dict[str, str] = {
     "chat": "chat",
     "schedule": "schedule",
     "demo": "demo",
+    "window": "inference window",
 }
 
 
