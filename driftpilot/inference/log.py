@@ -1,0 +1,151 @@
+"""Appending to a model's inference log: a request's rows, validated, in one transaction.
+
+A request is all-or-nothing: every row is validated (``driftpilot.inference.rows``) before
+anything is written, then the new rows are inserted in ONE write transaction, and the caller
+acknowledges only after it committed. Rows are idempotent by (model, row id): a row already
+logged with the same digest is a duplicate (counted, not written again), one with other
+content refuses the whole request (``RowConflict``), so a client may retry a request whose
+answer it never saw. Two requests racing with the same new row id: the loser's insert breaks
+the unique constraint, and its transaction is tried once more (it then sees the winner's row).
+
+The hot path is Core: one ``SELECT`` of the request's row ids already logged, one executemany
+``INSERT``; no ORM object per row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sqlalchemy import Table, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from driftpilot.core.errors import DataError, DriftPilotError, NotFound
+from driftpilot.inference.rows import Schema, ValidRow, schema_of, validate_rows
+from driftpilot.store.engine import Database, stamp
+from driftpilot.store.models import InferenceRow, ManagedModel
+
+LOOKUP_CHUNK = 500  # row ids per IN (...) of the duplicate lookup (SQLite's bound variables)
+_TABLE = cast(Table, InferenceRow.__table__)
+
+
+class RowConflict(DriftPilotError):
+    """A row id the model's log holds already, with other content: the request writes
+    nothing. ``row_ids``: the first few such ids."""
+
+    def __init__(self, model: str, row_ids: list[str]) -> None:
+        shown = ", ".join(repr(r) for r in row_ids[:5])
+        more = f" and {len(row_ids) - 5} more" if len(row_ids) > 5 else ""
+        super().__init__(
+            f"row id {shown}{more} of model {model!r} is logged already with other content; a "
+            "row id names one prediction, logged once (a retry must send the same row)"
+        )
+        self.model, self.row_ids = model, row_ids
+
+
+class TooManyRows(DataError):
+    """A request with more rows than one request may carry."""
+
+    def __init__(self, n: int, limit: int) -> None:
+        super().__init__(
+            f"the request has {n} rows; the limit is {limit} per request (split it; the client "
+            "does so by itself)"
+        )
+        self.n, self.limit = n, limit
+
+
+@dataclass(frozen=True)
+class Appended:
+    """What a request did: ``accepted`` new rows written, ``duplicates`` rows logged already
+    (same content), ``rows`` in the request (repeats of a row within it counted once)."""
+
+    model: str
+    accepted: int
+    duplicates: int
+    rows: int
+
+
+def model_schema(db: Database, name: str) -> Schema:
+    """The schema of model ``name``'s logged rows.
+
+    Raises:
+        NotFound: no such model.
+    """
+    with db.reading() as session:
+        model = session.get(ManagedModel, name)
+    if model is None:
+        raise NotFound(f"no model {name!r}")
+    return schema_of(model)  # outside the transaction: it may read the reference's schema
+
+
+def append(db: Database, name: str, rows: list[Any], *, max_rows: int) -> Appended:
+    """Validate ``rows`` against model ``name`` and log the new ones, all or nothing; return
+    only once they are committed (durable).
+
+    Raises:
+        NotFound: no such model.
+        TooManyRows: more than ``max_rows`` rows.
+        RowsRefused: a bad row (nothing written).
+        RowConflict: a row id logged already with other content (nothing written).
+    """
+    if len(rows) > max_rows:
+        raise TooManyRows(len(rows), max_rows)
+    schema = model_schema(db, name)
+    valid = validate_rows(schema, rows)
+    return append_valid(db, name, valid)
+
+
+def append_valid(db: Database, name: str, valid: list[ValidRow]) -> Appended:
+    """Log validated rows in one transaction (tried once more after a concurrent insert of
+    one of its row ids)."""
+    try:
+        return _write(db, name, valid)
+    except IntegrityError:
+        # Another request inserted one of these row ids between our lookup and our insert:
+        # our transaction rolled back; the second try sees its row (duplicate or conflict).
+        return _write(db, name, valid)
+
+
+def _write(db: Database, name: str, valid: list[ValidRow]) -> Appended:
+    with db.session() as session:
+        logged = _logged_digests(session, name, [r.row_id for r in valid])
+        clashes = [r.row_id for r in valid if logged.get(r.row_id, r.digest) != r.digest]
+        if clashes:
+            raise RowConflict(name, clashes)
+        new = [r for r in valid if r.row_id not in logged]
+        if new:
+            received = stamp(db.clock())
+            session.connection().execute(insert(_TABLE), [_values(name, r, received) for r in new])
+    return Appended(name, len(new), len(valid) - len(new), len(valid))
+
+
+def _values(name: str, row: ValidRow, received: str) -> dict[str, Any]:
+    return {
+        "model": name,
+        "row_id": row.row_id,
+        "event_time": row.event_time,
+        "payload": row.payload,
+        "digest": row.digest,
+        "received_at": received,
+        "window_number": None,
+        "label": row.label,
+        "labelled_at": received if row.label is not None else None,
+    }
+
+
+def _logged_digests(session: Session, name: str, row_ids: list[str]) -> dict[str, str]:
+    """{row id: digest} of those of ``row_ids`` the model's log holds already."""
+    found: dict[str, str] = {}
+    for chunk in _chunks(row_ids, LOOKUP_CHUNK):
+        query = select(InferenceRow.row_id, InferenceRow.digest).where(
+            InferenceRow.model == name, InferenceRow.row_id.in_(chunk)
+        )
+        found.update({row_id: digest for row_id, digest in session.execute(query)})
+    return found
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
