@@ -1,7 +1,184 @@
-"""The inference log: POST /models/{name}/inferences (JSON, NDJSON) and its upload."""
+"""The inference log: POST /models/{name}/inferences (JSON, NDJSON) and its upload.
+
+A model's service logs its predictions here, row by row or in small requests (the client,
+``driftpilot.client``, batches them). Operators (and above) log. A request is all or nothing
+and is acknowledged only once its rows are committed; a retried request writes nothing twice
+(rows are idempotent by row id). Refusals are problem+json and write nothing: 404 an unknown
+model, 413 too many rows or too large a body, 415 another content type, 422 a bad row (its
+0-based number, column and reason), 409 a row id logged already with other content.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Path, Request, UploadFile
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from api import batches
+from api.deps import Conf, Operator, Plane
+from api.problems import Problem
+from driftpilot.inference.log import (
+    Appended,
+    RowConflict,
+    TooManyRows,
+    append_to,
+    model_schema,
+)
+from driftpilot.inference.rows import MAX_ERRORS, RowError, RowsRefused, Schema, rows_of_table
+from driftpilot.runs.plane import ControlPlane
 
 router = APIRouter(prefix="/models", tags=["inferences"])
+Name = Annotated[str, Path(max_length=200, description="The managed model.")]
+JSON_TYPES = ("application/json",)
+NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
+_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    404: {"description": "Unknown model"},
+    409: {"description": "A row id logged already with other content (named)"},
+    413: {"description": "More rows than one request may carry, or too large a body"},
+    415: {"description": "Neither JSON nor NDJSON (an upload: neither .csv nor .parquet)"},
+    422: {"description": "A bad row: errors [{row (0-based), column, reason}], the first 20"},
+}
+
+
+class Logged(BaseModel):
+    """What a request logged: committed (durable) when this answer is sent."""
+
+    model: str = Field(description="The managed model.")
+    accepted: int = Field(description="New rows written.")
+    duplicates: int = Field(description="Rows logged already with the same content (a retry).")
+    rows: int = Field(description="Rows in the request (a row repeated in it counted once).")
+
+    @classmethod
+    def of(cls, done: Appended) -> Logged:
+        return cls(
+            model=done.model, accepted=done.accepted, duplicates=done.duplicates, rows=done.rows
+        )
+
+
+@router.post("/{name}/inferences", response_model=Logged, responses=_PROBLEMS)
+async def log_inferences(name: Name, request: Request, cp: Plane, _: Operator) -> Logged:
+    """Log predictions of the model: a JSON list of rows (or ``{"rows": [...]}``), or NDJSON
+    (``Content-Type: application/x-ndjson``, one row per line). A row: ``row_id``, the event
+    time (the model's time column, alias ``event_time``), every feature, ``prediction``,
+    optionally ``probabilities`` and the target (a label known already). All or nothing;
+    answered once the rows are durable. A row logged already with the same content counts as
+    a duplicate, so a request may be retried safely."""
+    kind = _kind(request.headers.get("content-type", ""))
+    body = await request.body()
+    # Off the loop: the lookup, the validation and the write transaction block.
+    return await run_in_threadpool(_log_body, cp, name, kind, body)
+
+
+@router.post("/{name}/inferences/upload", response_model=Logged, responses=_PROBLEMS)
+def upload_inferences(
+    name: Name,
+    cp: Plane,
+    conf: Conf,
+    _: Operator,
+    file: Annotated[UploadFile, File(description="The rows: a .csv or .parquet file.")],
+) -> Logged:
+    """Log predictions from an uploaded CSV or Parquet table (multipart ``file``): the same
+    columns as a JSON row, probabilities as ``proba_<class>`` columns (binary: ``proba_1`` or
+    ``proba``). The batch upload's limits apply (bytes, columns, line length, rows)."""
+    schema = model_schema(cp.store, name)  # 404 before the file is read
+    data = file.file.read()
+    frame = batches.read_upload(data, file.filename or "", batches.limits_of(conf))
+    return _appended(cp, schema, rows_of_table(frame), conf.max_batch_rows)
+
+
+def _kind(content_type: str) -> str:
+    """``json`` or ``ndjson`` by the request's media type.
+
+    Raises:
+        Problem: 415 for any other.
+    """
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media in JSON_TYPES or media.endswith("+json"):
+        return "json"
+    if media in NDJSON_TYPES:
+        return "ndjson"
+    raise Problem(
+        415,
+        f"unsupported content type {media or '(none)'!r}: send application/json (a list of rows "
+        "or {'rows': [...]}) or application/x-ndjson (one row per line), or upload a file to "
+        ".../inferences/upload",
+    )
+
+
+def _log_body(cp: ControlPlane, name: str, kind: str, body: bytes) -> Logged:
+    schema = model_schema(cp.store, name)  # 404 before the body is parsed
+    rows = _json_rows(body) if kind == "json" else _ndjson_rows(body)
+    return _appended(cp, schema, rows, cp.settings.inference.max_request_rows)
+
+
+def _appended(cp: ControlPlane, schema: Schema, rows: list[Any], max_rows: int) -> Logged:
+    """Log ``rows``, the service's refusals turned into their problems."""
+    try:
+        return Logged.of(append_to(cp.store, schema, rows, max_rows=max_rows))
+    except RowsRefused as exc:
+        raise _refused(str(exc), exc.errors, exc.count) from exc
+    except TooManyRows as exc:
+        raise Problem(413, str(exc), limit=exc.limit, rows=exc.n) from exc
+    except RowConflict as exc:
+        raise Problem(
+            409,
+            str(exc),
+            slug="row-conflict",
+            title="Row id logged with other content",
+            row_ids=exc.row_ids[:MAX_ERRORS],
+        ) from exc
+
+
+def _refused(detail: str, errors: list[RowError], count: int) -> Problem:
+    return Problem(
+        422,
+        detail,
+        slug="invalid-rows",
+        title="Invalid rows",
+        errors=[e.as_dict() for e in errors],
+        count=count,
+    )
+
+
+def _json_rows(body: bytes) -> list[Any]:
+    """A JSON body's rows: a list, or an object with ``rows``.
+
+    Raises:
+        Problem: 422 for a body that is not JSON or not one of the two.
+    """
+    try:
+        value = json.loads(body)
+    except ValueError as exc:
+        raise Problem(422, f"the body is not JSON: {exc}") from exc
+    if isinstance(value, dict) and set(value) == {"rows"}:
+        value = value["rows"]
+    if not isinstance(value, list):
+        raise Problem(422, 'the body must be a JSON list of rows, or {"rows": [...]}')
+    return value
+
+
+def _ndjson_rows(body: bytes) -> list[Any]:
+    """An NDJSON body's rows, one per non-blank line.
+
+    Raises:
+        Problem: 422 naming the lines that are not JSON (row numbers count rows, not blanks).
+    """
+    rows: list[Any] = []
+    errors: list[RowError] = []
+    count = 0
+    for line in body.splitlines():
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except ValueError as exc:
+            count += 1
+            if len(errors) < MAX_ERRORS:
+                errors.append(RowError(len(rows) + count - 1, None, f"not JSON: {exc}"))
+    if count:
+        first = errors[0]
+        raise _refused(f"row {first.row}: {first.reason}", errors, count)
+    return rows

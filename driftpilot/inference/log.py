@@ -90,11 +90,15 @@ def append(db: Database, name: str, rows: list[Any], *, max_rows: int) -> Append
         RowsRefused: a bad row (nothing written).
         RowConflict: a row id logged already with other content (nothing written).
     """
+    return append_to(db, model_schema(db, name), rows, max_rows=max_rows)
+
+
+def append_to(db: Database, schema: Schema, rows: list[Any], *, max_rows: int) -> Appended:
+    """``append`` for a model whose schema the caller looked up already (the API does so
+    first, so that an unknown model is a 404 before the body is read)."""
     if len(rows) > max_rows:
         raise TooManyRows(len(rows), max_rows)
-    schema = model_schema(db, name)
-    valid = validate_rows(schema, rows)
-    return append_valid(db, name, valid)
+    return append_valid(db, schema.model, validate_rows(schema, rows))
 
 
 def append_valid(db: Database, name: str, valid: list[ValidRow]) -> Appended:
