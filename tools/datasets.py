@@ -18,6 +18,13 @@
 
 Flights and credit cards are cached as Parquet under the settings' cache directory; the
 small files shipped in vega_datasets and plotly are read each time.
+
+One built-in dataset is live, not offline: ``gdelt`` (binary), the newest GDELT 2.0
+15-minute event exports fetched from ``settings.scheduler.gdelt_base_url``; label
+``conflict`` (QuadClass 3 or 4), time ``event_time`` (DATEADDED, UTC), batches by hour
+(``tools.gdelt_model`` says which columns are features and why the CAMEO codes are not).
+It is in ``LIVE_SPECS`` and ``BUILTIN_SPECS``, never in ``SPECS``: the code that walks every
+dataset of ``SPECS`` (evals, scenario suites, tests) runs offline.
 """
 
 from __future__ import annotations
@@ -37,6 +44,10 @@ from driftpilot.core.errors import DatasetUnavailable, IntegrityError
 from driftpilot.core.settings import Settings, get_settings
 from driftpilot.core.tasks import Task
 from tools.data import write_parquet_atomic
+from tools.gdelt_model import CATEGORICAL as GDELT_CATEGORICAL
+from tools.gdelt_model import NUMERIC as GDELT_NUMERIC
+from tools.gdelt_model import TARGET as GDELT_TARGET
+from tools.gdelt_model import TIME_COL as GDELT_TIME_COL
 
 DatasetName = Literal[
     "flights",
@@ -45,6 +56,7 @@ DatasetName = Literal[
     "creditcard",
     "seattle_weather",
     "gapminder",
+    "gdelt",
 ]
 # v2 added arr_delay and delay_class: a v1 file (without them) is never read back.
 FLIGHTS_CACHE = "flights-v2.parquet"
@@ -128,6 +140,15 @@ GAPMINDER = DatasetSpec(
     numeric=["gdpPercap", "pop"],
     categorical=["continent"],
 )
+GDELT = DatasetSpec(
+    name="gdelt",
+    target=GDELT_TARGET,
+    time_col=GDELT_TIME_COL,
+    batch_every="hour",  # a reference of REFERENCE_EXPORTS 15-minute exports spans two hours
+    numeric=GDELT_NUMERIC,
+    categorical=GDELT_CATEGORICAL,
+)
+# The datasets available offline: what evals, scenario suites and tests may walk.
 SPECS: dict[str, DatasetSpec] = {
     spec.name: spec
     for spec in (
@@ -139,10 +160,15 @@ SPECS: dict[str, DatasetSpec] = {
         GAPMINDER,
     )
 }
+# The datasets fetched from the internet when loaded (module docstring).
+LIVE_SPECS: dict[str, DatasetSpec] = {GDELT.name: GDELT}
+# Every built-in dataset, by name: what a person may name (`model add --dataset`, a batch ref).
+BUILTIN_SPECS: dict[str, DatasetSpec] = {**SPECS, **LIVE_SPECS}
 
 
 def load_dataset(name: DatasetName, settings: Settings | None = None) -> pl.DataFrame:
-    """Load a built-in real dataset by name (a key of ``SPECS``).
+    """Load a built-in real dataset by name (a key of ``BUILTIN_SPECS``; ``gdelt`` is fetched
+    from the settings' GDELT base URL, the others read offline).
 
     The three flights datasets share one table; each gets it without the other two targets, so
     a batch of one never carries another's label (an extra column at best, a leak at worst)."""
@@ -155,7 +181,13 @@ def load_dataset(name: DatasetName, settings: Settings | None = None) -> pl.Data
         return seattle_weather()
     if name == "gapminder":
         return gapminder()
-    raise DatasetUnavailable(f"unknown dataset {name!r}; built-in datasets: {sorted(SPECS)}")
+    if name == "gdelt":  # live: the newest exports, fetched now (tools.gdelt_model)
+        from tools.gdelt_model import reference_frame
+
+        return reference_frame(settings or get_settings())
+    raise DatasetUnavailable(
+        f"unknown dataset {name!r}; built-in datasets: {sorted(BUILTIN_SPECS)}"
+    )
 
 
 def flights(settings: Settings | None = None) -> pl.DataFrame:
@@ -365,6 +397,7 @@ def _cache_dir(settings: Settings) -> Path:
 
 
 __all__ = [
+    "BUILTIN_SPECS",
     "CREDITCARD",
     "DELAY_CLASSES",
     "FLIGHTS",
@@ -372,6 +405,8 @@ __all__ = [
     "FLIGHTS_DELAY",
     "FLIGHTS_DELAY_CLASS",
     "GAPMINDER",
+    "GDELT",
+    "LIVE_SPECS",
     "SEATTLE_WEATHER",
     "SPECS",
     "DatasetSpec",

@@ -12,6 +12,7 @@ import hashlib
 import io
 import re
 import zipfile
+from collections import deque
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -138,6 +139,47 @@ def fetch_file_list(
     """
     url = base_url.rstrip("/") + ("/masterfilelist.txt" if master else "/lastupdate.txt")
     return parse_file_list(_get(url, timeout).decode("utf-8", errors="replace"))
+
+
+def fetch_list_tail(
+    base_url: str = DEFAULT_BASE_URL, *, tail_bytes: int = 64_000, timeout: float = 30.0
+) -> list[GdeltFile]:
+    """The newest entries of masterfilelist.txt: about its last ``tail_bytes`` bytes.
+
+    The master list names every file since 2015 (over 100 MB) and grows at its end, so only
+    its tail is asked for (an HTTP Range request). A server that ignores Range sends the whole
+    list: it is streamed and only the lines of the last ``tail_bytes`` are kept, so memory
+    stays bounded either way.
+
+    Raises:
+        DatasetUnavailable: the server cannot be reached or answers with an error.
+        FormatError: a kept line is not a GDELT 2.0 list entry.
+    """
+    import httpx
+
+    url = base_url.rstrip("/") + "/masterfilelist.txt"
+    headers = {"Range": f"bytes=-{tail_bytes}"}
+    kept: deque[str] = deque()
+    size = 0
+    try:
+        with httpx.stream(
+            "GET", url, headers=headers, timeout=timeout, follow_redirects=True
+        ) as response:
+            response.raise_for_status()
+            # 206 from byte 0 on is the whole list; from further on, a cut first line
+            cut = response.status_code == 206 and not response.headers.get(
+                "content-range", ""
+            ).startswith("bytes 0-")
+            for line in response.iter_lines():
+                kept.append(line)
+                size += len(line) + 1
+                while size > tail_bytes and len(kept) > 1:
+                    size -= len(kept.popleft()) + 1
+    except httpx.HTTPError as exc:
+        raise DatasetUnavailable(f"cannot fetch {url}: {exc}") from exc
+    if cut and kept:
+        kept.popleft()  # it begins mid-line: never parse a fragment
+    return parse_file_list("\n".join(kept))
 
 
 def download(entry: GdeltFile, cache_dir: Path, *, timeout: float = 60.0) -> Path:
