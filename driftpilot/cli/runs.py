@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from typer._click.exceptions import UsageError
 
 from driftpilot.cli.common import (
     AsJson,
@@ -46,20 +48,127 @@ def run(
             "escalated episode's hold: the policy's other bounds still apply).",
         ),
     ] = None,
+    sql: Annotated[
+        str | None,
+        typer.Option(
+            "--sql",
+            metavar="QUERY",
+            help="The batch is the rows of this SELECT; :start and :end are the window "
+            "(bound parameters, never formatted in). Runs read-only, under a timeout.",
+        ),
+    ] = None,
+    db_url: Annotated[
+        str | None,
+        typer.Option(
+            "--db-url",
+            help="SQLAlchemy URL of the PostgreSQL/SQLite database --sql reads (never printed; "
+            "--database keeps a password out of the command line).",
+        ),
+    ] = None,
+    database: Annotated[
+        str | None,
+        typer.Option(help="Instead of --db-url: a database of DRIFTPILOT_SOURCES_DATABASES."),
+    ] = None,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            help="The window's start (ISO 8601, UTC without an offset), exclusive; default: "
+            "the newest time the champion was trained on."
+        ),
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option(help="The window's end, inclusive; default: now.")
+    ] = None,
 ) -> None:
-    """Run the control loop on one new batch (one run per model at a time)."""
+    """Run the control loop on one new batch (one run per model at a time): a file, a
+    built-in batch, or the rows of a SQL query for a time window."""
     if retrain is not None and not retrain.strip():
         raise typer.BadParameter("say why a retrain is asked for", param_hint="'--retrain'")
-    if batch is None:
+    window = _sql_usage(batch, from_dataset, sql, db_url, database, start, end)
+    if batch is None and sql is None:
         _dataset_batch(from_dataset)  # bad usage fails before anything is opened
     plane = _plane()
     plane.model_view(model)  # so does an unknown model: before a batch is read
-    frame, batch_id = _batch_from(batch, from_dataset)
+    if sql is not None:
+        frame, batch_id = _sql_batch(plane, model, sql, db_url, database, window)
+    else:
+        frame, batch_id = _batch_from(batch, from_dataset)
     with _alerting(plane), console.status(f"control run on {batch_id}..."):
         view = plane.start_run(
             model, frame, batch_id, requested_by=by, wait=wait, retrain_reason=retrain
         )
     _print_run(view)
+
+
+def _time_option(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    from driftpilot.sources.sql import as_utc
+
+    try:
+        return as_utc(datetime.fromisoformat(value))
+    except ValueError:
+        raise typer.BadParameter(
+            f"{value!r} is not an ISO 8601 time (e.g. 2026-01-31T12:00)", param_hint=f"'{name}'"
+        ) from None
+
+
+def _sql_usage(
+    batch: Path | None,
+    from_dataset: str | None,
+    sql: str | None,
+    db_url: str | None,
+    database: str | None,
+    start: str | None,
+    end: str | None,
+) -> tuple[datetime | None, datetime | None]:
+    """The --sql options checked together (one batch source; --sql with one database);
+    returns the window's given bounds."""
+    if sql is None:
+        if database is not None or start is not None or end is not None:
+            raise UsageError("--database, --start and --end go with --sql QUERY")
+        return None, None
+    if batch is not None or from_dataset is not None:
+        raise UsageError("give one batch: --batch, --from-dataset or --sql")
+    if (db_url is None) == (database is None):
+        raise UsageError("--sql reads one database: give --db-url URL or --database NAME")
+    from driftpilot.sources.sql import check_query
+
+    check_query(sql)  # a refused query fails before anything is opened
+    bounds = _time_option(start, "--start"), _time_option(end, "--end")
+    if bounds[0] is not None and bounds[1] is not None and bounds[1] <= bounds[0]:
+        raise typer.BadParameter("--end must be after --start", param_hint="'--end'")
+    return bounds
+
+
+def _sql_batch(
+    plane: Any,
+    model: str,
+    query: str,
+    db_url: str | None,
+    database: str | None,
+    window: tuple[datetime | None, datetime | None],
+) -> tuple[Any, str]:
+    """The rows of the query for the window as a batch and its id (``sql-<end>``).
+
+    Raises:
+        DataError: the window has no rows (or the query failed: ``sources.sql``).
+    """
+    from driftpilot.core.errors import DataError
+    from driftpilot.scheduling.sources import sql_batch, sql_start
+    from driftpilot.sources.sql import Window, as_utc, database_url
+
+    url = db_url if db_url is not None else database_url(database or "", plane.settings.sources)
+    first = window[0] or sql_start(plane, model, None, set())
+    last = window[1] or as_utc(plane.store.clock())
+    if last <= first:
+        raise DataError(f"the window ({first.isoformat()}, {last.isoformat()}] is empty")
+    bounds = Window(first, last)
+    with console.status(f"SQL query for {bounds}..."):
+        picked = sql_batch(plane, model, url, query, bounds, key="")
+    if picked is None:
+        raise DataError(f"the SQL query returned no rows in {bounds}: no new batch")
+    return picked.frame, picked.batch_id
 
 
 def runs(

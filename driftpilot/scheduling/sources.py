@@ -13,8 +13,18 @@
   hash, taken before any sampling, or its batch id when the run came from this dataset), or
   one that begins at or before the newest row the champion was trained on (the bootstrap's
   window or the current champion's).
+  An ``s3://bucket/prefix/*.parquet`` glob does the same in an object store, under
+  ``DRIFTPILOT_SOURCES_OBJECT_ROOTS`` (``driftpilot.sources.objects``).
 - ``{"gdelt": {}}``: the newest GDELT 2.0 15-minute event export (``lastupdate.txt`` of
-  ``DRIFTPILOT_SCHEDULER_GDELT_BASE_URL``). Offline, the firing is audited as an error.
+  ``DRIFTPILOT_SCHEDULER_GDELT_BASE_URL``), with the built-in GDELT model's columns
+  (``tools.gdelt_model.model_frame``). Offline, the firing is audited as an error.
+- ``{"sql": {"database": name, "query": q, "since"?}}``: the rows the query returns for the
+  firing's window ``(start, end]``, bound as ``:start``/``:end`` (``driftpilot.sources.sql``:
+  read-only, timed out, bounded). ``end`` is the firing's scheduled time; ``start`` is the
+  ``end`` of the schedule's previous SQL batch, else ``since``, else the newest time the
+  champion was trained on. A window without rows is no new batch and is not claimed: the
+  next window starts where the previous batch ended, so rows committed late within it are
+  still read. Ledger key ``sql:<end>``.
 
 ``unseen_dataset_batches`` is the one rule of "the next batch a model has not seen": dataset
 schedules and the chat's ``/run MODEL`` (``ui.chat``) both call it.
@@ -38,17 +48,24 @@ from driftpilot.scheduling.specs import (
     GdeltOptions,
     GlobSource,
     Payload,
+    SqlQuery,
+    SqlSource,
     check_glob,
+    is_object_glob,
 )
+from driftpilot.sources.sql import EPOCH, Window, as_utc, database_url, read_query
 from driftpilot.store.models import BatchRecord, ManagedModel, Run, StepEffect
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import polars as pl
 
     from driftpilot.runs.plane import ControlPlane
     from tools.data import Batch
 
 SUFFIXES = (".csv", ".parquet")
+SQL_KEY = "sql:"
 
 
 @dataclass
@@ -158,15 +175,42 @@ class Sources:
     """Picks the batch of a firing from its schedule's source (module docstring).
 
     ``roots``: where glob sources may read. ``consumed``: the ledger keys the schedule has
-    taken already (``schedule_batches``)."""
+    taken already (``schedule_batches``). ``clock``: the time a firing reads when it is not
+    given its scheduled time (default: the store's clock)."""
 
-    def __init__(self, plane: ControlPlane, roots: list[Path], conf: SchedulerSettings) -> None:
+    def __init__(
+        self,
+        plane: ControlPlane,
+        roots: list[Path],
+        conf: SchedulerSettings,
+        *,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
         self.plane = plane
         self.roots = roots
         self.conf = conf
+        self.clock = clock or plane.store.clock
 
-    def pick(self, payload: Payload, consumed: set[str]) -> Picked | None:
-        """The batch a firing runs, None when there is no new one.
+    def check(self, payload: Payload) -> None:
+        """What a source needs of the settings, checked when a schedule is written: a SQL
+        source's database is configured; an object-store glob is under an object root.
+
+        Raises:
+            ConfigError: it is not.
+        """
+        source = payload.source
+        if isinstance(source, SqlSource):
+            database_url(source.sql.database, self.plane.settings.sources)
+        elif isinstance(source, GlobSource) and is_object_glob(source.glob):
+            from driftpilot.sources.objects import check_object_glob
+
+            check_object_glob(source.glob, self.plane.settings.sources)
+
+    def pick(
+        self, payload: Payload, consumed: set[str], at: datetime | None = None
+    ) -> Picked | None:
+        """The batch a firing runs, None when there is no new one. ``at``: the firing's
+        scheduled time (default: the clock's), the end of a SQL source's window.
 
         Raises:
             DriftPilotError (or an I/O error): an unusable source (the firing's outcome).
@@ -174,7 +218,11 @@ class Sources:
         source = payload.source
         if isinstance(source, DatasetSource):  # its seen batches are passed over in order
             return self._pick_dataset(payload.model, source, consumed)
-        if isinstance(source, GlobSource):
+        if isinstance(source, SqlSource):
+            picked = self._pick_sql(payload.model, source.sql, consumed, at or self.clock())
+        elif isinstance(source, GlobSource) and is_object_glob(source.glob):
+            picked = self._pick_object(source.glob, consumed)
+        elif isinstance(source, GlobSource):
             picked = self._pick_file(source.glob, consumed)
         else:
             picked = self._pick_gdelt(source.gdelt, consumed)
@@ -228,6 +276,32 @@ class Sources:
             detail += f"; {passed} older unconsumed file(s) passed over"
         return Picked(frame, path.stem, key, detail, {"batch_hash": content_hash(frame)})
 
+    def _pick_object(self, url_glob: str, consumed: set[str]) -> Picked | None:
+        """The newest unconsumed object an ``s3://`` glob matches (``sources.objects``)."""
+        from driftpilot.sources.objects import check_object_glob, pick_newest
+        from tools.data import content_hash
+
+        conf = self.plane.settings.sources
+        check_object_glob(url_glob, conf)
+        found = pick_newest(url_glob, consumed, conf, self.conf.max_file_bytes)
+        if found is None:
+            return None
+        frame, batch_id, key, detail = found
+        return Picked(frame, batch_id, key, detail, {"batch_hash": content_hash(frame)})
+
+    def _pick_sql(
+        self, model: str, options: SqlQuery, consumed: set[str], at: datetime
+    ) -> Picked | None:
+        end = as_utc(at)
+        key = f"{SQL_KEY}{end.isoformat()}"
+        if key in consumed:
+            return None
+        start = sql_start(self.plane, model, options.since, consumed)
+        if end <= start:
+            return None
+        url = database_url(options.database, self.plane.settings.sources)
+        return sql_batch(self.plane, model, url, options.query, Window(start, end), key)
+
     def _pick_dataset(self, model: str, source: DatasetSource, consumed: set[str]) -> Picked | None:
         from driftpilot.sources.resolver import dataset_batches
         from tools.datasets import SPECS
@@ -280,6 +354,55 @@ class Sources:
             frame = frame.head(options.max_rows)
         detail = f"GDELT 2.0 export of {stamp} UTC"
         return Picked(frame, f"gdelt-{stamp}", key, detail, origin)
+
+
+def sql_start(
+    plane: ControlPlane, model: str, since: datetime | None, consumed: set[str]
+) -> datetime:
+    """Where a SQL schedule's next window starts: the end of its newest SQL batch (ledger
+    keys ``sql:<end>``), else ``since``, else the newest time the model's champion was
+    trained on (when its time column holds times), else the Unix epoch."""
+    ends = [
+        as_utc(datetime.fromisoformat(k[len(SQL_KEY) :])) for k in consumed if k.startswith(SQL_KEY)
+    ]
+    if ends:
+        return max(ends)
+    if since is not None:
+        return as_utc(since)
+    horizon = trained_until(plane, model)
+    return as_utc(horizon) if isinstance(horizon, datetime) else EPOCH
+
+
+def sql_batch(
+    plane: ControlPlane, model: str, url: str, query: str, window: Window, key: str
+) -> Picked | None:
+    """The rows ``query`` returns for ``window`` on the database at ``url`` as a batch of
+    ``model`` (id ``sql-<end>``), None when there are none. The URL is not in it.
+
+    Raises:
+        ConfigError, DataError: the query was refused or failed (``sources.sql.read_query``).
+    """
+    from tools.data import content_hash
+
+    settings = plane.settings
+    row = plane.store.get(ManagedModel, model)
+    frame = read_query(
+        url,
+        query,
+        window,
+        timeout_s=settings.sources.sql_timeout_s,
+        max_rows=settings.api.max_batch_rows,
+        time_col=row.time_col,
+    )
+    if frame.height == 0:
+        return None
+    end = as_utc(window.end)
+    origin = {
+        "batch_hash": content_hash(frame),
+        "sql_window": {"start": window.start.isoformat(), "end": end.isoformat()},
+    }
+    detail = f"{frame.height} rows of the SQL query in {window}"
+    return Picked(frame, f"sql-{end.strftime('%Y%m%dT%H%M%SZ')}", key, detail, origin)
 
 
 def unseen_batches(ids: list[str], seen: set[str], start: str | None = None) -> list[str]:

@@ -4,12 +4,16 @@
 A schedule has LangGraph Platform's cron shape (``cron_id``, ``schedule``, ``timezone``,
 ``enabled``, ``next_run_date``, ``payload``) plus ``multitask_strategy`` and ``created_by``.
 Its payload names the model and the batch source (``driftpilot.scheduling.sources``):
-``{"glob": pattern}``, ``{"dataset": name, "start"?}`` or ``{"gdelt": {}}``.
+``{"glob": pattern}`` (a pattern under a batch root, or an ``s3://`` URL glob under an
+object-store root), ``{"dataset": name, "start"?}``, ``{"gdelt": {}}`` or
+``{"sql": {"database": name, "query": q}}`` (a named database: its URL is in the settings,
+never in a payload).
 """
 
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
@@ -17,11 +21,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from driftpilot.core.errors import ConfigError
 from driftpilot.scheduling.cron import cron_trigger, zone
+from driftpilot.sources.sql import as_utc, check_query
 from driftpilot.store.models import ToolCall
 
 AGENT = "scheduler"
 FIRE_TOOL = "schedule.fire"
 MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"
+DATABASE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+OBJECT_SCHEMES = ("s3://",)
 
 FiringOutcome = Literal[
     "fired", "skipped-busy", "no-new-batch", "error", "missed", "skipped-overlap", "disabled"
@@ -61,19 +68,51 @@ def check_glob(pattern: str) -> str:
     return pattern
 
 
+def is_object_glob(pattern: str) -> bool:
+    """Whether a glob names objects in an object store (``s3://bucket/prefix/*.parquet``)."""
+    return pattern.lower().startswith(OBJECT_SCHEMES)
+
+
+def check_object_url(pattern: str) -> str:
+    """An object-store glob's shape (which roots it may read is checked when it is read,
+    against ``settings.sources.object_roots``): ``s3://bucket/...``, without '..', '\\', NUL
+    or a '**' inside a segment.
+
+    Raises:
+        ConfigError: the URL is not such a glob.
+    """
+    scheme, _, rest = pattern.partition("://")
+    bucket, _, key = rest.partition("/")
+    parts = key.split("/")
+    if (
+        not bucket
+        or not key
+        or "\x00" in pattern
+        or "\\" in pattern
+        or any(p in ("..", ".") for p in parts)
+        or any("**" in p and p != "**" for p in parts)
+    ):
+        raise ConfigError(
+            f"an object-store glob is {scheme}://bucket/prefix/pattern, without '..' or '\\' "
+            "(e.g. 's3://batches/flights/*.parquet')"
+        )
+    return pattern
+
+
 class GlobSource(_Strict):
     glob: str = Field(
         min_length=1,
         max_length=500,
-        description="CSV/Parquet files under an allowed batch root; the newest one is run.",
-        examples=["flights/*.parquet"],
+        description="CSV/Parquet files under an allowed batch root, or objects under an "
+        "allowed object-store root (s3://...); the newest one is run.",
+        examples=["flights/*.parquet", "s3://batches/flights/*.parquet"],
     )
 
     @field_validator("glob")
     @classmethod
     def _safe(cls, value: str) -> str:
         try:
-            return check_glob(value)
+            return check_object_url(value) if is_object_glob(value) else check_glob(value)
         except ConfigError as exc:
             raise ValueError(str(exc)) from exc
 
@@ -103,7 +142,48 @@ class GdeltSource(_Strict):
     )
 
 
-Source = GlobSource | DatasetSource | GdeltSource
+class SqlQuery(_Strict):
+    database: str = Field(
+        pattern=DATABASE_NAME,
+        description="A database named in DRIFTPILOT_SOURCES_DATABASES (its URL and password "
+        "stay in the settings).",
+    )
+    query: str = Field(
+        min_length=1,
+        max_length=20_000,
+        description="One SELECT whose rows are the batch. :start and :end, the firing's window "
+        "(the previous batch's end, the firing's time], are bound parameters, never formatted "
+        "into the text; no other bind. It runs read-only, under a timeout, for at most "
+        "max_batch_rows rows.",
+        examples=["SELECT * FROM predictions WHERE logged_at > :start AND logged_at <= :end"],
+    )
+    since: datetime | None = Field(
+        None,
+        description="The first window's start (UTC when no offset is given); default: the "
+        "newest time the model's champion was trained on.",
+    )
+
+    @field_validator("query")
+    @classmethod
+    def _one_select(cls, value: str) -> str:
+        try:
+            check_query(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from exc
+        return value
+
+    @field_validator("since")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else as_utc(value)
+
+
+class SqlSource(_Strict):
+    sql: SqlQuery = Field(description="The rows a SQL query returns for the firing's window.")
+
+
+Source = GlobSource | DatasetSource | GdeltSource | SqlSource
+SOURCE_KINDS = ("glob", "dataset", "gdelt", "sql")
 
 
 class Payload(_Strict):
@@ -111,7 +191,8 @@ class Payload(_Strict):
 
     model: str = Field(pattern=MODEL_NAME, description="The managed model.")
     source: Source = Field(
-        description="{'glob': pattern} | {'dataset': name, 'start'?} | {'gdelt': {}}"
+        description="{'glob': pattern} | {'dataset': name, 'start'?} | {'gdelt': {}} | "
+        "{'sql': {'database': name, 'query': q}}"
     )
 
 
@@ -201,8 +282,13 @@ class ScheduleView(BaseModel):
 
 
 def source_kind(payload: dict[str, Any]) -> str:
+    """The kind of a payload's source: glob (``s3`` for an object-store glob), dataset,
+    gdelt or sql; ``unknown`` otherwise."""
     source = payload.get("source") or {}
-    return next((k for k in ("glob", "dataset", "gdelt") if k in source), "unknown")
+    kind = next((k for k in SOURCE_KINDS if k in source), "unknown")
+    if kind == "glob" and isinstance(source["glob"], str) and is_object_glob(source["glob"]):
+        return "s3"
+    return kind
 
 
 def firing_of(row: ToolCall) -> Firing:

@@ -1,0 +1,321 @@
+"""A batch from a SQL query: the rows a SELECT returns for one time window, read safely.
+
+The query is the user's; the window is ours. ``:start`` and ``:end`` are the only bind
+parameters a query may name, and they are always passed as bound parameters (the driver
+sends them apart from the SQL text), never formatted into it: a value in the data or in the
+bounds stays data. The query runs:
+
+- alone: one statement (a trailing ``;`` at most), starting with ``SELECT`` or ``WITH``;
+- in a read-only transaction (PostgreSQL ``SET TRANSACTION READ ONLY``, SQLite
+  ``PRAGMA query_only``): a data-modifying ``WITH`` is refused by the database;
+- under a statement timeout (PostgreSQL ``statement_timeout``, SQLite a progress handler
+  that interrupts it);
+- for at most ``max_rows`` rows (one more is fetched to know there were more: refused, not
+  cut, so a batch is never silently partial), streamed (a server-side cursor on PostgreSQL).
+
+Bounds are aware UTC datetimes on PostgreSQL. SQLite has no time type: they are bound as
+text ``YYYY-MM-DD HH:MM:SS.ffffff`` (UTC), the form SQLAlchemy writes; compare a column
+stored otherwise with ``julianday(col) > julianday(:start)``.
+
+A database URL carries credentials: it is never put in a message. Every error this module
+raises is worded without it (``redact``), and a driver error is re-raised from None so its
+traceback does not carry the URL either. Only PostgreSQL and SQLite URLs are accepted.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.pool import NullPool
+
+from driftpilot.core.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from driftpilot.core.settings import SourceSettings
+
+BINDS = frozenset({"start", "end"})
+DIALECTS = ("postgresql", "sqlite")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+FETCH_CHUNK = 10_000
+SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
+_FIRST_WORD = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/|\()*(\w+)", re.S)
+_TIMEOUT_STATE = "57014"  # PostgreSQL query_canceled: the statement timeout
+
+
+class SqlRefused(ConfigError):
+    """A query or database that is not run: not one read-only statement, a bind other than
+    :start/:end, an unknown database name, an unsupported or invalid URL."""
+
+
+class SqlFailed(DataError):
+    """The query ran and failed: the database's error (worded without the URL)."""
+
+
+class SqlTimeout(SqlFailed):
+    """The query ran longer than the statement timeout."""
+
+
+class TooManyRows(DataError):
+    """The query returned more rows than one batch may hold."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """The time window a query reads: rows with ``start < t <= end`` (the query says how)."""
+
+    start: datetime
+    end: datetime
+
+    def __str__(self) -> str:
+        return f"({self.start.isoformat()}, {self.end.isoformat()}]"
+
+
+def as_utc(moment: datetime) -> datetime:
+    """``moment`` as an aware UTC datetime (a naive one is taken as UTC)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def check_query(query: str) -> str:
+    """The query to run: one ``SELECT``/``WITH`` statement (a trailing ``;`` dropped) whose
+    bind parameters are among ``:start`` and ``:end``.
+
+    Raises:
+        SqlRefused: several statements, another kind of statement, or another bind.
+    """
+    body = query.strip()
+    body = body[:-1].rstrip() if body.endswith(";") else body
+    if not body or "\x00" in body:
+        raise SqlRefused("the SQL query is empty")
+    if ";" in body:
+        raise SqlRefused("the SQL query must be one statement: no ';' inside it")
+    first = _FIRST_WORD.match(body)
+    if first is None or first.group(1).lower() not in ("select", "with"):
+        raise SqlRefused("the SQL query must be a SELECT (or WITH ... SELECT): it only reads")
+    binds = set(text(body).compile().params)
+    if binds - BINDS:
+        names = ", ".join(f":{b}" for b in sorted(binds - BINDS))
+        raise SqlRefused(
+            f"the SQL query may bind only :start and :end (the window's bounds); found {names}"
+        )
+    return body
+
+
+def database_url(name: str, conf: SourceSettings) -> str:
+    """The URL of the database ``name`` of ``DRIFTPILOT_SOURCES_DATABASES``.
+
+    Raises:
+        SqlRefused: no database has that name (the message lists the names, never a URL).
+    """
+    if name not in conf.databases:
+        known = ", ".join(sorted(conf.databases)) or "none (set DRIFTPILOT_SOURCES_DATABASES)"
+        raise SqlRefused(f"no SQL database named {name!r}; configured: {known}")
+    return conf.databases[name]
+
+
+def parse_url(url: str) -> URL:
+    """The URL, checked: a PostgreSQL or SQLite SQLAlchemy URL.
+
+    Raises:
+        SqlRefused: not a URL SQLAlchemy reads, or another database.
+    """
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        # SQLAlchemy's message quotes the URL: say it without.
+        raise SqlRefused("the database URL is not a valid SQLAlchemy URL") from None
+    if parsed.get_backend_name() not in DIALECTS:
+        raise SqlRefused(
+            f"SQL sources read PostgreSQL or SQLite, not {parsed.get_backend_name()!r}"
+        )
+    return parsed
+
+
+def redact(message: str, url: str) -> str:
+    """``message`` without the URL, its password-hidden form or its password."""
+    try:
+        parsed: URL | None = make_url(url)
+    except (ArgumentError, ValueError):
+        parsed = None
+    secrets = [url]
+    if parsed is not None:
+        secrets.append(parsed.render_as_string(hide_password=True))
+        password = parsed.password
+        if password and len(str(password)) >= 3:
+            secrets.append(str(password))
+    for secret in sorted(secrets, key=len, reverse=True):
+        message = message.replace(secret, "***")
+    return message
+
+
+def read_query(
+    url: str,
+    query: str,
+    window: Window,
+    *,
+    timeout_s: float,
+    max_rows: int,
+    time_col: str | None = None,
+) -> pl.DataFrame:
+    """The rows ``query`` returns with ``:start``/``:end`` bound to ``window``, as a frame
+    (empty when there are none). ``time_col``: a column returned as text (SQLite) is parsed
+    to a UTC datetime (naive = UTC).
+
+    Raises:
+        SqlRefused: the query or the URL is refused (``check_query``, ``parse_url``).
+        SqlTimeout: the query ran longer than ``timeout_s``.
+        SqlFailed: the database refused or failed the query (a write in a read-only
+            transaction, a missing table, a lost connection...).
+        TooManyRows: more than ``max_rows`` rows.
+    """
+    body = check_query(query)
+    parsed = parse_url(url)
+    dialect = parsed.get_backend_name()
+    if dialect == "sqlite":
+        _check_sqlite_file(parsed)
+    params = _bounds(window, dialect)
+    engine = create_engine(
+        parsed, poolclass=NullPool, connect_args=_connect_args(dialect, timeout_s)
+    )
+    try:
+        with engine.connect() as conn:
+            keys, rows = _run(conn, dialect, body, params, timeout_s, max_rows)
+    except SqlTimeout:
+        raise
+    except DBAPIError as exc:
+        raise _failure(exc, url, timeout_s) from None
+    except SQLAlchemyError as exc:
+        raise SqlFailed(redact(f"the SQL query failed: {exc}", url)) from None
+    finally:
+        engine.dispose()
+    return _frame(keys, rows, time_col)
+
+
+def _connect_args(dialect: str, timeout_s: float) -> dict[str, Any]:
+    if dialect == "postgresql":
+        return {"connect_timeout": max(1, round(timeout_s))}
+    return {"timeout": timeout_s}  # SQLite: how long to wait for a lock
+
+
+def _bounds(window: Window, dialect: str) -> dict[str, Any]:
+    start, end = as_utc(window.start), as_utc(window.end)
+    if dialect == "sqlite":
+        return {"start": start.strftime(SQLITE_TIME), "end": end.strftime(SQLITE_TIME)}
+    return {"start": start, "end": end}
+
+
+def _check_sqlite_file(parsed: URL) -> None:
+    # sqlite3 creates a missing file on connect: a typo would read an empty new database.
+    name = parsed.database or ""
+    if name and name != ":memory:" and not name.startswith("file:") and not Path(name).is_file():
+        raise SqlFailed("the SQLite database file does not exist")
+
+
+def _run(
+    conn: Connection,
+    dialect: str,
+    body: str,
+    params: dict[str, Any],
+    timeout_s: float,
+    max_rows: int,
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run the query read-only under the timeout; at most ``max_rows`` rows."""
+    with conn.begin():
+        if dialect == "postgresql":
+            conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+            conn.execute(
+                text("SELECT set_config('statement_timeout', :ms, true)"),
+                {"ms": str(max(1, round(timeout_s * 1000)))},
+            )
+            return _fetch(conn, body, params, max_rows)
+        conn.exec_driver_sql("PRAGMA query_only = ON")
+        raw = conn.connection.driver_connection
+        assert raw is not None  # a connection SQLAlchemy just opened
+        deadline = time.monotonic() + timeout_s
+        expired: list[bool] = []
+
+        def interrupt() -> int:
+            if time.monotonic() > deadline:
+                expired.append(True)
+                return 1  # SQLite aborts the statement: "interrupted"
+            return 0
+
+        raw.set_progress_handler(interrupt, 10_000)
+        try:
+            return _fetch(conn, body, params, max_rows)
+        except DBAPIError:
+            if expired:
+                raise SqlTimeout(f"the SQL query ran longer than {timeout_s:g} s") from None
+            raise
+        finally:
+            raw.set_progress_handler(None, 0)
+
+
+def _fetch(
+    conn: Connection, body: str, params: dict[str, Any], max_rows: int
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    result = conn.execution_options(stream_results=True).execute(text(body), params)
+    keys = list(result.keys())
+    rows: list[tuple[Any, ...]] = []
+    while len(rows) <= max_rows:
+        chunk = result.fetchmany(min(FETCH_CHUNK, max_rows + 1 - len(rows)))
+        if not chunk:
+            break
+        rows.extend(tuple(r) for r in chunk)
+    result.close()
+    if len(rows) > max_rows:
+        raise TooManyRows(f"the SQL query returned more than {max_rows} rows (one batch's limit)")
+    return keys, rows
+
+
+def _failure(exc: DBAPIError, url: str, timeout_s: float) -> SqlFailed:
+    state = getattr(exc.orig, "sqlstate", None)
+    if state == _TIMEOUT_STATE:
+        return SqlTimeout(f"the SQL query ran longer than {timeout_s:g} s")
+    reason = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig)
+    return SqlFailed(redact(f"the SQL query failed: {reason}", url))
+
+
+def _frame(keys: list[str], rows: list[tuple[Any, ...]], time_col: str | None) -> pl.DataFrame:
+    """The rows as a frame: decimals as floats, a text time column as UTC datetimes."""
+    import polars as pl
+
+    if len(set(keys)) != len(keys):
+        raise SqlFailed(f"the SQL query returns duplicate column names: {', '.join(keys)}")
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in keys]
+    try:
+        frame = pl.DataFrame(
+            [
+                pl.Series(key, [float(v) if isinstance(v, Decimal) else v for v in values])
+                for key, values in zip(keys, columns, strict=True)
+            ]
+        )
+    except (pl.exceptions.PolarsError, TypeError, ValueError) as exc:
+        raise SqlFailed(f"the SQL query's rows do not make a table: {exc}") from exc
+    if time_col is not None and time_col in frame.columns and frame[time_col].dtype == pl.String:
+        frame = _parse_times(frame, time_col)
+    return frame
+
+
+def _parse_times(frame: pl.DataFrame, time_col: str) -> pl.DataFrame:
+    import polars as pl
+
+    try:
+        parsed = frame[time_col].str.to_datetime(time_unit="us", strict=True)
+    except pl.exceptions.PolarsError as exc:
+        raise SqlFailed(
+            f"the SQL query's time column {time_col!r} holds text that is not a time: {exc}"
+        ) from exc
+    zone = parsed.dtype.time_zone if isinstance(parsed.dtype, pl.Datetime) else None
+    parsed = parsed.dt.convert_time_zone("UTC") if zone else parsed.dt.replace_time_zone("UTC")
+    return frame.with_columns(parsed.alias(time_col))
