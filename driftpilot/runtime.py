@@ -4,7 +4,7 @@
 
     runtime = build_runtime(settings, plane=None, own_plane=None, executor=True,
                             scheduler=True, alerts=True, recover=True, roots=None,
-                            queue=False, firing=True, workers=None)
+                            queue=False, firing=True, workers=None, windows=None)
     with runtime.start():          # or runtime.start() ... runtime.close()
         runtime.plane, runtime.executor, runtime.queue, runtime.scheduler, runtime.alerts
 
@@ -25,16 +25,22 @@
   there is one, else to the queue. ``firing=False`` makes it manage schedules without firing
   them (the chat: ``driftpilot serve`` fires).
 - ``alerts``: the webhook ``AlertDispatcher`` (``settings.alerts``), subscribed to the plane.
+- ``windower``: the inference log's ``Windower`` (``driftpilot.inference.windows``): every
+  ``settings.inference.tick_s`` it closes the due windows of every windowed model and
+  re-drives windows a dead process left without a run; their runs go to the executor (else
+  the queue). ``windows`` (default: whether there is an executor, i.e. the API's process).
 
 Order: ``start`` starts the alerts first (so what recovery and firings do is delivered), then
-the executor, then the scheduler (it hands fired runs to the executor); ``close`` stops them in
-reverse order, then closes the queue it made and the plane if owned. ``start`` and ``close``
-block (the API calls them in a thread). A runtime that failed to build closes what it made.
+the executor, then the scheduler and the windower (they hand runs to the executor); ``close``
+stops them in reverse order, then closes the queue it made and the plane if owned. ``start``
+and ``close`` block (the API calls them in a thread). A runtime that failed to build closes
+what it made.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -45,6 +51,7 @@ if TYPE_CHECKING:
     from driftpilot.alerts.webhooks import AlertDispatcher
     from driftpilot.execution.inprocess import RunExecutor
     from driftpilot.execution.queue import Queue
+    from driftpilot.inference.windows import Windower
     from driftpilot.runs.plane import ControlPlane
     from driftpilot.scheduling.scheduler import Scheduler
 
@@ -59,6 +66,7 @@ class Runtime:
     queue: Queue | None = None
     scheduler: Scheduler | None = None
     alerts: AlertDispatcher | None = None
+    windower: Windower | None = None
     own_plane: bool = False
     recover: bool = True
     own_queue: bool = False
@@ -80,6 +88,8 @@ class Runtime:
                     self.executor.start(recover=self.recover)
                 if self.scheduler is not None:
                     self.scheduler.start()
+                if self.windower is not None:
+                    self.windower.start()
             except BaseException:
                 self.close()
                 raise
@@ -90,6 +100,8 @@ class Runtime:
         close the queue made here and the plane if owned. Safe to call twice."""
         with self._lock:
             self.started = False
+            if self.windower is not None:
+                self.windower.shutdown()
             if self.scheduler is not None:
                 self.scheduler.shutdown()
             if self.executor is not None:
@@ -121,6 +133,7 @@ def build_runtime(
     queue: bool = False,
     firing: bool = True,
     workers: int | None = None,
+    windows: bool | None = None,
 ) -> Runtime:
     """Construct (not start) the services asked for over ``plane`` (module docstring).
 
@@ -136,6 +149,8 @@ def build_runtime(
     runtime = Runtime(settings, cp, own_plane=owned, recover=recover)
     try:
         _wire(runtime, executor, scheduler, alerts, roots, queue, firing, workers)
+        if executor if windows is None else windows:
+            _wire_windower(runtime)
     except BaseException:
         runtime.close()
         raise
@@ -182,3 +197,14 @@ def _wire(
         from driftpilot.alerts.webhooks import AlertDispatcher
 
         runtime.alerts = AlertDispatcher(cp, settings.alerts)
+
+
+def _wire_windower(runtime: Runtime) -> None:
+    from driftpilot.inference.windows import Windower, Windows
+
+    execute: Callable[[str], object] | None = None
+    if runtime.executor is not None:
+        execute = runtime.executor.execute
+    elif runtime.queue is not None:
+        execute = runtime.queue.defer_run
+    runtime.windower = Windower(Windows(runtime.plane, execute=execute))

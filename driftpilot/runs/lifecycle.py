@@ -286,12 +286,16 @@ class Lifecycle:
         multitask_strategy: str = "reject",
         metadata: dict[str, Any] | None = None,
         retrain_reason: str | None = None,
+        run_id: str | None = None,
     ) -> RunView:
         """Store the batch and create the run as ``pending``; ``execute_run`` runs it later.
 
         ``multitask_strategy``: ``reject`` refuses while the model has another pending or
         running run; ``enqueue`` lets the run wait for the model's lease.
         ``retrain_reason``: the requester asks for a retrain (as ``start_run``).
+        ``run_id``: the run's id (default: a new one). A submitter that must not create a run
+        twice after a crash (a closed window) derives it from what it submits: a second
+        submission of one id fails on the run's primary key (IntegrityError), nothing doubled.
 
         Raises:
             NotFound: unknown model.
@@ -308,7 +312,7 @@ class Lifecycle:
         leases.refuse_if_unrecovered(self.store, model)
         if multitask_strategy == "reject":
             self.refuse_if_busy(model)
-        run_id = uuid.uuid4().hex
+        run_id = run_id or uuid.uuid4().hex
         # Kept beside the run: its metadata (its summary is the run's result) and what the
         # submitter asked for, so that a read answers it.
         effects = {METADATA_STEP: metadata} if metadata else {}

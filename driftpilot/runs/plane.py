@@ -235,9 +235,11 @@ class ControlPlane:
         multitask_strategy: str = "reject",
         metadata: dict[str, Any] | None = None,
         retrain_reason: str | None = None,
+        run_id: str | None = None,
     ) -> RunView:
         """Store the batch and create the run as ``pending``; ``execute_run`` runs it later.
-        ``retrain_reason``: a person's retrain request, as ``start_run``."""
+        ``retrain_reason``: a person's retrain request, as ``start_run``; ``run_id``: a
+        deterministic id, so a re-submission after a crash cannot make a second run."""
         return self.lifecycle.submit_run(
             model,
             batch,
@@ -247,6 +249,7 @@ class ControlPlane:
             multitask_strategy=multitask_strategy,
             metadata=metadata,
             retrain_reason=retrain_reason,
+            run_id=run_id,
         )
 
     def execute_run(self, run_id: str, *, timeout_s: float = math.inf) -> RunView:

@@ -1,0 +1,571 @@
+"""Windows of a model's inference log: closing them, and turning each into a control run.
+
+A model with a ``windowing`` (``{"rows": N, "minutes": M}``, either or both) has its open rows
+(``window_number`` null) cut into windows, oldest first:
+
+- rows: the first N open rows, once N are open;
+- minutes: once the first open row was received M minutes ago (by the store's clock), the open
+  rows received before its time + M, up to the first one received later (windows follow the
+  arrival order, ``id``);
+- both: whichever comes first; a window never holds more than ``settings.api.max_batch_rows``
+  rows (the batch upload's limit).
+
+Closing is one write transaction (``close_due``): the window (number = the model's newest + 1)
+is inserted, its rows are marked with ``UPDATE ... WHERE window_number IS NULL`` whose row
+count must be the window's (another closer got there first: roll back, try again), and one
+tool call (agent ``inference``, tool ``window.close``) is appended to the hash-chained audit
+under the run the window will become. Every row is in exactly one window, set once.
+
+Driving (``drive``): the window's rows become a batch (``driftpilot.inference.rows.
+frame_of_rows``, labels known by then included), submitted as a run with trigger ``window``,
+strategy ``enqueue`` (windows wait for each other and run in order under the model's lease)
+and the window in its metadata, then handed to the executor. The run's id is derived from
+the window (``window_run_id``): a window whose ``run_id`` is still null after a crash is
+driven again (``redrive``), and finds its run if it was made before the crash, or makes it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, Field, model_validator
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError as SQLIntegrityError
+from sqlalchemy.orm import Session
+
+from driftpilot.core.errors import ConfigError, NotFound
+from driftpilot.store.engine import dumps, stamp
+from driftpilot.store.models import InferenceRow, InferenceWindow, ManagedModel, Run, ToolCall
+
+if TYPE_CHECKING:
+    from driftpilot.runs.plane import ControlPlane
+    from driftpilot.runs.views import RunView
+
+log = logging.getLogger(__name__)
+
+AGENT = "inference"
+CLOSE_TOOL = "window.close"
+TRIGGER = "window"
+REQUESTER = "inference"  # who requests a window's run: the log, not a person
+MIN_ROWS = 10  # fewer rows than this say nothing about drift
+MAX_MINUTES = 7 * 24 * 60
+_NAMESPACE = uuid.UUID("6f1c1c4e-4b7a-4d55-9f55-2d1f0b1e7a22")
+_CLOSE_TRIES = 5
+Reason = Literal["rows", "minutes", "flush"]
+
+
+class WindowSetting(BaseModel):
+    """How a model's inference log closes windows: after ``rows`` rows, after ``minutes``
+    minutes from a window's first row, or whichever comes first. Both null: no windows."""
+
+    rows: int | None = Field(None, ge=MIN_ROWS, description="Close after this many rows.")
+    minutes: float | None = Field(
+        None, gt=0, le=MAX_MINUTES, description="Close this long after a window's first row."
+    )
+
+    @model_validator(mode="after")
+    def _one_at_least(self) -> WindowSetting:
+        if self.rows is None and self.minutes is None:
+            raise ValueError("a window needs rows, minutes or both (to stop windows: --off)")
+        return self
+
+
+class WindowView(BaseModel):
+    """One closed window: its rows (by arrival id), why and when it closed, its run."""
+
+    model: str
+    number: int
+    n_rows: int
+    first_id: int
+    last_id: int
+    reason: str
+    opened_at: str
+    closed_at: str
+    batch_id: str
+    run_id: str | None = Field(description="Null until its run is made (then never again).")
+
+
+class WindowsView(BaseModel):
+    """A model's window setting, its closed windows (newest first) and its open rows."""
+
+    model: str
+    setting: WindowSetting | None
+    open_rows: int = Field(description="Rows logged and not in a window yet.")
+    windows: list[WindowView]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one closing takes: the open rows' ids (arrival order), why, and when the first
+    of them came."""
+
+    ids: list[int]
+    reason: Reason
+    opened_at: str
+
+
+class _Raced(Exception):
+    """Another closer marked some of the rows first: the transaction is rolled back."""
+
+
+class _NothingDue(Exception):
+    """No window is due any more (seen under the write lock): nothing is written."""
+
+
+def window_run_id(model: str, number: int, closed_at: str) -> str:
+    """The id of the run a window becomes: the same for every attempt to make it."""
+    return uuid.uuid5(_NAMESPACE, f"{model}/{number}/{closed_at}").hex
+
+
+def setting_of(row: ManagedModel) -> WindowSetting | None:
+    """The model's window setting (None: it has none)."""
+    if not row.windowing:
+        return None
+    raw = json.loads(row.windowing)
+    if raw.get("rows") is None and raw.get("minutes") is None:
+        return None
+    return WindowSetting.model_validate(raw)
+
+
+def view_of(row: InferenceWindow) -> WindowView:
+    return WindowView(
+        model=row.model,
+        number=row.number,
+        n_rows=row.n_rows,
+        first_id=row.first_id,
+        last_id=row.last_id,
+        reason=row.reason,
+        opened_at=row.opened_at,
+        closed_at=row.closed_at,
+        batch_id=row.batch_id,
+        run_id=row.run_id,
+    )
+
+
+def _deadline(first_at: str, minutes: float) -> str:
+    return stamp(datetime.fromisoformat(first_at) + timedelta(minutes=minutes))
+
+
+def minutes_due(first_at: str, setting: WindowSetting, moment: datetime) -> bool:
+    """Whether a window whose first row was received at ``first_at`` is due by its minutes."""
+    return setting.minutes is not None and stamp(moment) >= _deadline(first_at, setting.minutes)
+
+
+def plan(
+    open_rows: list[tuple[int, str]],
+    setting: WindowSetting,
+    moment: datetime,
+    cap: int,
+    *,
+    flush: bool = False,
+) -> Plan | None:
+    """The next window at ``moment``, from the first open rows ((id, received_at) in id order,
+    at least ``min(rows, cap)`` of them when there are as many); None when none is due."""
+    if not open_rows:
+        return None
+    limit = min(setting.rows or cap, cap)
+    first_at = open_rows[0][1]
+    if flush:
+        return Plan([i for i, _ in open_rows[:limit]], "flush", first_at)
+    if setting.minutes is not None and minutes_due(first_at, setting, moment):
+        deadline = _deadline(first_at, setting.minutes)
+        taken: list[int] = []  # the first row is always in: it came before its deadline
+        for row_id, received in open_rows:
+            if received >= deadline or len(taken) == limit:
+                break
+            taken.append(row_id)
+        full = setting.rows is not None and len(taken) == limit
+        return Plan(taken, "rows" if full else "minutes", first_at)
+    if setting.rows is not None and len(open_rows) >= limit:
+        return Plan([i for i, _ in open_rows[:limit]], "rows", first_at)
+    return None
+
+
+class Windows:
+    """Closes and drives the windows of the plane's models. ``execute`` is handed each new
+    run's id (the executor's ``execute``, or the queue's ``defer_run``); without it the run
+    stays pending for whoever executes pending runs. ``clock``: default the store's."""
+
+    def __init__(
+        self,
+        plane: ControlPlane,
+        *,
+        execute: Callable[[str], Any] | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.plane = plane
+        self.store = plane.store
+        self._execute = execute
+        self._clock = clock or self.store.clock
+
+    @property
+    def cap(self) -> int:
+        """The most rows of one window: a batch upload's limit."""
+        return int(self.plane.settings.api.max_batch_rows)
+
+    # -- settings and reads ---------------------------------------------------------------------
+
+    def set_window(self, model: str, setting: WindowSetting | None, actor: str) -> WindowsView:
+        """Set (or with None, remove) the model's window setting; rows already open stay open
+        and close under the new setting. Audited as a tool call (tool ``window.set``).
+
+        Raises:
+            NotFound: unknown model.
+        """
+        started = time.perf_counter()
+        value = setting.model_dump_json() if setting is not None else None
+        with self.store.session() as session:
+            row = session.get(ManagedModel, model)
+            if row is None:
+                raise NotFound(f"no model {model!r}")
+            row.windowing = value
+        self.store.record_tool_call(
+            f"window:{model}"[:40],
+            AGENT,
+            "window.set",
+            {"model": model, "by": actor},
+            {"setting": json.loads(value) if value else None},
+            ok=True,
+            latency_ms=(time.perf_counter() - started) * 1000,
+        )
+        return self.windows(model)
+
+    def windows(self, model: str, limit: int = 50) -> WindowsView:
+        """The model's setting, its closed windows (newest first, at most ``limit``) and how
+        many rows are open.
+
+        Raises:
+            NotFound: unknown model.
+        """
+        row = self.store.get(ManagedModel, model)
+        with self.store.reading() as session:
+            closed = session.scalars(
+                select(InferenceWindow)
+                .where(InferenceWindow.model == model)
+                .order_by(InferenceWindow.number.desc())
+                .limit(limit)
+            ).all()
+            open_rows = session.scalar(
+                select(func.count())
+                .select_from(InferenceRow)
+                .where(InferenceRow.model == model, InferenceRow.window_number.is_(None))
+            )
+        return WindowsView(
+            model=model,
+            setting=setting_of(row),
+            open_rows=int(open_rows or 0),
+            windows=[view_of(w) for w in closed],
+        )
+
+    # -- closing --------------------------------------------------------------------------------
+
+    def close_due(self, model: str, *, flush: bool = False, most: int = 100) -> list[WindowView]:
+        """Close every window of ``model`` that is due now (``flush``: the open rows now,
+        whatever the setting), at most ``most``, oldest first; each in its own transaction.
+        The windows closed here (not driven yet: ``drive``).
+
+        Raises:
+            NotFound: unknown model. ConfigError: ``flush`` of a model without windows.
+        """
+        row = self.store.get(ManagedModel, model)
+        setting = setting_of(row)
+        if setting is None:
+            if not flush:
+                return []
+            setting = WindowSetting(rows=self.cap)
+        closed: list[WindowView] = []
+        while len(closed) < most:
+            window = self._close_one(model, setting, flush=flush)
+            if window is None:
+                break
+            closed.append(window)
+            flush = False  # a flush closes what was open once, then the setting rules
+        return closed
+
+    def _close_one(self, model: str, setting: WindowSetting, *, flush: bool) -> WindowView | None:
+        for _ in range(_CLOSE_TRIES):
+            moment = self._clock()
+            if self._due(model, setting, moment, flush=flush) is None:
+                return None  # a look without the write lock: most ticks close nothing
+            try:
+                view = self._close_audited(model, setting, moment, flush=flush)
+            except _NothingDue:
+                return None
+            except _Raced:
+                continue
+            log.info(
+                "%s: window %d closed (%s, %d rows)", model, view.number, view.reason, view.n_rows
+            )
+            return view
+        raise ConfigError(f"could not close a window of {model!r}: {_CLOSE_TRIES} races in a row")
+
+    def _close_audited(
+        self, model: str, setting: WindowSetting, moment: datetime, *, flush: bool
+    ) -> WindowView:
+        """One transaction: the window, its rows marked, and its tool call in the audit chain
+        (``_NothingDue``/``_Raced``: rolled back, nothing written)."""
+        started = time.perf_counter()
+        closed: list[WindowView] = []
+        call = ToolCall(run_id="", agent=AGENT, tool=CLOSE_TOOL, args="{}", result="{}")
+        call.ok, call.latency_ms = True, 0.0
+
+        def close(session: Session) -> None:
+            window = view_of(self._close_in(session, model, setting, moment, flush=flush))
+            closed[:] = [window]
+            call.run_id = window_run_id(model, window.number, window.closed_at)
+            call.args = dumps({"model": model, "number": window.number})
+            call.result = dumps(window.model_dump(exclude={"run_id"}))
+            call.latency_ms = round((time.perf_counter() - started) * 1000, 2)
+
+        self.store._append(call, check=close)
+        return closed[0]
+
+    def _open_rows(self, session: Session, model: str, limit: int) -> list[tuple[int, str]]:
+        rows = session.execute(
+            select(InferenceRow.id, InferenceRow.received_at)
+            .where(InferenceRow.model == model, InferenceRow.window_number.is_(None))
+            .order_by(InferenceRow.id)
+            .limit(limit)
+        ).all()
+        return [(int(i), str(at)) for i, at in rows]
+
+    def _due(
+        self, model: str, setting: WindowSetting, moment: datetime, *, flush: bool
+    ) -> Plan | None:
+        with self.store.reading() as session:
+            return self._plan_in(session, model, setting, moment, flush=flush)
+
+    def _plan_in(
+        self, session: Session, model: str, setting: WindowSetting, moment: datetime, *, flush: bool
+    ) -> Plan | None:
+        """``plan`` over the open rows, read only as far as needed: a tick that closes
+        nothing reads the first open row and counts up to the window's size."""
+        first = self._open_rows(session, model, 1)
+        if not first:
+            return None
+        limit = min(setting.rows or self.cap, self.cap)
+        if not flush and not minutes_due(first[0][1], setting, moment):
+            if setting.rows is None:
+                return None
+            head = (
+                select(InferenceRow.id)
+                .where(InferenceRow.model == model, InferenceRow.window_number.is_(None))
+                .limit(limit)
+                .subquery()
+            )
+            if int(session.scalar(select(func.count()).select_from(head)) or 0) < limit:
+                return None
+        return plan(self._open_rows(session, model, limit), setting, moment, self.cap, flush=flush)
+
+    def _close_in(
+        self, session: Session, model: str, setting: WindowSetting, moment: datetime, *, flush: bool
+    ) -> InferenceWindow:
+        """Under the audit chain's write lock: plan again, insert the window, mark its rows."""
+        planned = self._plan_in(session, model, setting, moment, flush=flush)
+        if planned is None:
+            raise _NothingDue
+        newest = session.scalar(
+            select(func.max(InferenceWindow.number)).where(InferenceWindow.model == model)
+        )
+        number = int(newest or 0) + 1
+        closed_at = stamp(moment)
+        window = InferenceWindow(
+            model=model,
+            number=number,
+            n_rows=len(planned.ids),
+            first_id=planned.ids[0],
+            last_id=planned.ids[-1],
+            reason=planned.reason,
+            opened_at=planned.opened_at,
+            closed_at=closed_at,
+            batch_id=f"window-{number}",
+            run_id=None,
+        )
+        session.add(window)
+        # The plan is a prefix of the open rows in id order, so the id range holds exactly
+        # its rows, unless a row committed meanwhile inside it (PostgreSQL hands ids out
+        # before commit): then the count differs and this closing is retried.
+        marked = session.execute(
+            update(InferenceRow)
+            .where(
+                InferenceRow.model == model,
+                InferenceRow.id >= planned.ids[0],
+                InferenceRow.id <= planned.ids[-1],
+                InferenceRow.window_number.is_(None),
+            )
+            .values(window_number=number)
+            .execution_options(synchronize_session=False)
+        )
+        if marked.rowcount != len(planned.ids):  # type: ignore[attr-defined]
+            raise _Raced
+        return window
+
+    # -- driving --------------------------------------------------------------------------------
+
+    def drive(self, window: WindowView) -> str:
+        """Make the window's run (or find the one made before a crash), record it on the
+        window and hand it to the executor; its run id.
+
+        Raises:
+            NotFound: the model is gone. DataError/SchemaError: its rows make no batch.
+            ModelBusy: the model has unrecovered work (driven again at the next tick).
+        """
+        run_id = window_run_id(window.model, window.number, window.closed_at)
+        made = self._run_exists(run_id)
+        if not made:
+            try:
+                self._submit(window, run_id)
+            except SQLIntegrityError:
+                if not self._run_exists(run_id):
+                    raise
+                # another windower made it first: the same run
+        with self.store.session() as session:
+            session.execute(
+                update(InferenceWindow)
+                .where(
+                    InferenceWindow.model == window.model,
+                    InferenceWindow.number == window.number,
+                    InferenceWindow.run_id.is_(None),
+                )
+                .values(run_id=run_id)
+            )
+        if self._execute is not None:
+            self._execute(run_id)
+        return run_id
+
+    def _run_exists(self, run_id: str) -> bool:
+        with self.store.reading() as session:
+            return session.get(Run, run_id) is not None
+
+    def _submit(self, window: WindowView, run_id: str) -> RunView:
+        from driftpilot.inference.rows import frame_of_rows
+
+        row = self.store.get(ManagedModel, window.model)
+        with self.store.reading() as session:
+            rows = session.execute(
+                select(InferenceRow.payload, InferenceRow.label)
+                .where(
+                    InferenceRow.model == window.model,
+                    InferenceRow.window_number == window.number,
+                )
+                .order_by(InferenceRow.id)
+            ).all()
+        frame = frame_of_rows(row, [p for p, _ in rows], [label for _, label in rows])
+        return self.plane.submit_run(
+            window.model,
+            frame,
+            window.batch_id,
+            trigger=TRIGGER,
+            requested_by=REQUESTER,
+            multitask_strategy="enqueue",
+            metadata={
+                "window": window.number,
+                "rows": window.n_rows,
+                "first_id": window.first_id,
+                "last_id": window.last_id,
+                "reason": window.reason,
+                "opened_at": window.opened_at,
+                "closed_at": window.closed_at,
+            },
+            run_id=run_id,
+        )
+
+    def undriven(self, limit: int = 100) -> list[WindowView]:
+        """Closed windows without a run yet (a crash between closing and driving), oldest
+        first per model."""
+        with self.store.reading() as session:
+            rows = session.scalars(
+                select(InferenceWindow)
+                .where(InferenceWindow.run_id.is_(None))
+                .order_by(InferenceWindow.model, InferenceWindow.number)
+                .limit(limit)
+            ).all()
+        return [view_of(r) for r in rows]
+
+    def windowed_models(self) -> list[str]:
+        """The models that have a window setting."""
+        with self.store.reading() as session:
+            return list(
+                session.scalars(
+                    select(ManagedModel.name).where(ManagedModel.windowing.is_not(None))
+                )
+            )
+
+    def tick(self) -> list[str]:
+        """One pass: drive the windows left without a run, then close and drive the due
+        windows of every windowed model. A model that fails is logged and tried again at the
+        next tick; the run ids made."""
+        made: list[str] = []
+        for window in self.undriven():
+            made.extend(self._drive_logged(window))
+        for model in self.windowed_models():
+            try:
+                windows = self.close_due(model)
+            except Exception:  # one model's fault must not stop the others' windows
+                log.exception("%s: closing its windows failed", model)
+                continue
+            for window in windows:
+                made.extend(self._drive_logged(window))
+        return made
+
+    def _drive_logged(self, window: WindowView) -> list[str]:
+        try:
+            return [self.drive(window)]
+        except Exception:  # the window keeps run_id null: driven again next tick
+            log.exception("%s: window %d could not become a run", window.model, window.number)
+            return []
+
+
+class Windower:
+    """A thread that runs ``Windows.tick`` every ``tick_s`` (default
+    ``settings.inference.tick_s``) from ``start`` to ``shutdown``; ``poke`` runs one at once
+    (a request that logged rows may have filled a window)."""
+
+    def __init__(self, windows: Windows, tick_s: float | None = None) -> None:
+        self.windows = windows
+        self.tick_s = tick_s or windows.plane.settings.inference.tick_s
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+    def start(self) -> Windower:
+        """Start ticking (the first tick re-drives what a dead process left); idempotent."""
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(
+                target=self._loop, name="driftpilot-windower", daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    def shutdown(self) -> None:
+        """Stop after the tick in progress."""
+        thread, self._thread = self._thread, None
+        self._stop.set()
+        self._wake.set()
+        if thread is not None:
+            thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.windows.tick()
+            except Exception:  # a lost database: tried again at the next tick
+                log.exception("the windower's tick failed")
+            self._wake.wait(self.tick_s)
+            self._wake.clear()

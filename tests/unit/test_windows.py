@@ -1,0 +1,260 @@
+"""Windows of the inference log (``driftpilot.inference.windows``): when a window is due
+(rows, minutes, both, flush), closing it exactly once in one transaction, in order, and
+driving it into one run (trigger ``window``) even when driven again after a crash. The clock
+is injected: no test sleeps."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+from sqlalchemy import select, update
+
+from driftpilot.core.errors import NotFound
+from driftpilot.core.settings import Settings
+from driftpilot.inference.windows import (
+    AGENT,
+    CLOSE_TOOL,
+    Windows,
+    WindowSetting,
+    plan,
+    window_run_id,
+)
+from driftpilot.runs.plane import ControlPlane
+from driftpilot.store.engine import stamp
+from driftpilot.store.models import InferenceRow, InferenceWindow, ManagedModel, Run, ToolCall
+from tests.rows import model_without_champion
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+class Clock:
+    """A clock the test moves."""
+
+    def __init__(self, at: datetime = T0) -> None:
+        self.at = at
+
+    def __call__(self) -> datetime:
+        return self.at
+
+    def advance(self, **delta: float) -> None:
+        self.at += timedelta(**delta)
+
+
+@pytest.fixture
+def plane(settings: Settings) -> Iterator[ControlPlane]:
+    cp = ControlPlane(settings)
+    cp.store.add_all([model_without_champion("m")])
+    yield cp
+    cp.close()
+
+
+def log_rows(cp: ControlPlane, count: int, at: datetime = T0, start: int = 0) -> None:
+    """``count`` rows of model ``m``, received at ``at`` (one microsecond apart)."""
+    rows = []
+    for i in range(start, start + count):
+        payload = json.dumps(
+            {
+                "row_id": f"r{i}",
+                "t": "2026-03-01T11:00:00+00:00",
+                "x": float(i),
+                "prediction": i % 2,
+            },
+            sort_keys=True,
+        )
+        rows.append(
+            InferenceRow(
+                model="m",
+                row_id=f"r{i}",
+                event_time="2026-03-01T11:00:00+00:00",
+                payload=payload,
+                digest=hashlib.sha256(payload.encode()).hexdigest(),
+                received_at=stamp(at + timedelta(microseconds=i - start)),
+            )
+        )
+    cp.store.add_all(rows)
+
+
+def set_window(cp: ControlPlane, **setting: Any) -> None:
+    with cp.store.session() as session:
+        model = session.get(ManagedModel, "m")
+        assert model is not None
+        model.windowing = json.dumps(setting)
+
+
+def rows_by_window(cp: ControlPlane) -> dict[int | None, list[int]]:
+    with cp.store.reading() as session:
+        found = session.execute(
+            select(InferenceRow.window_number, InferenceRow.id).order_by(InferenceRow.id)
+        ).all()
+    out: dict[int | None, list[int]] = {}
+    for number, row_id in found:
+        out.setdefault(number, []).append(row_id)
+    return out
+
+
+def rows_at(*minutes: float) -> list[tuple[int, str]]:
+    return [(i + 1, stamp(T0 + timedelta(minutes=m))) for i, m in enumerate(minutes)]
+
+
+# -- when a window is due ----------------------------------------------------------------------
+
+
+def test_a_rows_window_takes_the_first_n_open_rows_once_n_are_open() -> None:
+    setting = WindowSetting(rows=10)
+    assert plan(rows_at(*[0] * 9), setting, T0, cap=1000) is None
+    due = plan(rows_at(*[0] * 12), setting, T0 + timedelta(days=9), cap=1000)
+    assert due is not None and due.ids == list(range(1, 11)) and due.reason == "rows"
+    assert plan([], setting, T0, cap=1000) is None
+
+
+def test_a_minutes_window_closes_m_minutes_after_its_first_row() -> None:
+    setting = WindowSetting(minutes=5)
+    rows = rows_at(0, 1, 4.99, 5, 6)
+    assert plan(rows, setting, T0 + timedelta(minutes=4, seconds=59), cap=1000) is None
+    due = plan(rows, setting, T0 + timedelta(minutes=5), cap=1000)
+    assert due is not None and due.reason == "minutes"
+    assert due.ids == [1, 2, 3]  # received before 12:05; the 12:05 row opens the next
+    assert due.opened_at == stamp(T0)
+
+
+def test_both_close_on_whichever_comes_first() -> None:
+    setting = WindowSetting(rows=10, minutes=5)
+    by_rows = plan(rows_at(*range(11)), setting, T0 + timedelta(minutes=3), cap=1000)
+    assert by_rows is not None and by_rows.reason == "rows" and by_rows.ids == list(range(1, 11))
+    by_minutes = plan(rows_at(0, 1), setting, T0 + timedelta(minutes=5), cap=1000)
+    assert by_minutes is not None and (by_minutes.reason, by_minutes.ids) == ("minutes", [1, 2])
+    # Past the deadline with more rows than a window holds: still at most `rows`.
+    late = plan(rows_at(*[0] * 12), setting, T0 + timedelta(hours=1), cap=1000)
+    assert late is not None and late.ids == list(range(1, 11)) and late.reason == "rows"
+
+
+def test_a_window_never_holds_more_than_the_cap_and_a_flush_takes_whats_open() -> None:
+    due = plan(rows_at(*[0] * 8), WindowSetting(minutes=1), T0 + timedelta(minutes=2), cap=5)
+    assert due is not None and due.ids == [1, 2, 3, 4, 5]
+    flushed = plan(rows_at(0, 0), WindowSetting(rows=10), T0, cap=5, flush=True)
+    assert flushed is not None and (flushed.reason, flushed.ids) == ("flush", [1, 2])
+
+
+def test_a_window_setting_needs_rows_or_minutes_in_bounds() -> None:
+    for bad in ({}, {"rows": None, "minutes": None}, {"rows": 9}, {"minutes": 0}):
+        with pytest.raises(ValidationError):
+            WindowSetting.model_validate(bad)
+    assert WindowSetting(rows=10, minutes=0.5).minutes == 0.5
+
+
+# -- closing -----------------------------------------------------------------------------------
+
+
+def test_closing_marks_every_row_once_in_order_and_audits_each_window(
+    plane: ControlPlane,
+) -> None:
+    set_window(plane, rows=10, minutes=None)
+    log_rows(plane, 25)
+    windows = Windows(plane, clock=Clock())
+    closed = windows.close_due("m")
+    assert [(w.number, w.n_rows, w.reason) for w in closed] == [(1, 10, "rows"), (2, 10, "rows")]
+    assert windows.close_due("m") == []  # nothing more is due: nothing is written
+    by_window = rows_by_window(plane)
+    assert [len(by_window[n]) for n in (1, 2, None)] == [10, 10, 5]
+    assert max(by_window[1]) < min(by_window[2]) < min(by_window[None])
+    assert (closed[0].first_id, closed[0].last_id) == (by_window[1][0], by_window[1][-1])
+    calls = plane.store.list_rows(ToolCall, ToolCall.agent == AGENT, ToolCall.tool == CLOSE_TOOL)
+    assert [json.loads(c.args)["number"] for c in calls] == [1, 2]
+    assert calls[0].run_id == window_run_id("m", 1, closed[0].closed_at)
+    assert plane.store.verify().ok
+    view = windows.windows("m")
+    assert view.open_rows == 5 and [w.number for w in view.windows] == [2, 1]
+    assert all(w.run_id is None for w in view.windows)  # not driven yet
+
+
+def test_a_minutes_window_follows_the_injected_clock(plane: ControlPlane) -> None:
+    set_window(plane, rows=None, minutes=2)
+    clock = Clock()
+    log_rows(plane, 3, at=T0)
+    log_rows(plane, 2, at=T0 + timedelta(minutes=3), start=3)
+    windows = Windows(plane, clock=clock)
+    clock.advance(minutes=1, seconds=59)
+    assert windows.close_due("m") == []
+    clock.advance(seconds=1)
+    first = windows.close_due("m")
+    assert [(w.number, w.n_rows, w.reason) for w in first] == [(1, 3, "minutes")]
+    assert first[0].closed_at == stamp(T0 + timedelta(minutes=2))
+    clock.advance(minutes=3)  # 12:05: the 12:03 rows' window is due too
+    assert [(w.number, w.n_rows) for w in windows.close_due("m")] == [(2, 2)]
+    assert None not in rows_by_window(plane)
+
+
+def test_concurrent_closers_put_every_row_in_exactly_one_window(plane: ControlPlane) -> None:
+    set_window(plane, rows=10, minutes=None)
+    log_rows(plane, 500)
+    closers = [Windows(plane, clock=Clock()) for _ in range(4)]
+    found: list[list[int]] = [[] for _ in closers]
+    failed: list[BaseException] = []
+
+    def close(i: int) -> None:
+        try:
+            found[i] = [w.number for w in closers[i].close_due("m", most=1000)]
+        except BaseException as exc:
+            failed.append(exc)
+
+    threads = [threading.Thread(target=close, args=(i,)) for i in range(len(closers))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failed
+    assert sorted(n for numbers in found for n in numbers) == list(range(1, 51))
+    assert plane.store.verify().ok  # 50 tool calls appended by four closers, one chain
+    by_window = rows_by_window(plane)
+    assert None not in by_window and sorted(n for n in by_window if n is not None) == list(
+        range(1, 51)
+    )
+    assert all(len(ids) == 10 for ids in by_window.values())
+    # In order: window n holds the ids just before window n + 1's.
+    for n in range(1, 50):
+        assert max(by_window[n]) < min(by_window[n + 1])
+
+
+def test_flush_closes_what_is_open_without_a_setting(plane: ControlPlane) -> None:
+    log_rows(plane, 4)
+    windows = Windows(plane, clock=Clock())
+    assert windows.close_due("m") == []  # no setting: nothing closes by itself
+    assert [(w.n_rows, w.reason) for w in windows.close_due("m", flush=True)] == [(4, "flush")]
+    with pytest.raises(NotFound):
+        windows.close_due("nope")
+
+
+# -- driving -----------------------------------------------------------------------------------
+
+
+def test_a_window_becomes_one_run_even_when_driven_again_after_a_crash(
+    plane: ControlPlane,
+) -> None:
+    set_window(plane, rows=10, minutes=None)
+    log_rows(plane, 20)
+    handed: list[str] = []
+    windows = Windows(plane, execute=handed.append, clock=Clock())
+    made = windows.tick()
+    assert len(made) == 2 and handed == made
+    runs = plane.store.list_rows(Run, order=Run.created_at)
+    assert {r.id for r in runs} == set(made)
+    assert {r.trigger for r in runs} == {"window"} and {r.status for r in runs} == {"pending"}
+    first = plane.get_run(made[0])
+    assert first.metadata["window"] == 1 and first.metadata["rows"] == 10
+    assert first.batch_id == "window-1"
+    # A crash after the run was made and before the window recorded it: driven again, the
+    # window finds its run (the same id), and no second run is made.
+    with plane.store.session() as session:
+        session.execute(update(InferenceWindow).values(run_id=None))
+    assert [w.number for w in windows.undriven()] == [1, 2]
+    assert windows.tick() == made
+    assert len(plane.store.list_rows(Run)) == 2
+    assert windows.undriven() == []
+    assert [w.run_id for w in windows.windows("m").windows] == made[::-1]
