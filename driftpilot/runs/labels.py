@@ -9,9 +9,12 @@ batch counts for nothing until its labels come. ``attach`` puts them in place:
   regression. With a ``key`` (a column in both, unique among the labels) they join on it;
   without one the file must have the batch's row count and is taken in row order. Rows the
   labels leave null stay unlabelled.
-- labels are attached once: attaching the same labels again returns the first answer and
-  writes nothing; different labels are refused (``RunStateError``: the batch's state, not the
-  data, is what forbids it).
+- a row's label is attached once: attaching the same labels again returns the first answer
+  and writes nothing; a label that differs from one the batch has is refused
+  (``RunStateError``: the batch's state, not the data, is what forbids it). Labels that agree
+  with the labelled rows and fill some unlabelled ones add to the batch (late labels of an
+  inference window come a few at a time): the file is replaced again, the champion scored
+  again on all the labelled rows, and the decision audited again.
 - the labelled batch replaces the filed Parquet atomically (``write_parquet_atomic``: a
   reader sees the old file or the new one, never half of one). The service holds the model's
   lease meanwhile, so no run reads the window between the check and the write.
@@ -181,33 +184,34 @@ def attach(
     scoring = _Scoring(task, metric or PRIMARY[task])
     values = _label_values(labels, target, filed.schema[target], task)
     column = _align(filed, labels, values, record.batch_id, key)
-    labelled = filed.with_columns(column.alias(target))
     existing = filed[target]
-    if existing.null_count() < filed.height:  # labelled already
-        changed = _differences(existing, column)
-        if changed:
-            raise RunStateError(
-                f"batch {record.batch_id!r} of {record.model!r} already has labels and these "
-                f"differ in {changed} of {filed.height} rows: labels are attached once, not "
-                "replaced"
-            )
-        answered = ctx.store.effect(record.run_id, STEP)
+    changed = _differences(existing, column)
+    if changed:
+        raise RunStateError(
+            f"batch {record.batch_id!r} of {record.model!r} already has labels and these "
+            f"differ in {changed} of {filed.height} rows: a label is attached once, not "
+            "replaced (labels that agree and fill unlabelled rows are added)"
+        )
+    labelled = filed.with_columns(existing.fill_null(column).alias(target))
+    new_hash = content_hash(labelled)
+    answer_step, intent_step = _steps(ctx, record.run_id, existing, new_hash)
+    added = labelled[target].null_count() < existing.null_count()
+    if not added:
+        answered = ctx.store.effect(record.run_id, answer_step)
         if answered is not None:
             return LabelsView.model_validate(answered), False
-        if ctx.store.effect(record.run_id, INTENT_STEP) is None:
+        if ctx.store.effect(record.run_id, intent_step) is None:
             # The batch came with these labels: nothing to attach, nothing to record.
             return _view(ctx, record, drift, labelled, target, scoring, audit=False)[0], False
         # A crash after the file was replaced and before the decision: record it now.
     view, evidence = _view(ctx, record, drift, labelled, target, scoring, audit=True)
-    new_hash = content_hash(labelled)
-    before: str | None
-    if existing.null_count() == filed.height:
-        before = content_hash(filed)
+    if added:
+        before: str | None = content_hash(filed)
         intent = {"path": str(path), "content_hash": new_hash, "before": before}
-        ctx.store.record_effect(record.run_id, INTENT_STEP, intent)
+        ctx.store.record_effect(record.run_id, intent_step, intent)
         write_parquet_atomic(labelled, path)
     else:
-        before = (ctx.store.effect(record.run_id, INTENT_STEP) or {}).get("before")
+        before = (ctx.store.effect(record.run_id, intent_step) or {}).get("before")
     evidence.update(
         {
             "key": key,
@@ -228,8 +232,22 @@ def attach(
         _rationale(view, actor, evidence),
         evidence,
     )
-    ctx.store.record_effect(record.run_id, STEP, view.model_dump())
+    ctx.store.record_effect(record.run_id, answer_step, view.model_dump())
     return view, True
+
+
+def _steps(
+    ctx: RunContext, run_id: str, existing: pl.Series, labelled_hash: str
+) -> tuple[str, str]:
+    """The step effects (answer, intent) of the attachment that makes the file
+    ``labelled_hash``: ``labels``/``labels:intent`` for the first one (onto a batch without a
+    label), then ``labels:<hash>``/``labels:intent:<hash>`` for each that added more."""
+    first = ctx.store.effect(run_id, INTENT_STEP)
+    if existing.null_count() == len(existing) or (
+        first is not None and first.get("content_hash") == labelled_hash
+    ):
+        return STEP, INTENT_STEP
+    return f"{STEP}:{labelled_hash[:16]}", f"{INTENT_STEP}:{labelled_hash[:16]}"
 
 
 class Labelling:
@@ -402,10 +420,9 @@ def _unmatched(filed: pl.DataFrame, labels: pl.DataFrame, key: str | None) -> in
 
 
 def _differences(existing: pl.Series, new: pl.Series) -> int:
-    """Rows whose label differs (a label against none counts)."""
-    nulls = existing.is_null() != new.is_null()
-    values = (existing != new).fill_null(False)
-    return int((nulls | values).sum())
+    """Rows labelled in both whose labels differ (a label where there was none adds to the
+    batch's labels, and a row the new labels leave out keeps its own)."""
+    return int((existing != new).fill_null(False).sum())
 
 
 def _view(

@@ -59,10 +59,11 @@ def test_row_order_needs_the_same_count_and_a_key_joins() -> None:
         _align(batch, other, _label_values(other, "y", pl.Int8()), "b", "id")
 
 
-def test_a_label_against_none_is_a_difference() -> None:
+def test_only_a_label_against_another_is_a_difference() -> None:
     old = pl.Series([1, 0, None], dtype=pl.Int8)
     assert _differences(old, pl.Series([1, 0, None], dtype=pl.Int8)) == 0
-    assert _differences(old, pl.Series([1, 1, 0], dtype=pl.Int8)) == 2
+    assert _differences(old, pl.Series([1, 1, 0], dtype=pl.Int8)) == 1  # row 3 adds a label
+    assert _differences(old, pl.Series([None, 1, 0], dtype=pl.Int8)) == 1  # row 1 keeps its own
 
 
 def test_the_rationale_says_how_far_off_the_estimate_was() -> None:
