@@ -12,6 +12,7 @@ in is the order ``driftpilot --help`` lists them:
     notes       note, notes (context notes)
     models      model add, model list                 audit       audit [checkpoint]
     adopt       model adopt (an existing MLflow model)
+    inference   model window, model windows (the inference log's windows)
     keys        keys create, list, revoke             users       users add, list
     webhooks    webhooks add, list, remove, rotate-secret
     llm         llm serve, llm exec                   backup      backup, restore
@@ -41,7 +42,18 @@ from typing import Annotated
 
 import typer
 
-from driftpilot.cli import adopt, approvals, backup, evals, labels, notes, replay, runs, serve
+from driftpilot.cli import (
+    adopt,
+    approvals,
+    backup,
+    evals,
+    inference,
+    labels,
+    notes,
+    replay,
+    runs,
+    serve,
+)
 from driftpilot.cli.audit import audit_app
 from driftpilot.cli.common import (
     EXIT_ERROR,
@@ -106,6 +118,8 @@ for name, command in (
 ):
     app.command(name)(command)
 model_app.command("adopt")(adopt.model_adopt)
+model_app.command("window")(inference.model_window)
+model_app.command("windows")(inference.model_windows)
 app.add_typer(model_app, name="model")
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")

@@ -1,0 +1,252 @@
+"""Late labels of logged rows, joined by row id.
+
+``post_labels`` takes ``[{"row_id": ..., <target>: label}, ...]`` for one model:
+
+1. every item is validated (a row id, a label the task takes: binary 0/1/true/false, a class,
+   a number) before anything is written; a bad one refuses the request (``RowsRefused``:
+   its 0-based number and reason).
+2. the labels are stored on the rows in ONE write transaction (durable before anything
+   else): a row id the log does not hold refuses the request (``RowsRefused`` naming them);
+   a label other than the one a row has already refuses it too (``LabelConflict``); the same
+   label again counts as a duplicate. A label is set once.
+3. then each closed window that holds a labelled row of the request and whose run filed an
+   accepted batch gets every label its rows have so far attached to that batch through
+   ``ControlPlane.attach_labels`` (key ``row_id``): the batch's labels grow, its champion is
+   scored again on them and the attachment is audited. Labels of rows still open go into
+   their window's batch when it closes. A window whose run is still making its batch, or a
+   model busy with a run, is reported ``waiting``/``busy``: the labels are stored, and
+   posting them again (a duplicate) attaches them then.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import polars as pl
+from pydantic import BaseModel, Field
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.orm import Session
+
+from driftpilot.core.errors import DriftPilotError, ModelBusy, NotFound
+from driftpilot.inference.rows import (
+    MAX_ERRORS,
+    RowError,
+    RowsRefused,
+    Schema,
+    _Bad,
+    _outcome,
+    _row_id,
+    schema_of,
+)
+from driftpilot.runs.plane import ControlPlane
+from driftpilot.store.engine import now
+from driftpilot.store.models import BatchRecord, InferenceRow, InferenceWindow, ManagedModel
+
+log = logging.getLogger(__name__)
+
+CHUNK = 500  # row ids per IN (...) (SQLite's bound variables)
+Outcome = Literal["attached", "waiting", "busy", "not-accepted", "error"]
+
+
+class LabelConflict(DriftPilotError):
+    """Row ids whose stored label differs from the one posted: nothing is written."""
+
+    def __init__(self, model: str, row_ids: list[str]) -> None:
+        shown = ", ".join(repr(r) for r in row_ids[:5])
+        more = f" and {len(row_ids) - 5} more" if len(row_ids) > 5 else ""
+        super().__init__(
+            f"row {shown}{more} of model {model!r} has another label already; a label is set "
+            "once (the same label again is counted as a duplicate)"
+        )
+        self.model, self.row_ids = model, row_ids
+
+
+class WindowLabels(BaseModel):
+    """What the labels did to one closed window's batch."""
+
+    number: int
+    run_id: str | None
+    outcome: Outcome = Field(
+        description="attached (the batch holds every label of its rows, its champion scored "
+        "on them), waiting (its run has not filed its batch yet), busy (a run holds the model), "
+        "not-accepted (the run did not accept the batch), error (detail)"
+    )
+    rows_labelled: int | None = None
+    metric: str | None = None
+    realised_score: float | None = None
+    estimated_score: float | None = None
+    detail: str = ""
+
+
+class LabelsPosted(BaseModel):
+    """A labels request's answer: stored (durable) when it is sent."""
+
+    model: str
+    accepted: int = Field(description="Labels newly stored.")
+    duplicates: int = Field(description="Labels the rows had already (the same).")
+    rows: int = Field(description="Labels in the request (a repeat counted once).")
+    open_rows: int = Field(description="Labelled rows not in a window yet (they go in with it).")
+    windows: list[WindowLabels] = Field(description="The closed windows the labels touched.")
+
+
+def validate_labels(schema: Schema, items: list[Any]) -> dict[str, str]:
+    """row id -> the label as JSON text, every item validated.
+
+    Raises:
+        RowsRefused: an item is no object, lacks its row id or label, has a label the task
+            does not take, or repeats a row id with another label.
+    """
+    errors: list[RowError] = []
+    count = 0
+    labels: dict[str, str] = {}
+    for i, item in enumerate(items):
+        try:
+            row_id, label = _one(schema, item)
+            if labels.get(row_id, label) != label:
+                raise _Bad("row_id", f"row id {row_id!r} comes twice with other labels")
+        except _Bad as bad:
+            count += 1
+            if len(errors) < MAX_ERRORS:
+                errors.append(RowError(i, bad.column, bad.reason))
+            continue
+        labels[row_id] = label
+    if count:
+        raise RowsRefused(errors, count)
+    if not labels:
+        raise RowsRefused([RowError(0, None, "no labels: send [{row_id, <target>}, ...]")], 1)
+    return labels
+
+
+def _one(schema: Schema, item: Any) -> tuple[str, str]:
+    if not isinstance(item, dict):
+        raise _Bad(None, f"a label must be an object, not {type(item).__name__}")
+    unknown = [k for k in item if k not in ("row_id", schema.target)]
+    if unknown:
+        raise _Bad(str(unknown[0])[:200], f"unknown column (send row_id and {schema.target!r})")
+    if item.get(schema.target) is None:
+        raise _Bad(schema.target, f"missing label ({schema.target!r}, the model's target)")
+    value = _outcome(schema, schema.target, item[schema.target])
+    return _row_id(item.get("row_id")), json.dumps(value)
+
+
+def post_labels(cp: ControlPlane, model: str, items: list[Any], actor: str) -> LabelsPosted:
+    """Store the labels on the rows, then attach them to the closed windows' batches (module
+    docstring).
+
+    Raises:
+        NotFound: unknown model.
+        RowsRefused: a bad item, or row ids the log does not hold (nothing written).
+        LabelConflict: a row has another label already (nothing written).
+    """
+    with cp.store.reading() as session:
+        row = session.get(ManagedModel, model)
+    if row is None:
+        raise NotFound(f"no model {model!r}")
+    labels = validate_labels(schema_of(row), items)
+    with cp.store.session() as session:
+        accepted, windows, open_rows = _store(session, model, labels)
+    touched = [_attach(cp, model, number, actor) for number in sorted(windows)]
+    return LabelsPosted(
+        model=model,
+        accepted=accepted,
+        duplicates=len(labels) - accepted,
+        rows=len(labels),
+        open_rows=open_rows,
+        windows=touched,
+    )
+
+
+def _store(session: Session, model: str, labels: dict[str, str]) -> tuple[int, set[int], int]:
+    """In the caller's transaction: the new labels set; (how many, the windows of the
+    request's rows, how many of them are open). Raises before writing anything."""
+    stored: dict[str, tuple[str | None, int | None]] = {}
+    for chunk in _chunks(list(labels), CHUNK):
+        found = session.execute(
+            select(InferenceRow.row_id, InferenceRow.label, InferenceRow.window_number).where(
+                InferenceRow.model == model, InferenceRow.row_id.in_(chunk)
+            )
+        ).all()
+        stored.update({r: (label, n) for r, label, n in found})
+    unknown = [r for r in labels if r not in stored]
+    if unknown:
+        order = {r: i for i, r in enumerate(labels)}
+        errors = [RowError(order[r], "row_id", f"unknown row id {r!r}") for r in unknown]
+        raise RowsRefused(errors[:MAX_ERRORS], len(unknown))
+    conflicts = [
+        r for r, value in labels.items() if stored[r][0] is not None and stored[r][0] != value
+    ]
+    if conflicts:
+        raise LabelConflict(model, conflicts)
+    new = [r for r in labels if stored[r][0] is None]
+    if new:
+        at = now()
+        session.execute(
+            update(InferenceRow)
+            .where(InferenceRow.model == model, InferenceRow.row_id == bindparam("rid"))
+            .values(label=bindparam("value"), labelled_at=at)
+            .execution_options(synchronize_session=False),
+            [{"rid": r, "value": labels[r]} for r in new],
+        )
+    windows = {n for _, n in stored.values() if n is not None}
+    open_rows = sum(1 for _, n in stored.values() if n is None)
+    return len(new), windows, open_rows
+
+
+def _attach(cp: ControlPlane, model: str, number: int, actor: str) -> WindowLabels:
+    """Attach every label the window's rows have to its filed batch."""
+    with cp.store.reading() as session:
+        window = session.get(InferenceWindow, (model, number))
+    assert window is not None  # its rows name it; windows are never deleted
+    out = WindowLabels(number=number, run_id=window.run_id, outcome="waiting")
+    if window.run_id is None:
+        out.detail = "the window's run is being made: its batch takes the stored labels"
+        return out
+    records = cp.store.list_rows(BatchRecord, BatchRecord.run_id == window.run_id)
+    if not records:
+        out.detail = "the window's run has not filed its batch yet: post the labels again later"
+        return out
+    record = records[-1]
+    if record.status != "accepted":
+        out.outcome, out.detail = "not-accepted", f"the window's batch was {record.status}"
+        return out
+    try:
+        view = cp.attach_labels(
+            model, Path(record.path).stem, window_labels(cp, model, number), actor, key="row_id"
+        )
+    except ModelBusy as exc:
+        out.outcome, out.detail = "busy", str(exc)
+        return out
+    except DriftPilotError as exc:  # stored already; the answer says why it is not attached
+        log.warning("%s: labels of window %d not attached: %s", model, number, exc)
+        out.outcome, out.detail = "error", f"{type(exc).__name__}: {exc}"[:500]
+        return out
+    out.outcome = "attached"
+    out.rows_labelled, out.metric = view.rows_labelled, view.metric
+    out.realised_score, out.estimated_score = view.realised_score, view.estimated_score
+    return out
+
+
+def window_labels(cp: ControlPlane, model: str, number: int) -> pl.DataFrame:
+    """The labels the window's rows have: ``row_id`` and the target, one row each."""
+    target = cp.store.get(ManagedModel, model).target
+    with cp.store.reading() as session:
+        found = session.execute(
+            select(InferenceRow.row_id, InferenceRow.label).where(
+                InferenceRow.model == model,
+                InferenceRow.window_number == number,
+                InferenceRow.label.is_not(None),
+            )
+        ).all()
+    values = [json.loads(label or "null") for _, label in found]
+    return pl.DataFrame(
+        {"row_id": [r for r, _ in found], target: values}, schema_overrides={"row_id": pl.String}
+    )
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
