@@ -127,7 +127,8 @@ def prepare(home: Path, pool_path: Path, pool_rows: int) -> str:
     champion = load_by_alias(MODEL, "champion", settings)
     p = champion.predict_scores(pool)
     logged = pool.select(
-        pl.col(FLIGHTS.time_col).dt.to_string("%Y-%m-%dT%H:%M:%S%z"), *FLIGHTS.features
+        pl.col(FLIGHTS.time_col).dt.convert_time_zone("UTC").dt.to_string("%Y-%m-%dT%H:%M:%SZ"),
+        *FLIGHTS.features,
     ).with_columns(
         prediction=pl.Series((p >= 0.5).astype(int)),
         probabilities=pl.Series(p.round(6)),
@@ -175,6 +176,16 @@ def rss_mb(pid: int) -> float | None:
     return None
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process used so far (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    # After the command's ")": state is field 3, utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def descendants(pid: int) -> list[int]:
     """Every process below ``pid`` (the server's run children), read from /proc."""
     out: list[int] = []
@@ -192,8 +203,9 @@ def descendants(pid: int) -> list[int]:
 
 
 def sample_rss(load: Load, stop: threading.Event) -> None:
-    """Every ``RSS_EVERY_S``: the API process's RSS and its process tree's, with its pid (a
-    restart is a new process, so a new series)."""
+    """Every ``RSS_EVERY_S``: the API process's RSS and its process tree's, its CPU seconds
+    so far, with its pid (a restart is a new process, so a new series), and the machine's
+    load (the CPU others left it)."""
     while not stop.wait(RSS_EVERY_S):
         proc = load.api.proc
         if proc is None or proc.poll() is not None:
@@ -201,8 +213,18 @@ def sample_rss(load: Load, stop: threading.Event) -> None:
         main = rss_mb(proc.pid)
         if main is None:
             continue
-        tree = main + sum(rss_mb(k) or 0.0 for k in descendants(proc.pid))
-        load.rss.append({"t": time.time(), "pid": proc.pid, "main_mb": main, "tree_mb": tree})
+        kids = descendants(proc.pid)
+        load.rss.append(
+            {
+                "t": time.time(),
+                "pid": proc.pid,
+                "main_mb": main,
+                "tree_mb": main + sum(rss_mb(k) or 0.0 for k in kids),
+                "cpu_s": cpu_s(proc.pid),
+                "children": len(kids),
+                "load1": os.getloadavg()[0],
+            }
+        )
 
 
 def start_clients(
@@ -478,7 +500,7 @@ def measure(
             "acknowledged_requests": len(acked),
             "failed_requests": len(requests) - len(acked),
             "failed_examples": [r["error"] for r in requests if "error" in r][:5],
-            "retried_requests": sum(1 for r in acked if r.get("attempts", 1) > 1),
+            "retried_requests": sum(1 for r in acked if r.get("retries") or r.get("calls", 1) > 1),
             "rows_answered_as_duplicates": sum(r.get("duplicates") or 0 for r in acked),
             "load_s": round(load_end - start_at, 1),
             "rows_per_s_by_10s": series,
@@ -499,23 +521,36 @@ def measure(
 
 
 def memory_segments(rss: list[dict[str, Any]], start_at: float) -> dict[str, Any]:
-    """Per life of the API process (by pid): its RSS summary, and its process tree's."""
+    """Per life of the API process (by pid): its RSS summary, and its process tree's, and the
+    share of a core it used between its first and last sample."""
     out = []
     for pid in dict.fromkeys(s["pid"] for s in rss):
         mine = [s for s in rss if s["pid"] == pid]
         t0 = mine[0]["t"]
+        wall = mine[-1]["t"] - t0
+        cpu = mine[-1]["cpu_s"] - mine[0]["cpu_s"]
         out.append(
             {
                 "pid": pid,
                 "from_s": round(t0 - start_at, 1),
+                "cpu_share_of_a_core": round(cpu / wall, 3) if wall > 0 else None,
+                "run_children_max": max(s["children"] for s in mine),
                 "api": memory_summary([(s["t"] - t0, s["main_mb"]) for s in mine], WARMUP_S),
                 "tree": memory_summary([(s["t"] - t0, s["tree_mb"]) for s in mine], WARMUP_S),
             }
         )
     series = [
-        [round(s["t"] - start_at, 1), round(s["main_mb"], 1), round(s["tree_mb"], 1)] for s in rss
+        [round(s["t"] - start_at, 1), round(s["main_mb"], 1), round(s["tree_mb"], 1), s["load1"]]
+        for s in rss
     ]
-    return {"every_s": RSS_EVERY_S, "lives": out, "series_t_api_tree_mb": series}
+    loads = [s["load1"] for s in rss]
+    return {
+        "every_s": RSS_EVERY_S,
+        "lives": out,
+        "load1_mean": round(sum(loads) / len(loads), 2) if loads else None,
+        "load1_max": max(loads, default=None),
+        "series_t_api_mb_tree_mb_load1": series,
+    }
 
 
 def targets(result: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
@@ -577,7 +612,7 @@ def show(payload: dict[str, Any], console: Console) -> None:
         f"{thr['retried_requests']} retried, {thr['rows_answered_as_duplicates']} duplicates"
     )
     mem = Table(title="API RSS (MB) per process life")
-    for col in ("pid", "from s", "start", "end", "max", "MB/min", "tree max"):
+    for col in ("pid", "from s", "start", "end", "max", "MB/min", "tree max", "CPU/core"):
         mem.add_column(col, justify="right")
     for life in payload["memory"]["lives"]:
         a = life["api"]
@@ -586,6 +621,7 @@ def show(payload: dict[str, Any], console: Console) -> None:
             str(life["from_s"]),
             *(str(a.get(k)) for k in ("start_mb", "end_mb", "max_mb", "slope_mb_per_min")),
             str(life["tree"].get("max_mb")),
+            str(life["cpu_share_of_a_core"]),
         )
     console.print(mem)
     d = payload["decision_delay"]
@@ -620,7 +656,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS / "inference_load.json")
     parser.add_argument("--logs", type=Path, default=None, help="Copy the logs here.")
     args = parser.parse_args(argv)
-    facts = machine() | {"note": MACHINE_NOTE}
+    facts = machine() | {"note": MACHINE_NOTE, "niceness": os.nice(0)}
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     result = load_run(args)
     payload = {

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 from pathlib import Path
 from typing import IO, Any
@@ -44,14 +45,36 @@ def request_rows(
     ]
 
 
+class Retries(logging.Handler):
+    """Counts the client's own retries (it logs a warning before each) and keeps the last
+    reasons: a request's attempts are its retries plus one."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+        self.reasons: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+        self.reasons = [*self.reasons[-2:], record.getMessage()[:300]]
+
+    def take(self) -> tuple[int, list[str]]:
+        """The retries and reasons since the last call; starts counting again."""
+        out = (self.count, self.reasons)
+        self.count, self.reasons = 0, []
+        return out
+
+
 def send(
     client: Any, model: str, rows: list[dict[str, Any]], give_up_s: float
 ) -> tuple[dict[str, Any], int, list[str]]:
-    """``client.log(model, rows)`` until acknowledged; (its answer, attempts, the errors of the
-    failed attempts). A ``ClientError`` (a 4xx) is raised at once.
+    """``client.log(model, rows)`` until acknowledged: the client retries a failure that may
+    pass a few times itself; once it gives up, the same rows go again (their ids make it
+    idempotent) until ``give_up_s`` passed. Returns (the answer, the calls it took, the errors
+    the failed calls raised).
 
     Raises:
-        ClientError: the server refused the rows.
+        ClientError: the server refused the rows (not retryable: a 4xx other than 429).
         RuntimeError: not acknowledged within ``give_up_s`` (the last error chained).
     """
     from driftpilot.client import ClientError
@@ -60,30 +83,57 @@ def send(
     errors: list[str] = []
     while True:
         try:
-            answer = client.log(model, rows)
-            return (
-                (answer if isinstance(answer, dict) else {"answer": str(answer)}),
-                len(errors) + 1,
-                errors,
-            )
-        except ClientError:
-            raise
-        except Exception as exc:  # every other failure is retried: ids make it idempotent
-            errors.append(f"{type(exc).__name__}: {exc}"[:300])
+            return client.log(model, rows), len(errors) + 1, errors
+        except ClientError as exc:
+            if not exc.retryable:
+                raise
+            errors.append(f"{exc}"[:300])
             if time.monotonic() - started > give_up_s:
                 raise RuntimeError(f"not acknowledged in {give_up_s} s: {errors[-1]}") from exc
             time.sleep(RETRY_PAUSE_S)
 
 
+def one_request(
+    client: Any, args: argparse.Namespace, rows: list[dict[str, Any]], retries: Retries
+) -> dict[str, Any]:
+    """Send ``rows`` until acknowledged; the request's line: when it was sent, acknowledged
+    (or its error), its latency (retries included), calls, the client's own retries."""
+    from driftpilot.client import ClientError
+
+    retries.take()
+    line: dict[str, Any] = {"n": len(rows), "sent": time.time()}
+    t0 = time.perf_counter()
+    try:
+        answer, calls, errors = send(client, args.model, rows, args.give_up_s)
+    except (ClientError, RuntimeError) as exc:
+        line["error"] = f"{type(exc).__name__}: {exc}"[:500]
+    else:
+        line |= {
+            "ack": time.time(),
+            "latency_ms": (time.perf_counter() - t0) * 1000,
+            "calls": calls,
+            "accepted": answer.get("accepted"),
+            "duplicates": answer.get("duplicates"),
+        }
+        if errors:
+            line["errors"] = errors[:3]
+    line["retries"], reasons = retries.take()
+    if reasons:
+        line["retry_reasons"] = reasons
+    return line
+
+
 def run(args: argparse.Namespace, out: IO[str]) -> int:
     """Log at ``args.rate`` rows/s for ``args.seconds``; one line per request. Returns the
     number of requests not acknowledged."""
-    from driftpilot.client import Client, ClientError
+    from driftpilot.client import Client
 
     pool = pl.read_parquet(args.pool).to_dicts()
     interval = args.request_rows / args.rate
     count = int(args.seconds / interval)
     failed = 0
+    retries = Retries()
+    logging.getLogger("driftpilot.client").addHandler(retries)
     client = Client(args.url, args.key, timeout=args.timeout)
     try:
         for i in range(count):
@@ -91,26 +141,9 @@ def run(args: argparse.Namespace, out: IO[str]) -> int:
             time.sleep(max(0.0, due - time.time()))
             first = i * args.request_rows
             rows = request_rows(pool, args.client, args.offset, first, args.request_rows)
-            line: dict[str, Any] = {"i": i, "due": due, "first": first, "n": len(rows)}
-            sent = time.time()
-            t0 = time.perf_counter()
-            try:
-                answer, attempts, errors = send(client, args.model, rows, args.give_up_s)
-            except (ClientError, RuntimeError) as exc:
-                failed += 1
-                line |= {"sent": sent, "error": f"{type(exc).__name__}: {exc}"[:500]}
-            else:
-                line |= {
-                    "sent": sent,
-                    "ack": time.time(),
-                    "latency_ms": (time.perf_counter() - t0) * 1000,
-                    "attempts": attempts,
-                    "accepted": answer.get("accepted"),
-                    "duplicates": answer.get("duplicates"),
-                }
-                if errors:
-                    line["errors"] = errors[:3]
-            out.write(json.dumps(line) + "\n")
+            line = one_request(client, args, rows, retries)
+            failed += "error" in line
+            out.write(json.dumps({"i": i, "due": due, "first": first, **line}) + "\n")
             out.flush()
     finally:
         client.close()
