@@ -135,11 +135,21 @@ class Client:
 
     def _send(self, path: str, rows: list[Row]) -> dict[str, Any]:
         totals: dict[str, Any] = {}
-        for start in range(0, len(rows), self.batch_rows):
-            answer = self.post(path, rows[start : start + self.batch_rows])
+        start = 0
+        while start < len(rows):
+            chunk = rows[start : start + self.batch_rows]
+            try:
+                answer = self.post(path, chunk)
+            except ClientError as exc:
+                limit = row_limit(exc)
+                if limit is None or limit >= len(chunk):
+                    raise
+                self.batch_rows = limit  # the server's, smaller: kept for the next requests
+                continue
             for key, value in answer.items():
                 if isinstance(value, int) and not isinstance(value, bool):
                     totals[key] = totals.get(key, 0) + value
+            start += len(chunk)
         return totals
 
     def post(self, path: str, rows: list[Row]) -> dict[str, Any]:
@@ -187,6 +197,13 @@ class Client:
             return min(told, self.max_backoff_s)
         base = min(self.backoff_s * 2**attempt, self.max_backoff_s)
         return base * (0.5 + random.random() / 2)  # jitter: clients that failed together spread
+
+
+def row_limit(error: ClientError) -> int | None:
+    """The rows per request a 413 says the server takes (None: another error)."""
+    problem = error.problem
+    limit = problem.get("limit") if error.status == 413 and isinstance(problem, dict) else None
+    return limit if isinstance(limit, int) and limit >= 1 else None
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -352,7 +369,7 @@ class Logger:
                     if self._closing and (not self._buffer or self._past_close()):
                         return
                     self._cond.wait(self._sleep())
-                batch = self._buffer[: self.flush_rows]
+                batch = self._buffer[: min(self.flush_rows, self._client.batch_rows)]
             self._send(batch)
 
     def _due(self) -> bool:
@@ -385,6 +402,10 @@ class Logger:
             answer = self._client.post(f"/models/{self.model}/inferences", batch)
         except ClientError as exc:
             with self._cond:
+                limit = row_limit(exc)
+                if limit is not None and limit < len(batch):
+                    self._client.batch_rows = limit  # sent again at once, in smaller requests
+                    return
                 self._errors = [*self._errors[-9:], exc]
                 if exc.retryable:
                     self._failures += 1
