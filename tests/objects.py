@@ -160,36 +160,54 @@ def _make_admin(endpoint: str) -> Credentials:
     return Credentials(key["AccessKeyId"], key["SecretAccessKey"])
 
 
+def _launch(log: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """The server on a free port; another port when one was taken between the probe and the
+    server's bind (the child then exits at once)."""
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(_UNSIGNED_SETUP_REQUESTS)}
+    for attempt in range(3):
+        port = _free_port()
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        try:
+            _wait_listening(process, port, log)
+            return process, port
+        except RuntimeError:
+            _stop(process)
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
 @contextmanager
 def start_s3() -> Iterator[S3Server]:
     """Start moto's server on a free loopback port with IAM authentication on; stop it on
     exit.
 
     Raises:
-        RuntimeError: the server exited or did not listen within 30 s (its log attached).
+        RuntimeError: the server exited or did not listen within 30 s, three times (its log
+            attached).
     """
-    base = Path(tempfile.mkdtemp(prefix="driftpilot-s3-"))
-    log = base / "moto.log"
-    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(_UNSIGNED_SETUP_REQUESTS)}
-    port = _free_port()
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
+    log = Path(tempfile.mkdtemp(prefix="driftpilot-s3-")) / "moto.log"
+    process, port = _launch(log)
     try:
-        _wait_listening(process, port, log)
         endpoint = f"http://127.0.0.1:{port}"
         yield S3Server(endpoint, _make_admin(endpoint), log)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        _stop(process)
 
 
 @pytest.fixture(scope="session")
