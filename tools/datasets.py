@@ -43,11 +43,8 @@ from pydantic import BaseModel, Field
 from driftpilot.core.errors import DatasetUnavailable, IntegrityError
 from driftpilot.core.settings import Settings, get_settings
 from driftpilot.core.tasks import Task
+from tools import gdelt_model
 from tools.data import write_parquet_atomic
-from tools.gdelt_model import CATEGORICAL as GDELT_CATEGORICAL
-from tools.gdelt_model import NUMERIC as GDELT_NUMERIC
-from tools.gdelt_model import TARGET as GDELT_TARGET
-from tools.gdelt_model import TIME_COL as GDELT_TIME_COL
 
 DatasetName = Literal[
     "flights",
@@ -142,11 +139,11 @@ GAPMINDER = DatasetSpec(
 )
 GDELT = DatasetSpec(
     name="gdelt",
-    target=GDELT_TARGET,
-    time_col=GDELT_TIME_COL,
+    target=gdelt_model.TARGET,
+    time_col=gdelt_model.TIME_COL,
     batch_every="hour",  # a reference of REFERENCE_EXPORTS 15-minute exports spans two hours
-    numeric=GDELT_NUMERIC,
-    categorical=GDELT_CATEGORICAL,
+    numeric=gdelt_model.NUMERIC,
+    categorical=gdelt_model.CATEGORICAL,
 )
 # The datasets available offline: what evals, scenario suites and tests may walk.
 SPECS: dict[str, DatasetSpec] = {
@@ -181,10 +178,8 @@ def load_dataset(name: DatasetName, settings: Settings | None = None) -> pl.Data
         return seattle_weather()
     if name == "gapminder":
         return gapminder()
-    if name == "gdelt":  # live: the newest exports, fetched now (tools.gdelt_model)
-        from tools.gdelt_model import reference_frame
-
-        return reference_frame(settings or get_settings())
+    if name == "gdelt":  # live: the newest exports, fetched now
+        return gdelt_model.reference_frame(settings or get_settings())
     raise DatasetUnavailable(
         f"unknown dataset {name!r}; built-in datasets: {sorted(BUILTIN_SPECS)}"
     )
