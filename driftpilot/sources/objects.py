@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from fnmatch import fnmatchcase
@@ -242,28 +243,43 @@ def _errors() -> tuple[type[Exception], ...]:
 
 def _list_matching(store: S3Store, glob: ObjectUrl) -> list[ObjectMeta]:
     """The CSV/Parquet objects whose keys match the glob, listed under its fixed part's
-    folder (at most ``MAX_LISTED`` scanned)."""
+    folder: only that folder's own objects when wildcards are in the last segment alone
+    (older data in subfolders is not scanned), else recursively. More than ``MAX_LISTED``
+    objects listed is an error."""
     import obstore
 
     folder = glob.fixed.rpartition("/")[0]
-    found: list[ObjectMeta] = []
-    scanned = 0
+    flat = "/" not in glob.key[len(folder) + 1 if folder else 0 :]
     try:
-        for chunk in obstore.list(store, prefix=folder or None, chunk_size=1000):
-            scanned += len(chunk)
-            if scanned > MAX_LISTED:
-                raise ObjectStoreError(
-                    f"{glob}: more than {MAX_LISTED} objects under s3://{glob.bucket}/{folder}; "
-                    "narrow the glob's fixed part"
-                )
-            found.extend(
-                meta
-                for meta in chunk
-                if PurePosixPath(meta["path"]).suffix.lower() in SUFFIXES
-                and matches(meta["path"], glob.key)
-            )
+        if flat:
+            chunks: Iterable[Sequence[ObjectMeta]] = [
+                obstore.list_with_delimiter(store, prefix=folder or None)["objects"]
+            ]
+        else:
+            chunks = obstore.list(store, prefix=folder or None, chunk_size=1000)
+        return _matching(chunks, glob, folder)
     except _errors() as exc:
         raise _translate(exc, str(glob)) from exc
+
+
+def _matching(
+    chunks: Iterable[Sequence[ObjectMeta]], glob: ObjectUrl, folder: str
+) -> list[ObjectMeta]:
+    found: list[ObjectMeta] = []
+    scanned = 0
+    for chunk in chunks:
+        scanned += len(chunk)
+        if scanned > MAX_LISTED:
+            raise ObjectStoreError(
+                f"{glob}: more than {MAX_LISTED} objects under s3://{glob.bucket}/{folder}; "
+                "narrow the glob's fixed part"
+            )
+        found.extend(
+            meta
+            for meta in chunk
+            if PurePosixPath(meta["path"]).suffix.lower() in SUFFIXES
+            and matches(meta["path"], glob.key)
+        )
     return found
 
 
