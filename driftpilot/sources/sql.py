@@ -7,7 +7,8 @@ bounds stays data. The query runs:
 
 - alone: one statement (a trailing ``;`` at most), starting with ``SELECT`` or ``WITH``;
 - in a read-only transaction (PostgreSQL ``SET TRANSACTION READ ONLY``, SQLite
-  ``PRAGMA query_only``): a data-modifying ``WITH`` is refused by the database;
+  ``PRAGMA query_only``), rolled back at the end: a data-modifying ``WITH`` or a function
+  that writes is refused by the database;
 - under a statement timeout (PostgreSQL ``statement_timeout``, SQLite a progress handler
   that interrupts it);
 - for at most ``max_rows`` rows (one more is fetched to know there were more: refused, not
@@ -229,8 +230,11 @@ def _run(
     timeout_s: float,
     max_rows: int,
 ) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """Run the query read-only under the timeout; at most ``max_rows`` rows."""
-    with conn.begin():
+    """Run the query read-only under the timeout; at most ``max_rows`` rows. The
+    transaction is rolled back, never committed: what a function could still do in a
+    read-only transaction (PostgreSQL lets ``lo_create`` through) is undone."""
+    transaction = conn.begin()
+    try:
         if dialect == "postgresql":
             conn.exec_driver_sql("SET TRANSACTION READ ONLY")
             conn.execute(
@@ -238,27 +242,36 @@ def _run(
                 {"ms": str(max(1, round(timeout_s * 1000)))},
             )
             return _fetch(conn, body, params, max_rows)
-        conn.exec_driver_sql("PRAGMA query_only = ON")
-        raw = conn.connection.driver_connection
-        assert raw is not None  # a connection SQLAlchemy just opened
-        deadline = time.monotonic() + timeout_s
-        expired: list[bool] = []
+        return _fetch_sqlite(conn, body, params, timeout_s, max_rows)
+    finally:
+        if transaction.is_active:
+            transaction.rollback()
 
-        def interrupt() -> int:
-            if time.monotonic() > deadline:
-                expired.append(True)
-                return 1  # SQLite aborts the statement: "interrupted"
-            return 0
 
-        raw.set_progress_handler(interrupt, 10_000)
-        try:
-            return _fetch(conn, body, params, max_rows)
-        except DBAPIError:
-            if expired:
-                raise SqlTimeout(f"the SQL query ran longer than {timeout_s:g} s") from None
-            raise
-        finally:
-            raw.set_progress_handler(None, 0)
+def _fetch_sqlite(
+    conn: Connection, body: str, params: dict[str, Any], timeout_s: float, max_rows: int
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    conn.exec_driver_sql("PRAGMA query_only = ON")
+    raw = conn.connection.driver_connection
+    assert raw is not None  # a connection SQLAlchemy just opened
+    deadline = time.monotonic() + timeout_s
+    expired: list[bool] = []
+
+    def interrupt() -> int:
+        if time.monotonic() > deadline:
+            expired.append(True)
+            return 1  # SQLite aborts the statement: "interrupted"
+        return 0
+
+    raw.set_progress_handler(interrupt, 10_000)
+    try:
+        return _fetch(conn, body, params, max_rows)
+    except DBAPIError:
+        if expired:
+            raise SqlTimeout(f"the SQL query ran longer than {timeout_s:g} s") from None
+        raise
+    finally:
+        raw.set_progress_handler(None, 0)
 
 
 def _fetch(
