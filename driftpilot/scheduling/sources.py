@@ -333,6 +333,7 @@ class Sources:
     def _pick_gdelt(self, options: GdeltOptions, consumed: set[str]) -> Picked | None:
         from tools.data import content_hash
         from tools.gdelt import download, fetch_file_list, parse_export
+        from tools.gdelt_model import model_frame
 
         timeout = self.conf.gdelt_timeout_s
         exports = [
@@ -348,7 +349,8 @@ class Sources:
         if key in consumed:
             return None
         assert self.plane.settings.cache_dir is not None
-        frame = parse_export(download(newest, self.plane.settings.cache_dir, timeout=timeout))
+        export = download(newest, self.plane.settings.cache_dir, timeout=timeout)
+        frame = model_frame(parse_export(export))
         origin = {"batch_hash": content_hash(frame)}  # the whole export, before max_rows
         if options.max_rows is not None:
             frame = frame.head(options.max_rows)
