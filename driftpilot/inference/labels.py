@@ -24,11 +24,11 @@ import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import polars as pl
 from pydantic import BaseModel, Field
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from driftpilot.core.errors import DriftPilotError, ModelBusy, NotFound
@@ -184,11 +184,11 @@ def _store(session: Session, model: str, labels: dict[str, str]) -> tuple[int, s
     new = [r for r in labels if stored[r][0] is None]
     if new:
         at = now()
+        table = cast(Table, InferenceRow.__table__)  # Core: an executemany, no ORM rows
         session.execute(
-            update(InferenceRow)
-            .where(InferenceRow.model == model, InferenceRow.row_id == bindparam("rid"))
-            .values(label=bindparam("value"), labelled_at=at)
-            .execution_options(synchronize_session=False),
+            update(table)
+            .where(table.c.model == model, table.c.row_id == bindparam("rid"))
+            .values(label=bindparam("value"), labelled_at=at),
             [{"rid": r, "value": labels[r]} for r in new],
         )
     windows = {n for _, n in stored.values() if n is not None}

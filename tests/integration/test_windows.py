@@ -34,7 +34,13 @@ from driftpilot.inference.windows import Windows
 from driftpilot.runs.plane import ControlPlane
 from driftpilot.store.models import InferenceRow, InferenceWindow, ManagedModel, Run
 from tests.conftest import TrainedHomes, copy_trained_home, db_env
-from tests.integration.test_api_http import LIMITS, Server, assert_problem, wait_run
+from tests.integration.test_api_http import (
+    LIMITS,
+    STOPPED,
+    Server,
+    assert_problem,
+    wait_run,
+)
 from tests.rows import model_without_champion
 from tools import registry
 from tools.datasets import FLIGHTS
@@ -114,7 +120,7 @@ def wait_windows(client: httpx.Client, count: int, timeout: float = 60) -> dict[
 
 
 def test_logged_rows_close_into_windows_whose_runs_decide(
-    server: Server, feb: pl.DataFrame
+    server: Server, plane: ControlPlane, feb: pl.DataFrame
 ) -> None:
     with server.client("vic") as viewer:
         assert_problem(viewer.put("/models/flights/window", json={"rows": WINDOW}), 403)
@@ -139,12 +145,13 @@ def test_logged_rows_close_into_windows_whose_runs_decide(
             (1, WINDOW, "rows"),
         ]
         for window in view["windows"]:
-            run = wait_run(olga, window["run_id"], DECIDED | {"failed"}, timeout=300)
-            assert run["status"] in DECIDED, run
-            assert run["trigger"] == "window" and run["batch_id"] == f"window-{window['number']}"
-            assert run["metadata"]["window"] == window["number"]
-            assert run["summary"]["ingestion"]["action"] == "accept", run["summary"]["ingestion"]
-            assert run["summary"]["drift"]["champion_version"] == 1
+            wait_run(olga, window["run_id"], STOPPED, timeout=300)
+            run = plane.get_run(window["run_id"])
+            assert run.status in DECIDED, run
+            assert run.trigger == "window" and run.batch_id == f"window-{window['number']}"
+            assert run.metadata["window"] == window["number"]
+            assert run.summary["ingestion"]["action"] == "accept", run.summary["ingestion"]
+            assert run.summary["drift"]["champion_version"] == 1
         # Every logged row is in exactly one window, in arrival order.
         first, second = view["windows"][1], view["windows"][0]
         assert first["last_id"] < second["first_id"]

@@ -258,3 +258,45 @@ def test_a_window_becomes_one_run_even_when_driven_again_after_a_crash(
     assert len(plane.store.list_rows(Run)) == 2
     assert windows.undriven() == []
     assert [w.run_id for w in windows.windows("m").windows] == made[::-1]
+
+
+# -- late labels on the rows ---------------------------------------------------------------------
+
+
+def test_labels_are_stored_once_on_their_rows_all_or_nothing(plane: ControlPlane) -> None:
+    from driftpilot.inference.labels import LabelConflict, post_labels
+    from driftpilot.inference.rows import RowsRefused
+
+    set_window(plane, rows=10, minutes=None)
+    log_rows(plane, 12)
+    Windows(plane, clock=Clock()).tick()  # window 1 (its run pending): rows r0..r9
+    with pytest.raises(RowsRefused, match="unknown row id 'zz'"):
+        post_labels(plane, "m", [{"row_id": "r1", "y": 1}, {"row_id": "zz", "y": 0}], "ann")
+    with pytest.raises(RowsRefused, match="0/1"):
+        post_labels(plane, "m", [{"row_id": "r1", "y": 3}], "ann")
+    with pytest.raises(RowsRefused, match="twice with other labels"):
+        post_labels(plane, "m", [{"row_id": "r1", "y": 1}, {"row_id": "r1", "y": 0}], "ann")
+    with plane.store.reading() as session:
+        assert (
+            session.scalars(select(InferenceRow.label).where(InferenceRow.label.is_not(None))).all()
+            == []
+        )
+    done = post_labels(
+        plane, "m", [{"row_id": "r1", "y": True}, {"row_id": "r11", "y": "false"}], "ann"
+    )
+    assert (done.accepted, done.duplicates, done.open_rows) == (2, 0, 1)
+    [window] = done.windows
+    assert window.number == 1 and window.outcome == "waiting"  # its run has filed nothing yet
+    again = post_labels(plane, "m", [{"row_id": "r1", "y": 1}], "ann")
+    assert (again.accepted, again.duplicates) == (0, 1)
+    with pytest.raises(LabelConflict, match="'r1'"):
+        post_labels(plane, "m", [{"row_id": "r2", "y": 1}, {"row_id": "r1", "y": 0}], "ann")
+    with plane.store.reading() as session:
+        stored = dict(
+            session.execute(
+                select(InferenceRow.row_id, InferenceRow.label).where(
+                    InferenceRow.label.is_not(None)
+                )
+            ).all()
+        )
+    assert stored == {"r1": "1", "r11": "0"}  # r2 was refused with the conflict
