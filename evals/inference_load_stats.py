@@ -165,21 +165,28 @@ def seconds_between(earlier: str, later: str) -> float:
     return (datetime.fromisoformat(later) - datetime.fromisoformat(earlier)).total_seconds()
 
 
-def decision_delays(
-    windows: Sequence[dict[str, Any]],
-) -> dict[str, Any]:
-    """From each window's last row to its run's decision, and to its run's end.
+DELAYS = {
+    "to_decision": ("last_received_at", "decided_at"),
+    "to_run_end": ("last_received_at", "ended_at"),
+    "to_run_start": ("last_received_at", "started_at"),
+    "run_start_to_decision": ("started_at", "decided_at"),
+}
 
-    ``windows``: dicts with ``last_received_at`` (the window's last row's received_at),
-    ``decided_at`` (its run's decision time, None: not decided yet) and ``ended_at`` (its
-    run's end, None: not ended). Returns p50/p95/max of each delay in seconds and how many
-    windows had none yet."""
 
-    def summary(key: str) -> dict[str, Any]:
+def decision_delays(windows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """From each window's last row to its run's decision (and to its run's start and end),
+    and the run's own part: from its start to its decision.
+
+    ``windows``: dicts with ``last_received_at`` (the window's last row's received_at) and,
+    None while they have not happened, ``started_at`` (its run's first audited step),
+    ``decided_at`` (its run's decision) and ``ended_at`` (its run's end). Returns p50/p95/max
+    of each delay in seconds (``DELAYS``) and how many windows had none yet."""
+
+    def summary(start: str, end: str) -> dict[str, Any]:
         delays = [
-            seconds_between(w["last_received_at"], w[key])
+            seconds_between(w[start], w[end])
             for w in windows
-            if w.get(key) is not None
+            if w.get(start) is not None and w.get(end) is not None
         ]
         p50, p95 = percentile(delays, 50), percentile(delays, 95)
         return {
@@ -190,7 +197,7 @@ def decision_delays(
             "max_s": round(max(delays), 2) if delays else None,
         }
 
-    return {"to_decision": summary("decided_at"), "to_run_end": summary("ended_at")}
+    return {name: summary(*pair) for name, pair in DELAYS.items()}
 
 
 def rate_series(acks: Sequence[tuple[float, int]], bucket_s: float = 10.0) -> list[float]:

@@ -109,6 +109,7 @@ def test_decision_delay_runs_from_the_windows_last_row() -> None:
         "rows": [R(id=1, received_at=t(0)), R(id=2, received_at=t(1))],
         "windows": [R(number=1, first_id=1, last_id=2, run_id="a")],
         "runs": [R(id="a", status="completed", updated_at=t(9))],
+        "started": {"a": t(2)},
         "decisions": [
             ("a", "ingestion", "accept", t(2)),
             ("a", "drift_analyst", "monitor", t(4)),
@@ -118,6 +119,8 @@ def test_decision_delay_runs_from_the_windows_last_row() -> None:
     assert run_decisions(store["decisions"]) == {"a": ("monitor", t(4))}
     delays = decision_delays(window_delays(store))
     assert delays["to_decision"]["p95_s"] == 3.0 and delays["to_run_end"]["max_s"] == 8.0
+    assert delays["to_run_start"]["p50_s"] == 1.0
+    assert delays["run_start_to_decision"]["p50_s"] == 2.0
     undecided = decision_delays([{"last_received_at": t(0), "decided_at": None}])
     assert undecided["to_decision"]["missing"] == 1 and undecided["to_decision"]["p95_s"] is None
 
