@@ -12,7 +12,7 @@ PYTEST_ARGS ?= --durations=25 -n $(TEST_WORKERS) --dist loadfile
 DEMO_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup browser postgres demo ui test test-all lint bench eval eval-full clean llm-local demo-llm
+.PHONY: help setup browser postgres demo ui test test-all lint bench bench-inference eval eval-full clean llm-local demo-llm
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -80,6 +80,9 @@ bench: setup ## Tool benchmarks; results in evals/results/
 
 bench-workers: setup ## Runs per minute of 1 and 2 procrastinate workers on a throwaway PostgreSQL
 	$(BIN)/python -m evals.bench_workers
+
+bench-inference: setup ## Inference log load: 4 clients at 1,000 rows/s for 10 min, the API killed -9 halfway (~13 min)
+	nice $(BIN)/python -m evals.inference_load
 
 # e.g. make eval EVAL_ARGS="--llm ollama:qwen2.5:7b"
 EVAL_ARGS ?=
