@@ -308,10 +308,7 @@ def _frame(keys: list[str], rows: list[tuple[Any, ...]], time_col: str | None) -
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in keys]
     try:
         frame = pl.DataFrame(
-            [
-                pl.Series(key, [float(v) if isinstance(v, Decimal) else v for v in values])
-                for key, values in zip(keys, columns, strict=True)
-            ]
+            [_series(key, list(values)) for key, values in zip(keys, columns, strict=True)]
         )
     except (pl.exceptions.PolarsError, TypeError, ValueError) as exc:
         raise SqlFailed(f"the SQL query's rows do not make a table: {exc}") from exc
@@ -320,15 +317,35 @@ def _frame(keys: list[str], rows: list[tuple[Any, ...]], time_col: str | None) -
     return frame
 
 
-def _parse_times(frame: pl.DataFrame, time_col: str) -> pl.DataFrame:
+def _series(key: str, values: list[Any]) -> pl.Series:
+    """One column: decimals as floats; integers and floats mixed (SQLite's NUMERIC, a
+    PostgreSQL numeric with and without decimals) as floats. Other mixed types raise."""
     import polars as pl
 
+    values = [float(v) if isinstance(v, Decimal) else v for v in values]
     try:
-        parsed = frame[time_col].str.to_datetime(time_unit="us", strict=True)
-    except pl.exceptions.PolarsError as exc:
-        raise SqlFailed(
-            f"the SQL query's time column {time_col!r} holds text that is not a time: {exc}"
-        ) from exc
-    zone = parsed.dtype.time_zone if isinstance(parsed.dtype, pl.Datetime) else None
-    parsed = parsed.dt.convert_time_zone("UTC") if zone else parsed.dt.replace_time_zone("UTC")
-    return frame.with_columns(parsed.alias(time_col))
+        return pl.Series(key, values)
+    except TypeError:
+        if all(
+            v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in values
+        ):
+            return pl.Series(key, values, dtype=pl.Float64, strict=False)
+        raise
+
+
+def _parse_times(frame: pl.DataFrame, time_col: str) -> pl.DataFrame:
+    """The text time column as UTC datetimes: ISO 8601 in any of its forms, row by row
+    (SQLite keeps whatever each writer wrote); naive = UTC."""
+    import polars as pl
+
+    parsed: list[datetime | None] = []
+    for value in frame[time_col].to_list():
+        try:
+            parsed.append(None if value is None else as_utc(datetime.fromisoformat(value)))
+        except ValueError:
+            raise SqlFailed(
+                f"the SQL query's time column {time_col!r} holds {value[:40]!r}, not an ISO "
+                "8601 time"
+            ) from None
+    column = pl.Series(time_col, parsed, dtype=pl.Datetime("us", "UTC"))
+    return frame.with_columns(column)

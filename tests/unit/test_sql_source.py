@@ -104,3 +104,23 @@ def test_object_store_globs_are_checked_for_shape() -> None:
     for bad in ("s3://", "s3://bucket", "s3://bucket/../x/*.csv", "s3://b/a**/*.csv"):
         with pytest.raises(ValidationError):
             GlobSource(glob=bad)
+
+
+def test_a_sqlite_query_reads_times_and_mixed_numbers(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "mixed.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE t (at TEXT, n NUMERIC, s TEXT)")
+        conn.executemany(
+            "INSERT INTO t VALUES (?, ?, ?)",
+            [("2026-01-02 03:04:05", 1, "a"), ("2026-01-03T00:00:00+01:00", 2.5, None)],
+        )
+    window = Window(datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC))
+    query = "SELECT * FROM t WHERE julianday(at) > julianday(:start) ORDER BY at"
+    frame = read_query(f"sqlite:///{path}", query, window, timeout_s=5, max_rows=5, time_col="at")
+    assert frame["n"].to_list() == [1.0, 2.5]
+    assert frame["at"].to_list() == [
+        datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        datetime(2026, 1, 2, 23, 0, tzinfo=UTC),
+    ]
