@@ -14,6 +14,7 @@ from driftpilot.scheduling.specs import GlobSource, Payload, SqlQuery, source_ki
 from driftpilot.sources.sql import (
     SqlFailed,
     SqlRefused,
+    TooManyRows,
     Window,
     check_query,
     database_url,
@@ -124,3 +125,5 @@ def test_a_sqlite_query_reads_times_and_mixed_numbers(tmp_path: Path) -> None:
         datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
         datetime(2026, 1, 2, 23, 0, tzinfo=UTC),
     ]
+    with pytest.raises(TooManyRows, match="more than 1 rows"):  # refused, never cut
+        read_query(f"sqlite:///{path}", query, window, timeout_s=5, max_rows=1)
