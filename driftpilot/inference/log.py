@@ -6,7 +6,7 @@ acknowledges only after it committed. Rows are idempotent by (model, row id): a 
 logged with the same digest is a duplicate (counted, not written again), one with other
 content refuses the whole request (``RowConflict``), so a client may retry a request whose
 answer it never saw. Two requests racing with the same new row id: the loser's insert breaks
-the unique constraint, and its transaction is tried once more (it then sees the winner's row).
+the unique constraint, and its transaction is tried again (it then sees the winner's row).
 
 The hot path is Core: one ``SELECT`` of the request's row ids already logged, one executemany
 ``INSERT``; no ORM object per row.
@@ -27,6 +27,7 @@ from driftpilot.inference.rows import Schema, ValidRow, schema_of, validate_rows
 from driftpilot.store.engine import Database, stamp
 from driftpilot.store.models import InferenceRow, ManagedModel
 
+WRITE_TRIES = 3  # a request whose row ids race several others' at once (retries overlapping)
 LOOKUP_CHUNK = 500  # row ids per IN (...) of the duplicate lookup (SQLite's bound variables)
 _TABLE = cast(Table, InferenceRow.__table__)
 
@@ -102,14 +103,24 @@ def append_to(db: Database, schema: Schema, rows: list[Any], *, max_rows: int) -
 
 
 def append_valid(db: Database, name: str, valid: list[ValidRow]) -> Appended:
-    """Log validated rows in one transaction (tried once more after a concurrent insert of
-    one of its row ids)."""
-    try:
-        return _write(db, name, valid)
-    except IntegrityError:
-        # Another request inserted one of these row ids between our lookup and our insert:
-        # our transaction rolled back; the second try sees its row (duplicate or conflict).
-        return _write(db, name, valid)
+    """Log validated rows in one transaction, tried again (``WRITE_TRIES`` in all) after a
+    concurrent insert of one of its row ids.
+
+    Raises:
+        RowConflict: a row id logged already with other content.
+        IntegrityError: the row ids kept racing other requests' for every try.
+    """
+    if not valid:  # no write transaction (and no wait for the write lock) for nothing
+        return Appended(name, 0, 0, 0)
+    for _ in range(WRITE_TRIES - 1):
+        try:
+            return _write(db, name, valid)
+        except IntegrityError:
+            # Another request inserted one of these row ids between our lookup and our
+            # insert (PostgreSQL; SQLite's writers are serial): our transaction rolled back,
+            # the next try sees its rows (duplicates, or a conflict).
+            continue
+    return _write(db, name, valid)
 
 
 def _write(db: Database, name: str, valid: list[ValidRow]) -> Appended:
