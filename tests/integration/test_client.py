@@ -234,3 +234,22 @@ def test_the_logger_gives_up_at_close_and_keeps_what_it_could_not_send(server: S
         logger.close(timeout=0.5)
     assert [r["row_id"] for r in kept.value.rows] == [r["row_id"] for r in rows]
     assert kept.value.retryable
+
+
+def test_labels_that_come_later_join_logged_rows_by_row_id(
+    server: Server,  # noqa: F811
+    store: AuditStore,  # noqa: F811
+) -> None:
+    with Client(server.url, server.keys["olga"], batch_rows=2) as client:
+        client.log("m", frame(40_000, 3))
+        labels = pl.DataFrame({"row_id": ["c40000", "c40001", "c40002"], "y": [1, 0, True]})
+        first = client.label("m", labels)
+        assert (first["accepted"], first["duplicates"], first["rows"]) == (3, 0, 3)
+        again = client.label("m", labels.head(1))
+        assert (again["accepted"], again["duplicates"]) == (0, 1)
+        with pytest.raises(ClientError) as other:
+            client.label("m", {"row_id": "c40000", "y": 0})
+        assert other.value.status == 409
+    with store.reading() as session:
+        query = select(InferenceRow.label).where(InferenceRow.row_id.like("c4000_"))
+        assert sorted(str(label) for label in session.scalars(query)) == ["0", "1", "1"]
