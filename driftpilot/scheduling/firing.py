@@ -156,7 +156,10 @@ class Firings:
                 detail="the run this schedule enqueued before is still waiting",
             )
         try:
-            picked = self.sources.pick(spec.payload, self._consumed(cron_id))
+            # A SQL source's window ends at the cron time the firing stands for, not at when
+            # a late tick got to it: consecutive firings then cut the same windows whatever
+            # their delay.
+            picked = self.sources.pick(spec.payload, self._consumed(cron_id), scheduled_at)
         except Exception as exc:  # an unusable source is this firing's outcome, not a crash
             log.warning("schedule %s: no batch: %s", cron_id, exc)
             return self._audit_firing(row, "error", started, scheduled_at, detail=message(exc))

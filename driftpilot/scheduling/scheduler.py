@@ -502,6 +502,9 @@ class Scheduler(Firings):
             self.store.get(ManagedModel, payload.model)
         except NotFound:
             raise NotFound(f"no model {payload.model!r}") from None
+        # A SQL database that is not configured, or a bucket outside the object roots, is
+        # refused when the schedule is written rather than at every firing.
+        self.sources.check(payload)
         if isinstance(payload.source, DatasetSource):
             from tools.datasets import SPECS
 
