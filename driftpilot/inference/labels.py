@@ -14,21 +14,23 @@
    ``ControlPlane.attach_labels`` (key ``row_id``): the batch's labels grow, its champion is
    scored again on them and the attachment is audited. Labels of rows still open go into
    their window's batch when it closes. A window whose run is still making its batch, or a
-   model busy with a run, is reported ``waiting``/``busy``: the labels are stored, and
-   posting them again (a duplicate) attaches them then.
+   model busy with a run, is reported ``waiting``/``busy``: the labels are stored, and the
+   windower attaches them once the run has ended (``catch_up``); posting them again (as
+   duplicates) attaches them too.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, cast
 
 import polars as pl
 from pydantic import BaseModel, Field
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from driftpilot.core.errors import DriftPilotError, ModelBusy, NotFound
@@ -44,11 +46,17 @@ from driftpilot.inference.rows import (
 )
 from driftpilot.runs.plane import ControlPlane
 from driftpilot.store.engine import now
-from driftpilot.store.models import BatchRecord, InferenceRow, InferenceWindow, ManagedModel
+from driftpilot.store.models import BatchRecord, InferenceRow, InferenceWindow, ManagedModel, Run
 
 log = logging.getLogger(__name__)
 
 CHUNK = 500  # row ids per IN (...) (SQLite's bound variables)
+AGENT = "inference"  # who attaches labels the log caught up with (not a person's request)
+CATCH_UP_STEP = "inference:labels"
+# A request waits this long for a model another attachment holds (a scoring: a moment); a
+# run holds it longer, and the windower attaches the stored labels once the run has ended.
+BUSY_PATIENCE_S = 3.0
+BUSY_POLL_S = 0.1
 Outcome = Literal["attached", "waiting", "busy", "not-accepted", "error"]
 
 
@@ -149,7 +157,9 @@ def post_labels(cp: ControlPlane, model: str, items: list[Any], actor: str) -> L
     labels = validate_labels(schema_of(row), items)
     with cp.store.session() as session:
         accepted, windows, open_rows = _store(session, model, labels)
-    touched = [_attach(cp, model, number, actor) for number in sorted(windows)]
+    touched = [
+        _attach(cp, model, number, actor, patience_s=BUSY_PATIENCE_S) for number in sorted(windows)
+    ]
     return LabelsPosted(
         model=model,
         accepted=accepted,
@@ -196,8 +206,12 @@ def _store(session: Session, model: str, labels: dict[str, str]) -> tuple[int, s
     return len(new), windows, open_rows
 
 
-def _attach(cp: ControlPlane, model: str, number: int, actor: str) -> WindowLabels:
-    """Attach every label the window's rows have to its filed batch."""
+def _attach(
+    cp: ControlPlane, model: str, number: int, actor: str, *, patience_s: float = 0.0
+) -> WindowLabels:
+    """Attach every label the window's rows have to its filed batch, waiting up to
+    ``patience_s`` for a model that is busy (another attachment holds it for a moment).
+    Attached: recorded under the run as the window's catch-up of its late labels."""
     with cp.store.reading() as session:
         window = session.get(InferenceWindow, (model, number))
     assert window is not None  # its rows name it; windows are never deleted
@@ -213,21 +227,67 @@ def _attach(cp: ControlPlane, model: str, number: int, actor: str) -> WindowLabe
     if record.status != "accepted":
         out.outcome, out.detail = "not-accepted", f"the window's batch was {record.status}"
         return out
-    try:
-        view = cp.attach_labels(
-            model, Path(record.path).stem, window_labels(cp, model, number), actor, key="row_id"
-        )
-    except ModelBusy as exc:
-        out.outcome, out.detail = "busy", str(exc)
-        return out
-    except DriftPilotError as exc:  # stored already; the answer says why it is not attached
-        log.warning("%s: labels of window %d not attached: %s", model, number, exc)
-        out.outcome, out.detail = "error", f"{type(exc).__name__}: {exc}"[:500]
-        return out
+    late = _late(cp, window)
+    labels = window_labels(cp, model, number)
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            view = cp.attach_labels(model, Path(record.path).stem, labels, actor, key="row_id")
+            break
+        except ModelBusy as exc:
+            if time.monotonic() >= deadline:
+                out.outcome, out.detail = "busy", str(exc)
+                return out
+            time.sleep(BUSY_POLL_S)
+        except DriftPilotError as exc:  # stored already; the answer says why it is not attached
+            log.warning("%s: labels of window %d not attached: %s", model, number, exc)
+            out.outcome, out.detail = "error", f"{type(exc).__name__}: {exc}"[:500]
+            return out
     out.outcome = "attached"
     out.rows_labelled, out.metric = view.rows_labelled, view.metric
     out.realised_score, out.estimated_score = view.realised_score, view.estimated_score
+    cp.store.record_effect(window.run_id, f"{CATCH_UP_STEP}:{late}", out.model_dump())
     return out
+
+
+def _late(cp: ControlPlane, window: InferenceWindow) -> int:
+    """How many of the window's rows were labelled after it closed."""
+    with cp.store.reading() as session:
+        return int(
+            session.scalar(
+                select(func.count())
+                .select_from(InferenceRow)
+                .where(
+                    InferenceRow.model == window.model,
+                    InferenceRow.window_number == window.number,
+                    InferenceRow.labelled_at > window.closed_at,
+                )
+            )
+            or 0
+        )
+
+
+def catch_up(cp: ControlPlane, model: str, number: int) -> WindowLabels | None:
+    """Attach labels a window's rows received after it closed, once its run has ended (its
+    batch may have been built without them, and a labels request that met the run in flight
+    answered ``waiting``/``busy``); None when there is nothing new or the run goes on.
+    Recorded under the run as step ``inference:labels:<count>`` whatever the outcome but
+    ``busy``, so each count is tried until the model is free, then not again."""
+    with cp.store.reading() as session:
+        window = session.get(InferenceWindow, (model, number))
+        if window is None or window.run_id is None:
+            return None
+        status = session.scalar(select(Run.status).where(Run.id == window.run_id))
+    late = _late(cp, window)
+    if not late or status in (None, "pending", "running"):
+        return None
+    step = f"{CATCH_UP_STEP}:{late}"
+    if cp.store.effect(window.run_id, step) is not None:
+        return None
+    done = _attach(cp, model, number, AGENT)
+    if done.outcome != "busy":
+        cp.store.record_effect(window.run_id, step, done.model_dump())
+    return done
 
 
 def window_labels(cp: ControlPlane, model: str, number: int) -> pl.DataFrame:

@@ -41,7 +41,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 from sqlalchemy.orm import Session
 
-from driftpilot.core.errors import ConfigError, NotFound
+from driftpilot.core.errors import ConfigError, ModelBusy, NotFound
 from driftpilot.store.engine import dumps, stamp
 from driftpilot.store.models import InferenceRow, InferenceWindow, ManagedModel, Run, ToolCall
 
@@ -59,6 +59,7 @@ MIN_ROWS = 10  # fewer rows than this say nothing about drift
 MAX_MINUTES = 7 * 24 * 60
 _NAMESPACE = uuid.UUID("6f1c1c4e-4b7a-4d55-9f55-2d1f0b1e7a22")
 _CLOSE_TRIES = 5
+CATCH_UP_WINDOWS = 5  # the newest windows whose late labels each tick attaches
 Reason = Literal["rows", "minutes", "flush"]
 
 
@@ -514,11 +515,36 @@ class Windows:
                 continue
             for window in windows:
                 made.extend(self._drive_logged(window))
+        self.catch_up_labels()
         return made
+
+    def catch_up_labels(self, recent: int = CATCH_UP_WINDOWS) -> None:
+        """Attach the labels that the newest ``recent`` windows of each windowed model got
+        after closing, once their runs ended (``driftpilot.inference.labels.catch_up``)."""
+        from driftpilot.inference.labels import catch_up
+
+        for model in self.windowed_models():
+            with self.store.reading() as session:
+                numbers = list(
+                    session.scalars(
+                        select(InferenceWindow.number)
+                        .where(InferenceWindow.model == model, InferenceWindow.run_id.is_not(None))
+                        .order_by(InferenceWindow.number.desc())
+                        .limit(recent)
+                    )
+                )
+            for number in reversed(numbers):
+                try:
+                    catch_up(self.plane, model, number)
+                except Exception:  # tried again at the next tick
+                    log.exception("%s: labels of window %d not caught up", model, number)
 
     def _drive_logged(self, window: WindowView) -> list[str]:
         try:
             return [self.drive(window)]
+        except ModelBusy as exc:  # unrecovered work of a dead run: driven once recovered
+            log.warning("%s: window %d waits: %s", window.model, window.number, exc)
+            return []
         except Exception:  # the window keeps run_id null: driven again next tick
             log.exception("%s: window %d could not become a run", window.model, window.number)
             return []

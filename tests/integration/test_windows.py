@@ -19,19 +19,20 @@ import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import numpy as np
 import polars as pl
 import pytest
 from sklearn.metrics import roc_auc_score
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, select, update
 
 from driftpilot.core.settings import Settings, get_settings
 from driftpilot.inference.log import append
 from driftpilot.inference.windows import Windows
 from driftpilot.runs.plane import ControlPlane
+from driftpilot.store.engine import now
 from driftpilot.store.models import InferenceRow, InferenceWindow, ManagedModel, Run
 from tests.conftest import TrainedHomes, copy_trained_home, db_env
 from tests.integration.test_api_http import (
@@ -209,6 +210,38 @@ def test_labels_posted_later_re_score_the_windows_champion(
     by_id = dict(zip(filed["row_id"].to_list(), filed[TARGET].to_list(), strict=True))
     assert all(by_id[r] == truth[r] for r in ids)
     assert plane.verify().ok
+
+
+def test_labels_stored_while_a_window_ran_are_attached_once_it_ended(
+    server: Server, plane: ControlPlane, feb: pl.DataFrame
+) -> None:
+    """A labels request that met the window's run in flight stored its labels and answered
+    ``busy`` or ``waiting``: the server's windower attaches them once the run has ended."""
+    second = next(w for w in Windows(plane).windows("flights").windows if w.number == 2)
+    assert second.run_id is not None
+    truth = dict(feb.select("row_id", TARGET).iter_rows())
+    table = cast(Table, InferenceRow.__table__)
+    with plane.store.session() as session:  # as _store left them: labelled, not attached
+        session.execute(
+            update(table)
+            .where(table.c.model == "flights", table.c.row_id == bindparam("rid"))
+            .values(label=bindparam("value"), labelled_at=now()),
+            [
+                {"rid": r, "value": json.dumps(truth[r])}
+                for r in session.scalars(
+                    select(InferenceRow.row_id).where(InferenceRow.window_number == 2)
+                )
+            ],
+        )
+    deadline = time.monotonic() + 60
+    while (done := plane.store.effect(second.run_id, f"inference:labels:{WINDOW}")) is None:
+        assert time.monotonic() < deadline, "the windower did not attach the late labels"
+        time.sleep(0.3)
+    assert done["outcome"] == "attached" and done["rows_labelled"] == WINDOW, done
+    run = plane.get_run(second.run_id)
+    filed = pl.read_parquet(run.summary["ingestion"]["path"])
+    assert filed[TARGET].null_count() == 0
+    assert all(truth[r] == y for r, y in filed.select("row_id", TARGET).iter_rows())
 
 
 # -- kill -9 inside closing ----------------------------------------------------------------------
