@@ -103,9 +103,9 @@ def create_model(body: ModelCreate, cp: Plane, ex: Executor, conf: Conf, key: Op
     batch = body.input.batch
     frame, _, source = frame_of(cp, conf, batch)
     if isinstance(batch, DatasetBatch):
-        from tools.datasets import SPECS
+        from tools.datasets import BUILTIN_SPECS
 
-        spec = SPECS[batch.dataset.split(":", 1)[0]]
+        spec = BUILTIN_SPECS[batch.dataset.split(":", 1)[0]]
         if body.task is not None and body.task != spec.task:
             raise Problem(422, f"{spec.name} is a {spec.task} dataset, not {body.task}")
         columns: dict[str, Any] = {

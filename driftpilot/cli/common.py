@@ -269,13 +269,13 @@ def _alerting(plane: Any) -> Iterator[None]:
 
 def _spec(dataset: str) -> DatasetSpec:
     """The built-in dataset's spec; an unknown name is bad usage."""
-    from tools.datasets import SPECS
+    from tools.datasets import BUILTIN_SPECS
 
-    if dataset not in SPECS:
+    if dataset not in BUILTIN_SPECS:
         raise typer.BadParameter(
-            f"unknown dataset {dataset!r}; built-in datasets: {', '.join(sorted(SPECS))}"
+            f"unknown dataset {dataset!r}; built-in datasets: {', '.join(sorted(BUILTIN_SPECS))}"
         )
-    return SPECS[dataset]
+    return BUILTIN_SPECS[dataset]
 
 
 def _dataset_batch(from_dataset: str | None) -> tuple[DatasetSpec, str]:

@@ -225,7 +225,7 @@ class Sources:
         elif isinstance(source, GlobSource):
             picked = self._pick_file(source.glob, consumed)
         else:
-            picked = self._pick_gdelt(source.gdelt, consumed)
+            picked = self._pick_gdelt(payload.model, source.gdelt, consumed)
         if picked is not None:
             hashes, _ = seen_by_runs(self.plane, payload.model, None)
             picked.seen_by = hashes.get(picked.origin.get("batch_hash", ""))
@@ -330,7 +330,7 @@ class Sources:
             return Picked(frame, batch_id, key, detail, origin)
         return None
 
-    def _pick_gdelt(self, options: GdeltOptions, consumed: set[str]) -> Picked | None:
+    def _pick_gdelt(self, model: str, options: GdeltOptions, consumed: set[str]) -> Picked | None:
         from tools.data import content_hash
         from tools.gdelt import download, fetch_file_list, parse_export
         from tools.gdelt_model import model_frame
@@ -347,6 +347,11 @@ class Sources:
         stamp = newest.timestamp.strftime("%Y%m%d%H%M%S")
         key = f"gdelt:{stamp}"
         if key in consumed:
+            return None
+        horizon = trained_until(self.plane, model)
+        if horizon is not None and _at_or_before(newest.timestamp, horizon):
+            # Before GDELT publishes the next window, the newest export is one the champion
+            # was trained on (its reference is the newest exports): nothing new to judge.
             return None
         assert self.plane.settings.cache_dir is not None
         export = download(newest, self.plane.settings.cache_dir, timeout=timeout)

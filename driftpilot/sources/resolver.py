@@ -61,27 +61,28 @@ def spec(name: str) -> DatasetSpec:
     Raises:
         UnknownDataset: no such dataset.
     """
-    from tools.datasets import SPECS
+    from tools.datasets import BUILTIN_SPECS
 
-    if name not in SPECS:
-        raise UnknownDataset(name, list(SPECS))
-    return SPECS[name]
+    if name not in BUILTIN_SPECS:
+        raise UnknownDataset(name, list(BUILTIN_SPECS))
+    return BUILTIN_SPECS[name]
 
 
 def dataset_batches(name: str, settings: Settings) -> dict[str, Batch]:
     """The built-in dataset ``name`` cut into its natural batches, in time order (read once
-    per process and ``settings.cache_dir``).
+    per process and ``settings.cache_dir``; a live one, GDELT, at every call).
 
     Raises:
         UnknownDataset: no such dataset.
     """
     from tools.data import split_batches
-    from tools.datasets import load_dataset
+    from tools.datasets import LIVE_SPECS, load_dataset
 
     dataset = spec(name)
     key = (name, str(settings.cache_dir))
     with _LOCK:  # one load at a time: a second caller waits for the first
-        if key not in _CACHE:
+        # A live dataset (GDELT) grows every 15 minutes: it is fetched again, never cached.
+        if key not in _CACHE or name in LIVE_SPECS:
             frame = load_dataset(name, settings)  # type: ignore[arg-type]
             _CACHE[key] = {
                 b.info.batch_id: b

@@ -20,6 +20,7 @@ import pytest
 from driftpilot.core.settings import get_settings
 from driftpilot.runs.plane import ControlPlane
 from driftpilot.scheduling.scheduler import GdeltSource, Payload, Scheduler, ScheduleSpec
+from driftpilot.scheduling.sources import Sources
 from driftpilot.store.models import BatchRecord, Run
 from tests.fixtures.gdelt import publish_series, series_stamps
 from tools.data import split_batches
@@ -157,6 +158,12 @@ def test_a_gdelt_model_is_trained_on_the_newest_exports_and_a_15_minute_schedule
     assert not set(view.features) & set(LEAKING)
     # Actors and tone carry the relation: learnable without the codes that leak the label.
     assert view.baseline is not None and view.baseline > 0.8, view
+
+    # Before GDELT publishes the next window, its newest export is in the champion's window:
+    # nothing new to judge, and nothing downloaded.
+    sources = Sources(plane, [], plane.settings.scheduler)
+    payload = Payload(model="gdelt", source=GdeltSource())
+    assert sources.pick(payload, set()) is None
 
     publish_series(root, base, STAMPS, n_rows=500)  # GDELT publishes the next window
     clock = Clock()
