@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
 
 import typer
@@ -25,12 +25,17 @@ from driftpilot.cli.common import (
 )
 from driftpilot.core.episodes import episode_of, label
 from driftpilot.core.vocabulary import outcome_label, status_label, trigger_label
+from driftpilot.sources.objects import is_object_url
 
 
 def run(
     model: Annotated[str, typer.Argument(help="Managed model name.")],
     batch: Annotated[
-        Path | None, typer.Option(help="CSV/Parquet file holding the new batch.")
+        str | None,
+        typer.Option(
+            help="CSV/Parquet file holding the new batch: a path, or an s3:// object under "
+            "DRIFTPILOT_SOURCES_OBJECT_ROOTS."
+        ),
     ] = None,
     from_dataset: Annotated[
         str | None, typer.Option(help="Built-in batch, e.g. flights:2013-07.")
@@ -91,13 +96,26 @@ def run(
     plane.model_view(model)  # so does an unknown model: before a batch is read
     if sql is not None:
         frame, batch_id = _sql_batch(plane, model, sql, db_url, database, window)
+    elif batch is not None and is_object_url(batch):
+        frame, batch_id = _object_batch(plane, batch)
     else:
-        frame, batch_id = _batch_from(batch, from_dataset)
+        frame, batch_id = _batch_from(Path(batch) if batch else None, from_dataset)
     with _alerting(plane), console.status(f"control run on {batch_id}..."):
         view = plane.start_run(
             model, frame, batch_id, requested_by=by, wait=wait, retrain_reason=retrain
         )
     _print_run(view)
+
+
+def _object_batch(plane: Any, url: str) -> tuple[Any, str]:
+    """An s3:// object's rows and its id (its name without the suffix), read within the
+    API's batch limits; the object store's refusals are the command's error."""
+    from driftpilot.sources.files import limits_of
+    from driftpilot.sources.objects import read_object
+
+    settings = plane.settings
+    frame = read_object(url, settings.sources, limits_of(settings.api))
+    return frame, PurePosixPath(url).stem
 
 
 def _time_option(value: str | None, name: str) -> datetime | None:
@@ -114,7 +132,7 @@ def _time_option(value: str | None, name: str) -> datetime | None:
 
 
 def _sql_usage(
-    batch: Path | None,
+    batch: str | None,
     from_dataset: str | None,
     sql: str | None,
     db_url: str | None,

@@ -171,3 +171,25 @@ def test_object_globs_outside_the_roots_or_on_a_missing_bucket_fail_clearly(
         assert failed.outcome == "error" and failed.run_id is None
         assert "the bucket does not exist on the object store" in failed.detail, failed
         sched.delete(view.cron_id, "bob")
+
+
+def test_run_on_an_object_from_the_command_line(
+    plane: ControlPlane, s3: S3Server, bucket: str, months: dict[str, pl.DataFrame]
+) -> None:
+    from typer.testing import CliRunner
+
+    from driftpilot.cli import app as cli_app
+
+    s3.put(bucket, "batches/once/2013-03.parquet", parquet(months["2013-03"].head(2000)))
+    cli = CliRunner()
+    url = f"s3://{bucket}/batches/once/2013-03.parquet"
+    done = cli.invoke(cli_app, ["run", "flights", "--batch", url], terminal_width=200)
+    assert done.exit_code == 0, done.output
+    assert "batch 2013-03" in done.output
+    run_id = done.output.split("run ", 1)[1].split(" ", 1)[0]
+    assert plane.store.get(Run, run_id).batch_id == "2013-03"
+
+    outside = cli.invoke(cli_app, ["run", "flights", "--batch", f"s3://{bucket}/private/x.csv"])
+    assert outside.exit_code != 0 and "is not under an allowed object root" in outside.output
+    missing = cli.invoke(cli_app, ["run", "flights", "--batch", f"s3://{bucket}/batches/no.csv"])
+    assert missing.exit_code != 0 and "no such object" in missing.output, missing.output
