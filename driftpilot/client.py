@@ -400,27 +400,42 @@ class Logger:
         moves it aside; a failure that may pass leaves it, and waits before the next try."""
         try:
             answer = self._client.post(f"/models/{self.model}/inferences", batch)
+        except (TypeError, ValueError) as exc:  # a value that is not JSON: it never will be
+            self._refuse(batch, ClientError(f"rows that cannot be sent: {exc}"))
+            return
         except ClientError as exc:
-            with self._cond:
-                limit = row_limit(exc)
-                if limit is not None and limit < len(batch):
+            limit = row_limit(exc)
+            if exc.retryable or limit is None or limit >= len(batch):
+                self._failed(batch, exc)
+            else:
+                with self._cond:
                     self._client.batch_rows = limit  # sent again at once, in smaller requests
-                    return
-                self._errors = [*self._errors[-9:], exc]
-                if exc.retryable:
-                    self._failures += 1
-                    wait = exc.retry_after or min(0.25 * 2 ** min(self._failures, 7), 30.0)
-                    self._retry_at = time.monotonic() + wait
-                    log.warning("DriftPilot logger: %s; trying again in %.2f s", exc, wait)
-                else:
-                    log.error("DriftPilot refused %d logged rows, kept aside: %s", len(batch), exc)
-                    self._refused.extend(batch)
-                    self._drop(len(batch))
-                self._cond.notify_all()
             return
         with self._cond:
             self._failures = 0
             self.sent += int(answer.get("accepted", 0)) + int(answer.get("duplicates", 0))
+            self._drop(len(batch))
+            self._cond.notify_all()
+
+    def _failed(self, batch: list[Row], exc: ClientError) -> None:
+        """A send that failed: tried again later if it may pass, else kept aside."""
+        if not exc.retryable:
+            self._refuse(batch, exc)
+            return
+        with self._cond:
+            self._errors = [*self._errors[-9:], exc]
+            self._failures += 1
+            wait = exc.retry_after or min(0.25 * 2 ** min(self._failures, 7), 30.0)
+            self._retry_at = time.monotonic() + wait
+            log.warning("DriftPilot logger: %s; trying again in %.2f s", exc, wait)
+            self._cond.notify_all()
+
+    def _refuse(self, batch: list[Row], exc: ClientError) -> None:
+        """Rows that will not pass as they are: kept aside (raised by ``close``), logged."""
+        with self._cond:
+            self._errors = [*self._errors[-9:], exc]
+            log.error("DriftPilot refused %d logged rows, kept aside: %s", len(batch), exc)
+            self._refused.extend(batch)
             self._drop(len(batch))
             self._cond.notify_all()
 

@@ -253,3 +253,17 @@ def test_labels_that_come_later_join_logged_rows_by_row_id(
     with store.reading() as session:
         query = select(InferenceRow.label).where(InferenceRow.row_id.like("c4000_"))
         assert sorted(str(label) for label in session.scalars(query)) == ["0", "1", "1"]
+
+
+def test_the_logger_keeps_rows_that_are_not_json_and_its_thread_goes_on(
+    server: Server,  # noqa: F811
+    store: AuditStore,  # noqa: F811
+) -> None:
+    logger = Logger(server.url, server.keys["olga"], "m", flush_rows=1, flush_s=0.01)
+    odd = frame(50_000, 1).to_dicts()[0] | {"x": object()}
+    logger.log(odd)
+    logger.log(frame(50_001, 1))
+    with pytest.raises(LoggerError, match="cannot be sent") as kept:
+        logger.close()
+    assert kept.value.rows == [odd]
+    assert count(store, "c50001") == 1  # the row after it was sent
