@@ -416,9 +416,9 @@ def rows_of_table(frame: pl.DataFrame) -> list[dict[str, Any]]:
     if zoned:
         frame = frame.with_columns(zoned)
     texts = [
-        pl.col(n).dt.to_string("%Y-%m-%dT%H:%M:%S%.f").alias(n)
+        pl.col(n).dt.to_string("%Y-%m-%dT%H:%M:%S%.f" if dtype != pl.Date else "%Y-%m-%d")
         for n, dtype in frame.schema.items()
-        if isinstance(dtype, pl.Datetime | pl.Date)
+        if isinstance(dtype, pl.Datetime) or dtype == pl.Date
     ]
     if texts:
         frame = frame.with_columns(texts)

@@ -255,6 +255,14 @@ def test_a_table_upload_becomes_the_same_rows_as_json() -> None:
     assert [v.digest for v in from_table] == [v.digest for v in validate_rows(schema, as_json)]
 
 
+def test_a_table_date_is_midnight_utc() -> None:
+    schema = schema_of(binary_model())
+    table = pl.DataFrame({"row_id": ["d"], "t": [datetime(2026, 3, 1).date()], "x": [1.0]})
+    table = table.with_columns(c=pl.lit("a"), prediction=pl.lit(0))
+    [one] = validate_rows(schema, rows_of_table(table))
+    assert one.event_time == "2026-03-01T00:00:00.000000+00:00"
+
+
 # --- appends --------------------------------------------------------------------------------
 
 
