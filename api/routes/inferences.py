@@ -58,7 +58,41 @@ class Logged(BaseModel):
         )
 
 
-@router.post("/{name}/inferences", response_model=Logged, responses=_PROBLEMS)
+_ROWS_SCHEMA = {"type": "array", "items": {"type": "object"}, "description": "Logged rows."}
+# The body is read raw (JSON or NDJSON, validated row by row): the schema only documents it.
+_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        _ROWS_SCHEMA,
+                        {
+                            "type": "object",
+                            "properties": {"rows": _ROWS_SCHEMA},
+                            "required": ["rows"],
+                        },
+                    ]
+                },
+                "example": [
+                    {
+                        "row_id": "req-1",
+                        "event_time": "2026-03-01T10:00:00Z",
+                        "distance": 1000.0,
+                        "origin": "JFK",
+                        "prediction": 1,
+                        "probabilities": 0.83,
+                    }
+                ],
+            },
+            "application/x-ndjson": {"schema": {"type": "string", "description": "A row a line."}},
+        },
+    }
+}
+
+
+@router.post("/{name}/inferences", response_model=Logged, responses=_PROBLEMS, openapi_extra=_BODY)
 async def log_inferences(name: Name, request: Request, cp: Plane, _: Operator) -> Logged:
     """Log predictions of the model: a JSON list of rows (or ``{"rows": [...]}``), or NDJSON
     (``Content-Type: application/x-ndjson``, one row per line). A row: ``row_id``, the event
@@ -151,7 +185,7 @@ def _json_rows(body: bytes) -> list[Any]:
     """
     try:
         value = json.loads(body)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep to parse
         raise Problem(422, f"the body is not JSON: {exc}") from exc
     if isinstance(value, dict) and set(value) == {"rows"}:
         value = value["rows"]
@@ -174,7 +208,7 @@ def _ndjson_rows(body: bytes) -> list[Any]:
             continue
         try:
             rows.append(json.loads(line))
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             count += 1
             if len(errors) < MAX_ERRORS:
                 errors.append(RowError(len(rows) + count - 1, None, f"not JSON: {exc}"))

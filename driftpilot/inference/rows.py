@@ -300,6 +300,8 @@ def _row_id(value: Any) -> str:
         raise _Bad("row_id", "row_id must be a string (or an integer)")
     if not 1 <= len(value) <= ROW_ID_MAX:
         raise _Bad("row_id", f"row_id must have 1 to {ROW_ID_MAX} characters")
+    if not value.isprintable():  # a NUL or a lone surrogate is no text a database stores
+        raise _Bad("row_id", "row_id must be printable text (no control characters)")
     return value
 
 
@@ -333,7 +335,10 @@ def _number(name: str, value: Any, *, nullable: bool) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _Bad(name, f"must be a number, not {_kind(value)}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond a float's range
+        raise _Bad(name, "must be a finite number") from None
     if not math.isfinite(number):
         raise _Bad(name, "must be a finite number")
     return number

@@ -144,6 +144,8 @@ def test_a_bad_row_is_a_422_naming_it_and_writes_nothing(server: Server, store: 
         for bad in ([1, 2], {"rows": "x"}, {"row_id": "r1"}):
             assert_problem(olga.post("/models/m/inferences", json=bad), 422)
         assert_problem(olga.post("/models/m/inferences", content=b"{", headers=JSON), 422, "JSON")
+        deep = b"[" * 100_000  # too deep for the parser: a 422, not a 500
+        assert_problem(olga.post("/models/m/inferences", content=deep, headers=JSON), 422, "JSON")
     assert not {"r200", "r203", "r204", "r205"} & set(stored(store))
 
 
