@@ -14,8 +14,9 @@
    ``ControlPlane.attach_labels`` (key ``row_id``): the batch's labels grow, its champion is
    scored again on them and the attachment is audited. Labels of rows still open go into
    their window's batch when it closes. A window whose run is still making its batch, or a
-   model busy with a run, is reported ``waiting``/``busy``: the labels are stored, and the
-   windower attaches them once the run has ended (``catch_up``); posting them again (as
+   model busy with a run, is reported ``waiting``/``busy``: the labels are stored, the
+   window is marked, and the windower attaches them once the run has ended (``catch_up``;
+   after a restart, its first tick looks at the newest windows); posting them again (as
    duplicates) attaches them too.
 """
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,6 +59,10 @@ CATCH_UP_STEP = "inference:labels"
 # run holds it longer, and the windower attaches the stored labels once the run has ended.
 BUSY_PATIENCE_S = 3.0
 BUSY_POLL_S = 0.1
+# Windows whose labels a request of this process stored but could not attach (the windower
+# attaches them; after a restart its first look covers the newest windows).
+_UNATTACHED: set[tuple[str, int]] = set()
+_UNATTACHED_LOCK = threading.Lock()
 Outcome = Literal["attached", "waiting", "busy", "not-accepted", "error"]
 
 
@@ -160,6 +166,9 @@ def post_labels(cp: ControlPlane, model: str, items: list[Any], actor: str) -> L
     touched = [
         _attach(cp, model, number, actor, patience_s=BUSY_PATIENCE_S) for number in sorted(windows)
     ]
+    for done in touched:
+        if done.outcome in ("waiting", "busy"):
+            mark_unattached(model, done.number)
     return LabelsPosted(
         model=model,
         accepted=accepted,
@@ -267,27 +276,44 @@ def _late(cp: ControlPlane, window: InferenceWindow) -> int:
         )
 
 
-def catch_up(cp: ControlPlane, model: str, number: int) -> WindowLabels | None:
+def catch_up(cp: ControlPlane, model: str, number: int) -> bool:
     """Attach labels a window's rows received after it closed, once its run has ended (its
-    batch may have been built without them, and a labels request that met the run in flight
-    answered ``waiting``/``busy``); None when there is nothing new or the run goes on.
-    Recorded under the run as step ``inference:labels:<count>`` whatever the outcome but
-    ``busy``, so each count is tried until the model is free, then not again."""
+    batch may have been built without them, or a labels request met the run in flight).
+    Whether the window is settled: False while its run is being made or goes on, or the
+    model is busy (look again later). Recorded under the run as step
+    ``inference:labels:<count>`` (whatever the outcome but ``busy``): each count once."""
     with cp.store.reading() as session:
         window = session.get(InferenceWindow, (model, number))
-        if window is None or window.run_id is None:
-            return None
+        if window is None:
+            return True
+        if window.run_id is None:
+            return False
         status = session.scalar(select(Run.status).where(Run.id == window.run_id))
+    if status in ("pending", "running"):
+        return False
     late = _late(cp, window)
-    if not late or status in (None, "pending", "running"):
-        return None
     step = f"{CATCH_UP_STEP}:{late}"
-    if cp.store.effect(window.run_id, step) is not None:
-        return None
+    if not late or cp.store.effect(window.run_id, step) is not None:
+        return True
     done = _attach(cp, model, number, AGENT)
-    if done.outcome != "busy":
-        cp.store.record_effect(window.run_id, step, done.model_dump())
-    return done
+    if done.outcome == "busy":
+        return False
+    cp.store.record_effect(window.run_id, step, done.model_dump())
+    return True
+
+
+def mark_unattached(model: str, number: int) -> None:
+    """A window whose stored labels are not attached yet: the windower looks at it."""
+    with _UNATTACHED_LOCK:
+        _UNATTACHED.add((model, number))
+
+
+def unattached() -> set[tuple[str, int]]:
+    """The windows marked since the last call (the marks are taken)."""
+    with _UNATTACHED_LOCK:
+        marked = set(_UNATTACHED)
+        _UNATTACHED.clear()
+    return marked
 
 
 def window_labels(cp: ControlPlane, model: str, number: int) -> pl.DataFrame:

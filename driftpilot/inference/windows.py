@@ -206,6 +206,7 @@ class Windows:
         self.store = plane.store
         self._execute = execute
         self._clock = clock or self.store.clock
+        self._caught_up_once = False
 
     @property
     def cap(self) -> int:
@@ -519,25 +520,37 @@ class Windows:
         return made
 
     def catch_up_labels(self, recent: int = CATCH_UP_WINDOWS) -> None:
-        """Attach the labels that the newest ``recent`` windows of each windowed model got
-        after closing, once their runs ended (``driftpilot.inference.labels.catch_up``)."""
-        from driftpilot.inference.labels import catch_up
+        """Attach the labels windows got after closing, once their runs ended
+        (``driftpilot.inference.labels.catch_up``): the windows a labels request of this
+        process could not attach (``labels.unattached``), and at the first call the newest
+        ``recent`` windows of each windowed model (what a dead process left stored but not
+        attached). A window still waiting for its run is looked at again."""
+        from driftpilot.inference.labels import catch_up, mark_unattached, unattached
 
-        for model in self.windowed_models():
-            with self.store.reading() as session:
-                numbers = list(
-                    session.scalars(
-                        select(InferenceWindow.number)
-                        .where(InferenceWindow.model == model, InferenceWindow.run_id.is_not(None))
-                        .order_by(InferenceWindow.number.desc())
-                        .limit(recent)
-                    )
+        todo = unattached()
+        if not self._caught_up_once:
+            for model in self.windowed_models():
+                todo |= {(model, n) for n in self._newest(model, recent)}
+            self._caught_up_once = True
+        for model, number in sorted(todo):
+            try:
+                settled = catch_up(self.plane, model, number)
+            except Exception:  # tried again at the next tick
+                log.exception("%s: labels of window %d not caught up", model, number)
+                settled = False
+            if not settled:
+                mark_unattached(model, number)
+
+    def _newest(self, model: str, recent: int) -> list[int]:
+        with self.store.reading() as session:
+            return list(
+                session.scalars(
+                    select(InferenceWindow.number)
+                    .where(InferenceWindow.model == model, InferenceWindow.run_id.is_not(None))
+                    .order_by(InferenceWindow.number.desc())
+                    .limit(recent)
                 )
-            for number in reversed(numbers):
-                try:
-                    catch_up(self.plane, model, number)
-                except Exception:  # tried again at the next tick
-                    log.exception("%s: labels of window %d not caught up", model, number)
+            )
 
     def _drive_logged(self, window: WindowView) -> list[str]:
         try:

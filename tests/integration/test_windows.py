@@ -212,11 +212,12 @@ def test_labels_posted_later_re_score_the_windows_champion(
     assert plane.verify().ok
 
 
-def test_labels_stored_while_a_window_ran_are_attached_once_it_ended(
+def test_labels_stored_but_not_attached_before_a_kill_9_are_attached_after_restart(
     server: Server, plane: ControlPlane, feb: pl.DataFrame
 ) -> None:
-    """A labels request that met the window's run in flight stored its labels and answered
-    ``busy`` or ``waiting``: the server's windower attaches them once the run has ended."""
+    """A labels request that met the window's run in flight stored its labels, answered
+    ``busy`` or ``waiting`` and marked the window for its windower; the server is then killed
+    (-9), the mark lost. The restarted server's windower attaches them."""
     second = next(w for w in Windows(plane).windows("flights").windows if w.number == 2)
     assert second.run_id is not None
     truth = dict(feb.select("row_id", TARGET).iter_rows())
@@ -233,6 +234,7 @@ def test_labels_stored_while_a_window_ran_are_attached_once_it_ended(
                 )
             ],
         )
+    server.restart()
     deadline = time.monotonic() + 60
     while (done := plane.store.effect(second.run_id, f"inference:labels:{WINDOW}")) is None:
         assert time.monotonic() < deadline, "the windower did not attach the late labels"

@@ -264,7 +264,7 @@ def test_a_window_becomes_one_run_even_when_driven_again_after_a_crash(
 
 
 def test_labels_are_stored_once_on_their_rows_all_or_nothing(plane: ControlPlane) -> None:
-    from driftpilot.inference.labels import LabelConflict, post_labels
+    from driftpilot.inference.labels import LabelConflict, catch_up, post_labels, unattached
     from driftpilot.inference.rows import RowsRefused
 
     set_window(plane, rows=10, minutes=None)
@@ -287,6 +287,8 @@ def test_labels_are_stored_once_on_their_rows_all_or_nothing(plane: ControlPlane
     assert (done.accepted, done.duplicates, done.open_rows) == (2, 0, 1)
     [window] = done.windows
     assert window.number == 1 and window.outcome == "waiting"  # its run has filed nothing yet
+    assert unattached() == {("m", 1)} and unattached() == set()  # marked for the windower
+    assert catch_up(plane, "m", 1) is False  # its run is pending: look again later
     again = post_labels(plane, "m", [{"row_id": "r1", "y": 1}], "ann")
     assert (again.accepted, again.duplicates) == (0, 1)
     with pytest.raises(LabelConflict, match="'r1'"):
