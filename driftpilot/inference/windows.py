@@ -275,7 +275,8 @@ class Windows:
         The windows closed here (not driven yet: ``drive``).
 
         Raises:
-            NotFound: unknown model. ConfigError: ``flush`` of a model without windows.
+            NotFound: unknown model.
+            ConfigError: other closers took the rows first ``_CLOSE_TRIES`` times in a row.
         """
         row = self.store.get(ManagedModel, model)
         setting = setting_of(row)
