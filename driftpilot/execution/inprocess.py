@@ -57,6 +57,7 @@ from driftpilot.core.settings import is_postgres
 from driftpilot.execution.dispatch import BusyRetry, What, attempt_of
 from driftpilot.execution.processes import RunChildren, builds_from_settings
 from driftpilot.execution.queue import Queue
+from driftpilot.runs import leases
 from driftpilot.runs.plane import ControlPlane, Recovery, RunView
 
 log = logging.getLogger(__name__)
@@ -437,6 +438,10 @@ class RunExecutor:
                 r.status,
                 f", {r.outcome}" if r.outcome else "",
             )
+        if leases.awaiting_expiry(self.plane.store):
+            # A process killed moments before this start left a run under a lease that has
+            # not expired: recovered when it has, or the model's later runs wait forever.
+            self._after_crash()
         # Pending runs of a dead process were never executed: take them (a pending run that
         # another live process executes is safe too: execute_run re-checks under the lease).
         pending = [v for v in self.plane.list_runs(limit=100_000) if v.status == "pending"]

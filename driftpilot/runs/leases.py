@@ -68,6 +68,39 @@ def holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def dead_local_holder(holder_name: str) -> bool:
+    """Whether a lease holder (``holder()``'s host:pid:token) is a process of this host that
+    no longer exists: its lease will expire with nobody renewing it."""
+    host, _, rest = holder_name.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def awaiting_expiry(store: AuditStore) -> list[Run]:
+    """Runs marked running whose lease has not expired yet but whose holder died on this host
+    (a process killed moments before this one started): orphans once the lease expires, so a
+    recovery at start-up must look again then."""
+    found = []
+    for run in store.list_rows(Run, Run.status == "running", order=Run.created_at):
+        lease = store.lease(run.model)
+        if (
+            lease is not None
+            and lease.run_id == run.id
+            and lease.expires_at > clock_now(store)
+            and dead_local_holder(lease.holder)
+        ):
+            found.append(run)
+    return found
+
+
 def clock_now(store: AuditStore) -> str:
     """The time by the store's clock, as the store writes it: what lease expiry is judged
     against (the store's own lease writes read the same clock)."""
