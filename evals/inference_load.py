@@ -56,6 +56,7 @@ from evals.inference_load_stats import (
     memory_summary,
     percentile,
     rate_series,
+    seconds_between,
 )
 from evals.soak_services import DRIFTPILOT, Service, free_port
 
@@ -510,7 +511,8 @@ def measure(
         [StoredRow(r.id, r.row_id, r.window_number) for r in store["rows"]],
         [StoredWindow(w.number, w.first_id, w.last_id, w.n_rows) for w in store["windows"]],
     )
-    delays = decision_delays(window_delays(store))
+    per_window = window_delays(store)
+    delays = decision_delays(per_window)
     decisions = run_decisions(store["decisions"])
     memory = memory_segments(load.rss, start_at)
     if fault:
@@ -549,8 +551,36 @@ def measure(
             "decisions": dict(Counter(a for a, _ in decisions.values())),
         },
         "decision_delay": delays,
+        "by_window_number_reason_action_to_start_to_decision_run_s": window_table(
+            per_window, store
+        ),
         "exactly_once": check,
     }
+
+
+def window_table(per_window: list[dict[str, Any]], store: dict[str, Any]) -> list[list[Any]]:
+    """One row per window: number, closed by, its run's action, seconds from its last row to
+    its run's start and decision, and from the run's start to its decision (None: not yet)."""
+    reasons = {w.number: w.reason for w in store["windows"]}
+    runs = {w.number: w.run_id for w in store["windows"]}
+    actions = {run: action for run, (action, _) in run_decisions(store["decisions"]).items()}
+
+    def gap(w: dict[str, Any], a: str, b: str) -> float | None:
+        if w.get(a) is None or w.get(b) is None:
+            return None
+        return round(seconds_between(w[a], w[b]), 2)
+
+    return [
+        [
+            w["number"],
+            reasons.get(w["number"]),
+            actions.get(runs.get(w["number"]) or ""),
+            gap(w, "last_received_at", "started_at"),
+            gap(w, "last_received_at", "decided_at"),
+            gap(w, "started_at", "decided_at"),
+        ]
+        for w in per_window
+    ]
 
 
 def memory_segments(rss: list[dict[str, Any]], start_at: float) -> dict[str, Any]:
@@ -692,10 +722,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     facts = machine() | {"note": MACHINE_NOTE, "niceness": os.nice(0)}
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    commit = git_commit()  # the code that ran (others may commit during the run)
     result = load_run(args)
     payload = {
         "eval": "inference_load",
-        "commit": git_commit(),
+        "commit": commit,
         "started_at": started,
         "config": {
             "minutes": args.minutes,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from evals.inference_load import acknowledged_ids, run_decisions, window_delays
+from evals.inference_load import acknowledged_ids, run_decisions, window_delays, window_table
 from evals.inference_load_client import request_rows, row_id
 from evals.inference_load_stats import (
     StoredRow,
@@ -107,7 +107,7 @@ def test_decision_delay_runs_from_the_windows_last_row() -> None:
     t = "2026-12-07T06:00:{:02d}.000000+00:00".format
     store: dict[str, Any] = {
         "rows": [R(id=1, received_at=t(0)), R(id=2, received_at=t(1))],
-        "windows": [R(number=1, first_id=1, last_id=2, run_id="a")],
+        "windows": [R(number=1, first_id=1, last_id=2, run_id="a", reason="rows")],
         "runs": [R(id="a", status="completed", updated_at=t(9))],
         "started": {"a": t(2)},
         "decisions": [
@@ -121,6 +121,7 @@ def test_decision_delay_runs_from_the_windows_last_row() -> None:
     assert delays["to_decision"]["p95_s"] == 3.0 and delays["to_run_end"]["max_s"] == 8.0
     assert delays["to_run_start"]["p50_s"] == 1.0
     assert delays["run_start_to_decision"]["p50_s"] == 2.0
+    assert window_table(window_delays(store), store) == [[1, "rows", "monitor", 1.0, 3.0, 2.0]]
     undecided = decision_delays([{"last_received_at": t(0), "decided_at": None}])
     assert undecided["to_decision"]["missing"] == 1 and undecided["to_decision"]["p95_s"] is None
 
