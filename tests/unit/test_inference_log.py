@@ -258,6 +258,23 @@ def test_a_table_upload_becomes_the_same_rows_as_json() -> None:
     assert [v.digest for v in from_table] == [v.digest for v in validate_rows(schema, as_json)]
 
 
+def test_a_window_frame_is_the_same_from_text_or_parsed_payloads_and_empty_keeps_dtypes() -> None:
+    model = binary_model()
+    valid = validate_rows(schema_of(model), [row(1, probabilities=0.6), row(2, c=None)])
+    texts = frame_of_rows(model, [v.payload for v in valid], ["1", None])
+    parsed = frame_of_rows(model, [json.loads(v.payload) for v in valid], ["1", None])
+    assert texts.equals(parsed)
+    assert texts.to_dicts() == [
+        {"row_id": "1", "t": datetime(2026, 3, 1, 10, tzinfo=UTC), "x": 1.5, "c": "a"}
+        | {"prediction": 1, "proba_1": 0.6, "y": 1},
+        {"row_id": "2", "t": datetime(2026, 3, 1, 10, tzinfo=UTC), "x": 1.5, "c": None}
+        | {"prediction": 1, "proba_1": None, "y": None},
+    ]
+    empty = frame_of_rows(model, [], [])
+    assert empty.height == 0 and empty["t"].dtype == pl.Datetime("us", "UTC")
+    assert empty["y"].dtype == pl.Int8
+
+
 def test_a_table_date_is_midnight_utc() -> None:
     schema = schema_of(binary_model())
     table = pl.DataFrame({"row_id": ["d"], "t": [datetime(2026, 3, 1).date()], "x": [1.0]})
