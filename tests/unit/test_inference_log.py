@@ -258,7 +258,7 @@ def test_a_table_upload_becomes_the_same_rows_as_json() -> None:
     assert [v.digest for v in from_table] == [v.digest for v in validate_rows(schema, as_json)]
 
 
-def test_a_window_frame_is_the_same_from_text_or_parsed_payloads_and_empty_keeps_dtypes() -> None:
+def test_a_window_frame_from_text_or_parsed_payloads_and_an_empty_one() -> None:
     model = binary_model()
     valid = validate_rows(schema_of(model), [row(1, probabilities=0.6), row(2, c=None)])
     texts = frame_of_rows(model, [v.payload for v in valid], ["1", None])
