@@ -307,6 +307,10 @@ def _labels(world: World, column: str) -> dict[str, Any]:
     return {"files": {"file": ("labels.csv", b"delayed\n1\n0\n", "text/csv")}}
 
 
+def _empty_upload(world: World, column: str) -> dict[str, Any]:
+    return {"files": {"file": ("rows.csv", b"row_id,time_hour\n", "text/csv")}}
+
+
 def _decision(world: World, column: str) -> dict[str, Any]:
     return {"json": {"command": {"resume": {"decision": "reject", "comment": "authz matrix"}}}}
 
@@ -332,6 +336,10 @@ BODIES: dict[Route, dict[str, Any] | Callable[[World, str], dict[str, Any]]] = {
     ("POST", "/models/{name}/rollback"): {"json": {"reason": "authz matrix"}},
     ("POST", "/models/{name}/batches/{batch_id}/labels"): _labels,
     ("POST", "/models/{name}/notes"): {"json": {"text": "authz matrix"}},
+    ("POST", "/models/{name}/inferences"): {"json": []},
+    ("POST", "/models/{name}/inferences/upload"): _empty_upload,
+    ("POST", "/models/{name}/inferences/labels"): {"json": []},
+    ("PUT", "/models/{name}/window"): {"json": {"rows": 1000}},
     ("POST", "/models/{name}/webhooks"): lambda w, c: {"json": _hook(f"new-{c}")},
     ("POST", "/schedules"): {"json": SCHEDULE},
     ("PATCH", "/schedules/{cron_id}"): {"json": {"metadata": {"touched": True}}},
