@@ -203,8 +203,10 @@ def _wire_windower(runtime: Runtime) -> None:
     from driftpilot.inference.windows import Windower, Windows
 
     execute: Callable[[str], object] | None = None
+    prepare: Callable[[], object] | None = None
     if runtime.executor is not None:
         execute = runtime.executor.execute
+        prepare = runtime.executor.warm_children
     elif runtime.queue is not None:
         execute = runtime.queue.defer_run
-    runtime.windower = Windower(Windows(runtime.plane, execute=execute))
+    runtime.windower = Windower(Windows(runtime.plane, execute=execute), prepare=prepare)

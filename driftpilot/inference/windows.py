@@ -569,9 +569,18 @@ class Windower:
     ``settings.inference.tick_s``) from ``start`` to ``shutdown``; ``poke`` runs one at once
     (a request that logged rows may have filled a window)."""
 
-    def __init__(self, windows: Windows, tick_s: float | None = None) -> None:
+    def __init__(
+        self,
+        windows: Windows,
+        tick_s: float | None = None,
+        *,
+        prepare: Callable[[], object] | None = None,
+    ) -> None:
         self.windows = windows
         self.tick_s = tick_s or windows.plane.settings.inference.tick_s
+        # Called once, when a tick first finds a windowed model: the executor starts its run
+        # children then, so the first windows' runs do not wait for their imports.
+        self._prepare = prepare
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -604,6 +613,9 @@ class Windower:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
+                if self._prepare is not None and self.windows.windowed_models():
+                    prepare, self._prepare = self._prepare, None
+                    prepare()
                 self.windows.tick()
             except Exception:  # a lost database: tried again at the next tick
                 log.exception("the windower's tick failed")

@@ -87,6 +87,12 @@ __all__ = [
 ]
 
 
+# Runs whose Evidently report is rendered when someone asks for it, not after the run: an
+# inference log closes a window every few seconds, and rendering each report (seconds of CPU
+# on the cores the next window's run needs) made a window's decision late.
+ON_REQUEST_TRIGGERS = frozenset({"window"})
+
+
 class ControlPlane:
     """Start, inspect and approve control runs; query and verify the audit trail."""
 
@@ -436,8 +442,13 @@ class ControlPlane:
 
     def report_after_run(self, view: RunView) -> None:
         """A run's result is written: queue its pending report for the background thread,
-        unless reports are rendered on request only (``settings.report_render``)."""
-        if view.report_status == "pending" and self.settings.report_render == "after_run":
+        unless reports are rendered on request only (``settings.report_render``) or the run
+        is an inference window's (``ON_REQUEST_TRIGGERS``)."""
+        if (
+            view.report_status == "pending"
+            and self.settings.report_render == "after_run"
+            and view.trigger not in ON_REQUEST_TRIGGERS
+        ):
             self.reports.render_later(view.run_id)
 
     # -- trust (runs.trust) -----------------------------------------------------------------------

@@ -21,6 +21,7 @@ from driftpilot.core.settings import Settings
 from driftpilot.inference.windows import (
     AGENT,
     CLOSE_TOOL,
+    Windower,
     Windows,
     WindowSetting,
     plan,
@@ -302,3 +303,50 @@ def test_labels_are_stored_once_on_their_rows_all_or_nothing(plane: ControlPlane
             ).all()
         )
     assert stored == {"r1": "1", "r11": "0"}  # r2 was refused with the conflict
+
+
+def test_the_windower_starts_the_run_children_once_a_model_is_windowed(
+    plane: ControlPlane,
+) -> None:
+    started: list[int] = []
+    windows = Windows(plane, execute=lambda run_id: None)
+    windower = Windower(windows, tick_s=0.01, prepare=lambda: started.append(1))
+    windower.start()
+    try:
+        windower.poke()
+        threading.Event().wait(0.1)
+        assert started == []  # no windowed model: no child costs ~9 s of imports for nothing
+        set_window(plane, rows=100)
+        for _ in range(200):
+            if started:
+                break
+            threading.Event().wait(0.01)
+        threading.Event().wait(0.1)
+    finally:
+        windower.shutdown()
+    assert started == [1]
+
+
+def test_a_window_run_renders_its_report_on_request_only(
+    plane: ControlPlane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from driftpilot.runs.views import RunView
+
+    queued: list[str] = []
+    monkeypatch.setattr(plane.settings, "report_render", "after_run")
+    monkeypatch.setattr(plane.reports, "render_later", queued.append)
+    for trigger in ("window", "api"):
+        view = RunView(
+            run_id=f"r-{trigger}",
+            model="m",
+            batch_id="b",
+            status="completed",
+            outcome="no_retrain:none",
+            requested_by="t",
+            created_at="2026-12-07T00:00:00+00:00",
+            summary={},
+            trigger=trigger,
+            report_status="pending",
+        )
+        plane.report_after_run(view)
+    assert queued == ["r-api"]
