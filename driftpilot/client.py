@@ -117,7 +117,9 @@ class Client:
 
     def label(self, model: str, rows: Any) -> dict[str, Any]:
         """Post labels that came later: rows of ``row_id`` and the model's target. Returns the
-        sums of the answers' counts.
+        sums of the answers' counts and, under ``windows``, what the labels did to each closed
+        window (attached: its champion's realised score beside the estimate made without
+        them), request after request.
 
         Raises:
             ClientError: as ``log``.
@@ -149,6 +151,8 @@ class Client:
             for key, value in answer.items():
                 if isinstance(value, int) and not isinstance(value, bool):
                     totals[key] = totals.get(key, 0) + value
+                elif isinstance(value, list):  # what each request did (labels: its windows)
+                    totals.setdefault(key, []).extend(value)
             start += len(chunk)
         return totals
 
