@@ -67,13 +67,15 @@ def slope_per_minute(points: Sequence[tuple[float, float]]) -> float | None:
 
 
 def memory_summary(samples: Sequence[tuple[float, float]], skip_s: float = 0.0) -> dict[str, Any]:
-    """Start, end, max (MB) and the slope (MB per minute) of one process's RSS samples
-    (seconds since it started, MB). ``skip_s``: the slope leaves out the first seconds (imports
-    and first requests warm the process up; a leak is what grows after)."""
+    """Start, end, max (MB) and slopes (MB per minute) of one process's RSS samples (seconds
+    since it started, MB): after its first ``skip_s`` seconds (imports and first requests warm
+    it up), and over the second half of its samples (a process still filling its caches
+    grows and then levels off; a leak keeps growing to the end)."""
     if not samples:
         return {"samples": 0}
     steady = [(t, v) for t, v in samples if t >= samples[0][0] + skip_s]
     slope = slope_per_minute(steady)
+    late = slope_per_minute(samples[len(samples) // 2 :])
     return {
         "samples": len(samples),
         "seconds": round(samples[-1][0] - samples[0][0], 1),
@@ -82,6 +84,7 @@ def memory_summary(samples: Sequence[tuple[float, float]], skip_s: float = 0.0) 
         "max_mb": round(max(v for _, v in samples), 1),
         "slope_mb_per_min": None if slope is None else round(slope, 2),
         "slope_from_s": skip_s,
+        "slope_second_half_mb_per_min": None if late is None else round(late, 2),
     }
 
 

@@ -56,6 +56,10 @@ def test_memory_slope_is_flat_or_growing() -> None:
     warm = [(0.0, 100.0), (30.0, 250.0), *[(float(t), 300.0) for t in range(60, 600, 5)]]
     s = memory_summary(warm, skip_s=60)
     assert s["start_mb"] == 100.0 and s["max_mb"] == 300.0 and s["slope_mb_per_min"] == 0.0
+    # Growth that levels off is flat over the second half; a leak is not.
+    levels = [(float(t), 200.0 + min(t, 200) / 10) for t in range(0, 600, 5)]
+    assert memory_summary(levels)["slope_second_half_mb_per_min"] == 0.0
+    assert memory_summary(growing)["slope_second_half_mb_per_min"] == pytest.approx(4.0)
 
 
 def rows_and_windows() -> tuple[list[StoredRow], list[StoredWindow]]:
