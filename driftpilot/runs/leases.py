@@ -12,6 +12,8 @@ import socket
 import threading
 import time
 import uuid
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from driftpilot.core.errors import ModelBusy
@@ -68,20 +70,40 @@ def holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def dead_local_holder(holder_name: str) -> bool:
+def dead_local_holder(holder_name: str, acquired_at: datetime | None = None) -> bool:
     """Whether a lease holder (``holder()``'s host:pid:token) is a process of this host that
-    no longer exists: its lease will expire with nobody renewing it."""
+    no longer exists: its lease will expire with nobody renewing it. A process id in use again
+    (a restarted container: same host name, pid 1) is no proof of life: a process that
+    started after the lease was taken (``acquired_at``) is another one."""
     host, _, rest = holder_name.partition(":")
     pid_text = rest.partition(":")[0]
     if host != socket.gethostname() or not pid_text.isdigit():
         return False
+    pid = int(pid_text)
     try:
-        os.kill(int(pid_text), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except PermissionError:  # alive, another user's
-        return False
-    return False
+        pass
+    started = _process_start(pid)
+    return started is not None and acquired_at is not None and started > acquired_at
+
+
+def _process_start(pid: int) -> datetime | None:
+    """When process ``pid`` started (Linux ``/proc``), or None where that cannot be read."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(
+            line.split()[1]
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime ")
+        )
+    except (OSError, IndexError, StopIteration):
+        return None
+    # starttime is the stat file's 22nd field, in clock ticks after boot.
+    seconds = int(boot) + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    return datetime.fromtimestamp(seconds, UTC)
 
 
 def awaiting_expiry(store: AuditStore) -> list[Run]:
@@ -95,7 +117,7 @@ def awaiting_expiry(store: AuditStore) -> list[Run]:
             lease is not None
             and lease.run_id == run.id
             and lease.expires_at > clock_now(store)
-            and dead_local_holder(lease.holder)
+            and dead_local_holder(lease.holder, datetime.fromisoformat(lease.acquired_at))
         ):
             found.append(run)
     return found

@@ -58,3 +58,18 @@ def test_runs_under_an_unexpired_lease_of_a_dead_process_await_its_expiry(tmp_pa
     store.acquire_lease("m2", "live-run", leases.holder(), ttl_s=600)
     assert [r.id for r in leases.awaiting_expiry(store)] == ["dead-run"]
     assert leases.orphans(store) == []  # not yet: recovery at start-up would pass it over
+
+
+def test_a_process_id_in_use_again_is_no_proof_of_life() -> None:
+    """A restarted container has the same host name and often the same pid (1): the holder's
+    pid is alive, but this process started after the lease was taken, so the holder died."""
+    import os
+    from datetime import UTC, datetime, timedelta
+
+    host = socket.gethostname()
+    reused = f"{host}:{os.getpid()}:0ld70ken"
+    started = leases._process_start(os.getpid())
+    assert started is not None and started <= datetime.now(UTC)
+    assert leases.dead_local_holder(reused, started - timedelta(minutes=1))
+    assert not leases.dead_local_holder(reused, datetime.now(UTC))  # taken by this process
+    assert not leases.dead_local_holder(reused)  # no acquisition time: no proof of death
