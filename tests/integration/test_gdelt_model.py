@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import functools
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TypeVar
 
 import polars as pl
 import pytest
@@ -23,13 +21,13 @@ from driftpilot.scheduling.scheduler import GdeltSource, Payload, Scheduler, Sch
 from driftpilot.scheduling.sources import Sources
 from driftpilot.store.models import BatchRecord, Run
 from tests.fixtures.gdelt import publish_series, series_stamps
+from tests.waiting import Clock, wait_for
 from tools.data import split_batches
 from tools.datasets import GDELT, load_dataset
 from tools.gdelt import fetch_list_tail
 from tools.gdelt_model import LEAKING, REFERENCE_EXPORTS
 
 pytestmark = pytest.mark.integration
-T = TypeVar("T")
 STAMPS = series_stamps("20261207030000", REFERENCE_EXPORTS + 1)  # the last one comes later
 DONE = {"completed", "failed", "waiting_approval"}
 
@@ -88,29 +86,6 @@ def plane(
     yield cp
     cp.close()
     get_settings.cache_clear()
-
-
-def wait_for(probe: Callable[[], T | None], timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-class Clock:
-    """Real time plus an offset the test moves forward."""
-
-    def __init__(self) -> None:
-        self.offset = timedelta(0)
-
-    def __call__(self) -> datetime:
-        return datetime.now(UTC) + self.offset
-
-    def move_to(self, moment: datetime) -> None:
-        self.offset = moment - datetime.now(UTC)
 
 
 def test_the_list_tail_is_the_newest_entries_with_or_without_range(

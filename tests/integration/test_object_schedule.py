@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from collections.abc import Iterator
+from datetime import datetime, timedelta
 
 import polars as pl
 import pytest
@@ -21,10 +20,10 @@ from driftpilot.scheduling.scheduler import GlobSource, Payload, Scheduler, Sche
 from driftpilot.store.models import Run, ScheduleBatch, ToolCall
 from tests.conftest import add_flights
 from tests.objects import REGION, S3Server, s3
+from tests.waiting import Clock, wait_for
 
 pytestmark = pytest.mark.integration
 __all__ = ["s3"]  # the fixture (tests/objects.py)
-T = TypeVar("T")
 DONE = {"completed", "failed", "waiting_approval"}
 MISSING = "no-such-bucket-for-schedules"
 
@@ -58,29 +57,6 @@ def plane(
         yield cp
         cp.close()
     get_settings.cache_clear()
-
-
-def wait_for(probe: Callable[[], T | None], timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-class Clock:
-    """Real time plus an offset the test moves forward."""
-
-    def __init__(self) -> None:
-        self.offset = timedelta(0)
-
-    def __call__(self) -> datetime:
-        return datetime.now(UTC) + self.offset
-
-    def move_to(self, moment: datetime) -> None:
-        self.offset = moment - datetime.now(UTC)
 
 
 def spec(glob: str, schedule: str = "0 0 1 1 *") -> ScheduleSpec:

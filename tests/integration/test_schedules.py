@@ -12,11 +12,11 @@ import functools
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator
+from datetime import datetime, timedelta
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import polars as pl
@@ -42,10 +42,10 @@ from driftpilot.scheduling.scheduler import (
 from driftpilot.store.models import BatchRecord, Run, ScheduleBatch, ToolCall
 from tests.conftest import add_flights
 from tests.fixtures.gdelt import write_gdelt_fixtures
+from tests.waiting import Clock, wait_for
 from tools.data import content_hash
 
 pytestmark = pytest.mark.integration
-T = TypeVar("T")
 NEVER_SOON = "0 0 1 1 *"  # once a year: tests fire these with run_now or fire
 DONE = {"completed", "failed", "waiting_approval"}
 PROBLEM = "application/problem+json"
@@ -77,16 +77,6 @@ def drop(cp: ControlPlane, relative: str, frame: pl.DataFrame) -> Path:
     return path
 
 
-def wait_for(probe: Callable[[], T | None], timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 def next_firing(sched: Scheduler, cron_id: str, seen: int) -> Firing:
     """The newest firing once there are more than ``seen``."""
 
@@ -95,19 +85,6 @@ def next_firing(sched: Scheduler, cron_id: str, seen: int) -> Firing:
         return firings if len(firings) > seen else None
 
     return wait_for(newer, 30, f"firing {seen + 1} of {cron_id}")[0]
-
-
-class Clock:
-    """Real time plus an offset the test moves forward."""
-
-    def __init__(self) -> None:
-        self.offset = timedelta(0)
-
-    def __call__(self) -> datetime:
-        return datetime.now(UTC) + self.offset
-
-    def move_to(self, moment: datetime) -> None:
-        self.offset = moment - datetime.now(UTC)
 
 
 def glob_spec(pattern: str, schedule: str = NEVER_SOON, **kw: Any) -> ScheduleSpec:
@@ -264,9 +241,7 @@ def test_busy_model_reject_skips_enqueue_waits(plane: ControlPlane, feb: pl.Data
             assert run_row(plane, fired.run_id).status == "pending"  # waits for the model
             # The firing still waits for the model: the next one overlaps and is skipped.
             sched.run_now(enqueue.cron_id)
-            overlap = wait_for(
-                lambda: (f := sched.firings(enqueue.cron_id)) and len(f) > 1 and f, 30, "overlap"
-            )[0]
+            overlap = next_firing(sched, enqueue.cron_id, 1)
             assert overlap.outcome == "skipped-overlap"
 
             plane.store.release_lease("flights", "other-run", "someone:else")
@@ -277,9 +252,7 @@ def test_busy_model_reject_skips_enqueue_waits(plane: ControlPlane, feb: pl.Data
             # The rejected schedule takes its unclaimed batch up again now that the model is
             # free, and finds that the model has seen it (the enqueued run had it): not rerun.
             sched.run_now(reject.cron_id)
-            later = wait_for(
-                lambda: (f := sched.firings(reject.cron_id)) and len(f) > 1 and f, 30, "refire"
-            )[0]
+            later = next_firing(sched, reject.cron_id, 1)
             assert later.outcome == "no-new-batch" and later.batch_id == "2013-02b", later
             assert f"run {fired.run_id[:12]}" in later.detail and later.run_id is None
             for cron_id in (reject.cron_id, enqueue.cron_id):
