@@ -11,8 +11,9 @@ or ``flush_s`` seconds); ``Client.log`` sends a frame or rows at once, split int
 at most ``batch_rows``. Both retry what may pass later (connection errors, timeouts, 5xx, 429,
 honouring Retry-After) with backoff: safe, because rows are idempotent by row id (a retried
 request writes nothing twice). A refusal (4xx: a bad row, a row id logged with other content)
-is a ``ClientError`` carrying the server's problem detail; the Logger keeps such rows and
-raises at ``close`` (``LoggerError``), never dropping them silently.
+is a ``ClientError`` carrying the server's problem detail. ``Client.log`` raises it (a request
+is all or nothing); the Logger sets aside only the rows the refusal names, sends the others
+again, and raises the refused rows at ``close`` (``LoggerError``), never dropping them silently.
 
 Only the standard library at import; httpx (and polars/pandas, when given a frame) are used
 lazily.
@@ -36,6 +37,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Refusals of some rows of a request, not of the request itself (as a 403 or a 404 is): the
+# other rows pass once the refused ones are out of it.
+ROW_REFUSALS = frozenset({409, 413, 422})
 Row = dict[str, Any]
 
 
@@ -47,6 +51,9 @@ class ClientError(Exception):
         super().__init__(message)
         self.status, self.problem = status, problem
         self.retry_after: float | None = None  # seconds the server asked to wait, if it did
+        # Client.log/label: the refused request's first row, as an index of the rows given (the
+        # problem's row numbers count from it).
+        self.first_row: int | None = None
 
     @property
     def retryable(self) -> bool:
@@ -55,10 +62,13 @@ class ClientError(Exception):
 
 
 class LoggerError(ClientError):
-    """Rows a Logger could not deliver by its ``close``: ``rows`` (kept, in order), and the
-    errors that refused them."""
+    """Rows a Logger could not deliver by its ``close``: ``rows`` (the refused ones first, then
+    those not sent in time, each in order), ``reasons`` (why, one per row: the server's reason
+    for a refused row), and ``errors`` (the last errors, ``status``/``problem`` the last's)."""
 
-    def __init__(self, rows: list[Row], errors: list[ClientError]) -> None:
+    def __init__(
+        self, rows: list[Row], errors: list[ClientError], reasons: list[str] | None = None
+    ) -> None:
         last = errors[-1] if errors else None
         super().__init__(
             f"{len(rows)} logged rows were not delivered: {last}",
@@ -66,6 +76,7 @@ class LoggerError(ClientError):
             last.problem if last else None,
         )
         self.rows, self.errors = rows, errors
+        self.reasons = reasons if reasons is not None else [str(last)] * len(rows)
 
 
 class Client:
@@ -107,11 +118,14 @@ class Client:
         Returns the sums of the answers: ``accepted``, ``duplicates``, ``rows``.
 
         Requests go in order; each is all or nothing. If one fails, those before it are
-        logged: calling ``log`` again with the same rows is safe (they count as duplicates).
+        logged, it and those after it are not: calling ``log`` again with the same rows is
+        safe (they count as duplicates). A refusal names its bad rows (a 422's ``errors[].row``
+        count from the request's first row, ``first_row``; a 409's ``row_ids``): drop them and
+        call again, or log through a ``Logger``, which does so itself.
 
         Raises:
-            ClientError: a refusal (4xx, with the server's detail), or a failure that lasted
-                through the retries.
+            ClientError: a refusal (4xx, with the server's problem and ``first_row``), or a
+                failure that lasted through the retries.
         """
         return self._send(f"/models/{model}/inferences", as_rows(rows))
 
@@ -145,6 +159,7 @@ class Client:
             except ClientError as exc:
                 limit = row_limit(exc)
                 if limit is None or limit >= len(chunk):
+                    exc.first_row = start
                     raise
                 self.batch_rows = limit  # the server's, smaller: kept for the next requests
                 continue
@@ -210,6 +225,45 @@ def row_limit(error: ClientError) -> int | None:
     return limit if isinstance(limit, int) and limit >= 1 else None
 
 
+def refused_rows(rows: list[Row], error: ClientError) -> dict[int, str]:
+    """The rows of a refused request that its problem names, {index in ``rows``: reason}: a
+    422's ``errors[].row`` (0-based in the request), a 409's ``row_ids``. Empty when it names
+    none of them. Either lists its first 20 only (a 422's ``count`` says how many there were):
+    the others are named when the rest is sent again."""
+    problem = error.problem if isinstance(error.problem, dict) else {}
+    named: dict[int, str] = {}
+    if error.status == 422:
+        for item in problem.get("errors") or []:
+            row = item.get("row") if isinstance(item, dict) else None
+            if isinstance(row, int) and not isinstance(row, bool) and 0 <= row < len(rows):
+                column = item.get("column")
+                where = f"column {column!r}: " if column else ""
+                named.setdefault(row, f"HTTP 422: {where}{item.get('reason')}")
+    elif error.status == 409:
+        ids = {str(i) for i in problem.get("row_ids") or []}
+        for i, row in enumerate(rows):
+            row_id = _wire_id(row.get("row_id"))
+            if row_id in ids:
+                named[i] = f"HTTP 409: row id {row_id!r} is logged already with other content"
+    return named
+
+
+def unsendable_rows(rows: list[Row]) -> dict[int, str]:
+    """The rows that are not JSON, {index in ``rows``: reason}."""
+    named: dict[int, str] = {}
+    for i, row in enumerate(rows):
+        try:
+            json.dumps(row, default=_json_default, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            named[i] = f"cannot be sent: {exc}"
+    return named
+
+
+def _wire_id(value: Any) -> Any:
+    """A row id as the server names it (an integer id becomes its text)."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 def _retry_after(value: str | None) -> float | None:
     if value is None:
         return None
@@ -258,9 +312,13 @@ def _json_default(value: Any) -> Any:
 class Logger:
     """Logs a service's predictions in the background: ``log`` only buffers (no I/O on the
     caller's path); a thread sends the buffer every ``flush_rows`` rows or ``flush_s``
-    seconds. A send that fails for a while is retried (the rows stay buffered, in order); rows
-    the server refuses (4xx) are kept aside and logged. ``close`` (or leaving the ``with``)
-    flushes what is left and raises ``LoggerError`` with every row not delivered.
+    seconds. A send that fails for a while is retried (the rows stay buffered, in order). Of a
+    refused request (a bad row, a row id logged with other content), only the rows the refusal
+    names are kept aside, with its reason, and logged; the others are sent again. A refusal
+    that names no row of the request (a body too large) is narrowed by halving the requests
+    until the row is alone (then halving is undone as requests pass). A refusal of every row
+    (403, 404) keeps the request aside. ``close`` (or leaving the ``with``) flushes what is
+    left and raises ``LoggerError`` with every row not delivered and why.
 
     Args:
         url, api_key: as ``Client``'s.
@@ -292,7 +350,8 @@ class Logger:
             url, api_key, timeout=timeout, batch_rows=flush_rows, retries=0
         )
         self._buffer: list[Row] = []
-        self._refused: list[Row] = []
+        self._refused: list[tuple[Row, str]] = []  # (row, why it was refused)
+        self._span = flush_rows  # most rows per request while a refusal is narrowed
         self._errors: list[ClientError] = []
         self._since: float | None = None  # when the oldest buffered row came
         self._retry_at = 0.0  # no send before this (time.monotonic()) after a failure
@@ -356,9 +415,12 @@ class Logger:
             self._cond.notify()
         self._thread.join()
         self._client.close()
-        left = self._refused + self._buffer
+        errors = self._errors or [ClientError("not sent before close")]
+        left = [row for row, _ in self._refused] + self._buffer
+        reasons = [why for _, why in self._refused]
+        reasons += [f"not sent before close: {errors[-1]}"] * len(self._buffer)
         if left:
-            raise LoggerError(left, self._errors or [ClientError("not sent before close")])
+            raise LoggerError(left, errors, reasons)
 
     def __enter__(self) -> Logger:
         return self
@@ -373,8 +435,12 @@ class Logger:
                     if self._closing and (not self._buffer or self._past_close()):
                         return
                     self._cond.wait(self._sleep())
-                batch = self._buffer[: min(self.flush_rows, self._client.batch_rows)]
+                batch = self._buffer[: self._request_rows()]
             self._send(batch)
+
+    def _request_rows(self) -> int:
+        """Most rows of the next request (under the lock)."""
+        return min(self.flush_rows, self._client.batch_rows, self._span)
 
     def _due(self) -> bool:
         """Whether a send is due now (called under the lock)."""
@@ -382,7 +448,7 @@ class Logger:
             return False
         if self._closing:
             return not self._past_close()
-        full = len(self._buffer) >= self.flush_rows
+        full = len(self._buffer) >= self._request_rows()
         return full or (self._since is not None and time.monotonic() - self._since >= self.flush_s)
 
     def _past_close(self) -> bool:
@@ -401,31 +467,48 @@ class Logger:
 
     def _send(self, batch: list[Row]) -> None:
         """One request of the buffer's head: on success drop it from the buffer; a refusal
-        moves it aside; a failure that may pass leaves it, and waits before the next try."""
+        sets its refused rows aside; a failure that may pass leaves it, and waits before the
+        next try."""
         try:
             answer = self._client.post(f"/models/{self.model}/inferences", batch)
         except (TypeError, ValueError) as exc:  # a value that is not JSON: it never will be
-            self._refuse(batch, ClientError(f"rows that cannot be sent: {exc}"))
+            error = ClientError(f"rows that cannot be sent: {exc}")
+            self._set_aside(batch, unsendable_rows(batch), error)
             return
         except ClientError as exc:
-            limit = row_limit(exc)
-            if exc.retryable or limit is None or limit >= len(batch):
-                self._failed(batch, exc)
-            else:
-                with self._cond:
-                    self._client.batch_rows = limit  # sent again at once, in smaller requests
+            self._refused_request(batch, exc)
             return
         with self._cond:
             self._failures = 0
+            self._span = min(self.flush_rows, self._span * 2)
             self.sent += int(answer.get("accepted", 0)) + int(answer.get("duplicates", 0))
             self._drop(len(batch))
             self._cond.notify_all()
 
-    def _failed(self, batch: list[Row], exc: ClientError) -> None:
-        """A send that failed: tried again later if it may pass, else kept aside."""
-        if not exc.retryable:
-            self._refuse(batch, exc)
-            return
+    def _refused_request(self, batch: list[Row], exc: ClientError) -> None:
+        """A request that did not pass: tried again later if it may pass, in smaller requests
+        if the server takes fewer rows, else its refused rows are set aside."""
+        limit = row_limit(exc)
+        if exc.retryable:
+            self._failed(exc)
+        elif limit is not None and limit < len(batch):
+            with self._cond:
+                self._client.batch_rows = limit  # sent again at once, in smaller requests
+        elif exc.status not in ROW_REFUSALS:  # a refusal of the request: no row of it passes
+            self._set_aside(batch, {}, exc)
+        elif named := refused_rows(batch, exc):
+            self._set_aside(batch, named, exc)
+        elif len(batch) == 1:
+            self._set_aside(batch, {0: str(exc)}, exc)
+        else:
+            with self._cond:
+                # A halving per refusal: a refused row costs about log2(flush_rows) requests.
+                self._span = len(batch) // 2
+                log.warning("DriftPilot refused %d rows, naming none: %s", len(batch), exc)
+                self._cond.notify_all()
+
+    def _failed(self, exc: ClientError) -> None:
+        """A send that may pass later: tried again after a backoff."""
         with self._cond:
             self._errors = [*self._errors[-9:], exc]
             self._failures += 1
@@ -434,13 +517,23 @@ class Logger:
             log.warning("DriftPilot logger: %s; trying again in %.2f s", exc, wait)
             self._cond.notify_all()
 
-    def _refuse(self, batch: list[Row], exc: ClientError) -> None:
-        """Rows that will not pass as they are: kept aside (raised by ``close``), logged."""
+    def _set_aside(self, batch: list[Row], named: dict[int, str], exc: ClientError) -> None:
+        """Rows of the buffer's head ``batch`` that will not pass as they are, {index: reason}
+        (none named: all of them, for ``exc``): kept aside (raised by ``close``) and logged;
+        the others stay at the buffer's head, sent again."""
+        named = named or dict.fromkeys(range(len(batch)), str(exc))
         with self._cond:
             self._errors = [*self._errors[-9:], exc]
-            log.error("DriftPilot refused %d logged rows, kept aside: %s", len(batch), exc)
-            self._refused.extend(batch)
-            self._drop(len(batch))
+            log.error(
+                "DriftPilot refused %d of %d logged rows, kept aside: %s",
+                len(named),
+                len(batch),
+                exc,
+            )
+            self._refused.extend((batch[i], named[i]) for i in sorted(named))
+            self._buffer[: len(batch)] = [r for i, r in enumerate(batch) if i not in named]
+            if not self._buffer:
+                self._since = None
             self._cond.notify_all()
 
     def _drop(self, n: int) -> None:

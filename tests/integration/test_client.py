@@ -218,11 +218,39 @@ def test_the_logger_keeps_refused_rows_and_raises_them_at_close(
         logger.log(one)
     with pytest.raises(LoggerError) as kept:
         logger.close()
-    assert kept.value.status == 422 and bad in kept.value.rows
-    assert len(kept.value.rows) == 10  # the one request that carried the bad row
-    assert count(store, "c200__") == 20  # the other two requests went through
+    assert kept.value.status == 422 and kept.value.rows == [bad]
+    assert count(store, "c200__") == 29  # the bad row's request went again without it
     with pytest.raises(ClientError, match="closed"):
         logger.log(good[0])
+
+
+def test_the_logger_delivers_every_good_row_of_a_request_with_refused_rows(
+    server: Server,  # noqa: F811
+    store: AuditStore,  # noqa: F811
+    flaky: Flaky,
+) -> None:
+    rows = frame(60_000, 302).to_dicts()
+    with Client(server.url, server.keys["olga"]) as client:
+        client.log("m", rows[200])
+    invalid = rows[100] | {"x": "high"}
+    conflicting = rows[200] | {"x": rows[200]["x"] + 1.0}  # its row id logged with other x
+    rows[100], rows[200] = invalid, conflicting
+    logger = Logger(flaky.url, server.keys["olga"], "m", flush_s=0.05)
+    logger.log(rows)  # one request of them all (then the server's 300)
+    with pytest.raises(LoggerError) as kept:
+        logger.close()
+    assert kept.value.rows == [invalid, conflicting]
+    assert kept.value.reasons == [
+        "HTTP 422: column 'x': must be a number, not str",
+        "HTTP 409: row id 'c60200' is logged already with other content",
+    ]
+    assert logger.sent == 300 and count(store, "c60___") == 301  # 300 and the one before
+    # 413 (302 rows: the server takes 300), 422, 409, then the 300 good rows: a refusal that
+    # names its rows costs one request.
+    assert flaky.posts == 4
+    with store.reading() as session:
+        query = select(InferenceRow.payload).where(InferenceRow.row_id == "c60200")
+        assert json.loads(session.scalars(query).one())["x"] == frame(60_200, 1)["x"][0]
 
 
 def test_the_logger_gives_up_at_close_and_keeps_what_it_could_not_send(server: Server) -> None:  # noqa: F811
