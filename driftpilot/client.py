@@ -504,6 +504,7 @@ class Logger:
             with self._cond:
                 # A halving per refusal: a refused row costs about log2(flush_rows) requests.
                 self._span = len(batch) // 2
+                self._errors = [*self._errors[-9:], exc]  # close's reason, if it comes first
                 log.warning("DriftPilot refused %d rows, naming none: %s", len(batch), exc)
                 self._cond.notify_all()
 
