@@ -24,7 +24,10 @@
   ``end`` of the schedule's previous SQL batch, else ``since``, else the newest time the
   champion was trained on. A window without rows is no new batch and is not claimed: the
   next window starts where the previous batch ended, so rows committed late within it are
-  still read. Ledger key ``sql:<end>``.
+  still read. A window with more rows than a batch may hold (``api.max_batch_rows``: a
+  first firing with months behind it) is cut: its end moves earlier until the rows fit
+  (``sources.sql.read_window``), the firing's detail says so, and the next firing goes on
+  from the cut end. Ledger key ``sql:<end>``, the end read.
 
 ``unseen_dataset_batches`` is the one rule of "the next batch a model has not seen": dataset
 schedules and the chat's ``/run MODEL`` (``ui.chat``) both call it.
@@ -53,7 +56,7 @@ from driftpilot.scheduling.specs import (
     check_glob,
     is_object_glob,
 )
-from driftpilot.sources.sql import EPOCH, Window, as_utc, database_url, read_query
+from driftpilot.sources.sql import EPOCH, Window, as_utc, database_url, read_window
 from driftpilot.store.models import BatchRecord, ManagedModel, Run, StepEffect
 
 if TYPE_CHECKING:
@@ -384,16 +387,19 @@ def sql_batch(
     plane: ControlPlane, model: str, url: str, query: str, window: Window, key: str
 ) -> Picked | None:
     """The rows ``query`` returns for ``window`` on the database at ``url`` as a batch of
-    ``model`` (id ``sql-<end>``), None when there are none. The URL is not in it.
+    ``model`` (id ``sql-<end>``), None when there are none. The URL is not in it. When the
+    window holds more than ``api.max_batch_rows`` rows its end is cut earlier
+    (``sources.sql.read_window``): the batch's id, ledger key (``sql:<cut end>``, not ``key``)
+    and window are the cut window's, and its detail says the window was cut.
 
     Raises:
-        ConfigError, DataError: the query was refused or failed (``sources.sql.read_query``).
+        ConfigError, DataError: the query was refused or failed (``sources.sql.read_window``).
     """
     from tools.data import content_hash
 
     settings = plane.settings
     row = plane.store.get(ManagedModel, model)
-    frame = read_query(
+    frame, read = read_window(
         url,
         query,
         window,
@@ -403,12 +409,18 @@ def sql_batch(
     )
     if frame.height == 0:
         return None
-    end = as_utc(window.end)
+    end = as_utc(read.end)
     origin = {
         "batch_hash": content_hash(frame),
-        "sql_window": {"start": window.start.isoformat(), "end": end.isoformat()},
+        "sql_window": {"start": read.start.isoformat(), "end": end.isoformat()},
     }
-    detail = f"{frame.height} rows of the SQL query in {window}"
+    detail = f"{frame.height} rows of the SQL query in {read}"
+    if end != as_utc(window.end):
+        key = f"{SQL_KEY}{end.isoformat()}"
+        detail += (
+            f"; window cut from {window}: more than {settings.api.max_batch_rows} rows "
+            "(one batch's limit), the next firing goes on from its end"
+        )
     return Picked(frame, f"sql-{end.strftime('%Y%m%dT%H%M%SZ')}", key, detail, origin)
 
 

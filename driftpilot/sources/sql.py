@@ -11,12 +11,24 @@ bounds stays data. The query runs:
   that writes is refused by the database;
 - under a statement timeout (PostgreSQL ``statement_timeout``, SQLite a progress handler
   that interrupts it);
-- for at most ``max_rows`` rows (one more is fetched to know there were more: refused, not
-  cut, so a batch is never silently partial), streamed (a server-side cursor on PostgreSQL).
+- for at most ``max_rows`` rows (one more is fetched to know there were more), streamed (a
+  server-side cursor on PostgreSQL). ``read_query`` refuses more (``TooManyRows``: a batch is
+  never silently partial); ``read_window`` (schedules) moves the window's end earlier until
+  the rows fit, and says which window it read, so the next window goes on from there.
 
-Bounds are aware UTC datetimes on PostgreSQL. SQLite has no time type: they are bound as
-text ``YYYY-MM-DD HH:MM:SS.ffffff`` (UTC), the form SQLAlchemy writes; compare a column
-stored otherwise with ``julianday(col) > julianday(:start)``.
+Times are UTC. On PostgreSQL the bounds are aware UTC datetimes and the session's
+``TimeZone`` is UTC in the transaction: a ``timestamp`` (without time zone) column holding
+UTC times compares with the bounds as UTC, whatever the database's or the role's zone, and
+a time without a zone in the result is marked UTC in the frame.
+
+SQLite has no time type: the bounds are bound as text ``YYYY-MM-DD HH:MM:SS.ffffff`` (UTC),
+the form SQLite's own ``datetime()`` and ``CURRENT_TIMESTAMP``, SQLAlchemy and Python's
+sqlite3 adapter write, so ``col > :start`` is right for a column written that way. Text is
+compared character by character, and no one form of the bounds is right for every column:
+against ISO text with a ``T`` (``datetime.isoformat()``, JavaScript's ``toISOString``), a
+``Z`` or an offset, every row of a bound's day would compare after that bound. Such a column
+is compared through SQLite's time functions, which read every ISO 8601 form (offsets to
+UTC): ``julianday(col) > julianday(:start) AND julianday(col) <= julianday(:end)``.
 
 A database URL carries credentials: it is never put in a message. Every error this module
 raises is worded without it (``redact``), and a driver error is re-raised from None so its
@@ -28,7 +40,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,6 +53,8 @@ from sqlalchemy.pool import NullPool
 from driftpilot.core.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import polars as pl
 
     from driftpilot.core.settings import SourceSettings
@@ -49,6 +63,8 @@ BINDS = frozenset({"start", "end"})
 DIALECTS = ("postgresql", "sqlite")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 FETCH_CHUNK = 10_000
+# The narrowest window a cut makes: the bounds' precision on both databases.
+RESOLUTION = timedelta(microseconds=1)
 SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
 _FIRST_WORD = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/|\()*(\w+)", re.S)
 _TIMEOUT_STATE = "57014"  # PostgreSQL query_canceled: the statement timeout
@@ -179,18 +195,56 @@ def read_query(
             transaction, a missing table, a lost connection...).
         TooManyRows: more than ``max_rows`` rows.
     """
+    frame, _ = _read(url, query, window, timeout_s, max_rows, time_col, cut=False)
+    return frame
+
+
+def read_window(
+    url: str,
+    query: str,
+    window: Window,
+    *,
+    timeout_s: float,
+    max_rows: int,
+    time_col: str | None = None,
+) -> tuple[pl.DataFrame, Window]:
+    """The rows ``query`` returns for ``window`` or, when there are more than ``max_rows``,
+    for the window ``(start, end']`` with the end moved earlier so that they fit (at least
+    half of ``max_rows`` rows, or as many as fit before the next row's time); and the window
+    read. Each time statement a cut tries is bounded (``max_rows + 1`` rows counted at
+    most) and binds only the window's bounds. On PostgreSQL the tries and the read see one
+    snapshot (repeatable read); on SQLite rows committed between them can make the read
+    overflow: ``TooManyRows``, and the next read cuts again.
+
+    Raises:
+        TooManyRows: more than ``max_rows`` rows share the window's first instant (no
+            earlier end holds any), or rows were committed during the cut (SQLite).
+        SqlRefused, SqlTimeout, SqlFailed: as ``read_query`` (the timeout is per statement).
+    """
+    return _read(url, query, window, timeout_s, max_rows, time_col, cut=True)
+
+
+def _read(
+    url: str,
+    query: str,
+    window: Window,
+    timeout_s: float,
+    max_rows: int,
+    time_col: str | None,
+    *,
+    cut: bool,
+) -> tuple[pl.DataFrame, Window]:
     body = check_query(query)
     parsed = parse_url(url)
     dialect = parsed.get_backend_name()
     if dialect == "sqlite":
         _check_sqlite_file(parsed)
-    params = _bounds(window, dialect)
     engine = create_engine(
         parsed, poolclass=NullPool, connect_args=_connect_args(dialect, timeout_s)
     )
     try:
         with engine.connect() as conn:
-            keys, rows = _run(conn, dialect, body, params, timeout_s, max_rows)
+            keys, rows, read = _run(conn, dialect, body, window, timeout_s, max_rows, cut)
     except SqlTimeout:
         raise
     except DBAPIError as exc:
@@ -199,7 +253,7 @@ def read_query(
         raise SqlFailed(redact(f"the SQL query failed: {exc}", url)) from None
     finally:
         engine.dispose()
-    return _frame(keys, rows, time_col)
+    return _frame(keys, rows, time_col), read
 
 
 def _connect_args(dialect: str, timeout_s: float) -> dict[str, Any]:
@@ -226,52 +280,138 @@ def _run(
     conn: Connection,
     dialect: str,
     body: str,
-    params: dict[str, Any],
+    window: Window,
     timeout_s: float,
     max_rows: int,
-) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """Run the query read-only under the timeout; at most ``max_rows`` rows. The
-    transaction is rolled back, never committed: what a function could still do in a
-    read-only transaction (PostgreSQL lets ``lo_create`` through) is undone."""
+    cut: bool,
+) -> tuple[list[str], list[tuple[Any, ...]], Window]:
+    """Run the query read-only under the timeout; at most ``max_rows`` rows (the window
+    cut when ``cut``). The transaction is rolled back, never committed: what a function
+    could still do in a read-only transaction (PostgreSQL lets ``lo_create`` through) is
+    undone."""
     transaction = conn.begin()
     try:
         if dialect == "postgresql":
-            conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+            # Repeatable read: a cut's tries and its read see the same rows.
+            conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             conn.execute(
-                text("SELECT set_config('statement_timeout', :ms, true)"),
+                text(
+                    "SELECT set_config('statement_timeout', :ms, true), "
+                    "set_config('TimeZone', 'UTC', true)"
+                ),
                 {"ms": str(max(1, round(timeout_s * 1000)))},
             )
-            return _fetch(conn, body, params, max_rows)
-        return _fetch_sqlite(conn, body, params, timeout_s, max_rows)
+            return _read_rows(conn, dialect, body, window, max_rows, cut, lambda: None)
+        return _run_sqlite(conn, body, window, timeout_s, max_rows, cut)
     finally:
         if transaction.is_active:
             transaction.rollback()
 
 
-def _fetch_sqlite(
-    conn: Connection, body: str, params: dict[str, Any], timeout_s: float, max_rows: int
-) -> tuple[list[str], list[tuple[Any, ...]]]:
-    conn.exec_driver_sql("PRAGMA query_only = ON")
-    raw = conn.connection.driver_connection
-    assert raw is not None  # a connection SQLAlchemy just opened
-    deadline = time.monotonic() + timeout_s
-    expired: list[bool] = []
+class _Deadline:
+    """A SQLite progress handler that interrupts a statement running past the timeout."""
 
-    def interrupt() -> int:
-        if time.monotonic() > deadline:
-            expired.append(True)
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.expired = False
+        self.restart()
+
+    def restart(self) -> None:
+        """Start the timeout again, for the next statement."""
+        self.at = time.monotonic() + self.timeout_s
+
+    def __call__(self) -> int:
+        if time.monotonic() > self.at:
+            self.expired = True
             return 1  # SQLite aborts the statement: "interrupted"
         return 0
 
-    raw.set_progress_handler(interrupt, 10_000)
+
+def _run_sqlite(
+    conn: Connection, body: str, window: Window, timeout_s: float, max_rows: int, cut: bool
+) -> tuple[list[str], list[tuple[Any, ...]], Window]:
+    conn.exec_driver_sql("PRAGMA query_only = ON")
+    raw = conn.connection.driver_connection
+    assert raw is not None  # a connection SQLAlchemy just opened
+    deadline = _Deadline(timeout_s)
+    raw.set_progress_handler(deadline, 10_000)
     try:
-        return _fetch(conn, body, params, max_rows)
+        return _read_rows(conn, "sqlite", body, window, max_rows, cut, deadline.restart)
     except DBAPIError:
-        if expired:
+        if deadline.expired:
             raise SqlTimeout(f"the SQL query ran longer than {timeout_s:g} s") from None
         raise
     finally:
         raw.set_progress_handler(None, 0)
+
+
+def _read_rows(
+    conn: Connection,
+    dialect: str,
+    body: str,
+    window: Window,
+    max_rows: int,
+    cut: bool,
+    restart: Callable[[], None],
+) -> tuple[list[str], list[tuple[Any, ...]], Window]:
+    """The rows of ``window``; when they are too many and ``cut``, of the cut window."""
+    try:
+        keys, rows = _fetch(conn, body, _bounds(window, dialect), max_rows)
+        return keys, rows, window
+    except TooManyRows:
+        if not cut:
+            raise
+
+    def count(end: datetime) -> int:
+        restart()
+        return _count(conn, dialect, body, Window(window.start, end), max_rows + 1)
+
+    cut_window = Window(window.start, cut_end(count, window, max_rows))
+    restart()
+    keys, rows = _fetch(conn, body, _bounds(cut_window, dialect), max_rows)
+    return keys, rows, cut_window
+
+
+def cut_end(count: Callable[[datetime], int], window: Window, max_rows: int) -> datetime:
+    """An end for ``window`` (whose rows are more than ``max_rows``) such that
+    ``count(end)``, the rows of ``(start, end]``, is between 1 and ``max_rows``: bisected, on whole
+    seconds while the range spans more than two, stopping at a window at least half full,
+    else at the latest end that fits (to the microsecond).
+
+    Raises:
+        TooManyRows: no end that fits holds a row: more than ``max_rows`` rows share the
+            first rows' instant.
+    """
+    fits, over = as_utc(window.start), as_utc(window.end)
+    taken = 0
+    while over - fits > RESOLUTION:
+        mid = fits + (over - fits) // 2
+        if over - fits > timedelta(seconds=2):
+            mid = mid.replace(microsecond=0)
+        found = count(mid)
+        if found > max_rows:
+            over = mid
+            continue
+        fits, taken = mid, found
+        if found >= max_rows / 2:
+            break
+    if taken == 0:  # an empty window would be no new batch: the schedule would stall
+        raise TooManyRows(
+            f"more than {max_rows} rows (one batch's limit) at {over.isoformat()}: "
+            "the window cannot be cut before them"
+        )
+    return fits
+
+
+def _count(conn: Connection, dialect: str, body: str, window: Window, cap: int) -> int:
+    """The rows of the query in ``window``, counted up to ``cap``: the database stops
+    reading there. The query is nested as written (a newline ends its last ``--`` comment)."""
+    probe = (
+        f"SELECT count(*) FROM (SELECT 1 AS one FROM (\n{body}\n) AS dp_rows "
+        "LIMIT :dp_cap) AS dp_counted"
+    )
+    result = conn.execute(text(probe), {**_bounds(window, dialect), "dp_cap": cap})
+    return int(result.scalar_one())
 
 
 def _fetch(
@@ -300,7 +440,8 @@ def _failure(exc: DBAPIError, url: str, timeout_s: float) -> SqlFailed:
 
 
 def _frame(keys: list[str], rows: list[tuple[Any, ...]], time_col: str | None) -> pl.DataFrame:
-    """The rows as a frame: decimals as floats, a text time column as UTC datetimes."""
+    """The rows as a frame: decimals as floats, a text time column as UTC datetimes, a time
+    without a zone as UTC (the session's zone was UTC)."""
     import polars as pl
 
     if len(set(keys)) != len(keys):
@@ -314,7 +455,12 @@ def _frame(keys: list[str], rows: list[tuple[Any, ...]], time_col: str | None) -
         raise SqlFailed(f"the SQL query's rows do not make a table: {exc}") from exc
     if time_col is not None and time_col in frame.columns and frame[time_col].dtype == pl.String:
         frame = _parse_times(frame, time_col)
-    return frame
+    naive = [
+        pl.col(name).dt.replace_time_zone("UTC")
+        for name, dtype in frame.schema.items()
+        if isinstance(dtype, pl.Datetime) and dtype.time_zone is None
+    ]
+    return frame.with_columns(naive) if naive else frame
 
 
 def _series(key: str, values: list[Any]) -> pl.Series:

@@ -396,3 +396,73 @@ def test_the_api_accepts_a_sql_schedule_and_never_shows_a_url(
     stored += [s.payload for s in plane.store.list_rows(Schedule)]
     secrets = [PASSWORD, *databases.values(), "127.0.0.1:1/nowhere"]
     assert not [s for s in secrets for text in stored if s in text]
+
+
+def test_a_timestamp_column_holds_utc_whatever_the_database_zone(
+    postgres: PostgresServer,
+) -> None:
+    """A ``timestamp`` (without time zone) column of UTC times compares with the bounds as
+    UTC and comes back as UTC, in a database whose zone is New York's."""
+    url = postgres.create_database()
+    name = url.rsplit("/", 1)[1]
+    postgres.psql(f"ALTER DATABASE {name} SET timezone TO 'America/New_York'")
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE events (n int, at timestamp, atz timestamptz)")
+        conn.exec_driver_sql(
+            "INSERT INTO events VALUES (1, '2026-03-05 12:30:00', '2026-03-05 12:30:00+00')"
+        )
+    with engine.connect() as conn:  # the zone the query would otherwise run in
+        assert conn.exec_driver_sql("SHOW TimeZone").scalar_one() == "America/New_York"
+    engine.dispose()
+    naive = "SELECT * FROM events WHERE at > :start AND at <= :end"
+    aware = "SELECT * FROM events WHERE atz > :start AND atz <= :end"
+    noon = Window(datetime(2026, 3, 5, 12, tzinfo=UTC), datetime(2026, 3, 5, 13, tzinfo=UTC))
+    five = Window(datetime(2026, 3, 5, 17, tzinfo=UTC), datetime(2026, 3, 5, 18, tzinfo=UTC))
+    for query in (naive, aware):
+        frame = read_query(url, query, noon, timeout_s=5, max_rows=5, time_col="at")
+        assert (
+            frame.height == 1 and read_query(url, query, five, timeout_s=5, max_rows=5).is_empty()
+        )
+        expected = datetime(2026, 3, 5, 12, 30, tzinfo=UTC)
+        assert frame["at"].dtype == frame["atz"].dtype == pl.Datetime("us", "UTC")
+        assert frame.row(0) == (1, expected, expected)
+    postgres.drop_database(name)
+
+
+def test_a_window_over_the_batch_limit_is_cut_and_the_schedule_goes_on(
+    plane: ControlPlane, feb: pl.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first firing with more rows behind it than a batch may hold runs a cut window of at
+    most max_batch_rows rows and says so; the next firings go on from its end, until every
+    row of the window has been run once. (The query ends in a comment: the bounded count a
+    cut makes nests it as written.)"""
+    limit = 150
+    monkeypatch.setattr(plane.settings.api, "max_batch_rows", limit)
+    feb = feb.filter(pl.col("origin") == "EWR")
+    query = f"{WINDOW_SQL} AND origin = 'EWR' -- Newark"
+    horizon = trained_until(plane, "flights")
+    assert isinstance(horizon, datetime)
+    start, end = as_utc(horizon), utc(2013, 2, 12)
+    assert rows_in(feb, start, end) > 2 * limit
+    clock = Clock()
+    firings = []
+    with Scheduler(plane, clock=clock) as sched:
+        sched.sources.clock = clock
+        view = sched.create(sql_spec("warehouse", query), "sam")
+        for hour in range(8):
+            firing = fire_at(sched, view.cron_id, clock, end + timedelta(hours=hour))
+            firings.append(firing)
+            if firing.outcome != "fired":
+                break
+        sched.delete(view.cron_id, "sam")
+    assert firings[-1].outcome == "no-new-batch" and len(firings) >= 4
+    fired = firings[:-1]
+    windows = [plane.get_run(f.run_id or "").metadata["sql_window"] for f in fired]
+    bounds = [start.isoformat()] + [w["end"] for w in windows]
+    assert [w["start"] for w in windows] == bounds[:-1]  # each goes on from the last
+    assert all("window cut from" in f.detail for f in fired[:-1])
+    counts = [filed_rows(plane, f.run_id or "") for f in fired]
+    assert all(limit / 2 <= n <= limit for n in counts[:-1]) and 0 < counts[-1] <= limit
+    last_end = as_utc(datetime.fromisoformat(bounds[-1]))
+    assert sum(counts) == rows_in(feb, start, last_end) and last_end >= end
