@@ -7,6 +7,7 @@ from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 from typer._click.exceptions import UsageError
 
@@ -186,6 +187,8 @@ def _sql_batch(
         picked = sql_batch(plane, model, url, query, bounds, key="")
     if picked is None:
         raise DataError(f"the SQL query returned no rows in {bounds}: no new batch")
+    if "cut" in picked.detail:  # more rows than one batch holds: say where it stopped
+        console.print(escape(picked.detail))
     return picked.frame, picked.batch_id
 
 
