@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import Operator, Plane, Viewer
 from api.problems import Problem
-from api.routes.inferences import _json_rows, _kind, _ndjson_rows, _refused
+from api.routes.inferences import _json_rows, _kind, _ndjson_rows, _refused, poke_windower
 from driftpilot.inference.labels import LabelConflict, LabelsPosted, post_labels
 from driftpilot.inference.rows import MAX_ERRORS, RowsRefused
 from driftpilot.inference.windows import Windows, WindowSetting, WindowsView
@@ -35,14 +35,6 @@ _LABELS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _poke(request: Request) -> None:
-    """Let the app's windower look at once (a new setting may make a window due)."""
-    runtime = getattr(request.app.state, "runtime", None)
-    windower = getattr(runtime, "windower", None)
-    if windower is not None:
-        windower.poke()
-
-
 @router.put("/{name}/window", response_model=WindowsView, responses=_NOT_FOUND)
 def set_window(
     name: Name, body: WindowSetting, cp: Plane, key: Operator, request: Request
@@ -52,7 +44,7 @@ def set_window(
     becomes a batch and a run (trigger ``window``), in order. Rows logged before stay open
     and close under the new setting."""
     view = Windows(cp).set_window(name, body, key.principal)
-    _poke(request)
+    poke_windower(request)  # a new setting may make a window due
     return view
 
 

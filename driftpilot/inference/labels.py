@@ -17,7 +17,12 @@
    model busy with a run, is reported ``waiting``/``busy``: the labels are stored, the
    window is marked, and the windower attaches them once the run has ended (``catch_up``;
    after a restart, its first tick looks at the newest windows); posting them again (as
-   duplicates) attaches them too.
+   duplicates) attaches them too. A request attaches at most ``INLINE_WINDOWS`` windows
+   itself (each a scoring, maybe a wait for a busy model): the others are reported
+   ``queued`` and marked for the windower the same way.
+
+Class labels are compared as the model's classes are typed (``rows._outcome``): 3 and "3"
+are one class, binary 1 and true one label.
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ from driftpilot.inference.rows import (
     schema_of,
 )
 from driftpilot.runs.plane import ControlPlane
-from driftpilot.store.engine import now
+from driftpilot.store.engine import Clock, stamp
 from driftpilot.store.models import BatchRecord, InferenceRow, InferenceWindow, ManagedModel, Run
 
 log = logging.getLogger(__name__)
@@ -59,11 +64,14 @@ CATCH_UP_STEP = "inference:labels"
 # run holds it longer, and the windower attaches the stored labels once the run has ended.
 BUSY_PATIENCE_S = 3.0
 BUSY_POLL_S = 0.1
+# Windows one request attaches itself (oldest first); the rest are the windower's, so a
+# request touching many windows answers in bounded time.
+INLINE_WINDOWS = 3
 # Windows whose labels a request of this process stored but could not attach (the windower
 # attaches them; after a restart its first look covers the newest windows).
 _UNATTACHED: set[tuple[str, int]] = set()
 _UNATTACHED_LOCK = threading.Lock()
-Outcome = Literal["attached", "waiting", "busy", "not-accepted", "error"]
+Outcome = Literal["attached", "waiting", "busy", "queued", "not-accepted", "error"]
 
 
 class LabelConflict(DriftPilotError):
@@ -87,6 +95,7 @@ class WindowLabels(BaseModel):
     outcome: Outcome = Field(
         description="attached (the batch holds every label of its rows, its champion scored "
         "on them), waiting (its run has not filed its batch yet), busy (a run holds the model), "
+        "queued (more windows than a request attaches: the windower attaches them), "
         "not-accepted (the run did not accept the batch), error (detail)"
     )
     rows_labelled: int | None = None
@@ -160,14 +169,18 @@ def post_labels(cp: ControlPlane, model: str, items: list[Any], actor: str) -> L
         row = session.get(ManagedModel, model)
     if row is None:
         raise NotFound(f"no model {model!r}")
-    labels = validate_labels(schema_of(row), items)
+    schema = schema_of(row)
+    labels = validate_labels(schema, items)
     with cp.store.session() as session:
-        accepted, windows, open_rows = _store(session, model, labels)
+        accepted, windows, open_rows = _store(session, schema, labels, cp.store.clock)
+    ordered = sorted(windows)
     touched = [
-        _attach(cp, model, number, actor, patience_s=BUSY_PATIENCE_S) for number in sorted(windows)
+        _attach(cp, model, number, actor, patience_s=BUSY_PATIENCE_S)
+        for number in ordered[:INLINE_WINDOWS]
     ]
+    touched += [_queued(number) for number in ordered[INLINE_WINDOWS:]]
     for done in touched:
-        if done.outcome in ("waiting", "busy"):
+        if done.outcome in ("waiting", "busy", "queued"):
             mark_unattached(model, done.number)
     return LabelsPosted(
         model=model,
@@ -179,15 +192,36 @@ def post_labels(cp: ControlPlane, model: str, items: list[Any], actor: str) -> L
     )
 
 
-def _store(session: Session, model: str, labels: dict[str, str]) -> tuple[int, set[int], int]:
+def _queued(number: int) -> WindowLabels:
+    return WindowLabels(
+        number=number,
+        run_id=None,
+        outcome="queued",
+        detail=f"more than {INLINE_WINDOWS} windows in one request: the windower attaches "
+        "this one's labels once its run has ended",
+    )
+
+
+def _store(
+    session: Session, schema: Schema, labels: dict[str, str], clock: Clock
+) -> tuple[int, set[int], int]:
     """In the caller's transaction: the new labels set; (how many, the windows of the
-    request's rows, how many of them are open). Raises before writing anything."""
+    request's rows, how many of them are open). Raises before writing anything.
+
+    The rows are read locked (PostgreSQL: ``SELECT ... FOR UPDATE``, in row id order; SQLite's
+    write lock at BEGIN serialises every writer): a window closing over them either committed
+    first, and its number is read here (the window is touched: attached or marked), or waits
+    for this transaction, and its batch is built with the labels. The labelled time is taken
+    after the locks, from the store's clock, so it is later than the ``closed_at`` of any
+    window read here (``_late`` counts the label for a batch built before it committed)."""
+    model = schema.model
     stored: dict[str, tuple[str | None, int | None]] = {}
-    for chunk in _chunks(list(labels), CHUNK):
+    for chunk in _chunks(sorted(labels), CHUNK):
         found = session.execute(
-            select(InferenceRow.row_id, InferenceRow.label, InferenceRow.window_number).where(
-                InferenceRow.model == model, InferenceRow.row_id.in_(chunk)
-            )
+            select(InferenceRow.row_id, InferenceRow.label, InferenceRow.window_number)
+            .where(InferenceRow.model == model, InferenceRow.row_id.in_(chunk))
+            .order_by(InferenceRow.row_id)
+            .with_for_update()
         ).all()
         stored.update({r: (label, n) for r, label, n in found})
     unknown = [r for r in labels if r not in stored]
@@ -196,13 +230,15 @@ def _store(session: Session, model: str, labels: dict[str, str]) -> tuple[int, s
         errors = [RowError(order[r], "row_id", f"unknown row id {r!r}") for r in unknown]
         raise RowsRefused(errors[:MAX_ERRORS], len(unknown))
     conflicts = [
-        r for r, value in labels.items() if stored[r][0] is not None and stored[r][0] != value
+        r
+        for r, value in labels.items()
+        if stored[r][0] is not None and not _same(schema, stored[r][0], value)
     ]
     if conflicts:
         raise LabelConflict(model, conflicts)
     new = [r for r in labels if stored[r][0] is None]
     if new:
-        at = now()
+        at = stamp(clock())
         table = cast(Table, InferenceRow.__table__)  # Core: an executemany, no ORM rows
         session.execute(
             update(table)
@@ -213,6 +249,18 @@ def _store(session: Session, model: str, labels: dict[str, str]) -> tuple[int, s
     windows = {n for _, n in stored.values() if n is not None}
     open_rows = sum(1 for _, n in stored.values() if n is None)
     return len(new), windows, open_rows
+
+
+def _same(schema: Schema, stored: str | None, value: str) -> bool:
+    """Whether a stored label (JSON text, maybe written before labels were normalised) is
+    the label ``value`` (normalised JSON text)."""
+    if stored == value:
+        return True
+    try:
+        again = json.dumps(_outcome(schema, schema.target, json.loads(stored or "null")))
+    except (_Bad, ValueError):
+        return False
+    return again == value
 
 
 def _attach(

@@ -367,12 +367,29 @@ def _outcome(schema: Schema, name: str, value: Any) -> Any:
             return _WORDS[value.strip().lower()]
         raise _Bad(name, f"a binary model's {name} must be 0/1 or true/false, not {value!r:.40}")
     if isinstance(value, bool) or not isinstance(value, str | int):
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise _Bad(name, f"a class label must be a string or an integer, not {_kind(value)}")
+        if not (isinstance(value, float) and value.is_integer()):
+            raise _Bad(name, f"a class label must be a string or an integer, not {_kind(value)}")
+        value = int(value)
     if isinstance(value, str) and not 1 <= len(value) <= ROW_ID_MAX:
         raise _Bad(name, f"a class label must have 1 to {ROW_ID_MAX} characters")
-    return value
+    return _class(schema, value)
+
+
+def _class(schema: Schema, value: str | int) -> str | int:
+    """A class typed as the model's classes are, so that 3 and "3" are one class (stored
+    labels are compared as JSON text): an integer target's class is an int (a text that is
+    an integer's own decimal, like "3" but not "03", becomes it); any other target's (text,
+    or no reference to tell) is text."""
+    want = schema.target_dtype
+    if want is None or not want.is_integer():
+        return value if isinstance(value, str) else str(value)
+    if isinstance(value, int):
+        return value
+    try:
+        number = int(value)
+    except ValueError:
+        return value  # a word for an integer target: kept, scoring counts it as wrong
+    return number if str(number) == value else value
 
 
 _WORDS = {"0": 0, "1": 1, "true": 1, "false": 0}

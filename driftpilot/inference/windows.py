@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 
 AGENT = "inference"
 CLOSE_TOOL = "window.close"
+SET_TOOL = "window.set"
+DRIVE_TOOL = "window.drive"  # audited when a window first fails to become a run
 TRIGGER = "window"
 REQUESTER = "inference"  # who requests a window's run: the log, not a person
 MIN_ROWS = 10  # fewer rows than this say nothing about drift
@@ -60,6 +62,11 @@ MAX_MINUTES = 7 * 24 * 60
 _NAMESPACE = uuid.UUID("6f1c1c4e-4b7a-4d55-9f55-2d1f0b1e7a22")
 _CLOSE_TRIES = 5
 CATCH_UP_WINDOWS = 5  # the newest windows whose late labels each tick attaches
+# A window that fails to become a run is tried again after this many seconds, doubled per
+# failure up to the most (a broken window is not a traceback every tick).
+RETRY_FIRST_S = 5.0
+RETRY_MOST_S = 600.0
+POKE_GAP_S = 0.2
 Reason = Literal["rows", "minutes", "flush"]
 
 
@@ -111,6 +118,16 @@ class Plan:
     ids: list[int]
     reason: Reason
     opened_at: str
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A window that failed to become a run: how many times, when it is tried again (the
+    store's clock) and the last error."""
+
+    attempts: int
+    retry_at: datetime
+    error: str
 
 
 class _Raced(Exception):
@@ -207,6 +224,9 @@ class Windows:
         self._execute = execute
         self._clock = clock or self.store.clock
         self._caught_up_once = False
+        # (model, number) -> its failure: windows backing off (kept by this process only:
+        # a restart tries them again at once).
+        self.failing: dict[tuple[str, int], Failure] = {}
 
     @property
     def cap(self) -> int:
@@ -224,20 +244,24 @@ class Windows:
         """
         started = time.perf_counter()
         value = setting.model_dump_json() if setting is not None else None
-        with self.store.session() as session:
+        call = ToolCall(
+            run_id=f"window:{model}"[:40],
+            agent=AGENT,
+            tool=SET_TOOL,
+            args=dumps({"model": model, "by": actor}),
+            result=dumps({"setting": json.loads(value) if value else None}),
+        )
+        call.ok = True
+
+        def set_it(session: Session) -> None:
             row = session.get(ManagedModel, model)
             if row is None:
                 raise NotFound(f"no model {model!r}")
             row.windowing = value
-        self.store.record_tool_call(
-            f"window:{model}"[:40],
-            AGENT,
-            "window.set",
-            {"model": model, "by": actor},
-            {"setting": json.loads(value) if value else None},
-            ok=True,
-            latency_ms=(time.perf_counter() - started) * 1000,
-        )
+            call.latency_ms = round((time.perf_counter() - started) * 1000, 2)
+
+        # One transaction: a setting is never changed without its tool call in the audit.
+        self.store._append(call, check=set_it)
         return self.windows(model)
 
     def windows(self, model: str, limit: int = 50) -> WindowsView:
@@ -504,19 +528,27 @@ class Windows:
 
     def tick(self) -> list[str]:
         """One pass: drive the windows left without a run, then close and drive the due
-        windows of every windowed model. A model that fails is logged and tried again at the
-        next tick; the run ids made."""
+        windows of every windowed model; the run ids made. Per model, in order: once a
+        window fails to become a run, no later window of the model is closed or driven
+        (its run would be made, and run, first); the failing window is tried again next
+        tick, or after its back-off (``failing``) when it failed for another reason than a
+        busy model. Another model's fault does not stop the others' windows."""
         made: list[str] = []
+        stopped: set[str] = set()
         for window in self.undriven():
-            made.extend(self._drive_logged(window))
+            if window.model not in stopped and not self._drove(window, made):
+                stopped.add(window.model)
         for model in self.windowed_models():
+            if model in stopped:
+                continue
             try:
                 windows = self.close_due(model)
             except Exception:  # one model's fault must not stop the others' windows
                 log.exception("%s: closing its windows failed", model)
                 continue
             for window in windows:
-                made.extend(self._drive_logged(window))
+                if not self._drove(window, made):
+                    break  # the rest stay undriven: the next tick drives them in order
         self.catch_up_labels()
         return made
 
@@ -553,21 +585,67 @@ class Windows:
                 )
             )
 
-    def _drive_logged(self, window: WindowView) -> list[str]:
+    def _drove(self, window: WindowView, made: list[str]) -> bool:
+        """Drive the window unless it is backing off; whether it has its run (appended to
+        ``made``)."""
+        key = (window.model, window.number)
+        failure = self.failing.get(key)
+        if failure is not None and self._clock() < failure.retry_at:
+            return False
         try:
-            return [self.drive(window)]
+            made.append(self.drive(window))
         except ModelBusy as exc:  # unrecovered work of a dead run: driven once recovered
             log.warning("%s: window %d waits: %s", window.model, window.number, exc)
-            return []
-        except Exception:  # the window keeps run_id null: driven again next tick
-            log.exception("%s: window %d could not become a run", window.model, window.number)
-            return []
+            return False
+        except Exception as exc:  # the window keeps run_id null: driven again, backing off
+            self._failed(window, exc)
+            return False
+        if self.failing.pop(key, None) is not None:
+            log.info("%s: window %d became a run after failing", window.model, window.number)
+        return True
+
+    def _failed(self, window: WindowView, exc: Exception) -> None:
+        """Back the window off and report it: the first failure with its traceback and as
+        an audited tool call (``window.drive``, not ok), the later ones in a line each."""
+        key = (window.model, window.number)
+        before = self.failing.get(key)
+        attempts = 1 if before is None else before.attempts + 1
+        wait_s = min(RETRY_FIRST_S * 2 ** (attempts - 1), RETRY_MOST_S)
+        error = f"{type(exc).__name__}: {exc}"[:500]
+        self.failing[key] = Failure(attempts, self._clock() + timedelta(seconds=wait_s), error)
+        if before is not None:
+            log.error(
+                "%s: window %d could not become a run (%d tries, next in %.0f s): %s",
+                window.model,
+                window.number,
+                attempts,
+                wait_s,
+                error,
+            )
+            return
+        log.exception(
+            "%s: window %d could not become a run (later windows of the model wait; "
+            "next try in %.0f s)",
+            window.model,
+            window.number,
+            wait_s,
+        )
+        self.store.record_tool_call(
+            window_run_id(window.model, window.number, window.closed_at),
+            AGENT,
+            DRIVE_TOOL,
+            {"model": window.model, "number": window.number},
+            {"error": error, "retry_in_s": wait_s},
+            ok=False,
+            latency_ms=0.0,
+        )
 
 
 class Windower:
     """A thread that runs ``Windows.tick`` every ``tick_s`` (default
     ``settings.inference.tick_s``) from ``start`` to ``shutdown``; ``poke`` runs one at once
-    (a request that logged rows may have filled a window)."""
+    (a request that logged rows may have filled a window), or ``POKE_GAP_S`` after the
+    last one started."""
 
     def __init__(
         self,
@@ -612,6 +690,7 @@ class Windower:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            started = time.monotonic()
             try:
                 if self._prepare is not None and self.windows.windowed_models():
                     prepare, self._prepare = self._prepare, None
@@ -621,3 +700,8 @@ class Windower:
                 log.exception("the windower's tick failed")
             self._wake.wait(self.tick_s)
             self._wake.clear()
+            # Every logged request pokes: ticks stay at least POKE_GAP_S apart (a poke in
+            # the gap is kept for the next tick), not one per request.
+            rest = min(POKE_GAP_S, self.tick_s) - (time.monotonic() - started)
+            if rest > 0:
+                self._stop.wait(rest)

@@ -353,3 +353,53 @@ def test_racing_requests_log_each_row_once(store: AuditStore) -> None:
     assert sum(a.duplicates for a in answers) == 200
     with store.reading() as session:
         assert session.scalar(select(func.count()).select_from(InferenceRow)) == 100
+
+
+# --- labels: one class however it is sent ----------------------------------------------------
+
+
+def test_a_class_sent_as_a_number_or_as_its_text_is_one_label(
+    settings: Settings, tmp_path: Path
+) -> None:
+    from sqlalchemy import update
+
+    from driftpilot.inference.labels import post_labels
+    from driftpilot.runs.plane import ControlPlane
+
+    when = [datetime(2026, 1, 1, tzinfo=UTC)] * 3
+    base = {"t": when, "x": [1.0, 2, 3], "c": ["a"] * 3}
+    models = []
+    for name, classes in (("ints", [1, 2, 3]), ("words", ["1", "2", "3"])):
+        model = binary_model()
+        model.name, model.task = name, "multiclass"
+        models.append(with_reference(model, tmp_path, pl.DataFrame(base | {"y": classes})))
+    cp = ControlPlane(settings)
+    try:
+        cp.store.add_all([*models, binary_model()])
+        for name in ("ints", "words"):
+            append(cp.store, name, [row(1, y=3, prediction="3"), row(2), row(3)], max_rows=9)
+            # The label the row came with, sent again as text; then one sent as both.
+            done = post_labels(cp, name, [{"row_id": 1, "y": "3"}, {"row_id": 2, "y": 2}], "a")
+            assert (done.accepted, done.duplicates) == (1, 1), name
+            again = post_labels(cp, name, [{"row_id": 2, "y": "2"}, {"row_id": 1, "y": 3}], "a")
+            assert (again.accepted, again.duplicates) == (0, 2), name
+        with cp.store.reading() as session:
+            labels = session.execute(
+                select(InferenceRow.model, InferenceRow.label, InferenceRow.payload).where(
+                    InferenceRow.row_id == "1"
+                )
+            ).all()
+        stored = {m: (label, json.loads(p)["prediction"]) for m, label, p in labels}
+        assert stored == {"ints": ("3", 3), "words": ('"3"', "3")}  # typed as the classes
+        # A label stored as text before labels were typed is still the same class.
+        with cp.store.session() as session:
+            session.execute(
+                update(InferenceRow)
+                .where(InferenceRow.model == "ints", InferenceRow.row_id == "3")
+                .values(label='"1"')
+            )
+        assert post_labels(cp, "ints", [{"row_id": 3, "y": 1}], "a").duplicates == 1
+        append(cp.store, "m", [row(1, y=True)], max_rows=9)  # binary: true and 1 are one
+        assert post_labels(cp, "m", [{"row_id": 1, "y": 1}], "a").duplicates == 1
+    finally:
+        cp.close()

@@ -350,3 +350,144 @@ def test_a_window_run_renders_its_report_on_request_only(
         )
         plane.report_after_run(view)
     assert queued == ["r-api"]
+
+
+# -- a window that cannot become a run, the setting's audit, labels' bounds ------------------------
+
+
+def corrupt(cp: ControlPlane, row_id: str, payload: str) -> None:
+    with cp.store.session() as session:
+        session.execute(
+            update(InferenceRow).where(InferenceRow.row_id == row_id).values(payload=payload)
+        )
+
+
+def test_a_window_that_cannot_become_a_run_holds_back_the_later_ones_and_backs_off(
+    plane: ControlPlane,
+) -> None:
+    from driftpilot.inference.windows import DRIVE_TOOL, RETRY_FIRST_S
+
+    set_window(plane, rows=10, minutes=None)
+    log_rows(plane, 30)
+    with plane.store.reading() as session:
+        good = session.scalar(select(InferenceRow.payload).where(InferenceRow.row_id == "r0"))
+    corrupt(plane, "r0", "{not json")  # window 1 makes no batch
+    clock = Clock()
+    windows = Windows(plane, execute=lambda run_id: None, clock=clock)
+    assert windows.tick() == []
+    # Window 2 must not be driven before window 1: its run would be made, and run, first.
+    assert plane.store.list_rows(Run) == []
+    assert [w.number for w in windows.undriven()] == [1, 2, 3]
+    assert windows.failing[("m", 1)].attempts == 1
+    assert "ComputeError" in windows.failing[("m", 1)].error
+    for _ in range(3):  # backing off: no try (and no traceback) every tick
+        assert windows.tick() == []
+    assert windows.failing[("m", 1)].attempts == 1
+    clock.advance(seconds=RETRY_FIRST_S)
+    assert windows.tick() == [] and windows.failing[("m", 1)].attempts == 2
+    reported = plane.store.list_rows(ToolCall, ToolCall.tool == DRIVE_TOOL)
+    assert len(reported) == 1 and not reported[0].ok  # reported once, at the first failure
+    assert json.loads(reported[0].args) == {"model": "m", "number": 1}
+    corrupt(plane, "r0", str(good))
+    clock.advance(seconds=2 * RETRY_FIRST_S)
+    made = windows.tick()
+    assert len(made) == 3 and windows.failing == {}
+    ordered = plane.store.list_rows(Run, order=Run.created_at)
+    assert [plane.get_run(r.id).metadata["window"] for r in ordered] == [1, 2, 3]
+
+
+def test_a_window_setting_is_never_changed_without_its_audit(plane: ControlPlane) -> None:
+    from sqlalchemy import text
+
+    from tests.conftest import on_postgres
+
+    if on_postgres():
+        refuse = [
+            "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'refused'; "
+            "END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER refuse_calls BEFORE INSERT ON tool_calls FOR EACH ROW "
+            "EXECUTE FUNCTION refuse()",
+        ]
+    else:
+        refuse = [
+            "CREATE TRIGGER refuse_calls BEFORE INSERT ON tool_calls "
+            "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        ]
+    with plane.store.engine.begin() as conn:
+        for statement in refuse:
+            conn.execute(text(statement))
+    windows = Windows(plane, clock=Clock())
+    with pytest.raises(Exception, match="refused"):
+        windows.set_window("m", WindowSetting(rows=10), "ann")
+    assert plane.store.get(ManagedModel, "m").windowing is None  # not set without its audit
+    with plane.store.engine.begin() as conn:
+        conn.execute(
+            text("DROP TRIGGER refuse_calls" + (" ON tool_calls" if on_postgres() else ""))
+        )
+    assert windows.set_window("m", WindowSetting(rows=10), "ann").setting == WindowSetting(rows=10)
+    [call] = plane.store.list_rows(ToolCall, ToolCall.tool == "window.set")
+    assert json.loads(call.args) == {"model": "m", "by": "ann"}
+    assert plane.store.verify().ok
+    with pytest.raises(NotFound):
+        windows.set_window("nope", None, "ann")
+
+
+def test_labels_touching_many_windows_attach_a_few_and_queue_the_rest(
+    plane: ControlPlane,
+) -> None:
+    from driftpilot.inference.labels import INLINE_WINDOWS, post_labels, unattached
+
+    set_window(plane, rows=10, minutes=None)
+    log_rows(plane, 50)
+    Windows(plane, clock=Clock()).tick()  # windows 1..5, their runs pending
+    unattached()  # marks other tests left
+    done = post_labels(plane, "m", [{"row_id": f"r{10 * n + 1}", "y": 1} for n in range(5)], "a")
+    outcomes = [(w.number, w.outcome) for w in done.windows]
+    assert INLINE_WINDOWS == 3
+    waiting = [(n, "waiting") for n in (1, 2, 3)]
+    assert outcomes == [*waiting, (4, "queued"), (5, "queued")]
+    assert unattached() == {("m", n) for n in range(1, 6)}  # every one is the windower's
+
+
+def test_a_label_is_stamped_by_the_stores_clock(plane: ControlPlane) -> None:
+    from driftpilot.inference.labels import _late, post_labels
+
+    clock = Clock()
+    plane.store.clock = clock
+    set_window(plane, rows=10, minutes=None)
+    log_rows(plane, 10)
+    Windows(plane).tick()  # closed by the store's clock: at T0
+    clock.advance(minutes=20)
+    post_labels(plane, "m", [{"row_id": "r3", "y": 1}], "ann")
+    with plane.store.reading() as session:
+        at = session.scalar(select(InferenceRow.labelled_at).where(InferenceRow.row_id == "r3"))
+        window = session.get(InferenceWindow, ("m", 1))
+    assert at == stamp(T0 + timedelta(minutes=20))
+    assert window is not None and _late(plane, window) == 1
+
+
+def test_logging_rows_pokes_the_apps_windower(plane: ControlPlane) -> None:
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from driftpilot.core.settings import ApiSettings
+
+    key = plane.create_api_key("olga", "operator")[1]
+    set_window(plane, rows=10, minutes=None)
+    with TestClient(create_app(plane, ApiSettings(workers=1))) as client:
+        runtime = client.app.state.runtime  # type: ignore[attr-defined]
+        runtime.windower.shutdown()
+        # Ticks an hour apart: only a poke closes the window while the test waits.
+        runtime.windower = Windower(Windows(plane), tick_s=3600).start()
+        threading.Event().wait(0.3)  # its first tick (nothing open) is over
+        rows = [
+            {"row_id": f"p{i}", "t": "2026-03-01T11:00:00Z", "x": float(i), "prediction": 1}
+            for i in range(10)
+        ]
+        answer = client.post("/models/m/inferences", json=rows, headers={"X-Api-Key": key})
+        assert answer.status_code == 200, answer.text
+        for _ in range(100):
+            if Windows(plane).windows("m").windows:
+                break
+            threading.Event().wait(0.05)
+    assert [w.n_rows for w in Windows(plane).windows("m").windows] == [10]
