@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from driftpilot.alerts.webhooks import AlertDispatcher
     from driftpilot.execution.inprocess import RunExecutor
     from driftpilot.execution.queue import Queue
-    from driftpilot.inference.windows import Windower
+    from driftpilot.inference.windower import Windower
     from driftpilot.runs.plane import ControlPlane
     from driftpilot.scheduling.scheduler import Scheduler
 
@@ -200,7 +200,8 @@ def _wire(
 
 
 def _wire_windower(runtime: Runtime) -> None:
-    from driftpilot.inference.windows import Windower, Windows
+    from driftpilot.inference.windower import Windower
+    from driftpilot.inference.windows import Windows
 
     execute: Callable[[str], object] | None = None
     prepare: Callable[[], object] | None = None

@@ -18,8 +18,9 @@ from api.deps import Operator, Plane, Viewer
 from api.problems import Problem
 from api.routes.inferences import _json_rows, _kind, _ndjson_rows, _refused, poke_windower
 from driftpilot.inference.labels import LabelConflict, LabelsPosted, post_labels
+from driftpilot.inference.plans import WindowSetting, WindowsView
 from driftpilot.inference.rows import MAX_ERRORS, RowsRefused
-from driftpilot.inference.windows import Windows, WindowSetting, WindowsView
+from driftpilot.inference.windows import Windows
 from driftpilot.runs.plane import ControlPlane
 from driftpilot.store.models import ManagedModel
 

@@ -25,7 +25,8 @@ def model_window(
     """Set how the model's inference log closes windows (rows, minutes, or whichever comes
     first); each window becomes a batch and a run (trigger ``window``) of the server that
     runs ``driftpilot serve``."""
-    from driftpilot.inference.windows import Windows, WindowSetting
+    from driftpilot.inference.plans import WindowSetting
+    from driftpilot.inference.windows import Windows
 
     if off and (rows is not None or minutes is not None):
         raise typer.BadParameter("--off takes no --rows or --minutes", param_hint="'--off'")

@@ -22,26 +22,37 @@ strategy ``enqueue`` (windows wait for each other and run in order under the mod
 and the window in its metadata, then handed to the executor. The run's id is derived from
 the window (``window_run_id``): a window whose ``run_id`` is still null after a crash is
 driven again (``redrive``), and finds its run if it was made before the crash, or makes it.
+
+What a window is (its setting, views, the pure ``plan`` of the next one): ``plans``; the
+thread that ticks: ``windower``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field, model_validator
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 from sqlalchemy.orm import Session
 
 from driftpilot.core.errors import ConfigError, ModelBusy, NotFound
+from driftpilot.inference.plans import (
+    Plan,
+    WindowSetting,
+    WindowsView,
+    WindowView,
+    minutes_due,
+    plan,
+    setting_of,
+    view_of,
+    window_run_id,
+)
 from driftpilot.store.engine import dumps, stamp
 from driftpilot.store.models import InferenceRow, InferenceWindow, ManagedModel, Run, ToolCall
 
@@ -57,67 +68,12 @@ SET_TOOL = "window.set"
 DRIVE_TOOL = "window.drive"  # audited when a window first fails to become a run
 TRIGGER = "window"
 REQUESTER = "inference"  # who requests a window's run: the log, not a person
-MIN_ROWS = 10  # fewer rows than this say nothing about drift
-MAX_MINUTES = 7 * 24 * 60
-_NAMESPACE = uuid.UUID("6f1c1c4e-4b7a-4d55-9f55-2d1f0b1e7a22")
 _CLOSE_TRIES = 5
 CATCH_UP_WINDOWS = 5  # the newest windows whose late labels each tick attaches
 # A window that fails to become a run is tried again after this many seconds, doubled per
 # failure up to the most (a broken window is not a traceback every tick).
 RETRY_FIRST_S = 5.0
 RETRY_MOST_S = 600.0
-POKE_GAP_S = 0.2
-Reason = Literal["rows", "minutes", "flush"]
-
-
-class WindowSetting(BaseModel):
-    """How a model's inference log closes windows: after ``rows`` rows, after ``minutes``
-    minutes from a window's first row, or whichever comes first. Both null: no windows."""
-
-    rows: int | None = Field(None, ge=MIN_ROWS, description="Close after this many rows.")
-    minutes: float | None = Field(
-        None, gt=0, le=MAX_MINUTES, description="Close this long after a window's first row."
-    )
-
-    @model_validator(mode="after")
-    def _one_at_least(self) -> WindowSetting:
-        if self.rows is None and self.minutes is None:
-            raise ValueError("a window needs rows, minutes or both (to stop windows: --off)")
-        return self
-
-
-class WindowView(BaseModel):
-    """One closed window: its rows (by arrival id), why and when it closed, its run."""
-
-    model: str
-    number: int
-    n_rows: int
-    first_id: int
-    last_id: int
-    reason: str
-    opened_at: str
-    closed_at: str
-    batch_id: str
-    run_id: str | None = Field(description="Null until its run is made (then never again).")
-
-
-class WindowsView(BaseModel):
-    """A model's window setting, its closed windows (newest first) and its open rows."""
-
-    model: str
-    setting: WindowSetting | None
-    open_rows: int = Field(description="Rows logged and not in a window yet.")
-    windows: list[WindowView]
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What one closing takes: the open rows' ids (arrival order), why, and when the first
-    of them came."""
-
-    ids: list[int]
-    reason: Reason
-    opened_at: str
 
 
 @dataclass(frozen=True)
@@ -136,75 +92,6 @@ class _Raced(Exception):
 
 class _NothingDue(Exception):
     """No window is due any more (seen under the write lock): nothing is written."""
-
-
-def window_run_id(model: str, number: int, closed_at: str) -> str:
-    """The id of the run a window becomes: the same for every attempt to make it."""
-    return uuid.uuid5(_NAMESPACE, f"{model}/{number}/{closed_at}").hex
-
-
-def setting_of(row: ManagedModel) -> WindowSetting | None:
-    """The model's window setting (None: it has none)."""
-    if not row.windowing:
-        return None
-    raw = json.loads(row.windowing)
-    if raw.get("rows") is None and raw.get("minutes") is None:
-        return None
-    return WindowSetting.model_validate(raw)
-
-
-def view_of(row: InferenceWindow) -> WindowView:
-    return WindowView(
-        model=row.model,
-        number=row.number,
-        n_rows=row.n_rows,
-        first_id=row.first_id,
-        last_id=row.last_id,
-        reason=row.reason,
-        opened_at=row.opened_at,
-        closed_at=row.closed_at,
-        batch_id=row.batch_id,
-        run_id=row.run_id,
-    )
-
-
-def _deadline(first_at: str, minutes: float) -> str:
-    return stamp(datetime.fromisoformat(first_at) + timedelta(minutes=minutes))
-
-
-def minutes_due(first_at: str, setting: WindowSetting, moment: datetime) -> bool:
-    """Whether a window whose first row was received at ``first_at`` is due by its minutes."""
-    return setting.minutes is not None and stamp(moment) >= _deadline(first_at, setting.minutes)
-
-
-def plan(
-    open_rows: list[tuple[int, str]],
-    setting: WindowSetting,
-    moment: datetime,
-    cap: int,
-    *,
-    flush: bool = False,
-) -> Plan | None:
-    """The next window at ``moment``, from the first open rows ((id, received_at) in id order,
-    at least ``min(rows, cap)`` of them when there are as many); None when none is due."""
-    if not open_rows:
-        return None
-    limit = min(setting.rows or cap, cap)
-    first_at = open_rows[0][1]
-    if flush:
-        return Plan([i for i, _ in open_rows[:limit]], "flush", first_at)
-    if setting.minutes is not None and minutes_due(first_at, setting, moment):
-        deadline = _deadline(first_at, setting.minutes)
-        taken: list[int] = []  # the first row is always in: it came before its deadline
-        for row_id, received in open_rows:
-            if received >= deadline or len(taken) == limit:
-                break
-            taken.append(row_id)
-        full = setting.rows is not None and len(taken) == limit
-        return Plan(taken, "rows" if full else "minutes", first_at)
-    if setting.rows is not None and len(open_rows) >= limit:
-        return Plan([i for i, _ in open_rows[:limit]], "rows", first_at)
-    return None
 
 
 class Windows:
@@ -639,69 +526,3 @@ class Windows:
             ok=False,
             latency_ms=0.0,
         )
-
-
-class Windower:
-    """A thread that runs ``Windows.tick`` every ``tick_s`` (default
-    ``settings.inference.tick_s``) from ``start`` to ``shutdown``; ``poke`` runs one at once
-    (a request that logged rows may have filled a window), or ``POKE_GAP_S`` after the
-    last one started."""
-
-    def __init__(
-        self,
-        windows: Windows,
-        tick_s: float | None = None,
-        *,
-        prepare: Callable[[], object] | None = None,
-    ) -> None:
-        self.windows = windows
-        self.tick_s = tick_s or windows.plane.settings.inference.tick_s
-        # Called once, when a tick first finds a windowed model: the executor starts its run
-        # children then, so the first windows' runs do not wait for their imports.
-        self._prepare = prepare
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None
-
-    def start(self) -> Windower:
-        """Start ticking (the first tick re-drives what a dead process left); idempotent."""
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(
-                target=self._loop, name="driftpilot-windower", daemon=True
-            )
-            self._thread.start()
-        return self
-
-    def poke(self) -> None:
-        self._wake.set()
-
-    def shutdown(self) -> None:
-        """Stop after the tick in progress."""
-        thread, self._thread = self._thread, None
-        self._stop.set()
-        self._wake.set()
-        if thread is not None:
-            thread.join()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            started = time.monotonic()
-            try:
-                if self._prepare is not None and self.windows.windowed_models():
-                    prepare, self._prepare = self._prepare, None
-                    prepare()
-                self.windows.tick()
-            except Exception:  # a lost database: tried again at the next tick
-                log.exception("the windower's tick failed")
-            self._wake.wait(self.tick_s)
-            self._wake.clear()
-            # Every logged request pokes: ticks stay at least POKE_GAP_S apart (a poke in
-            # the gap is kept for the next tick), not one per request.
-            rest = min(POKE_GAP_S, self.tick_s) - (time.monotonic() - started)
-            if rest > 0:
-                self._stop.wait(rest)

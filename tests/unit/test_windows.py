@@ -18,15 +18,9 @@ from sqlalchemy import select, update
 
 from driftpilot.core.errors import NotFound
 from driftpilot.core.settings import Settings
-from driftpilot.inference.windows import (
-    AGENT,
-    CLOSE_TOOL,
-    Windower,
-    Windows,
-    WindowSetting,
-    plan,
-    window_run_id,
-)
+from driftpilot.inference.plans import WindowSetting, plan, window_run_id
+from driftpilot.inference.windower import Windower
+from driftpilot.inference.windows import AGENT, CLOSE_TOOL, Windows
 from driftpilot.runs.plane import ControlPlane
 from driftpilot.store.engine import stamp
 from driftpilot.store.models import InferenceRow, InferenceWindow, ManagedModel, Run, ToolCall
