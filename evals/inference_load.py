@@ -63,6 +63,7 @@ from evals.soak_services import DRIFTPILOT, Service, free_port
 RESULTS = Path(__file__).parent / "results"
 MODEL = "flights"
 LEASE_TTL_S = 10
+RUN_WAIT_S = 30.0  # the kill waits this long at most for a window's run to be running
 ENV = {
     # Evidently's HTML per run would take the CPU the log needs (2 cores): rendered when asked.
     "DRIFTPILOT_REPORT_RENDER": "on_request",
@@ -256,8 +257,15 @@ def start_clients(
 
 
 def kill_and_restart(load: Load, at: float) -> None:
-    """At epoch ``at``: kill -9 of the API, then started again on the same home and port."""
+    """At epoch ``at`` (or up to ``RUN_WAIT_S`` later, once a window's run is running, so the
+    kill cuts one off): kill -9 of the API, then started again on the same home and port, and
+    ``driftpilot recover`` once the dead run's lease expired."""
     time.sleep(max(0.0, at - time.time()))
+    engine = store_engine(load.home)
+    try:
+        cut_run = wait_for_running_run(engine, RUN_WAIT_S)
+    finally:
+        engine.dispose()
     pid = load.api.proc.pid if load.api.proc is not None else None
     killed = time.time()
     load.api.kill9()
@@ -272,6 +280,7 @@ def kill_and_restart(load: Load, at: float) -> None:
         "what": "kill -9 of driftpilot serve, started again on the same home and port; "
         f"`driftpilot recover` once the dead run's lease ({LEASE_TTL_S} s) expired",
         "pid": pid,
+        "run_cut_off": cut_run,
         "killed_at": killed,
         "ready_at": ready,
         "restart_s": round(start_s, 2),
@@ -282,6 +291,25 @@ def kill_and_restart(load: Load, at: float) -> None:
             "output": (done.stdout + done.stderr)[-600:],
         },
     }
+
+
+def wait_for_running_run(engine: Any, limit_s: float) -> str | None:
+    """The id of a window run of the model that is running, polled for up to ``limit_s``
+    (None: none ran meanwhile)."""
+    import sqlalchemy as sa
+
+    deadline = time.monotonic() + limit_s
+    query = sa.text(
+        "SELECT r.id FROM runs r JOIN inference_windows w ON w.run_id = r.id "
+        "WHERE w.model = :m AND r.status = 'running'"
+    )
+    while time.monotonic() < deadline:
+        with engine.connect() as conn:
+            found = conn.execute(query, {"m": MODEL}).scalar()
+        if found is not None:
+            return str(found)
+        time.sleep(0.05)
+    return None
 
 
 def read_requests(outs: list[Path]) -> list[dict[str, Any]]:
