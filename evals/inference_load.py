@@ -236,9 +236,13 @@ def sample_rss(load: Load, stop: threading.Event) -> None:
 def start_clients(
     load: Load, args: argparse.Namespace, pool: Path, pool_rows: int, start_at: float
 ) -> list[tuple[subprocess.Popen[bytes], Path]]:
-    """The client processes, each at ``rate / clients`` rows/s from its own part of the pool."""
+    """The client processes, each at ``rate / clients`` rows/s from its own part of the pool,
+    their schedules staggered by a ``clients``-th of a request's interval: services do not
+    send in step (in step, every request would arrive beside ``clients - 1`` others)."""
     procs = []
+    interval = args.request_rows / (args.rate / args.clients)
     for k in range(args.clients):
+        begins = start_at + k * interval / args.clients
         out = load.root / f"client-{k}.ndjson"
         cmd = [
             sys.executable,
@@ -247,7 +251,7 @@ def start_clients(
             *("--url", load.url, "--key", load.key, "--model", MODEL, "--client", str(k)),
             *("--pool", str(pool), "--offset", str(k * pool_rows // args.clients)),
             *("--rate", str(args.rate / args.clients), "--request-rows", str(args.request_rows)),
-            *("--seconds", str(args.minutes * 60), "--start-at", str(start_at)),
+            *("--seconds", str(args.minutes * 60), "--start-at", str(begins)),
             *("--out", str(out)),
         ]
         log = (load.root / "logs" / f"client-{k}.log").open("wb")
