@@ -20,7 +20,7 @@ def test_an_unknown_dataset_is_named_with_the_known_ones(settings: Settings) -> 
     assert isinstance(caught.value, NotFound)
     assert str(caught.value) == (
         "unknown dataset 'nope'; built-in datasets: flights, flights_delay, "
-        "flights_delay_class, creditcard, seattle_weather, gapminder"
+        "flights_delay_class, creditcard, seattle_weather, gapminder, gdelt"
     )
 
 
