@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -352,3 +353,58 @@ def test_a_kill_9_inside_closing_loses_no_row_and_the_window_is_driven_again(
         ]
     finally:
         cp.close()
+
+
+def test_a_kill_9_of_the_api_while_rows_are_logged_loses_no_acknowledged_row(
+    server: Server, plane: ControlPlane, feb: pl.DataFrame
+) -> None:
+    """Three services log while the API is killed (-9) and started again on the same home:
+    every row acknowledged before, during or after is stored once, and sending everything
+    again (a client's retry) writes nothing twice."""
+    rows = [{**row, "row_id": f"k{row['row_id']}"} for row in logged(feb)]
+    acknowledged: list[str] = []
+    lock = threading.Lock()
+
+    def send(part: list[dict[str, Any]]) -> None:
+        with server.client("olga") as client:
+            for i in range(0, len(part), 25):
+                chunk = part[i : i + 25]
+                try:
+                    answer = client.post("/models/flights/inferences", json=chunk, timeout=10)
+                except httpx.HTTPError:  # no answer: not acknowledged, may or may not be in
+                    continue
+                if answer.status_code == 200:
+                    with lock:
+                        acknowledged.extend(r["row_id"] for r in chunk)
+                time.sleep(0.02)
+
+    threads = [threading.Thread(target=send, args=(rows[k::3],)) for k in range(3)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 30
+    while len(acknowledged) < 150:
+        assert time.monotonic() < deadline, "no rows acknowledged before the kill"
+        time.sleep(0.01)
+    before = len(acknowledged)
+    server.restart()  # kill -9, then a new server on the same home
+    for thread in threads:
+        thread.join()
+    assert before < len(rows)  # the kill came while rows were still being logged
+
+    def stored() -> dict[str, int | None]:
+        with plane.store.reading() as session:
+            found = session.execute(
+                select(InferenceRow.row_id, InferenceRow.window_number).where(
+                    InferenceRow.model == "flights", InferenceRow.row_id.like("kf%")
+                )
+            ).all()
+        return dict(found)
+
+    assert set(acknowledged) <= set(stored())  # no acknowledged row lost
+    with server.client("olga") as client:  # the services send everything again
+        again = client.post("/models/flights/inferences", json=rows, timeout=60).json()
+    assert again["rows"] == len(rows)
+    assert again["duplicates"] >= len(set(acknowledged)), again
+    assert again["accepted"] + again["duplicates"] == len(rows)
+    final = stored()
+    assert len(final) == len(rows)  # one row per id: none doubled
