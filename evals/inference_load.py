@@ -38,6 +38,7 @@ import time
 from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,7 @@ from evals.soak_services import DRIFTPILOT, Service, free_port
 RESULTS = Path(__file__).parent / "results"
 MODEL = "flights"
 LEASE_TTL_S = 10
+CLOSE_SHADOW_S = 1.5  # a window's close and hand-off, seen in the acks beside it
 RUN_WAIT_S = 30.0  # the kill waits this long at most for a window's run to be running
 ENV = {
     # Evidently's HTML per run would take the CPU the log needs (2 cores): rendered when asked.
@@ -395,7 +397,8 @@ def read_store(engine: Any) -> dict[str, Any]:
         ).all()
         windows = conn.execute(
             sa.text(
-                "SELECT number, first_id, last_id, n_rows, reason, run_id FROM inference_windows "
+                "SELECT number, first_id, last_id, n_rows, reason, run_id, closed_at "
+                "FROM inference_windows "
                 "WHERE model = :m ORDER BY number"
             ),
             {"m": MODEL},
@@ -533,6 +536,12 @@ def measure(
         for r in acked
     ]
     in_fault = [r for r, o in zip(acked, overlaps, strict=True) if o]
+    closes = [datetime.fromisoformat(w.closed_at).timestamp() for w in store["windows"]]
+    near_close = [
+        r
+        for r, o in zip(acked, overlaps, strict=True)
+        if not o and any(c <= r["ack"] and r["sent"] <= c + CLOSE_SHADOW_S for c in closes)
+    ]
     steady = [r for r, o in zip(acked, overlaps, strict=True) if not o]
     rows_acked = sum(r["n"] for r in acked)
     last_ack = max((r["ack"] for r in acked), default=start_at)
@@ -557,6 +566,9 @@ def measure(
             "steady": latency_summary([r["latency_ms"] for r in steady]),
             "all": latency_summary([r["latency_ms"] for r in acked]),
             "overlapping_the_outage": latency_summary([r["latency_ms"] for r in in_fault]),
+            # Steady requests in flight within CLOSE_SHADOW_S after a window closed in the API
+            # process (its batch built and its run submitted there).
+            "near_a_window_close": latency_summary([r["latency_ms"] for r in near_close]),
         },
         "send_lag_p99_ms": None if not lag else round(percentile(lag, 99) or 0.0, 1),
         "throughput": {
