@@ -207,10 +207,14 @@ class Windows:
     def _close_one(self, model: str, setting: WindowSetting, *, flush: bool) -> WindowView | None:
         for _ in range(_CLOSE_TRIES):
             moment = self._clock()
-            if self._due(model, setting, moment, flush=flush) is None:
-                return None  # a look without the write lock: most ticks close nothing
+            # Planned without the write lock (most ticks close nothing, and reading a large
+            # window's rows under it held every logging request back); the marking's row
+            # count proves the plan still holds when written.
+            planned = self._due(model, setting, moment, flush=flush)
+            if planned is None:
+                return None
             try:
-                view = self._close_audited(model, setting, moment, flush=flush)
+                view = self._close_audited(model, setting, planned, moment, flush=flush)
             except _NothingDue:
                 return None
             except _Raced:
@@ -222,7 +226,7 @@ class Windows:
         raise ConfigError(f"could not close a window of {model!r}: {_CLOSE_TRIES} races in a row")
 
     def _close_audited(
-        self, model: str, setting: WindowSetting, moment: datetime, *, flush: bool
+        self, model: str, setting: WindowSetting, planned: Plan, moment: datetime, *, flush: bool
     ) -> WindowView:
         """One transaction: the window, its rows marked, and its tool call in the audit chain
         (``_NothingDue``/``_Raced``: rolled back, nothing written)."""
@@ -232,7 +236,7 @@ class Windows:
         call.ok, call.latency_ms = True, 0.0
 
         def close(session: Session) -> None:
-            window = view_of(self._close_in(session, model, setting, moment, flush=flush))
+            window = view_of(self._close_in(session, model, setting, planned, moment, flush=flush))
             closed[:] = [window]
             call.run_id = window_run_id(model, window.number, window.closed_at)
             call.args = dumps({"model": model, "number": window.number})
@@ -241,6 +245,20 @@ class Windows:
 
         self.store._append(call, check=close)
         return closed[0]
+
+    def _open_in(self, session: Session, model: str, planned: Plan) -> int:
+        """How many open rows the plan's id range holds now."""
+        return int(
+            session.scalar(
+                select(func.count()).where(
+                    InferenceRow.model == model,
+                    InferenceRow.window_number.is_(None),
+                    InferenceRow.id >= planned.ids[0],
+                    InferenceRow.id <= planned.ids[-1],
+                )
+            )
+            or 0
+        )
 
     def _open_rows(self, session: Session, model: str, limit: int) -> list[tuple[int, str]]:
         rows = session.execute(
@@ -280,12 +298,23 @@ class Windows:
         return plan(self._open_rows(session, model, limit), setting, moment, self.cap, flush=flush)
 
     def _close_in(
-        self, session: Session, model: str, setting: WindowSetting, moment: datetime, *, flush: bool
+        self,
+        session: Session,
+        model: str,
+        setting: WindowSetting,
+        planned: Plan,
+        moment: datetime,
+        *,
+        flush: bool,
     ) -> InferenceWindow:
-        """Under the audit chain's write lock: plan again, insert the window, mark its rows."""
-        planned = self._plan_in(session, model, setting, moment, flush=flush)
-        if planned is None:
-            raise _NothingDue
+        """Under the audit chain's write lock: insert the window, mark its planned rows. The
+        plan read without the lock stands if its id range still holds exactly its open rows
+        (one indexed count); else another closer came first, and it is planned again here."""
+        if self._open_in(session, model, planned) != len(planned.ids):
+            replanned = self._plan_in(session, model, setting, moment, flush=flush)
+            if replanned is None:
+                raise _NothingDue
+            planned = replanned
         newest = session.scalar(
             select(func.max(InferenceWindow.number)).where(InferenceWindow.model == model)
         )
@@ -305,8 +334,9 @@ class Windows:
         )
         session.add(window)
         # The plan is a prefix of the open rows in id order, so the id range holds exactly
-        # its rows, unless a row committed meanwhile inside it (PostgreSQL hands ids out
-        # before commit): then the count differs and this closing is retried.
+        # its rows, unless another closer marked some since the plan was read, or a row
+        # committed meanwhile inside it (PostgreSQL hands ids out before commit): then the
+        # count differs, nothing is written, and the closing is planned again.
         marked = session.execute(
             update(InferenceRow)
             .where(
