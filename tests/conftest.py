@@ -268,6 +268,26 @@ def copy_trained_home(trained_homes: TrainedHomes, key: str, home: Path) -> Path
     return home
 
 
+def plane_on_copy(
+    tmp_path_factory: pytest.TempPathFactory, trained_homes: TrainedHomes, folder: str
+) -> Iterator[Any]:
+    """A module's ``ControlPlane`` on its own copy of the trained flights home (champion v1
+    on January flights), default policy, builtin LLM; for a module-scoped fixture to
+    ``yield from``. Closed, and the settings cache cleared, when the module is done."""
+    from driftpilot.runs.plane import ControlPlane
+
+    home = tmp_path_factory.mktemp(folder) / "home"
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("DRIFTPILOT_HOME", str(home))
+        env.delenv("DRIFTPILOT_POLICY_PATH", raising=False)
+        copy_trained_home(trained_homes, "flights", home)
+        settings_module.get_settings.cache_clear()
+        cp = ControlPlane(settings_module.get_settings())
+        yield cp
+        cp.close()
+    settings_module.get_settings.cache_clear()
+
+
 def rewrite_paths(file: Path, old: str, new: str) -> None:
     """Replace ``old`` by ``new`` in a copied file: in every text cell of a SQLite database
     (but the hash-chained tables', which must not hold it), or in a text file."""

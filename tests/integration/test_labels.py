@@ -20,11 +20,10 @@ from typer.testing import CliRunner
 
 from driftpilot.cli import app
 from driftpilot.core.errors import DataError, NotFound, RunStateError, SchemaError
-from driftpilot.core.settings import get_settings
 from driftpilot.runs.evidence_keys import upgrade
 from driftpilot.runs.plane import ControlPlane, LabelsView
 from driftpilot.store.models import BatchRecord, Decision, ToolCall
-from tests.conftest import TrainedHomes, copy_trained_home
+from tests.conftest import TrainedHomes, plane_on_copy
 from tests.integration.test_api_http import LIMITS, Server, assert_problem
 from tools import registry
 from tools.data import content_hash
@@ -42,16 +41,7 @@ def plane(
 ) -> Iterator[ControlPlane]:
     """A copy of the session's trained flights home (champion v1 on 9,000 January flights),
     default policy, builtin LLM."""
-    home = tmp_path_factory.mktemp("labels") / "home"
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("DRIFTPILOT_HOME", str(home))
-        env.delenv("DRIFTPILOT_POLICY_PATH", raising=False)
-        copy_trained_home(trained_homes, "flights", home)
-        get_settings.cache_clear()
-        cp = ControlPlane(get_settings())
-        yield cp
-        cp.close()
-    get_settings.cache_clear()
+    yield from plane_on_copy(tmp_path_factory, trained_homes, "labels")
 
 
 @pytest.fixture(scope="module")

@@ -29,13 +29,13 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from sqlalchemy import Table, bindparam, select, update
 
-from driftpilot.core.settings import Settings, get_settings
+from driftpilot.core.settings import Settings
 from driftpilot.inference.log import append
 from driftpilot.inference.windows import Windows
 from driftpilot.runs.plane import ControlPlane
 from driftpilot.store.engine import now
 from driftpilot.store.models import InferenceRow, InferenceWindow, ManagedModel, Run
-from tests.conftest import TrainedHomes, copy_trained_home, db_env
+from tests.conftest import TrainedHomes, db_env, plane_on_copy
 from tests.integration.test_api_http import (
     LIMITS,
     STOPPED,
@@ -59,16 +59,7 @@ def plane(
     tmp_path_factory: pytest.TempPathFactory, trained_homes: TrainedHomes
 ) -> Iterator[ControlPlane]:
     """A copy of the session's trained flights home (champion v1 on January flights)."""
-    home = tmp_path_factory.mktemp("windows") / "home"
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("DRIFTPILOT_HOME", str(home))
-        env.delenv("DRIFTPILOT_POLICY_PATH", raising=False)
-        copy_trained_home(trained_homes, "flights", home)
-        get_settings.cache_clear()
-        cp = ControlPlane(get_settings())
-        yield cp
-        cp.close()
-    get_settings.cache_clear()
+    yield from plane_on_copy(tmp_path_factory, trained_homes, "windows")
 
 
 @pytest.fixture(scope="module")
