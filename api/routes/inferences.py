@@ -174,12 +174,8 @@ def _appended(cp: ControlPlane, schema: Schema, rows: list[Any], max_rows: int) 
     except TooManyRows as exc:
         raise Problem(413, str(exc), limit=exc.limit, rows=exc.n) from exc
     except RowConflict as exc:
-        raise Problem(
-            409,
-            str(exc),
-            slug="row-conflict",
-            title="Row id logged with other content",
-            row_ids=exc.row_ids[:MAX_ERRORS],
+        raise conflict(
+            exc, exc.row_ids, "row-conflict", "Row id logged with other content"
         ) from exc
 
 
@@ -233,3 +229,9 @@ def _ndjson_rows(body: bytes) -> list[Any]:
         first = errors[0]
         raise _refused(f"row {first.row}: {first.reason}", errors, count)
     return rows
+
+
+def conflict(exc: Exception, row_ids: list[str], slug: str, title: str) -> Problem:
+    """The 409 of rows a request may not change (logged, or labelled, with other content),
+    naming the first ``MAX_ERRORS`` of them."""
+    return Problem(409, str(exc), slug=slug, title=title, row_ids=row_ids[:MAX_ERRORS])

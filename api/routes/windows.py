@@ -16,10 +16,17 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import Operator, Plane, Viewer
 from api.problems import Problem
-from api.routes.inferences import _json_rows, _kind, _ndjson_rows, _refused, poke_windower
+from api.routes.inferences import (
+    _json_rows,
+    _kind,
+    _ndjson_rows,
+    _refused,
+    conflict,
+    poke_windower,
+)
 from driftpilot.inference.labels import LabelConflict, LabelsPosted, post_labels
 from driftpilot.inference.plans import WindowSetting, WindowsView
-from driftpilot.inference.rows import MAX_ERRORS, RowsRefused
+from driftpilot.inference.rows import RowsRefused
 from driftpilot.inference.windows import Windows
 from driftpilot.runs.plane import ControlPlane
 from driftpilot.store.models import ManagedModel
@@ -94,10 +101,5 @@ def _post(cp: ControlPlane, name: str, kind: str, body: bytes, actor: str) -> La
     except RowsRefused as exc:
         raise _refused(str(exc), exc.errors, exc.count) from exc
     except LabelConflict as exc:
-        raise Problem(
-            409,
-            str(exc),
-            slug="label-conflict",
-            title="Row labelled already with another label",
-            row_ids=exc.row_ids[:MAX_ERRORS],
-        ) from exc
+        title = "Row labelled already with another label"
+        raise conflict(exc, exc.row_ids, "label-conflict", title) from exc

@@ -49,6 +49,7 @@ from driftpilot.inference.rows import (
     _Bad,
     _outcome,
     _row_id,
+    named,
     schema_of,
 )
 from driftpilot.runs.plane import ControlPlane
@@ -78,10 +79,8 @@ class LabelConflict(DriftPilotError):
     """Row ids whose stored label differs from the one posted: nothing is written."""
 
     def __init__(self, model: str, row_ids: list[str]) -> None:
-        shown = ", ".join(repr(r) for r in row_ids[:5])
-        more = f" and {len(row_ids) - 5} more" if len(row_ids) > 5 else ""
         super().__init__(
-            f"row {shown}{more} of model {model!r} has another label already; a label is set "
+            f"row {named(row_ids)} of model {model!r} has another label already; a label is set "
             "once (the same label again is counted as a duplicate)"
         )
         self.model, self.row_ids = model, row_ids

@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from driftpilot.core.errors import DataError, DriftPilotError, NotFound
-from driftpilot.inference.rows import Schema, ValidRow, schema_of, validate_rows
+from driftpilot.inference.rows import Schema, ValidRow, named, schema_of, validate_rows
 from driftpilot.store.engine import Database, stamp
 from driftpilot.store.models import InferenceRow, ManagedModel
 
@@ -37,10 +37,8 @@ class RowConflict(DriftPilotError):
     nothing. ``row_ids``: the first few such ids."""
 
     def __init__(self, model: str, row_ids: list[str]) -> None:
-        shown = ", ".join(repr(r) for r in row_ids[:5])
-        more = f" and {len(row_ids) - 5} more" if len(row_ids) > 5 else ""
         super().__init__(
-            f"row id {shown}{more} of model {model!r} is logged already with other content; a "
+            f"row id {named(row_ids)} of model {model!r} is logged already with other content; a "
             "row id names one prediction, logged once (a retry must send the same row)"
         )
         self.model, self.row_ids = model, row_ids

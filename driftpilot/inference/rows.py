@@ -100,6 +100,12 @@ class ValidRow:
     label: str | None
 
 
+def named(row_ids: list[str], shown: int = 5) -> str:
+    """The first ``shown`` row ids, quoted, and how many more (for an error message)."""
+    more = f" and {len(row_ids) - shown} more" if len(row_ids) > shown else ""
+    return ", ".join(repr(r) for r in row_ids[:shown]) + more
+
+
 def schema_of(model: ManagedModel) -> Schema:
     """The schema a model's logged rows are validated against (its reference's dtypes are read
     once per reference file and kept)."""
