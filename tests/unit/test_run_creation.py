@@ -304,28 +304,47 @@ def test_shutdown_joins_the_warm_up_and_close_leaves_no_graph_open(plane: Contro
     assert plane._checkpoints is None and plane._graph is None
 
 
+class _Gate:
+    """The plane's graph lock, held by the test, telling when a thread has asked for it: a
+    thread that asked is inside ``plane.graph`` (not before it, where the warm-up may still
+    step aside for a run that came first)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.asked = threading.Event()
+
+    def __enter__(self) -> None:
+        self.asked.set()
+        self.lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
+
+
 def test_a_run_begins_after_the_warm_up_under_way(plane: ControlPlane) -> None:
     """Two threads importing one package tree at once can hand one of them a half-initialised
     module: a run submitted while the warm-up imports waits for it to end."""
     executor = inprocess.RunExecutor(plane, workers=1, processes=0)
     began = threading.Event()
-    plane._graph_lock.acquire()  # the warm-up waits inside plane.graph, holding _warming
+    gate = _Gate()
+    gate.lock.acquire()  # the warm-up waits inside plane.graph, holding _warming
+    plane._graph_lock = gate  # type: ignore[assignment]
     held = True
     try:
         executor.start()
         executor.wait_started(30)
-        deadline = time.monotonic() + 10
-        while not executor._warming.locked() and time.monotonic() < deadline:
-            time.sleep(0.01)
+        # Submitted once the warm-up is inside plane.graph: before that, a warm-up that sees
+        # a run under way steps aside (and the run would rightly begin at once).
+        assert gate.asked.wait(30)
         assert executor._warming.locked()
         executor._submit("k", "test", lambda key: began.set())
         assert not began.wait(0.3)  # not beside the warm-up
-        plane._graph_lock.release()
+        gate.lock.release()
         held = False
         assert began.wait(60)
     finally:
         if held:
-            plane._graph_lock.release()
+            gate.lock.release()
         executor.shutdown()
     plane.close()
 
