@@ -371,7 +371,8 @@ def open_work(engine: Any) -> dict[str, int]:
     with engine.connect() as conn:
         open_rows = conn.execute(
             sa.text(
-                "SELECT count(*) FROM inference_rows WHERE model = :m AND window_number IS NULL"
+                "SELECT count(*) FROM inference_rows WHERE model = :m AND id > "
+                "(SELECT coalesce(max(last_id), 0) FROM inference_windows WHERE model = :m)"
             ),
             {"m": MODEL},
         ).scalar_one()
@@ -406,8 +407,7 @@ def read_store(engine: Any) -> dict[str, Any]:
     with engine.connect() as conn:
         rows = conn.execute(
             sa.text(
-                "SELECT id, row_id, window_number, received_at FROM inference_rows "
-                "WHERE model = :m ORDER BY id"
+                "SELECT id, row_id, received_at FROM inference_rows WHERE model = :m ORDER BY id"
             ),
             {"m": MODEL},
         ).all()
@@ -565,7 +565,7 @@ def measure(
     lag = [(r["sent"] - r["due"]) * 1000 for r in requests if "sent" in r]
     check = exactly_once(
         acknowledged_ids(requests),
-        [StoredRow(r.id, r.row_id, r.window_number) for r in store["rows"]],
+        [StoredRow(r.id, r.row_id) for r in store["rows"]],
         [StoredWindow(w.number, w.first_id, w.last_id, w.n_rows) for w in store["windows"]],
     )
     per_window = window_delays(store)

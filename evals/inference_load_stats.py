@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -94,7 +95,6 @@ class StoredRow:
 
     id: int
     row_id: str
-    window_number: int | None
 
 
 @dataclass(frozen=True)
@@ -114,37 +114,33 @@ def exactly_once(
 ) -> dict[str, Any]:
     """Every acknowledged row id is stored once and sits in exactly one window.
 
-    Checks: each acknowledged row id is stored (else ``lost``); no row id is stored twice
-    (``doubled``); every stored row has a window number (``unwindowed``: still open) naming a
-    window that exists (``orphaned``), whose id range holds it (``outside_range``); a window's
-    ``n_rows`` is the number of rows naming it (``count_mismatch``); window id ranges do not
-    overlap (``overlapping``). ``ok`` is all of them empty/zero. Examples (up to 5) name the
+    A window is an id range of the model's rows. Checks: each acknowledged row id is stored
+    (else ``lost``); no row id is stored twice (``doubled``); every stored row's id is inside
+    a window's range (``unwindowed``: still open, or in a gap between windows); a window's
+    ``n_rows`` is the number of stored rows its range holds (``count_mismatch``: a row
+    committed inside a closed range, or one missing); window id ranges do not overlap
+    (``overlapping``). ``ok`` is all of them empty/zero. Examples (up to 5) name the
     offenders."""
     stored = Counter(r.row_id for r in rows)
     acked = set(acknowledged)
     lost = sorted(acked - stored.keys())
     doubled = sorted(k for k, n in stored.items() if n > 1)
-    by_number = {w.number: w for w in windows}
-    unwindowed = [r.row_id for r in rows if r.window_number is None]
-    orphaned = [
-        r.row_id for r in rows if r.window_number is not None and r.window_number not in by_number
-    ]
-    outside = [
-        r.row_id
-        for r in rows
-        if r.window_number in by_number
-        and not by_number[r.window_number].first_id <= r.id <= by_number[r.window_number].last_id
-    ]
-    counts = Counter(r.window_number for r in rows if r.window_number is not None)
-    mismatch = [w.number for w in windows if counts.get(w.number, 0) != w.n_rows]
     ordered = sorted(windows, key=lambda w: w.first_id)
     overlapping = [b.number for a, b in itertools.pairwise(ordered) if b.first_id <= a.last_id]
+    firsts = [w.first_id for w in ordered]
+    counts: Counter[int] = Counter()
+    unwindowed = []
+    for r in rows:
+        at = bisect_right(firsts, r.id) - 1
+        if at >= 0 and r.id <= ordered[at].last_id:
+            counts[ordered[at].number] += 1
+        else:
+            unwindowed.append(r.row_id)
+    mismatch = [w.number for w in windows if counts.get(w.number, 0) != w.n_rows]
     problems: dict[str, list[Any]] = {
         "lost": lost,
         "doubled": doubled,
         "unwindowed": unwindowed,
-        "orphaned": orphaned,
-        "outside_range": outside,
         "count_mismatch": mismatch,
         "overlapping": overlapping,
     }

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
+from sqlalchemy import select
+
+from driftpilot.inference.log import windows_of
 from driftpilot.store.audit import now
-from driftpilot.store.models import ManagedModel
+from driftpilot.store.models import InferenceRow, ManagedModel
+
+if TYPE_CHECKING:
+    from driftpilot.store.engine import Database
 
 
 def model_without_champion(name: str = "m") -> ManagedModel:
@@ -22,3 +29,16 @@ def model_without_champion(name: str = "m") -> ManagedModel:
         metric="roc_auc",
         created_at=now(),
     )
+
+
+def window_of_rows(db: Database, model: str) -> dict[str, int | None]:
+    """{row id: the number of the window holding it (None: open)} of the model's logged rows,
+    in arrival order."""
+    with db.reading() as session:
+        found = session.execute(
+            select(InferenceRow.row_id, InferenceRow.id)
+            .where(InferenceRow.model == model)
+            .order_by(InferenceRow.id)
+        ).all()
+        numbers = windows_of(session, model, [int(i) for _, i in found])
+    return {row_id: n for (row_id, _), n in zip(found, numbers, strict=True)}

@@ -41,6 +41,7 @@ from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from driftpilot.core.errors import DriftPilotError, ModelBusy, NotFound
+from driftpilot.inference.log import lock_log, windows_of
 from driftpilot.inference.rows import (
     MAX_ERRORS,
     RowError,
@@ -207,22 +208,25 @@ def _store(
     """In the caller's transaction: the new labels set; (how many, the windows of the
     request's rows, how many of them are open). Raises before writing anything.
 
-    The rows are read locked (PostgreSQL: ``SELECT ... FOR UPDATE``, in row id order; SQLite's
-    write lock at BEGIN serialises every writer): a window closing over them either committed
-    first, and its number is read here (the window is touched: attached or marked), or waits
-    for this transaction, and its batch is built with the labels. The labelled time is taken
+    The model's log is locked shared (``log.lock_log``: a window's close waits; SQLite's
+    write lock at BEGIN serialises every writer) and the rows read locked (PostgreSQL:
+    ``SELECT ... FOR UPDATE``, in row id order, against another labels request): a window
+    closing over them either committed first, and its range is read here (the window is
+    touched: attached or marked), or waits for this transaction, and its batch is built with
+    the labels. The labelled time is taken
     after the locks, from the store's clock, so it is later than the ``closed_at`` of any
     window read here (``_late`` counts the label for a batch built before it committed)."""
     model = schema.model
-    stored: dict[str, tuple[str | None, int | None]] = {}
+    lock_log(session, model)
+    stored: dict[str, tuple[str | None, int]] = {}
     for chunk in _chunks(sorted(labels), CHUNK):
         found = session.execute(
-            select(InferenceRow.row_id, InferenceRow.label, InferenceRow.window_number)
+            select(InferenceRow.row_id, InferenceRow.label, InferenceRow.id)
             .where(InferenceRow.model == model, InferenceRow.row_id.in_(chunk))
             .order_by(InferenceRow.row_id)
             .with_for_update()
         ).all()
-        stored.update({r: (label, n) for r, label, n in found})
+        stored.update({r: (label, int(i)) for r, label, i in found})
     unknown = [r for r in labels if r not in stored]
     if unknown:
         order = {r: i for i, r in enumerate(labels)}
@@ -245,9 +249,9 @@ def _store(
             .values(label=bindparam("value"), labelled_at=at),
             [{"rid": r, "value": labels[r]} for r in new],
         )
-    windows = {n for _, n in stored.values() if n is not None}
-    open_rows = sum(1 for _, n in stored.values() if n is None)
-    return len(new), windows, open_rows
+    numbers = windows_of(session, model, [i for _, i in stored.values()])
+    windows = {n for n in numbers if n is not None}
+    return len(new), windows, numbers.count(None)
 
 
 def _same(schema: Schema, stored: str | None, value: str) -> bool:
@@ -315,7 +319,7 @@ def _late(cp: ControlPlane, window: InferenceWindow) -> int:
                 .select_from(InferenceRow)
                 .where(
                     InferenceRow.model == window.model,
-                    InferenceRow.window_number == window.number,
+                    InferenceRow.id.between(window.first_id, window.last_id),
                     InferenceRow.labelled_at > window.closed_at,
                 )
             )
@@ -366,11 +370,12 @@ def unattached() -> set[tuple[str, int]]:
 def window_labels(cp: ControlPlane, model: str, number: int) -> pl.DataFrame:
     """The labels the window's rows have: ``row_id`` and the target, one row each."""
     target = cp.store.get(ManagedModel, model).target
+    window = cp.store.get(InferenceWindow, (model, number))
     with cp.store.reading() as session:
         found = session.execute(
             select(InferenceRow.row_id, InferenceRow.label).where(
                 InferenceRow.model == model,
-                InferenceRow.window_number == number,
+                InferenceRow.id.between(window.first_id, window.last_id),
                 InferenceRow.label.is_not(None),
             )
         ).all()

@@ -10,22 +10,33 @@ the unique constraint, and its transaction is tried again (it then sees the winn
 
 The hot path is Core: one ``SELECT`` of the request's row ids already logged, one executemany
 ``INSERT``; no ORM object per row.
+
+Which rows are in a window: a model's windows are consecutive id ranges of its rows
+(``InferenceWindow.first_id``..``last_id``), and its rows after the newest window's last id
+are open (``horizon``). Closing a window writes the window, never its rows, so a close holds
+SQLite's write lock for a moment, not for an UPDATE of every row. That needs every row with
+an id inside a closed range to have been committed before the close: SQLite's single writer
+gives it (ids are handed out under the write lock); on PostgreSQL, where a sequence hands
+ids out before commit, writers of a model's rows take its log lock shared and a close takes
+it exclusive (``lock_log``), so no insert is in flight while a window closes.
 """
 
 from __future__ import annotations
 
+import zlib
+from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from driftpilot.core.errors import DataError, DriftPilotError, NotFound
 from driftpilot.inference.rows import Schema, ValidRow, named, schema_of, validate_rows
 from driftpilot.store.engine import Database, stamp
-from driftpilot.store.models import InferenceRow, ManagedModel
+from driftpilot.store.models import InferenceRow, InferenceWindow, ManagedModel
 
 WRITE_TRIES = 3  # a request whose row ids race several others' at once (retries overlapping)
 LOOKUP_CHUNK = 500  # row ids per IN (...) of the duplicate lookup (SQLite's bound variables)
@@ -121,8 +132,54 @@ def append_valid(db: Database, name: str, valid: list[ValidRow]) -> Appended:
     return _write(db, name, valid)
 
 
+def lock_log(session: Session, model: str, *, exclusive: bool = False) -> None:
+    """In the caller's transaction, until it ends: the model's log lock on PostgreSQL, taken
+    shared by whoever writes its rows (logging, labels) and exclusive by a window's close
+    (module docstring). SQLite's write lock, taken at BEGIN, serialises these already."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    key = zlib.crc32(f"driftpilot:inference:{model}".encode())
+    how = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+    session.execute(text(f"SELECT {how}(:key)"), {"key": key})
+
+
+def horizon(session: Session, model: str) -> tuple[int, int]:
+    """(number, last row id) of the model's newest window, (0, 0) without one: its rows
+    with larger ids are open."""
+    newest = session.execute(
+        select(InferenceWindow.number, InferenceWindow.last_id)
+        .where(InferenceWindow.model == model)
+        .order_by(InferenceWindow.number.desc())
+        .limit(1)
+    ).first()
+    return (int(newest[0]), int(newest[1])) if newest is not None else (0, 0)
+
+
+def windows_of(session: Session, model: str, ids: list[int]) -> list[int | None]:
+    """The number of the window holding each row id (None: open), in the order given."""
+    if not ids:
+        return []
+    ranges = session.execute(
+        select(InferenceWindow.first_id, InferenceWindow.last_id, InferenceWindow.number)
+        .where(
+            InferenceWindow.model == model,
+            InferenceWindow.last_id >= min(ids),
+            InferenceWindow.first_id <= max(ids),
+        )
+        .order_by(InferenceWindow.first_id)
+    ).all()
+    firsts = [int(first) for first, _, _ in ranges]
+    found: list[int | None] = []
+    for i in ids:
+        at = bisect_right(firsts, i) - 1
+        inside = at >= 0 and ranges[at][0] <= i <= ranges[at][1]
+        found.append(int(ranges[at][2]) if inside else None)
+    return found
+
+
 def _write(db: Database, name: str, valid: list[ValidRow]) -> Appended:
     with db.session() as session:
+        lock_log(session, name)
         logged = _logged_digests(session, name, [r.row_id for r in valid])
         clashes = [r.row_id for r in valid if logged.get(r.row_id, r.digest) != r.digest]
         if clashes:
@@ -142,7 +199,6 @@ def _values(name: str, row: ValidRow, received: str) -> dict[str, Any]:
         "payload": row.payload,
         "digest": row.digest,
         "received_at": received,
-        "window_number": None,
         "label": row.label,
         "labelled_at": received if row.label is not None else None,
     }

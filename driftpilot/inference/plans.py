@@ -66,12 +66,13 @@ class WindowsView(BaseModel):
 
 @dataclass(frozen=True)
 class Plan:
-    """What one closing takes: the open rows' ids (arrival order), why, and when the first
-    of them came."""
+    """What one closing takes: the open rows' ids (arrival order), why, when the first of
+    them came, and the number of the window it was planned after (0: the first)."""
 
     ids: list[int]
     reason: Reason
     opened_at: str
+    after: int = 0
 
 
 def window_run_id(model: str, number: int, closed_at: str) -> str:

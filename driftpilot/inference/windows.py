@@ -1,7 +1,7 @@
 """Windows of a model's inference log: closing them, and turning each into a control run.
 
 A model with a ``windowing`` (``{"rows": N, "minutes": M}``, either or both) has its open rows
-(``window_number`` null) cut into windows, oldest first:
+(after its newest window's last row id: ``log.horizon``) cut into windows, oldest first:
 
 - rows: the first N open rows, once N are open;
 - minutes: once the first open row was received M minutes ago (by the store's clock), the open
@@ -10,11 +10,14 @@ A model with a ``windowing`` (``{"rows": N, "minutes": M}``, either or both) has
 - both: whichever comes first; a window never holds more than ``settings.api.max_batch_rows``
   rows (the batch upload's limit).
 
-Closing is one write transaction (``close_due``): the window (number = the model's newest + 1)
-is inserted, its rows are marked with ``UPDATE ... WHERE window_number IS NULL`` whose row
-count must be the window's (another closer got there first: roll back, try again), and one
-tool call (agent ``inference``, tool ``window.close``) is appended to the hash-chained audit
-under the run the window will become. Every row is in exactly one window, set once.
+Closing is one short write transaction (``close_due``): the window (number = the model's
+newest + 1, rows = the id range of the planned open rows) is inserted, and one tool call
+(agent ``inference``, tool ``window.close``) is appended to the hash-chained audit under the
+run the window will become. The rows are not written: a window is an id range, and the next
+one starts after it, so every row is in exactly one window, for good (``log`` says why no
+row can commit inside a closed range). The plan is read without the write lock and checked
+under it: the model's newest window unchanged and the range's row count as planned, else
+another closer came first and the window is planned again there.
 
 Driving (``drive``): the window's rows become a batch (``driftpilot.inference.rows.
 frame_of_rows``, labels known by then included), submitted as a run with trigger ``window``,
@@ -33,7 +36,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +44,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 from sqlalchemy.orm import Session
 
-from driftpilot.core.errors import ConfigError, ModelBusy, NotFound
+from driftpilot.core.errors import ModelBusy, NotFound
+from driftpilot.inference.log import horizon, lock_log
 from driftpilot.inference.plans import (
     Plan,
     WindowSetting,
@@ -68,7 +72,6 @@ SET_TOOL = "window.set"
 DRIVE_TOOL = "window.drive"  # audited when a window first fails to become a run
 TRIGGER = "window"
 REQUESTER = "inference"  # who requests a window's run: the log, not a person
-_CLOSE_TRIES = 5
 CATCH_UP_WINDOWS = 5  # the newest windows whose late labels each tick attaches
 # A window that fails to become a run is tried again after this many seconds, doubled per
 # failure up to the most (a broken window is not a traceback every tick).
@@ -84,10 +87,6 @@ class Failure:
     attempts: int
     retry_at: datetime
     error: str
-
-
-class _Raced(Exception):
-    """Another closer marked some of the rows first: the transaction is rolled back."""
 
 
 class _NothingDue(Exception):
@@ -166,10 +165,11 @@ class Windows:
                 .order_by(InferenceWindow.number.desc())
                 .limit(limit)
             ).all()
+            _, last = horizon(session, model)
             open_rows = session.scalar(
                 select(func.count())
                 .select_from(InferenceRow)
-                .where(InferenceRow.model == model, InferenceRow.window_number.is_(None))
+                .where(InferenceRow.model == model, InferenceRow.id > last)
             )
         return WindowsView(
             model=model,
@@ -187,7 +187,6 @@ class Windows:
 
         Raises:
             NotFound: unknown model.
-            ConfigError: other closers took the rows first ``_CLOSE_TRIES`` times in a row.
         """
         row = self.store.get(ManagedModel, model)
         setting = setting_of(row)
@@ -205,31 +204,24 @@ class Windows:
         return closed
 
     def _close_one(self, model: str, setting: WindowSetting, *, flush: bool) -> WindowView | None:
-        for _ in range(_CLOSE_TRIES):
-            moment = self._clock()
-            # Planned without the write lock (most ticks close nothing, and reading a large
-            # window's rows under it held every logging request back); the marking's row
-            # count proves the plan still holds when written.
-            planned = self._due(model, setting, moment, flush=flush)
-            if planned is None:
-                return None
-            try:
-                view = self._close_audited(model, setting, planned, moment, flush=flush)
-            except _NothingDue:
-                return None
-            except _Raced:
-                continue
-            log.info(
-                "%s: window %d closed (%s, %d rows)", model, view.number, view.reason, view.n_rows
-            )
-            return view
-        raise ConfigError(f"could not close a window of {model!r}: {_CLOSE_TRIES} races in a row")
+        moment = self._clock()
+        # Planned without the write lock (most ticks close nothing, and reading a large
+        # window's rows under it held every logging request back); checked under it.
+        planned = self._due(model, setting, moment, flush=flush)
+        if planned is None:
+            return None
+        try:
+            view = self._close_audited(model, setting, planned, moment, flush=flush)
+        except _NothingDue:
+            return None
+        log.info("%s: window %d closed (%s, %d rows)", model, view.number, view.reason, view.n_rows)
+        return view
 
     def _close_audited(
         self, model: str, setting: WindowSetting, planned: Plan, moment: datetime, *, flush: bool
     ) -> WindowView:
-        """One transaction: the window, its rows marked, and its tool call in the audit chain
-        (``_NothingDue``/``_Raced``: rolled back, nothing written)."""
+        """One transaction: the window and its tool call in the audit chain (``_NothingDue``:
+        rolled back, nothing written)."""
         started = time.perf_counter()
         closed: list[WindowView] = []
         call = ToolCall(run_id="", agent=AGENT, tool=CLOSE_TOOL, args="{}", result="{}")
@@ -246,13 +238,12 @@ class Windows:
         self.store._append(call, check=close)
         return closed[0]
 
-    def _open_in(self, session: Session, model: str, planned: Plan) -> int:
-        """How many open rows the plan's id range holds now."""
+    def _in_range(self, session: Session, model: str, planned: Plan) -> int:
+        """How many rows the plan's id range holds now."""
         return int(
             session.scalar(
                 select(func.count()).where(
                     InferenceRow.model == model,
-                    InferenceRow.window_number.is_(None),
                     InferenceRow.id >= planned.ids[0],
                     InferenceRow.id <= planned.ids[-1],
                 )
@@ -260,10 +251,12 @@ class Windows:
             or 0
         )
 
-    def _open_rows(self, session: Session, model: str, limit: int) -> list[tuple[int, str]]:
+    def _open_rows(
+        self, session: Session, model: str, after: int, limit: int
+    ) -> list[tuple[int, str]]:
         rows = session.execute(
             select(InferenceRow.id, InferenceRow.received_at)
-            .where(InferenceRow.model == model, InferenceRow.window_number.is_(None))
+            .where(InferenceRow.model == model, InferenceRow.id > after)
             .order_by(InferenceRow.id)
             .limit(limit)
         ).all()
@@ -279,8 +272,10 @@ class Windows:
         self, session: Session, model: str, setting: WindowSetting, moment: datetime, *, flush: bool
     ) -> Plan | None:
         """``plan`` over the open rows, read only as far as needed: a tick that closes
-        nothing reads the first open row and counts up to the window's size."""
-        first = self._open_rows(session, model, 1)
+        nothing reads the first open row and counts up to the window's size. The plan's
+        ``after`` is the newest window it was planned after."""
+        newest, after = horizon(session, model)
+        first = self._open_rows(session, model, after, 1)
         if not first:
             return None
         limit = min(setting.rows or self.cap, self.cap)
@@ -289,13 +284,15 @@ class Windows:
                 return None
             head = (
                 select(InferenceRow.id)
-                .where(InferenceRow.model == model, InferenceRow.window_number.is_(None))
+                .where(InferenceRow.model == model, InferenceRow.id > after)
                 .limit(limit)
                 .subquery()
             )
             if int(session.scalar(select(func.count()).select_from(head)) or 0) < limit:
                 return None
-        return plan(self._open_rows(session, model, limit), setting, moment, self.cap, flush=flush)
+        rows = self._open_rows(session, model, after, limit)
+        planned = plan(rows, setting, moment, self.cap, flush=flush)
+        return replace(planned, after=newest) if planned is not None else None
 
     def _close_in(
         self,
@@ -307,18 +304,18 @@ class Windows:
         *,
         flush: bool,
     ) -> InferenceWindow:
-        """Under the audit chain's write lock: insert the window, mark its planned rows. The
-        plan read without the lock stands if its id range still holds exactly its open rows
-        (one indexed count); else another closer came first, and it is planned again here."""
-        if self._open_in(session, model, planned) != len(planned.ids):
+        """Under the audit chain's write lock and the model's log lock: insert the window.
+        The plan read without the locks stands if the model's newest window is the one it
+        was planned after and its id range holds exactly its rows (one indexed count; on
+        PostgreSQL a row may have committed inside it since); else it is planned again here."""
+        lock_log(session, model, exclusive=True)
+        newest, _ = horizon(session, model)
+        if newest != planned.after or self._in_range(session, model, planned) != len(planned.ids):
             replanned = self._plan_in(session, model, setting, moment, flush=flush)
             if replanned is None:
                 raise _NothingDue
-            planned = replanned
-        newest = session.scalar(
-            select(func.max(InferenceWindow.number)).where(InferenceWindow.model == model)
-        )
-        number = int(newest or 0) + 1
+            planned, newest = replanned, replanned.after
+        number = newest + 1
         closed_at = stamp(moment)
         window = InferenceWindow(
             model=model,
@@ -333,23 +330,6 @@ class Windows:
             run_id=None,
         )
         session.add(window)
-        # The plan is a prefix of the open rows in id order, so the id range holds exactly
-        # its rows, unless another closer marked some since the plan was read, or a row
-        # committed meanwhile inside it (PostgreSQL hands ids out before commit): then the
-        # count differs, nothing is written, and the closing is planned again.
-        marked = session.execute(
-            update(InferenceRow)
-            .where(
-                InferenceRow.model == model,
-                InferenceRow.id >= planned.ids[0],
-                InferenceRow.id <= planned.ids[-1],
-                InferenceRow.window_number.is_(None),
-            )
-            .values(window_number=number)
-            .execution_options(synchronize_session=False)
-        )
-        if marked.rowcount != len(planned.ids):  # type: ignore[attr-defined]
-            raise _Raced
         return window
 
     # -- driving --------------------------------------------------------------------------------
@@ -398,7 +378,7 @@ class Windows:
                 select(InferenceRow.payload, InferenceRow.label)
                 .where(
                     InferenceRow.model == window.model,
-                    InferenceRow.window_number == window.number,
+                    InferenceRow.id.between(window.first_id, window.last_id),
                 )
                 .order_by(InferenceRow.id)
             ).all()

@@ -308,14 +308,13 @@ class InferenceRow(Base):
     """One prediction a model served, logged by its service (``driftpilot.inference``): its
     row id, event time, features, prediction and probabilities (``payload``, JSON), and the
     label when it comes. ``id`` is the arrival order. Idempotent by (model, row id): a retried
-    row with the same ``digest`` writes nothing, one with another digest is refused. ``window``
-    is the number of the window the row closed into (null until then): a row is in exactly one
-    window, set once."""
+    row with the same ``digest`` writes nothing, one with another digest is refused. A row is
+    in the window whose id range holds its ``id`` (``InferenceWindow``), open until then."""
 
     __tablename__ = "inference_rows"
     __table_args__ = (
         UniqueConstraint("model", "row_id", name="uq_inference_rows_model_row"),
-        Index("ix_inference_rows_open", "model", "window_number", "id"),
+        Index("ix_inference_rows_model_id", "model", "id"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     model: Mapped[str] = mapped_column(String(200))
@@ -324,14 +323,15 @@ class InferenceRow(Base):
     payload: Mapped[str] = mapped_column(Text, doc="JSON object: the row as logged")
     digest: Mapped[str] = mapped_column(String(64), doc="SHA-256 of the canonical payload")
     received_at: Mapped[str] = mapped_column(String(40))
-    window_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
     label: Mapped[str | None] = mapped_column(Text, nullable=True, doc="JSON value, set once")
     labelled_at: Mapped[str | None] = mapped_column(String(40), nullable=True)
 
 
 class InferenceWindow(Base):
-    """A closed window of a model's inference log: the rows whose ``window_number`` is ``number``,
-    the batch they became and the run (trigger ``window``) that batch was given."""
+    """A closed window of a model's inference log: its rows are the model's rows with ids from
+    ``first_id`` to ``last_id`` (a model's windows follow each other in id order, and rows
+    after its newest window's ``last_id`` are open), the batch they became and the run
+    (trigger ``window``) that batch was given."""
 
     __tablename__ = "inference_windows"
     model: Mapped[str] = mapped_column(String(200), primary_key=True)

@@ -25,6 +25,7 @@ from driftpilot.store.engine import now
 from driftpilot.store.models import InferenceRow, ManagedModel
 from tests.conftest import db_env
 from tests.integration.test_api_http import LIMITS, Server, assert_problem
+from tests.rows import window_of_rows
 
 pytestmark = pytest.mark.integration
 
@@ -121,7 +122,7 @@ def test_json_and_ndjson_rows_are_logged_once(server: Server, store: AuditStore)
     assert {f"r{i}" for i in range(100, 112)} <= set(logged)
     payload = json.loads(logged["r105"].payload)
     assert payload["t"] == "2026-03-01T10:00:00.000000+00:00" and payload["prediction"] == 1
-    assert logged["r105"].window_number is None
+    assert window_of_rows(store, "m")["r105"] is None
 
 
 def test_a_bad_row_is_a_422_naming_it_and_writes_nothing(server: Server, store: AuditStore) -> None:

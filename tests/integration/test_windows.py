@@ -43,7 +43,7 @@ from tests.integration.test_api_http import (
     assert_problem,
     wait_run,
 )
-from tests.rows import model_without_champion
+from tests.rows import model_without_champion, window_of_rows
 from tools import registry
 from tools.datasets import FLIGHTS
 
@@ -155,14 +155,7 @@ def test_labels_posted_later_re_score_the_windows_champion(
 ) -> None:
     windows = Windows(plane).windows("flights").windows
     first = next(w for w in windows if w.number == 1)
-    with plane.store.reading() as session:
-        ids = list(
-            session.scalars(
-                select(InferenceRow.row_id)
-                .where(InferenceRow.model == "flights", InferenceRow.window_number == 1)
-                .order_by(InferenceRow.id)
-            )
-        )
+    ids = [r for r, n in window_of_rows(plane.store, "flights").items() if n == 1]
     truth = {r["row_id"]: r[TARGET] for r in feb.select("row_id", TARGET).to_dicts()}
     labels = [{"row_id": r, TARGET: truth[r]} for r in ids]
     url = "/models/flights/inferences/labels"
@@ -214,17 +207,13 @@ def test_labels_stored_but_not_attached_before_a_kill_9_are_attached_after_resta
     assert second.run_id is not None
     truth = dict(feb.select("row_id", TARGET).iter_rows())
     table = cast(Table, InferenceRow.__table__)
+    in_second = [r for r, n in window_of_rows(plane.store, "flights").items() if n == 2]
     with plane.store.session() as session:  # as _store left them: labelled, not attached
         session.execute(
             update(table)
             .where(table.c.model == "flights", table.c.row_id == bindparam("rid"))
             .values(label=bindparam("value"), labelled_at=now()),
-            [
-                {"rid": r, "value": json.dumps(truth[r])}
-                for r in session.scalars(
-                    select(InferenceRow.row_id).where(InferenceRow.window_number == 2)
-                )
-            ],
+            [{"rid": r, "value": json.dumps(truth[r])} for r in in_second],
         )
     server.restart()
     deadline = time.monotonic() + 60
@@ -256,7 +245,7 @@ def die():
 if where == "in-transaction":
     close_in = w.Windows._close_in
     def killed(self, *args, **kwargs):
-        close_in(self, *args, **kwargs)  # the window inserted, its rows marked, not committed
+        close_in(self, *args, **kwargs)  # the window inserted, not committed
         die()
     w.Windows._close_in = killed
 elif where == "before-run":
@@ -286,10 +275,9 @@ def kill_inside(home: Path, where: str) -> None:
 
 def placement(cp: ControlPlane) -> tuple[dict[int | None, int], list[InferenceWindow]]:
     with cp.store.reading() as session:
-        numbers = list(session.scalars(select(InferenceRow.window_number)))
         windows = list(session.scalars(select(InferenceWindow).order_by(InferenceWindow.number)))
     counts: dict[int | None, int] = {}
-    for n in numbers:
+    for n in window_of_rows(cp.store, "m").values():
         counts[n] = counts.get(n, 0) + 1
     return counts, windows
 
@@ -383,13 +371,9 @@ def test_a_kill_9_of_the_api_while_rows_are_logged_loses_no_acknowledged_row(
     assert before < len(rows)  # the kill came while rows were still being logged
 
     def stored() -> dict[str, int | None]:
-        with plane.store.reading() as session:
-            found = session.execute(
-                select(InferenceRow.row_id, InferenceRow.window_number).where(
-                    InferenceRow.model == "flights", InferenceRow.row_id.like("kf%")
-                )
-            ).all()
-        return dict(found)
+        return {
+            r: n for r, n in window_of_rows(plane.store, "flights").items() if r.startswith("kf")
+        }
 
     assert set(acknowledged) <= set(stored())  # no acknowledged row lost
     with server.client("olga") as client:  # the services send everything again

@@ -63,7 +63,7 @@ def test_memory_slope_is_flat_or_growing() -> None:
 
 
 def rows_and_windows() -> tuple[list[StoredRow], list[StoredWindow]]:
-    rows = [StoredRow(i, f"r{i}", 1 if i <= 3 else 2) for i in range(1, 7)]
+    rows = [StoredRow(i, f"r{i}") for i in range(1, 7)]
     return rows, [StoredWindow(1, 1, 3, 3), StoredWindow(2, 4, 6, 3)]
 
 
@@ -77,13 +77,17 @@ def test_exactly_once_finds_lost_doubled_and_misplaced_rows() -> None:
     rows, windows = rows_and_windows()
     lost = exactly_once(["r1", "r9"], rows, windows)
     assert not lost["ok"] and lost["lost"] == 1 and lost["lost_examples"] == ["r9"]
-    doubled = exactly_once(["r1"], [*rows, StoredRow(7, "r2", 2)], windows)
+    doubled = exactly_once(["r1"], [*rows, StoredRow(7, "r2")], windows)
     assert doubled["doubled_examples"] == ["r2"]
-    assert doubled["outside_range"] == 1 and doubled["count_mismatch"] == 1  # id 7 > last_id 6
-    still_open = exactly_once(["r1"], [*rows, StoredRow(7, "r7", None)], windows)
+    assert doubled["unwindowed"] == 1  # id 7 > last_id 6: open
+    still_open = exactly_once(["r1"], [*rows, StoredRow(7, "r7")], windows)
     assert still_open["unwindowed_examples"] == ["r7"] and not still_open["ok"]
-    orphan = exactly_once(["r1"], [*rows[:5], StoredRow(6, "r6", 3)], windows)
-    assert orphan["orphaned"] == 1 and orphan["count_mismatch"] == 1
+    late = exactly_once(["r1"], [*rows, StoredRow(5, "r5b")], windows)  # inside window 2
+    assert late["count_mismatch_examples"] == [2] and not late["ok"]
+    missing = exactly_once(["r1"], rows[:5], windows)
+    assert missing["count_mismatch_examples"] == [2]
+    gap = exactly_once(["r1"], rows, [StoredWindow(1, 1, 2, 2), StoredWindow(2, 4, 6, 3)])
+    assert gap["unwindowed_examples"] == ["r3"]
     overlap = exactly_once(["r1"], rows, [StoredWindow(1, 1, 4, 3), StoredWindow(2, 4, 6, 3)])
     assert overlap["overlapping_examples"] == [2]
 

@@ -1,7 +1,8 @@
-"""Labels racing a window's closing, on a real PostgreSQL (where a label request and a closer
-run at once; SQLite's write lock at BEGIN serialises them): a window that commits while a
-labels request stores labels of its rows is touched by the request (marked for the
-windower), never taken for open rows whose labels it would get when it closed."""
+"""Writers of a model's log racing a window's closing, on a real PostgreSQL (where they run at
+once; SQLite's write lock at BEGIN serialises them): a window that commits while a labels
+request stores labels of its rows is touched by the request (marked for the windower), never
+taken for open rows whose labels it would get when it closed; a row whose insert is in
+flight while a window closes is never left inside the closed window's id range."""
 
 from __future__ import annotations
 
@@ -12,16 +13,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
 
 from driftpilot.core import settings as settings_module
 from driftpilot.inference.labels import LabelsPosted, post_labels, unattached
+from driftpilot.inference.log import lock_log
+from driftpilot.inference.windows import Windows
 from driftpilot.runs.plane import ControlPlane
 from driftpilot.store.engine import now
 from driftpilot.store.models import InferenceRow, InferenceWindow
 from tests.conftest import use_fresh_databases
 from tests.pg import PostgresServer
-from tests.rows import model_without_champion
+from tests.rows import model_without_champion, window_of_rows
 
 
 @pytest.fixture
@@ -42,20 +44,19 @@ def pg_plane(
 
 
 def log_rows(cp: ControlPlane, count: int) -> None:
-    rows = []
-    for i in range(count):
-        payload = json.dumps({"row_id": f"r{i}", "t": "2026-03-01T11:00:00+00:00", "x": 1.0})
-        rows.append(
-            InferenceRow(
-                model="m",
-                row_id=f"r{i}",
-                event_time="2026-03-01T11:00:00+00:00",
-                payload=payload,
-                digest=hashlib.sha256(payload.encode()).hexdigest(),
-                received_at=now(),
-            )
-        )
-    cp.store.add_all(rows)
+    cp.store.add_all([inference_row(f"r{i}") for i in range(count)])
+
+
+def inference_row(row_id: str) -> InferenceRow:
+    payload = json.dumps({"row_id": row_id, "t": "2026-03-01T11:00:00+00:00", "x": 1.0})
+    return InferenceRow(
+        model="m",
+        row_id=row_id,
+        event_time="2026-03-01T11:00:00+00:00",
+        payload=payload,
+        digest=hashlib.sha256(payload.encode()).hexdigest(),
+        received_at=now(),
+    )
 
 
 def test_a_window_committing_while_labels_are_stored_is_touched_by_the_request(
@@ -70,13 +71,13 @@ def test_a_window_committing_while_labels_are_stored_is_touched_by_the_request(
         """What closing writes, held open until the labels request is under way."""
         at = now()
         with pg_plane.store.session() as session:
+            lock_log(session, "m", exclusive=True)
             session.add(
                 InferenceWindow(
                     model="m", number=1, n_rows=10, first_id=1, last_id=10, reason="rows",
                     opened_at=at, closed_at=at, batch_id="window-1", run_id=None,
                 )
             )  # fmt: skip
-            session.execute(update(InferenceRow).values(window_number=1))
             session.flush()
             marked.set()
             go.wait(10)
@@ -89,7 +90,7 @@ def test_a_window_committing_while_labels_are_stored_is_touched_by_the_request(
     assert marked.wait(10)
     labeller = threading.Thread(target=label)
     labeller.start()
-    threading.Event().wait(0.5)  # the request waits for the closer's row locks
+    threading.Event().wait(0.5)  # the request waits for the closer's log lock
     go.set()
     closer.join(10)
     labeller.join(10)
@@ -97,3 +98,44 @@ def test_a_window_committing_while_labels_are_stored_is_touched_by_the_request(
     assert answer.open_rows == 0
     assert [(w.number, w.outcome) for w in answer.windows] == [(1, "waiting")]
     assert unattached() == {("m", 1)}  # the windower attaches it once the run has ended
+
+
+def test_a_row_in_flight_while_a_window_closes_is_never_inside_the_closed_range(
+    pg_plane: ControlPlane,
+) -> None:
+    """PostgreSQL hands a row its id before commit: a close that did not wait for the insert
+    would take a range holding the row's id without the row, which then commits inside it
+    (in no batch, and the window's count wrong)."""
+    log_rows(pg_plane, 5)
+    inserted, go = threading.Event(), threading.Event()
+
+    def in_flight() -> None:
+        with pg_plane.store.session() as session:
+            lock_log(session, "m")
+            session.add(inference_row("late"))
+            session.flush()  # its id is taken now
+            inserted.set()
+            go.wait(10)
+
+    writer = threading.Thread(target=in_flight)
+    writer.start()
+    assert inserted.wait(10)
+    with pg_plane.store.session() as session:  # a later id, committed first
+        lock_log(session, "m")
+        session.add(inference_row("after"))
+    closed: list[object] = []
+    closer = threading.Thread(
+        target=lambda: closed.extend(Windows(pg_plane).close_due("m", flush=True))
+    )
+    closer.start()
+    closer.join(0.5)
+    try:
+        assert closer.is_alive()  # waits for the insert in flight
+    finally:
+        go.set()
+        writer.join(10)
+        closer.join(10)
+    [window] = Windows(pg_plane).windows("m").windows
+    held = window_of_rows(pg_plane.store, "m")
+    assert held["late"] == 1 and held["after"] == 1
+    assert window.n_rows == 7 == sum(1 for n in held.values() if n == 1)

@@ -18,6 +18,7 @@ from sqlalchemy import select, update
 
 from driftpilot.core.errors import NotFound
 from driftpilot.core.settings import Settings
+from driftpilot.inference.log import windows_of
 from driftpilot.inference.plans import WindowSetting, plan, window_run_id
 from driftpilot.inference.windower import Windower
 from driftpilot.inference.windows import AGENT, CLOSE_TOOL, Windows
@@ -85,11 +86,10 @@ def set_window(cp: ControlPlane, **setting: Any) -> None:
 
 def rows_by_window(cp: ControlPlane) -> dict[int | None, list[int]]:
     with cp.store.reading() as session:
-        found = session.execute(
-            select(InferenceRow.window_number, InferenceRow.id).order_by(InferenceRow.id)
-        ).all()
+        ids = [int(i) for i in session.scalars(select(InferenceRow.id).order_by(InferenceRow.id))]
+        numbers = windows_of(session, "m", ids)
     out: dict[int | None, list[int]] = {}
-    for number, row_id in found:
+    for number, row_id in zip(numbers, ids, strict=True):
         out.setdefault(number, []).append(row_id)
     return out
 

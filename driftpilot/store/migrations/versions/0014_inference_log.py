@@ -4,10 +4,10 @@ Revision ID: 0014
 Revises: 0013
 
 ``inference_rows`` holds each logged prediction once per (model, row id); ``id`` is the
-arrival order, ``window_number`` the window a row closed into (null while open), ``label``
-the label that came later. ``(model, window_number, id)`` answers "the open rows of a model,
-oldest first" with one range scan. ``inference_windows`` holds each closed window and its
-run. ``models.windowing`` says when a model's log closes a window (``{"rows": N, "minutes":
+arrival order, ``label`` the label that came later. ``inference_windows`` holds each closed
+window (an id range of its model's rows) and its run. ``(model, id)`` answers both "the open
+rows of a model, oldest first" (after its newest window's last id) and "a window's rows" with
+one range scan: closing a window writes one row, never its rows. ``models.windowing`` says when a model's log closes a window (``{"rows": N, "minutes":
 M}``, JSON).
 """
 
@@ -34,15 +34,12 @@ def upgrade() -> None:
         sa.Column("payload", sa.Text(), nullable=False),
         sa.Column("digest", sa.String(length=64), nullable=False),
         sa.Column("received_at", sa.String(length=40), nullable=False),
-        sa.Column("window_number", sa.Integer(), nullable=True),
         sa.Column("label", sa.Text(), nullable=True),
         sa.Column("labelled_at", sa.String(length=40), nullable=True),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("model", "row_id", name="uq_inference_rows_model_row"),
     )
-    op.create_index(
-        "ix_inference_rows_open", "inference_rows", ["model", "window_number", "id"], unique=False
-    )
+    op.create_index("ix_inference_rows_model_id", "inference_rows", ["model", "id"], unique=False)
     op.create_table(
         "inference_windows",
         sa.Column("model", sa.String(length=200), nullable=False),
@@ -61,7 +58,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("inference_windows")
-    op.drop_index("ix_inference_rows_open", table_name="inference_rows")
+    op.drop_index("ix_inference_rows_model_id", table_name="inference_rows")
     op.drop_table("inference_rows")
     with op.batch_alter_table("models") as batch:
         batch.drop_column("windowing")
