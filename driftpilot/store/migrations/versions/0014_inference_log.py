@@ -7,8 +7,8 @@ Revises: 0013
 arrival order, ``label`` the label that came later. ``inference_windows`` holds each closed
 window (an id range of its model's rows) and its run. ``(model, id)`` answers both "the open
 rows of a model, oldest first" (after its newest window's last id) and "a window's rows" with
-one range scan: closing a window writes one row, never its rows. ``models.windowing`` says when a model's log closes a window (``{"rows": N, "minutes":
-M}``, JSON).
+one range scan: closing a window writes one row, never its rows. ``models.windowing`` says
+when a model's log closes a window (``{"rows": N, "minutes": M}``, JSON).
 """
 
 from __future__ import annotations
