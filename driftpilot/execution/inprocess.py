@@ -432,8 +432,7 @@ class RunExecutor:
 
     def _recover(self, *, warm_up: bool = True) -> None:
         try:
-            # Here even with run children: it reads, and rarely resumes a dead run's graph.
-            done = self.plane.recover()
+            done = self._recovered()
         except Exception as exc:
             if self._stop.is_set():  # the children were shut down under it
                 log.info("recovery at start-up interrupted by the shutdown: %s", exc)
@@ -477,6 +476,14 @@ class RunExecutor:
                 return
             self._warm = threading.Thread(target=self._warm_up, name="dp-warm", daemon=True)
             self._warm.start()
+
+    def _recovered(self) -> list[Recovery]:
+        """``plane.recover()``; with run children, in one of them when it has anything to
+        do (a resumed graph imports a run's libraries: they stay out of this process, which
+        answers requests). Nothing to do spawns no child."""
+        if self.children is not None and self.plane.recovery_due():
+            return self.children.recover()
+        return self.plane.recover()
 
     def _warm_up(self) -> None:
         started = time.perf_counter()

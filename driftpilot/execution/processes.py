@@ -43,7 +43,7 @@ from multiprocessing import util
 from typing import TYPE_CHECKING, Any
 
 from driftpilot.execution.dispatch import What, attempt_of
-from driftpilot.runs.views import PlaneEvent
+from driftpilot.runs.views import PlaneEvent, Recovery
 
 if TYPE_CHECKING:
     from driftpilot.core.settings import Settings
@@ -169,6 +169,10 @@ def _report(run_id: str) -> Answer:
     return _answer(_plane().run_report, run_id)
 
 
+def _recover() -> Answer:
+    return _answer(_plane().recover)
+
+
 def _ready() -> Answer:
     return _answer(os.getpid)
 
@@ -238,6 +242,13 @@ class RunChildren:
         """
         view: ReportView = self._call(_report, run_id)
         return view
+
+    def recover(self) -> list[Recovery]:
+        """``ControlPlane.recover`` in a child: a resumed run's graph, its libraries and their
+        memory stay out of this process (an API that recovered a cut-off run in its own
+        process grew from 123 to 447 MB and answered slower for the rest of its life)."""
+        done: list[Recovery] = self._call(_recover)
+        return done
 
     def ready(self) -> int:
         """Wait until a child is up (spawning it if none is); its process id."""

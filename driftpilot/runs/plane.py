@@ -335,6 +335,10 @@ class ControlPlane:
         """Finish what crashed processes left (see runs.recovery)."""
         return self.recoveries.recover()
 
+    def recovery_due(self) -> bool:
+        """Whether ``recover`` has anything to do (reads only)."""
+        return self.recoveries.due()
+
     # -- read models (runs.reads) -----------------------------------------------------------------
 
     def get_run(self, run_id: str) -> RunView:

@@ -46,11 +46,24 @@ class Recoveries:
         for m in leases.dead_intents(self.store):
             if m.action == "rollback" and m.run_id not in runs:
                 done.append(self._recover_rollback(m))
-        for run in self.store.list_rows(Run, Run.status == "waiting_approval", order=Run.id):
-            if len(self.store.approval_rows(run.id)) > 1:
-                done.append(self._guarded(run, self._apply_recorded))
+        done += [self._guarded(run, self._apply_recorded) for run in self._recorded_decisions()]
         done += [self._close_intent(m, run) for m, run in self._intents_of_ended_runs()]
         return done
+
+    def due(self) -> bool:
+        """Whether ``recover`` has anything to do (a few reads): what it does resumes a run's
+        graph or asks MLflow, work a caller may hand to a run child (``RunExecutor``)."""
+        return bool(
+            leases.orphans(self.store)
+            or leases.dead_intents(self.store)
+            or self._recorded_decisions()
+            or self._intents_of_ended_runs()
+        )
+
+    def _recorded_decisions(self) -> list[Run]:
+        """Runs waiting for approval whose decision was recorded but never applied."""
+        waiting = self.store.list_rows(Run, Run.status == "waiting_approval", order=Run.id)
+        return [run for run in waiting if len(self.store.approval_rows(run.id)) > 1]
 
     def _intents_of_ended_runs(self) -> list[tuple[Mutation, Run]]:
         """Open registry intents of runs that ended (failed, cancelled, completed): their

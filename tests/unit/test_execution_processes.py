@@ -124,6 +124,40 @@ def test_a_run_executes_in_a_child_and_its_events_reach_the_parent(plane: Contro
     assert [e.run_id for e in failed] == [view.run_id]
 
 
+def test_a_cut_off_run_is_recovered_in_a_child_and_nothing_due_spawns_none(
+    plane: ControlPlane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resumed graph imports a run's libraries: recovery hands it to a child, so the API
+    process stays small; a start with nothing to recover spawns no child."""
+    idle = RunExecutor(plane, workers=1, processes=1)
+    try:
+        idle.start()
+        idle.wait_started(60)
+        assert idle.recovered == [] and idle.recovery_error is None
+        assert idle.children is not None and idle.children._pool is None
+    finally:
+        idle.shutdown()
+    frame = pl.DataFrame({"t": [1, 2, 3], "x": [0.1, 0.2, 0.3], "y": [0, 1, 0]})
+    view = plane.submit_run("m", frame, "b1")
+    plane.store.update_run(view.run_id, status="running")  # its process died, no lease left
+
+    def in_this_process() -> None:
+        raise AssertionError("recovered in the API's own process")
+
+    monkeypatch.setattr(plane, "recover", in_this_process)
+    executor = RunExecutor(plane, workers=1, processes=1)
+    try:
+        executor.start()
+        executor.wait_started(240)
+        assert executor.recovery_error is None
+        [done] = executor.recovered or []
+        assert (done.run_id, done.did) == (view.run_id, "restarted from its input")
+        assert done.status == "failed"  # no champion: ingestion fails, in the child
+    finally:
+        executor.shutdown()
+    assert plane.get_run(view.run_id).status == "failed"
+
+
 ORPHAN = textwrap.dedent(
     """
     import os, signal, sys
