@@ -10,7 +10,6 @@ model, 413 too many rows or too large a body, 415 another content type, 422 a ba
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Path, Request, UploadFile
@@ -18,6 +17,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from api import batches
+from api.bodies import conflict, json_rows, kind_of, ndjson_rows, refused
 from api.deps import Conf, Operator, Plane
 from api.problems import Problem
 from driftpilot.inference.log import (
@@ -27,13 +27,11 @@ from driftpilot.inference.log import (
     append_to,
     model_schema,
 )
-from driftpilot.inference.rows import MAX_ERRORS, RowError, RowsRefused, Schema, rows_of_table
+from driftpilot.inference.rows import RowsRefused, Schema, rows_of_table
 from driftpilot.runs.plane import ControlPlane
 
 router = APIRouter(prefix="/models", tags=["inferences"])
 Name = Annotated[str, Path(max_length=200, description="The managed model.")]
-JSON_TYPES = ("application/json",)
-NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
     404: {"description": "Unknown model"},
     409: {"description": "A row id logged already with other content (named)"},
@@ -100,7 +98,7 @@ async def log_inferences(name: Name, request: Request, cp: Plane, _: Operator) -
     optionally ``probabilities`` and the target (a label known already). All or nothing;
     answered once the rows are durable. A row logged already with the same content counts as
     a duplicate, so a request may be retried safely."""
-    kind = _kind(request.headers.get("content-type", ""))
+    kind = kind_of(request.headers.get("content-type", ""))
     body = await request.body()
     # Off the loop: the lookup, the validation and the write transaction block.
     done = await run_in_threadpool(_log_body, cp, name, kind, body)
@@ -140,28 +138,9 @@ def poke_windower(request: Request, done: Logged | None = None) -> None:
         windower.poke()
 
 
-def _kind(content_type: str) -> str:
-    """``json`` or ``ndjson`` by the request's media type.
-
-    Raises:
-        Problem: 415 for any other.
-    """
-    media = content_type.split(";", 1)[0].strip().lower()
-    if media in JSON_TYPES or media.endswith("+json"):
-        return "json"
-    if media in NDJSON_TYPES:
-        return "ndjson"
-    raise Problem(
-        415,
-        f"unsupported content type {media or '(none)'!r}: send application/json (a list of rows "
-        "or {'rows': [...]}) or application/x-ndjson (one row per line), or upload a file to "
-        ".../inferences/upload",
-    )
-
-
 def _log_body(cp: ControlPlane, name: str, kind: str, body: bytes) -> Logged:
     schema = model_schema(cp.store, name)  # 404 before the body is parsed
-    rows = _json_rows(body) if kind == "json" else _ndjson_rows(body)
+    rows = json_rows(body) if kind == "json" else ndjson_rows(body)
     return _appended(cp, schema, rows, cp.settings.inference.max_request_rows)
 
 
@@ -170,68 +149,10 @@ def _appended(cp: ControlPlane, schema: Schema, rows: list[Any], max_rows: int) 
     try:
         return Logged.of(append_to(cp.store, schema, rows, max_rows=max_rows))
     except RowsRefused as exc:
-        raise _refused(str(exc), exc.errors, exc.count) from exc
+        raise refused(str(exc), exc.errors, exc.count) from exc
     except TooManyRows as exc:
         raise Problem(413, str(exc), limit=exc.limit, rows=exc.n) from exc
     except RowConflict as exc:
         raise conflict(
             exc, exc.row_ids, "row-conflict", "Row id logged with other content"
         ) from exc
-
-
-def _refused(detail: str, errors: list[RowError], count: int) -> Problem:
-    return Problem(
-        422,
-        detail,
-        slug="invalid-rows",
-        title="Invalid rows",
-        errors=[e.as_dict() for e in errors],
-        count=count,
-    )
-
-
-def _json_rows(body: bytes) -> list[Any]:
-    """A JSON body's rows: a list, or an object with ``rows``.
-
-    Raises:
-        Problem: 422 for a body that is not JSON or not one of the two.
-    """
-    try:
-        value = json.loads(body)
-    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep to parse
-        raise Problem(422, f"the body is not JSON: {exc}") from exc
-    if isinstance(value, dict) and set(value) == {"rows"}:
-        value = value["rows"]
-    if not isinstance(value, list):
-        raise Problem(422, 'the body must be a JSON list of rows, or {"rows": [...]}')
-    return value
-
-
-def _ndjson_rows(body: bytes) -> list[Any]:
-    """An NDJSON body's rows, one per non-blank line.
-
-    Raises:
-        Problem: 422 naming the lines that are not JSON (row numbers count rows, not blanks).
-    """
-    rows: list[Any] = []
-    errors: list[RowError] = []
-    count = 0
-    for line in body.splitlines():
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except (ValueError, RecursionError) as exc:
-            count += 1
-            if len(errors) < MAX_ERRORS:
-                errors.append(RowError(len(rows) + count - 1, None, f"not JSON: {exc}"))
-    if count:
-        first = errors[0]
-        raise _refused(f"row {first.row}: {first.reason}", errors, count)
-    return rows
-
-
-def conflict(exc: Exception, row_ids: list[str], slug: str, title: str) -> Problem:
-    """The 409 of rows a request may not change (logged, or labelled, with other content),
-    naming the first ``MAX_ERRORS`` of them."""
-    return Problem(409, str(exc), slug=slug, title=title, row_ids=row_ids[:MAX_ERRORS])

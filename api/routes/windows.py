@@ -14,16 +14,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 
+from api.bodies import conflict, json_rows, kind_of, ndjson_rows, refused
 from api.deps import Operator, Plane, Viewer
 from api.problems import Problem
-from api.routes.inferences import (
-    _json_rows,
-    _kind,
-    _ndjson_rows,
-    _refused,
-    conflict,
-    poke_windower,
-)
+from api.routes.inferences import poke_windower
 from driftpilot.inference.labels import LabelConflict, LabelsPosted, post_labels
 from driftpilot.inference.plans import WindowSetting, WindowsView
 from driftpilot.inference.rows import RowsRefused
@@ -83,14 +77,14 @@ async def post_inference_labels(
     refuses the request (422), a label other than a row's own (409). Stored first, then
     attached to each closed window's batch (its champion scored again on them); labels of
     open rows go in with their window."""
-    kind = _kind(request.headers.get("content-type", ""))
+    kind = kind_of(request.headers.get("content-type", ""))
     body = await request.body()
     return await run_in_threadpool(_post, cp, name, kind, body, key.principal)
 
 
 def _post(cp: ControlPlane, name: str, kind: str, body: bytes, actor: str) -> LabelsPosted:
     cp.store.get(ManagedModel, name)  # 404 before the body is parsed
-    items = _json_rows(body) if kind == "json" else _ndjson_rows(body)
+    items = json_rows(body) if kind == "json" else ndjson_rows(body)
     limit = cp.settings.inference.max_request_rows
     if len(items) > limit:
         raise Problem(
@@ -99,7 +93,7 @@ def _post(cp: ControlPlane, name: str, kind: str, body: bytes, actor: str) -> La
     try:
         return post_labels(cp, name, items, actor)
     except RowsRefused as exc:
-        raise _refused(str(exc), exc.errors, exc.count) from exc
+        raise refused(str(exc), exc.errors, exc.count) from exc
     except LabelConflict as exc:
         title = "Row labelled already with another label"
         raise conflict(exc, exc.row_ids, "label-conflict", title) from exc
