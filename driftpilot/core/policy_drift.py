@@ -280,8 +280,10 @@ def rule_bounds(ev: DriftEvidence, rules: DriftRules, limits: RetrainLimits) -> 
     never retrains. Monitor: material drift (alarms on anything else wear people out).
     Retrain (labelled batches only: their holdout judges the challenger) on a signal
     that is severe, or persisted in k of the last n batches outside the cooldown, AND
-    whose sure part (lower bound) x P(promotion) x horizon covers the retrain's cost
-    (severe signals retrain whatever the cost).
+    whose sure part (``_sure_gain``: the lower bound of a significant quick retrain's gain,
+    else of the drop) x P(promotion) x horizon covers the retrain's cost. Severe means that
+    sure part is at least ``severe_metric_drop`` (a point estimate that large is not
+    enough): it retrains whatever the wait, the cooldown and the cost.
     A severe signal allows only retrain; otherwise the analyst may keep watching.
     Without labels an estimated drop with material drift asks for labels. Every rule
     that fired, or held a retrain back, is a signal."""
@@ -301,9 +303,12 @@ def rule_bounds(ev: DriftEvidence, rules: DriftRules, limits: RetrainLimits) -> 
         and ev.fresh_gain >= rules.max_metric_drop
         and ev.fresh_gain_low > 0
     )
-    severe = (significant and (ev.drop or 0.0) >= rules.severe_metric_drop) or (
-        stale and (ev.fresh_gain or 0.0) >= rules.severe_metric_drop
-    )
+    sure = _sure_gain(ev, significant, stale)
+    # Severity skips the wait, the cooldown and the cost, so it is judged on what a retrain
+    # is sure to win back, not on a point estimate: on a 1,000-row batch a drop of 0.06 whose
+    # interval barely clears zero is as likely 0.01, and retraining on it at once is how a
+    # stream without drift retrained (issue 21).
+    severe = sure is not None and sure >= rules.severe_metric_drop
     if significant:
         kind = "estimated " if ev.estimated else ""
         signals.append(
@@ -316,7 +321,11 @@ def rule_bounds(ev: DriftEvidence, rules: DriftRules, limits: RetrainLimits) -> 
             f"(lower bound {versus(ev.fresh_gain_low or 0.0, 0, strict=True)})"
         )
     if severe:
-        signals.append(f"severe: at least {rules.severe_metric_drop}")
+        what = "the quick retrain's gain" if stale else "the drop"
+        signals.append(
+            f"severe: {what} is surely at least {rules.severe_metric_drop} "
+            f"(lower bound {versus(sure or 0.0, rules.severe_metric_drop)})"
+        )
     severity = _severity(ev.weighted_share, rules, material, significant or stale, severe)
     # Monitor means material drift: a performance signal either retrains or, held back
     # (not yet persistent, cooling down, not worth it), waits in the signals and history.
@@ -351,17 +360,26 @@ def rule_bounds(ev: DriftEvidence, rules: DriftRules, limits: RetrainLimits) -> 
         ]
         return quiet.model_copy(update={"signals": held})
     p_promotion = (ev.promotions + 1) / (ev.retrains + 2)  # Laplace: 1/2 before any
-    # What a retrain is sure to win back: the lower bound of the quick retrain's gain (or,
-    # when none could be measured, of the drop). A wide interval (a small batch, a
-    # baseline measured on few rows) promises little, and so triggers little.
-    sure = (ev.fresh_gain_low if stale else ev.drop_low) or 0.0
-    gain = p_promotion * sure * limits.horizon_batches
+    gain = p_promotion * (sure or 0.0) * limits.horizon_batches
     held = _held_back(ev, limits, severe, gain)
     if held:
         update = {"expected_gain": round(gain, 4), "signals": [*signals, *held]}
         return quiet.model_copy(update=update)
     worth = f"expected gain {versus(gain, limits.retrain_cost, name='retrain cost')}"
     return _retrain(quiet, gain, [*signals, worth], severe)
+
+
+def _sure_gain(ev: DriftEvidence, significant: bool, stale: bool) -> float | None:
+    """What a retrain is sure to win back (None: no performance signal counts): the lower
+    bound of the quick retrain's gain when that gain is significant (it measured what a
+    retrain wins; the rest of a drop is a harder batch no retrain fixes), else of the drop.
+    A wide interval (a small batch, a baseline measured on few rows) promises little, and so
+    triggers little: both the expected gain and the severity read this one number."""
+    if stale:
+        return ev.fresh_gain_low
+    if significant:
+        return ev.drop_low
+    return None
 
 
 def _held_back(ev: DriftEvidence, limits: RetrainLimits, severe: bool, gain: float) -> list[str]:

@@ -116,7 +116,9 @@ class DriftRules(_Strict):
         "the baseline for RMSE/MAE.",
     )
     severe_metric_drop: float = Field(
-        0.05, description="A significant drop this large retrains at once (no wait, no cooldown)."
+        0.05,
+        description="A drop (or a significant quick retrain's gain) whose lower bound is this "
+        "large retrains at once (no wait, no cooldown, any cost).",
     )
     confidence: float = Field(0.95, gt=0, lt=1, description="Confidence of the drop's interval.")
     n_boot: int = Field(300, ge=50, description="Bootstrap replicates of the batch's metric.")

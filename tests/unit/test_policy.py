@@ -220,6 +220,39 @@ def test_a_drop_no_quick_retrain_fixes_never_retrains(policy: Policy) -> None:
     assert unsure.default == "retrain"
 
 
+def test_severity_reads_the_sure_part_not_the_point_estimate(policy: Policy) -> None:
+    """Severity skips the wait, the cooldown and the cost, so it needs the lower bound at
+    ``severe_metric_drop``. The numbers are the flights quick suite's no_drift batch 1 (a
+    1,000-row batch whose drop of 0.059 barely cleared zero, which retrained and lost) and the
+    monthly regression's June (a drop of 15.6 % of which a quick retrain surely won back
+    only 2.0 %, retrained in the cooldown right after May's retrain)."""
+    noisy = policy.drift_bounds(evidence(drop=0.059, drop_low=0.005, recent_signals=1))
+    assert noisy.significant_drop and noisy.severity != "high"
+    assert noisy.default == "none" and any("not worth it" in s for s in noisy.signals)
+    june = policy.drift_bounds(
+        evidence(
+            drop=0.156,
+            drop_low=0.104,
+            fresh_gain=0.025,
+            fresh_gain_low=0.020,
+            fresh_gain_high=0.030,
+            recent_signals=1,
+            batches_since_retrain=0,
+        )
+    )
+    assert june.stale and june.default == "none"
+    assert any("cooldown" in s for s in june.signals)
+    # Surely severe, either way: retrains at once, in the cooldown.
+    surely = policy.drift_bounds(evidence(drop=0.09, drop_low=0.05, batches_since_retrain=0))
+    assert surely.allowed == ["retrain"] and any("surely at least" in s for s in surely.signals)
+    won = policy.drift_bounds(
+        evidence(
+            fresh_gain=0.09, fresh_gain_low=0.06, fresh_gain_high=0.12, batches_since_retrain=0
+        )
+    )
+    assert won.allowed == ["retrain"]
+
+
 def test_a_severe_drop_retrains_whatever_the_yield(policy: Policy) -> None:
     """No starvation: four rejected challengers make a moderate drop not worth a retrain,
     never a severe one."""
