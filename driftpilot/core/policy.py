@@ -23,7 +23,7 @@ real batches (tests/integration/test_measure_skips.py); ``measure: all`` measure
   whatever it says: no baseline (no drop), a point drop under ``max_metric_drop``, or a point
   drop that the baseline's own interval covers, since the drop's lower bound subtracts at least
   the baseline's half-width (``skip_interval``). The lower bound is read only through that
-  significance (and, once significant, as the gain a retrain is sure of);
+  significance (and, once significant, as the gain a retrain is sure of and in the severity);
 - the quick retrain runs only under ``retrain: auto`` (``skip_quick_retrain``; it never ran
   elsewhere): ``always`` and ``never`` fix the allowed actions without it (its gain could only
   raise the severity and set the stale flag). Under ``auto`` on a labelled batch it always

@@ -280,10 +280,10 @@ def rule_bounds(ev: DriftEvidence, rules: DriftRules, limits: RetrainLimits) -> 
     never retrains. Monitor: material drift (alarms on anything else wear people out).
     Retrain (labelled batches only: their holdout judges the challenger) on a signal
     that is severe, or persisted in k of the last n batches outside the cooldown, AND
-    whose sure part (``_sure_gain``: the lower bound of a significant quick retrain's gain,
-    else of the drop) x P(promotion) x horizon covers the retrain's cost. Severe means that
-    sure part is at least ``severe_metric_drop`` (a point estimate that large is not
-    enough): it retrains whatever the wait, the cooldown and the cost.
+    whose sure part (the lower bound of a significant quick retrain's gain, else of the
+    drop) x P(promotion) x horizon covers the retrain's cost. Severe (``_severe``): at least
+    ``severe_metric_drop`` and surely one that counts (lower bound at least
+    ``max_metric_drop``); it retrains whatever the wait, the cooldown and the cost.
     A severe signal allows only retrain; otherwise the analyst may keep watching.
     Without labels an estimated drop with material drift asks for labels. Every rule
     that fired, or held a retrain back, is a signal."""
@@ -303,12 +303,15 @@ def rule_bounds(ev: DriftEvidence, rules: DriftRules, limits: RetrainLimits) -> 
         and ev.fresh_gain >= rules.max_metric_drop
         and ev.fresh_gain_low > 0
     )
-    sure = _sure_gain(ev, significant, stale)
-    # Severity skips the wait, the cooldown and the cost, so it is judged on what a retrain
-    # is sure to win back, not on a point estimate: on a 1,000-row batch a drop of 0.06 whose
+    # Severity skips the wait, the cooldown and the cost, so a large point estimate is not
+    # enough: the signal must also surely be one that counts (its lower bound at least
+    # max_metric_drop, not merely above zero). On a 1,000-row batch a drop of 0.06 whose
     # interval barely clears zero is as likely 0.01, and retraining on it at once is how a
-    # stream without drift retrained (issue 21).
-    severe = sure is not None and sure >= rules.severe_metric_drop
+    # stream without drift retrained (issue 21); such a signal still retrains if it persists
+    # and pays for itself.
+    severe_drop = significant and _severe(ev.drop, ev.drop_low, rules)
+    severe_gain = stale and _severe(ev.fresh_gain, ev.fresh_gain_low, rules)
+    severe = severe_drop or severe_gain
     if significant:
         kind = "estimated " if ev.estimated else ""
         signals.append(
@@ -321,10 +324,11 @@ def rule_bounds(ev: DriftEvidence, rules: DriftRules, limits: RetrainLimits) -> 
             f"(lower bound {versus(ev.fresh_gain_low or 0.0, 0, strict=True)})"
         )
     if severe:
-        what = "the quick retrain's gain" if stale else "the drop"
+        point, low = (ev.drop, ev.drop_low) if severe_drop else (ev.fresh_gain, ev.fresh_gain_low)
         signals.append(
-            f"severe: {what} is surely at least {rules.severe_metric_drop} "
-            f"(lower bound {versus(sure or 0.0, rules.severe_metric_drop)})"
+            f"severe: {'the drop' if severe_drop else 'the gain'} "
+            f"{versus(point or 0.0, rules.severe_metric_drop)}, surely one that counts "
+            f"(lower bound {versus(low or 0.0, rules.max_metric_drop)})"
         )
     severity = _severity(ev.weighted_share, rules, material, significant or stale, severe)
     # Monitor means material drift: a performance signal either retrains or, held back
@@ -360,7 +364,7 @@ def rule_bounds(ev: DriftEvidence, rules: DriftRules, limits: RetrainLimits) -> 
         ]
         return quiet.model_copy(update={"signals": held})
     p_promotion = (ev.promotions + 1) / (ev.retrains + 2)  # Laplace: 1/2 before any
-    gain = p_promotion * (sure or 0.0) * limits.horizon_batches
+    gain = p_promotion * (_sure_gain(ev, stale) or 0.0) * limits.horizon_batches
     held = _held_back(ev, limits, severe, gain)
     if held:
         update = {"expected_gain": round(gain, 4), "signals": [*signals, *held]}
@@ -369,17 +373,20 @@ def rule_bounds(ev: DriftEvidence, rules: DriftRules, limits: RetrainLimits) -> 
     return _retrain(quiet, gain, [*signals, worth], severe)
 
 
-def _sure_gain(ev: DriftEvidence, significant: bool, stale: bool) -> float | None:
-    """What a retrain is sure to win back (None: no performance signal counts): the lower
-    bound of the quick retrain's gain when that gain is significant (it measured what a
-    retrain wins; the rest of a drop is a harder batch no retrain fixes), else of the drop.
-    A wide interval (a small batch, a baseline measured on few rows) promises little, and so
-    triggers little: both the expected gain and the severity read this one number."""
-    if stale:
-        return ev.fresh_gain_low
-    if significant:
-        return ev.drop_low
-    return None
+def _severe(point: float | None, low: float | None, rules: DriftRules) -> bool:
+    """A signal (a drop, or a quick retrain's gain, in ``Metric`` units) is severe when its
+    point estimate reaches ``severe_metric_drop`` and its lower bound ``max_metric_drop``:
+    large, and surely one that counts."""
+    if point is None or low is None:
+        return False
+    return point >= rules.severe_metric_drop and low >= rules.max_metric_drop
+
+
+def _sure_gain(ev: DriftEvidence, stale: bool) -> float | None:
+    """What a retrain is sure to win back: the lower bound of the quick retrain's gain when
+    that gain is significant, else of the drop. A wide interval (a small batch, a baseline
+    measured on few rows) promises little, and so triggers little."""
+    return ev.fresh_gain_low if stale else ev.drop_low
 
 
 def _held_back(ev: DriftEvidence, limits: RetrainLimits, severe: bool, gain: float) -> list[str]:

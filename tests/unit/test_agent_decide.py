@@ -357,9 +357,8 @@ def test_after_a_rejection_the_replay_plans_as_the_agent_did() -> None:
 
 
 def test_a_regression_drop_decides_in_rmse_and_cites_its_score() -> None:
-    """An RMSE that rose 8 % (a relative drop of 0.08, surely at least 3 %: not severe, but
-    seen in the batch before too and worth its cost) retrains, and the rationale says the RMSE
-    rose, with the score cited."""
+    """An RMSE that rose 8 % (a relative drop of 0.08, surely worse) is a severe drop: the
+    policy retrains and the rationale says the RMSE rose, with the score cited."""
     evidence = _drift_evidence()
     perf = {
         "champion_version": 1,

@@ -220,37 +220,28 @@ def test_a_drop_no_quick_retrain_fixes_never_retrains(policy: Policy) -> None:
     assert unsure.default == "retrain"
 
 
-def test_severity_reads_the_sure_part_not_the_point_estimate(policy: Policy) -> None:
-    """Severity skips the wait, the cooldown and the cost, so it needs the lower bound at
-    ``severe_metric_drop``. The numbers are the flights quick suite's no_drift batch 1 (a
-    1,000-row batch whose drop of 0.059 barely cleared zero, which retrained and lost) and the
-    monthly regression's June (a drop of 15.6 % of which a quick retrain surely won back
-    only 2.0 %, retrained in the cooldown right after May's retrain)."""
+def test_a_severe_signal_must_surely_count(policy: Policy) -> None:
+    """Severity skips the wait, the cooldown and the cost, so its point estimate must reach
+    ``severe_metric_drop`` and its lower bound ``max_metric_drop``. The flights quick suite's
+    no_drift batch 1: a 1,000-row batch whose drop of 0.059 barely cleared zero retrained at
+    once, and lost; persistence and cost now weigh it."""
     noisy = policy.drift_bounds(evidence(drop=0.059, drop_low=0.005, recent_signals=1))
     assert noisy.significant_drop and noisy.severity != "high"
     assert noisy.default == "none" and any("not worth it" in s for s in noisy.signals)
-    june = policy.drift_bounds(
+    lucky = policy.drift_bounds(
+        evidence(fresh_gain=0.073, fresh_gain_low=0.014, fresh_gain_high=0.13)
+    )
+    assert lucky.stale and lucky.default == "none"
+    assert any("not yet persistent" in s for s in lucky.signals)
+    # Surely one that counts, either signal: at once, in the cooldown, whatever the cost.
+    drop = policy.drift_bounds(evidence(drop=0.06, drop_low=0.02, batches_since_retrain=0))
+    assert drop.allowed == ["retrain"] and any("surely one that counts" in s for s in drop.signals)
+    gain = policy.drift_bounds(
         evidence(
-            drop=0.156,
-            drop_low=0.104,
-            fresh_gain=0.025,
-            fresh_gain_low=0.020,
-            fresh_gain_high=0.030,
-            recent_signals=1,
-            batches_since_retrain=0,
+            fresh_gain=0.064, fresh_gain_low=0.05, fresh_gain_high=0.08, batches_since_retrain=0
         )
     )
-    assert june.stale and june.default == "none"
-    assert any("cooldown" in s for s in june.signals)
-    # Surely severe, either way: retrains at once, in the cooldown.
-    surely = policy.drift_bounds(evidence(drop=0.09, drop_low=0.05, batches_since_retrain=0))
-    assert surely.allowed == ["retrain"] and any("surely at least" in s for s in surely.signals)
-    won = policy.drift_bounds(
-        evidence(
-            fresh_gain=0.09, fresh_gain_low=0.06, fresh_gain_high=0.12, batches_since_retrain=0
-        )
-    )
-    assert won.allowed == ["retrain"]
+    assert gain.allowed == ["retrain"] and gain.severity == "high"
 
 
 def test_a_severe_drop_retrains_whatever_the_yield(policy: Policy) -> None:
