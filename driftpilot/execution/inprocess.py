@@ -431,8 +431,17 @@ class RunExecutor:
         timer.start()
 
     def _recover(self, *, warm_up: bool = True) -> None:
+        crashed = False
         try:
             done = self._recovered()
+        except BrokenProcessPool as exc:
+            # The child died inside recovery (the resumed run is the heavy one): its run is
+            # left under the dead child's lease, recovered again once that has expired; the
+            # pending runs below go on meanwhile.
+            log.exception("recovery at start-up: its run child died")
+            self.recovery_error = f"{type(exc).__name__}: {exc}"
+            self._after_crash()
+            done, crashed = [], True
         except Exception as exc:
             if self._stop.is_set():  # the children were shut down under it
                 log.info("recovery at start-up interrupted by the shutdown: %s", exc)
@@ -443,7 +452,7 @@ class RunExecutor:
         if self._stop.is_set():
             return  # shut down meanwhile: the plane may be closed; the next start goes on
         self.recovered = done
-        if not done:
+        if not done and not crashed:
             log.info("recovery at start-up: nothing to recover")
         for r in done:
             log.warning(
@@ -455,7 +464,7 @@ class RunExecutor:
                 r.status,
                 f", {r.outcome}" if r.outcome else "",
             )
-        if leases.awaiting_expiry(self.plane.store):
+        if not crashed and leases.awaiting_expiry(self.plane.store):
             # A process killed moments before this start left a run under a lease that has
             # not expired: recovered when it has, or the model's later runs wait forever.
             self._after_crash()

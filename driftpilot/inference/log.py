@@ -41,6 +41,7 @@ from driftpilot.store.models import InferenceRow, InferenceWindow, ManagedModel
 WRITE_TRIES = 3  # a request whose row ids race several others' at once (retries overlapping)
 LOOKUP_CHUNK = 500  # row ids per IN (...) of the duplicate lookup (SQLite's bound variables)
 _TABLE = cast(Table, InferenceRow.__table__)
+_LOG_LOCKS = 0x44504C47  # "DPLG": the first key of every model's log lock (lock_log)
 
 
 class RowConflict(DriftPilotError):
@@ -138,9 +139,12 @@ def lock_log(session: Session, model: str, *, exclusive: bool = False) -> None:
     (module docstring). SQLite's write lock, taken at BEGIN, serialises these already."""
     if session.get_bind().dialect.name != "postgresql":
         return
-    key = zlib.crc32(f"driftpilot:inference:{model}".encode())
+    # The two-key form: a keyspace of its own, apart from the single-key locks of the audit
+    # chain, the migrations and the queue (a model whose hash met one would wait on them).
+    digest = zlib.crc32(model.encode())
+    key = digest - 2**32 if digest >= 2**31 else digest  # a signed int4
     how = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
-    session.execute(text(f"SELECT {how}(:key)"), {"key": key})
+    session.execute(text(f"SELECT {how}(:space, :key)"), {"space": _LOG_LOCKS, "key": key})
 
 
 def horizon(session: Session, model: str) -> tuple[int, int]:

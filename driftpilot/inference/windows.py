@@ -238,14 +238,12 @@ class Windows:
         self.store._append(call, check=close)
         return closed[0]
 
-    def _in_range(self, session: Session, model: str, planned: Plan) -> int:
-        """How many rows the plan's id range holds now."""
+    def _open_through(self, session: Session, model: str, after: int, last: int) -> int:
+        """How many rows the model has now after row id ``after`` up to ``last``."""
         return int(
             session.scalar(
                 select(func.count()).where(
-                    InferenceRow.model == model,
-                    InferenceRow.id >= planned.ids[0],
-                    InferenceRow.id <= planned.ids[-1],
+                    InferenceRow.model == model, InferenceRow.id > after, InferenceRow.id <= last
                 )
             )
             or 0
@@ -306,17 +304,21 @@ class Windows:
     ) -> InferenceWindow:
         """Under the audit chain's write lock and the model's log lock: insert the window.
         The plan read without the locks stands if the model's newest window is the one it
-        was planned after and its id range holds exactly its rows (one indexed count; on
-        PostgreSQL a row may have committed inside it since); else it is planned again here."""
+        was planned after and the open rows up to its last id are exactly its rows (one
+        indexed count: on PostgreSQL a row may have committed since with an id below the
+        plan's last, inside its range or before it); else it is planned again here. Closed
+        at the time read under the locks: a label committed before it is in the batch."""
         lock_log(session, model, exclusive=True)
-        newest, _ = horizon(session, model)
-        if newest != planned.after or self._in_range(session, model, planned) != len(planned.ids):
+        newest, last = horizon(session, model)
+        if newest != planned.after or self._open_through(
+            session, model, last, planned.ids[-1]
+        ) != len(planned.ids):
             replanned = self._plan_in(session, model, setting, moment, flush=flush)
             if replanned is None:
                 raise _NothingDue
-            planned, newest = replanned, replanned.after
+            planned = replanned
         number = newest + 1
-        closed_at = stamp(moment)
+        closed_at = stamp(self._clock())
         window = InferenceWindow(
             model=model,
             number=number,

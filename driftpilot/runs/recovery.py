@@ -55,7 +55,7 @@ class Recoveries:
         graph or asks MLflow, work a caller may hand to a run child (``RunExecutor``)."""
         return bool(
             leases.orphans(self.store)
-            or leases.dead_intents(self.store)
+            or any(m.action == "rollback" for m in leases.dead_intents(self.store))
             or self._recorded_decisions()
             or self._intents_of_ended_runs()
         )

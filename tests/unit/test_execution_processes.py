@@ -14,6 +14,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import polars as pl
@@ -156,6 +157,45 @@ def test_a_cut_off_run_is_recovered_in_a_child_and_nothing_due_spawns_none(
     finally:
         executor.shutdown()
     assert plane.get_run(view.run_id).status == "failed"
+
+
+class _DyingChildren:
+    """Run children whose child dies inside recovery; the runs they are handed, recorded."""
+
+    def __init__(self) -> None:
+        self.attempted: list[str] = []
+
+    def recover(self) -> None:
+        raise BrokenProcessPool("a child process terminated abruptly")
+
+    def attempt(self, what: str, run_id: str) -> None:
+        self.attempted.append(run_id)
+
+    def shutdown(self, wait: bool = True) -> None:
+        pass
+
+
+def test_a_child_dying_inside_recovery_retries_it_later_and_runs_the_pending_ones(
+    plane: ControlPlane,
+) -> None:
+    frame = pl.DataFrame({"t": [1, 2, 3], "x": [0.1, 0.2, 0.3], "y": [0, 1, 0]})
+    cut = plane.submit_run("m", frame, "b1")
+    pending = plane.submit_run("m", frame, "b2", multitask_strategy="enqueue")
+    plane.store.update_run(cut.run_id, status="running")  # an orphan: recovery is due
+    executor = RunExecutor(plane, workers=1, processes=1)
+    children = _DyingChildren()
+    executor.children = children  # type: ignore[assignment]
+    try:
+        executor.start()
+        executor.wait_started(60)
+        assert "BrokenProcessPool" in (executor.recovery_error or "")
+        assert len(executor._timers) == 1  # recovery again once the dead child's lease expired
+        deadline = time.monotonic() + 30
+        while pending.run_id not in children.attempted:
+            assert time.monotonic() < deadline, "the pending run was never handed on"
+            time.sleep(0.05)
+    finally:
+        executor.shutdown()
 
 
 ORPHAN = textwrap.dedent(
