@@ -489,7 +489,9 @@ class RunExecutor:
     def _recovered(self) -> list[Recovery]:
         """``plane.recover()``; with run children, in one of them when it has anything to
         do (a resumed graph imports a run's libraries: they stay out of this process, which
-        answers requests). Nothing to do spawns no child."""
+        answers requests). Nothing to do spawns no child. The price: the recovery holds a
+        child until it ends (other runs queue behind it when there is one child), its
+        events reach this process's listeners when it returns, and a shutdown waits for it."""
         if self.children is not None and self.plane.recovery_due():
             return self.children.recover()
         return self.plane.recover()
