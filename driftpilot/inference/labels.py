@@ -213,9 +213,9 @@ def _store(
     ``SELECT ... FOR UPDATE``, in row id order, against another labels request): a window
     closing over them either committed first, and its range is read here (the window is
     touched: attached or marked), or waits for this transaction, and its batch is built with
-    the labels. The labelled time is taken
-    after the locks, from the store's clock, so it is later than the ``closed_at`` of any
-    window read here (``_late`` counts the label for a batch built before it committed)."""
+    the labels. The labelled time is taken after the locks, from the store's clock, so it is
+    later than the ``closed_at`` of any window read here (``_late`` counts the label for a
+    batch built before it committed)."""
     model = schema.model
     lock_log(session, model)
     stored: dict[str, tuple[str | None, int]] = {}

@@ -175,9 +175,8 @@ def windows_of(session: Session, model: str, ids: list[int]) -> list[int | None]
     firsts = [int(first) for first, _, _ in ranges]
     found: list[int | None] = []
     for i in ids:
-        at = bisect_right(firsts, i) - 1
-        inside = at >= 0 and ranges[at][0] <= i <= ranges[at][1]
-        found.append(int(ranges[at][2]) if inside else None)
+        at = bisect_right(firsts, i) - 1  # the last range starting at or before i
+        found.append(int(ranges[at][2]) if at >= 0 and i <= ranges[at][1] else None)
     return found
 
 
