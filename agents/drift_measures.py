@@ -131,7 +131,9 @@ def performance(
         if reason:
             skipped["quick_retrain"] = reason
         else:
-            out.update(_fresh_gain(ctx, run_id, model, labelled, scorer, current_path, sampled))
+            out.update(
+                _fresh_gain(ctx, run_id, model, labelled, scorer, current_path, skipped, sampled)
+            )
     domain = domain_skip(ctx)
     if domain:
         skipped["domain_classifier"] = domain
@@ -268,6 +270,26 @@ def measurable(target: pl.Series | None, task: Task) -> bool:
     return values.n_unique() >= 2
 
 
+def too_small(target: pl.Series, task: Task, min_rows: int, min_class_rows: int) -> str | None:
+    """Why a holdout's labels are too few for a gain on them to count (None: enough): fewer
+    than ``min_rows`` labelled rows, or, for a classifier, fewer than two classes with at
+    least ``min_class_rows`` rows each (``evaluator.min_holdout_rows`` and
+    ``min_class_rows``)."""
+    values = target.drop_nulls()
+    if values.len() < min_rows:
+        return f"{values.len()} labelled holdout rows (needs at least {min_rows})"
+    if task == "regression":
+        return None
+    counts = values.value_counts()["count"]
+    if int((counts >= min_class_rows).sum()) < 2:
+        shown = ", ".join(str(int(c)) for c in counts.sort(descending=True))
+        return (
+            f"holdout classes of {shown} labelled rows (needs two with at least "
+            f"{min_class_rows} each)"
+        )
+    return None
+
+
 def classes_of(scorer: Any) -> list[Any] | None:
     """A multiclass scorer's class order (its probability columns), else None."""
     return list(getattr(scorer, "classes", None) or []) or None
@@ -291,6 +313,7 @@ def _fresh_gain(
     labelled: pl.DataFrame,
     champion: Any,
     current_path: str,
+    skipped: dict[str, str],
     sampled: dict[str, Any],
 ) -> dict[str, Any]:
     """What a retrain would win, measured before paying for one: a quick model (default
@@ -320,6 +343,13 @@ def _fresh_gain(
     enough = window.height >= MIN_FRESH_ROWS and measurable(window[spec.target], spec.task)
     if not enough or not measurable(holdout[spec.target], spec.task):
         return {}
+    judged = ctx.policy.evaluator
+    small = too_small(
+        holdout[spec.target], spec.task, judged.min_holdout_rows, judged.min_class_rows
+    )
+    if small:  # the evaluator would reject any challenger: nothing a retrain could win
+        skipped["quick_retrain"] = f"no gain on it would count: {small}"
+        return {"holdout_too_small": small}
     train_spec = ctx.train_spec(model, "catboost" if family == "catboost" else "lightgbm")
     info, rules = ctx.metric(model), ctx.policy.drift
 

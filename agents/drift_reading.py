@@ -135,6 +135,7 @@ def drift_evidence(
         fresh_gain=perf.get("fresh_gain"),
         fresh_gain_low=perf.get("fresh_gain_low"),
         fresh_gain_high=perf.get("fresh_gain_high"),
+        holdout_too_small=perf.get("holdout_too_small"),
         **history,
     )
 

@@ -2,7 +2,11 @@
 
 Both are scored in the model's own metric (``RunContext.metric``); the gain honours its
 direction (> 0: the challenger is better, also for log loss or RMSE) and, for RMSE and MAE, is
-a share of the champion's score. Reject is forced unless the gain's interval lies above zero.
+a share of the champion's score. Reject is forced unless the gain's interval lies above zero,
+and whatever the gain on a holdout too small to judge on (``evaluator.min_holdout_rows``
+labelled rows; a classifier's also two classes of ``min_class_rows``): on a 45-row multiclass
+holdout a challenger "won" 0.225 macro ROC AUC (lower bound 0.070) and was 0.028 worse on the
+truth, since a bootstrap of a few rows per class is narrower than the truth's spread.
 
 A recalibration (``retraining.kind`` "recalibrate": the champion plus a calibration map) is
 judged on log loss instead: a monotone map of the scores cannot change a binary ROC AUC (the
@@ -37,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agents.base import Llm, Outcome, bounded_text, narrowed
 from agents.context import RunContext
+from agents.drift_measures import too_small
 from agents.explain import change_unit, describe_gain
 from driftpilot.core.errors import LLMError
 from driftpilot.core.metric_text import direction
@@ -115,6 +120,11 @@ class EvaluatorEvidence(BaseModel):
     training_defect: dict[str, Any] | None = Field(
         None, description="Why the challenger's fit is broken, with the numbers (None: sane)."
     )
+    holdout_too_small: str | None = Field(
+        None,
+        description="Why no gain on this holdout counts (too few labelled rows, or classes "
+        "too small: evaluator.min_holdout_rows, min_class_rows); None: enough.",
+    )
 
     def shown(self) -> dict[str, Any]:
         """What the agent is shown (and the audit records)."""
@@ -124,6 +134,8 @@ class EvaluatorEvidence(BaseModel):
             out["primary"] = primary_summary(self.primary)
         if self.training_defect is not None:
             out["training_defect"] = self.training_defect
+        if self.holdout_too_small is not None:
+            out["holdout_too_small"] = self.holdout_too_small
         return out
 
 
@@ -185,9 +197,12 @@ def drop_counts(primary: Comparison, max_drop: float) -> bool:
 
 
 def rejection_reasons(evidence: EvaluatorEvidence, max_drop: float) -> list[str]:
-    """What forces a reject whatever the gain: a training defect, or a recalibration whose
-    drop in the model's own metric counts (``drop_counts``)."""
+    """What forces a reject whatever the gain: a holdout too small for a gain to count, a
+    training defect, or a recalibration whose drop in the model's own metric counts
+    (``drop_counts``)."""
     reasons = []
+    if evidence.holdout_too_small is not None:
+        reasons.append(f"the holdout is too small to judge on: {evidence.holdout_too_small}")
     if evidence.training_defect is not None:
         reasons.append(f"training defect: {evidence.training_defect['why']}")
     primary = evidence.primary
@@ -293,7 +308,11 @@ def sanity(
     valid = trained.get("valid_score") if trained.get("valid_metric") == name else None
     max_gap = rules.max_valid_gap
     defect = training_defect(own, chance_level(name, evidence.task, y), valid, max_gap)
-    return evidence.model_copy(update={"own": own, "training_defect": defect})
+    small = too_small(
+        holdout[evidence.target], evidence.task, rules.min_holdout_rows, rules.min_class_rows
+    )
+    update = {"own": own, "training_defect": defect, "holdout_too_small": small}
+    return evidence.model_copy(update=update)
 
 
 def decide(evidence: EvaluatorEvidence, policy: Policy, llm: Llm) -> EvaluatorRuling:

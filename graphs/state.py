@@ -102,6 +102,9 @@ class DriftSlice(TypedDict, total=False):
     ]
     fresh_gain_low: Annotated[float, _d("Its interval's lower bound.")]
     fresh_gain_high: Annotated[float, _d("Its interval's upper bound.")]
+    holdout_too_small: Annotated[
+        str, _d("Why the batch's holdout could judge no challenger (too few labelled rows).")
+    ]
     skipped: Annotated[
         dict[str, str],
         _d("Measurements not made because they could not change the bounds, with the reason."),

@@ -57,6 +57,11 @@ class DriftEvidence(_Strict):
     )
     fresh_gain_low: float | None = Field(None, description="Lower bound of that gain.")
     fresh_gain_high: float | None = Field(None, description="Upper bound of that gain.")
+    holdout_too_small: str | None = Field(
+        None,
+        description="Why the batch's holdout is too small for the evaluator to judge a "
+        "challenger on (evaluator.min_holdout_rows, min_class_rows); None: big enough.",
+    )
     recent_signals: int = Field(
         0, description="Of the previous persistence_n - 1 batches, those with drift or a drop."
     )
@@ -278,8 +283,9 @@ def rule_bounds(ev: DriftEvidence, rules: DriftRules, limits: RetrainLimits) -> 
     retrain can win back); each counts when at least ``max_metric_drop`` and
     significant. A drop that a measured quick retrain does not fix (a harder season)
     never retrains. Monitor: material drift (alarms on anything else wear people out).
-    Retrain (labelled batches only: their holdout judges the challenger) on a signal
-    that is severe, or persisted in k of the last n batches outside the cooldown, AND
+    Retrain (labelled batches only, whose holdout is big enough to judge the challenger
+    on: ``evaluator.min_holdout_rows``) on a signal that is severe, or persisted in k of
+    the last n batches outside the cooldown, AND
     whose sure part (the lower bound of a significant quick retrain's gain, else of the
     drop) x P(promotion) x horizon covers the retrain's cost. Severe (``_severe``): at least
     ``severe_metric_drop`` and surely one that counts (lower bound at least
@@ -352,6 +358,11 @@ def rule_bounds(ev: DriftEvidence, rules: DriftRules, limits: RetrainLimits) -> 
         return _retrain(quiet, None, [*signals, "policy: retrain on every labelled batch"])
     if not (significant or stale):
         return quiet
+    if ev.holdout_too_small:
+        # The evaluator rejects every challenger on this holdout: a retrain could only lose.
+        why = ev.holdout_too_small
+        small = f"no retrain: the holdout is too small to judge a challenger on ({why})"
+        return quiet.model_copy(update={"signals": [*signals, small]})
     surely_nothing = ev.fresh_gain_high is not None and ev.fresh_gain_high < rules.max_metric_drop
     if not stale and surely_nothing:
         # A quick retrain was measured and surely wins less than a drop that counts: the

@@ -233,6 +233,19 @@ class EvaluatorRules(_Strict):
         "validation score (metric points, or a share for RMSE/MAE) is a training defect: "
         "flagged with the numbers and rejected, whatever its gain.",
     )
+    min_holdout_rows: int = Field(
+        100,
+        ge=2,
+        description="Labelled holdout rows a gain needs to count (the evaluator's, and the "
+        "drift analyst's quick retrain): on fewer, a paired bootstrap's interval is too "
+        "narrow to promote on, and the challenger is rejected.",
+    )
+    min_class_rows: int = Field(
+        10,
+        ge=1,
+        description="A classifier's holdout also needs two classes with at least this many "
+        "labelled rows each (an ROC AUC on three positives is a coin).",
+    )
 
     @field_validator("metric")
     @classmethod

@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 
 from agents import evaluator
+from agents.drift_measures import too_small
 from agents.base import Llm
 from driftpilot.core.llm import Backend
 from driftpilot.core.policy import Policy
@@ -187,3 +188,37 @@ def test_reproduction_a_window_of_the_old_concept_scores_below_chance() -> None:
     found = evaluator.training_defect(scored, chance_level("roc_auc", "binary", y), valid, 0.25)
     assert found is not None and scored.high is not None and scored.high < 0.5, scored
     assert found["holdout"] < 0.5 and "worse than chance" in found["why"]
+
+
+def test_a_holdout_too_small_to_judge_on_is_named() -> None:
+    """The multiclass small_noisy_batches stream: 150-row batches, a 45-row holdout on which
+    a quick retrain "won" 0.225 macro ROC AUC (lower bound 0.070) and its challenger, promoted,
+    was 0.028 worse on the truth. No gain on so few rows counts."""
+    assert too_small(pl.Series(list(range(45)), dtype=pl.Float64), "regression", 100, 10) == (
+        "45 labelled holdout rows (needs at least 100)"
+    )
+    assert too_small(pl.Series([float(i) for i in range(120)]), "regression", 100, 10) is None
+    # Two classes of 10+ rows: enough, whatever a rare third class holds.
+    classes = pl.Series(["a"] * 90 + ["b"] * 12 + ["c"] * 3)
+    assert too_small(classes, "multiclass", 100, 10) is None
+    # A binary holdout with 6 positives: an ROC AUC on them is a coin.
+    rare = pl.Series([0] * 150 + [1] * 6 + [None] * 20)
+    why = too_small(rare, "binary", 100, 10)
+    assert why == "holdout classes of 150, 6 labelled rows (needs two with at least 10 each)"
+
+
+def test_a_gain_on_a_holdout_too_small_is_rejected_whatever_it_is() -> None:
+    evidence = evaluator.EvaluatorEvidence(
+        comparison=comparison("roc_auc", 0.225, 0.070, 0.38),
+        champion_version=2,
+        holdout_too_small="45 labelled holdout rows (needs at least 100)",
+    )
+    ruling = evaluator.decide(evidence, Policy(), BUILTIN)
+    assert ruling.allowed == ["reject"] and ruling.outcome.decision.action == "reject"
+    assert "the holdout is too small to judge on: 45 labelled holdout rows" in (
+        ruling.outcome.decision.rationale
+    )
+    assert evidence.shown()["holdout_too_small"].startswith("45 labelled")
+    # The same gain on enough rows promotes.
+    enough = evidence.model_copy(update={"holdout_too_small": None})
+    assert evaluator.decide(enough, Policy(), BUILTIN).outcome.decision.action == "promote"

@@ -297,3 +297,14 @@ def test_divergence_is_high_risk_in_every_task_in_its_own_words(
     assert assessed.tier == "high"
     assert assessed.reasons == [f"predictions diverge: {words} 0.200 > 0.12"]
     assert policy.assess_risk(inputs(task=task, divergence=0.1)).tier == "low"
+
+
+def test_no_retrain_on_a_batch_whose_holdout_cannot_judge(policy: Policy) -> None:
+    """A severe drop on a 150-row batch: its 45-row holdout cannot judge a challenger (the
+    evaluator rejects any), so a retrain could only lose; the drop is still a signal."""
+    small = "45 labelled holdout rows (needs at least 100)"
+    held = policy.drift_bounds(evidence(drop=0.2, drop_low=0.15, holdout_too_small=small))
+    assert held.significant_drop and held.default == "none" and "retrain" not in held.allowed
+    assert any("too small to judge a challenger on (45 labelled" in s for s in held.signals)
+    # The same drop on a holdout that can judge retrains at once.
+    assert policy.drift_bounds(evidence(drop=0.2, drop_low=0.15)).default == "retrain"
