@@ -42,6 +42,7 @@ from driftpilot.scheduling.scheduler import (
     SchedulerSettings,
     ScheduleSpec,
 )
+from driftpilot.store.engine import stamp
 from driftpilot.store.models import Decision, Mutation, Run, ToolCall
 from tests.conftest import add_flights
 from tests.integration.test_control_graph import FORCE_RETRAIN, LOW_RISK, merge
@@ -318,6 +319,47 @@ def test_two_workers_drain_twenty_runs_over_four_models(
     assert result.ok, result.problems
 
 
+def test_a_worker_that_loses_its_database_exits_non_zero(tmp_path: Path) -> None:
+    """PostgreSQL stopped under an idle worker (pg_ctl stop -m immediate) and started again
+    3 s later (the soak's outage): procrastinate's listener and heartbeat fail, it stops
+    the worker "gracefully" and, the database back, unregisters it; the worker still exits
+    EX_TEMPFAIL (75) with a one-line error, so a supervisor restarting on failure
+    (systemd's Restart=on-failure) starts it again. Polling every 60 s: no fetch meets the
+    outage, only the connections procrastinate keeps. A server of its own: the shared one
+    keeps serving the other tests. It runs between the drain and the minute schedule's test:
+    its outage overlaps that test's wait for a minute boundary on the real clock."""
+    from tests.pg import start_postgres
+
+    with start_postgres() as server:
+        url = server.create_database()
+        env = {
+            **os.environ,
+            **WORKER_ENV,
+            "DRIFTPILOT_QUEUE_POLL_S": "60",
+            "DRIFTPILOT_HOME": str(tmp_path / "home"),
+            "DRIFTPILOT_DB_URL": url,
+            "COLUMNS": "250",
+        }
+        log_path = tmp_path / "worker.err"
+        with log_path.open("wb") as log_file, (tmp_path / "worker.out").open("wb") as out:
+            proc = subprocess.Popen(
+                [DRIFTPILOT, "--log-level", "INFO", "worker", "--name", "orphan"],
+                env=env,
+                stdout=out,  # its log
+                stderr=log_file,
+            )
+            try:
+                code = _outage_under(proc, server, url.rsplit("/", 1)[1], log_path)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(10)
+    stderr = log_path.read_text(errors="replace")
+    assert code == 75, (code, stderr)
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("error:") and "database" in last, stderr
+
+
 def test_two_deferrers_fire_a_minute_schedule_once_per_minute(
     farm: Farm, months: dict[str, pl.DataFrame]
 ) -> None:
@@ -382,16 +424,19 @@ def test_kill_9_of_a_worker_mid_run_then_recover_finishes_it(
     doomed = farm.worker("doomed", DRIFTPILOT_FAULTS="after_log", **retrain)
     wait_registered(farm, 1, doomed)
     ids = submit(farm, months, {"m1": 2, "m2": 1, "m3": 1}, seed=100)  # m1's first: `doomed`
+    # The survivor starts once `doomed` holds m1's first run, so it goes on with the other
+    # models while `doomed` is still inside that run (and its start-up overlaps that run).
+    wait_for(lambda: farm.plane.store.get(Run, ids[0]).status == "running", 120, "m1's run")
+    survivor = farm.worker("survivor", **retrain)
     assert doomed.proc.wait(240) == -signal.SIGKILL, doomed.log()
     farm.workers.remove(doomed)
     killed = farm.plane.store.get(Run, ids[0])
     assert (killed.model, killed.status) == ("m1", "running")
-    survivor = farm.worker("survivor", **retrain)
     others = [i for i in ids if farm.plane.store.get(Run, i).model != "m1"]
     wait_for(settled(farm, others, survivor), 240, "the other models' runs")
     m1 = runs_of(farm, [i for i in ids if i not in others])
     assert sorted(r.status for r in m1) == ["pending", "running"]  # m1 waits for recover
-    time.sleep(TTL + 0.5)  # the dead run's lease has expired
+    wait_for(lambda: lease_expired(farm, "m1", ids[0]), 2 * TTL, "the dead run's lease to expire")
     done = subprocess.run(
         [DRIFTPILOT, "recover"],
         env={**farm.env, **retrain, "COLUMNS": "250"},
@@ -422,6 +467,14 @@ def test_kill_9_of_a_worker_mid_run_then_recover_finishes_it(
     assert result.ok, result.problems
     assert survivor.stop() == 0, survivor.log()
     farm.workers.remove(survivor)
+
+
+def lease_expired(farm: Farm, model: str, run_id: str) -> bool:
+    """The model's lease is still the dead run's, and expired half a second ago or more (a
+    margin for the clocks of the processes that read it)."""
+    lease = farm.plane.store.lease(model)
+    assert lease is not None and lease.run_id == run_id, lease
+    return lease.expires_at <= stamp(datetime.now(UTC) - timedelta(seconds=0.5))
 
 
 def test_the_api_queues_runs_and_defers_ticks_on_postgresql(
@@ -502,46 +555,6 @@ def test_runs_whose_jobs_were_deferred_in_the_opposite_order_both_end(
     if not live:  # a stop asked by SIGTERM is a clean exit: 0, not the lost database's 75
         assert worker.stop() == 0, worker.log()
         farm.workers.remove(worker)
-
-
-def test_a_worker_that_loses_its_database_exits_non_zero(tmp_path: Path) -> None:
-    """PostgreSQL stopped under an idle worker (pg_ctl stop -m immediate) and started again
-    3 s later (the soak's outage): procrastinate's listener and heartbeat fail, it stops
-    the worker "gracefully" and, the database back, unregisters it; the worker still exits
-    EX_TEMPFAIL (75) with a one-line error, so a supervisor restarting on failure
-    (systemd's Restart=on-failure) starts it again. Polling every 60 s: no fetch meets the
-    outage, only the connections procrastinate keeps. A server of its own: the shared one
-    keeps serving the other tests."""
-    from tests.pg import start_postgres
-
-    with start_postgres() as server:
-        url = server.create_database()
-        env = {
-            **os.environ,
-            **WORKER_ENV,
-            "DRIFTPILOT_QUEUE_POLL_S": "60",
-            "DRIFTPILOT_HOME": str(tmp_path / "home"),
-            "DRIFTPILOT_DB_URL": url,
-            "COLUMNS": "250",
-        }
-        log_path = tmp_path / "worker.err"
-        with log_path.open("wb") as log_file, (tmp_path / "worker.out").open("wb") as out:
-            proc = subprocess.Popen(
-                [DRIFTPILOT, "--log-level", "INFO", "worker", "--name", "orphan"],
-                env=env,
-                stdout=out,  # its log
-                stderr=log_file,
-            )
-            try:
-                code = _outage_under(proc, server, url.rsplit("/", 1)[1], log_path)
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait(10)
-    stderr = log_path.read_text(errors="replace")
-    assert code == 75, (code, stderr)
-    last = stderr.strip().splitlines()[-1]
-    assert last.startswith("error:") and "database" in last, stderr
 
 
 def _outage_under(
