@@ -12,11 +12,13 @@ point metric first; its bootstrap interval only when the point drop could be sig
 baseline, a drop of at least ``max_metric_drop`` that the baseline's own interval does not
 cover); the estimate without labels (CBPE/DLE) only when the metric could not be measured; the
 quick retrain only under ``retrain: auto`` (where it always can matter: staleness alone
-retrains); the domain classifier, which never reaches the bounds, only when an LLM chooses
-within them (the builtin backend takes the policy's choice). Each skip is named with its
-reason in the performance slice's ``skipped``. Above ``drift.sample_rows``
-rows the metric, its bootstrap and the quick retrain use stratified samples, named in
-``sampled``; the domain classifier states its AUC's standard error at the rows it used."""
+retrains) and on a holdout big enough for the evaluator to judge on (``holdout_too_small``
+says why not: then no retrain either); the domain classifier, which never reaches the
+bounds, only when an LLM chooses within them (the builtin backend takes the policy's
+choice). Each skip is named with its reason in the performance slice's ``skipped``. Above
+``drift.sample_rows`` rows the metric, its bootstrap and the quick retrain use stratified
+samples, named in ``sampled``; the domain classifier states its AUC's standard error at the
+rows it used."""
 
 from __future__ import annotations
 
@@ -340,16 +342,18 @@ def _fresh_gain(
             "holdout_rows": holdout.height,
             "holdout_of": full_holdout.height,
         }
+    # Judged on the full holdout, as the evaluator judges it (a sample shrinks a rare class):
+    # on too few rows it would reject any challenger, so a retrain could win nothing.
+    judged = ctx.policy.evaluator
+    small = too_small(
+        full_holdout[spec.target], spec.task, judged.min_holdout_rows, judged.min_class_rows
+    )
+    if small:
+        skipped["quick_retrain"] = f"no gain on it would count: {small}"
+        return {"holdout_too_small": small}
     enough = window.height >= MIN_FRESH_ROWS and measurable(window[spec.target], spec.task)
     if not enough or not measurable(holdout[spec.target], spec.task):
         return {}
-    judged = ctx.policy.evaluator
-    small = too_small(
-        holdout[spec.target], spec.task, judged.min_holdout_rows, judged.min_class_rows
-    )
-    if small:  # the evaluator would reject any challenger: nothing a retrain could win
-        skipped["quick_retrain"] = f"no gain on it would count: {small}"
-        return {"holdout_too_small": small}
     train_spec = ctx.train_spec(model, "catboost" if family == "catboost" else "lightgbm")
     info, rules = ctx.metric(model), ctx.policy.drift
 

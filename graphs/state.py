@@ -103,7 +103,11 @@ class DriftSlice(TypedDict, total=False):
     fresh_gain_low: Annotated[float, _d("Its interval's lower bound.")]
     fresh_gain_high: Annotated[float, _d("Its interval's upper bound.")]
     holdout_too_small: Annotated[
-        str, _d("Why the batch's holdout could judge no challenger (too few labelled rows).")
+        str,
+        _d(
+            "Why the batch's holdout could judge no challenger (too few labelled rows, or "
+            "a classifier's classes too small)."
+        ),
     ]
     skipped: Annotated[
         dict[str, str],

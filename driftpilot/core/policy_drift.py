@@ -241,8 +241,9 @@ def _mapped(
 ) -> DriftBounds:
     """The bounds of a mapped cause: its actions that the evidence supports."""
     supported = {"monitor", "none", *bounds.allowed}
-    # The episode's hold stops any challenger, a recalibrated champion included.
-    if cause == "label_shift" and ev.labelled and not ev.episode_hold:
+    # The episode's hold stops any challenger, a recalibrated champion included; so does a
+    # holdout too small to judge on (the evaluator rejects every kind of challenger on it).
+    if cause == "label_shift" and ev.labelled and not (ev.episode_hold or ev.holdout_too_small):
         supported.add("recalibrate")
     allowed = [a for a in mapped if a in supported] or ["monitor"]
     signal = f"cause {cause}: {'; '.join(reasons)} -> {' or '.join(allowed)}"
@@ -284,8 +285,8 @@ def rule_bounds(ev: DriftEvidence, rules: DriftRules, limits: RetrainLimits) -> 
     significant. A drop that a measured quick retrain does not fix (a harder season)
     never retrains. Monitor: material drift (alarms on anything else wear people out).
     Retrain (labelled batches only, whose holdout is big enough to judge the challenger
-    on: ``evaluator.min_holdout_rows``) on a signal that is severe, or persisted in k of
-    the last n batches outside the cooldown, AND
+    on: ``evaluator.min_holdout_rows`` and ``min_class_rows``) on a signal that is
+    severe, or persisted in k of the last n batches outside the cooldown, AND
     whose sure part (the lower bound of a significant quick retrain's gain, else of the
     drop) x P(promotion) x horizon covers the retrain's cost. Severe (``_severe``): at least
     ``severe_metric_drop`` and surely one that counts (lower bound at least

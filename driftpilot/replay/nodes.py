@@ -196,7 +196,15 @@ def _evaluator(state: dict[str, Any], ctx: RunContext, ev: Evidence) -> dict[str
             f"{cmp.n_boot} resamples) is reused: nothing is scored again"
         )
     champion = ev.final["evaluation"].get("champion_version")
-    evidence = evaluator.EvaluatorEvidence(comparison=cmp, champion_version=champion)
+    shown = ev.shown["evaluator"]
+    # What forced a reject whatever the gain is part of the evidence: a replay under the same
+    # policy must not promote what the run could not.
+    evidence = evaluator.EvaluatorEvidence(
+        comparison=cmp,
+        champion_version=champion,
+        training_defect=shown.get("training_defect"),
+        holdout_too_small=shown.get("holdout_too_small"),
+    )
     ruling = evaluator.decide(evidence, ctx.policy, ctx.llm)
     verdict = ruling.outcome.decision
     meta = _meta(ruling.outcome, verdict.rationale, notes)

@@ -416,6 +416,21 @@ def test_a_recorded_answer_is_reused_and_promotion_still_needs_it(home: Home) ->
         REPLAY_NODES["promote"](ev.final, ctx, ev)  # high tier, nobody approved
 
 
+def test_what_forced_a_reject_is_part_of_the_replayed_evidence(home: Home) -> None:
+    """A reject the run was forced into whatever the gain (a holdout too small to judge on, a
+    training defect) stays a reject in a replay under the same policy: the replay rebuilds
+    the evaluator's evidence with it, not from the comparison alone."""
+    ev = gather(home.plane, home.runs["promoted"])
+    ctx = _sealed_context(home.settings, Policy.load(home.policies["force_low"]))
+    again = REPLAY_NODES["evaluator"](ev.final, ctx, ev)["evaluation"]
+    assert again["action"] == "promote"
+    small = "45 labelled holdout rows (needs at least 100)"
+    shown = {**ev.shown, "evaluator": {**ev.shown["evaluator"], "holdout_too_small": small}}
+    evaluation = REPLAY_NODES["evaluator"](ev.final, ctx, replace(ev, shown=shown))["evaluation"]
+    assert evaluation["action"] == "reject"
+    assert "the holdout is too small to judge on: 45" in evaluation["replay"]["rationale"]
+
+
 # What a run recorded before models had a task named its scores after ROC AUC (the keys as
 # the agents then wrote them), per slice; nothing said which metric or which direction.
 BEFORE_TASKS = {

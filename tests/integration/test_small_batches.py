@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -126,3 +127,29 @@ def test_values_far_beyond_the_reference_range_are_checked_not_quarantined(
     assert any("outside the reference range" in w for w in ingestion["warnings"]), ingestion
     assert drift["score"] is not None and drift["score_low"] <= drift["score"]
     assert "pressure" in drift["drifted_columns"]
+
+
+def test_a_holdout_too_small_to_judge_on_trains_nothing_and_rejects_what_is_forced(
+    plane: ControlPlane, months: dict[str, pl.DataFrame], tmp_path: Path
+) -> None:
+    """200 labelled July rows: the holdout (their latest 30 %) holds 60, under the 100 a gain
+    needs to count (evaluator.min_holdout_rows). The quick retrain is not measured and the
+    policy trains nothing; a policy that retrains always gets its challenger rejected with
+    the reason."""
+    july = months["2013-07"].sample(n=400, seed=3, shuffle=True)
+    view = plane.start_run("flights", july.head(200), "july-200")
+    assert view.status == "completed", view.summary
+    drift = view.summary["drift"]
+    assert drift["holdout_too_small"] == "60 labelled holdout rows (needs at least 100)"
+    assert drift["skipped"]["quick_retrain"].startswith("no gain on it would count: 60")
+    assert "fresh_gain" not in drift and drift["action"] != "retrain"
+    policy = tmp_path / "always.yaml"
+    policy.write_text("drift:\n  retrain: always\noptimizer:\n  default_trials: 3\n")
+    forced = ControlPlane(plane.settings.model_copy(update={"policy_path": policy}))
+    try:
+        view = forced.start_run("flights", july.tail(200), "july-200-forced")
+    finally:
+        forced.close()
+    assert view.status == "completed" and view.outcome == "challenger_rejected", view.summary
+    evaluation = view.summary["evaluation"]
+    assert evaluation["holdout_too_small"] == "60 labelled holdout rows (needs at least 100)"

@@ -197,6 +197,10 @@ def test_label_shift_recalibrates_and_never_retrains() -> None:
     assert "(no retrain)" in bounds.signals[-1]
     # Without labels there is nothing to recalibrate on.
     assert "recalibrate" not in policy.drift_bounds(_ev(LABEL_SHIFT, labelled=False)).allowed
+    # Nor on a holdout too small to judge the recalibrated champion on (it would be rejected).
+    small = _ev(LABEL_SHIFT, **severe, holdout_too_small="45 labelled holdout rows")
+    held = policy.drift_bounds(small)
+    assert "recalibrate" not in held.allowed and "retrain" not in held.allowed
 
 
 def test_expected_change_watches_and_pipeline_defect_only_monitors() -> None:
