@@ -71,8 +71,9 @@ class PolicyRow:
     n_rows: int
     positives: int  # binary: rows labelled 1 (0 for other tasks)
     score: float | None  # the deployed model's primary metric on this batch, before training on it
-    retrained: bool = False
+    retrained: bool = False  # a new model was trained (a recalibration is not a retrain)
     promoted: bool = False  # a new model serves from the next batch
+    recalibrated: bool = False  # the loop only: the champion plus a calibration map instead
     train_s: float = 0.0
     score_s: float = 0.0
     note: str = ""
@@ -101,11 +102,14 @@ class PolicyRun:
 
     def totals(self) -> dict[str, Any]:
         """Mean and worst prequential score (over scored batches; worst = the lowest ROC AUC or
-        the highest RMSE), retrains, promotions."""
+        the highest RMSE), retrains, recalibrations (a calibration map on the champion, a
+        fraction of a retrain's cost: counted apart, as issue 21 tells them apart),
+        promotions (either kind), and the yield of the retrains."""
         scores = self.scores()
         worst = min if self.higher_is_better else max
         retrains = sum(r.retrained for r in self.rows)
         promotions = sum(r.promoted for r in self.rows)
+        paid_off = sum(r.promoted and r.retrained for r in self.rows)
         return {
             "metric": self.metric,
             "higher_is_better": self.higher_is_better,
@@ -114,9 +118,10 @@ class PolicyRun:
             "mean_score": round(statistics.fmean(scores), 4) if scores else None,
             "worst_score": round(worst(scores), 4) if scores else None,
             "retrains": retrains,
+            "recalibrations": sum(r.recalibrated for r in self.rows),
             "promotions": promotions,
-            # promotions per retrain (a baseline deploys every model it trains: 1.0)
-            "yield": round(promotions / retrains, 4) if retrains else None,
+            # promoted retrains per retrain (a baseline deploys every model it trains: 1.0)
+            "yield": round(paid_off / retrains, 4) if retrains else None,
             "compute_s": round(self.compute_s, 2),
             **self.meta,
         }

@@ -96,11 +96,19 @@ def target_line(check: dict[str, Any]) -> str:
 
 def policy_table(runs: list[PolicyRun], title: str) -> Table:
     """Per policy: mean and worst prequential score (in the runs' metric), retrains,
-    promotions, yield (promotions per retrain), compute seconds."""
+    recalibrations, promotions, yield (promoted retrains per retrain), compute seconds."""
     table = Table(title=title)
     table.add_column("policy", no_wrap=True)
     measure = metric_text.label(runs[0].metric) if runs else "score"
-    columns = (f"mean {measure}", f"worst {measure}", "scored", "retrains", "promotions", "yield")
+    columns = (
+        f"mean {measure}",
+        f"worst {measure}",
+        "scored",
+        "retrains",
+        "recal.",
+        "promotions",
+        "yield",
+    )
     for name in columns:
         table.add_column(name, justify="right")
     table.add_column("compute s", justify="right")
@@ -113,6 +121,7 @@ def policy_table(runs: list[PolicyRun], title: str) -> Table:
             _fmt(t["worst_score"]),
             f"{t['scored']}/{t['batches']}",
             str(t["retrains"]),
+            str(t["recalibrations"]),
             str(t["promotions"]),
             "-" if t["yield"] is None else f"{t['yield']:.0%}",
             f"{t['compute_s']:.1f}",

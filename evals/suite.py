@@ -224,8 +224,8 @@ def _policies_md(path: Path) -> str:
         f"{r['machine']['measured_at']}.\n\n"
         f"![{r['dataset']}](results/{path.with_suffix('.png').name})\n\n"
     )
-    header = ["policy", f"mean {label}", f"worst {label}", "scored", "retrains", "promotions"]
-    header += ["compute s", "of which training s"]
+    header = ["policy", f"mean {label}", f"worst {label}", "scored", "retrains", "recalibrations"]
+    header += ["promotions", "compute s", "of which training s"]
     rows = [
         [
             name,
@@ -233,6 +233,7 @@ def _policies_md(path: Path) -> str:
             _num(t.get("worst_score", t.get("min_auc"))),
             f"{t.get('scored')}/{t.get('batches')}",
             str(t.get("retrains")),
+            str(t.get("recalibrations", "-")),  # counted apart since 2026-12-07
             str(t.get("promotions")),
             f"{t.get('compute_s', 0):.0f}",
             f"{t.get('training_s', 0):.0f}",

@@ -377,3 +377,16 @@ def test_the_framing_criterion_needs_close_retrain_counts_and_each_yield() -> No
     assert 1 / 3 < MIN_YIELD <= 2 / 3
     idle = framing_check({"month": _framing(0, 0), "equal": _framing(0, 0)})
     assert not idle["yields_met"] and "yield -" in framing_line("flights", idle)
+
+
+def test_a_recalibration_is_counted_apart_from_the_retrains() -> None:
+    """Issue 21 tells a recalibration (a calibration map on the champion) from a retrain: the
+    totals count them apart, and the yield is promoted retrains per retrain."""
+    rows = [
+        PolicyRow(1, "b1", 10, 0, 0.70, retrained=True, promoted=True),
+        PolicyRow(2, "b2", 10, 0, 0.71, retrained=True, promoted=False),
+        PolicyRow(3, "b3", 10, 0, 0.72, promoted=True, recalibrated=True),
+    ]
+    totals = PolicyRun("driftpilot", rows, 1.0, {"training_s": 0.5}).totals()
+    assert (totals["retrains"], totals["recalibrations"], totals["promotions"]) == (2, 1, 2)
+    assert totals["yield"] == 0.5
