@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import polars as pl
 import pytest
 from rich.console import Console
 from typer.testing import CliRunner
@@ -12,13 +13,24 @@ from driftpilot import tour
 from driftpilot.cli import app
 from driftpilot.core.settings import Settings
 from driftpilot.tour import run_tool_tour
+from tools.datasets import FLIGHTS_CACHE
 
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture
+def cached(settings: Settings, flights_df: pl.DataFrame) -> Settings:
+    """The test's home with the session's flights table in its cache (what ``flights()``
+    reads): the session fixture parsed the CSV once, the tests here need not parse it again."""
+    assert settings.cache_dir is not None
+    flights_df.write_parquet(settings.cache_dir / FLIGHTS_CACHE)
+    return settings
+
+
 def test_tool_tour_tells_the_flights_story_and_is_idempotent(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
+    cached: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    settings = cached
     console = Console(record=True, width=160)
     first = run_tool_tour(console, trials=3)
     months = {row["month"]: row for row in first["months"]}
@@ -47,7 +59,7 @@ def test_tool_tour_tells_the_flights_story_and_is_idempotent(
     assert "(0 run now)" in console.export_text()  # the study resumed: no trial ran again
 
 
-def test_cli_lists_batches_and_rejects_unknown_datasets(settings: Settings) -> None:
+def test_cli_lists_batches_and_rejects_unknown_datasets(cached: Settings) -> None:
     runner = CliRunner()
     listed = runner.invoke(app, ["data", "flights"], terminal_width=160)
     assert listed.exit_code == 0, listed.output
