@@ -281,7 +281,10 @@ def framing_check(payloads: dict[Framing, dict[str, Any]]) -> dict[str, Any]:
     framing's yield (promotions / retrains) at least ``MIN_YIELD``. A framing without a
     retrain has no yield and fails the yield half (nothing was shown to pay off)."""
     per = {
-        framing: {key: payload["totals"][LOOP][key] for key in ("retrains", "promotions", "yield")}
+        framing: {
+            key: payload["totals"][LOOP].get(key)
+            for key in ("retrains", "recalibrations", "promotions", "yield")
+        }
         | {"batches": len(payload["batches"]), "mean_score": payload["totals"][LOOP]["mean_score"]}
         for framing, payload in payloads.items()
     }
@@ -302,7 +305,8 @@ def framing_check(payloads: dict[Framing, dict[str, Any]]) -> dict[str, Any]:
 def framing_line(dataset: str, check: dict[str, Any]) -> str:
     """One line: each framing's retrains, promotions and yield, and the criterion's verdict."""
     parts = [
-        f"{framing}: {p['retrains']} retrains, {p['promotions']} promotions, yield "
+        f"{framing}: {p['retrains']} retrains, {p.get('recalibrations') or 0} recalibrations, "
+        f"{p['promotions']} promotions, yield "
         + ("-" if p["yield"] is None else f"{p['yield']:.0%}")
         for framing, p in check["framings"].items()
     ]

@@ -369,7 +369,9 @@ def _framing(retrains: int, promotions: int) -> dict[str, Any]:
 def test_the_framing_criterion_needs_close_retrain_counts_and_each_yield() -> None:
     met = framing_check({"month": _framing(3, 2), "equal": _framing(4, 2)})
     assert met["met"] and met["retrain_gap"] == 1
-    assert "month: 3 retrains, 2 promotions, yield 67%" in framing_line("flights", met)
+    assert "month: 3 retrains, 0 recalibrations, 2 promotions, yield 67%" in framing_line(
+        "flights", met
+    )
     apart = framing_check({"month": _framing(2, 2), "equal": _framing(4, 4)})
     assert apart["yields_met"] and not apart["retrains_met"] and not apart["met"]
     low = framing_check({"month": _framing(3, 1), "equal": _framing(3, 2)})
