@@ -360,6 +360,44 @@ def test_a_worker_that_loses_its_database_exits_non_zero(tmp_path: Path) -> None
     assert last.startswith("error:") and "database" in last, stderr
 
 
+def _outage_under(
+    proc: subprocess.Popen[bytes], server: PostgresServer, dbname: str, log_path: Path
+) -> int:
+    """Wait for the worker to register, stop the server for 3 s; the worker's exit code."""
+    from tests.pg import _as_server_user
+
+    def up() -> bool:
+        assert proc.poll() is None, log_path.read_text()
+        try:
+            return server.psql("SELECT count(*) FROM procrastinate_workers", dbname) == "1"
+        except RuntimeError:  # the worker has not created the tables yet
+            return False
+
+    wait_for(up, 90, "the worker to register")
+    prefix = _as_server_user()
+    pg_ctl = [str(server.bin_dir / "pg_ctl"), "-D", str(server.data_dir)]
+    subprocess.run([*prefix, *pg_ctl, "-m", "immediate", "stop"], check=True)
+    time.sleep(3)
+    # On its port: the worker reconnects to where it was (start_postgres stops it at the end).
+    _start_on(prefix, server)
+    return proc.wait(60)
+
+
+def _start_on(prefix: list[str], server: PostgresServer) -> None:
+    """Start the stopped ``server`` again on its own port."""
+    from tests.pg import _SERVER_OPTIONS
+
+    options = {
+        **_SERVER_OPTIONS,
+        "port": str(server.port),
+        "unix_socket_directories": str(server.socket_dir),
+    }
+    opts = " ".join(f"-c {k}={v}" for k, v in options.items())
+    log = server.data_dir.parent / "server.log"
+    pg_ctl = [str(server.bin_dir / "pg_ctl"), "-D", str(server.data_dir), "-l", str(log), "-w"]
+    subprocess.run([*prefix, *pg_ctl, "-o", opts, "start"], check=True, timeout=90)
+
+
 def test_two_deferrers_fire_a_minute_schedule_once_per_minute(
     farm: Farm, months: dict[str, pl.DataFrame]
 ) -> None:
@@ -407,6 +445,42 @@ def test_two_deferrers_fire_a_minute_schedule_once_per_minute(
             ToolCall, ToolCall.run_id == farm.cron_id, ToolCall.tool == FIRE_TOOL
         )
     ) == len(rows)
+
+
+def test_runs_whose_jobs_were_deferred_in_the_opposite_order_both_end(
+    farm: Farm, months: dict[str, pl.DataFrame]
+) -> None:
+    """Two submitters' defers crossed (the soak's lost runs): run A was submitted first, run
+    B's job was deferred first. procrastinate starts B's job first (job id order on the
+    model's lock) and runs go in submission order, so B's job runs A, then B; A's job then
+    finds A ended. Before, B's job waited for A, whose job waited behind B's: for ever. It
+    runs on the schedule's workers while they are up (warm: no worker of its own to start)."""
+    live = [w for w in farm.workers if w.proc.poll() is None]
+    with Queue(farm.plane).open() as queue:
+        first, second = (
+            farm.plane.submit_run(
+                "m1",
+                months["2013-06"].sample(n=1500, seed=300 + k).sort("time_hour"),
+                f"crossed-{k}",
+                multitask_strategy="enqueue",
+            ).run_id
+            for k in range(2)
+        )
+        second_job, first_job = queue.defer_run(second), queue.defer_run(first)
+    assert second_job is not None and first_job is not None and second_job < first_job
+    worker = live[0] if live else farm.worker("crossed")
+    wait_for(settled(farm, [first, second], worker), 240, "both runs to end")
+    assert_once(farm, [first, second])
+    assert_serialised(farm, [first, second])  # A, then B: submission order
+    jobs = farm.sql(
+        "SELECT id, status FROM procrastinate_jobs WHERE id IN (:a, :b) ORDER BY id",
+        a=second_job,
+        b=first_job,
+    )
+    assert [tuple(j) for j in jobs] == [(second_job, "succeeded"), (first_job, "succeeded")]
+    if not live:  # a stop asked by SIGTERM is a clean exit: 0, not the lost database's 75
+        assert worker.stop() == 0, worker.log()
+        farm.workers.remove(worker)
 
 
 def test_kill_9_of_a_worker_mid_run_then_recover_finishes_it(
@@ -520,76 +594,3 @@ def test_the_api_queues_runs_and_defers_ticks_on_postgresql(
             "the API's deferrer to defer a tick",
         )
     assert not any(t.name == "driftpilot-deferrer" for t in threading.enumerate())
-
-
-def test_runs_whose_jobs_were_deferred_in_the_opposite_order_both_end(
-    farm: Farm, months: dict[str, pl.DataFrame]
-) -> None:
-    """Two submitters' defers crossed (the soak's lost runs): run A was submitted first, run
-    B's job was deferred first. procrastinate starts B's job first (job id order on the
-    model's lock) and runs go in submission order, so B's job runs A, then B; A's job then
-    finds A ended. Before, B's job waited for A, whose job waited behind B's: for ever."""
-    live = [w for w in farm.workers if w.proc.poll() is None]
-    with Queue(farm.plane).open() as queue:
-        first, second = (
-            farm.plane.submit_run(
-                "m1",
-                months["2013-06"].sample(n=1500, seed=300 + k).sort("time_hour"),
-                f"crossed-{k}",
-                multitask_strategy="enqueue",
-            ).run_id
-            for k in range(2)
-        )
-        second_job, first_job = queue.defer_run(second), queue.defer_run(first)
-    assert second_job is not None and first_job is not None and second_job < first_job
-    worker = live[0] if live else farm.worker("crossed")
-    wait_for(settled(farm, [first, second], worker), 240, "both runs to end")
-    assert_once(farm, [first, second])
-    assert_serialised(farm, [first, second])  # A, then B: submission order
-    jobs = farm.sql(
-        "SELECT id, status FROM procrastinate_jobs WHERE id IN (:a, :b) ORDER BY id",
-        a=second_job,
-        b=first_job,
-    )
-    assert [tuple(j) for j in jobs] == [(second_job, "succeeded"), (first_job, "succeeded")]
-    if not live:  # a stop asked by SIGTERM is a clean exit: 0, not the lost database's 75
-        assert worker.stop() == 0, worker.log()
-        farm.workers.remove(worker)
-
-
-def _outage_under(
-    proc: subprocess.Popen[bytes], server: PostgresServer, dbname: str, log_path: Path
-) -> int:
-    """Wait for the worker to register, stop the server for 3 s; the worker's exit code."""
-    from tests.pg import _as_server_user
-
-    def up() -> bool:
-        assert proc.poll() is None, log_path.read_text()
-        try:
-            return server.psql("SELECT count(*) FROM procrastinate_workers", dbname) == "1"
-        except RuntimeError:  # the worker has not created the tables yet
-            return False
-
-    wait_for(up, 90, "the worker to register")
-    prefix = _as_server_user()
-    pg_ctl = [str(server.bin_dir / "pg_ctl"), "-D", str(server.data_dir)]
-    subprocess.run([*prefix, *pg_ctl, "-m", "immediate", "stop"], check=True)
-    time.sleep(3)
-    # On its port: the worker reconnects to where it was (start_postgres stops it at the end).
-    _start_on(prefix, server)
-    return proc.wait(60)
-
-
-def _start_on(prefix: list[str], server: PostgresServer) -> None:
-    """Start the stopped ``server`` again on its own port."""
-    from tests.pg import _SERVER_OPTIONS
-
-    options = {
-        **_SERVER_OPTIONS,
-        "port": str(server.port),
-        "unix_socket_directories": str(server.socket_dir),
-    }
-    opts = " ".join(f"-c {k}={v}" for k, v in options.items())
-    log = server.data_dir.parent / "server.log"
-    pg_ctl = [str(server.bin_dir / "pg_ctl"), "-D", str(server.data_dir), "-l", str(log), "-w"]
-    subprocess.run([*prefix, *pg_ctl, "-o", opts, "start"], check=True, timeout=90)
