@@ -15,8 +15,8 @@ import polars as pl
 import pytest
 
 from agents import evaluator
-from agents.drift_measures import too_small
 from agents.base import Llm
+from agents.drift_measures import too_small
 from driftpilot.core.llm import Backend
 from driftpilot.core.policy import Policy
 from driftpilot.core.tasks import Task, metric
