@@ -332,6 +332,15 @@ def _fresh_gain(
     full_window, full_holdout = training_window(
         ctx, model, ctx.policy.retraining.default_window, current_path
     )
+    # Judged on the full holdout, as the evaluator judges it (a sample shrinks a rare class):
+    # on too few rows it would reject any challenger, so a retrain could win nothing.
+    judged = ctx.policy.evaluator
+    small = too_small(
+        full_holdout[spec.target], spec.task, judged.min_holdout_rows, judged.min_class_rows
+    )
+    if small:
+        skipped["quick_retrain"] = f"no gain on it would count: {small}"
+        return {"holdout_too_small": small}
     cap, seed = ctx.policy.drift.sample_rows, ctx.settings.seed
     window = _sample(full_window, spec.target, spec.task, cap, seed)
     holdout = _sample(full_holdout, spec.target, spec.task, cap, seed)
@@ -342,15 +351,6 @@ def _fresh_gain(
             "holdout_rows": holdout.height,
             "holdout_of": full_holdout.height,
         }
-    # Judged on the full holdout, as the evaluator judges it (a sample shrinks a rare class):
-    # on too few rows it would reject any challenger, so a retrain could win nothing.
-    judged = ctx.policy.evaluator
-    small = too_small(
-        full_holdout[spec.target], spec.task, judged.min_holdout_rows, judged.min_class_rows
-    )
-    if small:
-        skipped["quick_retrain"] = f"no gain on it would count: {small}"
-        return {"holdout_too_small": small}
     enough = window.height >= MIN_FRESH_ROWS and measurable(window[spec.target], spec.task)
     if not enough or not measurable(holdout[spec.target], spec.task):
         return {}
