@@ -245,10 +245,19 @@ def unsafe_promotions(plane: Any) -> list[str]:
     return found
 
 
+def champion_auc(month: dict[str, Any]) -> float | None:
+    """A batch's ROC AUC under the champion of its time: the demo's row names its score and
+    metric (``champion_score``, ``metric``) since models have a task; a partial result's row
+    and one written before tasks name it ``champion_auc``."""
+    if "champion_auc" in month:
+        return month["champion_auc"]
+    return month.get("champion_score") if month.get("metric") == "roc_auc" else None
+
+
 def prequential_auc(months: list[dict[str, Any]]) -> float | None:
     """Mean ROC AUC of each batch under the champion of its time (scored before any decision
     on the batch): what the year's decisions bought, batch after batch."""
-    scores = [m["champion_auc"] for m in months if m.get("champion_auc") is not None]
+    scores = [auc for m in months if (auc := champion_auc(m)) is not None]
     return round(statistics.fmean(scores), 4) if scores else None
 
 
@@ -265,14 +274,14 @@ def compare(llm: list[dict[str, Any]], builtin: list[dict[str, Any]]) -> dict[st
                     "batch": m["batch"],
                     "llm": f"{m['action']} -> {m['outcome']}",
                     "builtin": f"{b.get('action')} -> {b.get('outcome')}",
-                    "llm_champion_auc": m.get("champion_auc"),
-                    "builtin_champion_auc": b.get("champion_auc"),
+                    "llm_champion_auc": champion_auc(m),
+                    "builtin_champion_auc": champion_auc(b) if b else None,
                 }
             )
     llm_auc, builtin_auc = prequential_auc(llm), prequential_auc(builtin)
     # A quarantined batch is scored in one year only: compare on the batches both scored.
-    both = {m["batch"] for m in llm if m.get("champion_auc") is not None} & {
-        m["batch"] for m in builtin if m.get("champion_auc") is not None
+    both = {m["batch"] for m in llm if champion_auc(m) is not None} & {
+        m["batch"] for m in builtin if champion_auc(m) is not None
     }
     common = {
         "batches": len(both),
