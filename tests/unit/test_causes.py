@@ -705,3 +705,24 @@ def test_a_prevalence_move_that_is_no_label_shift_is_watched() -> None:
     assert quiet.default == "monitor" and quiet.cause == "world_change"
     assert "cause world_change: prevalence moved" in quiet.signals[-1]
     assert Policy().drift_bounds(_ev(weighted_share=0.0)).default == "none"
+
+
+def test_without_notes_the_schema_names_only_causes_that_need_none() -> None:
+    """A cause that narrows the numbers' must cite a note: with no note shown the verdict's
+    schema offers only the numbers' cause and those that narrow nothing (a 0.5B model named
+    pipeline_defect in 9 of 11 note-less batches, each a fallback); with notes, every cause."""
+    from agents.base import decision_schema
+    from agents.drift_verdict import verdict_schema
+
+    world = Policy().drift_bounds(_ev(drop=0.08, drop_low=0.05))
+    bare = decision_schema(verdict_schema(world, {"weighted_share": 0.5}))["properties"]
+    assert bare["cause"]["enum"] == ["world_change", "unknown"]
+    assert bare["action"]["enum"] == ["retrain"]  # what those causes allow
+    noted = decision_schema(verdict_schema(world, {"weighted_share": 0.5}, [7]))["properties"]
+    assert set(noted["cause"]["enum"]) == set(world.by_cause)
+    assert set(noted["action"]["enum"]) == {"retrain", "monitor"}
+    # A label shift's own cause stays nameable without a note.
+    shifted = Policy().drift_bounds(_ev(LABEL_SHIFT, drop=0.08, drop_low=0.05))
+    label = decision_schema(verdict_schema(shifted, {"weighted_share": 0.5}))["properties"]
+    assert shifted.cause == "label_shift" and "label_shift" in label["cause"]["enum"]
+    assert not {"pipeline_defect", "expected_change"} & set(label["cause"]["enum"])
