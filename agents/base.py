@@ -57,7 +57,14 @@ def narrowed(model: type[D], **fields: dict[str, Any]) -> type[D]:
 
     def narrow(schema: dict[str, Any]) -> None:
         for name, override in fields.items():
-            schema["properties"][name].update(override)
+            prop = schema["properties"][name]
+            # An optional field's schema is anyOf [its type, null]: a keyword beside anyOf
+            # does not bind its branches (llama.cpp's grammar reads the anyOf and ignores a
+            # sibling enum: the real-LLM year named causes its schema had narrowed away), so
+            # the override goes into every branch but null.
+            branches = [b for b in prop.get("anyOf", []) if b.get("type") != "null"]
+            for target in branches or [prop]:
+                target.update(override)
 
     config = ConfigDict(**{**model.model_config, "json_schema_extra": narrow})
     return type(model.__name__, (model,), {"model_config": config, "__module__": model.__module__})
@@ -74,8 +81,9 @@ def decision_schema(model: type[BaseModel]) -> dict[str, Any]:
             return [clean(n) for n in node]
         if not isinstance(node, dict):
             return node
-        if "$ref" in node:
-            return clean(defs[node["$ref"].rsplit("/", 1)[-1]])
+        if "$ref" in node:  # inlined, with any keyword beside it (a narrowing) kept
+            siblings = {k: v for k, v in node.items() if k != "$ref"}
+            return clean({**defs[node["$ref"].rsplit("/", 1)[-1]], **siblings})
         out = {k: clean(v) for k, v in node.items() if k not in ("title", "default")}
         if out.get("type") == "object" and "properties" in node:
             out["properties"] = {k: clean(v) for k, v in node["properties"].items()}
@@ -100,6 +108,9 @@ def decision_template(model: type[BaseModel]) -> str:
 
 
 def _hint(name: str, prop: dict[str, Any]) -> str:
+    branches = [b for b in prop.get("anyOf", []) if b.get("type") != "null"]
+    if len(branches) == 1:  # an optional field: its type's hint (null is "left out")
+        prop = {"description": prop.get("description", name), **branches[0]}
     if "enum" in prop:
         return " | ".join(str(c) for c in prop["enum"])
     description = prop.get("description", name)

@@ -1,5 +1,6 @@
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -206,6 +207,42 @@ def test_decision_schema_is_strict_bounded_and_narrowed() -> None:
     assert isinstance(verdict, DriftVerdict)
     window = narrowed(RetrainPlan, window={"minimum": 1, "maximum": 6})
     assert "integer from 1 to 6" in decision_template(window)
+
+
+def _grammar_values(prop: dict[str, Any]) -> set[str]:
+    """The strings a grammar built from ``prop`` admits, read the way llama.cpp's
+    json-schema-to-grammar reads it: anyOf before enum, a keyword beside anyOf ignored."""
+    if "anyOf" in prop:
+        return {v for branch in prop["anyOf"] for v in _grammar_values(branch)}
+    return set(prop.get("enum", []))
+
+
+def test_a_narrowed_optional_field_binds_the_grammar_not_just_the_prompt() -> None:
+    """The real-LLM year: 3 verdicts named pipeline_defect, a cause their schema had narrowed
+    away, because the narrowing sat beside the optional field's anyOf."""
+    from agents.base import decision_schema, decision_template
+    from agents.drift_verdict import verdict_schema
+    from driftpilot.core.policy_drift import DriftBounds
+
+    bounds = DriftBounds(
+        allowed=["none", "monitor"],
+        default="none",
+        severity="none",
+        signals=[],
+        cause="label_shift",
+        by_cause={
+            "label_shift": ["monitor"],
+            "pipeline_defect": ["monitor"],
+            "world_change": ["none", "monitor"],
+        },
+    )
+    verdict = verdict_schema(bounds, {"weighted_share": 0.1}, [])
+    cause = decision_schema(verdict)["properties"]["cause"]
+    assert _grammar_values(cause) == {"label_shift", "world_change"}
+    assert {"type": "null"} in cause["anyOf"]  # left out still means the numbers' cause
+    assert '"cause": <label_shift | world_change>' in decision_template(verdict)
+    with_note = verdict_schema(bounds, {"weighted_share": 0.1}, [7])
+    assert "pipeline_defect" in _grammar_values(decision_schema(with_note)["properties"]["cause"])
 
 
 def test_the_drift_verdict_schema_fixes_each_cited_value_to_the_tools() -> None:
