@@ -1,0 +1,46 @@
+"""evals.retrain_oracle: schedules scored from the table of every model on every later batch."""
+
+from __future__ import annotations
+
+from evals.retrain_oracle import ScoreTable, budget_for, oracle, schedules
+
+
+def table(higher_is_better: bool = False) -> ScoreTable:
+    """Five batches (0 trains the first model; 1-4 are scored). Retraining after batch 2 is the
+    one retrain that pays: its model scores 1.0 where every other model scores 3.0-4.0."""
+    scores: dict[int, dict[int, float | None]] = {
+        0: {1: 3.0, 2: 3.0, 3: 4.0, 4: 4.0},
+        1: {2: 3.5, 3: 4.0, 4: 4.0},
+        2: {3: 1.0, 4: 1.0},
+        3: {4: 3.0},
+    }
+    return ScoreTable(["b0", "b1", "b2", "b3", "b4"], scores, 1, higher_is_better)
+
+
+def test_a_schedule_serves_each_batch_with_the_latest_model_trained_before_it() -> None:
+    t = table()
+    assert t.schedule_scores(()) == [3.0, 3.0, 4.0, 4.0]
+    assert t.schedule_scores((2,)) == [3.0, 3.0, 1.0, 1.0]
+    assert t.schedule_scores((1, 3)) == [3.0, 3.5, 4.0, 3.0]
+
+
+def test_schedules_within_the_budget_leave_out_the_last_batch() -> None:
+    t = table()
+    assert schedules(t, 1) == [(), (1,), (2,), (3,)]
+    assert len(schedules(t, 3)) == 8  # every subset of {1, 2, 3}
+    assert budget_for(t, 1 / 3) == 1  # every batch retrains 4 times
+
+
+def test_the_oracle_finds_the_one_retrain_that_pays_and_counts_who_reaches_every_batch() -> None:
+    result = oracle(table(), 1)
+    assert result["best"][0] == {"retrain_after": ["b2"], "mean": 2.0}
+    # every batch: 3.0, 3.5, 1.0, 3.0 -> 2.625; only retraining after b2 (2.0) is as low
+    assert result["every_batch_mean"] == 2.625
+    assert result["every_batch_retrains"] == 4
+    assert result["reaching"] == [["b2"]]
+    assert result["reaching_every_batch"] == 1
+
+
+def test_higher_is_better_flips_the_order() -> None:
+    result = oracle(table(higher_is_better=True), 1)
+    assert result["best"][0]["retrain_after"] == ["b1"]  # 3.0, 3.5, 4.0, 4.0: the highest mean
