@@ -28,7 +28,7 @@ import itertools
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,14 @@ class ScoreTable:
     batch_ids: list[str]
     scores: dict[int, dict[int, float | None]]
     first: int  # the first scored batch (= the stream's initial batches)
-    higher_is_better: bool
+    metric: str
+    # holdout[m][c]: model c (m itself, the first model, the one before m) on the latest
+    # holdout_fraction of batch m, where the loop's evaluator judges a challenger trained on m
+    holdout: dict[int, dict[int, float | None]] = field(default_factory=dict)
+
+    @property
+    def higher_is_better(self) -> bool:
+        return METRICS[self.metric].higher_is_better
 
     @property
     def last(self) -> int:
@@ -109,19 +116,59 @@ def score_table(stream: Stream, policy: Policy, console: Console | None) -> Scor
             models[index] = train_model(rows, spec)
             if console is not None:
                 console.print(f"[dim]trained after {stream.batches[index][0]}[/dim]")
+
+    def score(model: TrainedModel, frame: pl.DataFrame) -> float | None:
+        return prequential_score(model, frame, stream.target, task=stream.task)
+
     scores = {
-        m: {
-            i: prequential_score(model, frames[i], stream.target, task=stream.task)
-            for i in range(max(m + 1, stream.initial), len(frames))
-        }
+        m: {i: score(model, frames[i]) for i in range(max(m + 1, stream.initial), len(frames))}
         for m, model in models.items()
     }
+    held: dict[int, dict[int, float | None]] = {}
+    for m in range(stream.initial + 1, len(frames) - 1):
+        tail = split_holdout(frames[m], stream.time_col, holdout)[1]
+        held[m] = {c: score(models[c], tail) for c in {m, 0, m - 1}}
     return ScoreTable(
         batch_ids=[batch_id for batch_id, _ in stream.batches],
         scores=scores,
         first=stream.initial,
-        higher_is_better=METRICS[stream.metric].higher_is_better,
+        metric=stream.metric,
+        holdout=held,
     )
+
+
+def carry(table: ScoreTable) -> dict[str, Any]:
+    """Does a challenger's gain on its batch's holdout (what the evaluator judges) foretell its
+    gain on the next batch (what serving it earns)? Per model, against the first model and
+    against the one trained a batch before; the correlation and how often the signs agree."""
+    gain = METRICS[table.metric].gain  # points of ROC AUC, a share of the RMSE: better > 0
+    rows: list[dict[str, Any]] = []
+    for m, held in table.holdout.items():
+        for champion, name in ((0, "first"), (m - 1, "previous")):
+            h_ch, h_m = held[champion], held[m]
+            n_ch, n_m = table.scores[champion][m + 1], table.scores[m][m + 1]
+            if None in (h_ch, h_m, n_ch, n_m):
+                continue
+            rows.append(
+                {
+                    "trained_after": table.batch_ids[m],
+                    "against": name,
+                    "holdout_gain": round(gain(h_ch, h_m), 4),  # type: ignore[arg-type]
+                    "next_gain": round(gain(n_ch, n_m), 4),  # type: ignore[arg-type]
+                }
+            )
+    summary: dict[str, Any] = {"rows": rows}
+    for name in ("first", "previous"):
+        pairs = [(r["holdout_gain"], r["next_gain"]) for r in rows if r["against"] == name]
+        if len(pairs) < 3:
+            continue
+        hold, nxt = zip(*pairs, strict=True)
+        summary[name] = {
+            "models": len(pairs),
+            "correlation": round(statistics.correlation(hold, nxt), 3),
+            "sign_agreement": sum((a > 0) == (b > 0) for a, b in pairs),
+        }
+    return summary
 
 
 def schedules(table: ScoreTable, budget: int) -> list[tuple[int, ...]]:
@@ -191,6 +238,7 @@ def run(dataset: str, *, share: float, out_dir: Path, console: Console | None) -
     stream = stream_for(dataset)
     table = score_table(stream, Policy.load(None), console)
     result = oracle(table, budget_for(table, share))
+    result["carry"] = carry(table)
     payload = {
         "dataset": dataset,
         "batching": stream.batching,
@@ -210,6 +258,14 @@ def run(dataset: str, *, share: float, out_dir: Path, console: Console | None) -
             f"{result['budget']} retrains reach every batch's {result['every_batch_mean']}",
             markup=False,
         )
+        for name in ("first", "previous"):
+            if name in result["carry"]:
+                c = result["carry"][name]
+                console.print(
+                    f"holdout gain vs next batch's gain, against the {name} model: correlation "
+                    f"{c['correlation']}, signs agree {c['sign_agreement']} of {c['models']}",
+                    markup=False,
+                )
     return payload
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from evals.retrain_oracle import ScoreTable, budget_for, oracle, schedules
+from evals.retrain_oracle import ScoreTable, budget_for, carry, oracle, schedules
 
 
-def table(higher_is_better: bool = False) -> ScoreTable:
+def table(metric: str = "rmse") -> ScoreTable:
     """Five batches (0 trains the first model; 1-4 are scored). Retraining after batch 2 is the
     one retrain that pays: its model scores 1.0 where every other model scores 3.0-4.0."""
     scores: dict[int, dict[int, float | None]] = {
@@ -14,7 +14,7 @@ def table(higher_is_better: bool = False) -> ScoreTable:
         2: {3: 1.0, 4: 1.0},
         3: {4: 3.0},
     }
-    return ScoreTable(["b0", "b1", "b2", "b3", "b4"], scores, 1, higher_is_better)
+    return ScoreTable(["b0", "b1", "b2", "b3", "b4"], scores, 1, metric)
 
 
 def test_a_schedule_serves_each_batch_with_the_latest_model_trained_before_it() -> None:
@@ -42,5 +42,24 @@ def test_the_oracle_finds_the_one_retrain_that_pays_and_counts_who_reaches_every
 
 
 def test_higher_is_better_flips_the_order() -> None:
-    result = oracle(table(higher_is_better=True), 1)
+    result = oracle(table("roc_auc"), 1)
     assert result["best"][0]["retrain_after"] == ["b1"]  # 3.0, 3.5, 4.0, 4.0: the highest mean
+
+
+def test_carry_compares_the_holdout_gain_with_the_next_batchs() -> None:
+    t = table()
+    # model 2 wins 20 % on b2's holdout over the first model and 10 % over model 1, and 75 %
+    # on b3 over both (1.0 against 4.0); model 3 loses 50 % on b3's holdout over the first
+    # model (3.0 against 2.0), yet wins 25 % on b4 (3.0 against 4.0)
+    t.holdout = {2: {2: 2.0, 0: 2.5, 1: 2.2}, 3: {3: 3.0, 0: 2.0, 2: 1.0}}
+    result = carry(t)
+    rows = {(r["trained_after"], r["against"]): r for r in result["rows"]}
+    assert rows["b2", "first"] == {
+        "trained_after": "b2",
+        "against": "first",
+        "holdout_gain": 0.2,
+        "next_gain": 0.75,
+    }
+    assert rows["b3", "first"]["holdout_gain"] == -0.5 and rows["b3", "first"]["next_gain"] == 0.25
+    assert rows["b3", "previous"]["next_gain"] == -2.0  # model 2's 1.0 against model 3's 3.0
+    assert "first" not in result  # fewer than 3 models: no correlation
