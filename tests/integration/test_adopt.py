@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,17 @@ def owner_log(uri: str, artifacts: Path, log: Callable[[], Any]) -> Any:
 TRUSTED = ["numpy.dtype"]
 
 
+def pinned(*packages: str) -> list[str]:
+    """The owner's requirements, pinned to the installed versions, as an owner who writes them
+    logs a model: without them MLflow infers them in a subprocess that loads the model (4-10 s a
+    model on 2 cores), which is MLflow's code, not the adoption this module tests. DriftPilot
+    still reads them from the model's requirements.txt."""
+    return [f"{p}=={package_version(p)}" for p in packages]
+
+
+SKLEARN_REQS = ("scikit-learn", "skops", "numpy", "pandas")
+
+
 def features(frame: pl.DataFrame, numeric: list[str], categorical: list[str]) -> pd.DataFrame:
     return frame.select([*numeric, *categorical]).to_pandas()
 
@@ -196,6 +208,7 @@ def test_sklearn_pipeline_regression_from_a_tracking_server_and_its_next_batch(
             name="model",
             signature=infer_signature(x, pipe.predict(x)),
             skops_trusted_types=TRUSTED,
+            pip_requirements=pinned(*SKLEARN_REQS),
         ),
     )
     client = mlflow.MlflowClient(uri, uri)
@@ -286,7 +299,10 @@ def test_lightgbm_multiclass_booster_uses_its_probabilities(
         owner,
         tmp_path / "owner-artifacts",
         lambda: mlflow.lightgbm.log_model(
-            booster, name="model", signature=infer_signature(x, booster.predict(x))
+            booster,
+            name="model",
+            signature=infer_signature(x, booster.predict(x)),
+            pip_requirements=pinned("lightgbm", "numpy", "pandas"),
         ),
     )
     # Fetching from the owner's MLflow leaves this process's MLflow URIs (DriftPilot's) alone.
@@ -332,7 +348,11 @@ def test_a_wrong_signature_fails_and_a_label_only_classifier_without_one_is_adop
         owner,
         tmp_path / "owner-artifacts",
         lambda: mlflow.sklearn.log_model(
-            ridge, name="model", signature=infer_signature(signed), skops_trusted_types=TRUSTED
+            ridge,
+            name="model",
+            signature=infer_signature(signed),
+            skops_trusted_types=TRUSTED,
+            pip_requirements=pinned(*SKLEARN_REQS),
         ),
     )
     with pytest.raises(SchemaError) as caught:
@@ -361,7 +381,9 @@ def test_a_wrong_signature_fails_and_a_label_only_classifier_without_one_is_adop
     info = owner_log(
         owner,
         tmp_path / "art",
-        lambda: mlflow.sklearn.log_model(pipe, name="model", skops_trusted_types=TRUSTED),
+        lambda: mlflow.sklearn.log_model(
+            pipe, name="model", skops_trusted_types=TRUSTED, pip_requirements=pinned(*SKLEARN_REQS)
+        ),
     )
     uri = f"runs:/{info.run_id}/model"
     reference = data["reference"]
@@ -410,7 +432,10 @@ def test_custom_pyfunc_binary_from_a_directory_by_the_plane_the_cli_and_the_api(
     roots = tmp_path / "inbox"
     path = roots / "owner-model"
     mlflow.pyfunc.save_model(
-        str(path), python_model=_Owner(fitted), signature=infer_signature(x, np.zeros(len(x)))
+        str(path),
+        python_model=_Owner(fitted),
+        signature=infer_signature(x, np.zeros(len(x))),
+        pip_requirements=pinned("scikit-learn", "cloudpickle", "numpy", "pandas"),
     )
     data["reference"].write_parquet(roots / "reference.parquet")
     data["reference"].drop("visib").write_parquet(roots / "no-visib.parquet")
