@@ -18,7 +18,14 @@ from driftpilot.core.errors import NotFound
 from driftpilot.core.settings import Settings
 from driftpilot.runs.plane import ControlPlane
 from driftpilot.store.models import Decision, ManagedModel
-from tests.integration.test_adopt import TRUSTED, features, owner_log, sklearn_pipeline
+from tests.integration.test_adopt import (
+    SKLEARN_REQS,
+    TRUSTED,
+    features,
+    owner_log,
+    pinned,
+    sklearn_pipeline,
+)
 from tools.datasets import FLIGHT_CATEGORICAL, FLIGHT_NUMERIC, FLIGHTS_CACHE
 from ui.chat import Chat, sign_in
 from ui.intents import parse
@@ -43,6 +50,7 @@ def test_adopt_from_the_chat_waits_for_the_admins_confirm(
         return mlflow.sklearn.log_model(
             pipe, name="model", signature=infer_signature(x, pipe.predict(x)),
             registered_model_name="owner-delay", skops_trusted_types=TRUSTED,
+            pip_requirements=pinned(*SKLEARN_REQS),  # not inferred in a subprocess (seconds)
         )  # fmt: skip
 
     uri = settings.mlflow_tracking_uri
