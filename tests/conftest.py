@@ -5,7 +5,8 @@ server (``tests/pg.py``): the ``settings`` fixture points ``db_url`` (audit and 
 checkpoints) and ``optuna_storage`` at fresh databases of their own per test, and every test
 module gets fresh ones in the environment for the homes its module-scoped fixtures make.
 ``make test`` runs the graph, governance, escalation and API suites a second time so.
-The ``postgres`` and ``pg_url`` fixtures of ``tests/pg.py`` are registered here.
+The ``postgres`` and ``pg_url`` fixtures of ``tests/pg.py`` and ``mlflow_server`` of
+``tests/mlflow_server.py`` are registered here.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ import pytest
 
 from driftpilot.core import settings as settings_module
 from driftpilot.core.settings import Settings
+from tests.mlflow_server import mlflow_server
 from tests.pg import PostgresServer, pg_url, postgres
 from tools.data import split_batches
 from tools.datasets import FLIGHTS, FLIGHTS_DELAY, FLIGHTS_DELAY_CLASS, DatasetSpec, flights
 
-__all__ = ["pg_url", "postgres"]  # fixtures for every test (tests/pg.py documents them)
+# fixtures for every test (tests/pg.py and tests/mlflow_server.py document them)
+__all__ = ["mlflow_server", "pg_url", "postgres"]
 TEST_DB = "DRIFTPILOT_TEST_DB"
 # Reports are rendered when a test asks for one (test_reports_http covers after_run): a
 # background Evidently render after every run of a module costs seconds of CPU each.

