@@ -340,7 +340,9 @@ def decide(evidence: EvaluatorEvidence, policy: Policy, llm: Llm) -> EvaluatorRu
         NAME,
         verdict_schema(allowed),
         evidence.shown(),
-        {"allowed": allowed},
+        # the policy's own choice beside what it allows: a 0.5B model read "promote it, unless
+        # the evidence gives you a reason not to" as a reason to reject, 4 of 4 (real-LLM year)
+        {"allowed": allowed, "default": allowed[0]},
         fallback,
         check=check,
     )
