@@ -381,17 +381,23 @@ def test_a_regression_drop_decides_in_rmse_and_cites_its_score() -> None:
     assert ruling.flags == []
 
 
-@pytest.mark.parametrize(("ci_low", "default"), [(0.01, "promote"), (-0.01, "reject")])
+@pytest.mark.parametrize(
+    ("ci_low", "too_small", "default"),
+    [(0.01, None, "promote"), (-0.01, None, "reject"), (0.01, "45 labelled rows < 100", "reject")],
+)
 def test_the_evaluator_is_shown_the_policys_default_beside_what_it_allows(
-    ci_low: float, default: str
+    ci_low: float, too_small: str | None, default: str
 ) -> None:
     """The real-LLM year's 0.5B evaluator rejected 4 challengers of 4 whose gain's interval lay
-    above zero, reading "promote it, unless the evidence gives you a reason not to" as a reason
-    to reject: the bounds now say which choice is the policy's."""
+    above zero (its rationale: "The evidence does not provide any reason not to reject"): the
+    bounds now say which choice is the policy's, also where a reject is forced whatever the
+    interval (a holdout too small to judge on)."""
     backend = scripted(say({"action": default, "rationale": "gain 0.04, interval above zero"}))
-    ev = evaluator.EvaluatorEvidence(comparison=_comparison(ci_low), champion_version=1)
+    ev = evaluator.EvaluatorEvidence(
+        comparison=_comparison(ci_low), champion_version=1, holdout_too_small=too_small
+    )
     ruling = evaluator.decide(ev, Policy(), Llm(backend))
     assert ruling.outcome.decision.action == default and not ruling.outcome.fallback
     system = str(backend.chat_model.seen[0][0].content)  # type: ignore[attr-defined]
     assert f'"default": "{default}"' in system
-    assert "answer `promote`" in system and "unless the evidence gives you a reason" not in system
+    assert "answer it" in system and "unless the evidence gives you a reason" not in system
