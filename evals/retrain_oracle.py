@@ -125,9 +125,9 @@ def score_table(stream: Stream, policy: Policy, console: Console | None) -> Scor
         for m, model in models.items()
     }
     held: dict[int, dict[int, float | None]] = {}
-    for m in range(stream.initial + 1, len(frames) - 1):
+    for m in range(stream.initial, len(frames) - 1):
         tail = split_holdout(frames[m], stream.time_col, holdout)[1]
-        held[m] = {c: score(models[c], tail) for c in {m, 0, m - 1}}
+        held[m] = {c: score(models[c], tail) for c in {m, 0, m - 1} if c in models}
     return ScoreTable(
         batch_ids=[batch_id for batch_id, _ in stream.batches],
         scores=scores,
@@ -145,6 +145,8 @@ def carry(table: ScoreTable) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     for m, held in table.holdout.items():
         for champion, name in ((0, "first"), (m - 1, "previous")):
+            if champion not in held or (name == "previous" and champion == 0):
+                continue  # the first retrain: its previous model is the first one
             h_ch, h_m = held[champion], held[m]
             n_ch, n_m = table.scores[champion][m + 1], table.scores[m][m + 1]
             if None in (h_ch, h_m, n_ch, n_m):

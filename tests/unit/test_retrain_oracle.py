@@ -63,3 +63,21 @@ def test_carry_compares_the_holdout_gain_with_the_next_batchs() -> None:
     assert rows["b3", "first"]["holdout_gain"] == -0.5 and rows["b3", "first"]["next_gain"] == 0.25
     assert rows["b3", "previous"]["next_gain"] == -2.0  # model 2's 1.0 against model 3's 3.0
     assert "first" not in result  # fewer than 3 models: no correlation
+
+
+def test_carry_correlates_over_the_models_and_counts_agreeing_signs() -> None:
+    t = table()
+    # against the first model: model 1 holdout +0.1 / next (b2: 3.5 vs 3.0) -0.1667;
+    # model 2 +0.2 / +0.75; model 3 -0.5 / +0.25: one sign of three agrees
+    t.holdout = {1: {1: 2.7, 0: 3.0}, 2: {2: 2.0, 0: 2.5, 1: 2.2}, 3: {3: 3.0, 0: 2.0, 2: 1.0}}
+    result = carry(t)
+    assert [r["against"] for r in result["rows"]] == [
+        "first",
+        "first",
+        "previous",
+        "first",
+        "previous",
+    ]
+    assert result["first"]["models"] == 3 and result["first"]["sign_agreement"] == 1
+    assert result["first"]["correlation"] == 0.184  # of (0.1, 0.2, -0.5) and (-0.1667, 0.75, 0.25)
+    assert "previous" not in result  # 2 models: no correlation
