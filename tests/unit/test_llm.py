@@ -295,3 +295,25 @@ def test_strict_openai_gets_the_subset_it_accepts(tmp_path: Path) -> None:
         _env_file=None,
     )
     assert make_backend("openai:m", forced).strict_subset
+
+
+def test_a_narrowing_beside_a_ref_survives_the_inlining() -> None:
+    """An optional enum-class field is anyOf [$ref, null]: the narrowing lands beside the $ref
+    and must survive ``decision_schema`` inlining the definition."""
+    from enum import StrEnum
+
+    from pydantic import BaseModel
+
+    from agents.base import decision_schema, narrowed
+
+    class Colour(StrEnum):
+        red = "red"
+        green = "green"
+        blue = "blue"
+
+    class Pick(BaseModel):
+        colour: Colour | None = None
+
+    prop = decision_schema(narrowed(Pick, colour={"enum": ["red"]}))["properties"]["colour"]
+    assert _grammar_values(prop) == {"red"}
+    assert {"type": "null"} in prop["anyOf"] and "$ref" not in json.dumps(prop)
