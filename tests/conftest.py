@@ -6,7 +6,9 @@ checkpoints) and ``optuna_storage`` at fresh databases of their own per test, an
 module gets fresh ones in the environment for the homes its module-scoped fixtures make.
 ``make test`` runs the graph, governance, escalation and API suites a second time so.
 The ``postgres`` and ``pg_url`` fixtures of ``tests/pg.py`` and ``mlflow_server`` of
-``tests/mlflow_server.py`` are registered here.
+``tests/mlflow_server.py`` are registered here, and the hooks of ``tests/ramtemp.py``: the
+session's temporary files (every test's home) are on /dev/shm (``DRIFTPILOT_TEST_TMPFS=0``:
+on disk, as pytest puts them).
 """
 
 from __future__ import annotations
@@ -27,11 +29,26 @@ from driftpilot.core import settings as settings_module
 from driftpilot.core.settings import Settings
 from tests.mlflow_server import mlflow_server
 from tests.pg import PostgresServer, pg_url, postgres
+from tests.ramtemp import (
+    pytest_configure,
+    pytest_sessionfinish,
+    pytest_terminal_summary,
+    pytest_unconfigure,
+)
 from tools.data import split_batches
 from tools.datasets import FLIGHTS, FLIGHTS_DELAY, FLIGHTS_DELAY_CLASS, DatasetSpec, flights
 
-# fixtures for every test (tests/pg.py and tests/mlflow_server.py document them)
-__all__ = ["mlflow_server", "pg_url", "postgres"]
+# fixtures for every test (tests/pg.py and tests/mlflow_server.py document them), and the hooks
+# that put the session's temporary files on /dev/shm (tests/ramtemp.py)
+__all__ = [
+    "mlflow_server",
+    "pg_url",
+    "postgres",
+    "pytest_configure",
+    "pytest_sessionfinish",
+    "pytest_terminal_summary",
+    "pytest_unconfigure",
+]
 TEST_DB = "DRIFTPILOT_TEST_DB"
 # Reports are rendered when a test asks for one (test_reports_http covers after_run): a
 # background Evidently render after every run of a module costs seconds of CPU each.
