@@ -54,6 +54,12 @@ TEST_DB = "DRIFTPILOT_TEST_DB"
 # background Evidently render after every run of a module costs seconds of CPU each.
 REPORTS_ON_REQUEST = {"DRIFTPILOT_REPORT_RENDER": "on_request"}
 os.environ.update(REPORTS_ON_REQUEST)  # subprocesses (CLI, workers) inherit it
+# OpenMP threads that wait at a barrier sleep instead of spinning (libgomp reads this when it
+# loads, after this: nothing imported above loads it). Two LightGBM threads spinning on two
+# cores the other test worker (or anything else) also uses took seconds per small model:
+# test_shift's deterministic domain check (threads=2) 17.5 s spinning, 0.19 s passive; 126 s
+# beside a busy llama-server. Results are the same (tools/shift.py's note on threads).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 DB_VARS = ("DRIFTPILOT_DB_URL", "DRIFTPILOT_OPTUNA_STORAGE")
 
 
