@@ -12,9 +12,10 @@ own.
 Interface (tests/conftest.py registers the hooks):
 
 ``pytest_configure``
-    Unless ``--basetemp`` was given, ``DRIFTPILOT_TEST_TMPFS=0`` is set or ``/dev/shm`` is not
-    writable: the base temporary directory is a new ``/dev/shm/driftpilot-pytest-*`` of this
-    session's (pytest-xdist's workers get theirs under it, as under any base). Earlier
+    Unless ``--basetemp`` was given, ``DRIFTPILOT_TEST_TMPFS=0`` is set, or ``/dev/shm`` is not
+    writable or has less than ``MIN_FREE`` (2 GB) free: the base temporary directory is a new
+    ``/dev/shm/driftpilot-pytest-*`` of this session's (pytest-xdist's workers get theirs under
+    it, as under any base). Earlier
     sessions' directories kept after a failure (their ``FAILED`` mark) are removed first.
 ``pytest_sessionfinish`` / ``pytest_unconfigure``
     The directory is removed when the session passed; after a failure it is kept (marked
@@ -38,10 +39,16 @@ _made = pytest.StashKey[Path]()
 _status = pytest.StashKey[int]()
 
 
+MIN_FREE = 2 * 1024**3  # a suite writes well under this; a container's 64 MB /dev/shm is not
+
+
 def _wanted(config: pytest.Config) -> bool:
     if config.option.basetemp is not None or hasattr(config, "workerinput"):
         return False  # given, or an xdist worker (its base is under the controller's)
-    return os.environ.get(OFF_VAR, "1") != "0" and RAM.is_dir() and os.access(RAM, os.W_OK)
+    if os.environ.get(OFF_VAR, "1") == "0" or not RAM.is_dir() or not os.access(RAM, os.W_OK):
+        return False
+    stat = os.statvfs(RAM)
+    return stat.f_bavail * stat.f_frsize >= MIN_FREE
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest's tmp_path plugin reads --basetemp
