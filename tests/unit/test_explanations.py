@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from agents import evaluator, ingestion, optimizer, retraining
@@ -202,12 +202,14 @@ def test_a_quick_retrain_wins_or_loses_by_its_sign(gain: float, low: float) -> N
 
 
 @given(small, interval(), st.floats(0.5, 5))
+@example(0.0, (0.0, 5e-324), 2.0)  # a subnormal half-width: found by a make test run
 def test_a_margin_is_thin_or_sure_by_the_half_width_rule(
     gain: float, bounds: tuple[float, float], ratio: float
 ) -> None:
     low, high = bounds
     text = describe_margin(gain, low, high, ratio)
-    need = ratio * (high - low) / 2
+    # the half-width first, as the rule: (2 * 5e-324) / 2 is 5e-324, 2 * (5e-324 / 2) is 0
+    need = ratio * ((high - low) / 2)
     assert text.startswith("sure margin" if gain >= need else "thin margin")
     assert ("is large" in text) == (gain >= need) and ("is small" in text) == (gain < need)
     said = rf"gain ({NUMBER}) is \w+ against its interval: (>=|<) .* = ({NUMBER})$"
