@@ -129,6 +129,7 @@ def create_app(
         recover=conf.recover_on_start,
         roots=batch_roots(cp, conf),
         workers=conf.workers,
+        processes=conf.run_processes,
     )
 
     @asynccontextmanager

@@ -134,8 +134,11 @@ def build_runtime(
     firing: bool = True,
     workers: int | None = None,
     windows: bool | None = None,
+    processes: int | None = None,
 ) -> Runtime:
     """Construct (not start) the services asked for over ``plane`` (module docstring).
+    ``processes``: the executor's run children on SQLite (default: the settings'
+    ``api.run_processes``).
 
     Raises:
         ConfigError: ``queue`` on a home whose database is not PostgreSQL, or what the
@@ -148,7 +151,7 @@ def build_runtime(
     cp = plane if plane is not None else ControlPlane(settings)
     runtime = Runtime(settings, cp, own_plane=owned, recover=recover)
     try:
-        _wire(runtime, executor, scheduler, alerts, roots, queue, firing, workers)
+        _wire(runtime, executor, scheduler, alerts, roots, queue, firing, workers, processes)
         if executor if windows is None else windows:
             _wire_windower(runtime)
     except BaseException:
@@ -166,6 +169,7 @@ def _wire(
     queue: bool,
     firing: bool,
     workers: int | None,
+    processes: int | None,
 ) -> None:
     settings, cp = runtime.settings, runtime.plane
     if queue:
@@ -175,7 +179,7 @@ def _wire(
     if executor:
         from driftpilot.execution.inprocess import RunExecutor
 
-        runtime.executor = RunExecutor(cp, workers or settings.api.workers)
+        runtime.executor = RunExecutor(cp, workers or settings.api.workers, processes=processes)
         if runtime.queue is None:
             runtime.queue = runtime.executor.queue
     if scheduler:

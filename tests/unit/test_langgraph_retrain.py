@@ -36,7 +36,8 @@ def client(plane: ControlPlane) -> Iterator[TestClient]:
     inbox = plane.settings.home / "inbox"
     inbox.mkdir(parents=True, exist_ok=True)
     batch().write_csv(inbox / "b1.csv")
-    with TestClient(create_app(plane, ApiSettings(workers=1, recover_on_start=False))) as c:
+    conf = ApiSettings(workers=1, recover_on_start=False, run_processes=0)  # the API's threads
+    with TestClient(create_app(plane, conf)) as c:
         yield c
 
 

@@ -154,8 +154,7 @@ def client(plane: ControlPlane) -> Iterator[TestClient]:
     batch().write_csv(inbox / "b1.csv")
     # Runs in the app's threads: what a request puts into its run is the point here, not where
     # the run executes (a run child's ~9 CPU s of imports, waited for at shutdown).
-    plane.settings.api.run_processes = 0  # the plane's own settings (the fixture's)
-    with TestClient(create_app(plane, ApiSettings(workers=1))) as c:
+    with TestClient(create_app(plane, ApiSettings(workers=1, run_processes=0))) as c:
         c.app.state.executor.wait_started(30)  # type: ignore[attr-defined]
         yield c
 

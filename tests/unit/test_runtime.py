@@ -62,3 +62,22 @@ def test_a_worker_queue_needs_postgres(settings: Settings) -> None:
         pytest.skip("the embedded home's refusal")
     with pytest.raises(ConfigError, match="PostgreSQL"):
         build_runtime(settings, executor=False, alerts=False, queue=True)
+
+
+def test_the_apps_own_settings_choose_its_run_processes(settings: Settings) -> None:
+    """``create_app(plane, conf)`` once took its run children from the plane's settings,
+    whatever ``conf.run_processes`` said."""
+    from api.app import create_app
+    from driftpilot.core.settings import ApiSettings
+
+    plane = ControlPlane(settings)
+    try:
+        assert settings.api.run_processes > 0
+        here = create_app(plane, ApiSettings(run_processes=0), own_plane=False)
+        assert here.state.executor.children is None
+        if not is_postgres(settings.db_url):  # PostgreSQL runs go through the task queue
+            conf = ApiSettings(run_processes=1)
+            children = create_app(plane, conf, own_plane=False).state.executor.children
+            assert children is not None and children.processes == 1
+    finally:
+        plane.close()

@@ -471,8 +471,7 @@ def test_logging_rows_pokes_the_apps_windower(plane: ControlPlane) -> None:
     # The window's run in the app's threads: the poke is the point here, not where the run
     # goes. With run children (the SQLite default) the windower spawns them (~9 CPU s of
     # imports each, waited for at shutdown); that is tested above.
-    plane.settings.api.run_processes = 0  # this test's own settings (the settings fixture)
-    with TestClient(create_app(plane, ApiSettings(workers=1))) as client:
+    with TestClient(create_app(plane, ApiSettings(workers=1, run_processes=0))) as client:
         runtime = client.app.state.runtime  # type: ignore[attr-defined]
         runtime.windower.shutdown()
         # Ticks an hour apart: only a poke closes the window while the test waits.
