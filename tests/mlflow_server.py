@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -27,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from driftpilot.core.llm import free_port
 
 
 @dataclass(frozen=True)
@@ -43,12 +44,6 @@ class Server:
         from tests.conftest import wait_serving
 
         wait_serving(self.proc, f"{self.uri}/health", self.log.read_text, timeout_s=120)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
