@@ -99,8 +99,13 @@ def run_demo(
     # The year's runs use one core (one thread per fit, one BLAS thread): the second act's run,
     # on another model (its own lease), goes alongside in a thread, as `driftpilot serve`
     # runs two at once, and is presented after the year. The graph (and its checkpointer) is
-    # opened first, here: its lazy first use has no guard against two threads at once.
-    _ = plane.graph
+    # opened first, here: its lazy first use has no guard against two threads at once. The
+    # libraries a run and its report import are imported here too, as serve's warm-up does
+    # before its first run: two threads importing one package tree at once can meet a module
+    # the other is still initialising (importlib hands one of them the half-made module).
+    from driftpilot.execution.inprocess import warm
+
+    warm(plane)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="demo-act-two") as pool, progress:
         act = _start_act_two(pool, progress, plane, dataset, batches) if second_act else None
         rows = _year(console, progress, plane, name, batches[1:], approve_as, interactive)
