@@ -49,7 +49,7 @@ from driftpilot.core.policy import Policy
 from driftpilot.core.tasks import METRICS, Task
 from tools import registry
 from tools.evaluate import Comparison, compare_models
-from tools.metrics import MetricInterval, chance_level, encode_labels, interval
+from tools.metrics import SPREAD_METRICS, MetricInterval, chance_level, encode_labels, interval
 
 NAME = "evaluator"
 RECALIBRATION_METRIC = "log_loss"  # what a calibration map can improve (see the docstring)
@@ -146,13 +146,25 @@ def primary_summary(cmp: Comparison) -> dict[str, Any]:
 
 
 def training_defect(
-    own: MetricInterval, chance: float | None, valid: float | None, max_gap: float
+    own: MetricInterval,
+    chance: float | None,
+    valid: float | None,
+    max_gap: float,
+    valid_chance: float | None = None,
 ) -> dict[str, Any] | None:
     """Why the challenger's fit is broken, or None. Direction-aware, on the most favourable
     end of its holdout interval (so noise on a small holdout is no defect): worse than
     ``chance`` (what a know-nothing model scores: ROC AUC 0.5, R² 0, RMSE the target's
     spread, ...), or more than ``max_gap`` worse than its own validation score ``valid``
-    (points, or a share for RMSE/MAE)."""
+    (points, or a share for RMSE/MAE).
+
+    A score in the target's units (RMSE, MAE) is compared with its validation score on the
+    validation's scale when ``valid_chance`` (the know-nothing score there) is known: the
+    holdout's score times ``valid_chance / chance``. A holdout whose target spreads wider
+    (the latest rows of a summer month) scores a higher RMSE with the same skill: on raw
+    RMSE, the flights regression's June challenger, better than its champion, was rejected
+    as a defect (64.9 on the holdout against 47.1 in validation, where predicting the mean
+    scored 69.0)."""
     info = METRICS[own.metric]
     if own.value is None:
         return None
@@ -167,11 +179,18 @@ def training_defect(
             f"worse than chance: {shown} on the holdout, where a model that knows nothing "
             f"scores {chance:.4f} ({direction(info.name)})"
         )
-    gap = info.drop(valid, best) if valid is not None else None
+    rescaled = _on_validation_scale(own.metric, best, chance, valid_chance)
+    gap = info.drop(valid, rescaled) if valid is not None else None
     if valid is not None and gap is not None and gap > max_gap:
+        scale = (
+            f", {rescaled:.4f} on the validation's scale (a know-nothing model scores "
+            f"{chance:.4f} on the holdout, {valid_chance:.4f} in validation)"
+            if rescaled != best and chance is not None and valid_chance is not None
+            else ""
+        )
         reasons.append(
-            f"far below its own validation score: {shown} on the holdout against {valid:.4f} "
-            f"in validation (gap {gap:.4f} > {max_gap})"
+            f"far below its own validation score: {shown} on the holdout{scale} against "
+            f"{valid:.4f} in validation (gap {gap:.4f} > {max_gap})"
         )
     if not reasons:
         return None
@@ -182,10 +201,22 @@ def training_defect(
         "holdout_high": own.high,
         "valid": valid,
         "chance": chance,
+        "valid_chance": valid_chance,
         "gap": gap,
         "max_gap": max_gap,
         "why": "; ".join(reasons),
     }
+
+
+def _on_validation_scale(
+    name: str, best: float, chance: float | None, valid_chance: float | None
+) -> float:
+    """The holdout's score ``best`` on the validation's scale: rescaled by the ratio of the
+    two know-nothing scores for a metric in the target's units (``SPREAD_METRICS``), as is
+    otherwise (points need no rescaling, and without both levels there is no scale)."""
+    if name not in SPREAD_METRICS or not chance or not valid_chance:
+        return best
+    return best * valid_chance / chance
 
 
 def drop_counts(primary: Comparison, max_drop: float) -> bool:
@@ -305,9 +336,11 @@ def sanity(
         ),
         {"holdout_rows": holdout.height, "challenger_run": trained["mlflow_run_id"]},
     )
-    valid = trained.get("valid_score") if trained.get("valid_metric") == name else None
-    max_gap = rules.max_valid_gap
-    defect = training_defect(own, chance_level(name, evidence.task, y), valid, max_gap)
+    same = trained.get("valid_metric") == name
+    valid = trained.get("valid_score") if same else None
+    valid_chance = trained.get("valid_chance") if same else None  # None before it was kept
+    chance = chance_level(name, evidence.task, y)
+    defect = training_defect(own, chance, valid, rules.max_valid_gap, valid_chance)
     small = too_small(
         holdout[evidence.target], evidence.task, rules.min_holdout_rows, rules.min_class_rows
     )

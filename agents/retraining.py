@@ -238,6 +238,8 @@ def _fit_and_log(ctx: RunContext, state: dict[str, Any], window_k: int) -> dict[
         "holdout_path": str(holdout_path),
         "valid_metric": metric,
         "valid_score": challenger.report.valid.get(metric) if challenger.report else None,
+        # RMSE, MAE: the validation's spread, which the evaluator reads that score against
+        "valid_chance": challenger.report.valid_chance.get(metric) if challenger.report else None,
         "window_quality_warnings": risky,
         **({"trainer": trainer, "trainer_log": logs[0]} if trainer else {}),
     }

@@ -257,6 +257,20 @@ def chance_level(name: str, task: Task, y: Any) -> float | None:
     return None
 
 
+SPREAD_METRICS = ("rmse", "mae")  # in the target's units: their chance level is its spread
+
+
+def spread_levels(y: Any, task: Task) -> dict[str, float]:
+    """The chance level of each metric read in the target's units (``SPREAD_METRICS``) on
+    labels ``y``: empty but for a regression. A score in those units is comparable across two
+    sets only on the same scale: a holdout whose target spreads wider scores a higher RMSE
+    with the same skill."""
+    if task != "regression":
+        return {}
+    out = {name: chance_level(name, task, y) for name in SPREAD_METRICS}
+    return {name: level for name, level in out.items() if level is not None}
+
+
 def all_values(
     task: Task, y: Any, s: Any, names: Sequence[str] | None = None
 ) -> dict[str, float | None]:

@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 from driftpilot.core.errors import ModelError, SchemaError
 from driftpilot.core.tasks import Task
 from tools.drift import PerformanceResult, score_predictions
-from tools.metrics import class_list, encode_labels
+from tools.metrics import class_list, encode_labels, spread_levels
 
 Family = Literal["lightgbm", "catboost"]
 ParamValue = int | float | str | bool
@@ -65,6 +65,12 @@ class TrainReport(BaseModel):
     n_train: int
     n_valid: int
     valid: PerformanceResult = Field(description="Metrics on the validation split.")
+    valid_chance: dict[str, float] = Field(
+        default_factory=dict,
+        description="What a model that knows nothing scores on the validation split, per "
+        "metric whose level depends on the labels' spread (regression: RMSE, MAE): the scale "
+        "its validation score is read against.",
+    )
     feature_importance: dict[str, float] = Field(description="Normalised gain per feature.")
     elapsed_s: float
 
@@ -162,6 +168,7 @@ def train_model(
         n_train=train.height,
         n_valid=valid.height,
         valid=score_predictions(y_valid, valid_scores, task=spec.task),
+        valid_chance=spread_levels(y_valid, spec.task),
         feature_importance=importance,
         elapsed_s=round(time.perf_counter() - started, 3),
     )

@@ -31,6 +31,7 @@ from driftpilot.core.tasks import METRICS
 from driftpilot.runs.plane import ControlPlane
 from driftpilot.store.models import Decision, ManagedModel, ToolCall
 from tools.datasets import FLIGHTS_DELAY, FLIGHTS_DELAY_CLASS
+from tools.metrics import SPREAD_METRICS
 
 pytestmark = pytest.mark.integration
 
@@ -153,6 +154,8 @@ def test_a_model_of_each_task_is_measured_kept_then_retrained_and_promoted_in_it
     assert summary["optimizer"]["loss"] == ("rmse" if task == "regression" else "log_loss")
     trained = summary["retraining"]
     assert trained["valid_metric"] == name and math.isfinite(trained["valid_score"])
+    # RMSE is read against the validation's spread (the evaluator's sanity check); points not
+    assert (trained["valid_chance"] is not None) == (name in SPREAD_METRICS)
     ev = summary["evaluation"]
     assert (ev["metric"], ev["task"], ev["higher_is_better"]) == (
         name,

@@ -222,3 +222,44 @@ def test_a_gain_on_a_holdout_too_small_is_rejected_whatever_it_is() -> None:
     # The same gain on enough rows promotes.
     enough = evidence.model_copy(update={"holdout_too_small": None})
     assert evaluator.decide(enough, Policy(), BUILTIN).outcome.decision.action == "promote"
+
+
+def test_a_score_in_the_targets_units_is_read_on_the_validations_scale() -> None:
+    # The flights regression's June challenger: RMSE 64.9 (62.2-67.8) on the latest rows of
+    # a summer month where predicting the mean scores 69.0, against 47.1 in validation. Raw,
+    # a gap of 0.32 (a defect); on the validation's scale (a know-nothing model scoring 52.0
+    # there) 62.2 reads 46.9: the same skill, no defect.
+    june = own("rmse", 64.9086, 62.2107, 67.7924, "regression")
+    raw = evaluator.training_defect(june, 69.0145, 47.11, 0.25)
+    assert raw is not None and raw["gap"] == pytest.approx(0.3205, abs=1e-4)
+    assert evaluator.training_defect(june, 69.0145, 47.11, 0.25, valid_chance=52.0) is None
+    # A fit that did learn less: 30.0 in validation on the same 52.0 spread.
+    worse = evaluator.training_defect(june, 69.0145, 30.0, 0.25, valid_chance=52.0)
+    assert worse is not None and worse["valid_chance"] == 52.0
+    assert worse["gap"] == pytest.approx(62.2107 * 52.0 / 69.0145 / 30.0 - 1)
+    assert "46.8736 on the validation's scale" in worse["why"]
+    # MAE likewise; a metric in points (R², ROC AUC) is never rescaled.
+    mae = own("mae", 30.0, 29.0, 31.0, "regression")
+    assert evaluator.training_defect(mae, 40.0, 20.0, 0.25, valid_chance=28.0) is None
+    assert evaluator.training_defect(mae, 40.0, 20.0, 0.25) is not None
+    r2 = own("r2", 0.40, 0.38, 0.42, "regression")
+    found = evaluator.training_defect(r2, 0.0, 0.70, 0.25, valid_chance=5.0)
+    assert found is not None and found["gap"] == pytest.approx(0.28)
+
+
+def test_a_regression_fit_reports_its_validations_spread() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=600)
+    frame = pl.DataFrame({"x": x, "y": 3 * x + rng.normal(size=600), "t": np.arange(600)})
+    spec = TrainSpec(
+        target="y", numeric=["x"], time_col="t", task="regression", max_rounds=30, threads=1
+    )
+    report = train_model(frame, spec).report
+    assert report is not None
+    valid = frame.sort("t").tail(report.n_valid)["y"].to_numpy()
+    assert report.valid_chance["rmse"] == pytest.approx(valid.std())
+    assert report.valid_chance["mae"] == pytest.approx(np.abs(valid - np.median(valid)).mean())
+    binary = spec.model_copy(update={"task": "binary"})
+    labels = frame.with_columns((pl.col("y") > 0).cast(pl.Int64))
+    classified = train_model(labels, binary).report
+    assert classified is not None and classified.valid_chance == {}
