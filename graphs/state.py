@@ -158,6 +158,10 @@ class RetrainingSlice(TypedDict, total=False):
     holdout_path: Annotated[str, _d("The holdout (parquet).")]
     valid_metric: Annotated[str, _d("The model's metric, as valid_score is in.")]
     valid_score: Annotated[float | None, _d("The fit's validation score in that metric.")]
+    valid_chance: Annotated[
+        float | None,
+        _d("What predicting the mean scores in validation (RMSE, MAE; else None): its scale."),
+    ]
     window_quality_warnings: Annotated[int, _d("Risky warnings of the window's batches.")]
     version: Annotated[int, _d("The registered version (runs before cicd registered it).")]
     trainer: Annotated[str, _d("The owner's trainer that fitted it (package.module:fit).")]

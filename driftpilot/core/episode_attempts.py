@@ -70,7 +70,7 @@ def attempt(summary: Mapping[str, Any]) -> dict[str, Any] | None:
     return tried
 
 
-_DEFECT_NUMBERS = ("holdout", "valid", "chance", "gap", "max_gap")
+_DEFECT_NUMBERS = ("holdout", "valid", "chance", "valid_chance", "gap", "max_gap")
 _OUTCOMES = ("rejected", "training_defect", "failed", "promoted", "pending", "unknown")
 _SAFE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,80}")
 
@@ -131,7 +131,9 @@ def _failed_code(kind: Any, reason: Any) -> str:
 
 def _defect_code(defect: Mapping[str, Any]) -> str:
     """``training_defect: holdout 0.290 < chance 0.500`` and/or ``holdout 0.610 vs
-    validation 0.930 (gap 0.320 > 0.25)``: what the evaluator measured, in numbers only."""
+    validation 0.930 (gap 0.320 > 0.25)``: what the evaluator measured, in numbers only. An
+    RMSE's or MAE's gap is read on the validation's scale: the validation's chance level is
+    then shown beside it (``validation 30.0, chance there 51.6 (gap 0.550 > 0.25)``)."""
     holdout, valid = number(defect.get("holdout")), number(defect.get("valid"))
     chance, gap = number(defect.get("chance")), number(defect.get("gap"))
     max_gap = number(defect.get("max_gap"))
@@ -148,6 +150,10 @@ def _defect_code(defect: Mapping[str, Any]) -> str:
         parts.append(f"holdout {quote(holdout)}")
     if valid is not None:
         words = f"validation {quote(valid)}"
+        # RMSE, MAE: the gap was read on the validation's scale (chance there, valid_chance)
+        valid_chance = number(defect.get("valid_chance"))
+        if valid_chance is not None:
+            words += f", chance there {quote(valid_chance)}"
         if gap is not None:
             words += f" (gap {quote(gap)}" + (f" > {max_gap:g})" if max_gap is not None else ")")
         parts.append(words)

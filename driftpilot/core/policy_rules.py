@@ -230,8 +230,9 @@ class EvaluatorRules(_Strict):
         0.25,
         gt=0,
         description="A challenger whose holdout score is more than this below its own "
-        "validation score (metric points, or a share for RMSE/MAE) is a training defect: "
-        "flagged with the numbers and rejected, whatever its gain.",
+        "validation score (metric points, or a share for RMSE/MAE, read on the validation's "
+        "scale: the holdout's score times the ratio of the two sets' chance levels) is a "
+        "training defect: flagged with the numbers and rejected, whatever its gain.",
     )
     min_holdout_rows: int = Field(
         100,

@@ -10,12 +10,15 @@ ranks the holdout backwards."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 import pytest
 
 from agents import evaluator
 from agents.base import Llm
+from agents.context import RunContext
 from agents.drift_measures import too_small
 from driftpilot.core.llm import Backend
 from driftpilot.core.policy import Policy
@@ -263,3 +266,69 @@ def test_a_regression_fit_reports_its_validations_spread() -> None:
     labels = frame.with_columns((pl.col("y") > 0).cast(pl.Int64))
     classified = train_model(labels, binary).report
     assert classified is not None and classified.valid_chance == {}
+
+
+def test_sanity_reads_the_retrainings_validation_spread(tmp_path: Path) -> None:
+    """Through ``sanity``, as the graph's evaluator node calls it: a regression fit on two
+    regimes (``s`` scales the target and its noise alike) validated on the quiet one and held
+    out on the loud one. Its holdout RMSE is twice its validation RMSE with the same skill:
+    read on the validation's scale (the retraining slice's ``valid_chance``) it is sane; a
+    slice recorded without it (before it was kept) is judged raw, and flagged."""
+    from driftpilot.core.settings import Settings
+    from driftpilot.store import AuditStore
+    from driftpilot.store.audit import now
+    from driftpilot.store.models import ManagedModel
+
+    rng = np.random.default_rng(11)
+
+    def rows(n: int, scale: float, start: int) -> pl.DataFrame:
+        x, s = rng.uniform(-1, 1, n), np.full(n, scale)
+        y = s * (3 * x + rng.normal(scale=0.5, size=n))
+        return pl.DataFrame({"x": x, "s": s, "y": y, "t": np.arange(start, start + n)})
+
+    early = pl.concat([rows(1500, 1.0, 0), rows(1500, 2.0, 0)]).sort("t")
+    window = pl.concat([early.with_columns(pl.col("t") * 0), rows(750, 1.0, 1)])
+    holdout = rows(600, 2.0, 2)
+    spec = TrainSpec(target="y", numeric=["x", "s"], time_col="t", task="regression", threads=1)
+    challenger = train_model(window, spec)
+    report = challenger.report
+    assert report is not None and report.n_valid == 750  # the quiet regime's rows, all
+    store = AuditStore(f"sqlite:///{tmp_path / 'audit.db'}")
+    store.add(
+        ManagedModel(
+            name="m",
+            created_at=now(),
+            source="",
+            target="y",
+            time_col="t",
+            numeric='["x", "s"]',
+            categorical="[]",
+            family="lightgbm",
+            metric="rmse",
+            task="regression",
+        )
+    )
+    ctx = RunContext(Settings(home=tmp_path), store, Policy(), Backend("builtin", "", None))
+    trained = {
+        "mlflow_run_id": "run",
+        "valid_metric": "rmse",
+        "valid_score": report.valid.get("rmse"),
+        "valid_chance": report.valid_chance["rmse"],
+    }
+    evidence = evaluator.EvaluatorEvidence(
+        comparison=comparison("rmse", 0.05, 0.02, 0.08),
+        champion_version=1,
+        task="regression",
+        target="y",
+        holdout=holdout,
+        challenger=challenger,
+    )
+    state = {"run_id": "r1", "model": "m", "retraining": trained}
+    sane = evaluator.sanity(evidence, state, ctx)
+    assert sane.own is not None and sane.own.value is not None
+    assert sane.own.value > 1.6 * trained["valid_score"]  # twice the RMSE, raw
+    assert sane.training_defect is None
+    before = {k: v for k, v in trained.items() if k != "valid_chance"}
+    raw = evaluator.sanity(evidence, {**state, "retraining": before}, ctx)
+    assert raw.training_defect is not None and raw.training_defect["valid_chance"] is None
+    assert "far below its own validation score" in raw.training_defect["why"]

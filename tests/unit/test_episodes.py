@@ -177,6 +177,22 @@ def test_losing_challengers_of_every_kind_are_counted_with_their_numbers() -> No
     assert (no_chance or {})["why"] == (
         "training_defect: holdout 0.300, validation 0.800 (gap 0.500 > 0.25)"
     )
+    # An RMSE's gap is read on the validation's scale: its chance level there is shown too.
+    rmse = {"holdout": 64.9, "chance": 69.0, "valid": 30.0, "valid_chance": 51.6}
+    spread = attempt(
+        {
+            **defect,
+            "evaluation": {
+                "metric": "rmse",
+                "training_defect": {**rmse, "metric": "rmse", "gap": 0.55, "max_gap": 0.25},
+            },
+        }
+    )
+    assert spread is not None and spread["valid_chance"] == 51.6
+    assert spread["why"] == (
+        "training_defect: holdout 64.900, chance 69.000, validation 30.000, chance there "
+        "51.600 (gap 0.550 > 0.25)"
+    )
     assert "recalibrate_failed: timeout" in ep.diagnosis
     # waiting for a person is not a loss
     pending = lost("r3", SEVERE)
