@@ -161,7 +161,8 @@ def training_defect(
 
     A score in the target's units (RMSE, MAE) is compared with its validation score on the
     validation's scale when ``valid_chance`` (the know-nothing score there) is known: the
-    holdout's score times ``valid_chance / chance``. A holdout whose target spreads wider
+    holdout's score times ``valid_chance / chance`` (when the holdout's spread is the wider:
+    a narrower one is judged raw). A holdout whose target spreads wider
     (the latest rows of a summer month) scores a higher RMSE with the same skill: on raw
     RMSE, the flights regression's June challenger, better than its champion, was rejected
     as a defect (64.9 on the holdout against 47.1 in validation, where predicting the mean
@@ -213,9 +214,11 @@ def _on_validation_scale(
     name: str, best: float, chance: float | None, valid_chance: float | None
 ) -> float:
     """The holdout's score ``best`` on the validation's scale: rescaled by the ratio of the
-    two know-nothing scores for a metric in the target's units (``SPREAD_METRICS``), as is
-    otherwise (points need no rescaling, and without both levels there is no scale)."""
-    if name not in SPREAD_METRICS or not chance or not valid_chance:
+    two know-nothing scores for a metric in the target's units (``SPREAD_METRICS``) when the
+    holdout's target spreads wider, as is otherwise (points need no rescaling, without both
+    levels there is no scale, and a narrower holdout is judged raw, as before: its gap is
+    never widened, so nothing that was sane becomes a defect)."""
+    if name not in SPREAD_METRICS or not chance or not valid_chance or chance <= valid_chance:
         return best
     return best * valid_chance / chance
 

@@ -332,3 +332,11 @@ def test_sanity_reads_the_retrainings_validation_spread(tmp_path: Path) -> None:
     raw = evaluator.sanity(evidence, {**state, "retraining": before}, ctx)
     assert raw.training_defect is not None and raw.training_defect["valid_chance"] is None
     assert "far below its own validation score" in raw.training_defect["why"]
+
+
+def test_a_narrower_holdout_is_judged_raw() -> None:
+    # Predicting the mean scores 5.0 on the holdout, 50.0 in validation: rescaled, RMSE 4.0
+    # would read 40.0 against 30.0 (a gap of 0.33); a narrower holdout is never judged
+    # harder than raw, so nothing that was sane becomes a defect.
+    narrow = own("rmse", 4.0, 3.8, 4.2, "regression")
+    assert evaluator.training_defect(narrow, 5.0, 30.0, 0.25, valid_chance=50.0) is None
