@@ -105,7 +105,8 @@ def run_demo(
     # the other is still initialising (importlib hands one of them the half-made module).
     from driftpilot.execution.inprocess import warm
 
-    warm(plane)
+    with console.status("loading the run's libraries (MLflow, LightGBM, SciPy, Evidently)..."):
+        warm(plane)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="demo-act-two") as pool, progress:
         act = _start_act_two(pool, progress, plane, dataset, batches) if second_act else None
         rows = _year(console, progress, plane, name, batches[1:], approve_as, interactive)
