@@ -276,8 +276,7 @@ def test_sanity_reads_the_retrainings_validation_spread(tmp_path: Path) -> None:
     slice recorded without it (before it was kept) is judged raw, and flagged."""
     from driftpilot.core.settings import Settings
     from driftpilot.store import AuditStore
-    from driftpilot.store.audit import now
-    from driftpilot.store.models import ManagedModel
+    from tests.rows import model_without_champion
 
     rng = np.random.default_rng(11)
 
@@ -294,20 +293,9 @@ def test_sanity_reads_the_retrainings_validation_spread(tmp_path: Path) -> None:
     report = challenger.report
     assert report is not None and report.n_valid == 750  # the quiet regime's rows, all
     store = AuditStore(f"sqlite:///{tmp_path / 'audit.db'}")
-    store.add(
-        ManagedModel(
-            name="m",
-            created_at=now(),
-            source="",
-            target="y",
-            time_col="t",
-            numeric='["x", "s"]',
-            categorical="[]",
-            family="lightgbm",
-            metric="rmse",
-            task="regression",
-        )
-    )
+    row = model_without_champion()  # then made the regression on x and s it is here
+    row.numeric, row.metric, row.task = '["x", "s"]', "rmse", "regression"
+    store.add(row)
     ctx = RunContext(Settings(home=tmp_path), store, Policy(), Backend("builtin", "", None))
     trained = {
         "mlflow_run_id": "run",
