@@ -8,7 +8,8 @@ module gets fresh ones in the environment for the homes its module-scoped fixtur
 The ``postgres`` and ``pg_url`` fixtures of ``tests/pg.py`` and ``mlflow_server`` of
 ``tests/mlflow_server.py`` are registered here, and the hooks of ``tests/ramtemp.py``: the
 session's temporary files (every test's home) are on /dev/shm (``DRIFTPILOT_TEST_TMPFS=0``:
-on disk, as pytest puts them).
+on disk, as pytest puts them); and ``tests/crashlog.py``, which prints a crashed worker's
+faulthandler dump at the end.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ __all__ = [
     "pytest_terminal_summary",
     "pytest_unconfigure",
 ]
+# a crashed worker's faulthandler dump at the end of the session
+pytest_plugins = ["tests.crashlog"]
 TEST_DB = "DRIFTPILOT_TEST_DB"
 # Reports are rendered when a test asks for one (test_reports_http covers after_run): a
 # background Evidently render after every run of a module costs seconds of CPU each.
