@@ -15,8 +15,10 @@ Interface (tests/conftest.py registers the hooks):
     Unless ``--basetemp`` was given, ``DRIFTPILOT_TEST_TMPFS=0`` is set, or ``/dev/shm`` is not
     writable or has less than ``MIN_FREE`` (2 GB) free: the base temporary directory is a new
     ``/dev/shm/driftpilot-pytest-*`` of this session's (pytest-xdist's workers get theirs under
-    it, as under any base). Earlier
-    sessions' directories kept after a failure (their ``FAILED`` mark) are removed first.
+    it, as under any base), its ``OWNER`` file naming this process. Earlier sessions'
+    directories kept after a failure (their ``FAILED`` mark) are removed first, and those of a
+    session killed before it could say (its ``OWNER`` process gone: a CI timeout, a kill):
+    /dev/shm is memory, and one such directory held 525 MB.
 ``pytest_sessionfinish`` / ``pytest_unconfigure``
     The directory is removed when the session passed; after a failure it is kept (marked
     ``FAILED``, its path in the terminal summary) until the next session starts.
@@ -35,6 +37,7 @@ RAM = Path("/dev/shm")
 OFF_VAR = "DRIFTPILOT_TEST_TMPFS"
 PREFIX = "driftpilot-pytest-"
 FAILED_MARK = "FAILED"
+OWNER = "OWNER"  # the pid of the session that made the directory
 _made = pytest.StashKey[Path]()
 _status = pytest.StashKey[int]()
 
@@ -56,11 +59,28 @@ def pytest_configure(config: pytest.Config) -> None:
     if not _wanted(config):
         return
     for old in RAM.glob(f"{PREFIX}*"):  # only ended sessions' are marked
-        if (old / FAILED_MARK).exists():
+        if (old / FAILED_MARK).exists() or _owner_gone(old):
             shutil.rmtree(old, ignore_errors=True)
     made = Path(tempfile.mkdtemp(prefix=PREFIX, dir=RAM))
+    (made / OWNER).write_text(str(os.getpid()))
     config.option.basetemp = str(made)
     config.stash[_made] = made
+
+
+def _owner_gone(folder: Path) -> bool:
+    """Whether the session that made ``folder`` is no longer running (its ``OWNER`` process
+    does not exist). Without the file (made before it was written) nothing is known: kept."""
+    try:
+        pid = int((folder / OWNER).read_text())
+    except (OSError, ValueError):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's process: alive
+        return False
+    return False
 
 
 @pytest.hookimpl(trylast=True)
