@@ -15,10 +15,11 @@ Interface (tests/conftest.py registers the hooks):
     Unless ``--basetemp`` was given, ``DRIFTPILOT_TEST_TMPFS=0`` is set, or ``/dev/shm`` is not
     writable or has less than ``MIN_FREE`` (2 GB) free: the base temporary directory is a new
     ``/dev/shm/driftpilot-pytest-*`` of this session's (pytest-xdist's workers get theirs under
-    it, as under any base), its ``OWNER`` file naming this process. Earlier sessions'
+    it, as under any base), and beside it ``<directory>.owner`` naming this process (beside,
+    not in it: pytest empties a given base when it first makes it). Earlier sessions'
     directories kept after a failure (their ``FAILED`` mark) are removed first, and those of a
-    session killed before it could say (its ``OWNER`` process gone: a CI timeout, a kill):
-    /dev/shm is memory, and one such directory held 525 MB.
+    session killed before it could say (its owner gone: a CI timeout, a kill): /dev/shm is
+    memory, and one such directory held 525 MB.
 ``pytest_sessionfinish`` / ``pytest_unconfigure``
     The directory is removed when the session passed; after a failure it is kept (marked
     ``FAILED``, its path in the terminal summary) until the next session starts.
@@ -37,7 +38,7 @@ RAM = Path("/dev/shm")
 OFF_VAR = "DRIFTPILOT_TEST_TMPFS"
 PREFIX = "driftpilot-pytest-"
 FAILED_MARK = "FAILED"
-OWNER = "OWNER"  # the pid of the session that made the directory
+OWNER = ".owner"  # beside a session's directory: the pid of the session that made it
 _made = pytest.StashKey[Path]()
 _status = pytest.StashKey[int]()
 
@@ -59,19 +60,20 @@ def pytest_configure(config: pytest.Config) -> None:
     if not _wanted(config):
         return
     for old in RAM.glob(f"{PREFIX}*"):  # only ended sessions' are marked
-        if (old / FAILED_MARK).exists() or _owner_gone(old):
-            shutil.rmtree(old, ignore_errors=True)
+        if old.is_dir() and ((old / FAILED_MARK).exists() or _owner_gone(old)):
+            _remove(old)
     made = Path(tempfile.mkdtemp(prefix=PREFIX, dir=RAM))
-    (made / OWNER).write_text(str(os.getpid()))
+    _owner_file(made).write_text(str(os.getpid()))
     config.option.basetemp = str(made)
     config.stash[_made] = made
 
 
 def _owner_gone(folder: Path) -> bool:
-    """Whether the session that made ``folder`` is no longer running (its ``OWNER`` process
-    does not exist). Without the file (made before it was written) nothing is known: kept."""
+    """Whether the session that made ``folder`` is no longer running (the process its owner
+    file names does not exist). Without the file (made before it was written) nothing is
+    known: kept."""
     try:
-        pid = int((folder / OWNER).read_text())
+        pid = int(_owner_file(folder).read_text())
     except (OSError, ValueError):
         return False
     try:
@@ -81,6 +83,15 @@ def _owner_gone(folder: Path) -> bool:
     except PermissionError:  # another user's process: alive
         return False
     return False
+
+
+def _owner_file(folder: Path) -> Path:
+    return folder.with_name(folder.name + OWNER)
+
+
+def _remove(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+    _owner_file(folder).unlink(missing_ok=True)
 
 
 @pytest.hookimpl(trylast=True)
@@ -100,6 +111,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if made is None or not made.exists():
         return
     if config.stash.get(_status, 1) == 0:
-        shutil.rmtree(made, ignore_errors=True)
+        _remove(made)
     else:
         (made / FAILED_MARK).touch()
