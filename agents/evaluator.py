@@ -21,8 +21,8 @@ CI -0.0079 to -0.0003): a zero tolerance rejected the map the label shift called
 
 Challenger sanity: a challenger whose holdout score is worse than chance (its whole interval
 on the wrong side of what a know-nothing model scores: ``tools.metrics.chance_level``), or far
-below its own validation score (more than ``max_valid_gap``; an RMSE or MAE on the
-validation's scale, ``training_defect``), is flagged ``training_defect``
+below its own validation score (more than ``max_valid_gap``; an RMSE or MAE read on the
+validation's scale when the holdout spreads wider), is flagged ``training_defect``
 with the numbers and rejected. On a real stream with a lasting concept change this is what a
 training window dominated by the old concept does when the holdout is the latest rows of the
 new one: the challenger learnt the old relation, which the new rows invert (a ROC AUC below

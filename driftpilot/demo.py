@@ -98,11 +98,11 @@ def run_demo(
     progress = progress_bar(console)
     # The year's runs use one core (one thread per fit, one BLAS thread): the second act's run,
     # on another model (its own lease), goes alongside in a thread, as `driftpilot serve`
-    # runs two at once, and is presented after the year. The graph (and its checkpointer) is
-    # opened first, here: its lazy first use has no guard against two threads at once. The
-    # libraries a run and its report import are imported here too, as serve's warm-up does
-    # before its first run: two threads importing one package tree at once can meet a module
-    # the other is still initialising (importlib hands one of them the half-made module).
+    # runs two at once, and is presented after the year. The process is warmed first, as
+    # serve's executor warms it before its first run: the graph is built and the libraries a
+    # run and its report import are imported, since two threads importing one package tree at
+    # once can meet a module the other is still initialising (importlib hands one of them the
+    # half-made module).
     from driftpilot.execution.inprocess import warm
 
     with console.status("loading the run's libraries (MLflow, LightGBM, SciPy, Evidently)..."):

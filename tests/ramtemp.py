@@ -81,7 +81,7 @@ def _owner_gone(folder: Path) -> bool:
     except ProcessLookupError:
         return True
     except PermissionError:  # another user's process: alive
-        return False
+        pass
     return False
 
 
