@@ -264,6 +264,7 @@ def apply(
             "material": bounds.material,
             "significant_drop": bounds.significant_drop,
             "stale": bounds.stale,
+            "predictions_moved": bounds.predictions_moved,
             "labels_requested": bounds.labels_requested,
             "expected_gain": bounds.expected_gain,
             "signals": bounds.signals,

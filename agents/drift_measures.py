@@ -36,6 +36,7 @@ from driftpilot.core.tasks import Metric, Task, check_task
 from tools.estimate import estimate, fit_estimator
 from tools.evaluate import Comparison, compare_models
 from tools.metrics import encode_labels, interval, value
+from tools.prediction_shift import prediction_shift
 from tools.shift import DomainCheck, domain_classifier, stratified_sample
 from tools.train import train_model
 
@@ -128,6 +129,7 @@ def performance(
             # Beside a measured score the estimate is a record of how far estimates can be
             # trusted; the drop the policy reads stays the measured one.
             out.update({k: v for k, v in found.items() if not (measured and "metric_drop" in k)})
+    out.update(_prediction_shift(ctx, run_id, model, frame, scorer, sampled))
     if measured:
         reason = ctx.policy.skip_quick_retrain()
         if reason:
@@ -144,6 +146,43 @@ def performance(
     if sampled:
         out["sampled"] = sampled
     return out
+
+
+def _prediction_shift(
+    ctx: RunContext,
+    run_id: str,
+    model: str,
+    frame: pl.DataFrame,
+    scorer: Any,
+    sampled: dict[str, Any],
+) -> dict[str, Any]:
+    """How far the champion's predictions on the batch moved from its predictions on its
+    out-of-time holdout (the reference window when it has none), with the noise floor at the
+    batch's size (``tools.prediction_shift``). Labels play no part: it reads unlabelled
+    batches too. Above ``drift.sample_rows`` rows a side, a sample (stated in ``sampled``)."""
+    row = ctx.model(model)
+    path = row.holdout_path if row.holdout_path and Path(row.holdout_path).exists() else None
+    reference = pl.read_parquet(path) if path else ctx.reference(model)
+    cap, seed = ctx.policy.drift.sample_rows, ctx.settings.seed
+    ref, cur = (stratified_sample(f, cap, seed=seed) for f in (reference, frame))
+    if (ref.height, cur.height) != (reference.height, frame.height):
+        sampled["prediction_shift"] = {"reference_rows": ref.height, "batch_rows": cur.height}
+    if min(ref.height, cur.height) < 2:
+        return {}
+    task = check_task(row.task)
+    try:
+        found = ctx.call(
+            run_id,
+            NAME,
+            "shift.prediction_shift",
+            lambda: prediction_shift(
+                scorer.predict_scores(ref), scorer.predict_scores(cur), task=task, seed=seed
+            ),
+            {"reference": "holdout" if path else "reference window", "batch_rows": cur.height},
+        )
+    except DataError as exc:  # e.g. an adopted model's scores of another shape: audited
+        return {"prediction_shift_error": str(exc)}
+    return {"prediction_shift": found.value, "prediction_noise": found.noise}
 
 
 def _measured(

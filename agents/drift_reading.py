@@ -36,7 +36,8 @@ class DriftAnalystEvidence(BaseModel):
         description="The champion's metric (`metric`, `higher_is_better`) on the batch: "
         "`score` with its interval and `metric_drop` against the `baseline` (> 0 worse), or "
         "the estimate without labels (`estimated_score`); `fresh_gain`: what a quick retrain "
-        "wins (> 0 better)."
+        "wins (> 0 better); `prediction_shift`: how far its predictions moved from those on "
+        "its holdout (normed Wasserstein; `prediction_noise`: what chance gives)."
     )
     history: dict[str, Any] = Field(
         description="Recent signals, batches since the last retrain, retrains, promotions."
@@ -135,6 +136,8 @@ def drift_evidence(
         fresh_gain=perf.get("fresh_gain"),
         fresh_gain_low=perf.get("fresh_gain_low"),
         fresh_gain_high=perf.get("fresh_gain_high"),
+        prediction_shift=perf.get("prediction_shift"),
+        prediction_noise=perf.get("prediction_noise"),
         holdout_too_small=perf.get("holdout_too_small"),
         **history,
     )

@@ -68,6 +68,9 @@ class DriftSlice(TypedDict, total=False):
     material: Annotated[bool, _d("The shift is material under the policy.")]
     significant_drop: Annotated[bool, _d("The champion's score dropped significantly.")]
     stale: Annotated[bool, _d("Too long since the last retrain.")]
+    predictions_moved: Annotated[
+        bool, _d("The champion's predictions moved (drift.prediction_threshold, above chance).")
+    ]
     labels_requested: Annotated[bool, _d("An estimated drop with material drift: labels asked.")]
     expected_gain: Annotated[float | None, _d("P(promotion) of a retrain from history.")]
     signals: Annotated[list[str], _d("The policy's signals, in words.")]
@@ -102,6 +105,15 @@ class DriftSlice(TypedDict, total=False):
     ]
     fresh_gain_low: Annotated[float, _d("Its interval's lower bound.")]
     fresh_gain_high: Annotated[float, _d("Its interval's upper bound.")]
+    prediction_shift: Annotated[
+        float,
+        _d(
+            "How far the champion's predictions on the batch moved from those on its holdout "
+            "(normed Wasserstein; multiclass: mean over the classes' probabilities)."
+        ),
+    ]
+    prediction_noise: Annotated[float, _d("What chance gives that distance at the batch's size.")]
+    prediction_shift_error: Annotated[str, _d("Why the predictions' shift was not measured.")]
     holdout_too_small: Annotated[
         str,
         _d(

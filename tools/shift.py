@@ -198,7 +198,7 @@ def effect_sizes(
             skipped[column] = reason
             continue
         if cfg.numeric_measure == "wasserstein":
-            value, threshold = _normed_wasserstein(a, b), cfg.wasserstein_threshold
+            value, threshold = normed_wasserstein(a, b), cfg.wasserstein_threshold
         else:
             value, threshold = _psi(*_quantile_bin_shares(a, b, cfg.psi_bins)), cfg.psi_threshold
         measured.append((column, "numeric", cfg.numeric_measure, value, threshold))
@@ -270,7 +270,7 @@ def _counts(series: pl.Series) -> dict[str, int]:
     return dict(zip(counts[:, 0].to_list(), counts[:, 1].to_list(), strict=True))
 
 
-def _normed_wasserstein(ref: np.ndarray, cur: np.ndarray) -> float:
+def normed_wasserstein(ref: np.ndarray, cur: np.ndarray) -> float:
     """W1(ref, cur) / std(ref). A constant reference (std 0) is normed by its mean absolute
     value, or by 1.0 when that is 0 too: a move of a constant column is then measured
     relative to its level (or in its own units around 0).

@@ -57,6 +57,15 @@ class DriftEvidence(_Strict):
     )
     fresh_gain_low: float | None = Field(None, description="Lower bound of that gain.")
     fresh_gain_high: float | None = Field(None, description="Upper bound of that gain.")
+    prediction_shift: float | None = Field(
+        None,
+        description="How far the champion's predictions on the batch moved from those on its "
+        "holdout (normed Wasserstein; None: not measured).",
+    )
+    prediction_noise: float | None = Field(
+        None,
+        description="What chance gives that distance at the batch's size (mean + 3 sd).",
+    )
     holdout_too_small: str | None = Field(
         None,
         description="Why the batch's holdout is too small for the evaluator to judge a "
@@ -93,6 +102,9 @@ class DriftBounds(_Strict):
     material: bool = Field(False, description="The drift is material (weighted share).")
     significant_drop: bool = Field(False, description="The drop counts (large and significant).")
     stale: bool = Field(False, description="A quick retrain wins significantly on the holdout.")
+    predictions_moved: bool = Field(
+        False, description="The champion's predictions moved (prediction_threshold, above noise)."
+    )
     labels_requested: bool = Field(False, description="An estimated drop with material drift.")
     expected_gain: float | None = Field(
         None,
@@ -151,8 +163,8 @@ def drift_bounds(
       (``ev.episode_hold``: ``retraining.max_failed_retrains`` challengers lost and the
       evidence did not change, nobody asked) becomes monitor, the hold's reasons in the
       signals (``episode_held``).
-    - Cause: the numbers' cause (``ev.reading``; else world_change on material drift or a
-      performance signal, else unknown) maps through ``causes:`` to the actions it
+    - Cause: the numbers' cause (``ev.reading``; else world_change on material drift, moved
+      predictions or a performance signal, else unknown) maps through ``causes:`` to the actions it
       allows. A mapped cause replaces the rules' bounds with its actions, keeping only
       those the evidence supports: monitor and none always, retrain only where the rules
       (after the hold) allow it, recalibrate only for a label shift on labelled rows. The
@@ -211,15 +223,16 @@ def _episode(bounds: DriftBounds, ev: DriftEvidence) -> DriftBounds:
 
 def _cause(bounds: DriftBounds, ev: DriftEvidence) -> tuple[Cause, list[str]]:
     """The numbers' cause and why: ``ev.reading``'s own cause first; then world_change on
-    material drift or a performance signal; then the reading's (a prevalence move the
-    class shares do not explain is a world change too); else unknown."""
+    material drift, moved predictions or a performance signal; then the reading's (a
+    prevalence move the class shares do not explain is a world change too); else unknown."""
     if ev.reading is not None and ev.reading.cause not in ("world_change", "unknown"):
         return ev.reading.cause, list(ev.reading.reasons)
-    if bounds.material or bounds.significant_drop or bounds.stale:
+    if bounds.material or bounds.predictions_moved or bounds.significant_drop or bounds.stale:
         fired = [
             name
             for name, on in (
                 ("material drift", bounds.material),
+                ("moved predictions", bounds.predictions_moved),
                 ("a significant drop", bounds.significant_drop),
                 ("a stale champion", bounds.stale),
             )
@@ -229,7 +242,7 @@ def _cause(bounds: DriftBounds, ev: DriftEvidence) -> tuple[Cause, list[str]]:
         return "world_change", [f"{' and '.join(fired)}, no other cause reads", *extra]
     if ev.reading is not None:  # the labels moved, and not as a label shift: a change
         return ev.reading.cause, list(ev.reading.reasons)
-    return "unknown", ["no material drift and no performance signal: no cause reads"]
+    return "unknown", ["no material drift, moved predictions or performance signal: no cause reads"]
 
 
 def _mapped(
@@ -283,7 +296,8 @@ def rule_bounds(ev: DriftEvidence, rules: DriftRules, limits: RetrainLimits) -> 
     (decay), or a quick retrain beats it on the batch's holdout (staleness: what a
     retrain can win back); each counts when at least ``max_metric_drop`` and
     significant. A drop that a measured quick retrain does not fix (a harder season)
-    never retrains. Monitor: material drift (alarms on anything else wear people out).
+    never retrains. Monitor: material drift, or the champion's predictions moved (by
+    ``prediction_threshold``, above chance; alarms on anything else wear people out).
     Retrain (labelled batches only, whose holdout is big enough to judge the challenger
     on: ``evaluator.min_holdout_rows`` and ``min_class_rows``) on a signal that is
     severe, or persisted in k of the last n batches outside the cooldown, AND
@@ -298,6 +312,13 @@ def rule_bounds(ev: DriftEvidence, rules: DriftRules, limits: RetrainLimits) -> 
     material = ev.weighted_share >= rules.monitor_share
     if material:
         signals.append(f"weighted drift {versus(ev.weighted_share, rules.monitor_share, digits=2)}")
+    moved = _predictions_moved(ev, rules)
+    if moved:
+        signals.append(
+            "the champion's predictions moved: "
+            f"{versus(ev.prediction_shift or 0.0, rules.prediction_threshold, digits=2)} "
+            f"(chance at this size {ev.prediction_noise:.2f})"
+        )
     significant = (
         ev.drop is not None
         and ev.drop_low is not None
@@ -340,7 +361,7 @@ def rule_bounds(ev: DriftEvidence, rules: DriftRules, limits: RetrainLimits) -> 
     severity = _severity(ev.weighted_share, rules, material, significant or stale, severe)
     # Monitor means material drift: a performance signal either retrains or, held back
     # (not yet persistent, cooling down, not worth it), waits in the signals and history.
-    watch = material
+    watch = material or moved
     quiet = DriftBounds(
         allowed=["monitor", "none"] if watch else ["none", "monitor"],
         default="monitor" if watch else "none",
@@ -349,6 +370,7 @@ def rule_bounds(ev: DriftEvidence, rules: DriftRules, limits: RetrainLimits) -> 
         material=material,
         significant_drop=significant,
         stale=stale,
+        predictions_moved=moved,
     )
     if rules.retrain == "never" or not ev.labelled:
         if significant and ev.estimated and material:
@@ -383,6 +405,17 @@ def rule_bounds(ev: DriftEvidence, rules: DriftRules, limits: RetrainLimits) -> 
         return quiet.model_copy(update=update)
     worth = f"expected gain {versus(gain, limits.retrain_cost, name='retrain cost')}"
     return _retrain(quiet, gain, [*signals, worth], severe)
+
+
+def _predictions_moved(ev: DriftEvidence, rules: DriftRules) -> bool:
+    """The champion's outputs moved by at least ``prediction_threshold`` and by more than
+    chance gives at the batch's size: columns that each stay under the materiality bar can
+    together move what the model answers."""
+    if ev.prediction_shift is None or ev.prediction_noise is None:
+        return False
+    return ev.prediction_shift >= rules.prediction_threshold and (
+        ev.prediction_shift > ev.prediction_noise
+    )
 
 
 def _severe(point: float | None, low: float | None, rules: DriftRules) -> bool:

@@ -105,6 +105,13 @@ class DriftRules(_Strict):
         "material (monitor).",
     )
     severity_high_share: float = Field(0.6, description="Weighted share reported as high severity.")
+    prediction_threshold: float = Field(
+        0.3,
+        gt=0,
+        description="Normed Wasserstein distance of the champion's predictions (batch against "
+        "its holdout; multiclass: the mean over the classes' probabilities) at or above which, "
+        "and above what chance gives at the batch's size, the predictions moved (monitor).",
+    )
     # A drop that matters: the champion's metric on the batch, with its bootstrap interval,
     # against its out-of-time baseline (and that baseline's interval). Drops and gains are
     # read as driftpilot.core.tasks.Metric reads them: in points for bounded metrics (ROC AUC,

@@ -13,7 +13,7 @@ import pytest
 
 from driftpilot.core.settings import get_settings
 from driftpilot.runs.plane import ControlPlane
-from driftpilot.store.models import Decision
+from driftpilot.store.models import Decision, ToolCall
 from tests.conftest import TrainedHomes
 from tools.datasets import FLIGHTS
 
@@ -153,3 +153,27 @@ def test_a_holdout_too_small_to_judge_on_trains_nothing_and_rejects_what_is_forc
     assert view.status == "completed" and view.outcome == "challenger_rejected", view.summary
     evaluation = view.summary["evaluation"]
     assert evaluation["holdout_too_small"] == "60 labelled holdout rows (needs at least 100)"
+
+
+def test_the_champions_predictions_are_measured_without_labels(
+    plane: ControlPlane, months: dict[str, pl.DataFrame], jan: dict[str, pl.DataFrame]
+) -> None:
+    """Label-free: the January champion's predictions on July's rows against those on its
+    holdout, with what chance gives at the batch's size; January's own rows stay below it."""
+    # July's hours without a pressure reading: with them the batch is quarantined for a
+    # burst of nulls (32 % against January's 11 %) before any drift is measured.
+    july = months["2013-07"].drop(FLIGHTS.target).drop_nulls("pressure").head(4000)
+    view = plane.start_run("flights", july, "july-unlabelled")
+    assert view.status == "completed", view.summary
+    drift = view.summary["drift"]
+    assert drift["prediction_shift"] > drift["prediction_noise"] > 0
+    moved = drift["prediction_shift"] >= plane.policy.drift.prediction_threshold
+    assert drift["predictions_moved"] is moved
+    assert any("predictions moved" in s for s in drift["signals"]) is moved
+    [call] = plane.store.list_rows(
+        ToolCall, ToolCall.run_id == view.run_id, ToolCall.tool == "shift.prediction_shift"
+    )
+    assert call.ok and json.loads(call.args)["reference"] == "holdout"
+    calm = plane.start_run("flights", jan["calm"].drop(FLIGHTS.target), "january-unlabelled")
+    assert calm.summary["drift"]["predictions_moved"] is False
+    assert calm.summary["drift"]["prediction_shift"] < drift["prediction_shift"]

@@ -48,6 +48,31 @@ def test_material_drift_alone_only_monitors(policy: Policy) -> None:
     assert quiet.default == "none" and quiet.severity == "none" and not quiet.material
 
 
+def test_moved_predictions_are_watched_when_no_column_moved_enough(policy: Policy) -> None:
+    # Two columns holding 15 % of the importance moved: under monitor_share, yet the
+    # champion's predictions moved by 0.45 of their spread, far above chance at this size.
+    moved = policy.drift_bounds(
+        evidence(weighted_share=0.15, prediction_shift=0.45, prediction_noise=0.09)
+    )
+    assert moved.default == "monitor" and moved.predictions_moved and not moved.material
+    assert "retrain" not in moved.allowed  # what the model answers moved; its score did not
+    assert "the champion's predictions moved: 0.45 >= 0.3 (chance at this size 0.09)" in (
+        moved.signals
+    )
+    assert moved.cause == "world_change" and "moved predictions" in moved.cause_reasons[0]
+    # As large, but a batch this small moves that much by chance: not a signal.
+    chance = policy.drift_bounds(evidence(prediction_shift=0.45, prediction_noise=0.5))
+    assert chance.default == "none" and not chance.predictions_moved
+    assert chance.cause == "unknown"
+    # Above chance but under the threshold; and not measured at all.
+    for small in (
+        evidence(prediction_shift=0.2, prediction_noise=0.05),
+        evidence(prediction_shift=None, prediction_noise=None),
+    ):
+        quiet = policy.drift_bounds(small)
+        assert quiet.default == "none" and not quiet.predictions_moved
+
+
 def test_a_drop_counts_only_when_significant(policy: Policy) -> None:
     # 0.04 measured, but its interval reaches below zero: noise of a small batch.
     noisy = policy.drift_bounds(evidence(drop=0.04, drop_low=-0.03))
