@@ -157,8 +157,8 @@ def _prediction_shift(
     sampled: dict[str, Any],
 ) -> dict[str, Any]:
     """How far the champion's predictions on the batch moved from its predictions on its
-    out-of-time holdout (the reference window when it has none), with the noise floor at the
-    batch's size (``tools.prediction_shift``). Labels play no part: it reads unlabelled
+    out-of-time holdout (the reference window when it has none), with its K-S p-value
+    (``tools.prediction_shift``). Labels play no part: it reads unlabelled
     batches too. Above ``drift.sample_rows`` rows a side, a sample (stated in ``sampled``)."""
     row = ctx.model(model)
     path = row.holdout_path if row.holdout_path and Path(row.holdout_path).exists() else None
@@ -176,13 +176,13 @@ def _prediction_shift(
             NAME,
             "shift.prediction_shift",
             lambda: prediction_shift(
-                scorer.predict_scores(ref), scorer.predict_scores(cur), task=task, seed=seed
+                scorer.predict_scores(ref), scorer.predict_scores(cur), task=task
             ),
             {"reference": "holdout" if path else "reference window", "batch_rows": cur.height},
         )
     except DataError as exc:  # e.g. an adopted model's scores of another shape: audited
         return {"prediction_shift_error": str(exc)}
-    return {"prediction_shift": found.value, "prediction_noise": found.noise}
+    return {"prediction_shift": found.value, "prediction_p_value": found.p_value}
 
 
 def _measured(

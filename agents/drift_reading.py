@@ -37,7 +37,7 @@ class DriftAnalystEvidence(BaseModel):
         "`score` with its interval and `metric_drop` against the `baseline` (> 0 worse), or "
         "the estimate without labels (`estimated_score`); `fresh_gain`: what a quick retrain "
         "wins (> 0 better); `prediction_shift`: how far its predictions moved from those on "
-        "its holdout (normed Wasserstein; `prediction_noise`: what chance gives)."
+        "its holdout (normed Wasserstein; `prediction_p_value`: its K-S p-value)."
     )
     history: dict[str, Any] = Field(
         description="Recent signals, batches since the last retrain, retrains, promotions."
@@ -137,7 +137,7 @@ def drift_evidence(
         fresh_gain_low=perf.get("fresh_gain_low"),
         fresh_gain_high=perf.get("fresh_gain_high"),
         prediction_shift=perf.get("prediction_shift"),
-        prediction_noise=perf.get("prediction_noise"),
+        prediction_p_value=perf.get("prediction_p_value"),
         holdout_too_small=perf.get("holdout_too_small"),
         **history,
     )

@@ -193,7 +193,9 @@ def expected(
     numbers cannot see, once a note tells it, is watched or quarantined: never trained on); an
     expected change watched; a classifier's label shift recalibrated until a recalibration is
     promoted (a regression's moves its RMSE: monitor or retrain); a world change as the drift
-    says, a lasting one retrained until ``max_failed`` challengers lost, then watched."""
+    says (moved inputs watched or retrained until a challenger trained on them is promoted,
+    then watched or left), a lasting one retrained until ``max_failed`` challengers lost, then
+    watched."""
     first = first_drift(truth)
     if truth.onset is not None and index >= truth.onset and labels_late:
         return {"none", "monitor"}
@@ -212,6 +214,10 @@ def expected(
         if task == "regression":
             return {"monitor", "retrain"}
         return {"none", "monitor"} if promoted_since_onset else {"recalibrate"}
+    if truth.kind in ("covariate_shift", "range_shift") and promoted_since_onset:
+        # The champion now serving was trained on the moved inputs: nothing left to act on
+        # (as after a concept drift's promotion).
+        return {"none", "monitor"}
     if truth.kind in ("covariate_shift", "range_shift", "seasonal_repeat"):
         return {"monitor", "retrain"}
     if truth.kind == "lasting_concept_change":

@@ -69,7 +69,7 @@ class DriftSlice(TypedDict, total=False):
     significant_drop: Annotated[bool, _d("The champion's score dropped significantly.")]
     stale: Annotated[bool, _d("Too long since the last retrain.")]
     predictions_moved: Annotated[
-        bool, _d("The champion's predictions moved (drift.prediction_threshold, above chance).")
+        bool, _d("The champion's predictions moved (drift.prediction_threshold, significant).")
     ]
     labels_requested: Annotated[bool, _d("An estimated drop with material drift: labels asked.")]
     expected_gain: Annotated[float | None, _d("P(promotion) of a retrain from history.")]
@@ -112,7 +112,7 @@ class DriftSlice(TypedDict, total=False):
             "(normed Wasserstein; multiclass: mean over the classes' probabilities)."
         ),
     ]
-    prediction_noise: Annotated[float, _d("What chance gives that distance at the batch's size.")]
+    prediction_p_value: Annotated[float, _d("Its two-sample Kolmogorov-Smirnov p-value.")]
     prediction_shift_error: Annotated[str, _d("Why the predictions' shift was not measured.")]
     holdout_too_small: Annotated[
         str,

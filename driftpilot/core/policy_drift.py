@@ -62,9 +62,8 @@ class DriftEvidence(_Strict):
         description="How far the champion's predictions on the batch moved from those on its "
         "holdout (normed Wasserstein; None: not measured).",
     )
-    prediction_noise: float | None = Field(
-        None,
-        description="What chance gives that distance at the batch's size (mean + 3 sd).",
+    prediction_p_value: float | None = Field(
+        None, description="Its two-sample Kolmogorov-Smirnov p-value (chance gives it)."
     )
     holdout_too_small: str | None = Field(
         None,
@@ -103,7 +102,7 @@ class DriftBounds(_Strict):
     significant_drop: bool = Field(False, description="The drop counts (large and significant).")
     stale: bool = Field(False, description="A quick retrain wins significantly on the holdout.")
     predictions_moved: bool = Field(
-        False, description="The champion's predictions moved (prediction_threshold, above noise)."
+        False, description="The champion's predictions moved (prediction_threshold, significant)."
     )
     labels_requested: bool = Field(False, description="An estimated drop with material drift.")
     expected_gain: float | None = Field(
@@ -297,7 +296,7 @@ def rule_bounds(ev: DriftEvidence, rules: DriftRules, limits: RetrainLimits) -> 
     retrain can win back); each counts when at least ``max_metric_drop`` and
     significant. A drop that a measured quick retrain does not fix (a harder season)
     never retrains. Monitor: material drift, or the champion's predictions moved (by
-    ``prediction_threshold``, above chance; alarms on anything else wear people out).
+    ``prediction_threshold``, significantly; alarms on anything else wear people out).
     Retrain (labelled batches only, whose holdout is big enough to judge the challenger
     on: ``evaluator.min_holdout_rows`` and ``min_class_rows``) on a signal that is
     severe, or persisted in k of the last n batches outside the cooldown, AND
@@ -317,7 +316,7 @@ def rule_bounds(ev: DriftEvidence, rules: DriftRules, limits: RetrainLimits) -> 
         signals.append(
             "the champion's predictions moved: "
             f"{versus(ev.prediction_shift or 0.0, rules.prediction_threshold, digits=2)} "
-            f"(chance at this size {ev.prediction_noise:.2f})"
+            f"(K-S p {ev.prediction_p_value:.2g} < {1 - rules.confidence:.2g})"
         )
     significant = (
         ev.drop is not None
@@ -408,13 +407,13 @@ def rule_bounds(ev: DriftEvidence, rules: DriftRules, limits: RetrainLimits) -> 
 
 
 def _predictions_moved(ev: DriftEvidence, rules: DriftRules) -> bool:
-    """The champion's outputs moved by at least ``prediction_threshold`` and by more than
-    chance gives at the batch's size: columns that each stay under the materiality bar can
-    together move what the model answers."""
-    if ev.prediction_shift is None or ev.prediction_noise is None:
+    """The champion's outputs moved by at least ``prediction_threshold``, significantly (the
+    K-S p-value under 1 - ``confidence``): columns that each stay under the materiality bar
+    can together move what the model answers."""
+    if ev.prediction_shift is None or ev.prediction_p_value is None:
         return False
     return ev.prediction_shift >= rules.prediction_threshold and (
-        ev.prediction_shift > ev.prediction_noise
+        ev.prediction_p_value < 1 - rules.confidence
     )
 
 

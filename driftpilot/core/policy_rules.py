@@ -110,7 +110,7 @@ class DriftRules(_Strict):
         gt=0,
         description="Normed Wasserstein distance of the champion's predictions (batch against "
         "its holdout; multiclass: the mean over the classes' probabilities) at or above which, "
-        "and above what chance gives at the batch's size, the predictions moved (monitor).",
+        "if significant (K-S p-value under 1 - confidence), the predictions moved (monitor).",
     )
     # A drop that matters: the champion's metric on the batch, with its bootstrap interval,
     # against its out-of-time baseline (and that baseline's interval). Drops and gains are

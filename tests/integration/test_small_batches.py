@@ -158,22 +158,26 @@ def test_a_holdout_too_small_to_judge_on_trains_nothing_and_rejects_what_is_forc
 def test_the_champions_predictions_are_measured_without_labels(
     plane: ControlPlane, months: dict[str, pl.DataFrame], jan: dict[str, pl.DataFrame]
 ) -> None:
-    """Label-free: the January champion's predictions on July's rows against those on its
-    holdout, with what chance gives at the batch's size; January's own rows stay below it."""
+    """Label-free: the January champion's predictions on July's evening flights against those
+    on its holdout move by more than drift.prediction_threshold, surely; on all of July's
+    rows they move significantly but less than the threshold; on January's own rows, not."""
     # July's hours without a pressure reading: with them the batch is quarantined for a
     # burst of nulls (32 % against January's 11 %) before any drift is measured.
-    july = months["2013-07"].drop(FLIGHTS.target).drop_nulls("pressure").head(4000)
-    view = plane.start_run("flights", july, "july-unlabelled")
-    assert view.status == "completed", view.summary
-    drift = view.summary["drift"]
-    assert drift["prediction_shift"] > drift["prediction_noise"] > 0
-    moved = drift["prediction_shift"] >= plane.policy.drift.prediction_threshold
-    assert drift["predictions_moved"] is moved
-    assert any("predictions moved" in s for s in drift["signals"]) is moved
+    july = months["2013-07"].drop(FLIGHTS.target).drop_nulls("pressure")
+    threshold = plane.policy.drift.prediction_threshold
+    evening = plane.start_run("flights", july.filter(pl.col("hour") >= 17), "july-evening")
+    assert evening.status == "completed", evening.summary
+    drift = evening.summary["drift"]
+    assert drift["prediction_shift"] >= threshold and drift["prediction_p_value"] < 1e-6
+    assert drift["predictions_moved"] is True and drift["action"] == "monitor"
+    assert any(s.startswith("the champion's predictions moved: ") for s in drift["signals"])
     [call] = plane.store.list_rows(
-        ToolCall, ToolCall.run_id == view.run_id, ToolCall.tool == "shift.prediction_shift"
+        ToolCall, ToolCall.run_id == evening.run_id, ToolCall.tool == "shift.prediction_shift"
     )
     assert call.ok and json.loads(call.args)["reference"] == "holdout"
+    whole = plane.start_run("flights", july.head(4000), "july-unlabelled").summary["drift"]
+    assert whole["prediction_p_value"] < 0.05 and whole["prediction_shift"] < threshold
+    assert whole["predictions_moved"] is False
     calm = plane.start_run("flights", jan["calm"].drop(FLIGHTS.target), "january-unlabelled")
     assert calm.summary["drift"]["predictions_moved"] is False
-    assert calm.summary["drift"]["prediction_shift"] < drift["prediction_shift"]
+    assert calm.summary["drift"]["prediction_shift"] < whole["prediction_shift"]

@@ -50,24 +50,24 @@ def test_material_drift_alone_only_monitors(policy: Policy) -> None:
 
 def test_moved_predictions_are_watched_when_no_column_moved_enough(policy: Policy) -> None:
     # Two columns holding 15 % of the importance moved: under monitor_share, yet the
-    # champion's predictions moved by 0.45 of their spread, far above chance at this size.
+    # champion's predictions moved by 0.45 of their spread, significantly.
     moved = policy.drift_bounds(
-        evidence(weighted_share=0.15, prediction_shift=0.45, prediction_noise=0.09)
+        evidence(weighted_share=0.15, prediction_shift=0.45, prediction_p_value=1e-9)
     )
     assert moved.default == "monitor" and moved.predictions_moved and not moved.material
     assert "retrain" not in moved.allowed  # what the model answers moved; its score did not
-    assert "the champion's predictions moved: 0.45 >= 0.3 (chance at this size 0.09)" in (
+    assert "the champion's predictions moved: 0.45 >= 0.3 (K-S p 1e-09 < 0.05)" in (
         moved.signals
     )
     assert moved.cause == "world_change" and "moved predictions" in moved.cause_reasons[0]
-    # As large, but a batch this small moves that much by chance: not a signal.
-    chance = policy.drift_bounds(evidence(prediction_shift=0.45, prediction_noise=0.5))
+    # As large, but on a batch so small that chance gives it: not a signal.
+    chance = policy.drift_bounds(evidence(prediction_shift=0.45, prediction_p_value=0.2))
     assert chance.default == "none" and not chance.predictions_moved
     assert chance.cause == "unknown"
-    # Above chance but under the threshold; and not measured at all.
+    # Significant but under the threshold (a big batch); and not measured at all.
     for small in (
-        evidence(prediction_shift=0.2, prediction_noise=0.05),
-        evidence(prediction_shift=None, prediction_noise=None),
+        evidence(prediction_shift=0.2, prediction_p_value=1e-6),
+        evidence(prediction_shift=None, prediction_p_value=None),
     ):
         quiet = policy.drift_bounds(small)
         assert quiet.default == "none" and not quiet.predictions_moved

@@ -9,24 +9,26 @@ def test_a_moved_prediction_counts_and_a_resample_does_not() -> None:
     rng = np.random.default_rng(0)
     reference = rng.normal(10.0, 2.0, 2000)
     same = prediction_shift(reference, rng.normal(10.0, 2.0, 1000), task="regression")
-    assert same.value < same.noise and not same.moved(0.3)
-    # A move of 0.5 std: W1 / std reads 0.5, far above what 1,000 rows give by chance.
+    assert same.value < 0.1 and same.p_value > 0.05 and not same.moved(0.3, 0.05)
+    # A move of 0.5 std: W1 / std reads 0.5, and 1,000 rows make it sure.
     moved = prediction_shift(reference, rng.normal(11.0, 2.0, 1000), task="regression")
     assert moved.value == pytest.approx(0.5, abs=0.08)
-    assert moved.noise < 0.15 and moved.moved(0.3)
+    assert moved.p_value < 1e-6 and moved.moved(0.3, 0.05)
     assert (moved.reference_rows, moved.batch_rows) == (2000, 1000)
 
 
-def test_the_noise_floor_grows_as_the_batch_shrinks() -> None:
+def test_a_small_batch_of_skewed_scores_moves_far_by_chance_and_does_not_count() -> None:
+    # A fraud model's scores: almost all near 0, a few near 1. Batches of 150 rows of the
+    # same model read far from the reference whenever they hold a high score or two.
     rng = np.random.default_rng(1)
-    reference = rng.beta(2, 5, 3000)
-    big = prediction_shift(reference, rng.beta(2, 5, 2000), task="binary")
-    tiny = [prediction_shift(reference, rng.beta(2, 5, 6), task="binary") for _ in range(20)]
-    assert min(t.noise for t in tiny) > 3 * big.noise
-    # Six rows of an unmoved model read far from the reference, yet rarely further than
-    # chance: the threshold alone would call almost every one of them a move.
-    assert np.mean([t.value for t in tiny]) >= 0.3
-    assert sum(t.moved(0.3) for t in tiny) <= 1
+
+    def scores(n: int) -> np.ndarray:
+        return np.where(rng.random(n) < 0.003, rng.beta(8, 2, n), rng.beta(1, 300, n))
+
+    reference = scores(3000)
+    small = [prediction_shift(reference, scores(150), task="binary") for _ in range(40)]
+    assert max(s.value for s in small) >= 0.3  # the threshold alone would fire
+    assert not any(s.moved(0.3, 0.05) for s in small)
 
 
 def test_multiclass_reads_the_mean_over_the_classes_probabilities() -> None:
@@ -35,10 +37,12 @@ def test_multiclass_reads_the_mean_over_the_classes_probabilities() -> None:
     moved = rng.dirichlet([1, 2, 4], 800)  # the first class's share moves, the last's too
     found = prediction_shift(reference, moved, task="multiclass")
     per_class = [
-        prediction_shift(reference[:, k], moved[:, k], task="regression").value for k in range(3)
+        prediction_shift(reference[:, k], moved[:, k], task="regression") for k in range(3)
     ]
-    assert found.value == pytest.approx(np.mean(per_class), abs=2e-4)
-    assert found.moved(0.3)
+    assert found.value == pytest.approx(np.mean([c.value for c in per_class]), abs=2e-4)
+    # The smallest p-value, corrected for the three looks (Bonferroni).
+    assert found.p_value == pytest.approx(min(1.0, 3 * min(c.p_value for c in per_class)))
+    assert found.moved(0.3, 0.05)
 
 
 def test_scores_of_the_wrong_shape_are_a_clear_error() -> None:

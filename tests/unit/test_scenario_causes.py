@@ -70,6 +70,10 @@ def test_right_actions_follow_the_cause() -> None:
     assert expected(broken, 2, False, cause="pipeline_defect") == {"monitor", "quarantine"}
     campaign = _truth("covariate_shift")
     assert expected(campaign, 2, False, cause="expected_change") == {"none", "monitor"}
+    for moved in (campaign, _truth("range_shift")):
+        assert expected(moved, 2, False) == {"monitor", "retrain"}
+        # Once a challenger trained on the moved inputs serves, there is nothing to act on.
+        assert expected(moved, 3, True) == {"none", "monitor"}
 
 
 def test_the_note_variant_decides_the_right_actions_only_where_the_note_decides() -> None:
