@@ -110,7 +110,14 @@ class DriftRules(_Strict):
         gt=0,
         description="Normed Wasserstein distance of the champion's predictions (batch against "
         "its holdout; multiclass: the mean over the classes' probabilities) at or above which, "
-        "if significant (K-S p-value under 1 - confidence), the predictions moved (monitor).",
+        "if significant (prediction_p_value), the predictions moved (monitor).",
+    )
+    prediction_p_value: float = Field(
+        0.01,
+        gt=0,
+        lt=1,
+        description="The two-sample Kolmogorov-Smirnov p-value of the predictions under which "
+        "their move is not chance (a small batch moves far by chance).",
     )
     # A drop that matters: the champion's metric on the batch, with its bootstrap interval,
     # against its out-of-time baseline (and that baseline's interval). Drops and gains are

@@ -56,12 +56,11 @@ def test_moved_predictions_are_watched_when_no_column_moved_enough(policy: Polic
     )
     assert moved.default == "monitor" and moved.predictions_moved and not moved.material
     assert "retrain" not in moved.allowed  # what the model answers moved; its score did not
-    assert "the champion's predictions moved: 0.45 >= 0.3 (K-S p 1e-09 < 0.05)" in (
-        moved.signals
-    )
+    assert "the champion's predictions moved: 0.45 >= 0.3 (K-S p 1e-09 < 0.01)" in (moved.signals)
     assert moved.cause == "world_change" and "moved predictions" in moved.cause_reasons[0]
     # As large, but on a batch so small that chance gives it: not a signal.
-    chance = policy.drift_bounds(evidence(prediction_shift=0.45, prediction_p_value=0.2))
+    # (The credit-card suite's clean 150-row batch read 0.33 at p 0.032.)
+    chance = policy.drift_bounds(evidence(prediction_shift=0.45, prediction_p_value=0.032))
     assert chance.default == "none" and not chance.predictions_moved
     assert chance.cause == "unknown"
     # Significant but under the threshold (a big batch); and not measured at all.
@@ -261,12 +260,25 @@ def test_a_severe_signal_must_surely_count(policy: Policy) -> None:
     # Surely one that counts, either signal: at once, in the cooldown, whatever the cost.
     drop = policy.drift_bounds(evidence(drop=0.06, drop_low=0.02, batches_since_retrain=0))
     assert drop.allowed == ["retrain"] and any("surely one that counts" in s for s in drop.signals)
-    gain = policy.drift_bounds(
-        evidence(
-            fresh_gain=0.064, fresh_gain_low=0.05, fresh_gain_high=0.08, batches_since_retrain=0
-        )
-    )
+    large = dict(fresh_gain=0.064, fresh_gain_low=0.05, fresh_gain_high=0.08)
+    gain = policy.drift_bounds(evidence(**large, drop=0.03, drop_low=0.01, batches_since_retrain=0))
     assert gain.allowed == ["retrain"] and gain.severity == "high"
+
+
+def test_a_large_gain_on_a_champion_that_lost_nothing_is_no_hurry(policy: Policy) -> None:
+    """The regression suite's clean batch 1 (join_bug): the champion held its baseline (drop
+    -0.017), and a default model on the retrain's window won 0.121 (lower bound 0.069) on the
+    holdout. It retrained at once; now it waits for persistence and pays its cost."""
+    large = dict(fresh_gain=0.121, fresh_gain_low=0.069, fresh_gain_high=0.17)
+    first = policy.drift_bounds(evidence(**large, drop=-0.017, drop_low=-0.05))
+    assert first.stale and first.default == "none" and first.severity != "high"
+    assert "the gain 0.121 is large, but the champion lost nothing significant: no hurry" in (
+        first.signals
+    )
+    assert any("not yet persistent" in s for s in first.signals)
+    # Persistent and worth its cost, it retrains, with the choice to watch.
+    again = policy.drift_bounds(evidence(**large, drop=-0.017, drop_low=-0.05, recent_signals=1))
+    assert again.default == "retrain" and again.allowed == ["retrain", "monitor"]
 
 
 def test_a_severe_drop_retrains_whatever_the_yield(policy: Policy) -> None:
