@@ -303,8 +303,7 @@ def rule_bounds(ev: DriftEvidence, rules: DriftRules, limits: RetrainLimits) -> 
     whose sure part (the lower bound of a significant quick retrain's gain, else of the
     drop) x P(promotion) x horizon covers the retrain's cost. Severe (``_severe``): at least
     ``severe_metric_drop`` and surely one that counts (lower bound at least
-    ``max_metric_drop``), a drop or a quick retrain's gain on a champion whose drop is
-    significant; it retrains whatever the wait, the cooldown and the cost.
+    ``max_metric_drop``); it retrains whatever the wait, the cooldown and the cost.
     A severe signal allows only retrain; otherwise the analyst may keep watching.
     Without labels an estimated drop with material drift asks for labels. Every rule
     that fired, or held a retrain back, is a signal."""
@@ -338,13 +337,7 @@ def rule_bounds(ev: DriftEvidence, rules: DriftRules, limits: RetrainLimits) -> 
     # stream without drift retrained (issue 21); such a signal still retrains if it persists
     # and pays for itself.
     severe_drop = significant and _severe(ev.drop, ev.drop_low, rules)
-    # A quick retrain's large gain is urgent only on a champion that lost something (a
-    # significant drop). One that holds its baseline is improvable, not failing: its retrain
-    # waits for persistence and pays its cost. On the regression suite's clean batches a
-    # default model fitted on the retrain's window beat such champions by 8-12 % and
-    # retrained at once, five times before any drift.
-    large_gain = stale and _severe(ev.fresh_gain, ev.fresh_gain_low, rules)
-    severe_gain = large_gain and significant
+    severe_gain = stale and _severe(ev.fresh_gain, ev.fresh_gain_low, rules)
     severe = severe_drop or severe_gain
     if significant:
         kind = "estimated " if ev.estimated else ""
@@ -356,11 +349,6 @@ def rule_bounds(ev: DriftEvidence, rules: DriftRules, limits: RetrainLimits) -> 
         signals.append(
             f"stale: a quick retrain wins {quote(ev.fresh_gain or 0.0)} on the holdout "
             f"(lower bound {versus(ev.fresh_gain_low or 0.0, 0, strict=True)})"
-        )
-    if large_gain and not significant:
-        signals.append(
-            f"the gain {quote(ev.fresh_gain or 0.0)} is large, but the champion lost nothing "
-            "significant: no hurry"
         )
     if severe:
         point, low = (ev.drop, ev.drop_low) if severe_drop else (ev.fresh_gain, ev.fresh_gain_low)

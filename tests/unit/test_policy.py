@@ -265,22 +265,6 @@ def test_a_severe_signal_must_surely_count(policy: Policy) -> None:
     assert gain.allowed == ["retrain"] and gain.severity == "high"
 
 
-def test_a_large_gain_on_a_champion_that_lost_nothing_is_no_hurry(policy: Policy) -> None:
-    """The regression suite's clean batch 1 (join_bug): the champion held its baseline (drop
-    -0.017), and a default model on the retrain's window won 0.121 (lower bound 0.069) on the
-    holdout. It retrained at once; now it waits for persistence and pays its cost."""
-    large = dict(fresh_gain=0.121, fresh_gain_low=0.069, fresh_gain_high=0.17)
-    first = policy.drift_bounds(evidence(**large, drop=-0.017, drop_low=-0.05))
-    assert first.stale and first.default == "none" and first.severity != "high"
-    assert "the gain 0.121 is large, but the champion lost nothing significant: no hurry" in (
-        first.signals
-    )
-    assert any("not yet persistent" in s for s in first.signals)
-    # Persistent and worth its cost, it retrains, with the choice to watch.
-    again = policy.drift_bounds(evidence(**large, drop=-0.017, drop_low=-0.05, recent_signals=1))
-    assert again.default == "retrain" and again.allowed == ["retrain", "monitor"]
-
-
 def test_a_severe_drop_retrains_whatever_the_yield(policy: Policy) -> None:
     """No starvation: four rejected challengers make a moderate drop not worth a retrain,
     never a severe one."""
