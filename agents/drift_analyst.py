@@ -15,14 +15,15 @@ with the model's history (recent signals, retrains, promotions), into the allowe
 Causes (issue 21; ``driftpilot.core.causes``). The numbers read one for every backend
 (``agents.drift_causes``): a label shift (class prevalence moved, each class the same: the
 champion is recalibrated, not retrained), an expected change (the same drifted columns one
-seasonal period back: watched), else a world change (material drift or a performance signal)
-or unknown. The policy maps the cause to the actions it allows (``causes:``). The batch's drift
-episode (``driftpilot.core.episodes``) holds a retrain after ``max_failed_retrains`` losing
-challengers until the evidence changes or a person asks (the run's ``request``). An LLM reads
-the notes people wrote about the batch's window (``agents.drift_notes``; data, never
-instructions) and may name another cause, citing the notes it rests on: the cause's actions
-within the numbers' bounds (monitor always possible), so a note narrows what the numbers
-allow and never widens it. ``builtin`` reads no notes: its cause is the numbers'.
+seasonal period back: watched), else a world change (material drift, moved predictions or a
+performance signal) or unknown. The policy maps the cause to the actions it allows
+(``causes:``). The batch's drift episode (``driftpilot.core.episodes``) holds a retrain after
+``max_failed_retrains`` losing challengers until the evidence changes or a person asks (the
+run's ``request``). An LLM reads the notes people wrote about the batch's window
+(``agents.drift_notes``; data, never instructions) and may name another cause, citing the notes
+it rests on: the cause's actions within the numbers' bounds (monitor always possible), so a note
+narrows what the numbers allow and never widens it. ``builtin`` reads no notes: its cause is the
+numbers'.
 
 The rationale must cite metric names and values that exist in the tool output; every cited
 metric is checked and a mismatch is flagged in the audit record (``agents.drift_verdict``: the
@@ -179,7 +180,7 @@ def decide(evidence: DriftAnalystEvidence, policy: Policy, llm: Llm) -> DriftAna
         severity=bounds.severity,
         cause=bounds.cause,
         cited_notes=[],
-        cited_metrics=default_citations(shift, perf),
+        cited_metrics=default_citations(shift, perf, bounds.predictions_moved),
         rationale=template(drift, shift, domain, perf, bounds, action),
     )
     note_ids = note_ids_shown(evidence.notes)

@@ -1,7 +1,8 @@
 """What caused a batch's drift, read from the numbers (every backend, ``builtin`` included).
 
 Two causes read here; the policy (``Policy.drift_bounds``) reads the rest from its own flags
-(world_change: material drift or a performance signal; unknown: nothing fired) and maps each
+(world_change: material drift, moved predictions or a performance signal; unknown: nothing
+fired) and maps each
 cause to the actions it allows.
 
 - **label_shift** (classifiers only): the class prevalence moved while each class looks the

@@ -30,7 +30,7 @@ import polars as pl
 
 from agents.context import RunContext
 from agents.optimizer import training_window
-from driftpilot.core.errors import ConfigError, DataError
+from driftpilot.core.errors import ConfigError, DataError, ModelError
 from driftpilot.core.policy import Policy
 from driftpilot.core.tasks import Metric, Task, check_task
 from tools.estimate import estimate, fit_estimator
@@ -157,18 +157,18 @@ def _prediction_shift(
     sampled: dict[str, Any],
 ) -> dict[str, Any]:
     """How far the champion's predictions on the batch moved from its predictions on its
-    out-of-time holdout (the reference window when it has none), with its K-S p-value
-    (``tools.prediction_shift``). Labels play no part: it reads unlabelled
-    batches too. Above ``drift.sample_rows`` rows a side, a sample (stated in ``sampled``)."""
+    out-of-time holdout, with its K-S p-value (``tools.prediction_shift``); without a
+    holdout, why not. Labels play no part: it reads unlabelled batches too. Above
+    ``drift.sample_rows`` rows a side, a sample (stated in ``sampled``)."""
     row = ctx.model(model)
-    path = row.holdout_path if row.holdout_path and Path(row.holdout_path).exists() else None
-    reference = pl.read_parquet(path) if path else ctx.reference(model)
+    if not (row.holdout_path and Path(row.holdout_path).exists()):
+        # In-sample predictions spread wider than those on new rows: no fair reference.
+        return {"prediction_shift_error": "the champion has no holdout to compare with"}
+    holdout = pl.read_parquet(row.holdout_path)
     cap, seed = ctx.policy.drift.sample_rows, ctx.settings.seed
-    ref, cur = (stratified_sample(f, cap, seed=seed) for f in (reference, frame))
-    if (ref.height, cur.height) != (reference.height, frame.height):
-        sampled["prediction_shift"] = {"reference_rows": ref.height, "batch_rows": cur.height}
-    if min(ref.height, cur.height) < 2:
-        return {}
+    ref, cur = (stratified_sample(f, cap, seed=seed) for f in (holdout, frame))
+    if (ref.height, cur.height) != (holdout.height, frame.height):
+        sampled["prediction_shift"] = {"holdout_rows": ref.height, "batch_rows": cur.height}
     task = check_task(row.task)
     try:
         found = ctx.call(
@@ -178,9 +178,11 @@ def _prediction_shift(
             lambda: prediction_shift(
                 scorer.predict_scores(ref), scorer.predict_scores(cur), task=task
             ),
-            {"reference": "holdout" if path else "reference window", "batch_rows": cur.height},
+            {"holdout_rows": ref.height, "batch_rows": cur.height},
         )
-    except DataError as exc:  # e.g. an adopted model's scores of another shape: audited
+    except (DataError, ModelError) as exc:
+        # A measurement that informs, never one a run stops for (an adopted model whose
+        # output is not a score, too few finite predictions): the failed call is audited.
         return {"prediction_shift_error": str(exc)}
     return {"prediction_shift": found.value, "prediction_p_value": found.p_value}
 

@@ -131,7 +131,7 @@ def citable(known: dict[str, float], shift: ShiftResult, perf: dict[str, Any]) -
     shares, the domain AUC, the most shifted column and the performance figures (few: a small
     model tends to cite every name it is offered). Every one is in ``known``, so a citation
     copied from here passes the citation check."""
-    names = ["weighted_share", "drift_share", "domain_auc"]
+    names = ["weighted_share", "drift_share", "domain_auc", "prediction_shift"]
     names += [c.column for c in shift.columns[:1]]
     names += [
         k
@@ -182,10 +182,16 @@ def verdict_schema(
     )
 
 
-def default_citations(shift: ShiftResult, perf: dict[str, Any]) -> dict[str, float]:
+def default_citations(
+    shift: ShiftResult, perf: dict[str, Any], moved: bool = False
+) -> dict[str, float]:
     """The fallback verdict's citations: the weighted share, the most shifted column when it
-    is material, and the measured (else estimated) score and the drop, rounded as cited."""
+    is material, the predictions' shift when it counts (``drift.prediction_threshold``: the
+    policy's ``predictions_moved`` reads the same number), and the measured (else estimated)
+    score and the drop, rounded as cited."""
     cited = {"weighted_share": shift.weighted_share}
+    if moved:
+        cited["prediction_shift"] = round(perf["prediction_shift"], 4)
     if shift.columns and shift.columns[0].material:
         cited[shift.columns[0].column] = round(shift.columns[0].value, 4)
     measured = "score" if perf.get("score") is not None else "estimated_score"
@@ -219,6 +225,11 @@ def template(
         parts.append(f"most shifted {top.column}={top.value:.4f} ({top.measure})")
     if domain is not None:
         parts.append(f"domain classifier AUC {domain.auc:.3f}")
+    if perf.get("prediction_shift") is not None:
+        parts.append(
+            f"prediction_shift={perf['prediction_shift']:.4f} (the champion's predictions "
+            f"against its holdout, K-S p {perf.get('prediction_p_value', 1.0):.2g})"
+        )
     info = metric_of(perf)
     measured = perf.get("score") is not None
     if measured:

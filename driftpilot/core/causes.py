@@ -2,10 +2,11 @@
 
 The numbers read some causes on their own (the drift analyst, every backend): a prevalence
 change with little class-conditional drift (``label_shift``), the same drift signature at the
-same point of the last period (``expected_change``), material drift or a performance signal
-otherwise (``world_change``), nothing that reads (``unknown``). ``pipeline_defect`` comes from
-ingestion's defect signatures, or from a note the LLM cites. The policy maps each cause to the
-actions it allows (``Policy.drift_bounds``); a cause read from a note can only narrow them.
+same point of the last period (``expected_change``), material drift, moved predictions or a
+performance signal otherwise (``world_change``), nothing that reads (``unknown``).
+``pipeline_defect`` comes from ingestion's defect signatures, or from a note the LLM cites. The
+policy maps each cause to the actions it allows (``Policy.drift_bounds``); a cause read from a
+note can only narrow them.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ the episode's hold and the cause, issue 21) are ``driftpilot.core.policy_drift``
 ``Policy.drift_bounds`` applies. This module loads the file and holds the other decisions.
 
 What the drift policy reads, and so which measurements are worth making (issue 23). The bounds
-of ``Policy.drift_bounds`` read only ``DriftEvidence``: the weighted share, whether the batch is
+of ``Policy.drift_bounds`` read only ``DriftEvidence``: the weighted share, the predictions'
+shift and its p-value (measured on every batch: it needs no labels), whether the batch is
 labelled (its metric measured), the drop and its lower bound, whether that drop is estimated,
 the quick retrain's gain with its bounds, and the history. Under ``drift.measure: needed`` (the
 default) the drift analyst skips a measurement whose answer cannot change the bounds (allowed

@@ -357,10 +357,11 @@ def rule_bounds(ev: DriftEvidence, rules: DriftRules, limits: RetrainLimits) -> 
             f"{versus(point or 0.0, rules.severe_metric_drop)}, surely one that counts "
             f"(lower bound {versus(low or 0.0, rules.max_metric_drop)})"
         )
-    severity = _severity(ev.weighted_share, rules, material, significant or stale, severe)
-    # Monitor means material drift: a performance signal either retrains or, held back
-    # (not yet persistent, cooling down, not worth it), waits in the signals and history.
     watch = material or moved
+    severity = _severity(ev.weighted_share, rules, watch, significant or stale, severe)
+    # Monitor means material drift or moved predictions: a performance signal either
+    # retrains or, held back (not yet persistent, cooling down, not worth it), waits in the
+    # signals and history.
     quiet = DriftBounds(
         allowed=["monitor", "none"] if watch else ["none", "monitor"],
         default="monitor" if watch else "none",
@@ -409,7 +410,10 @@ def rule_bounds(ev: DriftEvidence, rules: DriftRules, limits: RetrainLimits) -> 
 def _predictions_moved(ev: DriftEvidence, rules: DriftRules) -> bool:
     """The champion's outputs moved by at least ``prediction_threshold``, significantly (the
     K-S p-value under ``prediction_p_value``): columns that each stay under the materiality
-    bar can together move what the model answers."""
+    bar can together move what the model answers. It watches, and reads as a world change;
+    it is no performance signal, so it neither counts towards a retrain's persistence nor
+    carries a drift episode (``driftpilot.core.episodes``): a retrain needs what the
+    champion scores, not only what it answers."""
     if ev.prediction_shift is None or ev.prediction_p_value is None:
         return False
     return ev.prediction_shift >= rules.prediction_threshold and (

@@ -381,6 +381,38 @@ def test_a_regression_drop_decides_in_rmse_and_cites_its_score() -> None:
     assert ruling.flags == []
 
 
+def test_moved_predictions_are_watched_and_cited() -> None:
+    """No column moved enough, the champion's predictions did: the fallback monitors, cites
+    the prediction shift and names it in its rationale, and the LLM may cite it too."""
+    evidence = _drift_evidence()
+    columns = [c.model_copy(update={"material": False}) for c in evidence.shift.columns]
+    shift = evidence.shift.model_copy(
+        update={"columns": columns, "material_share": 0.0, "weighted_share": 0.0}
+    )
+    perf = {
+        **evidence.performance,
+        "score": 0.74,
+        "metric_drop": 0.0,
+        "metric_drop_low": -0.03,
+        "prediction_shift": 0.4512,
+        "prediction_p_value": 2e-40,
+    }
+    evidence = evidence.model_copy(update={"shift": shift, "performance": perf})
+    ruling = drift_analyst.decide(evidence, Policy(), BUILTIN)
+    verdict = ruling.outcome.decision
+    assert ruling.bounds.predictions_moved and verdict.action == "monitor"
+    assert verdict.cited_metrics["prediction_shift"] == 0.4512
+    assert "prediction_shift=0.4512 (the champion's predictions against its holdout" in (
+        verdict.rationale
+    )
+    assert ruling.flags == []  # the citation check passes its own fallback
+    quiet = {**perf, "prediction_shift": 0.12}
+    calm = drift_analyst.decide(
+        evidence.model_copy(update={"performance": quiet}), Policy(), BUILTIN
+    )
+    assert "prediction_shift" not in calm.outcome.decision.cited_metrics
+
+
 @pytest.mark.parametrize(
     ("ci_low", "too_small", "default"),
     [(0.01, None, "promote"), (-0.01, None, "reject"), (0.01, "45 labelled rows < 100", "reject")],
