@@ -96,6 +96,7 @@ class BatchRow:
     estimated_metric: float | None = None  # CBPE estimate of the champion on an unlabelled batch
     escalated: bool = False  # the batch was put to a person after repeated quarantines
     fresh_gain: float | None = None  # what a quick retrain wins over the champion (holdout)
+    prediction_shift: float | None = None  # how far the champion's predictions moved
     champion_version: int | None = None  # the champion that scored the batch
     signals: list[str] = field(default_factory=list)  # why the drift policy chose as it did
     cause: str | None = None  # the cause the run named (issue 21): drift.cause
@@ -377,6 +378,7 @@ def _row(plane: ControlPlane, run: loop.BatchRun) -> BatchRow:
         estimated_metric=drift.get("estimated_score"),
         escalated=summary.get("escalation") is not None,
         fresh_gain=drift.get("fresh_gain"),
+        prediction_shift=drift.get("prediction_shift"),
         champion_version=drift.get("champion_version"),
         signals=list(drift.get("signals") or []),
         cause=drift.get("cause"),
