@@ -43,6 +43,9 @@ from tools.train import train_model
 NAME = "drift_analyst"  # the agent the calls are audited under
 MIN_DOMAIN_ROWS = 50  # per side: fewer and three folds say nothing
 MIN_FRESH_ROWS = 200  # labelled rows a quick retrain needs to say anything
+# Rows a side the champion scores for the predictions' shift: the distance's sampling error is
+# then about 0.02, against a threshold of 0.3.
+PREDICTION_ROWS = 5_000
 ESTIMATE_BOOT = 200  # replicates of an estimate's interval (labels drawn, not resampled)
 
 
@@ -159,14 +162,14 @@ def _prediction_shift(
     """How far the champion's predictions on the batch moved from its predictions on its
     out-of-time holdout, with its K-S p-value (``tools.prediction_shift``); without a
     holdout, why not. Labels play no part: it reads unlabelled batches too. Above
-    ``drift.sample_rows`` rows a side, a sample (stated in ``sampled``)."""
+    ``PREDICTION_ROWS`` rows a side, a sample (stated in ``sampled``)."""
     row = ctx.model(model)
     if not (row.holdout_path and Path(row.holdout_path).exists()):
         # In-sample predictions spread wider than those on new rows: no fair reference.
         return {"prediction_shift_error": "the champion has no holdout to compare with"}
     holdout = pl.read_parquet(row.holdout_path)
-    cap, seed = ctx.policy.drift.sample_rows, ctx.settings.seed
-    ref, cur = (stratified_sample(f, cap, seed=seed) for f in (holdout, frame))
+    seed = ctx.settings.seed
+    ref, cur = (stratified_sample(f, PREDICTION_ROWS, seed=seed) for f in (holdout, frame))
     if (ref.height, cur.height) != (holdout.height, frame.height):
         sampled["prediction_shift"] = {"holdout_rows": ref.height, "batch_rows": cur.height}
     task = check_task(row.task)
