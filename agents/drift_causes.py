@@ -2,8 +2,7 @@
 
 Two causes read here; the policy (``Policy.drift_bounds``) reads the rest from its own flags
 (world_change: material drift, moved predictions or a performance signal; unknown: nothing
-fired) and maps each
-cause to the actions it allows.
+fired) and maps each cause to the actions it allows.
 
 - **label_shift** (classifiers only): the class prevalence moved while each class looks the
   same. Moved: the PSI of the label distribution (batch vs reference window) reaches

@@ -163,8 +163,8 @@ def drift_bounds(
       evidence did not change, nobody asked) becomes monitor, the hold's reasons in the
       signals (``episode_held``).
     - Cause: the numbers' cause (``ev.reading``; else world_change on material drift, moved
-      predictions or a performance signal, else unknown) maps through ``causes:`` to the actions it
-      allows. A mapped cause replaces the rules' bounds with its actions, keeping only
+      predictions or a performance signal, else unknown) maps through ``causes:`` to the
+      actions it allows. A mapped cause replaces the rules' bounds with its actions, keeping only
       those the evidence supports: monitor and none always, retrain only where the rules
       (after the hold) allow it, recalibrate only for a label shift on labelled rows. The
       default is the first kept (label shift: recalibrate). An unmapped cause keeps the
