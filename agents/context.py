@@ -233,6 +233,11 @@ class RunContext:
             raise NotFound(f"model {name!r} has no reference window")
         return pl.read_parquet(row.reference_path)
 
+    def holdout(self, name: str) -> pl.DataFrame | None:
+        """The champion's out-of-time holdout (rows it never trained on), None without one."""
+        path = self.model(name).holdout_path
+        return pl.read_parquet(path) if path and Path(path).exists() else None
+
     def accepted_batches(self, name: str) -> list[BatchRecord]:
         return self.store.list_rows(
             BatchRecord,

@@ -35,7 +35,6 @@ quarantines the defects it can name, and the analyst's LLM may read one from a n
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -351,7 +350,7 @@ def measure_label_shift(
             policy=ctx.policy,
             seed=ctx.settings.seed,
             scorer=champion,
-            scored_reference=_holdout(ctx, model) if champion is not None else None,
+            scored_reference=ctx.holdout(model) if champion is not None else None,
             classes=list(getattr(champion, "classes", None) or []) or None,
             task=spec.task,
             not_recalibratable=recalibration_blocked(champion),
@@ -427,12 +426,6 @@ def label_shift_numbers(
             "class_score_shift": within,
         }
     )
-
-
-def _holdout(ctx: RunContext, model: str) -> pl.DataFrame | None:
-    """The champion's out-of-time holdout (rows it never trained on), None without one."""
-    path = ctx.model(model).holdout_path
-    return pl.read_parquet(path) if path and Path(path).exists() else None
 
 
 SCORE_ROWS = 20_000  # rows a side the champion scores for the class-conditional check

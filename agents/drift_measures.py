@@ -163,16 +163,15 @@ def _prediction_shift(
     out-of-time holdout, with its K-S p-value (``tools.prediction_shift``); without a
     holdout, why not. Labels play no part: it reads unlabelled batches too. Above
     ``PREDICTION_ROWS`` rows a side, a sample (stated in ``sampled``)."""
-    row = ctx.model(model)
-    if not (row.holdout_path and Path(row.holdout_path).exists()):
+    holdout = ctx.holdout(model)
+    if holdout is None:
         # In-sample predictions spread wider than those on new rows: no fair reference.
         return {"prediction_shift_error": "the champion has no holdout to compare with"}
-    holdout = pl.read_parquet(row.holdout_path)
     seed = ctx.settings.seed
     ref, cur = (stratified_sample(f, PREDICTION_ROWS, seed=seed) for f in (holdout, frame))
     if (ref.height, cur.height) != (holdout.height, frame.height):
         sampled["prediction_shift"] = {"holdout_rows": ref.height, "batch_rows": cur.height}
-    task = check_task(row.task)
+    task = check_task(ctx.model(model).task)
     try:
         found = ctx.call(
             run_id,

@@ -226,17 +226,17 @@ def _cause(bounds: DriftBounds, ev: DriftEvidence) -> tuple[Cause, list[str]]:
     prevalence move the class shares do not explain is a world change too); else unknown."""
     if ev.reading is not None and ev.reading.cause not in ("world_change", "unknown"):
         return ev.reading.cause, list(ev.reading.reasons)
-    if bounds.material or bounds.predictions_moved or bounds.significant_drop or bounds.stale:
-        fired = [
-            name
-            for name, on in (
-                ("material drift", bounds.material),
-                ("moved predictions", bounds.predictions_moved),
-                ("a significant drop", bounds.significant_drop),
-                ("a stale champion", bounds.stale),
-            )
-            if on
-        ]
+    fired = [
+        name
+        for name, on in (
+            ("material drift", bounds.material),
+            ("moved predictions", bounds.predictions_moved),
+            ("a significant drop", bounds.significant_drop),
+            ("a stale champion", bounds.stale),
+        )
+        if on
+    ]
+    if fired:
         extra = list(ev.reading.reasons) if ev.reading is not None else []
         return "world_change", [f"{' and '.join(fired)}, no other cause reads", *extra]
     if ev.reading is not None:  # the labels moved, and not as a label shift: a change
