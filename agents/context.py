@@ -24,6 +24,7 @@ from driftpilot.store import AuditStore
 from driftpilot.store.audit import lease_holder
 from driftpilot.store.models import BatchRecord, ManagedModel, Run
 from tools.datasets import DatasetSpec
+from tools.quality_profile import ReferenceProfile, profile_reference
 from tools.train import Family, ParamValue, TrainSpec
 
 R = TypeVar("R")
@@ -39,6 +40,7 @@ class RunContext:
     policy: Policy
     backend: Backend
     _champions: dict[tuple[str, int], Any] = field(default_factory=dict)
+    _profiles: dict[str, tuple[tuple[Any, ...], ReferenceProfile]] = field(default_factory=dict)
 
     # -- audit ----------------------------------------------------------------------------------
 
@@ -232,6 +234,21 @@ class RunContext:
         if not row.reference_path or not Path(row.reference_path).exists():
             raise NotFound(f"model {name!r} has no reference window")
         return pl.read_parquet(row.reference_path)
+
+    def reference_profile(self, name: str, reference: pl.DataFrame) -> ReferenceProfile:
+        """The quality profile of ``name``'s reference window (``profile_reference`` of the
+        spec's features, target and time column), read from ``reference`` (that window) once
+        per window file in this process: every batch is checked against it, and the window
+        changes only when a promotion writes a new one (its path, size or mtime)."""
+        spec, path = self.spec(name), Path(self.model(name).reference_path or "")
+        columns = [*spec.features, spec.target, spec.time_col]
+        stat = path.stat()
+        key = (str(path), stat.st_size, stat.st_mtime_ns, tuple(columns))
+        cached = self._profiles.get(name)
+        if cached is None or cached[0] != key:
+            profile = profile_reference(reference, columns, time_column=spec.time_col)
+            self._profiles[name] = cached = (key, profile)
+        return cached[1]
 
     def holdout(self, name: str) -> pl.DataFrame | None:
         """The champion's out-of-time holdout (rows it never trained on), None without one."""

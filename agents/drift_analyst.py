@@ -46,7 +46,7 @@ from langgraph.runtime import Runtime
 
 from agents.base import AgentTool, Llm, Outcome
 from agents.context import RunContext
-from agents.drift_causes import measure_label_shift
+from agents.drift_causes import measure_label_shift, recalibration_blocked
 from agents.drift_measures import domain_check, performance
 from agents.drift_notes import compact_past, gather_notes, note_ids_shown
 from agents.drift_reading import DriftAnalystEvidence, history_counts, read_bounds
@@ -67,6 +67,7 @@ from driftpilot.core.policy_drift import DriftBounds
 from driftpilot.core.policy_rules import DriftAction, DriftRules
 from driftpilot.store.notes import notes_block, request_block
 from tools.drift import DriftResult, data_drift
+from tools.score_memo import MemoScorer
 from tools.shift import ShiftConfig, ShiftResult, effect_sizes
 
 NAME = "drift_analyst"
@@ -100,8 +101,10 @@ def gather(state: dict[str, Any], ctx: RunContext) -> DriftAnalystEvidence:
         lambda: data_drift(reference, frame, numeric=spec.numeric, categorical=spec.categorical),
         sizes,
     )
-    champ = ctx.champion(model)
-    importance = champ[0].report.feature_importance if champ and champ[0].report else {}
+    loaded = ctx.champion(model)
+    importance = loaded[0].report.feature_importance if loaded and loaded[0].report else {}
+    # The checks below score overlapping samples of the batch and the holdout: each row once.
+    champ = (MemoScorer(loaded[0]), loaded[1]) if loaded else None
     shift = ctx.call(
         run_id,
         NAME,
@@ -130,6 +133,8 @@ def gather(state: dict[str, Any], ctx: RunContext) -> DriftAnalystEvidence:
         importance,
         shift_config(ctx.policy.drift),
         champ[0] if champ else None,
+        raw=shift,
+        blocked=recalibration_blocked(loaded[0] if loaded else None),
     )
     return DriftAnalystEvidence(
         drift=drift,

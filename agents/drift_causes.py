@@ -325,10 +325,16 @@ def measure_label_shift(
     importance: dict[str, float],
     config: ShiftConfig,
     champion: Any = None,
+    *,
+    raw: ShiftResult | None = None,
+    blocked: str | None = None,
 ) -> LabelShift | None:
     """The batch's label shift numbers (``label_shift_numbers``, audited as the tool call
     ``shift.label_shift``, which the what-if replay reads back), or None when none can be
-    read: a regression, no target on a side, no labelled row."""
+    read: a regression, no target on a side, no labelled row. ``raw``: the run's
+    ``effect_sizes`` of this reference and batch, if measured; ``blocked``: why the champion
+    cannot carry a calibration map (``recalibration_blocked`` of the champion itself, which
+    ``champion`` may wrap)."""
     spec = ctx.spec(model)
     target = spec.target
     if not classifier(spec.task) or target not in reference.columns or target not in frame.columns:
@@ -353,7 +359,8 @@ def measure_label_shift(
             scored_reference=ctx.holdout(model) if champion is not None else None,
             classes=list(getattr(champion, "classes", None) or []) or None,
             task=spec.task,
-            not_recalibratable=recalibration_blocked(champion),
+            not_recalibratable=blocked,
+            raw=raw,
         ),
         {"reference_rows": reference.height, "batch_rows": frame.height, "target": target},
     )
@@ -375,6 +382,7 @@ def label_shift_numbers(
     classes: list[Any] | None = None,
     task: Task = "binary",
     not_recalibratable: str | None = None,
+    raw: ShiftResult | None = None,
 ) -> LabelShift:
     """The class prevalence of both sides (labelled rows) and, when it moved under the
     policy, the weighted share of the batch against the reference resampled to the batch's
@@ -383,7 +391,8 @@ def label_shift_numbers(
     never trained on (``scored_reference``: its out-of-time holdout; its training window would
     score more sharply than any new rows), the class-conditional score shift too.
     ``not_recalibratable``: why the champion cannot carry a calibration map
-    (``recalibration_blocked``), recorded with the numbers."""
+    (``recalibration_blocked``), recorded with the numbers. ``raw``: ``effect_sizes`` of
+    ``reference`` and ``frame`` with these arguments, when the caller has it already."""
     batch_y, ref_y = frame[target].drop_nulls(), reference[target].drop_nulls()
     ref, cur, psi, best, moved_class, moved = prevalence(ref_y, batch_y, policy)
     found = LabelShift(
@@ -403,8 +412,9 @@ def label_shift_numbers(
     if resampled is None:
         new = sorted(set(cur) - set(ref))
         return found.model_copy(update={"note": f"class {new} is new: no reference to reweight"})
-    sides = {
-        name: effect_sizes(
+
+    def effects(ref_side: pl.DataFrame) -> ShiftResult:
+        return effect_sizes(
             ref_side,
             frame,
             numeric=numeric,
@@ -413,8 +423,8 @@ def label_shift_numbers(
             config=config,
             seed=seed,
         )
-        for name, ref_side in (("raw", reference), ("reweighted", resampled))
-    }
+
+    sides = {"raw": raw or effects(reference), "reweighted": effects(resampled)}
     within = None
     if scorer is not None and scored_reference is not None:
         within = class_score_shift(scored_reference, frame, target, scorer, classes, task, seed)

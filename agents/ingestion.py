@@ -39,7 +39,6 @@ from driftpilot.store.audit import now
 from driftpilot.store.models import BatchRecord
 from tools.data import Frame, conform, write_parquet_atomic
 from tools.quality import QualityVerdict, check_batch
-from tools.quality_profile import profile_reference
 
 NAME = "ingestion"
 
@@ -116,7 +115,6 @@ def gather(state: dict[str, Any], ctx: RunContext) -> IngestionEvidence:
     # copy (the incoming file is gone) and does not count the batch as its own duplicate.
     filed = ctx.store.list_rows(BatchRecord, BatchRecord.run_id == run_id, limit=1)
     spec = ctx.spec(model)
-    columns = [*spec.features, spec.target, spec.time_col]
     reference = ctx.reference(model)
     # A batch that only spells a type differently (a CSV's UTC times, integers for floats)
     # is conformed to the window's schema, so an accepted batch can always join it.
@@ -126,7 +124,7 @@ def gather(state: dict[str, Any], ctx: RunContext) -> IngestionEvidence:
     seen = ctx.store.seen_hashes(model) - {r.content_hash for r in filed}
     # The intake hashed the incoming file: the very rows checked here, unless conformed.
     digest = None if filed or conversions else batch.get("content_hash")
-    profile = profile_reference(reference, columns, time_column=spec.time_col)
+    profile = ctx.reference_profile(model, reference)
     verdict = ctx.call(
         run_id,
         NAME,

@@ -1,0 +1,53 @@
+"""The reference window's quality profile: read once per window file, again when it changes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import polars as pl
+
+from agents.context import RunContext
+from driftpilot.core.llm import Backend
+from driftpilot.core.policy import Policy
+from driftpilot.core.settings import Settings
+from driftpilot.store import AuditStore
+from driftpilot.store.audit import now
+from driftpilot.store.models import ManagedModel
+
+
+def _window(path: Path, top: float) -> pl.DataFrame:
+    frame = pl.DataFrame({"x": [0.0, 1.0, top], "y": [0, 1, 1], "t": [1, 2, 3]})
+    frame.write_parquet(path)
+    return frame
+
+
+def test_the_profile_is_reused_until_a_promotion_writes_a_new_window(tmp_path: Path) -> None:
+    store = AuditStore(f"sqlite:///{tmp_path / 'audit.db'}")
+    window = tmp_path / "reference.parquet"
+    first = _window(window, 2.0)
+    store.add(
+        ManagedModel(
+            name="m",
+            created_at=now(),
+            source="",
+            target="y",
+            time_col="t",
+            numeric='["x"]',
+            categorical="[]",
+            family="lightgbm",
+            metric="roc_auc",
+            reference_path=str(window),
+        )
+    )
+    ctx = RunContext(Settings(home=tmp_path), store, Policy(), Backend("builtin", "", None))
+    profile = ctx.reference_profile("m", first)
+    assert [c.name for c in profile.columns] == ["x", "y", "t"]
+    assert ctx.reference_profile("m", first) is profile
+    stamp = window.stat().st_mtime_ns
+    second = _window(window, 50.0)
+    os.utime(window, ns=(stamp + 1_000_000, stamp + 1_000_000))
+    again = ctx.reference_profile("m", second)
+    assert again is not profile
+    assert next(c.max for c in again.columns if c.name == "x") == 50.0
+    store.engine.dispose()
