@@ -116,3 +116,15 @@ def test_a_class_only_in_the_latest_rows_keeps_every_column_in_order(
     assert scores.shape == (100, 3) and np.allclose(scores.sum(axis=1), 1)
     am = frame.head(100)["band"].to_numpy() == "am"
     assert scores[am, 0].mean() > scores[~am, 0].mean()  # column 0 is 'am', not a shifted one
+
+
+@pytest.mark.parametrize("categories", [["a", "b", "c"], []])
+def test_the_frozen_categorical_codes_as_pandas_would(categories: list[str]) -> None:
+    import pandas as pd
+
+    from tools.train import _frozen_categorical
+
+    values = pl.Series("c", ["b", None, "a", "new", "c", "b"], dtype=pl.String)
+    fast = _frozen_categorical(values, categories)
+    plain = pd.Categorical(values.to_list(), categories=categories)
+    assert fast.dtype == plain.dtype and fast.codes.tolist() == plain.codes.tolist()
