@@ -152,9 +152,11 @@ def _shift_class_prior(
     shares): P(x | class) kept. Rows are drawn without replacement where the pool holds
     enough of a class."""
     n = n or rows.height
-    counts = reference[target].value_counts(sort=True)
+    # Both in a fixed order: a group_by's is not, and the draws below follow it (the stream
+    # of a run must be the stream of the next).
+    counts = reference[target].value_counts().sort(["count", target], descending=[True, False])
     rarest = counts[target][-1]
-    groups = {key[0]: part for key, part in rows.group_by(target)}
+    groups = {key[0]: part for key, part in rows.group_by(target, maintain_order=True)}
     if rarest not in groups:
         raise SynthError(f"cannot shift the class prior: no {rarest!r} rows in the sample")
     share = min(groups[rarest].height / rows.height * factor, 0.999)
