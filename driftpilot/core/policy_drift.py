@@ -15,7 +15,7 @@ bounds, and so which the drift analyst skips, is in ``driftpilot.core.policy``'s
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -303,8 +303,10 @@ def rule_bounds(ev: DriftEvidence, rules: DriftRules, limits: RetrainLimits) -> 
     whose sure part (the lower bound of a significant quick retrain's gain, else of the
     drop) x P(promotion) x horizon covers the retrain's cost. Severe (``_severe``): at least
     ``severe_metric_drop`` and surely one that counts (lower bound at least
-    ``max_metric_drop``); it retrains whatever the wait, the cooldown and the cost.
-    A severe signal allows only retrain; otherwise the analyst may keep watching.
+    ``max_metric_drop``); it retrains whatever the wait and the cooldown, and a severe drop
+    whatever the cost too. A severe gain on a champion that holds its baseline is an
+    opportunity, not damage: it still has to pay for itself. A severe signal that retrains
+    allows only retrain; otherwise the analyst may keep watching.
     Without labels an estimated drop with material drift asks for labels. Every rule
     that fired, or held a retrain back, is a signal."""
     signals: list[str] = []
@@ -330,12 +332,11 @@ def rule_bounds(ev: DriftEvidence, rules: DriftRules, limits: RetrainLimits) -> 
         and ev.fresh_gain >= rules.max_metric_drop
         and ev.fresh_gain_low > 0
     )
-    # Severity skips the wait, the cooldown and the cost, so a large point estimate is not
-    # enough: the signal must also surely be one that counts (its lower bound at least
-    # max_metric_drop, not merely above zero). On a 1,000-row batch a drop of 0.06 whose
-    # interval barely clears zero is as likely 0.01, and retraining on it at once is how a
-    # stream without drift retrained (issue 21); such a signal still retrains if it persists
-    # and pays for itself.
+    # Severity skips the wait and the cooldown (a drop, the cost too), so a large point estimate is
+    # not enough: the signal must also surely be one that counts (its lower bound at least
+    # max_metric_drop, not merely above zero). On a 1,000-row batch a drop of 0.06 whose interval
+    # barely clears zero is as likely 0.01, and retraining on it at once is how a stream without
+    # drift retrained (issue 21); such a signal still retrains if it persists and pays for itself.
     severe_drop = significant and _severe(ev.drop, ev.drop_low, rules)
     severe_gain = stale and _severe(ev.fresh_gain, ev.fresh_gain_low, rules)
     severe = severe_drop or severe_gain
@@ -399,9 +400,12 @@ def rule_bounds(ev: DriftEvidence, rules: DriftRules, limits: RetrainLimits) -> 
         return quiet.model_copy(update={"signals": held})
     p_promotion = (ev.promotions + 1) / (ev.retrains + 2)  # Laplace: 1/2 before any
     gain = p_promotion * (_sure_gain(ev, stale) or 0.0) * limits.horizon_batches
-    held = _held_back(ev, limits, severe, gain)
+    held = _held_back(ev, limits, severe, gain, costly=not severe_drop)
     if held:
-        update = {"expected_gain": round(gain, 4), "signals": [*signals, *held]}
+        update: dict[str, Any] = {"expected_gain": round(gain, 4), "signals": [*signals, *held]}
+        if severe and not severe_drop and severity == "high":
+            # A severe gain held back is a stale champion that still holds its baseline.
+            update["severity"] = _severity(ev.weighted_share, rules, watch, True, False)
         return quiet.model_copy(update=update)
     worth = f"expected gain {versus(gain, limits.retrain_cost, name='retrain cost')}"
     return _retrain(quiet, gain, [*signals, worth], severe)
@@ -437,8 +441,11 @@ def _sure_gain(ev: DriftEvidence, stale: bool) -> float | None:
     return ev.fresh_gain_low if stale else ev.drop_low
 
 
-def _held_back(ev: DriftEvidence, limits: RetrainLimits, severe: bool, gain: float) -> list[str]:
-    """Why a significant drop does not retrain yet (empty: it does)."""
+def _held_back(
+    ev: DriftEvidence, limits: RetrainLimits, severe: bool, gain: float, *, costly: bool
+) -> list[str]:
+    """Why a performance signal does not retrain yet (empty: it does). ``costly``: the
+    retrain must pay its cost (all but a severe drop)."""
     reasons: list[str] = []
     if not severe:
         seen = ev.recent_signals + 1
@@ -453,7 +460,7 @@ def _held_back(ev: DriftEvidence, limits: RetrainLimits, severe: bool, gain: flo
                 f"cooldown: {since} batches since the last retrain "
                 f"(needs {limits.cooldown_batches}, or a severe drop)"
             )
-    if gain < limits.retrain_cost and not severe:  # a severe drop retrains whatever the cost
+    if gain < limits.retrain_cost and costly:
         reasons.append(
             f"not worth it: expected gain "
             f"{versus(gain, limits.retrain_cost, name='retrain cost')} (P(promotion) "

@@ -132,7 +132,8 @@ class DriftRules(_Strict):
     severe_metric_drop: float = Field(
         0.05,
         description="A drop (or a quick retrain's gain) this large, whose lower bound reaches "
-        "max_metric_drop, retrains at once (no wait, no cooldown, any cost).",
+        "max_metric_drop, retrains at once: no wait, no cooldown; a drop at any cost, a gain "
+        "(the champion no worse than its baseline) only if worth its cost.",
     )
     confidence: float = Field(0.95, gt=0, lt=1, description="Confidence of the drop's interval.")
     n_boot: int = Field(300, ge=50, description="Bootstrap replicates of the batch's metric.")

@@ -248,7 +248,7 @@ def test_a_drop_no_quick_retrain_fixes_never_retrains(policy: Policy) -> None:
 
 
 def test_a_severe_signal_must_surely_count(policy: Policy) -> None:
-    """Severity skips the wait, the cooldown and the cost, so its point estimate must reach
+    """Severity skips the wait and the cooldown (a drop's, the cost too), so its point must reach
     ``severe_metric_drop`` and its lower bound ``max_metric_drop``. The flights quick suite's
     no_drift batch 1: a 1,000-row batch whose drop of 0.059 barely cleared zero retrained at
     once, and lost; persistence and cost now weigh it."""
@@ -260,7 +260,7 @@ def test_a_severe_signal_must_surely_count(policy: Policy) -> None:
     )
     assert lucky.stale and lucky.default == "none"
     assert any("not yet persistent" in s for s in lucky.signals)
-    # Surely one that counts, either signal: at once, in the cooldown, whatever the cost.
+    # Surely one that counts, either signal: at once, in the cooldown (this drop at any cost).
     drop = policy.drift_bounds(evidence(drop=0.06, drop_low=0.02, batches_since_retrain=0))
     assert drop.allowed == ["retrain"] and any("surely one that counts" in s for s in drop.signals)
     # The flights year's February: a champion that holds its baseline (no drop), and a quick
@@ -268,6 +268,21 @@ def test_a_severe_signal_must_surely_count(policy: Policy) -> None:
     large = dict(fresh_gain=0.064, fresh_gain_low=0.05, fresh_gain_high=0.08)
     gain = policy.drift_bounds(evidence(**large, batches_since_retrain=0))
     assert gain.allowed == ["retrain"] and gain.severity == "high"
+
+
+def test_a_severe_gain_skips_the_wait_but_still_pays_its_cost(policy: Policy) -> None:
+    """A champion that holds its baseline is not damaged: a quick retrain that surely wins
+    is an opportunity, which must be worth its cost. The regression quick suite's
+    deploy_drop batch 5: gain 0.087, lower bound 0.023 (expected 0.5 x 0.023 x 3 = 0.034 <
+    0.04) retrained at once on a window holding a broken feature, and was promoted."""
+    thin = dict(fresh_gain=0.087, fresh_gain_low=0.023, fresh_gain_high=0.15)
+    held = policy.drift_bounds(evidence(**thin, batches_since_retrain=0))
+    assert held.stale and held.default == "none" and held.severity == "medium"
+    assert any("not worth it" in s for s in held.signals)
+    assert not any("cooldown" in s or "persistent" in s for s in held.signals)
+    # The same thin lower bound on a severe drop: damage, retrained whatever the cost.
+    drop = policy.drift_bounds(evidence(drop=0.087, drop_low=0.023))
+    assert drop.allowed == ["retrain"] and drop.severity == "high"
 
 
 def test_a_severe_drop_retrains_whatever_the_yield(policy: Policy) -> None:
