@@ -228,8 +228,6 @@ def _categories(series: pl.Series) -> list[str]:
 
 def _design(frame: pl.DataFrame, spec: TrainSpec, categories: dict[str, list[str]]) -> Any:
     """The pandas matrix a booster sees; categoricals frozen to the training categories."""
-    import pandas as pd
-
     numeric = frame.select([pl.col(c).cast(pl.Float64) for c in spec.numeric]).to_pandas()
     for col in spec.categorical:
         values = frame[col].cast(pl.String)
