@@ -239,11 +239,12 @@ class RunContext:
         """The quality profile of ``name``'s reference window (``profile_reference`` of the
         spec's features, target and time column), read from ``reference`` (that window) once
         per window file in this process: every batch is checked against it, and the window
-        changes only when a promotion writes a new one (its path, size or mtime)."""
+        changes only when a promotion writes a new one (written whole and renamed into place:
+        another path, inode, size or mtime)."""
         spec, path = self.spec(name), Path(self.model(name).reference_path or "")
         columns = [*spec.features, spec.target, spec.time_col]
         stat = path.stat()
-        key = (str(path), stat.st_size, stat.st_mtime_ns, tuple(columns))
+        key = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns, tuple(columns))
         cached = self._profiles.get(name)
         if cached is None or cached[0] != key:
             profile = profile_reference(reference, columns, time_column=spec.time_col)

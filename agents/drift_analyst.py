@@ -46,7 +46,7 @@ from langgraph.runtime import Runtime
 
 from agents.base import AgentTool, Llm, Outcome
 from agents.context import RunContext
-from agents.drift_causes import measure_label_shift, recalibration_blocked
+from agents.drift_causes import measure_label_shift
 from agents.drift_measures import domain_check, performance
 from agents.drift_notes import compact_past, gather_notes, note_ids_shown
 from agents.drift_reading import DriftAnalystEvidence, history_counts, read_bounds
@@ -134,7 +134,6 @@ def gather(state: dict[str, Any], ctx: RunContext) -> DriftAnalystEvidence:
         shift_config(ctx.policy.drift),
         champ[0] if champ else None,
         raw=shift,
-        blocked=recalibration_blocked(loaded[0] if loaded else None),
     )
     return DriftAnalystEvidence(
         drift=drift,

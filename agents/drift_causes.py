@@ -47,6 +47,7 @@ from driftpilot.core.policy import Policy
 from driftpilot.core.policy_drift import DriftBounds
 from driftpilot.core.tasks import Task
 from tools.calibrate import uncalibrated
+from tools.score_memo import unwrapped
 from tools.shift import ShiftConfig, ShiftResult, effect_sizes
 
 NAME = "drift_analyst"  # the agent the calls are audited under
@@ -308,7 +309,7 @@ def recalibration_blocked(champion: Any) -> str | None:
     only`` (no probabilities); None: it can, or there is no champion."""
     if champion is None:
         return None
-    base = uncalibrated(champion)
+    base = uncalibrated(unwrapped(champion))
     if str(getattr(base, "family", "")).startswith("adopted:"):
         return "adopted"
     if getattr(base, "label_only", False):
@@ -327,14 +328,11 @@ def measure_label_shift(
     champion: Any = None,
     *,
     raw: ShiftResult | None = None,
-    blocked: str | None = None,
 ) -> LabelShift | None:
     """The batch's label shift numbers (``label_shift_numbers``, audited as the tool call
     ``shift.label_shift``, which the what-if replay reads back), or None when none can be
     read: a regression, no target on a side, no labelled row. ``raw``: the run's
-    ``effect_sizes`` of this reference and batch, if measured; ``blocked``: why the champion
-    cannot carry a calibration map (``recalibration_blocked`` of the champion itself, which
-    ``champion`` may wrap)."""
+    ``effect_sizes`` of this reference and batch, if measured."""
     spec = ctx.spec(model)
     target = spec.target
     if not classifier(spec.task) or target not in reference.columns or target not in frame.columns:
@@ -359,7 +357,7 @@ def measure_label_shift(
             scored_reference=ctx.holdout(model) if champion is not None else None,
             classes=list(getattr(champion, "classes", None) or []) or None,
             task=spec.task,
-            not_recalibratable=blocked,
+            not_recalibratable=recalibration_blocked(champion),
             raw=raw,
         ),
         {"reference_rows": reference.height, "batch_rows": frame.height, "target": target},
@@ -424,7 +422,10 @@ def label_shift_numbers(
             seed=seed,
         )
 
-    sides = {"raw": raw or effects(reference), "reweighted": effects(resampled)}
+    sides = {
+        "raw": raw if raw is not None else effects(reference),
+        "reweighted": effects(resampled),
+    }
     within = None
     if scorer is not None and scored_reference is not None:
         within = class_score_shift(scored_reference, frame, target, scorer, classes, task, seed)

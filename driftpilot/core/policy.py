@@ -28,8 +28,9 @@ real batches (tests/integration/test_measure_skips.py); ``measure: all`` measure
 - the quick retrain runs only under ``retrain: auto`` (``skip_quick_retrain``; it never ran
   elsewhere): ``always`` and ``never`` fix the allowed actions without it (its gain could only
   raise the severity and set the stale flag). Under ``auto`` on a labelled batch it always
-  runs: staleness alone retrains (a severe gain at once), and a quick retrain that surely wins
-  nothing holds a significant drop back, so every outcome stays possible until it is measured;
+  runs: staleness alone retrains (a severe gain at once if worth its cost), and a quick
+  retrain that surely wins nothing holds a significant drop back, so every outcome stays
+  possible until it is measured;
 - the domain classifier never reaches the bounds: it informs an LLM analyst choosing within
   them (and the reader), so it runs only when an LLM chooses (``skip_domain_classifier``; with
   the builtin backend the action is the policy's own). It fits on at most 5,000 rows a side
@@ -203,9 +204,9 @@ class Policy(_Strict):
         ``retrain: auto`` the mode fixes the action without it (always: retrain every labelled
         batch; never: watch), so it is skipped whatever ``drift.measure`` says (its gain would
         only colour the severity and the stale flag). Under ``auto`` it always runs: a stale
-        champion retrains without any drop (a severe gain at once), and a retrain that surely
-        wins nothing holds a significant drop back, so every outcome stays possible until it is
-        measured."""
+        champion retrains without any drop (a severe gain at once if worth its cost), and a
+        retrain that surely wins nothing holds a significant drop back, so every outcome stays
+        possible until it is measured."""
         if self.drift.retrain != "auto":
             return f"retrain: {self.drift.retrain} decides the action without a retrain's gain"
         return None

@@ -304,9 +304,10 @@ def rule_bounds(ev: DriftEvidence, rules: DriftRules, limits: RetrainLimits) -> 
     drop) x P(promotion) x horizon covers the retrain's cost. Severe (``_severe``): at least
     ``severe_metric_drop`` and surely one that counts (lower bound at least
     ``max_metric_drop``); it retrains whatever the wait and the cooldown, and a severe drop
-    whatever the cost too. A severe gain on a champion that holds its baseline is an
-    opportunity, not damage: it still has to pay for itself. A severe signal that retrains
-    allows only retrain; otherwise the analyst may keep watching.
+    (or a severe gain beside a significant drop) whatever the cost too. A severe gain on a
+    champion that holds its baseline is an opportunity, not damage: it still has to pay for
+    itself. A severe signal that retrains allows only retrain; otherwise the analyst may keep
+    watching.
     Without labels an estimated drop with material drift asks for labels. Every rule
     that fired, or held a retrain back, is a signal."""
     signals: list[str] = []
@@ -340,6 +341,9 @@ def rule_bounds(ev: DriftEvidence, rules: DriftRules, limits: RetrainLimits) -> 
     severe_drop = significant and _severe(ev.drop, ev.drop_low, rules)
     severe_gain = stale and _severe(ev.fresh_gain, ev.fresh_gain_low, rules)
     severe = severe_drop or severe_gain
+    # Damage (a significant drop) retrains at any cost once severe; a severe gain on a
+    # champion that holds its baseline is an opportunity that must pay for itself.
+    any_cost = severe_drop or (severe_gain and significant)
     if significant:
         kind = "estimated " if ev.estimated else ""
         signals.append(
@@ -357,6 +361,7 @@ def rule_bounds(ev: DriftEvidence, rules: DriftRules, limits: RetrainLimits) -> 
             f"severe: {'the drop' if severe_drop else 'the gain'} "
             f"{versus(point or 0.0, rules.severe_metric_drop)}, surely one that counts "
             f"(lower bound {versus(low or 0.0, rules.max_metric_drop)})"
+            + ("" if any_cost else ": no wait, if worth its cost (no significant drop)")
         )
     watch = material or moved
     severity = _severity(ev.weighted_share, rules, watch, significant or stale, severe)
@@ -400,11 +405,11 @@ def rule_bounds(ev: DriftEvidence, rules: DriftRules, limits: RetrainLimits) -> 
         return quiet.model_copy(update={"signals": held})
     p_promotion = (ev.promotions + 1) / (ev.retrains + 2)  # Laplace: 1/2 before any
     gain = p_promotion * (_sure_gain(ev, stale) or 0.0) * limits.horizon_batches
-    held = _held_back(ev, limits, severe, gain, costly=not severe_drop)
+    held = _held_back(ev, limits, severe, gain, costly=not any_cost)
     if held:
         update: dict[str, Any] = {"expected_gain": round(gain, 4), "signals": [*signals, *held]}
-        if severe and not severe_drop and severity == "high":
-            # A severe gain held back is a stale champion that still holds its baseline.
+        if severe and not any_cost:
+            # Held back, a severe gain is a stale champion that still holds its baseline.
             update["severity"] = _severity(ev.weighted_share, rules, watch, True, False)
         return quiet.model_copy(update=update)
     worth = f"expected gain {versus(gain, limits.retrain_cost, name='retrain cost')}"

@@ -280,9 +280,14 @@ def test_a_severe_gain_skips_the_wait_but_still_pays_its_cost(policy: Policy) ->
     assert held.stale and held.default == "none" and held.severity == "medium"
     assert any("not worth it" in s for s in held.signals)
     assert not any("cooldown" in s or "persistent" in s for s in held.signals)
-    # The same thin lower bound on a severe drop: damage, retrained whatever the cost.
+    # The same thin lower bound on a severe drop: damage, retrained whatever the cost; and
+    # beside a significant drop (not itself severe) the severe gain pays at any cost too.
     drop = policy.drift_bounds(evidence(drop=0.087, drop_low=0.023))
     assert drop.allowed == ["retrain"] and drop.severity == "high"
+    hurt = policy.drift_bounds(evidence(**thin, drop=0.03, drop_low=0.005))
+    assert hurt.significant_drop and hurt.allowed == ["retrain"] and hurt.severity == "high"
+    assert not any("if worth its cost" in s for s in hurt.signals)
+    assert any("if worth its cost" in s for s in held.signals)
 
 
 def test_a_severe_drop_retrains_whatever_the_yield(policy: Policy) -> None:

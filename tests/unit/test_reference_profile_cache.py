@@ -50,4 +50,13 @@ def test_the_profile_is_reused_until_a_promotion_writes_a_new_window(tmp_path: P
     again = ctx.reference_profile("m", second)
     assert again is not profile
     assert next(c.max for c in again.columns if c.name == "x") == 50.0
+    # A window written whole and renamed into place (as promotions write them) with the very
+    # same size and mtime is still another file.
+    stamp = window.stat()
+    fresh = tmp_path / "fresh.parquet"
+    third = _window(fresh, 60.0)
+    os.utime(fresh, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    assert fresh.stat().st_size == stamp.st_size
+    fresh.replace(window)
+    assert next(c.max for c in ctx.reference_profile("m", third).columns if c.name == "x") == 60.0
     store.engine.dispose()

@@ -72,3 +72,30 @@ def test_a_model_that_answers_the_wrong_number_of_rows_is_refused_and_not_rememb
     with pytest.raises(ModelError, match="gave 9 scores for 10 rows"):
         memo.predict_scores(_frame(10, 6))
     assert memo.rows_scored == 0
+
+
+def test_rows_of_another_schema_never_share_a_score() -> None:
+    # hash_rows reads values in column order, not names or types: these rows hash alike.
+    class Weighted:
+        def predict_scores(self, frame: pl.DataFrame) -> np.ndarray:
+            return (10 * frame["a"].cast(pl.Float64) + frame["b"].cast(pl.Float64)).to_numpy()
+
+    memo = MemoScorer(Weighted())
+    first = pl.DataFrame({"a": [1.0], "b": [2.0]})
+    swapped = pl.DataFrame({"b": [1.0], "a": [2.0]})
+    narrower = pl.DataFrame({"a": [1], "b": [2]}, schema={"a": pl.Int32, "b": pl.Int32})
+    assert memo.predict_scores(first).tolist() == [12.0]
+    assert memo.predict_scores(swapped).tolist() == [21.0]
+    assert memo.predict_scores(narrower).tolist() == [12.0] and memo.rows_scored == 3
+
+
+def test_a_copy_and_the_wrapped_model() -> None:
+    import copy
+
+    from tools.score_memo import unwrapped
+
+    base = _Counting()
+    memo = MemoScorer(base)
+    assert copy.copy(memo).scorer is base and unwrapped(memo) is base and unwrapped(base) is base
+    with pytest.raises(AttributeError):
+        _ = memo.no_such_attribute
