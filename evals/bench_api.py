@@ -38,7 +38,6 @@ import json
 import math
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -55,6 +54,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import event
 
+from driftpilot.core.llm import free_port
 from driftpilot.core.settings import ApiSettings
 from evals.common import (
     git_commit,
@@ -149,12 +149,6 @@ def prepare(home: Path, rows: int, streams: int) -> Home:
 
 def _no_fsync(connection: Any, _record: Any) -> None:
     connection.execute("PRAGMA synchronous=OFF")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager

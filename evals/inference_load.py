@@ -46,6 +46,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from driftpilot.core.llm import free_port
 from evals.common import git_commit, machine, write_json
 from evals.inference_load_client import row_id
 from evals.inference_load_stats import (
@@ -59,7 +60,7 @@ from evals.inference_load_stats import (
     rate_series,
     seconds_between,
 )
-from evals.soak_services import Service, free_port
+from evals.soak_services import Service
 
 RESULTS = Path(__file__).parent / "results"
 MODEL = "flights"

@@ -48,9 +48,10 @@ from typing import Any
 import httpx
 import yaml
 
+from driftpilot.core.llm import free_port
 from evals.common import git_commit, machine, write_json
 from evals.soak_checks import checks
-from evals.soak_services import DRIFTPILOT, Postgres, Service, free_port
+from evals.soak_services import DRIFTPILOT, Postgres, Service
 from evals.soak_traffic import Traffic, summarize
 
 RESULTS = Path(__file__).parent / "results"

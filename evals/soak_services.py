@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,13 +23,6 @@ import httpx
 from tests.pg import PostgresServer, _as_server_user
 
 DRIFTPILOT = str(Path(sys.executable).with_name("driftpilot"))
-
-
-def free_port() -> int:
-    """A loopback TCP port free right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Postgres:

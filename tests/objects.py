@@ -44,6 +44,7 @@ from typing import Any
 
 import pytest
 
+from driftpilot.core.llm import free_port
 from driftpilot.core.settings import SourceSettings
 
 REGION = "us-east-1"
@@ -121,12 +122,6 @@ class S3Server:
         )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _wait_listening(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
     """Until the server accepts connections (a TCP connect: an HTTP request would use up
     one of the unsigned requests)."""
@@ -165,7 +160,7 @@ def _launch(log: Path) -> tuple[subprocess.Popen[bytes], int]:
     server's bind (the child then exits at once)."""
     env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(_UNSIGNED_SETUP_REQUESTS)}
     for attempt in range(3):
-        port = _free_port()
+        port = free_port()
         with log.open("ab") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],

@@ -41,7 +41,6 @@ import itertools
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -51,6 +50,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from driftpilot.core.llm import free_port
 
 REQUIRE_ENV = "DRIFTPILOT_REQUIRE_POSTGRES"
 BIN_ENV = "DRIFTPILOT_PG_BIN"
@@ -151,12 +152,6 @@ class PostgresServer:
         self.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _as_server_user() -> list[str]:
     """The command prefix that runs initdb/pg_ctl as a non-root user (they refuse root)."""
     if os.geteuid() != 0:
@@ -226,7 +221,7 @@ def _start(prefix: list[str], bin_dir: Path, data: Path, sockets: Path) -> Postg
     """pg_ctl start on a free port; a port taken between picking and binding is retried."""
     error = ""
     for _ in range(3):
-        port = _free_port()
+        port = free_port()
         options = {**_SERVER_OPTIONS, "port": str(port), "unix_socket_directories": str(sockets)}
         opts = " ".join(f"-c {k}={v}" for k, v in options.items())
         log = data.parent / "server.log"

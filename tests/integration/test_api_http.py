@@ -12,7 +12,6 @@ import http.client
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ import polars as pl
 import pytest
 import yaml
 
+from driftpilot.core.llm import free_port
 from driftpilot.core.settings import Settings
 from driftpilot.runs.plane import ControlPlane
 from tests.conftest import REPORTS_ON_REQUEST, add_flights, db_env, wait_serving
@@ -48,12 +48,6 @@ LIMITS = {
     "DRIFTPILOT_API_SSE_POLL_S": "0.2",
     **REPORTS_ON_REQUEST,
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from driftpilot.core.llm import free_port
 from driftpilot.core.settings import Settings
 from driftpilot.runs.plane import ControlPlane
 from driftpilot.store import AuditStore
@@ -38,12 +38,6 @@ PROBLEM = "application/problem+json"
 N = 5  # AuthLimitSettings.max_failures' default
 NAME_N = 20  # AuthLimitSettings.name_max_failures' default
 LOCKOUT_S = 60  # AuthLimitSettings.lockout_s' default
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def server_env(home: Path) -> dict[str, str]:

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from driftpilot.core.llm import free_port
 from driftpilot.core.settings import Settings
 from driftpilot.runs.plane import ControlPlane
-from evals.soak_services import Postgres, Service, free_port
+from evals.soak_services import Postgres, Service
 from tests.pg import find_bin_dir, postgres_required, start_postgres
 
 pytestmark = pytest.mark.integration

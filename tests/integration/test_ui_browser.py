@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ import pytest
 import yaml
 from playwright import sync_api
 
+from driftpilot.core.llm import free_port
 from driftpilot.core.settings import Settings
 from driftpilot.runs.plane import ControlPlane
 from driftpilot.store.models import Run, Schedule
@@ -49,12 +49,6 @@ RUN_MS = 240_000
 
 if shutil.which(CHROMIUM) is None:  # .ci/run installs it; say so loudly anywhere else
     pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium", pytrace=False)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

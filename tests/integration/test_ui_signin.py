@@ -16,7 +16,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 import pytest
 from playwright import sync_api
 
+from driftpilot.core.llm import free_port
 from driftpilot.core.settings import Settings
 from driftpilot.runs.plane import ControlPlane
 from driftpilot.store.users import add_user
@@ -78,12 +78,6 @@ def test_our_words_override_existing_chainlit_keys(tmp_path: Path) -> None:
     assert installed == theirs | ours
     assert installed["auth.login.form.email.label"] == "Name"
     assert installed["chat.input.placeholder"] == theirs["chat.input.placeholder"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
