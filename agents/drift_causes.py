@@ -10,7 +10,10 @@ fired) and maps each cause to the actions it allows.
   beyond three standard errors of the batch's share, on at least ``min_rows`` labelled rows.
   Each class the same: the importance-weighted share of material shifts, measured again
   against the reference resampled to the batch's class shares (p_batch(y) / p_ref(y) per row,
-  drawn seeded), stays under ``drift.monitor_share``; the champion's scores within each
+  drawn seeded), stays under ``drift.monitor_share`` and its mean effect size over the
+  threshold under ``max_left_effect`` (a covariate shift of columns that each stay under the
+  bar moves the labels with it, and keeps its drift at any class shares); the champion's
+  scores within each
   class did not move (``class_score_shift``: normed Wasserstein of one class's scores, batch
   vs reference, at most ``drift.label_shift.class_score_shift``), or, with no champion to
   score with, the reweighting explains the feature drift (the importance-weighted mean effect
@@ -206,6 +209,15 @@ def label_shift_reading(
                 f"{prevalence_text}, but the class shares do not explain the feature drift: "
                 f"{raw:.2f} -> {left:.2f} at the batch's class shares (needs <= "
                 f"{ratio:.0%} of it)"
+            ],
+        )
+    if left is not None and left > rules.max_left_effect:
+        return CauseReading(
+            cause="world_change",
+            reasons=[
+                f"{prevalence_text}, but the features moved within the classes: at the "
+                f"batch's class shares the mean effect is still {left:.2f} > "
+                f"{rules.max_left_effect} of the bar"
             ],
         )
     if metric == "roc_auc" and bounds.significant_drop:

@@ -735,3 +735,21 @@ def test_without_notes_the_schema_names_only_causes_that_need_none() -> None:
     label = decision_schema(verdict_schema(shifted, {"weighted_share": 0.5}))["properties"]
     assert shifted.cause == "label_shift" and "label_shift" in _cause_enum(label)
     assert not {"pipeline_defect", "expected_change"} & set(_cause_enum(label))
+
+
+def test_features_still_moved_at_the_batch_class_shares_are_no_label_shift() -> None:
+    """The multiclass quick suite's covariate_shift: two columns under the materiality bar
+    moved the labels with them and the champion's scores within each class moved 0.21 (under
+    0.3); at the batch's class shares the features still sat at 0.56 of the bar (the suites'
+    label shifts: 0.11-0.19). It was recalibrated; it is a world change."""
+    policy = Policy()
+    covariate = _label_shift().model_copy(
+        update={"raw_effect": 0.53, "reweighted_effect": 0.56, "class_score_shift": 0.21}
+    )
+    reading = label_shift_reading(covariate, policy, _plain(policy), "roc_auc")
+    assert reading is not None and reading.cause == "world_change"
+    assert "features moved within the classes" in reading.reasons[0]
+    assert "0.56 > 0.4" in reading.reasons[0]
+    label = covariate.model_copy(update={"raw_effect": 0.19, "reweighted_effect": 0.19})
+    reading = label_shift_reading(label, policy, _plain(policy), "roc_auc")
+    assert reading is not None and reading.cause == "label_shift"
