@@ -177,56 +177,45 @@ def label_shift_reading(
     limit = policy.drift.monitor_share
     if shift.reweighted_share is None:
         why = shift.note or "the class-conditional drift was not measured"
-        return CauseReading(cause="world_change", reasons=[f"{prevalence_text}, but {why}"])
+        return _but(prevalence_text, why)
     if shift.reweighted_share >= limit:
-        return CauseReading(
-            cause="world_change",
-            reasons=[
-                f"{prevalence_text}, but each class moved too: weighted share "
-                f"{shift.reweighted_share:.2f} >= {limit} against the reference at the batch's "
-                "class shares"
-            ],
+        return _but(
+            prevalence_text,
+            f"each class moved too: weighted share "
+            f"{shift.reweighted_share:.2f} >= {limit} against the reference at the batch's "
+            "class shares",
         )
     rules = policy.drift.label_shift
     ratio = rules.explained_ratio
     raw, left = shift.raw_effect, shift.reweighted_effect
     within = shift.class_score_shift
     if within is not None and within > rules.class_score_shift:
-        return CauseReading(
-            cause="world_change",
-            reasons=[
-                f"{prevalence_text}, but the champion's scores moved within a class: normed "
-                f"Wasserstein {within:.2f} > {rules.class_score_shift}"
-            ],
+        return _but(
+            prevalence_text,
+            f"the champion's scores moved within a class: normed "
+            f"Wasserstein {within:.2f} > {rules.class_score_shift}",
         )
     if within is None and raw is not None and left is not None and not left <= ratio * raw:
         # Informative features move with the class shares under a label shift, and the
         # reweighting takes that move away; when it does not, the features moved on their own
         # (a covariate or concept change that moved the labels with it).
-        return CauseReading(
-            cause="world_change",
-            reasons=[
-                f"{prevalence_text}, but the class shares do not explain the feature drift: "
-                f"{raw:.2f} -> {left:.2f} at the batch's class shares (needs <= "
-                f"{ratio:.0%} of it)"
-            ],
+        return _but(
+            prevalence_text,
+            f"the class shares do not explain the feature drift: "
+            f"{raw:.2f} -> {left:.2f} at the batch's class shares (needs <= "
+            f"{ratio:.0%} of it)",
         )
     if left is not None and left > rules.max_left_effect:
-        return CauseReading(
-            cause="world_change",
-            reasons=[
-                f"{prevalence_text}, but the features moved within the classes: at the "
-                f"batch's class shares the mean effect is still {left:.2f} > "
-                f"{rules.max_left_effect} of the bar"
-            ],
+        return _but(
+            prevalence_text,
+            f"the features moved within the classes: at the "
+            f"batch's class shares the mean effect is still {left:.2f} > "
+            f"{rules.max_left_effect} of the bar",
         )
     if metric == "roc_auc" and bounds.significant_drop:
-        return CauseReading(
-            cause="world_change",
-            reasons=[
-                f"{prevalence_text}, but a significant ROC AUC drop: a prevalence change "
-                "leaves the ranking intact"
-            ],
+        return _but(
+            prevalence_text,
+            "a significant ROC AUC drop: a prevalence change leaves the ranking intact",
         )
     if shift.not_recalibratable:
         # Offering a recalibration the node must refuse would count each refusal as a lost
@@ -255,6 +244,11 @@ def label_shift_reading(
         ],
         prevalence=flat,
     )
+
+
+def _but(prevalence: str, why: str) -> CauseReading:
+    """A prevalence that moved for another reason than a label shift: a world change."""
+    return CauseReading(cause="world_change", reasons=[f"{prevalence}, but {why}"])
 
 
 def _prevalence_text(shift: LabelShift) -> str:

@@ -12,8 +12,7 @@ from driftpilot.core.llm import Backend
 from driftpilot.core.policy import Policy
 from driftpilot.core.settings import Settings
 from driftpilot.store import AuditStore
-from driftpilot.store.audit import now
-from driftpilot.store.models import ManagedModel
+from tests.rows import model_without_champion
 
 
 def _window(path: Path, top: float) -> pl.DataFrame:
@@ -26,20 +25,9 @@ def test_the_profile_is_reused_until_a_promotion_writes_a_new_window(tmp_path: P
     store = AuditStore(f"sqlite:///{tmp_path / 'audit.db'}")
     window = tmp_path / "reference.parquet"
     first = _window(window, 2.0)
-    store.add(
-        ManagedModel(
-            name="m",
-            created_at=now(),
-            source="",
-            target="y",
-            time_col="t",
-            numeric='["x"]',
-            categorical="[]",
-            family="lightgbm",
-            metric="roc_auc",
-            reference_path=str(window),
-        )
-    )
+    model = model_without_champion("m")  # inputs x, target y, time t
+    model.reference_path = str(window)
+    store.add(model)
     ctx = RunContext(Settings(home=tmp_path), store, Policy(), Backend("builtin", "", None))
     profile = ctx.reference_profile("m", first)
     assert [c.name for c in profile.columns] == ["x", "y", "t"]
