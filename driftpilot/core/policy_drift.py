@@ -333,7 +333,7 @@ def rule_bounds(ev: DriftEvidence, rules: DriftRules, limits: RetrainLimits) -> 
         and ev.fresh_gain >= rules.max_metric_drop
         and ev.fresh_gain_low > 0
     )
-    # Severity skips the wait and the cooldown (a drop, the cost too), so a large point estimate is
+    # Severity skips the wait and the cooldown (a severe drop the cost too), so a large point is
     # not enough: the signal must also surely be one that counts (its lower bound at least
     # max_metric_drop, not merely above zero). On a 1,000-row batch a drop of 0.06 whose interval
     # barely clears zero is as likely 0.01, and retraining on it at once is how a stream without
@@ -450,7 +450,8 @@ def _held_back(
     ev: DriftEvidence, limits: RetrainLimits, severe: bool, gain: float, *, costly: bool
 ) -> list[str]:
     """Why a performance signal does not retrain yet (empty: it does). ``costly``: the
-    retrain must pay its cost (all but a severe drop)."""
+    retrain must pay its cost (all but a severe drop, or a severe gain beside a significant
+    drop)."""
     reasons: list[str] = []
     if not severe:
         seen = ev.recent_signals + 1
