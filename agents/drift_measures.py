@@ -132,7 +132,7 @@ def performance(
             # Beside a measured score the estimate is a record of how far estimates can be
             # trusted; the drop the policy reads stays the measured one.
             out.update({k: v for k, v in found.items() if not (measured and "metric_drop" in k)})
-    out.update(_prediction_shift(ctx, run_id, model, frame, scorer, sampled))
+    out.update(_prediction_shift(ctx, run_id, model, task, frame, scorer, sampled))
     if measured:
         reason = ctx.policy.skip_quick_retrain()
         if reason:
@@ -155,6 +155,7 @@ def _prediction_shift(
     ctx: RunContext,
     run_id: str,
     model: str,
+    task: Task,
     frame: pl.DataFrame,
     scorer: Any,
     sampled: dict[str, Any],
@@ -171,7 +172,6 @@ def _prediction_shift(
     ref, cur = (stratified_sample(f, PREDICTION_ROWS, seed=seed) for f in (holdout, frame))
     if (ref.height, cur.height) != (holdout.height, frame.height):
         sampled["prediction_shift"] = {"holdout_rows": ref.height, "batch_rows": cur.height}
-    task = check_task(ctx.model(model).task)
     try:
         found = ctx.call(
             run_id,

@@ -34,7 +34,8 @@ from tools.shift import normed_wasserstein
 
 
 class PredictionShift(BaseModel):
-    """How far the champion's predictions moved between a reference and a batch."""
+    """How far the champion's predictions moved between a reference and a batch (whether
+    that counts is the policy's: ``driftpilot.core.policy_drift``'s predictions_moved)."""
 
     value: float = Field(
         description="Normed Wasserstein distance of the predictions (multiclass: the mean "
@@ -46,10 +47,6 @@ class PredictionShift(BaseModel):
     )
     reference_rows: int
     batch_rows: int
-
-    def moved(self, threshold: float, alpha: float) -> bool:
-        """At least ``threshold``, and unlikely by chance (p-value under ``alpha``)."""
-        return self.value >= threshold and self.p_value < alpha
 
 
 def prediction_shift(
