@@ -122,6 +122,9 @@ class ScenarioSpec(BaseModel):
     kind: ScenarioKind = Field("none", description="Which drift to inject.")
     n_batches: int = Field(12, ge=2, description="Batches in the stream.")
     batch_rows: int = Field(2000, ge=10, description="Rows per batch.")
+    reference_rows: int | None = Field(
+        None, ge=10, description="Rows of the reference window (None: twice a batch)."
+    )
     onset: int = Field(6, ge=1, description="Index of the first drifted batch (0-based).")
     columns: list[str] = Field(default_factory=list, description="Columns the drift acts on.")
     magnitude: float = Field(
@@ -261,9 +264,8 @@ def make_scenario(
     if unknown:
         raise SchemaError(f"scenario columns {unknown} are not in the data")
     rng = np.random.default_rng(scenario.seed)
-    ref_rows = _sample_clean(
-        synthesizer, reference, spec, 2 * scenario.batch_rows, rng, scenario.seed - 1
-    )
+    n_reference = scenario.reference_rows or 2 * scenario.batch_rows
+    ref_rows = _sample_clean(synthesizer, reference, spec, n_reference, rng, scenario.seed - 1)
     if labeller is not None:
         ref_rows = _relabel(ref_rows, spec.target, labeller, rng)
     ref_start = scenario.start - timedelta(days=1)

@@ -48,6 +48,15 @@ def test_no_drift_stream_stays_in_range(fitted: Any, jan_sample: pl.DataFrame) -
     assert times == sorted(times)
 
 
+def test_reference_rows_size_the_champions_window(fitted: Any, jan_sample: pl.DataFrame) -> None:
+    # The scenario suite trains its champion on the reference: its size is the tier's, not
+    # twice a batch (evals.learning_curve says why).
+    spec = ScenarioSpec(kind="none", n_batches=2, batch_rows=100, reference_rows=700)
+    scenario = make_scenario(fitted[0], jan_sample, FLIGHTS, spec)
+    assert scenario.reference.frame.height == 700
+    assert [b.frame.height for b in scenario.batches] == [100, 100]
+
+
 def test_covariate_shift_moves_only_chosen_columns_after_onset(
     fitted: Any, jan_sample: pl.DataFrame
 ) -> None:
