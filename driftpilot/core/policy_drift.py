@@ -295,8 +295,9 @@ def rule_bounds(ev: DriftEvidence, rules: DriftRules, limits: RetrainLimits) -> 
     (decay), or a quick retrain beats it on the batch's holdout (staleness: what a
     retrain can win back); each counts when at least ``max_metric_drop`` and
     significant. A drop that a measured quick retrain does not fix (a harder season)
-    never retrains. Monitor: material drift, or the champion's predictions moved (by
-    ``prediction_threshold``, significantly; alarms on anything else wear people out).
+    never retrains. Monitor: material drift, the champion's predictions moved (by
+    ``prediction_threshold``, significantly), or a severe drop that does not retrain
+    (alarms on anything else wear people out).
     Retrain (labelled batches only, whose holdout is big enough to judge the challenger
     on: ``evaluator.min_holdout_rows`` and ``min_class_rows``) on a signal that is
     severe, or persisted in k of the last n batches outside the cooldown, AND
@@ -363,11 +364,13 @@ def rule_bounds(ev: DriftEvidence, rules: DriftRules, limits: RetrainLimits) -> 
             f"(lower bound {versus(low or 0.0, rules.max_metric_drop)})"
             + ("" if any_cost else ": no wait, if worth its cost (no significant drop)")
         )
-    watch = material or moved
+    # A severe drop is surely a loss that counts: when no retrain answers it now (nothing to
+    # win back, an episode's hold, no labels), a person should still see it. Lesser signals
+    # either retrain or, held back (not yet persistent, cooling down, not worth it), wait in
+    # the signals and history: watching every significant drop lost more right answers on
+    # clean batches than it won (issue 21's quick suites).
+    watch = material or moved or severe_drop
     severity = _severity(ev.weighted_share, rules, watch, significant or stale, severe)
-    # Monitor means material drift or moved predictions: a performance signal either
-    # retrains or, held back (not yet persistent, cooling down, not worth it), waits in the
-    # signals and history.
     quiet = DriftBounds(
         allowed=["monitor", "none"] if watch else ["none", "monitor"],
         default="monitor" if watch else "none",

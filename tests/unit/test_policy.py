@@ -137,8 +137,10 @@ def test_retrain_always_and_never(policy: Policy) -> None:
     never = policy.model_copy(
         update={"drift": policy.drift.model_copy(update={"retrain": "never"})}
     )
-    held = never.drift_bounds(evidence(drop=0.3, drop_low=0.2))
-    assert held.default == "none" and "retrain" not in held.allowed and held.significant_drop
+    held = never.drift_bounds(evidence(drop=0.3, drop_low=0.2))  # severe: watched, not trained
+    assert held.default == "monitor" and "retrain" not in held.allowed and held.significant_drop
+    lesser = never.drift_bounds(evidence(drop=0.03, drop_low=0.01))
+    assert lesser.default == "none" and lesser.significant_drop
 
 
 def test_every_risk_rule(policy: Policy) -> None:
@@ -236,8 +238,16 @@ def test_a_drop_no_quick_retrain_fixes_never_retrains(policy: Policy) -> None:
             drop=0.12, drop_low=0.1, fresh_gain=-0.02, fresh_gain_low=-0.03, fresh_gain_high=-0.01
         )
     )
-    assert harder.significant_drop and harder.default == "none"
+    # Severe (0.12, surely over 0.02): never retrained, but watched, so a person sees it.
+    assert harder.significant_drop and harder.default == "monitor"
+    assert "retrain" not in harder.allowed
     assert any("nothing to win back" in s for s in harder.signals)
+    lesser = policy.drift_bounds(
+        evidence(
+            drop=0.04, drop_low=0.01, fresh_gain=-0.02, fresh_gain_low=-0.03, fresh_gain_high=-0.01
+        )
+    )
+    assert lesser.significant_drop and lesser.default == "none"
     # An inconclusive quick retrain (a small holdout) vetoes nothing: the drop decides.
     unsure = policy.drift_bounds(
         evidence(
@@ -350,7 +360,7 @@ def test_no_retrain_on_a_batch_whose_holdout_cannot_judge(policy: Policy) -> Non
     evaluator rejects any), so a retrain could only lose; the drop is still a signal."""
     small = "45 labelled holdout rows (needs at least 100)"
     held = policy.drift_bounds(evidence(drop=0.2, drop_low=0.15, holdout_too_small=small))
-    assert held.significant_drop and held.default == "none" and "retrain" not in held.allowed
+    assert held.significant_drop and held.default == "monitor" and "retrain" not in held.allowed
     assert any("too small to judge a challenger on (45 labelled" in s for s in held.signals)
     # The same drop on a holdout that can judge retrains at once.
     assert policy.drift_bounds(evidence(drop=0.2, drop_low=0.15)).default == "retrain"
