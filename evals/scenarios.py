@@ -162,7 +162,7 @@ def run_dataset(
     variants share one stream (scored against each variant's right actions) unless
     ``all_variants``."""
     spec = SPECS[dataset]
-    n_batches, onset, batch_rows, epochs, reference_rows = QUICK if quick else FULL
+    n_batches, onset, batch_rows, epochs = QUICK if quick else FULL
     planes: dict[str, Any] = {"": plane_for(home, llm=llm)}
     plane = planes[""]
     shared = plane.backend.is_builtin and not all_variants
@@ -186,7 +186,6 @@ def run_dataset(
             continue
         drift = {k: v for k, v in case.drift.items() if k != "labels"}
         drift.setdefault("batch_rows", batch_rows)
-        drift.setdefault("reference_rows", reference_rows)
         if drift["kind"] == "seasonal_repeat":
             drift["period"] = onset  # the first shift is the stream's first batch
         scenario = make_scenario(

@@ -364,11 +364,12 @@ def rule_bounds(ev: DriftEvidence, rules: DriftRules, limits: RetrainLimits) -> 
             f"(lower bound {versus(low or 0.0, rules.max_metric_drop)})"
             + ("" if any_cost else ": no wait, if worth its cost (no significant drop)")
         )
-    # A severe drop is surely a loss that counts: when no retrain answers it now (nothing to
-    # win back, an episode's hold, no labels), a person should still see it. Lesser signals
-    # either retrain or, held back (not yet persistent, cooling down, not worth it), wait in
-    # the signals and history: watching every significant drop lost more right answers on
-    # clean batches than it won (issue 21's quick suites).
+    # A severe drop is surely a loss that counts: when no retrain answers it (nothing to win
+    # back, retrain: never, no labels, a holdout too small), a person should still see it (an
+    # episode's hold already watches). Lesser signals either retrain or, held back (not yet
+    # persistent, cooling down, not worth it), wait in the signals and history: watching every
+    # significant drop lost more right answers on clean batches than it won (issue 21's quick
+    # suites).
     watch = material or moved or severe_drop
     severity = _severity(ev.weighted_share, rules, watch, significant or stale, severe)
     quiet = DriftBounds(

@@ -248,6 +248,15 @@ def test_a_drop_no_quick_retrain_fixes_never_retrains(policy: Policy) -> None:
         )
     )
     assert lesser.significant_drop and lesser.default == "none"
+
+
+def test_an_estimated_severe_drop_is_watched_without_asking_for_labels(policy: Policy) -> None:
+    """No labels: a severe estimated drop is watched; labels are asked for only beside
+    material drift (the estimate alone can be the calibration's error)."""
+    estimated = evidence(labelled=False, estimated=True, drop=0.2, drop_low=0.1)
+    bounds = policy.drift_bounds(estimated)
+    assert bounds.default == "monitor" and not bounds.labels_requested
+    assert "retrain" not in bounds.allowed
     # An inconclusive quick retrain (a small holdout) vetoes nothing: the drop decides.
     unsure = policy.drift_bounds(
         evidence(
