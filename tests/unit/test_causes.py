@@ -18,6 +18,7 @@ from agents.drift_causes import (
     LabelShift,
     label_shift_numbers,
     label_shift_reading,
+    prevalence,
     recalibration_blocked,
     seasonal_reading,
 )
@@ -133,6 +134,22 @@ def test_the_same_prevalence_or_too_few_rows_read_nothing() -> None:
     assert label_shift_reading(same, policy, _plain(policy), "roc_auc") is None
     few = _numbers(_frame(4000, 0.2, 1), _frame(150, 0.5, 2), policy)
     assert not few.moved  # 150 < min_rows 200
+
+
+def test_a_rare_class_moves_only_beyond_both_samples_error() -> None:
+    """Like the multiclass quick suite's clean label_shift batch 0 (its rarest class 2.3 % ->
+    3.1 %, +38 % of itself): 2.3 % -> 3.2 % is beyond three standard errors of the batch's share
+    alone, but the reference's share is a sample too, and within three of the two samples'
+    difference. A real move of the same class still counts."""
+    policy = Policy()
+
+    def labels(n: int, rare: int) -> pl.Series:
+        return pl.Series("y", ["late"] * rare + ["on_time"] * (n - rare))
+
+    *_, change, moved_class, moved = prevalence(labels(6000, 138), labels(3000, 96), policy)
+    assert not moved and moved_class is None and change == 0.0
+    *_, change, moved_class, moved = prevalence(labels(6000, 138), labels(3000, 150), policy)
+    assert moved and moved_class == "late" and change > 1.0
 
 
 def test_a_ranking_drop_rules_label_shift_out_but_not_a_log_loss_drop() -> None:
