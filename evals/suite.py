@@ -5,7 +5,7 @@ the results files.
     python -m evals.suite [--full] [--llm SPEC] [--k 3]
     python -m evals.suite --readme-only      # re-render the README from evals/results/
 
-Quick (``make eval``, 4 min 36 s on 2 cores at load 2-5 once CTGAN is fitted): flights only,
+Quick (``make eval``, about 5.5 min on 2 cores once CTGAN is fitted): flights only,
 scenario streams of 6 batches of 3,000 rows (each drift scenario scored in its three note
 variants; builtin runs one stream for the three, it reads no notes), then the causes table,
 then the policy comparison over January to August.
