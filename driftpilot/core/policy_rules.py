@@ -50,7 +50,7 @@ class LabelShiftRules(_Strict):
         0.3,
         gt=0,
         description="Or: a class's share moved by this share of itself (0.3: 20 % -> 26 %), "
-        "beyond three standard errors of the batch's share.",
+        "beyond three standard errors of the difference of the two shares (both are samples).",
     )
     min_rows: int = Field(200, ge=10, description="Labelled rows needed to read prevalence.")
     class_score_shift: float = Field(
