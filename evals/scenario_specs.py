@@ -198,10 +198,10 @@ def expected(
     quarantine a batch for its missing labels. A pipeline defect is quarantined (a defect the
     numbers cannot see, once a note tells it, is watched or quarantined: never trained on); an
     expected change watched; a classifier's label shift recalibrated until a recalibration is
-    promoted (a regression's moves its RMSE: monitor or retrain); a world change as the drift
-    says (moved inputs watched or retrained until a challenger trained on them is promoted,
-    then watched or left), a lasting one retrained until ``max_failed`` challengers lost, then
-    watched."""
+    promoted (a regression's moves its RMSE: monitor or retrain until a challenger is
+    promoted); a world change as the drift says (moved inputs watched or retrained until a
+    challenger trained on them is promoted, then watched or left), a lasting one retrained
+    until ``max_failed`` challengers lost, then watched."""
     first = first_drift(truth)
     if truth.onset is not None and index >= truth.onset and labels_late:
         return {"none", "monitor"}
@@ -218,7 +218,9 @@ def expected(
         return {"none", "monitor"}
     if cause == "label_shift":
         if task == "regression":
-            return {"monitor", "retrain"}
+            # Its target moved: retrained, then the champion serving was trained on the moved
+            # target, as after a covariate shift's promotion.
+            return {"none", "monitor"} if promoted_since_onset else {"monitor", "retrain"}
         return {"none", "monitor"} if promoted_since_onset else {"recalibrate"}
     if truth.kind in ("covariate_shift", "range_shift") and promoted_since_onset:
         # The champion now serving was trained on the moved inputs: nothing left to act on

@@ -82,6 +82,8 @@ def test_target_tilt_moves_the_regression_target_up(rows: pl.DataFrame) -> None:
 def test_a_regression_label_shift_may_be_retrained(rows: Any) -> None:
     truth = GroundTruth(kind="label_shift", onset=1, columns=[], magnitude=2.5, corruption=None)
     assert expected(truth, 2, False, task="regression") == {"monitor", "retrain"}
+    # Once a challenger trained on the moved target serves, nothing is left to act on.
+    assert expected(truth, 2, True, task="regression") == {"none", "monitor"}
     # A classifier's label shift is recalibrated (issue 21), then watched once promoted.
     assert expected(truth, 2, False, task="multiclass") == {"recalibrate"}
     assert expected(truth, 2, False) == {"recalibrate"}
