@@ -4,24 +4,24 @@ Two causes read here; the policy (``Policy.drift_bounds``) reads the rest from i
 (world_change: material drift, moved predictions or a performance signal; unknown: nothing
 fired) and maps each cause to the actions it allows.
 
-- **label_shift** (classifiers only): the class prevalence moved while each class looks the same.
-  Moved: the PSI of the label distribution (batch vs reference window) reaches
+- **label_shift** (classifiers only): the class prevalence moved while each class looks the
+  same. Moved: the PSI of the label distribution (batch vs reference window) reaches
   ``drift.label_shift.label_psi``, or one class's share moved by ``relative_change`` of itself
   beyond three standard errors of the difference of the two shares (both are samples), on at
-  least ``min_rows`` labelled rows. Each
-  class the same: the importance-weighted share of material shifts, measured again against the
-  reference resampled to the batch's class shares (p_batch(y) / p_ref(y) per row, drawn seeded),
-  stays under ``drift.monitor_share`` and its mean effect size over the threshold under
-  ``max_left_effect`` (a covariate shift of columns that each stay under the bar moves the labels
-  with it, and keeps its drift at any class shares); the champion's scores within each class did
-  not move (``class_score_shift``: normed Wasserstein of one class's scores, batch vs reference,
-  at most ``drift.label_shift.class_score_shift``), or, with no champion to score with, the
-  reweighting explains the feature drift (the importance-weighted mean effect size over its
-  threshold falls to at most ``explained_ratio`` of itself: a covariate shift that moved the
-  labels with it keeps its drift); and a ranking metric (ROC AUC, which a prevalence change alone
-  leaves unchanged) shows no significant drop. A label shift moves the scores, not the ranking: a
-  calibration map fixes it for a fraction of a retrain's cost. A champion that cannot carry a map
-  (an adopted MLflow model, or one that gives labels only: ``recalibration_blocked``) reads
+  least ``min_rows`` labelled rows. Each class the same: the importance-weighted share of
+  material shifts, measured again against the reference resampled to the batch's class shares
+  (p_batch(y) / p_ref(y) per row, drawn seeded), stays under ``drift.monitor_share`` and its
+  mean effect size over the threshold under ``max_left_effect`` (a covariate shift of columns
+  that each stay under the bar moves the labels with it, and keeps its drift at any class
+  shares); the champion's scores within each class did not move (``class_score_shift``: normed
+  Wasserstein of one class's scores, batch vs reference, at most
+  ``drift.label_shift.class_score_shift``), or, with no champion to score with, the reweighting
+  explains the feature drift (the importance-weighted mean effect size over its threshold falls
+  to at most ``explained_ratio`` of itself: a covariate shift that moved the labels with it
+  keeps its drift); and a ranking metric (ROC AUC, which a prevalence change alone leaves
+  unchanged) shows no significant drop. A label shift moves the scores, not the ranking: a
+  calibration map fixes it for a fraction of a retrain's cost. A champion that cannot carry a
+  map (an adopted MLflow model, or one that gives labels only: ``recalibration_blocked``) reads
   world_change with the reason instead: the rules decide.
 - **expected_change**: with ``drift.seasonality.period_batches`` set, the batch's drift
   signature (its materially drifted columns) matches, by Jaccard overlap of at least
